@@ -1,0 +1,19 @@
+# The same install as .ci/run: the package with its pinned torch (CPU build) on Python 3.11.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu \
+    KILN_DATA_DIR=/data
+
+WORKDIR /srv/modelkiln
+COPY pyproject.toml README.md alembic.ini ./
+COPY app ./app
+COPY workers ./workers
+COPY migrations ./migrations
+RUN pip install -e .
+
+VOLUME ["/data"]
+EXPOSE 8000
+CMD ["kiln", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,1 @@
+"""HTTP routes. They translate HTTP to service calls and never import torch."""

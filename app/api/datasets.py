@@ -1,0 +1,58 @@
+"""/v1/datasets: upload a CSV, list and read datasets."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+
+from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WriteAccess
+from app.api.schemas import DatasetRead, Page
+from app.datasets import service
+from app.tables import Task
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+@router.post("", status_code=201, response_model=DatasetRead, dependencies=[WriteAccess],
+             summary="Upload a CSV dataset")
+def upload_dataset(
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description="CSV with a header row.")],
+    target: Annotated[str, Form(max_length=200, description="Column to predict.")],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    task: Annotated[Task | None, Form(description="Inferred from the target when absent.")]
+    = None,
+    input_shape: Annotated[str | None, Form(max_length=64, description="Per-row shape of "
+                                            "image-like rows, e.g. '1,8,8'.")] = None,
+) -> DatasetRead:
+    """Validate and store a CSV; 4xx with the reason if it cannot be learned from."""
+    spool = settings.data_dir / "tmp"
+    spool.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=spool, suffix=".csv") as copy:
+        shutil.copyfileobj(file.file, copy, 1 << 20)
+        copy.flush()
+        dataset = service.create_dataset(
+            session, store, upload=Path(copy.name), filename=file.filename or "upload.csv",
+            target=target, name=name, task=task, input_shape=input_shape)
+    return DatasetRead.model_validate(dataset)
+
+
+@router.get("", response_model=Page[DatasetRead], dependencies=[ReadAccess])
+def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                  offset: Annotated[int, Query(ge=0)] = 0) -> Page[DatasetRead]:
+    """Datasets, newest first."""
+    rows, total = service.list_datasets(session, limit=limit, offset=offset)
+    return Page(items=[DatasetRead.model_validate(row) for row in rows], total=total,
+                limit=limit, offset=offset)
+
+
+@router.get("/{dataset_id}", response_model=DatasetRead, dependencies=[ReadAccess])
+def get_dataset(session: SessionDep, dataset_id: int) -> DatasetRead:
+    """One dataset."""
+    return DatasetRead.model_validate(service.get_dataset(session, dataset_id))

@@ -1,0 +1,86 @@
+"""Request dependencies: settings, the transaction-owning session, and API-key scopes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.auth import Principal, authenticate, check_scope
+from app.config import Settings
+from app.db import discard_deferred, get_sessionmaker, run_deferred
+from app.errors import Unauthorized
+from app.jobs.queue import JobQueue
+from app.serving.runtime import SessionCache
+from app.storage import ArtifactStore
+from app.tables import Scope
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer kiln_...`")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> ArtifactStore:
+    store: ArtifactStore = request.app.state.store
+    return store
+
+
+def get_queue(request: Request) -> JobQueue:
+    queue: JobQueue = request.app.state.queue
+    return queue
+
+
+def get_sessions(request: Request) -> SessionCache:
+    cache: SessionCache = request.app.state.sessions
+    return cache
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """The request's one transaction: committed when the handler returns, before the
+    response is sent; actions deferred until commit (enqueueing) run right after."""
+    session = get_sessionmaker(get_settings(request).database_url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        discard_deferred(session)
+        raise
+    finally:
+        session.close()
+    run_deferred(session)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+SessionCacheDep = Annotated[SessionCache, Depends(get_sessions)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def require(scope: Scope) -> Callable[..., Principal]:
+    """A dependency that admits only API keys whose scope grants ``scope``."""
+
+    def dependency(
+        session: SessionDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        principal = authenticate(session, credentials.credentials)
+        check_scope(principal, scope)
+        return principal
+
+    return dependency
+
+
+ReadAccess = Depends(require(Scope.READ))
+WriteAccess = Depends(require(Scope.WRITE))
+AdminAccess = Depends(require(Scope.ADMIN))
+InferAccess = Depends(require(Scope.INFER))

@@ -1,0 +1,48 @@
+"""One rendering of errors: ``{"detail": ...}`` on /v1, ``{"error": ...}`` on /v2 (the
+inference protocol's shape)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from app.errors import KilnError, Unauthorized
+
+
+def error_response(path: str, status: int, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    """The error body for ``path``, with ``status``."""
+    body = {"error": message} if path.startswith("/v2") else {"detail": message}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        parts.append(f"{location}: {item.get('msg')}" if location else str(item.get("msg")))
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn our errors into 4xx/5xx responses."""
+
+    @app.exception_handler(KilnError)
+    async def _kiln_error(request: Request, error: KilnError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+        return error_response(request.url.path, error.status_code, error.message, headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return error_response(request.url.path, error.status_code, str(error.detail),
+                              dict(error.headers) if error.headers else None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        if request.url.path.startswith("/v2"):
+            return error_response(request.url.path, 400, _validation_message(error))
+        # Keep FastAPI's list form: each entry names the field (loc) and the problem (msg).
+        return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)

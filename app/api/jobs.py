@@ -1,0 +1,61 @@
+"""/v1/jobs: submit, follow, list and cancel jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from app.api.schemas import JobProgress, JobRead, Page, TrialRead
+from app.jobs import service
+from app.jobs.spec import JobCreate
+from app.tables import Job, JobStatus
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def job_read(job: Job) -> JobRead:
+    return JobRead(
+        id=job.id, kind=job.kind, status=job.status, dataset_id=job.dataset_id,
+        model_name=job.model_name, spec=job.spec,
+        progress=JobProgress(trials_done=job.trials_done, trials_total=job.trials_total,
+                             best_value=job.best_value),
+        attempt=job.attempt, max_attempts=job.max_attempts, worker=job.worker, error=job.error,
+        result=job.result, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, updated_at=job.updated_at)
+
+
+@router.post("", status_code=202, response_model=JobRead, dependencies=[WriteAccess],
+             summary="Submit a job")
+def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep,
+               spec: JobCreate) -> JobRead:
+    """Record the job, then (after commit) send it to the workers."""
+    return job_read(service.submit_job(session, queue, settings, spec))
+
+
+@router.get("", response_model=Page[JobRead], dependencies=[ReadAccess])
+def list_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0)] = 0,
+              status: JobStatus | None = None) -> Page[JobRead]:
+    """Jobs, newest first."""
+    rows, total = service.list_jobs(session, limit=limit, offset=offset, status=status)
+    return Page(items=[job_read(row) for row in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobRead, dependencies=[ReadAccess])
+def get_job(session: SessionDep, job_id: int) -> JobRead:
+    """One job with its progress, error or result."""
+    return job_read(service.get_job(session, job_id))
+
+
+@router.get("/{job_id}/trials", response_model=list[TrialRead], dependencies=[ReadAccess])
+def list_trials(session: SessionDep, job_id: int) -> list[TrialRead]:
+    """The trials of a search job, in order."""
+    return [TrialRead.model_validate(trial) for trial in service.list_trials(session, job_id)]
+
+
+@router.post("/{job_id}/cancel", response_model=JobRead, dependencies=[WriteAccess])
+def cancel_job(session: SessionDep, job_id: int) -> JobRead:
+    """Cancel a queued or running job (409 if it already finished)."""
+    return job_read(service.cancel_job(session, job_id))

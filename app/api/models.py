@@ -1,0 +1,76 @@
+"""/v1/models: the registry's models, versions and artifacts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+
+from app.api.deps import ReadAccess, SessionDep, StoreDep
+from app.api.schemas import ModelRead, Page, VersionRead
+from app.registry import service
+from app.tables import Model, ModelVersion
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def model_read(session: Session, model: Model) -> ModelRead:
+    return ModelRead(name=model.name, task=model.task, latest_version=model.latest_version,
+                     aliases=service.model_aliases(session, model), created_at=model.created_at,
+                     updated_at=model.updated_at)
+
+
+def version_read(session: Session, name: str, version: ModelVersion) -> VersionRead:
+    return VersionRead(
+        model=name, version=version.version, status=version.status, source=version.source,
+        task=version.task, sha256=version.sha256, size_bytes=version.size_bytes,
+        n_params=version.n_params, latency_p50_ms=version.latency_p50_ms,
+        metrics=version.metrics, signature=version.signature,
+        class_labels=version.class_labels, config=version.config,
+        lineage=service.lineage(session, version), created_at=version.created_at)
+
+
+@router.get("", response_model=Page[ModelRead], dependencies=[ReadAccess])
+def list_models(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                offset: Annotated[int, Query(ge=0)] = 0) -> Page[ModelRead]:
+    """Models by name."""
+    rows, total = service.list_models(session, limit=limit, offset=offset)
+    return Page(items=[model_read(session, row) for row in rows], total=total, limit=limit,
+                offset=offset)
+
+
+@router.get("/{name}", response_model=ModelRead, dependencies=[ReadAccess])
+def get_model(session: SessionDep, name: str) -> ModelRead:
+    """One model with its aliases."""
+    return model_read(session, service.get_model(session, name))
+
+
+@router.get("/{name}/versions", response_model=Page[VersionRead], dependencies=[ReadAccess])
+def list_versions(session: SessionDep, name: str,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                  offset: Annotated[int, Query(ge=0)] = 0) -> Page[VersionRead]:
+    """A model's versions, newest first."""
+    rows, total = service.list_versions(session, name, limit=limit, offset=offset)
+    return Page(items=[version_read(session, name, row) for row in rows], total=total,
+                limit=limit, offset=offset)
+
+
+@router.get("/{name}/versions/{version}", response_model=VersionRead,
+            dependencies=[ReadAccess])
+def get_version(session: SessionDep, name: str, version: int) -> VersionRead:
+    """One version: metrics, signature, labels and lineage."""
+    return version_read(session, name, service.get_version(session, name, version))
+
+
+@router.get("/{name}/versions/{version}/artifact", dependencies=[ReadAccess],
+            response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+def download_artifact(session: SessionDep, store: StoreDep, name: str,
+                      version: int) -> FileResponse:
+    """The version's ONNX file."""
+    row = service.get_version(session, name, version)
+    return FileResponse(store.local_path(row.artifact_key), media_type="application/octet-stream",
+                        filename=f"{name}-v{version}.onnx",
+                        headers={"X-Content-SHA256": row.sha256})

@@ -1,0 +1,141 @@
+"""Response and request bodies of the /v1 API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.tables import Scope
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a listing."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class DatasetRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    filename: str
+    target: str
+    task: str
+    rows: int = Field(validation_alias="n_rows")
+    feature_names: list[str]
+    class_labels: list[Any] | None
+    input_shape: list[int] | None
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+
+
+class JobProgress(BaseModel):
+    trials_done: int
+    trials_total: int
+    best_value: float | None
+
+
+class JobRead(BaseModel):
+    id: int
+    kind: str
+    status: str
+    dataset_id: int | None
+    model_name: str | None
+    spec: dict[str, Any]
+    progress: JobProgress
+    attempt: int
+    max_attempts: int
+    worker: str | None
+    error: str | None
+    result: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class TrialRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    number: int
+    attempt: int
+    state: str
+    params: dict[str, Any]
+    value: float | None
+    intermediate: list[float]
+    error: str | None
+    worker: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+
+
+class ModelRead(BaseModel):
+    name: str
+    task: str
+    latest_version: int
+    aliases: dict[str, int]
+    created_at: datetime
+    updated_at: datetime
+
+
+class VersionRead(BaseModel):
+    model: str
+    version: int
+    status: str
+    source: str
+    task: str
+    sha256: str
+    size_bytes: int
+    n_params: int | None
+    latency_p50_ms: float | None
+    metrics: dict[str, Any]
+    signature: dict[str, Any]
+    class_labels: list[Any] | None
+    config: dict[str, Any] | None
+    lineage: dict[str, Any]
+    created_at: datetime
+
+
+class PredictRequest(BaseModel):
+    """Rows of feature values, in the dataset's column order (target excluded)."""
+
+    inputs: list[list[float]] = Field(examples=[[[0.0, 1.5, 3.0]]])
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    predictions: list[Any]
+    probabilities: list[list[float]] | None = None
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    scope: Scope
+
+
+class KeyRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    scope: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyRead):
+    key: str = Field(description="The secret. Shown only in this response.")

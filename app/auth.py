@@ -1,0 +1,112 @@
+"""API keys: generation, hashing, lookup and the scope rules."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.errors import Forbidden, NotFound, Unauthorized
+from app.tables import ApiKey, Scope
+
+KEY_PREFIX = "kiln_"
+
+# Which key scopes satisfy a route's required scope.
+_GRANTS: dict[Scope, frozenset[Scope]] = {
+    Scope.ADMIN: frozenset({Scope.ADMIN}),
+    Scope.WRITE: frozenset({Scope.ADMIN, Scope.WRITE}),
+    Scope.READ: frozenset({Scope.ADMIN, Scope.WRITE, Scope.READ}),
+    Scope.INFER: frozenset({Scope.ADMIN, Scope.WRITE, Scope.INFER}),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller behind a request: which key, with what scope."""
+
+    key_id: int
+    name: str
+    scope: Scope
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A freshly created key; ``secret`` is shown once and never stored."""
+
+    id: int
+    name: str
+    scope: Scope
+    secret: str
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of a key. Keys carry 256 random bits, so a fast hash is enough."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def create_key(session: Session, *, name: str, scope: Scope) -> NewKey:
+    """Make a random key (32 bytes of entropy) and store only its hash."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(name=name, scope=scope, key_hash=hash_secret(secret), prefix=secret[:12])
+    session.add(row)
+    session.flush()
+    return NewKey(id=row.id, name=name, scope=scope, secret=secret)
+
+
+def authenticate(session: Session, secret: str) -> Principal:
+    """The principal for a presented key, or Unauthorized."""
+    digest = hash_secret(secret)
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    # The lookup is by digest; the constant-time compare keeps the final check timing-flat.
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
+        raise Unauthorized("invalid or revoked API key")
+    return Principal(key_id=row.id, name=row.name, scope=Scope(row.scope))
+
+
+def check_scope(principal: Principal, required: Scope) -> None:
+    """Raise Forbidden unless the principal's scope grants ``required``."""
+    if principal.scope not in _GRANTS[required]:
+        raise Forbidden(f"API key '{principal.name}' has scope '{principal.scope}'; "
+                        f"this route needs '{required}'")
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    """Every key, oldest first (secrets are not stored, so none are shown)."""
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def revoke_key(session: Session, key_id: int) -> ApiKey:
+    """Revoke a key; a revoked key stops working at once."""
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound(f"API key {key_id} not found")
+    if row.revoked_at is None:
+        session.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=utcnow()))
+        session.refresh(row)
+    return row
+
+
+def count_active_keys(session: Session) -> int:
+    """How many keys are not revoked."""
+    return session.scalar(
+        select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))) or 0
+
+
+def bootstrap_admin_key(session: Session, key_file: Path) -> NewKey | None:
+    """On a registry with no keys, create an admin key and write it to ``key_file`` (0600)."""
+    if count_active_keys(session) > 0:
+        return None
+    new_key = create_key(session, name="bootstrap-admin", scope=Scope.ADMIN)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(new_key.secret + "\n")
+    os.chmod(key_file, 0o600)
+    return new_key

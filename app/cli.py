@@ -1,0 +1,173 @@
+"""The ``kiln`` command: serve, worker, migrate, keys."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from app.config import Settings, SettingsError, get_settings
+
+logger = logging.getLogger("kiln")
+
+WORKER_STOP_GRACE_S = 10.0
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as error:
+        print(f"kiln: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _migrate(settings: Settings) -> None:
+    from app.migrate import upgrade_to_head
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(settings.database_url)
+
+
+def _bootstrap_key(settings: Settings) -> None:
+    from app.auth import bootstrap_admin_key
+    from app.db import session_scope
+
+    with session_scope(settings.database_url) as session:
+        new_key = bootstrap_admin_key(session, settings.admin_key_path)
+    if new_key is not None:
+        print("\n  Admin API key (shown once; also saved, mode 0600, to "
+              f"{settings.admin_key_path}):\n\n    {new_key.secret}\n", flush=True)
+
+
+class WorkerSupervisor(threading.Thread):
+    """Keeps a ``kiln worker`` child running until stopped; restarts it if it dies."""
+
+    def __init__(self, concurrency: int) -> None:
+        super().__init__(name="worker-supervisor", daemon=True)
+        self.concurrency = concurrency
+        self.stopping = threading.Event()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "app.cli", "worker",
+                   "--concurrency", str(self.concurrency)]
+        # Its own session: Ctrl-C reaches only us, and we stop the worker's whole group.
+        return subprocess.Popen(command, start_new_session=True)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.process = self._spawn()
+            code = self.process.wait()
+            if self.stopping.is_set():
+                return
+            logger.warning("worker exited with code %s; restarting in 2 s", code)
+            self.stopping.wait(2.0)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=WORKER_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            logger.warning("worker still busy after %.0f s; killing it (its job is re-queued "
+                           "when its lease expires)", WORKER_STOP_GRACE_S)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Migrate, make sure an admin key exists, start workers, run the gateway."""
+    settings = _settings_or_exit()
+    _migrate(settings)
+    _bootstrap_key(settings)
+    supervisor = WorkerSupervisor(args.workers) if args.workers > 0 else None
+    if supervisor is not None:
+        supervisor.start()
+    import uvicorn
+
+    from app.main import create_app
+
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Run one Celery worker node with ``--concurrency`` processes."""
+    os.environ.setdefault("KILN_TRAIN_THREADS", str(max(1, (os.cpu_count() or 1)
+                                                        // max(1, args.concurrency))))
+    settings = _settings_or_exit()
+    from workers.celery_app import celery_app
+
+    celery_app.worker_main(["worker", "--concurrency", str(args.concurrency), "--pool",
+                            "prefork", "--loglevel", args.loglevel, "--queues",
+                            settings.queue_name, "--without-gossip", "--without-mingle"])
+
+
+def migrate(_: argparse.Namespace) -> None:
+    """Bring the registry schema to the newest migration."""
+    settings = _settings_or_exit()
+    _migrate(settings)
+    print(f"database at head: {settings.database_url.split('@')[-1]}")
+
+
+def keys_create(args: argparse.Namespace) -> None:
+    """Create an API key and print it once."""
+    from app.auth import create_key
+    from app.db import session_scope
+    from app.tables import Scope
+
+    settings = _settings_or_exit()
+    _migrate(settings)
+    with session_scope(settings.database_url) as session:
+        new_key = create_key(session, name=args.name, scope=Scope(args.scope))
+    print(new_key.secret)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kiln", description="ModelKiln model-as-a-service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the gateway and embedded workers")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--workers", type=int, default=1,
+                           help="worker processes to start (0: gateway only)")
+    serve_cmd.set_defaults(func=serve)
+    worker_cmd = commands.add_parser("worker", help="run a worker only")
+    worker_cmd.add_argument("--concurrency", type=int, default=1)
+    worker_cmd.add_argument("--loglevel", default="INFO")
+    worker_cmd.set_defaults(func=worker)
+    commands.add_parser("migrate", help="upgrade the database schema").set_defaults(
+        func=migrate)
+    keys_cmd = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True)
+    create_cmd = keys_cmd.add_parser("create", help="create a key and print it once")
+    create_cmd.add_argument("--name", required=True)
+    create_cmd.add_argument("--scope", required=True, choices=["admin", "write", "read",
+                                                               "infer"])
+    create_cmd.set_defaults(func=keys_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``kiln`` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

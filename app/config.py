@@ -1,0 +1,110 @@
+"""Typed settings, read from ``KILN_*`` environment variables, validated at start-up."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "KILN_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of ModelKiln. Defaults give the embedded, server-less configuration."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default=Path("./kiln-data"), description="Where SQLite files, "
+                           "artifacts and the admin key live.")
+    database_url: str = Field(default="", description="SQLAlchemy URL of the registry database; "
+                              "default: SQLite file in the data dir.")
+    broker_url: str = Field(default="", description="Celery broker URL; default: kombu's "
+                            "SQLAlchemy transport on a SQLite file in the data dir.")
+    artifact_url: str = Field(default="", description="Artifact store URL (file://PATH); "
+                              "default: DATA_DIR/artifacts.")
+    queue_name: str = Field(default="kiln", min_length=1, max_length=64,
+                            pattern=r"^[A-Za-z0-9_.-]+$", description="Broker queue for jobs.")
+    max_upload_mb: float = Field(default=100.0, gt=0, description="Largest accepted upload.")
+    max_request_mb: float = Field(default=16.0, gt=0, description="Largest non-upload body.")
+    max_predict_rows: int = Field(default=10_000, gt=0, description="Rows per predict request.")
+    job_lease_s: float = Field(default=30.0, gt=0, description="A running job whose worker has "
+                               "not renewed its lease for this long is reaped.")
+    job_max_attempts: int = Field(default=3, ge=1, le=100, description="Attempts before a job "
+                                  "whose worker keeps disappearing is failed.")
+    queued_resend_s: float = Field(default=60.0, gt=0, description="A job still queued after "
+                                   "this long is sent to the broker again (backing off).")
+    reaper_interval_s: float = Field(default=5.0, gt=0, description="How often the gateway "
+                                     "checks for lost jobs.")
+    ort_threads: int = Field(default=1, ge=1, le=256, description="onnxruntime intra-op threads "
+                             "for serving and latency measurement.")
+    train_threads: int = Field(default=0, ge=0, le=256, description="torch threads per worker "
+                               "process; 0 divides the CPUs between worker processes.")
+    session_cache_size: int = Field(default=32, ge=1, description="ONNX sessions kept loaded.")
+
+    @field_validator("database_url", "broker_url", "artifact_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        data_dir = self.data_dir.expanduser().resolve()
+        object.__setattr__(self, "data_dir", data_dir)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{data_dir / 'kiln.db'}")
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", f"sqla+sqlite:///{data_dir / 'broker.db'}")
+        if not self.artifact_url:
+            object.__setattr__(self, "artifact_url", f"file://{data_dir / 'artifacts'}")
+        if "://" not in self.database_url:
+            raise ValueError("database_url: expected a SQLAlchemy URL such as "
+                             "postgresql+psycopg://user@host/db")
+        if "://" not in self.broker_url:
+            raise ValueError("broker_url: expected a URL such as redis://host:6379/0")
+        if not self.artifact_url.startswith("file://"):
+            raise ValueError("artifact_url: only file:// artifact stores are supported")
+        return self
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.data_dir / "admin.key"
+
+
+def _describe(error: ValidationError) -> str:
+    """Turn a pydantic error into lines that name the environment variable at fault."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        message = item["msg"]
+        if not field and ":" in message:  # raised by the model validator as "field: message"
+            field, message = message.removeprefix("Value error, ").split(":", 1)
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {message.strip()}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (plus overrides); SettingsError names the culprit."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Datasets: CSV parsing, validation, storage and splits."""

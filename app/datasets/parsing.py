@@ -1,0 +1,208 @@
+"""CSV parsing and validation: every rejection names the column, line and what was wrong."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.datasets.splits import check_splittable
+from app.errors import InvalidInput
+from app.tables import Task
+
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+MAX_COLUMNS = 10_000
+MAX_CLASSES = 1_000
+# Integer-valued targets with at most this many distinct values are taken as class labels.
+MAX_INFERRED_CLASSES = 20
+
+
+@dataclass(frozen=True)
+class ParsedDataset:
+    """A validated dataset: float32 features, encoded target and what the encoding means."""
+
+    features: np.ndarray
+    target: np.ndarray  # class index (int64) for classification, float64 for regression
+    feature_names: list[str]
+    task: Task
+    class_labels: list[Any] | None
+    input_shape: list[int] | None
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.features.shape[0])
+
+
+def _short(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(repr(name) for name in names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}]"
+
+
+def parse_input_shape(text: str | None, n_features: int | None = None) -> list[int] | None:
+    """Parse ``"1,8,8"`` into ``[1, 8, 8]`` and check it against the feature count."""
+    if text is None or not text.strip():
+        return None
+    try:
+        shape = [int(part) for part in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise InvalidInput(f"input_shape {text!r} must be comma-separated positive integers, "
+                           "e.g. '1,8,8'") from None
+    if not 1 <= len(shape) <= 3 or any(dim <= 0 for dim in shape):
+        raise InvalidInput(f"input_shape {text!r} must have 1 to 3 positive dimensions")
+    if n_features is not None and math.prod(shape) != n_features:
+        raise InvalidInput(f"input_shape {text!r} has {math.prod(shape)} elements but the CSV "
+                           f"has {n_features} feature columns")
+    return shape
+
+
+def _read_header(reader: Any) -> list[str]:
+    header = next(reader, None)
+    while header is not None and not any(cell.strip() for cell in header):
+        header = next(reader, None)
+    if header is None:
+        raise InvalidInput("file is empty: expected a CSV with a header row")
+    names = [cell.strip() for cell in header]
+    if len(names) > MAX_COLUMNS:
+        raise InvalidInput(f"CSV has {len(names)} columns; at most {MAX_COLUMNS} are supported")
+    if all(_is_number(name) for name in names):
+        raise InvalidInput("CSV has no header row: the first row holds only numbers "
+                           f"({_short(names, 5)}); add a row of column names")
+    for position, name in enumerate(names, start=1):
+        if not name:
+            raise InvalidInput(f"header has an empty column name at position {position}")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise InvalidInput(f"header repeats column names: {_short(duplicates)}")
+    return names
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _bad_cell(row: list[str], columns: list[int], names: list[str], line: int) -> InvalidInput:
+    """Find the first feature cell that did not parse as a finite number and describe it."""
+    for index in columns:
+        cell = row[index].strip()
+        if cell.lower() in MISSING_TOKENS:
+            return InvalidInput(f"missing value in column {names[index]!r} at line {line}")
+        try:
+            value = float(cell)
+        except ValueError:
+            return InvalidInput(f"column {names[index]!r} is not numeric: {cell[:40]!r} "
+                                f"at line {line}")
+        if not math.isfinite(value):
+            return InvalidInput(f"column {names[index]!r} has a non-finite value {cell[:40]!r} "
+                                f"at line {line}")
+    return InvalidInput(f"unreadable row at line {line}")
+
+
+def _encode_target(raw: list[str], task: Task | None, target: str,
+                   lines: list[int]) -> tuple[Task, np.ndarray, list[Any] | None]:
+    numeric: list[float] = []
+    for value, line in zip(raw, lines, strict=True):
+        try:
+            number = float(value)
+        except ValueError:
+            if task == Task.REGRESSION:
+                raise InvalidInput(f"target column {target!r} must be numeric for regression: "
+                                   f"{value[:40]!r} at line {line}") from None
+            numeric = []
+            break
+        if not math.isfinite(number):
+            raise InvalidInput(f"target column {target!r} has a non-finite value {value!r} "
+                               f"at line {line}")
+        numeric.append(number)
+    all_numeric = len(numeric) == len(raw)
+    integral = all_numeric and all(number.is_integer() for number in numeric)
+    if task is None:
+        distinct = len(set(numeric)) if all_numeric else 0
+        inferred_class = not all_numeric or (integral and distinct <= MAX_INFERRED_CLASSES)
+        task = Task.CLASSIFICATION if inferred_class else Task.REGRESSION
+    if task == Task.REGRESSION:
+        return task, np.asarray(numeric, dtype=np.float64), None
+
+    labels: list[Any]
+    if integral:
+        keys: list[Any] = [int(number) for number in numeric]
+    elif all_numeric:
+        keys = numeric
+    else:
+        keys = raw
+    labels = sorted(set(keys))
+    if len(labels) < 2:
+        raise InvalidInput(f"target column {target!r} has a single class ({labels[0]!r}); "
+                           "classification needs at least 2")
+    if len(labels) > MAX_CLASSES:
+        raise InvalidInput(f"target column {target!r} has {len(labels)} distinct values; "
+                           f"classification supports at most {MAX_CLASSES} (use "
+                           "task=regression for a continuous target)")
+    index = {label: position for position, label in enumerate(labels)}
+    return task, np.asarray([index[key] for key in keys], dtype=np.int64), labels
+
+
+def parse_csv(path: Path, *, target: str, task: Task | None = None,
+              input_shape: str | None = None) -> ParsedDataset:
+    """Read and validate a CSV; raise InvalidInput with a precise reason on the first problem."""
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+            return _parse(handle, target=target, task=task, input_shape=input_shape)
+    except UnicodeDecodeError as error:
+        raise InvalidInput(f"file is not UTF-8 text (bad byte at offset {error.start})") from None
+    except csv.Error as error:
+        raise InvalidInput(f"malformed CSV: {error}") from None
+
+
+def _parse(handle: io.TextIOBase, *, target: str, task: Task | None,
+           input_shape: str | None) -> ParsedDataset:
+    reader = csv.reader(handle)
+    names = _read_header(reader)
+    if target not in names:
+        raise InvalidInput(f"target column {target!r} not in CSV header: {_short(names)}")
+    target_index = names.index(target)
+    feature_columns = [i for i in range(len(names)) if i != target_index]
+    if not feature_columns:
+        raise InvalidInput("CSV has no feature columns besides the target")
+    shape = parse_input_shape(input_shape, len(feature_columns))
+
+    rows: list[list[float]] = []
+    raw_target: list[str] = []
+    lines: list[int] = []
+    for row in reader:
+        line = reader.line_num
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(names):
+            raise InvalidInput(f"line {line} has {len(row)} fields; the header has {len(names)}")
+        try:
+            values = [float(row[i]) for i in feature_columns]
+        except ValueError:
+            raise _bad_cell(row, feature_columns, names, line) from None
+        if not all(math.isfinite(value) for value in values):
+            raise _bad_cell(row, feature_columns, names, line)
+        label = row[target_index].strip()
+        if label.lower() in MISSING_TOKENS:
+            raise InvalidInput(f"missing value in target column {target!r} at line {line}")
+        rows.append(values)
+        raw_target.append(label)
+        lines.append(line)
+    if not rows:
+        raise InvalidInput("CSV has a header but no data rows")
+
+    resolved_task, encoded, labels = _encode_target(raw_target, task, target, lines)
+    check_splittable(encoded, resolved_task, labels)
+    features = np.asarray(rows, dtype=np.float32)
+    if not np.isfinite(features).all():
+        raise InvalidInput("a feature value overflows float32")
+    return ParsedDataset(features=features, target=encoded,
+                         feature_names=[names[i] for i in feature_columns], task=resolved_task,
+                         class_labels=labels, input_shape=shape)

@@ -1,0 +1,80 @@
+"""Dataset rules: validate an upload, store it, and load its arrays back."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app.datasets.parsing import parse_csv
+from app.datasets.repository import DatasetRepository
+from app.errors import InvalidInput, NotFound
+from app.storage import ArtifactStore
+from app.tables import Dataset, Task
+
+MAX_NAME_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class DatasetArrays:
+    """A dataset's features and encoded target, as stored."""
+
+    features: np.ndarray
+    target: np.ndarray
+
+
+def original_key(dataset_id: int) -> str:
+    return f"datasets/{dataset_id}/original.csv"
+
+
+def arrays_key(dataset_id: int) -> str:
+    return f"datasets/{dataset_id}/arrays.npz"
+
+
+def create_dataset(session: Session, store: ArtifactStore, *, upload: Path, filename: str,
+                   target: str, name: str | None, task: Task | None,
+                   input_shape: str | None) -> Dataset:
+    """Validate the uploaded CSV, then record it and store the original and parsed arrays."""
+    target = target.strip()
+    if not target:
+        raise InvalidInput("target: give the name of the column to predict")
+    display_name = (name or Path(filename).stem or "dataset").strip()
+    if len(display_name) > MAX_NAME_LENGTH:
+        raise InvalidInput(f"name: at most {MAX_NAME_LENGTH} characters")
+    parsed = parse_csv(upload, target=target, task=task, input_shape=input_shape)
+
+    dataset = DatasetRepository(session).add(Dataset(
+        name=display_name, filename=Path(filename).name[:255] or "upload.csv", target=target,
+        task=parsed.task, n_rows=parsed.n_rows, feature_names=parsed.feature_names,
+        class_labels=parsed.class_labels, input_shape=parsed.input_shape, sha256="",
+        size_bytes=0))
+    stored = store.put_file(original_key(dataset.id), upload)
+    buffer = io.BytesIO()
+    np.savez(buffer, features=parsed.features, target=parsed.target)
+    store.put_bytes(arrays_key(dataset.id), buffer.getvalue())
+    dataset.sha256 = stored.sha256
+    dataset.size_bytes = stored.size_bytes
+    session.flush()
+    return dataset
+
+
+def get_dataset(session: Session, dataset_id: int) -> Dataset:
+    """The dataset, or NotFound."""
+    dataset = DatasetRepository(session).get(dataset_id)
+    if dataset is None:
+        raise NotFound(f"dataset {dataset_id} not found")
+    return dataset
+
+
+def list_datasets(session: Session, *, limit: int, offset: int) -> tuple[list[Dataset], int]:
+    """A page of datasets, newest first, with the total count."""
+    return DatasetRepository(session).page(limit=limit, offset=offset)
+
+
+def load_arrays(store: ArtifactStore, dataset: Dataset) -> DatasetArrays:
+    """The stored features and target (no pickle is ever loaded)."""
+    with np.load(store.local_path(arrays_key(dataset.id)), allow_pickle=False) as data:
+        return DatasetArrays(features=data["features"], target=data["target"])

@@ -1,0 +1,141 @@
+"""Engine, sessions and the declarative base with a fixed constraint naming convention."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+logger = logging.getLogger(__name__)
+_AFTER_COMMIT = "kiln_after_commit"
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Base of every table; the metadata Alembic compares against."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside one writer; busy_timeout makes writers queue instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process (thread-safe, pooled)."""
+    engine = _engines.get(url)
+    if engine is not None:
+        return engine
+    with _engines_lock:
+        if url not in _engines:
+            if url.startswith("sqlite"):
+                _ensure_sqlite_dir(url)
+                engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                          "timeout": 30})
+                event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            _engines[url] = engine
+        return _engines[url]
+
+
+@functools.lru_cache(maxsize=8)
+def get_sessionmaker(url: str) -> sessionmaker[Session]:
+    """A session factory bound to the engine for ``url``."""
+    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+
+
+def defer_until_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run ``action`` once the transaction owning ``session`` has committed (e.g. enqueue)."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+def run_deferred(session: Session) -> None:
+    """Run the actions deferred on ``session``; called by transaction owners after commit."""
+    actions: list[Callable[[], None]] = session.info.pop(_AFTER_COMMIT, [])
+    for action in actions:
+        try:
+            action()
+        except Exception:  # the transaction stands; callers must tolerate a lost side effect
+            logger.exception("post-commit action failed")
+
+
+def discard_deferred(session: Session) -> None:
+    """Drop deferred actions of a rolled-back transaction."""
+    session.info.pop(_AFTER_COMMIT, None)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """The one transaction owner outside requests: commit on success, roll back on error."""
+    session = get_sessionmaker(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        discard_deferred(session)
+        raise
+    finally:
+        session.close()
+    run_deferred(session)
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (after fork, at shutdown, between tests)."""
+    for engine in list(_engines.values()):
+        engine.dispose()

@@ -1,0 +1,61 @@
+"""Domain errors that carry their HTTP status, rendered by one exception handler."""
+
+from __future__ import annotations
+
+
+class KilnError(Exception):
+    """Base of every error a caller can act on; ``message`` is shown to the client verbatim."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(KilnError):
+    """The request was well-formed but its content breaks a rule (422)."""
+
+    status_code = 422
+
+
+class BadRequest(KilnError):
+    """The request could not be read at all (400)."""
+
+    status_code = 400
+
+
+class NotFound(KilnError):
+    """The named resource does not exist (404)."""
+
+    status_code = 404
+
+
+class Conflict(KilnError):
+    """The request conflicts with the current state (409)."""
+
+    status_code = 409
+
+
+class PayloadTooLarge(KilnError):
+    """The body is over a configured limit (413)."""
+
+    status_code = 413
+
+
+class Unauthorized(KilnError):
+    """No valid API key (401)."""
+
+    status_code = 401
+
+
+class Forbidden(KilnError):
+    """The API key lacks the scope this route needs (403)."""
+
+    status_code = 403
+
+
+class Unavailable(KilnError):
+    """The resource exists but cannot serve right now (503)."""
+
+    status_code = 503

@@ -1,0 +1,1 @@
+"""Measuring an ONNX artifact: task metrics on held-out rows, latency, size."""

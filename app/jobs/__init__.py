@@ -1,0 +1,1 @@
+"""Jobs: states, leases, the reaper, and sending work to the broker."""

@@ -1,0 +1,56 @@
+"""The Celery app as configured from settings, and sending jobs by task name."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from app.config import Settings
+
+logger = logging.getLogger(__name__)
+
+TASK_FOR_KIND = {"search": "kiln.search"}
+
+
+def make_celery(settings: Settings) -> Celery:
+    """One Celery configuration for gateway (producer) and workers (consumers)."""
+    celery = Celery("kiln", broker=settings.broker_url, set_as_current=False)
+    celery.conf.update(
+        task_default_queue=settings.queue_name,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # The database is the source of truth; these make the broker redeliver what a dead
+        # worker held where the transport can (Redis), and the reaper covers the rest.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        # kombu's SQLAlchemy transport hands these to create_engine: wait on a locked SQLite
+        # file instead of failing when several processes poll the same broker.
+        broker_transport_options=({"connect_args": {"timeout": 30}}
+                                  if settings.broker_url.startswith("sqla+sqlite") else {}),
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2,
+                                   "interval_step": 0.5, "interval_max": 1.0},
+    )
+    return celery
+
+
+class JobQueue:
+    """Sends job ids to workers. Never imports worker code: tasks are addressed by name."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._celery: Celery | None = None
+
+    @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            self._celery = make_celery(self.settings)
+        return self._celery
+
+    def send(self, job_id: int, kind: str) -> None:
+        """Publish one message for ``job_id``; safe to repeat (workers claim jobs once)."""
+        self.celery.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=self.settings.queue_name)
+        logger.info("sent job %s (%s) to queue %s", job_id, kind, self.settings.queue_name)

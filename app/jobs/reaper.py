@@ -1,0 +1,83 @@
+"""The reaper: keeps the 202 promise when a broker message or a worker is lost."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db import defer_until_commit, utcnow
+from app.jobs.queue import JobQueue
+from app.jobs.repository import JobRepository
+from app.tables import Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+MAX_RESEND_BACKOFF = 16  # the resend interval doubles per send, up to this many times
+
+
+@dataclass
+class ReapReport:
+    """What one pass of the reaper did."""
+
+    resent: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def _resend_due(job: Job, now: datetime, base: timedelta) -> bool:
+    if job.enqueued_at is None:
+        return True
+    backoff = min(2 ** max(job.sends - 1, 0), MAX_RESEND_BACKOFF)
+    return now - job.enqueued_at >= base * backoff
+
+
+def reap(session: Session, settings: Settings, queue: JobQueue,
+         now: datetime | None = None) -> ReapReport:
+    """Re-queue or fail jobs whose lease expired; resend jobs left queued. Safe to run from
+    several gateways at once: each change is a conditional update on the job's state."""
+    now = now or utcnow()
+    repo = JobRepository(session)
+    report = ReapReport()
+    for job in repo.expired(now):
+        lost = (Job.id == job.id, Job.status == JobStatus.RUNNING, Job.attempt == job.attempt,
+                Job.lease_expires_at < now)
+        if job.attempt >= job.max_attempts:
+            reason = (f"worker lost: the lease expired on attempt {job.attempt} of "
+                      f"{job.max_attempts}; giving up")
+            values: dict[str, object] = {"status": JobStatus.FAILED, "error": reason,
+                                         "finished_at": now}
+        else:
+            values = {"status": JobStatus.QUEUED, "enqueued_at": now, "sends": Job.sends + 1}
+        result = session.execute(update(Job).where(*lost).values(
+            lease_expires_at=None, updated_at=now, **values)
+            .execution_options(synchronize_session=False))
+        if not result.rowcount:  # type: ignore[attr-defined]
+            continue  # another reaper, or the worker itself, got there first
+        repo.mark_running_trials_lost(job.id, now)
+        if values["status"] == JobStatus.FAILED:
+            report.failed.append(job.id)
+        else:
+            report.requeued.append(job.id)
+            defer_until_commit(session, functools.partial(queue.send, job.id, job.kind))
+    base = timedelta(seconds=settings.queued_resend_s)
+    for job in repo.stale_queued(now, base):
+        if job.id in report.requeued or not _resend_due(job, now, base):
+            continue
+        result = session.execute(
+            update(Job).where(Job.id == job.id, Job.status == JobStatus.QUEUED,
+                              Job.sends == job.sends)
+            .values(enqueued_at=now, sends=Job.sends + 1)
+            .execution_options(synchronize_session=False))
+        if result.rowcount:  # type: ignore[attr-defined]
+            report.resent.append(job.id)
+            defer_until_commit(session, functools.partial(queue.send, job.id, job.kind))
+    if report.requeued or report.failed or report.resent:
+        logger.warning("reaper: requeued %s, failed %s, resent %s",
+                       report.requeued, report.failed, report.resent)
+    return report

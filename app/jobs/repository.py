@@ -1,0 +1,103 @@
+"""SQL for jobs and trials, including the conditional updates that make leases safe."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.tables import Job, JobStatus, Trial, TrialState
+
+
+class JobRepository:
+    """Queries over jobs and their trials."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, job: Job) -> Job:
+        self.session.add(job)
+        self.session.flush()
+        return job
+
+    def get(self, job_id: int) -> Job | None:
+        return self.session.get(Job, job_id)
+
+    def page(self, *, limit: int, offset: int,
+             status: str | None = None) -> tuple[list[Job], int]:
+        where = [Job.status == status] if status else []
+        total = self.session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+        rows = self.session.scalars(select(Job).where(*where)
+                                    .order_by(Job.id.desc()).limit(limit).offset(offset))
+        return list(rows), total
+
+    def claim(self, job_id: int, *, worker: str, now: datetime, lease: timedelta) -> bool:
+        """queued -> running, attempt + 1, in one conditional update; True if we won."""
+        result = self.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED,
+                   Job.attempt < Job.max_attempts)
+            .values(status=JobStatus.RUNNING, attempt=Job.attempt + 1, worker=worker,
+                    lease_expires_at=now + lease, started_at=func.coalesce(Job.started_at, now),
+                    updated_at=now)
+            .execution_options(synchronize_session=False))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def renew(self, job_id: int, *, attempt: int, now: datetime, lease: timedelta,
+              **progress: Any) -> bool:
+        """Extend our lease (and store progress) if the job is still ours; False if lost."""
+        result = self.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempt == attempt)
+            .values(lease_expires_at=now + lease, updated_at=now, **progress)
+            .execution_options(synchronize_session=False))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def finish(self, job_id: int, *, attempt: int, status: JobStatus, now: datetime,
+               error: str | None = None, result: dict[str, Any] | None = None) -> bool:
+        """running -> final state, only for the attempt that holds the job."""
+        outcome = self.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempt == attempt)
+            .values(status=status, error=error, result=result, finished_at=now, updated_at=now,
+                    lease_expires_at=None)
+            .execution_options(synchronize_session=False))
+        return bool(outcome.rowcount)  # type: ignore[attr-defined]
+
+    def expired(self, now: datetime) -> list[Job]:
+        """Running jobs whose worker stopped renewing the lease."""
+        return list(self.session.scalars(
+            select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+            .order_by(Job.id)))
+
+    def stale_queued(self, now: datetime, resend_after: timedelta) -> list[Job]:
+        """Queued jobs not sent for a while (never sent, or the message may be lost)."""
+        cutoff = now - resend_after
+        return list(self.session.scalars(
+            select(Job).where(Job.status == JobStatus.QUEUED,
+                              or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))
+            .order_by(Job.id)))
+
+    def counts_by_status(self) -> dict[str, int]:
+        rows = self.session.execute(select(Job.status, func.count()).group_by(Job.status))
+        return {status: count for status, count in rows.tuples()}
+
+    # trials
+
+    def trials(self, job_id: int) -> list[Trial]:
+        return list(self.session.scalars(
+            select(Trial).where(Trial.job_id == job_id).order_by(Trial.number)))
+
+    def next_trial_number(self, job_id: int) -> int:
+        highest = self.session.scalar(select(func.max(Trial.number)).where(Trial.job_id == job_id))
+        return 0 if highest is None else highest + 1
+
+    def mark_running_trials_lost(self, job_id: int, now: datetime) -> int:
+        result = self.session.execute(
+            update(Trial).where(Trial.job_id == job_id, Trial.state == TrialState.RUNNING)
+            .values(state=TrialState.LOST, finished_at=now,
+                    error="the worker running this trial stopped (lease expired)")
+            .execution_options(synchronize_session=False))
+        return int(result.rowcount)  # type: ignore[attr-defined]

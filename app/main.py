@@ -1,0 +1,73 @@
+"""The gateway: ``create_app()`` wires settings, routes, limits, errors and the reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app.api import datasets, jobs, keys, models, predict, v2
+from app.api.errors import install_error_handlers
+from app.api.limits import BodySizeLimit
+from app.config import Settings, get_settings
+from app.db import session_scope
+from app.jobs.queue import JobQueue
+from app.jobs.reaper import reap
+from app.serving.runtime import SessionCache
+from app.storage import get_store
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Upload a dataset, search for a small network, serve it.
+
+Every `/v1` route needs `Authorization: Bearer <key>` (use **Authorize** above).
+"""
+
+
+def reap_once(settings: Settings, queue: JobQueue) -> None:
+    """One reaper pass in its own transaction (sends happen after commit)."""
+    with session_scope(settings.database_url) as session:
+        reap(session, settings, queue)
+
+
+async def _reaper_loop(settings: Settings, queue: JobQueue) -> None:
+    while True:
+        try:
+            await run_in_threadpool(reap_once, settings, queue)
+        except Exception:
+            logger.exception("reaper pass failed; trying again")
+        await asyncio.sleep(settings.reaper_interval_s)
+
+
+def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> FastAPI:
+    """The ASGI app. ``run_reaper`` starts the lost-job reaper with the app's lifespan."""
+    settings = settings or get_settings()
+    queue = JobQueue(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_reaper_loop(settings, queue)) if run_reaper else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(title="ModelKiln", description=DESCRIPTION, version="0.1.0",
+                  lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = get_store(settings.artifact_url)
+    app.state.queue = queue
+    app.state.sessions = SessionCache(app.state.store, threads=settings.ort_threads,
+                                      capacity=settings.session_cache_size)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, settings=settings)
+    for module in (datasets, jobs, models, predict, keys, v2):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,93 @@
+"""SQL for models, versions and aliases."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.tables import Alias, Model, ModelVersion, VersionStatus
+
+
+class ModelRepository:
+    """Queries over the models table."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get_by_name(self, name: str) -> Model | None:
+        return self.session.scalar(select(Model).where(Model.name == name))
+
+    def get_or_create(self, name: str, task: str) -> Model:
+        """The model named ``name``, created if absent (safe against a concurrent create)."""
+        model = self.get_by_name(name)
+        if model is not None:
+            return model
+        try:
+            with self.session.begin_nested():
+                model = Model(name=name, task=task, latest_version=0)
+                self.session.add(model)
+        except IntegrityError:
+            model = self.get_by_name(name)
+            if model is None:
+                raise
+        return model
+
+    def next_version(self, model_id: int) -> int:
+        """Atomically take the next version number of a model."""
+        number = self.session.scalar(
+            update(Model).where(Model.id == model_id)
+            .values(latest_version=Model.latest_version + 1)
+            .returning(Model.latest_version)
+            .execution_options(synchronize_session=False))
+        assert number is not None
+        return int(number)
+
+    def page(self, *, limit: int, offset: int) -> tuple[list[Model], int]:
+        total = self.session.scalar(select(func.count()).select_from(Model)) or 0
+        rows = self.session.scalars(select(Model).order_by(Model.name).limit(limit).offset(offset))
+        return list(rows), total
+
+
+class VersionRepository:
+    """Queries over model versions and aliases."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, version: ModelVersion) -> ModelVersion:
+        self.session.add(version)
+        self.session.flush()
+        return version
+
+    def get(self, model_id: int, number: int) -> ModelVersion | None:
+        return self.session.scalar(select(ModelVersion).where(
+            ModelVersion.model_id == model_id, ModelVersion.version == number))
+
+    def latest_live(self, model_id: int) -> ModelVersion | None:
+        return self.session.scalar(
+            select(ModelVersion)
+            .where(ModelVersion.model_id == model_id, ModelVersion.status == VersionStatus.LIVE)
+            .order_by(ModelVersion.version.desc()).limit(1))
+
+    def alias_target(self, model_id: int, alias: str) -> ModelVersion | None:
+        return self.session.scalar(
+            select(ModelVersion).join(Alias, Alias.version_id == ModelVersion.id)
+            .where(Alias.model_id == model_id, Alias.name == alias))
+
+    def count(self, model_id: int) -> int:
+        return self.session.scalar(select(func.count()).select_from(ModelVersion)
+                                   .where(ModelVersion.model_id == model_id)) or 0
+
+    def page(self, model_id: int, *, limit: int, offset: int) -> tuple[list[ModelVersion], int]:
+        rows = self.session.scalars(
+            select(ModelVersion).where(ModelVersion.model_id == model_id)
+            .order_by(ModelVersion.version.desc()).limit(limit).offset(offset))
+        return list(rows), self.count(model_id)
+
+    def aliases_of(self, model_id: int) -> dict[str, int]:
+        rows = self.session.execute(
+            select(Alias.name, ModelVersion.version)
+            .join(ModelVersion, Alias.version_id == ModelVersion.id)
+            .where(Alias.model_id == model_id).order_by(Alias.name))
+        return {name: number for name, number in rows.tuples()}

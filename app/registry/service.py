@@ -1,0 +1,116 @@
+"""Registry rules: registering versions, reading them, and choosing which one serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.errors import NotFound, Unavailable
+from app.registry.repository import ModelRepository, VersionRepository
+from app.storage import StoredArtifact
+from app.tables import Model, ModelVersion, Trial, VersionStatus
+
+PRODUCTION_ALIAS = "production"
+
+
+@dataclass(frozen=True)
+class VersionDraft:
+    """Everything measured and known about an artifact before it becomes a version."""
+
+    task: str
+    source: str
+    artifact: StoredArtifact
+    signature: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    n_params: int | None = None
+    latency_p50_ms: float | None = None
+    class_labels: list[Any] | None = None
+    config: dict[str, Any] | None = None
+    dataset_id: int | None = None
+    job_id: int | None = None
+    trial_id: int | None = None
+    parent_version_id: int | None = None
+    method: str | None = None
+
+
+def register_version(session: Session, model_name: str, draft: VersionDraft) -> ModelVersion:
+    """Record ``draft`` as the next version of ``model_name`` (created if new)."""
+    model = ModelRepository(session).get_or_create(model_name, draft.task)
+    number = ModelRepository(session).next_version(model.id)
+    return VersionRepository(session).add(ModelVersion(
+        model_id=model.id, version=number, status=VersionStatus.LIVE, source=draft.source,
+        task=draft.task, artifact_key=draft.artifact.key, sha256=draft.artifact.sha256,
+        size_bytes=draft.artifact.size_bytes, n_params=draft.n_params,
+        latency_p50_ms=draft.latency_p50_ms, metrics=draft.metrics, signature=draft.signature,
+        class_labels=draft.class_labels, config=draft.config, dataset_id=draft.dataset_id,
+        job_id=draft.job_id, trial_id=draft.trial_id,
+        parent_version_id=draft.parent_version_id, method=draft.method))
+
+
+def get_model(session: Session, name: str) -> Model:
+    """The model, or NotFound."""
+    model = ModelRepository(session).get_by_name(name)
+    if model is None:
+        raise NotFound(f"model {name!r} not found")
+    return model
+
+
+def list_models(session: Session, *, limit: int, offset: int) -> tuple[list[Model], int]:
+    """A page of models by name."""
+    return ModelRepository(session).page(limit=limit, offset=offset)
+
+
+def list_versions(session: Session, name: str, *, limit: int,
+                  offset: int) -> tuple[list[ModelVersion], int]:
+    """A page of a model's versions, newest first."""
+    return VersionRepository(session).page(get_model(session, name).id, limit=limit,
+                                           offset=offset)
+
+
+def get_version(session: Session, name: str, number: int) -> ModelVersion:
+    """One version of a model, or NotFound."""
+    version = VersionRepository(session).get(get_model(session, name).id, number)
+    if version is None:
+        raise NotFound(f"model {name!r} has no version {number}")
+    return version
+
+
+def model_aliases(session: Session, model: Model) -> dict[str, int]:
+    """Alias name -> version number for a model."""
+    return VersionRepository(session).aliases_of(model.id)
+
+
+def resolve_serving_version(session: Session, name: str, number: int | None) -> ModelVersion:
+    """The version a request should use: the one asked for, else ``production``, else newest."""
+    model = get_model(session, name)
+    versions = VersionRepository(session)
+    if number is not None:
+        version = versions.get(model.id, number)
+        if version is None:
+            raise NotFound(f"model {name!r} has no version {number}")
+    else:
+        version = versions.alias_target(model.id, PRODUCTION_ALIAS) or versions.latest_live(
+            model.id)
+        if version is None:
+            raise NotFound(f"model {name!r} has no live version")
+    if version.status != VersionStatus.LIVE:
+        raise Unavailable(f"model {name!r} version {version.version} is {version.status}")
+    return version
+
+
+def lineage(session: Session, version: ModelVersion) -> dict[str, Any]:
+    """Where a version came from: dataset, job, trial number, parent version and method."""
+    trial = session.get(Trial, version.trial_id) if version.trial_id else None
+    parent = session.get(ModelVersion, version.parent_version_id) \
+        if version.parent_version_id else None
+    parent_model = session.get(Model, parent.model_id) if parent else None
+    return {
+        "dataset_id": version.dataset_id,
+        "job_id": version.job_id,
+        "trial": trial.number if trial else None,
+        "parent": ({"model": parent_model.name, "version": parent.version}
+                   if parent and parent_model else None),
+        "method": version.method,
+    }

@@ -1,0 +1,1 @@
+"""Search: spaces, Optuna studies and the objective that trains a trial."""

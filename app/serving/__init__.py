@@ -1,0 +1,1 @@
+"""Serving: onnxruntime sessions and the request codecs. Never imports torch."""

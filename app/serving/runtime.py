@@ -1,0 +1,122 @@
+"""onnxruntime sessions: loading with a digest check, warm-up, and an LRU cache per version."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from app.errors import Unavailable
+from app.storage import ArtifactStore
+
+logger = logging.getLogger(__name__)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """Fixed thread counts so latency numbers and serving behave the same everywhere."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def open_session(path: Path | bytes, threads: int) -> ort.InferenceSession:
+    """An onnxruntime CPU session for a model file or its bytes."""
+    source = str(path) if isinstance(path, Path) else path
+    return ort.InferenceSession(source, sess_options=session_options(threads),
+                                providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready session with what the predict path needs, computed once at load."""
+
+    version_id: int
+    session: ort.InferenceSession
+    input_name: str
+    output_name: str
+    n_features: int
+    input_shape: tuple[int, ...]  # per-row shape the graph expects, e.g. (64,) or (1, 8, 8)
+    task: str
+    labels: list[Any] | None
+    size_bytes: int
+
+    def run(self, rows: np.ndarray) -> np.ndarray:
+        """Run the graph on float32 rows of ``n_features`` values; returns the output."""
+        batch = rows.reshape((rows.shape[0], *self.input_shape))
+        output: np.ndarray = self.session.run([self.output_name], {self.input_name: batch})[0]
+        return output
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class SessionCache:
+    """Loaded models keyed by version id, least recently used evicted first.
+
+    Thread-safe: a model loads under its own lock, so loading one never blocks requests
+    to models already loaded."""
+
+    def __init__(self, store: ArtifactStore, *, threads: int, capacity: int) -> None:
+        self.store = store
+        self.threads = threads
+        self.capacity = capacity
+        self._models: OrderedDict[int, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[int, threading.Lock] = {}
+
+    def get(self, *, version_id: int, artifact_key: str, sha256: str, signature: dict[str, Any],
+            task: str, labels: list[Any] | None) -> LoadedModel:
+        """The loaded model for a version, loading (and checking its digest) on first use."""
+        with self._lock:
+            model = self._models.get(version_id)
+            if model is not None:
+                self._models.move_to_end(version_id)
+                return model
+            loading = self._loading.setdefault(version_id, threading.Lock())
+        with loading:
+            with self._lock:
+                if version_id in self._models:
+                    return self._models[version_id]
+            model = self._load(version_id, artifact_key, sha256, signature, task, labels)
+            with self._lock:
+                self._models[version_id] = model
+                self._loading.pop(version_id, None)
+                while len(self._models) > self.capacity:
+                    evicted, _ = self._models.popitem(last=False)
+                    logger.info("evicted model version %s from the session cache", evicted)
+            return model
+
+    def _load(self, version_id: int, artifact_key: str, sha256: str, signature: dict[str, Any],
+              task: str, labels: list[Any] | None) -> LoadedModel:
+        try:
+            data = self.store.local_path(artifact_key).read_bytes()
+        except FileNotFoundError:
+            raise Unavailable(f"artifact of version id {version_id} is missing") from None
+        if _digest(data) != sha256:
+            raise Unavailable(f"artifact of version id {version_id} does not match its sha256; "
+                              "refusing to serve it")
+        session = open_session(data, self.threads)
+        feature_shape = tuple(int(dim) for dim in signature["inputs"][0]["shape"][1:])
+        model = LoadedModel(
+            version_id=version_id, session=session, input_name=signature["inputs"][0]["name"],
+            output_name=signature["outputs"][0]["name"],
+            n_features=int(np.prod(feature_shape)), input_shape=feature_shape, task=task,
+            labels=labels, size_bytes=len(data))
+        model.run(np.zeros((1, model.n_features), dtype=np.float32))  # warm-up
+        return model
+
+    def loaded(self) -> list[LoadedModel]:
+        """Currently loaded models, least recently used first."""
+        with self._lock:
+            return list(self._models.values())

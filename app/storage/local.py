@@ -1,0 +1,82 @@
+"""Artifacts as files under one directory."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from app.storage.base import ArtifactStore, StoredArtifact, check_key
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class LocalArtifactStore(ArtifactStore):
+    """Files under ``root``; writes go to a temp file in the same directory, then rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _write_atomic(self, key: str, fill: Callable[[BinaryIO], object]) -> StoredArtifact:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        temp = Path(temp_name)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                fill(out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return StoredArtifact(key=key, sha256=sha256_file(target), size_bytes=target.stat().st_size)
+
+    def put_file(self, key: str, source: Path) -> StoredArtifact:
+        def fill(out: BinaryIO) -> None:
+            with source.open("rb") as src:
+                shutil.copyfileobj(src, out, _CHUNK)
+
+        return self._write_atomic(key, fill)
+
+    def put_bytes(self, key: str, data: bytes) -> StoredArtifact:
+        return self._write_atomic(key, lambda out: out.write(data))
+
+    def local_path(self, key: str) -> Path:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"artifact {key!r} is missing from {self.root}")
+        return path
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=8)
+def get_store(url: str) -> ArtifactStore:
+    """The artifact store for a URL (``file:///abs/path``)."""
+    if url.startswith("file://"):
+        return LocalArtifactStore(Path(url.removeprefix("file://")))
+    raise ValueError(f"unsupported artifact store URL {url!r}")

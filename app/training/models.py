@@ -1,0 +1,90 @@
+"""Networks built from a configuration, with input (and target) scaling inside the graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
+}
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """A multilayer perceptron: hidden widths, activation and dropout."""
+
+    n_inputs: int
+    n_outputs: int
+    hidden: tuple[int, ...]
+    activation: str = "relu"
+    dropout: float = 0.0
+
+
+class Network(nn.Module):
+    """An MLP whose raw output is logits (classification) or a standardised value
+    (regression). ``predict`` gives probabilities or values in the target's own units; the
+    standardisation statistics are buffers, so they travel in the state dict and the ONNX."""
+
+    input_mean: torch.Tensor
+    input_scale: torch.Tensor
+    target_mean: torch.Tensor
+    target_scale: torch.Tensor
+
+    def __init__(self, config: MLPConfig, classification: bool) -> None:
+        super().__init__()
+        self.config = config
+        self.classification = classification
+        layers: list[nn.Module] = []
+        width = config.n_inputs
+        for hidden in config.hidden:
+            layers += [nn.Linear(width, hidden), ACTIVATIONS[config.activation]()]
+            if config.dropout > 0:
+                layers.append(nn.Dropout(config.dropout))
+            width = hidden
+        layers.append(nn.Linear(width, config.n_outputs))
+        self.body = nn.Sequential(*layers)
+        self.register_buffer("input_mean", torch.zeros(config.n_inputs))
+        self.register_buffer("input_scale", torch.ones(config.n_inputs))
+        self.register_buffer("target_mean", torch.zeros(1))
+        self.register_buffer("target_scale", torch.ones(1))
+
+    def fit_scaling(self, features: np.ndarray, target: np.ndarray | None) -> None:
+        """Set the input (and regression target) standardisation from training rows."""
+        std = features.std(axis=0)
+        self.input_mean.copy_(torch.from_numpy(features.mean(axis=0).astype(np.float32)))
+        scale = np.where(std > 1e-8, 1.0 / np.maximum(std, 1e-8), 1.0).astype(np.float32)
+        self.input_scale.copy_(torch.from_numpy(scale))
+        if target is not None and not self.classification:
+            self.target_mean.fill_(float(target.mean()))
+            self.target_scale.fill_(float(target.std()) or 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.body((x - self.input_mean) * self.input_scale)
+        return out
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities (classification) or values in target units (regression)."""
+        raw = self.forward(x)
+        if self.classification:
+            return torch.softmax(raw, dim=-1)
+        return raw * self.target_scale + self.target_mean
+
+
+class Predictor(nn.Module):
+    """The exported graph: ``Network.predict`` as ``forward``."""
+
+    def __init__(self, network: Network) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.predict(x)
+
+
+def count_parameters(network: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(parameter.numel() for parameter in network.parameters())

@@ -1,0 +1,95 @@
+"""Shared fixtures: a real registry database (SQLite, or PostgreSQL when
+KILN_TEST_DATABASE_URL is set), built with ``alembic upgrade head``; settings in a temp dir;
+an app and client; API keys of every scope."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, delete, make_url, text
+
+from app.auth import create_key
+from app.config import Settings, load_settings
+from app.db import dispose_engines, session_scope
+from app.main import create_app
+from app.migrate import upgrade_to_head
+from app.tables import Alias, ApiKey, Dataset, Job, Model, ModelVersion, Scope, Trial
+
+PG_URL = os.environ.get("KILN_TEST_DATABASE_URL", "")
+BROKER_URL = os.environ.get("KILN_TEST_BROKER_URL", "")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated, empty registry database for this test session."""
+    if not PG_URL:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'kiln.db'}"
+        upgrade_to_head(url)
+        yield url
+        return
+    name = f"kiln_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade_to_head(url)
+    yield url
+    dispose_engines()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Settings:
+    """Settings for a test: its own data dir and queue, the shared test database."""
+    values: dict[str, object] = {
+        "data_dir": data_dir, "database_url": database_url,
+        "queue_name": f"kiln-test-{uuid.uuid4().hex[:8]}",
+    }
+    if BROKER_URL:
+        values["broker_url"] = BROKER_URL
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
+    yield make_settings(tmp_path / "data", database_url)
+    with session_scope(database_url) as session:
+        for table in (Alias, ModelVersion, Model, Trial, Job, Dataset, ApiKey):
+            session.execute(delete(table))
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings, run_reaper=False)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def keys(settings: Settings) -> dict[str, str]:
+    """One API key secret per scope."""
+    with session_scope(settings.database_url) as session:
+        return {scope.value: create_key(session, name=f"test-{scope.value}", scope=scope).secret
+                for scope in Scope}
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def admin(keys: dict[str, str]) -> dict[str, str]:
+    """Authorization headers of an admin key."""
+    return bearer(keys["admin"])

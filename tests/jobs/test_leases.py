@@ -1,0 +1,151 @@
+"""Claims, leases, the reaper and the job runner against the real database and broker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.datasets.service import create_dataset
+from app.db import session_scope, utcnow
+from app.jobs.queue import JobQueue
+from app.jobs.reaper import reap
+from app.jobs.repository import JobRepository
+from app.jobs.runner import JobContext, JobFailed, run_job
+from app.jobs.service import submit_job
+from app.jobs.spec import JobCreate
+from app.storage import get_store
+from app.tables import Job, JobStatus, Trial, TrialState
+from tests.api.test_jobs import broker_messages
+from tests.helpers import blobs_csv
+
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+def job_id(settings: Settings, tmp_path) -> int:
+    upload = tmp_path / "d.csv"
+    upload.write_bytes(blobs_csv())
+    with session_scope(settings.database_url) as session:
+        dataset = create_dataset(session, get_store(settings.artifact_url), upload=upload,
+                                 filename="d.csv", target="label", name=None, task=None,
+                                 input_shape=None)
+        spec = JobCreate(kind="search", dataset_id=dataset.id, model_name="m")
+        job = submit_job(session, JobQueue(settings), settings, spec)
+        new_id = job.id
+    broker_messages(settings)  # drain the submit message
+    return new_id
+
+
+def load(settings: Settings, job_id: int) -> Job:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def test_only_one_claim_wins(settings: Settings, job_id: int) -> None:
+    with session_scope(settings.database_url) as session:
+        repo = JobRepository(session)
+        assert repo.claim(job_id, worker="a", now=utcnow(), lease=LEASE)
+        assert not repo.claim(job_id, worker="b", now=utcnow(), lease=LEASE)
+    job = load(settings, job_id)
+    assert (job.status, job.attempt, job.worker) == (JobStatus.RUNNING, 1, "a")
+
+
+def test_renew_fails_once_cancelled(settings: Settings, job_id: int) -> None:
+    with session_scope(settings.database_url) as session:
+        repo = JobRepository(session)
+        repo.claim(job_id, worker="a", now=utcnow(), lease=LEASE)
+        assert repo.renew(job_id, attempt=1, now=utcnow(), lease=LEASE, trials_done=2)
+        session.execute(Job.__table__.update().where(Job.id == job_id)
+                        .values(status=JobStatus.CANCELLED))
+        assert not repo.renew(job_id, attempt=1, now=utcnow(), lease=LEASE)
+
+
+def expire(session: Session, job_id: int) -> None:
+    session.execute(Job.__table__.update().where(Job.id == job_id)
+                    .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_reaper_requeues_a_lost_job_and_resends_it(settings: Settings, job_id: int) -> None:
+    with session_scope(settings.database_url) as session:
+        JobRepository(session).claim(job_id, worker="dead", now=utcnow(), lease=LEASE)
+        session.add(Trial(job_id=job_id, number=0, attempt=1, state=TrialState.RUNNING,
+                          params={}, intermediate=[]))
+        expire(session, job_id)
+    with session_scope(settings.database_url) as session:
+        report = reap(session, settings, JobQueue(settings))
+    assert report.requeued == [job_id]
+    job = load(settings, job_id)
+    assert job.status == JobStatus.QUEUED and job.attempt == 1
+    assert broker_messages(settings) == [{"task": "kiln.search", "args": [job_id]}]
+    with session_scope(settings.database_url) as session:
+        trials = JobRepository(session).trials(job_id)
+    assert [trial.state for trial in trials] == [TrialState.LOST]
+
+
+def test_reaper_fails_a_job_after_its_last_attempt(settings: Settings, job_id: int) -> None:
+    with session_scope(settings.database_url) as session:
+        session.execute(Job.__table__.update().where(Job.id == job_id).values(
+            attempt=settings.job_max_attempts - 1))
+        JobRepository(session).claim(job_id, worker="dead", now=utcnow(), lease=LEASE)
+        expire(session, job_id)
+    with session_scope(settings.database_url) as session:
+        assert reap(session, settings, JobQueue(settings)).failed == [job_id]
+    job = load(settings, job_id)
+    assert job.status == JobStatus.FAILED
+    assert job.error == ("worker lost: the lease expired on attempt 3 of 3; giving up")
+    assert broker_messages(settings) == []
+
+
+def test_reaper_resends_stale_queued_jobs_with_backoff(settings: Settings, job_id: int) -> None:
+    queue = JobQueue(settings)
+    with session_scope(settings.database_url) as session:
+        assert reap(session, settings, queue).resent == []  # just sent: not stale yet
+    later = utcnow() + timedelta(seconds=settings.queued_resend_s + 1)
+    with session_scope(settings.database_url) as session:
+        assert reap(session, settings, queue, now=later).resent == [job_id]
+    with session_scope(settings.database_url) as session:  # backoff doubled: not yet again
+        assert reap(session, settings, queue, now=later + timedelta(seconds=1)).resent == []
+    assert broker_messages(settings) == [{"task": "kiln.search", "args": [job_id]}]
+
+
+def test_runner_records_the_result_once(settings: Settings, job_id: int) -> None:
+    calls: list[int] = []
+
+    def handler(context: JobContext):
+        calls.append(context.attempt)
+        context.report(trials_done=3, best_value=0.5)
+        return lambda session: {"answer": 42}
+
+    run_job(settings, job_id, handler)
+    run_job(settings, job_id, handler)  # a duplicate delivery finds the job finished
+    job = load(settings, job_id)
+    assert calls == [1]
+    assert (job.status, job.result, job.trials_done, job.best_value) == (
+        JobStatus.SUCCEEDED, {"answer": 42}, 3, 0.5)
+    assert job.lease_expires_at is None and job.finished_at is not None
+
+
+def test_runner_turns_errors_into_readable_failures(settings: Settings, job_id: int) -> None:
+    def handler(context: JobContext):
+        raise JobFailed("no trial completed")
+
+    run_job(settings, job_id, handler)
+    job = load(settings, job_id)
+    assert (job.status, job.error) == (JobStatus.FAILED, "no trial completed")
+
+
+def test_runner_stops_quietly_when_cancelled(settings: Settings, job_id: int) -> None:
+    def handler(context: JobContext):
+        with session_scope(settings.database_url) as session:
+            session.execute(Job.__table__.update().where(Job.id == job_id)
+                            .values(status=JobStatus.CANCELLED))
+        context.report(trials_done=1)  # notices the job is gone and raises JobLost
+        raise AssertionError("unreachable")
+
+    run_job(settings, job_id, handler)
+    assert load(settings, job_id).status == JobStatus.CANCELLED

@@ -1,0 +1,174 @@
+"""End to end: a real ``kiln serve`` with real worker processes, driven over HTTP.
+
+Runs on the embedded default (SQLite + server-less broker), and on PostgreSQL + Redis when
+KILN_TEST_DATABASE_URL and KILN_TEST_BROKER_URL are set."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.e2e_server import KilnServer
+from tests.helpers import blobs_csv, digits_split
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[KilnServer]:
+    kiln = KilnServer(tmp_path / "data", KILN_JOB_LEASE_S="6")
+    kiln.start()
+    yield kiln
+    kiln.stop()
+
+
+def upload_digits(kiln: KilnServer) -> tuple[int, np.ndarray, np.ndarray]:
+    content, held_x, held_y = digits_split()
+    with kiln.client() as client:
+        response = client.post("/v1/datasets", files={"file": ("digits.csv", content)},
+                               data={"target": "label", "name": "digits"})
+    assert response.status_code == 201, response.text
+    return response.json()["id"], held_x, held_y
+
+
+def submit(kiln: KilnServer, dataset_id: int, **search: object) -> int:
+    with kiln.client() as client:
+        response = client.post("/v1/jobs", json={
+            "kind": "search", "dataset_id": dataset_id, "model_name": "digits",
+            "search": {"algorithm": "random", "max_trials": 8, **search}})
+    assert response.status_code == 202, response.text
+    return int(response.json()["id"])
+
+
+def accuracy(kiln: KilnServer, rows: np.ndarray, labels: np.ndarray) -> float:
+    with kiln.client() as client:
+        response = client.post("/v1/models/digits/predict", json={"inputs": rows.tolist()})
+    assert response.status_code == 200, response.text
+    return float(np.mean(np.asarray(response.json()["predictions"]) == labels))
+
+
+def test_csv_to_served_model_and_restart(server: KilnServer) -> None:
+    dataset_id, held_x, held_y = upload_digits(server)
+    job_id = submit(server, dataset_id, seed=0)
+    job = server.wait_for_job(job_id)
+    assert job["status"] == "succeeded", (job["error"], server.log_tail())
+    assert job["progress"]["trials_done"] == 8
+    assert job["result"]["model_name"] == "digits" and job["result"]["version"] == 1
+
+    held_out_accuracy = accuracy(server, held_x, held_y)
+    assert held_out_accuracy >= 0.95, held_out_accuracy
+
+    with server.client() as client:
+        version = client.get("/v1/models/digits/versions/1").json()
+        trials = client.get(f"/v1/jobs/{job_id}/trials").json()
+        artifact = client.get("/v1/models/digits/versions/1/artifact").content
+        before = {path: client.get(path).json()
+                  for path in ("/v1/datasets", "/v1/jobs", "/v1/models",
+                               "/v1/models/digits/versions")}
+    assert version["metrics"]["accuracy"] >= 0.9 and "f1_macro" in version["metrics"]
+    assert version["latency_p50_ms"] > 0 and version["n_params"] > 0
+    assert version["size_bytes"] == len(artifact)
+    assert version["sha256"] == hashlib.sha256(artifact).hexdigest()
+    assert version["lineage"]["job_id"] == job_id and version["lineage"]["dataset_id"] == 1
+    assert version["class_labels"] == list(range(10))
+    assert [trial["state"] for trial in trials] == ["complete"] * 8
+    assert version["lineage"]["trial"] in [trial["number"] for trial in trials]
+
+    server.stop()
+    server.start()
+    with server.client() as client:
+        after = {path: client.get(path).json() for path in before}
+    assert after == before
+    assert accuracy(server, held_x, held_y) == held_out_accuracy
+
+
+def test_job_survives_a_killed_worker(server: KilnServer) -> None:
+    """SIGKILL the worker process mid-trial: the lease expires, the reaper re-queues the job,
+    a fresh worker process resumes from the stored trials, and the job succeeds."""
+    dataset_id, _, _ = upload_digits(server)
+    job_id = submit(server, dataset_id, max_trials=6, max_epochs=120, seed=3)
+    with server.client() as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            trials = client.get(f"/v1/jobs/{job_id}/trials").json()
+            if job["progress"]["trials_done"] >= 1 and any(
+                    trial["state"] == "running" for trial in trials):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(server.log_tail())
+    worker_pid = int(job["worker"].rsplit(":", 1)[1])
+    os.kill(worker_pid, signal.SIGKILL)
+
+    final = server.wait_for_job(job_id)
+    assert final["status"] == "succeeded", (final["error"], server.log_tail())
+    assert final["attempt"] == 2
+    with server.client() as client:
+        trials = client.get(f"/v1/jobs/{job_id}/trials").json()
+    states = [trial["state"] for trial in trials]
+    assert states.count("lost") == 1 and states.count("complete") == 6
+    assert {trial["attempt"] for trial in trials} == {1, 2}
+
+
+def read_response(sock: socket.socket, start: bytes) -> bytes:
+    """Read one HTTP response whose first bytes are ``start``, up to its Content-Length."""
+    sock.settimeout(5)
+    reply = start
+    while b"\r\n\r\n" not in reply:
+        reply += sock.recv(65536)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_oversized_upload_is_refused_mid_stream(tmp_path: Path) -> None:
+    """Against real uvicorn: a chunked upload with no Content-Length gets its 413 while the
+    client is still sending, long before the whole body has been read."""
+    kiln = KilnServer(tmp_path / "data", workers=0, KILN_MAX_UPLOAD_MB="0.05")
+    kiln.start()
+    try:
+        boundary = "kiln"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"target\"\r\n\r\n"
+                f"label\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                f"filename=\"big.csv\"\r\n\r\n").encode()
+        request = (f"POST /v1/datasets HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                   f"{kiln.key}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+                   "Transfer-Encoding: chunked\r\n\r\n").encode()
+        chunk = b"1,2,3,4,5,6,7\n" * 1024  # 14 KiB
+        sent = 0
+        with socket.create_connection(("127.0.0.1", kiln.port), timeout=10) as sock:
+            sock.sendall(request + f"{len(head):x}\r\n".encode() + head + b"\r\n")
+            sock.settimeout(0.05)
+            reply = b""
+            try:
+                for _ in range(2000):  # up to 28 MiB, far past the 50 KiB limit
+                    sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    sent += len(chunk)
+                    try:
+                        reply = sock.recv(65536)
+                    except TimeoutError:
+                        continue
+                    if reply:
+                        break
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            reply = read_response(sock, reply)
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        assert b"KILN_MAX_UPLOAD_MB" in reply
+        assert sent < 2 * 1024 * 1024, sent
+        with kiln.client() as client:  # the server keeps serving
+            ok = client.post("/v1/datasets", files={"file": ("b.csv", blobs_csv())},
+                             data={"target": "label"})
+        assert ok.status_code == 201
+    finally:
+        kiln.stop()

@@ -1,0 +1,71 @@
+"""Training, ONNX export parity and weight round trips."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from app.training.export import check_parity, export_onnx
+from app.training.models import MLPConfig, Network
+from app.training.train import TrainConfig, TrainData, load_weights, save_weights, train
+
+
+class Exploit:
+    """Unpickling this would run a command."""
+
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo pwned",))
+
+
+def blobs(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = (rng.normal(size=(n, 5)) + y[:, None] * 2.5 + 100.0).astype(np.float32)
+    return x, y
+
+
+def test_classifier_learns_and_exports_with_parity(tmp_path: Path) -> None:
+    x, y = blobs()
+    network = Network(MLPConfig(5, 3, (16,), "gelu", 0.1), classification=True)
+    result = train(network, TrainData(x[:90], y[:90], x[90:], y[90:]),
+                   TrainConfig(epochs=30, learning_rate=0.01, seed=0))
+    assert result.score >= 0.9 and len(result.history) == 30
+    path = tmp_path / "m.onnx"
+    export_onnx(network, path)
+    assert check_parity(network, path, x) <= 1e-4
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1] == 5
+    for batch in (1, 7, 64):  # dynamic batch dimension
+        output = session.run(None, {"input": x[:batch]})[0]
+        assert output.shape == (batch, 3)
+        assert np.allclose(output.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_regressor_predicts_in_target_units(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    y = 1000.0 + 50.0 * x[:, 0] - 20.0 * x[:, 1]
+    network = Network(MLPConfig(3, 1, (32,), "relu"), classification=False)
+    result = train(network, TrainData(x[:150], y[:150], x[150:], y[150:]),
+                   TrainConfig(epochs=80, learning_rate=0.01))
+    assert result.score < 15.0  # RMSE in target units; the target's std is about 54
+    path = tmp_path / "r.onnx"
+    export_onnx(network, path)
+    check_parity(network, path, x[:32])
+
+
+def test_weights_round_trip_without_pickle() -> None:
+    config = MLPConfig(4, 2, (8, 8), "tanh")
+    first = Network(config, classification=True)
+    second = Network(config, classification=True)
+    load_weights(second, save_weights(first))
+    sample = torch.randn(3, 4)
+    assert torch.equal(first.predict(sample), second.predict(sample))
+    with pytest.raises(pickle.UnpicklingError):  # arbitrary pickled objects are refused
+        load_weights(second, pickle.dumps({"payload": Exploit()}))

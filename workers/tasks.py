@@ -1,0 +1,14 @@
+"""Thin tasks: take a job id, hand it to the job runner with the domain handler."""
+
+from __future__ import annotations
+
+from app.config import get_settings
+from app.jobs.runner import run_job
+from app.search.study import run_search
+from workers.celery_app import celery_app
+
+
+@celery_app.task(name="kiln.search", acks_late=True, reject_on_worker_lost=True)
+def search(job_id: int) -> None:
+    """Run search job ``job_id``; does nothing if the job is already claimed or finished."""
+    run_job(get_settings(), job_id, run_search)

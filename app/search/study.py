@@ -109,7 +109,8 @@ def build_network(params: dict[str, Any], dataset: Dataset, seed: int) -> tuple[
     """A fresh network and its training config for a trial's parameters."""
     point = candidate(params, n_inputs=len(dataset.feature_names),
                       n_outputs=_n_outputs(dataset), seed=seed)
-    return Network(point.network, classification=dataset.task == "classification"), point.training
+    network = Network(point.network, classification=dataset.task == "classification", seed=seed)
+    return network, point.training
 
 
 def _restore_best(best: BestTrial, subject: SearchSubject, data: TrainData,

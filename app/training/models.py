@@ -34,10 +34,21 @@ class Network(nn.Module):
     target_mean: torch.Tensor
     target_scale: torch.Tensor
 
-    def __init__(self, config: MLPConfig, classification: bool) -> None:
+    def __init__(self, config: MLPConfig, classification: bool, seed: int | None = None) -> None:
         super().__init__()
         self.config = config
         self.classification = classification
+        with torch.random.fork_rng():  # seeded weights without touching the global RNG
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.body = self._layers(config)
+        self.register_buffer("input_mean", torch.zeros(config.n_inputs))
+        self.register_buffer("input_scale", torch.ones(config.n_inputs))
+        self.register_buffer("target_mean", torch.zeros(1))
+        self.register_buffer("target_scale", torch.ones(1))
+
+    @staticmethod
+    def _layers(config: MLPConfig) -> nn.Sequential:
         layers: list[nn.Module] = []
         width = config.n_inputs
         for hidden in config.hidden:
@@ -46,11 +57,7 @@ class Network(nn.Module):
                 layers.append(nn.Dropout(config.dropout))
             width = hidden
         layers.append(nn.Linear(width, config.n_outputs))
-        self.body = nn.Sequential(*layers)
-        self.register_buffer("input_mean", torch.zeros(config.n_inputs))
-        self.register_buffer("input_scale", torch.ones(config.n_inputs))
-        self.register_buffer("target_mean", torch.zeros(1))
-        self.register_buffer("target_scale", torch.ones(1))
+        return nn.Sequential(*layers)
 
     def fit_scaling(self, features: np.ndarray, target: np.ndarray | None) -> None:
         """Set the input (and regression target) standardisation from training rows."""

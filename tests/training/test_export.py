@@ -69,3 +69,18 @@ def test_weights_round_trip_without_pickle() -> None:
     assert torch.equal(first.predict(sample), second.predict(sample))
     with pytest.raises(pickle.UnpicklingError):  # arbitrary pickled objects are refused
         load_weights(second, pickle.dumps({"payload": Exploit()}))
+
+
+def test_same_seed_same_model() -> None:
+    """A seeded trial is reproducible whatever the global RNG did before it."""
+    x, y = blobs()
+    data = TrainData(x[:90], y[:90], x[90:], y[90:])
+    config = MLPConfig(5, 3, (16, 8), "silu", 0.2)
+    scores = []
+    for _ in range(2):
+        torch.rand(17)  # disturb the global RNG between runs
+        network = Network(config, classification=True, seed=11)
+        scores.append((train(network, data, TrainConfig(epochs=5, learning_rate=0.01, seed=11)),
+                       network.predict(torch.from_numpy(x[:4]))))
+    assert scores[0][0].history == scores[1][0].history
+    assert torch.equal(scores[0][1], scores[1][1])

@@ -48,9 +48,9 @@ class KilnServer:
         self.env = {**os.environ, "KILN_DATA_DIR": str(data_dir),
                     "KILN_QUEUE_NAME": f"e2e-{uuid.uuid4().hex[:8]}",
                     "KILN_REAPER_INTERVAL_S": "1", **env}
-        database = fresh_database(data_dir)
-        if database:
-            self.env["KILN_DATABASE_URL"] = database
+        self.database = fresh_database(data_dir)
+        if self.database:
+            self.env["KILN_DATABASE_URL"] = self.database
         if BROKER_URL:
             self.env["KILN_BROKER_URL"] = BROKER_URL
         self.process: subprocess.Popen[bytes] | None = None
@@ -99,6 +99,17 @@ class KilnServer:
             self.process.kill()
             self.process.wait()
             raise RuntimeError(f"kiln serve ignored Ctrl-C:\n{self.log_tail()}") from None
+
+    def close(self) -> None:
+        """Stop the server and drop its PostgreSQL database, if it made one."""
+        self.stop()
+        if not self.database:
+            return
+        engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        name = make_url(self.database).database
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
 
     def wait_for_job(self, job_id: int, timeout: float = 400,
                      until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> Any:

@@ -25,7 +25,7 @@ def server(tmp_path: Path) -> Iterator[KilnServer]:
     kiln = KilnServer(tmp_path / "data", KILN_JOB_LEASE_S="6")
     kiln.start()
     yield kiln
-    kiln.stop()
+    kiln.close()
 
 
 def upload_digits(kiln: KilnServer) -> tuple[int, np.ndarray, np.ndarray]:
@@ -171,4 +171,4 @@ def test_oversized_upload_is_refused_mid_stream(tmp_path: Path) -> None:
                              data={"target": "label"})
         assert ok.status_code == 201
     finally:
-        kiln.stop()
+        kiln.close()

@@ -53,6 +53,21 @@ def accuracy(kiln: KilnServer, rows: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.asarray(response.json()["predictions"]) == labels))
 
 
+def process_gone(pid: int, timeout: float = 10) -> bool:
+    """Whether ``pid`` has exited (allowing a moment for a killed child to be reaped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"):
+            return True  # a zombie: exited, waiting only to be reaped by init
+        time.sleep(0.2)
+    return False
+
+
 def test_csv_to_served_model_and_restart(server: KilnServer) -> None:
     dataset_id, held_x, held_y = upload_digits(server)
     job_id = submit(server, dataset_id, seed=0)
@@ -80,7 +95,9 @@ def test_csv_to_served_model_and_restart(server: KilnServer) -> None:
     assert [trial["state"] for trial in trials] == ["complete"] * 8
     assert version["lineage"]["trial"] in [trial["number"] for trial in trials]
 
+    worker_pid = int(server.wait_for_job(job_id)["worker"].rsplit(":", 1)[1])
     server.stop()
+    assert process_gone(worker_pid)  # Ctrl-C stopped the worker processes too
     server.start()
     with server.client() as client:
         after = {path: client.get(path).json() for path in before}

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import Principal, authenticate, check_scope
 from app.config import Settings
-from app.db import discard_deferred, get_sessionmaker, run_deferred
+from app.db import session_scope
 from app.errors import Unauthorized
 from app.jobs.queue import JobQueue
 from app.serving.runtime import SessionCache
@@ -44,17 +44,8 @@ def get_sessions(request: Request) -> SessionCache:
 def get_session(request: Request) -> Iterator[Session]:
     """The request's one transaction: committed when the handler returns, before the
     response is sent; actions deferred until commit (enqueueing) run right after."""
-    session = get_sessionmaker(get_settings(request).database_url)()
-    try:
+    with session_scope(get_settings(request).database_url) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        discard_deferred(session)
-        raise
-    finally:
-        session.close()
-    run_deferred(session)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

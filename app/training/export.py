@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ def export_onnx(network: Network, path: Path) -> None:
     example = torch.zeros(2, network.config.n_inputs)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     # The exporter narrates its progress on stdout; keep worker logs readable.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         torch.onnx.export(Predictor(network).eval(), (example,), str(path),
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

@@ -175,6 +175,7 @@ class Model(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     task: Mapped[str] = mapped_column(String(16))
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -209,6 +210,7 @@ class ModelVersion(Base):
     trial_id: Mapped[int | None] = mapped_column(ForeignKey("trials.id"))
     parent_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     method: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -223,3 +225,17 @@ class Alias(Base):
     name: Mapped[str] = mapped_column(String(64))
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AliasHistory(Base):
+    """Which version held an alias, from when until when (``removed_at`` null: still holds)."""
+
+    __tablename__ = "alias_history"
+    __table_args__ = (Index("ix_alias_history_model_alias", "model_id", "alias"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    alias: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -19,7 +20,19 @@ from app.config import Settings, load_settings
 from app.db import dispose_engines, session_scope
 from app.main import create_app
 from app.migrate import upgrade_to_head
-from app.tables import Alias, ApiKey, Dataset, Job, Model, ModelVersion, Scope, Trial
+from app.registry.service import VersionDraft, register_version
+from app.storage import get_store
+from app.tables import (
+    Alias,
+    AliasHistory,
+    ApiKey,
+    Dataset,
+    Job,
+    Model,
+    ModelVersion,
+    Scope,
+    Trial,
+)
 
 PG_URL = os.environ.get("KILN_TEST_DATABASE_URL", "")
 BROKER_URL = os.environ.get("KILN_TEST_BROKER_URL", "")
@@ -62,7 +75,7 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
 def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
     yield make_settings(tmp_path / "data", database_url)
     with session_scope(database_url) as session:
-        for table in (Alias, ModelVersion, Model, Trial, Job, Dataset, ApiKey):
+        for table in (AliasHistory, Alias, ModelVersion, Model, Trial, Job, Dataset, ApiKey):
             session.execute(delete(table))
 
 
@@ -93,3 +106,36 @@ def bearer(secret: str) -> dict[str, str]:
 def admin(keys: dict[str, str]) -> dict[str, str]:
     """Authorization headers of an admin key."""
     return bearer(keys["admin"])
+
+
+@pytest.fixture(scope="session")
+def classifier_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained 4-feature, 3-class classifier exported by the real export code."""
+    from app.training.export import export_onnx
+    from app.training.models import MLPConfig, Network
+    from app.training.train import TrainConfig, TrainData, train
+
+    rng = np.random.default_rng(0)
+    y = np.arange(150) % 3
+    x = (rng.normal(size=(150, 4)) + y[:, None] * 3.0).astype(np.float32)
+    network = Network(MLPConfig(4, 3, (16,)), classification=True)
+    train(network, TrainData(x[:120], y[:120], x[120:], y[120:]),
+          TrainConfig(epochs=20, learning_rate=0.02))
+    path = tmp_path_factory.mktemp("onnx") / "classifier.onnx"
+    export_onnx(network, path)
+    return path
+
+
+def register(settings: Settings, onnx: Path, *, name: str = "flowers",
+             labels: list | None = None, task: str = "classification") -> int:
+    """Store ``onnx`` and register it as the next version of ``name``."""
+    store = get_store(settings.artifact_url)
+    with session_scope(settings.database_url) as session:
+        artifact = store.put_file(f"test/{name}/{onnx.stat().st_mtime_ns}.onnx", onnx)
+        outputs = 3 if task == "classification" else 1
+        version = register_version(session, name, VersionDraft(
+            task=task, source="upload", artifact=artifact, class_labels=labels,
+            signature={"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
+                       "outputs": [{"name": "output", "datatype": "FP32",
+                                    "shape": [-1, outputs]}]}))
+        return version.version

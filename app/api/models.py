@@ -18,7 +18,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 def model_read(session: Session, model: Model) -> ModelRead:
     return ModelRead(name=model.name, task=model.task, latest_version=model.latest_version,
-                     aliases=service.model_aliases(session, model), created_at=model.created_at,
+                     aliases=service.model_aliases(session, model), tags=model.tags or {},
+                     created_at=model.created_at,
                      updated_at=model.updated_at)
 
 
@@ -29,7 +30,8 @@ def version_read(session: Session, name: str, version: ModelVersion) -> VersionR
         n_params=version.n_params, latency_p50_ms=version.latency_p50_ms,
         metrics=version.metrics, signature=version.signature,
         class_labels=version.class_labels, config=version.config,
-        lineage=service.lineage(session, version), created_at=version.created_at)
+        lineage=service.lineage(session, version), tags=version.tags or {},
+        created_at=version.created_at)
 
 
 @router.get("", response_model=Page[ModelRead], dependencies=[ReadAccess])

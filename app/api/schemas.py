@@ -84,6 +84,7 @@ class ModelRead(BaseModel):
     task: str
     latest_version: int
     aliases: dict[str, int]
+    tags: dict[str, str]
     created_at: datetime
     updated_at: datetime
 
@@ -103,7 +104,26 @@ class VersionRead(BaseModel):
     class_labels: list[Any] | None
     config: dict[str, Any] | None
     lineage: dict[str, Any]
+    tags: dict[str, str]
     created_at: datetime
+
+
+class AliasSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, description="The live version the alias should point at.")
+
+
+class AliasHistoryEntry(BaseModel):
+    version: int
+    assigned_at: datetime
+    removed_at: datetime | None = Field(description="Null while the version still holds it.")
+
+
+class TagsPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tags: dict[str, str | None] = Field(description="Keys to set; a null value deletes one.")
 
 
 class PredictRequest(BaseModel):

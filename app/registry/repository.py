@@ -25,7 +25,7 @@ class ModelRepository:
             return model
         try:
             with self.session.begin_nested():
-                model = Model(name=name, task=task, latest_version=0)
+                model = Model(name=name, task=task, latest_version=0, tags={})
                 self.session.add(model)
         except IntegrityError:
             model = self.get_by_name(name)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.errors import NotFound, Unavailable
+from app.errors import NotFound
 from app.registry.repository import ModelRepository, VersionRepository
 from app.storage import StoredArtifact
 from app.tables import Model, ModelVersion, Trial, VersionStatus
@@ -44,7 +44,7 @@ def register_version(session: Session, model_name: str, draft: VersionDraft) -> 
         task=draft.task, artifact_key=draft.artifact.key, sha256=draft.artifact.sha256,
         size_bytes=draft.artifact.size_bytes, n_params=draft.n_params,
         latency_p50_ms=draft.latency_p50_ms, metrics=draft.metrics, signature=draft.signature,
-        class_labels=draft.class_labels, config=draft.config, dataset_id=draft.dataset_id,
+        class_labels=draft.class_labels, config=draft.config, dataset_id=draft.dataset_id, tags={},
         job_id=draft.job_id, trial_id=draft.trial_id,
         parent_version_id=draft.parent_version_id, method=draft.method))
 
@@ -96,7 +96,8 @@ def resolve_serving_version(session: Session, name: str, number: int | None) -> 
         if version is None:
             raise NotFound(f"model {name!r} has no live version")
     if version.status != VersionStatus.LIVE:
-        raise Unavailable(f"model {name!r} version {version.version} is {version.status}")
+        raise NotFound(f"model {name!r} version {version.version} is {version.status} and "
+                       "no longer serves")
     return version
 
 

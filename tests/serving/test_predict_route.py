@@ -11,7 +11,7 @@ from sqlalchemy import update
 from app.config import Settings
 from app.db import session_scope
 from app.tables import ModelVersion
-from tests.serving.conftest import register
+from tests.conftest import register
 
 LABELS = ["setosa", "versicolor", "virginica"]
 

@@ -1,0 +1,61 @@
+"""/v1/models/{name}: aliases and their history, archiving versions, tags."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.api.deps import ReadAccess, SessionDep, WriteAccess
+from app.api.models import model_read, version_read
+from app.api.schemas import AliasHistoryEntry, AliasSet, ModelRead, TagsPatch, VersionRead
+from app.registry import aliases, service
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.put("/{name}/aliases/{alias}", response_model=VersionRead, dependencies=[WriteAccess])
+def set_alias(session: SessionDep, name: str, alias: str, body: AliasSet) -> VersionRead:
+    """Point an alias (e.g. ``production``) at a live version; takes effect at once."""
+    version = aliases.set_alias(session, name=name, alias=alias, version=body.version)
+    return version_read(session, name, version)
+
+
+@router.delete("/{name}/aliases/{alias}", status_code=204, dependencies=[WriteAccess])
+def delete_alias(session: SessionDep, name: str, alias: str) -> Response:
+    """Remove an alias (its history is kept)."""
+    aliases.delete_alias(session, name=name, alias=alias)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/aliases/{alias}/history", response_model=list[AliasHistoryEntry],
+            dependencies=[ReadAccess])
+def alias_history(session: SessionDep, name: str, alias: str) -> list[AliasHistoryEntry]:
+    """Which version held the alias from when to when, newest first."""
+    return [AliasHistoryEntry(**entry)
+            for entry in aliases.alias_history(session, name=name, alias=alias)]
+
+
+@router.delete("/{name}/versions/{version}", response_model=VersionRead,
+               dependencies=[WriteAccess])
+def archive_version(session: SessionDep, name: str, version: int) -> VersionRead:
+    """Archive a version: it stops serving (409 while an alias points at it)."""
+    return version_read(session, name,
+                        aliases.archive_version(session, name=name, version=version))
+
+
+@router.patch("/{name}", response_model=ModelRead, dependencies=[WriteAccess])
+def tag_model(session: SessionDep, name: str, body: TagsPatch) -> ModelRead:
+    """Set or delete tags on a model."""
+    model = service.get_model(session, name)
+    model.tags = aliases.merge_tags(model.tags or {}, body.tags)
+    session.flush()
+    return model_read(session, model)
+
+
+@router.patch("/{name}/versions/{version}", response_model=VersionRead,
+              dependencies=[WriteAccess])
+def tag_version(session: SessionDep, name: str, version: int, body: TagsPatch) -> VersionRead:
+    """Set or delete tags on a version."""
+    row = service.get_version(session, name, version)
+    row.tags = aliases.merge_tags(row.tags or {}, body.tags)
+    session.flush()
+    return version_read(session, name, row)

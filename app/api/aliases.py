@@ -1,15 +1,41 @@
-"""/v1/models/{name}: aliases and their history, archiving versions, tags."""
+"""/v1/models/{name}: uploading versions, aliases and their history, archiving, tags."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
-from app.api.deps import ReadAccess, SessionDep, WriteAccess
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WriteAccess
 from app.api.models import model_read, version_read
 from app.api.schemas import AliasHistoryEntry, AliasSet, ModelRead, TagsPatch, VersionRead
+from app.api.uploads import spooled_upload
 from app.registry import aliases, service
+from app.registry.upload import upload_version
+from app.tables import Task
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.post("/{name}/versions", status_code=201, response_model=VersionRead,
+             dependencies=[WriteAccess], summary="Upload an ONNX model as a new version")
+def upload_model_version(
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    name: str,
+    file: Annotated[UploadFile, File(description="A single self-contained .onnx file.")],
+    labels: Annotated[str | None, Form(max_length=100_000, description="JSON list of class "
+                                       "labels, one per output column.")] = None,
+    task: Annotated[Task | None, Form(description="Inferred from the output when absent.")]
+    = None,
+) -> VersionRead:
+    """Validate the model (checker, no external data, loads in onnxruntime on CPU, fixed
+    feature dimension) and register it as the next version of ``name``."""
+    with spooled_upload(file, settings, ".onnx") as path:
+        version = upload_version(session, store, name=name, upload=path, labels=labels,
+                                 task=task, threads=settings.ort_threads)
+    return version_read(session, name, version)
 
 
 @router.put("/{name}/aliases/{alias}", response_model=VersionRead, dependencies=[WriteAccess])

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WriteAccess
 from app.api.schemas import DatasetRead, Page
+from app.api.uploads import spooled_upload
 from app.datasets import service
 from app.tables import Task
 
@@ -32,13 +30,9 @@ def upload_dataset(
                                             "image-like rows, e.g. '1,8,8'.")] = None,
 ) -> DatasetRead:
     """Validate and store a CSV; 4xx with the reason if it cannot be learned from."""
-    spool = settings.data_dir / "tmp"
-    spool.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=spool, suffix=".csv") as copy:
-        shutil.copyfileobj(file.file, copy, 1 << 20)
-        copy.flush()
+    with spooled_upload(file, settings, ".csv") as path:
         dataset = service.create_dataset(
-            session, store, upload=Path(copy.name), filename=file.filename or "upload.csv",
+            session, store, upload=path, filename=file.filename or "upload.csv",
             target=target, name=name, task=task, input_shape=input_shape)
     return DatasetRead.model_validate(dataset)
 

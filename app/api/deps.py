@@ -71,6 +71,17 @@ def require(scope: Scope) -> Callable[..., Principal]:
     return dependency
 
 
+def require_any_key(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Any valid key, whatever its scope (inference protocol metadata and readiness)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    return authenticate(session, credentials.credentials)
+
+
+AnyKey = Depends(require_any_key)
 ReadAccess = Depends(require(Scope.READ))
 WriteAccess = Depends(require(Scope.WRITE))
 AdminAccess = Depends(require(Scope.ADMIN))

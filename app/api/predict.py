@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import InferAccess, SessionCacheDep, SessionDep, SettingsDep
+from app.api.resolve import load_for_request
 from app.api.schemas import PredictRequest, PredictResponse
-from app.registry.service import resolve_serving_version
 from app.serving.predict import parse_rows, predict
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
@@ -28,9 +28,7 @@ async def predict_rows(request: Request, session: SessionDep, settings: Settings
     body = await request.body()
 
     def work() -> dict[str, Any]:
-        row = resolve_serving_version(session, name, version)
-        model = cache.get(version_id=row.id, artifact_key=row.artifact_key, sha256=row.sha256,
-                          signature=row.signature, task=row.task, labels=row.class_labels)
+        row, model = load_for_request(session, cache, name, version)
         rows = parse_rows(body, n_features=model.n_features,
                           max_rows=settings.max_predict_rows)
         return {"model": name, "version": row.version, **predict(model, rows)}

@@ -1,15 +1,27 @@
-"""Open Inference Protocol (/v2): server health and metadata, open without a key."""
+"""Open Inference Protocol (/v2), as KServe and Triton define it. Health and server
+metadata are open; model metadata and readiness need any valid key; infer needs a key that
+may predict. Errors are ``{"error": ...}``."""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-from fastapi import APIRouter, Response
+import numpy as np
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import SettingsDep
+from app.api.deps import AnyKey, InferAccess, SessionCacheDep, SessionDep, SettingsDep
+from app.api.resolve import load_for_request
 from app.db import get_engine
+from app.errors import BadRequest
+from app.registry.service import list_versions, resolve_serving_version
+from app.serving.oip import HEADER_LENGTH, NAMES, InferRequest, decode, encode
+from app.serving.runtime import LoadedModel
+from app.tables import ModelVersion, VersionStatus
 
 router = APIRouter(prefix="/v2", tags=["inference protocol"])
 
@@ -24,7 +36,8 @@ def _package_version() -> str:
 @router.get("")
 def server_metadata() -> dict[str, object]:
     """Server name, version and supported protocol extensions."""
-    return {"name": "modelkiln", "version": _package_version(), "extensions": []}
+    return {"name": "modelkiln", "version": _package_version(),
+            "extensions": ["binary_tensor_data"]}
 
 
 @router.get("/health/live")
@@ -43,3 +56,78 @@ def ready(settings: SettingsDep) -> Response:
         return JSONResponse({"ready": False, "error": f"database unavailable: {error}"[:500]},
                             status_code=503)
     return JSONResponse({"ready": True})
+
+
+def _metadata(row: ModelVersion, name: str, versions: list[int]) -> dict[str, Any]:
+    return {"name": name, "versions": [str(number) for number in versions],
+            "platform": "onnxruntime_onnx", "inputs": row.signature["inputs"],
+            "outputs": row.signature["outputs"]}
+
+
+def _live_versions(session: Session, name: str) -> list[int]:
+    rows, _ = list_versions(session, name, limit=500, offset=0)
+    return sorted(row.version for row in rows if row.status == VersionStatus.LIVE)
+
+
+@router.get("/models/{name}", dependencies=[AnyKey])
+@router.get("/models/{name}/versions/{version}", dependencies=[AnyKey])
+def model_metadata(session: SessionDep, name: str, version: int | None = None) -> Response:
+    """Inputs and outputs with names, datatypes and shapes (-1 for the batch)."""
+    row = resolve_serving_version(session, name, version)
+    versions = [row.version] if version is not None else _live_versions(session, name)
+    return JSONResponse(_metadata(row, name, versions))
+
+
+@router.get("/models/{name}/ready", dependencies=[AnyKey])
+@router.get("/models/{name}/versions/{version}/ready", dependencies=[AnyKey])
+def model_ready(session: SessionDep, cache: SessionCacheDep, name: str,
+                version: int | None = None) -> Response:
+    """Ready once the version's session is loaded and warmed up (this loads it)."""
+    load_for_request(session, cache, name, version)
+    return JSONResponse({"name": name, "ready": True})
+
+
+def _check_inputs(model: LoadedModel, row: ModelVersion, request: InferRequest,
+                  max_rows: int) -> np.ndarray:
+    expected = row.signature["inputs"][0]
+    unknown = sorted(set(request.inputs) - {model.input_name})
+    if unknown:
+        raise BadRequest(f"unknown input(s) {unknown}; the model takes ['{model.input_name}']")
+    if model.input_name not in request.inputs:
+        raise BadRequest(f"missing input '{model.input_name}'")
+    array = request.inputs[model.input_name]
+    datatype = NAMES[array.dtype]
+    if datatype != expected["datatype"]:
+        raise BadRequest(f"input '{model.input_name}' has datatype {datatype}; the model "
+                         f"expects {expected['datatype']}")
+    if tuple(array.shape[1:]) != model.input_shape or not 1 <= array.shape[0] <= max_rows:
+        raise BadRequest(f"input '{model.input_name}' has shape {list(array.shape)}; the model "
+                         f"expects [1 to {max_rows}, {', '.join(map(str, model.input_shape))}]")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise BadRequest(f"input '{model.input_name}' contains NaN or Inf")
+    return array
+
+
+@router.post("/models/{name}/infer", dependencies=[InferAccess])
+@router.post("/models/{name}/versions/{version}/infer", dependencies=[InferAccess])
+async def infer(request: Request, session: SessionDep, settings: SettingsDep,
+                cache: SessionCacheDep, name: str, version: int | None = None) -> Response:
+    """Run the model on tensors sent as JSON or with the binary tensor extension."""
+    body = await request.body()
+    header_length = request.headers.get(HEADER_LENGTH)
+
+    def work() -> tuple[bytes, dict[str, str]]:
+        row, model = load_for_request(session, cache, name, version)
+        decoded = decode(body, header_length,
+                         max_elements=settings.max_predict_rows * max(1, model.n_features))
+        array = _check_inputs(model, row, decoded, settings.max_predict_rows)
+        wanted = decoded.outputs if decoded.outputs is not None else [model.output_name]
+        unknown = sorted(set(wanted) - {model.output_name})
+        if unknown:
+            raise BadRequest(f"unknown output(s) {unknown}; the model has "
+                             f"['{model.output_name}']")
+        output = model.session.run([model.output_name], {model.input_name: array})[0]
+        return encode(name, row.version, decoded, {model.output_name: output})
+
+    content, headers = await run_in_threadpool(work)
+    return Response(content, headers=headers)

@@ -1,0 +1,150 @@
+"""Open Inference Protocol (KServe v2 / Triton) codec: JSON and the binary tensor extension.
+
+Every size is checked against the declared shape and the limits before any array is built."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app.errors import BadRequest
+
+HEADER_LENGTH = "inference-header-content-length"
+
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_), "INT8": np.dtype(np.int8), "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64), "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16), "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64), "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+}
+NAMES = {dtype: name for name, dtype in DATATYPES.items()}
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded request: input arrays by name, which outputs to return and how."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: list[str] | None  # None: every output
+    binary_outputs: set[str] = field(default_factory=set)
+    binary_default: bool = False
+    request_id: str | None = None
+
+
+def _declared(spec: dict[str, Any], max_elements: int) -> tuple[str, list[int], np.dtype[Any]]:
+    name = spec.get("name")
+    if not isinstance(name, str):
+        raise BadRequest("every input needs a string 'name'")
+    shape = spec.get("shape")
+    if (not isinstance(shape, list) or not shape
+            or not all(isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0
+                       for dim in shape)):
+        raise BadRequest(f"input '{name}': 'shape' must be a list of non-negative integers")
+    datatype = spec.get("datatype")
+    if datatype == "BYTES":
+        raise BadRequest(f"input '{name}': datatype BYTES is not supported")
+    if datatype not in DATATYPES:
+        raise BadRequest(f"input '{name}': unknown datatype {datatype!r}; expected one of "
+                         f"{sorted(DATATYPES)}")
+    elements = math.prod(shape)
+    if elements > max_elements:
+        raise BadRequest(f"input '{name}': shape {shape} has {elements} elements; the limit "
+                         f"is {max_elements}")
+    return name, shape, DATATYPES[datatype]
+
+
+def _from_json(name: str, data: Any, shape: list[int], dtype: np.dtype[Any]) -> np.ndarray:
+    if not isinstance(data, list):
+        raise BadRequest(f"input '{name}': 'data' must be a list")
+    try:
+        array = np.asarray(data)
+    except ValueError:
+        raise BadRequest(f"input '{name}': 'data' is ragged") from None
+    if array.dtype.kind not in "biuf":
+        raise BadRequest(f"input '{name}': 'data' must hold only numbers or booleans")
+    if array.size != math.prod(shape):
+        raise BadRequest(f"input '{name}': shape {shape} needs {math.prod(shape)} values, "
+                         f"'data' has {array.size}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        return array.reshape(shape).astype(dtype, copy=False)
+
+
+def decode(body: bytes, header_length: str | None, *, max_elements: int) -> InferRequest:
+    """Parse an infer request body (JSON, or JSON header plus binary tensors)."""
+    if header_length is None:
+        head, tail = body, b""
+    else:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise BadRequest(f"Inference-Header-Content-Length {header_length!r} does not fit "
+                             f"a body of {len(body)} bytes")
+        head, tail = body[:int(header_length)], body[int(header_length):]
+    try:
+        payload = orjson.loads(head)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"request is not valid JSON: {error}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise BadRequest("request must be a JSON object with an 'inputs' list")
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for spec in payload["inputs"]:
+        if not isinstance(spec, dict):
+            raise BadRequest("every entry of 'inputs' must be an object")
+        name, shape, dtype = _declared(spec, max_elements)
+        if name in inputs:
+            raise BadRequest(f"input '{name}' is given twice")
+        size = (spec.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            inputs[name] = _from_json(name, spec.get("data"), shape, dtype)
+            continue
+        expected = math.prod(shape) * dtype.itemsize
+        if size != expected:
+            raise BadRequest(f"input '{name}': binary_data_size {size} but shape {shape} of "
+                             f"{NAMES[dtype]} needs {expected} bytes")
+        if offset + size > len(tail):
+            raise BadRequest(f"input '{name}': the body ends before its {size} binary bytes")
+        inputs[name] = np.frombuffer(tail, dtype=dtype, count=math.prod(shape),
+                                     offset=offset).reshape(shape)
+        offset += size
+    if offset != len(tail):
+        raise BadRequest(f"{len(tail) - offset} bytes after the last binary input")
+    parameters = payload.get("parameters") or {}
+    requested = payload.get("outputs")
+    outputs = None if requested is None else [
+        str(entry.get("name")) for entry in requested if isinstance(entry, dict)]
+    binary = {str(entry.get("name")) for entry in requested or []
+              if isinstance(entry, dict) and (entry.get("parameters") or {}).get("binary_data")}
+    request_id = payload.get("id")
+    return InferRequest(inputs=inputs, outputs=outputs, binary_outputs=binary,
+                        binary_default=bool(parameters.get("binary_data_output")),
+                        request_id=str(request_id) if request_id is not None else None)
+
+
+def encode(model_name: str, version: int, request: InferRequest,
+           results: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    """The response body and headers; binary outputs follow the JSON header in order."""
+    described: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, array in results.items():
+        entry: dict[str, Any] = {"name": name, "datatype": NAMES[array.dtype],
+                                 "shape": list(array.shape)}
+        if request.binary_default or name in request.binary_outputs:
+            blob = np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.reshape(-1).tolist()
+        described.append(entry)
+    head: dict[str, Any] = {"model_name": model_name, "model_version": str(version),
+                            "outputs": described}
+    if request.request_id is not None:
+        head["id"] = request.request_id
+    header = orjson.dumps(head)
+    if not blobs:
+        return header, {"content-type": "application/json"}
+    return header + b"".join(blobs), {"content-type": "application/octet-stream",
+                                      HEADER_LENGTH: str(len(header))}

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     train_threads: int = Field(default=0, ge=0, le=256, description="torch threads per worker "
                                "process; 0 divides the CPUs between worker processes.")
     session_cache_size: int = Field(default=32, ge=1, description="ONNX sessions kept loaded.")
+    session_cache_mb: float = Field(default=1024.0, gt=0, description="Bound on the bytes of "
+                                    "the ONNX models kept loaded.")
 
     @field_validator("database_url", "broker_url", "artifact_url")
     @classmethod

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app.api import aliases, datasets, jobs, keys, models, predict, v2
+from app.api import aliases, datasets, jobs, keys, metrics, models, predict, v2
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.config import Settings, get_settings
@@ -65,9 +65,11 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     app.state.store = get_store(settings.artifact_url)
     app.state.queue = queue
     app.state.sessions = SessionCache(app.state.store, threads=settings.ort_threads,
-                                      capacity=settings.session_cache_size)
+                                      capacity=settings.session_cache_size,
+                                      max_bytes=int(settings.session_cache_mb * 1048576))
+    app.state.metrics = metrics.ServingMetrics(app.state.sessions, settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, settings=settings)
-    for module in (datasets, jobs, models, aliases, predict, keys, v2):
+    for module in (datasets, jobs, models, aliases, predict, keys, v2, metrics):
         app.include_router(module.router)
     return app

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.api.metrics import ServingMetrics
 from app.auth import Principal, authenticate, check_scope
 from app.config import Settings
 from app.db import session_scope
@@ -48,10 +49,16 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_metrics(request: Request) -> ServingMetrics:
+    collected: ServingMetrics = request.app.state.metrics
+    return collected
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 SessionCacheDep = Annotated[SessionCache, Depends(get_sessions)]
+MetricsDep = Annotated["ServingMetrics", Depends(get_metrics)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 

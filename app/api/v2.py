@@ -4,6 +4,7 @@ may predict. Errors are ``{"error": ...}``."""
 
 from __future__ import annotations
 
+import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -14,10 +15,17 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import AnyKey, InferAccess, SessionCacheDep, SessionDep, SettingsDep
+from app.api.deps import (
+    AnyKey,
+    InferAccess,
+    MetricsDep,
+    SessionCacheDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.api.resolve import load_for_request
 from app.db import get_engine
-from app.errors import BadRequest
+from app.errors import BadRequest, KilnError
 from app.registry.service import list_versions, resolve_serving_version
 from app.serving.oip import HEADER_LENGTH, NAMES, InferRequest, decode, encode
 from app.serving.runtime import LoadedModel
@@ -111,12 +119,15 @@ def _check_inputs(model: LoadedModel, row: ModelVersion, request: InferRequest,
 @router.post("/models/{name}/infer", dependencies=[InferAccess])
 @router.post("/models/{name}/versions/{version}/infer", dependencies=[InferAccess])
 async def infer(request: Request, session: SessionDep, settings: SettingsDep,
-                cache: SessionCacheDep, name: str, version: int | None = None) -> Response:
+                cache: SessionCacheDep, metrics: MetricsDep, name: str,
+                version: int | None = None) -> Response:
     """Run the model on tensors sent as JSON or with the binary tensor extension."""
+    arrived = time.perf_counter()
     body = await request.body()
     header_length = request.headers.get(HEADER_LENGTH)
 
     def work() -> tuple[bytes, dict[str, str]]:
+        started = time.perf_counter()
         row, model = load_for_request(session, cache, name, version)
         decoded = decode(body, header_length,
                          max_elements=settings.max_predict_rows * max(1, model.n_features))
@@ -126,8 +137,15 @@ async def infer(request: Request, session: SessionDep, settings: SettingsDep,
         if unknown:
             raise BadRequest(f"unknown output(s) {unknown}; the model has "
                              f"['{model.output_name}']")
+        computing = time.perf_counter()
         output = model.session.run([model.output_name], {model.input_name: array})[0]
+        metrics.succeeded(name, row.version, "v2", queue_s=started - arrived,
+                          compute_s=time.perf_counter() - computing)
         return encode(name, row.version, decoded, {model.output_name: output})
 
-    content, headers = await run_in_threadpool(work)
+    try:
+        content, headers = await run_in_threadpool(work)
+    except KilnError as error:
+        metrics.failed(name, version, "v2", error.status_code)
+        raise
     return Response(content, headers=headers)

@@ -67,10 +67,12 @@ class SessionCache:
     Thread-safe: a model loads under its own lock, so loading one never blocks requests
     to models already loaded."""
 
-    def __init__(self, store: ArtifactStore, *, threads: int, capacity: int) -> None:
+    def __init__(self, store: ArtifactStore, *, threads: int, capacity: int,
+                 max_bytes: int | None = None) -> None:
         self.store = store
         self.threads = threads
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._models: OrderedDict[int, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
@@ -92,9 +94,7 @@ class SessionCache:
             with self._lock:
                 self._models[version_id] = model
                 self._loading.pop(version_id, None)
-                while len(self._models) > self.capacity:
-                    evicted, _ = self._models.popitem(last=False)
-                    logger.info("evicted model version %s from the session cache", evicted)
+                self._evict()
             return model
 
     def _load(self, version_id: int, artifact_key: str, sha256: str, signature: dict[str, Any],
@@ -115,6 +115,17 @@ class SessionCache:
             labels=labels, size_bytes=len(data))
         model.run(np.zeros((1, model.n_features), dtype=np.float32))  # warm-up
         return model
+
+    def _evict(self) -> None:
+        """Drop least recently used models past the count or byte bound (keeps the newest)."""
+        def over() -> bool:
+            total = sum(model.size_bytes for model in self._models.values())
+            return len(self._models) > self.capacity or (
+                self.max_bytes is not None and total > self.max_bytes)
+
+        while len(self._models) > 1 and over():
+            evicted, _ = self._models.popitem(last=False)
+            logger.info("evicted model version %s from the session cache", evicted)
 
     def loaded(self) -> list[LoadedModel]:
         """Currently loaded models, least recently used first."""

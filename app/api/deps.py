@@ -62,22 +62,6 @@ MetricsDep = Annotated["ServingMetrics", Depends(get_metrics)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def require(scope: Scope) -> Callable[..., Principal]:
-    """A dependency that admits only API keys whose scope grants ``scope``."""
-
-    def dependency(
-        session: SessionDep,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        principal = authenticate(session, credentials.credentials)
-        check_scope(principal, scope)
-        return principal
-
-    return dependency
-
-
 def require_any_key(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -86,6 +70,16 @@ def require_any_key(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     return authenticate(session, credentials.credentials)
+
+
+def require(scope: Scope) -> Callable[..., Principal]:
+    """A dependency that admits only API keys whose scope grants ``scope``."""
+
+    def dependency(principal: Annotated[Principal, Depends(require_any_key)]) -> Principal:
+        check_scope(principal, scope)
+        return principal
+
+    return dependency
 
 
 AnyKey = Depends(require_any_key)

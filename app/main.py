@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app.api import aliases, datasets, jobs, keys, metrics, models, predict, v2
+from app.api import datasets, jobs, keys, metrics, model_writes, models, predict, v2
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.config import Settings, get_settings
@@ -70,6 +70,6 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     app.state.metrics = metrics.ServingMetrics(app.state.sessions, settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, settings=settings)
-    for module in (datasets, jobs, models, aliases, predict, keys, v2, metrics):
+    for module in (datasets, jobs, models, model_writes, predict, keys, v2, metrics):
         app.include_router(module.router)
     return app

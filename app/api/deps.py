@@ -58,7 +58,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 SessionCacheDep = Annotated[SessionCache, Depends(get_sessions)]
-MetricsDep = Annotated["ServingMetrics", Depends(get_metrics)]
+MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput
 from app.evaluation.latency import latency_ms
-from app.jobs.spec import MODEL_NAME_PATTERN
+from app.registry import MODEL_NAME_PATTERN
 from app.registry.repository import ModelRepository
 from app.registry.service import VersionDraft, register_version
 from app.serving.runtime import open_session

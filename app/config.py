@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(default=100.0, gt=0, description="Largest accepted upload.")
     max_request_mb: float = Field(default=16.0, gt=0, description="Largest non-upload body.")
     max_predict_rows: int = Field(default=10_000, gt=0, description="Rows per predict request.")
+    max_tensor_elements: int = Field(default=4_000_000, gt=0, description="Elements in one "
+                                     "/v2 input tensor (also bounded by rows x features).")
     job_lease_s: float = Field(default=30.0, gt=0, description="A running job whose worker has "
                                "not renewed its lease for this long is reaped.")
     job_max_attempts: int = Field(default=3, ge=1, le=100, description="Attempts before a job "
@@ -48,6 +50,14 @@ class Settings(BaseSettings):
     session_cache_size: int = Field(default=32, ge=1, description="ONNX sessions kept loaded.")
     session_cache_mb: float = Field(default=1024.0, gt=0, description="Bound on the bytes of "
                                     "the ONNX models kept loaded.")
+
+    serving_cache_s: float = Field(default=2.0, ge=0, le=3600, description="How long the "
+                                   "gateway reuses a key check or a name -> version "
+                                   "resolution; writes through this gateway show at once, "
+                                   "this bounds how long other processes' writes take.")
+    preload_models: str = Field(default="", description="Models to load and warm up at "
+                                "start, before /v2/health/ready says ready: comma-separated "
+                                "names, or * for every model (their serving versions).")
 
     @field_validator("database_url", "broker_url", "artifact_url")
     @classmethod

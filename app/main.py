@@ -17,6 +17,8 @@ from app.config import Settings, get_settings
 from app.db import session_scope
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap
+from app.serving.directory import ServingDirectory
+from app.serving.preload import Preload, preload
 from app.serving.runtime import SessionCache
 from app.storage import get_store
 
@@ -49,12 +51,15 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     queue = JobQueue(settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_reaper_loop(settings, queue)) if run_reaper else None
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(_reaper_loop(settings, queue))] if run_reaper else []
+        if settings.preload_models:
+            tasks.append(asyncio.create_task(asyncio.to_thread(
+                preload, app.state.directory, settings.preload_models, app.state.preload)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -67,6 +72,9 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     app.state.sessions = SessionCache(app.state.store, threads=settings.ort_threads,
                                       capacity=settings.session_cache_size,
                                       max_bytes=int(settings.session_cache_mb * 1048576))
+    app.state.directory = ServingDirectory(settings.database_url, app.state.sessions,
+                                           ttl_s=settings.serving_cache_s)
+    app.state.preload = Preload(done=not settings.preload_models)
     app.state.metrics = metrics.ServingMetrics(app.state.sessions, settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, settings=settings)

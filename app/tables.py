@@ -176,6 +176,8 @@ class Model(Base):
     task: Mapped[str] = mapped_column(String(16))
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
     tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Serving options, e.g. dynamic batching: {"max_batch_size": 64, "max_queue_delay_ms": 2}
+    serving: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

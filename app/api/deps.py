@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.api.metrics import ServingMetrics
-from app.auth import Principal, authenticate, check_scope
+from app.auth import Principal, check_scope
 from app.config import Settings
-from app.db import session_scope
+from app.db import defer_until_commit, session_scope
 from app.errors import Unauthorized
 from app.jobs.queue import JobQueue
+from app.serving.directory import ServingDirectory
 from app.serving.runtime import SessionCache
 from app.storage import ArtifactStore
 from app.tables import Scope
@@ -62,20 +64,41 @@ MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def require_any_key(
-    session: SessionDep,
+def get_directory(request: Request) -> ServingDirectory:
+    directory: ServingDirectory = request.app.state.directory
+    return directory
+
+
+DirectoryDep = Annotated[ServingDirectory, Depends(get_directory)]
+
+
+async def require_any_key(
+    directory: DirectoryDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Any valid key, whatever its scope (inference protocol metadata and readiness)."""
+    """Any valid key, whatever its scope. A key checked a moment ago is not looked up
+    again (see ``ServingDirectory``), so the hot path does no database work for it."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    return authenticate(session, credentials.credentials)
+    principal = directory.cached_principal(credentials.credentials)
+    if principal is None:
+        principal = await run_in_threadpool(directory.authenticate, credentials.credentials)
+    return principal
 
 
-def require(scope: Scope) -> Callable[..., Principal]:
+async def invalidate_after_commit(session: SessionDep, directory: DirectoryDep) -> None:
+    """For routes that change what serves or who may call: once the request's transaction
+    commits, drop the hot path's cached key checks and resolutions."""
+    defer_until_commit(session, directory.invalidate)
+
+
+InvalidatesServing = Depends(invalidate_after_commit)
+
+
+def require(scope: Scope) -> Callable[..., Any]:
     """A dependency that admits only API keys whose scope grants ``scope``."""
 
-    def dependency(principal: Annotated[Principal, Depends(require_any_key)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(require_any_key)]) -> Principal:
         check_scope(principal, scope)
         return principal
 

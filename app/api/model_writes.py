@@ -6,9 +6,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WriteAccess
+from app.api.deps import (
+    InvalidatesServing,
+    ReadAccess,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    WriteAccess,
+)
 from app.api.models import model_read, version_read
-from app.api.schemas import AliasHistoryEntry, AliasSet, ModelRead, TagsPatch, VersionRead
+from app.api.schemas import (
+    AliasHistoryEntry,
+    AliasSet,
+    ModelRead,
+    ServingOptions,
+    TagsPatch,
+    VersionRead,
+)
 from app.api.uploads import spooled_upload
 from app.registry import aliases, service
 from app.registry.upload import upload_version
@@ -18,7 +32,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.post("/{name}/versions", status_code=201, response_model=VersionRead,
-             dependencies=[WriteAccess], summary="Upload an ONNX model as a new version")
+             dependencies=[WriteAccess, InvalidatesServing],
+             summary="Upload an ONNX model as a new version")
 def upload_model_version(
     session: SessionDep,
     settings: SettingsDep,
@@ -38,14 +53,16 @@ def upload_model_version(
     return version_read(session, name, version)
 
 
-@router.put("/{name}/aliases/{alias}", response_model=VersionRead, dependencies=[WriteAccess])
+@router.put("/{name}/aliases/{alias}", response_model=VersionRead,
+            dependencies=[WriteAccess, InvalidatesServing])
 def set_alias(session: SessionDep, name: str, alias: str, body: AliasSet) -> VersionRead:
     """Point an alias (e.g. ``production``) at a live version; takes effect at once."""
     version = aliases.set_alias(session, name=name, alias=alias, version=body.version)
     return version_read(session, name, version)
 
 
-@router.delete("/{name}/aliases/{alias}", status_code=204, dependencies=[WriteAccess])
+@router.delete("/{name}/aliases/{alias}", status_code=204,
+               dependencies=[WriteAccess, InvalidatesServing])
 def delete_alias(session: SessionDep, name: str, alias: str) -> Response:
     """Remove an alias (its history is kept)."""
     aliases.delete_alias(session, name=name, alias=alias)
@@ -61,7 +78,7 @@ def alias_history(session: SessionDep, name: str, alias: str) -> list[AliasHisto
 
 
 @router.delete("/{name}/versions/{version}", response_model=VersionRead,
-               dependencies=[WriteAccess])
+               dependencies=[WriteAccess, InvalidatesServing])
 def archive_version(session: SessionDep, name: str, version: int) -> VersionRead:
     """Archive a version: it stops serving (409 while an alias points at it)."""
     return version_read(session, name,
@@ -85,3 +102,14 @@ def tag_version(session: SessionDep, name: str, version: int, body: TagsPatch) -
     row.tags = aliases.merge_tags(row.tags or {}, body.tags)
     session.flush()
     return version_read(session, name, row)
+
+
+@router.put("/{name}/serving", response_model=ModelRead,
+            dependencies=[WriteAccess, InvalidatesServing])
+def set_serving_options(session: SessionDep, name: str, body: ServingOptions) -> ModelRead:
+    """Serving options for every version of the model; today dynamic batching
+    (``max_batch_size`` null turns it off). Takes effect on the next request."""
+    model = service.get_model(session, name)
+    model.serving = body.model_dump() if body.max_batch_size is not None else None
+    session.flush()
+    return model_read(session, model)

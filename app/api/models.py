@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from app.api.deps import ReadAccess, SessionDep, StoreDep
-from app.api.schemas import ModelRead, Page, VersionRead
+from app.api.schemas import ModelRead, Page, ServingOptions, VersionRead
 from app.registry import service
 from app.tables import Model, ModelVersion
 
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 def model_read(session: Session, model: Model) -> ModelRead:
     return ModelRead(name=model.name, task=model.task, latest_version=model.latest_version,
                      aliases=service.model_aliases(session, model), tags=model.tags or {},
+                     serving=ServingOptions(**model.serving) if model.serving else None,
                      created_at=model.created_at,
                      updated_at=model.updated_at)
 

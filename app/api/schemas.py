@@ -79,12 +79,24 @@ class TrialRead(BaseModel):
     duration_s: float | None
 
 
+class ServingOptions(BaseModel):
+    """Dynamic batching: concurrent requests merged into one onnxruntime call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int | None = Field(default=None, ge=2, le=4096, description="Rows per "
+                                       "merged batch; null turns batching off.")
+    max_queue_delay_ms: float = Field(default=2.0, ge=0, le=1000, description="Longest a "
+                                      "request waits for others to join its batch.")
+
+
 class ModelRead(BaseModel):
     name: str
     task: str
     latest_version: int
     aliases: dict[str, int]
     tags: dict[str, str]
+    serving: ServingOptions | None = None
     created_at: datetime
     updated_at: datetime
 

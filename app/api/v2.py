@@ -13,21 +13,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import (
-    AnyKey,
-    InferAccess,
-    MetricsDep,
-    SessionCacheDep,
-    SessionDep,
-    SettingsDep,
-)
-from app.api.resolve import load_for_request
+from app.api.deps import AnyKey, DirectoryDep, InferAccess, SessionDep, SettingsDep
+from app.api.metrics import ServingMetrics
+from app.api.resolve import find_target, parse_body, run_model
+from app.config import Settings
 from app.db import get_engine
 from app.errors import BadRequest, KilnError
 from app.registry.service import list_versions, resolve_serving_version
 from app.serving.oip import HEADER_LENGTH, NAMES, InferRequest, decode, encode
+from app.serving.preload import Preload
 from app.serving.runtime import LoadedModel
 from app.tables import ModelVersion, VersionStatus
 
@@ -55,8 +50,13 @@ def live() -> dict[str, bool]:
 
 
 @router.get("/health/ready")
-def ready(settings: SettingsDep) -> Response:
-    """Ready when the registry database answers."""
+def ready(request: Request, settings: SettingsDep) -> Response:
+    """Ready when the registry database answers and the models named in
+    ``KILN_PRELOAD_MODELS`` have been loaded and warmed up."""
+    progress: Preload = request.app.state.preload
+    if not progress.done:
+        return JSONResponse({"ready": False, "error": f"loading models: {len(progress.loaded)} "
+                             f"of {len(progress.names) or '?'} loaded"}, status_code=503)
     try:
         with get_engine(settings.database_url).connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -88,16 +88,13 @@ def model_metadata(session: SessionDep, name: str, version: int | None = None) -
 
 @router.get("/models/{name}/ready", dependencies=[AnyKey])
 @router.get("/models/{name}/versions/{version}/ready", dependencies=[AnyKey])
-def model_ready(session: SessionDep, cache: SessionCacheDep, name: str,
-                version: int | None = None) -> Response:
+async def model_ready(directory: DirectoryDep, name: str, version: int | None = None) -> Response:
     """Ready once the version's session is loaded and warmed up (this loads it)."""
-    load_for_request(session, cache, name, version)
+    await find_target(directory, name, version)
     return JSONResponse({"name": name, "ready": True})
 
 
-def _check_inputs(model: LoadedModel, row: ModelVersion, request: InferRequest,
-                  max_rows: int) -> np.ndarray:
-    expected = row.signature["inputs"][0]
+def _check_inputs(model: LoadedModel, request: InferRequest, max_rows: int) -> np.ndarray:
     unknown = sorted(set(request.inputs) - {model.input_name})
     if unknown:
         raise BadRequest(f"unknown input(s) {unknown}; the model takes ['{model.input_name}']")
@@ -105,9 +102,9 @@ def _check_inputs(model: LoadedModel, row: ModelVersion, request: InferRequest,
         raise BadRequest(f"missing input '{model.input_name}'")
     array = request.inputs[model.input_name]
     datatype = NAMES[array.dtype]
-    if datatype != expected["datatype"]:
+    if datatype != model.input_datatype:
         raise BadRequest(f"input '{model.input_name}' has datatype {datatype}; the model "
-                         f"expects {expected['datatype']}")
+                         f"expects {model.input_datatype}")
     if tuple(array.shape[1:]) != model.input_shape or not 1 <= array.shape[0] <= max_rows:
         raise BadRequest(f"input '{model.input_name}' has shape {list(array.shape)}; the model "
                          f"expects [1 to {max_rows}, {', '.join(map(str, model.input_shape))}]")
@@ -116,35 +113,39 @@ def _check_inputs(model: LoadedModel, row: ModelVersion, request: InferRequest,
     return array
 
 
+def _decode_checked(body: bytes, header_length: str | None, model: LoadedModel,
+                    settings: Settings) -> InferRequest:
+    limit = min(settings.max_tensor_elements, settings.max_predict_rows * model.n_features)
+    decoded = decode(body, header_length, max_elements=limit)
+    _check_inputs(model, decoded, settings.max_predict_rows)
+    wanted = decoded.outputs if decoded.outputs is not None else [model.output_name]
+    unknown = sorted(set(wanted) - {model.output_name})
+    if unknown:
+        raise BadRequest(f"unknown output(s) {unknown}; the model has ['{model.output_name}']")
+    return decoded
+
+
 @router.post("/models/{name}/infer", dependencies=[InferAccess])
 @router.post("/models/{name}/versions/{version}/infer", dependencies=[InferAccess])
-async def infer(request: Request, session: SessionDep, settings: SettingsDep,
-                cache: SessionCacheDep, metrics: MetricsDep, name: str,
-                version: int | None = None) -> Response:
+async def infer(request: Request, name: str, version: int | None = None) -> Response:
     """Run the model on tensors sent as JSON or with the binary tensor extension."""
+    state = request.app.state
+    metrics: ServingMetrics = state.metrics
     arrived = time.perf_counter()
     body = await request.body()
     header_length = request.headers.get(HEADER_LENGTH)
-
-    def work() -> tuple[bytes, dict[str, str]]:
-        started = time.perf_counter()
-        row, model = load_for_request(session, cache, name, version)
-        decoded = decode(body, header_length,
-                         max_elements=settings.max_predict_rows * max(1, model.n_features))
-        array = _check_inputs(model, row, decoded, settings.max_predict_rows)
-        wanted = decoded.outputs if decoded.outputs is not None else [model.output_name]
-        unknown = sorted(set(wanted) - {model.output_name})
-        if unknown:
-            raise BadRequest(f"unknown output(s) {unknown}; the model has "
-                             f"['{model.output_name}']")
-        computing = time.perf_counter()
-        output = model.session.run([model.output_name], {model.input_name: array})[0]
-        metrics.succeeded(name, row.version, "v2", queue_s=started - arrived,
-                          compute_s=time.perf_counter() - computing)
-        return encode(name, row.version, decoded, {model.output_name: output})
-
     try:
-        content, headers = await run_in_threadpool(work)
+        target = await find_target(state.directory, name, version)
+        started = time.perf_counter()
+        model = target.model
+        decoded = await parse_body(len(body), lambda: _decode_checked(
+            body, header_length, model, state.settings))
+        computing = time.perf_counter()
+        output = await run_model(target, decoded.inputs[model.input_name])
+        computed = time.perf_counter()
+        content, headers = encode(name, target.version, decoded, {model.output_name: output})
+        metrics.succeeded(name, target.version, "v2", queue_s=started - arrived,
+                          compute_s=computed - computing)
     except KilnError as error:
         metrics.failed(name, version, "v2", error.status_code)
         raise

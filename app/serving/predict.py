@@ -51,9 +51,9 @@ def _first_non_number(inputs: list[list[Any]]) -> str:
     return "found a value that is not a number"
 
 
-def predict(model: LoadedModel, rows: np.ndarray) -> dict[str, Any]:
-    """Run the model; classification returns labels and probabilities, regression values."""
-    output = model.run(rows)
+def answer(model: LoadedModel, output: np.ndarray) -> dict[str, Any]:
+    """The model's output as the predict answer: labels and probabilities for
+    classification, values for regression."""
     if model.task == "classification" and model.labels is not None:
         labels = model.labels
         predictions = [labels[index] for index in output.argmax(axis=1).tolist()]

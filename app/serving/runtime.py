@@ -46,6 +46,7 @@ class LoadedModel:
     output_name: str
     n_features: int
     input_shape: tuple[int, ...]  # per-row shape the graph expects, e.g. (64,) or (1, 8, 8)
+    input_datatype: str  # Open Inference Protocol name, e.g. FP32
     task: str
     labels: list[Any] | None
     size_bytes: int
@@ -76,6 +77,14 @@ class SessionCache:
         self._models: OrderedDict[int, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
+
+    def peek(self, version_id: int) -> LoadedModel | None:
+        """The loaded model for a version if it is in the cache (marked recently used)."""
+        with self._lock:
+            model = self._models.get(version_id)
+            if model is not None:
+                self._models.move_to_end(version_id)
+            return model
 
     def get(self, *, version_id: int, artifact_key: str, sha256: str, signature: dict[str, Any],
             task: str, labels: list[Any] | None) -> LoadedModel:
@@ -111,7 +120,8 @@ class SessionCache:
         model = LoadedModel(
             version_id=version_id, session=session, input_name=signature["inputs"][0]["name"],
             output_name=signature["outputs"][0]["name"],
-            n_features=int(np.prod(feature_shape)), input_shape=feature_shape, task=task,
+            n_features=int(np.prod(feature_shape)), input_shape=feature_shape,
+            input_datatype=signature["inputs"][0]["datatype"], task=task,
             labels=labels, size_bytes=len(data))
         model.run(np.zeros((1, model.n_features), dtype=np.float32))  # warm-up
         return model

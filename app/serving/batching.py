@@ -1,0 +1,87 @@
+"""Dynamic batching: concurrent requests for one model merged into one onnxruntime call.
+
+Off by default; a model turns it on with ``max_batch_size`` and ``max_queue_delay_ms``. A
+request waits at most the delay for company; a batch runs as soon as it holds
+``max_batch_size`` rows. Requests larger than the batch run on their own."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.serving.runtime import LoadedModel
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How one model's requests are merged."""
+
+    max_batch_size: int
+    max_queue_delay_ms: float
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> BatchPolicy | None:
+        """The policy stored on a model (``models.serving``), or None when batching is off."""
+        if not config or not config.get("max_batch_size"):
+            return None
+        return cls(max_batch_size=int(config["max_batch_size"]),
+                   max_queue_delay_ms=float(config.get("max_queue_delay_ms", 0.0)))
+
+
+_Waiting = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
+
+
+class DynamicBatcher:
+    """Collects rows on the event loop and runs each merged batch in a worker thread."""
+
+    def __init__(self, model: LoadedModel, policy: BatchPolicy) -> None:
+        self.model = model
+        self.policy = policy
+        self._waiting: list[_Waiting] = []
+        self._rows = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self.batches_run = 0  # merged onnxruntime calls so far (reported by the benchmark)
+
+    async def run(self, rows: np.ndarray) -> np.ndarray:
+        """The model's output for ``rows`` (shape ``(n, ...)``), computed in some batch."""
+        if len(rows) >= self.policy.max_batch_size:
+            return await asyncio.to_thread(self.model.run, rows.reshape(len(rows), -1))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        if self._rows + len(rows) > self.policy.max_batch_size:
+            self._flush()
+        self._waiting.append((rows.reshape(len(rows), -1), future))
+        self._rows += len(rows)
+        if self._rows >= self.policy.max_batch_size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.policy.max_queue_delay_ms / 1000, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting, self._waiting, self._rows = self._waiting, [], 0
+        if waiting:
+            asyncio.get_running_loop().create_task(self._execute(waiting))
+
+    async def _execute(self, waiting: list[_Waiting]) -> None:
+        merged = waiting[0][0] if len(waiting) == 1 else np.concatenate(
+            [rows for rows, _ in waiting])
+        self.batches_run += 1
+        try:
+            output = await asyncio.to_thread(self.model.run, merged)
+        except Exception as error:
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        start = 0
+        for rows, future in waiting:
+            if not future.done():
+                future.set_result(output[start:start + len(rows)])
+            start += len(rows)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from app.config import Settings
 from app.db import session_scope
+from app.main import create_app
 from app.tables import ModelVersion
-from tests.conftest import register
+from tests.conftest import make_settings, register
 
 LABELS = ["setosa", "versicolor", "virginica"]
 
@@ -115,3 +117,21 @@ def test_model_reads_and_artifact_download(client: TestClient, admin: dict, sett
     assert artifact.headers["x-content-sha256"] == version["sha256"]
     assert client.get("/v1/models/flowers/versions", headers=admin).json()["total"] == 1
     assert client.get("/v1/models/nope/versions/1", headers=admin).status_code == 404
+
+
+def test_v2_tensor_element_limit(tmp_path: Path, database_url: str, settings: Settings,
+                                 keys: dict, classifier_onnx: Path) -> None:
+    tuned = make_settings(tmp_path, database_url, max_tensor_elements=8)
+    register(tuned, classifier_onnx, labels=LABELS)
+    admin = {"Authorization": f"Bearer {keys['admin']}"}
+
+    def infer(rows: int) -> httpx.Response:
+        body = {"inputs": [{"name": "input", "shape": [rows, 4], "datatype": "FP32",
+                            "data": [0.0] * (rows * 4)}]}
+        return client.post("/v2/models/flowers/infer", headers=admin, json=body)
+
+    with TestClient(create_app(tuned, run_reaper=False)) as client:
+        refused = infer(3)
+        assert refused.status_code == 400
+        assert "has 12 elements; the limit is 8" in refused.json()["error"]
+        assert infer(2).status_code == 200

@@ -1,0 +1,177 @@
+"""The predict hot path: no database work once a key and a version are known, changes made
+through the gateway visible on the next request, others' changes within the TTL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+
+from app.config import Settings
+from app.db import get_engine
+from app.main import create_app
+from app.serving.directory import ServingDirectory
+from tests.conftest import make_settings, register
+
+ROW = {"inputs": [[6, 6, 6, 6]]}
+
+
+@pytest.fixture
+def statements(settings: Settings) -> Iterator[list[str]]:
+    """Every SQL statement the registry engine runs while the test does."""
+    seen: list[str] = []
+    engine = get_engine(settings.database_url)
+
+    def record(*args: object) -> None:
+        seen.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def test_repeated_predicts_touch_no_database(client: TestClient, admin: dict,
+                                             settings: Settings, classifier_onnx: Path,
+                                             statements: list[str]) -> None:
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    assert client.post("/v1/models/flowers/predict", headers=admin, json=ROW).status_code == 200
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                        "data": [6, 6, 6, 6]}]}
+    assert client.post("/v2/models/flowers/infer", headers=admin, json=body).status_code == 200
+    statements.clear()
+    for _ in range(20):
+        assert client.post("/v1/models/flowers/predict", headers=admin,
+                           json=ROW).json()["predictions"] == ["c"]
+        assert client.post("/v2/models/flowers/infer", headers=admin,
+                           json=body).status_code == 200
+    assert statements == []
+
+
+def test_revoked_key_stops_at_once(client: TestClient, admin: dict, keys: dict,
+                                   settings: Settings, classifier_onnx: Path) -> None:
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    created = client.post("/v1/keys", headers=admin, json={"name": "app", "scope": "infer"})
+    key = {"Authorization": f"Bearer {created.json()['key']}"}
+    assert client.post("/v1/models/flowers/predict", headers=key, json=ROW).status_code == 200
+    client.delete(f"/v1/keys/{created.json()['id']}", headers=admin)
+    refused = client.post("/v1/models/flowers/predict", headers=key, json=ROW)
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+
+
+def test_other_processes_changes_show_after_the_ttl(tmp_path: Path, database_url: str,
+                                                    settings: Settings, keys: dict,
+                                                    classifier_onnx: Path) -> None:
+    tuned = make_settings(tmp_path, database_url, serving_cache_s=0)
+    admin = {"Authorization": f"Bearer {keys['admin']}"}
+    with TestClient(create_app(tuned, run_reaper=False)) as client:
+        register(tuned, classifier_onnx, labels=["a1", "b1", "c1"])
+        assert client.post("/v1/models/flowers/predict", headers=admin,
+                           json=ROW).json()["version"] == 1
+        register(tuned, classifier_onnx, labels=["a2", "b2", "c2"])  # as a worker would
+        assert client.post("/v1/models/flowers/predict", headers=admin,
+                           json=ROW).json()["version"] == 2
+
+
+def test_a_lookup_racing_an_invalidation_is_not_cached(settings: Settings, app: FastAPI,
+                                                       classifier_onnx: Path) -> None:
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    directory: ServingDirectory = app.state.directory
+    original = directory._resolve
+
+    def resolve_then_invalidate(name: str, version: int | None) -> object:
+        served = original(name, version)
+        directory.invalidate()  # a write committed while this lookup read the registry
+        return served
+
+    directory._resolve = resolve_then_invalidate  # type: ignore[method-assign]
+    directory.target("flowers", None)
+    assert directory.cached_target("flowers", None) is None
+
+
+def put_batching(client: TestClient, admin: dict, body: dict) -> httpx.Response:
+    return client.put("/v1/models/flowers/serving", headers=admin, json=body)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"max_batch_size": 1}, "max_batch_size"),
+    ({"max_batch_size": 8, "max_queue_delay_ms": 5000}, "max_queue_delay_ms"),
+    ({"max_batch_size": 8, "batch": 3}, "batch"),
+    ({"max_batch_size": "many"}, "max_batch_size"),
+])
+def test_bad_batching_options_are_refused(client: TestClient, admin: dict, settings: Settings,
+                                          classifier_onnx: Path, body: dict,
+                                          message: str) -> None:
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    refused = put_batching(client, admin, body)
+    assert refused.status_code == 422 and message in refused.text
+    assert client.get("/v1/models/flowers", headers=admin).json()["serving"] is None
+
+
+def test_dynamic_batching_merges_concurrent_requests(client: TestClient, app: FastAPI,
+                                                     admin: dict, settings: Settings,
+                                                     classifier_onnx: Path) -> None:
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    rows = [[float(i % 7), 1.0, float(i % 3) * 3, 2.0] for i in range(24)]
+    unbatched = [client.post("/v1/models/flowers/predict", headers=admin,
+                             json={"inputs": [row]}).json() for row in rows]
+    options = {"max_batch_size": 8, "max_queue_delay_ms": 200.0}
+    set_ = put_batching(client, admin, options)
+    assert set_.status_code == 200 and set_.json()["serving"] == options
+
+    async def concurrently() -> list[dict]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kiln") as http:
+            answers = await asyncio.gather(*[
+                http.post("/v1/models/flowers/predict", headers=admin, json={"inputs": [row]})
+                for row in rows])
+        return [answer.json() for answer in answers]
+
+    batched = asyncio.run(concurrently())
+    assert [answer["predictions"] for answer in batched] == [
+        answer["predictions"] for answer in unbatched]
+    for one, other in zip(batched, unbatched, strict=True):
+        assert one["probabilities"][0] == pytest.approx(other["probabilities"][0], abs=1e-6)
+    batcher = app.state.directory.cached_target("flowers", None).batcher
+    assert batcher is not None and batcher.batches_run <= len(rows) // 2
+
+    assert put_batching(client, admin, {"max_batch_size": None}).json()["serving"] is None
+    assert app.state.directory.cached_target("flowers", None) is None  # invalidated
+    client.post("/v1/models/flowers/predict", headers=admin, json=ROW)
+    assert app.state.directory.cached_target("flowers", None).batcher is None
+
+
+def test_preloaded_models_are_loaded_before_ready(tmp_path: Path, database_url: str,
+                                                  settings: Settings,
+                                                  classifier_onnx: Path) -> None:
+    tuned = make_settings(tmp_path, database_url, preload_models="*")
+    register(tuned, classifier_onnx, labels=["a", "b", "c"])
+    register(tuned, classifier_onnx, name="irises", labels=["a", "b", "c"])
+    app = create_app(tuned, run_reaper=False)
+    assert TestClient(app).get("/v2/health/ready").status_code == 503  # not started yet
+    with TestClient(app) as client:
+        for _ in range(200):
+            if app.state.preload.done:
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        assert client.get("/v2/health/ready").json() == {"ready": True}
+        assert sorted(app.state.preload.loaded) == ["flowers", "irises"]
+        assert len(app.state.sessions.loaded()) == 2
+
+
+def test_preload_skips_models_that_cannot_load(tmp_path: Path, database_url: str,
+                                                settings: Settings) -> None:
+    tuned = make_settings(tmp_path, database_url, preload_models="nosuchmodel")
+    app = create_app(tuned, run_reaper=False)
+    with TestClient(app) as client:
+        for _ in range(200):
+            if app.state.preload.done:
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        assert client.get("/v2/health/ready").json() == {"ready": True}
+        assert "nosuchmodel" in app.state.preload.failed["nosuchmodel"]

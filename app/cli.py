@@ -97,7 +97,8 @@ def serve(args: argparse.Namespace) -> None:
     from app.main import create_app
 
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info",
+                    access_log=not args.no_access_log)
     finally:
         if supervisor is not None:
             supervisor.stop()
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--workers", type=int, default=1,
                            help="worker processes to start (0: gateway only)")
+    serve_cmd.add_argument("--no-access-log", action="store_true",
+                           help="do not log each request (the /metrics counters still count)")
     serve_cmd.set_defaults(func=serve)
     worker_cmd = commands.add_parser("worker", help="run a worker only")
     worker_cmd.add_argument("--concurrency", type=int, default=1)

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api import datasets, jobs, keys, metrics, model_writes, models, predict, v2
 from app.api.errors import install_error_handlers
+from app.api.inference import InferenceFastPath
 from app.api.limits import BodySizeLimit
 from app.config import Settings, get_settings
 from app.db import session_scope
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     app.state.metrics = metrics.ServingMetrics(app.state.sessions, settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, settings=settings)
-    for module in (datasets, jobs, models, model_writes, predict, keys, v2, metrics):
+    app.add_middleware(InferenceFastPath, state=app.state)  # outermost: sees requests first
+    # The inference routes first: routes are matched in order, and these are the hot ones.
+    for module in (predict, v2, datasets, jobs, models, model_writes, keys, metrics):
         app.include_router(module.router)
     return app

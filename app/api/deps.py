@@ -24,22 +24,22 @@ from app.tables import Scope
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer kiln_...`")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> ArtifactStore:
+async def get_store(request: Request) -> ArtifactStore:
     store: ArtifactStore = request.app.state.store
     return store
 
 
-def get_queue(request: Request) -> JobQueue:
+async def get_queue(request: Request) -> JobQueue:
     queue: JobQueue = request.app.state.queue
     return queue
 
 
-def get_sessions(request: Request) -> SessionCache:
+async def get_sessions(request: Request) -> SessionCache:
     cache: SessionCache = request.app.state.sessions
     return cache
 
@@ -47,11 +47,11 @@ def get_sessions(request: Request) -> SessionCache:
 def get_session(request: Request) -> Iterator[Session]:
     """The request's one transaction: committed when the handler returns, before the
     response is sent; actions deferred until commit (enqueueing) run right after."""
-    with session_scope(get_settings(request).database_url) as session:
+    with session_scope(request.app.state.settings.database_url) as session:
         yield session
 
 
-def get_metrics(request: Request) -> ServingMetrics:
+async def get_metrics(request: Request) -> ServingMetrics:
     collected: ServingMetrics = request.app.state.metrics
     return collected
 
@@ -64,7 +64,7 @@ MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_directory(request: Request) -> ServingDirectory:
+async def get_directory(request: Request) -> ServingDirectory:
     directory: ServingDirectory = request.app.state.directory
     return directory
 

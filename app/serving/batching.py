@@ -37,9 +37,11 @@ _Waiting = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
 class DynamicBatcher:
     """Collects rows on the event loop and runs each merged batch in a worker thread."""
 
-    def __init__(self, model: LoadedModel, policy: BatchPolicy) -> None:
+    def __init__(self, model: LoadedModel, policy: BatchPolicy, *,
+                 inline_elements: int = 16_384) -> None:
         self.model = model
         self.policy = policy
+        self.inline_elements = inline_elements  # smaller batches run on the loop itself
         self._waiting: list[_Waiting] = []
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -48,7 +50,7 @@ class DynamicBatcher:
     async def run(self, rows: np.ndarray) -> np.ndarray:
         """The model's output for ``rows`` (shape ``(n, ...)``), computed in some batch."""
         if len(rows) >= self.policy.max_batch_size:
-            return await asyncio.to_thread(self.model.run, rows.reshape(len(rows), -1))
+            return await self._compute(rows.reshape(len(rows), -1))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         if self._rows + len(rows) > self.policy.max_batch_size:
@@ -69,12 +71,17 @@ class DynamicBatcher:
         if waiting:
             asyncio.get_running_loop().create_task(self._execute(waiting))
 
+    async def _compute(self, rows: np.ndarray) -> np.ndarray:
+        if rows.size <= self.inline_elements:
+            return self.model.run(rows)
+        return await asyncio.to_thread(self.model.run, rows)
+
     async def _execute(self, waiting: list[_Waiting]) -> None:
         merged = waiting[0][0] if len(waiting) == 1 else np.concatenate(
             [rows for rows, _ in waiting])
         self.batches_run += 1
         try:
-            output = await asyncio.to_thread(self.model.run, merged)
+            output = await self._compute(merged)
         except Exception as error:
             for _, future in waiting:
                 if not future.done():

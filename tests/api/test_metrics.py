@@ -32,11 +32,12 @@ def test_metrics_count_requests_failures_models_and_jobs(client: TestClient, adm
     ok = (("model", "flowers"), ("outcome", "ok"), ("protocol", "v1"), ("version", "1"))
     assert values[("kiln_inference_requests_total", ok)] == 3
     bad = (("model", "flowers"), ("outcome", "client_error"), ("protocol", "v1"),
-           ("version", ""))
+           ("version", "1"))
     assert values[("kiln_inference_requests_total", bad)] == 1
-    ghost = (("model", "ghost"), ("outcome", "client_error"), ("protocol", "v1"),
-             ("version", ""))
+    # Names that match no model are not labels: a caller could mint any number of them.
+    ghost = (("model", ""), ("outcome", "client_error"), ("protocol", "v1"), ("version", ""))
     assert values[("kiln_inference_requests_total", ghost)] == 1
+    assert not any(dict(labels).get("model") == "ghost" for _, labels in values)
     timing = (("model", "flowers"), ("protocol", "v1"), ("version", "1"))
     assert values[("kiln_inference_compute_seconds_count", timing)] == 3
     assert values[("kiln_inference_queue_seconds_count", timing)] == 3

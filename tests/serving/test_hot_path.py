@@ -4,6 +4,8 @@ through the gateway visible on the next request, others' changes within the TTL.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,3 +177,29 @@ def test_preload_skips_models_that_cannot_load(tmp_path: Path, database_url: str
             asyncio.run(asyncio.sleep(0.05))
         assert client.get("/v2/health/ready").json() == {"ready": True}
         assert "nosuchmodel" in app.state.preload.failed["nosuchmodel"]
+
+
+def test_a_slow_load_does_not_hold_up_other_models(client: TestClient, app: FastAPI,
+                                                   admin: dict, settings: Settings,
+                                                   classifier_onnx: Path) -> None:
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    register(settings, classifier_onnx, name="irises", labels=["x", "y", "z"])
+    assert client.post("/v1/models/flowers/predict", headers=admin, json=ROW).status_code == 200
+    cache = app.state.sessions
+    original, release = cache._load, threading.Event()
+
+    def slow_load(version_id: int, *args: object) -> object:
+        release.wait(30)  # irises takes as long as the test wants
+        return original(version_id, *args)
+
+    cache._load = slow_load
+    slow = concurrent.futures.ThreadPoolExecutor(1).submit(
+        client.post, "/v1/models/irises/predict", headers=admin, json=ROW)
+    try:
+        for _ in range(20):  # flowers keeps answering while irises is loading
+            answer = client.post("/v1/models/flowers/predict", headers=admin, json=ROW)
+            assert answer.json()["predictions"] == ["c"]
+        assert not slow.done()
+    finally:
+        release.set()
+    assert slow.result(timeout=30).json()["predictions"] == ["z"]

@@ -28,9 +28,11 @@ def _settings_or_exit() -> Settings:
 
 def _migrate(settings: Settings) -> None:
     from app.migrate import upgrade_to_head
+    from app.search.storage import open_storage
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_to_head(settings.database_url)
+    open_storage(settings)  # Optuna's tables, made once here rather than by racing workers
 
 
 def _bootstrap_key(settings: Settings) -> None:

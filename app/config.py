@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     session_cache_mb: float = Field(default=1024.0, gt=0, description="Bound on the bytes of "
                                     "the ONNX models kept loaded.")
 
+    study_url: str = Field(default="", description="Where Optuna keeps shared studies; "
+                           "default: the registry's PostgreSQL database (schema optuna) or "
+                           "DATA_DIR/studies.db.")
+    trial_heartbeat_s: float = Field(default=5.0, ge=1, le=600, description="How often a "
+                                     "running trial proves its worker is alive; after 3 "
+                                     "missed beats it is failed and retried.")
     serving_cache_s: float = Field(default=2.0, ge=0, le=3600, description="How long the "
                                    "gateway reuses a key check or a name -> version "
                                    "resolution; writes through this gateway show at once, "
@@ -59,7 +65,7 @@ class Settings(BaseSettings):
                                 "start, before /v2/health/ready says ready: comma-separated "
                                 "names, or * for every model (their serving versions).")
 
-    @field_validator("database_url", "broker_url", "artifact_url")
+    @field_validator("database_url", "broker_url", "artifact_url", "study_url")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()

@@ -53,13 +53,15 @@ FINAL_JOB_STATES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class TrialState(StrEnum):
-    """Lifecycle of one trial; ``lost`` means its worker died while it ran."""
+    """Lifecycle of one trial; ``lost``: its worker stopped heartbeating while it ran;
+    ``infeasible``: it broke a constraint (before training when the architecture shows it)."""
 
     RUNNING = "running"
     COMPLETE = "complete"
     PRUNED = "pruned"
     FAILED = "failed"
     LOST = "lost"
+    INFEASIBLE = "infeasible"
 
 
 class VersionStatus(StrEnum):
@@ -130,6 +132,7 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     trials_done: Mapped[int] = mapped_column(Integer, default=0)
     trials_total: Mapped[int] = mapped_column(Integer, default=0)
+    trial_slots: Mapped[int] = mapped_column(Integer, default=0)  # trials started (budget)
     best_value: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -156,7 +159,10 @@ class Trial(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16))
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    value: Mapped[float | None] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float)  # the first objective
+    values: Mapped[list[float] | None] = mapped_column(JSON)  # every objective, in order
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # measured on validation
+    retry_of: Mapped[int | None] = mapped_column(Integer)  # number of the trial it re-runs
     intermediate: Mapped[list[float]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(255))

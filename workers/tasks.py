@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.config import get_settings
 from app.jobs.runner import run_job
-from app.search.study import run_search
+from app.search.study import run_search, run_search_helper
 from workers.celery_app import celery_app
 
 
@@ -12,3 +12,9 @@ from workers.celery_app import celery_app
 def search(job_id: int) -> None:
     """Run search job ``job_id``; does nothing if the job is already claimed or finished."""
     run_job(get_settings(), job_id, run_search)
+
+
+@celery_app.task(name="kiln.search_helper", acks_late=True, reject_on_worker_lost=False)
+def search_helper(job_id: int, slot: int) -> None:
+    """Run trials of running search job ``job_id`` next to its main worker (parallelism)."""
+    run_search_helper(get_settings(), job_id, slot)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
-from app.api.schemas import JobProgress, JobRead, Page, TrialRead
+from app.api.schemas import JobProgress, JobRead, Page, ParetoFront, TrialRead
 from app.jobs import service
 from app.jobs.spec import JobCreate
 from app.tables import Job, JobStatus
@@ -51,8 +51,16 @@ def get_job(session: SessionDep, job_id: int) -> JobRead:
 
 @router.get("/{job_id}/trials", response_model=list[TrialRead], dependencies=[ReadAccess])
 def list_trials(session: SessionDep, job_id: int) -> list[TrialRead]:
-    """The trials of a search job, in order."""
+    """The trials of a search job, in order: parameters, objective values, state,
+    per-epoch validation values, duration and worker."""
     return [TrialRead.model_validate(trial) for trial in service.list_trials(session, job_id)]
+
+
+@router.get("/{job_id}/pareto", response_model=ParetoFront, dependencies=[ReadAccess])
+def pareto_front(session: SessionDep, job_id: int) -> ParetoFront:
+    """The Pareto-optimal trials of a finished multi-objective job, each with the version
+    it was registered as (409 for a single-objective or unfinished job)."""
+    return ParetoFront(**service.pareto_front(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, dependencies=[WriteAccess])

@@ -70,13 +70,30 @@ class TrialRead(BaseModel):
     attempt: int
     state: str
     params: dict[str, Any]
-    value: float | None
-    intermediate: list[float]
+    value: float | None = Field(description="The first objective's value.")
+    values: list[float] | None = Field(description="Every objective's value, in order.")
+    metrics: dict[str, Any] | None = Field(description="What was measured on validation.")
+    intermediate: list[float] = Field(description="Validation metric after each epoch.")
+    retry_of: int | None = Field(description="The lost trial this one runs again.")
     error: str | None
     worker: str | None
     started_at: datetime
     finished_at: datetime | None
     duration_s: float | None
+
+
+class ParetoTrial(BaseModel):
+    """A trial on the Pareto front and the version it was registered as."""
+
+    trial: int
+    values: dict[str, float]
+    params: dict[str, Any]
+    version: int | None
+
+
+class ParetoFront(BaseModel):
+    objectives: list[dict[str, str]]
+    trials: list[ParetoTrial]
 
 
 class ServingOptions(BaseModel):

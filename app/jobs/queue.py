@@ -11,6 +11,7 @@ from app.config import Settings
 logger = logging.getLogger(__name__)
 
 TASK_FOR_KIND = {"search": "kiln.search"}
+SEARCH_HELPER_TASK = "kiln.search_helper"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -54,3 +55,9 @@ class JobQueue:
         """Publish one message for ``job_id``; safe to repeat (workers claim jobs once)."""
         self.celery.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=self.settings.queue_name)
         logger.info("sent job %s (%s) to queue %s", job_id, kind, self.settings.queue_name)
+
+    def send_helper(self, job_id: int, slot: int) -> None:
+        """Ask one more worker process to run trials of search job ``job_id``."""
+        self.celery.send_task(SEARCH_HELPER_TASK, args=[job_id, slot],
+                              queue=self.settings.queue_name)
+        logger.info("sent helper %s of job %s", slot, job_id)

@@ -59,8 +59,10 @@ def reap(session: Session, settings: Settings, queue: JobQueue,
             .execution_options(synchronize_session=False))
         if not result.rowcount:  # type: ignore[attr-defined]
             continue  # another reaper, or the worker itself, got there first
-        repo.mark_running_trials_lost(job.id, now)
         if values["status"] == JobStatus.FAILED:
+            # For good: nothing will run these trials' heartbeat checks any more. (On a
+            # requeue the next attempt fails them through their stale heartbeats instead.)
+            repo.mark_running_trials_lost(job.id, now)
             report.failed.append(job.id)
         else:
             report.requeued.append(job.id)

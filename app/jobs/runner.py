@@ -106,7 +106,7 @@ def _claim(settings: Settings, job_id: int, worker: str) -> JobContext | None:
             logger.info("job %s was claimed elsewhere", job_id)
             return None
         session.refresh(job)
-        repo.mark_running_trials_lost(job_id, utcnow())
+        # Trials the previous attempt left running are failed by their stale heartbeats.
         return JobContext(job_id=job_id, attempt=job.attempt, settings=settings, worker=worker)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -15,7 +16,9 @@ from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository
 from app.jobs.spec import JobCreate
 from app.registry.repository import ModelRepository
-from app.tables import FINAL_JOB_STATES, Job, JobStatus, Trial
+from app.registry.service import get_version
+from app.search.plan import budget_of, make_plan
+from app.tables import FINAL_JOB_STATES, Dataset, Job, JobStatus, Trial
 
 
 def submit_job(session: Session, queue: JobQueue, settings: Settings, spec: JobCreate) -> Job:
@@ -27,14 +30,42 @@ def submit_job(session: Session, queue: JobQueue, settings: Settings, spec: JobC
     if model is not None and model.task != dataset.task:
         raise Conflict(f"model_name: model {spec.model_name!r} is a {model.task} model but "
                        f"dataset {dataset.id} is a {dataset.task} dataset")
+    _check_search_sources(session, spec, dataset)
+    plan = make_plan(spec.search, dataset, fixed_architecture=spec.search.init_from is not None)
     now = utcnow()
     job = JobRepository(session).add(Job(
         kind=spec.kind, status=JobStatus.QUEUED, dataset_id=dataset.id,
         model_name=spec.model_name, spec=spec.model_dump(mode="json"),
-        max_attempts=settings.job_max_attempts, trials_total=spec.search.max_trials,
+        max_attempts=settings.job_max_attempts, trials_total=budget_of(spec.search, plan),
         attempt=0, trials_done=0, sends=1, enqueued_at=now, created_at=now, updated_at=now))
     defer_until_commit(session, functools.partial(queue.send, job.id, job.kind))
     return job
+
+
+def _check_search_sources(session: Session, spec: JobCreate, dataset: Dataset) -> None:
+    """``warm_start_job`` and ``init_from`` must exist and fit the dataset."""
+    search = spec.search
+    if search.warm_start_job is not None:
+        earlier = JobRepository(session).get(search.warm_start_job)
+        if earlier is None or earlier.kind != "search":
+            raise InvalidInput(f"search.warm_start_job: search job {search.warm_start_job} "
+                               "not found")
+    if search.init_from is None:
+        return
+    source = get_version(session, search.init_from.model, search.init_from.version)
+    stored = source.config or {}
+    if "weights_key" not in stored or "architecture" not in stored:
+        raise InvalidInput(f"search.init_from: version {source.version} of "
+                           f"{search.init_from.model!r} has no torch weights (it was "
+                           "uploaded as ONNX); fine-tuning needs a searched version")
+    expected = (len(dataset.feature_names),
+                len(dataset.class_labels) if dataset.class_labels else 1)
+    shape = source.signature["inputs"][0]["shape"][1:], source.signature["outputs"][0]["shape"][1:]
+    if source.task != dataset.task or (shape[0][-1], shape[1][-1]) != expected:
+        raise InvalidInput(f"search.init_from: version {source.version} takes {shape[0]} "
+                           f"features and gives {shape[1]} outputs ({source.task}); dataset "
+                           f"{dataset.id} has {expected[0]} features and {expected[1]} "
+                           f"outputs ({dataset.task})")
 
 
 def get_job(session: Session, job_id: int) -> Job:
@@ -70,3 +101,24 @@ def cancel_job(session: Session, job_id: int) -> Job:
         .execution_options(synchronize_session=False))
     session.refresh(job)
     return job
+
+
+def pareto_front(session: Session, job_id: int) -> dict[str, Any]:
+    """The Pareto front a finished multi-objective search registered."""
+    job = get_job(session, job_id)
+    result = job.result or {}
+    if job.status != JobStatus.SUCCEEDED:
+        raise Conflict(f"job {job_id} is {job.status}; the front is known when it succeeds")
+    if "pareto" not in result:
+        raise Conflict(f"job {job_id} optimised one objective; see its result for the best "
+                       "trial")
+    objectives = result["plan"]["objectives"]
+    names = [objective["metric"] for objective in objectives]
+    trials = {trial.number: trial for trial in JobRepository(session).trials(job_id)}
+    front = []
+    for entry, version in zip(result["pareto"], result["versions"], strict=True):
+        trial = trials.get(entry["trial"])
+        front.append({"trial": entry["trial"], "version": version,
+                      "values": dict(zip(names, entry["values"], strict=True)),
+                      "params": trial.params if trial else {}})
+    return {"objectives": objectives, "trials": front}

@@ -1,28 +1,79 @@
-"""What a client may ask for in ``POST /v1/jobs``; validated before anything is stored."""
+"""What a client may ask for in ``POST /v1/jobs``; validated before anything is stored
+(rules that need the dataset or the registry are checked by the job service)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.registry import MODEL_NAME_PATTERN
 
+Algorithm = Literal["random", "grid", "tpe", "gp", "cmaes", "evolution", "hillclimb", "anneal",
+                    "nsga2"]
+Pruner = Literal["none", "median", "successive_halving", "hyperband"]
+SearchMetric = Literal["accuracy", "f1_macro", "roc_auc", "log_loss", "mae", "rmse", "r2",
+                       "latency_ms", "size_bytes", "params"]
 
-class SearchSpec(BaseModel):
-    """How to search: the algorithm and the budget."""
+
+class ObjectiveSpec(BaseModel):
+    """One thing to optimise; ``direction`` defaults to the metric's better side."""
 
     model_config = ConfigDict(extra="forbid")
 
-    algorithm: Literal["random"] = Field(
-        default="random", description="Search algorithm.")
+    metric: SearchMetric
+    direction: Literal["maximize", "minimize"] | None = None
+
+
+class ConstraintSpec(BaseModel):
+    """Hard limits; a candidate whose architecture alone breaks one is never trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_latency_ms: float | None = Field(default=None, gt=0, description="p50 at batch 1.")
+    max_size_bytes: int | None = Field(default=None, gt=0, description="ONNX file size.")
+    max_params: int | None = Field(default=None, gt=0, description="Trainable parameters.")
+
+
+class InitFrom(BaseModel):
+    """A registered version whose torch weights every trial starts from (fine-tuning)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(pattern=MODEL_NAME_PATTERN)
+    version: int = Field(ge=1)
+
+
+class SearchSpec(BaseModel):
+    """How to search: algorithm, early stopping, space, objectives, budget, parallelism."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: Algorithm = Field(default="random", description="Search algorithm.")
+    pruner: Pruner = Field(default="none", description="Early stopping of lagging trials.")
     max_trials: int = Field(default=8, ge=1, le=1000, description="Trials to run.")
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400,
                                     description="Stop starting new trials after this long.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for sampling, "
-                      "splits and training; a seeded search is reproducible.")
+                      "splits and training; a seeded search with parallelism 1 is "
+                      "reproducible.")
     max_epochs: int = Field(default=60, ge=1, le=1000,
                             description="Upper bound of the epochs each trial may train.")
+    parallelism: int = Field(default=1, ge=1, le=32, description="Trials run at once, each "
+                             "on its own worker process (on any machine).")
+    max_retries: int = Field(default=1, ge=0, le=10, description="Times a trial whose worker "
+                             "died (no heartbeat) is run again.")
+    objectives: list[ObjectiveSpec] | None = Field(
+        default=None, min_length=1, max_length=4, description="Default: accuracy "
+        "(classification) or rmse (regression). Several give a Pareto front.")
+    constraints: ConstraintSpec = Field(default_factory=ConstraintSpec)
+    space: dict[str, Any] = Field(default_factory=dict, description="Overrides of the default "
+                                  "space: a value, {\"choices\": [...]} or {\"low\", \"high\", "
+                                  "\"log\"} per dimension.")
+    warm_start_job: int | None = Field(default=None, ge=1, description="Try the best "
+                                       "configurations of this earlier job first.")
+    init_from: InitFrom | None = Field(default=None, description="Fine-tune from this "
+                                       "version's weights (its architecture is kept).")
 
 
 class JobCreate(BaseModel):
@@ -33,5 +84,5 @@ class JobCreate(BaseModel):
     kind: Literal["search"] = Field(description="What the job does.")
     dataset_id: int = Field(ge=1, description="Dataset to learn from.")
     model_name: str = Field(pattern=MODEL_NAME_PATTERN,
-                            description="Registered model that receives the new version.")
+                            description="Registered model that receives the new version(s).")
     search: SearchSpec = Field(default_factory=SearchSpec)

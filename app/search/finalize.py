@@ -1,4 +1,4 @@
-"""Turning the winning trial into a registered version: export, check, measure, record."""
+"""Turning winning trials into registered versions: export, check, measure, record."""
 
 from __future__ import annotations
 
@@ -49,26 +49,38 @@ def signature_for(network: Network) -> dict[str, Any]:
     }
 
 
-def finalize(context: JobContext, subject: SearchSubject, network: Network, *, best_trial: int,
-             best_params: dict[str, Any], test_rows: np.ndarray, test_target: np.ndarray,
-             store: ArtifactStore) -> Recorder:
-    """Export the winner, check it against torch, measure it on the held-out split, store it,
-    and return the recorder that registers the version when the job is marked succeeded."""
-    base = f"jobs/{subject.job_id}/trial-{best_trial}"
+@dataclass(frozen=True)
+class PreparedVersion:
+    """A trial's network exported, checked and measured, waiting to be registered."""
+
+    trial: int
+    draft: VersionDraft
+    metrics: dict[str, Any]
+
+
+def prepare_version(context: JobContext, subject: SearchSubject, network: Network, *,
+                    trial: int, params: dict[str, Any], validation: dict[str, Any],
+                    test_rows: np.ndarray, test_target: np.ndarray,
+                    store: ArtifactStore) -> PreparedVersion:
+    """Export a trial's network, check it against torch, measure it on the held-out split
+    and in onnxruntime, and store the ONNX file and the torch weights next to each other."""
+    base = f"jobs/{subject.job_id}/trial-{trial}"
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         export_onnx(network, path)
         try:
             parity = check_parity(network, path, test_rows[:PARITY_ROWS])
         except ExportMismatch as mismatch:
-            raise JobFailed(f"export check failed: {mismatch}") from None
+            raise JobFailed(f"export check of trial {trial} failed: {mismatch}") from None
         session = open_session(path, context.settings.ort_threads)
         output = session.run([OUTPUT_NAME], {INPUT_NAME: test_rows})[0]
         metrics: dict[str, Any] = task_metrics(subject.dataset.task, output, test_target)
-        metrics["test_rows"] = len(test_rows)
-        metrics["onnx_max_abs_diff"] = parity
         latency = latency_ms(path, input_name=INPUT_NAME, row_shape=(network.config.n_inputs,),
                              threads=context.settings.ort_threads)
+        metrics.update(test_rows=len(test_rows), onnx_max_abs_diff=parity,
+                       latency_p50_ms=latency["p50"], latency_p95_ms=latency["p95"],
+                       size_bytes=path.stat().st_size, params=count_parameters(network),
+                       validation=validation)
         artifact = store.put_file(f"{base}/model.onnx", path)
     store.put_bytes(f"{base}/weights.pt", save_weights(network))
     context.check()
@@ -76,16 +88,30 @@ def finalize(context: JobContext, subject: SearchSubject, network: Network, *, b
         task=subject.dataset.task, source="search", artifact=artifact,
         signature=signature_for(network), metrics=metrics, n_params=count_parameters(network),
         latency_p50_ms=latency["p50"], class_labels=subject.dataset.class_labels,
-        config={"params": best_params, "weights_key": f"{base}/weights.pt",
-                "architecture": dataclasses.asdict(network.config)},
+        config={"params": params, "weights_key": f"{base}/weights.pt",
+                "architecture": {"kind": type(network.config).__name__,
+                                 **dataclasses.asdict(network.config)}},
         dataset_id=subject.dataset.id, job_id=subject.job_id)
+    return PreparedVersion(trial=trial, draft=draft, metrics=metrics)
+
+
+def recorder_for(subject: SearchSubject, prepared: list[PreparedVersion],
+                 summary: dict[str, Any]) -> Recorder:
+    """The recorder that registers every prepared version when the job succeeds; the
+    result names the first (the best, or the first of the Pareto front)."""
 
     def record(session: Session) -> dict[str, Any]:
-        trial_id = session.scalar(select(Trial.id).where(Trial.job_id == subject.job_id,
-                                                         Trial.number == best_trial))
-        version = register_version(session, subject.model_name,
-                                   dataclasses.replace(draft, trial_id=trial_id))
-        return {"model_name": subject.model_name, "version": version.version,
-                "trial": best_trial, "metrics": metrics}
+        registered = []
+        for item in prepared:
+            trial_id = session.scalar(select(Trial.id).where(Trial.job_id == subject.job_id,
+                                                             Trial.number == item.trial))
+            version = register_version(session, subject.model_name,
+                                       dataclasses.replace(item.draft, trial_id=trial_id))
+            registered.append({"version": version.version, "trial": item.trial,
+                               "metrics": item.metrics})
+        first = registered[0]
+        return {"model_name": subject.model_name, "version": first["version"],
+                "trial": first["trial"], "metrics": first["metrics"],
+                "versions": [entry["version"] for entry in registered], **summary}
 
     return record

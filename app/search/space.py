@@ -1,48 +1,239 @@
-"""The default search space: MLP architecture plus training parameters."""
+"""The search space: a default chosen from the dataset (an MLP for tabular rows, a small CNN
+when the dataset has an ``input_shape``) plus training parameters, overridable per job.
+
+Overrides (``search.space``) map a dimension name to a fixed value (``"batch_size": 64``), a
+list of choices (``{"choices": ["relu", "gelu"]}``) or a range (``{"low": 32, "high": 128,
+"log": true}``). ``width`` (MLP) and ``channels`` (CNN) apply to every layer or block."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import optuna
 
-from app.training.models import MLPConfig
-from app.training.train import TrainConfig
+from app.errors import InvalidInput
 
-MAX_HIDDEN_LAYERS = 3
-ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
-BATCH_SIZES = (32, 64, 128)
+Kind = Literal["int", "float", "categorical"]
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One point of the space, ready to build and train."""
+class Dimension:
+    """One searchable parameter."""
 
-    network: MLPConfig
-    training: TrainConfig
+    kind: Kind
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+    per_layer: bool = False  # expands to name_0, name_1, ... (one per layer or block)
+    minimum: float = 0.0  # bounds an override may not cross
+    maximum: float = math.inf
+    open_choices: bool = False  # categorical of integers: other integers may be chosen too
+
+    def describe(self) -> dict[str, Any]:
+        if self.kind == "categorical":
+            return {"choices": list(self.choices)}
+        return {"low": self.low, "high": self.high, "log": self.log, "type": self.kind}
 
 
-def suggest(trial: optuna.Trial, *, max_epochs: int) -> dict[str, Any]:
-    """Sample one configuration; returns the flat parameter dict stored on the trial."""
-    n_layers = trial.suggest_int("n_layers", 1, MAX_HIDDEN_LAYERS)
-    for layer in range(n_layers):
-        trial.suggest_int(f"width_{layer}", 16, 256, log=True)
-    trial.suggest_categorical("activation", list(ACTIVATIONS))
-    trial.suggest_float("dropout", 0.0, 0.3)
-    trial.suggest_float("learning_rate", 3e-4, 3e-2, log=True)
-    trial.suggest_categorical("batch_size", list(BATCH_SIZES))
-    trial.suggest_int("epochs", min(10, max_epochs), max_epochs)
+def _int(low: int, high: int, log: bool = False, per_layer: bool = False,
+         maximum: float = 4096) -> Dimension:
+    return Dimension("int", low, high, log, per_layer=per_layer, minimum=1, maximum=maximum)
+
+
+def _float(low: float, high: float, log: bool = False, minimum: float = 0.0,
+           maximum: float = math.inf) -> Dimension:
+    return Dimension("float", low, high, log, minimum=minimum, maximum=maximum)
+
+
+def _choice(*choices: Any) -> Dimension:
+    return Dimension("categorical", choices=choices)
+
+
+MLP_SPACE: dict[str, Dimension] = {
+    "n_layers": _int(1, 4, maximum=8),
+    "width": _int(16, 512, log=True, per_layer=True),
+    "activation": _choice("relu", "gelu", "silu", "tanh"),
+    "dropout": _float(0.0, 0.5, maximum=0.9),
+    "batch_norm": _choice(False, True),
+}
+CNN_SPACE: dict[str, Dimension] = {
+    "n_blocks": _int(1, 3, maximum=6),
+    "channels": _int(8, 64, log=True, per_layer=True),
+    "kernel": _choice(3, 5),
+    "pooling": _choice("max", "avg", "none"),
+    "head_width": _int(16, 256, log=True),
+    "activation": _choice("relu", "gelu", "silu", "tanh"),
+    "dropout": _float(0.0, 0.5, maximum=0.9),
+    "batch_norm": _choice(False, True),
+}
+LAYER_COUNT = {"width": "n_layers", "channels": "n_blocks"}
+
+
+def training_space(max_epochs: int) -> dict[str, Dimension]:
+    """The training parameters every search tunes."""
+    return {
+        "optimizer": _choice("sgd", "adam", "adamw"),
+        "learning_rate": _float(1e-4, 3e-2, log=True, minimum=1e-9, maximum=10.0),
+        "weight_decay": _float(1e-6, 1e-2, log=True, maximum=1.0),
+        "l1": _float(0.0, 1e-5, maximum=1.0),
+        "batch_size": Dimension("categorical", choices=(32, 64, 128, 256), open_choices=True,
+                                minimum=1, maximum=65_536),
+        "epochs": _int(min(10, max_epochs), max_epochs, maximum=max_epochs),
+        "lr_schedule": _choice("none", "cosine", "step"),
+        "patience": Dimension("int", 3, 10, minimum=0, maximum=1000),
+    }
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The dimensions of one job's search, after overrides."""
+
+    dimensions: dict[str, Dimension]
+    network: Literal["mlp", "cnn", "fixed"]  # fixed: init_from, architecture not searched
+
+    def grid(self, levels: int = 3) -> dict[str, list[Any]]:
+        """A discretised grid (per-layer dimensions tied into one value for all layers)."""
+        return {name: _levels(dimension, levels) for name, dimension in self.dimensions.items()}
+
+    def grid_size(self) -> int:
+        return math.prod(len(values) for values in self.grid().values())
+
+
+def _levels(dimension: Dimension, levels: int) -> list[Any]:
+    if dimension.kind == "categorical":
+        return list(dimension.choices)
+    low, high = dimension.low, dimension.high
+    if low == high:
+        return [int(low) if dimension.kind == "int" else low]
+    if dimension.kind == "int" and high - low + 1 <= levels + 1:
+        return list(range(int(low), int(high) + 1))
+    if dimension.log and low > 0:
+        points = [low * (high / low) ** (i / (levels - 1)) for i in range(levels)]
+    else:
+        points = [low + (high - low) * i / (levels - 1) for i in range(levels)]
+    if dimension.kind == "int":
+        return sorted({round(point) for point in points})
+    return points
+
+
+def default_space(input_shape: list[int] | None, max_epochs: int,
+                  searched_architecture: bool = True) -> SearchSpace:
+    """The default space for a dataset: a CNN when rows are images, else an MLP."""
+    training = training_space(max_epochs)
+    if not searched_architecture:
+        return SearchSpace(training, "fixed")
+    if input_shape and len(input_shape) == 3:
+        return SearchSpace({**CNN_SPACE, **training}, "cnn")
+    return SearchSpace({**MLP_SPACE, **training}, "mlp")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _override(path: str, dimension: Dimension, value: Any) -> Dimension:
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"low", "high", "log", "choices"})
+        if unknown:
+            raise InvalidInput(f"{path}: unknown key(s) {unknown}; use low/high/log or choices")
+        if "choices" in value:
+            choices = value["choices"]
+            if not isinstance(choices, list) or not choices:
+                raise InvalidInput(f"{path}.choices: must be a non-empty list")
+            for index, choice in enumerate(choices):
+                _check_value(f"{path}.choices[{index}]", dimension, choice)
+            return replace(dimension, kind="categorical", choices=tuple(choices))
+        if dimension.kind == "categorical":
+            raise InvalidInput(f"{path}: a categorical dimension takes a value or choices, "
+                               f"not a range; choices are {list(dimension.choices)}")
+        low, high = value.get("low", dimension.low), value.get("high", dimension.high)
+        log = value.get("log", dimension.log)
+        for key, bound in (("low", low), ("high", high)):
+            _check_value(f"{path}.{key}", dimension, bound)
+        if not isinstance(log, bool):
+            raise InvalidInput(f"{path}.log: must be true or false")
+        if low > high:
+            raise InvalidInput(f"{path}: empty range, low {low} is above high {high}")
+        if log and low <= 0:
+            raise InvalidInput(f"{path}: a log range needs low > 0, got {low}")
+        return replace(dimension, low=low, high=high, log=log)
+    _check_value(path, dimension, value)
+    if dimension.kind == "categorical":
+        return replace(dimension, choices=(value,))
+    return replace(dimension, low=value, high=value, log=False)
+
+
+def _check_value(path: str, dimension: Dimension, value: Any) -> None:
+    if dimension.kind == "categorical" and not dimension.open_choices:
+        allowed = dimension.choices
+        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+            raise InvalidInput(f"{path}: {value!r} is not one of {list(allowed)}")
+        return
+    if dimension.kind == "categorical" and not isinstance(value, int):
+        raise InvalidInput(f"{path}: expected an integer, got {value!r}")
+    if not _is_number(value) or (dimension.kind == "int" and not float(value).is_integer()):
+        expected = "an integer" if dimension.kind == "int" else "a number"
+        raise InvalidInput(f"{path}: expected {expected}, got {value!r}")
+    if not dimension.minimum <= value <= dimension.maximum:
+        raise InvalidInput(f"{path}: {value!r} is outside {dimension.minimum:g} to "
+                           f"{dimension.maximum:g}")
+
+
+def apply_overrides(space: SearchSpace, overrides: dict[str, Any]) -> SearchSpace:
+    """The space with ``search.space`` applied; 422 naming the path of anything wrong."""
+    dimensions = dict(space.dimensions)
+    for name, value in overrides.items():
+        path = f"search.space.{name}"
+        if name not in dimensions:
+            kind = {"mlp": "an MLP search", "cnn": "a CNN search",
+                    "fixed": "a search with init_from (its architecture is fixed)"}[space.network]
+            raise InvalidInput(f"{path}: unknown dimension for {kind}; known: "
+                               f"{sorted(dimensions)}")
+        dimensions[name] = _override(path, dimensions[name], value)
+    for per_layer, count in LAYER_COUNT.items():
+        if per_layer in dimensions and dimensions[count].kind != "int":
+            raise InvalidInput(f"search.space.{count}: must be a range or a single integer")
+    return SearchSpace(dimensions, space.network)
+
+
+def _suggest(trial: optuna.Trial, name: str, dimension: Dimension) -> Any:
+    if dimension.kind == "categorical":
+        return trial.suggest_categorical(name, list(dimension.choices))
+    if dimension.kind == "int":
+        return trial.suggest_int(name, int(dimension.low), int(dimension.high), log=dimension.log)
+    return trial.suggest_float(name, dimension.low, dimension.high, log=dimension.log)
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace, *,
+            tied_layers: bool = False) -> dict[str, Any]:
+    """Sample one configuration; returns the flat parameter dict stored on the trial.
+    ``tied_layers`` (grid search) uses one value for every layer's width or channels."""
+    for name, dimension in space.dimensions.items():
+        if dimension.per_layer and not tied_layers:
+            continue
+        _suggest(trial, name, dimension)
+    if not tied_layers:
+        for per_layer, count in LAYER_COUNT.items():
+            if per_layer in space.dimensions:
+                for layer in range(int(trial.params[count])):
+                    _suggest(trial, f"{per_layer}_{layer}", space.dimensions[per_layer])
     return dict(trial.params)
 
 
-def candidate(params: dict[str, Any], *, n_inputs: int, n_outputs: int, seed: int) -> Candidate:
-    """Build the network and training configurations a parameter dict describes."""
-    hidden = tuple(int(params[f"width_{layer}"]) for layer in range(int(params["n_layers"])))
-    return Candidate(
-        network=MLPConfig(n_inputs=n_inputs, n_outputs=n_outputs, hidden=hidden,
-                          activation=str(params["activation"]),
-                          dropout=float(params["dropout"])),
-        training=TrainConfig(epochs=int(params["epochs"]),
-                             learning_rate=float(params["learning_rate"]),
-                             batch_size=int(params["batch_size"]), seed=seed))
+def fits(space: SearchSpace, params: dict[str, Any]) -> bool:
+    """Whether a parameter dict (e.g. from an earlier job) lies inside ``space``."""
+    for name, value in params.items():
+        base = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1].isdigit() else name
+        dimension = space.dimensions.get(name) or space.dimensions.get(base)
+        if dimension is None:
+            return False
+        if dimension.kind == "categorical":
+            if value not in dimension.choices:
+                return False
+        elif not dimension.low <= value <= dimension.high:
+            return False
+    return all(name in params or dimension.per_layer
+               for name, dimension in space.dimensions.items())

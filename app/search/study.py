@@ -1,178 +1,226 @@
-"""Running a search job: sample, train and record trials, keep the best, hand it on."""
+"""Running a search job. The worker that claims the job opens the shared Optuna study, sends
+``parallelism - 1`` helper tasks, runs trials itself, waits for the helpers' last trials,
+then registers the best trial (one objective) or every Pareto-front trial (several)."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+import logging
 from datetime import timedelta
 from typing import Any
 
 import optuna
+from optuna.study import StudyDirection
 from sqlalchemy import select
 
-from app.datasets.service import DatasetArrays, load_arrays
-from app.datasets.splits import SplitIndices, split_indices
+from app.config import Settings
+from app.datasets.service import load_arrays
+from app.datasets.splits import split_indices
 from app.db import session_scope, utcnow
-from app.jobs.repository import JobRepository
-from app.jobs.runner import JobContext, JobFailed, JobLost, Recorder
+from app.jobs.queue import JobQueue
+from app.jobs.runner import JobContext, JobFailed, JobLost, Recorder, worker_name
 from app.jobs.spec import JobCreate
-from app.search.finalize import SearchSubject, finalize
-from app.search.space import candidate, suggest
-from app.storage import ArtifactStore, get_store
-from app.tables import Dataset, Job, Task, Trial, TrialState
-from app.training.models import Network
-from app.training.train import TrainData, load_weights, save_weights, train
+from app.registry.service import get_version
+from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
+from app.search.plan import make_plan, plan_summary
+from app.search.space import fits
+from app.search.storage import open_storage
+from app.search.strategy import make_pruner, make_sampler
+from app.search.trials import (
+    SearchRun,
+    build_network,
+    checkpoint_key,
+    run_trials,
+    stale_trial_handler,
+    wait_for_others,
+)
+from app.storage import get_store
+from app.tables import Dataset, Job, JobStatus, Task, Trial, TrialState
+from app.training.models import CNNConfig, MLPConfig, NetworkConfig
+from app.training.train import TrainData, load_weights
 
+logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
+WARM_START_TRIALS = 5
+HELPER_SEED_STRIDE = 104_729
+ATTEMPT_SEED_STRIDE = 7_919
 
 
-@dataclass(frozen=True)
-class BestTrial:
-    """The best completed trial so far."""
-
-    number: int
-    value: float
-    params: dict[str, Any]
+def study_name(job_id: int) -> str:
+    return f"kiln-job-{job_id}"
 
 
-def checkpoint_key(job_id: int, number: int) -> str:
-    return f"jobs/{job_id}/checkpoints/trial-{number}.pt"
+def architecture_from(config: dict[str, Any]) -> NetworkConfig:
+    """The network configuration stored on a version (``config.architecture``)."""
+    fields = {key: value for key, value in config.items() if key != "kind"}
+    if config.get("kind") == "CNNConfig":
+        fields["input_shape"] = tuple(fields["input_shape"])
+        fields["channels"] = tuple(fields["channels"])
+        return CNNConfig(**fields)
+    fields["hidden"] = tuple(fields["hidden"])
+    return MLPConfig(**fields)
 
 
-def _load_subject(context: JobContext) -> SearchSubject:
-    with session_scope(context.settings.database_url) as session:
-        job = session.get(Job, context.job_id)
+def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchRun:
+    """Everything a worker needs for this job's trials, from the registry and the study."""
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
         assert job is not None and job.dataset_id is not None
         dataset = session.get(Dataset, job.dataset_id)
         assert dataset is not None
-        spec = JobCreate.model_validate(job.spec)
-        return SearchSubject(job_id=job.id, model_name=spec.model_name, spec=spec.search,
-                             dataset=dataset, started_at=job.started_at or utcnow())
-
-
-def _is_better(value: float, best: BestTrial | None, higher_is_better: bool) -> bool:
-    if best is None:
-        return True
-    return value > best.value if higher_is_better else value < best.value
-
-
-def _earlier_best(context: JobContext, higher_is_better: bool) -> tuple[BestTrial | None, int]:
-    """Best completed trial of earlier attempts, and how many trials already count."""
-    with session_scope(context.settings.database_url) as session:
-        trials = JobRepository(session).trials(context.job_id)
-    best: BestTrial | None = None
-    for trial in trials:
-        if trial.state == TrialState.COMPLETE and trial.value is not None and _is_better(
-                trial.value, best, higher_is_better):
-            best = BestTrial(number=trial.number, value=trial.value, params=trial.params)
-    return best, sum(trial.state in COUNTED_STATES for trial in trials)
-
-
-def _start_trial(context: JobContext, params: dict[str, Any]) -> int:
-    with session_scope(context.settings.database_url) as session:
-        repo = JobRepository(session)
-        number = repo.next_trial_number(context.job_id)
-        session.add(Trial(job_id=context.job_id, number=number, attempt=context.attempt,
-                          state=TrialState.RUNNING, params=params, intermediate=[],
-                          worker=context.worker, started_at=utcnow()))
-    return number
-
-
-def _end_trial(context: JobContext, number: int, state: TrialState, *, started: float,
-               value: float | None = None, history: list[float] | None = None,
-               error: str | None = None) -> None:
-    with session_scope(context.settings.database_url) as session:
-        trial = session.scalar(select(Trial).where(Trial.job_id == context.job_id,
-                                                   Trial.number == number))
-        assert trial is not None
-        trial.state = state
-        trial.value = value
-        trial.intermediate = history or []
-        trial.error = error
-        trial.finished_at = utcnow()
-        trial.duration_s = time.perf_counter() - started
-
-
-def _train_data(arrays: DatasetArrays, splits: SplitIndices) -> TrainData:
-    return TrainData(x_train=arrays.features[splits.train], y_train=arrays.target[splits.train],
+        spec = JobCreate.model_validate(job.spec).search
+        architecture, weights_key = None, None
+        if spec.init_from is not None:
+            source = get_version(session, spec.init_from.model, spec.init_from.version)
+            stored = source.config or {}
+            architecture = architecture_from(stored["architecture"])
+            weights_key = stored["weights_key"]
+        started_at = job.started_at or utcnow()
+        session.expunge(dataset)
+    store = get_store(settings.artifact_url)
+    plan = make_plan(spec, dataset, fixed_architecture=architecture is not None)
+    arrays = load_arrays(store, dataset)
+    splits = split_indices(arrays.target, Task(dataset.task), seed=spec.seed)
+    data = TrainData(x_train=arrays.features[splits.train], y_train=arrays.target[splits.train],
                      x_val=arrays.features[splits.validation],
                      y_val=arrays.target[splits.validation])
+    storage = open_storage(settings, on_stale=stale_trial_handler(settings, job_id,
+                                                                  spec.max_retries))
+    sampler = make_sampler(spec.algorithm, seed=seed, space=plan.space,
+                           max_trials=spec.max_trials, parallel=spec.parallelism > 1)
+    pruner = make_pruner(spec.pruner, max_epochs=spec.max_epochs)
+    study = optuna.create_study(
+        storage=storage, study_name=study_name(job_id), sampler=sampler, load_if_exists=True,
+        pruner=pruner if not plan.multi_objective else optuna.pruners.NopPruner(),
+        directions=[StudyDirection.MAXIMIZE if objective.maximize else StudyDirection.MINIMIZE
+                    for objective in plan.objectives])
+    pruning = None
+    if plan.multi_objective and spec.pruner != "none":
+        # Optuna's pruners take one objective: a twin study sees the pruning metric only.
+        pruning = optuna.create_study(
+            storage=storage, study_name=f"{study_name(job_id)}-pruning", pruner=pruner,
+            load_if_exists=True, direction="maximize" if plan.objectives[0].maximize
+            else "minimize")
+    return SearchRun(
+        settings=settings, job_id=job_id, spec=spec, plan=plan, dataset=dataset,
+        arrays=arrays, data=data, store=store, worker=worker, storage=storage, study=study,
+        pruning=pruning, architecture=architecture,
+        init_weights=store.local_path(weights_key).read_bytes() if weights_key else None,
+        deadline=started_at + timedelta(seconds=spec.timeout_s) if spec.timeout_s else None)
 
 
-def _n_outputs(dataset: Dataset) -> int:
-    return len(dataset.class_labels) if dataset.class_labels else 1
+def _warm_start(run: SearchRun) -> None:
+    """Queue the best configurations of ``warm_start_job`` (once per study)."""
+    if run.spec.warm_start_job is None or run.study.user_attrs.get("warm_started"):
+        return
+    with session_scope(run.settings.database_url) as session:
+        earlier = list(session.scalars(select(Trial).where(
+            Trial.job_id == run.spec.warm_start_job, Trial.state == TrialState.COMPLETE)))
+    objective = run.plan.objectives[0]
+    ranked = sorted((t for t in earlier if t.value is not None),
+                    key=lambda t: -t.value if objective.maximize else t.value)  # type: ignore
+    queued = 0
+    for trial in ranked:
+        if queued == WARM_START_TRIALS:
+            break
+        if fits(run.plan.space, trial.params):
+            run.study.enqueue_trial(trial.params, skip_if_exists=True)
+            queued += 1
+    run.study.set_user_attr("warm_started", queued)
 
 
-def build_network(params: dict[str, Any], dataset: Dataset, seed: int) -> tuple[Network, Any]:
-    """A fresh network and its training config for a trial's parameters."""
-    point = candidate(params, n_inputs=len(dataset.feature_names),
-                      n_outputs=_n_outputs(dataset), seed=seed)
-    network = Network(point.network, classification=dataset.task == "classification", seed=seed)
-    return network, point.training
+def _dominates(a: list[float], b: list[float], maximize: list[bool]) -> bool:
+    better_or_equal = all((x >= y) if up else (x <= y) for x, y, up in zip(a, b, maximize,
+                                                                             strict=True))
+    return better_or_equal and a != b
 
 
-def _restore_best(best: BestTrial, subject: SearchSubject, data: TrainData,
-                  store: ArtifactStore) -> Network:
-    """The best trial's trained network: from its checkpoint, or retrained if it is gone."""
-    seed = subject.spec.seed + best.number
-    network, training = build_network(best.params, subject.dataset, seed)
-    key = checkpoint_key(subject.job_id, best.number)
-    if store.exists(key):
-        load_weights(network, store.local_path(key).read_bytes())
-    else:
-        train(network, data, training)
-    network.eval()
-    return network
+def winners(run: SearchRun) -> list[Trial]:
+    """The best complete trial, or every Pareto-optimal one (multi-objective)."""
+    with session_scope(run.settings.database_url) as session:
+        complete = [t for t in session.scalars(select(Trial).where(
+            Trial.job_id == run.job_id, Trial.state == TrialState.COMPLETE)
+            .order_by(Trial.number)) if t.values]
+    if not complete:
+        return []
+    maximize = [objective.maximize for objective in run.plan.objectives]
+    if len(maximize) == 1:
+        pick = max if maximize[0] else min
+        return [pick(complete, key=lambda t: t.values[0])]  # type: ignore[index]
+    front = [t for t in complete
+             if not any(_dominates(o.values, t.values, maximize)  # type: ignore[arg-type]
+                        for o in complete)]
+    return sorted(front, key=lambda t: t.values[0], reverse=maximize[0])  # type: ignore[index]
+
+
+def _failure_reason(run: SearchRun) -> str:
+    with session_scope(run.settings.database_url) as session:
+        rows = list(session.scalars(select(Trial).where(Trial.job_id == run.job_id)))
+    errors = [row.error for row in rows if row.error]
+    if not rows:
+        return "no trial ran before timeout_s ran out"
+    return f"no trial completed ({len(rows)} ran); last error: {errors[-1] if errors else '?'}"
+
+
+def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject) -> Recorder:
+    best = winners(run)
+    if not best:
+        raise JobFailed(_failure_reason(run))
+    splits = split_indices(run.arrays.target, Task(run.dataset.task), seed=run.spec.seed)
+    prepared: list[PreparedVersion] = []
+    for trial in best:
+        network, _ = build_network(run, trial.params, seed=run.spec.seed + trial.number)
+        load_weights(network, run.store.local_path(
+            checkpoint_key(run.job_id, trial.number)).read_bytes())
+        network.eval()
+        prepared.append(prepare_version(
+            context, subject, network, trial=trial.number, params=trial.params,
+            validation=trial.metrics or {}, test_rows=run.arrays.features[splits.test],
+            test_target=run.arrays.target[splits.test], store=run.store))
+    summary: dict[str, Any] = {"plan": plan_summary(run.plan)}
+    if run.plan.multi_objective:
+        summary["pareto"] = [{"trial": t.number, "values": t.values} for t in best]
+    return recorder_for(subject, prepared, summary)
 
 
 def run_search(context: JobContext) -> Recorder:
-    """Random search over the MLP space until the budget is spent, then finalize the best."""
-    subject = _load_subject(context)
-    store = get_store(context.settings.artifact_url)
-    arrays = load_arrays(store, subject.dataset)
-    splits = split_indices(arrays.target, Task(subject.dataset.task), seed=subject.spec.seed)
-    data = _train_data(arrays, splits)
-    higher_is_better = subject.dataset.task == "classification"
-    best, done = _earlier_best(context, higher_is_better)
-    sampler = optuna.samplers.RandomSampler(seed=subject.spec.seed + context.attempt - 1)
-    study = optuna.create_study(direction="maximize" if higher_is_better else "minimize",
-                                sampler=sampler)
-    deadline = (subject.started_at + timedelta(seconds=subject.spec.timeout_s)
-                if subject.spec.timeout_s else None)
-    last_error = ""
-    while done < subject.spec.max_trials and (deadline is None or utcnow() < deadline):
-        context.check()
-        trial = study.ask()
-        params = suggest(trial, max_epochs=subject.spec.max_epochs)
-        number = _start_trial(context, params)
-        started = time.perf_counter()
-        network, training = build_network(params, subject.dataset, subject.spec.seed + number)
-        try:
-            result = train(network, data, training, on_epoch=lambda _epoch, _score: context.check())
-        except JobLost:
-            raise
-        except Exception as error:  # one bad configuration must not end the search
-            last_error = f"{type(error).__name__}: {error}"
-            _end_trial(context, number, TrialState.FAILED, started=started, error=last_error)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            done += 1
-            context.report(trials_done=done)
-            continue
-        if _is_better(result.score, best, higher_is_better):
-            store.put_bytes(checkpoint_key(subject.job_id, number), save_weights(network))
-            best = BestTrial(number=number, value=result.score, params=params)
-        _end_trial(context, number, TrialState.COMPLETE, started=started, value=result.score,
-                   history=result.history)
-        study.tell(trial, result.score)
-        done += 1
-        context.report(trials_done=done, best_value=best.value if best else None)
-    if best is None:
-        raise JobFailed("no trial completed" + (f"; last error: {last_error}" if last_error
-                                                else " before timeout_s ran out"))
-    network = _restore_best(best, subject, data, store)
-    test_rows = arrays.features[splits.test]
-    test_target = arrays.target[splits.test]
-    return finalize(context, subject, network, best_trial=best.number, best_params=best.params,
-                    test_rows=test_rows, test_target=test_target, store=store)
+    """The job's main worker: trials, helpers, waiting, then the registered version(s)."""
+    seed_base = ATTEMPT_SEED_STRIDE * (context.attempt - 1)
+    with session_scope(context.settings.database_url) as session:
+        job = session.get(Job, context.job_id)
+        assert job is not None
+        spec = JobCreate.model_validate(job.spec)
+    run = _open(context.settings, context.job_id, seed=spec.search.seed + seed_base,
+                worker=context.worker)
+    _warm_start(run)
+    queue = JobQueue(context.settings)
+    for slot in range(1, spec.search.parallelism):
+        queue.send_helper(context.job_id, slot)
+    subject = SearchSubject(job_id=context.job_id, model_name=spec.model_name, spec=spec.search,
+                            dataset=run.dataset, started_at=utcnow())
+    run_trials(run, context.check)
+    wait_for_others(run, context.check)
+    return _finalize(context, run, subject)
+
+
+def run_search_helper(settings: Settings, job_id: int, slot: int) -> None:
+    """A helper worker: run trials of a running job until its budget is spent."""
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.RUNNING:
+            return
+        seed = JobCreate.model_validate(job.spec).search.seed
+        attempt = job.attempt
+
+    def keep_going() -> None:
+        with session_scope(settings.database_url) as session:
+            status = session.scalar(select(Job.status).where(Job.id == job_id))
+        if status != JobStatus.RUNNING:
+            raise JobLost(f"job {job_id} is {status}; helper {slot} stops")
+
+    run = _open(settings, job_id, worker=worker_name(),
+                seed=seed + ATTEMPT_SEED_STRIDE * (attempt - 1) + HELPER_SEED_STRIDE * slot)
+    try:
+        run_trials(run, keep_going)
+    except JobLost as lost:
+        logger.info("%s", lost)

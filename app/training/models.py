@@ -15,13 +15,38 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 @dataclass(frozen=True)
 class MLPConfig:
-    """A multilayer perceptron: hidden widths, activation and dropout."""
+    """A multilayer perceptron: hidden widths, activation, dropout, batch norm."""
 
     n_inputs: int
     n_outputs: int
     hidden: tuple[int, ...]
     activation: str = "relu"
     dropout: float = 0.0
+    batch_norm: bool = False
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """A small CNN for rows that are images (``input_shape`` = channels, height, width):
+    conv blocks (conv, optional batch norm, activation, optional 2x2 pooling), then a
+    one-hidden-layer head. Rows arrive flat and are reshaped inside the graph."""
+
+    input_shape: tuple[int, int, int]
+    n_outputs: int
+    channels: tuple[int, ...]
+    kernel: int = 3
+    pooling: str = "max"  # max, avg or none
+    head_width: int = 64
+    activation: str = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+    @property
+    def n_inputs(self) -> int:
+        return int(np.prod(self.input_shape))
+
+
+NetworkConfig = MLPConfig | CNNConfig
 
 
 class Network(nn.Module):
@@ -34,30 +59,57 @@ class Network(nn.Module):
     target_mean: torch.Tensor
     target_scale: torch.Tensor
 
-    def __init__(self, config: MLPConfig, classification: bool, seed: int | None = None) -> None:
+    def __init__(self, config: NetworkConfig, classification: bool,
+                 seed: int | None = None) -> None:
         super().__init__()
         self.config = config
         self.classification = classification
         with torch.random.fork_rng():  # seeded weights without touching the global RNG
             if seed is not None:
                 torch.manual_seed(seed)
-            self.body = self._layers(config)
+            self.body = (self._mlp(config) if isinstance(config, MLPConfig)
+                         else self._cnn(config))
         self.register_buffer("input_mean", torch.zeros(config.n_inputs))
         self.register_buffer("input_scale", torch.ones(config.n_inputs))
         self.register_buffer("target_mean", torch.zeros(1))
         self.register_buffer("target_scale", torch.ones(1))
 
     @staticmethod
-    def _layers(config: MLPConfig) -> nn.Sequential:
+    def _dense(width: int, hidden: tuple[int, ...], config: NetworkConfig) -> list[nn.Module]:
         layers: list[nn.Module] = []
-        width = config.n_inputs
-        for hidden in config.hidden:
-            layers += [nn.Linear(width, hidden), ACTIVATIONS[config.activation]()]
+        for units in hidden:
+            layers.append(nn.Linear(width, units))
+            if config.batch_norm:
+                layers.append(nn.BatchNorm1d(units))
+            layers.append(ACTIVATIONS[config.activation]())
             if config.dropout > 0:
                 layers.append(nn.Dropout(config.dropout))
-            width = hidden
+            width = units
         layers.append(nn.Linear(width, config.n_outputs))
-        return nn.Sequential(*layers)
+        return layers
+
+    @classmethod
+    def _mlp(cls, config: MLPConfig) -> nn.Sequential:
+        return nn.Sequential(*cls._dense(config.n_inputs, config.hidden, config))
+
+    @classmethod
+    def _cnn(cls, config: CNNConfig) -> nn.Sequential:
+        channels, height, width = config.input_shape
+        layers: list[nn.Module] = [nn.Unflatten(1, config.input_shape)]
+        for out_channels in config.channels:
+            layers.append(nn.Conv2d(channels, out_channels, config.kernel,
+                                    padding=config.kernel // 2))
+            if config.batch_norm:
+                layers.append(nn.BatchNorm2d(out_channels))
+            layers.append(ACTIVATIONS[config.activation]())
+            if config.pooling != "none" and min(height, width) >= 2:
+                pool = nn.MaxPool2d(2) if config.pooling == "max" else nn.AvgPool2d(2)
+                layers.append(pool)
+                height, width = height // 2, width // 2
+            channels = out_channels
+        layers.append(nn.Flatten())
+        return nn.Sequential(*layers, *cls._dense(channels * height * width,
+                                                  (config.head_width,), config))
 
     def fit_scaling(self, features: np.ndarray, target: np.ndarray | None) -> None:
         """Set the input (and regression target) standardisation from training rows."""

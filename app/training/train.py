@@ -13,17 +13,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.evaluation.metrics import HIGHER_IS_BETTER, quality_score
 from app.training.models import Network
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train one network."""
+    """How to train one network. ``metric`` is the validation metric that picks the best
+    epoch (and that trials report); ``patience`` stops after that many epochs without a
+    better one (0: never)."""
 
     epochs: int
     learning_rate: float
     batch_size: int = 64
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
+    l1: float = 0.0
+    optimizer: str = "adamw"  # sgd, adam or adamw
+    lr_schedule: str = "none"  # none, cosine or step
+    patience: int = 0
+    metric: str | None = None  # default: accuracy (classification) or rmse (regression)
     seed: int = 0
 
 
@@ -46,14 +54,46 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def validation_score(network: Network, x: torch.Tensor, y: np.ndarray) -> float:
-    """Accuracy for classification (higher is better), RMSE for regression (lower)."""
+def _metric(network: Network, config: TrainConfig) -> str:
+    return config.metric or ("accuracy" if network.classification else "rmse")
+
+
+def validation_score(network: Network, x: torch.Tensor, y: np.ndarray,
+                     metric: str | None = None) -> float:
+    """A quality metric of the network on validation rows (default: accuracy, or RMSE)."""
     network.eval()
     with torch.no_grad():
         output = network.predict(x).numpy()
-    if network.classification:
-        return float((output.argmax(axis=1) == y).mean())
-    return float(np.sqrt(np.mean((output.reshape(-1) - y) ** 2)))
+    task = "classification" if network.classification else "regression"
+    chosen = metric or ("accuracy" if network.classification else "rmse")
+    return quality_score(chosen, task, output, y)
+
+
+def _optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimizer:
+    parameters = network.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.learning_rate, momentum=0.9,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.learning_rate,
+                                weight_decay=config.weight_decay)
+    return torch.optim.AdamW(parameters, lr=config.learning_rate,
+                             weight_decay=config.weight_decay)
+
+
+def _schedule(optimizer: torch.optim.Optimizer,
+              config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, config.epochs // 3),
+                                               gamma=0.3)
+    return None
+
+
+def _l1_penalty(network: Network) -> torch.Tensor:
+    return sum((layer.weight.abs().sum() for layer in network.modules()
+                if isinstance(layer, nn.Linear | nn.Conv2d)), torch.zeros(()))
 
 
 def train(network: Network, data: TrainData, config: TrainConfig,
@@ -74,30 +114,42 @@ def train(network: Network, data: TrainData, config: TrainConfig,
         scaled = (data.y_train - float(network.target_mean)) / float(network.target_scale)
         y_train = torch.from_numpy(scaled.astype(np.float32)).reshape(-1, 1)
         loss_fn = nn.MSELoss()
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
-    higher_is_better = network.classification
+    optimizer = _optimizer(network, config)
+    schedule = _schedule(optimizer, config)
+    metric = _metric(network, config)
+    higher_is_better = HIGHER_IS_BETTER[metric]
     best_score = -math.inf if higher_is_better else math.inf
     best_state = copy.deepcopy(network.state_dict())
     history: list[float] = []
+    since_best = 0
     for epoch in range(config.epochs):
         network.train()
         order = torch.randperm(len(x_train), generator=generator)
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]
+            if len(batch) < 2 and len(order) >= 2:
+                continue  # a batch of one row breaks batch norm and says little
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(network(x_train[batch]), y_train[batch])
+            if config.l1 > 0:
+                loss = loss + config.l1 * _l1_penalty(network)
             loss.backward()
             optimizer.step()
-        score = validation_score(network, x_val, data.y_val)
+        if schedule is not None:
+            schedule.step()
+        score = validation_score(network, x_val, data.y_val, metric)
         if not math.isfinite(score):
             raise FloatingPointError(f"validation score became {score} at epoch {epoch + 1}")
         history.append(score)
+        since_best += 1
         if (score > best_score) if higher_is_better else (score < best_score):
             best_score = score
             best_state = copy.deepcopy(network.state_dict())
+            since_best = 0
         if on_epoch is not None:
             on_epoch(epoch, score)
+        if config.patience and since_best >= config.patience:
+            break
     network.load_state_dict(best_state)
     network.eval()
     return TrainResult(score=best_score, history=history,

@@ -1,0 +1,102 @@
+"""A job's search plan: the space after overrides, the objectives with their directions,
+the constraints. Built from the spec and the dataset, both at submit time (so mistakes get
+a 422 naming the path) and in the worker. No torch here: the gateway uses it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import InvalidInput
+from app.evaluation.names import COST_METRICS, HIGHER_IS_BETTER, default_metric
+from app.jobs.spec import ConstraintSpec, SearchSpec
+from app.search.space import SearchSpace, apply_overrides, default_space
+from app.search.strategy import MULTI_OBJECTIVE
+from app.tables import Dataset
+
+CLASSIFICATION_ONLY = {"accuracy", "f1_macro", "roc_auc", "log_loss"}
+REGRESSION_ONLY = {"mae", "rmse", "r2"}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A metric and which way is better."""
+
+    metric: str
+    maximize: bool
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.maximize else "minimize"
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """Everything a worker needs to know about how to search, resolved once."""
+
+    space: SearchSpace
+    objectives: list[Objective]
+    constraints: ConstraintSpec
+    pruning_metric: str  # the quality metric trials report every epoch
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def needs_export(self) -> bool:
+        """Whether trials must be exported to ONNX to be scored or checked."""
+        wanted = {objective.metric for objective in self.objectives}
+        return bool(wanted & {"latency_ms", "size_bytes"}) or (
+            self.constraints.max_latency_ms is not None
+            or self.constraints.max_size_bytes is not None)
+
+
+def _objectives(spec: SearchSpec, task: str) -> list[Objective]:
+    if not spec.objectives:
+        return [Objective(default_metric(task), HIGHER_IS_BETTER[default_metric(task)])]
+    wrong = CLASSIFICATION_ONLY if task == "regression" else REGRESSION_ONLY
+    objectives: list[Objective] = []
+    for index, entry in enumerate(spec.objectives):
+        path = f"search.objectives[{index}].metric"
+        if entry.metric in wrong:
+            raise InvalidInput(f"{path}: {entry.metric} does not apply to a {task} dataset")
+        if any(objective.metric == entry.metric for objective in objectives):
+            raise InvalidInput(f"{path}: {entry.metric} is listed twice")
+        maximize = (HIGHER_IS_BETTER[entry.metric] if entry.direction is None
+                    else entry.direction == "maximize")
+        objectives.append(Objective(entry.metric, maximize))
+    return objectives
+
+
+def make_plan(spec: SearchSpec, dataset: Dataset, *,
+              fixed_architecture: bool = False) -> SearchPlan:
+    """The plan for ``spec`` on ``dataset``; raises InvalidInput naming the path at fault."""
+    objectives = _objectives(spec, dataset.task)
+    if len(objectives) > 1 and spec.algorithm not in MULTI_OBJECTIVE:
+        raise InvalidInput(f"search.algorithm: {spec.algorithm} optimises one objective; with "
+                           f"{len(objectives)} objectives use one of {list(MULTI_OBJECTIVE)}")
+    space = apply_overrides(default_space(dataset.input_shape, spec.max_epochs,
+                                          searched_architecture=not fixed_architecture),
+                            spec.space)
+    if spec.algorithm == "grid" and space.grid_size() > spec.max_trials:
+        raise InvalidInput(f"search.algorithm: the grid has {space.grid_size()} points, more "
+                           f"than max_trials {spec.max_trials}; fix dimensions in search.space "
+                           "or raise max_trials")
+    quality = [o.metric for o in objectives if o.metric not in COST_METRICS]
+    return SearchPlan(space=space, objectives=objectives, constraints=spec.constraints,
+                      pruning_metric=quality[0] if quality else default_metric(dataset.task))
+
+
+def plan_summary(plan: SearchPlan) -> dict[str, Any]:
+    """What the job's result reports about its plan."""
+    return {"objectives": [{"metric": o.metric, "direction": o.direction}
+                           for o in plan.objectives],
+            "pruning_metric": plan.pruning_metric, "network": plan.space.network}
+
+
+def budget_of(spec: SearchSpec, plan: SearchPlan) -> int:
+    """Trials a search runs: ``max_trials``, or fewer when a grid has fewer points."""
+    if spec.algorithm == "grid":
+        return min(spec.max_trials, plan.space.grid_size())
+    return spec.max_trials

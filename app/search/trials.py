@@ -1,0 +1,343 @@
+"""The trial loop every worker process of a search runs against the shared Optuna study:
+take a budget slot, ask, train with per-epoch reports (and pruning), measure, tell.
+
+The registry's ``trials`` rows mirror Optuna's trials for the API; Optuna's heartbeats find
+trials whose worker died, and the stale-trial callback marks their rows ``lost`` and queues
+a retry (``search.max_retries``)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState as OptunaState
+from sqlalchemy import select, update
+
+from app.config import Settings
+from app.datasets.service import DatasetArrays
+from app.db import session_scope, utcnow
+from app.evaluation.latency import latency_ms
+from app.evaluation.metrics import quality_score
+from app.jobs.runner import JobLost
+from app.jobs.spec import SearchSpec
+from app.search.build import candidate
+from app.search.plan import SearchPlan, budget_of
+from app.search.space import suggest
+from app.storage import ArtifactStore
+from app.tables import Dataset, Job, Trial, TrialState
+from app.training.export import INPUT_NAME, export_onnx
+from app.training.models import Network, NetworkConfig, count_parameters
+from app.training.train import TrainData, load_weights, save_weights, train
+
+logger = logging.getLogger(__name__)
+
+FP32_BYTES = 4
+
+
+class Infeasible(Exception):
+    """The candidate breaks a constraint; the message says which and by how much."""
+
+
+@dataclass
+class SearchRun:
+    """What one worker process needs to run trials of one search job."""
+
+    settings: Settings
+    job_id: int
+    spec: SearchSpec
+    plan: SearchPlan
+    dataset: Dataset
+    arrays: DatasetArrays
+    data: TrainData
+    store: ArtifactStore
+    worker: str
+    storage: RDBStorage
+    study: optuna.Study
+    pruning: optuna.Study | None  # single-objective twin used to prune multi-objective trials
+    architecture: NetworkConfig | None = None  # init_from: fixed architecture
+    init_weights: bytes | None = None
+    deadline: datetime | None = None
+
+    @property
+    def tied_layers(self) -> bool:
+        return self.spec.algorithm == "grid"
+
+    @property
+    def budget(self) -> int:
+        """Trials to run: ``max_trials``, or fewer when a grid has fewer points."""
+        return budget_of(self.spec, self.plan)
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, values: list[float] | None = None,
+         state: OptunaState | None = None) -> None:
+    """``study.tell``; the grid sampler's ``study.stop()`` when its grid is exhausted is
+    meant for ``optimize`` loops and raises here after the result is stored: ignore it."""
+    try:
+        study.tell(trial, values, state=state)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
+
+
+def checkpoint_key(job_id: int, number: int) -> str:
+    return f"jobs/{job_id}/checkpoints/trial-{number}.pt"
+
+
+def stale_trial_handler(settings: Settings, job_id: int,
+                        max_retries: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """Mark a trial whose worker stopped heartbeating ``lost``, then maybe queue a retry."""
+    retry = RetryFailedTrialCallback(max_retry=max_retries)
+
+    def handle(study: optuna.Study, trial: FrozenTrial) -> None:
+        with session_scope(settings.database_url) as session:
+            session.execute(
+                update(Trial).where(Trial.job_id == job_id, Trial.number == trial.number,
+                                    Trial.state == TrialState.RUNNING)
+                .values(state=TrialState.LOST, finished_at=utcnow(),
+                        error="its worker stopped heartbeating (killed or hung)")
+                .execution_options(synchronize_session=False))
+        retry(study, trial)
+        logger.warning("trial %s of job %s lost its worker", trial.number, job_id)
+
+    return handle
+
+
+class Heartbeat(threading.Thread):
+    """Records the trial's heartbeat in the study storage until stopped."""
+
+    def __init__(self, storage: RDBStorage, trial_id: int, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{trial_id}", daemon=True)
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:
+                logger.exception("heartbeat of trial id %s failed", self.trial_id)
+            if self.done.wait(self.interval):
+                return
+
+
+# -- budget -------------------------------------------------------------------------------
+def _take_slot(run: SearchRun) -> bool:
+    """Claim one trial of the ``max_trials`` budget; atomic across worker processes."""
+    with session_scope(run.settings.database_url) as session:
+        result = session.execute(
+            update(Job).where(Job.id == run.job_id, Job.trial_slots < run.budget)
+            .values(trial_slots=Job.trial_slots + 1)
+            .execution_options(synchronize_session=False))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _slots_left(run: SearchRun) -> int:
+    with session_scope(run.settings.database_url) as session:
+        used = session.scalar(select(Job.trial_slots).where(Job.id == run.job_id)) or 0
+    return run.budget - used
+
+
+def _trials(run: SearchRun, *states: OptunaState) -> list[FrozenTrial]:
+    return run.study.get_trials(deepcopy=False, states=states)
+
+
+def _out_of_time(run: SearchRun) -> bool:
+    return run.deadline is not None and utcnow() >= run.deadline
+
+
+# -- rows -----------------------------------------------------------------------------------
+def _start_row(run: SearchRun, trial: optuna.Trial, params: dict[str, Any],
+               retry_of: int | None) -> None:
+    with session_scope(run.settings.database_url) as session:
+        attempt = session.scalar(select(Job.attempt).where(Job.id == run.job_id)) or 0
+        session.add(Trial(job_id=run.job_id, number=trial.number, attempt=attempt,
+                          state=TrialState.RUNNING, params=params, intermediate=[],
+                          worker=run.worker, started_at=utcnow(), retry_of=retry_of))
+
+
+def _end_row(run: SearchRun, number: int, state: TrialState, *, started: float,
+             values: list[float] | None = None, metrics: dict[str, Any] | None = None,
+             history: list[float] | None = None, error: str | None = None) -> None:
+    with session_scope(run.settings.database_url) as session:
+        session.execute(
+            update(Trial).where(Trial.job_id == run.job_id, Trial.number == number,
+                                Trial.state == TrialState.RUNNING)
+            .values(state=state, value=values[0] if values else None, values=values,
+                    metrics=metrics, intermediate=history or [], error=error,
+                    finished_at=utcnow(), duration_s=time.perf_counter() - started)
+            .execution_options(synchronize_session=False))
+        counted = session.scalar(select(Job.trial_slots).where(Job.id == run.job_id)) or 0
+        finished = len(session.scalars(select(Trial.id).where(
+            Trial.job_id == run.job_id, Trial.state != TrialState.RUNNING)).all())
+        session.execute(update(Job).where(Job.id == run.job_id)
+                        .values(trials_done=min(finished, counted), updated_at=utcnow())
+                        .execution_options(synchronize_session=False))
+
+
+# -- one trial ------------------------------------------------------------------------------
+def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Network, Any]:
+    """A fresh (or ``init_from``-initialised) network and its training configuration."""
+    n_outputs = len(run.dataset.class_labels) if run.dataset.class_labels else 1
+    point = candidate(params, n_inputs=len(run.dataset.feature_names), n_outputs=n_outputs,
+                      input_shape=run.dataset.input_shape, seed=seed,
+                      metric=run.plan.pruning_metric, architecture=run.architecture)
+    network = Network(point.network, classification=run.dataset.task == "classification",
+                      seed=seed)
+    if run.init_weights is not None:
+        load_weights(network, run.init_weights)
+    return network, point.training
+
+
+def _check_architecture(run: SearchRun, network: Network) -> None:
+    limits = run.plan.constraints
+    params = count_parameters(network)
+    if limits.max_params is not None and params > limits.max_params:
+        raise Infeasible(f"{params} parameters > max_params {limits.max_params}")
+    if limits.max_size_bytes is not None and params * FP32_BYTES > limits.max_size_bytes:
+        raise Infeasible(f"at least {params * FP32_BYTES} bytes of fp32 weights > "
+                         f"max_size_bytes {limits.max_size_bytes}")
+
+
+def _measure(run: SearchRun, network: Network, output: np.ndarray) -> dict[str, float]:
+    """Every objective's value for a trained network (validation rows; ONNX when needed)."""
+    measured: dict[str, float] = {"params": float(count_parameters(network))}
+    for objective in run.plan.objectives:
+        if objective.metric not in ("latency_ms", "size_bytes", "params"):
+            measured[objective.metric] = quality_score(objective.metric, run.dataset.task,
+                                                       output, run.data.y_val)
+    if run.plan.needs_export:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "trial.onnx"
+            export_onnx(network, path)
+            measured["size_bytes"] = float(path.stat().st_size)
+            measured["latency_ms"] = latency_ms(
+                path, input_name=INPUT_NAME, row_shape=(network.config.n_inputs,),
+                threads=run.settings.ort_threads)["p50"]
+        limits = run.plan.constraints
+        if limits.max_size_bytes is not None and measured["size_bytes"] > limits.max_size_bytes:
+            raise Infeasible(f"ONNX file of {measured['size_bytes']:.0f} bytes > "
+                             f"max_size_bytes {limits.max_size_bytes}")
+        if limits.max_latency_ms is not None and measured["latency_ms"] > limits.max_latency_ms:
+            raise Infeasible(f"p50 latency {measured['latency_ms']:.4f} ms > max_latency_ms "
+                             f"{limits.max_latency_ms}")
+    return measured
+
+
+def _train(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,
+           params: dict[str, Any], keep_going: Callable[[], None],
+           history: list[float]) -> dict[str, float]:
+    network, training = build_network(run, params, seed=run.spec.seed + trial.number)
+    _check_architecture(run, network)
+    # Several objectives: Optuna takes reports only in the single-objective twin study.
+    reporter = shadow if run.plan.multi_objective else trial
+
+    def on_epoch(epoch: int, score: float) -> None:
+        history.append(score)
+        keep_going()
+        if reporter is None:
+            return
+        reporter.report(score, epoch)
+        if reporter.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({score:.4f})")
+
+    train(network, run.data, training, on_epoch=on_epoch)
+    with torch.no_grad():
+        output = network.predict(torch.from_numpy(run.data.x_val)).numpy()
+    measured = _measure(run, network, output)
+    run.store.put_bytes(checkpoint_key(run.job_id, trial.number), save_weights(network))
+    return measured
+
+
+def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None]) -> None:
+    """Train, measure and record one asked trial (its budget slot is already taken)."""
+    history = run.storage.get_trial_system_attrs(trial._trial_id).get("retry_history") or []
+    params = suggest(trial, run.plan.space, tied_layers=run.tied_layers)
+    _start_row(run, trial, params, retry_of=history[-1] if history else None)
+    shadow = run.pruning.ask() if run.pruning is not None else None
+    started = time.perf_counter()
+    scores: list[float] = []
+    beat = Heartbeat(run.storage, trial._trial_id, run.settings.trial_heartbeat_s)
+    beat.start()
+    try:
+        measured = _train(run, trial, shadow, params, keep_going, scores)
+    except optuna.TrialPruned as pruned:
+        _finish(run, trial, shadow, OptunaState.PRUNED)
+        _end_row(run, trial.number, TrialState.PRUNED, started=started, history=scores,
+                 error=str(pruned))
+        return
+    except Infeasible as infeasible:
+        _finish(run, trial, shadow, OptunaState.FAIL)
+        _end_row(run, trial.number, TrialState.INFEASIBLE, started=started, history=scores,
+                 error=str(infeasible))
+        return
+    except JobLost:
+        _finish(run, trial, shadow, OptunaState.FAIL)
+        _end_row(run, trial.number, TrialState.FAILED, started=started, history=scores,
+                 error="the job stopped (cancelled or taken over) while this trial ran")
+        raise
+    except Exception as error:  # one bad configuration must not end the search
+        _finish(run, trial, shadow, OptunaState.FAIL)
+        _end_row(run, trial.number, TrialState.FAILED, started=started, history=scores,
+                 error=f"{type(error).__name__}: {error}"[:2000])
+        return
+    finally:
+        beat.done.set()
+    values = [measured[objective.metric] for objective in run.plan.objectives]
+    tell(run.study, trial, values)
+    if shadow is not None and run.pruning is not None:
+        run.pruning.tell(shadow, measured.get(run.plan.pruning_metric, values[0]))
+    _end_row(run, trial.number, TrialState.COMPLETE, started=started, values=values,
+             metrics=measured, history=scores)
+
+
+def _finish(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,
+            state: OptunaState) -> None:
+    tell(run.study, trial, state=state)
+    if shadow is not None and run.pruning is not None:
+        run.pruning.tell(shadow, state=state)
+
+
+# -- the loop ------------------------------------------------------------------------------
+def run_trials(run: SearchRun, keep_going: Callable[[], None]) -> None:
+    """Run trials until the budget or the time is spent (retries of lost trials included)."""
+    while True:
+        keep_going()
+        optuna.storages.fail_stale_trials(run.study)
+        if _out_of_time(run):
+            return
+        if not _trials(run, OptunaState.WAITING) and _slots_left(run) <= 0:
+            return
+        trial = run.study.ask()
+        run.storage.record_heartbeat(trial._trial_id)  # from now on a death is noticed
+        is_retry = "failed_trial" in run.storage.get_trial_system_attrs(trial._trial_id)
+        if not is_retry and not _take_slot(run):
+            trial.set_user_attr("not_run", "the trial budget was spent by other workers")
+            tell(run.study, trial, state=OptunaState.FAIL)
+            return
+        run_one(run, trial, keep_going)
+
+
+def wait_for_others(run: SearchRun, keep_going: Callable[[], None], poll_s: float = 1.0) -> None:
+    """After this worker's loop: wait for trials other workers still run; run the retries
+    of any that died (their heartbeat goes stale) while time remains."""
+    while True:
+        keep_going()
+        optuna.storages.fail_stale_trials(run.study)
+        if _trials(run, OptunaState.WAITING) and not _out_of_time(run):
+            run_trials(run, keep_going)
+            continue
+        if not _trials(run, OptunaState.RUNNING):
+            return
+        time.sleep(poll_s)

@@ -1,0 +1,143 @@
+"""Search jobs through ``POST /v1/jobs`` on a real ``kiln serve`` with two worker processes:
+every algorithm and pruner, multi-objective Pareto fronts, parallel trials, warm starts and
+fine-tuning. Small budgets on a small dataset keep it quick; quality is tested elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e_server import KilnServer
+from tests.helpers import blobs_csv
+
+# A narrow space so that every trial takes a fraction of a second.
+SMALL_SPACE = {"n_layers": {"low": 1, "high": 2}, "width": {"low": 8, "high": 64, "log": True},
+               "epochs": {"low": 3, "high": 6}, "batch_size": 32, "patience": 0}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
+    kiln = KilnServer(tmp_path_factory.mktemp("search") / "data", workers=2,
+                      KILN_TRIAL_HEARTBEAT_S="1")
+    kiln.start()
+    yield kiln
+    kiln.close()
+
+
+@pytest.fixture(scope="module")
+def dataset_id(server: KilnServer) -> int:
+    content = blobs_csv(n_rows=240, n_features=6, labels=("a", "b", "c"), seed=1)
+    with server.client() as client:
+        response = client.post("/v1/datasets", files={"file": ("blobs.csv", content)},
+                               data={"target": "label"})
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def submit(server: KilnServer, dataset_id: int, model: str, **search: Any) -> int:
+    body = {"kind": "search", "dataset_id": dataset_id, "model_name": model,
+            "search": {"max_trials": 4, "max_epochs": 6, "space": SMALL_SPACE, **search}}
+    with server.client() as client:
+        response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    return int(response.json()["id"])
+
+
+def trials_of(server: KilnServer, job_id: int) -> list[dict[str, Any]]:
+    with server.client() as client:
+        return list(client.get(f"/v1/jobs/{job_id}/trials").json())
+
+
+ALGORITHMS: dict[str, dict[str, Any]] = {
+    "random": {}, "tpe": {}, "gp": {}, "cmaes": {}, "evolution": {}, "hillclimb": {},
+    "anneal": {}, "nsga2": {"objectives": [{"metric": "accuracy"}, {"metric": "params"}]},
+    "grid": {"space": {**SMALL_SPACE, "n_layers": {"low": 1, "high": 2}, "width": 16,
+                       "epochs": 3, "activation": {"choices": ["relu", "tanh"]},
+                       "dropout": 0.0, "batch_norm": False, "optimizer": "adamw",
+                       "learning_rate": 0.01, "weight_decay": 1e-4, "l1": 0.0,
+                       "lr_schedule": "none"}},
+}
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+
+
+def test_every_algorithm_and_pruner_runs(server: KilnServer, dataset_id: int) -> None:
+    jobs = {algorithm: submit(server, dataset_id, f"algo-{algorithm}", algorithm=algorithm,
+                              seed=5, **extra) for algorithm, extra in ALGORITHMS.items()}
+    jobs |= {f"pruner-{pruner}": submit(server, dataset_id, f"prune-{pruner.replace('_', '-')}",
+                                        algorithm="tpe", pruner=pruner, max_trials=6, seed=2)
+             for pruner in PRUNERS}
+    for name, job_id in jobs.items():
+        job = server.wait_for_job(job_id)
+        assert job["status"] == "succeeded", (name, job["error"], server.log_tail())
+        trials = trials_of(server, job_id)
+        assert all(trial["state"] != "running" for trial in trials)
+        finished = [t for t in trials if t["state"] in ("complete", "pruned", "infeasible")]
+        assert len(finished) == job["progress"]["trials_total"], (name, trials)
+        assert all(t["intermediate"] for t in trials if t["state"] == "complete")
+    grid_params = [tuple(sorted((k, v) for k, v in t["params"].items()))
+                   for t in trials_of(server, jobs["grid"])]
+    assert len(set(grid_params)) == 4  # the whole 2 x 2 grid, each point once
+
+
+def test_multi_objective_front_has_measured_latencies(server: KilnServer,
+                                                      dataset_id: int) -> None:
+    space = {**SMALL_SPACE, "n_layers": {"low": 1, "high": 3},
+             "width": {"low": 8, "high": 512, "log": True}}
+    job_id = submit(server, dataset_id, "pareto", algorithm="nsga2", max_trials=8, seed=1,
+                    space=space, objectives=[{"metric": "accuracy"},
+                                             {"metric": "latency_ms"}])
+    job = server.wait_for_job(job_id)
+    assert job["status"] == "succeeded", (job["error"], server.log_tail())
+    latencies = [t["metrics"]["latency_ms"] for t in trials_of(server, job_id)
+                 if t["state"] == "complete"]
+    assert len(latencies) >= 4 and all(value > 0 for value in latencies)
+    assert len(set(latencies)) == len(latencies)  # measured per trial, not assumed
+    with server.client() as client:
+        front = client.get(f"/v1/jobs/{job_id}/pareto").json()
+        assert [o["metric"] for o in front["objectives"]] == ["accuracy", "latency_ms"]
+        for entry in front["trials"]:
+            version = client.get(f"/v1/models/pareto/versions/{entry['version']}").json()
+            assert version["lineage"]["trial"] == entry["trial"]
+            assert version["metrics"]["validation"]["latency_ms"] == pytest.approx(
+                entry["values"]["latency_ms"])
+        assert client.get(f"/v1/jobs/{job_id}/pareto").status_code == 200
+    values = [(e["values"]["accuracy"], e["values"]["latency_ms"]) for e in front["trials"]]
+    for accuracy, latency in values:  # nobody on the front is dominated by another
+        assert not any(a >= accuracy and t <= latency and (a, t) != (accuracy, latency)
+                       for a, t in values)
+
+
+def test_parallel_trials_share_one_budget(server: KilnServer, dataset_id: int) -> None:
+    # Trials long enough (about a second) that the helper starts before the budget is spent.
+    job_id = submit(server, dataset_id, "parallel", algorithm="tpe", parallelism=2,
+                    max_trials=8, seed=4, max_epochs=60,
+                    space={**SMALL_SPACE, "epochs": 60, "width": 64, "batch_size": 16})
+    job = server.wait_for_job(job_id)
+    assert job["status"] == "succeeded", (job["error"], server.log_tail())
+    trials = trials_of(server, job_id)
+    assert len([t for t in trials if t["state"] == "complete"]) == 8
+    assert len({t["worker"] for t in trials}) == 2  # two worker processes ran trials
+
+
+def test_warm_start_and_fine_tuning(server: KilnServer, dataset_id: int) -> None:
+    first = submit(server, dataset_id, "warm", seed=8)
+    assert server.wait_for_job(first)["status"] == "succeeded"
+    best = max((t for t in trials_of(server, first) if t["state"] == "complete"),
+               key=lambda t: t["value"])
+    second = submit(server, dataset_id, "warm", seed=9, warm_start_job=first, max_trials=2)
+    assert server.wait_for_job(second)["status"] == "succeeded"
+    assert trials_of(server, second)[0]["params"] == best["params"]
+
+    tuned = submit(server, dataset_id, "warm", seed=10, max_trials=2,
+                   init_from={"model": "warm", "version": 1},
+                   space={"epochs": 3, "learning_rate": {"low": 1e-4, "high": 1e-3}})
+    job = server.wait_for_job(tuned)
+    assert job["status"] == "succeeded", (job["error"], server.log_tail())
+    with server.client() as client:
+        source = client.get("/v1/models/warm/versions/1").json()
+        result = client.get(f"/v1/models/warm/versions/{job['result']['version']}").json()
+    assert result["config"]["architecture"] == source["config"]["architecture"]
+    assert "n_layers" not in trials_of(server, tuned)[0]["params"]  # only training is searched

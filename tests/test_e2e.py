@@ -22,7 +22,7 @@ from tests.helpers import blobs_csv, digits_split
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[KilnServer]:
-    kiln = KilnServer(tmp_path / "data", KILN_JOB_LEASE_S="6")
+    kiln = KilnServer(tmp_path / "data", KILN_JOB_LEASE_S="6", KILN_TRIAL_HEARTBEAT_S="1")
     kiln.start()
     yield kiln
     kiln.close()
@@ -107,7 +107,8 @@ def test_csv_to_served_model_and_restart(server: KilnServer) -> None:
 
 def test_job_survives_a_killed_worker(server: KilnServer) -> None:
     """SIGKILL the worker process mid-trial: the lease expires, the reaper re-queues the job,
-    a fresh worker process resumes from the stored trials, and the job succeeds."""
+    a fresh worker process resumes from the stored trials, the killed trial's heartbeat goes
+    stale so it is marked lost and run again, and the job succeeds."""
     dataset_id, _, _ = upload_digits(server)
     job_id = submit(server, dataset_id, max_trials=6, max_epochs=120, seed=3)
     with server.client() as client:
@@ -131,7 +132,12 @@ def test_job_survives_a_killed_worker(server: KilnServer) -> None:
         trials = client.get(f"/v1/jobs/{job_id}/trials").json()
     states = [trial["state"] for trial in trials]
     assert states.count("lost") == 1 and states.count("complete") == 6
+    assert "running" not in states
     assert {trial["attempt"] for trial in trials} == {1, 2}
+    lost = next(trial for trial in trials if trial["state"] == "lost")
+    retry = next(trial for trial in trials if trial["retry_of"] is not None)
+    assert retry["retry_of"] == lost["number"] and retry["params"] == lost["params"]
+    assert retry["state"] == "complete" and "heartbeat" in lost["error"]
 
 
 def read_response(sock: socket.socket, start: bytes) -> bytes:

@@ -5,7 +5,6 @@ fine-tuning. Small budgets on a small dataset keep it quick; quality is tested e
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,3 +140,49 @@ def test_warm_start_and_fine_tuning(server: KilnServer, dataset_id: int) -> None
         result = client.get(f"/v1/models/warm/versions/{job['result']['version']}").json()
     assert result["config"]["architecture"] == source["config"]["architecture"]
     assert "n_layers" not in trials_of(server, tuned)[0]["params"]  # only training is searched
+
+
+def test_a_seeded_search_repeats(server: KilnServer, dataset_id: int) -> None:
+    runs = [submit(server, dataset_id, "repeat", algorithm="tpe", seed=21) for _ in range(2)]
+    trials = []
+    for job_id in runs:
+        assert server.wait_for_job(job_id)["status"] == "succeeded"
+        trials.append([(t["params"], t["values"]) for t in trials_of(server, job_id)])
+    assert trials[0] == trials[1]
+
+
+def test_constraints_reject_before_training(server: KilnServer, dataset_id: int) -> None:
+    space = {**SMALL_SPACE, "width": {"low": 8, "high": 256, "log": True}}
+    job_id = submit(server, dataset_id, "small", algorithm="random", seed=3, max_trials=8,
+                    space=space, constraints={"max_params": 1500})
+    job = server.wait_for_job(job_id)
+    assert job["status"] == "succeeded", (job["error"], server.log_tail())
+    trials = trials_of(server, job_id)
+    rejected = [t for t in trials if t["state"] == "infeasible"]
+    assert rejected and all(t["intermediate"] == [] and "max_params 1500" in t["error"]
+                            for t in rejected)
+    assert job["result"]["metrics"]["params"] <= 1500
+
+
+def test_cnn_search_on_image_rows(server: KilnServer) -> None:
+    from sklearn.datasets import load_digits
+
+    from tests.helpers import csv_bytes
+
+    digits = load_digits()
+    rows = [[*map(float, x), int(y)] for x, y in zip(digits.data[:400], digits.target[:400],
+                                                     strict=True)]
+    content = csv_bytes([*(f"p{i}" for i in range(64)), "label"], rows)
+    with server.client() as client:
+        response = client.post("/v1/datasets", files={"file": ("d.csv", content)},
+                               data={"target": "label", "input_shape": "1,8,8"})
+        assert response.status_code == 201, response.text
+        job_id = submit(server, response.json()["id"], "cnn", max_trials=2, seed=1,
+                        space={"n_blocks": 1, "channels": 8, "epochs": 3, "batch_size": 32})
+        job = server.wait_for_job(job_id)
+        assert job["status"] == "succeeded", (job["error"], server.log_tail())
+        version = client.get(f"/v1/models/cnn/versions/{job['result']['version']}").json()
+        assert version["config"]["architecture"]["kind"] == "CNNConfig"
+        predicted = client.post("/v1/models/cnn/predict",
+                                json={"inputs": digits.data[400:403].tolist()})
+    assert predicted.status_code == 200 and len(predicted.json()["predictions"]) == 3

@@ -85,8 +85,11 @@ class HillClimbSampler(BaseSampler):
             anchor = self._choose_anchor(study, trial)
         self._anchor = dict(anchor.params) if anchor is not None else None
         self._mutate = set()
-        if self._anchor:
-            names = sorted(self._anchor)
+        if anchor is not None:  # only dimensions that can move (not fixed by the space)
+            names = sorted(name for name, distribution in anchor.distributions.items()
+                           if not distribution.single())
+            if not names:
+                return
             count = 1 if self._rng.rand() < 0.7 or len(names) < 2 else 2
             picked = self._rng.choice(len(names), size=count, replace=False)
             self._mutate = {names[int(index)] for index in picked}

@@ -172,7 +172,8 @@ def _check_value(path: str, dimension: Dimension, value: Any) -> None:
         if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
             raise InvalidInput(f"{path}: {value!r} is not one of {list(allowed)}")
         return
-    if dimension.kind == "categorical" and not isinstance(value, int):
+    if dimension.kind == "categorical" and (not isinstance(value, int)
+                                            or isinstance(value, bool)):
         raise InvalidInput(f"{path}: expected an integer, got {value!r}")
     if not _is_number(value) or (dimension.kind == "int" and not float(value).is_integer()):
         expected = "an integer" if dimension.kind == "int" else "a number"

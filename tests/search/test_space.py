@@ -1,0 +1,72 @@
+"""The search space: defaults by dataset shape, overrides and their errors, the grid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+
+from app.errors import InvalidInput
+from app.search.space import apply_overrides, default_space, fits, suggest
+
+
+def test_default_space_follows_the_dataset() -> None:
+    assert default_space(None, 60).network == "mlp"
+    assert default_space([1, 8, 8], 60).network == "cnn"
+    assert "kernel" in default_space([1, 8, 8], 60).dimensions
+    fixed = default_space(None, 60, searched_architecture=False)
+    assert fixed.network == "fixed" and "n_layers" not in fixed.dimensions
+    assert default_space(None, 7).dimensions["epochs"].high == 7
+
+
+def test_overrides_fix_narrow_and_choose() -> None:
+    space = apply_overrides(default_space(None, 60), {
+        "batch_size": 16, "n_layers": {"low": 2, "high": 2},
+        "width": {"low": 32, "high": 64, "log": True},
+        "activation": {"choices": ["relu", "gelu"]}, "learning_rate": 0.01})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        params = suggest(study.ask(), space)
+        assert params["batch_size"] == 16 and params["n_layers"] == 2
+        assert 32 <= params["width_0"] <= 64 and 32 <= params["width_1"] <= 64
+        assert params["activation"] in ("relu", "gelu") and params["learning_rate"] == 0.01
+        assert fits(space, params)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"depth": 3}, "search.space.depth: unknown dimension for an MLP search"),
+    ({"kernel": 3}, "search.space.kernel: unknown dimension for an MLP search"),
+    ({"width": {"low": 64, "high": 16}}, "search.space.width: empty range, low 64 is above "
+                                         "high 16"),
+    ({"width": "wide"}, "search.space.width: expected an integer, got 'wide'"),
+    ({"n_layers": 2.5}, "search.space.n_layers: expected an integer, got 2.5"),
+    ({"n_layers": 0}, "search.space.n_layers: 0 is outside 1 to 8"),
+    ({"dropout": {"low": 0.1, "high": 2}}, "search.space.dropout.high: 2 is outside"),
+    ({"learning_rate": {"low": 0, "high": 0.1}}, "search.space.learning_rate.low: 0 is "
+                                                 "outside"),
+    ({"activation": "swish"}, "search.space.activation: 'swish' is not one of"),
+    ({"activation": {"low": 1, "high": 2}}, "search.space.activation: a categorical "
+                                            "dimension takes a value or choices"),
+    ({"optimizer": {"choices": []}}, "search.space.optimizer.choices: must be a non-empty"),
+    ({"width": {"low": 8, "step": 2}}, "search.space.width: unknown key(s) ['step']"),
+    ({"batch_norm": 1}, "search.space.batch_norm: 1 is not one of [False, True]"),
+    ({"batch_size": True}, "search.space.batch_size: expected an integer, got True"),
+    ({"epochs": 500}, "search.space.epochs: 500 is outside 1 to 60"),
+])
+def test_bad_overrides_name_the_path(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        apply_overrides(default_space(None, 60), overrides)
+    assert message in raised.value.message
+
+
+def test_grid_is_finite_and_counts_its_points() -> None:
+    space = apply_overrides(default_space(None, 60), {
+        "n_layers": {"low": 1, "high": 2}, "width": {"low": 16, "high": 256, "log": True},
+        "activation": "relu", "dropout": 0.0, "batch_norm": False, "optimizer": "adam",
+        "learning_rate": 0.01, "weight_decay": 1e-4, "l1": 0.0, "batch_size": 64,
+        "epochs": 10, "lr_schedule": "none", "patience": 0})
+    grid = space.grid()
+    assert grid["n_layers"] == [1, 2] and grid["width"] == [16, 64, 256]
+    assert space.grid_size() == 6
+    assert default_space(None, 60).grid_size() > 10_000

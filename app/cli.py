@@ -86,6 +86,10 @@ class WorkerSupervisor(threading.Thread):
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def serve(args: argparse.Namespace) -> None:
     """Migrate, make sure an admin key exists, start workers, run the gateway."""
     settings = _settings_or_exit()
@@ -98,6 +102,9 @@ def serve(args: argparse.Namespace) -> None:
 
     from app.main import create_app
 
+    # uvicorn shuts down on SIGTERM (docker stop) and then raises the signal again; without
+    # a handler that would end the process before ``finally`` stops the workers.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info",
                     access_log=not args.no_access_log)

@@ -195,3 +195,34 @@ def test_oversized_upload_is_refused_mid_stream(tmp_path: Path) -> None:
         assert ok.status_code == 201
     finally:
         kiln.close()
+
+
+def worker_pids(data_dir: Path) -> list[int]:
+    """Processes whose environment names ``data_dir`` and that run a worker."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            env = environ.read_bytes()
+            command = (environ.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"KILN_DATA_DIR={data_dir}".encode() in env.split(b"\0") and b"worker" in command:
+            found.append(int(environ.parent.name))
+    return found
+
+
+def test_sigterm_stops_the_workers_too(tmp_path: Path) -> None:
+    """``docker stop`` sends SIGTERM: the gateway must stop its worker processes first."""
+    kiln = KilnServer(tmp_path / "data", workers=2)
+    kiln.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := worker_pids(kiln.data_dir)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)  # the worker node and its two pool processes
+        assert len(workers) >= 3, workers
+        assert kiln.process is not None
+        kiln.process.send_signal(signal.SIGTERM)
+        kiln.process.wait(timeout=60)
+        assert all(process_gone(pid) for pid in workers)
+    finally:
+        kiln.close()

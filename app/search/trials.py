@@ -184,6 +184,13 @@ def _end_row(run: SearchRun, number: int, state: TrialState, *, started: float,
         session.execute(update(Job).where(Job.id == run.job_id)
                         .values(trials_done=min(finished, counted), updated_at=utcnow())
                         .execution_options(synchronize_session=False))
+        if state == TrialState.COMPLETE and values:
+            better = (Job.best_value < values[0] if run.plan.objectives[0].maximize
+                      else Job.best_value > values[0])
+            session.execute(update(Job).where(Job.id == run.job_id,
+                                              Job.best_value.is_(None) | better)
+                            .values(best_value=values[0])
+                            .execution_options(synchronize_session=False))
 
 
 # -- one trial ------------------------------------------------------------------------------
@@ -241,7 +248,10 @@ def _train(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,
     network, training = build_network(run, params, seed=run.spec.seed + trial.number)
     _check_architecture(run, network)
     # Several objectives: Optuna takes reports only in the single-objective twin study.
+    # Without a pruner nobody reads them, so they are not written (the row keeps them).
     reporter = shadow if run.plan.multi_objective else trial
+    if run.spec.pruner == "none":
+        reporter = None
 
     def on_epoch(epoch: int, score: float) -> None:
         history.append(score)

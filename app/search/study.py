@@ -190,12 +190,12 @@ def run_search(context: JobContext) -> Recorder:
         job = session.get(Job, context.job_id)
         assert job is not None
         spec = JobCreate.model_validate(job.spec)
+    queue = JobQueue(context.settings)  # helpers start while this worker sets up
+    for slot in range(1, spec.search.parallelism):
+        queue.send_helper(context.job_id, slot)
     run = _open(context.settings, context.job_id, seed=spec.search.seed + seed_base,
                 worker=context.worker)
     _warm_start(run)
-    queue = JobQueue(context.settings)
-    for slot in range(1, spec.search.parallelism):
-        queue.send_helper(context.job_id, slot)
     subject = SearchSubject(job_id=context.job_id, model_name=spec.model_name, spec=spec.search,
                             dataset=run.dataset, started_at=utcnow())
     run_trials(run, context.check)

@@ -17,27 +17,30 @@ most half of random's wall time.
 from __future__ import annotations
 
 import argparse
-import io
 import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.harness import (  # noqa: E402
+    Kiln,
+    kiln_server,
+    steady_per_trial,
+    submit,
+    timestamp,
+    trial_span,
+    upload,
+    wait,
+)
+
 RESULTS = ROOT / "bench" / "results" / "search.md"
 CONFIGS = {"random": {"algorithm": "random"}, "tpe": {"algorithm": "tpe"},
            "tpe+hyperband": {"algorithm": "tpe", "pruner": "hyperband"}}
@@ -52,107 +55,17 @@ TIMED_SPACE = {"n_layers": 2, "width": 384, "batch_size": 32, "patience": 0,
                "batch_norm": False}
 
 
-@dataclass
-class Kiln:
-    url: str
-    key: str
-    data_dir: Path
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120,
-                            headers={"Authorization": f"Bearer {self.key}"})
-
-
-@contextmanager
-def kiln_server(data_dir: Path, workers: int) -> Iterator[Kiln]:
-    port = 8700 + os.getpid() % 200
-    env = {**os.environ, "KILN_DATA_DIR": str(data_dir), "KILN_QUEUE_NAME": "bench-search"}
-    log = (data_dir.parent / "serve.log").open("ab")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "kiln"), "serve", "--port",
-                                str(port), "--workers", str(workers), "--no-access-log"],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        yield Kiln(url, (data_dir / "admin.key").read_text().strip(), data_dir)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-
-
-def upload(kiln: Kiln, name: str) -> int:
-    from sklearn import datasets
-
-    loaded = getattr(datasets, f"load_{name}")()
-    header = ",".join([f"f{i}" for i in range(loaded.data.shape[1])] + ["label"])
-    lines = [header, *(",".join([*map(repr, map(float, row)), str(int(label))])
-                       for row, label in zip(loaded.data, loaded.target, strict=True))]
-    with kiln.client() as client:
-        response = client.post("/v1/datasets", data={"target": "label", "name": name},
-                               files={"file": (f"{name}.csv", io.BytesIO(
-                                   "\n".join(lines).encode()))})
-    response.raise_for_status()
-    return int(response.json()["id"])
-
-
-def submit(kiln: Kiln, dataset_id: int, model: str, **search: Any) -> int:
-    with kiln.client() as client:
-        response = client.post("/v1/jobs", json={"kind": "search", "dataset_id": dataset_id,
-                                                 "model_name": model, "search": search})
-    response.raise_for_status()
-    return int(response.json()["id"])
-
-
-def wait(kiln: Kiln, job_ids: list[int]) -> dict[int, dict[str, Any]]:
-    done: dict[int, dict[str, Any]] = {}
-    with kiln.client() as client:
-        while len(done) < len(job_ids):
-            for job_id in job_ids:
-                if job_id in done:
-                    continue
-                job = client.get(f"/v1/jobs/{job_id}").json()
-                if job["status"] in ("succeeded", "failed", "cancelled"):
-                    job["trials"] = client.get(f"/v1/jobs/{job_id}/trials").json()
-                    done[job_id] = job
-            time.sleep(1.0)
-    return done
-
-
-def _when(stamp: str) -> float:
-    return datetime.fromisoformat(stamp).timestamp()
-
-
-def trial_span(job: dict[str, Any]) -> float:
-    """Seconds from the first trial's start to the last trial's end."""
-    trials = job["trials"]
-    return (max(_when(t["finished_at"]) for t in trials)
-            - min(_when(t["started_at"]) for t in trials))
-
-
 def best_curve(job: dict[str, Any]) -> list[tuple[float, int, float]]:
     """(seconds since the first trial started, trials finished, best validation accuracy)
     after each trial, in finishing order."""
-    trials = sorted(job["trials"], key=lambda t: _when(t["finished_at"]))
-    start = min(_when(t["started_at"]) for t in trials)
+    trials = sorted(job["trials"], key=lambda t: timestamp(t["finished_at"]))
+    start = min(timestamp(t["started_at"]) for t in trials)
     best, curve = 0.0, []
     for count, trial in enumerate(trials, 1):
         if trial["state"] == "complete" and trial["value"] is not None:
             best = max(best, trial["value"])
-        curve.append((_when(trial["finished_at"]) - start, count, best))
+        curve.append((timestamp(trial["finished_at"]) - start, count, best))
     return curve
-
-
-def reach(curve: list[tuple[float, int, float]], target: float) -> tuple[float, int] | None:
-    for seconds, count, best in curve:
-        if best >= target - 1e-12:
-            return seconds, count
-    return None
 
 
 class HeldOut:
@@ -207,8 +120,8 @@ class HeldOut:
 def incumbent_curve(job: dict[str, Any], held_out: HeldOut) -> list[tuple[float, float]]:
     """(seconds since the first trial started, held-out accuracy of the best trial by
     validation so far) after each trial, in finishing order."""
-    trials = sorted(job["trials"], key=lambda t: _when(t["finished_at"]))
-    start = min(_when(t["started_at"]) for t in trials)
+    trials = sorted(job["trials"], key=lambda t: timestamp(t["finished_at"]))
+    start = min(timestamp(t["started_at"]) for t in trials)
     best: dict[str, Any] | None = None
     curve = []
     for trial in trials:
@@ -216,7 +129,7 @@ def incumbent_curve(job: dict[str, Any], held_out: HeldOut) -> list[tuple[float,
                 best is None or trial["value"] > best["value"]):
             best = trial
         if best is not None:
-            curve.append((_when(trial["finished_at"]) - start, held_out.accuracy(job, best)))
+            curve.append((timestamp(trial["finished_at"]) - start, held_out.accuracy(job, best)))
     return curve
 
 
@@ -317,13 +230,6 @@ def part_b(kiln: Kiln, dataset_id: int, trials: int) -> tuple[list[str], float]:
             "training without ModelKiln."], ratio
 
 
-def steady_per_trial(finished_at: list[float]) -> float:
-    """Seconds per trial after the first one finished (the first pays one-time warm-up:
-    torch's thread pools and allocator in a fresh process)."""
-    ends = sorted(finished_at)
-    return (ends[-1] - ends[0]) / (len(ends) - 1)
-
-
 def plain_loop(kiln: Kiln, dataset_id: int, trials: int) -> tuple[float, float]:
     """The same study as part C's ModelKiln job, in a plain loop: seconds per trial, over
     all trials and after the first."""
@@ -383,7 +289,7 @@ def part_c(kiln: Kiln, dataset_id: int, trials: int,
                         max_trials=trials, max_epochs=TIMED_EPOCHS, space=TIMED_SPACE)
         job = wait(kiln, [job_id])[job_id]
         kiln_all.append(trial_span(job) / trials)
-        kiln_steady.append(steady_per_trial([_when(t["finished_at"]) for t in job["trials"]]))
+        kiln_steady.append(steady_per_trial([timestamp(t["finished_at"]) for t in job["trials"]]))
         every, steady = plain_loop(kiln, dataset_id, trials)
         plain_all.append(every)
         plain_steady.append(steady)

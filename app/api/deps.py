@@ -10,14 +10,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.metrics import ServingMetrics
 from app.auth import Principal, check_scope
 from app.config import Settings
 from app.db import defer_until_commit, session_scope
 from app.errors import Unauthorized
 from app.jobs.queue import JobQueue
 from app.serving.directory import ServingDirectory
-from app.serving.runtime import SessionCache
 from app.storage import ArtifactStore
 from app.tables import Scope
 
@@ -39,11 +37,6 @@ async def get_queue(request: Request) -> JobQueue:
     return queue
 
 
-async def get_sessions(request: Request) -> SessionCache:
-    cache: SessionCache = request.app.state.sessions
-    return cache
-
-
 def get_session(request: Request) -> Iterator[Session]:
     """The request's one transaction: committed when the handler returns, before the
     response is sent; actions deferred until commit (enqueueing) run right after."""
@@ -51,16 +44,9 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-async def get_metrics(request: Request) -> ServingMetrics:
-    collected: ServingMetrics = request.app.state.metrics
-    return collected
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
-SessionCacheDep = Annotated[SessionCache, Depends(get_sessions)]
-MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 

@@ -7,8 +7,6 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from app.evaluation.names import HIGHER_IS_BETTER as HIGHER_IS_BETTER
-
 
 def _probabilities(output: np.ndarray) -> np.ndarray:
     """Rows that sum to one (outputs are already probabilities; clip rounding noise)."""

@@ -90,10 +90,6 @@ class JobRepository:
         return list(self.session.scalars(
             select(Trial).where(Trial.job_id == job_id).order_by(Trial.number)))
 
-    def next_trial_number(self, job_id: int) -> int:
-        highest = self.session.scalar(select(func.max(Trial.number)).where(Trial.job_id == job_id))
-        return 0 if highest is None else highest + 1
-
     def mark_running_trials_lost(self, job_id: int, now: datetime) -> int:
         result = self.session.execute(
             update(Trial).where(Trial.job_id == job_id, Trial.state == TrialState.RUNNING)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from sqlalchemy.orm import Session
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import task_metrics
 from app.jobs.runner import JobContext, JobFailed, Recorder
-from app.jobs.spec import SearchSpec
 from app.registry.service import VersionDraft, register_version
 from app.serving.runtime import open_session
 from app.storage import ArtifactStore
@@ -34,9 +32,7 @@ class SearchSubject:
 
     job_id: int
     model_name: str
-    spec: SearchSpec
     dataset: Dataset
-    started_at: datetime
 
 
 def signature_for(network: Network) -> dict[str, Any]:

@@ -103,8 +103,8 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
             else "minimize")
     return SearchRun(
         settings=settings, job_id=job_id, spec=spec, plan=plan, dataset=dataset,
-        arrays=arrays, data=data, store=store, worker=worker, storage=storage, study=study,
-        pruning=pruning, architecture=architecture,
+        arrays=arrays, splits=splits, data=data, store=store, worker=worker, storage=storage,
+        study=study, pruning=pruning, architecture=architecture,
         init_weights=store.local_path(weights_key).read_bytes() if weights_key else None,
         deadline=started_at + timedelta(seconds=spec.timeout_s) if spec.timeout_s else None)
 
@@ -166,7 +166,7 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject) -> Re
     best = winners(run)
     if not best:
         raise JobFailed(_failure_reason(run))
-    splits = split_indices(run.arrays.target, Task(run.dataset.task), seed=run.spec.seed)
+    test = run.splits.test
     prepared: list[PreparedVersion] = []
     for trial in best:
         network, _ = build_network(run, trial.params, seed=run.spec.seed + trial.number)
@@ -175,8 +175,8 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject) -> Re
         network.eval()
         prepared.append(prepare_version(
             context, subject, network, trial=trial.number, params=trial.params,
-            validation=trial.metrics or {}, test_rows=run.arrays.features[splits.test],
-            test_target=run.arrays.target[splits.test], store=run.store))
+            validation=trial.metrics or {}, test_rows=run.arrays.features[test],
+            test_target=run.arrays.target[test], store=run.store))
     summary: dict[str, Any] = {"plan": plan_summary(run.plan)}
     if run.plan.multi_objective:
         summary["pareto"] = [{"trial": t.number, "values": t.values} for t in best]
@@ -196,8 +196,8 @@ def run_search(context: JobContext) -> Recorder:
     run = _open(context.settings, context.job_id, seed=spec.search.seed + seed_base,
                 worker=context.worker)
     _warm_start(run)
-    subject = SearchSubject(job_id=context.job_id, model_name=spec.model_name, spec=spec.search,
-                            dataset=run.dataset, started_at=utcnow())
+    subject = SearchSubject(job_id=context.job_id, model_name=spec.model_name,
+                            dataset=run.dataset)
     run_trials(run, context.check)
     wait_for_others(run, context.check)
     return _finalize(context, run, subject)

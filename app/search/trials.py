@@ -23,10 +23,11 @@ import torch
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.config import Settings
 from app.datasets.service import DatasetArrays
+from app.datasets.splits import SplitIndices
 from app.db import session_scope, utcnow
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import quality_score
@@ -60,6 +61,7 @@ class SearchRun:
     plan: SearchPlan
     dataset: Dataset
     arrays: DatasetArrays
+    splits: SplitIndices
     data: TrainData
     store: ArtifactStore
     worker: str
@@ -179,8 +181,8 @@ def _end_row(run: SearchRun, number: int, state: TrialState, *, started: float,
                     finished_at=utcnow(), duration_s=time.perf_counter() - started)
             .execution_options(synchronize_session=False))
         counted = session.scalar(select(Job.trial_slots).where(Job.id == run.job_id)) or 0
-        finished = len(session.scalars(select(Trial.id).where(
-            Trial.job_id == run.job_id, Trial.state != TrialState.RUNNING)).all())
+        finished = session.scalar(select(func.count()).select_from(Trial).where(
+            Trial.job_id == run.job_id, Trial.state != TrialState.RUNNING)) or 0
         session.execute(update(Job).where(Job.id == run.job_id)
                         .values(trials_done=min(finished, counted), updated_at=utcnow())
                         .execution_options(synchronize_session=False))

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.evaluation.metrics import HIGHER_IS_BETTER, quality_score
+from app.evaluation.metrics import quality_score
+from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.training.models import Network
 
 
@@ -54,8 +55,8 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _metric(network: Network, config: TrainConfig) -> str:
-    return config.metric or ("accuracy" if network.classification else "rmse")
+def _task(network: Network) -> str:
+    return "classification" if network.classification else "regression"
 
 
 def validation_score(network: Network, x: torch.Tensor, y: np.ndarray,
@@ -64,9 +65,8 @@ def validation_score(network: Network, x: torch.Tensor, y: np.ndarray,
     network.eval()
     with torch.no_grad():
         output = network.predict(x).numpy()
-    task = "classification" if network.classification else "regression"
-    chosen = metric or ("accuracy" if network.classification else "rmse")
-    return quality_score(chosen, task, output, y)
+    task = _task(network)
+    return quality_score(metric or default_metric(task), task, output, y)
 
 
 def _optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimizer:
@@ -116,7 +116,7 @@ def train(network: Network, data: TrainData, config: TrainConfig,
         loss_fn = nn.MSELoss()
     optimizer = _optimizer(network, config)
     schedule = _schedule(optimizer, config)
-    metric = _metric(network, config)
+    metric = config.metric or default_metric(_task(network))
     higher_is_better = HIGHER_IS_BETTER[metric]
     best_score = -math.inf if higher_is_better else math.inf
     best_state = copy.deepcopy(network.state_dict())

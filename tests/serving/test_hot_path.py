@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,6 +149,12 @@ def test_dynamic_batching_merges_concurrent_requests(client: TestClient, app: Fa
     assert app.state.directory.cached_target("flowers", None).batcher is None
 
 
+def wait_for_preload(app: FastAPI, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not app.state.preload.done and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_preloaded_models_are_loaded_before_ready(tmp_path: Path, database_url: str,
                                                   settings: Settings,
                                                   classifier_onnx: Path) -> None:
@@ -157,10 +164,7 @@ def test_preloaded_models_are_loaded_before_ready(tmp_path: Path, database_url: 
     app = create_app(tuned, run_reaper=False)
     assert TestClient(app).get("/v2/health/ready").status_code == 503  # not started yet
     with TestClient(app) as client:
-        for _ in range(200):
-            if app.state.preload.done:
-                break
-            asyncio.run(asyncio.sleep(0.05))
+        wait_for_preload(app)
         assert client.get("/v2/health/ready").json() == {"ready": True}
         assert sorted(app.state.preload.loaded) == ["flowers", "irises"]
         assert len(app.state.sessions.loaded()) == 2
@@ -171,10 +175,7 @@ def test_preload_skips_models_that_cannot_load(tmp_path: Path, database_url: str
     tuned = make_settings(tmp_path, database_url, preload_models="nosuchmodel")
     app = create_app(tuned, run_reaper=False)
     with TestClient(app) as client:
-        for _ in range(200):
-            if app.state.preload.done:
-                break
-            asyncio.run(asyncio.sleep(0.05))
+        wait_for_preload(app)
         assert client.get("/v2/health/ready").json() == {"ready": True}
         assert "nosuchmodel" in app.state.preload.failed["nosuchmodel"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.compression.job import run_compress
 from app.config import get_settings
 from app.jobs.runner import run_job
 from app.search.study import run_search, run_search_helper
@@ -18,3 +19,9 @@ def search(job_id: int) -> None:
 def search_helper(job_id: int, slot: int) -> None:
     """Run trials of running search job ``job_id`` next to its main worker (parallelism)."""
     run_search_helper(get_settings(), job_id, slot)
+
+
+@celery_app.task(name="kiln.compress", acks_late=True, reject_on_worker_lost=True)
+def compress(job_id: int) -> None:
+    """Run compression job ``job_id``; does nothing if it is already claimed or finished."""
+    run_job(get_settings(), job_id, run_compress)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 
 from app.api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
-from app.api.schemas import JobProgress, JobRead, Page, ParetoFront, TrialRead
+from app.api.schemas import CompressionReport, JobProgress, JobRead, Page, ParetoFront, TrialRead
 from app.jobs import service
-from app.jobs.spec import JobCreate
+from app.jobs.spec import CompressJobCreate, SearchJobCreate
 from app.tables import Job, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -29,7 +29,8 @@ def job_read(job: Job) -> JobRead:
 @router.post("", status_code=202, response_model=JobRead, dependencies=[WriteAccess],
              summary="Submit a job")
 def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep,
-               spec: JobCreate) -> JobRead:
+               spec: Annotated[SearchJobCreate | CompressJobCreate,
+                               Body(discriminator="kind")]) -> JobRead:
     """Record the job, then (after commit) send it to the workers."""
     return job_read(service.submit_job(session, queue, settings, spec))
 
@@ -61,6 +62,14 @@ def pareto_front(session: SessionDep, job_id: int) -> ParetoFront:
     """The Pareto-optimal trials of a finished multi-objective job, each with the version
     it was registered as (409 for a single-objective or unfinished job)."""
     return ParetoFront(**service.pareto_front(session, job_id))
+
+
+@router.get("/{job_id}/report", response_model=CompressionReport, dependencies=[ReadAccess])
+def compression_report(session: SessionDep, job_id: int) -> CompressionReport:
+    """The parent and every variant of a finished compression (or search + compression)
+    job side by side: quality, size, gzip size, latency, agreement, and which is
+    recommended and why (409 for a job that did not compress, or has not succeeded)."""
+    return CompressionReport(**service.compression_report(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, dependencies=[WriteAccess])

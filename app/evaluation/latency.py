@@ -14,13 +14,20 @@ TIMED_RUNS = 200
 
 
 def latency_ms(path: Path, *, input_name: str, row_shape: tuple[int, ...], batch: int = 1,
-               threads: int = 1, runs: int = TIMED_RUNS) -> dict[str, float]:
-    """p50 and p95 milliseconds per call at ``batch`` rows, after warm-up, fixed threads."""
+               threads: int = 1, runs: int = TIMED_RUNS,
+               min_seconds: float = 0.0) -> dict[str, float]:
+    """p50 and p95 milliseconds per call at ``batch`` rows, after warm-up, fixed threads.
+    With ``min_seconds``, fast models get more timed runs (up to 20x ``runs``), so that
+    microsecond calls are not judged on a millisecond of samples."""
     session = open_session(path, threads)
     feed = {input_name: np.random.default_rng(0).standard_normal(
         (batch, *row_shape)).astype(np.float32)}
+    started = time.perf_counter()
     for _ in range(WARMUP_RUNS):
         session.run(None, feed)
+    if min_seconds > 0:
+        per_call = (time.perf_counter() - started) / WARMUP_RUNS
+        runs = int(min(runs * 20, max(runs, min_seconds / max(per_call, 1e-7))))
     timings = np.empty(runs)
     for index in range(runs):
         start = time.perf_counter()

@@ -8,21 +8,25 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app.compression.spec import chain_problem, count_steps
 from app.config import Settings
 from app.datasets.repository import DatasetRepository
 from app.db import defer_until_commit, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository
-from app.jobs.spec import JobCreate
+from app.jobs.spec import CompressJobCreate, SearchJobCreate
 from app.registry.repository import ModelRepository
 from app.registry.service import get_version
 from app.search.plan import budget_of, make_plan
-from app.tables import FINAL_JOB_STATES, Dataset, Job, JobStatus, Trial
+from app.tables import FINAL_JOB_STATES, Dataset, Job, JobStatus, ModelVersion, Trial
 
 
-def submit_job(session: Session, queue: JobQueue, settings: Settings, spec: JobCreate) -> Job:
+def submit_job(session: Session, queue: JobQueue, settings: Settings,
+               spec: SearchJobCreate | CompressJobCreate) -> Job:
     """Record a queued job; it is sent to the broker only after the transaction commits."""
+    if isinstance(spec, CompressJobCreate):
+        return _submit_compress(session, queue, settings, spec)
     dataset = DatasetRepository(session).get(spec.dataset_id)
     if dataset is None:
         raise InvalidInput(f"dataset_id: dataset {spec.dataset_id} not found")
@@ -32,17 +36,64 @@ def submit_job(session: Session, queue: JobQueue, settings: Settings, spec: JobC
                        f"dataset {dataset.id} is a {dataset.task} dataset")
     _check_search_sources(session, spec, dataset)
     plan = make_plan(spec.search, dataset, fixed_architecture=spec.search.init_from is not None)
+    return _enqueue(session, queue, settings, spec, dataset_id=dataset.id,
+                    model_name=spec.model_name, total=budget_of(spec.search, plan))
+
+
+def _enqueue(session: Session, queue: JobQueue, settings: Settings,
+             spec: SearchJobCreate | CompressJobCreate, *, dataset_id: int, model_name: str,
+             total: int) -> Job:
     now = utcnow()
     job = JobRepository(session).add(Job(
-        kind=spec.kind, status=JobStatus.QUEUED, dataset_id=dataset.id,
-        model_name=spec.model_name, spec=spec.model_dump(mode="json"),
-        max_attempts=settings.job_max_attempts, trials_total=budget_of(spec.search, plan),
+        kind=spec.kind, status=JobStatus.QUEUED, dataset_id=dataset_id,
+        model_name=model_name, spec=spec.model_dump(mode="json"),
+        max_attempts=settings.job_max_attempts, trials_total=total,
         attempt=0, trials_done=0, sends=1, enqueued_at=now, created_at=now, updated_at=now))
     defer_until_commit(session, functools.partial(queue.send, job.id, job.kind))
     return job
 
 
-def _check_search_sources(session: Session, spec: JobCreate, dataset: Dataset) -> None:
+def _submit_compress(session: Session, queue: JobQueue, settings: Settings,
+                     spec: CompressJobCreate) -> Job:
+    """A compression job: the source must exist, fit the dataset, and suit the chains."""
+    try:
+        source = get_version(session, spec.source.model, spec.source.version)
+    except NotFound as missing:
+        raise InvalidInput(f"source: {missing.message}") from None
+    dataset_id = spec.dataset_id or source.dataset_id
+    if dataset_id is None:
+        raise InvalidInput(f"dataset_id: version {source.version} of {spec.source.model!r} "
+                           "has no dataset of its own (it was uploaded); give dataset_id")
+    dataset = DatasetRepository(session).get(dataset_id)
+    if dataset is None:
+        raise InvalidInput(f"dataset_id: dataset {dataset_id} not found")
+    _check_fits(source, dataset, field="source")
+    stored = source.config or {}
+    architecture = stored.get("architecture") or {}
+    problem = chain_problem(spec.compression.methods,
+                            has_network="weights_key" in stored and bool(architecture),
+                            convolutional=architecture.get("kind") == "CNNConfig",
+                            parent=f"version {source.version} of {spec.source.model!r}")
+    if problem:
+        raise InvalidInput(f"compression.{problem}")
+    return _enqueue(session, queue, settings, spec, dataset_id=dataset.id,
+                    model_name=spec.source.model, total=count_steps(spec.compression))
+
+
+def _check_fits(source: ModelVersion, dataset: Dataset, *, field: str) -> None:
+    """A version's signature must take the dataset's rows and give its task's outputs."""
+    expected = (len(dataset.feature_names),
+                len(dataset.class_labels) if dataset.class_labels else 1)
+    shape = source.signature["inputs"][0]["shape"][1:], source.signature["outputs"][0]["shape"][1:]
+    if source.task != dataset.task or (shape[0], shape[1][-1:]) != ([expected[0]],
+                                                                     [expected[1]]):
+        raise InvalidInput(f"{field}: version {source.version} takes {shape[0]} "
+                           f"features and gives {shape[1]} outputs ({source.task}); dataset "
+                           f"{dataset.id} has {expected[0]} features and {expected[1]} "
+                           f"outputs ({dataset.task})")
+
+
+def _check_search_sources(session: Session, spec: SearchJobCreate, dataset: Dataset) -> None:
     """``warm_start_job`` and ``init_from`` must exist and fit the dataset."""
     search = spec.search
     if search.warm_start_job is not None:
@@ -58,14 +109,11 @@ def _check_search_sources(session: Session, spec: JobCreate, dataset: Dataset) -
         raise InvalidInput(f"search.init_from: version {source.version} of "
                            f"{search.init_from.model!r} has no torch weights (it was "
                            "uploaded as ONNX); fine-tuning needs a searched version")
-    expected = (len(dataset.feature_names),
-                len(dataset.class_labels) if dataset.class_labels else 1)
-    shape = source.signature["inputs"][0]["shape"][1:], source.signature["outputs"][0]["shape"][1:]
-    if source.task != dataset.task or (shape[0][-1], shape[1][-1]) != expected:
-        raise InvalidInput(f"search.init_from: version {source.version} takes {shape[0]} "
-                           f"features and gives {shape[1]} outputs ({source.task}); dataset "
-                           f"{dataset.id} has {expected[0]} features and {expected[1]} "
-                           f"outputs ({dataset.task})")
+    if "columns" in stored:
+        raise InvalidInput(f"search.init_from: version {source.version} of "
+                           f"{search.init_from.model!r} reads selected columns only; "
+                           "fine-tuning needs a network that reads every column")
+    _check_fits(source, dataset, field="search.init_from")
 
 
 def get_job(session: Session, job_id: int) -> Job:
@@ -122,3 +170,15 @@ def pareto_front(session: Session, job_id: int) -> dict[str, Any]:
                       "values": dict(zip(names, entry["values"], strict=True)),
                       "params": trial.params if trial else {}})
     return {"objectives": objectives, "trials": front}
+
+
+def compression_report(session: Session, job_id: int) -> dict[str, Any]:
+    """The comparison table a finished compression stored in its job's result."""
+    job = get_job(session, job_id)
+    if job.status != JobStatus.SUCCEEDED:
+        raise Conflict(f"job {job_id} is {job.status}; its report exists when it succeeds")
+    report = (job.result or {}).get("compression")
+    if report is None:
+        raise Conflict(f"job {job_id} did not compress anything; submit a compress job or a "
+                       "search with 'compression'")
+    return {"job_id": job_id, **report}

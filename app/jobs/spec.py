@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from app.compression.spec import CompressionSpec
 from app.registry import MODEL_NAME_PATTERN
 
 Algorithm = Literal["random", "grid", "tpe", "gp", "cmaes", "evolution", "hillclimb", "anneal",
@@ -35,13 +36,17 @@ class ConstraintSpec(BaseModel):
     max_params: int | None = Field(default=None, gt=0, description="Trainable parameters.")
 
 
-class InitFrom(BaseModel):
-    """A registered version whose torch weights every trial starts from (fine-tuning)."""
+class VersionRef(BaseModel):
+    """A registered version by model name and number."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(pattern=MODEL_NAME_PATTERN)
     version: int = Field(ge=1)
+
+
+class InitFrom(VersionRef):
+    """A registered version whose torch weights every trial starts from (fine-tuning)."""
 
 
 class SearchSpec(BaseModel):
@@ -76,8 +81,9 @@ class SearchSpec(BaseModel):
                                        "version's weights (its architecture is kept).")
 
 
-class JobCreate(BaseModel):
-    """A search job: find, train and register the best network for a dataset."""
+class SearchJobCreate(BaseModel):
+    """A search job: find, train and register the best network for a dataset (and, with
+    ``compression``, compress the winner)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -86,3 +92,28 @@ class JobCreate(BaseModel):
     model_name: str = Field(pattern=MODEL_NAME_PATTERN,
                             description="Registered model that receives the new version(s).")
     search: SearchSpec = Field(default_factory=SearchSpec)
+    compression: CompressionSpec | None = Field(
+        default=None, description="Compress the winner (with several objectives: the "
+        "first version of the Pareto front) into variants registered next to it.")
+
+
+class CompressJobCreate(BaseModel):
+    """A compression job: make smaller or faster variants of any registered version,
+    measured on a dataset's held-out split, and recommend one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["compress"] = Field(description="What the job does.")
+    source: VersionRef = Field(description="The version to compress; variants become new "
+                               "versions of the same model.")
+    dataset_id: int | None = Field(default=None, ge=1, description="Rows to fine-tune, "
+                                   "calibrate and measure on. Default: the dataset the source "
+                                   "was trained on.")
+    compression: CompressionSpec
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for the data split "
+                      "(a source searched on this dataset keeps its own split, so its test "
+                      "rows stay unseen) and for training.")
+
+
+JobCreate = Annotated[SearchJobCreate | CompressJobCreate, Field(discriminator="kind")]
+JOB_CREATE: TypeAdapter[SearchJobCreate | CompressJobCreate] = TypeAdapter(JobCreate)

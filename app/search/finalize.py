@@ -33,6 +33,7 @@ class SearchSubject:
     job_id: int
     model_name: str
     dataset: Dataset
+    split_seed: int
 
 
 def signature_for(network: Network) -> dict[str, Any]:
@@ -85,6 +86,7 @@ def prepare_version(context: JobContext, subject: SearchSubject, network: Networ
         signature=signature_for(network), metrics=metrics, n_params=count_parameters(network),
         latency_p50_ms=latency["p50"], class_labels=subject.dataset.class_labels,
         config={"params": params, "weights_key": f"{base}/weights.pt",
+                "split_seed": subject.split_seed,
                 "architecture": {"kind": type(network.config).__name__,
                                  **dataclasses.asdict(network.config)}},
         dataset_id=subject.dataset.id, job_id=subject.job_id)

@@ -12,13 +12,17 @@ import optuna
 from optuna.study import StudyDirection
 from sqlalchemy import select
 
+from app.compression.base import Candidate
+from app.compression.job import Compression, compression_data, run_compression, with_compression
+from app.compression.record import Lineage
+from app.compression.spec import CompressionSpec
 from app.config import Settings
 from app.datasets.service import load_arrays
 from app.datasets.splits import split_indices
 from app.db import session_scope, utcnow
 from app.jobs.queue import JobQueue
 from app.jobs.runner import JobContext, JobFailed, JobLost, Recorder, worker_name
-from app.jobs.spec import JobCreate
+from app.jobs.spec import SearchJobCreate
 from app.registry.service import get_version
 from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
 from app.search.plan import make_plan, plan_summary
@@ -35,7 +39,8 @@ from app.search.trials import (
 )
 from app.storage import get_store
 from app.tables import Dataset, Job, JobStatus, Task, Trial, TrialState
-from app.training.models import CNNConfig, MLPConfig, NetworkConfig
+from app.training.export import INPUT_NAME, OUTPUT_NAME
+from app.training.models import Network, architecture_from
 from app.training.train import TrainData, load_weights
 
 logger = logging.getLogger(__name__)
@@ -50,17 +55,6 @@ def study_name(job_id: int) -> str:
     return f"kiln-job-{job_id}"
 
 
-def architecture_from(config: dict[str, Any]) -> NetworkConfig:
-    """The network configuration stored on a version (``config.architecture``)."""
-    fields = {key: value for key, value in config.items() if key != "kind"}
-    if config.get("kind") == "CNNConfig":
-        fields["input_shape"] = tuple(fields["input_shape"])
-        fields["channels"] = tuple(fields["channels"])
-        return CNNConfig(**fields)
-    fields["hidden"] = tuple(fields["hidden"])
-    return MLPConfig(**fields)
-
-
 def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchRun:
     """Everything a worker needs for this job's trials, from the registry and the study."""
     with session_scope(settings.database_url) as session:
@@ -68,7 +62,7 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
         assert job is not None and job.dataset_id is not None
         dataset = session.get(Dataset, job.dataset_id)
         assert dataset is not None
-        spec = JobCreate.model_validate(job.spec).search
+        spec = SearchJobCreate.model_validate(job.spec).search
         architecture, weights_key = None, None
         if spec.init_from is not None:
             source = get_version(session, spec.init_from.model, spec.init_from.version)
@@ -162,17 +156,20 @@ def _failure_reason(run: SearchRun) -> str:
     return f"no trial completed ({len(rows)} ran); last error: {errors[-1] if errors else '?'}"
 
 
-def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject) -> Recorder:
+def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
+              compression: CompressionSpec | None) -> Recorder:
     best = winners(run)
     if not best:
         raise JobFailed(_failure_reason(run))
     test = run.splits.test
     prepared: list[PreparedVersion] = []
+    networks: list[Network] = []
     for trial in best:
         network, _ = build_network(run, trial.params, seed=run.spec.seed + trial.number)
         load_weights(network, run.store.local_path(
             checkpoint_key(run.job_id, trial.number)).read_bytes())
         network.eval()
+        networks.append(network)
         prepared.append(prepare_version(
             context, subject, network, trial=trial.number, params=trial.params,
             validation=trial.metrics or {}, test_rows=run.arrays.features[test],
@@ -180,7 +177,28 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject) -> Re
     summary: dict[str, Any] = {"plan": plan_summary(run.plan)}
     if run.plan.multi_objective:
         summary["pareto"] = [{"trial": t.number, "values": t.values} for t in best]
-    return recorder_for(subject, prepared, summary)
+    recorder = recorder_for(subject, prepared, summary)
+    if compression is None:
+        return recorder
+    return with_compression(recorder, _compress_winner(context, run, subject, compression,
+                                                       networks[0], prepared[0]))
+
+
+def _compress_winner(context: JobContext, run: SearchRun, subject: SearchSubject,
+                     spec: CompressionSpec, network: Network,
+                     winner: PreparedVersion) -> Compression:
+    parent = Candidate(onnx=run.store.local_path(winner.draft.artifact.key).read_bytes(),
+                       input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+                       n_features=network.config.n_inputs, params=winner.draft.n_params,
+                       network=network)
+    data = compression_data(run.arrays, run.splits, run.dataset.task, seed=run.spec.seed,
+                            threads=context.settings.ort_threads,
+                            max_accuracy_drop=spec.max_accuracy_drop)
+    lineage = Lineage(model_name=subject.model_name, task=run.dataset.task,
+                      signature=winner.draft.signature, class_labels=run.dataset.class_labels,
+                      dataset_id=run.dataset.id, job_id=context.job_id,
+                      split_seed=subject.split_seed)
+    return run_compression(context, parent, data, spec, lineage, run.store)
 
 
 def run_search(context: JobContext) -> Recorder:
@@ -189,7 +207,7 @@ def run_search(context: JobContext) -> Recorder:
     with session_scope(context.settings.database_url) as session:
         job = session.get(Job, context.job_id)
         assert job is not None
-        spec = JobCreate.model_validate(job.spec)
+        spec = SearchJobCreate.model_validate(job.spec)
     queue = JobQueue(context.settings)  # helpers start while this worker sets up
     for slot in range(1, spec.search.parallelism):
         queue.send_helper(context.job_id, slot)
@@ -197,10 +215,10 @@ def run_search(context: JobContext) -> Recorder:
                 worker=context.worker)
     _warm_start(run)
     subject = SearchSubject(job_id=context.job_id, model_name=spec.model_name,
-                            dataset=run.dataset)
+                            dataset=run.dataset, split_seed=spec.search.seed)
     run_trials(run, context.check)
     wait_for_others(run, context.check)
-    return _finalize(context, run, subject)
+    return _finalize(context, run, subject, spec.compression)
 
 
 def run_search_helper(settings: Settings, job_id: int, slot: int) -> None:
@@ -209,7 +227,7 @@ def run_search_helper(settings: Settings, job_id: int, slot: int) -> None:
         job = session.get(Job, job_id)
         if job is None or job.status != JobStatus.RUNNING:
             return
-        seed = JobCreate.model_validate(job.spec).search.seed
+        seed = SearchJobCreate.model_validate(job.spec).search.seed
         attempt = job.attempt
 
     def keep_going() -> None:

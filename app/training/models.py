@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +48,17 @@ class CNNConfig:
 
 
 NetworkConfig = MLPConfig | CNNConfig
+
+
+def architecture_from(config: dict[str, Any]) -> NetworkConfig:
+    """The network configuration stored on a version (``config.architecture``)."""
+    fields = {key: value for key, value in config.items() if key != "kind"}
+    if config.get("kind") == "CNNConfig":
+        fields["input_shape"] = tuple(fields["input_shape"])
+        fields["channels"] = tuple(fields["channels"])
+        return CNNConfig(**fields)
+    fields["hidden"] = tuple(fields["hidden"])
+    return MLPConfig(**fields)
 
 
 class Network(nn.Module):
@@ -134,13 +146,22 @@ class Network(nn.Module):
 
 
 class Predictor(nn.Module):
-    """The exported graph: ``Network.predict`` as ``forward``."""
+    """The exported graph: ``Network.predict`` as ``forward``. With ``columns`` the graph
+    takes every input column and gathers the ones the network reads (a Gather node), so a
+    network trained on selected features keeps the full input signature."""
 
-    def __init__(self, network: Network) -> None:
+    columns: torch.Tensor
+
+    def __init__(self, network: Network, columns: np.ndarray | None = None) -> None:
         super().__init__()
         self.network = network
+        self.selects = columns is not None
+        self.register_buffer("columns", torch.as_tensor(
+            columns if columns is not None else np.zeros(0), dtype=torch.int64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.selects:
+            x = torch.index_select(x, 1, self.columns)
         return self.network.predict(x)
 
 

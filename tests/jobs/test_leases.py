@@ -15,7 +15,7 @@ from app.jobs.reaper import reap
 from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, JobFailed, run_job
 from app.jobs.service import submit_job
-from app.jobs.spec import JobCreate
+from app.jobs.spec import SearchJobCreate
 from app.storage import get_store
 from app.tables import Job, JobStatus, Trial, TrialState
 from tests.api.test_jobs import broker_messages
@@ -32,7 +32,7 @@ def job_id(settings: Settings, tmp_path) -> int:
         dataset = create_dataset(session, get_store(settings.artifact_url), upload=upload,
                                  filename="d.csv", target="label", name=None, task=None,
                                  input_shape=None)
-        spec = JobCreate(kind="search", dataset_id=dataset.id, model_name="m")
+        spec = SearchJobCreate(kind="search", dataset_id=dataset.id, model_name="m")
         job = submit_job(session, JobQueue(settings), settings, spec)
         new_id = job.id
     broker_messages(settings)  # drain the submit message

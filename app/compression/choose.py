@@ -1,0 +1,75 @@
+"""Choosing the variant to recommend: the smallest (or fastest) among those that lose at
+most ``max_accuracy_drop`` against the parent and are smaller or faster than it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# A variant counts as faster only when its p50 beats the parent's by this share: smaller
+# differences are within the run-to-run noise of a shared machine.
+FASTER_MARGIN = 0.05
+
+
+def quality_drop(task: str, parent: dict[str, Any], variant: dict[str, Any]) -> float:
+    """How much worse the variant is: accuracy points lost (classification), or the
+    relative RMSE increase (regression). Negative when it is better."""
+    if task == "classification":
+        return float(parent["accuracy"]) - float(variant["accuracy"])
+    base = float(parent["rmse"])
+    return (float(variant["rmse"]) - base) / base if base > 0 else float(variant["rmse"])
+
+
+def is_smaller(parent: dict[str, Any], variant: dict[str, Any]) -> bool:
+    return bool(variant["size_bytes"] < parent["size_bytes"])
+
+
+def is_faster(parent: dict[str, Any], variant: dict[str, Any]) -> bool:
+    return bool(variant["latency_p50_ms"] < parent["latency_p50_ms"] * (1 - FASTER_MARGIN))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether one variant may be recommended, and why not."""
+
+    drop: float
+    smaller: bool
+    faster: bool
+    qualifies: bool
+    reason: str | None
+
+
+def judge(task: str, parent: dict[str, Any], variant: dict[str, Any],
+          max_drop: float) -> Verdict:
+    """The verdict on one variant against its job's parent."""
+    drop = quality_drop(task, parent, variant)
+    smaller, faster = is_smaller(parent, variant), is_faster(parent, variant)
+    reason = None
+    if drop > max_drop + 1e-12:
+        unit = "accuracy points" if task == "classification" else "relative RMSE"
+        reason = f"loses {drop:.4f} {unit}, more than max_accuracy_drop {max_drop}"
+    elif not (smaller or faster):
+        reason = "neither smaller nor faster than the parent"
+    return Verdict(drop=drop, smaller=smaller, faster=faster, qualifies=reason is None,
+                   reason=reason)
+
+
+def rank_key(prefer: str, metrics: dict[str, Any]) -> tuple[float, float]:
+    """Sort key: file bytes then latency (size), or latency then bytes (latency)."""
+    size, latency = float(metrics["size_bytes"]), float(metrics["latency_p50_ms"])
+    return (size, latency) if prefer == "size" else (latency, size)
+
+
+def recommend(verdicts: list[Verdict], variants: list[dict[str, Any]],
+              prefer: str) -> tuple[int | None, str]:
+    """Index of the recommended variant (None: keep the parent) and the reason."""
+    eligible = [index for index, verdict in enumerate(verdicts) if verdict.qualifies]
+    if not eligible:
+        if not verdicts:
+            return None, "no variant was made"
+        return None, ("the parent is recommended: no variant is both within "
+                      "max_accuracy_drop and smaller or faster than it")
+    best = min(eligible, key=lambda index: rank_key(prefer, variants[index]))
+    what = "smallest" if prefer == "size" else "fastest"
+    return best, (f"the {what} of {len(eligible)} variant(s) within max_accuracy_drop "
+                  "that are smaller or faster than the parent")

@@ -1,0 +1,146 @@
+"""Compression inside jobs: a stand-alone ``compress`` job on any registered version, and the
+compression of a search's winner. Both register every variant when the job succeeds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app.compression.base import Candidate, CompressionData
+from app.compression.pipeline import Outcome, compress
+from app.compression.record import (
+    Lineage,
+    PreparedVariant,
+    prepare_variants,
+    register_variants,
+    report,
+)
+from app.compression.spec import CompressionSpec
+from app.datasets.service import DatasetArrays, load_arrays
+from app.datasets.splits import SplitIndices, split_indices
+from app.db import session_scope
+from app.jobs.runner import JobContext, Recorder
+from app.jobs.spec import CompressJobCreate
+from app.registry.service import get_version
+from app.storage import ArtifactStore, get_store
+from app.tables import Dataset, Job, ModelVersion, Task
+from app.training.models import Network, architecture_from
+from app.training.train import load_weights
+
+
+def compression_data(arrays: DatasetArrays, splits: SplitIndices, task: str, *, seed: int,
+                     threads: int, max_accuracy_drop: float) -> CompressionData:
+    """A dataset's rows cut into the parent's train / validation / test splits."""
+    features, target = arrays.features, arrays.target
+    return CompressionData(
+        task=task, x_train=features[splits.train], y_train=target[splits.train],
+        x_val=features[splits.validation], y_val=target[splits.validation],
+        x_test=features[splits.test], y_test=target[splits.test], seed=seed, threads=threads,
+        max_accuracy_drop=max_accuracy_drop)
+
+
+def candidate_from_version(version: ModelVersion, store: ArtifactStore) -> Candidate:
+    """A registered version as a chain's starting point, with its torch form when stored."""
+    signature = version.signature
+    stored = version.config or {}
+    network, columns = None, None
+    if "weights_key" in stored and "architecture" in stored:
+        network = Network(architecture_from(stored["architecture"]),
+                          version.task == Task.CLASSIFICATION)
+        load_weights(network, store.local_path(stored["weights_key"]).read_bytes())
+        network.eval()
+        if "columns" in stored:
+            columns = np.asarray(stored["columns"], dtype=np.int64)
+    return Candidate(onnx=store.local_path(version.artifact_key).read_bytes(),
+                     input_name=signature["inputs"][0]["name"],
+                     output_name=signature["outputs"][0]["name"],
+                     n_features=int(signature["inputs"][0]["shape"][-1]),
+                     params=version.n_params, network=network, columns=columns)
+
+
+@dataclass
+class Compression:
+    """A finished compression waiting for its job to succeed."""
+
+    spec: CompressionSpec
+    lineage: Lineage
+    outcome: Outcome
+    prepared: list[PreparedVariant]
+
+    def record(self, session: Session, root: ModelVersion) -> dict[str, Any]:
+        """Register the variants under ``root`` and return the report."""
+        registered = register_variants(session, self.lineage, root, self.prepared)
+        return report(self.outcome, self.spec, model_name=self.lineage.model_name,
+                      root_version=root.version,
+                      versions=[version.version for version in registered])
+
+
+def run_compression(context: JobContext, parent: Candidate, data: CompressionData,
+                    spec: CompressionSpec, lineage: Lineage, store: ArtifactStore,
+                    progress: Callable[[int], None] = lambda done: None) -> Compression:
+    """Make, measure and store every variant; registration waits for the job's success."""
+    outcome = compress(parent, data, spec, context.check, progress)
+    prepared = prepare_variants(outcome, lineage, store, f"jobs/{context.job_id}/compression")
+    context.check()
+    return Compression(spec=spec, lineage=lineage, outcome=outcome, prepared=prepared)
+
+
+def with_compression(base: Recorder, compression: Compression) -> Recorder:
+    """A search's recorder that also registers the variants of the version it registers."""
+
+    def record(session: Session) -> dict[str, Any]:
+        result = base(session)
+        root = get_version(session, compression.lineage.model_name, result["version"])
+        table = compression.record(session, root)
+        return {**result, "recommended_version": table["recommended_version"],
+                "recommendation_reason": table["reason"], "compression": table}
+
+    return record
+
+
+def split_seed_of(version: ModelVersion, dataset_id: int, fallback: int) -> int:
+    """The seed of the split a version was trained on, when it was trained on this dataset
+    (so its test rows stay unseen); otherwise ``fallback``."""
+    stored = version.config or {}
+    if version.dataset_id == dataset_id and "split_seed" in stored:
+        return int(stored["split_seed"])
+    return fallback
+
+
+def run_compress(context: JobContext) -> Recorder:
+    """A ``compress`` job: load the source version and dataset, compress, record."""
+    with session_scope(context.settings.database_url) as session:
+        job = session.get(Job, context.job_id)
+        assert job is not None and job.dataset_id is not None
+        spec = CompressJobCreate.model_validate(job.spec)
+        source = get_version(session, spec.source.model, spec.source.version)
+        dataset = session.get(Dataset, job.dataset_id)
+        assert dataset is not None
+        session.expunge_all()
+    store = get_store(context.settings.artifact_url)
+    arrays = load_arrays(store, dataset)
+    seed = split_seed_of(source, dataset.id, spec.seed)
+    splits = split_indices(arrays.target, Task(dataset.task), seed=seed)
+    data = compression_data(arrays, splits, dataset.task, seed=seed,
+                            threads=context.settings.ort_threads,
+                            max_accuracy_drop=spec.compression.max_accuracy_drop)
+    lineage = Lineage(model_name=spec.source.model, task=source.task,
+                      signature=source.signature, class_labels=source.class_labels,
+                      dataset_id=dataset.id, job_id=context.job_id, split_seed=seed)
+    compression = run_compression(
+        context, candidate_from_version(source, store), data, spec.compression, lineage, store,
+        progress=lambda done: context.report(trials_done=done))
+
+    def record(session: Session) -> dict[str, Any]:
+        root = get_version(session, spec.source.model, spec.source.version)
+        table = compression.record(session, root)
+        variants = [row["version"] for row in table["rows"][1:]]
+        return {"model_name": spec.source.model, "parent_version": root.version,
+                "versions": variants, "recommended_version": table["recommended_version"],
+                "recommendation_reason": table["reason"], "compression": table}
+
+    return record

@@ -1,0 +1,53 @@
+"""Measuring a model the way it will serve: its ONNX bytes in onnxruntime, on the held-out
+test split, with fixed threads; the same for the parent and every variant."""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.compression.base import CompressionData
+from app.evaluation.latency import latency_ms
+from app.evaluation.metrics import task_metrics
+from app.serving.runtime import open_session
+
+LATENCY_BATCHES = (1, 64)
+LATENCY_SECONDS = 0.3  # timed per batch size, so variants are compared on enough samples
+
+
+def agreement(task: str, output: np.ndarray, parent: np.ndarray) -> float:
+    """How closely a variant follows its parent on the test rows: the share of rows with the
+    same predicted class, or (regression) R² of the variant's values against the parent's."""
+    if task == "classification":
+        return float(np.mean(output.argmax(axis=1) == parent.argmax(axis=1)))
+    residual = float(np.sum((output - parent) ** 2))
+    spread = float(np.sum((parent - parent.mean()) ** 2))
+    return 1.0 - residual / spread if spread > 0 else float(residual == 0)
+
+
+def measure(onnx: bytes, *, input_name: str, output_name: str, data: CompressionData,
+            parent_output: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray]:
+    """Task metrics on the test split, file and gzip bytes, p50/p95 latency at batch 1 and
+    64 (after warm-up), and agreement with the parent's outputs; also the outputs."""
+    session = open_session(onnx, data.threads)
+    output = np.asarray(session.run([output_name], {input_name: data.x_test})[0])
+    metrics: dict[str, Any] = task_metrics(data.task, output, data.y_test)
+    metrics.update(test_rows=len(data.x_test), size_bytes=len(onnx),
+                   gzip_bytes=len(gzip.compress(onnx, compresslevel=9)))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        path.write_bytes(onnx)
+        for batch in LATENCY_BATCHES:
+            timing = latency_ms(path, input_name=input_name, row_shape=data.x_test.shape[1:],
+                                batch=batch, threads=data.threads,
+                                min_seconds=LATENCY_SECONDS)
+            prefix = "latency" if batch == 1 else f"latency_b{batch}"
+            metrics[f"{prefix}_p50_ms"] = timing["p50"]
+            metrics[f"{prefix}_p95_ms"] = timing["p95"]
+    if parent_output is not None:
+        metrics["agreement"] = agreement(data.task, output, parent_output)
+    return metrics, output

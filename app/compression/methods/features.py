@@ -1,0 +1,98 @@
+"""Feature selection: keep the input columns that matter, retrain on them, and put the
+column selection inside the ONNX graph (a Gather) so callers still send every column."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from app.compression.base import Candidate, CompressionData, CompressionError, Compressor, register
+from app.compression.methods.pruning import fine_tune
+from app.compression.spec import SelectFeatures
+from app.evaluation.metrics import quality_score
+from app.evaluation.names import HIGHER_IS_BETTER, default_metric
+from app.serving.runtime import open_session
+from app.training.models import MLPConfig, Network
+
+
+def permutation_importance(candidate: Candidate, data: CompressionData,
+                           columns: np.ndarray) -> np.ndarray:
+    """Per column in ``columns``: how much the validation score worsens (in onnxruntime)
+    when that column's values are shuffled across rows."""
+    session = open_session(candidate.onnx, data.threads)
+    metric = default_metric(data.task)
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+
+    def score(rows: np.ndarray) -> float:
+        output = session.run([candidate.output_name], {candidate.input_name: rows})[0]
+        return sign * quality_score(metric, data.task, output, data.y_val)
+
+    baseline = score(data.x_val)
+    rng = np.random.default_rng(data.seed)
+    drops = np.empty(len(columns))
+    shuffled = data.x_val.copy()
+    for position, column in enumerate(columns):
+        shuffled[:, column] = data.x_val[rng.permutation(len(data.x_val)), column]
+        drops[position] = baseline - score(shuffled)
+        shuffled[:, column] = data.x_val[:, column]
+    return drops
+
+
+def narrowed(network: Network, keep: np.ndarray) -> Network:
+    """The same MLP reading only input positions ``keep`` (first layer columns sliced)."""
+    assert isinstance(network.config, MLPConfig)
+    config = dataclasses.replace(network.config, n_inputs=len(keep))
+    smaller = Network(config, network.classification)
+    index = torch.from_numpy(keep)
+    state = network.state_dict()
+    first = next(name for name in state if name.endswith(".weight"))
+    for name in ("input_mean", "input_scale"):
+        state[name] = state[name][index]
+    state[first] = state[first][:, index]
+    smaller.load_state_dict(state)
+    smaller.eval()
+    return smaller
+
+
+@register("select_features")
+class FeatureSelector(Compressor):
+    """Ranks the columns the network reads (first-layer L1 weight, permutation importance
+    on validation, or training variance), keeps the top ``keep`` share, and fine-tunes an
+    MLP whose first layer reads only those."""
+
+    needs_network = True
+    step: SelectFeatures
+
+    def apply(self, candidate: Candidate, data: CompressionData,
+              check: Callable[[], None]) -> Candidate:
+        network = self.network_of(candidate)
+        if not isinstance(network.config, MLPConfig):
+            raise CompressionError("select_features works on MLPs; a convolutional network "
+                                   "needs every pixel of its image")
+        current = (candidate.columns if candidate.columns is not None
+                   else np.arange(candidate.n_features))
+        scores = self._importance(network, candidate, data, current)
+        count = max(1, round(len(current) * self.step.keep))
+        keep = np.sort(np.argsort(-scores, kind="stable")[:count])
+        smaller = narrowed(network, keep)
+        columns = current[keep]
+        check()
+        fine_tune(smaller, data.train_data(columns), epochs=self.step.fine_tune_epochs,
+                  learning_rate=self.step.learning_rate, seed=data.seed)
+        report = {"by": self.step.by, "kept_columns": len(columns),
+                  "dropped_columns": len(current) - len(columns),
+                  "columns": [int(column) for column in columns]}
+        return candidate.derived(smaller, columns=columns,
+                                      report=report)
+
+    def _importance(self, network: Network, candidate: Candidate, data: CompressionData,
+                    current: np.ndarray) -> np.ndarray:
+        if self.step.by == "variance":
+            return np.asarray(data.x_train[:, current].var(axis=0), dtype=np.float64)
+        if self.step.by == "permutation":
+            return permutation_importance(candidate, data, current)
+        first = next(module for module in network.body if isinstance(module, torch.nn.Linear))
+        return np.asarray(first.weight.detach().abs().sum(dim=0).numpy(), dtype=np.float64)

@@ -1,0 +1,126 @@
+"""Storing variants, registering them as versions with their lineage, and the comparison
+report that the job's result (and ``GET /v1/jobs/{id}/report``) carries."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.compression.pipeline import Outcome, Variant
+from app.compression.spec import CompressionSpec
+from app.registry.service import VersionDraft, register_version
+from app.storage import ArtifactStore
+from app.tables import ModelVersion
+from app.training.train import save_weights
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What every variant of one job shares: where it goes and what it was made from."""
+
+    model_name: str
+    task: str
+    signature: dict[str, Any]
+    class_labels: list[Any] | None
+    dataset_id: int
+    job_id: int
+    split_seed: int
+
+
+@dataclass(frozen=True)
+class PreparedVariant:
+    """A stored variant waiting to be registered (``parent``: index of the variant it was
+    made from; None: the job's parent version)."""
+
+    draft: VersionDraft
+    parent: int | None
+
+
+def network_config(variant: Variant) -> dict[str, Any]:
+    """What a later job needs to keep training a variant's torch form (nothing after a
+    graph rewrite)."""
+    candidate = variant.candidate
+    if candidate.network is None:
+        return {}
+    config = candidate.network.config
+    stored: dict[str, Any] = {"architecture": {"kind": type(config).__name__,
+                                               **dataclasses.asdict(config)}}
+    if candidate.columns is not None:
+        stored["columns"] = [int(column) for column in candidate.columns]
+    return stored
+
+
+def prepare_variants(outcome: Outcome, lineage: Lineage, store: ArtifactStore,
+                     base_key: str) -> list[PreparedVariant]:
+    """Store every variant's ONNX file (and torch weights, while it has them)."""
+    prepared = []
+    for index, variant in enumerate(outcome.variants):
+        folder = f"{base_key}/variant-{index}"
+        artifact = store.put_bytes(f"{folder}/model.onnx", variant.candidate.onnx)
+        config: dict[str, Any] = {
+            "compression": {"method": variant.method, "settings": variant.settings,
+                            "chain": variant.chain, "report": variant.candidate.report},
+            "split_seed": lineage.split_seed, **network_config(variant)}
+        if variant.candidate.network is not None:
+            config["weights_key"] = f"{folder}/weights.pt"
+            store.put_bytes(config["weights_key"], save_weights(variant.candidate.network))
+        prepared.append(PreparedVariant(parent=variant.parent, draft=VersionDraft(
+            task=lineage.task, source="compression", artifact=artifact,
+            signature=lineage.signature, metrics=variant.metrics, n_params=variant.metrics.get(
+                "params"), latency_p50_ms=variant.metrics["latency_p50_ms"],
+            class_labels=lineage.class_labels, config=config, dataset_id=lineage.dataset_id,
+            job_id=lineage.job_id, method=variant.method)))
+    return prepared
+
+
+def register_variants(session: Session, lineage: Lineage, root: ModelVersion,
+                      prepared: list[PreparedVariant]) -> list[ModelVersion]:
+    """Register the variants in order, each pointing at the version it was made from."""
+    registered: list[ModelVersion] = []
+    for item in prepared:
+        parent = root if item.parent is None else registered[item.parent]
+        registered.append(register_version(session, lineage.model_name, dataclasses.replace(
+            item.draft, parent_version_id=parent.id)))
+    return registered
+
+
+def report(outcome: Outcome, spec: CompressionSpec, *, model_name: str, root_version: int,
+           versions: list[int]) -> dict[str, Any]:
+    """The comparison of the parent and its variants, with the recommendation."""
+    parent = outcome.parent_metrics
+    rows = [_row(model_name, root_version, "parent", None, [], None, parent, parent)]
+    for variant, verdict, number in zip(outcome.variants, outcome.verdicts, versions,
+                                        strict=True):
+        parent_number = root_version if variant.parent is None else versions[variant.parent]
+        row = _row(model_name, number, "variant", variant.method, variant.chain, parent_number,
+                   variant.metrics, parent)
+        row.update(accuracy_drop=verdict.drop, smaller=verdict.smaller, faster=verdict.faster,
+                   qualifies=verdict.qualifies, not_recommended_because=verdict.reason,
+                   settings=variant.settings, details=variant.candidate.report)
+        rows.append(row)
+    recommended = (root_version if outcome.recommended is None
+                   else versions[outcome.recommended])
+    for row in rows:
+        row["recommended"] = row["version"] == recommended
+    return {"model_name": model_name, "parent_version": root_version,
+            "max_accuracy_drop": spec.max_accuracy_drop, "prefer": spec.prefer,
+            "recommended_version": recommended, "reason": outcome.reason, "rows": rows}
+
+
+def _row(model_name: str, version: int, role: str, method: str | None, chain: list[str],
+         parent_version: int | None, metrics: dict[str, Any],
+         parent: dict[str, Any]) -> dict[str, Any]:
+    keys = ("accuracy", "f1_macro", "rmse", "r2", "params", "nonzero_params", "sparsity",
+            "size_bytes", "gzip_bytes", "latency_p50_ms", "latency_p95_ms",
+            "latency_b64_p50_ms", "latency_b64_p95_ms", "agreement")
+    row: dict[str, Any] = {"model": model_name, "version": version, "role": role,
+                           "method": method, "chain": chain, "parent_version": parent_version}
+    row.update({key: metrics[key] for key in keys if key in metrics})
+    row["size_ratio"] = parent["size_bytes"] / metrics["size_bytes"]
+    row["gzip_ratio"] = parent["gzip_bytes"] / metrics["gzip_bytes"]
+    row["speedup"] = parent["latency_p50_ms"] / metrics["latency_p50_ms"]
+    row["speedup_b64"] = parent["latency_b64_p50_ms"] / metrics["latency_b64_p50_ms"]
+    return row

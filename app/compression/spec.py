@@ -1,0 +1,180 @@
+"""What a client may ask of compression (``compression`` in ``POST /v1/jobs``). Pure pydantic,
+so the gateway validates chains without importing torch or the methods themselves."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+MethodName = Literal["prune_structured", "prune_unstructured", "distill", "quantize_dynamic",
+                     "quantize_static", "fp16", "select_features"]
+# Methods that change torch weights (and need them), and methods that rewrite the ONNX graph.
+NETWORK_METHODS = frozenset({"prune_structured", "prune_unstructured", "select_features"})
+GRAPH_METHODS = frozenset({"quantize_dynamic", "quantize_static", "fp16"})
+MAX_CHAIN = 6
+ReduceRange = Literal["auto", "on", "off"]
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _FineTuned(_Step):
+    fine_tune_epochs: int = Field(default=20, ge=0, le=500,
+                                  description="Epochs of training after the method.")
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+
+
+class PruneStructured(_FineTuned):
+    """Remove whole hidden units and conv channels; the network gets physically smaller."""
+
+    method: Literal["prune_structured"]
+    ratio: float = Field(default=0.5, gt=0, lt=1, description="Share of the units (and "
+                         "channels) of every hidden layer removed.")
+    importance: Literal["l1", "l2", "taylor"] = Field(
+        default="l1", description="Unit importance: the L1 or L2 norm of its weights, or "
+        "first-order Taylor |weight x gradient| on training rows.")
+
+
+class PruneUnstructured(_FineTuned):
+    """Zero the smallest weights across all layers (global magnitude)."""
+
+    method: Literal["prune_unstructured"]
+    sparsity: float = Field(default=0.8, gt=0, lt=1, description="Share of the weights set "
+                            "to zero.")
+    rounds: int = Field(default=3, ge=1, le=10, description="Sparsity is reached in this "
+                        "many prune + fine-tune rounds.")
+
+
+class Distill(_Step):
+    """Train a smaller student on the teacher's softened outputs and the true labels."""
+
+    method: Literal["distill"]
+    temperature: float = Field(default=4.0, gt=0, le=50)
+    alpha: float = Field(default=0.7, ge=0, le=1, description="Weight of the teacher's soft "
+                         "targets; 1 - alpha goes to the true labels.")
+    width_factor: float = Field(default=0.5, gt=0, le=1, description="Student widths as a "
+                                "share of the teacher's (when the teacher's is known).")
+    depth: int | None = Field(default=None, ge=1, le=8, description="Hidden layers of an MLP "
+                              "student (default: the teacher's).")
+    student_hidden: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+        default=None, min_length=1, max_length=8, description="Explicit MLP student widths. "
+        "When neither this nor the teacher's architecture is known, a few students are "
+        "tried and the smallest within the accuracy budget is kept.")
+    epochs: int = Field(default=60, ge=1, le=1000)
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+
+
+class QuantizeDynamic(_Step):
+    """onnxruntime dynamic int8: int8 weights, activations quantized at run time."""
+
+    method: Literal["quantize_dynamic"]
+    per_channel: bool = False
+    reduce_range: ReduceRange = Field(default="auto", description="7-bit weights; 'auto' "
+                                      "turns it on where the CPU lacks VNNI.")
+
+
+class QuantizeStatic(_Step):
+    """onnxruntime static int8 (QDQ), calibrated on training rows."""
+
+    method: Literal["quantize_static"]
+    calibration_rows: int = Field(default=512, ge=16, le=100_000)
+    per_channel: bool = True
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    reduce_range: ReduceRange = "auto"
+
+
+class FP16(_Step):
+    """Weights stored in half precision (half the bytes)."""
+
+    method: Literal["fp16"]
+
+
+class SelectFeatures(_FineTuned):
+    """Keep the input columns that matter; the column selection lives inside the graph."""
+
+    method: Literal["select_features"]
+    by: Literal["l1", "permutation", "variance"] = Field(
+        default="l1", description="First-layer L1 weight, permutation importance on the "
+        "validation split, or variance on the training split.")
+    keep: float = Field(default=0.5, gt=0, le=1, description="Share of the columns kept.")
+
+
+def _named(value: Any) -> Any:
+    return {"method": value} if isinstance(value, str) else value
+
+
+MethodStep = Annotated[
+    PruneStructured | PruneUnstructured | Distill | QuantizeDynamic | QuantizeStatic | FP16
+    | SelectFeatures,
+    Field(discriminator="method"), BeforeValidator(_named)]
+Chain = list[MethodStep]
+
+
+def _as_chain(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+class CompressionSpec(BaseModel):
+    """Which variants to make from the parent, and how to choose among them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[Annotated[Chain, BeforeValidator(_as_chain)]] = Field(
+        min_length=1, max_length=12, description="Variants to make from the parent. Each "
+        "entry is a method (a name, or an object with its settings) or a chain: a list of "
+        "methods applied in order, where every step becomes a version of its own.")
+    max_accuracy_drop: float = Field(
+        default=0.01, ge=0, le=1, description="Classification: accuracy points (0.01 = 1 "
+        "point) a recommended variant may lose on the held-out split. Regression: the "
+        "relative RMSE increase allowed (0.01 = 1% worse).")
+    prefer: Literal["size", "latency"] = Field(
+        default="size", description="Recommend the smallest (file bytes) or the fastest "
+        "(p50 at batch 1) variant within the budget.")
+
+    @model_validator(mode="after")
+    def _chains_make_sense(self) -> CompressionSpec:
+        problem = chain_problem(self.methods, has_network=True, convolutional=False)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def chain_problem(chains: list[list[Any]], *, has_network: bool, convolutional: bool,
+                  parent: str = "the parent") -> str | None:
+    """Why a chain cannot run (a method that needs torch weights after they are gone,
+    quantizing twice, a column selection on images), or None. ``has_network``: whether the
+    parent has torch weights."""
+    for position, chain in enumerate(chains):
+        if len(chain) > MAX_CHAIN:
+            return f"methods[{position}]: a chain has at most {MAX_CHAIN} steps"
+        weights, quantized, images = has_network, False, convolutional
+        for index, step in enumerate(chain):
+            where = f"methods[{position}][{index}] ({step.method})"
+            if step.method in NETWORK_METHODS and not weights:
+                why = ("it follows a graph rewrite" if quantized else
+                       f"{parent} has no torch weights (it was uploaded as ONNX)")
+                return f"{where} needs torch weights, but {why}; put distill before it"
+            if step.method in GRAPH_METHODS and quantized:
+                return f"{where}: the model is already quantized earlier in this chain"
+            if step.method == "select_features" and images:
+                return f"{where}: selecting columns would break a convolutional network's image"
+            if step.method in GRAPH_METHODS:
+                weights, quantized = False, True
+            elif step.method == "distill":
+                weights, quantized = True, False
+                images = images and step.student_hidden is None
+    return None
+
+
+def step_key(steps: list[Any]) -> str:
+    """Identity of a chain prefix: equal prefixes of different chains run once."""
+    return json.dumps([step.model_dump(mode="json") for step in steps], sort_keys=True)
+
+
+def count_steps(spec: CompressionSpec) -> int:
+    """Distinct steps the chains take (shared prefixes count once)."""
+    return len({step_key(chain[:depth + 1]) for chain in spec.methods
+                for depth in range(len(chain))})

@@ -1,0 +1,116 @@
+"""``POST /v1/jobs`` refuses a compression it cannot run with a 422 that names the field
+(or the chain step), and stores nothing; ``/report`` answers 404/409 when there is none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from tests.conftest import register
+from tests.helpers import blobs_csv
+
+
+@pytest.fixture
+def dataset_id(client: TestClient, admin: dict) -> int:
+    response = client.post("/v1/datasets", headers=admin, data={"target": "label"},
+                           files={"file": ("blobs.csv", blobs_csv(n_features=4,
+                                                                  labels=("a", "b", "c")))})
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def post_compress(client: TestClient, admin: dict, **body: Any) -> Any:
+    return client.post("/v1/jobs", headers=admin, json={"kind": "compress", **body})
+
+
+@pytest.mark.parametrize(("methods", "message"), [
+    (["prune_structured"], "methods[0][0] (prune_structured) needs torch weights, but "
+                           "version 1 of 'flowers' has no torch weights"),
+    ([["quantize_dynamic", "select_features"]], "needs torch weights, but it follows a graph "
+                                                "rewrite; put distill before it"),
+])
+def test_chains_the_source_cannot_take_are_named(client: TestClient, admin: dict,
+                                                 settings: Settings, classifier_onnx: Path,
+                                                 dataset_id: int, methods: list,
+                                                 message: str) -> None:
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    response = post_compress(client, admin, source={"model": "flowers", "version": 1},
+                             dataset_id=dataset_id, compression={"methods": methods})
+    assert response.status_code == 422, response.text
+    assert message in str(response.json()["detail"])
+    assert client.get("/v1/jobs", headers=admin).json()["total"] == 0
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"source": {"model": "flowers", "version": 7}},
+     "source: model 'flowers' has no version 7"),
+    ({"source": {"model": "nothing", "version": 1}}, "source: model 'nothing' not found"),
+    ({"dataset_id": None}, "dataset_id: version 1 of 'flowers' has no dataset of its own"),
+    ({"dataset_id": 999}, "dataset_id: dataset 999 not found"),
+])
+def test_sources_and_datasets_are_checked(client: TestClient, admin: dict, settings: Settings,
+                                          classifier_onnx: Path, dataset_id: int, body: dict,
+                                          message: str) -> None:
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    request = {"source": {"model": "flowers", "version": 1}, "dataset_id": dataset_id,
+               "compression": {"methods": ["quantize_dynamic"]}, **body}
+    response = post_compress(client, admin, **request)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+
+
+def test_a_source_that_does_not_fit_the_dataset_is_refused(
+        client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path) -> None:
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    wide = client.post("/v1/datasets", headers=admin, data={"target": "label"},
+                       files={"file": ("w.csv", blobs_csv(n_features=6, labels=("a", "b", "c")))})
+    response = post_compress(client, admin, source={"model": "flowers", "version": 1},
+                             dataset_id=wide.json()["id"],
+                             compression={"methods": ["quantize_dynamic"]})
+    assert response.status_code == 422
+    assert "source: version 1 takes [4] features" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("compression", "field"), [
+    ({"methods": []}, "methods"),
+    ({"methods": ["shrink"]}, "methods"),
+    ({"methods": [{"method": "prune_structured", "ratio": 1.5}]}, "ratio"),
+    ({"methods": [{"method": "prune_unstructured", "sparsity": 0}]}, "sparsity"),
+    ({"methods": [{"method": "distill", "temperature": -1}]}, "temperature"),
+    ({"methods": [{"method": "quantize_static", "calibration_rows": 1}]}, "calibration_rows"),
+    ({"methods": [{"method": "fp16", "bits": 8}]}, "bits"),
+    ({"methods": ["fp16"], "max_accuracy_drop": 2}, "max_accuracy_drop"),
+    ({"methods": ["fp16"], "prefer": "accuracy"}, "prefer"),
+    ({"methods": [["quantize_dynamic", "quantize_static"]]}, "compression"),
+    ({"methods": [["fp16"] * 7]}, "compression"),
+])
+def test_malformed_compression_fields_are_422(client: TestClient, admin: dict,
+                                              dataset_id: int, compression: dict,
+                                              field: str) -> None:
+    response = client.post("/v1/jobs", headers=admin, json={
+        "kind": "search", "dataset_id": dataset_id, "model_name": "m",
+        "compression": compression})
+    assert response.status_code == 422, response.text
+    assert field in str(response.json()["detail"])
+    assert client.get("/v1/jobs", headers=admin).json()["total"] == 0
+
+
+def test_a_valid_compress_job_is_queued_with_its_steps_as_progress(
+        client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path,
+        dataset_id: int) -> None:
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    response = post_compress(client, admin, source={"model": "flowers", "version": 1},
+                             dataset_id=dataset_id, compression={"methods": [
+                                 "quantize_dynamic", ["distill", "prune_structured"],
+                                 ["distill", "quantize_static"]]})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["kind"] == "compress" and job["model_name"] == "flowers"
+    assert job["progress"]["trials_total"] == 4  # the shared distill step runs once
+    report = client.get(f"/v1/jobs/{job['id']}/report", headers=admin)
+    assert report.status_code == 409 and "queued" in report.json()["detail"]
+    assert client.get("/v1/jobs/4242/report", headers=admin).status_code == 404

@@ -3,6 +3,9 @@ inference protocol's shape)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from app.errors import KilnError, Unauthorized
+from app.jobs.spec import JOB_KINDS
 
 
 def error_response(path: str, status: int, message: str,
@@ -45,4 +49,22 @@ def install_error_handlers(app: FastAPI) -> None:
         if request.url.path.startswith("/v2"):
             return error_response(request.url.path, 400, _validation_message(error))
         # Keep FastAPI's list form: each entry names the field (loc) and the problem (msg).
-        return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+        return JSONResponse({"detail": jsonable_encoder(
+            _without_kind_tags(error.errors()) if request.url.path == "/v1/jobs"
+            else error.errors())},
+                            status_code=422)
+
+
+def _without_kind_tags(errors: Sequence[Any]) -> list[Any]:
+    """pydantic puts the chosen member of a tagged union into ``loc`` (``body.search.search
+    .algorithm`` for a search job); a job's ``kind`` is already in the body, so drop it,
+    and name ``kind`` itself when it is missing or unknown."""
+    cleaned = []
+    for item in errors:
+        loc = tuple(item.get("loc", ()))
+        if len(loc) > 2 and loc[0] == "body" and loc[1] in JOB_KINDS:
+            item = {**item, "loc": ("body", *loc[2:])}
+        elif loc == ("body",) and item.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            item = {**item, "loc": ("body", "kind")}
+        cleaned.append(item)
+    return cleaned

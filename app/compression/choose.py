@@ -9,6 +9,7 @@ from typing import Any
 # A variant counts as faster only when its p50 beats the parent's by this share: smaller
 # differences are within the run-to-run noise of a shared machine.
 FASTER_MARGIN = 0.05
+SIZE_TIE = 0.02  # sizes this close to the smallest count as equal when ranking
 
 
 def quality_drop(task: str, parent: dict[str, Any], variant: dict[str, Any]) -> float:
@@ -54,10 +55,17 @@ def judge(task: str, parent: dict[str, Any], variant: dict[str, Any],
                    reason=reason)
 
 
-def rank_key(prefer: str, metrics: dict[str, Any]) -> tuple[float, float]:
-    """Sort key: file bytes then latency (size), or latency then bytes (latency)."""
-    size, latency = float(metrics["size_bytes"]), float(metrics["latency_p50_ms"])
-    return (size, latency) if prefer == "size" else (latency, size)
+def best_of(eligible: list[int], variants: list[dict[str, Any]], prefer: str) -> int:
+    """The smallest (size) or fastest (latency) variant. Sizes within ``SIZE_TIE`` of the
+    smallest count as equal, and so do latencies within ``FASTER_MARGIN`` of the fastest;
+    among equals the other measure decides (a few bytes should not buy a slower model)."""
+    size = {index: float(variants[index]["size_bytes"]) for index in eligible}
+    latency = {index: float(variants[index]["latency_p50_ms"]) for index in eligible}
+    first, second = (size, latency) if prefer == "size" else (latency, size)
+    margin = SIZE_TIE if prefer == "size" else FASTER_MARGIN
+    floor = min(first.values())
+    equal = [index for index in eligible if first[index] <= floor * (1 + margin)]
+    return min(equal, key=lambda index: (second[index], first[index]))
 
 
 def recommend(verdicts: list[Verdict], variants: list[dict[str, Any]],
@@ -69,7 +77,7 @@ def recommend(verdicts: list[Verdict], variants: list[dict[str, Any]],
             return None, "no variant was made"
         return None, ("the parent is recommended: no variant is both within "
                       "max_accuracy_drop and smaller or faster than it")
-    best = min(eligible, key=lambda index: rank_key(prefer, variants[index]))
+    best = best_of(eligible, variants, prefer)
     what = "smallest" if prefer == "size" else "fastest"
     return best, (f"the {what} of {len(eligible)} variant(s) within max_accuracy_drop "
                   "that are smaller or faster than the parent")

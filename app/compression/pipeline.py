@@ -12,7 +12,7 @@ import numpy as np
 
 from app.compression.base import Candidate, CompressionData, get_compressor
 from app.compression.choose import Verdict, judge, recommend
-from app.compression.measure import measure
+from app.compression.measure import measure, time_all
 from app.compression.spec import CompressionSpec, step_key
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,12 @@ def compress(parent: Candidate, data: CompressionData, spec: CompressionSpec,
                 progress(len(made))
             current_index = made[key]
             current = outcome.variants[current_index].candidate
+    timings = time_all([(parent.onnx, parent.input_name)]
+                       + [(v.candidate.onnx, v.candidate.input_name) for v in outcome.variants],
+                       data)
+    outcome.parent_metrics.update(timings[0])
+    for variant, timed in zip(outcome.variants, timings[1:], strict=True):
+        variant.metrics.update(timed)
     outcome.verdicts = [judge(data.task, parent_metrics, variant.metrics, spec.max_accuracy_drop)
                         for variant in outcome.variants]
     outcome.recommended, outcome.reason = recommend(

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+INPUT_CLIP = 10.0  # standardised inputs are clipped to this many standard deviations
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
 }
@@ -134,7 +136,11 @@ class Network(nn.Module):
             self.target_scale.fill_(float(target.std()) or 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.body((x - self.input_mean) * self.input_scale)
+        # Clipped standardisation: a value far outside what training saw (a pixel that was
+        # almost always 0) cannot dominate an activation. int8 kernels need that too:
+        # dynamic quantization takes one range for a whole batch.
+        scaled = torch.clamp((x - self.input_mean) * self.input_scale, -INPUT_CLIP, INPUT_CLIP)
+        out: torch.Tensor = self.body(scaled)
         return out
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:

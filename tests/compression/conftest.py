@@ -59,5 +59,5 @@ def images() -> tuple[Candidate, CompressionData]:
     x, y = load_digits(return_X_y=True)
     data = data_for(x[:600].astype(np.float32), y[:600], "classification")
     network = trained(CNNConfig(input_shape=(1, 8, 8), n_outputs=10, channels=(8, 12),
-                                head_width=32), data, epochs=10)
+                                head_width=32), data, epochs=25)
     return Candidate.from_network(network, n_features=64), data

@@ -7,6 +7,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -84,3 +85,24 @@ def test_same_seed_same_model() -> None:
                        network.predict(torch.from_numpy(x[:4]))))
     assert scores[0][0].history == scores[1][0].history
     assert torch.equal(scores[0][1], scores[1][1])
+
+
+def test_batch_norm_is_folded_into_the_exported_graph(tmp_path: Path) -> None:
+    from app.training.models import CNNConfig
+
+    rng = np.random.default_rng(3)
+    for config, width in [(MLPConfig(6, 3, (12, 8), batch_norm=True), 6),
+                          (CNNConfig((1, 4, 4), 3, (4,), head_width=8, batch_norm=True), 16)]:
+        network = Network(config, classification=True, seed=1)
+        network.train()
+        with torch.no_grad():  # give the running statistics something to hold
+            for _ in range(5):
+                network(torch.from_numpy(rng.normal(2.0, 3.0, (32, width)).astype(np.float32)))
+        network.eval()
+        path = tmp_path / "folded.onnx"
+        export_onnx(network, path)
+        ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+        assert "BatchNormalization" not in ops
+        sample = rng.normal(2.0, 3.0, (20, width)).astype(np.float32)
+        assert check_parity(network, path, sample) < 1e-4
+        assert any(isinstance(module, torch.nn.BatchNorm1d) for module in network.body)

@@ -16,6 +16,7 @@ from torch.nn import functional
 
 from app.compression.base import Candidate, CompressionData, Compressor, register
 from app.compression.spec import Distill
+from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.serving.runtime import open_session
 from app.training.models import CNNConfig, MLPConfig, Network, NetworkConfig, count_parameters
@@ -82,8 +83,7 @@ class Distiller(Compressor):
                   "student_validation": round(score, 6),
                   "teacher_validation": round(teacher_score, 6),
                   "students_tried": len(tried)}
-        return candidate.derived(chosen, columns=columns,
-                                      report=report)
+        return candidate.derived(chosen, columns=columns, report=report)
 
     def _students(self, candidate: Candidate, n_inputs: int,
                   n_outputs: int) -> list[NetworkConfig]:
@@ -99,8 +99,6 @@ class Distiller(Compressor):
 
     @staticmethod
     def _teacher_score(candidate: Candidate, data: CompressionData) -> float:
-        from app.evaluation.metrics import quality_score
-
         output = teacher_outputs(candidate, data.x_val, data.threads)
         return quality_score(default_metric(data.task), data.task, output, data.y_val)
 

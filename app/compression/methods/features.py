@@ -85,8 +85,7 @@ class FeatureSelector(Compressor):
         report = {"by": self.step.by, "kept_columns": len(columns),
                   "dropped_columns": len(current) - len(columns),
                   "columns": [int(column) for column in columns]}
-        return candidate.derived(smaller, columns=columns,
-                                      report=report)
+        return candidate.derived(smaller, columns=columns, report=report)
 
     def _importance(self, network: Network, candidate: Candidate, data: CompressionData,
                     current: np.ndarray) -> np.ndarray:

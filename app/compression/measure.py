@@ -16,8 +16,8 @@ from app.evaluation.metrics import task_metrics
 from app.serving.runtime import open_session
 
 LATENCY_BATCHES = (1, 64)
-LATENCY_SECONDS = 0.3  # timed per batch size, so variants are compared on enough samples
-ROUNDS = 2
+LATENCY_SECONDS = 0.15  # per batch size and pass, so variants are compared on enough samples
+ROUNDS = 4  # round-robin passes; each model keeps its best
 
 
 def agreement(task: str, output: np.ndarray, parent: np.ndarray) -> float:

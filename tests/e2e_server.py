@@ -111,6 +111,14 @@ class KilnServer:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
 
+    def upload_dataset(self, content: bytes, **form: str) -> int:
+        """Upload a CSV (target column ``label``) and return the new dataset's id."""
+        with self.client() as client:
+            response = client.post("/v1/datasets", files={"file": ("data.csv", content)},
+                                   data={"target": "label", **form})
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
     def wait_for_job(self, job_id: int, timeout: float = 400,
                      until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> Any:
         with self.client() as client:

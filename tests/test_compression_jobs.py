@@ -43,12 +43,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
 
 @pytest.fixture(scope="module")
 def dataset_id(server: KilnServer) -> int:
-    content = blobs_csv(n_rows=300, n_features=8, labels=("a", "b", "c"), seed=3)
-    with server.client() as client:
-        response = client.post("/v1/datasets", files={"file": ("blobs.csv", content)},
-                               data={"target": "label"})
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
+    return server.upload_dataset(blobs_csv(n_rows=300, n_features=8, labels=("a", "b", "c"),
+                                           seed=3))
 
 
 def post_job(server: KilnServer, body: dict[str, Any]) -> dict[str, Any]:

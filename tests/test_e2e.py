@@ -30,11 +30,7 @@ def server(tmp_path: Path) -> Iterator[KilnServer]:
 
 def upload_digits(kiln: KilnServer) -> tuple[int, np.ndarray, np.ndarray]:
     content, held_x, held_y = digits_split()
-    with kiln.client() as client:
-        response = client.post("/v1/datasets", files={"file": ("digits.csv", content)},
-                               data={"target": "label", "name": "digits"})
-    assert response.status_code == 201, response.text
-    return response.json()["id"], held_x, held_y
+    return kiln.upload_dataset(content, name="digits"), held_x, held_y
 
 
 def submit(kiln: KilnServer, dataset_id: int, **search: object) -> int:

@@ -28,12 +28,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
 
 @pytest.fixture(scope="module")
 def dataset_id(server: KilnServer) -> int:
-    content = blobs_csv(n_rows=240, n_features=6, labels=("a", "b", "c"), seed=1)
-    with server.client() as client:
-        response = client.post("/v1/datasets", files={"file": ("blobs.csv", content)},
-                               data={"target": "label"})
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
+    return server.upload_dataset(blobs_csv(n_rows=240, n_features=6, labels=("a", "b", "c"),
+                                           seed=1))
 
 
 def submit(server: KilnServer, dataset_id: int, model: str, **search: Any) -> int:
@@ -173,11 +169,9 @@ def test_cnn_search_on_image_rows(server: KilnServer) -> None:
     rows = [[*map(float, x), int(y)] for x, y in zip(digits.data[:400], digits.target[:400],
                                                      strict=True)]
     content = csv_bytes([*(f"p{i}" for i in range(64)), "label"], rows)
+    dataset_id = server.upload_dataset(content, input_shape="1,8,8")
     with server.client() as client:
-        response = client.post("/v1/datasets", files={"file": ("d.csv", content)},
-                               data={"target": "label", "input_shape": "1,8,8"})
-        assert response.status_code == 201, response.text
-        job_id = submit(server, response.json()["id"], "cnn", max_trials=2, seed=1,
+        job_id = submit(server, dataset_id, "cnn", max_trials=2, seed=1,
                         space={"n_blocks": 1, "channels": 8, "epochs": 3, "batch_size": 32})
         job = server.wait_for_job(job_id)
         assert job["status"] == "succeeded", (job["error"], server.log_tail())

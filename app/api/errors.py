@@ -49,10 +49,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if request.url.path.startswith("/v2"):
             return error_response(request.url.path, 400, _validation_message(error))
         # Keep FastAPI's list form: each entry names the field (loc) and the problem (msg).
-        return JSONResponse({"detail": jsonable_encoder(
-            _without_kind_tags(error.errors()) if request.url.path == "/v1/jobs"
-            else error.errors())},
-                            status_code=422)
+        errors = error.errors()
+        if request.url.path == "/v1/jobs":
+            errors = _without_kind_tags(errors)
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 def _without_kind_tags(errors: Sequence[Any]) -> list[Any]:

@@ -71,12 +71,14 @@ class Compression:
     outcome: Outcome
     prepared: list[PreparedVariant]
 
-    def record(self, session: Session, root: ModelVersion) -> dict[str, Any]:
-        """Register the variants under ``root`` and return the report."""
+    def result_fields(self, session: Session, root: ModelVersion) -> dict[str, Any]:
+        """Register the variants under ``root``; what the job's result says of them."""
         registered = register_variants(session, self.lineage, root, self.prepared)
-        return report(self.outcome, self.spec, model_name=self.lineage.model_name,
-                      root_version=root.version,
-                      versions=[version.version for version in registered])
+        table = report(self.outcome, self.spec, model_name=self.lineage.model_name,
+                       root_version=root.version,
+                       versions=[version.version for version in registered])
+        return {"recommended_version": table["recommended_version"],
+                "recommendation_reason": table["reason"], "compression": table}
 
 
 def run_compression(context: JobContext, parent: Candidate, data: CompressionData,
@@ -95,9 +97,7 @@ def with_compression(base: Recorder, compression: Compression) -> Recorder:
     def record(session: Session) -> dict[str, Any]:
         result = base(session)
         root = get_version(session, compression.lineage.model_name, result["version"])
-        table = compression.record(session, root)
-        return {**result, "recommended_version": table["recommended_version"],
-                "recommendation_reason": table["reason"], "compression": table}
+        return {**result, **compression.result_fields(session, root)}
 
     return record
 
@@ -137,10 +137,9 @@ def run_compress(context: JobContext) -> Recorder:
 
     def record(session: Session) -> dict[str, Any]:
         root = get_version(session, spec.source.model, spec.source.version)
-        table = compression.record(session, root)
-        variants = [row["version"] for row in table["rows"][1:]]
+        fields = compression.result_fields(session, root)
+        variants = [row["version"] for row in fields["compression"]["rows"][1:]]
         return {"model_name": spec.source.model, "parent_version": root.version,
-                "versions": variants, "recommended_version": table["recommended_version"],
-                "recommendation_reason": table["reason"], "compression": table}
+                "versions": variants, **fields}
 
     return record

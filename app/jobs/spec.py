@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.compression.spec import CompressionSpec
 from app.registry import MODEL_NAME_PATTERN
@@ -116,5 +116,3 @@ class CompressJobCreate(BaseModel):
 
 
 JOB_KINDS = ("search", "compress")
-JobCreate = Annotated[SearchJobCreate | CompressJobCreate, Field(discriminator="kind")]
-JOB_CREATE: TypeAdapter[SearchJobCreate | CompressJobCreate] = TypeAdapter(JobCreate)

@@ -36,20 +36,22 @@ def trained(config: NetworkConfig, data: CompressionData, epochs: int = 15) -> N
     return network
 
 
+def tabular(task: str) -> tuple[Candidate, CompressionData]:
+    """A trained 10-feature MLP for ``task`` with its splits."""
+    x, y = blobs(task)
+    data = data_for(x, y, task)
+    network = trained(MLPConfig(n_inputs=10, n_outputs=data.n_outputs, hidden=(48, 24)), data)
+    return Candidate.from_network(network, n_features=10), data
+
+
 @pytest.fixture(scope="session")
 def classification() -> tuple[Candidate, CompressionData]:
-    x, y = blobs("classification")
-    data = data_for(x, y, "classification")
-    network = trained(MLPConfig(n_inputs=10, n_outputs=3, hidden=(48, 24)), data)
-    return Candidate.from_network(network, n_features=10), data
+    return tabular("classification")
 
 
 @pytest.fixture(scope="session")
 def regression() -> tuple[Candidate, CompressionData]:
-    x, y = blobs("regression")
-    data = data_for(x, y, "regression")
-    network = trained(MLPConfig(n_inputs=10, n_outputs=1, hidden=(48, 24)), data)
-    return Candidate.from_network(network, n_features=10), data
+    return tabular("regression")
 
 
 @pytest.fixture(scope="session")

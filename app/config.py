@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KILN_"
+DEFAULT_MAX_PARAMS = 50_000_000
+# fp32 weight, gradient, two Adam moments and the best epoch's copy: 5 x 4 bytes per parameter.
+TRAINING_BYTES_PER_PARAM = 20
 
 
 class SettingsError(Exception):
@@ -61,6 +65,27 @@ class Settings(BaseSettings):
                                    "gateway reuses a key check or a name -> version "
                                    "resolution; writes through this gateway show at once, "
                                    "this bounds how long other processes' writes take.")
+    probe_memory_mb: int = Field(default=2048, ge=256, le=1_048_576, description="Address "
+                                 "space of the subprocess that first loads, runs and times an "
+                                 "uploaded ONNX model.")
+    probe_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="Wall time that "
+                                   "subprocess may take.")
+    max_job_s: float = Field(default=86_400.0, gt=0, le=30 * 86_400, description="Hard wall "
+                             "time of one job from its first start: its training stops, even "
+                             "inside an epoch, and the job fails. search.timeout_s may ask "
+                             "for less.")
+    max_trial_s: float = Field(default=3_600.0, gt=0, le=30 * 86_400, description="Wall time "
+                               "of one search trial; a trial still training then is stopped "
+                               "inside its epoch. search.trial_timeout_s may ask for less.")
+    max_parallelism: int = Field(default=8, ge=1, le=256, description="Most trials one search "
+                                 "may run at once.")
+    worker_memory_mb: float = Field(default=0.0, ge=0, description="Memory one worker "
+                                    "process may plan for one network's training (weights, "
+                                    "gradients, optimizer state, one batch's activations); "
+                                    "0: half the machine's memory divided by its CPUs.")
+    max_params: int = Field(default=0, ge=0, description="Most trainable parameters of any "
+                            "network a job builds; 0: what KILN_WORKER_MEMORY_MB allows, at "
+                            "most 50 million. Estimated before a network is built.")
     preload_models: str = Field(default="", description="Models to load and warm up at "
                                 "start, before /v2/health/ready says ready: comma-separated "
                                 "names, or * for every model (their serving versions).")
@@ -96,6 +121,21 @@ class Settings(BaseSettings):
     @property
     def max_request_bytes(self) -> int:
         return int(self.max_request_mb * 1024 * 1024)
+
+    @property
+    def worker_memory_bytes(self) -> int:
+        """Training memory one worker process may plan for (see ``worker_memory_mb``)."""
+        if self.worker_memory_mb > 0:
+            return int(self.worker_memory_mb * 1024 * 1024)
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return int(total / 2 / max(1, os.cpu_count() or 1))
+
+    @property
+    def params_ceiling(self) -> int:
+        """The most parameters a network may have (see ``max_params``)."""
+        if self.max_params > 0:
+            return self.max_params
+        return min(DEFAULT_MAX_PARAMS, self.worker_memory_bytes // TRAINING_BYTES_PER_PARAM)
 
     @property
     def admin_key_path(self) -> Path:

@@ -22,6 +22,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
 
+# Ids and version numbers are 32-bit INTEGER columns (PostgreSQL refuses more); every
+# id or number a client sends is bounded by this before it reaches a query.
+MAX_ID = 2**31 - 1
+
 
 class Scope(StrEnum):
     """What an API key may do."""

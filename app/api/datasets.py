@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WriteAccess
+from app.api.params import IdPath, Offset
 from app.api.schemas import DatasetRead, Page
 from app.api.uploads import spooled_upload
 from app.datasets import service
@@ -39,7 +40,7 @@ def upload_dataset(
 
 @router.get("", response_model=Page[DatasetRead], dependencies=[ReadAccess])
 def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> Page[DatasetRead]:
+                  offset: Offset = 0) -> Page[DatasetRead]:
     """Datasets, newest first."""
     rows, total = service.list_datasets(session, limit=limit, offset=offset)
     return Page(items=[DatasetRead.model_validate(row) for row in rows], total=total,
@@ -47,6 +48,6 @@ def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)
 
 
 @router.get("/{dataset_id}", response_model=DatasetRead, dependencies=[ReadAccess])
-def get_dataset(session: SessionDep, dataset_id: int) -> DatasetRead:
+def get_dataset(session: SessionDep, dataset_id: IdPath) -> DatasetRead:
     """One dataset."""
     return DatasetRead.model_validate(service.get_dataset(session, dataset_id))

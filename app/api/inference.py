@@ -74,14 +74,14 @@ async def run_model(target: Target, rows: np.ndarray) -> np.ndarray:
     return await run_in_threadpool(target.model.run, flat)
 
 
-def _count_failure(metrics: ServingMetrics, name: str, version: int | None,
-                   target: Target | None, protocol: str, error: KilnError) -> None:
+def _count_failure(metrics: ServingMetrics, name: str, target: Target | None, protocol: str,
+                   status: int) -> None:
     """A failed request, labelled by the version it resolved to. A name that resolved to
     nothing is not used as a label: callers could mint any number of them."""
     if target is None:
-        metrics.failed("", None, protocol, error.status_code)
+        metrics.failed("", None, protocol, status)
     else:
-        metrics.failed(name, target.version, protocol, error.status_code)
+        metrics.failed(name, target.version, protocol, status)
 
 
 async def _handle(state: State, protocol: str, name: str, version: int | None, size: int,
@@ -101,7 +101,10 @@ async def _handle(state: State, protocol: str, name: str, version: int | None, s
         computed = time.perf_counter()
         result = render(target, parsed, output)
     except KilnError as error:
-        _count_failure(metrics, name, version, target, protocol, error)
+        _count_failure(metrics, name, target, protocol, error.status_code)
+        raise
+    except Exception:  # a bug of ours: still counted, answered 500 by the caller
+        _count_failure(metrics, name, target, protocol, 500)
         raise
     metrics.succeeded(name, target.version, protocol, queue_s=started - arrived,
                       compute_s=computed - computing)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from app.api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from app.api.params import IdPath, Offset
 from app.api.schemas import CompressionReport, JobProgress, JobRead, Page, ParetoFront, TrialRead
 from app.jobs import service
 from app.jobs.spec import CompressJobCreate, SearchJobCreate
@@ -37,7 +38,7 @@ def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep,
 
 @router.get("", response_model=Page[JobRead], dependencies=[ReadAccess])
 def list_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0,
+              offset: Offset = 0,
               status: JobStatus | None = None) -> Page[JobRead]:
     """Jobs, newest first."""
     rows, total = service.list_jobs(session, limit=limit, offset=offset, status=status)
@@ -45,27 +46,27 @@ def list_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 
 
 
 @router.get("/{job_id}", response_model=JobRead, dependencies=[ReadAccess])
-def get_job(session: SessionDep, job_id: int) -> JobRead:
+def get_job(session: SessionDep, job_id: IdPath) -> JobRead:
     """One job with its progress, error or result."""
     return job_read(service.get_job(session, job_id))
 
 
 @router.get("/{job_id}/trials", response_model=list[TrialRead], dependencies=[ReadAccess])
-def list_trials(session: SessionDep, job_id: int) -> list[TrialRead]:
+def list_trials(session: SessionDep, job_id: IdPath) -> list[TrialRead]:
     """The trials of a search job, in order: parameters, objective values, state,
     per-epoch validation values, duration and worker."""
     return [TrialRead.model_validate(trial) for trial in service.list_trials(session, job_id)]
 
 
 @router.get("/{job_id}/pareto", response_model=ParetoFront, dependencies=[ReadAccess])
-def pareto_front(session: SessionDep, job_id: int) -> ParetoFront:
+def pareto_front(session: SessionDep, job_id: IdPath) -> ParetoFront:
     """The Pareto-optimal trials of a finished multi-objective job, each with the version
     it was registered as (409 for a single-objective or unfinished job)."""
     return ParetoFront(**service.pareto_front(session, job_id))
 
 
 @router.get("/{job_id}/report", response_model=CompressionReport, dependencies=[ReadAccess])
-def compression_report(session: SessionDep, job_id: int) -> CompressionReport:
+def compression_report(session: SessionDep, job_id: IdPath) -> CompressionReport:
     """The parent and every variant of a finished compression (or search + compression)
     job side by side: quality, size, gzip size, latency, agreement, and which is
     recommended and why (409 for a job that did not compress, or has not succeeded)."""
@@ -73,6 +74,6 @@ def compression_report(session: SessionDep, job_id: int) -> CompressionReport:
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, dependencies=[WriteAccess])
-def cancel_job(session: SessionDep, job_id: int) -> JobRead:
+def cancel_job(session: SessionDep, job_id: IdPath) -> JobRead:
     """Cancel a queued or running job (409 if it already finished)."""
     return job_read(service.cancel_job(session, job_id))

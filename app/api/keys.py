@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from app import auth
 from app.api.deps import AdminAccess, InvalidatesServing, SessionDep
+from app.api.params import IdPath
 from app.api.schemas import KeyCreate, KeyCreated, KeyRead
 from app.tables import Scope
 
@@ -28,6 +29,6 @@ def list_keys(session: SessionDep) -> list[KeyRead]:
 
 @router.delete("/{key_id}", response_model=KeyRead,
                 dependencies=[InvalidatesServing])
-def revoke_key(session: SessionDep, key_id: int) -> KeyRead:
+def revoke_key(session: SessionDep, key_id: IdPath) -> KeyRead:
     """Revoke a key; it stops working at once."""
     return KeyRead.model_validate(auth.revoke_key(session, key_id))

@@ -15,6 +15,7 @@ from app.api.deps import (
     WriteAccess,
 )
 from app.api.models import model_read, version_read
+from app.api.params import IdPath
 from app.api.schemas import (
     AliasHistoryEntry,
     AliasSet,
@@ -25,7 +26,7 @@ from app.api.schemas import (
 )
 from app.api.uploads import spooled_upload
 from app.registry import aliases, service
-from app.registry.upload import upload_version
+from app.registry.upload import ProbeLimits, upload_version
 from app.tables import Task
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -49,7 +50,10 @@ def upload_model_version(
     feature dimension) and register it as the next version of ``name``."""
     with spooled_upload(file, settings, ".onnx") as path:
         version = upload_version(session, store, name=name, upload=path, labels=labels,
-                                 task=task, threads=settings.ort_threads)
+                                 task=task, limits=ProbeLimits(
+                                     threads=settings.ort_threads,
+                                     memory_mb=settings.probe_memory_mb,
+                                     timeout_s=settings.probe_timeout_s))
     return version_read(session, name, version)
 
 
@@ -79,7 +83,7 @@ def alias_history(session: SessionDep, name: str, alias: str) -> list[AliasHisto
 
 @router.delete("/{name}/versions/{version}", response_model=VersionRead,
                dependencies=[WriteAccess, InvalidatesServing])
-def archive_version(session: SessionDep, name: str, version: int) -> VersionRead:
+def archive_version(session: SessionDep, name: str, version: IdPath) -> VersionRead:
     """Archive a version: it stops serving (409 while an alias points at it)."""
     return version_read(session, name,
                         aliases.archive_version(session, name=name, version=version))
@@ -96,7 +100,7 @@ def tag_model(session: SessionDep, name: str, body: TagsPatch) -> ModelRead:
 
 @router.patch("/{name}/versions/{version}", response_model=VersionRead,
               dependencies=[WriteAccess])
-def tag_version(session: SessionDep, name: str, version: int, body: TagsPatch) -> VersionRead:
+def tag_version(session: SessionDep, name: str, version: IdPath, body: TagsPatch) -> VersionRead:
     """Set or delete tags on a version."""
     row = service.get_version(session, name, version)
     row.tags = aliases.merge_tags(row.tags or {}, body.tags)

@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from app.api.deps import ReadAccess, SessionDep, StoreDep
+from app.api.params import IdPath, Offset
 from app.api.schemas import ModelRead, Page, ServingOptions, VersionRead
 from app.registry import service
 from app.tables import Model, ModelVersion
@@ -37,7 +38,7 @@ def version_read(session: Session, name: str, version: ModelVersion) -> VersionR
 
 @router.get("", response_model=Page[ModelRead], dependencies=[ReadAccess])
 def list_models(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                offset: Annotated[int, Query(ge=0)] = 0) -> Page[ModelRead]:
+                offset: Offset = 0) -> Page[ModelRead]:
     """Models by name."""
     rows, total = service.list_models(session, limit=limit, offset=offset)
     return Page(items=[model_read(session, row) for row in rows], total=total, limit=limit,
@@ -53,7 +54,7 @@ def get_model(session: SessionDep, name: str) -> ModelRead:
 @router.get("/{name}/versions", response_model=Page[VersionRead], dependencies=[ReadAccess])
 def list_versions(session: SessionDep, name: str,
                   limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> Page[VersionRead]:
+                  offset: Offset = 0) -> Page[VersionRead]:
     """A model's versions, newest first."""
     rows, total = service.list_versions(session, name, limit=limit, offset=offset)
     return Page(items=[version_read(session, name, row) for row in rows], total=total,
@@ -62,7 +63,7 @@ def list_versions(session: SessionDep, name: str,
 
 @router.get("/{name}/versions/{version}", response_model=VersionRead,
             dependencies=[ReadAccess])
-def get_version(session: SessionDep, name: str, version: int) -> VersionRead:
+def get_version(session: SessionDep, name: str, version: IdPath) -> VersionRead:
     """One version: metrics, signature, labels and lineage."""
     return version_read(session, name, service.get_version(session, name, version))
 
@@ -71,7 +72,7 @@ def get_version(session: SessionDep, name: str, version: int) -> VersionRead:
             response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}}})
 def download_artifact(session: SessionDep, store: StoreDep, name: str,
-                      version: int) -> FileResponse:
+                      version: IdPath) -> FileResponse:
     """The version's ONNX file."""
     row = service.get_version(session, name, version)
     return FileResponse(store.local_path(row.artifact_key), media_type="application/octet-stream",

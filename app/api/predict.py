@@ -5,12 +5,11 @@ routing (``InferenceFastPath``); this declaration documents it and handles the r
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from app.api.deps import InferAccess
 from app.api.inference import predict_answer
+from app.api.params import VersionQuery
 from app.api.schemas import PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
@@ -22,7 +21,7 @@ _BODY_SCHEMA = {"requestBody": {"required": True, "content": {"application/json"
 @router.post("/{name}/predict", response_model=PredictResponse, dependencies=[InferAccess],
              openapi_extra=_BODY_SCHEMA, summary="Predict rows")
 async def predict_rows(request: Request, name: str,
-                       version: Annotated[int | None, Query(ge=1)] = None) -> Response:
+                       version: VersionQuery = None) -> Response:
     """Predict with the asked version, else the ``production`` alias, else the newest."""
     answer = await predict_answer(request.app.state, name, version, await request.body())
     return Response(answer.body, headers=answer.headers)

@@ -11,11 +11,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AnyKey, DirectoryDep, InferAccess, SessionDep, SettingsDep
-from app.api.inference import find_target, infer_answer
+from app.api.inference import infer_answer
+from app.api.params import IdPath
 from app.db import get_engine
 from app.registry.service import list_versions, resolve_serving_version
+from app.serving.directory import ServingDirectory
 from app.serving.oip import HEADER_LENGTH
 from app.serving.preload import Preload
 from app.tables import ModelVersion, VersionStatus
@@ -72,27 +75,52 @@ def _live_versions(session: Session, name: str) -> list[int]:
 
 
 @router.get("/models/{name}", dependencies=[AnyKey])
-@router.get("/models/{name}/versions/{version}", dependencies=[AnyKey])
-def model_metadata(session: SessionDep, name: str, version: int | None = None) -> Response:
+def model_metadata(session: SessionDep, name: str) -> Response:
     """Inputs and outputs with names, datatypes and shapes (-1 for the batch)."""
+    row = resolve_serving_version(session, name, None)
+    return JSONResponse(_metadata(row, name, _live_versions(session, name)))
+
+
+@router.get("/models/{name}/versions/{version}", dependencies=[AnyKey])
+def version_metadata(session: SessionDep, name: str, version: IdPath) -> Response:
+    """One version's inputs and outputs."""
     row = resolve_serving_version(session, name, version)
-    versions = [row.version] if version is not None else _live_versions(session, name)
-    return JSONResponse(_metadata(row, name, versions))
+    return JSONResponse(_metadata(row, name, [row.version]))
 
 
-@router.get("/models/{name}/ready", dependencies=[AnyKey])
-@router.get("/models/{name}/versions/{version}/ready", dependencies=[AnyKey])
-async def model_ready(directory: DirectoryDep, name: str, version: int | None = None) -> Response:
-    """Ready once the version's session is loaded and warmed up (this loads it)."""
-    await find_target(directory, name, version)
+async def _ready(directory: ServingDirectory, name: str, version: int | None) -> Response:
+    await run_in_threadpool(directory.check_servable, name, version)
     return JSONResponse({"name": name, "ready": True})
 
 
-@router.post("/models/{name}/infer", dependencies=[InferAccess])
-@router.post("/models/{name}/versions/{version}/infer", dependencies=[InferAccess])
-async def infer(request: Request, name: str, version: int | None = None) -> Response:
-    """Run the model on tensors sent as JSON or with the binary tensor extension (served
-    by ``app.api.inference``, ahead of FastAPI's routing)."""
+@router.get("/models/{name}/ready", dependencies=[AnyKey])
+async def model_ready(directory: DirectoryDep, name: str) -> Response:
+    """Ready when the serving version resolves and its artifact is in place. This never
+    loads a model (so a probe cannot evict others): models load on first inference, or at
+    start with ``KILN_PRELOAD_MODELS``."""
+    return await _ready(directory, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", dependencies=[AnyKey])
+async def version_ready(directory: DirectoryDep, name: str, version: IdPath) -> Response:
+    """Ready when that version is live and its artifact is in place (nothing is loaded)."""
+    return await _ready(directory, name, version)
+
+
+async def _infer(request: Request, name: str, version: int | None) -> Response:
     answer = await infer_answer(request.app.state, name, version, await request.body(),
                                 request.headers.get(HEADER_LENGTH))
     return Response(answer.body, headers=answer.headers)
+
+
+@router.post("/models/{name}/infer", dependencies=[InferAccess])
+async def infer(request: Request, name: str) -> Response:
+    """Run the model on tensors sent as JSON or with the binary tensor extension (served
+    by ``app.api.inference``, ahead of FastAPI's routing)."""
+    return await _infer(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", dependencies=[InferAccess])
+async def infer_version(request: Request, name: str, version: IdPath) -> Response:
+    """Run one version of the model (see ``infer``)."""
+    return await _infer(request, name, version)

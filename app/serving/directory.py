@@ -17,6 +17,7 @@ from typing import Any
 
 from app.auth import Principal, authenticate, hash_secret
 from app.db import session_scope
+from app.errors import Unavailable
 from app.registry.service import get_model, resolve_serving_version
 from app.serving.batching import BatchPolicy, DynamicBatcher
 from app.serving.runtime import LoadedModel, SessionCache
@@ -109,13 +110,25 @@ class ServingDirectory:
         model = self.sessions.peek(served.version_id)
         return None if model is None else self._target(name, served, model)
 
-    def target(self, name: str, version: int | None) -> Target:
-        """Resolve (alias rules apply) and load; blocking, so call it off the event loop."""
+    def _served(self, name: str, version: int | None) -> ServedVersion:
         served: ServedVersion | None = self._fresh(self._routes, (name, version))
         if served is None:
             generation = self._generation
             served = self._resolve(name, version)
             self._store(self._routes, (name, version), served, generation)
+        return served
+
+    def check_servable(self, name: str, version: int | None) -> None:
+        """Resolve without loading: NotFound for no such live version, Unavailable when
+        its artifact is gone. Blocking; never touches the session cache's contents."""
+        served = self._served(name, version)
+        if self.sessions.peek(served.version_id) is None and not self.sessions.has_artifact(
+                served.artifact_key):
+            raise Unavailable(f"artifact of version {served.version} of {name!r} is missing")
+
+    def target(self, name: str, version: int | None) -> Target:
+        """Resolve (alias rules apply) and load; blocking, so call it off the event loop."""
+        served = self._served(name, version)
         model = self.sessions.get(version_id=served.version_id,
                                   artifact_key=served.artifact_key, sha256=served.sha256,
                                   signature=served.signature, task=served.task,

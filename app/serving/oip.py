@@ -5,6 +5,7 @@ Every size is checked against the declared shape and the limits before any array
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
 }
 NAMES = {dtype: name for name, dtype in DATATYPES.items()}
+MAX_RANK = 8
+_DECIMAL = re.compile(r"[0-9]{1,15}")
 
 
 @dataclass(frozen=True)
@@ -38,13 +41,17 @@ class InferRequest:
 
 def _declared(spec: dict[str, Any], max_elements: int) -> tuple[str, list[int], np.dtype[Any]]:
     name = spec.get("name")
-    if not isinstance(name, str):
+    if not isinstance(name, str) or not name:
         raise BadRequest("every input needs a string 'name'")
     shape = spec.get("shape")
-    if (not isinstance(shape, list) or not shape
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK
             or not all(isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0
                        for dim in shape)):
-        raise BadRequest(f"input '{name}': 'shape' must be a list of non-negative integers")
+        raise BadRequest(f"input '{name}': 'shape' must be a list of 1 to {MAX_RANK} "
+                         "non-negative integers")
+    if any(dim > max_elements for dim in shape):
+        raise BadRequest(f"input '{name}': shape {_shown(shape)} has a dimension over the "
+                         f"limit of {max_elements} elements")
     datatype = spec.get("datatype")
     if datatype == "BYTES":
         raise BadRequest(f"input '{name}': datatype BYTES is not supported")
@@ -63,7 +70,7 @@ def _from_json(name: str, data: Any, shape: list[int], dtype: np.dtype[Any]) -> 
         raise BadRequest(f"input '{name}': 'data' must be a list")
     try:
         array = np.asarray(data)
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):
         raise BadRequest(f"input '{name}': 'data' is ragged") from None
     if array.dtype.kind not in "biuf":
         raise BadRequest(f"input '{name}': 'data' must hold only numbers or booleans")
@@ -74,15 +81,51 @@ def _from_json(name: str, data: Any, shape: list[int], dtype: np.dtype[Any]) -> 
         return array.reshape(shape).astype(dtype, copy=False)
 
 
+def _header_split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    if not _DECIMAL.fullmatch(header_length) or int(header_length) > len(body):
+        raise BadRequest(f"Inference-Header-Content-Length {header_length[:40]!r} does not fit "
+                         f"a body of {len(body)} bytes")
+    return body[:int(header_length)], body[int(header_length):]
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object (absent counts as empty), else a 400 naming it."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where}: 'parameters' must be a JSON object")
+    return value
+
+
+def _binary_size(spec: dict[str, Any], name: str) -> int | None:
+    size = _object(spec.get("parameters"), f"input '{name}'").get("binary_data_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise BadRequest(f"input '{name}': binary_data_size must be a non-negative integer")
+    return size
+
+
+def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
+    requested = payload.get("outputs")
+    if requested is None:
+        return None, set()
+    if not isinstance(requested, list):
+        raise BadRequest("'outputs' must be a list of objects with a 'name'")
+    names: list[str] = []
+    binary: set[str] = set()
+    for index, entry in enumerate(requested):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise BadRequest(f"outputs[{index}] must be an object with a string 'name'")
+        names.append(entry["name"])
+        if _object(entry.get("parameters"), f"outputs[{index}]").get("binary_data"):
+            binary.add(entry["name"])
+    return names, binary
+
+
 def decode(body: bytes, header_length: str | None, *, max_elements: int) -> InferRequest:
     """Parse an infer request body (JSON, or JSON header plus binary tensors)."""
-    if header_length is None:
-        head, tail = body, b""
-    else:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise BadRequest(f"Inference-Header-Content-Length {header_length!r} does not fit "
-                             f"a body of {len(body)} bytes")
-        head, tail = body[:int(header_length)], body[int(header_length):]
+    head, tail = _header_split(body, header_length)
     try:
         payload = orjson.loads(head)
     except orjson.JSONDecodeError as error:
@@ -96,8 +139,8 @@ def decode(body: bytes, header_length: str | None, *, max_elements: int) -> Infe
             raise BadRequest("every entry of 'inputs' must be an object")
         name, shape, dtype = _declared(spec, max_elements)
         if name in inputs:
-            raise BadRequest(f"input '{name}' is given twice")
-        size = (spec.get("parameters") or {}).get("binary_data_size")
+            raise BadRequest(f"input '{name[:80]}' is given twice")
+        size = _binary_size(spec, name)
         if size is None:
             inputs[name] = _from_json(name, spec.get("data"), shape, dtype)
             continue
@@ -112,16 +155,19 @@ def decode(body: bytes, header_length: str | None, *, max_elements: int) -> Infe
         offset += size
     if offset != len(tail):
         raise BadRequest(f"{len(tail) - offset} bytes after the last binary input")
-    parameters = payload.get("parameters") or {}
-    requested = payload.get("outputs")
-    outputs = None if requested is None else [
-        str(entry.get("name")) for entry in requested if isinstance(entry, dict)]
-    binary = {str(entry.get("name")) for entry in requested or []
-              if isinstance(entry, dict) and (entry.get("parameters") or {}).get("binary_data")}
+    parameters = _object(payload.get("parameters"), "request")
+    outputs, binary = _requested_outputs(payload)
     request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest("'id' must be a string")
     return InferRequest(inputs=inputs, outputs=outputs, binary_outputs=binary,
                         binary_default=bool(parameters.get("binary_data_output")),
-                        request_id=str(request_id) if request_id is not None else None)
+                        request_id=request_id)
+
+
+def _shown(shape: list[int]) -> str:
+    text = str(shape)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def encode(model_name: str, version: int, request: InferRequest,

@@ -33,8 +33,11 @@ def parse_rows(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
         if len(row) != n_features:
             raise InvalidInput(f"inputs[{index}] has {len(row)} values; the model expects "
                                f"{n_features} features")
-    array = np.asarray(inputs)
-    if array.dtype.kind not in "iuf":
+    try:
+        array = np.asarray(inputs)
+    except (ValueError, TypeError, OverflowError):  # ragged nesting, or a huge integer
+        array = None
+    if array is None or array.dtype.kind not in "iuf" or array.ndim != 2:
         raise InvalidInput(f"inputs must hold only numbers; {_first_non_number(inputs)}")
     with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
         rows = array.astype(np.float32, copy=False)
@@ -47,7 +50,7 @@ def _first_non_number(inputs: list[list[Any]]) -> str:
     for row_index, row in enumerate(inputs):
         for column, value in enumerate(row):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                return f"inputs[{row_index}][{column}] is {value!r}"
+                return f"inputs[{row_index}][{column}] is {_shown(value)}"
     return "found a value that is not a number"
 
 
@@ -59,3 +62,8 @@ def answer(model: LoadedModel, output: np.ndarray) -> dict[str, Any]:
         predictions = [labels[index] for index in output.argmax(axis=1).tolist()]
         return {"predictions": predictions, "probabilities": output.tolist()}
     return {"predictions": output[:, 0].astype(np.float64).tolist()}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -137,6 +137,10 @@ class SessionCache:
             evicted, _ = self._models.popitem(last=False)
             logger.info("evicted model version %s from the session cache", evicted)
 
+    def has_artifact(self, artifact_key: str) -> bool:
+        """Whether a version's artifact is in the store (nothing is read or loaded)."""
+        return self.store.local_path(artifact_key).is_file()
+
     def loaded(self) -> list[LoadedModel]:
         """Currently loaded models, least recently used first."""
         with self._lock:

@@ -1,0 +1,15 @@
+"""Path and query parameters shared by the routes, bounded so that no number a client sends
+can overflow a database column (a 4xx naming the parameter instead of a 500)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path, Query
+
+from app.tables import MAX_ID
+
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="An id or version number.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="Items to skip.")]
+VersionQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="A version number; "
+                                           "default: the production alias, else the newest.")]

@@ -12,17 +12,19 @@ import numpy as np
 import onnx
 import orjson
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as fuzz_settings
+from hypothesis import strategies as st
 
 from app.config import Settings
 from app.errors import KilnError
-from app.registry.onnx_checks import decode_model, declared_signature, refuse_external_data
+from app.registry.onnx_checks import declared_signature, decode_model, refuse_external_data
 from app.serving.oip import decode
 from app.serving.predict import parse_rows
 from tests.api.test_model_upload import linear_onnx, upload
 from tests.conftest import register
 
-FUZZ = settings(max_examples=300, deadline=None,
+FUZZ = fuzz_settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 
@@ -108,7 +110,7 @@ def test_onnx_checks_answer_a_signature_or_422(data: st.DataObject) -> None:
     assert declared.width <= 1000 and np.prod(declared.row_shape) <= 1_000_000
 
 
-@settings(max_examples=60, deadline=None,
+@fuzz_settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(payload=requests, rows_payload=rows)
 def test_inference_routes_never_answer_5xx(client: TestClient, admin: dict,
@@ -131,7 +133,7 @@ def _orjson_ok(body: Any) -> bool:
     return True
 
 
-@settings(max_examples=8, deadline=None,
+@fuzz_settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
        cut=st.floats(0.2, 1.0))

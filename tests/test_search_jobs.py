@@ -4,6 +4,7 @@ fine-tuning. Small budgets on a small dataset keep it quick; quality is tested e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -180,3 +181,42 @@ def test_cnn_search_on_image_rows(server: KilnServer) -> None:
         predicted = client.post("/v1/models/cnn/predict",
                                 json={"inputs": digits.data[400:403].tolist()})
     assert predicted.status_code == 200 and len(predicted.json()["predictions"]) == 3
+
+
+# One epoch of this is thousands of optimizer steps: far longer than the limits below.
+SLOW_SPACE = {"n_layers": 2, "width": 256, "epochs": 1000, "batch_size": 2, "patience": 0}
+
+
+@pytest.fixture(scope="module")
+def slow_dataset_id(server: KilnServer) -> int:
+    return server.upload_dataset(blobs_csv(n_rows=20_000, n_features=8, seed=3))
+
+
+def test_a_trial_stuck_in_its_epoch_is_stopped_by_its_time_limit(
+        server: KilnServer, slow_dataset_id: int) -> None:
+    job_id = submit(server, slow_dataset_id, "slow", max_trials=1, max_epochs=1000,
+                    trial_timeout_s=1, space=SLOW_SPACE)
+    job = server.wait_for_job(job_id)
+    [trial] = trials_of(server, job_id)
+    assert trial["state"] == "failed" and len(trial["intermediate"]) < 1000
+    assert "stopped at the trial time limit of 1 s" in trial["error"]
+    assert job["status"] == "failed" and "no trial completed" in job["error"]
+
+
+def test_cancel_stops_a_trial_inside_its_epoch(server: KilnServer,
+                                               slow_dataset_id: int) -> None:
+    job_id = submit(server, slow_dataset_id, "cancelled", max_trials=1, max_epochs=1000,
+                    space=SLOW_SPACE)
+    with server.client() as client:
+        for _ in range(240):
+            if any(t["state"] == "running" for t in trials_of(server, job_id)):
+                break
+            time.sleep(0.5)
+        assert client.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    for _ in range(240):  # the worker notices within about a second
+        trials = trials_of(server, job_id)
+        if trials and trials[0]["state"] != "running":
+            break
+        time.sleep(0.5)
+    assert trials[0]["state"] == "failed" and len(trials[0]["intermediate"]) < 1000
+    assert "the job stopped (cancelled" in trials[0]["error"]

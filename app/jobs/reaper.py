@@ -14,6 +14,7 @@ from app.config import Settings
 from app.db import defer_until_commit, utcnow
 from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository
+from app.jobs.runner import time_limit_message
 from app.tables import Job, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -47,9 +48,12 @@ def reap(session: Session, settings: Settings, queue: JobQueue,
     for job in repo.expired(now):
         lost = (Job.id == job.id, Job.status == JobStatus.RUNNING, Job.attempt == job.attempt,
                 Job.lease_expires_at < now)
-        if job.attempt >= job.max_attempts:
-            reason = (f"worker lost: the lease expired on attempt {job.attempt} of "
-                      f"{job.max_attempts}; giving up")
+        out_of_time = (job.started_at is not None
+                       and now >= job.started_at + timedelta(seconds=settings.max_job_s))
+        if job.attempt >= job.max_attempts or out_of_time:
+            reason = (f"{time_limit_message(settings)}, and its worker stopped answering"
+                      if out_of_time else f"worker lost: the lease expired on attempt "
+                      f"{job.attempt} of {job.max_attempts}; giving up")
             values: dict[str, object] = {"status": JobStatus.FAILED, "error": reason,
                                          "finished_at": now}
         else:

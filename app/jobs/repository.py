@@ -55,6 +55,12 @@ class JobRepository:
             .execution_options(synchronize_session=False))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    def holds(self, job_id: int, *, attempt: int) -> bool:
+        """Whether ``attempt`` still runs the job (not cancelled, reaped or taken over)."""
+        found = self.session.scalar(select(Job.id).where(
+            Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempt == attempt))
+        return found is not None
+
     def finish(self, job_id: int, *, attempt: int, status: JobStatus, now: datetime,
                error: str | None = None, result: dict[str, Any] | None = None) -> bool:
         """running -> final state, only for the attempt that holds the job."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,10 +21,12 @@ from app.db import session_scope, utcnow
 from app.errors import KilnError
 from app.jobs.repository import JobRepository
 from app.tables import JobStatus
+from app.training.stopping import TrainingStopped, stop_checks
 
 logger = logging.getLogger(__name__)
 
 Recorder = Callable[[Session], dict[str, Any]]
+CANCEL_POLL_S = 1.0  # how often a running job's worker looks for a cancel
 
 
 class JobLost(Exception):
@@ -37,14 +42,20 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def time_limit_message(settings: Settings) -> str:
+    return f"the job reached its time limit of {settings.max_job_s:g} s (KILN_MAX_JOB_S)"
+
+
 @dataclass
 class JobContext:
-    """What a job handler gets: ids, settings, a stop signal and a progress reporter."""
+    """What a job handler gets: ids, settings, a stop signal, the job's hard deadline
+    (``time.monotonic()`` seconds) and a progress reporter."""
 
     job_id: int
     attempt: int
     settings: Settings
     worker: str
+    deadline: float = math.inf
     stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -56,6 +67,12 @@ class JobContext:
         if self.stop.is_set():
             raise JobLost(f"job {self.job_id} attempt {self.attempt} lost its lease")
 
+    def check_batch(self) -> None:
+        """The per-batch check training runs: cancelled, lost, or past the hard deadline."""
+        self.check()
+        if time.monotonic() >= self.deadline:
+            raise TrainingStopped(time_limit_message(self.settings))
+
     def report(self, **progress: Any) -> None:
         """Store progress now (also renews the lease); raise JobLost if the job is gone."""
         with session_scope(self.settings.database_url) as session:
@@ -66,25 +83,50 @@ class JobContext:
         self.check()
 
 
-class LeaseKeeper(threading.Thread):
-    """Renews the job's lease every third of its length until stopped or lost."""
+def hard_deadline(settings: Settings, started_at: datetime | None) -> float:
+    """``started_at + KILN_MAX_JOB_S`` as a ``time.monotonic()`` reading."""
+    if started_at is None:
+        return time.monotonic() + settings.max_job_s
+    left = (started_at + timedelta(seconds=settings.max_job_s) - utcnow()).total_seconds()
+    return time.monotonic() + left
 
-    def __init__(self, context: JobContext) -> None:
-        super().__init__(name=f"lease-{context.job_id}", daemon=True)
+
+class JobWatcher(threading.Thread):
+    """Polls the job about once a second and sets ``context.stop`` as soon as it is
+    cancelled or taken over, so a cancel acts within seconds, even inside an epoch. With
+    ``renews`` (the job's main worker) it also renews the lease every third of its length,
+    until the hard deadline: a worker stuck past it lets the lease lapse, and the reaper
+    fails the job."""
+
+    def __init__(self, context: JobContext, *, renews: bool) -> None:
+        super().__init__(name=f"watch-{context.job_id}", daemon=True)
         self.context = context
+        self.renews = renews
         self.finished = threading.Event()
 
+    def _still_ours(self, renew: bool) -> bool:
+        context = self.context
+        with session_scope(context.settings.database_url) as session:
+            repo = JobRepository(session)
+            if renew:
+                return repo.renew(context.job_id, attempt=context.attempt, now=utcnow(),
+                                  lease=context.lease)
+            return repo.holds(context.job_id, attempt=context.attempt)
+
     def run(self) -> None:
-        interval = self.context.settings.job_lease_s / 3
-        while not self.finished.wait(interval):
+        every = self.context.settings.job_lease_s / 3
+        poll = min(CANCEL_POLL_S, every)
+        next_renewal = time.monotonic() + every
+        while not self.finished.wait(poll):
+            now = time.monotonic()
+            renew = self.renews and now >= next_renewal and now < self.context.deadline
             try:
-                with session_scope(self.context.settings.database_url) as session:
-                    ok = JobRepository(session).renew(
-                        self.context.job_id, attempt=self.context.attempt, now=utcnow(),
-                        lease=self.context.lease)
-            except Exception:  # a database hiccup: try again next interval
-                logger.exception("lease renewal for job %s failed", self.context.job_id)
+                ok = self._still_ours(renew)
+            except Exception:  # a database hiccup: try again at the next poll
+                logger.exception("checking job %s failed", self.context.job_id)
                 continue
+            if renew:
+                next_renewal = now + every
             if not ok:
                 logger.warning("job %s is no longer ours; stopping", self.context.job_id)
                 self.context.stop.set()
@@ -107,7 +149,8 @@ def _claim(settings: Settings, job_id: int, worker: str) -> JobContext | None:
             return None
         session.refresh(job)
         # Trials the previous attempt left running are failed by their stale heartbeats.
-        return JobContext(job_id=job_id, attempt=job.attempt, settings=settings, worker=worker)
+        return JobContext(job_id=job_id, attempt=job.attempt, settings=settings, worker=worker,
+                          deadline=hard_deadline(settings, job.started_at))
 
 
 def _finish(context: JobContext, status: JobStatus, *, error: str | None = None,
@@ -126,24 +169,31 @@ def run_job(settings: Settings, job_id: int, handler: Callable[[JobContext], Rec
     context = _claim(settings, job_id, worker_name())
     if context is None:
         return
-    keeper = LeaseKeeper(context)
-    keeper.start()
+    if time.monotonic() >= context.deadline:
+        _finish_quietly(context, time_limit_message(settings))
+        return
+    watcher = JobWatcher(context, renews=True)
+    watcher.start()
     try:
-        recorder = handler(context)
+        with stop_checks(context.check_batch):
+            recorder = handler(context)
         context.check()
         _finish(context, JobStatus.SUCCEEDED, recorder=recorder)
         logger.info("job %s succeeded", job_id)
     except JobLost as lost:
         logger.warning("%s", lost)
-    except KilnError as failure:
-        logger.warning("job %s failed: %s", job_id, failure.message)
-        _finish_quietly(context, failure.message)
-    except Exception as error:
-        logger.exception("job %s crashed", job_id)
-        _finish_quietly(context, f"internal error: {type(error).__name__}: {error}")
+    except (KilnError, TrainingStopped) as failure:
+        message = failure.message if isinstance(failure, KilnError) else str(failure)
+        logger.warning("job %s failed: %s", job_id, message)
+        _finish_quietly(context, message)
+    except Exception:
+        reference = uuid.uuid4().hex[:12]
+        logger.exception("job %s crashed (reference %s)", job_id, reference)
+        _finish_quietly(context, f"internal error (reference {reference}); the worker's log "
+                        "has the details")
     finally:
-        keeper.finished.set()
-        keeper.join(timeout=5)
+        watcher.finished.set()
+        watcher.join(timeout=5)
 
 
 def _finish_quietly(context: JobContext, error: str) -> None:

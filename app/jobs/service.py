@@ -8,17 +8,18 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.compression.spec import chain_problem, count_steps
+from app.compression.spec import CompressionSpec, chain_problem, count_steps
 from app.config import Settings
 from app.datasets.repository import DatasetRepository
 from app.db import defer_until_commit, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository
-from app.jobs.spec import CompressJobCreate, SearchJobCreate
+from app.jobs.spec import CompressJobCreate, SearchJobCreate, SearchSpec
 from app.registry.repository import ModelRepository
 from app.registry.service import get_version
-from app.search.plan import budget_of, make_plan
+from app.search.plan import SearchPlan, budget_of, make_plan
+from app.search.size import architecture_size, check_student, over_limits, smallest_in_space
 from app.tables import FINAL_JOB_STATES, Dataset, Job, JobStatus, ModelVersion, Trial
 
 
@@ -34,8 +35,11 @@ def submit_job(session: Session, queue: JobQueue, settings: Settings,
     if model is not None and model.task != dataset.task:
         raise Conflict(f"model_name: model {spec.model_name!r} is a {model.task} model but "
                        f"dataset {dataset.id} is a {dataset.task} dataset")
-    _check_search_sources(session, spec, dataset)
+    architecture = _check_search_sources(session, spec, dataset)
     plan = make_plan(spec.search, dataset, fixed_architecture=spec.search.init_from is not None)
+    _check_search_bounds(settings, spec.search, plan, dataset, architecture)
+    if spec.compression is not None:
+        _check_students(settings, spec.compression, dataset)
     return _enqueue(session, queue, settings, spec, dataset_id=dataset.id,
                     model_name=spec.model_name, total=budget_of(spec.search, plan))
 
@@ -76,6 +80,7 @@ def _submit_compress(session: Session, queue: JobQueue, settings: Settings,
                             parent=f"version {source.version} of {spec.source.model!r}")
     if problem:
         raise InvalidInput(f"compression.{problem}")
+    _check_students(settings, spec.compression, dataset)
     return _enqueue(session, queue, settings, spec, dataset_id=dataset.id,
                     model_name=spec.source.model, total=count_steps(spec.compression))
 
@@ -93,8 +98,58 @@ def _check_fits(source: ModelVersion, dataset: Dataset, *, field: str) -> None:
                            f"outputs ({dataset.task})")
 
 
-def _check_search_sources(session: Session, spec: SearchJobCreate, dataset: Dataset) -> None:
-    """``warm_start_job`` and ``init_from`` must exist and fit the dataset."""
+def _outputs(dataset: Dataset) -> int:
+    return len(dataset.class_labels) if dataset.class_labels else 1
+
+
+def _check_search_bounds(settings: Settings, search: SearchSpec, plan: SearchPlan,
+                         dataset: Dataset, architecture: dict[str, Any] | None) -> None:
+    """The server's ceilings: parallelism, time, parameters and training memory."""
+    ceilings = [("search.parallelism", search.parallelism, settings.max_parallelism,
+                 "KILN_MAX_PARALLELISM"),
+                ("search.timeout_s", search.timeout_s, settings.max_job_s, "KILN_MAX_JOB_S"),
+                ("search.trial_timeout_s", search.trial_timeout_s, settings.max_trial_s,
+                 "KILN_MAX_TRIAL_S"),
+                ("search.constraints.max_params", search.constraints.max_params,
+                 settings.params_ceiling, "KILN_MAX_PARAMS")]
+    for path, asked, ceiling, variable in ceilings:
+        if asked is not None and asked > ceiling:
+            raise InvalidInput(f"{path}: {_plain(asked)} is over this server's limit of "
+                               f"{_plain(ceiling)} ({variable})")
+    if architecture is not None:
+        batch = int(min(plan.space.dimensions["batch_size"].choices))
+        problem = over_limits(architecture_size(architecture), batch, settings)
+        if problem:
+            raise InvalidInput(f"search.init_from: that network needs {problem}")
+        return
+    smallest, batch = smallest_in_space(plan.space, n_inputs=len(dataset.feature_names),
+                                        n_outputs=_outputs(dataset),
+                                        input_shape=dataset.input_shape)
+    problem = over_limits(smallest, batch, settings)
+    if problem:
+        raise InvalidInput(f"search.space: the smallest network this space allows needs "
+                           f"{problem}")
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def _check_students(settings: Settings, compression: CompressionSpec, dataset: Dataset) -> None:
+    """Distillation students given by size must fit the server's ceilings."""
+    for position, chain in enumerate(compression.methods):
+        for index, step in enumerate(chain):
+            hidden = getattr(step, "student_hidden", None)
+            if hidden:
+                check_student(hidden, n_inputs=len(dataset.feature_names),
+                              n_outputs=_outputs(dataset), settings=settings,
+                              path=f"compression.methods[{position}][{index}].student_hidden")
+
+
+def _check_search_sources(session: Session, spec: SearchJobCreate,
+                          dataset: Dataset) -> dict[str, Any] | None:
+    """``warm_start_job`` and ``init_from`` must exist and fit the dataset; returns the
+    architecture ``init_from`` fixes."""
     search = spec.search
     if search.warm_start_job is not None:
         earlier = JobRepository(session).get(search.warm_start_job)
@@ -102,7 +157,7 @@ def _check_search_sources(session: Session, spec: SearchJobCreate, dataset: Data
             raise InvalidInput(f"search.warm_start_job: search job {search.warm_start_job} "
                                "not found")
     if search.init_from is None:
-        return
+        return None
     source = get_version(session, search.init_from.model, search.init_from.version)
     stored = source.config or {}
     if "weights_key" not in stored or "architecture" not in stored:
@@ -114,6 +169,8 @@ def _check_search_sources(session: Session, spec: SearchJobCreate, dataset: Data
                            f"{search.init_from.model!r} reads selected columns only; "
                            "fine-tuning needs a network that reads every column")
     _check_fits(source, dataset, field="search.init_from")
+    architecture: dict[str, Any] = stored["architecture"]
+    return architecture
 
 
 def get_job(session: Session, job_id: int) -> Job:

@@ -57,8 +57,16 @@ class SearchSpec(BaseModel):
     algorithm: Algorithm = Field(default="random", description="Search algorithm.")
     pruner: Pruner = Field(default="none", description="Early stopping of lagging trials.")
     max_trials: int = Field(default=8, ge=1, le=1000, description="Trials to run.")
-    timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400,
-                                    description="Stop starting new trials after this long.")
+    timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400,
+                                    description="Wall time for trials from the job's start: "
+                                    "no trial starts after it and a running one is stopped "
+                                    "(even inside an epoch); the winner is then registered. "
+                                    "At most the server's KILN_MAX_JOB_S (default: 90% of "
+                                    "it).")
+    trial_timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400,
+                                          description="Wall time of one trial; a trial still "
+                                          "training then is stopped and failed. At most the "
+                                          "server's KILN_MAX_TRIAL_S (its default).")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for sampling, "
                       "splits and training; a seeded search with parallelism 1 is "
                       "reproducible.")

@@ -5,6 +5,7 @@ then registers the best trial (one objective) or every Pareto-front trial (sever
 from __future__ import annotations
 
 import logging
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -21,8 +22,16 @@ from app.datasets.service import load_arrays
 from app.datasets.splits import split_indices
 from app.db import session_scope, utcnow
 from app.jobs.queue import JobQueue
-from app.jobs.runner import JobContext, JobFailed, JobLost, Recorder, worker_name
-from app.jobs.spec import SearchJobCreate
+from app.jobs.runner import (
+    JobContext,
+    JobFailed,
+    JobLost,
+    JobWatcher,
+    Recorder,
+    hard_deadline,
+    worker_name,
+)
+from app.jobs.spec import SearchJobCreate, SearchSpec
 from app.registry.service import get_version
 from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
 from app.search.plan import make_plan, plan_summary
@@ -41,12 +50,14 @@ from app.storage import get_store
 from app.tables import Dataset, Job, JobStatus, Task, Trial, TrialState
 from app.training.export import INPUT_NAME, OUTPUT_NAME
 from app.training.models import Network, architecture_from
+from app.training.stopping import stop_checks
 from app.training.train import TrainData, load_weights
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 WARM_START_TRIALS = 5
+TRIALS_SHARE_OF_JOB = 0.9
 HELPER_SEED_STRIDE = 104_729
 ATTEMPT_SEED_STRIDE = 7_919
 
@@ -100,7 +111,16 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
         arrays=arrays, splits=splits, data=data, store=store, worker=worker, storage=storage,
         study=study, pruning=pruning, architecture=architecture,
         init_weights=store.local_path(weights_key).read_bytes() if weights_key else None,
-        deadline=started_at + timedelta(seconds=spec.timeout_s) if spec.timeout_s else None)
+        deadline=started_at + timedelta(seconds=search_seconds(spec, settings)),
+        trial_limit_s=min(spec.trial_timeout_s or math.inf, settings.max_trial_s))
+
+
+def search_seconds(spec: SearchSpec, settings: Settings) -> float:
+    """How long trials may run from the job's start: ``timeout_s``, else a share of the
+    hard limit that leaves the rest to register (and compress) the winner."""
+    if spec.timeout_s is not None:
+        return min(spec.timeout_s, settings.max_job_s)
+    return settings.max_job_s * TRIALS_SHARE_OF_JOB
 
 
 def _warm_start(run: SearchRun) -> None:
@@ -222,23 +242,26 @@ def run_search(context: JobContext) -> Recorder:
 
 
 def run_search_helper(settings: Settings, job_id: int, slot: int) -> None:
-    """A helper worker: run trials of a running job until its budget is spent."""
+    """A helper worker: run trials of a running job until its budget is spent. It stops
+    within about a second of a cancel, and at the job's hard deadline, like the main one."""
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
         if job is None or job.status != JobStatus.RUNNING:
             return
         seed = SearchJobCreate.model_validate(job.spec).search.seed
-        attempt = job.attempt
-
-    def keep_going() -> None:
-        with session_scope(settings.database_url) as session:
-            status = session.scalar(select(Job.status).where(Job.id == job_id))
-        if status != JobStatus.RUNNING:
-            raise JobLost(f"job {job_id} is {status}; helper {slot} stops")
-
-    run = _open(settings, job_id, worker=worker_name(),
-                seed=seed + ATTEMPT_SEED_STRIDE * (attempt - 1) + HELPER_SEED_STRIDE * slot)
+        context = JobContext(job_id=job_id, attempt=job.attempt, settings=settings,
+                             worker=worker_name(),
+                             deadline=hard_deadline(settings, job.started_at))
+    watcher = JobWatcher(context, renews=False)
+    watcher.start()
     try:
-        run_trials(run, keep_going)
+        run = _open(settings, job_id, worker=context.worker,
+                    seed=seed + ATTEMPT_SEED_STRIDE * (context.attempt - 1)
+                    + HELPER_SEED_STRIDE * slot)
+        with stop_checks(context.check_batch):
+            run_trials(run, context.check)
     except JobLost as lost:
-        logger.info("%s", lost)
+        logger.info("helper %s of job %s stops: %s", slot, job_id, lost)
+    finally:
+        watcher.finished.set()
+        watcher.join(timeout=5)

@@ -8,6 +8,7 @@ a retry (``search.max_retries``)."""
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import threading
 import time
@@ -35,11 +36,13 @@ from app.jobs.runner import JobLost
 from app.jobs.spec import SearchSpec
 from app.search.build import candidate
 from app.search.plan import SearchPlan, budget_of
+from app.search.size import over_limits, size_of
 from app.search.space import suggest
 from app.storage import ArtifactStore
 from app.tables import Dataset, Job, Trial, TrialState
 from app.training.export import INPUT_NAME, export_onnx
 from app.training.models import Network, NetworkConfig, count_parameters
+from app.training.stopping import TrainingStopped, stop_checks
 from app.training.train import TrainData, load_weights, save_weights, train
 
 logger = logging.getLogger(__name__)
@@ -70,7 +73,8 @@ class SearchRun:
     pruning: optuna.Study | None  # single-objective twin used to prune multi-objective trials
     architecture: NetworkConfig | None = None  # init_from: fixed architecture
     init_weights: bytes | None = None
-    deadline: datetime | None = None
+    deadline: datetime | None = None  # no trial starts after it; a running one stops there
+    trial_limit_s: float = math.inf  # wall time of one trial, enforced inside its epochs
 
     @property
     def tied_layers(self) -> bool:
@@ -209,6 +213,21 @@ def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Ne
     return network, point.training
 
 
+def _check_estimate(run: SearchRun, params: dict[str, Any]) -> None:
+    """Refuse a sampled network that is too big for this server before it is built."""
+    if run.architecture is not None:
+        return  # init_from: its size was checked when the job was submitted
+    n_outputs = len(run.dataset.class_labels) if run.dataset.class_labels else 1
+    size = size_of(params, n_inputs=len(run.dataset.feature_names), n_outputs=n_outputs,
+                   input_shape=run.dataset.input_shape)
+    problem = over_limits(size, int(params["batch_size"]), run.settings)
+    limit = run.plan.constraints.max_params
+    if problem is None and limit is not None and size.params > limit:
+        problem = f"{size.params} parameters > max_params {limit}"
+    if problem:
+        raise Infeasible(f"estimated before building: {problem}")
+
+
 def _check_architecture(run: SearchRun, network: Network) -> None:
     limits = run.plan.constraints
     params = count_parameters(network)
@@ -247,6 +266,7 @@ def _measure(run: SearchRun, network: Network, output: np.ndarray) -> dict[str, 
 def _train(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,
            params: dict[str, Any], keep_going: Callable[[], None],
            history: list[float]) -> dict[str, float]:
+    _check_estimate(run, params)
     network, training = build_network(run, params, seed=run.spec.seed + trial.number)
     _check_architecture(run, network)
     # Several objectives: Optuna takes reports only in the single-objective twin study.
@@ -272,6 +292,25 @@ def _train(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,
     return measured
 
 
+def _trial_clock(run: SearchRun) -> Callable[[], None]:
+    """The per-batch check of one trial's time: its own limit and the search's deadline."""
+    limit = run.trial_limit_s
+    ends = time.monotonic() + limit
+    search_ends = math.inf if run.deadline is None else (
+        time.monotonic() + (run.deadline - utcnow()).total_seconds())
+
+    def check() -> None:
+        now = time.monotonic()
+        if now >= ends:
+            raise TrainingStopped(f"stopped at the trial time limit of {limit:g} s "
+                                  "(search.trial_timeout_s or KILN_MAX_TRIAL_S)")
+        if now >= search_ends:
+            raise TrainingStopped("stopped when the search's time ran out (search.timeout_s "
+                                  "or KILN_MAX_JOB_S)")
+
+    return check
+
+
 def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None]) -> None:
     """Train, measure and record one asked trial (its budget slot is already taken)."""
     history = run.storage.get_trial_system_attrs(trial._trial_id).get("retry_history") or []
@@ -283,7 +322,8 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
     beat = Heartbeat(run.storage, trial._trial_id, run.settings.trial_heartbeat_s)
     beat.start()
     try:
-        measured = _train(run, trial, shadow, params, keep_going, scores)
+        with stop_checks(_trial_clock(run)):
+            measured = _train(run, trial, shadow, params, keep_going, scores)
     except optuna.TrialPruned as pruned:
         _finish(run, trial, shadow, OptunaState.PRUNED)
         _end_row(run, trial.number, TrialState.PRUNED, started=started, history=scores,
@@ -293,6 +333,11 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
         _finish(run, trial, shadow, OptunaState.FAIL)
         _end_row(run, trial.number, TrialState.INFEASIBLE, started=started, history=scores,
                  error=str(infeasible))
+        return
+    except TrainingStopped as stopped:
+        _finish(run, trial, shadow, OptunaState.FAIL)
+        _end_row(run, trial.number, TrialState.FAILED, started=started, history=scores,
+                 error=f"{stopped} during epoch {len(scores) + 1}")
         return
     except JobLost:
         _finish(run, trial, shadow, OptunaState.FAIL)

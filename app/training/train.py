@@ -16,6 +16,7 @@ from torch import nn
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.training.models import Network
+from app.training.stopping import check_stop
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def train(network: Network, data: TrainData, config: TrainConfig,
             batch = order[start:start + config.batch_size]
             if len(batch) < 2 and len(order) >= 2:
                 continue  # a batch of one row breaks batch norm and says little
+            check_stop()  # cancel and time limits act inside an epoch, not only after it
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(network(x_train[batch]), y_train[batch])
             if config.l1 > 0:

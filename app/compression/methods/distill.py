@@ -20,6 +20,7 @@ from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.serving.runtime import open_session
 from app.training.models import CNNConfig, MLPConfig, Network, NetworkConfig, count_parameters
+from app.training.stopping import check_stop
 from app.training.train import TrainData, validation_score
 
 # Students tried when the teacher's architecture is unknown (an uploaded ONNX model).
@@ -149,6 +150,7 @@ def distill_train(student: Network, data: TrainData, soft: np.ndarray, step: Dis
             batch = order[start:start + BATCH_SIZE]
             if len(batch) < 2:
                 continue
+            check_stop()
             optimizer.zero_grad(set_to_none=True)
             loss = _loss(student(x[batch]), teacher[batch], labels[batch], step,
                          student.classification)

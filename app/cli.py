@@ -16,6 +16,7 @@ from app.config import Settings, SettingsError, get_settings
 logger = logging.getLogger("kiln")
 
 WORKER_STOP_GRACE_S = 10.0
+PRIVATE_UMASK = 0o077
 
 
 def _settings_or_exit() -> Settings:
@@ -31,6 +32,7 @@ def _migrate(settings: Settings) -> None:
     from app.search.storage import open_storage
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)  # also a data dir made by an earlier version
     upgrade_to_head(settings.database_url)
     open_storage(settings)  # Optuna's tables, made once here rather than by racing workers
 
@@ -177,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Everything kiln and its workers create (databases, artifacts, keys, spooled uploads)
+    # is readable by this user only; the child processes inherit the mask.
+    os.umask(PRIVATE_UMASK)
     args = build_parser().parse_args(argv)
     args.func(args)
 

@@ -69,3 +69,14 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
         result = run_kiln("migrate", KILN_DATA_DIR=str(tmp_path))
         assert result.returncode == 0, result.stderr
         assert "database at head" in result.stdout
+
+
+def test_files_kiln_creates_are_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    result = run_kiln("migrate", KILN_DATA_DIR=str(data))
+    assert result.returncode == 0, result.stderr
+    assert data.stat().st_mode & 0o777 == 0o700
+    created = [path for path in data.rglob("*") if path.is_file()]
+    assert any(path.name == "kiln.db" for path in created)
+    assert all(path.stat().st_mode & 0o077 == 0 for path in created), created

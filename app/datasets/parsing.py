@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ MAX_COLUMNS = 10_000
 MAX_CLASSES = 1_000
 # Integer-valued targets with at most this many distinct values are taken as class labels.
 MAX_INFERRED_CLASSES = 20
+ROWS_PER_BLOCK = 256  # rows held as Python floats before they join the float32 buffer
+GROWTH = 1.5
 
 
 @dataclass(frozen=True)
@@ -106,48 +109,105 @@ def _bad_cell(row: list[str], columns: list[int], names: list[str], line: int) -
     return InvalidInput(f"unreadable row at line {line}")
 
 
-def _encode_target(raw: list[str], task: Task | None, target: str,
-                   lines: list[int]) -> tuple[Task, np.ndarray, list[Any] | None]:
-    numeric: list[float] = []
-    for value, line in zip(raw, lines, strict=True):
-        try:
-            number = float(value)
-        except ValueError:
-            if task == Task.REGRESSION:
-                raise InvalidInput(f"target column {target!r} must be numeric for regression: "
-                                   f"{value[:40]!r} at line {line}") from None
-            numeric = []
-            break
-        if not math.isfinite(number):
-            raise InvalidInput(f"target column {target!r} has a non-finite value {value!r} "
-                               f"at line {line}")
-        numeric.append(number)
-    all_numeric = len(numeric) == len(raw)
-    integral = all_numeric and all(number.is_integer() for number in numeric)
-    if task is None:
-        distinct = len(set(numeric)) if all_numeric else 0
-        inferred_class = not all_numeric or (integral and distinct <= MAX_INFERRED_CLASSES)
-        task = Task.CLASSIFICATION if inferred_class else Task.REGRESSION
-    if task == Task.REGRESSION:
-        return task, np.asarray(numeric, dtype=np.float64), None
+class _TargetColumn:
+    """The target, read row by row into compact arrays: its values as numbers while every
+    one parses, and a code per row while it has few enough distinct values to be classes."""
 
-    labels: list[Any]
-    if integral:
-        keys: list[Any] = [int(number) for number in numeric]
-    elif all_numeric:
-        keys = numeric
-    else:
-        keys = raw
-    labels = sorted(set(keys))
-    if len(labels) < 2:
-        raise InvalidInput(f"target column {target!r} has a single class ({labels[0]!r}); "
-                           "classification needs at least 2")
-    if len(labels) > MAX_CLASSES:
-        raise InvalidInput(f"target column {target!r} has {len(labels)} distinct values; "
-                           f"classification supports at most {MAX_CLASSES} (use "
-                           "task=regression for a continuous target)")
-    index = {label: position for position, label in enumerate(labels)}
-    return task, np.asarray([index[key] for key in keys], dtype=np.int64), labels
+    def __init__(self, name: str, task: Task | None) -> None:
+        self.name, self.task = name, task
+        self.values: array[float] | None = array("d")
+        self.codes: array[int] | None = array("i")
+        self.distinct: dict[str, int] = {}
+
+    def add(self, label: str, line: int) -> None:
+        if self.values is not None:
+            try:
+                number = float(label)
+            except ValueError:
+                if self.task == Task.REGRESSION:
+                    raise InvalidInput(f"target column {self.name!r} must be numeric for "
+                                       f"regression: {label[:40]!r} at line {line}") from None
+                self.values = None
+            else:
+                if not math.isfinite(number):
+                    raise InvalidInput(f"target column {self.name!r} has a non-finite value "
+                                       f"{label[:40]!r} at line {line}")
+                self.values.append(number)
+        if self.codes is not None:
+            code = self.distinct.setdefault(label, len(self.distinct))
+            if len(self.distinct) <= MAX_CLASSES:
+                self.codes.append(code)
+                return
+            self.codes, self.distinct = None, {}  # too many for classes: only values remain
+        if self.values is None or self.task == Task.CLASSIFICATION:
+            raise InvalidInput(f"target column {self.name!r} has more than {MAX_CLASSES} "
+                               f"distinct values; classification supports at most "
+                               f"{MAX_CLASSES} (use task=regression for a continuous target)")
+
+    def encode(self) -> tuple[Task, np.ndarray, list[Any] | None]:
+        """The task (inferred unless given), the encoded target and the class labels."""
+        values = None if self.values is None else np.frombuffer(self.values, dtype=np.float64)
+        integral = values is not None and bool(np.all(values == np.floor(values)))
+        task = self.task
+        if task is None:
+            few = values is not None and len(np.unique(values)) <= MAX_INFERRED_CLASSES
+            task = (Task.CLASSIFICATION if values is None or (integral and few)
+                    else Task.REGRESSION)
+        if task == Task.REGRESSION:
+            assert values is not None
+            return task, values.copy(), None
+        labels: list[Any]
+        if values is not None:
+            unique, codes = np.unique(values, return_inverse=True)
+            labels = [int(value) if integral else float(value) for value in unique]
+        else:
+            assert self.codes is not None
+            labels = sorted(self.distinct)
+            position = {label: index for index, label in enumerate(labels)}
+            remap = np.array([position[label] for label in self.distinct], dtype=np.int64)
+            codes = remap[np.frombuffer(self.codes, dtype=np.int32)]
+        if len(labels) < 2:
+            raise InvalidInput(f"target column {self.name!r} has a single class "
+                               f"({labels[0]!r}); classification needs at least 2")
+        if len(labels) > MAX_CLASSES:
+            raise InvalidInput(f"target column {self.name!r} has {len(labels)} distinct "
+                               f"values; classification supports at most {MAX_CLASSES} (use "
+                               "task=regression for a continuous target)")
+        return task, codes.astype(np.int64, copy=False), labels
+
+
+class _FeatureRows:
+    """Feature rows gathered into one float32 buffer grown in place (``ndarray.resize``
+    reallocates, which large buffers do without a copy): about 4 bytes per value, at most
+    twice the CSV's own size, instead of a Python float object per value."""
+
+    def __init__(self, width: int) -> None:
+        self.buffer = np.empty((ROWS_PER_BLOCK, width), dtype=np.float32)
+        self.rows = 0
+        self.pending: list[list[float]] = []
+
+    def add(self, values: list[float]) -> None:
+        self.pending.append(values)
+        if len(self.pending) == ROWS_PER_BLOCK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        end = self.rows + len(self.pending)
+        if end > len(self.buffer):
+            self.buffer.resize((max(end, int(len(self.buffer) * GROWTH)),
+                                self.buffer.shape[1]), refcheck=False)
+        with np.errstate(over="ignore"):
+            self.buffer[self.rows:end] = self.pending
+        if not np.isfinite(self.buffer[self.rows:end]).all():
+            raise InvalidInput("a feature value overflows float32")
+        self.rows, self.pending = end, []
+
+    def matrix(self) -> np.ndarray:
+        self._flush()
+        self.buffer.resize((self.rows, self.buffer.shape[1]), refcheck=False)
+        return self.buffer
 
 
 def parse_csv(path: Path, *, target: str, task: Task | None = None,
@@ -174,9 +234,8 @@ def _parse(handle: io.TextIOBase, *, target: str, task: Task | None,
         raise InvalidInput("CSV has no feature columns besides the target")
     shape = parse_input_shape(input_shape, len(feature_columns))
 
-    rows: list[list[float]] = []
-    raw_target: list[str] = []
-    lines: list[int] = []
+    rows = _FeatureRows(len(feature_columns))
+    labels = _TargetColumn(target, task)
     for row in reader:
         line = reader.line_num
         if not row or not any(cell.strip() for cell in row):
@@ -192,17 +251,13 @@ def _parse(handle: io.TextIOBase, *, target: str, task: Task | None,
         label = row[target_index].strip()
         if label.lower() in MISSING_TOKENS:
             raise InvalidInput(f"missing value in target column {target!r} at line {line}")
-        rows.append(values)
-        raw_target.append(label)
-        lines.append(line)
-    if not rows:
+        rows.add(values)
+        labels.add(label, line)
+    features = rows.matrix()
+    if not len(features):
         raise InvalidInput("CSV has a header but no data rows")
-
-    resolved_task, encoded, labels = _encode_target(raw_target, task, target, lines)
-    check_splittable(encoded, resolved_task, labels)
-    features = np.asarray(rows, dtype=np.float32)
-    if not np.isfinite(features).all():
-        raise InvalidInput("a feature value overflows float32")
+    resolved_task, encoded, class_labels = labels.encode()
+    check_splittable(encoded, resolved_task, class_labels)
     return ParsedDataset(features=features, target=encoded,
                          feature_names=[names[i] for i in feature_columns], task=resolved_task,
-                         class_labels=labels, input_shape=shape)
+                         class_labels=class_labels, input_shape=shape)

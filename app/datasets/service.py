@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +52,10 @@ def create_dataset(session: Session, store: ArtifactStore, *, upload: Path, file
         class_labels=parsed.class_labels, input_shape=parsed.input_shape, sha256="",
         size_bytes=0))
     stored = store.put_file(original_key(dataset.id), upload)
-    buffer = io.BytesIO()
-    np.savez(buffer, features=parsed.features, target=parsed.target)
-    store.put_bytes(arrays_key(dataset.id), buffer.getvalue())
+    with tempfile.NamedTemporaryFile(dir=upload.parent, suffix=".npz") as arrays:
+        np.savez(arrays, features=parsed.features, target=parsed.target)  # no copy in memory
+        arrays.flush()
+        store.put_file(arrays_key(dataset.id), Path(arrays.name))
     dataset.sha256 = stored.sha256
     dataset.size_bytes = stored.size_bytes
     session.flush()

@@ -13,7 +13,7 @@ import numpy as np
 from app.compression.base import CompressionData
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import task_metrics
-from app.serving.runtime import open_session
+from app.evaluation.sessions import open_session
 
 LATENCY_BATCHES = (1, 64)
 LATENCY_SECONDS = 0.15  # per batch size and pass, so variants are compared on enough samples

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.serving.runtime import open_session
+from app.evaluation.sessions import open_session
 
 WARMUP_RUNS = 20
 TIMED_RUNS = 200

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import task_metrics
+from app.evaluation.sessions import open_session
 from app.jobs.runner import JobContext, JobFailed, Recorder
 from app.registry.service import VersionDraft, register_version
-from app.serving.runtime import open_session
 from app.storage import ArtifactStore
 from app.tables import Dataset, Trial
 from app.training.export import INPUT_NAME, OUTPUT_NAME, ExportMismatch, check_parity, export_onnx

@@ -17,7 +17,7 @@ from app.compression.base import COMPRESSORS, Candidate, CompressionData, Compre
 from app.compression.base import get_compressor as compressor_for
 from app.compression.measure import agreement
 from app.compression.spec import MethodStep
-from app.serving.runtime import open_session
+from app.evaluation.sessions import open_session
 
 STEP = TypeAdapter(MethodStep)
 QUICK: dict[str, dict[str, Any]] = {  # fewer epochs than the defaults, same code paths

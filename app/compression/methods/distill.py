@@ -18,7 +18,7 @@ from app.compression.base import Candidate, CompressionData, Compressor, registe
 from app.compression.spec import Distill
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
-from app.serving.runtime import open_session
+from app.evaluation.sessions import open_session
 from app.training.models import CNNConfig, MLPConfig, Network, NetworkConfig, count_parameters
 from app.training.stopping import check_stop
 from app.training.train import TrainData, validation_score

@@ -14,7 +14,7 @@ from app.compression.methods.pruning import fine_tune
 from app.compression.spec import SelectFeatures
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
-from app.serving.runtime import open_session
+from app.evaluation.sessions import open_session
 from app.training.models import MLPConfig, Network
 
 

@@ -1,0 +1,25 @@
+"""onnxruntime CPU sessions made one way for every caller: serving, latency measurement,
+compression and export checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """Fixed thread counts so latency numbers and serving behave the same everywhere."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def open_session(path: Path | bytes, threads: int) -> ort.InferenceSession:
+    """An onnxruntime CPU session for a model file or its bytes."""
+    source = str(path) if isinstance(path, Path) else path
+    return ort.InferenceSession(source, sess_options=session_options(threads),
+                                providers=["CPUExecutionProvider"])

@@ -50,8 +50,8 @@ def _declared(spec: dict[str, Any], max_elements: int) -> tuple[str, list[int], 
         raise BadRequest(f"input '{name}': 'shape' must be a list of 1 to {MAX_RANK} "
                          "non-negative integers")
     if any(dim > max_elements for dim in shape):
-        raise BadRequest(f"input '{name}': shape {_shown(shape)} has a dimension over the "
-                         f"limit of {max_elements} elements")
+        raise BadRequest(f"input '{name}': shape {_shown(shape)} has a dimension of "
+                         f"{max(shape)} elements; the limit is {max_elements}")
     datatype = spec.get("datatype")
     if datatype == "BYTES":
         raise BadRequest(f"input '{name}': datatype BYTES is not supported")

@@ -39,7 +39,7 @@ V2_BODIES = [
      "outputs[0]: 'parameters' must be a JSON object"),
     ("empty data with a huge dimension",
      {"inputs": [_tensor(shape=[0, 4611686018427387904, 4], data=[])]},
-     "has a dimension over the limit"),
+     "has a dimension of 4611686018427387904 elements; the limit is"),
     ("binary size a string", {"inputs": [_tensor(parameters={"binary_data_size": "4"})]},
      "binary_data_size must be a non-negative integer"),
     ("id a number", {"inputs": [_tensor()], "id": 5}, "'id' must be a string"),

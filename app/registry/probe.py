@@ -124,8 +124,8 @@ def _child_environment() -> dict[str, str]:
             if not name.startswith("KILN_")}
 
 
-def probe_model(path: Path, *, row_shape: tuple[int, ...], width: int, threads: int,
-                memory_mb: int, timeout_s: float) -> ProbeResult:
+def probe_model(path: Path, *, width: int, threads: int, memory_mb: int,
+                timeout_s: float) -> ProbeResult:
     """Run the probe child on ``path``; InvalidInput names the stage that failed."""
     with tempfile.TemporaryDirectory(prefix="kiln-probe-") as empty:
         try:

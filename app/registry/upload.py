@@ -89,9 +89,8 @@ def check_onnx(path: Path, *, labels: str | None, task: str | None,
     refuse_external_data(model)
     declared = declared_signature(model)
     resolved, class_labels = _task_and_labels(declared, labels, task)
-    probed = probe_model(path, row_shape=declared.row_shape, width=declared.width,
-                         threads=limits.threads, memory_mb=limits.memory_mb,
-                         timeout_s=limits.timeout_s)
+    probed = probe_model(path, width=declared.width, threads=limits.threads,
+                         memory_mb=limits.memory_mb, timeout_s=limits.timeout_s)
     signature = {
         "inputs": [{"name": declared.input_name, "datatype": "FP32",
                     "shape": [-1, *declared.row_shape]}],

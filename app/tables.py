@@ -20,7 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime, utcnow
+from app.db import Base, PydanticJSON, UTCDateTime, utcnow
+from app.signature import Signature, VersionConfig
 
 # Ids and version numbers are 32-bit INTEGER columns (PostgreSQL refuses more); every
 # id or number a client sends is bounded by this before it reaches a query.
@@ -214,9 +215,9 @@ class ModelVersion(Base):
     n_params: Mapped[int | None] = mapped_column(BigInteger)
     latency_p50_ms: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    signature: Mapped[dict[str, Any]] = mapped_column(JSON)
+    signature: Mapped[Signature] = mapped_column(PydanticJSON(Signature))
     class_labels: Mapped[list[Any] | None] = mapped_column(JSON)
-    config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    config: Mapped[VersionConfig | None] = mapped_column(PydanticJSON(VersionConfig))
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
     trial_id: Mapped[int | None] = mapped_column(ForeignKey("trials.id"))

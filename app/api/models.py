@@ -31,7 +31,9 @@ def version_read(session: Session, name: str, version: ModelVersion) -> VersionR
         task=version.task, sha256=version.sha256, size_bytes=version.size_bytes,
         n_params=version.n_params, latency_p50_ms=version.latency_p50_ms,
         metrics=version.metrics, signature=version.signature,
-        class_labels=version.class_labels, config=version.config,
+        class_labels=version.class_labels,
+        config=version.config.model_dump(mode="json", exclude_none=True)
+        if version.config is not None else None,
         lineage=service.lineage(session, version), tags=version.tags or {},
         created_at=version.created_at)
 

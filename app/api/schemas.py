@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.signature import Signature
 from app.tables import Scope
 
 T = TypeVar("T")
@@ -183,7 +184,7 @@ class VersionRead(BaseModel):
     n_params: int | None
     latency_p50_ms: float | None
     metrics: dict[str, Any]
-    signature: dict[str, Any]
+    signature: Signature
     class_labels: list[Any] | None
     config: dict[str, Any] | None
     lineage: dict[str, Any]

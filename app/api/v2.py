@@ -65,8 +65,9 @@ def ready(request: Request, settings: SettingsDep) -> Response:
 
 def _metadata(row: ModelVersion, name: str, versions: list[int]) -> dict[str, Any]:
     return {"name": name, "versions": [str(number) for number in versions],
-            "platform": "onnxruntime_onnx", "inputs": row.signature["inputs"],
-            "outputs": row.signature["outputs"]}
+            "platform": "onnxruntime_onnx",
+            "inputs": [spec.model_dump() for spec in row.signature.inputs],
+            "outputs": [spec.model_dump() for spec in row.signature.outputs]}
 
 
 def _live_versions(session: Session, name: str) -> list[int]:

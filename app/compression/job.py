@@ -26,6 +26,7 @@ from app.db import session_scope
 from app.jobs.runner import JobContext, Recorder
 from app.jobs.spec import CompressJobCreate
 from app.registry.service import get_version
+from app.signature import VersionConfig
 from app.storage import ArtifactStore, get_store
 from app.tables import Dataset, Job, ModelVersion, Task
 from app.training.models import Network, architecture_from
@@ -46,19 +47,18 @@ def compression_data(arrays: DatasetArrays, splits: SplitIndices, task: str, *, 
 def candidate_from_version(version: ModelVersion, store: ArtifactStore) -> Candidate:
     """A registered version as a chain's starting point, with its torch form when stored."""
     signature = version.signature
-    stored = version.config or {}
+    stored = version.config or VersionConfig()
     network, columns = None, None
-    if "weights_key" in stored and "architecture" in stored:
-        network = Network(architecture_from(stored["architecture"]),
+    if stored.architecture is not None and stored.weights_key is not None:
+        network = Network(architecture_from(stored.architecture),
                           version.task == Task.CLASSIFICATION)
-        load_weights(network, store.local_path(stored["weights_key"]).read_bytes())
+        load_weights(network, store.local_path(stored.weights_key).read_bytes())
         network.eval()
-        if "columns" in stored:
-            columns = np.asarray(stored["columns"], dtype=np.int64)
+        if stored.columns is not None:
+            columns = np.asarray(stored.columns, dtype=np.int64)
     return Candidate(onnx=store.local_path(version.artifact_key).read_bytes(),
-                     input_name=signature["inputs"][0]["name"],
-                     output_name=signature["outputs"][0]["name"],
-                     n_features=int(signature["inputs"][0]["shape"][-1]),
+                     input_name=signature.input.name, output_name=signature.output.name,
+                     n_features=signature.row_shape[-1],
                      params=version.n_params, network=network, columns=columns)
 
 
@@ -105,9 +105,9 @@ def with_compression(base: Recorder, compression: Compression) -> Recorder:
 def split_seed_of(version: ModelVersion, dataset_id: int, fallback: int) -> int:
     """The seed of the split a version was trained on, when it was trained on this dataset
     (so its test rows stay unseen); otherwise ``fallback``."""
-    stored = version.config or {}
-    if version.dataset_id == dataset_id and "split_seed" in stored:
-        return int(stored["split_seed"])
+    stored = version.config or VersionConfig()
+    if version.dataset_id == dataset_id and stored.split_seed is not None:
+        return stored.split_seed
     return fallback
 
 

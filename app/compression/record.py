@@ -12,8 +12,10 @@ from sqlalchemy.orm import Session
 from app.compression.pipeline import Outcome, Variant
 from app.compression.spec import CompressionSpec
 from app.registry.service import VersionDraft, register_version
+from app.signature import Signature, VersionConfig
 from app.storage import ArtifactStore
 from app.tables import ModelVersion
+from app.training.models import architecture_of
 from app.training.train import save_weights
 
 
@@ -23,7 +25,7 @@ class Lineage:
 
     model_name: str
     task: str
-    signature: dict[str, Any]
+    signature: Signature
     class_labels: list[Any] | None
     dataset_id: int
     job_id: int
@@ -46,8 +48,7 @@ def network_config(variant: Variant) -> dict[str, Any]:
     if candidate.network is None:
         return {}
     config = candidate.network.config
-    stored: dict[str, Any] = {"architecture": {"kind": type(config).__name__,
-                                               **dataclasses.asdict(config)}}
+    stored: dict[str, Any] = {"architecture": architecture_of(config)}
     if candidate.columns is not None:
         stored["columns"] = [int(column) for column in candidate.columns]
     return stored
@@ -60,13 +61,14 @@ def prepare_variants(outcome: Outcome, lineage: Lineage, store: ArtifactStore,
     for index, variant in enumerate(outcome.variants):
         folder = f"{base_key}/variant-{index}"
         artifact = store.put_bytes(f"{folder}/model.onnx", variant.candidate.onnx)
-        config: dict[str, Any] = {
-            "compression": {"method": variant.method, "settings": variant.settings,
-                            "chain": variant.chain, "report": variant.candidate.report},
-            "split_seed": lineage.split_seed, **network_config(variant)}
+        weights_key = None
         if variant.candidate.network is not None:
-            config["weights_key"] = f"{folder}/weights.pt"
-            store.put_bytes(config["weights_key"], save_weights(variant.candidate.network))
+            weights_key = f"{folder}/weights.pt"
+            store.put_bytes(weights_key, save_weights(variant.candidate.network))
+        config = VersionConfig(
+            compression={"method": variant.method, "settings": variant.settings,
+                         "chain": variant.chain, "report": variant.candidate.report},
+            split_seed=lineage.split_seed, weights_key=weights_key, **network_config(variant))
         prepared.append(PreparedVariant(parent=variant.parent, draft=VersionDraft(
             task=lineage.task, source="compression", artifact=artifact,
             signature=lineage.signature, metrics=variant.metrics, n_params=variant.metrics.get(

@@ -20,6 +20,7 @@ from app.registry.repository import ModelRepository
 from app.registry.service import get_version
 from app.search.plan import SearchPlan, budget_of, make_plan
 from app.search.size import architecture_size, check_student, over_limits, smallest_in_space
+from app.signature import VersionConfig
 from app.tables import FINAL_JOB_STATES, Dataset, Job, JobStatus, ModelVersion, Trial
 
 
@@ -72,11 +73,9 @@ def _submit_compress(session: Session, queue: JobQueue, settings: Settings,
     if dataset is None:
         raise InvalidInput(f"dataset_id: dataset {dataset_id} not found")
     _check_fits(source, dataset, field="source")
-    stored = source.config or {}
-    architecture = stored.get("architecture") or {}
-    problem = chain_problem(spec.compression.methods,
-                            has_network="weights_key" in stored and bool(architecture),
-                            convolutional=architecture.get("kind") == "CNNConfig",
+    stored = source.config or VersionConfig()
+    problem = chain_problem(spec.compression.methods, has_network=stored.has_network,
+                            convolutional=stored.convolutional,
                             parent=f"version {source.version} of {spec.source.model!r}")
     if problem:
         raise InvalidInput(f"compression.{problem}")
@@ -89,11 +88,12 @@ def _check_fits(source: ModelVersion, dataset: Dataset, *, field: str) -> None:
     """A version's signature must take the dataset's rows and give its task's outputs."""
     expected = (len(dataset.feature_names),
                 len(dataset.class_labels) if dataset.class_labels else 1)
-    shape = source.signature["inputs"][0]["shape"][1:], source.signature["outputs"][0]["shape"][1:]
-    if source.task != dataset.task or (shape[0], shape[1][-1:]) != ([expected[0]],
-                                                                     [expected[1]]):
-        raise InvalidInput(f"{field}: version {source.version} takes {shape[0]} "
-                           f"features and gives {shape[1]} outputs ({source.task}); dataset "
+    signature = source.signature
+    if source.task != dataset.task or (signature.row_shape, signature.width) != (
+            (expected[0],), expected[1]):
+        raise InvalidInput(f"{field}: version {source.version} takes "
+                           f"{list(signature.row_shape)} features and gives "
+                           f"{signature.output.shape[1:]} outputs ({source.task}); dataset "
                            f"{dataset.id} has {expected[0]} features and {expected[1]} "
                            f"outputs ({dataset.task})")
 
@@ -159,18 +159,17 @@ def _check_search_sources(session: Session, spec: SearchJobCreate,
     if search.init_from is None:
         return None
     source = get_version(session, search.init_from.model, search.init_from.version)
-    stored = source.config or {}
-    if "weights_key" not in stored or "architecture" not in stored:
+    stored = source.config or VersionConfig()
+    if not stored.has_network or stored.architecture is None:
         raise InvalidInput(f"search.init_from: version {source.version} of "
                            f"{search.init_from.model!r} has no torch weights (it was "
                            "uploaded as ONNX); fine-tuning needs a searched version")
-    if "columns" in stored:
+    if stored.columns is not None:
         raise InvalidInput(f"search.init_from: version {source.version} of "
                            f"{search.init_from.model!r} reads selected columns only; "
                            "fine-tuning needs a network that reads every column")
     _check_fits(source, dataset, field="search.init_from")
-    architecture: dict[str, Any] = stored["architecture"]
-    return architecture
+    return stored.architecture
 
 
 def get_job(session: Session, job_id: int) -> Job:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import NotFound
 from app.registry.repository import ModelRepository, VersionRepository
+from app.signature import Signature, VersionConfig
 from app.storage import StoredArtifact
 from app.tables import Model, ModelVersion, Trial, VersionStatus
 
@@ -22,12 +23,12 @@ class VersionDraft:
     task: str
     source: str
     artifact: StoredArtifact
-    signature: dict[str, Any]
+    signature: Signature
     metrics: dict[str, Any] = field(default_factory=dict)
     n_params: int | None = None
     latency_p50_ms: float | None = None
     class_labels: list[Any] | None = None
-    config: dict[str, Any] | None = None
+    config: VersionConfig | None = None
     dataset_id: int | None = None
     job_id: int | None = None
     trial_id: int | None = None

@@ -23,6 +23,7 @@ from app.registry.onnx_checks import (
 from app.registry.probe import probe_model
 from app.registry.repository import ModelRepository
 from app.registry.service import VersionDraft, register_version
+from app.signature import Signature
 from app.storage import ArtifactStore
 from app.tables import ModelVersion
 
@@ -31,7 +32,7 @@ from app.tables import ModelVersion
 class CheckedModel:
     """What validation learned about an uploaded model."""
 
-    signature: dict[str, Any]
+    signature: Signature
     task: str
     class_labels: list[Any] | None
     n_params: int
@@ -91,12 +92,9 @@ def check_onnx(path: Path, *, labels: str | None, task: str | None,
     resolved, class_labels = _task_and_labels(declared, labels, task)
     probed = probe_model(path, width=declared.width, threads=limits.threads,
                          memory_mb=limits.memory_mb, timeout_s=limits.timeout_s)
-    signature = {
-        "inputs": [{"name": declared.input_name, "datatype": "FP32",
-                    "shape": [-1, *declared.row_shape]}],
-        "outputs": [{"name": declared.output_name, "datatype": "FP32",
-                     "shape": [-1, declared.width]}],
-    }
+    signature = Signature.of_tensors(input_name=declared.input_name,
+                                     row_shape=declared.row_shape,
+                                     output_name=declared.output_name, width=declared.width)
     return CheckedModel(signature=signature, task=resolved, class_labels=class_labels,
                         n_params=declared.n_params, latency_p50_ms=probed.latency_p50_ms)
 

@@ -17,10 +17,11 @@ from app.evaluation.metrics import task_metrics
 from app.evaluation.sessions import open_session
 from app.jobs.runner import JobContext, JobFailed, Recorder
 from app.registry.service import VersionDraft, register_version
+from app.signature import Signature, VersionConfig
 from app.storage import ArtifactStore
 from app.tables import Dataset, Trial
 from app.training.export import INPUT_NAME, OUTPUT_NAME, ExportMismatch, check_parity, export_onnx
-from app.training.models import Network, count_parameters
+from app.training.models import Network, architecture_of, count_parameters
 from app.training.train import save_weights
 
 PARITY_ROWS = 256
@@ -36,14 +37,10 @@ class SearchSubject:
     split_seed: int
 
 
-def signature_for(network: Network) -> dict[str, Any]:
-    """The input/output signature of an exported network (batch dimension is -1)."""
-    return {
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32",
-                    "shape": [-1, network.config.n_inputs]}],
-        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32",
-                     "shape": [-1, network.config.n_outputs]}],
-    }
+def signature_for(network: Network) -> Signature:
+    """The input/output signature of an exported network (rows arrive flat)."""
+    return Signature.of_tensors(input_name=INPUT_NAME, row_shape=(network.config.n_inputs,),
+                                output_name=OUTPUT_NAME, width=network.config.n_outputs)
 
 
 @dataclass(frozen=True)
@@ -85,10 +82,9 @@ def prepare_version(context: JobContext, subject: SearchSubject, network: Networ
         task=subject.dataset.task, source="search", artifact=artifact,
         signature=signature_for(network), metrics=metrics, n_params=count_parameters(network),
         latency_p50_ms=latency["p50"], class_labels=subject.dataset.class_labels,
-        config={"params": params, "weights_key": f"{base}/weights.pt",
-                "split_seed": subject.split_seed,
-                "architecture": {"kind": type(network.config).__name__,
-                                 **dataclasses.asdict(network.config)}},
+        config=VersionConfig(params=params, weights_key=f"{base}/weights.pt",
+                             split_seed=subject.split_seed,
+                             architecture=architecture_of(network.config)),
         dataset_id=subject.dataset.id, job_id=subject.job_id)
     return PreparedVersion(trial=trial, draft=draft, metrics=metrics)
 

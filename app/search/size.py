@@ -17,6 +17,7 @@ from typing import Any
 from app.config import TRAINING_BYTES_PER_PARAM, Settings
 from app.errors import InvalidInput
 from app.search.space import Dimension, SearchSpace
+from app.signature import CNN_KIND
 
 FLOAT_BYTES = 4
 # Values per unit kept for the backward pass: the layer's output, batch norm's, the
@@ -89,7 +90,7 @@ def size_of(params: dict[str, Any], *, n_inputs: int, n_outputs: int,
 
 def architecture_size(architecture: dict[str, Any]) -> NetworkSize:
     """A stored architecture (``config.architecture`` of a version)."""
-    if architecture.get("kind") == "CNNConfig":
+    if architecture.get("kind") == CNN_KIND:
         return cnn_size(architecture["input_shape"], architecture["channels"],
                         kernel=int(architecture["kernel"]), pooling=architecture["pooling"],
                         head_width=int(architecture["head_width"]),

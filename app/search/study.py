@@ -77,9 +77,10 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
         architecture, weights_key = None, None
         if spec.init_from is not None:
             source = get_version(session, spec.init_from.model, spec.init_from.version)
-            stored = source.config or {}
-            architecture = architecture_from(stored["architecture"])
-            weights_key = stored["weights_key"]
+            stored = source.config
+            assert stored is not None and stored.architecture is not None  # checked at submit
+            architecture = architecture_from(stored.architecture)
+            weights_key = stored.weights_key
         started_at = job.started_at or utcnow()
         session.expunge(dataset)
     store = get_store(settings.artifact_url)

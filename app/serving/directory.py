@@ -21,6 +21,7 @@ from app.errors import Unavailable
 from app.registry.service import get_model, resolve_serving_version
 from app.serving.batching import BatchPolicy, DynamicBatcher
 from app.serving.runtime import LoadedModel, SessionCache
+from app.signature import Signature
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class ServedVersion:
     version_id: int
     artifact_key: str
     sha256: str
-    signature: dict[str, Any]
+    signature: Signature
     task: str
     labels: list[Any] | None
     batching: BatchPolicy | None

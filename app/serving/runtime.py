@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from app.errors import Unavailable
 from app.evaluation.sessions import open_session
+from app.signature import Signature
 from app.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class SessionCache:
                 self._models.move_to_end(version_id)
             return model
 
-    def get(self, *, version_id: int, artifact_key: str, sha256: str, signature: dict[str, Any],
+    def get(self, *, version_id: int, artifact_key: str, sha256: str, signature: Signature,
             task: str, labels: list[Any] | None) -> LoadedModel:
         """The loaded model for a version, loading (and checking its digest) on first use."""
         with self._lock:
@@ -89,7 +90,7 @@ class SessionCache:
                 self._evict()
             return model
 
-    def _load(self, version_id: int, artifact_key: str, sha256: str, signature: dict[str, Any],
+    def _load(self, version_id: int, artifact_key: str, sha256: str, signature: Signature,
               task: str, labels: list[Any] | None) -> LoadedModel:
         try:
             data = self.store.local_path(artifact_key).read_bytes()
@@ -99,12 +100,10 @@ class SessionCache:
             raise Unavailable(f"artifact of version id {version_id} does not match its sha256; "
                               "refusing to serve it")
         session = open_session(data, self.threads)
-        feature_shape = tuple(int(dim) for dim in signature["inputs"][0]["shape"][1:])
         model = LoadedModel(
-            version_id=version_id, session=session, input_name=signature["inputs"][0]["name"],
-            output_name=signature["outputs"][0]["name"],
-            n_features=int(np.prod(feature_shape)), input_shape=feature_shape,
-            input_datatype=signature["inputs"][0]["datatype"], task=task,
+            version_id=version_id, session=session, input_name=signature.input.name,
+            output_name=signature.output.name, n_features=signature.n_features,
+            input_shape=signature.row_shape, input_datatype=signature.input.datatype, task=task,
             labels=labels, size_bytes=len(data))
         model.run(np.zeros((1, model.n_features), dtype=np.float32))  # warm-up
         return model

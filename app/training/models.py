@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,11 @@ class CNNConfig:
 
 
 NetworkConfig = MLPConfig | CNNConfig
+
+
+def architecture_of(config: NetworkConfig) -> dict[str, Any]:
+    """A network configuration as stored on a version (``config.architecture``)."""
+    return {"kind": type(config).__name__, **dataclasses.asdict(config)}
 
 
 def architecture_from(config: dict[str, Any]) -> NetworkConfig:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.serving.runtime import SessionCache
+from app.signature import Signature
 from app.storage import LocalArtifactStore
 
-SIGNATURE = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
-             "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 3]}]}
+SIGNATURE = Signature.of_tensors(input_name="input", row_shape=(4,), output_name="output",
+                                 width=3)
 
 
 def load(cache: SessionCache, store: LocalArtifactStore, version_id: int, onnx: Path) -> None:

@@ -1,0 +1,89 @@
+"""The typed contracts a model version carries from room to room: its signature (the tensors
+it takes and gives) and its config (how it was made). Stored as JSON columns, read back as
+these models (``app.db.PydanticJSON``), never as dicts read by string keys."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CNN_KIND = "CNNConfig"
+
+
+class TensorSpec(BaseModel):
+    """One input or output tensor, as the Open Inference Protocol describes it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    datatype: str = Field(description="Open Inference Protocol datatype, e.g. FP32.")
+    shape: list[int] = Field(description="-1 for the batch dimension.")
+
+
+class Signature(BaseModel):
+    """What a version takes and gives; the first input and output are the ones served."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @classmethod
+    def of_tensors(cls, *, input_name: str, row_shape: tuple[int, ...] | list[int],
+                   output_name: str, width: int) -> Signature:
+        """One float32 input of rows shaped ``row_shape``, one float32 output of ``width``."""
+        return cls(inputs=[TensorSpec(name=input_name, datatype="FP32",
+                                      shape=[-1, *row_shape])],
+                   outputs=[TensorSpec(name=output_name, datatype="FP32",
+                                       shape=[-1, width])])
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.inputs[0]
+
+    @property
+    def output(self) -> TensorSpec:
+        return self.outputs[0]
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one input row, e.g. ``(64,)`` or ``(1, 8, 8)``."""
+        return tuple(self.input.shape[1:])
+
+    @property
+    def n_features(self) -> int:
+        return math.prod(self.row_shape)
+
+    @property
+    def width(self) -> int:
+        """Output columns: classes, or 1 for a regression value."""
+        return self.output.shape[-1]
+
+
+class VersionConfig(BaseModel):
+    """How a version was made: a search trial's parameters, its torch network (architecture
+    and weights) while it has one, the columns it reads, its split, its compression."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    params: dict[str, Any] | None = Field(default=None, description="The trial's parameters.")
+    architecture: dict[str, Any] | None = Field(
+        default=None, description="The torch network's configuration, with its 'kind'.")
+    weights_key: str | None = Field(default=None, description="Artifact key of its weights.")
+    columns: list[int] | None = Field(default=None, description="Input columns the network "
+                                      "reads (feature selection); None: all.")
+    split_seed: int | None = Field(default=None, description="Seed of the split it was "
+                                   "trained on.")
+    compression: dict[str, Any] | None = Field(default=None, description="Method, settings, "
+                                               "chain and the method's report.")
+
+    @property
+    def has_network(self) -> bool:
+        """Whether torch weights are stored, so the version can be trained further."""
+        return self.weights_key is not None and bool(self.architecture)
+
+    @property
+    def convolutional(self) -> bool:
+        return self.architecture is not None and self.architecture.get("kind") == CNN_KIND

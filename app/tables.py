@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.dataset_profile import DatasetProfile
 from app.db import Base, PydanticJSON, UTCDateTime, utcnow
 from app.signature import Signature, VersionConfig
 
@@ -113,6 +114,7 @@ class Dataset(Base):
     input_shape: Mapped[list[int] | None] = mapped_column(JSON)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    profile: Mapped[DatasetProfile | None] = mapped_column(PydanticJSON(DatasetProfile))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

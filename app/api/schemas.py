@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.dataset_profile import DatasetProfile
 from app.signature import Signature
 from app.tables import Scope
 
@@ -36,6 +37,9 @@ class DatasetRead(BaseModel):
     input_shape: list[int] | None
     sha256: str
     size_bytes: int
+    profile: DatasetProfile | None = Field(description="Columns, the target's distribution "
+                                           "and the rows left out (absent for datasets "
+                                           "uploaded before profiles existed).")
     created_at: datetime
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from app.dataset_profile import DroppedRows
 from app.datasets.splits import check_splittable
 from app.errors import InvalidInput
 from app.tables import Task
@@ -35,6 +36,7 @@ class ParsedDataset:
     task: Task
     class_labels: list[Any] | None
     input_shape: list[int] | None
+    dropped: list[DroppedRows]
 
     @property
     def n_rows(self) -> int:
@@ -236,28 +238,35 @@ def _parse(handle: io.TextIOBase, *, target: str, task: Task | None,
 
     rows = _FeatureRows(len(feature_columns))
     labels = _TargetColumn(target, task)
+    no_target, first_without = 0, 0
     for row in reader:
         line = reader.line_num
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) != len(names):
             raise InvalidInput(f"line {line} has {len(row)} fields; the header has {len(names)}")
+        label = row[target_index].strip()
+        if label.lower() in MISSING_TOKENS:  # nothing to learn from: left out and counted
+            no_target += 1
+            first_without = first_without or line
+            continue
         try:
             values = [float(row[i]) for i in feature_columns]
         except ValueError:
             raise _bad_cell(row, feature_columns, names, line) from None
         if not all(math.isfinite(value) for value in values):
             raise _bad_cell(row, feature_columns, names, line)
-        label = row[target_index].strip()
-        if label.lower() in MISSING_TOKENS:
-            raise InvalidInput(f"missing value in target column {target!r} at line {line}")
         rows.add(values)
         labels.add(label, line)
     features = rows.matrix()
+    if not len(features) and no_target:
+        raise InvalidInput(f"target column {target!r} is empty in all {no_target} data rows")
     if not len(features):
         raise InvalidInput("CSV has a header but no data rows")
+    dropped = [DroppedRows(reason=f"no value in target column {target!r}", rows=no_target,
+                           first_line=first_without)] if no_target else []
     resolved_task, encoded, class_labels = labels.encode()
     check_splittable(encoded, resolved_task, class_labels)
     return ParsedDataset(features=features, target=encoded,
                          feature_names=[names[i] for i in feature_columns], task=resolved_task,
-                         class_labels=class_labels, input_shape=shape)
+                         class_labels=class_labels, input_shape=shape, dropped=dropped)

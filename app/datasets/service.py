@@ -10,6 +10,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from app.datasets.parsing import parse_csv
+from app.datasets.profile import profile_of
 from app.datasets.repository import DatasetRepository
 from app.errors import InvalidInput, NotFound
 from app.storage import ArtifactStore
@@ -50,7 +51,9 @@ def create_dataset(session: Session, store: ArtifactStore, *, upload: Path, file
         name=display_name, filename=Path(filename).name[:255] or "upload.csv", target=target,
         task=parsed.task, n_rows=parsed.n_rows, feature_names=parsed.feature_names,
         class_labels=parsed.class_labels, input_shape=parsed.input_shape, sha256="",
-        size_bytes=0))
+        size_bytes=0, profile=profile_of(
+            parsed.features, parsed.feature_names, parsed.target, target, parsed.task,
+            parsed.class_labels, parsed.dropped)))
     stored = store.put_file(original_key(dataset.id), upload)
     with tempfile.NamedTemporaryFile(dir=upload.parent, suffix=".npz") as arrays:
         np.savez(arrays, features=parsed.features, target=parsed.target)  # no copy in memory

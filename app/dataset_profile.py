@@ -1,0 +1,70 @@
+"""The typed profile of a dataset: what each column holds, the target's distribution, and
+the rows left out and why. Stored as JSON on the dataset (``app.db.PydanticJSON``); computed
+by ``app.datasets.profile``; shown by ``GET /v1/datasets/{id}``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TOP_CLASSES = 20  # classes listed in the target's distribution (the rest are counted)
+
+
+class ColumnProfile(BaseModel):
+    """One feature column as the model will see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    type: Literal["numeric"] = Field(description="The type used for training.")
+    missing: int = Field(description="Empty cells (or missing tokens) in the rows kept.")
+    distinct: int = Field(description="Distinct values in the rows kept.")
+    min: float
+    mean: float
+    max: float
+
+
+class ClassCount(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: Any
+    rows: int
+
+
+class TargetProfile(BaseModel):
+    """The column to predict: class counts, or the spread of a continuous value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    task: str
+    classes: list[ClassCount] | None = Field(default=None, description="Rows per class, "
+                                             f"most frequent first (at most {TOP_CLASSES}).")
+    other_classes: int = Field(default=0, description="Classes not listed.")
+    min: float | None = None
+    mean: float | None = None
+    max: float | None = None
+    std: float | None = None
+
+
+class DroppedRows(BaseModel):
+    """Rows of the file that are not in the dataset, by reason."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    rows: int
+    first_line: int = Field(description="The first such line of the file (1-based, header "
+                            "included).")
+
+
+class DatasetProfile(BaseModel):
+    """What an upload turned into."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rows: int
+    columns: list[ColumnProfile]
+    target: TargetProfile
+    dropped: list[DroppedRows] = Field(default_factory=list)

@@ -9,6 +9,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TOP_CLASSES = 20  # classes listed in the target's distribution (the rest are counted)
+TOP_VALUES = 10  # most frequent values listed per categorical column
+
+
+class ValueCount(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    value: str
+    rows: int
 
 
 class ColumnProfile(BaseModel):
@@ -17,12 +25,18 @@ class ColumnProfile(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    type: Literal["numeric"] = Field(description="The type used for training.")
+    type: Literal["numeric", "categorical", "datetime", "ignored"] = Field(
+        description="The type used for training; 'ignored' columns are not features.")
+    reason: str | None = Field(default=None, description="Why an ignored column is left out.")
     missing: int = Field(description="Empty cells (or missing tokens) in the rows kept.")
-    distinct: int = Field(description="Distinct values in the rows kept.")
-    min: float
-    mean: float
-    max: float
+    distinct: int | None = Field(default=None, description="Distinct values in the rows kept.")
+    min: float | None = None
+    mean: float | None = None
+    max: float | None = None
+    top: list[ValueCount] | None = Field(default=None, description="Most frequent values "
+                                         f"(categorical; at most {TOP_VALUES}).")
+    earliest: str | None = None
+    latest: str | None = None
 
 
 class ClassCount(BaseModel):

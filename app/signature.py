@@ -9,7 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.encoding import TableEncoding
+
 CNN_KIND = "CNNConfig"
+MAX_LISTED_CATEGORIES = 200  # categories a signature lists per column
 
 
 class TensorSpec(BaseModel):
@@ -20,6 +23,16 @@ class TensorSpec(BaseModel):
     name: str
     datatype: str = Field(description="Open Inference Protocol datatype, e.g. FP32.")
     shape: list[int] = Field(description="-1 for the batch dimension.")
+    kind: str | None = Field(default=None, description="For a model that takes one input per "
+                             "source column: numeric, categorical, datetime, or ignored (a "
+                             "column of the upload that is not a feature).")
+    categories: list[str] | None = Field(default=None, description="Categories seen in "
+                                         "training (the most frequent, for many-valued "
+                                         "columns); any other value is read as 'other'.")
+    allows_missing: bool = Field(default=False, description="Whether a gap is accepted (null, "
+                                 "or an absent key, on /v1; NaN or an empty string on /v2).")
+    required: bool = Field(default=True, description="False for a column the model no "
+                           "longer reads (dropped by feature selection): it may be left out.")
 
 
 class Signature(BaseModel):
@@ -38,6 +51,30 @@ class Signature(BaseModel):
                                       shape=[-1, *row_shape])],
                    outputs=[TensorSpec(name=output_name, datatype="FP32",
                                        shape=[-1, width])])
+
+    @classmethod
+    def of_columns(cls, encoding: TableEncoding, *, used: set[str], output_name: str,
+                   width: int) -> Signature:
+        """One input per source column ([-1, 1]: FP32 numbers, BYTES for text and dates);
+        only the ``used`` ones are graph inputs and required."""
+        inputs = []
+        for column in encoding.columns:
+            categories = (column.categories[:MAX_LISTED_CATEGORIES]
+                          if column.kind == "categorical" else None)
+            inputs.append(TensorSpec(
+                name=column.name, datatype="FP32" if column.kind == "numeric" else "BYTES",
+                shape=[-1, 1], kind=column.kind, categories=categories, allows_missing=True,
+                required=column.name in used))
+        inputs += [TensorSpec(name=name, datatype="BYTES", shape=[-1, 1], kind="ignored",
+                              allows_missing=True, required=False)
+                   for name in encoding.ignored]
+        return cls(inputs=inputs, outputs=[TensorSpec(name=output_name, datatype="FP32",
+                                                      shape=[-1, width])])
+
+    @property
+    def by_column(self) -> bool:
+        """Whether the model takes one input per source column (raw values)."""
+        return self.inputs[0].kind is not None
 
     @property
     def input(self) -> TensorSpec:
@@ -78,6 +115,8 @@ class VersionConfig(BaseModel):
                                    "trained on.")
     compression: dict[str, Any] | None = Field(default=None, description="Method, settings, "
                                                "chain and the method's report.")
+    encoding: TableEncoding | None = Field(default=None, description="The preprocessing in "
+                                           "front of the network (raw columns to features).")
 
     @property
     def has_network(self) -> bool:

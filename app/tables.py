@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.dataset_profile import DatasetProfile
 from app.db import Base, PydanticJSON, UTCDateTime, utcnow
+from app.encoding import TableEncoding
 from app.signature import Signature, VersionConfig
 
 # Ids and version numbers are 32-bit INTEGER columns (PostgreSQL refuses more); every
@@ -115,6 +116,7 @@ class Dataset(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     profile: Mapped[DatasetProfile | None] = mapped_column(PydanticJSON(DatasetProfile))
+    encoding: Mapped[TableEncoding | None] = mapped_column(PydanticJSON(TableEncoding))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -29,12 +29,16 @@ def upload_dataset(
     = None,
     input_shape: Annotated[str | None, Form(max_length=64, description="Per-row shape of "
                                             "image-like rows, e.g. '1,8,8'.")] = None,
+    columns: Annotated[str | None, Form(max_length=100_000, description=(
+        'JSON object overriding column types: {"zip": "categorical", "name": "ignore"}; '
+        "types: numeric, categorical, datetime, ignore. Others are inferred."))] = None,
 ) -> DatasetRead:
     """Validate and store a CSV; 4xx with the reason if it cannot be learned from."""
     with spooled_upload(file, settings, ".csv") as path:
         dataset = service.create_dataset(
             session, store, upload=path, filename=file.filename or "upload.csv",
-            target=target, name=name, task=task, input_shape=input_shape)
+            target=target, name=name, task=task, input_shape=input_shape,
+            columns=columns)
     return DatasetRead.model_validate(dataset)
 
 

@@ -26,8 +26,8 @@ from app.auth import check_scope
 from app.errors import BadRequest, KilnError, PayloadTooLarge, Unauthorized
 from app.serving.directory import ServingDirectory, Target
 from app.serving.oip import HEADER_LENGTH, NAMES, InferRequest, decode, encode
-from app.serving.predict import answer, parse_rows
-from app.serving.runtime import LoadedModel
+from app.serving.predict import answer, parse_feeds
+from app.serving.runtime import Feeds, LoadedModel
 from app.tables import Scope as KeyScope
 
 logger = logging.getLogger(__name__)
@@ -63,15 +63,14 @@ async def _parse(size: int, parse: Callable[[], _T]) -> _T:
     return await run_in_threadpool(parse)
 
 
-async def run_model(target: Target, rows: np.ndarray) -> np.ndarray:
-    """The model's first output for ``rows`` (shape ``(n, ...)``): batched when the model
-    has dynamic batching on, else inline when small or in a worker thread."""
+async def run_model(target: Target, feeds: Feeds) -> np.ndarray:
+    """The model's first output for ``feeds``: batched when the model has dynamic
+    batching on, else inline when small or in a worker thread."""
     if target.batcher is not None:
-        return await target.batcher.run(rows)
-    flat = rows.reshape(len(rows), -1)
-    if rows.size <= INLINE_ELEMENTS:
-        return target.model.run(flat)
-    return await run_in_threadpool(target.model.run, flat)
+        return await target.batcher.run(feeds)
+    if sum(values.size for values in feeds.values()) <= INLINE_ELEMENTS:
+        return target.model.run(feeds)
+    return await run_in_threadpool(target.model.run, feeds)
 
 
 def _count_failure(metrics: ServingMetrics, name: str, target: Target | None, protocol: str,
@@ -85,7 +84,7 @@ def _count_failure(metrics: ServingMetrics, name: str, target: Target | None, pr
 
 
 async def _handle(state: State, protocol: str, name: str, version: int | None, size: int,
-                  parse: Callable[[LoadedModel], tuple[_T, np.ndarray]],
+                  parse: Callable[[LoadedModel], tuple[_T, Feeds]],
                   render: Callable[[Target, _T, np.ndarray], Answer]) -> Answer:
     """Resolve, parse (``size`` bytes), run and render one request, with its metrics."""
     metrics: ServingMetrics = state.metrics
@@ -95,9 +94,9 @@ async def _handle(state: State, protocol: str, name: str, version: int | None, s
         target = await find_target(state.directory, name, version)
         model = target.model
         started = time.perf_counter()
-        parsed, rows = await _parse(size, lambda: parse(model))
+        parsed, feeds = await _parse(size, lambda: parse(model))
         computing = time.perf_counter()
-        output = await run_model(target, rows)
+        output = await run_model(target, feeds)
         computed = time.perf_counter()
         result = render(target, parsed, output)
     except KilnError as error:
@@ -115,14 +114,58 @@ async def predict_answer(state: State, name: str, version: int | None, body: byt
     """``/v1`` predict: JSON rows in, labels and probabilities (or values) out."""
     max_rows = state.settings.max_predict_rows
 
-    def parse(model: LoadedModel) -> tuple[None, np.ndarray]:
-        return None, parse_rows(body, n_features=model.n_features, max_rows=max_rows)
+    def parse(model: LoadedModel) -> tuple[None, Feeds]:
+        return None, parse_feeds(body, model, max_rows=max_rows)
 
     def render(target: Target, _: None, output: np.ndarray) -> Answer:
         result = {"model": name, "version": target.version, **answer(target.model, output)}
         return Answer(orjson.dumps(result), {"content-type": JSON})
 
     return await _handle(state, "v1", name, version, len(body), parse, render)
+
+
+def _check_outputs(model: LoadedModel, request: InferRequest) -> None:
+    wanted = request.outputs if request.outputs is not None else [model.output_name]
+    unknown = sorted(set(wanted) - {model.output_name})
+    if unknown:
+        raise BadRequest(f"unknown output(s) {unknown}; the model has ['{model.output_name}']")
+
+
+def _column_feeds(model: LoadedModel, request: InferRequest, max_rows: int) -> Feeds:
+    """The feeds of a model that takes columns: each an [n, 1] (or [n]) tensor, FP32 (or
+    another number type) for numbers with NaN for gaps, BYTES for text and dates."""
+    assert model.columns is not None
+    columns = {column.name: column for column in model.columns}
+    unknown = sorted(set(request.inputs) - set(columns))
+    if unknown:
+        raise BadRequest(f"unknown input(s) {unknown[:10]}; the model takes "
+                         f"{[name for name in columns][:30]}")
+    feeds: Feeds = {}
+    rows = None
+    for name, column in columns.items():
+        if not column.required:
+            continue
+        if name not in request.inputs:
+            raise BadRequest(f"missing input '{name}'")
+        array = request.inputs[name]
+        if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] != 1):
+            raise BadRequest(f"input '{name}' has shape {list(array.shape)}; the model "
+                             f"expects [1 to {max_rows}, 1]")
+        rows = len(array) if rows is None else rows
+        if len(array) != rows or not 1 <= rows <= max_rows:
+            raise BadRequest(f"input '{name}' has {len(array)} rows; every input needs the "
+                             f"same number, 1 to {max_rows}")
+        text = array.dtype == object
+        if text != (column.datatype == "BYTES"):
+            raise BadRequest(f"input '{name}' has datatype {NAMES[array.dtype]}; the model "
+                             f"expects {column.datatype}")
+        if not text:
+            with np.errstate(over="ignore"):
+                array = array.astype(np.float32)
+            if np.isinf(array).any():
+                raise BadRequest(f"input '{name}' contains Inf (or a value outside float32)")
+        feeds[name] = array.reshape(-1, 1)
+    return feeds
 
 
 def _check_inputs(model: LoadedModel, request: InferRequest, max_rows: int) -> None:
@@ -141,10 +184,6 @@ def _check_inputs(model: LoadedModel, request: InferRequest, max_rows: int) -> N
                          f"expects [1 to {max_rows}, {', '.join(map(str, model.input_shape))}]")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise BadRequest(f"input '{model.input_name}' contains NaN or Inf")
-    wanted = request.outputs if request.outputs is not None else [model.output_name]
-    unknown = sorted(set(wanted) - {model.output_name})
-    if unknown:
-        raise BadRequest(f"unknown output(s) {unknown}; the model has ['{model.output_name}']")
 
 
 async def infer_answer(state: State, name: str, version: int | None, body: bytes,
@@ -152,11 +191,14 @@ async def infer_answer(state: State, name: str, version: int | None, body: bytes
     """``/v2`` infer: tensors as JSON or with the binary tensor extension."""
     settings = state.settings
 
-    def parse(model: LoadedModel) -> tuple[InferRequest, np.ndarray]:
+    def parse(model: LoadedModel) -> tuple[InferRequest, Feeds]:
         limit = min(settings.max_tensor_elements, settings.max_predict_rows * model.n_features)
         decoded = decode(body, header_length, max_elements=limit)
+        _check_outputs(model, decoded)
+        if model.columns is not None:
+            return decoded, _column_feeds(model, decoded, settings.max_predict_rows)
         _check_inputs(model, decoded, settings.max_predict_rows)
-        return decoded, decoded.inputs[model.input_name]
+        return decoded, {model.input_name: decoded.inputs[model.input_name]}
 
     def render(target: Target, decoded: InferRequest, output: np.ndarray) -> Answer:
         content, headers = encode(name, target.version, decoded,

@@ -21,6 +21,7 @@ from app.registry.service import list_versions, resolve_serving_version
 from app.serving.directory import ServingDirectory
 from app.serving.oip import HEADER_LENGTH
 from app.serving.preload import Preload
+from app.signature import TensorSpec
 from app.tables import ModelVersion, VersionStatus
 
 router = APIRouter(prefix="/v2", tags=["inference protocol"])
@@ -66,8 +67,14 @@ def ready(request: Request, settings: SettingsDep) -> Response:
 def _metadata(row: ModelVersion, name: str, versions: list[int]) -> dict[str, Any]:
     return {"name": name, "versions": [str(number) for number in versions],
             "platform": "onnxruntime_onnx",
-            "inputs": [spec.model_dump() for spec in row.signature.inputs],
-            "outputs": [spec.model_dump() for spec in row.signature.outputs]}
+            "inputs": [_tensor(spec) for spec in row.signature.inputs if spec.required],
+            "outputs": [_tensor(spec) for spec in row.signature.outputs]}
+
+
+def _tensor(spec: TensorSpec) -> dict[str, Any]:
+    """A tensor as the protocol's metadata describes it (the column details are on
+    ``GET /v1/models/{name}/versions/{version}``)."""
+    return spec.model_dump(include={"name", "datatype", "shape"})
 
 
 def _live_versions(session: Session, name: str) -> list[int]:

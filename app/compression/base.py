@@ -14,7 +14,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from app.compression.spec import MethodStep
+from app.encoding import TableEncoding
 from app.errors import KilnError
+from app.preprocessing.encode import feeds
+from app.preprocessing.graph import attach
 from app.training.export import export_onnx
 from app.training.models import Network, count_parameters
 from app.training.train import TrainData
@@ -38,6 +41,35 @@ class CompressionData:
     seed: int = 0
     threads: int = 1
     max_accuracy_drop: float = 0.01
+    encoding: TableEncoding | None = None  # the preprocessing in front of the network
+    raw_test: dict[str, Any] | None = None  # the test rows' raw columns (with an encoding)
+
+    def used_columns(self, candidate: Candidate) -> set[str]:
+        """The source columns a candidate's network reads (all, without a selection)."""
+        assert self.encoding is not None
+        picked = None if candidate.columns is None else [int(c) for c in candidate.columns]
+        return self.encoding.sources_of(picked)
+
+    def served(self, candidate: Candidate) -> bytes:
+        """The file that would serve: the candidate's network graph, behind the
+        preprocessing when the table has one."""
+        if self.encoding is None:
+            return candidate.onnx
+        return attach(candidate.onnx, self.encoding, used=self.used_columns(candidate),
+                      input_name=candidate.input_name)
+
+    def test_feeds(self, candidate: Candidate) -> dict[str, Any]:
+        """The test rows as the served file takes them (raw columns, or the features)."""
+        if self.encoding is None:
+            return {candidate.input_name: self.x_test}
+        assert self.raw_test is not None
+        return feeds(self.encoding, self.raw_test, self.used_columns(candidate))
+
+    def groups(self) -> list[np.ndarray] | None:
+        """Feature positions per source column (None: every feature is its own column)."""
+        if self.encoding is None:
+            return None
+        return [np.arange(start, end) for start, end in self.encoding.spans()]
 
     @property
     def classification(self) -> bool:
@@ -56,8 +88,9 @@ class CompressionData:
 
 @dataclass
 class Candidate:
-    """A model on its way through a chain: the ONNX bytes that would serve and, while one
-    exists, the torch network they were exported from (``columns``: the input columns that
+    """A model on its way through a chain: the network's ONNX bytes (features in, without
+    the table's preprocessing: ``CompressionData.served`` adds it) and, while one exists,
+    the torch network they were exported from (``columns``: the feature columns that
     network reads, chosen by select_features; the ONNX graph takes every column)."""
 
     onnx: bytes

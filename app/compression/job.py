@@ -20,46 +20,66 @@ from app.compression.record import (
     report,
 )
 from app.compression.spec import CompressionSpec
-from app.datasets.service import DatasetArrays, load_arrays
+from app.datasets.service import DatasetArrays, load_arrays, load_raw
 from app.datasets.splits import SplitIndices, split_indices
 from app.db import session_scope
 from app.jobs.runner import JobContext, Recorder
 from app.jobs.spec import CompressJobCreate
+from app.preprocessing.graph import detach
 from app.registry.service import get_version
 from app.signature import VersionConfig
 from app.storage import ArtifactStore, get_store
 from app.tables import Dataset, Job, ModelVersion, Task
+from app.training.export import INPUT_NAME
 from app.training.models import Network, architecture_from
 from app.training.train import load_weights
 
 
-def compression_data(arrays: DatasetArrays, splits: SplitIndices, task: str, *, seed: int,
-                     threads: int, max_accuracy_drop: float) -> CompressionData:
-    """A dataset's rows cut into the parent's train / validation / test splits."""
+def compression_data(arrays: DatasetArrays, splits: SplitIndices, dataset: Dataset,
+                     store: ArtifactStore, *, seed: int, threads: int,
+                     max_accuracy_drop: float) -> CompressionData:
+    """A dataset's rows cut into the parent's train / validation / test splits (with the
+    test rows' raw columns, for a table with a preprocessing)."""
     features, target = arrays.features, arrays.target
+    raw_test = (load_raw(store, dataset, splits.test) if dataset.encoding is not None
+                else None)
     return CompressionData(
-        task=task, x_train=features[splits.train], y_train=target[splits.train],
+        task=dataset.task, x_train=features[splits.train], y_train=target[splits.train],
         x_val=features[splits.validation], y_val=target[splits.validation],
         x_test=features[splits.test], y_test=target[splits.test], seed=seed, threads=threads,
-        max_accuracy_drop=max_accuracy_drop)
+        max_accuracy_drop=max_accuracy_drop, encoding=dataset.encoding, raw_test=raw_test)
 
 
 def candidate_from_version(version: ModelVersion, store: ArtifactStore) -> Candidate:
-    """A registered version as a chain's starting point, with its torch form when stored."""
+    """A registered version as a chain's starting point, with its torch form when stored.
+    For a version with a preprocessing, the chain works on its network part."""
     signature = version.signature
     stored = version.config or VersionConfig()
-    network, columns = None, None
-    if stored.architecture is not None and stored.weights_key is not None:
-        network = Network(architecture_from(stored.architecture),
-                          version.task == Task.CLASSIFICATION)
-        load_weights(network, store.local_path(stored.weights_key).read_bytes())
-        network.eval()
-        if stored.columns is not None:
-            columns = np.asarray(stored.columns, dtype=np.int64)
-    return Candidate(onnx=store.local_path(version.artifact_key).read_bytes(),
-                     input_name=signature.input.name, output_name=signature.output.name,
-                     n_features=signature.row_shape[-1],
-                     params=version.n_params, network=network, columns=columns)
+    onnx = store.local_path(version.artifact_key).read_bytes()
+    if stored.encoding is not None:
+        return Candidate(onnx=detach(onnx, stored.encoding), input_name=INPUT_NAME,
+                         output_name=signature.output.name, n_features=stored.encoding.width,
+                         params=version.n_params, network=_network(version, store),
+                         columns=_columns(stored))
+    return Candidate(onnx=onnx, input_name=signature.input.name,
+                     output_name=signature.output.name, n_features=signature.row_shape[-1],
+                     params=version.n_params, network=_network(version, store),
+                     columns=_columns(stored))
+
+
+def _columns(stored: VersionConfig) -> np.ndarray | None:
+    return None if stored.columns is None else np.asarray(stored.columns, dtype=np.int64)
+
+
+def _network(version: ModelVersion, store: ArtifactStore) -> Network | None:
+    stored = version.config or VersionConfig()
+    if stored.architecture is None or stored.weights_key is None:
+        return None
+    network = Network(architecture_from(stored.architecture),
+                      version.task == Task.CLASSIFICATION)
+    load_weights(network, store.local_path(stored.weights_key).read_bytes())
+    network.eval()
+    return network
 
 
 @dataclass
@@ -86,7 +106,8 @@ def run_compression(context: JobContext, parent: Candidate, data: CompressionDat
                     progress: Callable[[int], None] = lambda done: None) -> Compression:
     """Make, measure and store every variant; registration waits for the job's success."""
     outcome = compress(parent, data, spec, context.check, progress)
-    prepared = prepare_variants(outcome, lineage, store, f"jobs/{context.job_id}/compression")
+    prepared = prepare_variants(outcome, lineage, store, f"jobs/{context.job_id}/compression",
+                                data)
     context.check()
     return Compression(spec=spec, lineage=lineage, outcome=outcome, prepared=prepared)
 
@@ -125,7 +146,7 @@ def run_compress(context: JobContext) -> Recorder:
     arrays = load_arrays(store, dataset)
     seed = split_seed_of(source, dataset.id, spec.seed)
     splits = split_indices(arrays.target, Task(dataset.task), seed=seed)
-    data = compression_data(arrays, splits, dataset.task, seed=seed,
+    data = compression_data(arrays, splits, dataset, store, seed=seed,
                             threads=context.settings.ort_threads,
                             max_accuracy_drop=spec.compression.max_accuracy_drop)
     lineage = Lineage(model_name=spec.source.model, task=source.task,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from app.compression.base import CompressionData
+from app.compression.base import Candidate, CompressionData
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import task_metrics
 from app.evaluation.sessions import open_session
@@ -30,12 +30,14 @@ def agreement(task: str, output: np.ndarray, parent: np.ndarray) -> float:
     return 1.0 - residual / spread if spread > 0 else float(residual == 0)
 
 
-def measure(onnx: bytes, *, input_name: str, output_name: str, data: CompressionData,
+def measure(candidate: Candidate, data: CompressionData,
             parent_output: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray]:
     """Task metrics on the test split, file and gzip bytes, and agreement with the parent's
-    outputs; also the outputs. Latency is timed apart (``time_all``)."""
+    outputs; also the outputs. Measured on the file that would serve (with the
+    preprocessing in front, for a table with one). Latency is timed apart (``time_all``)."""
+    onnx = data.served(candidate)
     session = open_session(onnx, data.threads)
-    output = np.asarray(session.run([output_name], {input_name: data.x_test})[0])
+    output = np.asarray(session.run([candidate.output_name], data.test_feeds(candidate))[0])
     metrics: dict[str, Any] = task_metrics(data.task, output, data.y_test)
     metrics.update(test_rows=len(data.x_test), size_bytes=len(onnx),
                    gzip_bytes=len(gzip.compress(onnx, compresslevel=9)))
@@ -44,28 +46,29 @@ def measure(onnx: bytes, *, input_name: str, output_name: str, data: Compression
     return metrics, output
 
 
-def timing(onnx: bytes, *, input_name: str, data: CompressionData) -> dict[str, float]:
-    """p50 and p95 latency at batch 1 and 64, after warm-up, with the job's threads."""
+def timing(candidate: Candidate, data: CompressionData) -> dict[str, float]:
+    """p50 and p95 latency at batch 1 and 64 of the file that would serve, on test rows,
+    after warm-up, with the job's threads."""
     timed: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
-        path.write_bytes(onnx)
+        path.write_bytes(data.served(candidate))
         for batch in LATENCY_BATCHES:
-            result = latency_ms(path, input_name=input_name, row_shape=data.x_test.shape[1:],
-                                batch=batch, threads=data.threads, min_seconds=LATENCY_SECONDS)
+            result = latency_ms(path, feeds=data.test_feeds(candidate), batch=batch,
+                                threads=data.threads, min_seconds=LATENCY_SECONDS)
             prefix = "latency" if batch == 1 else f"latency_b{batch}"
             timed[f"{prefix}_p50_ms"] = result["p50"]
             timed[f"{prefix}_p95_ms"] = result["p95"]
     return timed
 
 
-def time_all(models: list[tuple[bytes, str]], data: CompressionData) -> list[dict[str, float]]:
-    """Latency of every model (ONNX bytes, input name), timed in ``ROUNDS`` round-robin
+def time_all(models: list[Candidate], data: CompressionData) -> list[dict[str, float]]:
+    """Latency of every model, timed in ``ROUNDS`` round-robin
     passes keeping each model's best: whichever model is timed first in a fresh process
     would otherwise pay for its warm-up, and a burst of load would hit one model only."""
     best: list[dict[str, float]] = [{} for _ in models]
     for _ in range(ROUNDS):
-        for index, (onnx, input_name) in enumerate(models):
-            for key, value in timing(onnx, input_name=input_name, data=data).items():
+        for index, candidate in enumerate(models):
+            for key, value in timing(candidate, data).items():
                 best[index][key] = min(value, best[index].get(key, value))
     return best

@@ -46,8 +46,7 @@ class Outcome:
 
 def measure_parent(parent: Candidate, data: CompressionData) -> tuple[dict[str, Any], np.ndarray]:
     """The parent measured exactly as its variants will be."""
-    metrics, output = measure(parent.onnx, input_name=parent.input_name,
-                              output_name=parent.output_name, data=data, parent_output=None)
+    metrics, output = measure(parent, data, parent_output=None)
     metrics["params"] = parent.params
     return metrics, output
 
@@ -66,9 +65,7 @@ def compress(parent: Candidate, data: CompressionData, spec: CompressionSpec,
             if key not in made:
                 check()
                 result = get_compressor(step).apply(current, data, check)
-                metrics, _ = measure(result.onnx, input_name=result.input_name,
-                                     output_name=result.output_name, data=data,
-                                     parent_output=parent_output)
+                metrics, _ = measure(result, data, parent_output=parent_output)
                 metrics["params"] = result.params
                 for name in ("sparsity", "nonzero_params"):
                     if name in result.report:
@@ -83,9 +80,7 @@ def compress(parent: Candidate, data: CompressionData, spec: CompressionSpec,
                 progress(len(made))
             current_index = made[key]
             current = outcome.variants[current_index].candidate
-    timings = time_all([(parent.onnx, parent.input_name)]
-                       + [(v.candidate.onnx, v.candidate.input_name) for v in outcome.variants],
-                       data)
+    timings = time_all([parent, *(variant.candidate for variant in outcome.variants)], data)
     outcome.parent_metrics.update(timings[0])
     for variant, timed in zip(outcome.variants, timings[1:], strict=True):
         variant.metrics.update(timed)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.compression.base import Candidate, CompressionData
 from app.compression.pipeline import Outcome, Variant
 from app.compression.spec import CompressionSpec
 from app.registry.service import VersionDraft, register_version
@@ -54,13 +55,24 @@ def network_config(variant: Variant) -> dict[str, Any]:
     return stored
 
 
+def signature_of(candidate: Candidate, lineage: Lineage, data: CompressionData) -> Signature:
+    """The parent's signature; for a table with a preprocessing, the columns a variant no
+    longer reads (feature selection) are marked optional."""
+    if data.encoding is None:
+        return lineage.signature
+    return Signature.of_columns(data.encoding, used=data.used_columns(candidate),
+                                output_name=lineage.signature.output.name,
+                                width=lineage.signature.width)
+
+
 def prepare_variants(outcome: Outcome, lineage: Lineage, store: ArtifactStore,
-                     base_key: str) -> list[PreparedVariant]:
-    """Store every variant's ONNX file (and torch weights, while it has them)."""
+                     base_key: str, data: CompressionData) -> list[PreparedVariant]:
+    """Store every variant's ONNX file as it will serve (and torch weights, while it has
+    them)."""
     prepared = []
     for index, variant in enumerate(outcome.variants):
         folder = f"{base_key}/variant-{index}"
-        artifact = store.put_bytes(f"{folder}/model.onnx", variant.candidate.onnx)
+        artifact = store.put_bytes(f"{folder}/model.onnx", data.served(variant.candidate))
         weights_key = None
         if variant.candidate.network is not None:
             weights_key = f"{folder}/weights.pt"
@@ -68,11 +80,13 @@ def prepare_variants(outcome: Outcome, lineage: Lineage, store: ArtifactStore,
         config = VersionConfig(
             compression={"method": variant.method, "settings": variant.settings,
                          "chain": variant.chain, "report": variant.candidate.report},
-            split_seed=lineage.split_seed, weights_key=weights_key, **network_config(variant))
+            split_seed=lineage.split_seed, weights_key=weights_key, encoding=data.encoding,
+            **network_config(variant))
         prepared.append(PreparedVariant(parent=variant.parent, draft=VersionDraft(
             task=lineage.task, source="compression", artifact=artifact,
-            signature=lineage.signature, metrics=variant.metrics, n_params=variant.metrics.get(
-                "params"), latency_p50_ms=variant.metrics["latency_p50_ms"],
+            signature=signature_of(variant.candidate, lineage, data), metrics=variant.metrics,
+            n_params=variant.metrics.get("params"),
+            latency_p50_ms=variant.metrics["latency_p50_ms"],
             class_labels=lineage.class_labels, config=config, dataset_id=lineage.dataset_id,
             job_id=lineage.job_id, method=variant.method)))
     return prepared

@@ -1,25 +1,49 @@
-"""Computing a dataset's profile from its parsed arrays (once, at upload)."""
+"""Computing a dataset's profile from its typed columns (once, at upload)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from app.dataset_profile import (
     TOP_CLASSES,
+    TOP_VALUES,
     ClassCount,
     ColumnProfile,
     DatasetProfile,
     DroppedRows,
     TargetProfile,
+    ValueCount,
 )
+from app.preprocessing.columns import SourceColumn
+from app.preprocessing.fit import value_counts
 
 
-def _column(name: str, values: np.ndarray) -> ColumnProfile:
-    return ColumnProfile(name=name, type="numeric", missing=int(np.isnan(values).sum()),
-                         distinct=len(np.unique(values)), min=float(values.min()),
-                         mean=float(values.mean(dtype=np.float64)), max=float(values.max()))
+def _numeric(name: str, values: np.ndarray) -> ColumnProfile:
+    filled = values[~np.isnan(values)]
+    return ColumnProfile(name=name, type="numeric", missing=len(values) - len(filled),
+                         distinct=len(np.unique(filled)), min=float(filled.min()),
+                         mean=float(filled.mean(dtype=np.float64)), max=float(filled.max()))
+
+
+def _column(column: SourceColumn) -> ColumnProfile:
+    if column.type == "ignore":
+        return ColumnProfile(name=column.name, type="ignored", reason=column.reason,
+                             missing=column.missing)
+    if column.numbers is not None:
+        return _numeric(column.name, column.numbers)
+    assert column.text is not None
+    counts = value_counts(column.text)
+    if column.type == "datetime":
+        filled = pc.filter(column.text, pc.not_equal(column.text, ""))
+        return ColumnProfile(name=column.name, type="datetime", missing=column.missing,
+                             distinct=len(counts), earliest=pc.min(filled).as_py(),
+                             latest=pc.max(filled).as_py())
+    return ColumnProfile(name=column.name, type="categorical", missing=column.missing,
+                         distinct=len(counts), top=[ValueCount(value=value, rows=rows)
+                                                    for value, rows in counts[:TOP_VALUES]])
 
 
 def _target(name: str, task: str, target: np.ndarray,
@@ -37,10 +61,8 @@ def _target(name: str, task: str, target: np.ndarray,
                          other_classes=max(0, len(labels) - TOP_CLASSES))
 
 
-def profile_of(features: np.ndarray, feature_names: list[str], target: np.ndarray,
-               target_name: str, task: str, labels: list[Any] | None,
-               dropped: list[DroppedRows]) -> DatasetProfile:
-    """The profile of parsed arrays (one column at a time, so memory stays small)."""
-    columns = [_column(name, features[:, index]) for index, name in enumerate(feature_names)]
-    return DatasetProfile(rows=len(features), columns=columns,
+def profile_of(columns: list[SourceColumn], target: np.ndarray, target_name: str, task: str,
+               labels: list[Any] | None, dropped: list[DroppedRows]) -> DatasetProfile:
+    """The profile of typed columns (one column at a time, so memory stays small)."""
+    return DatasetProfile(rows=len(target), columns=[_column(column) for column in columns],
                           target=_target(target_name, task, target, labels), dropped=dropped)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+from pyarrow import ipc
 from sqlalchemy.orm import Session
 
-from app.datasets.parsing import parse_csv
+from app.datasets.parsing import parse_csv, raw_columns
 from app.datasets.profile import profile_of
 from app.datasets.repository import DatasetRepository
 from app.errors import InvalidInput, NotFound
@@ -35,9 +38,13 @@ def arrays_key(dataset_id: int) -> str:
     return f"datasets/{dataset_id}/arrays.npz"
 
 
+def raw_key(dataset_id: int) -> str:
+    return f"datasets/{dataset_id}/raw.arrow"
+
+
 def create_dataset(session: Session, store: ArtifactStore, *, upload: Path, filename: str,
                    target: str, name: str | None, task: Task | None,
-                   input_shape: str | None) -> Dataset:
+                   input_shape: str | None, columns: str | None = None) -> Dataset:
     """Validate the uploaded CSV, then record it and store the original and parsed arrays."""
     target = target.strip()
     if not target:
@@ -45,20 +52,27 @@ def create_dataset(session: Session, store: ArtifactStore, *, upload: Path, file
     display_name = (name or Path(filename).stem or "dataset").strip()
     if len(display_name) > MAX_NAME_LENGTH:
         raise InvalidInput(f"name: at most {MAX_NAME_LENGTH} characters")
-    parsed = parse_csv(upload, target=target, task=task, input_shape=input_shape)
-
+    parsed = parse_csv(upload, target=target, task=task, input_shape=input_shape,
+                       columns=columns)
+    assert parsed.columns is not None
     dataset = DatasetRepository(session).add(Dataset(
         name=display_name, filename=Path(filename).name[:255] or "upload.csv", target=target,
         task=parsed.task, n_rows=parsed.n_rows, feature_names=parsed.feature_names,
         class_labels=parsed.class_labels, input_shape=parsed.input_shape, sha256="",
-        size_bytes=0, profile=profile_of(
-            parsed.features, parsed.feature_names, parsed.target, target, parsed.task,
-            parsed.class_labels, parsed.dropped)))
+        size_bytes=0, encoding=parsed.encoding, profile=profile_of(
+            parsed.columns, parsed.target, target, parsed.task, parsed.class_labels,
+            parsed.dropped)))
     stored = store.put_file(original_key(dataset.id), upload)
     with tempfile.NamedTemporaryFile(dir=upload.parent, suffix=".npz") as arrays:
         np.savez(arrays, features=parsed.features, target=parsed.target)  # no copy in memory
         arrays.flush()
         store.put_file(arrays_key(dataset.id), Path(arrays.name))
+    if parsed.encoding is not None:
+        with tempfile.NamedTemporaryFile(dir=upload.parent, suffix=".arrow") as raw:
+            table = pa.table(raw_columns(parsed.columns))
+            with ipc.new_file(raw.name, table.schema) as writer:
+                writer.write_table(table)
+            store.put_file(raw_key(dataset.id), Path(raw.name))
     dataset.sha256 = stored.sha256
     dataset.size_bytes = stored.size_bytes
     session.flush()
@@ -82,3 +96,11 @@ def load_arrays(store: ArtifactStore, dataset: Dataset) -> DatasetArrays:
     """The stored features and target (no pickle is ever loaded)."""
     with np.load(store.local_path(arrays_key(dataset.id)), allow_pickle=False) as data:
         return DatasetArrays(features=data["features"], target=data["target"])
+
+
+def load_raw(store: ArtifactStore, dataset: Dataset, rows: np.ndarray) -> dict[str, Any]:
+    """The raw feature columns of ``rows`` (numbers, or text with '' for gaps), as the
+    served graph takes them; only for datasets with a preprocessing."""
+    with pa.memory_map(str(store.local_path(raw_key(dataset.id)))) as source:
+        table = ipc.open_file(source).read_all().take(pa.array(rows))
+    return {name: table.column(name).combine_chunks() for name in table.column_names}

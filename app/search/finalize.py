@@ -12,15 +12,25 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.encoding import TableEncoding
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import task_metrics
 from app.evaluation.sessions import open_session
 from app.jobs.runner import JobContext, JobFailed, Recorder
+from app.preprocessing.encode import Raw, feeds, stress_rows
+from app.preprocessing.graph import attach
 from app.registry.service import VersionDraft, register_version
 from app.signature import Signature, VersionConfig
 from app.storage import ArtifactStore
 from app.tables import Dataset, Trial
-from app.training.export import INPUT_NAME, OUTPUT_NAME, ExportMismatch, check_parity, export_onnx
+from app.training.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportMismatch,
+    check_parity,
+    check_table_parity,
+    export_onnx,
+)
 from app.training.models import Network, architecture_of, count_parameters
 from app.training.train import save_weights
 
@@ -50,27 +60,60 @@ class PreparedVersion:
     trial: int
     draft: VersionDraft
     metrics: dict[str, Any]
+    network_onnx: bytes  # the network part (features in): where compression starts
+
+
+@dataclass(frozen=True)
+class Served:
+    """The file a version serves, its signature, test feeds and its export check."""
+
+    onnx: bytes
+    signature: Signature
+    feeds: dict[str, Any]
+    parity: float
+
+
+def served_form(network: Network, path: Path, encoding: TableEncoding | None,
+                test_rows: np.ndarray, raw_test: Raw | None) -> Served:
+    """The exported network at ``path`` as it will serve: as it is, or behind the table's
+    preprocessing (one input per source column), checked against torch either way."""
+    if encoding is None:
+        parity = check_parity(network, path, test_rows[:PARITY_ROWS])
+        return Served(path.read_bytes(), signature_for(network), {INPUT_NAME: test_rows},
+                      parity)
+    assert raw_test is not None
+    used = encoding.sources_of(None)
+    onnx = attach(path.read_bytes(), encoding, used=used)
+    parity = check_table_parity(network, onnx, encoding,
+                                stress_rows(encoding, raw_test, PARITY_ROWS))
+    signature = Signature.of_columns(encoding, used=used, output_name=OUTPUT_NAME,
+                                     width=network.config.n_outputs)
+    return Served(onnx, signature, feeds(encoding, raw_test, used), parity)
 
 
 def prepare_version(context: JobContext, subject: SearchSubject, network: Network, *,
                     trial: int, params: dict[str, Any], validation: dict[str, Any],
                     test_rows: np.ndarray, test_target: np.ndarray,
-                    store: ArtifactStore) -> PreparedVersion:
+                    store: ArtifactStore, raw_test: Raw | None = None) -> PreparedVersion:
     """Export a trial's network, check it against torch, measure it on the held-out split
     and in onnxruntime, and store the ONNX file and the torch weights next to each other."""
     base = f"jobs/{subject.job_id}/trial-{trial}"
+    encoding = subject.dataset.encoding
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.onnx"
+        path = Path(folder) / "network.onnx"
         export_onnx(network, path)
+        network_onnx = path.read_bytes()
         try:
-            parity = check_parity(network, path, test_rows[:PARITY_ROWS])
+            served = served_form(network, path, encoding, test_rows, raw_test)
         except ExportMismatch as mismatch:
             raise JobFailed(f"export check of trial {trial} failed: {mismatch}") from None
+        path = Path(folder) / "model.onnx"
+        path.write_bytes(served.onnx)
         session = open_session(path, context.settings.ort_threads)
-        output = session.run([OUTPUT_NAME], {INPUT_NAME: test_rows})[0]
+        output = session.run([OUTPUT_NAME], served.feeds)[0]
         metrics: dict[str, Any] = task_metrics(subject.dataset.task, output, test_target)
-        latency = latency_ms(path, input_name=INPUT_NAME, row_shape=(network.config.n_inputs,),
-                             threads=context.settings.ort_threads)
+        latency = latency_ms(path, feeds=served.feeds, threads=context.settings.ort_threads)
+        parity = served.parity
         metrics.update(test_rows=len(test_rows), onnx_max_abs_diff=parity,
                        latency_p50_ms=latency["p50"], latency_p95_ms=latency["p95"],
                        size_bytes=path.stat().st_size, params=count_parameters(network),
@@ -80,13 +123,13 @@ def prepare_version(context: JobContext, subject: SearchSubject, network: Networ
     context.check()
     draft = VersionDraft(
         task=subject.dataset.task, source="search", artifact=artifact,
-        signature=signature_for(network), metrics=metrics, n_params=count_parameters(network),
+        signature=served.signature, metrics=metrics, n_params=count_parameters(network),
         latency_p50_ms=latency["p50"], class_labels=subject.dataset.class_labels,
         config=VersionConfig(params=params, weights_key=f"{base}/weights.pt",
-                             split_seed=subject.split_seed,
+                             split_seed=subject.split_seed, encoding=encoding,
                              architecture=architecture_of(network.config)),
         dataset_id=subject.dataset.id, job_id=subject.job_id)
-    return PreparedVersion(trial=trial, draft=draft, metrics=metrics)
+    return PreparedVersion(trial=trial, draft=draft, metrics=metrics, network_onnx=network_onnx)
 
 
 def recorder_for(subject: SearchSubject, prepared: list[PreparedVersion],

@@ -18,7 +18,7 @@ from app.compression.job import Compression, compression_data, run_compression, 
 from app.compression.record import Lineage
 from app.compression.spec import CompressionSpec
 from app.config import Settings
-from app.datasets.service import load_arrays
+from app.datasets.service import load_arrays, load_raw
 from app.datasets.splits import split_indices
 from app.db import session_scope, utcnow
 from app.jobs.queue import JobQueue
@@ -183,6 +183,8 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
     if not best:
         raise JobFailed(_failure_reason(run))
     test = run.splits.test
+    raw_test = (load_raw(run.store, run.dataset, test) if run.dataset.encoding is not None
+                else None)
     prepared: list[PreparedVersion] = []
     networks: list[Network] = []
     for trial in best:
@@ -194,7 +196,7 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
         prepared.append(prepare_version(
             context, subject, network, trial=trial.number, params=trial.params,
             validation=trial.metrics or {}, test_rows=run.arrays.features[test],
-            test_target=run.arrays.target[test], store=run.store))
+            test_target=run.arrays.target[test], store=run.store, raw_test=raw_test))
     summary: dict[str, Any] = {"plan": plan_summary(run.plan)}
     if run.plan.multi_objective:
         summary["pareto"] = [{"trial": t.number, "values": t.values} for t in best]
@@ -208,11 +210,10 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
 def _compress_winner(context: JobContext, run: SearchRun, subject: SearchSubject,
                      spec: CompressionSpec, network: Network,
                      winner: PreparedVersion) -> Compression:
-    parent = Candidate(onnx=run.store.local_path(winner.draft.artifact.key).read_bytes(),
-                       input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+    parent = Candidate(onnx=winner.network_onnx, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
                        n_features=network.config.n_inputs, params=winner.draft.n_params,
                        network=network)
-    data = compression_data(run.arrays, run.splits, run.dataset.task, seed=run.spec.seed,
+    data = compression_data(run.arrays, run.splits, run.dataset, run.store, seed=run.spec.seed,
                             threads=context.settings.ort_threads,
                             max_accuracy_drop=spec.max_accuracy_drop)
     lineage = Lineage(model_name=subject.model_name, task=run.dataset.task,

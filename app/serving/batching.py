@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from app.serving.runtime import LoadedModel
+from app.serving.runtime import Feeds, LoadedModel, rows_in
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,15 @@ class BatchPolicy:
                    max_queue_delay_ms=float(config.get("max_queue_delay_ms", 0.0)))
 
 
-_Waiting = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
+_Waiting = tuple[Feeds, "asyncio.Future[np.ndarray]"]
+
+
+def merged(waiting: list[_Waiting]) -> Feeds:
+    """Every waiting request's rows, one array per input."""
+    if len(waiting) == 1:
+        return waiting[0][0]
+    return {name: np.concatenate([feeds[name] for feeds, _ in waiting])
+            for name in waiting[0][0]}
 
 
 class DynamicBatcher:
@@ -47,16 +55,19 @@ class DynamicBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self.batches_run = 0  # merged onnxruntime calls so far (reported by the benchmark)
 
-    async def run(self, rows: np.ndarray) -> np.ndarray:
-        """The model's output for ``rows`` (shape ``(n, ...)``), computed in some batch."""
-        if len(rows) >= self.policy.max_batch_size:
-            return await self._compute(rows.reshape(len(rows), -1))
+    async def run(self, feeds: Feeds) -> np.ndarray:
+        """The model's output for ``feeds`` (every input with its rows first), computed in
+        some batch."""
+        count = rows_in(feeds)
+        if count >= self.policy.max_batch_size:
+            return await self._compute(feeds)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        if self._rows + len(rows) > self.policy.max_batch_size:
+        if self._rows + count > self.policy.max_batch_size or (
+                self._waiting and set(self._waiting[0][0]) != set(feeds)):
             self._flush()
-        self._waiting.append((rows.reshape(len(rows), -1), future))
-        self._rows += len(rows)
+        self._waiting.append((feeds, future))
+        self._rows += count
         if self._rows >= self.policy.max_batch_size:
             self._flush()
         elif self._timer is None:
@@ -71,24 +82,23 @@ class DynamicBatcher:
         if waiting:
             asyncio.get_running_loop().create_task(self._execute(waiting))
 
-    async def _compute(self, rows: np.ndarray) -> np.ndarray:
-        if rows.size <= self.inline_elements:
-            return self.model.run(rows)
-        return await asyncio.to_thread(self.model.run, rows)
+    async def _compute(self, feeds: Feeds) -> np.ndarray:
+        if sum(values.size for values in feeds.values()) <= self.inline_elements:
+            return self.model.run(feeds)
+        return await asyncio.to_thread(self.model.run, feeds)
 
     async def _execute(self, waiting: list[_Waiting]) -> None:
-        merged = waiting[0][0] if len(waiting) == 1 else np.concatenate(
-            [rows for rows, _ in waiting])
         self.batches_run += 1
         try:
-            output = await self._compute(merged)
+            output = await self._compute(merged(waiting))
         except Exception as error:
             for _, future in waiting:
                 if not future.done():
                     future.set_exception(error)
             return
         start = 0
-        for rows, future in waiting:
+        for feeds, future in waiting:
+            count = rows_in(feeds)
             if not future.done():
-                future.set_result(output[start:start + len(rows)])
-            start += len(rows)
+                future.set_result(output[start:start + count])
+            start += count

@@ -4,6 +4,7 @@ Every size is checked against the declared shape and the limits before any array
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
 }
 NAMES = {dtype: name for name, dtype in DATATYPES.items()}
+NAMES[np.dtype(object)] = "BYTES"
+TEXT = np.dtype(object)  # BYTES tensors decode to arrays of str
 MAX_RANK = 8
 _DECIMAL = re.compile(r"[0-9]{1,15}")
 
@@ -53,19 +56,66 @@ def _declared(spec: dict[str, Any], max_elements: int) -> tuple[str, list[int], 
         raise BadRequest(f"input '{name}': shape {_shown(shape)} has a dimension of "
                          f"{max(shape)} elements; the limit is {max_elements}")
     datatype = spec.get("datatype")
-    if datatype == "BYTES":
-        raise BadRequest(f"input '{name}': datatype BYTES is not supported")
-    if datatype not in DATATYPES:
+    if datatype != "BYTES" and datatype not in DATATYPES:
         raise BadRequest(f"input '{name}': unknown datatype {datatype!r}; expected one of "
-                         f"{sorted(DATATYPES)}")
+                         f"{sorted([*DATATYPES, 'BYTES'])}")
     elements = math.prod(shape)
     if elements > max_elements:
         raise BadRequest(f"input '{name}': shape {shape} has {elements} elements; the limit "
                          f"is {max_elements}")
-    return name, shape, DATATYPES[datatype]
+    return name, shape, TEXT if datatype == "BYTES" else DATATYPES[datatype]
+
+
+def _flat_strings(name: str, data: list[Any], depth: int = 0) -> list[str]:
+    """Strings of (nested) JSON lists in row-major order."""
+    flat: list[str] = []
+    for item in data:
+        if isinstance(item, list) and depth < MAX_RANK:
+            flat.extend(_flat_strings(name, item, depth + 1))
+        elif isinstance(item, str):
+            flat.append(item)
+        else:
+            raise BadRequest(f"input '{name}': BYTES 'data' must hold only strings")
+    return flat
+
+
+def _text_from_json(name: str, data: Any, shape: list[int]) -> np.ndarray:
+    if not isinstance(data, list):
+        raise BadRequest(f"input '{name}': 'data' must be a list")
+    values = _flat_strings(name, data)
+    if len(values) != math.prod(shape):
+        raise BadRequest(f"input '{name}': shape {shape} needs {math.prod(shape)} values, "
+                         f"'data' has {len(values)}")
+    return np.asarray(values, dtype=object).reshape(shape)
+
+
+def _text_from_binary(name: str, blob: bytes, shape: list[int]) -> np.ndarray:
+    """Triton's BYTES layout: each element is a 4-byte little-endian length, then its
+    bytes (UTF-8 text here)."""
+    values: list[str] = []
+    offset = 0
+    for _ in range(math.prod(shape)):
+        if offset + 4 > len(blob):
+            raise BadRequest(f"input '{name}': BYTES data ends before element {len(values)}")
+        length = int.from_bytes(blob[offset:offset + 4], "little")
+        offset += 4
+        if offset + length > len(blob):
+            raise BadRequest(f"input '{name}': BYTES element {len(values)} claims {length} "
+                             "bytes past the end of its data")
+        try:
+            values.append(blob[offset:offset + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadRequest(f"input '{name}': BYTES element {len(values)} is not UTF-8 "
+                             "text") from None
+        offset += length
+    if offset != len(blob):
+        raise BadRequest(f"input '{name}': {len(blob) - offset} bytes after its last element")
+    return np.asarray(values, dtype=object).reshape(shape)
 
 
 def _from_json(name: str, data: Any, shape: list[int], dtype: np.dtype[Any]) -> np.ndarray:
+    if dtype == TEXT:
+        return _text_from_json(name, data, shape)
     if not isinstance(data, list):
         raise BadRequest(f"input '{name}': 'data' must be a list")
     try:
@@ -123,13 +173,22 @@ def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, set[s
     return names, binary
 
 
+def _json(head: bytes) -> Any:
+    """The JSON header. ``NaN`` (how tritonclient writes a gap in an FP32 tensor) is not
+    JSON, so a header orjson refuses is read again by the standard library, which takes it."""
+    try:
+        return orjson.loads(head)
+    except orjson.JSONDecodeError as error:
+        try:
+            return json.loads(head)
+        except (ValueError, RecursionError):
+            raise BadRequest(f"request is not valid JSON: {error}") from None
+
+
 def decode(body: bytes, header_length: str | None, *, max_elements: int) -> InferRequest:
     """Parse an infer request body (JSON, or JSON header plus binary tensors)."""
     head, tail = _header_split(body, header_length)
-    try:
-        payload = orjson.loads(head)
-    except orjson.JSONDecodeError as error:
-        raise BadRequest(f"request is not valid JSON: {error}") from None
+    payload = _json(head)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise BadRequest("request must be a JSON object with an 'inputs' list")
     inputs: dict[str, np.ndarray] = {}
@@ -143,6 +202,13 @@ def decode(body: bytes, header_length: str | None, *, max_elements: int) -> Infe
         size = _binary_size(spec, name)
         if size is None:
             inputs[name] = _from_json(name, spec.get("data"), shape, dtype)
+            continue
+        if dtype == TEXT:
+            if offset + size > len(tail):
+                raise BadRequest(f"input '{name}': the body ends before its {size} binary "
+                                 "bytes")
+            inputs[name] = _text_from_binary(name, tail[offset:offset + size], shape)
+            offset += size
             continue
         expected = math.prod(shape) * dtype.itemsize
         if size != expected:

@@ -8,11 +8,12 @@ import numpy as np
 import orjson
 
 from app.errors import BadRequest, InvalidInput
+from app.serving.records import parse_records
 from app.serving.runtime import LoadedModel
 
 
-def parse_rows(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
-    """``{"inputs": [[...], ...]}`` to a float32 matrix, with a 4xx naming what is wrong."""
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The JSON object of a predict request, checked for its one field."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -22,6 +23,20 @@ def parse_rows(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
     extra = sorted(set(payload) - {"inputs"})
     if extra:
         raise InvalidInput(f"unknown fields in body: {extra}; expected only 'inputs'")
+    return payload
+
+
+def parse_feeds(body: bytes, model: LoadedModel, *, max_rows: int) -> dict[str, np.ndarray]:
+    """The model's feeds for a predict body: records (or rows) for a model that takes
+    columns, rows of numbers for a model that takes one tensor."""
+    payload = parse_body(body)
+    if model.columns is not None:
+        return parse_records(payload, model.columns, max_rows)
+    return model.feeds_of(parse_rows(payload, n_features=model.n_features, max_rows=max_rows))
+
+
+def parse_rows(payload: dict[str, Any], *, n_features: int, max_rows: int) -> np.ndarray:
+    """``{"inputs": [[...], ...]}`` to a float32 matrix, with a 4xx naming what is wrong."""
     inputs = payload["inputs"]
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput(f"inputs must be a non-empty list of rows of {n_features} numbers")

@@ -14,10 +14,11 @@ import onnxruntime as ort
 
 from app.errors import Unavailable
 from app.evaluation.sessions import open_session
-from app.signature import Signature
+from app.signature import Signature, TensorSpec
 from app.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
+Feeds = dict[str, np.ndarray]  # input name -> array with rows first
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,29 @@ class LoadedModel:
     task: str
     labels: list[Any] | None
     size_bytes: int
+    columns: tuple[TensorSpec, ...] | None = None  # one input per source column, if so
 
-    def run(self, rows: np.ndarray) -> np.ndarray:
-        """Run the graph on float32 rows of ``n_features`` values; returns the output."""
-        batch = rows.reshape((rows.shape[0], *self.input_shape))
-        output: np.ndarray = self.session.run([self.output_name], {self.input_name: batch})[0]
+    def run(self, feeds: Feeds) -> np.ndarray:
+        """Run the graph on ``feeds`` (see ``feeds_of``); returns the first output."""
+        output: np.ndarray = self.session.run([self.output_name], feeds)[0]
         return output
+
+    def feeds_of(self, rows: np.ndarray) -> Feeds:
+        """The feeds of a single-tensor model: float32 rows of ``n_features`` values."""
+        return {self.input_name: rows.reshape((rows.shape[0], *self.input_shape))}
+
+    def empty_row(self) -> Feeds:
+        """One row of zeros, or of gaps for a model that takes columns (the warm-up)."""
+        if self.columns is None:
+            return self.feeds_of(np.zeros((1, self.n_features), dtype=np.float32))
+        return {column.name: np.full((1, 1), np.nan, dtype=np.float32)
+                if column.datatype == "FP32" else np.full((1, 1), "", dtype=object)
+                for column in self.columns if column.required}
+
+
+def rows_in(feeds: Feeds) -> int:
+    """How many rows the feeds hold."""
+    return len(next(iter(feeds.values())))
 
 
 def _digest(data: bytes) -> str:
@@ -100,12 +118,15 @@ class SessionCache:
             raise Unavailable(f"artifact of version id {version_id} does not match its sha256; "
                               "refusing to serve it")
         session = open_session(data, self.threads)
+        by_column = signature.by_column
         model = LoadedModel(
             version_id=version_id, session=session, input_name=signature.input.name,
-            output_name=signature.output.name, n_features=signature.n_features,
-            input_shape=signature.row_shape, input_datatype=signature.input.datatype, task=task,
-            labels=labels, size_bytes=len(data))
-        model.run(np.zeros((1, model.n_features), dtype=np.float32))  # warm-up
+            output_name=signature.output.name,
+            n_features=len(signature.inputs) if by_column else signature.n_features,
+            input_shape=(1,) if by_column else signature.row_shape,
+            input_datatype=signature.input.datatype, task=task, labels=labels,
+            size_bytes=len(data), columns=tuple(signature.inputs) if by_column else None)
+        model.run(model.empty_row())  # warm-up
         return model
 
     def _evict(self) -> None:

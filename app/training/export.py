@@ -15,6 +15,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from app.encoding import TableEncoding
+from app.preprocessing.encode import Raw, encode, feeds
 from app.training.models import Network, Predictor
 
 INPUT_NAME = "input"
@@ -124,4 +126,22 @@ def check_parity(network: Network, path: Path, sample: np.ndarray,
     if not difference <= PARITY_TOLERANCE:
         raise ExportMismatch(f"ONNX output differs from torch by {difference:.2e} "
                              f"(tolerance {PARITY_TOLERANCE})")
+    return difference
+
+
+def check_table_parity(network: Network, served: bytes, encoding: TableEncoding,
+                       raw: Raw) -> float:
+    """Largest difference between the served file run on raw columns and torch run on the
+    numpy preprocessing of the same rows: the whole pipeline, gaps and unseen values
+    included (``raw`` should hold such rows: ``stress_rows``)."""
+    network.eval()
+    with torch.no_grad():
+        expected = network.predict(torch.from_numpy(encode(encoding, raw))).numpy()
+    session = ort.InferenceSession(served, providers=["CPUExecutionProvider"])
+    actual = session.run([OUTPUT_NAME], feeds(encoding, raw))[0]
+    scale = np.maximum(1.0, np.abs(expected))
+    difference = float(np.max(np.abs(actual - expected) / scale))
+    if not difference <= PARITY_TOLERANCE:
+        raise ExportMismatch(f"ONNX output (from raw columns) differs from the preprocessing "
+                             f"and torch by {difference:.2e} (tolerance {PARITY_TOLERANCE})")
     return difference

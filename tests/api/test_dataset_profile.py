@@ -23,7 +23,8 @@ def test_profile_describes_columns_target_and_dropped_rows(client: TestClient,
     kept = [row for index, row in enumerate(rows) if index not in (5, 9, 30)]
     a, b = profile["columns"]
     assert a == {"name": "a", "type": "numeric", "missing": 0, "distinct": 37, "min": 0.0,
-                 "mean": sum(row[0] for row in kept) / 37, "max": 39.0}
+                 "mean": sum(row[0] for row in kept) / 37, "max": 39.0, "reason": None,
+                 "top": None, "earliest": None, "latest": None}
     assert (b["distinct"], b["min"], b["max"]) == (3, 0.0, 2.0)
     dogs = sum(row[2] == "dog" for row in kept)
     assert profile["target"]["classes"] == [{"label": "cat", "rows": 37 - dogs},
@@ -46,3 +47,57 @@ def test_a_file_whose_targets_are_all_missing_is_refused(client: TestClient,
     assert status == 422
     assert body["detail"] == "target column 'label' is empty in all 9 data rows"
     assert client.get("/v1/datasets", headers=admin).json()["total"] == 0
+
+
+def mixed_rows(count: int = 120) -> list[list[object]]:
+    """A table as people have them: words, booleans, dates, an id column and gaps."""
+    rows: list[list[object]] = []
+    for i in range(count):
+        island = ("Biscoe", "Dream", "Torgersen")[i % 3]
+        sex = "" if i % 11 == 0 else ("male", "female")[i % 2]
+        length = "" if i % 13 == 0 else f"{35 + (i % 3) * 5 + (i % 7) * 0.3:.1f}"
+        seen = f"2024-0{1 + i % 9}-{1 + i % 28:02d}" if i % 17 else "NA"
+        rows.append([f"P-{i:04d}", island, sex, length, seen, "TRUE" if i % 5 else "FALSE",
+                     ("Adelie", "Chinstrap", "Gentoo")[i % 3]])
+    return rows
+
+
+MIXED_HEADER = ["id", "island", "sex", "bill_length_mm", "seen", "tagged", "species"]
+
+
+def test_text_dates_and_gaps_are_typed_and_profiled(client: TestClient, admin: dict) -> None:
+    status, body = client.post(
+        "/v1/datasets", headers=admin, data={"target": "species"},
+        files={"file": ("penguins.csv", csv_bytes(MIXED_HEADER, mixed_rows()), "text/csv")}
+    ).status_code, None
+    assert status == 201
+    body = client.get("/v1/datasets", headers=admin).json()["items"][0]
+    columns = {column["name"]: column for column in body["profile"]["columns"]}
+    assert {name: column["type"] for name, column in columns.items()} == {
+        "id": "ignored", "island": "categorical", "sex": "categorical",
+        "bill_length_mm": "numeric", "seen": "datetime", "tagged": "categorical"}
+    assert "identifier" in columns["id"]["reason"]
+    assert columns["sex"]["missing"] == 11 and columns["bill_length_mm"]["missing"] == 10
+    assert columns["seen"]["missing"] == 8
+    assert columns["island"]["top"] == [{"value": "Biscoe", "rows": 40},
+                                        {"value": "Dream", "rows": 40},
+                                        {"value": "Torgersen", "rows": 40}]
+    dates = [row[4] for row in mixed_rows() if row[4] != "NA"]
+    assert (columns["seen"]["earliest"], columns["seen"]["latest"]) == (min(dates), max(dates))
+    names = body["feature_names"]
+    assert "island=Biscoe" in names and "sex:missing" in names and "seen:weekday" in names
+    assert "bill_length_mm:missing" in names and not any(name.startswith("id") for name in names)
+
+
+def test_columns_override_types_and_drops(client: TestClient, admin: dict) -> None:
+    response = client.post(
+        "/v1/datasets", headers=admin,
+        data={"target": "species", "columns": '{"id": "categorical", "island": "ignore"}'},
+        files={"file": ("penguins.csv", csv_bytes(MIXED_HEADER, mixed_rows(40)), "text/csv")})
+    assert response.status_code == 201, response.text
+    columns = {column["name"]: column for column in response.json()["profile"]["columns"]}
+    assert columns["id"]["type"] == "categorical"
+    assert columns["island"] == {"name": "island", "type": "ignored",
+                                 "reason": "ignored as asked", "missing": 0, "distinct": None,
+                                 "min": None, "mean": None, "max": None, "top": None,
+                                 "earliest": None, "latest": None}

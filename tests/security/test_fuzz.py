@@ -20,7 +20,7 @@ from app.config import Settings
 from app.errors import KilnError
 from app.registry.onnx_checks import declared_signature, decode_model, refuse_external_data
 from app.serving.oip import decode
-from app.serving.predict import parse_rows
+from app.serving.predict import parse_body, parse_rows
 from tests.api.test_model_upload import linear_onnx, upload
 from tests.conftest import register
 
@@ -62,7 +62,7 @@ def _to_json(value: Any) -> bytes:
 @given(st.one_of(st.fixed_dictionaries({"inputs": rows}), json_values))
 def test_v1_row_decoder_answers_rows_or_4xx(payload: Any) -> None:
     try:
-        parsed = parse_rows(_to_json(payload), n_features=4, max_rows=3)
+        parsed = parse_rows(parse_body(_to_json(payload)), n_features=4, max_rows=3)
     except KilnError as error:
         assert 400 <= error.status_code < 500
         return

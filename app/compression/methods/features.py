@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,10 +19,22 @@ from app.evaluation.sessions import open_session
 from app.training.models import MLPConfig, Network
 
 
+def units_of(current: np.ndarray, data: CompressionData) -> list[np.ndarray]:
+    """What is kept or dropped as one: each feature column, or (for a table with a
+    preprocessing) every feature of one source column. Positions are within ``current``."""
+    groups = data.groups()
+    if groups is None:
+        return [np.array([position]) for position in range(len(current))]
+    position = {int(column): index for index, column in enumerate(current)}
+    units = [np.array([position[int(c)] for c in group if int(c) in position], dtype=np.int64)
+             for group in groups]
+    return [unit for unit in units if len(unit)]
+
+
 def permutation_importance(candidate: Candidate, data: CompressionData,
-                           columns: np.ndarray) -> np.ndarray:
-    """Per column in ``columns``: how much the validation score worsens (in onnxruntime)
-    when that column's values are shuffled across rows."""
+                           columns: np.ndarray, units: list[np.ndarray]) -> np.ndarray:
+    """Per unit of ``columns``: how much the validation score worsens (in onnxruntime)
+    when that unit's values are shuffled across rows (together, for a source column)."""
     session = open_session(candidate.onnx, data.threads)
     metric = default_metric(data.task)
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
@@ -32,12 +45,13 @@ def permutation_importance(candidate: Candidate, data: CompressionData,
 
     baseline = score(data.x_val)
     rng = np.random.default_rng(data.seed)
-    drops = np.empty(len(columns))
+    drops = np.empty(len(units))
     shuffled = data.x_val.copy()
-    for position, column in enumerate(columns):
-        shuffled[:, column] = data.x_val[rng.permutation(len(data.x_val)), column]
-        drops[position] = baseline - score(shuffled)
-        shuffled[:, column] = data.x_val[:, column]
+    for index, unit in enumerate(units):
+        picked = columns[unit]
+        shuffled[:, picked] = data.x_val[rng.permutation(len(data.x_val))][:, picked]
+        drops[index] = baseline - score(shuffled)
+        shuffled[:, picked] = data.x_val[:, picked]
     return drops
 
 
@@ -74,24 +88,35 @@ class FeatureSelector(Compressor):
                                    "needs every pixel of its image")
         current = (candidate.columns if candidate.columns is not None
                    else np.arange(candidate.n_features))
-        scores = self._importance(network, candidate, data, current)
-        count = max(1, round(len(current) * self.step.keep))
-        keep = np.sort(np.argsort(-scores, kind="stable")[:count])
+        units = units_of(current, data)
+        scores = self._importance(network, candidate, data, current, units)
+        count = max(1, round(len(units) * self.step.keep))
+        chosen = np.argsort(-scores, kind="stable")[:count]
+        keep = np.sort(np.concatenate([units[index] for index in chosen]))
         smaller = narrowed(network, keep)
         columns = current[keep]
         check()
         fine_tune(smaller, data.train_data(columns), epochs=self.step.fine_tune_epochs,
                   learning_rate=self.step.learning_rate, seed=data.seed)
-        report = {"by": self.step.by, "kept_columns": len(columns),
-                  "dropped_columns": len(current) - len(columns),
-                  "columns": [int(column) for column in columns]}
+        kept = [int(column) for column in columns]
+        report: dict[str, Any] = {"by": self.step.by, "kept_columns": len(columns),
+                                  "dropped_columns": len(current) - len(columns),
+                                  "columns": kept}
+        if data.encoding is not None:
+            sources = data.encoding.sources_of(kept)
+            report["kept_sources"] = [c.name for c in data.encoding.columns if c.name in sources]
         return candidate.derived(smaller, columns=columns, report=report)
 
     def _importance(self, network: Network, candidate: Candidate, data: CompressionData,
-                    current: np.ndarray) -> np.ndarray:
-        if self.step.by == "variance":
-            return np.asarray(data.x_train[:, current].var(axis=0), dtype=np.float64)
+                    current: np.ndarray, units: list[np.ndarray]) -> np.ndarray:
+        """A score per unit (higher: more important)."""
         if self.step.by == "permutation":
-            return permutation_importance(candidate, data, current)
-        first = next(module for module in network.body if isinstance(module, torch.nn.Linear))
-        return np.asarray(first.weight.detach().abs().sum(dim=0).numpy(), dtype=np.float64)
+            return permutation_importance(candidate, data, current, units)
+        if self.step.by == "variance":
+            per_column = np.asarray(data.x_train[:, current].var(axis=0), dtype=np.float64)
+        else:
+            first = next(module for module in network.body
+                         if isinstance(module, torch.nn.Linear))
+            per_column = np.asarray(first.weight.detach().abs().sum(dim=0).numpy(),
+                                    dtype=np.float64)
+        return np.array([per_column[unit].sum() for unit in units])

@@ -1,0 +1,146 @@
+"""Deciding what each column of an upload is: numeric, categorical (text, booleans), datetime
+(ISO dates and times), or left out (identifiers, free text, row numbers, empty columns),
+with the user's ``columns`` overrides applied first."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from app.encoding import DATETIME_PATTERN
+from app.errors import InvalidInput
+
+ColumnType = Literal["numeric", "categorical", "datetime", "ignore"]
+COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)
+NUMBER_PATTERN = r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)"
+# A text column with more distinct values than this share of its filled cells (and more
+# than IDENTIFIER_MIN_DISTINCT) is an identifier or free text: not a feature by default.
+IDENTIFIER_SHARE = 0.5
+IDENTIFIER_MIN_DISTINCT = 50
+# A column this share numeric with a few words in it is a typo, not a categorical column.
+MOSTLY_NUMERIC = 0.95
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    """One feature column as typed: numbers (float32, NaN for gaps) or text ('' for gaps)."""
+
+    name: str
+    type: ColumnType
+    numbers: np.ndarray | None = None
+    text: pa.Array | None = None
+    missing: int = 0
+    reason: str | None = None  # why a column is left out
+
+    def taking(self, keep: np.ndarray) -> SourceColumn:
+        """The same column restricted to rows ``keep`` (a boolean mask)."""
+        numbers = None if self.numbers is None else self.numbers[keep]
+        text = None if self.text is None else self.text.filter(pa.array(keep))
+        missing = (int(np.isnan(numbers).sum()) if numbers is not None else
+                   int(pc.sum(pc.equal(text, "")).as_py() or 0) if text is not None else 0)
+        return SourceColumn(self.name, self.type, numbers, text, missing, self.reason)
+
+
+def parse_overrides(text: str | None, names: list[str]) -> dict[str, ColumnType]:
+    """The ``columns`` form field: a JSON object of column name to type."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise InvalidInput(f"columns: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise InvalidInput('columns: expected a JSON object such as {"zip": "categorical", '
+                           '"name": "ignore"}')
+    overrides: dict[str, ColumnType] = {}
+    for name, kind in value.items():
+        if name not in names:
+            raise InvalidInput(f"columns: {name[:80]!r} is not a column of the CSV")
+        if kind not in COLUMN_TYPES:
+            raise InvalidInput(f"columns: type of {name[:80]!r} must be one of "
+                               f"{list(COLUMN_TYPES)}, not {str(kind)[:40]!r}")
+        overrides[name] = kind
+    return overrides
+
+
+def _first(mask: pa.Array) -> int:
+    return int(pc.index(mask, True).as_py())
+
+
+def _numbers(name: str, text: pa.Array, filled: pa.Array,
+             line_of: Callable[[int], int]) -> np.ndarray:
+    numeric = pc.match_substring_regex(text, f"^(?:{NUMBER_PATTERN})$", ignore_case=True)
+    bad = pc.and_(filled, pc.invert(numeric))
+    if pc.any(bad).as_py():
+        row = _first(bad)
+        raise InvalidInput(f"column {name!r} is not numeric: {text[row].as_py()[:40]!r} at "
+                           f"line {line_of(row)} (send columns={{{json.dumps(name)}: "
+                           '"categorical"}} to use it as categories)')
+    safe = pc.if_else(filled, text, "nan")
+    values = pc.cast(safe, pa.float64()).to_numpy(zero_copy_only=False)
+    out_of_range = np.isinf(values) | (np.abs(values) > FLOAT32_MAX)
+    if out_of_range.any() or (np.isnan(values) & filled.to_numpy(zero_copy_only=False)).any():
+        row = int(np.flatnonzero(out_of_range | (np.isnan(values)
+                                                 & filled.to_numpy(zero_copy_only=False)))[0])
+        raise InvalidInput(f"column {name!r} has a non-finite value {text[row].as_py()[:40]!r} "
+                           f"at line {line_of(row)}")
+    return values.astype(np.float32)
+
+
+def _row_numbers(values: np.ndarray) -> bool:
+    """1, 2, 3, ... (or 0, 1, 2, ...): the row index an export tool wrote, not a feature."""
+    return (len(values) >= IDENTIFIER_MIN_DISTINCT and not np.isnan(values).any()
+            and values[0] in (0.0, 1.0) and bool(np.all(np.diff(values) == 1.0)))
+
+
+def type_column(name: str, text: pa.Array, override: ColumnType | None,
+                line_of: Callable[[int], int]) -> SourceColumn:
+    """Type one column (``text``: trimmed, '' for gaps) and convert its values."""
+    filled = pc.not_equal(text, "")
+    count = int(pc.sum(filled).as_py() or 0)
+    missing = len(text) - count
+    if override == "ignore":
+        return SourceColumn(name, "ignore", missing=missing, reason="ignored as asked")
+    if count == 0:
+        return SourceColumn(name, "ignore", missing=missing, reason="every value is missing")
+    kind = override or _inferred(text, filled, count)
+    if kind == "numeric":
+        numbers = _numbers(name, text, filled, line_of)
+        if override is None and _row_numbers(numbers):
+            return SourceColumn(name, "ignore", missing=missing,
+                                reason="row numbers (1, 2, 3, ...)")
+        return SourceColumn(name, "numeric", numbers=numbers, missing=missing)
+    if kind == "datetime":
+        dates = pc.match_substring_regex(text, f"^(?:{DATETIME_PATTERN})$")
+        bad = pc.and_(filled, pc.invert(dates))
+        if pc.any(bad).as_py():
+            row = _first(bad)
+            raise InvalidInput(f"column {name!r} is not an ISO date: {text[row].as_py()[:40]!r} "
+                               f"at line {line_of(row)}")
+        return SourceColumn(name, "datetime", text=text, missing=missing)
+    if override is None:
+        distinct = len(pc.unique(pc.filter(text, filled)))
+        if distinct > max(IDENTIFIER_MIN_DISTINCT, IDENTIFIER_SHARE * count):
+            return SourceColumn(name, "ignore", missing=missing, reason=(
+                f"{distinct} distinct values in {count} rows: an identifier or free text "
+                f"(send columns={{{json.dumps(name)}: \"categorical\"}} to use it)"))
+    return SourceColumn(name, "categorical", text=text, missing=missing)
+
+
+def _inferred(text: pa.Array, filled: pa.Array, count: int) -> ColumnType:
+    values = pc.filter(text, filled)
+    numeric = pc.match_substring_regex(values, f"^(?:{NUMBER_PATTERN})$",
+                                      ignore_case=True)
+    share = (pc.sum(numeric).as_py() or 0) / count
+    if share == 1.0 or share >= MOSTLY_NUMERIC:  # a few stray words: refused, with the line
+        return "numeric"
+    if pc.all(pc.match_substring_regex(values, f"^(?:{DATETIME_PATTERN})$")).as_py():
+        return "datetime"
+    return "categorical"

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
                               "default: DATA_DIR/artifacts.")
     queue_name: str = Field(default="kiln", min_length=1, max_length=64,
                             pattern=r"^[A-Za-z0-9_.-]+$", description="Broker queue for jobs.")
-    max_upload_mb: float = Field(default=100.0, gt=0, description="Largest accepted upload.")
+    max_upload_mb: float = Field(default=512.0, gt=0, description="Largest accepted upload.")
     max_request_mb: float = Field(default=16.0, gt=0, description="Largest non-upload body.")
     max_predict_rows: int = Field(default=10_000, gt=0, description="Rows per predict request.")
     max_tensor_elements: int = Field(default=4_000_000, gt=0, description="Elements in one "

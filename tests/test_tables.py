@@ -217,3 +217,22 @@ def test_compressed_variants_keep_the_schema(server: KilnServer, searched: dict[
     recommended = next(row for row in rows if row["recommended"])
     assert recommended["role"] == "parent" or recommended["qualifies"]
     assert any(row["qualifies"] for row in rows[1:])
+
+
+def test_a_compress_job_needs_the_table_the_version_reads(server: KilnServer,
+                                                          searched: dict[str, Any]) -> None:
+    other = server.upload_dataset(csv_bytes(["a", "label"], [[i, i % 2] for i in range(40)]))
+    with server.client() as client:
+        table = client.get(f"/v1/jobs/{1}").json()["dataset_id"]
+        body = {"kind": "compress", "source": {"model": "penguins",
+                                               "version": searched["version"]},
+                "compression": {"methods": ["fp16"]}}
+        refused = client.post("/v1/jobs", json={**body, "dataset_id": other})
+        accepted = client.post("/v1/jobs", json={**body, "dataset_id": table})
+    assert refused.status_code == 422
+    assert "reads the columns of a table through its own preprocessing" in refused.text
+    assert accepted.status_code == 202, accepted.text
+    job = server.wait_for_job(int(accepted.json()["id"]))
+    assert job["status"] == "succeeded", job["error"]
+    variant = job["result"]["versions"][0]
+    assert predict(server, [{"island": "Dream", "sex": None}], version=variant).status_code == 200

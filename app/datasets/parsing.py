@@ -103,7 +103,7 @@ def parse_csv(path: Path, *, target: str, task: Task | None = None,
     overrides = parse_overrides(columns, names)
     if target in overrides:
         raise InvalidInput(f"columns: {target!r} is the target; its type follows the task")
-    texts = read_columns(path, names, header_lines)
+    texts = read_columns(path, names, header_lines, text_columns={target, *overrides})
     labels = texts.pop(target)
     if not len(labels):
         raise InvalidInput("CSV has a header but no data rows")

@@ -89,6 +89,13 @@ def _check_fits(source: ModelVersion, dataset: Dataset, *, field: str) -> None:
     expected = (len(dataset.feature_names),
                 len(dataset.class_labels) if dataset.class_labels else 1)
     signature = source.signature
+    encoding = (source.config or VersionConfig()).encoding
+    if encoding is not None or dataset.encoding is not None:
+        if encoding != dataset.encoding or source.task != dataset.task:
+            raise InvalidInput(f"{field}: version {source.version} reads the columns of a "
+                               f"table through its own preprocessing; dataset {dataset.id} "
+                               "is not that table (use the dataset it was trained on)")
+        return
     if source.task != dataset.task or (signature.row_shape, signature.width) != (
             (expected[0],), expected[1]):
         raise InvalidInput(f"{field}: version {source.version} takes "

@@ -5,6 +5,7 @@ with the user's ``columns`` overrides applied first."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -74,24 +75,45 @@ def _first(mask: pa.Array) -> int:
     return int(pc.index(mask, True).as_py())
 
 
-def _numbers(name: str, text: pa.Array, filled: pa.Array,
+def _cast(text: pa.Array, filled: pa.Array) -> np.ndarray | None:
+    """float64 values (NaN for gaps) when every filled cell is a number, else None: one
+    cast, the fast path for the usual all-numeric column."""
+    try:
+        cast = pc.cast(pc.if_else(filled, text, "nan"), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    values: np.ndarray = cast.to_numpy(zero_copy_only=False)
+    return values
+
+
+def _numbers(name: str, text: pa.Array, filled: pa.Array, values: np.ndarray | None,
              line_of: Callable[[int], int]) -> np.ndarray:
-    numeric = pc.match_substring_regex(text, f"^(?:{NUMBER_PATTERN})$", ignore_case=True)
-    bad = pc.and_(filled, pc.invert(numeric))
-    if pc.any(bad).as_py():
-        row = _first(bad)
+    """The column as float32 (NaN for gaps), or a refusal naming the first bad cell."""
+    if values is None:
+        numeric = pc.match_substring_regex(text, f"^(?:{NUMBER_PATTERN})$", ignore_case=True)
+        row = _first(pc.and_(filled, pc.invert(numeric)))
+        if row < 0:  # looks like numbers, yet Arrow's cast refused one: find it
+            row = next(index for index, cell in enumerate(text.to_pylist())
+                       if cell and not _parses(cell))
         raise InvalidInput(f"column {name!r} is not numeric: {text[row].as_py()[:40]!r} at "
                            f"line {line_of(row)} (send columns={{{json.dumps(name)}: "
                            '"categorical"}} to use it as categories)')
-    safe = pc.if_else(filled, text, "nan")
-    values = pc.cast(safe, pa.float64()).to_numpy(zero_copy_only=False)
-    out_of_range = np.isinf(values) | (np.abs(values) > FLOAT32_MAX)
-    if out_of_range.any() or (np.isnan(values) & filled.to_numpy(zero_copy_only=False)).any():
-        row = int(np.flatnonzero(out_of_range | (np.isnan(values)
-                                                 & filled.to_numpy(zero_copy_only=False)))[0])
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(values) <= FLOAT32_MAX)  # inf, too large for float32, or a NaN cell
+    bad &= filled.to_numpy(zero_copy_only=False)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
         raise InvalidInput(f"column {name!r} has a non-finite value {text[row].as_py()[:40]!r} "
                            f"at line {line_of(row)}")
     return values.astype(np.float32)
+
+
+def _parses(cell: str) -> bool:
+    try:
+        pc.cast(pa.array([cell]), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 def _row_numbers(values: np.ndarray) -> bool:
@@ -102,7 +124,10 @@ def _row_numbers(values: np.ndarray) -> bool:
 
 def type_column(name: str, text: pa.Array, override: ColumnType | None,
                 line_of: Callable[[int], int]) -> SourceColumn:
-    """Type one column (``text``: trimmed, '' for gaps) and convert its values."""
+    """Type one column (``text``: trimmed, '' for gaps; or numbers as Arrow read them, null
+    for gaps) and convert its values."""
+    if not pa.types.is_string(text.type):
+        return _read_as_numbers(name, text, override, line_of)
     filled = pc.not_equal(text, "")
     count = int(pc.sum(filled).as_py() or 0)
     missing = len(text) - count
@@ -110,9 +135,11 @@ def type_column(name: str, text: pa.Array, override: ColumnType | None,
         return SourceColumn(name, "ignore", missing=missing, reason="ignored as asked")
     if count == 0:
         return SourceColumn(name, "ignore", missing=missing, reason="every value is missing")
+    # Arrow already read every column of plain numbers as numbers: text here is words,
+    # dates, numbers with a few stray words, or a column whose type was given.
     kind = override or _inferred(text, filled, count)
     if kind == "numeric":
-        numbers = _numbers(name, text, filled, line_of)
+        numbers = _numbers(name, text, filled, _cast(text, filled), line_of)
         if override is None and _row_numbers(numbers):
             return SourceColumn(name, "ignore", missing=missing,
                                 reason="row numbers (1, 2, 3, ...)")
@@ -134,11 +161,32 @@ def type_column(name: str, text: pa.Array, override: ColumnType | None,
     return SourceColumn(name, "categorical", text=text, missing=missing)
 
 
+def _read_as_numbers(name: str, numbers: pa.Array, override: ColumnType | None,
+                     line_of: Callable[[int], int]) -> SourceColumn:
+    """A column the reader found to be all numbers (or all gaps)."""
+    missing = numbers.null_count if not pa.types.is_null(numbers.type) else len(numbers)
+    if override == "ignore" or missing == len(numbers):
+        return SourceColumn(name, "ignore", missing=missing, reason="ignored as asked"
+                            if override == "ignore" else "every value is missing")
+    values = pc.cast(numbers, pa.float64()).fill_null(math.nan).to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(values) | (np.abs(values) > FLOAT32_MAX)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InvalidInput(f"column {name!r} has a non-finite value {str(values[row])!r} "
+                           f"at line {line_of(row)}")
+    floats = values.astype(np.float32)
+    if override is None and _row_numbers(floats):
+        return SourceColumn(name, "ignore", missing=missing, reason="row numbers (1, 2, 3, ...)")
+    return SourceColumn(name, "numeric", numbers=floats, missing=missing)
+
+
 def _inferred(text: pa.Array, filled: pa.Array, count: int) -> ColumnType:
-    values = pc.filter(text, filled)
-    numeric = pc.match_substring_regex(values, f"^(?:{NUMBER_PATTERN})$",
-                                      ignore_case=True)
-    share = (pc.sum(numeric).as_py() or 0) / count
+    """The type of a column that is not all numbers, judged on its distinct values."""
+    counted = pc.value_counts(pc.filter(text, filled))
+    values, rows = counted.field("values"), counted.field("counts")
+    numeric = pc.match_substring_regex(values, f"^(?:{NUMBER_PATTERN})$", ignore_case=True)
+    share = (pc.sum(pc.filter(rows, numeric)).as_py() or 0) / count
     if share == 1.0 or share >= MOSTLY_NUMERIC:  # a few stray words: refused, with the line
         return "numeric"
     if pc.all(pc.match_substring_regex(values, f"^(?:{DATETIME_PATTERN})$")).as_py():

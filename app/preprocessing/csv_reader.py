@@ -1,7 +1,7 @@
-"""Reading a CSV column by column with Arrow's multithreaded reader: every cell arrives as
-trimmed text (types are decided afterwards, per column), memory is Arrow's compact buffers
-rather than a Python object per cell. When Arrow refuses the file, the standard library's
-reader walks it again to say which line is wrong."""
+"""Reading a CSV column by column with Arrow's multithreaded reader: numbers arrive as
+numbers, everything else as trimmed text (types are decided afterwards, per column), memory
+is Arrow's compact buffers rather than a Python object per cell. When Arrow refuses the
+file, the standard library's reader walks it again to say which line is wrong."""
 
 from __future__ import annotations
 
@@ -16,7 +16,18 @@ from pyarrow import csv as arrow_csv
 from app.errors import InvalidInput
 
 MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none", "?")
-MISSING_PATTERN = "^(?:" + "|".join(token.replace("?", r"\?") for token in MISSING_TOKENS) + ")$"
+
+
+def _spellings(token: str) -> list[str]:
+    """Every upper/lower-case spelling of ``token`` ('na': 'na', 'nA', 'Na', 'NA')."""
+    spellings = [""]
+    for char in token:
+        spellings = [head + case for head in spellings for case in {char.lower(), char.upper()}]
+    return spellings
+
+
+MISSING_SPELLINGS = pa.array(sorted({text for token in MISSING_TOKENS
+                                     for text in _spellings(token)}))
 MAX_COLUMNS = 10_000
 BLOCK_BYTES = 1 << 23
 
@@ -88,12 +99,17 @@ def _diagnose(path: Path, width: int) -> InvalidInput | None:
     return None
 
 
-def read_columns(path: Path, names: list[str], header_lines: int) -> dict[str, pa.Array]:
-    """Every column as trimmed text; a missing token (any case) becomes the empty string."""
+def read_columns(path: Path, names: list[str], header_lines: int,
+                 text_columns: set[str]) -> dict[str, pa.Array]:
+    """Every column, as Arrow reads it in parallel: numbers (int64 or double, null for a
+    gap) where every cell is a number or a gap, else trimmed text with '' for a gap (and
+    always text for ``text_columns``: the target, and columns whose type was given)."""
     options = arrow_csv.ReadOptions(column_names=names, skip_rows=header_lines,
                                     block_size=BLOCK_BYTES, use_threads=True)
-    convert = arrow_csv.ConvertOptions(column_types={name: pa.string() for name in names},
-                                       strings_can_be_null=False, null_values=[])
+    convert = arrow_csv.ConvertOptions(
+        column_types={name: pa.string() for name in text_columns},
+        null_values=MISSING_SPELLINGS.to_pylist(), strings_can_be_null=True,
+        true_values=[], false_values=[], timestamp_parsers=[])  # words stay as written
     parse = arrow_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True)
     try:
         table = arrow_csv.read_csv(path, read_options=options, parse_options=parse,
@@ -103,12 +119,15 @@ def read_columns(path: Path, names: list[str], header_lines: int) -> dict[str, p
         raise (found or InvalidInput(f"malformed CSV: {str(error)[:200]}")) from None
     columns: dict[str, pa.Array] = {}
     for name in names:
-        column = table.column(name)
-        table = table.drop_columns([name])  # release each raw column once it is trimmed
-        text = pc.utf8_trim_whitespace(column.combine_chunks())
+        column = table.column(name).combine_chunks()
+        table = table.drop_columns([name])  # release each raw column once it is converted
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or \
+                pa.types.is_null(column.type):
+            columns[name] = column
+            continue
+        text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()).fill_null(""))
         del column
-        missing = pc.match_substring_regex(text, MISSING_PATTERN, ignore_case=True)
-        columns[name] = pc.if_else(missing, "", text)
+        columns[name] = pc.if_else(pc.is_in(text, value_set=MISSING_SPELLINGS), "", text)
     return columns
 
 

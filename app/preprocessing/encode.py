@@ -52,13 +52,12 @@ def slot_codes(column: CategoricalColumn) -> dict[str, int]:
     return codes
 
 
-def _categorical(column: CategoricalColumn, text: pa.Array) -> np.ndarray:
-    slots = _coded(text, dict(slot_codes(column)), column.other_slot)
-    features = (slots[:, None] == np.arange(column.slots)[None, :]).astype(np.float32)
-    if column.frequencies is None:
-        return features
-    frequency = _coded(text, column.frequencies, 0.0).astype(np.float32)
-    return np.concatenate([features, frequency[:, None]], axis=1)
+def _categorical(column: CategoricalColumn, text: pa.Array, out: np.ndarray) -> None:
+    slots = _coded(text, dict(slot_codes(column)), column.other_slot).astype(np.intp)
+    out[:, :column.slots] = 0.0
+    out[np.arange(len(slots)), slots] = 1.0
+    if column.frequencies is not None:
+        out[:, column.slots] = _coded(text, column.frequencies, 0.0)
 
 
 def date_parts(value: str, column: DatetimeColumn) -> tuple[list[float], bool]:
@@ -75,7 +74,7 @@ def date_parts(value: str, column: DatetimeColumn) -> tuple[list[float], bool]:
     return parts, missing
 
 
-def _datetime(column: DatetimeColumn, text: pa.Array) -> np.ndarray:
+def _datetime(column: DatetimeColumn, text: pa.Array, out: np.ndarray) -> None:
     encoded = pc.dictionary_encode(text)
     table = []
     for value in encoded.dictionary.to_pylist():
@@ -84,30 +83,32 @@ def _datetime(column: DatetimeColumn, text: pa.Array) -> np.ndarray:
     fill, _ = date_parts("", column)
     table.append(fill + ([1.0] if column.indicator else []))
     indices = encoded.indices.fill_null(len(table) - 1).to_numpy()
-    return np.asarray(table, dtype=np.float32)[indices]
+    np.take(np.asarray(table, dtype=np.float32), indices, axis=0, out=out)
 
 
-def _numeric(column: NumericColumn, values: Any) -> np.ndarray:
+def _numeric(column: NumericColumn, values: Any, out: np.ndarray) -> None:
     numbers = np.asarray(values, dtype=np.float32).reshape(-1)
     gaps = np.isnan(numbers)
-    filled = np.where(gaps, np.float32(column.fill), numbers)
-    if not column.indicator:
-        return filled[:, None]
-    return np.stack([filled, gaps.astype(np.float32)], axis=1)
+    out[:, 0] = numbers
+    out[gaps, 0] = np.float32(column.fill)
+    if column.indicator:
+        out[:, 1] = gaps
 
 
 def encode(encoding: TableEncoding, raw: Raw) -> np.ndarray:
-    """The network's features for raw columns (every encoded column must be in ``raw``)."""
-    blocks = []
-    for column in encoding.columns:
-        values = raw[column.name]
+    """The network's features for raw columns (every encoded column must be in ``raw``),
+    written column block by column block into one float32 matrix."""
+    rows = len(raw[encoding.columns[0].name])
+    out = np.empty((rows, encoding.width), dtype=np.float32)
+    for column, (start, end) in zip(encoding.columns, encoding.spans(), strict=True):
+        values, block = raw[column.name], out[:, start:end]
         if isinstance(column, NumericColumn):
-            blocks.append(_numeric(column, values))
+            _numeric(column, values, block)
         elif isinstance(column, CategoricalColumn):
-            blocks.append(_categorical(column, as_text(values)))
+            _categorical(column, as_text(values), block)
         else:
-            blocks.append(_datetime(column, as_text(values)))
-    return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+            _datetime(column, as_text(values), block)
+    return out
 
 
 def feeds(encoding: TableEncoding, raw: Raw, used: set[str] | None = None) -> dict[str, Any]:

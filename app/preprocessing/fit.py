@@ -47,11 +47,15 @@ def _categorical(column: SourceColumn) -> CategoricalColumn:
 
 def _datetime(column: SourceColumn) -> DatetimeColumn:
     assert column.text is not None
-    filled = pc.filter(column.text, pc.not_equal(column.text, ""))
-    ordered = pc.sort_indices(filled)
-    median = filled[ordered[len(filled) // 2].as_py()].as_py()
-    longest = pc.max(pc.utf8_length(filled)).as_py() or 0
-    return DatetimeColumn(name=column.name, fill=str(median)[:10], hour=longest > 10,
+    counts = sorted(value_counts(column.text))  # by date (ISO text sorts as time does)
+    half, seen, median = sum(rows for _, rows in counts) / 2, 0, counts[0][0]
+    for value, rows in counts:
+        seen += rows
+        if seen >= half:
+            median = value
+            break
+    longest = max(len(value) for value, _ in counts)
+    return DatetimeColumn(name=column.name, fill=median[:10], hour=longest > 10,
                           indicator=column.missing > 0)
 
 

@@ -19,7 +19,7 @@ from app.encoding import (
     NumericColumn,
     TableEncoding,
 )
-from app.preprocessing.encode import MONTH_OFFSETS, slot_codes
+from app.preprocessing.encode import MONTH_OFFSETS, feeds, slot_codes
 
 OPSET = 20  # StringSplit, StringConcat and RegexFullMatch
 ML_OPSET = 4
@@ -236,3 +236,11 @@ def detach(served: bytes, encoding: TableEncoding, *, input_name: str = "input")
                                                      ["batch", encoding.width]))
     del model.metadata_props[:]
     return model.SerializeToString()
+
+
+def with_rows(network: bytes, encoding: TableEncoding, raw: dict[str, Any],
+              used: set[str] | None = None) -> tuple[bytes, dict[str, Any]]:
+    """The served file for a network and onnxruntime feeds of ``raw`` rows for it: what
+    size and latency are measured on."""
+    columns = encoding.sources_of(None) if used is None else used
+    return attach(network, encoding, used=columns), feeds(encoding, raw, columns)

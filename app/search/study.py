@@ -58,6 +58,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 WARM_START_TRIALS = 5
 TRIALS_SHARE_OF_JOB = 0.9
+RAW_SAMPLE_ROWS = 64  # raw validation rows that trials time the served file on
 HELPER_SEED_STRIDE = 104_729
 ATTEMPT_SEED_STRIDE = 7_919
 
@@ -113,6 +114,8 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
         study=study, pruning=pruning, architecture=architecture,
         init_weights=store.local_path(weights_key).read_bytes() if weights_key else None,
         deadline=started_at + timedelta(seconds=search_seconds(spec, settings)),
+        raw_sample=(load_raw(store, dataset, splits.validation[:RAW_SAMPLE_ROWS])
+                    if dataset.encoding is not None else None),
         trial_limit_s=min(spec.trial_timeout_s or math.inf, settings.max_trial_s))
 
 

@@ -34,6 +34,7 @@ from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import quality_score
 from app.jobs.runner import JobLost
 from app.jobs.spec import SearchSpec
+from app.preprocessing.graph import with_rows
 from app.search.build import candidate
 from app.search.plan import SearchPlan, budget_of
 from app.search.size import over_limits, size_of
@@ -75,6 +76,7 @@ class SearchRun:
     init_weights: bytes | None = None
     deadline: datetime | None = None  # no trial starts after it; a running one stops there
     trial_limit_s: float = math.inf  # wall time of one trial, enforced inside its epochs
+    raw_sample: dict[str, Any] | None = None  # raw validation rows (tables with an encoding)
 
     @property
     def tied_layers(self) -> bool:
@@ -249,10 +251,15 @@ def _measure(run: SearchRun, network: Network, output: np.ndarray) -> dict[str, 
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "trial.onnx"
             export_onnx(network, path)
+            feeds = None
+            if run.dataset.encoding is not None and run.raw_sample is not None:
+                served, feeds = with_rows(path.read_bytes(), run.dataset.encoding,
+                                          run.raw_sample)  # as it would serve
+                path.write_bytes(served)
             measured["size_bytes"] = float(path.stat().st_size)
             measured["latency_ms"] = latency_ms(
                 path, input_name=INPUT_NAME, row_shape=(network.config.n_inputs,),
-                threads=run.settings.ort_threads)["p50"]
+                threads=run.settings.ort_threads, feeds=feeds)["p50"]
         limits = run.plan.constraints
         if limits.max_size_bytes is not None and measured["size_bytes"] > limits.max_size_bytes:
             raise Infeasible(f"ONNX file of {measured['size_bytes']:.0f} bytes > "

@@ -93,7 +93,7 @@ class HeldOut:
         from app.datasets.splits import split_indices
         from app.db import session_scope
         from app.search.build import candidate
-        from app.search.trials import checkpoint_key
+        from app.search.run import checkpoint_key
         from app.tables import Dataset, Task
         from app.training.models import Network
         from app.training.train import load_weights

@@ -220,3 +220,23 @@ def test_cancel_stops_a_trial_inside_its_epoch(server: KilnServer,
         time.sleep(0.5)
     assert trials[0]["state"] == "failed" and len(trials[0]["intermediate"]) < 1000
     assert "the job stopped (cancelled" in trials[0]["error"]
+
+
+def test_small_data_is_chosen_by_cross_validation_and_refit(server: KilnServer,
+                                                           dataset_id: int) -> None:
+    folds = server.wait_for_job(submit(server, dataset_id, "chosen-by-folds", max_trials=3,
+                                       seed=4))
+    assert folds["status"] == "succeeded", folds["error"]
+    selection = folds["result"]["selection"]
+    assert selection["validation"] == "5-fold cross-validation"
+    assert selection["validation_rows"] == selection["refit_on_rows"] == 204  # 240 - 36 test
+    assert selection["refit_epochs"] >= 1 and selection["trials_within_noise"] is not None
+    trials = [t for t in trials_of(server, folds["id"]) if t["state"] == "complete"]
+    assert all(len(t["metrics"]["cv_scores"]) == 5 and "log_loss" in t["metrics"]
+               for t in trials)
+    with server.client() as client:
+        version = client.get("/v1/models/chosen-by-folds/versions/1").json()
+    assert version["metrics"]["validation"]["cv_std"] >= 0  # the spread is on the version
+    holdout = server.wait_for_job(submit(server, dataset_id, "chosen-by-holdout",
+                                         max_trials=2, seed=4, validation="holdout"))
+    assert holdout["result"]["selection"] == {"validation": "holdout", "validation_rows": 36}

@@ -59,3 +59,21 @@ def split_indices(target: np.ndarray, task: Task, seed: int) -> SplitIndices:
     return SplitIndices(train=rng.permutation(np.concatenate(train)),
                         validation=np.sort(np.concatenate(validation)),
                         test=np.sort(np.concatenate(test)))
+
+
+def fold_indices(target: np.ndarray, task: Task, rows: np.ndarray, folds: int,
+                 seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``rows`` cut into ``folds`` (train, validation) pairs: every row validates once;
+    classes are dealt round-robin so that each fold holds each class in proportion."""
+    rng = np.random.default_rng(seed)
+    groups = ([rows[target[rows] == value] for value in np.unique(target[rows])]
+              if task == Task.CLASSIFICATION else [rows])
+    assigned = np.empty(len(rows), dtype=np.int64)
+    position = {int(row): index for index, row in enumerate(rows)}
+    offset = 0
+    for group in groups:
+        for order, row in enumerate(rng.permutation(group)):
+            assigned[position[int(row)]] = (order + offset) % folds
+        offset += len(group)
+    return [(np.sort(rows[assigned != fold]), np.sort(rows[assigned == fold]))
+            for fold in range(folds)]

@@ -74,6 +74,10 @@ class SearchSpec(BaseModel):
                             description="Upper bound of the epochs each trial may train.")
     parallelism: int = Field(default=1, ge=1, le=32, description="Trials run at once, each "
                              "on its own worker process (on any machine).")
+    validation: Literal["auto", "holdout", "cv"] = Field(
+        default="auto", description="How trials are scored: 'cv' scores each on 5-fold "
+        "cross-validation over the non-test rows and refits the winner on all of them; "
+        "'holdout' on the validation split; 'auto': cv up to 2,000 non-test rows.")
     max_retries: int = Field(default=1, ge=0, le=10, description="Times a trial whose worker "
                              "died (no heartbeat) is run again.")
     objectives: list[ObjectiveSpec] | None = Field(

@@ -4,11 +4,13 @@ then registers the best trial (one objective) or every Pareto-front trial (sever
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.study import StudyDirection
 from sqlalchemy import select
@@ -34,24 +36,20 @@ from app.jobs.runner import (
 from app.jobs.spec import SearchJobCreate, SearchSpec
 from app.registry.service import get_version
 from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
+from app.search.fit import build_network
 from app.search.plan import make_plan, plan_summary
+from app.search.run import SearchRun, checkpoint_key
+from app.search.selection import best_of, fold_data, uses_folds, within_noise
 from app.search.space import fits
 from app.search.storage import open_storage
 from app.search.strategy import make_pruner, make_sampler
-from app.search.trials import (
-    SearchRun,
-    build_network,
-    checkpoint_key,
-    run_trials,
-    stale_trial_handler,
-    wait_for_others,
-)
+from app.search.trials import run_trials, stale_trial_handler, wait_for_others
 from app.storage import get_store
 from app.tables import Dataset, Job, JobStatus, Task, Trial, TrialState
 from app.training.export import INPUT_NAME, OUTPUT_NAME
 from app.training.models import Network, architecture_from
 from app.training.stopping import stop_checks
-from app.training.train import TrainData, load_weights
+from app.training.train import TrainData, load_weights, train
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -91,6 +89,9 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
     data = TrainData(x_train=arrays.features[splits.train], y_train=arrays.target[splits.train],
                      x_val=arrays.features[splits.validation],
                      y_val=arrays.target[splits.validation])
+    folds = (fold_data(arrays.features, arrays.target, Task(dataset.task), splits, spec.seed)
+             if uses_folds(spec.validation, len(splits.train) + len(splits.validation))
+             else None)
     storage = open_storage(settings, on_stale=stale_trial_handler(settings, job_id,
                                                                   spec.max_retries))
     sampler = make_sampler(spec.algorithm, seed=seed, space=plan.space,
@@ -116,6 +117,7 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
         deadline=started_at + timedelta(seconds=search_seconds(spec, settings)),
         raw_sample=(load_raw(store, dataset, splits.validation[:RAW_SAMPLE_ROWS])
                     if dataset.encoding is not None else None),
+        folds=folds,
         trial_limit_s=min(spec.trial_timeout_s or math.inf, settings.max_trial_s))
 
 
@@ -163,8 +165,7 @@ def winners(run: SearchRun) -> list[Trial]:
         return []
     maximize = [objective.maximize for objective in run.plan.objectives]
     if len(maximize) == 1:
-        pick = max if maximize[0] else min
-        return [pick(complete, key=lambda t: t.values[0])]  # type: ignore[index]
+        return [best_of(complete, maximize[0], run.dataset.task)]
     front = [t for t in complete
              if not any(_dominates(o.values, t.values, maximize)  # type: ignore[arg-type]
                         for o in complete)]
@@ -191,16 +192,14 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
     prepared: list[PreparedVersion] = []
     networks: list[Network] = []
     for trial in best:
-        network, _ = build_network(run, trial.params, seed=run.spec.seed + trial.number)
-        load_weights(network, run.store.local_path(
-            checkpoint_key(run.job_id, trial.number)).read_bytes())
-        network.eval()
+        network = _refit(run, trial) if run.folds is not None else _checkpoint(run, trial)
         networks.append(network)
         prepared.append(prepare_version(
             context, subject, network, trial=trial.number, params=trial.params,
             validation=trial.metrics or {}, test_rows=run.arrays.features[test],
             test_target=run.arrays.target[test], store=run.store, raw_test=raw_test))
-    summary: dict[str, Any] = {"plan": plan_summary(run.plan)}
+    summary: dict[str, Any] = {"plan": plan_summary(run.plan),
+                               "selection": _selection_summary(run, best[0])}
     if run.plan.multi_objective:
         summary["pareto"] = [{"trial": t.number, "values": t.values} for t in best]
     recorder = recorder_for(subject, prepared, summary)
@@ -208,6 +207,46 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
         return recorder
     return with_compression(recorder, _compress_winner(context, run, subject, compression,
                                                        networks[0], prepared[0]))
+
+
+def _checkpoint(run: SearchRun, trial: Trial) -> Network:
+    """The trial's network as trained on the holdout split."""
+    network, _ = build_network(run, trial.params, seed=run.spec.seed + trial.number)
+    load_weights(network, run.store.local_path(
+        checkpoint_key(run.job_id, trial.number)).read_bytes())
+    network.eval()
+    return network
+
+
+def _refit(run: SearchRun, trial: Trial) -> Network:
+    """The trial's configuration trained again on every non-test row, for the epoch count
+    its folds found (no early stopping: there is no validation split left to stop on)."""
+    network, training = build_network(run, trial.params, seed=run.spec.seed + trial.number)
+    epochs = int((trial.metrics or {}).get("refit_epochs", training.epochs))
+    rows = np.sort(np.concatenate([run.splits.train, run.splits.validation]))
+    features, target = run.arrays.features, run.arrays.target
+    data = TrainData(x_train=features[rows], y_train=target[rows],
+                     x_val=features[run.splits.validation],
+                     y_val=target[run.splits.validation])
+    train(network, data, dataclasses.replace(training, epochs=epochs, patience=0,
+                                             restore_best=False))
+    return network
+
+
+def _selection_summary(run: SearchRun, winner: Trial) -> dict[str, Any]:
+    """How the winner was chosen, and how far ahead of the rest it really was."""
+    rows = len(run.splits.train) + len(run.splits.validation)
+    if run.folds is None:
+        return {"validation": "holdout", "validation_rows": len(run.splits.validation)}
+    with session_scope(run.settings.database_url) as session:
+        complete = [t for t in session.scalars(select(Trial).where(
+            Trial.job_id == run.job_id, Trial.state == TrialState.COMPLETE)) if t.values]
+        same = next(t for t in complete if t.number == winner.number)
+        close = within_noise(complete, same)
+    metrics = winner.metrics or {}
+    return {"validation": f"{len(run.folds)}-fold cross-validation", "validation_rows": rows,
+            "winner_fold_std": metrics.get("cv_std"), "trials_within_noise": close,
+            "refit_on_rows": rows, "refit_epochs": metrics.get("refit_epochs")}
 
 
 def _compress_winner(context: JobContext, run: SearchRun, subject: SearchSubject,

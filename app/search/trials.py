@@ -9,83 +9,27 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
-import torch
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 from sqlalchemy import func, select, update
 
 from app.config import Settings
-from app.datasets.service import DatasetArrays
-from app.datasets.splits import SplitIndices
 from app.db import session_scope, utcnow
-from app.evaluation.latency import latency_ms
-from app.evaluation.metrics import quality_score
 from app.jobs.runner import JobLost
-from app.jobs.spec import SearchSpec
-from app.preprocessing.graph import with_rows
-from app.search.build import candidate
-from app.search.plan import SearchPlan, budget_of
-from app.search.size import over_limits, size_of
+from app.search.fit import train_trial
+from app.search.run import Infeasible, SearchRun
 from app.search.space import suggest
-from app.storage import ArtifactStore
-from app.tables import Dataset, Job, Trial, TrialState
-from app.training.export import INPUT_NAME, export_onnx
-from app.training.models import Network, NetworkConfig, count_parameters
+from app.tables import Job, Trial, TrialState
 from app.training.stopping import TrainingStopped, stop_checks
-from app.training.train import TrainData, load_weights, save_weights, train
 
 logger = logging.getLogger(__name__)
-
-FP32_BYTES = 4
-
-
-class Infeasible(Exception):
-    """The candidate breaks a constraint; the message says which and by how much."""
-
-
-@dataclass
-class SearchRun:
-    """What one worker process needs to run trials of one search job."""
-
-    settings: Settings
-    job_id: int
-    spec: SearchSpec
-    plan: SearchPlan
-    dataset: Dataset
-    arrays: DatasetArrays
-    splits: SplitIndices
-    data: TrainData
-    store: ArtifactStore
-    worker: str
-    storage: RDBStorage
-    study: optuna.Study
-    pruning: optuna.Study | None  # single-objective twin used to prune multi-objective trials
-    architecture: NetworkConfig | None = None  # init_from: fixed architecture
-    init_weights: bytes | None = None
-    deadline: datetime | None = None  # no trial starts after it; a running one stops there
-    trial_limit_s: float = math.inf  # wall time of one trial, enforced inside its epochs
-    raw_sample: dict[str, Any] | None = None  # raw validation rows (tables with an encoding)
-
-    @property
-    def tied_layers(self) -> bool:
-        return self.spec.algorithm == "grid"
-
-    @property
-    def budget(self) -> int:
-        """Trials to run: ``max_trials``, or fewer when a grid has fewer points."""
-        return budget_of(self.spec, self.plan)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, values: list[float] | None = None,
@@ -97,10 +41,6 @@ def tell(study: optuna.Study, trial: optuna.Trial, values: list[float] | None = 
     except RuntimeError as error:
         if "Study.stop" not in str(error):
             raise
-
-
-def checkpoint_key(job_id: int, number: int) -> str:
-    return f"jobs/{job_id}/checkpoints/trial-{number}.pt"
 
 
 def stale_trial_handler(settings: Settings, job_id: int,
@@ -202,103 +142,6 @@ def _end_row(run: SearchRun, number: int, state: TrialState, *, started: float,
 
 
 # -- one trial ------------------------------------------------------------------------------
-def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Network, Any]:
-    """A fresh (or ``init_from``-initialised) network and its training configuration."""
-    n_outputs = len(run.dataset.class_labels) if run.dataset.class_labels else 1
-    point = candidate(params, n_inputs=len(run.dataset.feature_names), n_outputs=n_outputs,
-                      input_shape=run.dataset.input_shape, seed=seed,
-                      metric=run.plan.pruning_metric, architecture=run.architecture)
-    network = Network(point.network, classification=run.dataset.task == "classification",
-                      seed=seed)
-    if run.init_weights is not None:
-        load_weights(network, run.init_weights)
-    return network, point.training
-
-
-def _check_estimate(run: SearchRun, params: dict[str, Any]) -> None:
-    """Refuse a sampled network that is too big for this server before it is built."""
-    if run.architecture is not None:
-        return  # init_from: its size was checked when the job was submitted
-    n_outputs = len(run.dataset.class_labels) if run.dataset.class_labels else 1
-    size = size_of(params, n_inputs=len(run.dataset.feature_names), n_outputs=n_outputs,
-                   input_shape=run.dataset.input_shape)
-    problem = over_limits(size, int(params["batch_size"]), run.settings)
-    limit = run.plan.constraints.max_params
-    if problem is None and limit is not None and size.params > limit:
-        problem = f"{size.params} parameters > max_params {limit}"
-    if problem:
-        raise Infeasible(f"estimated before building: {problem}")
-
-
-def _check_architecture(run: SearchRun, network: Network) -> None:
-    limits = run.plan.constraints
-    params = count_parameters(network)
-    if limits.max_params is not None and params > limits.max_params:
-        raise Infeasible(f"{params} parameters > max_params {limits.max_params}")
-    if limits.max_size_bytes is not None and params * FP32_BYTES > limits.max_size_bytes:
-        raise Infeasible(f"at least {params * FP32_BYTES} bytes of fp32 weights > "
-                         f"max_size_bytes {limits.max_size_bytes}")
-
-
-def _measure(run: SearchRun, network: Network, output: np.ndarray) -> dict[str, float]:
-    """Every objective's value for a trained network (validation rows; ONNX when needed)."""
-    measured: dict[str, float] = {"params": float(count_parameters(network))}
-    for objective in run.plan.objectives:
-        if objective.metric not in ("latency_ms", "size_bytes", "params"):
-            measured[objective.metric] = quality_score(objective.metric, run.dataset.task,
-                                                       output, run.data.y_val)
-    if run.plan.needs_export:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "trial.onnx"
-            export_onnx(network, path)
-            feeds = None
-            if run.dataset.encoding is not None and run.raw_sample is not None:
-                served, feeds = with_rows(path.read_bytes(), run.dataset.encoding,
-                                          run.raw_sample)  # as it would serve
-                path.write_bytes(served)
-            measured["size_bytes"] = float(path.stat().st_size)
-            measured["latency_ms"] = latency_ms(
-                path, input_name=INPUT_NAME, row_shape=(network.config.n_inputs,),
-                threads=run.settings.ort_threads, feeds=feeds)["p50"]
-        limits = run.plan.constraints
-        if limits.max_size_bytes is not None and measured["size_bytes"] > limits.max_size_bytes:
-            raise Infeasible(f"ONNX file of {measured['size_bytes']:.0f} bytes > "
-                             f"max_size_bytes {limits.max_size_bytes}")
-        if limits.max_latency_ms is not None and measured["latency_ms"] > limits.max_latency_ms:
-            raise Infeasible(f"p50 latency {measured['latency_ms']:.4f} ms > max_latency_ms "
-                             f"{limits.max_latency_ms}")
-    return measured
-
-
-def _train(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,
-           params: dict[str, Any], keep_going: Callable[[], None],
-           history: list[float]) -> dict[str, float]:
-    _check_estimate(run, params)
-    network, training = build_network(run, params, seed=run.spec.seed + trial.number)
-    _check_architecture(run, network)
-    # Several objectives: Optuna takes reports only in the single-objective twin study.
-    # Without a pruner nobody reads them, so they are not written (the row keeps them).
-    reporter = shadow if run.plan.multi_objective else trial
-    if run.spec.pruner == "none":
-        reporter = None
-
-    def on_epoch(epoch: int, score: float) -> None:
-        history.append(score)
-        keep_going()
-        if reporter is None:
-            return
-        reporter.report(score, epoch)
-        if reporter.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({score:.4f})")
-
-    train(network, run.data, training, on_epoch=on_epoch)
-    with torch.no_grad():
-        output = network.predict(torch.from_numpy(run.data.x_val)).numpy()
-    measured = _measure(run, network, output)
-    run.store.put_bytes(checkpoint_key(run.job_id, trial.number), save_weights(network))
-    return measured
-
-
 def _trial_clock(run: SearchRun) -> Callable[[], None]:
     """The per-batch check of one trial's time: its own limit and the search's deadline."""
     limit = run.trial_limit_s
@@ -330,7 +173,7 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
     beat.start()
     try:
         with stop_checks(_trial_clock(run)):
-            measured = _train(run, trial, shadow, params, keep_going, scores)
+            measured = train_trial(run, trial, shadow, params, keep_going, scores)
     except optuna.TrialPruned as pruned:
         _finish(run, trial, shadow, OptunaState.PRUNED)
         _end_row(run, trial.number, TrialState.PRUNED, started=started, history=scores,

@@ -35,6 +35,7 @@ class TrainConfig:
     patience: int = 0
     metric: str | None = None  # default: accuracy (classification) or rmse (regression)
     seed: int = 0
+    restore_best: bool = True  # False: keep the last epoch (a refit with a known count)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class TrainResult:
     score: float
     history: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    best_epoch: int = 0  # 0-based epoch of the best validation score
 
 
 def _task(network: Network) -> str:
@@ -122,7 +124,7 @@ def train(network: Network, data: TrainData, config: TrainConfig,
     best_score = -math.inf if higher_is_better else math.inf
     best_state = copy.deepcopy(network.state_dict())
     history: list[float] = []
-    since_best = 0
+    since_best, best_epoch = 0, 0
     for epoch in range(config.epochs):
         network.train()
         order = torch.randperm(len(x_train), generator=generator)
@@ -145,16 +147,18 @@ def train(network: Network, data: TrainData, config: TrainConfig,
         history.append(score)
         since_best += 1
         if (score > best_score) if higher_is_better else (score < best_score):
-            best_score = score
-            best_state = copy.deepcopy(network.state_dict())
+            best_score, best_epoch = score, epoch
+            if config.restore_best:
+                best_state = copy.deepcopy(network.state_dict())
             since_best = 0
         if on_epoch is not None:
             on_epoch(epoch, score)
         if config.patience and since_best >= config.patience:
             break
-    network.load_state_dict(best_state)
+    if config.restore_best:
+        network.load_state_dict(best_state)
     network.eval()
-    return TrainResult(score=best_score, history=history,
+    return TrainResult(score=best_score, history=history, best_epoch=best_epoch,
                        seconds=time.perf_counter() - started)
 
 

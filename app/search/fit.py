@@ -1,0 +1,161 @@
+"""Training and measuring one configuration of a search: the network it describes, its
+checks against the constraints, training on the holdout split or on every fold, and the
+objective values (quality on validation rows; size and latency of the file as served)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from app.evaluation.latency import latency_ms
+from app.evaluation.metrics import quality_score
+from app.preprocessing.graph import with_rows
+from app.search.build import candidate
+from app.search.run import Infeasible, SearchRun, checkpoint_key
+from app.search.selection import proper_score, summarize_folds
+from app.search.size import over_limits, size_of
+from app.training.export import INPUT_NAME, export_onnx
+from app.training.models import Network, count_parameters
+from app.training.train import TrainData, load_weights, save_weights, train
+
+FP32_BYTES = 4
+
+
+def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Network, Any]:
+    """A fresh (or ``init_from``-initialised) network and its training configuration."""
+    n_outputs = len(run.dataset.class_labels) if run.dataset.class_labels else 1
+    point = candidate(params, n_inputs=len(run.dataset.feature_names), n_outputs=n_outputs,
+                      input_shape=run.dataset.input_shape, seed=seed,
+                      metric=run.plan.pruning_metric, architecture=run.architecture)
+    network = Network(point.network, classification=run.dataset.task == "classification",
+                      seed=seed)
+    if run.init_weights is not None:
+        load_weights(network, run.init_weights)
+    return network, point.training
+
+
+def _check_estimate(run: SearchRun, params: dict[str, Any]) -> None:
+    """Refuse a sampled network that is too big for this server before it is built."""
+    if run.architecture is not None:
+        return  # init_from: its size was checked when the job was submitted
+    n_outputs = len(run.dataset.class_labels) if run.dataset.class_labels else 1
+    size = size_of(params, n_inputs=len(run.dataset.feature_names), n_outputs=n_outputs,
+                   input_shape=run.dataset.input_shape)
+    problem = over_limits(size, int(params["batch_size"]), run.settings)
+    limit = run.plan.constraints.max_params
+    if problem is None and limit is not None and size.params > limit:
+        problem = f"{size.params} parameters > max_params {limit}"
+    if problem:
+        raise Infeasible(f"estimated before building: {problem}")
+
+
+def _check_architecture(run: SearchRun, network: Network) -> None:
+    limits = run.plan.constraints
+    params = count_parameters(network)
+    if limits.max_params is not None and params > limits.max_params:
+        raise Infeasible(f"{params} parameters > max_params {limits.max_params}")
+    if limits.max_size_bytes is not None and params * FP32_BYTES > limits.max_size_bytes:
+        raise Infeasible(f"at least {params * FP32_BYTES} bytes of fp32 weights > "
+                         f"max_size_bytes {limits.max_size_bytes}")
+
+
+def _quality(run: SearchRun, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """The quality objectives and the tie-breaking proper score on validation rows."""
+    task = run.dataset.task
+    names = {objective.metric for objective in run.plan.objectives
+             if objective.metric not in ("latency_ms", "size_bytes", "params")}
+    names.add(proper_score(task))
+    return {name: quality_score(name, task, output, target) for name in sorted(names)}
+
+
+def _costs(run: SearchRun, network: Network) -> dict[str, float]:
+    """Parameters, and (when an objective or constraint needs them) the served file's
+    size and latency, checked against the constraints."""
+    measured: dict[str, float] = {"params": float(count_parameters(network))}
+    if not run.plan.needs_export:
+        return measured
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "trial.onnx"
+        export_onnx(network, path)
+        feeds = None
+        if run.dataset.encoding is not None and run.raw_sample is not None:
+            served, feeds = with_rows(path.read_bytes(), run.dataset.encoding,
+                                      run.raw_sample)  # as it would serve
+            path.write_bytes(served)
+        measured["size_bytes"] = float(path.stat().st_size)
+        measured["latency_ms"] = latency_ms(
+            path, input_name=INPUT_NAME, row_shape=(network.config.n_inputs,),
+            threads=run.settings.ort_threads, feeds=feeds)["p50"]
+    limits = run.plan.constraints
+    if limits.max_size_bytes is not None and measured["size_bytes"] > limits.max_size_bytes:
+        raise Infeasible(f"ONNX file of {measured['size_bytes']:.0f} bytes > "
+                         f"max_size_bytes {limits.max_size_bytes}")
+    if limits.max_latency_ms is not None and measured["latency_ms"] > limits.max_latency_ms:
+        raise Infeasible(f"p50 latency {measured['latency_ms']:.4f} ms > max_latency_ms "
+                         f"{limits.max_latency_ms}")
+    return measured
+
+
+def _validation_output(network: Network, rows: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return network.predict(torch.from_numpy(rows)).numpy()
+
+
+def train_trial(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,
+                params: dict[str, Any], keep_going: Callable[[], None],
+                history: list[float]) -> dict[str, Any]:
+    """Train one configuration (on the holdout split, or on every fold) and measure it;
+    its weights are stored as the trial's checkpoint."""
+    _check_estimate(run, params)
+    seed = run.spec.seed + trial.number
+    network, training = build_network(run, params, seed=seed)
+    _check_architecture(run, network)
+    # Several objectives: Optuna takes reports only in the single-objective twin study.
+    # Without a pruner nobody reads them, so they are not written (the row keeps them).
+    reporter = shadow if run.plan.multi_objective else trial
+    if run.spec.pruner == "none":
+        reporter = None
+
+    def on_epoch(epoch: int, score: float) -> None:
+        history.append(score)
+        keep_going()
+        if reporter is None:
+            return
+        reporter.report(score, epoch)
+        if reporter.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({score:.4f})")
+
+    if run.folds is None:
+        train(network, run.data, training, on_epoch=on_epoch)
+        measured: dict[str, Any] = _quality(run, _validation_output(network, run.data.x_val),
+                                            run.data.y_val)
+    else:
+        measured = _train_folds(run, run.folds, params, seed, network, training, on_epoch,
+                                keep_going)
+    measured.update(_costs(run, network))
+    run.store.put_bytes(checkpoint_key(run.job_id, trial.number), save_weights(network))
+    return measured
+
+
+def _train_folds(run: SearchRun, folds: list[TrainData], params: dict[str, Any], seed: int,
+                 first: Network, training: Any, on_epoch: Callable[[int, float], None],
+                 keep_going: Callable[[], None]) -> dict[str, Any]:
+    """Cross-validation: the same configuration trained on each fold from the same seed.
+    Pruners see the first fold's epochs; the trial's values are the folds' means."""
+    per_fold, best_epochs = [], []
+    for index, fold in enumerate(folds):
+        network = first if index == 0 else build_network(run, params, seed=seed)[0]
+        result = train(network, fold, training,
+                       on_epoch=on_epoch if index == 0 else lambda *_: keep_going())
+        per_fold.append(_quality(run, _validation_output(network, fold.x_val), fold.y_val))
+        best_epochs.append(result.best_epoch)
+    primary = run.plan.objectives[0].metric
+    if primary not in per_fold[0]:
+        primary = proper_score(run.dataset.task)
+    return summarize_folds(per_fold, best_epochs, primary)

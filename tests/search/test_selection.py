@@ -1,0 +1,69 @@
+"""Choosing the winner: folds that cover every non-test row once (stratified), ties broken
+by a proper score and then by size (never by trial order), and the spread of fold scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.datasets.splits import fold_indices, split_indices
+from app.search.selection import best_of, summarize_folds, uses_folds, within_noise
+from app.tables import Task, Trial
+
+
+def trial(number: int, value: float, **metrics: float) -> Trial:
+    return Trial(job_id=1, number=number, attempt=0, state="complete", params={},
+                 intermediate=[], value=value, values=[value], metrics=metrics)
+
+
+def test_folds_cover_the_non_test_rows_once_and_keep_class_shares() -> None:
+    target = np.array([0] * 60 + [1] * 30 + [2] * 10)
+    splits = split_indices(target, Task.CLASSIFICATION, seed=3)
+    rows = np.sort(np.concatenate([splits.train, splits.validation]))
+    folds = fold_indices(target, Task.CLASSIFICATION, rows, 5, seed=3)
+    validated = np.concatenate([val for _, val in folds])
+    assert np.array_equal(np.sort(validated), rows)
+    assert not set(validated) & set(splits.test)
+    for train, val in folds:
+        assert not set(train) & set(val)
+        assert np.array_equal(np.sort(np.concatenate([train, val])), rows)
+        counts = np.bincount(target[val], minlength=3)
+        assert counts.min() >= 1 and abs(counts[0] / len(val) - 0.6) < 0.15
+
+
+def test_small_data_is_cross_validated_unless_asked_otherwise() -> None:
+    assert uses_folds("auto", 500) and not uses_folds("auto", 50_000)
+    assert uses_folds("cv", 50_000) and not uses_folds("holdout", 100)
+
+
+def test_a_tie_in_accuracy_goes_to_the_better_calibrated_trial() -> None:
+    first = trial(0, 0.95, log_loss=0.40, params=100)
+    calibrated = trial(1, 0.95, log_loss=0.12, params=5000)
+    worse = trial(2, 0.93, log_loss=0.05, params=10)
+    assert best_of([first, calibrated, worse], True, "classification") is calibrated
+    assert best_of([calibrated, first, worse], True, "classification") is calibrated
+
+
+def test_then_the_smaller_network_and_for_regression_rmse() -> None:
+    big = trial(0, 0.9, log_loss=0.3, params=9000)
+    small = trial(1, 0.9, log_loss=0.3, params=800)
+    assert best_of([big, small], True, "classification") is small
+    rough = trial(0, 0.81, rmse=2.0, params=10)
+    sharp = trial(1, 0.81, rmse=1.5, params=10)
+    assert best_of([rough, sharp], True, "regression") is sharp  # objective r2, tie
+    assert best_of([trial(0, 1.2, rmse=1.2), trial(1, 1.1, rmse=1.1)], False,
+                   "regression").number == 1
+
+
+def test_fold_summary_and_trials_within_noise() -> None:
+    summary = summarize_folds([{"accuracy": 0.9, "log_loss": 0.3},
+                               {"accuracy": 0.8, "log_loss": 0.5}], [4, 9], "accuracy")
+    assert summary["accuracy"] == pytest.approx(0.85)
+    assert summary["log_loss"] == pytest.approx(0.4)
+    assert summary["cv_scores"] == [0.9, 0.8] and summary["cv_folds"] == 2
+    assert summary["cv_std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    assert summary["refit_epochs"] == 8  # best at epochs 5 and 10 (1-based): 7.5, rounded up
+    winner = trial(0, 0.9, cv_std=0.02)
+    others = [winner, trial(1, 0.89), trial(2, 0.875), trial(3, 0.91)]
+    assert within_noise(others, winner) == 2
+    assert within_noise(others, trial(4, 0.9)) is None

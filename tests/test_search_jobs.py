@@ -240,3 +240,18 @@ def test_small_data_is_chosen_by_cross_validation_and_refit(server: KilnServer,
     holdout = server.wait_for_job(submit(server, dataset_id, "chosen-by-holdout",
                                          max_trials=2, seed=4, validation="holdout"))
     assert holdout["result"]["selection"] == {"validation": "holdout", "validation_rows": 36}
+
+
+def test_a_time_budget_alone_runs_a_sensible_search(server: KilnServer,
+                                                    dataset_id: int) -> None:
+    with server.client() as client:
+        response = client.post("/v1/jobs", json={
+            "kind": "search", "dataset_id": dataset_id, "model_name": "budget-only",
+            "search": {"timeout_s": 12, "max_epochs": 5}})
+    assert response.status_code == 202, response.text
+    job = server.wait_for_job(int(response.json()["id"]))
+    assert job["status"] == "succeeded", (job["error"], server.log_tail())
+    plan = job["result"]["plan"]
+    assert (plan["algorithm"], plan["pruner"], plan["parallelism"], plan["max_trials"],
+            plan["timeout_s"]) == ("tpe", "median", 2, 1000, 12)
+    assert len([t for t in trials_of(server, job["id"]) if t["state"] == "complete"]) >= 2

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.compression.spec import CompressionSpec, chain_problem, count_steps
 from app.config import Settings
 from app.datasets.repository import DatasetRepository
+from app.datasets.splits import TEST_FRACTION
 from app.db import defer_until_commit, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs.queue import JobQueue
@@ -18,7 +19,7 @@ from app.jobs.repository import JobRepository
 from app.jobs.spec import CompressJobCreate, SearchJobCreate, SearchSpec
 from app.registry.repository import ModelRepository
 from app.registry.service import get_version
-from app.search.plan import SearchPlan, budget_of, make_plan
+from app.search.plan import SearchPlan, budget_of, make_plan, with_budget_defaults
 from app.search.size import architecture_size, check_student, over_limits, smallest_in_space
 from app.signature import VersionConfig
 from app.tables import FINAL_JOB_STATES, Dataset, Job, JobStatus, ModelVersion, Trial
@@ -37,6 +38,9 @@ def submit_job(session: Session, queue: JobQueue, settings: Settings,
         raise Conflict(f"model_name: model {spec.model_name!r} is a {model.task} model but "
                        f"dataset {dataset.id} is a {dataset.task} dataset")
     architecture = _check_search_sources(session, spec, dataset)
+    test_rows = round(dataset.n_rows * TEST_FRACTION)
+    spec = spec.model_copy(update={"search": with_budget_defaults(
+        spec.search, dataset.n_rows - test_rows)})
     plan = make_plan(spec.search, dataset, fixed_architecture=spec.search.init_from is not None)
     _check_search_bounds(settings, spec.search, plan, dataset, architecture)
     if spec.compression is not None:

@@ -14,6 +14,11 @@ from app.search.space import SearchSpace, apply_overrides, default_space
 from app.search.strategy import MULTI_OBJECTIVE
 from app.tables import Dataset
 
+# Non-test rows up to which trials are cross-validated (``app.search.selection`` says why).
+CV_MAX_ROWS = 2_000
+# A search given only a time budget: trials until the time is spent, two at a time.
+BUDGET_ONLY_TRIALS = 1_000
+BUDGET_ONLY_PARALLELISM = 2
 CLASSIFICATION_ONLY = {"accuracy", "f1_macro", "roc_auc", "log_loss"}
 REGRESSION_ONLY = {"mae", "rmse", "r2"}
 
@@ -88,11 +93,38 @@ def make_plan(spec: SearchSpec, dataset: Dataset, *,
                       pruning_metric=quality[0] if quality else default_metric(dataset.task))
 
 
-def plan_summary(plan: SearchPlan) -> dict[str, Any]:
-    """What the job's result reports about its plan."""
+def uses_folds(validation: str, non_test_rows: int) -> bool:
+    """Whether trials are scored on folds (``validation``: auto, cv or holdout)."""
+    if validation == "auto":
+        return non_test_rows <= CV_MAX_ROWS
+    return validation == "cv"
+
+
+def with_budget_defaults(spec: SearchSpec, non_test_rows: int) -> SearchSpec:
+    """A search given ``timeout_s`` and no ``max_trials`` runs until its time is spent:
+    TPE (Optuna's default of 10 random start-up trials, then a model of what worked), two
+    trials at a time, and a pruner that fits the validation: median stopping on folds
+    (pruners see the first fold), Hyperband on a large holdout. What is given stays."""
+    given = spec.model_fields_set
+    if "timeout_s" not in given or "max_trials" in given:
+        return spec
+    folds = uses_folds(spec.validation, non_test_rows)
+    chosen: dict[str, Any] = {"max_trials": BUDGET_ONLY_TRIALS, "algorithm": "tpe",
+                              "parallelism": BUDGET_ONLY_PARALLELISM,
+                              "pruner": "median" if folds else "hyperband"}
+    return spec.model_copy(update={name: value for name, value in chosen.items()
+                                   if name not in given})
+
+
+def plan_summary(plan: SearchPlan, spec: SearchSpec) -> dict[str, Any]:
+    """What the job's result reports about its plan (with the defaults a budget-only
+    search chose)."""
     return {"objectives": [{"metric": o.metric, "direction": o.direction}
                            for o in plan.objectives],
-            "pruning_metric": plan.pruning_metric, "network": plan.space.network}
+            "pruning_metric": plan.pruning_metric, "network": plan.space.network,
+            "algorithm": spec.algorithm, "pruner": spec.pruner,
+            "parallelism": spec.parallelism, "max_trials": spec.max_trials,
+            "timeout_s": spec.timeout_s}
 
 
 def budget_of(spec: SearchSpec, plan: SearchPlan) -> int:

@@ -23,18 +23,11 @@ from app.datasets.splits import SplitIndices, fold_indices
 from app.tables import Task, Trial
 from app.training.train import TrainData
 
-# Non-test rows up to which trials are cross-validated: the holdout would then have at most
-# 300 rows, where one accuracy standard error (p = 0.9) is still 1.7 points or more.
-CV_MAX_ROWS = 2_000
+# Trials are cross-validated up to ``CV_MAX_ROWS`` (2,000) non-test rows: the holdout would
+# then have at most 300 rows, where one accuracy standard error (p = 0.9) is still 1.7 points
+# or more.
 CV_FOLDS = 5
 TIE = 1e-9
-
-
-def uses_folds(validation: str, non_test_rows: int) -> bool:
-    """Whether trials are scored on folds (``validation``: auto, cv or holdout)."""
-    if validation == "auto":
-        return non_test_rows <= CV_MAX_ROWS
-    return validation == "cv"
 
 
 def fold_data(features: np.ndarray, target: np.ndarray, task: Task, splits: SplitIndices,

@@ -37,9 +37,9 @@ from app.jobs.spec import SearchJobCreate, SearchSpec
 from app.registry.service import get_version
 from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
 from app.search.fit import build_network
-from app.search.plan import make_plan, plan_summary
+from app.search.plan import make_plan, plan_summary, uses_folds
 from app.search.run import SearchRun, checkpoint_key
-from app.search.selection import best_of, fold_data, uses_folds, within_noise
+from app.search.selection import best_of, fold_data, within_noise
 from app.search.space import fits
 from app.search.storage import open_storage
 from app.search.strategy import make_pruner, make_sampler
@@ -198,7 +198,7 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
             context, subject, network, trial=trial.number, params=trial.params,
             validation=trial.metrics or {}, test_rows=run.arrays.features[test],
             test_target=run.arrays.target[test], store=run.store, raw_test=raw_test))
-    summary: dict[str, Any] = {"plan": plan_summary(run.plan),
+    summary: dict[str, Any] = {"plan": plan_summary(run.plan, run.spec),
                                "selection": _selection_summary(run, best[0])}
     if run.plan.multi_objective:
         summary["pareto"] = [{"trial": t.number, "values": t.values} for t in best]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from app.datasets.splits import fold_indices, split_indices
-from app.search.selection import best_of, summarize_folds, uses_folds, within_noise
+from app.search.plan import uses_folds
+from app.search.selection import best_of, summarize_folds, within_noise
 from app.tables import Task, Trial
 
 
@@ -67,3 +68,21 @@ def test_fold_summary_and_trials_within_noise() -> None:
     others = [winner, trial(1, 0.89), trial(2, 0.875), trial(3, 0.91)]
     assert within_noise(others, winner) == 2
     assert within_noise(others, trial(4, 0.9)) is None
+
+
+def test_a_budget_alone_chooses_the_rest() -> None:
+    from app.jobs.spec import SearchSpec
+    from app.search.plan import with_budget_defaults
+
+    small = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 60}), 500)
+    assert (small.max_trials, small.algorithm, small.parallelism, small.pruner) == (
+        1000, "tpe", 2, "median")
+    large = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 60}), 50_000)
+    assert large.pruner == "hyperband"
+    given = with_budget_defaults(SearchSpec.model_validate(
+        {"timeout_s": 60, "algorithm": "random", "parallelism": 1}), 500)
+    assert (given.algorithm, given.parallelism, given.max_trials) == ("random", 1, 1000)
+    counted = SearchSpec.model_validate({"timeout_s": 60, "max_trials": 5})
+    assert with_budget_defaults(counted, 500) == counted
+    plain = SearchSpec.model_validate({})
+    assert with_budget_defaults(plain, 500) == plain

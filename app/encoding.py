@@ -7,6 +7,7 @@ that the export parity check holds together."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 DATETIME_PATTERN = (r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
                     r"(Z|[+-]\d{2}:?\d{2})?")
 DATE_PARTS = ("year", "month", "day", "weekday")  # weekday: 0 = Sunday
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: numbers must fit
+_DATETIME = re.compile(DATETIME_PATTERN, re.ASCII)  # ASCII digits, as RE2 in the graph
+
+
+def is_datetime(text: str) -> bool:
+    """Whether ``text`` is a date (and time) the preprocessing reads."""
+    return _DATETIME.fullmatch(text) is not None
 
 
 class _Column(BaseModel):

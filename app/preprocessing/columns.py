@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.encoding import DATETIME_PATTERN
+from app.encoding import DATETIME_PATTERN, FLOAT32_MAX
 from app.errors import InvalidInput
 
 ColumnType = Literal["numeric", "categorical", "datetime", "ignore"]
@@ -26,7 +26,6 @@ IDENTIFIER_SHARE = 0.5
 IDENTIFIER_MIN_DISTINCT = 50
 # A column this share numeric with a few words in it is a typo, not a categorical column.
 MOSTLY_NUMERIC = 0.95
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -39,14 +38,6 @@ class SourceColumn:
     text: pa.Array | None = None
     missing: int = 0
     reason: str | None = None  # why a column is left out
-
-    def taking(self, keep: np.ndarray) -> SourceColumn:
-        """The same column restricted to rows ``keep`` (a boolean mask)."""
-        numbers = None if self.numbers is None else self.numbers[keep]
-        text = None if self.text is None else self.text.filter(pa.array(keep))
-        missing = (int(np.isnan(numbers).sum()) if numbers is not None else
-                   int(pc.sum(pc.equal(text, "")).as_py() or 0) if text is not None else 0)
-        return SourceColumn(self.name, self.type, numbers, text, missing, self.reason)
 
 
 def parse_overrides(text: str | None, names: list[str]) -> dict[str, ColumnType]:

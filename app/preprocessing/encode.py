@@ -4,7 +4,6 @@ the export parity check compares the two on raw rows (gaps and unseen values inc
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -12,15 +11,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.encoding import (
-    DATETIME_PATTERN,
     CategoricalColumn,
     DatetimeColumn,
     NumericColumn,
     TableEncoding,
+    is_datetime,
 )
 
 Raw = dict[str, Any]  # column name -> float32 numbers (NaN: gap) or text ('' : gap)
-_DATETIME = re.compile(DATETIME_PATTERN, re.ASCII)
 # Sakamoto's offsets: the weekday of the first of each month, relative to the year's.
 MONTH_OFFSETS = (0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4)
 
@@ -62,7 +60,7 @@ def _categorical(column: CategoricalColumn, text: pa.Array, out: np.ndarray) -> 
 
 def date_parts(value: str, column: DatetimeColumn) -> tuple[list[float], bool]:
     """Year, month, day, weekday (and hour) of one value, and whether it was missing."""
-    missing = _DATETIME.fullmatch(value) is None
+    missing = not is_datetime(value)
     text = column.fill if missing else value
     year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
     shifted = year - (month < 3)

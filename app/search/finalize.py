@@ -17,8 +17,8 @@ from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import task_metrics
 from app.evaluation.sessions import open_session
 from app.jobs.runner import JobContext, JobFailed, Recorder
-from app.preprocessing.encode import Raw, feeds, stress_rows
-from app.preprocessing.graph import attach
+from app.preprocessing.encode import Raw, stress_rows
+from app.preprocessing.graph import with_rows
 from app.registry.service import VersionDraft, register_version
 from app.signature import Signature, VersionConfig
 from app.storage import ArtifactStore
@@ -82,13 +82,12 @@ def served_form(network: Network, path: Path, encoding: TableEncoding | None,
         return Served(path.read_bytes(), signature_for(network), {INPUT_NAME: test_rows},
                       parity)
     assert raw_test is not None
-    used = encoding.sources_of(None)
-    onnx = attach(path.read_bytes(), encoding, used=used)
+    onnx, test_feeds = with_rows(path.read_bytes(), encoding, raw_test)
     parity = check_table_parity(network, onnx, encoding,
                                 stress_rows(encoding, raw_test, PARITY_ROWS))
-    signature = Signature.of_columns(encoding, used=used, output_name=OUTPUT_NAME,
-                                     width=network.config.n_outputs)
-    return Served(onnx, signature, feeds(encoding, raw_test, used), parity)
+    signature = Signature.of_columns(encoding, used=encoding.sources_of(None),
+                                     output_name=OUTPUT_NAME, width=network.config.n_outputs)
+    return Served(onnx, signature, test_feeds, parity)
 
 
 def prepare_version(context: JobContext, subject: SearchSubject, network: Network, *,

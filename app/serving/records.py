@@ -5,17 +5,13 @@ numeric. Every refusal names the row and the column."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
 
-from app.encoding import DATETIME_PATTERN
+from app.encoding import FLOAT32_MAX, is_datetime
 from app.errors import InvalidInput
 from app.signature import TensorSpec
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-_DATETIME = re.compile(DATETIME_PATTERN, re.ASCII)
 
 
 def _shown(value: Any) -> str:
@@ -47,7 +43,7 @@ def _text(value: Any, column: TensorSpec, where: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{where} must be text or null, got {_shown(value)}")
     text = value.strip()
-    if column.kind == "datetime" and text and _DATETIME.fullmatch(text) is None:
+    if column.kind == "datetime" and text and not is_datetime(text):
         raise InvalidInput(f"{where} is not an ISO date or date and time: {_shown(value)}")
     return text
 

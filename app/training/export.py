@@ -121,11 +121,16 @@ def check_parity(network: Network, path: Path, sample: np.ndarray,
         expected = network.predict(torch.from_numpy(picked)).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     actual = session.run([OUTPUT_NAME], {INPUT_NAME: sample})[0]
-    scale = np.maximum(1.0, np.abs(expected))  # relative for large regression values
+    return _within_tolerance(actual, expected, "ONNX output differs from torch")
+
+
+def _within_tolerance(actual: np.ndarray, expected: np.ndarray, what: str) -> float:
+    """The largest difference (relative for large regression values); ExportMismatch
+    above the tolerance."""
+    scale = np.maximum(1.0, np.abs(expected))
     difference = float(np.max(np.abs(actual - expected) / scale))
     if not difference <= PARITY_TOLERANCE:
-        raise ExportMismatch(f"ONNX output differs from torch by {difference:.2e} "
-                             f"(tolerance {PARITY_TOLERANCE})")
+        raise ExportMismatch(f"{what} by {difference:.2e} (tolerance {PARITY_TOLERANCE})")
     return difference
 
 
@@ -139,9 +144,5 @@ def check_table_parity(network: Network, served: bytes, encoding: TableEncoding,
         expected = network.predict(torch.from_numpy(encode(encoding, raw))).numpy()
     session = ort.InferenceSession(served, providers=["CPUExecutionProvider"])
     actual = session.run([OUTPUT_NAME], feeds(encoding, raw))[0]
-    scale = np.maximum(1.0, np.abs(expected))
-    difference = float(np.max(np.abs(actual - expected) / scale))
-    if not difference <= PARITY_TOLERANCE:
-        raise ExportMismatch(f"ONNX output (from raw columns) differs from the preprocessing "
-                             f"and torch by {difference:.2e} (tolerance {PARITY_TOLERANCE})")
-    return difference
+    return _within_tolerance(actual, expected, "ONNX output (from raw columns) differs from "
+                             "the preprocessing and torch")

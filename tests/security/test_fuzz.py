@@ -1,5 +1,6 @@
-"""Property-based fuzzing of what reads untrusted bytes: the /v1 row decoder, the /v2 codec
-(JSON and binary), and the ONNX upload checks. Whatever arrives, the answer is a value or a
+"""Property-based fuzzing of what reads untrusted bytes: the /v1 row and record decoders,
+the /v2 codec (JSON and binary, BYTES included), the CSV upload parser and the ONNX upload
+checks. Whatever arrives, the answer is a value or a
 4xx error, never another exception (which the gateway would answer 500)."""
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
 
 from app.config import Settings
+from app.datasets.parsing import parse_csv
 from app.errors import KilnError
 from app.registry.onnx_checks import declared_signature, decode_model, refuse_external_data
 from app.serving.oip import decode
 from app.serving.predict import parse_body, parse_rows
+from app.serving.records import parse_records
+from app.signature import TensorSpec
+from app.tables import Task
 from tests.api.test_model_upload import linear_onnx, upload
 from tests.conftest import register
 
@@ -147,3 +152,56 @@ def test_onnx_upload_never_answers_5xx(client: TestClient, admin: dict, flips: l
     assert status in (201, 409, 422), body
     if status == 201:
         onnx.checker.check_model(onnx.load_model_from_string(sent))
+
+
+RECORD_COLUMNS = (
+    TensorSpec(name="island", datatype="BYTES", shape=[-1, 1], kind="categorical",
+               categories=["Biscoe", "TRUE"], allows_missing=True),
+    TensorSpec(name="length", datatype="FP32", shape=[-1, 1], kind="numeric",
+               allows_missing=True),
+    TensorSpec(name="seen", datatype="BYTES", shape=[-1, 1], kind="datetime",
+               allows_missing=True),
+    TensorSpec(name="id", datatype="BYTES", shape=[-1, 1], kind="ignored",
+               allows_missing=True, required=False),
+)
+records = st.lists(st.dictionaries(st.sampled_from(["island", "length", "seen", "id", "x"]),
+                                   scalars | json_values, max_size=4)
+                   | st.lists(numbers | json_values, max_size=4) | json_values, max_size=4)
+
+
+@FUZZ
+@given(st.one_of(st.fixed_dictionaries({"inputs": records}), json_values))
+def test_v1_record_decoder_answers_feeds_or_4xx(payload: Any) -> None:
+    try:
+        feeds = parse_records(parse_body(_to_json(payload)), RECORD_COLUMNS, max_rows=3)
+    except KilnError as error:
+        assert 400 <= error.status_code < 500
+        return
+    assert set(feeds) == {"island", "length", "seen"}
+    assert feeds["length"].dtype == np.float32 and not np.isinf(feeds["length"]).any()
+    assert all(isinstance(value, str) for value in feeds["island"].ravel())
+
+
+cells = st.sampled_from(["", "NA", "1", "2.5", "-3e2", "inf", "x", "Biscoe", "2024-01-31",
+                         "2024-13-99T25:61", " 7 ", '"a,b"', "\u00e9", "?"])
+
+
+@FUZZ
+@given(st.lists(st.lists(cells, min_size=1, max_size=4), min_size=1, max_size=30),
+       st.sampled_from([None, "classification", "regression"]),
+       st.binary(max_size=12))
+def test_csv_upload_parser_answers_a_dataset_or_4xx(tmp_path_factory: Any,
+                                                    rows: list[list[str]], task: str | None,
+                                                    noise: bytes) -> None:
+    width = max(len(row) for row in rows)
+    header = ",".join([*(f"c{i}" for i in range(width - 1)), "label"]) if width > 1 else "label"
+    body = "\n".join([header, *(",".join(row) for row in rows)]).encode() + noise
+    path = tmp_path_factory.mktemp("fuzz") / "table.csv"
+    path.write_bytes(body)
+    try:
+        parsed = parse_csv(path, target="label", task=Task(task) if task else None)
+    except KilnError as error:
+        assert 400 <= error.status_code < 500
+        return
+    assert parsed.features.dtype == np.float32 and np.isfinite(parsed.features).all()
+    assert len(parsed.features) == len(parsed.target) >= 10

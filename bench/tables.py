@@ -71,10 +71,10 @@ def search(kiln: Kiln, dataset_id: int, model: str, trials: int) -> int:
     return int(response.json()["id"])
 
 
-def lightgbm_score(path: Path, target: str, task: str) -> float:
-    """LightGBM (default settings) on ModelKiln's split of the same rows: accuracy or RMSE
-    on the test rows, trained on the training and validation rows."""
-    import lightgbm
+def peer_data(path: Path, target: str, task: str, seed: int) -> tuple[Any, np.ndarray, Any]:
+    """The rows ModelKiln kept from ``path`` as a pandas frame for a peer (the columns it
+    uses, text as pandas categoricals), the encoded target, and ModelKiln's split of them
+    for ``seed``."""
     import pandas as pd
 
     from app.datasets.parsing import parse_csv
@@ -90,16 +90,24 @@ def lightgbm_score(path: Path, target: str, task: str) -> float:
     for name in used:
         if features[name].dtype == object:
             features[name] = features[name].astype("category")
-    splits = split_indices(parsed.target, parsed.task, seed=SEED)
+    return features, parsed.target, split_indices(parsed.target, parsed.task, seed=seed)
+
+
+def lightgbm_score(path: Path, target: str, task: str) -> float:
+    """LightGBM (default settings) on ModelKiln's split of the same rows: accuracy or RMSE
+    on the test rows, trained on the training and validation rows."""
+    import lightgbm
+
+    features, labels, splits = peer_data(path, target, task, SEED)
     fit_rows = np.concatenate([splits.train, splits.validation])
     if task == "classification":
         model = lightgbm.LGBMClassifier(verbose=-1, random_state=SEED)
-        model.fit(features.iloc[fit_rows], parsed.target[fit_rows])
+        model.fit(features.iloc[fit_rows], labels[fit_rows])
         predicted = model.predict(features.iloc[splits.test])
-        return float(np.mean(predicted == parsed.target[splits.test]))
+        return float(np.mean(predicted == labels[splits.test]))
     regressor = lightgbm.LGBMRegressor(verbose=-1, random_state=SEED)
-    regressor.fit(features.iloc[fit_rows], parsed.target[fit_rows])
-    error = regressor.predict(features.iloc[splits.test]) - parsed.target[splits.test]
+    regressor.fit(features.iloc[fit_rows], labels[fit_rows])
+    error = regressor.predict(features.iloc[splits.test]) - labels[splits.test]
     return float(np.sqrt(np.mean(error ** 2)))
 
 

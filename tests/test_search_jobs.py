@@ -239,7 +239,13 @@ def test_small_data_is_chosen_by_cross_validation_and_refit(server: KilnServer,
     assert version["metrics"]["validation"]["cv_std"] >= 0  # the spread is on the version
     holdout = server.wait_for_job(submit(server, dataset_id, "chosen-by-holdout",
                                          max_trials=2, seed=4, validation="holdout"))
-    assert holdout["result"]["selection"] == {"validation": "holdout", "validation_rows": 36}
+    chosen = holdout["result"]["selection"]
+    assert chosen["validation"] == "holdout" and chosen["validation_rows"] == 36
+    # the winner is refit on training and validation rows for its best epoch count
+    assert chosen["refit_on_rows"] == 204 and chosen["refit_epochs"] >= 1
+    winner = next(t for t in trials_of(server, holdout["id"])
+                  if t["number"] == holdout["result"]["trial"])
+    assert chosen["refit_epochs"] == winner["metrics"]["refit_epochs"]
 
 
 def test_a_time_budget_alone_runs_a_sensible_search(server: KilnServer,

@@ -132,9 +132,10 @@ def train_trial(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None
             raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({score:.4f})")
 
     if run.folds is None:
-        train(network, run.data, training, on_epoch=on_epoch)
+        result = train(network, run.data, training, on_epoch=on_epoch)
         measured: dict[str, Any] = _quality(run, _validation_output(network, run.data.x_val),
                                             run.data.y_val)
+        measured["refit_epochs"] = result.best_epoch + 1
     else:
         measured = _train_folds(run, run.folds, params, seed, network, training, on_epoch,
                                 keep_going)

@@ -38,7 +38,7 @@ from app.registry.service import get_version
 from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
 from app.search.fit import build_network
 from app.search.plan import make_plan, plan_summary, uses_folds
-from app.search.run import SearchRun, checkpoint_key
+from app.search.run import SearchRun
 from app.search.selection import best_of, fold_data, within_noise
 from app.search.space import fits
 from app.search.storage import open_storage
@@ -49,7 +49,7 @@ from app.tables import Dataset, Job, JobStatus, Task, Trial, TrialState
 from app.training.export import INPUT_NAME, OUTPUT_NAME
 from app.training.models import Network, architecture_from
 from app.training.stopping import stop_checks
-from app.training.train import TrainData, load_weights, train
+from app.training.train import TrainData, train
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -192,7 +192,7 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
     prepared: list[PreparedVersion] = []
     networks: list[Network] = []
     for trial in best:
-        network = _refit(run, trial) if run.folds is not None else _checkpoint(run, trial)
+        network = _refit(run, trial)
         networks.append(network)
         prepared.append(prepare_version(
             context, subject, network, trial=trial.number, params=trial.params,
@@ -209,18 +209,10 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
                                                        networks[0], prepared[0]))
 
 
-def _checkpoint(run: SearchRun, trial: Trial) -> Network:
-    """The trial's network as trained on the holdout split."""
-    network, _ = build_network(run, trial.params, seed=run.spec.seed + trial.number)
-    load_weights(network, run.store.local_path(
-        checkpoint_key(run.job_id, trial.number)).read_bytes())
-    network.eval()
-    return network
-
-
 def _refit(run: SearchRun, trial: Trial) -> Network:
-    """The trial's configuration trained again on every non-test row, for the epoch count
-    its folds found (no early stopping: there is no validation split left to stop on)."""
+    """The trial's configuration trained again on every non-test row (training and
+    validation split), for the epoch count its validation found: the folds' mean, or the
+    holdout's best epoch. No early stopping: no validation rows are left to stop on."""
     network, training = build_network(run, trial.params, seed=run.spec.seed + trial.number)
     epochs = int((trial.metrics or {}).get("refit_epochs", training.epochs))
     rows = np.sort(np.concatenate([run.splits.train, run.splits.validation]))
@@ -236,17 +228,18 @@ def _refit(run: SearchRun, trial: Trial) -> Network:
 def _selection_summary(run: SearchRun, winner: Trial) -> dict[str, Any]:
     """How the winner was chosen, and how far ahead of the rest it really was."""
     rows = len(run.splits.train) + len(run.splits.validation)
+    metrics = winner.metrics or {}
+    refit = {"refit_on_rows": rows, "refit_epochs": metrics.get("refit_epochs")}
     if run.folds is None:
-        return {"validation": "holdout", "validation_rows": len(run.splits.validation)}
+        return {"validation": "holdout", "validation_rows": len(run.splits.validation),
+                **refit}
     with session_scope(run.settings.database_url) as session:
         complete = [t for t in session.scalars(select(Trial).where(
             Trial.job_id == run.job_id, Trial.state == TrialState.COMPLETE)) if t.values]
         same = next(t for t in complete if t.number == winner.number)
         close = within_noise(complete, same)
-    metrics = winner.metrics or {}
     return {"validation": f"{len(run.folds)}-fold cross-validation", "validation_rows": rows,
-            "winner_fold_std": metrics.get("cv_std"), "trials_within_noise": close,
-            "refit_on_rows": rows, "refit_epochs": metrics.get("refit_epochs")}
+            "winner_fold_std": metrics.get("cv_std"), "trials_within_noise": close, **refit}
 
 
 def _compress_winner(context: JobContext, run: SearchRun, subject: SearchSubject,

@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +104,7 @@ def run_ours(kiln: Kiln, table: Table, budget: int, seed: int) -> None:
 def run_flaml(table: Table, budget: int, seed: int) -> None:
     from flaml import AutoML
 
+    warnings.filterwarnings("ignore")  # sklearn's joblib notices, once per learner fit
     features, labels, splits = peer_data(table.path, table.target, table.task, seed)
     fit_rows = np.concatenate([splits.train, splits.validation])
     automl = AutoML()

@@ -8,10 +8,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.e2e_server import KilnServer
-from tests.helpers import blobs_csv
+from tests.helpers import blobs_csv, csv_bytes
 
 # A narrow space so that every trial takes a fraction of a second.
 SMALL_SPACE = {"n_layers": {"low": 1, "high": 2}, "width": {"low": 8, "high": 64, "log": True},
@@ -259,5 +260,66 @@ def test_a_time_budget_alone_runs_a_sensible_search(server: KilnServer,
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
     plan = job["result"]["plan"]
     assert (plan["algorithm"], plan["pruner"], plan["parallelism"], plan["max_trials"],
-            plan["timeout_s"]) == ("tpe", "median", 2, 1000, 12)
+            plan["timeout_s"], plan["max_ensemble"]) == ("tpe", "median", 2, 1000, 12, 5)
+    assert job["result"]["selection"]["ensemble"]["considered"]  # stated, chosen or not
     assert len([t for t in trials_of(server, job["id"]) if t["state"] == "complete"]) >= 2
+
+
+# The same wide configuration with different seeds, trained past its best on overlapping
+# classes: members of about equal quality whose mistakes differ, so their average is
+# better calibrated and wins on log loss.
+SAME_NETWORK = {**SMALL_SPACE, "n_layers": 1, "width": 64, "epochs": 40, "dropout": 0.0,
+                "batch_norm": False, "optimizer": "adamw", "learning_rate": 0.02,
+                "weight_decay": 0.0, "l1": 0.0, "lr_schedule": "none", "activation": "relu"}
+
+
+def overlapping_csv(n_rows: int = 240, seed: int = 5) -> bytes:
+    """Two classes whose clouds overlap (about 93% separable at best)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in range(n_rows):
+        label = index % 2
+        features = rng.normal(loc=0.6 if label else -0.6, scale=1.0, size=6)
+        rows.append([f"{value:.4f}" for value in features] + ["yes" if label else "no"])
+    return csv_bytes([f"f{i}" for i in range(6)] + ["label"], rows)
+
+
+def test_an_average_of_the_best_networks_competes_and_serves(server: KilnServer) -> None:
+    dataset_id = server.upload_dataset(overlapping_csv())
+    job = server.wait_for_job(submit(
+        server, dataset_id, "averaged", max_trials=4, max_epochs=40, seed=2, max_ensemble=3,
+        space=SAME_NETWORK, objectives=[{"metric": "log_loss"}]))
+    assert job["status"] == "succeeded", (job["error"], server.log_tail())
+    ensemble = job["result"]["selection"]["ensemble"]
+    sizes = ensemble["scores_by_size"]
+    assert len(ensemble["considered"]) == len(sizes) == 3
+    assert len(ensemble["members"]) >= 2, sizes
+    assert ensemble["members"][0] == job["result"]["trial"]
+    chosen = sizes[len(ensemble["members"]) - 1]["log_loss"]
+    assert chosen == min(size["log_loss"] for size in sizes) < sizes[0]["log_loss"]
+    with server.client() as client:
+        version = client.get("/v1/models/averaged/versions/1").json()
+        assert version["metrics"]["validation"]["ensemble_of_trials"] == ensemble["members"]
+        assert len(version["metrics"]["validation"]["cv_scores"]) == 5
+        assert version["metrics"]["test_rows"] == 36 and version["metrics"]["accuracy"] > 0.75
+        answer = client.post("/v1/models/averaged/predict",
+                             json={"inputs": [[-3.0] * 6, [3.0] * 6]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == ["no", "yes"]
+        # No torch weights: pruning is refused by name; distill makes one network again.
+        refused = client.post("/v1/jobs", json={
+            "kind": "compress", "source": {"model": "averaged", "version": 1},
+            "dataset_id": dataset_id, "compression": {"methods": ["prune_structured"]}})
+        assert refused.status_code == 422
+        assert "averages several networks" in refused.json()["detail"]
+        distill = client.post("/v1/jobs", json={
+            "kind": "compress", "source": {"model": "averaged", "version": 1},
+            "dataset_id": dataset_id, "seed": 2,
+            "compression": {"methods": [{"method": "distill", "epochs": 5}]}})
+        assert distill.status_code == 202, distill.text
+    compressed = server.wait_for_job(int(distill.json()["id"]))
+    assert compressed["status"] == "succeeded", (compressed["error"], server.log_tail())
+    with server.client() as client:
+        student = client.get("/v1/models/averaged/versions/2").json()
+    assert student["n_params"] < version["n_params"], (student, version)
+    assert student["metrics"]["accuracy"] > 0.75

@@ -155,7 +155,8 @@ def chain_problem(chains: list[list[Any]], *, has_network: bool, convolutional: 
             where = f"methods[{position}][{index}] ({step.method})"
             if step.method in NETWORK_METHODS and not weights:
                 why = ("it follows a graph rewrite" if quantized else
-                       f"{parent} has no torch weights (it was uploaded as ONNX)")
+                       f"{parent} has no torch weights (it was uploaded as ONNX, or averages "
+                       "several networks)")
                 return f"{where} needs torch weights, but {why}; put distill before it"
             if step.method in GRAPH_METHODS and quantized:
                 return f"{where}: the model is already quantized earlier in this chain"

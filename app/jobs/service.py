@@ -174,7 +174,8 @@ def _check_search_sources(session: Session, spec: SearchJobCreate,
     if not stored.has_network or stored.architecture is None:
         raise InvalidInput(f"search.init_from: version {source.version} of "
                            f"{search.init_from.model!r} has no torch weights (it was "
-                           "uploaded as ONNX); fine-tuning needs a searched version")
+                           "uploaded as ONNX, or averages several networks); fine-tuning "
+                           "needs one searched network")
     if stored.columns is not None:
         raise InvalidInput(f"search.init_from: version {source.version} of "
                            f"{search.init_from.model!r} reads selected columns only; "

@@ -78,6 +78,12 @@ class SearchSpec(BaseModel):
         default="auto", description="How trials are scored: 'cv' scores each on 5-fold "
         "cross-validation over the non-test rows and refits the winner on all of them; "
         "'holdout' on the validation split; 'auto': cv up to 2,000 non-test rows.")
+    max_ensemble: int = Field(
+        default=1, ge=1, le=10, description="Most networks the registered model may average: "
+        "the best k trials (k up to this) compete with the single best on the same held-out "
+        "predictions, and the better is registered. 1 (the default, except for a search "
+        "given only timeout_s: 5) registers one network. Considered for one quality "
+        "objective, no constraints, and no compression chain that needs torch weights.")
     max_retries: int = Field(default=1, ge=0, le=10, description="Times a trial whose worker "
                              "died (no heartbeat) is run again.")
     objectives: list[ObjectiveSpec] | None = Field(

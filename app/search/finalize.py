@@ -23,13 +23,13 @@ from app.registry.service import VersionDraft, register_version
 from app.signature import Signature, VersionConfig
 from app.storage import ArtifactStore
 from app.tables import Dataset, Trial
+from app.training.ensemble import Ensemble, export_model
 from app.training.export import (
     INPUT_NAME,
     OUTPUT_NAME,
     ExportMismatch,
     check_parity,
     check_table_parity,
-    export_onnx,
 )
 from app.training.models import Network, architecture_of, count_parameters
 from app.training.train import save_weights
@@ -47,7 +47,7 @@ class SearchSubject:
     split_seed: int
 
 
-def signature_for(network: Network) -> Signature:
+def signature_for(network: Network | Ensemble) -> Signature:
     """The input/output signature of an exported network (rows arrive flat)."""
     return Signature.of_tensors(input_name=INPUT_NAME, row_shape=(network.config.n_inputs,),
                                 output_name=OUTPUT_NAME, width=network.config.n_outputs)
@@ -73,7 +73,7 @@ class Served:
     parity: float
 
 
-def served_form(network: Network, path: Path, encoding: TableEncoding | None,
+def served_form(network: Network | Ensemble, path: Path, encoding: TableEncoding | None,
                 test_rows: np.ndarray, raw_test: Raw | None) -> Served:
     """The exported network at ``path`` as it will serve: as it is, or behind the table's
     preprocessing (one input per source column), checked against torch either way."""
@@ -90,17 +90,19 @@ def served_form(network: Network, path: Path, encoding: TableEncoding | None,
     return Served(onnx, signature, test_feeds, parity)
 
 
-def prepare_version(context: JobContext, subject: SearchSubject, network: Network, *,
-                    trial: int, params: dict[str, Any], validation: dict[str, Any],
+def prepare_version(context: JobContext, subject: SearchSubject, network: Network | Ensemble,
+                    *, trial: int, params: dict[str, Any], validation: dict[str, Any],
                     test_rows: np.ndarray, test_target: np.ndarray,
                     store: ArtifactStore, raw_test: Raw | None = None) -> PreparedVersion:
-    """Export a trial's network, check it against torch, measure it on the held-out split
-    and in onnxruntime, and store the ONNX file and the torch weights next to each other."""
+    """Export a trial's network (or an ensemble led by it), check it against torch,
+    measure it on the held-out split and in onnxruntime, and store the ONNX file and the
+    torch weights next to each other (an ensemble keeps only its ONNX file: it is
+    compressed as a graph, or distilled back into one network)."""
     base = f"jobs/{subject.job_id}/trial-{trial}"
     encoding = subject.dataset.encoding
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "network.onnx"
-        export_onnx(network, path)
+        export_model(network, path)
         network_onnx = path.read_bytes()
         try:
             served = served_form(network, path, encoding, test_rows, raw_test)
@@ -118,15 +120,18 @@ def prepare_version(context: JobContext, subject: SearchSubject, network: Networ
                        size_bytes=path.stat().st_size, params=count_parameters(network),
                        validation=validation)
         artifact = store.put_file(f"{base}/model.onnx", path)
-    store.put_bytes(f"{base}/weights.pt", save_weights(network))
+    weights_key, architecture = None, None
+    if isinstance(network, Network):
+        weights_key, architecture = f"{base}/weights.pt", architecture_of(network.config)
+        store.put_bytes(weights_key, save_weights(network))
     context.check()
     draft = VersionDraft(
         task=subject.dataset.task, source="search", artifact=artifact,
         signature=served.signature, metrics=metrics, n_params=count_parameters(network),
         latency_p50_ms=latency["p50"], class_labels=subject.dataset.class_labels,
-        config=VersionConfig(params=params, weights_key=f"{base}/weights.pt",
+        config=VersionConfig(params=params, weights_key=weights_key,
                              split_seed=subject.split_seed, encoding=encoding,
-                             architecture=architecture_of(network.config)),
+                             architecture=architecture),
         dataset_id=subject.dataset.id, job_id=subject.job_id)
     return PreparedVersion(trial=trial, draft=draft, metrics=metrics, network_onnx=network_onnx)
 

@@ -4,6 +4,7 @@ objective values (quality on validation rows; size and latency of the file as se
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,12 +18,12 @@ from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import quality_score
 from app.preprocessing.graph import with_rows
 from app.search.build import candidate
-from app.search.run import Infeasible, SearchRun, checkpoint_key
-from app.search.selection import proper_score, summarize_folds
+from app.search.run import Infeasible, SearchRun, checkpoint_key, predictions_key
+from app.search.selection import Folds, proper_score, summarize_folds
 from app.search.size import over_limits, size_of
 from app.training.export import INPUT_NAME, export_onnx
 from app.training.models import Network, count_parameters
-from app.training.train import TrainData, load_weights, save_weights, train
+from app.training.train import load_weights, save_weights, train
 
 FP32_BYTES = 4
 
@@ -133,30 +134,41 @@ def train_trial(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None
 
     if run.folds is None:
         result = train(network, run.data, training, on_epoch=on_epoch)
-        measured: dict[str, Any] = _quality(run, _validation_output(network, run.data.x_val),
-                                            run.data.y_val)
+        held_out = _validation_output(network, run.data.x_val)
+        measured: dict[str, Any] = _quality(run, held_out, run.data.y_val)
         measured["refit_epochs"] = result.best_epoch + 1
     else:
-        measured = _train_folds(run, run.folds, params, seed, network, training, on_epoch,
-                                keep_going)
+        measured, held_out = _train_folds(run, run.folds, params, seed, network, training,
+                                          on_epoch, keep_going)
     measured.update(_costs(run, network))
     run.store.put_bytes(checkpoint_key(run.job_id, trial.number), save_weights(network))
+    if run.keeps_predictions:
+        buffer = io.BytesIO()
+        np.save(buffer, held_out.astype(np.float32))
+        run.store.put_bytes(predictions_key(run.job_id, trial.number), buffer.getvalue())
     return measured
 
 
-def _train_folds(run: SearchRun, folds: list[TrainData], params: dict[str, Any], seed: int,
+def _train_folds(run: SearchRun, folds: Folds, params: dict[str, Any], seed: int,
                  first: Network, training: Any, on_epoch: Callable[[int, float], None],
-                 keep_going: Callable[[], None]) -> dict[str, Any]:
+                 keep_going: Callable[[], None]) -> tuple[dict[str, Any], np.ndarray]:
     """Cross-validation: the same configuration trained on each fold from the same seed.
-    Pruners see the first fold's epochs; the trial's values are the folds' means."""
+    Pruners see the first fold's epochs; the trial's values are the folds' means. Also
+    the out-of-fold predictions of every non-test row."""
     per_fold, best_epochs = [], []
-    for index, fold in enumerate(folds):
+    out_of_fold: np.ndarray | None = None
+    for index, fold in enumerate(folds.data):
         network = first if index == 0 else build_network(run, params, seed=seed)[0]
         result = train(network, fold, training,
                        on_epoch=on_epoch if index == 0 else lambda *_: keep_going())
-        per_fold.append(_quality(run, _validation_output(network, fold.x_val), fold.y_val))
+        output = _validation_output(network, fold.x_val)
+        if out_of_fold is None:
+            out_of_fold = np.empty((len(folds.rows), *output.shape[1:]), dtype=np.float32)
+        out_of_fold[folds.positions[index]] = output
+        per_fold.append(_quality(run, output, fold.y_val))
         best_epochs.append(result.best_epoch)
     primary = run.plan.objectives[0].metric
     if primary not in per_fold[0]:
         primary = proper_score(run.dataset.task)
-    return summarize_folds(per_fold, best_epochs, primary)
+    assert out_of_fold is not None
+    return summarize_folds(per_fold, best_epochs, primary), out_of_fold

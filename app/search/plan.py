@@ -19,6 +19,7 @@ CV_MAX_ROWS = 2_000
 # A search given only a time budget: trials until the time is spent, two at a time.
 BUDGET_ONLY_TRIALS = 1_000
 BUDGET_ONLY_PARALLELISM = 2
+BUDGET_ONLY_ENSEMBLE = 5
 CLASSIFICATION_ONLY = {"accuracy", "f1_macro", "roc_auc", "log_loss"}
 REGRESSION_ONLY = {"mae", "rmse", "r2"}
 
@@ -103,15 +104,17 @@ def uses_folds(validation: str, non_test_rows: int) -> bool:
 def with_budget_defaults(spec: SearchSpec, non_test_rows: int) -> SearchSpec:
     """A search given ``timeout_s`` and no ``max_trials`` runs until its time is spent:
     TPE (Optuna's default of 10 random start-up trials, then a model of what worked), two
-    trials at a time, and a pruner that fits the validation: median stopping on folds
-    (pruners see the first fold), Hyperband on a large holdout. What is given stays."""
+    trials at a time, a pruner that fits the validation (median stopping on folds, as
+    pruners see the first fold; Hyperband on a large holdout), and an average of up to five
+    of the best networks when it beats the best one. What is given stays."""
     given = spec.model_fields_set
     if "timeout_s" not in given or "max_trials" in given:
         return spec
     folds = uses_folds(spec.validation, non_test_rows)
     chosen: dict[str, Any] = {"max_trials": BUDGET_ONLY_TRIALS, "algorithm": "tpe",
                               "parallelism": BUDGET_ONLY_PARALLELISM,
-                              "pruner": "median" if folds else "hyperband"}
+                              "pruner": "median" if folds else "hyperband",
+                              "max_ensemble": BUDGET_ONLY_ENSEMBLE}
     return spec.model_copy(update={name: value for name, value in chosen.items()
                                    if name not in given})
 
@@ -124,7 +127,7 @@ def plan_summary(plan: SearchPlan, spec: SearchSpec) -> dict[str, Any]:
             "pruning_metric": plan.pruning_metric, "network": plan.space.network,
             "algorithm": spec.algorithm, "pruner": spec.pruner,
             "parallelism": spec.parallelism, "max_trials": spec.max_trials,
-            "timeout_s": spec.timeout_s}
+            "timeout_s": spec.timeout_s, "max_ensemble": spec.max_ensemble}
 
 
 def budget_of(spec: SearchSpec, plan: SearchPlan) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 
@@ -15,10 +16,13 @@ from app.datasets.service import DatasetArrays
 from app.datasets.splits import SplitIndices
 from app.jobs.spec import SearchSpec
 from app.search.plan import SearchPlan, budget_of
+from app.search.selection import Folds
 from app.storage import ArtifactStore
 from app.tables import Dataset
 from app.training.models import NetworkConfig
 from app.training.train import TrainData
+
+MAX_KEPT_PREDICTIONS = 4_000_000  # held-out values a trial stores (16 MB of float32)
 
 
 class Infeasible(Exception):
@@ -47,11 +51,25 @@ class SearchRun:
     deadline: datetime | None = None  # no trial starts after it; a running one stops there
     trial_limit_s: float = math.inf  # wall time of one trial, enforced inside its epochs
     raw_sample: dict[str, Any] | None = None  # raw validation rows (tables with an encoding)
-    folds: list[TrainData] | None = None  # cross-validation folds (small data), else holdout
+    folds: Folds | None = None  # cross-validation folds (small data), else holdout
 
     @property
     def tied_layers(self) -> bool:
         return self.spec.algorithm == "grid"
+
+    @property
+    def scored_rows(self) -> np.ndarray:
+        """The rows a trial's held-out predictions cover: every non-test row (out of fold)
+        with folds, else the validation split."""
+        return self.folds.rows if self.folds is not None else self.splits.validation
+
+    @property
+    def keeps_predictions(self) -> bool:
+        """Whether trials store their held-out predictions, for an ensemble to be chosen
+        from (one objective, and not too many values to keep per trial)."""
+        width = len(self.dataset.class_labels or [None])
+        return (self.spec.max_ensemble > 1 and not self.plan.multi_objective
+                and len(self.scored_rows) * width <= MAX_KEPT_PREDICTIONS)
 
     @property
     def budget(self) -> int:
@@ -62,3 +80,7 @@ class SearchRun:
 
 def checkpoint_key(job_id: int, number: int) -> str:
     return f"jobs/{job_id}/checkpoints/trial-{number}.pt"
+
+
+def predictions_key(job_id: int, number: int) -> str:
+    return f"jobs/{job_id}/predictions/trial-{number}.npy"

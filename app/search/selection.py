@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from app.datasets.splits import SplitIndices, fold_indices
+from app.evaluation.metrics import quality_score
 from app.tables import Task, Trial
 from app.training.train import TrainData
 
@@ -30,13 +32,28 @@ CV_FOLDS = 5
 TIE = 1e-9
 
 
+@dataclass(frozen=True)
+class Folds:
+    """The non-test rows cut for cross-validation. ``rows`` (sorted) are what a trial's
+    out-of-fold predictions cover; ``positions[i]`` places fold i's validation rows in it."""
+
+    data: list[TrainData]
+    rows: np.ndarray
+    positions: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
 def fold_data(features: np.ndarray, target: np.ndarray, task: Task, splits: SplitIndices,
-              seed: int) -> list[TrainData]:
+              seed: int) -> Folds:
     """The non-test rows as ``CV_FOLDS`` training/validation pairs (stratified)."""
     rows = np.sort(np.concatenate([splits.train, splits.validation]))
-    return [TrainData(x_train=features[train], y_train=target[train], x_val=features[val],
-                      y_val=target[val])
-            for train, val in fold_indices(target, task, rows, CV_FOLDS, seed)]
+    pairs = fold_indices(target, task, rows, CV_FOLDS, seed)
+    return Folds(data=[TrainData(x_train=features[train], y_train=target[train],
+                                 x_val=features[val], y_val=target[val])
+                       for train, val in pairs],
+                 rows=rows, positions=[np.searchsorted(rows, val) for _, val in pairs])
 
 
 def proper_score(task: str) -> str:
@@ -79,3 +96,32 @@ def within_noise(complete: Sequence[Trial], winner: Trial) -> int | None:
     best = float(winner.values[0])
     return sum(1 for trial in complete if trial is not winner and trial.values
                and abs(float(trial.values[0]) - best) <= spread + TIE)
+
+
+@dataclass(frozen=True)
+class EnsembleChoice:
+    """How many of the best trials to average, and how each size scored."""
+
+    members: int
+    scores: list[dict[str, float]]  # per size k = 1, 2, ...: the objective, the proper score
+
+
+def choose_members(predictions: Sequence[np.ndarray], target: np.ndarray, task: str,
+                   metric: str, maximize: bool) -> EnsembleChoice:
+    """``predictions`` are the best trials' held-out predictions (out-of-fold, or on the
+    validation split), best trial first. The k whose average scores best on ``metric``,
+    then on the proper score, wins; k = 1 (the best trial alone) wins ties."""
+    proper = proper_score(task)
+    running = np.zeros(predictions[0].shape, dtype=np.float64)
+    scores: list[dict[str, float]] = []
+    best, best_key = 1, (math.inf, math.inf)
+    for size, prediction in enumerate(predictions, start=1):
+        running += prediction
+        averaged = running / size
+        value = quality_score(metric, task, averaged, target)
+        score = quality_score(proper, task, averaged, target)
+        scores.append({metric: value, proper: score})
+        key = (-value if maximize else value, score)
+        if key < best_key:
+            best, best_key = size, key
+    return EnsembleChoice(members=best, scores=scores)

@@ -35,6 +35,7 @@ from app.jobs.runner import (
 )
 from app.jobs.spec import SearchJobCreate, SearchSpec
 from app.registry.service import get_version
+from app.search import ensembles
 from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
 from app.search.fit import build_network
 from app.search.plan import make_plan, plan_summary, uses_folds
@@ -46,6 +47,7 @@ from app.search.strategy import make_pruner, make_sampler
 from app.search.trials import run_trials, stale_trial_handler, wait_for_others
 from app.storage import get_store
 from app.tables import Dataset, Job, JobStatus, Task, Trial, TrialState
+from app.training.ensemble import Ensemble
 from app.training.export import INPUT_NAME, OUTPUT_NAME
 from app.training.models import Network, architecture_from
 from app.training.stopping import stop_checks
@@ -190,16 +192,27 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
     raw_test = (load_raw(run.store, run.dataset, test) if run.dataset.encoding is not None
                 else None)
     prepared: list[PreparedVersion] = []
-    networks: list[Network] = []
+    networks: list[Network | Ensemble] = []
+    selection = _selection_summary(run, best[0])
     for trial in best:
-        network = _refit(run, trial)
+        single = _refit(run, trial)
+        network: Network | Ensemble = single
+        params, validation = trial.params, trial.metrics or {}
+        if len(best) == 1 and ensembles.considered(run, compression):
+            chosen = ensembles.pick(run, trial)
+            selection["ensemble"] = chosen.summary
+            if len(chosen.members) > 1:
+                network = Ensemble([single, *(_refit(run, t) for t in chosen.members[1:])])
+                params = {"ensemble_of_trials": chosen.summary["members"],
+                          "members": [t.params for t in chosen.members]}
+                validation = chosen.validation
         networks.append(network)
         prepared.append(prepare_version(
-            context, subject, network, trial=trial.number, params=trial.params,
-            validation=trial.metrics or {}, test_rows=run.arrays.features[test],
+            context, subject, network, trial=trial.number, params=params,
+            validation=validation, test_rows=run.arrays.features[test],
             test_target=run.arrays.target[test], store=run.store, raw_test=raw_test))
     summary: dict[str, Any] = {"plan": plan_summary(run.plan, run.spec),
-                               "selection": _selection_summary(run, best[0])}
+                               "selection": selection}
     if run.plan.multi_objective:
         summary["pareto"] = [{"trial": t.number, "values": t.values} for t in best]
     recorder = recorder_for(subject, prepared, summary)
@@ -243,11 +256,11 @@ def _selection_summary(run: SearchRun, winner: Trial) -> dict[str, Any]:
 
 
 def _compress_winner(context: JobContext, run: SearchRun, subject: SearchSubject,
-                     spec: CompressionSpec, network: Network,
+                     spec: CompressionSpec, network: Network | Ensemble,
                      winner: PreparedVersion) -> Compression:
     parent = Candidate(onnx=winner.network_onnx, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
                        n_features=network.config.n_inputs, params=winner.draft.n_params,
-                       network=network)
+                       network=network if isinstance(network, Network) else None)
     data = compression_data(run.arrays, run.splits, run.dataset, run.store, seed=run.spec.seed,
                             threads=context.settings.ort_threads,
                             max_accuracy_drop=spec.max_accuracy_drop)

@@ -8,6 +8,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -27,6 +28,14 @@ PARITY_TOLERANCE = 1e-4
 
 class ExportMismatch(Exception):
     """onnxruntime and torch disagree beyond the tolerance."""
+
+
+class Predicts(Protocol):
+    """What a parity check runs in torch: a network, or an ensemble of them."""
+
+    def eval(self) -> Any: ...
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 def export_onnx(network: Network, path: Path, *, columns: np.ndarray | None = None,
@@ -111,7 +120,7 @@ def compact_onnx(model: onnx.ModelProto) -> None:
         node.output[:] = [short(name) for name in node.output]
 
 
-def check_parity(network: Network, path: Path, sample: np.ndarray,
+def check_parity(network: Predicts, path: Path, sample: np.ndarray,
                  columns: np.ndarray | None = None) -> float:
     """Largest absolute difference between torch and onnxruntime on ``sample`` rows;
     raises ExportMismatch above the tolerance."""
@@ -134,7 +143,7 @@ def _within_tolerance(actual: np.ndarray, expected: np.ndarray, what: str) -> fl
     return difference
 
 
-def check_table_parity(network: Network, served: bytes, encoding: TableEncoding,
+def check_table_parity(network: Predicts, served: bytes, encoding: TableEncoding,
                        raw: Raw) -> float:
     """Largest difference between the served file run on raw columns and torch run on the
     numpy preprocessing of the same rows: the whole pipeline, gaps and unseen values

@@ -86,3 +86,50 @@ def test_a_budget_alone_chooses_the_rest() -> None:
     assert with_budget_defaults(counted, 500) == counted
     plain = SearchSpec.model_validate({})
     assert with_budget_defaults(plain, 500) == plain
+
+
+def test_fold_data_places_each_folds_rows_for_out_of_fold_predictions() -> None:
+    from app.search.selection import fold_data
+
+    target = np.arange(100) % 2
+    features = np.arange(100, dtype=np.float32).reshape(-1, 1)
+    splits = split_indices(target, Task.CLASSIFICATION, seed=1)
+    folds = fold_data(features, target, Task.CLASSIFICATION, splits, seed=1)
+    assert len(folds) == 5
+    placed = np.concatenate(folds.positions)
+    assert np.array_equal(np.sort(placed), np.arange(len(folds.rows)))  # each row once
+    for fold, positions in zip(folds.data, folds.positions, strict=True):
+        assert np.array_equal(folds.rows[positions], fold.x_val[:, 0].astype(int))
+
+
+def _probabilities(correct: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Two-class probabilities putting ``confidence`` on the true class where ``correct``."""
+    p_true = np.where(correct, confidence, 1 - confidence)
+    return np.stack([1 - p_true, p_true], axis=1)  # the true class is 1 everywhere
+
+
+def test_an_average_that_is_better_calibrated_at_equal_accuracy_is_chosen() -> None:
+    from app.search.selection import choose_members
+
+    target = np.ones(8, dtype=np.int64)
+    right = np.array([True] * 6 + [False] * 2)
+    # Both trials are right on the same 6 rows: one overconfident, one hesitant.
+    sharp = _probabilities(right, np.where(right, 0.99, 0.99))
+    soft = _probabilities(right, np.where(right, 0.7, 0.6))
+    choice = choose_members([sharp, soft], target, "classification", "accuracy", True)
+    assert [s["accuracy"] for s in choice.scores] == [0.75, 0.75]
+    assert choice.scores[1]["log_loss"] < choice.scores[0]["log_loss"]
+    assert choice.members == 2
+
+
+def test_the_best_trial_alone_wins_when_averaging_does_not_help() -> None:
+    from app.search.selection import choose_members
+
+    target = np.array([0.0, 1.0, 2.0, 3.0])
+    exact, off = target.reshape(-1, 1), (target + 1.0).reshape(-1, 1)
+    choice = choose_members([exact, off], target, "regression", "rmse", False)
+    assert choice.members == 1 and choice.scores[0]["rmse"] == 0.0
+    assert choice.scores[1]["rmse"] == pytest.approx(0.5)
+    # Errors of opposite sign cancel: the average beats both.
+    high, low = (target + 0.5).reshape(-1, 1), (target - 0.5).reshape(-1, 1)
+    assert choose_members([high, low], target, "regression", "rmse", False).members == 2

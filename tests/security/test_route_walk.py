@@ -1,0 +1,137 @@
+"""Every route the gateway defines, walked for its guard: 401 without a key, 403 for each
+scope that must not pass, and neither for a scope that must. The routes are enumerated
+from the app itself (FastAPI's routers, the inference fast path in front of them goes with
+every request), so a new route that is not in ``GUARDS`` fails here until someone decides
+who may call it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from starlette.routing import BaseRoute, Route
+
+from app.tables import Scope
+from tests.conftest import bearer
+
+PUBLIC = "public"
+ANY_KEY = "any key"
+# (method, path template) -> the scope it needs, ANY_KEY (any valid key) or PUBLIC.
+GUARDS: dict[tuple[str, str], Scope | str] = {
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/v2/health/live"): PUBLIC,
+    ("GET", "/v2/health/ready"): PUBLIC,
+    ("POST", "/v1/models/{name}/predict"): Scope.INFER,
+    ("GET", "/v2"): PUBLIC,  # server metadata: name, version, extensions (as Triton)
+    ("GET", "/v2/models/{name}"): ANY_KEY,
+    ("GET", "/v2/models/{name}/versions/{version}"): ANY_KEY,
+    ("GET", "/v2/models/{name}/ready"): ANY_KEY,
+    ("GET", "/v2/models/{name}/versions/{version}/ready"): ANY_KEY,
+    ("POST", "/v2/models/{name}/infer"): Scope.INFER,
+    ("POST", "/v2/models/{name}/versions/{version}/infer"): Scope.INFER,
+    ("GET", "/v1/datasets"): Scope.READ,
+    ("POST", "/v1/datasets"): Scope.WRITE,
+    ("GET", "/v1/datasets/{dataset_id}"): Scope.READ,
+    ("GET", "/v1/jobs"): Scope.READ,
+    ("POST", "/v1/jobs"): Scope.WRITE,
+    ("GET", "/v1/jobs/{job_id}"): Scope.READ,
+    ("GET", "/v1/jobs/{job_id}/trials"): Scope.READ,
+    ("GET", "/v1/jobs/{job_id}/pareto"): Scope.READ,
+    ("GET", "/v1/jobs/{job_id}/report"): Scope.READ,
+    ("POST", "/v1/jobs/{job_id}/cancel"): Scope.WRITE,
+    ("GET", "/v1/models"): Scope.READ,
+    ("GET", "/v1/models/{name}"): Scope.READ,
+    ("PATCH", "/v1/models/{name}"): Scope.WRITE,
+    ("GET", "/v1/models/{name}/versions"): Scope.READ,
+    ("POST", "/v1/models/{name}/versions"): Scope.WRITE,
+    ("GET", "/v1/models/{name}/versions/{version}"): Scope.READ,
+    ("PATCH", "/v1/models/{name}/versions/{version}"): Scope.WRITE,
+    ("DELETE", "/v1/models/{name}/versions/{version}"): Scope.WRITE,
+    ("GET", "/v1/models/{name}/versions/{version}/artifact"): Scope.READ,
+    ("PUT", "/v1/models/{name}/aliases/{alias}"): Scope.WRITE,
+    ("DELETE", "/v1/models/{name}/aliases/{alias}"): Scope.WRITE,
+    ("GET", "/v1/models/{name}/aliases/{alias}/history"): Scope.READ,
+    ("PUT", "/v1/models/{name}/serving"): Scope.WRITE,
+    ("GET", "/v1/keys"): Scope.ADMIN,
+    ("POST", "/v1/keys"): Scope.ADMIN,
+    ("DELETE", "/v1/keys/{key_id}"): Scope.ADMIN,
+    ("GET", "/metrics"): PUBLIC,  # Prometheus scrapes without a key (README: open)
+}
+GRANTED_BY: dict[Scope | str, set[Scope]] = {
+    ANY_KEY: set(Scope), Scope.ADMIN: {Scope.ADMIN}, Scope.WRITE: {Scope.ADMIN, Scope.WRITE},
+              Scope.READ: {Scope.ADMIN, Scope.WRITE, Scope.READ},
+              Scope.INFER: {Scope.ADMIN, Scope.WRITE, Scope.INFER}}
+SAMPLE = {"name": "walked", "version": "1", "alias": "prod", "dataset_id": "1", "job_id": "1",
+          "key_id": "999999"}
+
+
+def _routes(routes: list[BaseRoute]) -> Iterator[Route]:
+    """Every endpoint route, through included routers."""
+    for route in routes:
+        nested = getattr(route, "original_router", None)
+        if nested is not None:
+            yield from _routes(nested.routes)
+        elif isinstance(route, Route):
+            yield route
+
+
+def defined(app: FastAPI) -> set[tuple[str, str]]:
+    return {(method, route.path) for route in _routes(app.routes)
+            for method in (route.methods or set()) if method != "HEAD"}
+
+
+def url(template: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda match: SAMPLE[match[1]], template)
+
+
+def test_every_route_has_a_decided_guard(app: FastAPI) -> None:
+    routes = defined(app)
+    assert routes - GUARDS.keys() == set(), "new routes: decide who may call them in GUARDS"
+    assert GUARDS.keys() - routes == set(), "routes in GUARDS that no longer exist"
+    documented = {(method.upper(), path) for path, operations in app.openapi()["paths"].items()
+                  for method in operations}
+    api_routes = {(method, route.path) for route in _routes(app.routes)
+                  if isinstance(route, APIRoute) for method in route.methods if method != "HEAD"}
+    assert api_routes == documented  # nothing served that the schema hides
+
+
+@pytest.mark.parametrize(("method", "template"), sorted(GUARDS))
+def test_no_key_is_401_and_a_wrong_scope_is_403(client: TestClient, keys: dict[str, str],
+                                                method: str, template: str) -> None:
+    needed = GUARDS[(method, template)]
+    anonymous = client.request(method, url(template))
+    if needed is PUBLIC:
+        assert anonymous.status_code < 400, anonymous.text
+        return
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+    assert client.request(method, url(template),
+                          headers=bearer("kiln_forged-key")).status_code == 401
+    for scope in Scope:
+        answer = client.request(method, url(template), headers=bearer(keys[scope.value]))
+        if scope in GRANTED_BY[needed]:
+            assert answer.status_code not in (401, 403), (scope, answer.text)
+        else:
+            assert answer.status_code == 403, (scope, answer.text)
+            body = answer.json()  # /v2 answers in the inference protocol's {"error": ...}
+            assert f"this route needs '{needed}'" in body.get("detail", body.get("error"))
+
+
+@pytest.mark.parametrize("path", ["/v1/models/walked/versions/1/infer",
+                                  "/v2/models/walked/versions/1/infer?x=1",
+                                  "/v1/models/walked/predict?version=1"])
+def test_the_fast_path_variants_need_a_key(client: TestClient, path: str) -> None:
+    """Shapes the fast path parses itself (query strings, unknown routes) never skip the
+    key check: they are answered 401, or passed on to FastAPI's own 404."""
+    answer = client.post(path, json={"inputs": [[1.0]]})
+    assert answer.status_code in (401, 404)
+    if answer.status_code == 404:
+        assert client.post(path, json={"inputs": [[1.0]]},
+                           headers=bearer("kiln_forged-key")).status_code in (401, 404)

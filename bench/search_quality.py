@@ -63,6 +63,7 @@ class Table:
     trials: dict[int, list[int]] = field(default_factory=dict)
     wall_s: dict[int, list[float]] = field(default_factory=dict)
     learners: dict[int, list[str]] = field(default_factory=dict)
+    members: dict[int, list[int]] = field(default_factory=dict)  # networks averaged
 
     @property
     def metric(self) -> str:
@@ -99,6 +100,8 @@ def run_ours(kiln: Kiln, table: Table, budget: int, seed: int) -> None:
         sum(1 for trial in job["trials"] if trial["state"] == "complete"))
     table.wall_s.setdefault(budget, []).append(
         timestamp(job["finished_at"]) - timestamp(job["created_at"]))
+    ensemble = job["result"]["selection"].get("ensemble", {})
+    table.members.setdefault(budget, []).append(len(ensemble.get("members", [0])))
 
 
 def run_flaml(table: Table, budget: int, seed: int) -> None:
@@ -159,16 +162,18 @@ def report(tables: list[Table], budgets: list[int], seeds: list[int]) -> list[st
         gap, met, better = verdicts(table, budgets)
         lines.append(f"| {table.name} | {table.rows} | {table.metric} | {cells} | {gap} | "
                      f"{'yes' if met else 'no'} | {'yes' if better else 'no'} |")
-    lines += ["", "Per seed (ModelKiln: completed trials, seconds from submit to the "
-              "registered version; FLAML: its chosen learner):", "",
-              "| table | budget | seed | ModelKiln | trials | seconds | FLAML | learner |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "Per seed (ModelKiln: completed trials, networks averaged in the registered "
+              "model, seconds from submit to the registered version; FLAML: its chosen "
+              "learner):", "",
+              "| table | budget | seed | ModelKiln | trials | networks | seconds | FLAML | "
+              "learner |", "|---|---|---|---|---|---|---|---|---|"]
     for table in tables:
         for budget in budgets:
             for index, seed in enumerate(seeds[:len(table.flaml.get(budget, []))]):
                 lines.append(
                     f"| {table.name} | {budget} s | {seed} | {table.ours[budget][index]:.4f} "
-                    f"| {table.trials[budget][index]} | {table.wall_s[budget][index]:.0f} | "
+                    f"| {table.trials[budget][index]} | {table.members[budget][index]} | "
+                    f"{table.wall_s[budget][index]:.0f} | "
                     f"{table.flaml[budget][index]:.4f} | {table.learners[budget][index]} |")
     return lines
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KILN_"
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")  # scheme://host[:port], no path
 DEFAULT_MAX_PARAMS = 50_000_000
 # fp32 weight, gradient, two Adam moments and the best epoch's copy: 5 x 4 bytes per parameter.
 TRAINING_BYTES_PER_PARAM = 20
@@ -90,6 +92,14 @@ class Settings(BaseSettings):
                                 "start, before /v2/health/ready says ready: comma-separated "
                                 "names, or * for every model (their serving versions).")
 
+    cors_origins: str = Field(default="", description="Comma-separated origins (such as "
+                              "https://app.example.com) whose pages may call the API from a "
+                              "browser; empty: CORS stays off and browsers refuse "
+                              "cross-origin calls. * allows any origin, without "
+                              "credentials.")
+    cors_credentials: bool = Field(default=False, description="Whether those pages may send "
+                                   "credentials (cookies, HTTP auth); refused with * origins.")
+
     @field_validator("database_url", "broker_url", "artifact_url", "study_url")
     @classmethod
     def _strip(cls, value: str) -> str:
@@ -112,7 +122,19 @@ class Settings(BaseSettings):
             raise ValueError("broker_url: expected a URL such as redis://host:6379/0")
         if not self.artifact_url.startswith("file://"):
             raise ValueError("artifact_url: only file:// artifact stores are supported")
+        for origin in self.cors_origin_list:
+            if origin != "*" and not ORIGIN.fullmatch(origin):
+                raise ValueError(f"cors_origins: {origin!r} is not an origin such as "
+                                 "https://app.example.com (scheme, host, optional port)")
+        if "*" in self.cors_origin_list and self.cors_credentials:
+            raise ValueError("cors_origins: * together with KILN_CORS_CREDENTIALS=true would "
+                             "let any web page call the API with a visitor's credentials; "
+                             "list the origins instead")
         return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def max_upload_bytes(self) -> int:

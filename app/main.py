@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from app.api import datasets, jobs, keys, metrics, model_writes, models, predict, v2
@@ -79,7 +80,13 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     app.state.metrics = metrics.ServingMetrics(app.state.sessions, settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, settings=settings)
-    app.add_middleware(InferenceFastPath, state=app.state)  # outermost: sees requests first
+    app.add_middleware(InferenceFastPath, state=app.state)  # sees requests first...
+    if settings.cors_origin_list:  # ...unless browsers of other origins may call (CORS)
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_credentials=settings.cors_credentials,
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
+                                          "Inference-Header-Content-Length"])
     # The inference routes first: routes are matched in order, and these are the hot ones.
     for module in (predict, v2, datasets, jobs, models, model_writes, keys, metrics):
         app.include_router(module.router)

@@ -27,6 +27,7 @@ from app.tables import (
     AliasHistory,
     ApiKey,
     Dataset,
+    IdempotentRequest,
     Job,
     Model,
     ModelVersion,
@@ -75,7 +76,8 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
 def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
     yield make_settings(tmp_path / "data", database_url)
     with session_scope(database_url) as session:
-        for table in (AliasHistory, Alias, ModelVersion, Model, Trial, Job, Dataset, ApiKey):
+        for table in (AliasHistory, Alias, ModelVersion, Model, Trial, Job, Dataset,
+                      IdempotentRequest, ApiKey):
             session.execute(delete(table))
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import JSONResponse
 
-from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WriteAccess
-from app.api.params import IdPath, Offset
+from app import idempotency
+from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WritePrincipal
+from app.api.params import IdempotencyKey, IdPath, Offset
 from app.api.schemas import DatasetRead, Page
 from app.api.uploads import spooled_upload
 from app.datasets import service
@@ -16,12 +18,12 @@ from app.tables import Task
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
-@router.post("", status_code=201, response_model=DatasetRead, dependencies=[WriteAccess],
-             summary="Upload a CSV dataset")
+@router.post("", status_code=201, response_model=DatasetRead, summary="Upload a CSV dataset")
 def upload_dataset(
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
+    principal: WritePrincipal,
     file: Annotated[UploadFile, File(description="CSV with a header row.")],
     target: Annotated[str, Form(max_length=200, description="Column to predict.")],
     name: Annotated[str | None, Form(max_length=200)] = None,
@@ -32,14 +34,31 @@ def upload_dataset(
     columns: Annotated[str | None, Form(max_length=100_000, description=(
         'JSON object overriding column types: {"zip": "categorical", "name": "ignore"}; '
         "types: numeric, categorical, datetime, ignore. Others are inferred."))] = None,
-) -> DatasetRead:
-    """Validate and store a CSV; 4xx with the reason if it cannot be learned from."""
+    idempotency_key: IdempotencyKey = None,
+) -> DatasetRead | JSONResponse:
+    """Validate and store a CSV; 4xx with the reason if it cannot be learned from. With an
+    ``Idempotency-Key``, a repeat of the same upload gets the first answer."""
     with spooled_upload(file, settings, ".csv") as path:
+        keyed = None
+        if idempotency_key is not None:
+            fields = [target, name or "", task or "", input_shape or "", columns or "",
+                      file.filename or ""]
+            keyed = idempotency.KeyedRequest(
+                api_key_id=principal.key_id, route="POST /v1/datasets", key=idempotency_key,
+                body_hash=idempotency.fingerprint(*fields, files=(path,)))
+            earlier = idempotency.earlier_answer(session, keyed)
+            if earlier is not None:
+                return JSONResponse(earlier.body, status_code=earlier.status_code)
         dataset = service.create_dataset(
             session, store, upload=path, filename=file.filename or "upload.csv",
             target=target, name=name, task=task, input_shape=input_shape,
             columns=columns)
-    return DatasetRead.model_validate(dataset)
+    read = DatasetRead.model_validate(dataset)
+    if keyed is None:
+        return read
+    answer = idempotency.Answer(201, read.model_dump(mode="json", by_alias=True))
+    idempotency.remember(session, keyed, answer)
+    return JSONResponse(answer.body, status_code=answer.status_code)
 
 
 @router.get("", response_model=Page[DatasetRead], dependencies=[ReadAccess])

@@ -96,3 +96,4 @@ ReadAccess = Depends(require(Scope.READ))
 WriteAccess = Depends(require(Scope.WRITE))
 AdminAccess = Depends(require(Scope.ADMIN))
 InferAccess = Depends(require(Scope.INFER))
+WritePrincipal = Annotated[Principal, WriteAccess]

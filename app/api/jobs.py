@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Body, Query
+from fastapi.responses import JSONResponse
 
-from app.api.deps import QueueDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
-from app.api.params import IdPath, Offset
+from app import idempotency
+from app.api.deps import (
+    QueueDep,
+    ReadAccess,
+    SessionDep,
+    SettingsDep,
+    WriteAccess,
+    WritePrincipal,
+)
+from app.api.params import IdempotencyKey, IdPath, Offset
 from app.api.schemas import CompressionReport, JobProgress, JobRead, Page, ParetoFront, TrialRead
 from app.jobs import service
 from app.jobs.spec import CompressJobCreate, SearchJobCreate
@@ -27,13 +37,26 @@ def job_read(job: Job) -> JobRead:
         finished_at=job.finished_at, updated_at=job.updated_at)
 
 
-@router.post("", status_code=202, response_model=JobRead, dependencies=[WriteAccess],
-             summary="Submit a job")
+@router.post("", status_code=202, response_model=JobRead, summary="Submit a job")
 def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep,
+               principal: WritePrincipal,
                spec: Annotated[SearchJobCreate | CompressJobCreate,
-                               Body(discriminator="kind")]) -> JobRead:
-    """Record the job, then (after commit) send it to the workers."""
-    return job_read(service.submit_job(session, queue, settings, spec))
+                               Body(discriminator="kind")],
+               idempotency_key: IdempotencyKey = None) -> JobRead | JSONResponse:
+    """Record the job, then (after commit) send it to the workers. With an
+    ``Idempotency-Key``, a repeat of the same request gets the first answer."""
+    if idempotency_key is None:
+        return job_read(service.submit_job(session, queue, settings, spec))
+    keyed = idempotency.KeyedRequest(
+        api_key_id=principal.key_id, route="POST /v1/jobs", key=idempotency_key,
+        body_hash=idempotency.fingerprint(orjson.dumps(spec.model_dump(mode="json"),
+                                                       option=orjson.OPT_SORT_KEYS)))
+    earlier = idempotency.earlier_answer(session, keyed)
+    if earlier is None:
+        read = job_read(service.submit_job(session, queue, settings, spec))
+        earlier = idempotency.Answer(202, read.model_dump(mode="json", by_alias=True))
+        idempotency.remember(session, keyed, earlier)
+    return JSONResponse(earlier.body, status_code=earlier.status_code)
 
 
 @router.get("", response_model=Page[JobRead], dependencies=[ReadAccess])

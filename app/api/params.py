@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Query
+from fastapi import Header, Path, Query
 
+from app.idempotency import HEADER, KEEP_HOURS, KEY_PATTERN
 from app.tables import MAX_ID
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="An id or version number.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="Items to skip.")]
 VersionQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="A version number; "
                                            "default: the production alias, else the newest.")]
+IdempotencyKey = Annotated[str | None, Header(
+    alias=HEADER, pattern=KEY_PATTERN, description="Any string of up to 255 printable "
+    f"characters: a repeat with the same key and body within {KEEP_HOURS} h gets the first "
+    "answer, and creates nothing; the same key with another body is a 409.")]

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import defer_until_commit, utcnow
+from app.idempotency import forget_expired
 from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository
 from app.jobs.runner import time_limit_message
@@ -29,6 +30,7 @@ class ReapReport:
     resent: list[int] = field(default_factory=list)
     requeued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    forgotten_keys: int = 0  # Idempotency-Key answers past their time
 
 
 def _resend_due(job: Job, now: datetime, base: timedelta) -> bool:
@@ -83,6 +85,7 @@ def reap(session: Session, settings: Settings, queue: JobQueue,
         if result.rowcount:  # type: ignore[attr-defined]
             report.resent.append(job.id)
             defer_until_commit(session, functools.partial(queue.send, job.id, job.kind))
+    report.forgotten_keys = forget_expired(session, now)
     if report.requeued or report.failed or report.resent:
         logger.warning("reaper: requeued %s, failed %s, resent %s",
                        report.requeued, report.failed, report.resent)

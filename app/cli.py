@@ -12,6 +12,7 @@ import sys
 import threading
 
 from app.config import Settings, SettingsError, get_settings
+from app.jobs.broker_check import warn_about_broker
 
 logger = logging.getLogger("kiln")
 
@@ -97,6 +98,7 @@ def serve(args: argparse.Namespace) -> None:
     settings = _settings_or_exit()
     _migrate(settings)
     _bootstrap_key(settings)
+    warn_about_broker(settings.broker_url)
     supervisor = WorkerSupervisor(args.workers) if args.workers > 0 else None
     if supervisor is not None:
         supervisor.start()
@@ -120,6 +122,7 @@ def worker(args: argparse.Namespace) -> None:
     os.environ.setdefault("KILN_TRAIN_THREADS", str(max(1, (os.cpu_count() or 1)
                                                         // max(1, args.concurrency))))
     settings = _settings_or_exit()
+    warn_about_broker(settings.broker_url)
     from workers.celery_app import celery_app
 
     celery_app.worker_main(["worker", "--concurrency", str(args.concurrency), "--pool",

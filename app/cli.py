@@ -99,6 +99,10 @@ def serve(args: argparse.Namespace) -> None:
     _migrate(settings)
     _bootstrap_key(settings)
     warn_about_broker(settings.broker_url)
+    from app.api.uploads import remove_orphaned_spools
+
+    if removed := remove_orphaned_spools(settings):
+        logger.info("removed %s upload spool file(s) left by stopped gateways", removed)
     supervisor = WorkerSupervisor(args.workers) if args.workers > 0 else None
     if supervisor is not None:
         supervisor.start()

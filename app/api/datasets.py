@@ -9,13 +9,14 @@ from fastapi.responses import JSONResponse
 
 from app import idempotency
 from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WritePrincipal
+from app.api.errors_schema import V1_ERRORS
 from app.api.params import IdempotencyKey, IdPath, Offset
 from app.api.schemas import DatasetRead, Page
 from app.api.uploads import spooled_upload
 from app.datasets import service
 from app.tables import Task
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=V1_ERRORS)
 
 
 @router.post("", status_code=201, response_model=DatasetRead, summary="Upload a CSV dataset")

@@ -17,13 +17,14 @@ from app.api.deps import (
     WriteAccess,
     WritePrincipal,
 )
+from app.api.errors_schema import V1_ERRORS
 from app.api.params import IdempotencyKey, IdPath, Offset
 from app.api.schemas import CompressionReport, JobProgress, JobRead, Page, ParetoFront, TrialRead
 from app.jobs import service
 from app.jobs.spec import CompressJobCreate, SearchJobCreate
 from app.tables import Job, JobStatus
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1_ERRORS)
 
 
 def job_read(job: Job) -> JobRead:

@@ -6,11 +6,13 @@ from fastapi import APIRouter
 
 from app import auth
 from app.api.deps import AdminAccess, InvalidatesServing, SessionDep
+from app.api.errors_schema import V1_ERRORS
 from app.api.params import IdPath
 from app.api.schemas import KeyCreate, KeyCreated, KeyRead
 from app.tables import Scope
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[AdminAccess])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[AdminAccess],
+                   responses=V1_ERRORS)
 
 
 @router.post("", status_code=201, response_model=KeyCreated)

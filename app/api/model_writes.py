@@ -14,6 +14,7 @@ from app.api.deps import (
     StoreDep,
     WriteAccess,
 )
+from app.api.errors_schema import V1_ERRORS
 from app.api.models import model_read, version_read
 from app.api.params import IdPath
 from app.api.schemas import (
@@ -29,7 +30,7 @@ from app.registry import aliases, service
 from app.registry.upload import ProbeLimits, upload_version
 from app.tables import Task
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=V1_ERRORS)
 
 
 @router.post("/{name}/versions", status_code=201, response_model=VersionRead,

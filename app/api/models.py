@@ -9,12 +9,13 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from app.api.deps import ReadAccess, SessionDep, StoreDep
+from app.api.errors_schema import V1_ERRORS
 from app.api.params import IdPath, Offset
 from app.api.schemas import ModelRead, Page, ServingOptions, VersionRead
 from app.registry import service
 from app.tables import Model, ModelVersion
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=V1_ERRORS)
 
 
 def model_read(session: Session, model: Model) -> ModelRead:

@@ -8,11 +8,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import InferAccess
+from app.api.errors_schema import V1_ERRORS
 from app.api.inference import predict_answer
 from app.api.params import VersionQuery
 from app.api.schemas import PredictRequest, PredictResponse
 
-router = APIRouter(prefix="/v1/models", tags=["predict"])
+router = APIRouter(prefix="/v1/models", tags=["predict"], responses=V1_ERRORS)
 
 _BODY_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": PredictRequest.model_json_schema()}}}}

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AnyKey, DirectoryDep, InferAccess, SessionDep, SettingsDep
+from app.api.errors_schema import V2_ERRORS
 from app.api.inference import infer_answer
 from app.api.params import IdPath
 from app.db import get_engine
@@ -24,7 +25,7 @@ from app.serving.preload import Preload
 from app.signature import TensorSpec
 from app.tables import ModelVersion, VersionStatus
 
-router = APIRouter(prefix="/v2", tags=["inference protocol"])
+router = APIRouter(prefix="/v2", tags=["inference protocol"], responses=V2_ERRORS)
 
 
 def _package_version() -> str:

@@ -1,0 +1,194 @@
+"""Faults that are not a worker SIGKILL, with real processes: each test runs its own
+redis-server on a free loopback port in a temp dir (never the shared one), and its own
+``kiln serve``.
+
+- redis-server SIGKILLed mid-job and restarted: the job still succeeds, with one version;
+- Redis down while a job is submitted: 202 once the job is committed, and it runs when
+  Redis is back (the reaper re-sends it), never a silent drop;
+- the gateway SIGKILLed during an upload: no dataset is half stored, and the next start
+  removes the killed upload's spool file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e_server import KilnServer, free_port
+from tests.helpers import blobs_csv
+
+REDIS = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+QUICK_RESEND = {"KILN_QUEUED_RESEND_S": "2", "KILN_REAPER_INTERVAL_S": "1",
+                "KILN_JOB_LEASE_S": "10"}
+SEARCH = {"max_trials": 3, "max_epochs": 4,
+          "space": {"n_layers": 1, "width": 16, "epochs": 4, "batch_size": 16}}
+
+
+class RedisServer:
+    """A redis-server of this test's own, with an append-only file, that can be killed
+    and started again on the same port and directory."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS is not None
+        self.process = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.kill()
+
+
+def serve(tmp_path: Path, redis: RedisServer) -> KilnServer:
+    kiln = KilnServer(tmp_path / "data", workers=1, **QUICK_RESEND)
+    kiln.env["KILN_BROKER_URL"] = redis.url  # this test's Redis, whatever CI's default
+    kiln.start()
+    return kiln
+
+
+def submit(kiln: KilnServer, dataset_id: int, model: str) -> httpx.Response:
+    with kiln.client() as client:
+        return client.post("/v1/jobs", json={"kind": "search", "dataset_id": dataset_id,
+                                             "model_name": model, "search": SEARCH})
+
+
+def versions(kiln: KilnServer, model: str) -> list[int]:
+    with kiln.client() as client:
+        return [v["version"] for v in client.get(f"/v1/models/{model}/versions").json()["items"]]
+
+
+def test_a_job_survives_redis_killed_mid_job(tmp_path: Path, redis: RedisServer) -> None:
+    kiln = serve(tmp_path, redis)
+    try:
+        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
+        response = submit(kiln, dataset_id, "through-redis-restart")
+        assert response.status_code == 202, response.text
+        job_id = int(response.json()["id"])
+        kiln.wait_for_job(job_id, until=("running", "succeeded"), timeout=120)
+        redis.kill()
+        time.sleep(2)
+        redis.start()
+        job = kiln.wait_for_job(job_id, timeout=300)
+        assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
+        assert versions(kiln, "through-redis-restart") == [1]
+    finally:
+        kiln.close()
+
+
+def test_a_job_submitted_while_redis_is_down_runs_when_it_returns(
+        tmp_path: Path, redis: RedisServer) -> None:
+    kiln = serve(tmp_path, redis)
+    try:
+        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
+        redis.kill()
+        started = time.monotonic()
+        response = submit(kiln, dataset_id, "sent-later")
+        # Committed first, sent after: the send fails, the answer stands.
+        assert response.status_code == 202, response.text
+        assert time.monotonic() - started < 30
+        job_id = int(response.json()["id"])
+        with kiln.client() as client:
+            assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+        redis.start()
+        job = kiln.wait_for_job(job_id, timeout=300)
+        assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
+        assert versions(kiln, "sent-later") == [1]
+    finally:
+        kiln.close()
+
+
+def test_a_gateway_killed_mid_upload_stores_nothing(tmp_path: Path) -> None:
+    kiln = KilnServer(tmp_path / "data", workers=0)
+    kiln.start()
+    try:
+        spool = kiln.data_dir / "tmp"
+        row = b"1.0,2.0,3.0,4.0,a\n"
+        sent = threading.Event()
+
+        def body() -> Iterator[bytes]:
+            boundary = b"--kiln-boundary\r\n"
+            yield (boundary + b'Content-Disposition: form-data; name="target"\r\n\r\nlabel\r\n'
+                   + boundary + b'Content-Disposition: form-data; name="file"; '
+                   b'filename="slow.csv"\r\nContent-Type: text/csv\r\n\r\nf0,f1,f2,f3,label\n')
+            for _ in range(400):
+                yield row * 2000  # 36 kB at a time, slowly
+                sent.set()
+                time.sleep(0.05)
+
+        def upload() -> None:
+            try:
+                with kiln.client() as client:
+                    client.post("/v1/datasets", content=body(), headers={
+                        "Content-Type": "multipart/form-data; boundary=kiln-boundary"})
+            except httpx.HTTPError:
+                pass  # the gateway died under it
+
+        thread = threading.Thread(target=upload, daemon=True)
+        thread.start()
+        assert sent.wait(30)
+        time.sleep(1.0)  # mid-stream
+        assert kiln.process is not None
+        kiln.process.send_signal(signal.SIGKILL)
+        kiln.process.wait()
+        thread.join(timeout=30)
+        kiln.start()
+        with kiln.client() as client:
+            assert client.get("/v1/datasets").json()["items"] == []
+        assert list(spool.glob("upload-*")) == []
+        assert not [p for p in (kiln.data_dir / "artifacts").rglob("*") if p.is_file()]
+    finally:
+        kiln.close()
+
+
+def test_spool_files_of_dead_gateways_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    from app.api.uploads import _owner_prefix, remove_orphaned_spools
+    from app.config import load_settings
+
+    settings = load_settings(data_dir=tmp_path / "data")
+    spool = settings.data_dir / "tmp"
+    spool.mkdir(parents=True)
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead = spool / f"{_owner_prefix(finished.pid)}abc.csv"
+    live = spool / f"{_owner_prefix(os.getpid())}def.csv"
+    elsewhere = spool / "upload-otherhost-1-ghi.csv"  # another host's: not ours to judge
+    for path in (dead, live, elsewhere):
+        path.write_bytes(b"x")
+    assert remove_orphaned_spools(settings) == 1
+    assert not dead.exists() and live.exists() and elsewhere.exists()

@@ -99,5 +99,6 @@ def compression_report(session: SessionDep, job_id: IdPath) -> CompressionReport
 
 @router.post("/{job_id}/cancel", response_model=JobRead, dependencies=[WriteAccess])
 def cancel_job(session: SessionDep, job_id: IdPath) -> JobRead:
-    """Cancel a queued or running job (409 if it already finished)."""
+    """Cancel a queued or running job; cancelling again answers the same (409 if it
+    succeeded or failed)."""
     return job_read(service.cancel_job(session, job_id))

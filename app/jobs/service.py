@@ -205,10 +205,13 @@ def list_trials(session: Session, job_id: int) -> list[Trial]:
 
 
 def cancel_job(session: Session, job_id: int) -> Job:
-    """Cancel a queued or running job; its worker stops at the next lease renewal."""
+    """Cancel a queued or running job; its worker stops at the next lease renewal.
+    Idempotent: cancelling a cancelled job answers with it again; a job that succeeded or
+    failed (before or while this ran) is a Conflict that says so."""
     job = get_job(session, job_id)
-    if job.status in FINAL_JOB_STATES:
-        raise Conflict(f"job {job_id} is already {job.status}")
+    if job.status in FINAL_JOB_STATES and job.status != JobStatus.CANCELLED:
+        raise Conflict(f"job {job_id} already {job.status}; only a queued or running job "
+                       "can be cancelled")
     now = utcnow()
     session.execute(
         update(Job).where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
@@ -216,6 +219,9 @@ def cancel_job(session: Session, job_id: int) -> Job:
                 lease_expires_at=None, error="cancelled by request")
         .execution_options(synchronize_session=False))
     session.refresh(job)
+    if job.status != JobStatus.CANCELLED:
+        raise Conflict(f"job {job_id} already {job.status}; only a queued or running job "
+                       "can be cancelled")
     return job
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from app.config import Settings
+from app.db import session_scope
 from app.jobs.queue import make_celery
+from app.tables import Job
 from tests.helpers import blobs_csv, csv_bytes
 
 
@@ -111,14 +114,21 @@ def test_list_is_newest_first_and_filters(client: TestClient, admin: dict) -> No
     assert client.get("/v1/jobs?status=nonsense", headers=admin).status_code == 422
 
 
-def test_cancel_then_cancel_again_is_409(client: TestClient, admin: dict) -> None:
+def test_cancel_is_idempotent_and_a_finished_job_is_409(client: TestClient, admin: dict,
+                                                         settings: Settings) -> None:
     dataset_id = make_dataset(client, admin)
     job_id = client.post("/v1/jobs", headers=admin, json=job_body(dataset_id)).json()["id"]
     cancelled = client.post(f"/v1/jobs/{job_id}/cancel", headers=admin)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     again = client.post(f"/v1/jobs/{job_id}/cancel", headers=admin)
-    assert again.status_code == 409
-    assert again.json()["detail"] == f"job {job_id} is already cancelled"
+    assert again.status_code == 200 and again.json() == cancelled.json()
+    done = client.post("/v1/jobs", headers=admin, json=job_body(dataset_id)).json()["id"]
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == done).values(status="succeeded"))
+    refused = client.post(f"/v1/jobs/{done}/cancel", headers=admin)
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (f"job {done} already succeeded; only a queued or "
+                                        "running job can be cancelled")
     assert client.get("/v1/jobs/999999", headers=admin).status_code == 404
     assert client.get(f"/v1/jobs/{job_id}/trials", headers=admin).json() == []
 

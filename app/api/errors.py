@@ -3,6 +3,7 @@ inference protocol's shape)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,10 +11,20 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from app.errors import KilnError, Unauthorized
 from app.jobs.spec import JOB_KINDS
+
+logger = logging.getLogger(__name__)
+
+
+# The registry database cannot answer (down, restarting, locked past its timeout): the
+# request may be sent again, so it is a 503 with Retry-After, not a 500.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+DATABASE_MESSAGE = "the registry database is unavailable right now; retry shortly"
+RETRY_AFTER = {"Retry-After": "2"}
 
 
 def error_response(path: str, status: int, message: str,
@@ -38,6 +49,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _kiln_error(request: Request, error: KilnError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
         return error_response(request.url.path, error.status_code, error.message, headers)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_down(request: Request, error: Exception) -> JSONResponse:
+        logger.warning("database unavailable for %s %s: %s", request.method, request.url.path,
+                       type(error).__name__)
+        return error_response(request.url.path, 503, DATABASE_MESSAGE, RETRY_AFTER)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException) -> JSONResponse:

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.errors import DATABASE_MESSAGE, DATABASE_UNAVAILABLE, RETRY_AFTER
 from app.api.metrics import ServingMetrics
 from app.auth import check_scope
 from app.errors import BadRequest, KilnError, PayloadTooLarge, Unauthorized
@@ -102,8 +103,9 @@ async def _handle(state: State, protocol: str, name: str, version: int | None, s
     except KilnError as error:
         _count_failure(metrics, name, target, protocol, error.status_code)
         raise
-    except Exception:  # a bug of ours: still counted, answered 500 by the caller
-        _count_failure(metrics, name, target, protocol, 500)
+    except Exception as error:  # the database down (503), or a bug of ours (500)
+        status = 503 if isinstance(error, DATABASE_UNAVAILABLE) else 500
+        _count_failure(metrics, name, target, protocol, status)
         raise
     metrics.succeeded(name, target.version, protocol, queue_s=started - arrived,
                       compute_s=computed - computing)
@@ -234,6 +236,11 @@ class InferenceFastPath:
             key = "error" if protocol == "v2" else "detail"
             answer_ = Answer(orjson.dumps({key: error.message}), {"content-type": JSON, **extra})
             await _respond(send, error.status_code, answer_)
+            return
+        except DATABASE_UNAVAILABLE:
+            key = "error" if protocol == "v2" else "detail"
+            await _respond(send, 503, Answer(orjson.dumps({key: DATABASE_MESSAGE}),
+                                             {"content-type": JSON, **RETRY_AFTER}))
             return
         except Exception:
             logger.exception("inference request failed")

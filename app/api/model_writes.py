@@ -16,7 +16,7 @@ from app.api.deps import (
 )
 from app.api.errors_schema import V1_ERRORS
 from app.api.models import model_read, version_read
-from app.api.params import IdPath
+from app.api.params import AliasName, IdPath, ModelName
 from app.api.schemas import (
     AliasHistoryEntry,
     AliasSet,
@@ -40,7 +40,7 @@ def upload_model_version(
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
-    name: str,
+    name: ModelName,
     file: Annotated[UploadFile, File(description="A single self-contained .onnx file.")],
     labels: Annotated[str | None, Form(max_length=100_000, description="JSON list of class "
                                        "labels, one per output column.")] = None,
@@ -60,7 +60,8 @@ def upload_model_version(
 
 @router.put("/{name}/aliases/{alias}", response_model=VersionRead,
             dependencies=[WriteAccess, InvalidatesServing])
-def set_alias(session: SessionDep, name: str, alias: str, body: AliasSet) -> VersionRead:
+def set_alias(session: SessionDep, name: ModelName, alias: AliasName,
+              body: AliasSet) -> VersionRead:
     """Point an alias (e.g. ``production``) at a live version; takes effect at once."""
     version = aliases.set_alias(session, name=name, alias=alias, version=body.version)
     return version_read(session, name, version)
@@ -68,7 +69,7 @@ def set_alias(session: SessionDep, name: str, alias: str, body: AliasSet) -> Ver
 
 @router.delete("/{name}/aliases/{alias}", status_code=204,
                dependencies=[WriteAccess, InvalidatesServing])
-def delete_alias(session: SessionDep, name: str, alias: str) -> Response:
+def delete_alias(session: SessionDep, name: ModelName, alias: AliasName) -> Response:
     """Remove an alias (its history is kept)."""
     aliases.delete_alias(session, name=name, alias=alias)
     return Response(status_code=204)
@@ -76,7 +77,8 @@ def delete_alias(session: SessionDep, name: str, alias: str) -> Response:
 
 @router.get("/{name}/aliases/{alias}/history", response_model=list[AliasHistoryEntry],
             dependencies=[ReadAccess])
-def alias_history(session: SessionDep, name: str, alias: str) -> list[AliasHistoryEntry]:
+def alias_history(session: SessionDep, name: ModelName,
+                  alias: AliasName) -> list[AliasHistoryEntry]:
     """Which version held the alias from when to when, newest first."""
     return [AliasHistoryEntry(**entry)
             for entry in aliases.alias_history(session, name=name, alias=alias)]
@@ -84,14 +86,14 @@ def alias_history(session: SessionDep, name: str, alias: str) -> list[AliasHisto
 
 @router.delete("/{name}/versions/{version}", response_model=VersionRead,
                dependencies=[WriteAccess, InvalidatesServing])
-def archive_version(session: SessionDep, name: str, version: IdPath) -> VersionRead:
+def archive_version(session: SessionDep, name: ModelName, version: IdPath) -> VersionRead:
     """Archive a version: it stops serving (409 while an alias points at it)."""
     return version_read(session, name,
                         aliases.archive_version(session, name=name, version=version))
 
 
 @router.patch("/{name}", response_model=ModelRead, dependencies=[WriteAccess])
-def tag_model(session: SessionDep, name: str, body: TagsPatch) -> ModelRead:
+def tag_model(session: SessionDep, name: ModelName, body: TagsPatch) -> ModelRead:
     """Set or delete tags on a model."""
     model = service.get_model(session, name)
     model.tags = aliases.merge_tags(model.tags or {}, body.tags)
@@ -101,7 +103,8 @@ def tag_model(session: SessionDep, name: str, body: TagsPatch) -> ModelRead:
 
 @router.patch("/{name}/versions/{version}", response_model=VersionRead,
               dependencies=[WriteAccess])
-def tag_version(session: SessionDep, name: str, version: IdPath, body: TagsPatch) -> VersionRead:
+def tag_version(session: SessionDep, name: ModelName, version: IdPath,
+                body: TagsPatch) -> VersionRead:
     """Set or delete tags on a version."""
     row = service.get_version(session, name, version)
     row.tags = aliases.merge_tags(row.tags or {}, body.tags)
@@ -111,7 +114,7 @@ def tag_version(session: SessionDep, name: str, version: IdPath, body: TagsPatch
 
 @router.put("/{name}/serving", response_model=ModelRead,
             dependencies=[WriteAccess, InvalidatesServing])
-def set_serving_options(session: SessionDep, name: str, body: ServingOptions) -> ModelRead:
+def set_serving_options(session: SessionDep, name: ModelName, body: ServingOptions) -> ModelRead:
     """Serving options for every version of the model; today dynamic batching
     (``max_batch_size`` null turns it off). Takes effect on the next request."""
     model = service.get_model(session, name)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.api.deps import ReadAccess, SessionDep, StoreDep
 from app.api.errors_schema import V1_ERRORS
-from app.api.params import IdPath, Offset
+from app.api.params import IdPath, ModelName, Offset
 from app.api.schemas import ModelRead, Page, ServingOptions, VersionRead
 from app.registry import service
 from app.tables import Model, ModelVersion
@@ -49,13 +49,13 @@ def list_models(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] 
 
 
 @router.get("/{name}", response_model=ModelRead, dependencies=[ReadAccess])
-def get_model(session: SessionDep, name: str) -> ModelRead:
+def get_model(session: SessionDep, name: ModelName) -> ModelRead:
     """One model with its aliases."""
     return model_read(session, service.get_model(session, name))
 
 
 @router.get("/{name}/versions", response_model=Page[VersionRead], dependencies=[ReadAccess])
-def list_versions(session: SessionDep, name: str,
+def list_versions(session: SessionDep, name: ModelName,
                   limit: Annotated[int, Query(ge=1, le=500)] = 50,
                   offset: Offset = 0) -> Page[VersionRead]:
     """A model's versions, newest first."""
@@ -66,7 +66,7 @@ def list_versions(session: SessionDep, name: str,
 
 @router.get("/{name}/versions/{version}", response_model=VersionRead,
             dependencies=[ReadAccess])
-def get_version(session: SessionDep, name: str, version: IdPath) -> VersionRead:
+def get_version(session: SessionDep, name: ModelName, version: IdPath) -> VersionRead:
     """One version: metrics, signature, labels and lineage."""
     return version_read(session, name, service.get_version(session, name, version))
 
@@ -74,7 +74,7 @@ def get_version(session: SessionDep, name: str, version: IdPath) -> VersionRead:
 @router.get("/{name}/versions/{version}/artifact", dependencies=[ReadAccess],
             response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}}})
-def download_artifact(session: SessionDep, store: StoreDep, name: str,
+def download_artifact(session: SessionDep, store: StoreDep, name: ModelName,
                       version: IdPath) -> FileResponse:
     """The version's ONNX file."""
     row = service.get_version(session, name, version)

@@ -18,3 +18,8 @@ IdempotencyKey = Annotated[str | None, Header(
     alias=HEADER, pattern=KEY_PATTERN, description="Any string of up to 255 printable "
     f"characters: a repeat with the same key and body within {KEEP_HOURS} h gets the first "
     "answer, and creates nothing; the same key with another body is a 409.")]
+# Names are checked against the registry's rules where they are written (with messages that
+# say which rule); on every route they are bounded before any query.
+ModelName = Annotated[str, Path(min_length=1, max_length=64, description="A model's name.")]
+AliasName = Annotated[str, Path(min_length=1, max_length=64, description="An alias, such as "
+                                "production.")]

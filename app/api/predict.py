@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from app.api.deps import InferAccess
 from app.api.errors_schema import V1_ERRORS
 from app.api.inference import predict_answer
-from app.api.params import VersionQuery
+from app.api.params import ModelName, VersionQuery
 from app.api.schemas import PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1/models", tags=["predict"], responses=V1_ERRORS)
@@ -21,7 +21,7 @@ _BODY_SCHEMA = {"requestBody": {"required": True, "content": {"application/json"
 
 @router.post("/{name}/predict", response_model=PredictResponse, dependencies=[InferAccess],
              openapi_extra=_BODY_SCHEMA, summary="Predict rows")
-async def predict_rows(request: Request, name: str,
+async def predict_rows(request: Request, name: ModelName,
                        version: VersionQuery = None) -> Response:
     """Predict with the asked version, else the ``production`` alias, else the newest."""
     answer = await predict_answer(request.app.state, name, version, await request.body())

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import AnyKey, DirectoryDep, InferAccess, SessionDep, SettingsDep
 from app.api.errors_schema import V2_ERRORS
 from app.api.inference import infer_answer
-from app.api.params import IdPath
+from app.api.params import IdPath, ModelName
 from app.db import get_engine
 from app.registry.service import list_versions, resolve_serving_version
 from app.serving.directory import ServingDirectory
@@ -84,14 +84,14 @@ def _live_versions(session: Session, name: str) -> list[int]:
 
 
 @router.get("/models/{name}", dependencies=[AnyKey])
-def model_metadata(session: SessionDep, name: str) -> Response:
+def model_metadata(session: SessionDep, name: ModelName) -> Response:
     """Inputs and outputs with names, datatypes and shapes (-1 for the batch)."""
     row = resolve_serving_version(session, name, None)
     return JSONResponse(_metadata(row, name, _live_versions(session, name)))
 
 
 @router.get("/models/{name}/versions/{version}", dependencies=[AnyKey])
-def version_metadata(session: SessionDep, name: str, version: IdPath) -> Response:
+def version_metadata(session: SessionDep, name: ModelName, version: IdPath) -> Response:
     """One version's inputs and outputs."""
     row = resolve_serving_version(session, name, version)
     return JSONResponse(_metadata(row, name, [row.version]))
@@ -103,7 +103,7 @@ async def _ready(directory: ServingDirectory, name: str, version: int | None) ->
 
 
 @router.get("/models/{name}/ready", dependencies=[AnyKey])
-async def model_ready(directory: DirectoryDep, name: str) -> Response:
+async def model_ready(directory: DirectoryDep, name: ModelName) -> Response:
     """Ready when the serving version resolves and its artifact is in place. This never
     loads a model (so a probe cannot evict others): models load on first inference, or at
     start with ``KILN_PRELOAD_MODELS``."""
@@ -111,7 +111,7 @@ async def model_ready(directory: DirectoryDep, name: str) -> Response:
 
 
 @router.get("/models/{name}/versions/{version}/ready", dependencies=[AnyKey])
-async def version_ready(directory: DirectoryDep, name: str, version: IdPath) -> Response:
+async def version_ready(directory: DirectoryDep, name: ModelName, version: IdPath) -> Response:
     """Ready when that version is live and its artifact is in place (nothing is loaded)."""
     return await _ready(directory, name, version)
 
@@ -123,13 +123,13 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
 
 
 @router.post("/models/{name}/infer", dependencies=[InferAccess])
-async def infer(request: Request, name: str) -> Response:
+async def infer(request: Request, name: ModelName) -> Response:
     """Run the model on tensors sent as JSON or with the binary tensor extension (served
     by ``app.api.inference``, ahead of FastAPI's routing)."""
     return await _infer(request, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", dependencies=[InferAccess])
-async def infer_version(request: Request, name: str, version: IdPath) -> Response:
+async def infer_version(request: Request, name: ModelName, version: IdPath) -> Response:
     """Run one version of the model (see ``infer``)."""
     return await _infer(request, name, version)

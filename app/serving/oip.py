@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 
 from app.errors import BadRequest
+from app.serving.json_values import first_boolean, has_json_booleans
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -113,7 +114,8 @@ def _text_from_binary(name: str, blob: bytes, shape: list[int]) -> np.ndarray:
     return np.asarray(values, dtype=object).reshape(shape)
 
 
-def _from_json(name: str, data: Any, shape: list[int], dtype: np.dtype[Any]) -> np.ndarray:
+def _from_json(name: str, data: Any, shape: list[int], dtype: np.dtype[Any],
+               may_hold_booleans: bool) -> np.ndarray:
     if dtype == TEXT:
         return _text_from_json(name, data, shape)
     if not isinstance(data, list):
@@ -124,6 +126,10 @@ def _from_json(name: str, data: Any, shape: list[int], dtype: np.dtype[Any]) -> 
         raise BadRequest(f"input '{name}': 'data' is ragged") from None
     if array.dtype.kind not in "biuf":
         raise BadRequest(f"input '{name}': 'data' must hold only numbers or booleans")
+    if (dtype.kind != "b" and may_hold_booleans
+            and (found := first_boolean(data, "data"))):
+        raise BadRequest(f"input '{name}': {found} is a boolean, but the datatype is "
+                         f"{NAMES[dtype]}")
     if array.size != math.prod(shape):
         raise BadRequest(f"input '{name}': shape {shape} needs {math.prod(shape)} values, "
                          f"'data' has {array.size}")
@@ -201,7 +207,8 @@ def decode(body: bytes, header_length: str | None, *, max_elements: int) -> Infe
             raise BadRequest(f"input '{name[:80]}' is given twice")
         size = _binary_size(spec, name)
         if size is None:
-            inputs[name] = _from_json(name, spec.get("data"), shape, dtype)
+            inputs[name] = _from_json(name, spec.get("data"), shape, dtype,
+                                      has_json_booleans(head))
             continue
         if dtype == TEXT:
             if offset + size > len(tail):

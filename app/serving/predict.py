@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 
 from app.errors import BadRequest, InvalidInput
+from app.serving.json_values import first_boolean, has_json_booleans
 from app.serving.records import parse_records
 from app.serving.runtime import LoadedModel
 
@@ -32,10 +33,12 @@ def parse_feeds(body: bytes, model: LoadedModel, *, max_rows: int) -> dict[str, 
     payload = parse_body(body)
     if model.columns is not None:
         return parse_records(payload, model.columns, max_rows)
-    return model.feeds_of(parse_rows(payload, n_features=model.n_features, max_rows=max_rows))
+    return model.feeds_of(parse_rows(payload, n_features=model.n_features, max_rows=max_rows,
+                                     may_hold_booleans=has_json_booleans(body)))
 
 
-def parse_rows(payload: dict[str, Any], *, n_features: int, max_rows: int) -> np.ndarray:
+def parse_rows(payload: dict[str, Any], *, n_features: int, max_rows: int,
+               may_hold_booleans: bool = True) -> np.ndarray:
     """``{"inputs": [[...], ...]}`` to a float32 matrix, with a 4xx naming what is wrong."""
     inputs = payload["inputs"]
     if not isinstance(inputs, list) or not inputs:
@@ -54,6 +57,8 @@ def parse_rows(payload: dict[str, Any], *, n_features: int, max_rows: int) -> np
         array = None
     if array is None or array.dtype.kind not in "iuf" or array.ndim != 2:
         raise InvalidInput(f"inputs must hold only numbers; {_first_non_number(inputs)}")
+    if may_hold_booleans and (found := first_boolean(inputs, "inputs")):
+        raise InvalidInput(f"inputs must hold only numbers; {found} is a boolean")
     with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
         rows = array.astype(np.float32, copy=False)
     if not np.isfinite(rows).all():

@@ -25,6 +25,8 @@ V1_BODIES = [
     ("inhomogeneous row", {"inputs": [[1, [2], 3, 4]]}, "inputs[0][1] is [2]"),
     ("nested rows", {"inputs": [[[1], [2], [3], [4]]]}, "inputs[0][0] is [1]"),
     ("object in a row", {"inputs": [[1, {"a": 1}, 3, 4]]}, "inputs[0][1] is {'a': 1}"),
+    ("boolean among numbers", {"inputs": [[1, 2, 3, 4], [1.5, True, 3, 4]]},
+     "inputs[1][1] is a boolean"),
 ]
 V2_BODIES = [
     ("input parameters a list", {"inputs": [_tensor(parameters=[1])]},
@@ -44,6 +46,8 @@ V2_BODIES = [
      "binary_data_size must be a non-negative integer"),
     ("id a number", {"inputs": [_tensor()], "id": 5}, "'id' must be a string"),
     ("ragged data", {"inputs": [_tensor(data=[[1, 2], [3]])]}, "'data' is ragged"),
+    ("boolean in FP32 data", {"inputs": [_tensor(data=[1.0, 2.0, False, 4.0])]},
+     "data[2] is a boolean, but the datatype is FP32"),
 ]
 
 

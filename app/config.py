@@ -47,6 +47,10 @@ class Settings(BaseSettings):
                                   "whose worker keeps disappearing is failed.")
     queued_resend_s: float = Field(default=60.0, gt=0, description="A job still queued after "
                                    "this long is sent to the broker again (backing off).")
+    broker_visibility_s: float = Field(default=3600.0, gt=0, le=7 * 86_400, description=(
+        "Redis broker: a message taken but not acknowledged for this long is delivered "
+        "again (a job's message is acknowledged when the job ends; a second delivery of a "
+        "running job is ignored, its lease decides)."))
     reaper_interval_s: float = Field(default=5.0, gt=0, description="How often the gateway "
                                      "checks for lost jobs.")
     ort_threads: int = Field(default=1, ge=1, le=256, description="onnxruntime intra-op threads "

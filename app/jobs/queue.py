@@ -30,8 +30,10 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # kombu's SQLAlchemy transport hands these to create_engine: wait on a locked SQLite
         # file instead of failing when several processes poll the same broker.
-        broker_transport_options=({"connect_args": {"timeout": 30}}
-                                  if settings.broker_url.startswith("sqla+sqlite") else {}),
+        broker_transport_options=(
+            {"connect_args": {"timeout": 30}} if settings.broker_url.startswith("sqla+sqlite")
+            else {"visibility_timeout": settings.broker_visibility_s}
+            if settings.broker_url.startswith(("redis://", "rediss://")) else {}),
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2,
                                    "interval_step": 0.5, "interval_max": 1.0},
     )

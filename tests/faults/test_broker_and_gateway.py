@@ -133,6 +133,34 @@ def test_a_job_submitted_while_redis_is_down_runs_when_it_returns(
         kiln.close()
 
 
+def test_a_job_longer_than_the_visibility_timeout_runs_once(tmp_path: Path,
+                                                            redis: RedisServer) -> None:
+    """Redis hands an unacknowledged message to another worker after the visibility
+    timeout: with two worker processes and a job far longer than it, the second delivery
+    finds the job running and leaves it; exactly one set of versions is registered."""
+    kiln = KilnServer(tmp_path / "data", workers=2, KILN_BROKER_VISIBILITY_S="2",
+                      **QUICK_RESEND)
+    kiln.env["KILN_BROKER_URL"] = redis.url
+    kiln.start()
+    try:
+        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
+        with kiln.client() as client:
+            response = client.post("/v1/jobs", json={
+                "kind": "search", "dataset_id": dataset_id, "model_name": "redelivered",
+                "search": {**SEARCH, "max_trials": 6, "timeout_s": 30,
+                           "space": {**SEARCH["space"], "epochs": 40},
+                           "max_epochs": 40}})
+        assert response.status_code == 202, response.text
+        job = kiln.wait_for_job(int(response.json()["id"]), timeout=300)
+        assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
+        assert job["attempt"] == 1 and versions(kiln, "redelivered") == [1]
+        log = kiln.log_path.read_text(errors="replace")
+        # The second delivery came while the job ran, and was left alone.
+        assert f"job {job['id']} is running; nothing to do" in log, kiln.log_tail()
+    finally:
+        kiln.close()
+
+
 def test_a_gateway_killed_mid_upload_stores_nothing(tmp_path: Path) -> None:
     kiln = KilnServer(tmp_path / "data", workers=0)
     kiln.start()

@@ -65,3 +65,6 @@ def test_every_operation_answers_as_documented(server: KilnServer, tmp_path: Pat
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-3000:]
     with server.client() as client:  # the server still serves
         assert client.get("/v1/models/walked/versions/1").status_code == 200
+    log = server.log_path.read_text(errors="replace")
+    assert server.key not in log  # keys never reach the logs
+    assert "Traceback" not in run.stdout  # nor stack traces the answers

@@ -44,9 +44,14 @@ def _bootstrap_key(settings: Settings) -> None:
 
     with session_scope(settings.database_url) as session:
         new_key = bootstrap_admin_key(session, settings.admin_key_path)
-    if new_key is not None:
+    if new_key is None:
+        return
+    if sys.stdout.isatty():  # a person is watching; a captured log must never hold a key
         print("\n  Admin API key (shown once; also saved, mode 0600, to "
               f"{settings.admin_key_path}):\n\n    {new_key.secret}\n", flush=True)
+    else:
+        print(f"\n  Admin API key created; it is in {settings.admin_key_path} (mode 0600)\n",
+              flush=True)
 
 
 class WorkerSupervisor(threading.Thread):

@@ -62,6 +62,7 @@ def test_every_operation_answers_as_documented(server: KilnServer, tmp_path: Pat
          "--request-timeout", "60",
          "--no-color"],
         capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    print(run.stdout[-4000:])  # the summary, with pytest -s
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-3000:]
     with server.client() as client:  # the server still serves
         assert client.get("/v1/models/walked/versions/1").status_code == 200

@@ -32,12 +32,20 @@ def make_celery(settings: Settings) -> Celery:
         # file instead of failing when several processes poll the same broker.
         broker_transport_options=(
             {"connect_args": {"timeout": 30}} if settings.broker_url.startswith("sqla+sqlite")
-            else {"visibility_timeout": settings.broker_visibility_s}
+            else _redis_options(settings.broker_visibility_s)
             if settings.broker_url.startswith(("redis://", "rediss://")) else {}),
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2,
                                    "interval_step": 0.5, "interval_max": 1.0},
     )
     return celery
+
+
+def _redis_options(visibility_s: float) -> dict[str, float]:
+    """kombu sweeps for messages past their visibility timeout about every 100 s by
+    default (every 10th pass of 10 s); sweep often enough for the timeout to matter."""
+    return {"visibility_timeout": visibility_s,
+            "unacked_restore_interval": min(10.0, max(1.0, visibility_s / 2)),
+            "unacked_restore_throttle": 1}
 
 
 class JobQueue:

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from app.errors import KilnError, Unauthorized
@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 DATABASE_MESSAGE = "the registry database is unavailable right now; retry shortly"
 RETRY_AFTER = {"Retry-After": "2"}
+# A value the database cannot store (PostgreSQL: a number past its column, text holding a
+# NUL character) that no check caught earlier: the client's input, so a 422, never a 500.
+UNSTORABLE_MESSAGE = ("a value in the request cannot be stored: a number out of range, or "
+                      "text with a NUL character")
 
 
 def error_response(path: str, status: int, message: str,
@@ -56,6 +60,12 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.warning("database unavailable for %s %s: %s", request.method, request.url.path,
                        type(error).__name__)
         return error_response(request.url.path, 503, DATABASE_MESSAGE, RETRY_AFTER)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, error: DataError) -> JSONResponse:
+        logger.warning("unstorable value in %s %s: %s", request.method, request.url.path,
+                       type(error.orig).__name__)
+        return error_response(request.url.path, 422, UNSTORABLE_MESSAGE)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException) -> JSONResponse:

@@ -17,11 +17,17 @@ from typing import TypeVar
 
 import numpy as np
 import orjson
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.errors import DATABASE_MESSAGE, DATABASE_UNAVAILABLE, RETRY_AFTER
+from app.api.errors import (
+    DATABASE_MESSAGE,
+    DATABASE_UNAVAILABLE,
+    RETRY_AFTER,
+    UNSTORABLE_MESSAGE,
+)
 from app.api.metrics import ServingMetrics
 from app.auth import check_scope
 from app.errors import BadRequest, KilnError, PayloadTooLarge, Unauthorized
@@ -104,7 +110,8 @@ async def _handle(state: State, protocol: str, name: str, version: int | None, s
         _count_failure(metrics, name, target, protocol, error.status_code)
         raise
     except Exception as error:  # the database down (503), or a bug of ours (500)
-        status = 503 if isinstance(error, DATABASE_UNAVAILABLE) else 500
+        status = (503 if isinstance(error, DATABASE_UNAVAILABLE)
+                  else 422 if isinstance(error, DataError) else 500)
         _count_failure(metrics, name, target, protocol, status)
         raise
     metrics.succeeded(name, target.version, protocol, queue_s=started - arrived,
@@ -236,6 +243,11 @@ class InferenceFastPath:
             key = "error" if protocol == "v2" else "detail"
             answer_ = Answer(orjson.dumps({key: error.message}), {"content-type": JSON, **extra})
             await _respond(send, error.status_code, answer_)
+            return
+        except DataError:
+            key = "error" if protocol == "v2" else "detail"
+            await _respond(send, 422, Answer(orjson.dumps({key: UNSTORABLE_MESSAGE}),
+                                             {"content-type": JSON}))
             return
         except DATABASE_UNAVAILABLE:
             key = "error" if protocol == "v2" else "detail"

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.dataset_profile import DatasetProfile
 from app.signature import Signature
-from app.tables import Scope
+from app.tables import MAX_ID, Scope
 
 T = TypeVar("T")
 
@@ -199,7 +199,8 @@ class VersionRead(BaseModel):
 class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, description="The live version the alias should point at.")
+    version: int = Field(ge=1, le=MAX_ID, description="The live version the alias should "
+                         "point at.")
 
 
 class AliasHistoryEntry(BaseModel):

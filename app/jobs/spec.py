@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.compression.spec import CompressionSpec
 from app.registry import MODEL_NAME_PATTERN
+from app.tables import MAX_ID
 
 Algorithm = Literal["random", "grid", "tpe", "gp", "cmaes", "evolution", "hillclimb", "anneal",
                     "nsga2"]
@@ -42,7 +43,7 @@ class VersionRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(pattern=MODEL_NAME_PATTERN)
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_ID)
 
 
 class InitFrom(VersionRef):
@@ -93,7 +94,7 @@ class SearchSpec(BaseModel):
     space: dict[str, Any] = Field(default_factory=dict, description="Overrides of the default "
                                   "space: a value, {\"choices\": [...]} or {\"low\", \"high\", "
                                   "\"log\"} per dimension.")
-    warm_start_job: int | None = Field(default=None, ge=1, description="Try the best "
+    warm_start_job: int | None = Field(default=None, ge=1, le=MAX_ID, description="Try the best "
                                        "configurations of this earlier job first.")
     init_from: InitFrom | None = Field(default=None, description="Fine-tune from this "
                                        "version's weights (its architecture is kept).")
@@ -106,7 +107,7 @@ class SearchJobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["search"] = Field(description="What the job does.")
-    dataset_id: int = Field(ge=1, description="Dataset to learn from.")
+    dataset_id: int = Field(ge=1, le=MAX_ID, description="Dataset to learn from.")
     model_name: str = Field(pattern=MODEL_NAME_PATTERN,
                             description="Registered model that receives the new version(s).")
     search: SearchSpec = Field(default_factory=SearchSpec)
@@ -124,7 +125,7 @@ class CompressJobCreate(BaseModel):
     kind: Literal["compress"] = Field(description="What the job does.")
     source: VersionRef = Field(description="The version to compress; variants become new "
                                "versions of the same model.")
-    dataset_id: int | None = Field(default=None, ge=1, description="Rows to fine-tune, "
+    dataset_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="Rows to fine-tune, "
                                    "calibrate and measure on. Default: the dataset the source "
                                    "was trained on.")
     compression: CompressionSpec

@@ -129,6 +129,39 @@ def test_huge_integers_in_paths_and_queries_get_422(served: TestClient, admin: d
     _still_serves(served, admin)
 
 
+HUGE_BODIES = [
+    ("POST", "/v1/jobs", {"kind": "search", "dataset_id": 6706233692230320128,
+                          "model_name": "m"}, "dataset_id"),
+    ("POST", "/v1/jobs", {"kind": "compress", "source": {"model": "m", "version": 2**31},
+                          "compression": {"methods": ["quantize_dynamic"]}}, "version"),
+    ("POST", "/v1/jobs", {"kind": "search", "dataset_id": 1, "model_name": "m",
+                          "search": {"warm_start_job": 2**40}}, "warm_start_job"),
+    ("PUT", "/v1/models/flowers/aliases/production", {"version": 2**63}, "version"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), HUGE_BODIES)
+def test_huge_integers_in_bodies_get_422_naming_the_field(
+        served: TestClient, admin: dict, method: str, path: str, body: dict,
+        field: str) -> None:
+    """Ids past the 32-bit columns never reach PostgreSQL (which would refuse them)."""
+    response = served.request(method, path, headers=admin, json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert any(item["loc"][-1] == field and "2147483647" in item["msg"] for item in detail)
+    _still_serves(served, admin)
+
+
+@pytest.mark.parametrize("path", ["/v1/models/a%00b", "/v1/models/flowers/aliases/a%00b/history",
+                                  "/v2/models/a%00b", "/v2/models/a%00b/ready"])
+def test_nul_characters_in_names_are_4xx(served: TestClient, admin: dict, path: str) -> None:
+    response = served.get(path, headers=admin)
+    assert response.status_code in (404, 422), response.text
+    answer = served.post("/v1/models/a%00b/predict", headers=admin, json={"inputs": [ROW]})
+    assert answer.status_code in (404, 422), answer.text
+    _still_serves(served, admin)
+
+
 @pytest.mark.parametrize("path", [
     "/v1/models/flowers/predict?version=9223372036854775808",
     f"/v2/models/flowers/versions/{HUGE}/infer",

@@ -91,7 +91,7 @@ def test_multi_objective_front_has_measured_latencies(server: KilnServer,
     latencies = [t["metrics"]["latency_ms"] for t in trials_of(server, job_id)
                  if t["state"] == "complete"]
     assert len(latencies) >= 4 and all(value > 0 for value in latencies)
-    assert len(set(latencies)) == len(latencies)  # measured per trial, not assumed
+    assert len(set(latencies)) > 1  # measured per trial, not assumed (two may tie to the ns)
     with server.client() as client:
         front = client.get(f"/v1/jobs/{job_id}/pareto").json()
         assert [o["metric"] for o in front["objectives"]] == ["accuracy", "latency_ms"]

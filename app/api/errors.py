@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,6 +32,28 @@ UNSTORABLE_MESSAGE = ("a value in the request cannot be stored: a number out of 
                       "text with a NUL character")
 
 
+@dataclass(frozen=True)
+class Failure:
+    """What a request that raised is answered with."""
+
+    status: int
+    message: str
+    headers: dict[str, str]
+
+
+def failure_of(error: Exception) -> Failure:
+    """The answer to an exception, the same for FastAPI's routes and the fast path: our
+    errors as they say, the database down (503), an unstorable value (422), else 500."""
+    if isinstance(error, KilnError):
+        return Failure(error.status_code, error.message,
+                       {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {})
+    if isinstance(error, DataError):
+        return Failure(422, UNSTORABLE_MESSAGE, {})
+    if isinstance(error, DATABASE_UNAVAILABLE):
+        return Failure(503, DATABASE_MESSAGE, RETRY_AFTER)
+    return Failure(500, "internal error", {})
+
+
 def error_response(path: str, status: int, message: str,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     """The error body for ``path``, with ``status``."""
@@ -50,22 +73,16 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn our errors into 4xx/5xx responses."""
 
     @app.exception_handler(KilnError)
-    async def _kiln_error(request: Request, error: KilnError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
-        return error_response(request.url.path, error.status_code, error.message, headers)
-
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
-    async def _database_down(request: Request, error: Exception) -> JSONResponse:
-        logger.warning("database unavailable for %s %s: %s", request.method, request.url.path,
-                       type(error).__name__)
-        return error_response(request.url.path, 503, DATABASE_MESSAGE, RETRY_AFTER)
-
     @app.exception_handler(DataError)
-    async def _unstorable(request: Request, error: DataError) -> JSONResponse:
-        logger.warning("unstorable value in %s %s: %s", request.method, request.url.path,
-                       type(error.orig).__name__)
-        return error_response(request.url.path, 422, UNSTORABLE_MESSAGE)
+    async def _known_error(request: Request, error: Exception) -> JSONResponse:
+        failure = failure_of(error)
+        if not isinstance(error, KilnError):
+            logger.warning("%s %s answered %s: %s", request.method, request.url.path,
+                           failure.status, type(error).__name__)
+        return error_response(request.url.path, failure.status, failure.message,
+                              failure.headers or None)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException) -> JSONResponse:

@@ -17,20 +17,14 @@ from typing import TypeVar
 
 import numpy as np
 import orjson
-from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.errors import (
-    DATABASE_MESSAGE,
-    DATABASE_UNAVAILABLE,
-    RETRY_AFTER,
-    UNSTORABLE_MESSAGE,
-)
+from app.api.errors import failure_of
 from app.api.metrics import ServingMetrics
 from app.auth import check_scope
-from app.errors import BadRequest, KilnError, PayloadTooLarge, Unauthorized
+from app.errors import BadRequest, PayloadTooLarge, Unauthorized
 from app.serving.directory import ServingDirectory, Target
 from app.serving.oip import HEADER_LENGTH, NAMES, InferRequest, decode, encode
 from app.serving.predict import answer, parse_feeds
@@ -106,13 +100,8 @@ async def _handle(state: State, protocol: str, name: str, version: int | None, s
         output = await run_model(target, feeds)
         computed = time.perf_counter()
         result = render(target, parsed, output)
-    except KilnError as error:
-        _count_failure(metrics, name, target, protocol, error.status_code)
-        raise
-    except Exception as error:  # the database down (503), or a bug of ours (500)
-        status = (503 if isinstance(error, DATABASE_UNAVAILABLE)
-                  else 422 if isinstance(error, DataError) else 500)
-        _count_failure(metrics, name, target, protocol, status)
+    except Exception as error:  # counted by the status it is answered with, then raised
+        _count_failure(metrics, name, target, protocol, failure_of(error).status)
         raise
     metrics.succeeded(name, target.version, protocol, queue_s=started - arrived,
                       compute_s=computed - computing)
@@ -238,27 +227,14 @@ class InferenceFastPath:
         headers = dict(scope["headers"])
         try:
             answer_ = await self._serve(protocol, name, version, headers, receive)
-        except KilnError as error:
-            extra = {"www-authenticate": "Bearer"} if isinstance(error, Unauthorized) else {}
+        except Exception as error:
+            failure = failure_of(error)
+            if failure.status == 500:
+                logger.exception("inference request failed")
             key = "error" if protocol == "v2" else "detail"
-            answer_ = Answer(orjson.dumps({key: error.message}), {"content-type": JSON, **extra})
-            await _respond(send, error.status_code, answer_)
-            return
-        except DataError:
-            key = "error" if protocol == "v2" else "detail"
-            await _respond(send, 422, Answer(orjson.dumps({key: UNSTORABLE_MESSAGE}),
-                                             {"content-type": JSON}))
-            return
-        except DATABASE_UNAVAILABLE:
-            key = "error" if protocol == "v2" else "detail"
-            await _respond(send, 503, Answer(orjson.dumps({key: DATABASE_MESSAGE}),
-                                             {"content-type": JSON, **RETRY_AFTER}))
-            return
-        except Exception:
-            logger.exception("inference request failed")
-            key = "error" if protocol == "v2" else "detail"
-            await _respond(send, 500, Answer(orjson.dumps({key: "internal error"}),
-                                             {"content-type": JSON}))
+            await _respond(send, failure.status, Answer(
+                orjson.dumps({key: failure.message}),
+                {"content-type": JSON, **{k.lower(): v for k, v in failure.headers.items()}}))
             return
         await _respond(send, 200, answer_)
 

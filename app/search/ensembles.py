@@ -10,15 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 
 from app.compression.spec import CompressionSpec, chain_problem
-from app.db import session_scope
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import COST_METRICS
 from app.search.run import SearchRun, predictions_key
 from app.search.selection import choose_members, rank_key
-from app.tables import Trial, TrialState
+from app.tables import Trial
 
 
 @dataclass(frozen=True)
@@ -48,14 +46,11 @@ def _predictions(run: SearchRun, trial: Trial) -> np.ndarray | None:
     return np.asarray(np.load(io.BytesIO(run.store.local_path(key).read_bytes())))
 
 
-def pick(run: SearchRun, winner: Trial) -> EnsemblePick:
-    """The best ``max_ensemble`` complete trials' average of k members for the k that
-    scores best (``choose_members``); k = 1 keeps the winner alone."""
+def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:
+    """The best ``max_ensemble`` of the ``complete`` trials' average of k members for the
+    k that scores best (``choose_members``); k = 1 keeps the winner alone."""
     objective = run.plan.objectives[0]
     task = run.dataset.task
-    with session_scope(run.settings.database_url) as session:
-        complete = [t for t in session.scalars(select(Trial).where(
-            Trial.job_id == run.job_id, Trial.state == TrialState.COMPLETE)) if t.values]
     ranked = sorted(complete, key=lambda t: rank_key(t, objective.maximize, task))
     candidates: list[tuple[Trial, np.ndarray]] = []
     for trial in [winner, *(t for t in ranked if t.number != winner.number)]:

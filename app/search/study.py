@@ -157,12 +157,16 @@ def _dominates(a: list[float], b: list[float], maximize: list[bool]) -> bool:
     return better_or_equal and a != b
 
 
-def winners(run: SearchRun) -> list[Trial]:
-    """The best complete trial, or every Pareto-optimal one (multi-objective)."""
+def complete_trials(run: SearchRun) -> list[Trial]:
+    """The job's complete trials with values, in trial order (read once per finalize)."""
     with session_scope(run.settings.database_url) as session:
-        complete = [t for t in session.scalars(select(Trial).where(
+        return [t for t in session.scalars(select(Trial).where(
             Trial.job_id == run.job_id, Trial.state == TrialState.COMPLETE)
             .order_by(Trial.number)) if t.values]
+
+
+def winners(run: SearchRun, complete: list[Trial]) -> list[Trial]:
+    """The best complete trial, or every Pareto-optimal one (multi-objective)."""
     if not complete:
         return []
     maximize = [objective.maximize for objective in run.plan.objectives]
@@ -185,7 +189,8 @@ def _failure_reason(run: SearchRun) -> str:
 
 def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
               compression: CompressionSpec | None) -> Recorder:
-    best = winners(run)
+    complete = complete_trials(run)
+    best = winners(run, complete)
     if not best:
         raise JobFailed(_failure_reason(run))
     test = run.splits.test
@@ -193,13 +198,13 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
                 else None)
     prepared: list[PreparedVersion] = []
     networks: list[Network | Ensemble] = []
-    selection = _selection_summary(run, best[0])
+    selection = _selection_summary(run, best[0], complete)
     for trial in best:
         single = _refit(run, trial)
         network: Network | Ensemble = single
         params, validation = trial.params, trial.metrics or {}
         if len(best) == 1 and ensembles.considered(run, compression):
-            chosen = ensembles.pick(run, trial)
+            chosen = ensembles.pick(run, trial, complete)
             selection["ensemble"] = chosen.summary
             if len(chosen.members) > 1:
                 network = Ensemble([single, *(_refit(run, t) for t in chosen.members[1:])])
@@ -238,7 +243,8 @@ def _refit(run: SearchRun, trial: Trial) -> Network:
     return network
 
 
-def _selection_summary(run: SearchRun, winner: Trial) -> dict[str, Any]:
+def _selection_summary(run: SearchRun, winner: Trial,
+                       complete: list[Trial]) -> dict[str, Any]:
     """How the winner was chosen, and how far ahead of the rest it really was."""
     rows = len(run.splits.train) + len(run.splits.validation)
     metrics = winner.metrics or {}
@@ -246,11 +252,8 @@ def _selection_summary(run: SearchRun, winner: Trial) -> dict[str, Any]:
     if run.folds is None:
         return {"validation": "holdout", "validation_rows": len(run.splits.validation),
                 **refit}
-    with session_scope(run.settings.database_url) as session:
-        complete = [t for t in session.scalars(select(Trial).where(
-            Trial.job_id == run.job_id, Trial.state == TrialState.COMPLETE)) if t.values]
-        same = next(t for t in complete if t.number == winner.number)
-        close = within_noise(complete, same)
+    same = next(t for t in complete if t.number == winner.number)
+    close = within_noise(complete, same)
     return {"validation": f"{len(run.folds)}-fold cross-validation", "validation_rows": rows,
             "winner_fold_std": metrics.get("cv_std"), "trials_within_noise": close, **refit}
 

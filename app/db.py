@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -69,6 +70,24 @@ class PydanticJSON(TypeDecorator[Any]):
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         return None if value is None else self.model.model_validate(value)
+
+
+# The registry database cannot answer (down, restarting, locked past its timeout): what
+# was asked may be asked again once it is back.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error``, or an error that caused it (a library may wrap the database's,
+    as Optuna's storage does), is the database not answering."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DATABASE_UNAVAILABLE):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def utcnow() -> datetime:

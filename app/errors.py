@@ -59,3 +59,9 @@ class Unavailable(KilnError):
     """The resource exists but cannot serve right now (503)."""
 
     status_code = 503
+
+
+class StorageFull(KilnError):
+    """The artifact store's disk is full (507): nothing was stored; free space and retry."""
+
+    status_code = 507

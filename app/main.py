@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api import datasets, jobs, keys, metrics, model_writes, models, predict, v2
 from app.api.errors import install_error_handlers
 from app.api.inference import InferenceFastPath
-from app.api.limits import BodySizeLimit
+from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS, MAX_FORM_FILES, BodySizeLimit
 from app.config import Settings, get_settings
 from app.db import session_scope
 from app.jobs.queue import JobQueue
@@ -67,7 +67,9 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
                     await task
 
     app = FastAPI(title="ModelKiln", description=DESCRIPTION, version="0.1.0",
-                  lifespan=lifespan)
+                  lifespan=lifespan,
+                  form_limits={"max_files": MAX_FORM_FILES, "max_fields": MAX_FORM_FIELDS,
+                               "max_part_size": MAX_FORM_FIELD_BYTES})
     app.state.settings = settings
     app.state.store = get_store(settings.artifact_url)
     app.state.queue = queue

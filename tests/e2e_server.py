@@ -40,7 +40,8 @@ def fresh_database(data_dir: Path) -> str:
 class KilnServer:
     """A ``kiln serve`` child process on a free port, with its own data dir and queue."""
 
-    def __init__(self, data_dir: Path, *, workers: int = 1, **env: str) -> None:
+    def __init__(self, data_dir: Path, *, workers: int = 1, database: str = "",
+                 **env: str) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.port = free_port()
@@ -48,7 +49,9 @@ class KilnServer:
         self.env = {**os.environ, "KILN_DATA_DIR": str(data_dir),
                     "KILN_QUEUE_NAME": f"e2e-{uuid.uuid4().hex[:8]}",
                     "KILN_REAPER_INTERVAL_S": "1", **env}
-        self.database = fresh_database(data_dir)
+        # A database the caller runs (a fault test's own server) is the caller's to drop.
+        self.made_database = not database
+        self.database = database or fresh_database(data_dir)
         if self.database:
             self.env["KILN_DATABASE_URL"] = self.database
         if BROKER_URL:
@@ -103,7 +106,7 @@ class KilnServer:
     def close(self) -> None:
         """Stop the server and drop its PostgreSQL database, if it made one."""
         self.stop()
-        if not self.database:
+        if not (self.database and self.made_database):
             return
         engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
         name = make_url(self.database).database

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app import idempotency
 from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WritePrincipal
-from app.api.errors_schema import V1_ERRORS
+from app.api.errors_schema import STORES_ARTIFACTS, V1_ERRORS
 from app.api.params import IdempotencyKey, IdPath, Offset
 from app.api.schemas import DatasetRead, Page
 from app.api.uploads import spooled_upload
@@ -19,7 +19,8 @@ from app.tables import Task
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=V1_ERRORS)
 
 
-@router.post("", status_code=201, response_model=DatasetRead, summary="Upload a CSV dataset")
+@router.post("", status_code=201, response_model=DatasetRead, summary="Upload a CSV dataset",
+             responses=STORES_ARTIFACTS)
 def upload_dataset(
     session: SessionDep,
     settings: SettingsDep,

@@ -15,15 +15,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
+from app.db import DATABASE_UNAVAILABLE
 from app.errors import KilnError, Unauthorized
 from app.jobs.spec import JOB_KINDS
 
 logger = logging.getLogger(__name__)
 
 
-# The registry database cannot answer (down, restarting, locked past its timeout): the
-# request may be sent again, so it is a 503 with Retry-After, not a 500.
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+# The database down: the request may be sent again, so a 503 with Retry-After, not a 500.
 DATABASE_MESSAGE = "the registry database is unavailable right now; retry shortly"
 RETRY_AFTER = {"Retry-After": "2"}
 # A value the database cannot store (PostgreSQL: a number past its column, text holding a

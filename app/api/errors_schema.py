@@ -42,6 +42,7 @@ MEANINGS = {
     422: "Well-formed, but breaks a rule; the message names the field.",
     503: "Exists but cannot answer right now (a model still loading, a database that is "
          "down).",
+    507: "The artifact store's disk is full: nothing was stored; free space and retry.",
 }
 
 
@@ -51,3 +52,4 @@ def _declared(model: type[BaseModel], statuses: tuple[int, ...]) -> dict[int | s
 
 V1_ERRORS = _declared(ErrorBody, (400, 401, 403, 404, 409, 413, 422, 503))
 V2_ERRORS = _declared(InferenceError, (400, 401, 403, 404, 413, 422, 503))
+STORES_ARTIFACTS = _declared(ErrorBody, (507,))  # routes that write to the artifact store

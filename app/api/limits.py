@@ -10,6 +10,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.errors import error_response
 from app.config import Settings
 
+# A multipart form here holds one file and a few short fields (the largest, a JSON list of
+# columns or labels, is at most 100,000 characters): more parts than this is not an upload
+# any client of ours sends, and each part costs the parser memory and a temp file.
+MAX_FORM_FILES, MAX_FORM_FIELDS, MAX_FORM_FIELD_BYTES = 1, 16, 512 * 1024
+
 # Routes that accept file uploads get the upload limit; every other body the request limit.
 _UPLOAD_PATHS = re.compile(r"^/v1/(datasets|models/[^/]+/versions)/?$")
 

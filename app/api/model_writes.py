@@ -14,7 +14,7 @@ from app.api.deps import (
     StoreDep,
     WriteAccess,
 )
-from app.api.errors_schema import V1_ERRORS
+from app.api.errors_schema import STORES_ARTIFACTS, V1_ERRORS
 from app.api.models import model_read, version_read
 from app.api.params import AliasName, IdPath, ModelName
 from app.api.schemas import (
@@ -34,7 +34,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=V1_ERRORS)
 
 
 @router.post("/{name}/versions", status_code=201, response_model=VersionRead,
-             dependencies=[WriteAccess, InvalidatesServing],
+             dependencies=[WriteAccess, InvalidatesServing], responses=STORES_ARTIFACTS,
              summary="Upload an ONNX model as a new version")
 def upload_model_version(
     session: SessionDep,

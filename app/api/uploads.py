@@ -13,6 +13,8 @@ from pathlib import Path
 from fastapi import UploadFile
 
 from app.config import Settings
+from app.errors import StorageFull
+from app.storage import OUT_OF_SPACE_ERRNOS
 
 
 def _owner_prefix(pid: int) -> str:
@@ -53,6 +55,13 @@ def spooled_upload(upload: UploadFile, settings: Settings, suffix: str) -> Itera
     spool.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=spool, suffix=suffix,
                                      prefix=_owner_prefix(os.getpid())) as copy:
-        shutil.copyfileobj(upload.file, copy, 1 << 20)
-        copy.flush()
+        try:
+            shutil.copyfileobj(upload.file, copy, 1 << 20)
+            copy.flush()
+        except OSError as error:
+            if error.errno in OUT_OF_SPACE_ERRNOS:
+                raise StorageFull("the server's data disk is out of space while receiving "
+                                  "the upload; nothing was stored: free space and try "
+                                  "again") from error
+            raise
         yield Path(copy.name)

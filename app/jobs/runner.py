@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db import session_scope, utcnow
+from app.db import database_unavailable, session_scope, utcnow
 from app.errors import KilnError
 from app.jobs.repository import JobRepository
 from app.tables import JobStatus
@@ -186,7 +186,13 @@ def run_job(settings: Settings, job_id: int, handler: Callable[[JobContext], Rec
         message = failure.message if isinstance(failure, KilnError) else str(failure)
         logger.warning("job %s failed: %s", job_id, message)
         _finish_quietly(context, message)
-    except Exception:
+    except Exception as error:
+        if database_unavailable(error):
+            # Not the job's fault, and nothing can be recorded now: the job keeps its
+            # lease until it lapses, then the reaper re-queues it (attempts permitting).
+            logger.warning("job %s stopped: the database is unavailable (%s); it runs again "
+                           "once its lease lapses", job_id, type(error).__name__)
+            return
         reference = uuid.uuid4().hex[:12]
         logger.exception("job %s crashed (reference %s)", job_id, reference)
         _finish_quietly(context, f"internal error (reference {reference}); the worker's log "

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import abc
+import errno
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+# A disk that is full, a quota reached, a file size limit hit: the write lost nothing that
+# was stored before, and succeeds again once there is room.
+OUT_OF_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$")
 
 

@@ -11,9 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from app.storage.base import ArtifactStore, StoredArtifact, check_key
+from app.errors import StorageFull
+from app.storage.base import OUT_OF_SPACE_ERRNOS, ArtifactStore, StoredArtifact, check_key
 
 _CHUNK = 1 << 20
+
+
+def _out_of_space(error: OSError, key: str) -> OSError | StorageFull:
+    """A full disk (or quota, or file size limit) as an error the caller can act on; the
+    message names the key, never the server's path. Other OS errors pass unchanged."""
+    if error.errno not in OUT_OF_SPACE_ERRNOS:
+        return error
+    return StorageFull(f"the artifact store is out of space ({os.strerror(error.errno)}) "
+                       f"while writing {key!r}; nothing was stored: free space and try again")
 
 
 def sha256_file(path: Path) -> str:
@@ -37,8 +47,11 @@ class LocalArtifactStore(ArtifactStore):
 
     def _write_atomic(self, key: str, fill: Callable[[BinaryIO], object]) -> StoredArtifact:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        except OSError as error:
+            raise _out_of_space(error, key) from error
         temp = Path(temp_name)
         try:
             with os.fdopen(handle, "wb") as out:
@@ -46,8 +59,10 @@ class LocalArtifactStore(ArtifactStore):
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp, target)
-        except BaseException:
+        except BaseException as error:
             temp.unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise _out_of_space(error, key) from error
             raise
         return StoredArtifact(key=key, sha256=sha256_file(target), size_bytes=target.stat().st_size)
 

@@ -11,9 +11,7 @@ redis-server on a free loopback port in a temp dir (never the shared one), and i
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -23,47 +21,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e_server import KilnServer, free_port
+from tests.e2e_server import KilnServer
+from tests.faults.servers import REDIS, RedisServer
 from tests.helpers import blobs_csv
 
-REDIS = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
 QUICK_RESEND = {"KILN_QUEUED_RESEND_S": "2", "KILN_REAPER_INTERVAL_S": "1",
                 "KILN_JOB_LEASE_S": "10"}
 SEARCH = {"max_trials": 3, "max_epochs": 4,
           "space": {"n_layers": 1, "width": 16, "epochs": 4, "batch_size": 16}}
-
-
-class RedisServer:
-    """A redis-server of this test's own, with an append-only file, that can be killed
-    and started again on the same port and directory."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert REDIS is not None
-        self.process = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
 
 
 @pytest.fixture

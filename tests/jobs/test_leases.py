@@ -151,3 +151,38 @@ def test_runner_stops_quietly_when_cancelled(settings: Settings, job_id: int) ->
 
     run_job(settings, job_id, handler)
     assert load(settings, job_id).status == JobStatus.CANCELLED
+
+
+def test_a_database_outage_leaves_the_job_to_its_lease_not_failed(
+        settings: Settings, job_id: int) -> None:
+    """The database stopped answering mid-job (here: raised by the handler, wrapped as a
+    library wraps it): the job is not failed for it. It keeps its lease; when that lapses
+    the reaper re-queues it, and the next attempt runs."""
+    from sqlalchemy.exc import OperationalError
+
+    def handler(context: JobContext):
+        try:
+            raise OperationalError("COMMIT", {}, ConnectionRefusedError("server closed"))
+        except OperationalError as error:
+            raise RuntimeError("storage commit failed") from error
+
+    run_job(settings, job_id, handler)
+    job = load(settings, job_id)
+    assert (job.status, job.attempt, job.error) == (JobStatus.RUNNING, 1, None)
+    with session_scope(settings.database_url) as session:
+        expire(session, job_id)
+    with session_scope(settings.database_url) as session:
+        assert reap(session, settings, JobQueue(settings)).requeued == [job_id]
+    run_job(settings, job_id, lambda context: (lambda session: {"attempt": context.attempt}))
+    job = load(settings, job_id)
+    assert (job.status, job.result) == (JobStatus.SUCCEEDED, {"attempt": 2})
+
+
+def test_a_crash_that_is_not_the_database_fails_the_job_with_a_reference(
+        settings: Settings, job_id: int) -> None:
+    def handler(context: JobContext):
+        raise RuntimeError("a bug")
+
+    run_job(settings, job_id, handler)
+    job = load(settings, job_id)
+    assert job.status == JobStatus.FAILED and "internal error (reference" in job.error

@@ -1,0 +1,94 @@
+"""PostgreSQL stopped in the middle of a search and started again, with a PostgreSQL and a
+redis-server of the test's own: the gateway answers 503 with Retry-After while the
+database is away (never a 500, never a hang), keeps running, and the job converges when it
+returns, with exactly one registered version."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e_server import KilnServer
+from tests.faults.servers import INITDB, POSTGRES, REDIS, PostgresServer, RedisServer
+from tests.helpers import blobs_csv
+
+pytestmark = pytest.mark.skipif(
+    None in (INITDB, POSTGRES, REDIS), reason="PostgreSQL's initdb/postgres or redis-server "
+    "is not installed")
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.kill()
+
+
+def wait_for_trials(client: httpx.Client, job_id: int, timeout: float = 120) -> None:
+    """Until one trial is complete and another is training."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        trials = client.get(f"/v1/jobs/{job_id}/trials").json()
+        states = {t["state"] for t in trials}
+        if {"complete", "running"} <= states:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never had a trial complete and one running")
+
+
+def test_a_search_converges_when_postgresql_stops_mid_job_and_returns(
+        tmp_path: Path, postgres: PostgresServer, redis: RedisServer) -> None:
+    kiln = KilnServer(tmp_path / "data", workers=1, database=postgres.url,
+                      KILN_BROKER_URL=redis.url, KILN_JOB_LEASE_S="6",
+                      KILN_QUEUED_RESEND_S="2", KILN_REAPER_INTERVAL_S="1")
+    kiln.start()
+    try:
+        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
+        with kiln.client() as client:
+            response = client.post("/v1/jobs", json={
+                "kind": "search", "dataset_id": dataset_id, "model_name": "through-outage",
+                "search": {"max_trials": 5, "max_epochs": 20, "seed": 4,
+                           "space": {"n_layers": 1, "width": 32, "epochs": 20,
+                                     "batch_size": 8, "patience": 0}}})
+            assert response.status_code == 202, response.text
+            job_id = int(response.json()["id"])
+            wait_for_trials(client, job_id)
+
+            postgres.stop()
+            away_until = time.monotonic() + 8
+            while time.monotonic() < away_until:
+                for answer in (client.get(f"/v1/jobs/{job_id}"),
+                               client.post("/v1/jobs", json={
+                                   "kind": "search", "dataset_id": dataset_id,
+                                   "model_name": "while-away"})):
+                    assert answer.status_code == 503, answer.text
+                    assert answer.headers.get("Retry-After"), answer.headers
+                    assert "database" in answer.json()["detail"].lower()
+                time.sleep(0.5)
+            postgres.start()
+
+        job = kiln.wait_for_job(job_id, timeout=400)
+        assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
+        with kiln.client() as client:
+            versions = client.get("/v1/models/through-outage/versions").json()["items"]
+            jobs = client.get("/v1/jobs").json()["items"]
+        assert [v["version"] for v in versions] == [1]
+        # Nothing was accepted while the database was away.
+        assert [j["id"] for j in jobs] == [job_id]
+        assert kiln.process is not None and kiln.process.poll() is None
+    finally:
+        kiln.close()

@@ -1,0 +1,55 @@
+"""The whole worker SIGKILLed mid-trial (its main process and its pool together, as when
+its container or machine dies), on whichever broker the suite runs with: ``kiln serve``'s
+supervisor starts a new worker, the job's lease lapses, the reaper re-queues it, and it
+succeeds on its second attempt with exactly one registered version. (A pool child alone
+SIGKILLed is ``tests/test_e2e.py::test_job_survives_a_killed_worker``.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.e2e_server import KilnServer
+from tests.helpers import blobs_csv
+
+
+def test_a_job_survives_its_whole_worker_killed(tmp_path: Path) -> None:
+    kiln = KilnServer(tmp_path / "data", workers=1, KILN_JOB_LEASE_S="5",
+                      KILN_QUEUED_RESEND_S="2")
+    kiln.start()
+    try:
+        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
+        with kiln.client() as client:
+            response = client.post("/v1/jobs", json={
+                "kind": "search", "dataset_id": dataset_id, "model_name": "whole-worker",
+                "search": {"max_trials": 4, "max_epochs": 30, "seed": 5,
+                           "space": {"n_layers": 1, "width": 32, "epochs": 30,
+                                     "batch_size": 8, "patience": 0}}})
+            assert response.status_code == 202, response.text
+            job_id = int(response.json()["id"])
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                job = client.get(f"/v1/jobs/{job_id}").json()
+                trials = client.get(f"/v1/jobs/{job_id}/trials").json()
+                if any(t["state"] == "running" for t in trials) and job["worker"]:
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError(kiln.log_tail())
+        pool_child = int(job["worker"].rsplit(":", 1)[1])
+        worker_group = os.getpgid(pool_child)  # the supervisor gives the worker its own
+        assert worker_group != os.getpgid(0)
+        os.killpg(worker_group, signal.SIGKILL)
+
+        final = kiln.wait_for_job(job_id, timeout=400)
+        assert final["status"] == "succeeded", (final["error"], kiln.log_tail())
+        assert final["attempt"] == 2
+        with kiln.client() as client:
+            versions = client.get("/v1/models/whole-worker/versions").json()["items"]
+        assert [v["version"] for v in versions] == [1]
+        assert "worker exited with code -9; restarting" in kiln.log_path.read_text(
+            errors="replace")
+    finally:
+        kiln.close()

@@ -106,8 +106,9 @@ def run_compression(context: JobContext, parent: Candidate, data: CompressionDat
                     progress: Callable[[int], None] = lambda done: None) -> Compression:
     """Make, measure and store every variant; registration waits for the job's success."""
     outcome = compress(parent, data, spec, context.check, progress)
-    prepared = prepare_variants(outcome, lineage, store, f"jobs/{context.job_id}/compression",
-                                data)
+    # Scoped by attempt, as a search's artifacts are: a stale attempt never overwrites them.
+    folder = f"jobs/{context.job_id}/attempt-{context.attempt}/compression"
+    prepared = prepare_variants(outcome, lineage, store, folder, data)
     context.check()
     return Compression(spec=spec, lineage=lineage, outcome=outcome, prepared=prepared)
 

@@ -98,7 +98,9 @@ def prepare_version(context: JobContext, subject: SearchSubject, network: Networ
     measure it on the held-out split and in onnxruntime, and store the ONNX file and the
     torch weights next to each other (an ensemble keeps only its ONNX file: it is
     compressed as a graph, or distilled back into one network)."""
-    base = f"jobs/{subject.job_id}/trial-{trial}"
+    # Scoped by attempt: a stale attempt still running never overwrites what a later one
+    # registered (the key is new, and its registration would be refused anyway).
+    base = f"jobs/{subject.job_id}/attempt-{context.attempt}/trial-{trial}"
     encoding = subject.dataset.encoding
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "network.onnx"

@@ -49,6 +49,10 @@ def test_a_job_survives_its_whole_worker_killed(tmp_path: Path) -> None:
         with kiln.client() as client:
             versions = client.get("/v1/models/whole-worker/versions").json()["items"]
         assert [v["version"] for v in versions] == [1]
+        # The registered artifacts are the second attempt's own keys.
+        job_folder = kiln.data_dir / "artifacts" / "jobs" / str(job_id)
+        assert list(job_folder.glob("attempt-2/trial-*/model.onnx"))
+        assert not (job_folder / "attempt-1").exists()
         assert "worker exited with code -9; restarting" in kiln.log_path.read_text(
             errors="replace")
     finally:

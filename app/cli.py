@@ -1,4 +1,5 @@
-"""The ``kiln`` command: serve, worker, migrate, keys."""
+"""The ``kiln`` command: serve, worker, migrate, keys; and the client's datasets, jobs,
+models and predict (``modelkiln.commands``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import threading
 
 from app.config import Settings, SettingsError, get_settings
 from app.jobs.broker_check import warn_about_broker
+from modelkiln.commands import add_commands as add_client_commands
+from modelkiln.commands import run as run_client_command
 
 logger = logging.getLogger("kiln")
 
@@ -183,18 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     create_cmd.add_argument("--scope", required=True, choices=["admin", "write", "read",
                                                                "infer"])
     create_cmd.set_defaults(func=keys_create)
+    add_client_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``kiln`` console script."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "client_command", False):  # a client: its output is its answers
+        raise SystemExit(run_client_command(args))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # Everything kiln and its workers create (databases, artifacts, keys, spooled uploads)
     # is readable by this user only; the child processes inherit the mask.
     os.umask(PRIVATE_UMASK)
-    args = build_parser().parse_args(argv)
     args.func(args)
 
 

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from app.api import datasets, jobs, keys, metrics, model_writes, models, predict, v2
+from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.inference import InferenceFastPath
 from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS, MAX_FORM_FILES, BodySizeLimit
@@ -23,6 +24,7 @@ from app.serving.directory import ServingDirectory
 from app.serving.preload import Preload, preload
 from app.serving.runtime import SessionCache
 from app.storage import get_store
+from app.ui.install import install_ui
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
                     await task
 
     app = FastAPI(title="ModelKiln", description=DESCRIPTION, version="0.1.0",
-                  lifespan=lifespan,
+                  lifespan=lifespan, docs_url=None, redoc_url=None,
                   form_limits={"max_files": MAX_FORM_FILES, "max_fields": MAX_FORM_FIELDS,
                                "max_part_size": MAX_FORM_FIELD_BYTES})
     app.state.settings = settings
@@ -92,4 +94,6 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     # The inference routes first: routes are matched in order, and these are the hot ones.
     for module in (predict, v2, datasets, jobs, models, model_writes, keys, metrics):
         app.include_router(module.router)
+    install_docs(app)  # /docs and /redoc with their assets served from here
+    install_ui(app)
     return app

@@ -3,6 +3,7 @@ inference protocol's shape)."""
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
@@ -54,8 +55,15 @@ def failure_of(error: Exception) -> Failure:
 
 
 def error_response(path: str, status: int, message: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    """The error body for ``path``, with ``status``."""
+                   headers: dict[str, str] | None = None) -> Response:
+    """The error body for ``path``, with ``status``: a page for the dashboard's pages."""
+    if path.startswith("/ui"):
+        return HTMLResponse(
+            f"<!doctype html><html lang=en><meta charset=utf-8><title>{status}</title>"
+            "<link rel=stylesheet href=/ui/static/ui.css><main class=error>"
+            f"<h1>{status}</h1><p>{html.escape(message)}</p>"
+            "<p><a href=/ui/jobs>Back to the dashboard</a></p></main></html>",
+            status_code=status, headers=headers)
     body = {"error": message} if path.startswith("/v2") else {"detail": message}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -75,7 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     @app.exception_handler(DataError)
-    async def _known_error(request: Request, error: Exception) -> JSONResponse:
+    async def _known_error(request: Request, error: Exception) -> Response:
         failure = failure_of(error)
         if not isinstance(error, KilnError):
             logger.warning("%s %s answered %s: %s", request.method, request.url.path,
@@ -84,14 +92,16 @@ def install_error_handlers(app: FastAPI) -> None:
                               failure.headers or None)
 
     @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, error: HTTPException) -> Response:
         return error_response(request.url.path, error.status_code, str(error.detail),
                               dict(error.headers) if error.headers else None)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, error: RequestValidationError) -> Response:
         if request.url.path.startswith("/v2"):
             return error_response(request.url.path, 400, _validation_message(error))
+        if request.url.path.startswith("/ui"):
+            return error_response(request.url.path, 422, _validation_message(error))
         # Keep FastAPI's list form: each entry names the field (loc) and the problem (msg).
         errors = error.errors()
         if request.url.path == "/v1/jobs":

@@ -256,3 +256,17 @@ def compression_report(session: Session, job_id: int) -> dict[str, Any]:
         raise Conflict(f"job {job_id} did not compress anything; submit a compress job or a "
                        "search with 'compression'")
     return {"job_id": job_id, **report}
+
+
+def objectives_of(session: Session, job: Job) -> list[dict[str, str]]:
+    """A search job's objectives (metric and direction), from its result once it has one,
+    else from its spec and dataset as the search itself plans them; [] for other kinds."""
+    plan = (job.result or {}).get("plan")
+    if plan and plan.get("objectives"):
+        return list(plan["objectives"])
+    dataset = DatasetRepository(session).get(job.dataset_id) if job.dataset_id else None
+    if job.kind != "search" or dataset is None or "search" not in job.spec:
+        return []
+    search = SearchSpec.model_validate(job.spec["search"])
+    planned = make_plan(search, dataset, fixed_architecture=search.init_from is not None)
+    return [{"metric": o.metric, "direction": o.direction} for o in planned.objectives]

@@ -20,11 +20,12 @@ from tests.conftest import bearer
 
 PUBLIC = "public"
 ANY_KEY = "any key"
-# (method, path template) -> the scope it needs, ANY_KEY (any valid key) or PUBLIC.
+# The dashboard's guard is the signed-in key in its cookie, not a bearer header.
+UI_OPEN, UI_READ, UI_WRITE = "ui: open", "ui: read", "ui: write"
+# (method, path template) -> the scope it needs, ANY_KEY (any valid key), PUBLIC, or UI_*.
 GUARDS: dict[tuple[str, str], Scope | str] = {
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
-    ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
     ("GET", "/v2/health/live"): PUBLIC,
     ("GET", "/v2/health/ready"): PUBLIC,
@@ -63,7 +64,23 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
     ("POST", "/v1/keys"): Scope.ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): Scope.ADMIN,
     ("GET", "/metrics"): PUBLIC,  # Prometheus scrapes without a key (README: open)
+    ("GET", "/ui/static/plotly.min.js"): PUBLIC,
+    ("GET", "/ui"): UI_OPEN,
+    ("GET", "/ui/login"): UI_OPEN,
+    ("POST", "/ui/login"): UI_OPEN,
+    ("POST", "/ui/logout"): UI_OPEN,
+    ("GET", "/ui/jobs"): UI_READ,
+    ("GET", "/ui/jobs/{job_id}"): UI_READ,
+    ("POST", "/ui/jobs/{job_id}/cancel"): UI_WRITE,
+    ("GET", "/ui/models"): UI_READ,
+    ("GET", "/ui/models/{name}"): UI_READ,
+    ("POST", "/ui/models/{name}/aliases"): UI_WRITE,
+    ("GET", "/ui/models/{name}/versions/{version}/artifact"): UI_READ,
+    ("GET", "/ui/datasets"): UI_READ,
+    ("GET", "/ui/datasets/{dataset_id}"): UI_READ,
+    ("GET", "/ui/serving"): UI_READ,
 }
+UI_GUARDS = (UI_OPEN, UI_READ, UI_WRITE)
 GRANTED_BY: dict[Scope | str, set[Scope]] = {
     ANY_KEY: set(Scope), Scope.ADMIN: {Scope.ADMIN}, Scope.WRITE: {Scope.ADMIN, Scope.WRITE},
               Scope.READ: {Scope.ADMIN, Scope.WRITE, Scope.READ},
@@ -98,11 +115,17 @@ def test_every_route_has_a_decided_guard(app: FastAPI) -> None:
     documented = {(method.upper(), path) for path, operations in app.openapi()["paths"].items()
                   for method in operations}
     api_routes = {(method, route.path) for route in _routes(app.routes)
-                  if isinstance(route, APIRoute) for method in route.methods if method != "HEAD"}
-    assert api_routes == documented  # nothing served that the schema hides
+                  if isinstance(route, APIRoute) and route.include_in_schema
+                  for method in route.methods if method != "HEAD"}
+    assert api_routes == documented  # nothing served that the schema hides...
+    hidden = {route.path for route in _routes(app.routes)
+              if isinstance(route, APIRoute) and not route.include_in_schema}
+    assert all(path.startswith("/ui") for path in hidden)  # ...but the dashboard's pages
 
 
-@pytest.mark.parametrize(("method", "template"), sorted(GUARDS))
+@pytest.mark.parametrize(("method", "template"),
+                         sorted(route for route, guard in GUARDS.items()
+                                if guard not in UI_GUARDS))
 def test_no_key_is_401_and_a_wrong_scope_is_403(client: TestClient, keys: dict[str, str],
                                                 method: str, template: str) -> None:
     needed = GUARDS[(method, template)]
@@ -135,3 +158,33 @@ def test_the_fast_path_variants_need_a_key(client: TestClient, path: str) -> Non
     if answer.status_code == 404:
         assert client.post(path, json={"inputs": [[1.0]]},
                            headers=bearer("kiln_forged-key")).status_code in (401, 404)
+
+
+UI_FORM = {"alias": "prod", "version": "1"}
+SAME_SITE = {"Origin": "http://testserver"}
+
+
+@pytest.mark.parametrize(("method", "template"),
+                         sorted(route for route, guard in GUARDS.items() if guard in UI_GUARDS))
+def test_the_dashboard_needs_a_signed_in_key_of_the_right_scope(
+        client: TestClient, keys: dict[str, str], method: str, template: str) -> None:
+    """No cookie (a bearer header does not count): sent to sign in. With a signed-in key:
+    403 for each scope that must not pass, neither 401 nor 403 for one that must."""
+    guard = GUARDS[(method, template)]
+    data = UI_FORM if method == "POST" else None
+    anonymous = client.request(method, url(template), data=data, headers={
+        **SAME_SITE, **bearer(keys["admin"])}, follow_redirects=False)
+    if guard == UI_OPEN:
+        assert anonymous.status_code < 500, anonymous.text
+        return
+    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/ui/login"
+    needed = Scope.READ if guard == UI_READ else Scope.WRITE
+    for scope in Scope:
+        client.cookies.set("kiln_ui_key", keys[scope.value], path="/ui")
+        answer = client.request(method, url(template), data=data, headers=SAME_SITE,
+                                follow_redirects=False)
+        client.cookies.clear()
+        if scope in GRANTED_BY[needed]:
+            assert answer.status_code not in (303, 401, 403), (scope, answer.text)
+        else:
+            assert answer.status_code == 403, (scope, answer.text)

@@ -1,0 +1,193 @@
+"""Plotly figures (``{"data": [...], "layout": {...}}``) for the dashboard, built on the
+server from the same read models the API answers with; the page only draws them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from app.api.schemas import ParetoTrial, ReportRow, TrialRead
+
+Figure = dict[str, Any]
+MARGIN = {"l": 60, "r": 20, "t": 30, "b": 50}
+
+
+def _figure(data: list[dict[str, Any]], x: str, y: str, **layout: Any) -> Figure:
+    return {"data": data, "layout": {"xaxis": {"title": {"text": x}},
+                                     "yaxis": {"title": {"text": y}}, "margin": MARGIN,
+                                     "hovermode": "closest", "height": 340, **layout}}
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return "<br>".join(f"{key}: {value}" for key, value in sorted(params.items()))
+
+
+def history(trials: Sequence[TrialRead], metric: str, maximize: bool) -> Figure:
+    """Every complete trial's value by trial number, the best so far as a step line, and
+    pruned trials at their last validation value."""
+    done = sorted((t for t in trials if t.state == "complete" and t.value is not None),
+                  key=lambda t: t.number)
+    best: list[float] = []
+    for trial in done:
+        value = float(trial.value)  # type: ignore[arg-type]
+        best.append(value if not best else (max if maximize else min)(best[-1], value))
+    pruned = [t for t in trials if t.state == "pruned" and t.intermediate]
+    data: list[dict[str, Any]] = [
+        {"type": "scatter", "mode": "markers", "name": "trial",
+         "x": [t.number for t in done], "y": [t.value for t in done],
+         "text": [_params_text(t.params) for t in done], "hoverinfo": "x+y+text"},
+        {"type": "scatter", "mode": "lines", "name": "best so far", "line": {"shape": "hv"},
+         "x": [t.number for t in done], "y": best},
+    ]
+    if pruned:
+        data.append({"type": "scatter", "mode": "markers", "name": "pruned",
+                     "marker": {"symbol": "x", "color": "#999"},
+                     "x": [t.number for t in pruned], "y": [t.intermediate[-1] for t in pruned],
+                     "text": [_params_text(t.params) for t in pruned]})
+    return _figure(data, "trial", metric)
+
+
+def learning_curves(trials: Sequence[TrialRead], metric: str) -> Figure:
+    """The validation metric after each epoch, one line per trial; pruned trials dashed
+    and ending in a cross."""
+    data = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        if not trial.intermediate:
+            continue
+        pruned = trial.state == "pruned"
+        data.append({"type": "scatter", "mode": "lines+markers" if pruned else "lines",
+                     "name": f"trial {trial.number}" + (" (pruned)" if pruned else ""),
+                     "x": list(range(1, len(trial.intermediate) + 1)),
+                     "y": trial.intermediate,
+                     "line": {"dash": "dot" if pruned else "solid", "width": 1},
+                     "marker": {"symbol": "x", "size": [0] * (len(trial.intermediate) - 1)
+                                + [9]} if pruned else {}})
+    return _figure(data, "epoch", f"validation {metric}", showlegend=False)
+
+
+def _as_numbers(values: list[Any]) -> tuple[np.ndarray, list[str] | None]:
+    """Numbers stay numbers; anything else becomes the index of its sorted label."""
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, dtype=float), None
+    labels = sorted({str(v) for v in values})
+    return np.asarray([labels.index(str(v)) for v in values], dtype=float), labels
+
+
+def importances(trials: Sequence[TrialRead]) -> dict[str, float]:
+    """How much of the spread of the objective each parameter explains on its own: the
+    share of the variance between the groups of its values (numbers in quartile bins),
+    one-way, normalised to sum to 1. A quick guide, not a causal claim."""
+    done = [t for t in trials if t.state == "complete" and t.value is not None]
+    names = sorted({name for t in done for name in t.params})
+    if len(done) < 3 or not names:
+        return {}
+    values = np.asarray([t.value for t in done], dtype=float)
+    total = float(((values - values.mean()) ** 2).sum())
+    shares: dict[str, float] = {}
+    for name in names:
+        column = [t.params.get(name) for t in done]
+        numbers, labels = _as_numbers(["" if v is None else v for v in column])
+        if labels is None and len(set(numbers.tolist())) > 4:
+            edges = np.quantile(numbers, [0.25, 0.5, 0.75])
+            numbers = np.searchsorted(edges, numbers, side="right").astype(float)
+        between = sum(((values[numbers == g].mean() - values.mean()) ** 2) * (numbers == g).sum()
+                      for g in set(numbers.tolist()))
+        shares[name] = float(between / total) if total > 0 else 0.0
+    scale = sum(shares.values())
+    if scale <= 0:
+        return {name: 0.0 for name in names}
+    return dict(sorted(((n, s / scale) for n, s in shares.items()), key=lambda item: item[1]))
+
+
+def importance_bars(shares: dict[str, float]) -> Figure:
+    data = [{"type": "bar", "orientation": "h", "x": list(shares.values()),
+             "y": list(shares.keys()), "name": "importance"}]
+    return _figure(data, "share of the objective's variance explained", "",
+                   height=max(200, 40 * len(shares) + 80))
+
+
+def parallel_coordinates(trials: Sequence[TrialRead], metric: str) -> Figure:
+    """Each complete trial as a line through its parameters and its value."""
+    done = [t for t in trials if t.state == "complete" and t.value is not None]
+    names = sorted({name for t in done for name in t.params})
+    dimensions = []
+    for name in names:
+        numbers, labels = _as_numbers(["" if t.params.get(name) is None else t.params[name]
+                                       for t in done])
+        dimension: dict[str, Any] = {"label": name, "values": numbers.tolist()}
+        if labels is not None:
+            dimension.update(tickvals=list(range(len(labels))), ticktext=labels)
+        dimensions.append(dimension)
+    scores = [float(t.value) for t in done]  # type: ignore[arg-type]
+    dimensions.append({"label": metric, "values": scores})
+    data = [{"type": "parcoords", "dimensions": dimensions,
+             "line": {"color": scores, "colorscale": "Viridis", "showscale": True}}]
+    return {"data": data, "layout": {"margin": {"l": 70, "r": 70, "t": 50, "b": 30},
+                                     "height": 380}}
+
+
+def pareto(trials: Sequence[TrialRead], front: Sequence[ParetoTrial],
+           objectives: Sequence[dict[str, str]]) -> Figure:
+    """The first two objectives: every complete trial, the front drawn over it; hovering
+    a point shows its parameters (and, on the front, its registered version)."""
+    names = [o["metric"] for o in objectives[:2]]
+    done = [t for t in trials if t.state == "complete" and t.values and len(t.values) >= 2]
+    on_front = {entry.trial for entry in front}
+    rest = [t for t in done if t.number not in on_front]
+    ordered = sorted(front, key=lambda e: e.values[names[0]])
+    data = [
+        {"type": "scatter", "mode": "markers", "name": "trial",
+         "marker": {"color": "#bbb"}, "x": [t.values[0] for t in rest],  # type: ignore[index]
+         "y": [t.values[1] for t in rest],  # type: ignore[index]
+         "text": [f"trial {t.number}<br>{_params_text(t.params)}" for t in rest]},
+        {"type": "scatter", "mode": "markers+lines", "name": "Pareto front",
+         "line": {"shape": "hv"}, "marker": {"size": 10},
+         "x": [e.values[names[0]] for e in ordered], "y": [e.values[names[1]] for e in ordered],
+         "text": [f"trial {e.trial} → version {e.version}<br>{_params_text(e.params)}"
+                  for e in ordered]},
+    ]
+    return _figure(data, f"{names[0]} ({objectives[0]['direction']})",
+                   f"{names[1]} ({objectives[1]['direction']})")
+
+
+def _quality(row: ReportRow) -> tuple[str, float | None]:
+    if row.accuracy is not None:
+        return "accuracy", row.accuracy
+    return "r2", row.r2
+
+
+def compression_tradeoffs(rows: Sequence[ReportRow]) -> tuple[Figure, Figure]:
+    """Quality against size, and against latency, for the parent and every variant; the
+    recommended one drawn as a star."""
+    metric = _quality(rows[0])[0] if rows else "accuracy"
+
+    def figure(x_of: str, title: str) -> Figure:
+        data = []
+        for role, symbol in (("parent", "square"), ("variant", "circle")):
+            chosen = [r for r in rows if (r.role == "parent") == (role == "parent")]
+            data.append({"type": "scatter", "mode": "markers", "name": role,
+                         "marker": {"symbol": symbol, "size": 10},
+                         "x": [getattr(r, x_of) for r in chosen],
+                         "y": [_quality(r)[1] for r in chosen],
+                         "text": [f"v{r.version} {r.method or 'parent'}" for r in chosen]})
+        best = [r for r in rows if r.recommended]
+        data.append({"type": "scatter", "mode": "markers", "name": "recommended",
+                     "marker": {"symbol": "star", "size": 18, "color": "#e6a700"},
+                     "x": [getattr(r, x_of) for r in best],
+                     "y": [_quality(r)[1] for r in best],
+                     "text": [f"v{r.version} {r.method or 'parent'}" for r in best]})
+        return _figure(data, title, metric, xaxis={"title": {"text": title}, "type": "log"})
+
+    return figure("size_bytes", "size (bytes)"), figure("latency_p50_ms", "latency p50 (ms)")
+
+
+def points(figure: Figure) -> int:
+    """How many points a figure draws (what the browser test counts)."""
+    return sum(len(trace.get("x") or []) for trace in figure["data"] if "x" in trace)
+
+
+def finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

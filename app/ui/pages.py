@@ -1,0 +1,198 @@
+"""The dashboard's pages. Each reads through the same services and read models as the
+REST API (``app.jobs.service``, ``app.registry``, ``app.datasets.service``, the API's
+``job_read`` / ``model_read`` / ``version_read``), in the request's one transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from jinja2 import StrictUndefined
+
+from app.api.deps import DirectoryDep, SessionDep, StoreDep
+from app.api.jobs import job_read
+from app.api.models import model_read, version_read
+from app.api.params import AliasName, IdPath, ModelName
+from app.api.schemas import CompressionReport, DatasetRead, JobRead, ParetoFront, TrialRead
+from app.auth import check_scope
+from app.datasets import service as datasets
+from app.db import defer_until_commit, utcnow
+from app.errors import KilnError
+from app.jobs import service as jobs
+from app.registry import aliases
+from app.registry import service as registry
+from app.tables import JobStatus, Scope
+from app.ui import charts
+from app.ui.lineage import version_tree
+from app.ui.serving import serving_rows
+from app.ui.session import Viewer, forget_key, keep_key, principal_for, same_site, viewer
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.undefined = StrictUndefined  # a misspelt field fails loudly, never blank
+router = APIRouter(prefix="/ui", include_in_schema=False)
+ViewerDep = Annotated[Viewer, Depends(viewer)]
+FRAGMENT_HEADER = "x-kiln-fragment"  # the page's script asks for the live part only
+
+
+def _page(request: Request, template: str, viewer: Viewer | None, **context: Any) -> Response:
+    fragment = request.headers.get(FRAGMENT_HEADER) == "1"
+    return templates.TemplateResponse(request, template, {
+        "viewer": viewer, "fragment": fragment, **context},
+        headers={"Cache-Control": "no-store"})
+
+
+def _elapsed(job: JobRead) -> str:
+    if job.started_at is None:
+        return "-"
+    end = job.finished_at or utcnow()
+    seconds = int((end - job.started_at).total_seconds())
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+@router.get("", response_class=RedirectResponse)
+def home() -> RedirectResponse:
+    return RedirectResponse("/ui/jobs", status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> Response:
+    return _page(request, "login.html", None, error=None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, directory: DirectoryDep,
+                key: Annotated[str, Form(max_length=512)]) -> Response:
+    same_site(request)
+    try:
+        principal = await principal_for(directory, key.strip())
+        check_scope(principal, Scope.READ)
+    except KilnError as refused:
+        return templates.TemplateResponse(request, "login.html", {
+            "viewer": None, "fragment": False, "error": refused.message}, status_code=401)
+    response = RedirectResponse("/ui/jobs", status_code=303)
+    keep_key(response, request, key.strip())
+    return response
+
+
+@router.post("/logout", response_class=RedirectResponse)
+def logout(request: Request) -> Response:
+    same_site(request)
+    response = RedirectResponse("/ui/login", status_code=303)
+    forget_key(response)
+    return response
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+    rows, total = jobs.list_jobs(session, limit=100, offset=0)
+    items = [job_read(row) for row in rows]
+    return _page(request, "jobs.html", viewer, jobs=items, total=total, live=True,
+                 elapsed={item.id: _elapsed(item) for item in items})
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(request: Request, session: SessionDep, viewer: ViewerDep,
+             job_id: IdPath) -> Response:
+    row = jobs.get_job(session, job_id)
+    job = job_read(row)
+    trials = [TrialRead.model_validate(trial) for trial in jobs.list_trials(session, job_id)]
+    objectives = jobs.objectives_of(session, row)
+    figures: dict[str, charts.Figure] = {}
+    importance: dict[str, float] = {}
+    if objectives and trials:
+        first = objectives[0]
+        maximize = first["direction"] == "maximize"
+        figures["history"] = charts.history(trials, first["metric"], maximize)
+        figures["curves"] = charts.learning_curves(trials, first["metric"])
+        importance = charts.importances(trials)
+        if importance:
+            figures["importance"] = charts.importance_bars(importance)
+        if sum(t.state == "complete" for t in trials) >= 2:
+            figures["parallel"] = charts.parallel_coordinates(trials, first["metric"])
+    result = job.result or {}
+    if job.status == JobStatus.SUCCEEDED and "pareto" in result:
+        front = ParetoFront(**jobs.pareto_front(session, job_id))
+        figures["pareto"] = charts.pareto(trials, front.trials, front.objectives)
+    report = None
+    if job.status == JobStatus.SUCCEEDED and "compression" in result:
+        report = CompressionReport(**jobs.compression_report(session, job_id))
+        figures["size"], figures["latency"] = charts.compression_tradeoffs(report.rows)
+    return _page(request, "job.html", viewer, job=job, trials=trials, objectives=objectives,
+                 figures=figures, report=report, elapsed=_elapsed(job),
+                 live=job.status in ("queued", "running"),
+                 points={name: charts.points(f) for name, f in figures.items()})
+
+
+@router.post("/jobs/{job_id}/cancel", response_class=RedirectResponse)
+def cancel(request: Request, session: SessionDep, viewer: ViewerDep,
+           job_id: IdPath) -> Response:
+    same_site(request)
+    check_scope(viewer.principal, Scope.WRITE)
+    jobs.cancel_job(session, job_id)
+    return RedirectResponse(f"/ui/jobs/{job_id}", status_code=303)
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+    rows, total = registry.list_models(session, limit=200, offset=0)
+    return _page(request, "models.html", viewer,
+                 models=[model_read(session, row) for row in rows], total=total)
+
+
+@router.get("/models/{name}", response_class=HTMLResponse)
+def model_page(request: Request, session: SessionDep, viewer: ViewerDep,
+               name: ModelName) -> Response:
+    model = model_read(session, registry.get_model(session, name))
+    rows, _ = registry.list_versions(session, name, limit=500, offset=0)
+    versions = [version_read(session, name, row) for row in rows]
+    history = {alias: aliases.alias_history(session, name=name, alias=alias)
+               for alias in sorted(model.aliases)}
+    return _page(request, "model.html", viewer, model=model, versions=versions,
+                 tree=version_tree(name, versions), history=history)
+
+
+@router.post("/models/{name}/aliases", response_class=RedirectResponse)
+def move_alias(request: Request, session: SessionDep, viewer: ViewerDep,
+               directory: DirectoryDep, name: ModelName,
+               alias: Annotated[AliasName, Form()],
+               version: Annotated[int, Form(ge=1, le=2**31 - 1)]) -> Response:
+    same_site(request)
+    check_scope(viewer.principal, Scope.WRITE)
+    aliases.set_alias(session, name=name, alias=alias, version=version)
+    defer_until_commit(session, directory.invalidate)  # as the API's alias route does
+    return RedirectResponse(f"/ui/models/{name}", status_code=303)
+
+
+@router.get("/models/{name}/versions/{version}/artifact", response_class=FileResponse)
+def download(session: SessionDep, store: StoreDep, viewer: ViewerDep, name: ModelName,
+             version: IdPath) -> FileResponse:
+    row = registry.get_version(session, name, version)
+    return FileResponse(store.local_path(row.artifact_key),
+                        media_type="application/octet-stream",
+                        filename=f"{name}-v{version}.onnx",
+                        headers={"X-Content-SHA256": row.sha256})
+
+
+@router.get("/datasets", response_class=HTMLResponse)
+def datasets_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+    rows, total = datasets.list_datasets(session, limit=200, offset=0)
+    return _page(request, "datasets.html", viewer, total=total,
+                 datasets=[DatasetRead.model_validate(row) for row in rows])
+
+
+@router.get("/datasets/{dataset_id}", response_class=HTMLResponse)
+def dataset_page(request: Request, session: SessionDep, viewer: ViewerDep,
+                 dataset_id: IdPath) -> Response:
+    dataset = DatasetRead.model_validate(datasets.get_dataset(session, dataset_id))
+    return _page(request, "dataset.html", viewer, dataset=dataset)
+
+
+@router.get("/serving", response_class=HTMLResponse)
+def serving_page(request: Request, viewer: ViewerDep) -> Response:
+    return _page(request, "serving.html", viewer, live=True,
+                 rows=serving_rows(request.app.state.metrics.registry),
+                 now=datetime.now().strftime("%H:%M:%S"))

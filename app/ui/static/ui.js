@@ -1,0 +1,52 @@
+// ModelKiln dashboard: draws the server's Plotly figures, and keeps "live" pages current
+// by fetching the page's main part again every two seconds until nothing changes there.
+"use strict";
+
+function drawCharts(root) {
+  const source = root.querySelector("#figures");
+  if (!source || typeof Plotly === "undefined") return;
+  const figures = JSON.parse(source.textContent);
+  root.querySelectorAll(".chart[data-figure]").forEach((element) => {
+    const figure = figures[element.dataset.figure];
+    if (!figure) return;
+    Plotly.react(element, figure.data, figure.layout, { responsive: true, displaylogo: false });
+  });
+}
+
+async function refresh(main) {
+  try {
+    const answer = await fetch(window.location.href, {
+      headers: { "X-Kiln-Fragment": "1" }, credentials: "same-origin", cache: "no-store" });
+    if (answer.redirected || !answer.ok) return false;  // signed out, or gone: stop
+    const html = await answer.text();
+    const incoming = document.createElement("div");
+    incoming.innerHTML = html;
+    // Keep the drawn charts' elements: their figures are updated in place.
+    const charts = new Map();
+    main.querySelectorAll(".chart[data-figure]").forEach((el) => charts.set(el.id, el));
+    incoming.querySelectorAll(".chart[data-figure]").forEach((el) => {
+      const drawn = charts.get(el.id);
+      if (drawn) { drawn.dataset.points = el.dataset.points; el.replaceWith(drawn); }
+    });
+    main.replaceChildren(...incoming.childNodes);
+    drawCharts(main);
+    return main.querySelector('[data-live-end="1"]') === null;
+  } catch (error) {
+    return true;  // a blip: try again at the next tick
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const main = document.getElementById("live");
+  if (!main) return;
+  drawCharts(main);
+  if (main.dataset.live !== "1") return;
+  let pending = false;
+  const timer = window.setInterval(async () => {
+    if (pending || document.hidden) return;
+    pending = true;
+    const again = await refresh(main);
+    pending = false;
+    if (!again) window.clearInterval(timer);
+  }, 2000);
+});

@@ -1,0 +1,6 @@
+"""ModelKiln's Python client: ``from modelkiln import Client``."""
+
+from modelkiln.client import Client, Dataset, Job, KilnApiError, Model, Version
+from modelkiln.csv_predict import predict_csv
+
+__all__ = ["Client", "Dataset", "Job", "KilnApiError", "Model", "Version", "predict_csv"]

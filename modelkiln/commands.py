@@ -1,0 +1,279 @@
+"""``kiln datasets|jobs|models|predict``: the client's calls from a terminal. The server's
+URL and key come from ``--url`` / ``--api-key`` or ``KILN_URL`` / ``KILN_API_KEY``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from modelkiln.client import Client, Job, KilnApiError
+from modelkiln.csv_predict import predict_csv
+
+BAR_WIDTH = 30
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url, args.api_key)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> None:
+    cells = [header, *[["" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+
+
+class ProgressBar:
+    """A job's progress on one line, redrawn in place on a terminal (a line per change
+    elsewhere): trials done out of the budget, the best value, the time since it began."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out, self.started = out, time.monotonic()
+        self.live = out.isatty()
+
+    def line(self, job: Job) -> str:
+        elapsed = int(time.monotonic() - self.started)
+        clock = f"{elapsed // 60:02d}:{elapsed % 60:02d}"
+        best = "-" if job.best_value is None else f"{job.best_value:.4g}"
+        if job.trials_total:
+            filled = round(BAR_WIDTH * min(job.trials_done / job.trials_total, 1.0))
+            bar = "#" * filled + "." * (BAR_WIDTH - filled)
+            count = f"{job.trials_done}/{job.trials_total} trials"
+        else:
+            bar, count = "", f"{job.trials_done} trials"
+        return f"job {job.id} {job.status:<9} [{bar}] {count}  best {best}  {clock}"
+
+    def show(self, job: Job) -> None:
+        if self.live:
+            self.out.write("\r\033[K" + self.line(job))
+            if job.finished:
+                self.out.write("\n")
+        else:
+            self.out.write(self.line(job) + "\n")
+        self.out.flush()
+
+
+def watch_job(client: Client, job_id: int, out: TextIO = sys.stderr,
+              poll_s: float = 1.0) -> int:
+    """Draw the job's progress until it finishes; say what it registered; 0 if it
+    succeeded, else 1."""
+    bar = ProgressBar(out)
+    job = client.wait(job_id, poll_s=poll_s, on_progress=bar.show)
+    if job.status != "succeeded":
+        print(f"job {job.id} {job.status}: {job.error or 'no reason given'}", file=out)
+        return 1
+    versions = job.registered_versions
+    if job.model_name and versions:
+        listed = ", ".join(f"v{v}" for v in versions)
+        print(f"registered {job.model_name} {listed}")
+    else:
+        print(f"job {job.id} succeeded")
+    return 0
+
+
+def datasets_upload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        dataset = client.upload_dataset(args.file, args.target, name=args.name, task=args.task)
+    if args.json:
+        _print_json(dataset.data)
+    else:
+        print(f"dataset {dataset.id}: {dataset.name}, {dataset.rows} rows, {dataset.task} "
+              f"of {dataset.target!r}")
+    return 0
+
+
+def datasets_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        items = client.datasets(limit=args.limit)
+    if args.json:
+        _print_json([d.data for d in items])
+    else:
+        _table([[d.id, d.name, d.rows, d.task, d.target] for d in items],
+               ["ID", "NAME", "ROWS", "TASK", "TARGET"])
+    return 0
+
+
+def _search_spec(args: argparse.Namespace) -> dict[str, Any]:
+    if args.spec:
+        text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+        spec: dict[str, Any] = json.loads(text)
+        return spec
+    if args.dataset is None or args.model is None:
+        raise ValueError("give --dataset and --model (or a whole job as --spec FILE)")
+    search: dict[str, Any] = {}
+    for flag in ("algorithm", "max_trials", "timeout_s", "seed"):
+        if getattr(args, flag) is not None:
+            search[flag] = getattr(args, flag)
+    return {"kind": "search", "dataset_id": args.dataset, "model_name": args.model,
+            "search": search}
+
+
+def jobs_submit(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.submit(_search_spec(args), idempotency_key=args.idempotency_key)
+        if args.json and not args.watch:
+            _print_json(job.data)
+            return 0
+        print(f"job {job.id} {job.status}", file=sys.stderr)
+        return watch_job(client, job.id) if args.watch else 0
+
+
+def jobs_watch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return watch_job(client, args.job_id, poll_s=args.poll)
+
+
+def jobs_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        items = client.jobs(status=args.status, limit=args.limit)
+    if args.json:
+        _print_json([j.data for j in items])
+    else:
+        _table([[j.id, j.kind, j.status, j.model_name, f"{j.trials_done}/{j.trials_total}",
+                 j.best_value] for j in items],
+               ["ID", "KIND", "STATUS", "MODEL", "TRIALS", "BEST"])
+    return 0
+
+
+def jobs_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.cancel(args.job_id)
+    print(f"job {job.id} {job.status}")
+    return 0
+
+
+def models_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        items = client.models()
+    if args.json:
+        _print_json([m.data for m in items])
+    else:
+        _table([[m.name, m.task, m.latest_version,
+                 ", ".join(f"{a}=v{v}" for a, v in sorted(m.aliases.items()))] for m in items],
+               ["NAME", "TASK", "LATEST", "ALIASES"])
+    return 0
+
+
+def models_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        model = client.model(args.name)
+        versions = client.versions(args.name)
+    if args.json:
+        _print_json({"model": model.data, "versions": [v.data for v in versions]})
+        return 0
+    aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items())) or "none"
+    print(f"{model.name} ({model.task}); aliases: {aliases}")
+    rows = []
+    for v in versions:
+        parent = v.lineage.get("parent")
+        origin = (f"{parent['model']} v{parent['version']} by {v.lineage.get('method')}"
+                  if parent else f"{v.source} (job {v.lineage.get('job_id')})")
+        score = next((f"{k}={v.metrics[k]:.4g}" for k in ("accuracy", "r2", "rmse")
+                      if isinstance(v.metrics.get(k), int | float)), "")
+        rows.append([f"v{v.version}", v.status, score, f"{v.size_bytes / 1024:.1f} KiB",
+                     "" if v.latency_p50_ms is None else f"{v.latency_p50_ms:.3f} ms", origin])
+    _table(rows, ["VERSION", "STATUS", "TEST", "SIZE", "P50", "FROM"])
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    out = args.out or str(Path(args.csv).with_suffix("")) + ".predictions.csv"
+    with _client(args) as client:
+        count = predict_csv(client, args.name, args.csv, out, version=args.version,
+                            batch_size=args.batch_size)
+    print(f"{count} rows predicted; written to {out}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], int],
+            json_output: bool = True) -> None:
+    parser.add_argument("--url", help="gateway URL (default: $KILN_URL, else "
+                        "http://127.0.0.1:8000)")
+    parser.add_argument("--api-key", help="API key (default: $KILN_API_KEY)")
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="print the server's JSON")
+    parser.set_defaults(func=handler, client_command=True)
+
+
+def add_commands(commands: Any) -> None:
+    """Add the client's commands to the ``kiln`` parser's subcommands."""
+    datasets = commands.add_parser("datasets", help="upload and list datasets")
+    sub = datasets.add_subparsers(dest="action", required=True)
+    upload = sub.add_parser("upload", help="upload a CSV")
+    upload.add_argument("file")
+    upload.add_argument("--target", required=True, help="the column to predict")
+    upload.add_argument("--name")
+    upload.add_argument("--task", choices=["classification", "regression"])
+    _common(upload, datasets_upload)
+    listing = sub.add_parser("list", help="list datasets")
+    listing.add_argument("--limit", type=int, default=50)
+    _common(listing, datasets_list)
+
+    jobs = commands.add_parser("jobs", help="submit, watch, list and cancel jobs")
+    sub = jobs.add_subparsers(dest="action", required=True)
+    submit = sub.add_parser("submit", help="submit a search job (or any job as --spec)")
+    submit.add_argument("--dataset", type=int)
+    submit.add_argument("--model", help="name of the model to register")
+    submit.add_argument("--algorithm")
+    submit.add_argument("--max-trials", type=int)
+    submit.add_argument("--timeout-s", type=float)
+    submit.add_argument("--seed", type=int)
+    submit.add_argument("--spec", help="a JSON job spec file, or - for standard input")
+    submit.add_argument("--idempotency-key")
+    submit.add_argument("--watch", action="store_true", help="show progress until it ends")
+    _common(submit, jobs_submit)
+    watch = sub.add_parser("watch", help="a live progress bar until the job ends")
+    watch.add_argument("job_id", type=int)
+    watch.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
+    _common(watch, jobs_watch, json_output=False)
+    listing = sub.add_parser("list", help="list jobs, newest first")
+    listing.add_argument("--status", choices=["queued", "running", "succeeded", "failed",
+                                              "cancelled"])
+    listing.add_argument("--limit", type=int, default=50)
+    _common(listing, jobs_list)
+    cancel = sub.add_parser("cancel", help="cancel a job")
+    cancel.add_argument("job_id", type=int)
+    _common(cancel, jobs_cancel, json_output=False)
+
+    models = commands.add_parser("models", help="list models and show their versions")
+    sub = models.add_subparsers(dest="action", required=True)
+    _common(sub.add_parser("list", help="list models"), models_list)
+    show = sub.add_parser("show", help="a model's aliases and versions")
+    show.add_argument("name")
+    _common(show, models_show)
+
+    predicting = commands.add_parser("predict", help="predict a CSV file, in batches")
+    predicting.add_argument("name", help="model name")
+    predicting.add_argument("--csv", required=True, help="rows to predict, with a header")
+    predicting.add_argument("--out", help="where to write (default: FILE.predictions.csv)")
+    predicting.add_argument("--version", type=int)
+    predicting.add_argument("--batch-size", type=int, default=1000)
+    _common(predicting, predict, json_output=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a client command; a refusal or a bad input is one line on stderr and exit 1."""
+    try:
+        code: int = args.func(args)
+        return code
+    except KilnApiError as error:
+        print(f"kiln: {error.message} ({error.status})", file=sys.stderr)
+    except httpx.HTTPError as error:
+        print(f"kiln: cannot talk to the gateway: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        print(f"kiln: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\nkiln: stopped watching (the job goes on)", file=sys.stderr)
+    return 1

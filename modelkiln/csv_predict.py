@@ -1,0 +1,94 @@
+"""Predicting a CSV file in batches: rows in as the file has them, the file back out with
+a ``prediction`` column added."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from modelkiln.client import Client, Version
+
+
+def _number(cell: str) -> float | None:
+    text = cell.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{cell!r} is not a number") from None
+
+
+class RowReader:
+    """Turns CSV rows into what the model's signature takes: records keyed by column name
+    (a model with one input per column: numbers for numeric columns, text for the rest,
+    gaps as null), or rows of numbers in the training data's column order."""
+
+    def __init__(self, client: Client, version: Version, header: list[str]) -> None:
+        inputs = version.inputs
+        self.header = header
+        self.kinds: dict[str, str] | None = None
+        if inputs and all(spec.get("kind") for spec in inputs):
+            self.kinds = {spec["name"]: spec["kind"] for spec in inputs
+                          if spec["kind"] != "ignored" and spec.get("required", True)}
+            missing = [name for name in self.kinds if name not in header]
+            if missing:
+                raise ValueError(f"the CSV lacks column(s) {missing[:10]} that "
+                                 f"{version.model} v{version.version} reads")
+            return
+        width = inputs[0]["shape"][-1] if inputs else len(header)
+        dataset_id = version.lineage.get("dataset_id")
+        names = client.dataset(dataset_id).data["feature_names"] if dataset_id else header
+        if len(names) != width or any(name not in header for name in names):
+            names = header if len(header) == width else names
+        missing = [name for name in names if name not in header]
+        if missing or len(names) != width:
+            raise ValueError(f"{version.model} v{version.version} takes {width} numbers per "
+                             f"row; the CSV's columns do not name them (missing {missing[:10]})")
+        self.positions = [header.index(name) for name in names]
+
+    def convert(self, line: int, row: list[str]) -> Any:
+        try:
+            if self.kinds is None:
+                return [_number(row[index]) for index in self.positions]
+            record: dict[str, Any] = {}
+            for name, kind in self.kinds.items():
+                cell = row[self.header.index(name)]
+                record[name] = _number(cell) if kind == "numeric" else (cell or None)
+            return record
+        except (ValueError, IndexError) as error:
+            raise ValueError(f"line {line}: {error}") from None
+
+
+def _batches(rows: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
+    while batch := list(itertools.islice(rows, size)):
+        yield batch
+
+
+def predict_csv(client: Client, name: str, source: str | Path, dest: str | Path, *,
+                version: int | None = None, batch_size: int = 1000) -> int:
+    """Predict every row of ``source`` with one version of ``name`` (the asked one, else
+    the ``production`` alias, else the newest) and write ``dest``: the same rows with a
+    ``prediction`` column. Returns how many rows were predicted."""
+    model = client.model(name)
+    chosen = client.version(name, version or model.aliases.get("production")
+                            or model.latest_version)
+    done = 0
+    with Path(source).open(newline="") as src, Path(dest).open("w", newline="") as out:
+        rows = csv.reader(src)
+        header = next(rows, None)
+        if header is None:
+            raise ValueError(f"{source} is empty: expected a header row")
+        reader = RowReader(client, chosen, header)
+        writer = csv.writer(out)
+        writer.writerow([*header, "prediction"])
+        for batch in _batches(rows, batch_size):
+            inputs = [reader.convert(done + offset + 2, row) for offset, row in enumerate(batch)]
+            answer = client.predict(name, inputs, version=chosen.version)
+            for row, prediction in zip(batch, answer["predictions"], strict=True):
+                writer.writerow([*row, prediction])
+            done += len(batch)
+    return done

@@ -1,0 +1,151 @@
+"""The ``kiln`` client commands and ``modelkiln.Client`` against a real ``kiln serve`` with
+a real worker: upload, submit and watch with progress, list, show, predict a CSV, and
+the server's refusals carried to the user."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelkiln import Client, KilnApiError, predict_csv
+from modelkiln.client import Job
+from modelkiln.commands import ProgressBar
+from tests.e2e_server import KilnServer
+
+KILN = str(Path(sys.executable).with_name("kiln"))
+
+
+def mixed_table(path: Path, rows: int = 240, seed: int = 3) -> None:
+    """Numbers, a category, gaps; the label follows x and the colour."""
+    generator = random.Random(seed)
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["x", "colour", "size", "label"])
+        for _ in range(rows):
+            x = generator.uniform(-2, 2)
+            colour = generator.choice(["red", "green", "blue"])
+            size = "" if generator.random() < 0.1 else f"{generator.uniform(0, 5):.2f}"
+            label = "yes" if x + (1.0 if colour == "red" else -0.5) > 0 else "no"
+            writer.writerow([f"{x:.3f}", colour, size, label])
+
+
+@pytest.fixture(scope="module")
+def kiln(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
+    server = KilnServer(tmp_path_factory.mktemp("client") / "data", workers=1)
+    server.start()
+    yield server
+    server.close()
+
+
+def run(kiln: KilnServer, *args: str, key: str | None = None,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KILN_URL": kiln.url, "KILN_API_KEY": key or kiln.key}
+    return subprocess.run([KILN, *args], env=env, capture_output=True, text=True,
+                          timeout=400, input=stdin)
+
+
+def test_upload_submit_watch_show_and_predict_from_the_terminal(
+        kiln: KilnServer, tmp_path: Path) -> None:
+    table = tmp_path / "people.csv"
+    mixed_table(table)
+    uploaded = run(kiln, "datasets", "upload", str(table), "--target", "label")
+    assert uploaded.returncode == 0, uploaded.stderr
+    dataset_id = int(uploaded.stdout.split()[1].rstrip(":"))
+    assert "240 rows, classification of 'label'" in uploaded.stdout
+
+    submitted = run(kiln, "jobs", "submit", "--dataset", str(dataset_id), "--model", "people",
+                    "--max-trials", "3", "--algorithm", "random", "--watch")
+    assert submitted.returncode == 0, submitted.stderr
+    assert submitted.stdout.strip() == "registered people v1"
+    progress = [line for line in submitted.stderr.splitlines() if line.startswith("job ")]
+    assert any("/3 trials" in line and "best" in line for line in progress), progress
+    assert "succeeded" in progress[-1] and "[" + "#" * 30 + "] 3/3 trials" in progress[-1]
+
+    listed = run(kiln, "jobs", "list")
+    assert listed.returncode == 0 and "succeeded" in listed.stdout and "people" in listed.stdout
+    shown = run(kiln, "models", "show", "people")
+    assert shown.returncode == 0, shown.stderr
+    assert "v1" in shown.stdout and "accuracy=" in shown.stdout and "KiB" in shown.stdout
+    assert "people" in run(kiln, "models", "list").stdout
+
+    out = tmp_path / "scored.csv"
+    predicted = run(kiln, "predict", "people", "--csv", str(table), "--out", str(out),
+                    "--batch-size", "100")
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stdout.startswith("240 rows predicted")
+    scored = list(csv.DictReader(out.open()))
+    assert len(scored) == 240 and {row["prediction"] for row in scored} <= {"yes", "no"}
+    right = sum(row["prediction"] == row["label"] for row in scored)
+    assert right / len(scored) > 0.75  # the rows it learned from, gaps included
+
+    with Client(kiln.url, kiln.key) as client:
+        finished = client.jobs(status="succeeded")[0]
+    rerun = run(kiln, "jobs", "watch", str(finished.id))
+    assert rerun.returncode == 0 and "registered people v1" in rerun.stdout
+
+
+def test_refusals_are_one_line_with_the_servers_message(kiln: KilnServer,
+                                                        tmp_path: Path) -> None:
+    missing = run(kiln, "models", "show", "no-such-model")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("kiln: ") and "(404)" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad_key = run(kiln, "jobs", "list", key="not-a-key")
+    assert bad_key.returncode == 1 and "(401)" in bad_key.stderr
+    table = tmp_path / "t.csv"
+    mixed_table(table, rows=30)
+    wrong_target = run(kiln, "datasets", "upload", str(table), "--target", "nope")
+    assert wrong_target.returncode == 1 and "nope" in wrong_target.stderr
+    no_dataset = run(kiln, "jobs", "submit", "--model", "m")
+    assert no_dataset.returncode == 1 and "--dataset" in no_dataset.stderr
+    spec = run(kiln, "jobs", "submit", "--spec", "-", stdin='{"kind": "search"}')
+    assert spec.returncode == 1 and "(422)" in spec.stderr
+    no_key = subprocess.run([KILN, "jobs", "list"], capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "KILN_API_KEY"})
+    assert no_key.returncode == 1 and "KILN_API_KEY" in no_key.stderr
+    unreachable = subprocess.run([KILN, "jobs", "list", "--url", "http://127.0.0.1:9",
+                                  "--api-key", "k"], capture_output=True, text=True)
+    assert unreachable.returncode == 1 and "cannot talk to the gateway" in unreachable.stderr
+
+
+def test_the_python_client_carries_the_servers_message(kiln: KilnServer,
+                                                       tmp_path: Path) -> None:
+    table = tmp_path / "t.csv"
+    mixed_table(table, rows=30)
+    with Client(kiln.url, kiln.key) as client:
+        with pytest.raises(KilnApiError) as refused:
+            client.upload_dataset(table, target="missing_column")
+        assert refused.value.status == 422 and "missing_column" in refused.value.message
+        with pytest.raises(KilnApiError) as invalid:
+            client.submit({"kind": "search", "dataset_id": 1, "model_name": "m",
+                           "search": {"max_trials": -1}})
+        assert invalid.value.status == 422 and "search.max_trials" in invalid.value.message
+        with pytest.raises(ValueError, match="lacks column"):
+            other = tmp_path / "other.csv"
+            other.write_text("a,b\n1,2\n")
+            predict_csv(client, "people", other, tmp_path / "o.csv")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_redraws_one_line_on_a_terminal() -> None:
+    screen = Terminal()
+    bar = ProgressBar(screen)
+    base = {"id": 7, "kind": "search", "model_name": "m", "error": None, "result": None}
+    for done, status in ((0, "queued"), (2, "running"), (4, "succeeded")):
+        bar.show(Job.of({**base, "status": status, "progress": {
+            "trials_done": done, "trials_total": 4, "best_value": 0.5 + done / 10}}))
+    text = screen.getvalue()
+    assert text.count("\r\033[K") == 3 and text.endswith("\n") and text.count("\n") == 1
+    assert "[" + "#" * 15 + "." * 15 + "] 2/4 trials  best 0.7" in text

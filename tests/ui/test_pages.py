@@ -1,0 +1,207 @@
+"""The dashboard against the real database, through the app: signing in (the key in a
+session cookie scripts cannot read, never in a URL), what each scope is offered, forms
+refused from other sites, and the pages' content (charts with the right number of points,
+the version tree, aliases with history, the dataset profile, the serving counters)."""
+
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.db import session_scope, utcnow
+from app.tables import Job, JobStatus, Trial
+from tests.conftest import register
+from tests.helpers import blobs_csv
+
+PAGES = ["/ui/jobs", "/ui/models", "/ui/datasets", "/ui/serving"]
+
+
+def sign_in(client: TestClient, key: str) -> None:
+    answer = client.post("/ui/login", data={"key": key}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    client.cookies.set("kiln_ui_key", key, path="/ui")  # TestClient keeps it for /ui
+
+
+def seed_search(settings: Settings) -> int:
+    """A finished search job with five trials: four complete, one pruned."""
+    with session_scope(settings.database_url) as session:
+        job = Job(kind="search", status=JobStatus.SUCCEEDED, model_name="seeded",
+                  spec={"search": {"max_trials": 5}}, attempt=1, max_attempts=3,
+                  trials_done=5, trials_total=5, best_value=0.9, started_at=utcnow(),
+                  finished_at=utcnow(),
+                  result={"plan": {"objectives": [{"metric": "accuracy",
+                                                   "direction": "maximize"}]},
+                          "versions": [1], "version": 1, "model_name": "seeded"})
+        session.add(job)
+        session.flush()
+        for number, (state, value, width) in enumerate([
+                ("complete", 0.70, 16), ("complete", 0.85, 32), ("pruned", None, 8),
+                ("complete", 0.80, 64), ("complete", 0.90, 32)]):
+            session.add(Trial(job_id=job.id, number=number, attempt=1, state=state,
+                              params={"width": width, "activation": "relu" if number % 2
+                                      else "tanh"},
+                              value=value, values=None if value is None else [value],
+                              intermediate=[0.5, 0.6] if state == "pruned"
+                              else [0.5, 0.6, value]))
+        return int(job.id)
+
+
+def figures_of(html: str) -> dict:
+    found = re.search(r'<script type="application/json" id="figures">(.*?)</script>', html,
+                      re.S)
+    assert found, "no figures on the page"
+    return dict(json.loads(found[1]))
+
+
+def test_pages_need_a_signed_in_key_and_send_the_browser_to_sign_in(
+        client: TestClient) -> None:
+    for page in PAGES:
+        answer = client.get(page, follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/ui/login"
+    assert client.get("/ui/login").status_code == 200
+
+
+def test_sign_in_keeps_the_key_in_a_session_cookie_only(client: TestClient,
+                                                        keys: dict[str, str]) -> None:
+    answer = client.post("/ui/login", data={"key": keys["read"]}, follow_redirects=False)
+    assert answer.status_code == 303 and keys["read"] not in answer.headers["location"]
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    assert "Max-Age" not in cookie and "expires" not in cookie.lower()  # this session only
+    wrong = client.post("/ui/login", data={"key": "kiln_not-a-key"})
+    assert wrong.status_code == 401 and "invalid or revoked" in wrong.text
+    infer_only = client.post("/ui/login", data={"key": keys["infer"]})
+    assert infer_only.status_code == 401 and "needs 'read'" in unescape(infer_only.text)
+
+
+def test_a_revoked_key_is_signed_out_at_once(client: TestClient, keys: dict[str, str],
+                                             admin: dict) -> None:
+    created = client.post("/v1/keys", headers=admin, json={"name": "brief", "scope": "read"})
+    secret, key_id = created.json()["key"], created.json()["id"]
+    sign_in(client, secret)
+    assert client.get("/ui/jobs").status_code == 200
+    client.delete(f"/v1/keys/{key_id}", headers=admin)
+    answer = client.get("/ui/jobs", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/ui/login"
+
+
+def test_what_a_page_offers_follows_the_scope(client: TestClient, keys: dict[str, str],
+                                              settings: Settings, classifier_onnx) -> None:
+    register(settings, classifier_onnx, name="flowers", labels=["a", "b", "c"])
+    sign_in(client, keys["read"])
+    page = client.get("/ui/models/flowers").text
+    assert 'id="move-alias"' not in page and "ONNX</a>" in page
+    refused = client.post("/ui/models/flowers/aliases", data={"alias": "production",
+                                                            "version": "1"})
+    assert refused.status_code == 403 and "needs 'write'" in unescape(refused.text)
+    sign_in(client, keys["write"])
+    assert 'id="move-alias"' in client.get("/ui/models/flowers").text
+
+
+def test_moving_an_alias_from_the_page_is_what_the_api_sees(
+        client: TestClient, keys: dict[str, str], admin: dict, settings: Settings,
+        classifier_onnx) -> None:
+    for _ in range(2):
+        register(settings, classifier_onnx, name="flowers", labels=["a", "b", "c"])
+    sign_in(client, keys["write"])
+    moved = client.post("/ui/models/flowers/aliases", data={"alias": "production",
+                                                          "version": "2"},
+                        headers={"Origin": "http://testserver"}, follow_redirects=False)
+    assert moved.status_code == 303
+    assert client.get("/v1/models/flowers", headers=admin).json()["aliases"] == {
+        "production": 2}
+    page = client.get("/ui/models/flowers").text
+    assert 'data-alias="production"' in page and "v2 from" in page
+    artifact = client.get("/ui/models/flowers/versions/2/artifact")
+    assert artifact.status_code == 200 and artifact.content == classifier_onnx.read_bytes()
+
+
+def test_forms_from_another_site_are_refused(client: TestClient, keys: dict[str, str],
+                                             admin: dict, settings: Settings,
+                                             classifier_onnx) -> None:
+    register(settings, classifier_onnx, name="flowers", labels=["a", "b", "c"])
+    sign_in(client, keys["write"])
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        answer = client.post("/ui/models/flowers/aliases", headers=headers,
+                             data={"alias": "production", "version": "1"})
+        assert answer.status_code == 403, answer.text
+    assert client.get("/v1/models/flowers", headers=admin).json()["aliases"] == {}
+
+
+def test_the_search_page_draws_every_trial(client: TestClient, keys: dict[str, str],
+                                           settings: Settings) -> None:
+    job_id = seed_search(settings)
+    sign_in(client, keys["read"])
+    html = client.get(f"/ui/jobs/{job_id}").text
+    figures = figures_of(html)
+    history = figures["history"]["data"]
+    assert [len(t["x"]) for t in history] == [4, 4, 1]  # trials, best so far, pruned
+    assert history[1]["y"] == [0.70, 0.85, 0.85, 0.90]  # best so far, maximising
+    assert len(figures["curves"]["data"]) == 5
+    assert set(figures["importance"]["data"][0]["y"]) == {"width", "activation"}
+    parallel = figures["parallel"]["data"][0]["dimensions"]
+    assert [d["label"] for d in parallel] == ["activation", "width", "accuracy"]
+    assert 'data-live-end="1"' in html and 'id="cancel"' not in html
+    assert html.count('data-state="') == 5
+
+
+def test_a_running_job_is_live_and_offers_cancel_to_writers(
+        client: TestClient, keys: dict[str, str], settings: Settings, admin: dict) -> None:
+    upload = client.post("/v1/datasets", headers=admin, files={"file": ("d.csv", blobs_csv())},
+                         data={"target": "label"}).json()
+    job = client.post("/v1/jobs", headers=admin, json={
+        "kind": "search", "dataset_id": upload["id"], "model_name": "m",
+        "search": {"max_trials": 3}}).json()
+    sign_in(client, keys["write"])
+    page = client.get(f"/ui/jobs/{job['id']}").text
+    assert 'data-live="1"' in page and 'id="cancel"' in page
+    fragment = client.get(f"/ui/jobs/{job['id']}", headers={"X-Kiln-Fragment": "1"}).text
+    assert "<header>" not in fragment and "Job #" in fragment
+    cancelled = client.post(f"/ui/jobs/{job['id']}/cancel", follow_redirects=False)
+    assert cancelled.status_code == 303
+    assert client.get(f"/v1/jobs/{job['id']}", headers=admin).json()["status"] == "cancelled"
+
+
+def test_the_dataset_page_shows_its_profile(client: TestClient, keys: dict[str, str],
+                                            admin: dict) -> None:
+    rows = [f"{'' if i % 7 == 0 else round(i / 3, 2)},{('red', 'blue', '')[i % 3]},"
+            f"{'ab'[i % 2]}" for i in range(60)]  # gaps in both columns
+    csv = ("x,colour,label\n" + "\n".join(rows) + "\n").encode()
+    upload = client.post("/v1/datasets", headers=admin, files={"file": ("d.csv", csv)},
+                         data={"target": "label"}).json()
+    sign_in(client, keys["read"])
+    page = client.get(f"/ui/datasets/{upload['id']}").text
+    assert 'id="columns"' in page and "colour" in page and "categorical" in page
+    assert 'id="target"' in page
+
+
+def test_unknown_things_get_an_html_page_naming_them(client: TestClient,
+                                                     keys: dict[str, str]) -> None:
+    sign_in(client, keys["read"])
+    for path, status in (("/ui/jobs/999999", 404), ("/ui/models/nope", 404),
+                         ("/ui/datasets/999999", 404), ("/ui/jobs/abc", 422)):
+        answer = client.get(path)
+        assert answer.status_code == status and answer.headers["content-type"].startswith(
+            "text/html")
+        assert "Back to the dashboard" in answer.text
+
+
+@pytest.mark.parametrize("asset", ["/ui/static/plotly.min.js", "/ui/static/ui.js",
+                                   "/ui/static/ui.css", "/static/docs/swagger-ui-bundle.js",
+                                   "/static/docs/redoc.standalone.js"])
+def test_assets_are_served_by_the_gateway(client: TestClient, asset: str) -> None:
+    answer = client.get(asset)
+    assert answer.status_code == 200 and len(answer.content) > 1000
+
+
+def test_docs_pages_load_nothing_from_elsewhere(client: TestClient) -> None:
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assert "/static/docs/" in html
+        assert not re.search(r'(src|href)="https?://', html), html
+        assert "fonts.googleapis" not in html

@@ -12,6 +12,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY workers ./workers
 COPY migrations ./migrations
+COPY modelkiln ./modelkiln
 RUN pip install -e .
 
 VOLUME ["/data"]

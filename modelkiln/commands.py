@@ -142,7 +142,7 @@ def jobs_list(args: argparse.Namespace) -> int:
         _print_json([j.data for j in items])
     else:
         _table([[j.id, j.kind, j.status, j.model_name, f"{j.trials_done}/{j.trials_total}",
-                 j.best_value] for j in items],
+                 None if j.best_value is None else f"{j.best_value:.4g}"] for j in items],
                ["ID", "KIND", "STATUS", "MODEL", "TRIALS", "BEST"])
     return 0
 

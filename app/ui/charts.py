@@ -76,12 +76,19 @@ def _as_numbers(values: list[Any]) -> tuple[np.ndarray, list[str] | None]:
     return np.asarray([labels.index(str(v)) for v in values], dtype=float), labels
 
 
+def _varied(done: Sequence[TrialRead]) -> list[str]:
+    """The parameters that took more than one value (a fixed one explains nothing)."""
+    names = sorted({name for t in done for name in t.params})
+    return [name for name in names
+            if len({repr(t.params.get(name)) for t in done}) > 1]
+
+
 def importances(trials: Sequence[TrialRead]) -> dict[str, float]:
     """How much of the spread of the objective each parameter explains on its own: the
     share of the variance between the groups of its values (numbers in quartile bins),
     one-way, normalised to sum to 1. A quick guide, not a causal claim."""
     done = [t for t in trials if t.state == "complete" and t.value is not None]
-    names = sorted({name for t in done for name in t.params})
+    names = _varied(done)
     if len(done) < 3 or not names:
         return {}
     values = np.asarray([t.value for t in done], dtype=float)
@@ -110,9 +117,9 @@ def importance_bars(shares: dict[str, float]) -> Figure:
 
 
 def parallel_coordinates(trials: Sequence[TrialRead], metric: str) -> Figure:
-    """Each complete trial as a line through its parameters and its value."""
+    """Each complete trial as a line through the parameters that varied and its value."""
     done = [t for t in trials if t.state == "complete" and t.value is not None]
-    names = sorted({name for t in done for name in t.params})
+    names = _varied(done)
     dimensions = []
     for name in names:
         numbers, labels = _as_numbers(["" if t.params.get(name) is None else t.params[name]

@@ -1,0 +1,144 @@
+"""The dashboard and the docs page in a real browser, against a real ``kiln serve`` whose
+worker runs a real multi-objective search and a real compression: sign in, the search's
+charts draw one point per trial, the compression report shows its trade-offs, an alias
+moved on the page is what the API then says, and ``/docs`` renders its operations with
+every host but the gateway unreachable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e_server import KilnServer
+from tests.helpers import blobs_csv
+
+SPACE = {"n_layers": {"low": 1, "high": 2}, "width": {"low": 8, "high": 64, "log": True},
+         "epochs": {"low": 3, "high": 6}, "batch_size": 32, "patience": 0}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A server with a finished two-objective search and a finished compression."""
+    kiln = KilnServer(tmp_path_factory.mktemp("browser") / "data", workers=1)
+    kiln.start()
+    try:
+        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
+        with kiln.client() as client:
+            search = client.post("/v1/jobs", json={
+                "kind": "search", "dataset_id": dataset_id, "model_name": "looked-at",
+                "search": {"algorithm": "nsga2", "max_trials": 6, "seed": 2, "space": SPACE,
+                           "objectives": [{"metric": "accuracy"}, {"metric": "params"}]}})
+            assert search.status_code == 202, search.text
+        search_job = kiln.wait_for_job(int(search.json()["id"]))
+        assert search_job["status"] == "succeeded", (search_job["error"], kiln.log_tail())
+        with kiln.client() as client:
+            compress = client.post("/v1/jobs", json={
+                "kind": "compress", "source": {"model": "looked-at", "version": 1},
+                "dataset_id": dataset_id,
+                "compression": {"methods": ["prune_structured", "quantize_dynamic"]}})
+            assert compress.status_code == 202, compress.text
+        compress_job = kiln.wait_for_job(int(compress.json()["id"]))
+        assert compress_job["status"] == "succeeded", (compress_job["error"], kiln.log_tail())
+        with kiln.client() as client:
+            trials = client.get(f"/v1/jobs/{search_job['id']}/trials").json()
+            front = client.get(f"/v1/jobs/{search_job['id']}/pareto").json()
+            report = client.get(f"/v1/jobs/{compress_job['id']}/report").json()
+        yield {"kiln": kiln, "search": search_job, "compress": compress_job,
+               "trials": trials, "front": front, "report": report}
+    finally:
+        kiln.close()
+
+
+def wait_for(condition: Any, timeout: float = 30, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def points(browser: Any, chart: str) -> int:
+    """The markers Plotly drew in one chart."""
+    found = browser.find_elements("css selector", f"#chart-{chart} .scatterlayer .point")
+    return len(found)
+
+
+def sign_in(browser: Any, kiln: KilnServer) -> None:
+    browser.get(f"{kiln.url}/ui/jobs")
+    wait_for(lambda: browser.current_url.endswith("/ui/login"), what="the sign-in page")
+    browser.find_element("id", "key").send_keys(kiln.key)
+    browser.find_element("css selector", ".login button[type=submit]").click()
+    wait_for(lambda: browser.current_url.endswith("/ui/jobs"), what="the jobs page")
+    assert kiln.key not in browser.current_url
+
+
+def test_sign_in_and_see_the_search_drawn(browser: Any, finished: dict[str, Any]) -> None:
+    kiln, search, trials = finished["kiln"], finished["search"], finished["trials"]
+    sign_in(browser, kiln)
+    rows = browser.find_elements("css selector", "#jobs tbody tr")
+    assert len(rows) == 2 and all(r.get_attribute("data-status") == "succeeded" for r in rows)
+    browser.find_element("link text", f"#{search['id']}").click()
+    wait_for(lambda: points(browser, "history") > 0, what="the history chart")
+    complete = [t for t in trials if t["state"] == "complete"]
+    pruned = [t for t in trials if t["state"] == "pruned" and t["intermediate"]]
+    assert points(browser, "history") == len(complete) + len(pruned)
+    # Every complete trial, the front drawn over them: one marker each.
+    wait_for(lambda: points(browser, "pareto") > 0, what="the Pareto chart")
+    assert points(browser, "pareto") == len(complete)
+    front = browser.find_elements("css selector", "#chart-pareto .scatterlayer .trace")[1]
+    assert len(front.find_elements("css selector", ".point")) == len(finished["front"]["trials"])
+    assert browser.find_elements("css selector", "#chart-parallel .parcoords")
+    assert len(browser.find_elements("css selector", "#trials tbody tr")) == len(trials)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors
+
+
+def test_the_compression_report_and_moving_an_alias(browser: Any,
+                                                    finished: dict[str, Any]) -> None:
+    kiln, report = finished["kiln"], finished["report"]
+    sign_in(browser, kiln)
+    browser.get(f"{kiln.url}/ui/jobs/{finished['compress']['id']}")
+    wait_for(lambda: points(browser, "size") > 0, what="the size chart")
+    rows = report["rows"]
+    assert points(browser, "size") == len(rows) + 1  # the recommended one drawn again as a star
+    assert points(browser, "latency") == len(rows) + 1
+    table = browser.find_element("id", "report").text
+    assert f"Recommended: v{report['recommended_version']}" in table
+    assert report["reason"][:40] in table
+
+    browser.get(f"{kiln.url}/ui/models/looked-at")
+    target = str(report["recommended_version"])
+    form = browser.find_element("id", "move-alias")
+    form.find_element("css selector", f"select[name=version] option[value='{target}']").click()
+    form.find_element("css selector", "button[type=submit]").click()
+    wait_for(lambda: browser.find_elements("css selector", "tr[data-alias=production]"),
+             what="the alias row")
+    with kiln.client() as client:
+        model = client.get("/v1/models/looked-at").json()
+    assert model["aliases"] == {"production": int(target)}
+    held = browser.find_element("css selector", "tr[data-alias=production] .held").text
+    assert held == f"v{target}"
+
+
+def test_docs_render_with_no_network_but_the_gateway(browser: Any,
+                                                     finished: dict[str, Any]) -> None:
+    kiln = finished["kiln"]
+    browser.get(f"{kiln.url}/docs")
+    operations = wait_for(lambda: browser.find_elements("css selector", ".opblock"),
+                          what="Swagger UI's operations")
+    assert len(operations) > 20
+    assert "POST/v1/jobs" in "".join(o.text.replace("\n", "") for o in operations)
+    browser.get(f"{kiln.url}/redoc")
+    wait_for(lambda: browser.find_elements("css selector", "[data-section-id]"),
+             what="ReDoc's sections")
+
+
+def test_a_screenshot_dir_is_ignored_by_git() -> None:
+    ignored = (Path(__file__).resolve().parents[2] / ".gitignore").read_text()
+    assert "test-output/" in ignored.splitlines()

@@ -117,11 +117,18 @@ class VersionConfig(BaseModel):
                                                "chain and the method's report.")
     encoding: TableEncoding | None = Field(default=None, description="The preprocessing in "
                                            "front of the network (raw columns to features).")
+    weights_in_onnx: bool = Field(default=False, description="An uploaded graph of ordinary "
+                                  "layers: the torch network is rebuilt from its file.")
+    untrainable: str | None = Field(default=None, description="Why an uploaded graph cannot "
+                                    "become a trainable network (it can still be quantized "
+                                    "or distilled).")
 
     @property
     def has_network(self) -> bool:
-        """Whether torch weights are stored, so the version can be trained further."""
-        return self.weights_key is not None and bool(self.architecture)
+        """Whether torch weights exist (stored, or in the uploaded graph itself), so the
+        version can be trained further."""
+        return (self.weights_key is not None or self.weights_in_onnx) and bool(
+            self.architecture)
 
     @property
     def convolutional(self) -> bool:

@@ -140,6 +140,37 @@ def test_warm_start_and_fine_tuning(server: KilnServer, dataset_id: int) -> None
     assert "n_layers" not in trials_of(server, tuned)[0]["params"]  # only training is searched
 
 
+def test_transfer_to_other_classes_reuses_the_body_under_a_new_head(
+        server: KilnServer, dataset_id: int) -> None:
+    source_job = submit(server, dataset_id, "transfer-source", seed=11, max_trials=2)
+    assert server.wait_for_job(source_job)["status"] == "succeeded"
+    other = server.upload_dataset(blobs_csv(n_rows=160, n_features=6, labels=("p", "q"),
+                                            seed=5))
+    job_id = submit(server, other, "transferred", seed=12, max_trials=3,
+                    init_from={"model": "transfer-source", "version": 1},
+                    space={"epochs": 4})
+    job = server.wait_for_job(job_id)
+    assert job["status"] == "succeeded", (job["error"], server.log_tail())
+    assert job["result"]["plan"]["init_from"] == "transfer: new head"
+    params = trials_of(server, job_id)[0]["params"]
+    assert {"frozen_layers", "body_lr_factor", "head_warmup_epochs"} <= set(params)
+    assert "n_layers" not in params
+    with server.client() as client:
+        source = client.get("/v1/models/transfer-source/versions/1").json()
+        version = client.get("/v1/models/transferred/versions/1").json()
+        answer = client.post("/v1/models/transferred/predict", json={"inputs": [[0.0] * 6]})
+        narrow = server.upload_dataset(blobs_csv(n_rows=80, n_features=5, seed=2))
+        refused = client.post("/v1/jobs", json={
+            "kind": "search", "dataset_id": narrow, "model_name": "narrow",
+            "search": {"init_from": {"model": "transfer-source", "version": 1}}})
+    assert version["class_labels"] == ["p", "q"]
+    assert version["config"]["architecture"]["hidden"] == source["config"]["architecture"][
+        "hidden"] and version["config"]["architecture"]["n_outputs"] == 2
+    assert answer.status_code == 200 and answer.json()["predictions"][0] in ("p", "q")
+    assert refused.status_code == 422
+    assert "body expects rows of [6] features; dataset" in refused.json()["detail"]
+
+
 def test_a_seeded_search_repeats(server: KilnServer, dataset_id: int) -> None:
     runs = [submit(server, dataset_id, "repeat", algorithm="tpe", seed=21) for _ in range(2)]
     trials = []

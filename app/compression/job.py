@@ -31,6 +31,7 @@ from app.signature import VersionConfig
 from app.storage import ArtifactStore, get_store
 from app.tables import Dataset, Job, ModelVersion, Task
 from app.training.export import INPUT_NAME
+from app.training.from_onnx import network_from_onnx
 from app.training.models import Network, architecture_from
 from app.training.train import load_weights
 
@@ -59,11 +60,11 @@ def candidate_from_version(version: ModelVersion, store: ArtifactStore) -> Candi
     if stored.encoding is not None:
         return Candidate(onnx=detach(onnx, stored.encoding), input_name=INPUT_NAME,
                          output_name=signature.output.name, n_features=stored.encoding.width,
-                         params=version.n_params, network=_network(version, store),
+                         params=version.n_params, network=stored_network(version, store),
                          columns=_columns(stored))
     return Candidate(onnx=onnx, input_name=signature.input.name,
                      output_name=signature.output.name, n_features=signature.row_shape[-1],
-                     params=version.n_params, network=_network(version, store),
+                     params=version.n_params, network=stored_network(version, store),
                      columns=_columns(stored))
 
 
@@ -71,8 +72,15 @@ def _columns(stored: VersionConfig) -> np.ndarray | None:
     return None if stored.columns is None else np.asarray(stored.columns, dtype=np.int64)
 
 
-def _network(version: ModelVersion, store: ArtifactStore) -> Network | None:
+def stored_network(version: ModelVersion, store: ArtifactStore) -> Network | None:
+    """A version's trainable torch network: its stored weights, or the network an
+    uploaded graph of ordinary layers holds (rebuilt, and checked against the graph);
+    None when it has neither."""
     stored = version.config or VersionConfig()
+    if stored.weights_in_onnx:
+        return network_from_onnx(store.local_path(version.artifact_key).read_bytes(),
+                                 list(version.signature.row_shape),
+                                 version.task == Task.CLASSIFICATION)
     if stored.architecture is None or stored.weights_key is None:
         return None
     network = Network(architecture_from(stored.architecture),

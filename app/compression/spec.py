@@ -4,15 +4,15 @@ so the gateway validates chains without importing torch or the methods themselve
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-MethodName = Literal["prune_structured", "prune_unstructured", "distill", "quantize_dynamic",
-                     "quantize_static", "fp16", "select_features"]
-# Methods that change torch weights (and need them), and methods that rewrite the ONNX graph.
+# Methods that change torch weights (and need them); methods that rewrite the ONNX graph;
+# methods that need torch weights and leave only a coded graph (its weights are quantized).
 NETWORK_METHODS = frozenset({"prune_structured", "prune_unstructured", "select_features"})
 GRAPH_METHODS = frozenset({"quantize_dynamic", "quantize_static", "fp16"})
+CODING_METHODS = frozenset({"share_weights", "binarize"})
 MAX_CHAIN = 6
 ReduceRange = Literal["auto", "on", "off"]
 
@@ -102,14 +102,39 @@ class SelectFeatures(_FineTuned):
     keep: float = Field(default=0.5, gt=0, le=1, description="Share of the columns kept.")
 
 
+class ShareWeights(_FineTuned):
+    """Weight sharing: each layer's weights clustered (k-means) into 2^bits values, the
+    centroids fine-tuned; the file stores index bits and a codebook (sparse for a pruned
+    layer). After pruning, this is Deep Compression's pipeline."""
+
+    method: Literal["share_weights"]
+    bits: int = Field(default=4, ge=2, le=8, description="Bits per weight index: 2^bits "
+                      "shared values per layer.")
+    fine_tune_epochs: int = Field(default=10, ge=0, le=500,
+                                  description="Epochs of centroid fine-tuning.")
+
+
+class Binarize(_FineTuned):
+    """1-bit weights: sign times a per-channel scale, trained from the parent's weights with
+    a straight-through estimator; the file stores the packed bits."""
+
+    method: Literal["binarize"]
+    fine_tune_epochs: int = Field(default=30, ge=1, le=500,
+                                  description="Epochs of training with binary weights.")
+
+
 def _named(value: Any) -> Any:
     return {"method": value} if isinstance(value, str) else value
 
 
 MethodStep = Annotated[
     PruneStructured | PruneUnstructured | Distill | QuantizeDynamic | QuantizeStatic | FP16
-    | SelectFeatures,
+    | SelectFeatures | ShareWeights | Binarize,
     Field(discriminator="method"), BeforeValidator(_named)]
+# The method names, read off the steps above (the one place they are written).
+METHOD_NAMES: tuple[str, ...] = tuple(
+    get_args(step.model_fields["method"].annotation)[0]
+    for step in get_args(get_args(MethodStep)[0]))
 Chain = list[MethodStep]
 
 
@@ -143,7 +168,7 @@ class CompressionSpec(BaseModel):
 
 
 def chain_problem(chains: list[list[Any]], *, has_network: bool, convolutional: bool,
-                  parent: str = "the parent") -> str | None:
+                  parent: str = "the parent", untrainable: str | None = None) -> str | None:
     """Why a chain cannot run (a method that needs torch weights after they are gone,
     quantizing twice, a column selection on images), or None. ``has_network``: whether the
     parent has torch weights."""
@@ -153,16 +178,16 @@ def chain_problem(chains: list[list[Any]], *, has_network: bool, convolutional: 
         weights, quantized, images = has_network, False, convolutional
         for index, step in enumerate(chain):
             where = f"methods[{position}][{index}] ({step.method})"
-            if step.method in NETWORK_METHODS and not weights:
+            if step.method in NETWORK_METHODS | CODING_METHODS and not weights:
+                reason = untrainable or "it was uploaded as ONNX, or averages several networks"
                 why = ("it follows a graph rewrite" if quantized else
-                       f"{parent} has no torch weights (it was uploaded as ONNX, or averages "
-                       "several networks)")
+                       f"{parent} has no torch weights ({reason})")
                 return f"{where} needs torch weights, but {why}; put distill before it"
-            if step.method in GRAPH_METHODS and quantized:
+            if step.method in GRAPH_METHODS | CODING_METHODS and quantized:
                 return f"{where}: the model is already quantized earlier in this chain"
             if step.method == "select_features" and images:
                 return f"{where}: selecting columns would break a convolutional network's image"
-            if step.method in GRAPH_METHODS:
+            if step.method in GRAPH_METHODS | CODING_METHODS:
                 weights, quantized = False, True
             elif step.method == "distill":
                 weights, quantized = True, False

@@ -19,7 +19,13 @@ from app.jobs.repository import JobRepository
 from app.jobs.spec import CompressJobCreate, SearchJobCreate, SearchSpec
 from app.registry.repository import ModelRepository
 from app.registry.service import get_version
-from app.search.plan import SearchPlan, budget_of, make_plan, with_budget_defaults
+from app.search.plan import (
+    SearchPlan,
+    budget_of,
+    make_plan,
+    transfer_layers,
+    with_budget_defaults,
+)
 from app.search.size import architecture_size, check_student, over_limits, smallest_in_space
 from app.signature import VersionConfig
 from app.tables import FINAL_JOB_STATES, Dataset, Job, JobStatus, ModelVersion, Trial
@@ -41,7 +47,7 @@ def submit_job(session: Session, queue: JobQueue, settings: Settings,
     test_rows = round(dataset.n_rows * TEST_FRACTION)
     spec = spec.model_copy(update={"search": with_budget_defaults(
         spec.search, dataset.n_rows - test_rows)})
-    plan = make_plan(spec.search, dataset, fixed_architecture=spec.search.init_from is not None)
+    plan = _plan(session, spec.search, dataset)
     _check_search_bounds(settings, spec.search, plan, dataset, architecture)
     if spec.compression is not None:
         _check_students(settings, spec.compression, dataset)
@@ -80,12 +86,37 @@ def _submit_compress(session: Session, queue: JobQueue, settings: Settings,
     stored = source.config or VersionConfig()
     problem = chain_problem(spec.compression.methods, has_network=stored.has_network,
                             convolutional=stored.convolutional,
-                            parent=f"version {source.version} of {spec.source.model!r}")
+                            parent=f"version {source.version} of {spec.source.model!r}",
+                            untrainable=stored.untrainable)
     if problem:
         raise InvalidInput(f"compression.{problem}")
     _check_students(settings, spec.compression, dataset)
     return _enqueue(session, queue, settings, spec, dataset_id=dataset.id,
                     model_name=spec.source.model, total=count_steps(spec.compression))
+
+
+def _plan(session: Session, search: SearchSpec, dataset: Dataset) -> SearchPlan:
+    """The search's plan; with ``init_from``, a fine-tune or a transfer to a new head."""
+    source = (get_version(session, search.init_from.model, search.init_from.version)
+              if search.init_from is not None else None)
+    return make_plan(search, dataset, fixed_architecture=source is not None,
+                     transfer_layers=transfer_layers(source, dataset) if source else None)
+
+
+def _check_inputs(source: ModelVersion, dataset: Dataset, *, field: str) -> None:
+    """A transfer keeps the body: the version must read the dataset's rows as they are."""
+    encoding = (source.config or VersionConfig()).encoding
+    if encoding is not None or dataset.encoding is not None:
+        if encoding != dataset.encoding:
+            raise InvalidInput(f"{field}: version {source.version} reads the columns of a "
+                               f"table through its own preprocessing; dataset {dataset.id} "
+                               "does not have those columns, so its body cannot be reused")
+        return
+    if tuple(source.signature.row_shape) != (len(dataset.feature_names),):
+        raise InvalidInput(f"{field}: version {source.version}'s body expects rows of "
+                           f"{list(source.signature.row_shape)} features; dataset "
+                           f"{dataset.id} has {len(dataset.feature_names)} (a transfer keeps "
+                           "the body, so the inputs must match)")
 
 
 def _check_fits(source: ModelVersion, dataset: Dataset, *, field: str) -> None:
@@ -172,15 +203,18 @@ def _check_search_sources(session: Session, spec: SearchJobCreate,
     source = get_version(session, search.init_from.model, search.init_from.version)
     stored = source.config or VersionConfig()
     if not stored.has_network or stored.architecture is None:
+        why = stored.untrainable or "it was uploaded as ONNX, or averages several networks"
         raise InvalidInput(f"search.init_from: version {source.version} of "
-                           f"{search.init_from.model!r} has no torch weights (it was "
-                           "uploaded as ONNX, or averages several networks); fine-tuning "
-                           "needs one searched network")
+                           f"{search.init_from.model!r} has no torch weights ({why}); "
+                           "fine-tuning and transfer need one network")
     if stored.columns is not None:
         raise InvalidInput(f"search.init_from: version {source.version} of "
                            f"{search.init_from.model!r} reads selected columns only; "
                            "fine-tuning needs a network that reads every column")
-    _check_fits(source, dataset, field="search.init_from")
+    if transfer_layers(source, dataset) is None:
+        _check_fits(source, dataset, field="search.init_from")
+    else:  # other outputs: the body is reused and a new head is learnt
+        _check_inputs(source, dataset, field="search.init_from")
     return stored.architecture
 
 
@@ -267,6 +301,5 @@ def objectives_of(session: Session, job: Job) -> list[dict[str, str]]:
     dataset = DatasetRepository(session).get(job.dataset_id) if job.dataset_id else None
     if job.kind != "search" or dataset is None or "search" not in job.spec:
         return []
-    search = SearchSpec.model_validate(job.spec["search"])
-    planned = make_plan(search, dataset, fixed_architecture=search.init_from is not None)
+    planned = _plan(session, SearchSpec.model_validate(job.spec["search"]), dataset)
     return [{"metric": o.metric, "direction": o.direction} for o in planned.objectives]

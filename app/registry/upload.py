@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput
+from app.onnx_layers import UnsupportedGraph, read_layers
 from app.registry import MODEL_NAME_PATTERN
 from app.registry.onnx_checks import (
     MAX_LABELS,
@@ -23,7 +25,7 @@ from app.registry.onnx_checks import (
 from app.registry.probe import probe_model
 from app.registry.repository import ModelRepository
 from app.registry.service import VersionDraft, register_version
-from app.signature import Signature
+from app.signature import Signature, VersionConfig
 from app.storage import ArtifactStore
 from app.tables import ModelVersion
 
@@ -113,4 +115,14 @@ def upload_version(session: Session, store: ArtifactStore, *, name: str, upload:
     return register_version(session, name, VersionDraft(
         task=checked.task, source="upload", artifact=artifact, signature=checked.signature,
         n_params=checked.n_params, latency_p50_ms=checked.latency_p50_ms,
-        class_labels=checked.class_labels))
+        class_labels=checked.class_labels, config=trainable_form(upload, checked.signature)))
+
+
+def trainable_form(upload: Path, signature: Signature) -> VersionConfig:
+    """Whether the graph is a stack of layers a worker can rebuild and train (the
+    architecture), or why not (named in the 422 of a job that needs torch weights)."""
+    try:
+        plan = read_layers(onnx.load(str(upload)), list(signature.row_shape))
+    except UnsupportedGraph as unsupported:
+        return VersionConfig(untrainable=unsupported.message)
+    return VersionConfig(architecture=plan.architecture, weights_in_onnx=True)

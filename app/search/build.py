@@ -3,6 +3,7 @@ side: imports torch through ``app.training``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,8 @@ def candidate(params: dict[str, Any], *, n_inputs: int, n_outputs: int,
               architecture: NetworkConfig | None = None) -> Candidate:
     """Build the network and training configurations a parameter dict describes."""
     network: NetworkConfig
-    if architecture is not None:
-        network = architecture
+    if architecture is not None:  # init_from: its layers, with this dataset's outputs
+        network = dataclasses.replace(architecture, n_outputs=n_outputs)
     elif "n_blocks" in params:
         assert input_shape is not None and len(input_shape) == 3
         network = CNNConfig(

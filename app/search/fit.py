@@ -4,6 +4,7 @@ objective values (quality on validation rows; size and latency of the file as se
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tempfile
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from app.search.run import Infeasible, SearchRun, checkpoint_key, predictions_ke
 from app.search.selection import Folds, proper_score, summarize_folds
 from app.search.size import over_limits, size_of
 from app.training.export import INPUT_NAME, export_onnx
-from app.training.models import Network, count_parameters
+from app.training.models import Network, count_parameters, transfer_groups
 from app.training.train import load_weights, save_weights, train
 
 FP32_BYTES = 4
@@ -36,9 +37,17 @@ def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Ne
                       metric=run.plan.pruning_metric, architecture=run.architecture)
     network = Network(point.network, classification=run.dataset.task == "classification",
                       seed=seed)
-    if run.init_weights is not None:
+    training = point.training
+    if run.init_weights is not None and run.transfers:
+        frozen, slow, head = transfer_groups(network, int(params["frozen_layers"]))
+        load_weights(network, run.init_weights, except_prefixes=head)
+        training = dataclasses.replace(
+            training, frozen=frozen, slow=slow, head=head,
+            slow_lr_factor=float(params["body_lr_factor"]),
+            head_warmup_epochs=int(params["head_warmup_epochs"]), keep_input_scaling=True)
+    elif run.init_weights is not None:
         load_weights(network, run.init_weights)
-    return network, point.training
+    return network, training
 
 
 def _check_estimate(run: SearchRun, params: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from app.evaluation.names import COST_METRICS, HIGHER_IS_BETTER, default_metric
 from app.jobs.spec import ConstraintSpec, SearchSpec
 from app.search.space import SearchSpace, apply_overrides, default_space
 from app.search.strategy import MULTI_OBJECTIVE
-from app.tables import Dataset
+from app.tables import Dataset, ModelVersion
 
 # Non-test rows up to which trials are cross-validated (``app.search.selection`` says why).
 CV_MAX_ROWS = 2_000
@@ -75,16 +75,18 @@ def _objectives(spec: SearchSpec, task: str) -> list[Objective]:
     return objectives
 
 
-def make_plan(spec: SearchSpec, dataset: Dataset, *,
-              fixed_architecture: bool = False) -> SearchPlan:
-    """The plan for ``spec`` on ``dataset``; raises InvalidInput naming the path at fault."""
+def make_plan(spec: SearchSpec, dataset: Dataset, *, fixed_architecture: bool = False,
+              transfer_layers: int | None = None) -> SearchPlan:
+    """The plan for ``spec`` on ``dataset``; raises InvalidInput naming the path at fault.
+    ``transfer_layers``: init_from a network with other outputs, whose body has that many
+    weight layers."""
     objectives = _objectives(spec, dataset.task)
     if len(objectives) > 1 and spec.algorithm not in MULTI_OBJECTIVE:
         raise InvalidInput(f"search.algorithm: {spec.algorithm} optimises one objective; with "
                            f"{len(objectives)} objectives use one of {list(MULTI_OBJECTIVE)}")
     space = apply_overrides(default_space(dataset.input_shape, spec.max_epochs,
-                                          searched_architecture=not fixed_architecture),
-                            spec.space)
+                                          searched_architecture=not fixed_architecture,
+                                          transfer_layers=transfer_layers), spec.space)
     if spec.algorithm == "grid" and space.grid_size() > spec.max_trials:
         raise InvalidInput(f"search.algorithm: the grid has {space.grid_size()} points, more "
                            f"than max_trials {spec.max_trials}; fix dimensions in search.space "
@@ -125,6 +127,8 @@ def plan_summary(plan: SearchPlan, spec: SearchSpec) -> dict[str, Any]:
     return {"objectives": [{"metric": o.metric, "direction": o.direction}
                            for o in plan.objectives],
             "pruning_metric": plan.pruning_metric, "network": plan.space.network,
+            "init_from": None if spec.init_from is None else
+            ("transfer: new head" if plan.space.network == "transfer" else "fine-tune"),
             "algorithm": spec.algorithm, "pruner": spec.pruner,
             "parallelism": spec.parallelism, "max_trials": spec.max_trials,
             "timeout_s": spec.timeout_s, "max_ensemble": spec.max_ensemble}
@@ -135,3 +139,17 @@ def budget_of(spec: SearchSpec, plan: SearchPlan) -> int:
     if spec.algorithm == "grid":
         return min(spec.max_trials, plan.space.grid_size())
     return spec.max_trials
+
+
+def transfer_layers(source: ModelVersion, dataset: Dataset) -> int | None:
+    """For ``init_from`` ``source`` on ``dataset``: None when the network keeps its output
+    layer (same task and classes: fine-tuning), else the count of its body's weight layers
+    (a new head is learnt: transfer)."""
+    architecture = (source.config.architecture if source.config else None) or {}
+    same_outputs = source.task == dataset.task and (
+        list(source.class_labels or []) == list(dataset.class_labels or []))
+    if same_outputs:
+        return None
+    if architecture.get("kind") == "CNNConfig":
+        return len(architecture["channels"]) + 1  # the convolutions and the dense layer
+    return len(architecture.get("hidden", ()))

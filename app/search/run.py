@@ -58,6 +58,11 @@ class SearchRun:
         return self.spec.algorithm == "grid"
 
     @property
+    def transfers(self) -> bool:
+        """init_from a network with other outputs: its body is reused under a new head."""
+        return self.plan.space.network == "transfer"
+
+    @property
     def scored_rows(self) -> np.ndarray:
         """The rows a trial's held-out predictions cover: every non-test row (out of fold)
         with folds, else the validation split."""

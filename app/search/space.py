@@ -72,6 +72,17 @@ CNN_SPACE: dict[str, Dimension] = {
 LAYER_COUNT = {"width": "n_layers", "channels": "n_blocks"}
 
 
+def transfer_space(body_layers: int) -> dict[str, Dimension]:
+    """What a transfer from a registered network tunes, besides training: how many of its
+    body's layers stay frozen (all of them: only the new head learns), how much slower the
+    rest of the body learns than the head, and epochs of the head alone first."""
+    return {
+        "frozen_layers": _int(0, body_layers, maximum=body_layers),
+        "body_lr_factor": _float(0.01, 1.0, log=True, minimum=1e-6, maximum=1.0),
+        "head_warmup_epochs": _int(0, 5, maximum=100),
+    }
+
+
 def training_space(max_epochs: int) -> dict[str, Dimension]:
     """The training parameters every search tunes."""
     return {
@@ -92,7 +103,7 @@ class SearchSpace:
     """The dimensions of one job's search, after overrides."""
 
     dimensions: dict[str, Dimension]
-    network: Literal["mlp", "cnn", "fixed"]  # fixed: init_from, architecture not searched
+    network: Literal["mlp", "cnn", "fixed", "transfer"]  # fixed, transfer: init_from
 
     def grid(self, levels: int = 3) -> dict[str, list[Any]]:
         """A discretised grid (per-layer dimensions tied into one value for all layers)."""
@@ -120,9 +131,14 @@ def _levels(dimension: Dimension, levels: int) -> list[Any]:
 
 
 def default_space(input_shape: list[int] | None, max_epochs: int,
-                  searched_architecture: bool = True) -> SearchSpace:
-    """The default space for a dataset: a CNN when rows are images, else an MLP."""
+                  searched_architecture: bool = True,
+                  transfer_layers: int | None = None) -> SearchSpace:
+    """The default space for a dataset: a CNN when rows are images, else an MLP; the
+    training only for a network fine-tuned from a registered one, and the transfer choices
+    too when it learns a new head (``transfer_layers``: its body's weight layers)."""
     training = training_space(max_epochs)
+    if transfer_layers is not None:
+        return SearchSpace({**transfer_space(transfer_layers), **training}, "transfer")
     if not searched_architecture:
         return SearchSpace(training, "fixed")
     if input_shape and len(input_shape) == 3:
@@ -190,7 +206,9 @@ def apply_overrides(space: SearchSpace, overrides: dict[str, Any]) -> SearchSpac
         path = f"search.space.{name}"
         if name not in dimensions:
             kind = {"mlp": "an MLP search", "cnn": "a CNN search",
-                    "fixed": "a search with init_from (its architecture is fixed)"}[space.network]
+                    "fixed": "a search with init_from (its architecture is fixed)",
+                    "transfer": "a transfer with init_from (its architecture is fixed)"
+                    }[space.network]
             raise InvalidInput(f"{path}: unknown dimension for {kind}; known: "
                                f"{sorted(dimensions)}")
         dimensions[name] = _override(path, dimensions[name], value)

@@ -16,7 +16,13 @@ from optuna.study import StudyDirection
 from sqlalchemy import select
 
 from app.compression.base import Candidate
-from app.compression.job import Compression, compression_data, run_compression, with_compression
+from app.compression.job import (
+    Compression,
+    compression_data,
+    run_compression,
+    stored_network,
+    with_compression,
+)
 from app.compression.record import Lineage
 from app.compression.spec import CompressionSpec
 from app.config import Settings
@@ -38,7 +44,7 @@ from app.registry.service import get_version
 from app.search import ensembles
 from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
 from app.search.fit import build_network
-from app.search.plan import make_plan, plan_summary, uses_folds
+from app.search.plan import make_plan, plan_summary, transfer_layers, uses_folds
 from app.search.run import SearchRun
 from app.search.selection import best_of, fold_data, within_noise
 from app.search.space import fits
@@ -51,7 +57,7 @@ from app.training.ensemble import Ensemble
 from app.training.export import INPUT_NAME, OUTPUT_NAME
 from app.training.models import Network, architecture_from
 from app.training.stopping import stop_checks
-from app.training.train import TrainData, train
+from app.training.train import TrainData, save_weights, train
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -75,17 +81,21 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
         dataset = session.get(Dataset, job.dataset_id)
         assert dataset is not None
         spec = SearchJobCreate.model_validate(job.spec).search
-        architecture, weights_key = None, None
+        architecture, init_weights, transfer = None, None, None
         if spec.init_from is not None:
             source = get_version(session, spec.init_from.model, spec.init_from.version)
             stored = source.config
             assert stored is not None and stored.architecture is not None  # checked at submit
             architecture = architecture_from(stored.architecture)
-            weights_key = stored.weights_key
+            network = stored_network(source, get_store(settings.artifact_url))
+            assert network is not None  # has_network was checked at submit
+            init_weights = save_weights(network)
+            transfer = transfer_layers(source, dataset)
         started_at = job.started_at or utcnow()
         session.expunge(dataset)
     store = get_store(settings.artifact_url)
-    plan = make_plan(spec, dataset, fixed_architecture=architecture is not None)
+    plan = make_plan(spec, dataset, fixed_architecture=architecture is not None,
+                     transfer_layers=transfer)
     arrays = load_arrays(store, dataset)
     splits = split_indices(arrays.target, Task(dataset.task), seed=spec.seed)
     data = TrainData(x_train=arrays.features[splits.train], y_train=arrays.target[splits.train],
@@ -115,7 +125,7 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
         settings=settings, job_id=job_id, spec=spec, plan=plan, dataset=dataset,
         arrays=arrays, splits=splits, data=data, store=store, worker=worker, storage=storage,
         study=study, pruning=pruning, architecture=architecture,
-        init_weights=store.local_path(weights_key).read_bytes() if weights_key else None,
+        init_weights=init_weights,
         deadline=started_at + timedelta(seconds=search_seconds(spec, settings)),
         raw_sample=(load_raw(store, dataset, splits.validation[:RAW_SAMPLE_ROWS])
                     if dataset.encoding is not None else None),

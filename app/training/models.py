@@ -14,6 +14,7 @@ INPUT_CLIP = 10.0  # standardised inputs are clipped to this many standard devia
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,  # uploaded networks only; searches do not choose it
 }
 
 
@@ -27,6 +28,9 @@ class MLPConfig:
     activation: str = "relu"
     dropout: float = 0.0
     batch_norm: bool = False
+    # An uploaded network's own input normalisation (and raw outputs) are part of its
+    # weights: training never refits them, and inputs are not clipped.
+    fixed_scaling: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class CNNConfig:
     activation: str = "relu"
     dropout: float = 0.0
     batch_norm: bool = False
+    fixed_scaling: bool = False  # as MLPConfig's
 
     @property
     def n_inputs(self) -> int:
@@ -131,12 +136,18 @@ class Network(nn.Module):
         return nn.Sequential(*layers, *cls._dense(channels * height * width,
                                                   (config.head_width,), config))
 
-    def fit_scaling(self, features: np.ndarray, target: np.ndarray | None) -> None:
-        """Set the input (and regression target) standardisation from training rows."""
-        std = features.std(axis=0)
-        self.input_mean.copy_(torch.from_numpy(features.mean(axis=0).astype(np.float32)))
-        scale = np.where(std > 1e-8, 1.0 / np.maximum(std, 1e-8), 1.0).astype(np.float32)
-        self.input_scale.copy_(torch.from_numpy(scale))
+    def fit_scaling(self, features: np.ndarray, target: np.ndarray | None, *,
+                    inputs: bool = True) -> None:
+        """Set the input (and regression target) standardisation from training rows
+        (kept as they are for a network whose scaling is part of its weights). Without
+        ``inputs`` the input standardisation stays: a reused body keeps what it learnt on."""
+        if self.config.fixed_scaling:
+            return
+        if inputs:
+            std = features.std(axis=0)
+            self.input_mean.copy_(torch.from_numpy(features.mean(axis=0).astype(np.float32)))
+            scale = np.where(std > 1e-8, 1.0 / np.maximum(std, 1e-8), 1.0).astype(np.float32)
+            self.input_scale.copy_(torch.from_numpy(scale))
         if target is not None and not self.classification:
             self.target_mean.fill_(float(target.mean()))
             self.target_scale.fill_(float(target.std()) or 1.0)
@@ -145,7 +156,9 @@ class Network(nn.Module):
         # Clipped standardisation: a value far outside what training saw (a pixel that was
         # almost always 0) cannot dominate an activation. int8 kernels need that too:
         # dynamic quantization takes one range for a whole batch.
-        scaled = torch.clamp((x - self.input_mean) * self.input_scale, -INPUT_CLIP, INPUT_CLIP)
+        scaled = (x - self.input_mean) * self.input_scale
+        if not self.config.fixed_scaling:
+            scaled = torch.clamp(scaled, -INPUT_CLIP, INPUT_CLIP)
         out: torch.Tensor = self.body(scaled)
         return out
 
@@ -180,3 +193,17 @@ class Predictor(nn.Module):
 def count_parameters(network: nn.Module) -> int:
     """Trainable parameters."""
     return sum(parameter.numel() for parameter in network.parameters())
+
+
+def transfer_groups(network: Network, frozen_layers: int) -> tuple[tuple[str, ...],
+                                                                   tuple[str, ...],
+                                                                   tuple[str, ...]]:
+    """Parameter-name prefixes for transfer: (frozen: the first ``frozen_layers`` weight
+    layers with the norms and activations after them; slow: the rest of the reused body;
+    head: the new output layer)."""
+    weighted = [index for index, layer in enumerate(network.body)
+                if isinstance(layer, nn.Linear | nn.Conv2d)]
+    head = weighted[-1]
+    cut = weighted[frozen_layers] if frozen_layers < len(weighted) - 1 else head
+    return (tuple(f"body.{index}." for index in range(cut)),
+            tuple(f"body.{index}." for index in range(cut, head)), (f"body.{head}.",))

@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,14 @@ class TrainConfig:
     metric: str | None = None  # default: accuracy (classification) or rmse (regression)
     seed: int = 0
     restore_best: bool = True  # False: keep the last epoch (a refit with a known count)
+    # Transfer: parameter-name prefixes left as they are, trained at learning_rate *
+    # slow_lr_factor (the reused body), and trained alone for head_warmup_epochs first.
+    frozen: tuple[str, ...] = ()
+    slow: tuple[str, ...] = ()
+    slow_lr_factor: float = 1.0
+    head: tuple[str, ...] = ()
+    head_warmup_epochs: int = 0
+    keep_input_scaling: bool = False  # transfer: the body keeps the inputs it learnt on
 
 
 @dataclass(frozen=True)
@@ -72,8 +81,28 @@ def validation_score(network: Network, x: torch.Tensor, y: np.ndarray,
     return quality_score(metric or default_metric(task), task, output, y)
 
 
-def _optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimizer:
-    parameters = network.parameters()
+def _groups(network: Network, config: TrainConfig,
+            only: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Parameter groups: frozen prefixes left out (and marked so), slow ones at the slower
+    rate; with ``only``, just the parameters under those prefixes."""
+    normal: list[nn.Parameter] = []
+    slow: list[nn.Parameter] = []
+    for name, parameter in network.named_parameters():
+        if config.frozen and name.startswith(config.frozen):
+            parameter.requires_grad_(False)
+            continue
+        if only and not name.startswith(only):
+            continue
+        (slow if config.slow and name.startswith(config.slow) else normal).append(parameter)
+    groups: list[dict[str, Any]] = [{"params": normal, "lr": config.learning_rate}]
+    if slow:
+        groups.append({"params": slow, "lr": config.learning_rate * config.slow_lr_factor})
+    return groups
+
+
+def _optimizer(network: Network, config: TrainConfig,
+               only: tuple[str, ...] = ()) -> torch.optim.Optimizer:
+    parameters = _groups(network, config, only)
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=config.learning_rate, momentum=0.9,
                                weight_decay=config.weight_decay)
@@ -107,7 +136,7 @@ def train(network: Network, data: TrainData, config: TrainConfig,
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    network.fit_scaling(data.x_train, data.y_train)
+    network.fit_scaling(data.x_train, data.y_train, inputs=not config.keep_input_scaling)
     x_train = torch.from_numpy(data.x_train)
     x_val = torch.from_numpy(data.x_val)
     if network.classification:
@@ -117,6 +146,8 @@ def train(network: Network, data: TrainData, config: TrainConfig,
         scaled = (data.y_train - float(network.target_mean)) / float(network.target_scale)
         y_train = torch.from_numpy(scaled.astype(np.float32)).reshape(-1, 1)
         loss_fn = nn.MSELoss()
+    if config.head_warmup_epochs and config.head:
+        _warm_up_head(network, config, x_train, y_train, loss_fn, generator)
     optimizer = _optimizer(network, config)
     schedule = _schedule(optimizer, config)
     metric = config.metric or default_metric(_task(network))
@@ -162,6 +193,24 @@ def train(network: Network, data: TrainData, config: TrainConfig,
                        seconds=time.perf_counter() - started)
 
 
+def _warm_up_head(network: Network, config: TrainConfig, x_train: torch.Tensor,
+                  y_train: torch.Tensor, loss_fn: nn.Module, generator: torch.Generator) -> None:
+    """A few epochs that train the new output layer alone, so that its first, random
+    gradients do not wreck the reused body."""
+    optimizer = _optimizer(network, config, only=config.head)
+    network.train()
+    for _ in range(config.head_warmup_epochs):
+        order = torch.randperm(len(x_train), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            if len(batch) < 2 and len(order) >= 2:
+                continue
+            check_stop()
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(network(x_train[batch]), y_train[batch]).backward()
+            optimizer.step()
+
+
 def save_weights(network: nn.Module) -> bytes:
     """The state dict as bytes (tensors only; loadable with ``weights_only=True``)."""
     buffer = io.BytesIO()
@@ -169,6 +218,14 @@ def save_weights(network: nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def load_weights(network: nn.Module, data: bytes) -> None:
-    """Load weights saved by ``save_weights`` without unpickling arbitrary objects."""
-    network.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
+def load_weights(network: nn.Module, data: bytes, *, except_prefixes: tuple[str, ...] = ()
+                 ) -> None:
+    """Load weights saved by ``save_weights`` without unpickling arbitrary objects; those
+    under ``except_prefixes`` (a new output layer) keep their fresh values."""
+    state = torch.load(io.BytesIO(data), weights_only=True)
+    if except_prefixes:
+        fresh = network.state_dict()
+        state = {name: fresh[name] if name.startswith(except_prefixes) else value
+                 for name, value in state.items()}
+        state.update({n: v for n, v in fresh.items() if n.startswith(except_prefixes)})
+    network.load_state_dict(state)

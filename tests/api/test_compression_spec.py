@@ -32,6 +32,13 @@ def post_compress(client: TestClient, admin: dict, **body: Any) -> Any:
                            "version 1 of 'flowers' has no torch weights"),
     ([["quantize_dynamic", "select_features"]], "needs torch weights, but it follows a graph "
                                                 "rewrite; put distill before it"),
+    (["share_weights"], "methods[0][0] (share_weights) needs torch weights, but version 1 of "
+                        "'flowers' has no torch weights"),
+    ([["distill", "binarize", "fp16"]], "methods[0][2] (fp16): the model is already quantized "
+                                        "earlier in this chain"),
+    ([["distill", "quantize_dynamic", "share_weights"]], "methods[0][2] (share_weights) needs "
+                                                         "torch weights, but it follows a graph"),
+    ([{"method": "share_weights", "bits": 9}], "less than or equal to 8"),
 ])
 def test_chains_the_source_cannot_take_are_named(client: TestClient, admin: dict,
                                                  settings: Settings, classifier_onnx: Path,

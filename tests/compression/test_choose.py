@@ -60,6 +60,12 @@ def test_chains_are_checked_against_what_the_parent_has() -> None:
     images = CompressionSpec.model_validate({"methods": ["select_features"]})
     assert "convolutional" in str(chain_problem(images.methods, has_network=True,
                                                 convolutional=True))
+    deep = CompressionSpec.model_validate({"methods": [[  # Deep Compression's pipeline
+        {"method": "prune_unstructured", "sparsity": 0.9}, "share_weights"], "binarize"]})
+    assert chain_problem(deep.methods, has_network=True, convolutional=False) is None
+    shared = CompressionSpec.model_validate({"methods": ["share_weights"]})
+    assert "(share_weights) needs torch weights" in str(chain_problem(
+        shared.methods, has_network=False, convolutional=False))
     student = CompressionSpec.model_validate({"methods": [[
         {"method": "distill", "student_hidden": [16]}, "select_features"]]})
     assert chain_problem(student.methods, has_network=True, convolutional=True) is None

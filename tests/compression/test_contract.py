@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 from app.compression.base import COMPRESSORS, Candidate, CompressionData, CompressionError
 from app.compression.base import get_compressor as compressor_for
 from app.compression.measure import agreement
-from app.compression.spec import MethodStep
+from app.compression.spec import METHOD_NAMES, MethodStep
 from app.evaluation.sessions import open_session
 
 STEP = TypeAdapter(MethodStep)
@@ -26,6 +26,8 @@ QUICK: dict[str, dict[str, Any]] = {  # fewer epochs than the defaults, same cod
     "distill": {"epochs": 30, "learning_rate": 5e-3},
     "select_features": {"fine_tune_epochs": 3, "keep": 0.6},
     "quantize_static": {"calibration_rows": 64},
+    "share_weights": {"fine_tune_epochs": 3},
+    "binarize": {"fine_tune_epochs": 10, "learning_rate": 3e-3},
 }
 
 
@@ -46,15 +48,11 @@ def signature(onnx_bytes: bytes) -> tuple[Any, ...]:
 
 def test_every_method_of_the_spec_is_registered() -> None:
     compressor_for(method_step("fp16"))  # loads the methods
-    assert set(COMPRESSORS) == {"prune_structured", "prune_unstructured", "distill",
-                                "quantize_dynamic", "quantize_static", "fp16",
-                                "select_features"}
+    assert set(COMPRESSORS) == set(METHOD_NAMES)
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
-@pytest.mark.parametrize("name", sorted(["prune_structured", "prune_unstructured", "distill",
-                                         "quantize_dynamic", "quantize_static", "fp16",
-                                         "select_features"]))
+@pytest.mark.parametrize("name", sorted(METHOD_NAMES))
 def test_compressor_contract(name: str, task: str, request: pytest.FixtureRequest) -> None:
     parent, data = request.getfixturevalue(task)
     assert isinstance(data, CompressionData)
@@ -84,8 +82,7 @@ def test_compressor_contract(name: str, task: str, request: pytest.FixtureReques
             compressor.apply(graph_only, data, lambda: None)
 
 
-@pytest.mark.parametrize("name", ["prune_structured", "prune_unstructured", "distill",
-                                  "quantize_dynamic", "quantize_static", "fp16"])
+@pytest.mark.parametrize("name", sorted(set(METHOD_NAMES) - {"select_features"}))
 def test_convolutional_networks_compress_too(name: str,
                                              images: tuple[Candidate, CompressionData]) -> None:
     parent, data = images

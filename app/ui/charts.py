@@ -3,7 +3,6 @@ server from the same read models the API answers with; the page only draws them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -194,7 +193,3 @@ def compression_tradeoffs(rows: Sequence[ReportRow]) -> tuple[Figure, Figure]:
 def points(figure: Figure) -> int:
     """How many points a figure draws (what the browser test counts)."""
     return sum(len(trace.get("x") or []) for trace in figure["data"] if "x" in trace)
-
-
-def finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

@@ -1,6 +1,7 @@
 """Uploaded ONNX networks are trainable like searched ones, with a real worker: an MLP and a
-CNN made elsewhere are pruned, weight-shared, fine-tuned and used for transfer; a graph
-with an operator that cannot be trained gets a 422 naming it (and still quantizes)."""
+CNN made elsewhere are pruned, fine-tuned and used for transfer (the MLP weight-shared too);
+a graph with an operator that cannot be trained gets a 422 naming it (and still
+quantizes)."""
 
 from __future__ import annotations
 
@@ -91,6 +92,10 @@ def test_an_uploaded_cnn_is_pruned_and_transferred(kiln: KilnServer) -> None:
         "compression": {"methods": [{"method": "prune_structured", "fine_tune_epochs": 3}]}})
     parent, pruned = compressed["result"]["compression"]["rows"][:2]
     assert pruned["params"] < parent["params"]
+    tuned = job(kiln, {"kind": "search", "dataset_id": dataset, "model_name": "their-cnn",
+                       "search": {"max_trials": 1, "space": {"epochs": 2},
+                                  "init_from": {"model": "their-cnn", "version": 1}}})
+    assert tuned["result"]["plan"]["init_from"] == "fine-tune"
     binary = kiln.upload_dataset(csv_bytes(
         [f"px{i}" for i in range(64)] + ["label"],
         [[*map(int, np.random.default_rng(i).integers(0, 16, 64)), "odd" if i % 2 else "even"]

@@ -32,15 +32,6 @@ SEARCH = {"max_trials": 3, "max_epochs": 4,
           "space": {"n_layers": 1, "width": 16, "epochs": 4, "batch_size": 16}}
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        server.kill()
-
-
 def serve(tmp_path: Path, redis: RedisServer) -> KilnServer:
     kiln = KilnServer(tmp_path / "data", workers=1, **QUICK_RESEND)
     kiln.env["KILN_BROKER_URL"] = redis.url  # this test's Redis, whatever CI's default

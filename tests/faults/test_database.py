@@ -9,10 +9,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.e2e_server import KilnServer
+from tests.faults.jobs import submit_slow_search, wait_for_trials
 from tests.faults.servers import INITDB, POSTGRES, REDIS, PostgresServer, RedisServer
 from tests.helpers import blobs_csv
 
@@ -29,27 +29,6 @@ def postgres() -> Iterator[PostgresServer]:
     server.remove()
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        server.kill()
-
-
-def wait_for_trials(client: httpx.Client, job_id: int, timeout: float = 120) -> None:
-    """Until one trial is complete and another is training."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        trials = client.get(f"/v1/jobs/{job_id}/trials").json()
-        states = {t["state"] for t in trials}
-        if {"complete", "running"} <= states:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never had a trial complete and one running")
-
-
 def test_a_search_converges_when_postgresql_stops_mid_job_and_returns(
         tmp_path: Path, postgres: PostgresServer, redis: RedisServer) -> None:
     kiln = KilnServer(tmp_path / "data", workers=1, database=postgres.url,
@@ -58,15 +37,10 @@ def test_a_search_converges_when_postgresql_stops_mid_job_and_returns(
     kiln.start()
     try:
         dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
+        job_id = submit_slow_search(kiln, dataset_id, "through-outage", trials=5, epochs=20,
+                                    seed=4)
         with kiln.client() as client:
-            response = client.post("/v1/jobs", json={
-                "kind": "search", "dataset_id": dataset_id, "model_name": "through-outage",
-                "search": {"max_trials": 5, "max_epochs": 20, "seed": 4,
-                           "space": {"n_layers": 1, "width": 32, "epochs": 20,
-                                     "batch_size": 8, "patience": 0}}})
-            assert response.status_code == 202, response.text
-            job_id = int(response.json()["id"])
-            wait_for_trials(client, job_id)
+            wait_for_trials(client, job_id, {"complete", "running"})
 
             postgres.stop()
             away_until = time.monotonic() + 8

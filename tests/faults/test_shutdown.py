@@ -5,10 +5,10 @@ ends, with trials done before the stop kept and exactly one registered version."
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 from tests.e2e_server import KilnServer
+from tests.faults.jobs import submit_slow_search, wait_for_trials
 from tests.helpers import blobs_csv
 
 
@@ -18,22 +18,9 @@ def test_a_search_stopped_by_sigterm_converges_after_restart(tmp_path: Path) -> 
     kiln.start()
     try:
         dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
+        job_id = submit_slow_search(kiln, dataset_id, "stopped", trials=4, epochs=30, seed=3)
         with kiln.client() as client:
-            response = client.post("/v1/jobs", json={
-                "kind": "search", "dataset_id": dataset_id, "model_name": "stopped",
-                "search": {"max_trials": 4, "max_epochs": 30, "seed": 3,
-                           "space": {"n_layers": 1, "width": 32, "epochs": 30,
-                                     "batch_size": 8, "patience": 0}}})
-        assert response.status_code == 202, response.text
-        job_id = int(response.json()["id"])
-        deadline = time.monotonic() + 120
-        with kiln.client() as client:
-            while time.monotonic() < deadline:
-                trials = client.get(f"/v1/jobs/{job_id}/trials").json()
-                if any(t["state"] == "complete" for t in trials) and any(
-                        t["state"] == "running" for t in trials):
-                    break
-                time.sleep(0.2)
+            wait_for_trials(client, job_id, {"complete", "running"})
         assert kiln.process is not None
         kiln.process.send_signal(signal.SIGTERM)
         kiln.process.wait(timeout=90)

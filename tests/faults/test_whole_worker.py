@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 from tests.e2e_server import KilnServer
+from tests.faults.jobs import submit_slow_search, wait_for_trials
 from tests.helpers import blobs_csv
 
 
@@ -21,23 +21,10 @@ def test_a_job_survives_its_whole_worker_killed(tmp_path: Path) -> None:
     kiln.start()
     try:
         dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
+        job_id = submit_slow_search(kiln, dataset_id, "whole-worker", trials=4, epochs=30,
+                                    seed=5)
         with kiln.client() as client:
-            response = client.post("/v1/jobs", json={
-                "kind": "search", "dataset_id": dataset_id, "model_name": "whole-worker",
-                "search": {"max_trials": 4, "max_epochs": 30, "seed": 5,
-                           "space": {"n_layers": 1, "width": 32, "epochs": 30,
-                                     "batch_size": 8, "patience": 0}}})
-            assert response.status_code == 202, response.text
-            job_id = int(response.json()["id"])
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                job = client.get(f"/v1/jobs/{job_id}").json()
-                trials = client.get(f"/v1/jobs/{job_id}/trials").json()
-                if any(t["state"] == "running" for t in trials) and job["worker"]:
-                    break
-                time.sleep(0.2)
-            else:
-                raise AssertionError(kiln.log_tail())
+            job = wait_for_trials(client, job_id, {"running"})
         pool_child = int(job["worker"].rsplit(":", 1)[1])
         worker_group = os.getpgid(pool_child)  # the supervisor gives the worker its own
         assert worker_group != os.getpgid(0)

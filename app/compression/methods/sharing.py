@@ -126,62 +126,77 @@ def _coded_candidate(candidate: Candidate, network: Network,
     return candidate.graph_only(packed, {**report, **summary, "fp32_weight_bytes": fp32_bytes})
 
 
+class _CodingCompressor(Compressor):
+    """Train every weight layer of a copy of the network through a parametrization that
+    codes its weights, then store the codes packed. Subclasses say how a layer is coded,
+    how its codebook is read back, and what the report adds."""
+
+    needs_network = True
+    step: ShareWeights | Binarize
+
+    def coding(self, layer: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def book(self, layer: nn.Module, coding: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def details(self, books: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, object]:
+        raise NotImplementedError
+
+    def apply(self, candidate: Candidate, data: CompressionData,
+              check: Callable[[], None]) -> Candidate:
+        network = _copy(self.network_of(candidate))
+        layers = [layer for _, layer in weighted_layers(network)]
+        if not layers:
+            raise CompressionError(f"{self.step.method}: the network has no weight layers")
+        codings = []
+        for layer in layers:
+            coding = self.coding(layer)
+            parametrize.register_parametrization(layer, "weight", coding, unsafe=True)
+            codings.append(coding)
+        check()
+        fine_tune(network, data.train_data(candidate.columns), epochs=self.step.fine_tune_epochs,
+                  learning_rate=self.step.learning_rate, seed=data.seed)
+        check()
+        books = [self.book(layer, coding) for layer, coding in zip(layers, codings, strict=True)]
+        for layer in layers:
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+        return _coded_candidate(candidate, network, books, {
+            "fine_tune_epochs": self.step.fine_tune_epochs, **self.details(books)})
+
+
 @register("share_weights")
-class WeightSharer(Compressor):
+class WeightSharer(_CodingCompressor):
     """Each layer's weights clustered into 2^bits shared values (zeros of a pruned layer
     kept), the centroids fine-tuned on training rows, the file storing index bits."""
 
-    needs_network = True
     step: ShareWeights
 
-    def apply(self, candidate: Candidate, data: CompressionData,
-              check: Callable[[], None]) -> Candidate:
-        network = _copy(self.network_of(candidate))
-        layers = [layer for _, layer in weighted_layers(network)]
-        if not layers:
-            raise CompressionError("share_weights: the network has no weight layers")
-        sharers = []
-        for layer in layers:
-            sharer = SharedValues(layer.weight, self.step.bits)
-            parametrize.register_parametrization(layer, "weight", sharer, unsafe=True)
-            _latent(layer).requires_grad_(False)
-            sharers.append(sharer)
-        check()
-        fine_tune(network, data.train_data(candidate.columns), epochs=self.step.fine_tune_epochs,
-                  learning_rate=self.step.learning_rate, seed=data.seed)
-        check()
-        books = [sharer.coded() for sharer in sharers]
-        for layer in layers:
-            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
-        return _coded_candidate(candidate, network, books, {
-            "bits": self.step.bits, "fine_tune_epochs": self.step.fine_tune_epochs,
-            "clusters_per_layer": [len(book) for book, _ in books]})
+    def coding(self, layer: nn.Module) -> nn.Module:
+        weight: torch.Tensor = getattr(layer, "weight")  # noqa: B009 (a Module attribute)
+        weight.requires_grad_(False)  # only the codebook trains (it stays the latent tensor)
+        return SharedValues(weight, self.step.bits)
+
+    def book(self, layer: nn.Module, coding: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        assert isinstance(coding, SharedValues)
+        return coding.coded()
+
+    def details(self, books: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, object]:
+        return {"bits": self.step.bits, "clusters_per_layer": [len(book) for book, _ in books]}
 
 
 @register("binarize")
-class Binarizer(Compressor):
+class Binarizer(_CodingCompressor):
     """Every weight layer trained with 1-bit weights (sign times a per-channel scale) from
     the parent's weights, then stored as packed bits."""
 
-    needs_network = True
     step: Binarize
 
-    def apply(self, candidate: Candidate, data: CompressionData,
-              check: Callable[[], None]) -> Candidate:
-        network = _copy(self.network_of(candidate))
-        layers = [layer for _, layer in weighted_layers(network)]
-        if not layers:
-            raise CompressionError("binarize: the network has no weight layers")
-        for layer in layers:
-            parametrize.register_parametrization(layer, "weight", SignedValues(), unsafe=True)
-        check()
-        fine_tune(network, data.train_data(candidate.columns), epochs=self.step.fine_tune_epochs,
-                  learning_rate=self.step.learning_rate, seed=data.seed)
-        check()
-        books = []
-        for layer in layers:
-            books.append(SignedValues.coded(_latent(layer)))
-            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
-        return _coded_candidate(candidate, network, books, {
-            "weights": "1 bit with a per-channel scale",
-            "fine_tune_epochs": self.step.fine_tune_epochs})
+    def coding(self, layer: nn.Module) -> nn.Module:
+        return SignedValues()
+
+    def book(self, layer: nn.Module, coding: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        return SignedValues.coded(_latent(layer))
+
+    def details(self, books: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, object]:
+        return {"weights": "1 bit with a per-channel scale"}

@@ -72,6 +72,7 @@ class _Walk:
             raise UnsupportedGraph("the graph must have one input and one output to be "
                                    "trained as a network")
         self.current, self.output = inputs[0], graph.output[0].name
+        self.steps, self.limit = 0, len(graph.node)
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
         for node in graph.node:
             if node.op_type == "Constant":
@@ -89,6 +90,9 @@ class _Walk:
         return users[0]
 
     def take(self, node: onnx.NodeProto) -> None:
+        self.steps += 1
+        if self.steps > self.limit or node.output[0] == self.current:
+            raise UnsupportedGraph("the graph loops back on itself")
         self.current = node.output[0]
 
     def constant_of(self, node: onnx.NodeProto) -> str:
@@ -211,7 +215,17 @@ def _blocks(walk: _Walk, plan: LayerPlan, activations: set[str]) -> tuple[list[i
 def read_layers(model: onnx.ModelProto, row_shape: list[int]) -> LayerPlan:
     """The graph as layers, or UnsupportedGraph naming what stands in the way.
     ``row_shape``: one row of the input (``[features]``, or ``[channels, height, width]``
-    for an image model)."""
+    for an image model). A graph malformed in a way no rule above names (a node short of
+    inputs, a weight of the wrong rank) is refused as such, never with another error."""
+    try:
+        return _read_layers(model, row_shape)
+    except (IndexError, KeyError, ValueError, TypeError, AttributeError) as malformed:
+        kind = type(malformed).__name__
+        raise UnsupportedGraph(f"the graph could not be read as layers ({kind} while "
+                               "following its nodes)") from None
+
+
+def _read_layers(model: onnx.ModelProto, row_shape: list[int]) -> LayerPlan:
     _check_ops(model)
     walk = _Walk(model)
     plan = LayerPlan(architecture={}, dense=[])

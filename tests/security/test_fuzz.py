@@ -205,3 +205,53 @@ def test_csv_upload_parser_answers_a_dataset_or_4xx(tmp_path_factory: Any,
         return
     assert parsed.features.dtype == np.float32 and np.isfinite(parsed.features).all()
     assert len(parsed.features) == len(parsed.target) >= 10
+
+
+def _layer_graph() -> onnx.ModelProto:
+    from tests.training.test_from_onnx import mlp_onnx
+
+    return onnx.load_model_from_string(mlp_onnx())
+
+
+LAYER_GRAPH = _layer_graph()
+OPS = ["Gemm", "MatMul", "Add", "Sub", "Relu", "Softmax", "Identity", "Reshape", "Conv",
+       "MaxPool", "BatchNormalization", "Flatten", "Cos"]
+
+
+@FUZZ
+@given(st.data())
+def test_the_layer_reader_answers_layers_or_a_reason(data: st.DataObject) -> None:
+    """What an upload's graph is read as, at upload time in the gateway: layers, or
+    UnsupportedGraph (recorded as the reason), whatever the nodes, inputs, attributes and
+    constants say; never another exception."""
+    from app.onnx_layers import UnsupportedGraph, read_layers
+
+    model = onnx.ModelProto()
+    model.CopyFrom(LAYER_GRAPH)
+    nodes, names = model.graph.node, [t.name for t in model.graph.initializer]
+    for _ in range(data.draw(st.integers(1, 4))):
+        node = nodes[data.draw(st.integers(0, len(nodes) - 1))]
+        change = data.draw(st.sampled_from(["op", "drop input", "swap input", "attribute",
+                                            "self loop", "drop constant"]))
+        if change == "op":
+            node.op_type = data.draw(st.sampled_from(OPS))
+        elif change == "drop input" and node.input:
+            del node.input[data.draw(st.integers(0, len(node.input) - 1))]
+        elif change == "swap input" and node.input:
+            node.input[data.draw(st.integers(0, len(node.input) - 1))] = data.draw(
+                st.sampled_from([*names, "nowhere", node.output[0]]))
+        elif change == "attribute":
+            node.attribute.append(onnx.helper.make_attribute(
+                data.draw(st.sampled_from(["transB", "alpha", "pads", "kernel_shape"])),
+                data.draw(st.sampled_from([0, 2, 1.5, [0, 0, 1, 1], [3, 3]]))))
+        elif change == "self loop" and node.input:
+            node.input[0] = node.output[0]
+        elif change == "drop constant" and len(model.graph.initializer):
+            del model.graph.initializer[data.draw(st.integers(
+                0, len(model.graph.initializer) - 1))]
+    try:
+        plan = read_layers(model, data.draw(st.sampled_from([[6], [1, 2, 3], []])))
+    except UnsupportedGraph as refused:
+        assert refused.status_code == 422 and refused.message
+        return
+    assert plan.dense and plan.architecture["kind"] in ("MLPConfig", "CNNConfig")

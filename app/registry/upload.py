@@ -39,6 +39,7 @@ class CheckedModel:
     class_labels: list[Any] | None
     n_params: int
     latency_p50_ms: float
+    config: VersionConfig  # trainable (its architecture), or why not
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def check_onnx(path: Path, *, labels: str | None, task: str | None,
                                      row_shape=declared.row_shape,
                                      output_name=declared.output_name, width=declared.width)
     return CheckedModel(signature=signature, task=resolved, class_labels=class_labels,
+                        config=trainable_form(model, signature),
                         n_params=declared.n_params, latency_p50_ms=probed.latency_p50_ms)
 
 
@@ -115,14 +117,14 @@ def upload_version(session: Session, store: ArtifactStore, *, name: str, upload:
     return register_version(session, name, VersionDraft(
         task=checked.task, source="upload", artifact=artifact, signature=checked.signature,
         n_params=checked.n_params, latency_p50_ms=checked.latency_p50_ms,
-        class_labels=checked.class_labels, config=trainable_form(upload, checked.signature)))
+        class_labels=checked.class_labels, config=checked.config))
 
 
-def trainable_form(upload: Path, signature: Signature) -> VersionConfig:
+def trainable_form(model: onnx.ModelProto, signature: Signature) -> VersionConfig:
     """Whether the graph is a stack of layers a worker can rebuild and train (the
     architecture), or why not (named in the 422 of a job that needs torch weights)."""
     try:
-        plan = read_layers(onnx.load(str(upload)), list(signature.row_shape))
+        plan = read_layers(model, list(signature.row_shape))
     except UnsupportedGraph as unsupported:
         return VersionConfig(untrainable=unsupported.message)
     return VersionConfig(architecture=plan.architecture, weights_in_onnx=True)

@@ -205,3 +205,22 @@ def test_docs_pages_load_nothing_from_elsewhere(client: TestClient) -> None:
         assert "/static/docs/" in html
         assert not re.search(r'(src|href)="https?://', html), html
         assert "fonts.googleapis" not in html
+
+
+@pytest.mark.parametrize(("form", "status", "message"), [
+    ({"alias": "production", "version": "abc"}, 422, "version"),
+    ({"alias": "production", "version": "99"}, 404, "no version 99"),
+    ({"alias": "../etc", "version": "1"}, 422, "alias"),
+    ({"version": "1"}, 422, "alias"),
+])
+def test_a_bad_alias_form_is_refused_and_changes_nothing(
+        client: TestClient, keys: dict[str, str], admin: dict, settings: Settings,
+        classifier_onnx, form: dict, status: int, message: str) -> None:
+    register(settings, classifier_onnx, name="flowers", labels=["a", "b", "c"])
+    sign_in(client, keys["write"])
+    answer = client.post("/ui/models/flowers/aliases", data=form,
+                         headers={"Origin": "http://testserver"})
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("text/html")
+    assert message in unescape(answer.text)
+    assert client.get("/v1/models/flowers", headers=admin).json()["aliases"] == {}

@@ -145,6 +145,9 @@ class Job(Base):
     best_value: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # What a running job has stored so far that a later attempt may reuse (a batch
+    # prediction's finished chunks); written with the lease renewal that reports it.
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     sends: Mapped[int] = mapped_column(Integer, default=0)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,13 +70,15 @@ class Job:
     error: str | None
     result: dict[str, Any] | None
     data: dict[str, Any] = field(repr=False)
+    unit: str = "trials"
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> Job:
         progress = data.get("progress") or {}
         return cls(data["id"], data["kind"], data["status"], data.get("model_name"),
                    progress.get("trials_done", 0), progress.get("trials_total", 0),
-                   progress.get("best_value"), data.get("error"), data.get("result"), data)
+                   progress.get("best_value"), data.get("error"), data.get("result"), data,
+                   progress.get("unit", "trials"))
 
     @property
     def finished(self) -> bool:
@@ -183,6 +185,33 @@ class Client:
     def submit_search(self, dataset_id: int, model_name: str, **search: Any) -> Job:
         return self.submit({"kind": "search", "dataset_id": dataset_id,
                             "model_name": model_name, "search": search})
+
+    def submit_batch_prediction(self, name: str, path: str | Path, *,
+                                version: int | None = None,
+                                key_columns: Sequence[str] = (), output_format: str = "csv",
+                                chunk_rows: int | None = None) -> Job:
+        """A batch prediction job over a local CSV, run by the workers in chunks."""
+        form = {"model": name, "output_format": output_format,
+                **({"version": str(version)} if version else {}),
+                **({"key_columns": ",".join(key_columns)} if key_columns else {}),
+                **({"chunk_rows": str(chunk_rows)} if chunk_rows else {})}
+        source = Path(path)
+        with source.open("rb") as handle:
+            return Job.of(self._call("POST", "/v1/jobs/predict", data=form,
+                                     files={"file": (source.name, handle, "text/csv")}))
+
+    def download_output(self, job_id: int, dest: str | Path) -> Path:
+        """A finished batch prediction's file, streamed to ``dest``."""
+        target = Path(dest)
+        with self._http.stream("GET", f"/v1/jobs/{job_id}/output") as response:
+            if response.status_code >= 400:
+                response.read()
+                raise KilnApiError(response.status_code, _message(response), "GET",
+                                   f"/v1/jobs/{job_id}/output")
+            with target.open("wb") as out:
+                for block in response.iter_bytes(1 << 20):
+                    out.write(block)
+        return target
 
     def job(self, job_id: int) -> Job:
         return Job.of(self._call("GET", f"/v1/jobs/{job_id}"))

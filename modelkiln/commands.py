@@ -50,9 +50,9 @@ class ProgressBar:
         if job.trials_total:
             filled = round(BAR_WIDTH * min(job.trials_done / job.trials_total, 1.0))
             bar = "#" * filled + "." * (BAR_WIDTH - filled)
-            count = f"{job.trials_done}/{job.trials_total} trials"
+            count = f"{job.trials_done}/{job.trials_total} {job.unit}"
         else:
-            bar, count = "", f"{job.trials_done} trials"
+            bar, count = "", f"{job.trials_done} {job.unit}"
         return f"job {job.id} {job.status:<9} [{bar}] {count}  best {best}  {clock}"
 
     def show(self, job: Job) -> None:
@@ -190,10 +190,25 @@ def models_show(args: argparse.Namespace) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.csv).with_suffix("")) + ".predictions.csv"
+    if args.job:
+        return _predict_as_job(args, out)
     with _client(args) as client:
         count = predict_csv(client, args.name, args.csv, out, version=args.version,
                             batch_size=args.batch_size)
     print(f"{count} rows predicted; written to {out}")
+    return 0
+
+
+def _predict_as_job(args: argparse.Namespace, out: str) -> int:
+    """Upload the CSV as a batch prediction job, follow it, download its output."""
+    with _client(args) as client:
+        job = client.submit_batch_prediction(args.name, args.csv, version=args.version,
+                                             key_columns=args.key or [])
+        if watch_job(client, job.id) != 0:
+            return 1
+        client.download_output(job.id, out)
+        rows = client.job(job.id).trials_done
+    print(f"{rows} rows predicted by job {job.id}; written to {out}")
     return 0
 
 
@@ -260,6 +275,11 @@ def add_commands(commands: Any) -> None:
     predicting.add_argument("--out", help="where to write (default: FILE.predictions.csv)")
     predicting.add_argument("--version", type=int)
     predicting.add_argument("--batch-size", type=int, default=1000)
+    predicting.add_argument("--job", action="store_true", help="upload the file as a batch "
+                            "prediction job on the workers (for large files) and download "
+                            "its output")
+    predicting.add_argument("--key", action="append", help="with --job: a column to copy "
+                            "next to the predictions (repeatable)")
     _common(predicting, predict, json_output=False)
 
 

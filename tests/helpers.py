@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -41,3 +43,17 @@ def digits_split(holdout: int = 300, seed: int = 7) -> tuple[bytes, np.ndarray, 
     rows = [[int(value) for value in digits.data[i]] + [int(digits.target[i])] for i in kept]
     header = [f"px{i}" for i in range(64)] + ["label"]
     return csv_bytes(header, rows), digits.data[held], digits.target[held]
+
+
+def mixed_table(path: Path, rows: int = 240, seed: int = 3) -> None:
+    """Numbers, a category, gaps; the label follows x and the colour."""
+    generator = random.Random(seed)
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["x", "colour", "size", "label"])
+        for _ in range(rows):
+            x = generator.uniform(-2, 2)
+            colour = generator.choice(["red", "green", "blue"])
+            size = "" if generator.random() < 0.1 else f"{generator.uniform(0, 5):.2f}"
+            label = "yes" if x + (1.0 if colour == "red" else -0.5) > 0 else "no"
+            writer.writerow([f"{x:.3f}", colour, size, label])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,22 +18,9 @@ from modelkiln import Client, KilnApiError, predict_csv
 from modelkiln.client import Job
 from modelkiln.commands import ProgressBar
 from tests.e2e_server import KilnServer
+from tests.helpers import mixed_table
 
 KILN = str(Path(sys.executable).with_name("kiln"))
-
-
-def mixed_table(path: Path, rows: int = 240, seed: int = 3) -> None:
-    """Numbers, a category, gaps; the label follows x and the colour."""
-    generator = random.Random(seed)
-    with path.open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["x", "colour", "size", "label"])
-        for _ in range(rows):
-            x = generator.uniform(-2, 2)
-            colour = generator.choice(["red", "green", "blue"])
-            size = "" if generator.random() < 0.1 else f"{generator.uniform(0, 5):.2f}"
-            label = "yes" if x + (1.0 if colour == "red" else -0.5) > 0 else "no"
-            writer.writerow([f"{x:.3f}", colour, size, label])
 
 
 @pytest.fixture(scope="module")

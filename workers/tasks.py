@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.batch.job import run_batch_predict
 from app.compression.job import run_compress
 from app.config import get_settings
 from app.jobs.runner import run_job
@@ -25,3 +26,9 @@ def search_helper(job_id: int, slot: int) -> None:
 def compress(job_id: int) -> None:
     """Run compression job ``job_id``; does nothing if it is already claimed or finished."""
     run_job(get_settings(), job_id, run_compress)
+
+
+@celery_app.task(name="kiln.predict", acks_late=True, reject_on_worker_lost=True)
+def predict(job_id: int) -> None:
+    """Run batch prediction job ``job_id``; a repeat resumes after its last finished chunk."""
+    run_job(get_settings(), job_id, run_batch_predict)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Body, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, File, Form, Query, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
 
 from app import idempotency
 from app.api.deps import (
@@ -14,14 +15,19 @@ from app.api.deps import (
     ReadAccess,
     SessionDep,
     SettingsDep,
+    StoreDep,
     WriteAccess,
     WritePrincipal,
 )
-from app.api.errors_schema import V1_ERRORS
+from app.api.errors_schema import STORES_ARTIFACTS, V1_ERRORS
 from app.api.params import IdempotencyKey, IdPath, Offset
 from app.api.schemas import CompressionReport, JobProgress, JobRead, Page, ParetoFront, TrialRead
+from app.api.uploads import spooled_upload
+from app.batch import submit as batch
+from app.batch.output import MEDIA_TYPES
+from app.errors import Conflict, InvalidInput, Unavailable
 from app.jobs import service
-from app.jobs.spec import CompressJobCreate, SearchJobCreate
+from app.jobs.spec import PROGRESS_UNITS, CompressJobCreate, PredictJobCreate, SearchJobCreate
 from app.tables import Job, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1_ERRORS)
@@ -32,32 +38,70 @@ def job_read(job: Job) -> JobRead:
         id=job.id, kind=job.kind, status=job.status, dataset_id=job.dataset_id,
         model_name=job.model_name, spec=job.spec,
         progress=JobProgress(trials_done=job.trials_done, trials_total=job.trials_total,
-                             best_value=job.best_value),
+                             best_value=job.best_value,
+                             unit=PROGRESS_UNITS.get(job.kind, "trials")),
         attempt=job.attempt, max_attempts=job.max_attempts, worker=job.worker, error=job.error,
         result=job.result, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, updated_at=job.updated_at)
 
 
 @router.post("", status_code=202, response_model=JobRead, summary="Submit a job")
-def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep,
+def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep, store: StoreDep,
                principal: WritePrincipal,
-               spec: Annotated[SearchJobCreate | CompressJobCreate,
+               spec: Annotated[SearchJobCreate | CompressJobCreate | PredictJobCreate,
                                Body(discriminator="kind")],
                idempotency_key: IdempotencyKey = None) -> JobRead | JSONResponse:
     """Record the job, then (after commit) send it to the workers. With an
     ``Idempotency-Key``, a repeat of the same request gets the first answer."""
+
+    def submit() -> Job:
+        if isinstance(spec, PredictJobCreate):
+            return batch.submit_predict(session, queue, settings, store, spec)
+        return service.submit_job(session, queue, settings, spec)
+
     if idempotency_key is None:
-        return job_read(service.submit_job(session, queue, settings, spec))
+        return job_read(submit())
     keyed = idempotency.KeyedRequest(
         api_key_id=principal.key_id, route="POST /v1/jobs", key=idempotency_key,
         body_hash=idempotency.fingerprint(orjson.dumps(spec.model_dump(mode="json"),
                                                        option=orjson.OPT_SORT_KEYS)))
     earlier = idempotency.earlier_answer(session, keyed)
     if earlier is None:
-        read = job_read(service.submit_job(session, queue, settings, spec))
+        read = job_read(submit())
         earlier = idempotency.Answer(202, read.model_dump(mode="json", by_alias=True))
         idempotency.remember(session, keyed, earlier)
     return JSONResponse(earlier.body, status_code=earlier.status_code)
+
+
+@router.post("/predict", status_code=202, response_model=JobRead, responses=STORES_ARTIFACTS,
+             summary="Submit a batch prediction over an uploaded CSV")
+def submit_batch_prediction(
+    session: SessionDep, settings: SettingsDep, queue: QueueDep, store: StoreDep,
+    principal: WritePrincipal,
+    file: Annotated[UploadFile, File(description="CSV with a header row: the rows to "
+                                     "predict.")],
+    model: Annotated[str, Form(max_length=64, description="Registered model.")],
+    version: Annotated[int | None, Form(description="Default: the version /v1 predict "
+                                        "serves now.")] = None,
+    key_columns: Annotated[str | None, Form(max_length=10_000, description="Comma-separated "
+                                            "columns copied next to the predictions.")] = None,
+    output_format: Annotated[str, Form(description="csv or parquet.")] = "csv",
+    chunk_rows: Annotated[int, Form(description="Rows per chunk.")] = 65_536,
+) -> JobRead:
+    """The same job as ``POST /v1/jobs`` with ``kind: predict``, with the rows uploaded
+    here instead of read from a stored dataset; the CSV is kept as the job's input."""
+    keys = [name.strip() for name in (key_columns or "").split(",") if name.strip()]
+    try:
+        spec = PredictJobCreate(kind="predict", model=model, version=version,
+                                key_columns=keys, output_format=output_format,  # type: ignore[arg-type]
+                                chunk_rows=chunk_rows)
+    except ValidationError as invalid:
+        first = invalid.errors()[0]
+        raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    with spooled_upload(file, settings, ".csv") as path:
+        job = batch.submit_predict(session, queue, settings, store, spec, upload=path,
+                                   filename=file.filename)
+    return job_read(job)
 
 
 @router.get("", response_model=Page[JobRead], dependencies=[ReadAccess])
@@ -95,6 +139,25 @@ def compression_report(session: SessionDep, job_id: IdPath) -> CompressionReport
     job side by side: quality, size, gzip size, latency, agreement, and which is
     recommended and why (409 for a job that did not compress, or has not succeeded)."""
     return CompressionReport(**service.compression_report(session, job_id))
+
+
+@router.get("/{job_id}/output", response_class=FileResponse, dependencies=[ReadAccess],
+            responses={200: {"content": {media: {} for media in MEDIA_TYPES.values()},
+                             "description": "The predictions file."}})
+def job_output(session: SessionDep, store: StoreDep, job_id: IdPath) -> FileResponse:
+    """A finished batch prediction's file: ``row`` (the input row's 1-based number), the key
+    columns, then the prediction (and each class's probability) per row. 409 for another
+    kind of job or one that has not succeeded."""
+    job = service.get_job(session, job_id)
+    if job.kind != "predict":
+        raise Conflict(f"job {job_id} is a {job.kind} job; only predict jobs have an output")
+    output = (job.result or {}).get("output")
+    if job.status != JobStatus.SUCCEEDED or output is None:
+        raise Conflict(f"job {job_id} is {job.status}; its output exists when it succeeds")
+    if not store.exists(output["key"]):
+        raise Unavailable(f"the output of job {job_id} is missing from the artifact store")
+    return FileResponse(store.local_path(output["key"]), media_type=output["media_type"],
+                        filename=f"job-{job_id}-predictions.{output['format']}")
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, dependencies=[WriteAccess])

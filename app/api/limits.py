@@ -16,7 +16,7 @@ from app.config import Settings
 MAX_FORM_FILES, MAX_FORM_FIELDS, MAX_FORM_FIELD_BYTES = 1, 16, 512 * 1024
 
 # Routes that accept file uploads get the upload limit; every other body the request limit.
-_UPLOAD_PATHS = re.compile(r"^/v1/(datasets|models/[^/]+/versions)/?$")
+_UPLOAD_PATHS = re.compile(r"^/v1/(datasets|models/[^/]+/versions|jobs/predict)/?$")
 
 
 class BodySizeLimit:

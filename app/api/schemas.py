@@ -44,9 +44,11 @@ class DatasetRead(BaseModel):
 
 
 class JobProgress(BaseModel):
-    trials_done: int
-    trials_total: int
+    trials_done: int = Field(description="Work done, counted in 'unit'.")
+    trials_total: int = Field(description="Work planned, counted in 'unit' (0: not known yet).")
     best_value: float | None
+    unit: str = Field(default="trials", description="What the counts count: trials (search), "
+                      "steps (compress) or rows (predict).")
 
 
 class JobRead(BaseModel):

@@ -10,7 +10,7 @@ from app.config import Settings
 
 logger = logging.getLogger(__name__)
 
-TASK_FOR_KIND = {"search": "kiln.search", "compress": "kiln.compress"}
+TASK_FOR_KIND = {"search": "kiln.search", "compress": "kiln.compress", "predict": "kiln.predict"}
 SEARCH_HELPER_TASK = "kiln.search_helper"
 
 

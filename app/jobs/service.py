@@ -58,12 +58,21 @@ def submit_job(session: Session, queue: JobQueue, settings: Settings,
 def _enqueue(session: Session, queue: JobQueue, settings: Settings,
              spec: SearchJobCreate | CompressJobCreate, *, dataset_id: int, model_name: str,
              total: int) -> Job:
+    return enqueue_job(session, queue, settings, kind=spec.kind,
+                       spec=spec.model_dump(mode="json"), dataset_id=dataset_id,
+                       model_name=model_name, total=total)
+
+
+def enqueue_job(session: Session, queue: JobQueue, settings: Settings, *, kind: str,
+                spec: dict[str, Any], dataset_id: int | None, model_name: str,
+                total: int) -> Job:
+    """Record a queued job of any kind; it is sent to the broker after the commit."""
     now = utcnow()
     job = JobRepository(session).add(Job(
-        kind=spec.kind, status=JobStatus.QUEUED, dataset_id=dataset_id,
-        model_name=model_name, spec=spec.model_dump(mode="json"),
-        max_attempts=settings.job_max_attempts, trials_total=total,
-        attempt=0, trials_done=0, sends=1, enqueued_at=now, created_at=now, updated_at=now))
+        kind=kind, status=JobStatus.QUEUED, dataset_id=dataset_id,
+        model_name=model_name, spec=spec, max_attempts=settings.job_max_attempts,
+        trials_total=total, attempt=0, trials_done=0, sends=1, enqueued_at=now,
+        created_at=now, updated_at=now))
     defer_until_commit(session, functools.partial(queue.send, job.id, job.kind))
     return job
 

@@ -1,0 +1,1 @@
+"""Batch prediction jobs: a CSV through one version, in chunks, on the workers."""

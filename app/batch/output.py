@@ -1,0 +1,68 @@
+"""A batch prediction's output: each chunk's predictions as an Arrow part next to the rows'
+numbers and key columns, and the parts joined into one CSV or Parquet file, one part in
+memory at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import csv as arrow_csv
+from pyarrow import ipc
+
+MEDIA_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+
+
+def probability_column(label: Any) -> str:
+    return f"probability_{label}"
+
+
+def prediction_table(first_row: int, rows: pa.Table, keys: tuple[str, ...], output: np.ndarray,
+                     task: str, labels: list[Any] | None) -> pa.Table:
+    """``row`` (1-based), the key columns as written, then what ``/v1`` predict answers:
+    the label and each class's probability, or the value."""
+    count = len(output)
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "row": pa.array(np.arange(first_row + 1, first_row + count + 1, dtype=np.int64))}
+    for key in keys:
+        columns[key] = rows.column(key)
+    if task == "classification" and labels is not None:
+        columns["prediction"] = pa.array(labels).take(pa.array(output.argmax(axis=1)))
+        for index, label in enumerate(labels):
+            columns[probability_column(label)] = pa.array(output[:, index])
+    else:
+        columns["prediction"] = pa.array(output[:, 0].astype(np.float64))
+    return pa.table(columns)
+
+
+def part_bytes(table: pa.Table) -> bytes:
+    """A part as an Arrow IPC file."""
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def read_part(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return ipc.open_file(source).read_all()
+
+
+def join_parts(parts: Iterable[Path], destination: Path, output_format: str) -> None:
+    """Write every part, in order, to one file; one part is read at a time."""
+    writer: arrow_csv.CSVWriter | pq.ParquetWriter | None = None
+    try:
+        for path in parts:
+            table = read_part(path)
+            if writer is None:
+                writer = (arrow_csv.CSVWriter(str(destination), table.schema)
+                          if output_format == "csv"
+                          else pq.ParquetWriter(str(destination), table.schema))
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()

@@ -1,0 +1,196 @@
+"""Reading a batch prediction's input CSV a chunk of rows at a time, with Arrow's streaming
+reader: memory holds one chunk, never the file. Only the columns the version reads and the
+key columns are parsed; numbers straight to float32, text trimmed as the upload did it."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import csv as arrow_csv
+
+from app.errors import InvalidInput
+from app.preprocessing.csv_reader import MISSING_SPELLINGS, is_number, short_list
+from app.signature import Signature
+
+BLOCK_BYTES = 1 << 22
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """Which CSV columns a version reads, and how: ``tensor`` lists the columns of a
+    single-tensor model in its feature order; otherwise each required input is a column
+    (numbers in ``numeric``, text and dates in ``text``). ``keys`` are copied as written."""
+
+    numeric: tuple[str, ...]
+    text: tuple[str, ...]
+    keys: tuple[str, ...]
+    tensor: tuple[str, ...] | None
+    row_shape: tuple[int, ...]
+
+    @property
+    def read(self) -> list[str]:
+        """Every column to parse, each once."""
+        return list(dict.fromkeys([*self.numeric, *self.text, *self.keys]))
+
+
+def layout_for(signature: Signature, header: list[str], keys: list[str],
+               feature_names: list[str] | None) -> InputLayout:
+    """The layout of ``header`` for a version; InvalidInput names what the CSV lacks.
+    ``feature_names``: a single-tensor model's columns in training order (None: the
+    header's columns other than the keys, in order)."""
+    present = set(header)
+    missing_keys = [key for key in keys if key not in present]
+    if missing_keys:
+        raise InvalidInput(f"key_columns: the CSV has no column(s) {short_list(missing_keys)}; "
+                           f"its columns are {short_list(header)}")
+    if len(set(keys)) != len(keys):
+        raise InvalidInput("key_columns: a column is named twice")
+    if signature.by_column:
+        required = [spec for spec in signature.inputs if spec.required]
+        lacking = [spec.name for spec in required if spec.name not in present]
+        if lacking:
+            raise InvalidInput(f"the CSV lacks column(s) {short_list(lacking)} that the "
+                               "model reads")
+        return InputLayout(
+            numeric=tuple(spec.name for spec in required if spec.datatype == "FP32"),
+            text=tuple(spec.name for spec in required if spec.datatype != "FP32"),
+            keys=tuple(keys), tensor=None, row_shape=(1,))
+    names = feature_names if feature_names is not None else [
+        name for name in header if name not in set(keys)]
+    lacking = [name for name in names if name not in present]
+    if lacking:
+        raise InvalidInput(f"the CSV lacks column(s) {short_list(lacking)} that the model "
+                           "reads (its training columns)")
+    if len(names) != signature.n_features:
+        raise InvalidInput(f"the model takes {signature.n_features} numbers per row; the CSV "
+                           f"has {len(names)} columns besides key_columns "
+                           f"({short_list(names)})")
+    return InputLayout(numeric=tuple(names), text=(), keys=tuple(keys), tensor=tuple(names),
+                       row_shape=signature.row_shape)
+
+
+def _reader(path: Path, header: list[str], header_lines: int,
+            layout: InputLayout) -> arrow_csv.CSVStreamingReader:
+    types: dict[str, pa.DataType] = {name: pa.string() for name in layout.read}
+    types.update({name: pa.float32() for name in layout.numeric})
+    convert = arrow_csv.ConvertOptions(
+        include_columns=layout.read, column_types=types,
+        null_values=MISSING_SPELLINGS.to_pylist(), strings_can_be_null=True,
+        true_values=[], false_values=[], timestamp_parsers=[])
+    return arrow_csv.open_csv(
+        path, read_options=arrow_csv.ReadOptions(column_names=header, skip_rows=header_lines,
+                                                 block_size=BLOCK_BYTES),
+        parse_options=arrow_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
+        convert_options=convert)
+
+
+def _first_bad_cell(path: Path, header: list[str], numeric: tuple[str, ...],
+                    from_row: int) -> str:
+    """Where the first cell that is not a number lies, at or after data row ``from_row``
+    (0-based): read again with the standard library, on the error path only."""
+    positions = {name: header.index(name) for name in numeric}
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        rows = (cells for cells in csv.reader(handle) if any(c.strip() for c in cells))
+        next(rows, None)
+        for number, cells in enumerate(rows):
+            if number < from_row:
+                continue
+            for name, position in positions.items():
+                cell = cells[position].strip() if position < len(cells) else ""
+                if cell.lower() not in _MISSING and not is_number(cell):
+                    return f"row {number + 1}, column {name!r}: {cell[:40]!r} is not a number"
+    return f"a cell at or after row {from_row + 1} could not be read"
+
+
+_MISSING = set(MISSING_SPELLINGS.to_pylist())
+
+
+def chunks(path: Path, header: list[str], header_lines: int, layout: InputLayout, *,
+           chunk_rows: int, skip_rows: int = 0) -> Iterator[pa.Table]:
+    """The CSV's rows in tables of ``chunk_rows`` (the last may be shorter), after the
+    first ``skip_rows``. A cell that is not a number where one is needed, or a malformed
+    line, raises InvalidInput that names the row."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    seen = 0  # rows read so far, skipped ones included
+    try:
+        reader = _reader(path, header, header_lines, layout)
+        for batch in reader:
+            seen += batch.num_rows
+            if seen <= skip_rows:
+                continue
+            if seen - batch.num_rows < skip_rows:
+                batch = batch.slice(skip_rows - (seen - batch.num_rows))
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= chunk_rows:
+                table = pa.Table.from_batches(pending)
+                yield table.slice(0, chunk_rows)
+                rest = table.slice(chunk_rows)
+                pending, held = rest.to_batches(), rest.num_rows
+    except pa.ArrowInvalid as error:
+        if "conversion error" in str(error):
+            raise InvalidInput(_first_bad_cell(path, header, layout.numeric, seen)) from None
+        raise InvalidInput(f"malformed CSV at or after row {seen + 1}: {str(error)[:200]}"
+                           ) from None
+    if held:
+        yield pa.Table.from_batches(pending)
+
+
+def count_rows(path: Path, header: list[str], header_lines: int) -> int:
+    """Data rows in the CSV (blank lines skipped), reading one column as text."""
+    options = arrow_csv.ConvertOptions(include_columns=[header[0]],
+                                       column_types={header[0]: pa.string()})
+    reader = arrow_csv.open_csv(
+        path, read_options=arrow_csv.ReadOptions(column_names=header, skip_rows=header_lines,
+                                                 block_size=BLOCK_BYTES),
+        parse_options=arrow_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
+        convert_options=options)
+    try:
+        return sum(batch.num_rows for batch in reader)
+    except pa.ArrowInvalid as error:
+        raise InvalidInput(f"malformed CSV: {str(error)[:200]}") from None
+
+
+def _numbers(table: pa.Table, name: str, first_row: int) -> np.ndarray:
+    values = table.column(name).to_numpy().astype(np.float32, copy=False)
+    infinite = np.flatnonzero(np.isinf(values))
+    if infinite.size:
+        raise InvalidInput(f"row {first_row + int(infinite[0]) + 1}, column {name!r}: outside "
+                           "the float32 range")
+    return values
+
+
+def _text(table: pa.Table, name: str) -> np.ndarray:
+    text = pc.utf8_trim_whitespace(table.column(name).fill_null(""))
+    text = pc.if_else(pc.is_in(text, value_set=MISSING_SPELLINGS), "", text)
+    return np.asarray(text.to_pylist(), dtype=object)
+
+
+def feeds_of(table: pa.Table, layout: InputLayout, input_name: str,
+             first_row: int) -> Feeds:
+    """The model's feeds for one chunk; ``first_row`` (0-based) names rows in errors."""
+    if layout.tensor is None:
+        feeds = {name: _numbers(table, name, first_row).reshape(-1, 1)
+                 for name in layout.numeric}
+        feeds.update({name: _text(table, name).reshape(-1, 1) for name in layout.text})
+        return feeds
+    matrix = np.empty((table.num_rows, len(layout.tensor)), dtype=np.float32)
+    for position, name in enumerate(layout.tensor):
+        matrix[:, position] = _numbers(table, name, first_row)
+    gaps = np.isnan(matrix)
+    if gaps.any():
+        row, column = (int(index) for index in np.argwhere(gaps)[0])
+        raise InvalidInput(f"row {first_row + row + 1}, column {layout.tensor[column]!r} is "
+                           "empty; this model takes a number in every column")
+    shape = (table.num_rows, *layout.row_shape)
+    assert math.prod(shape[1:]) == len(layout.tensor)
+    return {input_name: matrix.reshape(shape)}

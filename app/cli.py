@@ -103,6 +103,9 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 def serve(args: argparse.Namespace) -> None:
     """Migrate, make sure an admin key exists, start workers, run the gateway."""
+    os.environ.setdefault("KILN_GRPC_HOST", args.host)
+    if args.grpc_port is not None:
+        os.environ["KILN_GRPC_PORT"] = str(args.grpc_port)
     settings = _settings_or_exit()
     _migrate(settings)
     _bootstrap_key(settings)
@@ -122,8 +125,8 @@ def serve(args: argparse.Namespace) -> None:
     # a handler that would end the process before ``finally`` stops the workers.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info",
-                    access_log=not args.no_access_log)
+        uvicorn.run(create_app(settings, serve_grpc=True), host=args.host, port=args.port,
+                    log_level="info", access_log=not args.no_access_log)
     finally:
         if supervisor is not None:
             supervisor.stop()
@@ -170,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--workers", type=int, default=1,
                            help="worker processes to start (0: gateway only)")
+    serve_cmd.add_argument("--grpc-port", type=int, help="port of the gRPC inference service "
+                           "(default: $KILN_GRPC_PORT, else 8001; 0: off)")
     serve_cmd.add_argument("--no-access-log", action="store_true",
                            help="do not log each request (the /metrics counters still count)")
     serve_cmd.set_defaults(func=serve)

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api import datasets, jobs, keys, metrics, model_writes, models, predict, v2
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
+from app.api.grpc_service import grpc_server
 from app.api.inference import InferenceFastPath
 from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS, MAX_FORM_FILES, BodySizeLimit
 from app.config import Settings, get_settings
@@ -49,8 +50,11 @@ async def _reaper_loop(settings: Settings, queue: JobQueue) -> None:
         await asyncio.sleep(settings.reaper_interval_s)
 
 
-def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> FastAPI:
-    """The ASGI app. ``run_reaper`` starts the lost-job reaper with the app's lifespan."""
+def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
+               serve_grpc: bool = False, reuse_port: bool = False) -> FastAPI:
+    """The ASGI app. ``run_reaper`` starts the lost-job reaper with the app's lifespan;
+    ``serve_grpc`` the Open Inference Protocol's gRPC service on ``KILN_GRPC_PORT`` (shared
+    with other gateway processes when ``reuse_port``)."""
     settings = settings or get_settings()
     queue = JobQueue(settings)
 
@@ -60,9 +64,18 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
         if settings.preload_models:
             tasks.append(asyncio.create_task(asyncio.to_thread(
                 preload, app.state.directory, settings.preload_models, app.state.preload)))
+        grpc = None
+        if serve_grpc and settings.grpc_port:
+            grpc = grpc_server(app.state, host=settings.grpc_host, port=settings.grpc_port,
+                               reuse_port=reuse_port)
+            await grpc.start()
+            logger.info("gRPC inference service on %s:%s", settings.grpc_host,
+                        settings.grpc_port)
         try:
             yield
         finally:
+            if grpc is not None:
+                await grpc.stop(grace=2)
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

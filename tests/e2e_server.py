@@ -46,9 +46,11 @@ class KilnServer:
         self.workers = workers
         self.port = free_port()
         self.log_path = data_dir.parent / f"serve-{self.port}.log"
+        self.grpc_port = free_port()
         self.env = {**os.environ, "KILN_DATA_DIR": str(data_dir),
                     "KILN_QUEUE_NAME": f"e2e-{uuid.uuid4().hex[:8]}",
-                    "KILN_REAPER_INTERVAL_S": "1", **env}
+                    "KILN_REAPER_INTERVAL_S": "1", "KILN_GRPC_PORT": str(self.grpc_port),
+                    **env}
         # A database the caller runs (a fault test's own server) is the caller's to drop.
         self.made_database = not database
         self.database = database or fresh_database(data_dir)

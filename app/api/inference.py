@@ -23,7 +23,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import failure_of
 from app.api.metrics import ServingMetrics
-from app.auth import check_scope
+from app.auth import Principal, check_scope
+from app.config import Settings
 from app.errors import BadRequest, PayloadTooLarge, Unauthorized
 from app.serving.directory import ServingDirectory, Target
 from app.serving.oip import HEADER_LENGTH, NAMES, InferRequest, decode, encode
@@ -84,7 +85,7 @@ def _count_failure(metrics: ServingMetrics, name: str, target: Target | None, pr
         metrics.failed(name, target.version, protocol, status)
 
 
-async def _handle(state: State, protocol: str, name: str, version: int | None, size: int,
+async def handle_inference(state: State, protocol: str, name: str, version: int | None, size: int,
                   parse: Callable[[LoadedModel], tuple[_T, Feeds]],
                   render: Callable[[Target, _T, np.ndarray], Answer]) -> Answer:
     """Resolve, parse (``size`` bytes), run and render one request, with its metrics."""
@@ -119,7 +120,7 @@ async def predict_answer(state: State, name: str, version: int | None, body: byt
         result = {"model": name, "version": target.version, **answer(target.model, output)}
         return Answer(orjson.dumps(result), {"content-type": JSON})
 
-    return await _handle(state, "v1", name, version, len(body), parse, render)
+    return await handle_inference(state, "v1", name, version, len(body), parse, render)
 
 
 def _check_outputs(model: LoadedModel, request: InferRequest) -> None:
@@ -184,26 +185,35 @@ def _check_inputs(model: LoadedModel, request: InferRequest, max_rows: int) -> N
         raise BadRequest(f"input '{model.input_name}' contains NaN or Inf")
 
 
+def element_limit(settings: Settings, model: LoadedModel) -> int:
+    """The most elements one input tensor of a request to ``model`` may declare."""
+    return min(settings.max_tensor_elements, settings.max_predict_rows * model.n_features)
+
+
+def infer_feeds(settings: Settings, model: LoadedModel, decoded: InferRequest) -> Feeds:
+    """The feeds of a decoded Open Inference Protocol request, checked against the model."""
+    _check_outputs(model, decoded)
+    if model.columns is not None:
+        return _column_feeds(model, decoded, settings.max_predict_rows)
+    _check_inputs(model, decoded, settings.max_predict_rows)
+    return {model.input_name: decoded.inputs[model.input_name]}
+
+
 async def infer_answer(state: State, name: str, version: int | None, body: bytes,
                        header_length: str | None) -> Answer:
     """``/v2`` infer: tensors as JSON or with the binary tensor extension."""
     settings = state.settings
 
     def parse(model: LoadedModel) -> tuple[InferRequest, Feeds]:
-        limit = min(settings.max_tensor_elements, settings.max_predict_rows * model.n_features)
-        decoded = decode(body, header_length, max_elements=limit)
-        _check_outputs(model, decoded)
-        if model.columns is not None:
-            return decoded, _column_feeds(model, decoded, settings.max_predict_rows)
-        _check_inputs(model, decoded, settings.max_predict_rows)
-        return decoded, {model.input_name: decoded.inputs[model.input_name]}
+        decoded = decode(body, header_length, max_elements=element_limit(settings, model))
+        return decoded, infer_feeds(settings, model, decoded)
 
     def render(target: Target, decoded: InferRequest, output: np.ndarray) -> Answer:
         content, headers = encode(name, target.version, decoded,
                                   {target.model.output_name: output})
         return Answer(content, headers)
 
-    return await _handle(state, "v2", name, version, len(body), parse, render)
+    return await handle_inference(state, "v2", name, version, len(body), parse, render)
 
 
 _PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
@@ -269,15 +279,24 @@ class InferenceFastPath:
                                   None if length is None else length.decode("latin-1"))
 
     async def _authorize(self, authorization: bytes | None) -> None:
-        scheme, _, secret = (authorization or b"").decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
-            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        directory: ServingDirectory = self.state.directory
-        secret = secret.strip()
-        principal = directory.cached_principal(secret)
-        if principal is None:
-            principal = await run_in_threadpool(directory.authenticate, secret)
-        check_scope(principal, KeyScope.INFER)
+        await authorize(self.state.directory, (authorization or b"").decode("latin-1"),
+                        KeyScope.INFER)
+
+
+async def authorize(directory: ServingDirectory, authorization: str,
+                    scope: KeyScope | None) -> Principal:
+    """The key of an ``Authorization: Bearer <key>`` value, checked (through the cache) for
+    ``scope`` (None: any valid key)."""
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    secret = secret.strip()
+    principal = directory.cached_principal(secret)
+    if principal is None:
+        principal = await run_in_threadpool(directory.authenticate, secret)
+    if scope is not None:
+        check_scope(principal, scope)
+    return principal
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

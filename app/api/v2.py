@@ -17,6 +17,7 @@ from app.api.deps import AnyKey, DirectoryDep, InferAccess, SessionDep, Settings
 from app.api.errors_schema import V2_ERRORS
 from app.api.inference import infer_answer
 from app.api.params import IdPath, ModelName
+from app.config import Settings
 from app.db import get_engine
 from app.registry.service import list_versions, resolve_serving_version
 from app.serving.directory import ServingDirectory
@@ -28,7 +29,7 @@ from app.tables import ModelVersion, VersionStatus
 router = APIRouter(prefix="/v2", tags=["inference protocol"], responses=V2_ERRORS)
 
 
-def _package_version() -> str:
+def package_version() -> str:
     try:
         return version("modelkiln")
     except PackageNotFoundError:
@@ -38,7 +39,7 @@ def _package_version() -> str:
 @router.get("")
 def server_metadata() -> dict[str, object]:
     """Server name, version and supported protocol extensions."""
-    return {"name": "modelkiln", "version": _package_version(),
+    return {"name": "modelkiln", "version": package_version(),
             "extensions": ["binary_tensor_data"]}
 
 
@@ -48,20 +49,26 @@ def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready")
-def ready(request: Request, settings: SettingsDep) -> Response:
-    """Ready when the registry database answers and the models named in
-    ``KILN_PRELOAD_MODELS`` have been loaded and warmed up."""
-    progress: Preload = request.app.state.preload
+def not_ready_because(progress: Preload, settings: Settings) -> str | None:
+    """Why the server is not ready (models still loading, the database down), or None."""
     if not progress.done:
-        return JSONResponse({"ready": False, "error": f"loading models: {len(progress.loaded)} "
-                             f"of {len(progress.names) or '?'} loaded"}, status_code=503)
+        return (f"loading models: {len(progress.loaded)} of {len(progress.names) or '?'} "
+                "loaded")
     try:
         with get_engine(settings.database_url).connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as error:
-        return JSONResponse({"ready": False, "error": f"database unavailable: {error}"[:500]},
-                            status_code=503)
+        return f"database unavailable: {error}"[:500]
+    return None
+
+
+@router.get("/health/ready")
+def ready(request: Request, settings: SettingsDep) -> Response:
+    """Ready when the registry database answers and the models named in
+    ``KILN_PRELOAD_MODELS`` have been loaded and warmed up."""
+    reason = not_ready_because(request.app.state.preload, settings)
+    if reason is not None:
+        return JSONResponse({"ready": False, "error": reason}, status_code=503)
     return JSONResponse({"ready": True})
 
 
@@ -83,18 +90,23 @@ def _live_versions(session: Session, name: str) -> list[int]:
     return sorted(row.version for row in rows if row.status == VersionStatus.LIVE)
 
 
+def metadata_of(session: Session, name: str, version: int | None) -> dict[str, Any]:
+    """The protocol's model metadata: of the serving version and every live version, or
+    of one version."""
+    row = resolve_serving_version(session, name, version)
+    return _metadata(row, name, [row.version] if version else _live_versions(session, name))
+
+
 @router.get("/models/{name}", dependencies=[AnyKey])
 def model_metadata(session: SessionDep, name: ModelName) -> Response:
     """Inputs and outputs with names, datatypes and shapes (-1 for the batch)."""
-    row = resolve_serving_version(session, name, None)
-    return JSONResponse(_metadata(row, name, _live_versions(session, name)))
+    return JSONResponse(metadata_of(session, name, None))
 
 
 @router.get("/models/{name}/versions/{version}", dependencies=[AnyKey])
 def version_metadata(session: SessionDep, name: ModelName, version: IdPath) -> Response:
     """One version's inputs and outputs."""
-    row = resolve_serving_version(session, name, version)
-    return JSONResponse(_metadata(row, name, [row.version]))
+    return JSONResponse(metadata_of(session, name, version))
 
 
 async def _ready(directory: ServingDirectory, name: str, version: int | None) -> Response:

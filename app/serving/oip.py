@@ -43,7 +43,7 @@ class InferRequest:
     request_id: str | None = None
 
 
-def _declared(spec: dict[str, Any], max_elements: int) -> tuple[str, list[int], np.dtype[Any]]:
+def declared(spec: dict[str, Any], max_elements: int) -> tuple[str, list[int], np.dtype[Any]]:
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest("every input needs a string 'name'")
@@ -90,7 +90,7 @@ def _text_from_json(name: str, data: Any, shape: list[int]) -> np.ndarray:
     return np.asarray(values, dtype=object).reshape(shape)
 
 
-def _text_from_binary(name: str, blob: bytes, shape: list[int]) -> np.ndarray:
+def text_from_binary(name: str, blob: bytes, shape: list[int]) -> np.ndarray:
     """Triton's BYTES layout: each element is a 4-byte little-endian length, then its
     bytes (UTF-8 text here)."""
     values: list[str] = []
@@ -202,7 +202,7 @@ def decode(body: bytes, header_length: str | None, *, max_elements: int) -> Infe
     for spec in payload["inputs"]:
         if not isinstance(spec, dict):
             raise BadRequest("every entry of 'inputs' must be an object")
-        name, shape, dtype = _declared(spec, max_elements)
+        name, shape, dtype = declared(spec, max_elements)
         if name in inputs:
             raise BadRequest(f"input '{name[:80]}' is given twice")
         size = _binary_size(spec, name)
@@ -214,7 +214,7 @@ def decode(body: bytes, header_length: str | None, *, max_elements: int) -> Infe
             if offset + size > len(tail):
                 raise BadRequest(f"input '{name}': the body ends before its {size} binary "
                                  "bytes")
-            inputs[name] = _text_from_binary(name, tail[offset:offset + size], shape)
+            inputs[name] = text_from_binary(name, tail[offset:offset + size], shape)
             offset += size
             continue
         expected = math.prod(shape) * dtype.itemsize

@@ -50,7 +50,8 @@ def test_submit_commits_then_enqueues_by_task_name(client: TestClient, admin: di
     assert response.status_code == 202
     job = response.json()
     assert job["status"] == "queued"
-    assert job["progress"] == {"trials_done": 0, "trials_total": 3, "best_value": None}
+    assert job["progress"] == {"trials_done": 0, "trials_total": 3, "best_value": None,
+                               "unit": "trials"}
     assert broker_messages(settings) == [{"task": "kiln.search", "args": [job["id"]]}]
     assert client.get(f"/v1/jobs/{job['id']}", headers=admin).json()["status"] == "queued"
 

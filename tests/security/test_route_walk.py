@@ -47,6 +47,8 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
     ("GET", "/v1/jobs/{job_id}/pareto"): Scope.READ,
     ("GET", "/v1/jobs/{job_id}/report"): Scope.READ,
     ("POST", "/v1/jobs/{job_id}/cancel"): Scope.WRITE,
+    ("POST", "/v1/jobs/predict"): Scope.WRITE,
+    ("GET", "/v1/jobs/{job_id}/output"): Scope.READ,
     ("GET", "/v1/models"): Scope.READ,
     ("GET", "/v1/models/{name}"): Scope.READ,
     ("PATCH", "/v1/models/{name}"): Scope.WRITE,

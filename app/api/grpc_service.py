@@ -1,0 +1,155 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``), served next
+to the HTTP gateway in the same process and event loop: the same session cache, key checks
+(``authorization: Bearer <key>`` metadata), limits, inference path and metrics (protocol
+``grpc``). Health and server metadata are open, as on ``/v2``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc import aio
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
+
+from app.api.errors import failure_of
+from app.api.inference import Answer, authorize, element_limit, handle_inference, infer_feeds
+from app.api.v2 import metadata_of, not_ready_because, package_version
+from app.db import session_scope
+from app.errors import BadRequest, NotFound, Unavailable
+from app.serving.directory import Target
+from app.serving.grpc_schema import METHODS, SERVICE, message
+from app.serving.oip import InferRequest
+from app.serving.oip_grpc import decode_grpc, encode_grpc
+from app.serving.runtime import Feeds, LoadedModel
+from app.tables import Scope
+
+logger = logging.getLogger(__name__)
+
+CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+         403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
+         409: grpc.StatusCode.FAILED_PRECONDITION, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+         422: grpc.StatusCode.INVALID_ARGUMENT, 503: grpc.StatusCode.UNAVAILABLE}
+Handler = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+
+
+def _version(text: str) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 999_999_999 or text.startswith("0"):
+        raise BadRequest(f"model_version {text[:20]!r} is not a version number")
+    return int(text)
+
+
+def _authorization(context: aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return str(value)
+    return ""
+
+
+class InferenceService:
+    """The service's calls; each failure is answered with the status code of its HTTP
+    twin's status and the same message."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    async def ServerLive(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+        return message("ServerLiveResponse")(live=True)
+
+    async def ServerReady(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+        reason = await run_in_threadpool(not_ready_because, self.state.preload,
+                                         self.state.settings)
+        return message("ServerReadyResponse")(ready=reason is None)
+
+    async def ServerMetadata(self, request: Any,  # noqa: N802
+                             context: aio.ServicerContext) -> Any:
+        return message("ServerMetadataResponse")(name="modelkiln", version=package_version(),
+                                                 extensions=["binary_tensor_data"])
+
+    async def ModelReady(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+        await authorize(self.state.directory, _authorization(context), None)
+        try:
+            await run_in_threadpool(self.state.directory.check_servable, request.name,
+                                    _version(request.version))
+        except (NotFound, Unavailable):
+            return message("ModelReadyResponse")(ready=False)
+        return message("ModelReadyResponse")(ready=True)
+
+    async def ModelMetadata(self, request: Any,  # noqa: N802
+                            context: aio.ServicerContext) -> Any:
+        await authorize(self.state.directory, _authorization(context), None)
+        version = _version(request.version)
+
+        def read() -> dict[str, Any]:
+            with session_scope(self.state.settings.database_url) as session:
+                return metadata_of(session, request.name, version)
+
+        found = await run_in_threadpool(read)
+        response = message("ModelMetadataResponse")(
+            name=found["name"], versions=found["versions"], platform=found["platform"])
+        for side in ("inputs", "outputs"):
+            for tensor in found[side]:
+                getattr(response, side).add(**tensor)
+        return response
+
+    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+        await authorize(self.state.directory, _authorization(context), Scope.INFER)
+        settings = self.state.settings
+        name = request.model_name
+
+        def parse(model: LoadedModel) -> tuple[InferRequest, Feeds]:
+            decoded = decode_grpc(request, max_elements=element_limit(settings, model))
+            return decoded, infer_feeds(settings, model, decoded)
+
+        built: list[Any] = []
+
+        def render(target: Target, decoded: InferRequest, output: np.ndarray) -> Answer:
+            built.append(encode_grpc(name, target.version, decoded,
+                                     {target.model.output_name: output}))
+            return Answer(b"", {})
+
+        await handle_inference(self.state, "grpc", name, _version(request.model_version),
+                               request.ByteSize(), parse, render)
+        return built[0]
+
+
+def _guarded(call: Handler) -> Handler:
+    """``call`` with every failure turned into a gRPC status naming the problem."""
+    async def guarded(request: Any, context: aio.ServicerContext) -> Any:
+        try:
+            return await call(request, context)
+        except Exception as error:
+            failure = failure_of(error)
+            if failure.status >= 500:
+                logger.exception("gRPC call failed")
+            code = CODES.get(failure.status, grpc.StatusCode.INTERNAL)
+            await context.abort(code, failure.message)
+
+    return guarded
+
+
+def grpc_server(state: State, *, host: str, port: int, reuse_port: bool) -> aio.Server:
+    """The gRPC server (not started). ``reuse_port`` lets several gateway processes share
+    the port; without it a port in use is an error."""
+    limit = state.settings.max_request_bytes
+    server = aio.server(options=[("grpc.max_receive_message_length", limit),
+                                 ("grpc.max_send_message_length", 4 * limit),
+                                 ("grpc.so_reuseport", int(reuse_port))])
+    service = InferenceService(state)
+    handlers = {name: grpc.unary_unary_rpc_method_handler(
+        _guarded(getattr(service, name)),
+        request_deserializer=message(request).FromString,
+        response_serializer=message(response).SerializeToString)
+        for name, (request, response) in METHODS.items()}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+    try:
+        server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as error:
+        raise RuntimeError(f"cannot serve gRPC on {host}:{port} (KILN_GRPC_PORT): {error}"
+                           ) from None
+    return server

@@ -7,10 +7,13 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
+from typing import Any
 
 from app.config import Settings, SettingsError, get_settings
 from app.jobs.broker_check import warn_about_broker
@@ -124,12 +127,30 @@ def serve(args: argparse.Namespace) -> None:
     # uvicorn shuts down on SIGTERM (docker stop) and then raises the signal again; without
     # a handler that would end the process before ``finally`` stops the workers.
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    options: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": "info",
+                               "access_log": not args.no_access_log,
+                               "proxy_headers": args.proxy_headers}
+    shared = settings.data_dir / "tmp" / f"gateways-{os.getpid()}"
     try:
-        uvicorn.run(create_app(settings, serve_grpc=True), host=args.host, port=args.port,
-                    log_level="info", access_log=not args.no_access_log)
+        if args.gateways > 1:
+            _share_between_gateways(shared)
+            uvicorn.run("app.main:gateway_app", factory=True, workers=args.gateways, **options)
+        else:
+            uvicorn.run(create_app(settings, serve_grpc=True), **options)
     finally:
+        shutil.rmtree(shared, ignore_errors=True)
         if supervisor is not None:
             supervisor.stop()
+
+
+def _share_between_gateways(folder: Path) -> None:
+    """What the gateway processes share, in the environment they inherit: a directory for
+    their metrics (summed by /metrics in any of them) and the counter that tells them of
+    each other's writes."""
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "metrics").mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder / "metrics")
+    os.environ["KILN_SERVING_GENERATION_FILE"] = str(folder / "serving.generation")
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -173,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--workers", type=int, default=1,
                            help="worker processes to start (0: gateway only)")
+    serve_cmd.add_argument("--gateways", type=int, default=1, help="gateway processes "
+                           "sharing the port (HTTP and gRPC): more requests per second with "
+                           "more cores")
+    serve_cmd.add_argument("--proxy-headers", action="store_true", help="take the client's "
+                           "address from X-Forwarded-For sent by $FORWARDED_ALLOW_IPS "
+                           "(default 127.0.0.1)")
     serve_cmd.add_argument("--grpc-port", type=int, help="port of the gRPC inference service "
                            "(default: $KILN_GRPC_PORT, else 8001; 0: off)")
     serve_cmd.add_argument("--no-access-log", action="store_true",

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     max_params: int = Field(default=0, ge=0, description="Most trainable parameters of any "
                             "network a job builds; 0: what KILN_WORKER_MEMORY_MB allows, at "
                             "most 50 million. Estimated before a network is built.")
+    serving_generation_file: str = Field(default="", description="Set by `kiln serve "
+                                         "--gateways N`: the file through which its gateway "
+                                         "processes tell each other of writes.")
     grpc_port: int = Field(default=8001, ge=0, le=65535, description="Port of the Open "
                            "Inference Protocol's gRPC service in `kiln serve` (0: off).")
     grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC service binds "

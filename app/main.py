@@ -6,22 +6,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from app.api import datasets, jobs, keys, metrics, model_writes, models, predict, v2
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
+from app.api.fast_path import InferenceFastPath
 from app.api.grpc_service import grpc_server
-from app.api.inference import InferenceFastPath
 from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS, MAX_FORM_FILES, BodySizeLimit
 from app.config import Settings, get_settings
 from app.db import session_scope
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap
 from app.serving.directory import ServingDirectory
+from app.serving.generation import SharedGeneration
 from app.serving.preload import Preload, preload
 from app.serving.runtime import SessionCache
 from app.storage import get_store
@@ -50,6 +53,22 @@ async def _reaper_loop(settings: Settings, queue: JobQueue) -> None:
         await asyncio.sleep(settings.reaper_interval_s)
 
 
+class Gateway(FastAPI):
+    """The FastAPI app with the inference fast path in front of its middleware stack: a
+    predict or infer request it recognises never enters FastAPI's machinery."""
+
+    fast_path: InferenceFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast_path = self.fast_path
+        if fast_path is not None and scope["type"] == "http":
+            route = fast_path.route(scope)
+            if route is not None:
+                await fast_path.serve(route, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
                serve_grpc: bool = False, reuse_port: bool = False) -> FastAPI:
     """The ASGI app. ``run_reaper`` starts the lost-job reaper with the app's lifespan;
@@ -76,12 +95,13 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
         finally:
             if grpc is not None:
                 await grpc.stop(grace=2)
+            metrics.leave_shared_metrics()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(title="ModelKiln", description=DESCRIPTION, version="0.1.0",
+    app = Gateway(title="ModelKiln", description=DESCRIPTION, version="0.1.0",
                   lifespan=lifespan, docs_url=None, redoc_url=None,
                   form_limits={"max_files": MAX_FORM_FILES, "max_fields": MAX_FORM_FIELDS,
                                "max_part_size": MAX_FORM_FIELD_BYTES})
@@ -91,14 +111,16 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
     app.state.sessions = SessionCache(app.state.store, threads=settings.ort_threads,
                                       capacity=settings.session_cache_size,
                                       max_bytes=int(settings.session_cache_mb * 1048576))
+    shared = (SharedGeneration(Path(settings.serving_generation_file))
+              if settings.serving_generation_file else None)
     app.state.directory = ServingDirectory(settings.database_url, app.state.sessions,
-                                           ttl_s=settings.serving_cache_s)
+                                           ttl_s=settings.serving_cache_s, shared=shared)
     app.state.preload = Preload(done=not settings.preload_models)
     app.state.metrics = metrics.ServingMetrics(app.state.sessions, settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, settings=settings)
-    app.add_middleware(InferenceFastPath, state=app.state)  # sees requests first...
-    if settings.cors_origin_list:  # ...unless browsers of other origins may call (CORS)
+    app.fast_path = InferenceFastPath(app.state, cors=bool(settings.cors_origin_list))
+    if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_credentials=settings.cors_credentials,
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
@@ -110,3 +132,9 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
     install_docs(app)  # /docs and /redoc with their assets served from here
     install_ui(app)
     return app
+
+
+def gateway_app() -> FastAPI:
+    """The app of one of ``kiln serve --gateways N``'s processes (a uvicorn factory): gRPC
+    on the shared port, settings from the environment ``kiln serve`` prepared."""
+    return create_app(get_settings(), serve_grpc=True, reuse_port=True)

@@ -41,9 +41,10 @@ class KilnServer:
     """A ``kiln serve`` child process on a free port, with its own data dir and queue."""
 
     def __init__(self, data_dir: Path, *, workers: int = 1, database: str = "",
-                 **env: str) -> None:
+                 serve_args: tuple[str, ...] = (), **env: str) -> None:
         self.data_dir = data_dir
         self.workers = workers
+        self.serve_args = serve_args
         self.port = free_port()
         self.log_path = data_dir.parent / f"serve-{self.port}.log"
         self.grpc_port = free_port()
@@ -77,7 +78,8 @@ class KilnServer:
 
     def start(self, timeout: float = 90) -> None:
         kiln = Path(sys.executable).with_name("kiln")
-        command = [str(kiln), "serve", "--port", str(self.port), "--workers", str(self.workers)]
+        command = [str(kiln), "serve", "--port", str(self.port), "--workers", str(self.workers),
+                   *self.serve_args]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT)

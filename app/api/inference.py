@@ -1,15 +1,11 @@
-"""The inference hot path shared by ``/v1/models/{name}/predict`` and ``/v2/.../infer``.
-
-``predict_answer`` and ``infer_answer`` do the work for the documented FastAPI routes.
-``InferenceFastPath`` serves the same two routes straight from ASGI, before FastAPI's
-routing and dependency machinery (which costs more than the model itself for small MLPs):
-same code, same checks, same errors, less per-request overhead. Anything it does not
-recognise (another route, an unusual query string) goes on to FastAPI unchanged."""
+"""The inference path shared by ``/v1/models/{name}/predict``, ``/v2/.../infer`` and the
+gRPC ``ModelInfer``: resolve the version, parse and check the request, run the model,
+render the answer, count it. ``predict_answer`` and ``infer_answer`` serve both the
+documented FastAPI routes and ``app.api.fast_path``, which reaches them straight from ASGI."""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,15 +15,14 @@ import numpy as np
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import failure_of
 from app.api.metrics import ServingMetrics
 from app.auth import Principal, check_scope
 from app.config import Settings
-from app.errors import BadRequest, PayloadTooLarge, Unauthorized
+from app.errors import BadRequest, Unauthorized
 from app.serving.directory import ServingDirectory, Target
-from app.serving.oip import HEADER_LENGTH, NAMES, InferRequest, decode, encode
+from app.serving.oip import NAMES, InferRequest, decode, encode
 from app.serving.predict import answer, parse_feeds
 from app.serving.runtime import Feeds, LoadedModel
 from app.tables import Scope as KeyScope
@@ -43,36 +38,12 @@ _T = TypeVar("_T")
 JSON = "application/json"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Answer:
     """A response body with its content type (and extra headers)."""
 
     body: bytes
     headers: dict[str, str]
-
-
-async def find_target(directory: ServingDirectory, name: str, version: int | None) -> Target:
-    """The version a request addresses (alias rules apply), loaded and warmed up."""
-    target = directory.cached_target(name, version)
-    if target is None:
-        target = await run_in_threadpool(directory.target, name, version)
-    return target
-
-
-async def _parse(size: int, parse: Callable[[], _T]) -> _T:
-    if size <= INLINE_BODY_BYTES:
-        return parse()
-    return await run_in_threadpool(parse)
-
-
-async def run_model(target: Target, feeds: Feeds) -> np.ndarray:
-    """The model's first output for ``feeds``: batched when the model has dynamic
-    batching on, else inline when small or in a worker thread."""
-    if target.batcher is not None:
-        return await target.batcher.run(feeds)
-    if sum(values.size for values in feeds.values()) <= INLINE_ELEMENTS:
-        return target.model.run(feeds)
-    return await run_in_threadpool(target.model.run, feeds)
 
 
 def _count_failure(metrics: ServingMetrics, name: str, target: Target | None, protocol: str,
@@ -85,20 +56,31 @@ def _count_failure(metrics: ServingMetrics, name: str, target: Target | None, pr
         metrics.failed(name, target.version, protocol, status)
 
 
-async def handle_inference(state: State, protocol: str, name: str, version: int | None, size: int,
-                  parse: Callable[[LoadedModel], tuple[_T, Feeds]],
-                  render: Callable[[Target, _T, np.ndarray], Answer]) -> Answer:
-    """Resolve, parse (``size`` bytes), run and render one request, with its metrics."""
+async def handle_inference(state: State, protocol: str, name: str, version: int | None,
+                           size: int, parse: Callable[[LoadedModel], tuple[_T, Feeds]],
+                           render: Callable[[Target, _T, np.ndarray], Answer]) -> Answer:
+    """Resolve, parse (``size`` bytes), run and render one request, with its metrics.
+    Small requests are parsed and run on the event loop (a thread hop costs more than
+    they do); large ones, and the first request to a version, in a worker thread."""
     metrics: ServingMetrics = state.metrics
     arrived = time.perf_counter()
-    target = None
+    target = state.directory.cached_target(name, version)
     try:
-        target = await find_target(state.directory, name, version)
+        if target is None:
+            target = await run_in_threadpool(state.directory.target, name, version)
         model = target.model
         started = time.perf_counter()
-        parsed, feeds = await _parse(size, lambda: parse(model))
+        if size <= INLINE_BODY_BYTES:
+            parsed, feeds = parse(model)
+        else:
+            parsed, feeds = await run_in_threadpool(parse, model)
         computing = time.perf_counter()
-        output = await run_model(target, feeds)
+        if target.batcher is not None:
+            output = await target.batcher.run(feeds)
+        elif sum(values.size for values in feeds.values()) <= INLINE_ELEMENTS:
+            output = model.run(feeds)
+        else:
+            output = await run_in_threadpool(model.run, feeds)
         computed = time.perf_counter()
         result = render(target, parsed, output)
     except Exception as error:  # counted by the status it is answered with, then raised
@@ -216,73 +198,6 @@ async def infer_answer(state: State, name: str, version: int | None, body: bytes
     return await handle_inference(state, "v2", name, version, len(body), parse, render)
 
 
-_PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
-_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([1-9][0-9]{0,8}))?/infer")
-_VERSION_QUERY = re.compile(rb"version=([1-9][0-9]{0,8})")
-
-
-class InferenceFastPath:
-    """Serves predict and infer straight from ASGI (see the module docstring)."""
-
-    def __init__(self, app: ASGIApp, state: State) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self._route(scope) if scope["type"] == "http" else None
-        if route is None:
-            await self.app(scope, receive, send)
-            return
-        protocol, name, version = route
-        headers = dict(scope["headers"])
-        try:
-            answer_ = await self._serve(protocol, name, version, headers, receive)
-        except Exception as error:
-            failure = failure_of(error)
-            if failure.status == 500:
-                logger.exception("inference request failed")
-            key = "error" if protocol == "v2" else "detail"
-            await _respond(send, failure.status, Answer(
-                orjson.dumps({key: failure.message}),
-                {"content-type": JSON, **{k.lower(): v for k, v in failure.headers.items()}}))
-            return
-        await _respond(send, 200, answer_)
-
-    def _route(self, scope: Scope) -> tuple[str, str, int | None] | None:
-        if scope["method"] != "POST":
-            return None
-        path: str = scope["path"]
-        if path.startswith("/v1/"):
-            match = _PREDICT.fullmatch(path)
-            query: bytes = scope["query_string"]
-            if match is None:
-                return None
-            if not query:
-                return "v1", match[1], None
-            version = _VERSION_QUERY.fullmatch(query)
-            # Anything else in the query goes to FastAPI, which validates and explains it.
-            return ("v1", match[1], int(version[1])) if version else None
-        match = _INFER.fullmatch(path) if path.startswith("/v2/") else None
-        if match is None or scope["query_string"]:
-            return None
-        return "v2", match[1], int(match[2]) if match[2] else None
-
-    async def _serve(self, protocol: str, name: str, version: int | None,
-                     headers: dict[bytes, bytes], receive: Receive) -> Answer:
-        await self._authorize(headers.get(b"authorization"))
-        body = await _read_body(receive, headers.get(b"content-length"),
-                                self.state.settings.max_request_bytes)
-        if protocol == "v1":
-            return await predict_answer(self.state, name, version, body)
-        length = headers.get(HEADER_LENGTH.encode())
-        return await infer_answer(self.state, name, version, body,
-                                  None if length is None else length.decode("latin-1"))
-
-    async def _authorize(self, authorization: bytes | None) -> None:
-        await authorize(self.state.directory, (authorization or b"").decode("latin-1"),
-                        KeyScope.INFER)
-
-
 async def authorize(directory: ServingDirectory, authorization: str,
                     scope: KeyScope | None) -> Principal:
     """The key of an ``Authorization: Bearer <key>`` value, checked (through the cache) for
@@ -299,33 +214,3 @@ async def authorize(directory: ServingDirectory, authorization: str,
     return principal
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"request body is larger than the limit of {limit} bytes "
-                           f"({limit / 1048576:g} MB, set by KILN_MAX_REQUEST_MB)")
-
-
-async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
-    """The whole body, refused as soon as its declared or received size passes ``limit``."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest("client disconnected before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _respond(send: Send, status: int, answer_: Answer) -> None:
-    headers = [(key.encode("latin-1"), value.encode("latin-1"))
-               for key, value in answer_.headers.items()]
-    headers.append((b"content-length", str(len(answer_.body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": answer_.body})

@@ -3,18 +3,21 @@ compute time apart), loaded models and their bytes, jobs by state."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from app.config import Settings
 from app.db import session_scope
 from app.jobs.repository import JobRepository
-from app.serving.runtime import SessionCache
+from app.serving.runtime import LoadedModel, SessionCache
 from app.tables import JobStatus
 
 router = APIRouter(tags=["metrics"])
@@ -24,17 +27,20 @@ _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.
 
 
 class _StateCollector(Collector):
-    """Values read at scrape time: the session cache and the jobs table."""
+    """Values read at scrape time: the session cache (unless several gateway processes
+    share the metrics, which then count their own models) and the jobs table."""
 
-    def __init__(self, cache: SessionCache, settings: Settings) -> None:
+    def __init__(self, cache: SessionCache | None, settings: Settings) -> None:
         self.cache = cache
         self.settings = settings
 
     def collect(self) -> Iterator[Metric]:
-        loaded = self.cache.loaded()
-        yield GaugeMetricFamily("kiln_models_loaded", "ONNX sessions loaded", value=len(loaded))
-        yield GaugeMetricFamily("kiln_models_loaded_bytes", "Bytes of the loaded ONNX models",
-                                value=sum(model.size_bytes for model in loaded))
+        if self.cache is not None:
+            loaded = self.cache.loaded()
+            yield GaugeMetricFamily("kiln_models_loaded", "ONNX sessions loaded",
+                                    value=len(loaded))
+            yield GaugeMetricFamily("kiln_models_loaded_bytes", "Bytes of the loaded ONNX "
+                                    "models", value=sum(model.size_bytes for model in loaded))
         jobs = GaugeMetricFamily("kiln_jobs", "Jobs by state", labels=["status"])
         with session_scope(self.settings.database_url) as session:
             counts = JobRepository(session).counts_by_status()
@@ -43,25 +49,61 @@ class _StateCollector(Collector):
         yield jobs
 
 
+def shared_metrics_dir() -> str | None:
+    """Where the gateway processes of ``kiln serve --gateways N`` keep their metrics
+    (Prometheus' multiprocess mode), or None for a gateway on its own."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def leave_shared_metrics() -> None:
+    """A gateway process that stops takes its live gauges out of the shared metrics."""
+    if shared_metrics_dir() is not None:
+        mark_process_dead(os.getpid())
+
+
 class ServingMetrics:
-    """The app's own registry, so several apps in one process never collide."""
+    """The app's own registry, so several apps in one process never collide. With several
+    gateway processes, every process writes its series to the shared directory and
+    ``/metrics`` in any of them sums them all."""
 
     def __init__(self, cache: SessionCache, settings: Settings) -> None:
         self.registry = CollectorRegistry()
+        shared = shared_metrics_dir() is not None
+        own = None if shared else self.registry  # shared: read back through the collector
         self.requests = Counter("kiln_inference_requests", "Inference requests by outcome",
-                                [*_LABELS, "outcome"], registry=self.registry)
+                                [*_LABELS, "outcome"], registry=own)
         self.queue = Histogram("kiln_inference_queue_seconds", "Wait before the work started",
-                               _LABELS, buckets=_BUCKETS, registry=self.registry)
+                               _LABELS, buckets=_BUCKETS, registry=own)
         self.compute = Histogram("kiln_inference_compute_seconds", "onnxruntime run time",
-                                 _LABELS, buckets=_BUCKETS, registry=self.registry)
-        self.registry.register(_StateCollector(cache, settings))
+                                 _LABELS, buckets=_BUCKETS, registry=own)
+        if shared:
+            MultiProcessCollector(self.registry)
+            loaded = Gauge("kiln_models_loaded", "ONNX sessions loaded", registry=None,
+                           multiprocess_mode="livesum")
+            loaded_bytes = Gauge("kiln_models_loaded_bytes", "Bytes of the loaded ONNX models",
+                                 registry=None, multiprocess_mode="livesum")
+
+            def models_changed(models: list[LoadedModel]) -> None:
+                loaded.set(len(models))
+                loaded_bytes.set(sum(model.size_bytes for model in models))
+
+            cache.on_change = models_changed
+        self.registry.register(_StateCollector(None if shared else cache, settings))
+        # A success's three series by (model, version, protocol), looked up once: labels()
+        # costs more than the increment. Versions are finite, so this is bounded.
+        self._succeeded: dict[tuple[str, int, str], tuple[Any, Any, Any]] = {}
 
     def succeeded(self, model: str, version: int, protocol: str, *, queue_s: float,
                   compute_s: float) -> None:
-        labels = (model, str(version), protocol)
-        self.requests.labels(*labels, "ok").inc()
-        self.queue.labels(*labels).observe(queue_s)
-        self.compute.labels(*labels).observe(compute_s)
+        series = self._succeeded.get((model, version, protocol))
+        if series is None:
+            labels = (model, str(version), protocol)
+            series = self._succeeded.setdefault((model, version, protocol), (
+                self.requests.labels(*labels, "ok"), self.queue.labels(*labels),
+                self.compute.labels(*labels)))
+        series[0].inc()
+        series[1].observe(queue_s)
+        series[2].observe(compute_s)
 
     def failed(self, model: str, version: int | None, protocol: str, status: int) -> None:
         outcome = "client_error" if status < 500 else "server_error"

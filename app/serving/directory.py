@@ -5,23 +5,33 @@ Entries live for ``ttl_s`` seconds. A write made through this gateway (alias mov
 uploaded or archived, key revoked, batching changed) calls ``invalidate()`` after its commit,
 so it shows on the very next request; ``ttl_s`` only bounds how long a change made by another
 process (a worker registering a version, a second gateway) takes to show. A generation
-counter keeps a lookup that raced with an invalidation from caching what it read."""
+counter keeps a lookup that raced with an invalidation from caching what it read.
+
+An entry past half its life is read again by one background thread while requests keep
+using it, so steady traffic never waits on the database (and never stampedes it when an
+entry expires); an entry past its whole life is never used."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from app.auth import Principal, authenticate, hash_secret
+from app.auth import Principal, authenticate
 from app.db import session_scope
-from app.errors import Unavailable
+from app.errors import KilnError, Unavailable
 from app.registry.service import get_model, resolve_serving_version
 from app.serving.batching import BatchPolicy, DynamicBatcher
+from app.serving.generation import SharedGeneration
 from app.serving.runtime import LoadedModel, SessionCache
 from app.signature import Signature
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,23 +62,35 @@ class ServingDirectory:
     """Thread-safe caches of key checks and version resolution, shared by every route."""
 
     def __init__(self, database_url: str, sessions: SessionCache, *, ttl_s: float,
-                 max_entries: int = 10_000) -> None:
+                 max_entries: int = 10_000, shared: SharedGeneration | None = None) -> None:
         self.database_url = database_url
         self.sessions = sessions
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._generation = 0
-        self._keys: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
-        self._routes: OrderedDict[tuple[str, int | None], tuple[ServedVersion, float]] = (
-            OrderedDict())
+        # secret -> (principal, expires, refresh after); the secret itself is the key: this
+        # process sees it on every request anyway, and hashing it again costs per request.
+        self._keys: OrderedDict[str, tuple[Principal, float, float]] = OrderedDict()
+        self._routes: OrderedDict[tuple[str, int | None],
+                                  tuple[ServedVersion, float, float]] = OrderedDict()
         self._batchers: dict[int, DynamicBatcher] = {}  # by version id
+        self._refreshing: set[Hashable] = set()
+        self._refresher: ThreadPoolExecutor | None = None
+        self.shared = shared  # other gateway processes' writes, when there are some
+        self._seen = shared.read() if shared is not None else 0
 
     # -- invalidation ---------------------------------------------------------------------
     def invalidate(self) -> None:
-        """Forget every cached key check and resolution (call after a committed write)."""
+        """Forget every cached key check and resolution (call after a committed write), here
+        and in the other gateway processes of this machine."""
+        seen = self.shared.bump() if self.shared is not None else 0
+        self._drop(seen)
+
+    def _drop(self, seen: int) -> None:
         with self._lock:
             self._generation += 1
+            self._seen = seen
             self._keys.clear()
             self._routes.clear()
 
@@ -77,21 +99,58 @@ class ServingDirectory:
         with self._lock:
             if generation != self._generation:
                 return  # a write committed while we read; do not cache what may be stale
-            table[key] = (value, time.monotonic() + self.ttl_s)
+            now = time.monotonic()
+            table[key] = (value, now + self.ttl_s, now + self.ttl_s / 2)
             table.move_to_end(key)
             while len(table) > self.max_entries:
                 table.popitem(last=False)
 
-    def _fresh(self, table: OrderedDict[Any, Any], key: Any) -> Any:
+    def _fresh(self, table: OrderedDict[Any, Any], key: Any,
+               refresh: Callable[[], object]) -> Any:
+        """The entry's value while it lives (None after); past half its life, ``refresh``
+        is started in the background, once."""
+        if self.shared is not None and (seen := self.shared.read()) != self._seen:
+            self._drop(seen)  # another gateway process committed a write
         entry = table.get(key)
-        if entry is None or entry[1] < time.monotonic():
+        if entry is None:
             return None
+        now = time.monotonic()
+        if entry[1] < now:
+            return None
+        if entry[2] <= now:
+            self._refresh_later((id(table), key), refresh)
         return entry[0]
+
+    def _refresh_later(self, tag: Hashable, refresh: Callable[[], object]) -> None:
+        with self._lock:
+            if tag in self._refreshing:
+                return
+            self._refreshing.add(tag)
+            if self._refresher is None:
+                self._refresher = ThreadPoolExecutor(1, thread_name_prefix="serving-refresh")
+
+        def run() -> None:
+            try:
+                refresh()
+            except KilnError:
+                pass  # the next request that needs it looks it up and explains
+            except Exception:
+                logger.exception("refreshing a serving cache entry failed")
+            finally:
+                with self._lock:
+                    self._refreshing.discard(tag)
+
+        self._refresher.submit(run)
+
+    def _forget(self, table: OrderedDict[Any, Any], key: Any) -> None:
+        with self._lock:
+            table.pop(key, None)
 
     # -- API keys -------------------------------------------------------------------------
     def cached_principal(self, secret: str) -> Principal | None:
         """The principal for a key checked less than ``ttl_s`` ago; never touches the DB."""
-        principal: Principal | None = self._fresh(self._keys, hash_secret(secret))
+        principal: Principal | None = self._fresh(
+            self._keys, secret, lambda: self._recheck(secret))
         return principal
 
     def authenticate(self, secret: str) -> Principal:
@@ -99,24 +158,39 @@ class ServingDirectory:
         generation = self._generation
         with session_scope(self.database_url) as session:
             principal = authenticate(session, secret)
-        self._store(self._keys, hash_secret(secret), principal, generation)
+        self._store(self._keys, secret, principal, generation)
         return principal
+
+    def _recheck(self, secret: str) -> None:
+        try:
+            self.authenticate(secret)
+        except KilnError:  # revoked by another process: refused from the next request
+            self._forget(self._keys, secret)
+            raise
 
     # -- versions -------------------------------------------------------------------------
     def cached_target(self, name: str, version: int | None) -> Target | None:
         """The target for a recent resolution whose session is still loaded; no I/O."""
-        served: ServedVersion | None = self._fresh(self._routes, (name, version))
+        served: ServedVersion | None = self._fresh(
+            self._routes, (name, version), lambda: self._reresolve(name, version))
         if served is None:
             return None
         model = self.sessions.peek(served.version_id)
         return None if model is None else self._target(name, served, model)
 
     def _served(self, name: str, version: int | None) -> ServedVersion:
-        served: ServedVersion | None = self._fresh(self._routes, (name, version))
-        if served is None:
-            generation = self._generation
+        served: ServedVersion | None = self._fresh(
+            self._routes, (name, version), lambda: self._reresolve(name, version))
+        return served if served is not None else self._reresolve(name, version)
+
+    def _reresolve(self, name: str, version: int | None) -> ServedVersion:
+        generation = self._generation
+        try:
             served = self._resolve(name, version)
-            self._store(self._routes, (name, version), served, generation)
+        except KilnError:  # gone (archived, say): looked up again, and explained, on use
+            self._forget(self._routes, (name, version))
+            raise
+        self._store(self._routes, (name, version), served, generation)
         return served
 
     def check_servable(self, name: str, version: int | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,14 @@ def parse_rows(payload: dict[str, Any], *, n_features: int, max_rows: int,
         raise InvalidInput(f"inputs must be a non-empty list of rows of {n_features} numbers")
     if len(inputs) > max_rows:
         raise InvalidInput(f"inputs has {len(inputs)} rows; at most {max_rows} per request")
+    if not may_hold_booleans:  # the common case: numbers only, checked in one conversion
+        try:
+            array = np.asarray(inputs)
+        except (ValueError, TypeError, OverflowError):
+            array = None
+        if (array is not None and array.ndim == 2 and array.shape[1] == n_features
+                and array.dtype.kind in "iuf"):
+            return _finite_float32(array)
     for index, row in enumerate(inputs):
         if not isinstance(row, list):
             raise InvalidInput(f"inputs[{index}] must be a list of {n_features} numbers")
@@ -59,9 +68,14 @@ def parse_rows(payload: dict[str, Any], *, n_features: int, max_rows: int,
         raise InvalidInput(f"inputs must hold only numbers; {_first_non_number(inputs)}")
     if may_hold_booleans and (found := first_boolean(inputs, "inputs")):
         raise InvalidInput(f"inputs must hold only numbers; {found} is a boolean")
+    return _finite_float32(array)
+
+
+def _finite_float32(array: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
         rows = array.astype(np.float32, copy=False)
-    if not np.isfinite(rows).all():
+    # A float64 sum of float32 values cannot overflow: it is finite iff every value is.
+    if not math.isfinite(rows.sum(dtype=np.float64)):
         raise InvalidInput("inputs hold a value outside the float32 range")
     return rows
 

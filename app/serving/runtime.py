@@ -6,6 +6,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,9 @@ class SessionCache:
         self._models: OrderedDict[int, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
+        # Told the loaded models after each load (and eviction): metrics shared by
+        # several gateway processes count them as they change.
+        self.on_change: Callable[[list[LoadedModel]], None] | None = None
 
     def peek(self, version_id: int) -> LoadedModel | None:
         """The loaded model for a version if it is in the cache (marked recently used)."""
@@ -106,6 +110,9 @@ class SessionCache:
                 self._models[version_id] = model
                 self._loading.pop(version_id, None)
                 self._evict()
+                loaded = list(self._models.values())
+            if self.on_change is not None:
+                self.on_change(loaded)
             return model
 
     def _load(self, version_id: int, artifact_key: str, sha256: str, signature: Signature,

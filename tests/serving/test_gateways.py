@@ -1,0 +1,81 @@
+"""``kiln serve --gateways 2``: two gateway processes share the HTTP and gRPC ports, each
+with its own session cache; /metrics in either sums both; a write made through one (an
+alias moved, a key revoked) shows at once whichever process serves the next request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e_server import KilnServer
+
+ROW = {"inputs": [[6.0, 6.0, 6.0, 6.0]]}
+
+
+@pytest.fixture(scope="module")
+def kiln(tmp_path_factory: pytest.TempPathFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
+    server = KilnServer(tmp_path_factory.mktemp("gateways") / "data", workers=0,
+                        serve_args=("--gateways", "2"), KILN_SERVING_CACHE_S="3600")
+    server.start()
+    with server.client() as client:
+        for labels in ('["a1", "b1", "c1"]', '["a2", "b2", "c2"]'):
+            response = client.post("/v1/models/flowers/versions", data={"labels": labels},
+                                   files={"file": ("m.onnx", classifier_onnx.read_bytes())})
+            assert response.status_code == 201, response.text
+    yield server
+    server.close()
+
+
+def fresh_connection_predicts(kiln: KilnServer, count: int, key: str | None = None) -> list[int]:
+    """``count`` predicts, each on a new connection (so the kernel spreads them over the
+    processes); their versions, or status codes for refusals."""
+    answers = []
+    for _ in range(count):
+        with httpx.Client(base_url=kiln.url, timeout=30) as client:
+            response = client.post("/v1/models/flowers/predict", json=ROW, headers={
+                "Authorization": f"Bearer {key or kiln.key}"})
+        answers.append(response.json()["version"] if response.status_code == 200
+                       else response.status_code)
+    return answers
+
+
+def metric(kiln: KilnServer, name: str, **labels: str) -> float:
+    text = httpx.get(kiln.url + "/metrics", timeout=30).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
+
+
+def test_both_processes_serve_and_metrics_sum_them(kiln: KilnServer) -> None:
+    assert set(fresh_connection_predicts(kiln, 60)) == {2}
+    tensor = triton.InferInput("input", [1, 4], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 4), 6.0, np.float32))
+    for _ in range(10):
+        client = triton.InferenceServerClient(url=f"127.0.0.1:{kiln.grpc_port}")
+        client.infer("flowers", [tensor], headers={"authorization": f"Bearer {kiln.key}"})
+        client.close()
+    for _ in range(5):  # any process answers /metrics with the sum of both
+        assert metric(kiln, "kiln_inference_requests_total", protocol="v1", outcome="ok") == 60
+        assert metric(kiln, "kiln_inference_requests_total", protocol="grpc") == 10
+    # Each process loaded the model into its own session cache.
+    assert metric(kiln, "kiln_models_loaded") == 2
+
+
+def test_a_write_through_one_process_shows_in_all_at_once(kiln: KilnServer) -> None:
+    with kiln.client() as client:
+        moved = client.put("/v1/models/flowers/aliases/production", json={"version": 1})
+        assert moved.status_code == 200, moved.text
+    # The cache lives an hour here: only the shared counter can make this true.
+    assert set(fresh_connection_predicts(kiln, 30)) == {1}
+    with kiln.client() as client:
+        created = client.post("/v1/keys", json={"name": "app", "scope": "infer"}).json()
+    assert set(fresh_connection_predicts(kiln, 20, created["key"])) == {1}
+    with kiln.client() as client:
+        assert client.delete(f"/v1/keys/{created['id']}").status_code == 200
+    assert set(fresh_connection_predicts(kiln, 20, created["key"])) == {401}

@@ -1,12 +1,16 @@
-"""A small closed-loop HTTP/1.1 load generator: N keep-alive connections, each sending the
-same request again as soon as the previous answer arrived. Raw asyncio streams keep the
-client's own cost per request low, so the server is what is measured."""
+"""Closed-loop HTTP/1.1 load: wrk (one thread, N keep-alive connections) where it is
+installed, else a small asyncio generator of the same shape: N connections, each sending
+the same request again as soon as the previous answer arrived."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -77,3 +81,55 @@ async def run_load(host: str, port: int, request: bytes, *, connections: int,
     measured = time.perf_counter() - warm_until
     return LoadResult(requests=len(latencies), failures=len(failures), seconds=measured,
                       latencies_s=np.asarray(latencies))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Throughput and latency percentiles of one load run, whatever generated it."""
+
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    failures: int
+
+
+def _lua_string(data: bytes) -> str:
+    return '"' + "".join(f"\\{byte}" for byte in data) + '"'
+
+
+def _milliseconds(text: str) -> float:
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[:-len(unit)]) * scale
+    raise ValueError(f"unexpected wrk duration {text!r}")
+
+
+def run_wrk(url: str, body: bytes, headers: dict[str, str], *, connections: int,
+            duration_s: float, cpu: int | None, scratch: Path) -> Measured:
+    """wrk with one thread and ``connections`` connections (after a 1.5 s warm-up run),
+    pinned to ``cpu`` when given; its requests/s, p50, p99 and non-2xx count."""
+    script = scratch / "request.lua"
+    lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body)}",
+             *(f"wrk.headers[{_lua_string(k.encode())}] = {_lua_string(v.encode())}"
+               for k, v in headers.items())]
+    script.write_text("\n".join(lines) + "\n")
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
+    base = [*pin, "wrk", "-t1", f"-c{connections}", "-s", str(script)]
+    subprocess.run([*base, "-d1s", url], check=True, capture_output=True)  # warm-up
+    out = subprocess.run([*base, f"-d{duration_s:g}s", "--latency", url], check=True,
+                         capture_output=True, text=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out)[1])  # type: ignore[index]
+    p50 = _milliseconds(re.search(r"\s50%\s+(\S+)", out)[1])  # type: ignore[index]
+    p99 = _milliseconds(re.search(r"\s99%\s+(\S+)", out)[1])  # type: ignore[index]
+    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return Measured(rate, p50, p99, int(failed[1]) if failed else 0)
+
+
+def run_python_load(host: str, port: int, path: str, body: bytes, headers: dict[str, str], *,
+                    connections: int, duration_s: float) -> Measured:
+    """The same measurement with this module's asyncio generator (where wrk is missing)."""
+    result = asyncio.run(run_load(host, port, build_request(host, port, path, body, headers),
+                                  connections=connections, duration_s=duration_s,
+                                  warmup_s=1.5))
+    return Measured(result.requests_per_s, result.percentile_ms(50), result.percentile_ms(99),
+                    result.failures)

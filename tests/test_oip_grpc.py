@@ -1,6 +1,7 @@
-"""The Open Inference Protocol over gRPC, driven by the real ``tritonclient.grpc`` against a
-running ``kiln serve``: the same infer, metadata and error cases as the HTTP client's tests,
-plus hostile messages sent with the protocol's own message types."""
+"""The Open Inference Protocol over gRPC, driven by the real ``tritonclient.grpc`` (in its own
+process: ``tests/triton_grpc_peer.py``) against a running ``kiln serve``: the same infer,
+metadata and error cases as the HTTP client's tests, plus hostile messages sent with the
+protocol's own message types."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-import tritonclient.grpc as triton
-from tritonclient.utils import InferenceServerException
 
 from app.serving.grpc_schema import SERVICE, message
 from tests.e2e_server import KilnServer
+from tests.triton_grpc_peer import TritonGrpcPeer
 
 LABELS = '["setosa", "versicolor", "virginica"]'
 
@@ -49,97 +49,81 @@ def expected(classifier_onnx: Path, rows: np.ndarray) -> np.ndarray:
     return session.run(None, {"input": rows})[0]
 
 
-def client_for(server: KilnServer) -> triton.InferenceServerClient:
-    return triton.InferenceServerClient(url=f"127.0.0.1:{server.grpc_port}")
+@pytest.fixture(scope="module")
+def triton(server: KilnServer) -> Iterator[TritonGrpcPeer]:
+    peer = TritonGrpcPeer(server.grpc_port)
+    yield peer
+    peer.close()
 
 
-def auth(server: KilnServer, key: str | None = None) -> dict[str, str]:
-    return {"authorization": f"Bearer {key or server.key}"}
-
-
-def tensor_of(rows: np.ndarray, name: str = "input", datatype: str = "FP32") -> triton.InferInput:
-    tensor = triton.InferInput(name, list(rows.shape), datatype)
-    tensor.set_data_from_numpy(rows)
-    return tensor
-
-
-def test_health_and_metadata(server: KilnServer) -> None:
-    client = client_for(server)
-    assert client.is_server_live() and client.is_server_ready()
-    assert client.get_server_metadata().name == "modelkiln"
-    assert list(client.get_server_metadata().extensions) == ["binary_tensor_data"]
-    metadata = client.get_model_metadata("flowers", headers=auth(server), as_json=True)
-    assert metadata["versions"] == ["1", "2"]
-    assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": ["-1", "4"]}]
-    assert metadata["outputs"][0]["shape"] == ["-1", "3"]
-    assert client.get_model_metadata("flowers", "1", headers=auth(server)).versions == ["1"]
-    assert client.is_model_ready("flowers", headers=auth(server))
-    assert client.is_model_ready("flowers", "2", headers=auth(server))
-    assert not client.is_model_ready("nope", headers=auth(server))
-    assert not client.is_model_ready("flowers", "7", headers=auth(server))
+def test_health_and_metadata(server: KilnServer, triton: TritonGrpcPeer) -> None:
+    assert triton.call("health") == {"ok": True, "live": True, "ready": True}
+    metadata = triton.call("server_metadata")
+    assert metadata["name"] == "modelkiln" and metadata["extensions"] == ["binary_tensor_data"]
+    model = triton.call("model_metadata", model="flowers", key=server.key)
+    assert model["versions"] == ["1", "2"] and model["platform"] == "onnxruntime_onnx"
+    assert model["inputs"] == [{"name": "input", "datatype": "FP32", "shape": ["-1", "4"]}]
+    assert model["outputs"][0]["shape"] == ["-1", "3"]
+    assert triton.call("model_metadata", model="flowers", version="1",
+                       key=server.key)["versions"] == ["1"]
+    for version, ready in (("", True), ("2", True), ("7", False)):
+        assert triton.call("model_ready", model="flowers", version=version,
+                           key=server.key)["ready"] is ready
+    assert triton.call("model_ready", model="nope", key=server.key)["ready"] is False
 
 
 @pytest.mark.parametrize("version", ["", "1"])
-def test_infer(server: KilnServer, rows: np.ndarray, expected: np.ndarray,
-               version: str) -> None:
-    result = client_for(server).infer("flowers", [tensor_of(rows)], model_version=version,
-                                      headers=auth(server), request_id="r-7",
-                                      outputs=[triton.InferRequestedOutput("output")])
-    assert np.allclose(result.as_numpy("output"), expected, atol=1e-6)
-    response = result.get_response()
-    assert response.model_version == (version or "2") and response.id == "r-7"
+def test_infer(server: KilnServer, triton: TritonGrpcPeer, rows: np.ndarray,
+               expected: np.ndarray, version: str) -> None:
+    answer = triton.infer(rows, version=version, key=server.key, request_id="r-7")
+    assert answer["ok"], answer
+    assert np.allclose(answer["output"], expected, atol=1e-6)
+    assert answer["model_version"] == (version or "2") and answer["id"] == "r-7"
 
 
-def test_a_batch_of_256_rows(server: KilnServer, classifier_onnx: Path) -> None:
+def test_a_batch_of_256_rows(server: KilnServer, triton: TritonGrpcPeer,
+                             classifier_onnx: Path) -> None:
     many = np.random.default_rng(1).normal(3, 2, size=(256, 4)).astype(np.float32)
     session = ort.InferenceSession(str(classifier_onnx), providers=["CPUExecutionProvider"])
-    result = client_for(server).infer("flowers", [tensor_of(many)], headers=auth(server))
-    assert np.allclose(result.as_numpy("output"), session.run(None, {"input": many})[0],
-                       atol=1e-6)
+    answer = triton.infer(many, key=server.key)
+    assert np.allclose(answer["output"], session.run(None, {"input": many})[0], atol=1e-6)
 
 
 ERRORS = [
-    ("unknown model", "nope", None, "model 'nope' not found", grpc.StatusCode.NOT_FOUND),
-    ("unknown version", "flowers", "9", "has no version 9", grpc.StatusCode.NOT_FOUND),
-    ("bad version", "flowers", "x1", "model_version 'x1' is not a version number",
+    ("unknown model", {"model": "nope"}, "model 'nope' not found", grpc.StatusCode.NOT_FOUND),
+    ("unknown version", {"version": "9"}, "has no version 9", grpc.StatusCode.NOT_FOUND),
+    ("bad version", {"version": "x1"}, "model_version 'x1' is not a version number",
      grpc.StatusCode.INVALID_ARGUMENT),
-    ("wrong datatype", "flowers", None, "has datatype FP64; the model expects FP32",
+    ("wrong datatype", {"datatype": "FP64"}, "has datatype FP64; the model expects FP32",
      grpc.StatusCode.INVALID_ARGUMENT),
-    ("wrong shape", "flowers", None, "has shape [1, 3]; the model expects [1 to 10000, 4]",
+    ("wrong shape", {"columns": 3}, "has shape [1, 3]; the model expects [1 to 10000, 4]",
      grpc.StatusCode.INVALID_ARGUMENT),
-    ("unknown input", "flowers", None, "unknown input(s) ['pixels']",
+    ("unknown input", {"name": "pixels"}, "unknown input(s) ['pixels']",
      grpc.StatusCode.INVALID_ARGUMENT),
 ]
 
 
-@pytest.mark.parametrize(("case", "model", "version", "text", "code"), ERRORS,
+@pytest.mark.parametrize(("case", "change", "text", "code"), ERRORS,
                          ids=[error[0] for error in ERRORS])
-def test_errors_name_the_problem(server: KilnServer, rows: np.ndarray, case: str, model: str,
-                                 version: str | None, text: str,
+def test_errors_name_the_problem(server: KilnServer, triton: TritonGrpcPeer, rows: np.ndarray,
+                                 case: str, change: dict[str, object], text: str,
                                  code: grpc.StatusCode) -> None:
-    tensor = {"wrong datatype": tensor_of(rows[:1].astype(np.float64), datatype="FP64"),
-              "wrong shape": tensor_of(rows[:1, :3]),
-              "unknown input": tensor_of(rows[:1], name="pixels")}.get(case, tensor_of(rows))
-    with pytest.raises(InferenceServerException) as raised:
-        client_for(server).infer(model, [tensor], model_version=version or "",
-                                 headers=auth(server))
-    assert text in raised.value.message()
-    assert raised.value.status() == str(code)
+    arguments = dict(change)
+    columns = int(arguments.pop("columns", 4))  # type: ignore[call-overload]
+    answer = triton.infer(rows[:1, :columns], key=server.key, **arguments)  # type: ignore[arg-type]
+    assert not answer["ok"]
+    assert text in answer["message"] and answer["status"] == str(code)
 
 
-def test_keys_are_checked(server: KilnServer, rows: np.ndarray) -> None:
-    client = client_for(server)
-    with pytest.raises(InferenceServerException, match="missing API key") as raised:
-        client.infer("flowers", [tensor_of(rows)])
-    assert raised.value.status() == str(grpc.StatusCode.UNAUTHENTICATED)
-    with pytest.raises(InferenceServerException) as raised:
-        client.infer("flowers", [tensor_of(rows)], headers=auth(server, "kiln_wrong"))
-    assert raised.value.status() == str(grpc.StatusCode.UNAUTHENTICATED)
-    with pytest.raises(InferenceServerException) as raised:  # a read key may not predict
-        client.infer("flowers", [tensor_of(rows)], headers=auth(server, server.env["READ_KEY"]))
-    assert raised.value.status() == str(grpc.StatusCode.PERMISSION_DENIED)
-    with pytest.raises(InferenceServerException, match="missing API key"):
-        client.get_model_metadata("flowers")
+def test_keys_are_checked(server: KilnServer, triton: TritonGrpcPeer, rows: np.ndarray) -> None:
+    missing = triton.infer(rows)
+    assert missing["status"] == str(grpc.StatusCode.UNAUTHENTICATED)
+    assert "missing API key" in missing["message"]
+    wrong = triton.infer(rows, key="kiln_wrong")
+    assert wrong["status"] == str(grpc.StatusCode.UNAUTHENTICATED)
+    reader = triton.infer(rows, key=server.env["READ_KEY"])  # a read key may not predict
+    assert reader["status"] == str(grpc.StatusCode.PERMISSION_DENIED)
+    assert "missing API key" in triton.call("model_metadata", model="flowers")["message"]
 
 
 def raw_call(server: KilnServer, request: object) -> grpc.RpcError:
@@ -185,12 +169,11 @@ HOSTILE = [
 @pytest.mark.parametrize(("case", "request_", "text", "code"), HOSTILE,
                          ids=[case[0] for case in HOSTILE])
 def test_hostile_messages_are_refused_and_the_server_keeps_serving(
-        server: KilnServer, rows: np.ndarray, expected: np.ndarray, case: str,
-        request_: object, text: str, code: grpc.StatusCode) -> None:
+        server: KilnServer, triton: TritonGrpcPeer, rows: np.ndarray, expected: np.ndarray,
+        case: str, request_: object, text: str, code: grpc.StatusCode) -> None:
     error = raw_call(server, request_)
     assert error.code() == code and text in (error.details() or ""), error
-    result = client_for(server).infer("flowers", [tensor_of(rows)], headers=auth(server))
-    assert np.allclose(result.as_numpy("output"), expected, atol=1e-6)
+    assert np.allclose(triton.infer(rows, key=server.key)["output"], expected, atol=1e-6)
 
 
 def test_typed_contents_are_read_too(server: KilnServer, rows: np.ndarray,
@@ -207,8 +190,9 @@ def test_typed_contents_are_read_too(server: KilnServer, rows: np.ndarray,
     assert np.allclose(output, expected, atol=1e-6)
 
 
-def test_grpc_requests_are_counted_in_metrics(server: KilnServer, rows: np.ndarray) -> None:
-    client_for(server).infer("flowers", [tensor_of(rows)], headers=auth(server))
+def test_grpc_requests_are_counted_in_metrics(server: KilnServer, triton: TritonGrpcPeer,
+                                              rows: np.ndarray) -> None:
+    assert triton.infer(rows, key=server.key)["ok"]
     text = httpx.get(server.url + "/metrics").text
     assert 'kiln_inference_requests_total{model="flowers",outcome="ok",protocol="grpc",' \
            'version="2"}' in text

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import tritonclient.grpc as triton
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e_server import KilnServer
+from tests.triton_grpc_peer import TritonGrpcPeer
 
 ROW = {"inputs": [[6.0, 6.0, 6.0, 6.0]]}
 
@@ -54,12 +54,10 @@ def metric(kiln: KilnServer, name: str, **labels: str) -> float:
 
 def test_both_processes_serve_and_metrics_sum_them(kiln: KilnServer) -> None:
     assert set(fresh_connection_predicts(kiln, 60)) == {2}
-    tensor = triton.InferInput("input", [1, 4], "FP32")
-    tensor.set_data_from_numpy(np.full((1, 4), 6.0, np.float32))
-    for _ in range(10):
-        client = triton.InferenceServerClient(url=f"127.0.0.1:{kiln.grpc_port}")
-        client.infer("flowers", [tensor], headers={"authorization": f"Bearer {kiln.key}"})
-        client.close()
+    for _ in range(10):  # a new channel (so a new connection) per call
+        peer = TritonGrpcPeer(kiln.grpc_port)
+        assert peer.infer(np.full((1, 4), 6.0, np.float32), key=kiln.key)["ok"]
+        peer.close()
     for _ in range(5):  # any process answers /metrics with the sum of both
         assert metric(kiln, "kiln_inference_requests_total", protocol="v1", outcome="ok") == 60
         assert metric(kiln, "kiln_inference_requests_total", protocol="grpc") == 10

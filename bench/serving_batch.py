@@ -1,0 +1,63 @@
+"""The serving benchmark's batch row: a predict job over a 1,000,000-row CSV on a real
+worker, against onnxruntime running the same rows in this process in the job's chunks."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pyarrow as pa
+from pyarrow import csv as arrow_csv
+
+CHUNK_ROWS = 65_536
+
+
+def write_rows(path: Path, rows: np.ndarray) -> None:
+    """An ``id`` column, then one column per feature (f0, f1, ...)."""
+    table = pa.table({"id": pa.array(np.arange(len(rows)).astype(str)),
+                      **{f"f{index}": rows[:, index] for index in range(rows.shape[1])}})
+    arrow_csv.write_csv(table, path)
+
+
+def onnxruntime_rows_per_s(model: Path, rows: np.ndarray) -> float:
+    """Rows/s of onnxruntime over ``rows`` in chunks of the job's size, one thread."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"input": rows[:CHUNK_ROWS]})
+    started = time.perf_counter()
+    for start in range(0, len(rows), CHUNK_ROWS):
+        session.run(None, {"input": rows[start:start + CHUNK_ROWS]})
+    return len(rows) / (time.perf_counter() - started)
+
+
+def _seconds(job: dict[str, Any]) -> float:
+    return (datetime.fromisoformat(job["finished_at"])
+            - datetime.fromisoformat(job["started_at"])).total_seconds()
+
+
+def run_job(url: str, key: str, model: str, source: Path) -> dict[str, Any]:
+    """Submit the CSV as a predict job, wait for it; what it measured."""
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
+        with source.open("rb") as handle:
+            submitted = client.post("/v1/jobs/predict", data={"model": model,
+                                                              "key_columns": "id"},
+                                    files={"file": (source.name, handle, "text/csv")})
+        submitted.raise_for_status()
+        job_id = submitted.json()["id"]
+        while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] in ("queued",
+                                                                           "running"):
+            time.sleep(0.5)
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"batch job {job_id} {job['status']}: {job['error']}")
+        size = int(client.head(f"/v1/jobs/{job_id}/output").headers.get("content-length", 0))
+    result = job["result"]
+    return {"rows": result["rows"], "job_s": _seconds(job), "predict_s": result["seconds"],
+            "peak_rss_mb": result["peak_rss_mb"], "output_bytes": size,
+            "input_bytes": source.stat().st_size}

@@ -16,5 +16,5 @@ COPY modelkiln ./modelkiln
 RUN pip install -e .
 
 VOLUME ["/data"]
-EXPOSE 8000
+EXPOSE 8000 8001
 CMD ["kiln", "serve", "--host", "0.0.0.0", "--port", "8000"]

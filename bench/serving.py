@@ -1,15 +1,22 @@
-"""Serving benchmark (issue: registry and serving). One ONNX MLP (64 -> 256 -> 256 -> 10, fp32,
-trained on digits), one server process each, the same load generator and concurrency:
+"""Serving benchmark (issues: registry and serving; serving at the HTTP floor). One ONNX MLP
+(64 -> 256 -> 256 -> 10, fp32, trained on digits), one server process each, the same load
+generator (wrk, one thread, 8 connections, when installed) and concurrency:
 
-  (a) raw onnxruntime in-process (the limit);
+  (a) raw onnxruntime in-process (the model's own cost);
+  (f) the floor: a raw ASGI app on the same uvicorn that reads the body and answers a
+      constant (bench/serving_floor.py);
+  (m) a minimal raw ASGI app: orjson, onnxruntime, orjson; no auth, limits or metrics
+      (bench/serving_minimal.py);
   (b) a plain FastAPI + onnxruntime endpoint of about 20 lines (bench/serving_reference.py);
-  (c) ModelKiln /v1/models/{name}/predict with one JSON row;
+  (c) ModelKiln /v1/models/{name}/predict with JSON rows at batch 1 and 256;
   (d) ModelKiln /v2/models/{name}/infer with binary tensors at batch 1 and 256;
-  plus ModelKiln with dynamic batching on, to measure its effect.
+  (g) ModelKiln's gRPC ModelInfer through tritonclient.grpc (asyncio) at batch 1 and 256;
+  plus dynamic batching on, and a batch prediction job over 1,000,000 rows on a worker.
 
-Targets: (c) >= 1.25x the reference's requests/s with a p99 no worse; (d) at batch 256,
-rows/s >= 30% of raw onnxruntime's rows/s at batch 256. Servers are pinned to one CPU and
-the load generator to another when the machine has two or more.
+Targets: (c) at batch 1 >= 50% of the floor's requests/s with a p99 no worse than twice the
+floor's; (d) and (g) at batch 256 >= 60% of raw onnxruntime's rows/s at batch 256; the batch
+job >= 50% of onnxruntime's rows/s over the same rows. Servers are pinned to CPU 1 and the
+load generators to CPU 0 when the machine has two or more.
 
     .venv/bin/python bench/serving.py [--duration 6] [--connections 8] [--write]
 """
@@ -17,11 +24,11 @@ the load generator to another when the machine has two or more.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -38,7 +45,8 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import LoadResult, build_request, run_load  # noqa: E402
+from bench.loadgen import Measured, run_python_load, run_wrk  # noqa: E402
+from bench.serving_batch import onnxruntime_rows_per_s, run_job, write_rows  # noqa: E402
 
 HOST = "127.0.0.1"
 RESULTS = ROOT / "bench" / "results" / "serving.md"
@@ -129,15 +137,21 @@ def pin(pid: int, cpu: int) -> None:
 
 
 @contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], port: int,
-           ready_path: str) -> Iterator[subprocess.Popen[bytes]]:
+def server(command: list[str], env: dict[str, str], port: int, ready_path: str | None,
+           probe: bytes = b"", *, pinned: bool = True) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process (pinned to CPU 1), once it answers ``ready_path`` (or a POST of
+    ``probe`` to / when there is none)."""
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pin(process.pid, 1)
+    if pinned:
+        pin(process.pid, 1)
+    url = f"http://{HOST}:{port}"
     try:
-        for _ in range(300):
+        for _ in range(600):
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{HOST}:{port}{ready_path}", timeout=2).status_code < 500:
+                answer = (httpx.get(url + ready_path, timeout=2) if ready_path
+                          else httpx.post(url + "/", content=probe, timeout=2))
+                if answer.status_code < 500:
                     break
             time.sleep(0.1)
         else:
@@ -162,50 +176,88 @@ def binary_body(rows: np.ndarray) -> tuple[bytes, dict[str, str]]:
                            "Content-Type": "application/octet-stream"}
 
 
-def load(name: str, port: int, path: str, body: bytes, headers: dict[str, str], batch: int,
-         args: argparse.Namespace) -> Row:
-    request = build_request(HOST, port, path, body, headers)
-    result: LoadResult = asyncio.run(run_load(HOST, port, request, connections=args.connections,
-                                              duration_s=args.duration, warmup_s=1.5))
-    row = Row(name, batch, result.requests_per_s, result.percentile_ms(50),
-              result.percentile_ms(99), result.failures)
+@dataclass
+class Bench:
+    """What every scenario shares: the arguments and a scratch folder."""
+
+    args: argparse.Namespace
+    scratch: Path
+
+    def http(self, name: str, port: int, path: str, body: bytes, headers: dict[str, str],
+             batch: int) -> Row:
+        """One closed-loop HTTP run: wrk where installed, else the asyncio generator."""
+        if shutil.which("wrk") and not self.args.python_load:
+            measured = run_wrk(f"http://{HOST}:{port}{path}", body, headers,
+                               connections=self.args.connections,
+                               duration_s=self.args.duration, cpu=load_cpu(),
+                               scratch=self.scratch)
+        else:
+            measured = run_python_load(HOST, port, path, body, headers,
+                                       connections=self.args.connections,
+                                       duration_s=self.args.duration)
+        return shown(Row(name, batch, measured.requests_per_s, measured.p50_ms,
+                         measured.p99_ms, measured.failures))
+
+    def grpc(self, name: str, port: int, key: str, batch: int) -> Row:
+        """One closed-loop run of tritonclient.grpc's asyncio client in its own process."""
+        command = [sys.executable, str(ROOT / "bench" / "grpc_load.py"), f"{HOST}:{port}",
+                   key, "digits", str(batch), "64", str(self.args.duration),
+                   str(self.args.connections)]
+        cpu = load_cpu()
+        if cpu is not None and shutil.which("taskset"):
+            command = ["taskset", "-c", str(cpu), *command]
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        measured = Measured(**json.loads(out.strip().splitlines()[-1]))
+        return shown(Row(name, batch, measured.requests_per_s, measured.p50_ms,
+                         measured.p99_ms, measured.failures))
+
+
+def load_cpu() -> int | None:
+    return 0 if (os.cpu_count() or 1) >= 2 else None
+
+
+def shown(row: Row) -> Row:
     print(f"  {row.name}: {row.requests_per_s:,.0f} req/s, {row.rows_per_s:,.0f} rows/s, "
           f"p50 {row.p50_ms:.2f} ms, p99 {row.p99_ms:.2f} ms, failures {row.failures}")
     return row
 
 
-def measure(args: argparse.Namespace, scratch: Path) -> list[Row]:
-    model = scratch / "mlp.onnx"
-    test_rows = train_model(model)
-    one, many = test_rows[:1], np.resize(test_rows, (256, 64))
-    rows = [raw_onnxruntime(model, test_rows, batch, 3.0) for batch in (1, 256)]
-    for row in rows:
-        print(f"  {row.name}: {row.requests_per_s:,.0f} calls/s, {row.rows_per_s:,.0f} rows/s")
-    pin(os.getpid(), 0)
+def peers(bench: Bench, model: Path, one: np.ndarray, many: np.ndarray) -> list[Row]:
+    """The floor, the minimal app and the FastAPI reference, each on its own uvicorn."""
+    rows = []
     json_headers = {"Content-Type": "application/json"}
+    for label, module, ready in (("(f) floor: raw ASGI, constant answer", "serving_floor", "/"),
+                                 ("(m) minimal raw ASGI + orjson + onnxruntime",
+                                  "serving_minimal", None),
+                                 ("(b) reference FastAPI endpoint", "serving_reference",
+                                  "/docs")):
+        port = free_port()
+        command = [sys.executable, "-m", "uvicorn", f"bench.{module}:app", "--host", HOST,
+                   "--port", str(port), "--no-access-log", "--log-level", "warning"]
+        path = "/predict" if module == "serving_reference" else "/"
+        with server(command, {"REFERENCE_MODEL": str(model)}, port, ready, json_body(one)):
+            batches = ((one, 1),) if module == "serving_floor" else ((one, 1), (many, 256))
+            for body, batch in batches:
+                rows.append(bench.http(f"{label}, JSON, batch {batch}", port, path,
+                                       json_body(body), json_headers, batch))
+    return rows
 
-    port = free_port()
-    reference = [sys.executable, "-m", "uvicorn", "bench.serving_reference:app", "--host", HOST,
-                 "--port", str(port), "--no-access-log", "--log-level", "warning"]
-    with server(reference, {"REFERENCE_MODEL": str(model)}, port, "/docs"):
-        for body, batch in ((one, 1), (many, 256)):
-            rows.append(load(f"(b) reference FastAPI endpoint, JSON, batch {batch}", port,
-                             "/predict", json_body(body), json_headers, batch, args))
 
-    port = free_port()
-    kiln = [str(Path(sys.executable).parent / "kiln"), "serve", "--workers", "0", "--host", HOST,
-            "--port", str(port), "--no-access-log"]
-    env = {"KILN_DATA_DIR": str(scratch / "kiln"), "KILN_ORT_THREADS": "1"}
+def kiln_rows(bench: Bench, model: Path, one: np.ndarray, many: np.ndarray) -> list[Row]:
+    """ModelKiln's HTTP and gRPC rows (gateway only), with and without dynamic batching."""
+    rows = []
+    port, grpc_port = free_port(), free_port()
+    kiln = [str(Path(sys.executable).parent / "kiln"), "serve", "--workers", "0", "--host",
+            HOST, "--port", str(port), "--grpc-port", str(grpc_port), "--no-access-log"]
+    env = {"KILN_DATA_DIR": str(bench.scratch / "kiln"), "KILN_ORT_THREADS": "1"}
+    json_headers = {"Content-Type": "application/json"}
     with server(kiln, env, port, "/v2/health/ready"):
-        key = (scratch / "kiln" / "admin.key").read_text().strip()
+        key = (bench.scratch / "kiln" / "admin.key").read_text().strip()
         auth = {"Authorization": f"Bearer {key}"}
         base = f"http://{HOST}:{port}"
-        uploaded = httpx.post(f"{base}/v1/models/digits/versions", headers=auth, timeout=60,
-                              files={"file": ("mlp.onnx", model.read_bytes())},
-                              data={"labels": json.dumps(list(range(10)))})
-        uploaded.raise_for_status()
-        binary_one, binary_one_headers = binary_body(one)
-        binary_many, binary_many_headers = binary_body(many)
+        httpx.post(f"{base}/v1/models/digits/versions", headers=auth, timeout=60,
+                   files={"file": ("mlp.onnx", model.read_bytes())},
+                   data={"labels": json.dumps(list(range(10)))}).raise_for_status()
         for batch_size, delay_ms in ((0, 0.0), (8, 0.0), (32, 1.0)):
             label = (f" + dynamic batching ({batch_size} rows, {delay_ms:g} ms)"
                      if batch_size else "")
@@ -213,48 +265,129 @@ def measure(args: argparse.Namespace, scratch: Path) -> list[Row]:
                 httpx.put(f"{base}/v1/models/digits/serving", headers=auth, timeout=30,
                           json={"max_batch_size": batch_size, "max_queue_delay_ms": delay_ms}
                           ).raise_for_status()
-            rows.append(load(f"(c) ModelKiln /v1 predict, JSON, batch 1{label}", port,
-                             "/v1/models/digits/predict", json_body(one),
-                             {**auth, **json_headers}, 1, args))
-            rows.append(load(f"(d) ModelKiln /v2 infer, binary, batch 1{label}", port,
-                             "/v2/models/digits/infer", binary_one,
-                             {**auth, **binary_one_headers}, 1, args))
-            if not label:
-                rows.append(load("(c) ModelKiln /v1 predict, JSON, batch 256", port,
-                                 "/v1/models/digits/predict", json_body(many),
-                                 {**auth, **json_headers}, 256, args))
-                rows.append(load("(d) ModelKiln /v2 infer, binary, batch 256", port,
-                                 "/v2/models/digits/infer", binary_many,
-                                 {**auth, **binary_many_headers}, 256, args))
+            sizes = ((one, 1),) if label else ((one, 1), (many, 256))
+            for body, batch in sizes:
+                binary, binary_headers = binary_body(body)
+                rows.append(bench.http(f"(c) ModelKiln /v1 predict, JSON, batch {batch}{label}",
+                                       port, "/v1/models/digits/predict", json_body(body),
+                                       {**auth, **json_headers}, batch))
+                rows.append(bench.http(f"(d) ModelKiln /v2 infer, binary, batch {batch}{label}",
+                                       port, "/v2/models/digits/infer", binary,
+                                       {**auth, **binary_headers}, batch))
+                if not label:
+                    rows.append(bench.grpc(f"(g) ModelKiln gRPC, tritonclient.grpc, batch "
+                                           f"{batch}", grpc_port, key, batch))
     return rows
 
 
-def report(rows: list[Row], args: argparse.Namespace) -> str:
+@dataclass(frozen=True)
+class BatchResult:
+    """The batch job's figures and onnxruntime's over the same rows."""
+
+    rows: int
+    job_s: float
+    predict_s: float
+    onnxruntime_rows_per_s: float
+    peak_rss_mb: float
+    input_mb: float
+    output_mb: float
+
+
+def batch_job(bench: Bench, model: Path, test_rows: np.ndarray) -> BatchResult:
+    """A predict job over ``--batch-rows`` rows on a worker of a fresh ``kiln serve``."""
+    count = bench.args.batch_rows
+    rows = np.resize(test_rows, (count, test_rows.shape[1])).astype(np.float32)
+    source = bench.scratch / "million.csv"
+    write_rows(source, rows)
+    reference = onnxruntime_rows_per_s(model, rows)
+    port = free_port()
+    kiln = [str(Path(sys.executable).parent / "kiln"), "serve", "--workers", "1", "--host",
+            HOST, "--port", str(port), "--grpc-port", "0", "--no-access-log"]
+    data = bench.scratch / "kiln-batch"
+    env = {"KILN_DATA_DIR": str(data), "KILN_ORT_THREADS": "1", "KILN_MAX_UPLOAD_MB": "4096"}
+    with server(kiln, env, port, "/v2/health/ready", pinned=False):
+        key = (data / "admin.key").read_text().strip()
+        httpx.post(f"http://{HOST}:{port}/v1/models/digits/versions", timeout=60,
+                   headers={"Authorization": f"Bearer {key}"},
+                   files={"file": ("mlp.onnx", model.read_bytes())},
+                   data={"labels": json.dumps(list(range(10)))}).raise_for_status()
+        found = run_job(f"http://{HOST}:{port}", key, "digits", source)
+    result = BatchResult(found["rows"], found["job_s"], found["predict_s"], reference,
+                         found["peak_rss_mb"], found["input_bytes"] / 1048576,
+                         found["output_bytes"] / 1048576)
+    print(f"  batch job: {result.rows:,} rows in {result.job_s:.1f} s "
+          f"({result.rows / result.job_s:,.0f} rows/s; onnxruntime {reference:,.0f} rows/s), "
+          f"peak worker RSS {result.peak_rss_mb:.0f} MB")
+    return result
+
+
+def measure(args: argparse.Namespace, scratch: Path) -> tuple[list[Row], BatchResult | None]:
+    model = scratch / "mlp.onnx"
+    test_rows = train_model(model)
+    one, many = test_rows[:1], np.resize(test_rows, (256, 64))
+    rows = [raw_onnxruntime(model, test_rows, batch, 3.0) for batch in (1, 256)]
+    for row in rows:
+        print(f"  {row.name}: {row.requests_per_s:,.0f} calls/s, {row.rows_per_s:,.0f} rows/s")
+    pin(os.getpid(), 0)
+    bench = Bench(args, scratch)
+    rows += peers(bench, model, one, many)
+    rows += kiln_rows(bench, model, one, many)
+    batch = batch_job(bench, model, test_rows) if args.batch_rows else None
+    return rows, batch
+
+
+def _verdict(met: bool) -> str:
+    return "**met**" if met else "**missed**"
+
+
+def report(rows: list[Row], batch: BatchResult | None, args: argparse.Namespace) -> str:
     by_name = {row.name: row for row in rows}
-    reference = by_name["(b) reference FastAPI endpoint, JSON, batch 1"]
+    floor = by_name["(f) floor: raw ASGI, constant answer, JSON, batch 1"]
+    minimal = by_name["(m) minimal raw ASGI + orjson + onnxruntime, JSON, batch 1"]
     predict = by_name["(c) ModelKiln /v1 predict, JSON, batch 1"]
     raw_256 = by_name["(a) raw onnxruntime, in-process, batch 256"]
     binary_256 = by_name["(d) ModelKiln /v2 infer, binary, batch 256"]
-    speedup = predict.requests_per_s / reference.requests_per_s
-    share = binary_256.rows_per_s / raw_256.rows_per_s
+    grpc_256 = by_name["(g) ModelKiln gRPC, tritonclient.grpc, batch 256"]
+    share = predict.requests_per_s / floor.requests_per_s
     lines = [
         "| scenario | requests/s | rows/s | p50 ms | p99 ms | failed |",
         "|---|---:|---:|---:|---:|---:|",
         *(f"| {row.name} | {row.requests_per_s:,.0f} | {row.rows_per_s:,.0f} | "
           f"{row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.failures} |" for row in rows),
         "",
-        f"- Target (c): /v1 predict at {speedup:.2f}x the reference's requests/s (target "
-        f">= 1.25x): **{'met' if speedup >= 1.25 else 'missed'}**; p99 {predict.p99_ms:.2f} ms "
-        f"vs {reference.p99_ms:.2f} ms (target: no worse): "
-        f"**{'met' if predict.p99_ms <= reference.p99_ms else 'missed'}**.",
-        f"- Target (d): /v2 binary at batch 256 gives {share:.0%} of raw onnxruntime's rows/s "
-        f"(target >= 30%): **{'met' if share >= 0.30 else 'missed'}**.",
+        f"- Target: /v1 predict of one JSON row at {share:.0%} of the floor's requests/s "
+        f"(target >= 50%): {_verdict(share >= 0.5)}; p99 {predict.p99_ms:.2f} ms vs the "
+        f"floor's {floor.p99_ms:.2f} ms (target <= 2x): "
+        f"{_verdict(predict.p99_ms <= 2 * floor.p99_ms)}. For scale: the minimal app "
+        f"(m) reaches {minimal.requests_per_s / floor.requests_per_s:.0%} of the floor, "
+        f"and ModelKiln {predict.requests_per_s / minimal.requests_per_s:.0%} of (m).",
+    ]
+    for label, row in (("/v2 binary", binary_256), ("gRPC (tritonclient)", grpc_256)):
+        ratio = row.rows_per_s / raw_256.rows_per_s
+        lines.append(f"- Target: {label} at batch 256 gives {ratio:.0%} of raw onnxruntime's "
+                     f"rows/s (target >= 60%): {_verdict(ratio >= 0.6)}.")
+    if batch is not None:
+        ratio = batch.rows / batch.job_s / batch.onnxruntime_rows_per_s
+        lines.append(
+            f"- Target: the batch job over {batch.rows:,} rows ran {batch.job_s:.1f} s from "
+            f"its start to its end ({batch.rows / batch.job_s:,.0f} rows/s; "
+            f"{batch.rows / batch.predict_s:,.0f} rows/s in its read-predict-store loop) "
+            f"against onnxruntime's {batch.onnxruntime_rows_per_s:,.0f} rows/s over the same "
+            f"rows in the same chunks: {ratio:.0%} (target >= 50%): {_verdict(ratio >= 0.5)}. "
+            f"Peak worker memory {batch.peak_rss_mb:.0f} MB (the worker process's peak RSS, "
+            f"imports included) for a {batch.input_mb:.0f} MB input and a "
+            f"{batch.output_mb:.0f} MB output.")
+    lines += [
         "",
-        f"Run: {args.connections} connections, {args.duration:.0f} s per scenario after 1.5 s "
-        f"of warm-up; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-        f"Python {platform.python_version()}, onnxruntime {ort.__version__}; servers pinned "
-        "to CPU 1, load generator to CPU 0; one uvicorn process per server, access log off, "
-        "one onnxruntime intra-op thread everywhere.",
+        f"Run: {args.connections} connections, {args.duration:.0f} s per scenario after "
+        "a warm-up, load by "
+        f"{'wrk -t1' if shutil.which('wrk') and not args.python_load else 'bench/loadgen.py'}"
+        f" (gRPC: tritonclient.grpc.aio); {os.cpu_count()} CPUs "
+        f"({platform.processor() or platform.machine()}), Python "
+        f"{platform.python_version()}, onnxruntime {ort.__version__}; servers pinned to CPU "
+        "1, load generators to CPU 0; one uvicorn process per server, access log off, one "
+        "onnxruntime intra-op thread everywhere. The batch job's server and worker are not "
+        "pinned.",
     ]
     return "\n".join(lines)
 
@@ -263,11 +396,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--batch-rows", type=int, default=1_000_000,
+                        help="rows of the batch prediction job (0: skip it)")
+    parser.add_argument("--python-load", action="store_true",
+                        help="use bench/loadgen.py even where wrk is installed")
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        rows = measure(args, Path(scratch))
-    table = report(rows, args)
+        rows, batch = measure(args, Path(scratch))
+    table = report(rows, batch, args)
     print("\n" + table)
     if args.write:
         RESULTS.write_text("# Serving benchmark\n\nProduced by `.venv/bin/python "

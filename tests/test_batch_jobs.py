@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pyarrow as pa
@@ -265,3 +266,21 @@ def test_kiln_predict_as_a_job_from_the_terminal(kiln: KilnServer, tmp_path: Pat
     assert "5000/5000 rows" in done.stderr
     table = arrow_csv.read_csv(out)
     assert table.num_rows == len(values) and table.column_names[:2] == ["row", "id"]
+
+
+def test_the_dashboard_shows_progress_in_rows_and_serves_the_output(
+        kiln: KilnServer, tmp_path: Path) -> None:
+    source = tmp_path / "rows.csv"
+    rows_csv(source, 3_000, seed=8)
+    job = submit_upload(kiln, source, key_columns="id")
+    assert kiln.wait_for_job(job["id"])["status"] == "succeeded"
+    with httpx.Client(base_url=kiln.url, timeout=60) as browser:
+        signed_in = browser.post("/ui/login", data={"key": kiln.key},
+                                 headers={"Origin": kiln.url})
+        assert signed_in.status_code in (200, 303), signed_in.text
+        page = browser.get(f"/ui/jobs/{job['id']}")
+        assert "<dt>Rows</dt>" in page.text and "3000/3000" in page.text
+        assert "3000 rows (csv)" in page.text
+        output = browser.get(f"/ui/jobs/{job['id']}/output")
+        assert output.status_code == 200 and output.content.startswith(b'"row","id"')
+        assert browser.get("/ui/jobs/999999/output").status_code == 404

@@ -24,8 +24,8 @@ from app.api.params import IdempotencyKey, IdPath, Offset
 from app.api.schemas import CompressionReport, JobProgress, JobRead, Page, ParetoFront, TrialRead
 from app.api.uploads import spooled_upload
 from app.batch import submit as batch
-from app.batch.output import MEDIA_TYPES
-from app.errors import Conflict, InvalidInput, Unavailable
+from app.batch.output import MEDIA_TYPES, output_file
+from app.errors import InvalidInput
 from app.jobs import service
 from app.jobs.spec import PROGRESS_UNITS, CompressJobCreate, PredictJobCreate, SearchJobCreate
 from app.tables import Job, JobStatus
@@ -148,16 +148,8 @@ def job_output(session: SessionDep, store: StoreDep, job_id: IdPath) -> FileResp
     """A finished batch prediction's file: ``row`` (the input row's 1-based number), the key
     columns, then the prediction (and each class's probability) per row. 409 for another
     kind of job or one that has not succeeded."""
-    job = service.get_job(session, job_id)
-    if job.kind != "predict":
-        raise Conflict(f"job {job_id} is a {job.kind} job; only predict jobs have an output")
-    output = (job.result or {}).get("output")
-    if job.status != JobStatus.SUCCEEDED or output is None:
-        raise Conflict(f"job {job_id} is {job.status}; its output exists when it succeeds")
-    if not store.exists(output["key"]):
-        raise Unavailable(f"the output of job {job_id} is missing from the artifact store")
-    return FileResponse(store.local_path(output["key"]), media_type=output["media_type"],
-                        filename=f"job-{job_id}-predictions.{output['format']}")
+    found = output_file(service.get_job(session, job_id), store)
+    return FileResponse(found.path, media_type=found.media_type, filename=found.filename)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, dependencies=[WriteAccess])

@@ -5,6 +5,7 @@ memory at a time."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,34 @@ import pyarrow.parquet as pq
 from pyarrow import csv as arrow_csv
 from pyarrow import ipc
 
+from app.errors import Conflict, Unavailable
+from app.storage import ArtifactStore
+from app.tables import Job, JobStatus
+
 MEDIA_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A finished batch prediction's file, ready to be sent."""
+
+    path: Path
+    media_type: str
+    filename: str
+
+
+def output_file(job: Job, store: ArtifactStore) -> OutputFile:
+    """The output of a predict job that succeeded; Conflict for another kind of job or one
+    that has not succeeded, Unavailable when the file is gone from the store."""
+    if job.kind != "predict":
+        raise Conflict(f"job {job.id} is a {job.kind} job; only predict jobs have an output")
+    output = (job.result or {}).get("output")
+    if job.status != JobStatus.SUCCEEDED or output is None:
+        raise Conflict(f"job {job.id} is {job.status}; its output exists when it succeeds")
+    if not store.exists(output["key"]):
+        raise Unavailable(f"the output of job {job.id} is missing from the artifact store")
+    return OutputFile(store.local_path(output["key"]), output["media_type"],
+                      f"job-{job.id}-predictions.{output['format']}")
 
 
 def probability_column(label: Any) -> str:

@@ -19,6 +19,7 @@ from app.api.models import model_read, version_read
 from app.api.params import AliasName, IdPath, ModelName
 from app.api.schemas import CompressionReport, DatasetRead, JobRead, ParetoFront, TrialRead
 from app.auth import check_scope
+from app.batch.output import output_file
 from app.datasets import service as datasets
 from app.db import defer_until_commit, utcnow
 from app.errors import KilnError
@@ -134,6 +135,13 @@ def cancel(request: Request, session: SessionDep, viewer: ViewerDep,
     check_scope(viewer.principal, Scope.WRITE)
     jobs.cancel_job(session, job_id)
     return RedirectResponse(f"/ui/jobs/{job_id}", status_code=303)
+
+
+@router.get("/jobs/{job_id}/output", response_class=FileResponse)
+def job_output(session: SessionDep, store: StoreDep, viewer: ViewerDep,
+               job_id: IdPath) -> FileResponse:
+    found = output_file(jobs.get_job(session, job_id), store)
+    return FileResponse(found.path, media_type=found.media_type, filename=found.filename)
 
 
 @router.get("/models", response_class=HTMLResponse)

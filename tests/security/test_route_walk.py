@@ -74,6 +74,7 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
     ("GET", "/ui/jobs"): UI_READ,
     ("GET", "/ui/jobs/{job_id}"): UI_READ,
     ("POST", "/ui/jobs/{job_id}/cancel"): UI_WRITE,
+    ("GET", "/ui/jobs/{job_id}/output"): UI_READ,
     ("GET", "/ui/models"): UI_READ,
     ("GET", "/ui/models/{name}"): UI_READ,
     ("POST", "/ui/models/{name}/aliases"): UI_WRITE,

@@ -162,7 +162,8 @@ def test_a_killed_worker_resumes_from_its_last_finished_chunk(
     assert table.column("id").to_pylist() == [f"r{i}" for i in range(len(values))]
     check_matches(table, values, expected_of(classifier_onnx, values))
     folder = kiln.data_dir / "artifacts" / "jobs" / str(job["id"])
-    assert not list(folder.glob("attempt-*/part-*")), "parts are removed once joined"
+    assert not list(folder.glob("**/part-*")), "parts are removed once joined"
+    assert list(folder.glob("attempt-2/predictions.csv"))
 
 
 @pytest.mark.parametrize(("body", "message"), [

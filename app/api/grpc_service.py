@@ -114,7 +114,9 @@ class InferenceService:
             return Answer(b"", {})
 
         await handle_inference(self.state, "grpc", name, _version(request.model_version),
-                               request.ByteSize(), parse, render)
+                               # raw contents cost next to nothing to read; typed ones do
+                               0 if request.raw_input_contents else request.ByteSize(),
+                               parse, render)
         return built[0]
 
 

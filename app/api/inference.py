@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 # Below these sizes, parsing and running the model on the event loop costs less than
 # handing the request to a worker thread (tens of microseconds for small MLPs).
 INLINE_ELEMENTS = 16_384
-INLINE_BODY_BYTES = 64 * 1024
+INLINE_JSON_BYTES = 64 * 1024  # binary tensors cost next to nothing to read, at any size
 
 _T = TypeVar("_T")
 JSON = "application/json"
@@ -57,11 +57,11 @@ def _count_failure(metrics: ServingMetrics, name: str, target: Target | None, pr
 
 
 async def handle_inference(state: State, protocol: str, name: str, version: int | None,
-                           size: int, parse: Callable[[LoadedModel], tuple[_T, Feeds]],
+                           json_bytes: int, parse: Callable[[LoadedModel], tuple[_T, Feeds]],
                            render: Callable[[Target, _T, np.ndarray], Answer]) -> Answer:
-    """Resolve, parse (``size`` bytes), run and render one request, with its metrics.
-    Small requests are parsed and run on the event loop (a thread hop costs more than
-    they do); large ones, and the first request to a version, in a worker thread."""
+    """Resolve, parse (``json_bytes`` of JSON in it), run and render one request, with its
+    metrics. Small requests are parsed and run on the event loop (a thread hop costs more
+    than they do); large ones, and the first request to a version, in a worker thread."""
     metrics: ServingMetrics = state.metrics
     arrived = time.perf_counter()
     target = state.directory.cached_target(name, version)
@@ -70,7 +70,7 @@ async def handle_inference(state: State, protocol: str, name: str, version: int 
             target = await run_in_threadpool(state.directory.target, name, version)
         model = target.model
         started = time.perf_counter()
-        if size <= INLINE_BODY_BYTES:
+        if json_bytes <= INLINE_JSON_BYTES:
             parsed, feeds = parse(model)
         else:
             parsed, feeds = await run_in_threadpool(parse, model)
@@ -195,7 +195,10 @@ async def infer_answer(state: State, name: str, version: int | None, body: bytes
                                   {target.model.output_name: output})
         return Answer(content, headers)
 
-    return await handle_inference(state, "v2", name, version, len(body), parse, render)
+    json_bytes = len(body)
+    if header_length is not None and header_length.isdigit():
+        json_bytes = min(json_bytes, int(header_length))
+    return await handle_inference(state, "v2", name, version, json_bytes, parse, render)
 
 
 async def authorize(directory: ServingDirectory, authorization: str,

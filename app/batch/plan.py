@@ -28,7 +28,7 @@ class BatchPlan(BaseModel):
 
 
 class Part(BaseModel):
-    """One finished chunk, stored under ``part_key``."""
+    """One finished chunk, stored under ``part_key`` by attempt ``attempt``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -51,7 +51,11 @@ class Checkpoint(BaseModel):
 
 
 def part_key(job_id: int, part: Part) -> str:
-    return f"jobs/{job_id}/attempt-{part.attempt}/part-{part.index:06d}.arrow"
+    """Where a part lives: by index, not by attempt. A part is the same bytes whichever
+    attempt predicts it (same rows, same model), so an attempt that died after storing a
+    part but before recording it leaves nothing behind: the next attempt writes the same
+    key again (atomically)."""
+    return f"jobs/{job_id}/parts/part-{part.index:06d}.arrow"
 
 
 def output_key(job_id: int, attempt: int, output_format: str) -> str:

@@ -289,6 +289,7 @@ class BatchResult:
     predict_s: float
     onnxruntime_rows_per_s: float
     peak_rss_mb: float
+    rss_at_start_mb: float
     input_mb: float
     output_mb: float
 
@@ -313,7 +314,8 @@ def batch_job(bench: Bench, model: Path, test_rows: np.ndarray) -> BatchResult:
                    data={"labels": json.dumps(list(range(10)))}).raise_for_status()
         found = run_job(f"http://{HOST}:{port}", key, "digits", source)
     result = BatchResult(found["rows"], found["job_s"], found["predict_s"], reference,
-                         found["peak_rss_mb"], found["input_bytes"] / 1048576,
+                         found["peak_rss_mb"], found["rss_at_start_mb"],
+                         found["input_bytes"] / 1048576,
                          found["output_bytes"] / 1048576)
     print(f"  batch job: {result.rows:,} rows in {result.job_s:.1f} s "
           f"({result.rows / result.job_s:,.0f} rows/s; onnxruntime {reference:,.0f} rows/s), "
@@ -374,8 +376,9 @@ def report(rows: list[Row], batch: BatchResult | None, args: argparse.Namespace)
             f"{batch.rows / batch.predict_s:,.0f} rows/s in its read-predict-store loop) "
             f"against onnxruntime's {batch.onnxruntime_rows_per_s:,.0f} rows/s over the same "
             f"rows in the same chunks: {ratio:.0%} (target >= 50%): {_verdict(ratio >= 0.5)}. "
-            f"Peak worker memory {batch.peak_rss_mb:.0f} MB (the worker process's peak RSS, "
-            f"imports included) for a {batch.input_mb:.0f} MB input and a "
+            f"Peak worker memory {batch.peak_rss_mb:.0f} MB (the worker process's peak RSS "
+            f"over its life; {batch.rss_at_start_mb:.0f} MB when the job started, torch and "
+            f"the rest imported) for a {batch.input_mb:.0f} MB input and a "
             f"{batch.output_mb:.0f} MB output.")
     lines += [
         "",

@@ -56,8 +56,8 @@ def run_job(url: str, key: str, model: str, source: Path) -> dict[str, Any]:
             time.sleep(0.5)
         if job["status"] != "succeeded":
             raise RuntimeError(f"batch job {job_id} {job['status']}: {job['error']}")
-        size = int(client.head(f"/v1/jobs/{job_id}/output").headers.get("content-length", 0))
     result = job["result"]
     return {"rows": result["rows"], "job_s": _seconds(job), "predict_s": result["seconds"],
-            "peak_rss_mb": result["peak_rss_mb"], "output_bytes": size,
+            "peak_rss_mb": result["peak_rss_mb"], "rss_at_start_mb": result["rss_at_start_mb"],
+            "output_bytes": result["output"]["size_bytes"],
             "input_bytes": source.stat().st_size}

@@ -203,6 +203,10 @@ def test_bad_uploads_are_refused_and_bad_rows_named(kiln: KilnServer, tmp_path: 
                                                           "output_format": "xml"},
                                files={"file": ("narrow.csv", narrow.read_bytes())})
         assert response.status_code == 422 and "output_format" in response.text
+    empty = tmp_path / "empty.csv"
+    empty.write_text("a,b,c,d\n")
+    final = kiln.wait_for_job(submit_upload(kiln, empty)["id"])
+    assert final["status"] == "failed" and "'empty.csv' has no data rows" in final["error"]
     broken = tmp_path / "broken.csv"
     broken.write_text("a,b,c,d\n" + "1,2,3,4\n" * 4 + "1,oops,3,4\n")
     job = submit_upload(kiln, broken)

@@ -14,9 +14,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.batch.output import MEDIA_TYPES, join_parts, part_bytes, prediction_table
+from app.batch.output import (
+    MEDIA_TYPES,
+    OutputWriter,
+    part_bytes,
+    prediction_table,
+    read_part,
+)
 from app.batch.plan import BatchPlan, Checkpoint, Part, output_key, part_key
-from app.batch.reader import chunks, count_rows, feeds_of, layout_for
+from app.batch.reader import chunks, estimate_rows, feeds_of, layout_for, prefetched
 from app.db import session_scope
 from app.errors import InvalidInput
 from app.evaluation.sessions import open_session
@@ -51,7 +57,14 @@ def _reusable(store: ArtifactStore, job_id: int, checkpoint: Checkpoint) -> Chec
 
 
 def _peak_rss_mb() -> float:
+    """The worker process's peak resident memory so far (its whole life)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mb() -> float:
+    """The worker process's resident memory now."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 1048576
 
 
 def run_batch_predict(context: JobContext) -> Recorder:
@@ -67,6 +80,7 @@ def run_batch_predict(context: JobContext) -> Recorder:
         version = get_version(session, plan.model, plan.version)
         artifact_key, sha256 = version.artifact_key, version.sha256
         signature, task, labels = version.signature, version.task, version.class_labels
+    rss_at_start = _rss_mb()
     onnx = store.local_path(artifact_key).read_bytes()
     if hashlib.sha256(onnx).hexdigest() != sha256:
         raise JobFailed(f"the artifact of version {plan.version} of {plan.model!r} does not "
@@ -76,32 +90,53 @@ def run_batch_predict(context: JobContext) -> Recorder:
     header, header_lines = read_header(source)
     layout = layout_for(signature, header, plan.key_columns, plan.feature_names)
     if not rows_total:
-        rows_total = count_rows(source, header, header_lines)
-        context.report(trials_total=rows_total)
+        context.report(trials_total=estimate_rows(source, header_lines))
     checkpoint = _reusable(store, context.job_id, checkpoint)
-    resumed_at = done = checkpoint.rows
+    resumed_at = checkpoint.rows
+    key = output_key(context.job_id, context.attempt, plan.output_format)
+    spool = settings.data_dir / "tmp"
+    spool.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    try:
-        for rows in chunks(source, header, header_lines, layout, chunk_rows=plan.chunk_rows,
-                           skip_rows=done):
-            context.check()
-            feeds = feeds_of(rows, layout, signature.input.name, done)
-            output = model.run([signature.output.name], feeds)[0]
-            part = Part(attempt=context.attempt, index=len(checkpoint.parts),
-                        rows=rows.num_rows, sha256="")
-            stored = store.put_bytes(part_key(context.job_id, part), part_bytes(
-                prediction_table(done, rows, layout.keys, output, task, labels)))
-            checkpoint.parts.append(part.model_copy(update={"sha256": stored.sha256}))
-            done += rows.num_rows
-            context.report(trials_done=done, checkpoint=checkpoint.model_dump())
-    except InvalidInput as refused:
-        raise JobFailed(f"input {plan.filename!r}: {refused.message}") from None
-    seconds = time.perf_counter() - started
-    result = _join(store, context, plan, checkpoint)
-    result.update(rows=done, resumed_at_row=resumed_at, seconds=round(seconds, 3),
-                  rows_per_s=round((done - resumed_at) / seconds, 1) if seconds else None,
-                  peak_rss_mb=round(_peak_rss_mb(), 1), model=plan.model,
-                  version=plan.version)
+    with tempfile.NamedTemporaryFile(dir=spool, suffix=f".{plan.output_format}") as spooled:
+        writer = OutputWriter(Path(spooled.name), plan.output_format)
+        try:
+            for part in checkpoint.parts:  # an earlier attempt's chunks, in order
+                writer.write(read_part(store.local_path(part_key(context.job_id, part))))
+            chunks_of = prefetched(chunks(source, header, header_lines, layout,
+                                          chunk_rows=plan.chunk_rows, skip_rows=resumed_at))
+            for rows in chunks_of:
+                context.check()
+                done = checkpoint.rows
+                output = model.run([signature.output.name],
+                                   feeds_of(rows, layout, signature.input.name, done))[0]
+                table = prediction_table(done, rows, layout.keys, output, task, labels)
+                part = Part(attempt=context.attempt, index=len(checkpoint.parts),
+                            rows=rows.num_rows, sha256="")
+                stored = store.put_bytes(part_key(context.job_id, part), part_bytes(table))
+                writer.write(table)
+                checkpoint.parts.append(part.model_copy(update={"sha256": stored.sha256}))
+                context.report(trials_done=checkpoint.rows, checkpoint=checkpoint.model_dump())
+        except InvalidInput as refused:
+            writer.abandon()
+            raise JobFailed(f"input {plan.filename!r}: {refused.message}") from None
+        except BaseException:
+            writer.abandon()
+            raise
+        writer.close()  # raises what went wrong while writing, if anything did
+        done = checkpoint.rows
+        if not done:
+            raise JobFailed(f"input {plan.filename!r} has no data rows")
+        seconds = time.perf_counter() - started
+        context.report(trials_total=done)  # the count, where the start had an estimate
+        output = store.put_file(key, Path(spooled.name))
+    result: dict[str, Any] = {
+        "output": {"key": key, "format": plan.output_format,
+                   "media_type": MEDIA_TYPES[plan.output_format], "sha256": output.sha256,
+                   "size_bytes": output.size_bytes},
+        "rows": done, "resumed_at_row": resumed_at, "seconds": round(seconds, 3),
+        "rows_per_s": round((done - resumed_at) / seconds, 1) if seconds else None,
+        "peak_rss_mb": round(_peak_rss_mb(), 1), "rss_at_start_mb": round(rss_at_start, 1),
+        "model": plan.model, "version": plan.version}
 
     def record(session: Session) -> dict[str, Any]:
         for part in checkpoint.parts:  # the output holds them now
@@ -109,24 +144,3 @@ def run_batch_predict(context: JobContext) -> Recorder:
         return result
 
     return record
-
-
-def _join(store: ArtifactStore, context: JobContext, plan: BatchPlan,
-          checkpoint: Checkpoint) -> dict[str, Any]:
-    """The parts as one output file in the store; what the job's result says of it."""
-    if not checkpoint.parts:
-        raise JobFailed(f"input {plan.filename!r} has no data rows")
-    key = output_key(context.job_id, context.attempt, plan.output_format)
-    spool = context.settings.data_dir / "tmp"
-    spool.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=spool, suffix=f".{plan.output_format}") as joined:
-        try:
-            join_parts((store.local_path(part_key(context.job_id, part))
-                        for part in checkpoint.parts), Path(joined.name), plan.output_format)
-        except OSError as error:
-            raise JobFailed(f"writing the output failed: {error.strerror}") from None
-        stored = store.put_file(key, Path(joined.name))
-    return {"output": {"key": key, "format": plan.output_format,
-                       "media_type": MEDIA_TYPES[plan.output_format],
-                       "sha256": stored.sha256, "size_bytes": stored.size_bytes}}
-

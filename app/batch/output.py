@@ -4,7 +4,8 @@ memory at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,17 +81,51 @@ def read_part(path: Path) -> pa.Table:
         return ipc.open_file(source).read_all()
 
 
-def join_parts(parts: Iterable[Path], destination: Path, output_format: str) -> None:
-    """Write every part, in order, to one file; one part is read at a time."""
-    writer: arrow_csv.CSVWriter | pq.ParquetWriter | None = None
-    try:
-        for path in parts:
-            table = read_part(path)
-            if writer is None:
-                writer = (arrow_csv.CSVWriter(str(destination), table.schema)
-                          if output_format == "csv"
-                          else pq.ParquetWriter(str(destination), table.schema))
-            writer.write_table(table)
-    finally:
-        if writer is not None:
-            writer.close()
+class OutputWriter:
+    """The output file, written by a thread of its own while the next chunks are read and
+    predicted: ``write`` hands it a table (waiting while two are queued), ``close`` waits
+    for the file to be complete and raises what went wrong in the thread."""
+
+    def __init__(self, destination: Path, output_format: str) -> None:
+        self.destination = destination
+        self.output_format = output_format
+        self._tables: queue.Queue[pa.Table | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="batch-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        writer: arrow_csv.CSVWriter | pq.ParquetWriter | None = None
+        try:
+            while (table := self._tables.get()) is not None:
+                if self._error is not None:
+                    continue  # drain, so that write() never blocks forever
+                if writer is None:
+                    writer = (arrow_csv.CSVWriter(str(self.destination), table.schema)
+                              if self.output_format == "csv"
+                              else pq.ParquetWriter(str(self.destination), table.schema))
+                writer.write_table(table)
+        except BaseException as error:
+            self._error = error
+            while self._tables.get() is not None:
+                pass
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def write(self, table: pa.Table) -> None:
+        if self._error is not None:
+            raise self._error
+        self._tables.put(table)
+
+    def close(self) -> None:
+        self._tables.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """Stop the thread when the job fails anyway; its own error, if any, is dropped
+        (the one already raised says what went wrong first)."""
+        self._tables.put(None)
+        self._thread.join()

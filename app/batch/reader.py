@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import math
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,19 +147,52 @@ def chunks(path: Path, header: list[str], header_lines: int, layout: InputLayout
         yield pa.Table.from_batches(pending)
 
 
-def count_rows(path: Path, header: list[str], header_lines: int) -> int:
-    """Data rows in the CSV (blank lines skipped), reading one column as text."""
-    options = arrow_csv.ConvertOptions(include_columns=[header[0]],
-                                       column_types={header[0]: pa.string()})
-    reader = arrow_csv.open_csv(
-        path, read_options=arrow_csv.ReadOptions(column_names=header, skip_rows=header_lines,
-                                                 block_size=BLOCK_BYTES),
-        parse_options=arrow_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
-        convert_options=options)
+def estimate_rows(path: Path, header_lines: int) -> int:
+    """Data rows by counting line ends (a quoted line break or a blank line makes it a
+    little high): the progress total until the job has read them all."""
+    ends, last = 0, b""
+    with path.open("rb") as handle:
+        while block := handle.read(BLOCK_BYTES * 2):
+            ends += block.count(b"\n")
+            last = block[-1:]
+    return max(0, ends + (last not in (b"\n", b"")) - header_lines)
+
+
+_DONE = object()
+
+
+def prefetched(items: Iterator[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
+    """``items``, read ahead by a thread (at most ``depth`` waiting): the next chunk is
+    parsed while this one is predicted. Errors arrive in order; stopping early stops the
+    thread at its next item."""
+    waiting: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        waiting.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            waiting.put(_DONE)
+        except BaseException as error:  # handed to the consumer, raised there
+            waiting.put(error)
+
+    reader = threading.Thread(target=read, name="batch-reader", daemon=True)
+    reader.start()
     try:
-        return sum(batch.num_rows for batch in reader)
-    except pa.ArrowInvalid as error:
-        raise InvalidInput(f"malformed CSV: {str(error)[:200]}") from None
+        while (item := waiting.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=5)
 
 
 def _numbers(table: pa.Table, name: str, first_row: int) -> np.ndarray:

@@ -3,8 +3,10 @@ and small helpers to upload, submit and time jobs through its REST API."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -106,3 +108,45 @@ def steady_per_trial(finished_at: list[float]) -> float:
     torch's thread pools and allocator in a fresh process)."""
     ends = sorted(finished_at)
     return (ends[-1] - ends[0]) / (len(ends) - 1)
+
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Pin a process to one CPU when there are at least two (no-op otherwise)."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(pid, {cpu})
+
+
+@contextlib.contextmanager
+def server(command: list[str], env: dict[str, str], port: int, ready_path: str | None,
+           probe: bytes = b"", *, pinned: bool = True) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process (pinned to CPU 1), once it answers ``ready_path`` (or a POST of
+    ``probe`` to / when there is none)."""
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if pinned:
+        pin(process.pid, 1)
+    url = f"http://{HOST}:{port}"
+    try:
+        for _ in range(600):
+            with contextlib.suppress(httpx.HTTPError):
+                answer = (httpx.get(url + ready_path, timeout=2) if ready_path
+                          else httpx.post(url + "/", content=probe, timeout=2))
+                if answer.status_code < 500:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"server {command} did not start")
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

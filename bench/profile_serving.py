@@ -22,7 +22,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.serving import HOST, free_port, json_body, server, train_model  # noqa: E402
+from bench.harness import HOST, free_port, server  # noqa: E402
+from bench.serving import json_body, train_model  # noqa: E402
 
 # Stages of the path, by the frame that starts each (file suffix, function).
 STAGES = [

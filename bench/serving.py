@@ -24,17 +24,14 @@ load generators to CPU 0 when the machine has two or more.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +42,10 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import HOST, free_port, pin, server  # noqa: E402
 from bench.loadgen import Measured, run_python_load, run_wrk  # noqa: E402
-from bench.serving_batch import onnxruntime_rows_per_s, run_job, write_rows  # noqa: E402
+from bench.serving_batch import BatchResult, batch_job  # noqa: E402
 
-HOST = "127.0.0.1"
 RESULTS = ROOT / "bench" / "results" / "serving.md"
 NOTES = """
 ## Reading it
@@ -122,44 +119,6 @@ def raw_onnxruntime(model: Path, rows: np.ndarray, batch: int, seconds: float) -
     spent = np.asarray(times)
     return Row(f"(a) raw onnxruntime, in-process, batch {batch}", batch, len(spent) / spent.sum(),
                float(np.percentile(spent, 50) * 1e3), float(np.percentile(spent, 99) * 1e3), 0)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-def pin(pid: int, cpu: int) -> None:
-    """Pin a process to one CPU when there are at least two (no-op otherwise)."""
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(pid, {cpu})
-
-
-@contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], port: int, ready_path: str | None,
-           probe: bytes = b"", *, pinned: bool = True) -> Iterator[subprocess.Popen[bytes]]:
-    """A server process (pinned to CPU 1), once it answers ``ready_path`` (or a POST of
-    ``probe`` to / when there is none)."""
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if pinned:
-        pin(process.pid, 1)
-    url = f"http://{HOST}:{port}"
-    try:
-        for _ in range(600):
-            with contextlib.suppress(httpx.HTTPError):
-                answer = (httpx.get(url + ready_path, timeout=2) if ready_path
-                          else httpx.post(url + "/", content=probe, timeout=2))
-                if answer.status_code < 500:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"server {command} did not start")
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def json_body(rows: np.ndarray) -> bytes:
@@ -280,50 +239,7 @@ def kiln_rows(bench: Bench, model: Path, one: np.ndarray, many: np.ndarray) -> l
     return rows
 
 
-@dataclass(frozen=True)
-class BatchResult:
-    """The batch job's figures and onnxruntime's over the same rows."""
-
-    rows: int
-    job_s: float
-    predict_s: float
-    onnxruntime_rows_per_s: float
-    peak_rss_mb: float
-    rss_at_start_mb: float
-    input_mb: float
-    output_mb: float
-
-
-def batch_job(bench: Bench, model: Path, test_rows: np.ndarray) -> BatchResult:
-    """A predict job over ``--batch-rows`` rows on a worker of a fresh ``kiln serve``."""
-    count = bench.args.batch_rows
-    rows = np.resize(test_rows, (count, test_rows.shape[1])).astype(np.float32)
-    source = bench.scratch / "million.csv"
-    write_rows(source, rows)
-    reference = onnxruntime_rows_per_s(model, rows)
-    port = free_port()
-    kiln = [str(Path(sys.executable).parent / "kiln"), "serve", "--workers", "1", "--host",
-            HOST, "--port", str(port), "--grpc-port", "0", "--no-access-log"]
-    data = bench.scratch / "kiln-batch"
-    env = {"KILN_DATA_DIR": str(data), "KILN_ORT_THREADS": "1", "KILN_MAX_UPLOAD_MB": "4096"}
-    with server(kiln, env, port, "/v2/health/ready", pinned=False):
-        key = (data / "admin.key").read_text().strip()
-        httpx.post(f"http://{HOST}:{port}/v1/models/digits/versions", timeout=60,
-                   headers={"Authorization": f"Bearer {key}"},
-                   files={"file": ("mlp.onnx", model.read_bytes())},
-                   data={"labels": json.dumps(list(range(10)))}).raise_for_status()
-        found = run_job(f"http://{HOST}:{port}", key, "digits", source)
-    result = BatchResult(found["rows"], found["job_s"], found["predict_s"], reference,
-                         found["peak_rss_mb"], found["rss_at_start_mb"],
-                         found["input_bytes"] / 1048576,
-                         found["output_bytes"] / 1048576)
-    print(f"  batch job: {result.rows:,} rows in {result.job_s:.1f} s "
-          f"({result.rows / result.job_s:,.0f} rows/s; onnxruntime {reference:,.0f} rows/s), "
-          f"peak worker RSS {result.peak_rss_mb:.0f} MB")
-    return result
-
-
-def measure(args: argparse.Namespace, scratch: Path) -> tuple[list[Row], BatchResult | None]:
+def measure(args: argparse.Namespace, scratch: Path) -> tuple[list[Row], list[BatchResult]]:
     model = scratch / "mlp.onnx"
     test_rows = train_model(model)
     one, many = test_rows[:1], np.resize(test_rows, (256, 64))
@@ -334,15 +250,16 @@ def measure(args: argparse.Namespace, scratch: Path) -> tuple[list[Row], BatchRe
     bench = Bench(args, scratch)
     rows += peers(bench, model, one, many)
     rows += kiln_rows(bench, model, one, many)
-    batch = batch_job(bench, model, test_rows) if args.batch_rows else None
-    return rows, batch
+    batches = [batch_job(scratch, model, test_rows, count)
+               for count in (args.batch_rows // 10, args.batch_rows) if args.batch_rows]
+    return rows, batches
 
 
 def _verdict(met: bool) -> str:
     return "**met**" if met else "**missed**"
 
 
-def report(rows: list[Row], batch: BatchResult | None, args: argparse.Namespace) -> str:
+def report(rows: list[Row], batches: list[BatchResult], args: argparse.Namespace) -> str:
     by_name = {row.name: row for row in rows}
     floor = by_name["(f) floor: raw ASGI, constant answer, JSON, batch 1"]
     minimal = by_name["(m) minimal raw ASGI + orjson + onnxruntime, JSON, batch 1"]
@@ -368,7 +285,8 @@ def report(rows: list[Row], batch: BatchResult | None, args: argparse.Namespace)
         ratio = row.rows_per_s / raw_256.rows_per_s
         lines.append(f"- Target: {label} at batch 256 gives {ratio:.0%} of raw onnxruntime's "
                      f"rows/s (target >= 60%): {_verdict(ratio >= 0.6)}.")
-    if batch is not None:
+    if batches:
+        small, batch = batches[0], batches[-1]
         ratio = batch.rows / batch.job_s / batch.onnxruntime_rows_per_s
         lines.append(
             f"- Target: the batch job over {batch.rows:,} rows ran {batch.job_s:.1f} s from "
@@ -376,10 +294,11 @@ def report(rows: list[Row], batch: BatchResult | None, args: argparse.Namespace)
             f"{batch.rows / batch.predict_s:,.0f} rows/s in its read-predict-store loop) "
             f"against onnxruntime's {batch.onnxruntime_rows_per_s:,.0f} rows/s over the same "
             f"rows in the same chunks: {ratio:.0%} (target >= 50%): {_verdict(ratio >= 0.5)}. "
-            f"Peak worker memory {batch.peak_rss_mb:.0f} MB (the worker process's peak RSS "
-            f"over its life; {batch.rss_at_start_mb:.0f} MB when the job started, torch and "
-            f"the rest imported) for a {batch.input_mb:.0f} MB input and a "
-            f"{batch.output_mb:.0f} MB output.")
+            f"Peak worker memory: {batch.peak_rss_mb:.0f} MB, {batch.rss_at_start_mb:.0f} MB "
+            f"when the job started (torch and the rest imported), for a {batch.input_mb:.0f} "
+            f"MB input and a {batch.output_mb:.0f} MB output; the same job over "
+            f"{small.rows:,} rows on a fresh worker peaked at {small.peak_rss_mb:.0f} MB "
+            f"(from {small.rss_at_start_mb:.0f} MB): memory follows the chunk, not the file.")
     lines += [
         "",
         f"Run: {args.connections} connections, {args.duration:.0f} s per scenario after "
@@ -406,8 +325,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        rows, batch = measure(args, Path(scratch))
-    table = report(rows, batch, args)
+        rows, batches = measure(args, Path(scratch))
+    table = report(rows, batches, args)
     print("\n" + table)
     if args.write:
         RESULTS.write_text("# Serving benchmark\n\nProduced by `.venv/bin/python "

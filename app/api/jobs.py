@@ -86,7 +86,7 @@ def submit_batch_prediction(
     key_columns: Annotated[str | None, Form(max_length=10_000, description="Comma-separated "
                                             "columns copied next to the predictions.")] = None,
     output_format: Annotated[str, Form(description="csv or parquet.")] = "csv",
-    chunk_rows: Annotated[int, Form(description="Rows per chunk.")] = 65_536,
+    chunk_rows: Annotated[int, Form(description="Rows per chunk.")] = 16_384,
 ) -> JobRead:
     """The same job as ``POST /v1/jobs`` with ``kind: predict``, with the rows uploaded
     here instead of read from a stored dataset; the CSV is kept as the job's input."""

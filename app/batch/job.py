@@ -112,7 +112,8 @@ def run_batch_predict(context: JobContext) -> Recorder:
                 table = prediction_table(done, rows, layout.keys, output, task, labels)
                 part = Part(attempt=context.attempt, index=len(checkpoint.parts),
                             rows=rows.num_rows, sha256="")
-                stored = store.put_bytes(part_key(context.job_id, part), part_bytes(table))
+                stored = store.put_bytes(part_key(context.job_id, part), part_bytes(table),
+                                         durable=False)  # checked by digest on reuse
                 writer.write(table)
                 checkpoint.parts.append(part.model_copy(update={"sha256": stored.sha256}))
                 context.report(trials_done=checkpoint.rows, checkpoint=checkpoint.model_dump())

@@ -21,7 +21,7 @@ from app.errors import InvalidInput
 from app.preprocessing.csv_reader import MISSING_SPELLINGS, is_number, short_list
 from app.signature import Signature
 
-BLOCK_BYTES = 1 << 22
+BLOCK_BYTES = 1 << 20  # Arrow reads a few blocks ahead: memory grows with this
 Feeds = dict[str, np.ndarray]
 
 

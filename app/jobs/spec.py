@@ -160,7 +160,7 @@ class PredictJobCreate(BaseModel):
                                    "starts with 'row', the row's 1-based number in the input.")
     output_format: Literal["csv", "parquet"] = Field(default="csv", description="Format of "
                                                       "GET /v1/jobs/{id}/output.")
-    chunk_rows: int = Field(default=65_536, ge=1_000, le=1_000_000, description="Rows read, "
+    chunk_rows: int = Field(default=16_384, ge=1_000, le=1_000_000, description="Rows read, "
                             "predicted and stored at a time: memory is bounded by one chunk, "
                             "and a job whose worker died resumes after its last stored chunk.")
 

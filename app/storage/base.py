@@ -39,8 +39,10 @@ class ArtifactStore(abc.ABC):
         """Copy ``source`` in under ``key`` atomically; return its digest and size."""
 
     @abc.abstractmethod
-    def put_bytes(self, key: str, data: bytes) -> StoredArtifact:
-        """Store ``data`` under ``key`` atomically; return its digest and size."""
+    def put_bytes(self, key: str, data: bytes, *, durable: bool = True) -> StoredArtifact:
+        """Store ``data`` under ``key`` atomically; return its digest and size. With
+        ``durable`` False the write may skip waiting for the disk (for scratch data a
+        crash may lose, whose digest is checked before it is used again)."""
 
     @abc.abstractmethod
     def local_path(self, key: str) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +44,10 @@ class LocalArtifactStore(ArtifactStore):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def _write_atomic(self, key: str, fill: Callable[[BinaryIO], object]) -> StoredArtifact:
+    def _write_atomic(self, key: str, fill: Callable[[BinaryIO], str], *,
+                      durable: bool = True) -> StoredArtifact:
+        """Write through ``fill`` (which returns the digest of what it wrote) to a temp
+        file, then rename it into place; fsynced first unless ``durable`` is False."""
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -55,26 +57,35 @@ class LocalArtifactStore(ArtifactStore):
         temp = Path(temp_name)
         try:
             with os.fdopen(handle, "wb") as out:
-                fill(out)
+                digest = fill(out)
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
             os.replace(temp, target)
         except BaseException as error:
             temp.unlink(missing_ok=True)
             if isinstance(error, OSError):
                 raise _out_of_space(error, key) from error
             raise
-        return StoredArtifact(key=key, sha256=sha256_file(target), size_bytes=target.stat().st_size)
+        return StoredArtifact(key=key, sha256=digest, size_bytes=target.stat().st_size)
 
     def put_file(self, key: str, source: Path) -> StoredArtifact:
-        def fill(out: BinaryIO) -> None:
+        def fill(out: BinaryIO) -> str:
+            digest = hashlib.sha256()
             with source.open("rb") as src:
-                shutil.copyfileobj(src, out, _CHUNK)
+                while block := src.read(_CHUNK):
+                    digest.update(block)
+                    out.write(block)
+            return digest.hexdigest()
 
         return self._write_atomic(key, fill)
 
-    def put_bytes(self, key: str, data: bytes) -> StoredArtifact:
-        return self._write_atomic(key, lambda out: out.write(data))
+    def put_bytes(self, key: str, data: bytes, *, durable: bool = True) -> StoredArtifact:
+        def fill(out: BinaryIO) -> str:
+            out.write(data)
+            return hashlib.sha256(data).hexdigest()
+
+        return self._write_atomic(key, fill, durable=durable)
 
     def local_path(self, key: str) -> Path:
         path = self._path(key)

@@ -48,23 +48,68 @@ from bench.serving_batch import BatchResult, batch_job  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serving.md"
 NOTES = """
-## Reading it
+## Where the time goes
 
-- Where the margin over the reference comes from: ModelKiln's predict and infer routes are
-  served by `app.api.inference.InferenceFastPath` straight from ASGI (no FastAPI routing or
-  dependency solving, about 150 us per request here), the API key check and the
-  name -> version resolution are cached (no database round trip), small requests run on the
-  event loop instead of a thread hop, JSON is parsed and written with orjson. The
-  reference's own cost is mostly FastAPI's machinery plus pydantic validation of the
-  nested list, then a thread-pool hop for its `def` endpoint.
-- Batch 256 over JSON is bounded by JSON itself (16,384 numbers each way); the binary
-  tensor extension avoids that, which is why /v2 binary is about 3x /v1 JSON at that size.
+`bench/profile_serving.py` samples the gateway with py-spy while wrk sends one JSON row to
+`/v1/models/digits/predict` (flame graph: [serving-flame.svg](serving-flame.svg)). Shares
+of the time the interpreter was busy (onnxruntime's own compute releases the GIL, so the
+model is under-counted here), from the run that made the graph:
+
+| stage | share |
+|---|---:|
+| uvicorn: HTTP parsing and starting the request task | 10% |
+| the ASGI call, all of it | 87% |
+| - parse and check the JSON row | 22% |
+| - write the response (two `send` calls into uvicorn) | 18% |
+| - onnxruntime's Python wrapper and run | 12% |
+| - render the answer (labels, probabilities, orjson) | 5% |
+| - metrics (a counter and two histograms) | 5% |
+| - version lookup in the cache | 5% |
+| - key check in the cache | 3% |
+| - body read | 3% |
+
+What this issue removed from the path: FastAPI 0.165 put two middlewares of its own (body
+limit, exception telemetry) in front of every user middleware, so the fast path now runs
+ahead of the whole middleware stack (`app.main.Gateway`), with the same key check, body
+limit and error rendering; key checks and version resolutions are refreshed by one
+background thread after half their life instead of by every request that finds them
+expired (until then, every request that arrived meanwhile went to the database in a worker
+thread); the three metric series of a version are
+looked up once; a row of numbers is checked by one conversion, not per row; binary and gRPC
+tensors are read on the event loop at any size (a thread hop cost more than reading them).
+
+What remains between /v1 predict and the floor is mostly what any Python path that runs
+onnxruntime per request pays: the minimal app (m), with no key, limits, errors or metrics,
+reaches only about a third of the floor on this machine, so the 50% target is beyond it;
+ModelKiln reaches 55-65% of (m) across runs and about twice the hand-written FastAPI
+endpoint (b). The rest is the key check, lookups, checks that name what is wrong, and
+metrics, each a few microseconds that the profile above shows. p99 follows the throughput:
+with 8 connections in a closed loop, a request waits behind the others in the queue.
+
+## Reading the other rows
+
+- gRPC at batch 256: the gateway's core is at 100% and the tritonclient process at about
+  40%, so the server is the limit; about half of its busy time is inside grpcio's C core
+  and its asyncio integration (frames of the event loop itself), the rest is the same
+  inference path as /v2. At batch 1 the Python client's own cost per call dominates.
+- Batch 256 over JSON is bounded by JSON itself (16,384 numbers each way); binary tensors
+  avoid that, which is why /v2 binary is about 3x /v1 JSON at that size.
+- The batch job reads the CSV with Arrow's streaming reader in a thread of its own (the next
+  chunk is parsed while this one is predicted) and writes the output from another, so on
+  two cores it runs at about half of onnxruntime alone on the same rows; memory is one
+  16,384-row chunk per stage plus Arrow's read-ahead of 1 MB blocks, which is why 100,000
+  and 1,000,000 rows peak within 50 MB of each other.
 - Dynamic batching pays when requests arrive together and each is cheap: with 8 rows and a
   0 ms delay it merges what is already waiting. A 1 ms delay costs more than this model's
   whole run, so (32 rows, 1 ms) halves the throughput of an 8-connection closed loop. It is
   off by default for that reason.
-- Raw onnxruntime (a) is a loop in one Python thread, no HTTP: the ceiling, not a peer.
-- Noise: two shared CPUs; ratios moved by about 10% between runs, the targets did not flip.
+- Raw onnxruntime (a) is a loop in one Python thread, no HTTP: the model's own cost.
+- `kiln serve --gateways N` is not in this table: on two cores with the load generator on
+  one, a second gateway process has no core of its own to show. Its tests
+  (`tests/serving/test_gateways.py`) check that both processes serve, that /metrics sums
+  them, and that writes show at once in both.
+- Noise: two shared CPUs; the floor moved between 28,800 and 32,900 requests/s across runs
+  of the same code, and ModelKiln's ratios by about 10%.
 """
 
 
@@ -250,6 +295,8 @@ def measure(args: argparse.Namespace, scratch: Path) -> tuple[list[Row], list[Ba
     bench = Bench(args, scratch)
     rows += peers(bench, model, one, many)
     rows += kiln_rows(bench, model, one, many)
+    if hasattr(os, "sched_setaffinity"):  # the batch job's server and worker use every CPU
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
     batches = [batch_job(scratch, model, test_rows, count)
                for count in (args.batch_rows // 10, args.batch_rows) if args.batch_rows]
     return rows, batches

@@ -153,17 +153,40 @@ def _share_between_gateways(folder: Path) -> None:
     os.environ["KILN_SERVING_GENERATION_FILE"] = str(folder / "serving.generation")
 
 
+def _worker_kinds(text: str) -> list[str]:
+    """The job kinds of ``--queues`` (comma-separated); exits 2 naming an unknown one."""
+    from app.jobs.queue import QUEUE_KINDS
+
+    kinds = [name.strip() for name in text.split(",") if name.strip()]
+    for kind in kinds:
+        if kind not in QUEUE_KINDS:
+            print(f"kiln worker: unknown queue {kind!r}; the queues are "
+                  f"{', '.join(QUEUE_KINDS)}", file=sys.stderr)
+            raise SystemExit(2)
+    if not kinds:
+        print(f"kiln worker: --queues names none of {', '.join(QUEUE_KINDS)}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return kinds
+
+
 def worker(args: argparse.Namespace) -> None:
-    """Run one Celery worker node with ``--concurrency`` processes."""
+    """Run one Celery worker node with ``--concurrency`` processes, taking the jobs of the
+    kinds in ``--queues`` (default: every kind)."""
+    from app.jobs.queue import QUEUE_KINDS, queue_for
+
+    kinds = _worker_kinds(args.queues) if args.queues else list(QUEUE_KINDS)
     os.environ.setdefault("KILN_TRAIN_THREADS", str(max(1, (os.cpu_count() or 1)
                                                         // max(1, args.concurrency))))
     settings = _settings_or_exit()
     warn_about_broker(settings.broker_url)
     from workers.celery_app import celery_app
 
+    queues = ",".join(queue_for(settings, kind) for kind in kinds)
+    logger.info("taking jobs from %s", queues)
     celery_app.worker_main(["worker", "--concurrency", str(args.concurrency), "--pool",
-                            "prefork", "--loglevel", args.loglevel, "--queues",
-                            settings.queue_name, "--without-gossip", "--without-mingle"])
+                            "prefork", "--loglevel", args.loglevel, "--queues", queues,
+                            "--without-gossip", "--without-mingle"])
 
 
 def migrate(_: argparse.Namespace) -> None:
@@ -206,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="do not log each request (the /metrics counters still count)")
     serve_cmd.set_defaults(func=serve)
     worker_cmd = commands.add_parser("worker", help="run a worker only")
-    worker_cmd.add_argument("--concurrency", type=int, default=1)
+    worker_cmd.add_argument("--concurrency", type=int, default=1,
+                            help="worker processes (jobs or trials run at once)")
+    worker_cmd.add_argument("--queues", help="job kinds to take, comma-separated: search, "
+                            "compress, predict (default: all)")
     worker_cmd.add_argument("--loglevel", default="INFO")
     worker_cmd.set_defaults(func=worker)
     commands.add_parser("migrate", help="upgrade the database schema").set_defaults(

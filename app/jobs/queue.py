@@ -12,13 +12,20 @@ logger = logging.getLogger(__name__)
 
 TASK_FOR_KIND = {"search": "kiln.search", "compress": "kiln.compress", "predict": "kiln.predict"}
 SEARCH_HELPER_TASK = "kiln.search_helper"
+QUEUE_KINDS = tuple(TASK_FOR_KIND)  # one queue per job kind; a search's helpers go to search
+
+
+def queue_for(settings: Settings, kind: str) -> str:
+    """The broker queue of a job kind: ``KILN_QUEUE_NAME`` dot kind (``kiln.search``), so a
+    worker can take only some kinds (``kiln worker --queues compress``)."""
+    return f"{settings.queue_name}.{kind}"
 
 
 def make_celery(settings: Settings) -> Celery:
     """One Celery configuration for gateway (producer) and workers (consumers)."""
     celery = Celery("kiln", broker=settings.broker_url, set_as_current=False)
     celery.conf.update(
-        task_default_queue=settings.queue_name,
+        task_default_queue=queue_for(settings, "search"),
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -63,11 +70,12 @@ class JobQueue:
 
     def send(self, job_id: int, kind: str) -> None:
         """Publish one message for ``job_id``; safe to repeat (workers claim jobs once)."""
-        self.celery.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=self.settings.queue_name)
-        logger.info("sent job %s (%s) to queue %s", job_id, kind, self.settings.queue_name)
+        queue = queue_for(self.settings, kind)
+        self.celery.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=queue)
+        logger.info("sent job %s (%s) to queue %s", job_id, kind, queue)
 
     def send_helper(self, job_id: int, slot: int) -> None:
         """Ask one more worker process to run trials of search job ``job_id``."""
         self.celery.send_task(SEARCH_HELPER_TASK, args=[job_id, slot],
-                              queue=self.settings.queue_name)
+                              queue=queue_for(self.settings, "search"))
         logger.info("sent helper %s of job %s", slot, job_id)

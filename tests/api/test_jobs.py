@@ -8,7 +8,7 @@ from sqlalchemy import update
 
 from app.config import Settings
 from app.db import session_scope
-from app.jobs.queue import make_celery
+from app.jobs.queue import make_celery, queue_for
 from app.tables import Job
 from tests.helpers import blobs_csv, csv_bytes
 
@@ -30,7 +30,7 @@ def broker_messages(settings: Settings) -> list[dict]:
     """Drain the job queue of the real broker and return the task messages found."""
     found = []
     with make_celery(settings).connection_for_write() as connection:
-        queue = connection.SimpleQueue(settings.queue_name)
+        queue = connection.SimpleQueue(queue_for(settings, "search"))
         try:
             while True:
                 message = queue.get(timeout=1)

@@ -81,8 +81,8 @@ tensors are read on the event loop at any size (a thread hop cost more than read
 What remains between /v1 predict and the floor is mostly what any Python path that runs
 onnxruntime per request pays: the minimal app (m), with no key, limits, errors or metrics,
 reaches only about a third of the floor on this machine, so the 50% target is beyond it;
-ModelKiln reaches 55-70% of (m) across runs and about twice the hand-written FastAPI
-endpoint (b). The rest is the key check, lookups, checks that name what is wrong, and
+ModelKiln reaches 55-70% of (m) across runs and two to three times the hand-written
+FastAPI endpoint (b). The rest is the key check, lookups, checks that name what is wrong, and
 metrics, each a few microseconds that the profile above shows. p99 follows the throughput:
 with 8 connections in a closed loop, a request waits behind the others in the queue.
 
@@ -108,8 +108,8 @@ with 8 connections in a closed loop, a request waits behind the others in the qu
   one, a second gateway process has no core of its own to show. Its tests
   (`tests/serving/test_gateways.py`) check that both processes serve, that /metrics sums
   them, and that writes show at once in both.
-- Noise: two shared CPUs; the floor moved between 28,800 and 32,900 requests/s across runs
-  of the same code, and ModelKiln's ratios by about 10%.
+- Noise: two shared CPUs; the floor moved between 21,000 and 32,900 requests/s across runs
+  of the same code (this run is the slowest), and ModelKiln's ratios by about 10%.
 """
 
 

@@ -4,6 +4,7 @@ key columns are parsed; numbers straight to float32, text trimmed as the upload 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import math
 import queue
@@ -99,7 +100,7 @@ def _first_bad_cell(path: Path, header: list[str], numeric: tuple[str, ...],
     """Where the first cell that is not a number lies, at or after data row ``from_row``
     (0-based): read again with the standard library, on the error path only."""
     positions = {name: header.index(name) for name in numeric}
-    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+    with path.open("r", encoding="utf-8-sig", newline="", errors="replace") as handle:
         rows = (cells for cells in csv.reader(handle) if any(c.strip() for c in cells))
         next(rows, None)
         for number, cells in enumerate(rows):
@@ -113,6 +114,21 @@ def _first_bad_cell(path: Path, header: list[str], numeric: tuple[str, ...],
 
 
 _MISSING = set(MISSING_SPELLINGS.to_pylist())
+
+
+def _first_bad_text(path: Path) -> str:
+    """Which line holds the first byte that is not UTF-8 (on the error path only)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 1
+    with path.open("rb") as handle:
+        while block := handle.read(BLOCK_BYTES):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                lines += block.count(b"\n", 0, max(0, error.start))
+                return f"line {lines} is not UTF-8 text"
+            lines += block.count(b"\n")
+    return "the file is not UTF-8 text"
 
 
 def chunks(path: Path, header: list[str], header_lines: int, layout: InputLayout, *,
@@ -139,6 +155,8 @@ def chunks(path: Path, header: list[str], header_lines: int, layout: InputLayout
                 rest = table.slice(chunk_rows)
                 pending, held = rest.to_batches(), rest.num_rows
     except pa.ArrowInvalid as error:
+        if "invalid UTF8" in str(error):
+            raise InvalidInput(_first_bad_text(path)) from None
         if "conversion error" in str(error):
             raise InvalidInput(_first_bad_cell(path, header, layout.numeric, seen)) from None
         raise InvalidInput(f"malformed CSV at or after row {seen + 1}: {str(error)[:200]}"

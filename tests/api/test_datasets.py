@@ -174,3 +174,13 @@ def test_pagination_is_newest_first(client: TestClient, admin: dict) -> None:
     assert [item["id"] for item in page["items"]] == ids[::-1][:2]
     assert page["total"] == 3
     assert client.get("/v1/datasets?limit=0", headers=admin).status_code == 422
+
+
+def test_batch_prediction_upload_over_limit_is_413_and_queues_nothing(
+        small_limit_client: TestClient, admin: dict) -> None:
+    response = small_limit_client.post(
+        "/v1/jobs/predict", headers=admin, data={"model": "flowers"},
+        files={"file": ("rows.csv", blobs_csv(n_rows=600))})
+    assert response.status_code == 413
+    assert "KILN_MAX_UPLOAD_MB" in response.json()["detail"]
+    assert small_limit_client.get("/v1/jobs", headers=admin).json()["total"] == 0

@@ -10,13 +10,19 @@ HEADERS = [(b"content-type", b"application/json"),
            (b"content-length", str(len(ANSWER)).encode())]
 
 
+async def lifespan(receive: Receive, send: Send) -> None:
+    """Start-up and shut-down with nothing to do (what uvicorn's lifespan scope wants)."""
+    while True:
+        message = await receive()
+        await send({"type": message["type"] + ".complete"})
+        if message["type"] == "lifespan.shutdown":
+            return
+
+
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await lifespan(receive, send)
+        return
     more = True
     while more:
         more = (await receive()).get("more_body", False)

@@ -11,6 +11,8 @@ import onnxruntime as ort
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from bench.serving_floor import lifespan
+
 _options = ort.SessionOptions()
 _options.intra_op_num_threads = 1
 SESSION = ort.InferenceSession(os.environ.get("REFERENCE_MODEL", "model.onnx"), _options,
@@ -20,11 +22,8 @@ HEADERS = [(b"content-type", b"application/json")]
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await lifespan(receive, send)
+        return
     body, more = b"", True
     while more:
         message = await receive()

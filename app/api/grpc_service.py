@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from app.api.errors import failure_of
-from app.api.inference import Answer, authorize, element_limit, handle_inference, infer_feeds
+from app.api.inference import authorize, element_limit, handle_inference, infer_feeds
 from app.api.v2 import metadata_of, not_ready_because, package_version
 from app.db import session_scope
 from app.errors import BadRequest, NotFound, Unavailable
@@ -106,18 +106,14 @@ class InferenceService:
             decoded = decode_grpc(request, max_elements=element_limit(settings, model))
             return decoded, infer_feeds(settings, model, decoded)
 
-        built: list[Any] = []
+        def render(target: Target, decoded: InferRequest, output: np.ndarray) -> Any:
+            return encode_grpc(name, target.version, decoded,
+                               {target.model.output_name: output})
 
-        def render(target: Target, decoded: InferRequest, output: np.ndarray) -> Answer:
-            built.append(encode_grpc(name, target.version, decoded,
-                                     {target.model.output_name: output}))
-            return Answer(b"", {})
-
-        await handle_inference(self.state, "grpc", name, _version(request.model_version),
-                               # raw contents cost next to nothing to read; typed ones do
-                               0 if request.raw_input_contents else request.ByteSize(),
-                               parse, render)
-        return built[0]
+        return await handle_inference(
+            self.state, "grpc", name, _version(request.model_version),
+            # raw contents cost next to nothing to read; typed ones do
+            0 if request.raw_input_contents else request.ByteSize(), parse, render)
 
 
 def _guarded(call: Handler) -> Handler:

@@ -35,6 +35,7 @@ INLINE_ELEMENTS = 16_384
 INLINE_JSON_BYTES = 64 * 1024  # binary tensors cost next to nothing to read, at any size
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 JSON = "application/json"
 
 
@@ -58,7 +59,7 @@ def _count_failure(metrics: ServingMetrics, name: str, target: Target | None, pr
 
 async def handle_inference(state: State, protocol: str, name: str, version: int | None,
                            json_bytes: int, parse: Callable[[LoadedModel], tuple[_T, Feeds]],
-                           render: Callable[[Target, _T, np.ndarray], Answer]) -> Answer:
+                           render: Callable[[Target, _T, np.ndarray], _R]) -> _R:
     """Resolve, parse (``json_bytes`` of JSON in it), run and render one request, with its
     metrics. Small requests are parsed and run on the event loop (a thread hop costs more
     than they do); large ones, and the first request to a version, in a worker thread."""

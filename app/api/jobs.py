@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Body, File, Form, Query, UploadFile
@@ -85,7 +85,8 @@ def submit_batch_prediction(
                                         "serves now.")] = None,
     key_columns: Annotated[str | None, Form(max_length=10_000, description="Comma-separated "
                                             "columns copied next to the predictions.")] = None,
-    output_format: Annotated[str, Form(description="csv or parquet.")] = "csv",
+    output_format: Annotated[Literal["csv", "parquet"], Form(description="Output file "
+                                                            "format.")] = "csv",
     chunk_rows: Annotated[int, Form(description="Rows per chunk.")] = 16_384,
 ) -> JobRead:
     """The same job as ``POST /v1/jobs`` with ``kind: predict``, with the rows uploaded
@@ -93,7 +94,7 @@ def submit_batch_prediction(
     keys = [name.strip() for name in (key_columns or "").split(",") if name.strip()]
     try:
         spec = PredictJobCreate(kind="predict", model=model, version=version,
-                                key_columns=keys, output_format=output_format,  # type: ignore[arg-type]
+                                key_columns=keys, output_format=output_format,
                                 chunk_rows=chunk_rows)
     except ValidationError as invalid:
         first = invalid.errors()[0]

@@ -42,6 +42,20 @@ def _migrate(settings: Settings) -> None:
     settings.data_dir.chmod(0o700)  # also a data dir made by an earlier version
     upgrade_to_head(settings.database_url)
     open_storage(settings)  # Optuna's tables, made once here rather than by racing workers
+    _check_artifact_store(settings)
+
+
+def _check_artifact_store(settings: Settings) -> None:
+    """Reach the artifact store (creating an S3 bucket that does not exist yet), or exit
+    with the reason: a worker that cannot store results must not take jobs."""
+    from app.errors import KilnError
+    from app.storage import get_store
+
+    try:
+        get_store(settings).ensure_ready()
+    except (KilnError, OSError) as error:
+        print(f"kiln: artifact store: {getattr(error, 'message', error)}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _bootstrap_key(settings: Settings) -> None:
@@ -180,6 +194,7 @@ def worker(args: argparse.Namespace) -> None:
                                                         // max(1, args.concurrency))))
     settings = _settings_or_exit()
     warn_about_broker(settings.broker_url)
+    _check_artifact_store(settings)
     from workers.celery_app import celery_app
 
     queues = ",".join(queue_for(settings, kind) for kind in kinds)

@@ -7,10 +7,12 @@ import os
 import re
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KILN_"
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+S3_PREFIX = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")  # scheme://host[:port], no path
 DEFAULT_MAX_PARAMS = 50_000_000
 # fp32 weight, gradient, two Adam moments and the best epoch's copy: 5 x 4 bytes per parameter.
@@ -32,8 +34,19 @@ class Settings(BaseSettings):
                               "default: SQLite file in the data dir.")
     broker_url: str = Field(default="", description="Celery broker URL; default: kombu's "
                             "SQLAlchemy transport on a SQLite file in the data dir.")
-    artifact_url: str = Field(default="", description="Artifact store URL (file://PATH); "
-                              "default: DATA_DIR/artifacts.")
+    artifact_url: str = Field(default="", description="Artifact store URL: file://PATH, or "
+                              "s3://BUCKET[/PREFIX] for S3-compatible object storage shared "
+                              "by machines with no common disk; default: DATA_DIR/artifacts.")
+    s3_endpoint_url: str = Field(default="", description="Endpoint of the S3-compatible "
+                                 "service (such as http://minio:9000); empty: AWS S3.")
+    s3_region: str = Field(default="us-east-1", description="Region of the S3 bucket.")
+    s3_access_key_id: str = Field(default="", description="S3 access key id; empty: boto3's "
+                                  "usual chain (AWS_* variables, instance role).")
+    s3_secret_access_key: SecretStr = Field(default=SecretStr(""), description="S3 secret "
+                                            "access key (never logged or shown).")
+    artifact_cache_mb: float = Field(default=2048.0, gt=0, description="Bound on the local "
+                                     "cache of artifacts read from object storage "
+                                     "(DATA_DIR/cache/artifacts).")
     queue_name: str = Field(default="kiln", min_length=1, max_length=64,
                             pattern=r"^[A-Za-z0-9_.-]+$", description="Broker queue for jobs.")
     max_upload_mb: float = Field(default=512.0, gt=0, description="Largest accepted upload.")
@@ -131,8 +144,10 @@ class Settings(BaseSettings):
                              "postgresql+psycopg://user@host/db")
         if "://" not in self.broker_url:
             raise ValueError("broker_url: expected a URL such as redis://host:6379/0")
-        if not self.artifact_url.startswith("file://"):
-            raise ValueError("artifact_url: only file:// artifact stores are supported")
+        if self.artifact_url.startswith("s3://"):
+            _check_s3_url(self.artifact_url)
+        elif not self.artifact_url.startswith("file://"):
+            raise ValueError("artifact_url: expected file://PATH or s3://BUCKET[/PREFIX]")
         for origin in self.cors_origin_list:
             if origin != "*" and not ORIGIN.fullmatch(origin):
                 raise ValueError(f"cors_origins: {origin!r} is not an origin such as "
@@ -146,6 +161,10 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def artifact_cache_bytes(self) -> int:
+        return int(self.artifact_cache_mb * 1024 * 1024)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -173,6 +192,21 @@ class Settings(BaseSettings):
     @property
     def admin_key_path(self) -> Path:
         return self.data_dir / "admin.key"
+
+
+def _check_s3_url(url: str) -> None:
+    """s3://BUCKET[/PREFIX] with a bucket name S3 accepts and no credentials inside."""
+    rest = url.removeprefix("s3://")
+    bucket, _, prefix = rest.partition("/")
+    if "@" in bucket or ":" in bucket:
+        raise ValueError("artifact_url: credentials do not belong in the URL; set "
+                         "KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY")
+    if not S3_BUCKET.fullmatch(bucket):
+        raise ValueError(f"artifact_url: {bucket!r} is not an S3 bucket name (3-63 "
+                         "lowercase letters, digits, dots and hyphens)")
+    if prefix.strip("/") and not S3_PREFIX.fullmatch(prefix.strip("/")):
+        raise ValueError(f"artifact_url: prefix {prefix!r} may hold only letters, digits, "
+                         "'.', '_', '-' and '/'")
 
 
 def _describe(error: ValidationError) -> str:

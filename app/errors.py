@@ -65,3 +65,8 @@ class StorageFull(KilnError):
     """The artifact store's disk is full (507): nothing was stored; free space and retry."""
 
     status_code = 507
+
+
+class ArtifactCorrupt(Unavailable):
+    """A stored artifact's bytes do not match the sha256 the registry recorded (503):
+    it was changed or damaged after it was written, and is refused."""

@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
                   form_limits={"max_files": MAX_FORM_FILES, "max_fields": MAX_FORM_FIELDS,
                                "max_part_size": MAX_FORM_FIELD_BYTES})
     app.state.settings = settings
-    app.state.store = get_store(settings.artifact_url)
+    app.state.store = get_store(settings)
     app.state.queue = queue
     app.state.sessions = SessionCache(app.state.store, threads=settings.ort_threads,
                                       capacity=settings.session_cache_size,

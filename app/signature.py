@@ -109,6 +109,8 @@ class VersionConfig(BaseModel):
     architecture: dict[str, Any] | None = Field(
         default=None, description="The torch network's configuration, with its 'kind'.")
     weights_key: str | None = Field(default=None, description="Artifact key of its weights.")
+    weights_sha256: str | None = Field(default=None, description="sha256 of those weights "
+                                       "(None: recorded before digests were kept).")
     columns: list[int] | None = Field(default=None, description="Input columns the network "
                                       "reads (feature selection); None: all.")
     split_seed: int | None = Field(default=None, description="Seed of the split it was "

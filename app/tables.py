@@ -113,7 +113,10 @@ class Dataset(Base):
     feature_names: Mapped[list[str]] = mapped_column(JSON)
     class_labels: Mapped[list[Any] | None] = mapped_column(JSON)
     input_shape: Mapped[list[int] | None] = mapped_column(JSON)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))  # of the original CSV
+    # Of the parsed arrays and the raw columns (None: recorded before digests were kept).
+    arrays_sha256: Mapped[str | None] = mapped_column(String(64))
+    raw_sha256: Mapped[str | None] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     profile: Mapped[DatasetProfile | None] = mapped_column(PydanticJSON(DatasetProfile))
     encoding: Mapped[TableEncoding | None] = mapped_column(PydanticJSON(TableEncoding))
@@ -174,6 +177,9 @@ class Trial(Base):
     value: Mapped[float | None] = mapped_column(Float)  # the first objective
     values: Mapped[list[float] | None] = mapped_column(JSON)  # every objective, in order
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # measured on validation
+    # Digests of its stored weights and held-out outputs (None: not stored).
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    predictions_sha256: Mapped[str | None] = mapped_column(String(64))
     retry_of: Mapped[int | None] = mapped_column(Integer)  # number of the trial it re-runs
     intermediate: Mapped[list[float]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text)

@@ -77,7 +77,7 @@ class HeldOut:
         from app.storage import get_store
 
         self.settings = load_settings(data_dir=kiln.data_dir)
-        self.store = get_store(self.settings.artifact_url)
+        self.store = get_store(self.settings)
         self.cache: dict[tuple[int, int], float] = {}
 
     def accuracy(self, job: dict[str, Any], trial: dict[str, Any]) -> float:
@@ -88,13 +88,14 @@ class HeldOut:
 
     def _score(self, job: dict[str, Any], trial: dict[str, Any]) -> float:
         import torch
+        from sqlalchemy import select
 
         from app.datasets.service import load_arrays
         from app.datasets.splits import split_indices
         from app.db import session_scope
         from app.search.build import candidate
         from app.search.run import checkpoint_key
-        from app.tables import Dataset, Task
+        from app.tables import Dataset, Task, Trial
         from app.training.models import Network
         from app.training.train import load_weights
 
@@ -102,6 +103,8 @@ class HeldOut:
             dataset = session.get(Dataset, job["dataset_id"])
             assert dataset is not None
             session.expunge(dataset)
+            checkpoint_sha256 = session.scalar(select(Trial.checkpoint_sha256).where(
+                Trial.job_id == job["id"], Trial.number == trial["number"]))
         seed = job["spec"]["search"]["seed"]
         arrays = load_arrays(self.store, dataset)
         test = split_indices(arrays.target, Task(dataset.task), seed=seed).test
@@ -109,8 +112,8 @@ class HeldOut:
         point = candidate(trial["params"], n_inputs=arrays.features.shape[1],
                           n_outputs=n_outputs, input_shape=None, seed=0)
         network = Network(point.network, classification=True)
-        load_weights(network, self.store.local_path(
-            checkpoint_key(job["id"], trial["number"])).read_bytes())
+        load_weights(network, self.store.read_bytes(
+            checkpoint_key(job["id"], trial["number"]), checkpoint_sha256))
         network.eval()
         with torch.no_grad():
             output = network.predict(torch.from_numpy(arrays.features[test])).numpy()
@@ -258,7 +261,7 @@ def plain_loop(kiln: Kiln, dataset_id: int, trials: int) -> tuple[float, float]:
     spec = SearchSpec(algorithm="random", seed=0, max_trials=trials, max_epochs=TIMED_EPOCHS,
                       space=TIMED_SPACE)
     plan = make_plan(spec, dataset)
-    arrays = load_arrays(get_store(settings.artifact_url), dataset)
+    arrays = load_arrays(get_store(settings), dataset)
     splits = split_indices(arrays.target, Task(dataset.task), seed=0)
     data = TrainData(arrays.features[splits.train], arrays.target[splits.train],
                      arrays.features[splits.validation], arrays.target[splits.validation])

@@ -131,7 +131,7 @@ def classifier_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def register(settings: Settings, onnx: Path, *, name: str = "flowers",
              labels: list | None = None, task: str = "classification") -> int:
     """Store ``onnx`` and register it as the next version of ``name``."""
-    store = get_store(settings.artifact_url)
+    store = get_store(settings)
     with session_scope(settings.database_url) as session:
         artifact = store.put_file(f"test/{name}/{onnx.stat().st_mtime_ns}.onnx", onnx)
         outputs = 3 if task == "classification" else 1
@@ -141,3 +141,12 @@ def register(settings: Settings, onnx: Path, *, name: str = "flowers",
                        "outputs": [{"name": "output", "datatype": "FP32",
                                     "shape": [-1, outputs]}]}))
         return version.version
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3-compatible server (moto's, standalone) on a loopback port, for the session."""
+    from tests.s3_server import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3")) as endpoint:
+        yield endpoint

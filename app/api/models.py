@@ -78,6 +78,7 @@ def download_artifact(session: SessionDep, store: StoreDep, name: ModelName,
                       version: IdPath) -> FileResponse:
     """The version's ONNX file."""
     row = service.get_version(session, name, version)
-    return FileResponse(store.local_path(row.artifact_key), media_type="application/octet-stream",
+    return FileResponse(store.local_path(row.artifact_key, row.sha256),
+                        media_type="application/octet-stream",
                         filename=f"{name}-v{version}.onnx",
                         headers={"X-Content-SHA256": row.sha256})

@@ -4,7 +4,6 @@ parts into the output. An attempt after a dead worker starts after the last reco
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import resource
 import tempfile
@@ -24,7 +23,7 @@ from app.batch.output import (
 from app.batch.plan import BatchPlan, Checkpoint, Part, output_key, part_key
 from app.batch.reader import chunks, estimate_rows, feeds_of, layout_for, prefetched
 from app.db import session_scope
-from app.errors import InvalidInput
+from app.errors import ArtifactCorrupt, InvalidInput
 from app.evaluation.sessions import open_session
 from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, JobFailed, Recorder
@@ -35,20 +34,14 @@ from app.storage import ArtifactStore, get_store
 logger = logging.getLogger(__name__)
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _reusable(store: ArtifactStore, job_id: int, checkpoint: Checkpoint) -> Checkpoint:
     """The recorded parts up to the first one that is missing or altered."""
     kept: list[Part] = []
     for part in checkpoint.parts:
         key = part_key(job_id, part)
-        if not store.exists(key) or _digest(store.local_path(key)) != part.sha256:
+        try:
+            store.local_path(key, part.sha256)
+        except (FileNotFoundError, ArtifactCorrupt):
             logger.warning("job %s: part %s is missing or altered; predicting from it again",
                            job_id, part.index)
             break
@@ -70,7 +63,7 @@ def _rss_mb() -> float:
 def run_batch_predict(context: JobContext) -> Recorder:
     """The job handler (see the module docstring)."""
     settings = context.settings
-    store = get_store(settings.artifact_url)
+    store = get_store(settings)
     with session_scope(settings.database_url) as session:
         job = JobRepository(session).get(context.job_id)
         assert job is not None
@@ -81,12 +74,12 @@ def run_batch_predict(context: JobContext) -> Recorder:
         artifact_key, sha256 = version.artifact_key, version.sha256
         signature, task, labels = version.signature, version.task, version.class_labels
     rss_at_start = _rss_mb()
-    onnx = store.local_path(artifact_key).read_bytes()
-    if hashlib.sha256(onnx).hexdigest() != sha256:
-        raise JobFailed(f"the artifact of version {plan.version} of {plan.model!r} does not "
-                        "match its sha256; refusing to predict with it")
+    try:
+        onnx = store.read_bytes(artifact_key, sha256)
+        source = store.local_path(plan.input_key, plan.input_sha256)
+    except ArtifactCorrupt as corrupt:
+        raise JobFailed(corrupt.message) from None
     model = open_session(onnx, settings.ort_threads)
-    source = store.local_path(plan.input_key)
     header, header_lines = read_header(source)
     layout = layout_for(signature, header, plan.key_columns, plan.feature_names)
     if not rows_total:
@@ -101,7 +94,8 @@ def run_batch_predict(context: JobContext) -> Recorder:
         writer = OutputWriter(Path(spooled.name), plan.output_format)
         try:
             for part in checkpoint.parts:  # an earlier attempt's chunks, in order
-                writer.write(read_part(store.local_path(part_key(context.job_id, part))))
+                writer.write(read_part(store.local_path(part_key(context.job_id, part),
+                                                        part.sha256)))
             chunks_of = prefetched(chunks(source, header, header_lines, layout,
                                           chunk_rows=plan.chunk_rows, skip_rows=resumed_at))
             for rows in chunks_of:

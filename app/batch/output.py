@@ -42,7 +42,7 @@ def output_file(job: Job, store: ArtifactStore) -> OutputFile:
         raise Conflict(f"job {job.id} is {job.status}; its output exists when it succeeds")
     if not store.exists(output["key"]):
         raise Unavailable(f"the output of job {job.id} is missing from the artifact store")
-    return OutputFile(store.local_path(output["key"]), output["media_type"],
+    return OutputFile(store.local_path(output["key"], output["sha256"]), output["media_type"],
                       f"job-{job.id}-predictions.{output['format']}")
 
 

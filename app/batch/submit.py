@@ -64,9 +64,10 @@ def submit_predict(session: Session, queue: JobQueue, settings: Settings, store:
         dataset = DatasetRepository(session).get(spec.dataset_id)
         if dataset is None:
             raise InvalidInput(f"dataset_id: dataset {spec.dataset_id} not found")
-        source, name = store.local_path(original_key(dataset.id)), dataset.filename
+        source = store.local_path(original_key(dataset.id), dataset.sha256)
+        name, digest = dataset.filename, dataset.sha256
     else:
-        source, name = upload, filename or "upload.csv"
+        source, name, digest = upload, filename or "upload.csv", ""
     header, _ = read_header(source)
     features = _feature_names(session, version, dataset_id)
     layout_for(version.signature, header, spec.key_columns, features)
@@ -81,7 +82,7 @@ def submit_predict(session: Session, queue: JobQueue, settings: Settings, store:
     else:
         key = input_key(job.id)
         assert upload is not None
-        store.put_file(key, upload)
-    job.spec = plan.model_copy(update={"input_key": key}).model_dump()
+        digest = store.put_file(key, upload).sha256
+    job.spec = plan.model_copy(update={"input_key": key, "input_sha256": digest}).model_dump()
     session.flush()
     return job

@@ -56,7 +56,7 @@ def candidate_from_version(version: ModelVersion, store: ArtifactStore) -> Candi
     For a version with a preprocessing, the chain works on its network part."""
     signature = version.signature
     stored = version.config or VersionConfig()
-    onnx = store.local_path(version.artifact_key).read_bytes()
+    onnx = store.read_bytes(version.artifact_key, version.sha256)
     if stored.encoding is not None:
         return Candidate(onnx=detach(onnx, stored.encoding), input_name=INPUT_NAME,
                          output_name=signature.output.name, n_features=stored.encoding.width,
@@ -78,14 +78,14 @@ def stored_network(version: ModelVersion, store: ArtifactStore) -> Network | Non
     None when it has neither."""
     stored = version.config or VersionConfig()
     if stored.weights_in_onnx:
-        return network_from_onnx(store.local_path(version.artifact_key).read_bytes(),
+        return network_from_onnx(store.read_bytes(version.artifact_key, version.sha256),
                                  list(version.signature.row_shape),
                                  version.task == Task.CLASSIFICATION)
     if stored.architecture is None or stored.weights_key is None:
         return None
     network = Network(architecture_from(stored.architecture),
                       version.task == Task.CLASSIFICATION)
-    load_weights(network, store.local_path(stored.weights_key).read_bytes())
+    load_weights(network, store.read_bytes(stored.weights_key, stored.weights_sha256))
     network.eval()
     return network
 
@@ -151,7 +151,7 @@ def run_compress(context: JobContext) -> Recorder:
         dataset = session.get(Dataset, job.dataset_id)
         assert dataset is not None
         session.expunge_all()
-    store = get_store(context.settings.artifact_url)
+    store = get_store(context.settings)
     arrays = load_arrays(store, dataset)
     seed = split_seed_of(source, dataset.id, spec.seed)
     splits = split_indices(arrays.target, Task(dataset.task), seed=seed)

@@ -73,14 +73,16 @@ def prepare_variants(outcome: Outcome, lineage: Lineage, store: ArtifactStore,
     for index, variant in enumerate(outcome.variants):
         folder = f"{base_key}/variant-{index}"
         artifact = store.put_bytes(f"{folder}/model.onnx", data.served(variant.candidate))
-        weights_key = None
+        weights_key, weights_sha256 = None, None
         if variant.candidate.network is not None:
             weights_key = f"{folder}/weights.pt"
-            store.put_bytes(weights_key, save_weights(variant.candidate.network))
+            weights_sha256 = store.put_bytes(
+                weights_key, save_weights(variant.candidate.network)).sha256
         config = VersionConfig(
             compression={"method": variant.method, "settings": variant.settings,
                          "chain": variant.chain, "report": variant.candidate.report},
-            split_seed=lineage.split_seed, weights_key=weights_key, encoding=data.encoding,
+            split_seed=lineage.split_seed, weights_key=weights_key,
+            weights_sha256=weights_sha256, encoding=data.encoding,
             **network_config(variant))
         prepared.append(PreparedVariant(parent=variant.parent, draft=VersionDraft(
             task=lineage.task, source="compression", artifact=artifact,

@@ -66,13 +66,13 @@ def create_dataset(session: Session, store: ArtifactStore, *, upload: Path, file
     with tempfile.NamedTemporaryFile(dir=upload.parent, suffix=".npz") as arrays:
         np.savez(arrays, features=parsed.features, target=parsed.target)  # no copy in memory
         arrays.flush()
-        store.put_file(arrays_key(dataset.id), Path(arrays.name))
+        dataset.arrays_sha256 = store.put_file(arrays_key(dataset.id), Path(arrays.name)).sha256
     if parsed.encoding is not None:
         with tempfile.NamedTemporaryFile(dir=upload.parent, suffix=".arrow") as raw:
             table = pa.table(raw_columns(parsed.columns))
             with ipc.new_file(raw.name, table.schema) as writer:
                 writer.write_table(table)
-            store.put_file(raw_key(dataset.id), Path(raw.name))
+            dataset.raw_sha256 = store.put_file(raw_key(dataset.id), Path(raw.name)).sha256
     dataset.sha256 = stored.sha256
     dataset.size_bytes = stored.size_bytes
     session.flush()
@@ -94,13 +94,14 @@ def list_datasets(session: Session, *, limit: int, offset: int) -> tuple[list[Da
 
 def load_arrays(store: ArtifactStore, dataset: Dataset) -> DatasetArrays:
     """The stored features and target (no pickle is ever loaded)."""
-    with np.load(store.local_path(arrays_key(dataset.id)), allow_pickle=False) as data:
+    path = store.local_path(arrays_key(dataset.id), dataset.arrays_sha256)
+    with np.load(path, allow_pickle=False) as data:
         return DatasetArrays(features=data["features"], target=data["target"])
 
 
 def load_raw(store: ArtifactStore, dataset: Dataset, rows: np.ndarray) -> dict[str, Any]:
     """The raw feature columns of ``rows`` (numbers, or text with '' for gaps), as the
     served graph takes them; only for datasets with a preprocessing."""
-    with pa.memory_map(str(store.local_path(raw_key(dataset.id)))) as source:
+    with pa.memory_map(str(store.local_path(raw_key(dataset.id), dataset.raw_sha256))) as source:
         table = ipc.open_file(source).read_all().take(pa.array(rows))
     return {name: table.column(name).combine_chunks() for name in table.column_names}

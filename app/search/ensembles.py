@@ -41,9 +41,10 @@ def considered(run: SearchRun, compression: CompressionSpec | None) -> bool:
 
 def _predictions(run: SearchRun, trial: Trial) -> np.ndarray | None:
     key = predictions_key(run.job_id, trial.number)
-    if not run.store.exists(key):
+    if trial.predictions_sha256 is None or not run.store.exists(key):
         return None  # a trial of an earlier attempt, or run before predictions were kept
-    return np.asarray(np.load(io.BytesIO(run.store.local_path(key).read_bytes())))
+    data = run.store.read_bytes(key, trial.predictions_sha256)
+    return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
 
 
 def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:

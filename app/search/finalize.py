@@ -122,16 +122,17 @@ def prepare_version(context: JobContext, subject: SearchSubject, network: Networ
                        size_bytes=path.stat().st_size, params=count_parameters(network),
                        validation=validation)
         artifact = store.put_file(f"{base}/model.onnx", path)
-    weights_key, architecture = None, None
+    weights_key, weights_sha256, architecture = None, None, None
     if isinstance(network, Network):
         weights_key, architecture = f"{base}/weights.pt", architecture_of(network.config)
-        store.put_bytes(weights_key, save_weights(network))
+        weights_sha256 = store.put_bytes(weights_key, save_weights(network)).sha256
     context.check()
     draft = VersionDraft(
         task=subject.dataset.task, source="search", artifact=artifact,
         signature=served.signature, metrics=metrics, n_params=count_parameters(network),
         latency_p50_ms=latency["p50"], class_labels=subject.dataset.class_labels,
         config=VersionConfig(params=params, weights_key=weights_key,
+                             weights_sha256=weights_sha256,
                              split_seed=subject.split_seed, encoding=encoding,
                              architecture=architecture),
         dataset_id=subject.dataset.id, job_id=subject.job_id)

@@ -117,9 +117,19 @@ def _validation_output(network: Network, rows: np.ndarray) -> np.ndarray:
         return network.predict(torch.from_numpy(rows)).numpy()
 
 
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """A trained trial's validation metrics, and the digests of its stored weights and
+    held-out predictions (None when the search keeps none)."""
+
+    metrics: dict[str, Any]
+    checkpoint_sha256: str
+    predictions_sha256: str | None
+
+
 def train_trial(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,
                 params: dict[str, Any], keep_going: Callable[[], None],
-                history: list[float]) -> dict[str, Any]:
+                history: list[float]) -> Measured:
     """Train one configuration (on the holdout split, or on every fold) and measure it;
     its weights are stored as the trial's checkpoint."""
     _check_estimate(run, params)
@@ -150,12 +160,16 @@ def train_trial(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None
         measured, held_out = _train_folds(run, run.folds, params, seed, network, training,
                                           on_epoch, keep_going)
     measured.update(_costs(run, network))
-    run.store.put_bytes(checkpoint_key(run.job_id, trial.number), save_weights(network))
+    checkpoint = run.store.put_bytes(checkpoint_key(run.job_id, trial.number),
+                                     save_weights(network))
+    predictions_sha256 = None
     if run.keeps_predictions:
         buffer = io.BytesIO()
         np.save(buffer, held_out.astype(np.float32))
-        run.store.put_bytes(predictions_key(run.job_id, trial.number), buffer.getvalue())
-    return measured
+        predictions_sha256 = run.store.put_bytes(predictions_key(run.job_id, trial.number),
+                                                 buffer.getvalue()).sha256
+    return Measured(metrics=measured, checkpoint_sha256=checkpoint.sha256,
+                    predictions_sha256=predictions_sha256)
 
 
 def _train_folds(run: SearchRun, folds: Folds, params: dict[str, Any], seed: int,

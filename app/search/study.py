@@ -87,13 +87,13 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
             stored = source.config
             assert stored is not None and stored.architecture is not None  # checked at submit
             architecture = architecture_from(stored.architecture)
-            network = stored_network(source, get_store(settings.artifact_url))
+            network = stored_network(source, get_store(settings))
             assert network is not None  # has_network was checked at submit
             init_weights = save_weights(network)
             transfer = transfer_layers(source, dataset)
         started_at = job.started_at or utcnow()
         session.expunge(dataset)
-    store = get_store(settings.artifact_url)
+    store = get_store(settings)
     plan = make_plan(spec, dataset, fixed_architecture=architecture is not None,
                      transfer_layers=transfer)
     arrays = load_arrays(store, dataset)

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from app.config import Settings
 from app.db import session_scope, utcnow
 from app.jobs.runner import JobLost
-from app.search.fit import train_trial
+from app.search.fit import Measured, train_trial
 from app.search.run import Infeasible, SearchRun
 from app.search.space import suggest
 from app.tables import Job, Trial, TrialState
@@ -117,13 +117,17 @@ def _start_row(run: SearchRun, trial: optuna.Trial, params: dict[str, Any],
 
 def _end_row(run: SearchRun, number: int, state: TrialState, *, started: float,
              values: list[float] | None = None, metrics: dict[str, Any] | None = None,
-             history: list[float] | None = None, error: str | None = None) -> None:
+             history: list[float] | None = None, error: str | None = None,
+             digests: Measured | None = None) -> None:
     with session_scope(run.settings.database_url) as session:
         session.execute(
             update(Trial).where(Trial.job_id == run.job_id, Trial.number == number,
                                 Trial.state == TrialState.RUNNING)
             .values(state=state, value=values[0] if values else None, values=values,
-                    metrics=metrics, intermediate=history or [], error=error,
+                    metrics=metrics,
+                    checkpoint_sha256=digests.checkpoint_sha256 if digests else None,
+                    predictions_sha256=digests.predictions_sha256 if digests else None,
+                    intermediate=history or [], error=error,
                     finished_at=utcnow(), duration_s=time.perf_counter() - started)
             .execution_options(synchronize_session=False))
         counted = session.scalar(select(Job.trial_slots).where(Job.id == run.job_id)) or 0
@@ -173,7 +177,7 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
     beat.start()
     try:
         with stop_checks(_trial_clock(run)):
-            measured = train_trial(run, trial, shadow, params, keep_going, scores)
+            outcome = train_trial(run, trial, shadow, params, keep_going, scores)
     except optuna.TrialPruned as pruned:
         _finish(run, trial, shadow, OptunaState.PRUNED)
         _end_row(run, trial.number, TrialState.PRUNED, started=started, history=scores,
@@ -201,12 +205,13 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
         return
     finally:
         beat.done.set()
+    measured = outcome.metrics
     values = [measured[objective.metric] for objective in run.plan.objectives]
     tell(run.study, trial, values)
     if shadow is not None and run.pruning is not None:
         run.pruning.tell(shadow, measured.get(run.plan.pruning_metric, values[0]))
     _end_row(run, trial.number, TrialState.COMPLETE, started=started, values=values,
-             metrics=measured, history=scores)
+             metrics=measured, history=scores, digests=outcome)
 
 
 def _finish(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,

@@ -118,12 +118,9 @@ class SessionCache:
     def _load(self, version_id: int, artifact_key: str, sha256: str, signature: Signature,
               task: str, labels: list[Any] | None) -> LoadedModel:
         try:
-            data = self.store.local_path(artifact_key).read_bytes()
+            data = self.store.read_bytes(artifact_key, sha256)  # ArtifactCorrupt if changed
         except FileNotFoundError:
             raise Unavailable(f"artifact of version id {version_id} is missing") from None
-        if _digest(data) != sha256:
-            raise Unavailable(f"artifact of version id {version_id} does not match its sha256; "
-                              "refusing to serve it")
         session = open_session(data, self.threads)
         by_column = signature.by_column
         model = LoadedModel(
@@ -149,7 +146,7 @@ class SessionCache:
 
     def has_artifact(self, artifact_key: str) -> bool:
         """Whether a version's artifact is in the store (nothing is read or loaded)."""
-        return self.store.local_path(artifact_key).is_file()
+        return self.store.exists(artifact_key)
 
     def loaded(self) -> list[LoadedModel]:
         """Currently loaded models, least recently used first."""

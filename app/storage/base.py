@@ -1,16 +1,20 @@
-"""The artifact store interface."""
+"""The artifact store interface, and the digest check every read goes through."""
 
 from __future__ import annotations
 
 import abc
 import errno
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.errors import ArtifactCorrupt
+
 # A disk that is full, a quota reached, a file size limit hit: the write lost nothing that
 # was stored before, and succeeds again once there is room.
 OUT_OF_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+CHUNK_BYTES = 1 << 20
 _KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$")
 
 
@@ -30,9 +34,31 @@ def check_key(key: str) -> str:
     return key
 
 
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_digest(key: str, expected: str | None, actual: str) -> None:
+    """Raise ArtifactCorrupt when what was read is not what the registry recorded.
+    ``expected`` None: the record predates digests for this kind of artifact."""
+    if expected is not None and actual != expected:
+        raise ArtifactCorrupt(f"artifact {key!r} does not match the sha256 recorded for it "
+                              f"(recorded {expected[:12]}..., stored {actual[:12]}...): it "
+                              "was changed after it was written; refusing to use it")
+
+
 class ArtifactStore(abc.ABC):
     """Immutable blobs by key. Implementations are safe to use from several threads and
-    processes; a key, once written, is never changed in place (writes are atomic)."""
+    processes; a key, once written, is never changed in place (writes are atomic: a reader
+    sees the whole artifact or none). Every read names the sha256 recorded when the
+    artifact was written and fails with ArtifactCorrupt when the bytes differ."""
+
+    url: str
 
     @abc.abstractmethod
     def put_file(self, key: str, source: Path) -> StoredArtifact:
@@ -45,8 +71,13 @@ class ArtifactStore(abc.ABC):
         crash may lose, whose digest is checked before it is used again)."""
 
     @abc.abstractmethod
-    def local_path(self, key: str) -> Path:
-        """A local file holding the artifact (readers must not modify it)."""
+    def local_path(self, key: str, sha256: str | None) -> Path:
+        """A local file holding the artifact, checked against ``sha256`` (readers must not
+        modify it). FileNotFoundError when ``key`` holds nothing."""
+
+    @abc.abstractmethod
+    def read_bytes(self, key: str, sha256: str | None) -> bytes:
+        """The artifact's bytes, checked against ``sha256``."""
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool:
@@ -55,3 +86,7 @@ class ArtifactStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
+
+    @abc.abstractmethod
+    def ensure_ready(self) -> None:
+        """Check the store can be reached (and create what it needs); a clear error if not."""

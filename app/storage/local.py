@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import tempfile
@@ -11,9 +10,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app.errors import StorageFull
-from app.storage.base import OUT_OF_SPACE_ERRNOS, ArtifactStore, StoredArtifact, check_key
-
-_CHUNK = 1 << 20
+from app.storage.base import (
+    CHUNK_BYTES,
+    OUT_OF_SPACE_ERRNOS,
+    ArtifactStore,
+    StoredArtifact,
+    check_digest,
+    check_key,
+    sha256_file,
+)
 
 
 def _out_of_space(error: OSError, key: str) -> OSError | StorageFull:
@@ -25,20 +30,12 @@ def _out_of_space(error: OSError, key: str) -> OSError | StorageFull:
                        f"while writing {key!r}; nothing was stored: free space and try again")
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class LocalArtifactStore(ArtifactStore):
     """Files under ``root``; writes go to a temp file in the same directory, then rename."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.url = f"file://{root}"
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
@@ -73,7 +70,7 @@ class LocalArtifactStore(ArtifactStore):
         def fill(out: BinaryIO) -> str:
             digest = hashlib.sha256()
             with source.open("rb") as src:
-                while block := src.read(_CHUNK):
+                while block := src.read(CHUNK_BYTES):
                     digest.update(block)
                     out.write(block)
             return digest.hexdigest()
@@ -87,22 +84,28 @@ class LocalArtifactStore(ArtifactStore):
 
         return self._write_atomic(key, fill, durable=durable)
 
-    def local_path(self, key: str) -> Path:
+    def _existing(self, key: str) -> Path:
         path = self._path(key)
         if not path.is_file():
             raise FileNotFoundError(f"artifact {key!r} is missing from {self.root}")
         return path
+
+    def local_path(self, key: str, sha256: str | None) -> Path:
+        path = self._existing(key)
+        if sha256 is not None:
+            check_digest(key, sha256, sha256_file(path))
+        return path
+
+    def read_bytes(self, key: str, sha256: str | None) -> bytes:
+        data = self._existing(key).read_bytes()
+        check_digest(key, sha256, hashlib.sha256(data).hexdigest())
+        return data
+
+    def ensure_ready(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
-
-
-@functools.lru_cache(maxsize=8)
-def get_store(url: str) -> ArtifactStore:
-    """The artifact store for a URL (``file:///abs/path``)."""
-    if url.startswith("file://"):
-        return LocalArtifactStore(Path(url.removeprefix("file://")))
-    raise ValueError(f"unsupported artifact store URL {url!r}")

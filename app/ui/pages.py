@@ -179,7 +179,7 @@ def move_alias(request: Request, session: SessionDep, viewer: ViewerDep,
 def download(session: SessionDep, store: StoreDep, viewer: ViewerDep, name: ModelName,
              version: IdPath) -> FileResponse:
     row = registry.get_version(session, name, version)
-    return FileResponse(store.local_path(row.artifact_key),
+    return FileResponse(store.local_path(row.artifact_key, row.sha256),
                         media_type="application/octet-stream",
                         filename=f"{name}-v{version}.onnx",
                         headers={"X-Content-SHA256": row.sha256})

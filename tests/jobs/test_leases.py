@@ -29,7 +29,7 @@ def job_id(settings: Settings, tmp_path) -> int:
     upload = tmp_path / "d.csv"
     upload.write_bytes(blobs_csv())
     with session_scope(settings.database_url) as session:
-        dataset = create_dataset(session, get_store(settings.artifact_url), upload=upload,
+        dataset = create_dataset(session, get_store(settings), upload=upload,
                                  filename="d.csv", target="label", name=None, task=None,
                                  input_shape=None)
         spec = SearchJobCreate(kind="search", dataset_id=dataset.id, model_name="m")

@@ -52,6 +52,6 @@ def test_writes_under_odd_names_are_refused(served: TestClient, admin: dict, nam
 def test_the_store_refuses_keys_that_could_escape(settings: Settings, key: str) -> None:
     with pytest.raises(ValueError, match="invalid artifact key"):
         check_key(key)
-    store = get_store(settings.artifact_url)
+    store = get_store(settings)
     with pytest.raises(ValueError):
         store.put_bytes(key, b"x")

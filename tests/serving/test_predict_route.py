@@ -101,7 +101,7 @@ def test_tampered_artifact_is_refused(client: TestClient, admin: dict, settings:
     with session_scope(settings.database_url) as session:
         session.execute(update(ModelVersion).values(sha256="0" * 64))
     status, body = predict(client, admin, {"inputs": [[0, 0, 0, 0]]})
-    assert status == 503 and "does not match its sha256" in body["detail"]
+    assert status == 503 and "does not match the sha256 recorded" in body["detail"]
 
 
 def test_model_reads_and_artifact_download(client: TestClient, admin: dict, settings: Settings,

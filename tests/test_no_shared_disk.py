@@ -1,0 +1,123 @@
+"""Scale-out with no shared disk: a gateway and two workers as separate processes, each
+with its own empty data dir, sharing only PostgreSQL, Redis and an S3-compatible object
+store (a real moto server). A search with parallelism 2 fans its trials over both workers,
+its winner is compressed, a batch prediction runs, and the gateway serves every version:
+every byte one process needs from another travels through the object store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.e2e_server import BROKER_URL, PG_URL, KilnServer
+from tests.helpers import blobs_csv
+from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, bucket_name, s3_env
+
+pytestmark = pytest.mark.skipif(
+    not (PG_URL and BROKER_URL),
+    reason="machines share PostgreSQL and Redis: set KILN_TEST_DATABASE_URL and "
+           "KILN_TEST_BROKER_URL (.ci/run does, in its PostgreSQL + Redis pass)")
+
+KILN = str(Path(sys.executable).with_name("kiln"))
+
+
+def _worker(kiln: KilnServer, data_dir: Path) -> subprocess.Popen[bytes]:
+    """``kiln worker`` as on another machine: the gateway's settings, its own data dir."""
+    data_dir.mkdir()
+    log = (data_dir.parent / f"{data_dir.name}.log").open("ab")
+    return subprocess.Popen([KILN, "worker", "--concurrency", "1"],
+                            env={**kiln.env, "KILN_DATA_DIR": str(data_dir)},
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file()]
+
+
+def _post_job(kiln: KilnServer, body: dict[str, Any]) -> dict[str, Any]:
+    with kiln.client() as client:
+        response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job = kiln.wait_for_job(response.json()["id"], timeout=500)
+    assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
+    return dict(job)
+
+
+def test_gateway_and_two_workers_share_no_disk(tmp_path: Path, s3_endpoint: str) -> None:
+    bucket = bucket_name()
+    kiln = KilnServer(tmp_path / "gateway", workers=0, **s3_env(s3_endpoint, bucket))
+    kiln.start()
+    workers = [_worker(kiln, tmp_path / f"worker-{n}") for n in (1, 2)]
+    try:
+        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=400, labels=("a", "b", "c")))
+        search = _post_job(kiln, {
+            "kind": "search", "dataset_id": dataset_id, "model_name": "blobs",
+            "search": {"max_trials": 6, "parallelism": 2, "max_epochs": 60, "seed": 3,
+                       "space": {"n_layers": {"low": 1, "high": 2}, "width": 64,
+                                 "epochs": 60, "batch_size": 16, "patience": 0}}})
+        with kiln.client() as client:
+            trials = client.get(f"/v1/jobs/{search['id']}/trials").json()
+        assert len({trial["worker"] for trial in trials}) == 2  # both workers trained
+        winner = search["result"]["version"]
+
+        compressed = _post_job(kiln, {
+            "kind": "compress", "source": {"model": "blobs", "version": winner},
+            "compression": {"methods": ["quantize_dynamic",
+                                        {"method": "prune_structured",
+                                         "fine_tune_epochs": 2}]}})
+        assert compressed["result"]["versions"], compressed["result"]
+
+        rows = [{"f0": 0.5 * i, "f1": -0.25 * i, "f2": 1.0, "f3": i % 3} for i in range(300)]
+        body = "f0,f1,f2,f3\n" + "".join(f"{r['f0']},{r['f1']},{r['f2']},{r['f3']}\n"
+                                         for r in rows)
+        with kiln.client() as client:
+            submitted = client.post("/v1/jobs/predict", data={"model": "blobs"},
+                                    files={"file": ("rows.csv", body.encode())})
+            assert submitted.status_code == 202, submitted.text
+            batch = kiln.wait_for_job(submitted.json()["id"], timeout=300)
+            assert batch["status"] == "succeeded", batch["error"]
+            output = client.get(f"/v1/jobs/{batch['id']}/output")
+            assert output.status_code == 200, output.text
+            predicted = list(csv.DictReader(io.StringIO(output.text)))
+            values = [[row[name] for name in ("f0", "f1", "f2", "f3")] for row in rows]
+            online = client.post("/v1/models/blobs/predict", json={"inputs": values[:50]})
+            assert online.status_code == 200, online.text
+            assert [p["prediction"] for p in predicted[:50]] == [
+                str(label) for label in online.json()["predictions"]]
+            for version in [winner, *compressed["result"]["versions"]]:
+                served = client.post(f"/v1/models/blobs/predict?version={version}",
+                                     json={"inputs": values[:3]})
+                assert served.status_code == 200, (version, served.text)
+            tensor = client.get("/v2/models/blobs").json()["inputs"][0]
+            infer = client.post("/v2/models/blobs/infer", json={"inputs": [{
+                "name": tensor["name"], "shape": [2, 4], "datatype": tensor["datatype"],
+                "data": [value for row in values[:2] for value in row]}]})
+            assert infer.status_code == 200, infer.text
+            download = client.get(f"/v1/models/blobs/versions/{winner}/artifact")
+            assert download.status_code == 200
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        kiln.close()
+
+    # Nothing lives on a local disk but caches and scratch: the artifacts are in the bucket.
+    for machine in ("gateway", "worker-1", "worker-2"):
+        assert not (tmp_path / machine / "artifacts").exists(), machine
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY)
+    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix="artifacts/") for item in page.get("Contents", [])]
+    assert any(key.endswith("model.onnx") for key in keys)
+    assert any("/output" in key or key.endswith((".csv", ".parquet")) for key in keys)

@@ -6,6 +6,7 @@ import functools
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,6 +99,21 @@ class Settings(BaseSettings):
                                "inside its epoch. search.trial_timeout_s may ask for less.")
     max_parallelism: int = Field(default=8, ge=1, le=256, description="Most trials one search "
                                  "may run at once.")
+    max_data_parallel: int = Field(default=8, ge=1, le=16, description="Most worker "
+                                   "processes one trial may train on (search.data_parallel).")
+    data_parallel_join_s: float = Field(default=30.0, gt=0, le=3600, description="How long a "
+                                        "data-parallel trial waits for its helper processes "
+                                        "before it trains alone.")
+    advertise_host: str = Field(default="127.0.0.1", min_length=1, max_length=253,
+                                pattern=r"^[A-Za-z0-9.:\-\[\]]+$", description="Address other "
+                                "workers reach this one at, for data-parallel training's "
+                                "rendezvous (its port is picked free); set it on machines "
+                                "that train together, and GLOO_SOCKET_IFNAME if they have "
+                                "several interfaces.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where "
+                                                   "workers train: the first CUDA device "
+                                                   "when there is one (auto), or always "
+                                                   "cpu or cuda. Each version records it.")
     worker_memory_mb: float = Field(default=0.0, ge=0, description="Memory one worker "
                                     "process may plan for one network's training (weights, "
                                     "gradients, optimizer state, one batch's activations); "

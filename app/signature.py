@@ -119,6 +119,9 @@ class VersionConfig(BaseModel):
                                                "chain and the method's report.")
     encoding: TableEncoding | None = Field(default=None, description="The preprocessing in "
                                            "front of the network (raw columns to features).")
+    trained_on: str | None = Field(default=None, description="Where a search trained its "
+                                   "network: cpu, or cuda with the card's name (KILN_DEVICE); "
+                                   "None for uploaded and compressed versions.")
     weights_in_onnx: bool = Field(default=False, description="An uploaded graph of ordinary "
                                   "layers: the torch network is rebuilt from its file.")
     untrainable: str | None = Field(default=None, description="Why an uploaded graph cannot "

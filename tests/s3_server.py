@@ -16,7 +16,7 @@ import httpx
 from tests.e2e_server import free_port
 
 ACCESS_KEY_ID = "kiln-test-key"
-SECRET_ACCESS_KEY = "kiln-test-secret-5f1c2a9e"  # noqa: S105 - a test server's, checked unlogged
+SECRET_ACCESS_KEY = "kiln-test-secret-5f1c2a9e"
 
 
 @contextmanager

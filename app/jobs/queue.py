@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
 
@@ -12,6 +13,7 @@ logger = logging.getLogger(__name__)
 
 TASK_FOR_KIND = {"search": "kiln.search", "compress": "kiln.compress", "predict": "kiln.predict"}
 SEARCH_HELPER_TASK = "kiln.search_helper"
+TRAIN_MEMBER_TASK = "kiln.train_member"
 QUEUE_KINDS = tuple(TASK_FOR_KIND)  # one queue per job kind; a search's helpers go to search
 
 
@@ -79,3 +81,10 @@ class JobQueue:
         self.celery.send_task(SEARCH_HELPER_TASK, args=[job_id, slot],
                               queue=queue_for(self.settings, "search"))
         logger.info("sent helper %s of job %s", slot, job_id)
+
+    def send_member(self, message: dict[str, Any]) -> None:
+        """Ask one more worker process to train a share of a data-parallel trial."""
+        self.celery.send_task(TRAIN_MEMBER_TASK, args=[message],
+                              queue=queue_for(self.settings, "search"))
+        logger.info("sent data-parallel member %s of job %s trial %s", message["rank"],
+                    message["job_id"], message["trial"])

@@ -158,6 +158,8 @@ def _check_search_bounds(settings: Settings, search: SearchSpec, plan: SearchPla
     """The server's ceilings: parallelism, time, parameters and training memory."""
     ceilings = [("search.parallelism", search.parallelism, settings.max_parallelism,
                  "KILN_MAX_PARALLELISM"),
+                ("search.data_parallel", search.data_parallel, settings.max_data_parallel,
+                 "KILN_MAX_DATA_PARALLEL"),
                 ("search.timeout_s", search.timeout_s, settings.max_job_s, "KILN_MAX_JOB_S"),
                 ("search.trial_timeout_s", search.trial_timeout_s, settings.max_trial_s,
                  "KILN_MAX_TRIAL_S"),

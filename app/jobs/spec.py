@@ -77,6 +77,13 @@ class SearchSpec(BaseModel):
                             description="Upper bound of the epochs each trial may train.")
     parallelism: int = Field(default=1, ge=1, le=32, description="Trials run at once, each "
                              "on its own worker process (on any machine).")
+    data_parallel: int = Field(default=1, ge=1, le=16, description="Worker processes that "
+                               "train each trial together (DistributedDataParallel: each "
+                               "computes a share of every batch), for datasets whose epochs "
+                               "one process trains too slowly. Trials scored by holdout only "
+                               "(cross-validation trains its folds in one process). A trial "
+                               "whose helpers do not all come within KILN_DATA_PARALLEL_JOIN_S "
+                               "trains alone; its metrics say how many processes trained it.")
     validation: Literal["auto", "holdout", "cv"] = Field(
         default="auto", description="How trials are scored: 'cv' scores each on 5-fold "
         "cross-validation over the non-test rows and refits the winner on all of them; "

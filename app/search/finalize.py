@@ -93,7 +93,8 @@ def served_form(network: Network | Ensemble, path: Path, encoding: TableEncoding
 def prepare_version(context: JobContext, subject: SearchSubject, network: Network | Ensemble,
                     *, trial: int, params: dict[str, Any], validation: dict[str, Any],
                     test_rows: np.ndarray, test_target: np.ndarray,
-                    store: ArtifactStore, raw_test: Raw | None = None) -> PreparedVersion:
+                    store: ArtifactStore, raw_test: Raw | None = None,
+                    trained_on: str | None = None) -> PreparedVersion:
     """Export a trial's network (or an ensemble led by it), check it against torch,
     measure it on the held-out split and in onnxruntime, and store the ONNX file and the
     torch weights next to each other (an ensemble keeps only its ONNX file: it is
@@ -132,7 +133,7 @@ def prepare_version(context: JobContext, subject: SearchSubject, network: Networ
         signature=served.signature, metrics=metrics, n_params=count_parameters(network),
         latency_p50_ms=latency["p50"], class_labels=subject.dataset.class_labels,
         config=VersionConfig(params=params, weights_key=weights_key,
-                             weights_sha256=weights_sha256,
+                             weights_sha256=weights_sha256, trained_on=trained_on,
                              split_seed=subject.split_seed, encoding=encoding,
                              architecture=architecture),
         dataset_id=subject.dataset.id, job_id=subject.job_id)

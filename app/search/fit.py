@@ -19,6 +19,7 @@ from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import quality_score
 from app.preprocessing.graph import with_rows
 from app.search.build import candidate
+from app.search.data_parallel import train_in_group
 from app.search.run import Infeasible, SearchRun, checkpoint_key, predictions_key
 from app.search.selection import Folds, proper_score, summarize_folds
 from app.search.size import over_limits, size_of
@@ -37,7 +38,7 @@ def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Ne
                       metric=run.plan.pruning_metric, architecture=run.architecture)
     network = Network(point.network, classification=run.dataset.task == "classification",
                       seed=seed)
-    training = point.training
+    training = dataclasses.replace(point.training, device=run.device)
     if run.init_weights is not None and run.transfers:
         frozen, slow, head = transfer_groups(network, int(params["frozen_layers"]))
         load_weights(network, run.init_weights, except_prefixes=head)
@@ -152,10 +153,15 @@ def train_trial(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None
             raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({score:.4f})")
 
     if run.folds is None:
-        result = train(network, run.data, training, on_epoch=on_epoch)
+        if run.spec.data_parallel > 1:
+            result, processes = train_in_group(run, trial.number, network, training,
+                                               on_epoch)
+        else:
+            result, processes = train(network, run.data, training, on_epoch=on_epoch), 1
         held_out = _validation_output(network, run.data.x_val)
         measured: dict[str, Any] = _quality(run, held_out, run.data.y_val)
         measured["refit_epochs"] = result.best_epoch + 1
+        measured["train_processes"] = processes
     else:
         measured, held_out = _train_folds(run, run.folds, params, seed, network, training,
                                           on_epoch, keep_going)

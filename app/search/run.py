@@ -52,6 +52,7 @@ class SearchRun:
     trial_limit_s: float = math.inf  # wall time of one trial, enforced inside its epochs
     raw_sample: dict[str, Any] | None = None  # raw validation rows (tables with an encoding)
     folds: Folds | None = None  # cross-validation folds (small data), else holdout
+    device: str = "cpu"  # where this worker trains (KILN_DEVICE resolved)
 
     @property
     def tied_layers(self) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import torch
 from optuna.study import StudyDirection
 from sqlalchemy import select
 
@@ -53,6 +54,7 @@ from app.search.strategy import make_pruner, make_sampler
 from app.search.trials import run_trials, stale_trial_handler, wait_for_others
 from app.storage import get_store
 from app.tables import Dataset, Job, JobStatus, Task, Trial, TrialState
+from app.training.device import describe_device, resolve_device
 from app.training.ensemble import Ensemble
 from app.training.export import INPUT_NAME, OUTPUT_NAME
 from app.training.models import Network, architecture_from
@@ -129,7 +131,7 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
         deadline=started_at + timedelta(seconds=search_seconds(spec, settings)),
         raw_sample=(load_raw(store, dataset, splits.validation[:RAW_SAMPLE_ROWS])
                     if dataset.encoding is not None else None),
-        folds=folds,
+        folds=folds, device=str(resolve_device(settings.device)),
         trial_limit_s=min(spec.trial_timeout_s or math.inf, settings.max_trial_s))
 
 
@@ -225,7 +227,8 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
         prepared.append(prepare_version(
             context, subject, network, trial=trial.number, params=params,
             validation=validation, test_rows=run.arrays.features[test],
-            test_target=run.arrays.target[test], store=run.store, raw_test=raw_test))
+            test_target=run.arrays.target[test], store=run.store, raw_test=raw_test,
+            trained_on=describe_device(torch.device(run.device))))
     summary: dict[str, Any] = {"plan": plan_summary(run.plan, run.spec),
                                "selection": selection}
     if run.plan.multi_objective:

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.training.models import Network
 from app.training.stopping import check_stop
+
+if TYPE_CHECKING:
+    from app.training.parallel import DataParallelGroup
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class TrainConfig:
     head: tuple[str, ...] = ()
     head_warmup_epochs: int = 0
     keep_input_scaling: bool = False  # transfer: the body keeps the inputs it learnt on
+    device: str = "cpu"  # a torch device: cpu, cuda, cuda:1 (see app.training.device)
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def validation_score(network: Network, x: torch.Tensor, y: np.ndarray,
     """A quality metric of the network on validation rows (default: accuracy, or RMSE)."""
     network.eval()
     with torch.no_grad():
-        output = network.predict(x).numpy()
+        output = network.predict(x).cpu().numpy()
     task = _task(network)
     return quality_score(metric or default_metric(task), task, output, y)
 
@@ -129,25 +133,43 @@ def _l1_penalty(network: Network) -> torch.Tensor:
 
 
 def train(network: Network, data: TrainData, config: TrainConfig,
-          on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train in place and restore the weights of the best validation epoch.
+          on_epoch: Callable[[int, float], None] | None = None,
+          group: DataParallelGroup | None = None) -> TrainResult:
+    """Train in place on ``config.device`` and restore the weights of the best validation
+    epoch; the network is back on the CPU when this returns.
 
-    ``on_epoch(epoch, score)`` is called after every epoch; it may raise to stop training."""
+    ``on_epoch(epoch, score)`` is called after every epoch (on rank 0 of a ``group``); it
+    may raise to stop training. With a data-parallel ``group`` each process computes its
+    share of every batch (see ``app.training.parallel``)."""
+    try:
+        return _train(network, data, config, on_epoch, group)
+    finally:
+        network.to("cpu")
+        network.eval()
+
+
+def _train(network: Network, data: TrainData, config: TrainConfig,
+           on_epoch: Callable[[int, float], None] | None,
+           group: DataParallelGroup | None) -> TrainResult:
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    device = torch.device(config.device)
+    rank, world = (group.rank, group.world) if group is not None else (0, 1)
+    torch.manual_seed(config.seed + rank)  # dropout masks differ between processes
+    generator = torch.Generator().manual_seed(config.seed)  # one batch order for all
     network.fit_scaling(data.x_train, data.y_train, inputs=not config.keep_input_scaling)
-    x_train = torch.from_numpy(data.x_train)
-    x_val = torch.from_numpy(data.x_val)
+    network.to(device)
+    x_train = torch.from_numpy(data.x_train).to(device)
+    x_val = torch.from_numpy(data.x_val).to(device)
     if network.classification:
-        y_train = torch.from_numpy(data.y_train.astype(np.int64))
-        loss_fn: nn.Module = nn.CrossEntropyLoss()
+        y_train = torch.from_numpy(data.y_train.astype(np.int64)).to(device)
+        loss_fn: nn.Module = nn.CrossEntropyLoss(reduction="sum")
     else:
         scaled = (data.y_train - float(network.target_mean)) / float(network.target_scale)
-        y_train = torch.from_numpy(scaled.astype(np.float32)).reshape(-1, 1)
-        loss_fn = nn.MSELoss()
-    if config.head_warmup_epochs and config.head:
+        y_train = torch.from_numpy(scaled.astype(np.float32)).reshape(-1, 1).to(device)
+        loss_fn = nn.MSELoss(reduction="sum")
+    if config.head_warmup_epochs and config.head:  # identical on every rank: no group
         _warm_up_head(network, config, x_train, y_train, loss_fn, generator)
+    model = group.wrap(network) if group is not None else network
     optimizer = _optimizer(network, config)
     schedule = _schedule(optimizer, config)
     metric = config.metric or default_metric(_task(network))
@@ -156,16 +178,19 @@ def train(network: Network, data: TrainData, config: TrainConfig,
     best_state = copy.deepcopy(network.state_dict())
     history: list[float] = []
     since_best, best_epoch = 0, 0
+    smallest = 2 * world  # a shard of one row breaks batch norm and says little
     for epoch in range(config.epochs):
-        network.train()
-        order = torch.randperm(len(x_train), generator=generator)
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator).to(device)
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]
-            if len(batch) < 2 and len(order) >= 2:
-                continue  # a batch of one row breaks batch norm and says little
+            if len(batch) < smallest and len(order) >= smallest:
+                continue
             check_stop()  # cancel and time limits act inside an epoch, not only after it
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(network(x_train[batch]), y_train[batch])
+            rows = group.shard(batch) if group is not None else batch
+            # The mean over the whole batch, whichever process holds which of its rows.
+            loss = loss_fn(model(x_train[rows]), y_train[rows]) * (world / len(batch))
             if config.l1 > 0:
                 loss = loss + config.l1 * _l1_penalty(network)
             loss.backward()
@@ -182,15 +207,34 @@ def train(network: Network, data: TrainData, config: TrainConfig,
             if config.restore_best:
                 best_state = copy.deepcopy(network.state_dict())
             since_best = 0
-        if on_epoch is not None:
-            on_epoch(epoch, score)
+        if _epoch_callback(on_epoch, epoch, score, group):
+            break
         if config.patience and since_best >= config.patience:
             break
     if config.restore_best:
         network.load_state_dict(best_state)
-    network.eval()
     return TrainResult(score=best_score, history=history, best_epoch=best_epoch,
                        seconds=time.perf_counter() - started)
+
+
+def _epoch_callback(on_epoch: Callable[[int, float], None] | None, epoch: int, score: float,
+                    group: DataParallelGroup | None) -> bool:
+    """Run ``on_epoch`` (rank 0's) and tell the group whether it stopped training; True on
+    a member told to stop. What ``on_epoch`` raised is raised again on rank 0."""
+    if group is None:
+        if on_epoch is not None:
+            on_epoch(epoch, score)
+        return False
+    stopped: BaseException | None = None
+    if group.rank == 0 and on_epoch is not None:
+        try:
+            on_epoch(epoch, score)
+        except BaseException as error:  # raised again below, once the members know
+            stopped = error
+    stop = group.agree_to_stop(stopped is not None)
+    if stopped is not None:
+        raise stopped
+    return stop
 
 
 def _warm_up_head(network: Network, config: TrainConfig, x_train: torch.Tensor,
@@ -207,7 +251,7 @@ def _warm_up_head(network: Network, config: TrainConfig, x_train: torch.Tensor,
                 continue
             check_stop()
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(network(x_train[batch]), y_train[batch]).backward()
+            (loss_fn(network(x_train[batch]), y_train[batch]) / len(batch)).backward()
             optimizer.step()
 
 

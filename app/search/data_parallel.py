@@ -1,0 +1,87 @@
+"""Data-parallel trials across worker processes (see ``app.training.parallel``).
+
+The trial's own process is rank 0: it stores the members' work (architecture, starting
+weights, training configuration and rows) in the artifact store, recruits
+``data_parallel - 1`` members through the broker's search queue with the rendezvous address
+and the work's key and sha256, and trains with those that join in time. A member is any
+worker process on any machine that takes the message: it reads the work from the artifact
+store (checked by digest), joins, trains its share, and leaves. Nothing is shared but the
+broker, the artifact store and the rendezvous connection."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from app.config import Settings
+from app.jobs.queue import JobQueue
+from app.search.run import SearchRun
+from app.storage import get_store
+from app.training.models import Network
+from app.training.parallel import (
+    GroupHost,
+    Rendezvous,
+    pack_member_work,
+    train_as_member,
+    train_with_members,
+)
+from app.training.train import TrainConfig, TrainResult
+
+logger = logging.getLogger(__name__)
+
+COLLECTIVE_S = 600.0  # a batch's gradient exchange that takes longer means a member died
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def work_key(job_id: int, trial: int) -> str:
+    return f"jobs/{job_id}/data-parallel/trial-{trial}.npz"
+
+
+def train_in_group(run: SearchRun, trial: int, network: Network, training: TrainConfig,
+                   on_epoch: Callable[[int, float], None]) -> tuple[TrainResult, int]:
+    """Train ``network`` on ``run.data`` with ``run.spec.data_parallel`` processes in all
+    (fewer: alone); returns the result and how many processes trained it."""
+    settings = run.settings
+    world = run.spec.data_parallel
+    host = GroupHost(world, bind_host=bind_address(settings), device=_device(training),
+                     advertise_host=settings.advertise_host,
+                     join_s=settings.data_parallel_join_s, collective_s=COLLECTIVE_S)
+    key = work_key(run.job_id, trial)
+    stored = run.store.put_bytes(key, pack_member_work(network, run.data, training),
+                                 durable=False)
+    queue = JobQueue(settings)
+    try:
+        for rank in range(1, world):
+            queue.send_member({"job_id": run.job_id, "trial": trial, "rank": rank,
+                               "work_key": key, "work_sha256": stored.sha256,
+                               "rendezvous": host.rendezvous.as_json()})
+        return train_with_members(network, run.data, training, host, on_epoch)
+    finally:
+        run.store.delete(key)  # members read it before they join
+
+
+def bind_address(settings: Settings) -> str:
+    """Listen on loopback while the advertised address is loopback, else everywhere."""
+    return "127.0.0.1" if settings.advertise_host in _LOOPBACK else "0.0.0.0"
+
+
+def _device(training: TrainConfig) -> Any:
+    import torch
+
+    return torch.device(training.device)
+
+
+def run_member(settings: Settings, message: dict[str, Any]) -> None:
+    """The member task: read the work, join rank 0, train a share; a member whose trial
+    has moved on (work deleted, rank 0 gone or training alone) returns quietly."""
+    label = f"job {message['job_id']} trial {message['trial']} rank {message['rank']}"
+    try:
+        payload = get_store(settings).read_bytes(message["work_key"], message["work_sha256"])
+    except FileNotFoundError:
+        logger.info("data-parallel member (%s): the trial no longer needs it", label)
+        return
+    joined = train_as_member(payload, Rendezvous(**message["rendezvous"]),
+                             int(message["rank"]))
+    logger.info("data-parallel member (%s): %s", label,
+                "trained its share" if joined else "no group formed")

@@ -1,0 +1,220 @@
+"""Data-parallel training: one network trained by several processes with torch's
+DistributedDataParallel (gloo on CPU, nccl on CUDA).
+
+Rank 0 is the process that owns the trial. It hosts a TCPStore (the rendezvous) on
+``bind_host`` and a free port and publishes ``Rendezvous`` (address, world size, backend) to
+the members through what the workers already share (the broker message that recruits them;
+the training data travels through the artifact store). Each member announces itself under
+its rank; rank 0 waits ``join_s`` for all of them, then writes one decision: ``go`` (all
+joined: the process group forms) or ``alone`` (someone is missing: rank 0 trains by itself,
+and members that joined, or join later, leave at once). So a member never waits on a group
+that will not form, and a trial never waits longer than ``join_s`` for help.
+
+Every global batch of ``batch_size`` rows is split between the ranks, each rank's loss is
+the sum over its rows scaled by ``world / batch rows``, and DDP averages the gradients: the
+update equals one process's on the whole batch. Networks without dropout or batch norm
+therefore train to the same weights (up to float summation order); with batch norm each
+process normalises its own rows on CPU (SyncBatchNorm on CUDA), and dropout draws per
+process, so those train to close, not equal, results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from app.training.models import Network, architecture_from, architecture_of
+from app.training.train import (
+    TrainConfig,
+    TrainData,
+    TrainResult,
+    load_weights,
+    save_weights,
+    train,
+)
+
+logger = logging.getLogger(__name__)
+
+GO, ALONE = "go", "alone"
+_DECISION = "decision"
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where members find rank 0's store, and the group they form."""
+
+    host: str
+    port: int
+    world: int
+    backend: str  # gloo or nccl
+    device: str  # cpu or cuda: members train where rank 0 does
+    join_s: float
+    collective_s: float
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _member_key(rank: int) -> str:
+    return f"joined/{rank}"
+
+
+class DataParallelGroup:
+    """This process's place in a formed process group."""
+
+    def __init__(self, rank: int, world: int, device: torch.device) -> None:
+        self.rank = rank
+        self.world = world
+        self.device = device
+
+    def wrap(self, network: nn.Module) -> nn.Module:
+        """The module whose forward and backward average gradients over the group (rank
+        0's weights and buffers are broadcast to every member first)."""
+        if self.device.type == "cuda":
+            network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+            return DistributedDataParallel(network, device_ids=[self.device.index or 0])
+        return DistributedDataParallel(network)
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a global batch (every world-th row from its rank)."""
+        return batch[self.rank::self.world]
+
+    def agree_to_stop(self, stop: bool) -> bool:
+        """Rank 0's decision to stop (after its epoch callback) told to every member."""
+        flag = torch.tensor([1 if stop else 0], dtype=torch.int64,
+                            device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    def leave(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class GroupHost:
+    """Rank 0's side: the store, waiting for members, then the group (or training alone)."""
+
+    def __init__(self, world: int, *, bind_host: str, advertise_host: str, device: torch.device,
+                 join_s: float, collective_s: float) -> None:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        self.device = device
+        self.store = dist.TCPStore(bind_host, 0, world, True, wait_for_workers=False,
+                                   timeout=datetime.timedelta(seconds=join_s + collective_s))
+        self.rendezvous = Rendezvous(host=advertise_host, port=int(self.store.port),
+                                     world=world, backend=backend, device=device.type,
+                                     join_s=join_s, collective_s=collective_s)
+
+    def form(self) -> DataParallelGroup | None:
+        """Wait for every member; the group, or None (members told to leave) on timeout."""
+        rendezvous = self.rendezvous
+        keys = [_member_key(rank) for rank in range(1, rendezvous.world)]
+        try:
+            self.store.wait(keys, datetime.timedelta(seconds=rendezvous.join_s))
+        except (RuntimeError, dist.DistError):
+            joined = sum(self.store.check([key]) for key in keys)
+            logger.warning("data-parallel training: %s of %s member processes joined within "
+                           "%.0f s; training in one process", joined, len(keys),
+                           rendezvous.join_s)
+            self.store.set(_DECISION, ALONE)
+            return None
+        self.store.set(_DECISION, GO)
+        return _init_group(self.store, 0, rendezvous, self.device)
+
+
+def join(rendezvous: Rendezvous, rank: int, device: torch.device) -> DataParallelGroup | None:
+    """A member's side: announce ``rank``, wait for rank 0's decision; the group, or None
+    when rank 0 went on alone (or cannot be reached)."""
+    timeout = datetime.timedelta(seconds=rendezvous.join_s + 30)
+    try:
+        store = dist.TCPStore(rendezvous.host, rendezvous.port, rendezvous.world, False,
+                              timeout=timeout)
+        store.set(_member_key(rank), "1")
+        decision = store.get(_DECISION)
+    except (RuntimeError, dist.DistError) as error:
+        logger.warning("data-parallel member %s: rank 0 at %s:%s is gone (%s)", rank,
+                       rendezvous.host, rendezvous.port, error)
+        return None
+    if decision != GO.encode():
+        logger.info("data-parallel member %s: rank 0 trained alone; leaving", rank)
+        return None
+    return _init_group(store, rank, rendezvous, device)
+
+
+def _init_group(store: dist.Store, rank: int, rendezvous: Rendezvous,
+                device: torch.device) -> DataParallelGroup:
+    dist.init_process_group(rendezvous.backend, store=dist.PrefixStore("group", store),
+                            rank=rank, world_size=rendezvous.world,
+                            timeout=datetime.timedelta(seconds=rendezvous.collective_s))
+    return DataParallelGroup(rank, rendezvous.world, device)
+
+
+def train_with_members(network: Network, data: TrainData, config: TrainConfig,
+                       host: GroupHost, on_epoch: Callable[[int, float], None] | None = None,
+                       ) -> tuple[TrainResult, int]:
+    """Rank 0: train with the members that joined (the group's size is returned), or
+    alone when not all of them came in time."""
+    group = host.form()
+    if group is None:
+        return train(network, data, config, on_epoch), 1
+    try:
+        return train(network, data, config, on_epoch, group), group.world
+    finally:
+        group.leave()
+
+
+def train_as_member(payload: bytes, rendezvous: Rendezvous, rank: int) -> bool:
+    """A member: train rank ``rank``'s share with rank 0; False when no group formed."""
+    network, data, config = unpack_member_work(payload)
+    device = torch.device("cpu")
+    if rendezvous.device == "cuda":
+        if not torch.cuda.is_available():
+            logger.warning("data-parallel member %s: rank 0 trains on CUDA and this worker "
+                           "has none; not joining", rank)
+            return False
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    group = join(rendezvous, rank, device)
+    if group is None:
+        return False
+    try:
+        train(network, data, dataclasses.replace(config, device=str(device)), group=group)
+    finally:
+        group.leave()
+    return True
+
+
+def pack_member_work(network: Network, data: TrainData, config: TrainConfig) -> bytes:
+    """What a member needs to train with rank 0, as one npz of arrays and JSON (nothing is
+    unpickled on the member's side): the network's architecture and starting weights, the
+    training configuration and the rows."""
+    spec = {"architecture": architecture_of(network.config),
+            "classification": network.classification, "config": asdict(config)}
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=data.x_train, y_train=data.y_train, x_val=data.x_val,
+             y_val=data.y_val, spec=np.frombuffer(json.dumps(spec).encode(), dtype=np.uint8),
+             weights=np.frombuffer(save_weights(network), dtype=np.uint8))
+    return buffer.getvalue()
+
+
+def unpack_member_work(payload: bytes) -> tuple[Network, TrainData, TrainConfig]:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
+        spec = json.loads(arrays["spec"].tobytes())
+        network = Network(architecture_from(spec["architecture"]), spec["classification"])
+        load_weights(network, arrays["weights"].tobytes())
+        data = TrainData(x_train=arrays["x_train"], y_train=arrays["y_train"],
+                         x_val=arrays["x_val"], y_val=arrays["y_val"])
+    fields = spec["config"]
+    for name in ("frozen", "slow", "head"):
+        fields[name] = tuple(fields[name])
+    return network, data, TrainConfig(**fields)

@@ -82,10 +82,15 @@ class DataParallelGroup:
     def wrap(self, network: nn.Module) -> nn.Module:
         """The module whose forward and backward average gradients over the group (rank
         0's weights and buffers are broadcast to every member first)."""
+        # Buffers (input scaling, batch norm statistics) are not broadcast at every
+        # forward: scaling is identical on every rank, and rank 0's statistics are kept.
+        options: dict[str, Any] = {"forward_sync_buffers": False,
+                                   "gradient_as_bucket_view": True}
         if self.device.type == "cuda":
             network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
-            return DistributedDataParallel(network, device_ids=[self.device.index or 0])
-        return DistributedDataParallel(network)
+            return DistributedDataParallel(network, device_ids=[self.device.index or 0],
+                                           **options)
+        return DistributedDataParallel(network, **options)
 
     def shard(self, batch: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a global batch (every world-th row from its rank)."""

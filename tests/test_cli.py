@@ -26,7 +26,9 @@ def run_kiln(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     ("KILN_MAX_UPLOAD_MB", "lots", "KILN_MAX_UPLOAD_MB: Input should be a valid number"),
     ("KILN_JOB_MAX_ATTEMPTS", "0", "KILN_JOB_MAX_ATTEMPTS: Input should be greater than or "
                                    "equal to 1"),
-    ("KILN_ARTIFACT_URL", "s3://bucket", "KILN_ARTIFACT_URL: only file:// artifact stores"),
+    ("KILN_ARTIFACT_URL", "ftp://host/x", "KILN_ARTIFACT_URL: expected file://PATH or "
+                                          "s3://BUCKET"),
+    ("KILN_DEVICE", "tpu", "KILN_DEVICE: Input should be 'auto', 'cpu' or 'cuda'"),
     ("KILN_DATABASE_URL", "kiln.db", "KILN_DATABASE_URL: expected a SQLAlchemy URL"),
 ])
 def test_bad_setting_stops_serve_naming_the_variable(tmp_path: Path, variable: str, value: str,
@@ -40,6 +42,36 @@ def test_bad_setting_stops_serve_naming_the_variable(tmp_path: Path, variable: s
             load_settings()
         finally:
             del os.environ[variable]
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_an_unreachable_object_store_stops_serve_and_worker(tmp_path: Path, worker: bool) -> None:
+    from tests.e2e_server import free_port
+
+    env = {"KILN_DATA_DIR": str(tmp_path), "KILN_ARTIFACT_URL": "s3://kiln-down/a",
+           "KILN_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+           "KILN_S3_ACCESS_KEY_ID": "id", "KILN_S3_SECRET_ACCESS_KEY": "never-shown-9d2f"}
+    result = (run_kiln("worker", **env) if worker else run_kiln("serve", "--port", "1", **env))
+    assert result.returncode == 2
+    assert "kiln: artifact store: the artifact store s3://kiln-down/a cannot be reached" in \
+        result.stderr
+    assert "never-shown-9d2f" not in result.stderr + result.stdout
+
+
+def test_an_object_store_without_credentials_says_so(tmp_path: Path) -> None:
+    from tests.e2e_server import free_port
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(KILN_DATA_DIR=str(tmp_path), KILN_ARTIFACT_URL="s3://kiln-x/a",
+               KILN_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+               AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")
+    result = subprocess.run([KILN, "migrate"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "has no credentials: set KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY" in \
+        result.stderr
 
 
 def test_defaults_live_in_the_data_dir(tmp_path: Path) -> None:

@@ -55,3 +55,27 @@ def test_data_parallel_over_the_server_limit_is_refused(kiln: KilnServer) -> Non
     assert response.status_code == 422
     assert "search.data_parallel: 9 is over this server's limit of 8" in response.text
     assert too_many.status_code == 422 and "data_parallel" in too_many.text
+
+
+def test_with_no_free_worker_trials_train_alone(tmp_path: Path) -> None:
+    """One worker process: nobody can help, so the first trials wait KILN_DATA_PARALLEL_JOIN_S
+    and train alone, and after two such misses the rest do not wait at all."""
+    server = KilnServer(tmp_path / "data", workers=1, KILN_DATA_PARALLEL_JOIN_S="2")
+    server.start()
+    try:
+        dataset_id = server.upload_dataset(blobs_csv(n_rows=300))
+        with server.client() as client:
+            response = client.post("/v1/jobs", json={
+                "kind": "search", "dataset_id": dataset_id, "model_name": "alone",
+                "search": {"max_trials": 4, "data_parallel": 2, "validation": "holdout",
+                           "space": {"epochs": 2, "n_layers": 1}}})
+            assert response.status_code == 202, response.text
+            job = server.wait_for_job(response.json()["id"])
+            assert job["status"] == "succeeded", (job["error"], server.log_tail())
+            trials = client.get(f"/v1/jobs/{job['id']}/trials").json()
+        assert [t["metrics"]["train_processes"] for t in trials] == [1, 1, 1, 1]
+        log = server.log_path.read_text()
+        assert log.count("data-parallel training: 0 of 1 member processes joined") == 2
+        assert "this worker trains the rest alone" in log
+    finally:
+        server.close()

@@ -26,11 +26,12 @@ from app.training.parallel import (
     train_as_member,
     train_with_members,
 )
-from app.training.train import TrainConfig, TrainResult
+from app.training.train import TrainConfig, TrainResult, train
 
 logger = logging.getLogger(__name__)
 
 COLLECTIVE_S = 600.0  # a batch's gradient exchange that takes longer means a member died
+MISSES_BEFORE_ALONE = 2  # then this process trains its trials alone: nobody is free to help
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -41,7 +42,22 @@ def work_key(job_id: int, trial: int) -> str:
 def train_in_group(run: SearchRun, trial: int, network: Network, training: TrainConfig,
                    on_epoch: Callable[[int, float], None]) -> tuple[TrainResult, int]:
     """Train ``network`` on ``run.data`` with ``run.spec.data_parallel`` processes in all
-    (fewer: alone); returns the result and how many processes trained it."""
+    (fewer: alone); returns the result and how many processes trained it. After
+    ``MISSES_BEFORE_ALONE`` trials in a row that trained alone, this process stops asking
+    (every worker is busy, as with the embedded default's one worker process)."""
+    if run.groups_missed >= MISSES_BEFORE_ALONE:
+        return train(network, run.data, training, on_epoch), 1
+    result, world = _train_in_group(run, trial, network, training, on_epoch)
+    run.groups_missed = run.groups_missed + 1 if world == 1 else 0
+    if run.groups_missed == MISSES_BEFORE_ALONE:
+        logger.warning("job %s: %s data-parallel trials in a row found no free worker "
+                       "processes to help; this worker trains the rest alone",
+                       run.job_id, MISSES_BEFORE_ALONE)
+    return result, world
+
+
+def _train_in_group(run: SearchRun, trial: int, network: Network, training: TrainConfig,
+                    on_epoch: Callable[[int, float], None]) -> tuple[TrainResult, int]:
     settings = run.settings
     world = run.spec.data_parallel
     host = GroupHost(world, bind_host=bind_address(settings), device=_device(training),

@@ -53,6 +53,7 @@ class SearchRun:
     raw_sample: dict[str, Any] | None = None  # raw validation rows (tables with an encoding)
     folds: Folds | None = None  # cross-validation folds (small data), else holdout
     device: str = "cpu"  # where this worker trains (KILN_DEVICE resolved)
+    groups_missed: int = 0  # data-parallel trials in a row whose members did not all come
 
     @property
     def tied_layers(self) -> bool:

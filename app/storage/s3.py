@@ -21,7 +21,7 @@ import boto3
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from app.errors import Unavailable
 from app.storage.base import (
@@ -213,6 +213,10 @@ class S3ArtifactStore(ArtifactStore):
             if str(error.response.get("Error", {}).get("Code", "")) not in _MISSING:
                 raise Unavailable(f"the artifact store {self.url} refused access to bucket "
                                   f"{self.bucket!r}: {error.response.get('Error', {})}") from None
+        except NoCredentialsError:
+            raise Unavailable(f"the artifact store {self.url} has no credentials: set "
+                              "KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY (or AWS_* "
+                              "variables, or give the machine a role)") from None
         except BotoCoreError as error:
             raise Unavailable(f"the artifact store {self.url} cannot be reached "
                               f"({type(error).__name__}: {error})") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -59,10 +58,6 @@ class LoadedModel:
 def rows_in(feeds: Feeds) -> int:
     """How many rows the feeds hold."""
     return len(next(iter(feeds.values())))
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class SessionCache:

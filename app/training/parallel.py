@@ -14,8 +14,8 @@ Every global batch of ``batch_size`` rows is split between the ranks, each rank'
 the sum over its rows scaled by ``world / batch rows``, and DDP averages the gradients: the
 update equals one process's on the whole batch. Networks without dropout or batch norm
 therefore train to the same weights (up to float summation order); with batch norm each
-process normalises its own rows on CPU (SyncBatchNorm on CUDA), and dropout draws per
-process, so those train to close, not equal, results.
+process normalises its own rows (the exported network keeps plain batch norm layers), and
+dropout draws per process, so those train to close, not equal, results.
 """
 
 from __future__ import annotations
@@ -87,7 +87,6 @@ class DataParallelGroup:
         options: dict[str, Any] = {"forward_sync_buffers": False,
                                    "gradient_as_bucket_view": True}
         if self.device.type == "cuda":
-            network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
             return DistributedDataParallel(network, device_ids=[self.device.index or 0],
                                            **options)
         return DistributedDataParallel(network, **options)

@@ -1,7 +1,8 @@
 """Scale-out with no shared disk: a gateway and two workers as separate processes, each
 with its own empty data dir, sharing only PostgreSQL, Redis and an S3-compatible object
 store (a real moto server). A search with parallelism 2 fans its trials over both workers,
-its winner is compressed, a batch prediction runs, and the gateway serves every version:
+its winner is compressed, a data-parallel search trains each trial on both workers, a batch
+prediction runs, and the gateway serves every version:
 every byte one process needs from another travels through the object store."""
 
 from __future__ import annotations
@@ -73,6 +74,17 @@ def test_gateway_and_two_workers_share_no_disk(tmp_path: Path, s3_endpoint: str)
                                         {"method": "prune_structured",
                                          "fine_tune_epochs": 2}]}})
         assert compressed["result"]["versions"], compressed["result"]
+
+        # A data-parallel trial: rank 0 on one worker, its member on the other, the work
+        # passed through the bucket and the rendezvous through the broker's message.
+        together = _post_job(kiln, {
+            "kind": "search", "dataset_id": dataset_id, "model_name": "blobs-ddp",
+            "search": {"max_trials": 2, "data_parallel": 2, "validation": "holdout",
+                       "space": {"n_layers": 1, "width": 32, "epochs": 4, "batch_size": 64,
+                                 "patience": 0}}})
+        with kiln.client() as client:
+            trials = client.get(f"/v1/jobs/{together['id']}/trials").json()
+        assert [trial["metrics"]["train_processes"] for trial in trials] == [2, 2]
 
         rows = [{"f0": 0.5 * i, "f1": -0.25 * i, "f2": 1.0, "f3": i % 3} for i in range(300)]
         body = "f0,f1,f2,f3\n" + "".join(f"{r['f0']},{r['f1']},{r['f2']},{r['f3']}\n"

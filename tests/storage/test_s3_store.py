@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.config import SettingsError, load_settings
 from app.errors import ArtifactCorrupt, Unavailable
 from app.storage import ArtifactCache, get_store
-from app.storage.s3 import S3ArtifactStore
+from app.storage.s3 import S3ArtifactStore, parse_s3_url
 from tests.e2e_server import free_port
 from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, bucket_name
 from tests.storage.test_contract import _tamper
@@ -135,3 +137,20 @@ def test_bad_store_urls_are_named(url: str, message: str, tmp_path: Path) -> Non
     with pytest.raises(SettingsError, match=f"KILN_ARTIFACT_URL: .*{message}") as error:
         load_settings(data_dir=tmp_path, artifact_url=url)
     assert "secret" not in str(error.value) or "credentials" in str(error.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rest=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
+                    max_size=80))
+def test_any_s3_url_is_accepted_whole_or_refused_naming_the_setting(rest: str) -> None:
+    """Whatever follows s3://, settings either take it (and the store can parse it, with
+    no credentials inside) or refuse it with KILN_ARTIFACT_URL named."""
+    url = f"s3://{rest}"
+    try:
+        loaded = load_settings(data_dir=Path("/tmp/kiln-fuzz"), artifact_url=url)
+    except SettingsError as error:
+        assert "KILN_ARTIFACT_URL" in str(error)
+        return
+    bucket, prefix = parse_s3_url(loaded.artifact_url)
+    assert bucket and "@" not in bucket and ":" not in bucket
+    assert ".." not in prefix.split("/")

@@ -37,6 +37,16 @@ def fresh_database(data_dir: Path) -> str:
     return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
 
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class KilnServer:
     """A ``kiln serve`` child process on a free port, with its own data dir and queue."""
 

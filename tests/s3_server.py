@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e_server import free_port
+from tests.e2e_server import free_port, stop_process
 
 ACCESS_KEY_ID = "kiln-test-key"
 SECRET_ACCESS_KEY = "kiln-test-secret-5f1c2a9e"
@@ -41,11 +41,7 @@ def s3_server(log_dir: Path) -> Iterator[str]:
                 time.sleep(0.2)
         yield endpoint
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, grace_s=10)
         log.close()
 
 

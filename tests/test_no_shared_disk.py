@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e_server import BROKER_URL, PG_URL, KilnServer
+from tests.e2e_server import BROKER_URL, PG_URL, KilnServer, stop_process
 from tests.helpers import blobs_csv
 from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, bucket_name, s3_env
 
@@ -116,12 +116,7 @@ def test_gateway_and_two_workers_share_no_disk(tmp_path: Path, s3_endpoint: str)
             assert download.status_code == 200
     finally:
         for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            stop_process(worker)
         kiln.close()
 
     # Nothing lives on a local disk but caches and scratch: the artifacts are in the bucket.

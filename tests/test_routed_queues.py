@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_server import KilnServer
+from tests.e2e_server import KilnServer, stop_process
 from tests.helpers import blobs_csv
 
 KILN = str(Path(sys.executable).with_name("kiln"))
@@ -23,15 +23,6 @@ def start_worker(kiln: KilnServer, queues: str) -> subprocess.Popen[bytes]:
     log = (kiln.data_dir.parent / f"worker-{queues}.log").open("ab")
     return subprocess.Popen([KILN, "worker", "--queues", queues, "--concurrency", "1"],
                             env=kiln.env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def test_each_kind_runs_on_a_worker_that_takes_its_queue(tmp_path: Path,
@@ -67,7 +58,7 @@ def test_each_kind_runs_on_a_worker_that_takes_its_queue(tmp_path: Path,
         assert searched["worker"] != done["worker"]
     finally:
         for process in workers:
-            stop(process)
+            stop_process(process)
         kiln.close()
 
 

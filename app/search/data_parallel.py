@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from app.config import Settings
 from app.jobs.queue import JobQueue
 from app.search.run import SearchRun
@@ -60,7 +62,7 @@ def _train_in_group(run: SearchRun, trial: int, network: Network, training: Trai
                     on_epoch: Callable[[int, float], None]) -> tuple[TrainResult, int]:
     settings = run.settings
     world = run.spec.data_parallel
-    host = GroupHost(world, bind_host=bind_address(settings), device=_device(training),
+    host = GroupHost(world, bind_host=bind_address(settings), device=torch.device(training.device),
                      advertise_host=settings.advertise_host,
                      join_s=settings.data_parallel_join_s, collective_s=COLLECTIVE_S)
     key = work_key(run.job_id, trial)
@@ -80,12 +82,6 @@ def _train_in_group(run: SearchRun, trial: int, network: Network, training: Trai
 def bind_address(settings: Settings) -> str:
     """Listen on loopback while the advertised address is loopback, else everywhere."""
     return "127.0.0.1" if settings.advertise_host in _LOOPBACK else "0.0.0.0"
-
-
-def _device(training: TrainConfig) -> Any:
-    import torch
-
-    return torch.device(training.device)
 
 
 def run_member(settings: Settings, message: dict[str, Any]) -> None:

@@ -6,12 +6,12 @@ import functools
 from pathlib import Path
 
 from app.config import Settings
-from app.storage.base import OUT_OF_SPACE_ERRNOS, ArtifactStore, StoredArtifact, sha256_file
+from app.storage.base import OUT_OF_SPACE_ERRNOS, ArtifactStore, StoredArtifact
 from app.storage.cache import ArtifactCache
 from app.storage.local import LocalArtifactStore
 
 __all__ = ["OUT_OF_SPACE_ERRNOS", "ArtifactCache", "ArtifactStore", "LocalArtifactStore",
-           "StoredArtifact", "get_store", "sha256_file"]
+           "StoredArtifact", "get_store"]
 
 
 def get_store(settings: Settings) -> ArtifactStore:

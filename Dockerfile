@@ -1,4 +1,5 @@
-# The same install as .ci/run: the package with its pinned torch (CPU build) on Python 3.11.
+# The locked install (requirements/main.lock: the versions CI tested, torch's CPU build) of
+# the package on Python 3.11; .ci/run installs the test lock the same way.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -8,12 +9,14 @@ ENV PYTHONUNBUFFERED=1 \
     KILN_DATA_DIR=/data
 
 WORKDIR /srv/modelkiln
+COPY requirements/main.lock ./requirements/
+RUN pip install -r requirements/main.lock
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY workers ./workers
 COPY migrations ./migrations
 COPY modelkiln ./modelkiln
-RUN pip install -e .
+RUN pip install --no-deps -e .
 
 VOLUME ["/data"]
 EXPOSE 8000 8001

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import onnx
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from onnx import TensorProto
 
@@ -48,6 +49,14 @@ def decode_model(data: bytes) -> onnx.ModelProto:
     return model
 
 
+def _is_repeated(descriptor: FieldDescriptor) -> bool:
+    """Whether a field holds a list: ``is_repeated`` on protobuf 6.31 and later (7 dropped
+    ``label``), the label on the releases before it."""
+    if hasattr(descriptor, "is_repeated"):
+        return bool(descriptor.is_repeated)
+    return bool(descriptor.label == FieldDescriptor.LABEL_REPEATED)
+
+
 def _messages(message: Message) -> Iterator[Message]:
     """``message`` and every message nested in it, at any depth, whatever the field:
     graphs of If/Loop/Scan, local functions, sparse tensors, training info, attributes."""
@@ -58,7 +67,7 @@ def _messages(message: Message) -> Iterator[Message]:
         for descriptor, value in current.ListFields():
             if descriptor.message_type is None:
                 continue
-            if descriptor.label == descriptor.LABEL_REPEATED:
+            if _is_repeated(descriptor):
                 stack.extend(value)
             else:
                 stack.append(value)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -118,12 +120,42 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _taken(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be bound now (None: it can), tried as the servers bind it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error
+    return None
+
+
+def _exit_if_ports_taken(host: str, settings: Settings) -> None:
+    """One line naming a port that is taken and the flag that moves it, before anything
+    starts (workers, migrations), rather than a server's traceback."""
+    ports = [(settings.port, "HTTP", "--port N or KILN_PORT=N")]
+    if settings.grpc_port:
+        ports.append((settings.grpc_port, "gRPC inference",
+                      "--grpc-port N or KILN_GRPC_PORT=N (0: no gRPC)"))
+    for port, what, flag in ports:
+        if (error := _taken(host, port)) is not None:
+            reason = "in use" if error.errno == errno.EADDRINUSE else error.strerror
+            print(f"kiln serve: {what} port {port} on {host} is {reason}; "
+                  f"choose another with {flag}", file=sys.stderr)
+            raise SystemExit(1)
+
+
 def serve(args: argparse.Namespace) -> None:
     """Migrate, make sure an admin key exists, start workers, run the gateway."""
     os.environ.setdefault("KILN_GRPC_HOST", args.host)
     if args.grpc_port is not None:
         os.environ["KILN_GRPC_PORT"] = str(args.grpc_port)
+    if args.port is not None:
+        os.environ["KILN_PORT"] = str(args.port)
     settings = _settings_or_exit()
+    _exit_if_ports_taken(args.host, settings)
     _migrate(settings)
     _bootstrap_key(settings)
     warn_about_broker(settings.broker_url)
@@ -141,7 +173,7 @@ def serve(args: argparse.Namespace) -> None:
     # uvicorn shuts down on SIGTERM (docker stop) and then raises the signal again; without
     # a handler that would end the process before ``finally`` stops the workers.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    options: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": "info",
+    options: dict[str, Any] = {"host": args.host, "port": settings.port, "log_level": "info",
                                "access_log": not args.no_access_log,
                                "proxy_headers": args.proxy_headers}
     shared = settings.data_dir / "tmp" / f"gateways-{os.getpid()}"
@@ -229,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gateway and embedded workers")
     serve_cmd.add_argument("--host", default="127.0.0.1")
-    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--port", type=int, help="port of the HTTP API, dashboard and "
+                           "/v2 (default: $KILN_PORT, else 8000)")
     serve_cmd.add_argument("--workers", type=int, default=1,
                            help="worker processes to start (0: gateway only)")
     serve_cmd.add_argument("--gateways", type=int, default=1, help="gateway processes "

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     serving_generation_file: str = Field(default="", description="Set by `kiln serve "
                                          "--gateways N`: the file through which its gateway "
                                          "processes tell each other of writes.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API, "
+                      "dashboard and /v2 in `kiln serve` (`--port` sets it too).")
     grpc_port: int = Field(default=8001, ge=0, le=65535, description="Port of the Open "
                            "Inference Protocol's gRPC service in `kiln serve` (0: off).")
     grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC service binds "

@@ -20,7 +20,7 @@ from app.api.fast_path import InferenceFastPath
 from app.api.grpc_service import grpc_server
 from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS, MAX_FORM_FILES, BodySizeLimit
 from app.config import Settings, get_settings
-from app.db import session_scope
+from app.db import session_scope, utcnow
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap
 from app.serving.directory import ServingDirectory
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
                   form_limits={"max_files": MAX_FORM_FILES, "max_fields": MAX_FORM_FIELDS,
                                "max_part_size": MAX_FORM_FIELD_BYTES})
     app.state.settings = settings
+    app.state.started_at = utcnow()  # what the dashboard's serving counters count from
     app.state.store = get_store(settings)
     app.state.queue = queue
     app.state.sessions = SessionCache(app.state.store, threads=settings.ort_threads,

@@ -71,6 +71,9 @@ class Job:
     result: dict[str, Any] | None
     data: dict[str, Any] = field(repr=False)
     unit: str = "trials"
+    best_metric: str | None = None
+    time_budget_s: float | None = None
+    elapsed_s: float | None = None
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> Job:
@@ -78,7 +81,8 @@ class Job:
         return cls(data["id"], data["kind"], data["status"], data.get("model_name"),
                    progress.get("trials_done", 0), progress.get("trials_total", 0),
                    progress.get("best_value"), data.get("error"), data.get("result"), data,
-                   progress.get("unit", "trials"))
+                   progress.get("unit", "trials"), progress.get("best_metric"),
+                   progress.get("time_budget_s"), progress.get("elapsed_s"))
 
     @property
     def finished(self) -> bool:
@@ -86,7 +90,10 @@ class Job:
 
     @property
     def registered_versions(self) -> list[int]:
-        """The versions the job registered, from its result."""
+        """The versions the job registered, from its result (none for a batch prediction,
+        whose result names the version it used)."""
+        if self.kind == "predict":
+            return []
         result = self.result or {}
         versions = result.get("versions") or []
         found = [v for v in versions if isinstance(v, int)]
@@ -106,6 +113,12 @@ class Model:
     @classmethod
     def of(cls, data: dict[str, Any]) -> Model:
         return cls(data["name"], data["task"], data["latest_version"], data["aliases"], data)
+
+    @property
+    def serving_version(self) -> int:
+        """What a predict naming no version uses (the server decides; see its docs)."""
+        serving = self.data.get("serving_version")
+        return int(serving) if serving is not None else self.latest_version
 
 
 @dataclass(frozen=True)

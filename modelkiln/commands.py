@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import httpx
 
-from modelkiln.client import Client, Job, KilnApiError
+from modelkiln.client import Client, KilnApiError
 from modelkiln.csv_predict import predict_csv
-
-BAR_WIDTH = 30
+from modelkiln.progress import best_text, count_text, time_text, watch_job
+from modelkiln.show import show_dataset, show_job
 
 
 def _client(args: argparse.Namespace) -> Client:
+    if not (args.api_key or os.environ.get("KILN_API_KEY")):
+        raise ValueError("no API key: pass --api-key KEY or set KILN_API_KEY (kiln serve "
+                         "saved an admin key in kiln-data/admin.key)")
     return Client(args.url, args.api_key)
 
 
@@ -33,54 +36,6 @@ def _table(rows: list[list[Any]], header: list[str]) -> None:
     for row in cells:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
               .rstrip())
-
-
-class ProgressBar:
-    """A job's progress on one line, redrawn in place on a terminal (a line per change
-    elsewhere): trials done out of the budget, the best value, the time since it began."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out, self.started = out, time.monotonic()
-        self.live = out.isatty()
-
-    def line(self, job: Job) -> str:
-        elapsed = int(time.monotonic() - self.started)
-        clock = f"{elapsed // 60:02d}:{elapsed % 60:02d}"
-        best = "-" if job.best_value is None else f"{job.best_value:.4g}"
-        if job.trials_total:
-            filled = round(BAR_WIDTH * min(job.trials_done / job.trials_total, 1.0))
-            bar = "#" * filled + "." * (BAR_WIDTH - filled)
-            count = f"{job.trials_done}/{job.trials_total} {job.unit}"
-        else:
-            bar, count = "", f"{job.trials_done} {job.unit}"
-        return f"job {job.id} {job.status:<9} [{bar}] {count}  best {best}  {clock}"
-
-    def show(self, job: Job) -> None:
-        if self.live:
-            self.out.write("\r\033[K" + self.line(job))
-            if job.finished:
-                self.out.write("\n")
-        else:
-            self.out.write(self.line(job) + "\n")
-        self.out.flush()
-
-
-def watch_job(client: Client, job_id: int, out: TextIO = sys.stderr,
-              poll_s: float = 1.0) -> int:
-    """Draw the job's progress until it finishes; say what it registered; 0 if it
-    succeeded, else 1."""
-    bar = ProgressBar(out)
-    job = client.wait(job_id, poll_s=poll_s, on_progress=bar.show)
-    if job.status != "succeeded":
-        print(f"job {job.id} {job.status}: {job.error or 'no reason given'}", file=out)
-        return 1
-    versions = job.registered_versions
-    if job.model_name and versions:
-        listed = ", ".join(f"v{v}" for v in versions)
-        print(f"registered {job.model_name} {listed}")
-    else:
-        print(f"job {job.id} succeeded")
-    return 0
 
 
 def datasets_upload(args: argparse.Namespace) -> int:
@@ -141,9 +96,29 @@ def jobs_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([j.data for j in items])
     else:
-        _table([[j.id, j.kind, j.status, j.model_name, f"{j.trials_done}/{j.trials_total}",
-                 None if j.best_value is None else f"{j.best_value:.4g}"] for j in items],
-               ["ID", "KIND", "STATUS", "MODEL", "TRIALS", "BEST"])
+        _table([[j.id, j.kind, j.status, j.model_name, count_text(j), time_text(j),
+                 best_text(j) if j.best_value is not None else None] for j in items],
+               ["ID", "KIND", "STATUS", "MODEL", "PROGRESS", "TIME", "BEST"])
+    return 0
+
+
+def jobs_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.job(args.job_id)
+    if args.json:
+        _print_json(job.data)
+    else:
+        show_job(job)
+    return 0
+
+
+def datasets_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        dataset = client.dataset(args.dataset_id)
+    if args.json:
+        _print_json(dataset.data)
+    else:
+        show_dataset(dataset.data)
     return 0
 
 
@@ -194,7 +169,7 @@ def predict(args: argparse.Namespace) -> int:
         return _predict_as_job(args, out)
     with _client(args) as client:
         count = predict_csv(client, args.name, args.csv, out, version=args.version,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, probabilities=args.probabilities)
     print(f"{count} rows predicted; written to {out}")
     return 0
 
@@ -204,7 +179,7 @@ def _predict_as_job(args: argparse.Namespace, out: str) -> int:
     with _client(args) as client:
         job = client.submit_batch_prediction(args.name, args.csv, version=args.version,
                                              key_columns=args.key or [])
-        if watch_job(client, job.id) != 0:
+        if watch_job(client, job.id, say_outcome=False) != 0:
             return 1
         client.download_output(job.id, out)
         rows = client.job(job.id).trials_done
@@ -224,7 +199,7 @@ def _common(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespa
 
 def add_commands(commands: Any) -> None:
     """Add the client's commands to the ``kiln`` parser's subcommands."""
-    datasets = commands.add_parser("datasets", help="upload and list datasets")
+    datasets = commands.add_parser("datasets", help="upload, list and show datasets")
     sub = datasets.add_subparsers(dest="action", required=True)
     upload = sub.add_parser("upload", help="upload a CSV")
     upload.add_argument("file")
@@ -235,8 +210,12 @@ def add_commands(commands: Any) -> None:
     listing = sub.add_parser("list", help="list datasets")
     listing.add_argument("--limit", type=int, default=50)
     _common(listing, datasets_list)
+    shown = sub.add_parser("show", help="a dataset's profile: each column's type (and why one "
+                           "is left out), gaps, values; the target; the rows left out")
+    shown.add_argument("dataset_id", type=int)
+    _common(shown, datasets_show)
 
-    jobs = commands.add_parser("jobs", help="submit, watch, list and cancel jobs")
+    jobs = commands.add_parser("jobs", help="submit, watch, list, show and cancel jobs")
     sub = jobs.add_subparsers(dest="action", required=True)
     submit = sub.add_parser("submit", help="submit a search job (or any job as --spec)")
     submit.add_argument("--dataset", type=int)
@@ -258,6 +237,9 @@ def add_commands(commands: Any) -> None:
                                               "cancelled"])
     listing.add_argument("--limit", type=int, default=50)
     _common(listing, jobs_list)
+    shown = sub.add_parser("show", help="one job: status, progress, plan, result or error")
+    shown.add_argument("job_id", type=int)
+    _common(shown, jobs_show)
     cancel = sub.add_parser("cancel", help="cancel a job")
     cancel.add_argument("job_id", type=int)
     _common(cancel, jobs_cancel, json_output=False)
@@ -275,6 +257,8 @@ def add_commands(commands: Any) -> None:
     predicting.add_argument("--out", help="where to write (default: FILE.predictions.csv)")
     predicting.add_argument("--version", type=int)
     predicting.add_argument("--batch-size", type=int, default=1000)
+    predicting.add_argument("--probabilities", action="store_true", help="also write a "
+                            "probability_<class> column per class (a classifier)")
     predicting.add_argument("--job", action="store_true", help="upload the file as a batch "
                             "prediction job on the workers (for large files) and download "
                             "its output")

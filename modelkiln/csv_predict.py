@@ -69,13 +69,13 @@ def _batches(rows: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
 
 
 def predict_csv(client: Client, name: str, source: str | Path, dest: str | Path, *,
-                version: int | None = None, batch_size: int = 1000) -> int:
+                version: int | None = None, batch_size: int = 1000,
+                probabilities: bool = False) -> int:
     """Predict every row of ``source`` with one version of ``name`` (the asked one, else
-    the ``production`` alias, else the newest) and write ``dest``: the same rows with a
-    ``prediction`` column. Returns how many rows were predicted."""
-    model = client.model(name)
-    chosen = client.version(name, version or model.aliases.get("production")
-                            or model.latest_version)
+    the one the server serves by default) and write ``dest``: the same rows with a
+    ``prediction`` column, and with ``probabilities`` one ``probability_<class>`` column per
+    class. Returns how many rows were predicted."""
+    chosen = client.version(name, version or client.model(name).serving_version)
     done = 0
     with Path(source).open(newline="") as src, Path(dest).open("w", newline="") as out:
         rows = csv.reader(src)
@@ -83,12 +83,20 @@ def predict_csv(client: Client, name: str, source: str | Path, dest: str | Path,
         if header is None:
             raise ValueError(f"{source} is empty: expected a header row")
         reader = RowReader(client, chosen, header)
+        labels = chosen.data.get("class_labels") or []
+        if probabilities and not labels:
+            raise ValueError(f"{name} v{chosen.version} is not a classifier: it has no class "
+                             "probabilities to write")
         writer = csv.writer(out)
-        writer.writerow([*header, "prediction"])
+        writer.writerow([*header, "prediction",
+                         *([f"probability_{label}" for label in labels] if probabilities
+                           else [])])
         for batch in _batches(rows, batch_size):
             inputs = [reader.convert(done + offset + 2, row) for offset, row in enumerate(batch)]
             answer = client.predict(name, inputs, version=chosen.version)
-            for row, prediction in zip(batch, answer["predictions"], strict=True):
-                writer.writerow([*row, prediction])
+            scores = answer.get("probabilities") if probabilities else None
+            for index, (row, prediction) in enumerate(zip(batch, answer["predictions"],
+                                                          strict=True)):
+                writer.writerow([*row, prediction, *(scores[index] if scores else [])])
             done += len(batch)
     return done

@@ -129,14 +129,16 @@ def classifier_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def register(settings: Settings, onnx: Path, *, name: str = "flowers",
-             labels: list | None = None, task: str = "classification") -> int:
-    """Store ``onnx`` and register it as the next version of ``name``."""
+             labels: list | None = None, task: str = "classification",
+             source: str = "upload") -> int:
+    """Store ``onnx`` and register it as the next version of ``name`` (as ``source``
+    registers it: upload, search or compression)."""
     store = get_store(settings)
     with session_scope(settings.database_url) as session:
         artifact = store.put_file(f"test/{name}/{onnx.stat().st_mtime_ns}.onnx", onnx)
         outputs = 3 if task == "classification" else 1
         version = register_version(session, name, VersionDraft(
-            task=task, source="upload", artifact=artifact, class_labels=labels,
+            task=task, source=source, artifact=artifact, class_labels=labels,
             signature={"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
                        "outputs": [{"name": "output", "datatype": "FP32",
                                     "shape": [-1, outputs]}]}))

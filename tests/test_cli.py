@@ -33,7 +33,7 @@ def run_kiln(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 ])
 def test_bad_setting_stops_serve_naming_the_variable(tmp_path: Path, variable: str, value: str,
                                                      message: str) -> None:
-    result = run_kiln("serve", "--port", "1", KILN_DATA_DIR=str(tmp_path), **{variable: value})
+    result = run_kiln("serve", KILN_DATA_DIR=str(tmp_path), **{variable: value})
     assert result.returncode == 2
     assert message in result.stderr
     with pytest.raises(SettingsError, match=variable):
@@ -51,7 +51,8 @@ def test_an_unreachable_object_store_stops_serve_and_worker(tmp_path: Path, work
     env = {"KILN_DATA_DIR": str(tmp_path), "KILN_ARTIFACT_URL": "s3://kiln-down/a",
            "KILN_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
            "KILN_S3_ACCESS_KEY_ID": "id", "KILN_S3_SECRET_ACCESS_KEY": "never-shown-9d2f"}
-    result = (run_kiln("worker", **env) if worker else run_kiln("serve", "--port", "1", **env))
+    result = (run_kiln("worker", **env) if worker else
+              run_kiln("serve", "--port", str(free_port()), "--grpc-port", "0", **env))
     assert result.returncode == 2
     assert "kiln: artifact store: the artifact store s3://kiln-down/a cannot be reached" in \
         result.stderr
@@ -72,6 +73,41 @@ def test_an_object_store_without_credentials_says_so(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "has no credentials: set KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY" in \
         result.stderr
+
+
+@pytest.mark.parametrize(("taken", "message"), [
+    ("http", "kiln serve: HTTP port {port} on 127.0.0.1 is in use; choose another with "
+             "--port N or KILN_PORT=N"),
+    ("grpc", "kiln serve: gRPC inference port {port} on 127.0.0.1 is in use; choose another "
+             "with --grpc-port N or KILN_GRPC_PORT=N (0: no gRPC)")])
+def test_a_taken_port_is_one_line_naming_the_flag(tmp_path: Path, taken: str,
+                                                  message: str) -> None:
+    import socket
+
+    from tests.e2e_server import free_port
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        http, grpc = (port, free_port()) if taken == "http" else (free_port(), port)
+        result = run_kiln("serve", "--port", str(http), KILN_DATA_DIR=str(tmp_path / "data"),
+                          KILN_GRPC_PORT=str(grpc))
+    assert result.returncode == 1
+    assert result.stderr.strip() == message.format(port=port)
+    assert not (tmp_path / "data").exists()  # nothing started, nothing migrated
+
+
+def test_kiln_port_sets_the_http_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_kiln("serve", KILN_DATA_DIR=str(tmp_path), KILN_PORT=str(port),
+                          KILN_GRPC_PORT="0")
+    assert result.returncode == 1 and f"HTTP port {port} " in result.stderr
 
 
 def test_defaults_live_in_the_data_dir(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from modelkiln import Client, KilnApiError, predict_csv
 from modelkiln.client import Job
-from modelkiln.commands import ProgressBar
+from modelkiln.progress import ProgressBar
 from tests.e2e_server import KilnServer
 from tests.helpers import mixed_table
 
@@ -57,6 +57,21 @@ def test_upload_submit_watch_show_and_predict_from_the_terminal(
 
     listed = run(kiln, "jobs", "list")
     assert listed.returncode == 0 and "succeeded" in listed.stdout and "people" in listed.stdout
+    header = listed.stdout.splitlines()[0].split()
+    assert header == ["ID", "KIND", "STATUS", "MODEL", "PROGRESS", "TIME", "BEST"]
+    assert "3/3 trials" in listed.stdout and " accuracy" in listed.stdout
+    job_id = submitted.stderr.split()[1]
+    shown_job = run(kiln, "jobs", "show", job_id)
+    assert shown_job.returncode == 0, shown_job.stderr
+    lines = dict(line.split(None, 1) for line in shown_job.stdout.splitlines())
+    assert lines["status"] == "succeeded" and lines["registered"] == "v1"
+    assert lines["progress"] == "3/3 trials" and lines["algorithm"] == "random"
+    assert lines["objectives"].startswith("accuracy (maximize)")
+    assert "accuracy=" in lines["test"]  # "test metrics  accuracy=..."
+    shown_dataset = run(kiln, "datasets", "show", str(dataset_id))
+    assert shown_dataset.returncode == 0, shown_dataset.stderr
+    assert "COLUMN" in shown_dataset.stdout and "target classes: " in shown_dataset.stdout
+    assert "\nrows     240\n" in shown_dataset.stdout
     shown = run(kiln, "models", "show", "people")
     assert shown.returncode == 0, shown.stderr
     assert "v1" in shown.stdout and "accuracy=" in shown.stdout and "KiB" in shown.stdout
@@ -71,11 +86,32 @@ def test_upload_submit_watch_show_and_predict_from_the_terminal(
     assert len(scored) == 240 and {row["prediction"] for row in scored} <= {"yes", "no"}
     right = sum(row["prediction"] == row["label"] for row in scored)
     assert right / len(scored) > 0.75  # the rows it learned from, gaps included
+    with_scores = tmp_path / "scores.csv"
+    scored_too = run(kiln, "predict", "people", "--csv", str(table), "--out", str(with_scores),
+                     "--probabilities")
+    assert scored_too.returncode == 0, scored_too.stderr
+    rows = list(csv.DictReader(with_scores.open()))
+    labels = [name for name in rows[0] if name.startswith("probability_")]
+    assert sorted(labels) == ["probability_no", "probability_yes"]
+    for row in rows[:20]:
+        assert abs(sum(float(row[name]) for name in labels) - 1) < 1e-4
+        assert row["prediction"] == max(labels, key=lambda n: float(row[n]))[12:]
 
+    batch_out = tmp_path / "batch.csv"
+    as_job = run(kiln, "predict", "people", "--csv", str(table), "--out", str(batch_out),
+                 "--job")
+    assert as_job.returncode == 0, as_job.stderr
+    assert "registered" not in as_job.stdout
+    assert as_job.stdout.strip().startswith("240 rows predicted by job ")
+
+    rerun = run(kiln, "jobs", "watch", job_id)
+    assert rerun.returncode == 0 and rerun.stdout == "registered people v1\n"
     with Client(kiln.url, kiln.key) as client:
-        finished = client.jobs(status="succeeded")[0]
-    rerun = run(kiln, "jobs", "watch", str(finished.id))
-    assert rerun.returncode == 0 and "registered people v1" in rerun.stdout
+        batch_job = client.jobs(status="succeeded")[0]
+    assert batch_job.kind == "predict"
+    rewatched = run(kiln, "jobs", "watch", str(batch_job.id))
+    assert rewatched.stdout == f"job {batch_job.id} predicted 240 rows with people v1\n"
+    assert "240/240 rows" in rewatched.stderr and "best" not in rewatched.stderr
 
 
 def test_refusals_are_one_line_with_the_servers_message(kiln: KilnServer,
@@ -96,7 +132,9 @@ def test_refusals_are_one_line_with_the_servers_message(kiln: KilnServer,
     assert spec.returncode == 1 and "(422)" in spec.stderr
     no_key = subprocess.run([KILN, "jobs", "list"], capture_output=True, text=True,
                             env={k: v for k, v in os.environ.items() if k != "KILN_API_KEY"})
-    assert no_key.returncode == 1 and "KILN_API_KEY" in no_key.stderr
+    assert no_key.returncode == 1
+    assert no_key.stderr.strip() == ("kiln: no API key: pass --api-key KEY or set KILN_API_KEY "
+                                     "(kiln serve saved an admin key in kiln-data/admin.key)")
     unreachable = subprocess.run([KILN, "jobs", "list", "--url", "http://127.0.0.1:9",
                                   "--api-key", "k"], capture_output=True, text=True)
     assert unreachable.returncode == 1 and "cannot talk to the gateway" in unreachable.stderr
@@ -135,3 +173,15 @@ def test_the_progress_bar_redraws_one_line_on_a_terminal() -> None:
     text = screen.getvalue()
     assert text.count("\r\033[K") == 3 and text.endswith("\n") and text.count("\n") == 1
     assert "[" + "#" * 15 + "." * 15 + "] 2/4 trials  best 0.7" in text
+
+
+def test_a_time_limited_search_shows_its_time_not_an_empty_bar() -> None:
+    screen = io.StringIO()
+    bar = ProgressBar(screen)
+    bar.show(Job.of({"id": 3, "kind": "search", "model_name": "m", "error": None,
+                     "result": None, "status": "running", "progress": {
+                         "trials_done": 13, "trials_total": 0, "best_value": 0.91,
+                         "best_metric": "accuracy", "time_budget_s": 45,
+                         "elapsed_s": 30}}))
+    assert screen.getvalue() == ("job 3 running   [" + "#" * 20 + "." * 10 + "] 13 trials  "
+                                 "best 0.91 accuracy  00:30/00:45\n")

@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Body, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from app import idempotency
 from app.api.deps import (
@@ -25,7 +26,8 @@ from app.api.schemas import CompressionReport, JobProgress, JobRead, Page, Paret
 from app.api.uploads import spooled_upload
 from app.batch import submit as batch
 from app.batch.output import MEDIA_TYPES, output_file
-from app.errors import InvalidInput
+from app.db import utcnow
+from app.errors import InvalidInput, KilnError
 from app.jobs import service
 from app.jobs.spec import PROGRESS_UNITS, CompressJobCreate, PredictJobCreate, SearchJobCreate
 from app.tables import Job, JobStatus
@@ -33,13 +35,36 @@ from app.tables import Job, JobStatus
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1_ERRORS)
 
 
-def job_read(job: Job) -> JobRead:
+def best_metric(session: Session, job: Job) -> str | None:
+    """The metric a search's ``best_value`` is in (its first objective)."""
+    if job.kind != "search":
+        return None
+    try:
+        objectives = service.objectives_of(session, job)
+    except KilnError:  # its dataset or source version is gone: the number stays unnamed
+        return None
+    return objectives[0]["metric"] if objectives else None
+
+
+def job_progress(job: Job, metric: str | None = None) -> JobProgress:
+    """Counts, best value (in ``metric``), and for a search given ``timeout_s`` its time:
+    budget and spent."""
+    budget = (job.spec.get("search") or {}).get("timeout_s") if job.kind == "search" else None
+    elapsed = None
+    if job.started_at is not None:
+        elapsed = max(0.0, ((job.finished_at or utcnow()) - job.started_at).total_seconds())
+    return JobProgress(trials_done=job.trials_done, trials_total=job.trials_total,
+                       best_value=job.best_value, best_metric=metric,
+                       unit=PROGRESS_UNITS.get(job.kind, "trials"), time_budget_s=budget,
+                       elapsed_s=elapsed)
+
+
+def job_read(job: Job, session: Session | None = None) -> JobRead:
+    """A job as the API shows it; with ``session``, ``best_value``'s metric is named."""
+    metric = best_metric(session, job) if session is not None else None
     return JobRead(
         id=job.id, kind=job.kind, status=job.status, dataset_id=job.dataset_id,
-        model_name=job.model_name, spec=job.spec,
-        progress=JobProgress(trials_done=job.trials_done, trials_total=job.trials_total,
-                             best_value=job.best_value,
-                             unit=PROGRESS_UNITS.get(job.kind, "trials")),
+        model_name=job.model_name, spec=job.spec, progress=job_progress(job, metric),
         attempt=job.attempt, max_attempts=job.max_attempts, worker=job.worker, error=job.error,
         result=job.result, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, updated_at=job.updated_at)
@@ -60,14 +85,14 @@ def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep, stor
         return service.submit_job(session, queue, settings, spec)
 
     if idempotency_key is None:
-        return job_read(submit())
+        return job_read(submit(), session)
     keyed = idempotency.KeyedRequest(
         api_key_id=principal.key_id, route="POST /v1/jobs", key=idempotency_key,
         body_hash=idempotency.fingerprint(orjson.dumps(spec.model_dump(mode="json"),
                                                        option=orjson.OPT_SORT_KEYS)))
     earlier = idempotency.earlier_answer(session, keyed)
     if earlier is None:
-        read = job_read(submit())
+        read = job_read(submit(), session)
         earlier = idempotency.Answer(202, read.model_dump(mode="json", by_alias=True))
         idempotency.remember(session, keyed, earlier)
     return JSONResponse(earlier.body, status_code=earlier.status_code)
@@ -111,13 +136,14 @@ def list_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 
               status: JobStatus | None = None) -> Page[JobRead]:
     """Jobs, newest first."""
     rows, total = service.list_jobs(session, limit=limit, offset=offset, status=status)
-    return Page(items=[job_read(row) for row in rows], total=total, limit=limit, offset=offset)
+    return Page(items=[job_read(row, session) for row in rows], total=total, limit=limit,
+                offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobRead, dependencies=[ReadAccess])
 def get_job(session: SessionDep, job_id: IdPath) -> JobRead:
     """One job with its progress, error or result."""
-    return job_read(service.get_job(session, job_id))
+    return job_read(service.get_job(session, job_id), session)
 
 
 @router.get("/{job_id}/trials", response_model=list[TrialRead], dependencies=[ReadAccess])

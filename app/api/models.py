@@ -19,7 +19,9 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=V1_ERRORS)
 
 
 def model_read(session: Session, model: Model) -> ModelRead:
+    serving = service.default_serving_version(session, model)
     return ModelRead(name=model.name, task=model.task, latest_version=model.latest_version,
+                     serving_version=None if serving is None else serving.version,
                      aliases=service.model_aliases(session, model), tags=model.tags or {},
                      serving=ServingOptions(**model.serving) if model.serving else None,
                      created_at=model.created_at,

@@ -47,8 +47,15 @@ class JobProgress(BaseModel):
     trials_done: int = Field(description="Work done, counted in 'unit'.")
     trials_total: int = Field(description="Work planned, counted in 'unit' (0: not known yet).")
     best_value: float | None
+    best_metric: str | None = Field(default=None, description="What best_value measures: a "
+                                    "search's first objective (accuracy, rmse, ...).")
     unit: str = Field(default="trials", description="What the counts count: trials (search), "
                       "steps (compress) or rows (predict).")
+    time_budget_s: float | None = Field(default=None, description="A search's time budget "
+                                        "(search.timeout_s); with trials_total 0 the search "
+                                        "runs until it is spent.")
+    elapsed_s: float | None = Field(default=None, description="Seconds since the job "
+                                    "started (to its end, once it has finished).")
 
 
 class JobRead(BaseModel):
@@ -172,6 +179,11 @@ class ModelRead(BaseModel):
     name: str
     task: str
     latest_version: int
+    serving_version: int | None = Field(default=None, description="The version a predict "
+                                        "that names none uses: the production alias, else "
+                                        "the newest live version a search or an upload "
+                                        "registered (compression variants serve only when "
+                                        "asked for or promoted). None: no live version.")
     aliases: dict[str, int]
     tags: dict[str, str]
     serving: ServingOptions | None = None

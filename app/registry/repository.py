@@ -64,11 +64,13 @@ class VersionRepository:
         return self.session.scalar(select(ModelVersion).where(
             ModelVersion.model_id == model_id, ModelVersion.version == number))
 
-    def latest_live(self, model_id: int) -> ModelVersion | None:
-        return self.session.scalar(
-            select(ModelVersion)
-            .where(ModelVersion.model_id == model_id, ModelVersion.status == VersionStatus.LIVE)
-            .order_by(ModelVersion.version.desc()).limit(1))
+    def latest_live(self, model_id: int, *, sources: tuple[str, ...] = ()) -> ModelVersion | None:
+        """The newest live version (of those ``sources`` registered, when given)."""
+        query = select(ModelVersion).where(ModelVersion.model_id == model_id,
+                                           ModelVersion.status == VersionStatus.LIVE)
+        if sources:
+            query = query.where(ModelVersion.source.in_(sources))
+        return self.session.scalar(query.order_by(ModelVersion.version.desc()).limit(1))
 
     def alias_target(self, model_id: int, alias: str) -> ModelVersion | None:
         return self.session.scalar(

@@ -14,6 +14,10 @@ from app.storage import StoredArtifact
 from app.tables import Model, ModelVersion, Trial, VersionStatus
 
 PRODUCTION_ALIAS = "production"
+# What serves a request that names no version when no ``production`` alias is set: the newest
+# live version a search or an upload registered. A compression job's variants never take
+# over serving on their own; promote one by pointing ``production`` at it.
+UNPROMOTED_SOURCES = ("search", "upload")
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,19 @@ def model_aliases(session: Session, model: Model) -> dict[str, int]:
     return VersionRepository(session).aliases_of(model.id)
 
 
+def default_serving_version(session: Session, model: Model) -> ModelVersion | None:
+    """What serves ``model`` when a request names no version: the ``production`` alias,
+    else the newest live version a search or an upload registered, else (a model made only
+    of compression variants) its newest live version."""
+    versions = VersionRepository(session)
+    return (versions.alias_target(model.id, PRODUCTION_ALIAS)
+            or versions.latest_live(model.id, sources=UNPROMOTED_SOURCES)
+            or versions.latest_live(model.id))
+
+
 def resolve_serving_version(session: Session, name: str, number: int | None) -> ModelVersion:
-    """The version a request should use: the one asked for, else ``production``, else newest."""
+    """The version a request should use: the one asked for, else what serves by default
+    (``default_serving_version``)."""
     model = get_model(session, name)
     versions = VersionRepository(session)
     if number is not None:
@@ -92,8 +107,7 @@ def resolve_serving_version(session: Session, name: str, number: int | None) -> 
         if version is None:
             raise NotFound(f"model {name!r} has no version {number}")
     else:
-        version = versions.alias_target(model.id, PRODUCTION_ALIAS) or versions.latest_live(
-            model.id)
+        version = default_serving_version(session, model)
         if version is None:
             raise NotFound(f"model {name!r} has no live version")
     if version.status != VersionStatus.LIVE:

@@ -34,6 +34,8 @@ from app.ui.session import Viewer, forget_key, keep_key, principal_for, same_sit
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.undefined = StrictUndefined  # a misspelt field fails loudly, never blank
+templates.env.filters["clock"] = lambda seconds: _clock(float(seconds))
+templates.env.globals["progress_share"] = lambda job: _progress_share(job)
 router = APIRouter(prefix="/ui", include_in_schema=False)
 ViewerDep = Annotated[Viewer, Depends(viewer)]
 FRAGMENT_HEADER = "x-kiln-fragment"  # the page's script asks for the live part only
@@ -46,12 +48,25 @@ def _page(request: Request, template: str, viewer: Viewer | None, **context: Any
         headers={"Cache-Control": "no-store"})
 
 
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
 def _elapsed(job: JobRead) -> str:
-    if job.started_at is None:
-        return "-"
-    end = job.finished_at or utcnow()
-    seconds = int((end - job.started_at).total_seconds())
-    return f"{seconds // 60}:{seconds % 60:02d}"
+    return "-" if job.progress.elapsed_s is None else _clock(job.progress.elapsed_s)
+
+
+def _progress_share(job: JobRead) -> float:
+    """How far along the job is, 0 to 1: its count out of the total, or for a search with a
+    time budget the time spent, whichever is nearer its end."""
+    if job.status == JobStatus.SUCCEEDED:
+        return 1.0
+    progress = job.progress
+    shares = [progress.trials_done / progress.trials_total if progress.trials_total else 0.0]
+    if progress.time_budget_s:
+        shares.append((progress.elapsed_s or 0.0) / progress.time_budget_s)
+    return min(1.0, max(shares))
 
 
 @router.get("", response_class=RedirectResponse)
@@ -90,7 +105,7 @@ def logout(request: Request) -> Response:
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
     rows, total = jobs.list_jobs(session, limit=100, offset=0)
-    items = [job_read(row) for row in rows]
+    items = [job_read(row, session) for row in rows]
     return _page(request, "jobs.html", viewer, jobs=items, total=total, live=True,
                  elapsed={item.id: _elapsed(item) for item in items})
 
@@ -99,7 +114,7 @@ def jobs_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Respo
 def job_page(request: Request, session: SessionDep, viewer: ViewerDep,
              job_id: IdPath) -> Response:
     row = jobs.get_job(session, job_id)
-    job = job_read(row)
+    job = job_read(row, session)
     trials = [TrialRead.model_validate(trial) for trial in jobs.list_trials(session, job_id)]
     objectives = jobs.objectives_of(session, row)
     figures: dict[str, charts.Figure] = {}
@@ -201,6 +216,8 @@ def dataset_page(request: Request, session: SessionDep, viewer: ViewerDep,
 
 @router.get("/serving", response_class=HTMLResponse)
 def serving_page(request: Request, viewer: ViewerDep) -> Response:
+    started: datetime = request.app.state.started_at
     return _page(request, "serving.html", viewer, live=True,
                  rows=serving_rows(request.app.state.metrics.registry),
-                 now=datetime.now().strftime("%H:%M:%S"))
+                 started=started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                 uptime=_clock((utcnow() - started).total_seconds()))

@@ -26,6 +26,23 @@ def served(client: TestClient, headers: dict) -> tuple[int, object]:
     return body["version"], body["predictions"][0]
 
 
+def test_without_production_compression_variants_never_take_over_serving(
+        client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path) -> None:
+    register(settings, classifier_onnx, labels=["a1", "b1", "c1"], source="search")
+    register(settings, classifier_onnx, labels=["a2", "b2", "c2"], source="compression")
+    register(settings, classifier_onnx, labels=["a3", "b3", "c3"], source="compression")
+    assert served(client, admin) == (1, "c1")  # the searched one, not the newer variants
+    assert client.get("/v1/models/flowers", headers=admin).json()["serving_version"] == 1
+    assert client.post("/v1/models/flowers/predict?version=3", headers=admin,
+                       json=ROW).json()["predictions"] == ["c3"]
+    client.put("/v1/models/flowers/aliases/production", headers=admin, json={"version": 2})
+    assert served(client, admin) == (2, "c2")  # promoted on purpose
+    assert client.get("/v1/models/flowers", headers=admin).json()["serving_version"] == 2
+    register(settings, classifier_onnx, labels=["a4", "b4", "c4"], source="search")
+    client.delete("/v1/models/flowers/aliases/production", headers=admin)
+    assert served(client, admin) == (4, "c4")  # the newest searched one
+
+
 def test_production_alias_decides_what_serves(client: TestClient, admin: dict,
                                               two_versions: None) -> None:
     assert served(client, admin) == (2, "c2")  # no alias: the newest live version

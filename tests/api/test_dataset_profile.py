@@ -3,6 +3,7 @@ and counted."""
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi.testclient import TestClient
 
 from tests.api.test_datasets import upload
@@ -101,3 +102,43 @@ def test_columns_override_types_and_drops(client: TestClient, admin: dict) -> No
                                  "reason": "ignored as asked", "missing": 0, "distinct": None,
                                  "min": None, "mean": None, "max": None, "top": None,
                                  "earliest": None, "latest": None}
+
+
+def test_numeric_ids_and_single_value_columns_are_left_out_with_the_reason(
+        client: TestClient, admin: dict) -> None:
+    rng = np.random.default_rng(4)
+    rownames = rng.permutation(np.arange(1, 121))[:80]  # what a shuffled 2/3 split leaves
+    customer = rng.choice(np.arange(10_000, 99_999), size=80, replace=False)
+    rows = [[int(name), int(cid), "EU", 7, float(x), "yes" if x > 0 else "no"]
+            for name, cid, x in zip(rownames, customer, rng.normal(size=80), strict=True)]
+    status, body = upload(client, admin, csv_bytes(
+        ["rownames", "customer_id", "region", "version", "x", "label"], rows))
+    assert status == 201, body
+    columns = {column["name"]: column for column in body["profile"]["columns"]}
+    assert columns["x"]["type"] == "numeric"
+    for name in ("rownames", "customer_id"):
+        assert columns[name]["type"] == "ignored", columns[name]
+        assert columns[name]["reason"].startswith("an ID: whole numbers, a different one in "
+                                                  "each of 80 rows")
+        assert f'columns={{"{name}": "numeric"}}' in columns[name]["reason"]
+    assert columns["region"]["reason"] == "one value ('EU') in every row: nothing to learn from"
+    assert columns["version"]["reason"] == "one value (7) in every row: nothing to learn from"
+
+
+def test_an_id_column_given_as_numeric_is_kept(client: TestClient, admin: dict) -> None:
+    rows = [[int(i) * 7 % 101, float(i % 5), "a" if i % 2 else "b"] for i in range(60)]
+    response = client.post(
+        "/v1/datasets", headers=admin, data={"target": "label", "columns": '{"id": "numeric"}'},
+        files={"file": ("ids.csv", csv_bytes(["id", "x", "label"], rows), "text/csv")})
+    assert response.status_code == 201, response.text
+    assert response.json()["profile"]["columns"][0]["type"] == "numeric"
+
+
+def test_measurements_that_happen_to_be_distinct_integers_stay_features(
+        client: TestClient, admin: dict) -> None:
+    rng = np.random.default_rng(5)
+    income = rng.choice(np.arange(20_000, 200_000), size=60, replace=False)
+    rows = [[int(value), "hi" if value > 100_000 else "lo"] for value in income]
+    status, body = upload(client, admin, csv_bytes(["income", "label"], rows))
+    assert status == 201, body
+    assert body["profile"]["columns"][0]["type"] == "numeric"

@@ -51,9 +51,21 @@ def test_submit_commits_then_enqueues_by_task_name(client: TestClient, admin: di
     job = response.json()
     assert job["status"] == "queued"
     assert job["progress"] == {"trials_done": 0, "trials_total": 3, "best_value": None,
-                               "unit": "trials"}
+                               "best_metric": "accuracy", "unit": "trials",
+                               "time_budget_s": None, "elapsed_s": None}
     assert broker_messages(settings) == [{"task": "kiln.search", "args": [job["id"]]}]
     assert client.get(f"/v1/jobs/{job['id']}", headers=admin).json()["status"] == "queued"
+
+
+def test_a_time_only_search_counts_no_trial_total_and_tells_its_budget(
+        client: TestClient, admin: dict) -> None:
+    dataset_id = make_dataset(client, admin)
+    body = job_body(dataset_id)
+    body["search"] = {"timeout_s": 45}
+    job = client.post("/v1/jobs", headers=admin, json=body).json()
+    assert job["progress"]["trials_total"] == 0  # it runs until the 45 s are spent
+    assert job["progress"]["time_budget_s"] == 45
+    assert job["spec"]["search"]["max_trials"] == 1000  # the ceiling chosen for it
 
 
 BAD_JOBS = [

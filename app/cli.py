@@ -105,8 +105,10 @@ class WorkerSupervisor(threading.Thread):
         process = self.process
         if process is None or process.poll() is not None:
             return
+        # To the worker's main process only: it stops its pool children itself (a warm
+        # shutdown). A signal to the whole group would kill them under it, logged as errors.
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+            os.kill(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=WORKER_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
@@ -154,6 +156,7 @@ def serve(args: argparse.Namespace) -> None:
         os.environ["KILN_GRPC_PORT"] = str(args.grpc_port)
     if args.port is not None:
         os.environ["KILN_PORT"] = str(args.port)
+    os.environ["KILN_EMBEDDED_WORKERS"] = str(max(0, args.workers))
     settings = _settings_or_exit()
     _exit_if_ports_taken(args.host, settings)
     _migrate(settings)

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
                                          "processes tell each other of writes.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API, "
                       "dashboard and /v2 in `kiln serve` (`--port` sets it too).")
+    embedded_workers: int = Field(default=0, ge=0, le=1024, description="Set by `kiln "
+                                  "serve`: the worker processes it runs beside the gateway "
+                                  "(0: the workers run elsewhere, their number unknown "
+                                  "here). A time-only search runs at most this many trials "
+                                  "at once.")
     grpc_port: int = Field(default=8001, ge=0, le=65535, description="Port of the Open "
                            "Inference Protocol's gRPC service in `kiln serve` (0: off).")
     grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC service binds "

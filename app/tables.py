@@ -61,7 +61,8 @@ FINAL_JOB_STATES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 class TrialState(StrEnum):
     """Lifecycle of one trial; ``lost``: its worker stopped heartbeating while it ran;
-    ``infeasible``: it broke a constraint (before training when the architecture shows it)."""
+    ``infeasible``: it broke a constraint (before training when the architecture shows it);
+    ``stopped``: cut off by a time limit (the search's budget or its own), a normal end."""
 
     RUNNING = "running"
     COMPLETE = "complete"
@@ -69,6 +70,7 @@ class TrialState(StrEnum):
     FAILED = "failed"
     LOST = "lost"
     INFEASIBLE = "infeasible"
+    STOPPED = "stopped"
 
 
 class VersionStatus(StrEnum):

@@ -220,5 +220,8 @@ def test_sigterm_stops_the_workers_too(tmp_path: Path) -> None:
         kiln.process.send_signal(signal.SIGTERM)
         kiln.process.wait(timeout=60)
         assert all(process_gone(pid) for pid in workers)
+        log = kiln.log_path.read_text(errors="replace")
+        assert "Warm shutdown" in log
+        assert "ERROR" not in log, log[-3000:]  # a normal stop is not an error
     finally:
         kiln.close()

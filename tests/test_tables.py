@@ -115,6 +115,23 @@ def test_the_winner_takes_raw_columns(server: KilnServer, searched: dict[str, An
     assert searched["metrics"]["onnx_max_abs_diff"] <= 1e-4
 
 
+def test_the_example_request_is_built_from_the_signature_and_predicts(
+        server: KilnServer, searched: dict[str, Any]) -> None:
+    number = searched["version"]
+    with server.client() as client:
+        example = client.get(f"/v1/models/penguins/versions/{number}/example")
+        assert example.status_code == 200, example.text
+        [record] = example.json()["inputs"]
+        assert "id" not in record  # an identifier: never read, so not in the example
+        assert record["island"] in {"Biscoe", "Dream", "Torgersen"}  # the most frequent
+        assert isinstance(record["bill_length_mm"], float) and 38 < record["bill_length_mm"] < 50
+        assert record["observed"].startswith("2023-")
+        answer = client.post(f"/v1/models/penguins/predict?version={number}",
+                             json=example.json())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"][0] in {"Adelie", "Chinstrap", "Gentoo"}
+
+
 def test_records_with_gaps_are_predicted_as_the_file_alone_predicts(
         server: KilnServer, searched: dict[str, Any], held_out: list[dict[str, Any]]) -> None:
     response = predict(server, held_out, version=searched["version"])

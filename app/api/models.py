@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 from app.api.deps import ReadAccess, SessionDep, StoreDep
 from app.api.errors_schema import V1_ERRORS
 from app.api.params import IdPath, ModelName, Offset
-from app.api.schemas import ModelRead, Page, ServingOptions, VersionRead
+from app.api.schemas import ModelRead, Page, PredictRequest, ServingOptions, VersionRead
 from app.registry import service
+from app.registry.examples import version_example
 from app.tables import Model, ModelVersion
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=V1_ERRORS)
@@ -71,6 +72,17 @@ def list_versions(session: SessionDep, name: ModelName,
 def get_version(session: SessionDep, name: ModelName, version: IdPath) -> VersionRead:
     """One version: metrics, signature, labels and lineage."""
     return version_read(session, name, service.get_version(session, name, version))
+
+
+@router.get("/{name}/versions/{version}/example", response_model=PredictRequest,
+            dependencies=[ReadAccess], summary="A ready predict request for this version")
+def predict_example(session: SessionDep, name: ModelName, version: IdPath) -> PredictRequest:
+    """A body for ``POST /v1/models/{name}/predict?version={version}`` built from the
+    version's signature: for a table model one record with every column it reads (a
+    typical value from its dataset's profile: the mean, the most frequent category, the
+    earliest date), else one row of numbers. Send it as it is, or change the values."""
+    row = service.get_version(session, name, version)
+    return PredictRequest.model_validate(version_example(session, row))
 
 
 @router.get("/{name}/versions/{version}/artifact", dependencies=[ReadAccess],

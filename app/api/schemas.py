@@ -229,10 +229,25 @@ class TagsPatch(BaseModel):
     tags: dict[str, str | None] = Field(description="Keys to set; a null value deletes one.")
 
 
-class PredictRequest(BaseModel):
-    """Rows of feature values, in the dataset's column order (target excluded)."""
+Record = dict[str, float | str | bool | None]
 
-    inputs: list[list[float]] = Field(examples=[[[0.0, 1.5, 3.0]]])
+
+class PredictRequest(BaseModel):
+    """The rows to predict, in one of two forms. **Records** (every model trained on a
+    table, and any model whose signature lists one input per column): one object per row,
+    keyed by column name; a number for a numeric column, text for a categorical or date
+    column (ISO 8601), ``null`` or an absent key for a gap; columns the model ignores may
+    be sent and are not read. **Rows of numbers** (a model of one float tensor, such as an
+    uploaded ONNX file, or a table whose columns are all numeric): one list per row, in the
+    signature's order. ``GET /v1/models/{name}/versions/{v}/example`` gives a ready body
+    for a version, built from its signature."""
+
+    inputs: list[Record] | list[list[float]] = Field(
+        description="One record per row ({\"column\": value | null}), or one list of "
+                    "numbers per row.",
+        examples=[[{"island": "Biscoe", "bill_length_mm": 48.1, "flipper_mm": 207,
+                    "sex": None, "observed": "2023-06-01"}],
+                  [[5.1, 3.5, 1.4, 0.2]]])
 
 
 class PredictResponse(BaseModel):

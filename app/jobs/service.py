@@ -50,7 +50,7 @@ def submit_job(session: Session, queue: JobQueue, settings: Settings,
     time_only = "timeout_s" in spec.search.model_fields_set and \
         "max_trials" not in spec.search.model_fields_set
     spec = spec.model_copy(update={"search": with_budget_defaults(
-        spec.search, dataset.n_rows - test_rows)})
+        spec.search, dataset.n_rows - test_rows, settings.embedded_workers)})
     plan = _plan(session, spec.search, dataset)
     _check_search_bounds(settings, spec.search, plan, dataset, architecture)
     if spec.compression is not None:

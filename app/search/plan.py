@@ -5,6 +5,7 @@ a 422 naming the path) and in the worker. No torch here: the gateway uses it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from app.errors import InvalidInput
@@ -103,27 +104,45 @@ def uses_folds(validation: str, non_test_rows: int) -> bool:
     return validation == "cv"
 
 
-def with_budget_defaults(spec: SearchSpec, non_test_rows: int) -> SearchSpec:
+def with_budget_defaults(spec: SearchSpec, non_test_rows: int,
+                         worker_processes: int = 0) -> SearchSpec:
     """A search given ``timeout_s`` and no ``max_trials`` runs until its time is spent:
     TPE (Optuna's default of 10 random start-up trials, then a model of what worked), two
-    trials at a time, a pruner that fits the validation (median stopping on folds, as
-    pruners see the first fold; Hyperband on a large holdout), and an average of up to five
-    of the best networks when it beats the best one. What is given stays."""
+    trials at a time (no more than the ``worker_processes`` that ``kiln serve`` runs, when
+    it runs them: one process runs one trial at a time), a pruner that fits the validation
+    (median stopping on folds, as pruners see the first fold; Hyperband on a large
+    holdout), and an average of up to five of the best networks when it beats the best one.
+    What is given stays."""
     given = spec.model_fields_set
     if "timeout_s" not in given or "max_trials" in given:
         return spec
     folds = uses_folds(spec.validation, non_test_rows)
+    parallelism = BUDGET_ONLY_PARALLELISM
+    if worker_processes:
+        parallelism = min(parallelism, worker_processes)
     chosen: dict[str, Any] = {"max_trials": BUDGET_ONLY_TRIALS, "algorithm": "tpe",
-                              "parallelism": BUDGET_ONLY_PARALLELISM,
+                              "parallelism": parallelism,
                               "pruner": "median" if folds else "hyperband",
                               "max_ensemble": BUDGET_ONLY_ENSEMBLE}
     return spec.model_copy(update={name: value for name, value in chosen.items()
                                    if name not in given})
 
 
+def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
+    """The most of these (start, end) spans that overlap at one moment."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans],
+                    key=lambda event: (event[0], event[1]))
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
+
+
 def plan_summary(plan: SearchPlan, spec: SearchSpec) -> dict[str, Any]:
     """What the job's result reports about its plan (with the defaults a budget-only
-    search chose)."""
+    search chose); ``parallelism`` is what was asked, the job adds ``trials_at_once``, the
+    most trials that really ran at one time."""
     return {"objectives": [{"metric": o.metric, "direction": o.direction}
                            for o in plan.objectives],
             "pruning_metric": plan.pruning_metric, "network": plan.space.network,

@@ -23,6 +23,9 @@ SCHEMA = "optuna"
 
 # We drive trials with ask/tell and record heartbeats ourselves (app.search.trials).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+# Trial heartbeats are an experimental argument of RDBStorage since Optuna 2.9; stable for us.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
+                        message=".*(heartbeat_interval|grace_period|heartbeat_stale)")
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 

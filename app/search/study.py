@@ -45,7 +45,13 @@ from app.registry.service import get_version
 from app.search import ensembles
 from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
 from app.search.fit import build_network
-from app.search.plan import make_plan, plan_summary, transfer_layers, uses_folds
+from app.search.plan import (
+    make_plan,
+    most_at_once,
+    plan_summary,
+    transfer_layers,
+    uses_folds,
+)
 from app.search.run import SearchRun
 from app.search.selection import best_of, fold_data, within_noise
 from app.search.space import fits
@@ -229,7 +235,8 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
             validation=validation, test_rows=run.arrays.features[test],
             test_target=run.arrays.target[test], store=run.store, raw_test=raw_test,
             trained_on=describe_device(torch.device(run.device))))
-    summary: dict[str, Any] = {"plan": plan_summary(run.plan, run.spec),
+    summary: dict[str, Any] = {"plan": {**plan_summary(run.plan, run.spec),
+                                        "trials_at_once": _trials_at_once(run)},
                                "selection": selection}
     if run.plan.multi_objective:
         summary["pareto"] = [{"trial": t.number, "values": t.values} for t in best]
@@ -238,6 +245,15 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
         return recorder
     return with_compression(recorder, _compress_winner(context, run, subject, compression,
                                                        networks[0], prepared[0]))
+
+
+def _trials_at_once(run: SearchRun) -> int:
+    """The most of this job's trials that ran at one moment (what ``parallelism`` became
+    with the worker processes there were)."""
+    with session_scope(run.settings.database_url) as session:
+        spans = session.execute(select(Trial.started_at, Trial.finished_at).where(
+            Trial.job_id == run.job_id, Trial.finished_at.is_not(None))).all()
+    return most_at_once([(start, end) for start, end in spans])
 
 
 def _refit(run: SearchRun, trial: Trial) -> Network:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 from sqlalchemy import func, select, update
@@ -46,7 +46,18 @@ def tell(study: optuna.Study, trial: optuna.Trial, values: list[float] | None = 
 def stale_trial_handler(settings: Settings, job_id: int,
                         max_retries: int) -> Callable[[optuna.Study, FrozenTrial], None]:
     """Mark a trial whose worker stopped heartbeating ``lost``, then maybe queue a retry."""
-    retry = RetryFailedTrialCallback(max_retry=max_retries)
+
+    def retry(study: optuna.Study, trial: FrozenTrial) -> None:
+        """Queue the same parameters as a waiting trial that records whom it re-runs
+        (``retry_history``, oldest first), unless ``max_retries`` runs were lost already."""
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > max_retries:
+            return
+        study.add_trial(optuna.trial.create_trial(
+            state=OptunaState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs=trial.user_attrs,
+            system_attrs={**trial.system_attrs, "retry_history": history,
+                          "failed_trial": trial.system_attrs.get("failed_trial", trial.number)}))
 
     def handle(study: optuna.Study, trial: FrozenTrial) -> None:
         with session_scope(settings.database_url) as session:
@@ -188,9 +199,9 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
         _end_row(run, trial.number, TrialState.INFEASIBLE, started=started, history=scores,
                  error=str(infeasible))
         return
-    except TrainingStopped as stopped:
+    except TrainingStopped as stopped:  # a time limit, not a fault: the trial is stopped
         _finish(run, trial, shadow, OptunaState.FAIL)
-        _end_row(run, trial.number, TrialState.FAILED, started=started, history=scores,
+        _end_row(run, trial.number, TrialState.STOPPED, started=started, history=scores,
                  error=f"{stopped} during epoch {len(scores) + 1}")
         return
     except JobLost:

@@ -52,6 +52,30 @@ def test_uploaded_classifier_serves_its_labels(client: TestClient, admin: dict,
     assert answer["predictions"] == ["virginica"]
 
 
+def test_an_uploaded_models_example_is_a_row_of_numbers_that_predicts(
+        client: TestClient, admin: dict, classifier_onnx: Path) -> None:
+    upload(client, admin, classifier_onnx.read_bytes())
+    example = client.get("/v1/models/uploaded/versions/1/example", headers=admin)
+    assert example.status_code == 200 and example.json() == {"inputs": [[0.0] * 4]}
+    answer = client.post("/v1/models/uploaded/predict", headers=admin, json=example.json())
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
+    missing = client.get("/v1/models/uploaded/versions/9/example", headers=admin)
+    assert missing.status_code == 404 and "has no version 9" in missing.json()["detail"]
+
+
+def test_the_docs_publish_both_forms_of_a_predict_body(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]["properties"]["inputs"]
+    records, rows = schema["anyOf"]
+    assert records["items"]["type"] == "object"  # {"column": value | null}
+    assert {"type": "null"} in records["items"]["additionalProperties"]["anyOf"]
+    assert rows["items"]["type"] == "array"
+    assert isinstance(schema["examples"][0][0], dict)  # the records form, first
+    assert "/example" in spec["components"]["schemas"]["PredictRequest"]["description"] or \
+        "/example" in str(body)
+
+
 def test_uploaded_regressor_returns_values(client: TestClient, admin: dict) -> None:
     status, body = upload(client, admin, linear_onnx().SerializeToString())
     assert status == 201 and body["task"] == "regression" and body["class_labels"] is None

@@ -86,6 +86,26 @@ def test_a_budget_alone_chooses_the_rest() -> None:
     assert with_budget_defaults(counted, 500) == counted
     plain = SearchSpec.model_validate({})
     assert with_budget_defaults(plain, 500) == plain
+    one_worker = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 60}), 500, 1)
+    assert one_worker.parallelism == 1  # what `kiln serve --workers 1` can run at once
+    asked = with_budget_defaults(SearchSpec.model_validate(
+        {"timeout_s": 60, "parallelism": 3}), 500, 1)
+    assert asked.parallelism == 3  # asked for: kept, and the result says what ran
+
+
+def test_most_at_once_counts_overlapping_trials() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from app.search.plan import most_at_once
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
+    assert most_at_once([]) == 0
+    assert most_at_once([(at(0), at(5)), (at(5), at(9)), (at(9), at(12))]) == 1  # end to end
+    assert most_at_once([(at(0), at(5)), (at(1), at(3)), (at(2), at(9)), (at(6), at(7))]) == 3
 
 
 def test_fold_data_places_each_folds_rows_for_out_of_fold_predictions() -> None:

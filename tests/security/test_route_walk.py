@@ -58,6 +58,7 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
     ("PATCH", "/v1/models/{name}/versions/{version}"): Scope.WRITE,
     ("DELETE", "/v1/models/{name}/versions/{version}"): Scope.WRITE,
     ("GET", "/v1/models/{name}/versions/{version}/artifact"): Scope.READ,
+    ("GET", "/v1/models/{name}/versions/{version}/example"): Scope.READ,
     ("PUT", "/v1/models/{name}/aliases/{alias}"): Scope.WRITE,
     ("DELETE", "/v1/models/{name}/aliases/{alias}"): Scope.WRITE,
     ("GET", "/v1/models/{name}/aliases/{alias}/history"): Scope.READ,

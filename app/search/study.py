@@ -253,7 +253,7 @@ def _trials_at_once(run: SearchRun) -> int:
     with session_scope(run.settings.database_url) as session:
         spans = session.execute(select(Trial.started_at, Trial.finished_at).where(
             Trial.job_id == run.job_id, Trial.finished_at.is_not(None))).all()
-    return most_at_once([(start, end) for start, end in spans])
+    return most_at_once([(start, end) for start, end in spans if end is not None])
 
 
 def _refit(run: SearchRun, trial: Trial) -> Network:

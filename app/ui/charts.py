@@ -12,6 +12,10 @@ from app.api.schemas import ParetoTrial, ReportRow, TrialRead
 
 Figure = dict[str, Any]
 MARGIN = {"l": 60, "r": 20, "t": 30, "b": 50}
+# Below this many complete trials a one-way share of variance is noise: with as many
+# trials as parameters, every parameter "explains" everything.
+MIN_IMPORTANCE_TRIALS = 8
+MAX_PARALLEL_AXES = 8  # parameters drawn in parallel coordinates (the most important ones)
 
 
 def _figure(data: list[dict[str, Any]], x: str, y: str, **layout: Any) -> Figure:
@@ -82,6 +86,11 @@ def _varied(done: Sequence[TrialRead]) -> list[str]:
             if len({repr(t.params.get(name)) for t in done}) > 1]
 
 
+def varied_count(trials: Sequence[TrialRead]) -> int:
+    """How many parameters took more than one value over the complete trials."""
+    return len(_varied([t for t in trials if t.state == "complete" and t.value is not None]))
+
+
 def importances(trials: Sequence[TrialRead]) -> dict[str, float]:
     """How much of the spread of the objective each parameter explains on its own: the
     share of the variance between the groups of its values (numbers in quartile bins),
@@ -108,17 +117,41 @@ def importances(trials: Sequence[TrialRead]) -> dict[str, float]:
     return dict(sorted(((n, s / scale) for n, s in shares.items()), key=lambda item: item[1]))
 
 
+def importance_note(trials: Sequence[TrialRead], shares: dict[str, float]) -> str | None:
+    """Why the importances are missing or not to be trusted, or None."""
+    complete = sum(t.state == "complete" and t.value is not None for t in trials)
+    if complete < MIN_IMPORTANCE_TRIALS:
+        return (f"Not shown: {complete} complete trial{'s' if complete != 1 else ''}; "
+                f"importances need at least {MIN_IMPORTANCE_TRIALS} to mean anything.")
+    if shares and max(shares.values()) - min(shares.values()) < 1e-6:
+        return ("Every parameter explains the same share: these trials do not tell them "
+                "apart (too few, or parameters that changed together).")
+    return None
+
+
 def importance_bars(shares: dict[str, float]) -> Figure:
     data = [{"type": "bar", "orientation": "h", "x": list(shares.values()),
              "y": list(shares.keys()), "name": "importance"}]
+    longest = max((len(name) for name in shares), default=10)
     return _figure(data, "share of the objective's variance explained", "",
-                   height=max(200, 40 * len(shares) + 80))
+                   height=max(200, 40 * len(shares) + 80),
+                   margin={**MARGIN, "l": 20 + 7 * longest},
+                   yaxis={"automargin": True, "title": {"text": ""}})
 
 
-def parallel_coordinates(trials: Sequence[TrialRead], metric: str) -> Figure:
-    """Each complete trial as a line through the parameters that varied and its value."""
+def parallel_axes(trials: Sequence[TrialRead], shares: dict[str, float]) -> list[str]:
+    """The parameters parallel coordinates draw: those that varied, the most important
+    first when importances are known, at most ``MAX_PARALLEL_AXES``."""
+    names = _varied([t for t in trials if t.state == "complete" and t.value is not None])
+    if shares:
+        names.sort(key=lambda name: -shares.get(name, 0.0))
+    return names[:MAX_PARALLEL_AXES]
+
+
+def parallel_coordinates(trials: Sequence[TrialRead], metric: str,
+                         names: Sequence[str]) -> Figure:
+    """Each complete trial as a line through the ``names`` parameters and its value."""
     done = [t for t in trials if t.state == "complete" and t.value is not None]
-    names = _varied(done)
     dimensions = []
     for name in names:
         numbers, labels = _as_numbers(["" if t.params.get(name) is None else t.params[name]
@@ -129,10 +162,11 @@ def parallel_coordinates(trials: Sequence[TrialRead], metric: str) -> Figure:
         dimensions.append(dimension)
     scores = [float(t.value) for t in done]  # type: ignore[arg-type]
     dimensions.append({"label": metric, "values": scores})
-    data = [{"type": "parcoords", "dimensions": dimensions,
+    data = [{"type": "parcoords", "dimensions": dimensions, "labelangle": -20,
+             "labelside": "top",
              "line": {"color": scores, "colorscale": "Viridis", "showscale": True}}]
-    return {"data": data, "layout": {"margin": {"l": 70, "r": 70, "t": 50, "b": 30},
-                                     "height": 380}}
+    return {"data": data, "layout": {"margin": {"l": 70, "r": 70, "t": 90, "b": 30},
+                                     "height": 420}}
 
 
 def pareto(trials: Sequence[TrialRead], front: Sequence[ParetoTrial],

@@ -9,14 +9,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.templating import Jinja2Templates
 from jinja2 import StrictUndefined
 
 from app.api.deps import DirectoryDep, SessionDep, StoreDep
+from app.api.inference import predict_answer
 from app.api.jobs import job_read
 from app.api.models import model_read, version_read
-from app.api.params import AliasName, IdPath, ModelName
+from app.api.params import AliasName, IdPath, ModelName, VersionQuery
 from app.api.schemas import CompressionReport, DatasetRead, JobRead, ParetoFront, TrialRead
 from app.auth import check_scope
 from app.batch.output import output_file
@@ -29,6 +36,7 @@ from app.registry import service as registry
 from app.tables import JobStatus, Scope
 from app.ui import charts
 from app.ui.lineage import version_tree
+from app.ui.model_panel import version_panel
 from app.ui.serving import serving_rows
 from app.ui.session import Viewer, forget_key, keep_key, principal_for, same_site, viewer
 
@@ -119,16 +127,24 @@ def job_page(request: Request, session: SessionDep, viewer: ViewerDep,
     objectives = jobs.objectives_of(session, row)
     figures: dict[str, charts.Figure] = {}
     importance: dict[str, float] = {}
+    notes: dict[str, str | None] = {}
     if objectives and trials:
         first = objectives[0]
         maximize = first["direction"] == "maximize"
         figures["history"] = charts.history(trials, first["metric"], maximize)
         figures["curves"] = charts.learning_curves(trials, first["metric"])
         importance = charts.importances(trials)
-        if importance:
+        notes["importance"] = charts.importance_note(trials, importance)
+        if importance and notes["importance"] is None:
             figures["importance"] = charts.importance_bars(importance)
         if sum(t.state == "complete" for t in trials) >= 2:
-            figures["parallel"] = charts.parallel_coordinates(trials, first["metric"])
+            axes = charts.parallel_axes(trials, importance if "importance" in figures else {})
+            figures["parallel"] = charts.parallel_coordinates(trials, first["metric"], axes)
+            varied = charts.varied_count(trials)
+            if varied > len(axes):
+                notes["parallel"] = (f"The {len(axes)} parameters that explain the most, of "
+                                     f"{varied} that varied." if "importance" in figures else
+                                     f"{len(axes)} of the {varied} parameters that varied.")
     result = job.result or {}
     if job.status == JobStatus.SUCCEEDED and "pareto" in result:
         front = ParetoFront(**jobs.pareto_front(session, job_id))
@@ -138,7 +154,7 @@ def job_page(request: Request, session: SessionDep, viewer: ViewerDep,
         report = CompressionReport(**jobs.compression_report(session, job_id))
         figures["size"], figures["latency"] = charts.compression_tradeoffs(report.rows)
     return _page(request, "job.html", viewer, job=job, trials=trials, objectives=objectives,
-                 figures=figures, report=report, elapsed=_elapsed(job),
+                 figures=figures, notes=notes, report=report, elapsed=_elapsed(job),
                  live=job.status in ("queued", "running"),
                  points={name: charts.points(f) for name, f in figures.items()})
 
@@ -168,14 +184,35 @@ def models_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Res
 
 @router.get("/models/{name}", response_class=HTMLResponse)
 def model_page(request: Request, session: SessionDep, viewer: ViewerDep,
-               name: ModelName) -> Response:
+               name: ModelName, version: VersionQuery = None) -> Response:
+    """The model: aliases, lineage, versions, and a panel for one version (the one that
+    serves, unless ``version`` names another)."""
     model = model_read(session, registry.get_model(session, name))
     rows, _ = registry.list_versions(session, name, limit=500, offset=0)
     versions = [version_read(session, name, row) for row in rows]
     history = {alias: aliases.alias_history(session, name=name, alias=alias)
                for alias in sorted(model.aliases)}
+    shown = version or model.serving_version
+    panel = (version_panel(session, str(request.base_url).rstrip("/"), name,
+                           registry.get_version(session, name, shown)) if shown else None)
     return _page(request, "model.html", viewer, model=model, versions=versions,
-                 tree=version_tree(name, versions), history=history)
+                 tree=version_tree(name, versions), history=history, panel=panel,
+                 can_infer=viewer.can_infer)
+
+
+@router.post("/models/{name}/predict")
+async def try_prediction(request: Request, viewer: ViewerDep, name: ModelName,
+                         body: Annotated[str, Form(max_length=1_000_000)],
+                         version: Annotated[int, Form(ge=1, le=2**31 - 1)]) -> Response:
+    """The model page's "try a prediction": the body as ``POST /v1/models/{name}/predict``
+    takes it, through the same path; the answer (or the refusal) as JSON."""
+    same_site(request)
+    check_scope(viewer.principal, Scope.INFER)
+    try:
+        answer = await predict_answer(request.app.state, name, version, body.encode())
+    except KilnError as refused:
+        return JSONResponse({"detail": refused.message}, status_code=refused.status_code)
+    return Response(answer.body, headers=answer.headers)
 
 
 @router.post("/models/{name}/aliases", response_class=RedirectResponse)

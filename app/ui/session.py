@@ -34,8 +34,15 @@ class Viewer:
 
     @property
     def can_write(self) -> bool:
+        return self._grants(Scope.WRITE)
+
+    @property
+    def can_infer(self) -> bool:
+        return self._grants(Scope.INFER)
+
+    def _grants(self, scope: Scope) -> bool:
         try:
-            check_scope(self.principal, Scope.WRITE)
+            check_scope(self.principal, scope)
         except Forbidden:
             return False
         return True

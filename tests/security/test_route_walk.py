@@ -79,6 +79,7 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
     ("GET", "/ui/models"): UI_READ,
     ("GET", "/ui/models/{name}"): UI_READ,
     ("POST", "/ui/models/{name}/aliases"): UI_WRITE,
+    ("POST", "/ui/models/{name}/predict"): UI_WRITE,  # infer scope, of a key that may read
     ("GET", "/ui/models/{name}/versions/{version}/artifact"): UI_READ,
     ("GET", "/ui/datasets"): UI_READ,
     ("GET", "/ui/datasets/{dataset_id}"): UI_READ,
@@ -164,7 +165,7 @@ def test_the_fast_path_variants_need_a_key(client: TestClient, path: str) -> Non
                            headers=bearer("kiln_forged-key")).status_code in (401, 404)
 
 
-UI_FORM = {"alias": "prod", "version": "1"}
+UI_FORM = {"alias": "prod", "version": "1", "body": "{}"}
 SAME_SITE = {"Origin": "http://testserver"}
 
 

@@ -9,6 +9,7 @@ import json
 import re
 from html import unescape
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -143,11 +144,53 @@ def test_the_search_page_draws_every_trial(client: TestClient, keys: dict[str, s
     assert [len(t["x"]) for t in history] == [4, 4, 1]  # trials, best so far, pruned
     assert history[1]["y"] == [0.70, 0.85, 0.85, 0.90]  # best so far, maximising
     assert len(figures["curves"]["data"]) == 5
-    assert set(figures["importance"]["data"][0]["y"]) == {"width", "activation"}
+    assert "importance" not in figures  # four complete trials: noise, said so instead
+    assert "Not shown: 4 complete trials; importances need at least 8" in html
     parallel = figures["parallel"]["data"][0]["dimensions"]
     assert [d["label"] for d in parallel] == ["activation", "width", "accuracy"]
     assert 'data-live-end="1"' in html and 'id="cancel"' not in html
     assert html.count('data-state="') == 5
+
+
+def seed_wide_search(settings: Settings, trials: int, parameters: int) -> int:
+    """A finished search whose trials vary ``parameters`` parameters; ``p0`` alone moves
+    the objective."""
+    with session_scope(settings.database_url) as session:
+        job = Job(kind="search", status=JobStatus.SUCCEEDED, model_name="wide",
+                  spec={"search": {"max_trials": trials}}, attempt=1, max_attempts=3,
+                  trials_done=trials, trials_total=trials, best_value=0.9,
+                  started_at=utcnow(), finished_at=utcnow(),
+                  result={"plan": {"objectives": [{"metric": "accuracy",
+                                                   "direction": "maximize"}]}})
+        session.add(job)
+        session.flush()
+        rng = np.random.default_rng(0)
+        for number in range(trials):
+            params = {f"p{k}": int(rng.integers(0, 100)) for k in range(parameters)}
+            params["p0"] = number
+            params["long_parameter_name_weight_decay"] = number % 3
+            value = 0.5 + 0.03 * number
+            session.add(Trial(job_id=job.id, number=number, attempt=1, state="complete",
+                              params=params, value=value, values=[value],
+                              intermediate=[value]))
+        return int(job.id)
+
+
+def test_importances_and_parallel_axes_of_a_wide_search(client: TestClient,
+                                                        keys: dict[str, str],
+                                                        settings: Settings) -> None:
+    job_id = seed_wide_search(settings, trials=12, parameters=15)
+    sign_in(client, keys["read"])
+    html = client.get(f"/ui/jobs/{job_id}").text
+    figures = figures_of(html)
+    bars = figures["importance"]
+    assert max(bars["data"][0]["x"]) == bars["data"][0]["x"][-1]  # sorted, the largest last
+    assert bars["data"][0]["y"][-1] == "p0"
+    longest = len("long_parameter_name_weight_decay")
+    assert bars["layout"]["margin"]["l"] >= 7 * longest  # labels are not cut off
+    axes = [d["label"] for d in figures["parallel"]["data"][0]["dimensions"]]
+    assert len(axes) == 8 + 1 and axes[0] == "p0" and axes[-1] == "accuracy"
+    assert "The 8 parameters that explain the most, of 16 that varied." in html
 
 
 def test_a_running_job_is_live_and_offers_cancel_to_writers(

@@ -50,3 +50,27 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!again) window.clearInterval(timer);
   }, 2000);
 });
+
+// The model page's "try a prediction": send the form, show the answer (or the refusal)
+// without leaving the page.
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("try");
+  const out = document.getElementById("try-answer");
+  if (!form || !out) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    out.textContent = "…";
+    try {
+      const answer = await fetch(form.action, {
+        method: "POST", body: new URLSearchParams(new FormData(form)),
+        credentials: "same-origin" });
+      const text = await answer.text();
+      let shown = text;
+      try { shown = JSON.stringify(JSON.parse(text), null, 2); } catch (error) { /* as sent */ }
+      out.textContent = `${answer.status}\n${shown}`;
+      out.dataset.status = String(answer.status);
+    } catch (error) {
+      out.textContent = `the gateway did not answer: ${error}`;
+    }
+  });
+});

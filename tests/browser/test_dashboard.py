@@ -142,3 +142,54 @@ def test_docs_render_with_no_network_but_the_gateway(browser: Any,
 def test_a_screenshot_dir_is_ignored_by_git() -> None:
     ignored = (Path(__file__).resolve().parents[2] / ".gitignore").read_text()
     assert "test-output/" in ignored.splitlines()
+
+
+def test_the_model_page_shows_how_to_call_a_version_and_tries_it(
+        browser: Any, finished: dict[str, Any]) -> None:
+    kiln = finished["kiln"]
+    sign_in(browser, kiln)
+    browser.get(f"{kiln.url}/ui/models/looked-at?version=1")
+    panel = wait_for(lambda: browser.find_elements("id", "panel"), what="the version panel")[0]
+    assert panel.get_attribute("data-version") == "1"
+    signature = browser.find_elements("css selector", "#signature tbody tr")
+    with kiln.client() as client:
+        version = client.get("/v1/models/looked-at/versions/1").json()
+    assert len(signature) == len(version["signature"]["inputs"])
+    curl = browser.find_element("id", "example-curl").text
+    assert "/v1/models/looked-at/predict?version=1" in curl and "Bearer $KILN_API_KEY" in curl
+    assert "httpx.post(" in browser.find_element("id", "example-python").text
+    browser.find_element("css selector", "#try button[type=submit]").click()
+    answer = wait_for(lambda: (lambda el: el if el.get_attribute("data-status") else None)(
+        browser.find_element("id", "try-answer")), what="the prediction's answer")
+    assert answer.get_attribute("data-status") == "200", answer.text
+    assert '"predictions"' in answer.text and '"version": 1' in answer.text
+    classes = browser.find_elements("css selector", "#per-class tbody tr")
+    assert len(classes) == len(version["class_labels"])
+    matrix = browser.find_elements("css selector", "#confusion tbody tr")
+    assert len(matrix) == len(version["class_labels"])
+    link = browser.find_element("id", "dataset-link")
+    assert link.get_attribute("href").endswith(f"/ui/datasets/{version['lineage']['dataset_id']}")
+    made = [cell.text for cell in browser.find_elements("css selector", "#versions .made-from")]
+    assert made and all(made), made  # searched versions say where they came from too
+    assert made[-1].startswith("trial ")  # the oldest row, v1: a search's trial
+
+
+def test_the_serving_page_counts_from_its_start_and_names_unknown_models(
+        browser: Any, finished: dict[str, Any]) -> None:
+    kiln = finished["kiln"]
+    with kiln.client() as client:
+        assert client.post("/v1/models/no-such-model/predict",
+                           json={"inputs": [[1.0]]}).status_code == 404
+    sign_in(browser, kiln)
+    browser.get(f"{kiln.url}/ui/serving")
+    started = wait_for(lambda: browser.find_elements("id", "started"), what="the start time")
+    first = started[0].text
+    assert first.endswith("UTC")
+    time.sleep(1.2)
+    browser.refresh()
+    assert browser.find_element("id", "started").text == first  # the start, not the time now
+    unknown = browser.find_elements("css selector", "#serving .unknown")
+    assert unknown and unknown[0].text == "no such model (404)"
+    names = [row.find_elements("css selector", "td")[0].text
+             for row in browser.find_elements("css selector", "#serving tbody tr")]
+    assert all(names), names  # no row with a blank name

@@ -31,3 +31,7 @@ def test_regression_metrics() -> None:
     assert metrics["rmse"] == pytest.approx(np.sqrt(0.1875))
     assert metrics["pearson_r"] == pytest.approx(np.corrcoef(output[:, 0], target)[0, 1])
     assert quality_score("rmse", "regression", output, target) == pytest.approx(metrics["rmse"])
+    residuals = metrics["residuals"]  # predicted - true: 0.5, 0, -0.5, 0.5
+    assert residuals["quantiles"][2] == pytest.approx(0.25)  # the median
+    assert sum(residuals["counts"]) == 4 and len(residuals["edges"]) == 13
+    assert residuals["edges"][0] == -0.5 and residuals["edges"][-1] == 0.5

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from html import unescape
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,3 +268,36 @@ def test_a_bad_alias_form_is_refused_and_changes_nothing(
     assert answer.headers["content-type"].startswith("text/html")
     assert message in unescape(answer.text)
     assert client.get("/v1/models/flowers", headers=admin).json()["aliases"] == {}
+
+
+def test_the_model_page_panel_of_an_uploaded_model(client: TestClient, keys: dict[str, str],
+                                                  settings: Settings,
+                                                  classifier_onnx: Path) -> None:
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    sign_in(client, keys["write"])
+    page = unescape(client.get("/ui/models/flowers").text)
+    assert 'id="panel" data-version="1"' in page and "serves requests that name no version" in page
+    assert "<td>input</td><td>tensor</td><td>FP32</td><td>[batch, 4]</td>" in page
+    assert '"inputs": [[0.0, 0.0, 0.0, 0.0]]' in page  # the example, from the signature
+    assert "json={'inputs': [[0.0, 0.0, 0.0, 0.0]]}" in page  # Python, not JSON literals
+    tried = client.post("/ui/models/flowers/predict", headers={"Origin": "http://testserver"},
+                        data={"version": "1", "body": '{"inputs": [[6, 6, 6, 6]]}'})
+    assert tried.status_code == 200 and tried.json()["predictions"] == ["c"]
+    refused = client.post("/ui/models/flowers/predict", headers={"Origin": "http://testserver"},
+                          data={"version": "1", "body": '{"inputs": [[6, 6]]}'})
+    assert refused.status_code == 422 and "4" in refused.json()["detail"]
+    client.cookies.clear()
+    sign_in(client, keys["read"])
+    page = client.get("/ui/models/flowers").text
+    assert 'id="try"' not in page and "needs a key with the infer or write scope" in page
+
+
+def test_per_class_rows_come_from_the_confusion_matrix() -> None:
+    from app.ui.model_panel import class_rows
+
+    rows = class_rows([[8, 2], [1, 9]], ["no", "yes"])
+    assert [r.label for r in rows] == ["no", "yes"] and [r.support for r in rows] == [10, 10]
+    assert rows[0].precision == pytest.approx(8 / 9) and rows[0].recall == pytest.approx(0.8)
+    assert rows[1].f1 == pytest.approx(2 * (9 / 11) * 0.9 / ((9 / 11) + 0.9))
+    never = class_rows([[0, 0], [0, 5]], ["x", "y"])
+    assert never[0].precision is None and never[0].recall is None and never[0].f1 is None

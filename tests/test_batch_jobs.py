@@ -27,6 +27,9 @@ from pyarrow import csv as arrow_csv
 from tests.e2e_server import KilnServer
 from tests.helpers import csv_bytes, mixed_table
 
+# Its subject is the queue, leases, claims or the database: run on every backend.
+pytestmark = pytest.mark.backends
+
 LABELS = ["setosa", "versicolor", "virginica"]
 
 

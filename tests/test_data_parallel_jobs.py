@@ -12,6 +12,9 @@ import pytest
 from tests.e2e_server import KilnServer
 from tests.helpers import blobs_csv
 
+# Its subject is the queue, leases, claims or the database: run on every backend.
+pytestmark = pytest.mark.backends
+
 
 @pytest.fixture(scope="module")
 def kiln(tmp_path_factory: pytest.TempPathFactory) -> KilnServer:

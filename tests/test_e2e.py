@@ -19,6 +19,9 @@ import pytest
 from tests.e2e_server import KilnServer
 from tests.helpers import blobs_csv, digits_split
 
+# Its subject is the queue, leases, claims or the database: run on every backend.
+pytestmark = pytest.mark.backends
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[KilnServer]:

@@ -21,10 +21,10 @@ from tests.e2e_server import BROKER_URL, PG_URL, KilnServer, stop_process
 from tests.helpers import blobs_csv
 from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, bucket_name, s3_env
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.backends, pytest.mark.skipif(
     not (PG_URL and BROKER_URL),
     reason="machines share PostgreSQL and Redis: set KILN_TEST_DATABASE_URL and "
-           "KILN_TEST_BROKER_URL (.ci/run does, in its PostgreSQL + Redis pass)")
+           "KILN_TEST_BROKER_URL (.ci/run does, in its PostgreSQL + Redis pass)")]
 
 KILN = str(Path(sys.executable).with_name("kiln"))
 

@@ -16,6 +16,9 @@ import pytest
 from tests.e2e_server import KilnServer, stop_process
 from tests.helpers import blobs_csv
 
+# Its subject is the queue, leases, claims or the database: run on every backend.
+pytestmark = pytest.mark.backends
+
 KILN = str(Path(sys.executable).with_name("kiln"))
 
 

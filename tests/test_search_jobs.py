@@ -107,6 +107,7 @@ def test_multi_objective_front_has_measured_latencies(server: KilnServer,
                        for a, t in values)
 
 
+@pytest.mark.backends  # trial slots claimed by conditional updates, one shared study
 def test_parallel_trials_share_one_budget(server: KilnServer, dataset_id: int) -> None:
     # Trials long enough (about a second) that the helper starts before the budget is spent.
     job_id = submit(server, dataset_id, "parallel", algorithm="tpe", parallelism=2,

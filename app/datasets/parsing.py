@@ -20,7 +20,12 @@ from app.datasets.splits import check_splittable
 from app.datasets.target import encode_target
 from app.encoding import TableEncoding
 from app.errors import InvalidInput
-from app.preprocessing.columns import SourceColumn, parse_overrides, type_column
+from app.preprocessing.columns import (
+    SourceColumn,
+    keep_constant_numbers,
+    parse_overrides,
+    type_column,
+)
 from app.preprocessing.csv_reader import line_of, read_columns, read_header, short_list
 from app.preprocessing.encode import encode
 from app.preprocessing.fit import fit_encoding
@@ -123,8 +128,8 @@ def parse_csv(path: Path, *, target: str, task: Task | None = None,
     def line(row: int) -> int:
         return line_of(path, int(kept[row]))
 
-    typed = [type_column(name, texts.pop(name), overrides.get(name), line)
-             for name in list(texts)]
+    typed = keep_constant_numbers([type_column(name, texts.pop(name), overrides.get(name),
+                                               line) for name in list(texts)])
     usable = _usable(typed)
     plain = not overrides and len(usable) == len(typed) and all(
         column.type == "numeric" and column.missing == 0 for column in usable)

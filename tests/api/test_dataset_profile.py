@@ -142,3 +142,19 @@ def test_measurements_that_happen_to_be_distinct_integers_stay_features(
     status, body = upload(client, admin, csv_bytes(["income", "label"], rows))
     assert status == 201, body
     assert body["profile"]["columns"][0]["type"] == "numeric"
+
+
+def test_a_table_of_numbers_keeps_its_constant_columns(client: TestClient, admin: dict) -> None:
+    """Rows of numbers (pixels) are served at their full width: a pixel that is 0 in every
+    row stays a feature, and the model takes the row as the file has it."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rows = [[*map(int, row), int(label)] for row, label in
+            zip(digits.data[:200], digits.target[:200], strict=True)]
+    header = [f"px{i}" for i in range(64)] + ["label"]
+    assert all(row[0] == 0 for row in rows)  # px0 is blank in every digit
+    status, body = upload(client, admin, csv_bytes(header, rows))
+    assert status == 201, body
+    assert all(column["type"] == "numeric" for column in body["profile"]["columns"])
+    assert len(body["feature_names"]) == 64

@@ -25,7 +25,8 @@ from tests.e2e_server import KilnServer
 from tests.faults.servers import REDIS, RedisServer
 from tests.helpers import blobs_csv
 
-pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+pytestmark = [pytest.mark.backends,
+              pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")]
 QUICK_RESEND = {"KILN_QUEUED_RESEND_S": "2", "KILN_REAPER_INTERVAL_S": "1",
                 "KILN_JOB_LEASE_S": "10"}
 SEARCH = {"max_trials": 3, "max_epochs": 4,

@@ -7,9 +7,14 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.e2e_server import KilnServer
 from tests.faults.jobs import submit_slow_search, wait_for_trials
 from tests.helpers import blobs_csv
+
+# Its subject is the queue, leases, claims or the database: run on every backend.
+pytestmark = pytest.mark.backends
 
 
 def test_a_search_stopped_by_sigterm_converges_after_restart(tmp_path: Path) -> None:

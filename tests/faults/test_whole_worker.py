@@ -10,9 +10,14 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.e2e_server import KilnServer
 from tests.faults.jobs import submit_slow_search, wait_for_trials
 from tests.helpers import blobs_csv
+
+# Its subject is the queue, leases, claims or the database: run on every backend.
+pytestmark = pytest.mark.backends
 
 
 def test_a_job_survives_its_whole_worker_killed(tmp_path: Path) -> None:

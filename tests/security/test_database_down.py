@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.config import load_settings
 from app.main import create_app
 from tests.e2e_server import free_port
+
+# Its subject is the queue, leases, claims or the database: run on every backend.
+pytestmark = pytest.mark.backends
 
 
 def test_a_database_that_does_not_answer_is_a_503(tmp_path: Path) -> None:

@@ -15,6 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.e2e_server import KilnServer
 from tests.triton_grpc_peer import TritonGrpcPeer
 
+# Its subject is the queue, leases, claims or the database: run on every backend.
+pytestmark = pytest.mark.backends
+
 ROW = {"inputs": [[6.0, 6.0, 6.0, 6.0]]}
 
 

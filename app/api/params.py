@@ -13,7 +13,8 @@ from app.tables import MAX_ID
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="An id or version number.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="Items to skip.")]
 VersionQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="A version number; "
-                                           "default: the production alias, else the newest.")]
+                                           "default: the production alias, else the newest "
+                                           "that a search or an upload registered.")]
 IdempotencyKey = Annotated[str | None, Header(
     alias=HEADER, pattern=KEY_PATTERN, description="Any string of up to 255 printable "
     f"characters: a repeat with the same key and body within {KEEP_HOURS} h gets the first "

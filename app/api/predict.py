@@ -23,6 +23,7 @@ _BODY_SCHEMA = {"requestBody": {"required": True, "content": {"application/json"
              openapi_extra=_BODY_SCHEMA, summary="Predict rows")
 async def predict_rows(request: Request, name: ModelName,
                        version: VersionQuery = None) -> Response:
-    """Predict with the asked version, else the ``production`` alias, else the newest."""
+    """Predict with the asked version, else the ``production`` alias, else the newest live
+    version a search or an upload registered (never a compression variant on its own)."""
     answer = await predict_answer(request.app.state, name, version, await request.body())
     return Response(answer.body, headers=answer.headers)

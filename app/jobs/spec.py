@@ -155,7 +155,8 @@ class PredictJobCreate(BaseModel):
                        "with.")
     version: int | None = Field(default=None, ge=1, le=MAX_ID, description="Default: the "
                                 "version /v1 predict serves now (production alias, else the "
-                                "newest), fixed when the job is submitted.")
+                                "newest a search or an upload registered), fixed when the "
+                                "job is submitted.")
     dataset_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="Dataset "
                                    "whose uploaded CSV holds the rows (every row is "
                                    "predicted; its target column is ignored unless named in "

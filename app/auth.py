@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.errors import Forbidden, NotFound, Unauthorized
+from app.names import KEY_NAME
 from app.tables import ApiKey, Scope
 
 KEY_PREFIX = "kiln_"
@@ -53,6 +54,7 @@ def hash_secret(secret: str) -> str:
 
 def create_key(session: Session, *, name: str, scope: Scope) -> NewKey:
     """Make a random key (32 bytes of entropy) and store only its hash."""
+    KEY_NAME.check(name, "name")  # the CLI comes here without the API's schema
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(name=name, scope=scope, key_hash=hash_secret(secret), prefix=secret[:12])
     session.add(row)

@@ -250,8 +250,11 @@ def keys_create(args: argparse.Namespace) -> None:
     """Create an API key and print it once."""
     from app.auth import create_key
     from app.db import session_scope
+    from app.names import KEY_NAME
     from app.tables import Scope
 
+    if problem := KEY_NAME.problem(args.name):
+        raise SystemExit(f"kiln keys create: --name: {problem}")
     settings = _settings_or_exit()
     _migrate(settings)
     with session_scope(settings.database_url) as session:

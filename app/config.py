@@ -11,9 +11,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.names import QUEUE_NAME, S3_BUCKET, S3_PREFIX, QueueNameStr
+
 ENV_PREFIX = "KILN_"
-S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-S3_PREFIX = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")  # scheme://host[:port], no path
 DEFAULT_MAX_PARAMS = 50_000_000
 # fp32 weight, gradient, two Adam moments and the best epoch's copy: 5 x 4 bytes per parameter.
@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     artifact_cache_mb: float = Field(default=2048.0, gt=0, description="Bound on the local "
                                      "cache of artifacts read from object storage "
                                      "(DATA_DIR/cache/artifacts).")
-    queue_name: str = Field(default="kiln", min_length=1, max_length=64,
-                            pattern=r"^[A-Za-z0-9_.-]+$", description="Broker queue for jobs.")
+    queue_name: QueueNameStr = Field(default="kiln", description="Broker queue for jobs: "
+                                     f"{QUEUE_NAME.rule}.")
     max_upload_mb: float = Field(default=512.0, gt=0, description="Largest accepted upload.")
     max_request_mb: float = Field(default=16.0, gt=0, description="Largest non-upload body.")
     max_predict_rows: int = Field(default=10_000, gt=0, description="Rows per predict request.")
@@ -224,12 +224,10 @@ def _check_s3_url(url: str) -> None:
     if "@" in bucket or ":" in bucket:
         raise ValueError("artifact_url: credentials do not belong in the URL; set "
                          "KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY")
-    if not S3_BUCKET.fullmatch(bucket):
-        raise ValueError(f"artifact_url: {bucket!r} is not an S3 bucket name (3-63 "
-                         "lowercase letters, digits, dots and hyphens)")
-    if prefix.strip("/") and not S3_PREFIX.fullmatch(prefix.strip("/")):
-        raise ValueError(f"artifact_url: prefix {prefix!r} may hold only letters, digits, "
-                         "'.', '_', '-' and '/'")
+    if problem := S3_BUCKET.problem(bucket):
+        raise ValueError(f"artifact_url: {problem}")
+    if prefix.strip("/") and (problem := S3_PREFIX.problem(prefix.strip("/"))):
+        raise ValueError(f"artifact_url: {problem}")
 
 
 def _describe(error: ValidationError) -> str:
@@ -237,9 +235,9 @@ def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else ""
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if not field and ":" in message:  # raised by the model validator as "field: message"
-            field, message = message.removeprefix("Value error, ").split(":", 1)
+            field, message = message.split(":", 1)
         lines.append(f"{ENV_PREFIX}{field.upper()}: {message.strip()}")
     return "invalid settings: " + "; ".join(lines)
 

@@ -19,6 +19,14 @@ class InvalidInput(KilnError):
     status_code = 422
 
 
+class RefusedBelow(InvalidInput):
+    """A layer under the API (the artifact store, a file path) refused a value made from the
+    client's input (422): no check at the boundary caught it first. Counted in /metrics
+    (``kiln_refused_below_total``), since each one points at a missing boundary check."""
+
+    layer = "unknown"
+
+
 class BadRequest(KilnError):
     """The request could not be read at all (400)."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,17 @@ class KilnApiError(Exception):
     def __init__(self, status: int, message: str, method: str, path: str) -> None:
         super().__init__(f"{method} {path}: {status}: {message}")
         self.status, self.message, self.method, self.path = status, message, method, path
+
+
+def _segment(name: str) -> str:
+    """``name`` as one URL path segment: a '?', '#', '%' or control character in it is
+    percent-encoded, so it reaches the server (which refuses it with a 422 naming the
+    rule) instead of changing which route is called. A '/' is refused here: servers decode
+    '%2F' back into a separator before routing, so no encoding keeps it in the name."""
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"model name {name[:80]!r} cannot be a URL path segment: model "
+                         "names hold letters, digits, '.', '_' and '-'")
+    return urllib.parse.quote(name, safe="")
 
 
 def _message(response: httpx.Response) -> str:
@@ -271,18 +283,18 @@ class Client:
         return [Model.of(item) for item in page["items"]]
 
     def model(self, name: str) -> Model:
-        return Model.of(self._call("GET", f"/v1/models/{name}"))
+        return Model.of(self._call("GET", f"/v1/models/{_segment(name)}"))
 
     def versions(self, name: str, limit: int = 100) -> list[Version]:
-        page = self._call("GET", f"/v1/models/{name}/versions", params={"limit": limit})
+        page = self._call("GET", f"/v1/models/{_segment(name)}/versions", params={"limit": limit})
         return [Version.of(item) for item in page["items"]]
 
     def version(self, name: str, version: int) -> Version:
-        return Version.of(self._call("GET", f"/v1/models/{name}/versions/{version}"))
+        return Version.of(self._call("GET", f"/v1/models/{_segment(name)}/versions/{version}"))
 
     def predict(self, name: str, inputs: list[Any], *,
                 version: int | None = None) -> dict[str, Any]:
         """Records keyed by column name, or rows of numbers; the server's answer."""
         params = {"version": version} if version else {}
-        return dict(self._call("POST", f"/v1/models/{name}/predict", params=params,
+        return dict(self._call("POST", f"/v1/models/{_segment(name)}/predict", params=params,
                                json={"inputs": inputs}))

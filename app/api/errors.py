@@ -17,7 +17,7 @@ from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from app.db import DATABASE_UNAVAILABLE
-from app.errors import KilnError, Unauthorized
+from app.errors import KilnError, RefusedBelow, Unauthorized
 from app.jobs.spec import JOB_KINDS
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DataError)
     async def _known_error(request: Request, error: Exception) -> Response:
         failure = failure_of(error)
-        if not isinstance(error, KilnError):
+        if isinstance(error, RefusedBelow):
+            logger.warning("%s %s: the %s layer refused the client's input (%s); a check at "
+                           "the API should have", request.method, request.url.path,
+                           error.layer, error.message)
+            metrics = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.refused_below.labels(error.layer).inc()
+        elif not isinstance(error, KilnError):
             logger.warning("%s %s answered %s: %s", request.method, request.url.path,
                            failure.status, type(error).__name__)
         return error_response(request.url.path, failure.status, failure.message,

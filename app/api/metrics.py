@@ -76,6 +76,9 @@ class ServingMetrics:
                                _LABELS, buckets=_BUCKETS, registry=own)
         self.compute = Histogram("kiln_inference_compute_seconds", "onnxruntime run time",
                                  _LABELS, buckets=_BUCKETS, registry=own)
+        self.refused_below = Counter(
+            "kiln_refused_below", "Client input that a layer under the API refused (no "
+            "boundary check caught it first), answered 422, by layer", ["layer"], registry=own)
         if shared:
             MultiProcessCollector(self.registry)
             loaded = Gauge("kiln_models_loaded", "ONNX sessions loaded", registry=None,

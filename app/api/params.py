@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Header, Path, Query
 
 from app.idempotency import HEADER, KEEP_HOURS, KEY_PATTERN
+from app.names import ALIAS, MODEL_NAME
 from app.tables import MAX_ID
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="An id or version number.")]
@@ -19,8 +20,9 @@ IdempotencyKey = Annotated[str | None, Header(
     alias=HEADER, pattern=KEY_PATTERN, description="Any string of up to 255 printable "
     f"characters: a repeat with the same key and body within {KEEP_HOURS} h gets the first "
     "answer, and creates nothing; the same key with another body is a 409.")]
-# Names are checked against the registry's rules where they are written (with messages that
-# say which rule); on every route they are bounded before any query.
-ModelName = Annotated[str, Path(min_length=1, max_length=64, description="A model's name.")]
-AliasName = Annotated[str, Path(min_length=1, max_length=64, description="An alias, such as "
-                                "production.")]
+# Names follow app.names' rules on every route, reads included: a name no model could have
+# (a trailing newline, a control character, a space at either end) is a 422 naming it.
+ModelName = Annotated[str, MODEL_NAME.validator, Path(
+    description=f"A model's name: {MODEL_NAME.rule}.")]
+AliasName = Annotated[str, ALIAS.validator, Path(
+    description=f"An alias, such as production: {ALIAS.rule}.")]

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.dataset_profile import DatasetProfile
+from app.names import KEY_NAME, KeyNameStr
 from app.signature import Signature
 from app.tables import MAX_ID, Scope
 
@@ -260,7 +261,7 @@ class PredictResponse(BaseModel):
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128)
+    name: KeyNameStr = Field(description=f"A label for the key: {KEY_NAME.rule}.")
     scope: Scope
 
 

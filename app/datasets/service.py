@@ -16,10 +16,11 @@ from app.datasets.parsing import parse_csv, raw_columns
 from app.datasets.profile import profile_of
 from app.datasets.repository import DatasetRepository
 from app.errors import InvalidInput, NotFound
+from app.names import COLUMN_NAME, DATASET_NAME, InvalidName, refused_character
 from app.storage import ArtifactStore
 from app.tables import Dataset, Task
 
-MAX_NAME_LENGTH = 200
+MAX_NAME_LENGTH = DATASET_NAME.max_length
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,16 @@ def create_dataset(session: Session, store: ArtifactStore, *, upload: Path, file
                    target: str, name: str | None, task: Task | None,
                    input_shape: str | None, columns: str | None = None) -> Dataset:
     """Validate the uploaded CSV, then record it and store the original and parsed arrays."""
-    target = target.strip()
-    if not target:
+    if not target.strip():
         raise InvalidInput("target: give the name of the column to predict")
-    display_name = (name or Path(filename).stem or "dataset").strip()
-    if len(display_name) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"name: at most {MAX_NAME_LENGTH} characters")
+    COLUMN_NAME.check(target, "target")
+    if name:
+        display_name = DATASET_NAME.check(name, "name")
+    else:  # named after the file: a name the client did not choose is tidied, not refused
+        if refused_character(filename) is not None:
+            raise InvalidName(f"file: the file name {filename[:80]!r} holds a control "
+                              "character; rename the file or give a name")
+        display_name = (Path(filename).stem.strip() or "dataset")[:MAX_NAME_LENGTH]
     parsed = parse_csv(upload, target=target, task=task, input_shape=input_shape,
                        columns=columns)
     assert parsed.columns is not None

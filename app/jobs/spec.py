@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.compression.spec import CompressionSpec
-from app.registry import MODEL_NAME_PATTERN
+from app.names import ModelNameStr
 from app.tables import MAX_ID
 
 MAX_KEY_COLUMNS = 32
@@ -44,7 +44,7 @@ class VersionRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(pattern=MODEL_NAME_PATTERN)
+    model: ModelNameStr
     version: int = Field(ge=1, le=MAX_ID)
 
 
@@ -117,8 +117,8 @@ class SearchJobCreate(BaseModel):
 
     kind: Literal["search"] = Field(description="What the job does.")
     dataset_id: int = Field(ge=1, le=MAX_ID, description="Dataset to learn from.")
-    model_name: str = Field(pattern=MODEL_NAME_PATTERN,
-                            description="Registered model that receives the new version(s).")
+    model_name: ModelNameStr = Field(description="Registered model that receives the new "
+                                     "version(s).")
     search: SearchSpec = Field(default_factory=SearchSpec)
     compression: CompressionSpec | None = Field(
         default=None, description="Compress the winner (with several objectives: the "
@@ -151,7 +151,7 @@ class PredictJobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["predict"] = Field(description="What the job does.")
-    model: str = Field(pattern=MODEL_NAME_PATTERN, description="Registered model to predict "
+    model: ModelNameStr = Field(description="Registered model to predict "
                        "with.")
     version: int | None = Field(default=None, ge=1, le=MAX_ID, description="Default: the "
                                 "version /v1 predict serves now (production alias, else the "

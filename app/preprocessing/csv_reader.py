@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from pyarrow import csv as arrow_csv
 
 from app.errors import InvalidInput
+from app.names import COLUMN_NAME
 
 MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none", "?")
 
@@ -54,6 +55,7 @@ def _check_header(names: list[str]) -> list[str]:
     for position, name in enumerate(names, start=1):
         if not name:
             raise InvalidInput(f"header has an empty column name at position {position}")
+        COLUMN_NAME.check(name, f"header, column {position}")
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise InvalidInput(f"header repeats column names: {short_list(duplicates)}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy import select, update
@@ -11,25 +10,18 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
+from app.names import ALIAS, TAG_KEY
 from app.registry.service import get_model, get_version
 from app.tables import Alias, AliasHistory, ModelVersion, VersionStatus
 
-ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-TAG_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_TAGS = 50
 MAX_TAG_VALUE = 256
-
-
-def _check_alias(alias: str) -> None:
-    if not ALIAS_PATTERN.match(alias):
-        raise InvalidInput(f"alias {alias[:80]!r} must start with a letter and hold at most 64 "
-                           "letters, digits, '_', '.' or '-'")
 
 
 def set_alias(session: Session, *, name: str, alias: str, version: int) -> ModelVersion:
     """Point ``alias`` at a live version of ``name``, closing the previous history entry.
     The next request that resolves the alias gets the new version."""
-    _check_alias(alias)
+    ALIAS.check(alias, "alias")
     model = get_model(session, name)
     target = get_version(session, name, version)
     if target.status != VersionStatus.LIVE:
@@ -104,9 +96,7 @@ def merge_tags(current: dict[str, str], changes: dict[str, str | None]) -> dict[
     """Apply tag changes (a null value deletes the key), validating keys, values and count."""
     merged = dict(current)
     for key, value in changes.items():
-        if not TAG_KEY_PATTERN.match(key):
-            raise InvalidInput(f"tags: key {key[:80]!r} must be 1 to 64 letters, digits or "
-                               "'_.:-'")
+        TAG_KEY.check(key, "tags")
         if value is None:
             merged.pop(key, None)
         elif len(value) > MAX_TAG_VALUE:

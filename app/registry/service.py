@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
+from app.names import MODEL_NAME
 from app.registry.repository import ModelRepository, VersionRepository
 from app.signature import Signature, VersionConfig
 from app.storage import StoredArtifact
@@ -41,7 +42,9 @@ class VersionDraft:
 
 
 def register_version(session: Session, model_name: str, draft: VersionDraft) -> ModelVersion:
-    """Record ``draft`` as the next version of ``model_name`` (created if new)."""
+    """Record ``draft`` as the next version of ``model_name`` (created if new). Every
+    model is created here, so the name rule holds whichever route or job registers it."""
+    MODEL_NAME.check(model_name, "model name")
     model = ModelRepository(session).get_or_create(model_name, draft.task)
     number = ModelRepository(session).next_version(model.id)
     return VersionRepository(session).add(ModelVersion(

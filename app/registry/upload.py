@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +12,8 @@ import onnx
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput
+from app.names import MODEL_NAME
 from app.onnx_layers import UnsupportedGraph, read_layers
-from app.registry import MODEL_NAME_PATTERN
 from app.registry.onnx_checks import (
     MAX_LABELS,
     DeclaredSignature,
@@ -106,8 +105,7 @@ def check_onnx(path: Path, *, labels: str | None, task: str | None,
 def upload_version(session: Session, store: ArtifactStore, *, name: str, upload: Path,
                    labels: str | None, task: str | None, limits: ProbeLimits) -> ModelVersion:
     """Validate an uploaded ONNX file and register it as the next version of ``name``."""
-    if not re.match(MODEL_NAME_PATTERN, name):
-        raise InvalidInput(f"model name {name[:80]!r} must match {MODEL_NAME_PATTERN}")
+    MODEL_NAME.check(name, "name")
     checked = check_onnx(upload, labels=labels, task=task, limits=limits)
     existing = ModelRepository(session).get_by_name(name)
     if existing is not None and existing.task != checked.task:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import abc
 import errno
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import ArtifactCorrupt
+from app.errors import ArtifactCorrupt, RefusedBelow
+from app.names import ARTIFACT_KEY
 
 # A disk that is full, a quota reached, a file size limit hit: the write lost nothing that
 # was stored before, and succeeds again once there is room.
 OUT_OF_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 CHUNK_BYTES = 1 << 20
-_KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$")
 
 
 @dataclass(frozen=True)
@@ -27,10 +26,21 @@ class StoredArtifact:
     size_bytes: int
 
 
+class InvalidArtifactKey(RefusedBelow, ValueError):
+    """A key the store refuses; when it was made from a client's input (a model name), the
+    API answers 422 with this message."""
+
+    layer = "storage"
+
+
 def check_key(key: str) -> str:
-    """Refuse keys that could escape the store (absolute paths, '..', odd characters)."""
-    if not _KEY.match(key) or ".." in key.split("/"):
-        raise ValueError(f"invalid artifact key {key!r}")
+    """Refuse keys that could escape the store (absolute paths, '..', control characters,
+    anything outside letters, digits, '.', '_', '-' and '/'): a full match."""
+    problem = ARTIFACT_KEY.problem(key)
+    if problem is None and ".." in key.split("/"):
+        problem = f"artifact key {key[:80]!r} holds a '..' segment"
+    if problem is not None:
+        raise InvalidArtifactKey(f"invalid artifact key: {problem}")
     return key
 
 

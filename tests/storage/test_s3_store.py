@@ -128,9 +128,9 @@ def test_credentials_are_never_logged_or_shown(s3_endpoint: str, tmp_path: Path,
 
 
 @pytest.mark.parametrize(("url", "message"), [
-    ("s3://Bad_Bucket/x", "is not an S3 bucket name"),
+    ("s3://Bad_Bucket/x", "S3 bucket name 'Bad_Bucket' is not valid"),
     ("s3://key:secret@bucket/x", "credentials do not belong in the URL"),
-    ("s3://bucket/../x", "may hold only"),
+    ("s3://bucket/../x", "S3 prefix '../x' is not valid"),
     ("ftp://host/x", "expected file://PATH or s3://BUCKET"),
 ])
 def test_bad_store_urls_are_named(url: str, message: str, tmp_path: Path) -> None:

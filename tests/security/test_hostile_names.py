@@ -329,3 +329,15 @@ def test_a_column_name_with_a_control_character_is_refused(client: TestClient,
                          files={"file": ("t.csv", table, "text/csv")})
     assert answer.status_code == 422
     assert "header, column 1: column name" in answer.json()["detail"]
+
+
+def test_kiln_keys_create_refuses_a_name_with_a_control_character(
+        monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("KILN_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("KILN_DATABASE_URL", settings.database_url)
+    before = stored(settings)
+    with pytest.raises(SystemExit, match="--name: key name 'ci\\\\n' holds the control"):
+        main(["keys", "create", "--name", "ci\n", "--scope", "read"])
+    assert stored(settings) == before

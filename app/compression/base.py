@@ -109,7 +109,6 @@ class Candidate:
                                       report=report, names=(self.input_name, self.output_name))
 
     @classmethod
-    @classmethod
     def from_network(cls, network: Network, *, n_features: int,
                      columns: np.ndarray | None = None, report: dict[str, Any] | None = None,
                      names: tuple[str, str] = ("input", "output")) -> Candidate:

@@ -234,7 +234,7 @@ def test_a_table_model_reads_columns_by_name(kiln: KilnServer, tmp_path: Path) -
     with kiln.client() as client:
         response = client.post("/v1/jobs", json={
             "kind": "search", "dataset_id": dataset_id, "model_name": "people",
-            "search": {"max_trials": 1, "max_epochs": 3}})
+            "search": {"max_trials": 1, "max_epochs": 3, "validation": "holdout"}})
         assert response.status_code == 202, response.text
         assert kiln.wait_for_job(response.json()["id"])["status"] == "succeeded"
         # Rows in another column order, with a key and a column the model does not read.

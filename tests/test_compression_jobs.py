@@ -61,7 +61,8 @@ def searched(server: KilnServer, dataset_id: int) -> dict[str, Any]:
     """A search whose winner is compressed with every method (and a chain)."""
     return post_job(server, {
         "kind": "search", "dataset_id": dataset_id, "model_name": "blobs",
-        "search": {"max_trials": 2, "max_epochs": 8, "space": SMALL_SPACE, "seed": 1},
+        "search": {"max_trials": 2, "max_epochs": 8, "space": SMALL_SPACE, "seed": 1,
+                   "validation": "holdout"},
         "compression": {"methods": EVERY_METHOD, "max_accuracy_drop": MAX_DROP}})
 
 
@@ -195,7 +196,8 @@ def test_uploaded_onnx_is_quantized_and_distilled_and_int8_serves(
 def test_report_is_refused_for_a_job_that_did_not_compress(server: KilnServer,
                                                            dataset_id: int) -> None:
     job = post_job(server, {"kind": "search", "dataset_id": dataset_id, "model_name": "plain",
-                            "search": {"max_trials": 1, "max_epochs": 8, "space": SMALL_SPACE}})
+                            "search": {"max_trials": 1, "max_epochs": 8, "space": SMALL_SPACE,
+                                       "validation": "holdout"}})
     with server.client() as client:
         response = client.get(f"/v1/jobs/{job['id']}/report")
         assert response.status_code == 409

@@ -69,7 +69,8 @@ def process_gone(pid: int, timeout: float = 10) -> bool:
 
 def test_csv_to_served_model_and_restart(server: KilnServer) -> None:
     dataset_id, held_x, held_y = upload_digits(server)
-    job_id = submit(server, dataset_id, seed=0)
+    # Scored on the validation split: cross-validation's own test is in test_search_jobs.
+    job_id = submit(server, dataset_id, seed=0, validation="holdout")
     job = server.wait_for_job(job_id)
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
     assert job["progress"]["trials_done"] == 8
@@ -109,7 +110,8 @@ def test_job_survives_a_killed_worker(server: KilnServer) -> None:
     a fresh worker process resumes from the stored trials, the killed trial's heartbeat goes
     stale so it is marked lost and run again, and the job succeeds."""
     dataset_id, _, _ = upload_digits(server)
-    job_id = submit(server, dataset_id, max_trials=6, max_epochs=120, seed=3)
+    job_id = submit(server, dataset_id, max_trials=6, max_epochs=120, seed=3,
+                    validation="holdout")
     with server.client() as client:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

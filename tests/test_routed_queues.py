@@ -44,7 +44,7 @@ def test_each_kind_runs_on_a_worker_that_takes_its_queue(tmp_path: Path,
         with kiln.client() as client:
             search = client.post("/v1/jobs", json={
                 "kind": "search", "dataset_id": dataset_id, "model_name": "blobs",
-                "search": {"max_trials": 1, "max_epochs": 2}}).json()
+                "search": {"max_trials": 1, "max_epochs": 2, "validation": "holdout"}}).json()
             rows = (tmp_path / "rows.csv")
             rows.write_text("a,b,c,d\n" + "1,2,3,4\n" * 50)
             predict = client.post("/v1/jobs/predict", data={"model": "flowers"},

@@ -74,7 +74,8 @@ def searched(server: KilnServer) -> dict[str, Any]:
         assert uploaded.status_code == 201, uploaded.text
         response = client.post("/v1/jobs", json={
             "kind": "search", "dataset_id": uploaded.json()["id"], "model_name": "penguins",
-            "search": {"max_trials": 2, "max_epochs": 25, "space": SPACE, "seed": 3},
+            "search": {"max_trials": 2, "max_epochs": 25, "space": SPACE, "seed": 3,
+                       "validation": "holdout"},
             "compression": {"methods": [
                 "quantize_dynamic", {"method": "select_features", "keep": 0.5,
                                      "fine_tune_epochs": 5},

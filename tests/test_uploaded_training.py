@@ -70,11 +70,13 @@ def test_an_uploaded_mlp_is_pruned_shared_fine_tuned_and_transferred(kiln: KilnS
     assert rows["share_weights"]["size_bytes"] < parent["size_bytes"]
     tuned = job(kiln, {"kind": "search", "dataset_id": dataset, "model_name": "their-mlp",
                        "search": {"max_trials": 2, "space": {"epochs": 3},
+                                  "validation": "holdout",
                                   "init_from": {"model": "their-mlp", "version": 1}}})
     assert tuned["result"]["plan"]["init_from"] == "fine-tune"
     other = kiln.upload_dataset(blobs_csv(n_rows=160, n_features=6, labels=("p", "q"), seed=3))
     moved = job(kiln, {"kind": "search", "dataset_id": other, "model_name": "from-their-mlp",
                        "search": {"max_trials": 2, "space": {"epochs": 3},
+                                  "validation": "holdout",
                                   "init_from": {"model": "their-mlp", "version": 1}}})
     assert moved["result"]["plan"]["init_from"] == "transfer: new head"
     with kiln.client() as client:

@@ -31,6 +31,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             search = client.post("/v1/jobs", json={
                 "kind": "search", "dataset_id": dataset_id, "model_name": "looked-at",
                 "search": {"algorithm": "nsga2", "max_trials": 6, "seed": 2, "space": SPACE,
+                           "validation": "holdout",
                            "objectives": [{"metric": "accuracy"}, {"metric": "params"}]}})
             assert search.status_code == 202, search.text
         search_job = kiln.wait_for_job(int(search.json()["id"]))

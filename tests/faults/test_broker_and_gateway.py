@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.backends,
               pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")]
 QUICK_RESEND = {"KILN_QUEUED_RESEND_S": "2", "KILN_REAPER_INTERVAL_S": "1",
                 "KILN_JOB_LEASE_S": "10"}
-SEARCH = {"max_trials": 3, "max_epochs": 4,
+SEARCH = {"max_trials": 3, "max_epochs": 4, "validation": "holdout",
           "space": {"n_layers": 1, "width": 16, "epochs": 4, "batch_size": 16}}
 
 

@@ -17,7 +17,7 @@ import pytest
 from tests.e2e_server import KilnServer
 from tests.helpers import blobs_csv
 
-SEARCH = {"max_trials": 2, "max_epochs": 3,
+SEARCH = {"max_trials": 2, "max_epochs": 3, "validation": "holdout",
           "space": {"n_layers": 1, "width": 16, "epochs": 3, "batch_size": 16}}
 
 

@@ -39,24 +39,23 @@ PG_URL = os.environ.get("KILN_TEST_DATABASE_URL", "")
 BROKER_URL = os.environ.get("KILN_TEST_BROKER_URL", "")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def _is_e2e(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    return module is not None and "KilnServer" in vars(module)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``e2e`` every test of a module that starts real servers (it uses KilnServer),
     and ``backends`` every test that touches the registry database or the broker: one that
     uses the ``database_url`` fixture (directly or through settings, app, client), or an
     e2e test whose module declares ``pytestmark = pytest.mark.backends`` (its subject is the
     queue, leases, the shared study or the database). The PostgreSQL + Redis pass of
-    .ci/run runs ``-m backends``; the embedded pass runs everything.
-
-    The e2e tests form one pytest-xdist group (``-n 2 --dist loadgroup`` in pyproject's
-    addopts): they run one at a time on one worker, in file order, since they time real
-    processes (leases, heartbeats, deadlines); the other tests share the second worker."""
+    .ci/run runs ``-m backends``; the embedded pass runs everything. Tests run in two
+    pytest-xdist workers, a file at a time (``-n 2 --dist loadfile`` in pyproject's
+    addopts), so a module's servers start once."""
     for item in items:
-        module = getattr(item, "module", None)
-        e2e = module is not None and "KilnServer" in vars(module)
-        if e2e:
+        if _is_e2e(item):
             item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.xdist_group("e2e"))
         elif "database_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.backends)
 

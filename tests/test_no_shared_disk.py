@@ -11,6 +11,7 @@ import csv
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,22 @@ def _worker(kiln: KilnServer, data_dir: Path) -> subprocess.Popen[bytes]:
                             stdout=log, stderr=subprocess.STDOUT)
 
 
+def _wait_until_ready(logs: list[Path], timeout: float = 120) -> None:
+    """Both workers listening on the broker (Celery's "ready." line), so that the search's
+    trials can fan out over them rather than all run on whichever started first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(log.exists() and " ready." in log.read_text(errors="replace") for log in logs):
+            return
+        time.sleep(0.5)
+    raise AssertionError("workers not ready:\n" + _tails(logs))
+
+
+def _tails(logs: list[Path]) -> str:
+    return "\n".join(f"--- {log.name}\n" + log.read_text(errors="replace")[-3000:]
+                     for log in logs if log.exists())
+
+
 def _files_under(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.is_file()]
 
@@ -47,7 +64,8 @@ def _post_job(kiln: KilnServer, body: dict[str, Any]) -> dict[str, Any]:
         response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     job = kiln.wait_for_job(response.json()["id"], timeout=500)
-    assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
+    logs = sorted(kiln.data_dir.parent.glob("worker-*.log"))
+    assert job["status"] == "succeeded", (job["error"], kiln.log_tail(), _tails(logs))
     return dict(job)
 
 
@@ -56,13 +74,16 @@ def test_gateway_and_two_workers_share_no_disk(tmp_path: Path, s3_endpoint: str)
     kiln = KilnServer(tmp_path / "gateway", workers=0, **s3_env(s3_endpoint, bucket))
     kiln.start()
     workers = [_worker(kiln, tmp_path / f"worker-{n}") for n in (1, 2)]
+    logs = [tmp_path / f"worker-{n}.log" for n in (1, 2)]
     try:
+        _wait_until_ready(logs)
         dataset_id = kiln.upload_dataset(blobs_csv(n_rows=400, labels=("a", "b", "c")))
         search = _post_job(kiln, {
             "kind": "search", "dataset_id": dataset_id, "model_name": "blobs",
-            "search": {"max_trials": 6, "parallelism": 2, "max_epochs": 60, "seed": 3,
+            "search": {"max_trials": 4, "parallelism": 2, "max_epochs": 20, "seed": 3,
+                       "validation": "holdout",
                        "space": {"n_layers": {"low": 1, "high": 2}, "width": 64,
-                                 "epochs": 60, "batch_size": 16, "patience": 0}}})
+                                 "epochs": 20, "batch_size": 16, "patience": 0}}})
         with kiln.client() as client:
             trials = client.get(f"/v1/jobs/{search['id']}/trials").json()
         assert len({trial["worker"] for trial in trials}) == 2  # both workers trained

@@ -1,19 +1,48 @@
-"""Metric names and which way is better (no heavy imports: the gateway validates with it)."""
+"""Every metric by name, in one table: the task it measures (None: a cost that any model
+has), which way is better, and whether a search may optimise it. The lists the rest of the
+code reads are derived from it (no heavy imports: the gateway validates with it)."""
 
 from __future__ import annotations
 
-HIGHER_IS_BETTER = {
-    "accuracy": True, "precision_macro": True, "recall_macro": True, "f1_macro": True,
-    "roc_auc": True, "log_loss": False, "mae": False, "rmse": False, "r2": True,
-    "pearson_r": True, "latency_ms": False, "size_bytes": False, "params": False,
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    task: Literal["classification", "regression"] | None
+    higher_is_better: bool
+    searchable: bool
+
+
+METRICS: dict[str, MetricInfo] = {
+    "accuracy": MetricInfo("classification", True, True),
+    "precision_macro": MetricInfo("classification", True, False),  # reported, not searched
+    "recall_macro": MetricInfo("classification", True, False),
+    "f1_macro": MetricInfo("classification", True, True),
+    "roc_auc": MetricInfo("classification", True, True),
+    "log_loss": MetricInfo("classification", False, True),
+    "mae": MetricInfo("regression", False, True),
+    "rmse": MetricInfo("regression", False, True),
+    "r2": MetricInfo("regression", True, True),
+    "pearson_r": MetricInfo("regression", True, False),
+    "latency_ms": MetricInfo(None, False, True),
+    "size_bytes": MetricInfo(None, False, True),
+    "params": MetricInfo(None, False, True),
 }
-CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc",
-                          "log_loss")
-REGRESSION_METRICS = ("mae", "rmse", "r2", "pearson_r")
-COST_METRICS = ("latency_ms", "size_bytes", "params")
-# What a search may optimise (the issue's list; precision/recall are reported, not searched).
-SEARCH_METRICS = ("accuracy", "f1_macro", "roc_auc", "log_loss", "mae", "rmse", "r2",
-                  *COST_METRICS)
+HIGHER_IS_BETTER = {name: info.higher_is_better for name, info in METRICS.items()}
+CLASSIFICATION_METRICS = tuple(name for name, info in METRICS.items()
+                               if info.task == "classification")
+REGRESSION_METRICS = tuple(name for name, info in METRICS.items() if info.task == "regression")
+COST_METRICS = tuple(name for name, info in METRICS.items() if info.task is None)
+# What a search may optimise: ``SearchMetric`` in app.jobs.spec (a test holds them equal).
+SEARCH_METRICS = tuple(name for name, info in METRICS.items() if info.searchable)
+
+
+def searchable_for(task: str) -> frozenset[str]:
+    """The metrics a search on ``task`` may optimise: its own and the costs."""
+    return frozenset(name for name, info in METRICS.items()
+                     if info.searchable and info.task in (task, None))
 
 
 def task_metric_names(task: str) -> tuple[str, ...]:

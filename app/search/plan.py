@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from app.errors import InvalidInput
-from app.evaluation.names import COST_METRICS, HIGHER_IS_BETTER, default_metric
+from app.evaluation.names import COST_METRICS, HIGHER_IS_BETTER, default_metric, searchable_for
 from app.jobs.spec import ConstraintSpec, SearchSpec
 from app.search.space import SearchSpace, apply_overrides, default_space
 from app.search.strategy import MULTI_OBJECTIVE
@@ -21,8 +21,6 @@ CV_MAX_ROWS = 2_000
 BUDGET_ONLY_TRIALS = 1_000
 BUDGET_ONLY_PARALLELISM = 2
 BUDGET_ONLY_ENSEMBLE = 5
-CLASSIFICATION_ONLY = {"accuracy", "f1_macro", "roc_auc", "log_loss"}
-REGRESSION_ONLY = {"mae", "rmse", "r2"}
 
 
 @dataclass(frozen=True)
@@ -62,11 +60,11 @@ class SearchPlan:
 def _objectives(spec: SearchSpec, task: str) -> list[Objective]:
     if not spec.objectives:
         return [Objective(default_metric(task), HIGHER_IS_BETTER[default_metric(task)])]
-    wrong = CLASSIFICATION_ONLY if task == "regression" else REGRESSION_ONLY
+    applies = searchable_for(task)
     objectives: list[Objective] = []
     for index, entry in enumerate(spec.objectives):
         path = f"search.objectives[{index}].metric"
-        if entry.metric in wrong:
+        if entry.metric not in applies:
             raise InvalidInput(f"{path}: {entry.metric} does not apply to a {task} dataset")
         if any(objective.metric == entry.metric for objective in objectives):
             raise InvalidInput(f"{path}: {entry.metric} is listed twice")

@@ -17,6 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from app.errors import InvalidInput
+from app.signature import CNN_KIND, MLP_KIND
 
 ACTIVATION_OPS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Gelu": "gelu"}
 POOL_OPS = {"MaxPool": "max", "AveragePool": "avg"}
@@ -289,7 +290,7 @@ def _shape_architecture(walk: _Walk, plan: LayerPlan, image_shape: list[int] | N
         if out != into:
             raise UnsupportedGraph("a dense layer's outputs do not match the next one's inputs")
     if not plan.blocks:
-        plan.architecture = {"kind": "MLPConfig", "n_inputs": widths[0][0],
+        plan.architecture = {"kind": MLP_KIND, "n_inputs": widths[0][0],
                              "n_outputs": widths[-1][1], "hidden": [w[1] for w in widths[:-1]],
                              "activation": activation, "dropout": 0.0, "batch_norm": False,
                              "fixed_scaling": True}
@@ -304,7 +305,7 @@ def _shape_architecture(walk: _Walk, plan: LayerPlan, image_shape: list[int] | N
     norms = {block.norm is not None for block in plan.blocks}
     if len(norms) > 1:
         raise UnsupportedGraph("some convolution blocks have batch normalization, some not")
-    plan.architecture = {"kind": "CNNConfig", "input_shape": image_shape,
+    plan.architecture = {"kind": CNN_KIND, "input_shape": image_shape,
                          "n_outputs": widths[-1][1], "channels": channels, "kernel": kernel,
                          "pooling": pools.pop() if pools else "none",
                          "head_width": widths[0][1], "activation": activation,

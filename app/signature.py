@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.encoding import TableEncoding
 
+# ``config.architecture["kind"]``: which network a version holds (the stored values).
+MLP_KIND = "MLPConfig"
 CNN_KIND = "CNNConfig"
 MAX_LISTED_CATEGORIES = 200  # categories a signature lists per column
 

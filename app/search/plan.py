@@ -13,6 +13,7 @@ from app.evaluation.names import COST_METRICS, HIGHER_IS_BETTER, default_metric,
 from app.jobs.spec import ConstraintSpec, SearchSpec
 from app.search.space import SearchSpace, apply_overrides, default_space
 from app.search.strategy import MULTI_OBJECTIVE
+from app.signature import CNN_KIND
 from app.tables import Dataset, ModelVersion
 
 # Non-test rows up to which trials are cross-validated (``app.search.selection`` says why).
@@ -167,6 +168,6 @@ def transfer_layers(source: ModelVersion, dataset: Dataset) -> int | None:
         list(source.class_labels or []) == list(dataset.class_labels or []))
     if same_outputs:
         return None
-    if architecture.get("kind") == "CNNConfig":
+    if architecture.get("kind") == CNN_KIND:
         return len(architecture["channels"]) + 1  # the convolutions and the dense layer
     return len(architecture.get("hidden", ()))

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.signature import CNN_KIND, MLP_KIND
+
 INPUT_CLIP = 10.0  # standardised inputs are clipped to this many standard deviations
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -60,13 +62,14 @@ NetworkConfig = MLPConfig | CNNConfig
 
 def architecture_of(config: NetworkConfig) -> dict[str, Any]:
     """A network configuration as stored on a version (``config.architecture``)."""
-    return {"kind": type(config).__name__, **dataclasses.asdict(config)}
+    return {"kind": CNN_KIND if isinstance(config, CNNConfig) else MLP_KIND,
+            **dataclasses.asdict(config)}
 
 
 def architecture_from(config: dict[str, Any]) -> NetworkConfig:
     """The network configuration stored on a version (``config.architecture``)."""
     fields = {key: value for key, value in config.items() if key != "kind"}
-    if config.get("kind") == "CNNConfig":
+    if config.get("kind") == CNN_KIND:
         fields["input_shape"] = tuple(fields["input_shape"])
         fields["channels"] = tuple(fields["channels"])
         return CNNConfig(**fields)

@@ -19,7 +19,14 @@ from app.compression.spec import Distill
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.evaluation.sessions import open_session
-from app.training.models import CNNConfig, MLPConfig, Network, NetworkConfig, count_parameters
+from app.training.models import (
+    CNNConfig,
+    MLPConfig,
+    Network,
+    NetworkConfig,
+    architecture_of,
+    count_parameters,
+)
 from app.training.stopping import check_stop
 from app.training.train import TrainData, validation_score
 
@@ -79,8 +86,7 @@ class Distiller(Compressor):
             score = distill_train(student, train_data, soft, self.step, data.seed, check)
             tried.append((student, score))
         chosen, score = self._choose(tried, teacher_score, data)
-        report = {"student": dataclasses.asdict(chosen.config) | {
-                      "kind": type(chosen.config).__name__},
+        report = {"student": architecture_of(chosen.config),
                   "student_validation": round(score, 6),
                   "teacher_validation": round(teacher_score, 6),
                   "students_tried": len(tried)}

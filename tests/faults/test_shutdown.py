@@ -23,7 +23,7 @@ def test_a_search_stopped_by_sigterm_converges_after_restart(tmp_path: Path) -> 
     kiln.start()
     try:
         dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
-        job_id = submit_slow_search(kiln, dataset_id, "stopped", trials=4, epochs=30, seed=3)
+        job_id = submit_slow_search(kiln, dataset_id, "stopped", trials=3, epochs=30, seed=3)
         with kiln.client() as client:
             wait_for_trials(client, job_id, {"complete", "running"})
         assert kiln.process is not None

@@ -26,7 +26,7 @@ def test_a_job_survives_its_whole_worker_killed(tmp_path: Path) -> None:
     kiln.start()
     try:
         dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
-        job_id = submit_slow_search(kiln, dataset_id, "whole-worker", trials=4, epochs=30,
+        job_id = submit_slow_search(kiln, dataset_id, "whole-worker", trials=2, epochs=30,
                                     seed=5)
         with kiln.client() as client:
             job = wait_for_trials(client, job_id, {"running"})

@@ -12,10 +12,11 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.contracts.enums import Scope
 from app.db import utcnow
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.names import KEY_NAME
-from app.tables import ApiKey, Scope
+from app.tables import ApiKey
 
 KEY_PREFIX = "kiln_"
 

@@ -20,64 +20,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.contracts.enums import JobStatus, Scope, Task, TrialState, VersionStatus
 from app.dataset_profile import DatasetProfile
 from app.db import Base, PydanticJSON, UTCDateTime, utcnow
 from app.encoding import TableEncoding
 from app.signature import Signature, VersionConfig
-
-# Ids and version numbers are 32-bit INTEGER columns (PostgreSQL refuses more); every
-# id or number a client sends is bounded by this before it reaches a query.
-MAX_ID = 2**31 - 1
-
-
-class Scope(StrEnum):
-    """What an API key may do."""
-
-    ADMIN = "admin"
-    WRITE = "write"
-    READ = "read"
-    INFER = "infer"
-
-
-class Task(StrEnum):
-    """The learning task of a dataset or model."""
-
-    CLASSIFICATION = "classification"
-    REGRESSION = "regression"
-
-
-class JobStatus(StrEnum):
-    """Lifecycle of a job; the last three are final."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINAL_JOB_STATES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-class TrialState(StrEnum):
-    """Lifecycle of one trial; ``lost``: its worker stopped heartbeating while it ran;
-    ``infeasible``: it broke a constraint (before training when the architecture shows it);
-    ``stopped``: cut off by a time limit (the search's budget or its own), a normal end."""
-
-    RUNNING = "running"
-    COMPLETE = "complete"
-    PRUNED = "pruned"
-    FAILED = "failed"
-    LOST = "lost"
-    INFEASIBLE = "infeasible"
-    STOPPED = "stopped"
-
-
-class VersionStatus(StrEnum):
-    """Whether a model version may serve."""
-
-    LIVE = "live"
-    ARCHIVED = "archived"
 
 
 def _one_of(column: str, enum: type[StrEnum]) -> CheckConstraint:

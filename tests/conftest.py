@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, delete, make_url, text
 
 from app.auth import create_key
 from app.config import Settings, load_settings
+from app.contracts.enums import Scope
 from app.db import dispose_engines, session_scope
 from app.main import create_app
 from app.migrate import upgrade_to_head
@@ -31,7 +32,6 @@ from app.tables import (
     Job,
     Model,
     ModelVersion,
-    Scope,
     Trial,
 )
 

@@ -11,8 +11,8 @@ import pytest
 
 from app.auth import authenticate
 from app.config import SettingsError, load_settings
+from app.contracts.enums import Scope
 from app.db import session_scope
-from app.tables import Scope
 
 KILN = str(Path(sys.executable).with_name("kiln"))
 

@@ -13,8 +13,8 @@ from app.api.errors_schema import STORES_ARTIFACTS, V1_ERRORS
 from app.api.params import IdempotencyKey, IdPath, Offset
 from app.api.schemas import DatasetRead, Page
 from app.api.uploads import spooled_upload
+from app.contracts.enums import Task
 from app.datasets import service
-from app.tables import Task
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=V1_ERRORS)
 

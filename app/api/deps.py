@@ -12,12 +12,12 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth import Principal, check_scope
 from app.config import Settings
+from app.contracts.enums import Scope
 from app.db import defer_until_commit, session_scope
 from app.errors import Unauthorized
 from app.jobs.queue import JobQueue
 from app.serving.directory import ServingDirectory
 from app.storage import ArtifactStore
-from app.tables import Scope
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer kiln_...`")
 

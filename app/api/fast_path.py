@@ -16,8 +16,8 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.errors import failure_of
 from app.api.inference import JSON, Answer, authorize, infer_answer, predict_answer
+from app.contracts.enums import Scope as KeyScope
 from app.errors import BadRequest, PayloadTooLarge
-from app.tables import Scope as KeyScope
 
 logger = logging.getLogger(__name__)
 

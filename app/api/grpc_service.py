@@ -18,6 +18,7 @@ from starlette.datastructures import State
 from app.api.errors import failure_of
 from app.api.inference import authorize, element_limit, handle_inference, infer_feeds
 from app.api.v2 import metadata_of, not_ready_because, package_version
+from app.contracts.enums import Scope
 from app.db import session_scope
 from app.errors import BadRequest, NotFound, Unavailable
 from app.serving.directory import Target
@@ -25,7 +26,6 @@ from app.serving.grpc_schema import METHODS, SERVICE, message
 from app.serving.oip import InferRequest
 from app.serving.oip_grpc import decode_grpc, encode_grpc
 from app.serving.runtime import Feeds, LoadedModel
-from app.tables import Scope
 
 logger = logging.getLogger(__name__)
 

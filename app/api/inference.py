@@ -20,12 +20,12 @@ from app.api.errors import failure_of
 from app.api.metrics import ServingMetrics
 from app.auth import Principal, check_scope
 from app.config import Settings
+from app.contracts.enums import Scope as KeyScope
 from app.errors import BadRequest, Unauthorized
 from app.serving.directory import ServingDirectory, Target
 from app.serving.oip import NAMES, InferRequest, decode, encode
 from app.serving.predict import answer, parse_feeds
 from app.serving.runtime import Feeds, LoadedModel
-from app.tables import Scope as KeyScope
 
 logger = logging.getLogger(__name__)
 

@@ -26,11 +26,12 @@ from app.api.schemas import CompressionReport, JobProgress, JobRead, Page, Paret
 from app.api.uploads import spooled_upload
 from app.batch import submit as batch
 from app.batch.output import MEDIA_TYPES, output_file
+from app.contracts.enums import JobStatus
 from app.db import utcnow
 from app.errors import InvalidInput, KilnError
 from app.jobs import service
 from app.jobs.spec import PROGRESS_UNITS, CompressJobCreate, PredictJobCreate, SearchJobCreate
-from app.tables import Job, JobStatus
+from app.tables import Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1_ERRORS)
 

@@ -9,7 +9,7 @@ from app.api.deps import AdminAccess, InvalidatesServing, SessionDep
 from app.api.errors_schema import V1_ERRORS
 from app.api.params import IdPath
 from app.api.schemas import KeyCreate, KeyCreated, KeyRead
-from app.tables import Scope
+from app.contracts.enums import Scope
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[AdminAccess],
                    responses=V1_ERRORS)

@@ -15,10 +15,10 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from app.config import Settings
+from app.contracts.enums import JobStatus
 from app.db import session_scope
 from app.jobs.repository import JobRepository
 from app.serving.runtime import LoadedModel, SessionCache
-from app.tables import JobStatus
 
 router = APIRouter(tags=["metrics"])
 

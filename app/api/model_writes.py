@@ -26,9 +26,9 @@ from app.api.schemas import (
     VersionRead,
 )
 from app.api.uploads import spooled_upload
+from app.contracts.enums import Task
 from app.registry import aliases, service
 from app.registry.upload import ProbeLimits, upload_version
-from app.tables import Task
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=V1_ERRORS)
 

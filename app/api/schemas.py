@@ -7,10 +7,10 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.contracts.enums import MAX_ID, Scope
 from app.dataset_profile import DatasetProfile
 from app.names import KEY_NAME, KeyNameStr
 from app.signature import Signature
-from app.tables import MAX_ID, Scope
 
 T = TypeVar("T")
 

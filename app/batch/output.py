@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 from pyarrow import csv as arrow_csv
 from pyarrow import ipc
 
+from app.contracts.enums import JobStatus, Task
 from app.errors import Conflict, Unavailable
 from app.storage import ArtifactStore
-from app.tables import Job, JobStatus
+from app.tables import Job
 
 MEDIA_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 
@@ -59,7 +60,7 @@ def prediction_table(first_row: int, rows: pa.Table, keys: tuple[str, ...], outp
         "row": pa.array(np.arange(first_row + 1, first_row + count + 1, dtype=np.int64))}
     for key in keys:
         columns[key] = rows.column(key)
-    if task == "classification" and labels is not None:
+    if task == Task.CLASSIFICATION and labels is not None:
         columns["prediction"] = pa.array(labels).take(pa.array(output.argmax(axis=1)))
         for index, label in enumerate(labels):
             columns[probability_column(label)] = pa.array(output[:, index])

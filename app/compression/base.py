@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from app.compression.spec import MethodStep
+from app.contracts.enums import Task
 from app.encoding import TableEncoding
 from app.errors import KilnError
 from app.preprocessing.encode import feeds
@@ -73,7 +74,7 @@ class CompressionData:
 
     @property
     def classification(self) -> bool:
-        return self.task == "classification"
+        return self.task == Task.CLASSIFICATION
 
     @property
     def n_outputs(self) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from app.contracts.enums import Task
+
 # A variant counts as faster only when its p50 beats the parent's by this share: smaller
 # differences are within the run-to-run noise of a shared machine.
 FASTER_MARGIN = 0.05
@@ -15,7 +17,7 @@ SIZE_TIE = 0.02  # sizes this close to the smallest count as equal when ranking
 def quality_drop(task: str, parent: dict[str, Any], variant: dict[str, Any]) -> float:
     """How much worse the variant is: accuracy points lost (classification), or the
     relative RMSE increase (regression). Negative when it is better."""
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         return float(parent["accuracy"]) - float(variant["accuracy"])
     base = float(parent["rmse"])
     return (float(variant["rmse"]) - base) / base if base > 0 else float(variant["rmse"])
@@ -47,7 +49,7 @@ def judge(task: str, parent: dict[str, Any], variant: dict[str, Any],
     smaller, faster = is_smaller(parent, variant), is_faster(parent, variant)
     reason = None
     if drop > max_drop + 1e-12:
-        unit = "accuracy points" if task == "classification" else "relative RMSE"
+        unit = "accuracy points" if task == Task.CLASSIFICATION else "relative RMSE"
         reason = f"loses {drop:.4f} {unit}, more than max_accuracy_drop {max_drop}"
     elif not (smaller or faster):
         reason = "neither smaller nor faster than the parent"

@@ -20,6 +20,7 @@ from app.compression.record import (
     report,
 )
 from app.compression.spec import CompressionSpec
+from app.contracts.enums import Task
 from app.datasets.service import DatasetArrays, load_arrays, load_raw
 from app.datasets.splits import SplitIndices, split_indices
 from app.db import session_scope
@@ -29,7 +30,7 @@ from app.preprocessing.graph import detach
 from app.registry.service import get_version
 from app.signature import VersionConfig
 from app.storage import ArtifactStore, get_store
-from app.tables import Dataset, Job, ModelVersion, Task
+from app.tables import Dataset, Job, ModelVersion
 from app.training.export import INPUT_NAME
 from app.training.from_onnx import network_from_onnx
 from app.training.models import Network, architecture_from

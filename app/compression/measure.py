@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from app.compression.base import Candidate, CompressionData
+from app.contracts.enums import Task
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import task_metrics
 from app.evaluation.sessions import open_session
@@ -23,7 +24,7 @@ ROUNDS = 4  # round-robin passes; each model keeps its best
 def agreement(task: str, output: np.ndarray, parent: np.ndarray) -> float:
     """How closely a variant follows its parent on the test rows: the share of rows with the
     same predicted class, or (regression) R² of the variant's values against the parent's."""
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         return float(np.mean(output.argmax(axis=1) == parent.argmax(axis=1)))
     residual = float(np.sum((output - parent) ** 2))
     spread = float(np.sum((parent - parent.mean()) ** 2))

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.contracts.enums import Task
 from app.dataset_profile import DroppedRows
 from app.datasets.splits import check_splittable
 from app.datasets.target import encode_target
@@ -29,7 +30,6 @@ from app.preprocessing.columns import (
 from app.preprocessing.csv_reader import line_of, read_columns, read_header, short_list
 from app.preprocessing.encode import encode
 from app.preprocessing.fit import fit_encoding
-from app.tables import Task
 
 RESERVED_OUTPUT = "output"  # the served model's output tensor
 

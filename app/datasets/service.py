@@ -12,13 +12,14 @@ import pyarrow as pa
 from pyarrow import ipc
 from sqlalchemy.orm import Session
 
+from app.contracts.enums import Task
 from app.datasets.parsing import parse_csv, raw_columns
 from app.datasets.profile import profile_of
 from app.datasets.repository import DatasetRepository
 from app.errors import InvalidInput, NotFound
 from app.names import COLUMN_NAME, DATASET_NAME, InvalidName, refused_character
 from app.storage import ArtifactStore
-from app.tables import Dataset, Task
+from app.tables import Dataset
 
 MAX_NAME_LENGTH = DATASET_NAME.max_length
 

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from app.contracts.enums import Task
+
 
 def _probabilities(output: np.ndarray) -> np.ndarray:
     """Rows that sum to one (outputs are already probabilities; clip rounding noise)."""
@@ -80,14 +82,14 @@ def regression_metrics(values: np.ndarray, target: np.ndarray) -> dict[str, Any]
 
 def task_metrics(task: str, output: np.ndarray, target: np.ndarray) -> dict[str, Any]:
     """The metrics of ``task`` for a model output on rows whose truth is ``target``."""
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         return classification_metrics(output, target)
     return regression_metrics(output, target)
 
 
 def quality_score(metric: str, task: str, output: np.ndarray, target: np.ndarray) -> float:
     """One quality metric (not a cost metric) of an output; cheaper than ``task_metrics``."""
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         predicted = output.argmax(axis=1)
         if metric == "accuracy":
             return float((predicted == target).mean())

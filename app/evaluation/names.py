@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from app.contracts.enums import Task
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -47,8 +49,8 @@ def searchable_for(task: str) -> frozenset[str]:
 
 def task_metric_names(task: str) -> tuple[str, ...]:
     """The quality metrics that apply to a task."""
-    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    return CLASSIFICATION_METRICS if task == Task.CLASSIFICATION else REGRESSION_METRICS
 
 
 def default_metric(task: str) -> str:
-    return "accuracy" if task == "classification" else "rmse"
+    return "accuracy" if task == Task.CLASSIFICATION else "rmse"

@@ -11,12 +11,13 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.contracts.enums import JobStatus
 from app.db import defer_until_commit, utcnow
 from app.idempotency import forget_expired
 from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository
 from app.jobs.runner import time_limit_message
-from app.tables import Job, JobStatus
+from app.tables import Job
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.tables import Job, JobStatus, Trial, TrialState
+from app.contracts.enums import JobStatus, TrialState
+from app.tables import Job, Trial
 
 
 class JobRepository:

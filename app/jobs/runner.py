@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.contracts.enums import JobStatus
 from app.db import database_unavailable, session_scope, utcnow
 from app.errors import KilnError
 from app.jobs.repository import JobRepository
-from app.tables import JobStatus
 from app.training.stopping import TrainingStopped, stop_checks
 
 logger = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.compression.spec import CompressionSpec, chain_problem, count_steps
 from app.config import Settings
+from app.contracts.enums import FINAL_JOB_STATES, JobStatus
 from app.datasets.repository import DatasetRepository
 from app.datasets.splits import TEST_FRACTION
 from app.db import defer_until_commit, utcnow
@@ -28,7 +29,7 @@ from app.search.plan import (
 )
 from app.search.size import architecture_size, check_student, over_limits, smallest_in_space
 from app.signature import VersionConfig
-from app.tables import FINAL_JOB_STATES, Dataset, Job, JobStatus, ModelVersion, Trial
+from app.tables import Dataset, Job, ModelVersion, Trial
 
 
 def submit_job(session: Session, queue: JobQueue, settings: Settings,

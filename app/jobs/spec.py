@@ -8,8 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.compression.spec import CompressionSpec
+from app.contracts.enums import MAX_ID
 from app.names import ModelNameStr
-from app.tables import MAX_ID
 
 MAX_KEY_COLUMNS = 32
 

@@ -8,11 +8,12 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.contracts.enums import VersionStatus
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.names import ALIAS, TAG_KEY
 from app.registry.service import get_model, get_version
-from app.tables import Alias, AliasHistory, ModelVersion, VersionStatus
+from app.tables import Alias, AliasHistory, ModelVersion
 
 MAX_TAGS = 50
 MAX_TAG_VALUE = 256

@@ -6,7 +6,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.tables import Alias, Model, ModelVersion, VersionStatus
+from app.contracts.enums import VersionStatus
+from app.tables import Alias, Model, ModelVersion
 
 
 class ModelRepository:

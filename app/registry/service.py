@@ -7,12 +7,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.contracts.enums import VersionStatus
 from app.errors import NotFound
 from app.names import MODEL_NAME
 from app.registry.repository import ModelRepository, VersionRepository
 from app.signature import Signature, VersionConfig
 from app.storage import StoredArtifact
-from app.tables import Model, ModelVersion, Trial, VersionStatus
+from app.tables import Model, ModelVersion, Trial
 
 PRODUCTION_ALIAS = "production"
 # What serves a request that names no version when no ``production`` alias is set: the newest

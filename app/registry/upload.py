@@ -11,6 +11,7 @@ from typing import Any
 import onnx
 from sqlalchemy.orm import Session
 
+from app.contracts.enums import Task
 from app.errors import Conflict, InvalidInput
 from app.names import MODEL_NAME
 from app.onnx_layers import UnsupportedGraph, read_layers
@@ -72,7 +73,7 @@ def _task_and_labels(declared: DeclaredSignature, labels: str | None,
     class_labels = _parse_labels(labels)
     width = declared.width
     resolved = task or ("classification" if class_labels or width > 1 else "regression")
-    if resolved == "classification":
+    if resolved == Task.CLASSIFICATION:
         class_labels = class_labels or list(range(width))
         if len(class_labels) != width:
             raise InvalidInput(f"labels: {len(class_labels)} given but output "

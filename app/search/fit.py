@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 import torch
 
+from app.contracts.enums import Task
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import quality_score
 from app.preprocessing.graph import with_rows
@@ -36,7 +37,7 @@ def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Ne
     point = candidate(params, n_inputs=len(run.dataset.feature_names), n_outputs=n_outputs,
                       input_shape=run.dataset.input_shape, seed=seed,
                       metric=run.plan.pruning_metric, architecture=run.architecture)
-    network = Network(point.network, classification=run.dataset.task == "classification",
+    network = Network(point.network, classification=run.dataset.task == Task.CLASSIFICATION,
                       seed=seed)
     training = dataclasses.replace(point.training, device=run.device)
     if run.init_weights is not None and run.transfers:

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from app.contracts.enums import Task
 from app.datasets.splits import SplitIndices, fold_indices
 from app.evaluation.metrics import quality_score
-from app.tables import Task, Trial
+from app.tables import Trial
 from app.training.train import TrainData
 
 # Trials are cross-validated up to ``CV_MAX_ROWS`` (2,000) non-test rows: the holdout would
@@ -58,7 +59,7 @@ def fold_data(features: np.ndarray, target: np.ndarray, task: Task, splits: Spli
 
 def proper_score(task: str) -> str:
     """The proper scoring rule that breaks ties (lower is better)."""
-    return "log_loss" if task == "classification" else "rmse"
+    return "log_loss" if task == Task.CLASSIFICATION else "rmse"
 
 
 def summarize_folds(per_fold: list[dict[str, float]], best_epochs: list[int],

@@ -27,6 +27,7 @@ from app.compression.job import (
 from app.compression.record import Lineage
 from app.compression.spec import CompressionSpec
 from app.config import Settings
+from app.contracts.enums import JobStatus, Task, TrialState
 from app.datasets.service import load_arrays, load_raw
 from app.datasets.splits import split_indices
 from app.db import session_scope, utcnow
@@ -59,7 +60,7 @@ from app.search.storage import open_storage
 from app.search.strategy import make_pruner, make_sampler
 from app.search.trials import run_trials, stale_trial_handler, wait_for_others
 from app.storage import get_store
-from app.tables import Dataset, Job, JobStatus, Task, Trial, TrialState
+from app.tables import Dataset, Job, Trial
 from app.training.device import describe_device, resolve_device
 from app.training.ensemble import Ensemble
 from app.training.export import INPUT_NAME, OUTPUT_NAME

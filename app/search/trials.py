@@ -21,12 +21,13 @@ from optuna.trial import TrialState as OptunaState
 from sqlalchemy import func, select, update
 
 from app.config import Settings
+from app.contracts.enums import TrialState
 from app.db import session_scope, utcnow
 from app.jobs.runner import JobLost
 from app.search.fit import Measured, train_trial
 from app.search.run import Infeasible, SearchRun
 from app.search.space import suggest
-from app.tables import Job, Trial, TrialState
+from app.tables import Job, Trial
 from app.training.stopping import TrainingStopped, stop_checks
 
 logger = logging.getLogger(__name__)

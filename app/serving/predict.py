@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from app.contracts.enums import Task
 from app.errors import BadRequest, InvalidInput
 from app.serving.json_values import first_boolean, has_json_booleans
 from app.serving.records import parse_records
@@ -91,7 +92,7 @@ def _first_non_number(inputs: list[list[Any]]) -> str:
 def answer(model: LoadedModel, output: np.ndarray) -> dict[str, Any]:
     """The model's output as the predict answer: labels and probabilities for
     classification, values for regression."""
-    if model.task == "classification" and model.labels is not None:
+    if model.task == Task.CLASSIFICATION and model.labels is not None:
         labels = model.labels
         predictions = [labels[index] for index in output.argmax(axis=1).tolist()]
         return {"predictions": predictions, "probabilities": output.tolist()}

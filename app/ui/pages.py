@@ -27,13 +27,13 @@ from app.api.params import AliasName, IdPath, ModelName, VersionQuery
 from app.api.schemas import CompressionReport, DatasetRead, JobRead, ParetoFront, TrialRead
 from app.auth import check_scope
 from app.batch.output import output_file
+from app.contracts.enums import JobStatus, Scope
 from app.datasets import service as datasets
 from app.db import defer_until_commit, utcnow
 from app.errors import KilnError
 from app.jobs import service as jobs
 from app.registry import aliases
 from app.registry import service as registry
-from app.tables import JobStatus, Scope
 from app.ui import charts
 from app.ui.lineage import version_tree
 from app.ui.model_panel import version_panel

@@ -14,9 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from app.auth import Principal, check_scope
+from app.contracts.enums import Scope
 from app.errors import Forbidden, KilnError
 from app.serving.directory import ServingDirectory
-from app.tables import Scope
 
 COOKIE = "kiln_ui_key"
 PATH = "/ui"

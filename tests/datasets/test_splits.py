@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.contracts.enums import Task
 from app.datasets.splits import split_indices
-from app.tables import Task
 
 
 def test_splits_are_disjoint_complete_and_stratified() -> None:

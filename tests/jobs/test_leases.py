@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.contracts.enums import JobStatus, TrialState
 from app.datasets.service import create_dataset
 from app.db import session_scope, utcnow
 from app.jobs.queue import JobQueue
@@ -17,7 +18,7 @@ from app.jobs.runner import JobContext, JobFailed, run_job
 from app.jobs.service import submit_job
 from app.jobs.spec import SearchJobCreate
 from app.storage import get_store
-from app.tables import Job, JobStatus, Trial, TrialState
+from app.tables import Job, Trial
 from tests.api.test_jobs import broker_messages
 from tests.helpers import blobs_csv
 

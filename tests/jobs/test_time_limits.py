@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from app.config import Settings
+from app.contracts.enums import JobStatus
 from app.db import session_scope, utcnow
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap
 from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, run_job
-from app.tables import Job, JobStatus
+from app.tables import Job
 from app.training.models import MLPConfig, Network
 from app.training.stopping import TrainingStopped, stop_checks
 from app.training.train import TrainConfig, TrainData, train

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.contracts.enums import Task
 from app.datasets.splits import fold_indices, split_indices
 from app.search.plan import uses_folds
 from app.search.selection import best_of, summarize_folds, within_noise
-from app.tables import Task, Trial
+from app.tables import Trial
 
 
 def trial(number: int, value: float, **metrics: float) -> Trial:

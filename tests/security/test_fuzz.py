@@ -18,6 +18,7 @@ from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
 
 from app.config import Settings
+from app.contracts.enums import Task
 from app.datasets.parsing import parse_csv
 from app.errors import KilnError
 from app.registry.onnx_checks import declared_signature, decode_model, refuse_external_data
@@ -25,7 +26,6 @@ from app.serving.oip import decode
 from app.serving.predict import parse_body, parse_rows
 from app.serving.records import parse_records
 from app.signature import TensorSpec
-from app.tables import Task
 from tests.api.test_model_upload import linear_onnx, upload
 from tests.conftest import register
 

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute, Route
 
-from app.tables import Scope
+from app.contracts.enums import Scope
 from tests.conftest import bearer
 
 PUBLIC = "public"

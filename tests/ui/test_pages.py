@@ -15,8 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app.contracts.enums import JobStatus
 from app.db import session_scope, utcnow
-from app.tables import Job, JobStatus, Trial
+from app.tables import Job, Trial
 from tests.conftest import register
 from tests.helpers import blobs_csv
 

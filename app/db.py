@@ -9,10 +9,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, make_url
+from sqlalchemy import (
+    JSON,
+    CursorResult,
+    DateTime,
+    Engine,
+    Executable,
+    MetaData,
+    create_engine,
+    event,
+    make_url,
+)
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -137,6 +147,13 @@ def get_engine(url: str) -> Engine:
 def get_sessionmaker(url: str) -> sessionmaker[Session]:
     """A session factory bound to the engine for ``url``."""
     return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+
+
+def rows_changed(session: Session, statement: Executable) -> int:
+    """Run an UPDATE or DELETE; how many rows it changed. The conditional updates behind
+    claims, leases and slots read this to learn whether they won."""
+    result = cast(CursorResult[Any], session.execute(statement))
+    return int(result.rowcount or 0)
 
 
 def defer_until_commit(session: Session, action: Callable[[], None]) -> None:

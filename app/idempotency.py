@@ -20,6 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.db import rows_changed
 from app.errors import Conflict
 from app.tables import IdempotentRequest
 
@@ -91,6 +92,5 @@ def remember(session: Session, request: KeyedRequest, answer: Answer) -> None:
 
 def forget_expired(session: Session, now: datetime) -> int:
     """Drop answers older than ``KEEP_HOURS``; how many."""
-    result = session.execute(delete(IdempotentRequest).where(
+    return rows_changed(session, delete(IdempotentRequest).where(
         IdempotentRequest.created_at < now - timedelta(hours=KEEP_HOURS)))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]

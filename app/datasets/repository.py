@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
+from app.repository import Repository
 from app.tables import Dataset
 
 
-class DatasetRepository:
+class DatasetRepository(Repository[Dataset]):
     """Queries over the datasets table."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    row_type = Dataset
+    noun = "dataset"
 
-    def get(self, dataset_id: int) -> Dataset | None:
-        return self.session.get(Dataset, dataset_id)
-
-    def add(self, dataset: Dataset) -> Dataset:
-        self.session.add(dataset)
-        self.session.flush()
-        return dataset
-
-    def page(self, *, limit: int, offset: int) -> tuple[list[Dataset], int]:
-        total = self.session.scalar(select(func.count()).select_from(Dataset)) or 0
-        rows = self.session.scalars(
-            select(Dataset).order_by(Dataset.id.desc()).limit(limit).offset(offset))
-        return list(rows), total
+    def newest_first(self, *, limit: int, offset: int) -> tuple[list[Dataset], int]:
+        return self.page(limit=limit, offset=offset, order_by=Dataset.id.desc())

@@ -16,7 +16,7 @@ from app.contracts.enums import Task
 from app.datasets.parsing import parse_csv, raw_columns
 from app.datasets.profile import profile_of
 from app.datasets.repository import DatasetRepository
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput
 from app.names import COLUMN_NAME, DATASET_NAME, InvalidName, refused_character
 from app.storage import ArtifactStore
 from app.tables import Dataset
@@ -87,15 +87,12 @@ def create_dataset(session: Session, store: ArtifactStore, *, upload: Path, file
 
 def get_dataset(session: Session, dataset_id: int) -> Dataset:
     """The dataset, or NotFound."""
-    dataset = DatasetRepository(session).get(dataset_id)
-    if dataset is None:
-        raise NotFound(f"dataset {dataset_id} not found")
-    return dataset
+    return DatasetRepository(session).get_or_raise(dataset_id)
 
 
 def list_datasets(session: Session, *, limit: int, offset: int) -> tuple[list[Dataset], int]:
     """A page of datasets, newest first, with the total count."""
-    return DatasetRepository(session).page(limit=limit, offset=offset)
+    return DatasetRepository(session).newest_first(limit=limit, offset=offset)
 
 
 def load_arrays(store: ArtifactStore, dataset: Dataset) -> DatasetArrays:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.contracts.enums import JobStatus
-from app.db import defer_until_commit, utcnow
+from app.db import defer_until_commit, rows_changed, utcnow
 from app.idempotency import forget_expired
 from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository
@@ -61,10 +61,9 @@ def reap(session: Session, settings: Settings, queue: JobQueue,
                                          "finished_at": now}
         else:
             values = {"status": JobStatus.QUEUED, "enqueued_at": now, "sends": Job.sends + 1}
-        result = session.execute(update(Job).where(*lost).values(
-            lease_expires_at=None, updated_at=now, **values)
-            .execution_options(synchronize_session=False))
-        if not result.rowcount:  # type: ignore[attr-defined]
+        if not rows_changed(session, update(Job).where(*lost).values(
+                lease_expires_at=None, updated_at=now, **values)
+                .execution_options(synchronize_session=False)):
             continue  # another reaper, or the worker itself, got there first
         if values["status"] == JobStatus.FAILED:
             # For good: nothing will run these trials' heartbeat checks any more. (On a
@@ -78,12 +77,11 @@ def reap(session: Session, settings: Settings, queue: JobQueue,
     for job in repo.stale_queued(now, base):
         if job.id in report.requeued or not _resend_due(job, now, base):
             continue
-        result = session.execute(
-            update(Job).where(Job.id == job.id, Job.status == JobStatus.QUEUED,
-                              Job.sends == job.sends)
-            .values(enqueued_at=now, sends=Job.sends + 1)
-            .execution_options(synchronize_session=False))
-        if result.rowcount:  # type: ignore[attr-defined]
+        if rows_changed(session,
+                        update(Job).where(Job.id == job.id, Job.status == JobStatus.QUEUED,
+                                          Job.sends == job.sends)
+                        .values(enqueued_at=now, sends=Job.sends + 1)
+                        .execution_options(synchronize_session=False)):
             report.resent.append(job.id)
             defer_until_commit(session, functools.partial(queue.send, job.id, job.kind))
     report.forgotten_keys = forget_expired(session, now)

@@ -6,37 +6,28 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
 
 from app.contracts.enums import JobStatus, TrialState
+from app.db import rows_changed
+from app.repository import Repository
 from app.tables import Job, Trial
 
 
-class JobRepository:
+class JobRepository(Repository[Job]):
     """Queries over jobs and their trials."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    row_type = Job
+    noun = "job"
 
-    def add(self, job: Job) -> Job:
-        self.session.add(job)
-        self.session.flush()
-        return job
-
-    def get(self, job_id: int) -> Job | None:
-        return self.session.get(Job, job_id)
-
-    def page(self, *, limit: int, offset: int,
-             status: str | None = None) -> tuple[list[Job], int]:
-        where = [Job.status == status] if status else []
-        total = self.session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
-        rows = self.session.scalars(select(Job).where(*where)
-                                    .order_by(Job.id.desc()).limit(limit).offset(offset))
-        return list(rows), total
+    def newest_first(self, *, limit: int, offset: int,
+                     status: str | None = None) -> tuple[list[Job], int]:
+        """Newest first, of one status when given."""
+        return self.page(limit=limit, offset=offset, order_by=Job.id.desc(),
+                         where=[Job.status == status] if status else [])
 
     def claim(self, job_id: int, *, worker: str, now: datetime, lease: timedelta) -> bool:
         """queued -> running, attempt + 1, in one conditional update; True if we won."""
-        result = self.session.execute(
+        changed = rows_changed(self.session,
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.QUEUED,
                    Job.attempt < Job.max_attempts)
@@ -44,17 +35,17 @@ class JobRepository:
                     lease_expires_at=now + lease, started_at=func.coalesce(Job.started_at, now),
                     updated_at=now)
             .execution_options(synchronize_session=False))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(changed)
 
     def renew(self, job_id: int, *, attempt: int, now: datetime, lease: timedelta,
               **progress: Any) -> bool:
         """Extend our lease (and store progress) if the job is still ours; False if lost."""
-        result = self.session.execute(
+        changed = rows_changed(self.session,
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempt == attempt)
             .values(lease_expires_at=now + lease, updated_at=now, **progress)
             .execution_options(synchronize_session=False))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(changed)
 
     def holds(self, job_id: int, *, attempt: int) -> bool:
         """Whether ``attempt`` still runs the job (not cancelled, reaped or taken over)."""
@@ -65,13 +56,13 @@ class JobRepository:
     def finish(self, job_id: int, *, attempt: int, status: JobStatus, now: datetime,
                error: str | None = None, result: dict[str, Any] | None = None) -> bool:
         """running -> final state, only for the attempt that holds the job."""
-        outcome = self.session.execute(
+        changed = rows_changed(self.session,
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempt == attempt)
             .values(status=status, error=error, result=result, finished_at=now, updated_at=now,
                     lease_expires_at=None)
             .execution_options(synchronize_session=False))
-        return bool(outcome.rowcount)  # type: ignore[attr-defined]
+        return bool(changed)
 
     def expired(self, now: datetime) -> list[Job]:
         """Running jobs whose worker stopped renewing the lease."""
@@ -98,9 +89,8 @@ class JobRepository:
             select(Trial).where(Trial.job_id == job_id).order_by(Trial.number)))
 
     def mark_running_trials_lost(self, job_id: int, now: datetime) -> int:
-        result = self.session.execute(
+        return rows_changed(self.session,
             update(Trial).where(Trial.job_id == job_id, Trial.state == TrialState.RUNNING)
             .values(state=TrialState.LOST, finished_at=now,
                     error="the worker running this trial stopped (lease expired)")
             .execution_options(synchronize_session=False))
-        return int(result.rowcount)  # type: ignore[attr-defined]

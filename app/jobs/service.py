@@ -237,16 +237,13 @@ def _check_search_sources(session: Session, spec: SearchJobCreate,
 
 def get_job(session: Session, job_id: int) -> Job:
     """The job, or NotFound."""
-    job = JobRepository(session).get(job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
-    return job
+    return JobRepository(session).get_or_raise(job_id)
 
 
 def list_jobs(session: Session, *, limit: int, offset: int,
               status: JobStatus | None = None) -> tuple[list[Job], int]:
     """A page of jobs, newest first, with the total count."""
-    return JobRepository(session).page(limit=limit, offset=offset, status=status)
+    return JobRepository(session).newest_first(limit=limit, offset=offset, status=status)
 
 
 def list_trials(session: Session, job_id: int) -> list[Trial]:

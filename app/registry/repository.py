@@ -7,14 +7,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import VersionStatus
+from app.repository import Repository
 from app.tables import Alias, Model, ModelVersion
 
 
-class ModelRepository:
+class ModelRepository(Repository[Model]):
     """Queries over the models table."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    row_type = Model
+    noun = "model"
 
     def get_by_name(self, name: str) -> Model | None:
         return self.session.scalar(select(Model).where(Model.name == name))
@@ -44,10 +45,8 @@ class ModelRepository:
         assert number is not None
         return int(number)
 
-    def page(self, *, limit: int, offset: int) -> tuple[list[Model], int]:
-        total = self.session.scalar(select(func.count()).select_from(Model)) or 0
-        rows = self.session.scalars(select(Model).order_by(Model.name).limit(limit).offset(offset))
-        return list(rows), total
+    def by_name(self, *, limit: int, offset: int) -> tuple[list[Model], int]:
+        return self.page(limit=limit, offset=offset, order_by=Model.name)
 
 
 class VersionRepository:

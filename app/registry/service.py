@@ -68,7 +68,7 @@ def get_model(session: Session, name: str) -> Model:
 
 def list_models(session: Session, *, limit: int, offset: int) -> tuple[list[Model], int]:
     """A page of models by name."""
-    return ModelRepository(session).page(limit=limit, offset=offset)
+    return ModelRepository(session).by_name(limit=limit, offset=offset)
 
 
 def list_versions(session: Session, name: str, *, limit: int,

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 
 from app.config import Settings
 from app.contracts.enums import TrialState
-from app.db import session_scope, utcnow
+from app.db import rows_changed, session_scope, utcnow
 from app.jobs.runner import JobLost
 from app.search.fit import Measured, train_trial
 from app.search.run import Infeasible, SearchRun
@@ -96,11 +96,10 @@ class Heartbeat(threading.Thread):
 def _take_slot(run: SearchRun) -> bool:
     """Claim one trial of the ``max_trials`` budget; atomic across worker processes."""
     with session_scope(run.settings.database_url) as session:
-        result = session.execute(
-            update(Job).where(Job.id == run.job_id, Job.trial_slots < run.budget)
+        return bool(rows_changed(
+            session, update(Job).where(Job.id == run.job_id, Job.trial_slots < run.budget)
             .values(trial_slots=Job.trial_slots + 1)
-            .execution_options(synchronize_session=False))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+            .execution_options(synchronize_session=False)))
 
 
 def _slots_left(run: SearchRun) -> int:

@@ -78,3 +78,8 @@ class StorageFull(KilnError):
 class ArtifactCorrupt(Unavailable):
     """A stored artifact's bytes do not match the sha256 the registry recorded (503):
     it was changed or damaged after it was written, and is refused."""
+
+
+class BrokenInvariant(RuntimeError):
+    """Something the code itself guarantees did not hold: a bug, never the client's input,
+    so it stays a 500. Raised explicitly where an ``assert`` would vanish under ``-O``."""

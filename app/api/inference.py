@@ -21,7 +21,7 @@ from app.api.metrics import ServingMetrics
 from app.auth import Principal, check_scope
 from app.config import Settings
 from app.contracts.enums import Scope as KeyScope
-from app.errors import BadRequest, Unauthorized
+from app.errors import BadRequest, BrokenInvariant, Unauthorized
 from app.serving.directory import ServingDirectory, Target
 from app.serving.oip import NAMES, InferRequest, decode, encode
 from app.serving.predict import answer, parse_feeds
@@ -116,7 +116,8 @@ def _check_outputs(model: LoadedModel, request: InferRequest) -> None:
 def _column_feeds(model: LoadedModel, request: InferRequest, max_rows: int) -> Feeds:
     """The feeds of a model that takes columns: each an [n, 1] (or [n]) tensor, FP32 (or
     another number type) for numbers with NaN for gaps, BYTES for text and dates."""
-    assert model.columns is not None
+    if model.columns is None:
+        raise BrokenInvariant("model.columns is None")
     columns = {column.name: column for column in model.columns}
     unknown = sorted(set(request.inputs) - set(columns))
     if unknown:

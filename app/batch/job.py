@@ -23,7 +23,7 @@ from app.batch.output import (
 from app.batch.plan import BatchPlan, Checkpoint, Part, output_key, part_key
 from app.batch.reader import chunks, estimate_rows, feeds_of, layout_for, prefetched
 from app.db import session_scope
-from app.errors import ArtifactCorrupt, InvalidInput
+from app.errors import ArtifactCorrupt, BrokenInvariant, InvalidInput
 from app.evaluation.sessions import open_session
 from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, JobFailed, Recorder
@@ -66,7 +66,8 @@ def run_batch_predict(context: JobContext) -> Recorder:
     store = get_store(settings)
     with session_scope(settings.database_url) as session:
         job = JobRepository(session).get(context.job_id)
-        assert job is not None
+        if job is None:
+            raise BrokenInvariant("job is None")
         plan = BatchPlan.model_validate(job.spec)
         checkpoint = Checkpoint.model_validate(job.checkpoint or {})
         rows_total = job.trials_total

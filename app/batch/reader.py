@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as arrow_csv
 
-from app.errors import InvalidInput
+from app.errors import BrokenInvariant, InvalidInput
 from app.preprocessing.csv_reader import MISSING_SPELLINGS, is_number, short_list
 from app.signature import Signature
 
@@ -245,5 +245,6 @@ def feeds_of(table: pa.Table, layout: InputLayout, input_name: str,
         raise InvalidInput(f"row {first_row + row + 1}, column {layout.tensor[column]!r} is "
                            "empty; this model takes a number in every column")
     shape = (table.num_rows, *layout.row_shape)
-    assert math.prod(shape[1:]) == len(layout.tensor)
+    if not (math.prod(shape[1:]) == len(layout.tensor)):
+        raise BrokenInvariant("not (math.prod(shape[1:]) == len(layout.tensor))")
     return {input_name: matrix.reshape(shape)}

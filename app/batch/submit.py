@@ -12,7 +12,7 @@ from app.batch.reader import layout_for
 from app.config import Settings
 from app.datasets.repository import DatasetRepository
 from app.datasets.service import original_key
-from app.errors import InvalidInput, NotFound
+from app.errors import BrokenInvariant, InvalidInput, NotFound
 from app.jobs.queue import JobQueue
 from app.jobs.service import enqueue_job
 from app.jobs.spec import PredictJobCreate
@@ -81,7 +81,8 @@ def submit_predict(session: Session, queue: JobQueue, settings: Settings, store:
         key = original_key(dataset_id)
     else:
         key = input_key(job.id)
-        assert upload is not None
+        if upload is None:
+            raise BrokenInvariant("upload is None")
         digest = store.put_file(key, upload).sha256
     job.spec = plan.model_copy(update={"input_key": key, "input_sha256": digest}).model_dump()
     session.flush()

@@ -16,7 +16,7 @@ import numpy as np
 from app.compression.spec import MethodStep
 from app.contracts.enums import Task
 from app.encoding import TableEncoding
-from app.errors import KilnError
+from app.errors import BrokenInvariant, KilnError
 from app.preprocessing.encode import feeds
 from app.preprocessing.graph import attach
 from app.training.export import export_onnx
@@ -47,7 +47,8 @@ class CompressionData:
 
     def used_columns(self, candidate: Candidate) -> set[str]:
         """The source columns a candidate's network reads (all, without a selection)."""
-        assert self.encoding is not None
+        if self.encoding is None:
+            raise BrokenInvariant("self.encoding is None")
         picked = None if candidate.columns is None else [int(c) for c in candidate.columns]
         return self.encoding.sources_of(picked)
 
@@ -63,7 +64,8 @@ class CompressionData:
         """The test rows as the served file takes them (raw columns, or the features)."""
         if self.encoding is None:
             return {candidate.input_name: self.x_test}
-        assert self.raw_test is not None
+        if self.raw_test is None:
+            raise BrokenInvariant("self.raw_test is None")
         return feeds(self.encoding, self.raw_test, self.used_columns(candidate))
 
     def groups(self) -> list[np.ndarray] | None:

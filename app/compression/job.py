@@ -24,6 +24,7 @@ from app.contracts.enums import Task
 from app.datasets.service import DatasetArrays, load_arrays, load_raw
 from app.datasets.splits import SplitIndices, split_indices
 from app.db import session_scope
+from app.errors import BrokenInvariant
 from app.jobs.runner import JobContext, Recorder
 from app.jobs.spec import CompressJobCreate
 from app.preprocessing.graph import detach
@@ -146,11 +147,15 @@ def run_compress(context: JobContext) -> Recorder:
     """A ``compress`` job: load the source version and dataset, compress, record."""
     with session_scope(context.settings.database_url) as session:
         job = session.get(Job, context.job_id)
-        assert job is not None and job.dataset_id is not None
+        if job is None:
+            raise BrokenInvariant("job is None")
+        if job.dataset_id is None:
+            raise BrokenInvariant("job.dataset_id is None")
         spec = CompressJobCreate.model_validate(job.spec)
         source = get_version(session, spec.source.model, spec.source.version)
         dataset = session.get(Dataset, job.dataset_id)
-        assert dataset is not None
+        if dataset is None:
+            raise BrokenInvariant("dataset is None")
         session.expunge_all()
     store = get_store(context.settings)
     arrays = load_arrays(store, dataset)

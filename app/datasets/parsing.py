@@ -20,7 +20,7 @@ from app.dataset_profile import DroppedRows
 from app.datasets.splits import check_splittable
 from app.datasets.target import encode_target
 from app.encoding import TableEncoding
-from app.errors import InvalidInput
+from app.errors import BrokenInvariant, InvalidInput
 from app.preprocessing.columns import (
     SourceColumn,
     keep_constant_numbers,
@@ -82,7 +82,8 @@ def _usable(columns: list[SourceColumn]) -> list[SourceColumn]:
 def _plain_features(columns: list[SourceColumn]) -> np.ndarray:
     """The numbers themselves, as one matrix; each column's numbers become a view of it."""
     rows = columns[0].numbers
-    assert rows is not None
+    if rows is None:
+        raise BrokenInvariant("rows is None")
     matrix = np.empty((len(rows), len(columns)), dtype=np.float32)
     for index, column in enumerate(columns):
         matrix[:, index] = column.numbers

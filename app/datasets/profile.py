@@ -17,6 +17,7 @@ from app.dataset_profile import (
     TargetProfile,
     ValueCount,
 )
+from app.errors import BrokenInvariant
 from app.preprocessing.columns import SourceColumn
 from app.preprocessing.fit import value_counts
 
@@ -34,7 +35,8 @@ def _column(column: SourceColumn) -> ColumnProfile:
                              missing=column.missing)
     if column.numbers is not None:
         return _numeric(column.name, column.numbers)
-    assert column.text is not None
+    if column.text is None:
+        raise BrokenInvariant("column.text is None")
     counts = value_counts(column.text)
     if column.type == "datetime":
         filled = pc.filter(column.text, pc.not_equal(column.text, ""))

@@ -16,7 +16,7 @@ from app.contracts.enums import Task
 from app.datasets.parsing import parse_csv, raw_columns
 from app.datasets.profile import profile_of
 from app.datasets.repository import DatasetRepository
-from app.errors import InvalidInput
+from app.errors import BrokenInvariant, InvalidInput
 from app.names import COLUMN_NAME, DATASET_NAME, InvalidName, refused_character
 from app.storage import ArtifactStore
 from app.tables import Dataset
@@ -60,7 +60,8 @@ def create_dataset(session: Session, store: ArtifactStore, *, upload: Path, file
         display_name = (Path(filename).stem.strip() or "dataset")[:MAX_NAME_LENGTH]
     parsed = parse_csv(upload, target=target, task=task, input_shape=input_shape,
                        columns=columns)
-    assert parsed.columns is not None
+    if parsed.columns is None:
+        raise BrokenInvariant("parsed.columns is None")
     dataset = DatasetRepository(session).add(Dataset(
         name=display_name, filename=Path(filename).name[:255] or "upload.csv", target=target,
         task=parsed.task, n_rows=parsed.n_rows, feature_names=parsed.feature_names,

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.contracts.enums import Task
-from app.errors import InvalidInput
+from app.errors import BrokenInvariant, InvalidInput
 from app.preprocessing.columns import NUMBER_PATTERN
 
 MAX_CLASSES = 1_000
@@ -48,7 +48,8 @@ def encode_target(name: str, text: pa.Array, task: Task | None,
         task = (Task.CLASSIFICATION if values is None or (integral and few)
                 else Task.REGRESSION)
     if task == Task.REGRESSION:
-        assert values is not None
+        if values is None:
+            raise BrokenInvariant("values is None")
         return task, values, None
     labels: list[Any]
     if values is not None:

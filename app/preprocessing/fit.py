@@ -16,6 +16,7 @@ from app.encoding import (
     NumericColumn,
     TableEncoding,
 )
+from app.errors import BrokenInvariant
 from app.preprocessing.columns import SourceColumn
 
 MAX_ONE_HOT = 32  # one-hot slots per column (the most frequent values)
@@ -32,7 +33,8 @@ def value_counts(text: pa.Array) -> list[tuple[str, int]]:
 
 
 def _categorical(column: SourceColumn) -> CategoricalColumn:
-    assert column.text is not None
+    if column.text is None:
+        raise BrokenInvariant("column.text is None")
     counts = value_counts(column.text)
     frequent = [value for value, rows in counts[:MAX_ONE_HOT] if rows >= MIN_CATEGORY_ROWS]
     categories = frequent or [counts[0][0]]
@@ -46,7 +48,8 @@ def _categorical(column: SourceColumn) -> CategoricalColumn:
 
 
 def _datetime(column: SourceColumn) -> DatetimeColumn:
-    assert column.text is not None
+    if column.text is None:
+        raise BrokenInvariant("column.text is None")
     counts = sorted(value_counts(column.text))  # by date (ISO text sorts as time does)
     half, seen, median = sum(rows for _, rows in counts) / 2, 0, counts[0][0]
     for value, rows in counts:
@@ -60,7 +63,8 @@ def _datetime(column: SourceColumn) -> DatetimeColumn:
 
 
 def _numeric(column: SourceColumn) -> NumericColumn:
-    assert column.numbers is not None
+    if column.numbers is None:
+        raise BrokenInvariant("column.numbers is None")
     filled = column.numbers[~np.isnan(column.numbers)]
     return NumericColumn(name=column.name, fill=float(np.float32(np.median(filled))),
                          indicator=column.missing > 0)

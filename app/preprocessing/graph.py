@@ -19,6 +19,7 @@ from app.encoding import (
     NumericColumn,
     TableEncoding,
 )
+from app.errors import BrokenInvariant
 from app.preprocessing.encode import MONTH_OFFSETS, feeds, slot_codes
 
 OPSET = 20  # StringSplit, StringConcat and RegexFullMatch
@@ -157,7 +158,8 @@ def preprocessing(encoding: TableEncoding, used: set[str]) -> tuple[_Builder, li
     inputs = [helper.make_tensor_value_info(
         column.name, TensorProto.FLOAT if column.kind == "numeric" else TensorProto.STRING,
         ["batch", 1]) for column in encoding.columns if column.name in used]
-    assert inputs, "at least one column is used"
+    if not (inputs):
+        raise BrokenInvariant("at least one column is used")
     blocks: list[str] = []
     for column in encoding.columns:
         if column.name not in used:

@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import VersionStatus
+from app.errors import BrokenInvariant
 from app.repository import Repository
 from app.tables import Alias, Model, ModelVersion
 
@@ -42,7 +43,8 @@ class ModelRepository(Repository[Model]):
             .values(latest_version=Model.latest_version + 1)
             .returning(Model.latest_version)
             .execution_options(synchronize_session=False))
-        assert number is not None
+        if number is None:
+            raise BrokenInvariant("number is None")
         return int(number)
 
     def by_name(self, *, limit: int, offset: int) -> tuple[list[Model], int]:

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from app.errors import BrokenInvariant
 from app.training.models import CNNConfig, MLPConfig, NetworkConfig
 from app.training.train import TrainConfig
 
@@ -33,7 +34,10 @@ def candidate(params: dict[str, Any], *, n_inputs: int, n_outputs: int,
     if architecture is not None:  # init_from: its layers, with this dataset's outputs
         network = dataclasses.replace(architecture, n_outputs=n_outputs)
     elif "n_blocks" in params:
-        assert input_shape is not None and len(input_shape) == 3
+        if input_shape is None:
+            raise BrokenInvariant("input_shape is None")
+        if not (len(input_shape) == 3):
+            raise BrokenInvariant("not (len(input_shape) == 3)")
         network = CNNConfig(
             input_shape=(input_shape[0], input_shape[1], input_shape[2]), n_outputs=n_outputs,
             channels=_per_layer(params, "channels", int(params["n_blocks"])),

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from app.compression.spec import CompressionSpec, chain_problem
+from app.errors import BrokenInvariant
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import COST_METRICS
 from app.search.run import SearchRun, predictions_key
@@ -81,7 +82,8 @@ def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:
 def _fold_spread(run: SearchRun, averaged: np.ndarray, target: np.ndarray,
                  metric: str) -> dict[str, Any]:
     """The average's score on each fold's validation rows, and their spread."""
-    assert run.folds is not None
+    if run.folds is None:
+        raise BrokenInvariant("run.folds is None")
     task = run.dataset.task
     scores = [quality_score(metric, task, averaged[rows], target[rows])
               for rows in run.folds.positions]

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.encoding import TableEncoding
+from app.errors import BrokenInvariant
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import task_metrics
 from app.evaluation.sessions import open_session
@@ -81,7 +82,8 @@ def served_form(network: Network | Ensemble, path: Path, encoding: TableEncoding
         parity = check_parity(network, path, test_rows[:PARITY_ROWS])
         return Served(path.read_bytes(), signature_for(network), {INPUT_NAME: test_rows},
                       parity)
-    assert raw_test is not None
+    if raw_test is None:
+        raise BrokenInvariant("raw_test is None")
     onnx, test_feeds = with_rows(path.read_bytes(), encoding, raw_test)
     parity = check_table_parity(network, onnx, encoding,
                                 stress_rows(encoding, raw_test, PARITY_ROWS))

@@ -16,6 +16,7 @@ import optuna
 import torch
 
 from app.contracts.enums import Task
+from app.errors import BrokenInvariant
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import quality_score
 from app.preprocessing.graph import with_rows
@@ -200,5 +201,6 @@ def _train_folds(run: SearchRun, folds: Folds, params: dict[str, Any], seed: int
     primary = run.plan.objectives[0].metric
     if primary not in per_fold[0]:
         primary = proper_score(run.dataset.task)
-    assert out_of_fold is not None
+    if out_of_fold is None:
+        raise BrokenInvariant("out_of_fold is None")
     return summarize_folds(per_fold, best_epochs, primary), out_of_fold

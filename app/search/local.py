@@ -23,6 +23,8 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from app.errors import BrokenInvariant
+
 STEP = 0.15  # a move's standard deviation, as a share of the (log-)range
 
 
@@ -109,7 +111,8 @@ class HillClimbSampler(BaseSampler):
     def _uniform(self, distribution: BaseDistribution) -> Any:
         if isinstance(distribution, CategoricalDistribution):
             return distribution.choices[self._rng.randint(len(distribution.choices))]
-        assert isinstance(distribution, FloatDistribution | IntDistribution)
+        if not isinstance(distribution, FloatDistribution | IntDistribution):
+            raise BrokenInvariant(f"not a numeric distribution: {distribution!r}")
         low, high = float(distribution.low), float(distribution.high)
         if distribution.log:
             point = math.exp(self._rng.uniform(math.log(low), math.log(high)))
@@ -121,7 +124,8 @@ class HillClimbSampler(BaseSampler):
         if isinstance(distribution, CategoricalDistribution):
             others = [c for c in distribution.choices if c != value]
             return others[self._rng.randint(len(others))] if others else value
-        assert isinstance(distribution, FloatDistribution | IntDistribution)
+        if not isinstance(distribution, FloatDistribution | IntDistribution):
+            raise BrokenInvariant(f"not a numeric distribution: {distribution!r}")
         low, high = float(distribution.low), float(distribution.high)
         if low == high:
             return value

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import TRAINING_BYTES_PER_PARAM, Settings
-from app.errors import InvalidInput
+from app.errors import BrokenInvariant, InvalidInput
 from app.search.space import Dimension, SearchSpace
 from app.signature import CNN_KIND
 
@@ -79,7 +79,8 @@ def size_of(params: dict[str, Any], *, n_inputs: int, n_outputs: int,
             input_shape: Sequence[int] | None) -> NetworkSize:
     """The network a trial's parameter dict describes."""
     if "n_blocks" in params:
-        assert input_shape is not None
+        if input_shape is None:
+            raise BrokenInvariant("input_shape is None")
         return cnn_size(input_shape, _layers(params, "channels", int(params["n_blocks"])),
                         kernel=int(params["kernel"]), pooling=str(params["pooling"]),
                         head_width=int(params["head_width"]), n_outputs=n_outputs,

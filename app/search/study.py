@@ -31,6 +31,7 @@ from app.contracts.enums import JobStatus, Task, TrialState
 from app.datasets.service import load_arrays, load_raw
 from app.datasets.splits import split_indices
 from app.db import session_scope, utcnow
+from app.errors import BrokenInvariant
 from app.jobs.queue import JobQueue
 from app.jobs.runner import (
     JobContext,
@@ -86,18 +87,28 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
     """Everything a worker needs for this job's trials, from the registry and the study."""
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
-        assert job is not None and job.dataset_id is not None
+        if job is None:
+            raise BrokenInvariant("job is None")
+        if job.dataset_id is None:
+            raise BrokenInvariant("job.dataset_id is None")
         dataset = session.get(Dataset, job.dataset_id)
-        assert dataset is not None
+        if dataset is None:
+            raise BrokenInvariant("dataset is None")
         spec = SearchJobCreate.model_validate(job.spec).search
         architecture, init_weights, transfer = None, None, None
         if spec.init_from is not None:
             source = get_version(session, spec.init_from.model, spec.init_from.version)
             stored = source.config
-            assert stored is not None and stored.architecture is not None  # checked at submit
+            # checked at submit
+            if stored is None:
+                raise BrokenInvariant("stored is None")
+            if stored.architecture is None:
+                raise BrokenInvariant("stored.architecture is None")
             architecture = architecture_from(stored.architecture)
             network = stored_network(source, get_store(settings))
-            assert network is not None  # has_network was checked at submit
+            # has_network was checked at submit
+            if network is None:
+                raise BrokenInvariant("network is None")
             init_weights = save_weights(network)
             transfer = transfer_layers(source, dataset)
         started_at = job.started_at or utcnow()
@@ -309,7 +320,8 @@ def run_search(context: JobContext) -> Recorder:
     seed_base = ATTEMPT_SEED_STRIDE * (context.attempt - 1)
     with session_scope(context.settings.database_url) as session:
         job = session.get(Job, context.job_id)
-        assert job is not None
+        if job is None:
+            raise BrokenInvariant("job is None")
         spec = SearchJobCreate.model_validate(job.spec)
     queue = JobQueue(context.settings)  # helpers start while this worker sets up
     for slot in range(1, spec.search.parallelism):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from app.encoding import TableEncoding
+from app.errors import BrokenInvariant
 from app.preprocessing.encode import Raw, encode, feeds
 from app.training.models import Network, Predictor
 
@@ -73,7 +74,10 @@ def fold_batch_norm(network: Network) -> Network:
         norm, layer = body[index], body[index - 1]
         if not (isinstance(norm, norms) and isinstance(layer, nn.Linear | nn.Conv2d)):
             continue
-        assert norm.running_mean is not None and norm.running_var is not None
+        if norm.running_mean is None:
+            raise BrokenInvariant("norm.running_mean is None")
+        if norm.running_var is None:
+            raise BrokenInvariant("norm.running_var is None")
         with torch.no_grad():
             gain = norm.weight / torch.sqrt(norm.running_var + norm.eps)
             shape = (-1,) + (1,) * (layer.weight.dim() - 1)

@@ -9,6 +9,7 @@ import onnx
 import torch
 from torch import nn
 
+from app.errors import BrokenInvariant
 from app.onnx_layers import LayerPlan, UnsupportedGraph, constants_of, input_statistics, read_layers
 from app.training.models import Network, architecture_from
 
@@ -29,15 +30,20 @@ def _copy_weights(network: Network, plan: LayerPlan, constants: dict[str, np.nda
         for block, conv in zip(plan.blocks, convs, strict=True):
             conv.weight.copy_(_tensor(constants[block.conv]))
             conv_bias = constants.get(block.conv_bias or "")
-            assert conv.bias is not None
+            if conv.bias is None:
+                raise BrokenInvariant("conv.bias is None")
             conv.bias.copy_(_tensor(conv_bias) if conv_bias is not None
                             else torch.zeros_like(conv.bias))
         for block, norm in zip([b for b in plan.blocks if b.norm], norms, strict=True):
-            assert block.norm is not None
+            if block.norm is None:
+                raise BrokenInvariant("block.norm is None")
             gamma, beta, means, variances, epsilon = block.norm
             norm.weight.copy_(_tensor(constants[gamma]))
             norm.bias.copy_(_tensor(constants[beta]))
-            assert norm.running_mean is not None and norm.running_var is not None
+            if norm.running_mean is None:
+                raise BrokenInvariant("norm.running_mean is None")
+            if norm.running_var is None:
+                raise BrokenInvariant("norm.running_var is None")
             norm.running_mean.copy_(_tensor(constants[means]))
             norm.running_var.copy_(_tensor(constants[variances]))
             norm.eps = epsilon

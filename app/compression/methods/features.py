@@ -13,6 +13,7 @@ import torch
 from app.compression.base import Candidate, CompressionData, CompressionError, Compressor, register
 from app.compression.methods.pruning import fine_tune
 from app.compression.spec import SelectFeatures
+from app.errors import BrokenInvariant
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.evaluation.sessions import open_session
@@ -57,7 +58,8 @@ def permutation_importance(candidate: Candidate, data: CompressionData,
 
 def narrowed(network: Network, keep: np.ndarray) -> Network:
     """The same MLP reading only input positions ``keep`` (first layer columns sliced)."""
-    assert isinstance(network.config, MLPConfig)
+    if not isinstance(network.config, MLPConfig):
+        raise BrokenInvariant("not isinstance(network.config, MLPConfig)")
     config = dataclasses.replace(network.config, n_inputs=len(keep))
     smaller = Network(config, network.classification)
     index = torch.from_numpy(keep)

@@ -19,6 +19,7 @@ from app.compression.methods.pruning import fine_tune
 from app.compression.methods.surgery import weighted_layers
 from app.compression.packing import CodedWeight, match_initializer, pack_weights
 from app.compression.spec import Binarize, ShareWeights
+from app.errors import BrokenInvariant
 from app.training.models import Network
 
 KMEANS_ROUNDS = 30
@@ -178,7 +179,8 @@ class WeightSharer(_CodingCompressor):
         return SharedValues(weight, self.step.bits)
 
     def book(self, layer: nn.Module, coding: nn.Module) -> tuple[np.ndarray, np.ndarray]:
-        assert isinstance(coding, SharedValues)
+        if not isinstance(coding, SharedValues):
+            raise BrokenInvariant("not isinstance(coding, SharedValues)")
         return coding.coded()
 
     def details(self, books: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, object]:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.errors import BrokenInvariant
 from app.training.models import CNNConfig, MLPConfig, Network
 
 PRUNABLE = (nn.Linear, nn.Conv2d)
@@ -40,7 +41,8 @@ def taylor_importance(network: Network, x: torch.Tensor, y: torch.Tensor,
         target = y[start:start + batch_size]
         loss_fn(output, target).backward()
         for score, layer in zip(scores, layers, strict=True):
-            assert layer.weight.grad is not None
+            if layer.weight.grad is None:
+                raise BrokenInvariant("layer.weight.grad is None")
             contribution = (layer.weight.detach() * layer.weight.grad).abs()
             score += contribution.reshape(contribution.shape[0], -1).sum(dim=1)
     network.zero_grad(set_to_none=True)

@@ -70,7 +70,7 @@ def process_gone(pid: int, timeout: float = 10) -> bool:
 def test_csv_to_served_model_and_restart(server: KilnServer) -> None:
     dataset_id, held_x, held_y = upload_digits(server)
     # Scored on the validation split: cross-validation's own test is in test_search_jobs.
-    job_id = submit(server, dataset_id, seed=0, validation="holdout")
+    job_id = submit(server, dataset_id, seed=0, validation="holdout", max_epochs=25)
     job = server.wait_for_job(job_id)
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
     assert job["progress"]["trials_done"] == 8

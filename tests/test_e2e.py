@@ -110,7 +110,7 @@ def test_job_survives_a_killed_worker(server: KilnServer) -> None:
     a fresh worker process resumes from the stored trials, the killed trial's heartbeat goes
     stale so it is marked lost and run again, and the job succeeds."""
     dataset_id, _, _ = upload_digits(server)
-    job_id = submit(server, dataset_id, max_trials=3, max_epochs=120, seed=3,
+    job_id = submit(server, dataset_id, max_trials=3, max_epochs=60, seed=3,
                     validation="holdout")
     with server.client() as client:
         deadline = time.monotonic() + 120

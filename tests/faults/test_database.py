@@ -37,7 +37,7 @@ def test_a_search_converges_when_postgresql_stops_mid_job_and_returns(
     kiln.start()
     try:
         dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
-        job_id = submit_slow_search(kiln, dataset_id, "through-outage", trials=5, epochs=20,
+        job_id = submit_slow_search(kiln, dataset_id, "through-outage", trials=3, epochs=20,
                                     seed=4)
         with kiln.client() as client:
             wait_for_trials(client, job_id, {"complete", "running"})

@@ -58,9 +58,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
         elif "database_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.backends)
-    # The e2e modules first, each whole and in file order (a stable sort): the long ones
-    # start at once and the many short files fill the two workers' last minutes.
-    items.sort(key=lambda item: not _is_e2e(item))
 
 
 @pytest.fixture(scope="session")

@@ -204,16 +204,16 @@ def _share_between_gateways(folder: Path) -> None:
 
 def _worker_kinds(text: str) -> list[str]:
     """The job kinds of ``--queues`` (comma-separated); exits 2 naming an unknown one."""
-    from app.jobs.queue import QUEUE_KINDS
+    from app.kinds import JOB_KINDS
 
     kinds = [name.strip() for name in text.split(",") if name.strip()]
     for kind in kinds:
-        if kind not in QUEUE_KINDS:
+        if kind not in JOB_KINDS:
             print(f"kiln worker: unknown queue {kind!r}; the queues are "
-                  f"{', '.join(QUEUE_KINDS)}", file=sys.stderr)
+                  f"{', '.join(JOB_KINDS)}", file=sys.stderr)
             raise SystemExit(2)
     if not kinds:
-        print(f"kiln worker: --queues names none of {', '.join(QUEUE_KINDS)}",
+        print(f"kiln worker: --queues names none of {', '.join(JOB_KINDS)}",
               file=sys.stderr)
         raise SystemExit(2)
     return kinds
@@ -222,9 +222,10 @@ def _worker_kinds(text: str) -> list[str]:
 def worker(args: argparse.Namespace) -> None:
     """Run one Celery worker node with ``--concurrency`` processes, taking the jobs of the
     kinds in ``--queues`` (default: every kind)."""
-    from app.jobs.queue import QUEUE_KINDS, queue_for
+    from app.jobs.queue import queue_for
+    from app.kinds import JOB_KINDS
 
-    kinds = _worker_kinds(args.queues) if args.queues else list(QUEUE_KINDS)
+    kinds = _worker_kinds(args.queues) if args.queues else list(JOB_KINDS)
     os.environ.setdefault("KILN_TRAIN_THREADS", str(max(1, (os.cpu_count() or 1)
                                                         // max(1, args.concurrency))))
     settings = _settings_or_exit()

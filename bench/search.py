@@ -243,10 +243,10 @@ def plain_loop(kiln: Kiln, dataset_id: int, trials: int) -> tuple[float, float]:
     from app.datasets.service import load_arrays
     from app.datasets.splits import split_indices
     from app.db import session_scope
-    from app.jobs.spec import SearchSpec
     from app.search.build import candidate
     from app.search.plan import make_plan
     from app.search.space import suggest
+    from app.search.spec import SearchSpec
     from app.storage import get_store
     from app.tables import Dataset, Task
     from app.training.models import Network

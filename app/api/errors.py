@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from app.db import DATABASE_UNAVAILABLE
 from app.errors import KilnError, RefusedBelow, Unauthorized
-from app.jobs.spec import JOB_KINDS
+from app.kinds import JOB_KINDS
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from app import idempotency
+from app import idempotency, kinds
 from app.api.deps import (
     QueueDep,
     ReadAccess,
@@ -24,39 +24,39 @@ from app.api.errors_schema import STORES_ARTIFACTS, V1_ERRORS
 from app.api.params import IdempotencyKey, IdPath, Offset
 from app.api.schemas import CompressionReport, JobProgress, JobRead, Page, ParetoFront, TrialRead
 from app.api.uploads import spooled_upload
-from app.batch import submit as batch
 from app.batch.output import MEDIA_TYPES, output_file
+from app.batch.spec import PredictJobCreate
+from app.batch.submit import submit_predict
+from app.compression.kind import compression_report as compression_report_of
 from app.contracts.enums import JobStatus
 from app.db import utcnow
-from app.errors import InvalidInput, KilnError
+from app.errors import InvalidInput
 from app.jobs import service
-from app.jobs.spec import PROGRESS_UNITS, CompressJobCreate, PredictJobCreate, SearchJobCreate
+from app.jobs.kinds import SubmitContext
+from app.kinds import JOB_KINDS, JobCreate
+from app.search.kind import pareto_front as pareto_front_of
 from app.tables import Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1_ERRORS)
 
 
 def best_metric(session: Session, job: Job) -> str | None:
-    """The metric a search's ``best_value`` is in (its first objective)."""
-    if job.kind != "search":
-        return None
-    try:
-        objectives = service.objectives_of(session, job)
-    except KilnError:  # its dataset or source version is gone: the number stays unnamed
-        return None
-    return objectives[0]["metric"] if objectives else None
+    """The metric ``best_value`` is in, where the job's kind keeps one."""
+    kind = JOB_KINDS.get(job.kind)
+    return kind.best_metric(session, job) if kind is not None else None
 
 
 def job_progress(job: Job, metric: str | None = None) -> JobProgress:
-    """Counts, best value (in ``metric``), and for a search given ``timeout_s`` its time:
-    budget and spent."""
-    budget = (job.spec.get("search") or {}).get("timeout_s") if job.kind == "search" else None
+    """Counts, best value (in ``metric``), and for a job given a wall time (a search's
+    ``timeout_s``) its time: budget and spent."""
+    kind = JOB_KINDS.get(job.kind)
+    budget = kind.time_budget_s(job.spec) if kind is not None else None
     elapsed = None
     if job.started_at is not None:
         elapsed = max(0.0, ((job.finished_at or utcnow()) - job.started_at).total_seconds())
     return JobProgress(trials_done=job.trials_done, trials_total=job.trials_total,
                        best_value=job.best_value, best_metric=metric,
-                       unit=PROGRESS_UNITS.get(job.kind, "trials"), time_budget_s=budget,
+                       unit=JOB_KINDS.progress_unit(job.kind), time_budget_s=budget,
                        elapsed_s=elapsed)
 
 
@@ -74,16 +74,13 @@ def job_read(job: Job, session: Session | None = None) -> JobRead:
 @router.post("", status_code=202, response_model=JobRead, summary="Submit a job")
 def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep, store: StoreDep,
                principal: WritePrincipal,
-               spec: Annotated[SearchJobCreate | CompressJobCreate | PredictJobCreate,
-                               Body(discriminator="kind")],
+               spec: Annotated[JobCreate, Body(discriminator="kind")],
                idempotency_key: IdempotencyKey = None) -> JobRead | JSONResponse:
     """Record the job, then (after commit) send it to the workers. With an
     ``Idempotency-Key``, a repeat of the same request gets the first answer."""
 
     def submit() -> Job:
-        if isinstance(spec, PredictJobCreate):
-            return batch.submit_predict(session, queue, settings, store, spec)
-        return service.submit_job(session, queue, settings, spec)
+        return kinds.submit(SubmitContext(session, queue, settings, store), spec)
 
     if idempotency_key is None:
         return job_read(submit(), session)
@@ -126,8 +123,8 @@ def submit_batch_prediction(
         first = invalid.errors()[0]
         raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     with spooled_upload(file, settings, ".csv") as path:
-        job = batch.submit_predict(session, queue, settings, store, spec, upload=path,
-                                   filename=file.filename)
+        job = submit_predict(SubmitContext(session, queue, settings, store), spec,
+                             upload=path, filename=file.filename)
     return job_read(job)
 
 
@@ -158,7 +155,7 @@ def list_trials(session: SessionDep, job_id: IdPath) -> list[TrialRead]:
 def pareto_front(session: SessionDep, job_id: IdPath) -> ParetoFront:
     """The Pareto-optimal trials of a finished multi-objective job, each with the version
     it was registered as (409 for a single-objective or unfinished job)."""
-    return ParetoFront(**service.pareto_front(session, job_id))
+    return ParetoFront(**pareto_front_of(session, job_id))
 
 
 @router.get("/{job_id}/report", response_model=CompressionReport, dependencies=[ReadAccess])
@@ -166,7 +163,7 @@ def compression_report(session: SessionDep, job_id: IdPath) -> CompressionReport
     """The parent and every variant of a finished compression (or search + compression)
     job side by side: quality, size, gzip size, latency, agreement, and which is
     recommended and why (409 for a job that did not compress, or has not succeeded)."""
-    return CompressionReport(**service.compression_report(session, job_id))
+    return CompressionReport(**compression_report_of(session, job_id))
 
 
 @router.get("/{job_id}/output", response_class=FileResponse, dependencies=[ReadAccess],

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from pyarrow import csv as arrow_csv
 from pyarrow import ipc
 
+from app.batch.spec import PREDICT_KIND
 from app.contracts.enums import JobStatus, Task
 from app.errors import Conflict, Unavailable
 from app.storage import ArtifactStore
@@ -36,7 +37,7 @@ class OutputFile:
 def output_file(job: Job, store: ArtifactStore) -> OutputFile:
     """The output of a predict job that succeeded; Conflict for another kind of job or one
     that has not succeeded, Unavailable when the file is gone from the store."""
-    if job.kind != "predict":
+    if job.kind != PREDICT_KIND:
         raise Conflict(f"job {job.id} is a {job.kind} job; only predict jobs have an output")
     output = (job.result or {}).get("output")
     if job.status != JobStatus.SUCCEEDED or output is None:

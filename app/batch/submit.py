@@ -9,16 +9,13 @@ from sqlalchemy.orm import Session
 
 from app.batch.plan import BatchPlan
 from app.batch.reader import layout_for
-from app.config import Settings
+from app.batch.spec import PREDICT_KIND, PredictJobCreate
 from app.datasets.repository import DatasetRepository
 from app.datasets.service import original_key
 from app.errors import BrokenInvariant, InvalidInput, NotFound
-from app.jobs.queue import JobQueue
-from app.jobs.service import enqueue_job
-from app.jobs.spec import PredictJobCreate
+from app.jobs.kinds import SubmitContext, enqueue
 from app.preprocessing.csv_reader import read_header
 from app.registry.service import resolve_serving_version
-from app.storage import ArtifactStore
 from app.tables import Job, ModelVersion
 
 
@@ -47,11 +44,11 @@ def _feature_names(session: Session, version: ModelVersion,
     return None
 
 
-def submit_predict(session: Session, queue: JobQueue, settings: Settings, store: ArtifactStore,
-                   spec: PredictJobCreate, *, upload: Path | None = None,
-                   filename: str | None = None) -> Job:
+def submit_predict(context: SubmitContext, spec: PredictJobCreate, *,
+                   upload: Path | None = None, filename: str | None = None) -> Job:
     """Queue a batch prediction over dataset ``spec.dataset_id``'s CSV, or over ``upload``
     (stored as the job's input); InvalidInput names the field that does not fit."""
+    session, store = context.session, context.store
     version = _version(session, spec)
     if not store.exists(version.artifact_key):
         raise InvalidInput(f"version {version.version} of {spec.model!r} has no artifact "
@@ -75,8 +72,8 @@ def submit_predict(session: Session, queue: JobQueue, settings: Settings, store:
                      key_columns=spec.key_columns, output_format=spec.output_format,
                      chunk_rows=spec.chunk_rows, input_key="", filename=Path(name).name[:255],
                      feature_names=features)
-    job = enqueue_job(session, queue, settings, kind="predict", spec=plan.model_dump(),
-                      dataset_id=dataset_id, model_name=spec.model, total=0)
+    job = enqueue(context, kind=PREDICT_KIND, spec=plan.model_dump(), dataset_id=dataset_id,
+                  model_name=spec.model, total=0)
     if dataset_id is not None:
         key = original_key(dataset_id)
     else:

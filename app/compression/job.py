@@ -19,14 +19,13 @@ from app.compression.record import (
     register_variants,
     report,
 )
-from app.compression.spec import CompressionSpec
+from app.compression.spec import CompressionSpec, CompressJobCreate
 from app.contracts.enums import Task
 from app.datasets.service import DatasetArrays, load_arrays, load_raw
 from app.datasets.splits import SplitIndices, split_indices
 from app.db import session_scope
 from app.errors import BrokenInvariant
 from app.jobs.runner import JobContext, Recorder
-from app.jobs.spec import CompressJobCreate
 from app.preprocessing.graph import detach
 from app.registry.service import get_version
 from app.signature import VersionConfig

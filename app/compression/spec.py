@@ -1,5 +1,6 @@
-"""What a client may ask of compression (``compression`` in ``POST /v1/jobs``). Pure pydantic,
-so the gateway validates chains without importing torch or the methods themselves."""
+"""What a client may ask of compression: the chains (``compression`` in a search or compress
+job) and the compress job itself. Pure pydantic, so the gateway validates chains without
+importing torch or the methods themselves."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from app.contracts.enums import MAX_ID
+from app.jobs.spec import VersionRef
 
 # Methods that change torch weights (and need them); methods that rewrite the ONNX graph;
 # methods that need torch weights and leave only a coded graph (its weights are quantized).
@@ -204,3 +208,24 @@ def count_steps(spec: CompressionSpec) -> int:
     """Distinct steps the chains take (shared prefixes count once)."""
     return len({step_key(chain[:depth + 1]) for chain in spec.methods
                 for depth in range(len(chain))})
+
+
+COMPRESS_KIND = "compress"
+
+
+class CompressJobCreate(BaseModel):
+    """A compression job: make smaller or faster variants of any registered version,
+    measured on a dataset's held-out split, and recommend one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["compress"] = Field(description="What the job does.")
+    source: VersionRef = Field(description="The version to compress; variants become new "
+                               "versions of the same model.")
+    dataset_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="Rows to fine-tune, "
+                                   "calibrate and measure on. Default: the dataset the source "
+                                   "was trained on.")
+    compression: CompressionSpec
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for the data split "
+                      "(a source searched on this dataset keeps its own split, so its test "
+                      "rows stay unseen) and for training.")

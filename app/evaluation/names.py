@@ -37,7 +37,7 @@ CLASSIFICATION_METRICS = tuple(name for name, info in METRICS.items()
                                if info.task == "classification")
 REGRESSION_METRICS = tuple(name for name, info in METRICS.items() if info.task == "regression")
 COST_METRICS = tuple(name for name, info in METRICS.items() if info.task is None)
-# What a search may optimise: ``SearchMetric`` in app.jobs.spec (a test holds them equal).
+# What a search may optimise: ``SearchMetric`` in app.search.spec (a test holds them equal).
 SEARCH_METRICS = tuple(name for name, info in METRICS.items() if info.searchable)
 
 

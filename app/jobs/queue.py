@@ -11,10 +11,15 @@ from app.config import Settings
 
 logger = logging.getLogger(__name__)
 
-TASK_FOR_KIND = {"search": "kiln.search", "compress": "kiln.compress", "predict": "kiln.predict"}
 SEARCH_HELPER_TASK = "kiln.search_helper"
 TRAIN_MEMBER_TASK = "kiln.train_member"
-QUEUE_KINDS = tuple(TASK_FOR_KIND)  # one queue per job kind; a search's helpers go to search
+SEARCH_QUEUE = "search"  # a search's helpers and data-parallel members go to its queue
+
+
+def task_name(kind: str) -> str:
+    """The broker task that runs a job of ``kind`` (the workers register one per kind
+    in ``app.kinds``)."""
+    return f"kiln.{kind}"
 
 
 def queue_for(settings: Settings, kind: str) -> str:
@@ -27,7 +32,7 @@ def make_celery(settings: Settings) -> Celery:
     """One Celery configuration for gateway (producer) and workers (consumers)."""
     celery = Celery("kiln", broker=settings.broker_url, set_as_current=False)
     celery.conf.update(
-        task_default_queue=queue_for(settings, "search"),
+        task_default_queue=queue_for(settings, SEARCH_QUEUE),
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -73,18 +78,18 @@ class JobQueue:
     def send(self, job_id: int, kind: str) -> None:
         """Publish one message for ``job_id``; safe to repeat (workers claim jobs once)."""
         queue = queue_for(self.settings, kind)
-        self.celery.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=queue)
+        self.celery.send_task(task_name(kind), args=[job_id], queue=queue)
         logger.info("sent job %s (%s) to queue %s", job_id, kind, queue)
 
     def send_helper(self, job_id: int, slot: int) -> None:
         """Ask one more worker process to run trials of search job ``job_id``."""
         self.celery.send_task(SEARCH_HELPER_TASK, args=[job_id, slot],
-                              queue=queue_for(self.settings, "search"))
+                              queue=queue_for(self.settings, SEARCH_QUEUE))
         logger.info("sent helper %s of job %s", slot, job_id)
 
     def send_member(self, message: dict[str, Any]) -> None:
         """Ask one more worker process to train a share of a data-parallel trial."""
         self.celery.send_task(TRAIN_MEMBER_TASK, args=[message],
-                              queue=queue_for(self.settings, "search"))
+                              queue=queue_for(self.settings, SEARCH_QUEUE))
         logger.info("sent data-parallel member %s of job %s trial %s", message["rank"],
                     message["job_id"], message["trial"])

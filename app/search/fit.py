@@ -24,9 +24,9 @@ from app.search.build import candidate
 from app.search.data_parallel import train_in_group
 from app.search.run import Infeasible, SearchRun, checkpoint_key, predictions_key
 from app.search.selection import Folds, proper_score, summarize_folds
-from app.search.size import over_limits, size_of
 from app.training.export import INPUT_NAME, export_onnx
 from app.training.models import Network, count_parameters, transfer_groups
+from app.training.size import over_limits, size_of
 from app.training.train import load_weights, save_weights, train
 
 FP32_BYTES = 4

@@ -10,8 +10,8 @@ from typing import Any
 
 from app.errors import InvalidInput
 from app.evaluation.names import COST_METRICS, HIGHER_IS_BETTER, default_metric, searchable_for
-from app.jobs.spec import ConstraintSpec, SearchSpec
 from app.search.space import SearchSpace, apply_overrides, default_space
+from app.search.spec import ConstraintSpec, SearchSpec
 from app.search.strategy import MULTI_OBJECTIVE
 from app.signature import CNN_KIND
 from app.tables import Dataset, ModelVersion

@@ -14,9 +14,9 @@ from optuna.storages import RDBStorage
 from app.config import Settings
 from app.datasets.service import DatasetArrays
 from app.datasets.splits import SplitIndices
-from app.jobs.spec import SearchSpec
 from app.search.plan import SearchPlan, budget_of
 from app.search.selection import Folds
+from app.search.spec import SearchSpec
 from app.storage import ArtifactStore
 from app.tables import Dataset
 from app.training.models import NetworkConfig

@@ -1,6 +1,6 @@
 """Search algorithms and early-stopping rules by name, built on Optuna (plus the two
 local-search samplers of ``app.search.local``). Each is one entry of a table keyed by the
-names the job spec accepts (``Algorithm`` and ``Pruner`` in ``app.jobs.spec``, the one list
+names the job spec accepts (``Algorithm`` and ``Pruner`` in ``app.search.spec``, the one list
 of them); a completeness test holds the tables and the names together, and a name with no
 entry fails loudly instead of falling back to another algorithm."""
 
@@ -13,9 +13,9 @@ from typing import get_args
 
 import optuna
 
-from app.jobs.spec import Algorithm, Pruner
 from app.search.local import AnnealingSampler, HillClimbSampler
 from app.search.space import SearchSpace
+from app.search.spec import Algorithm, Pruner
 
 # Optuna marks some of these samplers' options experimental; they are what we want.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

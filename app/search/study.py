@@ -42,7 +42,6 @@ from app.jobs.runner import (
     hard_deadline,
     worker_name,
 )
-from app.jobs.spec import SearchJobCreate, SearchSpec
 from app.registry.service import get_version
 from app.search import ensembles
 from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
@@ -57,6 +56,7 @@ from app.search.plan import (
 from app.search.run import SearchRun
 from app.search.selection import best_of, fold_data, within_noise
 from app.search.space import fits
+from app.search.spec import SearchJobCreate, SearchSpec
 from app.search.storage import open_storage
 from app.search.strategy import make_pruner, make_sampler
 from app.search.trials import run_trials, stale_trial_handler, wait_for_others

@@ -27,6 +27,7 @@ from app.api.params import AliasName, IdPath, ModelName, VersionQuery
 from app.api.schemas import CompressionReport, DatasetRead, JobRead, ParetoFront, TrialRead
 from app.auth import check_scope
 from app.batch.output import output_file
+from app.compression.kind import compression_report
 from app.contracts.enums import JobStatus, Scope
 from app.datasets import service as datasets
 from app.db import defer_until_commit, utcnow
@@ -34,6 +35,7 @@ from app.errors import KilnError
 from app.jobs import service as jobs
 from app.registry import aliases
 from app.registry import service as registry
+from app.search.kind import objectives_of, pareto_front
 from app.ui import charts
 from app.ui.lineage import version_tree
 from app.ui.model_panel import version_panel
@@ -124,7 +126,7 @@ def job_page(request: Request, session: SessionDep, viewer: ViewerDep,
     row = jobs.get_job(session, job_id)
     job = job_read(row, session)
     trials = [TrialRead.model_validate(trial) for trial in jobs.list_trials(session, job_id)]
-    objectives = jobs.objectives_of(session, row)
+    objectives = objectives_of(session, row)
     figures: dict[str, charts.Figure] = {}
     importance: dict[str, float] = {}
     notes: dict[str, str | None] = {}
@@ -147,11 +149,11 @@ def job_page(request: Request, session: SessionDep, viewer: ViewerDep,
                                      f"{len(axes)} of the {varied} parameters that varied.")
     result = job.result or {}
     if job.status == JobStatus.SUCCEEDED and "pareto" in result:
-        front = ParetoFront(**jobs.pareto_front(session, job_id))
+        front = ParetoFront(**pareto_front(session, job_id))
         figures["pareto"] = charts.pareto(trials, front.trials, front.objectives)
     report = None
     if job.status == JobStatus.SUCCEEDED and "compression" in result:
-        report = CompressionReport(**jobs.compression_report(session, job_id))
+        report = CompressionReport(**compression_report(session, job_id))
         figures["size"], figures["latency"] = charts.compression_tradeoffs(report.rows)
     return _page(request, "job.html", viewer, job=job, trials=trials, objectives=objectives,
                  figures=figures, notes=notes, report=report, elapsed=_elapsed(job),

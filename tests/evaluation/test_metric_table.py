@@ -13,7 +13,7 @@ from app.evaluation.names import (
     searchable_for,
     task_metric_names,
 )
-from app.jobs.spec import SearchMetric
+from app.search.spec import SearchMetric
 
 
 def test_the_spec_accepts_exactly_the_searchable_metrics() -> None:

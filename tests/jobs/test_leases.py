@@ -11,12 +11,13 @@ from app.config import Settings
 from app.contracts.enums import JobStatus, TrialState
 from app.datasets.service import create_dataset
 from app.db import session_scope, utcnow
+from app.jobs.kinds import SubmitContext
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap
 from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, JobFailed, run_job
-from app.jobs.service import submit_job
-from app.jobs.spec import SearchJobCreate
+from app.kinds import submit
+from app.search.spec import SearchJobCreate
 from app.storage import get_store
 from app.tables import Job, Trial
 from tests.api.test_jobs import broker_messages
@@ -34,7 +35,8 @@ def job_id(settings: Settings, tmp_path) -> int:
                                  filename="d.csv", target="label", name=None, task=None,
                                  input_shape=None)
         spec = SearchJobCreate(kind="search", dataset_id=dataset.id, model_name="m")
-        job = submit_job(session, JobQueue(settings), settings, spec)
+        job = submit(SubmitContext(session, JobQueue(settings), settings, get_store(settings)),
+                     spec)
         new_id = job.id
     broker_messages(settings)  # drain the submit message
     return new_id

@@ -72,8 +72,8 @@ def test_fold_summary_and_trials_within_noise() -> None:
 
 
 def test_a_budget_alone_chooses_the_rest() -> None:
-    from app.jobs.spec import SearchSpec
     from app.search.plan import with_budget_defaults
+    from app.search.spec import SearchSpec
 
     small = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 60}), 500)
     assert (small.max_trials, small.algorithm, small.parallelism, small.pruner) == (

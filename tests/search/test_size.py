@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.search.size import cnn_size, mlp_size
 from app.training.models import CNNConfig, MLPConfig, Network, count_parameters
+from app.training.size import cnn_size, mlp_size
 
 
 @pytest.mark.parametrize("config", [

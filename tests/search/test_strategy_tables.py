@@ -8,8 +8,8 @@ from typing import get_args
 import optuna
 import pytest
 
-from app.jobs.spec import Algorithm, Pruner
 from app.search.space import SearchSpace
+from app.search.spec import Algorithm, Pruner
 from app.search.strategy import (
     ALGORITHM_TABLE,
     MULTI_OBJECTIVE,

@@ -1,0 +1,87 @@
+"""The ``compress`` job kind: checked and queued here (no torch); run on a worker by
+``app.compression.job.run_compress``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy.orm import Session
+
+from app.compression.spec import (
+    COMPRESS_KIND,
+    CompressionSpec,
+    CompressJobCreate,
+    chain_problem,
+    count_steps,
+)
+from app.config import Settings
+from app.contracts.enums import JobStatus
+from app.datasets.repository import DatasetRepository
+from app.errors import Conflict, InvalidInput, NotFound
+from app.jobs.kinds import JobKind, SubmitContext, enqueue
+from app.jobs.repository import JobRepository
+from app.registry.fits import check_fits, outputs_of
+from app.registry.service import get_version
+from app.signature import VersionConfig
+from app.tables import Dataset, Job
+from app.training.size import check_student
+
+
+class CompressKind(JobKind[CompressJobCreate]):
+    """Smaller or faster variants of a registered version, measured and recommended."""
+
+    name: ClassVar[str] = COMPRESS_KIND
+    create_model = CompressJobCreate
+    progress_unit: ClassVar[str] = "steps"
+    handler_path: ClassVar[str] = "app.compression.job:run_compress"
+
+    def submit(self, context: SubmitContext, spec: CompressJobCreate) -> Job:
+        """The source must exist, fit the dataset, and suit the chains."""
+        session = context.session
+        try:
+            source = get_version(session, spec.source.model, spec.source.version)
+        except NotFound as missing:
+            raise InvalidInput(f"source: {missing.message}") from None
+        dataset_id = spec.dataset_id or source.dataset_id
+        if dataset_id is None:
+            raise InvalidInput(f"dataset_id: version {source.version} of {spec.source.model!r} "
+                               "has no dataset of its own (it was uploaded); give dataset_id")
+        dataset = DatasetRepository(session).get(dataset_id)
+        if dataset is None:
+            raise InvalidInput(f"dataset_id: dataset {dataset_id} not found")
+        check_fits(source, dataset, field="source")
+        stored = source.config or VersionConfig()
+        problem = chain_problem(spec.compression.methods, has_network=stored.has_network,
+                                convolutional=stored.convolutional,
+                                parent=f"version {source.version} of {spec.source.model!r}",
+                                untrainable=stored.untrainable)
+        if problem:
+            raise InvalidInput(f"compression.{problem}")
+        check_students(context.settings, spec.compression, dataset)
+        return enqueue(context, kind=self.name, spec=spec.model_dump(mode="json"),
+                       dataset_id=dataset.id, model_name=spec.source.model,
+                       total=count_steps(spec.compression))
+
+
+def check_students(settings: Settings, compression: CompressionSpec, dataset: Dataset) -> None:
+    """Distillation students given by size must fit the server's ceilings."""
+    for position, chain in enumerate(compression.methods):
+        for index, step in enumerate(chain):
+            hidden = getattr(step, "student_hidden", None)
+            if hidden:
+                check_student(hidden, n_inputs=len(dataset.feature_names),
+                              n_outputs=outputs_of(dataset), settings=settings,
+                              path=f"compression.methods[{position}][{index}].student_hidden")
+
+
+def compression_report(session: Session, job_id: int) -> dict[str, Any]:
+    """The comparison table a finished compression (of either kind of job) stored in its
+    job's result."""
+    job = JobRepository(session).get_or_raise(job_id)
+    if job.status != JobStatus.SUCCEEDED:
+        raise Conflict(f"job {job_id} is {job.status}; its report exists when it succeeds")
+    report = (job.result or {}).get("compression")
+    if report is None:
+        raise Conflict(f"job {job_id} did not compress anything; submit a compress job or a "
+                       "search with 'compression'")
+    return {"job_id": job_id, **report}

@@ -1,0 +1,186 @@
+"""The ``search`` job kind: checked and queued here (no torch: the gateway imports this);
+run on a worker by ``app.search.study.run_search``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from sqlalchemy.orm import Session
+
+from app.compression.kind import check_students
+from app.config import Settings
+from app.contracts.enums import JobStatus
+from app.datasets.repository import DatasetRepository
+from app.datasets.splits import TEST_FRACTION
+from app.errors import Conflict, InvalidInput, KilnError
+from app.jobs.kinds import JobKind, SubmitContext, enqueue
+from app.jobs.repository import JobRepository
+from app.registry.fits import check_fits, check_inputs, outputs_of
+from app.registry.repository import ModelRepository
+from app.registry.service import get_version
+from app.search.plan import (
+    SearchPlan,
+    budget_of,
+    make_plan,
+    transfer_layers,
+    with_budget_defaults,
+)
+from app.search.size import smallest_in_space
+from app.search.spec import SEARCH_KIND, SearchJobCreate, SearchSpec
+from app.signature import VersionConfig
+from app.tables import Dataset, Job
+from app.training.size import architecture_size, over_limits
+
+
+class SearchKind(JobKind[SearchJobCreate]):
+    """Find, train and register the best network (or ensemble) for a dataset."""
+
+    name: ClassVar[str] = SEARCH_KIND
+    create_model = SearchJobCreate
+    progress_unit: ClassVar[str] = "trials"
+    handler_path: ClassVar[str] = "app.search.study:run_search"
+
+    def submit(self, context: SubmitContext, spec: SearchJobCreate) -> Job:
+        session, settings = context.session, context.settings
+        dataset = DatasetRepository(session).get(spec.dataset_id)
+        if dataset is None:
+            raise InvalidInput(f"dataset_id: dataset {spec.dataset_id} not found")
+        model = ModelRepository(session).get_by_name(spec.model_name)
+        if model is not None and model.task != dataset.task:
+            raise Conflict(f"model_name: model {spec.model_name!r} is a {model.task} model "
+                           f"but dataset {dataset.id} is a {dataset.task} dataset")
+        architecture = _check_sources(session, spec.search, dataset)
+        test_rows = round(dataset.n_rows * TEST_FRACTION)
+        # Given only timeout_s, the search runs until its time is spent: its trial count is
+        # not known ahead (0), and progress is told in time.
+        time_only = "timeout_s" in spec.search.model_fields_set and \
+            "max_trials" not in spec.search.model_fields_set
+        spec = spec.model_copy(update={"search": with_budget_defaults(
+            spec.search, dataset.n_rows - test_rows, settings.embedded_workers)})
+        plan = _plan(session, spec.search, dataset)
+        _check_bounds(settings, spec.search, plan, dataset, architecture)
+        if spec.compression is not None:
+            check_students(settings, spec.compression, dataset)
+        return enqueue(context, kind=self.name, spec=spec.model_dump(mode="json"),
+                       dataset_id=dataset.id, model_name=spec.model_name,
+                       total=0 if time_only else budget_of(spec.search, plan))
+
+    def time_budget_s(self, spec: Mapping[str, Any]) -> float | None:
+        timeout = (spec.get("search") or {}).get("timeout_s")
+        return float(timeout) if timeout is not None else None
+
+    def best_metric(self, session: Session, job: Job) -> str | None:
+        """The metric of ``best_value``: the search's first objective."""
+        try:
+            objectives = objectives_of(session, job)
+        except KilnError:  # its dataset or source version is gone: the number stays unnamed
+            return None
+        return objectives[0]["metric"] if objectives else None
+
+
+def _plan(session: Session, search: SearchSpec, dataset: Dataset) -> SearchPlan:
+    """The search's plan; with ``init_from``, a fine-tune or a transfer to a new head."""
+    source = (get_version(session, search.init_from.model, search.init_from.version)
+              if search.init_from is not None else None)
+    return make_plan(search, dataset, fixed_architecture=source is not None,
+                     transfer_layers=transfer_layers(source, dataset) if source else None)
+
+
+def _check_bounds(settings: Settings, search: SearchSpec, plan: SearchPlan,
+                  dataset: Dataset, architecture: dict[str, Any] | None) -> None:
+    """The server's ceilings: parallelism, time, parameters and training memory."""
+    ceilings = [("search.parallelism", search.parallelism, settings.max_parallelism,
+                 "KILN_MAX_PARALLELISM"),
+                ("search.data_parallel", search.data_parallel, settings.max_data_parallel,
+                 "KILN_MAX_DATA_PARALLEL"),
+                ("search.timeout_s", search.timeout_s, settings.max_job_s, "KILN_MAX_JOB_S"),
+                ("search.trial_timeout_s", search.trial_timeout_s, settings.max_trial_s,
+                 "KILN_MAX_TRIAL_S"),
+                ("search.constraints.max_params", search.constraints.max_params,
+                 settings.params_ceiling, "KILN_MAX_PARAMS")]
+    for path, asked, ceiling, variable in ceilings:
+        if asked is not None and asked > ceiling:
+            raise InvalidInput(f"{path}: {_plain(asked)} is over this server's limit of "
+                               f"{_plain(ceiling)} ({variable})")
+    if architecture is not None:
+        batch = int(min(plan.space.dimensions["batch_size"].choices))
+        problem = over_limits(architecture_size(architecture), batch, settings)
+        if problem:
+            raise InvalidInput(f"search.init_from: that network needs {problem}")
+        return
+    smallest, batch = smallest_in_space(plan.space, n_inputs=len(dataset.feature_names),
+                                        n_outputs=outputs_of(dataset),
+                                        input_shape=dataset.input_shape)
+    problem = over_limits(smallest, batch, settings)
+    if problem:
+        raise InvalidInput(f"search.space: the smallest network this space allows needs "
+                           f"{problem}")
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def _check_sources(session: Session, search: SearchSpec,
+                   dataset: Dataset) -> dict[str, Any] | None:
+    """``warm_start_job`` and ``init_from`` must exist and fit the dataset; returns the
+    architecture ``init_from`` fixes."""
+    if search.warm_start_job is not None:
+        earlier = JobRepository(session).get(search.warm_start_job)
+        if earlier is None or earlier.kind != SEARCH_KIND:
+            raise InvalidInput(f"search.warm_start_job: search job {search.warm_start_job} "
+                               "not found")
+    if search.init_from is None:
+        return None
+    source = get_version(session, search.init_from.model, search.init_from.version)
+    stored = source.config or VersionConfig()
+    if not stored.has_network or stored.architecture is None:
+        why = stored.untrainable or "it was uploaded as ONNX, or averages several networks"
+        raise InvalidInput(f"search.init_from: version {source.version} of "
+                           f"{search.init_from.model!r} has no torch weights ({why}); "
+                           "fine-tuning and transfer need one network")
+    if stored.columns is not None:
+        raise InvalidInput(f"search.init_from: version {source.version} of "
+                           f"{search.init_from.model!r} reads selected columns only; "
+                           "fine-tuning needs a network that reads every column")
+    if transfer_layers(source, dataset) is None:
+        check_fits(source, dataset, field="search.init_from")
+    else:  # other outputs: the body is reused and a new head is learnt
+        check_inputs(source, dataset, field="search.init_from")
+    return stored.architecture
+
+
+def objectives_of(session: Session, job: Job) -> list[dict[str, str]]:
+    """A search job's objectives (metric and direction), from its result once it has one,
+    else from its spec and dataset as the search itself plans them; [] for other kinds."""
+    plan = (job.result or {}).get("plan")
+    if plan and plan.get("objectives"):
+        return list(plan["objectives"])
+    dataset = DatasetRepository(session).get(job.dataset_id) if job.dataset_id else None
+    if job.kind != SEARCH_KIND or dataset is None or "search" not in job.spec:
+        return []
+    planned = _plan(session, SearchSpec.model_validate(job.spec["search"]), dataset)
+    return [{"metric": o.metric, "direction": o.direction} for o in planned.objectives]
+
+
+def pareto_front(session: Session, job_id: int) -> dict[str, Any]:
+    """The Pareto front a finished multi-objective search registered."""
+    repository = JobRepository(session)
+    job = repository.get_or_raise(job_id)
+    result = job.result or {}
+    if job.status != JobStatus.SUCCEEDED:
+        raise Conflict(f"job {job_id} is {job.status}; the front is known when it succeeds")
+    if "pareto" not in result:
+        raise Conflict(f"job {job_id} optimised one objective; see its result for the best "
+                       "trial")
+    objectives = result["plan"]["objectives"]
+    names = [objective["metric"] for objective in objectives]
+    trials = {trial.number: trial for trial in repository.trials(job_id)}
+    front = []
+    for entry, version in zip(result["pareto"], result["versions"], strict=True):
+        trial = trials.get(entry["trial"])
+        front.append({"trial": entry["trial"], "version": version,
+                      "values": dict(zip(names, entry["values"], strict=True)),
+                      "params": trial.params if trial else {}})
+    return {"objectives": objectives, "trials": front}

@@ -1,0 +1,122 @@
+"""How big a network is before it exists: parameters and training memory from the
+dimensions alone (torch-free), so a job asking for more than the server allows is refused
+at submit time, and a trial that samples too large a network is never built.
+
+The counts follow ``app.training.models`` exactly (tested against the built networks):
+dense layers, batch norm's weight and bias, convolutions padded to keep their size, 2x2
+pooling while the image is at least 2 pixels high and wide, a one-hidden-layer head."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.config import TRAINING_BYTES_PER_PARAM, Settings
+from app.errors import BrokenInvariant, InvalidInput
+from app.signature import CNN_KIND
+
+FLOAT_BYTES = 4
+# Values per unit kept for the backward pass: the layer's output, batch norm's, the
+# activation's and dropout's mask, plus their gradients while it runs.
+ACTIVATION_COPIES = 6
+STUDENT_BATCH = 64  # distillation's batch size (app.compression.methods.distill)
+
+
+@dataclass(frozen=True)
+class NetworkSize:
+    """Trainable parameters and the activations one row keeps for the backward pass."""
+
+    params: int
+    activations_per_row: int
+
+    def training_bytes(self, batch_size: int) -> int:
+        """Weights, gradients, optimizer state, best-epoch copy, one batch's activations."""
+        return (self.params * TRAINING_BYTES_PER_PARAM
+                + batch_size * self.activations_per_row * FLOAT_BYTES * ACTIVATION_COPIES)
+
+
+def _dense(n_in: int, hidden: Sequence[int], n_out: int, batch_norm: bool) -> NetworkSize:
+    params, activations, width = 0, 0, n_in
+    for units in hidden:
+        params += width * units + units + (2 * units if batch_norm else 0)
+        activations += units
+        width = units
+    return NetworkSize(params + width * n_out + n_out, activations + n_out)
+
+
+def mlp_size(n_inputs: int, hidden: Sequence[int], n_outputs: int, *,
+             batch_norm: bool) -> NetworkSize:
+    """An MLP of ``hidden`` widths."""
+    return _dense(n_inputs, hidden, n_outputs, batch_norm)
+
+
+def cnn_size(input_shape: Sequence[int], channels: Sequence[int], *, kernel: int, pooling: str,
+             head_width: int, n_outputs: int, batch_norm: bool) -> NetworkSize:
+    """Conv blocks then a one-hidden-layer head (see ``CNNConfig``)."""
+    depth, height, width = (int(dim) for dim in input_shape)
+    params, activations = 0, 0
+    for out in channels:
+        params += depth * out * kernel * kernel + out + (2 * out if batch_norm else 0)
+        activations += out * height * width
+        if pooling != "none" and min(height, width) >= 2:
+            height, width = height // 2, width // 2
+        depth = out
+    head = _dense(depth * height * width, (head_width,), n_outputs, batch_norm)
+    return NetworkSize(params + head.params, activations + head.activations_per_row)
+
+
+def _layers(params: dict[str, Any], name: str, count: int) -> list[int]:
+    if name in params:  # tied (grid search)
+        return [int(params[name])] * count
+    return [int(params[f"{name}_{layer}"]) for layer in range(count)]
+
+
+def size_of(params: dict[str, Any], *, n_inputs: int, n_outputs: int,
+            input_shape: Sequence[int] | None) -> NetworkSize:
+    """The network a trial's parameter dict describes."""
+    if "n_blocks" in params:
+        if input_shape is None:
+            raise BrokenInvariant("input_shape is None")
+        return cnn_size(input_shape, _layers(params, "channels", int(params["n_blocks"])),
+                        kernel=int(params["kernel"]), pooling=str(params["pooling"]),
+                        head_width=int(params["head_width"]), n_outputs=n_outputs,
+                        batch_norm=bool(params["batch_norm"]))
+    return mlp_size(n_inputs, _layers(params, "width", int(params["n_layers"])), n_outputs,
+                    batch_norm=bool(params["batch_norm"]))
+
+
+def architecture_size(architecture: dict[str, Any]) -> NetworkSize:
+    """A stored architecture (``config.architecture`` of a version)."""
+    if architecture.get("kind") == CNN_KIND:
+        return cnn_size(architecture["input_shape"], architecture["channels"],
+                        kernel=int(architecture["kernel"]), pooling=architecture["pooling"],
+                        head_width=int(architecture["head_width"]),
+                        n_outputs=int(architecture["n_outputs"]),
+                        batch_norm=bool(architecture["batch_norm"]))
+    return mlp_size(int(architecture["n_inputs"]), architecture["hidden"],
+                    int(architecture["n_outputs"]), batch_norm=bool(architecture["batch_norm"]))
+
+
+def over_limits(size: NetworkSize, batch_size: int, settings: Settings) -> str | None:
+    """Why a network is too big for this server, or None."""
+    if size.params > settings.params_ceiling:
+        return (f"{size.params} parameters, over this server's limit of "
+                f"{settings.params_ceiling} (KILN_MAX_PARAMS)")
+    needed = size.training_bytes(batch_size)
+    if needed > settings.worker_memory_bytes:
+        return (f"about {math.ceil(needed / 2**20)} MB to train at batch size {batch_size}, "
+                f"over this server's {settings.worker_memory_bytes // 2**20} MB per worker "
+                "(KILN_WORKER_MEMORY_MB)")
+    return None
+
+
+def check_student(hidden: Sequence[int], *, n_inputs: int, n_outputs: int, path: str,
+                  settings: Settings) -> None:
+    """InvalidInput naming ``path`` when a distillation student is too big for the server."""
+    problem = over_limits(mlp_size(n_inputs, hidden, n_outputs, batch_norm=False),
+                          STUDENT_BATCH, settings)
+    if problem:
+        raise InvalidInput(f"{path}: this student needs {problem}")
+

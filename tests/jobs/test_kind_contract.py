@@ -1,0 +1,146 @@
+"""The job-kind contract, for every kind ``app.kinds`` lists: a submitted job is sent to
+its own queue under its own task after the commit; a worker claims it, runs the kind's
+handler and records the outcome once; running the same message again changes nothing;
+a job cancelled before a worker takes it is never run. Real database, real broker, the
+real handlers (in this process: the runner is what a worker's task calls)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from app.config import Settings
+from app.contracts.enums import JobStatus
+from app.datasets.service import create_dataset
+from app.db import session_scope
+from app.jobs.kinds import SubmitContext
+from app.jobs.queue import JobQueue, make_celery, queue_for
+from app.jobs.runner import run_job
+from app.jobs.service import cancel_job
+from app.kinds import JOB_KINDS, submit
+from app.storage import get_store
+from app.tables import Job, ModelVersion, Trial
+from tests.conftest import register
+from tests.helpers import blobs_csv
+
+
+@dataclass(frozen=True)
+class Registry:
+    """What the examples refer to: a 4-feature, 3-class dataset and a version that fits."""
+
+    dataset_id: int
+    model: str
+    version: int
+
+
+EXAMPLES: dict[str, Callable[[Registry], dict[str, Any]]] = {
+    "search": lambda r: {"kind": "search", "dataset_id": r.dataset_id, "model_name": "found",
+                         "search": {"max_trials": 1, "validation": "holdout", "space": {
+                             "n_layers": 1, "width": 8, "epochs": 2, "batch_size": 32,
+                             "patience": 0}}},
+    "compress": lambda r: {"kind": "compress", "source": {"model": r.model,
+                                                          "version": r.version},
+                           "dataset_id": r.dataset_id,
+                           "compression": {"methods": ["quantize_dynamic"]}},
+    "predict": lambda r: {"kind": "predict", "model": r.model, "version": r.version,
+                          "dataset_id": r.dataset_id},
+}
+
+
+def test_every_kind_has_an_example_here() -> None:
+    assert set(EXAMPLES) == set(JOB_KINDS), "add an example for the new job kind"
+
+
+@pytest.mark.parametrize("name", sorted(JOB_KINDS))
+def test_the_kind_is_wired_from_its_one_entry(name: str) -> None:
+    kind = JOB_KINDS[name]
+    assert kind.name == name and kind.task_name == f"kiln.{name}"
+    assert kind.create_model.model_fields["kind"].is_required()
+    assert callable(kind.load_handler())
+
+
+@pytest.fixture
+def registry(settings: Settings, classifier_onnx: Path, tmp_path: Path) -> Registry:
+    upload = tmp_path / "rows.csv"
+    upload.write_bytes(blobs_csv(n_rows=90, labels=("a", "b", "c")))
+    with session_scope(settings.database_url) as session:
+        dataset = create_dataset(session, get_store(settings), upload=upload,
+                                 filename="rows.csv", target="label", name=None, task=None,
+                                 input_shape=None)
+        dataset_id = dataset.id
+    version = register(settings, classifier_onnx, name="flowers", labels=["a", "b", "c"])
+    return Registry(dataset_id=dataset_id, model="flowers", version=version)
+
+
+def _submit(settings: Settings, registry: Registry, name: str) -> int:
+    spec = JOB_KINDS[name].create_model.model_validate(EXAMPLES[name](registry))
+    with session_scope(settings.database_url) as session:
+        job = submit(SubmitContext(session, JobQueue(settings), settings, get_store(settings)),
+                     spec)
+        return job.id
+
+
+def _sent(settings: Settings, name: str) -> list[tuple[str, list[Any]]]:
+    """Drain kind ``name``'s queue: (task, args) of each message."""
+    found = []
+    with make_celery(settings).connection_for_write() as connection:
+        queue = connection.SimpleQueue(queue_for(settings, name))
+        try:
+            while True:
+                message = queue.get(timeout=1)
+                found.append((message.headers["task"], message.payload[0]))
+                message.ack()
+        except queue.Empty:
+            pass
+        finally:
+            queue.close()
+    return found
+
+
+def _recorded(settings: Settings, job_id: int) -> tuple[Any, ...]:
+    """What a run leaves behind: the job's outcome and the rows it registered."""
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        versions = session.scalar(select(func.count()).select_from(ModelVersion))
+        trials = session.scalar(select(func.count()).select_from(Trial))
+        return (job.status, job.attempt, job.error, job.result, job.finished_at,
+                job.trials_done, versions, trials)
+
+
+@pytest.mark.parametrize("name", sorted(JOB_KINDS))
+def test_claim_run_record_once_and_a_rerun_is_a_no_op(settings: Settings, registry: Registry,
+                                                      name: str) -> None:
+    kind = JOB_KINDS[name]
+    with session_scope(settings.database_url) as session:
+        versions_before = session.scalar(select(func.count()).select_from(ModelVersion))
+    job_id = _submit(settings, registry, name)
+    assert _sent(settings, name) == [(kind.task_name, [job_id])]
+    handler = kind.load_handler()
+    run_job(settings, job_id, handler)
+    first = _recorded(settings, job_id)
+    status, attempt, error, result = first[:4]
+    assert (status, attempt, error) == (JobStatus.SUCCEEDED, 1, None)
+    assert result
+    if name != "predict":  # searches and compressions register versions
+        assert first[6] > versions_before
+    run_job(settings, job_id, handler)  # the broker redelivered the message
+    assert _recorded(settings, job_id) == first
+
+
+@pytest.mark.parametrize("name", sorted(JOB_KINDS))
+def test_a_job_cancelled_while_queued_is_never_run(settings: Settings, registry: Registry,
+                                                   name: str) -> None:
+    job_id = _submit(settings, registry, name)
+    before = _recorded(settings, job_id)
+    with session_scope(settings.database_url) as session:
+        cancel_job(session, job_id)
+    run_job(settings, job_id, JOB_KINDS[name].load_handler())
+    status, attempt, *_, versions, trials = _recorded(settings, job_id)
+    assert (status, attempt) == (JobStatus.CANCELLED, 0)
+    assert (versions, trials) == before[6:]

@@ -1,0 +1,48 @@
+"""docs/architecture.md tells the layers the import-linter contract enforces: the page and
+pyproject.toml's contract list the same layers in the same order, and every job kind the
+server runs is in the page's table."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from app.kinds import JOB_KINDS
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = (ROOT / "docs" / "architecture.md").read_text()
+
+
+def _contracts() -> list[dict]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return config["tool"]["importlinter"]["contracts"]
+
+
+def _normal(layer: str) -> str:
+    return " | ".join(sorted(part.strip() for part in layer.split("|")))
+
+
+def test_the_page_lists_the_contracts_layers_in_order() -> None:
+    block = re.search(r"<!-- layers: start -->\n```\n(.*?)```\n<!-- layers: end -->", DOC,
+                      re.DOTALL)
+    assert block is not None, "docs/architecture.md lost its layers block"
+    documented = [_normal(line) for line in block.group(1).splitlines() if line.strip()]
+    layers = next(c for c in _contracts() if c["type"] == "layers")
+    assert documented == [_normal(layer) for layer in layers["layers"]]
+    assert not layers.get("ignore_imports"), "the layers hold with no exceptions"
+
+
+def test_every_job_kind_is_in_the_page() -> None:
+    for name, kind in JOB_KINDS.items():
+        assert f"| `{name}` |" in DOC
+        assert kind.handler_path in DOC
+
+
+def test_the_torch_free_gateway_in_the_page_is_the_contracts() -> None:
+    gateway = next(c for c in _contracts()
+                   if c["type"] == "forbidden" and c["forbidden_modules"] == ["torch"])
+    listed = re.search(r"the gateway \((.*?)\)", DOC, re.DOTALL)
+    assert listed is not None
+    documented = {name.strip(" `\n") for name in listed.group(1).replace("\n", " ").split(",")}
+    assert documented == {module.removeprefix("app.") for module in gateway["source_modules"]}

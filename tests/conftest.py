@@ -35,29 +35,43 @@ from app.tables import (
     Trial,
 )
 
+pytest_plugins = ["tests.fixtures.servers"]  # kiln_server, module_kiln_server
+
 PG_URL = os.environ.get("KILN_TEST_DATABASE_URL", "")
 BROKER_URL = os.environ.get("KILN_TEST_BROKER_URL", "")
+SERVER_FIXTURES = frozenset({"kiln_server", "module_kiln_server"})
 
 
 def _is_e2e(item: pytest.Item) -> bool:
     module = getattr(item, "module", None)
-    return module is not None and "KilnServer" in vars(module)
+    return (module is not None and "KilnServer" in vars(module)) or bool(
+        SERVER_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ``e2e`` every test of a module that starts real servers (it uses KilnServer),
-    and ``backends`` every test that touches the registry database or the broker: one that
-    uses the ``database_url`` fixture (directly or through settings, app, client), or an
-    e2e test whose module declares ``pytestmark = pytest.mark.backends`` (its subject is the
-    queue, leases, the shared study or the database). The PostgreSQL + Redis pass of
-    .ci/run runs ``-m backends``; the embedded pass runs everything. Tests run in two
-    pytest-xdist workers, a file at a time (``-n 2 --dist loadfile`` in pyproject's
-    addopts), so a module's servers start once."""
+    """Mark ``e2e`` every test that starts real servers (its module uses KilnServer, or it
+    uses the kiln_server fixtures), and ``backends`` every test that touches the registry
+    database or the broker: one that uses the ``database_url`` fixture (directly or through
+    settings, app, client), or an e2e test whose module declares ``pytestmark =
+    pytest.mark.backends`` (its subject is the queue, leases, the shared study or the
+    database). The PostgreSQL + Redis pass of .ci/run runs ``-m backends``; the embedded
+    pass runs everything.
+
+    Tests run in two pytest-xdist workers, a file at a time (``-n 2 --dist loadfile
+    --no-loadscope-reorder`` in pyproject's addopts), so a module's servers start once.
+    xdist hands out files in the order they are collected, so the slow files go first:
+    those with e2e or ``network`` tests (minutes each), then the rest (seconds each), which
+    fill both workers' last minutes evenly. Each file keeps its tests' order."""
+    slow_files: set[str] = set()
     for item in items:
         if _is_e2e(item):
             item.add_marker(pytest.mark.e2e)
         elif "database_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.backends)
+        if item.get_closest_marker("e2e") or item.get_closest_marker("network"):
+            slow_files.add(str(item.path))
+    order = {path: index for index, path in enumerate(dict.fromkeys(str(i.path) for i in items))}
+    items.sort(key=lambda item: (str(item.path) not in slow_files, order[str(item.path)]))
 
 
 @pytest.fixture(scope="session")

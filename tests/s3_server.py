@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e_server import free_port, stop_process
+from tests.fixtures.servers import free_port, stop_process
 
 ACCESS_KEY_ID = "kiln-test-key"
 SECRET_ACCESS_KEY = "kiln-test-secret-5f1c2a9e"

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow import csv as arrow_csv
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import csv_bytes, mixed_table
 
 # Its subject is the queue, leases, claims or the database: run on every backend.
@@ -34,17 +34,14 @@ LABELS = ["setosa", "versicolor", "virginica"]
 
 
 @pytest.fixture(scope="module")
-def kiln(tmp_path_factory: pytest.TempPathFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
-    server = KilnServer(tmp_path_factory.mktemp("batch") / "data", workers=1,
-                        KILN_JOB_LEASE_S="5", KILN_QUEUED_RESEND_S="2")
-    server.start()
+def kiln(module_kiln_server: ServerFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
+    server = module_kiln_server(workers=1, KILN_JOB_LEASE_S="5", KILN_QUEUED_RESEND_S="2")
     with server.client() as client:
         response = client.post("/v1/models/flowers/versions",
                                files={"file": ("m.onnx", classifier_onnx.read_bytes())},
                                data={"labels": str(LABELS).replace("'", '"')})
         assert response.status_code == 201, response.text
     yield server
-    server.close()
 
 
 def rows_csv(path: Path, count: int, seed: int) -> np.ndarray:

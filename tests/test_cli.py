@@ -46,7 +46,7 @@ def test_bad_setting_stops_serve_naming_the_variable(tmp_path: Path, variable: s
 
 @pytest.mark.parametrize("worker", [False, True])
 def test_an_unreachable_object_store_stops_serve_and_worker(tmp_path: Path, worker: bool) -> None:
-    from tests.e2e_server import free_port
+    from tests.fixtures.servers import free_port
 
     env = {"KILN_DATA_DIR": str(tmp_path), "KILN_ARTIFACT_URL": "s3://kiln-down/a",
            "KILN_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
@@ -60,7 +60,7 @@ def test_an_unreachable_object_store_stops_serve_and_worker(tmp_path: Path, work
 
 
 def test_an_object_store_without_credentials_says_so(tmp_path: Path) -> None:
-    from tests.e2e_server import free_port
+    from tests.fixtures.servers import free_port
 
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env.update(KILN_DATA_DIR=str(tmp_path), KILN_ARTIFACT_URL="s3://kiln-x/a",
@@ -84,7 +84,7 @@ def test_a_taken_port_is_one_line_naming_the_flag(tmp_path: Path, taken: str,
                                                   message: str) -> None:
     import socket
 
-    from tests.e2e_server import free_port
+    from tests.fixtures.servers import free_port
 
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

@@ -17,18 +17,16 @@ import pytest
 from modelkiln import Client, KilnApiError, predict_csv
 from modelkiln.client import Job
 from modelkiln.progress import ProgressBar
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import mixed_table
 
 KILN = str(Path(sys.executable).with_name("kiln"))
 
 
 @pytest.fixture(scope="module")
-def kiln(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
-    server = KilnServer(tmp_path_factory.mktemp("client") / "data", workers=1)
-    server.start()
+def kiln(module_kiln_server: ServerFactory) -> Iterator[KilnServer]:
+    server = module_kiln_server(workers=1)
     yield server
-    server.close()
 
 
 def run(kiln: KilnServer, *args: str, key: str | None = None,

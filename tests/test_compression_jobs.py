@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from app.compression.choose import SIZE_TIE
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv
 
 SMALL_SPACE = {"n_layers": 2, "width": {"low": 32, "high": 64, "log": True}, "epochs": 8,
@@ -34,11 +34,9 @@ MAX_DROP = 0.02
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
-    kiln = KilnServer(tmp_path_factory.mktemp("compress") / "data", workers=2)
-    kiln.start()
+def server(module_kiln_server: ServerFactory) -> Iterator[KilnServer]:
+    kiln = module_kiln_server(workers=2)
     yield kiln
-    kiln.close()
 
 
 @pytest.fixture(scope="module")

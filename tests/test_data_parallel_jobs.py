@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv
 
 # Its subject is the queue, leases, claims or the database: run on every backend.
@@ -17,12 +17,9 @@ pytestmark = pytest.mark.backends
 
 
 @pytest.fixture(scope="module")
-def kiln(tmp_path_factory: pytest.TempPathFactory) -> KilnServer:
-    server = KilnServer(tmp_path_factory.mktemp("data-parallel") / "data", workers=2,
-                        KILN_DEVICE="auto")
-    server.start()
+def kiln(module_kiln_server: ServerFactory) -> KilnServer:
+    server = module_kiln_server(workers=2, KILN_DEVICE="auto")
     yield server
-    server.close()
 
 
 def test_each_trial_trains_on_two_processes(kiln: KilnServer) -> None:
@@ -60,25 +57,21 @@ def test_data_parallel_over_the_server_limit_is_refused(kiln: KilnServer) -> Non
     assert too_many.status_code == 422 and "data_parallel" in too_many.text
 
 
-def test_with_no_free_worker_trials_train_alone(tmp_path: Path) -> None:
+def test_with_no_free_worker_trials_train_alone(kiln_server: ServerFactory) -> None:
     """One worker process: nobody can help, so the first trials wait KILN_DATA_PARALLEL_JOIN_S
     and train alone, and after two such misses the rest do not wait at all."""
-    server = KilnServer(tmp_path / "data", workers=1, KILN_DATA_PARALLEL_JOIN_S="2")
-    server.start()
-    try:
-        dataset_id = server.upload_dataset(blobs_csv(n_rows=300))
-        with server.client() as client:
-            response = client.post("/v1/jobs", json={
-                "kind": "search", "dataset_id": dataset_id, "model_name": "alone",
-                "search": {"max_trials": 4, "data_parallel": 2, "validation": "holdout",
-                           "space": {"epochs": 2, "n_layers": 1}}})
-            assert response.status_code == 202, response.text
-            job = server.wait_for_job(response.json()["id"])
-            assert job["status"] == "succeeded", (job["error"], server.log_tail())
-            trials = client.get(f"/v1/jobs/{job['id']}/trials").json()
-        assert [t["metrics"]["train_processes"] for t in trials] == [1, 1, 1, 1]
-        log = server.log_path.read_text()
-        assert log.count("data-parallel training: 0 of 1 member processes joined") == 2
-        assert "this worker trains the rest alone" in log
-    finally:
-        server.close()
+    server = kiln_server(workers=1, KILN_DATA_PARALLEL_JOIN_S="2")
+    dataset_id = server.upload_dataset(blobs_csv(n_rows=300))
+    with server.client() as client:
+        response = client.post("/v1/jobs", json={
+            "kind": "search", "dataset_id": dataset_id, "model_name": "alone",
+            "search": {"max_trials": 4, "data_parallel": 2, "validation": "holdout",
+                       "space": {"epochs": 2, "n_layers": 1}}})
+        assert response.status_code == 202, response.text
+        job = server.wait_for_job(response.json()["id"])
+        assert job["status"] == "succeeded", (job["error"], server.log_tail())
+        trials = client.get(f"/v1/jobs/{job['id']}/trials").json()
+    assert [t["metrics"]["train_processes"] for t in trials] == [1, 1, 1, 1]
+    log = server.log_path.read_text()
+    assert log.count("data-parallel training: 0 of 1 member processes joined") == 2
+    assert "this worker trains the rest alone" in log

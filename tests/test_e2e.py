@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv, digits_split
 
 # Its subject is the queue, leases, claims or the database: run on every backend.
@@ -24,11 +24,9 @@ pytestmark = pytest.mark.backends
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[KilnServer]:
-    kiln = KilnServer(tmp_path / "data", KILN_JOB_LEASE_S="6", KILN_TRIAL_HEARTBEAT_S="1")
-    kiln.start()
+def server(kiln_server: ServerFactory) -> Iterator[KilnServer]:
+    kiln = kiln_server(KILN_JOB_LEASE_S="6", KILN_TRIAL_HEARTBEAT_S="1")
     yield kiln
-    kiln.close()
 
 
 def upload_digits(kiln: KilnServer) -> tuple[int, np.ndarray, np.ndarray]:
@@ -105,42 +103,6 @@ def test_csv_to_served_model_and_restart(server: KilnServer) -> None:
     assert accuracy(server, held_x, held_y) == held_out_accuracy
 
 
-def test_job_survives_a_killed_worker(server: KilnServer) -> None:
-    """SIGKILL the worker process mid-trial: the lease expires, the reaper re-queues the job,
-    a fresh worker process resumes from the stored trials, the killed trial's heartbeat goes
-    stale so it is marked lost and run again, and the job succeeds."""
-    dataset_id, _, _ = upload_digits(server)
-    job_id = submit(server, dataset_id, max_trials=3, max_epochs=60, seed=3,
-                    validation="holdout")
-    with server.client() as client:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            job = client.get(f"/v1/jobs/{job_id}").json()
-            trials = client.get(f"/v1/jobs/{job_id}/trials").json()
-            if job["progress"]["trials_done"] >= 1 and any(
-                    trial["state"] == "running" for trial in trials):
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError(server.log_tail())
-    worker_pid = int(job["worker"].rsplit(":", 1)[1])
-    os.kill(worker_pid, signal.SIGKILL)
-
-    final = server.wait_for_job(job_id)
-    assert final["status"] == "succeeded", (final["error"], server.log_tail())
-    assert final["attempt"] == 2
-    with server.client() as client:
-        trials = client.get(f"/v1/jobs/{job_id}/trials").json()
-    states = [trial["state"] for trial in trials]
-    assert states.count("lost") == 1 and states.count("complete") == 3
-    assert "running" not in states
-    assert {trial["attempt"] for trial in trials} == {1, 2}
-    lost = next(trial for trial in trials if trial["state"] == "lost")
-    retry = next(trial for trial in trials if trial["retry_of"] is not None)
-    assert retry["retry_of"] == lost["number"] and retry["params"] == lost["params"]
-    assert retry["state"] == "complete" and "heartbeat" in lost["error"]
-
-
 def read_response(sock: socket.socket, start: bytes) -> bytes:
     """Read one HTTP response whose first bytes are ``start``, up to its Content-Length."""
     sock.settimeout(5)
@@ -155,47 +117,43 @@ def read_response(sock: socket.socket, start: bytes) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-def test_oversized_upload_is_refused_mid_stream(tmp_path: Path) -> None:
+def test_oversized_upload_is_refused_mid_stream(kiln_server: ServerFactory) -> None:
     """Against real uvicorn: a chunked upload with no Content-Length gets its 413 while the
     client is still sending, long before the whole body has been read."""
-    kiln = KilnServer(tmp_path / "data", workers=0, KILN_MAX_UPLOAD_MB="0.05")
-    kiln.start()
-    try:
-        boundary = "kiln"
-        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"target\"\r\n\r\n"
-                f"label\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-                f"filename=\"big.csv\"\r\n\r\n").encode()
-        request = (f"POST /v1/datasets HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
-                   f"{kiln.key}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
-                   "Transfer-Encoding: chunked\r\n\r\n").encode()
-        chunk = b"1,2,3,4,5,6,7\n" * 1024  # 14 KiB
-        sent = 0
-        with socket.create_connection(("127.0.0.1", kiln.port), timeout=10) as sock:
-            sock.sendall(request + f"{len(head):x}\r\n".encode() + head + b"\r\n")
-            sock.settimeout(0.05)
-            reply = b""
-            try:
-                for _ in range(2000):  # up to 28 MiB, far past the 50 KiB limit
-                    sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-                    sent += len(chunk)
-                    try:
-                        reply = sock.recv(65536)
-                    except TimeoutError:
-                        continue
-                    if reply:
-                        break
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            reply = read_response(sock, reply)
-        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
-        assert b"KILN_MAX_UPLOAD_MB" in reply
-        assert sent < 2 * 1024 * 1024, sent
-        with kiln.client() as client:  # the server keeps serving
-            ok = client.post("/v1/datasets", files={"file": ("b.csv", blobs_csv())},
-                             data={"target": "label"})
-        assert ok.status_code == 201
-    finally:
-        kiln.close()
+    kiln = kiln_server(workers=0, KILN_MAX_UPLOAD_MB="0.05")
+    boundary = "kiln"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"target\"\r\n\r\n"
+            f"label\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"big.csv\"\r\n\r\n").encode()
+    request = (f"POST /v1/datasets HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+               f"{kiln.key}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+               "Transfer-Encoding: chunked\r\n\r\n").encode()
+    chunk = b"1,2,3,4,5,6,7\n" * 1024  # 14 KiB
+    sent = 0
+    with socket.create_connection(("127.0.0.1", kiln.port), timeout=10) as sock:
+        sock.sendall(request + f"{len(head):x}\r\n".encode() + head + b"\r\n")
+        sock.settimeout(0.05)
+        reply = b""
+        try:
+            for _ in range(2000):  # up to 28 MiB, far past the 50 KiB limit
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent += len(chunk)
+                try:
+                    reply = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                if reply:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = read_response(sock, reply)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b"KILN_MAX_UPLOAD_MB" in reply
+    assert sent < 2 * 1024 * 1024, sent
+    with kiln.client() as client:  # the server keeps serving
+        ok = client.post("/v1/datasets", files={"file": ("b.csv", blobs_csv())},
+                         data={"target": "label"})
+    assert ok.status_code == 201
 
 
 def worker_pids(data_dir: Path) -> list[int]:
@@ -212,21 +170,17 @@ def worker_pids(data_dir: Path) -> list[int]:
     return found
 
 
-def test_sigterm_stops_the_workers_too(tmp_path: Path) -> None:
+def test_sigterm_stops_the_workers_too(kiln_server: ServerFactory) -> None:
     """``docker stop`` sends SIGTERM: the gateway must stop its worker processes first."""
-    kiln = KilnServer(tmp_path / "data", workers=2)
-    kiln.start()
-    try:
-        deadline = time.monotonic() + 60
-        while len(workers := worker_pids(kiln.data_dir)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.5)  # the worker node and its two pool processes
-        assert len(workers) >= 3, workers
-        assert kiln.process is not None
-        kiln.process.send_signal(signal.SIGTERM)
-        kiln.process.wait(timeout=60)
-        assert all(process_gone(pid) for pid in workers)
-        log = kiln.log_path.read_text(errors="replace")
-        assert "Warm shutdown" in log
-        assert "ERROR" not in log, log[-3000:]  # a normal stop is not an error
-    finally:
-        kiln.close()
+    kiln = kiln_server(workers=2)
+    deadline = time.monotonic() + 60
+    while len(workers := worker_pids(kiln.data_dir)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)  # the worker node and its two pool processes
+    assert len(workers) >= 3, workers
+    assert kiln.process is not None
+    kiln.process.send_signal(signal.SIGTERM)
+    kiln.process.wait(timeout=60)
+    assert all(process_gone(pid) for pid in workers)
+    log = kiln.log_path.read_text(errors="replace")
+    assert "Warm shutdown" in log
+    assert "ERROR" not in log, log[-3000:]  # a normal stop is not an error

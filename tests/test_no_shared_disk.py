@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e_server import BROKER_URL, PG_URL, KilnServer, stop_process
+from tests.fixtures.servers import BROKER_URL, PG_URL, KilnServer, ServerFactory, stop_process
 from tests.helpers import blobs_csv
 from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, bucket_name, s3_env
 
@@ -69,10 +69,10 @@ def _post_job(kiln: KilnServer, body: dict[str, Any]) -> dict[str, Any]:
     return dict(job)
 
 
-def test_gateway_and_two_workers_share_no_disk(tmp_path: Path, s3_endpoint: str) -> None:
+def test_gateway_and_two_workers_share_no_disk(tmp_path: Path, s3_endpoint: str,
+                                               kiln_server: ServerFactory) -> None:
     bucket = bucket_name()
-    kiln = KilnServer(tmp_path / "gateway", workers=0, **s3_env(s3_endpoint, bucket))
-    kiln.start()
+    kiln = kiln_server(workers=0, data_dir=tmp_path / "gateway", **s3_env(s3_endpoint, bucket))
     workers = [_worker(kiln, tmp_path / f"worker-{n}") for n in (1, 2)]
     logs = [tmp_path / f"worker-{n}.log" for n in (1, 2)]
     try:
@@ -138,7 +138,7 @@ def test_gateway_and_two_workers_share_no_disk(tmp_path: Path, s3_endpoint: str)
     finally:
         for worker in workers:
             stop_process(worker)
-        kiln.close()
+        kiln.close()  # before its data dir is looked at
 
     # Nothing lives on a local disk but caches and scratch: the artifacts are in the bucket.
     for machine in ("gateway", "worker-1", "worker-2"):

@@ -19,15 +19,14 @@ from kserve import InferInput as KServeInput
 from kserve import InferRequest as KServeRequest
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 
 LABELS = '["setosa", "versicolor", "virginica"]'
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
-    kiln = KilnServer(tmp_path_factory.mktemp("oip") / "data", workers=0)
-    kiln.start()
+def server(module_kiln_server: ServerFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
+    kiln = module_kiln_server(workers=0)
     with kiln.client() as client:
         for _ in range(2):  # versions 1 and 2 of the same model
             response = client.post("/v1/models/flowers/versions",
@@ -35,7 +34,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, classifier_onnx: Path) -> I
                                    data={"labels": LABELS})
             assert response.status_code == 201, response.text
     yield kiln
-    kiln.close()
 
 
 @pytest.fixture(scope="module")

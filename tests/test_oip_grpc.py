@@ -15,17 +15,15 @@ import onnxruntime as ort
 import pytest
 
 from app.serving.grpc_schema import SERVICE, message
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.triton_grpc_peer import TritonGrpcPeer
 
 LABELS = '["setosa", "versicolor", "virginica"]'
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
-    kiln = KilnServer(tmp_path_factory.mktemp("grpc") / "data", workers=0,
-                      KILN_MAX_REQUEST_MB="1")
-    kiln.start()
+def server(module_kiln_server: ServerFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
+    kiln = module_kiln_server(workers=0, KILN_MAX_REQUEST_MB="1")
     with kiln.client() as client:
         for _ in range(2):
             response = client.post("/v1/models/flowers/versions",
@@ -35,7 +33,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, classifier_onnx: Path) -> I
         reader = client.post("/v1/keys", json={"name": "reader", "scope": "read"})
         kiln.env["READ_KEY"] = reader.json()["key"]
     yield kiln
-    kiln.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_server import KilnServer, stop_process
+from tests.fixtures.servers import KilnServer, ServerFactory, stop_process
 from tests.helpers import blobs_csv
 
 # Its subject is the queue, leases, claims or the database: run on every backend.
@@ -28,10 +28,9 @@ def start_worker(kiln: KilnServer, queues: str) -> subprocess.Popen[bytes]:
                             env=kiln.env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def test_each_kind_runs_on_a_worker_that_takes_its_queue(tmp_path: Path,
-                                                         classifier_onnx: Path) -> None:
-    kiln = KilnServer(tmp_path / "data", workers=0)
-    kiln.start()
+def test_each_kind_runs_on_a_worker_that_takes_its_queue(
+        kiln_server: ServerFactory, tmp_path: Path, classifier_onnx: Path) -> None:
+    kiln = kiln_server(workers=0)
     workers: list[subprocess.Popen[bytes]] = []
     try:
         with kiln.client() as client:
@@ -62,7 +61,6 @@ def test_each_kind_runs_on_a_worker_that_takes_its_queue(tmp_path: Path,
     finally:
         for process in workers:
             stop_process(process)
-        kiln.close()
 
 
 def test_an_unknown_queue_is_refused(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv, csv_bytes
 
 # A narrow space so that every trial takes a fraction of a second.
@@ -20,12 +20,9 @@ SMALL_SPACE = {"n_layers": {"low": 1, "high": 2}, "width": {"low": 8, "high": 64
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
-    kiln = KilnServer(tmp_path_factory.mktemp("search") / "data", workers=2,
-                      KILN_TRIAL_HEARTBEAT_S="1")
-    kiln.start()
+def server(module_kiln_server: ServerFactory) -> Iterator[KilnServer]:
+    kiln = module_kiln_server(workers=2, KILN_TRIAL_HEARTBEAT_S="1")
     yield kiln
-    kiln.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.http as triton
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import csv_bytes
 
 HEADER = ["id", "island", "bill_length_mm", "flipper_mm", "sex", "tagged", "observed",
@@ -43,11 +43,9 @@ def penguin_rows(count: int, seed: int) -> list[list[Any]]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
-    kiln = KilnServer(tmp_path_factory.mktemp("tables") / "data", workers=2)
-    kiln.start()
+def server(module_kiln_server: ServerFactory) -> Iterator[KilnServer]:
+    kiln = module_kiln_server(workers=2)
     yield kiln
-    kiln.close()
 
 
 @pytest.fixture(scope="module")

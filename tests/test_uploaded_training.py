@@ -12,17 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv, csv_bytes
 from tests.training.test_from_onnx import cnn_onnx, graph_with, mlp_onnx
 
 
 @pytest.fixture(scope="module")
-def kiln(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
-    server = KilnServer(tmp_path_factory.mktemp("uploaded") / "data", workers=1)
-    server.start()
+def kiln(module_kiln_server: ServerFactory) -> Iterator[KilnServer]:
+    server = module_kiln_server(workers=1)
     yield server
-    server.close()
 
 
 def upload_model(kiln: KilnServer, name: str, content: bytes, labels: list[str]) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv
 
 SPACE = {"n_layers": {"low": 1, "high": 2}, "width": {"low": 8, "high": 64, "log": True},
@@ -21,37 +21,33 @@ SPACE = {"n_layers": {"low": 1, "high": 2}, "width": {"low": 8, "high": 64, "log
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def finished(module_kiln_server: ServerFactory) -> Iterator[dict[str, Any]]:
     """A server with a finished two-objective search and a finished compression."""
-    kiln = KilnServer(tmp_path_factory.mktemp("browser") / "data", workers=1)
-    kiln.start()
-    try:
-        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
-        with kiln.client() as client:
-            search = client.post("/v1/jobs", json={
-                "kind": "search", "dataset_id": dataset_id, "model_name": "looked-at",
-                "search": {"algorithm": "nsga2", "max_trials": 6, "seed": 2, "space": SPACE,
-                           "validation": "holdout",
-                           "objectives": [{"metric": "accuracy"}, {"metric": "params"}]}})
-            assert search.status_code == 202, search.text
-        search_job = kiln.wait_for_job(int(search.json()["id"]))
-        assert search_job["status"] == "succeeded", (search_job["error"], kiln.log_tail())
-        with kiln.client() as client:
-            compress = client.post("/v1/jobs", json={
-                "kind": "compress", "source": {"model": "looked-at", "version": 1},
-                "dataset_id": dataset_id,
-                "compression": {"methods": ["prune_structured", "quantize_dynamic"]}})
-            assert compress.status_code == 202, compress.text
-        compress_job = kiln.wait_for_job(int(compress.json()["id"]))
-        assert compress_job["status"] == "succeeded", (compress_job["error"], kiln.log_tail())
-        with kiln.client() as client:
-            trials = client.get(f"/v1/jobs/{search_job['id']}/trials").json()
-            front = client.get(f"/v1/jobs/{search_job['id']}/pareto").json()
-            report = client.get(f"/v1/jobs/{compress_job['id']}/report").json()
-        yield {"kiln": kiln, "search": search_job, "compress": compress_job,
-               "trials": trials, "front": front, "report": report}
-    finally:
-        kiln.close()
+    kiln = module_kiln_server(workers=1)
+    dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
+    with kiln.client() as client:
+        search = client.post("/v1/jobs", json={
+            "kind": "search", "dataset_id": dataset_id, "model_name": "looked-at",
+            "search": {"algorithm": "nsga2", "max_trials": 6, "seed": 2, "space": SPACE,
+                       "validation": "holdout",
+                       "objectives": [{"metric": "accuracy"}, {"metric": "params"}]}})
+        assert search.status_code == 202, search.text
+    search_job = kiln.wait_for_job(int(search.json()["id"]))
+    assert search_job["status"] == "succeeded", (search_job["error"], kiln.log_tail())
+    with kiln.client() as client:
+        compress = client.post("/v1/jobs", json={
+            "kind": "compress", "source": {"model": "looked-at", "version": 1},
+            "dataset_id": dataset_id,
+            "compression": {"methods": ["prune_structured", "quantize_dynamic"]}})
+        assert compress.status_code == 202, compress.text
+    compress_job = kiln.wait_for_job(int(compress.json()["id"]))
+    assert compress_job["status"] == "succeeded", (compress_job["error"], kiln.log_tail())
+    with kiln.client() as client:
+        trials = client.get(f"/v1/jobs/{search_job['id']}/trials").json()
+        front = client.get(f"/v1/jobs/{search_job['id']}/pareto").json()
+        report = client.get(f"/v1/jobs/{compress_job['id']}/report").json()
+    yield {"kiln": kiln, "search": search_job, "compress": compress_job,
+           "trials": trials, "front": front, "report": report}
 
 
 def wait_for(condition: Any, timeout: float = 30, what: str = "") -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer
 
 
 def submit_slow_search(kiln: KilnServer, dataset_id: int, model: str, *, trials: int,

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e_server import free_port
+from tests.fixtures.servers import free_port
 
 REDIS = shutil.which("redis-server")
 

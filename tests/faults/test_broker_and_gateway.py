@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e_server import KilnServer
 from tests.faults.servers import REDIS, RedisServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv
 
 pytestmark = [pytest.mark.backends,
@@ -33,11 +33,9 @@ SEARCH = {"max_trials": 3, "max_epochs": 4, "validation": "holdout",
           "space": {"n_layers": 1, "width": 16, "epochs": 4, "batch_size": 16}}
 
 
-def serve(tmp_path: Path, redis: RedisServer) -> KilnServer:
-    kiln = KilnServer(tmp_path / "data", workers=1, **QUICK_RESEND)
-    kiln.env["KILN_BROKER_URL"] = redis.url  # this test's Redis, whatever CI's default
-    kiln.start()
-    return kiln
+def serve(kiln_server: ServerFactory, redis: RedisServer) -> KilnServer:
+    # This test's own Redis, whatever CI's default broker is.
+    return kiln_server(workers=1, KILN_BROKER_URL=redis.url, **QUICK_RESEND)
 
 
 def submit(kiln: KilnServer, dataset_id: int, model: str) -> httpx.Response:
@@ -51,113 +49,99 @@ def versions(kiln: KilnServer, model: str) -> list[int]:
         return [v["version"] for v in client.get(f"/v1/models/{model}/versions").json()["items"]]
 
 
-def test_a_job_survives_redis_killed_mid_job(tmp_path: Path, redis: RedisServer) -> None:
-    kiln = serve(tmp_path, redis)
-    try:
-        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
-        response = submit(kiln, dataset_id, "through-redis-restart")
-        assert response.status_code == 202, response.text
-        job_id = int(response.json()["id"])
-        kiln.wait_for_job(job_id, until=("running", "succeeded"), timeout=120)
-        redis.kill()
-        time.sleep(2)
-        redis.start()
-        job = kiln.wait_for_job(job_id, timeout=300)
-        assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
-        assert versions(kiln, "through-redis-restart") == [1]
-    finally:
-        kiln.close()
+def test_a_job_survives_redis_killed_mid_job(kiln_server: ServerFactory,
+                                             redis: RedisServer) -> None:
+    kiln = serve(kiln_server, redis)
+    dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
+    response = submit(kiln, dataset_id, "through-redis-restart")
+    assert response.status_code == 202, response.text
+    job_id = int(response.json()["id"])
+    kiln.wait_for_job(job_id, until=("running", "succeeded"), timeout=120)
+    redis.kill()
+    time.sleep(2)
+    redis.start()
+    job = kiln.wait_for_job(job_id, timeout=300)
+    assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
+    assert versions(kiln, "through-redis-restart") == [1]
 
 
 def test_a_job_submitted_while_redis_is_down_runs_when_it_returns(
-        tmp_path: Path, redis: RedisServer) -> None:
-    kiln = serve(tmp_path, redis)
-    try:
-        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
-        redis.kill()
-        started = time.monotonic()
-        response = submit(kiln, dataset_id, "sent-later")
-        # Committed first, sent after: the send fails, the answer stands.
-        assert response.status_code == 202, response.text
-        assert time.monotonic() - started < 30
-        job_id = int(response.json()["id"])
-        with kiln.client() as client:
-            assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
-        redis.start()
-        job = kiln.wait_for_job(job_id, timeout=300)
-        assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
-        assert versions(kiln, "sent-later") == [1]
-    finally:
-        kiln.close()
+        kiln_server: ServerFactory, redis: RedisServer) -> None:
+    kiln = serve(kiln_server, redis)
+    dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
+    redis.kill()
+    started = time.monotonic()
+    response = submit(kiln, dataset_id, "sent-later")
+    # Committed first, sent after: the send fails, the answer stands.
+    assert response.status_code == 202, response.text
+    assert time.monotonic() - started < 30
+    job_id = int(response.json()["id"])
+    with kiln.client() as client:
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+    redis.start()
+    job = kiln.wait_for_job(job_id, timeout=300)
+    assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
+    assert versions(kiln, "sent-later") == [1]
 
 
-def test_a_job_longer_than_the_visibility_timeout_runs_once(tmp_path: Path,
+def test_a_job_longer_than_the_visibility_timeout_runs_once(kiln_server: ServerFactory,
                                                             redis: RedisServer) -> None:
     """Redis hands an unacknowledged message to another worker after the visibility
     timeout: with two worker processes and a job far longer than it, the second delivery
     finds the job running and leaves it; exactly one set of versions is registered."""
-    kiln = KilnServer(tmp_path / "data", workers=2, KILN_BROKER_VISIBILITY_S="2",
-                      **QUICK_RESEND)
-    kiln.env["KILN_BROKER_URL"] = redis.url
+    kiln = kiln_server(workers=2, KILN_BROKER_VISIBILITY_S="2", KILN_BROKER_URL=redis.url,
+                       **QUICK_RESEND)
+    dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
+    with kiln.client() as client:
+        response = client.post("/v1/jobs", json={
+            "kind": "search", "dataset_id": dataset_id, "model_name": "redelivered",
+            "search": {**SEARCH, "max_trials": 1000, "timeout_s": 25}})
+    assert response.status_code == 202, response.text
+    job = kiln.wait_for_job(int(response.json()["id"]), timeout=300)
+    assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
+    assert job["attempt"] == 1 and versions(kiln, "redelivered") == [1]
+    log = kiln.log_path.read_text(errors="replace")
+    # The second delivery came while the job ran, and was left alone.
+    assert f"job {job['id']} is running; nothing to do" in log, kiln.log_tail()
+
+
+def test_a_gateway_killed_mid_upload_stores_nothing(kiln_server: ServerFactory) -> None:
+    kiln = kiln_server(workers=0)
+    spool = kiln.data_dir / "tmp"
+    row = b"1.0,2.0,3.0,4.0,a\n"
+    sent = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        boundary = b"--kiln-boundary\r\n"
+        yield (boundary + b'Content-Disposition: form-data; name="target"\r\n\r\nlabel\r\n'
+               + boundary + b'Content-Disposition: form-data; name="file"; '
+               b'filename="slow.csv"\r\nContent-Type: text/csv\r\n\r\nf0,f1,f2,f3,label\n')
+        for _ in range(400):
+            yield row * 2000  # 36 kB at a time, slowly
+            sent.set()
+            time.sleep(0.05)
+
+    def upload() -> None:
+        try:
+            with kiln.client() as client:
+                client.post("/v1/datasets", content=body(), headers={
+                    "Content-Type": "multipart/form-data; boundary=kiln-boundary"})
+        except httpx.HTTPError:
+            pass  # the gateway died under it
+
+    thread = threading.Thread(target=upload, daemon=True)
+    thread.start()
+    assert sent.wait(30)
+    time.sleep(1.0)  # mid-stream
+    assert kiln.process is not None
+    kiln.process.send_signal(signal.SIGKILL)
+    kiln.process.wait()
+    thread.join(timeout=30)
     kiln.start()
-    try:
-        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
-        with kiln.client() as client:
-            response = client.post("/v1/jobs", json={
-                "kind": "search", "dataset_id": dataset_id, "model_name": "redelivered",
-                "search": {**SEARCH, "max_trials": 1000, "timeout_s": 25}})
-        assert response.status_code == 202, response.text
-        job = kiln.wait_for_job(int(response.json()["id"]), timeout=300)
-        assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
-        assert job["attempt"] == 1 and versions(kiln, "redelivered") == [1]
-        log = kiln.log_path.read_text(errors="replace")
-        # The second delivery came while the job ran, and was left alone.
-        assert f"job {job['id']} is running; nothing to do" in log, kiln.log_tail()
-    finally:
-        kiln.close()
-
-
-def test_a_gateway_killed_mid_upload_stores_nothing(tmp_path: Path) -> None:
-    kiln = KilnServer(tmp_path / "data", workers=0)
-    kiln.start()
-    try:
-        spool = kiln.data_dir / "tmp"
-        row = b"1.0,2.0,3.0,4.0,a\n"
-        sent = threading.Event()
-
-        def body() -> Iterator[bytes]:
-            boundary = b"--kiln-boundary\r\n"
-            yield (boundary + b'Content-Disposition: form-data; name="target"\r\n\r\nlabel\r\n'
-                   + boundary + b'Content-Disposition: form-data; name="file"; '
-                   b'filename="slow.csv"\r\nContent-Type: text/csv\r\n\r\nf0,f1,f2,f3,label\n')
-            for _ in range(400):
-                yield row * 2000  # 36 kB at a time, slowly
-                sent.set()
-                time.sleep(0.05)
-
-        def upload() -> None:
-            try:
-                with kiln.client() as client:
-                    client.post("/v1/datasets", content=body(), headers={
-                        "Content-Type": "multipart/form-data; boundary=kiln-boundary"})
-            except httpx.HTTPError:
-                pass  # the gateway died under it
-
-        thread = threading.Thread(target=upload, daemon=True)
-        thread.start()
-        assert sent.wait(30)
-        time.sleep(1.0)  # mid-stream
-        assert kiln.process is not None
-        kiln.process.send_signal(signal.SIGKILL)
-        kiln.process.wait()
-        thread.join(timeout=30)
-        kiln.start()
-        with kiln.client() as client:
-            assert client.get("/v1/datasets").json()["items"] == []
-        assert list(spool.glob("upload-*")) == []
-        assert not [p for p in (kiln.data_dir / "artifacts").rglob("*") if p.is_file()]
-    finally:
-        kiln.close()
+    with kiln.client() as client:
+        assert client.get("/v1/datasets").json()["items"] == []
+    assert list(spool.glob("upload-*")) == []
+    assert not [p for p in (kiln.data_dir / "artifacts").rglob("*") if p.is_file()]
 
 
 def test_spool_files_of_dead_gateways_are_removed_and_live_ones_kept(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import ServerFactory
 from tests.helpers import blobs_csv
 
 SEARCH = {"max_trials": 2, "max_epochs": 3, "validation": "holdout",
@@ -58,43 +58,39 @@ def stray_temporaries(disk: Path) -> list[Path]:
 
 
 def test_a_full_artifact_disk_fails_the_job_with_a_reason_and_stores_nothing(
-        tmp_path: Path, small_disk: Path) -> None:
-    kiln = KilnServer(tmp_path / "data", workers=1, KILN_ARTIFACT_URL=f"file://{small_disk}")
-    kiln.start()
-    try:
-        dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
-        stored_before = {p: p.read_bytes() for p in small_disk.rglob("*") if p.is_file()}
-        filler = fill(small_disk)
+        kiln_server: ServerFactory, small_disk: Path) -> None:
+    kiln = kiln_server(workers=1, KILN_ARTIFACT_URL=f"file://{small_disk}")
+    dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
+    stored_before = {p: p.read_bytes() for p in small_disk.rglob("*") if p.is_file()}
+    filler = fill(small_disk)
 
-        with kiln.client() as client:
-            upload = client.post("/v1/datasets", files={"file": ("more.csv", blobs_csv())},
-                                 data={"target": "label"})
-            assert upload.status_code == 507, upload.text
-            assert "out of space" in upload.json()["detail"]
-            assert str(small_disk) not in upload.text  # no server paths in errors
-            submitted = client.post("/v1/jobs", json={
-                "kind": "search", "dataset_id": dataset_id, "model_name": "no-room",
-                "search": SEARCH})
-            assert submitted.status_code == 202, submitted.text
-        job = kiln.wait_for_job(int(submitted.json()["id"]), timeout=300)
-        assert job["status"] == "failed", job
-        assert "out of space" in job["error"], job["error"]
-        with kiln.client() as client:
-            assert client.get("/v1/models/no-room/versions").status_code == 404
-            assert [d["id"] for d in client.get("/v1/datasets").json()["items"]] == [dataset_id]
-        assert stray_temporaries(small_disk) == []
-        for path, content in stored_before.items():
-            assert path.read_bytes() == content
+    with kiln.client() as client:
+        upload = client.post("/v1/datasets", files={"file": ("more.csv", blobs_csv())},
+                             data={"target": "label"})
+        assert upload.status_code == 507, upload.text
+        assert "out of space" in upload.json()["detail"]
+        assert str(small_disk) not in upload.text  # no server paths in errors
+        submitted = client.post("/v1/jobs", json={
+            "kind": "search", "dataset_id": dataset_id, "model_name": "no-room",
+            "search": SEARCH})
+        assert submitted.status_code == 202, submitted.text
+    job = kiln.wait_for_job(int(submitted.json()["id"]), timeout=300)
+    assert job["status"] == "failed", job
+    assert "out of space" in job["error"], job["error"]
+    with kiln.client() as client:
+        assert client.get("/v1/models/no-room/versions").status_code == 404
+        assert [d["id"] for d in client.get("/v1/datasets").json()["items"]] == [dataset_id]
+    assert stray_temporaries(small_disk) == []
+    for path, content in stored_before.items():
+        assert path.read_bytes() == content
 
-        filler.unlink()
-        with kiln.client() as client:
-            again = client.post("/v1/jobs", json={
-                "kind": "search", "dataset_id": dataset_id, "model_name": "no-room",
-                "search": SEARCH})
-        job = kiln.wait_for_job(int(again.json()["id"]), timeout=300)
-        assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
-        with kiln.client() as client:
-            items = client.get("/v1/models/no-room/versions").json()["items"]
-        assert [v["version"] for v in items] == [1]
-    finally:
-        kiln.close()
+    filler.unlink()
+    with kiln.client() as client:
+        again = client.post("/v1/jobs", json={
+            "kind": "search", "dataset_id": dataset_id, "model_name": "no-room",
+            "search": SEARCH})
+    job = kiln.wait_for_job(int(again.json()["id"]), timeout=300)
+    assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
+    with kiln.client() as client:
+        items = client.get("/v1/models/no-room/versions").json()["items"]
+    assert [v["version"] for v in items] == [1]

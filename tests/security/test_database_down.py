@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.config import load_settings
 from app.main import create_app
-from tests.e2e_server import free_port
+from tests.fixtures.servers import free_port
 
 # Its subject is the queue, leases, claims or the database: run on every backend.
 pytestmark = pytest.mark.backends

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv
 
 MAX_EXAMPLES = 8
@@ -23,11 +23,9 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnServer]:
-    kiln = KilnServer(tmp_path_factory.mktemp("schemathesis") / "data", workers=1)
-    kiln.start()
+def server(module_kiln_server: ServerFactory) -> Iterator[KilnServer]:
+    kiln = module_kiln_server(workers=1)
     yield kiln
-    kiln.close()
 
 
 def _pinned(server: KilnServer) -> dict[str, object]:

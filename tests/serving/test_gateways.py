@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e_server import KilnServer
+from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.triton_grpc_peer import TritonGrpcPeer
 
 # Its subject is the queue, leases, claims or the database: run on every backend.
@@ -22,17 +22,15 @@ ROW = {"inputs": [[6.0, 6.0, 6.0, 6.0]]}
 
 
 @pytest.fixture(scope="module")
-def kiln(tmp_path_factory: pytest.TempPathFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
-    server = KilnServer(tmp_path_factory.mktemp("gateways") / "data", workers=0,
-                        serve_args=("--gateways", "2"), KILN_SERVING_CACHE_S="3600")
-    server.start()
+def kiln(module_kiln_server: ServerFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
+    server = module_kiln_server(workers=0, serve_args=("--gateways", "2"),
+                                KILN_SERVING_CACHE_S="3600")
     with server.client() as client:
         for labels in ('["a1", "b1", "c1"]', '["a2", "b2", "c2"]'):
             response = client.post("/v1/models/flowers/versions", data={"labels": labels},
                                    files={"file": ("m.onnx", classifier_onnx.read_bytes())})
             assert response.status_code == 201, response.text
     yield server
-    server.close()
 
 
 def fresh_connection_predicts(kiln: KilnServer, count: int, key: str | None = None) -> list[int]:

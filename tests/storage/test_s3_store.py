@@ -16,7 +16,7 @@ from app.config import SettingsError, load_settings
 from app.errors import ArtifactCorrupt, Unavailable
 from app.storage import ArtifactCache, get_store
 from app.storage.s3 import S3ArtifactStore, parse_s3_url
-from tests.e2e_server import free_port
+from tests.fixtures.servers import free_port
 from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, bucket_name
 from tests.storage.test_contract import _tamper
 

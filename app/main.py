@@ -19,6 +19,7 @@ from app.api.errors import install_error_handlers
 from app.api.fast_path import InferenceFastPath
 from app.api.grpc_service import grpc_server
 from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS, MAX_FORM_FILES, BodySizeLimit
+from app.api.state import GatewayState
 from app.config import Settings, get_settings
 from app.db import session_scope, utcnow
 from app.jobs.queue import JobQueue
@@ -82,10 +83,10 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
         tasks = [asyncio.create_task(_reaper_loop(settings, queue))] if run_reaper else []
         if settings.preload_models:
             tasks.append(asyncio.create_task(asyncio.to_thread(
-                preload, app.state.directory, settings.preload_models, app.state.preload)))
+                preload, state.directory, settings.preload_models, state.preload)))
         grpc = None
         if serve_grpc and settings.grpc_port:
-            grpc = grpc_server(app.state, host=settings.grpc_host, port=settings.grpc_port,
+            grpc = grpc_server(state, host=settings.grpc_host, port=settings.grpc_port,
                                reuse_port=reuse_port)
             await grpc.start()
             logger.info("gRPC inference service on %s:%s", settings.grpc_host,
@@ -105,22 +106,22 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
                   lifespan=lifespan, docs_url=None, redoc_url=None,
                   form_limits={"max_files": MAX_FORM_FILES, "max_fields": MAX_FORM_FIELDS,
                                "max_part_size": MAX_FORM_FIELD_BYTES})
-    app.state.settings = settings
-    app.state.started_at = utcnow()  # what the dashboard's serving counters count from
-    app.state.store = get_store(settings)
-    app.state.queue = queue
-    app.state.sessions = SessionCache(app.state.store, threads=settings.ort_threads,
-                                      capacity=settings.session_cache_size,
-                                      max_bytes=int(settings.session_cache_mb * 1048576))
+    store = get_store(settings)
+    sessions = SessionCache(store, threads=settings.ort_threads,
+                            capacity=settings.session_cache_size,
+                            max_bytes=int(settings.session_cache_mb * 1048576))
     shared = (SharedGeneration(Path(settings.serving_generation_file))
               if settings.serving_generation_file else None)
-    app.state.directory = ServingDirectory(settings.database_url, app.state.sessions,
-                                           ttl_s=settings.serving_cache_s, shared=shared)
-    app.state.preload = Preload(done=not settings.preload_models)
-    app.state.metrics = metrics.ServingMetrics(app.state.sessions, settings)
+    state = GatewayState(
+        settings=settings, started_at=utcnow(), store=store, queue=queue, sessions=sessions,
+        directory=ServingDirectory(settings.database_url, sessions,
+                                   ttl_s=settings.serving_cache_s, shared=shared),
+        preload=Preload(done=not settings.preload_models),
+        metrics=metrics.ServingMetrics(sessions, settings))
+    app.state.gateway = state
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, settings=settings)
-    app.fast_path = InferenceFastPath(app.state, cors=bool(settings.cors_origin_list))
+    app.fast_path = InferenceFastPath(state, cors=bool(settings.cors_origin_list))
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_credentials=settings.cors_credentials,

@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from app.contracts.networks import CNNConfig, MLPConfig
 from app.errors import InvalidInput
-from app.signature import CNN_KIND, MLP_KIND
 
 ACTIVATION_OPS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Gelu": "gelu"}
 POOL_OPS = {"MaxPool": "max", "AveragePool": "avg"}
@@ -49,7 +49,7 @@ class Block:
 class LayerPlan:
     """The layers found, in order, with the initializers that hold their weights."""
 
-    architecture: dict[str, Any]
+    architecture: MLPConfig | CNNConfig | None  # None until the walk ends
     dense: list[Dense]
     blocks: list[Block] = field(default_factory=list)
     input_shift: str | None = None  # x - shift (or x + -shift)
@@ -229,7 +229,7 @@ def read_layers(model: onnx.ModelProto, row_shape: list[int]) -> LayerPlan:
 def _read_layers(model: onnx.ModelProto, row_shape: list[int]) -> LayerPlan:
     _check_ops(model)
     walk = _Walk(model)
-    plan = LayerPlan(architecture={}, dense=[])
+    plan = LayerPlan(architecture=None, dense=[])
     activations: set[str] = set()
     node = _skip_noops(walk)
     image_shape: list[int] | None = None
@@ -290,27 +290,26 @@ def _shape_architecture(walk: _Walk, plan: LayerPlan, image_shape: list[int] | N
         if out != into:
             raise UnsupportedGraph("a dense layer's outputs do not match the next one's inputs")
     if not plan.blocks:
-        plan.architecture = {"kind": MLP_KIND, "n_inputs": widths[0][0],
-                             "n_outputs": widths[-1][1], "hidden": [w[1] for w in widths[:-1]],
-                             "activation": activation, "dropout": 0.0, "batch_norm": False,
-                             "fixed_scaling": True}
+        plan.architecture = MLPConfig(
+            n_inputs=widths[0][0], n_outputs=widths[-1][1],
+            hidden=tuple(w[1] for w in widths[:-1]), activation=activation, dropout=0.0,
+            batch_norm=False, fixed_scaling=True)
         return
     if len(widths) != 2:
         raise UnsupportedGraph("after the convolutions a trainable CNN has one hidden dense "
                                f"layer and the output layer; this graph has {len(widths)}")
-    if image_shape is None:
+    if image_shape is None or len(image_shape) != 3:
         raise UnsupportedGraph("the convolutions read a 4-D input; ModelKiln trains image "
                                "models that take flat rows and reshape them inside the graph "
                                "(as the ones it exports do)")
     norms = {block.norm is not None for block in plan.blocks}
     if len(norms) > 1:
         raise UnsupportedGraph("some convolution blocks have batch normalization, some not")
-    plan.architecture = {"kind": CNN_KIND, "input_shape": image_shape,
-                         "n_outputs": widths[-1][1], "channels": channels, "kernel": kernel,
-                         "pooling": pools.pop() if pools else "none",
-                         "head_width": widths[0][1], "activation": activation,
-                         "dropout": 0.0, "batch_norm": norms == {True},
-                         "fixed_scaling": True}
+    plan.architecture = CNNConfig(
+        input_shape=(image_shape[0], image_shape[1], image_shape[2]), n_outputs=widths[-1][1],
+        channels=tuple(channels), kernel=kernel, pooling=pools.pop() if pools else "none",
+        head_width=widths[0][1], activation=activation, dropout=0.0,
+        batch_norm=norms == {True}, fixed_scaling=True)
 
 
 def input_statistics(walk_constants: dict[str, np.ndarray], plan: LayerPlan,

@@ -9,11 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.contracts.networks import CNNConfig, NetworkConfig
 from app.encoding import TableEncoding
 
-# ``config.architecture["kind"]``: which network a version holds (the stored values).
-MLP_KIND = "MLPConfig"
-CNN_KIND = "CNNConfig"
 MAX_LISTED_CATEGORIES = 200  # categories a signature lists per column
 
 
@@ -108,8 +106,8 @@ class VersionConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     params: dict[str, Any] | None = Field(default=None, description="The trial's parameters.")
-    architecture: dict[str, Any] | None = Field(
-        default=None, description="The torch network's configuration, with its 'kind'.")
+    architecture: NetworkConfig | None = Field(
+        default=None, description="The torch network's configuration, tagged by 'kind'.")
     weights_key: str | None = Field(default=None, description="Artifact key of its weights.")
     weights_sha256: str | None = Field(default=None, description="sha256 of those weights "
                                        "(None: recorded before digests were kept).")
@@ -134,9 +132,9 @@ class VersionConfig(BaseModel):
     def has_network(self) -> bool:
         """Whether torch weights exist (stored, or in the uploaded graph itself), so the
         version can be trained further."""
-        return (self.weights_key is not None or self.weights_in_onnx) and bool(
-            self.architecture)
+        return (self.weights_key is not None or self.weights_in_onnx) and (
+            self.architecture is not None)
 
     @property
     def convolutional(self) -> bool:
-        return self.architecture is not None and self.architecture.get("kind") == CNN_KIND
+        return isinstance(self.architecture, CNNConfig)

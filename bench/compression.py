@@ -111,10 +111,11 @@ def mnist_report(kind: str, seed: int = 0) -> dict[str, Any]:
     from app.compression.pipeline import compress
     from app.compression.record import report
     from app.compression.spec import CompressionSpec
+    from app.contracts.networks import CNNConfig, MLPConfig
     from app.datasets.service import DatasetArrays
     from app.datasets.splits import split_indices
     from app.tables import Task
-    from app.training.models import CNNConfig, MLPConfig, Network
+    from app.training.models import Network
     from app.training.train import TrainConfig, train
 
     torch.set_num_threads(2)

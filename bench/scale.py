@@ -32,7 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from app.training.models import MLPConfig, Network  # noqa: E402
+from app.contracts.networks import MLPConfig  # noqa: E402
+from app.training.models import Network  # noqa: E402
 from app.training.parallel import (  # noqa: E402
     GroupHost,
     Rendezvous,

@@ -134,8 +134,9 @@ def train_model(path: Path) -> np.ndarray:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    from app.contracts.networks import MLPConfig
     from app.training.export import export_onnx
-    from app.training.models import MLPConfig, Network
+    from app.training.models import Network
     from app.training.train import TrainConfig, TrainData, train
 
     x, y = load_digits(return_X_y=True)

@@ -22,6 +22,7 @@ from app.db import dispose_engines, session_scope
 from app.main import create_app
 from app.migrate import upgrade_to_head
 from app.registry.service import VersionDraft, register_version
+from app.signature import Signature
 from app.storage import get_store
 from app.tables import (
     Alias,
@@ -148,8 +149,9 @@ def admin(keys: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def classifier_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small trained 4-feature, 3-class classifier exported by the real export code."""
+    from app.contracts.networks import MLPConfig
     from app.training.export import export_onnx
-    from app.training.models import MLPConfig, Network
+    from app.training.models import Network
     from app.training.train import TrainConfig, TrainData, train
 
     rng = np.random.default_rng(0)
@@ -174,9 +176,9 @@ def register(settings: Settings, onnx: Path, *, name: str = "flowers",
         outputs = 3 if task == "classification" else 1
         version = register_version(session, name, VersionDraft(
             task=task, source=source, artifact=artifact, class_labels=labels,
-            signature={"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
-                       "outputs": [{"name": "output", "datatype": "FP32",
-                                    "shape": [-1, outputs]}]}))
+            signature=Signature.model_validate({
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
+                "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, outputs]}]})))
         return version.version
 
 

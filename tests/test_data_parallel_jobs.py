@@ -18,8 +18,7 @@ pytestmark = pytest.mark.backends
 
 @pytest.fixture(scope="module")
 def kiln(module_kiln_server: ServerFactory) -> KilnServer:
-    server = module_kiln_server(workers=2, KILN_DEVICE="auto")
-    yield server
+    return module_kiln_server(workers=2, KILN_DEVICE="auto")
 
 
 def test_each_trial_trains_on_two_processes(kiln: KilnServer) -> None:

@@ -72,7 +72,7 @@ def _post_job(kiln: KilnServer, body: dict[str, Any]) -> dict[str, Any]:
 def test_gateway_and_two_workers_share_no_disk(tmp_path: Path, s3_endpoint: str,
                                                kiln_server: ServerFactory) -> None:
     bucket = bucket_name()
-    kiln = kiln_server(workers=0, data_dir=tmp_path / "gateway", **s3_env(s3_endpoint, bucket))
+    kiln = kiln_server(workers=0, data_dir=tmp_path / "gateway", env=s3_env(s3_endpoint, bucket))
     workers = [_worker(kiln, tmp_path / f"worker-{n}") for n in (1, 2)]
     logs = [tmp_path / f"worker-{n}.log" for n in (1, 2)]
     try:

@@ -60,9 +60,9 @@ def _serve(port: str) -> None:  # pragma: no cover - runs in the peer process
         if op == "health":
             return {"live": client.is_server_live(), "ready": client.is_server_ready()}
         if op == "server_metadata":
-            return client.get_server_metadata(as_json=True)  # type: ignore[no-any-return]
+            return client.get_server_metadata(as_json=True)
         if op == "model_metadata":
-            return client.get_model_metadata(  # type: ignore[no-any-return]
+            return client.get_model_metadata(
                 request["model"], request.get("version", ""), headers=headers(request),
                 as_json=True)
         if op == "model_ready":

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.api.state import gateway_of
 from app.auth import Principal, check_scope
 from app.config import Settings
 from app.contracts.enums import Scope
@@ -23,24 +24,24 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 
 
 async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+    settings: Settings = gateway_of(request.app).settings
     return settings
 
 
 async def get_store(request: Request) -> ArtifactStore:
-    store: ArtifactStore = request.app.state.store
+    store: ArtifactStore = gateway_of(request.app).store
     return store
 
 
 async def get_queue(request: Request) -> JobQueue:
-    queue: JobQueue = request.app.state.queue
+    queue: JobQueue = gateway_of(request.app).queue
     return queue
 
 
 def get_session(request: Request) -> Iterator[Session]:
     """The request's one transaction: committed when the handler returns, before the
     response is sent; actions deferred until commit (enqueueing) run right after."""
-    with session_scope(request.app.state.settings.database_url) as session:
+    with session_scope(gateway_of(request.app).settings.database_url) as session:
         yield session
 
 
@@ -51,7 +52,7 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 async def get_directory(request: Request) -> ServingDirectory:
-    directory: ServingDirectory = request.app.state.directory
+    directory: ServingDirectory = gateway_of(request.app).directory
     return directory
 
 

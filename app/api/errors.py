@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
+from app.api.state import GatewayState
 from app.db import DATABASE_UNAVAILABLE
 from app.errors import KilnError, RefusedBelow, Unauthorized
 from app.kinds import JOB_KINDS
@@ -89,9 +90,9 @@ def install_error_handlers(app: FastAPI) -> None:
             logger.warning("%s %s: the %s layer refused the client's input (%s); a check at "
                            "the API should have", request.method, request.url.path,
                            error.layer, error.message)
-            metrics = getattr(request.app.state, "metrics", None)
-            if metrics is not None:
-                metrics.refused_below.labels(error.layer).inc()
+            state = getattr(request.app.state, "gateway", None)
+            if isinstance(state, GatewayState):
+                state.metrics.refused_below.labels(error.layer).inc()
         elif not isinstance(error, KilnError):
             logger.warning("%s %s answered %s: %s", request.method, request.url.path,
                            failure.status, type(error).__name__)

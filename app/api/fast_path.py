@@ -11,11 +11,11 @@ import logging
 import re
 
 import orjson
-from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
 from app.api.errors import failure_of
 from app.api.inference import JSON, Answer, authorize, infer_answer, predict_answer
+from app.api.state import GatewayState
 from app.contracts.enums import Scope as KeyScope
 from app.errors import BadRequest, PayloadTooLarge
 
@@ -34,7 +34,7 @@ Route = tuple[str, str, int | None]  # protocol, model name, version
 class InferenceFastPath:
     """Recognises the inference routes and serves them (see the module docstring)."""
 
-    def __init__(self, state: State, *, cors: bool) -> None:
+    def __init__(self, state: GatewayState, *, cors: bool) -> None:
         self.state = state
         self.cors = cors  # browsers' cross-origin calls then go through CORSMiddleware
         self.limit: int = state.settings.max_request_bytes

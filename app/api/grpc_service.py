@@ -13,10 +13,10 @@ import grpc
 import numpy as np
 from grpc import aio
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import State
 
 from app.api.errors import failure_of
 from app.api.inference import authorize, element_limit, handle_inference, infer_feeds
+from app.api.state import GatewayState
 from app.api.v2 import metadata_of, not_ready_because, package_version
 from app.contracts.enums import Scope
 from app.db import session_scope
@@ -55,7 +55,7 @@ class InferenceService:
     """The service's calls; each failure is answered with the status code of its HTTP
     twin's status and the same message."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: GatewayState) -> None:
         self.state = state
 
     async def ServerLive(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
@@ -131,7 +131,7 @@ def _guarded(call: Handler) -> Handler:
     return guarded
 
 
-def grpc_server(state: State, *, host: str, port: int, reuse_port: bool) -> aio.Server:
+def grpc_server(state: GatewayState, *, host: str, port: int, reuse_port: bool) -> aio.Server:
     """The gRPC server (not started). ``reuse_port`` lets several gateway processes share
     the port; without it a port in use is an error."""
     limit = state.settings.max_request_bytes

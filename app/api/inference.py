@@ -14,10 +14,10 @@ from typing import TypeVar
 import numpy as np
 import orjson
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import State
 
 from app.api.errors import failure_of
 from app.api.metrics import ServingMetrics
+from app.api.state import GatewayState
 from app.auth import Principal, check_scope
 from app.config import Settings
 from app.contracts.enums import Scope as KeyScope
@@ -57,7 +57,7 @@ def _count_failure(metrics: ServingMetrics, name: str, target: Target | None, pr
         metrics.failed(name, target.version, protocol, status)
 
 
-async def handle_inference(state: State, protocol: str, name: str, version: int | None,
+async def handle_inference(state: GatewayState, protocol: str, name: str, version: int | None,
                            json_bytes: int, parse: Callable[[LoadedModel], tuple[_T, Feeds]],
                            render: Callable[[Target, _T, np.ndarray], _R]) -> _R:
     """Resolve, parse (``json_bytes`` of JSON in it), run and render one request, with its
@@ -92,7 +92,8 @@ async def handle_inference(state: State, protocol: str, name: str, version: int 
     return result
 
 
-async def predict_answer(state: State, name: str, version: int | None, body: bytes) -> Answer:
+async def predict_answer(state: GatewayState, name: str, version: int | None,
+                         body: bytes) -> Answer:
     """``/v1`` predict: JSON rows in, labels and probabilities (or values) out."""
     max_rows = state.settings.max_predict_rows
 
@@ -183,7 +184,7 @@ def infer_feeds(settings: Settings, model: LoadedModel, decoded: InferRequest) -
     return {model.input_name: decoded.inputs[model.input_name]}
 
 
-async def infer_answer(state: State, name: str, version: int | None, body: bytes,
+async def infer_answer(state: GatewayState, name: str, version: int | None, body: bytes,
                        header_length: str | None) -> Answer:
     """``/v2`` infer: tensors as JSON or with the binary tensor extension."""
     settings = state.settings

@@ -64,7 +64,7 @@ def job_read(job: Job, session: Session | None = None) -> JobRead:
     """A job as the API shows it; with ``session``, ``best_value``'s metric is named."""
     metric = best_metric(session, job) if session is not None else None
     return JobRead(
-        id=job.id, kind=job.kind, status=job.status, dataset_id=job.dataset_id,
+        id=job.id, kind=job.kind, status=JobStatus(job.status), dataset_id=job.dataset_id,
         model_name=job.model_name, spec=job.spec, progress=job_progress(job, metric),
         attempt=job.attempt, max_attempts=job.max_attempts, worker=job.worker, error=job.error,
         result=job.result, created_at=job.created_at, started_at=job.started_at,

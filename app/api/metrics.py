@@ -14,6 +14,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from app.api.state import gateway_of
 from app.config import Settings
 from app.contracts.enums import JobStatus
 from app.db import session_scope
@@ -117,5 +118,5 @@ class ServingMetrics:
 @router.get("/metrics", include_in_schema=True, response_class=Response)
 def metrics(request: Request) -> Response:
     """Prometheus text exposition (open, like the health routes)."""
-    collected: ServingMetrics = request.app.state.metrics
+    collected = gateway_of(request.app).metrics
     return Response(generate_latest(collected.registry), media_type=CONTENT_TYPE_LATEST)

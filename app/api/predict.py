@@ -12,6 +12,7 @@ from app.api.errors_schema import V1_ERRORS
 from app.api.inference import predict_answer
 from app.api.params import ModelName, VersionQuery
 from app.api.schemas import PredictRequest, PredictResponse
+from app.api.state import gateway_of
 
 router = APIRouter(prefix="/v1/models", tags=["predict"], responses=V1_ERRORS)
 
@@ -25,5 +26,5 @@ async def predict_rows(request: Request, name: ModelName,
                        version: VersionQuery = None) -> Response:
     """Predict with the asked version, else the ``production`` alias, else the newest live
     version a search or an upload registered (never a compression variant on its own)."""
-    answer = await predict_answer(request.app.state, name, version, await request.body())
+    answer = await predict_answer(gateway_of(request.app), name, version, await request.body())
     return Response(answer.body, headers=answer.headers)

@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.contracts.enums import MAX_ID, Scope
+from app.contracts.enums import MAX_ID, JobStatus, Scope, TrialState
 from app.dataset_profile import DatasetProfile
 from app.names import KEY_NAME, KeyNameStr
 from app.signature import Signature
@@ -61,8 +61,8 @@ class JobProgress(BaseModel):
 
 class JobRead(BaseModel):
     id: int
-    kind: str
-    status: str
+    kind: str = Field(description="What the job does: search, compress or predict.")
+    status: JobStatus
     dataset_id: int | None
     model_name: str | None
     spec: dict[str, Any]
@@ -83,7 +83,7 @@ class TrialRead(BaseModel):
 
     number: int
     attempt: int
-    state: str
+    state: TrialState
     params: dict[str, Any]
     value: float | None = Field(description="The first objective's value.")
     values: list[float] | None = Field(description="Every objective's value, in order.")

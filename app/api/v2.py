@@ -17,6 +17,7 @@ from app.api.deps import AnyKey, DirectoryDep, InferAccess, SessionDep, Settings
 from app.api.errors_schema import V2_ERRORS
 from app.api.inference import infer_answer
 from app.api.params import IdPath, ModelName
+from app.api.state import gateway_of
 from app.config import Settings
 from app.contracts.enums import VersionStatus
 from app.db import get_engine
@@ -67,7 +68,7 @@ def not_ready_because(progress: Preload, settings: Settings) -> str | None:
 def ready(request: Request, settings: SettingsDep) -> Response:
     """Ready when the registry database answers and the models named in
     ``KILN_PRELOAD_MODELS`` have been loaded and warmed up."""
-    reason = not_ready_because(request.app.state.preload, settings)
+    reason = not_ready_because(gateway_of(request.app).preload, settings)
     if reason is not None:
         return JSONResponse({"ready": False, "error": reason}, status_code=503)
     return JSONResponse({"ready": True})
@@ -130,7 +131,7 @@ async def version_ready(directory: DirectoryDep, name: ModelName, version: IdPat
 
 
 async def _infer(request: Request, name: str, version: int | None) -> Response:
-    answer = await infer_answer(request.app.state, name, version, await request.body(),
+    answer = await infer_answer(gateway_of(request.app), name, version, await request.body(),
                                 request.headers.get(HEADER_LENGTH))
     return Response(answer.body, headers=answer.headers)
 

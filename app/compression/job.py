@@ -33,7 +33,7 @@ from app.storage import ArtifactStore, get_store
 from app.tables import Dataset, Job, ModelVersion
 from app.training.export import INPUT_NAME
 from app.training.from_onnx import network_from_onnx
-from app.training.models import Network, architecture_from
+from app.training.models import Network
 from app.training.train import load_weights
 
 
@@ -84,7 +84,7 @@ def stored_network(version: ModelVersion, store: ArtifactStore) -> Network | Non
                                  version.task == Task.CLASSIFICATION)
     if stored.architecture is None or stored.weights_key is None:
         return None
-    network = Network(architecture_from(stored.architecture),
+    network = Network(stored.architecture,
                       version.task == Task.CLASSIFICATION)
     load_weights(network, store.read_bytes(stored.weights_key, stored.weights_sha256))
     network.eval()

@@ -32,7 +32,7 @@ from app.training.export import (
     check_parity,
     check_table_parity,
 )
-from app.training.models import Network, architecture_of, count_parameters
+from app.training.models import Network, count_parameters
 from app.training.train import save_weights
 
 PARITY_ROWS = 256
@@ -127,7 +127,7 @@ def prepare_version(context: JobContext, subject: SearchSubject, network: Networ
         artifact = store.put_file(f"{base}/model.onnx", path)
     weights_key, weights_sha256, architecture = None, None, None
     if isinstance(network, Network):
-        weights_key, architecture = f"{base}/weights.pt", architecture_of(network.config)
+        weights_key, architecture = f"{base}/weights.pt", network.config
         weights_sha256 = store.put_bytes(weights_key, save_weights(network)).sha256
     context.check()
     draft = VersionDraft(

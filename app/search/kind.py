@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.compression.kind import check_students
 from app.config import Settings
 from app.contracts.enums import JobStatus
+from app.contracts.networks import CNNConfig, MLPConfig
 from app.datasets.repository import DatasetRepository
 from app.datasets.splits import TEST_FRACTION
 from app.errors import Conflict, InvalidInput, KilnError
@@ -88,7 +89,7 @@ def _plan(session: Session, search: SearchSpec, dataset: Dataset) -> SearchPlan:
 
 
 def _check_bounds(settings: Settings, search: SearchSpec, plan: SearchPlan,
-                  dataset: Dataset, architecture: dict[str, Any] | None) -> None:
+                  dataset: Dataset, architecture: MLPConfig | CNNConfig | None) -> None:
     """The server's ceilings: parallelism, time, parameters and training memory."""
     ceilings = [("search.parallelism", search.parallelism, settings.max_parallelism,
                  "KILN_MAX_PARALLELISM"),
@@ -123,7 +124,7 @@ def _plain(number: float) -> str:
 
 
 def _check_sources(session: Session, search: SearchSpec,
-                   dataset: Dataset) -> dict[str, Any] | None:
+                   dataset: Dataset) -> MLPConfig | CNNConfig | None:
     """``warm_start_job`` and ``init_from`` must exist and fit the dataset; returns the
     architecture ``init_from`` fixes."""
     if search.warm_start_job is not None:

@@ -13,7 +13,6 @@ from app.evaluation.names import COST_METRICS, HIGHER_IS_BETTER, default_metric,
 from app.search.space import SearchSpace, apply_overrides, default_space
 from app.search.spec import ConstraintSpec, SearchSpec
 from app.search.strategy import MULTI_OBJECTIVE
-from app.signature import CNN_KIND
 from app.tables import Dataset, ModelVersion
 
 # Non-test rows up to which trials are cross-validated (``app.search.selection`` says why).
@@ -163,11 +162,9 @@ def transfer_layers(source: ModelVersion, dataset: Dataset) -> int | None:
     """For ``init_from`` ``source`` on ``dataset``: None when the network keeps its output
     layer (same task and classes: fine-tuning), else the count of its body's weight layers
     (a new head is learnt: transfer)."""
-    architecture = (source.config.architecture if source.config else None) or {}
+    architecture = source.config.architecture if source.config else None
     same_outputs = source.task == dataset.task and (
         list(source.class_labels or []) == list(dataset.class_labels or []))
     if same_outputs:
         return None
-    if architecture.get("kind") == CNN_KIND:
-        return len(architecture["channels"]) + 1  # the convolutions and the dense layer
-    return len(architecture.get("hidden", ()))
+    return architecture.body_layers if architecture is not None else 0

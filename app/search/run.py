@@ -12,6 +12,7 @@ import optuna
 from optuna.storages import RDBStorage
 
 from app.config import Settings
+from app.contracts.networks import NetworkConfig
 from app.datasets.service import DatasetArrays
 from app.datasets.splits import SplitIndices
 from app.search.plan import SearchPlan, budget_of
@@ -19,7 +20,6 @@ from app.search.selection import Folds
 from app.search.spec import SearchSpec
 from app.storage import ArtifactStore
 from app.tables import Dataset
-from app.training.models import NetworkConfig
 from app.training.train import TrainData
 
 MAX_KEPT_PREDICTIONS = 4_000_000  # held-out values a trial stores (16 MB of float32)

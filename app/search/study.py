@@ -65,7 +65,7 @@ from app.tables import Dataset, Job, Trial
 from app.training.device import describe_device, resolve_device
 from app.training.ensemble import Ensemble
 from app.training.export import INPUT_NAME, OUTPUT_NAME
-from app.training.models import Network, architecture_from
+from app.training.models import Network
 from app.training.stopping import stop_checks
 from app.training.train import TrainData, save_weights, train
 
@@ -104,7 +104,7 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
                 raise BrokenInvariant("stored is None")
             if stored.architecture is None:
                 raise BrokenInvariant("stored.architecture is None")
-            architecture = architecture_from(stored.architecture)
+            architecture = stored.architecture
             network = stored_network(source, get_store(settings))
             # has_network was checked at submit
             if network is None:

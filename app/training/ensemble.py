@@ -13,8 +13,9 @@ import torch
 from onnx import compose, helper
 from torch import nn
 
+from app.contracts.networks import NetworkConfig
 from app.training.export import INPUT_NAME, OUTPUT_NAME, export_onnx
-from app.training.models import Network, NetworkConfig
+from app.training.models import Network
 
 
 class Ensemble(nn.Module):

@@ -11,7 +11,7 @@ from torch import nn
 
 from app.errors import BrokenInvariant
 from app.onnx_layers import LayerPlan, UnsupportedGraph, constants_of, input_statistics, read_layers
-from app.training.models import Network, architecture_from
+from app.training.models import Network
 
 PARITY_ROWS = 64
 PARITY_TOLERANCE = 1e-3
@@ -88,7 +88,9 @@ def network_from_onnx(onnx_bytes: bytes, row_shape: list[int], classification: b
     model = onnx.load_model_from_string(onnx_bytes)
     plan = read_layers(model, row_shape)
     constants = constants_of(model)
-    network = Network(architecture_from(plan.architecture), classification)
+    if plan.architecture is None:
+        raise BrokenInvariant("read_layers returned a plan without an architecture")
+    network = Network(plan.architecture, classification)
     _copy_weights(network, plan, constants)
     network.eval()
     if sample is None:

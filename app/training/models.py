@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
 
-from app.signature import CNN_KIND, MLP_KIND
+from app.contracts.networks import CNNConfig, MLPConfig, NetworkConfig
 
 INPUT_CLIP = 10.0  # standardised inputs are clipped to this many standard deviations
 
@@ -18,63 +14,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,  # uploaded networks only; searches do not choose it
 }
-
-
-@dataclass(frozen=True)
-class MLPConfig:
-    """A multilayer perceptron: hidden widths, activation, dropout, batch norm."""
-
-    n_inputs: int
-    n_outputs: int
-    hidden: tuple[int, ...]
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
-    # An uploaded network's own input normalisation (and raw outputs) are part of its
-    # weights: training never refits them, and inputs are not clipped.
-    fixed_scaling: bool = False
-
-
-@dataclass(frozen=True)
-class CNNConfig:
-    """A small CNN for rows that are images (``input_shape`` = channels, height, width):
-    conv blocks (conv, optional batch norm, activation, optional 2x2 pooling), then a
-    one-hidden-layer head. Rows arrive flat and are reshaped inside the graph."""
-
-    input_shape: tuple[int, int, int]
-    n_outputs: int
-    channels: tuple[int, ...]
-    kernel: int = 3
-    pooling: str = "max"  # max, avg or none
-    head_width: int = 64
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
-    fixed_scaling: bool = False  # as MLPConfig's
-
-    @property
-    def n_inputs(self) -> int:
-        return int(np.prod(self.input_shape))
-
-
-NetworkConfig = MLPConfig | CNNConfig
-
-
-def architecture_of(config: NetworkConfig) -> dict[str, Any]:
-    """A network configuration as stored on a version (``config.architecture``)."""
-    return {"kind": CNN_KIND if isinstance(config, CNNConfig) else MLP_KIND,
-            **dataclasses.asdict(config)}
-
-
-def architecture_from(config: dict[str, Any]) -> NetworkConfig:
-    """The network configuration stored on a version (``config.architecture``)."""
-    fields = {key: value for key, value in config.items() if key != "kind"}
-    if config.get("kind") == CNN_KIND:
-        fields["input_shape"] = tuple(fields["input_shape"])
-        fields["channels"] = tuple(fields["channels"])
-        return CNNConfig(**fields)
-    fields["hidden"] = tuple(fields["hidden"])
-    return MLPConfig(**fields)
 
 
 class Network(nn.Module):

@@ -35,7 +35,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from app.training.models import Network, architecture_from, architecture_of
+from app.contracts.networks import architecture_from, architecture_of
+from app.training.models import Network
 from app.training.train import (
     TrainConfig,
     TrainData,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import TRAINING_BYTES_PER_PARAM, Settings
+from app.contracts.networks import CNNConfig, MLPConfig
 from app.errors import BrokenInvariant, InvalidInput
-from app.signature import CNN_KIND
 
 FLOAT_BYTES = 4
 # Values per unit kept for the backward pass: the layer's output, batch norm's, the
@@ -87,16 +87,15 @@ def size_of(params: dict[str, Any], *, n_inputs: int, n_outputs: int,
                     batch_norm=bool(params["batch_norm"]))
 
 
-def architecture_size(architecture: dict[str, Any]) -> NetworkSize:
-    """A stored architecture (``config.architecture`` of a version)."""
-    if architecture.get("kind") == CNN_KIND:
-        return cnn_size(architecture["input_shape"], architecture["channels"],
-                        kernel=int(architecture["kernel"]), pooling=architecture["pooling"],
-                        head_width=int(architecture["head_width"]),
-                        n_outputs=int(architecture["n_outputs"]),
-                        batch_norm=bool(architecture["batch_norm"]))
-    return mlp_size(int(architecture["n_inputs"]), architecture["hidden"],
-                    int(architecture["n_outputs"]), batch_norm=bool(architecture["batch_norm"]))
+def architecture_size(architecture: MLPConfig | CNNConfig) -> NetworkSize:
+    """A network's configuration (``config.architecture`` of a version)."""
+    if isinstance(architecture, CNNConfig):
+        return cnn_size(architecture.input_shape, architecture.channels,
+                        kernel=architecture.kernel, pooling=architecture.pooling,
+                        head_width=architecture.head_width, n_outputs=architecture.n_outputs,
+                        batch_norm=architecture.batch_norm)
+    return mlp_size(architecture.n_inputs, architecture.hidden, architecture.n_outputs,
+                    batch_norm=architecture.batch_norm)
 
 
 def over_limits(size: NetworkSize, batch_size: int, settings: Settings) -> str | None:

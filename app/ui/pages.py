@@ -25,6 +25,7 @@ from app.api.jobs import job_read
 from app.api.models import model_read, version_read
 from app.api.params import AliasName, IdPath, ModelName, VersionQuery
 from app.api.schemas import CompressionReport, DatasetRead, JobRead, ParetoFront, TrialRead
+from app.api.state import gateway_of
 from app.auth import check_scope
 from app.batch.output import output_file
 from app.compression.kind import compression_report
@@ -211,7 +212,7 @@ async def try_prediction(request: Request, viewer: ViewerDep, name: ModelName,
     same_site(request)
     check_scope(viewer.principal, Scope.INFER)
     try:
-        answer = await predict_answer(request.app.state, name, version, body.encode())
+        answer = await predict_answer(gateway_of(request.app), name, version, body.encode())
     except KilnError as refused:
         return JSONResponse({"detail": refused.message}, status_code=refused.status_code)
     return Response(answer.body, headers=answer.headers)
@@ -255,8 +256,8 @@ def dataset_page(request: Request, session: SessionDep, viewer: ViewerDep,
 
 @router.get("/serving", response_class=HTMLResponse)
 def serving_page(request: Request, viewer: ViewerDep) -> Response:
-    started: datetime = request.app.state.started_at
+    started: datetime = gateway_of(request.app).started_at
     return _page(request, "serving.html", viewer, live=True,
-                 rows=serving_rows(request.app.state.metrics.registry),
+                 rows=serving_rows(gateway_of(request.app).metrics.registry),
                  started=started.strftime("%Y-%m-%d %H:%M:%S UTC"),
                  uptime=_clock((utcnow() - started).total_seconds()))

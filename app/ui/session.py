@@ -13,6 +13,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from app.api.state import gateway_of
 from app.auth import Principal, check_scope
 from app.contracts.enums import Scope
 from app.errors import Forbidden, KilnError
@@ -62,7 +63,7 @@ async def viewer(request: Request) -> Viewer:
     if not secret:
         raise SignInNeeded
     try:
-        principal = await principal_for(request.app.state.directory, secret)
+        principal = await principal_for(gateway_of(request.app).directory, secret)
     except KilnError:
         raise SignInNeeded from None
     check_scope(principal, Scope.READ)  # a key for inference only sees no pages

@@ -24,7 +24,7 @@ def test_profile_describes_columns_target_and_dropped_rows(client: TestClient,
     kept = [row for index, row in enumerate(rows) if index not in (5, 9, 30)]
     a, b = profile["columns"]
     assert a == {"name": "a", "type": "numeric", "missing": 0, "distinct": 37, "min": 0.0,
-                 "mean": sum(row[0] for row in kept) / 37, "max": 39.0, "reason": None,
+                 "mean": sum(float(row[0]) for row in kept) / 37, "max": 39.0, "reason": None,
                  "top": None, "earliest": None, "latest": None}
     assert (b["distinct"], b["min"], b["max"]) == (3, 0.0, 2.0)
     dogs = sum(row[2] == "dog" for row in kept)
@@ -83,7 +83,7 @@ def test_text_dates_and_gaps_are_typed_and_profiled(client: TestClient, admin: d
     assert columns["island"]["top"] == [{"value": "Biscoe", "rows": 40},
                                         {"value": "Dream", "rows": 40},
                                         {"value": "Torgersen", "rows": 40}]
-    dates = [row[4] for row in mixed_rows() if row[4] != "NA"]
+    dates = [str(row[4]) for row in mixed_rows() if row[4] != "NA"]
     assert (columns["seen"]["earliest"], columns["seen"]["latest"]) == (min(dates), max(dates))
     names = body["feature_names"]
     assert "island=Biscoe" in names and "sex:missing" in names and "seen:weekday" in names

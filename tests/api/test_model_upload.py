@@ -16,7 +16,7 @@ from app.main import create_app
 from tests.conftest import make_settings
 
 
-def linear_onnx(n_in: int = 3, n_out: int = 1, *, feature_dim: object = None,
+def linear_onnx(n_in: int = 3, n_out: int = 1, *, feature_dim: str | int | None = None,
                 inputs: int = 1) -> onnx.ModelProto:
     """y = x @ W with W all ones: an easy model whose answers we can predict."""
     weight = numpy_helper.from_array(np.ones((n_in, n_out), np.float32), "W")

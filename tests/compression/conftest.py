@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from app.compression.base import Candidate, CompressionData
-from app.training.models import CNNConfig, MLPConfig, Network, NetworkConfig
+from app.contracts.networks import CNNConfig, MLPConfig, NetworkConfig
+from app.training.models import Network
 from app.training.train import TrainConfig, train
 
 

@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto
+from torch import nn
 
 from app.compression.base import Candidate, CompressionData
 from app.compression.base import get_compressor as compressor_for
@@ -20,6 +21,13 @@ from tests.compression.test_contract import method_step, outputs
 
 Fixture = tuple[Candidate, CompressionData]
 
+
+
+def linear(network: Network, position: int) -> nn.Linear | nn.Conv2d:
+    """The weight layer at ``position`` of the network's body (dense or convolution)."""
+    layer = network.body[position]
+    assert isinstance(layer, nn.Linear | nn.Conv2d)
+    return layer
 
 def op_types(candidate: Candidate) -> set[str]:
     return {node.op_type for node in onnx.load_model_from_string(candidate.onnx).graph.node}
@@ -31,8 +39,10 @@ def with_dead_units(network: Network, dead: dict[int, list[int]]) -> Network:
     copy.load_state_dict(network.state_dict())
     with torch.no_grad():
         for position, units in dead.items():
-            copy.body[position].weight[units] = 0
-            copy.body[position].bias[units] = 0
+            layer = linear(copy, position)
+            assert layer.bias is not None
+            layer.weight[units] = 0
+            layer.bias[units] = 0
     return copy.eval()
 
 
@@ -41,7 +51,8 @@ def test_structured_surgery_removes_units_without_changing_outputs(
     parent, data = classification
     assert parent.network is not None
     dead = with_dead_units(parent.network, {0: list(range(0, 48, 2)), 2: [1, 5, 7]})
-    importance = [dead.body[0].weight.abs().sum(dim=1), dead.body[2].weight.abs().sum(dim=1)]
+    importance = [linear(dead, 0).weight.abs().sum(dim=1),
+                  linear(dead, 2).weight.abs().sum(dim=1)]
     kept = [top_units(importance[0], 0.5), top_units(importance[1], 3 / 24)]
     smaller = shrink(dead, kept)
     assert smaller.config.hidden == (24, 21)  # type: ignore[union-attr]
@@ -167,6 +178,7 @@ def test_a_chain_keeps_selected_columns_through_pruning(classification: Fixture)
                                                                    lambda: None)
     quantized = compressor_for(method_step("quantize_static")).apply(pruned, data,
                                                                      lambda: None)
-    assert pruned.columns is not None and pruned.columns.tolist() == selected.columns.tolist()
+    assert pruned.columns is not None and selected.columns is not None
+    assert pruned.columns.tolist() == selected.columns.tolist()
     assert "Gather" in op_types(quantized)
     assert outputs(quantized, data.x_test).shape == (len(data.x_test), 3)

@@ -11,10 +11,10 @@ import pytest
 
 from app.compression.base import COMPRESSORS, Candidate, CompressionData
 from app.compression.base import get_compressor as compressor_for
+from app.contracts.networks import MLPConfig
 from app.evaluation.sessions import open_session
 from app.preprocessing.encode import encode
 from app.preprocessing.fit import fit_encoding
-from app.training.models import MLPConfig
 from tests.compression.conftest import trained
 from tests.compression.test_contract import method_step
 from tests.preprocessing.test_encoding import typed_table
@@ -36,7 +36,7 @@ def table() -> tuple[Candidate, CompressionData]:
         task="classification", x_train=features[:cut1], y_train=target[:cut1],
         x_val=features[cut1:cut2], y_val=target[cut1:cut2], x_test=features[cut2:],
         y_test=target[cut2:], seed=0, encoding=encoding,
-        raw_test={name: values[cut2:] for name, values in raw.items()})
+        raw_test={name: values[cut2:] for name, values in raw.items() if values is not None})
     network = trained(MLPConfig(n_inputs=encoding.width, n_outputs=3, hidden=(32, 16)), data)
     return Candidate.from_network(network, n_features=encoding.width), data
 

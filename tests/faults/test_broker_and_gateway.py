@@ -35,7 +35,7 @@ SEARCH = {"max_trials": 3, "max_epochs": 4, "validation": "holdout",
 
 def serve(kiln_server: ServerFactory, redis: RedisServer) -> KilnServer:
     # This test's own Redis, whatever CI's default broker is.
-    return kiln_server(workers=1, KILN_BROKER_URL=redis.url, **QUICK_RESEND)
+    return kiln_server(workers=1, env=QUICK_RESEND, KILN_BROKER_URL=redis.url)
 
 
 def submit(kiln: KilnServer, dataset_id: int, model: str) -> httpx.Response:
@@ -89,8 +89,8 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(kiln_server: ServerF
     """Redis hands an unacknowledged message to another worker after the visibility
     timeout: with two worker processes and a job far longer than it, the second delivery
     finds the job running and leaves it; exactly one set of versions is registered."""
-    kiln = kiln_server(workers=2, KILN_BROKER_VISIBILITY_S="2", KILN_BROKER_URL=redis.url,
-                       **QUICK_RESEND)
+    kiln = kiln_server(workers=2, env=QUICK_RESEND, KILN_BROKER_VISIBILITY_S="2",
+                       KILN_BROKER_URL=redis.url)
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
     with kiln.client() as client:
         response = client.post("/v1/jobs", json={

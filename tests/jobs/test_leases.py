@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -63,13 +64,13 @@ def test_renew_fails_once_cancelled(settings: Settings, job_id: int) -> None:
         repo = JobRepository(session)
         repo.claim(job_id, worker="a", now=utcnow(), lease=LEASE)
         assert repo.renew(job_id, attempt=1, now=utcnow(), lease=LEASE, trials_done=2)
-        session.execute(Job.__table__.update().where(Job.id == job_id)
+        session.execute(update(Job).where(Job.id == job_id)
                         .values(status=JobStatus.CANCELLED))
         assert not repo.renew(job_id, attempt=1, now=utcnow(), lease=LEASE)
 
 
 def expire(session: Session, job_id: int) -> None:
-    session.execute(Job.__table__.update().where(Job.id == job_id)
+    session.execute(update(Job).where(Job.id == job_id)
                     .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
 
 
@@ -94,7 +95,7 @@ def test_reaper_requeues_a_lost_job_and_resends_it(settings: Settings, job_id: i
 
 def test_reaper_fails_a_job_after_its_last_attempt(settings: Settings, job_id: int) -> None:
     with session_scope(settings.database_url) as session:
-        session.execute(Job.__table__.update().where(Job.id == job_id).values(
+        session.execute(update(Job).where(Job.id == job_id).values(
             attempt=settings.job_max_attempts - 1))
         JobRepository(session).claim(job_id, worker="dead", now=utcnow(), lease=LEASE)
         expire(session, job_id)
@@ -147,7 +148,7 @@ def test_runner_turns_errors_into_readable_failures(settings: Settings, job_id: 
 def test_runner_stops_quietly_when_cancelled(settings: Settings, job_id: int) -> None:
     def handler(context: JobContext):
         with session_scope(settings.database_url) as session:
-            session.execute(Job.__table__.update().where(Job.id == job_id)
+            session.execute(update(Job).where(Job.id == job_id)
                             .values(status=JobStatus.CANCELLED))
         context.report(trials_done=1)  # notices the job is gone and raises JobLost
         raise AssertionError("unreachable")
@@ -188,4 +189,4 @@ def test_a_crash_that_is_not_the_database_fails_the_job_with_a_reference(
 
     run_job(settings, job_id, handler)
     job = load(settings, job_id)
-    assert job.status == JobStatus.FAILED and "internal error (reference" in job.error
+    assert job.status == JobStatus.FAILED and "internal error (reference" in (job.error or "")

@@ -9,16 +9,18 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from sqlalchemy import update
 
 from app.config import Settings
 from app.contracts.enums import JobStatus
+from app.contracts.networks import MLPConfig
 from app.db import session_scope, utcnow
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap
 from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, run_job
 from app.tables import Job
-from app.training.models import MLPConfig, Network
+from app.training.models import Network
 from app.training.stopping import TrainingStopped, stop_checks
 from app.training.train import TrainConfig, TrainData, train
 from tests.api.test_jobs import broker_messages
@@ -80,7 +82,7 @@ def test_a_cancel_stops_training_inside_an_epoch(settings: Settings,
     def cancel_when_training() -> None:
         started.wait(60)
         with session_scope(settings.database_url) as session:
-            session.execute(Job.__table__.update().where(Job.id == job_id)
+            session.execute(update(Job).where(Job.id == job_id)
                             .values(status=JobStatus.CANCELLED))
 
     def handler(context: JobContext):
@@ -98,7 +100,7 @@ def test_a_cancel_stops_training_inside_an_epoch(settings: Settings,
 def test_a_job_past_its_deadline_fails_at_claim(settings: Settings,
                                                 job_id: int) -> None:
     with session_scope(settings.database_url) as session:
-        session.execute(Job.__table__.update().where(Job.id == job_id).values(
+        session.execute(update(Job).where(Job.id == job_id).values(
             started_at=utcnow() - timedelta(seconds=settings.max_job_s + 5)))
     run_job(settings, job_id, lambda context: pytest.fail("must not run"))
     job = load(settings, job_id)
@@ -109,7 +111,7 @@ def test_the_reaper_fails_a_job_out_of_time_instead_of_requeueing(
         settings: Settings, job_id: int) -> None:
     with session_scope(settings.database_url) as session:
         JobRepository(session).claim(job_id, worker="stuck", now=utcnow(), lease=LEASE)
-        session.execute(Job.__table__.update().where(Job.id == job_id).values(
+        session.execute(update(Job).where(Job.id == job_id).values(
             started_at=utcnow() - timedelta(seconds=settings.max_job_s + 5)))
         expire(session, job_id)
     with session_scope(settings.database_url) as session:

@@ -4,6 +4,7 @@ space and climb."""
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import optuna
 import pytest
@@ -28,7 +29,8 @@ def toy_objective(params: dict) -> float:
 
 def run(algorithm: str, seed: int, trials: int = 12, space: SearchSpace = SPACE) -> list[dict]:
     sampler = make_sampler(algorithm, seed=seed, space=space, max_trials=trials, parallel=False)
-    directions = ["maximize", "minimize"] if algorithm == "nsga2" else ["maximize"]
+    directions: list[Literal["maximize", "minimize"]] = (
+        ["maximize", "minimize"] if algorithm == "nsga2" else ["maximize"])
     study = optuna.create_study(sampler=sampler, directions=directions)
     seen = []
     for _ in range(trials):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.training.models import CNNConfig, MLPConfig, Network, count_parameters
+from app.contracts.networks import CNNConfig, MLPConfig
+from app.training.models import Network, count_parameters
 from app.training.size import cnn_size, mlp_size
 
 

@@ -254,4 +254,4 @@ def test_the_layer_reader_answers_layers_or_a_reason(data: st.DataObject) -> Non
     except UnsupportedGraph as refused:
         assert refused.status_code == 422 and refused.message
         return
-    assert plan.dense and plan.architecture["kind"] in ("MLPConfig", "CNNConfig")
+    assert plan.dense and plan.architecture is not None

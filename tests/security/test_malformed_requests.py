@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.state import gateway_of
 from app.config import Settings
 from tests.api.test_metrics import samples
 from tests.conftest import register
@@ -181,7 +182,7 @@ def test_huge_versions_on_inference_routes_get_4xx(served: TestClient, admin: di
 
 def test_readiness_never_loads_a_model(served: TestClient, admin: dict, keys: dict) -> None:
     read_only = {"Authorization": f"Bearer {keys['read']}"}
-    directory = served.app.state.directory  # type: ignore[attr-defined]
+    directory = gateway_of(served.app).directory  # type: ignore[arg-type]
     answer = served.get("/v2/models/flowers/ready", headers=read_only)
     assert answer.status_code == 200 and answer.json()["ready"] is True
     assert directory.sessions.loaded() == []

@@ -121,7 +121,7 @@ def test_every_route_has_a_decided_guard(app: FastAPI) -> None:
                   for method in operations}
     api_routes = {(method, route.path) for route in _routes(app.routes)
                   if isinstance(route, APIRoute) and route.include_in_schema
-                  for method in route.methods if method != "HEAD"}
+                  for method in (route.methods or ()) if method != "HEAD"}
     assert api_routes == documented  # nothing served that the schema hides...
     hidden = {route.path for route in _routes(app.routes)
               if isinstance(route, APIRoute) and not route.include_in_schema}

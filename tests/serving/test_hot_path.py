@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from app.api.state import gateway_of
 from app.config import Settings
 from app.db import get_engine
 from app.main import create_app
@@ -84,10 +86,10 @@ def test_other_processes_changes_show_after_the_ttl(tmp_path: Path, database_url
 def test_a_lookup_racing_an_invalidation_is_not_cached(settings: Settings, app: FastAPI,
                                                        classifier_onnx: Path) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
-    directory: ServingDirectory = app.state.directory
+    directory: ServingDirectory = gateway_of(app).directory
     original = directory._resolve
 
-    def resolve_then_invalidate(name: str, version: int | None) -> object:
+    def resolve_then_invalidate(name: str, version: int | None) -> Any:
         served = original(name, version)
         directory.invalidate()  # a write committed while this lookup read the registry
         return served
@@ -140,18 +142,21 @@ def test_dynamic_batching_merges_concurrent_requests(client: TestClient, app: Fa
         answer["predictions"] for answer in unbatched]
     for one, other in zip(batched, unbatched, strict=True):
         assert one["probabilities"][0] == pytest.approx(other["probabilities"][0], abs=1e-6)
-    batcher = app.state.directory.cached_target("flowers", None).batcher
+    target = gateway_of(app).directory.cached_target("flowers", None)
+    assert target is not None
+    batcher = target.batcher
     assert batcher is not None and batcher.batches_run <= len(rows) // 2
 
     assert put_batching(client, admin, {"max_batch_size": None}).json()["serving"] is None
-    assert app.state.directory.cached_target("flowers", None) is None  # invalidated
+    assert gateway_of(app).directory.cached_target("flowers", None) is None  # invalidated
     client.post("/v1/models/flowers/predict", headers=admin, json=ROW)
-    assert app.state.directory.cached_target("flowers", None).batcher is None
+    target = gateway_of(app).directory.cached_target("flowers", None)
+    assert target is not None and target.batcher is None
 
 
 def wait_for_preload(app: FastAPI, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while not app.state.preload.done and time.monotonic() < deadline:
+    while not gateway_of(app).preload.done and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -166,8 +171,8 @@ def test_preloaded_models_are_loaded_before_ready(tmp_path: Path, database_url: 
     with TestClient(app) as client:
         wait_for_preload(app)
         assert client.get("/v2/health/ready").json() == {"ready": True}
-        assert sorted(app.state.preload.loaded) == ["flowers", "irises"]
-        assert len(app.state.sessions.loaded()) == 2
+        assert sorted(gateway_of(app).preload.loaded) == ["flowers", "irises"]
+        assert len(gateway_of(app).sessions.loaded()) == 2
 
 
 def test_preload_skips_models_that_cannot_load(tmp_path: Path, database_url: str,
@@ -177,7 +182,7 @@ def test_preload_skips_models_that_cannot_load(tmp_path: Path, database_url: str
     with TestClient(app) as client:
         wait_for_preload(app)
         assert client.get("/v2/health/ready").json() == {"ready": True}
-        assert "nosuchmodel" in app.state.preload.failed["nosuchmodel"]
+        assert "nosuchmodel" in gateway_of(app).preload.failed["nosuchmodel"]
 
 
 def test_a_slow_load_does_not_hold_up_other_models(client: TestClient, app: FastAPI,
@@ -186,14 +191,14 @@ def test_a_slow_load_does_not_hold_up_other_models(client: TestClient, app: Fast
     register(settings, classifier_onnx, labels=["a", "b", "c"])
     register(settings, classifier_onnx, name="irises", labels=["x", "y", "z"])
     assert client.post("/v1/models/flowers/predict", headers=admin, json=ROW).status_code == 200
-    cache = app.state.sessions
+    cache = gateway_of(app).sessions
     original, release = cache._load, threading.Event()
 
-    def slow_load(version_id: int, *args: object) -> object:
+    def slow_load(version_id: int, *args: Any) -> Any:
         release.wait(30)  # irises takes as long as the test wants
         return original(version_id, *args)
 
-    cache._load = slow_load
+    cache._load = slow_load  # type: ignore[method-assign,assignment]
     slow = concurrent.futures.ThreadPoolExecutor(1).submit(
         client.post, "/v1/models/irises/predict", headers=admin, json=ROW)
     try:

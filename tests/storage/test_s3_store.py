@@ -140,7 +140,7 @@ def test_bad_store_urls_are_named(url: str, message: str, tmp_path: Path) -> Non
 
 
 @settings(max_examples=300, deadline=None)
-@given(rest=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
+@given(rest=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]),
                     max_size=80))
 def test_any_s3_url_is_accepted_whole_or_refused_naming_the_setting(rest: str) -> None:
     """Whatever follows s3://, settings either take it (and the store can parse it, with

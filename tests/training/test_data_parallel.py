@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.training.models import MLPConfig, Network
+from app.contracts.networks import MLPConfig
+from app.training.models import Network
 from app.training.parallel import GroupHost, pack_member_work, train_with_members
 from app.training.train import TrainConfig, TrainData, TrainResult, train
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from app.config import SettingsError, load_settings
+from app.contracts.networks import MLPConfig
 from app.training.device import DeviceUnavailable, describe_device, resolve_device
-from app.training.models import MLPConfig, Network
+from app.training.models import Network
 from app.training.train import TrainConfig, TrainData, train
 
 

@@ -10,9 +10,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from app.contracts.networks import MLPConfig
 from app.training.ensemble import Ensemble, export_model
 from app.training.export import INPUT_NAME, OUTPUT_NAME, check_parity
-from app.training.models import MLPConfig, Network
+from app.training.models import Network
 
 
 def members(count: int, *, classification: bool = True, outputs: int = 3) -> list[Network]:
@@ -69,6 +70,6 @@ def test_an_ensemble_serves_behind_a_tables_preprocessing(tmp_path: Path) -> Non
     path = tmp_path / "network.onnx"
     export_model(ensemble, path)
     served = served_form(ensemble, path, encoding, np.zeros((0, encoding.width), np.float32),
-                         raw)  # type: ignore[arg-type]
+                         raw)
     assert served.parity < 1e-4
     assert {spec.name for spec in served.signature.inputs} == {c.name for c in columns}

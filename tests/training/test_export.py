@@ -12,8 +12,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from app.contracts.networks import MLPConfig
 from app.training.export import check_parity, export_onnx
-from app.training.models import MLPConfig, Network
+from app.training.models import Network
 from app.training.train import TrainConfig, TrainData, load_weights, save_weights, train
 
 
@@ -88,11 +89,13 @@ def test_same_seed_same_model() -> None:
 
 
 def test_batch_norm_is_folded_into_the_exported_graph(tmp_path: Path) -> None:
-    from app.training.models import CNNConfig
+    from app.contracts.networks import CNNConfig
 
     rng = np.random.default_rng(3)
-    for config, width in [(MLPConfig(6, 3, (12, 8), batch_norm=True), 6),
-                          (CNNConfig((1, 4, 4), 3, (4,), head_width=8, batch_norm=True), 16)]:
+    cases: list[tuple[MLPConfig | CNNConfig, int]] = [
+        (MLPConfig(6, 3, (12, 8), batch_norm=True), 6),
+        (CNNConfig((1, 4, 4), 3, (4,), head_width=8, batch_norm=True), 16)]
+    for config, width in cases:
         network = Network(config, classification=True, seed=1)
         network.train()
         with torch.no_grad():  # give the running statistics something to hold

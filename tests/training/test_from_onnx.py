@@ -12,6 +12,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from app.contracts.networks import CNNConfig, MLPConfig
 from app.onnx_layers import UnsupportedGraph, read_layers
 from app.training.from_onnx import network_from_onnx
 
@@ -26,14 +27,16 @@ class Normalised(nn.Module):
         self.register_buffer("std", torch.linspace(0.5, 2, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.layers((x - self.mean) / self.std)
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        out: torch.Tensor = self.layers((x - mean) / std)
         return out
 
 
 def exported(module: nn.Module, width: int) -> bytes:
     module.eval()
     buffer = io.BytesIO()
-    torch.onnx.export(module, (torch.zeros(2, width),), buffer, input_names=["input"],
+    torch.onnx.export(module, (torch.zeros(2, width),), buffer,  # type: ignore[arg-type]
+                      input_names=["input"],
                       output_names=["output"], opset_version=18, dynamo=True,
                       dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
                       external_data=False, verbose=False)
@@ -67,7 +70,8 @@ def run_onnx(onnx_bytes: bytes, rows: np.ndarray) -> np.ndarray:
 def test_an_mlp_with_its_own_normalisation_is_rebuilt_exactly(softmax: bool) -> None:
     graph = mlp_onnx(softmax=softmax)
     plan = read_layers(onnx.load_model_from_string(graph), [6])
-    assert plan.architecture["hidden"] == [12, 8] and plan.architecture["activation"] == "tanh"
+    assert isinstance(plan.architecture, MLPConfig)
+    assert plan.architecture.hidden == (12, 8) and plan.architecture.activation == "tanh"
     assert plan.input_shift is not None and plan.softmax == softmax
     network = network_from_onnx(graph, [6], classification=True)
     rows = np.random.default_rng(3).normal(size=(40, 6)).astype(np.float32) * 3
@@ -79,6 +83,7 @@ def test_an_mlp_with_its_own_normalisation_is_rebuilt_exactly(softmax: bool) -> 
 def test_a_cnn_on_flat_rows_is_rebuilt_exactly() -> None:
     graph = cnn_onnx()
     network = network_from_onnx(graph, [64], classification=True)
+    assert isinstance(network.config, CNNConfig)
     assert network.config.channels == (4, 6) and network.config.input_shape == (1, 8, 8)
     rows = np.random.default_rng(4).uniform(0, 16, size=(20, 64)).astype(np.float32)
     with torch.no_grad():
@@ -118,7 +123,8 @@ def test_an_unsupported_operator_is_named() -> None:
 ])
 def test_layers_that_do_not_make_a_network_are_refused(graph, message) -> None:
     if message is None:
-        assert read_layers(graph(), [6]).architecture["activation"] == "relu"
+        architecture = read_layers(graph(), [6]).architecture
+        assert architecture is not None and architecture.activation == "relu"
         return
     with pytest.raises(UnsupportedGraph, match=message):
         read_layers(graph(), [4])

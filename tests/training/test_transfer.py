@@ -8,10 +8,17 @@ import dataclasses
 
 import numpy as np
 import torch
+from torch import nn
 
-from app.training.models import MLPConfig, Network, transfer_groups
+from app.contracts.networks import MLPConfig
+from app.training.models import Network, transfer_groups
 from app.training.train import TrainConfig, TrainData, load_weights, save_weights, train
 
+
+def layer(network: Network, index: int) -> nn.Linear:
+    found = network.body[index]
+    assert isinstance(found, nn.Linear)
+    return found
 
 def data(seed: int = 0) -> TrainData:
     rng = np.random.default_rng(seed)
@@ -72,7 +79,7 @@ def test_reused_weights_load_under_a_fresh_head() -> None:
           TrainConfig(epochs=2, learning_rate=1e-2))
     target = Network(dataclasses.replace(source.config, n_outputs=2), classification=True,
                      seed=1)
-    fresh_head = target.body[6].weight.detach().clone()
+    fresh_head = layer(target, 6).weight.detach().clone()
     load_weights(target, save_weights(source), except_prefixes=("body.6.",))
-    assert torch.equal(target.body[0].weight, source.body[0].weight)
-    assert torch.equal(target.body[6].weight, fresh_head)
+    assert torch.equal(layer(target, 0).weight, layer(source, 0).weight)
+    assert torch.equal(layer(target, 6).weight, fresh_head)

@@ -16,15 +16,12 @@ from torch.nn import functional
 
 from app.compression.base import Candidate, CompressionData, Compressor, register
 from app.compression.spec import Distill
+from app.contracts.networks import CNNConfig, MLPConfig, NetworkConfig, architecture_of
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.evaluation.sessions import open_session
 from app.training.models import (
-    CNNConfig,
-    MLPConfig,
     Network,
-    NetworkConfig,
-    architecture_of,
     count_parameters,
 )
 from app.training.stopping import check_stop

@@ -13,11 +13,12 @@ import torch
 from app.compression.base import Candidate, CompressionData, CompressionError, Compressor, register
 from app.compression.methods.pruning import fine_tune
 from app.compression.spec import SelectFeatures
+from app.contracts.networks import MLPConfig
 from app.errors import BrokenInvariant
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.evaluation.sessions import open_session
-from app.training.models import MLPConfig, Network
+from app.training.models import Network
 
 
 def units_of(current: np.ndarray, data: CompressionData) -> list[np.ndarray]:

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.contracts.networks import CNNConfig, MLPConfig
 from app.errors import BrokenInvariant
-from app.training.models import CNNConfig, MLPConfig, Network
+from app.training.models import Network
 
 PRUNABLE = (nn.Linear, nn.Conv2d)
 

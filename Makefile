@@ -1,0 +1,27 @@
+# Developer commands; .ci/run uses `make lint`. Each uses the project virtual environment
+# that README's Quickstart creates (.venv), or VENV=path for another.
+VENV ?= .venv
+BIN := $(VENV)/bin
+BENCH ?= serving
+
+.PHONY: help lint format test test-fast bench
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
+
+lint:  ## ruff, mypy (app, workers, client and tests), import-linter's layer contracts
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format:  ## fix what ruff can fix (imports, upgrades) in place
+	$(BIN)/ruff check --fix .
+
+test:  ## the whole suite, as CI's embedded pass runs it (SQLite, server-less broker)
+	$(BIN)/pytest
+
+test-fast:  ## everything but the tests that start servers or install packages (minutes)
+	$(BIN)/pytest -m "not e2e and not network"
+
+bench:  ## one benchmark, BENCH=serving by default (see bench/README.md); ARGS=--write
+	$(BIN)/python bench/$(BENCH).py $(ARGS)

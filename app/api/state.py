@@ -1,0 +1,43 @@
+"""What the gateway holds for its lifetime, typed: one ``GatewayState`` per app, built by
+``app.main.create_app`` and read by the routes, the inference fast path and gRPC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+
+from app.config import Settings
+from app.errors import BrokenInvariant
+from app.jobs.queue import JobQueue
+from app.serving.directory import ServingDirectory
+from app.serving.preload import Preload
+from app.serving.runtime import SessionCache
+from app.storage import ArtifactStore
+
+if TYPE_CHECKING:
+    from app.api.metrics import ServingMetrics
+
+
+@dataclass
+class GatewayState:
+    """Settings, the artifact store, the broker, the serving caches and the counters."""
+
+    settings: Settings
+    started_at: datetime  # what the dashboard's serving counters count from
+    store: ArtifactStore
+    queue: JobQueue
+    sessions: SessionCache
+    directory: ServingDirectory
+    preload: Preload
+    metrics: ServingMetrics
+
+
+def gateway_of(app: Starlette) -> GatewayState:
+    """The app's state (``app.state.gateway``)."""
+    state = getattr(app.state, "gateway", None)
+    if not isinstance(state, GatewayState):
+        raise BrokenInvariant("the app was not built by create_app: no gateway state")
+    return state

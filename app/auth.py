@@ -13,9 +13,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import Scope
-from app.db import utcnow
-from app.errors import Forbidden, NotFound, Unauthorized
-from app.names import KEY_NAME
+from app.core.db import utcnow
+from app.core.errors import Forbidden, NotFound, Unauthorized
+from app.core.names import KEY_NAME
 from app.tables import ApiKey
 
 KEY_PREFIX = "kiln_"

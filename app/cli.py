@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from app.config import Settings, SettingsError, get_settings
+from app.core.config import Settings, SettingsError, get_settings
 from app.jobs.broker_check import warn_about_broker
 from modelkiln.commands import add_commands as add_client_commands
 from modelkiln.commands import run as run_client_command
@@ -37,7 +37,7 @@ def _settings_or_exit() -> Settings:
 
 
 def _migrate(settings: Settings) -> None:
-    from app.migrate import upgrade_to_head
+    from app.core.migrate import upgrade_to_head
     from app.search.storage import open_storage
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ def _migrate(settings: Settings) -> None:
 def _check_artifact_store(settings: Settings) -> None:
     """Reach the artifact store (creating an S3 bucket that does not exist yet), or exit
     with the reason: a worker that cannot store results must not take jobs."""
-    from app.errors import KilnError
+    from app.core.errors import KilnError
     from app.storage import get_store
 
     try:
@@ -62,7 +62,7 @@ def _check_artifact_store(settings: Settings) -> None:
 
 def _bootstrap_key(settings: Settings) -> None:
     from app.auth import bootstrap_admin_key
-    from app.db import session_scope
+    from app.core.db import session_scope
 
     with session_scope(settings.database_url) as session:
         new_key = bootstrap_admin_key(session, settings.admin_key_path)
@@ -250,8 +250,8 @@ def migrate(_: argparse.Namespace) -> None:
 def keys_create(args: argparse.Namespace) -> None:
     """Create an API key and print it once."""
     from app.auth import create_key
-    from app.db import session_scope
-    from app.names import KEY_NAME
+    from app.core.db import session_scope
+    from app.core.names import KEY_NAME
     from app.tables import Scope
 
     if problem := KEY_NAME.problem(args.name):

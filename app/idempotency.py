@@ -20,8 +20,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db import rows_changed
-from app.errors import Conflict
+from app.core.db import rows_changed
+from app.core.errors import Conflict
 from app.tables import IdempotentRequest
 
 HEADER = "Idempotency-Key"

@@ -20,8 +20,8 @@ from app.api.fast_path import InferenceFastPath
 from app.api.grpc_service import grpc_server
 from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS, MAX_FORM_FILES, BodySizeLimit
 from app.api.state import GatewayState
-from app.config import Settings, get_settings
-from app.db import session_scope, utcnow
+from app.core.config import Settings, get_settings
+from app.core.db import session_scope, utcnow
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap
 from app.serving.directory import ServingDirectory

@@ -17,7 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from app.contracts.networks import CNNConfig, MLPConfig
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 
 ACTIVATION_OPS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Gelu": "gelu"}
 POOL_OPS = {"MaxPool": "max", "AveragePool": "avg"}

@@ -20,11 +20,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.contracts.encoding import TableEncoding
 from app.contracts.enums import JobStatus, Scope, Task, TrialState, VersionStatus
-from app.dataset_profile import DatasetProfile
-from app.db import Base, PydanticJSON, UTCDateTime, utcnow
-from app.encoding import TableEncoding
-from app.signature import Signature, VersionConfig
+from app.contracts.profile import DatasetProfile
+from app.contracts.signature import Signature, VersionConfig
+from app.core.db import Base, PydanticJSON, UTCDateTime, utcnow
 
 
 def _one_of(column: str, enum: type[StrEnum]) -> CheckConstraint:

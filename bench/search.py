@@ -73,7 +73,7 @@ class HeldOut:
     incumbent (best by validation so far) is judged on rows no trial saw."""
 
     def __init__(self, kiln: Kiln) -> None:
-        from app.config import load_settings
+        from app.core.config import load_settings
         from app.storage import get_store
 
         self.settings = load_settings(data_dir=kiln.data_dir)
@@ -90,9 +90,9 @@ class HeldOut:
         import torch
         from sqlalchemy import select
 
+        from app.core.db import session_scope
         from app.datasets.service import load_arrays
         from app.datasets.splits import split_indices
-        from app.db import session_scope
         from app.search.build import candidate
         from app.search.run import checkpoint_key
         from app.tables import Dataset, Task, Trial
@@ -239,10 +239,10 @@ def plain_loop(kiln: Kiln, dataset_id: int, trials: int) -> tuple[float, float]:
     import optuna
     import torch
 
-    from app.config import load_settings
+    from app.core.config import load_settings
+    from app.core.db import session_scope
     from app.datasets.service import load_arrays
     from app.datasets.splits import split_indices
-    from app.db import session_scope
     from app.search.build import candidate
     from app.search.plan import make_plan
     from app.search.space import suggest

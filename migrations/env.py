@@ -8,8 +8,8 @@ from typing import Any
 from alembic import context
 
 import app.tables  # noqa: F401  (registers every table on Base.metadata)
-from app.config import get_settings
-from app.db import Base, get_engine
+from app.core.config import get_settings
+from app.core.db import Base, get_engine
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("quiet"):

@@ -16,13 +16,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, delete, make_url, text
 
 from app.auth import create_key
-from app.config import Settings, load_settings
 from app.contracts.enums import Scope
-from app.db import dispose_engines, session_scope
+from app.contracts.signature import Signature
+from app.core.config import Settings, load_settings
+from app.core.db import dispose_engines, session_scope
+from app.core.migrate import upgrade_to_head
 from app.main import create_app
-from app.migrate import upgrade_to_head
 from app.registry.service import VersionDraft, register_version
-from app.signature import Signature
 from app.storage import get_store
 from app.tables import (
     Alias,

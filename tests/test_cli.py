@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from app.auth import authenticate
-from app.config import SettingsError, load_settings
 from app.contracts.enums import Scope
-from app.db import session_scope
+from app.core.config import SettingsError, load_settings
+from app.core.db import session_scope
 
 KILN = str(Path(sys.executable).with_name("kiln"))
 

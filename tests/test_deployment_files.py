@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from app.config import ENV_PREFIX, Settings, load_settings
+from app.core.config import ENV_PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import command
 
-from app.migrate import alembic_config, upgrade_to_head
+from app.core.migrate import alembic_config, upgrade_to_head
 
 
 def test_head_matches_the_tables(database_url: str) -> None:

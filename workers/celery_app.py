@@ -7,8 +7,8 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
-from app.config import get_settings
-from app.db import dispose_engines
+from app.core.config import get_settings
+from app.core.db import dispose_engines
 from app.jobs.queue import make_celery
 
 settings = get_settings()

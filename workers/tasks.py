@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Task
 
-from app.config import get_settings
+from app.core.config import get_settings
 from app.jobs.kinds import JobKind
 from app.jobs.queue import SEARCH_HELPER_TASK, TRAIN_MEMBER_TASK
 from app.jobs.runner import run_job

@@ -12,10 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.state import gateway_of
 from app.auth import Principal, check_scope
-from app.config import Settings
 from app.contracts.enums import Scope
-from app.db import defer_until_commit, session_scope
-from app.errors import Unauthorized
+from app.core.config import Settings
+from app.core.db import defer_until_commit, session_scope
+from app.core.errors import Unauthorized
 from app.jobs.queue import JobQueue
 from app.serving.directory import ServingDirectory
 from app.storage import ArtifactStore

@@ -17,8 +17,8 @@ from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from app.api.state import GatewayState
-from app.db import DATABASE_UNAVAILABLE
-from app.errors import KilnError, RefusedBelow, Unauthorized
+from app.core.db import DATABASE_UNAVAILABLE
+from app.core.errors import KilnError, RefusedBelow, Unauthorized
 from app.kinds import JOB_KINDS
 
 logger = logging.getLogger(__name__)

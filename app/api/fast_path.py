@@ -17,7 +17,7 @@ from app.api.errors import failure_of
 from app.api.inference import JSON, Answer, authorize, infer_answer, predict_answer
 from app.api.state import GatewayState
 from app.contracts.enums import Scope as KeyScope
-from app.errors import BadRequest, PayloadTooLarge
+from app.core.errors import BadRequest, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from app.api.inference import authorize, element_limit, handle_inference, infer_
 from app.api.state import GatewayState
 from app.api.v2 import metadata_of, not_ready_because, package_version
 from app.contracts.enums import Scope
-from app.db import session_scope
-from app.errors import BadRequest, NotFound, Unavailable
+from app.core.db import session_scope
+from app.core.errors import BadRequest, NotFound, Unavailable
 from app.serving.directory import Target
 from app.serving.grpc_schema import METHODS, SERVICE, message
 from app.serving.oip import InferRequest

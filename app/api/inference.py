@@ -19,9 +19,9 @@ from app.api.errors import failure_of
 from app.api.metrics import ServingMetrics
 from app.api.state import GatewayState
 from app.auth import Principal, check_scope
-from app.config import Settings
 from app.contracts.enums import Scope as KeyScope
-from app.errors import BadRequest, BrokenInvariant, Unauthorized
+from app.core.config import Settings
+from app.core.errors import BadRequest, BrokenInvariant, Unauthorized
 from app.serving.directory import ServingDirectory, Target
 from app.serving.oip import NAMES, InferRequest, decode, encode
 from app.serving.predict import answer, parse_feeds

@@ -29,8 +29,8 @@ from app.batch.spec import PredictJobCreate
 from app.batch.submit import submit_predict
 from app.compression.kind import compression_report as compression_report_of
 from app.contracts.enums import JobStatus
-from app.db import utcnow
-from app.errors import InvalidInput
+from app.core.db import utcnow
+from app.core.errors import InvalidInput
 from app.jobs import service
 from app.jobs.kinds import SubmitContext
 from app.kinds import JOB_KINDS, JobCreate

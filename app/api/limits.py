@@ -8,7 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
-from app.config import Settings
+from app.core.config import Settings
 
 # A multipart form here holds one file and a few short fields (the largest, a JSON list of
 # columns or labels, is at most 100,000 characters): more parts than this is not an upload

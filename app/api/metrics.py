@@ -15,9 +15,9 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from app.api.state import gateway_of
-from app.config import Settings
 from app.contracts.enums import JobStatus
-from app.db import session_scope
+from app.core.config import Settings
+from app.core.db import session_scope
 from app.jobs.repository import JobRepository
 from app.serving.runtime import LoadedModel, SessionCache
 

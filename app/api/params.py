@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Header, Path, Query
 
 from app.contracts.enums import MAX_ID
+from app.core.names import ALIAS, MODEL_NAME
 from app.idempotency import HEADER, KEEP_HOURS, KEY_PATTERN
-from app.names import ALIAS, MODEL_NAME
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="An id or version number.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="Items to skip.")]
@@ -20,7 +20,7 @@ IdempotencyKey = Annotated[str | None, Header(
     alias=HEADER, pattern=KEY_PATTERN, description="Any string of up to 255 printable "
     f"characters: a repeat with the same key and body within {KEEP_HOURS} h gets the first "
     "answer, and creates nothing; the same key with another body is a 409.")]
-# Names follow app.names' rules on every route, reads included: a name no model could have
+# Names follow app.core.names' rules on every route, reads included: a name no model could have
 # (a trailing newline, a control character, a space at either end) is a 422 naming it.
 ModelName = Annotated[str, MODEL_NAME.validator, Path(
     description=f"A model's name: {MODEL_NAME.rule}.")]

@@ -8,9 +8,9 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.contracts.enums import MAX_ID, JobStatus, Scope, TrialState
-from app.dataset_profile import DatasetProfile
-from app.names import KEY_NAME, KeyNameStr
-from app.signature import Signature
+from app.contracts.profile import DatasetProfile
+from app.contracts.signature import Signature
+from app.core.names import KEY_NAME, KeyNameStr
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 
-from app.config import Settings
-from app.errors import BrokenInvariant
+from app.core.config import Settings
+from app.core.errors import BrokenInvariant
 from app.jobs.queue import JobQueue
 from app.serving.directory import ServingDirectory
 from app.serving.preload import Preload

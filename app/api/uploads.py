@@ -12,8 +12,8 @@ from pathlib import Path
 
 from fastapi import UploadFile
 
-from app.config import Settings
-from app.errors import StorageFull
+from app.core.config import Settings
+from app.core.errors import StorageFull
 from app.storage import OUT_OF_SPACE_ERRNOS
 
 

@@ -18,14 +18,14 @@ from app.api.errors_schema import V2_ERRORS
 from app.api.inference import infer_answer
 from app.api.params import IdPath, ModelName
 from app.api.state import gateway_of
-from app.config import Settings
 from app.contracts.enums import VersionStatus
-from app.db import get_engine
+from app.contracts.signature import TensorSpec
+from app.core.config import Settings
+from app.core.db import get_engine
 from app.registry.service import list_versions, resolve_serving_version
 from app.serving.directory import ServingDirectory
 from app.serving.oip import HEADER_LENGTH
 from app.serving.preload import Preload
-from app.signature import TensorSpec
 from app.tables import ModelVersion
 
 router = APIRouter(prefix="/v2", tags=["inference protocol"], responses=V2_ERRORS)

@@ -22,8 +22,8 @@ from app.batch.output import (
 )
 from app.batch.plan import BatchPlan, Checkpoint, Part, output_key, part_key
 from app.batch.reader import chunks, estimate_rows, feeds_of, layout_for, prefetched
-from app.db import session_scope
-from app.errors import ArtifactCorrupt, BrokenInvariant, InvalidInput
+from app.core.db import session_scope
+from app.core.errors import ArtifactCorrupt, BrokenInvariant, InvalidInput
 from app.evaluation.sessions import open_session
 from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, JobFailed, Recorder

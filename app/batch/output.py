@@ -18,7 +18,7 @@ from pyarrow import ipc
 
 from app.batch.spec import PREDICT_KIND
 from app.contracts.enums import JobStatus, Task
-from app.errors import Conflict, Unavailable
+from app.core.errors import Conflict, Unavailable
 from app.storage import ArtifactStore
 from app.tables import Job
 

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as arrow_csv
 
-from app.errors import BrokenInvariant, InvalidInput
+from app.contracts.signature import Signature
+from app.core.errors import BrokenInvariant, InvalidInput
 from app.preprocessing.csv_reader import MISSING_SPELLINGS, is_number, short_list
-from app.signature import Signature
 
 BLOCK_BYTES = 1 << 20  # Arrow reads a few blocks ahead: memory grows with this
 Feeds = dict[str, np.ndarray]

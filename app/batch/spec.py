@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.contracts.enums import MAX_ID
-from app.names import ModelNameStr
+from app.core.names import ModelNameStr
 
 PREDICT_KIND = "predict"
 MAX_KEY_COLUMNS = 32

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 from app.batch.plan import BatchPlan
 from app.batch.reader import layout_for
 from app.batch.spec import PREDICT_KIND, PredictJobCreate
+from app.core.errors import BrokenInvariant, InvalidInput, NotFound
 from app.datasets.repository import DatasetRepository
 from app.datasets.service import original_key
-from app.errors import BrokenInvariant, InvalidInput, NotFound
 from app.jobs.kinds import SubmitContext, enqueue
 from app.preprocessing.csv_reader import read_header
 from app.registry.service import resolve_serving_version

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from app.compression.spec import MethodStep
+from app.contracts.encoding import TableEncoding
 from app.contracts.enums import Task
-from app.encoding import TableEncoding
-from app.errors import BrokenInvariant, KilnError
+from app.core.errors import BrokenInvariant, KilnError
 from app.preprocessing.encode import feeds
 from app.preprocessing.graph import attach
 from app.training.export import export_onnx

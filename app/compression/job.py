@@ -21,14 +21,14 @@ from app.compression.record import (
 )
 from app.compression.spec import CompressionSpec, CompressJobCreate
 from app.contracts.enums import Task
+from app.contracts.signature import VersionConfig
+from app.core.db import session_scope
+from app.core.errors import BrokenInvariant
 from app.datasets.service import DatasetArrays, load_arrays, load_raw
 from app.datasets.splits import SplitIndices, split_indices
-from app.db import session_scope
-from app.errors import BrokenInvariant
 from app.jobs.runner import JobContext, Recorder
 from app.preprocessing.graph import detach
 from app.registry.service import get_version
-from app.signature import VersionConfig
 from app.storage import ArtifactStore, get_store
 from app.tables import Dataset, Job, ModelVersion
 from app.training.export import INPUT_NAME

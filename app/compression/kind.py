@@ -14,15 +14,15 @@ from app.compression.spec import (
     chain_problem,
     count_steps,
 )
-from app.config import Settings
 from app.contracts.enums import JobStatus
+from app.contracts.signature import VersionConfig
+from app.core.config import Settings
+from app.core.errors import Conflict, InvalidInput, NotFound
 from app.datasets.repository import DatasetRepository
-from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs.kinds import JobKind, SubmitContext, enqueue
 from app.jobs.repository import JobRepository
 from app.registry.fits import check_fits, outputs_of
 from app.registry.service import get_version
-from app.signature import VersionConfig
 from app.tables import Dataset, Job
 from app.training.size import check_student
 

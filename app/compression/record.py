@@ -13,8 +13,8 @@ from app.compression.base import Candidate, CompressionData
 from app.compression.pipeline import Outcome, Variant
 from app.compression.spec import CompressionSpec
 from app.contracts.networks import architecture_of
+from app.contracts.signature import Signature, VersionConfig
 from app.registry.service import VersionDraft, register_version
-from app.signature import Signature, VersionConfig
 from app.storage import ArtifactStore
 from app.tables import ModelVersion
 from app.training.train import save_weights

@@ -15,12 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.contracts.encoding import TableEncoding
 from app.contracts.enums import Task
-from app.dataset_profile import DroppedRows
+from app.contracts.profile import DroppedRows
+from app.core.errors import BrokenInvariant, InvalidInput
 from app.datasets.splits import check_splittable
 from app.datasets.target import encode_target
-from app.encoding import TableEncoding
-from app.errors import BrokenInvariant, InvalidInput
 from app.preprocessing.columns import (
     SourceColumn,
     keep_constant_numbers,

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from app.dataset_profile import (
+from app.contracts.profile import (
     TOP_CLASSES,
     TOP_VALUES,
     ClassCount,
@@ -17,7 +17,7 @@ from app.dataset_profile import (
     TargetProfile,
     ValueCount,
 )
-from app.errors import BrokenInvariant
+from app.core.errors import BrokenInvariant
 from app.preprocessing.columns import SourceColumn
 from app.preprocessing.fit import value_counts
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.repository import Repository
+from app.core.repository import Repository
 from app.tables import Dataset
 
 

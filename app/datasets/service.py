@@ -13,11 +13,11 @@ from pyarrow import ipc
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import Task
+from app.core.errors import BrokenInvariant, InvalidInput
+from app.core.names import COLUMN_NAME, DATASET_NAME, InvalidName, refused_character
 from app.datasets.parsing import parse_csv, raw_columns
 from app.datasets.profile import profile_of
 from app.datasets.repository import DatasetRepository
-from app.errors import BrokenInvariant, InvalidInput
-from app.names import COLUMN_NAME, DATASET_NAME, InvalidName, refused_character
 from app.storage import ArtifactStore
 from app.tables import Dataset
 

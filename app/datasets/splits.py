@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from app.contracts.enums import Task
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 
 VALIDATION_FRACTION = 0.15
 TEST_FRACTION = 0.15

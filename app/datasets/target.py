@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.contracts.enums import Task
-from app.errors import BrokenInvariant, InvalidInput
+from app.core.errors import BrokenInvariant, InvalidInput
 from app.preprocessing.columns import NUMBER_PATTERN
 
 MAX_CLASSES = 1_000

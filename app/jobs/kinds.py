@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from app.config import Settings
 from app.contracts.enums import JobStatus
-from app.db import defer_until_commit, utcnow
-from app.errors import BrokenInvariant
+from app.core.config import Settings
+from app.core.db import defer_until_commit, utcnow
+from app.core.errors import BrokenInvariant
 from app.jobs.queue import JobQueue, task_name
 from app.jobs.repository import JobRepository
 from app.storage import ArtifactStore

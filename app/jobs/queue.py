@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Celery
 
-from app.config import Settings
+from app.core.config import Settings
 
 logger = logging.getLogger(__name__)
 

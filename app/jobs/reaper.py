@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.config import Settings
 from app.contracts.enums import JobStatus
-from app.db import defer_until_commit, rows_changed, utcnow
+from app.core.config import Settings
+from app.core.db import defer_until_commit, rows_changed, utcnow
 from app.idempotency import forget_expired
 from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 
 from app.contracts.enums import JobStatus, TrialState
-from app.db import rows_changed
-from app.repository import Repository
+from app.core.db import rows_changed
+from app.core.repository import Repository
 from app.tables import Job, Trial
 
 
@@ -61,6 +61,17 @@ class JobRepository(Repository[Job]):
             .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempt == attempt)
             .values(status=status, error=error, result=result, finished_at=now, updated_at=now,
                     lease_expires_at=None)
+            .execution_options(synchronize_session=False))
+        return bool(changed)
+
+    def cancel(self, job_id: int, *, now: datetime, reason: str) -> bool:
+        """queued or running -> cancelled, in one conditional update; True if it was either
+        (a worker that holds it sees the change at its next poll and stops)."""
+        changed = rows_changed(self.session,
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+            .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now,
+                    lease_expires_at=None, error=reason)
             .execution_options(synchronize_session=False))
         return bool(changed)
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.config import Settings
 from app.contracts.enums import JobStatus
-from app.db import database_unavailable, session_scope, utcnow
-from app.errors import KilnError
+from app.core.config import Settings
+from app.core.db import database_unavailable, session_scope, utcnow
+from app.core.errors import KilnError
 from app.jobs.repository import JobRepository
 from app.training.stopping import TrainingStopped, stop_checks
 

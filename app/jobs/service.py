@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import FINAL_JOB_STATES, JobStatus
-from app.db import utcnow
-from app.errors import Conflict
+from app.core.db import utcnow
+from app.core.errors import Conflict
 from app.jobs.repository import JobRepository
 from app.tables import Job, Trial
 
@@ -38,12 +37,7 @@ def cancel_job(session: Session, job_id: int) -> Job:
     if job.status in FINAL_JOB_STATES and job.status != JobStatus.CANCELLED:
         raise Conflict(f"job {job_id} already {job.status}; only a queued or running job "
                        "can be cancelled")
-    now = utcnow()
-    session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-        .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now,
-                lease_expires_at=None, error="cancelled by request")
-        .execution_options(synchronize_session=False))
+    JobRepository(session).cancel(job_id, now=utcnow(), reason="cancelled by request")
     session.refresh(job)
     if job.status != JobStatus.CANCELLED:
         raise Conflict(f"job {job_id} already {job.status}; only a queued or running job "

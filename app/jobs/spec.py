@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.contracts.enums import MAX_ID
-from app.names import ModelNameStr
+from app.core.names import ModelNameStr
 
 
 class VersionRef(BaseModel):

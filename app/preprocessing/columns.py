@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.encoding import DATETIME_PATTERN, FLOAT32_MAX
-from app.errors import InvalidInput
+from app.contracts.encoding import DATETIME_PATTERN, FLOAT32_MAX
+from app.core.errors import InvalidInput
 
 ColumnType = Literal["numeric", "categorical", "datetime", "ignore"]
 COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as arrow_csv
 
-from app.errors import InvalidInput
-from app.names import COLUMN_NAME
+from app.core.errors import InvalidInput
+from app.core.names import COLUMN_NAME
 
 MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none", "?")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.encoding import (
+from app.contracts.encoding import (
     CategoricalColumn,
     DatetimeColumn,
     NumericColumn,

@@ -9,14 +9,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.encoding import (
+from app.contracts.encoding import (
     CategoricalColumn,
     ColumnEncoding,
     DatetimeColumn,
     NumericColumn,
     TableEncoding,
 )
-from app.errors import BrokenInvariant
+from app.core.errors import BrokenInvariant
 from app.preprocessing.columns import SourceColumn
 
 MAX_ONE_HOT = 32  # one-hot slots per column (the most frequent values)

@@ -12,14 +12,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from app.encoding import (
+from app.contracts.encoding import (
     DATETIME_PATTERN,
     CategoricalColumn,
     DatetimeColumn,
     NumericColumn,
     TableEncoding,
 )
-from app.errors import BrokenInvariant
+from app.core.errors import BrokenInvariant
 from app.preprocessing.encode import MONTH_OFFSETS, feeds, slot_codes
 
 OPSET = 20  # StringSplit, StringConcat and RegexFullMatch

@@ -9,9 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import VersionStatus
-from app.db import utcnow
-from app.errors import Conflict, InvalidInput, NotFound
-from app.names import ALIAS, TAG_KEY
+from app.core.db import utcnow
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.names import ALIAS, TAG_KEY
 from app.registry.service import get_model, get_version
 from app.tables import Alias, AliasHistory, ModelVersion
 

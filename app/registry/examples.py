@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.dataset_profile import ColumnProfile, DatasetProfile
-from app.signature import Signature, TensorSpec
+from app.contracts.profile import ColumnProfile, DatasetProfile
+from app.contracts.signature import Signature, TensorSpec
 from app.tables import Dataset, ModelVersion
 
 Value = float | str | None

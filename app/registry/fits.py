@@ -3,8 +3,8 @@ source and a search's ``init_from`` both pass before a job is queued."""
 
 from __future__ import annotations
 
-from app.errors import InvalidInput
-from app.signature import VersionConfig
+from app.contracts.signature import VersionConfig
+from app.core.errors import InvalidInput
 from app.tables import Dataset, ModelVersion
 
 

@@ -16,7 +16,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from onnx import TensorProto
 
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 
 MAX_LABELS = 1000
 MAX_FEATURE_ELEMENTS = 1_000_000  # values in one input row

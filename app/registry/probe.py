@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 
 RANDOM_ROWS = 4
 TIMED_RUNS = 50

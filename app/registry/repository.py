@@ -7,8 +7,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import VersionStatus
-from app.errors import BrokenInvariant
-from app.repository import Repository
+from app.core.errors import BrokenInvariant
+from app.core.repository import Repository
 from app.tables import Alias, Model, ModelVersion
 
 

@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import VersionStatus
-from app.errors import NotFound
-from app.names import MODEL_NAME
+from app.contracts.signature import Signature, VersionConfig
+from app.core.errors import NotFound
+from app.core.names import MODEL_NAME
 from app.registry.repository import ModelRepository, VersionRepository
-from app.signature import Signature, VersionConfig
 from app.storage import StoredArtifact
 from app.tables import Model, ModelVersion, Trial
 

@@ -12,8 +12,9 @@ import onnx
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import Task
-from app.errors import Conflict, InvalidInput
-from app.names import MODEL_NAME
+from app.contracts.signature import Signature, VersionConfig
+from app.core.errors import Conflict, InvalidInput
+from app.core.names import MODEL_NAME
 from app.onnx_layers import UnsupportedGraph, read_layers
 from app.registry.onnx_checks import (
     MAX_LABELS,
@@ -25,7 +26,6 @@ from app.registry.onnx_checks import (
 from app.registry.probe import probe_model
 from app.registry.repository import ModelRepository
 from app.registry.service import VersionDraft, register_version
-from app.signature import Signature, VersionConfig
 from app.storage import ArtifactStore
 from app.tables import ModelVersion
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.contracts.networks import CNNConfig, MLPConfig, NetworkConfig
-from app.errors import BrokenInvariant
+from app.core.errors import BrokenInvariant
 from app.training.train import TrainConfig
 
 

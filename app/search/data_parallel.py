@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from app.config import Settings
+from app.core.config import Settings
 from app.jobs.queue import JobQueue
 from app.search.run import SearchRun
 from app.storage import get_store

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from app.compression.spec import CompressionSpec, chain_problem
-from app.errors import BrokenInvariant
+from app.core.errors import BrokenInvariant
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import COST_METRICS
 from app.search.run import SearchRun, predictions_key

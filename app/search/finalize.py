@@ -12,8 +12,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.encoding import TableEncoding
-from app.errors import BrokenInvariant
+from app.contracts.encoding import TableEncoding
+from app.contracts.signature import Signature, VersionConfig
+from app.core.errors import BrokenInvariant
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import task_metrics
 from app.evaluation.sessions import open_session
@@ -21,7 +22,6 @@ from app.jobs.runner import JobContext, JobFailed, Recorder
 from app.preprocessing.encode import Raw, stress_rows
 from app.preprocessing.graph import with_rows
 from app.registry.service import VersionDraft, register_version
-from app.signature import Signature, VersionConfig
 from app.storage import ArtifactStore
 from app.tables import Dataset, Trial
 from app.training.ensemble import Ensemble, export_model

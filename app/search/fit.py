@@ -16,7 +16,7 @@ import optuna
 import torch
 
 from app.contracts.enums import Task
-from app.errors import BrokenInvariant
+from app.core.errors import BrokenInvariant
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import quality_score
 from app.preprocessing.graph import with_rows

@@ -9,12 +9,13 @@ from typing import Any, ClassVar
 from sqlalchemy.orm import Session
 
 from app.compression.kind import check_students
-from app.config import Settings
 from app.contracts.enums import JobStatus
 from app.contracts.networks import CNNConfig, MLPConfig
+from app.contracts.signature import VersionConfig
+from app.core.config import Settings
+from app.core.errors import Conflict, InvalidInput, KilnError
 from app.datasets.repository import DatasetRepository
 from app.datasets.splits import TEST_FRACTION
-from app.errors import Conflict, InvalidInput, KilnError
 from app.jobs.kinds import JobKind, SubmitContext, enqueue
 from app.jobs.repository import JobRepository
 from app.registry.fits import check_fits, check_inputs, outputs_of
@@ -29,7 +30,6 @@ from app.search.plan import (
 )
 from app.search.size import smallest_in_space
 from app.search.spec import SEARCH_KIND, SearchJobCreate, SearchSpec
-from app.signature import VersionConfig
 from app.tables import Dataset, Job
 from app.training.size import architecture_size, over_limits
 

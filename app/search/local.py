@@ -23,7 +23,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from app.errors import BrokenInvariant
+from app.core.errors import BrokenInvariant
 
 STEP = 0.15  # a move's standard deviation, as a share of the (log-)range
 

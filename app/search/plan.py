@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 from app.evaluation.names import COST_METRICS, HIGHER_IS_BETTER, default_metric, searchable_for
 from app.search.space import SearchSpace, apply_overrides, default_space
 from app.search.spec import ConstraintSpec, SearchSpec

@@ -11,8 +11,8 @@ import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 
-from app.config import Settings
 from app.contracts.networks import NetworkConfig
+from app.core.config import Settings
 from app.datasets.service import DatasetArrays
 from app.datasets.splits import SplitIndices
 from app.search.plan import SearchPlan, budget_of

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import optuna
 
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 
 Kind = Literal["int", "float", "categorical"]
 

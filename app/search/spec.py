@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.compression.spec import CompressionSpec
 from app.contracts.enums import MAX_ID
+from app.core.names import ModelNameStr
 from app.jobs.spec import VersionRef
-from app.names import ModelNameStr
 
 SEARCH_KIND = "search"
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
-from app.config import Settings
+from app.core.config import Settings
 
 SCHEMA = "optuna"
 

@@ -26,12 +26,12 @@ from app.compression.job import (
 )
 from app.compression.record import Lineage
 from app.compression.spec import CompressionSpec
-from app.config import Settings
 from app.contracts.enums import JobStatus, Task, TrialState
+from app.core.config import Settings
+from app.core.db import session_scope, utcnow
+from app.core.errors import BrokenInvariant
 from app.datasets.service import load_arrays, load_raw
 from app.datasets.splits import split_indices
-from app.db import session_scope, utcnow
-from app.errors import BrokenInvariant
 from app.jobs.queue import JobQueue
 from app.jobs.runner import (
     JobContext,

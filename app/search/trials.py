@@ -20,9 +20,9 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 from sqlalchemy import func, select, update
 
-from app.config import Settings
 from app.contracts.enums import TrialState
-from app.db import rows_changed, session_scope, utcnow
+from app.core.config import Settings
+from app.core.db import rows_changed, session_scope, utcnow
 from app.jobs.runner import JobLost
 from app.search.fit import Measured, train_trial
 from app.search.run import Infeasible, SearchRun

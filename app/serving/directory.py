@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.auth import Principal, authenticate
-from app.db import session_scope
-from app.errors import KilnError, Unavailable
+from app.contracts.signature import Signature
+from app.core.db import session_scope
+from app.core.errors import KilnError, Unavailable
 from app.registry.service import get_model, resolve_serving_version
 from app.serving.batching import BatchPolicy, DynamicBatcher
 from app.serving.generation import SharedGeneration
 from app.serving.runtime import LoadedModel, SessionCache
-from app.signature import Signature
 
 logger = logging.getLogger(__name__)
 

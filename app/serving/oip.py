@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.errors import BadRequest
+from app.core.errors import BadRequest
 from app.serving.json_values import first_boolean, has_json_booleans
 
 HEADER_LENGTH = "inference-header-content-length"

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import BadRequest
+from app.core.errors import BadRequest
 from app.serving.grpc_schema import message
 from app.serving.oip import NAMES, TEXT, InferRequest, declared, text_from_binary
 

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 
 from app.contracts.enums import Task
-from app.errors import BadRequest, InvalidInput
+from app.core.errors import BadRequest, InvalidInput
 from app.serving.json_values import first_boolean, has_json_booleans
 from app.serving.records import parse_records
 from app.serving.runtime import LoadedModel

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from app.db import session_scope
-from app.errors import KilnError
+from app.core.db import session_scope
+from app.core.errors import KilnError
 from app.serving.directory import ServingDirectory
 from app.tables import Model
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from app.encoding import FLOAT32_MAX, is_datetime
-from app.errors import InvalidInput
-from app.signature import TensorSpec
+from app.contracts.encoding import FLOAT32_MAX, is_datetime
+from app.contracts.signature import TensorSpec
+from app.core.errors import InvalidInput
 
 
 def _shown(value: Any) -> str:

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from app.errors import Unavailable
+from app.contracts.signature import Signature, TensorSpec
+from app.core.errors import Unavailable
 from app.evaluation.sessions import open_session
-from app.signature import Signature, TensorSpec
 from app.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from app.config import Settings
+from app.core.config import Settings
 from app.storage.base import OUT_OF_SPACE_ERRNOS, ArtifactStore, StoredArtifact
 from app.storage.cache import ArtifactCache
 from app.storage.local import LocalArtifactStore

@@ -8,8 +8,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import ArtifactCorrupt, RefusedBelow
-from app.names import ARTIFACT_KEY
+from app.core.errors import ArtifactCorrupt, RefusedBelow
+from app.core.names import ARTIFACT_KEY
 
 # A disk that is full, a quota reached, a file size limit hit: the write lost nothing that
 # was stored before, and succeeds again once there is room.

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from app.errors import StorageFull
+from app.core.errors import StorageFull
 from app.storage.base import (
     CHUNK_BYTES,
     OUT_OF_SPACE_ERRNOS,

@@ -23,7 +23,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from app.errors import Unavailable
+from app.core.errors import Unavailable
 from app.storage.base import (
     CHUNK_BYTES,
     ArtifactStore,

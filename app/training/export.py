@@ -16,8 +16,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from app.encoding import TableEncoding
-from app.errors import BrokenInvariant
+from app.contracts.encoding import TableEncoding
+from app.core.errors import BrokenInvariant
 from app.preprocessing.encode import Raw, encode, feeds
 from app.training.models import Network, Predictor
 

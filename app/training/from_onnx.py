@@ -9,7 +9,7 @@ import onnx
 import torch
 from torch import nn
 
-from app.errors import BrokenInvariant
+from app.core.errors import BrokenInvariant
 from app.onnx_layers import LayerPlan, UnsupportedGraph, constants_of, input_statistics, read_layers
 from app.training.models import Network
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.config import TRAINING_BYTES_PER_PARAM, Settings
 from app.contracts.networks import CNNConfig, MLPConfig
-from app.errors import BrokenInvariant, InvalidInput
+from app.core.config import TRAINING_BYTES_PER_PARAM, Settings
+from app.core.errors import BrokenInvariant, InvalidInput
 
 FLOAT_BYTES = 4
 # Values per unit kept for the backward pass: the layer's output, batch norm's, the

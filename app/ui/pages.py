@@ -30,9 +30,9 @@ from app.auth import check_scope
 from app.batch.output import output_file
 from app.compression.kind import compression_report
 from app.contracts.enums import JobStatus, Scope
+from app.core.db import defer_until_commit, utcnow
+from app.core.errors import KilnError
 from app.datasets import service as datasets
-from app.db import defer_until_commit, utcnow
-from app.errors import KilnError
 from app.jobs import service as jobs
 from app.registry import aliases
 from app.registry import service as registry

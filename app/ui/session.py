@@ -16,7 +16,7 @@ from starlette.responses import Response
 from app.api.state import gateway_of
 from app.auth import Principal, check_scope
 from app.contracts.enums import Scope
-from app.errors import Forbidden, KilnError
+from app.core.errors import Forbidden, KilnError
 from app.serving.directory import ServingDirectory
 
 COOKIE = "kiln_ui_key"

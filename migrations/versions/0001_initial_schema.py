@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -25,8 +25,8 @@ def upgrade() -> None:
     sa.Column('scope', sa.String(length=16), nullable=False),
     sa.Column('key_hash', sa.String(length=64), nullable=False),
     sa.Column('prefix', sa.String(length=16), nullable=False),
-    sa.Column('created_at', app.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', app.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', app.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', app.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.CheckConstraint("scope IN ('admin', 'write', 'read', 'infer')", name=op.f('ck_api_keys_scope_valid')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('key_hash', name=op.f('uq_api_keys_key_hash'))
@@ -43,7 +43,7 @@ def upgrade() -> None:
     sa.Column('input_shape', sa.JSON(), nullable=True),
     sa.Column('sha256', sa.String(length=64), nullable=False),
     sa.Column('size_bytes', sa.BigInteger(), nullable=False),
-    sa.Column('created_at', app.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', app.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("task IN ('classification', 'regression')", name=op.f('ck_datasets_task_valid')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_datasets'))
     )
@@ -52,8 +52,8 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('task', sa.String(length=16), nullable=False),
     sa.Column('latest_version', sa.Integer(), nullable=False),
-    sa.Column('created_at', app.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', app.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', app.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', app.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("task IN ('classification', 'regression')", name=op.f('ck_models_task_valid')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_models')),
     sa.UniqueConstraint('name', name=op.f('uq_models_name'))
@@ -67,7 +67,7 @@ def upgrade() -> None:
     sa.Column('spec', sa.JSON(), nullable=False),
     sa.Column('attempt', sa.Integer(), nullable=False),
     sa.Column('max_attempts', sa.Integer(), nullable=False),
-    sa.Column('lease_expires_at', app.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('lease_expires_at', app.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('worker', sa.String(length=255), nullable=True),
     sa.Column('trials_done', sa.Integer(), nullable=False),
     sa.Column('trials_total', sa.Integer(), nullable=False),
@@ -75,11 +75,11 @@ def upgrade() -> None:
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('result', sa.JSON(), nullable=True),
     sa.Column('sends', sa.Integer(), nullable=False),
-    sa.Column('enqueued_at', app.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', app.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('started_at', app.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', app.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', app.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('enqueued_at', app.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', app.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', app.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', app.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', app.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name=op.f('ck_jobs_status_valid')),
     sa.ForeignKeyConstraint(['dataset_id'], ['datasets.id'], name=op.f('fk_jobs_dataset_id_datasets')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs'))
@@ -98,8 +98,8 @@ def upgrade() -> None:
     sa.Column('intermediate', sa.JSON(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('worker', sa.String(length=255), nullable=True),
-    sa.Column('started_at', app.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', app.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', app.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', app.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('duration_s', sa.Float(), nullable=True),
     sa.CheckConstraint("state IN ('running', 'complete', 'pruned', 'failed', 'lost')", name=op.f('ck_trials_state_valid')),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_trials_job_id_jobs'), ondelete='CASCADE'),
@@ -130,7 +130,7 @@ def upgrade() -> None:
     sa.Column('trial_id', sa.Integer(), nullable=True),
     sa.Column('parent_version_id', sa.Integer(), nullable=True),
     sa.Column('method', sa.String(length=64), nullable=True),
-    sa.Column('created_at', app.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', app.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("status IN ('live', 'archived')", name=op.f('ck_model_versions_status_valid')),
     sa.CheckConstraint("task IN ('classification', 'regression')", name=op.f('ck_model_versions_task_valid')),
     sa.ForeignKeyConstraint(['dataset_id'], ['datasets.id'], name=op.f('fk_model_versions_dataset_id_datasets')),
@@ -149,7 +149,7 @@ def upgrade() -> None:
     sa.Column('model_id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('version_id', sa.Integer(), nullable=False),
-    sa.Column('updated_at', app.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', app.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_aliases_model_id_models')),
     sa.ForeignKeyConstraint(['version_id'], ['model_versions.id'], name=op.f('fk_aliases_version_id_model_versions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_aliases')),

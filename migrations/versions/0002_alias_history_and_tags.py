@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = '0002'
 down_revision: str | None = '0001'
@@ -24,8 +24,8 @@ def upgrade() -> None:
     sa.Column('model_id', sa.Integer(), nullable=False),
     sa.Column('alias', sa.String(length=64), nullable=False),
     sa.Column('version_id', sa.Integer(), nullable=False),
-    sa.Column('assigned_at', app.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('removed_at', app.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('assigned_at', app.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('removed_at', app.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_alias_history_model_id_models')),
     sa.ForeignKeyConstraint(['version_id'], ['model_versions.id'], name=op.f('fk_alias_history_version_id_model_versions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_alias_history'))

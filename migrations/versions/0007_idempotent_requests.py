@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = '0007'
 down_revision: str | None = '0006'
@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column('fingerprint', sa.String(length=64), nullable=False),
         sa.Column('status_code', sa.Integer(), nullable=False),
         sa.Column('response', sa.JSON(), nullable=False),
-        sa.Column('created_at', app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('created_at', app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(['api_key_id'], ['api_keys.id'], ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('api_key_id', 'route', 'key'),

@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.config import Settings
-from app.db import session_scope
+from app.core.config import Settings
+from app.core.db import session_scope
 from app.tables import ApiKey
 from tests.conftest import bearer
 from tests.helpers import blobs_csv

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app.config import Settings
-from app.db import session_scope, utcnow
-from app.errors import Conflict
+from app.core.config import Settings
+from app.core.db import session_scope, utcnow
+from app.core.errors import Conflict
 from app.idempotency import Answer, KeyedRequest, remember
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap

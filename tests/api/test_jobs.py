@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.config import Settings
-from app.db import session_scope
+from app.core.config import Settings
+from app.core.db import session_scope
 from app.jobs.queue import make_celery, queue_for
 from app.tables import Job
 from tests.helpers import blobs_csv, csv_bytes
@@ -107,7 +107,7 @@ def test_malformed_json_is_422(client: TestClient, admin: dict) -> None:
 
 def test_model_task_mismatch_is_409(client: TestClient, admin: dict,
                                     settings: Settings) -> None:
-    from app.db import session_scope
+    from app.core.db import session_scope
     from app.registry.repository import ModelRepository
 
     with session_scope(settings.database_url) as session:

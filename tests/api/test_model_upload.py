@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper, numpy_helper
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from tests.conftest import make_settings
 

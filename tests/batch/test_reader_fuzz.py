@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.batch.reader import chunks, estimate_rows, feeds_of, layout_for
-from app.errors import InvalidInput
+from app.contracts.signature import Signature
+from app.core.errors import InvalidInput
 from app.preprocessing.csv_reader import read_header
-from app.signature import Signature
 
 SIGNATURE = Signature.of_tensors(input_name="input", row_shape=(2,), output_name="output",
                                  width=3)

@@ -15,7 +15,7 @@ from app.contracts.networks import (
     architecture_from,
     architecture_of,
 )
-from app.signature import VersionConfig
+from app.contracts.signature import VersionConfig
 
 MLP = MLPConfig(n_inputs=4, n_outputs=3, hidden=(16, 8), dropout=0.1)
 CNN = CNNConfig(input_shape=(1, 8, 8), n_outputs=10, channels=(4, 8), pooling="avg")

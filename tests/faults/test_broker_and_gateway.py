@@ -146,7 +146,7 @@ def test_a_gateway_killed_mid_upload_stores_nothing(kiln_server: ServerFactory) 
 
 def test_spool_files_of_dead_gateways_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
     from app.api.uploads import _owner_prefix, remove_orphaned_spools
-    from app.config import load_settings
+    from app.core.config import load_settings
 
     settings = load_settings(data_dir=tmp_path / "data")
     spool = settings.data_dir / "tmp"

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.config import Settings
 from app.contracts.enums import JobStatus
+from app.core.config import Settings
+from app.core.db import session_scope
 from app.datasets.service import create_dataset
-from app.db import session_scope
 from app.jobs.kinds import SubmitContext
 from app.jobs.queue import JobQueue, make_celery, queue_for
 from app.jobs.runner import run_job

@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.config import Settings
 from app.contracts.enums import JobStatus, TrialState
+from app.core.config import Settings
+from app.core.db import session_scope, utcnow
 from app.datasets.service import create_dataset
-from app.db import session_scope, utcnow
 from app.jobs.kinds import SubmitContext
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from sqlalchemy import update
 
-from app.config import Settings
 from app.contracts.enums import JobStatus
 from app.contracts.networks import MLPConfig
-from app.db import session_scope, utcnow
+from app.core.config import Settings
+from app.core.db import session_scope, utcnow
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap
 from app.jobs.repository import JobRepository

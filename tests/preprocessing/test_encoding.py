@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from onnx import TensorProto, helper
 
-from app.encoding import DatetimeColumn, TableEncoding
+from app.contracts.encoding import DatetimeColumn, TableEncoding
 from app.preprocessing.columns import SourceColumn, type_column
 from app.preprocessing.encode import date_parts, encode, feeds, stress_rows
 from app.preprocessing.fit import fit_encoding

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import Settings
-from app.db import session_scope
-from app.errors import NotFound
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.core.errors import NotFound
 from app.registry.repository import ModelRepository
 from app.tables import Model
 

@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 import pytest
 
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 from app.search.space import apply_overrides, default_space, fits, suggest
 
 

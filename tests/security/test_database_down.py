@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import load_settings
+from app.core.config import load_settings
 from app.main import create_app
 from tests.fixtures.servers import free_port
 

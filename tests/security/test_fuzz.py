@@ -17,15 +17,15 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
 
-from app.config import Settings
 from app.contracts.enums import Task
+from app.contracts.signature import TensorSpec
+from app.core.config import Settings
+from app.core.errors import KilnError
 from app.datasets.parsing import parse_csv
-from app.errors import KilnError
 from app.registry.onnx_checks import declared_signature, decode_model, refuse_external_data
 from app.serving.oip import decode
 from app.serving.predict import parse_body, parse_rows
 from app.serving.records import parse_records
-from app.signature import TensorSpec
 from tests.api.test_model_upload import linear_onnx, upload
 from tests.conftest import register
 

@@ -24,10 +24,10 @@ from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from app.config import Settings, SettingsError, load_settings
-from app.db import session_scope
+from app.core.config import Settings, SettingsError, load_settings
+from app.core.db import session_scope
+from app.core.names import RULES, refused_character
 from app.main import create_app
-from app.names import RULES, refused_character
 from app.serving.grpc_schema import SERVICE, message
 from app.storage.base import InvalidArtifactKey, check_key
 from app.tables import Alias, ApiKey, Dataset, Job, Model, ModelVersion

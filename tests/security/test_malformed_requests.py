@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.state import gateway_of
-from app.config import Settings
+from app.core.config import Settings
 from tests.api.test_metrics import samples
 from tests.conftest import register
 

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS
-from app.config import Settings
+from app.core.config import Settings
 from tests.helpers import blobs_csv
 
 UPLOAD_ROUTES = ["/v1/datasets", "/v1/models/capped/versions"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
+from app.core.config import Settings
 from tests.conftest import bearer, register
 
 ROW = {"inputs": [[6, 6, 6, 6]]}

@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from app.api.state import gateway_of
-from app.config import Settings
-from app.db import get_engine
+from app.core.config import Settings
+from app.core.db import get_engine
 from app.main import create_app
 from app.serving.directory import ServingDirectory
 from tests.conftest import make_settings, register

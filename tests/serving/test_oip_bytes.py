@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from app.errors import BadRequest
+from app.core.errors import BadRequest
 from app.serving.oip import decode
 
 

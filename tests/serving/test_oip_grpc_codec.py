@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.errors import BadRequest
+from app.core.errors import BadRequest
 from app.serving.grpc_schema import message
 from app.serving.oip import InferRequest
 from app.serving.oip_grpc import decode_grpc, encode_grpc

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.contracts.signature import Signature
 from app.serving.runtime import SessionCache
-from app.signature import Signature
 from app.storage import LocalArtifactStore
 
 SIGNATURE = Signature.of_tensors(input_name="input", row_shape=(4,), output_name="output",

@@ -12,8 +12,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from app.config import load_settings
-from app.errors import ArtifactCorrupt
+from app.core.config import load_settings
+from app.core.errors import ArtifactCorrupt
 from app.storage import ArtifactStore, get_store
 from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, bucket_name, s3_env
 

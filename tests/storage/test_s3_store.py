@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.config import SettingsError, load_settings
-from app.errors import ArtifactCorrupt, Unavailable
+from app.core.config import SettingsError, load_settings
+from app.core.errors import ArtifactCorrupt, Unavailable
 from app.storage import ArtifactCache, get_store
 from app.storage.s3 import S3ArtifactStore, parse_s3_url
 from tests.fixtures.servers import free_port

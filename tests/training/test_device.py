@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.config import SettingsError, load_settings
 from app.contracts.networks import MLPConfig
+from app.core.config import SettingsError, load_settings
 from app.training.device import DeviceUnavailable, describe_device, resolve_device
 from app.training.models import Network
 from app.training.train import TrainConfig, TrainData, train

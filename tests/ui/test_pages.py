@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.contracts.enums import JobStatus
-from app.db import session_scope, utcnow
+from app.core.config import Settings
+from app.core.db import session_scope, utcnow
 from app.tables import Job, Trial
 from tests.conftest import register
 from tests.helpers import blobs_csv

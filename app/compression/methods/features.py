@@ -14,7 +14,7 @@ from app.compression.base import Candidate, CompressionData, CompressionError, C
 from app.compression.methods.pruning import fine_tune
 from app.compression.spec import SelectFeatures
 from app.contracts.networks import MLPConfig
-from app.errors import BrokenInvariant
+from app.core.errors import BrokenInvariant
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.evaluation.sessions import open_session

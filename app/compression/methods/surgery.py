@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from app.contracts.networks import CNNConfig, MLPConfig
-from app.errors import BrokenInvariant
+from app.core.errors import BrokenInvariant
 from app.training.models import Network
 
 PRUNABLE = (nn.Linear, nn.Conv2d)

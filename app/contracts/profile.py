@@ -1,5 +1,5 @@
 """The typed profile of a dataset: what each column holds, the target's distribution, and
-the rows left out and why. Stored as JSON on the dataset (``app.db.PydanticJSON``); computed
+the rows left out and why. Stored as JSON on the dataset (``app.core.db.PydanticJSON``); computed
 by ``app.datasets.profile``; shown by ``GET /v1/datasets/{id}``."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 
 # Unicode categories never allowed in a name: Cc controls (NUL, \t, \n, \r, DEL, C1),
 # Cf format characters (zero-width, bidi overrides, BOM), Zl / Zp line and paragraph

@@ -1,6 +1,6 @@
 """The typed contracts a model version carries from room to room: its signature (the tensors
 it takes and gives) and its config (how it was made). Stored as JSON columns, read back as
-these models (``app.db.PydanticJSON``), never as dicts read by string keys."""
+these models (``app.core.db.PydanticJSON``), never as dicts read by string keys."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.contracts.encoding import TableEncoding
 from app.contracts.networks import CNNConfig, NetworkConfig
-from app.encoding import TableEncoding
 
 MAX_LISTED_CATEGORIES = 200  # categories a signature lists per column
 

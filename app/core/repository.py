@@ -9,8 +9,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from app.db import Base
-from app.errors import NotFound
+from app.core.db import Base
+from app.core.errors import NotFound
 
 RowT = TypeVar("RowT", bound=Base)
 

@@ -24,12 +24,8 @@ LABELS = '["setosa", "versicolor", "virginica"]'
 @pytest.fixture(scope="module")
 def server(module_kiln_server: ServerFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
     kiln = module_kiln_server(workers=0, KILN_MAX_REQUEST_MB="1")
+    kiln.upload_model("flowers", classifier_onnx, labels=LABELS, times=2)
     with kiln.client() as client:
-        for _ in range(2):
-            response = client.post("/v1/models/flowers/versions",
-                                   files={"file": ("m.onnx", classifier_onnx.read_bytes())},
-                                   data={"labels": LABELS})
-            assert response.status_code == 201, response.text
         reader = client.post("/v1/keys", json={"name": "reader", "scope": "read"})
         kiln.env["READ_KEY"] = reader.json()["key"]
     yield kiln

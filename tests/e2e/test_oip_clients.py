@@ -27,12 +27,7 @@ LABELS = '["setosa", "versicolor", "virginica"]'
 @pytest.fixture(scope="module")
 def server(module_kiln_server: ServerFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
     kiln = module_kiln_server(workers=0)
-    with kiln.client() as client:
-        for _ in range(2):  # versions 1 and 2 of the same model
-            response = client.post("/v1/models/flowers/versions",
-                                   files={"file": ("m.onnx", classifier_onnx.read_bytes())},
-                                   data={"labels": LABELS})
-            assert response.status_code == 201, response.text
+    kiln.upload_model("flowers", classifier_onnx, labels=LABELS, times=2)  # versions 1 and 2
     yield kiln
 
 

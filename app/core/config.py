@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.names import QUEUE_NAME, S3_BUCKET, S3_PREFIX, QueueNameStr
+from app.core.names import QUEUE_NAME, S3_BUCKET, S3_PREFIX, QueueNameStr
 
 ENV_PREFIX = "KILN_"
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")  # scheme://host[:port], no path

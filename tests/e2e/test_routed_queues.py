@@ -73,7 +73,7 @@ def test_an_unknown_queue_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["search", "compress", "predict"])
 def test_every_kind_has_a_queue(kind: str) -> None:
-    from app.config import Settings
+    from app.core.config import Settings
     from app.jobs.queue import queue_for
 
     assert queue_for(Settings(queue_name="kiln"), kind) == f"kiln.{kind}"

@@ -18,6 +18,7 @@ from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.fast_path import InferenceFastPath
 from app.api.grpc_service import grpc_server
+from app.api.idempotency import forget_expired
 from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS, MAX_FORM_FILES, BodySizeLimit
 from app.api.state import GatewayState
 from app.core.config import Settings, get_settings
@@ -39,10 +40,13 @@ Every `/v1` route needs `Authorization: Bearer <key>` (use **Authorize** above).
 """
 
 
-def reap_once(settings: Settings, queue: JobQueue) -> None:
-    """One reaper pass in its own transaction (sends happen after commit)."""
+def reap_once(settings: Settings, queue: JobQueue) -> int:
+    """One pass of the gateway's housekeeping in its own transaction (sends happen after
+    commit): the job reaper, then the Idempotency-Key answers past their time, forgotten;
+    returns how many were."""
     with session_scope(settings.database_url) as session:
         reap(session, settings, queue)
+        return forget_expired(session, utcnow())
 
 
 async def _reaper_loop(settings: Settings, queue: JobQueue) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 
-from app import idempotency
+from app.api import idempotency
 from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WritePrincipal
 from app.api.errors_schema import STORES_ARTIFACTS, V1_ERRORS
 from app.api.params import IdempotencyKey, IdPath, Offset

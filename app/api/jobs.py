@@ -10,7 +10,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from app import idempotency, kinds
+from app import kinds
+from app.api import idempotency
 from app.api.deps import (
     QueueDep,
     ReadAccess,

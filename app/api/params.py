@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import Header, Path, Query
 
+from app.api.idempotency import HEADER, KEEP_HOURS, KEY_PATTERN
 from app.contracts.enums import MAX_ID
 from app.core.names import ALIAS, MODEL_NAME
-from app.idempotency import HEADER, KEEP_HOURS, KEY_PATTERN
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="An id or version number.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="Items to skip.")]

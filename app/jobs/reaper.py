@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from app.contracts.enums import JobStatus
 from app.core.config import Settings
 from app.core.db import defer_until_commit, rows_changed, utcnow
-from app.idempotency import forget_expired
 from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository
 from app.jobs.runner import time_limit_message
@@ -31,7 +30,6 @@ class ReapReport:
     resent: list[int] = field(default_factory=list)
     requeued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
-    forgotten_keys: int = 0  # Idempotency-Key answers past their time
 
 
 def _resend_due(job: Job, now: datetime, base: timedelta) -> bool:
@@ -84,7 +82,6 @@ def reap(session: Session, settings: Settings, queue: JobQueue,
                         .execution_options(synchronize_session=False)):
             report.resent.append(job.id)
             defer_until_commit(session, functools.partial(queue.send, job.id, job.kind))
-    report.forgotten_keys = forget_expired(session, now)
     if report.requeued or report.failed or report.resent:
         logger.warning("reaper: requeued %s, failed %s, resent %s",
                        report.requeued, report.failed, report.resent)

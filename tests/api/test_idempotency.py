@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from app.api.idempotency import Answer, KeyedRequest, remember
 from app.core.config import Settings
 from app.core.db import session_scope, utcnow
 from app.core.errors import Conflict
-from app.idempotency import Answer, KeyedRequest, remember
 from app.jobs.queue import JobQueue
-from app.jobs.reaper import reap
+from app.main import reap_once
 from app.tables import Dataset, IdempotentRequest, Job
 from tests.api.test_jobs import broker_messages, job_body, make_dataset
 from tests.conftest import bearer
@@ -120,7 +120,6 @@ def test_the_reaper_forgets_answers_after_a_day(client: TestClient, admin: dict,
         old = session.scalar(select(IdempotentRequest).where(IdempotentRequest.key == "old"))
         assert old is not None
         old.created_at = utcnow() - timedelta(hours=25)
-    with session_scope(settings.database_url) as session:
-        assert reap(session, settings, JobQueue(settings)).forgotten_keys == 1
+    assert reap_once(settings, JobQueue(settings)) == 1
     with session_scope(settings.database_url) as session:
         assert list(session.scalars(select(IdempotentRequest.key))) == ["new"]

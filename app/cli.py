@@ -38,7 +38,7 @@ def _settings_or_exit() -> Settings:
 
 def _migrate(settings: Settings) -> None:
     from app.core.migrate import upgrade_to_head
-    from app.search.storage import open_storage
+    from app.core.study_storage import open_storage
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)  # also a data dir made by an earlier version

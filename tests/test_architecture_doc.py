@@ -28,9 +28,35 @@ def test_the_page_lists_the_contracts_layers_in_order() -> None:
                       re.DOTALL)
     assert block is not None, "docs/architecture.md lost its layers block"
     documented = [_normal(line) for line in block.group(1).splitlines() if line.strip()]
-    layers = next(c for c in _contracts() if c["type"] == "layers")
+    layers = next(c for c in _contracts() if c["type"] == "layers"
+                  and not any(":" in layer for layer in c["layers"]))
     assert documented == [_normal(layer) for layer in layers["layers"]]
     assert not layers.get("ignore_imports"), "the layers hold with no exceptions"
+
+
+def test_the_page_names_the_six_layers_of_the_coarse_contract() -> None:
+    block = re.search(r"<!-- named layers: start -->\n```\n(.*?)```\n<!-- named layers: end -->",
+                      DOC, re.DOTALL)
+    assert block is not None, "docs/architecture.md lost its named layers block"
+    documented = [line.split(":", 1)[1].strip() for line in block.group(1).splitlines()
+                  if line.strip()]
+    coarse = [c for c in _contracts() if c["type"] == "layers" and c["containers"] == ["app"]
+              and any(":" in layer for layer in c["layers"])]
+    assert len(coarse) == 1
+    assert documented == coarse[0]["layers"]
+
+
+def test_every_fine_layer_sits_in_its_named_layer_in_order() -> None:
+    layered = [c for c in _contracts() if c["type"] == "layers" and c["containers"] == ["app"]]
+    coarse = next(c for c in layered if any(":" in layer for layer in c["layers"]))
+    fine = next(c for c in layered if c is not coarse)
+    flattened = [name.strip() for layer in coarse["layers"] for name in layer.split(":")]
+    order = [name.strip() for layer in fine["layers"] for name in layer.split("|")]
+    assert sorted(flattened) == sorted(order), "both contracts cover the same packages"
+    rank = {name: index for index, layer in enumerate(coarse["layers"])
+            for name in (part.strip() for part in layer.split(":"))}
+    ranks = [rank[name] for name in order]
+    assert ranks == sorted(ranks), "the fine order never climbs back into a higher layer"
 
 
 def test_every_job_kind_is_in_the_page() -> None:

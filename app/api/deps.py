@@ -7,14 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.state import gateway_of
 from app.auth import Principal, check_scope
 from app.contracts.enums import Scope
 from app.core.config import Settings
-from app.core.db import defer_until_commit, session_scope
+from app.core.db import Session, defer_until_commit, session_scope
 from app.core.errors import Unauthorized
 from app.jobs.queue import JobQueue
 from app.serving.directory import ServingDirectory

@@ -13,11 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from app.api.state import GatewayState
-from app.core.db import DATABASE_UNAVAILABLE
+from app.core.db import DATABASE_UNAVAILABLE, VALUE_UNSTORABLE
 from app.core.errors import KilnError, RefusedBelow, Unauthorized
 from app.kinds import JOB_KINDS
 
@@ -48,7 +47,7 @@ def failure_of(error: Exception) -> Failure:
     if isinstance(error, KilnError):
         return Failure(error.status_code, error.message,
                        {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {})
-    if isinstance(error, DataError):
+    if isinstance(error, VALUE_UNSTORABLE):
         return Failure(422, UNSTORABLE_MESSAGE, {})
     if isinstance(error, DATABASE_UNAVAILABLE):
         return Failure(503, DATABASE_MESSAGE, RETRY_AFTER)
@@ -80,10 +79,6 @@ def _validation_message(error: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn our errors into 4xx/5xx responses."""
 
-    @app.exception_handler(KilnError)
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    @app.exception_handler(DataError)
     async def _known_error(request: Request, error: Exception) -> Response:
         failure = failure_of(error)
         if isinstance(error, RefusedBelow):
@@ -98,6 +93,9 @@ def install_error_handlers(app: FastAPI) -> None:
                            failure.status, type(error).__name__)
         return error_response(request.url.path, failure.status, failure.message,
                               failure.headers or None)
+
+    for known in (KilnError, *DATABASE_UNAVAILABLE, *VALUE_UNSTORABLE):
+        app.add_exception_handler(known, _known_error)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException) -> Response:

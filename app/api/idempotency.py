@@ -16,11 +16,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from app.core.db import rows_changed
+from app.auth.repository import IdempotentRequestRepository
+from app.core.db import Session
 from app.core.errors import Conflict
 from app.tables import IdempotentRequest
 
@@ -65,9 +62,8 @@ def fingerprint(*parts: str | bytes, files: tuple[Path, ...] = ()) -> str:
 def earlier_answer(session: Session, request: KeyedRequest) -> Answer | None:
     """The stored answer to an earlier request with this key, or None; a Conflict when
     that request had a different body."""
-    row = session.scalar(select(IdempotentRequest).where(
-        IdempotentRequest.api_key_id == request.api_key_id,
-        IdempotentRequest.route == request.route, IdempotentRequest.key == request.key))
+    row = IdempotentRequestRepository(session).find(
+        api_key_id=request.api_key_id, route=request.route, key=request.key)
     if row is None:
         return None
     if row.fingerprint != request.body_hash:
@@ -80,17 +76,15 @@ def remember(session: Session, request: KeyedRequest, answer: Answer) -> None:
     """Store ``answer`` for the key in the request's transaction. A request with the same
     key that got there first (still running, or committed a moment ago) makes this one a
     Conflict, and its transaction, with whatever it created, rolls back."""
-    session.add(IdempotentRequest(api_key_id=request.api_key_id, route=request.route,
-                                  key=request.key, fingerprint=request.body_hash,
-                                  status_code=answer.status_code, response=answer.body))
-    try:
-        session.flush()
-    except IntegrityError:
+    stored = IdempotentRequestRepository(session).add_unless_taken(IdempotentRequest(
+        api_key_id=request.api_key_id, route=request.route, key=request.key,
+        fingerprint=request.body_hash, status_code=answer.status_code, response=answer.body))
+    if not stored:
         raise Conflict(f"another {request.route} request with {HEADER} {request.key!r} is "
-                       "being answered; send this one again to get its answer") from None
+                       "being answered; send this one again to get its answer")
 
 
 def forget_expired(session: Session, now: datetime) -> int:
     """Drop answers older than ``KEEP_HOURS``; how many."""
-    return rows_changed(session, delete(IdempotentRequest).where(
-        IdempotentRequest.created_at < now - timedelta(hours=KEEP_HOURS)))
+    return IdempotentRequestRepository(session).delete_older_than(
+        now - timedelta(hours=KEEP_HOURS))

@@ -8,7 +8,6 @@ import orjson
 from fastapi import APIRouter, Body, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
 from app import kinds
 from app.api import idempotency
@@ -30,7 +29,7 @@ from app.batch.spec import PredictJobCreate
 from app.batch.submit import submit_predict
 from app.compression.kind import compression_report as compression_report_of
 from app.contracts.enums import JobStatus
-from app.core.db import utcnow
+from app.core.db import Session, utcnow
 from app.core.errors import InvalidInput
 from app.jobs import service
 from app.jobs.kinds import SubmitContext

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
-from sqlalchemy.orm import Session
 
 from app.api.deps import ReadAccess, SessionDep, StoreDep
 from app.api.errors_schema import V1_ERRORS
 from app.api.params import IdPath, ModelName, Offset
 from app.api.schemas import ModelRead, Page, PredictRequest, ServingOptions, VersionRead
+from app.core.db import Session
 from app.registry import service
 from app.registry.examples import version_example
 from app.tables import Model, ModelVersion

@@ -9,8 +9,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AnyKey, DirectoryDep, InferAccess, SessionDep, SettingsDep
@@ -21,7 +19,7 @@ from app.api.state import gateway_of
 from app.contracts.enums import VersionStatus
 from app.contracts.signature import TensorSpec
 from app.core.config import Settings
-from app.core.db import get_engine
+from app.core.db import Session, ping
 from app.registry.service import list_versions, resolve_serving_version
 from app.serving.directory import ServingDirectory
 from app.serving.oip import HEADER_LENGTH
@@ -57,8 +55,7 @@ def not_ready_because(progress: Preload, settings: Settings) -> str | None:
         return (f"loading models: {len(progress.loaded)} of {len(progress.names) or '?'} "
                 "loaded")
     try:
-        with get_engine(settings.database_url).connect() as connection:
-            connection.execute(text("SELECT 1"))
+        ping(settings.database_url)
     except Exception as error:
         return f"database unavailable: {error}"[:500]
     return None

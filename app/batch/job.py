@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from app.batch.output import (
     MEDIA_TYPES,
     OutputWriter,
@@ -22,7 +20,7 @@ from app.batch.output import (
 )
 from app.batch.plan import BatchPlan, Checkpoint, Part, output_key, part_key
 from app.batch.reader import chunks, estimate_rows, feeds_of, layout_for, prefetched
-from app.core.db import session_scope
+from app.core.db import Session, session_scope
 from app.core.errors import ArtifactCorrupt, BrokenInvariant, InvalidInput
 from app.evaluation.sessions import open_session
 from app.jobs.repository import JobRepository

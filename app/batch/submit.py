@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.orm import Session
-
 from app.batch.plan import BatchPlan
 from app.batch.reader import layout_for
 from app.batch.spec import PREDICT_KIND, PredictJobCreate
+from app.core.db import Session
 from app.core.errors import BrokenInvariant, InvalidInput, NotFound
 from app.datasets.repository import DatasetRepository
 from app.datasets.service import original_key

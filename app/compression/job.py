@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy.orm import Session
 
 from app.compression.base import Candidate, CompressionData
 from app.compression.pipeline import Outcome, compress
@@ -22,7 +21,7 @@ from app.compression.record import (
 from app.compression.spec import CompressionSpec, CompressJobCreate
 from app.contracts.enums import Task
 from app.contracts.signature import VersionConfig
-from app.core.db import session_scope
+from app.core.db import Session, session_scope
 from app.core.errors import BrokenInvariant
 from app.datasets.service import DatasetArrays, load_arrays, load_raw
 from app.datasets.splits import SplitIndices, split_indices

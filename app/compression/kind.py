@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy.orm import Session
-
 from app.compression.spec import (
     COMPRESS_KIND,
     CompressionSpec,
@@ -17,6 +15,7 @@ from app.compression.spec import (
 from app.contracts.enums import JobStatus
 from app.contracts.signature import VersionConfig
 from app.core.config import Settings
+from app.core.db import Session
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.datasets.repository import DatasetRepository
 from app.jobs.kinds import JobKind, SubmitContext, enqueue

@@ -7,13 +7,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from app.compression.base import Candidate, CompressionData
 from app.compression.pipeline import Outcome, Variant
 from app.compression.spec import CompressionSpec
 from app.contracts.networks import architecture_of
 from app.contracts.signature import Signature, VersionConfig
+from app.core.db import Session
 from app.registry.service import VersionDraft, register_version
 from app.storage import ArtifactStore
 from app.tables import ModelVersion

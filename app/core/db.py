@@ -22,9 +22,14 @@ from sqlalchemy import (
     create_engine,
     event,
     make_url,
+    text,
 )
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, sessionmaker
+
+# The unit of work the layers above pass around; they name it from here and leave the
+# queries to the repositories (a contract keeps SQLAlchemy out of the HTTP and engine layers).
+from sqlalchemy.orm import Session as Session
 from sqlalchemy.types import TypeDecorator
 
 logger = logging.getLogger(__name__)
@@ -85,6 +90,9 @@ class PydanticJSON(TypeDecorator[Any]):
 # The registry database cannot answer (down, restarting, locked past its timeout): what
 # was asked may be asked again once it is back.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+# The database refused a value it cannot store (out of range for its column type): the
+# client's to fix.
+VALUE_UNSTORABLE = (DataError,)
 
 
 def database_unavailable(error: BaseException) -> bool:
@@ -98,6 +106,12 @@ def database_unavailable(error: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+def ping(url: str) -> None:
+    """Ask the database at ``url`` for one row; raises when it does not answer."""
+    with get_engine(url).connect() as connection:
+        connection.execute(text("SELECT 1"))
 
 
 def utcnow() -> datetime:

@@ -16,6 +16,7 @@ from app.core.db import defer_until_commit, rows_changed, utcnow
 from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository
 from app.jobs.runner import time_limit_message
+from app.jobs.trial_repository import TrialRepository
 from app.tables import Job
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ def reap(session: Session, settings: Settings, queue: JobQueue,
         if values["status"] == JobStatus.FAILED:
             # For good: nothing will run these trials' heartbeat checks any more. (On a
             # requeue the next attempt fails them through their stale heartbeats instead.)
-            repo.mark_running_trials_lost(job.id, now)
+            TrialRepository(session).mark_lost(
+                job.id, now, "the worker running this trial stopped (lease expired)")
             report.failed.append(job.id)
         else:
             report.requeued.append(job.id)

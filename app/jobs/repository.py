@@ -1,4 +1,5 @@
-"""SQL for jobs and trials, including the conditional updates that make leases safe."""
+"""SQL for jobs, including the conditional updates that make claims, leases and cancels
+safe. A search's trials are ``trial_repository``'s."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, update
 
-from app.contracts.enums import JobStatus, TrialState
+from app.contracts.enums import JobStatus
 from app.core.db import rows_changed
 from app.core.repository import Repository
-from app.tables import Job, Trial
+from app.tables import Job
 
 
 class JobRepository(Repository[Job]):
-    """Queries over jobs and their trials."""
+    """Queries over jobs."""
 
     row_type = Job
     noun = "job"
@@ -92,16 +93,3 @@ class JobRepository(Repository[Job]):
     def counts_by_status(self) -> dict[str, int]:
         rows = self.session.execute(select(Job.status, func.count()).group_by(Job.status))
         return {status: count for status, count in rows.tuples()}
-
-    # trials
-
-    def trials(self, job_id: int) -> list[Trial]:
-        return list(self.session.scalars(
-            select(Trial).where(Trial.job_id == job_id).order_by(Trial.number)))
-
-    def mark_running_trials_lost(self, job_id: int, now: datetime) -> int:
-        return rows_changed(self.session,
-            update(Trial).where(Trial.job_id == job_id, Trial.state == TrialState.RUNNING)
-            .values(state=TrialState.LOST, finished_at=now,
-                    error="the worker running this trial stopped (lease expired)")
-            .execution_options(synchronize_session=False))

@@ -9,6 +9,7 @@ from app.contracts.enums import FINAL_JOB_STATES, JobStatus
 from app.core.db import utcnow
 from app.core.errors import Conflict
 from app.jobs.repository import JobRepository
+from app.jobs.trial_repository import TrialRepository
 from app.tables import Job, Trial
 
 
@@ -26,7 +27,7 @@ def list_jobs(session: Session, *, limit: int, offset: int,
 def list_trials(session: Session, job_id: int) -> list[Trial]:
     """The trials of a job in order."""
     get_job(session, job_id)
-    return JobRepository(session).trials(job_id)
+    return TrialRepository(session).of_job(job_id)
 
 
 def cancel_job(session: Session, job_id: int) -> Job:

@@ -47,6 +47,10 @@ class ModelRepository(Repository[Model]):
             raise BrokenInvariant("number is None")
         return int(number)
 
+    def names(self) -> list[str]:
+        """Every model's name, in order."""
+        return list(self.session.scalars(select(Model.name).order_by(Model.name)))
+
     def by_name(self, *, limit: int, offset: int) -> tuple[list[Model], int]:
         return self.page(limit=limit, offset=offset, order_by=Model.name)
 

@@ -15,14 +15,14 @@ from app.contracts.enums import Task
 from app.contracts.signature import Signature, VersionConfig
 from app.core.errors import Conflict, InvalidInput
 from app.core.names import MODEL_NAME
-from app.onnx_layers import UnsupportedGraph, read_layers
-from app.registry.onnx_checks import (
+from app.onnx_graphs.checks import (
     MAX_LABELS,
     DeclaredSignature,
     declared_signature,
     decode_model,
     refuse_external_data,
 )
+from app.onnx_graphs.layers import UnsupportedGraph, read_layers
 from app.registry.probe import probe_model
 from app.registry.repository import ModelRepository
 from app.registry.service import VersionDraft, register_version

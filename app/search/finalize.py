@@ -9,21 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from app.contracts.encoding import TableEncoding
 from app.contracts.signature import Signature, VersionConfig
+from app.core.db import Session
 from app.core.errors import BrokenInvariant
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import task_metrics
 from app.evaluation.sessions import open_session
 from app.jobs.runner import JobContext, JobFailed, Recorder
+from app.jobs.trial_repository import TrialRepository
 from app.preprocessing.encode import Raw, stress_rows
 from app.preprocessing.graph import with_rows
 from app.registry.service import VersionDraft, register_version
 from app.storage import ArtifactStore
-from app.tables import Dataset, Trial
+from app.tables import Dataset
 from app.training.ensemble import Ensemble, export_model
 from app.training.export import (
     INPUT_NAME,
@@ -150,8 +150,7 @@ def recorder_for(subject: SearchSubject, prepared: list[PreparedVersion],
     def record(session: Session) -> dict[str, Any]:
         registered = []
         for item in prepared:
-            trial_id = session.scalar(select(Trial.id).where(Trial.job_id == subject.job_id,
-                                                             Trial.number == item.trial))
+            trial_id = TrialRepository(session).id_of(subject.job_id, item.trial)
             version = register_version(session, subject.model_name,
                                        dataclasses.replace(item.draft, trial_id=trial_id))
             registered.append({"version": version.version, "trial": item.trial,

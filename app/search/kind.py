@@ -6,18 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from sqlalchemy.orm import Session
-
 from app.compression.kind import check_students
 from app.contracts.enums import JobStatus
 from app.contracts.networks import CNNConfig, MLPConfig
 from app.contracts.signature import VersionConfig
 from app.core.config import Settings
+from app.core.db import Session
 from app.core.errors import Conflict, InvalidInput, KilnError
 from app.datasets.repository import DatasetRepository
 from app.datasets.splits import TEST_FRACTION
 from app.jobs.kinds import JobKind, SubmitContext, enqueue
 from app.jobs.repository import JobRepository
+from app.jobs.trial_repository import TrialRepository
 from app.registry.fits import check_fits, check_inputs, outputs_of
 from app.registry.repository import ModelRepository
 from app.registry.service import get_version
@@ -177,7 +177,7 @@ def pareto_front(session: Session, job_id: int) -> dict[str, Any]:
                        "trial")
     objectives = result["plan"]["objectives"]
     names = [objective["metric"] for objective in objectives]
-    trials = {trial.number: trial for trial in repository.trials(job_id)}
+    trials = {trial.number: trial for trial in TrialRepository(repository.session).of_job(job_id)}
     front = []
     for entry, version in zip(result["pareto"], result["versions"], strict=True):
         trial = trials.get(entry["trial"])

@@ -14,7 +14,6 @@ import numpy as np
 import optuna
 import torch
 from optuna.study import StudyDirection
-from sqlalchemy import select
 
 from app.compression.base import Candidate
 from app.compression.job import (
@@ -30,6 +29,7 @@ from app.contracts.enums import JobStatus, Task, TrialState
 from app.core.config import Settings
 from app.core.db import session_scope, utcnow
 from app.core.errors import BrokenInvariant
+from app.core.study_storage import open_storage
 from app.datasets.service import load_arrays, load_raw
 from app.datasets.splits import split_indices
 from app.jobs.queue import JobQueue
@@ -42,6 +42,7 @@ from app.jobs.runner import (
     hard_deadline,
     worker_name,
 )
+from app.jobs.trial_repository import TrialRepository
 from app.registry.service import get_version
 from app.search import ensembles
 from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
@@ -57,7 +58,6 @@ from app.search.run import SearchRun
 from app.search.selection import best_of, fold_data, within_noise
 from app.search.space import fits
 from app.search.spec import SearchJobCreate, SearchSpec
-from app.search.storage import open_storage
 from app.search.strategy import make_pruner, make_sampler
 from app.search.trials import run_trials, stale_trial_handler, wait_for_others
 from app.storage import get_store
@@ -166,8 +166,8 @@ def _warm_start(run: SearchRun) -> None:
     if run.spec.warm_start_job is None or run.study.user_attrs.get("warm_started"):
         return
     with session_scope(run.settings.database_url) as session:
-        earlier = list(session.scalars(select(Trial).where(
-            Trial.job_id == run.spec.warm_start_job, Trial.state == TrialState.COMPLETE)))
+        earlier = TrialRepository(session).of_job(run.spec.warm_start_job,
+                                                  state=TrialState.COMPLETE)
     objective = run.plan.objectives[0]
     ranked = sorted((t for t in earlier if t.value is not None),
                     key=lambda t: -t.value if objective.maximize else t.value)  # type: ignore
@@ -190,9 +190,9 @@ def _dominates(a: list[float], b: list[float], maximize: list[bool]) -> bool:
 def complete_trials(run: SearchRun) -> list[Trial]:
     """The job's complete trials with values, in trial order (read once per finalize)."""
     with session_scope(run.settings.database_url) as session:
-        return [t for t in session.scalars(select(Trial).where(
-            Trial.job_id == run.job_id, Trial.state == TrialState.COMPLETE)
-            .order_by(Trial.number)) if t.values]
+        return [t for t in TrialRepository(session).of_job(run.job_id,
+                                                           state=TrialState.COMPLETE)
+                if t.values]
 
 
 def winners(run: SearchRun, complete: list[Trial]) -> list[Trial]:
@@ -210,7 +210,7 @@ def winners(run: SearchRun, complete: list[Trial]) -> list[Trial]:
 
 def _failure_reason(run: SearchRun) -> str:
     with session_scope(run.settings.database_url) as session:
-        rows = list(session.scalars(select(Trial).where(Trial.job_id == run.job_id)))
+        rows = TrialRepository(session).of_job(run.job_id)
     errors = [row.error for row in rows if row.error]
     if not rows:
         return "no trial ran before timeout_s ran out"
@@ -263,9 +263,7 @@ def _trials_at_once(run: SearchRun) -> int:
     """The most of this job's trials that ran at one moment (what ``parallelism`` became
     with the worker processes there were)."""
     with session_scope(run.settings.database_url) as session:
-        spans = session.execute(select(Trial.started_at, Trial.finished_at).where(
-            Trial.job_id == run.job_id, Trial.finished_at.is_not(None))).all()
-    return most_at_once([(start, end) for start, end in spans if end is not None])
+        return most_at_once(TrialRepository(session).spans(run.job_id))
 
 
 def _refit(run: SearchRun, trial: Trial) -> Network:

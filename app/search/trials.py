@@ -18,16 +18,15 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
-from sqlalchemy import func, select, update
 
 from app.contracts.enums import TrialState
 from app.core.config import Settings
-from app.core.db import rows_changed, session_scope, utcnow
+from app.core.db import session_scope, utcnow
 from app.jobs.runner import JobLost
+from app.jobs.trial_repository import TrialRepository
 from app.search.fit import Measured, train_trial
 from app.search.run import Infeasible, SearchRun
 from app.search.space import suggest
-from app.tables import Job, Trial
 from app.training.stopping import TrainingStopped, stop_checks
 
 logger = logging.getLogger(__name__)
@@ -62,12 +61,9 @@ def stale_trial_handler(settings: Settings, job_id: int,
 
     def handle(study: optuna.Study, trial: FrozenTrial) -> None:
         with session_scope(settings.database_url) as session:
-            session.execute(
-                update(Trial).where(Trial.job_id == job_id, Trial.number == trial.number,
-                                    Trial.state == TrialState.RUNNING)
-                .values(state=TrialState.LOST, finished_at=utcnow(),
-                        error="its worker stopped heartbeating (killed or hung)")
-                .execution_options(synchronize_session=False))
+            TrialRepository(session).mark_lost(
+                job_id, utcnow(), "its worker stopped heartbeating (killed or hung)",
+                number=trial.number)
         retry(study, trial)
         logger.warning("trial %s of job %s lost its worker", trial.number, job_id)
 
@@ -96,15 +92,12 @@ class Heartbeat(threading.Thread):
 def _take_slot(run: SearchRun) -> bool:
     """Claim one trial of the ``max_trials`` budget; atomic across worker processes."""
     with session_scope(run.settings.database_url) as session:
-        return bool(rows_changed(
-            session, update(Job).where(Job.id == run.job_id, Job.trial_slots < run.budget)
-            .values(trial_slots=Job.trial_slots + 1)
-            .execution_options(synchronize_session=False)))
+        return TrialRepository(session).take_slot(run.job_id, run.budget)
 
 
 def _slots_left(run: SearchRun) -> int:
     with session_scope(run.settings.database_url) as session:
-        used = session.scalar(select(Job.trial_slots).where(Job.id == run.job_id)) or 0
+        used = TrialRepository(session).slots_taken(run.job_id)
     return run.budget - used
 
 
@@ -120,10 +113,8 @@ def _out_of_time(run: SearchRun) -> bool:
 def _start_row(run: SearchRun, trial: optuna.Trial, params: dict[str, Any],
                retry_of: int | None) -> None:
     with session_scope(run.settings.database_url) as session:
-        attempt = session.scalar(select(Job.attempt).where(Job.id == run.job_id)) or 0
-        session.add(Trial(job_id=run.job_id, number=trial.number, attempt=attempt,
-                          state=TrialState.RUNNING, params=params, intermediate=[],
-                          worker=run.worker, started_at=utcnow(), retry_of=retry_of))
+        TrialRepository(session).start(run.job_id, trial.number, params=params,
+                                       worker=run.worker, retry_of=retry_of)
 
 
 def _end_row(run: SearchRun, number: int, state: TrialState, *, started: float,
@@ -131,29 +122,17 @@ def _end_row(run: SearchRun, number: int, state: TrialState, *, started: float,
              history: list[float] | None = None, error: str | None = None,
              digests: Measured | None = None) -> None:
     with session_scope(run.settings.database_url) as session:
-        session.execute(
-            update(Trial).where(Trial.job_id == run.job_id, Trial.number == number,
-                                Trial.state == TrialState.RUNNING)
-            .values(state=state, value=values[0] if values else None, values=values,
-                    metrics=metrics,
-                    checkpoint_sha256=digests.checkpoint_sha256 if digests else None,
-                    predictions_sha256=digests.predictions_sha256 if digests else None,
-                    intermediate=history or [], error=error,
-                    finished_at=utcnow(), duration_s=time.perf_counter() - started)
-            .execution_options(synchronize_session=False))
-        counted = session.scalar(select(Job.trial_slots).where(Job.id == run.job_id)) or 0
-        finished = session.scalar(select(func.count()).select_from(Trial).where(
-            Trial.job_id == run.job_id, Trial.state != TrialState.RUNNING)) or 0
-        session.execute(update(Job).where(Job.id == run.job_id)
-                        .values(trials_done=min(finished, counted), updated_at=utcnow())
-                        .execution_options(synchronize_session=False))
+        trials = TrialRepository(session)
+        trials.end(run.job_id, number, state, value=values[0] if values else None,
+                   values=values, metrics=metrics,
+                   checkpoint_sha256=digests.checkpoint_sha256 if digests else None,
+                   predictions_sha256=digests.predictions_sha256 if digests else None,
+                   intermediate=history or [], error=error,
+                   duration_s=time.perf_counter() - started)
+        trials.count_progress(run.job_id)
         if state == TrialState.COMPLETE and values:
-            better = (Job.best_value < values[0] if run.plan.objectives[0].maximize
-                      else Job.best_value > values[0])
-            session.execute(update(Job).where(Job.id == run.job_id,
-                                              Job.best_value.is_(None) | better)
-                            .values(best_value=values[0])
-                            .execution_options(synchronize_session=False))
+            trials.offer_best(run.job_id, values[0],
+                              maximize=run.plan.objectives[0].maximize)
 
 
 # -- one trial ------------------------------------------------------------------------------

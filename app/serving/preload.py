@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-
 from app.core.db import session_scope
 from app.core.errors import KilnError
+from app.registry.repository import ModelRepository
 from app.serving.directory import ServingDirectory
-from app.tables import Model
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +29,7 @@ def requested_names(setting: str, database_url: str) -> list[str]:
     if names != ["*"]:
         return names
     with session_scope(database_url) as session:
-        return list(session.scalars(select(Model.name).order_by(Model.name)))
+        return ModelRepository(session).names()
 
 
 def preload(directory: ServingDirectory, setting: str, progress: Preload) -> None:

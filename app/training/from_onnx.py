@@ -1,4 +1,4 @@
-"""An uploaded ONNX graph of ordinary layers (``app.onnx_layers``) rebuilt as a trainable
+"""An uploaded ONNX graph of ordinary layers (``app.onnx_graphs.layers``) rebuilt as a trainable
 torch ``Network``, its weights copied from the graph's initializers, and checked against the
 graph in onnxruntime before anything trains it."""
 
@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from app.core.errors import BrokenInvariant
-from app.onnx_layers import LayerPlan, UnsupportedGraph, constants_of, input_statistics, read_layers
+from app.onnx_graphs.layers import (
+    LayerPlan,
+    UnsupportedGraph,
+    constants_of,
+    input_statistics,
+    read_layers,
+)
 from app.training.models import Network
 
 PARITY_ROWS = 64

@@ -9,8 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
+from app.core.db import Session
 from app.registry.examples import version_example
 from app.tables import ModelVersion
 

@@ -17,6 +17,7 @@ from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap
 from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, JobFailed, run_job
+from app.jobs.trial_repository import TrialRepository
 from app.kinds import submit
 from app.search.spec import SearchJobCreate
 from app.storage import get_store
@@ -87,7 +88,7 @@ def test_reaper_requeues_a_lost_job_and_resends_it(settings: Settings, job_id: i
     assert job.status == JobStatus.QUEUED and job.attempt == 1
     assert broker_messages(settings) == [{"task": "kiln.search", "args": [job_id]}]
     with session_scope(settings.database_url) as session:
-        trials = JobRepository(session).trials(job_id)
+        trials = TrialRepository(session).of_job(job_id)
     # On a requeue the trial stays until the next attempt sees its heartbeat go stale
     # (app.search.trials); only a job that fails for good marks its trials lost here.
     assert [trial.state for trial in trials] == [TrialState.RUNNING]

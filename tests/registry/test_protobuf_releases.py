@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CHECKS = """
 import google.protobuf, sys
-from app.registry.onnx_checks import decode_model, refuse_external_data, declared_signature
+from app.onnx_graphs.checks import decode_model, refuse_external_data, declared_signature
 from app.core.errors import InvalidInput
 from app.serving import grpc_schema
 from tests.security.test_onnx_upload import (function_external, sparse_external,

@@ -22,7 +22,7 @@ from app.contracts.signature import TensorSpec
 from app.core.config import Settings
 from app.core.errors import KilnError
 from app.datasets.parsing import parse_csv
-from app.registry.onnx_checks import declared_signature, decode_model, refuse_external_data
+from app.onnx_graphs.checks import declared_signature, decode_model, refuse_external_data
 from app.serving.oip import decode
 from app.serving.predict import parse_body, parse_rows
 from app.serving.records import parse_records
@@ -224,7 +224,7 @@ def test_the_layer_reader_answers_layers_or_a_reason(data: st.DataObject) -> Non
     """What an upload's graph is read as, at upload time in the gateway: layers, or
     UnsupportedGraph (recorded as the reason), whatever the nodes, inputs, attributes and
     constants say; never another exception."""
-    from app.onnx_layers import UnsupportedGraph, read_layers
+    from app.onnx_graphs.layers import UnsupportedGraph, read_layers
 
     model = onnx.ModelProto()
     model.CopyFrom(LAYER_GRAPH)

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from app.contracts.networks import CNNConfig, MLPConfig
-from app.onnx_layers import UnsupportedGraph, read_layers
+from app.onnx_graphs.layers import UnsupportedGraph, read_layers
 from app.training.from_onnx import network_from_onnx
 
 

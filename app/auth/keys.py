@@ -1,4 +1,4 @@
-"""API keys: generation, hashing, lookup and the scope rules."""
+"""API keys: generation, hashing, lookup, revocation and the first admin key."""
 
 from __future__ import annotations
 
@@ -9,34 +9,15 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
-
+from app.auth.repository import ApiKeyRepository
+from app.auth.scopes import Principal
 from app.contracts.enums import Scope
-from app.core.db import utcnow
-from app.core.errors import Forbidden, NotFound, Unauthorized
+from app.core.db import Session
+from app.core.errors import Unauthorized
 from app.core.names import KEY_NAME
 from app.tables import ApiKey
 
 KEY_PREFIX = "kiln_"
-
-# Which key scopes satisfy a route's required scope.
-_GRANTS: dict[Scope, frozenset[Scope]] = {
-    Scope.ADMIN: frozenset({Scope.ADMIN}),
-    Scope.WRITE: frozenset({Scope.ADMIN, Scope.WRITE}),
-    Scope.READ: frozenset({Scope.ADMIN, Scope.WRITE, Scope.READ}),
-    Scope.INFER: frozenset({Scope.ADMIN, Scope.WRITE, Scope.INFER}),
-}
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller behind a request: which key, with what scope."""
-
-    key_id: int
-    name: str
-    scope: Scope
-
 
 @dataclass(frozen=True)
 class NewKey:
@@ -57,49 +38,37 @@ def create_key(session: Session, *, name: str, scope: Scope) -> NewKey:
     """Make a random key (32 bytes of entropy) and store only its hash."""
     KEY_NAME.check(name, "name")  # the CLI comes here without the API's schema
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, scope=scope, key_hash=hash_secret(secret), prefix=secret[:12])
-    session.add(row)
-    session.flush()
+    row = ApiKeyRepository(session).add(
+        ApiKey(name=name, scope=scope, key_hash=hash_secret(secret), prefix=secret[:12]))
     return NewKey(id=row.id, name=name, scope=scope, secret=secret)
 
 
 def authenticate(session: Session, secret: str) -> Principal:
     """The principal for a presented key, or Unauthorized."""
     digest = hash_secret(secret)
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    row = ApiKeyRepository(session).by_digest(digest)
     # The lookup is by digest; the constant-time compare keeps the final check timing-flat.
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
         raise Unauthorized("invalid or revoked API key")
     return Principal(key_id=row.id, name=row.name, scope=Scope(row.scope))
 
 
-def check_scope(principal: Principal, required: Scope) -> None:
-    """Raise Forbidden unless the principal's scope grants ``required``."""
-    if principal.scope not in _GRANTS[required]:
-        raise Forbidden(f"API key '{principal.name}' has scope '{principal.scope}'; "
-                        f"this route needs '{required}'")
-
-
 def list_keys(session: Session) -> list[ApiKey]:
     """Every key, oldest first (secrets are not stored, so none are shown)."""
-    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+    return ApiKeyRepository(session).oldest_first()
 
 
 def revoke_key(session: Session, key_id: int) -> ApiKey:
     """Revoke a key; a revoked key stops working at once."""
-    row = session.get(ApiKey, key_id)
-    if row is None:
-        raise NotFound(f"API key {key_id} not found")
-    if row.revoked_at is None:
-        session.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=utcnow()))
-        session.refresh(row)
+    repository = ApiKeyRepository(session)
+    row = repository.get_or_raise(key_id)
+    repository.revoke(row)
     return row
 
 
 def count_active_keys(session: Session) -> int:
     """How many keys are not revoked."""
-    return session.scalar(
-        select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))) or 0
+    return ApiKeyRepository(session).count_active()
 
 
 def bootstrap_admin_key(session: Session, key_file: Path) -> NewKey | None:

@@ -21,7 +21,7 @@ from app.core.config import Settings
 
 SCHEMA = "optuna"
 
-# We drive trials with ask/tell and record heartbeats ourselves (app.search.trials).
+# The search drives trials with ask/tell and records heartbeats itself (app.search.trials).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 # Trial heartbeats are an experimental argument of RDBStorage since Optuna 2.9; stable for us.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,

@@ -1,0 +1,4 @@
+"""Reading ONNX graphs that users upload, torch-free: ``checks`` decodes a file within
+bounds, refuses external data and reads the declared signature; ``layers`` reads a
+network's layer plan (dense and conv blocks, activations, normalisation) so that training
+can start from it. Building torch modules from a plan is ``app.training.from_onnx``'s."""

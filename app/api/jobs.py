@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Body, File, Form, Query, UploadFile
@@ -37,6 +37,10 @@ from app.kinds import JOB_KINDS, JobCreate
 from app.search.kind import pareto_front as pareto_front_of
 from app.tables import Job
 
+# A job's result goes out as its worker stored it: the fields its kind's model names that
+# were set, and no others (job_read sets every field of JobRead itself).
+AS_STORED: dict[str, Any] = {"response_model": JobRead, "response_model_exclude_unset": True}
+
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1_ERRORS)
 
 
@@ -67,11 +71,11 @@ def job_read(job: Job, session: Session | None = None) -> JobRead:
         id=job.id, kind=job.kind, status=JobStatus(job.status), dataset_id=job.dataset_id,
         model_name=job.model_name, spec=job.spec, progress=job_progress(job, metric),
         attempt=job.attempt, max_attempts=job.max_attempts, worker=job.worker, error=job.error,
-        result=job.result, created_at=job.created_at, started_at=job.started_at,
+        result=JOB_KINDS.read_result(job), created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, updated_at=job.updated_at)
 
 
-@router.post("", status_code=202, response_model=JobRead, summary="Submit a job")
+@router.post("", status_code=202, **AS_STORED, summary="Submit a job")
 def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep, store: StoreDep,
                principal: WritePrincipal,
                spec: Annotated[JobCreate, Body(discriminator="kind")],
@@ -91,12 +95,13 @@ def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep, stor
     earlier = idempotency.earlier_answer(session, keyed)
     if earlier is None:
         read = job_read(submit(), session)
-        earlier = idempotency.Answer(202, read.model_dump(mode="json", by_alias=True))
+        earlier = idempotency.Answer(202, read.model_dump(mode="json", by_alias=True,
+                                                           exclude_unset=True))
         idempotency.remember(session, keyed, earlier)
     return JSONResponse(earlier.body, status_code=earlier.status_code)
 
 
-@router.post("/predict", status_code=202, response_model=JobRead, responses=STORES_ARTIFACTS,
+@router.post("/predict", status_code=202, **AS_STORED, responses=STORES_ARTIFACTS,
              summary="Submit a batch prediction over an uploaded CSV")
 def submit_batch_prediction(
     session: SessionDep, settings: SettingsDep, queue: QueueDep, store: StoreDep,
@@ -128,7 +133,8 @@ def submit_batch_prediction(
     return job_read(job)
 
 
-@router.get("", response_model=Page[JobRead], dependencies=[ReadAccess])
+@router.get("", response_model=Page[JobRead], response_model_exclude_unset=True,
+            dependencies=[ReadAccess])
 def list_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Offset = 0,
               status: JobStatus | None = None) -> Page[JobRead]:
@@ -138,7 +144,7 @@ def list_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 
                 offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobRead, dependencies=[ReadAccess])
+@router.get("/{job_id}", **AS_STORED, dependencies=[ReadAccess])
 def get_job(session: SessionDep, job_id: IdPath) -> JobRead:
     """One job with its progress, error or result."""
     return job_read(service.get_job(session, job_id), session)
@@ -163,7 +169,7 @@ def compression_report(session: SessionDep, job_id: IdPath) -> CompressionReport
     """The parent and every variant of a finished compression (or search + compression)
     job side by side: quality, size, gzip size, latency, agreement, and which is
     recommended and why (409 for a job that did not compress, or has not succeeded)."""
-    return CompressionReport(**compression_report_of(session, job_id))
+    return CompressionReport(job_id=job_id, **compression_report_of(session, job_id).model_dump())
 
 
 @router.get("/{job_id}/output", response_class=FileResponse, dependencies=[ReadAccess],
@@ -177,7 +183,7 @@ def job_output(session: SessionDep, store: StoreDep, job_id: IdPath) -> FileResp
     return FileResponse(found.path, media_type=found.media_type, filename=found.filename)
 
 
-@router.post("/{job_id}/cancel", response_model=JobRead, dependencies=[WriteAccess])
+@router.post("/{job_id}/cancel", **AS_STORED, dependencies=[WriteAccess])
 def cancel_job(session: SessionDep, job_id: IdPath) -> JobRead:
     """Cancel a queued or running job; cancelling again answers the same (409 if it
     succeeded or failed)."""

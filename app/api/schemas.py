@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.contracts.enums import MAX_ID, JobStatus, Scope, TrialState
 from app.contracts.profile import DatasetProfile
+from app.contracts.results import CompressionTable, CompressResult, PredictResult, SearchResult
 from app.contracts.signature import Signature
 from app.core.names import KEY_NAME, KeyNameStr
 
@@ -71,7 +72,9 @@ class JobRead(BaseModel):
     max_attempts: int
     worker: str | None
     error: str | None
-    result: dict[str, Any] | None
+    result: SearchResult | CompressResult | PredictResult | dict[str, Any] | None = Field(
+        description="What the job made, once it succeeded, in its kind's shape (a result "
+        "another release stored in another shape: as stored).")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -111,58 +114,10 @@ class ParetoFront(BaseModel):
     trials: list[ParetoTrial]
 
 
-class ReportRow(BaseModel):
-    """One version in a compression report: the parent (first row) or a variant, measured
-    on the same held-out rows in onnxruntime. Ratios are parent / variant (2.0: half the
-    bytes, twice as fast); ``agreement`` is the share of test rows whose predicted class
-    matches the parent's (regression: R² against the parent's values)."""
-
-    model: str
-    version: int
-    role: str
-    method: str | None = None
-    chain: list[str] = Field(default_factory=list)
-    parent_version: int | None = None
-    accuracy: float | None = None
-    f1_macro: float | None = None
-    rmse: float | None = None
-    r2: float | None = None
-    params: int | None = None
-    nonzero_params: int | None = None
-    sparsity: float | None = None
-    size_bytes: int
-    gzip_bytes: int
-    latency_p50_ms: float
-    latency_p95_ms: float
-    latency_b64_p50_ms: float
-    latency_b64_p95_ms: float
-    agreement: float | None = None
-    size_ratio: float
-    gzip_ratio: float
-    speedup: float
-    speedup_b64: float
-    accuracy_drop: float | None = Field(default=None, description="Accuracy points lost "
-                                        "(regression: relative RMSE increase).")
-    smaller: bool | None = None
-    faster: bool | None = None
-    qualifies: bool | None = None
-    not_recommended_because: str | None = None
-    recommended: bool
-    settings: dict[str, Any] | None = None
-    details: dict[str, Any] | None = None
-
-
-class CompressionReport(BaseModel):
+class CompressionReport(CompressionTable):
     """The comparison table of a compression (or search + compression) job."""
 
     job_id: int
-    model_name: str
-    parent_version: int
-    max_accuracy_drop: float
-    prefer: str
-    recommended_version: int
-    reason: str
-    rows: list[ReportRow]
 
 
 class ServingOptions(BaseModel):

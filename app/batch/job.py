@@ -9,7 +9,6 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from app.batch.output import (
     MEDIA_TYPES,
@@ -20,6 +19,7 @@ from app.batch.output import (
 )
 from app.batch.plan import BatchPlan, Checkpoint, Part, output_key, part_key
 from app.batch.reader import chunks, estimate_rows, feeds_of, layout_for, prefetched
+from app.contracts.results import OutputRef, PredictResult
 from app.core.db import Session, session_scope
 from app.core.errors import ArtifactCorrupt, BrokenInvariant, InvalidInput
 from app.evaluation.sessions import open_session
@@ -123,16 +123,16 @@ def run_batch_predict(context: JobContext) -> Recorder:
         seconds = time.perf_counter() - started
         context.report(trials_total=done)  # the count, where the start had an estimate
         output = store.put_file(key, Path(spooled.name))
-    result: dict[str, Any] = {
-        "output": {"key": key, "format": plan.output_format,
-                   "media_type": MEDIA_TYPES[plan.output_format], "sha256": output.sha256,
-                   "size_bytes": output.size_bytes},
-        "rows": done, "resumed_at_row": resumed_at, "seconds": round(seconds, 3),
-        "rows_per_s": round((done - resumed_at) / seconds, 1) if seconds else None,
-        "peak_rss_mb": round(_peak_rss_mb(), 1), "rss_at_start_mb": round(rss_at_start, 1),
-        "model": plan.model, "version": plan.version}
+    result = PredictResult(
+        output=OutputRef(key=key, format=plan.output_format,
+                         media_type=MEDIA_TYPES[plan.output_format], sha256=output.sha256,
+                         size_bytes=output.size_bytes),
+        rows=done, resumed_at_row=resumed_at, seconds=round(seconds, 3),
+        rows_per_s=round((done - resumed_at) / seconds, 1) if seconds else None,
+        peak_rss_mb=round(_peak_rss_mb(), 1), rss_at_start_mb=round(rss_at_start, 1),
+        model=plan.model, version=plan.version)
 
-    def record(session: Session) -> dict[str, Any]:
+    def record(session: Session) -> PredictResult:
         for part in checkpoint.parts:  # the output holds them now
             store.delete(part_key(context.job_id, part))
         return result

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from app.batch.spec import PREDICT_KIND, PredictJobCreate
 from app.batch.submit import submit_predict
+from app.contracts.results import PredictResult, StoredResult
 from app.jobs.kinds import JobKind, SubmitContext
 from app.tables import Job
 
@@ -18,6 +19,7 @@ class PredictKind(JobKind[PredictJobCreate]):
     create_model = PredictJobCreate
     progress_unit: ClassVar[str] = "rows"
     handler_path: ClassVar[str] = "app.batch.job:run_batch_predict"
+    result_model: ClassVar[type[StoredResult]] = PredictResult
 
     def submit(self, context: SubmitContext, spec: PredictJobCreate) -> Job:
         return submit_predict(context, spec)

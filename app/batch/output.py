@@ -18,6 +18,7 @@ from pyarrow import ipc
 
 from app.batch.spec import PREDICT_KIND
 from app.contracts.enums import JobStatus, Task
+from app.contracts.results import PredictResult, result_as
 from app.core.errors import Conflict, Unavailable
 from app.storage import ArtifactStore
 from app.tables import Job
@@ -39,13 +40,14 @@ def output_file(job: Job, store: ArtifactStore) -> OutputFile:
     that has not succeeded, Unavailable when the file is gone from the store."""
     if job.kind != PREDICT_KIND:
         raise Conflict(f"job {job.id} is a {job.kind} job; only predict jobs have an output")
-    output = (job.result or {}).get("output")
-    if job.status != JobStatus.SUCCEEDED or output is None:
+    result = result_as(PredictResult, job.result)
+    if job.status != JobStatus.SUCCEEDED or result is None:
         raise Conflict(f"job {job.id} is {job.status}; its output exists when it succeeds")
-    if not store.exists(output["key"]):
+    output = result.output
+    if not store.exists(output.key):
         raise Unavailable(f"the output of job {job.id} is missing from the artifact store")
-    return OutputFile(store.local_path(output["key"], output["sha256"]), output["media_type"],
-                      f"job-{job.id}-predictions.{output['format']}")
+    return OutputFile(store.local_path(output.key, output.sha256), output.media_type,
+                      f"job-{job.id}-predictions.{output.format}")
 
 
 def probability_column(label: Any) -> str:

@@ -20,6 +20,12 @@ from app.compression.record import (
 )
 from app.compression.spec import CompressionSpec, CompressJobCreate
 from app.contracts.enums import Task
+from app.contracts.results import (
+    CompressionFields,
+    CompressResult,
+    SearchResult,
+    StoredResult,
+)
 from app.contracts.signature import VersionConfig
 from app.core.db import Session, session_scope
 from app.core.errors import BrokenInvariant
@@ -99,14 +105,14 @@ class Compression:
     outcome: Outcome
     prepared: list[PreparedVariant]
 
-    def result_fields(self, session: Session, root: ModelVersion) -> dict[str, Any]:
+    def result_fields(self, session: Session, root: ModelVersion) -> CompressionFields:
         """Register the variants under ``root``; what the job's result says of them."""
         registered = register_variants(session, self.lineage, root, self.prepared)
         table = report(self.outcome, self.spec, model_name=self.lineage.model_name,
                        root_version=root.version,
                        versions=[version.version for version in registered])
-        return {"recommended_version": table["recommended_version"],
-                "recommendation_reason": table["reason"], "compression": table}
+        return CompressionFields(recommended_version=table.recommended_version,
+                                 recommendation_reason=table.reason, compression=table)
 
 
 def run_compression(context: JobContext, parent: Candidate, data: CompressionData,
@@ -121,13 +127,20 @@ def run_compression(context: JobContext, parent: Candidate, data: CompressionDat
     return Compression(spec=spec, lineage=lineage, outcome=outcome, prepared=prepared)
 
 
+def _set_fields(fields: CompressionFields) -> dict[str, Any]:
+    """The fields a compression set, as they are (for a result that takes them on)."""
+    return {name: getattr(fields, name) for name in fields.model_fields_set}
+
+
 def with_compression(base: Recorder, compression: Compression) -> Recorder:
     """A search's recorder that also registers the variants of the version it registers."""
 
-    def record(session: Session) -> dict[str, Any]:
+    def record(session: Session) -> StoredResult:
         result = base(session)
-        root = get_version(session, compression.lineage.model_name, result["version"])
-        return {**result, **compression.result_fields(session, root)}
+        if not isinstance(result, SearchResult):
+            raise BrokenInvariant("a compression follows a search's recorder")
+        root = get_version(session, compression.lineage.model_name, result.version)
+        return result.model_copy(update=_set_fields(compression.result_fields(session, root)))
 
     return record
 
@@ -169,11 +182,12 @@ def run_compress(context: JobContext) -> Recorder:
         context, candidate_from_version(source, store), data, spec.compression, lineage, store,
         progress=lambda done: context.report(trials_done=done))
 
-    def record(session: Session) -> dict[str, Any]:
+    def record(session: Session) -> CompressResult:
         root = get_version(session, spec.source.model, spec.source.version)
         fields = compression.result_fields(session, root)
-        variants = [row["version"] for row in fields["compression"]["rows"][1:]]
-        return {"model_name": spec.source.model, "parent_version": root.version,
-                "versions": variants, **fields}
+        rows = fields.compression.rows if fields.compression is not None else []
+        return CompressResult(model_name=spec.source.model, parent_version=root.version,
+                              versions=[row.version for row in rows[1:]],
+                              **_set_fields(fields))
 
     return record

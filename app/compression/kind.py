@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from app.compression.spec import (
     COMPRESS_KIND,
@@ -13,6 +13,13 @@ from app.compression.spec import (
     count_steps,
 )
 from app.contracts.enums import JobStatus
+from app.contracts.results import (
+    CompressionFields,
+    CompressionTable,
+    CompressResult,
+    StoredResult,
+    result_as,
+)
 from app.contracts.signature import VersionConfig
 from app.core.config import Settings
 from app.core.db import Session
@@ -33,6 +40,7 @@ class CompressKind(JobKind[CompressJobCreate]):
     create_model = CompressJobCreate
     progress_unit: ClassVar[str] = "steps"
     handler_path: ClassVar[str] = "app.compression.job:run_compress"
+    result_model: ClassVar[type[StoredResult]] = CompressResult
 
     def submit(self, context: SubmitContext, spec: CompressJobCreate) -> Job:
         """The source must exist, fit the dataset, and suit the chains."""
@@ -73,14 +81,14 @@ def check_students(settings: Settings, compression: CompressionSpec, dataset: Da
                               path=f"compression.methods[{position}][{index}].student_hidden")
 
 
-def compression_report(session: Session, job_id: int) -> dict[str, Any]:
+def compression_report(session: Session, job_id: int) -> CompressionTable:
     """The comparison table a finished compression (of either kind of job) stored in its
     job's result."""
     job = JobRepository(session).get_or_raise(job_id)
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"job {job_id} is {job.status}; its report exists when it succeeds")
-    report = (job.result or {}).get("compression")
-    if report is None:
+    fields = result_as(CompressionFields, job.result)
+    if fields is None or fields.compression is None:
         raise Conflict(f"job {job_id} did not compress anything; submit a compress job or a "
                        "search with 'compression'")
-    return {"job_id": job_id, **report}
+    return fields.compression

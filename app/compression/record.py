@@ -11,6 +11,7 @@ from app.compression.base import Candidate, CompressionData
 from app.compression.pipeline import Outcome, Variant
 from app.compression.spec import CompressionSpec
 from app.contracts.networks import architecture_of
+from app.contracts.results import CompressionTable, ReportRow
 from app.contracts.signature import Signature, VersionConfig
 from app.core.db import Session
 from app.registry.service import VersionDraft, register_version
@@ -105,7 +106,7 @@ def register_variants(session: Session, lineage: Lineage, root: ModelVersion,
 
 
 def report(outcome: Outcome, spec: CompressionSpec, *, model_name: str, root_version: int,
-           versions: list[int]) -> dict[str, Any]:
+           versions: list[int]) -> CompressionTable:
     """The comparison of the parent and its variants, with the recommendation."""
     parent = outcome.parent_metrics
     rows = [_row(model_name, root_version, "parent", None, [], None, parent, parent)]
@@ -122,9 +123,10 @@ def report(outcome: Outcome, spec: CompressionSpec, *, model_name: str, root_ver
                    else versions[outcome.recommended])
     for row in rows:
         row["recommended"] = row["version"] == recommended
-    return {"model_name": model_name, "parent_version": root_version,
-            "max_accuracy_drop": spec.max_accuracy_drop, "prefer": spec.prefer,
-            "recommended_version": recommended, "reason": outcome.reason, "rows": rows}
+    return CompressionTable(model_name=model_name, parent_version=root_version,
+                            max_accuracy_drop=spec.max_accuracy_drop, prefer=spec.prefer,
+                            recommended_version=recommended, reason=outcome.reason,
+                            rows=[ReportRow.model_validate(row) for row in rows])
 
 
 def _row(model_name: str, version: int, role: str, method: str | None, chain: list[str],

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
 
 from app.contracts.enums import JobStatus
+from app.contracts.results import StoredResult, result_as
 from app.core.config import Settings
-from app.core.db import defer_until_commit, utcnow
+from app.core.db import Session, defer_until_commit, utcnow
 from app.core.errors import BrokenInvariant
 from app.jobs.queue import JobQueue, task_name
 from app.jobs.repository import JobRepository
@@ -56,6 +56,7 @@ class JobKind(ABC, Generic[SpecT]):
     create_model: type[SpecT]  # the request body POST /v1/jobs takes, tagged by ``kind``
     progress_unit: ClassVar[str]  # what trials_done / trials_total count
     handler_path: ClassVar[str]  # "module:function" the worker runs (see the docstring)
+    result_model: ClassVar[type[StoredResult]]  # what its handler's recorder stores
 
     @property
     def task_name(self) -> str:
@@ -118,6 +119,13 @@ class KindMap(Mapping[str, JobKind[Any]]):
 
     def __len__(self) -> int:
         return len(self._kinds)
+
+    def read_result(self, job: Job) -> StoredResult | dict[str, Any] | None:
+        """A stored job's result, typed by its kind; as stored when the kind is no longer
+        run or the result does not fit its model (another release wrote it)."""
+        kind = self._kinds.get(job.kind)
+        typed = result_as(kind.result_model, job.result) if kind is not None else None
+        return typed if typed is not None else job.result
 
     def progress_unit(self, name: str) -> str:
         """What a stored job's progress counts (a kind no longer run: trials)."""

@@ -14,18 +14,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from app.contracts.enums import JobStatus
+from app.contracts.results import StoredResult
 from app.core.config import Settings
-from app.core.db import database_unavailable, session_scope, utcnow
+from app.core.db import Session, database_unavailable, session_scope, utcnow
 from app.core.errors import KilnError
 from app.jobs.repository import JobRepository
 from app.training.stopping import TrainingStopped, stop_checks
 
 logger = logging.getLogger(__name__)
 
-Recorder = Callable[[Session], dict[str, Any]]
+Recorder = Callable[[Session], StoredResult]
 CANCEL_POLL_S = 1.0  # how often a running job's worker looks for a cancel
 
 
@@ -156,7 +155,7 @@ def _claim(settings: Settings, job_id: int, worker: str) -> JobContext | None:
 def _finish(context: JobContext, status: JobStatus, *, error: str | None = None,
             recorder: Recorder | None = None) -> None:
     with session_scope(context.settings.database_url) as session:
-        result = recorder(session) if recorder else None
+        result = recorder(session).stored_json() if recorder else None
         if not JobRepository(session).finish(context.job_id, attempt=context.attempt,
                                               status=status, now=utcnow(), error=error,
                                               result=result):

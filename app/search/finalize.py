@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from app.contracts.encoding import TableEncoding
+from app.contracts.results import SearchResult
 from app.contracts.signature import Signature, VersionConfig
 from app.core.db import Session
 from app.core.errors import BrokenInvariant
@@ -147,17 +148,16 @@ def recorder_for(subject: SearchSubject, prepared: list[PreparedVersion],
     """The recorder that registers every prepared version when the job succeeds; the
     result names the first (the best, or the first of the Pareto front)."""
 
-    def record(session: Session) -> dict[str, Any]:
-        registered = []
+    def record(session: Session) -> SearchResult:
+        versions = []
         for item in prepared:
             trial_id = TrialRepository(session).id_of(subject.job_id, item.trial)
             version = register_version(session, subject.model_name,
                                        dataclasses.replace(item.draft, trial_id=trial_id))
-            registered.append({"version": version.version, "trial": item.trial,
-                               "metrics": item.metrics})
-        first = registered[0]
-        return {"model_name": subject.model_name, "version": first["version"],
-                "trial": first["trial"], "metrics": first["metrics"],
-                "versions": [entry["version"] for entry in registered], **summary}
+            versions.append(version.version)
+        first = prepared[0]
+        return SearchResult(model_name=subject.model_name, version=versions[0],
+                            trial=first.trial, metrics=first.metrics, versions=versions,
+                            **summary)
 
     return record

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from app.compression.kind import check_students
 from app.contracts.enums import JobStatus
 from app.contracts.networks import CNNConfig, MLPConfig
+from app.contracts.results import SearchResult, StoredResult, result_as
 from app.contracts.signature import VersionConfig
 from app.core.config import Settings
 from app.core.db import Session
@@ -40,6 +41,7 @@ class SearchKind(JobKind[SearchJobCreate]):
     name: ClassVar[str] = SEARCH_KIND
     create_model = SearchJobCreate
     progress_unit: ClassVar[str] = "trials"
+    result_model: ClassVar[type[StoredResult]] = SearchResult
     handler_path: ClassVar[str] = "app.search.study:run_search"
 
     def submit(self, context: SubmitContext, spec: SearchJobCreate) -> Job:
@@ -155,9 +157,9 @@ def _check_sources(session: Session, search: SearchSpec,
 def objectives_of(session: Session, job: Job) -> list[dict[str, str]]:
     """A search job's objectives (metric and direction), from its result once it has one,
     else from its spec and dataset as the search itself plans them; [] for other kinds."""
-    plan = (job.result or {}).get("plan")
-    if plan and plan.get("objectives"):
-        return list(plan["objectives"])
+    result = result_as(SearchResult, job.result)
+    if result is not None and result.plan.objectives:
+        return [objective.stored_json() for objective in result.plan.objectives]
     dataset = DatasetRepository(session).get(job.dataset_id) if job.dataset_id else None
     if job.kind != SEARCH_KIND or dataset is None or "search" not in job.spec:
         return []
@@ -169,19 +171,19 @@ def pareto_front(session: Session, job_id: int) -> dict[str, Any]:
     """The Pareto front a finished multi-objective search registered."""
     repository = JobRepository(session)
     job = repository.get_or_raise(job_id)
-    result = job.result or {}
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"job {job_id} is {job.status}; the front is known when it succeeds")
-    if "pareto" not in result:
+    result = result_as(SearchResult, job.result)
+    if result is None or result.pareto is None:
         raise Conflict(f"job {job_id} optimised one objective; see its result for the best "
                        "trial")
-    objectives = result["plan"]["objectives"]
-    names = [objective["metric"] for objective in objectives]
+    names = [objective.metric for objective in result.plan.objectives]
     trials = {trial.number: trial for trial in TrialRepository(repository.session).of_job(job_id)}
     front = []
-    for entry, version in zip(result["pareto"], result["versions"], strict=True):
-        trial = trials.get(entry["trial"])
-        front.append({"trial": entry["trial"], "version": version,
-                      "values": dict(zip(names, entry["values"], strict=True)),
+    for point, version in zip(result.pareto, result.versions, strict=True):
+        trial = trials.get(point.trial)
+        front.append({"trial": point.trial, "version": version,
+                      "values": dict(zip(names, point.values, strict=True)),
                       "params": trial.params if trial else {}})
-    return {"objectives": objectives, "trials": front}
+    return {"objectives": [objective.stored_json() for objective in result.plan.objectives],
+            "trials": front}

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from app.api.schemas import ParetoTrial, ReportRow, TrialRead
+from app.api.schemas import ParetoTrial, TrialRead
+from app.contracts.results import ReportRow
 
 Figure = dict[str, Any]
 MARGIN = {"l": 60, "r": 20, "t": 30, "b": 50}

@@ -30,6 +30,7 @@ from app.auth import check_scope
 from app.batch.output import output_file
 from app.compression.kind import compression_report
 from app.contracts.enums import JobStatus, Scope
+from app.contracts.results import CompressionFields, SearchResult
 from app.core.db import defer_until_commit, utcnow
 from app.core.errors import KilnError
 from app.datasets import service as datasets
@@ -148,13 +149,16 @@ def job_page(request: Request, session: SessionDep, viewer: ViewerDep,
                 notes["parallel"] = (f"The {len(axes)} parameters that explain the most, of "
                                      f"{varied} that varied." if "importance" in figures else
                                      f"{len(axes)} of the {varied} parameters that varied.")
-    result = job.result or {}
-    if job.status == JobStatus.SUCCEEDED and "pareto" in result:
+    result = job.result
+    if (job.status == JobStatus.SUCCEEDED and isinstance(result, SearchResult)
+            and result.pareto is not None):
         front = ParetoFront(**pareto_front(session, job_id))
         figures["pareto"] = charts.pareto(trials, front.trials, front.objectives)
     report = None
-    if job.status == JobStatus.SUCCEEDED and "compression" in result:
-        report = CompressionReport(**compression_report(session, job_id))
+    if (job.status == JobStatus.SUCCEEDED and isinstance(result, CompressionFields)
+            and result.compression is not None):
+        report = CompressionReport(job_id=job_id,
+                                   **compression_report(session, job_id).model_dump())
         figures["size"], figures["latency"] = charts.compression_tradeoffs(report.rows)
     return _page(request, "job.html", viewer, job=job, trials=trials, objectives=objectives,
                  figures=figures, notes=notes, report=report, elapsed=_elapsed(job),

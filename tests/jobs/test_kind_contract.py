@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.contracts.enums import JobStatus
+from app.contracts.results import result_as
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.datasets.service import create_dataset
@@ -126,7 +127,9 @@ def test_claim_run_record_once_and_a_rerun_is_a_no_op(settings: Settings, regist
     first = _recorded(settings, job_id)
     status, attempt, error, result = first[:4]
     assert (status, attempt, error) == (JobStatus.SUCCEEDED, 1, None)
-    assert result
+    typed = result_as(kind.result_model, result)
+    assert typed is not None, f"{name}'s result does not read back as {kind.result_model}"
+    assert typed.stored_json() == result, "the result reads back as it was stored"
     if name != "predict":  # searches and compressions register versions
         assert first[6] > versions_before
     run_job(settings, job_id, handler)  # the broker redelivered the message

@@ -9,6 +9,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import JobStatus, TrialState
+from app.contracts.results import StoredResult
 from app.core.config import Settings
 from app.core.db import session_scope, utcnow
 from app.datasets.service import create_dataset
@@ -126,7 +127,7 @@ def test_runner_records_the_result_once(settings: Settings, job_id: int) -> None
     def handler(context: JobContext):
         calls.append(context.attempt)
         context.report(trials_done=3, best_value=0.5)
-        return lambda session: {"answer": 42}
+        return lambda session: StoredResult.model_validate({"answer": 42})
 
     run_job(settings, job_id, handler)
     run_job(settings, job_id, handler)  # a duplicate delivery finds the job finished
@@ -178,7 +179,8 @@ def test_a_database_outage_leaves_the_job_to_its_lease_not_failed(
         expire(session, job_id)
     with session_scope(settings.database_url) as session:
         assert reap(session, settings, JobQueue(settings)).requeued == [job_id]
-    run_job(settings, job_id, lambda context: (lambda session: {"attempt": context.attempt}))
+    run_job(settings, job_id, lambda context: (
+        lambda session: StoredResult.model_validate({"attempt": context.attempt})))
     job = load(settings, job_id)
     assert (job.status, job.result) == (JobStatus.SUCCEEDED, {"attempt": 2})
 

@@ -39,7 +39,8 @@ def seed_search(settings: Settings) -> int:
                   finished_at=utcnow(),
                   result={"plan": {"objectives": [{"metric": "accuracy",
                                                    "direction": "maximize"}]},
-                          "versions": [1], "version": 1, "model_name": "seeded"})
+                          "versions": [1], "version": 1, "model_name": "seeded", "trial": 4,
+                          "metrics": {"accuracy": 0.9}})
         session.add(job)
         session.flush()
         for number, (state, value, width) in enumerate([
@@ -163,7 +164,9 @@ def seed_wide_search(settings: Settings, trials: int, parameters: int) -> int:
                   trials_done=trials, trials_total=trials, best_value=0.9,
                   started_at=utcnow(), finished_at=utcnow(),
                   result={"plan": {"objectives": [{"metric": "accuracy",
-                                                   "direction": "maximize"}]}})
+                                                   "direction": "maximize"}]},
+                          "versions": [1], "version": 1, "model_name": "wide", "trial": 0,
+                          "metrics": {"accuracy": 0.9}})
         session.add(job)
         session.flush()
         rng = np.random.default_rng(0)

@@ -1,0 +1,189 @@
+"""What each kind of job stores as its result, typed. A worker's recorder builds one of
+these; the runner stores it as the JSON it was built with (``stored_json``: the fields that
+were set, nothing added), and every reader (the API, the dashboard, the report and Pareto
+routes, batch outputs) parses it back with ``result_as`` instead of reading keys.
+
+Results allow fields these models do not name, so a result written by another release
+reads back whole; one that does not fit at all is passed on as the JSON it is."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class StoredResult(BaseModel):
+    """A job's result, or a part of one."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def stored_json(self) -> dict[str, Any]:
+        """The JSON the job keeps: exactly the fields that were set."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+# -- compression -------------------------------------------------------------------------
+class ReportRow(BaseModel):
+    """One version in a compression report: the parent (first row) or a variant, measured
+    on the same held-out rows in onnxruntime. Ratios are parent / variant (2.0: half the
+    bytes, twice as fast); ``agreement`` is the share of test rows whose predicted class
+    matches the parent's (regression: R² against the parent's values)."""
+
+    model: str
+    version: int
+    role: str = Field(description="parent or variant.")
+    method: str | None = None
+    chain: list[str] = Field(default_factory=list)
+    parent_version: int | None = None
+    accuracy: float | None = None
+    f1_macro: float | None = None
+    rmse: float | None = None
+    r2: float | None = None
+    params: int | None = None
+    nonzero_params: int | None = None
+    sparsity: float | None = None
+    size_bytes: int
+    gzip_bytes: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_b64_p50_ms: float
+    latency_b64_p95_ms: float
+    agreement: float | None = None
+    size_ratio: float
+    gzip_ratio: float
+    speedup: float
+    speedup_b64: float
+    accuracy_drop: float | None = Field(default=None, description="Accuracy points lost "
+                                        "(regression: relative RMSE increase).")
+    smaller: bool | None = None
+    faster: bool | None = None
+    qualifies: bool | None = None
+    not_recommended_because: str | None = None
+    recommended: bool
+    settings: dict[str, Any] | None = None
+    details: dict[str, Any] | None = None
+
+
+class CompressionTable(StoredResult):
+    """The comparison a compression stores: every version it made beside their parent,
+    and the one it recommends under the accuracy budget."""
+
+    model_name: str
+    parent_version: int
+    max_accuracy_drop: float
+    prefer: str
+    recommended_version: int
+    reason: str
+    rows: list[ReportRow]
+
+
+class CompressionFields(StoredResult):
+    """What a compression adds to the result of the job that ran it (a compress job, or a
+    search that compressed its winner)."""
+
+    recommended_version: int | None = None
+    recommendation_reason: str | None = None
+    compression: CompressionTable | None = None
+
+
+# -- search ------------------------------------------------------------------------------
+class Objective(StoredResult):
+    metric: str
+    direction: Literal["maximize", "minimize"]
+
+
+class PlanSummary(StoredResult):
+    """The plan the search ran (with the defaults a budget-only search chose);
+    ``parallelism`` is what was asked, ``trials_at_once`` the most that ran at one time."""
+
+    objectives: list[Objective]
+    pruning_metric: str | None = None
+    network: str | None = None
+    init_from: str | None = None
+    algorithm: str | None = None
+    pruner: str | None = None
+    parallelism: int | None = None
+    max_trials: int | None = None
+    timeout_s: float | None = None
+    max_ensemble: int | None = None
+    trials_at_once: int | None = None
+
+
+class Selection(StoredResult):
+    """How the winner was chosen, and how far ahead of the rest it really was."""
+
+    validation: str
+    validation_rows: int
+    refit_on_rows: int | None = None
+    refit_epochs: int | None = None
+    winner_fold_std: float | None = None
+    trials_within_noise: int | None = None
+    ensemble: dict[str, Any] | None = None
+
+
+class ParetoPoint(StoredResult):
+    trial: int
+    values: list[float]
+
+
+class SearchResult(CompressionFields):
+    """The version(s) a search registered: the first is the winner (or the first of the
+    Pareto front); ``metrics`` are the winner's, measured on its test rows."""
+
+    model_name: str
+    version: int
+    trial: int
+    metrics: dict[str, Any]
+    versions: list[int]
+    plan: PlanSummary
+    selection: Selection | None = None
+    pareto: list[ParetoPoint] | None = None
+
+
+class CompressResult(CompressionFields):
+    """The variants a compress job registered under the version it compressed."""
+
+    model_name: str
+    parent_version: int
+    versions: list[int]
+
+
+# -- batch prediction --------------------------------------------------------------------
+class OutputRef(StoredResult):
+    """Where a batch prediction's output lies in the artifact store."""
+
+    key: str
+    format: str
+    media_type: str
+    sha256: str
+    size_bytes: int
+
+
+class PredictResult(StoredResult):
+    """A batch prediction's output and what it cost."""
+
+    output: OutputRef
+    rows: int
+    resumed_at_row: int = 0
+    seconds: float | None = None
+    rows_per_s: float | None = None
+    peak_rss_mb: float | None = None
+    rss_at_start_mb: float | None = None
+    model: str
+    version: int
+
+
+JobResult = SearchResult | CompressResult | PredictResult
+ResultT = TypeVar("ResultT", bound=StoredResult)
+
+
+def result_as(model: type[ResultT], stored: dict[str, Any] | None) -> ResultT | None:
+    """``stored`` parsed as ``model``; None when there is none, or when it does not fit
+    (written by a release whose shape differs: the API then shows it as stored)."""
+    if stored is None:
+        return None
+    try:
+        return model.model_validate(stored)
+    except ValidationError:
+        return None

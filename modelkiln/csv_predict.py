@@ -1,10 +1,11 @@
 """Predicting a CSV file in batches: rows in as the file has them, the file back out with
-a ``prediction`` column added."""
+a ``prediction`` column added; text cells a spreadsheet would run as formulas are made inert."""
 
 from __future__ import annotations
 
 import csv
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,18 @@ def _batches(rows: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
         yield batch
 
 
+_RISKY_START = re.compile(r"^[=+\-@\t\r]")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def inert_cells(cells: list[Any]) -> list[Any]:
+    """The cells, with each text cell a spreadsheet would run as a formula (it begins with
+    ``= + - @``, a tab or a carriage return, and is not a plain number) written with a
+    leading ``'`` (OWASP's advice on CSV injection); numbers stay as they are."""
+    return ["'" + cell if isinstance(cell, str) and _RISKY_START.match(cell)
+            and not _PLAIN_NUMBER.match(cell) else cell for cell in cells]
+
+
 def predict_csv(client: Client, name: str, source: str | Path, dest: str | Path, *,
                 version: int | None = None, batch_size: int = 1000,
                 probabilities: bool = False) -> int:
@@ -88,15 +101,16 @@ def predict_csv(client: Client, name: str, source: str | Path, dest: str | Path,
             raise ValueError(f"{name} v{chosen.version} is not a classifier: it has no class "
                              "probabilities to write")
         writer = csv.writer(out)
-        writer.writerow([*header, "prediction",
-                         *([f"probability_{label}" for label in labels] if probabilities
-                           else [])])
+        writer.writerow(inert_cells([*header, "prediction",
+                                     *([f"probability_{label}" for label in labels]
+                                       if probabilities else [])]))
         for batch in _batches(rows, batch_size):
             inputs = [reader.convert(done + offset + 2, row) for offset, row in enumerate(batch)]
             answer = client.predict(name, inputs, version=chosen.version)
             scores = answer.get("probabilities") if probabilities else None
             for index, (row, prediction) in enumerate(zip(batch, answer["predictions"],
                                                           strict=True)):
-                writer.writerow([*row, prediction, *(scores[index] if scores else [])])
+                writer.writerow(inert_cells([*row, prediction,
+                                             *(scores[index] if scores else [])]))
             done += len(batch)
     return done

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from pyarrow import csv as arrow_csv
 from pyarrow import ipc
 
+from app.batch.csv_cells import inert_table
 from app.batch.spec import PREDICT_KIND
 from app.contracts.enums import JobStatus, Task
 from app.contracts.results import PredictResult, result_as
@@ -52,6 +53,13 @@ def output_file(job: Job, store: ArtifactStore) -> OutputFile:
 
 def probability_column(label: Any) -> str:
     return f"probability_{label}"
+
+
+def output_columns(task: str, labels: list[Any] | None) -> list[str]:
+    """The columns an output writes besides the key columns."""
+    if task == Task.CLASSIFICATION and labels is not None:
+        return ["row", "prediction", *(probability_column(label) for label in labels)]
+    return ["row", "prediction"]
 
 
 def prediction_table(first_row: int, rows: pa.Table, keys: tuple[str, ...], output: np.ndarray,
@@ -104,6 +112,8 @@ class OutputWriter:
             while (table := self._tables.get()) is not None:
                 if self._error is not None:
                     continue  # drain, so that write() never blocks forever
+                if self.output_format == "csv":
+                    table = inert_table(table)
                 if writer is None:
                     writer = (arrow_csv.CSVWriter(str(self.destination), table.schema)
                               if self.output_format == "csv"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.batch.output import output_columns
 from app.batch.plan import BatchPlan
 from app.batch.reader import layout_for
 from app.batch.spec import PREDICT_KIND, PredictJobCreate
@@ -67,6 +68,7 @@ def submit_predict(context: SubmitContext, spec: PredictJobCreate, *,
     header, _ = read_header(source)
     features = _feature_names(session, version, dataset_id)
     layout_for(version.signature, header, spec.key_columns, features)
+    refuse_output_names(spec.key_columns, version)
     plan = BatchPlan(model=spec.model, version=version.version, dataset_id=dataset_id,
                      key_columns=spec.key_columns, output_format=spec.output_format,
                      chunk_rows=spec.chunk_rows, input_key="", filename=Path(name).name[:255],
@@ -83,3 +85,14 @@ def submit_predict(context: SubmitContext, spec: PredictJobCreate, *,
     job.spec = plan.model_copy(update={"input_key": key, "input_sha256": digest}).model_dump()
     session.flush()
     return job
+
+
+def refuse_output_names(keys: list[str], version: ModelVersion) -> None:
+    """A key column named like a column the output writes would overwrite it or be
+    dropped: refused, naming it (the CSV's column can be renamed, or left out)."""
+    written = output_columns(version.task, version.class_labels)
+    taken = [key for key in keys if key in written]
+    if taken:
+        raise InvalidInput(f"key_columns: {taken[0]!r} is a column the output writes "
+                           f"({', '.join(written)}); rename it in the CSV or leave it out "
+                           "of key_columns")

@@ -62,9 +62,16 @@ def _train_in_group(run: SearchRun, trial: int, network: Network, training: Trai
                     on_epoch: Callable[[int, float], None]) -> tuple[TrainResult, int]:
     settings = run.settings
     world = run.spec.data_parallel
-    host = GroupHost(world, bind_host=bind_address(settings), device=torch.device(training.device),
-                     advertise_host=settings.advertise_host,
-                     join_s=settings.data_parallel_join_s, collective_s=COLLECTIVE_S)
+    try:
+        host = GroupHost(world, bind_host=bind_address(settings),
+                         device=torch.device(training.device),
+                         advertise_host=settings.advertise_host,
+                         join_s=settings.data_parallel_join_s, collective_s=COLLECTIVE_S)
+    except OSError as error:
+        logger.warning("job %s trial %s: cannot listen for data-parallel members on "
+                       "KILN_ADVERTISE_HOST=%s (%s); training alone", run.job_id, trial,
+                       settings.advertise_host, error)
+        return train(network, run.data, training, on_epoch), 1
     key = work_key(run.job_id, trial)
     stored = run.store.put_bytes(key, pack_member_work(network, run.data, training),
                                  durable=False)
@@ -80,8 +87,8 @@ def _train_in_group(run: SearchRun, trial: int, network: Network, training: Trai
 
 
 def bind_address(settings: Settings) -> str:
-    """Listen on loopback while the advertised address is loopback, else everywhere."""
-    return "127.0.0.1" if settings.advertise_host in _LOOPBACK else "0.0.0.0"
+    """The address rank 0's rendezvous gate listens on: the advertised one, only."""
+    return "127.0.0.1" if settings.advertise_host in _LOOPBACK else settings.advertise_host
 
 
 def run_member(settings: Settings, message: dict[str, Any]) -> None:

@@ -1,10 +1,12 @@
 """Data-parallel training: one network trained by several processes with torch's
 DistributedDataParallel (gloo on CPU, nccl on CUDA).
 
-Rank 0 is the process that owns the trial. It hosts a TCPStore (the rendezvous) on
-``bind_host`` and a free port and publishes ``Rendezvous`` (address, world size, backend) to
-the members through what the workers already share (the broker message that recruits them;
-the training data travels through the artifact store). Each member announces itself under
+Rank 0 is the process that owns the trial. It hosts a TCPStore (the rendezvous) on loopback,
+reachable from elsewhere only through a ``Gate`` on ``bind_host`` (``app.training.gate``:
+a connection must prove the trial's secret first), and publishes ``Rendezvous`` (the
+gate's address, world size, backend, the secret) to the members through what the workers
+already share (the broker message that recruits them; the training data travels through
+the artifact store). Each member announces itself under
 its rank; rank 0 waits ``join_s`` for all of them, then writes one decision: ``go`` (all
 joined: the process group forms) or ``alone`` (someone is missing: rank 0 trains by itself,
 and members that joined, or join later, leave at once). So a member never waits on a group
@@ -36,6 +38,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from app.contracts.networks import architecture_from, architecture_of
+from app.training.gate import Gate, Tunnel, listening_socket, new_secret
 from app.training.models import Network
 from app.training.train import (
     TrainConfig,
@@ -63,6 +66,7 @@ class Rendezvous:
     device: str  # cpu or cuda: members train where rank 0 does
     join_s: float
     collective_s: float
+    secret: str  # proves a member was recruited for this trial (app.training.gate)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,10 +79,12 @@ def _member_key(rank: int) -> str:
 class DataParallelGroup:
     """This process's place in a formed process group."""
 
-    def __init__(self, rank: int, world: int, device: torch.device) -> None:
+    def __init__(self, rank: int, world: int, device: torch.device,
+                 tunnel: Tunnel | None = None) -> None:
         self.rank = rank
         self.world = world
         self.device = device
+        self.tunnel = tunnel
 
     def wrap(self, network: nn.Module) -> nn.Module:
         """The module whose forward and backward average gradients over the group (rank
@@ -106,6 +112,8 @@ class DataParallelGroup:
     def leave(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+        if self.tunnel is not None:
+            self.tunnel.close()
 
 
 class GroupHost:
@@ -115,11 +123,23 @@ class GroupHost:
                  join_s: float, collective_s: float) -> None:
         backend = "nccl" if device.type == "cuda" else "gloo"
         self.device = device
-        self.store = dist.TCPStore(bind_host, 0, world, True, wait_for_workers=False,
-                                   timeout=datetime.timedelta(seconds=join_s + collective_s))
-        self.rendezvous = Rendezvous(host=advertise_host, port=int(self.store.port),
+        # TCPStore's own server listens on every interface: hand it a loopback socket.
+        self._store_socket = listening_socket("127.0.0.1")
+        store_port = int(self._store_socket.getsockname()[1])
+        self.store = dist.TCPStore("127.0.0.1", store_port, world, True,
+                                   wait_for_workers=False,
+                                   timeout=datetime.timedelta(seconds=join_s + collective_s),
+                                   master_listen_fd=self._store_socket.fileno())
+        secret = new_secret()
+        self.gate = Gate(bind_host, store_port, secret)
+        self.rendezvous = Rendezvous(host=advertise_host, port=self.gate.port,
                                      world=world, backend=backend, device=device.type,
-                                     join_s=join_s, collective_s=collective_s)
+                                     join_s=join_s, collective_s=collective_s, secret=secret)
+
+    def close(self) -> None:
+        """Stop admitting connections, once the trial has trained (until then a late
+        member still reads the decision and leaves at once)."""
+        self.gate.close()
 
     def form(self) -> DataParallelGroup | None:
         """Wait for every member; the group, or None (members told to leave) on timeout."""
@@ -142,27 +162,35 @@ def join(rendezvous: Rendezvous, rank: int, device: torch.device) -> DataParalle
     """A member's side: announce ``rank``, wait for rank 0's decision; the group, or None
     when rank 0 went on alone (or cannot be reached)."""
     timeout = datetime.timedelta(seconds=rendezvous.join_s + 30)
+    tunnel = Tunnel(rendezvous.host, rendezvous.port, rendezvous.secret)
+    if not tunnel.reachable():
+        tunnel.close()
+        logger.info("data-parallel member %s: rank 0's trial at %s:%s has ended; leaving",
+                    rank, rendezvous.host, rendezvous.port)
+        return None
     try:
-        store = dist.TCPStore(rendezvous.host, rendezvous.port, rendezvous.world, False,
+        store = dist.TCPStore("127.0.0.1", tunnel.port, rendezvous.world, False,
                               timeout=timeout)
         store.set(_member_key(rank), "1")
         decision = store.get(_DECISION)
     except (RuntimeError, dist.DistError) as error:
+        tunnel.close()
         logger.warning("data-parallel member %s: rank 0 at %s:%s is gone (%s)", rank,
                        rendezvous.host, rendezvous.port, error)
         return None
     if decision != GO.encode():
+        tunnel.close()
         logger.info("data-parallel member %s: rank 0 trained alone; leaving", rank)
         return None
-    return _init_group(store, rank, rendezvous, device)
+    return _init_group(store, rank, rendezvous, device, tunnel)
 
 
 def _init_group(store: dist.Store, rank: int, rendezvous: Rendezvous,
-                device: torch.device) -> DataParallelGroup:
+                device: torch.device, tunnel: Tunnel | None = None) -> DataParallelGroup:
     dist.init_process_group(rendezvous.backend, store=dist.PrefixStore("group", store),
                             rank=rank, world_size=rendezvous.world,
                             timeout=datetime.timedelta(seconds=rendezvous.collective_s))
-    return DataParallelGroup(rank, rendezvous.world, device)
+    return DataParallelGroup(rank, rendezvous.world, device, tunnel)
 
 
 def train_with_members(network: Network, data: TrainData, config: TrainConfig,
@@ -170,13 +198,16 @@ def train_with_members(network: Network, data: TrainData, config: TrainConfig,
                        ) -> tuple[TrainResult, int]:
     """Rank 0: train with the members that joined (the group's size is returned), or
     alone when not all of them came in time."""
-    group = host.form()
-    if group is None:
-        return train(network, data, config, on_epoch), 1
     try:
-        return train(network, data, config, on_epoch, group), group.world
+        group = host.form()
+        if group is None:
+            return train(network, data, config, on_epoch), 1
+        try:
+            return train(network, data, config, on_epoch, group), group.world
+        finally:
+            group.leave()
     finally:
-        group.leave()
+        host.close()
 
 
 def train_as_member(payload: bytes, rendezvous: Rendezvous, rank: int) -> bool:

@@ -289,3 +289,40 @@ def test_the_dashboard_shows_progress_in_rows_and_serves_the_output(
         output = browser.get(f"/ui/jobs/{job['id']}/output")
         assert output.status_code == 200 and output.content.startswith(b'"row","id"')
         assert browser.get("/ui/jobs/999999/output").status_code == 404
+
+
+HOSTILE_KEYS = ["=HYPERLINK(\"http://evil\",\"x\")", "+SUM(1,2)", "-2+3", "@cmd", "\tlead",
+                "-3.5", "plain"]
+
+
+def test_formula_cells_are_inert_in_csv_and_exact_in_parquet(kiln: KilnServer,
+                                                              tmp_path: Path) -> None:
+    """Key cells a spreadsheet would run (= + - @, a tab) come out with a leading ' in a
+    CSV output; plain numbers and other text as they were; Parquet keeps every cell."""
+    source = tmp_path / "formulas.csv"
+    with source.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "a", "b", "c", "d"])
+        writer.writerows([[key, 1, 2, 3, 4] for key in HOSTILE_KEYS])
+    as_csv = submit_upload(kiln, source, key_columns="id")
+    as_parquet = submit_upload(kiln, source, key_columns="id", output_format="parquet")
+    for job in (as_csv, as_parquet):
+        assert kiln.wait_for_job(job["id"])["status"] == "succeeded"
+    written = output_of(kiln, as_csv["id"]).column("id").to_pylist()
+    assert written == ["'" + HOSTILE_KEYS[0], "'+SUM(1,2)", "'-2+3", "'@cmd", "'\tlead",
+                       "-3.5", "plain"]
+    assert output_of(kiln, as_parquet["id"]).column("id").to_pylist() == HOSTILE_KEYS
+
+
+@pytest.mark.parametrize("key", ["row", "prediction", "probability_setosa"])
+def test_a_key_column_named_like_an_output_column_is_refused(kiln: KilnServer, tmp_path: Path,
+                                                             key: str) -> None:
+    source = tmp_path / "clash.csv"
+    source.write_text(f"{key},a,b,c,d\nk,1,2,3,4\n")
+    with kiln.client() as client:
+        before = client.get("/v1/jobs").json()["total"]
+        response = client.post("/v1/jobs/predict", data={"model": "flowers", "key_columns": key},
+                               files={"file": ("clash.csv", source.read_bytes())})
+        assert response.status_code == 422, response.text
+        assert f"key_columns: '{key}' is a column the output writes" in response.text
+        assert client.get("/v1/jobs").json()["total"] == before

@@ -5,7 +5,9 @@ trial to train alone, and a stop on rank 0 stops every member."""
 from __future__ import annotations
 
 import copy
+import datetime
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from app.contracts.networks import MLPConfig
 from app.training.models import Network
@@ -113,3 +116,28 @@ def test_a_stop_on_rank_zero_stops_the_members(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="pruned"):
         train_with_members(network, data, config, host, on_epoch=prune_after_two)
     assert member.wait(timeout=60) == 0  # it stopped with rank 0, not at epoch 50
+
+
+def test_a_process_without_the_secret_is_never_admitted(tmp_path: Path) -> None:
+    """A stranger that reaches rank 0's advertised port (torch's own store client, or raw
+    bytes) is refused before it reaches the store: it cannot join, read the weights or
+    send gradients, it does not extend the join deadline, and the trial trains exactly as
+    it would have alone."""
+    data = _data(rows=512)
+    config = TrainConfig(epochs=2, learning_rate=0.01, batch_size=64, seed=2)
+    host = _host(join_s=3.0)
+    port = host.rendezvous.port
+    with pytest.raises((RuntimeError, dist.DistError)):
+        stranger = dist.TCPStore("127.0.0.1", port, 2, False,
+                                 timeout=datetime.timedelta(seconds=2))
+        stranger.set("joined/1", "1")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        challenge = raw.recv(64)
+        raw.sendall(b"\0" * 32)  # a wrong answer
+        assert challenge and raw.recv(1) == b""  # closed, nothing relayed
+    network = _network()
+    result, world = train_with_members(network, data, config, host)
+    assert world == 1
+    assert result.history == pytest.approx(train(_network(), data, config).history)
+    assert host.gate.refused >= 2
+    assert "secret" in host.rendezvous.as_json() and len(host.rendezvous.secret) == 64

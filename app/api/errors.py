@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 # The database down: the request may be sent again, so a 503 with Retry-After, not a 500.
 DATABASE_MESSAGE = "the registry database is unavailable right now; retry shortly"
 RETRY_AFTER = {"Retry-After": "2"}
+ARTIFACT_MESSAGE = "a file this request needs is missing from the artifact store"
 # A value the database cannot store (PostgreSQL: a number past its column, text holding a
 # NUL character) that no check caught earlier: the client's input, so a 422, never a 500.
 UNSTORABLE_MESSAGE = ("a value in the request cannot be stored: a number out of range, or "
@@ -51,6 +52,8 @@ def failure_of(error: Exception) -> Failure:
         return Failure(422, UNSTORABLE_MESSAGE, {})
     if isinstance(error, DATABASE_UNAVAILABLE):
         return Failure(503, DATABASE_MESSAGE, RETRY_AFTER)
+    if isinstance(error, FileNotFoundError):  # an artifact gone from the store
+        return Failure(503, ARTIFACT_MESSAGE, {})
     return Failure(500, "internal error", {})
 
 
@@ -94,7 +97,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request.url.path, failure.status, failure.message,
                               failure.headers or None)
 
-    for known in (KilnError, *DATABASE_UNAVAILABLE, *VALUE_UNSTORABLE):
+    for known in (KilnError, *DATABASE_UNAVAILABLE, *VALUE_UNSTORABLE, FileNotFoundError):
         app.add_exception_handler(known, _known_error)
 
     @app.exception_handler(HTTPException)

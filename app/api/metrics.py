@@ -3,6 +3,7 @@ compute time apart), loaded models and their bytes, jobs by state."""
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from app.api.state import gateway_of
 from app.contracts.enums import JobStatus
 from app.core.config import Settings
 from app.core.db import session_scope
+from app.core.errors import Unauthorized
 from app.jobs.repository import JobRepository
 from app.serving.runtime import LoadedModel, SessionCache
 
@@ -117,6 +119,19 @@ class ServingMetrics:
 
 @router.get("/metrics", include_in_schema=True, response_class=Response)
 def metrics(request: Request) -> Response:
-    """Prometheus text exposition (open, like the health routes)."""
-    collected = gateway_of(request.app).metrics
-    return Response(generate_latest(collected.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text exposition: open, or with ``KILN_METRICS_TOKEN`` set only for
+    ``Authorization: Bearer <token>`` (it lists every model and version)."""
+    state = gateway_of(request.app)
+    check_metrics_token(state.settings, request.headers.get("authorization", ""))
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def check_metrics_token(settings: Settings, authorization: str) -> None:
+    """Unauthorized unless ``/metrics`` is open or ``authorization`` bears its token."""
+    token = settings.metrics_token.get_secret_value()
+    if not token:
+        return
+    scheme, _, presented = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), token.encode()):
+        raise Unauthorized("/metrics needs 'Authorization: Bearer <KILN_METRICS_TOKEN>'")

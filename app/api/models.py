@@ -92,7 +92,8 @@ def download_artifact(session: SessionDep, store: StoreDep, name: ModelName,
                       version: IdPath) -> FileResponse:
     """The version's ONNX file."""
     row = service.get_version(session, name, version)
-    return FileResponse(store.local_path(row.artifact_key, row.sha256),
+    return FileResponse(store.version_file(row.artifact_key, row.sha256,
+                                           f"the ONNX file of {name} v{version}"),
                         media_type="application/octet-stream",
                         filename=f"{name}-v{version}.onnx",
                         headers={"X-Content-SHA256": row.sha256})

@@ -139,6 +139,11 @@ class Settings(BaseSettings):
                                 "start, before /v2/health/ready says ready: comma-separated "
                                 "names, or * for every model (their serving versions).")
 
+    metrics_token: SecretStr = Field(default=SecretStr(""), description="When set, GET "
+                                     "/metrics answers only requests with 'Authorization: "
+                                     "Bearer <this token>' (Prometheus: "
+                                     "authorization.credentials); empty: /metrics is open.")
+
     cors_origins: str = Field(default="", description="Comma-separated origins (such as "
                               "https://app.example.com) whose pages may call the API from a "
                               "browser; empty: CORS stays off and browsers refuse "

@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from optuna.trial import TrialState as OptunaState
 from app.contracts.enums import TrialState
 from app.core.config import Settings
 from app.core.db import session_scope, utcnow
+from app.core.errors import KilnError
 from app.jobs.runner import JobLost
 from app.jobs.trial_repository import TrialRepository
 from app.search.fit import Measured, train_trial
@@ -191,7 +193,7 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
     except Exception as error:  # one bad configuration must not end the search
         _finish(run, trial, shadow, OptunaState.FAIL)
         _end_row(run, trial.number, TrialState.FAILED, started=started, history=scores,
-                 error=f"{type(error).__name__}: {error}"[:2000])
+                 error=trial_error(run, trial.number, error))
         return
     finally:
         beat.done.set()
@@ -202,6 +204,19 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
         run.pruning.tell(shadow, measured.get(run.plan.pruning_metric, values[0]))
     _end_row(run, trial.number, TrialState.COMPLETE, started=started, values=values,
              metrics=measured, history=scores, digests=outcome)
+
+
+def trial_error(run: SearchRun, number: int, error: Exception) -> str:
+    """What a failed trial shows in the API and the dashboard: our own errors' messages
+    (written for the user: their data, their spec), else a reference to the worker's log,
+    which has the traceback (exception text can carry paths and addresses)."""
+    if isinstance(error, KilnError):
+        return error.message[:2000]
+    reference = uuid.uuid4().hex[:12]
+    logger.error("job %s trial %s failed (reference %s)", run.job_id, number, reference,
+                 exc_info=error)
+    return (f"{type(error).__name__} (reference {reference}); the worker's log has the "
+            "details")
 
 
 def _finish(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,

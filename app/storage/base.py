@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core.errors import ArtifactCorrupt, RefusedBelow
+from app.core.errors import ArtifactCorrupt, RefusedBelow, Unavailable
 from app.core.names import ARTIFACT_KEY
 
 # A disk that is full, a quota reached, a file size limit hit: the write lost nothing that
@@ -84,6 +84,14 @@ class ArtifactStore(abc.ABC):
     def local_path(self, key: str, sha256: str | None) -> Path:
         """A local file holding the artifact, checked against ``sha256`` (readers must not
         modify it). FileNotFoundError when ``key`` holds nothing."""
+
+    def version_file(self, key: str, sha256: str | None, what: str) -> Path:
+        """``local_path``, with a missing file an Unavailable (503) that names ``what``
+        (such as ``the ONNX file of flowers v2``), never the server's path."""
+        try:
+            return self.local_path(key, sha256)
+        except FileNotFoundError:
+            raise Unavailable(f"{what} is missing from the artifact store") from None
 
     @abc.abstractmethod
     def read_bytes(self, key: str, sha256: str | None) -> bytes:

@@ -238,7 +238,8 @@ def move_alias(request: Request, session: SessionDep, viewer: ViewerDep,
 def download(session: SessionDep, store: StoreDep, viewer: ViewerDep, name: ModelName,
              version: IdPath) -> FileResponse:
     row = registry.get_version(session, name, version)
-    return FileResponse(store.local_path(row.artifact_key, row.sha256),
+    return FileResponse(store.version_file(row.artifact_key, row.sha256,
+                                           f"the ONNX file of {name} v{version}"),
                         media_type="application/octet-stream",
                         filename=f"{name}-v{version}.onnx",
                         headers={"X-Content-SHA256": row.sha256})

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from app.core.config import Settings
+from app.main import create_app
 from tests.conftest import register
 
 
@@ -44,3 +46,19 @@ def test_metrics_count_requests_failures_models_and_jobs(client: TestClient, adm
     assert values[("kiln_models_loaded", ())] == 1
     assert values[("kiln_models_loaded_bytes", ())] == classifier_onnx.stat().st_size
     assert values[("kiln_jobs", (("status", "queued"),))] == 0
+
+
+def test_a_metrics_token_closes_metrics_to_everyone_else(settings: Settings) -> None:
+    """With KILN_METRICS_TOKEN, /metrics (which lists every model and version) answers
+    only its bearer; the rest of the gateway is unchanged."""
+    guarded = settings.model_copy(update={"metrics_token": SecretStr("scrape-me")})
+    with TestClient(create_app(guarded, run_reaper=False)) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-me"},
+                        {"Authorization": "Basic c2NyYXBlLW1l"}):
+            refused = client.get("/metrics", headers=headers)
+            assert refused.status_code == 401, headers
+            assert "KILN_METRICS_TOKEN" in refused.json()["detail"]
+            assert "kiln_" not in refused.text
+        answered = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert answered.status_code == 200 and "kiln_inference_requests_total" in answered.text
+        assert client.get("/v2/health/live").status_code == 200

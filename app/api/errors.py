@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from app.api.state import GatewayState
 from app.core.db import DATABASE_UNAVAILABLE, VALUE_UNSTORABLE
 from app.core.errors import KilnError, RefusedBelow, Unauthorized
+from app.core.names import shown
 from app.kinds import JOB_KINDS
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 # The database down: the request may be sent again, so a 503 with Retry-After, not a 500.
 DATABASE_MESSAGE = "the registry database is unavailable right now; retry shortly"
 RETRY_AFTER = {"Retry-After": "2"}
+ECHO_CHARS = 200  # the most of a client's input a validation error repeats
 ARTIFACT_MESSAGE = "a file this request needs is missing from the artifact store"
 # A value the database cannot store (PostgreSQL: a number past its column, text holding a
 # NUL character) that no check caught earlier: the client's input, so a 422, never a 500.
@@ -112,10 +114,25 @@ def install_error_handlers(app: FastAPI) -> None:
         if request.url.path.startswith("/ui"):
             return error_response(request.url.path, 422, _validation_message(error))
         # Keep FastAPI's list form: each entry names the field (loc) and the problem (msg).
-        errors = error.errors()
+        errors = _bounded_inputs(error.errors())
         if request.url.path == "/v1/jobs":
             errors = _without_kind_tags(errors)
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+def _bounded_inputs(errors: Sequence[Any]) -> list[Any]:
+    """The errors with each echoed ``input`` bounded: a long text quoted in part, anything
+    else large left out (an answer never repeats an unbounded input back)."""
+    bounded = []
+    for item in errors:
+        value = item.get("input")
+        if isinstance(value, str) and len(value) > ECHO_CHARS:
+            item = {**item, "input": shown(value)}
+        elif value is not None and not isinstance(value, str | int | float | bool) and len(
+                repr(value)) > ECHO_CHARS:
+            item = {key: part for key, part in item.items() if key != "input"}
+        bounded.append(item)
+    return bounded
 
 
 def _without_kind_tags(errors: Sequence[Any]) -> list[Any]:

@@ -38,7 +38,9 @@ def refused_character(value: str) -> str | None:
     return None
 
 
-def _shown(value: str) -> str:
+def shown(value: str) -> str:
+    """``value`` quoted for a message, at most 80 characters of it: an error never echoes
+    an unbounded name back."""
     return repr(value[:80]) + ("..." if len(value) > 80 else "")
 
 
@@ -59,12 +61,12 @@ class NameRule:
             return f"{self.kind} is longer than {self.max_length} characters"
         char = refused_character(value)
         if char is not None:
-            return (f"{self.kind} {_shown(value)} holds the control character "
+            return (f"{self.kind} {shown(value)} holds the control character "
                     f"U+{ord(char):04X}; {self.rule}")
         if value != value.strip():
-            return f"{self.kind} {_shown(value)} begins or ends with whitespace; {self.rule}"
+            return f"{self.kind} {shown(value)} begins or ends with whitespace; {self.rule}"
         if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
-            return f"{self.kind} {_shown(value)} is not valid: {self.rule}"
+            return f"{self.kind} {shown(value)} is not valid: {self.rule}"
         return None
 
     def is_valid(self, value: str) -> bool:

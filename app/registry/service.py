@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.contracts.enums import VersionStatus
 from app.contracts.signature import Signature, VersionConfig
 from app.core.errors import NotFound
-from app.core.names import MODEL_NAME
+from app.core.names import MODEL_NAME, shown
 from app.registry.repository import ModelRepository, VersionRepository
 from app.storage import StoredArtifact
 from app.tables import Model, ModelVersion, Trial
@@ -60,9 +60,9 @@ def register_version(session: Session, model_name: str, draft: VersionDraft) -> 
 
 def get_model(session: Session, name: str) -> Model:
     """The model, or NotFound."""
-    model = ModelRepository(session).get_by_name(name)
+    model = ModelRepository(session).get_by_name(name) if MODEL_NAME.is_valid(name) else None
     if model is None:
-        raise NotFound(f"model {name!r} not found")
+        raise NotFound(f"model {shown(name)} not found")
     return model
 
 

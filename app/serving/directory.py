@@ -25,7 +25,8 @@ from typing import Any
 from app.auth import Principal, authenticate
 from app.contracts.signature import Signature
 from app.core.db import session_scope
-from app.core.errors import KilnError, Unavailable
+from app.core.errors import KilnError, NotFound, Unavailable
+from app.core.names import MODEL_NAME, shown
 from app.registry.service import get_model, resolve_serving_version
 from app.serving.batching import BatchPolicy, DynamicBatcher
 from app.serving.generation import SharedGeneration
@@ -179,6 +180,8 @@ class ServingDirectory:
         return None if model is None else self._target(name, served, model)
 
     def _served(self, name: str, version: int | None) -> ServedVersion:
+        if not MODEL_NAME.is_valid(name):  # bounded before any lookup, and never echoed
+            raise NotFound(f"model {shown(name)} not found")
         served: ServedVersion | None = self._fresh(
             self._routes, (name, version), lambda: self._reresolve(name, version))
         return served if served is not None else self._reresolve(name, version)

@@ -131,8 +131,8 @@ def raw_call(server: KilnServer, request: object) -> grpc.RpcError:
 
 
 def hostile(raw: list[bytes] | None = None, shape: list[int] | None = None,
-            datatype: str = "FP32", inputs: int = 1) -> object:
-    request = message("ModelInferRequest")(model_name="flowers")
+            datatype: str = "FP32", inputs: int = 1, model: str = "flowers") -> object:
+    request = message("ModelInferRequest")(model_name=model)
     for _ in range(inputs):
         request.inputs.add(name="input", datatype=datatype, shape=shape or [1, 4])
     request.raw_input_contents.extend(raw if raw is not None else [bytes(16)])
@@ -156,6 +156,8 @@ HOSTILE = [
      "contains NaN or Inf", grpc.StatusCode.INVALID_ARGUMENT),
     ("over the size limit", hostile(raw=[bytes(2 * 1048576)], shape=[131072, 4]),
      "larger than max", grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ("a 100 KB model name", hostile(model="m" * 100_000), "model 'mmmm",
+     grpc.StatusCode.NOT_FOUND),
 ]
 
 
@@ -166,6 +168,7 @@ def test_hostile_messages_are_refused_and_the_server_keeps_serving(
         case: str, request_: object, text: str, code: grpc.StatusCode) -> None:
     error = raw_call(server, request_)
     assert error.code() == code and text in (error.details() or ""), error
+    assert len(error.details() or "") < 1000, "a message never echoes an unbounded input"
     assert np.allclose(triton.infer(rows, key=server.key)["output"], expected, atol=1e-6)
 
 

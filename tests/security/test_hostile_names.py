@@ -342,3 +342,19 @@ def test_kiln_keys_create_refuses_a_name_with_a_control_character(
     with pytest.raises(SystemExit, match="--name: key name 'ci\\\\n' holds the control"):
         main(["keys", "create", "--name", "ci\n", "--scope", "read"])
     assert stored(settings) == before
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/v1/models/{}/predict"), ("POST", "/v2/models/{}/infer"),
+    ("GET", "/v2/models/{}"), ("GET", "/v2/models/{}/ready"), ("GET", "/v1/models/{}")])
+def test_a_huge_model_name_is_a_short_404(client: TestClient, admin: dict, method: str,
+                                          path: str) -> None:
+    """A 60 KB name is refused before any lookup, and the answer quotes at most 80
+    characters of it."""
+    body = {"inputs": [[1, 2, 3, 4]]} if "predict" in path else (
+        {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                     "data": [1, 2, 3, 4]}]} if "infer" in path else None)
+    answer = client.request(method, path.format("m" * 60_000), headers=admin, json=body)
+    assert answer.status_code in (400, 404, 422), answer.text[:200]
+    assert len(answer.content) < 1000
+    assert client.get("/v2/health/live").status_code == 200

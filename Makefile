@@ -9,13 +9,15 @@ BENCH ?= serving
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
 
-lint:  ## ruff, mypy (app, workers, client and tests), import-linter's layer contracts
+lint:  ## ruff (rules and format), mypy (app, workers, client and tests), import-linter's layer contracts
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-format:  ## fix what ruff can fix (imports, upgrades) in place
+format:  ## format the code and fix what ruff can fix (imports, upgrades) in place
 	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test:  ## the whole suite, as CI's embedded pass runs it (SQLite, server-less broker)
 	$(BIN)/pytest

@@ -42,18 +42,26 @@ class Gateway:
         self.log = data_dir.parent / "serve.log"
         env = {**os.environ, "KILN_DATA_DIR": str(data_dir)}
         self.process = subprocess.Popen(
-            [str(BIN / "kiln"), "serve", "--port", str(self.port),
-             "--grpc-port", str(free_port())],
-            env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+            [str(BIN / "kiln"), "serve", "--port", str(self.port), "--grpc-port", str(free_port())],
+            env=env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         self.key = ""
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str = "application/json") -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         if body is not None:
             headers["Content-Type"] = content_type
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body,
-                                         headers=headers, method=method)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers, method=method
+        )
         try:
             with urllib.request.urlopen(request, timeout=60) as answer:
                 return answer.status, json.loads(answer.read() or b"null")
@@ -91,13 +99,19 @@ def fail(step: str, gateway: Gateway, answer: object = "") -> None:
 
 def multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-             .encode() for name, value in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-                 f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                 .encode() + content + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
-        f"multipart/form-data; boundary={boundary}"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+        + content
+        + b"\r\n"
+    )
+    return b"".join(
+        parts
+    ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def classifier_onnx() -> bytes:
@@ -105,13 +119,19 @@ def classifier_onnx() -> bytes:
     rng = random.Random(0)
     weights = [rng.uniform(-1, 1) for _ in range(12)]
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "w"], ["logits"]),
-         helper.make_node("Add", ["logits", "b"], ["scores"]),
-         helper.make_node("Softmax", ["scores"], ["output"], axis=1)],
-        "smoke", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [
+            helper.make_node("MatMul", ["input", "w"], ["logits"]),
+            helper.make_node("Add", ["logits", "b"], ["scores"]),
+            helper.make_node("Softmax", ["scores"], ["output"], axis=1),
+        ],
+        "smoke",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3])],
-        initializer=[helper.make_tensor("w", TensorProto.FLOAT, [4, 3], weights),
-                     helper.make_tensor("b", TensorProto.FLOAT, [3], [0.1, 0.0, -0.1])])
+        initializer=[
+            helper.make_tensor("w", TensorProto.FLOAT, [4, 3], weights),
+            helper.make_tensor("b", TensorProto.FLOAT, [3], [0.1, 0.0, -0.1]),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.checker.check_model(model)
@@ -139,20 +159,32 @@ def main() -> None:
         status, answer = gateway.request("POST", "/v1/models/smoke-upload/versions", body, kind)
         if status != 201:
             fail("upload an ONNX model", gateway, (status, answer))
-        infer = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
-                             "data": [0.1, 0.2, 0.3, 0.4, 1.0, -1.0, 0.5, 0.0]}]}
-        status, answer = gateway.request("POST", "/v2/models/smoke-upload/infer",
-                                         json.dumps(infer).encode())
+        infer = {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [2, 4],
+                    "datatype": "FP32",
+                    "data": [0.1, 0.2, 0.3, 0.4, 1.0, -1.0, 0.5, 0.0],
+                }
+            ]
+        }
+        status, answer = gateway.request(
+            "POST", "/v2/models/smoke-upload/infer", json.dumps(infer).encode()
+        )
         if status != 200 or answer["outputs"][0]["shape"] != [2, 3]:
             fail("/v2 infer on the uploaded model", gateway, (status, answer))
 
-        body, kind = multipart({"target": "label", "name": "smoke-table"}, "table.csv",
-                               table_csv())
+        body, kind = multipart({"target": "label", "name": "smoke-table"}, "table.csv", table_csv())
         status, answer = gateway.request("POST", "/v1/datasets", body, kind)
         if status != 201:
             fail("upload a CSV", gateway, (status, answer))
-        search = {"kind": "search", "dataset_id": answer["id"], "model_name": "smoke-table",
-                  "search": {"algorithm": "random", "max_trials": 2, "seed": 0}}
+        search = {
+            "kind": "search",
+            "dataset_id": answer["id"],
+            "model_name": "smoke-table",
+            "search": {"algorithm": "random", "max_trials": 2, "seed": 0},
+        }
         status, answer = gateway.request("POST", "/v1/jobs", json.dumps(search).encode())
         if status != 202:
             fail("submit a 2-trial search", gateway, (status, answer))
@@ -165,17 +197,30 @@ def main() -> None:
         if answer["status"] != "succeeded":
             fail("the 2-trial search", gateway, answer)
 
-        records = {"inputs": [{"size": 3.2, "colour": "blue", "weight": 0.1},
-                              {"size": None, "colour": "red", "weight": -0.3}]}
-        status, answer = gateway.request("POST", "/v1/models/smoke-table/predict",
-                                         json.dumps(records).encode())
+        records = {
+            "inputs": [
+                {"size": 3.2, "colour": "blue", "weight": 0.1},
+                {"size": None, "colour": "red", "weight": -0.3},
+            ]
+        }
+        status, answer = gateway.request(
+            "POST", "/v1/models/smoke-table/predict", json.dumps(records).encode()
+        )
         if status != 200 or not set(answer["predictions"]) <= {"yes", "no"}:
             fail("/v1 predict by column name", gateway, (status, answer))
         gateway.stop()
-    versions = subprocess.run([str(BIN / "python"), "-m", "pip", "list", "--format=freeze"],
-                              capture_output=True, text=True, check=True).stdout.split()
-    shown = [line for line in versions if line.split("==")[0].lower() in
-             ("protobuf", "onnx", "onnxruntime", "fastapi", "numpy", "optuna", "sqlalchemy")]
+    versions = subprocess.run(
+        [str(BIN / "python"), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    shown = [
+        line
+        for line in versions
+        if line.split("==")[0].lower()
+        in ("protobuf", "onnx", "onnxruntime", "fastapi", "numpy", "optuna", "sqlalchemy")
+    ]
     print("main-install smoke passed:", ", ".join(shown))
 
 

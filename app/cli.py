@@ -69,11 +69,16 @@ def _bootstrap_key(settings: Settings) -> None:
     if new_key is None:
         return
     if sys.stdout.isatty():  # a person is watching; a captured log must never hold a key
-        print("\n  Admin API key (shown once; also saved, mode 0600, to "
-              f"{settings.admin_key_path}):\n\n    {new_key.secret}\n", flush=True)
+        print(
+            "\n  Admin API key (shown once; also saved, mode 0600, to "
+            f"{settings.admin_key_path}):\n\n    {new_key.secret}\n",
+            flush=True,
+        )
     else:
-        print(f"\n  Admin API key created; it is in {settings.admin_key_path} (mode 0600)\n",
-              flush=True)
+        print(
+            f"\n  Admin API key created; it is in {settings.admin_key_path} (mode 0600)\n",
+            flush=True,
+        )
 
 
 class WorkerSupervisor(threading.Thread):
@@ -86,8 +91,14 @@ class WorkerSupervisor(threading.Thread):
         self.process: subprocess.Popen[bytes] | None = None
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "app.cli", "worker",
-                   "--concurrency", str(self.concurrency)]
+        command = [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "worker",
+            "--concurrency",
+            str(self.concurrency),
+        ]
         # Its own session: Ctrl-C reaches only us, and we stop the worker's whole group.
         return subprocess.Popen(command, start_new_session=True)
 
@@ -112,8 +123,11 @@ class WorkerSupervisor(threading.Thread):
         try:
             process.wait(timeout=WORKER_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            logger.warning("worker still busy after %.0f s; killing it (its job is re-queued "
-                           "when its lease expires)", WORKER_STOP_GRACE_S)
+            logger.warning(
+                "worker still busy after %.0f s; killing it (its job is re-queued "
+                "when its lease expires)",
+                WORKER_STOP_GRACE_S,
+            )
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
 
@@ -139,13 +153,16 @@ def _exit_if_ports_taken(host: str, settings: Settings) -> None:
     starts (workers, migrations), rather than a server's traceback."""
     ports = [(settings.port, "HTTP", "--port N or KILN_PORT=N")]
     if settings.grpc_port:
-        ports.append((settings.grpc_port, "gRPC inference",
-                      "--grpc-port N or KILN_GRPC_PORT=N (0: no gRPC)"))
+        ports.append(
+            (settings.grpc_port, "gRPC inference", "--grpc-port N or KILN_GRPC_PORT=N (0: no gRPC)")
+        )
     for port, what, flag in ports:
         if (error := _taken(host, port)) is not None:
             reason = "in use" if error.errno == errno.EADDRINUSE else error.strerror
-            print(f"kiln serve: {what} port {port} on {host} is {reason}; "
-                  f"choose another with {flag}", file=sys.stderr)
+            print(
+                f"kiln serve: {what} port {port} on {host} is {reason}; choose another with {flag}",
+                file=sys.stderr,
+            )
             raise SystemExit(1)
 
 
@@ -176,9 +193,13 @@ def serve(args: argparse.Namespace) -> None:
     # uvicorn shuts down on SIGTERM (docker stop) and then raises the signal again; without
     # a handler that would end the process before ``finally`` stops the workers.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    options: dict[str, Any] = {"host": args.host, "port": settings.port, "log_level": "info",
-                               "access_log": not args.no_access_log,
-                               "proxy_headers": args.proxy_headers}
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": settings.port,
+        "log_level": "info",
+        "access_log": not args.no_access_log,
+        "proxy_headers": args.proxy_headers,
+    }
     shared = settings.data_dir / "tmp" / f"gateways-{os.getpid()}"
     try:
         if args.gateways > 1:
@@ -209,12 +230,13 @@ def _worker_kinds(text: str) -> list[str]:
     kinds = [name.strip() for name in text.split(",") if name.strip()]
     for kind in kinds:
         if kind not in JOB_KINDS:
-            print(f"kiln worker: unknown queue {kind!r}; the queues are "
-                  f"{', '.join(JOB_KINDS)}", file=sys.stderr)
+            print(
+                f"kiln worker: unknown queue {kind!r}; the queues are {', '.join(JOB_KINDS)}",
+                file=sys.stderr,
+            )
             raise SystemExit(2)
     if not kinds:
-        print(f"kiln worker: --queues names none of {', '.join(JOB_KINDS)}",
-              file=sys.stderr)
+        print(f"kiln worker: --queues names none of {', '.join(JOB_KINDS)}", file=sys.stderr)
         raise SystemExit(2)
     return kinds
 
@@ -226,8 +248,9 @@ def worker(args: argparse.Namespace) -> None:
     from app.kinds import JOB_KINDS
 
     kinds = _worker_kinds(args.queues) if args.queues else list(JOB_KINDS)
-    os.environ.setdefault("KILN_TRAIN_THREADS", str(max(1, (os.cpu_count() or 1)
-                                                        // max(1, args.concurrency))))
+    os.environ.setdefault(
+        "KILN_TRAIN_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, args.concurrency)))
+    )
     settings = _settings_or_exit()
     warn_about_broker(settings.broker_url)
     _check_artifact_store(settings)
@@ -235,9 +258,21 @@ def worker(args: argparse.Namespace) -> None:
 
     queues = ",".join(queue_for(settings, kind) for kind in kinds)
     logger.info("taking jobs from %s", queues)
-    celery_app.worker_main(["worker", "--concurrency", str(args.concurrency), "--pool",
-                            "prefork", "--loglevel", args.loglevel, "--queues", queues,
-                            "--without-gossip", "--without-mingle"])
+    celery_app.worker_main(
+        [
+            "worker",
+            "--concurrency",
+            str(args.concurrency),
+            "--pool",
+            "prefork",
+            "--loglevel",
+            args.loglevel,
+            "--queues",
+            queues,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
 
 
 def migrate(_: argparse.Namespace) -> None:
@@ -268,36 +303,57 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gateway and embedded workers")
     serve_cmd.add_argument("--host", default="127.0.0.1")
-    serve_cmd.add_argument("--port", type=int, help="port of the HTTP API, dashboard and "
-                           "/v2 (default: $KILN_PORT, else 8000)")
-    serve_cmd.add_argument("--workers", type=int, default=1,
-                           help="worker processes to start (0: gateway only)")
-    serve_cmd.add_argument("--gateways", type=int, default=1, help="gateway processes "
-                           "sharing the port (HTTP and gRPC): more requests per second with "
-                           "more cores")
-    serve_cmd.add_argument("--proxy-headers", action="store_true", help="take the client's "
-                           "address from X-Forwarded-For sent by $FORWARDED_ALLOW_IPS "
-                           "(default 127.0.0.1)")
-    serve_cmd.add_argument("--grpc-port", type=int, help="port of the gRPC inference service "
-                           "(default: $KILN_GRPC_PORT, else 8001; 0: off)")
-    serve_cmd.add_argument("--no-access-log", action="store_true",
-                           help="do not log each request (the /metrics counters still count)")
+    serve_cmd.add_argument(
+        "--port",
+        type=int,
+        help="port of the HTTP API, dashboard and /v2 (default: $KILN_PORT, else 8000)",
+    )
+    serve_cmd.add_argument(
+        "--workers", type=int, default=1, help="worker processes to start (0: gateway only)"
+    )
+    serve_cmd.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="gateway processes "
+        "sharing the port (HTTP and gRPC): more requests per second with "
+        "more cores",
+    )
+    serve_cmd.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="take the client's "
+        "address from X-Forwarded-For sent by $FORWARDED_ALLOW_IPS "
+        "(default 127.0.0.1)",
+    )
+    serve_cmd.add_argument(
+        "--grpc-port",
+        type=int,
+        help="port of the gRPC inference service (default: $KILN_GRPC_PORT, else 8001; 0: off)",
+    )
+    serve_cmd.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="do not log each request (the /metrics counters still count)",
+    )
     serve_cmd.set_defaults(func=serve)
     worker_cmd = commands.add_parser("worker", help="run a worker only")
-    worker_cmd.add_argument("--concurrency", type=int, default=1,
-                            help="worker processes (jobs or trials run at once)")
-    worker_cmd.add_argument("--queues", help="job kinds to take, comma-separated: search, "
-                            "compress, predict (default: all)")
+    worker_cmd.add_argument(
+        "--concurrency", type=int, default=1, help="worker processes (jobs or trials run at once)"
+    )
+    worker_cmd.add_argument(
+        "--queues",
+        help="job kinds to take, comma-separated: search, compress, predict (default: all)",
+    )
     worker_cmd.add_argument("--loglevel", default="INFO")
     worker_cmd.set_defaults(func=worker)
-    commands.add_parser("migrate", help="upgrade the database schema").set_defaults(
-        func=migrate)
+    commands.add_parser("migrate", help="upgrade the database schema").set_defaults(func=migrate)
     keys_cmd = commands.add_parser("keys", help="manage API keys").add_subparsers(
-        dest="keys_command", required=True)
+        dest="keys_command", required=True
+    )
     create_cmd = keys_cmd.add_parser("create", help="create a key and print it once")
     create_cmd.add_argument("--name", required=True)
-    create_cmd.add_argument("--scope", required=True, choices=["admin", "write", "read",
-                                                               "infer"])
+    create_cmd.add_argument("--scope", required=True, choices=["admin", "write", "read", "infer"])
     create_cmd.set_defaults(func=keys_create)
     add_client_commands(commands)
     return parser
@@ -308,8 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if getattr(args, "client_command", False):  # a client: its output is its answers
         raise SystemExit(run_client_command(args))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # Everything kiln and its workers create (databases, artifacts, keys, spooled uploads)
     # is readable by this user only; the child processes inherit the mask.

@@ -74,8 +74,13 @@ class Gateway(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
-               serve_grpc: bool = False, reuse_port: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_reaper: bool = True,
+    serve_grpc: bool = False,
+    reuse_port: bool = False,
+) -> FastAPI:
     """The ASGI app. ``run_reaper`` starts the lost-job reaper with the app's lifespan;
     ``serve_grpc`` the Open Inference Protocol's gRPC service on ``KILN_GRPC_PORT`` (shared
     with other gateway processes when ``reuse_port``)."""
@@ -86,15 +91,20 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_reaper_loop(settings, queue))] if run_reaper else []
         if settings.preload_models:
-            tasks.append(asyncio.create_task(asyncio.to_thread(
-                preload, state.directory, settings.preload_models, state.preload)))
+            tasks.append(
+                asyncio.create_task(
+                    asyncio.to_thread(
+                        preload, state.directory, settings.preload_models, state.preload
+                    )
+                )
+            )
         grpc = None
         if serve_grpc and settings.grpc_port:
-            grpc = grpc_server(state, host=settings.grpc_host, port=settings.grpc_port,
-                               reuse_port=reuse_port)
+            grpc = grpc_server(
+                state, host=settings.grpc_host, port=settings.grpc_port, reuse_port=reuse_port
+            )
             await grpc.start()
-            logger.info("gRPC inference service on %s:%s", settings.grpc_host,
-                        settings.grpc_port)
+            logger.info("gRPC inference service on %s:%s", settings.grpc_host, settings.grpc_port)
         try:
             yield
         finally:
@@ -106,32 +116,60 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True,
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = Gateway(title="ModelKiln", description=DESCRIPTION, version="0.1.0",
-                  lifespan=lifespan, docs_url=None, redoc_url=None,
-                  form_limits={"max_files": MAX_FORM_FILES, "max_fields": MAX_FORM_FIELDS,
-                               "max_part_size": MAX_FORM_FIELD_BYTES})
+    app = Gateway(
+        title="ModelKiln",
+        description=DESCRIPTION,
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        form_limits={
+            "max_files": MAX_FORM_FILES,
+            "max_fields": MAX_FORM_FIELDS,
+            "max_part_size": MAX_FORM_FIELD_BYTES,
+        },
+    )
     store = get_store(settings)
-    sessions = SessionCache(store, threads=settings.ort_threads,
-                            capacity=settings.session_cache_size,
-                            max_bytes=int(settings.session_cache_mb * 1048576))
-    shared = (SharedGeneration(Path(settings.serving_generation_file))
-              if settings.serving_generation_file else None)
+    sessions = SessionCache(
+        store,
+        threads=settings.ort_threads,
+        capacity=settings.session_cache_size,
+        max_bytes=int(settings.session_cache_mb * 1048576),
+    )
+    shared = (
+        SharedGeneration(Path(settings.serving_generation_file))
+        if settings.serving_generation_file
+        else None
+    )
     state = GatewayState(
-        settings=settings, started_at=utcnow(), store=store, queue=queue, sessions=sessions,
-        directory=ServingDirectory(settings.database_url, sessions,
-                                   ttl_s=settings.serving_cache_s, shared=shared),
+        settings=settings,
+        started_at=utcnow(),
+        store=store,
+        queue=queue,
+        sessions=sessions,
+        directory=ServingDirectory(
+            settings.database_url, sessions, ttl_s=settings.serving_cache_s, shared=shared
+        ),
         preload=Preload(done=not settings.preload_models),
-        metrics=metrics.ServingMetrics(sessions, settings))
+        metrics=metrics.ServingMetrics(sessions, settings),
+    )
     app.state.gateway = state
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, settings=settings)
     app.fast_path = InferenceFastPath(state, cors=bool(settings.cors_origin_list))
     if settings.cors_origin_list:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
-                           allow_credentials=settings.cors_credentials,
-                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
-                                          "Inference-Header-Content-Length"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_credentials=settings.cors_credentials,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Inference-Header-Content-Length",
+            ],
+        )
     # The inference routes first: routes are matched in order, and these are the hot ones.
     for module in (predict, v2, datasets, jobs, models, model_writes, keys, metrics):
         app.include_router(module.router)

@@ -222,8 +222,10 @@ class IdempotentRequest(Base):
     dataset. ``fingerprint`` is the SHA-256 of the body as the route understood it."""
 
     __tablename__ = "idempotent_requests"
-    __table_args__ = (UniqueConstraint("api_key_id", "route", "key"),
-                      Index("ix_idempotent_requests_created_at", "created_at"))
+    __table_args__ = (
+        UniqueConstraint("api_key_id", "route", "key"),
+        Index("ix_idempotent_requests_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))

@@ -33,7 +33,9 @@ from bench.harness import kiln_server, upload, wait  # noqa: E402
 INT8 = ("quantize_dynamic", "quantize_static")
 FT = {"fine_tune_epochs": 15, "learning_rate": 5e-4}
 SINGLE: list[Any] = [
-    "quantize_dynamic", "quantize_static", {"method": "quantize_static", "per_channel": False},
+    "quantize_dynamic",
+    "quantize_static",
+    {"method": "quantize_static", "per_channel": False},
     "fp16",
     {"method": "prune_structured", "ratio": 0.5, **FT},
     {"method": "prune_unstructured", "sparsity": 0.9, "rounds": 3, **FT},
@@ -41,45 +43,67 @@ SINGLE: list[Any] = [
 ]
 MLP_CHAINS: list[Any] = [  # (a job takes at most 12 variants: the quantize_static twin of
     # this chain, kept before weight sharing was added, now makes room for it)
-    [{"method": "select_features", "by": "variance", "keep": 0.6, **FT},
-     {"method": "prune_structured", "ratio": 0.5, **FT},
-     {"method": "prune_unstructured", "sparsity": 0.9, "rounds": 3, **FT},
-     "quantize_dynamic"],
+    [
+        {"method": "select_features", "by": "variance", "keep": 0.6, **FT},
+        {"method": "prune_structured", "ratio": 0.5, **FT},
+        {"method": "prune_unstructured", "sparsity": 0.9, "rounds": 3, **FT},
+        "quantize_dynamic",
+    ],
 ]
 MLP_CHAINS += [  # Deep Compression: prune, then share weights (stored sparse, 4-bit codes)
-    [{"method": "prune_structured", "ratio": 0.5, **FT},
-     {"method": "prune_unstructured", "sparsity": 0.9, "rounds": 3, **FT},
-     {"method": "share_weights", "bits": 4, "fine_tune_epochs": 10, "learning_rate": 5e-4}],
-    [{"method": "select_features", "by": "variance", "keep": 0.6, **FT},
-     {"method": "prune_structured", "ratio": 0.5, **FT},
-     {"method": "prune_unstructured", "sparsity": 0.9, "rounds": 3, **FT},
-     {"method": "share_weights", "bits": 4, "fine_tune_epochs": 10, "learning_rate": 5e-4}],
+    [
+        {"method": "prune_structured", "ratio": 0.5, **FT},
+        {"method": "prune_unstructured", "sparsity": 0.9, "rounds": 3, **FT},
+        {"method": "share_weights", "bits": 4, "fine_tune_epochs": 10, "learning_rate": 5e-4},
+    ],
+    [
+        {"method": "select_features", "by": "variance", "keep": 0.6, **FT},
+        {"method": "prune_structured", "ratio": 0.5, **FT},
+        {"method": "prune_unstructured", "sparsity": 0.9, "rounds": 3, **FT},
+        {"method": "share_weights", "bits": 4, "fine_tune_epochs": 10, "learning_rate": 5e-4},
+    ],
 ]
 CODED: list[Any] = [  # on MNIST only: weight sharing and 1-bit weights alone
     {"method": "share_weights", "bits": 4, "fine_tune_epochs": 10, "learning_rate": 5e-4},
     {"method": "binarize", "fine_tune_epochs": 30, "learning_rate": 1e-3},
 ]
 CNN_CHAINS: list[Any] = [
-    [{"method": "prune_structured", "ratio": 0.5, **FT},
-     {"method": "prune_unstructured", "sparsity": 0.85, "rounds": 3, **FT},
-     "quantize_static"],
-    [{"method": "prune_structured", "ratio": 0.5, **FT},
-     {"method": "prune_unstructured", "sparsity": 0.85, "rounds": 3, **FT},
-     {"method": "share_weights", "bits": 4, "fine_tune_epochs": 10, "learning_rate": 5e-4}],
+    [
+        {"method": "prune_structured", "ratio": 0.5, **FT},
+        {"method": "prune_unstructured", "sparsity": 0.85, "rounds": 3, **FT},
+        "quantize_static",
+    ],
+    [
+        {"method": "prune_structured", "ratio": 0.5, **FT},
+        {"method": "prune_unstructured", "sparsity": 0.85, "rounds": 3, **FT},
+        {"method": "share_weights", "bits": 4, "fine_tune_epochs": 10, "learning_rate": 5e-4},
+    ],
 ]
 DIGITS_METHODS: list[Any] = [
-    *SINGLE, {"method": "select_features", "by": "l1", "keep": 0.6, **FT},
-    [{"method": "select_features", "by": "variance", "keep": 0.75, **FT},
-     {"method": "prune_unstructured", "sparsity": 0.8, "rounds": 3, **FT},
-     "quantize_dynamic"],
-    [{"method": "prune_unstructured", "sparsity": 0.8, "rounds": 3, **FT},
-     "quantize_dynamic"],
-    [{"method": "select_features", "by": "variance", "keep": 0.75, **FT},
-     {"method": "prune_unstructured", "sparsity": 0.9, "rounds": 4, "fine_tune_epochs": 40,
-      "learning_rate": 5e-4}, "quantize_dynamic"],
-    [{"method": "prune_structured", "ratio": 0.5, **FT},
-     {"method": "prune_unstructured", "sparsity": 0.8, "rounds": 3, **FT},
-     "quantize_dynamic"],
+    *SINGLE,
+    {"method": "select_features", "by": "l1", "keep": 0.6, **FT},
+    [
+        {"method": "select_features", "by": "variance", "keep": 0.75, **FT},
+        {"method": "prune_unstructured", "sparsity": 0.8, "rounds": 3, **FT},
+        "quantize_dynamic",
+    ],
+    [{"method": "prune_unstructured", "sparsity": 0.8, "rounds": 3, **FT}, "quantize_dynamic"],
+    [
+        {"method": "select_features", "by": "variance", "keep": 0.75, **FT},
+        {
+            "method": "prune_unstructured",
+            "sparsity": 0.9,
+            "rounds": 4,
+            "fine_tune_epochs": 40,
+            "learning_rate": 5e-4,
+        },
+        "quantize_dynamic",
+    ],
+    [
+        {"method": "prune_structured", "ratio": 0.5, **FT},
+        {"method": "prune_unstructured", "sparsity": 0.8, "rounds": 3, **FT},
+        "quantize_dynamic",
+    ],
 ]
 
 
@@ -88,11 +112,21 @@ def digits_from_search(trials: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder, kiln_server(Path(folder) / "data", 2) as kiln:
         dataset = upload(kiln, "digits")
         with kiln.client() as client:
-            response = client.post("/v1/jobs", json={
-                "kind": "search", "dataset_id": dataset, "model_name": "digits",
-                "search": {"algorithm": "tpe", "max_trials": trials, "max_epochs": 60,
-                           "seed": 0},
-                "compression": {"methods": DIGITS_METHODS, "max_accuracy_drop": 0.01}})
+            response = client.post(
+                "/v1/jobs",
+                json={
+                    "kind": "search",
+                    "dataset_id": dataset,
+                    "model_name": "digits",
+                    "search": {
+                        "algorithm": "tpe",
+                        "max_trials": trials,
+                        "max_epochs": 60,
+                        "seed": 0,
+                    },
+                    "compression": {"methods": DIGITS_METHODS, "max_accuracy_drop": 0.01},
+                },
+            )
             response.raise_for_status()
             job_id = int(response.json()["id"])
             job = wait(kiln, [job_id])[job_id]
@@ -123,36 +157,58 @@ def mnist_report(kind: str, seed: int = 0) -> dict[str, Any]:
     arrays = DatasetArrays(features=features.astype(np.float32), target=target.astype(np.int64))
     splits = split_indices(arrays.target, Task.CLASSIFICATION, seed=seed)
     x, y = arrays.features, arrays.target
-    data = CompressionData(task="classification", x_train=x[splits.train],
-                           y_train=y[splits.train], x_val=x[splits.validation],
-                           y_val=y[splits.validation], x_test=x[splits.test],
-                           y_test=y[splits.test], seed=seed, threads=1, max_accuracy_drop=0.01)
+    data = CompressionData(
+        task="classification",
+        x_train=x[splits.train],
+        y_train=y[splits.train],
+        x_val=x[splits.validation],
+        y_val=y[splits.validation],
+        x_test=x[splits.test],
+        y_test=y[splits.test],
+        seed=seed,
+        threads=1,
+        max_accuracy_drop=0.01,
+    )
     if kind == "lenet300":
         config: Any = MLPConfig(n_inputs=784, n_outputs=10, hidden=(300, 100))
         chains = MLP_CHAINS
     else:
-        config = CNNConfig(input_shape=(1, 28, 28), n_outputs=10, channels=(6, 16), kernel=5,
-                           head_width=120)
+        config = CNNConfig(
+            input_shape=(1, 28, 28), n_outputs=10, channels=(6, 16), kernel=5, head_width=120
+        )
         chains = CNN_CHAINS
     network = Network(config, classification=True, seed=seed)
     started = time.perf_counter()
-    train(network, data.train_data(), TrainConfig(epochs=40, learning_rate=1e-3, seed=seed,
-                                                  weight_decay=1e-4, lr_schedule="cosine"))
+    train(
+        network,
+        data.train_data(),
+        TrainConfig(
+            epochs=40, learning_rate=1e-3, seed=seed, weight_decay=1e-4, lr_schedule="cosine"
+        ),
+    )
     print(f"{kind}: trained in {time.perf_counter() - started:.0f} s", flush=True)
     parent = Candidate.from_network(network, n_features=784)
-    spec = CompressionSpec.model_validate({"methods": [*SINGLE, *CODED, *chains],
-                                           "max_accuracy_drop": 0.01})
+    spec = CompressionSpec.model_validate(
+        {"methods": [*SINGLE, *CODED, *chains], "max_accuracy_drop": 0.01}
+    )
     started = time.perf_counter()
     outcome = compress(parent, data, spec, lambda: None)
     print(f"{kind}: compressed in {time.perf_counter() - started:.0f} s", flush=True)
-    return report(outcome, spec, model_name=kind, root_version=1,
-                  versions=list(range(2, len(outcome.variants) + 2)))
+    return report(
+        outcome,
+        spec,
+        model_name=kind,
+        root_version=1,
+        versions=list(range(2, len(outcome.variants) + 2)),
+    )
 
 
 def table(report: dict[str, Any]) -> list[str]:
-    lines = ["| version | variant | file bytes | gzip bytes | params | accuracy | p50 b1 ms "
-             "| p50 b64 ms | file x | gzip x | speed-up b1 | speed-up b64 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| version | variant | file bytes | gzip bytes | params | accuracy | p50 b1 ms "
+        "| p50 b64 ms | file x | gzip x | speed-up b1 | speed-up b64 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in report["rows"]:
         name = " → ".join(row["chain"]) or "fp32 parent"
         if row["method"] == "quantize_static" and row["settings"].get("per_channel") is False:
@@ -163,7 +219,8 @@ def table(report: dict[str, Any]) -> list[str]:
             f"| {row.get('nonzero_params') or row['params']:,} | {row['accuracy']:.4f} "
             f"| {row['latency_p50_ms']:.4f} | {row['latency_b64_p50_ms']:.3f} "
             f"| {row['size_ratio']:.2f} | {row['gzip_ratio']:.2f} | {row['speedup']:.2f} "
-            f"| {row['speedup_b64']:.2f} |")
+            f"| {row['speedup_b64']:.2f} |"
+        )
     return lines
 
 
@@ -174,37 +231,52 @@ def targets(name: str, report: dict[str, Any]) -> list[str]:
         if row["chain"] == [row["method"]] and row["method"] in INT8:
             loss = (parent["accuracy"] - row["accuracy"]) * 100
             ok = row["size_ratio"] >= 3.5 and loss <= 0.5
-            label = row["method"] + (" per tensor" if row["settings"].get("per_channel") is False
-                                     and row["method"] == "quantize_static" else "")
-            lines.append(f"- {name}, {label}: {row['size_ratio']:.2f}x smaller, "
-                         f"{loss:+.2f} points lost → {'met' if ok else 'MISSED'} "
-                         "(target ≥ 3.5x, ≤ 0.5 points)")
-    chains = [row for row in rows if len(row["chain"]) > 1
-              and (parent["accuracy"] - row["accuracy"]) <= 0.01 + 1e-9]
+            label = row["method"] + (
+                " per tensor"
+                if row["settings"].get("per_channel") is False
+                and row["method"] == "quantize_static"
+                else ""
+            )
+            lines.append(
+                f"- {name}, {label}: {row['size_ratio']:.2f}x smaller, "
+                f"{loss:+.2f} points lost → {'met' if ok else 'MISSED'} "
+                "(target ≥ 3.5x, ≤ 0.5 points)"
+            )
+    chains = [
+        row
+        for row in rows
+        if len(row["chain"]) > 1 and (parent["accuracy"] - row["accuracy"]) <= 0.01 + 1e-9
+    ]
     need = 20.0 if name == "LeNet-300-100" else 10.0
     if chains:
         best = max(chains, key=lambda row: row["gzip_ratio"])
         loss = (parent["accuracy"] - best["accuracy"]) * 100
-        lines.append(f"- {name}, best chain within 1 point ({' → '.join(best['chain'])}): "
-                     f"{best['gzip_ratio']:.1f}x smaller in gzip bytes, {loss:+.2f} points "
-                     f"→ {'met' if best['gzip_ratio'] >= need else 'MISSED'} "
-                     f"(target ≥ {need:.0f}x)")
+        lines.append(
+            f"- {name}, best chain within 1 point ({' → '.join(best['chain'])}): "
+            f"{best['gzip_ratio']:.1f}x smaller in gzip bytes, {loss:+.2f} points "
+            f"→ {'met' if best['gzip_ratio'] >= need else 'MISSED'} "
+            f"(target ≥ {need:.0f}x)"
+        )
     else:
         lines.append(f"- {name}: no chain stayed within 1 point → MISSED (target ≥ {need:.0f}x)")
     if name == "LeNet-300-100":
         best = max(chains or [parent], key=lambda row: row["size_ratio"])
         loss = (parent["accuracy"] - best["accuracy"]) * 100
-        lines.append(f"- {name}, smallest file within 1 point ({' → '.join(best['chain'])}): "
-                     f"{best['size_ratio']:.1f}x smaller in file bytes, {loss:+.2f} points "
-                     f"→ {'met' if best['size_ratio'] >= 40 else 'MISSED'} (target ≥ 40x)")
+        lines.append(
+            f"- {name}, smallest file within 1 point ({' → '.join(best['chain'])}): "
+            f"{best['size_ratio']:.1f}x smaller in file bytes, {loss:+.2f} points "
+            f"→ {'met' if best['size_ratio'] >= 40 else 'MISSED'} (target ≥ 40x)"
+        )
     for row in rows:
         if row["chain"] in (["share_weights"], ["binarize"]):
             loss = (parent["accuracy"] - row["accuracy"]) * 100
             bits = row["settings"].get("bits", 1)
-            lines.append(f"- {name}, {row['method']} ({bits} bit{'s' if bits > 1 else ''}): "
-                         f"{row['size_ratio']:.1f}x smaller in file bytes, "
-                         f"{row['gzip_ratio']:.1f}x in gzip bytes, {loss:+.2f} points "
-                         "(reported, no target)")
+            lines.append(
+                f"- {name}, {row['method']} ({bits} bit{'s' if bits > 1 else ''}): "
+                f"{row['size_ratio']:.1f}x smaller in file bytes, "
+                f"{row['gzip_ratio']:.1f}x in gzip bytes, {loss:+.2f} points "
+                "(reported, no target)"
+            )
     return lines
 
 
@@ -213,7 +285,9 @@ def notes(reports: dict[str, dict[str, Any]]) -> list[str]:
     params = {name: report["rows"][0]["params"] for name, report in reports.items()}
     sizes = ", ".join(f"{name} {count:,}" for name, count in params.items())
     return [
-        "", "## Reading the results", "",
+        "",
+        "## Reading the results",
+        "",
         f"- Parameters of the fp32 parents: {sizes}. int8 stores each weight in one byte "
         "instead of four, but biases and the input standardisation stay fp32, and static "
         "per-channel quantization adds an fp32 scale and an int8 zero point per output "
@@ -253,24 +327,37 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    reports = {"digits MLP (search winner)": digits_from_search(args.trials),
-               "LeNet-300-100": mnist_report("lenet300"),
-               "LeNet-5-like CNN": mnist_report("lenet5")}
-    lines = ["# Compression benchmark", "",
-             f"`bench/compression.py` on {platform.processor() or platform.machine()}, "
-             f"Python {platform.python_version()}; onnxruntime with one thread, latency "
-             "after warm-up (at least 0.3 s of timed calls per batch size). Ratios are "
-             "parent / variant, measured in the same run; accuracy is on the held-out test "
-             "split (digits: 270 rows, MNIST sample: 750 rows). Sizes are file bytes; "
-             "params counts non-zero parameters for sparse variants. ⭐ marks the "
-             "recommended version (max_accuracy_drop 0.01, prefer size).", "", "## Targets",
-             ""]
+    reports = {
+        "digits MLP (search winner)": digits_from_search(args.trials),
+        "LeNet-300-100": mnist_report("lenet300"),
+        "LeNet-5-like CNN": mnist_report("lenet5"),
+    }
+    lines = [
+        "# Compression benchmark",
+        "",
+        f"`bench/compression.py` on {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}; onnxruntime with one thread, latency "
+        "after warm-up (at least 0.3 s of timed calls per batch size). Ratios are "
+        "parent / variant, measured in the same run; accuracy is on the held-out test "
+        "split (digits: 270 rows, MNIST sample: 750 rows). Sizes are file bytes; "
+        "params counts non-zero parameters for sparse variants. ⭐ marks the "
+        "recommended version (max_accuracy_drop 0.01, prefer size).",
+        "",
+        "## Targets",
+        "",
+    ]
     for name, report in reports.items():
         lines += targets(name, report)
     lines += notes(reports)
     for name, report in reports.items():
-        lines += ["", f"## {name}", "", f"Recommended: version {report['recommended_version']}"
-                  f" ({report['reason']}).", "", *table(report)]
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            f"Recommended: version {report['recommended_version']} ({report['reason']}).",
+            "",
+            *table(report),
+        ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:

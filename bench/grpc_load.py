@@ -16,8 +16,9 @@ import numpy as np
 import tritonclient.grpc.aio as triton
 
 
-async def main(url: str, key: str, model: str, batch: int, features: int, seconds: float,
-               connections: int) -> dict[str, float]:
+async def main(
+    url: str, key: str, model: str, batch: int, features: int, seconds: float, connections: int
+) -> dict[str, float]:
     rows = np.random.default_rng(0).uniform(0, 16, size=(batch, features)).astype(np.float32)
     tensor = triton.InferInput("input", [batch, features], "FP32")
     tensor.set_data_from_numpy(rows)
@@ -43,12 +44,20 @@ async def main(url: str, key: str, model: str, batch: int, features: int, second
     measured = time.perf_counter() - warm_until
     await client.close()
     spent = np.asarray(latencies)
-    return {"requests_per_s": len(spent) / measured,
-            "p50_ms": float(np.percentile(spent, 50) * 1000),
-            "p99_ms": float(np.percentile(spent, 99) * 1000), "failures": failures}
+    return {
+        "requests_per_s": len(spent) / measured,
+        "p50_ms": float(np.percentile(spent, 50) * 1000),
+        "p99_ms": float(np.percentile(spent, 99) * 1000),
+        "failures": failures,
+    }
 
 
 if __name__ == "__main__":
     url, key, model, batch, features, seconds, connections = sys.argv[1:8]
-    print(json.dumps(asyncio.run(main(url, key, model, int(batch), int(features),
-                                      float(seconds), int(connections)))))
+    print(
+        json.dumps(
+            asyncio.run(
+                main(url, key, model, int(batch), int(features), float(seconds), int(connections))
+            )
+        )
+    )

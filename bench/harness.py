@@ -27,8 +27,9 @@ class Kiln:
     data_dir: Path
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120,
-                            headers={"Authorization": f"Bearer {self.key}"})
+        return httpx.Client(
+            base_url=self.url, timeout=120, headers={"Authorization": f"Bearer {self.key}"}
+        )
 
 
 @contextmanager
@@ -36,9 +37,20 @@ def kiln_server(data_dir: Path, workers: int) -> Iterator[Kiln]:
     port = 8700 + os.getpid() % 200
     env = {**os.environ, "KILN_DATA_DIR": str(data_dir), "KILN_QUEUE_NAME": "bench-search"}
     log = (data_dir.parent / "serve.log").open("ab")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "kiln"), "serve", "--port",
-                                str(port), "--workers", str(workers), "--no-access-log"],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "kiln"),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-access-log",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -59,20 +71,34 @@ def upload(kiln: Kiln, name: str) -> int:
 
     loaded = getattr(datasets, f"load_{name}")()
     header = ",".join([f"f{i}" for i in range(loaded.data.shape[1])] + ["label"])
-    lines = [header, *(",".join([*map(repr, map(float, row)), str(int(label))])
-                       for row, label in zip(loaded.data, loaded.target, strict=True))]
+    lines = [
+        header,
+        *(
+            ",".join([*map(repr, map(float, row)), str(int(label))])
+            for row, label in zip(loaded.data, loaded.target, strict=True)
+        ),
+    ]
     with kiln.client() as client:
-        response = client.post("/v1/datasets", data={"target": "label", "name": name},
-                               files={"file": (f"{name}.csv", io.BytesIO(
-                                   "\n".join(lines).encode()))})
+        response = client.post(
+            "/v1/datasets",
+            data={"target": "label", "name": name},
+            files={"file": (f"{name}.csv", io.BytesIO("\n".join(lines).encode()))},
+        )
     response.raise_for_status()
     return int(response.json()["id"])
 
 
 def submit(kiln: Kiln, dataset_id: int, model: str, **search: Any) -> int:
     with kiln.client() as client:
-        response = client.post("/v1/jobs", json={"kind": "search", "dataset_id": dataset_id,
-                                                 "model_name": model, "search": search})
+        response = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": model,
+                "search": search,
+            },
+        )
     response.raise_for_status()
     return int(response.json()["id"])
 
@@ -99,8 +125,9 @@ def timestamp(stamp: str) -> float:
 def trial_span(job: dict[str, Any]) -> float:
     """Seconds from the first trial's start to the last trial's end."""
     trials = job["trials"]
-    return (max(timestamp(t["finished_at"]) for t in trials)
-            - min(timestamp(t["started_at"]) for t in trials))
+    return max(timestamp(t["finished_at"]) for t in trials) - min(
+        timestamp(t["started_at"]) for t in trials
+    )
 
 
 def steady_per_trial(finished_at: list[float]) -> float:
@@ -127,20 +154,35 @@ def pin(pid: int, cpu: int) -> None:
 
 
 @contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], port: int, ready_path: str | None,
-           probe: bytes = b"", *, pinned: bool = True) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    ready_path: str | None,
+    probe: bytes = b"",
+    *,
+    pinned: bool = True,
+) -> Iterator[subprocess.Popen[bytes]]:
     """A server process (pinned to CPU 1), once it answers ``ready_path`` (or a POST of
     ``probe`` to / when there is none)."""
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     if pinned:
         pin(process.pid, 1)
     url = f"http://{HOST}:{port}"
     try:
         for _ in range(600):
             with contextlib.suppress(httpx.HTTPError):
-                answer = (httpx.get(url + ready_path, timeout=2) if ready_path
-                          else httpx.post(url + "/", content=probe, timeout=2))
+                answer = (
+                    httpx.get(url + ready_path, timeout=2)
+                    if ready_path
+                    else httpx.post(url + "/", content=probe, timeout=2)
+                )
                 if answer.status_code < 500:
                     break
             time.sleep(0.1)

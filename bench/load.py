@@ -38,29 +38,38 @@ from bench.harness import Kiln, kiln_server, upload  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "load.md"
 PREDICT_CLIENTS = 4
-TINY = {"max_trials": 1, "max_epochs": 1,
-        "space": {"n_layers": 1, "width": 8, "epochs": 1, "batch_size": 64}}
+TINY = {
+    "max_trials": 1,
+    "max_epochs": 1,
+    "space": {"n_layers": 1, "width": 8, "epochs": 1, "batch_size": 64},
+}
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def predict_loop(kiln: Kiln, model: str, row: list[float], stop: asyncio.Event,
-                       latencies: list[float], failures: list[int]) -> None:
+async def predict_loop(
+    kiln: Kiln,
+    model: str,
+    row: list[float],
+    stop: asyncio.Event,
+    latencies: list[float],
+    failures: list[int],
+) -> None:
     headers = {"Authorization": f"Bearer {kiln.key}"}
     async with httpx.AsyncClient(base_url=kiln.url, headers=headers, timeout=60) as client:
         while not stop.is_set():
             started = time.perf_counter()
-            response = await client.post(f"/v1/models/{model}/predict",
-                                         json={"inputs": [row]})
+            response = await client.post(f"/v1/models/{model}/predict", json={"inputs": [row]})
             latencies.append((time.perf_counter() - started) * 1000)
             if response.status_code != 200:
                 failures.append(response.status_code)
 
 
-async def submit_all(kiln: Kiln, dataset_id: int, jobs: int, clients: int,
-                     latencies: list[float], retries: list[int]) -> list[int]:
+async def submit_all(
+    kiln: Kiln, dataset_id: int, jobs: int, clients: int, latencies: list[float], retries: list[int]
+) -> list[int]:
     """``jobs`` submissions spread over ``clients`` concurrent connections; a 503 (or a
     409 for a repeat still being answered) is sent again with the same key, as a client
     should, and counted."""
@@ -74,8 +83,12 @@ async def submit_all(kiln: Kiln, dataset_id: int, jobs: int, clients: int,
         async with httpx.AsyncClient(base_url=kiln.url, headers=headers, timeout=120) as http:
             while not queue.empty():
                 index = queue.get_nowait()
-                body = {"kind": "search", "dataset_id": dataset_id, "model_name": "load",
-                        "search": {**TINY, "seed": index}}
+                body = {
+                    "kind": "search",
+                    "dataset_id": dataset_id,
+                    "model_name": "load",
+                    "search": {**TINY, "seed": index},
+                }
                 key = {"Idempotency-Key": f"load-{uuid.uuid4().hex}"}
                 started = time.perf_counter()
                 response = await http.post("/v1/jobs", json=body, headers=key)
@@ -87,8 +100,9 @@ async def submit_all(kiln: Kiln, dataset_id: int, jobs: int, clients: int,
                     response = await http.post("/v1/jobs", json=body, headers=key)
                 latencies.append((time.perf_counter() - started) * 1000)
                 if response.status_code != 202:
-                    raise RuntimeError(f"submission {index}: {response.status_code} "
-                                       f"{response.text}")
+                    raise RuntimeError(
+                        f"submission {index}: {response.status_code} {response.text}"
+                    )
                 accepted.append(int(response.json()["id"]))
 
     await asyncio.gather(*(client_loop() for _ in range(clients)))
@@ -103,8 +117,7 @@ async def wait_all(kiln: Kiln, job_ids: list[int], timeout_s: float) -> dict[int
         while len(final) < len(job_ids) and time.monotonic() < deadline:
             page = (await client.get("/v1/jobs", params={"limit": 500})).json()
             for job in page["items"]:
-                if job["id"] in job_ids and job["status"] in ("succeeded", "failed",
-                                                                "cancelled"):
+                if job["id"] in job_ids and job["status"] in ("succeeded", "failed", "cancelled"):
                     final[job["id"]] = job["status"]
             await asyncio.sleep(1.0)
     return final
@@ -114,24 +127,36 @@ async def scenario(kiln: Kiln, jobs: int, clients: int) -> dict[str, Any]:
     dataset_id = upload(kiln, "breast_cancer")
     headers = {"Authorization": f"Bearer {kiln.key}"}
     async with httpx.AsyncClient(base_url=kiln.url, headers=headers, timeout=120) as client:
-        first = (await client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "served",
-            "search": TINY})).json()
+        first = (
+            await client.post(
+                "/v1/jobs",
+                json={
+                    "kind": "search",
+                    "dataset_id": dataset_id,
+                    "model_name": "served",
+                    "search": TINY,
+                },
+            )
+        ).json()
     done = await wait_all(kiln, [first["id"]], 300)
     assert done.get(first["id"]) == "succeeded", done
     row = [0.0] * 30
     idle: list[float] = []
     failures: list[int] = []
     stop = asyncio.Event()
-    loops = [asyncio.create_task(predict_loop(kiln, "served", row, stop, idle, failures))
-             for _ in range(PREDICT_CLIENTS)]
+    loops = [
+        asyncio.create_task(predict_loop(kiln, "served", row, stop, idle, failures))
+        for _ in range(PREDICT_CLIENTS)
+    ]
     await asyncio.sleep(10)
     stop.set()
     await asyncio.gather(*loops)
     busy: list[float] = []
     stop = asyncio.Event()
-    loops = [asyncio.create_task(predict_loop(kiln, "served", row, stop, busy, failures))
-             for _ in range(PREDICT_CLIENTS)]
+    loops = [
+        asyncio.create_task(predict_loop(kiln, "served", row, stop, busy, failures))
+        for _ in range(PREDICT_CLIENTS)
+    ]
     submissions: list[float] = []
     retries: list[int] = []
     started = time.perf_counter()
@@ -142,18 +167,29 @@ async def scenario(kiln: Kiln, jobs: int, clients: int) -> dict[str, Any]:
     stop.set()
     await asyncio.gather(*loops)
     async with httpx.AsyncClient(base_url=kiln.url, headers=headers, timeout=60) as client:
-        versions = (await client.get("/v1/models/load/versions",
-                                     params={"limit": 500})).json()["total"]
+        versions = (await client.get("/v1/models/load/versions", params={"limit": 500})).json()[
+            "total"
+        ]
     statuses = [final.get(job_id, "lost") for job_id in accepted]
-    return {"accepted": len(accepted), "distinct": len(set(accepted)),
-            "succeeded": statuses.count("succeeded"), "failed": statuses.count("failed"),
-            "lost": statuses.count("lost"), "versions": versions,
-            "submit_p50": percentile(submissions, 50), "submit_p99": percentile(submissions, 99),
-            "submitted_s": submitted_s, "drained_s": drained_s,
-            "idle_p50": percentile(idle, 50), "idle_p99": percentile(idle, 99),
-            "busy_p50": percentile(busy, 50), "busy_p99": percentile(busy, 99),
-            "predictions": len(busy), "prediction_failures": len(failures),
-            "retries": len(retries)}
+    return {
+        "accepted": len(accepted),
+        "distinct": len(set(accepted)),
+        "succeeded": statuses.count("succeeded"),
+        "failed": statuses.count("failed"),
+        "lost": statuses.count("lost"),
+        "versions": versions,
+        "submit_p50": percentile(submissions, 50),
+        "submit_p99": percentile(submissions, 99),
+        "submitted_s": submitted_s,
+        "drained_s": drained_s,
+        "idle_p50": percentile(idle, 50),
+        "idle_p99": percentile(idle, 99),
+        "busy_p50": percentile(busy, 50),
+        "busy_p99": percentile(busy, 99),
+        "predictions": len(busy),
+        "prediction_failures": len(failures),
+        "retries": len(retries),
+    }
 
 
 @contextmanager
@@ -176,8 +212,10 @@ def run(label: str, jobs: int, clients: int, env: dict[str, str]) -> dict[str, A
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
-        with tempfile.TemporaryDirectory() as folder, \
-                kiln_server(Path(folder) / "data", workers=2) as kiln:
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            kiln_server(Path(folder) / "data", workers=2) as kiln,
+        ):
             result = asyncio.run(scenario(kiln, jobs, clients))
     finally:
         for name, value in saved.items():
@@ -191,10 +229,12 @@ def run(label: str, jobs: int, clients: int, env: dict[str, str]) -> dict[str, A
 
 
 def table(results: list[dict[str, Any]]) -> list[str]:
-    lines = ["| configuration | 202s | distinct ids | succeeded | failed | lost | versions "
-             "| duplicated | resent (503/409) | submit p50 / p99 ms | predict p50 / p99 ms idle "
-             "| during jobs | p99 ratio | prediction errors | all jobs done after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| configuration | 202s | distinct ids | succeeded | failed | lost | versions "
+        "| duplicated | resent (503/409) | submit p50 / p99 ms | predict p50 / p99 ms idle "
+        "| during jobs | p99 ratio | prediction errors | all jobs done after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         lines.append(
             f"| {r['label']} | {r['accepted']} | {r['distinct']} | {r['succeeded']} | "
@@ -203,7 +243,8 @@ def table(results: list[dict[str, Any]]) -> list[str]:
             f"{r['submit_p99']:.1f} | {r['idle_p50']:.2f} / {r['idle_p99']:.2f} | "
             f"{r['busy_p50']:.2f} / {r['busy_p99']:.2f} | "
             f"{r['busy_p99'] / r['idle_p99']:.1f}x | {r['prediction_failures']} of "
-            f"{r['predictions']} | {r['drained_s']:.0f} s |")
+            f"{r['predictions']} | {r['drained_s']:.0f} s |"
+        )
     return lines
 
 
@@ -218,14 +259,20 @@ def main() -> None:
     results = [run("embedded (SQLite, server-less broker)", args.jobs, args.clients, {})]
     if args.postgres and args.redis:
         with postgres_database(args.postgres) as database:
-            results.append(run("PostgreSQL + Redis", args.jobs, args.clients,
-                               {"KILN_DATABASE_URL": database,
-                                "KILN_BROKER_URL": args.redis}))
+            results.append(
+                run(
+                    "PostgreSQL + Redis",
+                    args.jobs,
+                    args.clients,
+                    {"KILN_DATABASE_URL": database, "KILN_BROKER_URL": args.redis},
+                )
+            )
     lines = table(results)
     print("\n".join(lines))
     if args.write:
         header = [
-            "# Load: job submissions during prediction traffic", "",
+            "# Load: job submissions during prediction traffic",
+            "",
             f"`bench/load.py`, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
             f"{os.cpu_count()} CPUs, Python {platform.python_version()}. `kiln serve` with "
             f"2 worker processes; {args.jobs} tiny search jobs (one trial, one epoch, on "
@@ -233,7 +280,9 @@ def main() -> None:
             f"own Idempotency-Key, while {PREDICT_CLIENTS} clients send /v1 predictions "
             "(one row) until every job has ended. 'idle': the same prediction traffic for "
             "10 s before the submissions. 'lost': a 202 whose job never ended; "
-            "'duplicated': versions beyond one per succeeded job.", ""]
+            "'duplicated': versions beyond one per succeeded job.",
+            "",
+        ]
         RESULTS.write_text("\n".join(header + lines) + "\n")
     assert all(r["lost"] == 0 and r["versions"] == r["succeeded"] for r in results)
 

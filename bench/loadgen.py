@@ -32,10 +32,13 @@ class LoadResult:
         return float(np.percentile(self.latencies_s, q) * 1000) if self.requests else 0.0
 
 
-def build_request(host: str, port: int, path: str, body: bytes,
-                  headers: dict[str, str]) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}",
-             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        f"Content-Length: {len(body)}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -51,8 +54,15 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _connection(host: str, port: int, request: bytes, warm_until: float, stop_at: float,
-                      latencies: list[float], failures: list[int]) -> None:
+async def _connection(
+    host: str,
+    port: int,
+    request: bytes,
+    warm_until: float,
+    stop_at: float,
+    latencies: list[float],
+    failures: list[int],
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while True:
@@ -69,18 +79,27 @@ async def _connection(host: str, port: int, request: bytes, warm_until: float, s
         writer.close()
 
 
-async def run_load(host: str, port: int, request: bytes, *, connections: int,
-                   duration_s: float, warmup_s: float) -> LoadResult:
+async def run_load(
+    host: str, port: int, request: bytes, *, connections: int, duration_s: float, warmup_s: float
+) -> LoadResult:
     """Drive ``request`` over ``connections`` connections; count what ran after warm-up."""
     start = time.perf_counter()
     warm_until, stop_at = start + warmup_s, start + warmup_s + duration_s
     latencies: list[float] = []
     failures: list[int] = []
-    await asyncio.gather(*[_connection(host, port, request, warm_until, stop_at, latencies,
-                                       failures) for _ in range(connections)])
+    await asyncio.gather(
+        *[
+            _connection(host, port, request, warm_until, stop_at, latencies, failures)
+            for _ in range(connections)
+        ]
+    )
     measured = time.perf_counter() - warm_until
-    return LoadResult(requests=len(latencies), failures=len(failures), seconds=measured,
-                      latencies_s=np.asarray(latencies))
+    return LoadResult(
+        requests=len(latencies),
+        failures=len(failures),
+        seconds=measured,
+        latencies_s=np.asarray(latencies),
+    )
 
 
 @dataclass(frozen=True)
@@ -100,24 +119,38 @@ def _lua_string(data: bytes) -> str:
 def _milliseconds(text: str) -> float:
     for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
         if text.endswith(unit):
-            return float(text[:-len(unit)]) * scale
+            return float(text[: -len(unit)]) * scale
     raise ValueError(f"unexpected wrk duration {text!r}")
 
 
-def run_wrk(url: str, body: bytes, headers: dict[str, str], *, connections: int,
-            duration_s: float, cpu: int | None, scratch: Path) -> Measured:
+def run_wrk(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    connections: int,
+    duration_s: float,
+    cpu: int | None,
+    scratch: Path,
+) -> Measured:
     """wrk with one thread and ``connections`` connections (after a 1.5 s warm-up run),
     pinned to ``cpu`` when given; its requests/s, p50, p99 and non-2xx count."""
     script = scratch / "request.lua"
-    lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body)}",
-             *(f"wrk.headers[{_lua_string(k.encode())}] = {_lua_string(v.encode())}"
-               for k, v in headers.items())]
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = {_lua_string(body)}",
+        *(
+            f"wrk.headers[{_lua_string(k.encode())}] = {_lua_string(v.encode())}"
+            for k, v in headers.items()
+        ),
+    ]
     script.write_text("\n".join(lines) + "\n")
     pin = ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
     base = [*pin, "wrk", "-t1", f"-c{connections}", "-s", str(script)]
     subprocess.run([*base, "-d1s", url], check=True, capture_output=True)  # warm-up
-    out = subprocess.run([*base, f"-d{duration_s:g}s", "--latency", url], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [*base, f"-d{duration_s:g}s", "--latency", url], check=True, capture_output=True, text=True
+    ).stdout
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out)[1])  # type: ignore[index]
     p50 = _milliseconds(re.search(r"\s50%\s+(\S+)", out)[1])  # type: ignore[index]
     p99 = _milliseconds(re.search(r"\s99%\s+(\S+)", out)[1])  # type: ignore[index]
@@ -125,11 +158,27 @@ def run_wrk(url: str, body: bytes, headers: dict[str, str], *, connections: int,
     return Measured(rate, p50, p99, int(failed[1]) if failed else 0)
 
 
-def run_python_load(host: str, port: int, path: str, body: bytes, headers: dict[str, str], *,
-                    connections: int, duration_s: float) -> Measured:
+def run_python_load(
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    connections: int,
+    duration_s: float,
+) -> Measured:
     """The same measurement with this module's asyncio generator (where wrk is missing)."""
-    result = asyncio.run(run_load(host, port, build_request(host, port, path, body, headers),
-                                  connections=connections, duration_s=duration_s,
-                                  warmup_s=1.5))
-    return Measured(result.requests_per_s, result.percentile_ms(50), result.percentile_ms(99),
-                    result.failures)
+    result = asyncio.run(
+        run_load(
+            host,
+            port,
+            build_request(host, port, path, body, headers),
+            connections=connections,
+            duration_s=duration_s,
+            warmup_s=1.5,
+        )
+    )
+    return Measured(
+        result.requests_per_s, result.percentile_ms(50), result.percentile_ms(99), result.failures
+    )

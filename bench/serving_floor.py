@@ -6,8 +6,7 @@ from __future__ import annotations
 from starlette.types import Receive, Scope, Send
 
 ANSWER = b'{"model":"digits","version":1,"predictions":[0]}'
-HEADERS = [(b"content-type", b"application/json"),
-           (b"content-length", str(len(ANSWER)).encode())]
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
 
 
 async def lifespan(receive: Receive, send: Send) -> None:

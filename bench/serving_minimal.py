@@ -15,8 +15,9 @@ from bench.serving_floor import lifespan
 
 _options = ort.SessionOptions()
 _options.intra_op_num_threads = 1
-SESSION = ort.InferenceSession(os.environ.get("REFERENCE_MODEL", "model.onnx"), _options,
-                               providers=["CPUExecutionProvider"])
+SESSION = ort.InferenceSession(
+    os.environ.get("REFERENCE_MODEL", "model.onnx"), _options, providers=["CPUExecutionProvider"]
+)
 HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -31,8 +32,14 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         more = message.get("more_body", False)
     rows = np.asarray(orjson.loads(body)["inputs"], dtype=np.float32)
     output = SESSION.run(None, {"input": rows})[0]
-    answer = orjson.dumps({"predictions": output.argmax(axis=1).tolist(),
-                           "probabilities": output.tolist()})
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [*HEADERS, (b"content-length", str(len(answer)).encode())]})
+    answer = orjson.dumps(
+        {"predictions": output.argmax(axis=1).tolist(), "probabilities": output.tolist()}
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*HEADERS, (b"content-length", str(len(answer)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": answer})

@@ -10,8 +10,9 @@ from pydantic import BaseModel
 
 options = ort.SessionOptions()
 options.intra_op_num_threads = 1
-session = ort.InferenceSession(os.environ["REFERENCE_MODEL"], options,
-                               providers=["CPUExecutionProvider"])
+session = ort.InferenceSession(
+    os.environ["REFERENCE_MODEL"], options, providers=["CPUExecutionProvider"]
+)
 app = FastAPI()
 
 
@@ -22,5 +23,7 @@ class Rows(BaseModel):
 @app.post("/predict")
 def predict(rows: Rows) -> dict[str, list]:
     probabilities = session.run(None, {"input": np.asarray(rows.inputs, dtype=np.float32)})[0]
-    return {"predictions": probabilities.argmax(axis=1).tolist(),
-            "probabilities": probabilities.tolist()}
+    return {
+        "predictions": probabilities.argmax(axis=1).tolist(),
+        "probabilities": probabilities.tolist(),
+    }

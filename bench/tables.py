@@ -38,11 +38,13 @@ from bench.harness import Kiln, kiln_server, wait  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "tables.md"
 SEED = 11
 # (package, name, target, task): the tables of part A.
-TABLES = [("modeldata", "credit_data", "Status", "classification"),
-          ("modeldata", "mlc_churn", "churn", "classification"),
-          ("carData", "TitanicSurvival", "survived", "classification"),
-          ("palmerpenguins", "penguins", "species", "classification"),
-          ("ggplot2", "diamonds", "price", "regression")]
+TABLES = [
+    ("modeldata", "credit_data", "Status", "classification"),
+    ("modeldata", "mlc_churn", "churn", "classification"),
+    ("carData", "TitanicSurvival", "survived", "classification"),
+    ("palmerpenguins", "penguins", "species", "classification"),
+    ("ggplot2", "diamonds", "price", "regression"),
+]
 
 
 def table_csv(package: str, name: str, folder: Path) -> Path:
@@ -55,16 +57,28 @@ def table_csv(package: str, name: str, folder: Path) -> Path:
 
 def upload(kiln: Kiln, path: Path, target: str, task: str) -> dict[str, Any]:
     with kiln.client() as client, path.open("rb") as handle:
-        response = client.post("/v1/datasets", data={"target": target, "task": task},
-                               files={"file": (path.name, handle)})
+        response = client.post(
+            "/v1/datasets",
+            data={"target": target, "task": task},
+            files={"file": (path.name, handle)},
+        )
     response.raise_for_status()
     return dict(response.json())
 
 
 def search(kiln: Kiln, dataset_id: int, model: str, trials: int) -> int:
-    body = {"kind": "search", "dataset_id": dataset_id, "model_name": model,
-            "search": {"algorithm": "tpe", "max_trials": trials, "parallelism": 2,
-                       "max_epochs": 80, "seed": SEED}}
+    body = {
+        "kind": "search",
+        "dataset_id": dataset_id,
+        "model_name": model,
+        "search": {
+            "algorithm": "tpe",
+            "max_trials": trials,
+            "parallelism": 2,
+            "max_epochs": 80,
+            "seed": SEED,
+        },
+    }
     with kiln.client() as client:
         response = client.post("/v1/jobs", json=body)
     response.raise_for_status()
@@ -108,18 +122,26 @@ def lightgbm_score(path: Path, target: str, task: str) -> float:
     regressor = lightgbm.LGBMRegressor(verbose=-1, random_state=SEED)
     regressor.fit(features.iloc[fit_rows], labels[fit_rows])
     error = regressor.predict(features.iloc[splits.test]) - labels[splits.test]
-    return float(np.sqrt(np.mean(error ** 2)))
+    return float(np.sqrt(np.mean(error**2)))
 
 
 def part_a(kiln: Kiln, folder: Path, trials: int) -> list[str]:
-    rows = ["| table | rows | columns (types) | rows left out | ModelKiln | LightGBM | gap | "
-            "target met |", "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| table | rows | columns (types) | rows left out | ModelKiln | LightGBM | gap | "
+        "target met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     jobs = {}
     for package, name, target, task in TABLES:
         path = table_csv(package, name, folder)
         dataset = upload(kiln, path, target, task)
-        jobs[name] = (search(kiln, dataset["id"], name.replace("_", "-").lower(), trials),
-                      dataset, path, target, task)
+        jobs[name] = (
+            search(kiln, dataset["id"], name.replace("_", "-").lower(), trials),
+            dataset,
+            path,
+            target,
+            task,
+        )
     finished = wait(kiln, [job for job, *_ in jobs.values()])
     for name, (job_id, dataset, path, target, task) in jobs.items():
         job = finished[job_id]
@@ -131,8 +153,10 @@ def part_a(kiln: Kiln, folder: Path, trials: int) -> list[str]:
         gaps = sum(column["missing"] for column in columns)
         peer = lightgbm_score(path, target, task)
         if job["status"] != "succeeded":
-            rows.append(f"| {name} | {dataset['rows']} | {types} | | failed: "
-                        f"{job['error']} | {peer:.4f} | | no |")
+            rows.append(
+                f"| {name} | {dataset['rows']} | {types} | | failed: "
+                f"{job['error']} | {peer:.4f} | | no |"
+            )
             continue
         metrics = job["result"]["metrics"]
         if task == "classification":
@@ -142,9 +166,11 @@ def part_a(kiln: Kiln, folder: Path, trials: int) -> list[str]:
             ours, gap = metrics["rmse"], metrics["rmse"] / peer - 1
             met, shown = gap <= 0.05, f"{gap * 100:+.1f}% RMSE"
         dropped = sum(entry["rows"] for entry in dataset["profile"]["dropped"])
-        rows.append(f"| {name} ({target}, {task}) | {dataset['rows']} | {types}; {gaps} gaps "
-                    f"| {dropped} rows | {ours:.4f} | {peer:.4f} | {shown} | "
-                    f"{'yes' if met else 'no'} |")
+        rows.append(
+            f"| {name} ({target}, {task}) | {dataset['rows']} | {types}; {gaps} gaps "
+            f"| {dropped} rows | {ours:.4f} | {peer:.4f} | {shown} | "
+            f"{'yes' if met else 'no'} |"
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -174,8 +200,12 @@ def big_csv(path: Path, rows: int) -> None:
     columns["d0"] = (np.datetime64("2015-01-01") + days).astype(str).astype(object)
     columns["d1"] = np.where(rng.random(rows) < 0.1, "", columns["d0"]).astype(object)
     columns["label"] = np.where(signal + rng.normal(0, 0.5, rows) > 0, "yes", "no")
-    arrow_csv.write_csv(pa.table({name: pa.array(values.tolist(), type=pa.string())
-                                  for name, values in columns.items()}), path)
+    arrow_csv.write_csv(
+        pa.table(
+            {name: pa.array(values.tolist(), type=pa.string()) for name, values in columns.items()}
+        ),
+        path,
+    )
 
 
 # Peak resident memory from /proc (VmHWM starts afresh at exec; ru_maxrss would carry the
@@ -198,11 +228,13 @@ print(seconds, after, after - before)
 READERS = {
     "ModelKiln parse_csv (types, profile inputs, features)": (
         "from app.datasets.parsing import parse_csv",
-        "parse_csv(Path(sys.argv[1]), target='label')"),
-    "pandas read_csv (default engine)": (
-        "import pandas", "pandas.read_csv(sys.argv[1])"),
+        "parse_csv(Path(sys.argv[1]), target='label')",
+    ),
+    "pandas read_csv (default engine)": ("import pandas", "pandas.read_csv(sys.argv[1])"),
     "pandas read_csv (engine='pyarrow')": (
-        "import pandas, pyarrow", "pandas.read_csv(sys.argv[1], engine='pyarrow')"),
+        "import pandas, pyarrow",
+        "pandas.read_csv(sys.argv[1], engine='pyarrow')",
+    ),
 }
 
 
@@ -210,38 +242,62 @@ def part_b(kiln: Kiln, folder: Path, rows: int) -> list[str]:
     path = folder / "big.csv"
     big_csv(path, rows)
     megabytes = path.stat().st_size / 1e6
-    lines = [f"{rows:,} rows x 20 columns, {megabytes:.0f} MB; each reader in a fresh process "
-             "(peak: the process's peak resident memory; growth: above its state after "
-             "imports).", "", "| reader | seconds | MB/s | peak RSS | growth |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"{rows:,} rows x 20 columns, {megabytes:.0f} MB; each reader in a fresh process "
+        "(peak: the process's peak resident memory; growth: above its state after "
+        "imports).",
+        "",
+        "| reader | seconds | MB/s | peak RSS | growth |",
+        "|---|---|---|---|---|",
+    ]
     for label, (prepare, run) in READERS.items():
-        done = subprocess.run([sys.executable, "-c", MEASURE.format(prepare=prepare, run=run),
-                               str(path)], capture_output=True, text=True, cwd=ROOT,
-                              check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", MEASURE.format(prepare=prepare, run=run), str(path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        )
         seconds, peak, growth = (float(part) for part in done.stdout.split()[-3:])
-        lines.append(f"| {label} | {seconds:.1f} | {megabytes / seconds:.0f} | "
-                     f"{peak / 1e6:.0f} MB | {growth / 1e6:.0f} MB |")
+        lines.append(
+            f"| {label} | {seconds:.1f} | {megabytes / seconds:.0f} | "
+            f"{peak / 1e6:.0f} MB | {growth / 1e6:.0f} MB |"
+        )
         print(lines[-1], flush=True)
     started = time.perf_counter()
     dataset = upload(kiln, path, "label", "classification")
     upload_s = time.perf_counter() - started
     started = time.perf_counter()
-    body = {"kind": "search", "dataset_id": dataset["id"], "model_name": "big",
-            "search": {"algorithm": "random", "max_trials": 1, "max_epochs": 2, "seed": 1,
-                       "space": {"n_layers": 2, "width": 64, "epochs": 2,
-                                 "batch_size": 1024, "patience": 0}}}
+    body = {
+        "kind": "search",
+        "dataset_id": dataset["id"],
+        "model_name": "big",
+        "search": {
+            "algorithm": "random",
+            "max_trials": 1,
+            "max_epochs": 2,
+            "seed": 1,
+            "space": {"n_layers": 2, "width": 64, "epochs": 2, "batch_size": 1024, "patience": 0},
+        },
+    }
     with kiln.client() as client:
         response = client.post("/v1/jobs", json=body)
     response.raise_for_status()
     job = wait(kiln, [int(response.json()["id"])])[int(response.json()["id"])]
     search_s = time.perf_counter() - started
-    outcome = (f"accuracy {job['result']['metrics']['accuracy']:.4f} on "
-               f"{job['result']['metrics']['test_rows']:,} held-out rows"
-               if job["status"] == "succeeded" else f"{job['status']}: {job['error']}")
-    lines += ["", f"Upload through `POST /v1/datasets` (parse, profile, store): {upload_s:.1f} s "
-              f"({megabytes / upload_s:.0f} MB/s), {len(dataset['feature_names'])} features "
-              f"from {len(dataset['profile']['columns'])} columns. A search of one trial "
-              f"(2 epochs, 2 x 64 MLP) on it: {search_s:.0f} s, {outcome}."]
+    outcome = (
+        f"accuracy {job['result']['metrics']['accuracy']:.4f} on "
+        f"{job['result']['metrics']['test_rows']:,} held-out rows"
+        if job["status"] == "succeeded"
+        else f"{job['status']}: {job['error']}"
+    )
+    lines += [
+        "",
+        f"Upload through `POST /v1/datasets` (parse, profile, store): {upload_s:.1f} s "
+        f"({megabytes / upload_s:.0f} MB/s), {len(dataset['feature_names'])} features "
+        f"from {len(dataset['profile']['columns'])} columns. A search of one trial "
+        f"(2 epochs, 2 x 64 MLP) on it: {search_s:.0f} s, {outcome}.",
+    ]
     print(lines[-1], flush=True)
     return lines
 
@@ -258,16 +314,28 @@ def main() -> None:
         with kiln_server(folder / "data", workers=2) as kiln:
             table_rows = part_a(kiln, folder, args.trials)
             large = [] if args.skip_large else part_b(kiln, folder, args.rows)
-    report = "\n".join([
-        "# Real tables: ModelKiln vs LightGBM, and a 1M-row upload", "",
-        f"`bench/tables.py`, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-        f"Python {platform.python_version()}; `kiln serve` with 2 worker processes.", "",
-        "## A. Public tables, uploaded as they are", "",
-        f"ModelKiln: a TPE search of {args.trials} trials (2 in parallel, up to 80 epochs), "
-        "the winner's held-out test metric measured on its served ONNX file fed the raw "
-        "columns. LightGBM: default settings, fitted in this run on the same split's "
-        "training and validation rows, scored on the same test rows.", "", *table_rows, "",
-        "## B. A 1,000,000-row upload", "", *large, ""])
+    report = "\n".join(
+        [
+            "# Real tables: ModelKiln vs LightGBM, and a 1M-row upload",
+            "",
+            f"`bench/tables.py`, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+            f"Python {platform.python_version()}; `kiln serve` with 2 worker processes.",
+            "",
+            "## A. Public tables, uploaded as they are",
+            "",
+            f"ModelKiln: a TPE search of {args.trials} trials (2 in parallel, up to 80 epochs), "
+            "the winner's held-out test metric measured on its served ONNX file fed the raw "
+            "columns. LightGBM: default settings, fitted in this run on the same split's "
+            "training and validation rows, scored on the same test rows.",
+            "",
+            *table_rows,
+            "",
+            "## B. A 1,000,000-row upload",
+            "",
+            *large,
+            "",
+        ]
+    )
     print(report)
     if args.write:
         RESULTS.write_text(report)

@@ -39,8 +39,10 @@ def _segment(name: str) -> str:
     rule) instead of changing which route is called. A '/' is refused here: servers decode
     '%2F' back into a separator before routing, so no encoding keeps it in the name."""
     if "/" in name or name in ("", ".", ".."):
-        raise ValueError(f"model name {name[:80]!r} cannot be a URL path segment: model "
-                         "names hold letters, digits, '.', '_' and '-'")
+        raise ValueError(
+            f"model name {name[:80]!r} cannot be a URL path segment: model "
+            "names hold letters, digits, '.', '_' and '-'"
+        )
     return urllib.parse.quote(name, safe="")
 
 
@@ -51,8 +53,10 @@ def _message(response: httpx.Response) -> str:
         return response.text[:500] or response.reason_phrase
     detail = body.get("detail", body.get("error")) if isinstance(body, dict) else body
     if isinstance(detail, list):  # validation problems: each names its field
-        return "; ".join(f"{'.'.join(str(p) for p in problem.get('loc', []))}: "
-                         f"{problem.get('msg', '')}" for problem in detail)
+        return "; ".join(
+            f"{'.'.join(str(p) for p in problem.get('loc', []))}: {problem.get('msg', '')}"
+            for problem in detail
+        )
     return str(detail)
 
 
@@ -90,11 +94,22 @@ class Job:
     @classmethod
     def of(cls, data: dict[str, Any]) -> Job:
         progress = data.get("progress") or {}
-        return cls(data["id"], data["kind"], data["status"], data.get("model_name"),
-                   progress.get("trials_done", 0), progress.get("trials_total", 0),
-                   progress.get("best_value"), data.get("error"), data.get("result"), data,
-                   progress.get("unit", "trials"), progress.get("best_metric"),
-                   progress.get("time_budget_s"), progress.get("elapsed_s"))
+        return cls(
+            data["id"],
+            data["kind"],
+            data["status"],
+            data.get("model_name"),
+            progress.get("trials_done", 0),
+            progress.get("trials_total", 0),
+            progress.get("best_value"),
+            data.get("error"),
+            data.get("result"),
+            data,
+            progress.get("unit", "trials"),
+            progress.get("best_metric"),
+            progress.get("time_budget_s"),
+            progress.get("elapsed_s"),
+        )
 
     @property
     def finished(self) -> bool:
@@ -147,9 +162,17 @@ class Version:
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> Version:
-        return cls(data["model"], data["version"], data["status"], data["source"],
-                   data["size_bytes"], data.get("latency_p50_ms"), data["metrics"],
-                   data["lineage"], data)
+        return cls(
+            data["model"],
+            data["version"],
+            data["status"],
+            data["source"],
+            data["size_bytes"],
+            data.get("latency_p50_ms"),
+            data["metrics"],
+            data["lineage"],
+            data,
+        )
 
     @property
     def inputs(self) -> list[dict[str, Any]]:
@@ -160,14 +183,24 @@ class Client:
     """One gateway, one API key. Every refusal raises ``KilnApiError`` with the server's
     message; transport failures raise httpx's errors."""
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, *,
-                 timeout: float = 120.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = (url or os.environ.get("KILN_URL") or DEFAULT_URL).rstrip("/")
         key = api_key or os.environ.get("KILN_API_KEY")
         if not key:
             raise ValueError("no API key: pass api_key= (or --api-key), or set KILN_API_KEY")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport,
-                                  headers={"Authorization": f"Bearer {key}"})
+        self._http = httpx.Client(
+            base_url=self.url,
+            timeout=timeout,
+            transport=transport,
+            headers={"Authorization": f"Bearer {key}"},
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -185,14 +218,24 @@ class Client:
         return response.json() if response.content else None
 
     # Datasets
-    def upload_dataset(self, path: str | Path, target: str, *, name: str | None = None,
-                       task: str | None = None) -> Dataset:
-        form = {"target": target, **({"name": name} if name else {}),
-                **({"task": task} if task else {})}
+    def upload_dataset(
+        self, path: str | Path, target: str, *, name: str | None = None, task: str | None = None
+    ) -> Dataset:
+        form = {
+            "target": target,
+            **({"name": name} if name else {}),
+            **({"task": task} if task else {}),
+        }
         source = Path(path)
         with source.open("rb") as handle:
-            return Dataset.of(self._call("POST", "/v1/datasets", data=form,
-                                         files={"file": (source.name, handle, "text/csv")}))
+            return Dataset.of(
+                self._call(
+                    "POST",
+                    "/v1/datasets",
+                    data=form,
+                    files={"file": (source.name, handle, "text/csv")},
+                )
+            )
 
     def datasets(self, limit: int = 50) -> list[Dataset]:
         page = self._call("GET", "/v1/datasets", params={"limit": limit})
@@ -208,22 +251,38 @@ class Client:
         return Job.of(self._call("POST", "/v1/jobs", json=dict(spec), headers=headers))
 
     def submit_search(self, dataset_id: int, model_name: str, **search: Any) -> Job:
-        return self.submit({"kind": "search", "dataset_id": dataset_id,
-                            "model_name": model_name, "search": search})
+        return self.submit(
+            {"kind": "search", "dataset_id": dataset_id, "model_name": model_name, "search": search}
+        )
 
-    def submit_batch_prediction(self, name: str, path: str | Path, *,
-                                version: int | None = None,
-                                key_columns: Sequence[str] = (), output_format: str = "csv",
-                                chunk_rows: int | None = None) -> Job:
+    def submit_batch_prediction(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        version: int | None = None,
+        key_columns: Sequence[str] = (),
+        output_format: str = "csv",
+        chunk_rows: int | None = None,
+    ) -> Job:
         """A batch prediction job over a local CSV, run by the workers in chunks."""
-        form = {"model": name, "output_format": output_format,
-                **({"version": str(version)} if version else {}),
-                **({"key_columns": ",".join(key_columns)} if key_columns else {}),
-                **({"chunk_rows": str(chunk_rows)} if chunk_rows else {})}
+        form = {
+            "model": name,
+            "output_format": output_format,
+            **({"version": str(version)} if version else {}),
+            **({"key_columns": ",".join(key_columns)} if key_columns else {}),
+            **({"chunk_rows": str(chunk_rows)} if chunk_rows else {}),
+        }
         source = Path(path)
         with source.open("rb") as handle:
-            return Job.of(self._call("POST", "/v1/jobs/predict", data=form,
-                                     files={"file": (source.name, handle, "text/csv")}))
+            return Job.of(
+                self._call(
+                    "POST",
+                    "/v1/jobs/predict",
+                    data=form,
+                    files={"file": (source.name, handle, "text/csv")},
+                )
+            )
 
     def download_output(self, job_id: int, dest: str | Path) -> Path:
         """A finished batch prediction's file, streamed to ``dest``."""
@@ -231,8 +290,9 @@ class Client:
         with self._http.stream("GET", f"/v1/jobs/{job_id}/output") as response:
             if response.status_code >= 400:
                 response.read()
-                raise KilnApiError(response.status_code, _message(response), "GET",
-                                   f"/v1/jobs/{job_id}/output")
+                raise KilnApiError(
+                    response.status_code, _message(response), "GET", f"/v1/jobs/{job_id}/output"
+                )
             with target.open("wb") as out:
                 for block in response.iter_bytes(1 << 20):
                     out.write(block)
@@ -264,8 +324,14 @@ class Client:
                 return
             time.sleep(poll_s)
 
-    def wait(self, job_id: int, *, timeout: float | None = None, poll_s: float = 1.0,
-             on_progress: Callable[[Job], None] | None = None) -> Job:
+    def wait(
+        self,
+        job_id: int,
+        *,
+        timeout: float | None = None,
+        poll_s: float = 1.0,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
         """Block until the job has finished (raise TimeoutError past ``timeout`` s)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for job in self.watch(job_id, poll_s=poll_s):
@@ -292,9 +358,16 @@ class Client:
     def version(self, name: str, version: int) -> Version:
         return Version.of(self._call("GET", f"/v1/models/{_segment(name)}/versions/{version}"))
 
-    def predict(self, name: str, inputs: list[Any], *,
-                version: int | None = None) -> dict[str, Any]:
+    def predict(
+        self, name: str, inputs: list[Any], *, version: int | None = None
+    ) -> dict[str, Any]:
         """Records keyed by column name, or rows of numbers; the server's answer."""
         params = {"version": version} if version else {}
-        return dict(self._call("POST", f"/v1/models/{_segment(name)}/predict", params=params,
-                               json={"inputs": inputs}))
+        return dict(
+            self._call(
+                "POST",
+                f"/v1/models/{_segment(name)}/predict",
+                params=params,
+                json={"inputs": inputs},
+            )
+        )

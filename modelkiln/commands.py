@@ -21,8 +21,10 @@ from modelkiln.show import show_dataset, show_job
 
 def _client(args: argparse.Namespace) -> Client:
     if not (args.api_key or os.environ.get("KILN_API_KEY")):
-        raise ValueError("no API key: pass --api-key KEY or set KILN_API_KEY (kiln serve "
-                         "saved an admin key in kiln-data/admin.key)")
+        raise ValueError(
+            "no API key: pass --api-key KEY or set KILN_API_KEY (kiln serve "
+            "saved an admin key in kiln-data/admin.key)"
+        )
     return Client(args.url, args.api_key)
 
 
@@ -34,8 +36,9 @@ def _table(rows: list[list[Any]], header: list[str]) -> None:
     cells = [header, *[["" if c is None else str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for row in cells:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-              .rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def datasets_upload(args: argparse.Namespace) -> int:
@@ -44,8 +47,10 @@ def datasets_upload(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(dataset.data)
     else:
-        print(f"dataset {dataset.id}: {dataset.name}, {dataset.rows} rows, {dataset.task} "
-              f"of {dataset.target!r}")
+        print(
+            f"dataset {dataset.id}: {dataset.name}, {dataset.rows} rows, {dataset.task} "
+            f"of {dataset.target!r}"
+        )
     return 0
 
 
@@ -55,8 +60,10 @@ def datasets_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([d.data for d in items])
     else:
-        _table([[d.id, d.name, d.rows, d.task, d.target] for d in items],
-               ["ID", "NAME", "ROWS", "TASK", "TARGET"])
+        _table(
+            [[d.id, d.name, d.rows, d.task, d.target] for d in items],
+            ["ID", "NAME", "ROWS", "TASK", "TARGET"],
+        )
     return 0
 
 
@@ -71,8 +78,12 @@ def _search_spec(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("algorithm", "max_trials", "timeout_s", "seed"):
         if getattr(args, flag) is not None:
             search[flag] = getattr(args, flag)
-    return {"kind": "search", "dataset_id": args.dataset, "model_name": args.model,
-            "search": search}
+    return {
+        "kind": "search",
+        "dataset_id": args.dataset,
+        "model_name": args.model,
+        "search": search,
+    }
 
 
 def jobs_submit(args: argparse.Namespace) -> int:
@@ -96,9 +107,21 @@ def jobs_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([j.data for j in items])
     else:
-        _table([[j.id, j.kind, j.status, j.model_name, count_text(j), time_text(j),
-                 best_text(j) if j.best_value is not None else None] for j in items],
-               ["ID", "KIND", "STATUS", "MODEL", "PROGRESS", "TIME", "BEST"])
+        _table(
+            [
+                [
+                    j.id,
+                    j.kind,
+                    j.status,
+                    j.model_name,
+                    count_text(j),
+                    time_text(j),
+                    best_text(j) if j.best_value is not None else None,
+                ]
+                for j in items
+            ],
+            ["ID", "KIND", "STATUS", "MODEL", "PROGRESS", "TIME", "BEST"],
+        )
     return 0
 
 
@@ -135,9 +158,18 @@ def models_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([m.data for m in items])
     else:
-        _table([[m.name, m.task, m.latest_version,
-                 ", ".join(f"{a}=v{v}" for a, v in sorted(m.aliases.items()))] for m in items],
-               ["NAME", "TASK", "LATEST", "ALIASES"])
+        _table(
+            [
+                [
+                    m.name,
+                    m.task,
+                    m.latest_version,
+                    ", ".join(f"{a}=v{v}" for a, v in sorted(m.aliases.items())),
+                ]
+                for m in items
+            ],
+            ["NAME", "TASK", "LATEST", "ALIASES"],
+        )
     return 0
 
 
@@ -153,12 +185,29 @@ def models_show(args: argparse.Namespace) -> int:
     rows = []
     for v in versions:
         parent = v.lineage.get("parent")
-        origin = (f"{parent['model']} v{parent['version']} by {v.lineage.get('method')}"
-                  if parent else f"{v.source} (job {v.lineage.get('job_id')})")
-        score = next((f"{k}={v.metrics[k]:.4g}" for k in ("accuracy", "r2", "rmse")
-                      if isinstance(v.metrics.get(k), int | float)), "")
-        rows.append([f"v{v.version}", v.status, score, f"{v.size_bytes / 1024:.1f} KiB",
-                     "" if v.latency_p50_ms is None else f"{v.latency_p50_ms:.3f} ms", origin])
+        origin = (
+            f"{parent['model']} v{parent['version']} by {v.lineage.get('method')}"
+            if parent
+            else f"{v.source} (job {v.lineage.get('job_id')})"
+        )
+        score = next(
+            (
+                f"{k}={v.metrics[k]:.4g}"
+                for k in ("accuracy", "r2", "rmse")
+                if isinstance(v.metrics.get(k), int | float)
+            ),
+            "",
+        )
+        rows.append(
+            [
+                f"v{v.version}",
+                v.status,
+                score,
+                f"{v.size_bytes / 1024:.1f} KiB",
+                "" if v.latency_p50_ms is None else f"{v.latency_p50_ms:.3f} ms",
+                origin,
+            ]
+        )
     _table(rows, ["VERSION", "STATUS", "TEST", "SIZE", "P50", "FROM"])
     return 0
 
@@ -168,8 +217,15 @@ def predict(args: argparse.Namespace) -> int:
     if args.job:
         return _predict_as_job(args, out)
     with _client(args) as client:
-        count = predict_csv(client, args.name, args.csv, out, version=args.version,
-                            batch_size=args.batch_size, probabilities=args.probabilities)
+        count = predict_csv(
+            client,
+            args.name,
+            args.csv,
+            out,
+            version=args.version,
+            batch_size=args.batch_size,
+            probabilities=args.probabilities,
+        )
     print(f"{count} rows predicted; written to {out}")
     return 0
 
@@ -177,8 +233,9 @@ def predict(args: argparse.Namespace) -> int:
 def _predict_as_job(args: argparse.Namespace, out: str) -> int:
     """Upload the CSV as a batch prediction job, follow it, download its output."""
     with _client(args) as client:
-        job = client.submit_batch_prediction(args.name, args.csv, version=args.version,
-                                             key_columns=args.key or [])
+        job = client.submit_batch_prediction(
+            args.name, args.csv, version=args.version, key_columns=args.key or []
+        )
         if watch_job(client, job.id, say_outcome=False) != 0:
             return 1
         client.download_output(job.id, out)
@@ -187,10 +244,14 @@ def _predict_as_job(args: argparse.Namespace, out: str) -> int:
     return 0
 
 
-def _common(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], int],
-            json_output: bool = True) -> None:
-    parser.add_argument("--url", help="gateway URL (default: $KILN_URL, else "
-                        "http://127.0.0.1:8000)")
+def _common(
+    parser: argparse.ArgumentParser,
+    handler: Callable[[argparse.Namespace], int],
+    json_output: bool = True,
+) -> None:
+    parser.add_argument(
+        "--url", help="gateway URL (default: $KILN_URL, else http://127.0.0.1:8000)"
+    )
     parser.add_argument("--api-key", help="API key (default: $KILN_API_KEY)")
     if json_output:
         parser.add_argument("--json", action="store_true", help="print the server's JSON")
@@ -210,8 +271,11 @@ def add_commands(commands: Any) -> None:
     listing = sub.add_parser("list", help="list datasets")
     listing.add_argument("--limit", type=int, default=50)
     _common(listing, datasets_list)
-    shown = sub.add_parser("show", help="a dataset's profile: each column's type (and why one "
-                           "is left out), gaps, values; the target; the rows left out")
+    shown = sub.add_parser(
+        "show",
+        help="a dataset's profile: each column's type (and why one "
+        "is left out), gaps, values; the target; the rows left out",
+    )
     shown.add_argument("dataset_id", type=int)
     _common(shown, datasets_show)
 
@@ -233,8 +297,9 @@ def add_commands(commands: Any) -> None:
     watch.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
     _common(watch, jobs_watch, json_output=False)
     listing = sub.add_parser("list", help="list jobs, newest first")
-    listing.add_argument("--status", choices=["queued", "running", "succeeded", "failed",
-                                              "cancelled"])
+    listing.add_argument(
+        "--status", choices=["queued", "running", "succeeded", "failed", "cancelled"]
+    )
     listing.add_argument("--limit", type=int, default=50)
     _common(listing, jobs_list)
     shown = sub.add_parser("show", help="one job: status, progress, plan, result or error")
@@ -257,13 +322,23 @@ def add_commands(commands: Any) -> None:
     predicting.add_argument("--out", help="where to write (default: FILE.predictions.csv)")
     predicting.add_argument("--version", type=int)
     predicting.add_argument("--batch-size", type=int, default=1000)
-    predicting.add_argument("--probabilities", action="store_true", help="also write a "
-                            "probability_<class> column per class (a classifier)")
-    predicting.add_argument("--job", action="store_true", help="upload the file as a batch "
-                            "prediction job on the workers (for large files) and download "
-                            "its output")
-    predicting.add_argument("--key", action="append", help="with --job: a column to copy "
-                            "next to the predictions (repeatable)")
+    predicting.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write a probability_<class> column per class (a classifier)",
+    )
+    predicting.add_argument(
+        "--job",
+        action="store_true",
+        help="upload the file as a batch "
+        "prediction job on the workers (for large files) and download "
+        "its output",
+    )
+    predicting.add_argument(
+        "--key",
+        action="append",
+        help="with --job: a column to copy next to the predictions (repeatable)",
+    )
     _common(predicting, predict, json_output=False)
 
 

@@ -33,12 +33,17 @@ class RowReader:
         self.header = header
         self.kinds: dict[str, str] | None = None
         if inputs and all(spec.get("kind") for spec in inputs):
-            self.kinds = {spec["name"]: spec["kind"] for spec in inputs
-                          if spec["kind"] != "ignored" and spec.get("required", True)}
+            self.kinds = {
+                spec["name"]: spec["kind"]
+                for spec in inputs
+                if spec["kind"] != "ignored" and spec.get("required", True)
+            }
             missing = [name for name in self.kinds if name not in header]
             if missing:
-                raise ValueError(f"the CSV lacks column(s) {missing[:10]} that "
-                                 f"{version.model} v{version.version} reads")
+                raise ValueError(
+                    f"the CSV lacks column(s) {missing[:10]} that "
+                    f"{version.model} v{version.version} reads"
+                )
             return
         width = inputs[0]["shape"][-1] if inputs else len(header)
         dataset_id = version.lineage.get("dataset_id")
@@ -47,8 +52,10 @@ class RowReader:
             names = header if len(header) == width else names
         missing = [name for name in names if name not in header]
         if missing or len(names) != width:
-            raise ValueError(f"{version.model} v{version.version} takes {width} numbers per "
-                             f"row; the CSV's columns do not name them (missing {missing[:10]})")
+            raise ValueError(
+                f"{version.model} v{version.version} takes {width} numbers per "
+                f"row; the CSV's columns do not name them (missing {missing[:10]})"
+            )
         self.positions = [header.index(name) for name in names]
 
     def convert(self, line: int, row: list[str]) -> Any:
@@ -77,13 +84,24 @@ def inert_cells(cells: list[Any]) -> list[Any]:
     """The cells, with each text cell a spreadsheet would run as a formula (it begins with
     ``= + - @``, a tab or a carriage return, and is not a plain number) written with a
     leading ``'`` (OWASP's advice on CSV injection); numbers stay as they are."""
-    return ["'" + cell if isinstance(cell, str) and _RISKY_START.match(cell)
-            and not _PLAIN_NUMBER.match(cell) else cell for cell in cells]
+    return [
+        "'" + cell
+        if isinstance(cell, str) and _RISKY_START.match(cell) and not _PLAIN_NUMBER.match(cell)
+        else cell
+        for cell in cells
+    ]
 
 
-def predict_csv(client: Client, name: str, source: str | Path, dest: str | Path, *,
-                version: int | None = None, batch_size: int = 1000,
-                probabilities: bool = False) -> int:
+def predict_csv(
+    client: Client,
+    name: str,
+    source: str | Path,
+    dest: str | Path,
+    *,
+    version: int | None = None,
+    batch_size: int = 1000,
+    probabilities: bool = False,
+) -> int:
     """Predict every row of ``source`` with one version of ``name`` (the asked one, else
     the one the server serves by default) and write ``dest``: the same rows with a
     ``prediction`` column, and with ``probabilities`` one ``probability_<class>`` column per
@@ -98,19 +116,27 @@ def predict_csv(client: Client, name: str, source: str | Path, dest: str | Path,
         reader = RowReader(client, chosen, header)
         labels = chosen.data.get("class_labels") or []
         if probabilities and not labels:
-            raise ValueError(f"{name} v{chosen.version} is not a classifier: it has no class "
-                             "probabilities to write")
+            raise ValueError(
+                f"{name} v{chosen.version} is not a classifier: it has no class "
+                "probabilities to write"
+            )
         writer = csv.writer(out)
-        writer.writerow(inert_cells([*header, "prediction",
-                                     *([f"probability_{label}" for label in labels]
-                                       if probabilities else [])]))
+        writer.writerow(
+            inert_cells(
+                [
+                    *header,
+                    "prediction",
+                    *([f"probability_{label}" for label in labels] if probabilities else []),
+                ]
+            )
+        )
         for batch in _batches(rows, batch_size):
             inputs = [reader.convert(done + offset + 2, row) for offset, row in enumerate(batch)]
             answer = client.predict(name, inputs, version=chosen.version)
             scores = answer.get("probabilities") if probabilities else None
-            for index, (row, prediction) in enumerate(zip(batch, answer["predictions"],
-                                                          strict=True)):
-                writer.writerow(inert_cells([*row, prediction,
-                                             *(scores[index] if scores else [])]))
+            for index, (row, prediction) in enumerate(
+                zip(batch, answer["predictions"], strict=True)
+            ):
+                writer.writerow(inert_cells([*row, prediction, *(scores[index] if scores else [])]))
             done += len(batch)
     return done

@@ -83,8 +83,14 @@ def outcome(job: Job) -> str:
     return f"job {job.id} succeeded"
 
 
-def watch_job(client: Client, job_id: int, out: TextIO = sys.stderr,
-              poll_s: float = 1.0, *, say_outcome: bool = True) -> int:
+def watch_job(
+    client: Client,
+    job_id: int,
+    out: TextIO = sys.stderr,
+    poll_s: float = 1.0,
+    *,
+    say_outcome: bool = True,
+) -> int:
     """Draw the job's progress until it finishes; say what it left (``say_outcome``); 0 if
     it succeeded, else 1."""
     bar = ProgressBar(out)

@@ -46,7 +46,8 @@ SERVER_FIXTURES = frozenset({"kiln_server", "module_kiln_server"})
 def _is_e2e(item: pytest.Item) -> bool:
     module = getattr(item, "module", None)
     return (module is not None and "KilnServer" in vars(module)) or bool(
-        SERVER_FIXTURES & set(getattr(item, "fixturenames", ())))
+        SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -99,7 +100,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Settings:
     """Settings for a test: its own data dir and queue, the shared test database."""
     values: dict[str, object] = {
-        "data_dir": data_dir, "database_url": database_url,
+        "data_dir": data_dir,
+        "database_url": database_url,
         "queue_name": f"kiln-test-{uuid.uuid4().hex[:8]}",
     }
     if BROKER_URL:
@@ -112,8 +114,17 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
 def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
     yield make_settings(tmp_path / "data", database_url)
     with session_scope(database_url) as session:
-        for table in (AliasHistory, Alias, ModelVersion, Model, Trial, Job, Dataset,
-                      IdempotentRequest, ApiKey):
+        for table in (
+            AliasHistory,
+            Alias,
+            ModelVersion,
+            Model,
+            Trial,
+            Job,
+            Dataset,
+            IdempotentRequest,
+            ApiKey,
+        ):
             session.execute(delete(table))
 
 
@@ -132,8 +143,10 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 def keys(settings: Settings) -> dict[str, str]:
     """One API key secret per scope."""
     with session_scope(settings.database_url) as session:
-        return {scope.value: create_key(session, name=f"test-{scope.value}", scope=scope).secret
-                for scope in Scope}
+        return {
+            scope.value: create_key(session, name=f"test-{scope.value}", scope=scope).secret
+            for scope in Scope
+        }
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -158,27 +171,47 @@ def classifier_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     y = np.arange(150) % 3
     x = (rng.normal(size=(150, 4)) + y[:, None] * 3.0).astype(np.float32)
     network = Network(MLPConfig(4, 3, (16,)), classification=True)
-    train(network, TrainData(x[:120], y[:120], x[120:], y[120:]),
-          TrainConfig(epochs=20, learning_rate=0.02))
+    train(
+        network,
+        TrainData(x[:120], y[:120], x[120:], y[120:]),
+        TrainConfig(epochs=20, learning_rate=0.02),
+    )
     path = tmp_path_factory.mktemp("onnx") / "classifier.onnx"
     export_onnx(network, path)
     return path
 
 
-def register(settings: Settings, onnx: Path, *, name: str = "flowers",
-             labels: list | None = None, task: str = "classification",
-             source: str = "upload") -> int:
+def register(
+    settings: Settings,
+    onnx: Path,
+    *,
+    name: str = "flowers",
+    labels: list | None = None,
+    task: str = "classification",
+    source: str = "upload",
+) -> int:
     """Store ``onnx`` and register it as the next version of ``name`` (as ``source``
     registers it: upload, search or compression)."""
     store = get_store(settings)
     with session_scope(settings.database_url) as session:
         artifact = store.put_file(f"test/{name}/{onnx.stat().st_mtime_ns}.onnx", onnx)
         outputs = 3 if task == "classification" else 1
-        version = register_version(session, name, VersionDraft(
-            task=task, source=source, artifact=artifact, class_labels=labels,
-            signature=Signature.model_validate({
-                "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
-                "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, outputs]}]})))
+        version = register_version(
+            session,
+            name,
+            VersionDraft(
+                task=task,
+                source=source,
+                artifact=artifact,
+                class_labels=labels,
+                signature=Signature.model_validate(
+                    {
+                        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
+                        "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, outputs]}],
+                    }
+                ),
+            ),
+        )
         return version.version
 
 

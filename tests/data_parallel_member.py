@@ -16,8 +16,7 @@ from app.training.parallel import Rendezvous, train_as_member
 def main() -> None:
     work, rendezvous, rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
-    joined = train_as_member(Path(work).read_bytes(), Rendezvous(**json.loads(rendezvous)),
-                             rank)
+    joined = train_as_member(Path(work).read_bytes(), Rendezvous(**json.loads(rendezvous)), rank)
     raise SystemExit(0 if joined else 3)
 
 

@@ -20,8 +20,9 @@ def csv_bytes(header: Sequence[str], rows: Sequence[Sequence[object]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def blobs_csv(n_rows: int = 60, n_features: int = 4, labels: Sequence[object] = ("a", "b"),
-              seed: int = 0) -> bytes:
+def blobs_csv(
+    n_rows: int = 60, n_features: int = 4, labels: Sequence[object] = ("a", "b"), seed: int = 0
+) -> bytes:
     """A small, separable classification CSV with the target column ``label``."""
     rng = np.random.default_rng(seed)
     rows = []

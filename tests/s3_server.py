@@ -26,7 +26,9 @@ def s3_server(log_dir: Path) -> Iterator[str]:
     log = (log_dir / f"moto-{port}.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=subprocess.STDOUT)
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -36,8 +38,9 @@ def s3_server(log_dir: Path) -> Iterator[str]:
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start: "
-                                       f"{(log_dir / f'moto-{port}.log').read_text()}") from None
+                    raise RuntimeError(
+                        f"moto server did not start: {(log_dir / f'moto-{port}.log').read_text()}"
+                    ) from None
                 time.sleep(0.2)
         yield endpoint
     finally:
@@ -51,6 +54,9 @@ def bucket_name() -> str:
 
 def s3_env(endpoint: str, bucket: str, prefix: str = "artifacts") -> dict[str, str]:
     """What a ``kiln`` process needs to use the bucket as its artifact store."""
-    return {"KILN_ARTIFACT_URL": f"s3://{bucket}/{prefix}", "KILN_S3_ENDPOINT_URL": endpoint,
-            "KILN_S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
-            "KILN_S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY}
+    return {
+        "KILN_ARTIFACT_URL": f"s3://{bucket}/{prefix}",
+        "KILN_S3_ENDPOINT_URL": endpoint,
+        "KILN_S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "KILN_S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+    }

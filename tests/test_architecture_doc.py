@@ -24,24 +24,35 @@ def _normal(layer: str) -> str:
 
 
 def test_the_page_lists_the_contracts_layers_in_order() -> None:
-    block = re.search(r"<!-- layers: start -->\n```\n(.*?)```\n<!-- layers: end -->", DOC,
-                      re.DOTALL)
+    block = re.search(
+        r"<!-- layers: start -->\n```\n(.*?)```\n<!-- layers: end -->", DOC, re.DOTALL
+    )
     assert block is not None, "docs/architecture.md lost its layers block"
     documented = [_normal(line) for line in block.group(1).splitlines() if line.strip()]
-    layers = next(c for c in _contracts() if c["type"] == "layers"
-                  and not any(":" in layer for layer in c["layers"]))
+    layers = next(
+        c
+        for c in _contracts()
+        if c["type"] == "layers" and not any(":" in layer for layer in c["layers"])
+    )
     assert documented == [_normal(layer) for layer in layers["layers"]]
     assert not layers.get("ignore_imports"), "the layers hold with no exceptions"
 
 
 def test_the_page_names_the_six_layers_of_the_coarse_contract() -> None:
-    block = re.search(r"<!-- named layers: start -->\n```\n(.*?)```\n<!-- named layers: end -->",
-                      DOC, re.DOTALL)
+    block = re.search(
+        r"<!-- named layers: start -->\n```\n(.*?)```\n<!-- named layers: end -->", DOC, re.DOTALL
+    )
     assert block is not None, "docs/architecture.md lost its named layers block"
-    documented = [line.split(":", 1)[1].strip() for line in block.group(1).splitlines()
-                  if line.strip()]
-    coarse = [c for c in _contracts() if c["type"] == "layers" and c["containers"] == ["app"]
-              and any(":" in layer for layer in c["layers"])]
+    documented = [
+        line.split(":", 1)[1].strip() for line in block.group(1).splitlines() if line.strip()
+    ]
+    coarse = [
+        c
+        for c in _contracts()
+        if c["type"] == "layers"
+        and c["containers"] == ["app"]
+        and any(":" in layer for layer in c["layers"])
+    ]
     assert len(coarse) == 1
     assert documented == coarse[0]["layers"]
 
@@ -53,8 +64,11 @@ def test_every_fine_layer_sits_in_its_named_layer_in_order() -> None:
     flattened = [name.strip() for layer in coarse["layers"] for name in layer.split(":")]
     order = [name.strip() for layer in fine["layers"] for name in layer.split("|")]
     assert sorted(flattened) == sorted(order), "both contracts cover the same packages"
-    rank = {name: index for index, layer in enumerate(coarse["layers"])
-            for name in (part.strip() for part in layer.split(":"))}
+    rank = {
+        name: index
+        for index, layer in enumerate(coarse["layers"])
+        for name in (part.strip() for part in layer.split(":"))
+    }
     ranks = [rank[name] for name in order]
     assert ranks == sorted(ranks), "the fine order never climbs back into a higher layer"
 
@@ -66,8 +80,9 @@ def test_every_job_kind_is_in_the_page() -> None:
 
 
 def test_the_torch_free_gateway_in_the_page_is_the_contracts() -> None:
-    gateway = next(c for c in _contracts()
-                   if c["type"] == "forbidden" and c["forbidden_modules"] == ["torch"])
+    gateway = next(
+        c for c in _contracts() if c["type"] == "forbidden" and c["forbidden_modules"] == ["torch"]
+    )
     listed = re.search(r"the gateway \((.*?)\)", DOC, re.DOTALL)
     assert listed is not None
     documented = {name.strip(" `\n") for name in listed.group(1).replace("\n", " ").split(",")}

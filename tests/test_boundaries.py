@@ -7,6 +7,8 @@ import sys
 
 
 def test_gateway_never_imports_torch() -> None:
-    code = ("import sys, app.main, app.cli; app.main.create_app; "
-            "assert 'torch' not in sys.modules, 'torch was imported by the gateway'")
+    code = (
+        "import sys, app.main, app.cli; app.main.create_app; "
+        "assert 'torch' not in sys.modules, 'torch was imported by the gateway'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -18,21 +18,32 @@ KILN = str(Path(sys.executable).with_name("kiln"))
 
 
 def run_kiln(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([KILN, *args], env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [KILN, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize(("variable", "value", "message"), [
-    ("KILN_MAX_UPLOAD_MB", "lots", "KILN_MAX_UPLOAD_MB: Input should be a valid number"),
-    ("KILN_JOB_MAX_ATTEMPTS", "0", "KILN_JOB_MAX_ATTEMPTS: Input should be greater than or "
-                                   "equal to 1"),
-    ("KILN_ARTIFACT_URL", "ftp://host/x", "KILN_ARTIFACT_URL: expected file://PATH or "
-                                          "s3://BUCKET"),
-    ("KILN_DEVICE", "tpu", "KILN_DEVICE: Input should be 'auto', 'cpu' or 'cuda'"),
-    ("KILN_DATABASE_URL", "kiln.db", "KILN_DATABASE_URL: expected a SQLAlchemy URL"),
-])
-def test_bad_setting_stops_serve_naming_the_variable(tmp_path: Path, variable: str, value: str,
-                                                     message: str) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("KILN_MAX_UPLOAD_MB", "lots", "KILN_MAX_UPLOAD_MB: Input should be a valid number"),
+        (
+            "KILN_JOB_MAX_ATTEMPTS",
+            "0",
+            "KILN_JOB_MAX_ATTEMPTS: Input should be greater than or equal to 1",
+        ),
+        (
+            "KILN_ARTIFACT_URL",
+            "ftp://host/x",
+            "KILN_ARTIFACT_URL: expected file://PATH or s3://BUCKET",
+        ),
+        ("KILN_DEVICE", "tpu", "KILN_DEVICE: Input should be 'auto', 'cpu' or 'cuda'"),
+        ("KILN_DATABASE_URL", "kiln.db", "KILN_DATABASE_URL: expected a SQLAlchemy URL"),
+    ],
+)
+def test_bad_setting_stops_serve_naming_the_variable(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
     result = run_kiln("serve", KILN_DATA_DIR=str(tmp_path), **{variable: value})
     assert result.returncode == 2
     assert message in result.stderr
@@ -48,14 +59,23 @@ def test_bad_setting_stops_serve_naming_the_variable(tmp_path: Path, variable: s
 def test_an_unreachable_object_store_stops_serve_and_worker(tmp_path: Path, worker: bool) -> None:
     from tests.fixtures.servers import free_port
 
-    env = {"KILN_DATA_DIR": str(tmp_path), "KILN_ARTIFACT_URL": "s3://kiln-down/a",
-           "KILN_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
-           "KILN_S3_ACCESS_KEY_ID": "id", "KILN_S3_SECRET_ACCESS_KEY": "never-shown-9d2f"}
-    result = (run_kiln("worker", **env) if worker else
-              run_kiln("serve", "--port", str(free_port()), "--grpc-port", "0", **env))
+    env = {
+        "KILN_DATA_DIR": str(tmp_path),
+        "KILN_ARTIFACT_URL": "s3://kiln-down/a",
+        "KILN_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "KILN_S3_ACCESS_KEY_ID": "id",
+        "KILN_S3_SECRET_ACCESS_KEY": "never-shown-9d2f",
+    }
+    result = (
+        run_kiln("worker", **env)
+        if worker
+        else run_kiln("serve", "--port", str(free_port()), "--grpc-port", "0", **env)
+    )
     assert result.returncode == 2
-    assert "kiln: artifact store: the artifact store s3://kiln-down/a cannot be reached" in \
-        result.stderr
+    assert (
+        "kiln: artifact store: the artifact store s3://kiln-down/a cannot be reached"
+        in result.stderr
+    )
     assert "never-shown-9d2f" not in result.stderr + result.stdout
 
 
@@ -63,25 +83,38 @@ def test_an_object_store_without_credentials_says_so(tmp_path: Path) -> None:
     from tests.fixtures.servers import free_port
 
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    env.update(KILN_DATA_DIR=str(tmp_path), KILN_ARTIFACT_URL="s3://kiln-x/a",
-               KILN_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
-               AWS_CONFIG_FILE=str(tmp_path / "none"),
-               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-               AWS_EC2_METADATA_DISABLED="true")
-    result = subprocess.run([KILN, "migrate"], env=env, capture_output=True, text=True,
-                            timeout=120)
+    env.update(
+        KILN_DATA_DIR=str(tmp_path),
+        KILN_ARTIFACT_URL="s3://kiln-x/a",
+        KILN_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    result = subprocess.run([KILN, "migrate"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "has no credentials: set KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY" in \
-        result.stderr
+    assert (
+        "has no credentials: set KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY"
+        in result.stderr
+    )
 
 
-@pytest.mark.parametrize(("taken", "message"), [
-    ("http", "kiln serve: HTTP port {port} on 127.0.0.1 is in use; choose another with "
-             "--port N or KILN_PORT=N"),
-    ("grpc", "kiln serve: gRPC inference port {port} on 127.0.0.1 is in use; choose another "
-             "with --grpc-port N or KILN_GRPC_PORT=N (0: no gRPC)")])
-def test_a_taken_port_is_one_line_naming_the_flag(tmp_path: Path, taken: str,
-                                                  message: str) -> None:
+@pytest.mark.parametrize(
+    ("taken", "message"),
+    [
+        (
+            "http",
+            "kiln serve: HTTP port {port} on 127.0.0.1 is in use; choose another with "
+            "--port N or KILN_PORT=N",
+        ),
+        (
+            "grpc",
+            "kiln serve: gRPC inference port {port} on 127.0.0.1 is in use; choose another "
+            "with --grpc-port N or KILN_GRPC_PORT=N (0: no gRPC)",
+        ),
+    ],
+)
+def test_a_taken_port_is_one_line_naming_the_flag(tmp_path: Path, taken: str, message: str) -> None:
     import socket
 
     from tests.fixtures.servers import free_port
@@ -91,8 +124,13 @@ def test_a_taken_port_is_one_line_naming_the_flag(tmp_path: Path, taken: str,
         holder.listen()
         port = holder.getsockname()[1]
         http, grpc = (port, free_port()) if taken == "http" else (free_port(), port)
-        result = run_kiln("serve", "--port", str(http), KILN_DATA_DIR=str(tmp_path / "data"),
-                          KILN_GRPC_PORT=str(grpc))
+        result = run_kiln(
+            "serve",
+            "--port",
+            str(http),
+            KILN_DATA_DIR=str(tmp_path / "data"),
+            KILN_GRPC_PORT=str(grpc),
+        )
     assert result.returncode == 1
     assert result.stderr.strip() == message.format(port=port)
     assert not (tmp_path / "data").exists()  # nothing started, nothing migrated
@@ -105,8 +143,9 @@ def test_kiln_port_sets_the_http_port(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = run_kiln("serve", KILN_DATA_DIR=str(tmp_path), KILN_PORT=str(port),
-                          KILN_GRPC_PORT="0")
+        result = run_kiln(
+            "serve", KILN_DATA_DIR=str(tmp_path), KILN_PORT=str(port), KILN_GRPC_PORT="0"
+        )
     assert result.returncode == 1 and f"HTTP port {port} " in result.stderr
 
 
@@ -119,16 +158,32 @@ def test_defaults_live_in_the_data_dir(tmp_path: Path) -> None:
 
 def test_keys_create_prints_a_working_key_once(tmp_path: Path) -> None:
     database = f"sqlite:///{tmp_path / 'kiln.db'}"
-    result = run_kiln("keys", "create", "--name", "ci", "--scope", "infer",
-                      KILN_DATA_DIR=str(tmp_path), KILN_DATABASE_URL=database)
+    result = run_kiln(
+        "keys",
+        "create",
+        "--name",
+        "ci",
+        "--scope",
+        "infer",
+        KILN_DATA_DIR=str(tmp_path),
+        KILN_DATABASE_URL=database,
+    )
     assert result.returncode == 0, result.stderr
     secret = result.stdout.strip()
     assert secret.startswith("kiln_")
     with session_scope(database) as session:
         principal = authenticate(session, secret)
     assert (principal.name, principal.scope) == ("ci", Scope.INFER)
-    refused = run_kiln("keys", "create", "--name", "x", "--scope", "root",
-                       KILN_DATA_DIR=str(tmp_path), KILN_DATABASE_URL=database)
+    refused = run_kiln(
+        "keys",
+        "create",
+        "--name",
+        "x",
+        "--scope",
+        "root",
+        KILN_DATA_DIR=str(tmp_path),
+        KILN_DATABASE_URL=database,
+    )
     assert refused.returncode == 2 and "invalid choice: 'root'" in refused.stderr
 
 

@@ -25,9 +25,12 @@ def test_compose_sets_only_real_settings_and_they_validate(tmp_path: Path) -> No
     assert kiln_env == services["worker"]["environment"]
     names = {name.removeprefix(ENV_PREFIX).lower() for name in kiln_env}
     assert names <= set(Settings.model_fields), names - set(Settings.model_fields)
-    values = {name.removeprefix(ENV_PREFIX).lower(): str(value).replace(
-        "${KILN_S3_SECRET_ACCESS_KEY:-kiln-local-only-secret}", "secret")
-        for name, value in kiln_env.items()}
+    values = {
+        name.removeprefix(ENV_PREFIX).lower(): str(value).replace(
+            "${KILN_S3_SECRET_ACCESS_KEY:-kiln-local-only-secret}", "secret"
+        )
+        for name, value in kiln_env.items()
+    }
     values["data_dir"] = str(tmp_path)
     settings = load_settings(**values)
     assert settings.artifact_url.startswith("s3://")

@@ -41,17 +41,20 @@ def test_lock_pins_every_dependency_inside_its_range(lock: str, extras: tuple[st
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
         name = canonicalize_name(requirement.name)
-        assert name in pinned, f"{requirement} is not in requirements/{lock}.lock: " \
-                               "run requirements/refresh"
+        assert name in pinned, (
+            f"{requirement} is not in requirements/{lock}.lock: run requirements/refresh"
+        )
         version = Version(pinned[name].base_version)  # torch 2.13.0+cpu is 2.13.0
-        assert requirement.specifier.contains(version, prereleases=True), \
+        assert requirement.specifier.contains(version, prereleases=True), (
             f"requirements/{lock}.lock pins {name}=={pinned[name]}, outside {requirement}"
+        )
 
 
 def test_every_main_dependency_has_an_upper_bound() -> None:
     for requirement in requirements():
-        assert any(spec.operator in ("<", "==", "~=") for spec in requirement.specifier), \
+        assert any(spec.operator in ("<", "==", "~=") for spec in requirement.specifier), (
             f"{requirement} has no upper bound: a new major release would reach users untested"
+        )
 
 
 def test_main_lock_holds_no_test_only_package_and_no_cuda() -> None:

@@ -18,8 +18,11 @@ class TritonGrpcPeer:
 
     def __init__(self, port: int) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.triton_grpc_peer", str(port)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True)
+            [sys.executable, "-m", "tests.triton_grpc_peer", str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def call(self, op: str, **arguments: Any) -> dict[str, Any]:
         """One call; ``{"ok": True, ...}`` or ``{"ok": False, "status", "message"}``."""
@@ -29,12 +32,28 @@ class TritonGrpcPeer:
         answer: dict[str, Any] = json.loads(self.process.stdout.readline())
         return answer
 
-    def infer(self, rows: np.ndarray, *, model: str = "flowers", version: str = "",
-              key: str | None = None, name: str = "input", datatype: str = "FP32",
-              request_id: str = "") -> dict[str, Any]:
-        answer = self.call("infer", model=model, version=version, rows=rows.tolist(),
-                           shape=list(rows.shape), datatype=datatype, name=name, key=key,
-                           request_id=request_id)
+    def infer(
+        self,
+        rows: np.ndarray,
+        *,
+        model: str = "flowers",
+        version: str = "",
+        key: str | None = None,
+        name: str = "input",
+        datatype: str = "FP32",
+        request_id: str = "",
+    ) -> dict[str, Any]:
+        answer = self.call(
+            "infer",
+            model=model,
+            version=version,
+            rows=rows.tolist(),
+            shape=list(rows.shape),
+            datatype=datatype,
+            name=name,
+            key=key,
+            request_id=request_id,
+        )
         if answer["ok"]:
             answer["output"] = np.asarray(answer["output"], dtype=np.float32)
         return answer
@@ -63,21 +82,32 @@ def _serve(port: str) -> None:  # pragma: no cover - runs in the peer process
             return client.get_server_metadata(as_json=True)
         if op == "model_metadata":
             return client.get_model_metadata(
-                request["model"], request.get("version", ""), headers=headers(request),
-                as_json=True)
+                request["model"], request.get("version", ""), headers=headers(request), as_json=True
+            )
         if op == "model_ready":
-            return {"ready": client.is_model_ready(request["model"], request.get("version", ""),
-                                                   headers=headers(request))}
+            return {
+                "ready": client.is_model_ready(
+                    request["model"], request.get("version", ""), headers=headers(request)
+                )
+            }
         if op == "infer":
             rows = np.asarray(request["rows"], dtype=triton_dtype(request["datatype"]))
             tensor = triton.InferInput(request["name"], request["shape"], request["datatype"])
             tensor.set_data_from_numpy(rows.reshape(request["shape"]))
-            result = client.infer(request["model"], [tensor], model_version=request["version"],
-                                  headers=headers(request), request_id=request["request_id"],
-                                  outputs=[triton.InferRequestedOutput("output")])
+            result = client.infer(
+                request["model"],
+                [tensor],
+                model_version=request["version"],
+                headers=headers(request),
+                request_id=request["request_id"],
+                outputs=[triton.InferRequestedOutput("output")],
+            )
             response = result.get_response()
-            return {"output": result.as_numpy("output").tolist(),
-                    "model_version": response.model_version, "id": response.id}
+            return {
+                "output": result.as_numpy("output").tolist(),
+                "model_version": response.model_version,
+                "id": response.id,
+            }
         raise ValueError(f"unknown op {op!r}")
 
     def triton_dtype(datatype: str) -> Any:

@@ -22,6 +22,7 @@ def _init_worker_process(**_: Any) -> None:
     dispose_engines()
     import torch
 
-    threads = settings.train_threads or max(1, (os.cpu_count() or 1) // max(
-        1, int(celery_app.conf.worker_concurrency or 1)))
+    threads = settings.train_threads or max(
+        1, (os.cpu_count() or 1) // max(1, int(celery_app.conf.worker_concurrency or 1))
+    )
     torch.set_num_threads(threads)

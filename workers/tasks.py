@@ -27,8 +27,7 @@ def _job_task(kind: JobKind[Any]) -> Task:
 
     run.__name__ = run.__qualname__ = kind.name
     run.__doc__ = f"Run {kind.name} job ``job_id``."
-    return celery_app.task(name=kind.task_name, acks_late=True,
-                           reject_on_worker_lost=True)(run)
+    return celery_app.task(name=kind.task_name, acks_late=True, reject_on_worker_lost=True)(run)
 
 
 JOB_TASKS = {name: _job_task(kind) for name, kind in JOB_KINDS.items()}

@@ -19,8 +19,13 @@ from app.datasets import service
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=V1_ERRORS)
 
 
-@router.post("", status_code=201, response_model=DatasetRead, summary="Upload a CSV dataset",
-             responses=STORES_ARTIFACTS)
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetRead,
+    summary="Upload a CSV dataset",
+    responses=STORES_ARTIFACTS,
+)
 def upload_dataset(
     session: SessionDep,
     settings: SettingsDep,
@@ -29,13 +34,21 @@ def upload_dataset(
     file: Annotated[UploadFile, File(description="CSV with a header row.")],
     target: Annotated[str, Form(max_length=200, description="Column to predict.")],
     name: Annotated[str | None, Form(max_length=200)] = None,
-    task: Annotated[Task | None, Form(description="Inferred from the target when absent.")]
-    = None,
-    input_shape: Annotated[str | None, Form(max_length=64, description="Per-row shape of "
-                                            "image-like rows, e.g. '1,8,8'.")] = None,
-    columns: Annotated[str | None, Form(max_length=100_000, description=(
-        'JSON object overriding column types: {"zip": "categorical", "name": "ignore"}; '
-        "types: numeric, categorical, datetime, ignore. Others are inferred."))] = None,
+    task: Annotated[Task | None, Form(description="Inferred from the target when absent.")] = None,
+    input_shape: Annotated[
+        str | None,
+        Form(max_length=64, description="Per-row shape of image-like rows, e.g. '1,8,8'."),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        Form(
+            max_length=100_000,
+            description=(
+                'JSON object overriding column types: {"zip": "categorical", "name": "ignore"}; '
+                "types: numeric, categorical, datetime, ignore. Others are inferred."
+            ),
+        ),
+    ] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> DatasetRead | JSONResponse:
     """Validate and store a CSV; 4xx with the reason if it cannot be learned from. With an
@@ -43,18 +56,34 @@ def upload_dataset(
     with spooled_upload(file, settings, ".csv") as path:
         keyed = None
         if idempotency_key is not None:
-            fields = [target, name or "", task or "", input_shape or "", columns or "",
-                      file.filename or ""]
+            fields = [
+                target,
+                name or "",
+                task or "",
+                input_shape or "",
+                columns or "",
+                file.filename or "",
+            ]
             keyed = idempotency.KeyedRequest(
-                api_key_id=principal.key_id, route="POST /v1/datasets", key=idempotency_key,
-                body_hash=idempotency.fingerprint(*fields, files=(path,)))
+                api_key_id=principal.key_id,
+                route="POST /v1/datasets",
+                key=idempotency_key,
+                body_hash=idempotency.fingerprint(*fields, files=(path,)),
+            )
             earlier = idempotency.earlier_answer(session, keyed)
             if earlier is not None:
                 return JSONResponse(earlier.body, status_code=earlier.status_code)
         dataset = service.create_dataset(
-            session, store, upload=path, filename=file.filename or "upload.csv",
-            target=target, name=name, task=task, input_shape=input_shape,
-            columns=columns)
+            session,
+            store,
+            upload=path,
+            filename=file.filename or "upload.csv",
+            target=target,
+            name=name,
+            task=task,
+            input_shape=input_shape,
+            columns=columns,
+        )
     read = DatasetRead.model_validate(dataset)
     if keyed is None:
         return read
@@ -64,12 +93,17 @@ def upload_dataset(
 
 
 @router.get("", response_model=Page[DatasetRead], dependencies=[ReadAccess])
-def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                  offset: Offset = 0) -> Page[DatasetRead]:
+def list_datasets(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0
+) -> Page[DatasetRead]:
     """Datasets, newest first."""
     rows, total = service.list_datasets(session, limit=limit, offset=offset)
-    return Page(items=[DatasetRead.model_validate(row) for row in rows], total=total,
-                limit=limit, offset=offset)
+    return Page(
+        items=[DatasetRead.model_validate(row) for row in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @router.get("/{dataset_id}", response_model=DatasetRead, dependencies=[ReadAccess])

@@ -25,18 +25,23 @@ def install_docs(app: FastAPI) -> None:
 
     async def swagger_ui(_: Request) -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=openapi_url, title=f"{app.title} API",
+            openapi_url=openapi_url,
+            title=f"{app.title} API",
             swagger_js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS_PATH}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS_PATH}/favicon.png",
             # No badge fetched from validator.swagger.io.
-            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": False})
+            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": False},
+        )
 
     async def redoc(_: Request) -> HTMLResponse:
-        return get_redoc_html(openapi_url=openapi_url, title=f"{app.title} API",
-                              redoc_js_url=f"{ASSETS_PATH}/redoc.standalone.js",
-                              redoc_favicon_url=f"{ASSETS_PATH}/favicon.png",
-                              with_google_fonts=False)
+        return get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} API",
+            redoc_js_url=f"{ASSETS_PATH}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS_PATH}/favicon.png",
+            with_google_fonts=False,
+        )
 
     app.add_route("/docs", swagger_ui, include_in_schema=False)
     app.add_route("/redoc", redoc, include_in_schema=False)

@@ -31,8 +31,9 @@ ECHO_CHARS = 200  # the most of a client's input a validation error repeats
 ARTIFACT_MESSAGE = "a file this request needs is missing from the artifact store"
 # A value the database cannot store (PostgreSQL: a number past its column, text holding a
 # NUL character) that no check caught earlier: the client's input, so a 422, never a 500.
-UNSTORABLE_MESSAGE = ("a value in the request cannot be stored: a number out of range, or "
-                      "text with a NUL character")
+UNSTORABLE_MESSAGE = (
+    "a value in the request cannot be stored: a number out of range, or text with a NUL character"
+)
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,11 @@ def failure_of(error: Exception) -> Failure:
     """The answer to an exception, the same for FastAPI's routes and the fast path: our
     errors as they say, the database down (503), an unstorable value (422), else 500."""
     if isinstance(error, KilnError):
-        return Failure(error.status_code, error.message,
-                       {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {})
+        return Failure(
+            error.status_code,
+            error.message,
+            {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {},
+        )
     if isinstance(error, VALUE_UNSTORABLE):
         return Failure(422, UNSTORABLE_MESSAGE, {})
     if isinstance(error, DATABASE_UNAVAILABLE):
@@ -59,8 +63,9 @@ def failure_of(error: Exception) -> Failure:
     return Failure(500, "internal error", {})
 
 
-def error_response(path: str, status: int, message: str,
-                   headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    path: str, status: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
     """The error body for ``path``, with ``status``: a page for the dashboard's pages."""
     if path.startswith("/ui"):
         return HTMLResponse(
@@ -68,7 +73,9 @@ def error_response(path: str, status: int, message: str,
             "<link rel=stylesheet href=/ui/static/ui.css><main class=error>"
             f"<h1>{status}</h1><p>{html.escape(message)}</p>"
             "<p><a href=/ui/jobs>Back to the dashboard</a></p></main></html>",
-            status_code=status, headers=headers)
+            status_code=status,
+            headers=headers,
+        )
     body = {"error": message} if path.startswith("/v2") else {"detail": message}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -87,25 +94,40 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _known_error(request: Request, error: Exception) -> Response:
         failure = failure_of(error)
         if isinstance(error, RefusedBelow):
-            logger.warning("%s %s: the %s layer refused the client's input (%s); a check at "
-                           "the API should have", request.method, request.url.path,
-                           error.layer, error.message)
+            logger.warning(
+                "%s %s: the %s layer refused the client's input (%s); a check at "
+                "the API should have",
+                request.method,
+                request.url.path,
+                error.layer,
+                error.message,
+            )
             state = getattr(request.app.state, "gateway", None)
             if isinstance(state, GatewayState):
                 state.metrics.refused_below.labels(error.layer).inc()
         elif not isinstance(error, KilnError):
-            logger.warning("%s %s answered %s: %s", request.method, request.url.path,
-                           failure.status, type(error).__name__)
-        return error_response(request.url.path, failure.status, failure.message,
-                              failure.headers or None)
+            logger.warning(
+                "%s %s answered %s: %s",
+                request.method,
+                request.url.path,
+                failure.status,
+                type(error).__name__,
+            )
+        return error_response(
+            request.url.path, failure.status, failure.message, failure.headers or None
+        )
 
     for known in (KilnError, *DATABASE_UNAVAILABLE, *VALUE_UNSTORABLE, FileNotFoundError):
         app.add_exception_handler(known, _known_error)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException) -> Response:
-        return error_response(request.url.path, error.status_code, str(error.detail),
-                              dict(error.headers) if error.headers else None)
+        return error_response(
+            request.url.path,
+            error.status_code,
+            str(error.detail),
+            dict(error.headers) if error.headers else None,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> Response:
@@ -128,8 +150,11 @@ def _bounded_inputs(errors: Sequence[Any]) -> list[Any]:
         value = item.get("input")
         if isinstance(value, str) and len(value) > ECHO_CHARS:
             item = {**item, "input": shown(value)}
-        elif value is not None and not isinstance(value, str | int | float | bool) and len(
-                repr(value)) > ECHO_CHARS:
+        elif (
+            value is not None
+            and not isinstance(value, str | int | float | bool)
+            and len(repr(value)) > ECHO_CHARS
+        ):
             item = {key: part for key, part in item.items() if key != "input"}
         bounded.append(item)
     return bounded

@@ -13,8 +13,9 @@ from pydantic import BaseModel, Field
 class Problem(BaseModel):
     """One field that failed validation."""
 
-    loc: list[str | int] = Field(description="Where: body, query, path or header, then the "
-                                 "field's path.")
+    loc: list[str | int] = Field(
+        description="Where: body, query, path or header, then the field's path."
+    )
     msg: str
     type: str
 
@@ -37,11 +38,10 @@ MEANINGS = {
     403: "The key's scope does not allow this route.",
     404: "No such dataset, job, model, version, alias or key.",
     409: "Conflicts with the current state (a finished job, an alias holding a version, an "
-         "Idempotency-Key used with another body).",
+    "Idempotency-Key used with another body).",
     413: "The body is over a configured size limit.",
     422: "Well-formed, but breaks a rule; the message names the field.",
-    503: "Exists but cannot answer right now (a model still loading, a database that is "
-         "down).",
+    503: "Exists but cannot answer right now (a model still loading, a database that is down).",
     507: "The artifact store's disk is full: nothing was stored; free space and retry.",
 }
 

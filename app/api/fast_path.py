@@ -61,8 +61,11 @@ class InferenceFastPath:
             if match is None:
                 return None
             found = "v2", match[1], int(match[2]) if match[2] else None
-        if found is not None and self.cors and any(name == b"origin"
-                                                   for name, _ in scope["headers"]):
+        if (
+            found is not None
+            and self.cors
+            and any(name == b"origin" for name, _ in scope["headers"])
+        ):
             return None
         return found
 
@@ -78,30 +81,42 @@ class InferenceFastPath:
             elif key == _HEADER_LENGTH:
                 header_length = value
         try:
-            await authorize(self.state.directory, (authorization or b"").decode("latin-1"),
-                            KeyScope.INFER)
+            await authorize(
+                self.state.directory, (authorization or b"").decode("latin-1"), KeyScope.INFER
+            )
             body = await read_body(receive, declared, self.limit)
             if protocol == "v1":
                 answer = await predict_answer(self.state, name, version, body)
             else:
                 answer = await infer_answer(
-                    self.state, name, version, body,
-                    None if header_length is None else header_length.decode("latin-1"))
+                    self.state,
+                    name,
+                    version,
+                    body,
+                    None if header_length is None else header_length.decode("latin-1"),
+                )
         except Exception as error:
             failure = failure_of(error)
             if failure.status == 500:
                 logger.exception("inference request failed")
             key = "error" if protocol == "v2" else "detail"
-            await respond(send, failure.status, Answer(
-                orjson.dumps({key: failure.message}),
-                {"content-type": JSON, **{k.lower(): v for k, v in failure.headers.items()}}))
+            await respond(
+                send,
+                failure.status,
+                Answer(
+                    orjson.dumps({key: failure.message}),
+                    {"content-type": JSON, **{k.lower(): v for k, v in failure.headers.items()}},
+                ),
+            )
             return
         await respond(send, 200, answer)
 
 
 def too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"request body is larger than the limit of {limit} bytes "
-                           f"({limit / 1048576:g} MB, set by KILN_MAX_REQUEST_MB)")
+    return PayloadTooLarge(
+        f"request body is larger than the limit of {limit} bytes "
+        f"({limit / 1048576:g} MB, set by KILN_MAX_REQUEST_MB)"
+    )
 
 
 async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
@@ -137,8 +152,10 @@ async def respond(send: Send, status: int, answer: Answer) -> None:
     if answer.headers == _JSON_ONLY:
         headers = [_JSON_HEADER]
     else:
-        headers = [(key.encode("latin-1"), value.encode("latin-1"))
-                   for key, value in answer.headers.items()]
+        headers = [
+            (key.encode("latin-1"), value.encode("latin-1"))
+            for key, value in answer.headers.items()
+        ]
     headers.append((b"content-length", str(len(answer.body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})

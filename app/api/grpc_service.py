@@ -29,10 +29,16 @@ from app.serving.runtime import Feeds, LoadedModel
 
 logger = logging.getLogger(__name__)
 
-CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-         403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
-         409: grpc.StatusCode.FAILED_PRECONDITION, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-         422: grpc.StatusCode.INVALID_ARGUMENT, 503: grpc.StatusCode.UNAVAILABLE}
+CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
 Handler = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
 
 
@@ -58,30 +64,37 @@ class InferenceService:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
 
-    async def ServerLive(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+    async def ServerLive(self, request: Any, context: aio.ServicerContext) -> Any:
         return message("ServerLiveResponse")(live=True)
 
-    async def ServerReady(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
-        reason = await run_in_threadpool(not_ready_because, self.state.preload,
-                                         self.state.settings)
+    async def ServerReady(self, request: Any, context: aio.ServicerContext) -> Any:
+        reason = await run_in_threadpool(not_ready_because, self.state.preload, self.state.settings)
         return message("ServerReadyResponse")(ready=reason is None)
 
-    async def ServerMetadata(self, request: Any,  # noqa: N802
-                             context: aio.ServicerContext) -> Any:
-        return message("ServerMetadataResponse")(name="modelkiln", version=package_version(),
-                                                 extensions=["binary_tensor_data"])
+    async def ServerMetadata(
+        self,
+        request: Any,
+        context: aio.ServicerContext,
+    ) -> Any:
+        return message("ServerMetadataResponse")(
+            name="modelkiln", version=package_version(), extensions=["binary_tensor_data"]
+        )
 
-    async def ModelReady(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+    async def ModelReady(self, request: Any, context: aio.ServicerContext) -> Any:
         await authorize(self.state.directory, _authorization(context), None)
         try:
-            await run_in_threadpool(self.state.directory.check_servable, request.name,
-                                    _version(request.version))
+            await run_in_threadpool(
+                self.state.directory.check_servable, request.name, _version(request.version)
+            )
         except (NotFound, Unavailable):
             return message("ModelReadyResponse")(ready=False)
         return message("ModelReadyResponse")(ready=True)
 
-    async def ModelMetadata(self, request: Any,  # noqa: N802
-                            context: aio.ServicerContext) -> Any:
+    async def ModelMetadata(
+        self,
+        request: Any,
+        context: aio.ServicerContext,
+    ) -> Any:
         await authorize(self.state.directory, _authorization(context), None)
         version = _version(request.version)
 
@@ -91,13 +104,14 @@ class InferenceService:
 
         found = await run_in_threadpool(read)
         response = message("ModelMetadataResponse")(
-            name=found["name"], versions=found["versions"], platform=found["platform"])
+            name=found["name"], versions=found["versions"], platform=found["platform"]
+        )
         for side in ("inputs", "outputs"):
             for tensor in found[side]:
                 getattr(response, side).add(**tensor)
         return response
 
-    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:  # noqa: N802
+    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
         await authorize(self.state.directory, _authorization(context), Scope.INFER)
         settings = self.state.settings
         name = request.model_name
@@ -107,17 +121,23 @@ class InferenceService:
             return decoded, infer_feeds(settings, model, decoded)
 
         def render(target: Target, decoded: InferRequest, output: np.ndarray) -> Any:
-            return encode_grpc(name, target.version, decoded,
-                               {target.model.output_name: output})
+            return encode_grpc(name, target.version, decoded, {target.model.output_name: output})
 
         return await handle_inference(
-            self.state, "grpc", name, _version(request.model_version),
+            self.state,
+            "grpc",
+            name,
+            _version(request.model_version),
             # raw contents cost next to nothing to read; typed ones do
-            0 if request.raw_input_contents else request.ByteSize(), parse, render)
+            0 if request.raw_input_contents else request.ByteSize(),
+            parse,
+            render,
+        )
 
 
 def _guarded(call: Handler) -> Handler:
     """``call`` with every failure turned into a gRPC status naming the problem."""
+
     async def guarded(request: Any, context: aio.ServicerContext) -> Any:
         try:
             return await call(request, context)
@@ -135,19 +155,27 @@ def grpc_server(state: GatewayState, *, host: str, port: int, reuse_port: bool) 
     """The gRPC server (not started). ``reuse_port`` lets several gateway processes share
     the port; without it a port in use is an error."""
     limit = state.settings.max_request_bytes
-    server = aio.server(options=[("grpc.max_receive_message_length", limit),
-                                 ("grpc.max_send_message_length", 4 * limit),
-                                 ("grpc.so_reuseport", int(reuse_port))])
+    server = aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 4 * limit),
+            ("grpc.so_reuseport", int(reuse_port)),
+        ]
+    )
     service = InferenceService(state)
-    handlers = {name: grpc.unary_unary_rpc_method_handler(
-        _guarded(getattr(service, name)),
-        request_deserializer=message(request).FromString,
-        response_serializer=message(response).SerializeToString)
-        for name, (request, response) in METHODS.items()}
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _guarded(getattr(service, name)),
+            request_deserializer=message(request).FromString,
+            response_serializer=message(response).SerializeToString,
+        )
+        for name, (request, response) in METHODS.items()
+    }
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
     try:
         server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as error:
-        raise RuntimeError(f"cannot serve gRPC on {host}:{port} (KILN_GRPC_PORT): {error}"
-                           ) from None
+        raise RuntimeError(
+            f"cannot serve gRPC on {host}:{port} (KILN_GRPC_PORT): {error}"
+        ) from None
     return server

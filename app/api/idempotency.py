@@ -63,12 +63,15 @@ def earlier_answer(session: Session, request: KeyedRequest) -> Answer | None:
     """The stored answer to an earlier request with this key, or None; a Conflict when
     that request had a different body."""
     row = IdempotentRequestRepository(session).find(
-        api_key_id=request.api_key_id, route=request.route, key=request.key)
+        api_key_id=request.api_key_id, route=request.route, key=request.key
+    )
     if row is None:
         return None
     if row.fingerprint != request.body_hash:
-        raise Conflict(f"{HEADER} {request.key!r} was used for a different {request.route} "
-                       "request; send a new key for a new request")
+        raise Conflict(
+            f"{HEADER} {request.key!r} was used for a different {request.route} "
+            "request; send a new key for a new request"
+        )
     return Answer(row.status_code, row.response)
 
 
@@ -76,15 +79,23 @@ def remember(session: Session, request: KeyedRequest, answer: Answer) -> None:
     """Store ``answer`` for the key in the request's transaction. A request with the same
     key that got there first (still running, or committed a moment ago) makes this one a
     Conflict, and its transaction, with whatever it created, rolls back."""
-    stored = IdempotentRequestRepository(session).add_unless_taken(IdempotentRequest(
-        api_key_id=request.api_key_id, route=request.route, key=request.key,
-        fingerprint=request.body_hash, status_code=answer.status_code, response=answer.body))
+    stored = IdempotentRequestRepository(session).add_unless_taken(
+        IdempotentRequest(
+            api_key_id=request.api_key_id,
+            route=request.route,
+            key=request.key,
+            fingerprint=request.body_hash,
+            status_code=answer.status_code,
+            response=answer.body,
+        )
+    )
     if not stored:
-        raise Conflict(f"another {request.route} request with {HEADER} {request.key!r} is "
-                       "being answered; send this one again to get its answer")
+        raise Conflict(
+            f"another {request.route} request with {HEADER} {request.key!r} is "
+            "being answered; send this one again to get its answer"
+        )
 
 
 def forget_expired(session: Session, now: datetime) -> int:
     """Drop answers older than ``KEEP_HOURS``; how many."""
-    return IdempotentRequestRepository(session).delete_older_than(
-        now - timedelta(hours=KEEP_HOURS))
+    return IdempotentRequestRepository(session).delete_older_than(now - timedelta(hours=KEEP_HOURS))

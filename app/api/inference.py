@@ -47,8 +47,9 @@ class Answer:
     headers: dict[str, str]
 
 
-def _count_failure(metrics: ServingMetrics, name: str, target: Target | None, protocol: str,
-                   status: int) -> None:
+def _count_failure(
+    metrics: ServingMetrics, name: str, target: Target | None, protocol: str, status: int
+) -> None:
     """A failed request, labelled by the version it resolved to. A name that resolved to
     nothing is not used as a label: callers could mint any number of them."""
     if target is None:
@@ -57,9 +58,15 @@ def _count_failure(metrics: ServingMetrics, name: str, target: Target | None, pr
         metrics.failed(name, target.version, protocol, status)
 
 
-async def handle_inference(state: GatewayState, protocol: str, name: str, version: int | None,
-                           json_bytes: int, parse: Callable[[LoadedModel], tuple[_T, Feeds]],
-                           render: Callable[[Target, _T, np.ndarray], _R]) -> _R:
+async def handle_inference(
+    state: GatewayState,
+    protocol: str,
+    name: str,
+    version: int | None,
+    json_bytes: int,
+    parse: Callable[[LoadedModel], tuple[_T, Feeds]],
+    render: Callable[[Target, _T, np.ndarray], _R],
+) -> _R:
     """Resolve, parse (``json_bytes`` of JSON in it), run and render one request, with its
     metrics. Small requests are parsed and run on the event loop (a thread hop costs more
     than they do); large ones, and the first request to a version, in a worker thread."""
@@ -87,13 +94,15 @@ async def handle_inference(state: GatewayState, protocol: str, name: str, versio
     except Exception as error:  # counted by the status it is answered with, then raised
         _count_failure(metrics, name, target, protocol, failure_of(error).status)
         raise
-    metrics.succeeded(name, target.version, protocol, queue_s=started - arrived,
-                      compute_s=computed - computing)
+    metrics.succeeded(
+        name, target.version, protocol, queue_s=started - arrived, compute_s=computed - computing
+    )
     return result
 
 
-async def predict_answer(state: GatewayState, name: str, version: int | None,
-                         body: bytes) -> Answer:
+async def predict_answer(
+    state: GatewayState, name: str, version: int | None, body: bytes
+) -> Answer:
     """``/v1`` predict: JSON rows in, labels and probabilities (or values) out."""
     max_rows = state.settings.max_predict_rows
 
@@ -122,8 +131,9 @@ def _column_feeds(model: LoadedModel, request: InferRequest, max_rows: int) -> F
     columns = {column.name: column for column in model.columns}
     unknown = sorted(set(request.inputs) - set(columns))
     if unknown:
-        raise BadRequest(f"unknown input(s) {unknown[:10]}; the model takes "
-                         f"{[name for name in columns][:30]}")
+        raise BadRequest(
+            f"unknown input(s) {unknown[:10]}; the model takes {[name for name in columns][:30]}"
+        )
     feeds: Feeds = {}
     rows = None
     for name, column in columns.items():
@@ -133,16 +143,22 @@ def _column_feeds(model: LoadedModel, request: InferRequest, max_rows: int) -> F
             raise BadRequest(f"missing input '{name}'")
         array = request.inputs[name]
         if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] != 1):
-            raise BadRequest(f"input '{name}' has shape {list(array.shape)}; the model "
-                             f"expects [1 to {max_rows}, 1]")
+            raise BadRequest(
+                f"input '{name}' has shape {list(array.shape)}; the model "
+                f"expects [1 to {max_rows}, 1]"
+            )
         rows = len(array) if rows is None else rows
         if len(array) != rows or not 1 <= rows <= max_rows:
-            raise BadRequest(f"input '{name}' has {len(array)} rows; every input needs the "
-                             f"same number, 1 to {max_rows}")
+            raise BadRequest(
+                f"input '{name}' has {len(array)} rows; every input needs the "
+                f"same number, 1 to {max_rows}"
+            )
         text = array.dtype == object
         if text != (column.datatype == "BYTES"):
-            raise BadRequest(f"input '{name}' has datatype {NAMES[array.dtype]}; the model "
-                             f"expects {column.datatype}")
+            raise BadRequest(
+                f"input '{name}' has datatype {NAMES[array.dtype]}; the model "
+                f"expects {column.datatype}"
+            )
         if not text:
             with np.errstate(over="ignore"):
                 array = array.astype(np.float32)
@@ -161,11 +177,15 @@ def _check_inputs(model: LoadedModel, request: InferRequest, max_rows: int) -> N
     array = request.inputs[model.input_name]
     datatype = NAMES[array.dtype]
     if datatype != model.input_datatype:
-        raise BadRequest(f"input '{model.input_name}' has datatype {datatype}; the model "
-                         f"expects {model.input_datatype}")
+        raise BadRequest(
+            f"input '{model.input_name}' has datatype {datatype}; the model "
+            f"expects {model.input_datatype}"
+        )
     if tuple(array.shape[1:]) != model.input_shape or not 1 <= array.shape[0] <= max_rows:
-        raise BadRequest(f"input '{model.input_name}' has shape {list(array.shape)}; the model "
-                         f"expects [1 to {max_rows}, {', '.join(map(str, model.input_shape))}]")
+        raise BadRequest(
+            f"input '{model.input_name}' has shape {list(array.shape)}; the model "
+            f"expects [1 to {max_rows}, {', '.join(map(str, model.input_shape))}]"
+        )
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise BadRequest(f"input '{model.input_name}' contains NaN or Inf")
 
@@ -184,8 +204,9 @@ def infer_feeds(settings: Settings, model: LoadedModel, decoded: InferRequest) -
     return {model.input_name: decoded.inputs[model.input_name]}
 
 
-async def infer_answer(state: GatewayState, name: str, version: int | None, body: bytes,
-                       header_length: str | None) -> Answer:
+async def infer_answer(
+    state: GatewayState, name: str, version: int | None, body: bytes, header_length: str | None
+) -> Answer:
     """``/v2`` infer: tensors as JSON or with the binary tensor extension."""
     settings = state.settings
 
@@ -194,8 +215,7 @@ async def infer_answer(state: GatewayState, name: str, version: int | None, body
         return decoded, infer_feeds(settings, model, decoded)
 
     def render(target: Target, decoded: InferRequest, output: np.ndarray) -> Answer:
-        content, headers = encode(name, target.version, decoded,
-                                  {target.model.output_name: output})
+        content, headers = encode(name, target.version, decoded, {target.model.output_name: output})
         return Answer(content, headers)
 
     json_bytes = len(body)
@@ -204,8 +224,9 @@ async def infer_answer(state: GatewayState, name: str, version: int | None, body
     return await handle_inference(state, "v2", name, version, json_bytes, parse, render)
 
 
-async def authorize(directory: ServingDirectory, authorization: str,
-                    scope: KeyScope | None) -> Principal:
+async def authorize(
+    directory: ServingDirectory, authorization: str, scope: KeyScope | None
+) -> Principal:
     """The key of an ``Authorization: Bearer <key>`` value, checked (through the cache) for
     ``scope`` (None: any valid key)."""
     scheme, _, secret = authorization.partition(" ")
@@ -218,5 +239,3 @@ async def authorize(directory: ServingDirectory, authorization: str,
     if scope is not None:
         check_scope(principal, scope)
     return principal
-
-

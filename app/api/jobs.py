@@ -58,28 +58,50 @@ def job_progress(job: Job, metric: str | None = None) -> JobProgress:
     elapsed = None
     if job.started_at is not None:
         elapsed = max(0.0, ((job.finished_at or utcnow()) - job.started_at).total_seconds())
-    return JobProgress(trials_done=job.trials_done, trials_total=job.trials_total,
-                       best_value=job.best_value, best_metric=metric,
-                       unit=JOB_KINDS.progress_unit(job.kind), time_budget_s=budget,
-                       elapsed_s=elapsed)
+    return JobProgress(
+        trials_done=job.trials_done,
+        trials_total=job.trials_total,
+        best_value=job.best_value,
+        best_metric=metric,
+        unit=JOB_KINDS.progress_unit(job.kind),
+        time_budget_s=budget,
+        elapsed_s=elapsed,
+    )
 
 
 def job_read(job: Job, session: Session | None = None) -> JobRead:
     """A job as the API shows it; with ``session``, ``best_value``'s metric is named."""
     metric = best_metric(session, job) if session is not None else None
     return JobRead(
-        id=job.id, kind=job.kind, status=JobStatus(job.status), dataset_id=job.dataset_id,
-        model_name=job.model_name, spec=job.spec, progress=job_progress(job, metric),
-        attempt=job.attempt, max_attempts=job.max_attempts, worker=job.worker, error=job.error,
-        result=JOB_KINDS.read_result(job), created_at=job.created_at, started_at=job.started_at,
-        finished_at=job.finished_at, updated_at=job.updated_at)
+        id=job.id,
+        kind=job.kind,
+        status=JobStatus(job.status),
+        dataset_id=job.dataset_id,
+        model_name=job.model_name,
+        spec=job.spec,
+        progress=job_progress(job, metric),
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        worker=job.worker,
+        error=job.error,
+        result=JOB_KINDS.read_result(job),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        updated_at=job.updated_at,
+    )
 
 
 @router.post("", status_code=202, **AS_STORED, summary="Submit a job")
-def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep, store: StoreDep,
-               principal: WritePrincipal,
-               spec: Annotated[JobCreate, Body(discriminator="kind")],
-               idempotency_key: IdempotencyKey = None) -> JobRead | JSONResponse:
+def submit_job(
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    store: StoreDep,
+    principal: WritePrincipal,
+    spec: Annotated[JobCreate, Body(discriminator="kind")],
+    idempotency_key: IdempotencyKey = None,
+) -> JobRead | JSONResponse:
     """Record the job, then (after commit) send it to the workers. With an
     ``Idempotency-Key``, a repeat of the same request gets the first answer."""
 
@@ -89,59 +111,91 @@ def submit_job(session: SessionDep, settings: SettingsDep, queue: QueueDep, stor
     if idempotency_key is None:
         return job_read(submit(), session)
     keyed = idempotency.KeyedRequest(
-        api_key_id=principal.key_id, route="POST /v1/jobs", key=idempotency_key,
-        body_hash=idempotency.fingerprint(orjson.dumps(spec.model_dump(mode="json"),
-                                                       option=orjson.OPT_SORT_KEYS)))
+        api_key_id=principal.key_id,
+        route="POST /v1/jobs",
+        key=idempotency_key,
+        body_hash=idempotency.fingerprint(
+            orjson.dumps(spec.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        ),
+    )
     earlier = idempotency.earlier_answer(session, keyed)
     if earlier is None:
         read = job_read(submit(), session)
-        earlier = idempotency.Answer(202, read.model_dump(mode="json", by_alias=True,
-                                                           exclude_unset=True))
+        earlier = idempotency.Answer(
+            202, read.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        )
         idempotency.remember(session, keyed, earlier)
     return JSONResponse(earlier.body, status_code=earlier.status_code)
 
 
-@router.post("/predict", status_code=202, **AS_STORED, responses=STORES_ARTIFACTS,
-             summary="Submit a batch prediction over an uploaded CSV")
+@router.post(
+    "/predict",
+    status_code=202,
+    **AS_STORED,
+    responses=STORES_ARTIFACTS,
+    summary="Submit a batch prediction over an uploaded CSV",
+)
 def submit_batch_prediction(
-    session: SessionDep, settings: SettingsDep, queue: QueueDep, store: StoreDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    store: StoreDep,
     principal: WritePrincipal,
-    file: Annotated[UploadFile, File(description="CSV with a header row: the rows to "
-                                     "predict.")],
+    file: Annotated[UploadFile, File(description="CSV with a header row: the rows to predict.")],
     model: Annotated[str, Form(max_length=64, description="Registered model.")],
-    version: Annotated[int | None, Form(description="Default: the version /v1 predict "
-                                        "serves now.")] = None,
-    key_columns: Annotated[str | None, Form(max_length=10_000, description="Comma-separated "
-                                            "columns copied next to the predictions.")] = None,
-    output_format: Annotated[Literal["csv", "parquet"], Form(description="Output file "
-                                                            "format.")] = "csv",
+    version: Annotated[
+        int | None, Form(description="Default: the version /v1 predict serves now.")
+    ] = None,
+    key_columns: Annotated[
+        str | None,
+        Form(
+            max_length=10_000, description="Comma-separated columns copied next to the predictions."
+        ),
+    ] = None,
+    output_format: Annotated[
+        Literal["csv", "parquet"], Form(description="Output file format.")
+    ] = "csv",
     chunk_rows: Annotated[int, Form(description="Rows per chunk.")] = 16_384,
 ) -> JobRead:
     """The same job as ``POST /v1/jobs`` with ``kind: predict``, with the rows uploaded
     here instead of read from a stored dataset; the CSV is kept as the job's input."""
     keys = [name.strip() for name in (key_columns or "").split(",") if name.strip()]
     try:
-        spec = PredictJobCreate(kind="predict", model=model, version=version,
-                                key_columns=keys, output_format=output_format,
-                                chunk_rows=chunk_rows)
+        spec = PredictJobCreate(
+            kind="predict",
+            model=model,
+            version=version,
+            key_columns=keys,
+            output_format=output_format,
+            chunk_rows=chunk_rows,
+        )
     except ValidationError as invalid:
         first = invalid.errors()[0]
         raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     with spooled_upload(file, settings, ".csv") as path:
-        job = submit_predict(SubmitContext(session, queue, settings, store), spec,
-                             upload=path, filename=file.filename)
+        job = submit_predict(
+            SubmitContext(session, queue, settings, store),
+            spec,
+            upload=path,
+            filename=file.filename,
+        )
     return job_read(job)
 
 
-@router.get("", response_model=Page[JobRead], response_model_exclude_unset=True,
-            dependencies=[ReadAccess])
-def list_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Offset = 0,
-              status: JobStatus | None = None) -> Page[JobRead]:
+@router.get(
+    "", response_model=Page[JobRead], response_model_exclude_unset=True, dependencies=[ReadAccess]
+)
+def list_jobs(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Offset = 0,
+    status: JobStatus | None = None,
+) -> Page[JobRead]:
     """Jobs, newest first."""
     rows, total = service.list_jobs(session, limit=limit, offset=offset, status=status)
-    return Page(items=[job_read(row, session) for row in rows], total=total, limit=limit,
-                offset=offset)
+    return Page(
+        items=[job_read(row, session) for row in rows], total=total, limit=limit, offset=offset
+    )
 
 
 @router.get("/{job_id}", **AS_STORED, dependencies=[ReadAccess])
@@ -172,9 +226,17 @@ def compression_report(session: SessionDep, job_id: IdPath) -> CompressionReport
     return CompressionReport(job_id=job_id, **compression_report_of(session, job_id).model_dump())
 
 
-@router.get("/{job_id}/output", response_class=FileResponse, dependencies=[ReadAccess],
-            responses={200: {"content": {media: {} for media in MEDIA_TYPES.values()},
-                             "description": "The predictions file."}})
+@router.get(
+    "/{job_id}/output",
+    response_class=FileResponse,
+    dependencies=[ReadAccess],
+    responses={
+        200: {
+            "content": {media: {} for media in MEDIA_TYPES.values()},
+            "description": "The predictions file.",
+        }
+    },
+)
 def job_output(session: SessionDep, store: StoreDep, job_id: IdPath) -> FileResponse:
     """A finished batch prediction's file: ``row`` (the input row's 1-based number), the key
     columns, then the prediction (and each class's probability) per row. 409 for another

@@ -11,8 +11,9 @@ from app.api.params import IdPath
 from app.api.schemas import KeyCreate, KeyCreated, KeyRead
 from app.contracts.enums import Scope
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[AdminAccess],
-                   responses=V1_ERRORS)
+router = APIRouter(
+    prefix="/v1/keys", tags=["keys"], dependencies=[AdminAccess], responses=V1_ERRORS
+)
 
 
 @router.post("", status_code=201, response_model=KeyCreated)
@@ -29,8 +30,7 @@ def list_keys(session: SessionDep) -> list[KeyRead]:
     return [KeyRead.model_validate(row) for row in auth.list_keys(session)]
 
 
-@router.delete("/{key_id}", response_model=KeyRead,
-                dependencies=[InvalidatesServing])
+@router.delete("/{key_id}", response_model=KeyRead, dependencies=[InvalidatesServing])
 def revoke_key(session: SessionDep, key_id: IdPath) -> KeyRead:
     """Revoke a key; it stops working at once."""
     return KeyRead.model_validate(auth.revoke_key(session, key_id))

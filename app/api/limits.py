@@ -37,8 +37,10 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         limit, setting = self._limit_for(scope["path"])
-        message = (f"request body is larger than the limit of {limit} bytes "
-                   f"({limit / 1048576:g} MB, set by {setting})")
+        message = (
+            f"request body is larger than the limit of {limit} bytes "
+            f"({limit / 1048576:g} MB, set by {setting})"
+        )
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await error_response(scope["path"], 413, message)(scope, receive, send)

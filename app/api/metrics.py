@@ -40,10 +40,12 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         if self.cache is not None:
             loaded = self.cache.loaded()
-            yield GaugeMetricFamily("kiln_models_loaded", "ONNX sessions loaded",
-                                    value=len(loaded))
-            yield GaugeMetricFamily("kiln_models_loaded_bytes", "Bytes of the loaded ONNX "
-                                    "models", value=sum(model.size_bytes for model in loaded))
+            yield GaugeMetricFamily("kiln_models_loaded", "ONNX sessions loaded", value=len(loaded))
+            yield GaugeMetricFamily(
+                "kiln_models_loaded_bytes",
+                "Bytes of the loaded ONNX models",
+                value=sum(model.size_bytes for model in loaded),
+            )
         jobs = GaugeMetricFamily("kiln_jobs", "Jobs by state", labels=["status"])
         with session_scope(self.settings.database_url) as session:
             counts = JobRepository(session).counts_by_status()
@@ -73,21 +75,47 @@ class ServingMetrics:
         self.registry = CollectorRegistry()
         shared = shared_metrics_dir() is not None
         own = None if shared else self.registry  # shared: read back through the collector
-        self.requests = Counter("kiln_inference_requests", "Inference requests by outcome",
-                                [*_LABELS, "outcome"], registry=own)
-        self.queue = Histogram("kiln_inference_queue_seconds", "Wait before the work started",
-                               _LABELS, buckets=_BUCKETS, registry=own)
-        self.compute = Histogram("kiln_inference_compute_seconds", "onnxruntime run time",
-                                 _LABELS, buckets=_BUCKETS, registry=own)
+        self.requests = Counter(
+            "kiln_inference_requests",
+            "Inference requests by outcome",
+            [*_LABELS, "outcome"],
+            registry=own,
+        )
+        self.queue = Histogram(
+            "kiln_inference_queue_seconds",
+            "Wait before the work started",
+            _LABELS,
+            buckets=_BUCKETS,
+            registry=own,
+        )
+        self.compute = Histogram(
+            "kiln_inference_compute_seconds",
+            "onnxruntime run time",
+            _LABELS,
+            buckets=_BUCKETS,
+            registry=own,
+        )
         self.refused_below = Counter(
-            "kiln_refused_below", "Client input that a layer under the API refused (no "
-            "boundary check caught it first), answered 422, by layer", ["layer"], registry=own)
+            "kiln_refused_below",
+            "Client input that a layer under the API refused (no "
+            "boundary check caught it first), answered 422, by layer",
+            ["layer"],
+            registry=own,
+        )
         if shared:
             MultiProcessCollector(self.registry)
-            loaded = Gauge("kiln_models_loaded", "ONNX sessions loaded", registry=None,
-                           multiprocess_mode="livesum")
-            loaded_bytes = Gauge("kiln_models_loaded_bytes", "Bytes of the loaded ONNX models",
-                                 registry=None, multiprocess_mode="livesum")
+            loaded = Gauge(
+                "kiln_models_loaded",
+                "ONNX sessions loaded",
+                registry=None,
+                multiprocess_mode="livesum",
+            )
+            loaded_bytes = Gauge(
+                "kiln_models_loaded_bytes",
+                "Bytes of the loaded ONNX models",
+                registry=None,
+                multiprocess_mode="livesum",
+            )
 
             def models_changed(models: list[LoadedModel]) -> None:
                 loaded.set(len(models))
@@ -99,22 +127,29 @@ class ServingMetrics:
         # costs more than the increment. Versions are finite, so this is bounded.
         self._succeeded: dict[tuple[str, int, str], tuple[Any, Any, Any]] = {}
 
-    def succeeded(self, model: str, version: int, protocol: str, *, queue_s: float,
-                  compute_s: float) -> None:
+    def succeeded(
+        self, model: str, version: int, protocol: str, *, queue_s: float, compute_s: float
+    ) -> None:
         series = self._succeeded.get((model, version, protocol))
         if series is None:
             labels = (model, str(version), protocol)
-            series = self._succeeded.setdefault((model, version, protocol), (
-                self.requests.labels(*labels, "ok"), self.queue.labels(*labels),
-                self.compute.labels(*labels)))
+            series = self._succeeded.setdefault(
+                (model, version, protocol),
+                (
+                    self.requests.labels(*labels, "ok"),
+                    self.queue.labels(*labels),
+                    self.compute.labels(*labels),
+                ),
+            )
         series[0].inc()
         series[1].observe(queue_s)
         series[2].observe(compute_s)
 
     def failed(self, model: str, version: int | None, protocol: str, status: int) -> None:
         outcome = "client_error" if status < 500 else "server_error"
-        self.requests.labels(model, "" if version is None else str(version), protocol,
-                             outcome).inc()
+        self.requests.labels(
+            model, "" if version is None else str(version), protocol, outcome
+        ).inc()
 
 
 @router.get("/metrics", include_in_schema=True, response_class=Response)
@@ -133,5 +168,6 @@ def check_metrics_token(settings: Settings, authorization: str) -> None:
         return
     scheme, _, presented = authorization.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
-            presented.strip().encode(), token.encode()):
+        presented.strip().encode(), token.encode()
+    ):
         raise Unauthorized("/metrics needs 'Authorization: Bearer <KILN_METRICS_TOKEN>'")

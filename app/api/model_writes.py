@@ -33,63 +33,90 @@ from app.registry.upload import ProbeLimits, upload_version
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=V1_ERRORS)
 
 
-@router.post("/{name}/versions", status_code=201, response_model=VersionRead,
-             dependencies=[WriteAccess, InvalidatesServing], responses=STORES_ARTIFACTS,
-             summary="Upload an ONNX model as a new version")
+@router.post(
+    "/{name}/versions",
+    status_code=201,
+    response_model=VersionRead,
+    dependencies=[WriteAccess, InvalidatesServing],
+    responses=STORES_ARTIFACTS,
+    summary="Upload an ONNX model as a new version",
+)
 def upload_model_version(
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
     name: ModelName,
     file: Annotated[UploadFile, File(description="A single self-contained .onnx file.")],
-    labels: Annotated[str | None, Form(max_length=100_000, description="JSON list of class "
-                                       "labels, one per output column.")] = None,
-    task: Annotated[Task | None, Form(description="Inferred from the output when absent.")]
-    = None,
+    labels: Annotated[
+        str | None,
+        Form(max_length=100_000, description="JSON list of class labels, one per output column."),
+    ] = None,
+    task: Annotated[Task | None, Form(description="Inferred from the output when absent.")] = None,
 ) -> VersionRead:
     """Validate the model (checker, no external data, loads in onnxruntime on CPU, fixed
     feature dimension) and register it as the next version of ``name``."""
     with spooled_upload(file, settings, ".onnx") as path:
-        version = upload_version(session, store, name=name, upload=path, labels=labels,
-                                 task=task, limits=ProbeLimits(
-                                     threads=settings.ort_threads,
-                                     memory_mb=settings.probe_memory_mb,
-                                     timeout_s=settings.probe_timeout_s))
+        version = upload_version(
+            session,
+            store,
+            name=name,
+            upload=path,
+            labels=labels,
+            task=task,
+            limits=ProbeLimits(
+                threads=settings.ort_threads,
+                memory_mb=settings.probe_memory_mb,
+                timeout_s=settings.probe_timeout_s,
+            ),
+        )
     return version_read(session, name, version)
 
 
-@router.put("/{name}/aliases/{alias}", response_model=VersionRead,
-            dependencies=[WriteAccess, InvalidatesServing])
-def set_alias(session: SessionDep, name: ModelName, alias: AliasName,
-              body: AliasSet) -> VersionRead:
+@router.put(
+    "/{name}/aliases/{alias}",
+    response_model=VersionRead,
+    dependencies=[WriteAccess, InvalidatesServing],
+)
+def set_alias(
+    session: SessionDep, name: ModelName, alias: AliasName, body: AliasSet
+) -> VersionRead:
     """Point an alias (e.g. ``production``) at a live version; takes effect at once."""
     version = aliases.set_alias(session, name=name, alias=alias, version=body.version)
     return version_read(session, name, version)
 
 
-@router.delete("/{name}/aliases/{alias}", status_code=204,
-               dependencies=[WriteAccess, InvalidatesServing])
+@router.delete(
+    "/{name}/aliases/{alias}", status_code=204, dependencies=[WriteAccess, InvalidatesServing]
+)
 def delete_alias(session: SessionDep, name: ModelName, alias: AliasName) -> Response:
     """Remove an alias (its history is kept)."""
     aliases.delete_alias(session, name=name, alias=alias)
     return Response(status_code=204)
 
 
-@router.get("/{name}/aliases/{alias}/history", response_model=list[AliasHistoryEntry],
-            dependencies=[ReadAccess])
-def alias_history(session: SessionDep, name: ModelName,
-                  alias: AliasName) -> list[AliasHistoryEntry]:
+@router.get(
+    "/{name}/aliases/{alias}/history",
+    response_model=list[AliasHistoryEntry],
+    dependencies=[ReadAccess],
+)
+def alias_history(
+    session: SessionDep, name: ModelName, alias: AliasName
+) -> list[AliasHistoryEntry]:
     """Which version held the alias from when to when, newest first."""
-    return [AliasHistoryEntry(**entry)
-            for entry in aliases.alias_history(session, name=name, alias=alias)]
+    return [
+        AliasHistoryEntry(**entry)
+        for entry in aliases.alias_history(session, name=name, alias=alias)
+    ]
 
 
-@router.delete("/{name}/versions/{version}", response_model=VersionRead,
-               dependencies=[WriteAccess, InvalidatesServing])
+@router.delete(
+    "/{name}/versions/{version}",
+    response_model=VersionRead,
+    dependencies=[WriteAccess, InvalidatesServing],
+)
 def archive_version(session: SessionDep, name: ModelName, version: IdPath) -> VersionRead:
     """Archive a version: it stops serving (409 while an alias points at it)."""
-    return version_read(session, name,
-                        aliases.archive_version(session, name=name, version=version))
+    return version_read(session, name, aliases.archive_version(session, name=name, version=version))
 
 
 @router.patch("/{name}", response_model=ModelRead, dependencies=[WriteAccess])
@@ -101,10 +128,10 @@ def tag_model(session: SessionDep, name: ModelName, body: TagsPatch) -> ModelRea
     return model_read(session, model)
 
 
-@router.patch("/{name}/versions/{version}", response_model=VersionRead,
-              dependencies=[WriteAccess])
-def tag_version(session: SessionDep, name: ModelName, version: IdPath,
-                body: TagsPatch) -> VersionRead:
+@router.patch("/{name}/versions/{version}", response_model=VersionRead, dependencies=[WriteAccess])
+def tag_version(
+    session: SessionDep, name: ModelName, version: IdPath, body: TagsPatch
+) -> VersionRead:
     """Set or delete tags on a version."""
     row = service.get_version(session, name, version)
     row.tags = aliases.merge_tags(row.tags or {}, body.tags)
@@ -112,8 +139,9 @@ def tag_version(session: SessionDep, name: ModelName, version: IdPath,
     return version_read(session, name, row)
 
 
-@router.put("/{name}/serving", response_model=ModelRead,
-            dependencies=[WriteAccess, InvalidatesServing])
+@router.put(
+    "/{name}/serving", response_model=ModelRead, dependencies=[WriteAccess, InvalidatesServing]
+)
 def set_serving_options(session: SessionDep, name: ModelName, body: ServingOptions) -> ModelRead:
     """Serving options for every version of the model; today dynamic batching
     (``max_batch_size`` null turns it off). Takes effect on the next request."""

@@ -16,14 +16,22 @@ from app.api.state import gateway_of
 
 router = APIRouter(prefix="/v1/models", tags=["predict"], responses=V1_ERRORS)
 
-_BODY_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": PredictRequest.model_json_schema()}}}}
+_BODY_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
+}
 
 
-@router.post("/{name}/predict", response_model=PredictResponse, dependencies=[InferAccess],
-             openapi_extra=_BODY_SCHEMA, summary="Predict rows")
-async def predict_rows(request: Request, name: ModelName,
-                       version: VersionQuery = None) -> Response:
+@router.post(
+    "/{name}/predict",
+    response_model=PredictResponse,
+    dependencies=[InferAccess],
+    openapi_extra=_BODY_SCHEMA,
+    summary="Predict rows",
+)
+async def predict_rows(request: Request, name: ModelName, version: VersionQuery = None) -> Response:
     """Predict with the asked version, else the ``production`` alias, else the newest live
     version a search or an upload registered (never a compression variant on its own)."""
     answer = await predict_answer(gateway_of(request.app), name, version, await request.body())

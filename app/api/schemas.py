@@ -39,9 +39,11 @@ class DatasetRead(BaseModel):
     input_shape: list[int] | None
     sha256: str
     size_bytes: int
-    profile: DatasetProfile | None = Field(description="Columns, the target's distribution "
-                                           "and the rows left out (absent for datasets "
-                                           "uploaded before profiles existed).")
+    profile: DatasetProfile | None = Field(
+        description="Columns, the target's distribution "
+        "and the rows left out (absent for datasets "
+        "uploaded before profiles existed)."
+    )
     created_at: datetime
 
 
@@ -49,15 +51,24 @@ class JobProgress(BaseModel):
     trials_done: int = Field(description="Work done, counted in 'unit'.")
     trials_total: int = Field(description="Work planned, counted in 'unit' (0: not known yet).")
     best_value: float | None
-    best_metric: str | None = Field(default=None, description="What best_value measures: a "
-                                    "search's first objective (accuracy, rmse, ...).")
-    unit: str = Field(default="trials", description="What the counts count: trials (search), "
-                      "steps (compress) or rows (predict).")
-    time_budget_s: float | None = Field(default=None, description="A search's time budget "
-                                        "(search.timeout_s); with trials_total 0 the search "
-                                        "runs until it is spent.")
-    elapsed_s: float | None = Field(default=None, description="Seconds since the job "
-                                    "started (to its end, once it has finished).")
+    best_metric: str | None = Field(
+        default=None,
+        description="What best_value measures: a search's first objective (accuracy, rmse, ...).",
+    )
+    unit: str = Field(
+        default="trials",
+        description="What the counts count: trials (search), steps (compress) or rows (predict).",
+    )
+    time_budget_s: float | None = Field(
+        default=None,
+        description="A search's time budget "
+        "(search.timeout_s); with trials_total 0 the search "
+        "runs until it is spent.",
+    )
+    elapsed_s: float | None = Field(
+        default=None,
+        description="Seconds since the job started (to its end, once it has finished).",
+    )
 
 
 class JobRead(BaseModel):
@@ -74,7 +85,8 @@ class JobRead(BaseModel):
     error: str | None
     result: SearchResult | CompressResult | PredictResult | dict[str, Any] | None = Field(
         description="What the job made, once it succeeded, in its kind's shape (a result "
-        "another release stored in another shape: as stored).")
+        "another release stored in another shape: as stored)."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -125,21 +137,29 @@ class ServingOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_batch_size: int | None = Field(default=None, ge=2, le=4096, description="Rows per "
-                                       "merged batch; null turns batching off.")
-    max_queue_delay_ms: float = Field(default=2.0, ge=0, le=1000, description="Longest a "
-                                      "request waits for others to join its batch.")
+    max_batch_size: int | None = Field(
+        default=None, ge=2, le=4096, description="Rows per merged batch; null turns batching off."
+    )
+    max_queue_delay_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="Longest a request waits for others to join its batch.",
+    )
 
 
 class ModelRead(BaseModel):
     name: str
     task: str
     latest_version: int
-    serving_version: int | None = Field(default=None, description="The version a predict "
-                                        "that names none uses: the production alias, else "
-                                        "the newest live version a search or an upload "
-                                        "registered (compression variants serve only when "
-                                        "asked for or promoted). None: no live version.")
+    serving_version: int | None = Field(
+        default=None,
+        description="The version a predict "
+        "that names none uses: the production alias, else "
+        "the newest live version a search or an upload "
+        "registered (compression variants serve only when "
+        "asked for or promoted). None: no live version.",
+    )
     aliases: dict[str, int]
     tags: dict[str, str]
     serving: ServingOptions | None = None
@@ -169,8 +189,7 @@ class VersionRead(BaseModel):
 class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, le=MAX_ID, description="The live version the alias should "
-                         "point at.")
+    version: int = Field(ge=1, le=MAX_ID, description="The live version the alias should point at.")
 
 
 class AliasHistoryEntry(BaseModel):
@@ -199,11 +218,21 @@ class PredictRequest(BaseModel):
     for a version, built from its signature."""
 
     inputs: list[Record] | list[list[float]] = Field(
-        description="One record per row ({\"column\": value | null}), or one list of "
-                    "numbers per row.",
-        examples=[[{"island": "Biscoe", "bill_length_mm": 48.1, "flipper_mm": 207,
-                    "sex": None, "observed": "2023-06-01"}],
-                  [[5.1, 3.5, 1.4, 0.2]]])
+        description='One record per row ({"column": value | null}), or one list of '
+        "numbers per row.",
+        examples=[
+            [
+                {
+                    "island": "Biscoe",
+                    "bill_length_mm": 48.1,
+                    "flipper_mm": 207,
+                    "sex": None,
+                    "observed": "2023-06-01",
+                }
+            ],
+            [[5.1, 3.5, 1.4, 0.2]],
+        ],
+    )
 
 
 class PredictResponse(BaseModel):

@@ -53,15 +53,18 @@ def spooled_upload(upload: UploadFile, settings: Settings, suffix: str) -> Itera
     """The upload as a file on disk, removed when the block ends."""
     spool = settings.data_dir / "tmp"
     spool.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=spool, suffix=suffix,
-                                     prefix=_owner_prefix(os.getpid())) as copy:
+    with tempfile.NamedTemporaryFile(
+        dir=spool, suffix=suffix, prefix=_owner_prefix(os.getpid())
+    ) as copy:
         try:
             shutil.copyfileobj(upload.file, copy, 1 << 20)
             copy.flush()
         except OSError as error:
             if error.errno in OUT_OF_SPACE_ERRNOS:
-                raise StorageFull("the server's data disk is out of space while receiving "
-                                  "the upload; nothing was stored: free space and try "
-                                  "again") from error
+                raise StorageFull(
+                    "the server's data disk is out of space while receiving "
+                    "the upload; nothing was stored: free space and try "
+                    "again"
+                ) from error
             raise
         yield Path(copy.name)

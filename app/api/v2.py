@@ -39,8 +39,7 @@ def package_version() -> str:
 @router.get("")
 def server_metadata() -> dict[str, object]:
     """Server name, version and supported protocol extensions."""
-    return {"name": "modelkiln", "version": package_version(),
-            "extensions": ["binary_tensor_data"]}
+    return {"name": "modelkiln", "version": package_version(), "extensions": ["binary_tensor_data"]}
 
 
 @router.get("/health/live")
@@ -52,8 +51,7 @@ def live() -> dict[str, bool]:
 def not_ready_because(progress: Preload, settings: Settings) -> str | None:
     """Why the server is not ready (models still loading, the database down), or None."""
     if not progress.done:
-        return (f"loading models: {len(progress.loaded)} of {len(progress.names) or '?'} "
-                "loaded")
+        return f"loading models: {len(progress.loaded)} of {len(progress.names) or '?'} loaded"
     try:
         ping(settings.database_url)
     except Exception as error:
@@ -72,10 +70,13 @@ def ready(request: Request, settings: SettingsDep) -> Response:
 
 
 def _metadata(row: ModelVersion, name: str, versions: list[int]) -> dict[str, Any]:
-    return {"name": name, "versions": [str(number) for number in versions],
-            "platform": "onnxruntime_onnx",
-            "inputs": [_tensor(spec) for spec in row.signature.inputs if spec.required],
-            "outputs": [_tensor(spec) for spec in row.signature.outputs]}
+    return {
+        "name": name,
+        "versions": [str(number) for number in versions],
+        "platform": "onnxruntime_onnx",
+        "inputs": [_tensor(spec) for spec in row.signature.inputs if spec.required],
+        "outputs": [_tensor(spec) for spec in row.signature.outputs],
+    }
 
 
 def _tensor(spec: TensorSpec) -> dict[str, Any]:
@@ -128,8 +129,13 @@ async def version_ready(directory: DirectoryDep, name: ModelName, version: IdPat
 
 
 async def _infer(request: Request, name: str, version: int | None) -> Response:
-    answer = await infer_answer(gateway_of(request.app), name, version, await request.body(),
-                                request.headers.get(HEADER_LENGTH))
+    answer = await infer_answer(
+        gateway_of(request.app),
+        name,
+        version,
+        await request.body(),
+        request.headers.get(HEADER_LENGTH),
+    )
     return Response(answer.body, headers=answer.headers)
 
 

@@ -15,6 +15,16 @@ from app.auth.keys import (
 )
 from app.auth.scopes import Principal, check_scope
 
-__all__ = ["KEY_PREFIX", "NewKey", "Principal", "authenticate", "bootstrap_admin_key",
-           "check_scope", "count_active_keys", "create_key", "hash_secret", "list_keys",
-           "revoke_key"]
+__all__ = [
+    "KEY_PREFIX",
+    "NewKey",
+    "Principal",
+    "authenticate",
+    "bootstrap_admin_key",
+    "check_scope",
+    "count_active_keys",
+    "create_key",
+    "hash_secret",
+    "list_keys",
+    "revoke_key",
+]

@@ -19,6 +19,7 @@ from app.tables import ApiKey
 
 KEY_PREFIX = "kiln_"
 
+
 @dataclass(frozen=True)
 class NewKey:
     """A freshly created key; ``secret`` is shown once and never stored."""
@@ -39,7 +40,8 @@ def create_key(session: Session, *, name: str, scope: Scope) -> NewKey:
     KEY_NAME.check(name, "name")  # the CLI comes here without the API's schema
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKeyRepository(session).add(
-        ApiKey(name=name, scope=scope, key_hash=hash_secret(secret), prefix=secret[:12]))
+        ApiKey(name=name, scope=scope, key_hash=hash_secret(secret), prefix=secret[:12])
+    )
     return NewKey(id=row.id, name=name, scope=scope, secret=secret)
 
 

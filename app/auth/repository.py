@@ -20,8 +20,7 @@ class ApiKeyRepository(Repository[ApiKey]):
     noun = "API key"
 
     def by_digest(self, digest: str) -> ApiKey | None:
-        found: ApiKey | None = self.session.scalar(
-            select(ApiKey).where(ApiKey.key_hash == digest))
+        found: ApiKey | None = self.session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
         return found
 
     def oldest_first(self) -> list[ApiKey]:
@@ -29,14 +28,21 @@ class ApiKeyRepository(Repository[ApiKey]):
 
     def revoke(self, row: ApiKey) -> None:
         """Revoke the key unless it is revoked already (the first revocation's time stays)."""
-        rows_changed(self.session, update(ApiKey)
-                     .where(ApiKey.id == row.id, ApiKey.revoked_at.is_(None))
-                     .values(revoked_at=utcnow()))
+        rows_changed(
+            self.session,
+            update(ApiKey)
+            .where(ApiKey.id == row.id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=utcnow()),
+        )
         self.session.refresh(row)
 
     def count_active(self) -> int:
-        return self.session.scalar(
-            select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))) or 0
+        return (
+            self.session.scalar(
+                select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
+            )
+            or 0
+        )
 
 
 class IdempotentRequestRepository(Repository[IdempotentRequest]):
@@ -46,9 +52,13 @@ class IdempotentRequestRepository(Repository[IdempotentRequest]):
     noun = "keyed request"
 
     def find(self, *, api_key_id: int, route: str, key: str) -> IdempotentRequest | None:
-        found: IdempotentRequest | None = self.session.scalar(select(IdempotentRequest).where(
-            IdempotentRequest.api_key_id == api_key_id, IdempotentRequest.route == route,
-            IdempotentRequest.key == key))
+        found: IdempotentRequest | None = self.session.scalar(
+            select(IdempotentRequest).where(
+                IdempotentRequest.api_key_id == api_key_id,
+                IdempotentRequest.route == route,
+                IdempotentRequest.key == key,
+            )
+        )
         return found
 
     def add_unless_taken(self, row: IdempotentRequest) -> bool:
@@ -62,5 +72,6 @@ class IdempotentRequestRepository(Repository[IdempotentRequest]):
         return True
 
     def delete_older_than(self, cutoff: datetime) -> int:
-        return rows_changed(self.session, delete(IdempotentRequest).where(
-            IdempotentRequest.created_at < cutoff))
+        return rows_changed(
+            self.session, delete(IdempotentRequest).where(IdempotentRequest.created_at < cutoff)
+        )

@@ -28,5 +28,7 @@ class Principal:
 def check_scope(principal: Principal, required: Scope) -> None:
     """Raise Forbidden unless the principal's scope grants ``required``."""
     if principal.scope not in _GRANTS[required]:
-        raise Forbidden(f"API key '{principal.name}' has scope '{principal.scope}'; "
-                        f"this route needs '{required}'")
+        raise Forbidden(
+            f"API key '{principal.name}' has scope '{principal.scope}'; "
+            f"this route needs '{required}'"
+        )

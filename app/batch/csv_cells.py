@@ -27,13 +27,17 @@ def _inert_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
         column = column.cast(pa.string())
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return column
-    risky = pc.and_(pc.match_substring_regex(column, RISKY_START),
-                    pc.invert(pc.match_substring_regex(column, PLAIN_NUMBER)))
+    risky = pc.and_(
+        pc.match_substring_regex(column, RISKY_START),
+        pc.invert(pc.match_substring_regex(column, PLAIN_NUMBER)),
+    )
     quoted = pc.binary_join_element_wise(pa.scalar("'", column.type), column, "")
     return pc.if_else(pc.fill_null(risky, False), quoted, column)
 
 
 def inert_table(table: pa.Table) -> pa.Table:
     """``table`` with every text cell and column name made inert for a CSV file."""
-    return pa.Table.from_arrays([_inert_column(column) for column in table.columns],
-                                names=[inert_text(name) for name in table.column_names])
+    return pa.Table.from_arrays(
+        [_inert_column(column) for column in table.columns],
+        names=[inert_text(name) for name in table.column_names],
+    )

@@ -40,8 +40,11 @@ def _reusable(store: ArtifactStore, job_id: int, checkpoint: Checkpoint) -> Chec
         try:
             store.local_path(key, part.sha256)
         except (FileNotFoundError, ArtifactCorrupt):
-            logger.warning("job %s: part %s is missing or altered; predicting from it again",
-                           job_id, part.index)
+            logger.warning(
+                "job %s: part %s is missing or altered; predicting from it again",
+                job_id,
+                part.index,
+            )
             break
         kept.append(part)
     return Checkpoint(parts=kept)
@@ -93,20 +96,35 @@ def run_batch_predict(context: JobContext) -> Recorder:
         writer = OutputWriter(Path(spooled.name), plan.output_format)
         try:
             for part in checkpoint.parts:  # an earlier attempt's chunks, in order
-                writer.write(read_part(store.local_path(part_key(context.job_id, part),
-                                                        part.sha256)))
-            chunks_of = prefetched(chunks(source, header, header_lines, layout,
-                                          chunk_rows=plan.chunk_rows, skip_rows=resumed_at))
+                writer.write(
+                    read_part(store.local_path(part_key(context.job_id, part), part.sha256))
+                )
+            chunks_of = prefetched(
+                chunks(
+                    source,
+                    header,
+                    header_lines,
+                    layout,
+                    chunk_rows=plan.chunk_rows,
+                    skip_rows=resumed_at,
+                )
+            )
             for rows in chunks_of:
                 context.check()
                 done = checkpoint.rows
-                output = model.run([signature.output.name],
-                                   feeds_of(rows, layout, signature.input.name, done))[0]
+                output = model.run(
+                    [signature.output.name], feeds_of(rows, layout, signature.input.name, done)
+                )[0]
                 table = prediction_table(done, rows, layout.keys, output, task, labels)
-                part = Part(attempt=context.attempt, index=len(checkpoint.parts),
-                            rows=rows.num_rows, sha256="")
-                stored = store.put_bytes(part_key(context.job_id, part), part_bytes(table),
-                                         durable=False)  # checked by digest on reuse
+                part = Part(
+                    attempt=context.attempt,
+                    index=len(checkpoint.parts),
+                    rows=rows.num_rows,
+                    sha256="",
+                )
+                stored = store.put_bytes(
+                    part_key(context.job_id, part), part_bytes(table), durable=False
+                )  # checked by digest on reuse
                 writer.write(table)
                 checkpoint.parts.append(part.model_copy(update={"sha256": stored.sha256}))
                 context.report(trials_done=checkpoint.rows, checkpoint=checkpoint.model_dump())
@@ -124,13 +142,22 @@ def run_batch_predict(context: JobContext) -> Recorder:
         context.report(trials_total=done)  # the count, where the start had an estimate
         output = store.put_file(key, Path(spooled.name))
     result = PredictResult(
-        output=OutputRef(key=key, format=plan.output_format,
-                         media_type=MEDIA_TYPES[plan.output_format], sha256=output.sha256,
-                         size_bytes=output.size_bytes),
-        rows=done, resumed_at_row=resumed_at, seconds=round(seconds, 3),
+        output=OutputRef(
+            key=key,
+            format=plan.output_format,
+            media_type=MEDIA_TYPES[plan.output_format],
+            sha256=output.sha256,
+            size_bytes=output.size_bytes,
+        ),
+        rows=done,
+        resumed_at_row=resumed_at,
+        seconds=round(seconds, 3),
         rows_per_s=round((done - resumed_at) / seconds, 1) if seconds else None,
-        peak_rss_mb=round(_peak_rss_mb(), 1), rss_at_start_mb=round(rss_at_start, 1),
-        model=plan.model, version=plan.version)
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+        rss_at_start_mb=round(rss_at_start, 1),
+        model=plan.model,
+        version=plan.version,
+    )
 
     def record(session: Session) -> PredictResult:
         for part in checkpoint.parts:  # the output holds them now

@@ -47,8 +47,11 @@ def output_file(job: Job, store: ArtifactStore) -> OutputFile:
     output = result.output
     if not store.exists(output.key):
         raise Unavailable(f"the output of job {job.id} is missing from the artifact store")
-    return OutputFile(store.local_path(output.key, output.sha256), output.media_type,
-                      f"job-{job.id}-predictions.{output.format}")
+    return OutputFile(
+        store.local_path(output.key, output.sha256),
+        output.media_type,
+        f"job-{job.id}-predictions.{output.format}",
+    )
 
 
 def probability_column(label: Any) -> str:
@@ -62,13 +65,20 @@ def output_columns(task: str, labels: list[Any] | None) -> list[str]:
     return ["row", "prediction"]
 
 
-def prediction_table(first_row: int, rows: pa.Table, keys: tuple[str, ...], output: np.ndarray,
-                     task: str, labels: list[Any] | None) -> pa.Table:
+def prediction_table(
+    first_row: int,
+    rows: pa.Table,
+    keys: tuple[str, ...],
+    output: np.ndarray,
+    task: str,
+    labels: list[Any] | None,
+) -> pa.Table:
     """``row`` (1-based), the key columns as written, then what ``/v1`` predict answers:
     the label and each class's probability, or the value."""
     count = len(output)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
-        "row": pa.array(np.arange(first_row + 1, first_row + count + 1, dtype=np.int64))}
+        "row": pa.array(np.arange(first_row + 1, first_row + count + 1, dtype=np.int64))
+    }
     for key in keys:
         columns[key] = rows.column(key)
     if task == Task.CLASSIFICATION and labels is not None:
@@ -115,9 +125,11 @@ class OutputWriter:
                 if self.output_format == "csv":
                     table = inert_table(table)
                 if writer is None:
-                    writer = (arrow_csv.CSVWriter(str(self.destination), table.schema)
-                              if self.output_format == "csv"
-                              else pq.ParquetWriter(str(self.destination), table.schema))
+                    writer = (
+                        arrow_csv.CSVWriter(str(self.destination), table.schema)
+                        if self.output_format == "csv"
+                        else pq.ParquetWriter(str(self.destination), table.schema)
+                    )
                 writer.write_table(table)
         except BaseException as error:
             self._error = error

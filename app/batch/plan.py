@@ -21,12 +21,15 @@ class BatchPlan(BaseModel):
     output_format: Literal["csv", "parquet"]
     chunk_rows: int
     input_key: str = Field(description="Artifact key of the input CSV.")
-    input_sha256: str | None = Field(default=None, description="Its sha256 (None: a job "
-                                     "queued before digests were kept).")
+    input_sha256: str | None = Field(
+        default=None, description="Its sha256 (None: a job queued before digests were kept)."
+    )
     filename: str
     feature_names: list[str] | None = Field(
-        default=None, description="A single-tensor model's columns in its feature order "
-        "(None: the CSV's columns besides the keys).")
+        default=None,
+        description="A single-tensor model's columns in its feature order "
+        "(None: the CSV's columns besides the keys).",
+    )
 
 
 class Part(BaseModel):

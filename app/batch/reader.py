@@ -44,59 +44,86 @@ class InputLayout:
         return list(dict.fromkeys([*self.numeric, *self.text, *self.keys]))
 
 
-def layout_for(signature: Signature, header: list[str], keys: list[str],
-               feature_names: list[str] | None) -> InputLayout:
+def layout_for(
+    signature: Signature, header: list[str], keys: list[str], feature_names: list[str] | None
+) -> InputLayout:
     """The layout of ``header`` for a version; InvalidInput names what the CSV lacks.
     ``feature_names``: a single-tensor model's columns in training order (None: the
     header's columns other than the keys, in order)."""
     present = set(header)
     missing_keys = [key for key in keys if key not in present]
     if missing_keys:
-        raise InvalidInput(f"key_columns: the CSV has no column(s) {short_list(missing_keys)}; "
-                           f"its columns are {short_list(header)}")
+        raise InvalidInput(
+            f"key_columns: the CSV has no column(s) {short_list(missing_keys)}; "
+            f"its columns are {short_list(header)}"
+        )
     if len(set(keys)) != len(keys):
         raise InvalidInput("key_columns: a column is named twice")
     if signature.by_column:
         required = [spec for spec in signature.inputs if spec.required]
         lacking = [spec.name for spec in required if spec.name not in present]
         if lacking:
-            raise InvalidInput(f"the CSV lacks column(s) {short_list(lacking)} that the "
-                               "model reads")
+            raise InvalidInput(
+                f"the CSV lacks column(s) {short_list(lacking)} that the model reads"
+            )
         return InputLayout(
             numeric=tuple(spec.name for spec in required if spec.datatype == "FP32"),
             text=tuple(spec.name for spec in required if spec.datatype != "FP32"),
-            keys=tuple(keys), tensor=None, row_shape=(1,))
-    names = feature_names if feature_names is not None else [
-        name for name in header if name not in set(keys)]
+            keys=tuple(keys),
+            tensor=None,
+            row_shape=(1,),
+        )
+    names = (
+        feature_names
+        if feature_names is not None
+        else [name for name in header if name not in set(keys)]
+    )
     lacking = [name for name in names if name not in present]
     if lacking:
-        raise InvalidInput(f"the CSV lacks column(s) {short_list(lacking)} that the model "
-                           "reads (its training columns)")
+        raise InvalidInput(
+            f"the CSV lacks column(s) {short_list(lacking)} that the model "
+            "reads (its training columns)"
+        )
     if len(names) != signature.n_features:
-        raise InvalidInput(f"the model takes {signature.n_features} numbers per row; the CSV "
-                           f"has {len(names)} columns besides key_columns "
-                           f"({short_list(names)})")
-    return InputLayout(numeric=tuple(names), text=(), keys=tuple(keys), tensor=tuple(names),
-                       row_shape=signature.row_shape)
+        raise InvalidInput(
+            f"the model takes {signature.n_features} numbers per row; the CSV "
+            f"has {len(names)} columns besides key_columns "
+            f"({short_list(names)})"
+        )
+    return InputLayout(
+        numeric=tuple(names),
+        text=(),
+        keys=tuple(keys),
+        tensor=tuple(names),
+        row_shape=signature.row_shape,
+    )
 
 
-def _reader(path: Path, header: list[str], header_lines: int,
-            layout: InputLayout) -> arrow_csv.CSVStreamingReader:
+def _reader(
+    path: Path, header: list[str], header_lines: int, layout: InputLayout
+) -> arrow_csv.CSVStreamingReader:
     types: dict[str, pa.DataType] = {name: pa.string() for name in layout.read}
     types.update({name: pa.float32() for name in layout.numeric})
     convert = arrow_csv.ConvertOptions(
-        include_columns=layout.read, column_types=types,
-        null_values=MISSING_SPELLINGS.to_pylist(), strings_can_be_null=True,
-        true_values=[], false_values=[], timestamp_parsers=[])
+        include_columns=layout.read,
+        column_types=types,
+        null_values=MISSING_SPELLINGS.to_pylist(),
+        strings_can_be_null=True,
+        true_values=[],
+        false_values=[],
+        timestamp_parsers=[],
+    )
     return arrow_csv.open_csv(
-        path, read_options=arrow_csv.ReadOptions(column_names=header, skip_rows=header_lines,
-                                                 block_size=BLOCK_BYTES),
+        path,
+        read_options=arrow_csv.ReadOptions(
+            column_names=header, skip_rows=header_lines, block_size=BLOCK_BYTES
+        ),
         parse_options=arrow_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
-        convert_options=convert)
+        convert_options=convert,
+    )
 
 
-def _first_bad_cell(path: Path, header: list[str], numeric: tuple[str, ...],
-                    from_row: int) -> str:
+def _first_bad_cell(path: Path, header: list[str], numeric: tuple[str, ...], from_row: int) -> str:
     """Where the first cell that is not a number lies, at or after data row ``from_row``
     (0-based): read again with the standard library, on the error path only."""
     positions = {name: header.index(name) for name in numeric}
@@ -131,8 +158,15 @@ def _first_bad_text(path: Path) -> str:
     return "the file is not UTF-8 text"
 
 
-def chunks(path: Path, header: list[str], header_lines: int, layout: InputLayout, *,
-           chunk_rows: int, skip_rows: int = 0) -> Iterator[pa.Table]:
+def chunks(
+    path: Path,
+    header: list[str],
+    header_lines: int,
+    layout: InputLayout,
+    *,
+    chunk_rows: int,
+    skip_rows: int = 0,
+) -> Iterator[pa.Table]:
     """The CSV's rows in tables of ``chunk_rows`` (the last may be shorter), after the
     first ``skip_rows``. A cell that is not a number where one is needed, or a malformed
     line, raises InvalidInput that names the row."""
@@ -159,8 +193,9 @@ def chunks(path: Path, header: list[str], header_lines: int, layout: InputLayout
             raise InvalidInput(_first_bad_text(path)) from None
         if "conversion error" in str(error):
             raise InvalidInput(_first_bad_cell(path, header, layout.numeric, seen)) from None
-        raise InvalidInput(f"malformed CSV at or after row {seen + 1}: {str(error)[:200]}"
-                           ) from None
+        raise InvalidInput(
+            f"malformed CSV at or after row {seen + 1}: {str(error)[:200]}"
+        ) from None
     if held:
         yield pa.Table.from_batches(pending)
 
@@ -217,8 +252,9 @@ def _numbers(table: pa.Table, name: str, first_row: int) -> np.ndarray:
     values = table.column(name).to_numpy().astype(np.float32, copy=False)
     infinite = np.flatnonzero(np.isinf(values))
     if infinite.size:
-        raise InvalidInput(f"row {first_row + int(infinite[0]) + 1}, column {name!r}: outside "
-                           "the float32 range")
+        raise InvalidInput(
+            f"row {first_row + int(infinite[0]) + 1}, column {name!r}: outside the float32 range"
+        )
     return values
 
 
@@ -228,12 +264,10 @@ def _text(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(text.to_pylist(), dtype=object)
 
 
-def feeds_of(table: pa.Table, layout: InputLayout, input_name: str,
-             first_row: int) -> Feeds:
+def feeds_of(table: pa.Table, layout: InputLayout, input_name: str, first_row: int) -> Feeds:
     """The model's feeds for one chunk; ``first_row`` (0-based) names rows in errors."""
     if layout.tensor is None:
-        feeds = {name: _numbers(table, name, first_row).reshape(-1, 1)
-                 for name in layout.numeric}
+        feeds = {name: _numbers(table, name, first_row).reshape(-1, 1) for name in layout.numeric}
         feeds.update({name: _text(table, name).reshape(-1, 1) for name in layout.text})
         return feeds
     matrix = np.empty((table.num_rows, len(layout.tensor)), dtype=np.float32)
@@ -242,8 +276,10 @@ def feeds_of(table: pa.Table, layout: InputLayout, input_name: str,
     gaps = np.isnan(matrix)
     if gaps.any():
         row, column = (int(index) for index in np.argwhere(gaps)[0])
-        raise InvalidInput(f"row {first_row + row + 1}, column {layout.tensor[column]!r} is "
-                           "empty; this model takes a number in every column")
+        raise InvalidInput(
+            f"row {first_row + row + 1}, column {layout.tensor[column]!r} is "
+            "empty; this model takes a number in every column"
+        )
     shape = (table.num_rows, *layout.row_shape)
     if not (math.prod(shape[1:]) == len(layout.tensor)):
         raise BrokenInvariant("not (math.prod(shape[1:]) == len(layout.tensor))")

@@ -22,23 +22,41 @@ class PredictJobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["predict"] = Field(description="What the job does.")
-    model: ModelNameStr = Field(description="Registered model to predict "
-                       "with.")
-    version: int | None = Field(default=None, ge=1, le=MAX_ID, description="Default: the "
-                                "version /v1 predict serves now (production alias, else the "
-                                "newest a search or an upload registered), fixed when the "
-                                "job is submitted.")
-    dataset_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="Dataset "
-                                   "whose uploaded CSV holds the rows (every row is "
-                                   "predicted; its target column is ignored unless named in "
-                                   "key_columns). Required here; POST /v1/jobs/predict takes "
-                                   "an uploaded CSV instead.")
-    key_columns: list[str] = Field(default_factory=list, max_length=MAX_KEY_COLUMNS,
-                                   description="Input columns copied to the output next to "
-                                   "each row's predictions (an id, say). The output always "
-                                   "starts with 'row', the row's 1-based number in the input.")
-    output_format: Literal["csv", "parquet"] = Field(default="csv", description="Format of "
-                                                      "GET /v1/jobs/{id}/output.")
-    chunk_rows: int = Field(default=16_384, ge=1_000, le=1_000_000, description="Rows read, "
-                            "predicted and stored at a time: memory is bounded by one chunk, "
-                            "and a job whose worker died resumes after its last stored chunk.")
+    model: ModelNameStr = Field(description="Registered model to predict with.")
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="Default: the "
+        "version /v1 predict serves now (production alias, else the "
+        "newest a search or an upload registered), fixed when the "
+        "job is submitted.",
+    )
+    dataset_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="Dataset "
+        "whose uploaded CSV holds the rows (every row is "
+        "predicted; its target column is ignored unless named in "
+        "key_columns). Required here; POST /v1/jobs/predict takes "
+        "an uploaded CSV instead.",
+    )
+    key_columns: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_KEY_COLUMNS,
+        description="Input columns copied to the output next to "
+        "each row's predictions (an id, say). The output always "
+        "starts with 'row', the row's 1-based number in the input.",
+    )
+    output_format: Literal["csv", "parquet"] = Field(
+        default="csv", description="Format of GET /v1/jobs/{id}/output."
+    )
+    chunk_rows: int = Field(
+        default=16_384,
+        ge=1_000,
+        le=1_000_000,
+        description="Rows read, "
+        "predicted and stored at a time: memory is bounded by one chunk, "
+        "and a job whose worker died resumes after its last stored chunk.",
+    )

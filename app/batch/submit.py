@@ -31,8 +31,9 @@ def _version(session: Session, spec: PredictJobCreate) -> ModelVersion:
         raise InvalidInput(f"{field}: {missing.message}") from None
 
 
-def _feature_names(session: Session, version: ModelVersion,
-                   input_dataset: int | None) -> list[str] | None:
+def _feature_names(
+    session: Session, version: ModelVersion, input_dataset: int | None
+) -> list[str] | None:
     """A single-tensor model's columns: those of the dataset it learnt from, else those of
     the input dataset, else (an uploaded CSV for an uploaded model) the CSV's own."""
     if version.signature.by_column:
@@ -44,20 +45,29 @@ def _feature_names(session: Session, version: ModelVersion,
     return None
 
 
-def submit_predict(context: SubmitContext, spec: PredictJobCreate, *,
-                   upload: Path | None = None, filename: str | None = None) -> Job:
+def submit_predict(
+    context: SubmitContext,
+    spec: PredictJobCreate,
+    *,
+    upload: Path | None = None,
+    filename: str | None = None,
+) -> Job:
     """Queue a batch prediction over dataset ``spec.dataset_id``'s CSV, or over ``upload``
     (stored as the job's input); InvalidInput names the field that does not fit."""
     session, store = context.session, context.store
     version = _version(session, spec)
     if not store.exists(version.artifact_key):
-        raise InvalidInput(f"version {version.version} of {spec.model!r} has no artifact "
-                           "in the store; it cannot be served")
+        raise InvalidInput(
+            f"version {version.version} of {spec.model!r} has no artifact "
+            "in the store; it cannot be served"
+        )
     dataset_id = spec.dataset_id if upload is None else None
     if upload is None:
         if spec.dataset_id is None:
-            raise InvalidInput("dataset_id: give the dataset whose rows to predict, or upload "
-                               "a CSV to POST /v1/jobs/predict")
+            raise InvalidInput(
+                "dataset_id: give the dataset whose rows to predict, or upload "
+                "a CSV to POST /v1/jobs/predict"
+            )
         dataset = DatasetRepository(session).get(spec.dataset_id)
         if dataset is None:
             raise InvalidInput(f"dataset_id: dataset {spec.dataset_id} not found")
@@ -69,12 +79,25 @@ def submit_predict(context: SubmitContext, spec: PredictJobCreate, *,
     features = _feature_names(session, version, dataset_id)
     layout_for(version.signature, header, spec.key_columns, features)
     refuse_output_names(spec.key_columns, version)
-    plan = BatchPlan(model=spec.model, version=version.version, dataset_id=dataset_id,
-                     key_columns=spec.key_columns, output_format=spec.output_format,
-                     chunk_rows=spec.chunk_rows, input_key="", filename=Path(name).name[:255],
-                     feature_names=features)
-    job = enqueue(context, kind=PREDICT_KIND, spec=plan.model_dump(), dataset_id=dataset_id,
-                  model_name=spec.model, total=0)
+    plan = BatchPlan(
+        model=spec.model,
+        version=version.version,
+        dataset_id=dataset_id,
+        key_columns=spec.key_columns,
+        output_format=spec.output_format,
+        chunk_rows=spec.chunk_rows,
+        input_key="",
+        filename=Path(name).name[:255],
+        feature_names=features,
+    )
+    job = enqueue(
+        context,
+        kind=PREDICT_KIND,
+        spec=plan.model_dump(),
+        dataset_id=dataset_id,
+        model_name=spec.model,
+        total=0,
+    )
     if dataset_id is not None:
         key = original_key(dataset_id)
     else:
@@ -93,6 +116,8 @@ def refuse_output_names(keys: list[str], version: ModelVersion) -> None:
     written = output_columns(version.task, version.class_labels)
     taken = [key for key in keys if key in written]
     if taken:
-        raise InvalidInput(f"key_columns: {taken[0]!r} is a column the output writes "
-                           f"({', '.join(written)}); rename it in the CSV or leave it out "
-                           "of key_columns")
+        raise InvalidInput(
+            f"key_columns: {taken[0]!r} is a column the output writes "
+            f"({', '.join(written)}); rename it in the CSV or leave it out "
+            "of key_columns"
+        )

@@ -57,8 +57,12 @@ class CompressionData:
         preprocessing when the table has one."""
         if self.encoding is None:
             return candidate.onnx
-        return attach(candidate.onnx, self.encoding, used=self.used_columns(candidate),
-                      input_name=candidate.input_name)
+        return attach(
+            candidate.onnx,
+            self.encoding,
+            used=self.used_columns(candidate),
+            input_name=candidate.input_name,
+        )
 
     def test_feeds(self, candidate: Candidate) -> dict[str, Any]:
         """The test rows as the served file takes them (raw columns, or the features)."""
@@ -85,8 +89,12 @@ class CompressionData:
     def train_data(self, columns: np.ndarray | None = None) -> TrainData:
         """Training and validation rows, restricted to ``columns`` when given."""
         pick = (lambda rows: rows) if columns is None else (lambda rows: rows[:, columns])
-        return TrainData(x_train=np.ascontiguousarray(pick(self.x_train)), y_train=self.y_train,
-                         x_val=np.ascontiguousarray(pick(self.x_val)), y_val=self.y_val)
+        return TrainData(
+            x_train=np.ascontiguousarray(pick(self.x_train)),
+            y_train=self.y_train,
+            x_val=np.ascontiguousarray(pick(self.x_val)),
+            y_val=self.y_val,
+        )
 
 
 @dataclass
@@ -105,25 +113,50 @@ class Candidate:
     columns: np.ndarray | None = None
     report: dict[str, Any] = field(default_factory=dict)
 
-    def derived(self, network: Network, *, columns: np.ndarray | None,
-                report: dict[str, Any]) -> Candidate:
+    def derived(
+        self, network: Network, *, columns: np.ndarray | None, report: dict[str, Any]
+    ) -> Candidate:
         """A new torch network made from this candidate, exported with the same signature."""
-        return Candidate.from_network(network, n_features=self.n_features, columns=columns,
-                                      report=report, names=(self.input_name, self.output_name))
+        return Candidate.from_network(
+            network,
+            n_features=self.n_features,
+            columns=columns,
+            report=report,
+            names=(self.input_name, self.output_name),
+        )
 
     @classmethod
-    def from_network(cls, network: Network, *, n_features: int,
-                     columns: np.ndarray | None = None, report: dict[str, Any] | None = None,
-                     names: tuple[str, str] = ("input", "output")) -> Candidate:
+    def from_network(
+        cls,
+        network: Network,
+        *,
+        n_features: int,
+        columns: np.ndarray | None = None,
+        report: dict[str, Any] | None = None,
+        names: tuple[str, str] = ("input", "output"),
+    ) -> Candidate:
         """Export ``network`` (behind a column selection, if any) and wrap it."""
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "model.onnx"
-            export_onnx(network, path, columns=columns, n_features=n_features,
-                        input_name=names[0], output_name=names[1])
+            export_onnx(
+                network,
+                path,
+                columns=columns,
+                n_features=n_features,
+                input_name=names[0],
+                output_name=names[1],
+            )
             onnx = path.read_bytes()
-        return cls(onnx=onnx, input_name=names[0], output_name=names[1], n_features=n_features,
-                   params=count_parameters(network), network=network, columns=columns,
-                   report=report or {})
+        return cls(
+            onnx=onnx,
+            input_name=names[0],
+            output_name=names[1],
+            n_features=n_features,
+            params=count_parameters(network),
+            network=network,
+            columns=columns,
+            report=report or {},
+        )
 
     def graph_only(self, onnx: bytes, report: dict[str, Any]) -> Candidate:
         """The same model rewritten as a graph (quantized): no torch form any more."""
@@ -142,17 +175,20 @@ class Compressor(abc.ABC):
         self.step = step
 
     @abc.abstractmethod
-    def apply(self, candidate: Candidate, data: CompressionData,
-              check: Callable[[], None]) -> Candidate:
+    def apply(
+        self, candidate: Candidate, data: CompressionData, check: Callable[[], None]
+    ) -> Candidate:
         """The compressed candidate; ``check()`` is called between long stages (it raises
         to stop a job that was cancelled)."""
 
     def network_of(self, candidate: Candidate) -> Network:
         """The candidate's torch network, or a CompressionError that says why there is none."""
         if candidate.network is None:
-            raise CompressionError(f"{self.step.method} needs torch weights; this model only "
-                                   "exists as an ONNX graph (uploaded or quantized): put "
-                                   "distill before it")
+            raise CompressionError(
+                f"{self.step.method} needs torch weights; this model only "
+                "exists as an ONNX graph (uploaded or quantized): put "
+                "distill before it"
+            )
         return candidate.network
 
 

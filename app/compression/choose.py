@@ -42,8 +42,7 @@ class Verdict:
     reason: str | None
 
 
-def judge(task: str, parent: dict[str, Any], variant: dict[str, Any],
-          max_drop: float) -> Verdict:
+def judge(task: str, parent: dict[str, Any], variant: dict[str, Any], max_drop: float) -> Verdict:
     """The verdict on one variant against its job's parent."""
     drop = quality_drop(task, parent, variant)
     smaller, faster = is_smaller(parent, variant), is_faster(parent, variant)
@@ -53,8 +52,9 @@ def judge(task: str, parent: dict[str, Any], variant: dict[str, Any],
         reason = f"loses {drop:.4f} {unit}, more than max_accuracy_drop {max_drop}"
     elif not (smaller or faster):
         reason = "neither smaller nor faster than the parent"
-    return Verdict(drop=drop, smaller=smaller, faster=faster, qualifies=reason is None,
-                   reason=reason)
+    return Verdict(
+        drop=drop, smaller=smaller, faster=faster, qualifies=reason is None, reason=reason
+    )
 
 
 def best_of(eligible: list[int], variants: list[dict[str, Any]], prefer: str) -> int:
@@ -70,16 +70,21 @@ def best_of(eligible: list[int], variants: list[dict[str, Any]], prefer: str) ->
     return min(equal, key=lambda index: (second[index], first[index]))
 
 
-def recommend(verdicts: list[Verdict], variants: list[dict[str, Any]],
-              prefer: str) -> tuple[int | None, str]:
+def recommend(
+    verdicts: list[Verdict], variants: list[dict[str, Any]], prefer: str
+) -> tuple[int | None, str]:
     """Index of the recommended variant (None: keep the parent) and the reason."""
     eligible = [index for index, verdict in enumerate(verdicts) if verdict.qualifies]
     if not eligible:
         if not verdicts:
             return None, "no variant was made"
-        return None, ("the parent is recommended: no variant is both within "
-                      "max_accuracy_drop and smaller or faster than it")
+        return None, (
+            "the parent is recommended: no variant is both within "
+            "max_accuracy_drop and smaller or faster than it"
+        )
     best = best_of(eligible, variants, prefer)
     what = "smallest" if prefer == "size" else "fastest"
-    return best, (f"the {what} of {len(eligible)} variant(s) within max_accuracy_drop "
-                  "that are smaller or faster than the parent")
+    return best, (
+        f"the {what} of {len(eligible)} variant(s) within max_accuracy_drop "
+        "that are smaller or faster than the parent"
+    )

@@ -42,19 +42,34 @@ from app.training.models import Network
 from app.training.train import load_weights
 
 
-def compression_data(arrays: DatasetArrays, splits: SplitIndices, dataset: Dataset,
-                     store: ArtifactStore, *, seed: int, threads: int,
-                     max_accuracy_drop: float) -> CompressionData:
+def compression_data(
+    arrays: DatasetArrays,
+    splits: SplitIndices,
+    dataset: Dataset,
+    store: ArtifactStore,
+    *,
+    seed: int,
+    threads: int,
+    max_accuracy_drop: float,
+) -> CompressionData:
     """A dataset's rows cut into the parent's train / validation / test splits (with the
     test rows' raw columns, for a table with a preprocessing)."""
     features, target = arrays.features, arrays.target
-    raw_test = (load_raw(store, dataset, splits.test) if dataset.encoding is not None
-                else None)
+    raw_test = load_raw(store, dataset, splits.test) if dataset.encoding is not None else None
     return CompressionData(
-        task=dataset.task, x_train=features[splits.train], y_train=target[splits.train],
-        x_val=features[splits.validation], y_val=target[splits.validation],
-        x_test=features[splits.test], y_test=target[splits.test], seed=seed, threads=threads,
-        max_accuracy_drop=max_accuracy_drop, encoding=dataset.encoding, raw_test=raw_test)
+        task=dataset.task,
+        x_train=features[splits.train],
+        y_train=target[splits.train],
+        x_val=features[splits.validation],
+        y_val=target[splits.validation],
+        x_test=features[splits.test],
+        y_test=target[splits.test],
+        seed=seed,
+        threads=threads,
+        max_accuracy_drop=max_accuracy_drop,
+        encoding=dataset.encoding,
+        raw_test=raw_test,
+    )
 
 
 def candidate_from_version(version: ModelVersion, store: ArtifactStore) -> Candidate:
@@ -64,14 +79,24 @@ def candidate_from_version(version: ModelVersion, store: ArtifactStore) -> Candi
     stored = version.config or VersionConfig()
     onnx = store.read_bytes(version.artifact_key, version.sha256)
     if stored.encoding is not None:
-        return Candidate(onnx=detach(onnx, stored.encoding), input_name=INPUT_NAME,
-                         output_name=signature.output.name, n_features=stored.encoding.width,
-                         params=version.n_params, network=stored_network(version, store),
-                         columns=_columns(stored))
-    return Candidate(onnx=onnx, input_name=signature.input.name,
-                     output_name=signature.output.name, n_features=signature.row_shape[-1],
-                     params=version.n_params, network=stored_network(version, store),
-                     columns=_columns(stored))
+        return Candidate(
+            onnx=detach(onnx, stored.encoding),
+            input_name=INPUT_NAME,
+            output_name=signature.output.name,
+            n_features=stored.encoding.width,
+            params=version.n_params,
+            network=stored_network(version, store),
+            columns=_columns(stored),
+        )
+    return Candidate(
+        onnx=onnx,
+        input_name=signature.input.name,
+        output_name=signature.output.name,
+        n_features=signature.row_shape[-1],
+        params=version.n_params,
+        network=stored_network(version, store),
+        columns=_columns(stored),
+    )
 
 
 def _columns(stored: VersionConfig) -> np.ndarray | None:
@@ -84,13 +109,14 @@ def stored_network(version: ModelVersion, store: ArtifactStore) -> Network | Non
     None when it has neither."""
     stored = version.config or VersionConfig()
     if stored.weights_in_onnx:
-        return network_from_onnx(store.read_bytes(version.artifact_key, version.sha256),
-                                 list(version.signature.row_shape),
-                                 version.task == Task.CLASSIFICATION)
+        return network_from_onnx(
+            store.read_bytes(version.artifact_key, version.sha256),
+            list(version.signature.row_shape),
+            version.task == Task.CLASSIFICATION,
+        )
     if stored.architecture is None or stored.weights_key is None:
         return None
-    network = Network(stored.architecture,
-                      version.task == Task.CLASSIFICATION)
+    network = Network(stored.architecture, version.task == Task.CLASSIFICATION)
     load_weights(network, store.read_bytes(stored.weights_key, stored.weights_sha256))
     network.eval()
     return network
@@ -108,16 +134,29 @@ class Compression:
     def result_fields(self, session: Session, root: ModelVersion) -> CompressionFields:
         """Register the variants under ``root``; what the job's result says of them."""
         registered = register_variants(session, self.lineage, root, self.prepared)
-        table = report(self.outcome, self.spec, model_name=self.lineage.model_name,
-                       root_version=root.version,
-                       versions=[version.version for version in registered])
-        return CompressionFields(recommended_version=table.recommended_version,
-                                 recommendation_reason=table.reason, compression=table)
+        table = report(
+            self.outcome,
+            self.spec,
+            model_name=self.lineage.model_name,
+            root_version=root.version,
+            versions=[version.version for version in registered],
+        )
+        return CompressionFields(
+            recommended_version=table.recommended_version,
+            recommendation_reason=table.reason,
+            compression=table,
+        )
 
 
-def run_compression(context: JobContext, parent: Candidate, data: CompressionData,
-                    spec: CompressionSpec, lineage: Lineage, store: ArtifactStore,
-                    progress: Callable[[int], None] = lambda done: None) -> Compression:
+def run_compression(
+    context: JobContext,
+    parent: Candidate,
+    data: CompressionData,
+    spec: CompressionSpec,
+    lineage: Lineage,
+    store: ArtifactStore,
+    progress: Callable[[int], None] = lambda done: None,
+) -> Compression:
     """Make, measure and store every variant; registration waits for the job's success."""
     outcome = compress(parent, data, spec, context.check, progress)
     # Scoped by attempt, as a search's artifacts are: a stale attempt never overwrites them.
@@ -172,22 +211,43 @@ def run_compress(context: JobContext) -> Recorder:
     arrays = load_arrays(store, dataset)
     seed = split_seed_of(source, dataset.id, spec.seed)
     splits = split_indices(arrays.target, Task(dataset.task), seed=seed)
-    data = compression_data(arrays, splits, dataset, store, seed=seed,
-                            threads=context.settings.ort_threads,
-                            max_accuracy_drop=spec.compression.max_accuracy_drop)
-    lineage = Lineage(model_name=spec.source.model, task=source.task,
-                      signature=source.signature, class_labels=source.class_labels,
-                      dataset_id=dataset.id, job_id=context.job_id, split_seed=seed)
+    data = compression_data(
+        arrays,
+        splits,
+        dataset,
+        store,
+        seed=seed,
+        threads=context.settings.ort_threads,
+        max_accuracy_drop=spec.compression.max_accuracy_drop,
+    )
+    lineage = Lineage(
+        model_name=spec.source.model,
+        task=source.task,
+        signature=source.signature,
+        class_labels=source.class_labels,
+        dataset_id=dataset.id,
+        job_id=context.job_id,
+        split_seed=seed,
+    )
     compression = run_compression(
-        context, candidate_from_version(source, store), data, spec.compression, lineage, store,
-        progress=lambda done: context.report(trials_done=done))
+        context,
+        candidate_from_version(source, store),
+        data,
+        spec.compression,
+        lineage,
+        store,
+        progress=lambda done: context.report(trials_done=done),
+    )
 
     def record(session: Session) -> CompressResult:
         root = get_version(session, spec.source.model, spec.source.version)
         fields = compression.result_fields(session, root)
         rows = fields.compression.rows if fields.compression is not None else []
-        return CompressResult(model_name=spec.source.model, parent_version=root.version,
-                              versions=[row.version for row in rows[1:]],
-                              **_set_fields(fields))
+        return CompressResult(
+            model_name=spec.source.model,
+            parent_version=root.version,
+            versions=[row.version for row in rows[1:]],
+            **_set_fields(fields),
+        )
 
     return record

@@ -51,23 +51,33 @@ class CompressKind(JobKind[CompressJobCreate]):
             raise InvalidInput(f"source: {missing.message}") from None
         dataset_id = spec.dataset_id or source.dataset_id
         if dataset_id is None:
-            raise InvalidInput(f"dataset_id: version {source.version} of {spec.source.model!r} "
-                               "has no dataset of its own (it was uploaded); give dataset_id")
+            raise InvalidInput(
+                f"dataset_id: version {source.version} of {spec.source.model!r} "
+                "has no dataset of its own (it was uploaded); give dataset_id"
+            )
         dataset = DatasetRepository(session).get(dataset_id)
         if dataset is None:
             raise InvalidInput(f"dataset_id: dataset {dataset_id} not found")
         check_fits(source, dataset, field="source")
         stored = source.config or VersionConfig()
-        problem = chain_problem(spec.compression.methods, has_network=stored.has_network,
-                                convolutional=stored.convolutional,
-                                parent=f"version {source.version} of {spec.source.model!r}",
-                                untrainable=stored.untrainable)
+        problem = chain_problem(
+            spec.compression.methods,
+            has_network=stored.has_network,
+            convolutional=stored.convolutional,
+            parent=f"version {source.version} of {spec.source.model!r}",
+            untrainable=stored.untrainable,
+        )
         if problem:
             raise InvalidInput(f"compression.{problem}")
         check_students(context.settings, spec.compression, dataset)
-        return enqueue(context, kind=self.name, spec=spec.model_dump(mode="json"),
-                       dataset_id=dataset.id, model_name=spec.source.model,
-                       total=count_steps(spec.compression))
+        return enqueue(
+            context,
+            kind=self.name,
+            spec=spec.model_dump(mode="json"),
+            dataset_id=dataset.id,
+            model_name=spec.source.model,
+            total=count_steps(spec.compression),
+        )
 
 
 def check_students(settings: Settings, compression: CompressionSpec, dataset: Dataset) -> None:
@@ -76,9 +86,13 @@ def check_students(settings: Settings, compression: CompressionSpec, dataset: Da
         for index, step in enumerate(chain):
             hidden = getattr(step, "student_hidden", None)
             if hidden:
-                check_student(hidden, n_inputs=len(dataset.feature_names),
-                              n_outputs=outputs_of(dataset), settings=settings,
-                              path=f"compression.methods[{position}][{index}].student_hidden")
+                check_student(
+                    hidden,
+                    n_inputs=len(dataset.feature_names),
+                    n_outputs=outputs_of(dataset),
+                    settings=settings,
+                    path=f"compression.methods[{position}][{index}].student_hidden",
+                )
 
 
 def compression_report(session: Session, job_id: int) -> CompressionTable:
@@ -89,6 +103,8 @@ def compression_report(session: Session, job_id: int) -> CompressionTable:
         raise Conflict(f"job {job_id} is {job.status}; its report exists when it succeeds")
     fields = result_as(CompressionFields, job.result)
     if fields is None or fields.compression is None:
-        raise Conflict(f"job {job_id} did not compress anything; submit a compress job or a "
-                       "search with 'compression'")
+        raise Conflict(
+            f"job {job_id} did not compress anything; submit a compress job or a "
+            "search with 'compression'"
+        )
     return fields.compression

@@ -31,8 +31,9 @@ def agreement(task: str, output: np.ndarray, parent: np.ndarray) -> float:
     return 1.0 - residual / spread if spread > 0 else float(residual == 0)
 
 
-def measure(candidate: Candidate, data: CompressionData,
-            parent_output: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray]:
+def measure(
+    candidate: Candidate, data: CompressionData, parent_output: np.ndarray | None
+) -> tuple[dict[str, Any], np.ndarray]:
     """Task metrics on the test split, file and gzip bytes, and agreement with the parent's
     outputs; also the outputs. Measured on the file that would serve (with the
     preprocessing in front, for a table with one). Latency is timed apart (``time_all``)."""
@@ -40,8 +41,11 @@ def measure(candidate: Candidate, data: CompressionData,
     session = open_session(onnx, data.threads)
     output = np.asarray(session.run([candidate.output_name], data.test_feeds(candidate))[0])
     metrics: dict[str, Any] = task_metrics(data.task, output, data.y_test)
-    metrics.update(test_rows=len(data.x_test), size_bytes=len(onnx),
-                   gzip_bytes=len(gzip.compress(onnx, compresslevel=9)))
+    metrics.update(
+        test_rows=len(data.x_test),
+        size_bytes=len(onnx),
+        gzip_bytes=len(gzip.compress(onnx, compresslevel=9)),
+    )
     if parent_output is not None:
         metrics["agreement"] = agreement(data.task, output, parent_output)
     return metrics, output
@@ -55,8 +59,13 @@ def timing(candidate: Candidate, data: CompressionData) -> dict[str, float]:
         path = Path(folder) / "model.onnx"
         path.write_bytes(data.served(candidate))
         for batch in LATENCY_BATCHES:
-            result = latency_ms(path, feeds=data.test_feeds(candidate), batch=batch,
-                                threads=data.threads, min_seconds=LATENCY_SECONDS)
+            result = latency_ms(
+                path,
+                feeds=data.test_feeds(candidate),
+                batch=batch,
+                threads=data.threads,
+                min_seconds=LATENCY_SECONDS,
+            )
             prefix = "latency" if batch == 1 else f"latency_b{batch}"
             timed[f"{prefix}_p50_ms"] = result["p50"]
             timed[f"{prefix}_p95_ms"] = result["p95"]

@@ -53,7 +53,7 @@ def pack(values: np.ndarray, bits: int) -> np.ndarray:
     per_byte = 8 // bits
     flat = values.astype(np.uint8).ravel()
     padded = np.zeros(-(-len(flat) // per_byte) * per_byte, dtype=np.uint8)
-    padded[:len(flat)] = flat
+    padded[: len(flat)] = flat
     groups = padded.reshape(-1, per_byte).astype(np.uint16)
     shifts = (np.arange(per_byte) * bits).astype(np.uint16)
     return (groups << shifts).sum(axis=1).astype(np.uint8)
@@ -67,8 +67,7 @@ def unpack(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     return parts.reshape(-1)[:count].astype(np.int64)
 
 
-def sparse_entries(indices: np.ndarray, zero: int, gap_bits: int) -> tuple[np.ndarray,
-                                                                            np.ndarray]:
+def sparse_entries(indices: np.ndarray, zero: int, gap_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """(gaps, codebook indices) of the entries that are not ``zero``, with fillers (index
     ``zero``) wherever a gap is longer than ``gap_bits`` can say."""
     positions = np.flatnonzero(indices.ravel() != zero)
@@ -122,20 +121,30 @@ class _Graph:
         row by row."""
         packed = pack(values, bits)
         if bits == 8:
-            return self.node("Cast", [self.constant(name, packed)], f"{name}i",
-                             to=TensorProto.INT64)
+            return self.node(
+                "Cast", [self.constant(name, packed)], f"{name}i", to=TensorProto.INT64
+            )
         column = self.constant(name, packed.reshape(-1, 1))
         per_byte = 8 // bits
-        shifts = self.common(f"s{bits}", (np.arange(per_byte) * bits).astype(
-            np.uint8).reshape(1, -1))
+        shifts = self.common(
+            f"s{bits}", (np.arange(per_byte) * bits).astype(np.uint8).reshape(1, -1)
+        )
         moved = self.node("BitShift", [column, shifts], f"{name}s", direction="RIGHT")
-        parts = self.node("Mod", [moved, self.common(f"m{bits}", np.array(
-            1 << bits, dtype=np.uint8))], f"{name}m")
-        flat = self.node("Reshape", [parts, self.common("flat", np.array([-1], np.int64))],
-                         f"{name}f")
-        kept = self.node("Slice", [flat, self.common("zero", np.array([0], np.int64)),
-                                   self.constant(f"{name}n", np.array([len(values)],
-                                                                      np.int64))], f"{name}k")
+        parts = self.node(
+            "Mod", [moved, self.common(f"m{bits}", np.array(1 << bits, dtype=np.uint8))], f"{name}m"
+        )
+        flat = self.node(
+            "Reshape", [parts, self.common("flat", np.array([-1], np.int64))], f"{name}f"
+        )
+        kept = self.node(
+            "Slice",
+            [
+                flat,
+                self.common("zero", np.array([0], np.int64)),
+                self.constant(f"{name}n", np.array([len(values)], np.int64)),
+            ],
+            f"{name}k",
+        )
         return self.node("Cast", [kept], f"{name}i", to=TensorProto.INT64)
 
 
@@ -157,8 +166,7 @@ def _sparse_plan(coded: CodedWeight, bits: int) -> tuple[int, int] | None:
     return best
 
 
-def decode_nodes(graph: _Graph, number: int, name: str,
-                 coded: CodedWeight) -> dict[str, int]:
+def decode_nodes(graph: _Graph, number: int, name: str, coded: CodedWeight) -> dict[str, int]:
     """Add to ``graph`` the initializers and nodes whose last output is ``name``, the
     decoded tensor; return what was chosen (bits, form, bytes)."""
     graph.prefix = f"c{number}."
@@ -173,19 +181,21 @@ def decode_nodes(graph: _Graph, number: int, name: str,
         gaps, codes = sparse_entries(coded.indices, zero, gap_bits)
         one = graph.common("one", np.array(1, dtype=np.int64))
         steps = graph.node("Add", [graph.unpacked("g", gaps, gap_bits), one], "st")
-        ends = graph.node("CumSum", [steps, graph.common("axis", np.array(0, np.int64))],
-                          "e")
+        ends = graph.node("CumSum", [steps, graph.common("axis", np.array(0, np.int64))], "e")
         positions = graph.node("Sub", [ends, one], "p")
-        values = graph.node("Gather", [codebook, graph.unpacked("x", codes, bits)], "v",
-                            axis=0)
-        empty = graph.node("ConstantOfShape", [graph.constant("n", np.array(
-            [count], dtype=np.int64))], "z",
-            value=numpy_helper.from_array(np.array([0.0], dtype=np.float32)))
+        values = graph.node("Gather", [codebook, graph.unpacked("x", codes, bits)], "v", axis=0)
+        empty = graph.node(
+            "ConstantOfShape",
+            [graph.constant("n", np.array([count], dtype=np.int64))],
+            "z",
+            value=numpy_helper.from_array(np.array([0.0], dtype=np.float32)),
+        )
         flat = graph.node("ScatterElements", [empty, positions, values], "w", axis=0)
         chosen = {"bits": bits, "gap_bits": gap_bits, "entries": len(gaps), "bytes": sparse[1]}
     else:
-        flat = graph.node("Gather", [codebook, graph.unpacked(
-            "x", coded.indices.ravel(), bits)], "w", axis=0)
+        flat = graph.node(
+            "Gather", [codebook, graph.unpacked("x", coded.indices.ravel(), bits)], "w", axis=0
+        )
         chosen = {"bits": bits, "gap_bits": 0, "entries": count, "bytes": dense}
     shape = graph.constant("r", np.array(coded.indices.shape, dtype=np.int64))
     if coded.scale is None:
@@ -200,8 +210,9 @@ def decode_nodes(graph: _Graph, number: int, name: str,
     return chosen
 
 
-def pack_weights(onnx_bytes: bytes, coded: dict[str, CodedWeight]) -> tuple[bytes,
-                                                                            dict[str, object]]:
+def pack_weights(
+    onnx_bytes: bytes, coded: dict[str, CodedWeight]
+) -> tuple[bytes, dict[str, object]]:
     """Replace each named float initializer by its coded form; the rest is unchanged."""
     model = onnx.load_model_from_string(onnx_bytes)
     graph = model.graph
@@ -210,8 +221,10 @@ def pack_weights(onnx_bytes: bytes, coded: dict[str, CodedWeight]) -> tuple[byte
     if missing:
         raise ValueError(f"no initializers named {sorted(missing)}")
     decoding = _Graph()
-    chosen = {name: decode_nodes(decoding, number, name, weight)
-              for number, (name, weight) in enumerate(coded.items())}
+    chosen = {
+        name: decode_nodes(decoding, number, name, weight)
+        for number, (name, weight) in enumerate(coded.items())
+    }
     del graph.initializer[:]
     graph.initializer.extend([*kept, *decoding.initializers])
     ordered = [*decoding.nodes, *graph.node]
@@ -223,11 +236,13 @@ def pack_weights(onnx_bytes: bytes, coded: dict[str, CodedWeight]) -> tuple[byte
         "coded_tensors": len(coded),
         "index_bits": sorted({int(form["bits"]) for form in forms}),
         "sparse_tensors": sum(1 for form in forms if form["gap_bits"]),
-        "coded_bytes": sum(int(form["bytes"]) for form in forms)}
+        "coded_bytes": sum(int(form["bytes"]) for form in forms),
+    }
 
 
-def match_initializer(model: onnx.ModelProto, codebook: np.ndarray, indices: np.ndarray,
-                      used: set[str]) -> tuple[str, CodedWeight] | None:
+def match_initializer(
+    model: onnx.ModelProto, codebook: np.ndarray, indices: np.ndarray, used: set[str]
+) -> tuple[str, CodedWeight] | None:
     """The exported initializer holding a layer's weight (as is, transposed, or scaled per
     output channel by a folded batch norm), coded with ``indices`` into ``codebook``."""
     for tensor in model.graph.initializer:
@@ -242,8 +257,9 @@ def match_initializer(model: onnx.ModelProto, codebook: np.ndarray, indices: np.
             if scale is None:
                 continue
             ones = np.allclose(scale, 1.0, rtol=1e-6, atol=0)
-            return tensor.name, CodedWeight(candidate, codebook.astype(np.float32),
-                                            None if ones else scale, axis)
+            return tensor.name, CodedWeight(
+                candidate, codebook.astype(np.float32), None if ones else scale, axis
+            )
     return None
 
 

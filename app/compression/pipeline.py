@@ -42,8 +42,6 @@ class Outcome:
     reason: str = ""
 
 
-
-
 def measure_parent(parent: Candidate, data: CompressionData) -> tuple[dict[str, Any], np.ndarray]:
     """The parent measured exactly as its variants will be."""
     metrics, output = measure(parent, data, parent_output=None)
@@ -51,9 +49,13 @@ def measure_parent(parent: Candidate, data: CompressionData) -> tuple[dict[str, 
     return metrics, output
 
 
-def compress(parent: Candidate, data: CompressionData, spec: CompressionSpec,
-             check: Callable[[], None],
-             progress: Callable[[int], None] = lambda done: None) -> Outcome:
+def compress(
+    parent: Candidate,
+    data: CompressionData,
+    spec: CompressionSpec,
+    check: Callable[[], None],
+    progress: Callable[[int], None] = lambda done: None,
+) -> Outcome:
     """Make, measure and judge every variant the spec asks for."""
     parent_metrics, parent_output = measure_parent(parent, data)
     outcome = Outcome(parent_metrics=parent_metrics)
@@ -61,7 +63,7 @@ def compress(parent: Candidate, data: CompressionData, spec: CompressionSpec,
     for chain in spec.methods:
         current, current_index = parent, None
         for depth, step in enumerate(chain):
-            key = step_key(chain[:depth + 1])
+            key = step_key(chain[: depth + 1])
             if key not in made:
                 check()
                 result = get_compressor(step).apply(current, data, check)
@@ -70,13 +72,23 @@ def compress(parent: Candidate, data: CompressionData, spec: CompressionSpec,
                 for name in ("sparsity", "nonzero_params"):
                     if name in result.report:
                         metrics[name] = result.report[name]
-                outcome.variants.append(Variant(
-                    method=step.method, settings=step.model_dump(mode="json"),
-                    chain=[item.method for item in chain[:depth + 1]], parent=current_index,
-                    candidate=result, metrics=metrics))
+                outcome.variants.append(
+                    Variant(
+                        method=step.method,
+                        settings=step.model_dump(mode="json"),
+                        chain=[item.method for item in chain[: depth + 1]],
+                        parent=current_index,
+                        candidate=result,
+                        metrics=metrics,
+                    )
+                )
                 made[key] = len(outcome.variants) - 1
-                logger.info("%s: %s bytes, %s", " > ".join(outcome.variants[-1].chain),
-                            metrics["size_bytes"], _quality(metrics))
+                logger.info(
+                    "%s: %s bytes, %s",
+                    " > ".join(outcome.variants[-1].chain),
+                    metrics["size_bytes"],
+                    _quality(metrics),
+                )
                 progress(len(made))
             current_index = made[key]
             current = outcome.variants[current_index].candidate
@@ -84,10 +96,13 @@ def compress(parent: Candidate, data: CompressionData, spec: CompressionSpec,
     outcome.parent_metrics.update(timings[0])
     for variant, timed in zip(outcome.variants, timings[1:], strict=True):
         variant.metrics.update(timed)
-    outcome.verdicts = [judge(data.task, parent_metrics, variant.metrics, spec.max_accuracy_drop)
-                        for variant in outcome.variants]
+    outcome.verdicts = [
+        judge(data.task, parent_metrics, variant.metrics, spec.max_accuracy_drop)
+        for variant in outcome.variants
+    ]
     outcome.recommended, outcome.reason = recommend(
-        outcome.verdicts, [variant.metrics for variant in outcome.variants], spec.prefer)
+        outcome.verdicts, [variant.metrics for variant in outcome.variants], spec.prefer
+    )
     return outcome
 
 

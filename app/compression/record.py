@@ -60,13 +60,17 @@ def signature_of(candidate: Candidate, lineage: Lineage, data: CompressionData) 
     longer reads (feature selection) are marked optional."""
     if data.encoding is None:
         return lineage.signature
-    return Signature.of_columns(data.encoding, used=data.used_columns(candidate),
-                                output_name=lineage.signature.output.name,
-                                width=lineage.signature.width)
+    return Signature.of_columns(
+        data.encoding,
+        used=data.used_columns(candidate),
+        output_name=lineage.signature.output.name,
+        width=lineage.signature.width,
+    )
 
 
-def prepare_variants(outcome: Outcome, lineage: Lineage, store: ArtifactStore,
-                     base_key: str, data: CompressionData) -> list[PreparedVariant]:
+def prepare_variants(
+    outcome: Outcome, lineage: Lineage, store: ArtifactStore, base_key: str, data: CompressionData
+) -> list[PreparedVariant]:
     """Store every variant's ONNX file as it will serve (and torch weights, while it has
     them)."""
     prepared = []
@@ -77,66 +81,141 @@ def prepare_variants(outcome: Outcome, lineage: Lineage, store: ArtifactStore,
         if variant.candidate.network is not None:
             weights_key = f"{folder}/weights.pt"
             weights_sha256 = store.put_bytes(
-                weights_key, save_weights(variant.candidate.network)).sha256
+                weights_key, save_weights(variant.candidate.network)
+            ).sha256
         config = VersionConfig(
-            compression={"method": variant.method, "settings": variant.settings,
-                         "chain": variant.chain, "report": variant.candidate.report},
-            split_seed=lineage.split_seed, weights_key=weights_key,
-            weights_sha256=weights_sha256, encoding=data.encoding,
-            **network_config(variant))
-        prepared.append(PreparedVariant(parent=variant.parent, draft=VersionDraft(
-            task=lineage.task, source="compression", artifact=artifact,
-            signature=signature_of(variant.candidate, lineage, data), metrics=variant.metrics,
-            n_params=variant.metrics.get("params"),
-            latency_p50_ms=variant.metrics["latency_p50_ms"],
-            class_labels=lineage.class_labels, config=config, dataset_id=lineage.dataset_id,
-            job_id=lineage.job_id, method=variant.method)))
+            compression={
+                "method": variant.method,
+                "settings": variant.settings,
+                "chain": variant.chain,
+                "report": variant.candidate.report,
+            },
+            split_seed=lineage.split_seed,
+            weights_key=weights_key,
+            weights_sha256=weights_sha256,
+            encoding=data.encoding,
+            **network_config(variant),
+        )
+        prepared.append(
+            PreparedVariant(
+                parent=variant.parent,
+                draft=VersionDraft(
+                    task=lineage.task,
+                    source="compression",
+                    artifact=artifact,
+                    signature=signature_of(variant.candidate, lineage, data),
+                    metrics=variant.metrics,
+                    n_params=variant.metrics.get("params"),
+                    latency_p50_ms=variant.metrics["latency_p50_ms"],
+                    class_labels=lineage.class_labels,
+                    config=config,
+                    dataset_id=lineage.dataset_id,
+                    job_id=lineage.job_id,
+                    method=variant.method,
+                ),
+            )
+        )
     return prepared
 
 
-def register_variants(session: Session, lineage: Lineage, root: ModelVersion,
-                      prepared: list[PreparedVariant]) -> list[ModelVersion]:
+def register_variants(
+    session: Session, lineage: Lineage, root: ModelVersion, prepared: list[PreparedVariant]
+) -> list[ModelVersion]:
     """Register the variants in order, each pointing at the version it was made from."""
     registered: list[ModelVersion] = []
     for item in prepared:
         parent = root if item.parent is None else registered[item.parent]
-        registered.append(register_version(session, lineage.model_name, dataclasses.replace(
-            item.draft, parent_version_id=parent.id)))
+        registered.append(
+            register_version(
+                session,
+                lineage.model_name,
+                dataclasses.replace(item.draft, parent_version_id=parent.id),
+            )
+        )
     return registered
 
 
-def report(outcome: Outcome, spec: CompressionSpec, *, model_name: str, root_version: int,
-           versions: list[int]) -> CompressionTable:
+def report(
+    outcome: Outcome,
+    spec: CompressionSpec,
+    *,
+    model_name: str,
+    root_version: int,
+    versions: list[int],
+) -> CompressionTable:
     """The comparison of the parent and its variants, with the recommendation."""
     parent = outcome.parent_metrics
     rows = [_row(model_name, root_version, "parent", None, [], None, parent, parent)]
-    for variant, verdict, number in zip(outcome.variants, outcome.verdicts, versions,
-                                        strict=True):
+    for variant, verdict, number in zip(outcome.variants, outcome.verdicts, versions, strict=True):
         parent_number = root_version if variant.parent is None else versions[variant.parent]
-        row = _row(model_name, number, "variant", variant.method, variant.chain, parent_number,
-                   variant.metrics, parent)
-        row.update(accuracy_drop=verdict.drop, smaller=verdict.smaller, faster=verdict.faster,
-                   qualifies=verdict.qualifies, not_recommended_because=verdict.reason,
-                   settings=variant.settings, details=variant.candidate.report)
+        row = _row(
+            model_name,
+            number,
+            "variant",
+            variant.method,
+            variant.chain,
+            parent_number,
+            variant.metrics,
+            parent,
+        )
+        row.update(
+            accuracy_drop=verdict.drop,
+            smaller=verdict.smaller,
+            faster=verdict.faster,
+            qualifies=verdict.qualifies,
+            not_recommended_because=verdict.reason,
+            settings=variant.settings,
+            details=variant.candidate.report,
+        )
         rows.append(row)
-    recommended = (root_version if outcome.recommended is None
-                   else versions[outcome.recommended])
+    recommended = root_version if outcome.recommended is None else versions[outcome.recommended]
     for row in rows:
         row["recommended"] = row["version"] == recommended
-    return CompressionTable(model_name=model_name, parent_version=root_version,
-                            max_accuracy_drop=spec.max_accuracy_drop, prefer=spec.prefer,
-                            recommended_version=recommended, reason=outcome.reason,
-                            rows=[ReportRow.model_validate(row) for row in rows])
+    return CompressionTable(
+        model_name=model_name,
+        parent_version=root_version,
+        max_accuracy_drop=spec.max_accuracy_drop,
+        prefer=spec.prefer,
+        recommended_version=recommended,
+        reason=outcome.reason,
+        rows=[ReportRow.model_validate(row) for row in rows],
+    )
 
 
-def _row(model_name: str, version: int, role: str, method: str | None, chain: list[str],
-         parent_version: int | None, metrics: dict[str, Any],
-         parent: dict[str, Any]) -> dict[str, Any]:
-    keys = ("accuracy", "f1_macro", "rmse", "r2", "params", "nonzero_params", "sparsity",
-            "size_bytes", "gzip_bytes", "latency_p50_ms", "latency_p95_ms",
-            "latency_b64_p50_ms", "latency_b64_p95_ms", "agreement")
-    row: dict[str, Any] = {"model": model_name, "version": version, "role": role,
-                           "method": method, "chain": chain, "parent_version": parent_version}
+def _row(
+    model_name: str,
+    version: int,
+    role: str,
+    method: str | None,
+    chain: list[str],
+    parent_version: int | None,
+    metrics: dict[str, Any],
+    parent: dict[str, Any],
+) -> dict[str, Any]:
+    keys = (
+        "accuracy",
+        "f1_macro",
+        "rmse",
+        "r2",
+        "params",
+        "nonzero_params",
+        "sparsity",
+        "size_bytes",
+        "gzip_bytes",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "latency_b64_p50_ms",
+        "latency_b64_p95_ms",
+        "agreement",
+    )
+    row: dict[str, Any] = {
+        "model": model_name,
+        "version": version,
+        "role": role,
+        "method": method,
+        "chain": chain,
+        "parent_version": parent_version,
+    }
     row.update({key: metrics[key] for key in keys if key in metrics})
     row["size_ratio"] = parent["size_bytes"] / metrics["size_bytes"]
     row["gzip_ratio"] = parent["gzip_bytes"] / metrics["gzip_bytes"]

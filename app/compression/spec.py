@@ -26,8 +26,9 @@ class _Step(BaseModel):
 
 
 class _FineTuned(_Step):
-    fine_tune_epochs: int = Field(default=20, ge=0, le=500,
-                                  description="Epochs of training after the method.")
+    fine_tune_epochs: int = Field(
+        default=20, ge=0, le=500, description="Epochs of training after the method."
+    )
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
 
 
@@ -35,21 +36,32 @@ class PruneStructured(_FineTuned):
     """Remove whole hidden units and conv channels; the network gets physically smaller."""
 
     method: Literal["prune_structured"]
-    ratio: float = Field(default=0.5, gt=0, lt=1, description="Share of the units (and "
-                         "channels) of every hidden layer removed.")
+    ratio: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Share of the units (and channels) of every hidden layer removed.",
+    )
     importance: Literal["l1", "l2", "taylor"] = Field(
-        default="l1", description="Unit importance: the L1 or L2 norm of its weights, or "
-        "first-order Taylor |weight x gradient| on training rows.")
+        default="l1",
+        description="Unit importance: the L1 or L2 norm of its weights, or "
+        "first-order Taylor |weight x gradient| on training rows.",
+    )
 
 
 class PruneUnstructured(_FineTuned):
     """Zero the smallest weights across all layers (global magnitude)."""
 
     method: Literal["prune_unstructured"]
-    sparsity: float = Field(default=0.8, gt=0, lt=1, description="Share of the weights set "
-                            "to zero.")
-    rounds: int = Field(default=3, ge=1, le=10, description="Sparsity is reached in this "
-                        "many prune + fine-tune rounds.")
+    sparsity: float = Field(
+        default=0.8, gt=0, lt=1, description="Share of the weights set to zero."
+    )
+    rounds: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Sparsity is reached in this many prune + fine-tune rounds.",
+    )
 
 
 class Distill(_Step):
@@ -57,16 +69,32 @@ class Distill(_Step):
 
     method: Literal["distill"]
     temperature: float = Field(default=4.0, gt=0, le=50)
-    alpha: float = Field(default=0.7, ge=0, le=1, description="Weight of the teacher's soft "
-                         "targets; 1 - alpha goes to the true labels.")
-    width_factor: float = Field(default=0.5, gt=0, le=1, description="Student widths as a "
-                                "share of the teacher's (when the teacher's is known).")
-    depth: int | None = Field(default=None, ge=1, le=8, description="Hidden layers of an MLP "
-                              "student (default: the teacher's).")
+    alpha: float = Field(
+        default=0.7,
+        ge=0,
+        le=1,
+        description="Weight of the teacher's soft targets; 1 - alpha goes to the true labels.",
+    )
+    width_factor: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Student widths as a share of the teacher's (when the teacher's is known).",
+    )
+    depth: int | None = Field(
+        default=None,
+        ge=1,
+        le=8,
+        description="Hidden layers of an MLP student (default: the teacher's).",
+    )
     student_hidden: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
-        default=None, min_length=1, max_length=8, description="Explicit MLP student widths. "
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="Explicit MLP student widths. "
         "When neither this nor the teacher's architecture is known, a few students are "
-        "tried and the smallest within the accuracy budget is kept.")
+        "tried and the smallest within the accuracy budget is kept.",
+    )
     epochs: int = Field(default=60, ge=1, le=1000)
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
 
@@ -76,8 +104,9 @@ class QuantizeDynamic(_Step):
 
     method: Literal["quantize_dynamic"]
     per_channel: bool = False
-    reduce_range: ReduceRange = Field(default="auto", description="7-bit weights; 'auto' "
-                                      "turns it on where the CPU lacks VNNI.")
+    reduce_range: ReduceRange = Field(
+        default="auto", description="7-bit weights; 'auto' turns it on where the CPU lacks VNNI."
+    )
 
 
 class QuantizeStatic(_Step):
@@ -101,8 +130,10 @@ class SelectFeatures(_FineTuned):
 
     method: Literal["select_features"]
     by: Literal["l1", "permutation", "variance"] = Field(
-        default="l1", description="First-layer L1 weight, permutation importance on the "
-        "validation split, or variance on the training split.")
+        default="l1",
+        description="First-layer L1 weight, permutation importance on the "
+        "validation split, or variance on the training split.",
+    )
     keep: float = Field(default=0.5, gt=0, le=1, description="Share of the columns kept.")
 
 
@@ -112,10 +143,12 @@ class ShareWeights(_FineTuned):
     layer). After pruning, this is Deep Compression's pipeline."""
 
     method: Literal["share_weights"]
-    bits: int = Field(default=4, ge=2, le=8, description="Bits per weight index: 2^bits "
-                      "shared values per layer.")
-    fine_tune_epochs: int = Field(default=10, ge=0, le=500,
-                                  description="Epochs of centroid fine-tuning.")
+    bits: int = Field(
+        default=4, ge=2, le=8, description="Bits per weight index: 2^bits shared values per layer."
+    )
+    fine_tune_epochs: int = Field(
+        default=10, ge=0, le=500, description="Epochs of centroid fine-tuning."
+    )
 
 
 class Binarize(_FineTuned):
@@ -123,8 +156,9 @@ class Binarize(_FineTuned):
     a straight-through estimator; the file stores the packed bits."""
 
     method: Literal["binarize"]
-    fine_tune_epochs: int = Field(default=30, ge=1, le=500,
-                                  description="Epochs of training with binary weights.")
+    fine_tune_epochs: int = Field(
+        default=30, ge=1, le=500, description="Epochs of training with binary weights."
+    )
 
 
 def _named(value: Any) -> Any:
@@ -132,13 +166,23 @@ def _named(value: Any) -> Any:
 
 
 MethodStep = Annotated[
-    PruneStructured | PruneUnstructured | Distill | QuantizeDynamic | QuantizeStatic | FP16
-    | SelectFeatures | ShareWeights | Binarize,
-    Field(discriminator="method"), BeforeValidator(_named)]
+    PruneStructured
+    | PruneUnstructured
+    | Distill
+    | QuantizeDynamic
+    | QuantizeStatic
+    | FP16
+    | SelectFeatures
+    | ShareWeights
+    | Binarize,
+    Field(discriminator="method"),
+    BeforeValidator(_named),
+]
 # The method names, read off the steps above (the one place they are written).
 METHOD_NAMES: tuple[str, ...] = tuple(
     get_args(step.model_fields["method"].annotation)[0]
-    for step in get_args(get_args(MethodStep)[0]))
+    for step in get_args(get_args(MethodStep)[0])
+)
 Chain = list[MethodStep]
 
 
@@ -152,16 +196,25 @@ class CompressionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     methods: list[Annotated[Chain, BeforeValidator(_as_chain)]] = Field(
-        min_length=1, max_length=12, description="Variants to make from the parent. Each "
+        min_length=1,
+        max_length=12,
+        description="Variants to make from the parent. Each "
         "entry is a method (a name, or an object with its settings) or a chain: a list of "
-        "methods applied in order, where every step becomes a version of its own.")
+        "methods applied in order, where every step becomes a version of its own.",
+    )
     max_accuracy_drop: float = Field(
-        default=0.01, ge=0, le=1, description="Classification: accuracy points (0.01 = 1 "
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Classification: accuracy points (0.01 = 1 "
         "point) a recommended variant may lose on the held-out split. Regression: the "
-        "relative RMSE increase allowed (0.01 = 1% worse).")
+        "relative RMSE increase allowed (0.01 = 1% worse).",
+    )
     prefer: Literal["size", "latency"] = Field(
-        default="size", description="Recommend the smallest (file bytes) or the fastest "
-        "(p50 at batch 1) variant within the budget.")
+        default="size",
+        description="Recommend the smallest (file bytes) or the fastest "
+        "(p50 at batch 1) variant within the budget.",
+    )
 
     @model_validator(mode="after")
     def _chains_make_sense(self) -> CompressionSpec:
@@ -171,8 +224,14 @@ class CompressionSpec(BaseModel):
         return self
 
 
-def chain_problem(chains: list[list[Any]], *, has_network: bool, convolutional: bool,
-                  parent: str = "the parent", untrainable: str | None = None) -> str | None:
+def chain_problem(
+    chains: list[list[Any]],
+    *,
+    has_network: bool,
+    convolutional: bool,
+    parent: str = "the parent",
+    untrainable: str | None = None,
+) -> str | None:
     """Why a chain cannot run (a method that needs torch weights after they are gone,
     quantizing twice, a column selection on images), or None. ``has_network``: whether the
     parent has torch weights."""
@@ -184,8 +243,11 @@ def chain_problem(chains: list[list[Any]], *, has_network: bool, convolutional: 
             where = f"methods[{position}][{index}] ({step.method})"
             if step.method in NETWORK_METHODS | CODING_METHODS and not weights:
                 reason = untrainable or "it was uploaded as ONNX, or averages several networks"
-                why = ("it follows a graph rewrite" if quantized else
-                       f"{parent} has no torch weights ({reason})")
+                why = (
+                    "it follows a graph rewrite"
+                    if quantized
+                    else f"{parent} has no torch weights ({reason})"
+                )
                 return f"{where} needs torch weights, but {why}; put distill before it"
             if step.method in GRAPH_METHODS | CODING_METHODS and quantized:
                 return f"{where}: the model is already quantized earlier in this chain"
@@ -206,8 +268,9 @@ def step_key(steps: list[Any]) -> str:
 
 def count_steps(spec: CompressionSpec) -> int:
     """Distinct steps the chains take (shared prefixes count once)."""
-    return len({step_key(chain[:depth + 1]) for chain in spec.methods
-                for depth in range(len(chain))})
+    return len(
+        {step_key(chain[: depth + 1]) for chain in spec.methods for depth in range(len(chain))}
+    )
 
 
 COMPRESS_KIND = "compress"
@@ -220,12 +283,23 @@ class CompressJobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["compress"] = Field(description="What the job does.")
-    source: VersionRef = Field(description="The version to compress; variants become new "
-                               "versions of the same model.")
-    dataset_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="Rows to fine-tune, "
-                                   "calibrate and measure on. Default: the dataset the source "
-                                   "was trained on.")
+    source: VersionRef = Field(
+        description="The version to compress; variants become new versions of the same model."
+    )
+    dataset_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="Rows to fine-tune, "
+        "calibrate and measure on. Default: the dataset the source "
+        "was trained on.",
+    )
     compression: CompressionSpec
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for the data split "
-                      "(a source searched on this dataset keeps its own split, so its test "
-                      "rows stay unseen) and for training.")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed for the data split "
+        "(a source searched on this dataset keeps its own split, so its test "
+        "rows stay unseen) and for training.",
+    )

@@ -13,8 +13,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # An ISO 8601 date with an optional time and zone, as the graph and numpy both read it.
-DATETIME_PATTERN = (r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
-                    r"(Z|[+-]\d{2}:?\d{2})?")
+DATETIME_PATTERN = (
+    r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
+    r"(Z|[+-]\d{2}:?\d{2})?"
+)
 DATE_PARTS = ("year", "month", "day", "weekday")  # weekday: 0 = Sunday
 FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: numbers must fit
 _DATETIME = re.compile(DATETIME_PATTERN, re.ASCII)  # ASCII digits, as RE2 in the graph
@@ -29,8 +31,9 @@ class _Column(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    indicator: bool = Field(default=False, description="A 0/1 'was missing' feature (training "
-                            "saw gaps in this column).")
+    indicator: bool = Field(
+        default=False, description="A 0/1 'was missing' feature (training saw gaps in this column)."
+    )
 
 
 class NumericColumn(_Column):
@@ -54,10 +57,13 @@ class CategoricalColumn(_Column):
 
     kind: Literal["categorical"] = "categorical"
     categories: list[str] = Field(description="One-hot slots, most frequent first.")
-    other: bool = Field(description="Whether an 'other' slot exists (rare categories were "
-                        "merged into it). Without one, unseen values take the first slot.")
+    other: bool = Field(
+        description="Whether an 'other' slot exists (rare categories were "
+        "merged into it). Without one, unseen values take the first slot."
+    )
     frequencies: dict[str, float] | None = Field(
-        default=None, description="log(1 + rows) per known value, for many-valued columns.")
+        default=None, description="log(1 + rows) per known value, for many-valued columns."
+    )
 
     @property
     def slots(self) -> int:
@@ -102,8 +108,9 @@ class DatetimeColumn(_Column):
         return names + ([f"{self.name}:missing"] if self.indicator else [])
 
 
-ColumnEncoding = Annotated[NumericColumn | CategoricalColumn | DatetimeColumn,
-                           Field(discriminator="kind")]
+ColumnEncoding = Annotated[
+    NumericColumn | CategoricalColumn | DatetimeColumn, Field(discriminator="kind")
+]
 
 
 class TableEncoding(BaseModel):
@@ -112,9 +119,12 @@ class TableEncoding(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     columns: list[ColumnEncoding]
-    ignored: list[str] = Field(default_factory=list, description="Columns of the upload that "
-                               "are not features (identifiers, free text, row numbers): "
-                               "accepted and left unread at prediction.")
+    ignored: list[str] = Field(
+        default_factory=list,
+        description="Columns of the upload that "
+        "are not features (identifiers, free text, row numbers): "
+        "accepted and left unread at prediction.",
+    )
 
     @property
     def width(self) -> int:
@@ -136,6 +146,8 @@ class TableEncoding(BaseModel):
         if features is None:
             return {column.name for column in self.columns}
         wanted = set(features)
-        return {column.name for column, (start, end) in zip(self.columns, self.spans(),
-                                                             strict=True)
-                if wanted.intersection(range(start, end))}
+        return {
+            column.name
+            for column, (start, end) in zip(self.columns, self.spans(), strict=True)
+            if wanted.intersection(range(start, end))
+        }

@@ -76,7 +76,8 @@ def _kind_of(value: Any) -> str:
 
 NetworkConfig = Annotated[
     Annotated[MLPConfig, Tag(MLP_KIND)] | Annotated[CNNConfig, Tag(CNN_KIND)],
-    Discriminator(_kind_of)]
+    Discriminator(_kind_of),
+]
 NETWORK_CONFIG: TypeAdapter[MLPConfig | CNNConfig] = TypeAdapter(NetworkConfig)
 
 

@@ -26,15 +26,17 @@ class ColumnProfile(BaseModel):
 
     name: str
     type: Literal["numeric", "categorical", "datetime", "ignored"] = Field(
-        description="The type used for training; 'ignored' columns are not features.")
+        description="The type used for training; 'ignored' columns are not features."
+    )
     reason: str | None = Field(default=None, description="Why an ignored column is left out.")
     missing: int = Field(description="Empty cells (or missing tokens) in the rows kept.")
     distinct: int | None = Field(default=None, description="Distinct values in the rows kept.")
     min: float | None = None
     mean: float | None = None
     max: float | None = None
-    top: list[ValueCount] | None = Field(default=None, description="Most frequent values "
-                                         f"(categorical; at most {TOP_VALUES}).")
+    top: list[ValueCount] | None = Field(
+        default=None, description=f"Most frequent values (categorical; at most {TOP_VALUES})."
+    )
     earliest: str | None = None
     latest: str | None = None
 
@@ -53,8 +55,9 @@ class TargetProfile(BaseModel):
 
     name: str
     task: str
-    classes: list[ClassCount] | None = Field(default=None, description="Rows per class, "
-                                             f"most frequent first (at most {TOP_CLASSES}).")
+    classes: list[ClassCount] | None = Field(
+        default=None, description=f"Rows per class, most frequent first (at most {TOP_CLASSES})."
+    )
     other_classes: int = Field(default=0, description="Classes not listed.")
     min: float | None = None
     mean: float | None = None
@@ -69,8 +72,9 @@ class DroppedRows(BaseModel):
 
     reason: str
     rows: int
-    first_line: int = Field(description="The first such line of the file (1-based, header "
-                            "included).")
+    first_line: int = Field(
+        description="The first such line of the file (1-based, header included)."
+    )
 
 
 class DatasetProfile(BaseModel):

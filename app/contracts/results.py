@@ -54,8 +54,9 @@ class ReportRow(BaseModel):
     gzip_ratio: float
     speedup: float
     speedup_b64: float
-    accuracy_drop: float | None = Field(default=None, description="Accuracy points lost "
-                                        "(regression: relative RMSE increase).")
+    accuracy_drop: float | None = Field(
+        default=None, description="Accuracy points lost (regression: relative RMSE increase)."
+    )
     smaller: bool | None = None
     faster: bool | None = None
     qualifies: bool | None = None

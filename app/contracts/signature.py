@@ -23,16 +23,28 @@ class TensorSpec(BaseModel):
     name: str
     datatype: str = Field(description="Open Inference Protocol datatype, e.g. FP32.")
     shape: list[int] = Field(description="-1 for the batch dimension.")
-    kind: str | None = Field(default=None, description="For a model that takes one input per "
-                             "source column: numeric, categorical, datetime, or ignored (a "
-                             "column of the upload that is not a feature).")
-    categories: list[str] | None = Field(default=None, description="Categories seen in "
-                                         "training (the most frequent, for many-valued "
-                                         "columns); any other value is read as 'other'.")
-    allows_missing: bool = Field(default=False, description="Whether a gap is accepted (null, "
-                                 "or an absent key, on /v1; NaN or an empty string on /v2).")
-    required: bool = Field(default=True, description="False for a column the model no "
-                           "longer reads (dropped by feature selection): it may be left out.")
+    kind: str | None = Field(
+        default=None,
+        description="For a model that takes one input per "
+        "source column: numeric, categorical, datetime, or ignored (a "
+        "column of the upload that is not a feature).",
+    )
+    categories: list[str] | None = Field(
+        default=None,
+        description="Categories seen in "
+        "training (the most frequent, for many-valued "
+        "columns); any other value is read as 'other'.",
+    )
+    allows_missing: bool = Field(
+        default=False,
+        description="Whether a gap is accepted (null, "
+        "or an absent key, on /v1; NaN or an empty string on /v2).",
+    )
+    required: bool = Field(
+        default=True,
+        description="False for a column the model no "
+        "longer reads (dropped by feature selection): it may be left out.",
+    )
 
 
 class Signature(BaseModel):
@@ -44,32 +56,57 @@ class Signature(BaseModel):
     outputs: list[TensorSpec]
 
     @classmethod
-    def of_tensors(cls, *, input_name: str, row_shape: tuple[int, ...] | list[int],
-                   output_name: str, width: int) -> Signature:
+    def of_tensors(
+        cls,
+        *,
+        input_name: str,
+        row_shape: tuple[int, ...] | list[int],
+        output_name: str,
+        width: int,
+    ) -> Signature:
         """One float32 input of rows shaped ``row_shape``, one float32 output of ``width``."""
-        return cls(inputs=[TensorSpec(name=input_name, datatype="FP32",
-                                      shape=[-1, *row_shape])],
-                   outputs=[TensorSpec(name=output_name, datatype="FP32",
-                                       shape=[-1, width])])
+        return cls(
+            inputs=[TensorSpec(name=input_name, datatype="FP32", shape=[-1, *row_shape])],
+            outputs=[TensorSpec(name=output_name, datatype="FP32", shape=[-1, width])],
+        )
 
     @classmethod
-    def of_columns(cls, encoding: TableEncoding, *, used: set[str], output_name: str,
-                   width: int) -> Signature:
+    def of_columns(
+        cls, encoding: TableEncoding, *, used: set[str], output_name: str, width: int
+    ) -> Signature:
         """One input per source column ([-1, 1]: FP32 numbers, BYTES for text and dates);
         only the ``used`` ones are graph inputs and required."""
         inputs = []
         for column in encoding.columns:
-            categories = (column.categories[:MAX_LISTED_CATEGORIES]
-                          if column.kind == "categorical" else None)
-            inputs.append(TensorSpec(
-                name=column.name, datatype="FP32" if column.kind == "numeric" else "BYTES",
-                shape=[-1, 1], kind=column.kind, categories=categories, allows_missing=True,
-                required=column.name in used))
-        inputs += [TensorSpec(name=name, datatype="BYTES", shape=[-1, 1], kind="ignored",
-                              allows_missing=True, required=False)
-                   for name in encoding.ignored]
-        return cls(inputs=inputs, outputs=[TensorSpec(name=output_name, datatype="FP32",
-                                                      shape=[-1, width])])
+            categories = (
+                column.categories[:MAX_LISTED_CATEGORIES] if column.kind == "categorical" else None
+            )
+            inputs.append(
+                TensorSpec(
+                    name=column.name,
+                    datatype="FP32" if column.kind == "numeric" else "BYTES",
+                    shape=[-1, 1],
+                    kind=column.kind,
+                    categories=categories,
+                    allows_missing=True,
+                    required=column.name in used,
+                )
+            )
+        inputs += [
+            TensorSpec(
+                name=name,
+                datatype="BYTES",
+                shape=[-1, 1],
+                kind="ignored",
+                allows_missing=True,
+                required=False,
+            )
+            for name in encoding.ignored
+        ]
+        return cls(
+            inputs=inputs,
+            outputs=[TensorSpec(name=output_name, datatype="FP32", shape=[-1, width])],
+        )
 
     @property
     def by_column(self) -> bool:
@@ -107,33 +144,49 @@ class VersionConfig(BaseModel):
 
     params: dict[str, Any] | None = Field(default=None, description="The trial's parameters.")
     architecture: NetworkConfig | None = Field(
-        default=None, description="The torch network's configuration, tagged by 'kind'.")
+        default=None, description="The torch network's configuration, tagged by 'kind'."
+    )
     weights_key: str | None = Field(default=None, description="Artifact key of its weights.")
-    weights_sha256: str | None = Field(default=None, description="sha256 of those weights "
-                                       "(None: recorded before digests were kept).")
-    columns: list[int] | None = Field(default=None, description="Input columns the network "
-                                      "reads (feature selection); None: all.")
-    split_seed: int | None = Field(default=None, description="Seed of the split it was "
-                                   "trained on.")
-    compression: dict[str, Any] | None = Field(default=None, description="Method, settings, "
-                                               "chain and the method's report.")
-    encoding: TableEncoding | None = Field(default=None, description="The preprocessing in "
-                                           "front of the network (raw columns to features).")
-    trained_on: str | None = Field(default=None, description="Where a search trained its "
-                                   "network: cpu, or cuda with the card's name (KILN_DEVICE); "
-                                   "None for uploaded and compressed versions.")
-    weights_in_onnx: bool = Field(default=False, description="An uploaded graph of ordinary "
-                                  "layers: the torch network is rebuilt from its file.")
-    untrainable: str | None = Field(default=None, description="Why an uploaded graph cannot "
-                                    "become a trainable network (it can still be quantized "
-                                    "or distilled).")
+    weights_sha256: str | None = Field(
+        default=None,
+        description="sha256 of those weights (None: recorded before digests were kept).",
+    )
+    columns: list[int] | None = Field(
+        default=None, description="Input columns the network reads (feature selection); None: all."
+    )
+    split_seed: int | None = Field(default=None, description="Seed of the split it was trained on.")
+    compression: dict[str, Any] | None = Field(
+        default=None, description="Method, settings, chain and the method's report."
+    )
+    encoding: TableEncoding | None = Field(
+        default=None,
+        description="The preprocessing in front of the network (raw columns to features).",
+    )
+    trained_on: str | None = Field(
+        default=None,
+        description="Where a search trained its "
+        "network: cpu, or cuda with the card's name (KILN_DEVICE); "
+        "None for uploaded and compressed versions.",
+    )
+    weights_in_onnx: bool = Field(
+        default=False,
+        description="An uploaded graph of ordinary "
+        "layers: the torch network is rebuilt from its file.",
+    )
+    untrainable: str | None = Field(
+        default=None,
+        description="Why an uploaded graph cannot "
+        "become a trainable network (it can still be quantized "
+        "or distilled).",
+    )
 
     @property
     def has_network(self) -> bool:
         """Whether torch weights exist (stored, or in the uploaded graph itself), so the
         version can be trained further."""
         return (self.weights_key is not None or self.weights_in_onnx) and (
-            self.architecture is not None)
+            self.architecture is not None
+        )
 
     @property
     def convolutional(self) -> bool:

@@ -29,128 +29,267 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    data_dir: Path = Field(default=Path("./kiln-data"), description="Where SQLite files, "
-                           "artifacts and the admin key live.")
-    database_url: str = Field(default="", description="SQLAlchemy URL of the registry database; "
-                              "default: SQLite file in the data dir.")
-    broker_url: str = Field(default="", description="Celery broker URL; default: kombu's "
-                            "SQLAlchemy transport on a SQLite file in the data dir.")
-    artifact_url: str = Field(default="", description="Artifact store URL: file://PATH, or "
-                              "s3://BUCKET[/PREFIX] for S3-compatible object storage shared "
-                              "by machines with no common disk; default: DATA_DIR/artifacts.")
-    s3_endpoint_url: str = Field(default="", description="Endpoint of the S3-compatible "
-                                 "service (such as http://minio:9000); empty: AWS S3.")
+    data_dir: Path = Field(
+        default=Path("./kiln-data"),
+        description="Where SQLite files, artifacts and the admin key live.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the registry database; "
+        "default: SQLite file in the data dir.",
+    )
+    broker_url: str = Field(
+        default="",
+        description="Celery broker URL; default: kombu's "
+        "SQLAlchemy transport on a SQLite file in the data dir.",
+    )
+    artifact_url: str = Field(
+        default="",
+        description="Artifact store URL: file://PATH, or "
+        "s3://BUCKET[/PREFIX] for S3-compatible object storage shared "
+        "by machines with no common disk; default: DATA_DIR/artifacts.",
+    )
+    s3_endpoint_url: str = Field(
+        default="",
+        description="Endpoint of the S3-compatible "
+        "service (such as http://minio:9000); empty: AWS S3.",
+    )
     s3_region: str = Field(default="us-east-1", description="Region of the S3 bucket.")
-    s3_access_key_id: str = Field(default="", description="S3 access key id; empty: boto3's "
-                                  "usual chain (AWS_* variables, instance role).")
-    s3_secret_access_key: SecretStr = Field(default=SecretStr(""), description="S3 secret "
-                                            "access key (never logged or shown).")
-    artifact_cache_mb: float = Field(default=2048.0, gt=0, description="Bound on the local "
-                                     "cache of artifacts read from object storage "
-                                     "(DATA_DIR/cache/artifacts).")
-    queue_name: QueueNameStr = Field(default="kiln", description="Broker queue for jobs: "
-                                     f"{QUEUE_NAME.rule}.")
+    s3_access_key_id: str = Field(
+        default="",
+        description="S3 access key id; empty: boto3's "
+        "usual chain (AWS_* variables, instance role).",
+    )
+    s3_secret_access_key: SecretStr = Field(
+        default=SecretStr(""), description="S3 secret access key (never logged or shown)."
+    )
+    artifact_cache_mb: float = Field(
+        default=2048.0,
+        gt=0,
+        description="Bound on the local "
+        "cache of artifacts read from object storage "
+        "(DATA_DIR/cache/artifacts).",
+    )
+    queue_name: QueueNameStr = Field(
+        default="kiln", description=f"Broker queue for jobs: {QUEUE_NAME.rule}."
+    )
     max_upload_mb: float = Field(default=512.0, gt=0, description="Largest accepted upload.")
     max_request_mb: float = Field(default=16.0, gt=0, description="Largest non-upload body.")
     max_predict_rows: int = Field(default=10_000, gt=0, description="Rows per predict request.")
-    max_tensor_elements: int = Field(default=4_000_000, gt=0, description="Elements in one "
-                                     "/v2 input tensor (also bounded by rows x features).")
-    job_lease_s: float = Field(default=30.0, gt=0, description="A running job whose worker has "
-                               "not renewed its lease for this long is reaped.")
-    job_max_attempts: int = Field(default=3, ge=1, le=100, description="Attempts before a job "
-                                  "whose worker keeps disappearing is failed.")
-    queued_resend_s: float = Field(default=60.0, gt=0, description="A job still queued after "
-                                   "this long is sent to the broker again (backing off).")
-    broker_visibility_s: float = Field(default=3600.0, gt=0, le=7 * 86_400, description=(
-        "Redis broker: a message taken but not acknowledged for this long is delivered "
-        "again (a job's message is acknowledged when the job ends; a second delivery of a "
-        "running job is ignored, its lease decides)."))
-    reaper_interval_s: float = Field(default=5.0, gt=0, description="How often the gateway "
-                                     "checks for lost jobs.")
-    ort_threads: int = Field(default=1, ge=1, le=256, description="onnxruntime intra-op threads "
-                             "for serving and latency measurement.")
-    train_threads: int = Field(default=0, ge=0, le=256, description="torch threads per worker "
-                               "process; 0 divides the CPUs between worker processes.")
+    max_tensor_elements: int = Field(
+        default=4_000_000,
+        gt=0,
+        description="Elements in one /v2 input tensor (also bounded by rows x features).",
+    )
+    job_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running job whose worker has not renewed its lease for this long is reaped.",
+    )
+    job_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Attempts before a job whose worker keeps disappearing is failed.",
+    )
+    queued_resend_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A job still queued after this long is sent to the broker again (backing off).",
+    )
+    broker_visibility_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=7 * 86_400,
+        description=(
+            "Redis broker: a message taken but not acknowledged for this long is delivered "
+            "again (a job's message is acknowledged when the job ends; a second delivery of a "
+            "running job is ignored, its lease decides)."
+        ),
+    )
+    reaper_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the gateway checks for lost jobs."
+    )
+    ort_threads: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="onnxruntime intra-op threads for serving and latency measurement.",
+    )
+    train_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="torch threads per worker "
+        "process; 0 divides the CPUs between worker processes.",
+    )
     session_cache_size: int = Field(default=32, ge=1, description="ONNX sessions kept loaded.")
-    session_cache_mb: float = Field(default=1024.0, gt=0, description="Bound on the bytes of "
-                                    "the ONNX models kept loaded.")
+    session_cache_mb: float = Field(
+        default=1024.0, gt=0, description="Bound on the bytes of the ONNX models kept loaded."
+    )
 
-    study_url: str = Field(default="", description="Where Optuna keeps shared studies; "
-                           "default: the registry's PostgreSQL database (schema optuna) or "
-                           "DATA_DIR/studies.db.")
-    trial_heartbeat_s: float = Field(default=5.0, ge=1, le=600, description="How often a "
-                                     "running trial proves its worker is alive; after 3 "
-                                     "missed beats it is failed and retried.")
-    serving_cache_s: float = Field(default=2.0, ge=0, le=3600, description="How long the "
-                                   "gateway reuses a key check or a name -> version "
-                                   "resolution; writes through this gateway show at once, "
-                                   "this bounds how long other processes' writes take.")
-    probe_memory_mb: int = Field(default=2048, ge=256, le=1_048_576, description="Address "
-                                 "space of the subprocess that first loads, runs and times an "
-                                 "uploaded ONNX model.")
-    probe_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="Wall time that "
-                                   "subprocess may take.")
-    max_job_s: float = Field(default=86_400.0, gt=0, le=30 * 86_400, description="Hard wall "
-                             "time of one job from its first start: its training stops, even "
-                             "inside an epoch, and the job fails. search.timeout_s may ask "
-                             "for less.")
-    max_trial_s: float = Field(default=3_600.0, gt=0, le=30 * 86_400, description="Wall time "
-                               "of one search trial; a trial still training then is stopped "
-                               "inside its epoch. search.trial_timeout_s may ask for less.")
-    max_parallelism: int = Field(default=8, ge=1, le=256, description="Most trials one search "
-                                 "may run at once.")
-    max_data_parallel: int = Field(default=8, ge=1, le=16, description="Most worker "
-                                   "processes one trial may train on (search.data_parallel).")
-    data_parallel_join_s: float = Field(default=30.0, gt=0, le=3600, description="How long a "
-                                        "data-parallel trial waits for its helper processes "
-                                        "before it trains alone.")
-    advertise_host: str = Field(default="127.0.0.1", min_length=1, max_length=253,
-                                pattern=r"^[A-Za-z0-9.:\-\[\]]+$", description="Address other "
-                                "workers reach this one at, for data-parallel training's "
-                                "rendezvous (its port is picked free); set it on machines "
-                                "that train together, and GLOO_SOCKET_IFNAME if they have "
-                                "several interfaces.")
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where "
-                                                   "workers train: the first CUDA device "
-                                                   "when there is one (auto), or always "
-                                                   "cpu or cuda. Each version records it.")
-    worker_memory_mb: float = Field(default=0.0, ge=0, description="Memory one worker "
-                                    "process may plan for one network's training (weights, "
-                                    "gradients, optimizer state, one batch's activations); "
-                                    "0: half the machine's memory divided by its CPUs.")
-    max_params: int = Field(default=0, ge=0, description="Most trainable parameters of any "
-                            "network a job builds; 0: what KILN_WORKER_MEMORY_MB allows, at "
-                            "most 50 million. Estimated before a network is built.")
-    serving_generation_file: str = Field(default="", description="Set by `kiln serve "
-                                         "--gateways N`: the file through which its gateway "
-                                         "processes tell each other of writes.")
-    port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API, "
-                      "dashboard and /v2 in `kiln serve` (`--port` sets it too).")
-    embedded_workers: int = Field(default=0, ge=0, le=1024, description="Set by `kiln "
-                                  "serve`: the worker processes it runs beside the gateway "
-                                  "(0: the workers run elsewhere, their number unknown "
-                                  "here). A time-only search runs at most this many trials "
-                                  "at once.")
-    grpc_port: int = Field(default=8001, ge=0, le=65535, description="Port of the Open "
-                           "Inference Protocol's gRPC service in `kiln serve` (0: off).")
-    grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC service binds "
-                           "(`kiln serve --host` sets it).")
-    preload_models: str = Field(default="", description="Models to load and warm up at "
-                                "start, before /v2/health/ready says ready: comma-separated "
-                                "names, or * for every model (their serving versions).")
+    study_url: str = Field(
+        default="",
+        description="Where Optuna keeps shared studies; "
+        "default: the registry's PostgreSQL database (schema optuna) or "
+        "DATA_DIR/studies.db.",
+    )
+    trial_heartbeat_s: float = Field(
+        default=5.0,
+        ge=1,
+        le=600,
+        description="How often a "
+        "running trial proves its worker is alive; after 3 "
+        "missed beats it is failed and retried.",
+    )
+    serving_cache_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="How long the "
+        "gateway reuses a key check or a name -> version "
+        "resolution; writes through this gateway show at once, "
+        "this bounds how long other processes' writes take.",
+    )
+    probe_memory_mb: int = Field(
+        default=2048,
+        ge=256,
+        le=1_048_576,
+        description="Address "
+        "space of the subprocess that first loads, runs and times an "
+        "uploaded ONNX model.",
+    )
+    probe_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Wall time that subprocess may take."
+    )
+    max_job_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        le=30 * 86_400,
+        description="Hard wall "
+        "time of one job from its first start: its training stops, even "
+        "inside an epoch, and the job fails. search.timeout_s may ask "
+        "for less.",
+    )
+    max_trial_s: float = Field(
+        default=3_600.0,
+        gt=0,
+        le=30 * 86_400,
+        description="Wall time "
+        "of one search trial; a trial still training then is stopped "
+        "inside its epoch. search.trial_timeout_s may ask for less.",
+    )
+    max_parallelism: int = Field(
+        default=8, ge=1, le=256, description="Most trials one search may run at once."
+    )
+    max_data_parallel: int = Field(
+        default=8,
+        ge=1,
+        le=16,
+        description="Most worker processes one trial may train on (search.data_parallel).",
+    )
+    data_parallel_join_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long a "
+        "data-parallel trial waits for its helper processes "
+        "before it trains alone.",
+    )
+    advertise_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9.:\-\[\]]+$",
+        description="Address other "
+        "workers reach this one at, for data-parallel training's "
+        "rendezvous (its port is picked free); set it on machines "
+        "that train together, and GLOO_SOCKET_IFNAME if they have "
+        "several interfaces.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Where "
+        "workers train: the first CUDA device "
+        "when there is one (auto), or always "
+        "cpu or cuda. Each version records it.",
+    )
+    worker_memory_mb: float = Field(
+        default=0.0,
+        ge=0,
+        description="Memory one worker "
+        "process may plan for one network's training (weights, "
+        "gradients, optimizer state, one batch's activations); "
+        "0: half the machine's memory divided by its CPUs.",
+    )
+    max_params: int = Field(
+        default=0,
+        ge=0,
+        description="Most trainable parameters of any "
+        "network a job builds; 0: what KILN_WORKER_MEMORY_MB allows, at "
+        "most 50 million. Estimated before a network is built.",
+    )
+    serving_generation_file: str = Field(
+        default="",
+        description="Set by `kiln serve "
+        "--gateways N`: the file through which its gateway "
+        "processes tell each other of writes.",
+    )
+    port: int = Field(
+        default=8000,
+        ge=1,
+        le=65535,
+        description="Port of the HTTP API, "
+        "dashboard and /v2 in `kiln serve` (`--port` sets it too).",
+    )
+    embedded_workers: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="Set by `kiln "
+        "serve`: the worker processes it runs beside the gateway "
+        "(0: the workers run elsewhere, their number unknown "
+        "here). A time-only search runs at most this many trials "
+        "at once.",
+    )
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol's gRPC service in `kiln serve` (0: off).",
+    )
+    grpc_host: str = Field(
+        default="127.0.0.1",
+        description="Address the gRPC service binds (`kiln serve --host` sets it).",
+    )
+    preload_models: str = Field(
+        default="",
+        description="Models to load and warm up at "
+        "start, before /v2/health/ready says ready: comma-separated "
+        "names, or * for every model (their serving versions).",
+    )
 
-    metrics_token: SecretStr = Field(default=SecretStr(""), description="When set, GET "
-                                     "/metrics answers only requests with 'Authorization: "
-                                     "Bearer <this token>' (Prometheus: "
-                                     "authorization.credentials); empty: /metrics is open.")
+    metrics_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="When set, GET "
+        "/metrics answers only requests with 'Authorization: "
+        "Bearer <this token>' (Prometheus: "
+        "authorization.credentials); empty: /metrics is open.",
+    )
 
-    cors_origins: str = Field(default="", description="Comma-separated origins (such as "
-                              "https://app.example.com) whose pages may call the API from a "
-                              "browser; empty: CORS stays off and browsers refuse "
-                              "cross-origin calls. * allows any origin, without "
-                              "credentials.")
-    cors_credentials: bool = Field(default=False, description="Whether those pages may send "
-                                   "credentials (cookies, HTTP auth); refused with * origins.")
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins (such as "
+        "https://app.example.com) whose pages may call the API from a "
+        "browser; empty: CORS stays off and browsers refuse "
+        "cross-origin calls. * allows any origin, without "
+        "credentials.",
+    )
+    cors_credentials: bool = Field(
+        default=False,
+        description="Whether those pages may send "
+        "credentials (cookies, HTTP auth); refused with * origins.",
+    )
 
     @field_validator("database_url", "broker_url", "artifact_url", "study_url")
     @classmethod
@@ -168,8 +307,9 @@ class Settings(BaseSettings):
         if not self.artifact_url:
             object.__setattr__(self, "artifact_url", f"file://{data_dir / 'artifacts'}")
         if "://" not in self.database_url:
-            raise ValueError("database_url: expected a SQLAlchemy URL such as "
-                             "postgresql+psycopg://user@host/db")
+            raise ValueError(
+                "database_url: expected a SQLAlchemy URL such as postgresql+psycopg://user@host/db"
+            )
         if "://" not in self.broker_url:
             raise ValueError("broker_url: expected a URL such as redis://host:6379/0")
         if self.artifact_url.startswith("s3://"):
@@ -178,12 +318,16 @@ class Settings(BaseSettings):
             raise ValueError("artifact_url: expected file://PATH or s3://BUCKET[/PREFIX]")
         for origin in self.cors_origin_list:
             if origin != "*" and not ORIGIN.fullmatch(origin):
-                raise ValueError(f"cors_origins: {origin!r} is not an origin such as "
-                                 "https://app.example.com (scheme, host, optional port)")
+                raise ValueError(
+                    f"cors_origins: {origin!r} is not an origin such as "
+                    "https://app.example.com (scheme, host, optional port)"
+                )
         if "*" in self.cors_origin_list and self.cors_credentials:
-            raise ValueError("cors_origins: * together with KILN_CORS_CREDENTIALS=true would "
-                             "let any web page call the API with a visitor's credentials; "
-                             "list the origins instead")
+            raise ValueError(
+                "cors_origins: * together with KILN_CORS_CREDENTIALS=true would "
+                "let any web page call the API with a visitor's credentials; "
+                "list the origins instead"
+            )
         return self
 
     @property
@@ -227,8 +371,10 @@ def _check_s3_url(url: str) -> None:
     rest = url.removeprefix("s3://")
     bucket, _, prefix = rest.partition("/")
     if "@" in bucket or ":" in bucket:
-        raise ValueError("artifact_url: credentials do not belong in the URL; set "
-                         "KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY")
+        raise ValueError(
+            "artifact_url: credentials do not belong in the URL; set "
+            "KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY"
+        )
     if problem := S3_BUCKET.problem(bucket):
         raise ValueError(f"artifact_url: {problem}")
     if prefix.strip("/") and (problem := S3_PREFIX.problem(prefix.strip("/"))):

@@ -148,8 +148,9 @@ def get_engine(url: str) -> Engine:
         if url not in _engines:
             if url.startswith("sqlite"):
                 _ensure_sqlite_dir(url)
-                engine = create_engine(url, connect_args={"check_same_thread": False,
-                                                          "timeout": 30})
+                engine = create_engine(
+                    url, connect_args={"check_same_thread": False, "timeout": 30}
+                )
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
                 engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

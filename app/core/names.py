@@ -61,8 +61,10 @@ class NameRule:
             return f"{self.kind} is longer than {self.max_length} characters"
         char = refused_character(value)
         if char is not None:
-            return (f"{self.kind} {shown(value)} holds the control character "
-                    f"U+{ord(char):04X}; {self.rule}")
+            return (
+                f"{self.kind} {shown(value)} holds the control character "
+                f"U+{ord(char):04X}; {self.rule}"
+            )
         if value != value.strip():
             return f"{self.kind} {shown(value)} begins or ends with whitespace; {self.rule}"
         if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
@@ -92,30 +94,62 @@ class NameRule:
 
 
 MODEL_NAME = NameRule(
-    "model name", r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
-    "a letter or digit, then up to 63 letters, digits, '.', '_' or '-'", 64)
+    "model name",
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+    "a letter or digit, then up to 63 letters, digits, '.', '_' or '-'",
+    64,
+)
 ALIAS = NameRule(
-    "alias", r"[A-Za-z][A-Za-z0-9_.-]{0,63}",
-    "a letter, then up to 63 letters, digits, '_', '.' or '-'", 64)
-TAG_KEY = NameRule("tag key", r"[A-Za-z0-9_.:-]{1,64}",
-                   "1 to 64 letters, digits, '_', '.', ':' or '-'", 64)
+    "alias",
+    r"[A-Za-z][A-Za-z0-9_.-]{0,63}",
+    "a letter, then up to 63 letters, digits, '_', '.' or '-'",
+    64,
+)
+TAG_KEY = NameRule(
+    "tag key", r"[A-Za-z0-9_.:-]{1,64}", "1 to 64 letters, digits, '_', '.', ':' or '-'", 64
+)
 DATASET_NAME = NameRule("dataset name", None, "printable text of at most 200 characters", 200)
-COLUMN_NAME = NameRule("column name", None,
-                       "printable text of at most 256 characters, no leading or trailing "
-                       "whitespace", 256)
+COLUMN_NAME = NameRule(
+    "column name",
+    None,
+    "printable text of at most 256 characters, no leading or trailing whitespace",
+    256,
+)
 KEY_NAME = NameRule("key name", None, "printable text of at most 128 characters", 128)
-QUEUE_NAME = NameRule("queue name", r"[A-Za-z0-9_.-]{1,64}",
-                      "1 to 64 letters, digits, '_', '.' or '-'", 64)
-S3_BUCKET = NameRule("S3 bucket name", r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
-                     "3 to 63 lowercase letters, digits, dots and hyphens", 63)
-S3_PREFIX = NameRule("S3 prefix", r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*",
-                     "letters, digits, '.', '_', '-' and '/'", 512)
+QUEUE_NAME = NameRule(
+    "queue name", r"[A-Za-z0-9_.-]{1,64}", "1 to 64 letters, digits, '_', '.' or '-'", 64
+)
+S3_BUCKET = NameRule(
+    "S3 bucket name",
+    r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
+    "3 to 63 lowercase letters, digits, dots and hyphens",
+    63,
+)
+S3_PREFIX = NameRule(
+    "S3 prefix",
+    r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*",
+    "letters, digits, '.', '_', '-' and '/'",
+    512,
+)
 ARTIFACT_KEY = NameRule(
-    "artifact key", r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*",
-    "path segments of letters, digits, '.', '_' and '-', none of them '..'", 1024)
+    "artifact key",
+    r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*",
+    "path segments of letters, digits, '.', '_' and '-', none of them '..'",
+    1024,
+)
 # Every rule, for tests that walk them all.
-RULES = (MODEL_NAME, ALIAS, TAG_KEY, DATASET_NAME, COLUMN_NAME, KEY_NAME, QUEUE_NAME,
-         S3_BUCKET, S3_PREFIX, ARTIFACT_KEY)
+RULES = (
+    MODEL_NAME,
+    ALIAS,
+    TAG_KEY,
+    DATASET_NAME,
+    COLUMN_NAME,
+    KEY_NAME,
+    QUEUE_NAME,
+    S3_BUCKET,
+    S3_PREFIX,
+    ARTIFACT_KEY,
+)
 
 # The rules as types, for pydantic models, settings and FastAPI parameters.
 ModelNameStr = Annotated[str, MODEL_NAME.validator]

@@ -40,11 +40,14 @@ class Repository(Generic[RowT]):
             raise NotFound(f"{self.noun} {row_id} not found")
         return row
 
-    def page(self, *, limit: int, offset: int, order_by: Any,
-             where: Sequence[ColumnElement[bool]] = ()) -> tuple[list[RowT], int]:
+    def page(
+        self, *, limit: int, offset: int, order_by: Any, where: Sequence[ColumnElement[bool]] = ()
+    ) -> tuple[list[RowT], int]:
         """One page of the rows that match ``where``, and how many match in all."""
-        total = self.session.scalar(
-            select(func.count()).select_from(self.row_type).where(*where)) or 0
-        rows = self.session.scalars(select(self.row_type).where(*where).order_by(order_by)
-                                    .limit(limit).offset(offset))
+        total = (
+            self.session.scalar(select(func.count()).select_from(self.row_type).where(*where)) or 0
+        )
+        rows = self.session.scalars(
+            select(self.row_type).where(*where).order_by(order_by).limit(limit).offset(offset)
+        )
         return list(rows), int(total)

@@ -24,8 +24,11 @@ SCHEMA = "optuna"
 # The search drives trials with ask/tell and records heartbeats itself (app.search.trials).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 # Trial heartbeats are an experimental argument of RDBStorage since Optuna 2.9; stable for us.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
-                        message=".*(heartbeat_interval|grace_period|heartbeat_stale)")
+warnings.filterwarnings(
+    "ignore",
+    category=optuna.exceptions.ExperimentalWarning,
+    message=".*(heartbeat_interval|grace_period|heartbeat_stale)",
+)
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
@@ -38,8 +41,10 @@ def study_url(settings: Settings) -> tuple[str, dict[str, object]]:
         path = settings.data_dir / "studies.db"
         return f"sqlite:///{path}", {"connect_args": {"timeout": 60}}
     if url.get_backend_name() == "postgresql":
-        return settings.database_url, {"connect_args": {"options": f"-csearch_path={SCHEMA}"},
-                                       "pool_pre_ping": True}
+        return settings.database_url, {
+            "connect_args": {"options": f"-csearch_path={SCHEMA}"},
+            "pool_pre_ping": True,
+        }
     return settings.database_url, {}
 
 
@@ -67,8 +72,13 @@ def open_storage(settings: Settings, *, on_stale: StaleCallback | None = None) -
     heartbeat = max(1, round(settings.trial_heartbeat_s))
     for attempt in range(3):
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                              grace_period=3 * heartbeat, heartbeat_stale_trial_callback=on_stale)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat,
+                grace_period=3 * heartbeat,
+                heartbeat_stale_trial_callback=on_stale,
+            )
         except sa.exc.DBAPIError:  # another process was creating the tables at this moment
             if attempt == 2:
                 raise

@@ -60,15 +60,17 @@ def parse_input_shape(text: str | None, n_features: int | None = None) -> list[i
     try:
         shape = [int(part) for part in text.replace("x", ",").split(",")]
     except ValueError:
-        raise InvalidInput(f"input_shape {text!r} must be comma-separated positive integers, "
-                           "e.g. '1,8,8'") from None
+        raise InvalidInput(
+            f"input_shape {text!r} must be comma-separated positive integers, e.g. '1,8,8'"
+        ) from None
     if not 1 <= len(shape) <= 3 or any(dim <= 0 for dim in shape):
         raise InvalidInput(f"input_shape {text!r} must have 1 to 3 positive dimensions")
     if n_features is not None and math.prod(shape) != n_features:
-        raise InvalidInput(f"input_shape {text!r} has {math.prod(shape)} elements but the CSV "
-                           f"has {n_features} feature columns")
+        raise InvalidInput(
+            f"input_shape {text!r} has {math.prod(shape)} elements but the CSV "
+            f"has {n_features} feature columns"
+        )
     return shape
-
 
 
 def _usable(columns: list[SourceColumn]) -> list[SourceColumn]:
@@ -93,12 +95,21 @@ def _plain_features(columns: list[SourceColumn]) -> np.ndarray:
 
 def raw_columns(columns: list[SourceColumn]) -> dict[str, Any]:
     """Each usable column's values as the preprocessing reads them."""
-    return {column.name: column.numbers if column.numbers is not None else column.text
-            for column in columns if column.type != "ignore"}
+    return {
+        column.name: column.numbers if column.numbers is not None else column.text
+        for column in columns
+        if column.type != "ignore"
+    }
 
 
-def parse_csv(path: Path, *, target: str, task: Task | None = None,
-              input_shape: str | None = None, columns: str | None = None) -> ParsedDataset:
+def parse_csv(
+    path: Path,
+    *,
+    target: str,
+    task: Task | None = None,
+    input_shape: str | None = None,
+    columns: str | None = None,
+) -> ParsedDataset:
     """Read, type and validate a CSV; raise InvalidInput with a precise reason (column and
     line) on the first problem."""
     names, header_lines = read_header(path)
@@ -120,8 +131,13 @@ def parse_csv(path: Path, *, target: str, task: Task | None = None,
     dropped = []
     if len(kept) < len(labels):
         first = int(np.flatnonzero(~has_target)[0])
-        dropped = [DroppedRows(reason=f"no value in target column {target!r}",
-                               rows=len(labels) - len(kept), first_line=line_of(path, first))]
+        dropped = [
+            DroppedRows(
+                reason=f"no value in target column {target!r}",
+                rows=len(labels) - len(kept),
+                first_line=line_of(path, first),
+            )
+        ]
         mask = pa.array(has_target)
         labels = labels.filter(mask)
         texts = {name: text.filter(mask) for name, text in texts.items()}
@@ -129,26 +145,41 @@ def parse_csv(path: Path, *, target: str, task: Task | None = None,
     def line(row: int) -> int:
         return line_of(path, int(kept[row]))
 
-    typed = keep_constant_numbers([type_column(name, texts.pop(name), overrides.get(name),
-                                               line) for name in list(texts)])
+    typed = keep_constant_numbers(
+        [type_column(name, texts.pop(name), overrides.get(name), line) for name in list(texts)]
+    )
     usable = _usable(typed)
-    plain = not overrides and len(usable) == len(typed) and all(
-        column.type == "numeric" and column.missing == 0 for column in usable)
+    plain = (
+        not overrides
+        and len(usable) == len(typed)
+        and all(column.type == "numeric" and column.missing == 0 for column in usable)
+    )
     if input_shape and not plain:
-        raise InvalidInput("input_shape is for tables of numbers without gaps (image rows); "
-                           "this table has text, dates, gaps or columns left out")
+        raise InvalidInput(
+            "input_shape is for tables of numbers without gaps (image rows); "
+            "this table has text, dates, gaps or columns left out"
+        )
     resolved_task, encoded, class_labels = encode_target(target, labels, task, line)
     check_splittable(encoded, resolved_task, class_labels)
     if not plain and RESERVED_OUTPUT in {column.name for column in usable}:
-        raise InvalidInput(f"column {RESERVED_OUTPUT!r} has the name of the model's output "
-                           "tensor; rename it (or ignore it with columns={\"output\": "
-                           "\"ignore\"})")
+        raise InvalidInput(
+            f"column {RESERVED_OUTPUT!r} has the name of the model's output "
+            'tensor; rename it (or ignore it with columns={"output": '
+            '"ignore"})'
+        )
     encoding = None if plain else fit_encoding(typed)
-    features = (_plain_features(typed) if encoding is None
-                else encode(encoding, raw_columns(usable)))
-    feature_names = (encoding.feature_names() if encoding is not None
-                     else [column.name for column in usable])
+    features = _plain_features(typed) if encoding is None else encode(encoding, raw_columns(usable))
+    feature_names = (
+        encoding.feature_names() if encoding is not None else [column.name for column in usable]
+    )
     return ParsedDataset(
-        features=features, target=encoded, feature_names=feature_names, task=resolved_task,
-        class_labels=class_labels, input_shape=parse_input_shape(input_shape, len(usable)),
-        dropped=dropped, encoding=encoding, columns=typed)
+        features=features,
+        target=encoded,
+        feature_names=feature_names,
+        task=resolved_task,
+        class_labels=class_labels,
+        input_shape=parse_input_shape(input_shape, len(usable)),
+        dropped=dropped,
+        encoding=encoding,
+        columns=typed,
+    )

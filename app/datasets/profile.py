@@ -24,15 +24,22 @@ from app.preprocessing.fit import value_counts
 
 def _numeric(name: str, values: np.ndarray) -> ColumnProfile:
     filled = values[~np.isnan(values)]
-    return ColumnProfile(name=name, type="numeric", missing=len(values) - len(filled),
-                         distinct=len(np.unique(filled)), min=float(filled.min()),
-                         mean=float(filled.mean(dtype=np.float64)), max=float(filled.max()))
+    return ColumnProfile(
+        name=name,
+        type="numeric",
+        missing=len(values) - len(filled),
+        distinct=len(np.unique(filled)),
+        min=float(filled.min()),
+        mean=float(filled.mean(dtype=np.float64)),
+        max=float(filled.max()),
+    )
 
 
 def _column(column: SourceColumn) -> ColumnProfile:
     if column.type == "ignore":
-        return ColumnProfile(name=column.name, type="ignored", reason=column.reason,
-                             missing=column.missing)
+        return ColumnProfile(
+            name=column.name, type="ignored", reason=column.reason, missing=column.missing
+        )
     if column.numbers is not None:
         return _numeric(column.name, column.numbers)
     if column.text is None:
@@ -40,31 +47,56 @@ def _column(column: SourceColumn) -> ColumnProfile:
     counts = value_counts(column.text)
     if column.type == "datetime":
         filled = pc.filter(column.text, pc.not_equal(column.text, ""))
-        return ColumnProfile(name=column.name, type="datetime", missing=column.missing,
-                             distinct=len(counts), earliest=pc.min(filled).as_py(),
-                             latest=pc.max(filled).as_py())
-    return ColumnProfile(name=column.name, type="categorical", missing=column.missing,
-                         distinct=len(counts), top=[ValueCount(value=value, rows=rows)
-                                                    for value, rows in counts[:TOP_VALUES]])
+        return ColumnProfile(
+            name=column.name,
+            type="datetime",
+            missing=column.missing,
+            distinct=len(counts),
+            earliest=pc.min(filled).as_py(),
+            latest=pc.max(filled).as_py(),
+        )
+    return ColumnProfile(
+        name=column.name,
+        type="categorical",
+        missing=column.missing,
+        distinct=len(counts),
+        top=[ValueCount(value=value, rows=rows) for value, rows in counts[:TOP_VALUES]],
+    )
 
 
-def _target(name: str, task: str, target: np.ndarray,
-            labels: list[Any] | None) -> TargetProfile:
+def _target(name: str, task: str, target: np.ndarray, labels: list[Any] | None) -> TargetProfile:
     if labels is None:
         values = target.astype(np.float64, copy=False)
-        return TargetProfile(name=name, task=task, min=float(values.min()),
-                             mean=float(values.mean()), max=float(values.max()),
-                             std=float(values.std()))
+        return TargetProfile(
+            name=name,
+            task=task,
+            min=float(values.min()),
+            mean=float(values.mean()),
+            max=float(values.max()),
+            std=float(values.std()),
+        )
     counts = np.bincount(target, minlength=len(labels))
     order = np.argsort(-counts, kind="stable")
-    listed = [ClassCount(label=labels[index], rows=int(counts[index]))
-              for index in order[:TOP_CLASSES]]
-    return TargetProfile(name=name, task=task, classes=listed,
-                         other_classes=max(0, len(labels) - TOP_CLASSES))
+    listed = [
+        ClassCount(label=labels[index], rows=int(counts[index])) for index in order[:TOP_CLASSES]
+    ]
+    return TargetProfile(
+        name=name, task=task, classes=listed, other_classes=max(0, len(labels) - TOP_CLASSES)
+    )
 
 
-def profile_of(columns: list[SourceColumn], target: np.ndarray, target_name: str, task: str,
-               labels: list[Any] | None, dropped: list[DroppedRows]) -> DatasetProfile:
+def profile_of(
+    columns: list[SourceColumn],
+    target: np.ndarray,
+    target_name: str,
+    task: str,
+    labels: list[Any] | None,
+    dropped: list[DroppedRows],
+) -> DatasetProfile:
     """The profile of typed columns (one column at a time, so memory stays small)."""
-    return DatasetProfile(rows=len(target), columns=[_column(column) for column in columns],
-                          target=_target(target_name, task, target, labels), dropped=dropped)
+    return DatasetProfile(
+        rows=len(target),
+        columns=[_column(column) for column in columns],
+        target=_target(target_name, task, target, labels),
+        dropped=dropped,
+    )

@@ -44,9 +44,18 @@ def raw_key(dataset_id: int) -> str:
     return f"datasets/{dataset_id}/raw.arrow"
 
 
-def create_dataset(session: Session, store: ArtifactStore, *, upload: Path, filename: str,
-                   target: str, name: str | None, task: Task | None,
-                   input_shape: str | None, columns: str | None = None) -> Dataset:
+def create_dataset(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    upload: Path,
+    filename: str,
+    target: str,
+    name: str | None,
+    task: Task | None,
+    input_shape: str | None,
+    columns: str | None = None,
+) -> Dataset:
     """Validate the uploaded CSV, then record it and store the original and parsed arrays."""
     if not target.strip():
         raise InvalidInput("target: give the name of the column to predict")
@@ -55,20 +64,37 @@ def create_dataset(session: Session, store: ArtifactStore, *, upload: Path, file
         display_name = DATASET_NAME.check(name, "name")
     else:  # named after the file: a name the client did not choose is tidied, not refused
         if refused_character(filename) is not None:
-            raise InvalidName(f"file: the file name {filename[:80]!r} holds a control "
-                              "character; rename the file or give a name")
+            raise InvalidName(
+                f"file: the file name {filename[:80]!r} holds a control "
+                "character; rename the file or give a name"
+            )
         display_name = (Path(filename).stem.strip() or "dataset")[:MAX_NAME_LENGTH]
-    parsed = parse_csv(upload, target=target, task=task, input_shape=input_shape,
-                       columns=columns)
+    parsed = parse_csv(upload, target=target, task=task, input_shape=input_shape, columns=columns)
     if parsed.columns is None:
         raise BrokenInvariant("parsed.columns is None")
-    dataset = DatasetRepository(session).add(Dataset(
-        name=display_name, filename=Path(filename).name[:255] or "upload.csv", target=target,
-        task=parsed.task, n_rows=parsed.n_rows, feature_names=parsed.feature_names,
-        class_labels=parsed.class_labels, input_shape=parsed.input_shape, sha256="",
-        size_bytes=0, encoding=parsed.encoding, profile=profile_of(
-            parsed.columns, parsed.target, target, parsed.task, parsed.class_labels,
-            parsed.dropped)))
+    dataset = DatasetRepository(session).add(
+        Dataset(
+            name=display_name,
+            filename=Path(filename).name[:255] or "upload.csv",
+            target=target,
+            task=parsed.task,
+            n_rows=parsed.n_rows,
+            feature_names=parsed.feature_names,
+            class_labels=parsed.class_labels,
+            input_shape=parsed.input_shape,
+            sha256="",
+            size_bytes=0,
+            encoding=parsed.encoding,
+            profile=profile_of(
+                parsed.columns,
+                parsed.target,
+                target,
+                parsed.task,
+                parsed.class_labels,
+                parsed.dropped,
+            ),
+        )
+    )
     stored = store.put_file(original_key(dataset.id), upload)
     with tempfile.NamedTemporaryFile(dir=upload.parent, suffix=".npz") as arrays:
         np.savez(arrays, features=parsed.features, target=parsed.target)  # no copy in memory

@@ -20,13 +20,16 @@ MAX_INFERRED_CLASSES = 20
 
 
 def _too_many(name: str, count: int | str) -> InvalidInput:
-    return InvalidInput(f"target column {name!r} has {count} distinct values; classification "
-                        f"supports at most {MAX_CLASSES} (use task=regression for a continuous "
-                        "target)")
+    return InvalidInput(
+        f"target column {name!r} has {count} distinct values; classification "
+        f"supports at most {MAX_CLASSES} (use task=regression for a continuous "
+        "target)"
+    )
 
 
-def encode_target(name: str, text: pa.Array, task: Task | None,
-                  line_of: Callable[[int], int]) -> tuple[Task, np.ndarray, list[Any] | None]:
+def encode_target(
+    name: str, text: pa.Array, task: Task | None, line_of: Callable[[int], int]
+) -> tuple[Task, np.ndarray, list[Any] | None]:
     """The task, the encoded target (class index or float64 value) and the class labels.
     ``text``: the target of every kept row (none empty)."""
     numeric = pc.match_substring_regex(text, f"^(?:{NUMBER_PATTERN})$", ignore_case=True)
@@ -36,17 +39,20 @@ def encode_target(name: str, text: pa.Array, task: Task | None,
         bad = ~np.isfinite(values)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise InvalidInput(f"target column {name!r} has a non-finite value "
-                               f"{text[row].as_py()[:40]!r} at line {line_of(row)}")
+            raise InvalidInput(
+                f"target column {name!r} has a non-finite value "
+                f"{text[row].as_py()[:40]!r} at line {line_of(row)}"
+            )
     elif task == Task.REGRESSION:
         row = int(pc.index(numeric, False).as_py())
-        raise InvalidInput(f"target column {name!r} must be numeric for regression: "
-                           f"{text[row].as_py()[:40]!r} at line {line_of(row)}")
+        raise InvalidInput(
+            f"target column {name!r} must be numeric for regression: "
+            f"{text[row].as_py()[:40]!r} at line {line_of(row)}"
+        )
     integral = values is not None and bool(np.all(values == np.floor(values)))
     if task is None:
         few = values is not None and len(np.unique(values)) <= MAX_INFERRED_CLASSES
-        task = (Task.CLASSIFICATION if values is None or (integral and few)
-                else Task.REGRESSION)
+        task = Task.CLASSIFICATION if values is None or (integral and few) else Task.REGRESSION
     if task == Task.REGRESSION:
         if values is None:
             raise BrokenInvariant("values is None")
@@ -67,6 +73,8 @@ def encode_target(name: str, text: pa.Array, task: Task | None,
         remap = np.array([position[word] for word in words], dtype=np.int64)
         codes = remap[encoded.indices.to_numpy()]
     if len(labels) < 2:
-        raise InvalidInput(f"target column {name!r} has a single class ({labels[0]!r}); "
-                           "classification needs at least 2")
+        raise InvalidInput(
+            f"target column {name!r} has a single class ({labels[0]!r}); "
+            "classification needs at least 2"
+        )
     return task, codes.astype(np.int64, copy=False), labels

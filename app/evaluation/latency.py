@@ -22,10 +22,17 @@ def rows_of(feeds: dict[str, Any], batch: int) -> dict[str, Any]:
     return {name: values[picked] for name, values in feeds.items()}
 
 
-def latency_ms(path: Path, *, input_name: str = "", row_shape: tuple[int, ...] = (),
-               batch: int = 1, threads: int = 1, runs: int = TIMED_RUNS,
-               min_seconds: float = 0.0, feeds: dict[str, Any] | None = None
-               ) -> dict[str, float]:
+def latency_ms(
+    path: Path,
+    *,
+    input_name: str = "",
+    row_shape: tuple[int, ...] = (),
+    batch: int = 1,
+    threads: int = 1,
+    runs: int = TIMED_RUNS,
+    min_seconds: float = 0.0,
+    feeds: dict[str, Any] | None = None,
+) -> dict[str, float]:
     """p50 and p95 milliseconds per call at ``batch`` rows, after warm-up, fixed threads.
 
     With ``min_seconds`` (used where variants are compared), fast models get more timed runs
@@ -35,9 +42,15 @@ def latency_ms(path: Path, *, input_name: str = "", row_shape: tuple[int, ...] =
     p95 is taken over every run. ``feeds`` (real rows, for models that take raw columns)
     replaces the random rows of ``input_name`` shaped ``row_shape``."""
     session = open_session(path, threads)
-    feed = rows_of(feeds, batch) if feeds is not None else {
-        input_name: np.random.default_rng(0).standard_normal(
-            (batch, *row_shape)).astype(np.float32)}
+    feed = (
+        rows_of(feeds, batch)
+        if feeds is not None
+        else {
+            input_name: np.random.default_rng(0)
+            .standard_normal((batch, *row_shape))
+            .astype(np.float32)
+        }
+    )
     started = time.perf_counter()
     for _ in range(WARMUP_RUNS):
         session.run(None, feed)

@@ -29,8 +29,9 @@ def _roc_auc(probabilities: np.ndarray, target: np.ndarray) -> float:
         probabilities = probabilities[:, present]
         probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
         classes = present
-    return float(skm.roc_auc_score(target, probabilities, multi_class="ovr", average="macro",
-                                   labels=classes))
+    return float(
+        skm.roc_auc_score(target, probabilities, multi_class="ovr", average="macro", labels=classes)
+    )
 
 
 def classification_metrics(probabilities: np.ndarray, target: np.ndarray) -> dict[str, Any]:
@@ -41,12 +42,15 @@ def classification_metrics(probabilities: np.ndarray, target: np.ndarray) -> dic
     proba = _probabilities(probabilities)
     return {
         "accuracy": float(skm.accuracy_score(target, predicted)),
-        "precision_macro": float(skm.precision_score(target, predicted, average="macro",
-                                                     labels=labels, zero_division=0)),
-        "recall_macro": float(skm.recall_score(target, predicted, average="macro",
-                                               labels=labels, zero_division=0)),
-        "f1_macro": float(skm.f1_score(target, predicted, average="macro", labels=labels,
-                                       zero_division=0)),
+        "precision_macro": float(
+            skm.precision_score(target, predicted, average="macro", labels=labels, zero_division=0)
+        ),
+        "recall_macro": float(
+            skm.recall_score(target, predicted, average="macro", labels=labels, zero_division=0)
+        ),
+        "f1_macro": float(
+            skm.f1_score(target, predicted, average="macro", labels=labels, zero_division=0)
+        ),
         "roc_auc": _roc_auc(proba, target),
         "log_loss": float(skm.log_loss(target, proba, labels=labels)),
         "confusion_matrix": skm.confusion_matrix(target, predicted, labels=labels).tolist(),
@@ -61,9 +65,12 @@ def residual_summary(predicted: np.ndarray, target: np.ndarray) -> dict[str, lis
     and a histogram (``edges``, one more than ``counts``), for the model page."""
     residuals = predicted - target
     counts, edges = np.histogram(residuals, bins=RESIDUAL_BINS)
-    return {"percentiles": [5.0, 25.0, 50.0, 75.0, 95.0],
-            "quantiles": np.percentile(residuals, [5, 25, 50, 75, 95]).tolist(),
-            "edges": edges.tolist(), "counts": counts.astype(float).tolist()}
+    return {
+        "percentiles": [5.0, 25.0, 50.0, 75.0, 95.0],
+        "quantiles": np.percentile(residuals, [5, 25, 50, 75, 95]).tolist(),
+        "edges": edges.tolist(),
+        "counts": counts.astype(float).tolist(),
+    }
 
 
 def regression_metrics(values: np.ndarray, target: np.ndarray) -> dict[str, Any]:

@@ -33,8 +33,9 @@ METRICS: dict[str, MetricInfo] = {
     "params": MetricInfo(None, False, True),
 }
 HIGHER_IS_BETTER = {name: info.higher_is_better for name, info in METRICS.items()}
-CLASSIFICATION_METRICS = tuple(name for name, info in METRICS.items()
-                               if info.task == "classification")
+CLASSIFICATION_METRICS = tuple(
+    name for name, info in METRICS.items() if info.task == "classification"
+)
 REGRESSION_METRICS = tuple(name for name, info in METRICS.items() if info.task == "regression")
 COST_METRICS = tuple(name for name, info in METRICS.items() if info.task is None)
 # What a search may optimise: ``SearchMetric`` in app.search.spec (a test holds them equal).
@@ -43,8 +44,9 @@ SEARCH_METRICS = tuple(name for name, info in METRICS.items() if info.searchable
 
 def searchable_for(task: str) -> frozenset[str]:
     """The metrics a search on ``task`` may optimise: its own and the costs."""
-    return frozenset(name for name, info in METRICS.items()
-                     if info.searchable and info.task in (task, None))
+    return frozenset(
+        name for name, info in METRICS.items() if info.searchable and info.task in (task, None)
+    )
 
 
 def task_metric_names(task: str) -> tuple[str, ...]:

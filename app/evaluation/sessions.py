@@ -21,5 +21,6 @@ def session_options(threads: int) -> ort.SessionOptions:
 def open_session(path: Path | bytes, threads: int) -> ort.InferenceSession:
     """An onnxruntime CPU session for a model file or its bytes."""
     source = str(path) if isinstance(path, Path) else path
-    return ort.InferenceSession(source, sess_options=session_options(threads),
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        source, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+    )

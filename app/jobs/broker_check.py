@@ -13,8 +13,10 @@ logger = logging.getLogger(__name__)
 # setting -> (value wanted, what goes wrong otherwise)
 WANTED = {
     "appendonly": ("yes", "a Redis restart drops every queued job message"),
-    "maxmemory-policy": ("noeviction", "Redis may evict queued job messages when memory "
-                                       "runs short"),
+    "maxmemory-policy": (
+        "noeviction",
+        "Redis may evict queued job messages when memory runs short",
+    ),
 }
 
 
@@ -25,19 +27,24 @@ def redis_problems(broker_url: str, timeout_s: float = 2.0) -> list[str]:
         return []
     import redis
 
-    client = redis.Redis.from_url(broker_url, socket_timeout=timeout_s,
-                                  socket_connect_timeout=timeout_s)
+    client = redis.Redis.from_url(
+        broker_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
     try:
         problems = []
         for setting, (wanted, risk) in WANTED.items():
             value = str(client.config_get(setting).get(setting, "?"))
             if value != wanted:
-                problems.append(f"Redis {setting} is {value!r}: {risk}; set "
-                                f"'{setting} {wanted}' (redis.conf or --{setting} {wanted})")
+                problems.append(
+                    f"Redis {setting} is {value!r}: {risk}; set "
+                    f"'{setting} {wanted}' (redis.conf or --{setting} {wanted})"
+                )
         return problems
     except redis.ResponseError as error:  # CONFIG disabled (managed Redis)
-        return [f"could not read the Redis configuration ({error}); make sure appendonly "
-                "is yes and maxmemory-policy is noeviction"]
+        return [
+            f"could not read the Redis configuration ({error}); make sure appendonly "
+            "is yes and maxmemory-policy is noeviction"
+        ]
     except redis.RedisError as error:
         return [f"could not reach the Redis broker to check its settings ({error})"]
     finally:

@@ -72,8 +72,9 @@ class JobKind(ABC, Generic[SpecT]):
         module_name, _, attribute = self.handler_path.partition(":")
         handler = getattr(importlib.import_module(module_name), attribute, None)
         if not callable(handler):
-            raise BrokenInvariant(f"job kind {self.name!r}: handler {self.handler_path!r} "
-                                  "is not a function")
+            raise BrokenInvariant(
+                f"job kind {self.name!r}: handler {self.handler_path!r} is not a function"
+            )
         return handler
 
     def time_budget_s(self, spec: Mapping[str, Any]) -> float | None:
@@ -85,14 +86,34 @@ class JobKind(ABC, Generic[SpecT]):
         return None
 
 
-def enqueue(context: SubmitContext, *, kind: str, spec: dict[str, Any],
-            dataset_id: int | None, model_name: str, total: int) -> Job:
+def enqueue(
+    context: SubmitContext,
+    *,
+    kind: str,
+    spec: dict[str, Any],
+    dataset_id: int | None,
+    model_name: str,
+    total: int,
+) -> Job:
     """Record a queued job of any kind; it is sent to the broker after the commit."""
     now = utcnow()
-    job = JobRepository(context.session).add(Job(
-        kind=kind, status=JobStatus.QUEUED, dataset_id=dataset_id, model_name=model_name, spec=spec,
-        max_attempts=context.settings.job_max_attempts, trials_total=total, attempt=0,
-        trials_done=0, sends=1, enqueued_at=now, created_at=now, updated_at=now))
+    job = JobRepository(context.session).add(
+        Job(
+            kind=kind,
+            status=JobStatus.QUEUED,
+            dataset_id=dataset_id,
+            model_name=model_name,
+            spec=spec,
+            max_attempts=context.settings.job_max_attempts,
+            trials_total=total,
+            attempt=0,
+            trials_done=0,
+            sends=1,
+            enqueued_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+    )
     defer_until_commit(context.session, functools.partial(context.queue.send, job.id, job.kind))
     return job
 
@@ -107,8 +128,10 @@ class KindMap(Mapping[str, JobKind[Any]]):
                 raise BrokenInvariant(f"job kind {kind.name!r} is listed twice")
             declared = kind.create_model.model_fields["kind"].annotation
             if getattr(declared, "__args__", None) != (kind.name,):
-                raise BrokenInvariant(f"job kind {kind.name!r}: {kind.create_model.__name__}"
-                                      f".kind must be Literal[{kind.name!r}]")
+                raise BrokenInvariant(
+                    f"job kind {kind.name!r}: {kind.create_model.__name__}"
+                    f".kind must be Literal[{kind.name!r}]"
+                )
             self._kinds[kind.name] = kind
 
     def __getitem__(self, name: str) -> JobKind[Any]:

@@ -45,11 +45,18 @@ def make_celery(settings: Settings) -> Celery:
         # kombu's SQLAlchemy transport hands these to create_engine: wait on a locked SQLite
         # file instead of failing when several processes poll the same broker.
         broker_transport_options=(
-            {"connect_args": {"timeout": 30}} if settings.broker_url.startswith("sqla+sqlite")
+            {"connect_args": {"timeout": 30}}
+            if settings.broker_url.startswith("sqla+sqlite")
             else _redis_options(settings.broker_visibility_s)
-            if settings.broker_url.startswith(("redis://", "rediss://")) else {}),
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2,
-                                   "interval_step": 0.5, "interval_max": 1.0},
+            if settings.broker_url.startswith(("redis://", "rediss://"))
+            else {}
+        ),
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1.0,
+        },
     )
     return celery
 
@@ -57,9 +64,11 @@ def make_celery(settings: Settings) -> Celery:
 def _redis_options(visibility_s: float) -> dict[str, float]:
     """kombu sweeps for messages past their visibility timeout about every 100 s by
     default (every 10th pass of 10 s); sweep often enough for the timeout to matter."""
-    return {"visibility_timeout": visibility_s,
-            "unacked_restore_interval": min(10.0, max(1.0, visibility_s / 2)),
-            "unacked_restore_throttle": 1}
+    return {
+        "visibility_timeout": visibility_s,
+        "unacked_restore_interval": min(10.0, max(1.0, visibility_s / 2)),
+        "unacked_restore_throttle": 1,
+    }
 
 
 class JobQueue:
@@ -83,13 +92,19 @@ class JobQueue:
 
     def send_helper(self, job_id: int, slot: int) -> None:
         """Ask one more worker process to run trials of search job ``job_id``."""
-        self.celery.send_task(SEARCH_HELPER_TASK, args=[job_id, slot],
-                              queue=queue_for(self.settings, SEARCH_QUEUE))
+        self.celery.send_task(
+            SEARCH_HELPER_TASK, args=[job_id, slot], queue=queue_for(self.settings, SEARCH_QUEUE)
+        )
         logger.info("sent helper %s of job %s", slot, job_id)
 
     def send_member(self, message: dict[str, Any]) -> None:
         """Ask one more worker process to train a share of a data-parallel trial."""
-        self.celery.send_task(TRAIN_MEMBER_TASK, args=[message],
-                              queue=queue_for(self.settings, SEARCH_QUEUE))
-        logger.info("sent data-parallel member %s of job %s trial %s", message["rank"],
-                    message["job_id"], message["trial"])
+        self.celery.send_task(
+            TRAIN_MEMBER_TASK, args=[message], queue=queue_for(self.settings, SEARCH_QUEUE)
+        )
+        logger.info(
+            "sent data-parallel member %s of job %s trial %s",
+            message["rank"],
+            message["job_id"],
+            message["trial"],
+        )

@@ -40,35 +40,52 @@ def _resend_due(job: Job, now: datetime, base: timedelta) -> bool:
     return now - job.enqueued_at >= base * backoff
 
 
-def reap(session: Session, settings: Settings, queue: JobQueue,
-         now: datetime | None = None) -> ReapReport:
+def reap(
+    session: Session, settings: Settings, queue: JobQueue, now: datetime | None = None
+) -> ReapReport:
     """Re-queue or fail jobs whose lease expired; resend jobs left queued. Safe to run from
     several gateways at once: each change is a conditional update on the job's state."""
     now = now or utcnow()
     repo = JobRepository(session)
     report = ReapReport()
     for job in repo.expired(now):
-        lost = (Job.id == job.id, Job.status == JobStatus.RUNNING, Job.attempt == job.attempt,
-                Job.lease_expires_at < now)
-        out_of_time = (job.started_at is not None
-                       and now >= job.started_at + timedelta(seconds=settings.max_job_s))
+        lost = (
+            Job.id == job.id,
+            Job.status == JobStatus.RUNNING,
+            Job.attempt == job.attempt,
+            Job.lease_expires_at < now,
+        )
+        out_of_time = job.started_at is not None and now >= job.started_at + timedelta(
+            seconds=settings.max_job_s
+        )
         if job.attempt >= job.max_attempts or out_of_time:
-            reason = (f"{time_limit_message(settings)}, and its worker stopped answering"
-                      if out_of_time else f"worker lost: the lease expired on attempt "
-                      f"{job.attempt} of {job.max_attempts}; giving up")
-            values: dict[str, object] = {"status": JobStatus.FAILED, "error": reason,
-                                         "finished_at": now}
+            reason = (
+                f"{time_limit_message(settings)}, and its worker stopped answering"
+                if out_of_time
+                else f"worker lost: the lease expired on attempt "
+                f"{job.attempt} of {job.max_attempts}; giving up"
+            )
+            values: dict[str, object] = {
+                "status": JobStatus.FAILED,
+                "error": reason,
+                "finished_at": now,
+            }
         else:
             values = {"status": JobStatus.QUEUED, "enqueued_at": now, "sends": Job.sends + 1}
-        if not rows_changed(session, update(Job).where(*lost).values(
-                lease_expires_at=None, updated_at=now, **values)
-                .execution_options(synchronize_session=False)):
+        if not rows_changed(
+            session,
+            update(Job)
+            .where(*lost)
+            .values(lease_expires_at=None, updated_at=now, **values)
+            .execution_options(synchronize_session=False),
+        ):
             continue  # another reaper, or the worker itself, got there first
         if values["status"] == JobStatus.FAILED:
             # For good: nothing will run these trials' heartbeat checks any more. (On a
             # requeue the next attempt fails them through their stale heartbeats instead.)
             TrialRepository(session).mark_lost(
-                job.id, now, "the worker running this trial stopped (lease expired)")
+                job.id, now, "the worker running this trial stopped (lease expired)"
+            )
             report.failed.append(job.id)
         else:
             report.requeued.append(job.id)
@@ -77,14 +94,20 @@ def reap(session: Session, settings: Settings, queue: JobQueue,
     for job in repo.stale_queued(now, base):
         if job.id in report.requeued or not _resend_due(job, now, base):
             continue
-        if rows_changed(session,
-                        update(Job).where(Job.id == job.id, Job.status == JobStatus.QUEUED,
-                                          Job.sends == job.sends)
-                        .values(enqueued_at=now, sends=Job.sends + 1)
-                        .execution_options(synchronize_session=False)):
+        if rows_changed(
+            session,
+            update(Job)
+            .where(Job.id == job.id, Job.status == JobStatus.QUEUED, Job.sends == job.sends)
+            .values(enqueued_at=now, sends=Job.sends + 1)
+            .execution_options(synchronize_session=False),
+        ):
             report.resent.append(job.id)
             defer_until_commit(session, functools.partial(queue.send, job.id, job.kind))
     if report.requeued or report.failed or report.resent:
-        logger.warning("reaper: requeued %s, failed %s, resent %s",
-                       report.requeued, report.failed, report.resent)
+        logger.warning(
+            "reaper: requeued %s, failed %s, resent %s",
+            report.requeued,
+            report.failed,
+            report.resent,
+        )
     return report

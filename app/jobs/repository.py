@@ -20,75 +20,125 @@ class JobRepository(Repository[Job]):
     row_type = Job
     noun = "job"
 
-    def newest_first(self, *, limit: int, offset: int,
-                     status: str | None = None) -> tuple[list[Job], int]:
+    def newest_first(
+        self, *, limit: int, offset: int, status: str | None = None
+    ) -> tuple[list[Job], int]:
         """Newest first, of one status when given."""
-        return self.page(limit=limit, offset=offset, order_by=Job.id.desc(),
-                         where=[Job.status == status] if status else [])
+        return self.page(
+            limit=limit,
+            offset=offset,
+            order_by=Job.id.desc(),
+            where=[Job.status == status] if status else [],
+        )
 
     def claim(self, job_id: int, *, worker: str, now: datetime, lease: timedelta) -> bool:
         """queued -> running, attempt + 1, in one conditional update; True if we won."""
-        changed = rows_changed(self.session,
+        changed = rows_changed(
+            self.session,
             update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED,
-                   Job.attempt < Job.max_attempts)
-            .values(status=JobStatus.RUNNING, attempt=Job.attempt + 1, worker=worker,
-                    lease_expires_at=now + lease, started_at=func.coalesce(Job.started_at, now),
-                    updated_at=now)
-            .execution_options(synchronize_session=False))
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.attempt < Job.max_attempts)
+            .values(
+                status=JobStatus.RUNNING,
+                attempt=Job.attempt + 1,
+                worker=worker,
+                lease_expires_at=now + lease,
+                started_at=func.coalesce(Job.started_at, now),
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False),
+        )
         return bool(changed)
 
-    def renew(self, job_id: int, *, attempt: int, now: datetime, lease: timedelta,
-              **progress: Any) -> bool:
+    def renew(
+        self, job_id: int, *, attempt: int, now: datetime, lease: timedelta, **progress: Any
+    ) -> bool:
         """Extend our lease (and store progress) if the job is still ours; False if lost."""
-        changed = rows_changed(self.session,
+        changed = rows_changed(
+            self.session,
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempt == attempt)
             .values(lease_expires_at=now + lease, updated_at=now, **progress)
-            .execution_options(synchronize_session=False))
+            .execution_options(synchronize_session=False),
+        )
         return bool(changed)
 
     def holds(self, job_id: int, *, attempt: int) -> bool:
         """Whether ``attempt`` still runs the job (not cancelled, reaped or taken over)."""
-        found = self.session.scalar(select(Job.id).where(
-            Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempt == attempt))
+        found = self.session.scalar(
+            select(Job.id).where(
+                Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempt == attempt
+            )
+        )
         return found is not None
 
-    def finish(self, job_id: int, *, attempt: int, status: JobStatus, now: datetime,
-               error: str | None = None, result: dict[str, Any] | None = None) -> bool:
+    def finish(
+        self,
+        job_id: int,
+        *,
+        attempt: int,
+        status: JobStatus,
+        now: datetime,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> bool:
         """running -> final state, only for the attempt that holds the job."""
-        changed = rows_changed(self.session,
+        changed = rows_changed(
+            self.session,
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempt == attempt)
-            .values(status=status, error=error, result=result, finished_at=now, updated_at=now,
-                    lease_expires_at=None)
-            .execution_options(synchronize_session=False))
+            .values(
+                status=status,
+                error=error,
+                result=result,
+                finished_at=now,
+                updated_at=now,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False),
+        )
         return bool(changed)
 
     def cancel(self, job_id: int, *, now: datetime, reason: str) -> bool:
         """queued or running -> cancelled, in one conditional update; True if it was either
         (a worker that holds it sees the change at its next poll and stops)."""
-        changed = rows_changed(self.session,
+        changed = rows_changed(
+            self.session,
             update(Job)
             .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-            .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now,
-                    lease_expires_at=None, error=reason)
-            .execution_options(synchronize_session=False))
+            .values(
+                status=JobStatus.CANCELLED,
+                finished_at=now,
+                updated_at=now,
+                lease_expires_at=None,
+                error=reason,
+            )
+            .execution_options(synchronize_session=False),
+        )
         return bool(changed)
 
     def expired(self, now: datetime) -> list[Job]:
         """Running jobs whose worker stopped renewing the lease."""
-        return list(self.session.scalars(
-            select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
-            .order_by(Job.id)))
+        return list(
+            self.session.scalars(
+                select(Job)
+                .where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+                .order_by(Job.id)
+            )
+        )
 
     def stale_queued(self, now: datetime, resend_after: timedelta) -> list[Job]:
         """Queued jobs not sent for a while (never sent, or the message may be lost)."""
         cutoff = now - resend_after
-        return list(self.session.scalars(
-            select(Job).where(Job.status == JobStatus.QUEUED,
-                              or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))
-            .order_by(Job.id)))
+        return list(
+            self.session.scalars(
+                select(Job)
+                .where(
+                    Job.status == JobStatus.QUEUED,
+                    or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff),
+                )
+                .order_by(Job.id)
+            )
+        )
 
     def counts_by_status(self) -> dict[str, int]:
         rows = self.session.execute(select(Job.status, func.count()).group_by(Job.status))

@@ -75,8 +75,9 @@ class JobContext:
     def report(self, **progress: Any) -> None:
         """Store progress now (also renews the lease); raise JobLost if the job is gone."""
         with session_scope(self.settings.database_url) as session:
-            ok = JobRepository(session).renew(self.job_id, attempt=self.attempt, now=utcnow(),
-                                              lease=self.lease, **progress)
+            ok = JobRepository(session).renew(
+                self.job_id, attempt=self.attempt, now=utcnow(), lease=self.lease, **progress
+            )
         if not ok:
             self.stop.set()
         self.check()
@@ -108,8 +109,9 @@ class JobWatcher(threading.Thread):
         with session_scope(context.settings.database_url) as session:
             repo = JobRepository(session)
             if renew:
-                return repo.renew(context.job_id, attempt=context.attempt, now=utcnow(),
-                                  lease=context.lease)
+                return repo.renew(
+                    context.job_id, attempt=context.attempt, now=utcnow(), lease=context.lease
+                )
             return repo.holds(context.job_id, attempt=context.attempt)
 
     def run(self) -> None:
@@ -142,23 +144,39 @@ def _claim(settings: Settings, job_id: int, worker: str) -> JobContext | None:
         if job.status != JobStatus.QUEUED:
             logger.info("job %s is %s; nothing to do", job_id, job.status)
             return None
-        if not repo.claim(job_id, worker=worker, now=utcnow(),
-                          lease=timedelta(seconds=settings.job_lease_s)):
+        if not repo.claim(
+            job_id, worker=worker, now=utcnow(), lease=timedelta(seconds=settings.job_lease_s)
+        ):
             logger.info("job %s was claimed elsewhere", job_id)
             return None
         session.refresh(job)
         # Trials the previous attempt left running are failed by their stale heartbeats.
-        return JobContext(job_id=job_id, attempt=job.attempt, settings=settings, worker=worker,
-                          deadline=hard_deadline(settings, job.started_at))
+        return JobContext(
+            job_id=job_id,
+            attempt=job.attempt,
+            settings=settings,
+            worker=worker,
+            deadline=hard_deadline(settings, job.started_at),
+        )
 
 
-def _finish(context: JobContext, status: JobStatus, *, error: str | None = None,
-            recorder: Recorder | None = None) -> None:
+def _finish(
+    context: JobContext,
+    status: JobStatus,
+    *,
+    error: str | None = None,
+    recorder: Recorder | None = None,
+) -> None:
     with session_scope(context.settings.database_url) as session:
         result = recorder(session).stored_json() if recorder else None
-        if not JobRepository(session).finish(context.job_id, attempt=context.attempt,
-                                              status=status, now=utcnow(), error=error,
-                                              result=result):
+        if not JobRepository(session).finish(
+            context.job_id,
+            attempt=context.attempt,
+            status=status,
+            now=utcnow(),
+            error=error,
+            result=result,
+        ):
             raise JobLost(f"job {context.job_id} changed hands before it could finish")
 
 
@@ -189,13 +207,18 @@ def run_job(settings: Settings, job_id: int, handler: Callable[[JobContext], Rec
         if database_unavailable(error):
             # Not the job's fault, and nothing can be recorded now: the job keeps its
             # lease until it lapses, then the reaper re-queues it (attempts permitting).
-            logger.warning("job %s stopped: the database is unavailable (%s); it runs again "
-                           "once its lease lapses", job_id, type(error).__name__)
+            logger.warning(
+                "job %s stopped: the database is unavailable (%s); it runs again "
+                "once its lease lapses",
+                job_id,
+                type(error).__name__,
+            )
             return
         reference = uuid.uuid4().hex[:12]
         logger.exception("job %s crashed (reference %s)", job_id, reference)
-        _finish_quietly(context, f"internal error (reference {reference}); the worker's log "
-                        "has the details")
+        _finish_quietly(
+            context, f"internal error (reference {reference}); the worker's log has the details"
+        )
     finally:
         watcher.finished.set()
         watcher.join(timeout=5)

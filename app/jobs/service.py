@@ -18,8 +18,9 @@ def get_job(session: Session, job_id: int) -> Job:
     return JobRepository(session).get_or_raise(job_id)
 
 
-def list_jobs(session: Session, *, limit: int, offset: int,
-              status: JobStatus | None = None) -> tuple[list[Job], int]:
+def list_jobs(
+    session: Session, *, limit: int, offset: int, status: JobStatus | None = None
+) -> tuple[list[Job], int]:
     """A page of jobs, newest first, with the total count."""
     return JobRepository(session).newest_first(limit=limit, offset=offset, status=status)
 
@@ -36,11 +37,13 @@ def cancel_job(session: Session, job_id: int) -> Job:
     failed (before or while this ran) is a Conflict that says so."""
     job = get_job(session, job_id)
     if job.status in FINAL_JOB_STATES and job.status != JobStatus.CANCELLED:
-        raise Conflict(f"job {job_id} already {job.status}; only a queued or running job "
-                       "can be cancelled")
+        raise Conflict(
+            f"job {job_id} already {job.status}; only a queued or running job can be cancelled"
+        )
     JobRepository(session).cancel(job_id, now=utcnow(), reason="cancelled by request")
     session.refresh(job)
     if job.status != JobStatus.CANCELLED:
-        raise Conflict(f"job {job_id} already {job.status}; only a queued or running job "
-                       "can be cancelled")
+        raise Conflict(
+            f"job {job_id} already {job.status}; only a queued or running job can be cancelled"
+        )
     return job

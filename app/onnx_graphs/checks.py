@@ -80,20 +80,25 @@ def refuse_external_data(model: onnx.ModelProto) -> None:
             continue
         if message.data_location == TensorProto.EXTERNAL or len(message.external_data):
             name = message.name[:80] or "(unnamed)"
-            raise InvalidInput(f"model references external data (tensor {name!r}); upload a "
-                               "single self-contained .onnx file")
+            raise InvalidInput(
+                f"model references external data (tensor {name!r}); upload a "
+                "single self-contained .onnx file"
+            )
 
 
 def _fixed_dims(value: onnx.ValueInfoProto) -> list[int | None]:
     dims = value.type.tensor_type.shape.dim
-    return [dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
-            for dim in dims]
+    return [
+        dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None for dim in dims
+    ]
 
 
 def _shape_text(value: onnx.ValueInfoProto) -> str:
     dims = value.type.tensor_type.shape.dim
-    shown = [str(dim.dim_value) if dim.HasField("dim_value") else (dim.dim_param[:20] or "?")
-             for dim in dims]
+    shown = [
+        str(dim.dim_value) if dim.HasField("dim_value") else (dim.dim_param[:20] or "?")
+        for dim in dims
+    ]
     return "[" + ", ".join(shown) + "]"
 
 
@@ -112,29 +117,43 @@ def declared_signature(model: onnx.ModelProto) -> DeclaredSignature:
         raise InvalidInput(f"input {name!r} declares no shape; expected [batch, features]")
     dims = _fixed_dims(source)[1:]
     if not dims or None in dims or len(dims) >= MAX_INPUT_RANK:
-        raise InvalidInput(f"input {name!r} has shape {_shape_text(source)}: every dimension "
-                           "after the batch must be a fixed positive size (at most "
-                           f"{MAX_INPUT_RANK - 1} of them)")
+        raise InvalidInput(
+            f"input {name!r} has shape {_shape_text(source)}: every dimension "
+            "after the batch must be a fixed positive size (at most "
+            f"{MAX_INPUT_RANK - 1} of them)"
+        )
     row_shape = tuple(int(dim) for dim in dims if dim is not None)
     if math.prod(row_shape) > MAX_FEATURE_ELEMENTS:
-        raise InvalidInput(f"input {name!r} has shape {_shape_text(source)}: "
-                           f"{math.prod(row_shape)} values per row; at most "
-                           f"{MAX_FEATURE_ELEMENTS} are supported")
+        raise InvalidInput(
+            f"input {name!r} has shape {_shape_text(source)}: "
+            f"{math.prod(row_shape)} values per row; at most "
+            f"{MAX_FEATURE_ELEMENTS} are supported"
+        )
     if not graph.output:
         raise InvalidInput("model declares no outputs")
     output = graph.output[0]
     out_name = output.name[:80]
     if output.type.tensor_type.elem_type != _FLOAT:
-        raise InvalidInput(f"output {out_name!r} is not a float32 tensor; float32 scores or "
-                           "values are supported")
+        raise InvalidInput(
+            f"output {out_name!r} is not a float32 tensor; float32 scores or values are supported"
+        )
     out_dims = _fixed_dims(output)
     if len(out_dims) != 2 or out_dims[1] is None:
-        raise InvalidInput(f"output {out_name!r} has shape {_shape_text(output)}; expected "
-                           "[batch, classes or 1] with a fixed second dimension")
+        raise InvalidInput(
+            f"output {out_name!r} has shape {_shape_text(output)}; expected "
+            "[batch, classes or 1] with a fixed second dimension"
+        )
     width = int(out_dims[1])
     if width > MAX_LABELS:
-        raise InvalidInput(f"output {out_name!r} has {width} columns; at most {MAX_LABELS} "
-                           "classes (or 1 regression value) are supported")
+        raise InvalidInput(
+            f"output {out_name!r} has {width} columns; at most {MAX_LABELS} "
+            "classes (or 1 regression value) are supported"
+        )
     n_params = sum(math.prod(tensor.dims) for tensor in graph.initializer)
-    return DeclaredSignature(input_name=source.name, row_shape=row_shape,
-                             output_name=output.name, width=width, n_params=n_params)
+    return DeclaredSignature(
+        input_name=source.name,
+        row_shape=row_shape,
+        output_name=output.name,
+        width=width,
+        n_params=n_params,
+    )

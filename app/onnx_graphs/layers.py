@@ -21,9 +21,25 @@ from app.core.errors import InvalidInput
 
 ACTIVATION_OPS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Gelu": "gelu"}
 POOL_OPS = {"MaxPool": "max", "AveragePool": "avg"}
-SUPPORTED = sorted({"Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Softmax", "Conv",
-                    "BatchNormalization", "Flatten", "Reshape", "Identity", "Dropout",
-                    *ACTIVATION_OPS, *POOL_OPS})
+SUPPORTED = sorted(
+    {
+        "Gemm",
+        "MatMul",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Softmax",
+        "Conv",
+        "BatchNormalization",
+        "Flatten",
+        "Reshape",
+        "Identity",
+        "Dropout",
+        *ACTIVATION_OPS,
+        *POOL_OPS,
+    }
+)
 
 
 class UnsupportedGraph(InvalidInput):
@@ -70,8 +86,9 @@ class _Walk:
                 self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
         inputs = [i.name for i in graph.input if i.name not in self.constants]
         if len(inputs) != 1 or len(graph.output) != 1:
-            raise UnsupportedGraph("the graph must have one input and one output to be "
-                                   "trained as a network")
+            raise UnsupportedGraph(
+                "the graph must have one input and one output to be trained as a network"
+            )
         self.current, self.output = inputs[0], graph.output[0].name
         self.steps, self.limit = 0, len(graph.node)
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -86,8 +103,10 @@ class _Walk:
         if self.current == self.output and not users:
             return None
         if len(users) != 1:
-            raise UnsupportedGraph(f"tensor {self.current!r} feeds {len(users)} operators; "
-                                   "only a chain of layers can be trained")
+            raise UnsupportedGraph(
+                f"tensor {self.current!r} feeds {len(users)} operators; "
+                "only a chain of layers can be trained"
+            )
         return users[0]
 
     def take(self, node: onnx.NodeProto) -> None:
@@ -99,8 +118,9 @@ class _Walk:
     def constant_of(self, node: onnx.NodeProto) -> str:
         others = [name for name in node.input if name != self.current]
         if len(others) != 1 or others[0] not in self.constants:
-            raise UnsupportedGraph(f"{node.op_type} {node.name!r} does not combine the data "
-                                   "with one constant")
+            raise UnsupportedGraph(
+                f"{node.op_type} {node.name!r} does not combine the data with one constant"
+            )
         return others[0]
 
 
@@ -111,15 +131,20 @@ def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
 def _check_ops(model: onnx.ModelProto) -> None:
     unknown = sorted({n.op_type for n in model.graph.node} - {*SUPPORTED, "Constant"})
     if unknown:
-        raise UnsupportedGraph(f"operator {unknown[0]!r} cannot be turned into a trainable "
-                               f"layer (supported: {', '.join(SUPPORTED)})")
+        raise UnsupportedGraph(
+            f"operator {unknown[0]!r} cannot be turned into a trainable "
+            f"layer (supported: {', '.join(SUPPORTED)})"
+        )
 
 
 def _dense(walk: _Walk, node: onnx.NodeProto) -> Dense:
     if node.op_type == "Gemm":
         attributes = _attributes(node)
-        if attributes.get("transA", 0) or attributes.get("alpha", 1.0) != 1.0 or \
-                attributes.get("beta", 1.0) != 1.0:
+        if (
+            attributes.get("transA", 0)
+            or attributes.get("alpha", 1.0) != 1.0
+            or attributes.get("beta", 1.0) != 1.0
+        ):
             raise UnsupportedGraph(f"Gemm {node.name!r} has transA, alpha or beta set")
         weight, bias = node.input[1], node.input[2] if len(node.input) > 2 else None
         if weight not in walk.constants or (bias is not None and bias not in walk.constants):
@@ -141,8 +166,9 @@ def _dense(walk: _Walk, node: onnx.NodeProto) -> Dense:
 def _activation(walk: _Walk, seen: set[str]) -> None:
     node = walk.peek()
     if node is None or node.op_type not in ACTIVATION_OPS:
-        raise UnsupportedGraph("two dense or convolution layers follow each other without "
-                               "an activation between them")
+        raise UnsupportedGraph(
+            "two dense or convolution layers follow each other without an activation between them"
+        )
     seen.add(ACTIVATION_OPS[node.op_type])
     walk.take(node)
 
@@ -169,8 +195,7 @@ def _normalisation(walk: _Walk, plan: LayerPlan) -> None:
         walk.take(node)
 
 
-def _blocks(walk: _Walk, plan: LayerPlan, activations: set[str]) -> tuple[list[int], int,
-                                                                             set[str]]:
+def _blocks(walk: _Walk, plan: LayerPlan, activations: set[str]) -> tuple[list[int], int, set[str]]:
     """Conv blocks; returns their channels, their kernel and the pooling kinds."""
     channels: list[int] = []
     kernels: set[int] = set()
@@ -182,11 +207,17 @@ def _blocks(walk: _Walk, plan: LayerPlan, activations: set[str]) -> tuple[list[i
         if weight is None:
             raise UnsupportedGraph(f"Conv {node.name!r} takes weights that are not constants")
         kernel = int(weight.shape[-1])
-        if weight.shape[-2] != kernel or list(attributes.get("pads", [kernel // 2] * 4)) != \
-                [kernel // 2] * 4 or set(attributes.get("strides", [1, 1])) != {1} or \
-                attributes.get("group", 1) != 1 or set(attributes.get("dilations", [1])) != {1}:
-            raise UnsupportedGraph(f"Conv {node.name!r}: only square kernels with 'same' "
-                                   "padding, stride 1, no groups or dilation can be trained")
+        if (
+            weight.shape[-2] != kernel
+            or list(attributes.get("pads", [kernel // 2] * 4)) != [kernel // 2] * 4
+            or set(attributes.get("strides", [1, 1])) != {1}
+            or attributes.get("group", 1) != 1
+            or set(attributes.get("dilations", [1])) != {1}
+        ):
+            raise UnsupportedGraph(
+                f"Conv {node.name!r}: only square kernels with 'same' "
+                "padding, stride 1, no groups or dilation can be trained"
+            )
         block = Block(node.input[1], node.input[2] if len(node.input) > 2 else None)
         walk.take(node)
         channels.append(int(weight.shape[0]))
@@ -199,10 +230,12 @@ def _blocks(walk: _Walk, plan: LayerPlan, activations: set[str]) -> tuple[list[i
         node = _skip_noops(walk)
         if node is not None and node.op_type in POOL_OPS:
             attributes = _attributes(node)
-            if list(attributes.get("kernel_shape", [])) != [2, 2] or \
-                    list(attributes.get("strides", [])) != [2, 2]:
-                raise UnsupportedGraph(f"{node.op_type} {node.name!r}: only 2x2 pooling with "
-                                       "stride 2 can be trained")
+            if list(attributes.get("kernel_shape", [])) != [2, 2] or list(
+                attributes.get("strides", [])
+            ) != [2, 2]:
+                raise UnsupportedGraph(
+                    f"{node.op_type} {node.name!r}: only 2x2 pooling with stride 2 can be trained"
+                )
             pools.add(POOL_OPS[node.op_type])
             block.pooled = True
             walk.take(node)
@@ -222,8 +255,9 @@ def read_layers(model: onnx.ModelProto, row_shape: list[int]) -> LayerPlan:
         return _read_layers(model, row_shape)
     except (IndexError, KeyError, ValueError, TypeError, AttributeError) as malformed:
         kind = type(malformed).__name__
-        raise UnsupportedGraph(f"the graph could not be read as layers ({kind} while "
-                               "following its nodes)") from None
+        raise UnsupportedGraph(
+            f"the graph could not be read as layers ({kind} while following its nodes)"
+        ) from None
 
 
 def _read_layers(model: onnx.ModelProto, row_shape: list[int]) -> LayerPlan:
@@ -251,14 +285,17 @@ def _read_layers(model: onnx.ModelProto, row_shape: list[int]) -> LayerPlan:
         plan.dense.append(_dense(walk, node))
         node = _skip_noops(walk)
         if node is not None and node.op_type in ("Gemm", "MatMul"):
-            raise UnsupportedGraph("two dense layers follow each other without an activation "
-                                   "between them")
+            raise UnsupportedGraph(
+                "two dense layers follow each other without an activation between them"
+            )
         if node is not None and node.op_type in ACTIVATION_OPS:
             _activation(walk, activations)
             node = _skip_noops(walk)
             if node is None or node.op_type not in ("Gemm", "MatMul"):
-                raise UnsupportedGraph("an activation follows the output layer; a trainable "
-                                       "network ends with its output layer (or a Softmax)")
+                raise UnsupportedGraph(
+                    "an activation follows the output layer; a trainable "
+                    "network ends with its output layer (or a Softmax)"
+                )
     if node is not None and node.op_type == "Softmax":
         plan.softmax = True
         walk.take(node)
@@ -269,10 +306,13 @@ def _read_layers(model: onnx.ModelProto, row_shape: list[int]) -> LayerPlan:
     if not plan.dense:
         raise UnsupportedGraph("the graph has no dense layer to train")
     if len(activations) > 1:
-        raise UnsupportedGraph(f"the layers use different activations ({sorted(activations)}); "
-                               "a trainable network uses one")
-    _shape_architecture(walk, plan, image_shape, channels, kernel, pools,
-                        next(iter(activations), "relu"))
+        raise UnsupportedGraph(
+            f"the layers use different activations ({sorted(activations)}); "
+            "a trainable network uses one"
+        )
+    _shape_architecture(
+        walk, plan, image_shape, channels, kernel, pools, next(iter(activations), "relu")
+    )
     return plan
 
 
@@ -282,47 +322,72 @@ def _width(walk: _Walk, dense: Dense) -> tuple[int, int]:
     return (columns, rows) if dense.transposed else (rows, columns)
 
 
-def _shape_architecture(walk: _Walk, plan: LayerPlan, image_shape: list[int] | None,
-                        channels: list[int], kernel: int, pools: set[str],
-                        activation: str) -> None:
+def _shape_architecture(
+    walk: _Walk,
+    plan: LayerPlan,
+    image_shape: list[int] | None,
+    channels: list[int],
+    kernel: int,
+    pools: set[str],
+    activation: str,
+) -> None:
     widths = [_width(walk, dense) for dense in plan.dense]
     for (_, out), (into, _) in itertools.pairwise(widths):
         if out != into:
             raise UnsupportedGraph("a dense layer's outputs do not match the next one's inputs")
     if not plan.blocks:
         plan.architecture = MLPConfig(
-            n_inputs=widths[0][0], n_outputs=widths[-1][1],
-            hidden=tuple(w[1] for w in widths[:-1]), activation=activation, dropout=0.0,
-            batch_norm=False, fixed_scaling=True)
+            n_inputs=widths[0][0],
+            n_outputs=widths[-1][1],
+            hidden=tuple(w[1] for w in widths[:-1]),
+            activation=activation,
+            dropout=0.0,
+            batch_norm=False,
+            fixed_scaling=True,
+        )
         return
     if len(widths) != 2:
-        raise UnsupportedGraph("after the convolutions a trainable CNN has one hidden dense "
-                               f"layer and the output layer; this graph has {len(widths)}")
+        raise UnsupportedGraph(
+            "after the convolutions a trainable CNN has one hidden dense "
+            f"layer and the output layer; this graph has {len(widths)}"
+        )
     if image_shape is None or len(image_shape) != 3:
-        raise UnsupportedGraph("the convolutions read a 4-D input; ModelKiln trains image "
-                               "models that take flat rows and reshape them inside the graph "
-                               "(as the ones it exports do)")
+        raise UnsupportedGraph(
+            "the convolutions read a 4-D input; ModelKiln trains image "
+            "models that take flat rows and reshape them inside the graph "
+            "(as the ones it exports do)"
+        )
     norms = {block.norm is not None for block in plan.blocks}
     if len(norms) > 1:
         raise UnsupportedGraph("some convolution blocks have batch normalization, some not")
     plan.architecture = CNNConfig(
-        input_shape=(image_shape[0], image_shape[1], image_shape[2]), n_outputs=widths[-1][1],
-        channels=tuple(channels), kernel=kernel, pooling=pools.pop() if pools else "none",
-        head_width=widths[0][1], activation=activation, dropout=0.0,
-        batch_norm=norms == {True}, fixed_scaling=True)
+        input_shape=(image_shape[0], image_shape[1], image_shape[2]),
+        n_outputs=widths[-1][1],
+        channels=tuple(channels),
+        kernel=kernel,
+        pooling=pools.pop() if pools else "none",
+        head_width=widths[0][1],
+        activation=activation,
+        dropout=0.0,
+        batch_norm=norms == {True},
+        fixed_scaling=True,
+    )
 
 
-def input_statistics(walk_constants: dict[str, np.ndarray], plan: LayerPlan,
-                     width: int) -> tuple[np.ndarray, np.ndarray]:
+def input_statistics(
+    walk_constants: dict[str, np.ndarray], plan: LayerPlan, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(mean, scale) with ``(x - mean) * scale`` equal to the graph's own normalisation."""
     mean = np.zeros(width, dtype=np.float32)
     scale = np.ones(width, dtype=np.float32)
     if plan.input_shift is not None:
         mean = mean + plan.input_shift_sign * np.broadcast_to(
-            walk_constants[plan.input_shift].astype(np.float32).ravel(), (width,))
+            walk_constants[plan.input_shift].astype(np.float32).ravel(), (width,)
+        )
     if plan.input_scale is not None:
-        values = np.broadcast_to(walk_constants[plan.input_scale].astype(np.float32).ravel(),
-                                 (width,))
+        values = np.broadcast_to(
+            walk_constants[plan.input_scale].astype(np.float32).ravel(), (width,)
+        )
         scale = 1.0 / values if plan.input_scale_inverted else values.copy()
     return mean.astype(np.float32), scale.astype(np.float32)
 

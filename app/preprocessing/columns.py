@@ -55,8 +55,10 @@ def keep_constant_numbers(columns: list[SourceColumn]) -> list[SourceColumn]:
     rest = [column for column in columns if not column.constant]
     if not all(column.type == "numeric" and column.missing == 0 for column in rest):
         return columns
-    return [SourceColumn(column.name, "numeric", numbers=column.numbers) if column.constant
-            else column for column in columns]
+    return [
+        SourceColumn(column.name, "numeric", numbers=column.numbers) if column.constant else column
+        for column in columns
+    ]
 
 
 def parse_overrides(text: str | None, names: list[str]) -> dict[str, ColumnType]:
@@ -68,15 +70,18 @@ def parse_overrides(text: str | None, names: list[str]) -> dict[str, ColumnType]
     except ValueError as error:
         raise InvalidInput(f"columns: not valid JSON ({error})") from None
     if not isinstance(value, dict):
-        raise InvalidInput('columns: expected a JSON object such as {"zip": "categorical", '
-                           '"name": "ignore"}')
+        raise InvalidInput(
+            'columns: expected a JSON object such as {"zip": "categorical", "name": "ignore"}'
+        )
     overrides: dict[str, ColumnType] = {}
     for name, kind in value.items():
         if name not in names:
             raise InvalidInput(f"columns: {name[:80]!r} is not a column of the CSV")
         if kind not in COLUMN_TYPES:
-            raise InvalidInput(f"columns: type of {name[:80]!r} must be one of "
-                               f"{list(COLUMN_TYPES)}, not {str(kind)[:40]!r}")
+            raise InvalidInput(
+                f"columns: type of {name[:80]!r} must be one of "
+                f"{list(COLUMN_TYPES)}, not {str(kind)[:40]!r}"
+            )
         overrides[name] = kind
     return overrides
 
@@ -96,25 +101,35 @@ def _cast(text: pa.Array, filled: pa.Array) -> np.ndarray | None:
     return values
 
 
-def _numbers(name: str, text: pa.Array, filled: pa.Array, values: np.ndarray | None,
-             line_of: Callable[[int], int]) -> np.ndarray:
+def _numbers(
+    name: str,
+    text: pa.Array,
+    filled: pa.Array,
+    values: np.ndarray | None,
+    line_of: Callable[[int], int],
+) -> np.ndarray:
     """The column as float32 (NaN for gaps), or a refusal naming the first bad cell."""
     if values is None:
         numeric = pc.match_substring_regex(text, f"^(?:{NUMBER_PATTERN})$", ignore_case=True)
         row = _first(pc.and_(filled, pc.invert(numeric)))
         if row < 0:  # looks like numbers, yet Arrow's cast refused one: find it
-            row = next(index for index, cell in enumerate(text.to_pylist())
-                       if cell and not _parses(cell))
-        raise InvalidInput(f"column {name!r} is not numeric: {text[row].as_py()[:40]!r} at "
-                           f"line {line_of(row)} (send columns={{{json.dumps(name)}: "
-                           '"categorical"}} to use it as categories)')
+            row = next(
+                index for index, cell in enumerate(text.to_pylist()) if cell and not _parses(cell)
+            )
+        raise InvalidInput(
+            f"column {name!r} is not numeric: {text[row].as_py()[:40]!r} at "
+            f"line {line_of(row)} (send columns={{{json.dumps(name)}: "
+            '"categorical"}} to use it as categories)'
+        )
     with np.errstate(invalid="ignore"):
         bad = ~(np.abs(values) <= FLOAT32_MAX)  # inf, too large for float32, or a NaN cell
     bad &= filled.to_numpy(zero_copy_only=False)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise InvalidInput(f"column {name!r} has a non-finite value {text[row].as_py()[:40]!r} "
-                           f"at line {line_of(row)}")
+        raise InvalidInput(
+            f"column {name!r} has a non-finite value {text[row].as_py()[:40]!r} "
+            f"at line {line_of(row)}"
+        )
     return values.astype(np.float32)
 
 
@@ -128,12 +143,18 @@ def _parses(cell: str) -> bool:
 
 def _left_out(name: str, numbers: np.ndarray, missing: int, reason: str) -> SourceColumn:
     constant = reason.startswith(ONE_VALUE)
-    return SourceColumn(name, "ignore", numbers=numbers if constant else None,
-                        missing=missing, reason=reason, constant=constant)
+    return SourceColumn(
+        name,
+        "ignore",
+        numbers=numbers if constant else None,
+        missing=missing,
+        reason=reason,
+        constant=constant,
+    )
 
 
 def _use_it(name: str, kind: str) -> str:
-    return f"send columns={{{json.dumps(name)}: \"{kind}\"}} to use it"
+    return f'send columns={{{json.dumps(name)}: "{kind}"}} to use it'
 
 
 def _left_out_numbers(name: str, values: np.ndarray) -> str | None:
@@ -152,13 +173,16 @@ def _left_out_numbers(name: str, values: np.ndarray) -> str | None:
         return None
     spread = float(values.max() - values.min()) + 1
     if ID_NAME.match(name) or spread <= ID_SPREAD * len(values):
-        return (f"an ID: whole numbers, a different one in each of {len(values)} rows "
-                f"({_use_it(name, 'numeric')})")
+        return (
+            f"an ID: whole numbers, a different one in each of {len(values)} rows "
+            f"({_use_it(name, 'numeric')})"
+        )
     return None
 
 
-def type_column(name: str, text: pa.Array, override: ColumnType | None,
-                line_of: Callable[[int], int]) -> SourceColumn:
+def type_column(
+    name: str, text: pa.Array, override: ColumnType | None, line_of: Callable[[int], int]
+) -> SourceColumn:
     """Type one column (``text``: trimmed, '' for gaps; or numbers as Arrow read them, null
     for gaps) and convert its values."""
     if not pa.types.is_string(text.type):
@@ -183,35 +207,55 @@ def type_column(name: str, text: pa.Array, override: ColumnType | None,
         bad = pc.and_(filled, pc.invert(dates))
         if pc.any(bad).as_py():
             row = _first(bad)
-            raise InvalidInput(f"column {name!r} is not an ISO date: {text[row].as_py()[:40]!r} "
-                               f"at line {line_of(row)}")
+            raise InvalidInput(
+                f"column {name!r} is not an ISO date: {text[row].as_py()[:40]!r} "
+                f"at line {line_of(row)}"
+            )
         return SourceColumn(name, "datetime", text=text, missing=missing)
     if override is None:
         distinct = len(pc.unique(pc.filter(text, filled)))
         if distinct > max(IDENTIFIER_MIN_DISTINCT, IDENTIFIER_SHARE * count):
-            return SourceColumn(name, "ignore", missing=missing, reason=(
-                f"{distinct} distinct values in {count} rows: an identifier or free text "
-                f"({_use_it(name, 'categorical')})"))
+            return SourceColumn(
+                name,
+                "ignore",
+                missing=missing,
+                reason=(
+                    f"{distinct} distinct values in {count} rows: an identifier or free text "
+                    f"({_use_it(name, 'categorical')})"
+                ),
+            )
         if distinct == 1 and missing == 0 and len(text) > 1:
-            return SourceColumn(name, "ignore", missing=missing, reason=(
-                f"{ONE_VALUE} ({text[0].as_py()[:40]!r}) in every row: nothing to learn from"))
+            return SourceColumn(
+                name,
+                "ignore",
+                missing=missing,
+                reason=(
+                    f"{ONE_VALUE} ({text[0].as_py()[:40]!r}) in every row: nothing to learn from"
+                ),
+            )
     return SourceColumn(name, "categorical", text=text, missing=missing)
 
 
-def _read_as_numbers(name: str, numbers: pa.Array, override: ColumnType | None,
-                     line_of: Callable[[int], int]) -> SourceColumn:
+def _read_as_numbers(
+    name: str, numbers: pa.Array, override: ColumnType | None, line_of: Callable[[int], int]
+) -> SourceColumn:
     """A column the reader found to be all numbers (or all gaps)."""
     missing = numbers.null_count if not pa.types.is_null(numbers.type) else len(numbers)
     if override == "ignore" or missing == len(numbers):
-        return SourceColumn(name, "ignore", missing=missing, reason="ignored as asked"
-                            if override == "ignore" else "every value is missing")
+        return SourceColumn(
+            name,
+            "ignore",
+            missing=missing,
+            reason="ignored as asked" if override == "ignore" else "every value is missing",
+        )
     values = pc.cast(numbers, pa.float64()).fill_null(math.nan).to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
         bad = np.isinf(values) | (np.abs(values) > FLOAT32_MAX)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise InvalidInput(f"column {name!r} has a non-finite value {str(values[row])!r} "
-                           f"at line {line_of(row)}")
+        raise InvalidInput(
+            f"column {name!r} has a non-finite value {str(values[row])!r} at line {line_of(row)}"
+        )
     floats = values.astype(np.float32)
     if override is None and (reason := _left_out_numbers(name, floats)):
         return _left_out(name, floats, missing, reason)

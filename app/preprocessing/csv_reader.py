@@ -27,8 +27,9 @@ def _spellings(token: str) -> list[str]:
     return spellings
 
 
-MISSING_SPELLINGS = pa.array(sorted({text for token in MISSING_TOKENS
-                                     for text in _spellings(token)}))
+MISSING_SPELLINGS = pa.array(
+    sorted({text for token in MISSING_TOKENS for text in _spellings(token)})
+)
 MAX_COLUMNS = 10_000
 BLOCK_BYTES = 1 << 23
 
@@ -50,8 +51,10 @@ def _check_header(names: list[str]) -> list[str]:
     if len(names) > MAX_COLUMNS:
         raise InvalidInput(f"CSV has {len(names)} columns; at most {MAX_COLUMNS} are supported")
     if all(is_number(name) for name in names):
-        raise InvalidInput("CSV has no header row: the first row holds only numbers "
-                           f"({short_list(names, 5)}); add a row of column names")
+        raise InvalidInput(
+            "CSV has no header row: the first row holds only numbers "
+            f"({short_list(names, 5)}); add a row of column names"
+        )
     for position, name in enumerate(names, start=1):
         if not name:
             raise InvalidInput(f"header has an empty column name at position {position}")
@@ -73,8 +76,9 @@ def read_header(path: Path) -> tuple[list[str], int]:
         except csv.Error as error:
             raise InvalidInput(f"malformed CSV: {error}") from None
         except UnicodeDecodeError as error:
-            raise InvalidInput(f"file is not UTF-8 text (bad byte at offset {error.start})"
-                               ) from None
+            raise InvalidInput(
+                f"file is not UTF-8 text (bad byte at offset {error.start})"
+            ) from None
         if header is None:
             raise InvalidInput("file is empty: expected a CSV with a header row")
         return _check_header([cell.strip() for cell in header]), reader.line_num
@@ -92,8 +96,9 @@ def _diagnose(path: Path, width: int) -> InvalidInput | None:
             next(reader, None)
             for row in reader:
                 if row and any(cell.strip() for cell in row) and len(row) != width:
-                    return InvalidInput(f"line {reader.line_num} has {len(row)} fields; the "
-                                        f"header has {width}")
+                    return InvalidInput(
+                        f"line {reader.line_num} has {len(row)} fields; the header has {width}"
+                    )
     except UnicodeDecodeError as error:
         return InvalidInput(f"file is not UTF-8 text (bad byte at offset {error.start})")
     except csv.Error as error:
@@ -101,21 +106,28 @@ def _diagnose(path: Path, width: int) -> InvalidInput | None:
     return None
 
 
-def read_columns(path: Path, names: list[str], header_lines: int,
-                 text_columns: set[str]) -> dict[str, pa.Array]:
+def read_columns(
+    path: Path, names: list[str], header_lines: int, text_columns: set[str]
+) -> dict[str, pa.Array]:
     """Every column, as Arrow reads it in parallel: numbers (int64 or double, null for a
     gap) where every cell is a number or a gap, else trimmed text with '' for a gap (and
     always text for ``text_columns``: the target, and columns whose type was given)."""
-    options = arrow_csv.ReadOptions(column_names=names, skip_rows=header_lines,
-                                    block_size=BLOCK_BYTES, use_threads=True)
+    options = arrow_csv.ReadOptions(
+        column_names=names, skip_rows=header_lines, block_size=BLOCK_BYTES, use_threads=True
+    )
     convert = arrow_csv.ConvertOptions(
         column_types={name: pa.string() for name in text_columns},
-        null_values=MISSING_SPELLINGS.to_pylist(), strings_can_be_null=True,
-        true_values=[], false_values=[], timestamp_parsers=[])  # words stay as written
+        null_values=MISSING_SPELLINGS.to_pylist(),
+        strings_can_be_null=True,
+        true_values=[],
+        false_values=[],
+        timestamp_parsers=[],
+    )  # words stay as written
     parse = arrow_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True)
     try:
-        table = arrow_csv.read_csv(path, read_options=options, parse_options=parse,
-                                   convert_options=convert)
+        table = arrow_csv.read_csv(
+            path, read_options=options, parse_options=parse, convert_options=convert
+        )
     except (pa.ArrowInvalid, pa.ArrowException) as error:
         found = _diagnose(path, len(names))
         raise (found or InvalidInput(f"malformed CSV: {str(error)[:200]}")) from None
@@ -123,8 +135,11 @@ def read_columns(path: Path, names: list[str], header_lines: int,
     for name in names:
         column = table.column(name).combine_chunks()
         table = table.drop_columns([name])  # release each raw column once it is converted
-        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or \
-                pa.types.is_null(column.type):
+        if (
+            pa.types.is_integer(column.type)
+            or pa.types.is_floating(column.type)
+            or pa.types.is_null(column.type)
+        ):
             columns[name] = column
             continue
         text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()).fill_null(""))

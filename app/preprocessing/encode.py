@@ -35,8 +35,10 @@ def as_text(values: Any) -> pa.Array:
 def _coded(text: pa.Array, code: dict[str, float], default: float) -> np.ndarray:
     """``code[value]`` per row (``default`` for values not in it), via the distinct values."""
     encoded = pc.dictionary_encode(text)
-    table = np.array([code.get(value, default) for value in encoded.dictionary.to_pylist()]
-                     + [default], dtype=np.float64)
+    table = np.array(
+        [code.get(value, default) for value in encoded.dictionary.to_pylist()] + [default],
+        dtype=np.float64,
+    )
     indices = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy()
     result: np.ndarray = table[indices]
     return result
@@ -52,7 +54,7 @@ def slot_codes(column: CategoricalColumn) -> dict[str, int]:
 
 def _categorical(column: CategoricalColumn, text: pa.Array, out: np.ndarray) -> None:
     slots = _coded(text, dict(slot_codes(column)), column.other_slot).astype(np.intp)
-    out[:, :column.slots] = 0.0
+    out[:, : column.slots] = 0.0
     out[np.arange(len(slots)), slots] = 1.0
     if column.frequencies is not None:
         out[:, column.slots] = _coded(text, column.frequencies, 0.0)
@@ -151,7 +153,9 @@ def stress_rows(encoding: TableEncoding, raw: Raw, count: int) -> dict[str, np.n
         else:
             gaps[column.name] = np.where(every_other, "", values).astype(object)
             strange = "not a date" if isinstance(column, DatetimeColumn) else "\u2603 unseen"
-            unseen[column.name] = np.where(every_other, strange, "1970-01-01T23:59"
-                                           if isinstance(column, DatetimeColumn)
-                                           else "zz-other").astype(object)
+            unseen[column.name] = np.where(
+                every_other,
+                strange,
+                "1970-01-01T23:59" if isinstance(column, DatetimeColumn) else "zz-other",
+            ).astype(object)
     return {name: np.concatenate([rows[name], gaps[name], unseen[name]]) for name in rows}

@@ -27,8 +27,9 @@ MAX_FREQUENCY_KEYS = 5_000  # values whose frequency a many-valued column keeps
 def value_counts(text: pa.Array) -> list[tuple[str, int]]:
     """Filled values with their row counts, most frequent first (ties by value)."""
     counted = pc.value_counts(pc.filter(text, pc.not_equal(text, "")))
-    pairs = zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(),
-                strict=True)
+    pairs = zip(
+        counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
+    )
     return sorted(pairs, key=lambda pair: (-pair[1], pair[0]))
 
 
@@ -40,11 +41,17 @@ def _categorical(column: SourceColumn) -> CategoricalColumn:
     categories = frequent or [counts[0][0]]
     frequencies = None
     if len(counts) > MAX_ONE_HOT:
-        frequencies = {value: float(np.float32(math.log1p(rows)))
-                       for value, rows in counts[:MAX_FREQUENCY_KEYS]}
-    return CategoricalColumn(name=column.name, categories=categories,
-                             other=len(counts) > len(categories), indicator=column.missing > 0,
-                             frequencies=frequencies)
+        frequencies = {
+            value: float(np.float32(math.log1p(rows)))
+            for value, rows in counts[:MAX_FREQUENCY_KEYS]
+        }
+    return CategoricalColumn(
+        name=column.name,
+        categories=categories,
+        other=len(counts) > len(categories),
+        indicator=column.missing > 0,
+        frequencies=frequencies,
+    )
 
 
 def _datetime(column: SourceColumn) -> DatetimeColumn:
@@ -58,16 +65,18 @@ def _datetime(column: SourceColumn) -> DatetimeColumn:
             median = value
             break
     longest = max(len(value) for value, _ in counts)
-    return DatetimeColumn(name=column.name, fill=median[:10], hour=longest > 10,
-                          indicator=column.missing > 0)
+    return DatetimeColumn(
+        name=column.name, fill=median[:10], hour=longest > 10, indicator=column.missing > 0
+    )
 
 
 def _numeric(column: SourceColumn) -> NumericColumn:
     if column.numbers is None:
         raise BrokenInvariant("column.numbers is None")
     filled = column.numbers[~np.isnan(column.numbers)]
-    return NumericColumn(name=column.name, fill=float(np.float32(np.median(filled))),
-                         indicator=column.missing > 0)
+    return NumericColumn(
+        name=column.name, fill=float(np.float32(np.median(filled))), indicator=column.missing > 0
+    )
 
 
 def fit_encoding(columns: list[SourceColumn]) -> TableEncoding:

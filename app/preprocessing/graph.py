@@ -58,8 +58,9 @@ class _Builder:
             self.constants.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def op(self, kind: str, inputs: list[str], outputs: int = 1, domain: str = "",
-           **attributes: Any) -> list[str]:
+    def op(
+        self, kind: str, inputs: list[str], outputs: int = 1, domain: str = "", **attributes: Any
+    ) -> list[str]:
         names = [self.name(kind.lower()) for _ in range(outputs)]
         self.nodes.append(helper.make_node(kind, inputs, names, domain=domain, **attributes))
         return names
@@ -75,28 +76,40 @@ class _Builder:
     def split(self, text: str, delimiter: str, maxsplit: int) -> str:
         """``text`` + delimiter split ``maxsplit`` times: always maxsplit + 1 parts."""
         padded = self.one("StringConcat", text, self.const(delimiter, object))
-        return self.op("StringSplit", [padded], outputs=2, delimiter=delimiter,
-                       maxsplit=maxsplit)[0]
+        return self.op("StringSplit", [padded], outputs=2, delimiter=delimiter, maxsplit=maxsplit)[
+            0
+        ]
 
 
 def _numeric(graph: _Builder, column: NumericColumn, source: str) -> list[str]:
     gaps = graph.one("IsNaN", source)
     filled = graph.one("Where", gaps, graph.const([[column.fill]]), source)
-    return [filled] + ([graph.one("Cast", gaps, to=TensorProto.FLOAT)] if column.indicator
-                       else [])
+    return [filled] + ([graph.one("Cast", gaps, to=TensorProto.FLOAT)] if column.indicator else [])
 
 
 def _categorical(graph: _Builder, column: CategoricalColumn, source: str) -> list[str]:
     codes = slot_codes(column)
-    slot = graph.one("LabelEncoder", source, domain="ai.onnx.ml", keys_strings=list(codes),
-                     values_int64s=list(codes.values()), default_int64=column.other_slot)
+    slot = graph.one(
+        "LabelEncoder",
+        source,
+        domain="ai.onnx.ml",
+        keys_strings=list(codes),
+        values_int64s=list(codes.values()),
+        default_int64=column.other_slot,
+    )
     hot = graph.one("Equal", slot, graph.const([list(range(column.slots))], np.int64))
     blocks = [graph.one("Cast", hot, to=TensorProto.FLOAT)]
     if column.frequencies is not None:
-        blocks.append(graph.one("LabelEncoder", source, domain="ai.onnx.ml",
-                                keys_strings=list(column.frequencies),
-                                values_floats=list(column.frequencies.values()),
-                                default_float=0.0))
+        blocks.append(
+            graph.one(
+                "LabelEncoder",
+                source,
+                domain="ai.onnx.ml",
+                keys_strings=list(column.frequencies),
+                values_floats=list(column.frequencies.values()),
+                default_float=0.0,
+            )
+        )
     return blocks
 
 
@@ -120,11 +133,16 @@ def _datetime(graph: _Builder, column: DatetimeColumn, source: str) -> list[str]
     def floor_div(value: str, by: float) -> str:
         return graph.one("Floor", graph.one("Div", value, graph.const(by)))
 
-    month_index = graph.one("Cast", graph.one("Clip", graph.one("Sub", month, graph.const(1.0)),
-                                              graph.const(0.0), graph.const(11.0)),
-                            to=TensorProto.INT64)
-    offset = graph.one("Gather", graph.const(np.asarray(MONTH_OFFSETS, dtype=np.float32)),
-                       month_index)
+    month_index = graph.one(
+        "Cast",
+        graph.one(
+            "Clip", graph.one("Sub", month, graph.const(1.0)), graph.const(0.0), graph.const(11.0)
+        ),
+        to=TensorProto.INT64,
+    )
+    offset = graph.one(
+        "Gather", graph.const(np.asarray(MONTH_OFFSETS, dtype=np.float32)), month_index
+    )
     total = shifted
     for term in (floor_div(shifted, 4.0), offset, day):
         total = graph.one("Add", total, term)
@@ -144,20 +162,28 @@ def _datetime(graph: _Builder, column: DatetimeColumn, source: str) -> list[str]
 
 
 def _zeros(graph: _Builder, like: str, width: int) -> str:
-    rows = graph.one("Slice", graph.one("Shape", like), graph.const([0], np.int64),
-                     graph.const([1], np.int64))
+    rows = graph.one(
+        "Slice", graph.one("Shape", like), graph.const([0], np.int64), graph.const([1], np.int64)
+    )
     shape = graph.one("Concat", rows, graph.const([width], np.int64), axis=0)
-    return graph.one("ConstantOfShape", shape,
-                     value=numpy_helper.from_array(np.zeros(1, dtype=np.float32)))
+    return graph.one(
+        "ConstantOfShape", shape, value=numpy_helper.from_array(np.zeros(1, dtype=np.float32))
+    )
 
 
 def preprocessing(encoding: TableEncoding, used: set[str]) -> tuple[_Builder, list[Any]]:
     """Nodes that turn the ``used`` source columns into the features; columns not used
     contribute zeros of their width (the network never reads them) and are not inputs."""
     graph = _Builder(_prefix("pp/", {column.name for column in encoding.columns}))
-    inputs = [helper.make_tensor_value_info(
-        column.name, TensorProto.FLOAT if column.kind == "numeric" else TensorProto.STRING,
-        ["batch", 1]) for column in encoding.columns if column.name in used]
+    inputs = [
+        helper.make_tensor_value_info(
+            column.name,
+            TensorProto.FLOAT if column.kind == "numeric" else TensorProto.STRING,
+            ["batch", 1],
+        )
+        for column in encoding.columns
+        if column.name in used
+    ]
     if not (inputs):
         raise BrokenInvariant("at least one column is used")
     blocks: list[str] = []
@@ -174,8 +200,9 @@ def preprocessing(encoding: TableEncoding, used: set[str]) -> tuple[_Builder, li
     return graph, inputs
 
 
-def attach(network: bytes, encoding: TableEncoding, *, used: set[str],
-           input_name: str = "input") -> bytes:
+def attach(
+    network: bytes, encoding: TableEncoding, *, used: set[str], input_name: str = "input"
+) -> bytes:
     """The network graph (whose input ``input_name`` takes the features) behind the
     preprocessing of ``encoding``: one ONNX file from raw columns to the network's output."""
     model = onnx.load_from_string(network)
@@ -209,8 +236,9 @@ def attach(network: bytes, encoding: TableEncoding, *, used: set[str],
     versions[""] = max(versions.get("", OPSET), OPSET)
     versions["ai.onnx.ml"] = max(versions.get("ai.onnx.ml", ML_OPSET), ML_OPSET)
     del model.opset_import[:]
-    model.opset_import.extend(helper.make_opsetid(domain, version)
-                              for domain, version in versions.items())
+    model.opset_import.extend(
+        helper.make_opsetid(domain, version) for domain, version in versions.items()
+    )
     model.ir_version = max(model.ir_version, 9)
     helper.set_model_props(model, {FEATURES_KEY: front.features})
     onnx.checker.check_model(model)
@@ -224,8 +252,9 @@ def detach(served: bytes, encoding: TableEncoding, *, input_name: str = "input")
     features = next(prop.value for prop in model.metadata_props if prop.key == FEATURES_KEY)
     prefix = features.removesuffix("features")
     graph = model.graph
-    nodes = [node for node in graph.node
-             if not any(name.startswith(prefix) for name in node.output)]
+    nodes = [
+        node for node in graph.node if not any(name.startswith(prefix) for name in node.output)
+    ]
     for node in nodes:
         node.input[:] = [input_name if name == features else name for name in node.input]
     del graph.node[:]
@@ -234,14 +263,16 @@ def detach(served: bytes, encoding: TableEncoding, *, input_name: str = "input")
     del graph.initializer[:]
     graph.initializer.extend(constants)
     del graph.input[:]
-    graph.input.append(helper.make_tensor_value_info(input_name, TensorProto.FLOAT,
-                                                     ["batch", encoding.width]))
+    graph.input.append(
+        helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", encoding.width])
+    )
     del model.metadata_props[:]
     return model.SerializeToString()
 
 
-def with_rows(network: bytes, encoding: TableEncoding, raw: dict[str, Any],
-              used: set[str] | None = None) -> tuple[bytes, dict[str, Any]]:
+def with_rows(
+    network: bytes, encoding: TableEncoding, raw: dict[str, Any], used: set[str] | None = None
+) -> tuple[bytes, dict[str, Any]]:
     """The served file for a network and onnxruntime feeds of ``raw`` rows for it: what
     size and latency are measured on."""
     columns = encoding.sources_of(None) if used is None else used

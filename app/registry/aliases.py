@@ -26,8 +26,10 @@ def set_alias(session: Session, *, name: str, alias: str, version: int) -> Model
     model = get_model(session, name)
     target = get_version(session, name, version)
     if target.status != VersionStatus.LIVE:
-        raise Conflict(f"model {name!r} version {version} is {target.status}; "
-                       "only live versions can hold an alias")
+        raise Conflict(
+            f"model {name!r} version {version} is {target.status}; "
+            "only live versions can hold an alias"
+        )
     now = utcnow()
     row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
     if row is not None and row.version_id == target.id:
@@ -36,23 +38,31 @@ def set_alias(session: Session, *, name: str, alias: str, version: int) -> Model
     try:
         with session.begin_nested():
             if row is None:
-                session.add(Alias(model_id=model.id, name=alias, version_id=target.id,
-                                  updated_at=now))
+                session.add(
+                    Alias(model_id=model.id, name=alias, version_id=target.id, updated_at=now)
+                )
             else:
                 row.version_id = target.id
                 row.updated_at = now
-            session.add(AliasHistory(model_id=model.id, alias=alias, version_id=target.id,
-                                     assigned_at=now))
+            session.add(
+                AliasHistory(model_id=model.id, alias=alias, version_id=target.id, assigned_at=now)
+            )
     except IntegrityError:
         raise Conflict(f"alias {alias!r} was changed at the same time; try again") from None
     return target
 
 
 def _close_history(session: Session, model_id: int, alias: str, now: Any) -> None:
-    session.execute(update(AliasHistory)
-                    .where(AliasHistory.model_id == model_id, AliasHistory.alias == alias,
-                           AliasHistory.removed_at.is_(None))
-                    .values(removed_at=now).execution_options(synchronize_session=False))
+    session.execute(
+        update(AliasHistory)
+        .where(
+            AliasHistory.model_id == model_id,
+            AliasHistory.alias == alias,
+            AliasHistory.removed_at.is_(None),
+        )
+        .values(removed_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def delete_alias(session: Session, *, name: str, alias: str) -> None:
@@ -73,9 +83,12 @@ def alias_history(session: Session, *, name: str, alias: str) -> list[dict[str, 
         select(AliasHistory, ModelVersion.version)
         .join(ModelVersion, AliasHistory.version_id == ModelVersion.id)
         .where(AliasHistory.model_id == model.id, AliasHistory.alias == alias)
-        .order_by(AliasHistory.assigned_at.desc(), AliasHistory.id.desc())).tuples()
-    history = [{"version": number, "assigned_at": entry.assigned_at,
-                "removed_at": entry.removed_at} for entry, number in rows]
+        .order_by(AliasHistory.assigned_at.desc(), AliasHistory.id.desc())
+    ).tuples()
+    history = [
+        {"version": number, "assigned_at": entry.assigned_at, "removed_at": entry.removed_at}
+        for entry, number in rows
+    ]
     if not history:
         raise NotFound(f"model {name!r} has never had an alias {alias!r}")
     return history
@@ -86,8 +99,10 @@ def archive_version(session: Session, *, name: str, version: int) -> ModelVersio
     target = get_version(session, name, version)
     held = list(session.scalars(select(Alias.name).where(Alias.version_id == target.id)))
     if held:
-        raise Conflict(f"model {name!r} version {version} is held by alias(es) {sorted(held)}; "
-                       "move or delete them first")
+        raise Conflict(
+            f"model {name!r} version {version} is held by alias(es) {sorted(held)}; "
+            "move or delete them first"
+        )
     target.status = VersionStatus.ARCHIVED
     session.flush()
     return target

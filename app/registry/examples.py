@@ -33,8 +33,11 @@ def _typical(spec: TensorSpec, column: ColumnProfile | None) -> Value:
 def example_record(signature: Signature, profile: DatasetProfile | None) -> dict[str, Value]:
     """One record keyed by column name: every column the model reads, none it ignores."""
     columns = {column.name: column for column in profile.columns} if profile else {}
-    return {spec.name: _typical(spec, columns.get(spec.name)) for spec in signature.inputs
-            if spec.kind != "ignored" and spec.required}
+    return {
+        spec.name: _typical(spec, columns.get(spec.name))
+        for spec in signature.inputs
+        if spec.kind != "ignored" and spec.required
+    }
 
 
 def example_row(signature: Signature) -> list[float]:

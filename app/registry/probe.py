@@ -30,7 +30,7 @@ WARMUP_RUNS = 5
 
 _LOAD_PROBLEMS = {
     "NotImplemented": "it uses an operator or data type that onnxruntime's CPU provider does "
-                      "not implement",
+    "not implement",
     "InvalidGraph": "onnxruntime found the graph invalid (types or shapes do not fit)",
     "InvalidProtobuf": "onnxruntime could not read the file",
 }
@@ -53,8 +53,7 @@ def _limit_self(memory_mb: int) -> None:
 
 def _fail(stage: str, error: BaseException | None = None) -> dict[str, Any]:
     """A failed stage by name and exception type; an allocation failure is named as such."""
-    if error is not None and (isinstance(error, MemoryError)
-                              or "alloc" in str(error).lower()):
+    if error is not None and (isinstance(error, MemoryError) or "alloc" in str(error).lower()):
         stage = "memory"
     return {"ok": False, "stage": stage, "kind": type(error).__name__ if error else ""}
 
@@ -81,15 +80,15 @@ def _probe(data: bytes, threads: int) -> dict[str, Any]:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 4  # nothing to stderr: it is not read anyway
     try:
-        session = ort.InferenceSession(data, sess_options=options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            data, sess_options=options, providers=["CPUExecutionProvider"]
+        )
     except Exception as error:
         return _fail("load", error)
     source, output = session.get_inputs()[0], session.get_outputs()[0]
     row_shape = tuple(int(dim) for dim in source.shape[1:])
     zeros = np.zeros((1, *row_shape), dtype=np.float32)
-    rows = np.random.default_rng(0).standard_normal((RANDOM_ROWS, *row_shape)) \
-        .astype(np.float32)
+    rows = np.random.default_rng(0).standard_normal((RANDOM_ROWS, *row_shape)).astype(np.float32)
     answers = []
     for stage, feed in (("zeros", zeros), ("random", rows)):
         try:
@@ -120,29 +119,44 @@ def main() -> None:
 
 def _child_environment() -> dict[str, str]:
     """The gateway's environment without ModelKiln's settings (credentials live there)."""
-    return {name: value for name, value in os.environ.items()
-            if not name.startswith("KILN_")}
+    return {name: value for name, value in os.environ.items() if not name.startswith("KILN_")}
 
 
-def probe_model(path: Path, *, width: int, threads: int, memory_mb: int,
-                timeout_s: float) -> ProbeResult:
+def probe_model(
+    path: Path, *, width: int, threads: int, memory_mb: int, timeout_s: float
+) -> ProbeResult:
     """Run the probe child on ``path``; InvalidInput names the stage that failed."""
     with tempfile.TemporaryDirectory(prefix="kiln-probe-") as empty:
         try:
             finished = subprocess.run(
-                [sys.executable, "-m", "app.registry.probe", str(path.resolve()),
-                 str(threads), str(memory_mb)],
-                cwd=empty, env=_child_environment(), capture_output=True, timeout=timeout_s,
-                check=False, stdin=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-m",
+                    "app.registry.probe",
+                    str(path.resolve()),
+                    str(threads),
+                    str(memory_mb),
+                ],
+                cwd=empty,
+                env=_child_environment(),
+                capture_output=True,
+                timeout=timeout_s,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
-            raise InvalidInput(f"model took longer than {timeout_s:g} s to load, run on test "
-                               "rows and time (KILN_PROBE_TIMEOUT_S)") from None
+            raise InvalidInput(
+                f"model took longer than {timeout_s:g} s to load, run on test "
+                "rows and time (KILN_PROBE_TIMEOUT_S)"
+            ) from None
     outcome = _outcome(finished, memory_mb)
     expected = [[1, width], [RANDOM_ROWS, width]]
     if outcome["shapes"] != expected:
-        raise InvalidInput(f"model declares output shape [batch, {width}] but gave "
-                           f"{outcome['shapes'][0]} for one row and {outcome['shapes'][1]} "
-                           f"for {RANDOM_ROWS}")
+        raise InvalidInput(
+            f"model declares output shape [batch, {width}] but gave "
+            f"{outcome['shapes'][0]} for one row and {outcome['shapes'][1]} "
+            f"for {RANDOM_ROWS}"
+        )
     return ProbeResult(latency_p50_ms=float(outcome["latency_p50_ms"]))
 
 
@@ -153,17 +167,20 @@ def _outcome(finished: subprocess.CompletedProcess[bytes], memory_mb: int) -> di
     except json.JSONDecodeError:
         outcome = {}
     if finished.returncode != 0 or not outcome:
-        raise InvalidInput(f"model could not be checked: onnxruntime used more than "
-                           f"{memory_mb} MB (KILN_PROBE_MEMORY_MB) or crashed while loading "
-                           "or running it")
+        raise InvalidInput(
+            f"model could not be checked: onnxruntime used more than "
+            f"{memory_mb} MB (KILN_PROBE_MEMORY_MB) or crashed while loading "
+            "or running it"
+        )
     if outcome.get("ok"):
         return outcome
     stage, kind = outcome.get("stage"), outcome.get("kind", "")
     if stage == "checker":
         raise InvalidInput(f"ONNX checker rejected the model: {outcome.get('detail', '')}")
     if stage == "memory":
-        raise InvalidInput(f"model needed more than {memory_mb} MB (KILN_PROBE_MEMORY_MB) "
-                           "to run on a test row")
+        raise InvalidInput(
+            f"model needed more than {memory_mb} MB (KILN_PROBE_MEMORY_MB) to run on a test row"
+        )
     if stage == "load":
         problem = _LOAD_PROBLEMS.get(kind, "onnxruntime cannot load it on CPU")
         raise InvalidInput(f"model cannot be served: {problem}")

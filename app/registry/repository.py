@@ -39,10 +39,12 @@ class ModelRepository(Repository[Model]):
     def next_version(self, model_id: int) -> int:
         """Atomically take the next version number of a model."""
         number = self.session.scalar(
-            update(Model).where(Model.id == model_id)
+            update(Model)
+            .where(Model.id == model_id)
             .values(latest_version=Model.latest_version + 1)
             .returning(Model.latest_version)
-            .execution_options(synchronize_session=False))
+            .execution_options(synchronize_session=False)
+        )
         if number is None:
             raise BrokenInvariant("number is None")
         return int(number)
@@ -67,35 +69,53 @@ class VersionRepository:
         return version
 
     def get(self, model_id: int, number: int) -> ModelVersion | None:
-        return self.session.scalar(select(ModelVersion).where(
-            ModelVersion.model_id == model_id, ModelVersion.version == number))
+        return self.session.scalar(
+            select(ModelVersion).where(
+                ModelVersion.model_id == model_id, ModelVersion.version == number
+            )
+        )
 
     def latest_live(self, model_id: int, *, sources: tuple[str, ...] = ()) -> ModelVersion | None:
         """The newest live version (of those ``sources`` registered, when given)."""
-        query = select(ModelVersion).where(ModelVersion.model_id == model_id,
-                                           ModelVersion.status == VersionStatus.LIVE)
+        query = select(ModelVersion).where(
+            ModelVersion.model_id == model_id, ModelVersion.status == VersionStatus.LIVE
+        )
         if sources:
             query = query.where(ModelVersion.source.in_(sources))
         return self.session.scalar(query.order_by(ModelVersion.version.desc()).limit(1))
 
     def alias_target(self, model_id: int, alias: str) -> ModelVersion | None:
         return self.session.scalar(
-            select(ModelVersion).join(Alias, Alias.version_id == ModelVersion.id)
-            .where(Alias.model_id == model_id, Alias.name == alias))
+            select(ModelVersion)
+            .join(Alias, Alias.version_id == ModelVersion.id)
+            .where(Alias.model_id == model_id, Alias.name == alias)
+        )
 
     def count(self, model_id: int) -> int:
-        return self.session.scalar(select(func.count()).select_from(ModelVersion)
-                                   .where(ModelVersion.model_id == model_id)) or 0
+        return (
+            self.session.scalar(
+                select(func.count())
+                .select_from(ModelVersion)
+                .where(ModelVersion.model_id == model_id)
+            )
+            or 0
+        )
 
     def page(self, model_id: int, *, limit: int, offset: int) -> tuple[list[ModelVersion], int]:
         rows = self.session.scalars(
-            select(ModelVersion).where(ModelVersion.model_id == model_id)
-            .order_by(ModelVersion.version.desc()).limit(limit).offset(offset))
+            select(ModelVersion)
+            .where(ModelVersion.model_id == model_id)
+            .order_by(ModelVersion.version.desc())
+            .limit(limit)
+            .offset(offset)
+        )
         return list(rows), self.count(model_id)
 
     def aliases_of(self, model_id: int) -> dict[str, int]:
         rows = self.session.execute(
             select(Alias.name, ModelVersion.version)
             .join(ModelVersion, Alias.version_id == ModelVersion.id)
-            .where(Alias.model_id == model_id).order_by(Alias.name))
+            .where(Alias.model_id == model_id)
+            .order_by(Alias.name)
+        )
         return {name: number for name, number in rows.tuples()}

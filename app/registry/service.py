@@ -48,14 +48,30 @@ def register_version(session: Session, model_name: str, draft: VersionDraft) -> 
     MODEL_NAME.check(model_name, "model name")
     model = ModelRepository(session).get_or_create(model_name, draft.task)
     number = ModelRepository(session).next_version(model.id)
-    return VersionRepository(session).add(ModelVersion(
-        model_id=model.id, version=number, status=VersionStatus.LIVE, source=draft.source,
-        task=draft.task, artifact_key=draft.artifact.key, sha256=draft.artifact.sha256,
-        size_bytes=draft.artifact.size_bytes, n_params=draft.n_params,
-        latency_p50_ms=draft.latency_p50_ms, metrics=draft.metrics, signature=draft.signature,
-        class_labels=draft.class_labels, config=draft.config, dataset_id=draft.dataset_id, tags={},
-        job_id=draft.job_id, trial_id=draft.trial_id,
-        parent_version_id=draft.parent_version_id, method=draft.method))
+    return VersionRepository(session).add(
+        ModelVersion(
+            model_id=model.id,
+            version=number,
+            status=VersionStatus.LIVE,
+            source=draft.source,
+            task=draft.task,
+            artifact_key=draft.artifact.key,
+            sha256=draft.artifact.sha256,
+            size_bytes=draft.artifact.size_bytes,
+            n_params=draft.n_params,
+            latency_p50_ms=draft.latency_p50_ms,
+            metrics=draft.metrics,
+            signature=draft.signature,
+            class_labels=draft.class_labels,
+            config=draft.config,
+            dataset_id=draft.dataset_id,
+            tags={},
+            job_id=draft.job_id,
+            trial_id=draft.trial_id,
+            parent_version_id=draft.parent_version_id,
+            method=draft.method,
+        )
+    )
 
 
 def get_model(session: Session, name: str) -> Model:
@@ -71,11 +87,11 @@ def list_models(session: Session, *, limit: int, offset: int) -> tuple[list[Mode
     return ModelRepository(session).by_name(limit=limit, offset=offset)
 
 
-def list_versions(session: Session, name: str, *, limit: int,
-                  offset: int) -> tuple[list[ModelVersion], int]:
+def list_versions(
+    session: Session, name: str, *, limit: int, offset: int
+) -> tuple[list[ModelVersion], int]:
     """A page of a model's versions, newest first."""
-    return VersionRepository(session).page(get_model(session, name).id, limit=limit,
-                                           offset=offset)
+    return VersionRepository(session).page(get_model(session, name).id, limit=limit, offset=offset)
 
 
 def get_version(session: Session, name: str, number: int) -> ModelVersion:
@@ -96,9 +112,11 @@ def default_serving_version(session: Session, model: Model) -> ModelVersion | No
     else the newest live version a search or an upload registered, else (a model made only
     of compression variants) its newest live version."""
     versions = VersionRepository(session)
-    return (versions.alias_target(model.id, PRODUCTION_ALIAS)
-            or versions.latest_live(model.id, sources=UNPROMOTED_SOURCES)
-            or versions.latest_live(model.id))
+    return (
+        versions.alias_target(model.id, PRODUCTION_ALIAS)
+        or versions.latest_live(model.id, sources=UNPROMOTED_SOURCES)
+        or versions.latest_live(model.id)
+    )
 
 
 def resolve_serving_version(session: Session, name: str, number: int | None) -> ModelVersion:
@@ -115,22 +133,27 @@ def resolve_serving_version(session: Session, name: str, number: int | None) -> 
         if version is None:
             raise NotFound(f"model {name!r} has no live version")
     if version.status != VersionStatus.LIVE:
-        raise NotFound(f"model {name!r} version {version.version} is {version.status} and "
-                       "no longer serves")
+        raise NotFound(
+            f"model {name!r} version {version.version} is {version.status} and no longer serves"
+        )
     return version
 
 
 def lineage(session: Session, version: ModelVersion) -> dict[str, Any]:
     """Where a version came from: dataset, job, trial number, parent version and method."""
     trial = session.get(Trial, version.trial_id) if version.trial_id else None
-    parent = session.get(ModelVersion, version.parent_version_id) \
-        if version.parent_version_id else None
+    parent = (
+        session.get(ModelVersion, version.parent_version_id) if version.parent_version_id else None
+    )
     parent_model = session.get(Model, parent.model_id) if parent else None
     return {
         "dataset_id": version.dataset_id,
         "job_id": version.job_id,
         "trial": trial.number if trial else None,
-        "parent": ({"model": parent_model.name, "version": parent.version}
-                   if parent and parent_model else None),
+        "parent": (
+            {"model": parent_model.name, "version": parent.version}
+            if parent and parent_model
+            else None
+        ),
         "method": version.method,
     }

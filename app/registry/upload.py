@@ -58,34 +58,41 @@ def _parse_labels(labels: str | None) -> list[Any] | None:
         parsed = json.loads(labels)
     except json.JSONDecodeError as error:
         raise InvalidInput(f"labels: not valid JSON ({error.msg})") from None
-    if (not isinstance(parsed, list) or not 2 <= len(parsed) <= MAX_LABELS
-            or not all(isinstance(item, str | int) and not isinstance(item, bool)
-                       for item in parsed)):
-        raise InvalidInput(f"labels: expected a JSON list of 2 to {MAX_LABELS} strings or "
-                           "integers")
+    if (
+        not isinstance(parsed, list)
+        or not 2 <= len(parsed) <= MAX_LABELS
+        or not all(isinstance(item, str | int) and not isinstance(item, bool) for item in parsed)
+    ):
+        raise InvalidInput(f"labels: expected a JSON list of 2 to {MAX_LABELS} strings or integers")
     if len(set(parsed)) != len(parsed):
         raise InvalidInput("labels: repeated values")
     return parsed
 
 
-def _task_and_labels(declared: DeclaredSignature, labels: str | None,
-                     task: str | None) -> tuple[str, list[Any] | None]:
+def _task_and_labels(
+    declared: DeclaredSignature, labels: str | None, task: str | None
+) -> tuple[str, list[Any] | None]:
     class_labels = _parse_labels(labels)
     width = declared.width
     resolved = task or ("classification" if class_labels or width > 1 else "regression")
     if resolved == Task.CLASSIFICATION:
         class_labels = class_labels or list(range(width))
         if len(class_labels) != width:
-            raise InvalidInput(f"labels: {len(class_labels)} given but output "
-                               f"{declared.output_name[:80]!r} has {width} columns")
+            raise InvalidInput(
+                f"labels: {len(class_labels)} given but output "
+                f"{declared.output_name[:80]!r} has {width} columns"
+            )
     elif class_labels is not None or width != 1:
-        raise InvalidInput("a regression model takes no labels and must have one output "
-                           f"column (output {declared.output_name[:80]!r} has {width})")
+        raise InvalidInput(
+            "a regression model takes no labels and must have one output "
+            f"column (output {declared.output_name[:80]!r} has {width})"
+        )
     return resolved, class_labels
 
 
-def check_onnx(path: Path, *, labels: str | None, task: str | None,
-               limits: ProbeLimits) -> CheckedModel:
+def check_onnx(
+    path: Path, *, labels: str | None, task: str | None, limits: ProbeLimits
+) -> CheckedModel:
     """Check the file as data (no external data anywhere, bounded shapes), then run it in
     the probe subprocess; InvalidInput names the first problem and echoes nothing of the
     model's contents."""
@@ -93,30 +100,60 @@ def check_onnx(path: Path, *, labels: str | None, task: str | None,
     refuse_external_data(model)
     declared = declared_signature(model)
     resolved, class_labels = _task_and_labels(declared, labels, task)
-    probed = probe_model(path, width=declared.width, threads=limits.threads,
-                         memory_mb=limits.memory_mb, timeout_s=limits.timeout_s)
-    signature = Signature.of_tensors(input_name=declared.input_name,
-                                     row_shape=declared.row_shape,
-                                     output_name=declared.output_name, width=declared.width)
-    return CheckedModel(signature=signature, task=resolved, class_labels=class_labels,
-                        config=trainable_form(model, signature),
-                        n_params=declared.n_params, latency_p50_ms=probed.latency_p50_ms)
+    probed = probe_model(
+        path,
+        width=declared.width,
+        threads=limits.threads,
+        memory_mb=limits.memory_mb,
+        timeout_s=limits.timeout_s,
+    )
+    signature = Signature.of_tensors(
+        input_name=declared.input_name,
+        row_shape=declared.row_shape,
+        output_name=declared.output_name,
+        width=declared.width,
+    )
+    return CheckedModel(
+        signature=signature,
+        task=resolved,
+        class_labels=class_labels,
+        config=trainable_form(model, signature),
+        n_params=declared.n_params,
+        latency_p50_ms=probed.latency_p50_ms,
+    )
 
 
-def upload_version(session: Session, store: ArtifactStore, *, name: str, upload: Path,
-                   labels: str | None, task: str | None, limits: ProbeLimits) -> ModelVersion:
+def upload_version(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    name: str,
+    upload: Path,
+    labels: str | None,
+    task: str | None,
+    limits: ProbeLimits,
+) -> ModelVersion:
     """Validate an uploaded ONNX file and register it as the next version of ``name``."""
     MODEL_NAME.check(name, "name")
     checked = check_onnx(upload, labels=labels, task=task, limits=limits)
     existing = ModelRepository(session).get_by_name(name)
     if existing is not None and existing.task != checked.task:
-        raise Conflict(f"model {name!r} is a {existing.task} model; this upload is "
-                       f"{checked.task}")
+        raise Conflict(f"model {name!r} is a {existing.task} model; this upload is {checked.task}")
     artifact = store.put_file(f"uploads/{name}/{uuid.uuid4().hex}.onnx", upload)
-    return register_version(session, name, VersionDraft(
-        task=checked.task, source="upload", artifact=artifact, signature=checked.signature,
-        n_params=checked.n_params, latency_p50_ms=checked.latency_p50_ms,
-        class_labels=checked.class_labels, config=checked.config))
+    return register_version(
+        session,
+        name,
+        VersionDraft(
+            task=checked.task,
+            source="upload",
+            artifact=artifact,
+            signature=checked.signature,
+            n_params=checked.n_params,
+            latency_p50_ms=checked.latency_p50_ms,
+            class_labels=checked.class_labels,
+            config=checked.config,
+        ),
+    )
 
 
 def trainable_form(model: onnx.ModelProto, signature: Signature) -> VersionConfig:

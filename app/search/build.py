@@ -26,9 +26,16 @@ class Candidate:
     training: TrainConfig
 
 
-def candidate(params: dict[str, Any], *, n_inputs: int, n_outputs: int,
-              input_shape: list[int] | None, seed: int, metric: str | None = None,
-              architecture: NetworkConfig | None = None) -> Candidate:
+def candidate(
+    params: dict[str, Any],
+    *,
+    n_inputs: int,
+    n_outputs: int,
+    input_shape: list[int] | None,
+    seed: int,
+    metric: str | None = None,
+    architecture: NetworkConfig | None = None,
+) -> Candidate:
     """Build the network and training configurations a parameter dict describes."""
     network: NetworkConfig
     if architecture is not None:  # init_from: its layers, with this dataset's outputs
@@ -39,21 +46,35 @@ def candidate(params: dict[str, Any], *, n_inputs: int, n_outputs: int,
         if not (len(input_shape) == 3):
             raise BrokenInvariant("not (len(input_shape) == 3)")
         network = CNNConfig(
-            input_shape=(input_shape[0], input_shape[1], input_shape[2]), n_outputs=n_outputs,
+            input_shape=(input_shape[0], input_shape[1], input_shape[2]),
+            n_outputs=n_outputs,
             channels=_per_layer(params, "channels", int(params["n_blocks"])),
-            kernel=int(params["kernel"]), pooling=str(params["pooling"]),
-            head_width=int(params["head_width"]), activation=str(params["activation"]),
-            dropout=float(params["dropout"]), batch_norm=bool(params["batch_norm"]))
+            kernel=int(params["kernel"]),
+            pooling=str(params["pooling"]),
+            head_width=int(params["head_width"]),
+            activation=str(params["activation"]),
+            dropout=float(params["dropout"]),
+            batch_norm=bool(params["batch_norm"]),
+        )
     else:
         network = MLPConfig(
-            n_inputs=n_inputs, n_outputs=n_outputs,
+            n_inputs=n_inputs,
+            n_outputs=n_outputs,
             hidden=_per_layer(params, "width", int(params["n_layers"])),
-            activation=str(params["activation"]), dropout=float(params["dropout"]),
-            batch_norm=bool(params["batch_norm"]))
+            activation=str(params["activation"]),
+            dropout=float(params["dropout"]),
+            batch_norm=bool(params["batch_norm"]),
+        )
     training = TrainConfig(
-        epochs=int(params["epochs"]), learning_rate=float(params["learning_rate"]),
-        batch_size=int(params["batch_size"]), weight_decay=float(params["weight_decay"]),
-        l1=float(params["l1"]), optimizer=str(params["optimizer"]),
-        lr_schedule=str(params["lr_schedule"]), patience=int(params["patience"]),
-        metric=metric, seed=seed)
+        epochs=int(params["epochs"]),
+        learning_rate=float(params["learning_rate"]),
+        batch_size=int(params["batch_size"]),
+        weight_decay=float(params["weight_decay"]),
+        l1=float(params["l1"]),
+        optimizer=str(params["optimizer"]),
+        lr_schedule=str(params["lr_schedule"]),
+        patience=int(params["patience"]),
+        metric=metric,
+        seed=seed,
+    )
     return Candidate(network=network, training=training)

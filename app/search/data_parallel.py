@@ -41,8 +41,13 @@ def work_key(job_id: int, trial: int) -> str:
     return f"jobs/{job_id}/data-parallel/trial-{trial}.npz"
 
 
-def train_in_group(run: SearchRun, trial: int, network: Network, training: TrainConfig,
-                   on_epoch: Callable[[int, float], None]) -> tuple[TrainResult, int]:
+def train_in_group(
+    run: SearchRun,
+    trial: int,
+    network: Network,
+    training: TrainConfig,
+    on_epoch: Callable[[int, float], None],
+) -> tuple[TrainResult, int]:
     """Train ``network`` on ``run.data`` with ``run.spec.data_parallel`` processes in all
     (fewer: alone); returns the result and how many processes trained it. After
     ``MISSES_BEFORE_ALONE`` trials in a row that trained alone, this process stops asking
@@ -52,35 +57,58 @@ def train_in_group(run: SearchRun, trial: int, network: Network, training: Train
     result, world = _train_in_group(run, trial, network, training, on_epoch)
     run.groups_missed = run.groups_missed + 1 if world == 1 else 0
     if run.groups_missed == MISSES_BEFORE_ALONE:
-        logger.warning("job %s: %s data-parallel trials in a row found no free worker "
-                       "processes to help; this worker trains the rest alone",
-                       run.job_id, MISSES_BEFORE_ALONE)
+        logger.warning(
+            "job %s: %s data-parallel trials in a row found no free worker "
+            "processes to help; this worker trains the rest alone",
+            run.job_id,
+            MISSES_BEFORE_ALONE,
+        )
     return result, world
 
 
-def _train_in_group(run: SearchRun, trial: int, network: Network, training: TrainConfig,
-                    on_epoch: Callable[[int, float], None]) -> tuple[TrainResult, int]:
+def _train_in_group(
+    run: SearchRun,
+    trial: int,
+    network: Network,
+    training: TrainConfig,
+    on_epoch: Callable[[int, float], None],
+) -> tuple[TrainResult, int]:
     settings = run.settings
     world = run.spec.data_parallel
     try:
-        host = GroupHost(world, bind_host=bind_address(settings),
-                         device=torch.device(training.device),
-                         advertise_host=settings.advertise_host,
-                         join_s=settings.data_parallel_join_s, collective_s=COLLECTIVE_S)
+        host = GroupHost(
+            world,
+            bind_host=bind_address(settings),
+            device=torch.device(training.device),
+            advertise_host=settings.advertise_host,
+            join_s=settings.data_parallel_join_s,
+            collective_s=COLLECTIVE_S,
+        )
     except OSError as error:
-        logger.warning("job %s trial %s: cannot listen for data-parallel members on "
-                       "KILN_ADVERTISE_HOST=%s (%s); training alone", run.job_id, trial,
-                       settings.advertise_host, error)
+        logger.warning(
+            "job %s trial %s: cannot listen for data-parallel members on "
+            "KILN_ADVERTISE_HOST=%s (%s); training alone",
+            run.job_id,
+            trial,
+            settings.advertise_host,
+            error,
+        )
         return train(network, run.data, training, on_epoch), 1
     key = work_key(run.job_id, trial)
-    stored = run.store.put_bytes(key, pack_member_work(network, run.data, training),
-                                 durable=False)
+    stored = run.store.put_bytes(key, pack_member_work(network, run.data, training), durable=False)
     queue = JobQueue(settings)
     try:
         for rank in range(1, world):
-            queue.send_member({"job_id": run.job_id, "trial": trial, "rank": rank,
-                               "work_key": key, "work_sha256": stored.sha256,
-                               "rendezvous": host.rendezvous.as_json()})
+            queue.send_member(
+                {
+                    "job_id": run.job_id,
+                    "trial": trial,
+                    "rank": rank,
+                    "work_key": key,
+                    "work_sha256": stored.sha256,
+                    "rendezvous": host.rendezvous.as_json(),
+                }
+            )
         return train_with_members(network, run.data, training, host, on_epoch)
     finally:
         run.store.delete(key)  # members read it before they join
@@ -100,7 +128,7 @@ def run_member(settings: Settings, message: dict[str, Any]) -> None:
     except FileNotFoundError:
         logger.info("data-parallel member (%s): the trial no longer needs it", label)
         return
-    joined = train_as_member(payload, Rendezvous(**message["rendezvous"]),
-                             int(message["rank"]))
-    logger.info("data-parallel member (%s): %s", label,
-                "trained its share" if joined else "no group formed")
+    joined = train_as_member(payload, Rendezvous(**message["rendezvous"]), int(message["rank"]))
+    logger.info(
+        "data-parallel member (%s): %s", label, "trained its share" if joined else "no group formed"
+    )

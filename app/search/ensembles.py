@@ -33,11 +33,17 @@ def considered(run: SearchRun, compression: CompressionSpec | None) -> bool:
     """Ensembles compete for one quality objective with no constraints, when the job's
     compression chain (if any) runs without torch weights (an ensemble has none)."""
     limits = run.plan.constraints
-    return (run.keeps_predictions and run.plan.objectives[0].metric not in COST_METRICS
-            and limits.max_params is None and limits.max_size_bytes is None
-            and limits.max_latency_ms is None
-            and (compression is None or chain_problem(
-                compression.methods, has_network=False, convolutional=False) is None))
+    return (
+        run.keeps_predictions
+        and run.plan.objectives[0].metric not in COST_METRICS
+        and limits.max_params is None
+        and limits.max_size_bytes is None
+        and limits.max_latency_ms is None
+        and (
+            compression is None
+            or chain_problem(compression.methods, has_network=False, convolutional=False) is None
+        )
+    )
 
 
 def _predictions(run: SearchRun, trial: Trial) -> np.ndarray | None:
@@ -62,29 +68,40 @@ def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:
         if held_out is not None:
             candidates.append((trial, held_out))
     if len(candidates) < 2 or candidates[0][0].number != winner.number:
-        return EnsemblePick([winner], {"considered": [t.number for t, _ in candidates],
-                                       "members": [winner.number]}, {})
+        return EnsemblePick(
+            [winner],
+            {"considered": [t.number for t, _ in candidates], "members": [winner.number]},
+            {},
+        )
     target = run.arrays.target[run.scored_rows]
-    choice = choose_members([p for _, p in candidates], target, task, objective.metric,
-                            objective.maximize)
-    members = [trial for trial, _ in candidates[:choice.members]]
-    summary = {"considered": [t.number for t, _ in candidates],
-               "members": [t.number for t in members], "scores_by_size": choice.scores,
-               "scored_rows": len(target)}
-    averaged = np.mean([p for _, p in candidates[:choice.members]], axis=0)
-    validation: dict[str, Any] = {**choice.scores[choice.members - 1],
-                                  "ensemble_of_trials": summary["members"]}
+    choice = choose_members(
+        [p for _, p in candidates], target, task, objective.metric, objective.maximize
+    )
+    members = [trial for trial, _ in candidates[: choice.members]]
+    summary = {
+        "considered": [t.number for t, _ in candidates],
+        "members": [t.number for t in members],
+        "scores_by_size": choice.scores,
+        "scored_rows": len(target),
+    }
+    averaged = np.mean([p for _, p in candidates[: choice.members]], axis=0)
+    validation: dict[str, Any] = {
+        **choice.scores[choice.members - 1],
+        "ensemble_of_trials": summary["members"],
+    }
     if run.folds is not None:
         validation.update(_fold_spread(run, averaged, target, objective.metric))
     return EnsemblePick(members, summary, validation)
 
 
-def _fold_spread(run: SearchRun, averaged: np.ndarray, target: np.ndarray,
-                 metric: str) -> dict[str, Any]:
+def _fold_spread(
+    run: SearchRun, averaged: np.ndarray, target: np.ndarray, metric: str
+) -> dict[str, Any]:
     """The average's score on each fold's validation rows, and their spread."""
     if run.folds is None:
         raise BrokenInvariant("run.folds is None")
     task = run.dataset.task
-    scores = [quality_score(metric, task, averaged[rows], target[rows])
-              for rows in run.folds.positions]
+    scores = [
+        quality_score(metric, task, averaged[rows], target[rows]) for rows in run.folds.positions
+    ]
     return {"cv_folds": len(scores), "cv_scores": scores, "cv_std": statistics.stdev(scores)}

@@ -51,8 +51,12 @@ class SearchSubject:
 
 def signature_for(network: Network | Ensemble) -> Signature:
     """The input/output signature of an exported network (rows arrive flat)."""
-    return Signature.of_tensors(input_name=INPUT_NAME, row_shape=(network.config.n_inputs,),
-                                output_name=OUTPUT_NAME, width=network.config.n_outputs)
+    return Signature.of_tensors(
+        input_name=INPUT_NAME,
+        row_shape=(network.config.n_inputs,),
+        output_name=OUTPUT_NAME,
+        width=network.config.n_outputs,
+    )
 
 
 @dataclass(frozen=True)
@@ -75,29 +79,47 @@ class Served:
     parity: float
 
 
-def served_form(network: Network | Ensemble, path: Path, encoding: TableEncoding | None,
-                test_rows: np.ndarray, raw_test: Raw | None) -> Served:
+def served_form(
+    network: Network | Ensemble,
+    path: Path,
+    encoding: TableEncoding | None,
+    test_rows: np.ndarray,
+    raw_test: Raw | None,
+) -> Served:
     """The exported network at ``path`` as it will serve: as it is, or behind the table's
     preprocessing (one input per source column), checked against torch either way."""
     if encoding is None:
         parity = check_parity(network, path, test_rows[:PARITY_ROWS])
-        return Served(path.read_bytes(), signature_for(network), {INPUT_NAME: test_rows},
-                      parity)
+        return Served(path.read_bytes(), signature_for(network), {INPUT_NAME: test_rows}, parity)
     if raw_test is None:
         raise BrokenInvariant("raw_test is None")
     onnx, test_feeds = with_rows(path.read_bytes(), encoding, raw_test)
-    parity = check_table_parity(network, onnx, encoding,
-                                stress_rows(encoding, raw_test, PARITY_ROWS))
-    signature = Signature.of_columns(encoding, used=encoding.sources_of(None),
-                                     output_name=OUTPUT_NAME, width=network.config.n_outputs)
+    parity = check_table_parity(
+        network, onnx, encoding, stress_rows(encoding, raw_test, PARITY_ROWS)
+    )
+    signature = Signature.of_columns(
+        encoding,
+        used=encoding.sources_of(None),
+        output_name=OUTPUT_NAME,
+        width=network.config.n_outputs,
+    )
     return Served(onnx, signature, test_feeds, parity)
 
 
-def prepare_version(context: JobContext, subject: SearchSubject, network: Network | Ensemble,
-                    *, trial: int, params: dict[str, Any], validation: dict[str, Any],
-                    test_rows: np.ndarray, test_target: np.ndarray,
-                    store: ArtifactStore, raw_test: Raw | None = None,
-                    trained_on: str | None = None) -> PreparedVersion:
+def prepare_version(
+    context: JobContext,
+    subject: SearchSubject,
+    network: Network | Ensemble,
+    *,
+    trial: int,
+    params: dict[str, Any],
+    validation: dict[str, Any],
+    test_rows: np.ndarray,
+    test_target: np.ndarray,
+    store: ArtifactStore,
+    raw_test: Raw | None = None,
+    trained_on: str | None = None,
+) -> PreparedVersion:
     """Export a trial's network (or an ensemble led by it), check it against torch,
     measure it on the held-out split and in onnxruntime, and store the ONNX file and the
     torch weights next to each other (an ensemble keeps only its ONNX file: it is
@@ -121,10 +143,15 @@ def prepare_version(context: JobContext, subject: SearchSubject, network: Networ
         metrics: dict[str, Any] = task_metrics(subject.dataset.task, output, test_target)
         latency = latency_ms(path, feeds=served.feeds, threads=context.settings.ort_threads)
         parity = served.parity
-        metrics.update(test_rows=len(test_rows), onnx_max_abs_diff=parity,
-                       latency_p50_ms=latency["p50"], latency_p95_ms=latency["p95"],
-                       size_bytes=path.stat().st_size, params=count_parameters(network),
-                       validation=validation)
+        metrics.update(
+            test_rows=len(test_rows),
+            onnx_max_abs_diff=parity,
+            latency_p50_ms=latency["p50"],
+            latency_p95_ms=latency["p95"],
+            size_bytes=path.stat().st_size,
+            params=count_parameters(network),
+            validation=validation,
+        )
         artifact = store.put_file(f"{base}/model.onnx", path)
     weights_key, weights_sha256, architecture = None, None, None
     if isinstance(network, Network):
@@ -132,19 +159,32 @@ def prepare_version(context: JobContext, subject: SearchSubject, network: Networ
         weights_sha256 = store.put_bytes(weights_key, save_weights(network)).sha256
     context.check()
     draft = VersionDraft(
-        task=subject.dataset.task, source="search", artifact=artifact,
-        signature=served.signature, metrics=metrics, n_params=count_parameters(network),
-        latency_p50_ms=latency["p50"], class_labels=subject.dataset.class_labels,
-        config=VersionConfig(params=params, weights_key=weights_key,
-                             weights_sha256=weights_sha256, trained_on=trained_on,
-                             split_seed=subject.split_seed, encoding=encoding,
-                             architecture=architecture),
-        dataset_id=subject.dataset.id, job_id=subject.job_id)
+        task=subject.dataset.task,
+        source="search",
+        artifact=artifact,
+        signature=served.signature,
+        metrics=metrics,
+        n_params=count_parameters(network),
+        latency_p50_ms=latency["p50"],
+        class_labels=subject.dataset.class_labels,
+        config=VersionConfig(
+            params=params,
+            weights_key=weights_key,
+            weights_sha256=weights_sha256,
+            trained_on=trained_on,
+            split_seed=subject.split_seed,
+            encoding=encoding,
+            architecture=architecture,
+        ),
+        dataset_id=subject.dataset.id,
+        job_id=subject.job_id,
+    )
     return PreparedVersion(trial=trial, draft=draft, metrics=metrics, network_onnx=network_onnx)
 
 
-def recorder_for(subject: SearchSubject, prepared: list[PreparedVersion],
-                 summary: dict[str, Any]) -> Recorder:
+def recorder_for(
+    subject: SearchSubject, prepared: list[PreparedVersion], summary: dict[str, Any]
+) -> Recorder:
     """The recorder that registers every prepared version when the job succeeds; the
     result names the first (the best, or the first of the Pareto front)."""
 
@@ -152,12 +192,18 @@ def recorder_for(subject: SearchSubject, prepared: list[PreparedVersion],
         versions = []
         for item in prepared:
             trial_id = TrialRepository(session).id_of(subject.job_id, item.trial)
-            version = register_version(session, subject.model_name,
-                                       dataclasses.replace(item.draft, trial_id=trial_id))
+            version = register_version(
+                session, subject.model_name, dataclasses.replace(item.draft, trial_id=trial_id)
+            )
             versions.append(version.version)
         first = prepared[0]
-        return SearchResult(model_name=subject.model_name, version=versions[0],
-                            trial=first.trial, metrics=first.metrics, versions=versions,
-                            **summary)
+        return SearchResult(
+            model_name=subject.model_name,
+            version=versions[0],
+            trial=first.trial,
+            metrics=first.metrics,
+            versions=versions,
+            **summary,
+        )
 
     return record

@@ -35,19 +35,31 @@ FP32_BYTES = 4
 def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Network, Any]:
     """A fresh (or ``init_from``-initialised) network and its training configuration."""
     n_outputs = len(run.dataset.class_labels) if run.dataset.class_labels else 1
-    point = candidate(params, n_inputs=len(run.dataset.feature_names), n_outputs=n_outputs,
-                      input_shape=run.dataset.input_shape, seed=seed,
-                      metric=run.plan.pruning_metric, architecture=run.architecture)
-    network = Network(point.network, classification=run.dataset.task == Task.CLASSIFICATION,
-                      seed=seed)
+    point = candidate(
+        params,
+        n_inputs=len(run.dataset.feature_names),
+        n_outputs=n_outputs,
+        input_shape=run.dataset.input_shape,
+        seed=seed,
+        metric=run.plan.pruning_metric,
+        architecture=run.architecture,
+    )
+    network = Network(
+        point.network, classification=run.dataset.task == Task.CLASSIFICATION, seed=seed
+    )
     training = dataclasses.replace(point.training, device=run.device)
     if run.init_weights is not None and run.transfers:
         frozen, slow, head = transfer_groups(network, int(params["frozen_layers"]))
         load_weights(network, run.init_weights, except_prefixes=head)
         training = dataclasses.replace(
-            training, frozen=frozen, slow=slow, head=head,
+            training,
+            frozen=frozen,
+            slow=slow,
+            head=head,
             slow_lr_factor=float(params["body_lr_factor"]),
-            head_warmup_epochs=int(params["head_warmup_epochs"]), keep_input_scaling=True)
+            head_warmup_epochs=int(params["head_warmup_epochs"]),
+            keep_input_scaling=True,
+        )
     elif run.init_weights is not None:
         load_weights(network, run.init_weights)
     return network, training
@@ -58,8 +70,12 @@ def _check_estimate(run: SearchRun, params: dict[str, Any]) -> None:
     if run.architecture is not None:
         return  # init_from: its size was checked when the job was submitted
     n_outputs = len(run.dataset.class_labels) if run.dataset.class_labels else 1
-    size = size_of(params, n_inputs=len(run.dataset.feature_names), n_outputs=n_outputs,
-                   input_shape=run.dataset.input_shape)
+    size = size_of(
+        params,
+        n_inputs=len(run.dataset.feature_names),
+        n_outputs=n_outputs,
+        input_shape=run.dataset.input_shape,
+    )
     problem = over_limits(size, int(params["batch_size"]), run.settings)
     limit = run.plan.constraints.max_params
     if problem is None and limit is not None and size.params > limit:
@@ -74,15 +90,20 @@ def _check_architecture(run: SearchRun, network: Network) -> None:
     if limits.max_params is not None and params > limits.max_params:
         raise Infeasible(f"{params} parameters > max_params {limits.max_params}")
     if limits.max_size_bytes is not None and params * FP32_BYTES > limits.max_size_bytes:
-        raise Infeasible(f"at least {params * FP32_BYTES} bytes of fp32 weights > "
-                         f"max_size_bytes {limits.max_size_bytes}")
+        raise Infeasible(
+            f"at least {params * FP32_BYTES} bytes of fp32 weights > "
+            f"max_size_bytes {limits.max_size_bytes}"
+        )
 
 
 def _quality(run: SearchRun, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """The quality objectives and the tie-breaking proper score on validation rows."""
     task = run.dataset.task
-    names = {objective.metric for objective in run.plan.objectives
-             if objective.metric not in ("latency_ms", "size_bytes", "params")}
+    names = {
+        objective.metric
+        for objective in run.plan.objectives
+        if objective.metric not in ("latency_ms", "size_bytes", "params")
+    }
     names.add(proper_score(task))
     return {name: quality_score(name, task, output, target) for name in sorted(names)}
 
@@ -98,20 +119,28 @@ def _costs(run: SearchRun, network: Network) -> dict[str, float]:
         export_onnx(network, path)
         feeds = None
         if run.dataset.encoding is not None and run.raw_sample is not None:
-            served, feeds = with_rows(path.read_bytes(), run.dataset.encoding,
-                                      run.raw_sample)  # as it would serve
+            served, feeds = with_rows(
+                path.read_bytes(), run.dataset.encoding, run.raw_sample
+            )  # as it would serve
             path.write_bytes(served)
         measured["size_bytes"] = float(path.stat().st_size)
         measured["latency_ms"] = latency_ms(
-            path, input_name=INPUT_NAME, row_shape=(network.config.n_inputs,),
-            threads=run.settings.ort_threads, feeds=feeds)["p50"]
+            path,
+            input_name=INPUT_NAME,
+            row_shape=(network.config.n_inputs,),
+            threads=run.settings.ort_threads,
+            feeds=feeds,
+        )["p50"]
     limits = run.plan.constraints
     if limits.max_size_bytes is not None and measured["size_bytes"] > limits.max_size_bytes:
-        raise Infeasible(f"ONNX file of {measured['size_bytes']:.0f} bytes > "
-                         f"max_size_bytes {limits.max_size_bytes}")
+        raise Infeasible(
+            f"ONNX file of {measured['size_bytes']:.0f} bytes > "
+            f"max_size_bytes {limits.max_size_bytes}"
+        )
     if limits.max_latency_ms is not None and measured["latency_ms"] > limits.max_latency_ms:
-        raise Infeasible(f"p50 latency {measured['latency_ms']:.4f} ms > max_latency_ms "
-                         f"{limits.max_latency_ms}")
+        raise Infeasible(
+            f"p50 latency {measured['latency_ms']:.4f} ms > max_latency_ms {limits.max_latency_ms}"
+        )
     return measured
 
 
@@ -130,9 +159,14 @@ class Measured:
     predictions_sha256: str | None
 
 
-def train_trial(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,
-                params: dict[str, Any], keep_going: Callable[[], None],
-                history: list[float]) -> Measured:
+def train_trial(
+    run: SearchRun,
+    trial: optuna.Trial,
+    shadow: optuna.Trial | None,
+    params: dict[str, Any],
+    keep_going: Callable[[], None],
+    history: list[float],
+) -> Measured:
     """Train one configuration (on the holdout split, or on every fold) and measure it;
     its weights are stored as the trial's checkpoint."""
     _check_estimate(run, params)
@@ -156,8 +190,7 @@ def train_trial(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None
 
     if run.folds is None:
         if run.spec.data_parallel > 1:
-            result, processes = train_in_group(run, trial.number, network, training,
-                                               on_epoch)
+            result, processes = train_in_group(run, trial.number, network, training, on_epoch)
         else:
             result, processes = train(network, run.data, training, on_epoch=on_epoch), 1
         held_out = _validation_output(network, run.data.x_val)
@@ -165,24 +198,35 @@ def train_trial(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None
         measured["refit_epochs"] = result.best_epoch + 1
         measured["train_processes"] = processes
     else:
-        measured, held_out = _train_folds(run, run.folds, params, seed, network, training,
-                                          on_epoch, keep_going)
+        measured, held_out = _train_folds(
+            run, run.folds, params, seed, network, training, on_epoch, keep_going
+        )
     measured.update(_costs(run, network))
-    checkpoint = run.store.put_bytes(checkpoint_key(run.job_id, trial.number),
-                                     save_weights(network))
+    checkpoint = run.store.put_bytes(
+        checkpoint_key(run.job_id, trial.number), save_weights(network)
+    )
     predictions_sha256 = None
     if run.keeps_predictions:
         buffer = io.BytesIO()
         np.save(buffer, held_out.astype(np.float32))
-        predictions_sha256 = run.store.put_bytes(predictions_key(run.job_id, trial.number),
-                                                 buffer.getvalue()).sha256
-    return Measured(metrics=measured, checkpoint_sha256=checkpoint.sha256,
-                    predictions_sha256=predictions_sha256)
+        predictions_sha256 = run.store.put_bytes(
+            predictions_key(run.job_id, trial.number), buffer.getvalue()
+        ).sha256
+    return Measured(
+        metrics=measured, checkpoint_sha256=checkpoint.sha256, predictions_sha256=predictions_sha256
+    )
 
 
-def _train_folds(run: SearchRun, folds: Folds, params: dict[str, Any], seed: int,
-                 first: Network, training: Any, on_epoch: Callable[[int, float], None],
-                 keep_going: Callable[[], None]) -> tuple[dict[str, Any], np.ndarray]:
+def _train_folds(
+    run: SearchRun,
+    folds: Folds,
+    params: dict[str, Any],
+    seed: int,
+    first: Network,
+    training: Any,
+    on_epoch: Callable[[int, float], None],
+    keep_going: Callable[[], None],
+) -> tuple[dict[str, Any], np.ndarray]:
     """Cross-validation: the same configuration trained on each fold from the same seed.
     Pruners see the first fold's epochs; the trial's values are the folds' means. Also
     the out-of-fold predictions of every non-test row."""
@@ -190,8 +234,9 @@ def _train_folds(run: SearchRun, folds: Folds, params: dict[str, Any], seed: int
     out_of_fold: np.ndarray | None = None
     for index, fold in enumerate(folds.data):
         network = first if index == 0 else build_network(run, params, seed=seed)[0]
-        result = train(network, fold, training,
-                       on_epoch=on_epoch if index == 0 else lambda *_: keep_going())
+        result = train(
+            network, fold, training, on_epoch=on_epoch if index == 0 else lambda *_: keep_going()
+        )
         output = _validation_output(network, fold.x_val)
         if out_of_fold is None:
             out_of_fold = np.empty((len(folds.rows), *output.shape[1:]), dtype=np.float32)

@@ -51,23 +51,37 @@ class SearchKind(JobKind[SearchJobCreate]):
             raise InvalidInput(f"dataset_id: dataset {spec.dataset_id} not found")
         model = ModelRepository(session).get_by_name(spec.model_name)
         if model is not None and model.task != dataset.task:
-            raise Conflict(f"model_name: model {spec.model_name!r} is a {model.task} model "
-                           f"but dataset {dataset.id} is a {dataset.task} dataset")
+            raise Conflict(
+                f"model_name: model {spec.model_name!r} is a {model.task} model "
+                f"but dataset {dataset.id} is a {dataset.task} dataset"
+            )
         architecture = _check_sources(session, spec.search, dataset)
         test_rows = round(dataset.n_rows * TEST_FRACTION)
         # Given only timeout_s, the search runs until its time is spent: its trial count is
         # not known ahead (0), and progress is told in time.
-        time_only = "timeout_s" in spec.search.model_fields_set and \
-            "max_trials" not in spec.search.model_fields_set
-        spec = spec.model_copy(update={"search": with_budget_defaults(
-            spec.search, dataset.n_rows - test_rows, settings.embedded_workers)})
+        time_only = (
+            "timeout_s" in spec.search.model_fields_set
+            and "max_trials" not in spec.search.model_fields_set
+        )
+        spec = spec.model_copy(
+            update={
+                "search": with_budget_defaults(
+                    spec.search, dataset.n_rows - test_rows, settings.embedded_workers
+                )
+            }
+        )
         plan = _plan(session, spec.search, dataset)
         _check_bounds(settings, spec.search, plan, dataset, architecture)
         if spec.compression is not None:
             check_students(settings, spec.compression, dataset)
-        return enqueue(context, kind=self.name, spec=spec.model_dump(mode="json"),
-                       dataset_id=dataset.id, model_name=spec.model_name,
-                       total=0 if time_only else budget_of(spec.search, plan))
+        return enqueue(
+            context,
+            kind=self.name,
+            spec=spec.model_dump(mode="json"),
+            dataset_id=dataset.id,
+            model_name=spec.model_name,
+            total=0 if time_only else budget_of(spec.search, plan),
+        )
 
     def time_budget_s(self, spec: Mapping[str, Any]) -> float | None:
         timeout = (spec.get("search") or {}).get("timeout_s")
@@ -84,69 +98,109 @@ class SearchKind(JobKind[SearchJobCreate]):
 
 def _plan(session: Session, search: SearchSpec, dataset: Dataset) -> SearchPlan:
     """The search's plan; with ``init_from``, a fine-tune or a transfer to a new head."""
-    source = (get_version(session, search.init_from.model, search.init_from.version)
-              if search.init_from is not None else None)
-    return make_plan(search, dataset, fixed_architecture=source is not None,
-                     transfer_layers=transfer_layers(source, dataset) if source else None)
+    source = (
+        get_version(session, search.init_from.model, search.init_from.version)
+        if search.init_from is not None
+        else None
+    )
+    return make_plan(
+        search,
+        dataset,
+        fixed_architecture=source is not None,
+        transfer_layers=transfer_layers(source, dataset) if source else None,
+    )
 
 
-def _check_bounds(settings: Settings, search: SearchSpec, plan: SearchPlan,
-                  dataset: Dataset, architecture: MLPConfig | CNNConfig | None) -> None:
+def _check_bounds(
+    settings: Settings,
+    search: SearchSpec,
+    plan: SearchPlan,
+    dataset: Dataset,
+    architecture: MLPConfig | CNNConfig | None,
+) -> None:
     """The server's ceilings: parallelism, time, parameters and training memory."""
-    ceilings = [("search.parallelism", search.parallelism, settings.max_parallelism,
-                 "KILN_MAX_PARALLELISM"),
-                ("search.data_parallel", search.data_parallel, settings.max_data_parallel,
-                 "KILN_MAX_DATA_PARALLEL"),
-                ("search.timeout_s", search.timeout_s, settings.max_job_s, "KILN_MAX_JOB_S"),
-                ("search.trial_timeout_s", search.trial_timeout_s, settings.max_trial_s,
-                 "KILN_MAX_TRIAL_S"),
-                ("search.constraints.max_params", search.constraints.max_params,
-                 settings.params_ceiling, "KILN_MAX_PARAMS")]
+    ceilings = [
+        (
+            "search.parallelism",
+            search.parallelism,
+            settings.max_parallelism,
+            "KILN_MAX_PARALLELISM",
+        ),
+        (
+            "search.data_parallel",
+            search.data_parallel,
+            settings.max_data_parallel,
+            "KILN_MAX_DATA_PARALLEL",
+        ),
+        ("search.timeout_s", search.timeout_s, settings.max_job_s, "KILN_MAX_JOB_S"),
+        (
+            "search.trial_timeout_s",
+            search.trial_timeout_s,
+            settings.max_trial_s,
+            "KILN_MAX_TRIAL_S",
+        ),
+        (
+            "search.constraints.max_params",
+            search.constraints.max_params,
+            settings.params_ceiling,
+            "KILN_MAX_PARAMS",
+        ),
+    ]
     for path, asked, ceiling, variable in ceilings:
         if asked is not None and asked > ceiling:
-            raise InvalidInput(f"{path}: {_plain(asked)} is over this server's limit of "
-                               f"{_plain(ceiling)} ({variable})")
+            raise InvalidInput(
+                f"{path}: {_plain(asked)} is over this server's limit of "
+                f"{_plain(ceiling)} ({variable})"
+            )
     if architecture is not None:
         batch = int(min(plan.space.dimensions["batch_size"].choices))
         problem = over_limits(architecture_size(architecture), batch, settings)
         if problem:
             raise InvalidInput(f"search.init_from: that network needs {problem}")
         return
-    smallest, batch = smallest_in_space(plan.space, n_inputs=len(dataset.feature_names),
-                                        n_outputs=outputs_of(dataset),
-                                        input_shape=dataset.input_shape)
+    smallest, batch = smallest_in_space(
+        plan.space,
+        n_inputs=len(dataset.feature_names),
+        n_outputs=outputs_of(dataset),
+        input_shape=dataset.input_shape,
+    )
     problem = over_limits(smallest, batch, settings)
     if problem:
-        raise InvalidInput(f"search.space: the smallest network this space allows needs "
-                           f"{problem}")
+        raise InvalidInput(f"search.space: the smallest network this space allows needs {problem}")
 
 
 def _plain(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
-def _check_sources(session: Session, search: SearchSpec,
-                   dataset: Dataset) -> MLPConfig | CNNConfig | None:
+def _check_sources(
+    session: Session, search: SearchSpec, dataset: Dataset
+) -> MLPConfig | CNNConfig | None:
     """``warm_start_job`` and ``init_from`` must exist and fit the dataset; returns the
     architecture ``init_from`` fixes."""
     if search.warm_start_job is not None:
         earlier = JobRepository(session).get(search.warm_start_job)
         if earlier is None or earlier.kind != SEARCH_KIND:
-            raise InvalidInput(f"search.warm_start_job: search job {search.warm_start_job} "
-                               "not found")
+            raise InvalidInput(
+                f"search.warm_start_job: search job {search.warm_start_job} not found"
+            )
     if search.init_from is None:
         return None
     source = get_version(session, search.init_from.model, search.init_from.version)
     stored = source.config or VersionConfig()
     if not stored.has_network or stored.architecture is None:
         why = stored.untrainable or "it was uploaded as ONNX, or averages several networks"
-        raise InvalidInput(f"search.init_from: version {source.version} of "
-                           f"{search.init_from.model!r} has no torch weights ({why}); "
-                           "fine-tuning and transfer need one network")
+        raise InvalidInput(
+            f"search.init_from: version {source.version} of "
+            f"{search.init_from.model!r} has no torch weights ({why}); "
+            "fine-tuning and transfer need one network"
+        )
     if stored.columns is not None:
-        raise InvalidInput(f"search.init_from: version {source.version} of "
-                           f"{search.init_from.model!r} reads selected columns only; "
-                           "fine-tuning needs a network that reads every column")
+        raise InvalidInput(
+            f"search.init_from: version {source.version} of "
+            f"{search.init_from.model!r} reads selected columns only; "
+            "fine-tuning needs a network that reads every column"
+        )
     if transfer_layers(source, dataset) is None:
         check_fits(source, dataset, field="search.init_from")
     else:  # other outputs: the body is reused and a new head is learnt
@@ -175,15 +229,21 @@ def pareto_front(session: Session, job_id: int) -> dict[str, Any]:
         raise Conflict(f"job {job_id} is {job.status}; the front is known when it succeeds")
     result = result_as(SearchResult, job.result)
     if result is None or result.pareto is None:
-        raise Conflict(f"job {job_id} optimised one objective; see its result for the best "
-                       "trial")
+        raise Conflict(f"job {job_id} optimised one objective; see its result for the best trial")
     names = [objective.metric for objective in result.plan.objectives]
     trials = {trial.number: trial for trial in TrialRepository(repository.session).of_job(job_id)}
     front = []
     for point, version in zip(result.pareto, result.versions, strict=True):
         trial = trials.get(point.trial)
-        front.append({"trial": point.trial, "version": version,
-                      "values": dict(zip(names, point.values, strict=True)),
-                      "params": trial.params if trial else {}})
-    return {"objectives": [objective.stored_json() for objective in result.plan.objectives],
-            "trials": front}
+        front.append(
+            {
+                "trial": point.trial,
+                "version": version,
+                "values": dict(zip(names, point.values, strict=True)),
+                "params": trial.params if trial else {},
+            }
+        )
+    return {
+        "objectives": [objective.stored_json() for objective in result.plan.objectives],
+        "trials": front,
+    }

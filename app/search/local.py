@@ -33,8 +33,14 @@ class HillClimbSampler(BaseSampler):
     ``restart_after`` completed trials without improving it, restarts from a random point
     (and with probability ``restart_probability`` at any step)."""
 
-    def __init__(self, seed: int | None = None, *, n_startup_trials: int = 2,
-                 restart_after: int = 6, restart_probability: float = 0.05) -> None:
+    def __init__(
+        self,
+        seed: int | None = None,
+        *,
+        n_startup_trials: int = 2,
+        restart_after: int = 6,
+        restart_probability: float = 0.05,
+    ) -> None:
         self._rng = np.random.RandomState(seed)
         self.n_startup_trials = n_startup_trials
         self.restart_after = restart_after
@@ -46,12 +52,14 @@ class HillClimbSampler(BaseSampler):
     def reseed_rng(self) -> None:
         self._rng.seed()
 
-    def infer_relative_search_space(self, study: Study,
-                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
         return {}
 
-    def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         return {}
 
     # -- choosing the anchor ------------------------------------------------------------
@@ -65,7 +73,8 @@ class HillClimbSampler(BaseSampler):
         best: FrozenTrial | None = None
         for candidate in trials:
             if candidate.value is not None and (
-                    best is None or self._better(study, candidate.value, best.value or 0.0)):
+                best is None or self._better(study, candidate.value, best.value or 0.0)
+            ):
                 best = candidate
         return best
 
@@ -88,8 +97,11 @@ class HillClimbSampler(BaseSampler):
         self._anchor = dict(anchor.params) if anchor is not None else None
         self._mutate = set()
         if anchor is not None:  # only dimensions that can move (not fixed by the space)
-            names = sorted(name for name, distribution in anchor.distributions.items()
-                           if not distribution.single())
+            names = sorted(
+                name
+                for name, distribution in anchor.distributions.items()
+                if not distribution.single()
+            )
             if not names:
                 return
             count = 1 if self._rng.rand() < 0.7 or len(names) < 2 else 2
@@ -97,11 +109,21 @@ class HillClimbSampler(BaseSampler):
             self._mutate = {names[int(index)] for index in picked}
 
     # -- sampling -----------------------------------------------------------------------
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
         anchor = self._anchor
-        if anchor is None or param_name not in anchor or not param_distribution._contains(
-                param_distribution.to_internal_repr(anchor[param_name])):
+        if (
+            anchor is None
+            or param_name not in anchor
+            or not param_distribution._contains(
+                param_distribution.to_internal_repr(anchor[param_name])
+            )
+        ):
             return self._uniform(param_distribution)
         value = anchor[param_name]
         if param_name in self._mutate:
@@ -157,8 +179,14 @@ class AnnealingSampler(HillClimbSampler):
     the temperature starts at ``initial_temperature`` and is multiplied by ``cooling``
     after every trial this worker finishes."""
 
-    def __init__(self, seed: int | None = None, *, initial_temperature: float = 0.05,
-                 cooling: float = 0.85, n_startup_trials: int = 1) -> None:
+    def __init__(
+        self,
+        seed: int | None = None,
+        *,
+        initial_temperature: float = 0.05,
+        cooling: float = 0.85,
+        n_startup_trials: int = 1,
+    ) -> None:
         super().__init__(seed, n_startup_trials=n_startup_trials)
         self.temperature = initial_temperature
         self.cooling = cooling
@@ -169,14 +197,14 @@ class AnnealingSampler(HillClimbSampler):
             self._current = self._best_of(study, self._completed(study))
         return self._current
 
-    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
+    def after_trial(
+        self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
         if state != TrialState.COMPLETE or not values:
             return
         value = float(values[0])
         current = self._current
-        if current is None or current.value is None or self._better(study, value,
-                                                                    current.value):
+        if current is None or current.value is None or self._better(study, value, current.value):
             self._current = _with_value(trial, value)
         else:
             loss = abs(value - current.value) / max(abs(current.value), 1e-9)
@@ -187,5 +215,6 @@ class AnnealingSampler(HillClimbSampler):
 
 def _with_value(trial: FrozenTrial, value: float) -> FrozenTrial:
     """The trial as finished (after_trial sees it before its value is stored)."""
-    return optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
-                                     value=value)
+    return optuna.trial.create_trial(
+        params=trial.params, distributions=trial.distributions, value=value
+    )

@@ -54,7 +54,8 @@ class SearchPlan:
         wanted = {objective.metric for objective in self.objectives}
         return bool(wanted & {"latency_ms", "size_bytes"}) or (
             self.constraints.max_latency_ms is not None
-            or self.constraints.max_size_bytes is not None)
+            or self.constraints.max_size_bytes is not None
+        )
 
 
 def _objectives(spec: SearchSpec, task: str) -> list[Objective]:
@@ -68,31 +69,53 @@ def _objectives(spec: SearchSpec, task: str) -> list[Objective]:
             raise InvalidInput(f"{path}: {entry.metric} does not apply to a {task} dataset")
         if any(objective.metric == entry.metric for objective in objectives):
             raise InvalidInput(f"{path}: {entry.metric} is listed twice")
-        maximize = (HIGHER_IS_BETTER[entry.metric] if entry.direction is None
-                    else entry.direction == "maximize")
+        maximize = (
+            HIGHER_IS_BETTER[entry.metric]
+            if entry.direction is None
+            else entry.direction == "maximize"
+        )
         objectives.append(Objective(entry.metric, maximize))
     return objectives
 
 
-def make_plan(spec: SearchSpec, dataset: Dataset, *, fixed_architecture: bool = False,
-              transfer_layers: int | None = None) -> SearchPlan:
+def make_plan(
+    spec: SearchSpec,
+    dataset: Dataset,
+    *,
+    fixed_architecture: bool = False,
+    transfer_layers: int | None = None,
+) -> SearchPlan:
     """The plan for ``spec`` on ``dataset``; raises InvalidInput naming the path at fault.
     ``transfer_layers``: init_from a network with other outputs, whose body has that many
     weight layers."""
     objectives = _objectives(spec, dataset.task)
     if len(objectives) > 1 and spec.algorithm not in MULTI_OBJECTIVE:
-        raise InvalidInput(f"search.algorithm: {spec.algorithm} optimises one objective; with "
-                           f"{len(objectives)} objectives use one of {list(MULTI_OBJECTIVE)}")
-    space = apply_overrides(default_space(dataset.input_shape, spec.max_epochs,
-                                          searched_architecture=not fixed_architecture,
-                                          transfer_layers=transfer_layers), spec.space)
+        raise InvalidInput(
+            f"search.algorithm: {spec.algorithm} optimises one objective; with "
+            f"{len(objectives)} objectives use one of {list(MULTI_OBJECTIVE)}"
+        )
+    space = apply_overrides(
+        default_space(
+            dataset.input_shape,
+            spec.max_epochs,
+            searched_architecture=not fixed_architecture,
+            transfer_layers=transfer_layers,
+        ),
+        spec.space,
+    )
     if spec.algorithm == "grid" and space.grid_size() > spec.max_trials:
-        raise InvalidInput(f"search.algorithm: the grid has {space.grid_size()} points, more "
-                           f"than max_trials {spec.max_trials}; fix dimensions in search.space "
-                           "or raise max_trials")
+        raise InvalidInput(
+            f"search.algorithm: the grid has {space.grid_size()} points, more "
+            f"than max_trials {spec.max_trials}; fix dimensions in search.space "
+            "or raise max_trials"
+        )
     quality = [o.metric for o in objectives if o.metric not in COST_METRICS]
-    return SearchPlan(space=space, objectives=objectives, constraints=spec.constraints,
-                      pruning_metric=quality[0] if quality else default_metric(dataset.task))
+    return SearchPlan(
+        space=space,
+        objectives=objectives,
+        constraints=spec.constraints,
+        pruning_metric=quality[0] if quality else default_metric(dataset.task),
+    )
 
 
 def uses_folds(validation: str, non_test_rows: int) -> bool:
@@ -102,8 +125,9 @@ def uses_folds(validation: str, non_test_rows: int) -> bool:
     return validation == "cv"
 
 
-def with_budget_defaults(spec: SearchSpec, non_test_rows: int,
-                         worker_processes: int = 0) -> SearchSpec:
+def with_budget_defaults(
+    spec: SearchSpec, non_test_rows: int, worker_processes: int = 0
+) -> SearchSpec:
     """A search given ``timeout_s`` and no ``max_trials`` runs until its time is spent:
     TPE (Optuna's default of 10 random start-up trials, then a model of what worked), two
     trials at a time (no more than the ``worker_processes`` that ``kiln serve`` runs, when
@@ -118,18 +142,24 @@ def with_budget_defaults(spec: SearchSpec, non_test_rows: int,
     parallelism = BUDGET_ONLY_PARALLELISM
     if worker_processes:
         parallelism = min(parallelism, worker_processes)
-    chosen: dict[str, Any] = {"max_trials": BUDGET_ONLY_TRIALS, "algorithm": "tpe",
-                              "parallelism": parallelism,
-                              "pruner": "median" if folds else "hyperband",
-                              "max_ensemble": BUDGET_ONLY_ENSEMBLE}
-    return spec.model_copy(update={name: value for name, value in chosen.items()
-                                   if name not in given})
+    chosen: dict[str, Any] = {
+        "max_trials": BUDGET_ONLY_TRIALS,
+        "algorithm": "tpe",
+        "parallelism": parallelism,
+        "pruner": "median" if folds else "hyperband",
+        "max_ensemble": BUDGET_ONLY_ENSEMBLE,
+    }
+    return spec.model_copy(
+        update={name: value for name, value in chosen.items() if name not in given}
+    )
 
 
 def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
     """The most of these (start, end) spans that overlap at one moment."""
-    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans],
-                    key=lambda event: (event[0], event[1]))
+    events = sorted(
+        [(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans],
+        key=lambda event: (event[0], event[1]),
+    )
     running = most = 0
     for _, step in events:
         running += step
@@ -141,14 +171,20 @@ def plan_summary(plan: SearchPlan, spec: SearchSpec) -> dict[str, Any]:
     """What the job's result reports about its plan (with the defaults a budget-only
     search chose); ``parallelism`` is what was asked, the job adds ``trials_at_once``, the
     most trials that really ran at one time."""
-    return {"objectives": [{"metric": o.metric, "direction": o.direction}
-                           for o in plan.objectives],
-            "pruning_metric": plan.pruning_metric, "network": plan.space.network,
-            "init_from": None if spec.init_from is None else
-            ("transfer: new head" if plan.space.network == "transfer" else "fine-tune"),
-            "algorithm": spec.algorithm, "pruner": spec.pruner,
-            "parallelism": spec.parallelism, "max_trials": spec.max_trials,
-            "timeout_s": spec.timeout_s, "max_ensemble": spec.max_ensemble}
+    return {
+        "objectives": [{"metric": o.metric, "direction": o.direction} for o in plan.objectives],
+        "pruning_metric": plan.pruning_metric,
+        "network": plan.space.network,
+        "init_from": None
+        if spec.init_from is None
+        else ("transfer: new head" if plan.space.network == "transfer" else "fine-tune"),
+        "algorithm": spec.algorithm,
+        "pruner": spec.pruner,
+        "parallelism": spec.parallelism,
+        "max_trials": spec.max_trials,
+        "timeout_s": spec.timeout_s,
+        "max_ensemble": spec.max_ensemble,
+    }
 
 
 def budget_of(spec: SearchSpec, plan: SearchPlan) -> int:
@@ -164,7 +200,8 @@ def transfer_layers(source: ModelVersion, dataset: Dataset) -> int | None:
     (a new head is learnt: transfer)."""
     architecture = source.config.architecture if source.config else None
     same_outputs = source.task == dataset.task and (
-        list(source.class_labels or []) == list(dataset.class_labels or []))
+        list(source.class_labels or []) == list(dataset.class_labels or [])
+    )
     if same_outputs:
         return None
     return architecture.body_layers if architecture is not None else 0

@@ -75,14 +75,16 @@ class SearchRun:
         """Whether trials store their held-out predictions, for an ensemble to be chosen
         from (one objective, and not too many values to keep per trial)."""
         width = len(self.dataset.class_labels or [None])
-        return (self.spec.max_ensemble > 1 and not self.plan.multi_objective
-                and len(self.scored_rows) * width <= MAX_KEPT_PREDICTIONS)
+        return (
+            self.spec.max_ensemble > 1
+            and not self.plan.multi_objective
+            and len(self.scored_rows) * width <= MAX_KEPT_PREDICTIONS
+        )
 
     @property
     def budget(self) -> int:
         """Trials to run: ``max_trials``, or fewer when a grid has fewer points."""
         return budget_of(self.spec, self.plan)
-
 
 
 def checkpoint_key(job_id: int, number: int) -> str:

@@ -46,15 +46,25 @@ class Folds:
         return len(self.data)
 
 
-def fold_data(features: np.ndarray, target: np.ndarray, task: Task, splits: SplitIndices,
-              seed: int) -> Folds:
+def fold_data(
+    features: np.ndarray, target: np.ndarray, task: Task, splits: SplitIndices, seed: int
+) -> Folds:
     """The non-test rows as ``CV_FOLDS`` training/validation pairs (stratified)."""
     rows = np.sort(np.concatenate([splits.train, splits.validation]))
     pairs = fold_indices(target, task, rows, CV_FOLDS, seed)
-    return Folds(data=[TrainData(x_train=features[train], y_train=target[train],
-                                 x_val=features[val], y_val=target[val])
-                       for train, val in pairs],
-                 rows=rows, positions=[np.searchsorted(rows, val) for _, val in pairs])
+    return Folds(
+        data=[
+            TrainData(
+                x_train=features[train],
+                y_train=target[train],
+                x_val=features[val],
+                y_val=target[val],
+            )
+            for train, val in pairs
+        ],
+        rows=rows,
+        positions=[np.searchsorted(rows, val) for _, val in pairs],
+    )
 
 
 def proper_score(task: str) -> str:
@@ -62,16 +72,21 @@ def proper_score(task: str) -> str:
     return "log_loss" if task == Task.CLASSIFICATION else "rmse"
 
 
-def summarize_folds(per_fold: list[dict[str, float]], best_epochs: list[int],
-                    primary: str) -> dict[str, Any]:
+def summarize_folds(
+    per_fold: list[dict[str, float]], best_epochs: list[int], primary: str
+) -> dict[str, Any]:
     """Each metric's mean over the folds, the primary metric's spread, and the epoch count
     a refit trains for (the folds' mean count of epochs to their best, rounded up)."""
-    summary: dict[str, Any] = {name: statistics.fmean(fold[name] for fold in per_fold)
-                               for name in per_fold[0]}
+    summary: dict[str, Any] = {
+        name: statistics.fmean(fold[name] for fold in per_fold) for name in per_fold[0]
+    }
     scores = [fold[primary] for fold in per_fold]
-    summary.update(cv_folds=len(per_fold), cv_scores=scores,
-                   cv_std=statistics.stdev(scores) if len(scores) > 1 else 0.0,
-                   refit_epochs=math.ceil(statistics.fmean(e + 1 for e in best_epochs)))
+    summary.update(
+        cv_folds=len(per_fold),
+        cv_scores=scores,
+        cv_std=statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        refit_epochs=math.ceil(statistics.fmean(e + 1 for e in best_epochs)),
+    )
     return summary
 
 
@@ -95,8 +110,13 @@ def within_noise(complete: Sequence[Trial], winner: Trial) -> int | None:
     if spread is None or winner.values is None:
         return None
     best = float(winner.values[0])
-    return sum(1 for trial in complete if trial is not winner and trial.values
-               and abs(float(trial.values[0]) - best) <= spread + TIE)
+    return sum(
+        1
+        for trial in complete
+        if trial is not winner
+        and trial.values
+        and abs(float(trial.values[0]) - best) <= spread + TIE
+    )
 
 
 @dataclass(frozen=True)
@@ -107,8 +127,9 @@ class EnsembleChoice:
     scores: list[dict[str, float]]  # per size k = 1, 2, ...: the objective, the proper score
 
 
-def choose_members(predictions: Sequence[np.ndarray], target: np.ndarray, task: str,
-                   metric: str, maximize: bool) -> EnsembleChoice:
+def choose_members(
+    predictions: Sequence[np.ndarray], target: np.ndarray, task: str, metric: str, maximize: bool
+) -> EnsembleChoice:
     """``predictions`` are the best trials' held-out predictions (out-of-fold, or on the
     validation split), best trial first. The k whose average scores best on ``metric``,
     then on the proper score, wins; k = 1 (the best trial alone) wins ties."""

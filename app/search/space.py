@@ -38,13 +38,15 @@ class Dimension:
         return {"low": self.low, "high": self.high, "log": self.log, "type": self.kind}
 
 
-def _int(low: int, high: int, log: bool = False, per_layer: bool = False,
-         maximum: float = 4096) -> Dimension:
+def _int(
+    low: int, high: int, log: bool = False, per_layer: bool = False, maximum: float = 4096
+) -> Dimension:
     return Dimension("int", low, high, log, per_layer=per_layer, minimum=1, maximum=maximum)
 
 
-def _float(low: float, high: float, log: bool = False, minimum: float = 0.0,
-           maximum: float = math.inf) -> Dimension:
+def _float(
+    low: float, high: float, log: bool = False, minimum: float = 0.0, maximum: float = math.inf
+) -> Dimension:
     return Dimension("float", low, high, log, minimum=minimum, maximum=maximum)
 
 
@@ -90,8 +92,9 @@ def training_space(max_epochs: int) -> dict[str, Dimension]:
         "learning_rate": _float(1e-4, 3e-2, log=True, minimum=1e-9, maximum=10.0),
         "weight_decay": _float(1e-6, 1e-2, log=True, maximum=1.0),
         "l1": _float(0.0, 1e-5, maximum=1.0),
-        "batch_size": Dimension("categorical", choices=(32, 64, 128, 256), open_choices=True,
-                                minimum=1, maximum=65_536),
+        "batch_size": Dimension(
+            "categorical", choices=(32, 64, 128, 256), open_choices=True, minimum=1, maximum=65_536
+        ),
         "epochs": _int(min(10, max_epochs), max_epochs, maximum=max_epochs),
         "lr_schedule": _choice("none", "cosine", "step"),
         "patience": Dimension("int", 3, 10, minimum=0, maximum=1000),
@@ -130,9 +133,12 @@ def _levels(dimension: Dimension, levels: int) -> list[Any]:
     return points
 
 
-def default_space(input_shape: list[int] | None, max_epochs: int,
-                  searched_architecture: bool = True,
-                  transfer_layers: int | None = None) -> SearchSpace:
+def default_space(
+    input_shape: list[int] | None,
+    max_epochs: int,
+    searched_architecture: bool = True,
+    transfer_layers: int | None = None,
+) -> SearchSpace:
     """The default space for a dataset: a CNN when rows are images, else an MLP; the
     training only for a network fine-tuned from a registered one, and the transfer choices
     too when it learns a new head (``transfer_layers``: its body's weight layers)."""
@@ -163,8 +169,10 @@ def _override(path: str, dimension: Dimension, value: Any) -> Dimension:
                 _check_value(f"{path}.choices[{index}]", dimension, choice)
             return replace(dimension, kind="categorical", choices=tuple(choices))
         if dimension.kind == "categorical":
-            raise InvalidInput(f"{path}: a categorical dimension takes a value or choices, "
-                               f"not a range; choices are {list(dimension.choices)}")
+            raise InvalidInput(
+                f"{path}: a categorical dimension takes a value or choices, "
+                f"not a range; choices are {list(dimension.choices)}"
+            )
         low, high = value.get("low", dimension.low), value.get("high", dimension.high)
         log = value.get("log", dimension.log)
         for key, bound in (("low", low), ("high", high)):
@@ -188,15 +196,15 @@ def _check_value(path: str, dimension: Dimension, value: Any) -> None:
         if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
             raise InvalidInput(f"{path}: {value!r} is not one of {list(allowed)}")
         return
-    if dimension.kind == "categorical" and (not isinstance(value, int)
-                                            or isinstance(value, bool)):
+    if dimension.kind == "categorical" and (not isinstance(value, int) or isinstance(value, bool)):
         raise InvalidInput(f"{path}: expected an integer, got {value!r}")
     if not _is_number(value) or (dimension.kind == "int" and not float(value).is_integer()):
         expected = "an integer" if dimension.kind == "int" else "a number"
         raise InvalidInput(f"{path}: expected {expected}, got {value!r}")
     if not dimension.minimum <= value <= dimension.maximum:
-        raise InvalidInput(f"{path}: {value!r} is outside {dimension.minimum:g} to "
-                           f"{dimension.maximum:g}")
+        raise InvalidInput(
+            f"{path}: {value!r} is outside {dimension.minimum:g} to {dimension.maximum:g}"
+        )
 
 
 def apply_overrides(space: SearchSpace, overrides: dict[str, Any]) -> SearchSpace:
@@ -205,12 +213,13 @@ def apply_overrides(space: SearchSpace, overrides: dict[str, Any]) -> SearchSpac
     for name, value in overrides.items():
         path = f"search.space.{name}"
         if name not in dimensions:
-            kind = {"mlp": "an MLP search", "cnn": "a CNN search",
-                    "fixed": "a search with init_from (its architecture is fixed)",
-                    "transfer": "a transfer with init_from (its architecture is fixed)"
-                    }[space.network]
-            raise InvalidInput(f"{path}: unknown dimension for {kind}; known: "
-                               f"{sorted(dimensions)}")
+            kind = {
+                "mlp": "an MLP search",
+                "cnn": "a CNN search",
+                "fixed": "a search with init_from (its architecture is fixed)",
+                "transfer": "a transfer with init_from (its architecture is fixed)",
+            }[space.network]
+            raise InvalidInput(f"{path}: unknown dimension for {kind}; known: {sorted(dimensions)}")
         dimensions[name] = _override(path, dimensions[name], value)
     for per_layer, count in LAYER_COUNT.items():
         if per_layer in dimensions and dimensions[count].kind != "int":
@@ -226,8 +235,9 @@ def _suggest(trial: optuna.Trial, name: str, dimension: Dimension) -> Any:
     return trial.suggest_float(name, dimension.low, dimension.high, log=dimension.log)
 
 
-def suggest(trial: optuna.Trial, space: SearchSpace, *,
-            tied_layers: bool = False) -> dict[str, Any]:
+def suggest(
+    trial: optuna.Trial, space: SearchSpace, *, tied_layers: bool = False
+) -> dict[str, Any]:
     """Sample one configuration; returns the flat parameter dict stored on the trial.
     ``tied_layers`` (grid search) uses one value for every layer's width or channels."""
     for name, dimension in space.dimensions.items():
@@ -254,5 +264,6 @@ def fits(space: SearchSpace, params: dict[str, Any]) -> bool:
                 return False
         elif not dimension.low <= value <= dimension.high:
             return False
-    return all(name in params or dimension.per_layer
-               for name, dimension in space.dimensions.items())
+    return all(
+        name in params or dimension.per_layer for name, dimension in space.dimensions.items()
+    )

@@ -14,11 +14,22 @@ from app.jobs.spec import VersionRef
 
 SEARCH_KIND = "search"
 
-Algorithm = Literal["random", "grid", "tpe", "gp", "cmaes", "evolution", "hillclimb", "anneal",
-                    "nsga2"]
+Algorithm = Literal[
+    "random", "grid", "tpe", "gp", "cmaes", "evolution", "hillclimb", "anneal", "nsga2"
+]
 Pruner = Literal["none", "median", "successive_halving", "hyperband"]
-SearchMetric = Literal["accuracy", "f1_macro", "roc_auc", "log_loss", "mae", "rmse", "r2",
-                       "latency_ms", "size_bytes", "params"]
+SearchMetric = Literal[
+    "accuracy",
+    "f1_macro",
+    "roc_auc",
+    "log_loss",
+    "mae",
+    "rmse",
+    "r2",
+    "latency_ms",
+    "size_bytes",
+    "params",
+]
 
 
 class ObjectiveSpec(BaseModel):
@@ -52,53 +63,99 @@ class SearchSpec(BaseModel):
     algorithm: Algorithm = Field(default="random", description="Search algorithm.")
     pruner: Pruner = Field(default="none", description="Early stopping of lagging trials.")
     max_trials: int = Field(default=8, ge=1, le=1000, description="Trials to run.")
-    timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400,
-                                    description="Wall time for trials from the job's start: "
-                                    "no trial starts after it and a running one is stopped "
-                                    "(even inside an epoch); the winner is then registered. "
-                                    "At most the server's KILN_MAX_JOB_S (default: 90% of "
-                                    "it).")
-    trial_timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400,
-                                          description="Wall time of one trial; a trial still "
-                                          "training then is stopped and failed. At most the "
-                                          "server's KILN_MAX_TRIAL_S (its default).")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for sampling, "
-                      "splits and training; a seeded search with parallelism 1 is "
-                      "reproducible.")
-    max_epochs: int = Field(default=60, ge=1, le=1000,
-                            description="Upper bound of the epochs each trial may train.")
-    parallelism: int = Field(default=1, ge=1, le=32, description="Trials run at once, each "
-                             "on its own worker process (on any machine).")
-    data_parallel: int = Field(default=1, ge=1, le=16, description="Worker processes that "
-                               "train each trial together (DistributedDataParallel: each "
-                               "computes a share of every batch), for datasets whose epochs "
-                               "one process trains too slowly. Trials scored by holdout only "
-                               "(cross-validation trains its folds in one process). A trial "
-                               "whose helpers do not all come within KILN_DATA_PARALLEL_JOIN_S "
-                               "trains alone; its metrics say how many processes trained it.")
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=30 * 86400,
+        description="Wall time for trials from the job's start: "
+        "no trial starts after it and a running one is stopped "
+        "(even inside an epoch); the winner is then registered. "
+        "At most the server's KILN_MAX_JOB_S (default: 90% of "
+        "it).",
+    )
+    trial_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=30 * 86400,
+        description="Wall time of one trial; a trial still "
+        "training then is stopped and failed. At most the "
+        "server's KILN_MAX_TRIAL_S (its default).",
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed for sampling, "
+        "splits and training; a seeded search with parallelism 1 is "
+        "reproducible.",
+    )
+    max_epochs: int = Field(
+        default=60, ge=1, le=1000, description="Upper bound of the epochs each trial may train."
+    )
+    parallelism: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Trials run at once, each on its own worker process (on any machine).",
+    )
+    data_parallel: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Worker processes that "
+        "train each trial together (DistributedDataParallel: each "
+        "computes a share of every batch), for datasets whose epochs "
+        "one process trains too slowly. Trials scored by holdout only "
+        "(cross-validation trains its folds in one process). A trial "
+        "whose helpers do not all come within KILN_DATA_PARALLEL_JOIN_S "
+        "trains alone; its metrics say how many processes trained it.",
+    )
     validation: Literal["auto", "holdout", "cv"] = Field(
-        default="auto", description="How trials are scored: 'cv' scores each on 5-fold "
+        default="auto",
+        description="How trials are scored: 'cv' scores each on 5-fold "
         "cross-validation over the non-test rows and refits the winner on all of them; "
-        "'holdout' on the validation split; 'auto': cv up to 2,000 non-test rows.")
+        "'holdout' on the validation split; 'auto': cv up to 2,000 non-test rows.",
+    )
     max_ensemble: int = Field(
-        default=1, ge=1, le=10, description="Most networks the registered model may average: "
+        default=1,
+        ge=1,
+        le=10,
+        description="Most networks the registered model may average: "
         "the best k trials (k up to this) compete with the single best on the same held-out "
         "predictions, and the better is registered. 1 (the default, except for a search "
         "given only timeout_s: 5) registers one network. Considered for one quality "
-        "objective, no constraints, and no compression chain that needs torch weights.")
-    max_retries: int = Field(default=1, ge=0, le=10, description="Times a trial whose worker "
-                             "died (no heartbeat) is run again.")
+        "objective, no constraints, and no compression chain that needs torch weights.",
+    )
+    max_retries: int = Field(
+        default=1,
+        ge=0,
+        le=10,
+        description="Times a trial whose worker died (no heartbeat) is run again.",
+    )
     objectives: list[ObjectiveSpec] | None = Field(
-        default=None, min_length=1, max_length=4, description="Default: accuracy "
-        "(classification) or rmse (regression). Several give a Pareto front.")
+        default=None,
+        min_length=1,
+        max_length=4,
+        description="Default: accuracy "
+        "(classification) or rmse (regression). Several give a Pareto front.",
+    )
     constraints: ConstraintSpec = Field(default_factory=ConstraintSpec)
-    space: dict[str, Any] = Field(default_factory=dict, description="Overrides of the default "
-                                  "space: a value, {\"choices\": [...]} or {\"low\", \"high\", "
-                                  "\"log\"} per dimension.")
-    warm_start_job: int | None = Field(default=None, ge=1, le=MAX_ID, description="Try the best "
-                                       "configurations of this earlier job first.")
-    init_from: InitFrom | None = Field(default=None, description="Fine-tune from this "
-                                       "version's weights (its architecture is kept).")
+    space: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the default "
+        'space: a value, {"choices": [...]} or {"low", "high", '
+        '"log"} per dimension.',
+    )
+    warm_start_job: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="Try the best configurations of this earlier job first.",
+    )
+    init_from: InitFrom | None = Field(
+        default=None,
+        description="Fine-tune from this version's weights (its architecture is kept).",
+    )
 
 
 class SearchJobCreate(BaseModel):
@@ -109,9 +166,12 @@ class SearchJobCreate(BaseModel):
 
     kind: Literal["search"] = Field(description="What the job does.")
     dataset_id: int = Field(ge=1, le=MAX_ID, description="Dataset to learn from.")
-    model_name: ModelNameStr = Field(description="Registered model that receives the new "
-                                     "version(s).")
+    model_name: ModelNameStr = Field(
+        description="Registered model that receives the new version(s)."
+    )
     search: SearchSpec = Field(default_factory=SearchSpec)
     compression: CompressionSpec | None = Field(
-        default=None, description="Compress the winner (with several objectives: the "
-        "first version of the Pareto front) into variants registered next to it.")
+        default=None,
+        description="Compress the winner (with several objectives: the "
+        "first version of the Pareto front) into variants registered next to it.",
+    )

@@ -55,16 +55,30 @@ def _genetic(args: SamplerArgs) -> optuna.samplers.BaseSampler:
 
 ALGORITHM_TABLE: dict[str, AlgorithmEntry] = {
     "random": AlgorithmEntry(lambda a: optuna.samplers.RandomSampler(seed=a.seed), True),
-    "grid": AlgorithmEntry(lambda a: optuna.samplers.GridSampler(a.space.grid(), seed=a.seed),
-                           True),
-    "tpe": AlgorithmEntry(lambda a: optuna.samplers.TPESampler(
-        seed=a.seed, n_startup_trials=a.startup, multivariate=True, group=True,
-        constant_liar=a.parallel), True),
-    "gp": AlgorithmEntry(lambda a: optuna.samplers.GPSampler(
-        seed=a.seed, n_startup_trials=a.startup, warn_independent_sampling=False)),
+    "grid": AlgorithmEntry(
+        lambda a: optuna.samplers.GridSampler(a.space.grid(), seed=a.seed), True
+    ),
+    "tpe": AlgorithmEntry(
+        lambda a: optuna.samplers.TPESampler(
+            seed=a.seed,
+            n_startup_trials=a.startup,
+            multivariate=True,
+            group=True,
+            constant_liar=a.parallel,
+        ),
+        True,
+    ),
+    "gp": AlgorithmEntry(
+        lambda a: optuna.samplers.GPSampler(
+            seed=a.seed, n_startup_trials=a.startup, warn_independent_sampling=False
+        )
+    ),
     # CMA-ES: categorical dimensions are sampled at random by Optuna.
-    "cmaes": AlgorithmEntry(lambda a: optuna.samplers.CmaEsSampler(
-        seed=a.seed, n_startup_trials=a.startup, warn_independent_sampling=False)),
+    "cmaes": AlgorithmEntry(
+        lambda a: optuna.samplers.CmaEsSampler(
+            seed=a.seed, n_startup_trials=a.startup, warn_independent_sampling=False
+        )
+    ),
     "evolution": AlgorithmEntry(_genetic),
     "nsga2": AlgorithmEntry(_genetic, True),
     "hillclimb": AlgorithmEntry(lambda a: HillClimbSampler(seed=a.seed)),
@@ -72,26 +86,29 @@ ALGORITHM_TABLE: dict[str, AlgorithmEntry] = {
 }
 PRUNER_TABLE: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
     "none": lambda _max_epochs: optuna.pruners.NopPruner(),
-    "median": lambda _max_epochs: optuna.pruners.MedianPruner(n_startup_trials=3,
-                                                              n_warmup_steps=2),
+    "median": lambda _max_epochs: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
     "successive_halving": lambda _max_epochs: optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=1, reduction_factor=3),
+        min_resource=1, reduction_factor=3
+    ),
     "hyperband": lambda max_epochs: optuna.pruners.HyperbandPruner(
-        min_resource=1, max_resource=max_epochs, reduction_factor=3),
+        min_resource=1, max_resource=max_epochs, reduction_factor=3
+    ),
 }
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 PRUNERS: tuple[str, ...] = get_args(Pruner)
 MULTI_OBJECTIVE = tuple(name for name in ALGORITHMS if ALGORITHM_TABLE[name].multi_objective)
 
 
-def make_sampler(algorithm: str, *, seed: int, space: SearchSpace, max_trials: int,
-                 parallel: bool) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    algorithm: str, *, seed: int, space: SearchSpace, max_trials: int, parallel: bool
+) -> optuna.samplers.BaseSampler:
     """The sampler for ``algorithm``; ``seed`` differs per worker process."""
     entry = ALGORITHM_TABLE.get(algorithm)
     if entry is None:
         raise ValueError(f"unknown algorithm {algorithm!r}; known: {list(ALGORITHMS)}")
-    return entry.build(SamplerArgs(seed=seed, space=space, max_trials=max_trials,
-                                   parallel=parallel))
+    return entry.build(
+        SamplerArgs(seed=seed, space=space, max_trials=max_trials, parallel=parallel)
+    )
 
 
 def make_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:

@@ -49,17 +49,23 @@ from app.search.finalize import PreparedVersion, SearchSubject, prepare_version,
 from app.search.fit import build_network
 from app.search.plan import (
     make_plan,
-    most_at_once,
     plan_summary,
     transfer_layers,
     uses_folds,
 )
 from app.search.run import SearchRun
-from app.search.selection import best_of, fold_data, within_noise
+from app.search.selection import fold_data
 from app.search.space import fits
 from app.search.spec import SearchJobCreate, SearchSpec
 from app.search.strategy import make_pruner, make_sampler
 from app.search.trials import run_trials, stale_trial_handler, wait_for_others
+from app.search.winners import (
+    complete_trials,
+    failure_reason,
+    selection_summary,
+    trials_at_once,
+    winners,
+)
 from app.storage import get_store
 from app.tables import Dataset, Job, Trial
 from app.training.device import describe_device, resolve_device
@@ -114,43 +120,80 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
         started_at = job.started_at or utcnow()
         session.expunge(dataset)
     store = get_store(settings)
-    plan = make_plan(spec, dataset, fixed_architecture=architecture is not None,
-                     transfer_layers=transfer)
+    plan = make_plan(
+        spec, dataset, fixed_architecture=architecture is not None, transfer_layers=transfer
+    )
     arrays = load_arrays(store, dataset)
     splits = split_indices(arrays.target, Task(dataset.task), seed=spec.seed)
-    data = TrainData(x_train=arrays.features[splits.train], y_train=arrays.target[splits.train],
-                     x_val=arrays.features[splits.validation],
-                     y_val=arrays.target[splits.validation])
-    folds = (fold_data(arrays.features, arrays.target, Task(dataset.task), splits, spec.seed)
-             if uses_folds(spec.validation, len(splits.train) + len(splits.validation))
-             else None)
-    storage = open_storage(settings, on_stale=stale_trial_handler(settings, job_id,
-                                                                  spec.max_retries))
-    sampler = make_sampler(spec.algorithm, seed=seed, space=plan.space,
-                           max_trials=spec.max_trials, parallel=spec.parallelism > 1)
+    data = TrainData(
+        x_train=arrays.features[splits.train],
+        y_train=arrays.target[splits.train],
+        x_val=arrays.features[splits.validation],
+        y_val=arrays.target[splits.validation],
+    )
+    folds = (
+        fold_data(arrays.features, arrays.target, Task(dataset.task), splits, spec.seed)
+        if uses_folds(spec.validation, len(splits.train) + len(splits.validation))
+        else None
+    )
+    storage = open_storage(
+        settings, on_stale=stale_trial_handler(settings, job_id, spec.max_retries)
+    )
+    sampler = make_sampler(
+        spec.algorithm,
+        seed=seed,
+        space=plan.space,
+        max_trials=spec.max_trials,
+        parallel=spec.parallelism > 1,
+    )
     pruner = make_pruner(spec.pruner, max_epochs=spec.max_epochs)
     study = optuna.create_study(
-        storage=storage, study_name=study_name(job_id), sampler=sampler, load_if_exists=True,
+        storage=storage,
+        study_name=study_name(job_id),
+        sampler=sampler,
+        load_if_exists=True,
         pruner=pruner if not plan.multi_objective else optuna.pruners.NopPruner(),
-        directions=[StudyDirection.MAXIMIZE if objective.maximize else StudyDirection.MINIMIZE
-                    for objective in plan.objectives])
+        directions=[
+            StudyDirection.MAXIMIZE if objective.maximize else StudyDirection.MINIMIZE
+            for objective in plan.objectives
+        ],
+    )
     pruning = None
     if plan.multi_objective and spec.pruner != "none":
         # Optuna's pruners take one objective: a twin study sees the pruning metric only.
         pruning = optuna.create_study(
-            storage=storage, study_name=f"{study_name(job_id)}-pruning", pruner=pruner,
-            load_if_exists=True, direction="maximize" if plan.objectives[0].maximize
-            else "minimize")
+            storage=storage,
+            study_name=f"{study_name(job_id)}-pruning",
+            pruner=pruner,
+            load_if_exists=True,
+            direction="maximize" if plan.objectives[0].maximize else "minimize",
+        )
     return SearchRun(
-        settings=settings, job_id=job_id, spec=spec, plan=plan, dataset=dataset,
-        arrays=arrays, splits=splits, data=data, store=store, worker=worker, storage=storage,
-        study=study, pruning=pruning, architecture=architecture,
+        settings=settings,
+        job_id=job_id,
+        spec=spec,
+        plan=plan,
+        dataset=dataset,
+        arrays=arrays,
+        splits=splits,
+        data=data,
+        store=store,
+        worker=worker,
+        storage=storage,
+        study=study,
+        pruning=pruning,
+        architecture=architecture,
         init_weights=init_weights,
         deadline=started_at + timedelta(seconds=search_seconds(spec, settings)),
-        raw_sample=(load_raw(store, dataset, splits.validation[:RAW_SAMPLE_ROWS])
-                    if dataset.encoding is not None else None),
-        folds=folds, device=str(resolve_device(settings.device)),
-        trial_limit_s=min(spec.trial_timeout_s or math.inf, settings.max_trial_s))
+        raw_sample=(
+            load_raw(store, dataset, splits.validation[:RAW_SAMPLE_ROWS])
+            if dataset.encoding is not None
+            else None
+        ),
+        folds=folds,
+        device=str(resolve_device(settings.device)),
+        trial_limit_s=min(spec.trial_timeout_s or math.inf, settings.max_trial_s),
+    )
 
 
 def search_seconds(spec: SearchSpec, settings: Settings) -> float:
@@ -166,11 +209,13 @@ def _warm_start(run: SearchRun) -> None:
     if run.spec.warm_start_job is None or run.study.user_attrs.get("warm_started"):
         return
     with session_scope(run.settings.database_url) as session:
-        earlier = TrialRepository(session).of_job(run.spec.warm_start_job,
-                                                  state=TrialState.COMPLETE)
+        earlier = TrialRepository(session).of_job(
+            run.spec.warm_start_job, state=TrialState.COMPLETE
+        )
     objective = run.plan.objectives[0]
-    ranked = sorted((t for t in earlier if t.value is not None),
-                    key=lambda t: -t.value if objective.maximize else t.value)  # type: ignore
+    valued = [(t.value, t) for t in earlier if t.value is not None]
+    valued.sort(key=lambda pair: -pair[0] if objective.maximize else pair[0])
+    ranked = [trial for _, trial in valued]
     queued = 0
     for trial in ranked:
         if queued == WARM_START_TRIALS:
@@ -181,54 +226,18 @@ def _warm_start(run: SearchRun) -> None:
     run.study.set_user_attr("warm_started", queued)
 
 
-def _dominates(a: list[float], b: list[float], maximize: list[bool]) -> bool:
-    better_or_equal = all((x >= y) if up else (x <= y) for x, y, up in zip(a, b, maximize,
-                                                                             strict=True))
-    return better_or_equal and a != b
-
-
-def complete_trials(run: SearchRun) -> list[Trial]:
-    """The job's complete trials with values, in trial order (read once per finalize)."""
-    with session_scope(run.settings.database_url) as session:
-        return [t for t in TrialRepository(session).of_job(run.job_id,
-                                                           state=TrialState.COMPLETE)
-                if t.values]
-
-
-def winners(run: SearchRun, complete: list[Trial]) -> list[Trial]:
-    """The best complete trial, or every Pareto-optimal one (multi-objective)."""
-    if not complete:
-        return []
-    maximize = [objective.maximize for objective in run.plan.objectives]
-    if len(maximize) == 1:
-        return [best_of(complete, maximize[0], run.dataset.task)]
-    front = [t for t in complete
-             if not any(_dominates(o.values, t.values, maximize)  # type: ignore[arg-type]
-                        for o in complete)]
-    return sorted(front, key=lambda t: t.values[0], reverse=maximize[0])  # type: ignore[index]
-
-
-def _failure_reason(run: SearchRun) -> str:
-    with session_scope(run.settings.database_url) as session:
-        rows = TrialRepository(session).of_job(run.job_id)
-    errors = [row.error for row in rows if row.error]
-    if not rows:
-        return "no trial ran before timeout_s ran out"
-    return f"no trial completed ({len(rows)} ran); last error: {errors[-1] if errors else '?'}"
-
-
-def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
-              compression: CompressionSpec | None) -> Recorder:
+def _finalize(
+    context: JobContext, run: SearchRun, subject: SearchSubject, compression: CompressionSpec | None
+) -> Recorder:
     complete = complete_trials(run)
     best = winners(run, complete)
     if not best:
-        raise JobFailed(_failure_reason(run))
+        raise JobFailed(failure_reason(run))
     test = run.splits.test
-    raw_test = (load_raw(run.store, run.dataset, test) if run.dataset.encoding is not None
-                else None)
+    raw_test = load_raw(run.store, run.dataset, test) if run.dataset.encoding is not None else None
     prepared: list[PreparedVersion] = []
     networks: list[Network | Ensemble] = []
-    selection = _selection_summary(run, best[0], complete)
+    selection = selection_summary(run, best[0], complete)
     for trial in best:
         single = _refit(run, trial)
         network: Network | Ensemble = single
@@ -238,32 +247,39 @@ def _finalize(context: JobContext, run: SearchRun, subject: SearchSubject,
             selection["ensemble"] = chosen.summary
             if len(chosen.members) > 1:
                 network = Ensemble([single, *(_refit(run, t) for t in chosen.members[1:])])
-                params = {"ensemble_of_trials": chosen.summary["members"],
-                          "members": [t.params for t in chosen.members]}
+                params = {
+                    "ensemble_of_trials": chosen.summary["members"],
+                    "members": [t.params for t in chosen.members],
+                }
                 validation = chosen.validation
         networks.append(network)
-        prepared.append(prepare_version(
-            context, subject, network, trial=trial.number, params=params,
-            validation=validation, test_rows=run.arrays.features[test],
-            test_target=run.arrays.target[test], store=run.store, raw_test=raw_test,
-            trained_on=describe_device(torch.device(run.device))))
-    summary: dict[str, Any] = {"plan": {**plan_summary(run.plan, run.spec),
-                                        "trials_at_once": _trials_at_once(run)},
-                               "selection": selection}
+        prepared.append(
+            prepare_version(
+                context,
+                subject,
+                network,
+                trial=trial.number,
+                params=params,
+                validation=validation,
+                test_rows=run.arrays.features[test],
+                test_target=run.arrays.target[test],
+                store=run.store,
+                raw_test=raw_test,
+                trained_on=describe_device(torch.device(run.device)),
+            )
+        )
+    summary: dict[str, Any] = {
+        "plan": {**plan_summary(run.plan, run.spec), "trials_at_once": trials_at_once(run)},
+        "selection": selection,
+    }
     if run.plan.multi_objective:
         summary["pareto"] = [{"trial": t.number, "values": t.values} for t in best]
     recorder = recorder_for(subject, prepared, summary)
     if compression is None:
         return recorder
-    return with_compression(recorder, _compress_winner(context, run, subject, compression,
-                                                       networks[0], prepared[0]))
-
-
-def _trials_at_once(run: SearchRun) -> int:
-    """The most of this job's trials that ran at one moment (what ``parallelism`` became
-    with the worker processes there were)."""
-    with session_scope(run.settings.database_url) as session:
-        return most_at_once(TrialRepository(session).spans(run.job_id))
+    return with_compression(
+        recorder, _compress_winner(context, run, subject, compression, networks[0], prepared[0])
+    )
 
 
 def _refit(run: SearchRun, trial: Trial) -> Network:
@@ -274,42 +290,52 @@ def _refit(run: SearchRun, trial: Trial) -> Network:
     epochs = int((trial.metrics or {}).get("refit_epochs", training.epochs))
     rows = np.sort(np.concatenate([run.splits.train, run.splits.validation]))
     features, target = run.arrays.features, run.arrays.target
-    data = TrainData(x_train=features[rows], y_train=target[rows],
-                     x_val=features[run.splits.validation],
-                     y_val=target[run.splits.validation])
-    train(network, data, dataclasses.replace(training, epochs=epochs, patience=0,
-                                             restore_best=False))
+    data = TrainData(
+        x_train=features[rows],
+        y_train=target[rows],
+        x_val=features[run.splits.validation],
+        y_val=target[run.splits.validation],
+    )
+    train(
+        network, data, dataclasses.replace(training, epochs=epochs, patience=0, restore_best=False)
+    )
     return network
 
 
-def _selection_summary(run: SearchRun, winner: Trial,
-                       complete: list[Trial]) -> dict[str, Any]:
-    """How the winner was chosen, and how far ahead of the rest it really was."""
-    rows = len(run.splits.train) + len(run.splits.validation)
-    metrics = winner.metrics or {}
-    refit = {"refit_on_rows": rows, "refit_epochs": metrics.get("refit_epochs")}
-    if run.folds is None:
-        return {"validation": "holdout", "validation_rows": len(run.splits.validation),
-                **refit}
-    same = next(t for t in complete if t.number == winner.number)
-    close = within_noise(complete, same)
-    return {"validation": f"{len(run.folds)}-fold cross-validation", "validation_rows": rows,
-            "winner_fold_std": metrics.get("cv_std"), "trials_within_noise": close, **refit}
-
-
-def _compress_winner(context: JobContext, run: SearchRun, subject: SearchSubject,
-                     spec: CompressionSpec, network: Network | Ensemble,
-                     winner: PreparedVersion) -> Compression:
-    parent = Candidate(onnx=winner.network_onnx, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
-                       n_features=network.config.n_inputs, params=winner.draft.n_params,
-                       network=network if isinstance(network, Network) else None)
-    data = compression_data(run.arrays, run.splits, run.dataset, run.store, seed=run.spec.seed,
-                            threads=context.settings.ort_threads,
-                            max_accuracy_drop=spec.max_accuracy_drop)
-    lineage = Lineage(model_name=subject.model_name, task=run.dataset.task,
-                      signature=winner.draft.signature, class_labels=run.dataset.class_labels,
-                      dataset_id=run.dataset.id, job_id=context.job_id,
-                      split_seed=subject.split_seed)
+def _compress_winner(
+    context: JobContext,
+    run: SearchRun,
+    subject: SearchSubject,
+    spec: CompressionSpec,
+    network: Network | Ensemble,
+    winner: PreparedVersion,
+) -> Compression:
+    parent = Candidate(
+        onnx=winner.network_onnx,
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        n_features=network.config.n_inputs,
+        params=winner.draft.n_params,
+        network=network if isinstance(network, Network) else None,
+    )
+    data = compression_data(
+        run.arrays,
+        run.splits,
+        run.dataset,
+        run.store,
+        seed=run.spec.seed,
+        threads=context.settings.ort_threads,
+        max_accuracy_drop=spec.max_accuracy_drop,
+    )
+    lineage = Lineage(
+        model_name=subject.model_name,
+        task=run.dataset.task,
+        signature=winner.draft.signature,
+        class_labels=run.dataset.class_labels,
+        dataset_id=run.dataset.id,
+        job_id=context.job_id,
+        split_seed=subject.split_seed,
+    )
     return run_compression(context, parent, data, spec, lineage, run.store)
 
 
@@ -324,11 +350,16 @@ def run_search(context: JobContext) -> Recorder:
     queue = JobQueue(context.settings)  # helpers start while this worker sets up
     for slot in range(1, spec.search.parallelism):
         queue.send_helper(context.job_id, slot)
-    run = _open(context.settings, context.job_id, seed=spec.search.seed + seed_base,
-                worker=context.worker)
+    run = _open(
+        context.settings, context.job_id, seed=spec.search.seed + seed_base, worker=context.worker
+    )
     _warm_start(run)
-    subject = SearchSubject(job_id=context.job_id, model_name=spec.model_name,
-                            dataset=run.dataset, split_seed=spec.search.seed)
+    subject = SearchSubject(
+        job_id=context.job_id,
+        model_name=spec.model_name,
+        dataset=run.dataset,
+        split_seed=spec.search.seed,
+    )
     run_trials(run, context.check)
     wait_for_others(run, context.check)
     return _finalize(context, run, subject, spec.compression)
@@ -342,15 +373,22 @@ def run_search_helper(settings: Settings, job_id: int, slot: int) -> None:
         if job is None or job.status != JobStatus.RUNNING:
             return
         seed = SearchJobCreate.model_validate(job.spec).search.seed
-        context = JobContext(job_id=job_id, attempt=job.attempt, settings=settings,
-                             worker=worker_name(),
-                             deadline=hard_deadline(settings, job.started_at))
+        context = JobContext(
+            job_id=job_id,
+            attempt=job.attempt,
+            settings=settings,
+            worker=worker_name(),
+            deadline=hard_deadline(settings, job.started_at),
+        )
     watcher = JobWatcher(context, renews=False)
     watcher.start()
     try:
-        run = _open(settings, job_id, worker=context.worker,
-                    seed=seed + ATTEMPT_SEED_STRIDE * (context.attempt - 1)
-                    + HELPER_SEED_STRIDE * slot)
+        run = _open(
+            settings,
+            job_id,
+            worker=context.worker,
+            seed=seed + ATTEMPT_SEED_STRIDE * (context.attempt - 1) + HELPER_SEED_STRIDE * slot,
+        )
         with stop_checks(context.check_batch):
             run_trials(run, context.check)
     except JobLost as lost:

@@ -34,8 +34,12 @@ from app.training.stopping import TrainingStopped, stop_checks
 logger = logging.getLogger(__name__)
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, values: list[float] | None = None,
-         state: OptunaState | None = None) -> None:
+def tell(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    values: list[float] | None = None,
+    state: OptunaState | None = None,
+) -> None:
     """``study.tell``; the grid sampler's ``study.stop()`` when its grid is exhausted is
     meant for ``optimize`` loops and raises here after the result is stored: ignore it."""
     try:
@@ -45,8 +49,9 @@ def tell(study: optuna.Study, trial: optuna.Trial, values: list[float] | None = 
             raise
 
 
-def stale_trial_handler(settings: Settings, job_id: int,
-                        max_retries: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+def stale_trial_handler(
+    settings: Settings, job_id: int, max_retries: int
+) -> Callable[[optuna.Study, FrozenTrial], None]:
     """Mark a trial whose worker stopped heartbeating ``lost``, then maybe queue a retry."""
 
     def retry(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -55,17 +60,28 @@ def stale_trial_handler(settings: Settings, job_id: int,
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
         if len(history) > max_retries:
             return
-        study.add_trial(optuna.trial.create_trial(
-            state=OptunaState.WAITING, params=trial.params, distributions=trial.distributions,
-            user_attrs=trial.user_attrs,
-            system_attrs={**trial.system_attrs, "retry_history": history,
-                          "failed_trial": trial.system_attrs.get("failed_trial", trial.number)}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=OptunaState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs=trial.user_attrs,
+                system_attrs={
+                    **trial.system_attrs,
+                    "retry_history": history,
+                    "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                },
+            )
+        )
 
     def handle(study: optuna.Study, trial: FrozenTrial) -> None:
         with session_scope(settings.database_url) as session:
             TrialRepository(session).mark_lost(
-                job_id, utcnow(), "its worker stopped heartbeating (killed or hung)",
-                number=trial.number)
+                job_id,
+                utcnow(),
+                "its worker stopped heartbeating (killed or hung)",
+                number=trial.number,
+            )
         retry(study, trial)
         logger.warning("trial %s of job %s lost its worker", trial.number, job_id)
 
@@ -112,29 +128,45 @@ def _out_of_time(run: SearchRun) -> bool:
 
 
 # -- rows -----------------------------------------------------------------------------------
-def _start_row(run: SearchRun, trial: optuna.Trial, params: dict[str, Any],
-               retry_of: int | None) -> None:
+def _start_row(
+    run: SearchRun, trial: optuna.Trial, params: dict[str, Any], retry_of: int | None
+) -> None:
     with session_scope(run.settings.database_url) as session:
-        TrialRepository(session).start(run.job_id, trial.number, params=params,
-                                       worker=run.worker, retry_of=retry_of)
+        TrialRepository(session).start(
+            run.job_id, trial.number, params=params, worker=run.worker, retry_of=retry_of
+        )
 
 
-def _end_row(run: SearchRun, number: int, state: TrialState, *, started: float,
-             values: list[float] | None = None, metrics: dict[str, Any] | None = None,
-             history: list[float] | None = None, error: str | None = None,
-             digests: Measured | None = None) -> None:
+def _end_row(
+    run: SearchRun,
+    number: int,
+    state: TrialState,
+    *,
+    started: float,
+    values: list[float] | None = None,
+    metrics: dict[str, Any] | None = None,
+    history: list[float] | None = None,
+    error: str | None = None,
+    digests: Measured | None = None,
+) -> None:
     with session_scope(run.settings.database_url) as session:
         trials = TrialRepository(session)
-        trials.end(run.job_id, number, state, value=values[0] if values else None,
-                   values=values, metrics=metrics,
-                   checkpoint_sha256=digests.checkpoint_sha256 if digests else None,
-                   predictions_sha256=digests.predictions_sha256 if digests else None,
-                   intermediate=history or [], error=error,
-                   duration_s=time.perf_counter() - started)
+        trials.end(
+            run.job_id,
+            number,
+            state,
+            value=values[0] if values else None,
+            values=values,
+            metrics=metrics,
+            checkpoint_sha256=digests.checkpoint_sha256 if digests else None,
+            predictions_sha256=digests.predictions_sha256 if digests else None,
+            intermediate=history or [],
+            error=error,
+            duration_s=time.perf_counter() - started,
+        )
         trials.count_progress(run.job_id)
         if state == TrialState.COMPLETE and values:
-            trials.offer_best(run.job_id, values[0],
-                              maximize=run.plan.objectives[0].maximize)
+            trials.offer_best(run.job_id, values[0], maximize=run.plan.objectives[0].maximize)
 
 
 # -- one trial ------------------------------------------------------------------------------
@@ -142,17 +174,23 @@ def _trial_clock(run: SearchRun) -> Callable[[], None]:
     """The per-batch check of one trial's time: its own limit and the search's deadline."""
     limit = run.trial_limit_s
     ends = time.monotonic() + limit
-    search_ends = math.inf if run.deadline is None else (
-        time.monotonic() + (run.deadline - utcnow()).total_seconds())
+    search_ends = (
+        math.inf
+        if run.deadline is None
+        else (time.monotonic() + (run.deadline - utcnow()).total_seconds())
+    )
 
     def check() -> None:
         now = time.monotonic()
         if now >= ends:
-            raise TrainingStopped(f"stopped at the trial time limit of {limit:g} s "
-                                  "(search.trial_timeout_s or KILN_MAX_TRIAL_S)")
+            raise TrainingStopped(
+                f"stopped at the trial time limit of {limit:g} s "
+                "(search.trial_timeout_s or KILN_MAX_TRIAL_S)"
+            )
         if now >= search_ends:
-            raise TrainingStopped("stopped when the search's time ran out (search.timeout_s "
-                                  "or KILN_MAX_JOB_S)")
+            raise TrainingStopped(
+                "stopped when the search's time ran out (search.timeout_s or KILN_MAX_JOB_S)"
+            )
 
     return check
 
@@ -172,28 +210,53 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
             outcome = train_trial(run, trial, shadow, params, keep_going, scores)
     except optuna.TrialPruned as pruned:
         _finish(run, trial, shadow, OptunaState.PRUNED)
-        _end_row(run, trial.number, TrialState.PRUNED, started=started, history=scores,
-                 error=str(pruned))
+        _end_row(
+            run, trial.number, TrialState.PRUNED, started=started, history=scores, error=str(pruned)
+        )
         return
     except Infeasible as infeasible:
         _finish(run, trial, shadow, OptunaState.FAIL)
-        _end_row(run, trial.number, TrialState.INFEASIBLE, started=started, history=scores,
-                 error=str(infeasible))
+        _end_row(
+            run,
+            trial.number,
+            TrialState.INFEASIBLE,
+            started=started,
+            history=scores,
+            error=str(infeasible),
+        )
         return
     except TrainingStopped as stopped:  # a time limit, not a fault: the trial is stopped
         _finish(run, trial, shadow, OptunaState.FAIL)
-        _end_row(run, trial.number, TrialState.STOPPED, started=started, history=scores,
-                 error=f"{stopped} during epoch {len(scores) + 1}")
+        _end_row(
+            run,
+            trial.number,
+            TrialState.STOPPED,
+            started=started,
+            history=scores,
+            error=f"{stopped} during epoch {len(scores) + 1}",
+        )
         return
     except JobLost:
         _finish(run, trial, shadow, OptunaState.FAIL)
-        _end_row(run, trial.number, TrialState.FAILED, started=started, history=scores,
-                 error="the job stopped (cancelled or taken over) while this trial ran")
+        _end_row(
+            run,
+            trial.number,
+            TrialState.FAILED,
+            started=started,
+            history=scores,
+            error="the job stopped (cancelled or taken over) while this trial ran",
+        )
         raise
     except Exception as error:  # one bad configuration must not end the search
         _finish(run, trial, shadow, OptunaState.FAIL)
-        _end_row(run, trial.number, TrialState.FAILED, started=started, history=scores,
-                 error=trial_error(run, trial.number, error))
+        _end_row(
+            run,
+            trial.number,
+            TrialState.FAILED,
+            started=started,
+            history=scores,
+            error=trial_error(run, trial.number, error),
+        )
         return
     finally:
         beat.done.set()
@@ -202,8 +265,16 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
     tell(run.study, trial, values)
     if shadow is not None and run.pruning is not None:
         run.pruning.tell(shadow, measured.get(run.plan.pruning_metric, values[0]))
-    _end_row(run, trial.number, TrialState.COMPLETE, started=started, values=values,
-             metrics=measured, history=scores, digests=outcome)
+    _end_row(
+        run,
+        trial.number,
+        TrialState.COMPLETE,
+        started=started,
+        values=values,
+        metrics=measured,
+        history=scores,
+        digests=outcome,
+    )
 
 
 def trial_error(run: SearchRun, number: int, error: Exception) -> str:
@@ -213,14 +284,15 @@ def trial_error(run: SearchRun, number: int, error: Exception) -> str:
     if isinstance(error, KilnError):
         return error.message[:2000]
     reference = uuid.uuid4().hex[:12]
-    logger.error("job %s trial %s failed (reference %s)", run.job_id, number, reference,
-                 exc_info=error)
-    return (f"{type(error).__name__} (reference {reference}); the worker's log has the "
-            "details")
+    logger.error(
+        "job %s trial %s failed (reference %s)", run.job_id, number, reference, exc_info=error
+    )
+    return f"{type(error).__name__} (reference {reference}); the worker's log has the details"
 
 
-def _finish(run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None,
-            state: OptunaState) -> None:
+def _finish(
+    run: SearchRun, trial: optuna.Trial, shadow: optuna.Trial | None, state: OptunaState
+) -> None:
     tell(run.study, trial, state=state)
     if shadow is not None and run.pruning is not None:
         run.pruning.tell(shadow, state=state)

@@ -27,8 +27,10 @@ class BatchPolicy:
         """The policy stored on a model (``models.serving``), or None when batching is off."""
         if not config or not config.get("max_batch_size"):
             return None
-        return cls(max_batch_size=int(config["max_batch_size"]),
-                   max_queue_delay_ms=float(config.get("max_queue_delay_ms", 0.0)))
+        return cls(
+            max_batch_size=int(config["max_batch_size"]),
+            max_queue_delay_ms=float(config.get("max_queue_delay_ms", 0.0)),
+        )
 
 
 _Waiting = tuple[Feeds, "asyncio.Future[np.ndarray]"]
@@ -38,15 +40,15 @@ def merged(waiting: list[_Waiting]) -> Feeds:
     """Every waiting request's rows, one array per input."""
     if len(waiting) == 1:
         return waiting[0][0]
-    return {name: np.concatenate([feeds[name] for feeds, _ in waiting])
-            for name in waiting[0][0]}
+    return {name: np.concatenate([feeds[name] for feeds, _ in waiting]) for name in waiting[0][0]}
 
 
 class DynamicBatcher:
     """Collects rows on the event loop and runs each merged batch in a worker thread."""
 
-    def __init__(self, model: LoadedModel, policy: BatchPolicy, *,
-                 inline_elements: int = 16_384) -> None:
+    def __init__(
+        self, model: LoadedModel, policy: BatchPolicy, *, inline_elements: int = 16_384
+    ) -> None:
         self.model = model
         self.policy = policy
         self.inline_elements = inline_elements  # smaller batches run on the loop itself
@@ -64,7 +66,8 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         if self._rows + count > self.policy.max_batch_size or (
-                self._waiting and set(self._waiting[0][0]) != set(feeds)):
+            self._waiting and set(self._waiting[0][0]) != set(feeds)
+        ):
             self._flush()
         self._waiting.append((feeds, future))
         self._rows += count
@@ -100,5 +103,5 @@ class DynamicBatcher:
         for feeds, future in waiting:
             count = rows_in(feeds)
             if not future.done():
-                future.set_result(output[start:start + count])
+                future.set_result(output[start : start + count])
             start += count

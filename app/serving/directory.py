@@ -62,8 +62,15 @@ class Target:
 class ServingDirectory:
     """Thread-safe caches of key checks and version resolution, shared by every route."""
 
-    def __init__(self, database_url: str, sessions: SessionCache, *, ttl_s: float,
-                 max_entries: int = 10_000, shared: SharedGeneration | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        sessions: SessionCache,
+        *,
+        ttl_s: float,
+        max_entries: int = 10_000,
+        shared: SharedGeneration | None = None,
+    ) -> None:
         self.database_url = database_url
         self.sessions = sessions
         self.ttl_s = ttl_s
@@ -73,8 +80,9 @@ class ServingDirectory:
         # secret -> (principal, expires, refresh after); the secret itself is the key: this
         # process sees it on every request anyway, and hashing it again costs per request.
         self._keys: OrderedDict[str, tuple[Principal, float, float]] = OrderedDict()
-        self._routes: OrderedDict[tuple[str, int | None],
-                                  tuple[ServedVersion, float, float]] = OrderedDict()
+        self._routes: OrderedDict[tuple[str, int | None], tuple[ServedVersion, float, float]] = (
+            OrderedDict()
+        )
         self._batchers: dict[int, DynamicBatcher] = {}  # by version id
         self._refreshing: set[Hashable] = set()
         self._refresher: ThreadPoolExecutor | None = None
@@ -95,8 +103,7 @@ class ServingDirectory:
             self._keys.clear()
             self._routes.clear()
 
-    def _store(self, table: OrderedDict[Any, Any], key: Any, value: Any,
-               generation: int) -> None:
+    def _store(self, table: OrderedDict[Any, Any], key: Any, value: Any, generation: int) -> None:
         with self._lock:
             if generation != self._generation:
                 return  # a write committed while we read; do not cache what may be stale
@@ -106,8 +113,7 @@ class ServingDirectory:
             while len(table) > self.max_entries:
                 table.popitem(last=False)
 
-    def _fresh(self, table: OrderedDict[Any, Any], key: Any,
-               refresh: Callable[[], object]) -> Any:
+    def _fresh(self, table: OrderedDict[Any, Any], key: Any, refresh: Callable[[], object]) -> Any:
         """The entry's value while it lives (None after); past half its life, ``refresh``
         is started in the background, once."""
         if self.shared is not None and (seen := self.shared.read()) != self._seen:
@@ -150,8 +156,7 @@ class ServingDirectory:
     # -- API keys -------------------------------------------------------------------------
     def cached_principal(self, secret: str) -> Principal | None:
         """The principal for a key checked less than ``ttl_s`` ago; never touches the DB."""
-        principal: Principal | None = self._fresh(
-            self._keys, secret, lambda: self._recheck(secret))
+        principal: Principal | None = self._fresh(self._keys, secret, lambda: self._recheck(secret))
         return principal
 
     def authenticate(self, secret: str) -> Principal:
@@ -173,7 +178,8 @@ class ServingDirectory:
     def cached_target(self, name: str, version: int | None) -> Target | None:
         """The target for a recent resolution whose session is still loaded; no I/O."""
         served: ServedVersion | None = self._fresh(
-            self._routes, (name, version), lambda: self._reresolve(name, version))
+            self._routes, (name, version), lambda: self._reresolve(name, version)
+        )
         if served is None:
             return None
         model = self.sessions.peek(served.version_id)
@@ -183,7 +189,8 @@ class ServingDirectory:
         if not MODEL_NAME.is_valid(name):  # bounded before any lookup, and never echoed
             raise NotFound(f"model {shown(name)} not found")
         served: ServedVersion | None = self._fresh(
-            self._routes, (name, version), lambda: self._reresolve(name, version))
+            self._routes, (name, version), lambda: self._reresolve(name, version)
+        )
         return served if served is not None else self._reresolve(name, version)
 
     def _reresolve(self, name: str, version: int | None) -> ServedVersion:
@@ -201,34 +208,48 @@ class ServingDirectory:
         its artifact is gone. Blocking; never touches the session cache's contents."""
         served = self._served(name, version)
         if self.sessions.peek(served.version_id) is None and not self.sessions.has_artifact(
-                served.artifact_key):
+            served.artifact_key
+        ):
             raise Unavailable(f"artifact of version {served.version} of {name!r} is missing")
 
     def target(self, name: str, version: int | None) -> Target:
         """Resolve (alias rules apply) and load; blocking, so call it off the event loop."""
         served = self._served(name, version)
-        model = self.sessions.get(version_id=served.version_id,
-                                  artifact_key=served.artifact_key, sha256=served.sha256,
-                                  signature=served.signature, task=served.task,
-                                  labels=served.labels)
+        model = self.sessions.get(
+            version_id=served.version_id,
+            artifact_key=served.artifact_key,
+            sha256=served.sha256,
+            signature=served.signature,
+            task=served.task,
+            labels=served.labels,
+        )
         return self._target(name, served, model)
 
     def _resolve(self, name: str, version: int | None) -> ServedVersion:
         with session_scope(self.database_url) as session:
             row = resolve_serving_version(session, name, version)
             policy = BatchPolicy.from_config(get_model(session, name).serving)
-            return ServedVersion(version=row.version, version_id=row.id,
-                                 artifact_key=row.artifact_key, sha256=row.sha256,
-                                 signature=row.signature, task=row.task,
-                                 labels=row.class_labels, batching=policy)
+            return ServedVersion(
+                version=row.version,
+                version_id=row.id,
+                artifact_key=row.artifact_key,
+                sha256=row.sha256,
+                signature=row.signature,
+                task=row.task,
+                labels=row.class_labels,
+                batching=policy,
+            )
 
     def _target(self, name: str, served: ServedVersion, model: LoadedModel) -> Target:
         batcher = None
         if served.batching is not None:
             with self._lock:
                 batcher = self._batchers.get(served.version_id)
-                if (batcher is None or batcher.model is not model
-                        or batcher.policy != served.batching):
+                if (
+                    batcher is None
+                    or batcher.model is not model
+                    or batcher.policy != served.batching
+                ):
                     batcher = DynamicBatcher(model, served.batching)
                     self._batchers[served.version_id] = batcher
         return Target(name=name, version=served.version, model=model, batcher=batcher)

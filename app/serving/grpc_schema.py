@@ -13,10 +13,17 @@ PACKAGE = "inference"
 SERVICE = f"{PACKAGE}.GRPCInferenceService"
 
 _Field = descriptor_pb2.FieldDescriptorProto
-_TYPES = {"bool": _Field.TYPE_BOOL, "int32": _Field.TYPE_INT32, "int64": _Field.TYPE_INT64,
-          "uint32": _Field.TYPE_UINT32, "uint64": _Field.TYPE_UINT64,
-          "float": _Field.TYPE_FLOAT, "double": _Field.TYPE_DOUBLE,
-          "string": _Field.TYPE_STRING, "bytes": _Field.TYPE_BYTES}
+_TYPES = {
+    "bool": _Field.TYPE_BOOL,
+    "int32": _Field.TYPE_INT32,
+    "int64": _Field.TYPE_INT64,
+    "uint32": _Field.TYPE_UINT32,
+    "uint64": _Field.TYPE_UINT64,
+    "float": _Field.TYPE_FLOAT,
+    "double": _Field.TYPE_DOUBLE,
+    "string": _Field.TYPE_STRING,
+    "bytes": _Field.TYPE_BYTES,
+}
 
 # message -> [(field, number, type, repeated)]; a type that is not a scalar names a message
 # (``map:X`` is ``map<string, X>``; a dotted name is a nested message).
@@ -28,62 +35,104 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
     "ModelReadyRequest": [("name", 1, "string", False), ("version", 2, "string", False)],
     "ModelReadyResponse": [("ready", 1, "bool", False)],
     "ServerMetadataRequest": [],
-    "ServerMetadataResponse": [("name", 1, "string", False), ("version", 2, "string", False),
-                               ("extensions", 3, "string", True)],
+    "ServerMetadataResponse": [
+        ("name", 1, "string", False),
+        ("version", 2, "string", False),
+        ("extensions", 3, "string", True),
+    ],
     "ModelMetadataRequest": [("name", 1, "string", False), ("version", 2, "string", False)],
-    "ModelMetadataResponse": [("name", 1, "string", False), ("versions", 2, "string", True),
-                              ("platform", 3, "string", False),
-                              ("inputs", 4, "ModelMetadataResponse.TensorMetadata", True),
-                              ("outputs", 5, "ModelMetadataResponse.TensorMetadata", True)],
-    "ModelMetadataResponse.TensorMetadata": [("name", 1, "string", False),
-                                             ("datatype", 2, "string", False),
-                                             ("shape", 3, "int64", True)],
-    "InferParameter": [("bool_param", 1, "bool", False), ("int64_param", 2, "int64", False),
-                       ("string_param", 3, "string", False),
-                       ("double_param", 4, "double", False),
-                       ("uint64_param", 5, "uint64", False)],
-    "InferTensorContents": [("bool_contents", 1, "bool", True),
-                            ("int_contents", 2, "int32", True),
-                            ("int64_contents", 3, "int64", True),
-                            ("uint_contents", 4, "uint32", True),
-                            ("uint64_contents", 5, "uint64", True),
-                            ("fp32_contents", 6, "float", True),
-                            ("fp64_contents", 7, "double", True),
-                            ("bytes_contents", 8, "bytes", True)],
-    "ModelInferRequest": [("model_name", 1, "string", False),
-                          ("model_version", 2, "string", False), ("id", 3, "string", False),
-                          ("parameters", 4, "map:InferParameter", True),
-                          ("inputs", 5, "ModelInferRequest.InferInputTensor", True),
-                          ("outputs", 6, "ModelInferRequest.InferRequestedOutputTensor", True),
-                          ("raw_input_contents", 7, "bytes", True)],
+    "ModelMetadataResponse": [
+        ("name", 1, "string", False),
+        ("versions", 2, "string", True),
+        ("platform", 3, "string", False),
+        ("inputs", 4, "ModelMetadataResponse.TensorMetadata", True),
+        ("outputs", 5, "ModelMetadataResponse.TensorMetadata", True),
+    ],
+    "ModelMetadataResponse.TensorMetadata": [
+        ("name", 1, "string", False),
+        ("datatype", 2, "string", False),
+        ("shape", 3, "int64", True),
+    ],
+    "InferParameter": [
+        ("bool_param", 1, "bool", False),
+        ("int64_param", 2, "int64", False),
+        ("string_param", 3, "string", False),
+        ("double_param", 4, "double", False),
+        ("uint64_param", 5, "uint64", False),
+    ],
+    "InferTensorContents": [
+        ("bool_contents", 1, "bool", True),
+        ("int_contents", 2, "int32", True),
+        ("int64_contents", 3, "int64", True),
+        ("uint_contents", 4, "uint32", True),
+        ("uint64_contents", 5, "uint64", True),
+        ("fp32_contents", 6, "float", True),
+        ("fp64_contents", 7, "double", True),
+        ("bytes_contents", 8, "bytes", True),
+    ],
+    "ModelInferRequest": [
+        ("model_name", 1, "string", False),
+        ("model_version", 2, "string", False),
+        ("id", 3, "string", False),
+        ("parameters", 4, "map:InferParameter", True),
+        ("inputs", 5, "ModelInferRequest.InferInputTensor", True),
+        ("outputs", 6, "ModelInferRequest.InferRequestedOutputTensor", True),
+        ("raw_input_contents", 7, "bytes", True),
+    ],
     "ModelInferRequest.InferInputTensor": [
-        ("name", 1, "string", False), ("datatype", 2, "string", False),
-        ("shape", 3, "int64", True), ("parameters", 4, "map:InferParameter", True),
-        ("contents", 5, "InferTensorContents", False)],
+        ("name", 1, "string", False),
+        ("datatype", 2, "string", False),
+        ("shape", 3, "int64", True),
+        ("parameters", 4, "map:InferParameter", True),
+        ("contents", 5, "InferTensorContents", False),
+    ],
     "ModelInferRequest.InferRequestedOutputTensor": [
-        ("name", 1, "string", False), ("parameters", 2, "map:InferParameter", True)],
-    "ModelInferResponse": [("model_name", 1, "string", False),
-                           ("model_version", 2, "string", False), ("id", 3, "string", False),
-                           ("parameters", 4, "map:InferParameter", True),
-                           ("outputs", 5, "ModelInferResponse.InferOutputTensor", True),
-                           ("raw_output_contents", 6, "bytes", True)],
+        ("name", 1, "string", False),
+        ("parameters", 2, "map:InferParameter", True),
+    ],
+    "ModelInferResponse": [
+        ("model_name", 1, "string", False),
+        ("model_version", 2, "string", False),
+        ("id", 3, "string", False),
+        ("parameters", 4, "map:InferParameter", True),
+        ("outputs", 5, "ModelInferResponse.InferOutputTensor", True),
+        ("raw_output_contents", 6, "bytes", True),
+    ],
     "ModelInferResponse.InferOutputTensor": [
-        ("name", 1, "string", False), ("datatype", 2, "string", False),
-        ("shape", 3, "int64", True), ("parameters", 4, "map:InferParameter", True),
-        ("contents", 5, "InferTensorContents", False)],
+        ("name", 1, "string", False),
+        ("datatype", 2, "string", False),
+        ("shape", 3, "int64", True),
+        ("parameters", 4, "map:InferParameter", True),
+        ("contents", 5, "InferTensorContents", False),
+    ],
 }
 
 # rpc -> (request message, response message)
-METHODS = {name: (f"{name}Request", f"{name}Response")
-           for name in ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata",
-                        "ModelMetadata", "ModelInfer")}
+METHODS = {
+    name: (f"{name}Request", f"{name}Response")
+    for name in (
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelInfer",
+    )
+}
 
 
-def _add_field(message: descriptor_pb2.DescriptorProto, scope: str, name: str, number: int,
-               kind: str, repeated: bool) -> None:
+def _add_field(
+    message: descriptor_pb2.DescriptorProto,
+    scope: str,
+    name: str,
+    number: int,
+    kind: str,
+    repeated: bool,
+) -> None:
     """One field of ``message`` (whose full name is ``scope``)."""
-    field = message.field.add(name=name, number=number,
-                              label=_Field.LABEL_REPEATED if repeated else _Field.LABEL_OPTIONAL)
+    field = message.field.add(
+        name=name, number=number, label=_Field.LABEL_REPEATED if repeated else _Field.LABEL_OPTIONAL
+    )
     if kind in _TYPES:
         field.type = _TYPES[kind]
         return
@@ -100,8 +149,9 @@ def _add_field(message: descriptor_pb2.DescriptorProto, scope: str, name: str, n
 
 
 def _file() -> descriptor_pb2.FileDescriptorProto:
-    file = descriptor_pb2.FileDescriptorProto(name="modelkiln/grpc_predict_v2.proto",
-                                              package=PACKAGE, syntax="proto3")
+    file = descriptor_pb2.FileDescriptorProto(
+        name="modelkiln/grpc_predict_v2.proto", package=PACKAGE, syntax="proto3"
+    )
     tops: dict[str, descriptor_pb2.DescriptorProto] = {}
     for full_name, fields in _MESSAGES.items():
         outer, _, inner = full_name.partition(".")
@@ -113,8 +163,9 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
             _add_field(message, full_name, name, number, kind, repeated)
     service = file.service.add(name=SERVICE.rsplit(".", 1)[1])
     for method, (request, response) in METHODS.items():
-        service.method.add(name=method, input_type=f".{PACKAGE}.{request}",
-                           output_type=f".{PACKAGE}.{response}")
+        service.method.add(
+            name=method, input_type=f".{PACKAGE}.{request}", output_type=f".{PACKAGE}.{response}"
+        )
     return file
 
 

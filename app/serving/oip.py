@@ -19,11 +19,18 @@ from app.serving.json_values import first_boolean, has_json_booleans
 HEADER_LENGTH = "inference-header-content-length"
 
 DATATYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_), "INT8": np.dtype(np.int8), "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64), "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16), "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64), "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+    "BOOL": np.dtype(np.bool_),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
 }
 NAMES = {dtype: name for name, dtype in DATATYPES.items()}
 NAMES[np.dtype(object)] = "BYTES"
@@ -48,22 +55,30 @@ def declared(spec: dict[str, Any], max_elements: int) -> tuple[str, list[int], n
     if not isinstance(name, str) or not name:
         raise BadRequest("every input needs a string 'name'")
     shape = spec.get("shape")
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK
-            or not all(isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0
-                       for dim in shape)):
-        raise BadRequest(f"input '{name}': 'shape' must be a list of 1 to {MAX_RANK} "
-                         "non-negative integers")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= MAX_RANK
+        or not all(isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape)
+    ):
+        raise BadRequest(
+            f"input '{name}': 'shape' must be a list of 1 to {MAX_RANK} non-negative integers"
+        )
     if any(dim > max_elements for dim in shape):
-        raise BadRequest(f"input '{name}': shape {_shown(shape)} has a dimension of "
-                         f"{max(shape)} elements; the limit is {max_elements}")
+        raise BadRequest(
+            f"input '{name}': shape {_shown(shape)} has a dimension of "
+            f"{max(shape)} elements; the limit is {max_elements}"
+        )
     datatype = spec.get("datatype")
     if datatype != "BYTES" and datatype not in DATATYPES:
-        raise BadRequest(f"input '{name}': unknown datatype {datatype!r}; expected one of "
-                         f"{sorted([*DATATYPES, 'BYTES'])}")
+        raise BadRequest(
+            f"input '{name}': unknown datatype {datatype!r}; expected one of "
+            f"{sorted([*DATATYPES, 'BYTES'])}"
+        )
     elements = math.prod(shape)
     if elements > max_elements:
-        raise BadRequest(f"input '{name}': shape {shape} has {elements} elements; the limit "
-                         f"is {max_elements}")
+        raise BadRequest(
+            f"input '{name}': shape {shape} has {elements} elements; the limit is {max_elements}"
+        )
     return name, shape, TEXT if datatype == "BYTES" else DATATYPES[datatype]
 
 
@@ -85,8 +100,10 @@ def _text_from_json(name: str, data: Any, shape: list[int]) -> np.ndarray:
         raise BadRequest(f"input '{name}': 'data' must be a list")
     values = _flat_strings(name, data)
     if len(values) != math.prod(shape):
-        raise BadRequest(f"input '{name}': shape {shape} needs {math.prod(shape)} values, "
-                         f"'data' has {len(values)}")
+        raise BadRequest(
+            f"input '{name}': shape {shape} needs {math.prod(shape)} values, "
+            f"'data' has {len(values)}"
+        )
     return np.asarray(values, dtype=object).reshape(shape)
 
 
@@ -98,24 +115,28 @@ def text_from_binary(name: str, blob: bytes, shape: list[int]) -> np.ndarray:
     for _ in range(math.prod(shape)):
         if offset + 4 > len(blob):
             raise BadRequest(f"input '{name}': BYTES data ends before element {len(values)}")
-        length = int.from_bytes(blob[offset:offset + 4], "little")
+        length = int.from_bytes(blob[offset : offset + 4], "little")
         offset += 4
         if offset + length > len(blob):
-            raise BadRequest(f"input '{name}': BYTES element {len(values)} claims {length} "
-                             "bytes past the end of its data")
+            raise BadRequest(
+                f"input '{name}': BYTES element {len(values)} claims {length} "
+                "bytes past the end of its data"
+            )
         try:
-            values.append(blob[offset:offset + length].decode("utf-8"))
+            values.append(blob[offset : offset + length].decode("utf-8"))
         except UnicodeDecodeError:
-            raise BadRequest(f"input '{name}': BYTES element {len(values)} is not UTF-8 "
-                             "text") from None
+            raise BadRequest(
+                f"input '{name}': BYTES element {len(values)} is not UTF-8 text"
+            ) from None
         offset += length
     if offset != len(blob):
         raise BadRequest(f"input '{name}': {len(blob) - offset} bytes after its last element")
     return np.asarray(values, dtype=object).reshape(shape)
 
 
-def _from_json(name: str, data: Any, shape: list[int], dtype: np.dtype[Any],
-               may_hold_booleans: bool) -> np.ndarray:
+def _from_json(
+    name: str, data: Any, shape: list[int], dtype: np.dtype[Any], may_hold_booleans: bool
+) -> np.ndarray:
     if dtype == TEXT:
         return _text_from_json(name, data, shape)
     if not isinstance(data, list):
@@ -126,13 +147,15 @@ def _from_json(name: str, data: Any, shape: list[int], dtype: np.dtype[Any],
         raise BadRequest(f"input '{name}': 'data' is ragged") from None
     if array.dtype.kind not in "biuf":
         raise BadRequest(f"input '{name}': 'data' must hold only numbers or booleans")
-    if (dtype.kind != "b" and may_hold_booleans
-            and (found := first_boolean(data, "data"))):
-        raise BadRequest(f"input '{name}': {found} is a boolean, but the datatype is "
-                         f"{NAMES[dtype]}")
+    if dtype.kind != "b" and may_hold_booleans and (found := first_boolean(data, "data")):
+        raise BadRequest(
+            f"input '{name}': {found} is a boolean, but the datatype is {NAMES[dtype]}"
+        )
     if array.size != math.prod(shape):
-        raise BadRequest(f"input '{name}': shape {shape} needs {math.prod(shape)} values, "
-                         f"'data' has {array.size}")
+        raise BadRequest(
+            f"input '{name}': shape {shape} needs {math.prod(shape)} values, "
+            f"'data' has {array.size}"
+        )
     with np.errstate(over="ignore", invalid="ignore"):
         return array.reshape(shape).astype(dtype, copy=False)
 
@@ -141,9 +164,11 @@ def _header_split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]
     if header_length is None:
         return body, b""
     if not _DECIMAL.fullmatch(header_length) or int(header_length) > len(body):
-        raise BadRequest(f"Inference-Header-Content-Length {header_length[:40]!r} does not fit "
-                         f"a body of {len(body)} bytes")
-    return body[:int(header_length)], body[int(header_length):]
+        raise BadRequest(
+            f"Inference-Header-Content-Length {header_length[:40]!r} does not fit "
+            f"a body of {len(body)} bytes"
+        )
+    return body[: int(header_length)], body[int(header_length) :]
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -207,24 +232,25 @@ def decode(body: bytes, header_length: str | None, *, max_elements: int) -> Infe
             raise BadRequest(f"input '{name[:80]}' is given twice")
         size = _binary_size(spec, name)
         if size is None:
-            inputs[name] = _from_json(name, spec.get("data"), shape, dtype,
-                                      has_json_booleans(head))
+            inputs[name] = _from_json(name, spec.get("data"), shape, dtype, has_json_booleans(head))
             continue
         if dtype == TEXT:
             if offset + size > len(tail):
-                raise BadRequest(f"input '{name}': the body ends before its {size} binary "
-                                 "bytes")
-            inputs[name] = text_from_binary(name, tail[offset:offset + size], shape)
+                raise BadRequest(f"input '{name}': the body ends before its {size} binary bytes")
+            inputs[name] = text_from_binary(name, tail[offset : offset + size], shape)
             offset += size
             continue
         expected = math.prod(shape) * dtype.itemsize
         if size != expected:
-            raise BadRequest(f"input '{name}': binary_data_size {size} but shape {shape} of "
-                             f"{NAMES[dtype]} needs {expected} bytes")
+            raise BadRequest(
+                f"input '{name}': binary_data_size {size} but shape {shape} of "
+                f"{NAMES[dtype]} needs {expected} bytes"
+            )
         if offset + size > len(tail):
             raise BadRequest(f"input '{name}': the body ends before its {size} binary bytes")
-        inputs[name] = np.frombuffer(tail, dtype=dtype, count=math.prod(shape),
-                                     offset=offset).reshape(shape)
+        inputs[name] = np.frombuffer(
+            tail, dtype=dtype, count=math.prod(shape), offset=offset
+        ).reshape(shape)
         offset += size
     if offset != len(tail):
         raise BadRequest(f"{len(tail) - offset} bytes after the last binary input")
@@ -233,9 +259,13 @@ def decode(body: bytes, header_length: str | None, *, max_elements: int) -> Infe
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest("'id' must be a string")
-    return InferRequest(inputs=inputs, outputs=outputs, binary_outputs=binary,
-                        binary_default=bool(parameters.get("binary_data_output")),
-                        request_id=request_id)
+    return InferRequest(
+        inputs=inputs,
+        outputs=outputs,
+        binary_outputs=binary,
+        binary_default=bool(parameters.get("binary_data_output")),
+        request_id=request_id,
+    )
 
 
 def _shown(shape: list[int]) -> str:
@@ -243,14 +273,18 @@ def _shown(shape: list[int]) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def encode(model_name: str, version: int, request: InferRequest,
-           results: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+def encode(
+    model_name: str, version: int, request: InferRequest, results: dict[str, np.ndarray]
+) -> tuple[bytes, dict[str, str]]:
     """The response body and headers; binary outputs follow the JSON header in order."""
     described: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name, array in results.items():
-        entry: dict[str, Any] = {"name": name, "datatype": NAMES[array.dtype],
-                                 "shape": list(array.shape)}
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": NAMES[array.dtype],
+            "shape": list(array.shape),
+        }
         if request.binary_default or name in request.binary_outputs:
             blob = np.ascontiguousarray(array).tobytes()
             entry["parameters"] = {"binary_data_size": len(blob)}
@@ -258,12 +292,17 @@ def encode(model_name: str, version: int, request: InferRequest,
         else:
             entry["data"] = array.reshape(-1).tolist()
         described.append(entry)
-    head: dict[str, Any] = {"model_name": model_name, "model_version": str(version),
-                            "outputs": described}
+    head: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": str(version),
+        "outputs": described,
+    }
     if request.request_id is not None:
         head["id"] = request.request_id
     header = orjson.dumps(head)
     if not blobs:
         return header, {"content-type": "application/json"}
-    return header + b"".join(blobs), {"content-type": "application/octet-stream",
-                                      HEADER_LENGTH: str(len(header))}
+    return header + b"".join(blobs), {
+        "content-type": "application/octet-stream",
+        HEADER_LENGTH: str(len(header)),
+    }

@@ -35,12 +35,19 @@ def parse_feeds(body: bytes, model: LoadedModel, *, max_rows: int) -> dict[str, 
     payload = parse_body(body)
     if model.columns is not None:
         return parse_records(payload, model.columns, max_rows)
-    return model.feeds_of(parse_rows(payload, n_features=model.n_features, max_rows=max_rows,
-                                     may_hold_booleans=has_json_booleans(body)))
+    return model.feeds_of(
+        parse_rows(
+            payload,
+            n_features=model.n_features,
+            max_rows=max_rows,
+            may_hold_booleans=has_json_booleans(body),
+        )
+    )
 
 
-def parse_rows(payload: dict[str, Any], *, n_features: int, max_rows: int,
-               may_hold_booleans: bool = True) -> np.ndarray:
+def parse_rows(
+    payload: dict[str, Any], *, n_features: int, max_rows: int, may_hold_booleans: bool = True
+) -> np.ndarray:
     """``{"inputs": [[...], ...]}`` to a float32 matrix, with a 4xx naming what is wrong."""
     inputs = payload["inputs"]
     if not isinstance(inputs, list) or not inputs:
@@ -52,15 +59,20 @@ def parse_rows(payload: dict[str, Any], *, n_features: int, max_rows: int,
             array = np.asarray(inputs)
         except (ValueError, TypeError, OverflowError):
             array = None
-        if (array is not None and array.ndim == 2 and array.shape[1] == n_features
-                and array.dtype.kind in "iuf"):
+        if (
+            array is not None
+            and array.ndim == 2
+            and array.shape[1] == n_features
+            and array.dtype.kind in "iuf"
+        ):
             return _finite_float32(array)
     for index, row in enumerate(inputs):
         if not isinstance(row, list):
             raise InvalidInput(f"inputs[{index}] must be a list of {n_features} numbers")
         if len(row) != n_features:
-            raise InvalidInput(f"inputs[{index}] has {len(row)} values; the model expects "
-                               f"{n_features} features")
+            raise InvalidInput(
+                f"inputs[{index}] has {len(row)} values; the model expects {n_features} features"
+            )
     try:
         array = np.asarray(inputs)
     except (ValueError, TypeError, OverflowError):  # ragged nesting, or a huge integer

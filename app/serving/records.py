@@ -56,25 +56,31 @@ def _records(inputs: list[Any], columns: tuple[TensorSpec, ...]) -> list[dict[st
         if isinstance(row, dict):
             unknown = [key for key in row if key not in {c.name for c in columns}]
             if unknown:
-                raise InvalidInput(f"inputs[{index}] has unknown column {_shown(unknown[0])}; "
-                                   f"the model takes {known[:30]}")
+                raise InvalidInput(
+                    f"inputs[{index}] has unknown column {_shown(unknown[0])}; "
+                    f"the model takes {known[:30]}"
+                )
             records.append(row)
         elif isinstance(row, list):
-            if any(column.kind != "numeric" for column in columns
-                   if column.kind != "ignored"):
-                raise InvalidInput(f"inputs[{index}] is a list; this model takes text or "
-                                   "dates, so send records keyed by column name")
+            if any(column.kind != "numeric" for column in columns if column.kind != "ignored"):
+                raise InvalidInput(
+                    f"inputs[{index}] is a list; this model takes text or "
+                    "dates, so send records keyed by column name"
+                )
             if len(row) != len(known):
-                raise InvalidInput(f"inputs[{index}] has {len(row)} values; the model "
-                                   f"expects {len(known)} ({known[:30]})")
+                raise InvalidInput(
+                    f"inputs[{index}] has {len(row)} values; the model "
+                    f"expects {len(known)} ({known[:30]})"
+                )
             records.append(dict(zip(known, row, strict=True)))
         else:
             raise InvalidInput(f"inputs[{index}] must be an object keyed by column name")
     return records
 
 
-def parse_records(payload: dict[str, Any], columns: tuple[TensorSpec, ...],
-                  max_rows: int) -> dict[str, np.ndarray]:
+def parse_records(
+    payload: dict[str, Any], columns: tuple[TensorSpec, ...], max_rows: int
+) -> dict[str, np.ndarray]:
     """The feeds for ``{"inputs": [{column: value, ...}, ...]}``: [n, 1] float32 numbers
     (NaN for gaps) and text ('' for gaps) for every column the model reads."""
     inputs = payload["inputs"]
@@ -90,10 +96,18 @@ def parse_records(payload: dict[str, Any], columns: tuple[TensorSpec, ...],
         name = column.name
         if column.kind == "numeric":
             feeds[name] = np.array(
-                [_number(record.get(name), f"inputs[{row}][{name!r}]")
-                 for row, record in enumerate(records)], dtype=np.float32).reshape(-1, 1)
+                [
+                    _number(record.get(name), f"inputs[{row}][{name!r}]")
+                    for row, record in enumerate(records)
+                ],
+                dtype=np.float32,
+            ).reshape(-1, 1)
         else:
             feeds[name] = np.array(
-                [_text(record.get(name), column, f"inputs[{row}][{name!r}]")
-                 for row, record in enumerate(records)], dtype=object).reshape(-1, 1)
+                [
+                    _text(record.get(name), column, f"inputs[{row}][{name!r}]")
+                    for row, record in enumerate(records)
+                ],
+                dtype=object,
+            ).reshape(-1, 1)
     return feeds

@@ -50,9 +50,13 @@ class LoadedModel:
         """One row of zeros, or of gaps for a model that takes columns (the warm-up)."""
         if self.columns is None:
             return self.feeds_of(np.zeros((1, self.n_features), dtype=np.float32))
-        return {column.name: np.full((1, 1), np.nan, dtype=np.float32)
-                if column.datatype == "FP32" else np.full((1, 1), "", dtype=object)
-                for column in self.columns if column.required}
+        return {
+            column.name: np.full((1, 1), np.nan, dtype=np.float32)
+            if column.datatype == "FP32"
+            else np.full((1, 1), "", dtype=object)
+            for column in self.columns
+            if column.required
+        }
 
 
 def rows_in(feeds: Feeds) -> int:
@@ -66,8 +70,9 @@ class SessionCache:
     Thread-safe: a model loads under its own lock, so loading one never blocks requests
     to models already loaded."""
 
-    def __init__(self, store: ArtifactStore, *, threads: int, capacity: int,
-                 max_bytes: int | None = None) -> None:
+    def __init__(
+        self, store: ArtifactStore, *, threads: int, capacity: int, max_bytes: int | None = None
+    ) -> None:
         self.store = store
         self.threads = threads
         self.capacity = capacity
@@ -87,8 +92,16 @@ class SessionCache:
                 self._models.move_to_end(version_id)
             return model
 
-    def get(self, *, version_id: int, artifact_key: str, sha256: str, signature: Signature,
-            task: str, labels: list[Any] | None) -> LoadedModel:
+    def get(
+        self,
+        *,
+        version_id: int,
+        artifact_key: str,
+        sha256: str,
+        signature: Signature,
+        task: str,
+        labels: list[Any] | None,
+    ) -> LoadedModel:
         """The loaded model for a version, loading (and checking its digest) on first use."""
         with self._lock:
             model = self._models.get(version_id)
@@ -110,8 +123,15 @@ class SessionCache:
                 self.on_change(loaded)
             return model
 
-    def _load(self, version_id: int, artifact_key: str, sha256: str, signature: Signature,
-              task: str, labels: list[Any] | None) -> LoadedModel:
+    def _load(
+        self,
+        version_id: int,
+        artifact_key: str,
+        sha256: str,
+        signature: Signature,
+        task: str,
+        labels: list[Any] | None,
+    ) -> LoadedModel:
         try:
             data = self.store.read_bytes(artifact_key, sha256)  # ArtifactCorrupt if changed
         except FileNotFoundError:
@@ -119,21 +139,29 @@ class SessionCache:
         session = open_session(data, self.threads)
         by_column = signature.by_column
         model = LoadedModel(
-            version_id=version_id, session=session, input_name=signature.input.name,
+            version_id=version_id,
+            session=session,
+            input_name=signature.input.name,
             output_name=signature.output.name,
             n_features=len(signature.inputs) if by_column else signature.n_features,
             input_shape=(1,) if by_column else signature.row_shape,
-            input_datatype=signature.input.datatype, task=task, labels=labels,
-            size_bytes=len(data), columns=tuple(signature.inputs) if by_column else None)
+            input_datatype=signature.input.datatype,
+            task=task,
+            labels=labels,
+            size_bytes=len(data),
+            columns=tuple(signature.inputs) if by_column else None,
+        )
         model.run(model.empty_row())  # warm-up
         return model
 
     def _evict(self) -> None:
         """Drop least recently used models past the count or byte bound (keeps the newest)."""
+
         def over() -> bool:
             total = sum(model.size_bytes for model in self._models.values())
             return len(self._models) > self.capacity or (
-                self.max_bytes is not None and total > self.max_bytes)
+                self.max_bytes is not None and total > self.max_bytes
+            )
 
         while len(self._models) > 1 and over():
             evicted, _ = self._models.popitem(last=False)

@@ -57,9 +57,11 @@ def check_digest(key: str, expected: str | None, actual: str) -> None:
     """Raise ArtifactCorrupt when what was read is not what the registry recorded.
     ``expected`` None: the record predates digests for this kind of artifact."""
     if expected is not None and actual != expected:
-        raise ArtifactCorrupt(f"artifact {key!r} does not match the sha256 recorded for it "
-                              f"(recorded {expected[:12]}..., stored {actual[:12]}...): it "
-                              "was changed after it was written; refusing to use it")
+        raise ArtifactCorrupt(
+            f"artifact {key!r} does not match the sha256 recorded for it "
+            f"(recorded {expected[:12]}..., stored {actual[:12]}...): it "
+            "was changed after it was written; refusing to use it"
+        )
 
 
 class ArtifactStore(abc.ABC):

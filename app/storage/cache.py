@@ -68,6 +68,7 @@ class ArtifactCache:
 
     def add_bytes(self, key: str, data: bytes) -> Path:
         """Cache ``data`` (just written to the store) under its own digest."""
+
         def fill(out: BinaryIO) -> str:
             out.write(data)
             return hashlib.sha256(data).hexdigest()

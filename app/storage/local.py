@@ -26,8 +26,10 @@ def _out_of_space(error: OSError, key: str) -> OSError | StorageFull:
     message names the key, never the server's path. Other OS errors pass unchanged."""
     if error.errno not in OUT_OF_SPACE_ERRNOS:
         return error
-    return StorageFull(f"the artifact store is out of space ({os.strerror(error.errno)}) "
-                       f"while writing {key!r}; nothing was stored: free space and try again")
+    return StorageFull(
+        f"the artifact store is out of space ({os.strerror(error.errno)}) "
+        f"while writing {key!r}; nothing was stored: free space and try again"
+    )
 
 
 class LocalArtifactStore(ArtifactStore):
@@ -41,8 +43,9 @@ class LocalArtifactStore(ArtifactStore):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def _write_atomic(self, key: str, fill: Callable[[BinaryIO], str], *,
-                      durable: bool = True) -> StoredArtifact:
+    def _write_atomic(
+        self, key: str, fill: Callable[[BinaryIO], str], *, durable: bool = True
+    ) -> StoredArtifact:
         """Write through ``fill`` (which returns the digest of what it wrote) to a temp
         file, then rename it into place; fsynced first unless ``durable`` is False."""
         target = self._path(key)

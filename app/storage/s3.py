@@ -45,8 +45,10 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if parts.scheme != "s3" or not parts.hostname:
         raise ValueError(f"expected s3://BUCKET[/PREFIX], got {url!r}")
     if parts.username or parts.password or "@" in parts.netloc:
-        raise ValueError("credentials do not belong in the URL: set "
-                         "KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY")
+        raise ValueError(
+            "credentials do not belong in the URL: set "
+            "KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY"
+        )
     if parts.query or parts.fragment:
         raise ValueError("expected s3://BUCKET[/PREFIX] without ? or #")
     prefix = parts.path.strip("/")
@@ -58,19 +60,31 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class S3ArtifactStore(ArtifactStore):
     """Objects ``PREFIX/KEY`` in ``bucket``; see the module docstring."""
 
-    def __init__(self, url: str, *, cache: ArtifactCache, endpoint_url: str | None,
-                 region: str, access_key_id: str | None, secret_access_key: str | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        cache: ArtifactCache,
+        endpoint_url: str | None,
+        region: str,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+    ) -> None:
         self.url = url
         self.bucket, self.prefix = parse_s3_url(url)
         self.cache = cache
         self._client_args: dict[str, Any] = {
-            "endpoint_url": endpoint_url or None, "region_name": region,
+            "endpoint_url": endpoint_url or None,
+            "region_name": region,
             "aws_access_key_id": access_key_id or None,
             "aws_secret_access_key": secret_access_key or None,
-            "config": Config(retries={"max_attempts": 4, "mode": "standard"},
-                             connect_timeout=5, read_timeout=60,
-                             request_checksum_calculation="when_required",
-                             response_checksum_validation="when_required"),
+            "config": Config(
+                retries={"max_attempts": 4, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
         }
         self._clients: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -100,15 +114,21 @@ class S3ArtifactStore(ArtifactStore):
             detail = f"{code}: {error.response.get('Error', {}).get('Message', '')}"
         else:
             detail = type(error).__name__
-        raise Unavailable(f"the artifact store {self.url} failed to {action} {key!r} "
-                          f"({detail}); nothing was changed, try again") from error
+        raise Unavailable(
+            f"the artifact store {self.url} failed to {action} {key!r} "
+            f"({detail}); nothing was changed, try again"
+        ) from error
 
     def put_file(self, key: str, source: Path) -> StoredArtifact:
         digest, size = sha256_file(source), source.stat().st_size
         try:
-            self._client().upload_file(str(source), self.bucket, self._object(key),
-                                       ExtraArgs={"Metadata": {"sha256": digest}},
-                                       Config=_TRANSFER)
+            self._client().upload_file(
+                str(source),
+                self.bucket,
+                self._object(key),
+                ExtraArgs={"Metadata": {"sha256": digest}},
+                Config=_TRANSFER,
+            )
         except (BotoCoreError, ClientError, S3UploadFailedError) as error:
             self._fail("store", key, error)
         if size <= self.cache.max_bytes // 4:
@@ -126,8 +146,9 @@ class S3ArtifactStore(ArtifactStore):
     def put_bytes(self, key: str, data: bytes, *, durable: bool = True) -> StoredArtifact:
         digest = hashlib.sha256(data).hexdigest()
         try:
-            self._client().put_object(Bucket=self.bucket, Key=self._object(key), Body=data,
-                                      Metadata={"sha256": digest})
+            self._client().put_object(
+                Bucket=self.bucket, Key=self._object(key), Body=data, Metadata={"sha256": digest}
+            )
         except (BotoCoreError, ClientError) as error:
             self._fail("store", key, error)
         if len(data) <= self.cache.max_bytes // 4:
@@ -138,8 +159,7 @@ class S3ArtifactStore(ArtifactStore):
         def fill(out: BinaryIO) -> str:
             digest = hashlib.sha256()
             try:
-                body = self._client().get_object(Bucket=self.bucket,
-                                                  Key=self._object(key))["Body"]
+                body = self._client().get_object(Bucket=self.bucket, Key=self._object(key))["Body"]
                 for chunk in body.iter_chunks(CHUNK_BYTES):
                     digest.update(chunk)
                     out.write(chunk)
@@ -210,22 +230,34 @@ class S3ArtifactStore(ArtifactStore):
             return
         except ClientError as error:
             if str(error.response.get("Error", {}).get("Code", "")) not in _MISSING:
-                raise Unavailable(f"the artifact store {self.url} refused access to bucket "
-                                  f"{self.bucket!r}: {error.response.get('Error', {})}") from None
+                raise Unavailable(
+                    f"the artifact store {self.url} refused access to bucket "
+                    f"{self.bucket!r}: {error.response.get('Error', {})}"
+                ) from None
         except NoCredentialsError:
-            raise Unavailable(f"the artifact store {self.url} has no credentials: set "
-                              "KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY (or AWS_* "
-                              "variables, or give the machine a role)") from None
+            raise Unavailable(
+                f"the artifact store {self.url} has no credentials: set "
+                "KILN_S3_ACCESS_KEY_ID and KILN_S3_SECRET_ACCESS_KEY (or AWS_* "
+                "variables, or give the machine a role)"
+            ) from None
         except BotoCoreError as error:
-            raise Unavailable(f"the artifact store {self.url} cannot be reached "
-                              f"({type(error).__name__}: {error})") from None
+            raise Unavailable(
+                f"the artifact store {self.url} cannot be reached ({type(error).__name__}: {error})"
+            ) from None
         region = self._client_args["region_name"]
-        extra = ({} if region in ("", "us-east-1")
-                 else {"CreateBucketConfiguration": {"LocationConstraint": region}})
+        extra = (
+            {}
+            if region in ("", "us-east-1")
+            else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        )
         try:
             client.create_bucket(Bucket=self.bucket, **extra)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") not in (
-                    "BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise Unavailable(f"the artifact store {self.url} could not create bucket "
-                                  f"{self.bucket!r}: {error.response.get('Error', {})}") from None
+                "BucketAlreadyOwnedByYou",
+                "BucketAlreadyExists",
+            ):
+                raise Unavailable(
+                    f"the artifact store {self.url} could not create bucket "
+                    f"{self.bucket!r}: {error.response.get('Error', {})}"
+                ) from None

@@ -17,8 +17,10 @@ def resolve_device(setting: str) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     if setting == "cuda":
-        raise DeviceUnavailable("KILN_DEVICE=cuda but torch sees no CUDA device on this "
-                                "worker; set KILN_DEVICE=auto or cpu")
+        raise DeviceUnavailable(
+            "KILN_DEVICE=cuda but torch sees no CUDA device on this "
+            "worker; set KILN_DEVICE=auto or cpu"
+        )
     return torch.device("cpu")
 
 

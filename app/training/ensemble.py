@@ -45,8 +45,10 @@ class Ensemble(nn.Module):
 def average_graphs(members: list[onnx.ModelProto]) -> onnx.ModelProto:
     """One model whose output is the mean of the members' outputs, all fed the one input.
     Each member's names get a ``m{i}_`` prefix, so their initializers never collide."""
-    graphs = [compose.add_prefix(member, f"m{index}_", rename_inputs=False)
-              for index, member in enumerate(members)]
+    graphs = [
+        compose.add_prefix(member, f"m{index}_", rename_inputs=False)
+        for index, member in enumerate(members)
+    ]
     first = graphs[0].graph
     for graph in graphs:
         if [i.name for i in graph.graph.input] != [INPUT_NAME]:
@@ -56,17 +58,24 @@ def average_graphs(members: list[onnx.ModelProto]) -> onnx.ModelProto:
         nodes.extend(graph.graph.node)
         initializers.extend(graph.graph.initializer)
         infos.extend(graph.graph.value_info)
-    nodes.append(helper.make_node("Mean", [g.graph.output[0].name for g in graphs],
-                                  [OUTPUT_NAME], name="ensemble_mean"))
+    nodes.append(
+        helper.make_node(
+            "Mean", [g.graph.output[0].name for g in graphs], [OUTPUT_NAME], name="ensemble_mean"
+        )
+    )
     output = onnx.ValueInfoProto()
     output.CopyFrom(first.output[0])
     output.name = OUTPUT_NAME
-    graph = helper.make_graph(nodes, "ensemble", list(first.input), [output],
-                              initializer=initializers, value_info=infos)
+    graph = helper.make_graph(
+        nodes, "ensemble", list(first.input), [output], initializer=initializers, value_info=infos
+    )
     functions = {(f.domain, f.name): f for g in graphs for f in g.functions}
-    model = helper.make_model(graph, opset_imports=list(graphs[0].opset_import),
-                              functions=list(functions.values()),
-                              producer_name="modelkiln-ensemble")
+    model = helper.make_model(
+        graph,
+        opset_imports=list(graphs[0].opset_import),
+        functions=list(functions.values()),
+        producer_name="modelkiln-ensemble",
+    )
     model.ir_version = graphs[0].ir_version
     onnx.checker.check_model(model)
     return model

@@ -39,9 +39,15 @@ class Predicts(Protocol):
     def predict(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
-def export_onnx(network: Network, path: Path, *, columns: np.ndarray | None = None,
-                n_features: int | None = None, input_name: str = INPUT_NAME,
-                output_name: str = OUTPUT_NAME) -> None:
+def export_onnx(
+    network: Network,
+    path: Path,
+    *,
+    columns: np.ndarray | None = None,
+    n_features: int | None = None,
+    input_name: str = INPUT_NAME,
+    output_name: str = OUTPUT_NAME,
+) -> None:
     """Write ``network.predict`` as ONNX: one input ``input`` [batch, features], one output
     ``output`` [batch, classes or 1], dynamic batch, weights inside the single file. With
     ``columns`` the graph takes ``n_features`` columns and feeds the network those."""
@@ -54,10 +60,18 @@ def export_onnx(network: Network, path: Path, *, columns: np.ndarray | None = No
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        torch.onnx.export(Predictor(network, columns).eval(), (example,), str(path),
-                          input_names=[input_name], output_names=[output_name],
-                          opset_version=OPSET, dynamo=True, dynamic_shapes=({0: batch},),
-                          external_data=False, verbose=False)
+        torch.onnx.export(
+            Predictor(network, columns).eval(),
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=[output_name],
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+            verbose=False,
+        )
     compact_onnx_file(path)
 
 
@@ -124,8 +138,9 @@ def compact_onnx(model: onnx.ModelProto) -> None:
         node.output[:] = [short(name) for name in node.output]
 
 
-def check_parity(network: Predicts, path: Path, sample: np.ndarray,
-                 columns: np.ndarray | None = None) -> float:
+def check_parity(
+    network: Predicts, path: Path, sample: np.ndarray, columns: np.ndarray | None = None
+) -> float:
     """Largest absolute difference between torch and onnxruntime on ``sample`` rows;
     raises ExportMismatch above the tolerance."""
     network.eval()
@@ -147,8 +162,9 @@ def _within_tolerance(actual: np.ndarray, expected: np.ndarray, what: str) -> fl
     return difference
 
 
-def check_table_parity(network: Predicts, served: bytes, encoding: TableEncoding,
-                       raw: Raw) -> float:
+def check_table_parity(
+    network: Predicts, served: bytes, encoding: TableEncoding, raw: Raw
+) -> float:
     """Largest difference between the served file run on raw columns and torch run on the
     numpy preprocessing of the same rows: the whole pipeline, gaps and unseen values
     included (``raw`` should hold such rows: ``stress_rows``)."""
@@ -157,5 +173,6 @@ def check_table_parity(network: Predicts, served: bytes, encoding: TableEncoding
         expected = network.predict(torch.from_numpy(encode(encoding, raw))).numpy()
     session = ort.InferenceSession(served, providers=["CPUExecutionProvider"])
     actual = session.run([OUTPUT_NAME], feeds(encoding, raw))[0]
-    return _within_tolerance(actual, expected, "ONNX output (from raw columns) differs from "
-                             "the preprocessing and torch")
+    return _within_tolerance(
+        actual, expected, "ONNX output (from raw columns) differs from the preprocessing and torch"
+    )

@@ -38,8 +38,9 @@ def _copy_weights(network: Network, plan: LayerPlan, constants: dict[str, np.nda
             conv_bias = constants.get(block.conv_bias or "")
             if conv.bias is None:
                 raise BrokenInvariant("conv.bias is None")
-            conv.bias.copy_(_tensor(conv_bias) if conv_bias is not None
-                            else torch.zeros_like(conv.bias))
+            conv.bias.copy_(
+                _tensor(conv_bias) if conv_bias is not None else torch.zeros_like(conv.bias)
+            )
         for block, norm in zip([b for b in plan.blocks if b.norm], norms, strict=True):
             if block.norm is None:
                 raise BrokenInvariant("block.norm is None")
@@ -57,37 +58,45 @@ def _copy_weights(network: Network, plan: LayerPlan, constants: dict[str, np.nda
             weight = constants[dense.weight]
             linear.weight.copy_(_tensor(weight if dense.transposed else weight.T))
             bias = constants.get(dense.bias or "")
-            linear.bias.copy_(_tensor(bias.ravel()) if bias is not None
-                              else torch.zeros_like(linear.bias))
+            linear.bias.copy_(
+                _tensor(bias.ravel()) if bias is not None else torch.zeros_like(linear.bias)
+            )
         mean, scale = input_statistics(constants, plan, network.config.n_inputs)
         network.input_mean.copy_(_tensor(mean))
         network.input_scale.copy_(_tensor(scale))
 
 
-def _check_parity(network: Network, onnx_bytes: bytes, plan: LayerPlan,
-                  sample: np.ndarray) -> None:
+def _check_parity(network: Network, onnx_bytes: bytes, plan: LayerPlan, sample: np.ndarray) -> None:
     from onnxruntime import InferenceSession, SessionOptions
 
     options = SessionOptions()
     options.intra_op_num_threads = 1
     session = InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0]
-    rows = sample.reshape(len(sample), *[d for d in feed.shape[1:]]) if len(
-        feed.shape) > 2 else sample
+    rows = (
+        sample.reshape(len(sample), *[d for d in feed.shape[1:]]) if len(feed.shape) > 2 else sample
+    )
     expected = np.asarray(session.run(None, {feed.name: rows})[0], dtype=np.float32)
     with torch.no_grad():
         tensor = torch.from_numpy(sample)
-        got = (network.predict(tensor) if plan.softmax or not network.classification
-               else network(tensor)).numpy()
-    if got.shape != expected.shape or not np.allclose(got, expected, atol=PARITY_TOLERANCE,
-                                                      rtol=PARITY_TOLERANCE):
+        got = (
+            network.predict(tensor)
+            if plan.softmax or not network.classification
+            else network(tensor)
+        ).numpy()
+    if got.shape != expected.shape or not np.allclose(
+        got, expected, atol=PARITY_TOLERANCE, rtol=PARITY_TOLERANCE
+    ):
         worst = float(np.abs(got - expected).max()) if got.shape == expected.shape else None
-        raise UnsupportedGraph(f"the rebuilt network does not reproduce the graph's outputs "
-                               f"(largest difference {worst}); it cannot be trained")
+        raise UnsupportedGraph(
+            f"the rebuilt network does not reproduce the graph's outputs "
+            f"(largest difference {worst}); it cannot be trained"
+        )
 
 
-def network_from_onnx(onnx_bytes: bytes, row_shape: list[int], classification: bool,
-                      sample: np.ndarray | None = None) -> Network:
+def network_from_onnx(
+    onnx_bytes: bytes, row_shape: list[int], classification: bool, sample: np.ndarray | None = None
+) -> Network:
     """The trainable network the graph holds; UnsupportedGraph if it holds none.
     ``sample``: rows to compare the two on (random rows around the graph's own
     normalisation when none are given)."""

@@ -67,8 +67,7 @@ def _relay(first: socket.socket, second: socket.socket) -> None:
 
 def listening_socket(host: str, port: int = 0) -> socket.socket:
     """A TCP socket listening on ``host`` (an address or a name of this machine) only."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM)[0]
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     listener = socket.socket(family, kind, proto)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -128,8 +127,10 @@ class Gate(_Acceptor):
             store = socket.create_connection(("127.0.0.1", self.store_port))
         except (OSError, PermissionError) as refused:
             self.refused += 1
-            logger.warning("data-parallel rendezvous: refused a connection without the "
-                           "trial's secret (%s)", refused)
+            logger.warning(
+                "data-parallel rendezvous: refused a connection without the trial's secret (%s)",
+                refused,
+            )
             connection.close()
             return
         _relay(connection, store)
@@ -166,8 +167,11 @@ class Tunnel(_Acceptor):
         try:
             remote = self._through_gate()
         except OSError as error:
-            logger.warning("data-parallel member: rank 0's gate at %s:%s did not answer "
-                           "(%s)", *self.target, error)
+            logger.warning(
+                "data-parallel member: rank 0's gate at %s:%s did not answer (%s)",
+                *self.target,
+                error,
+            )
             local.close()
             return
         _relay(local, remote)

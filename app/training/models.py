@@ -11,7 +11,10 @@ from app.contracts.networks import CNNConfig, MLPConfig, NetworkConfig
 INPUT_CLIP = 10.0  # standardised inputs are clipped to this many standard deviations
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,  # uploaded networks only; searches do not choose it
 }
 
@@ -26,16 +29,16 @@ class Network(nn.Module):
     target_mean: torch.Tensor
     target_scale: torch.Tensor
 
-    def __init__(self, config: NetworkConfig, classification: bool,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, config: NetworkConfig, classification: bool, seed: int | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.classification = classification
         with torch.random.fork_rng():  # seeded weights without touching the global RNG
             if seed is not None:
                 torch.manual_seed(seed)
-            self.body = (self._mlp(config) if isinstance(config, MLPConfig)
-                         else self._cnn(config))
+            self.body = self._mlp(config) if isinstance(config, MLPConfig) else self._cnn(config)
         self.register_buffer("input_mean", torch.zeros(config.n_inputs))
         self.register_buffer("input_scale", torch.ones(config.n_inputs))
         self.register_buffer("target_mean", torch.zeros(1))
@@ -64,8 +67,9 @@ class Network(nn.Module):
         channels, height, width = config.input_shape
         layers: list[nn.Module] = [nn.Unflatten(1, config.input_shape)]
         for out_channels in config.channels:
-            layers.append(nn.Conv2d(channels, out_channels, config.kernel,
-                                    padding=config.kernel // 2))
+            layers.append(
+                nn.Conv2d(channels, out_channels, config.kernel, padding=config.kernel // 2)
+            )
             if config.batch_norm:
                 layers.append(nn.BatchNorm2d(out_channels))
             layers.append(ACTIVATIONS[config.activation]())
@@ -75,11 +79,13 @@ class Network(nn.Module):
                 height, width = height // 2, width // 2
             channels = out_channels
         layers.append(nn.Flatten())
-        return nn.Sequential(*layers, *cls._dense(channels * height * width,
-                                                  (config.head_width,), config))
+        return nn.Sequential(
+            *layers, *cls._dense(channels * height * width, (config.head_width,), config)
+        )
 
-    def fit_scaling(self, features: np.ndarray, target: np.ndarray | None, *,
-                    inputs: bool = True) -> None:
+    def fit_scaling(
+        self, features: np.ndarray, target: np.ndarray | None, *, inputs: bool = True
+    ) -> None:
         """Set the input (and regression target) standardisation from training rows
         (kept as they are for a network whose scaling is part of its weights). Without
         ``inputs`` the input standardisation stays: a reused body keeps what it learnt on."""
@@ -123,8 +129,10 @@ class Predictor(nn.Module):
         super().__init__()
         self.network = network
         self.selects = columns is not None
-        self.register_buffer("columns", torch.as_tensor(
-            columns if columns is not None else np.zeros(0), dtype=torch.int64))
+        self.register_buffer(
+            "columns",
+            torch.as_tensor(columns if columns is not None else np.zeros(0), dtype=torch.int64),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.selects:
@@ -137,15 +145,21 @@ def count_parameters(network: nn.Module) -> int:
     return sum(parameter.numel() for parameter in network.parameters())
 
 
-def transfer_groups(network: Network, frozen_layers: int) -> tuple[tuple[str, ...],
-                                                                   tuple[str, ...],
-                                                                   tuple[str, ...]]:
+def transfer_groups(
+    network: Network, frozen_layers: int
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Parameter-name prefixes for transfer: (frozen: the first ``frozen_layers`` weight
     layers with the norms and activations after them; slow: the rest of the reused body;
     head: the new output layer)."""
-    weighted = [index for index, layer in enumerate(network.body)
-                if isinstance(layer, nn.Linear | nn.Conv2d)]
+    weighted = [
+        index
+        for index, layer in enumerate(network.body)
+        if isinstance(layer, nn.Linear | nn.Conv2d)
+    ]
     head = weighted[-1]
     cut = weighted[frozen_layers] if frozen_layers < len(weighted) - 1 else head
-    return (tuple(f"body.{index}." for index in range(cut)),
-            tuple(f"body.{index}." for index in range(cut, head)), (f"body.{head}.",))
+    return (
+        tuple(f"body.{index}." for index in range(cut)),
+        tuple(f"body.{index}." for index in range(cut, head)),
+        (f"body.{head}.",),
+    )

@@ -79,8 +79,9 @@ def _member_key(rank: int) -> str:
 class DataParallelGroup:
     """This process's place in a formed process group."""
 
-    def __init__(self, rank: int, world: int, device: torch.device,
-                 tunnel: Tunnel | None = None) -> None:
+    def __init__(
+        self, rank: int, world: int, device: torch.device, tunnel: Tunnel | None = None
+    ) -> None:
         self.rank = rank
         self.world = world
         self.device = device
@@ -91,21 +92,22 @@ class DataParallelGroup:
         0's weights and buffers are broadcast to every member first)."""
         # Buffers (input scaling, batch norm statistics) are not broadcast at every
         # forward: scaling is identical on every rank, and rank 0's statistics are kept.
-        options: dict[str, Any] = {"forward_sync_buffers": False,
-                                   "gradient_as_bucket_view": True}
+        options: dict[str, Any] = {"forward_sync_buffers": False, "gradient_as_bucket_view": True}
         if self.device.type == "cuda":
-            return DistributedDataParallel(network, device_ids=[self.device.index or 0],
-                                           **options)
+            return DistributedDataParallel(network, device_ids=[self.device.index or 0], **options)
         return DistributedDataParallel(network, **options)
 
     def shard(self, batch: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a global batch (every world-th row from its rank)."""
-        return batch[self.rank::self.world]
+        return batch[self.rank :: self.world]
 
     def agree_to_stop(self, stop: bool) -> bool:
         """Rank 0's decision to stop (after its epoch callback) told to every member."""
-        flag = torch.tensor([1 if stop else 0], dtype=torch.int64,
-                            device=self.device if self.device.type == "cuda" else "cpu")
+        flag = torch.tensor(
+            [1 if stop else 0],
+            dtype=torch.int64,
+            device=self.device if self.device.type == "cuda" else "cpu",
+        )
         dist.broadcast(flag, src=0)
         return bool(flag.item())
 
@@ -119,22 +121,42 @@ class DataParallelGroup:
 class GroupHost:
     """Rank 0's side: the store, waiting for members, then the group (or training alone)."""
 
-    def __init__(self, world: int, *, bind_host: str, advertise_host: str, device: torch.device,
-                 join_s: float, collective_s: float) -> None:
+    def __init__(
+        self,
+        world: int,
+        *,
+        bind_host: str,
+        advertise_host: str,
+        device: torch.device,
+        join_s: float,
+        collective_s: float,
+    ) -> None:
         backend = "nccl" if device.type == "cuda" else "gloo"
         self.device = device
         # TCPStore's own server listens on every interface: hand it a loopback socket.
         self._store_socket = listening_socket("127.0.0.1")
         store_port = int(self._store_socket.getsockname()[1])
-        self.store = dist.TCPStore("127.0.0.1", store_port, world, True,
-                                   wait_for_workers=False,
-                                   timeout=datetime.timedelta(seconds=join_s + collective_s),
-                                   master_listen_fd=self._store_socket.fileno())
+        self.store = dist.TCPStore(
+            "127.0.0.1",
+            store_port,
+            world,
+            True,
+            wait_for_workers=False,
+            timeout=datetime.timedelta(seconds=join_s + collective_s),
+            master_listen_fd=self._store_socket.fileno(),
+        )
         secret = new_secret()
         self.gate = Gate(bind_host, store_port, secret)
-        self.rendezvous = Rendezvous(host=advertise_host, port=self.gate.port,
-                                     world=world, backend=backend, device=device.type,
-                                     join_s=join_s, collective_s=collective_s, secret=secret)
+        self.rendezvous = Rendezvous(
+            host=advertise_host,
+            port=self.gate.port,
+            world=world,
+            backend=backend,
+            device=device.type,
+            join_s=join_s,
+            collective_s=collective_s,
+            secret=secret,
+        )
 
     def close(self) -> None:
         """Stop admitting connections, once the trial has trained (until then a late
@@ -149,9 +171,13 @@ class GroupHost:
             self.store.wait(keys, datetime.timedelta(seconds=rendezvous.join_s))
         except (RuntimeError, dist.DistError):
             joined = sum(self.store.check([key]) for key in keys)
-            logger.warning("data-parallel training: %s of %s member processes joined within "
-                           "%.0f s; training in one process", joined, len(keys),
-                           rendezvous.join_s)
+            logger.warning(
+                "data-parallel training: %s of %s member processes joined within "
+                "%.0f s; training in one process",
+                joined,
+                len(keys),
+                rendezvous.join_s,
+            )
             self.store.set(_DECISION, ALONE)
             return None
         self.store.set(_DECISION, GO)
@@ -165,18 +191,26 @@ def join(rendezvous: Rendezvous, rank: int, device: torch.device) -> DataParalle
     tunnel = Tunnel(rendezvous.host, rendezvous.port, rendezvous.secret)
     if not tunnel.reachable():
         tunnel.close()
-        logger.info("data-parallel member %s: rank 0's trial at %s:%s has ended; leaving",
-                    rank, rendezvous.host, rendezvous.port)
+        logger.info(
+            "data-parallel member %s: rank 0's trial at %s:%s has ended; leaving",
+            rank,
+            rendezvous.host,
+            rendezvous.port,
+        )
         return None
     try:
-        store = dist.TCPStore("127.0.0.1", tunnel.port, rendezvous.world, False,
-                              timeout=timeout)
+        store = dist.TCPStore("127.0.0.1", tunnel.port, rendezvous.world, False, timeout=timeout)
         store.set(_member_key(rank), "1")
         decision = store.get(_DECISION)
     except (RuntimeError, dist.DistError) as error:
         tunnel.close()
-        logger.warning("data-parallel member %s: rank 0 at %s:%s is gone (%s)", rank,
-                       rendezvous.host, rendezvous.port, error)
+        logger.warning(
+            "data-parallel member %s: rank 0 at %s:%s is gone (%s)",
+            rank,
+            rendezvous.host,
+            rendezvous.port,
+            error,
+        )
         return None
     if decision != GO.encode():
         tunnel.close()
@@ -185,17 +219,30 @@ def join(rendezvous: Rendezvous, rank: int, device: torch.device) -> DataParalle
     return _init_group(store, rank, rendezvous, device, tunnel)
 
 
-def _init_group(store: dist.Store, rank: int, rendezvous: Rendezvous,
-                device: torch.device, tunnel: Tunnel | None = None) -> DataParallelGroup:
-    dist.init_process_group(rendezvous.backend, store=dist.PrefixStore("group", store),
-                            rank=rank, world_size=rendezvous.world,
-                            timeout=datetime.timedelta(seconds=rendezvous.collective_s))
+def _init_group(
+    store: dist.Store,
+    rank: int,
+    rendezvous: Rendezvous,
+    device: torch.device,
+    tunnel: Tunnel | None = None,
+) -> DataParallelGroup:
+    dist.init_process_group(
+        rendezvous.backend,
+        store=dist.PrefixStore("group", store),
+        rank=rank,
+        world_size=rendezvous.world,
+        timeout=datetime.timedelta(seconds=rendezvous.collective_s),
+    )
     return DataParallelGroup(rank, rendezvous.world, device, tunnel)
 
 
-def train_with_members(network: Network, data: TrainData, config: TrainConfig,
-                       host: GroupHost, on_epoch: Callable[[int, float], None] | None = None,
-                       ) -> tuple[TrainResult, int]:
+def train_with_members(
+    network: Network,
+    data: TrainData,
+    config: TrainConfig,
+    host: GroupHost,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[TrainResult, int]:
     """Rank 0: train with the members that joined (the group's size is returned), or
     alone when not all of them came in time."""
     try:
@@ -216,8 +263,11 @@ def train_as_member(payload: bytes, rendezvous: Rendezvous, rank: int) -> bool:
     device = torch.device("cpu")
     if rendezvous.device == "cuda":
         if not torch.cuda.is_available():
-            logger.warning("data-parallel member %s: rank 0 trains on CUDA and this worker "
-                           "has none; not joining", rank)
+            logger.warning(
+                "data-parallel member %s: rank 0 trains on CUDA and this worker "
+                "has none; not joining",
+                rank,
+            )
             return False
         device = torch.device("cuda", rank % torch.cuda.device_count())
     group = join(rendezvous, rank, device)
@@ -234,12 +284,21 @@ def pack_member_work(network: Network, data: TrainData, config: TrainConfig) -> 
     """What a member needs to train with rank 0, as one npz of arrays and JSON (nothing is
     unpickled on the member's side): the network's architecture and starting weights, the
     training configuration and the rows."""
-    spec = {"architecture": architecture_of(network.config),
-            "classification": network.classification, "config": asdict(config)}
+    spec = {
+        "architecture": architecture_of(network.config),
+        "classification": network.classification,
+        "config": asdict(config),
+    }
     buffer = io.BytesIO()
-    np.savez(buffer, x_train=data.x_train, y_train=data.y_train, x_val=data.x_val,
-             y_val=data.y_val, spec=np.frombuffer(json.dumps(spec).encode(), dtype=np.uint8),
-             weights=np.frombuffer(save_weights(network), dtype=np.uint8))
+    np.savez(
+        buffer,
+        x_train=data.x_train,
+        y_train=data.y_train,
+        x_val=data.x_val,
+        y_val=data.y_val,
+        spec=np.frombuffer(json.dumps(spec).encode(), dtype=np.uint8),
+        weights=np.frombuffer(save_weights(network), dtype=np.uint8),
+    )
     return buffer.getvalue()
 
 
@@ -248,8 +307,12 @@ def unpack_member_work(payload: bytes) -> tuple[Network, TrainData, TrainConfig]
         spec = json.loads(arrays["spec"].tobytes())
         network = Network(architecture_from(spec["architecture"]), spec["classification"])
         load_weights(network, arrays["weights"].tobytes())
-        data = TrainData(x_train=arrays["x_train"], y_train=arrays["y_train"],
-                         x_val=arrays["x_val"], y_val=arrays["y_val"])
+        data = TrainData(
+            x_train=arrays["x_train"],
+            y_train=arrays["y_train"],
+            x_val=arrays["x_val"],
+            y_val=arrays["y_val"],
+        )
     fields = spec["config"]
     for name in ("frozen", "slow", "head"):
         fields[name] = tuple(fields[name])

@@ -33,8 +33,10 @@ class NetworkSize:
 
     def training_bytes(self, batch_size: int) -> int:
         """Weights, gradients, optimizer state, best-epoch copy, one batch's activations."""
-        return (self.params * TRAINING_BYTES_PER_PARAM
-                + batch_size * self.activations_per_row * FLOAT_BYTES * ACTIVATION_COPIES)
+        return (
+            self.params * TRAINING_BYTES_PER_PARAM
+            + batch_size * self.activations_per_row * FLOAT_BYTES * ACTIVATION_COPIES
+        )
 
 
 def _dense(n_in: int, hidden: Sequence[int], n_out: int, batch_norm: bool) -> NetworkSize:
@@ -46,14 +48,23 @@ def _dense(n_in: int, hidden: Sequence[int], n_out: int, batch_norm: bool) -> Ne
     return NetworkSize(params + width * n_out + n_out, activations + n_out)
 
 
-def mlp_size(n_inputs: int, hidden: Sequence[int], n_outputs: int, *,
-             batch_norm: bool) -> NetworkSize:
+def mlp_size(
+    n_inputs: int, hidden: Sequence[int], n_outputs: int, *, batch_norm: bool
+) -> NetworkSize:
     """An MLP of ``hidden`` widths."""
     return _dense(n_inputs, hidden, n_outputs, batch_norm)
 
 
-def cnn_size(input_shape: Sequence[int], channels: Sequence[int], *, kernel: int, pooling: str,
-             head_width: int, n_outputs: int, batch_norm: bool) -> NetworkSize:
+def cnn_size(
+    input_shape: Sequence[int],
+    channels: Sequence[int],
+    *,
+    kernel: int,
+    pooling: str,
+    head_width: int,
+    n_outputs: int,
+    batch_norm: bool,
+) -> NetworkSize:
     """Conv blocks then a one-hidden-layer head (see ``CNNConfig``)."""
     depth, height, width = (int(dim) for dim in input_shape)
     params, activations = 0, 0
@@ -73,49 +84,73 @@ def _layers(params: dict[str, Any], name: str, count: int) -> list[int]:
     return [int(params[f"{name}_{layer}"]) for layer in range(count)]
 
 
-def size_of(params: dict[str, Any], *, n_inputs: int, n_outputs: int,
-            input_shape: Sequence[int] | None) -> NetworkSize:
+def size_of(
+    params: dict[str, Any], *, n_inputs: int, n_outputs: int, input_shape: Sequence[int] | None
+) -> NetworkSize:
     """The network a trial's parameter dict describes."""
     if "n_blocks" in params:
         if input_shape is None:
             raise BrokenInvariant("input_shape is None")
-        return cnn_size(input_shape, _layers(params, "channels", int(params["n_blocks"])),
-                        kernel=int(params["kernel"]), pooling=str(params["pooling"]),
-                        head_width=int(params["head_width"]), n_outputs=n_outputs,
-                        batch_norm=bool(params["batch_norm"]))
-    return mlp_size(n_inputs, _layers(params, "width", int(params["n_layers"])), n_outputs,
-                    batch_norm=bool(params["batch_norm"]))
+        return cnn_size(
+            input_shape,
+            _layers(params, "channels", int(params["n_blocks"])),
+            kernel=int(params["kernel"]),
+            pooling=str(params["pooling"]),
+            head_width=int(params["head_width"]),
+            n_outputs=n_outputs,
+            batch_norm=bool(params["batch_norm"]),
+        )
+    return mlp_size(
+        n_inputs,
+        _layers(params, "width", int(params["n_layers"])),
+        n_outputs,
+        batch_norm=bool(params["batch_norm"]),
+    )
 
 
 def architecture_size(architecture: MLPConfig | CNNConfig) -> NetworkSize:
     """A network's configuration (``config.architecture`` of a version)."""
     if isinstance(architecture, CNNConfig):
-        return cnn_size(architecture.input_shape, architecture.channels,
-                        kernel=architecture.kernel, pooling=architecture.pooling,
-                        head_width=architecture.head_width, n_outputs=architecture.n_outputs,
-                        batch_norm=architecture.batch_norm)
-    return mlp_size(architecture.n_inputs, architecture.hidden, architecture.n_outputs,
-                    batch_norm=architecture.batch_norm)
+        return cnn_size(
+            architecture.input_shape,
+            architecture.channels,
+            kernel=architecture.kernel,
+            pooling=architecture.pooling,
+            head_width=architecture.head_width,
+            n_outputs=architecture.n_outputs,
+            batch_norm=architecture.batch_norm,
+        )
+    return mlp_size(
+        architecture.n_inputs,
+        architecture.hidden,
+        architecture.n_outputs,
+        batch_norm=architecture.batch_norm,
+    )
 
 
 def over_limits(size: NetworkSize, batch_size: int, settings: Settings) -> str | None:
     """Why a network is too big for this server, or None."""
     if size.params > settings.params_ceiling:
-        return (f"{size.params} parameters, over this server's limit of "
-                f"{settings.params_ceiling} (KILN_MAX_PARAMS)")
+        return (
+            f"{size.params} parameters, over this server's limit of "
+            f"{settings.params_ceiling} (KILN_MAX_PARAMS)"
+        )
     needed = size.training_bytes(batch_size)
     if needed > settings.worker_memory_bytes:
-        return (f"about {math.ceil(needed / 2**20)} MB to train at batch size {batch_size}, "
-                f"over this server's {settings.worker_memory_bytes // 2**20} MB per worker "
-                "(KILN_WORKER_MEMORY_MB)")
+        return (
+            f"about {math.ceil(needed / 2**20)} MB to train at batch size {batch_size}, "
+            f"over this server's {settings.worker_memory_bytes // 2**20} MB per worker "
+            "(KILN_WORKER_MEMORY_MB)"
+        )
     return None
 
 
-def check_student(hidden: Sequence[int], *, n_inputs: int, n_outputs: int, path: str,
-                  settings: Settings) -> None:
+def check_student(
+    hidden: Sequence[int], *, n_inputs: int, n_outputs: int, path: str, settings: Settings
+) -> None:
     """InvalidInput naming ``path`` when a distillation student is too big for the server."""
-    problem = over_limits(mlp_size(n_inputs, hidden, n_outputs, batch_norm=False),
-                          STUDENT_BATCH, settings)
+    problem = over_limits(
+        mlp_size(n_inputs, hidden, n_outputs, batch_norm=False), STUDENT_BATCH, settings
+    )
     if problem:
         raise InvalidInput(f"{path}: this student needs {problem}")
-

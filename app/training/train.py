@@ -75,8 +75,9 @@ def _task(network: Network) -> str:
     return "classification" if network.classification else "regression"
 
 
-def validation_score(network: Network, x: torch.Tensor, y: np.ndarray,
-                     metric: str | None = None) -> float:
+def validation_score(
+    network: Network, x: torch.Tensor, y: np.ndarray, metric: str | None = None
+) -> float:
     """A quality metric of the network on validation rows (default: accuracy, or RMSE)."""
     network.eval()
     with torch.no_grad():
@@ -85,8 +86,9 @@ def validation_score(network: Network, x: torch.Tensor, y: np.ndarray,
     return quality_score(metric or default_metric(task), task, output, y)
 
 
-def _groups(network: Network, config: TrainConfig,
-            only: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def _groups(
+    network: Network, config: TrainConfig, only: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     """Parameter groups: frozen prefixes left out (and marked so), slow ones at the slower
     rate; with ``only``, just the parameters under those prefixes."""
     normal: list[nn.Parameter] = []
@@ -104,37 +106,51 @@ def _groups(network: Network, config: TrainConfig,
     return groups
 
 
-def _optimizer(network: Network, config: TrainConfig,
-               only: tuple[str, ...] = ()) -> torch.optim.Optimizer:
+def _optimizer(
+    network: Network, config: TrainConfig, only: tuple[str, ...] = ()
+) -> torch.optim.Optimizer:
     parameters = _groups(network, config, only)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.learning_rate, momentum=0.9,
-                               weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            parameters, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay
+        )
     if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=config.learning_rate,
-                                weight_decay=config.weight_decay)
-    return torch.optim.AdamW(parameters, lr=config.learning_rate,
-                             weight_decay=config.weight_decay)
+        return torch.optim.Adam(
+            parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
-def _schedule(optimizer: torch.optim.Optimizer,
-              config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
+def _schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     if config.lr_schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, config.epochs // 3),
-                                               gamma=0.3)
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=max(1, config.epochs // 3), gamma=0.3
+        )
     return None
 
 
 def _l1_penalty(network: Network) -> torch.Tensor:
-    return sum((layer.weight.abs().sum() for layer in network.modules()
-                if isinstance(layer, nn.Linear | nn.Conv2d)), torch.zeros(()))
+    return sum(
+        (
+            layer.weight.abs().sum()
+            for layer in network.modules()
+            if isinstance(layer, nn.Linear | nn.Conv2d)
+        ),
+        torch.zeros(()),
+    )
 
 
-def train(network: Network, data: TrainData, config: TrainConfig,
-          on_epoch: Callable[[int, float], None] | None = None,
-          group: DataParallelGroup | None = None) -> TrainResult:
+def train(
+    network: Network,
+    data: TrainData,
+    config: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+    group: DataParallelGroup | None = None,
+) -> TrainResult:
     """Train in place on ``config.device`` and restore the weights of the best validation
     epoch; the network is back on the CPU when this returns.
 
@@ -148,9 +164,13 @@ def train(network: Network, data: TrainData, config: TrainConfig,
         network.eval()
 
 
-def _train(network: Network, data: TrainData, config: TrainConfig,
-           on_epoch: Callable[[int, float], None] | None,
-           group: DataParallelGroup | None) -> TrainResult:
+def _train(
+    network: Network,
+    data: TrainData,
+    config: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None,
+    group: DataParallelGroup | None,
+) -> TrainResult:
     started = time.perf_counter()
     device = torch.device(config.device)
     rank, world = (group.rank, group.world) if group is not None else (0, 1)
@@ -183,7 +203,7 @@ def _train(network: Network, data: TrainData, config: TrainConfig,
         model.train()
         order = torch.randperm(len(x_train), generator=generator).to(device)
         for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
+            batch = order[start : start + config.batch_size]
             if len(batch) < smallest and len(order) >= smallest:
                 continue
             check_stop()  # cancel and time limits act inside an epoch, not only after it
@@ -213,12 +233,20 @@ def _train(network: Network, data: TrainData, config: TrainConfig,
             break
     if config.restore_best:
         network.load_state_dict(best_state)
-    return TrainResult(score=best_score, history=history, best_epoch=best_epoch,
-                       seconds=time.perf_counter() - started)
+    return TrainResult(
+        score=best_score,
+        history=history,
+        best_epoch=best_epoch,
+        seconds=time.perf_counter() - started,
+    )
 
 
-def _epoch_callback(on_epoch: Callable[[int, float], None] | None, epoch: int, score: float,
-                    group: DataParallelGroup | None) -> bool:
+def _epoch_callback(
+    on_epoch: Callable[[int, float], None] | None,
+    epoch: int,
+    score: float,
+    group: DataParallelGroup | None,
+) -> bool:
     """Run ``on_epoch`` (rank 0's) and tell the group whether it stopped training; True on
     a member told to stop. What ``on_epoch`` raised is raised again on rank 0."""
     if group is None:
@@ -237,8 +265,14 @@ def _epoch_callback(on_epoch: Callable[[int, float], None] | None, epoch: int, s
     return stop
 
 
-def _warm_up_head(network: Network, config: TrainConfig, x_train: torch.Tensor,
-                  y_train: torch.Tensor, loss_fn: nn.Module, generator: torch.Generator) -> None:
+def _warm_up_head(
+    network: Network,
+    config: TrainConfig,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    loss_fn: nn.Module,
+    generator: torch.Generator,
+) -> None:
     """A few epochs that train the new output layer alone, so that its first, random
     gradients do not wreck the reused body."""
     optimizer = _optimizer(network, config, only=config.head)
@@ -246,7 +280,7 @@ def _warm_up_head(network: Network, config: TrainConfig, x_train: torch.Tensor,
     for _ in range(config.head_warmup_epochs):
         order = torch.randperm(len(x_train), generator=generator)
         for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
+            batch = order[start : start + config.batch_size]
             if len(batch) < 2 and len(order) >= 2:
                 continue
             check_stop()
@@ -262,14 +296,15 @@ def save_weights(network: nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def load_weights(network: nn.Module, data: bytes, *, except_prefixes: tuple[str, ...] = ()
-                 ) -> None:
+def load_weights(network: nn.Module, data: bytes, *, except_prefixes: tuple[str, ...] = ()) -> None:
     """Load weights saved by ``save_weights`` without unpickling arbitrary objects; those
     under ``except_prefixes`` (a new output layer) keep their fresh values."""
     state = torch.load(io.BytesIO(data), weights_only=True)
     if except_prefixes:
         fresh = network.state_dict()
-        state = {name: fresh[name] if name.startswith(except_prefixes) else value
-                 for name, value in state.items()}
+        state = {
+            name: fresh[name] if name.startswith(except_prefixes) else value
+            for name, value in state.items()
+        }
         state.update({n: v for n, v in fresh.items() if n.startswith(except_prefixes)})
     network.load_state_dict(state)

@@ -20,9 +20,17 @@ MAX_PARALLEL_AXES = 8  # parameters drawn in parallel coordinates (the most impo
 
 
 def _figure(data: list[dict[str, Any]], x: str, y: str, **layout: Any) -> Figure:
-    return {"data": data, "layout": {"xaxis": {"title": {"text": x}},
-                                     "yaxis": {"title": {"text": y}}, "margin": MARGIN,
-                                     "hovermode": "closest", "height": 340, **layout}}
+    return {
+        "data": data,
+        "layout": {
+            "xaxis": {"title": {"text": x}},
+            "yaxis": {"title": {"text": y}},
+            "margin": MARGIN,
+            "hovermode": "closest",
+            "height": 340,
+            **layout,
+        },
+    }
 
 
 def _params_text(params: dict[str, Any]) -> str:
@@ -32,25 +40,45 @@ def _params_text(params: dict[str, Any]) -> str:
 def history(trials: Sequence[TrialRead], metric: str, maximize: bool) -> Figure:
     """Every complete trial's value by trial number, the best so far as a step line, and
     pruned trials at their last validation value."""
-    done = sorted((t for t in trials if t.state == "complete" and t.value is not None),
-                  key=lambda t: t.number)
+    done = sorted(
+        (t for t in trials if t.state == "complete" and t.value is not None), key=lambda t: t.number
+    )
     best: list[float] = []
     for trial in done:
         value = float(trial.value)  # type: ignore[arg-type]
         best.append(value if not best else (max if maximize else min)(best[-1], value))
     pruned = [t for t in trials if t.state == "pruned" and t.intermediate]
     data: list[dict[str, Any]] = [
-        {"type": "scatter", "mode": "markers", "name": "trial",
-         "x": [t.number for t in done], "y": [t.value for t in done],
-         "text": [_params_text(t.params) for t in done], "hoverinfo": "x+y+text"},
-        {"type": "scatter", "mode": "lines", "name": "best so far", "line": {"shape": "hv"},
-         "x": [t.number for t in done], "y": best},
+        {
+            "type": "scatter",
+            "mode": "markers",
+            "name": "trial",
+            "x": [t.number for t in done],
+            "y": [t.value for t in done],
+            "text": [_params_text(t.params) for t in done],
+            "hoverinfo": "x+y+text",
+        },
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "name": "best so far",
+            "line": {"shape": "hv"},
+            "x": [t.number for t in done],
+            "y": best,
+        },
     ]
     if pruned:
-        data.append({"type": "scatter", "mode": "markers", "name": "pruned",
-                     "marker": {"symbol": "x", "color": "#999"},
-                     "x": [t.number for t in pruned], "y": [t.intermediate[-1] for t in pruned],
-                     "text": [_params_text(t.params) for t in pruned]})
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "pruned",
+                "marker": {"symbol": "x", "color": "#999"},
+                "x": [t.number for t in pruned],
+                "y": [t.intermediate[-1] for t in pruned],
+                "text": [_params_text(t.params) for t in pruned],
+            }
+        )
     return _figure(data, "trial", metric)
 
 
@@ -62,13 +90,19 @@ def learning_curves(trials: Sequence[TrialRead], metric: str) -> Figure:
         if not trial.intermediate:
             continue
         pruned = trial.state == "pruned"
-        data.append({"type": "scatter", "mode": "lines+markers" if pruned else "lines",
-                     "name": f"trial {trial.number}" + (" (pruned)" if pruned else ""),
-                     "x": list(range(1, len(trial.intermediate) + 1)),
-                     "y": trial.intermediate,
-                     "line": {"dash": "dot" if pruned else "solid", "width": 1},
-                     "marker": {"symbol": "x", "size": [0] * (len(trial.intermediate) - 1)
-                                + [9]} if pruned else {}})
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers" if pruned else "lines",
+                "name": f"trial {trial.number}" + (" (pruned)" if pruned else ""),
+                "x": list(range(1, len(trial.intermediate) + 1)),
+                "y": trial.intermediate,
+                "line": {"dash": "dot" if pruned else "solid", "width": 1},
+                "marker": {"symbol": "x", "size": [0] * (len(trial.intermediate) - 1) + [9]}
+                if pruned
+                else {},
+            }
+        )
     return _figure(data, "epoch", f"validation {metric}", showlegend=False)
 
 
@@ -83,8 +117,7 @@ def _as_numbers(values: list[Any]) -> tuple[np.ndarray, list[str] | None]:
 def _varied(done: Sequence[TrialRead]) -> list[str]:
     """The parameters that took more than one value (a fixed one explains nothing)."""
     names = sorted({name for t in done for name in t.params})
-    return [name for name in names
-            if len({repr(t.params.get(name)) for t in done}) > 1]
+    return [name for name in names if len({repr(t.params.get(name)) for t in done}) > 1]
 
 
 def varied_count(trials: Sequence[TrialRead]) -> int:
@@ -109,8 +142,10 @@ def importances(trials: Sequence[TrialRead]) -> dict[str, float]:
         if labels is None and len(set(numbers.tolist())) > 4:
             edges = np.quantile(numbers, [0.25, 0.5, 0.75])
             numbers = np.searchsorted(edges, numbers, side="right").astype(float)
-        between = sum(((values[numbers == g].mean() - values.mean()) ** 2) * (numbers == g).sum()
-                      for g in set(numbers.tolist()))
+        between = sum(
+            ((values[numbers == g].mean() - values.mean()) ** 2) * (numbers == g).sum()
+            for g in set(numbers.tolist())
+        )
         shares[name] = float(between / total) if total > 0 else 0.0
     scale = sum(shares.values())
     if scale <= 0:
@@ -122,22 +157,37 @@ def importance_note(trials: Sequence[TrialRead], shares: dict[str, float]) -> st
     """Why the importances are missing or not to be trusted, or None."""
     complete = sum(t.state == "complete" and t.value is not None for t in trials)
     if complete < MIN_IMPORTANCE_TRIALS:
-        return (f"Not shown: {complete} complete trial{'s' if complete != 1 else ''}; "
-                f"importances need at least {MIN_IMPORTANCE_TRIALS} to mean anything.")
+        return (
+            f"Not shown: {complete} complete trial{'s' if complete != 1 else ''}; "
+            f"importances need at least {MIN_IMPORTANCE_TRIALS} to mean anything."
+        )
     if shares and max(shares.values()) - min(shares.values()) < 1e-6:
-        return ("Every parameter explains the same share: these trials do not tell them "
-                "apart (too few, or parameters that changed together).")
+        return (
+            "Every parameter explains the same share: these trials do not tell them "
+            "apart (too few, or parameters that changed together)."
+        )
     return None
 
 
 def importance_bars(shares: dict[str, float]) -> Figure:
-    data = [{"type": "bar", "orientation": "h", "x": list(shares.values()),
-             "y": list(shares.keys()), "name": "importance"}]
+    data = [
+        {
+            "type": "bar",
+            "orientation": "h",
+            "x": list(shares.values()),
+            "y": list(shares.keys()),
+            "name": "importance",
+        }
+    ]
     longest = max((len(name) for name in shares), default=10)
-    return _figure(data, "share of the objective's variance explained", "",
-                   height=max(200, 40 * len(shares) + 80),
-                   margin={**MARGIN, "l": 20 + 7 * longest},
-                   yaxis={"automargin": True, "title": {"text": ""}})
+    return _figure(
+        data,
+        "share of the objective's variance explained",
+        "",
+        height=max(200, 40 * len(shares) + 80),
+        margin={**MARGIN, "l": 20 + 7 * longest},
+        yaxis={"automargin": True, "title": {"text": ""}},
+    )
 
 
 def parallel_axes(trials: Sequence[TrialRead], shares: dict[str, float]) -> list[str]:
@@ -149,29 +199,35 @@ def parallel_axes(trials: Sequence[TrialRead], shares: dict[str, float]) -> list
     return names[:MAX_PARALLEL_AXES]
 
 
-def parallel_coordinates(trials: Sequence[TrialRead], metric: str,
-                         names: Sequence[str]) -> Figure:
+def parallel_coordinates(trials: Sequence[TrialRead], metric: str, names: Sequence[str]) -> Figure:
     """Each complete trial as a line through the ``names`` parameters and its value."""
     done = [t for t in trials if t.state == "complete" and t.value is not None]
     dimensions = []
     for name in names:
-        numbers, labels = _as_numbers(["" if t.params.get(name) is None else t.params[name]
-                                       for t in done])
+        numbers, labels = _as_numbers(
+            ["" if t.params.get(name) is None else t.params[name] for t in done]
+        )
         dimension: dict[str, Any] = {"label": name, "values": numbers.tolist()}
         if labels is not None:
             dimension.update(tickvals=list(range(len(labels))), ticktext=labels)
         dimensions.append(dimension)
     scores = [float(t.value) for t in done]  # type: ignore[arg-type]
     dimensions.append({"label": metric, "values": scores})
-    data = [{"type": "parcoords", "dimensions": dimensions, "labelangle": -20,
-             "labelside": "top",
-             "line": {"color": scores, "colorscale": "Viridis", "showscale": True}}]
-    return {"data": data, "layout": {"margin": {"l": 70, "r": 70, "t": 90, "b": 30},
-                                     "height": 420}}
+    data = [
+        {
+            "type": "parcoords",
+            "dimensions": dimensions,
+            "labelangle": -20,
+            "labelside": "top",
+            "line": {"color": scores, "colorscale": "Viridis", "showscale": True},
+        }
+    ]
+    return {"data": data, "layout": {"margin": {"l": 70, "r": 70, "t": 90, "b": 30}, "height": 420}}
 
 
-def pareto(trials: Sequence[TrialRead], front: Sequence[ParetoTrial],
-           objectives: Sequence[dict[str, str]]) -> Figure:
+def pareto(
+    trials: Sequence[TrialRead], front: Sequence[ParetoTrial], objectives: Sequence[dict[str, str]]
+) -> Figure:
     """The first two objectives: every complete trial, the front drawn over it; hovering
     a point shows its parameters (and, on the front, its registered version)."""
     names = [o["metric"] for o in objectives[:2]]
@@ -180,18 +236,34 @@ def pareto(trials: Sequence[TrialRead], front: Sequence[ParetoTrial],
     rest = [t for t in done if t.number not in on_front]
     ordered = sorted(front, key=lambda e: e.values[names[0]])
     data = [
-        {"type": "scatter", "mode": "markers", "name": "trial",
-         "marker": {"color": "#bbb"}, "x": [t.values[0] for t in rest],  # type: ignore[index]
-         "y": [t.values[1] for t in rest],  # type: ignore[index]
-         "text": [f"trial {t.number}<br>{_params_text(t.params)}" for t in rest]},
-        {"type": "scatter", "mode": "markers+lines", "name": "Pareto front",
-         "line": {"shape": "hv"}, "marker": {"size": 10},
-         "x": [e.values[names[0]] for e in ordered], "y": [e.values[names[1]] for e in ordered],
-         "text": [f"trial {e.trial} → version {e.version}<br>{_params_text(e.params)}"
-                  for e in ordered]},
+        {
+            "type": "scatter",
+            "mode": "markers",
+            "name": "trial",
+            "marker": {"color": "#bbb"},
+            "x": [t.values[0] for t in rest],  # type: ignore[index]
+            "y": [t.values[1] for t in rest],  # type: ignore[index]
+            "text": [f"trial {t.number}<br>{_params_text(t.params)}" for t in rest],
+        },
+        {
+            "type": "scatter",
+            "mode": "markers+lines",
+            "name": "Pareto front",
+            "line": {"shape": "hv"},
+            "marker": {"size": 10},
+            "x": [e.values[names[0]] for e in ordered],
+            "y": [e.values[names[1]] for e in ordered],
+            "text": [
+                f"trial {e.trial} → version {e.version}<br>{_params_text(e.params)}"
+                for e in ordered
+            ],
+        },
     ]
-    return _figure(data, f"{names[0]} ({objectives[0]['direction']})",
-                   f"{names[1]} ({objectives[1]['direction']})")
+    return _figure(
+        data,
+        f"{names[0]} ({objectives[0]['direction']})",
+        f"{names[1]} ({objectives[1]['direction']})",
+    )
 
 
 def _quality(row: ReportRow) -> tuple[str, float | None]:
@@ -209,17 +281,29 @@ def compression_tradeoffs(rows: Sequence[ReportRow]) -> tuple[Figure, Figure]:
         data = []
         for role, symbol in (("parent", "square"), ("variant", "circle")):
             chosen = [r for r in rows if (r.role == "parent") == (role == "parent")]
-            data.append({"type": "scatter", "mode": "markers", "name": role,
-                         "marker": {"symbol": symbol, "size": 10},
-                         "x": [getattr(r, x_of) for r in chosen],
-                         "y": [_quality(r)[1] for r in chosen],
-                         "text": [f"v{r.version} {r.method or 'parent'}" for r in chosen]})
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "markers",
+                    "name": role,
+                    "marker": {"symbol": symbol, "size": 10},
+                    "x": [getattr(r, x_of) for r in chosen],
+                    "y": [_quality(r)[1] for r in chosen],
+                    "text": [f"v{r.version} {r.method or 'parent'}" for r in chosen],
+                }
+            )
         best = [r for r in rows if r.recommended]
-        data.append({"type": "scatter", "mode": "markers", "name": "recommended",
-                     "marker": {"symbol": "star", "size": 18, "color": "#e6a700"},
-                     "x": [getattr(r, x_of) for r in best],
-                     "y": [_quality(r)[1] for r in best],
-                     "text": [f"v{r.version} {r.method or 'parent'}" for r in best]})
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "recommended",
+                "marker": {"symbol": "star", "size": 18, "color": "#e6a700"},
+                "x": [getattr(r, x_of) for r in best],
+                "y": [_quality(r)[1] for r in best],
+                "text": [f"v{r.version} {r.method or 'parent'}" for r in best],
+            }
+        )
         return _figure(data, title, metric, xaxis={"title": {"text": title}, "type": "log"})
 
     return figure("size_bytes", "size (bytes)"), figure("latency_p50_ms", "latency p50 (ms)")

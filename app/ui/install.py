@@ -22,8 +22,11 @@ def install_ui(app: FastAPI) -> None:
     app.include_router(router)
 
     async def plotly_bundle(_: Request) -> FileResponse:
-        return FileResponse(PLOTLY_JS, media_type="text/javascript",
-                            headers={"Cache-Control": "public, max-age=86400"})
+        return FileResponse(
+            PLOTLY_JS,
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     app.add_route("/ui/static/plotly.min.js", plotly_bundle, include_in_schema=False)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")

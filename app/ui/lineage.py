@@ -30,8 +30,12 @@ def version_tree(model: str, versions: list[VersionRead]) -> list[Node]:
     roots: list[Node] = []
     for number, node in nodes.items():
         parent = node.version.lineage.get("parent")
-        if parent and parent.get("model") == model and parent.get("version") in nodes \
-                and parent["version"] != number:
+        if (
+            parent
+            and parent.get("model") == model
+            and parent.get("version") in nodes
+            and parent["version"] != number
+        ):
             nodes[parent["version"]].children.append(node)
         else:
             roots.append(node)

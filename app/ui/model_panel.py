@@ -45,9 +45,11 @@ def class_rows(matrix: list[list[int]], labels: list[Any]) -> list[ClassRow]:
         predicted = sum(row[index] for row in matrix)
         precision = hits / predicted if predicted else None
         recall = hits / support if support else None
-        f1 = (2 * precision * recall / (precision + recall)
-              if precision is not None and recall is not None and precision + recall > 0
-              else None)
+        f1 = (
+            2 * precision * recall / (precision + recall)
+            if precision is not None and recall is not None and precision + recall > 0
+            else None
+        )
         label = str(labels[index]) if index < len(labels) else str(index)
         rows.append(ClassRow(label, precision, recall, f1, support))
     return rows
@@ -59,13 +61,22 @@ def input_rows(version: ModelVersion) -> list[InputRow]:
         categories = spec.categories or []
         values = ", ".join(categories[:SHOWN_CATEGORIES]) + (
             f" and {len(categories) - SHOWN_CATEGORIES} more"
-            if len(categories) > SHOWN_CATEGORIES else "")
-        rows.append(InputRow(
-            name=spec.name, kind=spec.kind or "tensor", datatype=spec.datatype,
-            shape="[" + ", ".join("batch" if size < 0 else str(size)
-                                  for size in spec.shape) + "]",
-            values=values, missing="null or absent" if spec.allows_missing else "no",
-            required=spec.required and spec.kind != "ignored"))
+            if len(categories) > SHOWN_CATEGORIES
+            else ""
+        )
+        rows.append(
+            InputRow(
+                name=spec.name,
+                kind=spec.kind or "tensor",
+                datatype=spec.datatype,
+                shape="["
+                + ", ".join("batch" if size < 0 else str(size) for size in spec.shape)
+                + "]",
+                values=values,
+                missing="null or absent" if spec.allows_missing else "no",
+                required=spec.required and spec.kind != "ignored",
+            )
+        )
     return rows
 
 
@@ -73,33 +84,38 @@ def snippets(base_url: str, name: str, number: int, example: dict[str, Any]) -> 
     """The example request as JSON, as a curl command and as Python (httpx)."""
     url = f"{base_url}/v1/models/{name}/predict?version={number}"
     compact = json.dumps(example, separators=(", ", ": "))
-    curl = ("curl -s -H \"Authorization: Bearer $KILN_API_KEY\" "
-            "-H 'Content-Type: application/json' \\\n"
-            f"  -d '{compact.replace(chr(39), chr(39) + chr(92) + chr(39) + chr(39))}' \\\n"
-            f"  '{url}'")
-    python = ("import os\n\nimport httpx\n\n"
-              f"answer = httpx.post(\"{url}\",\n"
-              "                    headers={\"Authorization\": "
-              "f\"Bearer {os.environ['KILN_API_KEY']}\"},\n"
-              f"                    json={example!r})\n"
-              "print(answer.json())")
+    curl = (
+        'curl -s -H "Authorization: Bearer $KILN_API_KEY" '
+        "-H 'Content-Type: application/json' \\\n"
+        f"  -d '{compact.replace(chr(39), chr(39) + chr(92) + chr(39) + chr(39))}' \\\n"
+        f"  '{url}'"
+    )
+    python = (
+        "import os\n\nimport httpx\n\n"
+        f'answer = httpx.post("{url}",\n'
+        '                    headers={"Authorization": '
+        "f\"Bearer {os.environ['KILN_API_KEY']}\"},\n"
+        f"                    json={example!r})\n"
+        "print(answer.json())"
+    )
     return {"json": json.dumps(example, indent=2), "curl": curl, "python": python}
 
 
-def version_panel(session: Session, base_url: str, name: str,
-                  version: ModelVersion) -> dict[str, Any]:
+def version_panel(
+    session: Session, base_url: str, name: str, version: ModelVersion
+) -> dict[str, Any]:
     """Everything the panel shows for ``version``."""
     example = version_example(session, version)
     metrics = version.metrics or {}
     matrix = metrics.get("confusion_matrix")
     labels = list(version.class_labels or [])
     return {
-        "version": version.version, "dataset_id": version.dataset_id,
-        "inputs": input_rows(version), "snippets": snippets(base_url, name, version.version,
-                                                            example),
+        "version": version.version,
+        "dataset_id": version.dataset_id,
+        "inputs": input_rows(version),
+        "snippets": snippets(base_url, name, version.version, example),
         "classes": class_rows(matrix, labels) if isinstance(matrix, list) and matrix else [],
         "matrix": matrix if isinstance(matrix, list) else None,
-        "labels": [str(label) for label in labels] or
-                  [str(i) for i in range(len(matrix or []))],
+        "labels": [str(label) for label in labels] or [str(i) for i in range(len(matrix or []))],
         "residuals": metrics.get("residuals"),
     }

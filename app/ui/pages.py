@@ -55,9 +55,12 @@ FRAGMENT_HEADER = "x-kiln-fragment"  # the page's script asks for the live part 
 
 def _page(request: Request, template: str, viewer: Viewer | None, **context: Any) -> Response:
     fragment = request.headers.get(FRAGMENT_HEADER) == "1"
-    return templates.TemplateResponse(request, template, {
-        "viewer": viewer, "fragment": fragment, **context},
-        headers={"Cache-Control": "no-store"})
+    return templates.TemplateResponse(
+        request,
+        template,
+        {"viewer": viewer, "fragment": fragment, **context},
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _clock(seconds: float) -> str:
@@ -92,15 +95,20 @@ def login_page(request: Request) -> Response:
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login(request: Request, directory: DirectoryDep,
-                key: Annotated[str, Form(max_length=512)]) -> Response:
+async def login(
+    request: Request, directory: DirectoryDep, key: Annotated[str, Form(max_length=512)]
+) -> Response:
     same_site(request)
     try:
         principal = await principal_for(directory, key.strip())
         check_scope(principal, Scope.READ)
     except KilnError as refused:
-        return templates.TemplateResponse(request, "login.html", {
-            "viewer": None, "fragment": False, "error": refused.message}, status_code=401)
+        return templates.TemplateResponse(
+            request,
+            "login.html",
+            {"viewer": None, "fragment": False, "error": refused.message},
+            status_code=401,
+        )
     response = RedirectResponse("/ui/jobs", status_code=303)
     keep_key(response, request, key.strip())
     return response
@@ -118,13 +126,19 @@ def logout(request: Request) -> Response:
 def jobs_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
     rows, total = jobs.list_jobs(session, limit=100, offset=0)
     items = [job_read(row, session) for row in rows]
-    return _page(request, "jobs.html", viewer, jobs=items, total=total, live=True,
-                 elapsed={item.id: _elapsed(item) for item in items})
+    return _page(
+        request,
+        "jobs.html",
+        viewer,
+        jobs=items,
+        total=total,
+        live=True,
+        elapsed={item.id: _elapsed(item) for item in items},
+    )
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(request: Request, session: SessionDep, viewer: ViewerDep,
-             job_id: IdPath) -> Response:
+def job_page(request: Request, session: SessionDep, viewer: ViewerDep, job_id: IdPath) -> Response:
     row = jobs.get_job(session, job_id)
     job = job_read(row, session)
     trials = [TrialRead.model_validate(trial) for trial in jobs.list_trials(session, job_id)]
@@ -146,29 +160,47 @@ def job_page(request: Request, session: SessionDep, viewer: ViewerDep,
             figures["parallel"] = charts.parallel_coordinates(trials, first["metric"], axes)
             varied = charts.varied_count(trials)
             if varied > len(axes):
-                notes["parallel"] = (f"The {len(axes)} parameters that explain the most, of "
-                                     f"{varied} that varied." if "importance" in figures else
-                                     f"{len(axes)} of the {varied} parameters that varied.")
+                notes["parallel"] = (
+                    f"The {len(axes)} parameters that explain the most, of {varied} that varied."
+                    if "importance" in figures
+                    else f"{len(axes)} of the {varied} parameters that varied."
+                )
     result = job.result
-    if (job.status == JobStatus.SUCCEEDED and isinstance(result, SearchResult)
-            and result.pareto is not None):
+    if (
+        job.status == JobStatus.SUCCEEDED
+        and isinstance(result, SearchResult)
+        and result.pareto is not None
+    ):
         front = ParetoFront(**pareto_front(session, job_id))
         figures["pareto"] = charts.pareto(trials, front.trials, front.objectives)
     report = None
-    if (job.status == JobStatus.SUCCEEDED and isinstance(result, CompressionFields)
-            and result.compression is not None):
-        report = CompressionReport(job_id=job_id,
-                                   **compression_report(session, job_id).model_dump())
+    if (
+        job.status == JobStatus.SUCCEEDED
+        and isinstance(result, CompressionFields)
+        and result.compression is not None
+    ):
+        report = CompressionReport(
+            job_id=job_id, **compression_report(session, job_id).model_dump()
+        )
         figures["size"], figures["latency"] = charts.compression_tradeoffs(report.rows)
-    return _page(request, "job.html", viewer, job=job, trials=trials, objectives=objectives,
-                 figures=figures, notes=notes, report=report, elapsed=_elapsed(job),
-                 live=job.status in ("queued", "running"),
-                 points={name: charts.points(f) for name, f in figures.items()})
+    return _page(
+        request,
+        "job.html",
+        viewer,
+        job=job,
+        trials=trials,
+        objectives=objectives,
+        figures=figures,
+        notes=notes,
+        report=report,
+        elapsed=_elapsed(job),
+        live=job.status in ("queued", "running"),
+        points={name: charts.points(f) for name, f in figures.items()},
+    )
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=RedirectResponse)
-def cancel(request: Request, session: SessionDep, viewer: ViewerDep,
-           job_id: IdPath) -> Response:
+def cancel(request: Request, session: SessionDep, viewer: ViewerDep, job_id: IdPath) -> Response:
     same_site(request)
     check_scope(viewer.principal, Scope.WRITE)
     jobs.cancel_job(session, job_id)
@@ -176,8 +208,9 @@ def cancel(request: Request, session: SessionDep, viewer: ViewerDep,
 
 
 @router.get("/jobs/{job_id}/output", response_class=FileResponse)
-def job_output(session: SessionDep, store: StoreDep, viewer: ViewerDep,
-               job_id: IdPath) -> FileResponse:
+def job_output(
+    session: SessionDep, store: StoreDep, viewer: ViewerDep, job_id: IdPath
+) -> FileResponse:
     found = output_file(jobs.get_job(session, job_id), store)
     return FileResponse(found.path, media_type=found.media_type, filename=found.filename)
 
@@ -185,32 +218,64 @@ def job_output(session: SessionDep, store: StoreDep, viewer: ViewerDep,
 @router.get("/models", response_class=HTMLResponse)
 def models_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
     rows, total = registry.list_models(session, limit=200, offset=0)
-    return _page(request, "models.html", viewer,
-                 models=[model_read(session, row) for row in rows], total=total)
+    return _page(
+        request,
+        "models.html",
+        viewer,
+        models=[model_read(session, row) for row in rows],
+        total=total,
+    )
 
 
 @router.get("/models/{name}", response_class=HTMLResponse)
-def model_page(request: Request, session: SessionDep, viewer: ViewerDep,
-               name: ModelName, version: VersionQuery = None) -> Response:
+def model_page(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    name: ModelName,
+    version: VersionQuery = None,
+) -> Response:
     """The model: aliases, lineage, versions, and a panel for one version (the one that
     serves, unless ``version`` names another)."""
     model = model_read(session, registry.get_model(session, name))
     rows, _ = registry.list_versions(session, name, limit=500, offset=0)
     versions = [version_read(session, name, row) for row in rows]
-    history = {alias: aliases.alias_history(session, name=name, alias=alias)
-               for alias in sorted(model.aliases)}
+    history = {
+        alias: aliases.alias_history(session, name=name, alias=alias)
+        for alias in sorted(model.aliases)
+    }
     shown = version or model.serving_version
-    panel = (version_panel(session, str(request.base_url).rstrip("/"), name,
-                           registry.get_version(session, name, shown)) if shown else None)
-    return _page(request, "model.html", viewer, model=model, versions=versions,
-                 tree=version_tree(name, versions), history=history, panel=panel,
-                 can_infer=viewer.can_infer)
+    panel = (
+        version_panel(
+            session,
+            str(request.base_url).rstrip("/"),
+            name,
+            registry.get_version(session, name, shown),
+        )
+        if shown
+        else None
+    )
+    return _page(
+        request,
+        "model.html",
+        viewer,
+        model=model,
+        versions=versions,
+        tree=version_tree(name, versions),
+        history=history,
+        panel=panel,
+        can_infer=viewer.can_infer,
+    )
 
 
 @router.post("/models/{name}/predict")
-async def try_prediction(request: Request, viewer: ViewerDep, name: ModelName,
-                         body: Annotated[str, Form(max_length=1_000_000)],
-                         version: Annotated[int, Form(ge=1, le=2**31 - 1)]) -> Response:
+async def try_prediction(
+    request: Request,
+    viewer: ViewerDep,
+    name: ModelName,
+    body: Annotated[str, Form(max_length=1_000_000)],
+    version: Annotated[int, Form(ge=1, le=2**31 - 1)],
+) -> Response:
     """The model page's "try a prediction": the body as ``POST /v1/models/{name}/predict``
     takes it, through the same path; the answer (or the refusal) as JSON."""
     same_site(request)
@@ -223,10 +288,15 @@ async def try_prediction(request: Request, viewer: ViewerDep, name: ModelName,
 
 
 @router.post("/models/{name}/aliases", response_class=RedirectResponse)
-def move_alias(request: Request, session: SessionDep, viewer: ViewerDep,
-               directory: DirectoryDep, name: ModelName,
-               alias: Annotated[AliasName, Form()],
-               version: Annotated[int, Form(ge=1, le=2**31 - 1)]) -> Response:
+def move_alias(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    directory: DirectoryDep,
+    name: ModelName,
+    alias: Annotated[AliasName, Form()],
+    version: Annotated[int, Form(ge=1, le=2**31 - 1)],
+) -> Response:
     same_site(request)
     check_scope(viewer.principal, Scope.WRITE)
     aliases.set_alias(session, name=name, alias=alias, version=version)
@@ -235,26 +305,34 @@ def move_alias(request: Request, session: SessionDep, viewer: ViewerDep,
 
 
 @router.get("/models/{name}/versions/{version}/artifact", response_class=FileResponse)
-def download(session: SessionDep, store: StoreDep, viewer: ViewerDep, name: ModelName,
-             version: IdPath) -> FileResponse:
+def download(
+    session: SessionDep, store: StoreDep, viewer: ViewerDep, name: ModelName, version: IdPath
+) -> FileResponse:
     row = registry.get_version(session, name, version)
-    return FileResponse(store.version_file(row.artifact_key, row.sha256,
-                                           f"the ONNX file of {name} v{version}"),
-                        media_type="application/octet-stream",
-                        filename=f"{name}-v{version}.onnx",
-                        headers={"X-Content-SHA256": row.sha256})
+    return FileResponse(
+        store.version_file(row.artifact_key, row.sha256, f"the ONNX file of {name} v{version}"),
+        media_type="application/octet-stream",
+        filename=f"{name}-v{version}.onnx",
+        headers={"X-Content-SHA256": row.sha256},
+    )
 
 
 @router.get("/datasets", response_class=HTMLResponse)
 def datasets_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
     rows, total = datasets.list_datasets(session, limit=200, offset=0)
-    return _page(request, "datasets.html", viewer, total=total,
-                 datasets=[DatasetRead.model_validate(row) for row in rows])
+    return _page(
+        request,
+        "datasets.html",
+        viewer,
+        total=total,
+        datasets=[DatasetRead.model_validate(row) for row in rows],
+    )
 
 
 @router.get("/datasets/{dataset_id}", response_class=HTMLResponse)
-def dataset_page(request: Request, session: SessionDep, viewer: ViewerDep,
-                 dataset_id: IdPath) -> Response:
+def dataset_page(
+    request: Request, session: SessionDep, viewer: ViewerDep, dataset_id: IdPath
+) -> Response:
     dataset = DatasetRead.model_validate(datasets.get_dataset(session, dataset_id))
     return _page(request, "dataset.html", viewer, dataset=dataset)
 
@@ -262,7 +340,12 @@ def dataset_page(request: Request, session: SessionDep, viewer: ViewerDep,
 @router.get("/serving", response_class=HTMLResponse)
 def serving_page(request: Request, viewer: ViewerDep) -> Response:
     started: datetime = gateway_of(request.app).started_at
-    return _page(request, "serving.html", viewer, live=True,
-                 rows=serving_rows(gateway_of(request.app).metrics.registry),
-                 started=started.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                 uptime=_clock((utcnow() - started).total_seconds()))
+    return _page(
+        request,
+        "serving.html",
+        viewer,
+        live=True,
+        rows=serving_rows(gateway_of(request.app).metrics.registry),
+        started=started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        uptime=_clock((utcnow() - started).total_seconds()),
+    )

@@ -82,8 +82,14 @@ def same_site(request: Request) -> None:
 
 
 def keep_key(response: Response, request: Request, secret: str) -> None:
-    response.set_cookie(COOKIE, secret, path=PATH, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+    response.set_cookie(
+        COOKIE,
+        secret,
+        path=PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
 
 
 def forget_key(response: Response) -> None:

@@ -49,12 +49,15 @@ SCOPE_CASES = [
 
 
 @pytest.mark.parametrize(("scope", "method", "path", "allowed"), SCOPE_CASES)
-def test_scope_rules(client: TestClient, keys: dict, scope: str, method: str, path: str,
-                     allowed: bool) -> None:
+def test_scope_rules(
+    client: TestClient, keys: dict, scope: str, method: str, path: str, allowed: bool
+) -> None:
     kwargs: dict = {}
     if method == "POST" and path == "/v1/datasets":
-        kwargs = {"files": {"file": ("d.csv", blobs_csv(), "text/csv")},
-                  "data": {"target": "label"}}
+        kwargs = {
+            "files": {"file": ("d.csv", blobs_csv(), "text/csv")},
+            "data": {"target": "label"},
+        }
     elif method == "POST":
         kwargs = {"json": {"inputs": [[1.0]]}}
     response = client.request(method, path, headers=bearer(keys[scope]), **kwargs)
@@ -65,8 +68,9 @@ def test_scope_rules(client: TestClient, keys: dict, scope: str, method: str, pa
         assert f"has scope '{scope}'" in response.json()["detail"]
 
 
-def test_admin_creates_lists_and_revokes_keys(client: TestClient, admin: dict,
-                                              settings: Settings) -> None:
+def test_admin_creates_lists_and_revokes_keys(
+    client: TestClient, admin: dict, settings: Settings
+) -> None:
     created = client.post("/v1/keys", headers=admin, json={"name": "ci", "scope": "read"})
     assert created.status_code == 201
     secret = created.json()["key"]

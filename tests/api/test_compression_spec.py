@@ -16,9 +16,12 @@ from tests.helpers import blobs_csv
 
 @pytest.fixture
 def dataset_id(client: TestClient, admin: dict) -> int:
-    response = client.post("/v1/datasets", headers=admin, data={"target": "label"},
-                           files={"file": ("blobs.csv", blobs_csv(n_features=4,
-                                                                  labels=("a", "b", "c")))})
+    response = client.post(
+        "/v1/datasets",
+        headers=admin,
+        data={"target": "label"},
+        files={"file": ("blobs.csv", blobs_csv(n_features=4, labels=("a", "b", "c")))},
+    )
     assert response.status_code == 201, response.text
     return int(response.json()["id"])
 
@@ -27,93 +30,161 @@ def post_compress(client: TestClient, admin: dict, **body: Any) -> Any:
     return client.post("/v1/jobs", headers=admin, json={"kind": "compress", **body})
 
 
-@pytest.mark.parametrize(("methods", "message"), [
-    (["prune_structured"], "methods[0][0] (prune_structured) needs torch weights, but "
-                           "version 1 of 'flowers' has no torch weights"),
-    ([["quantize_dynamic", "select_features"]], "needs torch weights, but it follows a graph "
-                                                "rewrite; put distill before it"),
-    (["share_weights"], "methods[0][0] (share_weights) needs torch weights, but version 1 of "
-                        "'flowers' has no torch weights"),
-    ([["distill", "binarize", "fp16"]], "methods[0][2] (fp16): the model is already quantized "
-                                        "earlier in this chain"),
-    ([["distill", "quantize_dynamic", "share_weights"]], "methods[0][2] (share_weights) needs "
-                                                         "torch weights, but it follows a graph"),
-    ([{"method": "share_weights", "bits": 9}], "less than or equal to 8"),
-])
-def test_chains_the_source_cannot_take_are_named(client: TestClient, admin: dict,
-                                                 settings: Settings, classifier_onnx: Path,
-                                                 dataset_id: int, methods: list,
-                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        (
+            ["prune_structured"],
+            "methods[0][0] (prune_structured) needs torch weights, but "
+            "version 1 of 'flowers' has no torch weights",
+        ),
+        (
+            [["quantize_dynamic", "select_features"]],
+            "needs torch weights, but it follows a graph rewrite; put distill before it",
+        ),
+        (
+            ["share_weights"],
+            "methods[0][0] (share_weights) needs torch weights, but version 1 of "
+            "'flowers' has no torch weights",
+        ),
+        (
+            [["distill", "binarize", "fp16"]],
+            "methods[0][2] (fp16): the model is already quantized earlier in this chain",
+        ),
+        (
+            [["distill", "quantize_dynamic", "share_weights"]],
+            "methods[0][2] (share_weights) needs torch weights, but it follows a graph",
+        ),
+        ([{"method": "share_weights", "bits": 9}], "less than or equal to 8"),
+    ],
+)
+def test_chains_the_source_cannot_take_are_named(
+    client: TestClient,
+    admin: dict,
+    settings: Settings,
+    classifier_onnx: Path,
+    dataset_id: int,
+    methods: list,
+    message: str,
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
-    response = post_compress(client, admin, source={"model": "flowers", "version": 1},
-                             dataset_id=dataset_id, compression={"methods": methods})
+    response = post_compress(
+        client,
+        admin,
+        source={"model": "flowers", "version": 1},
+        dataset_id=dataset_id,
+        compression={"methods": methods},
+    )
     assert response.status_code == 422, response.text
     assert message in str(response.json()["detail"])
     assert client.get("/v1/jobs", headers=admin).json()["total"] == 0
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"source": {"model": "flowers", "version": 7}},
-     "source: model 'flowers' has no version 7"),
-    ({"source": {"model": "nothing", "version": 1}}, "source: model 'nothing' not found"),
-    ({"dataset_id": None}, "dataset_id: version 1 of 'flowers' has no dataset of its own"),
-    ({"dataset_id": 999}, "dataset_id: dataset 999 not found"),
-])
-def test_sources_and_datasets_are_checked(client: TestClient, admin: dict, settings: Settings,
-                                          classifier_onnx: Path, dataset_id: int, body: dict,
-                                          message: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"source": {"model": "flowers", "version": 7}},
+            "source: model 'flowers' has no version 7",
+        ),
+        ({"source": {"model": "nothing", "version": 1}}, "source: model 'nothing' not found"),
+        ({"dataset_id": None}, "dataset_id: version 1 of 'flowers' has no dataset of its own"),
+        ({"dataset_id": 999}, "dataset_id: dataset 999 not found"),
+    ],
+)
+def test_sources_and_datasets_are_checked(
+    client: TestClient,
+    admin: dict,
+    settings: Settings,
+    classifier_onnx: Path,
+    dataset_id: int,
+    body: dict,
+    message: str,
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
-    request = {"source": {"model": "flowers", "version": 1}, "dataset_id": dataset_id,
-               "compression": {"methods": ["quantize_dynamic"]}, **body}
+    request = {
+        "source": {"model": "flowers", "version": 1},
+        "dataset_id": dataset_id,
+        "compression": {"methods": ["quantize_dynamic"]},
+        **body,
+    }
     response = post_compress(client, admin, **request)
     assert response.status_code == 422, response.text
     assert message in response.json()["detail"]
 
 
 def test_a_source_that_does_not_fit_the_dataset_is_refused(
-        client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path) -> None:
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
-    wide = client.post("/v1/datasets", headers=admin, data={"target": "label"},
-                       files={"file": ("w.csv", blobs_csv(n_features=6, labels=("a", "b", "c")))})
-    response = post_compress(client, admin, source={"model": "flowers", "version": 1},
-                             dataset_id=wide.json()["id"],
-                             compression={"methods": ["quantize_dynamic"]})
+    wide = client.post(
+        "/v1/datasets",
+        headers=admin,
+        data={"target": "label"},
+        files={"file": ("w.csv", blobs_csv(n_features=6, labels=("a", "b", "c")))},
+    )
+    response = post_compress(
+        client,
+        admin,
+        source={"model": "flowers", "version": 1},
+        dataset_id=wide.json()["id"],
+        compression={"methods": ["quantize_dynamic"]},
+    )
     assert response.status_code == 422
     assert "source: version 1 takes [4] features" in response.json()["detail"]
 
 
-@pytest.mark.parametrize(("compression", "field"), [
-    ({"methods": []}, "methods"),
-    ({"methods": ["shrink"]}, "methods"),
-    ({"methods": [{"method": "prune_structured", "ratio": 1.5}]}, "ratio"),
-    ({"methods": [{"method": "prune_unstructured", "sparsity": 0}]}, "sparsity"),
-    ({"methods": [{"method": "distill", "temperature": -1}]}, "temperature"),
-    ({"methods": [{"method": "quantize_static", "calibration_rows": 1}]}, "calibration_rows"),
-    ({"methods": [{"method": "fp16", "bits": 8}]}, "bits"),
-    ({"methods": ["fp16"], "max_accuracy_drop": 2}, "max_accuracy_drop"),
-    ({"methods": ["fp16"], "prefer": "accuracy"}, "prefer"),
-    ({"methods": [["quantize_dynamic", "quantize_static"]]}, "compression"),
-    ({"methods": [["fp16"] * 7]}, "compression"),
-])
-def test_malformed_compression_fields_are_422(client: TestClient, admin: dict,
-                                              dataset_id: int, compression: dict,
-                                              field: str) -> None:
-    response = client.post("/v1/jobs", headers=admin, json={
-        "kind": "search", "dataset_id": dataset_id, "model_name": "m",
-        "compression": compression})
+@pytest.mark.parametrize(
+    ("compression", "field"),
+    [
+        ({"methods": []}, "methods"),
+        ({"methods": ["shrink"]}, "methods"),
+        ({"methods": [{"method": "prune_structured", "ratio": 1.5}]}, "ratio"),
+        ({"methods": [{"method": "prune_unstructured", "sparsity": 0}]}, "sparsity"),
+        ({"methods": [{"method": "distill", "temperature": -1}]}, "temperature"),
+        ({"methods": [{"method": "quantize_static", "calibration_rows": 1}]}, "calibration_rows"),
+        ({"methods": [{"method": "fp16", "bits": 8}]}, "bits"),
+        ({"methods": ["fp16"], "max_accuracy_drop": 2}, "max_accuracy_drop"),
+        ({"methods": ["fp16"], "prefer": "accuracy"}, "prefer"),
+        ({"methods": [["quantize_dynamic", "quantize_static"]]}, "compression"),
+        ({"methods": [["fp16"] * 7]}, "compression"),
+    ],
+)
+def test_malformed_compression_fields_are_422(
+    client: TestClient, admin: dict, dataset_id: int, compression: dict, field: str
+) -> None:
+    response = client.post(
+        "/v1/jobs",
+        headers=admin,
+        json={
+            "kind": "search",
+            "dataset_id": dataset_id,
+            "model_name": "m",
+            "compression": compression,
+        },
+    )
     assert response.status_code == 422, response.text
     assert field in str(response.json()["detail"])
     assert client.get("/v1/jobs", headers=admin).json()["total"] == 0
 
 
 def test_a_valid_compress_job_is_queued_with_its_steps_as_progress(
-        client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path,
-        dataset_id: int) -> None:
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path, dataset_id: int
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
-    response = post_compress(client, admin, source={"model": "flowers", "version": 1},
-                             dataset_id=dataset_id, compression={"methods": [
-                                 "quantize_dynamic", ["distill", "prune_structured"],
-                                 ["distill", "quantize_static"]]})
+    response = post_compress(
+        client,
+        admin,
+        source={"model": "flowers", "version": 1},
+        dataset_id=dataset_id,
+        compression={
+            "methods": [
+                "quantize_dynamic",
+                ["distill", "prune_structured"],
+                ["distill", "quantize_static"],
+            ]
+        },
+    )
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["kind"] == "compress" and job["model_name"] == "flowers"

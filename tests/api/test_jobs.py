@@ -14,16 +14,23 @@ from tests.helpers import blobs_csv, csv_bytes
 
 
 def make_dataset(client: TestClient, headers: dict, content: bytes | None = None) -> int:
-    response = client.post("/v1/datasets", headers=headers,
-                           files={"file": ("d.csv", content or blobs_csv(), "text/csv")},
-                           data={"target": "label"})
+    response = client.post(
+        "/v1/datasets",
+        headers=headers,
+        files={"file": ("d.csv", content or blobs_csv(), "text/csv")},
+        data={"target": "label"},
+    )
     assert response.status_code == 201, response.text
     return int(response.json()["id"])
 
 
 def job_body(dataset_id: int, **search: object) -> dict:
-    return {"kind": "search", "dataset_id": dataset_id, "model_name": "blobs",
-            "search": {"algorithm": "random", "max_trials": 3, **search}}
+    return {
+        "kind": "search",
+        "dataset_id": dataset_id,
+        "model_name": "blobs",
+        "search": {"algorithm": "random", "max_trials": 3, **search},
+    }
 
 
 def broker_messages(settings: Settings) -> list[dict]:
@@ -43,22 +50,30 @@ def broker_messages(settings: Settings) -> list[dict]:
     return found
 
 
-def test_submit_commits_then_enqueues_by_task_name(client: TestClient, admin: dict,
-                                                   settings: Settings) -> None:
+def test_submit_commits_then_enqueues_by_task_name(
+    client: TestClient, admin: dict, settings: Settings
+) -> None:
     dataset_id = make_dataset(client, admin)
     response = client.post("/v1/jobs", headers=admin, json=job_body(dataset_id))
     assert response.status_code == 202
     job = response.json()
     assert job["status"] == "queued"
-    assert job["progress"] == {"trials_done": 0, "trials_total": 3, "best_value": None,
-                               "best_metric": "accuracy", "unit": "trials",
-                               "time_budget_s": None, "elapsed_s": None}
+    assert job["progress"] == {
+        "trials_done": 0,
+        "trials_total": 3,
+        "best_value": None,
+        "best_metric": "accuracy",
+        "unit": "trials",
+        "time_budget_s": None,
+        "elapsed_s": None,
+    }
     assert broker_messages(settings) == [{"task": "kiln.search", "args": [job["id"]]}]
     assert client.get(f"/v1/jobs/{job['id']}", headers=admin).json()["status"] == "queued"
 
 
 def test_a_time_only_search_counts_no_trial_total_and_tells_its_budget(
-        client: TestClient, admin: dict) -> None:
+    client: TestClient, admin: dict
+) -> None:
     dataset_id = make_dataset(client, admin)
     body = job_body(dataset_id)
     body["search"] = {"timeout_s": 45}
@@ -77,10 +92,12 @@ BAD_JOBS = [
 ]
 
 
-@pytest.mark.parametrize(("patch", "field"), [case[1:] for case in BAD_JOBS],
-                         ids=[case[0] for case in BAD_JOBS])
-def test_bad_job_is_422_naming_the_field(client: TestClient, admin: dict, patch: dict,
-                                         field: str, settings: Settings) -> None:
+@pytest.mark.parametrize(
+    ("patch", "field"), [case[1:] for case in BAD_JOBS], ids=[case[0] for case in BAD_JOBS]
+)
+def test_bad_job_is_422_naming_the_field(
+    client: TestClient, admin: dict, patch: dict, field: str, settings: Settings
+) -> None:
     body = job_body(make_dataset(client, admin))
     for key, value in patch.items():
         body[key] = {**body[key], **value} if isinstance(value, dict) else value
@@ -99,14 +116,16 @@ def test_unknown_dataset_is_422(client: TestClient, admin: dict) -> None:
 
 
 def test_malformed_json_is_422(client: TestClient, admin: dict) -> None:
-    response = client.post("/v1/jobs", headers={**admin, "Content-Type": "application/json"},
-                           content=b'{"kind": "search", ')
+    response = client.post(
+        "/v1/jobs",
+        headers={**admin, "Content-Type": "application/json"},
+        content=b'{"kind": "search", ',
+    )
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "json_invalid"
 
 
-def test_model_task_mismatch_is_409(client: TestClient, admin: dict,
-                                    settings: Settings) -> None:
+def test_model_task_mismatch_is_409(client: TestClient, admin: dict, settings: Settings) -> None:
     from app.core.db import session_scope
     from app.registry.repository import ModelRepository
 
@@ -119,16 +138,19 @@ def test_model_task_mismatch_is_409(client: TestClient, admin: dict,
 
 def test_list_is_newest_first_and_filters(client: TestClient, admin: dict) -> None:
     dataset_id = make_dataset(client, admin)
-    ids = [client.post("/v1/jobs", headers=admin, json=job_body(dataset_id)).json()["id"]
-           for _ in range(3)]
+    ids = [
+        client.post("/v1/jobs", headers=admin, json=job_body(dataset_id)).json()["id"]
+        for _ in range(3)
+    ]
     page = client.get("/v1/jobs?limit=2", headers=admin).json()
     assert [job["id"] for job in page["items"]] == ids[::-1][:2] and page["total"] == 3
     assert client.get("/v1/jobs?status=running", headers=admin).json()["total"] == 0
     assert client.get("/v1/jobs?status=nonsense", headers=admin).status_code == 422
 
 
-def test_cancel_is_idempotent_and_a_finished_job_is_409(client: TestClient, admin: dict,
-                                                         settings: Settings) -> None:
+def test_cancel_is_idempotent_and_a_finished_job_is_409(
+    client: TestClient, admin: dict, settings: Settings
+) -> None:
     dataset_id = make_dataset(client, admin)
     job_id = client.post("/v1/jobs", headers=admin, json=job_body(dataset_id)).json()["id"]
     cancelled = client.post(f"/v1/jobs/{job_id}/cancel", headers=admin)
@@ -140,8 +162,9 @@ def test_cancel_is_idempotent_and_a_finished_job_is_409(client: TestClient, admi
         session.execute(update(Job).where(Job.id == done).values(status="succeeded"))
     refused = client.post(f"/v1/jobs/{done}/cancel", headers=admin)
     assert refused.status_code == 409
-    assert refused.json()["detail"] == (f"job {done} already succeeded; only a queued or "
-                                        "running job can be cancelled")
+    assert refused.json()["detail"] == (
+        f"job {done} already succeeded; only a queued or running job can be cancelled"
+    )
     assert client.get("/v1/jobs/999999", headers=admin).status_code == 404
     assert client.get(f"/v1/jobs/{job_id}/trials", headers=admin).json() == []
 

@@ -17,14 +17,16 @@ def samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]],
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
 
 
-def test_metrics_count_requests_failures_models_and_jobs(client: TestClient, admin: dict,
-                                                         settings: Settings,
-                                                         classifier_onnx: Path) -> None:
+def test_metrics_count_requests_failures_models_and_jobs(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
     for _ in range(3):
         client.post("/v1/models/flowers/predict", headers=admin, json={"inputs": [[1, 2, 3, 4]]})
@@ -33,8 +35,7 @@ def test_metrics_count_requests_failures_models_and_jobs(client: TestClient, adm
     values = samples(client)
     ok = (("model", "flowers"), ("outcome", "ok"), ("protocol", "v1"), ("version", "1"))
     assert values[("kiln_inference_requests_total", ok)] == 3
-    bad = (("model", "flowers"), ("outcome", "client_error"), ("protocol", "v1"),
-           ("version", "1"))
+    bad = (("model", "flowers"), ("outcome", "client_error"), ("protocol", "v1"), ("version", "1"))
     assert values[("kiln_inference_requests_total", bad)] == 1
     # Names that match no model are not labels: a caller could mint any number of them.
     ghost = (("model", ""), ("outcome", "client_error"), ("protocol", "v1"), ("version", ""))
@@ -53,8 +54,12 @@ def test_a_metrics_token_closes_metrics_to_everyone_else(settings: Settings) -> 
     only its bearer; the rest of the gateway is unchanged."""
     guarded = settings.model_copy(update={"metrics_token": SecretStr("scrape-me")})
     with TestClient(create_app(guarded, run_reaper=False)) as client:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-me"},
-                        {"Authorization": "Basic c2NyYXBlLW1l"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "scrape-me"},
+            {"Authorization": "Basic c2NyYXBlLW1l"},
+        ):
             refused = client.get("/metrics", headers=headers)
             assert refused.status_code == 401, headers
             assert "KILN_METRICS_TOKEN" in refused.json()["detail"]

@@ -17,17 +17,31 @@ from app.contracts.signature import Signature
 from app.core.errors import InvalidInput
 from app.preprocessing.csv_reader import read_header
 
-SIGNATURE = Signature.of_tensors(input_name="input", row_shape=(2,), output_name="output",
-                                 width=3)
-CELLS = st.sampled_from([b"1", b"-2.5", b"", b"NA", b"x", b'"', b'"a,b"', b"1e40", b"\xff",
-                         b"\xc3\xa9", b" 3 ", b"\n", b"nan"])
+SIGNATURE = Signature.of_tensors(input_name="input", row_shape=(2,), output_name="output", width=3)
+CELLS = st.sampled_from(
+    [
+        b"1",
+        b"-2.5",
+        b"",
+        b"NA",
+        b"x",
+        b'"',
+        b'"a,b"',
+        b"1e40",
+        b"\xff",
+        b"\xc3\xa9",
+        b" 3 ",
+        b"\n",
+        b"nan",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(CELLS, min_size=1, max_size=4), max_size=30),
-       st.integers(1, 7))
-def test_any_body_reads_or_is_refused_with_a_reason(lines: list[list[bytes]],
-                                                    chunk_rows: int) -> None:
+@given(st.lists(st.lists(CELLS, min_size=1, max_size=4), max_size=30), st.integers(1, 7))
+def test_any_body_reads_or_is_refused_with_a_reason(
+    lines: list[list[bytes]], chunk_rows: int
+) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "rows.csv"
         path.write_bytes(b"a,b,key\n" + b"".join(b",".join(cells) + b"\n" for cells in lines))

@@ -16,8 +16,13 @@ import pytest
 from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv
 
-SPACE = {"n_layers": {"low": 1, "high": 2}, "width": {"low": 8, "high": 64, "log": True},
-         "epochs": {"low": 3, "high": 6}, "batch_size": 32, "patience": 0}
+SPACE = {
+    "n_layers": {"low": 1, "high": 2},
+    "width": {"low": 8, "high": 64, "log": True},
+    "epochs": {"low": 3, "high": 6},
+    "batch_size": 32,
+    "patience": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +31,35 @@ def finished(module_kiln_server: ServerFactory) -> Iterator[dict[str, Any]]:
     kiln = module_kiln_server(workers=1)
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
     with kiln.client() as client:
-        search = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "looked-at",
-            "search": {"algorithm": "nsga2", "max_trials": 6, "seed": 2, "space": SPACE,
-                       "validation": "holdout",
-                       "objectives": [{"metric": "accuracy"}, {"metric": "params"}]}})
+        search = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": "looked-at",
+                "search": {
+                    "algorithm": "nsga2",
+                    "max_trials": 6,
+                    "seed": 2,
+                    "space": SPACE,
+                    "validation": "holdout",
+                    "objectives": [{"metric": "accuracy"}, {"metric": "params"}],
+                },
+            },
+        )
         assert search.status_code == 202, search.text
     search_job = kiln.wait_for_job(int(search.json()["id"]))
     assert search_job["status"] == "succeeded", (search_job["error"], kiln.log_tail())
     with kiln.client() as client:
-        compress = client.post("/v1/jobs", json={
-            "kind": "compress", "source": {"model": "looked-at", "version": 1},
-            "dataset_id": dataset_id,
-            "compression": {"methods": ["prune_structured", "quantize_dynamic"]}})
+        compress = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "compress",
+                "source": {"model": "looked-at", "version": 1},
+                "dataset_id": dataset_id,
+                "compression": {"methods": ["prune_structured", "quantize_dynamic"]},
+            },
+        )
         assert compress.status_code == 202, compress.text
     compress_job = kiln.wait_for_job(int(compress.json()["id"]))
     assert compress_job["status"] == "succeeded", (compress_job["error"], kiln.log_tail())
@@ -46,8 +67,14 @@ def finished(module_kiln_server: ServerFactory) -> Iterator[dict[str, Any]]:
         trials = client.get(f"/v1/jobs/{search_job['id']}/trials").json()
         front = client.get(f"/v1/jobs/{search_job['id']}/pareto").json()
         report = client.get(f"/v1/jobs/{compress_job['id']}/report").json()
-    yield {"kiln": kiln, "search": search_job, "compress": compress_job,
-           "trials": trials, "front": front, "report": report}
+    yield {
+        "kiln": kiln,
+        "search": search_job,
+        "compress": compress_job,
+        "trials": trials,
+        "front": front,
+        "report": report,
+    }
 
 
 def wait_for(condition: Any, timeout: float = 30, what: str = "") -> Any:
@@ -96,8 +123,7 @@ def test_sign_in_and_see_the_search_drawn(browser: Any, finished: dict[str, Any]
     assert errors == [], errors
 
 
-def test_the_compression_report_and_moving_an_alias(browser: Any,
-                                                    finished: dict[str, Any]) -> None:
+def test_the_compression_report_and_moving_an_alias(browser: Any, finished: dict[str, Any]) -> None:
     kiln, report = finished["kiln"], finished["report"]
     sign_in(browser, kiln)
     browser.get(f"{kiln.url}/ui/jobs/{finished['compress']['id']}")
@@ -114,8 +140,10 @@ def test_the_compression_report_and_moving_an_alias(browser: Any,
     form = browser.find_element("id", "move-alias")
     form.find_element("css selector", f"select[name=version] option[value='{target}']").click()
     form.find_element("css selector", "button[type=submit]").click()
-    wait_for(lambda: browser.find_elements("css selector", "tr[data-alias=production]"),
-             what="the alias row")
+    wait_for(
+        lambda: browser.find_elements("css selector", "tr[data-alias=production]"),
+        what="the alias row",
+    )
     with kiln.client() as client:
         model = client.get("/v1/models/looked-at").json()
     assert model["aliases"] == {"production": int(target)}
@@ -123,17 +151,20 @@ def test_the_compression_report_and_moving_an_alias(browser: Any,
     assert held == f"v{target}"
 
 
-def test_docs_render_with_no_network_but_the_gateway(browser: Any,
-                                                     finished: dict[str, Any]) -> None:
+def test_docs_render_with_no_network_but_the_gateway(
+    browser: Any, finished: dict[str, Any]
+) -> None:
     kiln = finished["kiln"]
     browser.get(f"{kiln.url}/docs")
-    operations = wait_for(lambda: browser.find_elements("css selector", ".opblock"),
-                          what="Swagger UI's operations")
+    operations = wait_for(
+        lambda: browser.find_elements("css selector", ".opblock"), what="Swagger UI's operations"
+    )
     assert len(operations) > 20
     assert "POST/v1/jobs" in "".join(o.text.replace("\n", "") for o in operations)
     browser.get(f"{kiln.url}/redoc")
-    wait_for(lambda: browser.find_elements("css selector", "[data-section-id]"),
-             what="ReDoc's sections")
+    wait_for(
+        lambda: browser.find_elements("css selector", "[data-section-id]"), what="ReDoc's sections"
+    )
 
 
 def test_a_screenshot_dir_is_ignored_by_git() -> None:
@@ -142,7 +173,8 @@ def test_a_screenshot_dir_is_ignored_by_git() -> None:
 
 
 def test_the_model_page_shows_how_to_call_a_version_and_tries_it(
-        browser: Any, finished: dict[str, Any]) -> None:
+    browser: Any, finished: dict[str, Any]
+) -> None:
     kiln = finished["kiln"]
     sign_in(browser, kiln)
     browser.get(f"{kiln.url}/ui/models/looked-at?version=1")
@@ -156,8 +188,12 @@ def test_the_model_page_shows_how_to_call_a_version_and_tries_it(
     assert "/v1/models/looked-at/predict?version=1" in curl and "Bearer $KILN_API_KEY" in curl
     assert "httpx.post(" in browser.find_element("id", "example-python").text
     browser.find_element("css selector", "#try button[type=submit]").click()
-    answer = wait_for(lambda: (lambda el: el if el.get_attribute("data-status") else None)(
-        browser.find_element("id", "try-answer")), what="the prediction's answer")
+    answer = wait_for(
+        lambda: (lambda el: el if el.get_attribute("data-status") else None)(
+            browser.find_element("id", "try-answer")
+        ),
+        what="the prediction's answer",
+    )
     assert answer.get_attribute("data-status") == "200", answer.text
     assert '"predictions"' in answer.text and '"version": 1' in answer.text
     classes = browser.find_elements("css selector", "#per-class tbody tr")
@@ -172,11 +208,14 @@ def test_the_model_page_shows_how_to_call_a_version_and_tries_it(
 
 
 def test_the_serving_page_counts_from_its_start_and_names_unknown_models(
-        browser: Any, finished: dict[str, Any]) -> None:
+    browser: Any, finished: dict[str, Any]
+) -> None:
     kiln = finished["kiln"]
     with kiln.client() as client:
-        assert client.post("/v1/models/no-such-model/predict",
-                           json={"inputs": [[1.0]]}).status_code == 404
+        assert (
+            client.post("/v1/models/no-such-model/predict", json={"inputs": [[1.0]]}).status_code
+            == 404
+        )
     sign_in(browser, kiln)
     browser.get(f"{kiln.url}/ui/serving")
     started = wait_for(lambda: browser.find_elements("id", "started"), what="the start time")
@@ -187,6 +226,8 @@ def test_the_serving_page_counts_from_its_start_and_names_unknown_models(
     assert browser.find_element("id", "started").text == first  # the start, not the time now
     unknown = browser.find_elements("css selector", "#serving .unknown")
     assert unknown and unknown[0].text == "no such model (404)"
-    names = [row.find_elements("css selector", "td")[0].text
-             for row in browser.find_elements("css selector", "#serving tbody tr")]
+    names = [
+        row.find_elements("css selector", "td")[0].text
+        for row in browser.find_elements("css selector", "#serving tbody tr")
+    ]
     assert all(names), names  # no row with a blank name

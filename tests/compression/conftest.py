@@ -11,8 +11,9 @@ from app.training.models import Network
 from app.training.train import TrainConfig, train
 
 
-def blobs(task: str, n_rows: int = 360, n_features: int = 10,
-          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def blobs(
+    task: str, n_rows: int = 360, n_features: int = 10, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Separable clusters (classification) or a smooth function of the columns (regression);
     the last two columns are constant, so a variance threshold has something to drop."""
     rng = np.random.default_rng(seed)
@@ -27,8 +28,16 @@ def blobs(task: str, n_rows: int = 360, n_features: int = 10,
 
 def data_for(x: np.ndarray, y: np.ndarray, task: str) -> CompressionData:
     cut1, cut2 = int(len(x) * 0.6), int(len(x) * 0.8)
-    return CompressionData(task=task, x_train=x[:cut1], y_train=y[:cut1], x_val=x[cut1:cut2],
-                           y_val=y[cut1:cut2], x_test=x[cut2:], y_test=y[cut2:], seed=0)
+    return CompressionData(
+        task=task,
+        x_train=x[:cut1],
+        y_train=y[:cut1],
+        x_val=x[cut1:cut2],
+        y_val=y[cut1:cut2],
+        x_test=x[cut2:],
+        y_test=y[cut2:],
+        seed=0,
+    )
 
 
 def trained(config: NetworkConfig, data: CompressionData, epochs: int = 15) -> Network:
@@ -61,6 +70,9 @@ def images() -> tuple[Candidate, CompressionData]:
 
     x, y = load_digits(return_X_y=True)
     data = data_for(x[:600].astype(np.float32), y[:600], "classification")
-    network = trained(CNNConfig(input_shape=(1, 8, 8), n_outputs=10, channels=(8, 12),
-                                head_width=32), data, epochs=25)
+    network = trained(
+        CNNConfig(input_shape=(1, 8, 8), n_outputs=10, channels=(8, 12), head_width=32),
+        data,
+        epochs=25,
+    )
     return Candidate.from_network(network, n_features=64), data

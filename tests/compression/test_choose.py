@@ -15,8 +15,12 @@ def variant(accuracy: float, size: int, latency: float, rmse: float = 2.0) -> di
     return {"accuracy": accuracy, "rmse": rmse, "size_bytes": size, "latency_p50_ms": latency}
 
 
-def choose(variants: list[dict[str, Any]], prefer: str = "size",
-           task: str = "classification", max_drop: float = 0.01) -> tuple[int | None, str]:
+def choose(
+    variants: list[dict[str, Any]],
+    prefer: str = "size",
+    task: str = "classification",
+    max_drop: float = 0.01,
+) -> tuple[int | None, str]:
     verdicts = [judge(task, PARENT, item, max_drop) for item in variants]
     return recommend(verdicts, variants, prefer)
 
@@ -52,22 +56,40 @@ def test_no_variants_keeps_the_parent() -> None:
 
 
 def test_chains_are_checked_against_what_the_parent_has() -> None:
-    spec = CompressionSpec.model_validate({"methods": [
-        "quantize_dynamic", ["distill", "prune_structured", "quantize_static"],
-        ["distill", "prune_structured", "fp16"]]})
+    spec = CompressionSpec.model_validate(
+        {
+            "methods": [
+                "quantize_dynamic",
+                ["distill", "prune_structured", "quantize_static"],
+                ["distill", "prune_structured", "fp16"],
+            ]
+        }
+    )
     assert count_steps(spec) == 5
     assert chain_problem(spec.methods, has_network=False, convolutional=False) is None
     images = CompressionSpec.model_validate({"methods": ["select_features"]})
-    assert "convolutional" in str(chain_problem(images.methods, has_network=True,
-                                                convolutional=True))
-    deep = CompressionSpec.model_validate({"methods": [[  # Deep Compression's pipeline
-        {"method": "prune_unstructured", "sparsity": 0.9}, "share_weights"], "binarize"]})
+    assert "convolutional" in str(
+        chain_problem(images.methods, has_network=True, convolutional=True)
+    )
+    deep = CompressionSpec.model_validate(
+        {
+            "methods": [
+                [  # Deep Compression's pipeline
+                    {"method": "prune_unstructured", "sparsity": 0.9},
+                    "share_weights",
+                ],
+                "binarize",
+            ]
+        }
+    )
     assert chain_problem(deep.methods, has_network=True, convolutional=False) is None
     shared = CompressionSpec.model_validate({"methods": ["share_weights"]})
-    assert "(share_weights) needs torch weights" in str(chain_problem(
-        shared.methods, has_network=False, convolutional=False))
-    student = CompressionSpec.model_validate({"methods": [[
-        {"method": "distill", "student_hidden": [16]}, "select_features"]]})
+    assert "(share_weights) needs torch weights" in str(
+        chain_problem(shared.methods, has_network=False, convolutional=False)
+    )
+    student = CompressionSpec.model_validate(
+        {"methods": [[{"method": "distill", "student_hidden": [16]}, "select_features"]]}
+    )
     assert chain_problem(student.methods, has_network=True, convolutional=True) is None
 
 

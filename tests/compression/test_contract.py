@@ -64,8 +64,9 @@ def test_compressor_contract(name: str, task: str, request: pytest.FixtureReques
     result = compressor.apply(parent, data, lambda: checks.append(1))
 
     assert parent.onnx == before_onnx
-    assert all(torch.equal(before_state[key], value)
-               for key, value in parent.network.state_dict().items())
+    assert all(
+        torch.equal(before_state[key], value) for key, value in parent.network.state_dict().items()
+    )
     onnx.checker.check_model(onnx.load_model_from_string(result.onnx))
     assert signature(result.onnx) == signature(parent.onnx)
     assert result.params is not None and result.params > 0
@@ -75,21 +76,28 @@ def test_compressor_contract(name: str, task: str, request: pytest.FixtureReques
     assert agreement(task, got, expected) >= (0.8 if task == "classification" else 0.6)
     if compressor.needs_network:
         assert checks, "long methods call check() so a cancelled job stops"
-        graph_only = Candidate(onnx=parent.onnx, input_name=parent.input_name,
-                               output_name=parent.output_name, n_features=parent.n_features,
-                               params=parent.params)
+        graph_only = Candidate(
+            onnx=parent.onnx,
+            input_name=parent.input_name,
+            output_name=parent.output_name,
+            n_features=parent.n_features,
+            params=parent.params,
+        )
         with pytest.raises(CompressionError, match="distill"):
             compressor.apply(graph_only, data, lambda: None)
 
 
 @pytest.mark.parametrize("name", sorted(set(METHOD_NAMES) - {"select_features"}))
-def test_convolutional_networks_compress_too(name: str,
-                                             images: tuple[Candidate, CompressionData]) -> None:
+def test_convolutional_networks_compress_too(
+    name: str, images: tuple[Candidate, CompressionData]
+) -> None:
     parent, data = images
     result = compressor_for(method_step(name)).apply(parent, data, lambda: None)
     assert signature(result.onnx) == signature(parent.onnx)
-    assert agreement("classification", outputs(result, data.x_test),
-                     outputs(parent, data.x_test)) >= 0.6
+    assert (
+        agreement("classification", outputs(result, data.x_test), outputs(parent, data.x_test))
+        >= 0.6
+    )
 
 
 def test_feature_selection_refuses_images(images: tuple[Candidate, CompressionData]) -> None:

@@ -24,10 +24,12 @@ from app.evaluation.sessions import open_session
 def matmul_model(weight: np.ndarray) -> bytes:
     """y = x @ W for a [rows, cols] weight held as an initializer named 'W'."""
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, weight.shape[0]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, weight.shape[1]])],
-        [numpy_helper.from_array(weight.astype(np.float32), "W")])
+        [numpy_helper.from_array(weight.astype(np.float32), "W")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     return model.SerializeToString()
 
@@ -58,8 +60,9 @@ def test_sparse_entries_mark_long_gaps_with_fillers() -> None:
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
 @pytest.mark.parametrize("density", [1.0, 0.05])
 @pytest.mark.parametrize("scaled", [False, True])
-def test_onnxruntime_decodes_exactly_what_was_coded(bits: int, density: float,
-                                                    scaled: bool) -> None:
+def test_onnxruntime_decodes_exactly_what_was_coded(
+    bits: int, density: float, scaled: bool
+) -> None:
     rng = np.random.default_rng(bits * 7)
     shape = (120, 40)
     book = np.sort(rng.normal(size=1 << bits)).astype(np.float32)

@@ -33,10 +33,17 @@ def table() -> tuple[Candidate, CompressionData]:
     target = ((island == "Dream").astype(int) + (length > 41).astype(int)).astype(np.int64)
     cut1, cut2 = 288, 384
     data = CompressionData(
-        task="classification", x_train=features[:cut1], y_train=target[:cut1],
-        x_val=features[cut1:cut2], y_val=target[cut1:cut2], x_test=features[cut2:],
-        y_test=target[cut2:], seed=0, encoding=encoding,
-        raw_test={name: values[cut2:] for name, values in raw.items() if values is not None})
+        task="classification",
+        x_train=features[:cut1],
+        y_train=target[:cut1],
+        x_val=features[cut1:cut2],
+        y_val=target[cut1:cut2],
+        x_test=features[cut2:],
+        y_test=target[cut2:],
+        seed=0,
+        encoding=encoding,
+        raw_test={name: values[cut2:] for name, values in raw.items() if values is not None},
+    )
     network = trained(MLPConfig(n_inputs=encoding.width, n_outputs=3, hidden=(32, 16)), data)
     return Candidate.from_network(network, n_features=encoding.width), data
 
@@ -47,7 +54,8 @@ def served_inputs(onnx: bytes) -> set[str]:
 
 @pytest.mark.parametrize("name", sorted(COMPRESSORS))
 def test_compressing_keeps_the_table_inputs_and_exact_preprocessing(
-        name: str, table: tuple[Candidate, CompressionData]) -> None:
+    name: str, table: tuple[Candidate, CompressionData]
+) -> None:
     parent, data = table
     result = compressor_for(method_step(name)).apply(parent, data, lambda: None)
     served = data.served(result)

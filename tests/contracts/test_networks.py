@@ -34,8 +34,14 @@ def test_the_tags_are_the_values_versions_have_always_stored() -> None:
 
 
 def test_an_untagged_stored_value_is_an_mlp() -> None:
-    old = {"n_inputs": 4, "n_outputs": 3, "hidden": [16, 8], "activation": "relu",
-           "dropout": 0.1, "batch_norm": False}
+    old = {
+        "n_inputs": 4,
+        "n_outputs": 3,
+        "hidden": [16, 8],
+        "activation": "relu",
+        "dropout": 0.1,
+        "batch_norm": False,
+    }
     assert VersionConfig.model_validate({"architecture": old}).architecture == MLP
 
 
@@ -44,12 +50,17 @@ def test_the_body_layers_a_transfer_keeps() -> None:
     assert CNN.n_inputs == 64
 
 
-@pytest.mark.parametrize(("stored", "named"), [
-    ({"kind": "RNNConfig", "n_inputs": 4}, "RNNConfig"),
-    ({"kind": "MLPConfig", "n_inputs": "four", "n_outputs": 3, "hidden": [2]}, "n_inputs"),
-    ({"kind": "CNNConfig", "input_shape": [8, 8], "n_outputs": 2, "channels": [4]},
-     "input_shape"),
-])
+@pytest.mark.parametrize(
+    ("stored", "named"),
+    [
+        ({"kind": "RNNConfig", "n_inputs": 4}, "RNNConfig"),
+        ({"kind": "MLPConfig", "n_inputs": "four", "n_outputs": 3, "hidden": [2]}, "n_inputs"),
+        (
+            {"kind": "CNNConfig", "input_shape": [8, 8], "n_outputs": 2, "channels": [4]},
+            "input_shape",
+        ),
+    ],
+)
 def test_a_bad_architecture_is_refused_naming_what(stored: dict, named: str) -> None:
     with pytest.raises(ValidationError, match=named):
         VersionConfig.model_validate({"architecture": stored})

@@ -19,30 +19,86 @@ from app.contracts.results import (
 from app.kinds import JOB_KINDS
 from app.tables import Job
 
-ROW = {"model": "m", "version": 1, "role": "parent", "method": None, "chain": [],
-       "parent_version": None, "accuracy": 0.9, "params": 10, "size_bytes": 100,
-       "gzip_bytes": 80, "latency_p50_ms": 0.1, "latency_p95_ms": 0.2,
-       "latency_b64_p50_ms": 0.3, "latency_b64_p95_ms": 0.4, "size_ratio": 1.0,
-       "gzip_ratio": 1.0, "speedup": 1.0, "speedup_b64": 1.0, "recommended": True}
-TABLE = {"model_name": "m", "parent_version": 1, "max_accuracy_drop": 1.0, "prefer": "size",
-         "recommended_version": 1, "reason": "no variant qualified", "rows": [ROW]}
-STORED: dict[str, dict[str, Any]] = {
-    "search": {"model_name": "m", "version": 1, "trial": 3, "metrics": {"accuracy": 0.9},
-               "versions": [1], "plan": {"objectives": [{"metric": "accuracy",
-                                                         "direction": "maximize"}],
-                                         "algorithm": "tpe", "trials_at_once": 2},
-               "selection": {"validation": "holdout", "validation_rows": 30,
-                             "refit_on_rows": 120, "refit_epochs": 7}},
-    "compress": {"model_name": "m", "parent_version": 1, "versions": [],
-                 "recommended_version": 1, "recommendation_reason": "no variant qualified",
-                 "compression": TABLE},
-    "predict": {"output": {"key": "jobs/1/out.csv", "format": "csv", "media_type": "text/csv",
-                           "sha256": "0" * 64, "size_bytes": 12},
-                "rows": 10, "resumed_at_row": 0, "seconds": 0.5, "rows_per_s": 20.0,
-                "peak_rss_mb": 300.0, "rss_at_start_mb": 250.0, "model": "m", "version": 1},
+ROW = {
+    "model": "m",
+    "version": 1,
+    "role": "parent",
+    "method": None,
+    "chain": [],
+    "parent_version": None,
+    "accuracy": 0.9,
+    "params": 10,
+    "size_bytes": 100,
+    "gzip_bytes": 80,
+    "latency_p50_ms": 0.1,
+    "latency_p95_ms": 0.2,
+    "latency_b64_p50_ms": 0.3,
+    "latency_b64_p95_ms": 0.4,
+    "size_ratio": 1.0,
+    "gzip_ratio": 1.0,
+    "speedup": 1.0,
+    "speedup_b64": 1.0,
+    "recommended": True,
 }
-MODELS: dict[str, type[StoredResult]] = {"search": SearchResult, "compress": CompressResult,
-                                         "predict": PredictResult}
+TABLE = {
+    "model_name": "m",
+    "parent_version": 1,
+    "max_accuracy_drop": 1.0,
+    "prefer": "size",
+    "recommended_version": 1,
+    "reason": "no variant qualified",
+    "rows": [ROW],
+}
+STORED: dict[str, dict[str, Any]] = {
+    "search": {
+        "model_name": "m",
+        "version": 1,
+        "trial": 3,
+        "metrics": {"accuracy": 0.9},
+        "versions": [1],
+        "plan": {
+            "objectives": [{"metric": "accuracy", "direction": "maximize"}],
+            "algorithm": "tpe",
+            "trials_at_once": 2,
+        },
+        "selection": {
+            "validation": "holdout",
+            "validation_rows": 30,
+            "refit_on_rows": 120,
+            "refit_epochs": 7,
+        },
+    },
+    "compress": {
+        "model_name": "m",
+        "parent_version": 1,
+        "versions": [],
+        "recommended_version": 1,
+        "recommendation_reason": "no variant qualified",
+        "compression": TABLE,
+    },
+    "predict": {
+        "output": {
+            "key": "jobs/1/out.csv",
+            "format": "csv",
+            "media_type": "text/csv",
+            "sha256": "0" * 64,
+            "size_bytes": 12,
+        },
+        "rows": 10,
+        "resumed_at_row": 0,
+        "seconds": 0.5,
+        "rows_per_s": 20.0,
+        "peak_rss_mb": 300.0,
+        "rss_at_start_mb": 250.0,
+        "model": "m",
+        "version": 1,
+    },
+}
+MODELS: dict[str, type[StoredResult]] = {
+    "search": SearchResult,
+    "compress": CompressResult,
+    "predict": PredictResult,
+}
 
 
 def test_every_kind_names_its_result_model() -> None:
@@ -66,11 +122,25 @@ def test_the_api_shows_a_result_as_stored(kind: str) -> None:
     read = JOB_KINDS.read_result(job)
     assert isinstance(read, MODELS[kind])
     shown = JobRead.model_validate(
-        {"id": 1, "kind": kind, "status": "succeeded", "dataset_id": None, "model_name": "m",
-         "spec": {}, "progress": {"trials_done": 0, "trials_total": 0, "best_value": None},
-         "attempt": 1, "max_attempts": 3, "worker": None, "error": None, "result": read,
-         "created_at": "2026-01-01T00:00:00Z", "started_at": None, "finished_at": None,
-         "updated_at": "2026-01-01T00:00:00Z"})
+        {
+            "id": 1,
+            "kind": kind,
+            "status": "succeeded",
+            "dataset_id": None,
+            "model_name": "m",
+            "spec": {},
+            "progress": {"trials_done": 0, "trials_total": 0, "best_value": None},
+            "attempt": 1,
+            "max_attempts": 3,
+            "worker": None,
+            "error": None,
+            "result": read,
+            "created_at": "2026-01-01T00:00:00Z",
+            "started_at": None,
+            "finished_at": None,
+            "updated_at": "2026-01-01T00:00:00Z",
+        }
+    )
     assert shown.model_dump(mode="json", exclude_unset=True)["result"] == STORED[kind]
 
 

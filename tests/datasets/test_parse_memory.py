@@ -42,12 +42,20 @@ def test_parse_memory_is_a_small_multiple_of_the_file(tmp_path: Path, kind: str)
         values = np.round(rng.normal(size=(rows, 24)), 4).tolist()
     labels = rng.integers(0, 5, size=rows).tolist()
     path = tmp_path / "table.csv"
-    path.write_bytes(csv_bytes([*(f"f{i}" for i in range(24)), "label"],
-                               [[*row, label] for row, label in zip(values, labels,
-                                                                    strict=True)]))
+    path.write_bytes(
+        csv_bytes(
+            [*(f"f{i}" for i in range(24)), "label"],
+            [[*row, label] for row, label in zip(values, labels, strict=True)],
+        )
+    )
     size = path.stat().st_size
-    done = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True,
-                          text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     n_rows, n_columns, peak = (int(part) for part in done.stdout.split())
     assert (n_rows, n_columns) == (rows, 24)
     print(f"{kind}: peak growth {peak / size:.2f}x the file")

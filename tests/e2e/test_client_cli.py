@@ -29,15 +29,18 @@ def kiln(module_kiln_server: ServerFactory) -> Iterator[KilnServer]:
     yield server
 
 
-def run(kiln: KilnServer, *args: str, key: str | None = None,
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    kiln: KilnServer, *args: str, key: str | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KILN_URL": kiln.url, "KILN_API_KEY": key or kiln.key}
-    return subprocess.run([KILN, *args], env=env, capture_output=True, text=True,
-                          timeout=400, input=stdin)
+    return subprocess.run(
+        [KILN, *args], env=env, capture_output=True, text=True, timeout=400, input=stdin
+    )
 
 
 def test_upload_submit_watch_show_and_predict_from_the_terminal(
-        kiln: KilnServer, tmp_path: Path) -> None:
+    kiln: KilnServer, tmp_path: Path
+) -> None:
     table = tmp_path / "people.csv"
     mixed_table(table)
     uploaded = run(kiln, "datasets", "upload", str(table), "--target", "label")
@@ -45,8 +48,20 @@ def test_upload_submit_watch_show_and_predict_from_the_terminal(
     dataset_id = int(uploaded.stdout.split()[1].rstrip(":"))
     assert "240 rows, classification of 'label'" in uploaded.stdout
 
-    submitted = run(kiln, "jobs", "submit", "--dataset", str(dataset_id), "--model", "people",
-                    "--max-trials", "3", "--algorithm", "random", "--watch")
+    submitted = run(
+        kiln,
+        "jobs",
+        "submit",
+        "--dataset",
+        str(dataset_id),
+        "--model",
+        "people",
+        "--max-trials",
+        "3",
+        "--algorithm",
+        "random",
+        "--watch",
+    )
     assert submitted.returncode == 0, submitted.stderr
     assert submitted.stdout.strip() == "registered people v1"
     progress = [line for line in submitted.stderr.splitlines() if line.startswith("job ")]
@@ -76,8 +91,9 @@ def test_upload_submit_watch_show_and_predict_from_the_terminal(
     assert "people" in run(kiln, "models", "list").stdout
 
     out = tmp_path / "scored.csv"
-    predicted = run(kiln, "predict", "people", "--csv", str(table), "--out", str(out),
-                    "--batch-size", "100")
+    predicted = run(
+        kiln, "predict", "people", "--csv", str(table), "--out", str(out), "--batch-size", "100"
+    )
     assert predicted.returncode == 0, predicted.stderr
     assert predicted.stdout.startswith("240 rows predicted")
     scored = list(csv.DictReader(out.open()))
@@ -85,8 +101,9 @@ def test_upload_submit_watch_show_and_predict_from_the_terminal(
     right = sum(row["prediction"] == row["label"] for row in scored)
     assert right / len(scored) > 0.75  # the rows it learned from, gaps included
     with_scores = tmp_path / "scores.csv"
-    scored_too = run(kiln, "predict", "people", "--csv", str(table), "--out", str(with_scores),
-                     "--probabilities")
+    scored_too = run(
+        kiln, "predict", "people", "--csv", str(table), "--out", str(with_scores), "--probabilities"
+    )
     assert scored_too.returncode == 0, scored_too.stderr
     rows = list(csv.DictReader(with_scores.open()))
     labels = [name for name in rows[0] if name.startswith("probability_")]
@@ -96,8 +113,7 @@ def test_upload_submit_watch_show_and_predict_from_the_terminal(
         assert row["prediction"] == max(labels, key=lambda n: float(row[n]))[12:]
 
     batch_out = tmp_path / "batch.csv"
-    as_job = run(kiln, "predict", "people", "--csv", str(table), "--out", str(batch_out),
-                 "--job")
+    as_job = run(kiln, "predict", "people", "--csv", str(table), "--out", str(batch_out), "--job")
     assert as_job.returncode == 0, as_job.stderr
     assert "registered" not in as_job.stdout
     assert as_job.stdout.strip().startswith("240 rows predicted by job ")
@@ -112,8 +128,7 @@ def test_upload_submit_watch_show_and_predict_from_the_terminal(
     assert "240/240 rows" in rewatched.stderr and "best" not in rewatched.stderr
 
 
-def test_refusals_are_one_line_with_the_servers_message(kiln: KilnServer,
-                                                        tmp_path: Path) -> None:
+def test_refusals_are_one_line_with_the_servers_message(kiln: KilnServer, tmp_path: Path) -> None:
     missing = run(kiln, "models", "show", "no-such-model")
     assert missing.returncode == 1
     assert missing.stderr.startswith("kiln: ") and "(404)" in missing.stderr
@@ -128,18 +143,26 @@ def test_refusals_are_one_line_with_the_servers_message(kiln: KilnServer,
     assert no_dataset.returncode == 1 and "--dataset" in no_dataset.stderr
     spec = run(kiln, "jobs", "submit", "--spec", "-", stdin='{"kind": "search"}')
     assert spec.returncode == 1 and "(422)" in spec.stderr
-    no_key = subprocess.run([KILN, "jobs", "list"], capture_output=True, text=True,
-                            env={k: v for k, v in os.environ.items() if k != "KILN_API_KEY"})
+    no_key = subprocess.run(
+        [KILN, "jobs", "list"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "KILN_API_KEY"},
+    )
     assert no_key.returncode == 1
-    assert no_key.stderr.strip() == ("kiln: no API key: pass --api-key KEY or set KILN_API_KEY "
-                                     "(kiln serve saved an admin key in kiln-data/admin.key)")
-    unreachable = subprocess.run([KILN, "jobs", "list", "--url", "http://127.0.0.1:9",
-                                  "--api-key", "k"], capture_output=True, text=True)
+    assert no_key.stderr.strip() == (
+        "kiln: no API key: pass --api-key KEY or set KILN_API_KEY "
+        "(kiln serve saved an admin key in kiln-data/admin.key)"
+    )
+    unreachable = subprocess.run(
+        [KILN, "jobs", "list", "--url", "http://127.0.0.1:9", "--api-key", "k"],
+        capture_output=True,
+        text=True,
+    )
     assert unreachable.returncode == 1 and "cannot talk to the gateway" in unreachable.stderr
 
 
-def test_the_python_client_carries_the_servers_message(kiln: KilnServer,
-                                                       tmp_path: Path) -> None:
+def test_the_python_client_carries_the_servers_message(kiln: KilnServer, tmp_path: Path) -> None:
     table = tmp_path / "t.csv"
     mixed_table(table, rows=30)
     with Client(kiln.url, kiln.key) as client:
@@ -147,8 +170,9 @@ def test_the_python_client_carries_the_servers_message(kiln: KilnServer,
             client.upload_dataset(table, target="missing_column")
         assert refused.value.status == 422 and "missing_column" in refused.value.message
         with pytest.raises(KilnApiError) as invalid:
-            client.submit({"kind": "search", "dataset_id": 1, "model_name": "m",
-                           "search": {"max_trials": -1}})
+            client.submit(
+                {"kind": "search", "dataset_id": 1, "model_name": "m", "search": {"max_trials": -1}}
+            )
         assert invalid.value.status == 422 and "search.max_trials" in invalid.value.message
         with pytest.raises(ValueError, match="lacks column"):
             other = tmp_path / "other.csv"
@@ -166,8 +190,19 @@ def test_the_progress_bar_redraws_one_line_on_a_terminal() -> None:
     bar = ProgressBar(screen)
     base = {"id": 7, "kind": "search", "model_name": "m", "error": None, "result": None}
     for done, status in ((0, "queued"), (2, "running"), (4, "succeeded")):
-        bar.show(Job.of({**base, "status": status, "progress": {
-            "trials_done": done, "trials_total": 4, "best_value": 0.5 + done / 10}}))
+        bar.show(
+            Job.of(
+                {
+                    **base,
+                    "status": status,
+                    "progress": {
+                        "trials_done": done,
+                        "trials_total": 4,
+                        "best_value": 0.5 + done / 10,
+                    },
+                }
+            )
+        )
     text = screen.getvalue()
     assert text.count("\r\033[K") == 3 and text.endswith("\n") and text.count("\n") == 1
     assert "[" + "#" * 15 + "." * 15 + "] 2/4 trials  best 0.7" in text
@@ -176,10 +211,26 @@ def test_the_progress_bar_redraws_one_line_on_a_terminal() -> None:
 def test_a_time_limited_search_shows_its_time_not_an_empty_bar() -> None:
     screen = io.StringIO()
     bar = ProgressBar(screen)
-    bar.show(Job.of({"id": 3, "kind": "search", "model_name": "m", "error": None,
-                     "result": None, "status": "running", "progress": {
-                         "trials_done": 13, "trials_total": 0, "best_value": 0.91,
-                         "best_metric": "accuracy", "time_budget_s": 45,
-                         "elapsed_s": 30}}))
-    assert screen.getvalue() == ("job 3 running   [" + "#" * 20 + "." * 10 + "] 13 trials  "
-                                 "best 0.91 accuracy  00:30/00:45\n")
+    bar.show(
+        Job.of(
+            {
+                "id": 3,
+                "kind": "search",
+                "model_name": "m",
+                "error": None,
+                "result": None,
+                "status": "running",
+                "progress": {
+                    "trials_done": 13,
+                    "trials_total": 0,
+                    "best_value": 0.91,
+                    "best_metric": "accuracy",
+                    "time_budget_s": 45,
+                    "elapsed_s": 30,
+                },
+            }
+        )
+    )
+    assert screen.getvalue() == (
+        "job 3 running   [" + "#" * 20 + "." * 10 + "] 13 trials  best 0.91 accuracy  00:30/00:45\n"
+    )

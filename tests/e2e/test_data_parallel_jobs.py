@@ -24,12 +24,28 @@ def kiln(module_kiln_server: ServerFactory) -> KilnServer:
 def test_each_trial_trains_on_two_processes(kiln: KilnServer) -> None:
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=1200, labels=("a", "b", "c")))
     with kiln.client() as client:
-        response = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "ddp",
-            "search": {"max_trials": 2, "data_parallel": 2, "validation": "holdout",
-                       "seed": 1, "space": {"n_layers": 1, "width": 32, "epochs": 6,
-                                            "batch_size": 64, "patience": 0,
-                                            "learning_rate": 0.01}}})
+        response = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": "ddp",
+                "search": {
+                    "max_trials": 2,
+                    "data_parallel": 2,
+                    "validation": "holdout",
+                    "seed": 1,
+                    "space": {
+                        "n_layers": 1,
+                        "width": 32,
+                        "epochs": 6,
+                        "batch_size": 64,
+                        "patience": 0,
+                        "learning_rate": 0.01,
+                    },
+                },
+            },
+        )
         assert response.status_code == 202, response.text
         job = kiln.wait_for_job(response.json()["id"])
         assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
@@ -45,12 +61,24 @@ def test_each_trial_trains_on_two_processes(kiln: KilnServer) -> None:
 def test_data_parallel_over_the_server_limit_is_refused(kiln: KilnServer) -> None:
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=100))
     with kiln.client() as client:
-        response = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "ddp",
-            "search": {"data_parallel": 9}})
-        too_many = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "ddp",
-            "search": {"data_parallel": 17}})
+        response = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": "ddp",
+                "search": {"data_parallel": 9},
+            },
+        )
+        too_many = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": "ddp",
+                "search": {"data_parallel": 17},
+            },
+        )
     assert response.status_code == 422
     assert "search.data_parallel: 9 is over this server's limit of 8" in response.text
     assert too_many.status_code == 422 and "data_parallel" in too_many.text
@@ -62,10 +90,20 @@ def test_with_no_free_worker_trials_train_alone(kiln_server: ServerFactory) -> N
     server = kiln_server(workers=1, KILN_DATA_PARALLEL_JOIN_S="2")
     dataset_id = server.upload_dataset(blobs_csv(n_rows=300))
     with server.client() as client:
-        response = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "alone",
-            "search": {"max_trials": 4, "data_parallel": 2, "validation": "holdout",
-                       "space": {"epochs": 2, "n_layers": 1}}})
+        response = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": "alone",
+                "search": {
+                    "max_trials": 4,
+                    "data_parallel": 2,
+                    "validation": "holdout",
+                    "space": {"epochs": 2, "n_layers": 1},
+                },
+            },
+        )
         assert response.status_code == 202, response.text
         job = server.wait_for_job(response.json()["id"])
         assert job["status"] == "succeeded", (job["error"], server.log_tail())

@@ -36,9 +36,15 @@ def upload_digits(kiln: KilnServer) -> tuple[int, np.ndarray, np.ndarray]:
 
 def submit(kiln: KilnServer, dataset_id: int, **search: object) -> int:
     with kiln.client() as client:
-        response = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "digits",
-            "search": {"algorithm": "random", "max_trials": 8, **search}})
+        response = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": "digits",
+                "search": {"algorithm": "random", "max_trials": 8, **search},
+            },
+        )
     assert response.status_code == 202, response.text
     return int(response.json()["id"])
 
@@ -81,9 +87,10 @@ def test_csv_to_served_model_and_restart(server: KilnServer) -> None:
         version = client.get("/v1/models/digits/versions/1").json()
         trials = client.get(f"/v1/jobs/{job_id}/trials").json()
         artifact = client.get("/v1/models/digits/versions/1/artifact").content
-        before = {path: client.get(path).json()
-                  for path in ("/v1/datasets", "/v1/jobs", "/v1/models",
-                               "/v1/models/digits/versions")}
+        before = {
+            path: client.get(path).json()
+            for path in ("/v1/datasets", "/v1/jobs", "/v1/models", "/v1/models/digits/versions")
+        }
     assert version["metrics"]["accuracy"] >= 0.9 and "f1_macro" in version["metrics"]
     assert version["latency_p50_ms"] > 0 and version["n_params"] > 0
     assert version["size_bytes"] == len(artifact)
@@ -110,8 +117,13 @@ def read_response(sock: socket.socket, start: bytes) -> bytes:
     while b"\r\n\r\n" not in reply:
         reply += sock.recv(65536)
     head, _, body = reply.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length")))
+    length = int(
+        next(
+            line.split(b":")[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return head + b"\r\n\r\n" + body
@@ -122,12 +134,16 @@ def test_oversized_upload_is_refused_mid_stream(kiln_server: ServerFactory) -> N
     client is still sending, long before the whole body has been read."""
     kiln = kiln_server(workers=0, KILN_MAX_UPLOAD_MB="0.05")
     boundary = "kiln"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"target\"\r\n\r\n"
-            f"label\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"big.csv\"\r\n\r\n").encode()
-    request = (f"POST /v1/datasets HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
-               f"{kiln.key}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
-               "Transfer-Encoding: chunked\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="target"\r\n\r\n'
+        f'label\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="big.csv"\r\n\r\n'
+    ).encode()
+    request = (
+        f"POST /v1/datasets HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+        f"{kiln.key}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
     chunk = b"1,2,3,4,5,6,7\n" * 1024  # 14 KiB
     sent = 0
     with socket.create_connection(("127.0.0.1", kiln.port), timeout=10) as sock:
@@ -151,8 +167,9 @@ def test_oversized_upload_is_refused_mid_stream(kiln_server: ServerFactory) -> N
     assert b"KILN_MAX_UPLOAD_MB" in reply
     assert sent < 2 * 1024 * 1024, sent
     with kiln.client() as client:  # the server keeps serving
-        ok = client.post("/v1/datasets", files={"file": ("b.csv", blobs_csv())},
-                         data={"target": "label"})
+        ok = client.post(
+            "/v1/datasets", files={"file": ("b.csv", blobs_csv())}, data={"target": "label"}
+        )
     assert ok.status_code == 201
 
 

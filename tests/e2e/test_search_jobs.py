@@ -8,15 +8,19 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 
 from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv, csv_bytes
 
 # A narrow space so that every trial takes a fraction of a second.
-SMALL_SPACE = {"n_layers": {"low": 1, "high": 2}, "width": {"low": 8, "high": 64, "log": True},
-               "epochs": {"low": 3, "high": 6}, "batch_size": 32, "patience": 0}
+SMALL_SPACE = {
+    "n_layers": {"low": 1, "high": 2},
+    "width": {"low": 8, "high": 64, "log": True},
+    "epochs": {"low": 3, "high": 6},
+    "batch_size": 32,
+    "patience": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +31,26 @@ def server(module_kiln_server: ServerFactory) -> Iterator[KilnServer]:
 
 @pytest.fixture(scope="module")
 def dataset_id(server: KilnServer) -> int:
-    return server.upload_dataset(blobs_csv(n_rows=240, n_features=6, labels=("a", "b", "c"),
-                                           seed=1))
+    return server.upload_dataset(
+        blobs_csv(n_rows=240, n_features=6, labels=("a", "b", "c"), seed=1)
+    )
 
 
 def submit(server: KilnServer, dataset_id: int, model: str, **search: Any) -> int:
     """Submit a small search. Scored on the validation split unless ``validation`` says
     otherwise: the tests of cross-validation ask for it (``auto`` picks 5 folds here)."""
-    body = {"kind": "search", "dataset_id": dataset_id, "model_name": model,
-            "search": {"max_trials": 4, "max_epochs": 6, "space": SMALL_SPACE,
-                       "validation": "holdout", **search}}
+    body = {
+        "kind": "search",
+        "dataset_id": dataset_id,
+        "model_name": model,
+        "search": {
+            "max_trials": 4,
+            "max_epochs": 6,
+            "space": SMALL_SPACE,
+            "validation": "holdout",
+            **search,
+        },
+    }
     with server.client() as client:
         response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
@@ -49,23 +63,53 @@ def trials_of(server: KilnServer, job_id: int) -> list[dict[str, Any]]:
 
 
 ALGORITHMS: dict[str, dict[str, Any]] = {
-    "random": {}, "tpe": {}, "gp": {}, "cmaes": {}, "evolution": {}, "hillclimb": {},
-    "anneal": {}, "nsga2": {"objectives": [{"metric": "accuracy"}, {"metric": "params"}]},
-    "grid": {"space": {**SMALL_SPACE, "n_layers": {"low": 1, "high": 2}, "width": 16,
-                       "epochs": 3, "activation": {"choices": ["relu", "tanh"]},
-                       "dropout": 0.0, "batch_norm": False, "optimizer": "adamw",
-                       "learning_rate": 0.01, "weight_decay": 1e-4, "l1": 0.0,
-                       "lr_schedule": "none"}},
+    "random": {},
+    "tpe": {},
+    "gp": {},
+    "cmaes": {},
+    "evolution": {},
+    "hillclimb": {},
+    "anneal": {},
+    "nsga2": {"objectives": [{"metric": "accuracy"}, {"metric": "params"}]},
+    "grid": {
+        "space": {
+            **SMALL_SPACE,
+            "n_layers": {"low": 1, "high": 2},
+            "width": 16,
+            "epochs": 3,
+            "activation": {"choices": ["relu", "tanh"]},
+            "dropout": 0.0,
+            "batch_norm": False,
+            "optimizer": "adamw",
+            "learning_rate": 0.01,
+            "weight_decay": 1e-4,
+            "l1": 0.0,
+            "lr_schedule": "none",
+        }
+    },
 }
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
 
 
 def test_every_algorithm_and_pruner_runs(server: KilnServer, dataset_id: int) -> None:
-    jobs = {algorithm: submit(server, dataset_id, f"algo-{algorithm}", algorithm=algorithm,
-                              seed=5, **extra) for algorithm, extra in ALGORITHMS.items()}
-    jobs |= {f"pruner-{pruner}": submit(server, dataset_id, f"prune-{pruner.replace('_', '-')}",
-                                        algorithm="tpe", pruner=pruner, max_trials=6, seed=2)
-             for pruner in PRUNERS}
+    jobs = {
+        algorithm: submit(
+            server, dataset_id, f"algo-{algorithm}", algorithm=algorithm, seed=5, **extra
+        )
+        for algorithm, extra in ALGORITHMS.items()
+    }
+    jobs |= {
+        f"pruner-{pruner}": submit(
+            server,
+            dataset_id,
+            f"prune-{pruner.replace('_', '-')}",
+            algorithm="tpe",
+            pruner=pruner,
+            max_trials=6,
+            seed=2,
+        )
+        for pruner in PRUNERS
+    }
     for name, job_id in jobs.items():
         job = server.wait_for_job(job_id)
         assert job["status"] == "succeeded", (name, job["error"], server.log_tail())
@@ -74,22 +118,34 @@ def test_every_algorithm_and_pruner_runs(server: KilnServer, dataset_id: int) ->
         finished = [t for t in trials if t["state"] in ("complete", "pruned", "infeasible")]
         assert len(finished) == job["progress"]["trials_total"], (name, trials)
         assert all(t["intermediate"] for t in trials if t["state"] == "complete")
-    grid_params = [tuple(sorted((k, v) for k, v in t["params"].items()))
-                   for t in trials_of(server, jobs["grid"])]
+    grid_params = [
+        tuple(sorted((k, v) for k, v in t["params"].items()))
+        for t in trials_of(server, jobs["grid"])
+    ]
     assert len(set(grid_params)) == 4  # the whole 2 x 2 grid, each point once
 
 
-def test_multi_objective_front_has_measured_latencies(server: KilnServer,
-                                                      dataset_id: int) -> None:
-    space = {**SMALL_SPACE, "n_layers": {"low": 1, "high": 3},
-             "width": {"low": 8, "high": 512, "log": True}}
-    job_id = submit(server, dataset_id, "pareto", algorithm="nsga2", max_trials=8, seed=1,
-                    space=space, objectives=[{"metric": "accuracy"},
-                                             {"metric": "latency_ms"}])
+def test_multi_objective_front_has_measured_latencies(server: KilnServer, dataset_id: int) -> None:
+    space = {
+        **SMALL_SPACE,
+        "n_layers": {"low": 1, "high": 3},
+        "width": {"low": 8, "high": 512, "log": True},
+    }
+    job_id = submit(
+        server,
+        dataset_id,
+        "pareto",
+        algorithm="nsga2",
+        max_trials=8,
+        seed=1,
+        space=space,
+        objectives=[{"metric": "accuracy"}, {"metric": "latency_ms"}],
+    )
     job = server.wait_for_job(job_id)
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
-    latencies = [t["metrics"]["latency_ms"] for t in trials_of(server, job_id)
-                 if t["state"] == "complete"]
+    latencies = [
+        t["metrics"]["latency_ms"] for t in trials_of(server, job_id) if t["state"] == "complete"
+    ]
     assert len(latencies) >= 4 and all(value > 0 for value in latencies)
     assert len(set(latencies)) > 1  # measured per trial, not assumed (two may tie to the ns)
     with server.client() as client:
@@ -99,20 +155,30 @@ def test_multi_objective_front_has_measured_latencies(server: KilnServer,
             version = client.get(f"/v1/models/pareto/versions/{entry['version']}").json()
             assert version["lineage"]["trial"] == entry["trial"]
             assert version["metrics"]["validation"]["latency_ms"] == pytest.approx(
-                entry["values"]["latency_ms"])
+                entry["values"]["latency_ms"]
+            )
         assert client.get(f"/v1/jobs/{job_id}/pareto").status_code == 200
     values = [(e["values"]["accuracy"], e["values"]["latency_ms"]) for e in front["trials"]]
     for accuracy, latency in values:  # nobody on the front is dominated by another
-        assert not any(a >= accuracy and t <= latency and (a, t) != (accuracy, latency)
-                       for a, t in values)
+        assert not any(
+            a >= accuracy and t <= latency and (a, t) != (accuracy, latency) for a, t in values
+        )
 
 
 @pytest.mark.backends  # trial slots claimed by conditional updates, one shared study
 def test_parallel_trials_share_one_budget(server: KilnServer, dataset_id: int) -> None:
     # Trials long enough (about a second) that the helper starts before the budget is spent.
-    job_id = submit(server, dataset_id, "parallel", algorithm="tpe", parallelism=2,
-                    max_trials=8, seed=4, max_epochs=60,
-                    space={**SMALL_SPACE, "epochs": 60, "width": 64, "batch_size": 16})
+    job_id = submit(
+        server,
+        dataset_id,
+        "parallel",
+        algorithm="tpe",
+        parallelism=2,
+        max_trials=8,
+        seed=4,
+        max_epochs=60,
+        space={**SMALL_SPACE, "epochs": 60, "width": 64, "batch_size": 16},
+    )
     job = server.wait_for_job(job_id)
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
     trials = trials_of(server, job_id)
@@ -123,15 +189,22 @@ def test_parallel_trials_share_one_budget(server: KilnServer, dataset_id: int) -
 def test_warm_start_and_fine_tuning(server: KilnServer, dataset_id: int) -> None:
     first = submit(server, dataset_id, "warm", seed=8)
     assert server.wait_for_job(first)["status"] == "succeeded"
-    best = max((t for t in trials_of(server, first) if t["state"] == "complete"),
-               key=lambda t: t["value"])
+    best = max(
+        (t for t in trials_of(server, first) if t["state"] == "complete"), key=lambda t: t["value"]
+    )
     second = submit(server, dataset_id, "warm", seed=9, warm_start_job=first, max_trials=2)
     assert server.wait_for_job(second)["status"] == "succeeded"
     assert trials_of(server, second)[0]["params"] == best["params"]
 
-    tuned = submit(server, dataset_id, "warm", seed=10, max_trials=2,
-                   init_from={"model": "warm", "version": 1},
-                   space={"epochs": 3, "learning_rate": {"low": 1e-4, "high": 1e-3}})
+    tuned = submit(
+        server,
+        dataset_id,
+        "warm",
+        seed=10,
+        max_trials=2,
+        init_from={"model": "warm", "version": 1},
+        space={"epochs": 3, "learning_rate": {"low": 1e-4, "high": 1e-3}},
+    )
     job = server.wait_for_job(tuned)
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
     with server.client() as client:
@@ -142,14 +215,20 @@ def test_warm_start_and_fine_tuning(server: KilnServer, dataset_id: int) -> None
 
 
 def test_transfer_to_other_classes_reuses_the_body_under_a_new_head(
-        server: KilnServer, dataset_id: int) -> None:
+    server: KilnServer, dataset_id: int
+) -> None:
     source_job = submit(server, dataset_id, "transfer-source", seed=11, max_trials=2)
     assert server.wait_for_job(source_job)["status"] == "succeeded"
-    other = server.upload_dataset(blobs_csv(n_rows=160, n_features=6, labels=("p", "q"),
-                                            seed=5))
-    job_id = submit(server, other, "transferred", seed=12, max_trials=3,
-                    init_from={"model": "transfer-source", "version": 1},
-                    space={"epochs": 4})
+    other = server.upload_dataset(blobs_csv(n_rows=160, n_features=6, labels=("p", "q"), seed=5))
+    job_id = submit(
+        server,
+        other,
+        "transferred",
+        seed=12,
+        max_trials=3,
+        init_from={"model": "transfer-source", "version": 1},
+        space={"epochs": 4},
+    )
     job = server.wait_for_job(job_id)
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
     assert job["result"]["plan"]["init_from"] == "transfer: new head"
@@ -161,12 +240,20 @@ def test_transfer_to_other_classes_reuses_the_body_under_a_new_head(
         version = client.get("/v1/models/transferred/versions/1").json()
         answer = client.post("/v1/models/transferred/predict", json={"inputs": [[0.0] * 6]})
         narrow = server.upload_dataset(blobs_csv(n_rows=80, n_features=5, seed=2))
-        refused = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": narrow, "model_name": "narrow",
-            "search": {"init_from": {"model": "transfer-source", "version": 1}}})
+        refused = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": narrow,
+                "model_name": "narrow",
+                "search": {"init_from": {"model": "transfer-source", "version": 1}},
+            },
+        )
     assert version["class_labels"] == ["p", "q"]
-    assert version["config"]["architecture"]["hidden"] == source["config"]["architecture"][
-        "hidden"] and version["config"]["architecture"]["n_outputs"] == 2
+    assert (
+        version["config"]["architecture"]["hidden"] == source["config"]["architecture"]["hidden"]
+        and version["config"]["architecture"]["n_outputs"] == 2
+    )
     assert answer.status_code == 200 and answer.json()["predictions"][0] in ("p", "q")
     assert refused.status_code == 422
     assert "body expects rows of [6] features; dataset" in refused.json()["detail"]
@@ -183,36 +270,52 @@ def test_a_seeded_search_repeats(server: KilnServer, dataset_id: int) -> None:
 
 def test_constraints_reject_before_training(server: KilnServer, dataset_id: int) -> None:
     space = {**SMALL_SPACE, "width": {"low": 8, "high": 256, "log": True}}
-    job_id = submit(server, dataset_id, "small", algorithm="random", seed=3, max_trials=8,
-                    space=space, constraints={"max_params": 1500})
+    job_id = submit(
+        server,
+        dataset_id,
+        "small",
+        algorithm="random",
+        seed=3,
+        max_trials=8,
+        space=space,
+        constraints={"max_params": 1500},
+    )
     job = server.wait_for_job(job_id)
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
     trials = trials_of(server, job_id)
     rejected = [t for t in trials if t["state"] == "infeasible"]
-    assert rejected and all(t["intermediate"] == [] and "max_params 1500" in t["error"]
-                            for t in rejected)
+    assert rejected and all(
+        t["intermediate"] == [] and "max_params 1500" in t["error"] for t in rejected
+    )
     assert job["result"]["metrics"]["params"] <= 1500
 
 
 def test_cnn_search_on_image_rows(server: KilnServer) -> None:
     from sklearn.datasets import load_digits
 
-    from tests.helpers import csv_bytes
-
     digits = load_digits()
-    rows = [[*map(float, x), int(y)] for x, y in zip(digits.data[:400], digits.target[:400],
-                                                     strict=True)]
+    rows = [
+        [*map(float, x), int(y)]
+        for x, y in zip(digits.data[:400], digits.target[:400], strict=True)
+    ]
     content = csv_bytes([*(f"p{i}" for i in range(64)), "label"], rows)
     dataset_id = server.upload_dataset(content, input_shape="1,8,8")
     with server.client() as client:
-        job_id = submit(server, dataset_id, "cnn", max_trials=2, seed=1,
-                        space={"n_blocks": 1, "channels": 8, "epochs": 3, "batch_size": 32})
+        job_id = submit(
+            server,
+            dataset_id,
+            "cnn",
+            max_trials=2,
+            seed=1,
+            space={"n_blocks": 1, "channels": 8, "epochs": 3, "batch_size": 32},
+        )
         job = server.wait_for_job(job_id)
         assert job["status"] == "succeeded", (job["error"], server.log_tail())
         version = client.get(f"/v1/models/cnn/versions/{job['result']['version']}").json()
         assert version["config"]["architecture"]["kind"] == "CNNConfig"
-        predicted = client.post("/v1/models/cnn/predict",
-                                json={"inputs": digits.data[400:403].tolist()})
+        predicted = client.post(
+            "/v1/models/cnn/predict", json={"inputs": digits.data[400:403].tolist()}
+        )
     assert predicted.status_code == 200 and len(predicted.json()["predictions"]) == 3
 
 
@@ -226,9 +329,17 @@ def slow_dataset_id(server: KilnServer) -> int:
 
 
 def test_a_trial_stuck_in_its_epoch_is_stopped_by_its_time_limit(
-        server: KilnServer, slow_dataset_id: int) -> None:
-    job_id = submit(server, slow_dataset_id, "slow", max_trials=1, max_epochs=1000,
-                    trial_timeout_s=1, space=SLOW_SPACE)
+    server: KilnServer, slow_dataset_id: int
+) -> None:
+    job_id = submit(
+        server,
+        slow_dataset_id,
+        "slow",
+        max_trials=1,
+        max_epochs=1000,
+        trial_timeout_s=1,
+        space=SLOW_SPACE,
+    )
     job = server.wait_for_job(job_id)
     [trial] = trials_of(server, job_id)
     assert trial["state"] == "stopped" and len(trial["intermediate"]) < 1000  # not a fault
@@ -236,10 +347,10 @@ def test_a_trial_stuck_in_its_epoch_is_stopped_by_its_time_limit(
     assert job["status"] == "failed" and "no trial completed" in job["error"]
 
 
-def test_cancel_stops_a_trial_inside_its_epoch(server: KilnServer,
-                                               slow_dataset_id: int) -> None:
-    job_id = submit(server, slow_dataset_id, "cancelled", max_trials=1, max_epochs=1000,
-                    space=SLOW_SPACE)
+def test_cancel_stops_a_trial_inside_its_epoch(server: KilnServer, slow_dataset_id: int) -> None:
+    job_id = submit(
+        server, slow_dataset_id, "cancelled", max_trials=1, max_epochs=1000, space=SLOW_SPACE
+    )
     with server.client() as client:
         for _ in range(240):
             if any(t["state"] == "running" for t in trials_of(server, job_id)):
@@ -253,113 +364,3 @@ def test_cancel_stops_a_trial_inside_its_epoch(server: KilnServer,
         time.sleep(0.5)
     assert trials[0]["state"] == "failed" and len(trials[0]["intermediate"]) < 1000
     assert "the job stopped (cancelled" in trials[0]["error"]
-
-
-def test_small_data_is_chosen_by_cross_validation_and_refit(server: KilnServer,
-                                                           dataset_id: int) -> None:
-    folds = server.wait_for_job(submit(server, dataset_id, "chosen-by-folds", max_trials=3,
-                                       seed=4, validation="auto"))
-    assert folds["status"] == "succeeded", folds["error"]
-    selection = folds["result"]["selection"]
-    assert selection["validation"] == "5-fold cross-validation"
-    assert selection["validation_rows"] == selection["refit_on_rows"] == 204  # 240 - 36 test
-    assert selection["refit_epochs"] >= 1 and selection["trials_within_noise"] is not None
-    trials = [t for t in trials_of(server, folds["id"]) if t["state"] == "complete"]
-    assert all(len(t["metrics"]["cv_scores"]) == 5 and "log_loss" in t["metrics"]
-               for t in trials)
-    with server.client() as client:
-        version = client.get("/v1/models/chosen-by-folds/versions/1").json()
-    assert version["metrics"]["validation"]["cv_std"] >= 0  # the spread is on the version
-    holdout = server.wait_for_job(submit(server, dataset_id, "chosen-by-holdout",
-                                         max_trials=2, seed=4, validation="holdout"))
-    chosen = holdout["result"]["selection"]
-    assert chosen["validation"] == "holdout" and chosen["validation_rows"] == 36
-    # the winner is refit on training and validation rows for its best epoch count
-    assert chosen["refit_on_rows"] == 204 and chosen["refit_epochs"] >= 1
-    winner = next(t for t in trials_of(server, holdout["id"])
-                  if t["number"] == holdout["result"]["trial"])
-    assert chosen["refit_epochs"] == winner["metrics"]["refit_epochs"]
-
-
-def test_a_time_budget_alone_runs_a_sensible_search(server: KilnServer,
-                                                    dataset_id: int) -> None:
-    with server.client() as client:
-        response = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "budget-only",
-            "search": {"timeout_s": 12, "max_epochs": 5}})
-    assert response.status_code == 202, response.text
-    job = server.wait_for_job(int(response.json()["id"]))
-    assert job["status"] == "succeeded", (job["error"], server.log_tail())
-    plan = job["result"]["plan"]
-    assert (plan["algorithm"], plan["pruner"], plan["parallelism"], plan["max_trials"],
-            plan["timeout_s"], plan["max_ensemble"]) == ("tpe", "median", 2, 1000, 12, 5)
-    assert job["result"]["selection"]["ensemble"]["considered"]  # stated, chosen or not
-    trials = trials_of(server, job["id"])
-    assert len([t for t in trials if t["state"] == "complete"]) >= 2
-    # The trial the budget cut off ended normally; nothing failed.
-    assert {t["state"] for t in trials} <= {"complete", "pruned", "stopped"}, trials
-    assert 1 <= plan["trials_at_once"] <= plan["parallelism"]
-    assert job["progress"]["trials_total"] == 0 and job["progress"]["time_budget_s"] == 12
-    log = server.log_path.read_text(errors="replace")
-    for noise in ("RetryFailedTrialCallback", "ExperimentalWarning", "FutureWarning"):
-        assert noise not in log, noise
-
-
-# The same wide configuration with different seeds, trained past its best on overlapping
-# classes: members of about equal quality whose mistakes differ, so their average is
-# better calibrated and wins on log loss.
-SAME_NETWORK = {**SMALL_SPACE, "n_layers": 1, "width": 64, "epochs": 40, "dropout": 0.0,
-                "batch_norm": False, "optimizer": "adamw", "learning_rate": 0.02,
-                "weight_decay": 0.0, "l1": 0.0, "lr_schedule": "none", "activation": "relu"}
-
-
-def overlapping_csv(n_rows: int = 240, seed: int = 5) -> bytes:
-    """Two classes whose clouds overlap (about 93% separable at best)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for index in range(n_rows):
-        label = index % 2
-        features = rng.normal(loc=0.6 if label else -0.6, scale=1.0, size=6)
-        rows.append([f"{value:.4f}" for value in features] + ["yes" if label else "no"])
-    return csv_bytes([f"f{i}" for i in range(6)] + ["label"], rows)
-
-
-def test_an_average_of_the_best_networks_competes_and_serves(server: KilnServer) -> None:
-    dataset_id = server.upload_dataset(overlapping_csv())
-    job = server.wait_for_job(submit(
-        server, dataset_id, "averaged", max_trials=4, max_epochs=40, seed=2, max_ensemble=3,
-        space=SAME_NETWORK, objectives=[{"metric": "log_loss"}], validation="auto"))
-    assert job["status"] == "succeeded", (job["error"], server.log_tail())
-    ensemble = job["result"]["selection"]["ensemble"]
-    sizes = ensemble["scores_by_size"]
-    assert len(ensemble["considered"]) == len(sizes) == 3
-    assert len(ensemble["members"]) >= 2, sizes
-    assert ensemble["members"][0] == job["result"]["trial"]
-    chosen = sizes[len(ensemble["members"]) - 1]["log_loss"]
-    assert chosen == min(size["log_loss"] for size in sizes) < sizes[0]["log_loss"]
-    with server.client() as client:
-        version = client.get("/v1/models/averaged/versions/1").json()
-        assert version["metrics"]["validation"]["ensemble_of_trials"] == ensemble["members"]
-        assert len(version["metrics"]["validation"]["cv_scores"]) == 5
-        assert version["metrics"]["test_rows"] == 36 and version["metrics"]["accuracy"] > 0.75
-        answer = client.post("/v1/models/averaged/predict",
-                             json={"inputs": [[-3.0] * 6, [3.0] * 6]})
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["predictions"] == ["no", "yes"]
-        # No torch weights: pruning is refused by name; distill makes one network again.
-        refused = client.post("/v1/jobs", json={
-            "kind": "compress", "source": {"model": "averaged", "version": 1},
-            "dataset_id": dataset_id, "compression": {"methods": ["prune_structured"]}})
-        assert refused.status_code == 422
-        assert "averages several networks" in refused.json()["detail"]
-        distill = client.post("/v1/jobs", json={
-            "kind": "compress", "source": {"model": "averaged", "version": 1},
-            "dataset_id": dataset_id, "seed": 2,
-            "compression": {"methods": [{"method": "distill", "epochs": 5}]}})
-        assert distill.status_code == 202, distill.text
-    compressed = server.wait_for_job(int(distill.json()["id"]))
-    assert compressed["status"] == "succeeded", (compressed["error"], server.log_tail())
-    with server.client() as client:
-        student = client.get("/v1/models/averaged/versions/2").json()
-    assert student["n_params"] < version["n_params"], (student, version)
-    assert student["metrics"]["accuracy"] > 0.75

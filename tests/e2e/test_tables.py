@@ -16,10 +16,14 @@ import tritonclient.http as triton
 from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import csv_bytes
 
-HEADER = ["id", "island", "bill_length_mm", "flipper_mm", "sex", "tagged", "observed",
-          "species"]
-SPACE = {"n_layers": 2, "width": {"low": 32, "high": 64, "log": True}, "epochs": 25,
-         "batch_size": 32, "patience": 0}
+HEADER = ["id", "island", "bill_length_mm", "flipper_mm", "sex", "tagged", "observed", "species"]
+SPACE = {
+    "n_layers": 2,
+    "width": {"low": 32, "high": 64, "log": True},
+    "epochs": 25,
+    "batch_size": 32,
+    "patience": 0,
+}
 MAX_DROP = 0.05
 
 
@@ -29,16 +33,26 @@ def penguin_rows(count: int, seed: int) -> list[list[Any]]:
     rows = []
     for index in range(count):
         species = int(rng.integers(0, 3))
-        island = ["Torgersen", "Dream", "Biscoe"][species] if rng.random() < 0.7 else str(
-            rng.choice(["Torgersen", "Dream", "Biscoe"]))
+        island = (
+            ["Torgersen", "Dream", "Biscoe"][species]
+            if rng.random() < 0.7
+            else str(rng.choice(["Torgersen", "Dream", "Biscoe"]))
+        )
         bill = 38 + 5 * species + rng.normal(0, 1.5)
         flipper = 190 + 8 * species + rng.normal(0, 6)
         day = f"2023-{1 + int(rng.integers(0, 12)):02d}-{1 + int(rng.integers(0, 28)):02d}"
-        rows.append([
-            f"N{seed}A{index}", island, "" if rng.random() < 0.08 else f"{bill:.1f}",
-            f"{flipper:.0f}", "" if rng.random() < 0.1 else str(rng.choice(["male", "female"])),
-            "TRUE" if rng.random() < 0.5 else "FALSE", "NA" if rng.random() < 0.05 else day,
-            ["Adelie", "Chinstrap", "Gentoo"][species]])
+        rows.append(
+            [
+                f"N{seed}A{index}",
+                island,
+                "" if rng.random() < 0.08 else f"{bill:.1f}",
+                f"{flipper:.0f}",
+                "" if rng.random() < 0.1 else str(rng.choice(["male", "female"])),
+                "TRUE" if rng.random() < 0.5 else "FALSE",
+                "NA" if rng.random() < 0.05 else day,
+                ["Adelie", "Chinstrap", "Gentoo"][species],
+            ]
+        )
     return rows
 
 
@@ -66,19 +80,35 @@ def held_out() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def searched(server: KilnServer) -> dict[str, Any]:
     with server.client() as client:
-        uploaded = client.post("/v1/datasets", data={"target": "species"},
-                               files={"file": ("penguins.csv",
-                                               csv_bytes(HEADER, penguin_rows(600, seed=1)))})
+        uploaded = client.post(
+            "/v1/datasets",
+            data={"target": "species"},
+            files={"file": ("penguins.csv", csv_bytes(HEADER, penguin_rows(600, seed=1)))},
+        )
         assert uploaded.status_code == 201, uploaded.text
-        response = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": uploaded.json()["id"], "model_name": "penguins",
-            "search": {"max_trials": 2, "max_epochs": 25, "space": SPACE, "seed": 3,
-                       "validation": "holdout"},
-            "compression": {"methods": [
-                "quantize_dynamic", {"method": "select_features", "keep": 0.5,
-                                     "fine_tune_epochs": 5},
-                {"method": "prune_structured", "ratio": 0.25, "fine_tune_epochs": 5}],
-                "max_accuracy_drop": MAX_DROP}})
+        response = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": uploaded.json()["id"],
+                "model_name": "penguins",
+                "search": {
+                    "max_trials": 2,
+                    "max_epochs": 25,
+                    "space": SPACE,
+                    "seed": 3,
+                    "validation": "holdout",
+                },
+                "compression": {
+                    "methods": [
+                        "quantize_dynamic",
+                        {"method": "select_features", "keep": 0.5, "fine_tune_epochs": 5},
+                        {"method": "prune_structured", "ratio": 0.25, "fine_tune_epochs": 5},
+                    ],
+                    "max_accuracy_drop": MAX_DROP,
+                },
+            },
+        )
     assert response.status_code == 202, response.text
     job = server.wait_for_job(int(response.json()["id"]))
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
@@ -100,22 +130,34 @@ def test_the_winner_takes_raw_columns(server: KilnServer, searched: dict[str, An
     version = version_of(server, searched["version"])
     inputs = {spec["name"]: spec for spec in version["signature"]["inputs"]}
     assert set(inputs) == set(HEADER[:-1])
-    assert inputs["id"] == {"name": "id", "datatype": "BYTES", "shape": [-1, 1],
-                            "kind": "ignored", "categories": None, "allows_missing": True,
-                            "required": False}  # an identifier: accepted, never read
+    assert inputs["id"] == {
+        "name": "id",
+        "datatype": "BYTES",
+        "shape": [-1, 1],
+        "kind": "ignored",
+        "categories": None,
+        "allows_missing": True,
+        "required": False,
+    }  # an identifier: accepted, never read
     assert inputs["island"]["datatype"] == "BYTES" and inputs["island"]["kind"] == "categorical"
     assert set(inputs["island"]["categories"]) == {"Biscoe", "Dream", "Torgersen"}
     assert inputs["observed"]["kind"] == "datetime"
-    assert inputs["bill_length_mm"] == {"name": "bill_length_mm", "datatype": "FP32",
-                                        "shape": [-1, 1], "kind": "numeric",
-                                        "categories": None, "allows_missing": True,
-                                        "required": True}
+    assert inputs["bill_length_mm"] == {
+        "name": "bill_length_mm",
+        "datatype": "FP32",
+        "shape": [-1, 1],
+        "kind": "numeric",
+        "categories": None,
+        "allows_missing": True,
+        "required": True,
+    }
     assert searched["metrics"]["accuracy"] > 0.7
     assert searched["metrics"]["onnx_max_abs_diff"] <= 1e-4
 
 
 def test_the_example_request_is_built_from_the_signature_and_predicts(
-        server: KilnServer, searched: dict[str, Any]) -> None:
+    server: KilnServer, searched: dict[str, Any]
+) -> None:
     number = searched["version"]
     with server.client() as client:
         example = client.get(f"/v1/models/penguins/versions/{number}/example")
@@ -125,14 +167,14 @@ def test_the_example_request_is_built_from_the_signature_and_predicts(
         assert record["island"] in {"Biscoe", "Dream", "Torgersen"}  # the most frequent
         assert isinstance(record["bill_length_mm"], float) and 38 < record["bill_length_mm"] < 50
         assert record["observed"].startswith("2023-")
-        answer = client.post(f"/v1/models/penguins/predict?version={number}",
-                             json=example.json())
+        answer = client.post(f"/v1/models/penguins/predict?version={number}", json=example.json())
     assert answer.status_code == 200, answer.text
     assert answer.json()["predictions"][0] in {"Adelie", "Chinstrap", "Gentoo"}
 
 
 def test_records_with_gaps_are_predicted_as_the_file_alone_predicts(
-        server: KilnServer, searched: dict[str, Any], held_out: list[dict[str, Any]]) -> None:
+    server: KilnServer, searched: dict[str, Any], held_out: list[dict[str, Any]]
+) -> None:
     response = predict(server, held_out, version=searched["version"])
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -143,11 +185,13 @@ def test_records_with_gaps_are_predicted_as_the_file_alone_predicts(
     for value in session.get_inputs():
         column = [record.get(value.name) for record in held_out]
         if value.type == "tensor(float)":
-            feeds[value.name] = np.array([np.nan if v is None else v for v in column],
-                                         dtype=np.float32).reshape(-1, 1)
+            feeds[value.name] = np.array(
+                [np.nan if v is None else v for v in column], dtype=np.float32
+            ).reshape(-1, 1)
         else:
-            feeds[value.name] = np.array(["" if v is None else v for v in column],
-                                         dtype=object).reshape(-1, 1)
+            feeds[value.name] = np.array(
+                ["" if v is None else v for v in column], dtype=object
+            ).reshape(-1, 1)
     alone = session.run(None, feeds)[0]
     assert np.allclose(np.array(answer["probabilities"]), alone, atol=1e-5)
     truth = [row[-1] for row in penguin_rows(60, seed=99)]
@@ -155,25 +199,40 @@ def test_records_with_gaps_are_predicted_as_the_file_alone_predicts(
     assert hits > 0.7
 
 
-def test_unseen_values_and_all_gaps_still_predict(server: KilnServer,
-                                                  searched: dict[str, Any]) -> None:
-    response = predict(server, [{"island": "Atlantis", "sex": "unknown", "tagged": True,
-                                 "observed": "2031-02-29T10:00:00Z"}, {}])
+def test_unseen_values_and_all_gaps_still_predict(
+    server: KilnServer, searched: dict[str, Any]
+) -> None:
+    response = predict(
+        server,
+        [
+            {
+                "island": "Atlantis",
+                "sex": "unknown",
+                "tagged": True,
+                "observed": "2031-02-29T10:00:00Z",
+            },
+            {},
+        ],
+    )
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == 2
 
 
-@pytest.mark.parametrize(("records", "message"), [
-    ([{"island": "Dream", "beak": 3}], "inputs[0] has unknown column 'beak'"),
-    ([{}, {"bill_length_mm": "long"}], "inputs[1]['bill_length_mm'] must be a number or null"),
-    ([{"bill_length_mm": 1e39}], "inputs[0]['bill_length_mm'] is 1e+39: outside the float32"),
-    ([{"observed": "yesterday"}], "inputs[0]['observed'] is not an ISO date"),
-    ([{"island": ["Dream"]}], "inputs[0]['island'] must be text or null"),
-    ([[1, 2, 3]], "this model takes text or dates, so send records"),
-    (["Dream"], "inputs[0] must be an object keyed by column name"),
-])
-def test_bad_records_name_row_and_column(server: KilnServer, searched: dict[str, Any],
-                                         records: list[Any], message: str) -> None:
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([{"island": "Dream", "beak": 3}], "inputs[0] has unknown column 'beak'"),
+        ([{}, {"bill_length_mm": "long"}], "inputs[1]['bill_length_mm'] must be a number or null"),
+        ([{"bill_length_mm": 1e39}], "inputs[0]['bill_length_mm'] is 1e+39: outside the float32"),
+        ([{"observed": "yesterday"}], "inputs[0]['observed'] is not an ISO date"),
+        ([{"island": ["Dream"]}], "inputs[0]['island'] must be text or null"),
+        ([[1, 2, 3]], "this model takes text or dates, so send records"),
+        (["Dream"], "inputs[0] must be an object keyed by column name"),
+    ],
+)
+def test_bad_records_name_row_and_column(
+    server: KilnServer, searched: dict[str, Any], records: list[Any], message: str
+) -> None:
     response = predict(server, records)
     assert response.status_code == 422
     assert message in response.json()["detail"]
@@ -197,24 +256,34 @@ def triton_inputs(records: list[dict[str, Any]], binary: bool) -> list[triton.In
 
 
 @pytest.mark.parametrize("binary", [False, True])
-def test_tritonclient_sends_columns_as_bytes(server: KilnServer, searched: dict[str, Any],
-                                             held_out: list[dict[str, Any]],
-                                             binary: bool) -> None:
+def test_tritonclient_sends_columns_as_bytes(
+    server: KilnServer, searched: dict[str, Any], held_out: list[dict[str, Any]], binary: bool
+) -> None:
     client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
     headers = {"Authorization": f"Bearer {server.key}"}
     metadata = client.get_model_metadata("penguins", headers=headers)
     assert {spec["name"]: spec["datatype"] for spec in metadata["inputs"]} == {
-        "island": "BYTES", "bill_length_mm": "FP32", "flipper_mm": "FP32", "sex": "BYTES",
-        "tagged": "BYTES", "observed": "BYTES"}
-    result = client.infer("penguins", triton_inputs(held_out, binary), headers=headers,
-                          outputs=[triton.InferRequestedOutput("output", binary_data=binary)])
+        "island": "BYTES",
+        "bill_length_mm": "FP32",
+        "flipper_mm": "FP32",
+        "sex": "BYTES",
+        "tagged": "BYTES",
+        "observed": "BYTES",
+    }
+    result = client.infer(
+        "penguins",
+        triton_inputs(held_out, binary),
+        headers=headers,
+        outputs=[triton.InferRequestedOutput("output", binary_data=binary)],
+    )
     served = int(result.get_response()["model_version"])
     expected = predict(server, held_out, version=served).json()["probabilities"]
     assert np.allclose(result.as_numpy("output"), np.array(expected), atol=1e-5)
 
 
-def test_compressed_variants_keep_the_schema(server: KilnServer, searched: dict[str, Any],
-                                             held_out: list[dict[str, Any]]) -> None:
+def test_compressed_variants_keep_the_schema(
+    server: KilnServer, searched: dict[str, Any], held_out: list[dict[str, Any]]
+) -> None:
     rows = searched["compression"]["rows"]
     parent = version_of(server, searched["version"])["signature"]["inputs"]
     for row in rows[1:]:
@@ -235,14 +304,17 @@ def test_compressed_variants_keep_the_schema(server: KilnServer, searched: dict[
     assert any(row["qualifies"] for row in rows[1:])
 
 
-def test_a_compress_job_needs_the_table_the_version_reads(server: KilnServer,
-                                                          searched: dict[str, Any]) -> None:
+def test_a_compress_job_needs_the_table_the_version_reads(
+    server: KilnServer, searched: dict[str, Any]
+) -> None:
     other = server.upload_dataset(csv_bytes(["a", "label"], [[i, i % 2] for i in range(40)]))
     with server.client() as client:
         table = client.get(f"/v1/jobs/{1}").json()["dataset_id"]
-        body = {"kind": "compress", "source": {"model": "penguins",
-                                               "version": searched["version"]},
-                "compression": {"methods": ["fp16"]}}
+        body = {
+            "kind": "compress",
+            "source": {"model": "penguins", "version": searched["version"]},
+            "compression": {"methods": ["fp16"]},
+        }
         refused = client.post("/v1/jobs", json={**body, "dataset_id": other})
         accepted = client.post("/v1/jobs", json={**body, "dataset_id": table})
     assert refused.status_code == 422

@@ -22,8 +22,13 @@ def test_the_spec_accepts_exactly_the_searchable_metrics() -> None:
 
 
 def test_each_task_searches_its_own_metrics_and_the_costs() -> None:
-    assert searchable_for("classification") == {"accuracy", "f1_macro", "roc_auc", "log_loss",
-                                                *COST_METRICS}
+    assert searchable_for("classification") == {
+        "accuracy",
+        "f1_macro",
+        "roc_auc",
+        "log_loss",
+        *COST_METRICS,
+    }
     assert searchable_for("regression") == {"mae", "rmse", "r2", *COST_METRICS}
     assert "pearson_r" in task_metric_names("regression")
     assert "precision_macro" not in SEARCH_METRICS

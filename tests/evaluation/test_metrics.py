@@ -10,8 +10,16 @@ from app.evaluation.metrics import quality_score, task_metrics
 
 def test_classification_metrics() -> None:
     target = np.array([0, 0, 1, 1, 2, 2])
-    output = np.array([[.8, .1, .1], [.6, .3, .1], [.2, .7, .1], [.5, .4, .1],
-                       [.1, .1, .8], [.1, .2, .7]])
+    output = np.array(
+        [
+            [0.8, 0.1, 0.1],
+            [0.6, 0.3, 0.1],
+            [0.2, 0.7, 0.1],
+            [0.5, 0.4, 0.1],
+            [0.1, 0.1, 0.8],
+            [0.1, 0.2, 0.7],
+        ]
+    )
     metrics = task_metrics("classification", output, target)
     assert metrics["accuracy"] == pytest.approx(5 / 6)
     assert metrics["confusion_matrix"] == [[2, 0, 0], [1, 1, 0], [0, 0, 2]]

@@ -55,9 +55,24 @@ class RedisServer:
     def start(self) -> None:
         assert REDIS is not None
         self.process = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                REDIS,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--appendonly",
+                "yes",
+                "--maxmemory-policy",
+                "noeviction",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _wait_for_port(self.port, "redis-server")
 
     def kill(self) -> None:
@@ -81,9 +96,22 @@ class PostgresServer:
             os.chown(self.folder, owner.pw_uid, owner.pw_gid)
             self._as_user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
         assert INITDB is not None
-        subprocess.run([INITDB, "-D", str(self.folder / "data"), "-U", "postgres",
-                        "--auth=trust", "--no-sync", "-E", "UTF8"],
-                       check=True, capture_output=True, **self._as_user)
+        subprocess.run(
+            [
+                INITDB,
+                "-D",
+                str(self.folder / "data"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+            **self._as_user,
+        )
 
     @property
     def url(self) -> str:
@@ -92,9 +120,23 @@ class PostgresServer:
     def start(self) -> None:
         assert POSTGRES is not None
         self.process = subprocess.Popen(
-            [POSTGRES, "-D", str(self.folder / "data"), "-p", str(self.port),
-             "-k", str(self.folder), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **self._as_user)
+            [
+                POSTGRES,
+                "-D",
+                str(self.folder / "data"),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.folder),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **self._as_user,
+        )
         _wait_for_port(self.port, "postgres")
 
     def stop(self) -> None:

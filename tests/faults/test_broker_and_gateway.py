@@ -25,12 +25,21 @@ from tests.faults.servers import REDIS, RedisServer
 from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv
 
-pytestmark = [pytest.mark.backends,
-              pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")]
-QUICK_RESEND = {"KILN_QUEUED_RESEND_S": "2", "KILN_REAPER_INTERVAL_S": "1",
-                "KILN_JOB_LEASE_S": "10"}
-SEARCH = {"max_trials": 3, "max_epochs": 4, "validation": "holdout",
-          "space": {"n_layers": 1, "width": 16, "epochs": 4, "batch_size": 16}}
+pytestmark = [
+    pytest.mark.backends,
+    pytest.mark.skipif(REDIS is None, reason="redis-server is not installed"),
+]
+QUICK_RESEND = {
+    "KILN_QUEUED_RESEND_S": "2",
+    "KILN_REAPER_INTERVAL_S": "1",
+    "KILN_JOB_LEASE_S": "10",
+}
+SEARCH = {
+    "max_trials": 3,
+    "max_epochs": 4,
+    "validation": "holdout",
+    "space": {"n_layers": 1, "width": 16, "epochs": 4, "batch_size": 16},
+}
 
 
 def serve(kiln_server: ServerFactory, redis: RedisServer) -> KilnServer:
@@ -40,8 +49,15 @@ def serve(kiln_server: ServerFactory, redis: RedisServer) -> KilnServer:
 
 def submit(kiln: KilnServer, dataset_id: int, model: str) -> httpx.Response:
     with kiln.client() as client:
-        return client.post("/v1/jobs", json={"kind": "search", "dataset_id": dataset_id,
-                                             "model_name": model, "search": SEARCH})
+        return client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": model,
+                "search": SEARCH,
+            },
+        )
 
 
 def versions(kiln: KilnServer, model: str) -> list[int]:
@@ -49,8 +65,9 @@ def versions(kiln: KilnServer, model: str) -> list[int]:
         return [v["version"] for v in client.get(f"/v1/models/{model}/versions").json()["items"]]
 
 
-def test_a_job_survives_redis_killed_mid_job(kiln_server: ServerFactory,
-                                             redis: RedisServer) -> None:
+def test_a_job_survives_redis_killed_mid_job(
+    kiln_server: ServerFactory, redis: RedisServer
+) -> None:
     kiln = serve(kiln_server, redis)
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
     response = submit(kiln, dataset_id, "through-redis-restart")
@@ -66,7 +83,8 @@ def test_a_job_survives_redis_killed_mid_job(kiln_server: ServerFactory,
 
 
 def test_a_job_submitted_while_redis_is_down_runs_when_it_returns(
-        kiln_server: ServerFactory, redis: RedisServer) -> None:
+    kiln_server: ServerFactory, redis: RedisServer
+) -> None:
     kiln = serve(kiln_server, redis)
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
     redis.kill()
@@ -84,18 +102,26 @@ def test_a_job_submitted_while_redis_is_down_runs_when_it_returns(
     assert versions(kiln, "sent-later") == [1]
 
 
-def test_a_job_longer_than_the_visibility_timeout_runs_once(kiln_server: ServerFactory,
-                                                            redis: RedisServer) -> None:
+def test_a_job_longer_than_the_visibility_timeout_runs_once(
+    kiln_server: ServerFactory, redis: RedisServer
+) -> None:
     """Redis hands an unacknowledged message to another worker after the visibility
     timeout: with two worker processes and a job far longer than it, the second delivery
     finds the job running and leaves it; exactly one set of versions is registered."""
-    kiln = kiln_server(workers=2, env=QUICK_RESEND, KILN_BROKER_VISIBILITY_S="2",
-                       KILN_BROKER_URL=redis.url)
+    kiln = kiln_server(
+        workers=2, env=QUICK_RESEND, KILN_BROKER_VISIBILITY_S="2", KILN_BROKER_URL=redis.url
+    )
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
     with kiln.client() as client:
-        response = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "redelivered",
-            "search": {**SEARCH, "max_trials": 1000, "timeout_s": 25}})
+        response = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": "redelivered",
+                "search": {**SEARCH, "max_trials": 1000, "timeout_s": 25},
+            },
+        )
     assert response.status_code == 202, response.text
     job = kiln.wait_for_job(int(response.json()["id"]), timeout=300)
     assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
@@ -113,9 +139,13 @@ def test_a_gateway_killed_mid_upload_stores_nothing(kiln_server: ServerFactory) 
 
     def body() -> Iterator[bytes]:
         boundary = b"--kiln-boundary\r\n"
-        yield (boundary + b'Content-Disposition: form-data; name="target"\r\n\r\nlabel\r\n'
-               + boundary + b'Content-Disposition: form-data; name="file"; '
-               b'filename="slow.csv"\r\nContent-Type: text/csv\r\n\r\nf0,f1,f2,f3,label\n')
+        yield (
+            boundary
+            + b'Content-Disposition: form-data; name="target"\r\n\r\nlabel\r\n'
+            + boundary
+            + b'Content-Disposition: form-data; name="file"; '
+            b'filename="slow.csv"\r\nContent-Type: text/csv\r\n\r\nf0,f1,f2,f3,label\n'
+        )
         for _ in range(400):
             yield row * 2000  # 36 kB at a time, slowly
             sent.set()
@@ -124,8 +154,11 @@ def test_a_gateway_killed_mid_upload_stores_nothing(kiln_server: ServerFactory) 
     def upload() -> None:
         try:
             with kiln.client() as client:
-                client.post("/v1/datasets", content=body(), headers={
-                    "Content-Type": "multipart/form-data; boundary=kiln-boundary"})
+                client.post(
+                    "/v1/datasets",
+                    content=body(),
+                    headers={"Content-Type": "multipart/form-data; boundary=kiln-boundary"},
+                )
         except httpx.HTTPError:
             pass  # the gateway died under it
 

@@ -16,8 +16,9 @@ from tests.fixtures.servers import ServerFactory
 from tests.helpers import blobs_csv
 
 pytestmark = pytest.mark.skipif(
-    None in (INITDB, POSTGRES, REDIS), reason="PostgreSQL's initdb/postgres or redis-server "
-    "is not installed")
+    None in (INITDB, POSTGRES, REDIS),
+    reason="PostgreSQL's initdb/postgres or redis-server is not installed",
+)
 
 
 @pytest.fixture
@@ -29,22 +30,31 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 def test_a_search_converges_when_postgresql_stops_mid_job_and_returns(
-        kiln_server: ServerFactory, postgres: PostgresServer, redis: RedisServer) -> None:
-    kiln = kiln_server(workers=1, database=postgres.url, KILN_BROKER_URL=redis.url,
-                       KILN_JOB_LEASE_S="6", KILN_QUEUED_RESEND_S="2", KILN_REAPER_INTERVAL_S="1")
+    kiln_server: ServerFactory, postgres: PostgresServer, redis: RedisServer
+) -> None:
+    kiln = kiln_server(
+        workers=1,
+        database=postgres.url,
+        KILN_BROKER_URL=redis.url,
+        KILN_JOB_LEASE_S="6",
+        KILN_QUEUED_RESEND_S="2",
+        KILN_REAPER_INTERVAL_S="1",
+    )
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
-    job_id = submit_slow_search(kiln, dataset_id, "through-outage", trials=3, epochs=20,
-                                seed=4)
+    job_id = submit_slow_search(kiln, dataset_id, "through-outage", trials=3, epochs=20, seed=4)
     with kiln.client() as client:
         wait_for_trials(client, job_id, {"complete", "running"})
 
         postgres.stop()
         away_until = time.monotonic() + 8
         while time.monotonic() < away_until:
-            for answer in (client.get(f"/v1/jobs/{job_id}"),
-                           client.post("/v1/jobs", json={
-                               "kind": "search", "dataset_id": dataset_id,
-                               "model_name": "while-away"})):
+            for answer in (
+                client.get(f"/v1/jobs/{job_id}"),
+                client.post(
+                    "/v1/jobs",
+                    json={"kind": "search", "dataset_id": dataset_id, "model_name": "while-away"},
+                ),
+            ):
                 assert answer.status_code == 503, answer.text
                 assert answer.headers.get("Retry-After"), answer.headers
                 assert "database" in answer.json()["detail"].lower()

@@ -17,16 +17,23 @@ import pytest
 from tests.fixtures.servers import ServerFactory
 from tests.helpers import blobs_csv
 
-SEARCH = {"max_trials": 2, "max_epochs": 3, "validation": "holdout",
-          "space": {"n_layers": 1, "width": 16, "epochs": 3, "batch_size": 16}}
+SEARCH = {
+    "max_trials": 2,
+    "max_epochs": 3,
+    "validation": "holdout",
+    "space": {"n_layers": 1, "width": 16, "epochs": 3, "batch_size": 16},
+}
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mountpoint = tmp_path / "artifacts"
     mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs",
-                              str(mountpoint)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -58,21 +65,29 @@ def stray_temporaries(disk: Path) -> list[Path]:
 
 
 def test_a_full_artifact_disk_fails_the_job_with_a_reason_and_stores_nothing(
-        kiln_server: ServerFactory, small_disk: Path) -> None:
+    kiln_server: ServerFactory, small_disk: Path
+) -> None:
     kiln = kiln_server(workers=1, KILN_ARTIFACT_URL=f"file://{small_disk}")
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
     stored_before = {p: p.read_bytes() for p in small_disk.rglob("*") if p.is_file()}
     filler = fill(small_disk)
 
     with kiln.client() as client:
-        upload = client.post("/v1/datasets", files={"file": ("more.csv", blobs_csv())},
-                             data={"target": "label"})
+        upload = client.post(
+            "/v1/datasets", files={"file": ("more.csv", blobs_csv())}, data={"target": "label"}
+        )
         assert upload.status_code == 507, upload.text
         assert "out of space" in upload.json()["detail"]
         assert str(small_disk) not in upload.text  # no server paths in errors
-        submitted = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "no-room",
-            "search": SEARCH})
+        submitted = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": "no-room",
+                "search": SEARCH,
+            },
+        )
         assert submitted.status_code == 202, submitted.text
     job = kiln.wait_for_job(int(submitted.json()["id"]), timeout=300)
     assert job["status"] == "failed", job
@@ -86,9 +101,15 @@ def test_a_full_artifact_disk_fails_the_job_with_a_reason_and_stores_nothing(
 
     filler.unlink()
     with kiln.client() as client:
-        again = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "no-room",
-            "search": SEARCH})
+        again = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": "no-room",
+                "search": SEARCH,
+            },
+        )
     job = kiln.wait_for_job(int(again.json()["id"]), timeout=300)
     assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
     with kiln.client() as client:

@@ -21,11 +21,9 @@ pytestmark = pytest.mark.backends
 
 def test_job_survives_a_killed_worker(kiln_server: ServerFactory) -> None:
     # The re-queued job is sent again after 2 s, not the default minute.
-    kiln = kiln_server(KILN_JOB_LEASE_S="6", KILN_TRIAL_HEARTBEAT_S="1",
-                       KILN_QUEUED_RESEND_S="2")
+    kiln = kiln_server(KILN_JOB_LEASE_S="6", KILN_TRIAL_HEARTBEAT_S="1", KILN_QUEUED_RESEND_S="2")
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
-    job_id = submit_slow_search(kiln, dataset_id, "killed-worker", trials=3, epochs=30,
-                                seed=3)
+    job_id = submit_slow_search(kiln, dataset_id, "killed-worker", trials=3, epochs=30, seed=3)
     with kiln.client() as client:
         job = wait_for_trials(client, job_id, {"complete", "running"})
     os.kill(int(job["worker"].rsplit(":", 1)[1]), signal.SIGKILL)

@@ -22,8 +22,7 @@ pytestmark = pytest.mark.backends
 def test_a_job_survives_its_whole_worker_killed(kiln_server: ServerFactory) -> None:
     kiln = kiln_server(workers=1, KILN_JOB_LEASE_S="5", KILN_QUEUED_RESEND_S="2")
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=300))
-    job_id = submit_slow_search(kiln, dataset_id, "whole-worker", trials=2, epochs=30,
-                                seed=5)
+    job_id = submit_slow_search(kiln, dataset_id, "whole-worker", trials=2, epochs=30, seed=5)
     with kiln.client() as client:
         job = wait_for_trials(client, job_id, {"running"})
     pool_child = int(job["worker"].rsplit(":", 1)[1])
@@ -41,5 +40,4 @@ def test_a_job_survives_its_whole_worker_killed(kiln_server: ServerFactory) -> N
     job_folder = kiln.data_dir / "artifacts" / "jobs" / str(job_id)
     assert list(job_folder.glob("attempt-2/trial-*/model.onnx"))
     assert not (job_folder / "attempt-1").exists()
-    assert "worker exited with code -9; restarting" in kiln.log_path.read_text(
-        errors="replace")
+    assert "worker exited with code -9; restarting" in kiln.log_path.read_text(errors="replace")

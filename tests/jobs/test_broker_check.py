@@ -44,8 +44,7 @@ def test_each_missing_setting_is_named(caplog: pytest.LogCaptureFixture) -> None
             warn_about_broker(LOCAL_REDIS)
     finally:
         client.config_set("maxmemory-policy", before)  # type: ignore[attr-defined]
-    assert any("maxmemory-policy is 'allkeys-lru'" in p and "noeviction" in p
-               for p in problems)
+    assert any("maxmemory-policy is 'allkeys-lru'" in p and "noeviction" in p for p in problems)
     assert any("appendonly" in p for p in problems) == (appendonly != "yes")
     assert len(caplog.records) == len(problems)
     if before == "noeviction" and appendonly == "yes":

@@ -40,16 +40,28 @@ class Registry:
 
 
 EXAMPLES: dict[str, Callable[[Registry], dict[str, Any]]] = {
-    "search": lambda r: {"kind": "search", "dataset_id": r.dataset_id, "model_name": "found",
-                         "search": {"max_trials": 1, "validation": "holdout", "space": {
-                             "n_layers": 1, "width": 8, "epochs": 2, "batch_size": 32,
-                             "patience": 0}}},
-    "compress": lambda r: {"kind": "compress", "source": {"model": r.model,
-                                                          "version": r.version},
-                           "dataset_id": r.dataset_id,
-                           "compression": {"methods": ["quantize_dynamic"]}},
-    "predict": lambda r: {"kind": "predict", "model": r.model, "version": r.version,
-                          "dataset_id": r.dataset_id},
+    "search": lambda r: {
+        "kind": "search",
+        "dataset_id": r.dataset_id,
+        "model_name": "found",
+        "search": {
+            "max_trials": 1,
+            "validation": "holdout",
+            "space": {"n_layers": 1, "width": 8, "epochs": 2, "batch_size": 32, "patience": 0},
+        },
+    },
+    "compress": lambda r: {
+        "kind": "compress",
+        "source": {"model": r.model, "version": r.version},
+        "dataset_id": r.dataset_id,
+        "compression": {"methods": ["quantize_dynamic"]},
+    },
+    "predict": lambda r: {
+        "kind": "predict",
+        "model": r.model,
+        "version": r.version,
+        "dataset_id": r.dataset_id,
+    },
 }
 
 
@@ -70,9 +82,16 @@ def registry(settings: Settings, classifier_onnx: Path, tmp_path: Path) -> Regis
     upload = tmp_path / "rows.csv"
     upload.write_bytes(blobs_csv(n_rows=90, labels=("a", "b", "c")))
     with session_scope(settings.database_url) as session:
-        dataset = create_dataset(session, get_store(settings), upload=upload,
-                                 filename="rows.csv", target="label", name=None, task=None,
-                                 input_shape=None)
+        dataset = create_dataset(
+            session,
+            get_store(settings),
+            upload=upload,
+            filename="rows.csv",
+            target="label",
+            name=None,
+            task=None,
+            input_shape=None,
+        )
         dataset_id = dataset.id
     version = register(settings, classifier_onnx, name="flowers", labels=["a", "b", "c"])
     return Registry(dataset_id=dataset_id, model="flowers", version=version)
@@ -81,8 +100,9 @@ def registry(settings: Settings, classifier_onnx: Path, tmp_path: Path) -> Regis
 def _submit(settings: Settings, registry: Registry, name: str) -> int:
     spec = JOB_KINDS[name].create_model.model_validate(EXAMPLES[name](registry))
     with session_scope(settings.database_url) as session:
-        job = submit(SubmitContext(session, JobQueue(settings), settings, get_store(settings)),
-                     spec)
+        job = submit(
+            SubmitContext(session, JobQueue(settings), settings, get_store(settings)), spec
+        )
         return job.id
 
 
@@ -110,13 +130,22 @@ def _recorded(settings: Settings, job_id: int) -> tuple[Any, ...]:
         assert job is not None
         versions = session.scalar(select(func.count()).select_from(ModelVersion))
         trials = session.scalar(select(func.count()).select_from(Trial))
-        return (job.status, job.attempt, job.error, job.result, job.finished_at,
-                job.trials_done, versions, trials)
+        return (
+            job.status,
+            job.attempt,
+            job.error,
+            job.result,
+            job.finished_at,
+            job.trials_done,
+            versions,
+            trials,
+        )
 
 
 @pytest.mark.parametrize("name", sorted(JOB_KINDS))
-def test_claim_run_record_once_and_a_rerun_is_a_no_op(settings: Settings, registry: Registry,
-                                                      name: str) -> None:
+def test_claim_run_record_once_and_a_rerun_is_a_no_op(
+    settings: Settings, registry: Registry, name: str
+) -> None:
     kind = JOB_KINDS[name]
     with session_scope(settings.database_url) as session:
         versions_before = session.scalar(select(func.count()).select_from(ModelVersion))
@@ -137,8 +166,9 @@ def test_claim_run_record_once_and_a_rerun_is_a_no_op(settings: Settings, regist
 
 
 @pytest.mark.parametrize("name", sorted(JOB_KINDS))
-def test_a_job_cancelled_while_queued_is_never_run(settings: Settings, registry: Registry,
-                                                   name: str) -> None:
+def test_a_job_cancelled_while_queued_is_never_run(
+    settings: Settings, registry: Registry, name: str
+) -> None:
     job_id = _submit(settings, registry, name)
     before = _recorded(settings, job_id)
     with session_scope(settings.database_url) as session:

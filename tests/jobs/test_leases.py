@@ -34,12 +34,20 @@ def job_id(settings: Settings, tmp_path) -> int:
     upload = tmp_path / "d.csv"
     upload.write_bytes(blobs_csv())
     with session_scope(settings.database_url) as session:
-        dataset = create_dataset(session, get_store(settings), upload=upload,
-                                 filename="d.csv", target="label", name=None, task=None,
-                                 input_shape=None)
+        dataset = create_dataset(
+            session,
+            get_store(settings),
+            upload=upload,
+            filename="d.csv",
+            target="label",
+            name=None,
+            task=None,
+            input_shape=None,
+        )
         spec = SearchJobCreate(kind="search", dataset_id=dataset.id, model_name="m")
-        job = submit(SubmitContext(session, JobQueue(settings), settings, get_store(settings)),
-                     spec)
+        job = submit(
+            SubmitContext(session, JobQueue(settings), settings, get_store(settings)), spec
+        )
         new_id = job.id
     broker_messages(settings)  # drain the submit message
     return new_id
@@ -66,21 +74,29 @@ def test_renew_fails_once_cancelled(settings: Settings, job_id: int) -> None:
         repo = JobRepository(session)
         repo.claim(job_id, worker="a", now=utcnow(), lease=LEASE)
         assert repo.renew(job_id, attempt=1, now=utcnow(), lease=LEASE, trials_done=2)
-        session.execute(update(Job).where(Job.id == job_id)
-                        .values(status=JobStatus.CANCELLED))
+        session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.CANCELLED))
         assert not repo.renew(job_id, attempt=1, now=utcnow(), lease=LEASE)
 
 
 def expire(session: Session, job_id: int) -> None:
-    session.execute(update(Job).where(Job.id == job_id)
-                    .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    session.execute(
+        update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+    )
 
 
 def test_reaper_requeues_a_lost_job_and_resends_it(settings: Settings, job_id: int) -> None:
     with session_scope(settings.database_url) as session:
         JobRepository(session).claim(job_id, worker="dead", now=utcnow(), lease=LEASE)
-        session.add(Trial(job_id=job_id, number=0, attempt=1, state=TrialState.RUNNING,
-                          params={}, intermediate=[]))
+        session.add(
+            Trial(
+                job_id=job_id,
+                number=0,
+                attempt=1,
+                state=TrialState.RUNNING,
+                params={},
+                intermediate=[],
+            )
+        )
         expire(session, job_id)
     with session_scope(settings.database_url) as session:
         report = reap(session, settings, JobQueue(settings))
@@ -97,8 +113,9 @@ def test_reaper_requeues_a_lost_job_and_resends_it(settings: Settings, job_id: i
 
 def test_reaper_fails_a_job_after_its_last_attempt(settings: Settings, job_id: int) -> None:
     with session_scope(settings.database_url) as session:
-        session.execute(update(Job).where(Job.id == job_id).values(
-            attempt=settings.job_max_attempts - 1))
+        session.execute(
+            update(Job).where(Job.id == job_id).values(attempt=settings.job_max_attempts - 1)
+        )
         JobRepository(session).claim(job_id, worker="dead", now=utcnow(), lease=LEASE)
         expire(session, job_id)
     with session_scope(settings.database_url) as session:
@@ -134,7 +151,11 @@ def test_runner_records_the_result_once(settings: Settings, job_id: int) -> None
     job = load(settings, job_id)
     assert calls == [1]
     assert (job.status, job.result, job.trials_done, job.best_value) == (
-        JobStatus.SUCCEEDED, {"answer": 42}, 3, 0.5)
+        JobStatus.SUCCEEDED,
+        {"answer": 42},
+        3,
+        0.5,
+    )
     assert job.lease_expires_at is None and job.finished_at is not None
 
 
@@ -150,8 +171,7 @@ def test_runner_turns_errors_into_readable_failures(settings: Settings, job_id: 
 def test_runner_stops_quietly_when_cancelled(settings: Settings, job_id: int) -> None:
     def handler(context: JobContext):
         with session_scope(settings.database_url) as session:
-            session.execute(update(Job).where(Job.id == job_id)
-                            .values(status=JobStatus.CANCELLED))
+            session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.CANCELLED))
         context.report(trials_done=1)  # notices the job is gone and raises JobLost
         raise AssertionError("unreachable")
 
@@ -160,7 +180,8 @@ def test_runner_stops_quietly_when_cancelled(settings: Settings, job_id: int) ->
 
 
 def test_a_database_outage_leaves_the_job_to_its_lease_not_failed(
-        settings: Settings, job_id: int) -> None:
+    settings: Settings, job_id: int
+) -> None:
     """The database stopped answering mid-job (here: raised by the handler, wrapped as a
     library wraps it): the job is not failed for it. It keeps its lease; when that lapses
     the reaper re-queues it, and the next attempt runs."""
@@ -179,14 +200,18 @@ def test_a_database_outage_leaves_the_job_to_its_lease_not_failed(
         expire(session, job_id)
     with session_scope(settings.database_url) as session:
         assert reap(session, settings, JobQueue(settings)).requeued == [job_id]
-    run_job(settings, job_id, lambda context: (
-        lambda session: StoredResult.model_validate({"attempt": context.attempt})))
+    run_job(
+        settings,
+        job_id,
+        lambda context: lambda session: StoredResult.model_validate({"attempt": context.attempt}),
+    )
     job = load(settings, job_id)
     assert (job.status, job.result) == (JobStatus.SUCCEEDED, {"attempt": 2})
 
 
 def test_a_crash_that_is_not_the_database_fails_the_job_with_a_reference(
-        settings: Settings, job_id: int) -> None:
+    settings: Settings, job_id: int
+) -> None:
     def handler(context: JobContext):
         raise RuntimeError("a bug")
 

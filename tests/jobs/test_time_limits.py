@@ -39,9 +39,12 @@ def _endless_epoch_data() -> TrainData:
 
 def _train_forever(epochs_seen: list[int]) -> None:
     network = Network(MLPConfig(8, 2, (64,)), classification=True)
-    train(network, _endless_epoch_data(), TrainConfig(epochs=1000, learning_rate=0.01,
-                                                      batch_size=2),
-          on_epoch=lambda epoch, _: epochs_seen.append(epoch))
+    train(
+        network,
+        _endless_epoch_data(),
+        TrainConfig(epochs=1000, learning_rate=0.01, batch_size=2),
+        on_epoch=lambda epoch, _: epochs_seen.append(epoch),
+    )
 
 
 def test_a_stop_check_ends_training_inside_its_first_epoch() -> None:
@@ -59,8 +62,7 @@ def test_a_stop_check_ends_training_inside_its_first_epoch() -> None:
     assert batches == 6 and epochs == []
 
 
-def test_the_job_time_limit_stops_training_inside_an_epoch(settings: Settings,
-                                                           job_id: int) -> None:
+def test_the_job_time_limit_stops_training_inside_an_epoch(settings: Settings, job_id: int) -> None:
     limited = make_settings(settings.data_dir, settings.database_url, max_job_s=1.0)
     epochs: list[int] = []
 
@@ -74,16 +76,14 @@ def test_the_job_time_limit_stops_training_inside_an_epoch(settings: Settings,
     assert job.error == "the job reached its time limit of 1 s (KILN_MAX_JOB_S)"
 
 
-def test_a_cancel_stops_training_inside_an_epoch(settings: Settings,
-                                                 job_id: int) -> None:
+def test_a_cancel_stops_training_inside_an_epoch(settings: Settings, job_id: int) -> None:
     epochs: list[int] = []
     started = threading.Event()
 
     def cancel_when_training() -> None:
         started.wait(60)
         with session_scope(settings.database_url) as session:
-            session.execute(update(Job).where(Job.id == job_id)
-                            .values(status=JobStatus.CANCELLED))
+            session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.CANCELLED))
 
     def handler(context: JobContext):
         started.set()
@@ -97,34 +97,40 @@ def test_a_cancel_stops_training_inside_an_epoch(settings: Settings,
     assert load(settings, job_id).status == JobStatus.CANCELLED and epochs == []
 
 
-def test_a_job_past_its_deadline_fails_at_claim(settings: Settings,
-                                                job_id: int) -> None:
+def test_a_job_past_its_deadline_fails_at_claim(settings: Settings, job_id: int) -> None:
     with session_scope(settings.database_url) as session:
-        session.execute(update(Job).where(Job.id == job_id).values(
-            started_at=utcnow() - timedelta(seconds=settings.max_job_s + 5)))
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(started_at=utcnow() - timedelta(seconds=settings.max_job_s + 5))
+        )
     run_job(settings, job_id, lambda context: pytest.fail("must not run"))
     job = load(settings, job_id)
     assert job.status == JobStatus.FAILED and "time limit" in (job.error or "")
 
 
 def test_the_reaper_fails_a_job_out_of_time_instead_of_requeueing(
-        settings: Settings, job_id: int) -> None:
+    settings: Settings, job_id: int
+) -> None:
     with session_scope(settings.database_url) as session:
         JobRepository(session).claim(job_id, worker="stuck", now=utcnow(), lease=LEASE)
-        session.execute(update(Job).where(Job.id == job_id).values(
-            started_at=utcnow() - timedelta(seconds=settings.max_job_s + 5)))
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(started_at=utcnow() - timedelta(seconds=settings.max_job_s + 5))
+        )
         expire(session, job_id)
     with session_scope(settings.database_url) as session:
         assert reap(session, settings, JobQueue(settings)).failed == [job_id]
     job = load(settings, job_id)
     assert job.status == JobStatus.FAILED and job.attempt == 1
     assert job.error is not None and job.error.startswith(
-        f"the job reached its time limit of {settings.max_job_s:g} s")
+        f"the job reached its time limit of {settings.max_job_s:g} s"
+    )
     assert broker_messages(settings) == []
 
 
-def test_a_crash_shows_a_reference_not_the_exception(settings: Settings,
-                                                     job_id: int) -> None:
+def test_a_crash_shows_a_reference_not_the_exception(settings: Settings, job_id: int) -> None:
     def handler(context: JobContext):
         raise RuntimeError("/srv/kiln/secret/path exploded")
 

@@ -25,22 +25,28 @@ def typed_table(rows: int = 400, seed: int = 0) -> list[SourceColumn]:
     length = [f"{v:.2f}" if rng.random() > 0.1 else "" for v in rng.normal(40, 5, rows)]
     count = [str(int(v)) for v in rng.integers(0, 9, rows)]
     many = [f"v{int(v)}" for v in rng.zipf(1.6, rows) % 400]
-    stamps = [f"20{rng.integers(10, 30)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}"
-              + (f" {rng.integers(0, 24):02d}:05" if rng.random() < 0.5 else "")
-              if rng.random() > 0.1 else "" for _ in range(rows)]
-    values = {"island": island, "length": length, "count": count, "many": many,
-              "when": stamps}
-    return [type_column(name, pa.array(text), None, lambda row: row + 2)
-            for name, text in values.items()]
+    stamps = [
+        f"20{rng.integers(10, 30)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}"
+        + (f" {rng.integers(0, 24):02d}:05" if rng.random() < 0.5 else "")
+        if rng.random() > 0.1
+        else ""
+        for _ in range(rows)
+    ]
+    values = {"island": island, "length": length, "count": count, "many": many, "when": stamps}
+    return [
+        type_column(name, pa.array(text), None, lambda row: row + 2)
+        for name, text in values.items()
+    ]
 
 
 def identity_network(width: int) -> bytes:
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["input"], ["output"])], "network",
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "network",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]
-                             ).SerializeToString()
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +58,17 @@ def table() -> tuple[TableEncoding, dict[str, object]]:
 
 
 def test_types_and_encodings_are_what_the_values_say(
-        table: tuple[TableEncoding, dict[str, object]]) -> None:
+    table: tuple[TableEncoding, dict[str, object]],
+) -> None:
     encoding, _ = table
     kinds = {column.name: column.kind for column in encoding.columns}
-    assert kinds == {"island": "categorical", "length": "numeric", "count": "numeric",
-                     "many": "categorical", "when": "datetime"}
+    assert kinds == {
+        "island": "categorical",
+        "length": "numeric",
+        "count": "numeric",
+        "many": "categorical",
+        "when": "datetime",
+    }
     island, length, count, many, when = encoding.columns
     assert island.kind == "categorical" and island.indicator and not island.other
     assert length.kind == "numeric" and length.indicator
@@ -67,10 +79,10 @@ def test_types_and_encodings_are_what_the_values_say(
 
 
 def test_graph_and_numpy_agree_on_stress_rows(
-        table: tuple[TableEncoding, dict[str, object]]) -> None:
+    table: tuple[TableEncoding, dict[str, object]],
+) -> None:
     encoding, raw = table
-    served = attach(identity_network(encoding.width), encoding,
-                    used=encoding.sources_of(None))
+    served = attach(identity_network(encoding.width), encoding, used=encoding.sources_of(None))
     rows = stress_rows(encoding, raw, 200)
     session = ort.InferenceSession(served, providers=["CPUExecutionProvider"])
     from_graph = session.run(None, feeds(encoding, rows))[0]
@@ -79,7 +91,8 @@ def test_graph_and_numpy_agree_on_stress_rows(
 
 
 def test_unused_columns_are_not_inputs_and_read_as_zeros(
-        table: tuple[TableEncoding, dict[str, object]]) -> None:
+    table: tuple[TableEncoding, dict[str, object]],
+) -> None:
     encoding, raw = table
     used = {"length", "when"}
     served = attach(identity_network(encoding.width), encoding, used=used)
@@ -97,8 +110,7 @@ def test_unused_columns_are_not_inputs_and_read_as_zeros(
 
 def test_detach_gives_back_the_network(table: tuple[TableEncoding, dict[str, object]]) -> None:
     encoding, _ = table
-    served = attach(identity_network(encoding.width), encoding,
-                    used=encoding.sources_of(None))
+    served = attach(identity_network(encoding.width), encoding, used=encoding.sources_of(None))
     network = ort.InferenceSession(detach(served, encoding), providers=["CPUExecutionProvider"])
     features = np.random.default_rng(1).normal(size=(5, encoding.width)).astype(np.float32)
     assert [value.name for value in network.get_inputs()] == ["input"]
@@ -107,8 +119,10 @@ def test_detach_gives_back_the_network(table: tuple[TableEncoding, dict[str, obj
 
 def test_a_column_named_like_an_internal_tensor_is_fine() -> None:
     names = ("t0", "pp/features", "net/t1", "input")
-    columns = [type_column(name, pa.array([str(i % 7) for i in range(60)]), "categorical",
-                           lambda row: row) for name in names]
+    columns = [
+        type_column(name, pa.array([str(i % 7) for i in range(60)]), "categorical", lambda row: row)
+        for name in names
+    ]
     encoding = fit_encoding(columns)
     served = attach(identity_network(encoding.width), encoding, used=set(names))
     session = ort.InferenceSession(served, providers=["CPUExecutionProvider"])
@@ -119,8 +133,17 @@ def test_a_column_named_like_an_internal_tensor_is_fine() -> None:
     assert np.array_equal(back.run(None, {"input": out})[0], out)
 
 
-@pytest.mark.parametrize("text", ["1999-12-31", "2000-02-29T23:59:59Z", "2024-03-01 00:00",
-                                  "1900-01-01", "2099-07-04T12:00:00+05:30", "2023-01-15"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1999-12-31",
+        "2000-02-29T23:59:59Z",
+        "2024-03-01 00:00",
+        "1900-01-01",
+        "2099-07-04T12:00:00+05:30",
+        "2023-01-15",
+    ],
+)
 def test_date_parts_match_the_calendar(text: str) -> None:
     column = DatetimeColumn(name="d", fill="2000-01-01", hour=True, indicator=True)
     parts, missing = date_parts(text, column)

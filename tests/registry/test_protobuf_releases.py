@@ -55,8 +55,9 @@ def dependency(name: str) -> Requirement:
 def allowed_majors() -> list[int]:
     """The protobuf majors pyproject.toml's range admits."""
     specifier = dependency("protobuf").specifier
-    return [major for major in range(3, 30)
-            if specifier.contains(f"{major}.999", prereleases=False)]
+    return [
+        major for major in range(3, 30) if specifier.contains(f"{major}.999", prereleases=False)
+    ]
 
 
 def test_the_range_is_capped_and_holds_protobuf_7() -> None:
@@ -68,17 +69,34 @@ def test_the_range_is_capped_and_holds_protobuf_7() -> None:
 def test_onnx_checks_on_newest_release_of_each_major(major: int, tmp_path: Path) -> None:
     target = tmp_path / f"protobuf{major}"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target),
-         f"protobuf>={major},<{major + 1}", str(dependency("onnx"))],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--target",
+            str(target),
+            f"protobuf>={major},<{major + 1}",
+            str(dependency("onnx")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         # .ci/run holds its own install to the test lock; this one must not be held to it.
-        env={name: value for name, value in os.environ.items() if name != "PIP_CONSTRAINT"})
+        env={name: value for name, value in os.environ.items() if name != "PIP_CONSTRAINT"},
+    )
     if install.returncode != 0:
         if os.environ.get("CI"):
             pytest.fail(f"pip could not install protobuf {major}: {install.stderr[-2000:]}")
         pytest.skip(f"no package index reachable for protobuf {major}: {install.stderr[-300:]}")
     run = subprocess.run(
-        [sys.executable, "-c", CHECKS, str(major)], cwd=ROOT, capture_output=True, text=True,
-        timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)])})
+        [sys.executable, "-c", CHECKS, str(major)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)])},
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("ok")

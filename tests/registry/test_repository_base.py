@@ -20,8 +20,7 @@ def test_add_get_page_and_not_found(settings: Settings) -> None:
         assert first is not None and repo.get_or_raise(first.id) is first
         rows, total = repo.by_name(limit=2, offset=0)
         assert [row.name for row in rows] == ["alpha", "mid"] and total == 3
-        rows, _ = repo.page(limit=5, offset=1, order_by=Model.name,
-                            where=[Model.name != "mid"])
+        rows, _ = repo.page(limit=5, offset=1, order_by=Model.name, where=[Model.name != "mid"])
         assert [row.name for row in rows] == ["zeta"]
         with pytest.raises(NotFound, match="model 999999 not found"):
             repo.get_or_raise(999_999)

@@ -14,23 +14,37 @@ from app.search.strategy import ALGORITHMS, make_sampler
 
 SPACE = apply_overrides(default_space(None, 20), {"n_layers": {"low": 1, "high": 2}})
 # Only the toy objective's three dimensions left free.
-FOCUSED = apply_overrides(default_space(None, 20), {
-    "n_layers": 1, "dropout": 0.0, "batch_norm": False, "optimizer": "adam",
-    "weight_decay": 1e-4, "l1": 0.0, "batch_size": 64, "epochs": 10, "lr_schedule": "none",
-    "patience": 0})
+FOCUSED = apply_overrides(
+    default_space(None, 20),
+    {
+        "n_layers": 1,
+        "dropout": 0.0,
+        "batch_norm": False,
+        "optimizer": "adam",
+        "weight_decay": 1e-4,
+        "l1": 0.0,
+        "batch_size": 64,
+        "epochs": 10,
+        "lr_schedule": "none",
+        "patience": 0,
+    },
+)
 
 
 def toy_objective(params: dict) -> float:
     """A smooth function of a few dimensions, best near lr 0.003 and width 100."""
-    return -((math.log10(params["learning_rate"]) + 2.5) ** 2
-             + (math.log2(params["width_0"]) - math.log2(100)) ** 2 / 4
-             + (params["activation"] != "gelu") * 0.5)
+    return -(
+        (math.log10(params["learning_rate"]) + 2.5) ** 2
+        + (math.log2(params["width_0"]) - math.log2(100)) ** 2 / 4
+        + (params["activation"] != "gelu") * 0.5
+    )
 
 
 def run(algorithm: str, seed: int, trials: int = 12, space: SearchSpace = SPACE) -> list[dict]:
     sampler = make_sampler(algorithm, seed=seed, space=space, max_trials=trials, parallel=False)
     directions: list[Literal["maximize", "minimize"]] = (
-        ["maximize", "minimize"] if algorithm == "nsga2" else ["maximize"])
+        ["maximize", "minimize"] if algorithm == "nsga2" else ["maximize"]
+    )
     study = optuna.create_study(sampler=sampler, directions=directions)
     seen = []
     for _ in range(trials):

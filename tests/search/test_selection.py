@@ -14,8 +14,17 @@ from app.tables import Trial
 
 
 def trial(number: int, value: float, **metrics: float) -> Trial:
-    return Trial(job_id=1, number=number, attempt=0, state="complete", params={},
-                 intermediate=[], value=value, values=[value], metrics=metrics)
+    return Trial(
+        job_id=1,
+        number=number,
+        attempt=0,
+        state="complete",
+        params={},
+        intermediate=[],
+        value=value,
+        values=[value],
+        metrics=metrics,
+    )
 
 
 def test_folds_cover_the_non_test_rows_once_and_keep_class_shares() -> None:
@@ -53,13 +62,15 @@ def test_then_the_smaller_network_and_for_regression_rmse() -> None:
     rough = trial(0, 0.81, rmse=2.0, params=10)
     sharp = trial(1, 0.81, rmse=1.5, params=10)
     assert best_of([rough, sharp], True, "regression") is sharp  # objective r2, tie
-    assert best_of([trial(0, 1.2, rmse=1.2), trial(1, 1.1, rmse=1.1)], False,
-                   "regression").number == 1
+    assert (
+        best_of([trial(0, 1.2, rmse=1.2), trial(1, 1.1, rmse=1.1)], False, "regression").number == 1
+    )
 
 
 def test_fold_summary_and_trials_within_noise() -> None:
-    summary = summarize_folds([{"accuracy": 0.9, "log_loss": 0.3},
-                               {"accuracy": 0.8, "log_loss": 0.5}], [4, 9], "accuracy")
+    summary = summarize_folds(
+        [{"accuracy": 0.9, "log_loss": 0.3}, {"accuracy": 0.8, "log_loss": 0.5}], [4, 9], "accuracy"
+    )
     assert summary["accuracy"] == pytest.approx(0.85)
     assert summary["log_loss"] == pytest.approx(0.4)
     assert summary["cv_scores"] == [0.9, 0.8] and summary["cv_folds"] == 2
@@ -77,11 +88,16 @@ def test_a_budget_alone_chooses_the_rest() -> None:
 
     small = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 60}), 500)
     assert (small.max_trials, small.algorithm, small.parallelism, small.pruner) == (
-        1000, "tpe", 2, "median")
+        1000,
+        "tpe",
+        2,
+        "median",
+    )
     large = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 60}), 50_000)
     assert large.pruner == "hyperband"
-    given = with_budget_defaults(SearchSpec.model_validate(
-        {"timeout_s": 60, "algorithm": "random", "parallelism": 1}), 500)
+    given = with_budget_defaults(
+        SearchSpec.model_validate({"timeout_s": 60, "algorithm": "random", "parallelism": 1}), 500
+    )
     assert (given.algorithm, given.parallelism, given.max_trials) == ("random", 1, 1000)
     counted = SearchSpec.model_validate({"timeout_s": 60, "max_trials": 5})
     assert with_budget_defaults(counted, 500) == counted
@@ -89,8 +105,9 @@ def test_a_budget_alone_chooses_the_rest() -> None:
     assert with_budget_defaults(plain, 500) == plain
     one_worker = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 60}), 500, 1)
     assert one_worker.parallelism == 1  # what `kiln serve --workers 1` can run at once
-    asked = with_budget_defaults(SearchSpec.model_validate(
-        {"timeout_s": 60, "parallelism": 3}), 500, 1)
+    asked = with_budget_defaults(
+        SearchSpec.model_validate({"timeout_s": 60, "parallelism": 3}), 500, 1
+    )
     assert asked.parallelism == 3  # asked for: kept, and the result says what ran
 
 

@@ -21,10 +21,16 @@ def test_default_space_follows_the_dataset() -> None:
 
 
 def test_overrides_fix_narrow_and_choose() -> None:
-    space = apply_overrides(default_space(None, 60), {
-        "batch_size": 16, "n_layers": {"low": 2, "high": 2},
-        "width": {"low": 32, "high": 64, "log": True},
-        "activation": {"choices": ["relu", "gelu"]}, "learning_rate": 0.01})
+    space = apply_overrides(
+        default_space(None, 60),
+        {
+            "batch_size": 16,
+            "n_layers": {"low": 2, "high": 2},
+            "width": {"low": 32, "high": 64, "log": True},
+            "activation": {"choices": ["relu", "gelu"]},
+            "learning_rate": 0.01,
+        },
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(10):
         params = suggest(study.ask(), space)
@@ -34,26 +40,35 @@ def test_overrides_fix_narrow_and_choose() -> None:
         assert fits(space, params)
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"depth": 3}, "search.space.depth: unknown dimension for an MLP search"),
-    ({"kernel": 3}, "search.space.kernel: unknown dimension for an MLP search"),
-    ({"width": {"low": 64, "high": 16}}, "search.space.width: empty range, low 64 is above "
-                                         "high 16"),
-    ({"width": "wide"}, "search.space.width: expected an integer, got 'wide'"),
-    ({"n_layers": 2.5}, "search.space.n_layers: expected an integer, got 2.5"),
-    ({"n_layers": 0}, "search.space.n_layers: 0 is outside 1 to 8"),
-    ({"dropout": {"low": 0.1, "high": 2}}, "search.space.dropout.high: 2 is outside"),
-    ({"learning_rate": {"low": 0, "high": 0.1}}, "search.space.learning_rate.low: 0 is "
-                                                 "outside"),
-    ({"activation": "swish"}, "search.space.activation: 'swish' is not one of"),
-    ({"activation": {"low": 1, "high": 2}}, "search.space.activation: a categorical "
-                                            "dimension takes a value or choices"),
-    ({"optimizer": {"choices": []}}, "search.space.optimizer.choices: must be a non-empty"),
-    ({"width": {"low": 8, "step": 2}}, "search.space.width: unknown key(s) ['step']"),
-    ({"batch_norm": 1}, "search.space.batch_norm: 1 is not one of [False, True]"),
-    ({"batch_size": True}, "search.space.batch_size: expected an integer, got True"),
-    ({"epochs": 500}, "search.space.epochs: 500 is outside 1 to 60"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"depth": 3}, "search.space.depth: unknown dimension for an MLP search"),
+        ({"kernel": 3}, "search.space.kernel: unknown dimension for an MLP search"),
+        (
+            {"width": {"low": 64, "high": 16}},
+            "search.space.width: empty range, low 64 is above high 16",
+        ),
+        ({"width": "wide"}, "search.space.width: expected an integer, got 'wide'"),
+        ({"n_layers": 2.5}, "search.space.n_layers: expected an integer, got 2.5"),
+        ({"n_layers": 0}, "search.space.n_layers: 0 is outside 1 to 8"),
+        ({"dropout": {"low": 0.1, "high": 2}}, "search.space.dropout.high: 2 is outside"),
+        (
+            {"learning_rate": {"low": 0, "high": 0.1}},
+            "search.space.learning_rate.low: 0 is outside",
+        ),
+        ({"activation": "swish"}, "search.space.activation: 'swish' is not one of"),
+        (
+            {"activation": {"low": 1, "high": 2}},
+            "search.space.activation: a categorical dimension takes a value or choices",
+        ),
+        ({"optimizer": {"choices": []}}, "search.space.optimizer.choices: must be a non-empty"),
+        ({"width": {"low": 8, "step": 2}}, "search.space.width: unknown key(s) ['step']"),
+        ({"batch_norm": 1}, "search.space.batch_norm: 1 is not one of [False, True]"),
+        ({"batch_size": True}, "search.space.batch_size: expected an integer, got True"),
+        ({"epochs": 500}, "search.space.epochs: 500 is outside 1 to 60"),
+    ],
+)
 def test_bad_overrides_name_the_path(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         apply_overrides(default_space(None, 60), overrides)
@@ -61,11 +76,24 @@ def test_bad_overrides_name_the_path(overrides: dict[str, Any], message: str) ->
 
 
 def test_grid_is_finite_and_counts_its_points() -> None:
-    space = apply_overrides(default_space(None, 60), {
-        "n_layers": {"low": 1, "high": 2}, "width": {"low": 16, "high": 256, "log": True},
-        "activation": "relu", "dropout": 0.0, "batch_norm": False, "optimizer": "adam",
-        "learning_rate": 0.01, "weight_decay": 1e-4, "l1": 0.0, "batch_size": 64,
-        "epochs": 10, "lr_schedule": "none", "patience": 0})
+    space = apply_overrides(
+        default_space(None, 60),
+        {
+            "n_layers": {"low": 1, "high": 2},
+            "width": {"low": 16, "high": 256, "log": True},
+            "activation": "relu",
+            "dropout": 0.0,
+            "batch_norm": False,
+            "optimizer": "adam",
+            "learning_rate": 0.01,
+            "weight_decay": 1e-4,
+            "l1": 0.0,
+            "batch_size": 64,
+            "epochs": 10,
+            "lr_schedule": "none",
+            "patience": 0,
+        },
+    )
     grid = space.grid()
     assert grid["n_layers"] == [1, 2] and grid["width"] == [16, 64, 256]
     assert space.grid_size() == 6

@@ -34,5 +34,4 @@ def test_unknown_names_fail_loudly() -> None:
     with pytest.raises(ValueError, match="unknown pruner 'medain'"):
         make_pruner("medain", max_epochs=10)
     with pytest.raises(ValueError, match="unknown algorithm 'bayes'"):
-        make_sampler("bayes", seed=0, space=SearchSpace({}, "mlp"), max_trials=4,
-                     parallel=False)
+        make_sampler("bayes", seed=0, space=SearchSpace({}, "mlp"), max_trials=4, parallel=False)

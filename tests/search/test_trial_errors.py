@@ -19,13 +19,17 @@ RUN = cast(SearchRun, SimpleNamespace(job_id=7))
 
 
 def test_an_unexpected_error_shows_a_reference_not_its_text(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     leaky = RuntimeError("could not open /srv/kiln/data/secret.npz via 10.0.0.5:5432")
     with caplog.at_level(logging.ERROR):
         shown = trial_error(RUN, 3, leaky)
     assert "/srv" not in shown and "10.0.0.5" not in shown
-    found = re.fullmatch(r"RuntimeError \(reference ([0-9a-f]{12})\); the worker's log has "
-                         r"the details", shown)
+    found = re.fullmatch(
+        r"RuntimeError \(reference ([0-9a-f]{12})\); the worker's log has "
+        r"the details",
+        shown,
+    )
     assert found is not None
     logged = caplog.records[-1]
     assert found.group(1) in logged.getMessage() and "trial 3" in logged.getMessage()

@@ -21,10 +21,15 @@ def test_a_database_that_does_not_answer_is_a_503(tmp_path: Path) -> None:
     nowhere = f"postgresql+psycopg://kiln@127.0.0.1:{free_port()}/kiln?connect_timeout=2"
     settings = load_settings(data_dir=tmp_path / "data", database_url=nowhere)
     headers = {"Authorization": "Bearer kiln_some-key"}
-    with TestClient(create_app(settings, run_reaper=False),
-                    raise_server_exceptions=False) as client:
-        for method, path in [("GET", "/v1/datasets"), ("GET", "/v1/jobs/1"),
-                             ("POST", "/v1/models/m/predict"), ("POST", "/v2/models/m/infer")]:
+    with TestClient(
+        create_app(settings, run_reaper=False), raise_server_exceptions=False
+    ) as client:
+        for method, path in [
+            ("GET", "/v1/datasets"),
+            ("GET", "/v1/jobs/1"),
+            ("POST", "/v1/models/m/predict"),
+            ("POST", "/v2/models/m/infer"),
+        ]:
             answer = client.request(method, path, headers=headers, json={"inputs": [[1.0]]})
             assert answer.status_code == 503, (path, answer.text)
             assert answer.headers["retry-after"] == "2"

@@ -29,34 +29,58 @@ from app.serving.records import parse_records
 from tests.api.test_model_upload import linear_onnx, upload
 from tests.conftest import register
 
-FUZZ = fuzz_settings(max_examples=300, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FUZZ = fuzz_settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
-scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=5))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
-                           | st.dictionaries(st.text(max_size=5), inner, max_size=4),
-                           max_leaves=30)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=5)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
 numbers = st.integers(-5, 5) | st.floats(-10, 10, allow_nan=False)
 rows = st.lists(st.lists(numbers | json_values, min_size=3, max_size=5), max_size=4)
 dims = st.integers(-2, 6) | st.integers(0, 2**70) | st.just(4611686018427387904)
 tensors = st.fixed_dictionaries(
-    {"name": st.sampled_from(["input", "x", ""]) | json_values,
-     "datatype": st.sampled_from(["FP32", "INT64", "BOOL", "BYTES", "FP16", "nope"]),
-     "shape": st.lists(dims, max_size=4) | json_values},
-    optional={"data": st.lists(numbers, max_size=12) | json_values,
-              "parameters": st.dictionaries(st.sampled_from(["binary_data_size", "x"]),
-                                            st.integers(-4, 64) | json_values, max_size=2)
-              | json_values})
+    {
+        "name": st.sampled_from(["input", "x", ""]) | json_values,
+        "datatype": st.sampled_from(["FP32", "INT64", "BOOL", "BYTES", "FP16", "nope"]),
+        "shape": st.lists(dims, max_size=4) | json_values,
+    },
+    optional={
+        "data": st.lists(numbers, max_size=12) | json_values,
+        "parameters": st.dictionaries(
+            st.sampled_from(["binary_data_size", "x"]),
+            st.integers(-4, 64) | json_values,
+            max_size=2,
+        )
+        | json_values,
+    },
+)
 requests = st.fixed_dictionaries(
     {"inputs": st.lists(tensors, max_size=3) | json_values},
-    optional={"outputs": st.lists(st.dictionaries(st.sampled_from(["name", "parameters"]),
-                                                  json_values, max_size=2), max_size=2)
-              | json_values,
-              "parameters": st.dictionaries(st.sampled_from(["binary_data_output"]),
-                                            json_values) | json_values,
-              "id": json_values})
+    optional={
+        "outputs": st.lists(
+            st.dictionaries(st.sampled_from(["name", "parameters"]), json_values, max_size=2),
+            max_size=2,
+        )
+        | json_values,
+        "parameters": st.dictionaries(st.sampled_from(["binary_data_output"]), json_values)
+        | json_values,
+        "id": json_values,
+    },
+)
 
 
 def _to_json(value: Any) -> bytes:
@@ -76,16 +100,21 @@ def test_v1_row_decoder_answers_rows_or_4xx(payload: Any) -> None:
 
 
 @FUZZ
-@given(requests, st.binary(max_size=40),
-       st.none() | st.just("exact") | st.text(max_size=6) | st.integers(-3, 400).map(str))
-def test_v2_decoder_answers_tensors_or_400(payload: Any, tail: bytes,
-                                           header_length: str | None) -> None:
+@given(
+    requests,
+    st.binary(max_size=40),
+    st.none() | st.just("exact") | st.text(max_size=6) | st.integers(-3, 400).map(str),
+)
+def test_v2_decoder_answers_tensors_or_400(
+    payload: Any, tail: bytes, header_length: str | None
+) -> None:
     head = _to_json(payload)
     if header_length == "exact":
         header_length = str(len(head))
     try:
-        decoded = decode(head + tail if header_length is not None else head, header_length,
-                         max_elements=64)
+        decoded = decode(
+            head + tail if header_length is not None else head, header_length, max_elements=64
+        )
     except KilnError as error:
         assert error.status_code == 400
         return
@@ -99,12 +128,11 @@ def test_onnx_checks_answer_a_signature_or_422(data: st.DataObject) -> None:
     model = linear_onnx(n_in=data.draw(st.integers(1, 6)), n_out=data.draw(st.integers(1, 4)))
     dim = model.graph.input[0].type.tensor_type.shape.dim[1]
     dim.dim_value = data.draw(st.integers(0, 2**62))
-    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = data.draw(
-        st.integers(0, 2**62))
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = data.draw(st.integers(0, 2**62))
     raw = bytearray(model.SerializeToString())
     for _ in range(data.draw(st.integers(0, 3))):
         raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
-    raw = raw[:data.draw(st.integers(0, len(raw)))]
+    raw = raw[: data.draw(st.integers(0, len(raw)))]
     try:
         parsed = decode_model(bytes(raw))
         refuse_external_data(parsed)
@@ -115,18 +143,33 @@ def test_onnx_checks_answer_a_signature_or_422(data: st.DataObject) -> None:
     assert declared.width <= 1000 and np.prod(declared.row_shape) <= 1_000_000
 
 
-@fuzz_settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz_settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(payload=requests, rows_payload=rows)
-def test_inference_routes_never_answer_5xx(client: TestClient, admin: dict,
-                                           settings: Settings, classifier_onnx: Path,
-                                           payload: Any, rows_payload: Any) -> None:
+def test_inference_routes_never_answer_5xx(
+    client: TestClient,
+    admin: dict,
+    settings: Settings,
+    classifier_onnx: Path,
+    payload: Any,
+    rows_payload: Any,
+) -> None:
     if client.get("/v1/models/flowers", headers=admin).status_code == 404:
         register(settings, classifier_onnx, labels=["a", "b", "c"])
-    for path, body in (("/v2/models/flowers/infer", payload),
-                       ("/v1/models/flowers/predict", {"inputs": rows_payload})):
-        response = client.post(path, headers=admin, content=orjson.dumps(
-            body, option=orjson.OPT_SERIALIZE_NUMPY) if _orjson_ok(body) else _to_json(body))
+    for path, body in (
+        ("/v2/models/flowers/infer", payload),
+        ("/v1/models/flowers/predict", {"inputs": rows_payload}),
+    ):
+        response = client.post(
+            path,
+            headers=admin,
+            content=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+            if _orjson_ok(body)
+            else _to_json(body),
+        )
         assert response.status_code < 500, (path, body, response.text)
 
 
@@ -138,16 +181,22 @@ def _orjson_ok(body: Any) -> bool:
     return True
 
 
-@fuzz_settings(max_examples=8, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
-       cut=st.floats(0.2, 1.0))
-def test_onnx_upload_never_answers_5xx(client: TestClient, admin: dict, flips: list,
-                                       cut: float) -> None:
+@fuzz_settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+    cut=st.floats(0.2, 1.0),
+)
+def test_onnx_upload_never_answers_5xx(
+    client: TestClient, admin: dict, flips: list, cut: float
+) -> None:
     raw = bytearray(linear_onnx().SerializeToString())
     for position, value in flips:
         raw[position % len(raw)] = value
-    sent = bytes(raw[:max(1, int(len(raw) * cut))])
+    sent = bytes(raw[: max(1, int(len(raw) * cut))])
     status, body = upload(client, admin, sent)
     assert status in (201, 409, 422), body
     if status == 201:
@@ -155,18 +204,33 @@ def test_onnx_upload_never_answers_5xx(client: TestClient, admin: dict, flips: l
 
 
 RECORD_COLUMNS = (
-    TensorSpec(name="island", datatype="BYTES", shape=[-1, 1], kind="categorical",
-               categories=["Biscoe", "TRUE"], allows_missing=True),
-    TensorSpec(name="length", datatype="FP32", shape=[-1, 1], kind="numeric",
-               allows_missing=True),
-    TensorSpec(name="seen", datatype="BYTES", shape=[-1, 1], kind="datetime",
-               allows_missing=True),
-    TensorSpec(name="id", datatype="BYTES", shape=[-1, 1], kind="ignored",
-               allows_missing=True, required=False),
+    TensorSpec(
+        name="island",
+        datatype="BYTES",
+        shape=[-1, 1],
+        kind="categorical",
+        categories=["Biscoe", "TRUE"],
+        allows_missing=True,
+    ),
+    TensorSpec(name="length", datatype="FP32", shape=[-1, 1], kind="numeric", allows_missing=True),
+    TensorSpec(name="seen", datatype="BYTES", shape=[-1, 1], kind="datetime", allows_missing=True),
+    TensorSpec(
+        name="id",
+        datatype="BYTES",
+        shape=[-1, 1],
+        kind="ignored",
+        allows_missing=True,
+        required=False,
+    ),
 )
-records = st.lists(st.dictionaries(st.sampled_from(["island", "length", "seen", "id", "x"]),
-                                   scalars | json_values, max_size=4)
-                   | st.lists(numbers | json_values, max_size=4) | json_values, max_size=4)
+records = st.lists(
+    st.dictionaries(
+        st.sampled_from(["island", "length", "seen", "id", "x"]), scalars | json_values, max_size=4
+    )
+    | st.lists(numbers | json_values, max_size=4)
+    | json_values,
+    max_size=4,
+)
 
 
 @FUZZ
@@ -182,17 +246,35 @@ def test_v1_record_decoder_answers_feeds_or_4xx(payload: Any) -> None:
     assert all(isinstance(value, str) for value in feeds["island"].ravel())
 
 
-cells = st.sampled_from(["", "NA", "1", "2.5", "-3e2", "inf", "x", "Biscoe", "2024-01-31",
-                         "2024-13-99T25:61", " 7 ", '"a,b"', "\u00e9", "?"])
+cells = st.sampled_from(
+    [
+        "",
+        "NA",
+        "1",
+        "2.5",
+        "-3e2",
+        "inf",
+        "x",
+        "Biscoe",
+        "2024-01-31",
+        "2024-13-99T25:61",
+        " 7 ",
+        '"a,b"',
+        "\u00e9",
+        "?",
+    ]
+)
 
 
 @FUZZ
-@given(st.lists(st.lists(cells, min_size=1, max_size=4), min_size=1, max_size=30),
-       st.sampled_from([None, "classification", "regression"]),
-       st.binary(max_size=12))
-def test_csv_upload_parser_answers_a_dataset_or_4xx(tmp_path_factory: Any,
-                                                    rows: list[list[str]], task: str | None,
-                                                    noise: bytes) -> None:
+@given(
+    st.lists(st.lists(cells, min_size=1, max_size=4), min_size=1, max_size=30),
+    st.sampled_from([None, "classification", "regression"]),
+    st.binary(max_size=12),
+)
+def test_csv_upload_parser_answers_a_dataset_or_4xx(
+    tmp_path_factory: Any, rows: list[list[str]], task: str | None, noise: bytes
+) -> None:
     width = max(len(row) for row in rows)
     header = ",".join([*(f"c{i}" for i in range(width - 1)), "label"]) if width > 1 else "label"
     body = "\n".join([header, *(",".join(row) for row in rows)]).encode() + noise
@@ -214,8 +296,21 @@ def _layer_graph() -> onnx.ModelProto:
 
 
 LAYER_GRAPH = _layer_graph()
-OPS = ["Gemm", "MatMul", "Add", "Sub", "Relu", "Softmax", "Identity", "Reshape", "Conv",
-       "MaxPool", "BatchNormalization", "Flatten", "Cos"]
+OPS = [
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Relu",
+    "Softmax",
+    "Identity",
+    "Reshape",
+    "Conv",
+    "MaxPool",
+    "BatchNormalization",
+    "Flatten",
+    "Cos",
+]
 
 
 @FUZZ
@@ -231,24 +326,30 @@ def test_the_layer_reader_answers_layers_or_a_reason(data: st.DataObject) -> Non
     nodes, names = model.graph.node, [t.name for t in model.graph.initializer]
     for _ in range(data.draw(st.integers(1, 4))):
         node = nodes[data.draw(st.integers(0, len(nodes) - 1))]
-        change = data.draw(st.sampled_from(["op", "drop input", "swap input", "attribute",
-                                            "self loop", "drop constant"]))
+        change = data.draw(
+            st.sampled_from(
+                ["op", "drop input", "swap input", "attribute", "self loop", "drop constant"]
+            )
+        )
         if change == "op":
             node.op_type = data.draw(st.sampled_from(OPS))
         elif change == "drop input" and node.input:
             del node.input[data.draw(st.integers(0, len(node.input) - 1))]
         elif change == "swap input" and node.input:
             node.input[data.draw(st.integers(0, len(node.input) - 1))] = data.draw(
-                st.sampled_from([*names, "nowhere", node.output[0]]))
+                st.sampled_from([*names, "nowhere", node.output[0]])
+            )
         elif change == "attribute":
-            node.attribute.append(onnx.helper.make_attribute(
-                data.draw(st.sampled_from(["transB", "alpha", "pads", "kernel_shape"])),
-                data.draw(st.sampled_from([0, 2, 1.5, [0, 0, 1, 1], [3, 3]]))))
+            node.attribute.append(
+                onnx.helper.make_attribute(
+                    data.draw(st.sampled_from(["transB", "alpha", "pads", "kernel_shape"])),
+                    data.draw(st.sampled_from([0, 2, 1.5, [0, 0, 1, 1], [3, 3]])),
+                )
+            )
         elif change == "self loop" and node.input:
             node.input[0] = node.output[0]
         elif change == "drop constant" and len(model.graph.initializer):
-            del model.graph.initializer[data.draw(st.integers(
-                0, len(model.graph.initializer) - 1))]
+            del model.graph.initializer[data.draw(st.integers(0, len(model.graph.initializer) - 1))]
     try:
         plan = read_layers(model, data.draw(st.sampled_from([[6], [1, 2, 3], []])))
     except UnsupportedGraph as refused:

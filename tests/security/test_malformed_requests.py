@@ -26,29 +26,51 @@ V1_BODIES = [
     ("inhomogeneous row", {"inputs": [[1, [2], 3, 4]]}, "inputs[0][1] is [2]"),
     ("nested rows", {"inputs": [[[1], [2], [3], [4]]]}, "inputs[0][0] is [1]"),
     ("object in a row", {"inputs": [[1, {"a": 1}, 3, 4]]}, "inputs[0][1] is {'a': 1}"),
-    ("boolean among numbers", {"inputs": [[1, 2, 3, 4], [1.5, True, 3, 4]]},
-     "inputs[1][1] is a boolean"),
+    (
+        "boolean among numbers",
+        {"inputs": [[1, 2, 3, 4], [1.5, True, 3, 4]]},
+        "inputs[1][1] is a boolean",
+    ),
 ]
 V2_BODIES = [
-    ("input parameters a list", {"inputs": [_tensor(parameters=[1])]},
-     "input 'input': 'parameters' must be a JSON object"),
-    ("top-level parameters a string", {"inputs": [_tensor()], "parameters": "x"},
-     "request: 'parameters' must be a JSON object"),
+    (
+        "input parameters a list",
+        {"inputs": [_tensor(parameters=[1])]},
+        "input 'input': 'parameters' must be a JSON object",
+    ),
+    (
+        "top-level parameters a string",
+        {"inputs": [_tensor()], "parameters": "x"},
+        "request: 'parameters' must be a JSON object",
+    ),
     ("outputs a number", {"inputs": [_tensor()], "outputs": 5}, "'outputs' must be a list"),
-    ("output without a name", {"inputs": [_tensor()], "outputs": [{"x": 1}]},
-     "outputs[0] must be an object with a string 'name'"),
-    ("output parameters a string",
-     {"inputs": [_tensor()], "outputs": [{"name": "output", "parameters": "x"}]},
-     "outputs[0]: 'parameters' must be a JSON object"),
-    ("empty data with a huge dimension",
-     {"inputs": [_tensor(shape=[0, 4611686018427387904, 4], data=[])]},
-     "has a dimension of 4611686018427387904 elements; the limit is"),
-    ("binary size a string", {"inputs": [_tensor(parameters={"binary_data_size": "4"})]},
-     "binary_data_size must be a non-negative integer"),
+    (
+        "output without a name",
+        {"inputs": [_tensor()], "outputs": [{"x": 1}]},
+        "outputs[0] must be an object with a string 'name'",
+    ),
+    (
+        "output parameters a string",
+        {"inputs": [_tensor()], "outputs": [{"name": "output", "parameters": "x"}]},
+        "outputs[0]: 'parameters' must be a JSON object",
+    ),
+    (
+        "empty data with a huge dimension",
+        {"inputs": [_tensor(shape=[0, 4611686018427387904, 4], data=[])]},
+        "has a dimension of 4611686018427387904 elements; the limit is",
+    ),
+    (
+        "binary size a string",
+        {"inputs": [_tensor(parameters={"binary_data_size": "4"})]},
+        "binary_data_size must be a non-negative integer",
+    ),
     ("id a number", {"inputs": [_tensor()], "id": 5}, "'id' must be a string"),
     ("ragged data", {"inputs": [_tensor(data=[[1, 2], [3]])]}, "'data' is ragged"),
-    ("boolean in FP32 data", {"inputs": [_tensor(data=[1.0, 2.0, False, 4.0])]},
-     "data[2] is a boolean, but the datatype is FP32"),
+    (
+        "boolean in FP32 data",
+        {"inputs": [_tensor(data=[1.0, 2.0, False, 4.0])]},
+        "data[2] is a boolean, but the datatype is FP32",
+    ),
 ]
 
 
@@ -63,19 +85,23 @@ def _still_serves(client: TestClient, admin: dict) -> None:
     assert answer.status_code == 200
 
 
-@pytest.mark.parametrize(("body", "message"), [case[1:] for case in V1_BODIES],
-                         ids=[case[0] for case in V1_BODIES])
-def test_malformed_v1_rows_get_422(served: TestClient, admin: dict, body: dict,
-                                   message: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "message"), [case[1:] for case in V1_BODIES], ids=[case[0] for case in V1_BODIES]
+)
+def test_malformed_v1_rows_get_422(
+    served: TestClient, admin: dict, body: dict, message: str
+) -> None:
     response = served.post("/v1/models/flowers/predict", headers=admin, json=body)
     assert response.status_code == 422 and message in response.json()["detail"]
     _still_serves(served, admin)
 
 
-@pytest.mark.parametrize(("body", "message"), [case[1:] for case in V2_BODIES],
-                         ids=[case[0] for case in V2_BODIES])
-def test_malformed_v2_requests_get_400(served: TestClient, admin: dict, body: dict,
-                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "message"), [case[1:] for case in V2_BODIES], ids=[case[0] for case in V2_BODIES]
+)
+def test_malformed_v2_requests_get_400(
+    served: TestClient, admin: dict, body: dict, message: str
+) -> None:
     response = served.post("/v2/models/flowers/infer", headers=admin, json=body)
     assert response.status_code == 400 and message in response.json()["error"]
     _still_serves(served, admin)
@@ -84,9 +110,11 @@ def test_malformed_v2_requests_get_400(served: TestClient, admin: dict, body: di
 @pytest.mark.parametrize("length", ["²", "٣", "-1", "1e3", " 12", "9" * 40])
 def test_odd_header_lengths_get_400(served: TestClient, admin: dict, length: str) -> None:
     body = b'{"inputs": []}'
-    response = served.post("/v2/models/flowers/infer", content=body,
-                           headers={**admin,
-                                    "Inference-Header-Content-Length": length.encode()})
+    response = served.post(
+        "/v2/models/flowers/infer",
+        content=body,
+        headers={**admin, "Inference-Header-Content-Length": length.encode()},
+    )
     assert response.status_code == 400
     assert "Inference-Header-Content-Length" in response.json()["error"]
 
@@ -108,21 +136,27 @@ def test_malformed_requests_are_counted(served: TestClient, admin: dict) -> None
 
 
 HUGE_PATHS = [
-    ("GET", f"/v1/datasets/{HUGE}"), ("GET", f"/v1/jobs/{HUGE}"),
-    ("GET", f"/v1/jobs/{HUGE}/trials"), ("POST", f"/v1/jobs/{HUGE}/cancel"),
+    ("GET", f"/v1/datasets/{HUGE}"),
+    ("GET", f"/v1/jobs/{HUGE}"),
+    ("GET", f"/v1/jobs/{HUGE}/trials"),
+    ("POST", f"/v1/jobs/{HUGE}/cancel"),
     ("GET", f"/v1/models/flowers/versions/{HUGE}"),
     ("GET", f"/v1/models/flowers/versions/{HUGE}/artifact"),
-    ("DELETE", f"/v1/keys/{HUGE}"), ("DELETE", f"/v1/models/flowers/versions/{HUGE}"),
+    ("DELETE", f"/v1/keys/{HUGE}"),
+    ("DELETE", f"/v1/models/flowers/versions/{HUGE}"),
     ("GET", "/v1/jobs?offset=62654409326644723712"),
     ("GET", "/v1/models?offset=1166115993476899400581120"),
-    ("GET", f"/v1/datasets?offset={HUGE}"), ("GET", f"/v1/models/flowers/versions?offset={HUGE}"),
-    ("GET", "/v1/jobs/2147483648"), ("GET", "/v1/datasets/9223372036854775808"),
+    ("GET", f"/v1/datasets?offset={HUGE}"),
+    ("GET", f"/v1/models/flowers/versions?offset={HUGE}"),
+    ("GET", "/v1/jobs/2147483648"),
+    ("GET", "/v1/datasets/9223372036854775808"),
 ]
 
 
 @pytest.mark.parametrize(("method", "path"), HUGE_PATHS)
-def test_huge_integers_in_paths_and_queries_get_422(served: TestClient, admin: dict,
-                                                    method: str, path: str) -> None:
+def test_huge_integers_in_paths_and_queries_get_422(
+    served: TestClient, admin: dict, method: str, path: str
+) -> None:
     response = served.request(method, path, headers=admin)
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
@@ -131,20 +165,36 @@ def test_huge_integers_in_paths_and_queries_get_422(served: TestClient, admin: d
 
 
 HUGE_BODIES = [
-    ("POST", "/v1/jobs", {"kind": "search", "dataset_id": 6706233692230320128,
-                          "model_name": "m"}, "dataset_id"),
-    ("POST", "/v1/jobs", {"kind": "compress", "source": {"model": "m", "version": 2**31},
-                          "compression": {"methods": ["quantize_dynamic"]}}, "version"),
-    ("POST", "/v1/jobs", {"kind": "search", "dataset_id": 1, "model_name": "m",
-                          "search": {"warm_start_job": 2**40}}, "warm_start_job"),
+    (
+        "POST",
+        "/v1/jobs",
+        {"kind": "search", "dataset_id": 6706233692230320128, "model_name": "m"},
+        "dataset_id",
+    ),
+    (
+        "POST",
+        "/v1/jobs",
+        {
+            "kind": "compress",
+            "source": {"model": "m", "version": 2**31},
+            "compression": {"methods": ["quantize_dynamic"]},
+        },
+        "version",
+    ),
+    (
+        "POST",
+        "/v1/jobs",
+        {"kind": "search", "dataset_id": 1, "model_name": "m", "search": {"warm_start_job": 2**40}},
+        "warm_start_job",
+    ),
     ("PUT", "/v1/models/flowers/aliases/production", {"version": 2**63}, "version"),
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "body", "field"), HUGE_BODIES)
 def test_huge_integers_in_bodies_get_422_naming_the_field(
-        served: TestClient, admin: dict, method: str, path: str, body: dict,
-        field: str) -> None:
+    served: TestClient, admin: dict, method: str, path: str, body: dict, field: str
+) -> None:
     """Ids past the 32-bit columns never reach PostgreSQL (which would refuse them)."""
     response = served.request(method, path, headers=admin, json=body)
     assert response.status_code == 422, response.text
@@ -153,8 +203,15 @@ def test_huge_integers_in_bodies_get_422_naming_the_field(
     _still_serves(served, admin)
 
 
-@pytest.mark.parametrize("path", ["/v1/models/a%00b", "/v1/models/flowers/aliases/a%00b/history",
-                                  "/v2/models/a%00b", "/v2/models/a%00b/ready"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/a%00b",
+        "/v1/models/flowers/aliases/a%00b/history",
+        "/v2/models/a%00b",
+        "/v2/models/a%00b/ready",
+    ],
+)
 def test_nul_characters_in_names_are_4xx(served: TestClient, admin: dict, path: str) -> None:
     response = served.get(path, headers=admin)
     assert response.status_code in (400, 404, 422), response.text  # /v2: 400
@@ -163,19 +220,25 @@ def test_nul_characters_in_names_are_4xx(served: TestClient, admin: dict, path: 
     _still_serves(served, admin)
 
 
-@pytest.mark.parametrize("path", [
-    "/v1/models/flowers/predict?version=9223372036854775808",
-    f"/v2/models/flowers/versions/{HUGE}/infer",
-    "/v2/models/flowers/versions/2147483648/infer",
-])
-def test_huge_versions_on_inference_routes_get_4xx(served: TestClient, admin: dict,
-                                                   path: str) -> None:
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/flowers/predict?version=9223372036854775808",
+        f"/v2/models/flowers/versions/{HUGE}/infer",
+        "/v2/models/flowers/versions/2147483648/infer",
+    ],
+)
+def test_huge_versions_on_inference_routes_get_4xx(
+    served: TestClient, admin: dict, path: str
+) -> None:
     body = {"inputs": [ROW]} if path.startswith("/v1") else {"inputs": [_tensor()]}
     response = served.post(path, headers=admin, json=body)
     assert response.status_code in (400, 422), response.text
     assert "2147483647" in response.text
-    for version_path in (f"/v2/models/flowers/versions/{HUGE}",
-                         f"/v2/models/flowers/versions/{HUGE}/ready"):
+    for version_path in (
+        f"/v2/models/flowers/versions/{HUGE}",
+        f"/v2/models/flowers/versions/{HUGE}/ready",
+    ):
         assert served.get(version_path, headers=admin).status_code == 400
     _still_serves(served, admin)
 

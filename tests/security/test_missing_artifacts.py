@@ -23,17 +23,19 @@ def _remove_artifact(settings: Settings) -> str:
     return str(path)
 
 
-def test_a_missing_onnx_file_is_a_503_naming_it(client: TestClient, admin: dict,
-                                                settings: Settings, classifier_onnx: Path,
-                                                keys: dict[str, str]) -> None:
+def test_a_missing_onnx_file_is_a_503_naming_it(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path, keys: dict[str, str]
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
     gone = _remove_artifact(settings)
     answer = client.get("/v1/models/flowers/versions/1/artifact", headers=admin)
     assert answer.status_code == 503, answer.text
-    assert answer.json()["detail"] == ("the ONNX file of flowers v1 is missing from the "
-                                       "artifact store")
-    predicted = client.post("/v1/models/flowers/predict", headers=admin,
-                            json={"inputs": [[1, 2, 3, 4]]})
+    assert answer.json()["detail"] == (
+        "the ONNX file of flowers v1 is missing from the artifact store"
+    )
+    predicted = client.post(
+        "/v1/models/flowers/predict", headers=admin, json={"inputs": [[1, 2, 3, 4]]}
+    )
     assert predicted.status_code == 503, predicted.text
     client.cookies.set("kiln_ui_key", keys["read"], path="/ui")
     page = client.get("/ui/models/flowers/versions/1/artifact")

@@ -14,21 +14,29 @@ from tests.helpers import blobs_csv
 UPLOAD_ROUTES = ["/v1/datasets", "/v1/models/capped/versions"]
 CSV = blobs_csv(n_rows=20)
 CASES = {
-    "two files": ({"file": ("a.csv", CSV), "second": ("b.csv", CSV)}, {"target": "label"},
-                  "Too many files"),
-    "too many fields": ({"file": ("a.csv", CSV)},
-                        {"target": "label", **{f"extra{i}": "x" for i in range(MAX_FORM_FIELDS)}},
-                        "Too many fields"),
-    "a huge text field": ({"file": ("a.csv", CSV)},
-                          {"target": "label", "name": "n" * (MAX_FORM_FIELD_BYTES + 1)},
-                          "Part exceeded maximum size"),
+    "two files": (
+        {"file": ("a.csv", CSV), "second": ("b.csv", CSV)},
+        {"target": "label"},
+        "Too many files",
+    ),
+    "too many fields": (
+        {"file": ("a.csv", CSV)},
+        {"target": "label", **{f"extra{i}": "x" for i in range(MAX_FORM_FIELDS)}},
+        "Too many fields",
+    ),
+    "a huge text field": (
+        {"file": ("a.csv", CSV)},
+        {"target": "label", "name": "n" * (MAX_FORM_FIELD_BYTES + 1)},
+        "Part exceeded maximum size",
+    ),
 }
 
 
 @pytest.mark.parametrize("route", UPLOAD_ROUTES)
 @pytest.mark.parametrize("case", list(CASES))
 def test_forms_past_their_part_caps_get_400_and_store_nothing(
-        client: TestClient, admin: dict, settings: Settings, route: str, case: str) -> None:
+    client: TestClient, admin: dict, settings: Settings, route: str, case: str
+) -> None:
     files, data, message = CASES[case]
     response = client.post(route, headers=admin, files=files, data=data)
     assert response.status_code == 400, response.text
@@ -37,6 +45,7 @@ def test_forms_past_their_part_caps_get_400_and_store_nothing(
     assert client.get("/v1/models/capped/versions", headers=admin).status_code == 404
     spool = settings.data_dir / "tmp"
     assert not spool.exists() or list(spool.iterdir()) == []
-    ok = client.post("/v1/datasets", headers=admin, files={"file": ("a.csv", CSV)},
-                     data={"target": "label"})
+    ok = client.post(
+        "/v1/datasets", headers=admin, files={"file": ("a.csv", CSV)}, data={"target": "label"}
+    )
     assert ok.status_code == 201, ok.text

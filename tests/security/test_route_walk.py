@@ -87,11 +87,20 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
 }
 UI_GUARDS = (UI_OPEN, UI_READ, UI_WRITE)
 GRANTED_BY: dict[Scope | str, set[Scope]] = {
-    ANY_KEY: set(Scope), Scope.ADMIN: {Scope.ADMIN}, Scope.WRITE: {Scope.ADMIN, Scope.WRITE},
-              Scope.READ: {Scope.ADMIN, Scope.WRITE, Scope.READ},
-              Scope.INFER: {Scope.ADMIN, Scope.WRITE, Scope.INFER}}
-SAMPLE = {"name": "walked", "version": "1", "alias": "prod", "dataset_id": "1", "job_id": "1",
-          "key_id": "999999"}
+    ANY_KEY: set(Scope),
+    Scope.ADMIN: {Scope.ADMIN},
+    Scope.WRITE: {Scope.ADMIN, Scope.WRITE},
+    Scope.READ: {Scope.ADMIN, Scope.WRITE, Scope.READ},
+    Scope.INFER: {Scope.ADMIN, Scope.WRITE, Scope.INFER},
+}
+SAMPLE = {
+    "name": "walked",
+    "version": "1",
+    "alias": "prod",
+    "dataset_id": "1",
+    "job_id": "1",
+    "key_id": "999999",
+}
 
 
 def _routes(routes: list[BaseRoute]) -> Iterator[Route]:
@@ -105,8 +114,12 @@ def _routes(routes: list[BaseRoute]) -> Iterator[Route]:
 
 
 def defined(app: FastAPI) -> set[tuple[str, str]]:
-    return {(method, route.path) for route in _routes(app.routes)
-            for method in (route.methods or set()) if method != "HEAD"}
+    return {
+        (method, route.path)
+        for route in _routes(app.routes)
+        for method in (route.methods or set())
+        if method != "HEAD"
+    }
 
 
 def url(template: str) -> str:
@@ -117,22 +130,34 @@ def test_every_route_has_a_decided_guard(app: FastAPI) -> None:
     routes = defined(app)
     assert routes - GUARDS.keys() == set(), "new routes: decide who may call them in GUARDS"
     assert GUARDS.keys() - routes == set(), "routes in GUARDS that no longer exist"
-    documented = {(method.upper(), path) for path, operations in app.openapi()["paths"].items()
-                  for method in operations}
-    api_routes = {(method, route.path) for route in _routes(app.routes)
-                  if isinstance(route, APIRoute) and route.include_in_schema
-                  for method in (route.methods or ()) if method != "HEAD"}
+    documented = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    }
+    api_routes = {
+        (method, route.path)
+        for route in _routes(app.routes)
+        if isinstance(route, APIRoute) and route.include_in_schema
+        for method in (route.methods or ())
+        if method != "HEAD"
+    }
     assert api_routes == documented  # nothing served that the schema hides...
-    hidden = {route.path for route in _routes(app.routes)
-              if isinstance(route, APIRoute) and not route.include_in_schema}
+    hidden = {
+        route.path
+        for route in _routes(app.routes)
+        if isinstance(route, APIRoute) and not route.include_in_schema
+    }
     assert all(path.startswith("/ui") for path in hidden)  # ...but the dashboard's pages
 
 
-@pytest.mark.parametrize(("method", "template"),
-                         sorted(route for route, guard in GUARDS.items()
-                                if guard not in UI_GUARDS))
-def test_no_key_is_401_and_a_wrong_scope_is_403(client: TestClient, keys: dict[str, str],
-                                                method: str, template: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "template"),
+    sorted(route for route, guard in GUARDS.items() if guard not in UI_GUARDS),
+)
+def test_no_key_is_401_and_a_wrong_scope_is_403(
+    client: TestClient, keys: dict[str, str], method: str, template: str
+) -> None:
     needed = GUARDS[(method, template)]
     anonymous = client.request(method, url(template))
     if needed is PUBLIC:
@@ -140,8 +165,9 @@ def test_no_key_is_401_and_a_wrong_scope_is_403(client: TestClient, keys: dict[s
         return
     assert anonymous.status_code == 401, anonymous.text
     assert anonymous.headers["www-authenticate"] == "Bearer"
-    assert client.request(method, url(template),
-                          headers=bearer("kiln_forged-key")).status_code == 401
+    assert (
+        client.request(method, url(template), headers=bearer("kiln_forged-key")).status_code == 401
+    )
     for scope in Scope:
         answer = client.request(method, url(template), headers=bearer(keys[scope.value]))
         if scope in GRANTED_BY[needed]:
@@ -152,33 +178,46 @@ def test_no_key_is_401_and_a_wrong_scope_is_403(client: TestClient, keys: dict[s
             assert f"this route needs '{needed}'" in body.get("detail", body.get("error"))
 
 
-@pytest.mark.parametrize("path", ["/v1/models/walked/versions/1/infer",
-                                  "/v2/models/walked/versions/1/infer?x=1",
-                                  "/v1/models/walked/predict?version=1"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/walked/versions/1/infer",
+        "/v2/models/walked/versions/1/infer?x=1",
+        "/v1/models/walked/predict?version=1",
+    ],
+)
 def test_the_fast_path_variants_need_a_key(client: TestClient, path: str) -> None:
     """Shapes the fast path parses itself (query strings, unknown routes) never skip the
     key check: they are answered 401, or passed on to FastAPI's own 404."""
     answer = client.post(path, json={"inputs": [[1.0]]})
     assert answer.status_code in (401, 404)
     if answer.status_code == 404:
-        assert client.post(path, json={"inputs": [[1.0]]},
-                           headers=bearer("kiln_forged-key")).status_code in (401, 404)
+        assert client.post(
+            path, json={"inputs": [[1.0]]}, headers=bearer("kiln_forged-key")
+        ).status_code in (401, 404)
 
 
 UI_FORM = {"alias": "prod", "version": "1", "body": "{}"}
 SAME_SITE = {"Origin": "http://testserver"}
 
 
-@pytest.mark.parametrize(("method", "template"),
-                         sorted(route for route, guard in GUARDS.items() if guard in UI_GUARDS))
+@pytest.mark.parametrize(
+    ("method", "template"), sorted(route for route, guard in GUARDS.items() if guard in UI_GUARDS)
+)
 def test_the_dashboard_needs_a_signed_in_key_of_the_right_scope(
-        client: TestClient, keys: dict[str, str], method: str, template: str) -> None:
+    client: TestClient, keys: dict[str, str], method: str, template: str
+) -> None:
     """No cookie (a bearer header does not count): sent to sign in. With a signed-in key:
     403 for each scope that must not pass, neither 401 nor 403 for one that must."""
     guard = GUARDS[(method, template)]
     data = UI_FORM if method == "POST" else None
-    anonymous = client.request(method, url(template), data=data, headers={
-        **SAME_SITE, **bearer(keys["admin"])}, follow_redirects=False)
+    anonymous = client.request(
+        method,
+        url(template),
+        data=data,
+        headers={**SAME_SITE, **bearer(keys["admin"])},
+        follow_redirects=False,
+    )
     if guard == UI_OPEN:
         assert anonymous.status_code < 500, anonymous.text
         return
@@ -186,8 +225,9 @@ def test_the_dashboard_needs_a_signed_in_key_of_the_right_scope(
     needed = Scope.READ if guard == UI_READ else Scope.WRITE
     for scope in Scope:
         client.cookies.set("kiln_ui_key", keys[scope.value], path="/ui")
-        answer = client.request(method, url(template), data=data, headers=SAME_SITE,
-                                follow_redirects=False)
+        answer = client.request(
+            method, url(template), data=data, headers=SAME_SITE, follow_redirects=False
+        )
         client.cookies.clear()
         if scope in GRANTED_BY[needed]:
             assert answer.status_code not in (303, 401, 403), (scope, answer.text)

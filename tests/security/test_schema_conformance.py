@@ -18,8 +18,10 @@ from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import blobs_csv
 
 MAX_EXAMPLES = 8
-CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
-          "response_schema_conformance,response_headers_conformance")
+CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,"
+    "response_schema_conformance,response_headers_conformance"
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +34,15 @@ def _pinned(server: KilnServer) -> dict[str, object]:
     """Resources for every path parameter: each operation reaches real rows."""
     dataset_id = server.upload_dataset(blobs_csv(n_rows=60))
     with server.client() as client:
-        job = client.post("/v1/jobs", json={
-            "kind": "search", "dataset_id": dataset_id, "model_name": "walked",
-            "search": {"max_trials": 1, "max_epochs": 1, "space": {"epochs": 1}}})
+        job = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "search",
+                "dataset_id": dataset_id,
+                "model_name": "walked",
+                "search": {"max_trials": 1, "max_epochs": 1, "space": {"epochs": 1}},
+            },
+        )
         assert job.status_code == 202, job.text
         finished = server.wait_for_job(int(job.json()["id"]))
         assert finished["status"] == "succeeded", finished["error"]
@@ -42,24 +50,53 @@ def _pinned(server: KilnServer) -> dict[str, object]:
         assert alias.status_code == 200, alias.text
         spare = client.post("/v1/keys", json={"name": "spare", "scope": "read"})
         assert spare.status_code == 201, spare.text
-    return {"dataset_id": dataset_id, "job_id": finished["id"], "name": "walked",
-            "version": 1, "alias": "production", "key_id": spare.json()["id"]}
+    return {
+        "dataset_id": dataset_id,
+        "job_id": finished["id"],
+        "name": "walked",
+        "version": 1,
+        "alias": "production",
+        "key_id": spare.json()["id"],
+    }
 
 
 def test_every_operation_answers_as_documented(server: KilnServer, tmp_path: Path) -> None:
     pinned = _pinned(server)
     config = tmp_path / "schemathesis.toml"
-    config.write_text("[parameters]\n" + "".join(
-        f'"path.{name}" = {value!r}\n'.replace("'", '"') for name, value in pinned.items()))
+    config.write_text(
+        "[parameters]\n"
+        + "".join(
+            f'"path.{name}" = {value!r}\n'.replace("'", '"') for name, value in pinned.items()
+        )
+    )
     command = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert command is not None, "schemathesis is in the test extra"
     run = subprocess.run(
-        [command, "--config-file", str(config), "run", f"{server.url}/openapi.json",
-         "--header", f"Authorization: Bearer {server.key}", "--checks", CHECKS,
-         "--max-examples", str(MAX_EXAMPLES), "--mode", "all", "--seed", "1",
-         "--request-timeout", "60",
-         "--no-color"],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        [
+            command,
+            "--config-file",
+            str(config),
+            "run",
+            f"{server.url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {server.key}",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--mode",
+            "all",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "60",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
     print(run.stdout[-4000:])  # the summary, with pytest -s
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-3000:]
     with server.client() as client:  # the server still serves

@@ -14,8 +14,19 @@ from app.storage import get_store
 from app.storage.base import check_key
 from tests.conftest import register
 
-NAMES = ["..", "%2e%2e", "%252e%252e", "..%2f..%2fetc%2fpasswd", "%2fetc%2fpasswd",
-         "a%00b", "..%5c..%5cwindows", "%2e%2e%2f", ".hidden", "a" * 65, "-dash-first"]
+NAMES = [
+    "..",
+    "%2e%2e",
+    "%252e%252e",
+    "..%2f..%2fetc%2fpasswd",
+    "%2fetc%2fpasswd",
+    "a%00b",
+    "..%5c..%5cwindows",
+    "%2e%2e%2f",
+    ".hidden",
+    "a" * 65,
+    "-dash-first",
+]
 
 
 @pytest.fixture
@@ -26,8 +37,11 @@ def served(client: TestClient, settings: Settings, classifier_onnx: Path) -> Tes
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reads_by_odd_names_find_nothing(served: TestClient, admin: dict, name: str) -> None:
-    for path in (f"/v1/models/{name}", f"/v1/models/{name}/versions/1/artifact",
-                 f"/v1/models/flowers/aliases/{name}/history"):
+    for path in (
+        f"/v1/models/{name}",
+        f"/v1/models/{name}/versions/1/artifact",
+        f"/v1/models/flowers/aliases/{name}/history",
+    ):
         answer = served.get(path, headers=admin)
         assert answer.status_code in (404, 405, 422), (path, answer.status_code)
         assert b"root:" not in answer.content and b"Traceback" not in answer.content
@@ -35,20 +49,24 @@ def test_reads_by_odd_names_find_nothing(served: TestClient, admin: dict, name: 
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_writes_under_odd_names_are_refused(served: TestClient, admin: dict, name: str,
-                                            classifier_onnx: Path, settings: Settings) -> None:
-    upload = served.post(f"/v1/models/{name}/versions", headers=admin,
-                         files={"file": ("m.onnx", classifier_onnx.read_bytes())})
+def test_writes_under_odd_names_are_refused(
+    served: TestClient, admin: dict, name: str, classifier_onnx: Path, settings: Settings
+) -> None:
+    upload = served.post(
+        f"/v1/models/{name}/versions",
+        headers=admin,
+        files={"file": ("m.onnx", classifier_onnx.read_bytes())},
+    )
     assert upload.status_code in (404, 405, 422), upload.text
-    alias = served.put(f"/v1/models/flowers/aliases/{name}", headers=admin,
-                       json={"version": 1})
+    alias = served.put(f"/v1/models/flowers/aliases/{name}", headers=admin, json={"version": 1})
     assert alias.status_code in (404, 405, 422), alias.text
     uploads = settings.data_dir / "artifacts" / "uploads"
     assert not uploads.exists() or [p.name for p in uploads.iterdir()] == []
 
 
-@pytest.mark.parametrize("key", ["../x", "a/../../x", "/etc/passwd", "a\x00b", "a\\..\\b",
-                                 "", "a//b/../../c", "~/x"])
+@pytest.mark.parametrize(
+    "key", ["../x", "a/../../x", "/etc/passwd", "a\x00b", "a\\..\\b", "", "a//b/../../c", "~/x"]
+)
 def test_the_store_refuses_keys_that_could_escape(settings: Settings, key: str) -> None:
     with pytest.raises(ValueError, match="invalid artifact key"):
         check_key(key)

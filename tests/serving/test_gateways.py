@@ -23,12 +23,16 @@ ROW = {"inputs": [[6.0, 6.0, 6.0, 6.0]]}
 
 @pytest.fixture(scope="module")
 def kiln(module_kiln_server: ServerFactory, classifier_onnx: Path) -> Iterator[KilnServer]:
-    server = module_kiln_server(workers=0, serve_args=("--gateways", "2"),
-                                KILN_SERVING_CACHE_S="3600")
+    server = module_kiln_server(
+        workers=0, serve_args=("--gateways", "2"), KILN_SERVING_CACHE_S="3600"
+    )
     with server.client() as client:
         for labels in ('["a1", "b1", "c1"]', '["a2", "b2", "c2"]'):
-            response = client.post("/v1/models/flowers/versions", data={"labels": labels},
-                                   files={"file": ("m.onnx", classifier_onnx.read_bytes())})
+            response = client.post(
+                "/v1/models/flowers/versions",
+                data={"labels": labels},
+                files={"file": ("m.onnx", classifier_onnx.read_bytes())},
+            )
             assert response.status_code == 201, response.text
     yield server
 
@@ -39,18 +43,25 @@ def fresh_connection_predicts(kiln: KilnServer, count: int, key: str | None = No
     answers = []
     for _ in range(count):
         with httpx.Client(base_url=kiln.url, timeout=30) as client:
-            response = client.post("/v1/models/flowers/predict", json=ROW, headers={
-                "Authorization": f"Bearer {key or kiln.key}"})
-        answers.append(response.json()["version"] if response.status_code == 200
-                       else response.status_code)
+            response = client.post(
+                "/v1/models/flowers/predict",
+                json=ROW,
+                headers={"Authorization": f"Bearer {key or kiln.key}"},
+            )
+        answers.append(
+            response.json()["version"] if response.status_code == 200 else response.status_code
+        )
     return answers
 
 
 def metric(kiln: KilnServer, name: str, **labels: str) -> float:
     text = httpx.get(kiln.url + "/metrics", timeout=30).text
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples
-               if sample.name == name and labels.items() <= sample.labels.items())
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 def test_both_processes_serve_and_metrics_sum_them(kiln: KilnServer) -> None:

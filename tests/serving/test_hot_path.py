@@ -41,25 +41,31 @@ def statements(settings: Settings) -> Iterator[list[str]]:
     event.remove(engine, "before_cursor_execute", record)
 
 
-def test_repeated_predicts_touch_no_database(client: TestClient, admin: dict,
-                                             settings: Settings, classifier_onnx: Path,
-                                             statements: list[str]) -> None:
+def test_repeated_predicts_touch_no_database(
+    client: TestClient,
+    admin: dict,
+    settings: Settings,
+    classifier_onnx: Path,
+    statements: list[str],
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
     assert client.post("/v1/models/flowers/predict", headers=admin, json=ROW).status_code == 200
-    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
-                        "data": [6, 6, 6, 6]}]}
+    body = {
+        "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [6, 6, 6, 6]}]
+    }
     assert client.post("/v2/models/flowers/infer", headers=admin, json=body).status_code == 200
     statements.clear()
     for _ in range(20):
-        assert client.post("/v1/models/flowers/predict", headers=admin,
-                           json=ROW).json()["predictions"] == ["c"]
-        assert client.post("/v2/models/flowers/infer", headers=admin,
-                           json=body).status_code == 200
+        assert client.post("/v1/models/flowers/predict", headers=admin, json=ROW).json()[
+            "predictions"
+        ] == ["c"]
+        assert client.post("/v2/models/flowers/infer", headers=admin, json=body).status_code == 200
     assert statements == []
 
 
-def test_revoked_key_stops_at_once(client: TestClient, admin: dict, keys: dict,
-                                   settings: Settings, classifier_onnx: Path) -> None:
+def test_revoked_key_stops_at_once(
+    client: TestClient, admin: dict, keys: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
     created = client.post("/v1/keys", headers=admin, json={"name": "app", "scope": "infer"})
     key = {"Authorization": f"Bearer {created.json()['key']}"}
@@ -69,22 +75,27 @@ def test_revoked_key_stops_at_once(client: TestClient, admin: dict, keys: dict,
     assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
 
 
-def test_other_processes_changes_show_after_the_ttl(tmp_path: Path, database_url: str,
-                                                    settings: Settings, keys: dict,
-                                                    classifier_onnx: Path) -> None:
+def test_other_processes_changes_show_after_the_ttl(
+    tmp_path: Path, database_url: str, settings: Settings, keys: dict, classifier_onnx: Path
+) -> None:
     tuned = make_settings(tmp_path, database_url, serving_cache_s=0)
     admin = {"Authorization": f"Bearer {keys['admin']}"}
     with TestClient(create_app(tuned, run_reaper=False)) as client:
         register(tuned, classifier_onnx, labels=["a1", "b1", "c1"])
-        assert client.post("/v1/models/flowers/predict", headers=admin,
-                           json=ROW).json()["version"] == 1
+        assert (
+            client.post("/v1/models/flowers/predict", headers=admin, json=ROW).json()["version"]
+            == 1
+        )
         register(tuned, classifier_onnx, labels=["a2", "b2", "c2"])  # as a worker would
-        assert client.post("/v1/models/flowers/predict", headers=admin,
-                           json=ROW).json()["version"] == 2
+        assert (
+            client.post("/v1/models/flowers/predict", headers=admin, json=ROW).json()["version"]
+            == 2
+        )
 
 
-def test_a_lookup_racing_an_invalidation_is_not_cached(settings: Settings, app: FastAPI,
-                                                       classifier_onnx: Path) -> None:
+def test_a_lookup_racing_an_invalidation_is_not_cached(
+    settings: Settings, app: FastAPI, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
     directory: ServingDirectory = gateway_of(app).directory
     original = directory._resolve
@@ -103,28 +114,38 @@ def put_batching(client: TestClient, admin: dict, body: dict) -> httpx.Response:
     return client.put("/v1/models/flowers/serving", headers=admin, json=body)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"max_batch_size": 1}, "max_batch_size"),
-    ({"max_batch_size": 8, "max_queue_delay_ms": 5000}, "max_queue_delay_ms"),
-    ({"max_batch_size": 8, "batch": 3}, "batch"),
-    ({"max_batch_size": "many"}, "max_batch_size"),
-])
-def test_bad_batching_options_are_refused(client: TestClient, admin: dict, settings: Settings,
-                                          classifier_onnx: Path, body: dict,
-                                          message: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"max_batch_size": 1}, "max_batch_size"),
+        ({"max_batch_size": 8, "max_queue_delay_ms": 5000}, "max_queue_delay_ms"),
+        ({"max_batch_size": 8, "batch": 3}, "batch"),
+        ({"max_batch_size": "many"}, "max_batch_size"),
+    ],
+)
+def test_bad_batching_options_are_refused(
+    client: TestClient,
+    admin: dict,
+    settings: Settings,
+    classifier_onnx: Path,
+    body: dict,
+    message: str,
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
     refused = put_batching(client, admin, body)
     assert refused.status_code == 422 and message in refused.text
     assert client.get("/v1/models/flowers", headers=admin).json()["serving"] is None
 
 
-def test_dynamic_batching_merges_concurrent_requests(client: TestClient, app: FastAPI,
-                                                     admin: dict, settings: Settings,
-                                                     classifier_onnx: Path) -> None:
+def test_dynamic_batching_merges_concurrent_requests(
+    client: TestClient, app: FastAPI, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
     rows = [[float(i % 7), 1.0, float(i % 3) * 3, 2.0] for i in range(24)]
-    unbatched = [client.post("/v1/models/flowers/predict", headers=admin,
-                             json={"inputs": [row]}).json() for row in rows]
+    unbatched = [
+        client.post("/v1/models/flowers/predict", headers=admin, json={"inputs": [row]}).json()
+        for row in rows
+    ]
     options = {"max_batch_size": 8, "max_queue_delay_ms": 200.0}
     set_ = put_batching(client, admin, options)
     assert set_.status_code == 200 and set_.json()["serving"] == options
@@ -132,14 +153,18 @@ def test_dynamic_batching_merges_concurrent_requests(client: TestClient, app: Fa
     async def concurrently() -> list[dict]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://kiln") as http:
-            answers = await asyncio.gather(*[
-                http.post("/v1/models/flowers/predict", headers=admin, json={"inputs": [row]})
-                for row in rows])
+            answers = await asyncio.gather(
+                *[
+                    http.post("/v1/models/flowers/predict", headers=admin, json={"inputs": [row]})
+                    for row in rows
+                ]
+            )
         return [answer.json() for answer in answers]
 
     batched = asyncio.run(concurrently())
     assert [answer["predictions"] for answer in batched] == [
-        answer["predictions"] for answer in unbatched]
+        answer["predictions"] for answer in unbatched
+    ]
     for one, other in zip(batched, unbatched, strict=True):
         assert one["probabilities"][0] == pytest.approx(other["probabilities"][0], abs=1e-6)
     target = gateway_of(app).directory.cached_target("flowers", None)
@@ -160,9 +185,9 @@ def wait_for_preload(app: FastAPI, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-def test_preloaded_models_are_loaded_before_ready(tmp_path: Path, database_url: str,
-                                                  settings: Settings,
-                                                  classifier_onnx: Path) -> None:
+def test_preloaded_models_are_loaded_before_ready(
+    tmp_path: Path, database_url: str, settings: Settings, classifier_onnx: Path
+) -> None:
     tuned = make_settings(tmp_path, database_url, preload_models="*")
     register(tuned, classifier_onnx, labels=["a", "b", "c"])
     register(tuned, classifier_onnx, name="irises", labels=["a", "b", "c"])
@@ -175,8 +200,9 @@ def test_preloaded_models_are_loaded_before_ready(tmp_path: Path, database_url: 
         assert len(gateway_of(app).sessions.loaded()) == 2
 
 
-def test_preload_skips_models_that_cannot_load(tmp_path: Path, database_url: str,
-                                                settings: Settings) -> None:
+def test_preload_skips_models_that_cannot_load(
+    tmp_path: Path, database_url: str, settings: Settings
+) -> None:
     tuned = make_settings(tmp_path, database_url, preload_models="nosuchmodel")
     app = create_app(tuned, run_reaper=False)
     with TestClient(app) as client:
@@ -185,9 +211,9 @@ def test_preload_skips_models_that_cannot_load(tmp_path: Path, database_url: str
         assert "nosuchmodel" in gateway_of(app).preload.failed["nosuchmodel"]
 
 
-def test_a_slow_load_does_not_hold_up_other_models(client: TestClient, app: FastAPI,
-                                                   admin: dict, settings: Settings,
-                                                   classifier_onnx: Path) -> None:
+def test_a_slow_load_does_not_hold_up_other_models(
+    client: TestClient, app: FastAPI, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=["a", "b", "c"])
     register(settings, classifier_onnx, name="irises", labels=["x", "y", "z"])
     assert client.post("/v1/models/flowers/predict", headers=admin, json=ROW).status_code == 200
@@ -200,7 +226,8 @@ def test_a_slow_load_does_not_hold_up_other_models(client: TestClient, app: Fast
 
     cache._load = slow_load  # type: ignore[method-assign,assignment]
     slow = concurrent.futures.ThreadPoolExecutor(1).submit(
-        client.post, "/v1/models/irises/predict", headers=admin, json=ROW)
+        client.post, "/v1/models/irises/predict", headers=admin, json=ROW
+    )
     try:
         for _ in range(20):  # flowers keeps answering while irises is loading
             answer = client.post("/v1/models/flowers/predict", headers=admin, json=ROW)

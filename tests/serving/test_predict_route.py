@@ -23,8 +23,9 @@ def predict(client: TestClient, headers: dict, body: object, query: str = "") ->
     return response.status_code, response.json()
 
 
-def test_predictions_are_original_labels(client: TestClient, admin: dict, settings: Settings,
-                                         classifier_onnx: Path) -> None:
+def test_predictions_are_original_labels(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=LABELS)
     status, body = predict(client, admin, {"inputs": [[0, 0, 0, 0], [6, 6, 6, 6]]})
     assert status == 200
@@ -33,9 +34,9 @@ def test_predictions_are_original_labels(client: TestClient, admin: dict, settin
     assert len(body["probabilities"]) == 2 and abs(sum(body["probabilities"][0]) - 1) < 1e-5
 
 
-def test_default_is_newest_and_version_query_pins(client: TestClient, admin: dict,
-                                                  settings: Settings,
-                                                  classifier_onnx: Path) -> None:
+def test_default_is_newest_and_version_query_pins(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=LABELS)
     register(settings, classifier_onnx, labels=[10, 20, 30])
     assert predict(client, admin, {"inputs": [[6, 6, 6, 6]]})[1]["predictions"] == [30]
@@ -56,9 +57,15 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize(("body", "status", "message"), BAD_BODIES)
-def test_bad_inputs_say_what_was_expected(client: TestClient, admin: dict, settings: Settings,
-                                          classifier_onnx: Path, body: object, status: int,
-                                          message: str) -> None:
+def test_bad_inputs_say_what_was_expected(
+    client: TestClient,
+    admin: dict,
+    settings: Settings,
+    classifier_onnx: Path,
+    body: object,
+    status: int,
+    message: str,
+) -> None:
     register(settings, classifier_onnx, labels=LABELS)
     got_status, got = predict(client, admin, body)
     assert got_status == status
@@ -66,37 +73,47 @@ def test_bad_inputs_say_what_was_expected(client: TestClient, admin: dict, setti
     assert predict(client, admin, {"inputs": [[0, 0, 0, 0]]})[0] == 200  # still serving
 
 
-def test_invalid_json_is_400(client: TestClient, admin: dict, settings: Settings,
-                             classifier_onnx: Path) -> None:
+def test_invalid_json_is_400(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=LABELS)
-    response = client.post("/v1/models/flowers/predict", content=b"{inputs: NaN}",
-                           headers={**admin, "Content-Type": "application/json"})
+    response = client.post(
+        "/v1/models/flowers/predict",
+        content=b"{inputs: NaN}",
+        headers={**admin, "Content-Type": "application/json"},
+    )
     assert response.status_code == 400
     assert response.json()["detail"].startswith("body is not valid JSON")
 
 
-def test_too_many_rows_and_too_big_bodies(client: TestClient, admin: dict, settings: Settings,
-                                          classifier_onnx: Path) -> None:
+def test_too_many_rows_and_too_big_bodies(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=LABELS)
     rows = [[0, 0, 0, 0]] * (settings.max_predict_rows + 1)
     status, body = predict(client, admin, {"inputs": rows})
     assert status == 422 and "at most 10000 per request" in body["detail"]
     huge = b'{"inputs": [' + b"[0,0,0,0]," * (2 * 1024 * 1024) + b"[0,0,0,0]]}"
-    response = client.post("/v1/models/flowers/predict", content=huge,
-                           headers={**admin, "Content-Type": "application/json"})
+    response = client.post(
+        "/v1/models/flowers/predict",
+        content=huge,
+        headers={**admin, "Content-Type": "application/json"},
+    )
     assert response.status_code == 413 and "KILN_MAX_REQUEST_MB" in response.json()["detail"]
 
 
-def test_unknown_model_or_version_is_404(client: TestClient, admin: dict, settings: Settings,
-                                         classifier_onnx: Path) -> None:
+def test_unknown_model_or_version_is_404(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     assert predict(client, admin, {"inputs": [[0, 0, 0, 0]]})[0] == 404
     register(settings, classifier_onnx, labels=LABELS)
     status, body = predict(client, admin, {"inputs": [[0, 0, 0, 0]]}, "?version=7")
     assert (status, body["detail"]) == (404, "model 'flowers' has no version 7")
 
 
-def test_tampered_artifact_is_refused(client: TestClient, admin: dict, settings: Settings,
-                                      classifier_onnx: Path) -> None:
+def test_tampered_artifact_is_refused(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=LABELS)
     with session_scope(settings.database_url) as session:
         session.execute(update(ModelVersion).values(sha256="0" * 64))
@@ -104,8 +121,9 @@ def test_tampered_artifact_is_refused(client: TestClient, admin: dict, settings:
     assert status == 503 and "does not match the sha256 recorded" in body["detail"]
 
 
-def test_model_reads_and_artifact_download(client: TestClient, admin: dict, settings: Settings,
-                                           classifier_onnx: Path) -> None:
+def test_model_reads_and_artifact_download(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
     register(settings, classifier_onnx, labels=LABELS)
     models = client.get("/v1/models", headers=admin).json()
     assert [model["name"] for model in models["items"]] == ["flowers"]
@@ -119,15 +137,24 @@ def test_model_reads_and_artifact_download(client: TestClient, admin: dict, sett
     assert client.get("/v1/models/nope/versions/1", headers=admin).status_code == 404
 
 
-def test_v2_tensor_element_limit(tmp_path: Path, database_url: str, settings: Settings,
-                                 keys: dict, classifier_onnx: Path) -> None:
+def test_v2_tensor_element_limit(
+    tmp_path: Path, database_url: str, settings: Settings, keys: dict, classifier_onnx: Path
+) -> None:
     tuned = make_settings(tmp_path, database_url, max_tensor_elements=8)
     register(tuned, classifier_onnx, labels=LABELS)
     admin = {"Authorization": f"Bearer {keys['admin']}"}
 
     def infer(rows: int) -> httpx.Response:
-        body = {"inputs": [{"name": "input", "shape": [rows, 4], "datatype": "FP32",
-                            "data": [0.0] * (rows * 4)}]}
+        body = {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [rows, 4],
+                    "datatype": "FP32",
+                    "data": [0.0] * (rows * 4),
+                }
+            ]
+        }
         return client.post("/v2/models/flowers/infer", headers=admin, json=body)
 
     with TestClient(create_app(tuned, run_reaper=False)) as client:

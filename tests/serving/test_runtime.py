@@ -8,14 +8,19 @@ from app.contracts.signature import Signature
 from app.serving.runtime import SessionCache
 from app.storage import LocalArtifactStore
 
-SIGNATURE = Signature.of_tensors(input_name="input", row_shape=(4,), output_name="output",
-                                 width=3)
+SIGNATURE = Signature.of_tensors(input_name="input", row_shape=(4,), output_name="output", width=3)
 
 
 def load(cache: SessionCache, store: LocalArtifactStore, version_id: int, onnx: Path) -> None:
     stored = store.put_file(f"v{version_id}.onnx", onnx)
-    cache.get(version_id=version_id, artifact_key=stored.key, sha256=stored.sha256,
-              signature=SIGNATURE, task="classification", labels=[0, 1, 2])
+    cache.get(
+        version_id=version_id,
+        artifact_key=stored.key,
+        sha256=stored.sha256,
+        signature=SIGNATURE,
+        task="classification",
+        labels=[0, 1, 2],
+    )
 
 
 def test_byte_bound_evicts_least_recently_used(tmp_path: Path, classifier_onnx: Path) -> None:

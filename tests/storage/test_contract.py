@@ -30,9 +30,13 @@ def _tamper(store: ArtifactStore, key: str, data: bytes) -> None:
     from app.storage.s3 import S3ArtifactStore
 
     assert isinstance(store, S3ArtifactStore)
-    client = boto3.client("s3", endpoint_url=store._client_args["endpoint_url"],
-                          region_name="us-east-1", aws_access_key_id=ACCESS_KEY_ID,
-                          aws_secret_access_key=SECRET_ACCESS_KEY)
+    client = boto3.client(
+        "s3",
+        endpoint_url=store._client_args["endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+    )
     client.put_object(Bucket=store.bucket, Key=f"{store.prefix}/{key}", Body=data)
 
 
@@ -46,8 +50,10 @@ def machines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFa
         env = s3_env(request.getfixturevalue("s3_endpoint"), bucket_name())
 
     def store_on(machine: str) -> ArtifactStore:
-        settings = load_settings(data_dir=tmp_path / machine, **{
-            name.removeprefix("KILN_").lower(): value for name, value in env.items()})
+        settings = load_settings(
+            data_dir=tmp_path / machine,
+            **{name.removeprefix("KILN_").lower(): value for name, value in env.items()},
+        )
         store = get_store(settings)
         store.ensure_ready()
         return store
@@ -74,8 +80,10 @@ def test_file_round_trip_and_empty_artifact(store: ArtifactStore, tmp_path: Path
     source.write_bytes(b"a,b\n1,2\n" * 50_000)
     stored = store.put_file("datasets/1/original.csv", source)
     assert stored.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert store.local_path("datasets/1/original.csv", stored.sha256).read_bytes() == \
-        source.read_bytes()
+    assert (
+        store.local_path("datasets/1/original.csv", stored.sha256).read_bytes()
+        == source.read_bytes()
+    )
     empty = store.put_bytes("jobs/1/empty", b"", durable=False)
     assert store.read_bytes("jobs/1/empty", empty.sha256) == b""
 
@@ -93,8 +101,9 @@ def test_exists_delete_and_missing(store: ArtifactStore) -> None:
         store.local_path("never/written", "0" * 64)
 
 
-@pytest.mark.parametrize("key", ["../escape", "/etc/passwd", "a/../../b", "a//b", "", ".hidden",
-                                 "spaces in/key", "a\\b"])
+@pytest.mark.parametrize(
+    "key", ["../escape", "/etc/passwd", "a/../../b", "a//b", "", ".hidden", "spaces in/key", "a\\b"]
+)
 def test_keys_that_could_escape_are_refused(store: ArtifactStore, key: str) -> None:
     with pytest.raises(ValueError, match="invalid artifact key"):
         store.put_bytes(key, b"x")

@@ -21,12 +21,17 @@ from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, bucket_name
 from tests.storage.test_contract import _tamper
 
 
-def _store(endpoint: str, data_dir: Path, *, bucket: str | None = None,
-           cache: ArtifactCache | None = None) -> S3ArtifactStore:
-    store = S3ArtifactStore(f"s3://{bucket or bucket_name()}/p",
-                            cache=cache or ArtifactCache(data_dir / "cache", 64 << 20),
-                            endpoint_url=endpoint, region="us-east-1",
-                            access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY)
+def _store(
+    endpoint: str, data_dir: Path, *, bucket: str | None = None, cache: ArtifactCache | None = None
+) -> S3ArtifactStore:
+    store = S3ArtifactStore(
+        f"s3://{bucket or bucket_name()}/p",
+        cache=cache or ArtifactCache(data_dir / "cache", 64 << 20),
+        endpoint_url=endpoint,
+        region="us-east-1",
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
+    )
     store.ensure_ready()
     return store
 
@@ -77,7 +82,8 @@ def test_a_damaged_cached_copy_is_fetched_again(s3_endpoint: str, tmp_path: Path
 
 
 def test_replaced_in_the_bucket_is_refused_even_with_a_good_cached_copy(
-        s3_endpoint: str, tmp_path: Path) -> None:
+    s3_endpoint: str, tmp_path: Path
+) -> None:
     store = _store(s3_endpoint, tmp_path)
     stored = store.put_bytes("models/m/2/model.onnx", b"recorded" * 100)
     assert store.read_bytes("models/m/2/model.onnx", stored.sha256) == b"recorded" * 100
@@ -88,9 +94,14 @@ def test_replaced_in_the_bucket_is_refused_even_with_a_good_cached_copy(
 
 def test_an_unreachable_store_is_a_clear_503(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    store = S3ArtifactStore("s3://kiln-down/p", cache=ArtifactCache(tmp_path / "c", 1 << 20),
-                            endpoint_url=dead, region="us-east-1",
-                            access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY)
+    store = S3ArtifactStore(
+        "s3://kiln-down/p",
+        cache=ArtifactCache(tmp_path / "c", 1 << 20),
+        endpoint_url=dead,
+        region="us-east-1",
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
+    )
     with pytest.raises(Unavailable, match="s3://kiln-down/p cannot be reached"):
         store.ensure_ready()
     with pytest.raises(Unavailable, match=r"failed to store 'a/b'.*nothing was changed"):
@@ -107,11 +118,16 @@ def test_a_missing_bucket_is_created_once(s3_endpoint: str, tmp_path: Path) -> N
     assert second.exists("k")
 
 
-def test_credentials_are_never_logged_or_shown(s3_endpoint: str, tmp_path: Path,
-                                               caplog: pytest.LogCaptureFixture) -> None:
-    settings = load_settings(data_dir=tmp_path, artifact_url=f"s3://{bucket_name()}/x",
-                             s3_endpoint_url=s3_endpoint, s3_access_key_id=ACCESS_KEY_ID,
-                             s3_secret_access_key=SECRET_ACCESS_KEY)
+def test_credentials_are_never_logged_or_shown(
+    s3_endpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(
+        data_dir=tmp_path,
+        artifact_url=f"s3://{bucket_name()}/x",
+        s3_endpoint_url=s3_endpoint,
+        s3_access_key_id=ACCESS_KEY_ID,
+        s3_secret_access_key=SECRET_ACCESS_KEY,
+    )
     assert SECRET_ACCESS_KEY not in repr(settings) and SECRET_ACCESS_KEY not in str(settings)
     assert SECRET_ACCESS_KEY not in settings.model_dump_json()
     store = get_store(settings)
@@ -127,12 +143,15 @@ def test_credentials_are_never_logged_or_shown(s3_endpoint: str, tmp_path: Path,
     assert SECRET_ACCESS_KEY not in str(missing.value)
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("s3://Bad_Bucket/x", "S3 bucket name 'Bad_Bucket' is not valid"),
-    ("s3://key:secret@bucket/x", "credentials do not belong in the URL"),
-    ("s3://bucket/../x", "S3 prefix '../x' is not valid"),
-    ("ftp://host/x", "expected file://PATH or s3://BUCKET"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("s3://Bad_Bucket/x", "S3 bucket name 'Bad_Bucket' is not valid"),
+        ("s3://key:secret@bucket/x", "credentials do not belong in the URL"),
+        ("s3://bucket/../x", "S3 prefix '../x' is not valid"),
+        ("ftp://host/x", "expected file://PATH or s3://BUCKET"),
+    ],
+)
 def test_bad_store_urls_are_named(url: str, message: str, tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=f"KILN_ARTIFACT_URL: .*{message}") as error:
         load_settings(data_dir=tmp_path, artifact_url=url)
@@ -140,8 +159,7 @@ def test_bad_store_urls_are_named(url: str, message: str, tmp_path: Path) -> Non
 
 
 @settings(max_examples=300, deadline=None)
-@given(rest=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]),
-                    max_size=80))
+@given(rest=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=80))
 def test_any_s3_url_is_accepted_whole_or_refused_naming_the_setting(rest: str) -> None:
     """Whatever follows s3://, settings either take it (and the store can parse it, with
     no credentials inside) or refuse it with KILN_ARTIFACT_URL named."""

@@ -33,27 +33,54 @@ def _data(rows: int = 2048, features: int = 12, seed: int = 0) -> TrainData:
 
 
 def _network(*, batch_norm: bool = False, dropout: float = 0.0) -> Network:
-    config = MLPConfig(n_inputs=12, n_outputs=2, hidden=(32, 16), activation="relu",
-                       dropout=dropout, batch_norm=batch_norm)
+    config = MLPConfig(
+        n_inputs=12,
+        n_outputs=2,
+        hidden=(32, 16),
+        activation="relu",
+        dropout=dropout,
+        batch_norm=batch_norm,
+    )
     return Network(config, classification=True, seed=5)
 
 
 def _host(world: int = 2, join_s: float = 90.0) -> GroupHost:
-    return GroupHost(world, bind_host="127.0.0.1", advertise_host="127.0.0.1",
-                     device=torch.device("cpu"), join_s=join_s, collective_s=120.0)
+    return GroupHost(
+        world,
+        bind_host="127.0.0.1",
+        advertise_host="127.0.0.1",
+        device=torch.device("cpu"),
+        join_s=join_s,
+        collective_s=120.0,
+    )
 
 
-def _start_member(tmp_path: Path, host: GroupHost, network: Network, data: TrainData,
-                  config: TrainConfig, rank: int = 1) -> subprocess.Popen[bytes]:
+def _start_member(
+    tmp_path: Path,
+    host: GroupHost,
+    network: Network,
+    data: TrainData,
+    config: TrainConfig,
+    rank: int = 1,
+) -> subprocess.Popen[bytes]:
     work = tmp_path / f"member-{rank}.npz"
     work.write_bytes(pack_member_work(network, data, config))
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.data_parallel_member", str(work),
-         json.dumps(host.rendezvous.as_json()), str(rank)], cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "tests.data_parallel_member",
+            str(work),
+            json.dumps(host.rendezvous.as_json()),
+            str(rank),
+        ],
+        cwd=ROOT,
+    )
 
 
-def _in_two(tmp_path: Path, network: Network, data: TrainData,
-            config: TrainConfig) -> tuple[TrainResult, int, int]:
+def _in_two(
+    tmp_path: Path, network: Network, data: TrainData, config: TrainConfig
+) -> tuple[TrainResult, int, int]:
     host = _host()
     member = _start_member(tmp_path, host, network, data, config)
     result, world = train_with_members(network, data, config, host)
@@ -70,8 +97,9 @@ def test_two_processes_train_the_weights_one_process_does(tmp_path: Path) -> Non
     assert (world, exit_code) == (2, 0)
     assert parallel.history == pytest.approx(single.history, abs=1e-6)
     for name, weight in alone.state_dict().items():
-        torch.testing.assert_close(together.state_dict()[name], weight, rtol=1e-4, atol=1e-5,
-                                   msg=name)
+        torch.testing.assert_close(
+            together.state_dict()[name], weight, rtol=1e-4, atol=1e-5, msg=name
+        )
 
 
 def test_batch_norm_and_dropout_train_to_close_results(tmp_path: Path) -> None:
@@ -128,8 +156,7 @@ def test_a_process_without_the_secret_is_never_admitted(tmp_path: Path) -> None:
     host = _host(join_s=3.0)
     port = host.rendezvous.port
     with pytest.raises((RuntimeError, dist.DistError)):
-        stranger = dist.TCPStore("127.0.0.1", port, 2, False,
-                                 timeout=datetime.timedelta(seconds=2))
+        stranger = dist.TCPStore("127.0.0.1", port, 2, False, timeout=datetime.timedelta(seconds=2))
         stranger.set("joined/1", "1")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         challenge = raw.recv(64)

@@ -40,7 +40,10 @@ def test_training_returns_the_network_on_the_cpu() -> None:
     y = (x[:, 0] > 0).astype(np.int64)
     network = Network(MLPConfig(4, 2, (8,)), classification=True)
     device = str(resolve_device("auto"))
-    train(network, TrainData(x[:150], y[:150], x[150:], y[150:]),
-          TrainConfig(epochs=2, learning_rate=0.01, device=device))
+    train(
+        network,
+        TrainData(x[:150], y[:150], x[150:], y[150:]),
+        TrainConfig(epochs=2, learning_rate=0.01, device=device),
+    )
     assert all(p.device.type == "cpu" for p in network.parameters())
     assert not network.training

@@ -17,8 +17,10 @@ from app.training.models import Network
 
 
 def members(count: int, *, classification: bool = True, outputs: int = 3) -> list[Network]:
-    return [Network(MLPConfig(4, outputs, (8 + index,)), classification=classification,
-                    seed=index) for index in range(count)]
+    return [
+        Network(MLPConfig(4, outputs, (8 + index,)), classification=classification, seed=index)
+        for index in range(count)
+    ]
 
 
 @pytest.mark.parametrize("classification", [True, False])
@@ -35,8 +37,11 @@ def test_the_graph_is_the_members_mean(tmp_path: Path, classification: bool) -> 
     for index, network in enumerate(networks):
         single = tmp_path / f"single-{index}.onnx"
         export_model(network, single)
-        singles.append(ort.InferenceSession(str(single), providers=["CPUExecutionProvider"])
-                       .run([OUTPUT_NAME], {INPUT_NAME: rows})[0])
+        singles.append(
+            ort.InferenceSession(str(single), providers=["CPUExecutionProvider"]).run(
+                [OUTPUT_NAME], {INPUT_NAME: rows}
+            )[0]
+        )
     np.testing.assert_allclose(served, np.mean(singles, axis=0), atol=1e-6)
     graph = onnx.load(str(path)).graph
     assert [node.op_type for node in graph.node].count("Mean") == 1
@@ -64,12 +69,13 @@ def test_an_ensemble_serves_behind_a_tables_preprocessing(tmp_path: Path) -> Non
     columns = typed_table(rows=200)
     encoding = fit_encoding(columns)
     raw = {c.name: c.numbers if c.numbers is not None else c.text for c in columns}
-    networks = [Network(MLPConfig(encoding.width, 2, (8,)), classification=True, seed=seed)
-                for seed in range(3)]
+    networks = [
+        Network(MLPConfig(encoding.width, 2, (8,)), classification=True, seed=seed)
+        for seed in range(3)
+    ]
     ensemble = Ensemble(networks).eval()
     path = tmp_path / "network.onnx"
     export_model(ensemble, path)
-    served = served_form(ensemble, path, encoding, np.zeros((0, encoding.width), np.float32),
-                         raw)
+    served = served_form(ensemble, path, encoding, np.zeros((0, encoding.width), np.float32), raw)
     assert served.parity < 1e-4
     assert {spec.name for spec in served.signature.inputs} == {c.name for c in columns}

@@ -35,8 +35,11 @@ def blobs(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def test_classifier_learns_and_exports_with_parity(tmp_path: Path) -> None:
     x, y = blobs()
     network = Network(MLPConfig(5, 3, (16,), "gelu", 0.1), classification=True)
-    result = train(network, TrainData(x[:90], y[:90], x[90:], y[90:]),
-                   TrainConfig(epochs=30, learning_rate=0.01, seed=0))
+    result = train(
+        network,
+        TrainData(x[:90], y[:90], x[90:], y[90:]),
+        TrainConfig(epochs=30, learning_rate=0.01, seed=0),
+    )
     assert result.score >= 0.9 and len(result.history) == 30
     path = tmp_path / "m.onnx"
     export_onnx(network, path)
@@ -54,8 +57,11 @@ def test_regressor_predicts_in_target_units(tmp_path: Path) -> None:
     x = rng.normal(size=(200, 3)).astype(np.float32)
     y = 1000.0 + 50.0 * x[:, 0] - 20.0 * x[:, 1]
     network = Network(MLPConfig(3, 1, (32,), "relu"), classification=False)
-    result = train(network, TrainData(x[:150], y[:150], x[150:], y[150:]),
-                   TrainConfig(epochs=80, learning_rate=0.01))
+    result = train(
+        network,
+        TrainData(x[:150], y[:150], x[150:], y[150:]),
+        TrainConfig(epochs=80, learning_rate=0.01),
+    )
     assert result.score < 15.0  # RMSE in target units; the target's std is about 54
     path = tmp_path / "r.onnx"
     export_onnx(network, path)
@@ -82,8 +88,12 @@ def test_same_seed_same_model() -> None:
     for _ in range(2):
         torch.rand(17)  # disturb the global RNG between runs
         network = Network(config, classification=True, seed=11)
-        scores.append((train(network, data, TrainConfig(epochs=5, learning_rate=0.01, seed=11)),
-                       network.predict(torch.from_numpy(x[:4]))))
+        scores.append(
+            (
+                train(network, data, TrainConfig(epochs=5, learning_rate=0.01, seed=11)),
+                network.predict(torch.from_numpy(x[:4])),
+            )
+        )
     assert scores[0][0].history == scores[1][0].history
     assert torch.equal(scores[0][1], scores[1][1])
 
@@ -94,7 +104,8 @@ def test_batch_norm_is_folded_into_the_exported_graph(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     cases: list[tuple[MLPConfig | CNNConfig, int]] = [
         (MLPConfig(6, 3, (12, 8), batch_norm=True), 6),
-        (CNNConfig((1, 4, 4), 3, (4,), head_width=8, batch_norm=True), 16)]
+        (CNNConfig((1, 4, 4), 3, (4,), head_width=8, batch_norm=True), 16),
+    ]
     for config, width in cases:
         network = Network(config, classification=True, seed=1)
         network.train()

@@ -35,18 +35,30 @@ class Normalised(nn.Module):
 def exported(module: nn.Module, width: int) -> bytes:
     module.eval()
     buffer = io.BytesIO()
-    torch.onnx.export(module, (torch.zeros(2, width),), buffer,  # type: ignore[arg-type]
-                      input_names=["input"],
-                      output_names=["output"], opset_version=18, dynamo=True,
-                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
-                      external_data=False, verbose=False)
+    torch.onnx.export(
+        module,
+        (torch.zeros(2, width),),
+        buffer,  # type: ignore[arg-type]
+        input_names=["input"],
+        output_names=["output"],
+        opset_version=18,
+        dynamo=True,
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
+        external_data=False,
+        verbose=False,
+    )
     return buffer.getvalue()
 
 
 def mlp_onnx(activation: type[nn.Module] = nn.Tanh, softmax: bool = True) -> bytes:
     torch.manual_seed(0)
-    layers: list[nn.Module] = [nn.Linear(6, 12), activation(), nn.Linear(12, 8), activation(),
-                               nn.Linear(8, 3)]
+    layers: list[nn.Module] = [
+        nn.Linear(6, 12),
+        activation(),
+        nn.Linear(12, 8),
+        activation(),
+        nn.Linear(8, 3),
+    ]
     if softmax:
         layers.append(nn.Softmax(dim=1))
     return exported(Normalised(nn.Sequential(*layers), 6), 6)
@@ -54,10 +66,23 @@ def mlp_onnx(activation: type[nn.Module] = nn.Tanh, softmax: bool = True) -> byt
 
 def cnn_onnx() -> bytes:
     torch.manual_seed(1)
-    return exported(nn.Sequential(
-        nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(6 * 2 * 2, 16), nn.ReLU(), nn.Linear(16, 10), nn.Softmax(dim=1)), 64)
+    return exported(
+        nn.Sequential(
+            nn.Unflatten(1, (1, 8, 8)),
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(6 * 2 * 2, 16),
+            nn.ReLU(),
+            nn.Linear(16, 10),
+            nn.Softmax(dim=1),
+        ),
+        64,
+    )
 
 
 def run_onnx(onnx_bytes: bytes, rows: np.ndarray) -> np.ndarray:
@@ -97,8 +122,11 @@ def test_training_keeps_an_uploaded_networks_own_scaling() -> None:
     network = network_from_onnx(mlp_onnx(), [6], classification=True)
     mean = network.input_mean.clone()
     x = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32) + 50  # other stats
-    train(network, TrainData(x[:40], np.arange(40) % 3, x[40:], np.arange(20) % 3),
-          TrainConfig(epochs=1, learning_rate=1e-3))
+    train(
+        network,
+        TrainData(x[:40], np.arange(40) % 3, x[40:], np.arange(20) % 3),
+        TrainConfig(epochs=1, learning_rate=1e-3),
+    )
     assert torch.equal(network.input_mean, mean)
 
 
@@ -106,21 +134,29 @@ def graph_with(op: str) -> onnx.ModelProto:
     weight = numpy_helper.from_array(np.ones((4, 2), dtype=np.float32), "W")
     nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node(op, ["h"], ["y"])]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])], [weight])
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        [weight],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
 def test_an_unsupported_operator_is_named() -> None:
-    with pytest.raises(UnsupportedGraph, match="operator 'Cos' cannot be turned into a "
-                                               "trainable layer"):
+    with pytest.raises(
+        UnsupportedGraph, match="operator 'Cos' cannot be turned into a trainable layer"
+    ):
         read_layers(graph_with("Cos"), [4])
 
 
-@pytest.mark.parametrize(("graph", "message"), [
-    (lambda: onnx.load_model_from_string(mlp_onnx(activation=nn.ReLU)), None),
-    (lambda: graph_with("Relu"), "an activation follows the output layer"),
-])
+@pytest.mark.parametrize(
+    ("graph", "message"),
+    [
+        (lambda: onnx.load_model_from_string(mlp_onnx(activation=nn.ReLU)), None),
+        (lambda: graph_with("Relu"), "an activation follows the output layer"),
+    ],
+)
 def test_layers_that_do_not_make_a_network_are_refused(graph, message) -> None:
     if message is None:
         architecture = read_layers(graph(), [6]).architecture

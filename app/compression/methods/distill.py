@@ -35,8 +35,9 @@ BATCH_SIZE = 64
 def teacher_outputs(candidate: Candidate, rows: np.ndarray, threads: int) -> np.ndarray:
     """The teacher's outputs on ``rows`` from onnxruntime."""
     session = open_session(candidate.onnx, threads)
-    return np.asarray(session.run([candidate.output_name], {candidate.input_name: rows})[0],
-                      dtype=np.float32)
+    return np.asarray(
+        session.run([candidate.output_name], {candidate.input_name: rows})[0], dtype=np.float32
+    )
 
 
 def as_logits(outputs: np.ndarray) -> np.ndarray:
@@ -52,8 +53,11 @@ def _scaled(config: NetworkConfig, factor: float, depth: int | None) -> NetworkC
         return max(1, round(width * factor))
 
     if isinstance(config, CNNConfig):
-        return dataclasses.replace(config, channels=tuple(narrow(c) for c in config.channels),
-                                   head_width=narrow(config.head_width))
+        return dataclasses.replace(
+            config,
+            channels=tuple(narrow(c) for c in config.channels),
+            head_width=narrow(config.head_width),
+        )
     hidden = list(config.hidden) or [16]
     if depth is not None:
         hidden = (hidden + [hidden[-1]] * depth)[:depth]
@@ -69,8 +73,9 @@ class Distiller(Compressor):
 
     step: Distill
 
-    def apply(self, candidate: Candidate, data: CompressionData,
-              check: Callable[[], None]) -> Candidate:
+    def apply(
+        self, candidate: Candidate, data: CompressionData, check: Callable[[], None]
+    ) -> Candidate:
         columns = candidate.columns
         train_data = data.train_data(columns)
         soft = teacher_outputs(candidate, data.x_train, data.threads)
@@ -83,23 +88,32 @@ class Distiller(Compressor):
             score = distill_train(student, train_data, soft, self.step, data.seed, check)
             tried.append((student, score))
         chosen, score = self._choose(tried, teacher_score, data)
-        report = {"student": architecture_of(chosen.config),
-                  "student_validation": round(score, 6),
-                  "teacher_validation": round(teacher_score, 6),
-                  "students_tried": len(tried)}
+        report = {
+            "student": architecture_of(chosen.config),
+            "student_validation": round(score, 6),
+            "teacher_validation": round(teacher_score, 6),
+            "students_tried": len(tried),
+        }
         return candidate.derived(chosen, columns=columns, report=report)
 
-    def _students(self, candidate: Candidate, n_inputs: int,
-                  n_outputs: int) -> list[NetworkConfig]:
+    def _students(self, candidate: Candidate, n_inputs: int, n_outputs: int) -> list[NetworkConfig]:
         step = self.step
         if step.student_hidden is not None:
-            activation = (candidate.network.config.activation if candidate.network else "relu")
-            return [MLPConfig(n_inputs=n_inputs, n_outputs=n_outputs,
-                              hidden=tuple(step.student_hidden), activation=activation)]
+            activation = candidate.network.config.activation if candidate.network else "relu"
+            return [
+                MLPConfig(
+                    n_inputs=n_inputs,
+                    n_outputs=n_outputs,
+                    hidden=tuple(step.student_hidden),
+                    activation=activation,
+                )
+            ]
         if candidate.network is not None:
             return [_scaled(candidate.network.config, step.width_factor, step.depth)]
-        return [MLPConfig(n_inputs=n_inputs, n_outputs=n_outputs, hidden=hidden)
-                for hidden in STUDENT_CANDIDATES]
+        return [
+            MLPConfig(n_inputs=n_inputs, n_outputs=n_outputs, hidden=hidden)
+            for hidden in STUDENT_CANDIDATES
+        ]
 
     @staticmethod
     def _teacher_score(candidate: Candidate, data: CompressionData) -> float:
@@ -107,25 +121,32 @@ class Distiller(Compressor):
         return quality_score(default_metric(data.task), data.task, output, data.y_val)
 
     @staticmethod
-    def _choose(tried: list[tuple[Network, float]], teacher_score: float,
-                data: CompressionData) -> tuple[Network, float]:
+    def _choose(
+        tried: list[tuple[Network, float]], teacher_score: float, data: CompressionData
+    ) -> tuple[Network, float]:
         if len(tried) == 1:
             return tried[0]
         if data.classification:
-            within = [item for item in tried
-                      if item[1] >= teacher_score - data.max_accuracy_drop]
+            within = [item for item in tried if item[1] >= teacher_score - data.max_accuracy_drop]
             best = max(tried, key=lambda item: item[1])
         else:
-            within = [item for item in tried
-                      if item[1] <= teacher_score * (1 + data.max_accuracy_drop)]
+            within = [
+                item for item in tried if item[1] <= teacher_score * (1 + data.max_accuracy_drop)
+            ]
             best = min(tried, key=lambda item: item[1])
         if not within:
             return best
         return min(within, key=lambda item: count_parameters(item[0]))
 
 
-def distill_train(student: Network, data: TrainData, soft: np.ndarray, step: Distill,
-                  seed: int, check: Callable[[], None]) -> float:
+def distill_train(
+    student: Network,
+    data: TrainData,
+    soft: np.ndarray,
+    step: Distill,
+    seed: int,
+    check: Callable[[], None],
+) -> float:
     """Train ``student`` on ``alpha`` x the teacher's softened outputs (KL divergence at the
     temperature, scaled by its square) + ``1 - alpha`` x the true labels; the best
     validation epoch is kept. Returns its validation score."""
@@ -144,19 +165,19 @@ def distill_train(student: Network, data: TrainData, soft: np.ndarray, step: Dis
     optimizer = torch.optim.AdamW(student.parameters(), lr=step.learning_rate)
     metric = default_metric("classification" if student.classification else "regression")
     better = HIGHER_IS_BETTER[metric]
-    best_score, best_state = -math.inf if better else math.inf, copy.deepcopy(
-        student.state_dict())
+    best_score, best_state = -math.inf if better else math.inf, copy.deepcopy(student.state_dict())
     for _ in range(step.epochs):
         student.train()
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(order), BATCH_SIZE):
-            batch = order[start:start + BATCH_SIZE]
+            batch = order[start : start + BATCH_SIZE]
             if len(batch) < 2:
                 continue
             check_stop()
             optimizer.zero_grad(set_to_none=True)
-            loss = _loss(student(x[batch]), teacher[batch], labels[batch], step,
-                         student.classification)
+            loss = _loss(
+                student(x[batch]), teacher[batch], labels[batch], step, student.classification
+            )
             loss.backward()
             optimizer.step()
         score = validation_score(student, x_val, data.y_val, metric)
@@ -168,13 +189,23 @@ def distill_train(student: Network, data: TrainData, soft: np.ndarray, step: Dis
     return best_score
 
 
-def _loss(output: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, step: Distill,
-          classification: bool) -> torch.Tensor:
+def _loss(
+    output: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    step: Distill,
+    classification: bool,
+) -> torch.Tensor:
     if not classification:
-        return (step.alpha * functional.mse_loss(output, teacher)
-                + (1 - step.alpha) * functional.mse_loss(output, labels))
+        return step.alpha * functional.mse_loss(output, teacher) + (
+            1 - step.alpha
+        ) * functional.mse_loss(output, labels)
     temperature = step.temperature
-    soft = functional.kl_div(functional.log_softmax(output / temperature, dim=1), teacher,
-                             reduction="batchmean") * temperature ** 2
+    soft = (
+        functional.kl_div(
+            functional.log_softmax(output / temperature, dim=1), teacher, reduction="batchmean"
+        )
+        * temperature**2
+    )
     hard: torch.Tensor = nn.functional.cross_entropy(output, labels)
     return step.alpha * soft + (1 - step.alpha) * hard

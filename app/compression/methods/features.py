@@ -28,13 +28,16 @@ def units_of(current: np.ndarray, data: CompressionData) -> list[np.ndarray]:
     if groups is None:
         return [np.array([position]) for position in range(len(current))]
     position = {int(column): index for index, column in enumerate(current)}
-    units = [np.array([position[int(c)] for c in group if int(c) in position], dtype=np.int64)
-             for group in groups]
+    units = [
+        np.array([position[int(c)] for c in group if int(c) in position], dtype=np.int64)
+        for group in groups
+    ]
     return [unit for unit in units if len(unit)]
 
 
-def permutation_importance(candidate: Candidate, data: CompressionData,
-                           columns: np.ndarray, units: list[np.ndarray]) -> np.ndarray:
+def permutation_importance(
+    candidate: Candidate, data: CompressionData, columns: np.ndarray, units: list[np.ndarray]
+) -> np.ndarray:
     """Per unit of ``columns``: how much the validation score worsens (in onnxruntime)
     when that unit's values are shuffled across rows (together, for a source column)."""
     session = open_session(candidate.onnx, data.threads)
@@ -83,14 +86,18 @@ class FeatureSelector(Compressor):
     needs_network = True
     step: SelectFeatures
 
-    def apply(self, candidate: Candidate, data: CompressionData,
-              check: Callable[[], None]) -> Candidate:
+    def apply(
+        self, candidate: Candidate, data: CompressionData, check: Callable[[], None]
+    ) -> Candidate:
         network = self.network_of(candidate)
         if not isinstance(network.config, MLPConfig):
-            raise CompressionError("select_features works on MLPs; a convolutional network "
-                                   "needs every pixel of its image")
-        current = (candidate.columns if candidate.columns is not None
-                   else np.arange(candidate.n_features))
+            raise CompressionError(
+                "select_features works on MLPs; a convolutional network "
+                "needs every pixel of its image"
+            )
+        current = (
+            candidate.columns if candidate.columns is not None else np.arange(candidate.n_features)
+        )
         units = units_of(current, data)
         scores = self._importance(network, candidate, data, current, units)
         count = max(1, round(len(units) * self.step.keep))
@@ -99,27 +106,41 @@ class FeatureSelector(Compressor):
         smaller = narrowed(network, keep)
         columns = current[keep]
         check()
-        fine_tune(smaller, data.train_data(columns), epochs=self.step.fine_tune_epochs,
-                  learning_rate=self.step.learning_rate, seed=data.seed)
+        fine_tune(
+            smaller,
+            data.train_data(columns),
+            epochs=self.step.fine_tune_epochs,
+            learning_rate=self.step.learning_rate,
+            seed=data.seed,
+        )
         kept = [int(column) for column in columns]
-        report: dict[str, Any] = {"by": self.step.by, "kept_columns": len(columns),
-                                  "dropped_columns": len(current) - len(columns),
-                                  "columns": kept}
+        report: dict[str, Any] = {
+            "by": self.step.by,
+            "kept_columns": len(columns),
+            "dropped_columns": len(current) - len(columns),
+            "columns": kept,
+        }
         if data.encoding is not None:
             sources = data.encoding.sources_of(kept)
             report["kept_sources"] = [c.name for c in data.encoding.columns if c.name in sources]
         return candidate.derived(smaller, columns=columns, report=report)
 
-    def _importance(self, network: Network, candidate: Candidate, data: CompressionData,
-                    current: np.ndarray, units: list[np.ndarray]) -> np.ndarray:
+    def _importance(
+        self,
+        network: Network,
+        candidate: Candidate,
+        data: CompressionData,
+        current: np.ndarray,
+        units: list[np.ndarray],
+    ) -> np.ndarray:
         """A score per unit (higher: more important)."""
         if self.step.by == "permutation":
             return permutation_importance(candidate, data, current, units)
         if self.step.by == "variance":
             per_column = np.asarray(data.x_train[:, current].var(axis=0), dtype=np.float64)
         else:
-            first = next(module for module in network.body
-                         if isinstance(module, torch.nn.Linear))
-            per_column = np.asarray(first.weight.detach().abs().sum(dim=0).numpy(),
-                                    dtype=np.float64)
+            first = next(module for module in network.body if isinstance(module, torch.nn.Linear))
+            per_column = np.asarray(
+                first.weight.detach().abs().sum(dim=0).numpy(), dtype=np.float64
+            )
         return np.array([per_column[unit].sum() for unit in units])

@@ -29,8 +29,9 @@ from app.training.models import Network
 from app.training.train import TrainConfig, TrainData, train
 
 
-def fine_tune(network: Network, data: TrainData, *, epochs: int, learning_rate: float,
-              seed: int) -> None:
+def fine_tune(
+    network: Network, data: TrainData, *, epochs: int, learning_rate: float, seed: int
+) -> None:
     """Train an already trained network a little more (best validation epoch kept)."""
     if epochs > 0:
         train(network, data, TrainConfig(epochs=epochs, learning_rate=learning_rate, seed=seed))
@@ -52,8 +53,9 @@ class StructuredPruner(Compressor):
     needs_network = True
     step: PruneStructured
 
-    def apply(self, candidate: Candidate, data: CompressionData,
-              check: Callable[[], None]) -> Candidate:
+    def apply(
+        self, candidate: Candidate, data: CompressionData, check: Callable[[], None]
+    ) -> Candidate:
         network = self.network_of(candidate)
         hidden = weighted_layers(network)[:-1]
         if not hidden:
@@ -68,19 +70,30 @@ class StructuredPruner(Compressor):
         kept = [top_units(score, self.step.ratio) for score in scores]
         smaller = shrink(network, kept)
         check()
-        fine_tune(smaller, train_data, epochs=self.step.fine_tune_epochs,
-                  learning_rate=self.step.learning_rate, seed=data.seed)
-        report = {"kept_units": [len(units) for units in kept],
-                  "removed_units": [len(score) - len(units)
-                                    for score, units in zip(scores, kept, strict=True)]}
+        fine_tune(
+            smaller,
+            train_data,
+            epochs=self.step.fine_tune_epochs,
+            learning_rate=self.step.learning_rate,
+            seed=data.seed,
+        )
+        report = {
+            "kept_units": [len(units) for units in kept],
+            "removed_units": [
+                len(score) - len(units) for score, units in zip(scores, kept, strict=True)
+            ],
+        }
         return candidate.derived(smaller, columns=candidate.columns, report=report)
 
 
 def sparsity_of(network: nn.Module) -> tuple[float, int]:
     """Share of zero weights in Linear and Conv2d layers, and the count of non-zero
     parameters in the whole network."""
-    weights = [layer.weight.detach() for layer in network.modules()
-               if isinstance(layer, nn.Linear | nn.Conv2d)]
+    weights = [
+        layer.weight.detach()
+        for layer in network.modules()
+        if isinstance(layer, nn.Linear | nn.Conv2d)
+    ]
     total = sum(weight.numel() for weight in weights)
     zeros = sum(int((weight == 0).sum()) for weight in weights)
     nonzero = sum(int((parameter.detach() != 0).sum()) for parameter in network.parameters())
@@ -97,8 +110,9 @@ class MagnitudePruner(Compressor):
     needs_network = True
     step: PruneUnstructured
 
-    def apply(self, candidate: Candidate, data: CompressionData,
-              check: Callable[[], None]) -> Candidate:
+    def apply(
+        self, candidate: Candidate, data: CompressionData, check: Callable[[], None]
+    ) -> Candidate:
         source = self.network_of(candidate)
         network = Network(source.config, source.classification)
         network.load_state_dict(source.state_dict())
@@ -109,17 +123,29 @@ class MagnitudePruner(Compressor):
             target = self.step.sparsity * (1 - (1 - number / rounds) ** 3)  # gradual schedule
             self._prune_to(layers, target)
             check()
-            fine_tune(network, train_data, epochs=max(1, self.step.fine_tune_epochs // rounds)
-                      if self.step.fine_tune_epochs else 0,
-                      learning_rate=self.step.learning_rate, seed=data.seed + number)
+            fine_tune(
+                network,
+                train_data,
+                epochs=max(1, self.step.fine_tune_epochs // rounds)
+                if self.step.fine_tune_epochs
+                else 0,
+                learning_rate=self.step.learning_rate,
+                seed=data.seed + number,
+            )
         for layer in layers:
             prune.remove(layer, "weight")
         network.eval()
         sparsity, nonzero = sparsity_of(network)
-        return candidate.derived(network, columns=candidate.columns, report={
-            "sparsity": round(sparsity, 4), "nonzero_params": nonzero,
-            "note": "zeros in dense tensors: smaller when compressed (gzip_bytes), but dense "
-                    "onnxruntime kernels are no faster and the file is as large"})
+        return candidate.derived(
+            network,
+            columns=candidate.columns,
+            report={
+                "sparsity": round(sparsity, 4),
+                "nonzero_params": nonzero,
+                "note": "zeros in dense tensors: smaller when compressed (gzip_bytes), but dense "
+                "onnxruntime kernels are no faster and the file is as large",
+            },
+        )
 
     @staticmethod
     def _prune_to(layers: list[nn.Linear | nn.Conv2d], sparsity: float) -> None:

@@ -84,18 +84,25 @@ class DynamicQuantizer(Compressor):
 
     step: QuantizeDynamic
 
-    def apply(self, candidate: Candidate, data: CompressionData,
-              check: Callable[[], None]) -> Candidate:
+    def apply(
+        self, candidate: Candidate, data: CompressionData, check: Callable[[], None]
+    ) -> Candidate:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         reduce_range = reduce_range_for(self.step.reduce_range)
         with _files(candidate) as (prepared, output), _quiet():
-            quantize_dynamic(str(prepared), str(output), weight_type=QuantType.QInt8,
-                             per_channel=self.step.per_channel, reduce_range=reduce_range)
+            quantize_dynamic(
+                str(prepared),
+                str(output),
+                weight_type=QuantType.QInt8,
+                per_channel=self.step.per_channel,
+                reduce_range=reduce_range,
+            )
             onnx_bytes = _quantized_bytes(output)
-        return candidate.graph_only(onnx_bytes, {"weights": "int8", "activations":
-                                                 "int8 at run time",
-                                                 "reduce_range": reduce_range})
+        return candidate.graph_only(
+            onnx_bytes,
+            {"weights": "int8", "activations": "int8 at run time", "reduce_range": reduce_range},
+        )
 
 
 def _calibration(input_name: str, rows: np.ndarray) -> Any:
@@ -104,8 +111,12 @@ def _calibration(input_name: str, rows: np.ndarray) -> Any:
 
     class Rows(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([{input_name: rows[start:start + CALIBRATION_BATCH]}
-                                 for start in range(0, len(rows), CALIBRATION_BATCH)])
+            self.batches = iter(
+                [
+                    {input_name: rows[start : start + CALIBRATION_BATCH]}
+                    for start in range(0, len(rows), CALIBRATION_BATCH)
+                ]
+            )
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
@@ -120,8 +131,9 @@ class StaticQuantizer(Compressor):
 
     step: QuantizeStatic
 
-    def apply(self, candidate: Candidate, data: CompressionData,
-              check: Callable[[], None]) -> Candidate:
+    def apply(
+        self, candidate: Candidate, data: CompressionData, check: Callable[[], None]
+    ) -> Candidate:
         from onnxruntime.quantization import (
             CalibrationMethod,
             QuantFormat,
@@ -132,8 +144,11 @@ class StaticQuantizer(Compressor):
         rng = np.random.default_rng(data.seed)
         count = min(self.step.calibration_rows, len(data.x_train))
         rows = data.x_train[np.sort(rng.choice(len(data.x_train), count, replace=False))]
-        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[self.step.calibrate_method]
+        method = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[self.step.calibrate_method]
         reader = _calibration(candidate.input_name, np.ascontiguousarray(rows))
         reduce_range = reduce_range_for(self.step.reduce_range)
         with _files(candidate) as (prepared, output), _quiet():
@@ -141,19 +156,32 @@ class StaticQuantizer(Compressor):
             # standardisation (Sub, Mul) spans a range so wide before its Clip that one
             # int8 grid for it took LeNet-300-100 on MNIST from 93% to 38% accuracy.
             operators = {node.op_type for node in onnx.load(str(prepared)).graph.node}
-            quantize_static(str(prepared), str(output), reader,
-                            quant_format=QuantFormat.QDQ, per_channel=self.step.per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            reduce_range=reduce_range, calibrate_method=method,
-                            op_types_to_quantize=sorted(operators - FLOAT_OPERATORS),
-                            # An int32 bias brings a scale and a zero point per unit: three
-                            # times the fp32 bias bytes, for the same speed (measured).
-                            extra_options={"QuantizeBias": False})
+            quantize_static(
+                str(prepared),
+                str(output),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=self.step.per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                reduce_range=reduce_range,
+                calibrate_method=method,
+                op_types_to_quantize=sorted(operators - FLOAT_OPERATORS),
+                # An int32 bias brings a scale and a zero point per unit: three
+                # times the fp32 bias bytes, for the same speed (measured).
+                extra_options={"QuantizeBias": False},
+            )
             onnx_bytes = _quantized_bytes(output)
-        return candidate.graph_only(onnx_bytes, {
-            "weights": "int8" + (" per channel" if self.step.per_channel else ""),
-            "activations": "uint8, calibrated", "calibration_rows": count,
-            "calibrate_method": self.step.calibrate_method, "reduce_range": reduce_range})
+        return candidate.graph_only(
+            onnx_bytes,
+            {
+                "weights": "int8" + (" per channel" if self.step.per_channel else ""),
+                "activations": "uint8, calibrated",
+                "calibration_rows": count,
+                "calibrate_method": self.step.calibrate_method,
+                "reduce_range": reduce_range,
+            },
+        )
 
 
 @register("fp16")
@@ -164,8 +192,9 @@ class HalfPrecision(Compressor):
 
     step: FP16
 
-    def apply(self, candidate: Candidate, data: CompressionData,
-              check: Callable[[], None]) -> Candidate:
+    def apply(
+        self, candidate: Candidate, data: CompressionData, check: Callable[[], None]
+    ) -> Candidate:
         model = onnx.load_model_from_string(candidate.onnx)
         graph = model.graph
         casts, kept, converted = [], [], 0
@@ -175,12 +204,13 @@ class HalfPrecision(Compressor):
                 continue
             values = numpy_helper.to_array(tensor)
             if np.abs(values).max(initial=0.0) > FP16_MAX:
-                raise CompressionError(f"fp16: weight {tensor.name!r} holds values beyond "
-                                       f"the half-precision range (±{FP16_MAX:g})")
+                raise CompressionError(
+                    f"fp16: weight {tensor.name!r} holds values beyond "
+                    f"the half-precision range (±{FP16_MAX:g})"
+                )
             half = numpy_helper.from_array(values.astype(np.float16), f"{tensor.name}.fp16")
             kept.append(half)
-            casts.append(helper.make_node("Cast", [half.name], [tensor.name],
-                                          to=TensorProto.FLOAT))
+            casts.append(helper.make_node("Cast", [half.name], [tensor.name], to=TensorProto.FLOAT))
             converted += 1
         if not converted:
             raise CompressionError("fp16: the model has no float weights to convert")
@@ -190,9 +220,14 @@ class HalfPrecision(Compressor):
         del graph.node[:]
         graph.node.extend(nodes)
         onnx.checker.check_model(model)
-        return candidate.graph_only(model.SerializeToString(), {
-            "weights": "fp16", "converted_tensors": converted,
-            "note": "compute stays fp32 on CPU: the file halves, latency does not"})
+        return candidate.graph_only(
+            model.SerializeToString(),
+            {
+                "weights": "fp16",
+                "converted_tensors": converted,
+                "note": "compute stays fp32 on CPU: the file halves, latency does not",
+            },
+        )
 
 
 def _elements(tensor: Any) -> int:

@@ -65,8 +65,9 @@ class SharedValues(nn.Module):
         self.register_buffer("alive", torch.from_numpy(alive).reshape(weight.shape))
 
     def forward(self, _weight: torch.Tensor) -> torch.Tensor:
-        return torch.where(self.alive, self.codebook[self.indices],
-                           torch.zeros((), dtype=self.codebook.dtype))
+        return torch.where(
+            self.alive, self.codebook[self.indices], torch.zeros((), dtype=self.codebook.dtype)
+        )
 
     def coded(self) -> tuple[np.ndarray, np.ndarray]:
         """(codebook with 0.0 first when some weights are zero, indices into it)."""
@@ -92,8 +93,10 @@ class SignedValues(nn.Module):
     @staticmethod
     def coded(weight: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(codebook [-1, 1], indices) of the final signs."""
-        return (np.array([-1.0, 1.0], dtype=np.float32),
-                (weight.detach().numpy() >= 0).astype(np.int64))
+        return (
+            np.array([-1.0, 1.0], dtype=np.float32),
+            (weight.detach().numpy() >= 0).astype(np.int64),
+        )
 
 
 def _latent(layer: nn.Module) -> torch.Tensor:
@@ -109,9 +112,12 @@ def _copy(network: Network) -> Network:
     return clone
 
 
-def _coded_candidate(candidate: Candidate, network: Network,
-                     books: list[tuple[np.ndarray, np.ndarray]],
-                     report: dict[str, object]) -> Candidate:
+def _coded_candidate(
+    candidate: Candidate,
+    network: Network,
+    books: list[tuple[np.ndarray, np.ndarray]],
+    report: dict[str, object],
+) -> Candidate:
     """Export the coded network and rewrite its weight tensors as packed indices."""
     exported = candidate.derived(network, columns=candidate.columns, report={})
     model = onnx.load_model_from_string(exported.onnx)
@@ -119,8 +125,10 @@ def _coded_candidate(candidate: Candidate, network: Network,
     for book, indices in books:
         found = match_initializer(model, book, indices, set(coded))
         if found is None:
-            raise CompressionError("the exported graph holds a coded layer's weights in a form "
-                                   "that cannot be matched to its codebook")
+            raise CompressionError(
+                "the exported graph holds a coded layer's weights in a form "
+                "that cannot be matched to its codebook"
+            )
         coded[found[0]] = found[1]
     packed, summary = pack_weights(exported.onnx, coded)
     fp32_bytes = sum(int(np.prod(i.shape)) * 4 for _, i in books)
@@ -144,8 +152,9 @@ class _CodingCompressor(Compressor):
     def details(self, books: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, object]:
         raise NotImplementedError
 
-    def apply(self, candidate: Candidate, data: CompressionData,
-              check: Callable[[], None]) -> Candidate:
+    def apply(
+        self, candidate: Candidate, data: CompressionData, check: Callable[[], None]
+    ) -> Candidate:
         network = _copy(self.network_of(candidate))
         layers = [layer for _, layer in weighted_layers(network)]
         if not layers:
@@ -156,14 +165,23 @@ class _CodingCompressor(Compressor):
             parametrize.register_parametrization(layer, "weight", coding, unsafe=True)
             codings.append(coding)
         check()
-        fine_tune(network, data.train_data(candidate.columns), epochs=self.step.fine_tune_epochs,
-                  learning_rate=self.step.learning_rate, seed=data.seed)
+        fine_tune(
+            network,
+            data.train_data(candidate.columns),
+            epochs=self.step.fine_tune_epochs,
+            learning_rate=self.step.learning_rate,
+            seed=data.seed,
+        )
         check()
         books = [self.book(layer, coding) for layer, coding in zip(layers, codings, strict=True)]
         for layer in layers:
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
-        return _coded_candidate(candidate, network, books, {
-            "fine_tune_epochs": self.step.fine_tune_epochs, **self.details(books)})
+        return _coded_candidate(
+            candidate,
+            network,
+            books,
+            {"fine_tune_epochs": self.step.fine_tune_epochs, **self.details(books)},
+        )
 
 
 @register("share_weights")

@@ -18,8 +18,9 @@ PRUNABLE = (nn.Linear, nn.Conv2d)
 
 def weighted_layers(network: Network) -> list[tuple[int, nn.Linear | nn.Conv2d]]:
     """(position in ``network.body``, layer) of every Linear and Conv2d, in order."""
-    return [(index, layer) for index, layer in enumerate(network.body)
-            if isinstance(layer, PRUNABLE)]
+    return [
+        (index, layer) for index, layer in enumerate(network.body) if isinstance(layer, PRUNABLE)
+    ]
 
 
 def norm_importance(layer: nn.Linear | nn.Conv2d, order: int) -> torch.Tensor:
@@ -28,8 +29,9 @@ def norm_importance(layer: nn.Linear | nn.Conv2d, order: int) -> torch.Tensor:
     return weights.abs().sum(dim=1) if order == 1 else weights.pow(2).sum(dim=1).sqrt()
 
 
-def taylor_importance(network: Network, x: torch.Tensor, y: torch.Tensor,
-                      batches: int = 8, batch_size: int = 128) -> list[torch.Tensor]:
+def taylor_importance(
+    network: Network, x: torch.Tensor, y: torch.Tensor, batches: int = 8, batch_size: int = 128
+) -> list[torch.Tensor]:
     """Per output unit of every weighted layer: sum of |weight x gradient| of the training
     loss over a few batches (first-order Taylor estimate of the loss change on removal)."""
     layers = [layer for _, layer in weighted_layers(network)]
@@ -38,8 +40,8 @@ def taylor_importance(network: Network, x: torch.Tensor, y: torch.Tensor,
     network.eval()
     for start in range(0, min(len(x), batches * batch_size), batch_size):
         network.zero_grad(set_to_none=True)
-        output = network(x[start:start + batch_size])
-        target = y[start:start + batch_size]
+        output = network(x[start : start + batch_size])
+        target = y[start : start + batch_size]
         loss_fn(output, target).backward()
         for score, layer in zip(scores, layers, strict=True):
             if layer.weight.grad is None:
@@ -63,12 +65,15 @@ def _smaller_config(network: Network, kept: list[np.ndarray]) -> MLPConfig | CNN
     return dataclasses.replace(network.config, channels=widths[:-1], head_width=widths[-1])
 
 
-def _copy_layer(target: nn.Module, source: nn.Module, rows: np.ndarray | None,
-                columns: np.ndarray | None) -> None:
+def _copy_layer(
+    target: nn.Module, source: nn.Module, rows: np.ndarray | None, columns: np.ndarray | None
+) -> None:
     """Copy ``source``'s parameters and buffers into ``target``, keeping ``rows`` of the
     output dimension and ``columns`` of the input dimension."""
-    for name, value in [*source.named_parameters(recurse=False),
-                        *source.named_buffers(recurse=False)]:
+    for name, value in [
+        *source.named_parameters(recurse=False),
+        *source.named_buffers(recurse=False),
+    ]:
         tensor = value.detach()
         if tensor.dim() == 0:
             getattr(target, name).copy_(tensor)
@@ -93,10 +98,12 @@ def shrink(network: Network, kept: list[np.ndarray]) -> Network:
         target = smaller.body[index]
         if isinstance(module, PRUNABLE):
             rows = kept[layer_number] if layer_number < len(kept) else None
-            if isinstance(module, nn.Linear) and inputs is not None \
-                    and module.in_features != _width_of(layers, layer_number - 1):
-                inputs = _flattened(inputs, module.in_features,
-                                    _width_of(layers, layer_number - 1))
+            if (
+                isinstance(module, nn.Linear)
+                and inputs is not None
+                and module.in_features != _width_of(layers, layer_number - 1)
+            ):
+                inputs = _flattened(inputs, module.in_features, _width_of(layers, layer_number - 1))
             _copy_layer(target, module, rows, inputs)
             inputs = rows
             layer_number += 1

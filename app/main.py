@@ -28,7 +28,7 @@ from app.jobs.reaper import reap
 from app.serving.directory import ServingDirectory
 from app.serving.generation import SharedGeneration
 from app.serving.preload import Preload, preload
-from app.serving.runtime import SessionCache
+from app.serving.runtime import SessionCache, UploadLimits
 from app.storage import get_store
 from app.ui.install import install_ui
 
@@ -148,7 +148,14 @@ def create_app(
         queue=queue,
         sessions=sessions,
         directory=ServingDirectory(
-            settings.database_url, sessions, ttl_s=settings.serving_cache_s, shared=shared
+            settings.database_url,
+            sessions,
+            ttl_s=settings.serving_cache_s,
+            shared=shared,
+            uploads=UploadLimits(
+                run_timeout_s=settings.upload_run_timeout_s,
+                request_memory_mb=settings.upload_request_memory_mb,
+            ),
         ),
         preload=Preload(done=not settings.preload_models),
         metrics=metrics.ServingMetrics(sessions, settings),

@@ -13,6 +13,10 @@ generator (wrk, one thread, 8 connections, when installed) and concurrency:
   (g) ModelKiln's gRPC ModelInfer through tritonclient.grpc (asyncio) at batch 1 and 256;
   plus dynamic batching on, and a batch prediction job over 1,000,000 rows on a worker.
 
+The model is uploaded, so (c), (d) and (g) serve it under the upload guard (a worker-thread
+hop per request, no memory arena, a per-run deadline; bench/upload_guard.py measures each
+part); results written before that guard existed ran it on the event loop.
+
 Targets: (c) at batch 1 >= 50% of the floor's requests/s with a p99 no worse than twice the
 floor's; (d) and (g) at batch 256 >= 60% of raw onnxruntime's rows/s at batch 256; the batch
 job >= 50% of onnxruntime's rows/s over the same rows. Servers are pinned to CPU 1 and the

@@ -69,7 +69,8 @@ async def handle_inference(
 ) -> _R:
     """Resolve, parse (``json_bytes`` of JSON in it), run and render one request, with its
     metrics. Small requests are parsed and run on the event loop (a thread hop costs more
-    than they do); large ones, and the first request to a version, in a worker thread."""
+    than they do); large ones, the first request to a version, and every run of a graph
+    that came from an upload, in a worker thread."""
     metrics: ServingMetrics = state.metrics
     arrived = time.perf_counter()
     target = state.directory.cached_target(name, version)
@@ -85,7 +86,9 @@ async def handle_inference(
         computing = time.perf_counter()
         if target.batcher is not None:
             output = await target.batcher.run(feeds)
-        elif sum(values.size for values in feeds.values()) <= INLINE_ELEMENTS:
+        elif model.guard is None and sum(values.size for values in feeds.values()) <= (
+            INLINE_ELEMENTS
+        ):
             output = model.run(feeds)
         else:
             output = await run_in_threadpool(model.run, feeds)
@@ -168,7 +171,7 @@ def _column_feeds(model: LoadedModel, request: InferRequest, max_rows: int) -> F
     return feeds
 
 
-def _check_inputs(model: LoadedModel, request: InferRequest, max_rows: int) -> None:
+def _check_inputs(model: LoadedModel, request: InferRequest, gateway_rows: int) -> None:
     unknown = sorted(set(request.inputs) - {model.input_name})
     if unknown:
         raise BadRequest(f"unknown input(s) {unknown}; the model takes ['{model.input_name}']")
@@ -181,10 +184,12 @@ def _check_inputs(model: LoadedModel, request: InferRequest, max_rows: int) -> N
             f"input '{model.input_name}' has datatype {datatype}; the model "
             f"expects {model.input_datatype}"
         )
+    max_rows = model.max_rows(gateway_rows)
     if tuple(array.shape[1:]) != model.input_shape or not 1 <= array.shape[0] <= max_rows:
         raise BadRequest(
             f"input '{model.input_name}' has shape {list(array.shape)}; the model "
             f"expects [1 to {max_rows}, {', '.join(map(str, model.input_shape))}]"
+            f"{model.rows_note(gateway_rows) if array.shape[0] > max_rows else ''}"
         )
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise BadRequest(f"input '{model.input_name}' contains NaN or Inf")

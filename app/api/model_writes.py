@@ -67,6 +67,7 @@ def upload_model_version(
                 threads=settings.ort_threads,
                 memory_mb=settings.probe_memory_mb,
                 timeout_s=settings.probe_timeout_s,
+                run_timeout_s=settings.upload_run_timeout_s,
             ),
         )
     return version_read(session, name, version)

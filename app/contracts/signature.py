@@ -179,6 +179,12 @@ class VersionConfig(BaseModel):
         "become a trainable network (it can still be quantized "
         "or distilled).",
     )
+    bytes_per_row: int | None = Field(
+        default=None,
+        ge=0,
+        description="Uploaded graphs: the memory one more row of a request took in the "
+        "probe (None: too little to measure); rows per request are capped from it.",
+    )
 
     @property
     def has_network(self) -> bool:

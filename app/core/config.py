@@ -162,6 +162,20 @@ class Settings(BaseSettings):
     probe_timeout_s: float = Field(
         default=60.0, gt=0, le=3600, description="Wall time that subprocess may take."
     )
+    upload_run_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Most time one run of an uploaded graph (or one derived from it) may "
+        "take in the gateway; the run is stopped and the request answered 422.",
+    )
+    upload_request_memory_mb: int = Field(
+        default=512,
+        ge=16,
+        le=1_048_576,
+        description="Memory one request to an uploaded graph may plan for: its rows per "
+        "request are capped at this divided by the memory per row its probe measured.",
+    )
     max_job_s: float = Field(
         default=86_400.0,
         gt=0,

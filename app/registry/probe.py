@@ -1,12 +1,15 @@
 """Running an uploaded ONNX model for the first time, in a subprocess the gateway can afford
-to lose: ``python -m app.registry.probe MODEL_PATH THREADS MEMORY_MB``.
+to lose: ``python -m app.registry.probe MODEL_PATH THREADS MEMORY_MB RUN_TIMEOUT_S``.
 
 The child caps its own address space and file writes before it imports onnxruntime, works in
-an empty directory, checks the model with ``onnx.checker``, loads it on CPU, runs a zero row
-and random rows, times it, and prints one JSON line. What it prints never carries
-onnxruntime's or the checker's raw text beyond one sanitised line of the checker: a model
-must not be able to echo a file or a tensor back to its uploader. The parent
-(``probe_model``) adds the wall-clock limit and turns the outcome into InvalidInput."""
+an empty directory, checks the model with ``onnx.checker``, loads it on CPU the way the
+gateway serves uploads (no memory arena), and runs it: a zero row, random rows, rows at
+float32's extremes (each run stopped at the gateway's per-run deadline), then batches of
+growing size to measure the memory one more row takes, and finally times it. It prints one
+JSON line. What it prints never carries onnxruntime's or the checker's raw text beyond one
+sanitised line of the checker: a model must not be able to echo a file or a tensor back to
+its uploader. The parent (``probe_model``) adds the wall-clock limit and turns the outcome
+into InvalidInput."""
 
 from __future__ import annotations
 
@@ -22,11 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.core.deadlines import WATCHDOG
 from app.core.errors import InvalidInput
 
 RANDOM_ROWS = 4
 TIMED_RUNS = 50
 WARMUP_RUNS = 5
+# Batches the memory per row is measured at, after the first runs.
+MEMORY_BATCHES = (16, 64)
+MEMORY_SHARE = 0.6
+FLOAT32_MAX = 3.4028234663852886e38
 
 _LOAD_PROBLEMS = {
     "NotImplemented": "it uses an operator or data type that onnxruntime's CPU provider does "
@@ -34,13 +42,25 @@ _LOAD_PROBLEMS = {
     "InvalidGraph": "onnxruntime found the graph invalid (types or shapes do not fit)",
     "InvalidProtobuf": "onnxruntime could not read the file",
 }
+_STAGE_ROWS = {
+    "zeros": "a zero input row",
+    "random": f"{RANDOM_ROWS} random input rows",
+    "extremes": "rows at float32's extremes (±3.4e38)",
+    "batches": "batches of up to 64 rows",
+}
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """What running the model taught: its measured latency at batch 1."""
+    """What running the model taught: its latency at batch 1, and the memory one more row
+    of a request takes (None: too little to measure)."""
 
     latency_p50_ms: float
+    bytes_per_row: int | None
+
+
+class _Stopped(Exception):
+    """A run passed its deadline."""
 
 
 def _limit_self(memory_mb: int) -> None:
@@ -53,6 +73,8 @@ def _limit_self(memory_mb: int) -> None:
 
 def _fail(stage: str, error: BaseException | None = None) -> dict[str, Any]:
     """A failed stage by name and exception type; an allocation failure is named as such."""
+    if isinstance(error, _Stopped):
+        return {"ok": False, "stage": "deadline", "rows": stage, "kind": ""}
     if error is not None and (isinstance(error, MemoryError) or "alloc" in str(error).lower()):
         stage = "memory"
     return {"ok": False, "stage": stage, "kind": type(error).__name__ if error else ""}
@@ -63,7 +85,68 @@ def _checker_line(error: BaseException) -> str:
     return "".join(char for char in first if char.isprintable())[:200]
 
 
-def _probe(data: bytes, threads: int) -> dict[str, Any]:
+def _peak_bytes() -> int:
+    """This process's peak resident memory since its exec: Linux's VmHWM. (``ru_maxrss``
+    is no use here: it starts at the forking parent's size, so a child of a large gateway
+    would see no growth until it outgrew its parent.)"""
+    try:
+        with open("/proc/self/status", encoding="utf-8", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+class _Runner:
+    """One session's runs, each stopped at the deadline the gateway would give it."""
+
+    def __init__(self, session: Any, run_timeout_s: float) -> None:
+        import onnxruntime as ort
+
+        self.session, self.run_timeout_s, self._options = session, run_timeout_s, ort.RunOptions
+        source, output = session.get_inputs()[0], session.get_outputs()[0]
+        self.input_name, self.output_name = source.name, output.name
+        self.row_shape = tuple(int(dim) for dim in source.shape[1:])
+
+    def run(self, feed: Any) -> Any:
+        options = self._options()
+        try:
+            with WATCHDOG.watch(options, self.run_timeout_s):
+                return self.session.run([self.output_name], {self.input_name: feed}, options)[0]
+        except Exception:
+            if options.terminate:
+                raise _Stopped from None
+            raise
+
+
+def _bytes_per_row(runner: _Runner, loaded_peak: int, limit_bytes: int) -> int | None:
+    """The growth of peak memory per added row from the first runs (up to RANDOM_ROWS rows)
+    to each measured batch; None when it is under a page per row. A batch whose projected
+    peak would pass MEMORY_SHARE of the address space is not run: the estimate so far (at
+    first, all the first runs' growth counted as per row) stands, as it does when a batch
+    passes the per-run deadline."""
+    import numpy as np
+
+    estimate = max(_peak_bytes() - loaded_peak, 0) / RANDOM_ROWS
+    rows, peak = RANDOM_ROWS, _peak_bytes()
+    for batch in MEMORY_BATCHES:
+        if peak + estimate * (batch - rows) > MEMORY_SHARE * limit_bytes:
+            break
+        try:
+            runner.run(np.ones((batch, *runner.row_shape), dtype=np.float32))
+        except _Stopped:  # a batch slower than one request may be: the estimate stands
+            break
+        grown = _peak_bytes()
+        slope = max(grown - peak, 0) / (batch - rows)
+        # The first measured slope replaces the rough estimate; later ones only raise it.
+        estimate = slope if rows == RANDOM_ROWS else max(estimate, slope)
+        rows, peak = batch, grown
+    return int(estimate) if estimate >= 4096 else None  # under a page per row: noise
+
+
+def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) -> dict[str, Any]:
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -78,6 +161,7 @@ def _probe(data: bytes, threads: int) -> dict[str, Any]:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.enable_cpu_mem_arena = False  # as the gateway serves uploads
     options.log_severity_level = 4  # nothing to stderr: it is not read anyway
     try:
         session = ort.InferenceSession(
@@ -85,33 +169,47 @@ def _probe(data: bytes, threads: int) -> dict[str, Any]:
         )
     except Exception as error:
         return _fail("load", error)
-    source, output = session.get_inputs()[0], session.get_outputs()[0]
-    row_shape = tuple(int(dim) for dim in source.shape[1:])
-    zeros = np.zeros((1, *row_shape), dtype=np.float32)
-    rows = np.random.default_rng(0).standard_normal((RANDOM_ROWS, *row_shape)).astype(np.float32)
+    runner = _Runner(session, run_timeout_s)
+    loaded_peak = _peak_bytes()
+    shape = runner.row_shape
+    feeds: dict[str, Any] = {
+        "zeros": np.zeros((1, *shape)),
+        "random": np.random.default_rng(0).standard_normal((RANDOM_ROWS, *shape)),
+        "extremes": np.stack([np.full(shape, FLOAT32_MAX), np.full(shape, -FLOAT32_MAX)]),
+    }
+    feeds = {stage: feed.astype(np.float32) for stage, feed in feeds.items()}
     answers = []
-    for stage, feed in (("zeros", zeros), ("random", rows)):
+    for stage, feed in feeds.items():
         try:
-            answers.append(session.run([output.name], {source.name: feed})[0])
+            answers.append(runner.run(feed))
         except Exception as error:
             return _fail(stage, error)
-    shapes = [list(np.shape(answer)) for answer in answers]
+    try:
+        per_row = _bytes_per_row(runner, loaded_peak, limit_bytes)
+    except Exception as error:
+        return _fail("batches", error)
     timings = []
     for index in range(WARMUP_RUNS + TIMED_RUNS):
         started = time.perf_counter()
-        session.run([output.name], {source.name: zeros})
+        runner.run(feeds["zeros"])
         if index >= WARMUP_RUNS:
             timings.append(time.perf_counter() - started)
-    return {"ok": True, "shapes": shapes, "latency_p50_ms": float(np.median(timings) * 1e3)}
+    return {
+        "ok": True,
+        "shapes": [list(np.shape(answer)) for answer in answers],
+        "latency_p50_ms": float(np.median(timings) * 1e3),
+        "bytes_per_row": per_row,
+    }
 
 
 def main() -> None:
     """The child's entry point (see the module docstring)."""
     path, threads, memory_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    run_timeout_s = float(sys.argv[4])
     data = Path(path).read_bytes()
     _limit_self(memory_mb)
     try:
-        outcome = _probe(data, threads)
+        outcome = _probe(data, threads, run_timeout_s, memory_mb * 1024 * 1024)
     except MemoryError as error:
         outcome = _fail("memory", error)
     print(json.dumps(outcome), flush=True)
@@ -123,7 +221,7 @@ def _child_environment() -> dict[str, str]:
 
 
 def probe_model(
-    path: Path, *, width: int, threads: int, memory_mb: int, timeout_s: float
+    path: Path, *, width: int, threads: int, memory_mb: int, timeout_s: float, run_timeout_s: float
 ) -> ProbeResult:
     """Run the probe child on ``path``; InvalidInput names the stage that failed."""
     with tempfile.TemporaryDirectory(prefix="kiln-probe-") as empty:
@@ -136,6 +234,7 @@ def probe_model(
                     str(path.resolve()),
                     str(threads),
                     str(memory_mb),
+                    repr(run_timeout_s),
                 ],
                 cwd=empty,
                 env=_child_environment(),
@@ -149,18 +248,24 @@ def probe_model(
                 f"model took longer than {timeout_s:g} s to load, run on test "
                 "rows and time (KILN_PROBE_TIMEOUT_S)"
             ) from None
-    outcome = _outcome(finished, memory_mb)
-    expected = [[1, width], [RANDOM_ROWS, width]]
+    outcome = _outcome(finished, memory_mb, run_timeout_s)
+    expected = [[1, width], [RANDOM_ROWS, width], [2, width]]
     if outcome["shapes"] != expected:
         raise InvalidInput(
             f"model declares output shape [batch, {width}] but gave "
             f"{outcome['shapes'][0]} for one row and {outcome['shapes'][1]} "
             f"for {RANDOM_ROWS}"
         )
-    return ProbeResult(latency_p50_ms=float(outcome["latency_p50_ms"]))
+    per_row = outcome.get("bytes_per_row")
+    return ProbeResult(
+        latency_p50_ms=float(outcome["latency_p50_ms"]),
+        bytes_per_row=int(per_row) if per_row is not None else None,
+    )
 
 
-def _outcome(finished: subprocess.CompletedProcess[bytes], memory_mb: int) -> dict[str, Any]:
+def _outcome(
+    finished: subprocess.CompletedProcess[bytes], memory_mb: int, run_timeout_s: float
+) -> dict[str, Any]:
     lines = finished.stdout.decode("utf-8", "replace").strip().splitlines()
     try:
         outcome: dict[str, Any] = json.loads(lines[-1]) if lines else {}
@@ -179,12 +284,18 @@ def _outcome(finished: subprocess.CompletedProcess[bytes], memory_mb: int) -> di
         raise InvalidInput(f"ONNX checker rejected the model: {outcome.get('detail', '')}")
     if stage == "memory":
         raise InvalidInput(
-            f"model needed more than {memory_mb} MB (KILN_PROBE_MEMORY_MB) to run on a test row"
+            f"model needed more than {memory_mb} MB (KILN_PROBE_MEMORY_MB) to run on test rows"
         )
     if stage == "load":
         problem = _LOAD_PROBLEMS.get(kind, "onnxruntime cannot load it on CPU")
         raise InvalidInput(f"model cannot be served: {problem}")
-    rows = "a zero input row" if stage == "zeros" else f"{RANDOM_ROWS} random input rows"
+    if stage == "deadline":
+        rows = _STAGE_ROWS.get(str(outcome.get("rows")), "test rows")
+        raise InvalidInput(
+            f"model did not finish one run on {rows} within {run_timeout_s:g} s "
+            "(KILN_UPLOAD_RUN_TIMEOUT_S, the most one request may run it)"
+        )
+    rows = _STAGE_ROWS.get(str(stage), "test rows")
     raise InvalidInput(f"model fails on {rows} (onnxruntime raised {kind or 'an error'})")
 
 

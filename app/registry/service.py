@@ -139,6 +139,28 @@ def resolve_serving_version(session: Session, name: str, number: int | None) -> 
     return version
 
 
+MAX_LINEAGE = 64  # parents followed when looking for the upload a graph came from
+
+
+def uploaded_origin(session: Session, version: ModelVersion) -> ModelVersion | None:
+    """The upload whose graph this version serves: the version itself if it was uploaded,
+    or, for a graph rewrite of one (quantized, say), the upload it was rewritten from. None
+    for a graph ModelKiln exported from a torch network (a search's, or a compression that
+    kept one), whatever its lineage."""
+    current: ModelVersion | None = version
+    for _ in range(MAX_LINEAGE):
+        if current is None:
+            return None
+        if current.source == "upload":
+            return current
+        exported = current.config is not None and current.config.architecture is not None
+        if current.source != "compression" or exported:
+            return None
+        parent = current.parent_version_id
+        current = session.get(ModelVersion, parent) if parent is not None else None
+    return None
+
+
 def lineage(session: Session, version: ModelVersion) -> dict[str, Any]:
     """Where a version came from: dataset, job, trial number, parent version and method."""
     trial = session.get(Trial, version.trial_id) if version.trial_id else None

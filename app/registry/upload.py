@@ -49,6 +49,7 @@ class ProbeLimits:
     threads: int
     memory_mb: int
     timeout_s: float
+    run_timeout_s: float  # the gateway's deadline for one run of an uploaded graph
 
 
 def _parse_labels(labels: str | None) -> list[Any] | None:
@@ -106,6 +107,7 @@ def check_onnx(
         threads=limits.threads,
         memory_mb=limits.memory_mb,
         timeout_s=limits.timeout_s,
+        run_timeout_s=limits.run_timeout_s,
     )
     signature = Signature.of_tensors(
         input_name=declared.input_name,
@@ -117,7 +119,9 @@ def check_onnx(
         signature=signature,
         task=resolved,
         class_labels=class_labels,
-        config=trainable_form(model, signature),
+        config=trainable_form(model, signature).model_copy(
+            update={"bytes_per_row": probed.bytes_per_row}
+        ),
         n_params=declared.n_params,
         latency_p50_ms=probed.latency_p50_ms,
     )

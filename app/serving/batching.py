@@ -51,7 +51,10 @@ class DynamicBatcher:
     ) -> None:
         self.model = model
         self.policy = policy
-        self.inline_elements = inline_elements  # smaller batches run on the loop itself
+        # Smaller batches run on the loop itself; an uploaded graph's never do, and its
+        # merged batches hold no more rows than one of its requests may.
+        self.inline_elements = inline_elements if model.guard is None else -1
+        self.batch_rows = model.max_rows(policy.max_batch_size)
         self._waiting: list[_Waiting] = []
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -61,17 +64,17 @@ class DynamicBatcher:
         """The model's output for ``feeds`` (every input with its rows first), computed in
         some batch."""
         count = rows_in(feeds)
-        if count >= self.policy.max_batch_size:
+        if count >= self.batch_rows:
             return await self._compute(feeds)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        if self._rows + count > self.policy.max_batch_size or (
+        if self._rows + count > self.batch_rows or (
             self._waiting and set(self._waiting[0][0]) != set(feeds)
         ):
             self._flush()
         self._waiting.append((feeds, future))
         self._rows += count
-        if self._rows >= self.policy.max_batch_size:
+        if self._rows >= self.batch_rows:
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self.policy.max_queue_delay_ms / 1000, self._flush)

@@ -27,10 +27,10 @@ from app.contracts.signature import Signature
 from app.core.db import session_scope
 from app.core.errors import KilnError, NotFound, Unavailable
 from app.core.names import MODEL_NAME, shown
-from app.registry.service import get_model, resolve_serving_version
+from app.registry.service import get_model, resolve_serving_version, uploaded_origin
 from app.serving.batching import BatchPolicy, DynamicBatcher
 from app.serving.generation import SharedGeneration
-from app.serving.runtime import LoadedModel, SessionCache
+from app.serving.runtime import LoadedModel, RunGuard, SessionCache, UploadLimits
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class ServedVersion:
     task: str
     labels: list[Any] | None
     batching: BatchPolicy | None
+    guard: RunGuard | None = None  # a graph that came from an upload
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,13 @@ class ServingDirectory:
         ttl_s: float,
         max_entries: int = 10_000,
         shared: SharedGeneration | None = None,
+        uploads: UploadLimits,
     ) -> None:
         self.database_url = database_url
         self.sessions = sessions
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.uploads = uploads  # how graphs that came from uploads are served
         self._lock = threading.Lock()
         self._generation = 0
         # secret -> (principal, expires, refresh after); the secret itself is the key: this
@@ -222,6 +225,7 @@ class ServingDirectory:
             signature=served.signature,
             task=served.task,
             labels=served.labels,
+            guard=served.guard,
         )
         return self._target(name, served, model)
 
@@ -229,6 +233,10 @@ class ServingDirectory:
         with session_scope(self.database_url) as session:
             row = resolve_serving_version(session, name, version)
             policy = BatchPolicy.from_config(get_model(session, name).serving)
+            origin = uploaded_origin(session, row)
+            guard = None
+            if origin is not None:
+                guard = self.uploads.guard(origin.config.bytes_per_row if origin.config else None)
             return ServedVersion(
                 version=row.version,
                 version_id=row.id,
@@ -238,6 +246,7 @@ class ServingDirectory:
                 task=row.task,
                 labels=row.class_labels,
                 batching=policy,
+                guard=guard,
             )
 
     def _target(self, name: str, served: ServedVersion, model: LoadedModel) -> Target:

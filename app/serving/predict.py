@@ -35,11 +35,17 @@ def parse_feeds(body: bytes, model: LoadedModel, *, max_rows: int) -> dict[str, 
     payload = parse_body(body)
     if model.columns is not None:
         return parse_records(payload, model.columns, max_rows)
+    limit = model.max_rows(max_rows)  # lower for an upload that needs much memory per row
+    rows = payload["inputs"]
+    if limit < max_rows and isinstance(rows, list) and len(rows) > limit:
+        raise InvalidInput(
+            f"inputs has {len(rows)} rows; at most {limit} per request{model.rows_note(max_rows)}"
+        )
     return model.feeds_of(
         parse_rows(
             payload,
             n_features=model.n_features,
-            max_rows=max_rows,
+            max_rows=limit,
             may_hold_booleans=has_json_booleans(body),
         )
     )

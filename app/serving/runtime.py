@@ -13,12 +13,67 @@ import numpy as np
 import onnxruntime as ort
 
 from app.contracts.signature import Signature, TensorSpec
-from app.core.errors import Unavailable
+from app.core.deadlines import WATCHDOG
+from app.core.errors import InvalidInput, Unavailable
 from app.evaluation.sessions import open_session
 from app.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
 Feeds = dict[str, np.ndarray]  # input name -> array with rows first
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RunGuard:
+    """How a graph that came from an upload is served: never on the event loop, without a
+    memory arena (what a run allocates is returned when it ends), each run stopped after
+    ``timeout_s``, and at most ``max_rows`` rows per request (None: the gateway's limit),
+    from the memory per row its probe measured."""
+
+    timeout_s: float
+    max_rows: int | None
+    bytes_per_row: int | None
+
+    def run(self, session: ort.InferenceSession, output_name: str, feeds: Feeds) -> np.ndarray:
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # the stop is logged here, once, without the noise
+        try:
+            with WATCHDOG.watch(options, self.timeout_s):
+                output: np.ndarray = session.run([output_name], feeds, options)[0]
+        except Exception:
+            if options.terminate:
+                logger.warning(
+                    "a run of an uploaded model passed %g s and was stopped", self.timeout_s
+                )
+                raise InvalidInput(
+                    f"the model did not finish within {self.timeout_s:g} s on this request "
+                    "(KILN_UPLOAD_RUN_TIMEOUT_S, for uploaded models); the run was stopped"
+                ) from None
+            raise
+        return output
+
+    def rows_note(self) -> str:
+        """Why this model takes fewer rows than the gateway's limit, for an error message."""
+        per_row = (self.bytes_per_row or 0) / MB
+        return (
+            f"; this uploaded model needed {per_row:.1f} MB per row when it was probed, so it "
+            f"takes at most {self.max_rows} rows per request (KILN_UPLOAD_REQUEST_MEMORY_MB)"
+        )
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """The gateway's settings for graphs that came from uploads."""
+
+    run_timeout_s: float
+    request_memory_mb: int
+
+    def guard(self, bytes_per_row: int | None) -> RunGuard:
+        """The guard of an upload whose probe measured ``bytes_per_row``."""
+        max_rows = None
+        if bytes_per_row:
+            max_rows = max(1, self.request_memory_mb * MB // bytes_per_row)
+        return RunGuard(self.run_timeout_s, max_rows, bytes_per_row)
 
 
 @dataclass(frozen=True)
@@ -36,11 +91,26 @@ class LoadedModel:
     labels: list[Any] | None
     size_bytes: int
     columns: tuple[TensorSpec, ...] | None = None  # one input per source column, if so
+    guard: RunGuard | None = None  # set for graphs that came from an upload
 
     def run(self, feeds: Feeds) -> np.ndarray:
         """Run the graph on ``feeds`` (see ``feeds_of``); returns the first output."""
+        if self.guard is not None:
+            return self.guard.run(self.session, self.output_name, feeds)
         output: np.ndarray = self.session.run([self.output_name], feeds)[0]
         return output
+
+    def max_rows(self, gateway_limit: int) -> int:
+        """The most rows one request to this model may hold."""
+        if self.guard is None or self.guard.max_rows is None:
+            return gateway_limit
+        return min(gateway_limit, self.guard.max_rows)
+
+    def rows_note(self, gateway_limit: int) -> str:
+        """Why ``max_rows`` is below the gateway's limit ('' when it is not)."""
+        if self.max_rows(gateway_limit) == gateway_limit or self.guard is None:
+            return ""
+        return self.guard.rows_note()
 
     def feeds_of(self, rows: np.ndarray) -> Feeds:
         """The feeds of a single-tensor model: float32 rows of ``n_features`` values."""
@@ -101,6 +171,7 @@ class SessionCache:
         signature: Signature,
         task: str,
         labels: list[Any] | None,
+        guard: RunGuard | None = None,
     ) -> LoadedModel:
         """The loaded model for a version, loading (and checking its digest) on first use."""
         with self._lock:
@@ -113,7 +184,7 @@ class SessionCache:
             with self._lock:
                 if version_id in self._models:
                     return self._models[version_id]
-            model = self._load(version_id, artifact_key, sha256, signature, task, labels)
+            model = self._load(version_id, artifact_key, sha256, signature, task, labels, guard)
             with self._lock:
                 self._models[version_id] = model
                 self._loading.pop(version_id, None)
@@ -131,12 +202,13 @@ class SessionCache:
         signature: Signature,
         task: str,
         labels: list[Any] | None,
+        guard: RunGuard | None,
     ) -> LoadedModel:
         try:
             data = self.store.read_bytes(artifact_key, sha256)  # ArtifactCorrupt if changed
         except FileNotFoundError:
             raise Unavailable(f"artifact of version id {version_id} is missing") from None
-        session = open_session(data, self.threads)
+        session = open_session(data, self.threads, arena=guard is None)
         by_column = signature.by_column
         model = LoadedModel(
             version_id=version_id,
@@ -150,6 +222,7 @@ class SessionCache:
             labels=labels,
             size_bytes=len(data),
             columns=tuple(signature.inputs) if by_column else None,
+            guard=guard,
         )
         model.run(model.empty_row())  # warm-up
         return model

@@ -205,7 +205,7 @@ HOSTILE = [
         "model fails on 4 random input rows",
     ),
     ("a memory bomb", memory_bomb, "KILN_PROBE_MEMORY_MB"),
-    ("a time bomb", time_bomb, "KILN_PROBE_TIMEOUT_S"),
+    ("a time bomb", time_bomb, "within 1 s (KILN_UPLOAD_RUN_TIMEOUT_S"),
 ]
 
 
@@ -217,7 +217,11 @@ def guarded(
     (tmp_path / "secret.txt").write_bytes(SECRET)
     monkeypatch.chdir(tmp_path)
     tight = make_settings(
-        settings.data_dir, settings.database_url, probe_timeout_s=5, probe_memory_mb=1024
+        settings.data_dir,
+        settings.database_url,
+        probe_timeout_s=5,
+        probe_memory_mb=1024,
+        upload_run_timeout_s=1,
     )
     with TestClient(create_app(tight, run_reaper=False)) as client:
         yield client

@@ -40,3 +40,28 @@ def test_count_bound(tmp_path: Path, classifier_onnx: Path) -> None:
     for version_id in (1, 2, 3):
         load(cache, store, version_id, classifier_onnx)
     assert [model.version_id for model in cache.loaded()] == [2, 3]
+
+
+def test_an_uploaded_graph_is_batched_off_the_loop_within_its_row_cap(
+    tmp_path: Path, classifier_onnx: Path
+) -> None:
+    """Merged batches of a guarded model never run on the event loop, and hold no more rows
+    than one of its requests may."""
+    from app.serving.batching import BatchPolicy, DynamicBatcher
+    from app.serving.runtime import UploadLimits
+
+    store = LocalArtifactStore(tmp_path)
+    stored = store.put_file("v1.onnx", classifier_onnx)
+    guard = UploadLimits(run_timeout_s=5, request_memory_mb=16).guard(4 * 1024 * 1024)
+    model = SessionCache(store, threads=1, capacity=2).get(
+        version_id=1,
+        artifact_key=stored.key,
+        sha256=stored.sha256,
+        signature=SIGNATURE,
+        task="classification",
+        labels=[0, 1, 2],
+        guard=guard,
+    )
+    assert model.max_rows(10_000) == 4 and "at most 4 rows" in model.rows_note(10_000)
+    batcher = DynamicBatcher(model, BatchPolicy(max_batch_size=32, max_queue_delay_ms=1.0))
+    assert batcher.batch_rows == 4 and batcher.inline_elements < 0

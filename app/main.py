@@ -21,6 +21,7 @@ from app.api.grpc_service import grpc_server
 from app.api.idempotency import forget_expired
 from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS, MAX_FORM_FILES, BodySizeLimit
 from app.api.state import GatewayState
+from app.auth.ui_sessions import server_secret
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope, utcnow
 from app.jobs.queue import JobQueue
@@ -159,6 +160,7 @@ def create_app(
         ),
         preload=Preload(done=not settings.preload_models),
         metrics=metrics.ServingMetrics(sessions, settings),
+        ui_secret=server_secret(settings.ui_secret.get_secret_value(), settings.ui_secret_path),
     )
     app.state.gateway = state
     install_error_handlers(app)

@@ -7,6 +7,7 @@ import io
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,3 +59,14 @@ def mixed_table(path: Path, rows: int = 240, seed: int = 3) -> None:
             size = "" if generator.random() < 0.1 else f"{generator.uniform(0, 5):.2f}"
             label = "yes" if x + (1.0 if colour == "red" else -0.5) > 0 else "no"
             writer.writerow([f"{x:.3f}", colour, size, label])
+
+
+def ui_sign_in(client: Any, key: str) -> str:
+    """Sign ``client`` (a TestClient) in to the dashboard with ``key``, as a browser does
+    (the form at /ui/login); returns the session token the cookie now holds."""
+    answer = client.post("/ui/login", data={"key": key}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    token = str(answer.cookies.get("kiln_ui_session"))
+    client.cookies.clear()
+    client.cookies.set("kiln_ui_session", token, path="/ui")  # sent to /ui over plain http
+    return token

@@ -33,6 +33,7 @@ class GatewayState:
     directory: ServingDirectory
     preload: Preload
     metrics: ServingMetrics
+    ui_secret: bytes  # signs dashboard sessions (app.auth.ui_sessions)
 
 
 def gateway_of(app: Starlette) -> GatewayState:

@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -291,6 +292,25 @@ class Settings(BaseSettings):
         "authorization.credentials); empty: /metrics is open.",
     )
 
+    public_url: str = Field(
+        default="",
+        max_length=2048,
+        description="The address users reach ModelKiln at, behind a TLS proxy "
+        "(https://kiln.example.com): the dashboard's cookie is Secure when it is https, "
+        "and its forms may come from it. Empty: what each request's URL says.",
+    )
+    ui_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Signs dashboard sessions; set the same value on gateways of other "
+        "machines. Empty: a random secret kept in the data directory (ui_session.secret).",
+    )
+    ui_session_s: float = Field(
+        default=43_200.0,
+        gt=0,
+        le=30 * 86_400,
+        description="How long a dashboard sign-in lasts.",
+    )
+
     cors_origins: str = Field(
         default="",
         description="Comma-separated origins (such as "
@@ -336,6 +356,12 @@ class Settings(BaseSettings):
                     f"cors_origins: {origin!r} is not an origin such as "
                     "https://app.example.com (scheme, host, optional port)"
                 )
+        public = urlsplit(self.public_url.strip())
+        if self.public_url and not ORIGIN.fullmatch(f"{public.scheme}://{public.netloc}"):
+            raise ValueError(
+                f"public_url: {self.public_url[:80]!r} is not a URL such as "
+                "https://kiln.example.com (http or https, a host, optional port)"
+            )
         if "*" in self.cors_origin_list and self.cors_credentials:
             raise ValueError(
                 "cors_origins: * together with KILN_CORS_CREDENTIALS=true would "
@@ -378,6 +404,18 @@ class Settings(BaseSettings):
     @property
     def admin_key_path(self) -> Path:
         return self.data_dir / "admin.key"
+
+    @property
+    def ui_secret_path(self) -> Path:
+        return self.data_dir / "ui_session.secret"
+
+    @property
+    def public_origin(self) -> str:
+        """KILN_PUBLIC_URL's scheme://host[:port], or '' when it is not set."""
+        if not self.public_url:
+            return ""
+        parsed = urlsplit(self.public_url)
+        return f"{parsed.scheme}://{parsed.netloc}"
 
 
 def _check_s3_url(url: str) -> None:

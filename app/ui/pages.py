@@ -41,8 +41,9 @@ from app.search.kind import objectives_of, pareto_front
 from app.ui import charts
 from app.ui.lineage import version_tree
 from app.ui.model_panel import version_panel
+from app.ui.policy import HEADER, policy
 from app.ui.serving import serving_rows
-from app.ui.session import Viewer, forget_key, keep_key, principal_for, same_site, viewer
+from app.ui.session import Viewer, end_session, principal_for, same_site, start_session, viewer
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.undefined = StrictUndefined  # a misspelt field fails loudly, never blank
@@ -55,11 +56,12 @@ FRAGMENT_HEADER = "x-kiln-fragment"  # the page's script asks for the live part 
 
 def _page(request: Request, template: str, viewer: Viewer | None, **context: Any) -> Response:
     fragment = request.headers.get(FRAGMENT_HEADER) == "1"
+    webgl = "parallel" in context.get("figures", {})  # Plotly's parcoords draws with WebGL
     return templates.TemplateResponse(
         request,
         template,
         {"viewer": viewer, "fragment": fragment, **context},
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": "no-store", HEADER: policy(webgl=webgl)},
     )
 
 
@@ -110,7 +112,7 @@ async def login(
             status_code=401,
         )
     response = RedirectResponse("/ui/jobs", status_code=303)
-    keep_key(response, request, key.strip())
+    start_session(response, request, principal, key.strip())
     return response
 
 
@@ -118,7 +120,7 @@ async def login(
 def logout(request: Request) -> Response:
     same_site(request)
     response = RedirectResponse("/ui/login", status_code=303)
-    forget_key(response)
+    end_session(response)
     return response
 
 

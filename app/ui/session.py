@@ -1,9 +1,11 @@
-"""Signing in to the dashboard: the API key goes in a cookie that lives for the browser
-session only (no expiry), is sent only to ``/ui`` on this site (``SameSite=Strict``), and
-that scripts cannot read (``HttpOnly``); it is never put in a URL. Every page checks the
-key again, with the same cache and registry lookup as the API, so a revoked key signs
-out at once. Forms that change something also need the request to come from this site
-(``Origin``, or ``Sec-Fetch-Site``)."""
+"""Signing in to the dashboard: the key is checked once, and the cookie then holds a
+session token (``app.auth.ui_sessions``), never the API key. The cookie lives for the
+browser session only (no expiry; the token itself ends after ``KILN_UI_SESSION_S``), is
+sent only to ``/ui`` on this site (``SameSite=Strict``), is ``Secure`` when the site is
+reached over https (as ``KILN_PUBLIC_URL`` says, behind a TLS proxy), and scripts cannot
+read it (``HttpOnly``); it is never put in a URL. Every page checks the token again
+against the registry, so a revoked key signs out at once. Forms that change something
+also need the request to come from this site (``Origin``, or ``Sec-Fetch-Site``)."""
 
 from __future__ import annotations
 
@@ -14,17 +16,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from app.api.state import gateway_of
-from app.auth import Principal, check_scope
+from app.auth import Principal, check_scope, hash_secret
+from app.auth.ui_sessions import issue_token, session_principal
 from app.contracts.enums import Scope
+from app.core.db import session_scope
 from app.core.errors import Forbidden, KilnError
 from app.serving.directory import ServingDirectory
 
-COOKIE = "kiln_ui_key"
+COOKIE = "kiln_ui_session"
 PATH = "/ui"
 
 
 class SignInNeeded(Exception):
-    """No valid key in the cookie: the page sends the browser to the sign-in page."""
+    """No valid session in the cookie: the page sends the browser to the sign-in page."""
 
 
 @dataclass(frozen=True)
@@ -57,40 +61,53 @@ async def principal_for(directory: ServingDirectory, secret: str) -> Principal:
     return principal
 
 
+def _session_principal(request: Request, token: str) -> Principal:
+    state = gateway_of(request.app)
+    with session_scope(state.settings.database_url) as session:
+        return session_principal(session, state.ui_secret, token)
+
+
 async def viewer(request: Request) -> Viewer:
     """The signed-in viewer, who must be able to read; else SignInNeeded."""
-    secret = request.cookies.get(COOKIE)
-    if not secret:
+    token = request.cookies.get(COOKIE)
+    if not token:
         raise SignInNeeded
     try:
-        principal = await principal_for(gateway_of(request.app).directory, secret)
+        principal = await run_in_threadpool(_session_principal, request, token)
     except KilnError:
         raise SignInNeeded from None
     check_scope(principal, Scope.READ)  # a key for inference only sees no pages
     return Viewer(principal)
 
 
+def own_origins(request: Request) -> set[str]:
+    """The origins this site is reached at: the request's own, and KILN_PUBLIC_URL's."""
+    origins = {f"{request.url.scheme}://{request.url.netloc}"}
+    public = gateway_of(request.app).settings.public_origin
+    if public:
+        origins.add(public)
+    return origins
+
+
 def same_site(request: Request) -> None:
     """Refuse a state-changing form sent from another site (403)."""
     origin = request.headers.get("origin")
     fetch_site = request.headers.get("sec-fetch-site")
-    own = f"{request.url.scheme}://{request.url.netloc}"
-    if origin is not None and origin != own:
-        raise Forbidden(f"form sent from {origin!r}, not from this site")
+    if origin is not None and origin not in own_origins(request):
+        raise Forbidden(f"form sent from {origin[:80]!r}, not from this site")
     if origin is None and fetch_site not in (None, "same-origin", "none"):
         raise Forbidden("form sent from another site")
 
 
-def keep_key(response: Response, request: Request, secret: str) -> None:
-    response.set_cookie(
-        COOKIE,
-        secret,
-        path=PATH,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+def start_session(response: Response, request: Request, principal: Principal, key: str) -> None:
+    """Set the cookie to a new session token for the key that just signed in."""
+    state = gateway_of(request.app)
+    settings = state.settings
+    token = issue_token(state.ui_secret, principal.key_id, hash_secret(key), settings.ui_session_s)
+    public = settings.public_origin
+    secure = public.startswith("https://") if public else request.url.scheme == "https"
+    response.set_cookie(COOKIE, token, path=PATH, httponly=True, samesite="strict", secure=secure)
 
 
-def forget_key(response: Response) -> None:
+def end_session(response: Response) -> None:
     response.delete_cookie(COOKIE, path=PATH, httponly=True, samesite="strict")

@@ -26,6 +26,7 @@ from app.core.names import RULES, refused_character
 from app.storage.base import InvalidArtifactKey, check_key
 from app.tables import Alias, ApiKey, Dataset, Job, Model, ModelVersion
 from tests.conftest import register
+from tests.helpers import ui_sign_in
 from tests.security.test_route_walk import defined
 
 # The characters the issue names, and their cousins: C0/C1 controls, DEL, Unicode line and
@@ -126,7 +127,7 @@ def world(
         files={"file": ("t.csv", CSV, "text/csv")},
     )
     assert uploaded.status_code == 201, uploaded.text
-    client.cookies.set("kiln_ui_key", admin["Authorization"].removeprefix("Bearer "), path="/ui")
+    ui_sign_in(client, admin["Authorization"].removeprefix("Bearer "))
     return {"onnx": classifier_onnx.read_bytes()}
 
 

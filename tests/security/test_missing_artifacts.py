@@ -12,6 +12,7 @@ from app.core.db import session_scope
 from app.storage import get_store
 from app.tables import ModelVersion
 from tests.conftest import register
+from tests.helpers import ui_sign_in
 
 
 def _remove_artifact(settings: Settings) -> str:
@@ -37,7 +38,7 @@ def test_a_missing_onnx_file_is_a_503_naming_it(
         "/v1/models/flowers/predict", headers=admin, json={"inputs": [[1, 2, 3, 4]]}
     )
     assert predicted.status_code == 503, predicted.text
-    client.cookies.set("kiln_ui_key", keys["read"], path="/ui")
+    ui_sign_in(client, keys["read"])
     page = client.get("/ui/models/flowers/versions/1/artifact")
     assert page.status_code == 503 and "missing from the artifact store" in page.text
     for text in (answer.text, predicted.text, page.text):

@@ -1,7 +1,8 @@
-"""The dashboard against the real database, through the app: signing in (the key in a
-session cookie scripts cannot read, never in a URL), what each scope is offered, forms
-refused from other sites, and the pages' content (charts with the right number of points,
-the version tree, aliases with history, the dataset profile, the serving counters)."""
+"""The dashboard against the real database, through the app: signing in (a session
+cookie scripts cannot read, never a URL; tests/ui/test_sessions.py says what it holds),
+what each scope is offered, forms refused from other sites, and the pages' content (charts
+with the right number of points, the version tree, aliases with history, the dataset
+profile, the serving counters)."""
 
 from __future__ import annotations
 
@@ -19,15 +20,13 @@ from app.core.config import Settings
 from app.core.db import session_scope, utcnow
 from app.tables import Job, Trial
 from tests.conftest import register
-from tests.helpers import blobs_csv
+from tests.helpers import blobs_csv, ui_sign_in
 
 PAGES = ["/ui/jobs", "/ui/models", "/ui/datasets", "/ui/serving"]
 
 
 def sign_in(client: TestClient, key: str) -> None:
-    answer = client.post("/ui/login", data={"key": key}, follow_redirects=False)
-    assert answer.status_code == 303, answer.text
-    client.cookies.set("kiln_ui_key", key, path="/ui")  # TestClient keeps it for /ui
+    ui_sign_in(client, key)
 
 
 def seed_search(settings: Settings) -> int:

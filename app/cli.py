@@ -179,10 +179,7 @@ def serve(args: argparse.Namespace) -> None:
     _migrate(settings)
     _bootstrap_key(settings)
     warn_about_broker(settings.broker_url)
-    from app.api.uploads import remove_orphaned_spools
-
-    if removed := remove_orphaned_spools(settings):
-        logger.info("removed %s upload spool file(s) left by stopped gateways", removed)
+    _remove_orphans(settings)
     supervisor = WorkerSupervisor(args.workers) if args.workers > 0 else None
     if supervisor is not None:
         supervisor.start()
@@ -241,6 +238,15 @@ def _worker_kinds(text: str) -> list[str]:
     return kinds
 
 
+def _remove_orphans(settings: Settings) -> None:
+    """Delete temporary files that killed processes of this host left (spools, partial
+    downloads)."""
+    from app.api.uploads import remove_orphaned_spools
+
+    if removed := remove_orphaned_spools(settings):
+        logger.info("removed %s temporary file(s) left by stopped processes", removed)
+
+
 def worker(args: argparse.Namespace) -> None:
     """Run one Celery worker node with ``--concurrency`` processes, taking the jobs of the
     kinds in ``--queues`` (default: every kind)."""
@@ -254,6 +260,7 @@ def worker(args: argparse.Namespace) -> None:
     settings = _settings_or_exit()
     warn_about_broker(settings.broker_url)
     _check_artifact_store(settings)
+    _remove_orphans(settings)
     from workers.celery_app import celery_app
 
     queues = ",".join(queue_for(settings, kind) for kind in kinds)

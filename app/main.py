@@ -24,8 +24,10 @@ from app.api.state import GatewayState
 from app.auth.ui_sessions import server_secret
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope, utcnow
+from app.jobs.files import sweep_job_files
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap
+from app.kinds import JOB_KINDS
 from app.serving.directory import ServingDirectory
 from app.serving.generation import SharedGeneration
 from app.serving.preload import Preload, preload
@@ -43,11 +45,14 @@ Every `/v1` route needs `Authorization: Bearer <key>` (use **Authorize** above).
 
 def reap_once(settings: Settings, queue: JobQueue) -> int:
     """One pass of the gateway's housekeeping in its own transaction (sends happen after
-    commit): the job reaper, then the Idempotency-Key answers past their time, forgotten;
+    commit): the job reaper, finished jobs' files past their retention deleted
+    (``app.jobs.files``), then the Idempotency-Key answers past their time, forgotten;
     returns how many were."""
     with session_scope(settings.database_url) as session:
         reap(session, settings, queue)
-        return forget_expired(session, utcnow())
+        now = utcnow()
+        sweep_job_files(session, get_store(settings), JOB_KINDS, settings, now)
+        return forget_expired(session, now)
 
 
 async def _reaper_loop(settings: Settings, queue: JobQueue) -> None:

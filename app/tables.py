@@ -70,6 +70,8 @@ class Dataset(Base):
     profile: Mapped[DatasetProfile | None] = mapped_column(PydanticJSON(DatasetProfile))
     encoding: Mapped[TableEncoding | None] = mapped_column(PydanticJSON(TableEncoding))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When its files were deleted (the row stays: versions name it in their lineage).
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Job(Base):
@@ -106,6 +108,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # When its files were deleted: every one (by hand or by output retention), or only the
+    # scratch a running job needs (batch parts, data-parallel work files; by retention).
+    files_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    scratch_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Trial(Base):
@@ -187,6 +193,7 @@ class ModelVersion(Base):
     method: Mapped[str | None] = mapped_column(String(64))
     tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    artifact_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # archived first
 
 
 class Alias(Base):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from app.api import idempotency
-from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WritePrincipal
+from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WriteAccess, WritePrincipal
 from app.api.errors_schema import STORES_ARTIFACTS, V1_ERRORS
 from app.api.params import IdempotencyKey, IdPath, Offset
 from app.api.schemas import DatasetRead, Page
 from app.api.uploads import spooled_upload
 from app.contracts.enums import Task
 from app.datasets import service
+from app.jobs.files import delete_dataset as delete_dataset_files
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=V1_ERRORS)
 
@@ -110,3 +111,13 @@ def list_datasets(
 def get_dataset(session: SessionDep, dataset_id: IdPath) -> DatasetRead:
     """One dataset."""
     return DatasetRead.model_validate(service.get_dataset(session, dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=204, dependencies=[WriteAccess])
+def delete_dataset(session: SessionDep, store: StoreDep, dataset_id: IdPath) -> Response:
+    """Delete the dataset's files (its CSV, arrays and raw columns); 409 while a queued or
+    running job uses it. Versions trained on it keep naming it in their lineage, and its
+    profile (column statistics, no rows) stays for their drift reports; new jobs on it are
+    refused, and reading it answers 404."""
+    delete_dataset_files(session, store, dataset_id)
+    return Response(status_code=204)

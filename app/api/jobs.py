@@ -32,6 +32,7 @@ from app.contracts.enums import JobStatus
 from app.core.db import Session, utcnow
 from app.core.errors import InvalidInput
 from app.jobs import service
+from app.jobs.files import delete_job_files
 from app.jobs.kinds import SubmitContext
 from app.kinds import JOB_KINDS, JobCreate
 from app.search.kind import pareto_front as pareto_front_of
@@ -89,6 +90,7 @@ def job_read(job: Job, session: Session | None = None) -> JobRead:
         started_at=job.started_at,
         finished_at=job.finished_at,
         updated_at=job.updated_at,
+        files_deleted_at=job.files_deleted_at,
     )
 
 
@@ -250,3 +252,11 @@ def cancel_job(session: SessionDep, job_id: IdPath) -> JobRead:
     """Cancel a queued or running job; cancelling again answers the same (409 if it
     succeeded or failed)."""
     return job_read(service.cancel_job(session, job_id))
+
+
+@router.delete("/{job_id}/files", **AS_STORED, dependencies=[WriteAccess])
+def delete_files(session: SessionDep, store: StoreDep, job_id: IdPath) -> JobRead:
+    """Delete a finished job's files: a batch job's output and uploaded input, and any
+    job's scratch (409 while it is queued or running: cancel it first). The job's record
+    stays, with ``files_deleted_at`` set; its output then answers 404."""
+    return job_read(delete_job_files(session, store, JOB_KINDS, job_id))

@@ -27,6 +27,7 @@ from app.api.schemas import (
 )
 from app.api.uploads import spooled_upload
 from app.contracts.enums import Task
+from app.jobs.files import delete_version_artifact
 from app.registry import aliases, service
 from app.registry.upload import ProbeLimits, upload_version
 
@@ -118,6 +119,19 @@ def alias_history(
 def archive_version(session: SessionDep, name: ModelName, version: IdPath) -> VersionRead:
     """Archive a version: it stops serving (409 while an alias points at it)."""
     return version_read(session, name, aliases.archive_version(session, name=name, version=version))
+
+
+@router.delete(
+    "/{name}/versions/{version}/artifact",
+    response_model=VersionRead,
+    dependencies=[WriteAccess, InvalidatesServing],
+)
+def delete_artifact(
+    session: SessionDep, store: StoreDep, name: ModelName, version: IdPath
+) -> VersionRead:
+    """Delete an archived version's ONNX file and torch weights (409 for a live version:
+    archive it first). Its record (metrics, lineage) stays, with ``artifact_deleted_at``."""
+    return version_read(session, name, delete_version_artifact(session, store, name, version))
 
 
 @router.patch("/{name}", response_model=ModelRead, dependencies=[WriteAccess])

@@ -54,6 +54,7 @@ def version_read(session: Session, name: str, version: ModelVersion) -> VersionR
         lineage=service.lineage(session, version),
         tags=version.tags or {},
         created_at=version.created_at,
+        artifact_deleted_at=version.artifact_deleted_at,
     )
 
 
@@ -122,7 +123,7 @@ def download_artifact(
     session: SessionDep, store: StoreDep, name: ModelName, version: IdPath
 ) -> FileResponse:
     """The version's ONNX file."""
-    row = service.get_version(session, name, version)
+    row = service.kept_artifact(service.get_version(session, name, version), name)
     return FileResponse(
         store.version_file(row.artifact_key, row.sha256, f"the ONNX file of {name} v{version}"),
         media_type="application/octet-stream",

@@ -91,6 +91,11 @@ class JobRead(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    files_deleted_at: datetime | None = Field(
+        default=None,
+        description="When its output and other files were deleted (DELETE "
+        "/v1/jobs/{id}/files, or KILN_OUTPUT_RETENTION_S); None: kept.",
+    )
 
 
 class TrialRead(BaseModel):
@@ -184,6 +189,11 @@ class VersionRead(BaseModel):
     lineage: dict[str, Any]
     tags: dict[str, str]
     created_at: datetime
+    artifact_deleted_at: datetime | None = Field(
+        default=None,
+        description="When its ONNX file was deleted (an archived version's, by DELETE "
+        ".../artifact); None: kept.",
+    )
 
 
 class AliasSet(BaseModel):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,38 +12,18 @@ from fastapi import UploadFile
 
 from app.core.config import Settings
 from app.core.errors import StorageFull
-from app.storage import OUT_OF_SPACE_ERRNOS
+from app.core.scratch import owner_prefix, remove_orphans
+from app.storage import OUT_OF_SPACE_ERRNOS, get_store
 
-
-def _owner_prefix(pid: int) -> str:
-    """Spool files name the host and process that wrote them, so that a gateway starting
-    up can tell the leftovers of a killed one from the uploads of a live one (several
-    gateways may share a data dir)."""
-    return f"upload-{socket.gethostname()}-{pid}-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+SPOOL_TAGS = ("upload", "parse", "batch")  # the gateway's uploads, dataset parsing, outputs
 
 
 def remove_orphaned_spools(settings: Settings) -> int:
-    """Delete spool files left by gateway processes of this host that no longer run (a
-    SIGKILL mid-upload skips the clean-up); how many."""
-    spool = settings.data_dir / "tmp"
-    removed = 0
-    prefix = f"upload-{socket.gethostname()}-"
-    for path in spool.glob(f"{prefix}*") if spool.is_dir() else []:
-        pid = path.name.removeprefix(prefix).split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
+    """Delete spool files left by gateway and worker processes of this host that no longer
+    run (a SIGKILL mid-upload or mid-job skips the clean-up), and the store's own (an S3
+    cache's partial downloads); how many."""
+    removed = remove_orphans(settings.data_dir / "tmp", SPOOL_TAGS)
+    return removed + get_store(settings).remove_orphans()
 
 
 @contextmanager
@@ -54,7 +32,7 @@ def spooled_upload(upload: UploadFile, settings: Settings, suffix: str) -> Itera
     spool = settings.data_dir / "tmp"
     spool.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(
-        dir=spool, suffix=suffix, prefix=_owner_prefix(os.getpid())
+        dir=spool, suffix=suffix, prefix=owner_prefix("upload")
     ) as copy:
         try:
             shutil.copyfileobj(upload.file, copy, 1 << 20)

@@ -22,6 +22,7 @@ from app.batch.reader import chunks, estimate_rows, feeds_of, layout_for, prefet
 from app.contracts.results import OutputRef, PredictResult
 from app.core.db import Session, session_scope
 from app.core.errors import ArtifactCorrupt, BrokenInvariant, InvalidInput
+from app.core.scratch import owner_prefix
 from app.evaluation.sessions import open_session
 from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, JobFailed, Recorder
@@ -92,7 +93,9 @@ def run_batch_predict(context: JobContext) -> Recorder:
     spool = settings.data_dir / "tmp"
     spool.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with tempfile.NamedTemporaryFile(dir=spool, suffix=f".{plan.output_format}") as spooled:
+    with tempfile.NamedTemporaryFile(
+        dir=spool, suffix=f".{plan.output_format}", prefix=owner_prefix("batch")
+    ) as spooled:
         writer = OutputWriter(Path(spooled.name), plan.output_format)
         try:
             for part in checkpoint.parts:  # an earlier attempt's chunks, in order

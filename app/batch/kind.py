@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from app.batch.plan import BatchPlan, Checkpoint, output_key, part_path
 from app.batch.spec import PREDICT_KIND, PredictJobCreate
-from app.batch.submit import submit_predict
+from app.batch.submit import input_key, submit_predict
 from app.contracts.results import PredictResult, StoredResult
+from app.core.db import Session
 from app.jobs.kinds import JobKind, SubmitContext
 from app.tables import Job
 
@@ -23,3 +25,19 @@ class PredictKind(JobKind[PredictJobCreate]):
 
     def submit(self, context: SubmitContext, spec: PredictJobCreate) -> Job:
         return submit_predict(context, spec)
+
+    def output_keys(self, job: Job) -> list[str]:
+        """Every attempt's output (a failed attempt may have left one) and the uploaded
+        input (a dataset's own CSV is the dataset's, not the job's)."""
+        plan = BatchPlan.model_validate(job.spec)
+        keys = [
+            output_key(job.id, attempt, plan.output_format)
+            for attempt in range(1, max(job.attempt, 1) + 1)
+        ]
+        return [*keys, plan.input_key] if plan.input_key == input_key(job.id) else keys
+
+    def scratch_keys(self, session: Session, job: Job) -> list[str]:
+        """The recorded parts, and the next one (an attempt that died after storing it but
+        before recording it leaves it)."""
+        stored = Checkpoint.model_validate(job.checkpoint or {})
+        return [part_path(job.id, index) for index in range(len(stored.parts) + 1)]

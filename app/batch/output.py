@@ -20,7 +20,7 @@ from app.batch.csv_cells import inert_table
 from app.batch.spec import PREDICT_KIND
 from app.contracts.enums import JobStatus, Task
 from app.contracts.results import PredictResult, result_as
-from app.core.errors import Conflict, Unavailable
+from app.core.errors import Conflict, NotFound, Unavailable
 from app.storage import ArtifactStore
 from app.tables import Job
 
@@ -45,6 +45,8 @@ def output_file(job: Job, store: ArtifactStore) -> OutputFile:
     if job.status != JobStatus.SUCCEEDED or result is None:
         raise Conflict(f"job {job.id} is {job.status}; its output exists when it succeeds")
     output = result.output
+    if job.files_deleted_at is not None:
+        raise NotFound(f"the output of job {job.id} was deleted")
     if not store.exists(output.key):
         raise Unavailable(f"the output of job {job.id} is missing from the artifact store")
     return OutputFile(

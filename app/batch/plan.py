@@ -60,7 +60,12 @@ def part_key(job_id: int, part: Part) -> str:
     attempt predicts it (same rows, same model), so an attempt that died after storing a
     part but before recording it leaves nothing behind: the next attempt writes the same
     key again (atomically)."""
-    return f"jobs/{job_id}/parts/part-{part.index:06d}.arrow"
+    return part_path(job_id, part.index)
+
+
+def part_path(job_id: int, index: int) -> str:
+    """The key of part number ``index`` of a job."""
+    return f"jobs/{job_id}/parts/part-{index:06d}.arrow"
 
 
 def output_key(job_id: int, attempt: int, output_format: str) -> str:

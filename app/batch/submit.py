@@ -68,9 +68,7 @@ def submit_predict(
                 "dataset_id: give the dataset whose rows to predict, or upload "
                 "a CSV to POST /v1/jobs/predict"
             )
-        dataset = DatasetRepository(session).get(spec.dataset_id)
-        if dataset is None:
-            raise InvalidInput(f"dataset_id: dataset {spec.dataset_id} not found")
+        dataset = DatasetRepository(session).for_job(spec.dataset_id)
         source = store.local_path(original_key(dataset.id), dataset.sha256)
         name, digest = dataset.filename, dataset.sha256
     else:

@@ -55,9 +55,7 @@ class CompressKind(JobKind[CompressJobCreate]):
                 f"dataset_id: version {source.version} of {spec.source.model!r} "
                 "has no dataset of its own (it was uploaded); give dataset_id"
             )
-        dataset = DatasetRepository(session).get(dataset_id)
-        if dataset is None:
-            raise InvalidInput(f"dataset_id: dataset {dataset_id} not found")
+        dataset = DatasetRepository(session).for_job(dataset_id)
         check_fits(source, dataset, field="source")
         stored = source.config or VersionConfig()
         problem = chain_problem(

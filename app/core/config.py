@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.config_bounds import BoundsSettings
 from app.core.names import QUEUE_NAME, S3_BUCKET, S3_PREFIX, QueueNameStr
 
 ENV_PREFIX = "KILN_"
-ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")  # scheme://host[:port], no path
 DEFAULT_MAX_PARAMS = 50_000_000
 # fp32 weight, gradient, two Adam moments and the best epoch's copy: 5 x 4 bytes per parameter.
 TRAINING_BYTES_PER_PARAM = 20
@@ -25,7 +23,7 @@ class SettingsError(Exception):
     """A setting is missing or malformed; the message names the environment variable."""
 
 
-class Settings(BaseSettings):
+class Settings(BoundsSettings, BaseSettings):
     """Every knob of ModelKiln. Defaults give the embedded, server-less configuration."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -152,31 +150,6 @@ class Settings(BaseSettings):
         "resolution; writes through this gateway show at once, "
         "this bounds how long other processes' writes take.",
     )
-    probe_memory_mb: int = Field(
-        default=2048,
-        ge=256,
-        le=1_048_576,
-        description="Address "
-        "space of the subprocess that first loads, runs and times an "
-        "uploaded ONNX model.",
-    )
-    probe_timeout_s: float = Field(
-        default=60.0, gt=0, le=3600, description="Wall time that subprocess may take."
-    )
-    upload_run_timeout_s: float = Field(
-        default=5.0,
-        gt=0,
-        le=600,
-        description="Most time one run of an uploaded graph (or one derived from it) may "
-        "take in the gateway; the run is stopped and the request answered 422.",
-    )
-    upload_request_memory_mb: int = Field(
-        default=512,
-        ge=16,
-        le=1_048_576,
-        description="Memory one request to an uploaded graph may plan for: its rows per "
-        "request are capped at this divided by the memory per row its probe measured.",
-    )
     max_job_s: float = Field(
         default=86_400.0,
         gt=0,
@@ -284,47 +257,6 @@ class Settings(BaseSettings):
         "names, or * for every model (their serving versions).",
     )
 
-    metrics_token: SecretStr = Field(
-        default=SecretStr(""),
-        description="When set, GET "
-        "/metrics answers only requests with 'Authorization: "
-        "Bearer <this token>' (Prometheus: "
-        "authorization.credentials); empty: /metrics is open.",
-    )
-
-    public_url: str = Field(
-        default="",
-        max_length=2048,
-        description="The address users reach ModelKiln at, behind a TLS proxy "
-        "(https://kiln.example.com): the dashboard's cookie is Secure when it is https, "
-        "and its forms may come from it. Empty: what each request's URL says.",
-    )
-    ui_secret: SecretStr = Field(
-        default=SecretStr(""),
-        description="Signs dashboard sessions; set the same value on gateways of other "
-        "machines. Empty: a random secret kept in the data directory (ui_session.secret).",
-    )
-    ui_session_s: float = Field(
-        default=43_200.0,
-        gt=0,
-        le=30 * 86_400,
-        description="How long a dashboard sign-in lasts.",
-    )
-
-    cors_origins: str = Field(
-        default="",
-        description="Comma-separated origins (such as "
-        "https://app.example.com) whose pages may call the API from a "
-        "browser; empty: CORS stays off and browsers refuse "
-        "cross-origin calls. * allows any origin, without "
-        "credentials.",
-    )
-    cors_credentials: bool = Field(
-        default=False,
-        description="Whether those pages may send "
-        "credentials (cookies, HTTP auth); refused with * origins.",
-    )
-
     @field_validator("database_url", "broker_url", "artifact_url", "study_url")
     @classmethod
     def _strip(cls, value: str) -> str:
@@ -350,29 +282,7 @@ class Settings(BaseSettings):
             _check_s3_url(self.artifact_url)
         elif not self.artifact_url.startswith("file://"):
             raise ValueError("artifact_url: expected file://PATH or s3://BUCKET[/PREFIX]")
-        for origin in self.cors_origin_list:
-            if origin != "*" and not ORIGIN.fullmatch(origin):
-                raise ValueError(
-                    f"cors_origins: {origin!r} is not an origin such as "
-                    "https://app.example.com (scheme, host, optional port)"
-                )
-        public = urlsplit(self.public_url.strip())
-        if self.public_url and not ORIGIN.fullmatch(f"{public.scheme}://{public.netloc}"):
-            raise ValueError(
-                f"public_url: {self.public_url[:80]!r} is not a URL such as "
-                "https://kiln.example.com (http or https, a host, optional port)"
-            )
-        if "*" in self.cors_origin_list and self.cors_credentials:
-            raise ValueError(
-                "cors_origins: * together with KILN_CORS_CREDENTIALS=true would "
-                "let any web page call the API with a visitor's credentials; "
-                "list the origins instead"
-            )
         return self
-
-    @property
-    def cors_origin_list(self) -> list[str]:
-        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def artifact_cache_bytes(self) -> int:
@@ -408,14 +318,6 @@ class Settings(BaseSettings):
     @property
     def ui_secret_path(self) -> Path:
         return self.data_dir / "ui_session.secret"
-
-    @property
-    def public_origin(self) -> str:
-        """KILN_PUBLIC_URL's scheme://host[:port], or '' when it is not set."""
-        if not self.public_url:
-            return ""
-        parsed = urlsplit(self.public_url)
-        return f"{parsed.scheme}://{parsed.netloc}"
 
 
 def _check_s3_url(url: str) -> None:

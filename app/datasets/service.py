@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.contracts.enums import Task
 from app.core.errors import BrokenInvariant, InvalidInput
 from app.core.names import COLUMN_NAME, DATASET_NAME, InvalidName, refused_character
+from app.core.scratch import owner_prefix
 from app.datasets.parsing import parse_csv, raw_columns
 from app.datasets.profile import profile_of
 from app.datasets.repository import DatasetRepository
@@ -96,12 +97,16 @@ def create_dataset(
         )
     )
     stored = store.put_file(original_key(dataset.id), upload)
-    with tempfile.NamedTemporaryFile(dir=upload.parent, suffix=".npz") as arrays:
+    with tempfile.NamedTemporaryFile(
+        dir=upload.parent, suffix=".npz", prefix=owner_prefix("parse")
+    ) as arrays:
         np.savez(arrays, features=parsed.features, target=parsed.target)  # no copy in memory
         arrays.flush()
         dataset.arrays_sha256 = store.put_file(arrays_key(dataset.id), Path(arrays.name)).sha256
     if parsed.encoding is not None:
-        with tempfile.NamedTemporaryFile(dir=upload.parent, suffix=".arrow") as raw:
+        with tempfile.NamedTemporaryFile(
+            dir=upload.parent, suffix=".arrow", prefix=owner_prefix("parse")
+        ) as raw:
             table = pa.table(raw_columns(parsed.columns))
             with ipc.new_file(raw.name, table.schema) as writer:
                 writer.write_table(table)
@@ -114,7 +119,7 @@ def create_dataset(
 
 def get_dataset(session: Session, dataset_id: int) -> Dataset:
     """The dataset, or NotFound."""
-    return DatasetRepository(session).get_or_raise(dataset_id)
+    return DatasetRepository(session).kept(dataset_id)
 
 
 def list_datasets(session: Session, *, limit: int, offset: int) -> tuple[list[Dataset], int]:

@@ -85,6 +85,18 @@ class JobKind(ABC, Generic[SpecT]):
         """The metric ``Job.best_value`` is in, for kinds that keep a best value."""
         return None
 
+    def output_keys(self, job: Job) -> list[str]:
+        """Artifact keys of what a finished job keeps for its user besides versions (a batch
+        job's output and uploaded input): deleted by ``DELETE /v1/jobs/{id}/files`` or
+        after ``KILN_OUTPUT_RETENTION_S``."""
+        return []
+
+    def scratch_keys(self, session: Session, job: Job) -> list[str]:
+        """Artifact keys only a running job needs (a batch job's parts, a data-parallel
+        trial's work file that a crash left behind): deleted after the job finishes, by
+        ``KILN_SCRATCH_RETENTION_S``. Deleting a key that holds nothing is harmless."""
+        return []
+
 
 def enqueue(
     context: SubmitContext,

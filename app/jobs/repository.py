@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, update
 
-from app.contracts.enums import JobStatus
+from app.contracts.enums import FINAL_JOB_STATES, JobStatus
 from app.core.db import rows_changed
 from app.core.repository import Repository
 from app.tables import Job
@@ -138,6 +138,60 @@ class JobRepository(Repository[Job]):
                 )
                 .order_by(Job.id)
             )
+        )
+
+    def _active(self, *where: Any) -> list[Job]:
+        active = Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
+        return list(self.session.scalars(select(Job).where(active, *where).order_by(Job.id)))
+
+    def active_on_dataset(self, dataset_id: int) -> list[Job]:
+        """Queued or running jobs that read a dataset."""
+        return self._active(Job.dataset_id == dataset_id)
+
+    def active_for_model(self, name: str) -> list[Job]:
+        """Queued or running jobs that name a model (as their source or their target)."""
+        return self._active(Job.model_name == name)
+
+    def _finished_before(self, marker: Any, cutoff: datetime, limit: int) -> list[Job]:
+        return list(
+            self.session.scalars(
+                select(Job)
+                .where(
+                    Job.status.in_(FINAL_JOB_STATES),
+                    marker.is_(None),
+                    Job.finished_at < cutoff,
+                )
+                .order_by(Job.id)
+                .limit(limit)
+            )
+        )
+
+    def scratch_kept_since(self, cutoff: datetime, *, limit: int) -> list[Job]:
+        """Jobs that finished before ``cutoff`` whose scratch is still kept."""
+        return self._finished_before(Job.scratch_deleted_at, cutoff, limit)
+
+    def files_kept_since(self, cutoff: datetime, *, limit: int) -> list[Job]:
+        """Jobs that finished before ``cutoff`` whose files are still kept."""
+        return self._finished_before(Job.files_deleted_at, cutoff, limit)
+
+    def _mark(self, job_id: int, marker: Any, values: dict[str, Any]) -> bool:
+        changed = rows_changed(
+            self.session,
+            update(Job)
+            .where(Job.id == job_id, marker.is_(None))
+            .values(**values)
+            .execution_options(synchronize_session=False),
+        )
+        return bool(changed)
+
+    def mark_scratch_deleted(self, job_id: int, now: datetime) -> bool:
+        """Mark a job's scratch deleted, unless it is; True if this call marked it."""
+        return self._mark(job_id, Job.scratch_deleted_at, {"scratch_deleted_at": now})
+
+    def mark_files_deleted(self, job_id: int, now: datetime) -> bool:
+        """Mark every file of a job deleted, unless they are; True if this call did."""
+        return self._mark(
+            job_id, Job.files_deleted_at, {"files_deleted_at": now, "scratch_deleted_at": now}
         )
 
     def counts_by_status(self) -> dict[str, int]:

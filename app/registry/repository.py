@@ -111,6 +111,21 @@ class VersionRepository:
         )
         return list(rows), self.count(model_id)
 
+    def others_sharing_artifact(self, version: ModelVersion) -> int:
+        """How many other versions whose artifact is kept point at ``version``'s file."""
+        return (
+            self.session.scalar(
+                select(func.count())
+                .select_from(ModelVersion)
+                .where(
+                    ModelVersion.artifact_key == version.artifact_key,
+                    ModelVersion.id != version.id,
+                    ModelVersion.artifact_deleted_at.is_(None),
+                )
+            )
+            or 0
+        )
+
     def aliases_of(self, model_id: int) -> dict[str, int]:
         rows = self.session.execute(
             select(Alias.name, ModelVersion.version)

@@ -102,6 +102,13 @@ def get_version(session: Session, name: str, number: int) -> ModelVersion:
     return version
 
 
+def kept_artifact(version: ModelVersion, name: str) -> ModelVersion:
+    """The version, or NotFound when its ONNX file was deleted."""
+    if version.artifact_deleted_at is not None:
+        raise NotFound(f"the ONNX file of {name} v{version.version} was deleted")
+    return version
+
+
 def model_aliases(session: Session, model: Model) -> dict[str, int]:
     """Alias name -> version number for a model."""
     return VersionRepository(session).aliases_of(model.id)

@@ -18,6 +18,7 @@ import torch
 
 from app.core.config import Settings
 from app.jobs.queue import JobQueue
+from app.search.kind import work_key
 from app.search.run import SearchRun
 from app.storage import get_store
 from app.training.models import Network
@@ -35,10 +36,6 @@ logger = logging.getLogger(__name__)
 COLLECTIVE_S = 600.0  # a batch's gradient exchange that takes longer means a member died
 MISSES_BEFORE_ALONE = 2  # then this process trains its trials alone: nobody is free to help
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def work_key(job_id: int, trial: int) -> str:
-    return f"jobs/{job_id}/data-parallel/trial-{trial}.npz"
 
 
 def train_in_group(

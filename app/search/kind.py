@@ -35,6 +35,11 @@ from app.tables import Dataset, Job
 from app.training.size import architecture_size, over_limits
 
 
+def work_key(job_id: int, trial: int) -> str:
+    """Where a data-parallel trial's rank 0 leaves the work its members load."""
+    return f"jobs/{job_id}/data-parallel/trial-{trial}.npz"
+
+
 class SearchKind(JobKind[SearchJobCreate]):
     """Find, train and register the best network (or ensemble) for a dataset."""
 
@@ -44,11 +49,16 @@ class SearchKind(JobKind[SearchJobCreate]):
     result_model: ClassVar[type[StoredResult]] = SearchResult
     handler_path: ClassVar[str] = "app.search.study:run_search"
 
+    def scratch_keys(self, session: Session, job: Job) -> list[str]:
+        """The work files of its data-parallel trials (rank 0 deletes each when the trial
+        ends; a crash leaves it, holding training rows)."""
+        if int(job.spec.get("search", {}).get("data_parallel", 1) or 1) <= 1:
+            return []
+        return [work_key(job.id, trial.number) for trial in TrialRepository(session).of_job(job.id)]
+
     def submit(self, context: SubmitContext, spec: SearchJobCreate) -> Job:
         session, settings = context.session, context.settings
-        dataset = DatasetRepository(session).get(spec.dataset_id)
-        if dataset is None:
-            raise InvalidInput(f"dataset_id: dataset {spec.dataset_id} not found")
+        dataset = DatasetRepository(session).for_job(spec.dataset_id)
         model = ModelRepository(session).get_by_name(spec.model_name)
         if model is not None and model.task != dataset.task:
             raise Conflict(

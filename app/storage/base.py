@@ -107,6 +107,11 @@ class ArtifactStore(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
 
+    def remove_orphans(self) -> int:
+        """Delete what killed processes of this host left half-written in local scratch
+        (an S3 cache's partial downloads); how many. Nothing, by default."""
+        return 0
+
     @abc.abstractmethod
     def ensure_ready(self) -> None:
         """Check the store can be reached (and create what it needs); a clear error if not."""

@@ -19,9 +19,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from app.core.scratch import owner_prefix, remove_orphans
 from app.storage.base import check_digest
 
 _HEX = frozenset("0123456789abcdef")
+PART_TAG = ".part"  # a download (or copy) being written
 
 
 class ArtifactCache:
@@ -32,6 +34,10 @@ class ArtifactCache:
         self.max_bytes = max_bytes
         self.grace_s = grace_s
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def remove_orphans(self) -> int:
+        """Delete partial files of processes of this host that were killed mid-write."""
+        return remove_orphans(self.root, (PART_TAG,))
 
     def _path(self, sha256: str) -> Path:
         if len(sha256) != 64 or not set(sha256) <= _HEX:
@@ -51,7 +57,7 @@ class ArtifactCache:
         """Write through ``fill`` (which returns the digest of what it wrote); the file is
         kept only when that digest is ``sha256`` (ArtifactCorrupt if not; None: a legacy
         record without a digest, kept under what was written)."""
-        handle, temp_name = tempfile.mkstemp(dir=self.root, prefix=".part-")
+        handle, temp_name = tempfile.mkstemp(dir=self.root, prefix=owner_prefix(PART_TAG))
         temp = Path(temp_name)
         try:
             with os.fdopen(handle, "wb") as out:

@@ -216,6 +216,9 @@ class S3ArtifactStore(ArtifactStore):
             self._fail("look up", key, error)
         return True
 
+    def remove_orphans(self) -> int:
+        return self.cache.remove_orphans()
+
     def delete(self, key: str) -> None:
         try:
             self._client().delete_object(Bucket=self.bucket, Key=self._object(key))

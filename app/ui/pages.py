@@ -310,7 +310,7 @@ def move_alias(
 def download(
     session: SessionDep, store: StoreDep, viewer: ViewerDep, name: ModelName, version: IdPath
 ) -> FileResponse:
-    row = registry.get_version(session, name, version)
+    row = registry.kept_artifact(registry.get_version(session, name, version), name)
     return FileResponse(
         store.version_file(row.artifact_key, row.sha256, f"the ONNX file of {name} v{version}"),
         media_type="application/octet-stream",

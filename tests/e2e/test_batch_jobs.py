@@ -194,6 +194,14 @@ def test_a_killed_worker_resumes_from_its_last_finished_chunk(
     folder = kiln.data_dir / "artifacts" / "jobs" / str(job["id"])
     assert not list(folder.glob("**/part-*")), "parts are removed once joined"
     assert list(folder.glob("attempt-2/predictions.csv"))
+    # Deleting the job's files takes its output and its uploaded input; the record stays.
+    with kiln.client() as client:
+        deleted = client.delete(f"/v1/jobs/{job['id']}/files")
+        assert deleted.status_code == 200 and deleted.json()["files_deleted_at"], deleted.text
+        gone = client.get(f"/v1/jobs/{job['id']}/output")
+        assert gone.status_code == 404 and "was deleted" in gone.text
+        assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
+    assert not [path for path in folder.rglob("*") if path.is_file()]
 
 
 @pytest.mark.parametrize(

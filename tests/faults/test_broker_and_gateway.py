@@ -10,7 +10,6 @@ redis-server on a free loopback port in a temp dir (never the shared one), and i
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
@@ -177,19 +176,24 @@ def test_a_gateway_killed_mid_upload_stores_nothing(kiln_server: ServerFactory) 
     assert not [p for p in (kiln.data_dir / "artifacts").rglob("*") if p.is_file()]
 
 
-def test_spool_files_of_dead_gateways_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
-    from app.api.uploads import _owner_prefix, remove_orphaned_spools
+def test_spool_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    """Uploads, dataset parsing and batch outputs spool under data_dir/tmp; what a killed
+    process (gateway or worker) left there goes at the next start, and nothing else."""
+    from app.api.uploads import remove_orphaned_spools
     from app.core.config import load_settings
+    from app.core.scratch import owner_prefix
 
     settings = load_settings(data_dir=tmp_path / "data")
     spool = settings.data_dir / "tmp"
     spool.mkdir(parents=True)
     finished = subprocess.Popen(["true"])
     finished.wait()
-    dead = spool / f"{_owner_prefix(finished.pid)}abc.csv"
-    live = spool / f"{_owner_prefix(os.getpid())}def.csv"
+    dead = [spool / f"{owner_prefix(tag, finished.pid)}x" for tag in ("upload", "parse", "batch")]
+    live = spool / f"{owner_prefix('upload')}def.csv"
     elsewhere = spool / "upload-otherhost-1-ghi.csv"  # another host's: not ours to judge
-    for path in (dead, live, elsewhere):
+    unrelated = spool / "notes.txt"
+    for path in (*dead, live, elsewhere, unrelated):
         path.write_bytes(b"x")
-    assert remove_orphaned_spools(settings) == 1
-    assert not dead.exists() and live.exists() and elsewhere.exists()
+    assert remove_orphaned_spools(settings) == 3
+    assert not any(path.exists() for path in dead)
+    assert live.exists() and elsewhere.exists() and unrelated.exists()

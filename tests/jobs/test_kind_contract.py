@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.contracts.enums import JobStatus
-from app.contracts.results import result_as
+from app.contracts.results import PredictResult, result_as
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.datasets.service import create_dataset
@@ -163,6 +163,14 @@ def test_claim_run_record_once_and_a_rerun_is_a_no_op(
         assert first[6] > versions_before
     run_job(settings, job_id, handler)  # the broker redelivered the message
     assert _recorded(settings, job_id) == first
+    # The files a kind names for deletion are its own job's, and its output among them.
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        outputs, scratch = kind.output_keys(job), kind.scratch_keys(session, job)
+    assert all(key.startswith(f"jobs/{job_id}/") for key in [*outputs, *scratch])
+    if isinstance(typed, PredictResult):
+        assert typed.output.key in outputs
 
 
 @pytest.mark.parametrize("name", sorted(JOB_KINDS))

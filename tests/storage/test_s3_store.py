@@ -172,3 +172,26 @@ def test_any_s3_url_is_accepted_whole_or_refused_naming_the_setting(rest: str) -
     bucket, prefix = parse_s3_url(loaded.artifact_url)
     assert bucket and "@" not in bucket and ":" not in bucket
     assert ".." not in prefix.split("/")
+
+
+def test_partial_downloads_of_killed_processes_are_removed(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    """A process killed mid-download leaves a partial file in the cache; the next start
+    (``remove_orphans``) deletes it, and keeps a live process's and the cached files."""
+    import subprocess
+
+    from app.core.scratch import owner_prefix
+
+    cache = ArtifactCache(tmp_path / "cache", 64 << 20)
+    store = _store(s3_endpoint, tmp_path, cache=cache)
+    stored = store.put_bytes("kept.bin", b"kept")
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead = cache.root / f"{owner_prefix('.part', finished.pid)}abc"
+    live = cache.root / f"{owner_prefix('.part')}def"
+    for path in (dead, live):
+        path.write_bytes(b"half")
+    assert store.remove_orphans() == 1
+    assert not dead.exists() and live.exists()
+    assert store.read_bytes("kept.bin", stored.sha256) == b"kept"

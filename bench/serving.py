@@ -85,10 +85,14 @@ tensors are read on the event loop at any size (a thread hop cost more than read
 What remains between /v1 predict and the floor is mostly what any Python path that runs
 onnxruntime per request pays: the minimal app (m), with no key, limits, errors or metrics,
 reaches only about a third of the floor on this machine, so the 50% target is beyond it;
-ModelKiln reaches 55-70% of (m) across runs and two to three times the hand-written
-FastAPI endpoint (b). The rest is the key check, lookups, checks that name what is wrong, and
-metrics, each a few microseconds that the profile above shows. p99 follows the throughput:
-with 8 connections in a closed loop, a request waits behind the others in the queue.
+ModelKiln reached 55-70% of (m) across runs and two to three times the hand-written
+FastAPI endpoint (b) while the model ran on the event loop. The model here is an upload, and
+uploads now run under the upload guard (a worker-thread hop per request, no memory arena, a
+per-run deadline: bench/upload_guard.py measures each part): in the run above ModelKiln
+reaches 39% of (m) at batch 1 and still 1.7x (b); a searched model keeps the inline path.
+The rest is the key check, lookups, checks that name what is wrong, and metrics, each a
+few microseconds that the profile above shows. p99 follows the throughput: with 8
+connections in a closed loop, a request waits behind the others in the queue.
 
 ## Reading the other rows
 

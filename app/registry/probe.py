@@ -251,11 +251,15 @@ def probe_model(
     outcome = _outcome(finished, memory_mb, run_timeout_s)
     expected = [[1, width], [RANDOM_ROWS, width], [2, width]]
     if outcome["shapes"] != expected:
-        raise InvalidInput(
-            f"model declares output shape [batch, {width}] but gave "
-            f"{outcome['shapes'][0]} for one row and {outcome['shapes'][1]} "
-            f"for {RANDOM_ROWS}"
+        given = ", ".join(
+            f"{shape} for {rows}"
+            for shape, rows in zip(
+                outcome["shapes"],
+                ("one row", f"{RANDOM_ROWS}", "2 (float32's extremes)"),
+                strict=False,
+            )
         )
+        raise InvalidInput(f"model declares output shape [batch, {width}] but gave {given}")
     per_row = outcome.get("bytes_per_row")
     return ProbeResult(
         latency_p50_ms=float(outcome["latency_p50_ms"]),

@@ -204,6 +204,11 @@ HOSTILE = [
         fails_on_random_rows,
         "model fails on 4 random input rows",
     ),
+    (
+        "an output wider than declared",
+        lambda: _model([helper.make_node("Identity", ["x"], ["y"])]),
+        "declares output shape [batch, 1] but gave [1, 3] for one row, [4, 3] for 4",
+    ),
     ("a memory bomb", memory_bomb, "KILN_PROBE_MEMORY_MB"),
     ("a time bomb", time_bomb, "within 1 s (KILN_UPLOAD_RUN_TIMEOUT_S"),
 ]

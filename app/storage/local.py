@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app.core.errors import StorageFull
+from app.core.scratch import owner_prefix, remove_orphans
 from app.storage.base import (
     CHUNK_BYTES,
     OUT_OF_SPACE_ERRNOS,
@@ -32,16 +33,25 @@ def _out_of_space(error: OSError, key: str) -> OSError | StorageFull:
     )
 
 
+WRITING = ".writing"  # under the root: writes in progress, each named by its process
+WRITING_TAG = ".tmp"
+
+
 class LocalArtifactStore(ArtifactStore):
-    """Files under ``root``; writes go to a temp file in the same directory, then rename."""
+    """Files under ``root``; a write goes to a temp file in ``root/.writing`` (the same file
+    system, named by its host and process), then is renamed into place, so what a killed
+    writer leaves is found at the next start without walking the store."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = f"file://{root}"
-        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / WRITING).mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+        return self.root / check_key(key)  # no key names WRITING: a segment never starts with '.'
+
+    def remove_orphans(self) -> int:
+        return remove_orphans(self.root / WRITING, (WRITING_TAG,))
 
     def _write_atomic(
         self, key: str, fill: Callable[[BinaryIO], str], *, durable: bool = True
@@ -51,7 +61,9 @@ class LocalArtifactStore(ArtifactStore):
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            handle, temp_name = tempfile.mkstemp(
+                dir=self.root / WRITING, prefix=owner_prefix(WRITING_TAG)
+            )
         except OSError as error:
             raise _out_of_space(error, key) from error
         temp = Path(temp_name)

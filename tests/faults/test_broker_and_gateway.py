@@ -177,8 +177,9 @@ def test_a_gateway_killed_mid_upload_stores_nothing(kiln_server: ServerFactory) 
 
 
 def test_spool_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
-    """Uploads, dataset parsing and batch outputs spool under data_dir/tmp; what a killed
-    process (gateway or worker) left there goes at the next start, and nothing else."""
+    """Uploads, dataset parsing and batch outputs spool under data_dir/tmp, and the local
+    store writes through artifacts/.writing; what a killed process (gateway or worker) left
+    in either goes at the next start, and nothing else."""
     from app.api.uploads import remove_orphaned_spools
     from app.core.config import load_settings
     from app.core.scratch import owner_prefix
@@ -189,11 +190,14 @@ def test_spool_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path: 
     finished = subprocess.Popen(["true"])
     finished.wait()
     dead = [spool / f"{owner_prefix(tag, finished.pid)}x" for tag in ("upload", "parse", "batch")]
+    writing = settings.data_dir / "artifacts" / ".writing"
+    writing.mkdir(parents=True)
+    dead.append(writing / f"{owner_prefix('.tmp', finished.pid)}part")
     live = spool / f"{owner_prefix('upload')}def.csv"
     elsewhere = spool / "upload-otherhost-1-ghi.csv"  # another host's: not ours to judge
     unrelated = spool / "notes.txt"
     for path in (*dead, live, elsewhere, unrelated):
         path.write_bytes(b"x")
-    assert remove_orphaned_spools(settings) == 3
+    assert remove_orphaned_spools(settings) == 4
     assert not any(path.exists() for path in dead)
     assert live.exists() and elsewhere.exists() and unrelated.exists()

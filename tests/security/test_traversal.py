@@ -73,3 +73,15 @@ def test_the_store_refuses_keys_that_could_escape(settings: Settings, key: str) 
     store = get_store(settings)
     with pytest.raises(ValueError):
         store.put_bytes(key, b"x")
+
+
+def test_the_local_stores_own_write_area_is_no_key(tmp_path: Path) -> None:
+    """Writes in progress live under ``.writing``; no artifact key can name it (a key's
+    segments never start with a dot)."""
+    from app.storage.base import InvalidArtifactKey
+    from app.storage.local import WRITING, LocalArtifactStore
+
+    store = LocalArtifactStore(tmp_path)
+    with pytest.raises(InvalidArtifactKey):
+        store.put_bytes(f"{WRITING}/x", b"x")
+    assert not list((tmp_path / WRITING).iterdir())

@@ -81,6 +81,9 @@ class Job(Base):
     __table_args__ = (
         _one_of("status", JobStatus),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        # The retention sweep looks for the few jobs not yet swept, every housekeeping pass.
+        Index("ix_jobs_scratch_deleted_at", "scratch_deleted_at"),
+        Index("ix_jobs_files_deleted_at", "files_deleted_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -11,9 +11,11 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+_T = TypeVar("_T")
 
 
 class Stoppable(Protocol):
@@ -69,3 +71,19 @@ class Watchdog:
 
 
 WATCHDOG = Watchdog()  # one per process: every deadline shares its thread
+
+
+class DeadlinePassed(Exception):
+    """A run was told to stop at its deadline (and stopped, by raising)."""
+
+
+def run_until(options: Stoppable, seconds: float, run: Callable[[], _T]) -> _T:
+    """``run()`` (which passes ``options`` to the runtime) under a deadline of ``seconds``:
+    DeadlinePassed when the watchdog stopped it, any other failure as it is."""
+    try:
+        with WATCHDOG.watch(options, seconds):
+            return run()
+    except Exception:
+        if options.terminate:
+            raise DeadlinePassed from None
+        raise

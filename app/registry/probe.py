@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.core.deadlines import WATCHDOG
+from app.core.deadlines import DeadlinePassed, run_until
 from app.core.errors import InvalidInput
 
 RANDOM_ROWS = 4
@@ -59,10 +59,6 @@ class ProbeResult:
     bytes_per_row: int | None
 
 
-class _Stopped(Exception):
-    """A run passed its deadline."""
-
-
 def _limit_self(memory_mb: int) -> None:
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -73,7 +69,7 @@ def _limit_self(memory_mb: int) -> None:
 
 def _fail(stage: str, error: BaseException | None = None) -> dict[str, Any]:
     """A failed stage by name and exception type; an allocation failure is named as such."""
-    if isinstance(error, _Stopped):
+    if isinstance(error, DeadlinePassed):
         return {"ok": False, "stage": "deadline", "rows": stage, "kind": ""}
     if error is not None and (isinstance(error, MemoryError) or "alloc" in str(error).lower()):
         stage = "memory"
@@ -112,13 +108,13 @@ class _Runner:
 
     def run(self, feed: Any) -> Any:
         options = self._options()
-        try:
-            with WATCHDOG.watch(options, self.run_timeout_s):
-                return self.session.run([self.output_name], {self.input_name: feed}, options)[0]
-        except Exception:
-            if options.terminate:
-                raise _Stopped from None
-            raise
+        feeds = {self.input_name: feed}
+        outputs = run_until(
+            options,
+            self.run_timeout_s,
+            lambda: self.session.run([self.output_name], feeds, options),
+        )
+        return outputs[0]
 
 
 def _bytes_per_row(runner: _Runner, loaded_peak: int, limit_bytes: int) -> int | None:
@@ -136,7 +132,7 @@ def _bytes_per_row(runner: _Runner, loaded_peak: int, limit_bytes: int) -> int |
             break
         try:
             runner.run(np.ones((batch, *runner.row_shape), dtype=np.float32))
-        except _Stopped:  # a batch slower than one request may be: the estimate stands
+        except DeadlinePassed:  # a batch slower than one request may be: the estimate stands
             break
         grown = _peak_bytes()
         slope = max(grown - peak, 0) / (batch - rows)

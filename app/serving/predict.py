@@ -35,31 +35,34 @@ def parse_feeds(body: bytes, model: LoadedModel, *, max_rows: int) -> dict[str, 
     payload = parse_body(body)
     if model.columns is not None:
         return parse_records(payload, model.columns, max_rows)
-    limit = model.max_rows(max_rows)  # lower for an upload that needs much memory per row
-    rows = payload["inputs"]
-    if limit < max_rows and isinstance(rows, list) and len(rows) > limit:
-        raise InvalidInput(
-            f"inputs has {len(rows)} rows; at most {limit} per request{model.rows_note(max_rows)}"
-        )
     return model.feeds_of(
         parse_rows(
             payload,
             n_features=model.n_features,
-            max_rows=limit,
+            max_rows=model.max_rows(max_rows),  # lower for an upload needing much memory per row
             may_hold_booleans=has_json_booleans(body),
+            why_max=model.rows_note(max_rows),
         )
     )
 
 
 def parse_rows(
-    payload: dict[str, Any], *, n_features: int, max_rows: int, may_hold_booleans: bool = True
+    payload: dict[str, Any],
+    *,
+    n_features: int,
+    max_rows: int,
+    may_hold_booleans: bool = True,
+    why_max: str = "",
 ) -> np.ndarray:
-    """``{"inputs": [[...], ...]}`` to a float32 matrix, with a 4xx naming what is wrong."""
+    """``{"inputs": [[...], ...]}`` to a float32 matrix, with a 4xx naming what is wrong
+    (``why_max``: why ``max_rows`` is what it is, when that is not the gateway's limit)."""
     inputs = payload["inputs"]
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput(f"inputs must be a non-empty list of rows of {n_features} numbers")
     if len(inputs) > max_rows:
-        raise InvalidInput(f"inputs has {len(inputs)} rows; at most {max_rows} per request")
+        raise InvalidInput(
+            f"inputs has {len(inputs)} rows; at most {max_rows} per request{why_max}"
+        )
     if not may_hold_booleans:  # the common case: numbers only, checked in one conversion
         try:
             array = np.asarray(inputs)

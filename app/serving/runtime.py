@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.contracts.signature import Signature, TensorSpec
-from app.core.deadlines import WATCHDOG
+from app.core.deadlines import DeadlinePassed, run_until
 from app.core.errors import InvalidInput, Unavailable
 from app.evaluation.sessions import open_session
 from app.storage import ArtifactStore
@@ -38,18 +38,16 @@ class RunGuard:
         options = ort.RunOptions()
         options.log_severity_level = 4  # the stop is logged here, once, without the noise
         try:
-            with WATCHDOG.watch(options, self.timeout_s):
-                output: np.ndarray = session.run([output_name], feeds, options)[0]
-        except Exception:
-            if options.terminate:
-                logger.warning(
-                    "a run of an uploaded model passed %g s and was stopped", self.timeout_s
-                )
-                raise InvalidInput(
-                    f"the model did not finish within {self.timeout_s:g} s on this request "
-                    "(KILN_UPLOAD_RUN_TIMEOUT_S, for uploaded models); the run was stopped"
-                ) from None
-            raise
+            outputs = run_until(
+                options, self.timeout_s, lambda: session.run([output_name], feeds, options)
+            )
+        except DeadlinePassed:
+            logger.warning("a run of an uploaded model passed %g s and was stopped", self.timeout_s)
+            raise InvalidInput(
+                f"the model did not finish within {self.timeout_s:g} s on this request "
+                "(KILN_UPLOAD_RUN_TIMEOUT_S, for uploaded models); the run was stopped"
+            ) from None
+        output: np.ndarray = outputs[0]
         return output
 
     def rows_note(self) -> str:
@@ -108,7 +106,7 @@ class LoadedModel:
 
     def rows_note(self, gateway_limit: int) -> str:
         """Why ``max_rows`` is below the gateway's limit ('' when it is not)."""
-        if self.max_rows(gateway_limit) == gateway_limit or self.guard is None:
+        if self.guard is None or self.max_rows(gateway_limit) == gateway_limit:
             return ""
         return self.guard.rows_note()
 

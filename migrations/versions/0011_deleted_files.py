@@ -25,13 +25,20 @@ COLUMNS = (
 )
 
 
+INDEXED = ('scratch_deleted_at', 'files_deleted_at')  # the retention sweep's lookups
+
+
 def upgrade() -> None:
     for table, column in COLUMNS:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.add_column(sa.Column(column, UTCDateTime(timezone=True), nullable=True))
+    for column in INDEXED:
+        op.create_index(f'ix_jobs_{column}', 'jobs', [column])
 
 
 def downgrade() -> None:
+    for column in INDEXED:
+        op.drop_index(f'ix_jobs_{column}', table_name='jobs')
     for table, column in reversed(COLUMNS):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_column(column)

@@ -59,6 +59,12 @@ def _looping(trigger: list[NodeProto], initializers: list[TensorProto]) -> bytes
     return _model(nodes, initializers + constants)
 
 
+def stalls_always() -> bytes:
+    """Runs for ever on any row (a Loop of MANY_TRIPS iterations, whatever the input)."""
+    always = helper.make_tensor("always", TensorProto.BOOL, [], [True])
+    return _looping([helper.make_node("Constant", [], ["hit"], value=always)], [])
+
+
 def stalls_on_one_value(key: float = 1234.5) -> bytes:
     """Runs for ever when the first value of the first row is exactly ``key``: zero rows,
     random rows and float32's extremes all pass."""

@@ -17,6 +17,7 @@ from app.core.config import Settings
 from app.main import create_app
 from tests.api.test_model_upload import linear_onnx, upload
 from tests.conftest import make_settings
+from tests.security.runaway_graphs import stalls_always
 
 SECRET = b"kiln_THIS-IS-THE-SECRET-0123456789"
 
@@ -149,34 +150,6 @@ def memory_bomb() -> bytes:
     return _model(nodes, initializers=[shape, axis])
 
 
-def time_bomb() -> bytes:
-    """A Loop of a trillion iterations."""
-    body = helper.make_graph(
-        [
-            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-            helper.make_node("Identity", ["carried"], ["carried_out"]),
-        ],
-        "body",
-        [
-            helper.make_tensor_value_info("i", TensorProto.INT64, []),
-            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("carried", TensorProto.FLOAT, None),
-        ],
-        [
-            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("carried_out", TensorProto.FLOAT, None),
-        ],
-    )
-    trips = numpy_helper.from_array(np.array(10**12, np.int64), "trips")
-    keep = numpy_helper.from_array(np.array(True), "keep")
-    axis = numpy_helper.from_array(np.array([1], np.int64), "axis")
-    nodes = [
-        helper.make_node("ReduceSum", ["x", "axis"], ["start"], keepdims=1),
-        helper.make_node("Loop", ["trips", "keep", "start"], ["y"], body=body),
-    ]
-    return _model(nodes, initializers=[trips, keep, axis])
-
-
 HOSTILE = [
     (
         "external data in a local function",
@@ -210,7 +183,7 @@ HOSTILE = [
         "declares output shape [batch, 1] but gave [1, 3] for one row, [4, 3] for 4",
     ),
     ("a memory bomb", memory_bomb, "KILN_PROBE_MEMORY_MB"),
-    ("a time bomb", time_bomb, "within 1 s (KILN_UPLOAD_RUN_TIMEOUT_S"),
+    ("a time bomb", stalls_always, "within 1 s (KILN_UPLOAD_RUN_TIMEOUT_S"),
 ]
 
 

@@ -8,6 +8,9 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu \
     KILN_DATA_DIR=/data
 
+# LightGBM's wheel links the system's OpenMP runtime, which the slim image lacks.
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /srv/modelkiln
 COPY requirements/main.lock ./requirements/
 RUN pip install -r requirements/main.lock

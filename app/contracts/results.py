@@ -109,6 +109,29 @@ class PlanSummary(StoredResult):
     timeout_s: float | None = None
     max_ensemble: int | None = None
     trials_at_once: int | None = None
+    families: list[str] | None = None
+
+
+class FamilyScore(StoredResult):
+    """One model family's share of a search: complete trials and its best (the primary
+    objective on the search's evidence: validation rows or out-of-fold)."""
+
+    family: str
+    trials: int
+    best_trial: int | None = None
+    best: float | None = None
+
+
+class ReferenceScores(StoredResult):
+    """Scores beside the winner's on the same evidence (validation rows, or the folds'
+    mean): a constant prediction (the training rows' majority class or mean) and a linear
+    model (the search's best linear trial, or one fitted for this reference)."""
+
+    metric: str
+    winner: float
+    baseline: float
+    linear: float | None = None
+    linear_trial: int | None = None
 
 
 class Selection(StoredResult):
@@ -121,6 +144,8 @@ class Selection(StoredResult):
     winner_fold_std: float | None = None
     trials_within_noise: int | None = None
     ensemble: dict[str, Any] | None = None
+    families: list[FamilyScore] | None = None
+    reference: ReferenceScores | None = None
 
 
 class ParetoPoint(StoredResult):

@@ -146,6 +146,11 @@ class VersionConfig(BaseModel):
     architecture: NetworkConfig | None = Field(
         default=None, description="The torch network's configuration, tagged by 'kind'."
     )
+    family: str | None = Field(
+        default=None,
+        description="The model family: mlp, cnn, gbdt, linear, or 'average' of several "
+        "(None: uploaded, or recorded before families).",
+    )
     weights_key: str | None = Field(default=None, description="Artifact key of its weights.")
     weights_sha256: str | None = Field(
         default=None,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from app.contracts.encoding import TableEncoding
+from app.contracts.enums import AVERAGE_FAMILY
 from app.contracts.results import SearchResult
 from app.contracts.signature import Signature, VersionConfig
 from app.core.db import Session
@@ -23,9 +24,17 @@ from app.jobs.trial_repository import TrialRepository
 from app.preprocessing.encode import Raw, stress_rows
 from app.preprocessing.graph import with_rows
 from app.registry.service import VersionDraft, register_version
+from app.search.space import SearchSpace
 from app.storage import ArtifactStore
 from app.tables import Dataset
-from app.training.ensemble import Ensemble, export_model
+from app.training.ensemble import (
+    Ensemble,
+    Fitted,
+    MixedAverage,
+    export_model,
+    parameters_of,
+    width_of,
+)
 from app.training.export import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -33,7 +42,8 @@ from app.training.export import (
     check_parity,
     check_table_parity,
 )
-from app.training.models import Network, count_parameters
+from app.training.models import Network
+from app.training.table_models import TableModel
 from app.training.train import save_weights
 
 PARITY_ROWS = 256
@@ -49,14 +59,32 @@ class SearchSubject:
     split_seed: int
 
 
-def signature_for(network: Network | Ensemble) -> Signature:
-    """The input/output signature of an exported network (rows arrive flat)."""
+def signature_for(network: Fitted) -> Signature:
+    """The input/output signature of an exported model (rows arrive flat)."""
+    n_inputs, n_outputs = width_of(network)
     return Signature.of_tensors(
-        input_name=INPUT_NAME,
-        row_shape=(network.config.n_inputs,),
-        output_name=OUTPUT_NAME,
-        width=network.config.n_outputs,
+        input_name=INPUT_NAME, row_shape=(n_inputs,), output_name=OUTPUT_NAME, width=n_outputs
     )
+
+
+def family_name(space: SearchSpace, model: Fitted, params: dict[str, Any]) -> str:
+    """What the registry records as the version's family."""
+    if isinstance(model, Ensemble | MixedAverage):
+        families = {space.family_of(member) for member in params.get("members", [])}
+        return families.pop().value if len(families) == 1 else AVERAGE_FAMILY
+    return space.family_of(params).value
+
+
+def _untrainable(model: Fitted) -> str | None:
+    """Why a version cannot be fine-tuned or compressed by methods that need torch weights."""
+    if isinstance(model, TableModel):
+        return (
+            f"it is a {model.family} model of the table's features, not a network: "
+            "distill it into one, or search again"
+        )
+    if isinstance(model, MixedAverage):
+        return "it averages models of several families: distill it into one network"
+    return None
 
 
 @dataclass(frozen=True)
@@ -80,7 +108,7 @@ class Served:
 
 
 def served_form(
-    network: Network | Ensemble,
+    network: Fitted,
     path: Path,
     encoding: TableEncoding | None,
     test_rows: np.ndarray,
@@ -101,7 +129,7 @@ def served_form(
         encoding,
         used=encoding.sources_of(None),
         output_name=OUTPUT_NAME,
-        width=network.config.n_outputs,
+        width=width_of(network)[1],
     )
     return Served(onnx, signature, test_feeds, parity)
 
@@ -109,7 +137,7 @@ def served_form(
 def prepare_version(
     context: JobContext,
     subject: SearchSubject,
-    network: Network | Ensemble,
+    network: Fitted,
     *,
     trial: int,
     params: dict[str, Any],
@@ -119,6 +147,7 @@ def prepare_version(
     store: ArtifactStore,
     raw_test: Raw | None = None,
     trained_on: str | None = None,
+    family: str | None = None,
 ) -> PreparedVersion:
     """Export a trial's network (or an ensemble led by it), check it against torch,
     measure it on the held-out split and in onnxruntime, and store the ONNX file and the
@@ -149,7 +178,7 @@ def prepare_version(
             latency_p50_ms=latency["p50"],
             latency_p95_ms=latency["p95"],
             size_bytes=path.stat().st_size,
-            params=count_parameters(network),
+            params=parameters_of(network),
             validation=validation,
         )
         artifact = store.put_file(f"{base}/model.onnx", path)
@@ -164,7 +193,7 @@ def prepare_version(
         artifact=artifact,
         signature=served.signature,
         metrics=metrics,
-        n_params=count_parameters(network),
+        n_params=parameters_of(network),
         latency_p50_ms=latency["p50"],
         class_labels=subject.dataset.class_labels,
         config=VersionConfig(
@@ -175,6 +204,8 @@ def prepare_version(
             split_seed=subject.split_seed,
             encoding=encoding,
             architecture=architecture,
+            family=family,
+            untrainable=_untrainable(network),
         ),
         dataset_id=subject.dataset.id,
         job_id=subject.job_id,

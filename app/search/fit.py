@@ -96,7 +96,7 @@ def _check_architecture(run: SearchRun, network: Network) -> None:
         )
 
 
-def _quality(run: SearchRun, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
+def quality_of(run: SearchRun, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """The quality objectives and the tie-breaking proper score on validation rows."""
     task = run.dataset.task
     names = {
@@ -109,14 +109,22 @@ def _quality(run: SearchRun, output: np.ndarray, target: np.ndarray) -> dict[str
 
 
 def _costs(run: SearchRun, network: Network) -> dict[str, float]:
-    """Parameters, and (when an objective or constraint needs them) the served file's
-    size and latency, checked against the constraints."""
-    measured: dict[str, float] = {"params": float(count_parameters(network))}
+    return served_costs(
+        run, count_parameters(network), network.config.n_inputs, lambda p: export_onnx(network, p)
+    )
+
+
+def served_costs(
+    run: SearchRun, params: int, n_inputs: int, write_onnx: Callable[[Path], None]
+) -> dict[str, float]:
+    """Parameters, and (when an objective or constraint needs them) the size and latency
+    of the file ``write_onnx`` writes, as served; checked against the constraints."""
+    measured: dict[str, float] = {"params": float(params)}
     if not run.plan.needs_export:
         return measured
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "trial.onnx"
-        export_onnx(network, path)
+        write_onnx(path)
         feeds = None
         if run.dataset.encoding is not None and run.raw_sample is not None:
             served, feeds = with_rows(
@@ -127,7 +135,7 @@ def _costs(run: SearchRun, network: Network) -> dict[str, float]:
         measured["latency_ms"] = latency_ms(
             path,
             input_name=INPUT_NAME,
-            row_shape=(network.config.n_inputs,),
+            row_shape=(n_inputs,),
             threads=run.settings.ort_threads,
             feeds=feeds,
         )["p50"]
@@ -194,7 +202,7 @@ def train_trial(
         else:
             result, processes = train(network, run.data, training, on_epoch=on_epoch), 1
         held_out = _validation_output(network, run.data.x_val)
-        measured: dict[str, Any] = _quality(run, held_out, run.data.y_val)
+        measured: dict[str, Any] = quality_of(run, held_out, run.data.y_val)
         measured["refit_epochs"] = result.best_epoch + 1
         measured["train_processes"] = processes
     else:
@@ -241,7 +249,7 @@ def _train_folds(
         if out_of_fold is None:
             out_of_fold = np.empty((len(folds.rows), *output.shape[1:]), dtype=np.float32)
         out_of_fold[folds.positions[index]] = output
-        per_fold.append(_quality(run, output, fold.y_val))
+        per_fold.append(quality_of(run, output, fold.y_val))
         best_epochs.append(result.best_epoch)
     primary = run.plan.objectives[0].metric
     if primary not in per_fold[0]:

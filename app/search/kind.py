@@ -76,7 +76,10 @@ class SearchKind(JobKind[SearchJobCreate]):
         spec = spec.model_copy(
             update={
                 "search": with_budget_defaults(
-                    spec.search, dataset.n_rows - test_rows, settings.embedded_workers
+                    spec.search,
+                    dataset.n_rows - test_rows,
+                    settings.embedded_workers,
+                    input_shape=dataset.input_shape,
                 )
             }
         )
@@ -168,6 +171,8 @@ def _check_bounds(
         if problem:
             raise InvalidInput(f"search.init_from: that network needs {problem}")
         return
+    if plan.space.network not in ("mlp", "cnn"):
+        return  # no network in the space: trees and linear models are sized by their data
     smallest, batch = smallest_in_space(
         plan.space,
         n_inputs=len(dataset.feature_names),

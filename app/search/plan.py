@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.contracts.enums import Family
 from app.core.errors import InvalidInput
 from app.evaluation.names import COST_METRICS, HIGHER_IS_BETTER, default_metric, searchable_for
 from app.search.space import SearchSpace, apply_overrides, default_space
@@ -94,12 +95,14 @@ def make_plan(
             f"search.algorithm: {spec.algorithm} optimises one objective; with "
             f"{len(objectives)} objectives use one of {list(MULTI_OBJECTIVE)}"
         )
+    families = _families(spec, dataset, fixed_architecture)
     space = apply_overrides(
         default_space(
             dataset.input_shape,
             spec.max_epochs,
             searched_architecture=not fixed_architecture,
             transfer_layers=transfer_layers,
+            families=families,
         ),
         spec.space,
     )
@@ -118,6 +121,46 @@ def make_plan(
     )
 
 
+def image_rows(input_shape: list[int] | None) -> bool:
+    """Whether a dataset's rows are images (channels, height, width): what a CNN reads."""
+    return bool(input_shape) and len(input_shape or []) == 3
+
+
+def default_families(input_shape: list[int] | None) -> list[Family]:
+    """Every family that fits the data: a CNN for images, else a network, trees and a
+    linear model of the table's features."""
+    if image_rows(input_shape):
+        return [Family.CNN]
+    return [Family.MLP, Family.GBDT, Family.LINEAR]
+
+
+def _families(spec: SearchSpec, dataset: Dataset, fixed_architecture: bool) -> tuple[Family, ...]:
+    """``search.families`` checked against the data and the rest of the spec."""
+    if spec.families is None:
+        return ()
+    families = tuple(Family(name) for name in spec.families)
+    if len(set(families)) < len(families):
+        raise InvalidInput("search.families: a family is listed twice")
+    if Family.CNN in families and not image_rows(dataset.input_shape):
+        raise InvalidInput(
+            "search.families: cnn needs image-shaped rows (a dataset uploaded with "
+            "input_shape [channels, height, width]); use mlp, gbdt or linear"
+        )
+    if Family.CNN in families and Family.MLP in families:
+        raise InvalidInput("search.families: choose one network family, mlp or cnn")
+    if fixed_architecture and families not in ((Family.MLP,), (Family.CNN,)):
+        raise InvalidInput(
+            "search.families: init_from fine-tunes a network; leave families out, or name "
+            "only that network's family"
+        )
+    if spec.algorithm == "grid" and len(families) > 1:
+        raise InvalidInput(
+            "search.families: a grid search covers one family's grid; name one family, or "
+            "use another algorithm (tpe learns which family pays)"
+        )
+    return () if fixed_architecture else families
+
+
 def uses_folds(validation: str, non_test_rows: int) -> bool:
     """Whether trials are scored on folds (``validation``: auto, cv or holdout)."""
     if validation == "auto":
@@ -126,15 +169,18 @@ def uses_folds(validation: str, non_test_rows: int) -> bool:
 
 
 def with_budget_defaults(
-    spec: SearchSpec, non_test_rows: int, worker_processes: int = 0
+    spec: SearchSpec,
+    non_test_rows: int,
+    worker_processes: int = 0,
+    input_shape: list[int] | None = None,
 ) -> SearchSpec:
     """A search given ``timeout_s`` and no ``max_trials`` runs until its time is spent:
     TPE (Optuna's default of 10 random start-up trials, then a model of what worked), two
     trials at a time (no more than the ``worker_processes`` that ``kiln serve`` runs, when
     it runs them: one process runs one trial at a time), a pruner that fits the validation
     (median stopping on folds, as pruners see the first fold; Hyperband on a large
-    holdout), and an average of up to five of the best networks when it beats the best one.
-    What is given stays."""
+    holdout), an average of up to five of the best models when it beats the best one, and
+    every model family that fits the data (not with init_from). What is given stays."""
     given = spec.model_fields_set
     if "timeout_s" not in given or "max_trials" in given:
         return spec
@@ -149,6 +195,8 @@ def with_budget_defaults(
         "pruner": "median" if folds else "hyperband",
         "max_ensemble": BUDGET_ONLY_ENSEMBLE,
     }
+    if spec.init_from is None:
+        chosen["families"] = default_families(input_shape)
     return spec.model_copy(
         update={name: value for name, value in chosen.items() if name not in given}
     )
@@ -175,6 +223,7 @@ def plan_summary(plan: SearchPlan, spec: SearchSpec) -> dict[str, Any]:
         "objectives": [{"metric": o.metric, "direction": o.direction} for o in plan.objectives],
         "pruning_metric": plan.pruning_metric,
         "network": plan.space.network,
+        "families": [family.value for family in plan.space.searched],
         "init_from": None
         if spec.init_from is None
         else ("transfer: new head" if plan.space.network == "transfer" else "fine-tune"),

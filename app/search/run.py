@@ -87,8 +87,9 @@ class SearchRun:
         return budget_of(self.spec, self.plan)
 
 
-def checkpoint_key(job_id: int, number: int) -> str:
-    return f"jobs/{job_id}/checkpoints/trial-{number}.pt"
+def checkpoint_key(job_id: int, number: int, suffix: str = "pt") -> str:
+    """Where a trial's fitted model is kept: torch weights, or a table model's own format."""
+    return f"jobs/{job_id}/checkpoints/trial-{number}.{suffix}"
 
 
 def predictions_key(job_id: int, number: int) -> str:

@@ -3,7 +3,11 @@ when the dataset has an ``input_shape``) plus training parameters, overridable p
 
 Overrides (``search.space``) map a dimension name to a fixed value (``"batch_size": 64``), a
 list of choices (``{"choices": ["relu", "gelu"]}``) or a range (``{"low": 32, "high": 128,
-"log": true}``). ``width`` (MLP) and ``channels`` (CNN) apply to every layer or block."""
+"log": true}``). ``width`` (MLP) and ``channels`` (CNN) apply to every layer or block.
+
+Several model families (``search.families``) share one space: the ``family`` parameter picks
+one per trial, and only that family's dimensions are sampled (``gbdt_*``, ``linear_*``, or
+the network's and its training's, unprefixed as before)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any, Literal
 
 import optuna
 
+from app.contracts.enums import TABLE_FAMILIES, Family
 from app.core.errors import InvalidInput
 
 Kind = Literal["int", "float", "categorical"]
@@ -72,6 +77,26 @@ CNN_SPACE: dict[str, Dimension] = {
     "batch_norm": _choice(False, True),
 }
 LAYER_COUNT = {"width": "n_layers", "channels": "n_blocks"}
+# LightGBM's own space: rounds is the most it boosts, early stopping on the validation rows
+# (or the first fold) decides how many it keeps, and a refit repeats that count.
+GBDT_SPACE: dict[str, Dimension] = {
+    "gbdt_num_leaves": _int(4, 256, log=True, maximum=131_072),
+    "gbdt_max_depth": Dimension(
+        "categorical", choices=(-1, 4, 6, 8, 12), open_choices=True, minimum=-1, maximum=64
+    ),
+    "gbdt_learning_rate": _float(0.01, 0.3, log=True, minimum=1e-6, maximum=1.0),
+    "gbdt_min_child_samples": _int(2, 100, log=True, maximum=100_000),
+    "gbdt_subsample": _float(0.5, 1.0, minimum=0.01, maximum=1.0),
+    "gbdt_colsample": _float(0.4, 1.0, minimum=0.01, maximum=1.0),
+    "gbdt_reg_lambda": _float(1e-8, 10.0, log=True, maximum=1e4),
+    "gbdt_reg_alpha": _float(1e-8, 10.0, log=True, maximum=1e4),
+    "gbdt_rounds": _int(100, 2000, log=True, maximum=20_000),
+}
+LINEAR_SPACE: dict[str, Dimension] = {
+    "linear_c": _float(1e-3, 100.0, log=True, minimum=1e-9, maximum=1e9),
+}
+FAMILY_SPACES = {Family.GBDT: GBDT_SPACE, Family.LINEAR: LINEAR_SPACE}
+FAMILY_KEY = "family"  # the parameter that picks a trial's family
 
 
 def transfer_space(body_layers: int) -> dict[str, Dimension]:
@@ -106,7 +131,32 @@ class SearchSpace:
     """The dimensions of one job's search, after overrides."""
 
     dimensions: dict[str, Dimension]
-    network: Literal["mlp", "cnn", "fixed", "transfer"]  # fixed, transfer: init_from
+    network: Literal["mlp", "cnn", "fixed", "transfer", "none"]  # fixed, transfer: init_from
+    families: tuple[Family, ...] = ()  # the families searched; () the network alone
+
+    @property
+    def searched(self) -> tuple[Family, ...]:
+        """The families trials choose from (the network family when none was named)."""
+        if self.families:
+            return self.families
+        return (Family.CNN,) if self.network == "cnn" else (Family.MLP,)
+
+    def family_of(self, params: dict[str, Any]) -> Family:
+        """The family a trial's parameters describe."""
+        if FAMILY_KEY in params:
+            return Family(params[FAMILY_KEY])
+        return self.searched[0]
+
+    def dimensions_of(self, family: Family) -> dict[str, Dimension]:
+        """The dimensions a trial of ``family`` samples."""
+        if family in TABLE_FAMILIES:
+            prefix = f"{family.value}_"
+            return {n: d for n, d in self.dimensions.items() if n.startswith(prefix)}
+        return {
+            n: d
+            for n, d in self.dimensions.items()
+            if not any(n.startswith(f"{table.value}_") for table in TABLE_FAMILIES)
+        }
 
     def grid(self, levels: int = 3) -> dict[str, list[Any]]:
         """A discretised grid (per-layer dimensions tied into one value for all layers)."""
@@ -138,11 +188,26 @@ def default_space(
     max_epochs: int,
     searched_architecture: bool = True,
     transfer_layers: int | None = None,
+    families: tuple[Family, ...] = (),
 ) -> SearchSpace:
     """The default space for a dataset: a CNN when rows are images, else an MLP; the
     training only for a network fine-tuned from a registered one, and the transfer choices
-    too when it learns a new head (``transfer_layers``: its body's weight layers)."""
+    too when it learns a new head (``transfer_layers``: its body's weight layers). With
+    ``families``: each named family's dimensions, side by side."""
     training = training_space(max_epochs)
+    if families:
+        dimensions: dict[str, Dimension] = {}
+        network: Literal["mlp", "cnn", "none"] = "none"
+        for family in families:
+            if family == Family.MLP:
+                dimensions.update({**MLP_SPACE, **training})
+                network = "mlp"
+            elif family == Family.CNN:
+                dimensions.update({**CNN_SPACE, **training})
+                network = "cnn"
+            else:
+                dimensions.update(FAMILY_SPACES[family])
+        return SearchSpace(dimensions, network, tuple(families))
     if transfer_layers is not None:
         return SearchSpace({**transfer_space(transfer_layers), **training}, "transfer")
     if not searched_architecture:
@@ -218,13 +283,16 @@ def apply_overrides(space: SearchSpace, overrides: dict[str, Any]) -> SearchSpac
                 "cnn": "a CNN search",
                 "fixed": "a search with init_from (its architecture is fixed)",
                 "transfer": "a transfer with init_from (its architecture is fixed)",
+                "none": "the families searched",
             }[space.network]
+            if space.families:
+                kind = f"the families {[f.value for f in space.families]}"
             raise InvalidInput(f"{path}: unknown dimension for {kind}; known: {sorted(dimensions)}")
         dimensions[name] = _override(path, dimensions[name], value)
     for per_layer, count in LAYER_COUNT.items():
         if per_layer in dimensions and dimensions[count].kind != "int":
             raise InvalidInput(f"search.space.{count}: must be a range or a single integer")
-    return SearchSpace(dimensions, space.network)
+    return SearchSpace(dimensions, space.network, space.families)
 
 
 def _suggest(trial: optuna.Trial, name: str, dimension: Dimension) -> Any:
@@ -240,13 +308,17 @@ def suggest(
 ) -> dict[str, Any]:
     """Sample one configuration; returns the flat parameter dict stored on the trial.
     ``tied_layers`` (grid search) uses one value for every layer's width or channels."""
-    for name, dimension in space.dimensions.items():
+    family = space.searched[0]
+    if len(space.searched) > 1:
+        family = Family(trial.suggest_categorical(FAMILY_KEY, [f.value for f in space.searched]))
+    dimensions = space.dimensions_of(family)
+    for name, dimension in dimensions.items():
         if dimension.per_layer and not tied_layers:
             continue
         _suggest(trial, name, dimension)
     if not tied_layers:
         for per_layer, count in LAYER_COUNT.items():
-            if per_layer in space.dimensions:
+            if per_layer in dimensions:
                 for layer in range(int(trial.params[count])):
                     _suggest(trial, f"{per_layer}_{layer}", space.dimensions[per_layer])
     return dict(trial.params)
@@ -254,9 +326,15 @@ def suggest(
 
 def fits(space: SearchSpace, params: dict[str, Any]) -> bool:
     """Whether a parameter dict (e.g. from an earlier job) lies inside ``space``."""
+    family = params.get(FAMILY_KEY, space.searched[0])
+    if family not in space.searched or (FAMILY_KEY in params) != (len(space.searched) > 1):
+        return False
+    dimensions = space.dimensions_of(Family(family))
     for name, value in params.items():
+        if name == FAMILY_KEY:
+            continue
         base = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1].isdigit() else name
-        dimension = space.dimensions.get(name) or space.dimensions.get(base)
+        dimension = dimensions.get(name) or dimensions.get(base)
         if dimension is None:
             return False
         if dimension.kind == "categorical":
@@ -264,6 +342,4 @@ def fits(space: SearchSpace, params: dict[str, Any]) -> bool:
                 return False
         elif not dimension.low <= value <= dimension.high:
             return False
-    return all(
-        name in params or dimension.per_layer for name, dimension in space.dimensions.items()
-    )
+    return all(name in params or dimension.per_layer for name, dimension in dimensions.items())

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.compression.spec import CompressionSpec
-from app.contracts.enums import MAX_ID
+from app.contracts.enums import MAX_ID, Family
 from app.core.names import ModelNameStr
 from app.jobs.spec import VersionRef
 
@@ -88,6 +88,17 @@ class SearchSpec(BaseModel):
         description="Seed for sampling, "
         "splits and training; a seeded search with parallelism 1 is "
         "reproducible.",
+    )
+    families: list[Family] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=len(Family),
+        description="Model families to search: 'mlp', 'cnn' (image-shaped rows), 'gbdt' "
+        "(LightGBM trees) and 'linear' (logistic or ridge regression), on the same encoded "
+        "features and served behind the same preprocessing. Several: each trial picks one "
+        "(the sampler learns which pays), cheapest first. Default: every family that fits "
+        "the data for a search given only timeout_s (tables: mlp, gbdt, linear; images: "
+        "cnn), else the network family (mlp, or cnn for image-shaped rows).",
     )
     max_epochs: int = Field(
         default=60, ge=1, le=1000, description="Upper bound of the epochs each trial may train."

@@ -4,13 +4,11 @@ then registers the best trial (one objective) or every Pareto-front trial (sever
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 from optuna.study import StudyDirection
@@ -45,14 +43,21 @@ from app.jobs.runner import (
 from app.jobs.trial_repository import TrialRepository
 from app.registry.service import get_version
 from app.search import ensembles
-from app.search.finalize import PreparedVersion, SearchSubject, prepare_version, recorder_for
-from app.search.fit import build_network
+from app.search.families import family_scores, reference_scores, seed_families
+from app.search.finalize import (
+    PreparedVersion,
+    SearchSubject,
+    family_name,
+    prepare_version,
+    recorder_for,
+)
 from app.search.plan import (
     make_plan,
     plan_summary,
     transfer_layers,
     uses_folds,
 )
+from app.search.refit import averaged, refit
 from app.search.run import SearchRun
 from app.search.selection import fold_data
 from app.search.space import fits
@@ -67,13 +72,13 @@ from app.search.winners import (
     winners,
 )
 from app.storage import get_store
-from app.tables import Dataset, Job, Trial
+from app.tables import Dataset, Job
 from app.training.device import describe_device, resolve_device
-from app.training.ensemble import Ensemble
+from app.training.ensemble import Fitted, width_of
 from app.training.export import INPUT_NAME, OUTPUT_NAME
 from app.training.models import Network
 from app.training.stopping import stop_checks
-from app.training.train import TrainData, save_weights, train
+from app.training.train import TrainData, save_weights
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -236,22 +241,29 @@ def _finalize(
     test = run.splits.test
     raw_test = load_raw(run.store, run.dataset, test) if run.dataset.encoding is not None else None
     prepared: list[PreparedVersion] = []
-    networks: list[Network | Ensemble] = []
+    networks: list[Fitted] = []
     selection = selection_summary(run, best[0], complete)
+    selection["families"] = family_scores(run, complete)
     for trial in best:
-        single = _refit(run, trial)
-        network: Network | Ensemble = single
+        single = refit(run, trial, context.check)
+        network: Fitted = single
         params, validation = trial.params, trial.metrics or {}
         if len(best) == 1 and ensembles.considered(run, compression):
             chosen = ensembles.pick(run, trial, complete)
             selection["ensemble"] = chosen.summary
             if len(chosen.members) > 1:
-                network = Ensemble([single, *(_refit(run, t) for t in chosen.members[1:])])
+                others = [refit(run, t, context.check) for t in chosen.members[1:]]
+                network = averaged([single, *others])
                 params = {
                     "ensemble_of_trials": chosen.summary["members"],
                     "members": [t.params for t in chosen.members],
                 }
                 validation = chosen.validation
+        if trial is best[0]:
+            reference = reference_scores(run, validation, complete)
+            selection["reference"] = reference
+            if reference is not None:
+                validation = {**validation, "reference": reference.model_dump()}
         networks.append(network)
         prepared.append(
             prepare_version(
@@ -266,6 +278,7 @@ def _finalize(
                 store=run.store,
                 raw_test=raw_test,
                 trained_on=describe_device(torch.device(run.device)),
+                family=family_name(run.plan.space, network, params),
             )
         )
     summary: dict[str, Any] = {
@@ -282,39 +295,19 @@ def _finalize(
     )
 
 
-def _refit(run: SearchRun, trial: Trial) -> Network:
-    """The trial's configuration trained again on every non-test row (training and
-    validation split), for the epoch count its validation found: the folds' mean, or the
-    holdout's best epoch. No early stopping: no validation rows are left to stop on."""
-    network, training = build_network(run, trial.params, seed=run.spec.seed + trial.number)
-    epochs = int((trial.metrics or {}).get("refit_epochs", training.epochs))
-    rows = np.sort(np.concatenate([run.splits.train, run.splits.validation]))
-    features, target = run.arrays.features, run.arrays.target
-    data = TrainData(
-        x_train=features[rows],
-        y_train=target[rows],
-        x_val=features[run.splits.validation],
-        y_val=target[run.splits.validation],
-    )
-    train(
-        network, data, dataclasses.replace(training, epochs=epochs, patience=0, restore_best=False)
-    )
-    return network
-
-
 def _compress_winner(
     context: JobContext,
     run: SearchRun,
     subject: SearchSubject,
     spec: CompressionSpec,
-    network: Network | Ensemble,
+    network: Fitted,
     winner: PreparedVersion,
 ) -> Compression:
     parent = Candidate(
         onnx=winner.network_onnx,
         input_name=INPUT_NAME,
         output_name=OUTPUT_NAME,
-        n_features=network.config.n_inputs,
+        n_features=width_of(network)[0],
         params=winner.draft.n_params,
         network=network if isinstance(network, Network) else None,
     )
@@ -354,6 +347,7 @@ def run_search(context: JobContext) -> Recorder:
         context.settings, context.job_id, seed=spec.search.seed + seed_base, worker=context.worker
     )
     _warm_start(run)
+    seed_families(run)
     subject = SearchSubject(
         job_id=context.job_id,
         model_name=spec.model_name,

@@ -15,7 +15,8 @@ from torch import nn
 
 from app.contracts.networks import NetworkConfig
 from app.training.export import INPUT_NAME, OUTPUT_NAME, export_onnx
-from app.training.models import Network
+from app.training.models import Network, count_parameters
+from app.training.table_models import TableModel
 
 
 class Ensemble(nn.Module):
@@ -72,24 +73,86 @@ def average_graphs(members: list[onnx.ModelProto]) -> onnx.ModelProto:
     functions = {(f.domain, f.name): f for g in graphs for f in g.functions}
     model = helper.make_model(
         graph,
-        opset_imports=list(graphs[0].opset_import),
+        opset_imports=_opsets(graphs),
         functions=list(functions.values()),
         producer_name="modelkiln-ensemble",
     )
-    model.ir_version = graphs[0].ir_version
+    model.ir_version = max(graph.ir_version for graph in graphs)
     onnx.checker.check_model(model)
     return model
 
 
-def export_model(network: Network | Ensemble, path: Path) -> None:
-    """Write ``network.predict`` as ONNX at ``path``, one network or an ensemble."""
+def _opsets(graphs: list[onnx.ModelProto]) -> list[onnx.OperatorSetIdProto]:
+    """Every domain the members use, at the newest version any of them asks for."""
+    versions: dict[str, int] = {}
+    for graph in graphs:
+        for entry in graph.opset_import:
+            versions[entry.domain] = max(versions.get(entry.domain, 0), entry.version)
+    return [helper.make_opsetid(domain, version) for domain, version in versions.items()]
+
+
+class MixedAverage:
+    """Models of different families (networks, trees, linear models) for the same inputs
+    and outputs; ``predict`` is their mean, exported with ``average_graphs`` like an
+    ``Ensemble``."""
+
+    def __init__(self, members: list[Network | TableModel]) -> None:
+        if len(members) < 2:
+            raise ValueError("an average needs at least two models")
+        widths = {(width_of(m), m.classification) for m in members}
+        if len(widths) > 1:
+            raise ValueError(f"averaged models differ in inputs, outputs or task: {widths}")
+        self.members = members
+        self.classification = members[0].classification
+
+    def eval(self) -> MixedAverage:
+        for member in self.members:
+            member.eval()
+        return self
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member.predict(x) for member in self.members]).mean(dim=0)
+
+
+Fitted = Network | Ensemble | TableModel | MixedAverage
+
+
+def width_of(model: Fitted) -> tuple[int, int]:
+    """(features in, outputs) of any fitted model."""
+    if isinstance(model, TableModel):
+        return model.n_inputs, model.n_outputs
+    if isinstance(model, MixedAverage):
+        return width_of(model.members[0])
+    return model.config.n_inputs, model.config.n_outputs
+
+
+def parameters_of(model: Fitted) -> int:
+    """Learnt numbers: a network's parameters, a table model's, or the members' sum."""
+    if isinstance(model, TableModel):
+        return model.n_params
+    if isinstance(model, MixedAverage):
+        return sum(parameters_of(member) for member in model.members)
+    return count_parameters(model)
+
+
+def _member_graph(member: Network | TableModel, path: Path) -> onnx.ModelProto:
+    if isinstance(member, TableModel):
+        return member.to_onnx()
+    export_onnx(member, path)
+    return onnx.load(str(path))
+
+
+def export_model(network: Fitted, path: Path) -> None:
+    """Write ``network.predict`` as ONNX at ``path``: one model, or an average."""
     if isinstance(network, Network):
         export_onnx(network, path)
         return
+    if isinstance(network, TableModel):
+        onnx.save(network.to_onnx(), str(path))
+        return
     with tempfile.TemporaryDirectory() as folder:
-        members = []
-        for index, member in enumerate(network.members):
-            member_path = Path(folder) / f"member-{index}.onnx"
-            export_onnx(member, member_path)  # type: ignore[arg-type]
-            members.append(onnx.load(str(member_path)))
+        members = [
+            _member_graph(member, Path(folder) / f"member-{index}.onnx")  # type: ignore[arg-type]
+            for index, member in enumerate(network.members)
+        ]
     onnx.save(average_graphs(members), str(path))

@@ -101,6 +101,34 @@ def snippets(base_url: str, name: str, number: int, example: dict[str, Any]) -> 
     return {"json": json.dumps(example, indent=2), "curl": curl, "python": python}
 
 
+@dataclass(frozen=True)
+class ReferenceRow:
+    """One line of the panel's "is it any good" table (on the search's evidence)."""
+
+    name: str
+    score: float
+    note: str
+
+
+def reference_rows(version: ModelVersion) -> tuple[str | None, list[ReferenceRow]]:
+    """The winner's validation score beside a constant prediction's and a linear model's,
+    as the search measured them (none for uploaded or compressed versions)."""
+    validation = (version.metrics or {}).get("validation") or {}
+    reference = validation.get("reference") if isinstance(validation, dict) else None
+    if not isinstance(reference, dict) or "baseline" not in reference:
+        return None, []
+    constant = "Majority class" if version.class_labels else "Mean of the target"
+    rows = [
+        ReferenceRow("This model", float(reference["winner"]), "its validation score"),
+        ReferenceRow(constant, float(reference["baseline"]), "the same answer for every row"),
+    ]
+    if reference.get("linear") is not None:
+        trial = reference.get("linear_trial")
+        note = f"trial {trial}" if trial is not None else "fitted for this reference"
+        rows.append(ReferenceRow("Linear model", float(reference["linear"]), note))
+    return str(reference["metric"]), rows
+
+
 def version_panel(
     session: Session, base_url: str, name: str, version: ModelVersion
 ) -> dict[str, Any]:
@@ -109,7 +137,12 @@ def version_panel(
     metrics = version.metrics or {}
     matrix = metrics.get("confusion_matrix")
     labels = list(version.class_labels or [])
+    metric, references = reference_rows(version)
+    config = version.config
     return {
+        "family": config.family if config is not None else None,
+        "reference_metric": metric,
+        "references": references,
         "version": version.version,
         "dataset_id": version.dataset_id,
         "inputs": input_rows(version),

@@ -1,0 +1,174 @@
+"""A search over several model families: the cheap families' starting points first, each
+family's share of the result, and the reference scores every search reports (a constant
+prediction and a linear model, on the winner's evidence)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from app.contracts.enums import Family
+from app.contracts.results import FamilyScore, ReferenceScores
+from app.evaluation.names import COST_METRICS
+from app.search.fit import quality_of
+from app.search.fit_tables import fit_family
+from app.search.run import SearchRun
+from app.search.space import FAMILY_KEY, Dimension, SearchSpace
+from app.tables import Trial
+from app.training.train import TrainData
+
+# Tried before the sampler's own choices, cheapest first: a linear model (a second), then
+# LightGBM's defaults (rounds by early stopping) and a slower-learning, smaller-leaved one.
+STARTING_POINTS: list[tuple[Family, dict[str, Any]]] = [
+    (Family.LINEAR, {"linear_c": 1.0}),
+    (
+        Family.GBDT,
+        {
+            "gbdt_num_leaves": 31,
+            "gbdt_max_depth": -1,
+            "gbdt_learning_rate": 0.1,
+            "gbdt_min_child_samples": 20,
+            "gbdt_subsample": 1.0,
+            "gbdt_colsample": 1.0,
+            "gbdt_reg_lambda": 1e-8,
+            "gbdt_reg_alpha": 1e-8,
+            "gbdt_rounds": 1000,
+        },
+    ),
+    (
+        Family.GBDT,
+        {
+            "gbdt_num_leaves": 15,
+            "gbdt_max_depth": -1,
+            "gbdt_learning_rate": 0.05,
+            "gbdt_min_child_samples": 10,
+            "gbdt_subsample": 0.8,
+            "gbdt_colsample": 0.8,
+            "gbdt_reg_lambda": 1.0,
+            "gbdt_reg_alpha": 1e-8,
+            "gbdt_rounds": 2000,
+        },
+    ),
+]
+SEEDED_ATTR = "families_seeded"
+
+
+def _inside(dimension: Dimension, value: Any) -> Any:
+    """``value`` if the (overridden) dimension allows it, else the nearest it allows."""
+    if dimension.kind == "categorical":
+        return value if value in dimension.choices else dimension.choices[0]
+    clipped = min(max(value, dimension.low), dimension.high)
+    return round(clipped) if dimension.kind == "int" else float(clipped)
+
+
+def starting_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """The parameters of the starting points of the families this space searches."""
+    if len(space.searched) < 2:
+        return []
+    points = []
+    for family, values in STARTING_POINTS:
+        if family not in space.searched:
+            continue
+        dimensions = space.dimensions_of(family)
+        point = {name: _inside(dimensions[name], value) for name, value in values.items()}
+        points.append({FAMILY_KEY: family.value, **point})
+    return points
+
+
+def seed_families(run: SearchRun) -> None:
+    """Queue the starting points once per study (the first worker to open it)."""
+    if run.study.user_attrs.get(SEEDED_ATTR):
+        return
+    points = starting_points(run.plan.space)
+    for point in points:
+        run.study.enqueue_trial(point, skip_if_exists=True)
+    run.study.set_user_attr(SEEDED_ATTR, len(points) or -1)
+
+
+def family_scores(run: SearchRun, complete: list[Trial]) -> list[FamilyScore]:
+    """Each searched family's complete trials and its best primary value."""
+    objective = run.plan.objectives[0]
+    scores = []
+    for family in run.plan.space.searched:
+        own = [t for t in complete if run.plan.space.family_of(t.params or {}) == family]
+        best = None
+        if own:
+            pick = max if objective.maximize else min
+            best = pick(own, key=lambda t: float(t.values[0]))  # type: ignore[index]
+        scores.append(
+            FamilyScore(
+                family=family.value,
+                trials=len(own),
+                best_trial=best.number if best else None,
+                best=float(best.values[0]) if best else None,  # type: ignore[index]
+            )
+        )
+    return scores
+
+
+def _evidence(run: SearchRun) -> list[TrainData]:
+    """What trials were scored on: the holdout pair, or every fold."""
+    return list(run.folds.data) if run.folds is not None else [run.data]
+
+
+def _constant(run: SearchRun, pair: TrainData) -> np.ndarray:
+    """The training rows' class shares (or mean), predicted for every validation row."""
+    rows = len(pair.y_val)
+    if run.dataset.class_labels:
+        width = len(run.dataset.class_labels)
+        counts = np.bincount(pair.y_train.astype(np.int64), minlength=width).astype(np.float64)
+        shares = (counts + 1e-6) / (counts + 1e-6).sum()
+        return np.tile(shares.astype(np.float32), (rows, 1))
+    return np.full((rows, 1), float(np.mean(pair.y_train)), dtype=np.float32)
+
+
+def reference_metric(run: SearchRun) -> str:
+    """The first quality objective (a cost objective has no reference): what is compared."""
+    quality = [o.metric for o in run.plan.objectives if o.metric not in COST_METRICS]
+    return quality[0] if quality else run.plan.pruning_metric
+
+
+def reference_scores(
+    run: SearchRun, winner: dict[str, Any], complete: list[Trial]
+) -> ReferenceScores | None:
+    """The constant prediction's and a linear model's score beside the winner's
+    (``winner``: its validation metrics), on the evidence its trials were scored on."""
+    metric = reference_metric(run)
+    if metric not in winner:
+        return None
+    pairs = _evidence(run)
+    baseline = float(
+        np.mean([quality_of(run, _constant(run, pair), pair.y_val)[metric] for pair in pairs])
+    )
+    linear_trials = [
+        t
+        for t in complete
+        if run.plan.space.family_of(t.params or {}) == Family.LINEAR and metric in (t.metrics or {})
+    ]
+    maximize = next((o.maximize for o in run.plan.objectives if o.metric == metric), True)
+    if linear_trials:
+        pick = max if maximize else min
+        best = pick(linear_trials, key=lambda t: float((t.metrics or {})[metric]))
+        linear, trial = float((best.metrics or {})[metric]), best.number
+    else:
+        linear, trial = _fitted_linear(run, pairs, metric), None
+    return ReferenceScores(
+        metric=metric,
+        winner=float(winner[metric]),
+        baseline=baseline,
+        linear=linear,
+        linear_trial=trial,
+    )
+
+
+def _fitted_linear(run: SearchRun, pairs: list[TrainData], metric: str) -> float:
+    """A default linear model's score over ``pairs`` (the search had no linear trial)."""
+    scores = []
+    for pair in pairs:
+        model = fit_family(
+            run, Family.LINEAR, {}, pair, seed=run.spec.seed, keep_going=lambda: None
+        )
+        output = model.predict_rows(pair.x_val).astype(np.float32)
+        scores.append(quality_of(run, output, pair.y_val)[metric])
+    return float(np.mean(scores))

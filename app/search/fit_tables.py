@@ -1,0 +1,148 @@
+"""Trials of the table families (``gbdt``, ``linear``): fitted on the same encoded features,
+scored on the same evidence (the validation split, or every fold) and measured as served,
+like a network's trial. A GBDT stops boosting when the watched rows stop improving; a refit
+on every non-test row boosts for the rounds the validation found (the folds' mean)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import optuna
+
+from app.contracts.enums import Family
+from app.search.fit import Measured, quality_of, served_costs
+from app.search.run import SearchRun, checkpoint_key, predictions_key
+from app.search.selection import proper_score, summarize_folds
+from app.tables import Trial
+from app.training.stopping import check_stop
+from app.training.table_models import FitOptions, TableData, TableModel, fit_table_model
+from app.training.train import TrainData
+
+
+def _outputs(run: SearchRun) -> int:
+    return len(run.dataset.class_labels) if run.dataset.class_labels else 1
+
+
+def fit_family(
+    run: SearchRun,
+    family: Family,
+    params: dict[str, Any],
+    data: TrainData | TableData,
+    *,
+    seed: int,
+    keep_going: Callable[[], None],
+    rounds: int | None = None,
+) -> TableModel:
+    """``family`` fitted with a trial's parameters (watching ``data``'s validation rows
+    unless ``rounds`` fixes the count)."""
+    table = TableData(data.x_train, data.y_train, data.x_val, data.y_val)
+
+    def check() -> None:  # a cancel, and the trial's and the search's time limits
+        keep_going()
+        check_stop()
+
+    options = FitOptions(seed=seed, threads=run.settings.train_threads, rounds=rounds, check=check)
+    return fit_table_model(family.value, params, table, _outputs(run), options)
+
+
+def train_table_trial(
+    run: SearchRun,
+    trial: optuna.Trial,
+    shadow: optuna.Trial | None,
+    params: dict[str, Any],
+    keep_going: Callable[[], None],
+    history: list[float],
+) -> Measured:
+    """Fit one configuration of a table family and measure it (the arguments are the
+    network trial's: this family reports no epochs, so pruners never stop it)."""
+    family = run.plan.space.family_of(params)
+    seed = run.spec.seed + trial.number
+    if run.folds is None:
+        model = fit_family(run, family, params, run.data, seed=seed, keep_going=keep_going)
+        held_out = model.predict_rows(run.data.x_val).astype(np.float32)
+        measured: dict[str, Any] = quality_of(run, held_out, run.data.y_val)
+        measured["refit_epochs"] = model.fitted_rounds
+        history.append(measured[_primary(run, measured)])
+    else:
+        measured, held_out, model = _folds(run, family, params, seed, keep_going)
+    measured["train_processes"] = 1
+    measured.update(
+        served_costs(
+            run,
+            model.n_params,
+            model.n_inputs,
+            lambda path: onnx.save(model.to_onnx(), str(Path(path))),
+        )
+    )
+    checkpoint = run.store.put_bytes(
+        checkpoint_key(run.job_id, trial.number, model.state_suffix), model.state_bytes()
+    )
+    predictions_sha256 = None
+    if run.keeps_predictions:
+        buffer = io.BytesIO()
+        np.save(buffer, held_out.astype(np.float32))
+        predictions_sha256 = run.store.put_bytes(
+            predictions_key(run.job_id, trial.number), buffer.getvalue()
+        ).sha256
+    return Measured(
+        metrics=measured, checkpoint_sha256=checkpoint.sha256, predictions_sha256=predictions_sha256
+    )
+
+
+def _primary(run: SearchRun, measured: dict[str, Any]) -> str:
+    primary = run.plan.objectives[0].metric
+    return primary if primary in measured else proper_score(run.dataset.task)
+
+
+def _folds(
+    run: SearchRun,
+    family: Family,
+    params: dict[str, Any],
+    seed: int,
+    keep_going: Callable[[], None],
+) -> tuple[dict[str, Any], np.ndarray, TableModel]:
+    """Every fold fitted from the same seed; the folds' mean metrics, the rounds a refit
+    boosts (their mean, rounded up), and the out-of-fold predictions."""
+    if run.folds is None:
+        raise ValueError("no folds")
+    per_fold: list[dict[str, float]] = []
+    rounds: list[int] = []
+    out_of_fold: np.ndarray | None = None
+    first: TableModel | None = None
+    for index, fold in enumerate(run.folds.data):
+        model = fit_family(run, family, params, fold, seed=seed, keep_going=keep_going)
+        first = first or model
+        output = model.predict_rows(fold.x_val).astype(np.float32)
+        if out_of_fold is None:
+            out_of_fold = np.empty((len(run.folds.rows), output.shape[1]), dtype=np.float32)
+        out_of_fold[run.folds.positions[index]] = output
+        per_fold.append(quality_of(run, output, fold.y_val))
+        rounds.append(model.fitted_rounds)
+    if out_of_fold is None or first is None:
+        raise ValueError("no folds")
+    summary = summarize_folds(per_fold, [count - 1 for count in rounds], _primary(run, per_fold[0]))
+    return summary, out_of_fold, first
+
+
+def refit_table_trial(run: SearchRun, trial: Trial, keep_going: Callable[[], None]) -> TableModel:
+    """The trial's configuration fitted again on every non-test row, for the rounds its
+    validation found."""
+    params = trial.params or {}
+    family = run.plan.space.family_of(params)
+    rows = np.sort(np.concatenate([run.splits.train, run.splits.validation]))
+    data = TableData(run.arrays.features[rows], run.arrays.target[rows])
+    rounds = int((trial.metrics or {}).get("refit_epochs", 0)) or None
+    return fit_family(
+        run,
+        family,
+        params,
+        data,
+        seed=run.spec.seed + trial.number,
+        keep_going=keep_going,
+        rounds=rounds,
+    )

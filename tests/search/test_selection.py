@@ -109,6 +109,13 @@ def test_a_budget_alone_chooses_the_rest() -> None:
         SearchSpec.model_validate({"timeout_s": 60, "parallelism": 3}), 500, 1
     )
     assert asked.parallelism == 3  # asked for: kept, and the result says what ran
+    assert small.families == ["mlp", "gbdt", "linear"]  # every family that fits a table
+    images = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 60}), 500, 0, [1, 8, 8])
+    assert images.families == ["cnn"]
+    named = SearchSpec.model_validate({"timeout_s": 60, "families": ["gbdt"]})
+    assert with_budget_defaults(named, 500).families == ["gbdt"]
+    tuned = SearchSpec.model_validate({"timeout_s": 60, "init_from": {"model": "m", "version": 1}})
+    assert with_budget_defaults(tuned, 500).families is None  # the network it starts from
 
 
 def test_most_at_once_counts_overlapping_trials() -> None:

@@ -7,7 +7,9 @@ from typing import Any
 import optuna
 import pytest
 
+from app.contracts.enums import Family
 from app.core.errors import InvalidInput
+from app.search.families import starting_points
 from app.search.space import apply_overrides, default_space, fits, suggest
 
 
@@ -98,3 +100,42 @@ def test_grid_is_finite_and_counts_its_points() -> None:
     assert grid["n_layers"] == [1, 2] and grid["width"] == [16, 64, 256]
     assert space.grid_size() == 6
     assert default_space(None, 60).grid_size() > 10_000
+
+
+def test_several_families_share_one_space_and_a_trial_samples_one() -> None:
+    space = default_space(None, 20, families=(Family.MLP, Family.GBDT, Family.LINEAR))
+    assert space.searched == (Family.MLP, Family.GBDT, Family.LINEAR)
+    assert set(space.dimensions_of(Family.LINEAR)) == {"linear_c"}
+    assert "n_layers" not in space.dimensions_of(Family.GBDT)
+    assert not any(name.startswith("gbdt_") for name in space.dimensions_of(Family.MLP))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        params = suggest(study.ask(), space)
+        family = space.family_of(params)
+        seen.add(family)
+        own = set(space.dimensions_of(family))
+        assert set(params) - {"family"} <= own | {f"width_{i}" for i in range(8)}
+        assert fits(space, params)
+    assert seen == set(space.searched)
+
+
+def test_one_family_keeps_the_parameters_as_they_were() -> None:
+    space = default_space(None, 20, families=(Family.GBDT,))
+    params = suggest(optuna.create_study().ask(), space)
+    assert "family" not in params and space.family_of(params) == Family.GBDT
+    assert not fits(space, {**params, "family": "gbdt"})
+    assert space.network == "none"
+
+
+def test_starting_points_go_cheapest_first_and_respect_overrides() -> None:
+    space = apply_overrides(
+        default_space(None, 20, families=(Family.MLP, Family.GBDT, Family.LINEAR)),
+        {"gbdt_num_leaves": {"low": 4, "high": 8}, "linear_c": 0.1},
+    )
+    points = starting_points(space)
+    assert [point["family"] for point in points] == ["linear", "gbdt", "gbdt"]
+    assert points[0]["linear_c"] == 0.1
+    assert all(4 <= point["gbdt_num_leaves"] <= 8 for point in points[1:])
+    assert all(fits(space, point) for point in points)
+    assert starting_points(default_space(None, 20, families=(Family.GBDT,))) == []

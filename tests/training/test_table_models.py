@@ -1,0 +1,147 @@
+"""The table families' contract, run for every family in the registry: what it predicts is
+what its ONNX graph computes (probabilities or values, in the network's interface), its
+state and size are reported, boosting stops on the watched rows and a refit repeats the
+rounds; an average across families is one graph with the members' mean."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from app.contracts.enums import TABLE_FAMILIES
+from app.contracts.networks import MLPConfig
+from app.core.errors import InvalidInput
+from app.training.ensemble import MixedAverage, export_model, parameters_of, width_of
+from app.training.export import INPUT_NAME, OUTPUT_NAME, check_parity
+from app.training.models import Network
+from app.training.table_models import (
+    FAMILIES,
+    FitOptions,
+    TableData,
+    TableModel,
+    fit_table_model,
+)
+from app.training.trees import Boosted
+
+TASKS = {"binary": 2, "multiclass": 3, "regression": 1}
+
+
+def table(outputs: int, rows: int = 400, seed: int = 0) -> TableData:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 6)).astype(np.float32)
+    signal = x[:, 0] * 2 + np.where(x[:, 1] > 0.3, 1.5, -1.0) + 0.3 * rng.normal(size=rows)
+    if outputs == 1:
+        y = (100 * signal + 1000).astype(np.float32)
+    else:
+        y = np.digitize(signal, np.quantile(signal, np.linspace(0, 1, outputs + 1)[1:-1]))
+    cut = rows * 3 // 4
+    return TableData(x[:cut], y[:cut], x[cut:], y[cut:])
+
+
+def served(model: TableModel, rows: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(
+        model.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: rows})[0])
+
+
+def test_every_table_family_is_registered() -> None:
+    fit_table_model("linear", {}, table(2), 2, FitOptions())  # loads the registry
+    assert set(FAMILIES) == {family.value for family in TABLE_FAMILIES}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("family", [family.value for family in TABLE_FAMILIES])
+def test_the_graph_computes_what_the_model_predicts(family: str, task: str) -> None:
+    outputs = TASKS[task]
+    data = table(outputs)
+    model = fit_table_model(family, {}, data, outputs, FitOptions(seed=3))
+    assert isinstance(model, FAMILIES[family])
+    assert (model.n_inputs, model.n_outputs) == (6, outputs)
+    graph = model.to_onnx()
+    assert [v.name for v in graph.graph.input] == [INPUT_NAME]
+    assert [v.name for v in graph.graph.output] == [OUTPUT_NAME]
+    predicted = model.predict_rows(data.x_val)
+    assert predicted.shape == (len(data.x_val), outputs)
+    if outputs > 1:
+        np.testing.assert_allclose(predicted.sum(axis=1), 1.0, atol=1e-5)
+    scale = np.maximum(1.0, np.abs(predicted))
+    assert np.max(np.abs(served(model, data.x_val) - predicted) / scale) < 1e-4
+    assert model.n_params > 0 and model.fitted_rounds >= 1
+    assert model.state_bytes() and model.describe()["family"] == family
+
+
+def test_the_gbdt_matches_lightgbm_and_reloads_from_its_state() -> None:
+    data = table(3)
+    model = fit_table_model("gbdt", {"gbdt_rounds": 400}, data, 3, FitOptions(seed=1))
+    assert isinstance(model, Boosted)
+    assert model.fitted_rounds < 400  # stopped when the watched rows stopped improving
+    again = lightgbm.Booster(model_str=model.state_bytes().decode())
+    np.testing.assert_allclose(again.predict(data.x_val), model.predict_rows(data.x_val))
+    np.testing.assert_allclose(served(model, data.x_val), again.predict(data.x_val), atol=1e-5)
+    assert model.describe()["trees"] == 3 * model.fitted_rounds  # one tree per class a round
+
+
+def test_a_refit_boosts_the_rounds_it_is_given() -> None:
+    data = table(2)
+    refit = fit_table_model(
+        "gbdt", {}, TableData(data.x_train, data.y_train), 2, FitOptions(rounds=37)
+    )
+    assert refit.fitted_rounds == 37
+
+
+def test_a_check_stops_a_long_fit() -> None:
+    calls = []
+
+    def stop() -> None:
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        fit_table_model("gbdt", {"gbdt_rounds": 5000}, table(2), 2, FitOptions(check=stop))
+
+
+def test_a_class_no_training_row_had_is_never_predicted() -> None:
+    data = table(2)
+    model = fit_table_model("linear", {}, data, 3, FitOptions())
+    assert np.all(model.predict_rows(data.x_val)[:, 2] < 1e-6)
+
+
+def test_an_unknown_family_is_named() -> None:
+    with pytest.raises(InvalidInput, match="unknown model family 'forest'"):
+        fit_table_model("forest", {}, table(2), 2, FitOptions())
+
+
+@pytest.mark.parametrize("outputs", [3, 1])
+def test_an_average_across_families_is_one_graph_of_the_mean(
+    tmp_path: Path, outputs: int
+) -> None:
+    data = table(outputs)
+    network = Network(MLPConfig(6, outputs, (8,)), classification=outputs > 1, seed=0)
+    trees = fit_table_model("gbdt", {}, data, outputs, FitOptions())
+    linear = fit_table_model("linear", {}, data, outputs, FitOptions())
+    average = MixedAverage([network, trees, linear]).eval()
+    assert width_of(average) == (6, outputs)
+    assert parameters_of(average) == sum(parameters_of(m) for m in (network, trees, linear))
+    path = tmp_path / "average.onnx"
+    export_model(average, path)
+    assert check_parity(average, path, data.x_val) < 1e-4
+    domains = {entry.domain for entry in onnx.load(str(path)).opset_import}
+    assert {"", "ai.onnx.ml"} <= domains
+    with torch.no_grad():
+        members = [m.predict(torch.from_numpy(data.x_val)).numpy() for m in average.members]
+        mean = average.predict(torch.from_numpy(data.x_val)).numpy()
+    np.testing.assert_allclose(mean, np.mean(members, axis=0), rtol=1e-5)
+
+
+def test_members_of_other_widths_are_refused() -> None:
+    trees = fit_table_model("gbdt", {}, table(3), 3, FitOptions())
+    with pytest.raises(ValueError, match="differ in inputs, outputs or task"):
+        MixedAverage([trees, fit_table_model("linear", {}, table(2), 2, FitOptions())])

@@ -39,9 +39,16 @@ def table(outputs: int, rows: int = 400, seed: int = 0) -> TableData:
     if outputs == 1:
         y = (100 * signal + 1000).astype(np.float32)
     else:
-        y = np.digitize(signal, np.quantile(signal, np.linspace(0, 1, outputs + 1)[1:-1]))
+        edges = np.quantile(signal, np.linspace(0, 1, outputs + 1)[1:-1])
+        y = np.digitize(signal, edges).astype(np.float32)
     cut = rows * 3 // 4
     return TableData(x[:cut], y[:cut], x[cut:], y[cut:])
+
+
+def held_out(data: TableData) -> np.ndarray:
+    """The watched rows (every table here has them)."""
+    assert data.x_val is not None
+    return data.x_val
 
 
 def served(model: TableModel, rows: np.ndarray) -> np.ndarray:
@@ -67,12 +74,12 @@ def test_the_graph_computes_what_the_model_predicts(family: str, task: str) -> N
     graph = model.to_onnx()
     assert [v.name for v in graph.graph.input] == [INPUT_NAME]
     assert [v.name for v in graph.graph.output] == [OUTPUT_NAME]
-    predicted = model.predict_rows(data.x_val)
-    assert predicted.shape == (len(data.x_val), outputs)
+    predicted = model.predict_rows(held_out(data))
+    assert predicted.shape == (len(held_out(data)), outputs)
     if outputs > 1:
         np.testing.assert_allclose(predicted.sum(axis=1), 1.0, atol=1e-5)
     scale = np.maximum(1.0, np.abs(predicted))
-    assert np.max(np.abs(served(model, data.x_val) - predicted) / scale) < 1e-4
+    assert np.max(np.abs(served(model, held_out(data)) - predicted) / scale) < 1e-4
     assert model.n_params > 0 and model.fitted_rounds >= 1
     assert model.state_bytes() and model.describe()["family"] == family
 
@@ -83,8 +90,10 @@ def test_the_gbdt_matches_lightgbm_and_reloads_from_its_state() -> None:
     assert isinstance(model, Boosted)
     assert model.fitted_rounds < 400  # stopped when the watched rows stopped improving
     again = lightgbm.Booster(model_str=model.state_bytes().decode())
-    np.testing.assert_allclose(again.predict(data.x_val), model.predict_rows(data.x_val))
-    np.testing.assert_allclose(served(model, data.x_val), again.predict(data.x_val), atol=1e-5)
+    np.testing.assert_allclose(again.predict(held_out(data)), model.predict_rows(held_out(data)))
+    np.testing.assert_allclose(
+        served(model, held_out(data)), again.predict(held_out(data)), atol=1e-5
+    )
     assert model.describe()["trees"] == 3 * model.fitted_rounds  # one tree per class a round
 
 
@@ -111,7 +120,7 @@ def test_a_check_stops_a_long_fit() -> None:
 def test_a_class_no_training_row_had_is_never_predicted() -> None:
     data = table(2)
     model = fit_table_model("linear", {}, data, 3, FitOptions())
-    assert np.all(model.predict_rows(data.x_val)[:, 2] < 1e-6)
+    assert np.all(model.predict_rows(held_out(data))[:, 2] < 1e-6)
 
 
 def test_an_unknown_family_is_named() -> None:
@@ -120,9 +129,7 @@ def test_an_unknown_family_is_named() -> None:
 
 
 @pytest.mark.parametrize("outputs", [3, 1])
-def test_an_average_across_families_is_one_graph_of_the_mean(
-    tmp_path: Path, outputs: int
-) -> None:
+def test_an_average_across_families_is_one_graph_of_the_mean(tmp_path: Path, outputs: int) -> None:
     data = table(outputs)
     network = Network(MLPConfig(6, outputs, (8,)), classification=outputs > 1, seed=0)
     trees = fit_table_model("gbdt", {}, data, outputs, FitOptions())
@@ -132,12 +139,12 @@ def test_an_average_across_families_is_one_graph_of_the_mean(
     assert parameters_of(average) == sum(parameters_of(m) for m in (network, trees, linear))
     path = tmp_path / "average.onnx"
     export_model(average, path)
-    assert check_parity(average, path, data.x_val) < 1e-4
+    assert check_parity(average, path, held_out(data)) < 1e-4
     domains = {entry.domain for entry in onnx.load(str(path)).opset_import}
     assert {"", "ai.onnx.ml"} <= domains
     with torch.no_grad():
-        members = [m.predict(torch.from_numpy(data.x_val)).numpy() for m in average.members]
-        mean = average.predict(torch.from_numpy(data.x_val)).numpy()
+        members = [m.predict(torch.from_numpy(held_out(data))).numpy() for m in average.members]
+        mean = average.predict(torch.from_numpy(held_out(data))).numpy()
     np.testing.assert_allclose(mean, np.mean(members, axis=0), rtol=1e-5)
 
 

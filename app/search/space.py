@@ -76,6 +76,24 @@ CNN_SPACE: dict[str, Dimension] = {
     "dropout": _float(0.0, 0.5, maximum=0.9),
     "batch_norm": _choice(False, True),
 }
+# A table's MLP also searches how its first layer reads the features (``TableFront``):
+# input scaling, per-feature embeddings of numbers (none, periodic or piecewise-linear;
+# width, frequencies or bins, and the periodic frequencies' spread), and an embedding of
+# each many-valued category (width 0: none).
+TABLE_MLP_SPACE: dict[str, Dimension] = {
+    "scaling": _choice("standard", "robust"),
+    "numeric_embedding": _choice("none", "periodic", "piecewise"),
+    "embedding_width": Dimension(
+        "categorical", choices=(4, 8, 16), open_choices=True, minimum=1, maximum=256
+    ),
+    "embedding_size": Dimension(
+        "categorical", choices=(4, 8, 16), open_choices=True, minimum=2, maximum=128
+    ),
+    "embedding_sigma": _float(0.01, 3.0, log=True, minimum=1e-4, maximum=100.0),
+    "category_width": Dimension(
+        "categorical", choices=(0, 4, 8), open_choices=True, minimum=0, maximum=256
+    ),
+}
 LAYER_COUNT = {"width": "n_layers", "channels": "n_blocks"}
 # LightGBM's own space: rounds is the most it boosts, early stopping on the validation rows
 # (or the first fold) decides how many it keeps, and a refit repeats that count.
@@ -189,18 +207,21 @@ def default_space(
     searched_architecture: bool = True,
     transfer_layers: int | None = None,
     families: tuple[Family, ...] = (),
+    table: bool = False,
 ) -> SearchSpace:
-    """The default space for a dataset: a CNN when rows are images, else an MLP; the
-    training only for a network fine-tuned from a registered one, and the transfer choices
-    too when it learns a new head (``transfer_layers``: its body's weight layers). With
-    ``families``: each named family's dimensions, side by side."""
+    """The default space for a dataset: a CNN when rows are images, else an MLP (reading a
+    table's features through searched embeddings when ``table``); the training only for a
+    network fine-tuned from a registered one, and the transfer choices too when it learns
+    a new head (``transfer_layers``: its body's weight layers). With ``families``: each
+    named family's dimensions, side by side."""
     training = training_space(max_epochs)
+    mlp = {**MLP_SPACE, **(TABLE_MLP_SPACE if table else {})}
     if families:
         dimensions: dict[str, Dimension] = {}
         network: Literal["mlp", "cnn", "none"] = "none"
         for family in families:
             if family == Family.MLP:
-                dimensions.update({**MLP_SPACE, **training})
+                dimensions.update({**mlp, **training})
                 network = "mlp"
             elif family == Family.CNN:
                 dimensions.update({**CNN_SPACE, **training})
@@ -214,7 +235,7 @@ def default_space(
         return SearchSpace(training, "fixed")
     if input_shape and len(input_shape) == 3:
         return SearchSpace({**CNN_SPACE, **training}, "cnn")
-    return SearchSpace({**MLP_SPACE, **training}, "mlp")
+    return SearchSpace({**mlp, **training}, "mlp")
 
 
 def _is_number(value: Any) -> bool:

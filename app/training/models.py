@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from app.contracts.networks import CNNConfig, MLPConfig, NetworkConfig
+from app.training.table_front import FeatureFront
 
 INPUT_CLIP = 10.0  # standardised inputs are clipped to this many standard deviations
+NORMAL_IQR = 1.349  # a normal distribution's interquartile range in standard deviations
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -39,6 +41,8 @@ class Network(nn.Module):
             if seed is not None:
                 torch.manual_seed(seed)
             self.body = self._mlp(config) if isinstance(config, MLPConfig) else self._cnn(config)
+            front = config.front if isinstance(config, MLPConfig) else None
+            self.front = FeatureFront(front, config.n_inputs) if front is not None else None
         self.register_buffer("input_mean", torch.zeros(config.n_inputs))
         self.register_buffer("input_scale", torch.ones(config.n_inputs))
         self.register_buffer("target_mean", torch.zeros(1))
@@ -60,7 +64,7 @@ class Network(nn.Module):
 
     @classmethod
     def _mlp(cls, config: MLPConfig) -> nn.Sequential:
-        return nn.Sequential(*cls._dense(config.n_inputs, config.hidden, config))
+        return nn.Sequential(*cls._dense(config.body_inputs, config.hidden, config))
 
     @classmethod
     def _cnn(cls, config: CNNConfig) -> nn.Sequential:
@@ -92,10 +96,13 @@ class Network(nn.Module):
         if self.config.fixed_scaling:
             return
         if inputs:
-            std = features.std(axis=0)
-            self.input_mean.copy_(torch.from_numpy(features.mean(axis=0).astype(np.float32)))
-            scale = np.where(std > 1e-8, 1.0 / np.maximum(std, 1e-8), 1.0).astype(np.float32)
-            self.input_scale.copy_(torch.from_numpy(scale))
+            centre, spread = _centre_and_spread(features, robust=self._robust)
+            self.input_mean.copy_(torch.from_numpy(centre.astype(np.float32)))
+            scale = np.where(spread > 1e-8, 1.0 / np.maximum(spread, 1e-8), 1.0)
+            self.input_scale.copy_(torch.from_numpy(scale.astype(np.float32)))
+            if self.front is not None:
+                scaled = np.clip((features - centre) * scale, -INPUT_CLIP, INPUT_CLIP)
+                self.front.fit_bins(scaled.astype(np.float32))
         if target is not None and not self.classification:
             self.target_mean.fill_(float(target.mean()))
             self.target_scale.fill_(float(target.std()) or 1.0)
@@ -107,8 +114,14 @@ class Network(nn.Module):
         scaled = (x - self.input_mean) * self.input_scale
         if not self.config.fixed_scaling:
             scaled = torch.clamp(scaled, -INPUT_CLIP, INPUT_CLIP)
+        if self.front is not None:
+            scaled = self.front(scaled)
         out: torch.Tensor = self.body(scaled)
         return out
+
+    @property
+    def _robust(self) -> bool:
+        return isinstance(self.config, MLPConfig) and self.config.scaling == "robust"
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities (classification) or values in target units (regression)."""
@@ -116,6 +129,19 @@ class Network(nn.Module):
         if self.classification:
             return torch.softmax(raw, dim=-1)
         return raw * self.target_scale + self.target_mean
+
+
+def _centre_and_spread(features: np.ndarray, *, robust: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature: mean and standard deviation, or median and interquartile range in
+    standard-deviation units (where that range is empty, as for a rare one-hot slot: the
+    mean and standard deviation)."""
+    mean, std = features.mean(axis=0), features.std(axis=0)
+    if not robust:
+        return mean, std
+    low, median, high = np.quantile(features, [0.25, 0.5, 0.75], axis=0)
+    spread = (high - low) / NORMAL_IQR
+    usable = spread > 1e-8
+    return np.where(usable, median, mean), np.where(usable, spread, std)
 
 
 class Predictor(nn.Module):
@@ -158,8 +184,12 @@ def transfer_groups(
     ]
     head = weighted[-1]
     cut = weighted[frozen_layers] if frozen_layers < len(weighted) - 1 else head
+    front = ("front.",) if network.front is not None else ()
+    frozen = tuple(f"body.{index}." for index in range(cut))
+    slow = tuple(f"body.{index}." for index in range(cut, head))
+    # The feature embeddings are the body's first part: frozen with its first layer.
     return (
-        tuple(f"body.{index}." for index in range(cut)),
-        tuple(f"body.{index}." for index in range(cut, head)),
+        (*front, *frozen) if frozen_layers else frozen,
+        slow if frozen_layers else (*front, *slow),
         (f"body.{head}.",),
     )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.contracts.networks import CNNConfig, MLPConfig
+from app.contracts.networks import CNNConfig, MLPConfig, TableFront
 from app.core.config import TRAINING_BYTES_PER_PARAM, Settings
 from app.core.errors import BrokenInvariant, InvalidInput
 
@@ -49,10 +49,20 @@ def _dense(n_in: int, hidden: Sequence[int], n_out: int, batch_norm: bool) -> Ne
 
 
 def mlp_size(
-    n_inputs: int, hidden: Sequence[int], n_outputs: int, *, batch_norm: bool
+    n_inputs: int,
+    hidden: Sequence[int],
+    n_outputs: int,
+    *,
+    batch_norm: bool,
+    front: TableFront | None = None,
 ) -> NetworkSize:
-    """An MLP of ``hidden`` widths."""
-    return _dense(n_inputs, hidden, n_outputs, batch_norm)
+    """An MLP of ``hidden`` widths (behind a table's feature embeddings, with ``front``)."""
+    if front is None:
+        return _dense(n_inputs, hidden, n_outputs, batch_norm)
+    body = _dense(front.out_width(n_inputs), hidden, n_outputs, batch_norm)
+    inner = 2 * front.size if front.embedding == "periodic" else front.size
+    activations = len(front.numeric) * (inner + front.width) + front.out_width(n_inputs)
+    return NetworkSize(body.params + front.params(), body.activations_per_row + activations)
 
 
 def cnn_size(
@@ -85,9 +95,15 @@ def _layers(params: dict[str, Any], name: str, count: int) -> list[int]:
 
 
 def size_of(
-    params: dict[str, Any], *, n_inputs: int, n_outputs: int, input_shape: Sequence[int] | None
+    params: dict[str, Any],
+    *,
+    n_inputs: int,
+    n_outputs: int,
+    input_shape: Sequence[int] | None,
+    front: TableFront | None = None,
 ) -> NetworkSize:
-    """The network a trial's parameter dict describes."""
+    """The network a trial's parameter dict describes (``front``: the feature embeddings
+    its table parameters give it)."""
     if "n_blocks" in params:
         if input_shape is None:
             raise BrokenInvariant("input_shape is None")
@@ -105,6 +121,7 @@ def size_of(
         _layers(params, "width", int(params["n_layers"])),
         n_outputs,
         batch_norm=bool(params["batch_norm"]),
+        front=front,
     )
 
 
@@ -125,6 +142,7 @@ def architecture_size(architecture: MLPConfig | CNNConfig) -> NetworkSize:
         architecture.hidden,
         architecture.n_outputs,
         batch_norm=architecture.batch_norm,
+        front=architecture.front,
     )
 
 

@@ -24,6 +24,7 @@ from app.training.table_models import (
 
 CONVERTER_OPSET = 15  # the newest default-domain opset onnxmltools writes
 EARLY_STOPPING_ROUNDS = 50
+THRESHOLDS = "threshold="
 CHECK_EVERY_ROUNDS = 10
 
 
@@ -69,7 +70,29 @@ def _fit(own: dict[str, Any], data: TableData, n_outputs: int, options: FitOptio
     booster = lightgbm.train(
         params, train_set, num_boost_round=max_rounds, valid_sets=valid_sets, callbacks=callbacks
     )
-    return Boosted(booster, n_inputs=data.x_train.shape[1], n_outputs=n_outputs)
+    rounds = booster.best_iteration or booster.current_iteration()
+    return Boosted(
+        float32_thresholds(booster, rounds), n_inputs=data.x_train.shape[1], n_outputs=n_outputs
+    )
+
+
+def float32_thresholds(booster: lightgbm.Booster, rounds: int) -> lightgbm.Booster:
+    """The booster's first ``rounds`` rounds with every split threshold rounded to float32.
+
+    The ONNX TreeEnsemble compares float32 features with float32 thresholds; LightGBM
+    compares them with its double thresholds. A feature value between the two (a value
+    the threshold rounds up to) goes left in one and right in the other: whole leaves
+    apart, 0.05 in probability seen on a real table. Rounded here, both compare the same
+    numbers and the booster kept is the one the graph computes (parity to 1e-6)."""
+    lines = []
+    for line in booster.model_to_string(num_iteration=rounds).splitlines():
+        if line.startswith(THRESHOLDS):
+            values = line.removeprefix(THRESHOLDS).split()
+            line = THRESHOLDS + " ".join(repr(float(np.float32(v))) for v in values)
+        elif line.startswith("tree_sizes="):
+            continue  # byte sizes of the trees, which rounding changes; optional
+        lines.append(line)
+    return lightgbm.Booster(model_str="\n".join(lines) + "\n")
 
 
 def _checker(options: FitOptions) -> Any:
@@ -82,14 +105,15 @@ def _checker(options: FitOptions) -> Any:
 
 @register_family("gbdt", _fit)
 class Boosted(TableModel):
-    """A LightGBM booster (binary, multiclass or L2 regression)."""
+    """A LightGBM booster (binary, multiclass or L2 regression), holding exactly the
+    rounds it keeps, with float32 thresholds (``float32_thresholds``)."""
 
     state_suffix = "lgb.txt"
 
     def __init__(self, booster: lightgbm.Booster, *, n_inputs: int, n_outputs: int) -> None:
         super().__init__(n_inputs, n_outputs, classification=n_outputs > 1)
         self.booster = booster
-        self.rounds = booster.best_iteration or booster.current_iteration()
+        self.rounds = booster.current_iteration()
 
     def predict_rows(self, rows: np.ndarray) -> np.ndarray:
         predicted = np.asarray(self.booster.predict(rows, num_iteration=self.rounds))
@@ -103,7 +127,7 @@ class Boosted(TableModel):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = convert_lightgbm(
-                self._trimmed(),
+                self.booster,
                 initial_types=[(INPUT_NAME, FloatTensorType([None, self.n_inputs]))],
                 zipmap=False,
                 target_opset=CONVERTER_OPSET,
@@ -116,12 +140,6 @@ class Boosted(TableModel):
         model.graph.output.append(kept)
         _drop_unused(model.graph)
         return model
-
-    def _trimmed(self) -> lightgbm.Booster:
-        """The booster cut at its best round (the converter exports every tree it holds)."""
-        if self.rounds == self.booster.current_iteration():
-            return self.booster
-        return lightgbm.Booster(model_str=self.booster.model_to_string(num_iteration=self.rounds))
 
     @property
     def n_params(self) -> int:

@@ -15,6 +15,7 @@ from app.contracts.networks import MLPConfig
 from app.evaluation.sessions import open_session
 from app.preprocessing.encode import encode
 from app.preprocessing.fit import fit_encoding
+from app.search.build import front_for
 from tests.compression.conftest import trained
 from tests.compression.test_contract import method_step
 from tests.preprocessing.test_encoding import typed_table
@@ -22,8 +23,18 @@ from tests.preprocessing.test_encoding import typed_table
 compressor_for(method_step("fp16"))  # registers every method
 
 
-@pytest.fixture(scope="module")
-def table() -> tuple[Candidate, CompressionData]:
+EMBEDDINGS = {
+    "numeric_embedding": "piecewise",
+    "embedding_width": 4,
+    "embedding_size": 6,
+    "category_width": 3,
+}
+
+
+@pytest.fixture(scope="module", params=["plain", "embedded"])
+def table(request: pytest.FixtureRequest) -> tuple[Candidate, CompressionData]:
+    """A network of the table's features as they are, or behind feature embeddings
+    (piecewise numbers and dates, the many-valued category embedded, robust scaling)."""
     columns = typed_table(rows=480, seed=4)
     encoding = fit_encoding(columns)
     raw = {c.name: c.numbers if c.numbers is not None else c.text for c in columns}
@@ -44,7 +55,15 @@ def table() -> tuple[Candidate, CompressionData]:
         encoding=encoding,
         raw_test={name: values[cut2:] for name, values in raw.items() if values is not None},
     )
-    network = trained(MLPConfig(n_inputs=encoding.width, n_outputs=3, hidden=(32, 16)), data)
+    front = front_for(EMBEDDINGS, encoding) if request.param == "embedded" else None
+    config = MLPConfig(
+        n_inputs=encoding.width,
+        n_outputs=3,
+        hidden=(32, 16),
+        scaling="robust" if front else "standard",
+        front=front,
+    )
+    network = trained(config, data)
     return Candidate.from_network(network, n_features=encoding.width), data
 
 

@@ -139,3 +139,19 @@ def test_starting_points_go_cheapest_first_and_respect_overrides() -> None:
     assert all(4 <= point["gbdt_num_leaves"] <= 8 for point in points[1:])
     assert all(fits(space, point) for point in points)
     assert starting_points(default_space(None, 20, families=(Family.GBDT,))) == []
+
+
+def test_a_table_mlp_searches_how_it_reads_the_features() -> None:
+    space = default_space(None, 20, table=True)
+    assert {"scaling", "numeric_embedding", "embedding_width", "category_width"} <= set(
+        space.dimensions
+    )
+    assert "numeric_embedding" not in default_space(None, 20).dimensions  # rows, not a table
+    assert "numeric_embedding" not in default_space([1, 8, 8], 20, table=True).dimensions
+    mixed = default_space(None, 20, families=(Family.MLP, Family.GBDT), table=True)
+    assert "embedding_width" in mixed.dimensions_of(Family.MLP)
+    assert "embedding_width" not in mixed.dimensions_of(Family.GBDT)
+    fixed = apply_overrides(space, {"numeric_embedding": "piecewise", "category_width": 0})
+    assert fixed.dimensions["numeric_embedding"].choices == ("piecewise",)
+    with pytest.raises(InvalidInput, match=r"search.space.numeric_embedding: 'fourier'"):
+        apply_overrides(space, {"numeric_embedding": "fourier"})

@@ -152,3 +152,17 @@ def test_members_of_other_widths_are_refused() -> None:
     trees = fit_table_model("gbdt", {}, table(3), 3, FitOptions())
     with pytest.raises(ValueError, match="differ in inputs, outputs or task"):
         MixedAverage([trees, fit_table_model("linear", {}, table(2), 2, FitOptions())])
+
+
+def test_the_gbdt_graph_agrees_where_values_sit_next_to_a_threshold() -> None:
+    # Adjacent float32 values: LightGBM puts a split between two of them at their double
+    # midpoint, which float32 rounds onto the upper one; the graph then sent that value
+    # the other way (0.75 apart in probability) until thresholds were rounded in both.
+    rng = np.random.default_rng(0)
+    steps = rng.integers(0, 400, size=(2000, 3))
+    x = (np.float32(1) + steps.astype(np.float32) * np.finfo(np.float32).eps).astype(np.float32)
+    y = ((steps[:, 0] % 7 > 3) ^ (steps[:, 1] > 200)).astype(np.float32)
+    data = TableData(x[:1500], y[:1500], x[1500:], y[1500:])
+    params = {"gbdt_num_leaves": 64, "gbdt_min_child_samples": 2, "gbdt_rounds": 300}
+    model = fit_table_model("gbdt", params, data, 2, FitOptions())
+    np.testing.assert_allclose(served(model, x), model.predict_rows(x), atol=1e-6)

@@ -19,6 +19,7 @@ from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.evaluation.sessions import open_session
 from app.training.models import Network
+from app.training.table_front import narrowed_front
 
 
 def units_of(current: np.ndarray, data: CompressionData) -> list[np.ndarray]:
@@ -61,20 +62,56 @@ def permutation_importance(
 
 
 def narrowed(network: Network, keep: np.ndarray) -> Network:
-    """The same MLP reading only input positions ``keep`` (first layer columns sliced)."""
-    if not isinstance(network.config, MLPConfig):
+    """The same MLP reading only input positions ``keep`` (sorted; whole source columns):
+    the first dense layer's columns sliced, and the feature embeddings of the kept
+    columns with it."""
+    config = network.config
+    if not isinstance(config, MLPConfig):
         raise BrokenInvariant("not isinstance(network.config, MLPConfig)")
-    config = dataclasses.replace(network.config, n_inputs=len(keep))
-    smaller = Network(config, network.classification)
-    index = torch.from_numpy(keep)
     state = network.state_dict()
-    first = next(name for name in state if name.endswith(".weight"))
+    first = next(name for name in state if name.startswith("body.") and name.endswith(".weight"))
+    body_columns = keep
+    front = None
+    if config.front is not None and network.front is not None:
+        front, front_state, body_columns = narrowed_front(
+            config.front, network.front, keep, config.n_inputs
+        )
+        state = {name: value for name, value in state.items() if not name.startswith("front.")}
+        state.update({f"front.{name}": value for name, value in front_state.items()})
+    smaller = Network(
+        dataclasses.replace(config, n_inputs=len(keep), front=front), network.classification
+    )
+    index = torch.from_numpy(keep)
     for name in ("input_mean", "input_scale"):
         state[name] = state[name][index]
-    state[first] = state[first][:, index]
+    state[first] = state[first][:, torch.from_numpy(body_columns)]
     smaller.load_state_dict(state)
     smaller.eval()
     return smaller
+
+
+def first_layer_weight(network: Network) -> np.ndarray:
+    """Per input feature: the L1 norm of the first layer's weights that read it (through
+    its embedding, for a feature the network embeds)."""
+    first = next(module for module in network.body if isinstance(module, torch.nn.Linear))
+    per_output = first.weight.detach().abs().sum(dim=0).numpy().astype(np.float64)
+    config = network.config
+    if not isinstance(config, MLPConfig) or config.front is None:
+        return per_output
+    front, n_inputs = config.front, config.n_inputs
+    per_input = np.zeros(n_inputs)
+    passed = front.passed(n_inputs)
+    per_input[passed] = per_output[: len(passed)]
+    offset = len(passed)
+    for feature in front.numeric:
+        per_input[feature] = per_output[offset : offset + front.width].sum()
+        offset += front.width
+    for start, end in front.categories:  # the block's share, spread over its slots
+        per_input[start:end] = per_output[offset : offset + front.category_width].sum() / (
+            end - start
+        )
+        offset += front.category_width
+    return per_input
 
 
 @register("select_features")
@@ -139,8 +176,5 @@ class FeatureSelector(Compressor):
         if self.step.by == "variance":
             per_column = np.asarray(data.x_train[:, current].var(axis=0), dtype=np.float64)
         else:
-            first = next(module for module in network.body if isinstance(module, torch.nn.Linear))
-            per_column = np.asarray(
-                first.weight.detach().abs().sum(dim=0).numpy(), dtype=np.float64
-            )
+            per_column = first_layer_weight(network)
         return np.array([per_column[unit].sum() for unit in units])

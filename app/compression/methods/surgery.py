@@ -111,6 +111,8 @@ def shrink(network: Network, kept: list[np.ndarray]) -> Network:
             _copy_layer(target, module, rows, None)
     for name in ("input_mean", "input_scale", "target_mean", "target_scale"):
         getattr(smaller, name).copy_(getattr(network, name))
+    if network.front is not None and smaller.front is not None:  # the embeddings stay whole
+        smaller.front.load_state_dict(network.front.state_dict())
     smaller.eval()
     return smaller
 

@@ -4,7 +4,7 @@ compression of a search's winner. Both register every variant when the job succe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from app.contracts.results import (
     CompressionFields,
     CompressResult,
     SearchResult,
+    SkippedChain,
     StoredResult,
 )
 from app.contracts.signature import VersionConfig
@@ -130,6 +131,7 @@ class Compression:
     lineage: Lineage
     outcome: Outcome
     prepared: list[PreparedVariant]
+    skipped: list[SkippedChain] = field(default_factory=list)  # chains the parent cannot take
 
     def result_fields(self, session: Session, root: ModelVersion) -> CompressionFields:
         """Register the variants under ``root``; what the job's result says of them."""
@@ -141,6 +143,8 @@ class Compression:
             root_version=root.version,
             versions=[version.version for version in registered],
         )
+        if self.skipped:
+            table = table.model_copy(update={"skipped": self.skipped})
         return CompressionFields(
             recommended_version=table.recommended_version,
             recommendation_reason=table.reason,

@@ -12,7 +12,7 @@ from app.compression.spec import (
     chain_problem,
     count_steps,
 )
-from app.contracts.enums import JobStatus
+from app.contracts.enums import Family, JobStatus
 from app.contracts.results import (
     CompressionFields,
     CompressionTable,
@@ -64,6 +64,7 @@ class CompressKind(JobKind[CompressJobCreate]):
             convolutional=stored.convolutional,
             parent=f"version {source.version} of {spec.source.model!r}",
             untrainable=stored.untrainable,
+            graph_weights=stored.family != Family.GBDT,
         )
         if problem:
             raise InvalidInput(f"compression.{problem}")

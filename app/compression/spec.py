@@ -231,16 +231,43 @@ def chain_problem(
     convolutional: bool,
     parent: str = "the parent",
     untrainable: str | None = None,
+    graph_weights: bool = True,
 ) -> str | None:
     """Why a chain cannot run (a method that needs torch weights after they are gone,
-    quantizing twice, a column selection on images), or None. ``has_network``: whether the
-    parent has torch weights."""
+    quantizing twice, a column selection on images, a graph rewrite of trees), or None.
+    ``has_network``: whether the parent has torch weights; ``graph_weights``: whether
+    its graph holds weight tensors (a tree ensemble's are node attributes)."""
+    problems = chain_problems(
+        chains,
+        has_network=has_network,
+        convolutional=convolutional,
+        parent=parent,
+        untrainable=untrainable,
+        graph_weights=graph_weights,
+    )
+    return next(iter(problems.values()), None)
+
+
+def chain_problems(
+    chains: list[list[Any]],
+    *,
+    has_network: bool,
+    convolutional: bool,
+    parent: str = "the parent",
+    untrainable: str | None = None,
+    graph_weights: bool = True,
+) -> dict[int, str]:
+    """Each chain that cannot run (by position), with why (see ``chain_problem``)."""
+    problems: dict[int, str] = {}
     for position, chain in enumerate(chains):
         if len(chain) > MAX_CHAIN:
-            return f"methods[{position}]: a chain has at most {MAX_CHAIN} steps"
+            problems[position] = f"methods[{position}]: a chain has at most {MAX_CHAIN} steps"
+            continue
         weights, quantized, images = has_network, False, convolutional
+        tensors = graph_weights
         for index, step in enumerate(chain):
             where = f"methods[{position}][{index}] ({step.method})"
+            problem = None
             if step.method in NETWORK_METHODS | CODING_METHODS and not weights:
                 reason = untrainable or "it was uploaded as ONNX, or averages several networks"
                 why = (
@@ -248,17 +275,26 @@ def chain_problem(
                     if quantized
                     else f"{parent} has no torch weights ({reason})"
                 )
-                return f"{where} needs torch weights, but {why}; put distill before it"
-            if step.method in GRAPH_METHODS | CODING_METHODS and quantized:
-                return f"{where}: the model is already quantized earlier in this chain"
-            if step.method == "select_features" and images:
-                return f"{where}: selecting columns would break a convolutional network's image"
+                problem = f"{where} needs torch weights, but {why}; put distill before it"
+            elif step.method in GRAPH_METHODS and not tensors:
+                problem = (
+                    f"{where} rewrites weight tensors, but {parent} is a tree ensemble (its "
+                    "splits and leaves are node attributes, not tensors: nothing to "
+                    "quantize); put distill before it"
+                )
+            elif step.method in GRAPH_METHODS | CODING_METHODS and quantized:
+                problem = f"{where}: the model is already quantized earlier in this chain"
+            elif step.method == "select_features" and images:
+                problem = f"{where}: selecting columns would break a convolutional network's image"
+            if problem:
+                problems[position] = problem
+                break
             if step.method in GRAPH_METHODS | CODING_METHODS:
                 weights, quantized = False, True
             elif step.method == "distill":
-                weights, quantized = True, False
+                weights, quantized, tensors = True, False, True
                 images = images and step.student_hidden is None
-    return None
+    return problems
 
 
 def step_key(steps: list[Any]) -> str:

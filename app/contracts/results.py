@@ -66,9 +66,17 @@ class ReportRow(BaseModel):
     details: dict[str, Any] | None = None
 
 
+class SkippedChain(StoredResult):
+    """A chain a search's compression left out: it cannot run on the winner found (a
+    method that needs a network's weights, when trees won), and why."""
+
+    chain: list[str]
+    reason: str
+
+
 class CompressionTable(StoredResult):
     """The comparison a compression stores: every version it made beside their parent,
-    and the one it recommends under the accuracy budget."""
+    and the one it recommends under the accuracy budget (and the chains it skipped)."""
 
     model_name: str
     parent_version: int
@@ -77,6 +85,7 @@ class CompressionTable(StoredResult):
     recommended_version: int
     reason: str
     rows: list[ReportRow]
+    skipped: list[SkippedChain] | None = None
 
 
 class CompressionFields(StoredResult):

@@ -75,7 +75,7 @@ def family_name(space: SearchSpace, model: Fitted, params: dict[str, Any]) -> st
     return space.family_of(params).value
 
 
-def _untrainable(model: Fitted) -> str | None:
+def untrainable_reason(model: Fitted) -> str | None:
     """Why a version cannot be fine-tuned or compressed by methods that need torch weights."""
     if isinstance(model, TableModel):
         return (
@@ -205,7 +205,7 @@ def prepare_version(
             encoding=encoding,
             architecture=architecture,
             family=family,
-            untrainable=_untrainable(network),
+            untrainable=untrainable_reason(network),
         ),
         dataset_id=subject.dataset.id,
         job_id=subject.job_id,

@@ -80,6 +80,9 @@ class SearchKind(JobKind[SearchJobCreate]):
                     dataset.n_rows - test_rows,
                     settings.embedded_workers,
                     input_shape=dataset.input_shape,
+                    columns=len(dataset.encoding.columns)
+                    if dataset.encoding is not None
+                    else len(dataset.feature_names),
                 )
             }
         )

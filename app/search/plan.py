@@ -18,6 +18,12 @@ from app.tables import Dataset, ModelVersion
 
 # Non-test rows up to which trials are cross-validated (``app.search.selection`` says why).
 CV_MAX_ROWS = 2_000
+# A budget-only search cross-validates a larger table when its budget allows: at most this
+# many cells (rows x source columns) per second of budget and CV_BUDGET_MAX_ROWS rows.
+# FLAML's rule of thumb (10M cells an hour): selecting among hundreds of cheap trials on
+# one holdout split rewards the split's noise; five folds do not.
+CV_CELLS_PER_SECOND = 2_800
+CV_BUDGET_MAX_ROWS = 100_000
 # A search given only a time budget: trials until the time is spent, two at a time.
 BUDGET_ONLY_TRIALS = 1_000
 BUDGET_ONLY_PARALLELISM = 2
@@ -174,18 +180,30 @@ def with_budget_defaults(
     non_test_rows: int,
     worker_processes: int = 0,
     input_shape: list[int] | None = None,
+    columns: int | None = None,
 ) -> SearchSpec:
     """A search given ``timeout_s`` and no ``max_trials`` runs until its time is spent:
     TPE (Optuna's default of 10 random start-up trials, then a model of what worked), two
     trials at a time (no more than the ``worker_processes`` that ``kiln serve`` runs, when
     it runs them: one process runs one trial at a time), a pruner that fits the validation
     (median stopping on folds, as pruners see the first fold; Hyperband on a large
-    holdout), an average of up to five of the best models when it beats the best one, and
-    every model family that fits the data (not with init_from). What is given stays."""
+    holdout), an average of up to five of the best models when it beats the best one,
+    every model family that fits the data (not with init_from), and cross-validation of a
+    table the budget can afford to (``columns``: its source columns; see
+    ``CV_CELLS_PER_SECOND``). What is given stays."""
     given = spec.model_fields_set
     if "timeout_s" not in given or "max_trials" in given:
         return spec
-    folds = uses_folds(spec.validation, non_test_rows)
+    validation = spec.validation
+    if (
+        "validation" not in given
+        and columns is not None
+        and spec.timeout_s is not None
+        and non_test_rows <= CV_BUDGET_MAX_ROWS
+        and non_test_rows * columns <= CV_CELLS_PER_SECOND * spec.timeout_s
+    ):
+        validation = "cv"
+    folds = uses_folds(validation, non_test_rows)
     parallelism = BUDGET_ONLY_PARALLELISM
     if worker_processes:
         parallelism = min(parallelism, worker_processes)
@@ -195,6 +213,7 @@ def with_budget_defaults(
         "parallelism": parallelism,
         "pruner": "median" if folds else "hyperband",
         "max_ensemble": BUDGET_ONLY_ENSEMBLE,
+        "validation": validation,
     }
     if spec.init_from is None:
         chosen["families"] = default_families(input_shape)

@@ -125,7 +125,9 @@ class SearchSpec(BaseModel):
         default="auto",
         description="How trials are scored: 'cv' scores each on 5-fold "
         "cross-validation over the non-test rows and refits the winner on all of them; "
-        "'holdout' on the validation split; 'auto': cv up to 2,000 non-test rows.",
+        "'holdout' on the validation split; 'auto': cv up to 2,000 non-test rows, and "
+        "for a search given only timeout_s also up to 100,000 rows when rows x source "
+        "columns is at most 2,800 per second of the budget.",
     )
     max_ensemble: int = Field(
         default=1,

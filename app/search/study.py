@@ -13,15 +13,7 @@ import optuna
 import torch
 from optuna.study import StudyDirection
 
-from app.compression.base import Candidate
-from app.compression.job import (
-    Compression,
-    compression_data,
-    run_compression,
-    stored_network,
-    with_compression,
-)
-from app.compression.record import Lineage
+from app.compression.job import stored_network, with_compression
 from app.compression.spec import CompressionSpec
 from app.contracts.enums import JobStatus, Task, TrialState
 from app.core.config import Settings
@@ -43,6 +35,7 @@ from app.jobs.runner import (
 from app.jobs.trial_repository import TrialRepository
 from app.registry.service import get_version
 from app.search import ensembles
+from app.search.compress_winner import compress_winner
 from app.search.families import family_scores, reference_scores, seed_families
 from app.search.finalize import (
     PreparedVersion,
@@ -74,9 +67,7 @@ from app.search.winners import (
 from app.storage import get_store
 from app.tables import Dataset, Job
 from app.training.device import describe_device, resolve_device
-from app.training.ensemble import Fitted, width_of
-from app.training.export import INPUT_NAME, OUTPUT_NAME
-from app.training.models import Network
+from app.training.ensemble import Fitted
 from app.training.stopping import stop_checks
 from app.training.train import TrainData, save_weights
 
@@ -291,45 +282,8 @@ def _finalize(
     if compression is None:
         return recorder
     return with_compression(
-        recorder, _compress_winner(context, run, subject, compression, networks[0], prepared[0])
+        recorder, compress_winner(context, run, subject, compression, networks[0], prepared[0])
     )
-
-
-def _compress_winner(
-    context: JobContext,
-    run: SearchRun,
-    subject: SearchSubject,
-    spec: CompressionSpec,
-    network: Fitted,
-    winner: PreparedVersion,
-) -> Compression:
-    parent = Candidate(
-        onnx=winner.network_onnx,
-        input_name=INPUT_NAME,
-        output_name=OUTPUT_NAME,
-        n_features=width_of(network)[0],
-        params=winner.draft.n_params,
-        network=network if isinstance(network, Network) else None,
-    )
-    data = compression_data(
-        run.arrays,
-        run.splits,
-        run.dataset,
-        run.store,
-        seed=run.spec.seed,
-        threads=context.settings.ort_threads,
-        max_accuracy_drop=spec.max_accuracy_drop,
-    )
-    lineage = Lineage(
-        model_name=subject.model_name,
-        task=run.dataset.task,
-        signature=winner.draft.signature,
-        class_labels=run.dataset.class_labels,
-        dataset_id=run.dataset.id,
-        job_id=context.job_id,
-        split_seed=subject.split_seed,
-    )
-    return run_compression(context, parent, data, spec, lineage, run.store)
 
 
 def run_search(context: JobContext) -> Recorder:

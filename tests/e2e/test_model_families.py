@@ -48,7 +48,7 @@ def search(server: KilnServer, body: dict[str, Any]) -> dict[str, Any]:
     assert response.status_code == 202, response.text
     job = server.wait_for_job(int(response.json()["id"]))
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
-    return dict(job["result"])
+    return {**job["result"], "job_id": job["id"]}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,13 @@ def trees(server: KilnServer, species: int) -> dict[str, Any]:
             "dataset_id": species,
             "model_name": "trees",
             "search": {"families": ["gbdt"], "max_trials": 2, "seed": 1, "validation": "holdout"},
-            "compression": {"methods": [{"method": "distill", "epochs": 15}]},
+            "compression": {
+                "methods": [
+                    {"method": "distill", "epochs": 15},
+                    "quantize_dynamic",
+                    "prune_structured",
+                ]
+            },
         },
     )
 
@@ -186,6 +192,12 @@ def test_gbdt_distilled_into_a_network(server: KilnServer, trees: dict[str, Any]
     assert student["config"]["weights_key"] is not None
     assert student["lineage"]["parent"] == {"model": "trees", "version": trees["version"]}
     assert student["metrics"]["accuracy"] > 0.6
+    # What cannot run on trees was skipped, and the result says why.
+    skipped = {entry["chain"][0]: entry["reason"] for entry in table["skipped"]}
+    assert set(skipped) == {"quantize_dynamic", "prune_structured"}
+    assert "is a tree ensemble" in skipped["quantize_dynamic"]
+    assert "needs torch weights" in skipped["prune_structured"]
+    assert {row["method"] for row in table["rows"]} == {None, "distill"}
 
 
 def test_linear_regression_end_to_end(server: KilnServer) -> None:
@@ -245,8 +257,13 @@ def test_a_search_across_families_reports_each_and_the_references(
     with server.client() as client:
         ui_sign_in(client, server.key)
         page = client.get(f"/ui/models/mixed?version={result['version']}")
+        job_page = client.get(f"/ui/jobs/{result['job_id']}")
     assert page.status_code == 200, page.text
     assert "Majority class" in page.text and "Linear model" in page.text
+    assert job_page.status_code == 200, job_page.text
+    for family in ("mlp", "gbdt", "linear"):
+        assert f'data-family="{family}"' in job_page.text
+    assert "a linear model" in job_page.text and "the majority class" in job_page.text
 
 
 @pytest.mark.parametrize(
@@ -277,7 +294,7 @@ def test_family_refusals(
     assert message in response.text
 
 
-def test_a_gbdt_cannot_be_fine_tuned_or_pruned(
+def test_a_gbdt_cannot_be_fine_tuned_pruned_or_quantized(
     server: KilnServer, trees: dict[str, Any], species: int
 ) -> None:
     source = {"model": "trees", "version": trees["version"]}
@@ -300,5 +317,15 @@ def test_a_gbdt_cannot_be_fine_tuned_or_pruned(
                 "compression": {"methods": ["prune_structured"]},
             },
         )
+        quantized = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "compress",
+                "source": source,
+                "compression": {"methods": ["quantize_dynamic"]},
+            },
+        )
     assert tuned.status_code == 422 and "it is a gbdt model" in tuned.json()["detail"]
     assert pruned.status_code == 422 and "it is a gbdt model" in pruned.json()["detail"]
+    assert quantized.status_code == 422, quantized.text
+    assert "is a tree ensemble" in quantized.json()["detail"]

@@ -178,3 +178,20 @@ def test_the_best_trial_alone_wins_when_averaging_does_not_help() -> None:
     # Errors of opposite sign cancel: the average beats both.
     high, low = (target + 0.5).reshape(-1, 1), (target - 0.5).reshape(-1, 1)
     assert choose_members([high, low], target, "regression", "rmse", False).members == 2
+
+
+def test_a_budget_cross_validates_a_table_it_can_afford_to() -> None:
+    from app.search.plan import with_budget_defaults
+    from app.search.spec import SearchSpec
+
+    budget = SearchSpec.model_validate({"timeout_s": 60})
+    # 4,250 rows x 19 columns = 80,750 cells <= 2,800 x 60: five folds, median stopping
+    churn = with_budget_defaults(budget, 4_250, columns=19)
+    assert churn.validation == "cv" and churn.pruner == "median"
+    # 46,000 rows x 9 columns: one holdout split, Hyperband
+    diamonds = with_budget_defaults(budget, 46_000, columns=9)
+    assert diamonds.validation == "auto" and diamonds.pruner == "hyperband"
+    longer = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 600}), 46_000, columns=9)
+    assert longer.validation == "cv"
+    asked = SearchSpec.model_validate({"timeout_s": 60, "validation": "holdout"})
+    assert with_budget_defaults(asked, 4_250, columns=19).validation == "holdout"

@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BENCH ?= serving
 
-.PHONY: help lint format test test-fast bench
+AUTOGLUON ?= 1.6.3
+
+.PHONY: help lint format test test-fast bench bench-venvs
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
@@ -27,3 +29,7 @@ test-fast:  ## everything but the tests that start servers or install packages (
 
 bench:  ## one benchmark, BENCH=serving by default (see bench/README.md); ARGS=--write
 	$(BIN)/python bench/$(BENCH).py $(ARGS)
+
+bench-venvs:  ## the peers that cannot share the project's venv, each in its own under .bench/ (AutoGluon)
+	python3 -m venv .bench/autogluon
+	.bench/autogluon/bin/pip install -q "autogluon.tabular[lightgbm,catboost,xgboost]==$(AUTOGLUON)"

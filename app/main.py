@@ -13,7 +13,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from app.api import datasets, jobs, keys, metrics, model_writes, models, predict, v2
+from app.api import (
+    datasets,
+    jobs,
+    keys,
+    metrics,
+    model_writes,
+    models,
+    monitoring,
+    predict,
+    v2,
+)
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.fast_path import InferenceFastPath
@@ -30,6 +40,7 @@ from app.jobs.reaper import reap
 from app.kinds import JOB_KINDS
 from app.serving.directory import ServingDirectory
 from app.serving.generation import SharedGeneration
+from app.serving.monitors import ServingMonitors
 from app.serving.preload import Preload, preload
 from app.serving.runtime import SessionCache, UploadLimits
 from app.storage import get_store
@@ -104,6 +115,7 @@ def create_app(
                     )
                 )
             )
+        state.monitors.start()
         grpc = None
         if serve_grpc and settings.grpc_port:
             grpc = grpc_server(
@@ -121,6 +133,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await asyncio.to_thread(state.monitors.stop)  # a last flush of what was measured
 
     app = Gateway(
         title="ModelKiln",
@@ -147,24 +160,32 @@ def create_app(
         if settings.serving_generation_file
         else None
     )
+    directory = ServingDirectory(
+        settings.database_url,
+        sessions,
+        ttl_s=settings.serving_cache_s,
+        shared=shared,
+        uploads=UploadLimits(
+            run_timeout_s=settings.upload_run_timeout_s,
+            request_memory_mb=settings.upload_request_memory_mb,
+        ),
+    )
+    serving_metrics = metrics.ServingMetrics(sessions, settings)
     state = GatewayState(
         settings=settings,
         started_at=utcnow(),
         store=store,
         queue=queue,
         sessions=sessions,
-        directory=ServingDirectory(
-            settings.database_url,
-            sessions,
-            ttl_s=settings.serving_cache_s,
-            shared=shared,
-            uploads=UploadLimits(
-                run_timeout_s=settings.upload_run_timeout_s,
-                request_memory_mb=settings.upload_request_memory_mb,
-            ),
-        ),
+        directory=directory,
         preload=Preload(done=not settings.preload_models),
-        metrics=metrics.ServingMetrics(sessions, settings),
+        metrics=serving_metrics,
+        monitors=ServingMonitors(
+            settings,
+            store,
+            lambda name, version: directory.target(name, version).model,
+            on_log_drop=serving_metrics.log_dropped.inc,
+        ),
         ui_secret=server_secret(settings.ui_secret.get_secret_value(), settings.ui_secret_path),
     )
     app.state.gateway = state
@@ -185,7 +206,7 @@ def create_app(
             ],
         )
     # The inference routes first: routes are matched in order, and these are the hot ones.
-    for module in (predict, v2, datasets, jobs, models, model_writes, keys, metrics):
+    for module in (predict, v2, datasets, jobs, models, model_writes, monitoring, keys, metrics):
         app.include_router(module.router)
     install_docs(app)  # /docs and /redoc with their assets served from here
     install_ui(app)

@@ -24,6 +24,7 @@ from app.contracts.encoding import TableEncoding
 from app.contracts.enums import JobStatus, Scope, Task, TrialState, VersionStatus
 from app.contracts.profile import DatasetProfile
 from app.contracts.signature import Signature, VersionConfig
+from app.contracts.traffic import TrafficSplit
 from app.core.db import Base, PydanticJSON, UTCDateTime, utcnow
 
 
@@ -200,7 +201,9 @@ class ModelVersion(Base):
 
 
 class Alias(Base):
-    """A movable name (such as ``production``) that points at one version of a model."""
+    """A movable name (such as ``production``) that points at one version of a model, or
+    at several by weight (``split``; ``version_id`` is then the largest share), with an
+    optional shadow version that sees a copy of the traffic and answers no one."""
 
     __tablename__ = "aliases"
     __table_args__ = (UniqueConstraint("model_id", "name"),)
@@ -209,6 +212,8 @@ class Alias(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     name: Mapped[str] = mapped_column(String(64))
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    split: Mapped[TrafficSplit | None] = mapped_column(PydanticJSON(TrafficSplit))
+    shadow_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -222,6 +227,8 @@ class AliasHistory(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     alias: Mapped[str] = mapped_column(String(64))
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    split: Mapped[TrafficSplit | None] = mapped_column(PydanticJSON(TrafficSplit))
+    shadow_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -244,4 +251,79 @@ class IdempotentRequest(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ShadowComparison(Base):
+    """Running totals of a shadow version's answers against the version that answered the
+    client; gateways add to them (conditional increments), never overwrite."""
+
+    __tablename__ = "shadow_comparisons"
+    __table_args__ = (
+        UniqueConstraint(
+            "model_id",
+            "primary_version_id",
+            "shadow_version_id",
+            name="uq_shadow_comparisons_versions",  # the convention's name passes 63 bytes
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    primary_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    shadow_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    agreed: Mapped[int] = mapped_column(BigInteger, default=0)
+    abs_diff_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    dropped: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RequestLogPart(Base):
+    """One Parquet file of sampled requests of a model in the artifact store."""
+
+    __tablename__ = "request_log_parts"
+    __table_args__ = (Index("ix_request_log_parts_model_created", "model_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DriftWindow(Base):
+    """One window of live rows of a version compared with its training profile."""
+
+    __tablename__ = "drift_windows"
+    __table_args__ = (Index("ix_drift_windows_model_ended", "model_id", "ended_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    rows: Mapped[int] = mapped_column(Integer)
+    max_psi: Mapped[float | None] = mapped_column(Float)
+    drifted: Mapped[bool] = mapped_column(default=False)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelEventRow(Base):
+    """Something serving noticed about a model, for people and alerting to read."""
+
+    __tablename__ = "model_events"
+    __table_args__ = (Index("ix_model_events_model_created", "model_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -29,10 +29,14 @@ from app.tables import (
     AliasHistory,
     ApiKey,
     Dataset,
+    DriftWindow,
     IdempotentRequest,
     Job,
     Model,
+    ModelEventRow,
     ModelVersion,
+    RequestLogPart,
+    ShadowComparison,
     Trial,
 )
 
@@ -115,6 +119,10 @@ def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
     yield make_settings(tmp_path / "data", database_url)
     with session_scope(database_url) as session:
         for table in (
+            ShadowComparison,
+            RequestLogPart,
+            DriftWindow,
+            ModelEventRow,
             AliasHistory,
             Alias,
             ModelVersion,

@@ -11,11 +11,12 @@ from app.api import idempotency
 from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WriteAccess, WritePrincipal
 from app.api.errors_schema import STORES_ARTIFACTS, V1_ERRORS
 from app.api.params import IdempotencyKey, IdPath, Offset
-from app.api.schemas import DatasetRead, Page
+from app.api.schemas import DatasetFromLogRead, DatasetRead, Page
 from app.api.uploads import spooled_upload
 from app.contracts.enums import Task
 from app.datasets import service
 from app.jobs.files import delete_dataset as delete_dataset_files
+from app.serving.log_dataset import dataset_from_log
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=V1_ERRORS)
 
@@ -91,6 +92,43 @@ def upload_dataset(
     answer = idempotency.Answer(201, read.model_dump(mode="json", by_alias=True))
     idempotency.remember(session, keyed, answer)
     return JSONResponse(answer.body, status_code=answer.status_code)
+
+
+@router.post(
+    "/from-log",
+    status_code=201,
+    response_model=DatasetFromLogRead,
+    dependencies=[WriteAccess],
+    summary="A dataset from a model's request log and a labels CSV",
+    responses=STORES_ARTIFACTS,
+)
+def dataset_from_request_log(
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    model: Annotated[str, Form(max_length=64, description="The model whose log is read.")],
+    labels: Annotated[
+        UploadFile,
+        File(
+            description="CSV with a 'request_id' column (the x-request-id of each logged "
+            "request), optionally 'row' (0-based, for a request of several rows), and the "
+            "label column named by 'target'."
+        ),
+    ],
+    target: Annotated[str, Form(max_length=200)] = "label",
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> DatasetFromLogRead:
+    """The logged inputs of the labelled requests, with their labels as the target, stored
+    as a new dataset (profiled and split like an upload): what a retrain job learns from."""
+    with spooled_upload(labels, settings, ".csv") as path:
+        made = dataset_from_log(session, store, model=model, labels=path, target=target, name=name)
+    return DatasetFromLogRead.model_validate(
+        {
+            **DatasetRead.model_validate(made.dataset).model_dump(),
+            "joined": made.joined,
+            "unmatched": made.unmatched,
+        }
+    )
 
 
 @router.get("", response_model=Page[DatasetRead], dependencies=[ReadAccess])

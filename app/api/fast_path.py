@@ -14,10 +14,20 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from app.api.errors import failure_of
-from app.api.inference import JSON, Answer, authorize, infer_answer, predict_answer
+from app.api.inference import (
+    JSON,
+    NO_META,
+    Answer,
+    RequestMeta,
+    authorize,
+    infer_answer,
+    predict_answer,
+)
 from app.api.state import GatewayState
 from app.contracts.enums import Scope as KeyScope
+from app.contracts.traffic import REQUEST_ID_HEADER, ROUTE_KEY_HEADER
 from app.core.errors import BadRequest, PayloadTooLarge
+from app.serving.request_log import valid_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +37,8 @@ _VERSION_QUERY = re.compile(rb"version=([1-9][0-9]{0,8})")
 _LENGTH = b"content-length"
 _AUTHORIZATION = b"authorization"
 _HEADER_LENGTH = b"inference-header-content-length"
+_ROUTE_KEY = ROUTE_KEY_HEADER.encode()
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
 
 Route = tuple[str, str, int | None]  # protocol, model name, version
 
@@ -72,7 +84,7 @@ class InferenceFastPath:
     async def serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one request; every failure is rendered as the gateway renders it."""
         protocol, name, version = route
-        authorization = declared = header_length = None
+        authorization = declared = header_length = route_key = request_id = None
         for key, value in scope["headers"]:
             if key == _AUTHORIZATION:
                 authorization = value
@@ -80,13 +92,22 @@ class InferenceFastPath:
                 declared = value
             elif key == _HEADER_LENGTH:
                 header_length = value
+            elif key == _ROUTE_KEY:
+                route_key = value.decode("latin-1")
+            elif key == _REQUEST_ID:
+                request_id = valid_request_id(value.decode("latin-1"))
+        meta = (
+            NO_META
+            if route_key is None and request_id is None
+            else RequestMeta(route_key, request_id)
+        )
         try:
             await authorize(
                 self.state.directory, (authorization or b"").decode("latin-1"), KeyScope.INFER
             )
             body = await read_body(receive, declared, self.limit)
             if protocol == "v1":
-                answer = await predict_answer(self.state, name, version, body)
+                answer = await predict_answer(self.state, name, version, body, meta)
             else:
                 answer = await infer_answer(
                     self.state,
@@ -94,6 +115,7 @@ class InferenceFastPath:
                     version,
                     body,
                     None if header_length is None else header_length.decode("latin-1"),
+                    meta,
                 )
         except Exception as error:
             failure = failure_of(error)

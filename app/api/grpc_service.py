@@ -15,16 +15,24 @@ from grpc import aio
 from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import failure_of
-from app.api.inference import authorize, element_limit, handle_inference, infer_feeds
+from app.api.inference import (
+    RequestMeta,
+    authorize,
+    element_limit,
+    handle_inference,
+    infer_feeds,
+)
 from app.api.state import GatewayState
 from app.api.v2 import metadata_of, not_ready_because, package_version
 from app.contracts.enums import Scope
+from app.contracts.traffic import REQUEST_ID_HEADER, ROUTE_KEY_HEADER
 from app.core.db import session_scope
 from app.core.errors import BadRequest, NotFound, Unavailable
 from app.serving.directory import Target
 from app.serving.grpc_schema import METHODS, SERVICE, message
 from app.serving.oip import InferRequest
 from app.serving.oip_grpc import decode_grpc, encode_grpc
+from app.serving.request_log import valid_request_id
 from app.serving.runtime import Feeds, LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -55,6 +63,12 @@ def _authorization(context: aio.ServicerContext) -> str:
         if key == "authorization":
             return str(value)
     return ""
+
+
+def _meta(context: aio.ServicerContext) -> RequestMeta:
+    """The routing key and request id sent as metadata (the HTTP headers' names)."""
+    found = {key: str(value) for key, value in context.invocation_metadata() or ()}
+    return RequestMeta(found.get(ROUTE_KEY_HEADER), valid_request_id(found.get(REQUEST_ID_HEADER)))
 
 
 class InferenceService:
@@ -120,7 +134,10 @@ class InferenceService:
             decoded = decode_grpc(request, max_elements=element_limit(settings, model))
             return decoded, infer_feeds(settings, model, decoded)
 
-        def render(target: Target, decoded: InferRequest, output: np.ndarray) -> Any:
+        def render(
+            target: Target, decoded: InferRequest, output: np.ndarray, headers: dict[str, str]
+        ) -> Any:
+            context.set_trailing_metadata(tuple(headers.items()))
             return encode_grpc(name, target.version, decoded, {target.model.output_name: output})
 
         return await handle_inference(
@@ -132,6 +149,7 @@ class InferenceService:
             0 if request.raw_input_contents else request.ByteSize(),
             parse,
             render,
+            _meta(context),
         )
 
 

@@ -14,17 +14,20 @@ from typing import TypeVar
 import numpy as np
 import orjson
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from app.api.errors import failure_of
 from app.api.metrics import ServingMetrics
 from app.api.state import GatewayState
 from app.auth import Principal, check_scope
 from app.contracts.enums import Scope as KeyScope
+from app.contracts.traffic import REQUEST_ID_HEADER, ROUTE_KEY_HEADER, VERSION_HEADER
 from app.core.config import Settings
 from app.core.errors import BadRequest, BrokenInvariant, Unauthorized
 from app.serving.directory import ServingDirectory, Target
 from app.serving.oip import NAMES, InferRequest, decode, encode
 from app.serving.predict import answer, parse_feeds
+from app.serving.request_log import valid_request_id
 from app.serving.runtime import Feeds, LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,35 @@ class Answer:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    """What a request's headers (or gRPC metadata) say about routing and logging: the key
+    a split routes it by (the same key, the same version) and the client's request id."""
+
+    route_key: str | None = None
+    request_id: str | None = None
+
+
+NO_META = RequestMeta()
+
+
+def meta_of(request: Request) -> RequestMeta:
+    """The routing key and request id of a request through FastAPI's routes."""
+    return RequestMeta(
+        request.headers.get(ROUTE_KEY_HEADER),
+        valid_request_id(request.headers.get(REQUEST_ID_HEADER)),
+    )
+
+
+def answer_headers(target: Target, request_id: str | None) -> dict[str, str]:
+    """The headers every answer carries: the version that answered (and the id a logged
+    request was kept under)."""
+    headers = {VERSION_HEADER: str(target.version)}
+    if request_id is not None:
+        headers[REQUEST_ID_HEADER] = request_id
+    return headers
+
+
 def _count_failure(
     metrics: ServingMetrics, name: str, target: Target | None, protocol: str, status: int
 ) -> None:
@@ -65,18 +97,21 @@ async def handle_inference(
     version: int | None,
     json_bytes: int,
     parse: Callable[[LoadedModel], tuple[_T, Feeds]],
-    render: Callable[[Target, _T, np.ndarray], _R],
+    render: Callable[[Target, _T, np.ndarray, dict[str, str]], _R],
+    meta: RequestMeta = NO_META,
 ) -> _R:
-    """Resolve, parse (``json_bytes`` of JSON in it), run and render one request, with its
-    metrics. Small requests are parsed and run on the event loop (a thread hop costs more
-    than they do); large ones, the first request to a version, and every run of a graph
-    that came from an upload, in a worker thread."""
+    """Resolve (a split routes by ``meta.route_key``), parse (``json_bytes`` of JSON in
+    it), run and render one request, with its metrics; then hand it to the monitors (the
+    shadow's copy, the request log, drift), which never delay or fail it. Small requests
+    are parsed and run on the event loop (a thread hop costs more than they do); large
+    ones, the first request to a version, and every run of a graph that came from an
+    upload, in a worker thread."""
     metrics: ServingMetrics = state.metrics
     arrived = time.perf_counter()
-    target = state.directory.cached_target(name, version)
+    target = state.directory.cached_target(name, version, meta.route_key)
     try:
         if target is None:
-            target = await run_in_threadpool(state.directory.target, name, version)
+            target = await run_in_threadpool(state.directory.target, name, version, meta.route_key)
         model = target.model
         started = time.perf_counter()
         if json_bytes <= INLINE_JSON_BYTES:
@@ -93,7 +128,20 @@ async def handle_inference(
         else:
             output = await run_in_threadpool(model.run, feeds)
         computed = time.perf_counter()
-        result = render(target, parsed, output)
+        logged = state.monitors.observe(
+            name=name,
+            version=target.version,
+            shadow=target.shadow,
+            model=model,
+            protocol=protocol,
+            feeds=feeds,
+            output=output,
+            latency_s=computed - arrived,
+            log_sample=target.log_sample,
+            drift_threshold=target.drift_threshold,
+            request_id=meta.request_id,
+        )
+        result = render(target, parsed, output, answer_headers(target, logged or meta.request_id))
     except Exception as error:  # counted by the status it is answered with, then raised
         _count_failure(metrics, name, target, protocol, failure_of(error).status)
         raise
@@ -104,7 +152,11 @@ async def handle_inference(
 
 
 async def predict_answer(
-    state: GatewayState, name: str, version: int | None, body: bytes
+    state: GatewayState,
+    name: str,
+    version: int | None,
+    body: bytes,
+    meta: RequestMeta = NO_META,
 ) -> Answer:
     """``/v1`` predict: JSON rows in, labels and probabilities (or values) out."""
     max_rows = state.settings.max_predict_rows
@@ -112,11 +164,11 @@ async def predict_answer(
     def parse(model: LoadedModel) -> tuple[None, Feeds]:
         return None, parse_feeds(body, model, max_rows=max_rows)
 
-    def render(target: Target, _: None, output: np.ndarray) -> Answer:
+    def render(target: Target, _: None, output: np.ndarray, headers: dict[str, str]) -> Answer:
         result = {"model": name, "version": target.version, **answer(target.model, output)}
-        return Answer(orjson.dumps(result), {"content-type": JSON})
+        return Answer(orjson.dumps(result), {"content-type": JSON, **headers})
 
-    return await handle_inference(state, "v1", name, version, len(body), parse, render)
+    return await handle_inference(state, "v1", name, version, len(body), parse, render, meta)
 
 
 def _check_outputs(model: LoadedModel, request: InferRequest) -> None:
@@ -210,7 +262,12 @@ def infer_feeds(settings: Settings, model: LoadedModel, decoded: InferRequest) -
 
 
 async def infer_answer(
-    state: GatewayState, name: str, version: int | None, body: bytes, header_length: str | None
+    state: GatewayState,
+    name: str,
+    version: int | None,
+    body: bytes,
+    header_length: str | None,
+    meta: RequestMeta = NO_META,
 ) -> Answer:
     """``/v2`` infer: tensors as JSON or with the binary tensor extension."""
     settings = state.settings
@@ -219,14 +276,16 @@ async def infer_answer(
         decoded = decode(body, header_length, max_elements=element_limit(settings, model))
         return decoded, infer_feeds(settings, model, decoded)
 
-    def render(target: Target, decoded: InferRequest, output: np.ndarray) -> Answer:
+    def render(
+        target: Target, decoded: InferRequest, output: np.ndarray, extra: dict[str, str]
+    ) -> Answer:
         content, headers = encode(name, target.version, decoded, {target.model.output_name: output})
-        return Answer(content, headers)
+        return Answer(content, {**headers, **extra})
 
     json_bytes = len(body)
     if header_length is not None and header_length.isdigit():
         json_bytes = min(json_bytes, int(header_length))
-    return await handle_inference(state, "v2", name, version, json_bytes, parse, render)
+    return await handle_inference(state, "v2", name, version, json_bytes, parse, render, meta)
 
 
 async def authorize(

@@ -10,17 +10,19 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from app.api.state import gateway_of
 from app.contracts.enums import JobStatus
+from app.contracts.traffic import DriftReport, ShadowStats
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import Unauthorized
 from app.jobs.repository import JobRepository
+from app.registry import monitoring
 from app.serving.runtime import LoadedModel, SessionCache
 
 router = APIRouter(tags=["metrics"])
@@ -49,9 +51,63 @@ class _StateCollector(Collector):
         jobs = GaugeMetricFamily("kiln_jobs", "Jobs by state", labels=["status"])
         with session_scope(self.settings.database_url) as session:
             counts = JobRepository(session).counts_by_status()
+            drift = monitoring.latest_drift_by_model(session)
+            events = monitoring.event_counts(session)
+            shadows = [
+                stats
+                for name in {name for name, _ in events} | set(drift) | monitoring.shadowed(session)
+                for stats in monitoring.shadow_stats(session, name)
+            ]
         for status in JobStatus:
             jobs.add_metric([status.value], counts.get(status.value, 0))
         yield jobs
+        yield from _drift_families(drift)
+        yield from _shadow_families(shadows)
+        happened = CounterMetricFamily(
+            "kiln_model_events", "Events serving raised about a model", labels=["model", "kind"]
+        )
+        for (name, kind), total in sorted(events.items()):
+            happened.add_metric([name, kind], total)
+        yield happened
+
+
+def _drift_families(drift: dict[str, DriftReport]) -> Iterator[Metric]:
+    """Each model's newest drift window, per input column."""
+    labels = ["model", "version", "column"]
+    index = GaugeMetricFamily(
+        "kiln_drift_psi", "Population stability index of the newest window", labels=labels
+    )
+    gaps = GaugeMetricFamily("kiln_drift_missing_share", "Share of gaps in it", labels=labels)
+    unseen = GaugeMetricFamily(
+        "kiln_drift_unseen_share", "Share of categories training never saw", labels=labels
+    )
+    for name, report in sorted(drift.items()):
+        for column in report.columns:
+            values = [name, str(report.version), column.column]
+            if column.psi is not None:
+                index.add_metric(values, column.psi)
+            gaps.add_metric(values, column.missing_share)
+            if column.unseen_share is not None:
+                unseen.add_metric(values, column.unseen_share)
+    yield from (index, gaps, unseen)
+
+
+def _shadow_families(shadows: list[ShadowStats]) -> Iterator[Metric]:
+    """Every shadow comparison's running totals."""
+    labels = ["model", "version", "shadow"]
+    rows = CounterMetricFamily("kiln_shadow_rows", "Rows the shadow answered too", labels=labels)
+    agreed = CounterMetricFamily("kiln_shadow_agreed_rows", "Rows it agreed on", labels=labels)
+    dropped = CounterMetricFamily(
+        "kiln_shadow_dropped", "Copies dropped (its queue was full)", labels=labels
+    )
+    failed = CounterMetricFamily("kiln_shadow_failures", "Copies it failed on", labels=labels)
+    for stats in shadows:
+        values = [stats.model, str(stats.primary_version), str(stats.shadow_version)]
+        rows.add_metric(values, stats.rows)
+        agreed.add_metric(values, round((stats.agreement or 0.0) * stats.rows))
+        dropped.add_metric(values, stats.dropped)
+        failed.add_metric(values, stats.failures)
+    yield from (rows, agreed, dropped, failed)
 
 
 def shared_metrics_dir() -> str | None:
@@ -93,6 +149,11 @@ class ServingMetrics:
             "onnxruntime run time",
             _LABELS,
             buckets=_BUCKETS,
+            registry=own,
+        )
+        self.log_dropped = Counter(
+            "kiln_request_log_dropped",
+            "Sampled requests not logged: the gateway's log buffer was full",
             registry=own,
         )
         self.refused_below = Counter(

@@ -19,6 +19,7 @@ from app.api.models import model_read, version_read
 from app.api.params import AliasName, IdPath, ModelName
 from app.api.schemas import (
     AliasHistoryEntry,
+    AliasRead,
     AliasSet,
     ModelRead,
     ServingOptions,
@@ -27,8 +28,9 @@ from app.api.schemas import (
 )
 from app.api.uploads import spooled_upload
 from app.contracts.enums import Task
+from app.core.errors import NotFound
 from app.jobs.files import delete_version_artifact
-from app.registry import aliases, service
+from app.registry import aliases, service, traffic
 from app.registry.upload import ProbeLimits, upload_version
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=V1_ERRORS)
@@ -76,15 +78,43 @@ def upload_model_version(
 
 @router.put(
     "/{name}/aliases/{alias}",
-    response_model=VersionRead,
+    response_model=AliasRead,
     dependencies=[WriteAccess, InvalidatesServing],
 )
-def set_alias(
-    session: SessionDep, name: ModelName, alias: AliasName, body: AliasSet
-) -> VersionRead:
-    """Point an alias (e.g. ``production``) at a live version; takes effect at once."""
-    version = aliases.set_alias(session, name=name, alias=alias, version=body.version)
-    return version_read(session, name, version)
+def set_alias(session: SessionDep, name: ModelName, alias: AliasName, body: AliasSet) -> AliasRead:
+    """Point an alias (e.g. ``production``) at a live version, or at several by weight
+    (sticky by the ``x-kiln-route-key`` header), with an optional shadow; takes effect at
+    once, and the alias's history keeps the weights."""
+    policy = traffic.set_traffic(
+        session,
+        name=name,
+        alias=alias,
+        version=body.version,
+        split=body.split(),
+        shadow=body.shadow,
+    )
+    return AliasRead(
+        model=name,
+        alias=alias,
+        version=policy.version,
+        versions=policy.split.arms if policy.split else None,
+        shadow=policy.shadow,
+    )
+
+
+@router.get("/{name}/aliases/{alias}", response_model=AliasRead, dependencies=[ReadAccess])
+def get_alias(session: SessionDep, name: ModelName, alias: AliasName) -> AliasRead:
+    """What an alias holds now: one version, or a split, and its shadow."""
+    policy = traffic.alias_policy(session, service.get_model(session, name), alias)
+    if policy is None:
+        raise NotFound(f"model {name!r} has no alias {alias!r}")
+    return AliasRead(
+        model=name,
+        alias=alias,
+        version=policy.version,
+        versions=policy.split.arms if policy.split else None,
+        shadow=policy.shadow,
+    )
 
 
 @router.delete(
@@ -158,9 +188,11 @@ def tag_version(
     "/{name}/serving", response_model=ModelRead, dependencies=[WriteAccess, InvalidatesServing]
 )
 def set_serving_options(session: SessionDep, name: ModelName, body: ServingOptions) -> ModelRead:
-    """Serving options for every version of the model; today dynamic batching
-    (``max_batch_size`` null turns it off). Takes effect on the next request."""
+    """Serving options for every version of the model: dynamic batching
+    (``max_batch_size`` null turns it off), the request-log share and the drift threshold
+    (null: the server's). Takes effect on the next request."""
     model = service.get_model(session, name)
-    model.serving = body.model_dump() if body.max_batch_size is not None else None
+    options = body.model_dump(exclude_none=True)
+    model.serving = options if set(options) - {"max_queue_delay_ms"} else None
     session.flush()
     return model_read(session, model)

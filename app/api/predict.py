@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.deps import InferAccess
 from app.api.errors_schema import V1_ERRORS
-from app.api.inference import predict_answer
+from app.api.inference import meta_of, predict_answer
 from app.api.params import ModelName, VersionQuery
 from app.api.schemas import PredictRequest, PredictResponse
 from app.api.state import gateway_of
@@ -34,5 +34,7 @@ _BODY_SCHEMA = {
 async def predict_rows(request: Request, name: ModelName, version: VersionQuery = None) -> Response:
     """Predict with the asked version, else the ``production`` alias, else the newest live
     version a search or an upload registered (never a compression variant on its own)."""
-    answer = await predict_answer(gateway_of(request.app), name, version, await request.body())
+    answer = await predict_answer(
+        gateway_of(request.app), name, version, await request.body(), meta_of(request)
+    )
     return Response(answer.body, headers=answer.headers)

@@ -5,12 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.contracts.enums import MAX_ID, JobStatus, Scope, TrialState
 from app.contracts.profile import DatasetProfile
 from app.contracts.results import CompressionTable, CompressResult, PredictResult, SearchResult
 from app.contracts.signature import Signature
+from app.contracts.traffic import (
+    MAX_ARMS,
+    ROUTE_KEY_HEADER,
+    ShadowStats,
+    TrafficArm,
+    TrafficSplit,
+)
+from app.core.errors import InvalidInput
 from app.core.names import KEY_NAME, KeyNameStr
 
 T = TypeVar("T")
@@ -45,6 +53,15 @@ class DatasetRead(BaseModel):
         "uploaded before profiles existed)."
     )
     created_at: datetime
+
+
+class DatasetFromLogRead(DatasetRead):
+    """A dataset made from a request log, and how the labels matched it."""
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+    joined: int = Field(description="Labelled rows found in the log (the dataset's rows).")
+    unmatched: int = Field(description="Labelled rows whose request is not in the log.")
 
 
 class JobProgress(BaseModel):
@@ -138,7 +155,8 @@ class CompressionReport(CompressionTable):
 
 
 class ServingOptions(BaseModel):
-    """Dynamic batching: concurrent requests merged into one onnxruntime call."""
+    """Dynamic batching (concurrent requests merged into one onnxruntime call), and the
+    model's own request-log share and drift threshold."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -150,6 +168,20 @@ class ServingOptions(BaseModel):
         ge=0,
         le=1000,
         description="Longest a request waits for others to join its batch.",
+    )
+    log_sample: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of this model's requests written to its request log (null: "
+        "KILN_LOG_SAMPLE).",
+    )
+    drift_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="PSI past which a column of this model has drifted (null: "
+        "KILN_DRIFT_THRESHOLD).",
     )
 
 
@@ -197,13 +229,59 @@ class VersionRead(BaseModel):
 
 
 class AliasSet(BaseModel):
+    """One version, or several by weight; optionally a shadow that sees a copy of the
+    traffic and answers no one."""
+
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, le=MAX_ID, description="The live version the alias should point at.")
+    version: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="The live version the alias should point at."
+    )
+    versions: list[TrafficArm] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ARMS,
+        description="Instead of 'version': live versions and their percent of the "
+        "traffic (summing to 100), e.g. [{'version': 3, 'weight': 90}, {'version': 4, "
+        f"'weight': 10}}]. A request with a '{ROUTE_KEY_HEADER}' header always gets the "
+        "same version for the same key; one without is routed at random by weight.",
+    )
+    shadow: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="A live version with the same inputs and outputs that receives a copy "
+        "of the alias's traffic off the response path (its answers are compared, never sent).",
+    )
+
+    def split(self) -> TrafficSplit | None:
+        """The weighted versions as a checked split (422 naming what is wrong)."""
+        if self.versions is None:
+            return None
+        try:
+            return TrafficSplit(arms=self.versions)
+        except ValidationError as error:
+            raise InvalidInput(
+                str(error.errors()[0]["msg"]).removeprefix("Value error, ")
+            ) from None
+
+
+class AliasRead(BaseModel):
+    """What an alias holds now: its main version (the largest share), the split, the shadow."""
+
+    model: str
+    alias: str
+    version: int
+    versions: list[TrafficArm] | None = None
+    shadow: int | None = None
 
 
 class AliasHistoryEntry(BaseModel):
     version: int
+    versions: list[TrafficArm] | None = Field(
+        default=None, description="The split it held then (null: one version)."
+    )
+    shadow: int | None = None
     assigned_at: datetime
     removed_at: datetime | None = Field(description="Null while the version still holds it.")
 
@@ -272,3 +350,21 @@ class KeyRead(BaseModel):
 
 class KeyCreated(KeyRead):
     key: str = Field(description="The secret. Shown only in this response.")
+
+
+class TrafficRead(BaseModel):
+    """How the serving alias routes, and how its shadows compare with what answered."""
+
+    model: str
+    alias: AliasRead | None = Field(description="The production alias (null: none).")
+    shadows: list[ShadowStats]
+
+
+class LogPartRead(BaseModel):
+    """One Parquet file of the model's sampled requests."""
+
+    id: int
+    rows: int
+    size_bytes: int
+    first_at: datetime
+    last_at: datetime

@@ -13,6 +13,7 @@ from app.core.config import Settings
 from app.core.errors import BrokenInvariant
 from app.jobs.queue import JobQueue
 from app.serving.directory import ServingDirectory
+from app.serving.monitors import ServingMonitors
 from app.serving.preload import Preload
 from app.serving.runtime import SessionCache
 from app.storage import ArtifactStore
@@ -33,6 +34,7 @@ class GatewayState:
     directory: ServingDirectory
     preload: Preload
     metrics: ServingMetrics
+    monitors: ServingMonitors  # shadow copies, request logs, drift
     ui_secret: bytes  # signs dashboard sessions (app.auth.ui_sessions)
 
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AnyKey, DirectoryDep, InferAccess, SessionDep, SettingsDep
 from app.api.errors_schema import V2_ERRORS
-from app.api.inference import infer_answer
+from app.api.inference import infer_answer, meta_of
 from app.api.params import IdPath, ModelName
 from app.api.state import gateway_of
 from app.contracts.enums import VersionStatus
@@ -135,6 +135,7 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
         version,
         await request.body(),
         request.headers.get(HEADER_LENGTH),
+        meta_of(request),
     )
     return Response(answer.body, headers=answer.headers)
 

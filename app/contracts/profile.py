@@ -39,6 +39,22 @@ class ColumnProfile(BaseModel):
     )
     earliest: str | None = None
     latest: str | None = None
+    edges: list[float] | None = Field(
+        default=None,
+        description="Numeric: the training values' deciles (repeats merged), the inner edges "
+        "of the bins drift is measured in.",
+    )
+    shares: list[float] | None = Field(
+        default=None,
+        description="Numeric: the share of the training values (gaps left out) in each bin "
+        "(below the first edge, between edges, above the last).",
+    )
+
+    def bin_of(self, values: Any) -> Any:
+        """The bin of each value (numpy array in, array of bin indices out)."""
+        import numpy as np
+
+        return np.searchsorted(np.asarray(self.edges or []), values, side="right")
 
 
 class ClassCount(BaseModel):

@@ -108,6 +108,35 @@ class Signature(BaseModel):
             outputs=[TensorSpec(name=output_name, datatype="FP32", shape=[-1, width])],
         )
 
+    def difference(self, other: Signature) -> str | None:
+        """Why a request one of the two versions accepts may not suit the other (inputs
+        of other names, types or shapes; outputs of another width), or None. Categories
+        seen and columns a version no longer reads do not count: both still accept the
+        same requests."""
+
+        def interface(signature: Signature) -> dict[str, tuple[str, tuple[int, ...]]]:
+            return {
+                spec.name: (spec.datatype, tuple(spec.shape))
+                for spec in signature.inputs
+                if spec.kind != "ignored"
+            }
+
+        ours, theirs = interface(self), interface(other)
+        if ours.keys() != theirs.keys():
+            missing = sorted(ours.keys() - theirs.keys())[:5]
+            extra = sorted(theirs.keys() - ours.keys())[:5]
+            return f"inputs differ (missing {missing}, extra {extra})"
+        for name, (datatype, shape) in ours.items():
+            if theirs[name] != (datatype, shape):
+                other_type, other_shape = theirs[name]
+                return (
+                    f"input {name!r} is {other_type} {list(other_shape)}, "
+                    f"not {datatype} {list(shape)}"
+                )
+        if self.width != other.width:
+            return f"outputs differ ({other.width} columns, not {self.width})"
+        return None
+
     @property
     def by_column(self) -> bool:
         """Whether the model takes one input per source column (raw values)."""

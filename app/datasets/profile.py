@@ -21,9 +21,13 @@ from app.core.errors import BrokenInvariant
 from app.preprocessing.columns import SourceColumn
 from app.preprocessing.fit import value_counts
 
+DRIFT_BINS = 10  # deciles: the bins live numbers are compared in (app.serving.drift)
+
 
 def _numeric(name: str, values: np.ndarray) -> ColumnProfile:
     filled = values[~np.isnan(values)]
+    edges = np.unique(np.quantile(filled, np.linspace(0, 1, DRIFT_BINS + 1)[1:-1]))
+    counts = np.bincount(np.searchsorted(edges, filled, side="right"), minlength=len(edges) + 1)
     return ColumnProfile(
         name=name,
         type="numeric",
@@ -32,6 +36,8 @@ def _numeric(name: str, values: np.ndarray) -> ColumnProfile:
         min=float(filled.min()),
         mean=float(filled.mean(dtype=np.float64)),
         max=float(filled.max()),
+        edges=[float(edge) for edge in edges],
+        shares=[float(count) / max(len(filled), 1) for count in counts],
     )
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import VersionStatus
 from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.core.names import ALIAS, TAG_KEY
+from app.core.names import TAG_KEY
 from app.registry.service import get_model, get_version
+from app.registry.traffic import close_history, holders, set_traffic
 from app.tables import Alias, AliasHistory, ModelVersion
 
 MAX_TAGS = 50
@@ -20,49 +20,10 @@ MAX_TAG_VALUE = 256
 
 
 def set_alias(session: Session, *, name: str, alias: str, version: int) -> ModelVersion:
-    """Point ``alias`` at a live version of ``name``, closing the previous history entry.
-    The next request that resolves the alias gets the new version."""
-    ALIAS.check(alias, "alias")
-    model = get_model(session, name)
-    target = get_version(session, name, version)
-    if target.status != VersionStatus.LIVE:
-        raise Conflict(
-            f"model {name!r} version {version} is {target.status}; "
-            "only live versions can hold an alias"
-        )
-    now = utcnow()
-    row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
-    if row is not None and row.version_id == target.id:
-        return target
-    _close_history(session, model.id, alias, now)
-    try:
-        with session.begin_nested():
-            if row is None:
-                session.add(
-                    Alias(model_id=model.id, name=alias, version_id=target.id, updated_at=now)
-                )
-            else:
-                row.version_id = target.id
-                row.updated_at = now
-            session.add(
-                AliasHistory(model_id=model.id, alias=alias, version_id=target.id, assigned_at=now)
-            )
-    except IntegrityError:
-        raise Conflict(f"alias {alias!r} was changed at the same time; try again") from None
-    return target
-
-
-def _close_history(session: Session, model_id: int, alias: str, now: Any) -> None:
-    session.execute(
-        update(AliasHistory)
-        .where(
-            AliasHistory.model_id == model_id,
-            AliasHistory.alias == alias,
-            AliasHistory.removed_at.is_(None),
-        )
-        .values(removed_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    """Point ``alias`` at one live version of ``name`` (no split, no shadow), closing the
+    previous history entry. The next request that resolves the alias gets the new version."""
+    set_traffic(session, name=name, alias=alias, version=version)
+    return get_version(session, name, version)
 
 
 def delete_alias(session: Session, *, name: str, alias: str) -> None:
@@ -71,7 +32,7 @@ def delete_alias(session: Session, *, name: str, alias: str) -> None:
     row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
     if row is None:
         raise NotFound(f"model {name!r} has no alias {alias!r}")
-    _close_history(session, model.id, alias, utcnow())
+    close_history(session, model.id, alias, utcnow())
     session.delete(row)
     session.flush()
 
@@ -85,8 +46,20 @@ def alias_history(session: Session, *, name: str, alias: str) -> list[dict[str, 
         .where(AliasHistory.model_id == model.id, AliasHistory.alias == alias)
         .order_by(AliasHistory.assigned_at.desc(), AliasHistory.id.desc())
     ).tuples()
+    numbers = {
+        key: number
+        for key, number in session.execute(
+            select(ModelVersion.id, ModelVersion.version).where(ModelVersion.model_id == model.id)
+        ).tuples()
+    }
     history = [
-        {"version": number, "assigned_at": entry.assigned_at, "removed_at": entry.removed_at}
+        {
+            "version": number,
+            "versions": entry.split.arms if entry.split is not None else None,
+            "shadow": numbers.get(entry.shadow_version_id) if entry.shadow_version_id else None,
+            "assigned_at": entry.assigned_at,
+            "removed_at": entry.removed_at,
+        }
         for entry, number in rows
     ]
     if not history:
@@ -97,11 +70,11 @@ def alias_history(session: Session, *, name: str, alias: str) -> list[dict[str, 
 def archive_version(session: Session, *, name: str, version: int) -> ModelVersion:
     """Archive a version so it stops serving; 409 while an alias points at it."""
     target = get_version(session, name, version)
-    held = list(session.scalars(select(Alias.name).where(Alias.version_id == target.id)))
+    held = holders(session, get_model(session, name), target)
     if held:
         raise Conflict(
-            f"model {name!r} version {version} is held by alias(es) {sorted(held)}; "
-            "move or delete them first"
+            f"model {name!r} version {version} is held (or given a weight, or shadowed) by "
+            f"alias(es) {held}; move or delete them first"
         )
     target.status = VersionStatus.ARCHIVED
     session.flush()

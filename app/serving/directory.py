@@ -14,8 +14,10 @@ entry expires); an entry past its whole life is never used."""
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +26,12 @@ from typing import Any
 
 from app.auth import Principal, authenticate
 from app.contracts.signature import Signature
+from app.contracts.traffic import AliasPolicy
 from app.core.db import session_scope
 from app.core.errors import KilnError, NotFound, Unavailable
 from app.core.names import MODEL_NAME, shown
 from app.registry.service import get_model, resolve_serving_version, uploaded_origin
+from app.registry.traffic import serving_policy
 from app.serving.batching import BatchPolicy, DynamicBatcher
 from app.serving.generation import SharedGeneration
 from app.serving.runtime import LoadedModel, RunGuard, SessionCache, UploadLimits
@@ -48,16 +52,33 @@ class ServedVersion:
     labels: list[Any] | None
     batching: BatchPolicy | None
     guard: RunGuard | None = None  # a graph that came from an upload
+    log_sample: float | None = None  # the model's own request-log share (None: the default)
+    drift_threshold: float | None = None  # the model's own drift threshold
 
 
 @dataclass(frozen=True)
 class Target:
-    """A resolved version with its loaded session (and batcher, when batching is on)."""
+    """A resolved version with its loaded session (and batcher, when batching is on), and
+    the shadow version that gets a copy of the request (when it came through the serving
+    alias and the alias has one)."""
 
     name: str
     version: int
     model: LoadedModel
     batcher: DynamicBatcher | None
+    shadow: int | None = None
+    log_sample: float | None = None
+    drift_threshold: float | None = None
+
+
+NO_POLICY = AliasPolicy(version=0)  # a model whose serving alias has no split or shadow
+
+
+def bucket_of(route_key: str | None) -> int:
+    """0 to 99: the same for the same key (sticky), at random without one."""
+    if route_key:
+        return zlib.crc32(route_key.encode("utf-8", "surrogatepass")) % 100
+    return random.randrange(100)
 
 
 class ServingDirectory:
@@ -86,6 +107,7 @@ class ServingDirectory:
         self._routes: OrderedDict[tuple[str, int | None], tuple[ServedVersion, float, float]] = (
             OrderedDict()
         )
+        self._policies: OrderedDict[str, tuple[AliasPolicy, float, float]] = OrderedDict()
         self._batchers: dict[int, DynamicBatcher] = {}  # by version id
         self._refreshing: set[Hashable] = set()
         self._refresher: ThreadPoolExecutor | None = None
@@ -105,6 +127,7 @@ class ServingDirectory:
             self._seen = seen
             self._keys.clear()
             self._routes.clear()
+            self._policies.clear()
 
     def _store(self, table: OrderedDict[Any, Any], key: Any, value: Any, generation: int) -> None:
         with self._lock:
@@ -177,16 +200,48 @@ class ServingDirectory:
             self._forget(self._keys, secret)
             raise
 
+    # -- traffic policies -----------------------------------------------------------------
+    def _policy(self, name: str) -> AliasPolicy:
+        """The serving alias's split and shadow (cached like a resolution); blocking."""
+        policy: AliasPolicy | None = self._fresh(self._policies, name, lambda: self._repolicy(name))
+        return policy if policy is not None else self._repolicy(name)
+
+    def _repolicy(self, name: str) -> AliasPolicy:
+        generation = self._generation
+        with session_scope(self.database_url) as session:
+            policy = serving_policy(session, get_model(session, name)) or NO_POLICY
+        if policy.split is None and policy.shadow is None:
+            policy = NO_POLICY
+        self._store(self._policies, name, policy, generation)
+        return policy
+
+    @staticmethod
+    def _routed(policy: AliasPolicy, version: int | None, route_key: str | None) -> int | None:
+        """The version a request for ``version`` (None: the serving alias) goes to."""
+        if version is None and policy.split is not None:
+            return policy.split.choose(bucket_of(route_key))
+        return version
+
     # -- versions -------------------------------------------------------------------------
-    def cached_target(self, name: str, version: int | None) -> Target | None:
+    def cached_target(
+        self, name: str, version: int | None, route_key: str | None = None
+    ) -> Target | None:
         """The target for a recent resolution whose session is still loaded; no I/O."""
+        shadow = None
+        if version is None:
+            policy: AliasPolicy | None = self._fresh(
+                self._policies, name, lambda: self._repolicy(name)
+            )
+            if policy is None:
+                return None
+            version, shadow = self._routed(policy, None, route_key), policy.shadow
         served: ServedVersion | None = self._fresh(
             self._routes, (name, version), lambda: self._reresolve(name, version)
         )
         if served is None:
             return None
         model = self.sessions.peek(served.version_id)
-        return None if model is None else self._target(name, served, model)
+        return None if model is None else self._target(name, served, model, shadow)
 
     def _served(self, name: str, version: int | None) -> ServedVersion:
         if not MODEL_NAME.is_valid(name):  # bounded before any lookup, and never echoed
@@ -215,8 +270,15 @@ class ServingDirectory:
         ):
             raise Unavailable(f"artifact of version {served.version} of {name!r} is missing")
 
-    def target(self, name: str, version: int | None) -> Target:
-        """Resolve (alias rules apply) and load; blocking, so call it off the event loop."""
+    def target(self, name: str, version: int | None, route_key: str | None = None) -> Target:
+        """Resolve (alias rules and the serving alias's split apply) and load; blocking, so
+        call it off the event loop."""
+        shadow = None
+        if version is None:
+            if not MODEL_NAME.is_valid(name):
+                raise NotFound(f"model {shown(name)} not found")
+            policy = self._policy(name)
+            version, shadow = self._routed(policy, None, route_key), policy.shadow
         served = self._served(name, version)
         model = self.sessions.get(
             version_id=served.version_id,
@@ -227,12 +289,13 @@ class ServingDirectory:
             labels=served.labels,
             guard=served.guard,
         )
-        return self._target(name, served, model)
+        return self._target(name, served, model, shadow)
 
     def _resolve(self, name: str, version: int | None) -> ServedVersion:
         with session_scope(self.database_url) as session:
             row = resolve_serving_version(session, name, version)
-            policy = BatchPolicy.from_config(get_model(session, name).serving)
+            options = get_model(session, name).serving or {}
+            policy = BatchPolicy.from_config(options)
             origin = uploaded_origin(session, row)
             guard = None
             if origin is not None:
@@ -247,9 +310,13 @@ class ServingDirectory:
                 labels=row.class_labels,
                 batching=policy,
                 guard=guard,
+                log_sample=options.get("log_sample"),
+                drift_threshold=options.get("drift_threshold"),
             )
 
-    def _target(self, name: str, served: ServedVersion, model: LoadedModel) -> Target:
+    def _target(
+        self, name: str, served: ServedVersion, model: LoadedModel, shadow: int | None = None
+    ) -> Target:
         batcher = None
         if served.batching is not None:
             with self._lock:
@@ -261,4 +328,12 @@ class ServingDirectory:
                 ):
                     batcher = DynamicBatcher(model, served.batching)
                     self._batchers[served.version_id] = batcher
-        return Target(name=name, version=served.version, model=model, batcher=batcher)
+        return Target(
+            name=name,
+            version=served.version,
+            model=model,
+            batcher=batcher,
+            shadow=shadow,
+            log_sample=served.log_sample,
+            drift_threshold=served.drift_threshold,
+        )

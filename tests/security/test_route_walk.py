@@ -67,6 +67,13 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
     ("DELETE", "/v1/models/{name}/aliases/{alias}"): Scope.WRITE,
     ("GET", "/v1/models/{name}/aliases/{alias}/history"): Scope.READ,
     ("PUT", "/v1/models/{name}/serving"): Scope.WRITE,
+    ("GET", "/v1/models/{name}/aliases/{alias}"): Scope.READ,
+    ("GET", "/v1/models/{name}/traffic"): Scope.READ,
+    ("GET", "/v1/models/{name}/drift"): Scope.READ,
+    ("GET", "/v1/models/{name}/events"): Scope.READ,
+    ("GET", "/v1/models/{name}/logs"): Scope.READ,
+    ("GET", "/v1/models/{name}/logs/{part}"): Scope.READ,
+    ("POST", "/v1/datasets/from-log"): Scope.WRITE,
     ("GET", "/v1/keys"): Scope.ADMIN,
     ("POST", "/v1/keys"): Scope.ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): Scope.ADMIN,
@@ -104,6 +111,7 @@ SAMPLE = {
     "dataset_id": "1",
     "job_id": "1",
     "key_id": "999999",
+    "part": "1",
 }
 
 

@@ -148,7 +148,8 @@ def test_dynamic_batching_merges_concurrent_requests(
     ]
     options = {"max_batch_size": 8, "max_queue_delay_ms": 200.0}
     set_ = put_batching(client, admin, options)
-    assert set_.status_code == 200 and set_.json()["serving"] == options
+    assert set_.status_code == 200
+    assert set_.json()["serving"] == {**options, "log_sample": None, "drift_threshold": None}
 
     async def concurrently() -> list[dict]:
         transport = httpx.ASGITransport(app=app)

@@ -1,0 +1,179 @@
+"""Traffic policies: an alias that holds one version, or several by weight, and an optional
+shadow. The rules: every version named is live; every one of them, and the shadow, takes
+the same requests and gives outputs of the same width and classes as the alias's main
+version; the history records each policy with its weights and shadow."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.contracts.enums import VersionStatus
+from app.contracts.traffic import AliasPolicy, TrafficArm, TrafficSplit
+from app.core.db import utcnow
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.names import ALIAS
+from app.registry.service import PRODUCTION_ALIAS, get_model, get_version
+from app.tables import Alias, AliasHistory, Model, ModelVersion
+
+
+def _live(session: Session, name: str, number: int, field: str) -> ModelVersion:
+    try:
+        version = get_version(session, name, number)
+    except NotFound as missing:
+        raise NotFound(f"{field}: {missing.message}") from None
+    if version.status != VersionStatus.LIVE:
+        raise Conflict(
+            f"{field}: model {name!r} version {number} is {version.status}; "
+            "only live versions can hold an alias or shadow one"
+        )
+    return version
+
+
+def _same_interface(main: ModelVersion, other: ModelVersion, field: str) -> None:
+    """InvalidInput naming ``field`` when ``other`` cannot answer ``main``'s requests."""
+    problem = main.signature.difference(other.signature)
+    if problem is None and main.task != other.task:
+        problem = f"it is a {other.task} model, not {main.task}"
+    if problem is None and (main.class_labels or None) != (other.class_labels or None):
+        problem = "its classes differ"
+    if problem:
+        raise InvalidInput(
+            f"{field}: version {other.version} cannot take version {main.version}'s "
+            f"requests: {problem} (a shadow or split needs the same signature)"
+        )
+
+
+def set_traffic(
+    session: Session,
+    *,
+    name: str,
+    alias: str,
+    version: int | None = None,
+    split: TrafficSplit | None = None,
+    shadow: int | None = None,
+) -> AliasPolicy:
+    """Point ``alias`` at one version, or at ``split``'s versions by weight, with an
+    optional ``shadow``; the previous policy's history entry is closed and this one added
+    (weights and shadow included). The next request that resolves the alias sees it."""
+    ALIAS.check(alias, "alias")
+    if (version is None) == (split is None):
+        raise InvalidInput("give either 'version' or 'versions' (weights), not both")
+    model = get_model(session, name)
+    if split is not None and len(split.arms) == 1:
+        version, split = split.arms[0].version, None
+    arms = split.arms if split is not None else [TrafficArm(version=version or 0, weight=100)]
+    rows = [_live(session, name, arm.version, f"versions[{i}]") for i, arm in enumerate(arms)]
+    main_number = split.primary if split is not None else rows[0].version
+    main = next(row for row in rows if row.version == main_number)
+    for index, row in enumerate(rows):
+        _same_interface(main, row, f"versions[{index}]")
+    shadow_row = None
+    if shadow is not None:
+        if any(row.version == shadow for row in rows):
+            raise InvalidInput(f"shadow: version {shadow} already answers through this alias")
+        shadow_row = _live(session, name, shadow, "shadow")
+        _same_interface(main, shadow_row, "shadow")
+    now = utcnow()
+    current = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
+    unchanged = (
+        current is not None
+        and current.version_id == main.id
+        and current.split == split
+        and current.shadow_version_id == (shadow_row.id if shadow_row else None)
+    )
+    if not unchanged:
+        _write(session, model, alias, current, main, split, shadow_row, now)
+    return AliasPolicy(version=main.version, split=split, shadow=shadow)
+
+
+def _write(
+    session: Session,
+    model: Model,
+    alias: str,
+    current: Alias | None,
+    main: ModelVersion,
+    split: TrafficSplit | None,
+    shadow: ModelVersion | None,
+    now: datetime,
+) -> None:
+    close_history(session, model.id, alias, now)
+    shadow_id = shadow.id if shadow is not None else None
+    try:
+        with session.begin_nested():
+            if current is None:
+                session.add(
+                    Alias(
+                        model_id=model.id,
+                        name=alias,
+                        version_id=main.id,
+                        split=split,
+                        shadow_version_id=shadow_id,
+                        updated_at=now,
+                    )
+                )
+            else:
+                current.version_id = main.id
+                current.split = split
+                current.shadow_version_id = shadow_id
+                current.updated_at = now
+            session.add(
+                AliasHistory(
+                    model_id=model.id,
+                    alias=alias,
+                    version_id=main.id,
+                    split=split,
+                    shadow_version_id=shadow_id,
+                    assigned_at=now,
+                )
+            )
+    except IntegrityError:
+        raise Conflict(f"alias {alias!r} was changed at the same time; try again") from None
+
+
+def close_history(session: Session, model_id: int, alias: str, now: datetime) -> None:
+    """End the alias's open history entry (if any) at ``now``."""
+    session.execute(
+        update(AliasHistory)
+        .where(
+            AliasHistory.model_id == model_id,
+            AliasHistory.alias == alias,
+            AliasHistory.removed_at.is_(None),
+        )
+        .values(removed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def alias_policy(session: Session, model: Model, alias: str) -> AliasPolicy | None:
+    """What ``alias`` of ``model`` holds now (None: no such alias)."""
+    row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
+    if row is None:
+        return None
+    main = session.get(ModelVersion, row.version_id)
+    shadow = session.get(ModelVersion, row.shadow_version_id) if row.shadow_version_id else None
+    if main is None:
+        return None
+    return AliasPolicy(
+        version=main.version, split=row.split, shadow=shadow.version if shadow else None
+    )
+
+
+def serving_policy(session: Session, model: Model) -> AliasPolicy | None:
+    """The policy of the alias that serves requests naming no version (``production``)."""
+    return alias_policy(session, model, PRODUCTION_ALIAS)
+
+
+def holders(session: Session, model: Model, version: ModelVersion) -> list[str]:
+    """The aliases that route to ``version``: hold it, give it a weight, or shadow it."""
+    names = []
+    for row in session.scalars(select(Alias).where(Alias.model_id == model.id)):
+        in_split = row.split is not None and any(
+            arm.version == version.version for arm in row.split.arms
+        )
+        if row.version_id == version.id or row.shadow_version_id == version.id or in_split:
+            names.append(row.name)
+    return sorted(names)

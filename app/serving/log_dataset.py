@@ -1,0 +1,154 @@
+"""A dataset from a model's request log: the logged inputs of the requests a labels CSV
+names (by ``request_id``, and ``row`` for a request of several rows), with their labels as
+the target, uploaded like any CSV (so it gets a profile, an encoding and a split)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import csv as arrow_csv
+
+from app.contracts.enums import Task
+from app.core.db import Session
+from app.core.errors import InvalidInput
+from app.core.names import COLUMN_NAME
+from app.datasets import service as datasets
+from app.registry import monitoring
+from app.registry.service import get_model
+from app.storage import ArtifactStore
+from app.tables import Dataset
+
+REQUEST_ID = "request_id"
+ROW = "row"
+
+
+@dataclass(frozen=True)
+class FromLog:
+    """The dataset made, and how the labels matched the log."""
+
+    dataset: Dataset
+    joined: int
+    unmatched: int
+
+
+def _labels(path: Path, target: str) -> dict[tuple[str, int], str]:
+    """(request id, row) -> label, from the labels CSV (every cell read as text)."""
+    try:
+        table = arrow_csv.read_csv(
+            path, convert_options=arrow_csv.ConvertOptions(strings_can_be_null=False)
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as error:
+        raise InvalidInput(f"labels: not a readable CSV ({str(error)[:200]})") from None
+    header = table.column_names
+    for needed in (REQUEST_ID, target):
+        if needed not in header:
+            raise InvalidInput(f"labels: column {needed!r} not in the CSV header: {header[:30]}")
+    ids = [str(value) for value in table.column(REQUEST_ID).to_pylist()]
+    rows = table.column(ROW).to_pylist() if ROW in header else [0] * len(ids)
+    labels = table.column(target).to_pylist()
+    found: dict[tuple[str, int], str] = {}
+    for line, (request, row, label) in enumerate(zip(ids, rows, labels, strict=True), start=2):
+        try:
+            number = int(row)
+        except (TypeError, ValueError):
+            raise InvalidInput(
+                f"labels: line {line}: row {str(row)[:40]!r} is not a whole number"
+            ) from None
+        if label is None or str(label) == "":
+            continue  # not labelled (yet)
+        found[(request, number)] = str(label)
+    if not found:
+        raise InvalidInput(f"labels: no labelled row (the {target!r} column is empty)")
+    return found
+
+
+def _logged(session: Session, store: ArtifactStore, name: str) -> dict[tuple[str, int], str]:
+    """(request id, row) -> its inputs (JSON) in the model's request log (latest kept)."""
+    inputs: dict[tuple[str, int], str] = {}
+    for part in monitoring.log_parts(session, name):
+        table = pq.read_table(
+            io.BytesIO(store.read_bytes(part.key, part.sha256)),
+            columns=[REQUEST_ID, ROW, "inputs"],
+        )
+        for request, row, values in zip(
+            table.column(REQUEST_ID).to_pylist(),
+            table.column(ROW).to_pylist(),
+            table.column("inputs").to_pylist(),
+            strict=True,
+        ):
+            inputs[(request, row)] = values
+    return inputs
+
+
+def _cells(record: dict[str, Any]) -> dict[str, Any]:
+    """A logged row as CSV cells: a tensor input's values spread over input_0, input_1..."""
+    cells: dict[str, Any] = {}
+    for name, value in record.items():
+        if isinstance(value, list):
+            cells.update({f"{name}_{index}": item for index, item in enumerate(value)})
+        else:
+            cells[name] = value
+    return cells
+
+
+def dataset_from_log(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    model: str,
+    labels: Path,
+    target: str,
+    name: str | None,
+) -> FromLog:
+    """Join the labels with the model's logged inputs and upload the result as a dataset;
+    422 naming what is missing (the columns, or any match with the log)."""
+    COLUMN_NAME.check(target, "target")
+    task = get_model(session, model).task
+    wanted = _labels(labels, target)
+    logged = _logged(session, store, model)
+    if not logged:
+        raise InvalidInput(
+            f"model: {model!r} has no request log yet (set KILN_LOG_SAMPLE or the model's "
+            "log_sample, and send it requests)"
+        )
+    records = [
+        (_cells(orjson.loads(logged[key])), label) for key, label in wanted.items() if key in logged
+    ]
+    if not records:
+        raise InvalidInput(
+            f"labels: none of the {len(wanted)} labelled requests is in {model!r}'s request log "
+            f"({len(logged)} logged rows); match its request_id (and row)"
+        )
+    header: list[str] = []
+    for cells, _ in records:
+        header += [column for column in cells if column not in header]
+    if target in header:
+        raise InvalidInput(f"target: {target!r} is also an input column of the model")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "from-log.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([*header, target])
+            for cells, label in records:
+                writer.writerow(
+                    [*("" if cells.get(c) is None else cells[c] for c in header), label]
+                )
+        dataset = datasets.create_dataset(
+            session,
+            store,
+            upload=path,
+            filename=f"{model}-log.csv",
+            target=target,
+            name=name or f"{model} request log, {len(records)} labelled rows",
+            task=Task(task),
+            input_shape=None,
+        )
+    return FromLog(dataset=dataset, joined=len(records), unmatched=len(wanted) - len(records))

@@ -1,0 +1,192 @@
+"""Sampled request logs: a share of inference requests (``KILN_LOG_SAMPLE``, or a model's
+``log_sample``) kept with the version that answered, its latency and its output, written
+in batches as Parquet parts to the artifact store. Never a key, a header or an address: the
+request path hands over the feeds and the answer and nothing else.
+
+The request path only appends to a buffer bounded in bytes (``KILN_LOG_BUFFER_MB``; past
+it a request is not logged, and counted); the flusher turns the buffer into one Parquet
+part per model, off the request path."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from app.serving.runtime import Feeds, LoadedModel
+
+REQUEST_ID_LENGTH = 64
+LOG_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("row", pa.int32()),
+        ("at", pa.timestamp("ms", tz="UTC")),
+        ("model", pa.string()),
+        ("version", pa.int32()),
+        ("protocol", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("inputs", pa.string()),  # one JSON object per row: column (or input) -> value
+        ("output", pa.list_(pa.float64())),
+        ("prediction", pa.string()),
+    ]
+)
+
+
+def valid_request_id(value: str | None) -> str | None:
+    """A client's request id when it is short printable ASCII, else None."""
+    if value and len(value) <= REQUEST_ID_LENGTH and value.isascii() and value.isprintable():
+        return value
+    return None
+
+
+@dataclass
+class Entry:
+    request_id: str
+    at: datetime
+    name: str
+    version: int
+    protocol: str
+    latency_ms: float
+    feeds: Feeds
+    output: np.ndarray
+    model: LoadedModel
+
+    @property
+    def size(self) -> int:
+        """Bytes the entry holds (text columns counted at a rough 32 bytes a value)."""
+        total = self.output.nbytes
+        for values in self.feeds.values():
+            total += values.size * 32 if values.dtype == object else values.nbytes
+        return total
+
+
+def _value(value: Any) -> Any:
+    """A JSON-able cell: None for gaps (NaN, empty text)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value or None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def rows_of(entry: Entry) -> list[dict[str, Any]]:
+    """One record per row of the request: its inputs as the client sent them (a tensor
+    model's row as one list), the output and the prediction."""
+    model = entry.model
+    rows = len(entry.output)
+    inputs: list[dict[str, Any]] = [{} for _ in range(rows)]
+    for name, values in entry.feeds.items():
+        if model.columns is not None:
+            column = values.reshape(rows)
+            for index in range(rows):
+                inputs[index][name] = _value(column[index])
+        else:
+            matrix = values.reshape(rows, -1)
+            for index in range(rows):
+                inputs[index][name] = [float(v) for v in matrix[index]]
+    output = np.asarray(entry.output, dtype=np.float64).reshape(rows, -1)
+    records = []
+    for index in range(rows):
+        if model.labels and output.shape[1] == len(model.labels):
+            prediction = str(model.labels[int(output[index].argmax())])
+        else:
+            prediction = repr(float(output[index, 0]))
+        records.append(
+            {
+                "request_id": entry.request_id,
+                "row": index,
+                "at": entry.at,
+                "model": entry.name,
+                "version": entry.version,
+                "protocol": entry.protocol,
+                "latency_ms": entry.latency_ms,
+                "inputs": orjson.dumps(inputs[index]).decode(),
+                "output": output[index].tolist(),
+                "prediction": prediction,
+            }
+        )
+    return records
+
+
+def parquet_part(entries: list[Entry]) -> bytes:
+    """One Parquet file of ``entries``' rows."""
+    records = [record for entry in entries for record in rows_of(entry)]
+    table = pa.Table.from_pylist(records, schema=LOG_SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+@dataclass
+class RequestLog:
+    """The buffer of sampled requests (thread-safe)."""
+
+    default_sample: float
+    max_bytes: int
+    on_drop: Callable[[], None] = lambda: None  # a request not logged: the buffer was full
+    _entries: list[Entry] = field(default_factory=list, init=False)
+    _bytes: int = field(default=0, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    dropped: int = field(default=0, init=False)
+
+    def sample_of(self, override: float | None) -> float:
+        return self.default_sample if override is None else override
+
+    def offer(
+        self,
+        *,
+        name: str,
+        version: int,
+        model: LoadedModel,
+        protocol: str,
+        feeds: Feeds,
+        output: np.ndarray,
+        latency_s: float,
+        sample: float,
+        request_id: str | None,
+    ) -> str | None:
+        """Keep the request when it is sampled; its id (the client's, or a new one), or
+        None when it is not kept."""
+        if sample <= 0 or (sample < 1 and random.random() >= sample):
+            return None
+        entry = Entry(
+            request_id=request_id or uuid.uuid4().hex,
+            at=datetime.now(UTC),
+            name=name,
+            version=version,
+            protocol=protocol,
+            latency_ms=latency_s * 1000,
+            feeds=feeds,
+            output=output,
+            model=model,
+        )
+        size = entry.size
+        with self._lock:
+            if self._bytes + size > self.max_bytes:
+                self.dropped += 1
+                self.on_drop()
+                return None
+            self._entries.append(entry)
+            self._bytes += size
+        return entry.request_id
+
+    def take(self) -> dict[str, list[Entry]]:
+        """The buffered entries by model (and empty the buffer)."""
+        with self._lock:
+            entries, self._entries, self._bytes = self._entries, [], 0
+        by_model: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_model.setdefault(entry.name, []).append(entry)
+        return by_model

@@ -1,0 +1,164 @@
+"""Drift: live rows against the training profile of the version's dataset, per column.
+A shifted sample drifts and an unshifted one does not (through the real gateway app, a
+real dataset upload and registry, the window in /v1/models/{name}/drift, the event and
+/metrics); categories training never saw and gaps are counted (the monitor alone)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.state import gateway_of
+from app.contracts.profile import ColumnProfile, ValueCount
+from app.contracts.signature import Signature
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.main import create_app
+from app.registry.service import VersionDraft, register_version
+from app.serving.drift import DriftMonitor, psi, reference_of
+from app.storage import get_store
+from tests.conftest import make_settings
+
+ROWS = 600
+
+
+def training_csv(rng: np.random.Generator) -> bytes:
+    x = rng.normal(size=(ROWS, 4))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    lines = [
+        "f0,f1,f2,f3,label",
+        *(",".join([*map(str, row), str(c)]) for row, c in zip(x, y, strict=True)),
+    ]
+    return "\n".join(lines).encode()
+
+
+@pytest.fixture
+def watched(
+    settings: Settings, classifier_onnx: Path, admin: dict[str, str]
+) -> Iterator[TestClient]:
+    """A version of a 4-number classifier registered as trained on an uploaded dataset,
+    served by a gateway that measures every request in windows of 200 rows."""
+    overrides = {"drift_sample": 1.0, "drift_window_rows": 200}
+    app = create_app(
+        make_settings(settings.data_dir, settings.database_url, **overrides), run_reaper=False
+    )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        uploaded = client.post(
+            "/v1/datasets",
+            headers=admin,
+            data={"target": "label"},
+            files={"file": ("train.csv", io.BytesIO(training_csv(np.random.default_rng(0))))},
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        profile = uploaded.json()["profile"]["columns"][0]
+        assert len(profile["edges"]) == 9 and abs(sum(profile["shares"]) - 1) < 1e-9
+        store = get_store(settings)
+        with session_scope(settings.database_url) as session:
+            register_version(
+                session,
+                "watched",
+                VersionDraft(
+                    task="classification",
+                    source="search",
+                    artifact=store.put_file("test/watched.onnx", classifier_onnx),
+                    class_labels=[0, 1, 2],
+                    dataset_id=uploaded.json()["id"],
+                    signature=Signature.of_tensors(
+                        input_name="input", row_shape=(4,), output_name="output", width=3
+                    ),
+                ),
+            )
+        yield client
+
+
+def send(client: TestClient, admin: dict[str, str], rows: np.ndarray) -> None:
+    for start in range(0, len(rows), 20):
+        batch = rows[start : start + 20].tolist()
+        answer = client.post("/v1/models/watched/predict", headers=admin, json={"inputs": batch})
+        assert answer.status_code == 200, answer.text
+    gateway_of(client.app).monitors.flush()  # type: ignore[arg-type]
+
+
+def test_a_shifted_sample_drifts_and_an_unshifted_one_does_not(
+    watched: TestClient, admin: dict[str, str]
+) -> None:
+    rng = np.random.default_rng(1)
+    send(watched, admin, rng.normal(size=(200, 4)))
+    [calm] = watched.get("/v1/models/watched/drift", headers=admin).json()
+    assert calm["rows"] == 200 and calm["drifted"] == [] and calm["threshold"] == 0.2
+    assert all(column["psi"] < 0.2 for column in calm["columns"])
+    assert watched.get("/v1/models/watched/events", headers=admin).json() == []
+    shifted = rng.normal(size=(200, 4))
+    shifted[:, 2] += 3.0  # one column moves three standard deviations
+    send(watched, admin, shifted)
+    newest = watched.get("/v1/models/watched/drift", headers=admin).json()[0]
+    assert newest["drifted"] == ["f2"]
+    by_column = {column["column"]: column for column in newest["columns"]}
+    assert by_column["f2"]["psi"] > 2 and by_column["f0"]["psi"] < 0.2
+    [event] = watched.get("/v1/models/watched/events", headers=admin).json()
+    assert event["kind"] == "drift" and "f2" in event["message"]
+    metrics = watched.get("/metrics").text
+    assert 'kiln_drift_psi{column="f2",model="watched",version="1"}' in metrics
+    assert 'kiln_model_events_total{kind="drift",model="watched"} 1.0' in metrics
+
+
+def test_the_model_sets_its_own_threshold(watched: TestClient, admin: dict[str, str]) -> None:
+    options = {"drift_threshold": 50}
+    assert watched.put("/v1/models/watched/serving", headers=admin, json=options).status_code == 200
+    shifted = np.random.default_rng(2).normal(size=(200, 4))
+    shifted[:, 2] += 3.0
+    send(watched, admin, shifted)
+    [window] = watched.get("/v1/models/watched/drift", headers=admin).json()
+    assert window["threshold"] == 50 and window["drifted"] == []
+
+
+def test_psi_is_zero_for_the_same_distribution_and_grows_with_the_shift() -> None:
+    expected = np.array([0.25, 0.25, 0.25, 0.25])
+    assert psi(expected, expected * 40) == pytest.approx(0.0)
+    assert 0 < psi(expected, np.array([30, 25, 25, 20])) < psi(expected, np.array([70, 10, 10, 10]))
+
+
+@dataclass
+class ColumnsModel:
+    """What the monitor reads of a model that takes one input per column."""
+
+    columns: tuple[object, ...] = ("color", "size")
+
+
+def test_unseen_categories_and_gaps_are_counted() -> None:
+    profile = [
+        ColumnProfile(
+            name="color",
+            type="categorical",
+            missing=0,
+            distinct=2,
+            top=[ValueCount(value="red", rows=50), ValueCount(value="blue", rows=50)],
+        ),
+        ColumnProfile(
+            name="size",
+            type="numeric",
+            missing=10,
+            distinct=90,
+            min=0,
+            mean=5,
+            max=10,
+            edges=[5.0],
+            shares=[0.5, 0.5],
+        ),
+    ]
+    monitor = DriftMonitor(sample=1.0, window_rows=10)
+    colors = np.array(["red", "blue", "green", "green", "", "red", "blue", "green", "", "red"])
+    sizes = np.array([1, 2, 3, 7, 8, np.nan, np.nan, np.nan, 6, 2], dtype=np.float32)
+    feeds = {"color": colors.astype(object).reshape(-1, 1), "size": sizes.reshape(-1, 1)}
+    monitor.offer("m", 1, 7, ColumnsModel(), feeds, 0.2)  # type: ignore[arg-type]
+    [report] = monitor.process(lambda version_id: reference_of(profile, None, 100))
+    color, size = report.columns
+    assert color.unseen_share == pytest.approx(0.3) and color.missing_share == pytest.approx(0.2)
+    assert color.psi is not None and color.psi > 0.2 and "color" in report.drifted
+    assert size.missing_share == pytest.approx(0.3) and size.reference_missing_share == 0.1

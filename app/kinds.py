@@ -10,10 +10,11 @@ from pydantic import BaseModel
 from app.batch.kind import PredictKind
 from app.compression.kind import CompressKind
 from app.jobs.kinds import KindMap, SubmitContext
+from app.retrain.kind import RetrainKind
 from app.search.kind import SearchKind
 from app.tables import Job
 
-JOB_KINDS = KindMap([SearchKind(), CompressKind(), PredictKind()])
+JOB_KINDS = KindMap([SearchKind(), CompressKind(), PredictKind(), RetrainKind()])
 
 if TYPE_CHECKING:
     JobCreate = BaseModel

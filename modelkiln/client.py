@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from modelkiln.loop import LoopCalls
+from modelkiln.loop import segment as _segment
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -31,19 +33,6 @@ class KilnApiError(Exception):
     def __init__(self, status: int, message: str, method: str, path: str) -> None:
         super().__init__(f"{method} {path}: {status}: {message}")
         self.status, self.message, self.method, self.path = status, message, method, path
-
-
-def _segment(name: str) -> str:
-    """``name`` as one URL path segment: a '?', '#', '%' or control character in it is
-    percent-encoded, so it reaches the server (which refuses it with a 422 naming the
-    rule) instead of changing which route is called. A '/' is refused here: servers decode
-    '%2F' back into a separator before routing, so no encoding keeps it in the name."""
-    if "/" in name or name in ("", ".", ".."):
-        raise ValueError(
-            f"model name {name[:80]!r} cannot be a URL path segment: model "
-            "names hold letters, digits, '.', '_' and '-'"
-        )
-    return urllib.parse.quote(name, safe="")
 
 
 def _message(response: httpx.Response) -> str:
@@ -179,7 +168,7 @@ class Version:
         return list(self.data["signature"]["inputs"])
 
 
-class Client:
+class Client(LoopCalls):
     """One gateway, one API key. Every refusal raises ``KilnApiError`` with the server's
     message; transport failures raise httpx's errors."""
 

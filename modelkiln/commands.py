@@ -15,6 +15,7 @@ import httpx
 
 from modelkiln.client import Client, KilnApiError
 from modelkiln.csv_predict import predict_csv
+from modelkiln.loop_commands import add_loop_commands
 from modelkiln.progress import best_text, count_text, time_text, watch_job
 from modelkiln.show import show_dataset, show_job
 
@@ -258,6 +259,14 @@ def _common(
     parser.set_defaults(func=handler, client_command=True)
 
 
+def _with_client(handler: Callable[[argparse.Namespace, Client], int]) -> Callable[..., int]:
+    def run_with(args: argparse.Namespace) -> int:
+        with _client(args) as client:
+            return handler(args, client)
+
+    return run_with
+
+
 def add_commands(commands: Any) -> None:
     """Add the client's commands to the ``kiln`` parser's subcommands."""
     datasets = commands.add_parser("datasets", help="upload, list and show datasets")
@@ -340,6 +349,10 @@ def add_commands(commands: Any) -> None:
         help="with --job: a column to copy next to the predictions (repeatable)",
     )
     _common(predicting, predict, json_output=False)
+    add_loop_commands(
+        commands,
+        lambda parser, handler: _common(parser, _with_client(handler), json_output=False),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

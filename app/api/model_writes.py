@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from app.api.deps import (
     InvalidatesServing,
@@ -22,16 +22,20 @@ from app.api.schemas import (
     AliasRead,
     AliasSet,
     ModelRead,
+    PromoteRequest,
+    PromotionRead,
     ServingOptions,
     TagsPatch,
     VersionRead,
 )
+from app.api.state import gateway_of
 from app.api.uploads import spooled_upload
 from app.contracts.enums import Task
 from app.core.errors import NotFound
 from app.jobs.files import delete_version_artifact
 from app.registry import aliases, service, traffic
 from app.registry.upload import ProbeLimits, upload_version
+from app.serving import promotion
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=V1_ERRORS)
 
@@ -93,12 +97,48 @@ def set_alias(session: SessionDep, name: ModelName, alias: AliasName, body: Alia
         split=body.split(),
         shadow=body.shadow,
     )
-    return AliasRead(
-        model=name,
+    return AliasRead.of(name, alias, policy)
+
+
+@router.post(
+    "/{name}/aliases/{alias}/promote",
+    response_model=PromotionRead,
+    dependencies=[WriteAccess, InvalidatesServing],
+)
+def promote(
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    name: ModelName,
+    alias: AliasName,
+    body: PromoteRequest,
+) -> PromotionRead:
+    """Give a canary (or the shadow) all of the alias's traffic when its gate passes: a
+    labelled test, shadow agreement, or by hand. A gate that fails changes nothing and the
+    answer says why (``promoted`` false), with the evidence."""
+    directory = gateway_of(request.app).directory
+    outcome = promotion.promote(
+        session,
+        store,
+        lambda version: directory.target(name, version).model,
+        name=name,
         alias=alias,
-        version=policy.version,
-        versions=policy.split.arms if policy.split else None,
-        shadow=policy.shadow,
+        candidate=body.version,
+        gate=body.gate,
+        dataset_id=body.dataset_id,
+        rules=promotion.GateRules(body.alpha, body.min_agreement, body.min_rows),
+        max_rows=settings.promote_max_rows,
+    )
+    policy = traffic.alias_policy(session, service.get_model(session, name), alias)
+    if policy is None:
+        raise NotFound(f"model {name!r} has no alias {alias!r}")
+    return PromotionRead(
+        promoted=outcome.promoted,
+        gate=body.gate,
+        reason=outcome.reason,
+        evidence=outcome.evidence,
+        alias=AliasRead.of(name, alias, policy),
     )
 
 
@@ -108,13 +148,7 @@ def get_alias(session: SessionDep, name: ModelName, alias: AliasName) -> AliasRe
     policy = traffic.alias_policy(session, service.get_model(session, name), alias)
     if policy is None:
         raise NotFound(f"model {name!r} has no alias {alias!r}")
-    return AliasRead(
-        model=name,
-        alias=alias,
-        version=policy.version,
-        versions=policy.split.arms if policy.split else None,
-        shadow=policy.shadow,
-    )
+    return AliasRead.of(name, alias, policy)
 
 
 @router.delete(

@@ -30,13 +30,7 @@ def traffic_of(session: SessionDep, name: ModelName) -> TrafficRead:
     policy = traffic.serving_policy(session, model)
     alias = None
     if policy is not None:
-        alias = AliasRead(
-            model=name,
-            alias=service.PRODUCTION_ALIAS,
-            version=policy.version,
-            versions=policy.split.arms if policy.split else None,
-            shadow=policy.shadow,
-        )
+        alias = AliasRead.of(name, service.PRODUCTION_ALIAS, policy)
     return TrafficRead(model=name, alias=alias, shadows=monitoring.shadow_stats(session, name))
 
 

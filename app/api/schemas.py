@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.contracts.enums import MAX_ID, JobStatus, Scope, TrialState
 from app.contracts.profile import DatasetProfile
-from app.contracts.results import CompressionTable, CompressResult, PredictResult, SearchResult
+from app.contracts.results import (
+    CompressionTable,
+    CompressResult,
+    PredictResult,
+    RetrainResult,
+    SearchResult,
+)
 from app.contracts.signature import Signature
 from app.contracts.traffic import (
     MAX_ARMS,
     ROUTE_KEY_HEADER,
+    AliasPolicy,
     ShadowStats,
     TrafficArm,
     TrafficSplit,
@@ -100,7 +107,9 @@ class JobRead(BaseModel):
     max_attempts: int
     worker: str | None
     error: str | None
-    result: SearchResult | CompressResult | PredictResult | dict[str, Any] | None = Field(
+    result: (
+        RetrainResult | SearchResult | CompressResult | PredictResult | dict[str, Any] | None
+    ) = Field(
         description="What the job made, once it succeeded, in its kind's shape (a result "
         "another release stored in another shape: as stored)."
     )
@@ -275,6 +284,16 @@ class AliasRead(BaseModel):
     versions: list[TrafficArm] | None = None
     shadow: int | None = None
 
+    @classmethod
+    def of(cls, model: str, alias: str, policy: AliasPolicy) -> AliasRead:
+        return cls(
+            model=model,
+            alias=alias,
+            version=policy.version,
+            versions=policy.split.arms if policy.split else None,
+            shadow=policy.shadow,
+        )
+
 
 class AliasHistoryEntry(BaseModel):
     version: int
@@ -368,3 +387,33 @@ class LogPartRead(BaseModel):
     size_bytes: int
     first_at: datetime
     last_at: datetime
+
+
+class PromoteRequest(BaseModel):
+    """Give ``version`` all of the alias's traffic, if the gate passes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, le=MAX_ID, description="The candidate (a canary or the shadow).")
+    gate: Literal["labelled", "agreement", "manual"] = Field(
+        description="'labelled': an exact one-sided sign test (McNemar's, for classes) on a "
+        "labelled dataset must find the candidate better at 'alpha'; 'agreement': its "
+        "shadow agreement's lower bound must reach 'min_agreement' over 'min_rows' rows; "
+        "'manual': no test."
+    )
+    dataset_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="The labelled dataset ('labelled' gate)."
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="The tests' level.")
+    min_agreement: float = Field(default=0.95, gt=0, le=1)
+    min_rows: int = Field(default=200, ge=1, le=10_000_000)
+
+
+class PromotionRead(BaseModel):
+    """What the gate found, and whether the version now takes all the traffic."""
+
+    promoted: bool
+    gate: str
+    reason: str
+    evidence: dict[str, Any]
+    alias: AliasRead

@@ -176,6 +176,26 @@ class SearchResult(CompressionFields):
     pareto: list[ParetoPoint] | None = None
 
 
+class Deployment(StoredResult):
+    """How a retrain job put its version into service: as the serving alias's shadow, as a
+    canary with a share of the traffic, or not at all (and why not, when it could not)."""
+
+    alias: str
+    mode: Literal["shadow", "canary", "none"]
+    version: int | None = None
+    weight: int | None = None
+    deployed: bool
+    reason: str | None = None
+
+
+class RetrainResult(SearchResult):
+    """What a retrain job's search registered, and how its version was deployed."""
+
+    source_version: int
+    retrain_mode: Literal["search", "fine_tune"]
+    deployment: Deployment
+
+
 class CompressResult(CompressionFields):
     """The variants a compress job registered under the version it compressed."""
 

@@ -109,29 +109,30 @@ class Signature(BaseModel):
         )
 
     def difference(self, other: Signature) -> str | None:
-        """Why a request one of the two versions accepts may not suit the other (inputs
-        of other names, types or shapes; outputs of another width), or None. Categories
-        seen and columns a version no longer reads do not count: both still accept the
-        same requests."""
-
-        def interface(signature: Signature) -> dict[str, tuple[str, tuple[int, ...]]]:
-            return {
-                spec.name: (spec.datatype, tuple(spec.shape))
-                for spec in signature.inputs
-                if spec.kind != "ignored"
-            }
-
-        ours, theirs = interface(self), interface(other)
-        if ours.keys() != theirs.keys():
-            missing = sorted(ours.keys() - theirs.keys())[:5]
-            extra = sorted(theirs.keys() - ours.keys())[:5]
-            return f"inputs differ (missing {missing}, extra {extra})"
-        for name, (datatype, shape) in ours.items():
-            if theirs[name] != (datatype, shape):
-                other_type, other_shape = theirs[name]
+        """Why a request this version accepts may be refused by ``other``, or answered in
+        another shape (an input it does not take, even one this version only accepts and
+        ignores; an input of another type or shape; one more input it requires; outputs
+        of another width), or None. Categories seen do not count."""
+        mine = {spec.name: spec for spec in self.inputs}
+        theirs = {spec.name: spec for spec in other.inputs}
+        missing = [name for name in mine if name not in theirs]
+        if missing:
+            return f"it does not take input(s) {missing[:5]} that requests may send"
+        required = [
+            name
+            for name, spec in theirs.items()
+            if name not in mine and spec.required and spec.kind != "ignored"
+        ]
+        if required:
+            return f"it requires input(s) {required[:5]} that requests do not send"
+        for name, spec in mine.items():
+            other_spec = theirs[name]
+            if "ignored" in (spec.kind, other_spec.kind):
+                continue
+            if (spec.datatype, spec.shape) != (other_spec.datatype, other_spec.shape):
                 return (
-                    f"input {name!r} is {other_type} {list(other_shape)}, "
-                    f"not {datatype} {list(shape)}"
+                    f"input {name!r} is {other_spec.datatype} {other_spec.shape}, "
+                    f"not {spec.datatype} {spec.shape}"
                 )
         if self.width != other.width:
             return f"outputs differ ({other.width} columns, not {self.width})"

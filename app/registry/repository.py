@@ -75,13 +75,18 @@ class VersionRepository:
             )
         )
 
-    def latest_live(self, model_id: int, *, sources: tuple[str, ...] = ()) -> ModelVersion | None:
-        """The newest live version (of those ``sources`` registered, when given)."""
+    def latest_live(
+        self, model_id: int, *, sources: tuple[str, ...] = (), excluding: int | None = None
+    ) -> ModelVersion | None:
+        """The newest live version (of those ``sources`` registered, when given; other
+        than version number ``excluding``)."""
         query = select(ModelVersion).where(
             ModelVersion.model_id == model_id, ModelVersion.status == VersionStatus.LIVE
         )
         if sources:
             query = query.where(ModelVersion.source.in_(sources))
+        if excluding is not None:
+            query = query.where(ModelVersion.version != excluding)
         return self.session.scalar(query.order_by(ModelVersion.version.desc()).limit(1))
 
     def alias_target(self, model_id: int, alias: str) -> ModelVersion | None:

@@ -114,15 +114,18 @@ def model_aliases(session: Session, model: Model) -> dict[str, int]:
     return VersionRepository(session).aliases_of(model.id)
 
 
-def default_serving_version(session: Session, model: Model) -> ModelVersion | None:
+def default_serving_version(
+    session: Session, model: Model, *, excluding: int | None = None
+) -> ModelVersion | None:
     """What serves ``model`` when a request names no version: the ``production`` alias,
     else the newest live version a search or an upload registered, else (a model made only
-    of compression variants) its newest live version."""
+    of compression variants) its newest live version. ``excluding``: a version number to
+    pass over (what served before that version was registered)."""
     versions = VersionRepository(session)
     return (
         versions.alias_target(model.id, PRODUCTION_ALIAS)
-        or versions.latest_live(model.id, sources=UNPROMOTED_SOURCES)
-        or versions.latest_live(model.id)
+        or versions.latest_live(model.id, sources=UNPROMOTED_SOURCES, excluding=excluding)
+        or versions.latest_live(model.id, excluding=excluding)
     )
 
 

@@ -6,17 +6,24 @@ version; the history records each policy with its weights and shadow."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import VersionStatus
+from app.contracts.results import Deployment
 from app.contracts.traffic import AliasPolicy, TrafficArm, TrafficSplit
 from app.core.db import utcnow
-from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.errors import Conflict, InvalidInput, KilnError, NotFound
 from app.core.names import ALIAS
-from app.registry.service import PRODUCTION_ALIAS, get_model, get_version
+from app.registry.service import (
+    PRODUCTION_ALIAS,
+    default_serving_version,
+    get_model,
+    get_version,
+)
 from app.tables import Alias, AliasHistory, Model, ModelVersion
 
 
@@ -177,3 +184,75 @@ def holders(session: Session, model: Model, version: ModelVersion) -> list[str]:
         if row.version_id == version.id or row.shadow_version_id == version.id or in_split:
             names.append(row.name)
     return sorted(names)
+
+
+def deploy_beside(
+    session: Session,
+    *,
+    name: str,
+    alias: str,
+    version: int,
+    mode: Literal["shadow", "canary", "none"],
+    weight: int,
+) -> Deployment:
+    """Put ``version`` into service beside what ``alias`` holds: as its shadow, or as a
+    canary answering ``weight`` percent (the alias's main version keeps the rest); an
+    alias that does not exist yet starts from the version serving by default. What could
+    not be done is said, not raised: the version stays registered either way."""
+    model = get_model(session, name)
+    policy = alias_policy(session, model, alias)
+    main = policy.version if policy is not None else None
+    if main is None:
+        serving = default_serving_version(session, model, excluding=version)
+        main = serving.version if serving is not None else None
+    if mode == "none":
+        reason = "deploy was 'none'"
+        if policy is None and main is not None and alias == PRODUCTION_ALIAS:
+            # Without the alias the newest searched version would serve: pin what served.
+            set_traffic(session, name=name, alias=alias, version=main)
+            reason += f"; {alias!r} now holds version {main}, which served before"
+        return Deployment(alias=alias, mode="none", version=version, deployed=False, reason=reason)
+    if main is None or main == version:
+        return Deployment(
+            alias=alias,
+            mode=mode,
+            version=version,
+            deployed=False,
+            reason=f"no other version serves through {alias!r} to deploy beside",
+        )
+    shadow = policy.shadow if policy is not None and policy.shadow != version else None
+    try:
+        with session.begin_nested():
+            if mode == "shadow":
+                split = policy.split if policy is not None else None
+                set_traffic(
+                    session,
+                    name=name,
+                    alias=alias,
+                    version=None if split else main,
+                    split=split,
+                    shadow=version,
+                )
+            else:
+                arms = [
+                    TrafficArm(version=main, weight=100 - weight),
+                    TrafficArm(version=version, weight=weight),
+                ]
+                set_traffic(
+                    session, name=name, alias=alias, split=TrafficSplit(arms=arms), shadow=shadow
+                )
+    except KilnError as refused:
+        return Deployment(
+            alias=alias,
+            mode=mode,
+            version=version,
+            deployed=False,
+            reason=refused.message,
+        )
+    return Deployment(
+        alias=alias,
+        mode=mode,
+        version=version,
+        weight=weight if mode == "canary" else None,
+        deployed=True,
+    )

@@ -30,7 +30,13 @@ from app.search.plan import (
     with_budget_defaults,
 )
 from app.search.size import smallest_in_space
-from app.search.spec import SEARCH_KIND, SearchJobCreate, SearchSpec
+from app.search.spec import (
+    SEARCH_JOB_KEY,
+    SEARCH_KIND,
+    SearchJobCreate,
+    SearchSpec,
+    stored_search,
+)
 from app.tables import Dataset, Job
 from app.training.size import architecture_size, over_limits
 
@@ -57,6 +63,22 @@ class SearchKind(JobKind[SearchJobCreate]):
         return [work_key(job.id, trial.number) for trial in TrialRepository(session).of_job(job.id)]
 
     def submit(self, context: SubmitContext, spec: SearchJobCreate) -> Job:
+        checked, dataset, total = self.prepare(context, spec)
+        return enqueue(
+            context,
+            kind=self.name,
+            spec=checked.model_dump(mode="json"),
+            dataset_id=dataset.id,
+            model_name=checked.model_name,
+            total=total,
+        )
+
+    def prepare(
+        self, context: SubmitContext, spec: SearchJobCreate
+    ) -> tuple[SearchJobCreate, Dataset, int]:
+        """``spec`` checked (InvalidInput naming the field) with the budget's defaults
+        chosen, its dataset, and its trial budget (0: told in time); what ``submit`` and
+        the kinds that run a search record."""
         session, settings = context.session, context.settings
         dataset = DatasetRepository(session).for_job(spec.dataset_id)
         model = ModelRepository(session).get_by_name(spec.model_name)
@@ -90,14 +112,7 @@ class SearchKind(JobKind[SearchJobCreate]):
         _check_bounds(settings, spec.search, plan, dataset, architecture)
         if spec.compression is not None:
             check_students(settings, spec.compression, dataset)
-        return enqueue(
-            context,
-            kind=self.name,
-            spec=spec.model_dump(mode="json"),
-            dataset_id=dataset.id,
-            model_name=spec.model_name,
-            total=0 if time_only else budget_of(spec.search, plan),
-        )
+        return spec, dataset, 0 if time_only else budget_of(spec.search, plan)
 
     def time_budget_s(self, spec: Mapping[str, Any]) -> float | None:
         timeout = (spec.get("search") or {}).get("timeout_s")
@@ -233,9 +248,10 @@ def objectives_of(session: Session, job: Job) -> list[dict[str, str]]:
     if result is not None and result.plan.objectives:
         return [objective.stored_json() for objective in result.plan.objectives]
     dataset = DatasetRepository(session).get(job.dataset_id) if job.dataset_id else None
-    if job.kind != SEARCH_KIND or dataset is None or "search" not in job.spec:
+    runs_search = job.kind == SEARCH_KIND or SEARCH_JOB_KEY in job.spec
+    if not runs_search or dataset is None:
         return []
-    planned = _plan(session, SearchSpec.model_validate(job.spec["search"]), dataset)
+    planned = _plan(session, stored_search(job.spec).search, dataset)
     return [{"metric": o.metric, "direction": o.direction} for o in planned.objectives]
 
 

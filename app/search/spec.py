@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -188,3 +189,12 @@ class SearchJobCreate(BaseModel):
         description="Compress the winner (with several objectives: the "
         "first version of the Pareto front) into variants registered next to it.",
     )
+
+
+SEARCH_JOB_KEY = "search_job"  # where a kind that runs a search (retrain) stores that search
+
+
+def stored_search(spec: Mapping[str, Any]) -> SearchJobCreate:
+    """The search a stored job spec runs: a search job's own spec, or the one another kind
+    (``retrain``) keeps under ``search_job``."""
+    return SearchJobCreate.model_validate(spec.get(SEARCH_JOB_KEY, spec))

@@ -54,7 +54,7 @@ from app.search.refit import averaged, refit
 from app.search.run import SearchRun
 from app.search.selection import fold_data
 from app.search.space import fits
-from app.search.spec import SearchJobCreate, SearchSpec
+from app.search.spec import SearchSpec, stored_search
 from app.search.strategy import make_pruner, make_sampler
 from app.search.trials import run_trials, stale_trial_handler, wait_for_others
 from app.search.winners import (
@@ -96,7 +96,7 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
         dataset = session.get(Dataset, job.dataset_id)
         if dataset is None:
             raise BrokenInvariant("dataset is None")
-        spec = SearchJobCreate.model_validate(job.spec).search
+        spec = stored_search(job.spec).search
         architecture, init_weights, transfer = None, None, None
         if spec.init_from is not None:
             source = get_version(session, spec.init_from.model, spec.init_from.version)
@@ -293,7 +293,7 @@ def run_search(context: JobContext) -> Recorder:
         job = session.get(Job, context.job_id)
         if job is None:
             raise BrokenInvariant("job is None")
-        spec = SearchJobCreate.model_validate(job.spec)
+        spec = stored_search(job.spec)
     queue = JobQueue(context.settings)  # helpers start while this worker sets up
     for slot in range(1, spec.search.parallelism):
         queue.send_helper(context.job_id, slot)
@@ -320,7 +320,7 @@ def run_search_helper(settings: Settings, job_id: int, slot: int) -> None:
         job = session.get(Job, job_id)
         if job is None or job.status != JobStatus.RUNNING:
             return
-        seed = SearchJobCreate.model_validate(job.spec).search.seed
+        seed = stored_search(job.spec).search.seed
         context = JobContext(
             job_id=job_id,
             attempt=job.attempt,

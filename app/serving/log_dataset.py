@@ -22,7 +22,7 @@ from app.core.errors import InvalidInput
 from app.core.names import COLUMN_NAME
 from app.datasets import service as datasets
 from app.registry import monitoring
-from app.registry.service import get_model
+from app.registry.service import get_model, get_version
 from app.storage import ArtifactStore
 from app.tables import Dataset
 
@@ -70,22 +70,38 @@ def _labels(path: Path, target: str) -> dict[tuple[str, int], str]:
     return found
 
 
-def _logged(session: Session, store: ArtifactStore, name: str) -> dict[tuple[str, int], str]:
-    """(request id, row) -> its inputs (JSON) in the model's request log (latest kept)."""
-    inputs: dict[tuple[str, int], str] = {}
+def _logged(
+    session: Session, store: ArtifactStore, name: str
+) -> dict[tuple[str, int], tuple[str, int]]:
+    """(request id, row) -> its inputs (JSON) and the version that answered, in the model's
+    request log (the latest kept)."""
+    inputs: dict[tuple[str, int], tuple[str, int]] = {}
     for part in monitoring.log_parts(session, name):
         table = pq.read_table(
             io.BytesIO(store.read_bytes(part.key, part.sha256)),
-            columns=[REQUEST_ID, ROW, "inputs"],
+            columns=[REQUEST_ID, ROW, "inputs", "version"],
         )
-        for request, row, values in zip(
+        for request, row, values, version in zip(
             table.column(REQUEST_ID).to_pylist(),
             table.column(ROW).to_pylist(),
             table.column("inputs").to_pylist(),
+            table.column("version").to_pylist(),
             strict=True,
         ):
-            inputs[(request, row)] = values
+            inputs[(request, row)] = (values, version)
     return inputs
+
+
+def _accepted(session: Session, model: str, versions: set[int]) -> list[str]:
+    """The inputs the answering versions accept but never read (ignored, or dropped by
+    feature selection): the log has no values for them, the new dataset keeps them as
+    empty columns, so a version trained on it accepts the same requests."""
+    names: list[str] = []
+    for number in sorted(versions):
+        for spec in get_version(session, model, number).signature.inputs:
+            if (spec.kind == "ignored" or not spec.required) and spec.name not in names:
+                names.append(spec.name)
+    return names
 
 
 def _cells(record: dict[str, Any]) -> dict[str, Any]:
@@ -120,8 +136,11 @@ def dataset_from_log(
             "log_sample, and send it requests)"
         )
     records = [
-        (_cells(orjson.loads(logged[key])), label) for key, label in wanted.items() if key in logged
+        (_cells(orjson.loads(logged[key][0])), label)
+        for key, label in wanted.items()
+        if key in logged
     ]
+    answered = {logged[key][1] for key in wanted if key in logged}
     if not records:
         raise InvalidInput(
             f"labels: none of the {len(wanted)} labelled requests is in {model!r}'s request log "
@@ -130,6 +149,7 @@ def dataset_from_log(
     header: list[str] = []
     for cells, _ in records:
         header += [column for column in cells if column not in header]
+    header += [name for name in _accepted(session, model, answered) if name not in header]
     if target in header:
         raise InvalidInput(f"target: {target!r} is also an input column of the model")
     with tempfile.TemporaryDirectory() as folder:

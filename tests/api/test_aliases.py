@@ -67,7 +67,9 @@ def test_archived_versions_stop_serving(
 ) -> None:
     client.put("/v1/models/flowers/aliases/production", headers=admin, json={"version": 2})
     held = client.delete("/v1/models/flowers/versions/2", headers=admin)
-    assert held.status_code == 409 and "shadowed) by alias(es) ['production']" in held.json()["detail"]
+    assert (
+        held.status_code == 409 and "shadowed) by alias(es) ['production']" in held.json()["detail"]
+    )
     client.put("/v1/models/flowers/aliases/production", headers=admin, json={"version": 1})
     archived = client.delete("/v1/models/flowers/versions/2", headers=admin)
     assert archived.status_code == 200 and archived.json()["status"] == "archived"

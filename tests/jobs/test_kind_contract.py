@@ -25,18 +25,20 @@ from app.jobs.runner import run_job
 from app.jobs.service import cancel_job
 from app.kinds import JOB_KINDS, submit
 from app.storage import get_store
-from app.tables import Job, ModelVersion, Trial
+from app.tables import Job, Model, ModelVersion, Trial
 from tests.conftest import register
 from tests.helpers import blobs_csv
 
 
 @dataclass(frozen=True)
 class Registry:
-    """What the examples refer to: a 4-feature, 3-class dataset and a version that fits."""
+    """What the examples refer to: a 4-feature, 3-class dataset, a version that fits, and
+    a model whose version a finished search job made (what a retrain runs again)."""
 
     dataset_id: int
     model: str
     version: int
+    searched: str
 
 
 EXAMPLES: dict[str, Callable[[Registry], dict[str, Any]]] = {
@@ -61,6 +63,13 @@ EXAMPLES: dict[str, Callable[[Registry], dict[str, Any]]] = {
         "model": r.model,
         "version": r.version,
         "dataset_id": r.dataset_id,
+    },
+    "retrain": lambda r: {
+        "kind": "retrain",
+        "model": r.searched,
+        "dataset_id": r.dataset_id,
+        "deploy": "canary",
+        "weight": 20,
     },
 }
 
@@ -94,7 +103,27 @@ def registry(settings: Settings, classifier_onnx: Path, tmp_path: Path) -> Regis
         )
         dataset_id = dataset.id
     version = register(settings, classifier_onnx, name="flowers", labels=["a", "b", "c"])
-    return Registry(dataset_id=dataset_id, model="flowers", version=version)
+    searched = register(settings, classifier_onnx, name="searched", labels=["a", "b", "c"])
+    with session_scope(settings.database_url) as session:  # as if a search had made it
+        search = EXAMPLES["search"](Registry(dataset_id, "flowers", version, "searched"))
+        made = Job(
+            kind="search",
+            status=JobStatus.SUCCEEDED,
+            dataset_id=dataset_id,
+            model_name="searched",
+            spec={**search, "model_name": "searched"},
+            max_attempts=1,
+        )
+        session.add(made)
+        session.flush()
+        row = session.scalar(
+            select(ModelVersion)
+            .join(Model, Model.id == ModelVersion.model_id)
+            .where(Model.name == "searched", ModelVersion.version == searched)
+        )
+        assert row is not None
+        row.job_id, row.dataset_id, row.source = made.id, dataset_id, "search"
+    return Registry(dataset_id=dataset_id, model="flowers", version=version, searched="searched")
 
 
 def _submit(settings: Settings, registry: Registry, name: str) -> int:

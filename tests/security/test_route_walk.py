@@ -68,6 +68,7 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
     ("GET", "/v1/models/{name}/aliases/{alias}/history"): Scope.READ,
     ("PUT", "/v1/models/{name}/serving"): Scope.WRITE,
     ("GET", "/v1/models/{name}/aliases/{alias}"): Scope.READ,
+    ("POST", "/v1/models/{name}/aliases/{alias}/promote"): Scope.WRITE,
     ("GET", "/v1/models/{name}/traffic"): Scope.READ,
     ("GET", "/v1/models/{name}/drift"): Scope.READ,
     ("GET", "/v1/models/{name}/events"): Scope.READ,

@@ -150,7 +150,7 @@ def test_a_slow_or_failing_shadow_never_reaches_the_client(
     release = threading.Event()
     runner = gateway_of(app).monitors.shadow
     runner.resolve = lambda name, version: Blocked(release, fail)  # type: ignore[assignment,return-value]
-    runner._queue.maxsize = 5  # noqa: SLF001  (a small queue, to see copies dropped)
+    runner._queue.maxsize = 5
     assert client.put(ALIAS, headers=admin, json={"version": 1, "shadow": 2}).status_code == 200
     answers = [client.post(PREDICT, headers=admin, json=ROW) for _ in range(20)]
     # Every answer came back while the shadow was still blocked on its first copy.

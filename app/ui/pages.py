@@ -41,6 +41,7 @@ from app.search.kind import objectives_of, pareto_front
 from app.ui import charts
 from app.ui.lineage import version_tree
 from app.ui.model_panel import version_panel
+from app.ui.monitoring_panel import monitoring_panel
 from app.ui.policy import HEADER, policy
 from app.ui.serving import serving_rows
 from app.ui.session import Viewer, end_session, principal_for, same_site, start_session, viewer
@@ -267,6 +268,7 @@ def model_page(
         history=history,
         panel=panel,
         can_infer=viewer.can_infer,
+        loop=monitoring_panel(session, name),
     )
 
 

@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 BENCH ?= serving
 
 AUTOGLUON ?= 1.6.3
+KSERVE ?= 0.21.0
+MLSERVER ?= 1.7.1
+PYTRITON ?= 0.7.0
 
 .PHONY: help lint format test test-fast bench bench-venvs
 
@@ -30,6 +33,14 @@ test-fast:  ## everything but the tests that start servers or install packages (
 bench:  ## one benchmark, BENCH=serving by default (see bench/README.md); ARGS=--write
 	$(BIN)/python bench/$(BENCH).py $(ARGS)
 
-bench-venvs:  ## the peers that cannot share the project's venv, each in its own under .bench/ (AutoGluon)
+ORT := $(shell $(BIN)/python -c "import onnxruntime; print(onnxruntime.__version__)" 2>/dev/null)
+
+bench-venvs:  ## the peers that cannot share the project's venv, each in its own under .bench/
 	python3 -m venv .bench/autogluon
 	.bench/autogluon/bin/pip install -q "autogluon.tabular[lightgbm,catboost,xgboost]==$(AUTOGLUON)"
+	python3 -m venv .bench/kserve
+	.bench/kserve/bin/pip install -q "kserve==$(KSERVE)" "onnxruntime==$(ORT)"
+	python3 -m venv .bench/mlserver
+	.bench/mlserver/bin/pip install -q "mlserver==$(MLSERVER)" "onnxruntime==$(ORT)"
+	python3 -m venv .bench/pytriton
+	.bench/pytriton/bin/pip install -q "nvidia-pytriton==$(PYTRITON)" "onnxruntime==$(ORT)"

@@ -5,6 +5,7 @@ to the HTTP gateway in the same process and event loop: the same session cache, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -137,7 +138,11 @@ class InferenceService:
         def render(
             target: Target, decoded: InferRequest, output: np.ndarray, headers: dict[str, str]
         ) -> Any:
-            context.set_trailing_metadata(tuple(headers.items()))
+            # The answer names its version (model_version); a logged request without an id
+            # of its own gets the one it was logged under (id), as HTTP's headers say both.
+            logged = headers.get(REQUEST_ID_HEADER)
+            if logged is not None and not decoded.request_id:
+                decoded = dataclasses.replace(decoded, request_id=logged)
             return encode_grpc(name, target.version, decoded, {target.model.output_name: output})
 
         return await handle_inference(

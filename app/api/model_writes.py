@@ -17,18 +17,15 @@ from app.api.deps import (
 from app.api.errors_schema import STORES_ARTIFACTS, V1_ERRORS
 from app.api.models import model_read, version_read
 from app.api.params import AliasName, IdPath, ModelName
-from app.api.schemas import (
+from app.api.schemas import ModelRead, ServingOptions, TagsPatch, VersionRead
+from app.api.state import gateway_of
+from app.api.traffic_schemas import (
     AliasHistoryEntry,
     AliasRead,
     AliasSet,
-    ModelRead,
     PromoteRequest,
     PromotionRead,
-    ServingOptions,
-    TagsPatch,
-    VersionRead,
 )
-from app.api.state import gateway_of
 from app.api.uploads import spooled_upload
 from app.contracts.enums import Task
 from app.core.errors import NotFound

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from app.api.deps import ReadAccess, SessionDep, StoreDep
 from app.api.errors_schema import V1_ERRORS
 from app.api.params import IdPath, ModelName
-from app.api.schemas import AliasRead, LogPartRead, TrafficRead
+from app.api.traffic_schemas import AliasRead, LogPartRead, TrafficRead
 from app.contracts.traffic import DriftReport, ModelEvent
 from app.core.errors import NotFound
 from app.registry import monitoring, service, traffic

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.contracts.enums import MAX_ID, JobStatus, Scope, TrialState
+from app.contracts.enums import JobStatus, Scope, TrialState
 from app.contracts.profile import DatasetProfile
 from app.contracts.results import (
     CompressionTable,
@@ -17,15 +17,6 @@ from app.contracts.results import (
     SearchResult,
 )
 from app.contracts.signature import Signature
-from app.contracts.traffic import (
-    MAX_ARMS,
-    ROUTE_KEY_HEADER,
-    AliasPolicy,
-    ShadowStats,
-    TrafficArm,
-    TrafficSplit,
-)
-from app.core.errors import InvalidInput
 from app.core.names import KEY_NAME, KeyNameStr
 
 T = TypeVar("T")
@@ -237,74 +228,6 @@ class VersionRead(BaseModel):
     )
 
 
-class AliasSet(BaseModel):
-    """One version, or several by weight; optionally a shadow that sees a copy of the
-    traffic and answers no one."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    version: int | None = Field(
-        default=None, ge=1, le=MAX_ID, description="The live version the alias should point at."
-    )
-    versions: list[TrafficArm] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=MAX_ARMS,
-        description="Instead of 'version': live versions and their percent of the "
-        "traffic (summing to 100), e.g. [{'version': 3, 'weight': 90}, {'version': 4, "
-        f"'weight': 10}}]. A request with a '{ROUTE_KEY_HEADER}' header always gets the "
-        "same version for the same key; one without is routed at random by weight.",
-    )
-    shadow: int | None = Field(
-        default=None,
-        ge=1,
-        le=MAX_ID,
-        description="A live version with the same inputs and outputs that receives a copy "
-        "of the alias's traffic off the response path (its answers are compared, never sent).",
-    )
-
-    def split(self) -> TrafficSplit | None:
-        """The weighted versions as a checked split (422 naming what is wrong)."""
-        if self.versions is None:
-            return None
-        try:
-            return TrafficSplit(arms=self.versions)
-        except ValidationError as error:
-            raise InvalidInput(
-                str(error.errors()[0]["msg"]).removeprefix("Value error, ")
-            ) from None
-
-
-class AliasRead(BaseModel):
-    """What an alias holds now: its main version (the largest share), the split, the shadow."""
-
-    model: str
-    alias: str
-    version: int
-    versions: list[TrafficArm] | None = None
-    shadow: int | None = None
-
-    @classmethod
-    def of(cls, model: str, alias: str, policy: AliasPolicy) -> AliasRead:
-        return cls(
-            model=model,
-            alias=alias,
-            version=policy.version,
-            versions=policy.split.arms if policy.split else None,
-            shadow=policy.shadow,
-        )
-
-
-class AliasHistoryEntry(BaseModel):
-    version: int
-    versions: list[TrafficArm] | None = Field(
-        default=None, description="The split it held then (null: one version)."
-    )
-    shadow: int | None = None
-    assigned_at: datetime
-    removed_at: datetime | None = Field(description="Null while the version still holds it.")
-
-
 class TagsPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -369,51 +292,3 @@ class KeyRead(BaseModel):
 
 class KeyCreated(KeyRead):
     key: str = Field(description="The secret. Shown only in this response.")
-
-
-class TrafficRead(BaseModel):
-    """How the serving alias routes, and how its shadows compare with what answered."""
-
-    model: str
-    alias: AliasRead | None = Field(description="The production alias (null: none).")
-    shadows: list[ShadowStats]
-
-
-class LogPartRead(BaseModel):
-    """One Parquet file of the model's sampled requests."""
-
-    id: int
-    rows: int
-    size_bytes: int
-    first_at: datetime
-    last_at: datetime
-
-
-class PromoteRequest(BaseModel):
-    """Give ``version`` all of the alias's traffic, if the gate passes."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    version: int = Field(ge=1, le=MAX_ID, description="The candidate (a canary or the shadow).")
-    gate: Literal["labelled", "agreement", "manual"] = Field(
-        description="'labelled': an exact one-sided sign test (McNemar's, for classes) on a "
-        "labelled dataset must find the candidate better at 'alpha'; 'agreement': its "
-        "shadow agreement's lower bound must reach 'min_agreement' over 'min_rows' rows; "
-        "'manual': no test."
-    )
-    dataset_id: int | None = Field(
-        default=None, ge=1, le=MAX_ID, description="The labelled dataset ('labelled' gate)."
-    )
-    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="The tests' level.")
-    min_agreement: float = Field(default=0.95, gt=0, le=1)
-    min_rows: int = Field(default=200, ge=1, le=10_000_000)
-
-
-class PromotionRead(BaseModel):
-    """What the gate found, and whether the version now takes all the traffic."""
-
-    promoted: bool
-    gate: str
-    reason: str
-    evidence: dict[str, Any]
-    alias: AliasRead

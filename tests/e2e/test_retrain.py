@@ -22,6 +22,7 @@ from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import csv_bytes
 
 KILN = str(Path(sys.executable).with_name("kiln"))
+pytestmark = pytest.mark.backends  # the worker, the queue and the registry, on both
 
 
 @pytest.fixture(scope="module")

@@ -119,15 +119,19 @@ def create_app(
         grpc = None
         if serve_grpc and settings.grpc_port:
             grpc = grpc_server(
-                state, host=settings.grpc_host, port=settings.grpc_port, reuse_port=reuse_port
+                state,
+                asyncio.get_running_loop(),
+                host=settings.grpc_host,
+                port=settings.grpc_port,
+                reuse_port=reuse_port,
             )
-            await grpc.start()
+            grpc.start()
             logger.info("gRPC inference service on %s:%s", settings.grpc_host, settings.grpc_port)
         try:
             yield
         finally:
             if grpc is not None:
-                await grpc.stop(grace=2)
+                await asyncio.to_thread(lambda: grpc.stop(grace=2).wait())
             metrics.leave_shared_metrics()
             for task in tasks:
                 task.cancel()

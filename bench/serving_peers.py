@@ -15,7 +15,7 @@ pinned to CPU 1; the load (wrk -t1 where installed, else bench/loadgen.py; gRPC:
 tritonclient.grpc.aio, bench/grpc_load.py) runs on CPU 0: 8 connections, one row and 256
 rows. Then the cost of the serving loop on ModelKiln's own paths (/v1 JSON and /v2 binary,
 one row): a 50/50 traffic split, a shadow, and request logging at 10% sampling, each as a
-ratio to the plain path in the same run.
+ratio to the plain path in the same run (the setups in turn, five times; medians).
 
 Targets: ModelKiln ahead of every Python peer (KServe, MLServer) on every scenario; within
 20% of PyTriton's rows/s at batch 256; gRPC at batch 1 at least 80% of its own binary HTTP;
@@ -32,6 +32,8 @@ import json
 import os
 import platform
 import shutil
+import socket
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -189,11 +191,15 @@ def peer(name: str, scratch: Path, model: Path) -> Iterator[Endpoint]:
         yield Endpoint(name, port, grpc_port, binary=name != "MLServer")
 
 
+LOOP_ROUNDS = 5  # the loop's setups run in turn, this many times; each row is the median
+
+
 def loop_costs(bench: Bench, at: Endpoint, one: np.ndarray) -> list[Row]:
-    """/v1 JSON and /v2 binary at one row: plain, a 50/50 split, a shadow, 10% logging."""
+    """/v1 JSON and /v2 binary at one row: plain, a 50/50 split, a shadow, 10% logging,
+    run in turn ``LOOP_ROUNDS`` times (shared cores drift; the median of interleaved runs
+    compares them on the same footing)."""
     auth = {"Authorization": f"Bearer {at.key}"}
     base = f"http://{HOST}:{at.http_port}/v1/models/digits"
-    alias = f"{base}/aliases/production"
     setups = [
         ("plain", {"version": 1}, None),
         (
@@ -204,33 +210,71 @@ def loop_costs(bench: Bench, at: Endpoint, one: np.ndarray) -> list[Row]:
         ("shadow", {"version": 1, "shadow": 2}, None),
         ("log 10%", {"version": 1}, 0.1),
     ]
+    blob, binary_headers = binary_body(one)
+    paths = [
+        (
+            "/v1 JSON",
+            "/v1/models/digits/predict",
+            json.dumps({"inputs": one.tolist()}).encode(),
+            {**auth, "Content-Type": "application/json"},
+        ),
+        ("/v2 binary", "/v2/models/digits/infer", blob, {**auth, **binary_headers}),
+    ]
+    runs: dict[str, list[Row]] = {}
+    for _ in range(LOOP_ROUNDS):
+        for label, policy, sample in setups:
+            alias = f"{base}/aliases/production"
+            httpx.put(alias, headers=auth, json=policy, timeout=30).raise_for_status()
+            options = {"log_sample": sample} if sample is not None else {}
+            httpx.put(f"{base}/serving", headers=auth, json=options, timeout=30).raise_for_status()
+            for path_label, path, body, headers in paths:
+                name = f"ModelKiln loop: {label}, {path_label}, batch 1"
+                runs.setdefault(name, []).append(
+                    bench.http(name, at.http_port, path, body, headers, 1)
+                )
+    return [median_row(name, rows) for name, rows in runs.items()]
+
+
+def median_row(name: str, rows: list[Row]) -> Row:
+    """The run with the median requests/s."""
+    middle = sorted(rows, key=lambda row: row.requests_per_s)[len(rows) // 2]
+    return Row(name, 1, middle.requests_per_s, middle.p50_ms, middle.p99_ms, middle.failures)
+
+
+def floors(bench: Bench, one: np.ndarray) -> list[Row]:
+    """What a request costs where nothing is done: the HTTP floor (a raw ASGI app on the
+    same uvicorn answering a constant, bench/serving_floor.py) and the gRPC floor (grpcio's
+    threaded server answering a prebuilt response, bench/grpc_floor.py)."""
     rows = []
-    for label, policy, sample in setups:
-        httpx.put(alias, headers=auth, json=policy, timeout=30).raise_for_status()
-        options = {"log_sample": sample} if sample is not None else {}
-        httpx.put(f"{base}/serving", headers=auth, json=options, timeout=30).raise_for_status()
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "bench.serving_floor:app", "--host", HOST]
+    command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+    with server(command, {}, port, "/"):
         blob, headers = binary_body(one)
-        rows.append(
-            bench.http(
-                f"ModelKiln loop: {label}, /v1 JSON, batch 1",
-                at.http_port,
-                "/v1/models/digits/predict",
-                json.dumps({"inputs": one.tolist()}).encode(),
-                {**auth, "Content-Type": "application/json"},
-                1,
-            )
-        )
-        rows.append(
-            bench.http(
-                f"ModelKiln loop: {label}, /v2 binary, batch 1",
-                at.http_port,
-                "/v2/models/digits/infer",
-                blob,
-                {**auth, **headers},
-                1,
-            )
-        )
+        rows.append(bench.http("floor: raw ASGI, constant answer", port, "/", blob, headers, 1))
+    port = free_port()
+    command = [sys.executable, str(ROOT / "bench" / "grpc_floor.py"), str(port)]
+    with listening(command, port):
+        rows.append(bench.grpc("floor: grpcio threaded server, constant answer", port, "", 1))
     return rows
+
+
+@contextlib.contextmanager
+def listening(command: list[str], port: int) -> Iterator[None]:
+    """A server process that speaks no HTTP, pinned to CPU 1, once its port accepts."""
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    pin(process.pid, 1)
+    try:
+        for _ in range(300):
+            with contextlib.suppress(OSError), socket.create_connection((HOST, port), 1):
+                break
+            time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def measure(args: argparse.Namespace, scratch: Path) -> list[Row]:
@@ -239,7 +283,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> list[Row]:
     one, many = test_rows[:1], np.resize(test_rows, (256, 64))
     pin(os.getpid(), 0)
     bench = Bench(args, scratch)
-    rows = []
+    rows = floors(bench, one)
     with modelkiln(scratch, model) as kiln:
         rows += scenarios(bench, kiln, one, many)
         rows += loop_costs(bench, kiln, one)
@@ -298,6 +342,18 @@ def targets(rows: list[Row], peers: list[str]) -> list[str]:
             f"{grpc.requests_per_s:,.0f} vs {binary.requests_per_s:,.0f} req/s, {ratio:.0%}: "
             f"{_verdict(ratio >= 0.8)}."
         )
+        grpc_floor = by_name.get("floor: grpcio threaded server, constant answer")
+        http_floor = by_name.get("floor: raw ASGI, constant answer")
+        if grpc_floor and http_floor:
+            floor_share = grpc_floor.requests_per_s / http_floor.requests_per_s
+            lines.append(
+                f"  For scale, the floors: grpcio answering a constant makes "
+                f"{grpc_floor.requests_per_s:,.0f} calls/s ({floor_share:.0%} "
+                f"of the HTTP floor's {http_floor.requests_per_s:,.0f}); ModelKiln's gRPC "
+                f"reaches {grpc.requests_per_s / grpc_floor.requests_per_s:.0%} of its floor, "
+                f"its binary HTTP {binary.requests_per_s / http_floor.requests_per_s:.0%} of "
+                "its own."
+            )
     for path in ("/v1 JSON", "/v2 binary"):
         plain = by_name.get(f"ModelKiln loop: plain, {path}, batch 1")
         if plain is None:

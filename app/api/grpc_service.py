@@ -1,27 +1,32 @@
 """The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``), served next
-to the HTTP gateway in the same process and event loop: the same session cache, key checks
+to the HTTP gateway in the same process: the same session cache, key checks
 (``authorization: Bearer <key>`` metadata), limits, inference path and metrics (protocol
-``grpc``). Health and server metadata are open, as on ``/v2``."""
+``grpc``). Health and server metadata are open, as on ``/v2``.
+
+The server is grpcio's threaded one, not its asyncio one on the gateway's event loop: each
+call runs on a thread of its pool from start to end (``infer_on_this_thread``), which
+costs grpcio's machinery about a quarter less per call than its asyncio server (measured
+in bench/results/serving_peers.md), and keeps the event loop for HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import numpy as np
-from grpc import aio
-from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import failure_of
 from app.api.inference import (
     RequestMeta,
-    authorize,
+    authorize_on_this_thread,
     element_limit,
-    handle_inference,
     infer_feeds,
+    infer_on_this_thread,
 )
 from app.api.state import GatewayState
 from app.api.v2 import metadata_of, not_ready_because, package_version
@@ -48,7 +53,7 @@ CODES = {
     422: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
 }
-Handler = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+Handler = Callable[[Any, grpc.ServicerContext], Any]
 
 
 def _version(text: str) -> int | None:
@@ -59,14 +64,14 @@ def _version(text: str) -> int | None:
     return int(text)
 
 
-def _authorization(context: aio.ServicerContext) -> str:
+def _authorization(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
             return str(value)
     return ""
 
 
-def _meta(context: aio.ServicerContext) -> RequestMeta:
+def _meta(context: grpc.ServicerContext) -> RequestMeta:
     """The routing key and request id sent as metadata (the HTTP headers' names)."""
     found = {key: str(value) for key, value in context.invocation_metadata() or ()}
     return RequestMeta(found.get(ROUTE_KEY_HEADER), valid_request_id(found.get(REQUEST_ID_HEADER)))
@@ -76,48 +81,39 @@ class InferenceService:
     """The service's calls; each failure is answered with the status code of its HTTP
     twin's status and the same message."""
 
-    def __init__(self, state: GatewayState) -> None:
+    def __init__(self, state: GatewayState, loop: asyncio.AbstractEventLoop) -> None:
         self.state = state
+        self.loop = loop  # where the models' dynamic batchers run
 
-    async def ServerLive(self, request: Any, context: aio.ServicerContext) -> Any:
+    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
         return message("ServerLiveResponse")(live=True)
 
-    async def ServerReady(self, request: Any, context: aio.ServicerContext) -> Any:
-        reason = await run_in_threadpool(not_ready_because, self.state.preload, self.state.settings)
+    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+        reason = not_ready_because(self.state.preload, self.state.settings)
         return message("ServerReadyResponse")(ready=reason is None)
 
-    async def ServerMetadata(
+    def ServerMetadata(
         self,
         request: Any,
-        context: aio.ServicerContext,
+        context: grpc.ServicerContext,
     ) -> Any:
         return message("ServerMetadataResponse")(
             name="modelkiln", version=package_version(), extensions=["binary_tensor_data"]
         )
 
-    async def ModelReady(self, request: Any, context: aio.ServicerContext) -> Any:
-        await authorize(self.state.directory, _authorization(context), None)
+    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+        authorize_on_this_thread(self.state.directory, _authorization(context), None)
         try:
-            await run_in_threadpool(
-                self.state.directory.check_servable, request.name, _version(request.version)
-            )
+            self.state.directory.check_servable(request.name, _version(request.version))
         except (NotFound, Unavailable):
             return message("ModelReadyResponse")(ready=False)
         return message("ModelReadyResponse")(ready=True)
 
-    async def ModelMetadata(
-        self,
-        request: Any,
-        context: aio.ServicerContext,
-    ) -> Any:
-        await authorize(self.state.directory, _authorization(context), None)
+    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        authorize_on_this_thread(self.state.directory, _authorization(context), None)
         version = _version(request.version)
-
-        def read() -> dict[str, Any]:
-            with session_scope(self.state.settings.database_url) as session:
-                return metadata_of(session, request.name, version)
-
-        found = await run_in_threadpool(read)
+        with session_scope(self.state.settings.database_url) as session:
+            found = metadata_of(session, request.name, version)
         response = message("ModelMetadataResponse")(
             name=found["name"], versions=found["versions"], platform=found["platform"]
         )
@@ -126,8 +122,8 @@ class InferenceService:
                 getattr(response, side).add(**tensor)
         return response
 
-    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
-        await authorize(self.state.directory, _authorization(context), Scope.INFER)
+    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        authorize_on_this_thread(self.state.directory, _authorization(context), Scope.INFER)
         settings = self.state.settings
         name = request.model_name
 
@@ -145,13 +141,12 @@ class InferenceService:
                 decoded = dataclasses.replace(decoded, request_id=logged)
             return encode_grpc(name, target.version, decoded, {target.model.output_name: output})
 
-        return await handle_inference(
+        return infer_on_this_thread(
             self.state,
+            self.loop,
             "grpc",
             name,
             _version(request.model_version),
-            # raw contents cost next to nothing to read; typed ones do
-            0 if request.raw_input_contents else request.ByteSize(),
             parse,
             render,
             _meta(context),
@@ -161,31 +156,43 @@ class InferenceService:
 def _guarded(call: Handler) -> Handler:
     """``call`` with every failure turned into a gRPC status naming the problem."""
 
-    async def guarded(request: Any, context: aio.ServicerContext) -> Any:
+    def guarded(request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return await call(request, context)
+            return call(request, context)
         except Exception as error:
             failure = failure_of(error)
             if failure.status >= 500:
                 logger.exception("gRPC call failed")
             code = CODES.get(failure.status, grpc.StatusCode.INTERNAL)
-            await context.abort(code, failure.message)
+            context.abort(code, failure.message)
 
     return guarded
 
 
-def grpc_server(state: GatewayState, *, host: str, port: int, reuse_port: bool) -> aio.Server:
-    """The gRPC server (not started). ``reuse_port`` lets several gateway processes share
-    the port; without it a port in use is an error."""
+GRPC_THREADS = 8  # calls in progress at once (each holds its thread to the end)
+
+
+def grpc_server(
+    state: GatewayState,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    host: str,
+    port: int,
+    reuse_port: bool,
+) -> grpc.Server:
+    """The gRPC server (not started), on a pool of its own threads (``loop``: the gateway's
+    event loop, where dynamic batchers run). ``reuse_port`` lets several gateway processes
+    share the port; without it a port in use is an error."""
     limit = state.settings.max_request_bytes
-    server = aio.server(
+    server = grpc.server(
+        ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix="kiln-grpc"),
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 4 * limit),
             ("grpc.so_reuseport", int(reuse_port)),
-        ]
+        ],
     )
-    service = InferenceService(state)
+    service = InferenceService(state, loop)
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
             _guarded(getattr(service, name)),

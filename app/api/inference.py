@@ -5,6 +5,7 @@ documented FastAPI routes and ``app.api.fast_path``, which reaches them straight
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -90,6 +91,36 @@ def _count_failure(
         metrics.failed(name, target.version, protocol, status)
 
 
+def _answered(
+    state: GatewayState,
+    protocol: str,
+    name: str,
+    target: Target,
+    parsed: _T,
+    feeds: Feeds,
+    output: np.ndarray,
+    latency_s: float,
+    render: Callable[[Target, _T, np.ndarray, dict[str, str]], _R],
+    meta: RequestMeta,
+) -> _R:
+    """Hand an answered request to the monitors (never delaying or failing it) and render
+    it with the headers every answer carries."""
+    logged = state.monitors.observe(
+        name=name,
+        version=target.version,
+        shadow=target.shadow,
+        model=target.model,
+        protocol=protocol,
+        feeds=feeds,
+        output=output,
+        latency_s=latency_s,
+        log_sample=target.log_sample,
+        drift_threshold=target.drift_threshold,
+        request_id=meta.request_id,
+    )
+    return render(target, parsed, output, answer_headers(target, logged or meta.request_id))
+
+
 async def handle_inference(
     state: GatewayState,
     protocol: str,
@@ -128,21 +159,50 @@ async def handle_inference(
         else:
             output = await run_in_threadpool(model.run, feeds)
         computed = time.perf_counter()
-        logged = state.monitors.observe(
-            name=name,
-            version=target.version,
-            shadow=target.shadow,
-            model=model,
-            protocol=protocol,
-            feeds=feeds,
-            output=output,
-            latency_s=computed - arrived,
-            log_sample=target.log_sample,
-            drift_threshold=target.drift_threshold,
-            request_id=meta.request_id,
+        result = _answered(
+            state, protocol, name, target, parsed, feeds, output, computed - arrived, render, meta
         )
-        result = render(target, parsed, output, answer_headers(target, logged or meta.request_id))
     except Exception as error:  # counted by the status it is answered with, then raised
+        _count_failure(metrics, name, target, protocol, failure_of(error).status)
+        raise
+    metrics.succeeded(
+        name, target.version, protocol, queue_s=started - arrived, compute_s=computed - computing
+    )
+    return result
+
+
+def infer_on_this_thread(
+    state: GatewayState,
+    loop: asyncio.AbstractEventLoop,
+    protocol: str,
+    name: str,
+    version: int | None,
+    parse: Callable[[LoadedModel], tuple[_T, Feeds]],
+    render: Callable[[Target, _T, np.ndarray, dict[str, str]], _R],
+    meta: RequestMeta = NO_META,
+) -> _R:
+    """``handle_inference`` for a caller with a thread of its own (the gRPC server's pool):
+    every step blocks this thread, none the event loop; a model with dynamic batching
+    still merges with the HTTP requests, in the batcher on ``loop``."""
+    metrics: ServingMetrics = state.metrics
+    arrived = time.perf_counter()
+    target = None
+    try:
+        target = state.directory.cached_target(
+            name, version, meta.route_key
+        ) or state.directory.target(name, version, meta.route_key)
+        started = time.perf_counter()
+        parsed, feeds = parse(target.model)
+        computing = time.perf_counter()
+        if target.batcher is not None:
+            output = asyncio.run_coroutine_threadsafe(target.batcher.run(feeds), loop).result()
+        else:
+            output = target.model.run(feeds)
+        computed = time.perf_counter()
+        result = _answered(
+            state, protocol, name, target, parsed, feeds, output, computed - arrived, render, meta
+        )
+    except Exception as error:
         _count_failure(metrics, name, target, protocol, failure_of(error).status)
         raise
     metrics.succeeded(
@@ -288,15 +348,30 @@ async def infer_answer(
     return await handle_inference(state, "v2", name, version, json_bytes, parse, render, meta)
 
 
+def _bearer(authorization: str) -> str:
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    return secret.strip()
+
+
+def authorize_on_this_thread(
+    directory: ServingDirectory, authorization: str, scope: KeyScope | None
+) -> Principal:
+    """``authorize`` for a caller with a thread of its own (blocking on a cache miss)."""
+    secret = _bearer(authorization)
+    principal = directory.cached_principal(secret) or directory.authenticate(secret)
+    if scope is not None:
+        check_scope(principal, scope)
+    return principal
+
+
 async def authorize(
     directory: ServingDirectory, authorization: str, scope: KeyScope | None
 ) -> Principal:
     """The key of an ``Authorization: Bearer <key>`` value, checked (through the cache) for
     ``scope`` (None: any valid key)."""
-    scheme, _, secret = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    secret = secret.strip()
+    secret = _bearer(authorization)
     principal = directory.cached_principal(secret)
     if principal is None:
         principal = await run_in_threadpool(directory.authenticate, secret)

@@ -31,7 +31,7 @@ class TrafficSplit(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arms: list[TrafficArm] = Field(min_length=1, max_length=MAX_ARMS)
+    arms: tuple[TrafficArm, ...] = Field(min_length=1, max_length=MAX_ARMS)
 
     @model_validator(mode="after")
     def _adds_up(self) -> TrafficSplit:
@@ -51,12 +51,11 @@ class TrafficSplit(BaseModel):
 
     def choose(self, bucket: int) -> int:
         """The version answering a request whose bucket (0 to 99) is ``bucket``."""
-        cumulative = 0
-        for arm in self.arms:
-            cumulative += arm.weight
-            if bucket < cumulative:
-                return arm.version
-        return self.arms[-1].version
+        return self.routes()[bucket]
+
+    def routes(self) -> tuple[int, ...]:
+        """The version of each of the 100 buckets, in order of the arms."""
+        return tuple(arm.version for arm in self.arms for _ in range(arm.weight))
 
 
 class AliasPolicy(BaseModel):

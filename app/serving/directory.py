@@ -26,7 +26,7 @@ from typing import Any
 
 from app.auth import Principal, authenticate
 from app.contracts.signature import Signature
-from app.contracts.traffic import AliasPolicy
+from app.contracts.traffic import AliasPolicy, TrafficSplit
 from app.core.db import session_scope
 from app.core.errors import KilnError, NotFound, Unavailable
 from app.core.names import MODEL_NAME, shown
@@ -78,7 +78,7 @@ def bucket_of(route_key: str | None) -> int:
     """0 to 99: the same for the same key (sticky), at random without one."""
     if route_key:
         return zlib.crc32(route_key.encode("utf-8", "surrogatepass")) % 100
-    return random.randrange(100)
+    return int(random.random() * 100)
 
 
 class ServingDirectory:
@@ -108,6 +108,7 @@ class ServingDirectory:
             OrderedDict()
         )
         self._policies: OrderedDict[str, tuple[AliasPolicy, float, float]] = OrderedDict()
+        self._tables: dict[TrafficSplit, tuple[int, ...]] = {}  # each split's 100 buckets
         self._batchers: dict[int, DynamicBatcher] = {}  # by version id
         self._refreshing: set[Hashable] = set()
         self._refresher: ThreadPoolExecutor | None = None
@@ -128,6 +129,7 @@ class ServingDirectory:
             self._keys.clear()
             self._routes.clear()
             self._policies.clear()
+            self._tables.clear()
 
     def _store(self, table: OrderedDict[Any, Any], key: Any, value: Any, generation: int) -> None:
         with self._lock:
@@ -215,11 +217,15 @@ class ServingDirectory:
         self._store(self._policies, name, policy, generation)
         return policy
 
-    @staticmethod
-    def _routed(policy: AliasPolicy, version: int | None, route_key: str | None) -> int | None:
+    def _routed(
+        self, policy: AliasPolicy, version: int | None, route_key: str | None
+    ) -> int | None:
         """The version a request for ``version`` (None: the serving alias) goes to."""
         if version is None and policy.split is not None:
-            return policy.split.choose(bucket_of(route_key))
+            routes = self._tables.get(policy.split)
+            if routes is None:
+                routes = self._tables.setdefault(policy.split, policy.split.routes())
+            return routes[bucket_of(route_key)]
         return version
 
     # -- versions -------------------------------------------------------------------------

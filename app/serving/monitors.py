@@ -146,8 +146,8 @@ class ServingMonitors:
                 sha256=stored.sha256,
                 rows=sum(len(entry.output) for entry in entries),
                 size_bytes=len(data),
-                first_at=min(entry.at for entry in entries),
-                last_at=max(entry.at for entry in entries),
+                first_at=datetime.fromtimestamp(min(entry.at for entry in entries), UTC),
+                last_at=datetime.fromtimestamp(max(entry.at for entry in entries), UTC),
             )
             dropped = monitoring.trim_log(session, name, int(self.settings.log_max_mb * 1048576))
         for old in dropped:  # after the commit: the rows that named them are gone

@@ -10,13 +10,14 @@ part per model, off the request path."""
 from __future__ import annotations
 
 import io
+import itertools
 import math
+import os
 import random
 import threading
-import uuid
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -50,10 +51,20 @@ def valid_request_id(value: str | None) -> str | None:
     return None
 
 
+# A logged request without an id of its own gets this process's prefix (random, 12 hex
+# digits) and a counter: unique across processes without a system call per request.
+_PREFIX = os.urandom(6).hex()
+_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    return f"{_PREFIX}{next(_COUNTER):08x}"
+
+
 @dataclass
 class Entry:
     request_id: str
-    at: datetime
+    at: float  # seconds since the epoch
     name: str
     version: int
     protocol: str
@@ -81,49 +92,72 @@ def _value(value: Any) -> Any:
     return None if math.isnan(number) else number
 
 
-def rows_of(entry: Entry) -> list[dict[str, Any]]:
-    """One record per row of the request: its inputs as the client sent them (a tensor
-    model's row as one list), the output and the prediction."""
+def _inputs_json(entry: Entry, rows: int) -> list[str]:
+    """Each row's inputs as the client sent them, as JSON: column -> value (a gap: null),
+    or a tensor model's input -> the row's values."""
     model = entry.model
-    rows = len(entry.output)
-    inputs: list[dict[str, Any]] = [{} for _ in range(rows)]
-    for name, values in entry.feeds.items():
-        if model.columns is not None:
-            column = values.reshape(rows)
-            for index in range(rows):
-                inputs[index][name] = _value(column[index])
-        else:
-            matrix = values.reshape(rows, -1)
-            for index in range(rows):
-                inputs[index][name] = [float(v) for v in matrix[index]]
-    output = np.asarray(entry.output, dtype=np.float64).reshape(rows, -1)
-    records = []
-    for index in range(rows):
-        if model.labels and output.shape[1] == len(model.labels):
-            prediction = str(model.labels[int(output[index].argmax())])
-        else:
-            prediction = repr(float(output[index, 0]))
-        records.append(
-            {
-                "request_id": entry.request_id,
-                "row": index,
-                "at": entry.at,
-                "model": entry.name,
-                "version": entry.version,
-                "protocol": entry.protocol,
-                "latency_ms": entry.latency_ms,
-                "inputs": orjson.dumps(inputs[index]).decode(),
-                "output": output[index].tolist(),
-                "prediction": prediction,
-            }
-        )
-    return records
+    if model.columns is None:
+        return [
+            orjson.dumps(
+                {name: values.reshape(rows, -1)[index] for name, values in entry.feeds.items()},
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            ).decode()
+            for index in range(rows)
+        ]
+    columns = {name: values.reshape(rows) for name, values in entry.feeds.items()}
+    return [
+        orjson.dumps({name: _value(values[index]) for name, values in columns.items()}).decode()
+        for index in range(rows)
+    ]
 
 
 def parquet_part(entries: list[Entry]) -> bytes:
-    """One Parquet file of ``entries``' rows."""
-    records = [record for entry in entries for record in rows_of(entry)]
-    table = pa.Table.from_pylist(records, schema=LOG_SCHEMA)
+    """One Parquet file of ``entries``' rows (one per row of each request)."""
+    ids: list[str] = []
+    numbers: list[int] = []
+    times: list[float] = []
+    versions: list[int] = []
+    protocols: list[str] = []
+    latencies: list[float] = []
+    inputs: list[str] = []
+    outputs: list[np.ndarray] = []
+    predictions: list[str] = []
+    for entry in entries:
+        rows = len(entry.output)
+        output = np.asarray(entry.output, dtype=np.float64).reshape(rows, -1)
+        ids += [entry.request_id] * rows
+        numbers += range(rows)
+        times += [entry.at] * rows
+        versions += [entry.version] * rows
+        protocols += [entry.protocol] * rows
+        latencies += [entry.latency_ms] * rows
+        inputs += _inputs_json(entry, rows)
+        outputs.append(output)
+        labels = entry.model.labels
+        if labels and output.shape[1] == len(labels):
+            predictions += [str(labels[int(i)]) for i in output.argmax(axis=1)]
+        else:
+            predictions += [repr(float(value)) for value in output[:, 0]]
+    widths = np.array([o.shape[1] for o in outputs for _ in range(len(o))], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int32)
+    flat = np.concatenate([o.reshape(-1) for o in outputs])
+    table = pa.Table.from_arrays(
+        [
+            pa.array(ids, pa.string()),
+            pa.array(numbers, pa.int32()),
+            pa.array((np.asarray(times) * 1000).astype(np.int64)).cast(
+                pa.timestamp("ms", tz="UTC")
+            ),
+            pa.array([entries[0].name] * len(ids), pa.string()),
+            pa.array(versions, pa.int32()),
+            pa.array(protocols, pa.string()),
+            pa.array(latencies, pa.float64()),
+            pa.array(inputs, pa.string()),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float64())),
+            pa.array(predictions, pa.string()),
+        ],
+        schema=LOG_SCHEMA,
+    )
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     return buffer.getvalue()
@@ -162,8 +196,8 @@ class RequestLog:
         if sample <= 0 or (sample < 1 and random.random() >= sample):
             return None
         entry = Entry(
-            request_id=request_id or uuid.uuid4().hex,
-            at=datetime.now(UTC),
+            request_id=request_id or new_request_id(),
+            at=time.time(),
             name=name,
             version=version,
             protocol=protocol,

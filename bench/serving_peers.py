@@ -188,6 +188,12 @@ def peer(name: str, scratch: Path, model: Path) -> Iterator[Endpoint]:
         (folder / "model-settings.json").write_text(json.dumps(model_settings))
         command = [str(VENVS / "mlserver" / "bin" / "mlserver"), "start", str(folder)]
     with server(command, env, port, "/v2/models/digits/ready"):
+        ready_url = f"http://{HOST}:{port}/v2/models/digits/ready"
+        for _ in range(600):  # the harness takes any answer under 500; a peer loads first
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
         yield Endpoint(name, port, grpc_port, binary=name != "MLServer")
 
 

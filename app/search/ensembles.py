@@ -1,6 +1,8 @@
-"""Whether the average of a search's best networks beats its best one, judged on the same
+"""Whether a weighted average of a search's models beats its best one, judged on the same
 held-out predictions the trials were ranked on (out-of-fold on small data, the validation
-split on large): the trials store those predictions, so the comparison trains nothing."""
+split on large): the trials store those predictions, so choosing trains nothing. The
+candidates are the best trials and each family's best; ensemble selection with replacement
+picks the members and their weights (``select_ensemble``)."""
 
 from __future__ import annotations
 
@@ -12,21 +14,27 @@ from typing import Any
 import numpy as np
 
 from app.compression.spec import CompressionSpec, chain_problem
+from app.contracts.enums import Family
 from app.core.errors import BrokenInvariant
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import COST_METRICS
 from app.search.run import SearchRun, predictions_key
-from app.search.selection import choose_members, rank_key
+from app.search.selection import rank_key, select_ensemble
 from app.tables import Trial
+
+POOL_PER_MEMBER = 3  # candidates considered per member allowed (the best trials)
+SELECTION_STEPS = 20  # steps of ensemble selection
 
 
 @dataclass(frozen=True)
 class EnsemblePick:
-    """The trials to average (best first; one means the best alone) and why."""
+    """The trials to average (best first; one means the best alone), their weights, and
+    why."""
 
     members: list[Trial]
     summary: dict[str, Any]  # for the job's result
     validation: dict[str, Any]  # the chosen average's held-out scores, for its version
+    weights: list[float] | None = None  # per member; None: the best alone
 
 
 def considered(run: SearchRun, compression: CompressionSpec | None) -> bool:
@@ -54,16 +62,28 @@ def _predictions(run: SearchRun, trial: Trial) -> np.ndarray | None:
     return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
 
 
+def _pool(run: SearchRun, winner: Trial, complete: list[Trial]) -> list[Trial]:
+    """The winner, the best trials, and each family's best (what an average can use)."""
+    objective = run.plan.objectives[0]
+    ranked = sorted(complete, key=lambda t: rank_key(t, objective.maximize, run.dataset.task))
+    pool = [winner, *(t for t in ranked if t.number != winner.number)]
+    size = POOL_PER_MEMBER * run.spec.max_ensemble
+    family_best: dict[Family, Trial] = {}
+    for trial in ranked:
+        family_best.setdefault(run.plan.space.family_of(trial.params or {}), trial)
+    chosen = pool[:size]
+    chosen += [t for t in family_best.values() if all(t.number != c.number for c in chosen)]
+    return chosen
+
+
 def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:
-    """The best ``max_ensemble`` of the ``complete`` trials' average of k members for the
-    k that scores best (``choose_members``); k = 1 keeps the winner alone."""
+    """The weighted average of up to ``max_ensemble`` trials that scores best on the
+    held-out predictions (ensemble selection over the pool); the winner alone when none
+    beats it."""
     objective = run.plan.objectives[0]
     task = run.dataset.task
-    ranked = sorted(complete, key=lambda t: rank_key(t, objective.maximize, task))
     candidates: list[tuple[Trial, np.ndarray]] = []
-    for trial in [winner, *(t for t in ranked if t.number != winner.number)]:
-        if len(candidates) == run.spec.max_ensemble:
-            break
+    for trial in _pool(run, winner, complete):
         held_out = _predictions(run, trial)
         if held_out is not None:
             candidates.append((trial, held_out))
@@ -74,24 +94,43 @@ def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:
             {},
         )
     target = run.arrays.target[run.scored_rows]
-    choice = choose_members(
-        [p for _, p in candidates], target, task, objective.metric, objective.maximize
+    choice = select_ensemble(
+        [p for _, p in candidates],
+        target,
+        task,
+        objective.metric,
+        objective.maximize,
+        max_members=run.spec.max_ensemble,
+        steps=SELECTION_STEPS,
     )
-    members = [trial for trial, _ in candidates[: choice.members]]
+    members = [candidates[index][0] for index in choice.members]
+    counts = [choice.counts[index] for index in choice.members]
+    weights = [count / sum(counts) for count in counts]
+    best_step = sum(counts) - 1
     summary = {
         "considered": [t.number for t, _ in candidates],
         "members": [t.number for t in members],
-        "scores_by_size": choice.scores,
+        "weights": weights,
+        "scores_by_step": choice.steps,
         "scored_rows": len(target),
     }
-    averaged = np.mean([p for _, p in candidates[: choice.members]], axis=0)
+    if len(members) == 1:
+        return EnsemblePick([winner], summary, {})
+    averaged = np.sum(
+        [
+            candidates[index][1] * weight
+            for index, weight in zip(choice.members, weights, strict=True)
+        ],
+        axis=0,
+    )
     validation: dict[str, Any] = {
-        **choice.scores[choice.members - 1],
+        **choice.steps[best_step],
         "ensemble_of_trials": summary["members"],
+        "ensemble_weights": weights,
     }
     if run.folds is not None:
         validation.update(_fold_spread(run, averaged, target, objective.metric))
-    return EnsemblePick(members, summary, validation)
+    return EnsemblePick(members, summary, validation, weights)
 
 
 def _fold_spread(

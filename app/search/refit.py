@@ -41,9 +41,11 @@ def refit(run: SearchRun, trial: Trial, keep_going: Callable[[], None]) -> Netwo
     return network
 
 
-def averaged(members: list[Network | TableModel]) -> Ensemble | MixedAverage:
-    """One model averaging ``members``: an Ensemble when all are networks."""
+def averaged(
+    members: list[Network | TableModel], weights: list[float] | None = None
+) -> Ensemble | MixedAverage:
+    """One model averaging ``members`` (by ``weights``): an Ensemble when all are networks."""
     networks = [member for member in members if isinstance(member, Network)]
     if len(networks) == len(members):
-        return Ensemble(networks)
-    return MixedAverage(members)
+        return Ensemble(networks, weights)
+    return MixedAverage(members, weights)

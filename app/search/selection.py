@@ -121,29 +121,56 @@ def within_noise(complete: Sequence[Trial], winner: Trial) -> int | None:
 
 @dataclass(frozen=True)
 class EnsembleChoice:
-    """How many of the best trials to average, and how each size scored."""
+    """How often each candidate was chosen (0: never; the first is the winner, chosen once
+    at least), and the scores after each step of the selection."""
 
-    members: int
-    scores: list[dict[str, float]]  # per size k = 1, 2, ...: the objective, the proper score
+    counts: list[int]
+    steps: list[dict[str, float]]  # the objective and the proper score after each step
+
+    @property
+    def members(self) -> list[int]:
+        """The chosen candidates' positions, in candidate order."""
+        return [index for index, count in enumerate(self.counts) if count]
 
 
-def choose_members(
-    predictions: Sequence[np.ndarray], target: np.ndarray, task: str, metric: str, maximize: bool
+def select_ensemble(
+    predictions: Sequence[np.ndarray],
+    target: np.ndarray,
+    task: str,
+    metric: str,
+    maximize: bool,
+    *,
+    max_members: int,
+    steps: int,
 ) -> EnsembleChoice:
-    """``predictions`` are the best trials' held-out predictions (out-of-fold, or on the
-    validation split), best trial first. The k whose average scores best on ``metric``,
-    then on the proper score, wins; k = 1 (the best trial alone) wins ties."""
+    """Ensemble selection with replacement (Caruana et al., 2004): from the winner alone,
+    add at each step the candidate (possibly again) whose addition scores best on
+    ``metric``, then on the proper score; keep the best of all the steps' averages (the
+    winner alone wins ties). ``predictions`` are the candidates' held-out predictions
+    (out-of-fold, or on the validation split), the winner first; at most ``max_members``
+    distinct candidates are averaged, weighted by how often each was chosen."""
     proper = proper_score(task)
-    running = np.zeros(predictions[0].shape, dtype=np.float64)
-    scores: list[dict[str, float]] = []
-    best, best_key = 1, (math.inf, math.inf)
-    for size, prediction in enumerate(predictions, start=1):
-        running += prediction
-        averaged = running / size
-        value = quality_score(metric, task, averaged, target)
-        score = quality_score(proper, task, averaged, target)
-        scores.append({metric: value, proper: score})
-        key = (-value if maximize else value, score)
-        if key < best_key:
-            best, best_key = size, key
-    return EnsembleChoice(members=best, scores=scores)
+
+    def key(average: np.ndarray) -> tuple[tuple[float, float], dict[str, float]]:
+        value = quality_score(metric, task, average, target)
+        score = quality_score(proper, task, average, target)
+        return (-value if maximize else value, score), {metric: value, proper: score}
+
+    counts = [1] + [0] * (len(predictions) - 1)
+    running = predictions[0].astype(np.float64)
+    best_key, scores = key(running)
+    best_counts, history = list(counts), [scores]
+    for _ in range(steps):
+        chosen = sum(1 for count in counts if count)
+        options = []
+        for index, prediction in enumerate(predictions):
+            if counts[index] or chosen < max_members:
+                option_key, option_scores = key((running + prediction) / (sum(counts) + 1))
+                options.append((option_key, index, option_scores))
+        option_key, index, option_scores = min(options, key=lambda option: option[:2])
+        counts[index] += 1
+        running += predictions[index]
+        history.append(option_scores)
+        if option_key < best_key:
+            best_key, best_counts = option_key, list(counts)
+    return EnsembleChoice(counts=best_counts, steps=history)

@@ -244,10 +244,11 @@ def _finalize(
             selection["ensemble"] = chosen.summary
             if len(chosen.members) > 1:
                 others = [refit(run, t, context.check) for t in chosen.members[1:]]
-                network = averaged([single, *others])
+                network = averaged([single, *others], chosen.weights)
                 params = {
                     "ensemble_of_trials": chosen.summary["members"],
                     "members": [t.params for t in chosen.members],
+                    "weights": chosen.weights,
                 }
                 validation = chosen.validation
         if trial is best[0]:

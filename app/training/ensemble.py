@@ -1,7 +1,9 @@
-"""Several networks of one task averaged into one model: probabilities (classification) or
-values (regression) are the members' mean. Exported as one ONNX graph that holds every
-member's graph side by side on the shared input and a ``Mean`` node in front of the
-output, so it serves, batches and takes a table's preprocessing like a single network."""
+"""Several models of one task averaged into one model: probabilities (classification) or
+values (regression) are the members' mean, or their weighted mean (ensemble selection gives
+a member a weight by how often it was chosen). Exported as one ONNX graph that holds every
+member's graph side by side on the shared input and a ``Mean`` (or ``Mul`` and ``Sum``)
+in front of the output, so it serves, batches and takes a table's preprocessing like a
+single network."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import onnx
 import torch
-from onnx import compose, helper
+from onnx import TensorProto, compose, helper
 from torch import nn
 
 from app.contracts.networks import NetworkConfig
@@ -19,10 +21,30 @@ from app.training.models import Network, count_parameters
 from app.training.table_models import TableModel
 
 
-class Ensemble(nn.Module):
-    """Networks trained for the same inputs and outputs; ``predict`` is their mean."""
+def normalized(weights: list[float] | None, count: int) -> list[float] | None:
+    """Weights summing to 1 (None: equal weights, a plain mean)."""
+    if weights is None:
+        return None
+    if len(weights) != count or min(weights) <= 0:
+        raise ValueError(f"an average of {count} models needs {count} positive weights")
+    total = float(sum(weights))
+    shares = [float(weight) / total for weight in weights]
+    return None if max(shares) - min(shares) < 1e-12 else shares
 
-    def __init__(self, members: list[Network]) -> None:
+
+def weighted_mean(outputs: list[torch.Tensor], weights: list[float] | None) -> torch.Tensor:
+    stacked = torch.stack(outputs)
+    if weights is None:
+        return stacked.mean(dim=0)
+    shares = torch.tensor(weights, dtype=stacked.dtype).reshape(-1, *([1] * (stacked.dim() - 1)))
+    return (stacked * shares).sum(dim=0)
+
+
+class Ensemble(nn.Module):
+    """Networks trained for the same inputs and outputs; ``predict`` is their (weighted)
+    mean."""
+
+    def __init__(self, members: list[Network], weights: list[float] | None = None) -> None:
         super().__init__()
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two networks")
@@ -31,6 +53,7 @@ class Ensemble(nn.Module):
             raise ValueError(f"ensemble members differ in inputs, outputs or task: {widths}")
         self.members = nn.ModuleList(members)
         self.classification = members[0].classification
+        self.weights = normalized(weights, len(members))
 
     @property
     def config(self) -> NetworkConfig:
@@ -40,12 +63,15 @@ class Ensemble(nn.Module):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         outputs = [member.predict(x) for member in self.members]  # type: ignore[operator]
-        return torch.stack(outputs).mean(dim=0)
+        return weighted_mean(outputs, self.weights)
 
 
-def average_graphs(members: list[onnx.ModelProto]) -> onnx.ModelProto:
-    """One model whose output is the mean of the members' outputs, all fed the one input.
-    Each member's names get a ``m{i}_`` prefix, so their initializers never collide."""
+def average_graphs(
+    members: list[onnx.ModelProto], weights: list[float] | None = None
+) -> onnx.ModelProto:
+    """One model whose output is the (weighted) mean of the members' outputs, all fed the
+    one input. Each member's names get a ``m{i}_`` prefix, so their initializers never
+    collide."""
     graphs = [
         compose.add_prefix(member, f"m{index}_", rename_inputs=False)
         for index, member in enumerate(members)
@@ -59,11 +85,20 @@ def average_graphs(members: list[onnx.ModelProto]) -> onnx.ModelProto:
         nodes.extend(graph.graph.node)
         initializers.extend(graph.graph.initializer)
         infos.extend(graph.graph.value_info)
-    nodes.append(
-        helper.make_node(
-            "Mean", [g.graph.output[0].name for g in graphs], [OUTPUT_NAME], name="ensemble_mean"
-        )
-    )
+    outputs = [g.graph.output[0].name for g in graphs]
+    if weights is None:
+        nodes.append(helper.make_node("Mean", outputs, [OUTPUT_NAME], name="ensemble_mean"))
+    else:
+        scaled = []
+        for index, (name, weight) in enumerate(zip(outputs, weights, strict=True)):
+            initializers.append(
+                helper.make_tensor(f"ensemble_w{index}", TensorProto.FLOAT, [], [weight])
+            )
+            nodes.append(
+                helper.make_node("Mul", [name, f"ensemble_w{index}"], [f"{name}_weighted"])
+            )
+            scaled.append(f"{name}_weighted")
+        nodes.append(helper.make_node("Sum", scaled, [OUTPUT_NAME], name="ensemble_sum"))
     output = onnx.ValueInfoProto()
     output.CopyFrom(first.output[0])
     output.name = OUTPUT_NAME
@@ -96,7 +131,9 @@ class MixedAverage:
     and outputs; ``predict`` is their mean, exported with ``average_graphs`` like an
     ``Ensemble``."""
 
-    def __init__(self, members: list[Network | TableModel]) -> None:
+    def __init__(
+        self, members: list[Network | TableModel], weights: list[float] | None = None
+    ) -> None:
         if len(members) < 2:
             raise ValueError("an average needs at least two models")
         widths = {(width_of(m), m.classification) for m in members}
@@ -104,6 +141,7 @@ class MixedAverage:
             raise ValueError(f"averaged models differ in inputs, outputs or task: {widths}")
         self.members = members
         self.classification = members[0].classification
+        self.weights = normalized(weights, len(members))
 
     def eval(self) -> MixedAverage:
         for member in self.members:
@@ -111,7 +149,7 @@ class MixedAverage:
         return self
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([member.predict(x) for member in self.members]).mean(dim=0)
+        return weighted_mean([member.predict(x) for member in self.members], self.weights)
 
 
 Fitted = Network | Ensemble | TableModel | MixedAverage
@@ -155,4 +193,4 @@ def export_model(network: Fitted, path: Path) -> None:
             _member_graph(member, Path(folder) / f"member-{index}.onnx")  # type: ignore[arg-type]
             for index, member in enumerate(network.members)
         ]
-    onnx.save(average_graphs(members), str(path))
+    onnx.save(average_graphs(members, network.weights), str(path))

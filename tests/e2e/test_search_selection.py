@@ -139,15 +139,19 @@ def test_an_average_of_the_best_networks_competes_and_serves(server: KilnServer)
     )
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
     ensemble = job["result"]["selection"]["ensemble"]
-    sizes = ensemble["scores_by_size"]
-    assert len(ensemble["considered"]) == len(sizes) == 3
-    assert len(ensemble["members"]) >= 2, sizes
+    steps = ensemble["scores_by_step"]  # the winner alone, then each selection step
+    assert len(ensemble["considered"]) == 4  # every trial: the pool holds 3 per member
+    assert len(ensemble["members"]) >= 2, steps
     assert ensemble["members"][0] == job["result"]["trial"]
-    chosen = sizes[len(ensemble["members"]) - 1]["log_loss"]
-    assert chosen == min(size["log_loss"] for size in sizes) < sizes[0]["log_loss"]
+    weights = ensemble["weights"]
+    assert len(weights) == len(ensemble["members"]) and abs(sum(weights) - 1) < 1e-9
+    best = min(step["log_loss"] for step in steps)
+    assert best < steps[0]["log_loss"]
     with server.client() as client:
         version = client.get("/v1/models/averaged/versions/1").json()
-        assert version["metrics"]["validation"]["ensemble_of_trials"] == ensemble["members"]
+        validation = version["metrics"]["validation"]
+        assert validation["ensemble_of_trials"] == ensemble["members"]
+        assert validation["ensemble_weights"] == weights and validation["log_loss"] == best
         assert len(version["metrics"]["validation"]["cv_scores"]) == 5
         assert version["metrics"]["test_rows"] == 36 and version["metrics"]["accuracy"] > 0.75
         answer = client.post(

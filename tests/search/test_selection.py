@@ -154,30 +154,50 @@ def _probabilities(correct: np.ndarray, confidence: np.ndarray) -> np.ndarray:
 
 
 def test_an_average_that_is_better_calibrated_at_equal_accuracy_is_chosen() -> None:
-    from app.search.selection import choose_members
+    from app.search.selection import select_ensemble
 
     target = np.ones(8, dtype=np.int64)
     right = np.array([True] * 6 + [False] * 2)
     # Both trials are right on the same 6 rows: one overconfident, one hesitant.
     sharp = _probabilities(right, np.where(right, 0.99, 0.99))
     soft = _probabilities(right, np.where(right, 0.7, 0.6))
-    choice = choose_members([sharp, soft], target, "classification", "accuracy", True)
-    assert [s["accuracy"] for s in choice.scores] == [0.75, 0.75]
-    assert choice.scores[1]["log_loss"] < choice.scores[0]["log_loss"]
-    assert choice.members == 2
+    choice = select_ensemble(
+        [sharp, soft], target, "classification", "accuracy", True, max_members=2, steps=4
+    )
+    assert all(step["accuracy"] == 0.75 for step in choice.steps)
+    assert choice.members == [0, 1] and choice.counts[1] >= 1
+    best = choice.steps[sum(choice.counts) - 1]
+    assert best["log_loss"] < choice.steps[0]["log_loss"]
 
 
 def test_the_best_trial_alone_wins_when_averaging_does_not_help() -> None:
-    from app.search.selection import choose_members
+    from app.search.selection import select_ensemble
 
     target = np.array([0.0, 1.0, 2.0, 3.0])
     exact, off = target.reshape(-1, 1), (target + 1.0).reshape(-1, 1)
-    choice = choose_members([exact, off], target, "regression", "rmse", False)
-    assert choice.members == 1 and choice.scores[0]["rmse"] == 0.0
-    assert choice.scores[1]["rmse"] == pytest.approx(0.5)
-    # Errors of opposite sign cancel: the average beats both.
-    high, low = (target + 0.5).reshape(-1, 1), (target - 0.5).reshape(-1, 1)
-    assert choose_members([high, low], target, "regression", "rmse", False).members == 2
+    choice = select_ensemble(
+        [exact, off], target, "regression", "rmse", False, max_members=2, steps=3
+    )
+    assert choice.counts == [1, 0] and choice.steps[0]["rmse"] == 0.0
+
+
+def test_selection_weights_what_helps_and_caps_the_members() -> None:
+    from app.search.selection import select_ensemble
+
+    target = np.zeros(6)
+    # Errors that cancel in a 2:1 mix: 2 * (+0.5) + 1 * (-1.0) = 0.
+    high = np.full((6, 1), 0.5)
+    low = np.full((6, 1), -1.0)
+    noise = np.array([[3.0], [-3.0], [3.0], [-3.0], [3.0], [-3.0]])
+    choice = select_ensemble(
+        [high, noise, low], target, "regression", "rmse", False, max_members=2, steps=6
+    )
+    assert choice.members == [0, 2] and choice.counts[0] == 2 * choice.counts[2]
+    assert choice.steps[sum(choice.counts) - 1]["rmse"] == pytest.approx(0.0)
+    capped = select_ensemble(
+        [high, noise, low], target, "regression", "rmse", False, max_members=1, steps=6
+    )
+    assert capped.members == [0]  # one member allowed: the winner alone
 
 
 def test_a_budget_cross_validates_a_table_it_can_afford_to() -> None:

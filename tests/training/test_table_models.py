@@ -166,3 +166,23 @@ def test_the_gbdt_graph_agrees_where_values_sit_next_to_a_threshold() -> None:
     params = {"gbdt_num_leaves": 64, "gbdt_min_child_samples": 2, "gbdt_rounds": 300}
     model = fit_table_model("gbdt", params, data, 2, FitOptions())
     np.testing.assert_allclose(served(model, x), model.predict_rows(x), atol=1e-6)
+
+
+def test_a_weighted_average_is_one_graph_of_the_weighted_mean(tmp_path: Path) -> None:
+    data = table(3)
+    network = Network(MLPConfig(6, 3, (8,)), classification=True, seed=0)
+    trees = fit_table_model("gbdt", {}, data, 3, FitOptions())
+    linear = fit_table_model("linear", {}, data, 3, FitOptions())
+    average = MixedAverage([network, trees, linear], weights=[2, 1, 1]).eval()
+    assert average.weights == [0.5, 0.25, 0.25]
+    path = tmp_path / "weighted.onnx"
+    export_model(average, path)
+    assert check_parity(average, path, held_out(data)) < 1e-4
+    assert "Sum" in {node.op_type for node in onnx.load(str(path)).graph.node}
+    with torch.no_grad():
+        x = torch.from_numpy(held_out(data))
+        members = [m.predict(x).numpy() for m in average.members]
+        expected = 0.5 * members[0] + 0.25 * members[1] + 0.25 * members[2]
+        np.testing.assert_allclose(average.predict(x).numpy(), expected, rtol=1e-5)
+    equal = MixedAverage([trees, linear], weights=[3, 3])
+    assert equal.weights is None  # equal weights: a plain mean

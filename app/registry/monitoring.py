@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -183,14 +183,42 @@ def drift_reference(
     return list(row.profile.columns), row.encoding, row.n_rows, list(row.feature_names)
 
 
+KEPT_WINDOWS = 1000  # drift windows kept per model (the oldest go)
+KEPT_EVENTS = 1000  # events kept per model
+
+
+def _trim(
+    session: Session, table: type[DriftWindow] | type[ModelEventRow], model_id: int, keep: int
+) -> None:
+    """Delete a model's rows of ``table`` beyond the newest ``keep``."""
+    cutoff = session.scalar(
+        select(table.id)
+        .where(table.model_id == model_id)
+        .order_by(table.id.desc())
+        .offset(keep)
+        .limit(1)
+    )
+    if cutoff is not None:
+        session.execute(delete(table).where(table.model_id == model_id, table.id <= cutoff))
+
+
 def add_drift_window(
     session: Session, name: str, version: int, report: DriftReport, max_psi: float | None
-) -> None:
-    """Store one window's report."""
+) -> bool:
+    """Store one window's report (the newest ``KEPT_WINDOWS`` of a model are kept); whether
+    its drifted columns differ from the previous window's: a drift that starts or changes
+    is news, the same drift again is not."""
     model = get_model(session, name)
     ids = version_ids(session, model, [version])
     if version not in ids:
-        return
+        return False
+    previous = session.scalar(
+        select(DriftWindow.report)
+        .where(DriftWindow.model_id == model.id, DriftWindow.version_id == ids[version])
+        .order_by(DriftWindow.id.desc())
+        .limit(1)
+    )
+    before = set(previous.get("drifted", [])) if isinstance(previous, dict) else set()
     session.add(
         DriftWindow(
             model_id=model.id,
@@ -203,6 +231,8 @@ def add_drift_window(
         )
     )
     session.flush()
+    _trim(session, DriftWindow, model.id, KEPT_WINDOWS)
+    return set(report.drifted) != before
 
 
 def latest_drift(session: Session, name: str, limit: int = 20) -> list[DriftReport]:
@@ -235,10 +265,11 @@ def latest_drift_by_model(session: Session) -> dict[str, DriftReport]:
 def add_event(
     session: Session, name: str, kind: str, message: str, detail: dict[str, Any] | None = None
 ) -> None:
-    """Record something serving noticed about a model."""
+    """Record something serving noticed about a model (its newest ``KEPT_EVENTS`` kept)."""
     model = get_model(session, name)
     session.add(ModelEventRow(model_id=model.id, kind=kind, message=message, detail=detail))
     session.flush()
+    _trim(session, ModelEventRow, model.id, KEPT_EVENTS)
 
 
 def events(session: Session, name: str, limit: int = 50) -> list[ModelEvent]:

@@ -168,10 +168,10 @@ class ServingMonitors:
         with session_scope(self.settings.database_url) as session:
             for report in reports:
                 values = [c.psi for c in report.columns if c.psi is not None]
-                monitoring.add_drift_window(
+                changed = monitoring.add_drift_window(
                     session, report.model, report.version, report, max(values, default=None)
                 )
-                if report.drifted:
+                if report.drifted and changed:  # a drift that starts or changes, once
                     self.drift_events += 1
                     message = (
                         f"drift in {len(report.drifted)} column(s) of version {report.version} "

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import binomtest, norm
 
 from app.contracts.enums import Task
 from app.core.db import Session
@@ -53,6 +52,8 @@ class Promotion:
 
 def wilson_lower(successes: int, trials: int, alpha: float) -> float:
     """The one-sided lower confidence bound of a share (Wilson's score interval)."""
+    from scipy.stats import norm  # the gateway loads scipy only when a gate runs
+
     if trials == 0:
         return 0.0
     z = float(norm.ppf(1 - alpha))
@@ -64,6 +65,8 @@ def wilson_lower(successes: int, trials: int, alpha: float) -> float:
 
 def sign_test(better: int, worse: int) -> float:
     """p-value that the candidate is no better: ``better`` rows it wins, ``worse`` it loses."""
+    from scipy.stats import binomtest
+
     if better + worse == 0:
         return 1.0
     return float(binomtest(better, better + worse, 0.5, alternative="greater").pvalue)

@@ -141,6 +141,23 @@ HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def gateway_command(port: int, grpc_port: int) -> list[str]:
+    """``kiln serve`` as a gateway alone (no worker) on loopback, without an access log."""
+    return [
+        str(Path(sys.executable).parent / "kiln"),
+        "serve",
+        "--workers",
+        "0",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port),
+        "--no-access-log",
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))

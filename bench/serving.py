@@ -46,7 +46,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import HOST, free_port, pin, server  # noqa: E402
+from bench.harness import HOST, free_port, gateway_command, pin, server  # noqa: E402
 from bench.loadgen import Measured, run_python_load, run_wrk  # noqa: E402
 from bench.serving_batch import BatchResult, batch_job  # noqa: E402
 
@@ -338,19 +338,7 @@ def kiln_rows(bench: Bench, model: Path, one: np.ndarray, many: np.ndarray) -> l
     """ModelKiln's HTTP and gRPC rows (gateway only), with and without dynamic batching."""
     rows = []
     port, grpc_port = free_port(), free_port()
-    kiln = [
-        str(Path(sys.executable).parent / "kiln"),
-        "serve",
-        "--workers",
-        "0",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--grpc-port",
-        str(grpc_port),
-        "--no-access-log",
-    ]
+    kiln = gateway_command(port, grpc_port)
     env = {"KILN_DATA_DIR": str(bench.scratch / "kiln"), "KILN_ORT_THREADS": "1"}
     json_headers = {"Content-Type": "application/json"}
     with server(kiln, env, port, "/v2/health/ready"):

@@ -49,7 +49,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import HOST, free_port, pin, server  # noqa: E402
+from bench.harness import HOST, free_port, gateway_command, pin, server  # noqa: E402
 from bench.serving import Bench, Row, binary_body, train_model  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serving_peers.md"
@@ -137,20 +137,8 @@ def modelkiln(scratch: Path, model: Path) -> Iterator[Endpoint]:
     data_dir = scratch / "kiln"
     register_export(data_dir, model)
     port, grpc_port = free_port(), free_port()
-    command = [
-        str(Path(sys.executable).parent / "kiln"),
-        "serve",
-        "--workers",
-        "0",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--grpc-port",
-        str(grpc_port),
-        "--no-access-log",
-    ]
-    env = {"KILN_DATA_DIR": str(data_dir), "KILN_ORT_THREADS": "1", "KILN_DRIFT_SAMPLE": "0"}
+    command = gateway_command(port, grpc_port)
+    env = {"KILN_DATA_DIR": str(data_dir), "KILN_ORT_THREADS": "1"}  # else the defaults
     with server(command, env, port, "/v2/health/ready"):
         key = (data_dir / "admin.key").read_text().strip()
         yield Endpoint("ModelKiln", port, grpc_port, key)

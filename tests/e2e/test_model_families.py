@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from app.serving.grpc_schema import SERVICE, message
-from tests.e2e.test_tables import HEADER, penguin_rows
+from tests.e2e.test_tables import HEADER, penguin_records, penguin_rows
 from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import csv_bytes, ui_sign_in
 
@@ -70,18 +70,6 @@ def trees(server: KilnServer, species: int) -> dict[str, Any]:
     )
 
 
-def records(rows: list[list[Any]]) -> list[dict[str, Any]]:
-    out = []
-    for row in rows:
-        record: dict[str, Any] = dict(zip(HEADER[:-1], row[:-1], strict=True))
-        record["bill_length_mm"] = float(row[2]) if row[2] else None
-        record["flipper_mm"] = float(row[3])
-        record["sex"] = row[4] or None
-        record["observed"] = None if row[6] == "NA" else row[6]
-        out.append(record)
-    return out
-
-
 def alone(onnx: bytes, batch: list[dict[str, Any]]) -> np.ndarray:
     """The downloaded file run in plain onnxruntime on raw columns."""
     session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
@@ -105,7 +93,7 @@ def test_gbdt_is_registered_served_and_the_file_alone_agrees(
     assert trees["plan"]["families"] == ["gbdt"]
     assert trees["metrics"]["accuracy"] > 0.7
     assert trees["metrics"]["onnx_max_abs_diff"] <= 1e-4  # checked against LightGBM itself
-    batch = records(penguin_rows(40, seed=77))
+    batch = penguin_records(penguin_rows(40, seed=77))
     with server.client() as client:
         stored = client.get(f"/v1/models/trees/versions/{version}").json()
         assert stored["config"]["family"] == "gbdt"
@@ -125,7 +113,7 @@ def test_gbdt_is_registered_served_and_the_file_alone_agrees(
 
 def test_gbdt_answers_on_v2_and_grpc_as_on_v1(server: KilnServer, trees: dict[str, Any]) -> None:
     version = trees["version"]
-    batch = records(penguin_rows(8, seed=5))
+    batch = penguin_records(penguin_rows(8, seed=5))
     for record in batch:  # JSON has no NaN: /v2's FP32 data holds numbers only
         record["bill_length_mm"] = record["bill_length_mm"] or 44.0
     with server.client() as client:
@@ -215,7 +203,7 @@ def test_linear_regression_end_to_end(server: KilnServer) -> None:
     reference = result["selection"]["reference"]
     assert reference["metric"] == "rmse" and reference["linear_trial"] is not None
     assert reference["winner"] < reference["baseline"]
-    batch = records(penguin_rows(10, seed=8))
+    batch = penguin_records(penguin_rows(10, seed=8))
     for record, row in zip(batch, penguin_rows(10, seed=8), strict=True):
         del record["flipper_mm"]  # the target
         record["species"] = row[-1]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_tables import HEADER, penguin_rows
+from tests.e2e.test_tables import HEADER, penguin_records, penguin_rows
 from tests.fixtures.servers import KilnServer, ServerFactory
 from tests.helpers import csv_bytes
 
@@ -33,19 +33,6 @@ def server(module_kiln_server: ServerFactory) -> Iterator[KilnServer]:
 def cli(server: KilnServer, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KILN_URL": server.url, "KILN_API_KEY": server.key}
     return subprocess.run([KILN, *args], env=env, capture_output=True, text=True, timeout=600)
-
-
-def records(rows: list[list[Any]]) -> list[dict[str, Any]]:
-    """Penguin rows as /v1 records (the target left out)."""
-    out = []
-    for row in rows:
-        record: dict[str, Any] = dict(zip(HEADER[:-1], row[:-1], strict=True))
-        record["bill_length_mm"] = float(row[2]) if row[2] else None
-        record["flipper_mm"] = float(row[3])
-        record["sex"] = row[4] or None
-        record["observed"] = None if row[6] == "NA" else row[6]
-        out.append(record)
-    return out
 
 
 def wait_until(check: Any, timeout_s: float = 60) -> Any:
@@ -86,7 +73,7 @@ def test_log_label_retrain_shadow_and_promote(server: KilnServer, penguins: int)
         )
         # Live traffic, each request under its own id, and the labels that come later.
         rows = penguin_rows(300, seed=9)
-        for index, record in enumerate(records(rows)):
+        for index, record in enumerate(penguin_records(rows)):
             answer = client.post(
                 "/v1/models/penguins/predict",
                 json={"inputs": [record]},
@@ -116,7 +103,7 @@ def test_log_label_retrain_shadow_and_promote(server: KilnServer, penguins: int)
         job = client.get("/v1/jobs", params={"limit": 1}).json()["items"][0]
         assert job["kind"] == "retrain" and job["result"]["source_version"] == 1
         assert job["result"]["plan"]["families"] == ["gbdt"]  # the same search, on new rows
-        for record in records(penguin_rows(250, seed=11)):
+        for record in penguin_records(penguin_rows(250, seed=11)):
             answer = client.post("/v1/models/penguins/predict", json={"inputs": [record]})
             assert answer.headers["x-kiln-version"] == "1"  # the shadow answers no one
 
@@ -135,7 +122,9 @@ def test_log_label_retrain_shadow_and_promote(server: KilnServer, penguins: int)
     with server.client() as client:
 
         def answered_by_the_new_version() -> bool:
-            answer = client.post("/v1/models/penguins/predict", json={"inputs": records(rows[:1])})
+            answer = client.post(
+                "/v1/models/penguins/predict", json={"inputs": penguin_records(rows[:1])}
+            )
             assert answer.status_code == 200, answer.text
             return answer.headers["x-kiln-version"] == "2"
 

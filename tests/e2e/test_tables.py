@@ -56,6 +56,19 @@ def penguin_rows(count: int, seed: int) -> list[list[Any]]:
     return rows
 
 
+def penguin_records(rows: list[list[Any]]) -> list[dict[str, Any]]:
+    """Penguin rows as /v1 records by column name (the target left out, gaps as null)."""
+    out = []
+    for row in rows:
+        record: dict[str, Any] = dict(zip(HEADER[:-1], row[:-1], strict=True))
+        record["bill_length_mm"] = float(row[2]) if row[2] else None
+        record["flipper_mm"] = float(row[3])
+        record["sex"] = row[4] or None
+        record["observed"] = None if row[6] == "NA" else row[6]
+        out.append(record)
+    return out
+
+
 @pytest.fixture(scope="module")
 def server(module_kiln_server: ServerFactory) -> Iterator[KilnServer]:
     kiln = module_kiln_server(workers=2)

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.contracts.enums import MAX_ID
-from app.core.names import ModelNameStr
+from app.core.names import AliasStr, ModelNameStr
 
 RETRAIN_KIND = "retrain"
 
@@ -43,9 +43,8 @@ class RetrainJobCreate(BaseModel):
         "registered. Promote it later with POST .../aliases/{alias}/promote.",
     )
     weight: int = Field(default=10, ge=1, le=99, description="A canary's percent of traffic.")
-    alias: str = Field(
+    alias: AliasStr = Field(
         default="production",
-        max_length=64,
         description="The alias to deploy beside (what serves requests naming no version).",
     )
     timeout_s: float | None = Field(

@@ -19,7 +19,7 @@ from pyarrow import csv as arrow_csv
 from app.contracts.enums import Task
 from app.core.db import Session
 from app.core.errors import InvalidInput
-from app.core.names import COLUMN_NAME
+from app.core.names import COLUMN_NAME, DATASET_NAME, MODEL_NAME
 from app.datasets import service as datasets
 from app.registry import monitoring
 from app.registry.service import get_model, get_version
@@ -126,7 +126,10 @@ def dataset_from_log(
 ) -> FromLog:
     """Join the labels with the model's logged inputs and upload the result as a dataset;
     422 naming what is missing (the columns, or any match with the log)."""
+    MODEL_NAME.check(model, "model")
     COLUMN_NAME.check(target, "target")
+    if name is not None:
+        DATASET_NAME.check(name, "name")
     task = get_model(session, model).task
     wanted = _labels(labels, target)
     logged = _logged(session, store, model)

@@ -12,6 +12,7 @@ from app.api.schemas import JobRead
 from app.contracts.results import (
     CompressResult,
     PredictResult,
+    RetrainResult,
     SearchResult,
     StoredResult,
     result_as,
@@ -68,6 +69,21 @@ STORED: dict[str, dict[str, Any]] = {
             "refit_epochs": 7,
         },
     },
+    "retrain": {
+        "model_name": "m",
+        "version": 4,
+        "trial": 2,
+        "metrics": {"accuracy": 0.91},
+        "versions": [4],
+        "plan": {
+            "objectives": [{"metric": "accuracy", "direction": "maximize"}],
+            "algorithm": "tpe",
+            "trials_at_once": 2,
+        },
+        "source_version": 3,
+        "retrain_mode": "search",
+        "deployment": {"alias": "prod", "mode": "shadow", "version": 4, "deployed": True},
+    },
     "compress": {
         "model_name": "m",
         "parent_version": 1,
@@ -98,6 +114,7 @@ MODELS: dict[str, type[StoredResult]] = {
     "search": SearchResult,
     "compress": CompressResult,
     "predict": PredictResult,
+    "retrain": RetrainResult,
 }
 
 

@@ -55,10 +55,12 @@ PATH_PARAMS = {
     "dataset_id": "1",
     "job_id": "1",
     "key_id": "1",
+    "part": "1",
 }
 NAME_PARAMS = ("name", "alias")
 # Request-body fields that hold a name, by the OpenAPI schema that declares them; each has a
 # case below, and a new one fails test_every_name_field_has_a_case until it gets one.
+FROM_LOG = "Body_dataset_from_request_log_v1_datasets_from_log_post"
 BODY_NAME_FIELDS = {
     ("SearchJobCreate", "model_name"),
     ("PredictJobCreate", "model"),
@@ -69,17 +71,25 @@ BODY_NAME_FIELDS = {
     ("Body_upload_dataset_v1_datasets_post", "target"),
     ("Body_submit_batch_prediction_v1_jobs_predict_post", "model"),
     ("TagsPatch", "tags"),
+    ("RetrainJobCreate", "model"),
+    ("RetrainJobCreate", "alias"),
+    (FROM_LOG, "model"),
+    (FROM_LOG, "name"),
+    (FROM_LOG, "target"),
 }
 # Free text (a space inside is fine; at either end, or a control character, is not).
 FREE_TEXT_FIELDS = {
     ("KeyCreate", "name"),
     ("Body_upload_dataset_v1_datasets_post", "name"),
     ("Body_upload_dataset_v1_datasets_post", "target"),
+    (FROM_LOG, "name"),
+    (FROM_LOG, "target"),
 }
 FIELD_NAMES = {"name", "model", "model_name", "alias", "target", "tags"}
 CSV = b"a,b,label\n" + b"".join(
     b"%d,%d,%s\n" % (i, i % 5, b"xy"[i % 2 : i % 2 + 1]) for i in range(24)
 )
+LABELS = b"request_id,label\nr1,x\n"
 SAME_SITE = {"Origin": "http://testserver"}
 FUZZ = fuzz_settings(
     max_examples=120,
@@ -221,29 +231,39 @@ def test_hostile_names_in_paths_are_4xx_and_store_nothing(
     assert stored(settings) == before, (method, path)
 
 
+def request_schemas(document: dict[str, Any]) -> set[str]:
+    """The schemas a request body can hold: each operation's body schema and every schema
+    reachable from it by $ref (a response-only schema is not among them)."""
+    schemas = document["components"]["schemas"]
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                name = ref.rsplit("/", 1)[-1]
+                if name not in found:
+                    found.add(name)
+                    walk(schemas[name])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                walk(operation.get("requestBody"))
+    return found
+
+
 def test_every_name_field_has_a_case(app: FastAPI) -> None:
-    schemas = app.openapi()["components"]["schemas"]
-    requests = {
-        name
-        for name in schemas
-        if not name.endswith(
-            (
-                "Read",
-                "Response",
-                "Report",
-                "Profile",
-                "Row",
-                "Spec",
-                "Created",
-                "Front",
-                "Result",
-                "Table",
-            )
-        )
-    }
+    document = app.openapi()
+    schemas = document["components"]["schemas"]
     found = {
         (schema, field)
-        for schema in requests
+        for schema in request_schemas(document)
         for field in schemas[schema].get("properties", {})
         if field in FIELD_NAMES
     }
@@ -290,6 +310,24 @@ def _body_case(field: tuple[str, str], name: str, onnx: bytes) -> tuple[str, dic
             {"data": {"model": name}, "files": {"file": ("t.csv", CSV, "text/csv")}},
         ),
         ("TagsPatch", "tags"): ("/v1/models/flowers", {"json": {"tags": {name: "x"}}}),
+        ("RetrainJobCreate", "model"): (
+            "/v1/jobs",
+            {"json": {"kind": "retrain", "model": name, "dataset_id": 1}},
+        ),
+        ("RetrainJobCreate", "alias"): (
+            "/v1/jobs",
+            {"json": {"kind": "retrain", "model": "flowers", "dataset_id": 1, "alias": name}},
+        ),
+        **{
+            (FROM_LOG, field): (
+                "/v1/datasets/from-log",
+                {
+                    "data": {"model": "flowers", "target": "label", field: name},
+                    "files": {"labels": ("labels.csv", LABELS, "text/csv")},
+                },
+            )
+            for field in ("model", "name", "target")
+        },
     }
     return cases[field]
 

@@ -103,6 +103,11 @@ def test_a_shifted_sample_drifts_and_an_unshifted_one_does_not(
     assert by_column["f2"]["psi"] > 2 and by_column["f0"]["psi"] < 0.2
     [event] = watched.get("/v1/models/watched/events", headers=admin).json()
     assert event["kind"] == "drift" and "f2" in event["message"]
+    again = rng.normal(size=(200, 4))
+    again[:, 2] += 3.0
+    send(watched, admin, again)  # the same drift: a window, and no second event
+    assert len(watched.get("/v1/models/watched/drift", headers=admin).json()) == 3
+    assert len(watched.get("/v1/models/watched/events", headers=admin).json()) == 1
     metrics = watched.get("/metrics").text
     assert 'kiln_drift_psi{column="f2",model="watched",version="1"}' in metrics
     assert 'kiln_model_events_total{kind="drift",model="watched"} 1.0' in metrics

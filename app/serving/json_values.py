@@ -4,11 +4,39 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+# Below this size a plain byte search is cheapest; above it, one vectorised pass.
+SMALL_BODY = 4096
+_LETTERS = {letter: ord(letter) for letter in "truefals"}
+
 
 def has_json_booleans(body: bytes) -> bool:
-    """Whether a JSON body could hold true or false (a fast byte search: numpy would
-    silently read them as 1 and 0 among numbers, so only then are values looked at)."""
-    return b"true" in body or b"false" in body
+    """Whether a JSON body could hold true or false: numpy would silently read them as 1
+    and 0 among numbers, so only then are the values looked at. A large body is scanned
+    once for the 'e' both words end in and each one's preceding letters compared (CPython's
+    substring search is slow on digits, whose bytes share its skip table with 'true')."""
+    if len(body) < SMALL_BODY:
+        return b"true" in body or b"false" in body
+    raw = np.frombuffer(body, dtype=np.uint8)
+    ends = np.flatnonzero(raw == _LETTERS["e"])
+    ends = ends[ends >= 3]
+    letter = _LETTERS
+    true = (
+        (raw[ends - 1] == letter["u"])
+        & (raw[ends - 2] == letter["r"])
+        & (raw[ends - 3] == letter["t"])
+    )
+    if true.any():
+        return True
+    ends = ends[ends >= 4]
+    false = (
+        (raw[ends - 1] == letter["s"])
+        & (raw[ends - 2] == letter["l"])
+        & (raw[ends - 3] == letter["a"])
+        & (raw[ends - 4] == letter["f"])
+    )
+    return bool(false.any())
 
 
 def first_boolean(values: list[Any], where: str) -> str | None:

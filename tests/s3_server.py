@@ -15,6 +15,23 @@ import httpx
 
 from tests.fixtures.servers import free_port, stop_process
 
+# moto's FakeKey.etag reads the object's buffer without the lock its value getter holds,
+# so a GET racing a PUT's first etag (which real S3 never exposes) could read a partial body
+# through the shared file position: the server runs with etag under that lock too.
+MOTO_WITH_LOCKED_ETAG = """
+import sys
+from moto.s3.models import FakeKey
+from moto.server import main
+
+unlocked = FakeKey.etag.fget
+
+def etag(key):
+    with key.lock:
+        return unlocked(key)
+
+FakeKey.etag = property(etag)
+main(sys.argv[1:])
+"""
 ACCESS_KEY_ID = "kiln-test-key"
 SECRET_ACCESS_KEY = "kiln-test-secret-5f1c2a9e"
 
@@ -25,7 +42,7 @@ def s3_server(log_dir: Path) -> Iterator[str]:
     port = free_port()
     log = (log_dir / f"moto-{port}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-c", MOTO_WITH_LOCKED_ETAG, "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -22,7 +22,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import HOST, free_port, server  # noqa: E402
+from bench.harness import HOST, free_port, gateway_command, server  # noqa: E402
 from bench.serving import json_body, train_model  # noqa: E402
 
 # Stages of the path, by the frame that starts each (file suffix, function).
@@ -66,19 +66,7 @@ def main() -> None:
         model = scratch / "mlp.onnx"
         one = train_model(model)[:1]
         port = free_port()
-        kiln = [
-            str(Path(sys.executable).with_name("kiln")),
-            "serve",
-            "--workers",
-            "0",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--grpc-port",
-            "0",
-            "--no-access-log",
-        ]
+        kiln = gateway_command(port, 0)
         env = {"KILN_DATA_DIR": str(scratch / "kiln"), "KILN_ORT_THREADS": "1"}
         with server(kiln, env, port, "/v2/health/ready") as process:
             key = (scratch / "kiln" / "admin.key").read_text().strip()

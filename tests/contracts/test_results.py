@@ -50,6 +50,11 @@ TABLE = {
     "reason": "no variant qualified",
     "rows": [ROW],
 }
+PLAN = {
+    "objectives": [{"metric": "accuracy", "direction": "maximize"}],
+    "algorithm": "tpe",
+    "trials_at_once": 2,
+}
 STORED: dict[str, dict[str, Any]] = {
     "search": {
         "model_name": "m",
@@ -57,11 +62,7 @@ STORED: dict[str, dict[str, Any]] = {
         "trial": 3,
         "metrics": {"accuracy": 0.9},
         "versions": [1],
-        "plan": {
-            "objectives": [{"metric": "accuracy", "direction": "maximize"}],
-            "algorithm": "tpe",
-            "trials_at_once": 2,
-        },
+        "plan": PLAN,
         "selection": {
             "validation": "holdout",
             "validation_rows": 30,
@@ -75,11 +76,7 @@ STORED: dict[str, dict[str, Any]] = {
         "trial": 2,
         "metrics": {"accuracy": 0.91},
         "versions": [4],
-        "plan": {
-            "objectives": [{"metric": "accuracy", "direction": "maximize"}],
-            "algorithm": "tpe",
-            "trials_at_once": 2,
-        },
+        "plan": PLAN,
         "source_version": 3,
         "retrain_mode": "search",
         "deployment": {"alias": "prod", "mode": "shadow", "version": 4, "deployed": True},

@@ -38,11 +38,15 @@ from app.jobs.files import sweep_job_files
 from app.jobs.queue import JobQueue
 from app.jobs.reaper import reap
 from app.kinds import JOB_KINDS
+from app.serving.codecs.base import Limits
+from app.serving.core import InferenceCore
+from app.serving.counters import ServingCounters
 from app.serving.directory import ServingDirectory
 from app.serving.generation import SharedGeneration
 from app.serving.monitors import ServingMonitors
 from app.serving.preload import Preload, preload
 from app.serving.runtime import SessionCache, UploadLimits
+from app.serving.sandbox import SandboxLimits, SandboxPool
 from app.storage import get_store
 from app.ui.install import install_ui
 
@@ -115,12 +119,15 @@ def create_app(
                     )
                 )
             )
+        loop = asyncio.get_running_loop()
+        state.core.attach(loop)
+        state.sandboxes.attach(loop)
+        tasks.append(asyncio.create_task(state.metrics.push_shared()))
         state.monitors.start()
         grpc = None
         if serve_grpc and settings.grpc_port:
             grpc = grpc_server(
                 state,
-                asyncio.get_running_loop(),
                 host=settings.grpc_host,
                 port=settings.grpc_port,
                 reuse_port=reuse_port,
@@ -138,6 +145,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await asyncio.to_thread(state.monitors.stop)  # a last flush of what was measured
+            state.sandboxes.close()
 
     app = Gateway(
         title="ModelKiln",
@@ -153,11 +161,13 @@ def create_app(
         },
     )
     store = get_store(settings)
+    sandboxes = SandboxPool(SandboxLimits.from_settings(settings))
     sessions = SessionCache(
         store,
         threads=settings.ort_threads,
         capacity=settings.session_cache_size,
         max_bytes=int(settings.session_cache_mb * 1048576),
+        sandboxes=sandboxes,
     )
     shared = (
         SharedGeneration(Path(settings.serving_generation_file))
@@ -173,8 +183,20 @@ def create_app(
             run_timeout_s=settings.upload_run_timeout_s,
             request_memory_mb=settings.upload_request_memory_mb,
         ),
+        max_rows=settings.max_predict_rows,
+        coalesce=settings.coalesce,
     )
-    serving_metrics = metrics.ServingMetrics(sessions, settings)
+    counters = ServingCounters()
+    serving_metrics = metrics.ServingMetrics(sessions, settings, counters)
+    monitors = ServingMonitors(
+        settings,
+        store,
+        lambda name, version: directory.target(name, version).model,
+        on_log_drop=serving_metrics.log_dropped.inc,
+    )
+    limits = Limits(
+        max_rows=settings.max_predict_rows, max_tensor_elements=settings.max_tensor_elements
+    )
     state = GatewayState(
         settings=settings,
         started_at=utcnow(),
@@ -184,12 +206,9 @@ def create_app(
         directory=directory,
         preload=Preload(done=not settings.preload_models),
         metrics=serving_metrics,
-        monitors=ServingMonitors(
-            settings,
-            store,
-            lambda name, version: directory.target(name, version).model,
-            on_log_drop=serving_metrics.log_dropped.inc,
-        ),
+        monitors=monitors,
+        core=InferenceCore(directory, monitors, counters, limits),
+        sandboxes=sandboxes,
         ui_secret=server_secret(settings.ui_secret.get_secret_value(), settings.ui_secret_path),
     )
     app.state.gateway = state

@@ -293,7 +293,9 @@ class RequestLogPart(Base):
     key: Mapped[str] = mapped_column(String(512), unique=True)
     sha256: Mapped[str] = mapped_column(String(64))
     rows: Mapped[int] = mapped_column(Integer)
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)  # the Parquet file (compressed)
+    # Its columns uncompressed (what a reader unpacks); None: recorded before it was measured.
+    raw_bytes: Mapped[int | None] = mapped_column(BigInteger)
     first_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, delete, make_url, text
 
 from app.auth import create_key
 from app.contracts.enums import Scope
-from app.contracts.signature import Signature
+from app.contracts.signature import Signature, VersionConfig
 from app.core.config import Settings, load_settings
 from app.core.db import dispose_engines, session_scope
 from app.core.migrate import upgrade_to_head
@@ -189,6 +189,9 @@ def classifier_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+BOUNDED = VersionConfig(graph_class="bounded", graph_class_reason="dense layers (a test graph)")
+
+
 def register(
     settings: Settings,
     onnx: Path,
@@ -199,7 +202,8 @@ def register(
     source: str = "upload",
 ) -> int:
     """Store ``onnx`` and register it as the next version of ``name`` (as ``source``
-    registers it: upload, search or compression)."""
+    registers it: upload, search or compression). An upload is registered as the upload
+    route classifies a graph of dense layers: bounded (it runs in the gateway)."""
     store = get_store(settings)
     with session_scope(settings.database_url) as session:
         artifact = store.put_file(f"test/{name}/{onnx.stat().st_mtime_ns}.onnx", onnx)
@@ -218,6 +222,7 @@ def register(
                         "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, outputs]}],
                     }
                 ),
+                config=BOUNDED if source == "upload" else None,
             ),
         )
         return version.version

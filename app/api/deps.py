@@ -13,7 +13,7 @@ from app.api.state import gateway_of
 from app.auth import Principal, check_scope
 from app.contracts.enums import Scope
 from app.core.config import Settings
-from app.core.db import Session, defer_until_commit, session_scope
+from app.core.db import Session, session_scope
 from app.core.errors import Unauthorized
 from app.jobs.queue import JobQueue
 from app.serving.directory import ServingDirectory
@@ -70,15 +70,6 @@ async def require_any_key(
     if principal is None:
         principal = await run_in_threadpool(directory.authenticate, credentials.credentials)
     return principal
-
-
-async def invalidate_after_commit(session: SessionDep, directory: DirectoryDep) -> None:
-    """For routes that change what serves or who may call: once the request's transaction
-    commits, drop the hot path's cached key checks and resolutions."""
-    defer_until_commit(session, directory.invalidate)
-
-
-InvalidatesServing = Depends(invalidate_after_commit)
 
 
 def require(scope: Scope) -> Callable[..., Any]:

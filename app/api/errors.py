@@ -1,12 +1,12 @@
-"""One rendering of errors: ``{"detail": ...}`` on /v1, ``{"error": ...}`` on /v2 (the
-inference protocol's shape)."""
+"""One rendering of errors: each protocol's shape under its prefix (``{"error": ...}`` on
+/v2, the inference protocol's, from the codec table), ``{"detail": ...}`` elsewhere, an
+HTML page on the dashboard's paths."""
 
 from __future__ import annotations
 
 import html
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,50 +17,16 @@ from starlette.exceptions import HTTPException
 
 from app.api.state import GatewayState
 from app.core.db import DATABASE_UNAVAILABLE, VALUE_UNSTORABLE
-from app.core.errors import KilnError, RefusedBelow, Unauthorized
+from app.core.errors import KilnError, RefusedBelow
+from app.core.failures import failure_of
 from app.core.names import shown
 from app.kinds import JOB_KINDS
+from app.serving.codecs import error_key_for
 
 logger = logging.getLogger(__name__)
 
 
-# The database down: the request may be sent again, so a 503 with Retry-After, not a 500.
-DATABASE_MESSAGE = "the registry database is unavailable right now; retry shortly"
-RETRY_AFTER = {"Retry-After": "2"}
 ECHO_CHARS = 200  # the most of a client's input a validation error repeats
-ARTIFACT_MESSAGE = "a file this request needs is missing from the artifact store"
-# A value the database cannot store (PostgreSQL: a number past its column, text holding a
-# NUL character) that no check caught earlier: the client's input, so a 422, never a 500.
-UNSTORABLE_MESSAGE = (
-    "a value in the request cannot be stored: a number out of range, or text with a NUL character"
-)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """What a request that raised is answered with."""
-
-    status: int
-    message: str
-    headers: dict[str, str]
-
-
-def failure_of(error: Exception) -> Failure:
-    """The answer to an exception, the same for FastAPI's routes and the fast path: our
-    errors as they say, the database down (503), an unstorable value (422), else 500."""
-    if isinstance(error, KilnError):
-        return Failure(
-            error.status_code,
-            error.message,
-            {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {},
-        )
-    if isinstance(error, VALUE_UNSTORABLE):
-        return Failure(422, UNSTORABLE_MESSAGE, {})
-    if isinstance(error, DATABASE_UNAVAILABLE):
-        return Failure(503, DATABASE_MESSAGE, RETRY_AFTER)
-    if isinstance(error, FileNotFoundError):  # an artifact gone from the store
-        return Failure(503, ARTIFACT_MESSAGE, {})
-    return Failure(500, "internal error", {})
 
 
 def error_response(
@@ -76,7 +42,7 @@ def error_response(
             status_code=status,
             headers=headers,
         )
-    body = {"error": message} if path.startswith("/v2") else {"detail": message}
+    body = {error_key_for(path): message}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

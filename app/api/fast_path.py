@@ -1,89 +1,67 @@
-"""Predict and infer served straight from ASGI, ahead of FastAPI's middleware stack, routing
-and dependency solving (which cost more than a small MLP's run): the gateway app hands
-these two routes here first (``app.main.Gateway``). Same key check, body limit, inference
-path and error rendering as the documented routes; anything it does not recognise (another
-route, an unusual query string, a browser's cross-origin call when CORS is configured)
-goes on to FastAPI unchanged."""
+"""Inference served straight from ASGI, ahead of FastAPI's middleware stack, routing and
+dependency solving (which cost more than a small network's run): the gateway app hands
+every path an HTTP codec matches (``app.serving.codecs.HTTP_CODECS``: ``/v1`` predict,
+``/v2`` infer) here first (``app.main.Gateway``). Same key check, body limit, inference core
+and error rendering as the documented routes; anything no codec matches (another route, an
+unusual query string, a browser's cross-origin call when CORS is configured) goes on to
+FastAPI unchanged."""
 
 from __future__ import annotations
 
 import logging
-import re
+from typing import Any
 
-import orjson
 from starlette.types import Receive, Scope, Send
 
-from app.api.errors import failure_of
-from app.api.inference import (
-    JSON,
-    NO_META,
-    Answer,
-    RequestMeta,
-    authorize,
-    infer_answer,
-    predict_answer,
-)
+from app.api.inference import authorize
 from app.api.state import GatewayState
 from app.contracts.enums import Scope as KeyScope
 from app.contracts.traffic import REQUEST_ID_HEADER, ROUTE_KEY_HEADER
 from app.core.errors import BadRequest, PayloadTooLarge
+from app.core.failures import failure_of
+from app.serving.codecs import HTTP_CODECS
+from app.serving.codecs.base import JSON, NO_META, Answer, HttpCodec, Payload, RequestMeta
 from app.serving.request_log import valid_request_id
 
 logger = logging.getLogger(__name__)
 
-_PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
-_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([1-9][0-9]{0,8}))?/infer")
-_VERSION_QUERY = re.compile(rb"version=([1-9][0-9]{0,8})")
 _LENGTH = b"content-length"
 _AUTHORIZATION = b"authorization"
 _HEADER_LENGTH = b"inference-header-content-length"
 _ROUTE_KEY = ROUTE_KEY_HEADER.encode()
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
+_ORIGIN = b"origin"
 
-Route = tuple[str, str, int | None]  # protocol, model name, version
+Route = tuple[HttpCodec[Any], str, int | None]  # codec, model name, version
 
 
 class InferenceFastPath:
-    """Recognises the inference routes and serves them (see the module docstring)."""
+    """Recognises the inference routes of every HTTP codec and serves them (see the module
+    docstring)."""
 
     def __init__(self, state: GatewayState, *, cors: bool) -> None:
         self.state = state
+        self.core = state.core
         self.cors = cors  # browsers' cross-origin calls then go through CORSMiddleware
         self.limit: int = state.settings.max_request_bytes
 
     def route(self, scope: Scope) -> Route | None:
-        """The route of an inference request this path serves, else None."""
+        """The codec and route of an inference request this path serves, else None."""
         if scope["method"] != "POST":
             return None
         path: str = scope["path"]
-        found: Route | None = None
-        if path.startswith("/v1/"):
-            match = _PREDICT.fullmatch(path)
-            query: bytes = scope["query_string"]
-            if match is None:
-                return None
-            if not query:
-                found = "v1", match[1], None
-            elif version := _VERSION_QUERY.fullmatch(query):
-                found = "v1", match[1], int(version[1])
-            else:  # anything else in the query goes to FastAPI, which explains it
-                return None
-        elif path.startswith("/v2/") and not scope["query_string"]:
-            match = _INFER.fullmatch(path)
-            if match is None:
-                return None
-            found = "v2", match[1], int(match[2]) if match[2] else None
-        if (
-            found is not None
-            and self.cors
-            and any(name == b"origin" for name, _ in scope["headers"])
-        ):
-            return None
-        return found
+        query: bytes = scope["query_string"]
+        for codec in HTTP_CODECS:
+            found = codec.match(path, query)
+            if found is not None:
+                if self.cors and any(name == _ORIGIN for name, _ in scope["headers"]):
+                    return None
+                return codec, found[0], found[1]
+        return None
 
     async def serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one request; every failure is rendered as the gateway renders it."""
-        protocol, name, version = route
+        codec, name, version = route
         authorization = declared = header_length = route_key = request_id = None
         for key, value in scope["headers"]:
             if key == _AUTHORIZATION:
@@ -91,7 +69,7 @@ class InferenceFastPath:
             elif key == _LENGTH:
                 declared = value
             elif key == _HEADER_LENGTH:
-                header_length = value
+                header_length = value.decode("latin-1")
             elif key == _ROUTE_KEY:
                 route_key = value.decode("latin-1")
             elif key == _REQUEST_ID:
@@ -106,32 +84,32 @@ class InferenceFastPath:
                 self.state.directory, (authorization or b"").decode("latin-1"), KeyScope.INFER
             )
             body = await read_body(receive, declared, self.limit)
-            if protocol == "v1":
-                answer = await predict_answer(self.state, name, version, body, meta)
-            else:
-                answer = await infer_answer(
-                    self.state,
-                    name,
-                    version,
-                    body,
-                    None if header_length is None else header_length.decode("latin-1"),
-                    meta,
-                )
+            answer = await self.core.infer(
+                codec, name, version, payload_of(body, header_length), meta
+            )
         except Exception as error:
             failure = failure_of(error)
             if failure.status == 500:
                 logger.exception("inference request failed")
-            key = "error" if protocol == "v2" else "detail"
             await respond(
                 send,
                 failure.status,
                 Answer(
-                    orjson.dumps({key: failure.message}),
+                    codec.error_body(failure.message),
                     {"content-type": JSON, **{k.lower(): v for k, v in failure.headers.items()}},
                 ),
             )
             return
         await respond(send, 200, answer)
+
+
+def payload_of(body: bytes, header_length: str | None) -> Payload:
+    """An HTTP body as the core takes it: its JSON part is the header when the binary
+    tensor extension splits it."""
+    json_bytes = len(body)
+    if header_length is not None and header_length.isdigit():
+        json_bytes = min(json_bytes, int(header_length))
+    return Payload(body, len(body), json_bytes, header_length)
 
 
 def too_large(limit: int) -> PayloadTooLarge:

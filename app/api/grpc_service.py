@@ -4,43 +4,33 @@ to the HTTP gateway in the same process: the same session cache, key checks
 ``grpc``). Health and server metadata are open, as on ``/v2``.
 
 The server is grpcio's threaded one, not its asyncio one on the gateway's event loop: each
-call runs on a thread of its pool from start to end (``infer_on_this_thread``), and the
-event loop stays HTTP's. With the same decode, run and encode of one row on one core,
-grpcio's threaded server made 3,372 calls/s and its asyncio one (on uvloop) 2,610 on this
-machine; bench/results/serving_peers.md has the floor of each protocol."""
+call runs on a thread of its pool from start to end (the inference core's
+``infer_blocking``, with the gRPC codec), and the event loop stays HTTP's. With the same
+decode, run and encode of one row on one core, grpcio's threaded server made 3,372 calls/s
+and its asyncio one (on uvloop) 2,610 on this machine; bench/results/serving_peers.md has
+the floor of each protocol."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-import numpy as np
 
-from app.api.errors import failure_of
-from app.api.inference import (
-    RequestMeta,
-    authorize_on_this_thread,
-    element_limit,
-    infer_feeds,
-    infer_on_this_thread,
-)
+from app.api.inference import authorize_on_this_thread
 from app.api.state import GatewayState
 from app.api.v2 import metadata_of, not_ready_because, package_version
 from app.contracts.enums import Scope
 from app.contracts.traffic import REQUEST_ID_HEADER, ROUTE_KEY_HEADER
 from app.core.db import session_scope
 from app.core.errors import BadRequest, NotFound, Unavailable
-from app.serving.directory import Target
+from app.core.failures import failure_of
+from app.serving.codecs import GRPC
+from app.serving.codecs.base import Payload, RequestMeta
 from app.serving.grpc_schema import METHODS, SERVICE, message
-from app.serving.oip import InferRequest
-from app.serving.oip_grpc import decode_grpc, encode_grpc
 from app.serving.request_log import valid_request_id
-from app.serving.runtime import Feeds, LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +72,8 @@ class InferenceService:
     """The service's calls; each failure is answered with the status code of its HTTP
     twin's status and the same message."""
 
-    def __init__(self, state: GatewayState, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, state: GatewayState) -> None:
         self.state = state
-        self.loop = loop  # where the models' dynamic batchers run
 
     def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
         return message("ServerLiveResponse")(live=True)
@@ -125,31 +114,11 @@ class InferenceService:
 
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
         authorize_on_this_thread(self.state.directory, _authorization(context), Scope.INFER)
-        settings = self.state.settings
-        name = request.model_name
-
-        def parse(model: LoadedModel) -> tuple[InferRequest, Feeds]:
-            decoded = decode_grpc(request, max_elements=element_limit(settings, model))
-            return decoded, infer_feeds(settings, model, decoded)
-
-        def render(
-            target: Target, decoded: InferRequest, output: np.ndarray, headers: dict[str, str]
-        ) -> Any:
-            # The answer names its version (model_version); a logged request without an id
-            # of its own gets the one it was logged under (id), as HTTP's headers say both.
-            logged = headers.get(REQUEST_ID_HEADER)
-            if logged is not None and not decoded.request_id:
-                decoded = dataclasses.replace(decoded, request_id=logged)
-            return encode_grpc(name, target.version, decoded, {target.model.output_name: output})
-
-        return infer_on_this_thread(
-            self.state,
-            self.loop,
-            "grpc",
-            name,
+        return self.state.core.infer_blocking(
+            GRPC,
+            request.model_name,
             _version(request.model_version),
-            parse,
-            render,
+            Payload(request, request.ByteSize()),
             _meta(context),
         )
 
@@ -175,15 +144,13 @@ GRPC_THREADS = 8  # calls in progress at once (each holds its thread to the end)
 
 def grpc_server(
     state: GatewayState,
-    loop: asyncio.AbstractEventLoop,
     *,
     host: str,
     port: int,
     reuse_port: bool,
 ) -> grpc.Server:
-    """The gRPC server (not started), on a pool of its own threads (``loop``: the gateway's
-    event loop, where dynamic batchers run). ``reuse_port`` lets several gateway processes
-    share the port; without it a port in use is an error."""
+    """The gRPC server (not started), on a pool of its own threads. ``reuse_port`` lets
+    several gateway processes share the port; without it a port in use is an error."""
     limit = state.settings.max_request_bytes
     server = grpc.server(
         ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix="kiln-grpc"),
@@ -193,7 +160,7 @@ def grpc_server(
             ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
-    service = InferenceService(state, loop)
+    service = InferenceService(state)
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
             _guarded(getattr(service, name)),

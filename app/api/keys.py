@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app import auth
-from app.api.deps import AdminAccess, InvalidatesServing, SessionDep
+from app.api.deps import AdminAccess, SessionDep
 from app.api.errors_schema import V1_ERRORS
 from app.api.params import IdPath
 from app.api.schemas import KeyCreate, KeyCreated, KeyRead
@@ -30,7 +30,7 @@ def list_keys(session: SessionDep) -> list[KeyRead]:
     return [KeyRead.model_validate(row) for row in auth.list_keys(session)]
 
 
-@router.delete("/{key_id}", response_model=KeyRead, dependencies=[InvalidatesServing])
+@router.delete("/{key_id}", response_model=KeyRead)
 def revoke_key(session: SessionDep, key_id: IdPath) -> KeyRead:
     """Revoke a key; it stops working at once."""
     return KeyRead.model_validate(auth.revoke_key(session, key_id))

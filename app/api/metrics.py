@@ -3,17 +3,25 @@ compute time apart), loaded models and their bytes, jobs by state."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
+import threading
 from collections.abc import Iterator
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+from prometheus_client import Histogram as PromHistogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from app.api.state import gateway_of
 from app.contracts.enums import JobStatus
@@ -23,12 +31,13 @@ from app.core.db import session_scope
 from app.core.errors import Unauthorized
 from app.jobs.repository import JobRepository
 from app.registry import monitoring
+from app.serving.counters import BUCKETS, OUTCOMES, Histogram, Key, Series, ServingCounters
 from app.serving.runtime import LoadedModel, SessionCache
 
 router = APIRouter(tags=["metrics"])
 
 _LABELS = ("model", "version", "protocol")
-_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+PUSH_S = 1.0  # how often a process of several pushes its inference counts to the shared files
 
 
 class _StateCollector(Collector):
@@ -122,35 +131,112 @@ def leave_shared_metrics() -> None:
         mark_process_dead(os.getpid())
 
 
-class ServingMetrics:
-    """The app's own registry, so several apps in one process never collide. With several
-    gateway processes, every process writes its series to the shared directory and
-    ``/metrics`` in any of them sums them all."""
+def _inference_families(series: dict[Key, Series]) -> Iterator[Metric]:
+    """The inference counters as Prometheus families, read at scrape time."""
+    requests = CounterMetricFamily(
+        "kiln_inference_requests", "Inference requests by outcome", labels=[*_LABELS, "outcome"]
+    )
+    queue = HistogramMetricFamily(
+        "kiln_inference_queue_seconds", "Wait before the work started", labels=list(_LABELS)
+    )
+    compute = HistogramMetricFamily(
+        "kiln_inference_compute_seconds", "onnxruntime run time", labels=list(_LABELS)
+    )
+    for key, counts in sorted(series.items()):
+        for outcome, value in zip(OUTCOMES, counts.outcomes, strict=True):
+            if value:
+                requests.add_metric([*key, outcome], value)
+        if counts.outcomes[0]:
+            for family, histogram in ((queue, counts.queue), (compute, counts.compute)):
+                family.add_metric(list(key), _cumulative(histogram), histogram.total)
+    yield from (requests, queue, compute)
 
-    def __init__(self, cache: SessionCache, settings: Settings) -> None:
-        self.registry = CollectorRegistry()
-        shared = shared_metrics_dir() is not None
-        own = None if shared else self.registry  # shared: read back through the collector
+
+def _cumulative(histogram: Histogram) -> list[tuple[str, float]]:
+    running = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, count in zip((*BUCKETS, float("inf")), histogram.counts, strict=True):
+        running += count
+        buckets.append((floatToGoString(bound), running))
+    return buckets
+
+
+class _InferenceCollector(Collector):
+    def __init__(self, counters: ServingCounters) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _inference_families(self.counters.snapshot())
+
+
+class _SharedPush:
+    """Several gateway processes: each pushes what its counters gained since the last push
+    into prometheus_client's multiprocess files every ``PUSH_S`` seconds, where
+    ``/metrics`` in any of them reads every process's."""
+
+    def __init__(self, counters: ServingCounters) -> None:
+        self.counters = counters
         self.requests = Counter(
             "kiln_inference_requests",
             "Inference requests by outcome",
             [*_LABELS, "outcome"],
-            registry=own,
+            registry=None,
         )
-        self.queue = Histogram(
+        self.queue = PromHistogram(
             "kiln_inference_queue_seconds",
             "Wait before the work started",
             _LABELS,
-            buckets=_BUCKETS,
-            registry=own,
+            buckets=BUCKETS,
+            registry=None,
         )
-        self.compute = Histogram(
+        self.compute = PromHistogram(
             "kiln_inference_compute_seconds",
             "onnxruntime run time",
             _LABELS,
-            buckets=_BUCKETS,
-            registry=own,
+            buckets=BUCKETS,
+            registry=None,
         )
+        self._pushed: dict[Key, Series] = {}
+        self._lock = threading.Lock()
+
+    def push(self) -> None:
+        with self._lock:
+            now = self.counters.snapshot()
+            for key, counts in now.items():
+                before = self._pushed.get(key, Series())
+                for outcome, value, old in zip(
+                    OUTCOMES, counts.outcomes, before.outcomes, strict=True
+                ):
+                    if value > old:
+                        self.requests.labels(*key, outcome).inc(value - old)
+                for family, histogram, old_histogram in (
+                    (self.queue, counts.queue, before.queue),
+                    (self.compute, counts.compute, before.compute),
+                ):
+                    gained = histogram.minus(old_histogram)
+                    if not any(gained.counts):
+                        continue
+                    # prometheus_client has no bulk observe: its child keeps one value per
+                    # bucket (not cumulative) and one for the sum, as observe() adds them.
+                    child = family.labels(*key)
+                    child._sum.inc(gained.total)
+                    for bucket, count in zip(child._buckets, gained.counts, strict=True):
+                        if count:
+                            bucket.inc(count)
+            self._pushed = now
+
+
+class ServingMetrics:
+    """The app's own registry, so several apps in one process never collide. The inference
+    path counts in ``counters`` (``app.serving.counters``), read at scrape time; with several
+    gateway processes, each pushes its counts to the shared directory every second and
+    ``/metrics`` in any of them sums them all."""
+
+    def __init__(self, cache: SessionCache, settings: Settings, counters: ServingCounters) -> None:
+        self.registry = CollectorRegistry()
+        self.counters = counters
+        shared = shared_metrics_dir() is not None
+        own = None if shared else self.registry  # shared: read back through the collector
         self.log_dropped = Counter(
             "kiln_request_log_dropped",
             "Sampled requests not logged: the gateway's log buffer was full",
@@ -163,8 +249,10 @@ class ServingMetrics:
             ["layer"],
             registry=own,
         )
+        self.shared_push: _SharedPush | None = None
         if shared:
             MultiProcessCollector(self.registry)
+            self.shared_push = _SharedPush(counters)
             loaded = Gauge(
                 "kiln_models_loaded",
                 "ONNX sessions loaded",
@@ -183,34 +271,22 @@ class ServingMetrics:
                 loaded_bytes.set(sum(model.size_bytes for model in models))
 
             cache.on_change = models_changed
+        else:
+            self.registry.register(_InferenceCollector(counters))
         self.registry.register(_StateCollector(None if shared else cache, settings))
-        # A success's three series by (model, version, protocol), looked up once: labels()
-        # costs more than the increment. Versions are finite, so this is bounded.
-        self._succeeded: dict[tuple[str, int, str], tuple[Any, Any, Any]] = {}
 
-    def succeeded(
-        self, model: str, version: int, protocol: str, *, queue_s: float, compute_s: float
-    ) -> None:
-        series = self._succeeded.get((model, version, protocol))
-        if series is None:
-            labels = (model, str(version), protocol)
-            series = self._succeeded.setdefault(
-                (model, version, protocol),
-                (
-                    self.requests.labels(*labels, "ok"),
-                    self.queue.labels(*labels),
-                    self.compute.labels(*labels),
-                ),
-            )
-        series[0].inc()
-        series[1].observe(queue_s)
-        series[2].observe(compute_s)
+    async def push_shared(self) -> None:
+        """Push this process's counts to the shared metrics every ``PUSH_S`` (a task for the
+        gateway's lifespan; nothing to do for a gateway on its own)."""
+        if self.shared_push is None:
+            return
+        while True:
+            await asyncio.sleep(PUSH_S)
+            await asyncio.to_thread(self.shared_push.push)
 
-    def failed(self, model: str, version: int | None, protocol: str, status: int) -> None:
-        outcome = "client_error" if status < 500 else "server_error"
-        self.requests.labels(
-            model, "" if version is None else str(version), protocol, outcome
-        ).inc()
+    def push_now(self) -> None:
+        if self.shared_push is not None:
+            self.shared_push.push()
 
 
 @router.get("/metrics", include_in_schema=True, response_class=Response)
@@ -219,6 +295,7 @@ def metrics(request: Request) -> Response:
     ``Authorization: Bearer <token>`` (it lists every model and version)."""
     state = gateway_of(request.app)
     check_metrics_token(state.settings, request.headers.get("authorization", ""))
+    state.metrics.push_now()  # this process's own counts, current (the others': within PUSH_S)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from app.api.deps import (
-    InvalidatesServing,
     ReadAccess,
     SessionDep,
     SettingsDep,
@@ -41,7 +40,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=V1_ERRORS)
     "/{name}/versions",
     status_code=201,
     response_model=VersionRead,
-    dependencies=[WriteAccess, InvalidatesServing],
+    dependencies=[WriteAccess],
     responses=STORES_ARTIFACTS,
     summary="Upload an ONNX model as a new version",
 )
@@ -80,7 +79,7 @@ def upload_model_version(
 @router.put(
     "/{name}/aliases/{alias}",
     response_model=AliasRead,
-    dependencies=[WriteAccess, InvalidatesServing],
+    dependencies=[WriteAccess],
 )
 def set_alias(session: SessionDep, name: ModelName, alias: AliasName, body: AliasSet) -> AliasRead:
     """Point an alias (e.g. ``production``) at a live version, or at several by weight
@@ -100,7 +99,7 @@ def set_alias(session: SessionDep, name: ModelName, alias: AliasName, body: Alia
 @router.post(
     "/{name}/aliases/{alias}/promote",
     response_model=PromotionRead,
-    dependencies=[WriteAccess, InvalidatesServing],
+    dependencies=[WriteAccess],
 )
 def promote(
     request: Request,
@@ -148,9 +147,7 @@ def get_alias(session: SessionDep, name: ModelName, alias: AliasName) -> AliasRe
     return AliasRead.of(name, alias, policy)
 
 
-@router.delete(
-    "/{name}/aliases/{alias}", status_code=204, dependencies=[WriteAccess, InvalidatesServing]
-)
+@router.delete("/{name}/aliases/{alias}", status_code=204, dependencies=[WriteAccess])
 def delete_alias(session: SessionDep, name: ModelName, alias: AliasName) -> Response:
     """Remove an alias (its history is kept)."""
     aliases.delete_alias(session, name=name, alias=alias)
@@ -175,7 +172,7 @@ def alias_history(
 @router.delete(
     "/{name}/versions/{version}",
     response_model=VersionRead,
-    dependencies=[WriteAccess, InvalidatesServing],
+    dependencies=[WriteAccess],
 )
 def archive_version(session: SessionDep, name: ModelName, version: IdPath) -> VersionRead:
     """Archive a version: it stops serving (409 while an alias points at it)."""
@@ -185,7 +182,7 @@ def archive_version(session: SessionDep, name: ModelName, version: IdPath) -> Ve
 @router.delete(
     "/{name}/versions/{version}/artifact",
     response_model=VersionRead,
-    dependencies=[WriteAccess, InvalidatesServing],
+    dependencies=[WriteAccess],
 )
 def delete_artifact(
     session: SessionDep, store: StoreDep, name: ModelName, version: IdPath
@@ -215,9 +212,7 @@ def tag_version(
     return version_read(session, name, row)
 
 
-@router.put(
-    "/{name}/serving", response_model=ModelRead, dependencies=[WriteAccess, InvalidatesServing]
-)
+@router.put("/{name}/serving", response_model=ModelRead, dependencies=[WriteAccess])
 def set_serving_options(session: SessionDep, name: ModelName, body: ServingOptions) -> ModelRead:
     """Serving options for every version of the model: dynamic batching
     (``max_batch_size`` null turns it off), the request-log share and the drift threshold

@@ -35,6 +35,7 @@ def model_read(session: Session, model: Model) -> ModelRead:
 
 
 def version_read(session: Session, name: str, version: ModelVersion) -> VersionRead:
+    runs_in, why = service.isolation(session, version)
     return VersionRead(
         model=name,
         version=version.version,
@@ -55,6 +56,8 @@ def version_read(session: Session, name: str, version: ModelVersion) -> VersionR
         tags=version.tags or {},
         created_at=version.created_at,
         artifact_deleted_at=version.artifact_deleted_at,
+        runs_in=runs_in,
+        runs_in_reason=why,
     )
 
 

@@ -50,12 +50,14 @@ def events_of(session: SessionDep, name: ModelName, limit: Limit = 50) -> list[M
 @router.get("/{name}/logs", response_model=list[LogPartRead], dependencies=[ReadAccess])
 def log_parts(session: SessionDep, name: ModelName) -> list[LogPartRead]:
     """The request log's Parquet parts, oldest first (KILN_LOG_SAMPLE, or the model's
-    log_sample, decides what is kept; KILN_LOG_MAX_MB how much)."""
+    log_sample, decides what is kept; KILN_LOG_MAX_MB how much, counted uncompressed:
+    each part's raw_bytes)."""
     return [
         LogPartRead(
             id=part.id,
             rows=part.rows,
             size_bytes=part.size_bytes,
+            raw_bytes=part.raw_bytes,
             first_at=part.first_at,
             last_at=part.last_at,
         )

@@ -1,7 +1,8 @@
 """POST /v1/models/{name}/predict: JSON rows in, original labels (or values) out.
 
-The work is in ``app.api.inference``, which also serves this route ahead of FastAPI's
-routing (``InferenceFastPath``); this declaration documents it and handles the rest."""
+The work is the inference core's with the ``/v1`` codec (``app.serving.codecs``); the fast
+path (``app.api.fast_path``) serves this route ahead of FastAPI's routing, and this
+declaration documents it and handles what the fast path leaves to FastAPI."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.deps import InferAccess
 from app.api.errors_schema import V1_ERRORS
-from app.api.inference import meta_of, predict_answer
+from app.api.fast_path import payload_of
+from app.api.inference import meta_of
 from app.api.params import ModelName, VersionQuery
 from app.api.schemas import PredictRequest, PredictResponse
 from app.api.state import gateway_of
+from app.serving.codecs import PREDICT
 
 router = APIRouter(prefix="/v1/models", tags=["predict"], responses=V1_ERRORS)
 
@@ -34,7 +37,7 @@ _BODY_SCHEMA = {
 async def predict_rows(request: Request, name: ModelName, version: VersionQuery = None) -> Response:
     """Predict with the asked version, else the ``production`` alias, else the newest live
     version a search or an upload registered (never a compression variant on its own)."""
-    answer = await predict_answer(
-        gateway_of(request.app), name, version, await request.body(), meta_of(request)
+    answer = await gateway_of(request.app).core.infer(
+        PREDICT, name, version, payload_of(await request.body(), None), meta_of(request)
     )
     return Response(answer.body, headers=answer.headers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -226,6 +226,14 @@ class VersionRead(BaseModel):
         description="When its ONNX file was deleted (an archived version's, by DELETE "
         ".../artifact); None: kept.",
     )
+    runs_in: Literal["gateway", "sandbox"] = Field(
+        default="gateway",
+        description="Where its graph runs: 'gateway' (made by ModelKiln, or an upload "
+        "classified bounded: every op of known cost, every shape static but the batch) or "
+        "'sandbox' (any other upload: a separate process with an OS memory limit, killed "
+        "past KILN_UPLOAD_RUN_TIMEOUT_S).",
+    )
+    runs_in_reason: str = Field(default="", description="Why it runs there.")
 
 
 class TagsPatch(BaseModel):

@@ -12,10 +12,12 @@ from starlette.applications import Starlette
 from app.core.config import Settings
 from app.core.errors import BrokenInvariant
 from app.jobs.queue import JobQueue
+from app.serving.core import InferenceCore
 from app.serving.directory import ServingDirectory
 from app.serving.monitors import ServingMonitors
 from app.serving.preload import Preload
 from app.serving.runtime import SessionCache
+from app.serving.sandbox import SandboxPool
 from app.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ class GatewayState:
     preload: Preload
     metrics: ServingMetrics
     monitors: ServingMonitors  # shadow copies, request logs, drift
+    core: InferenceCore  # every inference request, whatever its protocol
+    sandboxes: SandboxPool  # where uploaded graphs that are not bounded run
     ui_secret: bytes  # signs dashboard sessions (app.auth.ui_sessions)
 
 

@@ -101,7 +101,12 @@ class LogPartRead(BaseModel):
 
     id: int
     rows: int
-    size_bytes: int
+    size_bytes: int = Field(description="The Parquet file's size (compressed).")
+    raw_bytes: int | None = Field(
+        description="Its columns uncompressed (what reading it unpacks). KILN_LOG_MAX_MB "
+        "counts each part's larger of raw_bytes and size_bytes; null: recorded before it was "
+        "measured (size_bytes counts)."
+    )
     first_at: datetime
     last_at: datetime
 

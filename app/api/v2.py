@@ -13,7 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AnyKey, DirectoryDep, InferAccess, SessionDep, SettingsDep
 from app.api.errors_schema import V2_ERRORS
-from app.api.inference import infer_answer, meta_of
+from app.api.fast_path import payload_of
+from app.api.inference import meta_of
 from app.api.params import IdPath, ModelName
 from app.api.state import gateway_of
 from app.contracts.enums import VersionStatus
@@ -21,6 +22,7 @@ from app.contracts.signature import TensorSpec
 from app.core.config import Settings
 from app.core.db import Session, ping
 from app.registry.service import list_versions, resolve_serving_version
+from app.serving.codecs import INFER
 from app.serving.directory import ServingDirectory
 from app.serving.oip import HEADER_LENGTH
 from app.serving.preload import Preload
@@ -129,13 +131,9 @@ async def version_ready(directory: DirectoryDep, name: ModelName, version: IdPat
 
 
 async def _infer(request: Request, name: str, version: int | None) -> Response:
-    answer = await infer_answer(
-        gateway_of(request.app),
-        name,
-        version,
-        await request.body(),
-        request.headers.get(HEADER_LENGTH),
-        meta_of(request),
+    payload = payload_of(await request.body(), request.headers.get(HEADER_LENGTH))
+    answer = await gateway_of(request.app).core.infer(
+        INFER, name, version, payload, meta_of(request)
     )
     return Response(answer.body, headers=answer.headers)
 
@@ -143,7 +141,7 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
 @router.post("/models/{name}/infer", dependencies=[InferAccess])
 async def infer(request: Request, name: ModelName) -> Response:
     """Run the model on tensors sent as JSON or with the binary tensor extension (served
-    by ``app.api.inference``, ahead of FastAPI's routing)."""
+    by the inference core, ahead of FastAPI's routing: ``app.api.fast_path``)."""
     return await _infer(request, name, None)
 
 

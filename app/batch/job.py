@@ -19,15 +19,17 @@ from app.batch.output import (
 )
 from app.batch.plan import BatchPlan, Checkpoint, Part, output_key, part_key
 from app.batch.reader import chunks, estimate_rows, feeds_of, layout_for, prefetched
+from app.batch.runner import ChunkRunner
 from app.contracts.results import OutputRef, PredictResult
+from app.contracts.signature import VersionConfig
 from app.core.db import Session, session_scope
-from app.core.errors import ArtifactCorrupt, BrokenInvariant, InvalidInput
+from app.core.errors import ArtifactCorrupt, BrokenInvariant, InvalidInput, Unavailable
 from app.core.scratch import owner_prefix
-from app.evaluation.sessions import open_session
 from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, JobFailed, Recorder
 from app.preprocessing.csv_reader import read_header
-from app.registry.service import get_version
+from app.registry.service import get_version, uploaded_origin
+from app.serving.runtime import UploadLimits
 from app.storage import ArtifactStore, get_store
 
 logger = logging.getLogger(__name__)
@@ -76,13 +78,18 @@ def run_batch_predict(context: JobContext) -> Recorder:
         version = get_version(session, plan.model, plan.version)
         artifact_key, sha256 = version.artifact_key, version.sha256
         signature, task, labels = version.signature, version.task, version.class_labels
+        origin = uploaded_origin(session, version)
+        serving = UploadLimits(
+            run_timeout_s=settings.upload_run_timeout_s,
+            request_memory_mb=settings.upload_request_memory_mb,
+        ).plan(None if origin is None else (origin.config or VersionConfig()))
     rss_at_start = _rss_mb()
     try:
         onnx = store.read_bytes(artifact_key, sha256)
         source = store.local_path(plan.input_key, plan.input_sha256)
     except ArtifactCorrupt as corrupt:
         raise JobFailed(corrupt.message) from None
-    model = open_session(onnx, settings.ort_threads)
+    model = ChunkRunner(settings, onnx, signature, serving)
     header, header_lines = read_header(source)
     layout = layout_for(signature, header, plan.key_columns, plan.feature_names)
     if not rows_total:
@@ -115,9 +122,7 @@ def run_batch_predict(context: JobContext) -> Recorder:
             for rows in chunks_of:
                 context.check()
                 done = checkpoint.rows
-                output = model.run(
-                    [signature.output.name], feeds_of(rows, layout, signature.input.name, done)
-                )[0]
+                output = model.run(feeds_of(rows, layout, signature.input.name, done))
                 table = prediction_table(done, rows, layout.keys, output, task, labels)
                 part = Part(
                     attempt=context.attempt,
@@ -134,23 +139,28 @@ def run_batch_predict(context: JobContext) -> Recorder:
         except InvalidInput as refused:
             writer.abandon()
             raise JobFailed(f"input {plan.filename!r}: {refused.message}") from None
+        except Unavailable as failed:
+            writer.abandon()
+            raise JobFailed(failed.message) from None
         except BaseException:
             writer.abandon()
             raise
+        finally:
+            model.close()
         writer.close()  # raises what went wrong while writing, if anything did
         done = checkpoint.rows
         if not done:
             raise JobFailed(f"input {plan.filename!r} has no data rows")
         seconds = time.perf_counter() - started
         context.report(trials_total=done)  # the count, where the start had an estimate
-        output = store.put_file(key, Path(spooled.name))
+        stored = store.put_file(key, Path(spooled.name))
     result = PredictResult(
         output=OutputRef(
             key=key,
             format=plan.output_format,
             media_type=MEDIA_TYPES[plan.output_format],
-            sha256=output.sha256,
-            size_bytes=output.size_bytes,
+            sha256=stored.sha256,
+            size_bytes=stored.size_bytes,
         ),
         rows=done,
         resumed_at_row=resumed_at,

@@ -28,7 +28,7 @@ from app.datasets.repository import DatasetRepository
 from app.jobs.kinds import JobKind, SubmitContext, enqueue
 from app.jobs.repository import JobRepository
 from app.registry.fits import check_fits, outputs_of
-from app.registry.service import get_version
+from app.registry.service import get_version, sandbox_reason
 from app.tables import Dataset, Job
 from app.training.size import check_student
 
@@ -49,6 +49,13 @@ class CompressKind(JobKind[CompressJobCreate]):
             source = get_version(session, spec.source.model, spec.source.version)
         except NotFound as missing:
             raise InvalidInput(f"source: {missing.message}") from None
+        sandboxed = sandbox_reason(session, source)
+        if sandboxed is not None:
+            raise InvalidInput(
+                f"source: version {source.version} of {spec.source.model!r} is an uploaded graph "
+                f"that runs only in a sandbox ({sandboxed}); compression runs the graph in a "
+                "worker process, which only bounded graphs may"
+            )
         dataset_id = spec.dataset_id or source.dataset_id
         if dataset_id is None:
             raise InvalidInput(

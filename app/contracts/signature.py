@@ -5,7 +5,7 @@ these models (``app.core.db.PydanticJSON``), never as dicts read by string keys.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -219,6 +219,23 @@ class VersionConfig(BaseModel):
         ge=0,
         description="Uploaded graphs: the memory one more row of a request took in the "
         "probe (None: too little to measure); rows per request are capped from it.",
+    )
+    graph_class: Literal["bounded", "sandboxed"] | None = Field(
+        default=None,
+        description="For uploaded graphs: bounded (static analysis proved its cost linear "
+        "in the rows) runs in the gateway like a searched model, sandboxed only in sandbox "
+        "processes; None: not an upload, or uploaded before graphs were classified.",
+    )
+    graph_class_reason: str | None = Field(
+        default=None,
+        description="Why the uploaded graph is bounded or sandboxed, naming the first "
+        "operator, tensor or domain that made it sandboxed.",
+    )
+    seconds_per_row: float | None = Field(
+        default=None,
+        ge=0,
+        description="Uploaded graphs: the seconds one row took in the probe, timed in its "
+        "largest measured batch (or alone); None: too quick to measure.",
     )
 
     @property

@@ -151,6 +151,12 @@ class Settings(BoundsSettings, MonitoringSettings, BaseSettings):
         "resolution; writes through this gateway show at once, "
         "this bounds how long other processes' writes take.",
     )
+    coalesce: bool = Field(
+        default=True,
+        description="Requests for one model (made by ModelKiln, or a bounded upload) that "
+        "reach their run in the same turn of the gateway's event loop run as one "
+        "onnxruntime call; nobody waits for a request that has not arrived.",
+    )
     max_job_s: float = Field(
         default=86_400.0,
         gt=0,

@@ -54,6 +54,21 @@ class BoundsSettings(BaseSettings):
         description="Memory one request to an uploaded graph may plan for: its rows per "
         "request are capped at this divided by the memory per row its probe measured.",
     )
+    sandbox_processes: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Most sandbox processes a gateway or worker keeps, one per sandboxed "
+        "model in use (uploaded graphs whose cost is not provably linear in the batch run "
+        "only there); the least recently used idle one is stopped to make room, and a "
+        "request needing one while all are busy is answered 503.",
+    )
+    sandbox_queue: int = Field(
+        default=64,
+        ge=1,
+        description="Requests waiting per sandboxed model (it runs one at a time); more "
+        "are answered 503.",
+    )
     metrics_token: SecretStr = Field(
         default=SecretStr(""),
         description="When set, GET "

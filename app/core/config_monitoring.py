@@ -23,15 +23,17 @@ class MonitoringSettings(BaseSettings):
         default=256.0,
         gt=0,
         le=1_048_576,
-        description="Request-log bytes kept per model in the artifact store; the oldest "
-        "parts go first.",
+        description="Request-log bytes kept per model, counted uncompressed (what reading "
+        "the log unpacks, not the smaller compressed Parquet files in the artifact store); "
+        "the oldest parts go first.",
     )
     log_buffer_mb: float = Field(
         default=16.0,
         gt=0,
         le=4096,
-        description="Sampled requests a gateway process holds before writing them; past "
-        "it, requests are not logged (counted in kiln_request_log_dropped_total).",
+        description="Bytes of sampled requests a gateway process holds before writing them "
+        "(arrays by their size, text by its length); past it, requests are not logged "
+        "(counted in kiln_request_log_dropped_total).",
     )
     monitor_flush_s: float = Field(
         default=5.0,
@@ -40,12 +42,13 @@ class MonitoringSettings(BaseSettings):
         description="How often a gateway writes its request-log part, shadow comparisons "
         "and drift counts.",
     )
-    shadow_queue: int = Field(
-        default=1000,
-        ge=1,
-        le=1_000_000,
-        description="Requests waiting for a shadow version; when full a copy is dropped "
-        "(and counted), never the client's answer delayed.",
+    monitor_queue_mb: float = Field(
+        default=64.0,
+        gt=0,
+        le=65_536,
+        description="Bytes of answered requests a gateway process holds for its shadow "
+        "copies, request log and drift (arrays by their size, text by its length); when "
+        "full, a request is not watched (counted per watcher), never delayed.",
     )
     drift_sample: float = Field(
         default=0.1,

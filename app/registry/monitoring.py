@@ -121,10 +121,12 @@ def add_log_part(
     sha256: str,
     rows: int,
     size_bytes: int,
+    raw_bytes: int,
     first_at: datetime,
     last_at: datetime,
 ) -> None:
-    """Record a Parquet part of the model's request log."""
+    """Record a Parquet part of the model's request log: ``size_bytes`` its file,
+    ``raw_bytes`` its columns uncompressed (what KILN_LOG_MAX_MB counts)."""
     model = get_model(session, name)
     session.add(
         RequestLogPart(
@@ -133,6 +135,7 @@ def add_log_part(
             sha256=sha256,
             rows=rows,
             size_bytes=size_bytes,
+            raw_bytes=raw_bytes,
             first_at=first_at,
             last_at=last_at,
         )
@@ -152,16 +155,25 @@ def log_parts(session: Session, name: str) -> list[RequestLogPart]:
     )
 
 
+def log_bytes(part: RequestLogPart) -> int:
+    """What a part counts against KILN_LOG_MAX_MB: its columns uncompressed (what reading
+    it unpacks; repeated text compresses a thousandfold), or its file when that is larger
+    (a part of a few rows is mostly Parquet footer); a part recorded before its
+    uncompressed size was measured counts its file."""
+    return max(part.raw_bytes or 0, part.size_bytes)
+
+
 def trim_log(session: Session, name: str, max_bytes: int) -> list[str]:
-    """Forget the oldest parts until the model's log holds at most ``max_bytes``; returns
-    their keys, for the caller to delete from the store after the commit."""
+    """Forget the oldest parts until the model's log holds at most ``max_bytes``
+    (``log_bytes`` of each part); returns their keys, for the caller to delete from the
+    store after the commit."""
     parts = log_parts(session, name)
-    total = sum(part.size_bytes for part in parts)
+    total = sum(log_bytes(part) for part in parts)
     dropped = []
     for part in parts:
         if total <= max_bytes:
             break
-        total -= part.size_bytes
+        total -= log_bytes(part)
         dropped.append(part.key)
         session.delete(part)
     session.flush()

@@ -2,14 +2,17 @@
 to lose: ``python -m app.registry.probe MODEL_PATH THREADS MEMORY_MB RUN_TIMEOUT_S``.
 
 The child caps its own address space and file writes before it imports onnxruntime, works in
-an empty directory, checks the model with ``onnx.checker``, loads it on CPU the way the
-gateway serves uploads (no memory arena), and runs it: a zero row, random rows, rows at
-float32's extremes (each run stopped at the gateway's per-run deadline), then batches of
-growing size to measure the memory one more row takes, and finally times it. It prints one
-JSON line. What it prints never carries onnxruntime's or the checker's raw text beyond one
-sanitised line of the checker: a model must not be able to echo a file or a tensor back to
-its uploader. The parent (``probe_model``) adds the wall-clock limit and turns the outcome
-into InvalidInput."""
+an empty directory, checks the model with ``onnx.checker``, classifies the graph as bounded
+or sandboxed (``app.onnx_graphs.classify``: static analysis, before anything runs), loads it
+on CPU the way the gateway serves uploads (no memory arena), and runs it: a zero row, random
+rows, rows at float32's extremes (each run stopped at the gateway's per-run deadline), then
+batches of growing size to measure the memory one more row takes, and finally times it, at
+one row and at the largest batch measured. It prints one JSON line. What it prints never
+carries onnxruntime's or the checker's raw text beyond one sanitised line of the checker
+(and the classification's reason: names cut to 80 printable characters, shape inference's
+error to 120): a model must not be able to echo a file or a tensor back to its uploader.
+The parent (``probe_model``) adds the wall-clock limit and turns the outcome into
+InvalidInput."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from app.core.deadlines import DeadlinePassed, run_until
 from app.core.errors import InvalidInput
@@ -33,6 +36,9 @@ TIMED_RUNS = 50
 WARMUP_RUNS = 5
 # Batches the memory per row is measured at, after the first runs.
 MEMORY_BATCHES = (16, 64)
+# Runs timed at the largest of them, within a budget of seconds (slow models run fewer).
+BATCH_TIMED_RUNS = 9
+BATCH_TIMING_S = 1.0
 MEMORY_SHARE = 0.6
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -50,13 +56,21 @@ _STAGE_ROWS = {
 }
 
 
+GraphLabel = Literal["bounded", "sandboxed"]
+
+
 @dataclass(frozen=True)
 class ProbeResult:
-    """What running the model taught: its latency at batch 1, and the memory one more row
-    of a request takes (None: too little to measure)."""
+    """What checking and running the model taught: its latency at batch 1, the memory one
+    more row of a request takes (None: too little to measure), the seconds one row takes in
+    a batch (None: too little to measure), and whether static analysis proved its cost
+    linear in the rows ("bounded": it may run in the gateway) or not ("sandboxed"), why."""
 
     latency_p50_ms: float
     bytes_per_row: int | None
+    graph_class: GraphLabel
+    graph_class_reason: str
+    seconds_per_row: float | None
 
 
 def _limit_self(memory_mb: int) -> None:
@@ -117,29 +131,61 @@ class _Runner:
         return outputs[0]
 
 
-def _bytes_per_row(runner: _Runner, loaded_peak: int, limit_bytes: int) -> int | None:
+def _bytes_per_row(
+    runner: _Runner, loaded_peak: int, limit_bytes: int
+) -> tuple[int | None, tuple[int, float] | None]:
     """The growth of peak memory per added row from the first runs (up to RANDOM_ROWS rows)
     to each measured batch; None when it is under a page per row. A batch whose projected
     peak would pass MEMORY_SHARE of the address space is not run: the estimate so far (at
     first, all the first runs' growth counted as per row) stands, as it does when a batch
-    passes the per-run deadline."""
+    passes the per-run deadline. With it, the largest batch run and the seconds it took
+    (None: no batch ran)."""
     import numpy as np
 
     estimate = max(_peak_bytes() - loaded_peak, 0) / RANDOM_ROWS
     rows, peak = RANDOM_ROWS, _peak_bytes()
+    largest: tuple[int, float] | None = None
     for batch in MEMORY_BATCHES:
         if peak + estimate * (batch - rows) > MEMORY_SHARE * limit_bytes:
             break
+        started = time.perf_counter()
         try:
             runner.run(np.ones((batch, *runner.row_shape), dtype=np.float32))
         except DeadlinePassed:  # a batch slower than one request may be: the estimate stands
             break
+        largest = (batch, time.perf_counter() - started)
         grown = _peak_bytes()
         slope = max(grown - peak, 0) / (batch - rows)
         # The first measured slope replaces the rough estimate; later ones only raise it.
         estimate = slope if rows == RANDOM_ROWS else max(estimate, slope)
         rows, peak = batch, grown
-    return int(estimate) if estimate >= 4096 else None  # under a page per row: noise
+    per_row = int(estimate) if estimate >= 4096 else None  # under a page per row: noise
+    return per_row, largest
+
+
+def _seconds_per_row(
+    runner: _Runner, largest: tuple[int, float] | None, p50_s: float
+) -> float | None:
+    """The median of up to BATCH_TIMED_RUNS runs (within BATCH_TIMING_S) of the largest
+    batch the memory was measured at, over its rows (the memory run's own time if none
+    finishes); the batch-1 median when no batch ran. None when too quick to measure."""
+    import numpy as np
+
+    if largest is None:
+        return p50_s if p50_s > 0 else None
+    batch, first = largest
+    feed = np.ones((batch, *runner.row_shape), dtype=np.float32)
+    timings: list[float] = []
+    budget = time.perf_counter() + BATCH_TIMING_S
+    while len(timings) < BATCH_TIMED_RUNS and time.perf_counter() < budget:
+        started = time.perf_counter()
+        try:
+            runner.run(feed)
+        except Exception:  # it passed once: a later deadline leaves the times so far
+            break
+        timings.append(time.perf_counter() - started)
+    seconds = float(np.median(timings)) if timings else first
+    return seconds / batch if seconds > 0 else None
 
 
 def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) -> dict[str, Any]:
@@ -153,6 +199,9 @@ def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) ->
         onnx.checker.check_model(model)
     except Exception as error:
         return {**_fail("checker", error), "detail": _checker_line(error)}
+    from app.onnx_graphs.classify import classify
+
+    graph_class = classify(model)  # before anything runs; a MemoryError fails the probe
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -181,7 +230,7 @@ def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) ->
         except Exception as error:
             return _fail(stage, error)
     try:
-        per_row = _bytes_per_row(runner, loaded_peak, limit_bytes)
+        per_row, largest = _bytes_per_row(runner, loaded_peak, limit_bytes)
     except Exception as error:
         return _fail("batches", error)
     timings = []
@@ -190,11 +239,15 @@ def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) ->
         runner.run(feeds["zeros"])
         if index >= WARMUP_RUNS:
             timings.append(time.perf_counter() - started)
+    p50_s = float(np.median(timings))
     return {
         "ok": True,
         "shapes": [list(np.shape(answer)) for answer in answers],
-        "latency_p50_ms": float(np.median(timings) * 1e3),
+        "latency_p50_ms": p50_s * 1e3,
         "bytes_per_row": per_row,
+        "seconds_per_row": _seconds_per_row(runner, largest, p50_s),
+        "graph_class": graph_class.label,
+        "graph_class_reason": graph_class.reason,
     }
 
 
@@ -256,10 +309,14 @@ def probe_model(
             )
         )
         raise InvalidInput(f"model declares output shape [batch, {width}] but gave {given}")
-    per_row = outcome.get("bytes_per_row")
+    per_row, per_row_s = outcome.get("bytes_per_row"), outcome.get("seconds_per_row")
+    bounded = outcome.get("graph_class") == "bounded"
     return ProbeResult(
         latency_p50_ms=float(outcome["latency_p50_ms"]),
         bytes_per_row=int(per_row) if per_row is not None else None,
+        graph_class="bounded" if bounded else "sandboxed",
+        graph_class_reason=str(outcome.get("graph_class_reason") or "not classified"),
+        seconds_per_row=float(per_row_s) if per_row_s is not None else None,
     )
 
 

@@ -171,6 +171,32 @@ def uploaded_origin(session: Session, version: ModelVersion) -> ModelVersion | N
     return None
 
 
+def sandbox_reason(session: Session, version: ModelVersion) -> str | None:
+    """Why this version's graph runs only in a sandbox (an upload not classified bounded,
+    or a rewrite of one), or None. A job may not run such a graph in a worker process:
+    compression, distillation and fine-tuning refuse it with this reason."""
+    origin = uploaded_origin(session, version)
+    if origin is None:
+        return None
+    config = origin.config
+    if config is not None and config.graph_class == "bounded":
+        return None
+    if config is not None and config.graph_class_reason:
+        return config.graph_class_reason
+    return "it was uploaded before graphs were classified (upload it again to classify it)"
+
+
+def isolation(session: Session, version: ModelVersion) -> tuple[str, str]:
+    """Where the version's graph runs ('gateway' or 'sandbox') and why."""
+    reason = sandbox_reason(session, version)
+    if reason is not None:
+        return "sandbox", reason
+    origin = uploaded_origin(session, version)
+    if origin is None:
+        return "gateway", "made by ModelKiln's own exporter"
+    return "gateway", (origin.config.graph_class_reason if origin.config else None) or "bounded"
+
+
 def lineage(session: Session, version: ModelVersion) -> dict[str, Any]:
     """Where a version came from: dataset, job, trial number, parent version and method."""
     trial = session.get(Trial, version.trial_id) if version.trial_id else None

@@ -120,7 +120,12 @@ def check_onnx(
         task=resolved,
         class_labels=class_labels,
         config=trainable_form(model, signature).model_copy(
-            update={"bytes_per_row": probed.bytes_per_row}
+            update={
+                "bytes_per_row": probed.bytes_per_row,
+                "graph_class": probed.graph_class,
+                "graph_class_reason": probed.graph_class_reason,
+                "seconds_per_row": probed.seconds_per_row,
+            }
         ),
         n_params=declared.n_params,
         latency_p50_ms=probed.latency_p50_ms,

@@ -21,7 +21,7 @@ from app.jobs.repository import JobRepository
 from app.jobs.trial_repository import TrialRepository
 from app.registry.fits import check_fits, check_inputs, outputs_of
 from app.registry.repository import ModelRepository
-from app.registry.service import get_version
+from app.registry.service import get_version, sandbox_reason
 from app.search.plan import (
     SearchPlan,
     budget_of,
@@ -220,6 +220,13 @@ def _check_sources(
     if search.init_from is None:
         return None
     source = get_version(session, search.init_from.model, search.init_from.version)
+    sandboxed = sandbox_reason(session, source)
+    if sandboxed is not None:
+        raise InvalidInput(
+            f"search.init_from: version {source.version} of {search.init_from.model!r} is "
+            f"an uploaded graph that runs only in a sandbox ({sandboxed}); a worker may "
+            "only read bounded graphs"
+        )
     stored = source.config or VersionConfig()
     if not stored.has_network or stored.architecture is None:
         why = stored.untrainable or "it was uploaded as ONNX, or averages several networks"

@@ -51,9 +51,9 @@ class DynamicBatcher:
     ) -> None:
         self.model = model
         self.policy = policy
-        # Smaller batches run on the loop itself; an uploaded graph's never do, and its
-        # merged batches hold no more rows than one of its requests may.
-        self.inline_elements = inline_elements if model.guard is None else -1
+        # Smaller batches run on the loop itself, a sandboxed graph's in its sandbox; a
+        # bounded upload's merged batches hold no more rows than one of its requests may.
+        self.inline_elements = inline_elements
         self.batch_rows = model.max_rows(policy.max_batch_size)
         self._waiting: list[_Waiting] = []
         self._rows = 0
@@ -89,6 +89,8 @@ class DynamicBatcher:
             asyncio.get_running_loop().create_task(self._execute(waiting))
 
     async def _compute(self, feeds: Feeds) -> np.ndarray:
+        if self.model.sandbox is not None:
+            return await self.model.sandbox.run_async(feeds)
         if sum(values.size for values in feeds.values()) <= self.inline_elements:
             return self.model.run(feeds)
         return await asyncio.to_thread(self.model.run, feeds)

@@ -1,9 +1,10 @@
 """The hot path's memory: API-key checks and name -> version resolution without a database
 round trip per request.
 
-Entries live for ``ttl_s`` seconds. A write made through this gateway (alias moved, version
-uploaded or archived, key revoked, batching changed) calls ``invalidate()`` after its commit,
-so it shows on the very next request; ``ttl_s`` only bounds how long a change made by another
+Entries live for ``ttl_s`` seconds. A write committed in this process that changes what serves
+(alias moved, version uploaded or archived, key revoked, serving options changed) is
+published by ``app.registry.changes``, which calls ``invalidate()``, so it shows on the very
+next request; ``ttl_s`` only bounds how long a change made by another
 process (a worker registering a version, a second gateway) takes to show. A generation
 counter keeps a lookup that raced with an invalidation from caching what it read.
 
@@ -25,16 +26,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.auth import Principal, authenticate
-from app.contracts.signature import Signature
+from app.contracts.signature import VersionConfig
 from app.contracts.traffic import AliasPolicy, TrafficSplit
 from app.core.db import session_scope
 from app.core.errors import KilnError, NotFound, Unavailable
 from app.core.names import MODEL_NAME, shown
+from app.registry import changes
 from app.registry.service import get_model, resolve_serving_version, uploaded_origin
 from app.registry.traffic import serving_policy
 from app.serving.batching import BatchPolicy, DynamicBatcher
+from app.serving.coalesce import Coalescer
 from app.serving.generation import SharedGeneration
-from app.serving.runtime import LoadedModel, RunGuard, SessionCache, UploadLimits
+from app.serving.runtime import LoadedModel, ModelSource, SessionCache, UploadLimits
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +47,8 @@ class ServedVersion:
     """What a request for (name, version) resolved to, as read from the registry."""
 
     version: int
-    version_id: int
-    artifact_key: str
-    sha256: str
-    signature: Signature
-    task: str
-    labels: list[Any] | None
+    source: ModelSource  # what loading it needs, and where it runs
     batching: BatchPolicy | None
-    guard: RunGuard | None = None  # a graph that came from an upload
     log_sample: float | None = None  # the model's own request-log share (None: the default)
     drift_threshold: float | None = None  # the model's own drift threshold
 
@@ -69,6 +66,8 @@ class Target:
     shadow: int | None = None
     log_sample: float | None = None
     drift_threshold: float | None = None
+    coalescer: Coalescer | None = None  # same-turn merging (in-process models, no batcher)
+    served: ServedVersion | None = None  # what it was built from (a cached target's check)
 
 
 NO_POLICY = AliasPolicy(version=0)  # a model whose serving alias has no split or shadow
@@ -93,12 +92,16 @@ class ServingDirectory:
         max_entries: int = 10_000,
         shared: SharedGeneration | None = None,
         uploads: UploadLimits,
+        max_rows: int = 10_000,
+        coalesce: bool = True,
     ) -> None:
         self.database_url = database_url
         self.sessions = sessions
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.uploads = uploads  # how graphs that came from uploads are served
+        self.max_rows = max_rows  # the gateway's rows per request
+        self.coalesce = coalesce  # same-turn merging of in-process models' requests
         self._lock = threading.Lock()
         self._generation = 0
         # secret -> (principal, expires, refresh after); the secret itself is the key: this
@@ -110,10 +113,14 @@ class ServingDirectory:
         self._policies: OrderedDict[str, tuple[AliasPolicy, float, float]] = OrderedDict()
         self._tables: dict[TrafficSplit, tuple[int, ...]] = {}  # each split's 100 buckets
         self._batchers: dict[int, DynamicBatcher] = {}  # by version id
+        self._coalescers: dict[int, Coalescer] = {}  # by version id
+        self._targets: dict[tuple[str, int, int | None], Target] = {}
+        self._hot: dict[tuple[str, int | None], tuple[Target, float]] = {}  # (target, until)
         self._refreshing: set[Hashable] = set()
         self._refresher: ThreadPoolExecutor | None = None
         self.shared = shared  # other gateway processes' writes, when there are some
         self._seen = shared.read() if shared is not None else 0
+        changes.subscribe(self.invalidate)  # every committed write that changes what serves
 
     # -- invalidation ---------------------------------------------------------------------
     def invalidate(self) -> None:
@@ -130,6 +137,8 @@ class ServingDirectory:
             self._routes.clear()
             self._policies.clear()
             self._tables.clear()
+            self._targets.clear()
+            self._hot.clear()
 
     def _store(self, table: OrderedDict[Any, Any], key: Any, value: Any, generation: int) -> None:
         with self._lock:
@@ -232,8 +241,19 @@ class ServingDirectory:
     def cached_target(
         self, name: str, version: int | None, route_key: str | None = None
     ) -> Target | None:
-        """The target for a recent resolution whose session is still loaded; no I/O."""
+        """The target for a recent resolution whose session is still loaded; no I/O. A
+        request that no split routes is answered from one dict until its entries are due
+        for a refresh (then the full path below runs, and starts the refresh)."""
+        asked = version
+        hot = self._hot.get((name, asked))
+        if (
+            hot is not None
+            and time.monotonic() < hot[1]
+            and (self.shared is None or self.shared.read() == self._seen)
+        ):
+            return hot[0]
         shadow = None
+        split = False
         if version is None:
             policy: AliasPolicy | None = self._fresh(
                 self._policies, name, lambda: self._repolicy(name)
@@ -241,13 +261,33 @@ class ServingDirectory:
             if policy is None:
                 return None
             version, shadow = self._routed(policy, None, route_key), policy.shadow
+            split = policy.split is not None
         served: ServedVersion | None = self._fresh(
             self._routes, (name, version), lambda: self._reresolve(name, version)
         )
         if served is None:
             return None
-        model = self.sessions.peek(served.version_id)
-        return None if model is None else self._target(name, served, model, shadow)
+        model = self.sessions.peek(served.source.version_id)
+        if model is None:
+            return None
+        target = self._target(name, served, model, shadow)
+        if not split:
+            self._remember_hot((name, asked), target)
+        return target
+
+    def _remember_hot(self, key: tuple[str, int | None], target: Target) -> None:
+        """Keep ``target`` for the hot path until the first entry it was built from is due
+        for a refresh (or gone)."""
+        name, asked = key
+        with self._lock:
+            route = self._routes.get((name, target.version))
+            policy = self._policies.get(name) if asked is None else route
+            if route is None or policy is None:
+                return
+            due = [route[2], policy[2]]
+            if len(self._hot) >= self.max_entries:
+                self._hot.clear()
+            self._hot[key] = (target, min(due))
 
     def _served(self, name: str, version: int | None) -> ServedVersion:
         if not MODEL_NAME.is_valid(name):  # bounded before any lookup, and never echoed
@@ -271,8 +311,8 @@ class ServingDirectory:
         """Resolve without loading: NotFound for no such live version, Unavailable when
         its artifact is gone. Blocking; never touches the session cache's contents."""
         served = self._served(name, version)
-        if self.sessions.peek(served.version_id) is None and not self.sessions.has_artifact(
-            served.artifact_key
+        if self.sessions.peek(served.source.version_id) is None and not (
+            self.sessions.has_artifact(served.source.artifact_key)
         ):
             raise Unavailable(f"artifact of version {served.version} of {name!r} is missing")
 
@@ -286,15 +326,7 @@ class ServingDirectory:
             policy = self._policy(name)
             version, shadow = self._routed(policy, None, route_key), policy.shadow
         served = self._served(name, version)
-        model = self.sessions.get(
-            version_id=served.version_id,
-            artifact_key=served.artifact_key,
-            sha256=served.sha256,
-            signature=served.signature,
-            task=served.task,
-            labels=served.labels,
-            guard=served.guard,
-        )
+        model = self.sessions.get(served.source)
         return self._target(name, served, model, shadow)
 
     def _resolve(self, name: str, version: int | None) -> ServedVersion:
@@ -303,19 +335,19 @@ class ServingDirectory:
             options = get_model(session, name).serving or {}
             policy = BatchPolicy.from_config(options)
             origin = uploaded_origin(session, row)
-            guard = None
-            if origin is not None:
-                guard = self.uploads.guard(origin.config.bytes_per_row if origin.config else None)
+            plan = self.uploads.plan(None if origin is None else (origin.config or VersionConfig()))
             return ServedVersion(
                 version=row.version,
-                version_id=row.id,
-                artifact_key=row.artifact_key,
-                sha256=row.sha256,
-                signature=row.signature,
-                task=row.task,
-                labels=row.class_labels,
+                source=ModelSource(
+                    version_id=row.id,
+                    artifact_key=row.artifact_key,
+                    sha256=row.sha256,
+                    signature=row.signature,
+                    task=row.task,
+                    labels=row.class_labels,
+                    plan=plan,
+                ),
                 batching=policy,
-                guard=guard,
                 log_sample=options.get("log_sample"),
                 drift_threshold=options.get("drift_threshold"),
             )
@@ -323,23 +355,39 @@ class ServingDirectory:
     def _target(
         self, name: str, served: ServedVersion, model: LoadedModel, shadow: int | None = None
     ) -> Target:
-        batcher = None
-        if served.batching is not None:
-            with self._lock:
-                batcher = self._batchers.get(served.version_id)
+        """The target of a resolution, built once per (resolution, loaded model, shadow)."""
+        key = (name, served.version, shadow)
+        target = self._targets.get(key)
+        if target is not None and target.served is served and target.model is model:
+            return target
+        batcher = coalescer = None
+        with self._lock:
+            if served.batching is not None:
+                batcher = self._batchers.get(model.version_id)
                 if (
                     batcher is None
                     or batcher.model is not model
                     or batcher.policy != served.batching
                 ):
                     batcher = DynamicBatcher(model, served.batching)
-                    self._batchers[served.version_id] = batcher
-        return Target(
-            name=name,
-            version=served.version,
-            model=model,
-            batcher=batcher,
-            shadow=shadow,
-            log_sample=served.log_sample,
-            drift_threshold=served.drift_threshold,
-        )
+                    self._batchers[model.version_id] = batcher
+            elif self.coalesce and model.sandbox is None:
+                coalescer = self._coalescers.get(model.version_id)
+                if coalescer is None or coalescer.model is not model:
+                    coalescer = Coalescer(model, model.max_rows(self.max_rows))
+                    self._coalescers[model.version_id] = coalescer
+            target = Target(
+                name=name,
+                version=served.version,
+                model=model,
+                batcher=batcher,
+                shadow=shadow,
+                log_sample=served.log_sample,
+                drift_threshold=served.drift_threshold,
+                coalescer=coalescer,
+                served=served,
+            )
+            if len(self._targets) >= self.max_entries:
+                self._targets.clear()
+            self._targets[key] = target
+        return target

@@ -5,14 +5,15 @@ the target, uploaded like any CSV (so it gets a profile, an encoding and a split
 from __future__ import annotations
 
 import csv
-import io
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import csv as arrow_csv
 
@@ -24,10 +25,15 @@ from app.datasets import service as datasets
 from app.registry import monitoring
 from app.registry.service import get_model, get_version
 from app.storage import ArtifactStore
-from app.tables import Dataset
+from app.storage.base import CHUNK_BYTES
+from app.tables import Dataset, RequestLogPart
 
 REQUEST_ID = "request_id"
 ROW = "row"
+# A log part is decoded about this many bytes of its columns at a time (the reader's peak
+# is a few times that), and at most this many rows.
+BATCH_BYTES = 1 << 20
+BATCH_MAX_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -70,26 +76,44 @@ def _labels(path: Path, target: str) -> dict[tuple[str, int], str]:
     return found
 
 
+def _batch_rows(part: RequestLogPart) -> int:
+    """Rows of ``part`` decoded at a time: about ``BATCH_BYTES`` of its columns, by its
+    average row (``BATCH_MAX_ROWS`` for a part recorded before its size was measured)."""
+    if not part.raw_bytes or not part.rows:
+        return BATCH_MAX_ROWS
+    return max(1, min(BATCH_MAX_ROWS, BATCH_BYTES * part.rows // part.raw_bytes))
+
+
 def _logged(
-    session: Session, store: ArtifactStore, name: str
-) -> dict[tuple[str, int], tuple[str, int]]:
-    """(request id, row) -> its inputs (JSON) and the version that answered, in the model's
-    request log (the latest kept)."""
-    inputs: dict[tuple[str, int], tuple[str, int]] = {}
+    session: Session, store: ArtifactStore, name: str, wanted: Collection[tuple[str, int]]
+) -> tuple[dict[tuple[str, int], tuple[str, int]], int]:
+    """The logged inputs (JSON) and answering version of each (request id, row) in
+    ``wanted`` that the model's request log holds (the latest kept), and how many rows the
+    log holds. Each part is streamed a batch at a time and only the wanted rows are kept:
+    memory is bounded by ``wanted`` and one batch, never by the size of the log."""
+    ids = pa.array(list({request for request, _ in wanted}), pa.string())
+    found: dict[tuple[str, int], tuple[str, int]] = {}
+    logged = 0
     for part in monitoring.log_parts(session, name):
-        table = pq.read_table(
-            io.BytesIO(store.read_bytes(part.key, part.sha256)),
-            columns=[REQUEST_ID, ROW, "inputs", "version"],
-        )
-        for request, row, values, version in zip(
-            table.column(REQUEST_ID).to_pylist(),
-            table.column(ROW).to_pylist(),
-            table.column("inputs").to_pylist(),
-            table.column("version").to_pylist(),
-            strict=True,
-        ):
-            inputs[(request, row)] = (values, version)
-    return inputs
+        path = store.local_path(part.key, part.sha256)
+        with pq.ParquetFile(path, pre_buffer=False, buffer_size=CHUNK_BYTES) as parquet:
+            for batch in parquet.iter_batches(
+                batch_size=_batch_rows(part),
+                columns=[REQUEST_ID, ROW, "inputs", "version"],
+                use_threads=False,  # one batch decoded at a time, not one per column thread
+            ):
+                logged += batch.num_rows
+                hits = batch.filter(pc.is_in(batch.column(REQUEST_ID), value_set=ids))
+                for request, row, values, version in zip(
+                    hits.column(REQUEST_ID).to_pylist(),
+                    hits.column(ROW).to_pylist(),
+                    hits.column("inputs").to_pylist(),
+                    hits.column("version").to_pylist(),
+                    strict=True,
+                ):
+                    if (request, row) in wanted:
+                        found[(request, row)] = (values, version)
+    return found, logged
 
 
 def _accepted(session: Session, model: str, versions: set[int]) -> list[str]:
@@ -131,9 +155,9 @@ def dataset_from_log(
     if name is not None:
         DATASET_NAME.check(name, "name")
     task = get_model(session, model).task
-    wanted = _labels(labels, target)
-    logged = _logged(session, store, model)
-    if not logged:
+    wanted = _labels(labels, target)  # first: bounded by the upload limit, not the log
+    logged, rows = _logged(session, store, model, wanted.keys())
+    if not rows:
         raise InvalidInput(
             f"model: {model!r} has no request log yet (set KILN_LOG_SAMPLE or the model's "
             "log_sample, and send it requests)"
@@ -143,11 +167,11 @@ def dataset_from_log(
         for key, label in wanted.items()
         if key in logged
     ]
-    answered = {logged[key][1] for key in wanted if key in logged}
+    answered = {version for _, version in logged.values()}
     if not records:
         raise InvalidInput(
             f"labels: none of the {len(wanted)} labelled requests is in {model!r}'s request log "
-            f"({len(logged)} logged rows); match its request_id (and row)"
+            f"({rows} logged rows); match its request_id (and row)"
         )
     header: list[str] = []
     for cells, _ in records:

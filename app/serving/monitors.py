@@ -1,26 +1,39 @@
 """What the gateway watches about the traffic it serves: the shadow copy, the sampled
-request log and drift, fed by ``observe`` on the request path (a few queue appends at
-most) and written to the registry and the artifact store by one flusher thread every
-``KILN_MONITOR_FLUSH_S`` seconds. A failed write is logged and the counts kept for the
-next flush where they can be; nothing here ever fails a request."""
+request log and drift.
+
+On the request path ``observe`` does O(1) work: it decides which watchers want the request
+(the shadow always; the log and drift by their samples, drawn before anything is copied)
+and, only if one does, puts one reference to the answered request on the queue they share,
+bounded in bytes (``app.serving.observations``); a request that does not fit is dropped
+and counted per watcher. One thread per gateway process, at a low priority, takes what
+waits, runs the shadow's copies, counts drift (vectorised over everything taken), keeps the
+log's entries, and every ``KILN_MONITOR_FLUSH_S`` writes Parquet parts to the artifact
+store and counts, drift windows and events to the registry. A failed write is logged and
+the counts kept for the next flush where they can be; nothing here ever fails a request."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import count
 
 import numpy as np
 
+from app.contracts.traffic import DriftReport
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.registry import monitoring
+from app.serving.directory import Target
 from app.serving.drift import ColumnReference, DriftMonitor, reference_of
-from app.serving.request_log import Entry, RequestLog, parquet_part
+from app.serving.observations import Observation, ObservationQueue, observation_bytes
+from app.serving.request_log import Entry, RequestLog, new_request_id, parquet_part
 from app.serving.runtime import Feeds, LoadedModel
 from app.serving.shadow import ShadowRunner
 from app.storage import ArtifactStore
@@ -28,10 +41,19 @@ from app.storage import ArtifactStore
 logger = logging.getLogger(__name__)
 
 LOG_PREFIX = "request-logs"
+TICK_S = 0.005  # how often the thread looks for observations when there were none
+TAKE_BYTES = 8 * 1048576  # what one round of the thread takes at most
+LOW_PRIORITY = 10  # the thread's niceness: the primary's requests come first
+
+
+def _lower_priority() -> None:
+    """Make this thread yield the CPU to the request path (Linux: niceness is per thread)."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux or not allowed: unniced
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW_PRIORITY)
 
 
 class ServingMonitors:
-    """The shadow runner, the request log, the drift monitor and their flusher."""
+    """The queue, the watchers and the thread that serves them (see the module docstring)."""
 
     def __init__(
         self,
@@ -42,80 +64,154 @@ class ServingMonitors:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.shadow = ShadowRunner(resolve, settings.shadow_queue)
-        self.log = RequestLog(
-            settings.log_sample, int(settings.log_buffer_mb * 1048576), on_log_drop
-        )
-        self.drift = DriftMonitor(settings.drift_sample, settings.drift_window_rows)
+        self.queue = ObservationQueue(int(settings.monitor_queue_mb * 1048576))
+        self.shadow = ShadowRunner(resolve, settings.max_predict_rows)
+        self.log = RequestLog(int(settings.log_buffer_mb * 1048576), on_log_drop)
+        self.drift = DriftMonitor(settings.drift_window_rows)
+        self._log_sample = settings.log_sample
+        self._drift_sample = settings.drift_sample
+        self._drift_threshold = settings.drift_threshold
+        self.drift_skipped = 0  # drift samples that found the queue full
+        self._reports: list[DriftReport] = []  # windows that filled since the last flush
+        self.drift_events = 0
         self._parts = count()
         self._owner = f"{socket.gethostname()}-{os.getpid()}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._flush_lock = threading.Lock()
-        self.drift_events = 0
+        self._work_lock = threading.Lock()  # one round of work (or a flush) at a time
+        self._busy = False
 
     # -- the request path -------------------------------------------------------------------
     def observe(
         self,
-        *,
-        name: str,
-        version: int,
-        shadow: int | None,
-        model: LoadedModel,
+        target: Target,
         protocol: str,
         feeds: Feeds,
         output: np.ndarray,
-        latency_s: float,
-        log_sample: float | None,
-        drift_threshold: float | None,
+        payload_bytes: int,
+        arrived: float,
         request_id: str | None,
     ) -> str | None:
-        """Hand an answered request to the monitors; the id it is logged under, if it is."""
-        if shadow is not None:
-            self.shadow.offer(name, version, shadow, feeds, output)
-        self.drift.offer(
-            name,
-            version,
-            model.version_id,
-            model,
-            feeds,
-            self.settings.drift_threshold if drift_threshold is None else drift_threshold,
+        """Hand an answered request to the watchers that want it; the id it is logged
+        under, if it is."""
+        shadow = target.shadow
+        sample = self._log_sample if target.log_sample is None else target.log_sample
+        logged = sample > 0 and (sample >= 1 or random.random() < sample)
+        drift = self._drift_sample > 0 and (
+            self._drift_sample >= 1 or random.random() < self._drift_sample
         )
-        return self.log.offer(
-            name=name,
-            version=version,
-            model=model,
+        if drift and target.model.version_id in self.drift.unmeasured:
+            drift = False
+        if shadow is None and not logged and not drift:
+            return None
+        threshold = None
+        if drift:
+            threshold = target.drift_threshold
+            if threshold is None:
+                threshold = self._drift_threshold
+        now = time.perf_counter()
+        observation = Observation(
+            name=target.name,
+            version=target.version,
+            model=target.model,
             protocol=protocol,
             feeds=feeds,
             output=output,
-            latency_s=latency_s,
-            sample=self.log.sample_of(log_sample),
-            request_id=request_id,
+            latency_s=now - arrived,
+            at=time.time(),
+            size=observation_bytes(feeds, output, payload_bytes),
+            shadow=shadow,
+            request_id=(request_id or new_request_id()) if logged else None,
+            drift_threshold=threshold,
         )
-
-    # -- the flusher ------------------------------------------------------------------------
-    def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="kiln-monitors", daemon=True)
-            self._thread.start()
+            self.start()
+        if self.queue.offer(observation):
+            return observation.request_id
+        if shadow is not None:
+            self.shadow.dropped(target.name, target.version, shadow)
+        if logged:
+            self.log.drop()
+        if drift:
+            self.drift_skipped += 1
+        return None
+
+    # -- the thread -------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._work_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="kiln-monitors", daemon=True)
+                self._thread.start()
 
     def stop(self) -> None:
-        """Stop the flusher after a last flush, and the shadow thread."""
+        """Stop the thread after a last round and flush."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self.shadow.wait_idle(5)
         self.flush()
-        self.shadow.stop()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.settings.monitor_flush_s):
-            self.flush()
+        _lower_priority()
+        flush_due = time.monotonic() + self.settings.monitor_flush_s
+        while not self._stop.is_set():
+            if not self.work():
+                self._stop.wait(TICK_S)
+            if time.monotonic() >= flush_due:
+                self.flush()
+                flush_due = time.monotonic() + self.settings.monitor_flush_s
 
+    def work(self) -> bool:
+        """One round: everything the queue holds now (up to ``TAKE_BYTES``) goes to its
+        watchers; whether there was anything."""
+        with self._work_lock:
+            taken = self.queue.take(TAKE_BYTES)
+            if not taken:
+                return False
+            self._busy = True
+            try:
+                self._serve(taken)
+            finally:
+                self.queue.release(taken)
+                self._busy = False
+        return True
+
+    def _serve(self, taken: list[Observation]) -> None:
+        for step, items in (
+            (self.shadow.run, [item for item in taken if item.shadow is not None]),
+            (self.log.add, [item for item in taken if item.request_id is not None]),
+            (self._count_drift, [item for item in taken if item.drift_threshold is not None]),
+        ):
+            if not items:
+                continue
+            try:
+                step(items)
+            except Exception:
+                logger.exception("a serving monitor failed (%s)", getattr(step, "__name__", step))
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until everything queued has been served (tests, shutdown); whether it was."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.queue) or self._busy:
+            if time.monotonic() > deadline:
+                return False
+            if self._thread is None or not self._thread.is_alive():
+                self.work()
+            else:
+                time.sleep(0.005)
+        return True
+
+    # -- writing ----------------------------------------------------------------------------
     def flush(self) -> None:
-        """Write what was measured since the last flush (one flush at a time)."""
-        with self._flush_lock:
-            for step in (self._flush_shadow, self._flush_log, self._flush_drift):
+        """Serve what waits, then write what was measured since the last flush."""
+        while self.work():
+            pass
+        with self._work_lock:
+            for step in (
+                self._flush_shadow,
+                self._flush_log,
+                self._count_pending_drift,
+                self._flush_drift,
+            ):
                 try:
                     step()
                 except Exception:
@@ -134,18 +230,19 @@ class ServingMonitors:
             self._write_part(name, entries)
 
     def _write_part(self, name: str, entries: list[Entry]) -> None:
-        data = parquet_part(entries)
+        part = parquet_part(entries)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         key = f"{LOG_PREFIX}/{name}/{stamp}-{self._owner}-{next(self._parts)}.parquet"
-        stored = self.store.put_bytes(key, data)
+        stored = self.store.put_bytes(key, part.data)
         with session_scope(self.settings.database_url) as session:
             monitoring.add_log_part(
                 session,
                 name,
                 key=key,
                 sha256=stored.sha256,
-                rows=sum(len(entry.output) for entry in entries),
-                size_bytes=len(data),
+                rows=part.rows,
+                size_bytes=len(part.data),
+                raw_bytes=part.raw_bytes,
                 first_at=datetime.fromtimestamp(min(entry.at for entry in entries), UTC),
                 last_at=datetime.fromtimestamp(max(entry.at for entry in entries), UTC),
             )
@@ -153,6 +250,7 @@ class ServingMonitors:
         for old in dropped:  # after the commit: the rows that named them are gone
             self.store.delete(old)
 
+    # -- drift ------------------------------------------------------------------------------
     def _reference(self, version_id: int) -> list[ColumnReference] | None:
         with session_scope(self.settings.database_url) as session:
             found = monitoring.drift_reference(session, version_id)
@@ -161,8 +259,14 @@ class ServingMonitors:
         columns, encoding, rows, features = found
         return reference_of(columns, encoding, rows, features)
 
+    def _count_drift(self, observations: list[Observation]) -> None:
+        self._reports.extend(self.drift.add(observations, self._reference))
+
+    def _count_pending_drift(self) -> None:
+        self._reports.extend(self.drift.add([], self._reference, now=True))
+
     def _flush_drift(self) -> None:
-        reports = self.drift.process(self._reference)
+        reports, self._reports = self._reports, []
         if not reports:
             return
         with session_scope(self.settings.database_url) as session:

@@ -3,9 +3,10 @@
 in batches as Parquet parts to the artifact store. Never a key, a header or an address: the
 request path hands over the feeds and the answer and nothing else.
 
-The request path only appends to a buffer bounded in bytes (``KILN_LOG_BUFFER_MB``; past
-it a request is not logged, and counted); the flusher turns the buffer into one Parquet
-part per model, off the request path."""
+The request path only samples a request onto the monitors' queue (``app.serving.monitors``);
+their thread keeps it in a buffer bounded in bytes (``KILN_LOG_BUFFER_MB``; past it a
+request is not logged, and counted) and each flush turns the buffer into one Parquet part
+per model."""
 
 from __future__ import annotations
 
@@ -13,11 +14,9 @@ import io
 import itertools
 import math
 import os
-import random
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.serving.runtime import Feeds, LoadedModel
+from app.serving.observations import Observation
 
 REQUEST_ID_LENGTH = 64
 LOG_SCHEMA = pa.schema(
@@ -61,25 +60,7 @@ def new_request_id() -> str:
     return f"{_PREFIX}{next(_COUNTER):08x}"
 
 
-@dataclass
-class Entry:
-    request_id: str
-    at: float  # seconds since the epoch
-    name: str
-    version: int
-    protocol: str
-    latency_ms: float
-    feeds: Feeds
-    output: np.ndarray
-    model: LoadedModel
-
-    @property
-    def size(self) -> int:
-        """Bytes the entry holds (text columns counted at a rough 32 bytes a value)."""
-        total = self.output.nbytes
-        for values in self.feeds.values():
-            total += values.size * 32 if values.dtype == object else values.nbytes
-        return total
+Entry = Observation  # a logged request is the observation the request path queued
 
 
 def _value(value: Any) -> Any:
@@ -111,8 +92,25 @@ def _inputs_json(entry: Entry, rows: int) -> list[str]:
     ]
 
 
-def parquet_part(entries: list[Entry]) -> bytes:
-    """One Parquet file of ``entries``' rows (one per row of each request)."""
+# Rows per Parquet row group: a reader streams a part a row group at a time (from-log
+# keeps only the rows a labels CSV names), never the whole part.
+ROW_GROUP_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class LogPart:
+    """A request-log part: the Parquet file, its columns' uncompressed size (Arrow's
+    in-memory bytes, what reading it unpacks: repeated text that zstd and Parquet's
+    dictionaries shrink a thousandfold counts in full) and its rows."""
+
+    data: bytes
+    raw_bytes: int
+    rows: int
+
+
+def parquet_part(entries: list[Entry]) -> LogPart:
+    """One Parquet file of ``entries``' rows (one per row of each request), in row groups
+    of ``ROW_GROUP_ROWS``."""
     ids: list[str] = []
     numbers: list[int] = []
     times: list[float] = []
@@ -125,12 +123,12 @@ def parquet_part(entries: list[Entry]) -> bytes:
     for entry in entries:
         rows = len(entry.output)
         output = np.asarray(entry.output, dtype=np.float64).reshape(rows, -1)
-        ids += [entry.request_id] * rows
+        ids += [entry.request_id or ""] * rows  # a logged entry always has its id
         numbers += range(rows)
         times += [entry.at] * rows
         versions += [entry.version] * rows
         protocols += [entry.protocol] * rows
-        latencies += [entry.latency_ms] * rows
+        latencies += [entry.latency_s * 1000] * rows
         inputs += _inputs_json(entry, rows)
         outputs.append(output)
         labels = entry.model.labels
@@ -159,62 +157,40 @@ def parquet_part(entries: list[Entry]) -> bytes:
         schema=LOG_SCHEMA,
     )
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    return buffer.getvalue()
+    pq.write_table(table, buffer, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+    return LogPart(data=buffer.getvalue(), raw_bytes=table.nbytes, rows=table.num_rows)
 
 
-@dataclass
 class RequestLog:
-    """The buffer of sampled requests (thread-safe)."""
+    """The buffer of logged requests between flushes, bounded in bytes like the queue they
+    came from (thread-safe)."""
 
-    default_sample: float
-    max_bytes: int
-    on_drop: Callable[[], None] = lambda: None  # a request not logged: the buffer was full
-    _entries: list[Entry] = field(default_factory=list, init=False)
-    _bytes: int = field(default=0, init=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    dropped: int = field(default=0, init=False)
+    def __init__(self, max_bytes: int, on_drop: Callable[[], None] = lambda: None) -> None:
+        self.max_bytes = max_bytes
+        self.on_drop = on_drop  # a request not logged: the buffer (or the queue) was full
+        self.dropped = 0
+        self._entries: list[Entry] = []
+        self._bytes = 0
+        self._lock = threading.Lock()
 
-    def sample_of(self, override: float | None) -> float:
-        return self.default_sample if override is None else override
-
-    def offer(
-        self,
-        *,
-        name: str,
-        version: int,
-        model: LoadedModel,
-        protocol: str,
-        feeds: Feeds,
-        output: np.ndarray,
-        latency_s: float,
-        sample: float,
-        request_id: str | None,
-    ) -> str | None:
-        """Keep the request when it is sampled; its id (the client's, or a new one), or
-        None when it is not kept."""
-        if sample <= 0 or (sample < 1 and random.random() >= sample):
-            return None
-        entry = Entry(
-            request_id=request_id or new_request_id(),
-            at=time.time(),
-            name=name,
-            version=version,
-            protocol=protocol,
-            latency_ms=latency_s * 1000,
-            feeds=feeds,
-            output=output,
-            model=model,
-        )
-        size = entry.size
+    def drop(self) -> None:
+        """Count a sampled request that was not kept."""
         with self._lock:
-            if self._bytes + size > self.max_bytes:
-                self.dropped += 1
-                self.on_drop()
-                return None
-            self._entries.append(entry)
-            self._bytes += size
-        return entry.request_id
+            self.dropped += 1
+        self.on_drop()
+
+    def add(self, observations: list[Observation]) -> None:
+        """Keep the logged observations while the buffer has room; count the rest."""
+        for item in observations:
+            with self._lock:
+                if self._bytes + item.size > self.max_bytes:
+                    kept = False
+                else:
+                    self._entries.append(item)
+                    self._bytes += item.size
+                    kept = True
+            if not kept:
+                self.drop()
 
     def take(self) -> dict[str, list[Entry]]:
         """The buffered entries by model (and empty the buffer)."""

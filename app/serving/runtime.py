@@ -1,4 +1,12 @@
-"""onnxruntime sessions: loading with a digest check, warm-up, and an LRU cache per version."""
+"""Loaded models: onnxruntime sessions in this process (searched models and bounded uploads),
+or a handle on a sandbox process (every other upload); an LRU cache of them per version.
+
+How a version is served is decided from the registry when it resolves (``ServingPlan``):
+a graph ModelKiln made, or an upload classified *bounded* (every op of known cost, every
+shape static but the batch: its cost is linear in the rows, measured at upload), runs in
+this process with a row cap from its measured memory and time per row; any other upload
+runs only in a sandbox process (``app.serving.sandbox``) with an OS memory limit and a
+deadline that kills it. The gateway never creates an onnxruntime session for such a graph."""
 
 from __future__ import annotations
 
@@ -6,57 +14,43 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from app.contracts.signature import Signature, TensorSpec
-from app.core.deadlines import DeadlinePassed, run_until
-from app.core.errors import InvalidInput, Unavailable
+from app.contracts.signature import Signature, TensorSpec, VersionConfig
+from app.core.errors import BrokenInvariant, Unavailable
 from app.evaluation.sessions import open_session
+from app.serving.sandbox import SandboxedModel, SandboxPool
 from app.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
 Feeds = dict[str, np.ndarray]  # input name -> array with rows first
 MB = 1024 * 1024
+TIME_SHARE = 0.5  # a bounded upload's rows per request take at most half the deadline
 
 
-@dataclass(frozen=True)
-class RunGuard:
-    """How a graph that came from an upload is served: never on the event loop, without a
-    memory arena (what a run allocates is returned when it ends), each run stopped after
-    ``timeout_s``, and at most ``max_rows`` rows per request (None: the gateway's limit),
-    from the memory per row its probe measured."""
+@dataclass(frozen=True, slots=True)
+class RowCap:
+    """Fewer rows per request than the gateway's limit, and why (for the 4xx)."""
 
-    timeout_s: float
-    max_rows: int | None
-    bytes_per_row: int | None
+    rows: int
+    why: str
 
-    def run(self, session: ort.InferenceSession, output_name: str, feeds: Feeds) -> np.ndarray:
-        options = ort.RunOptions()
-        options.log_severity_level = 4  # the stop is logged here, once, without the noise
-        try:
-            outputs = run_until(
-                options, self.timeout_s, lambda: session.run([output_name], feeds, options)
-            )
-        except DeadlinePassed:
-            logger.warning("a run of an uploaded model passed %g s and was stopped", self.timeout_s)
-            raise InvalidInput(
-                f"the model did not finish within {self.timeout_s:g} s on this request "
-                "(KILN_UPLOAD_RUN_TIMEOUT_S, for uploaded models); the run was stopped"
-            ) from None
-        output: np.ndarray = outputs[0]
-        return output
 
-    def rows_note(self) -> str:
-        """Why this model takes fewer rows than the gateway's limit, for an error message."""
-        per_row = (self.bytes_per_row or 0) / MB
-        return (
-            f"; this uploaded model needed {per_row:.1f} MB per row when it was probed, so it "
-            f"takes at most {self.max_rows} rows per request (KILN_UPLOAD_REQUEST_MEMORY_MB)"
-        )
+@dataclass(frozen=True, slots=True)
+class ServingPlan:
+    """Where a version runs: in this process (with a row cap for a bounded upload) or only
+    in a sandbox process; ``reason`` says why (shown on the version)."""
+
+    sandboxed: bool
+    cap: RowCap | None = None
+    reason: str = "made by ModelKiln's own exporter"
+
+
+IN_PROCESS = ServingPlan(sandboxed=False)
 
 
 @dataclass(frozen=True)
@@ -66,20 +60,51 @@ class UploadLimits:
     run_timeout_s: float
     request_memory_mb: int
 
-    def guard(self, bytes_per_row: int | None) -> RunGuard:
-        """The guard of an upload whose probe measured ``bytes_per_row``."""
-        max_rows = None
-        if bytes_per_row:
-            max_rows = max(1, self.request_memory_mb * MB // bytes_per_row)
-        return RunGuard(self.run_timeout_s, max_rows, bytes_per_row)
+    def plan(self, origin: VersionConfig | None) -> ServingPlan:
+        """How a version whose graph came from the upload ``origin`` describes is served
+        (None: not from an upload)."""
+        if origin is None:
+            return IN_PROCESS
+        if origin.graph_class != "bounded":
+            reason = origin.graph_class_reason or (
+                "uploaded before graphs were classified (upload it again to classify it)"
+            )
+            return ServingPlan(sandboxed=True, reason=reason)
+        return ServingPlan(
+            sandboxed=False, cap=self._cap(origin), reason=origin.graph_class_reason or "bounded"
+        )
+
+    def _cap(self, origin: VersionConfig) -> RowCap | None:
+        caps: list[RowCap] = []
+        if origin.bytes_per_row:
+            rows = max(1, self.request_memory_mb * MB // origin.bytes_per_row)
+            caps.append(
+                RowCap(
+                    rows,
+                    f"this uploaded model needed {origin.bytes_per_row / MB:.2f} MB per row "
+                    f"when it was probed, so it takes at most {rows} rows per request "
+                    "(KILN_UPLOAD_REQUEST_MEMORY_MB)",
+                )
+            )
+        if origin.seconds_per_row:
+            rows = max(1, int(self.run_timeout_s * TIME_SHARE / origin.seconds_per_row))
+            caps.append(
+                RowCap(
+                    rows,
+                    f"this uploaded model took {origin.seconds_per_row * 1e3:.3f} ms per row "
+                    f"when it was probed, so it takes at most {rows} rows per request "
+                    "(KILN_UPLOAD_RUN_TIMEOUT_S)",
+                )
+            )
+        return min(caps, key=lambda cap: cap.rows) if caps else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LoadedModel:
-    """A ready session with what the predict path needs, computed once at load."""
+    """A ready model with what the predict path needs, computed once at load: an
+    onnxruntime session in this process, or (``sandbox``) a handle on its sandbox."""
 
     version_id: int
-    session: ort.InferenceSession
     input_name: str
     output_name: str
     n_features: int
@@ -89,26 +114,46 @@ class LoadedModel:
     labels: list[Any] | None
     size_bytes: int
     columns: tuple[TensorSpec, ...] | None = None  # one input per source column, if so
-    guard: RunGuard | None = None  # set for graphs that came from an upload
+    session: ort.InferenceSession | None = None
+    sandbox: SandboxedModel | None = None
+    plan: ServingPlan = IN_PROCESS
+    _outputs: list[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_outputs", [self.output_name])
+        if (self.session is None) == (self.sandbox is None):
+            raise BrokenInvariant("a loaded model has a session or a sandbox, not both")
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.sandbox is not None
 
     def run(self, feeds: Feeds) -> np.ndarray:
-        """Run the graph on ``feeds`` (see ``feeds_of``); returns the first output."""
-        if self.guard is not None:
-            return self.guard.run(self.session, self.output_name, feeds)
-        output: np.ndarray = self.session.run([self.output_name], feeds)[0]
+        """The first output for ``feeds`` (see ``feeds_of``); blocking. A sandboxed model's
+        run waits for its sandbox (never call it on the event loop: use ``run_async``)."""
+        if self.session is not None:
+            output: np.ndarray = self.session.run(self._outputs, feeds)[0]
+            return output
+        return self.sandbox.run(feeds)  # type: ignore[union-attr]
+
+    async def run_async(self, feeds: Feeds) -> np.ndarray:
+        """``run`` for a caller on the event loop: a sandbox run awaits its process."""
+        if self.sandbox is not None:
+            return await self.sandbox.run_async(feeds)
+        output: np.ndarray = self.session.run(self._outputs, feeds)[0]  # type: ignore[union-attr]
         return output
 
     def max_rows(self, gateway_limit: int) -> int:
         """The most rows one request to this model may hold."""
-        if self.guard is None or self.guard.max_rows is None:
-            return gateway_limit
-        return min(gateway_limit, self.guard.max_rows)
+        cap = self.plan.cap
+        return gateway_limit if cap is None else min(gateway_limit, cap.rows)
 
     def rows_note(self, gateway_limit: int) -> str:
         """Why ``max_rows`` is below the gateway's limit ('' when it is not)."""
-        if self.guard is None or self.max_rows(gateway_limit) == gateway_limit:
+        cap = self.plan.cap
+        if cap is None or cap.rows >= gateway_limit:
             return ""
-        return self.guard.rows_note()
+        return f"; {cap.why}"
 
     def feeds_of(self, rows: np.ndarray) -> Feeds:
         """The feeds of a single-tensor model: float32 rows of ``n_features`` values."""
@@ -132,19 +177,39 @@ def rows_in(feeds: Feeds) -> int:
     return len(next(iter(feeds.values())))
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """What loading a version needs, as the registry describes it."""
+
+    version_id: int
+    artifact_key: str
+    sha256: str
+    signature: Signature
+    task: str
+    labels: list[Any] | None
+    plan: ServingPlan = IN_PROCESS
+
+
 class SessionCache:
     """Loaded models keyed by version id, least recently used evicted first.
 
     Thread-safe: a model loads under its own lock, so loading one never blocks requests
-    to models already loaded."""
+    to models already loaded. Sandboxed models are handles on ``sandboxes``' processes."""
 
     def __init__(
-        self, store: ArtifactStore, *, threads: int, capacity: int, max_bytes: int | None = None
+        self,
+        store: ArtifactStore,
+        *,
+        threads: int,
+        capacity: int,
+        max_bytes: int | None = None,
+        sandboxes: SandboxPool | None = None,
     ) -> None:
         self.store = store
         self.threads = threads
         self.capacity = capacity
         self.max_bytes = max_bytes
+        self.sandboxes = sandboxes
         self._models: OrderedDict[int, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
@@ -160,31 +225,25 @@ class SessionCache:
                 self._models.move_to_end(version_id)
             return model
 
-    def get(
-        self,
-        *,
-        version_id: int,
-        artifact_key: str,
-        sha256: str,
-        signature: Signature,
-        task: str,
-        labels: list[Any] | None,
-        guard: RunGuard | None = None,
-    ) -> LoadedModel:
-        """The loaded model for a version, loading (and checking its digest) on first use."""
+    def get(self, source: ModelSource) -> LoadedModel:
+        """The loaded model for a version, loading (and checking its digest) on first use.
+        A cached model loaded under another plan (a version reclassified) is loaded again."""
+        version_id = source.version_id
         with self._lock:
             model = self._models.get(version_id)
-            if model is not None:
+            if model is not None and model.plan == source.plan:
                 self._models.move_to_end(version_id)
                 return model
             loading = self._loading.setdefault(version_id, threading.Lock())
         with loading:
             with self._lock:
-                if version_id in self._models:
-                    return self._models[version_id]
-            model = self._load(version_id, artifact_key, sha256, signature, task, labels, guard)
+                model = self._models.get(version_id)
+                if model is not None and model.plan == source.plan:
+                    return model
+            model = self._load(source)
             with self._lock:
                 self._models[version_id] = model
+                self._models.move_to_end(version_id)
                 self._loading.pop(version_id, None)
                 self._evict()
                 loaded = list(self._models.values())
@@ -192,37 +251,42 @@ class SessionCache:
                 self.on_change(loaded)
             return model
 
-    def _load(
-        self,
-        version_id: int,
-        artifact_key: str,
-        sha256: str,
-        signature: Signature,
-        task: str,
-        labels: list[Any] | None,
-        guard: RunGuard | None,
-    ) -> LoadedModel:
+    def _load(self, source: ModelSource) -> LoadedModel:
         try:
-            data = self.store.read_bytes(artifact_key, sha256)  # ArtifactCorrupt if changed
+            data = self.store.read_bytes(source.artifact_key, source.sha256)  # checks digest
         except FileNotFoundError:
-            raise Unavailable(f"artifact of version id {version_id} is missing") from None
-        session = open_session(data, self.threads, arena=guard is None)
+            raise Unavailable(f"artifact of version id {source.version_id} is missing") from None
+        signature = source.signature
         by_column = signature.by_column
+        session = sandbox = None
+        if source.plan.sandboxed:
+            if self.sandboxes is None:
+                raise Unavailable("this process has no sandbox for uploaded graphs")
+            sandbox = self.sandboxes.model(
+                source.version_id,
+                data,
+                input_name=signature.input.name,
+                output_name=signature.output.name,
+            )
+        else:
+            session = open_session(data, self.threads)
         model = LoadedModel(
-            version_id=version_id,
-            session=session,
+            version_id=source.version_id,
             input_name=signature.input.name,
             output_name=signature.output.name,
             n_features=len(signature.inputs) if by_column else signature.n_features,
             input_shape=(1,) if by_column else signature.row_shape,
             input_datatype=signature.input.datatype,
-            task=task,
-            labels=labels,
+            task=source.task,
+            labels=source.labels,
             size_bytes=len(data),
             columns=tuple(signature.inputs) if by_column else None,
-            guard=guard,
+            session=session,
+            sandbox=sandbox,
+            plan=source.plan,
         )
-        model.run(model.empty_row())  # warm-up
+        if session is not None:
+            model.run(model.empty_row())  # warm-up (a sandbox warms up in its own process)
         return model
 
     def _evict(self) -> None:

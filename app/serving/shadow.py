@@ -1,32 +1,30 @@
 """Shadow traffic: a copy of each request the serving alias routes goes to its shadow
 version, off the response path, and the two answers are compared.
 
-The request path only appends (feeds, the answer it already sent) to a bounded queue and
-returns: a full queue drops the copy and counts it. One thread per gateway process runs
-the shadow; its slowness or failure never reaches a client. The copies waiting when it
-looks run together, as one onnxruntime call of their rows (what a copy costs falls as
-traffic grows). Counts accumulate in memory and ``take`` hands them to the flusher that
-adds them to the registry's totals."""
+The request path only puts a reference to the request on the monitors' queue, which is
+bounded in bytes (``app.serving.observations``): a full queue drops the copy and counts it.
+The monitors' thread hands the copies it takes to ``ShadowRunner.run``; the copies waiting
+together run as one onnxruntime call of their rows (what a copy costs falls as traffic
+grows), a sandboxed shadow in its own sandbox. Counts accumulate in memory and ``take``
+hands them to the flush that adds them to the registry's totals."""
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from app.contracts.enums import Task
+from app.serving.observations import Observation
 from app.serving.runtime import Feeds, LoadedModel
 
 logger = logging.getLogger(__name__)
 
 REGRESSION_AGREEMENT = 0.05  # regression: values within 5% of each other agree
 SHADOW_BATCH_ROWS = 256  # copies waiting together run as one call of at most this many rows
-SHADOW_TICK_S = 0.005  # how often the shadow's thread looks for copies
 
 Key = tuple[str, int, int]  # model, the version that answered, the shadow version
 
@@ -78,31 +76,19 @@ def feeds_for(model: LoadedModel, feeds: Feeds) -> Feeds:
     return {column.name: feeds[column.name] for column in model.columns if column.required}
 
 
-@dataclass(slots=True)
-class _Copy:
-    name: str
-    version: int
-    shadow: int
-    feeds: Feeds
-    answered: np.ndarray
-
-
-@dataclass
 class ShadowRunner:
-    """The bounded queue, the thread that empties it, and the tallies (thread-safe).
+    """Runs the shadow copies of the observations it is given, grouped by (model, the
+    version that answered, the shadow) and merged into calls of at most
+    ``SHADOW_BATCH_ROWS`` rows, and keeps the tallies (thread-safe). Its caller is the
+    monitors' thread, which runs at a low priority: the shadow's slowness or failure
+    never reaches a client. A copy with more rows than the shadow may take (a bounded
+    upload's cap) is refused and counted as a failure, never run."""
 
-    The queue is a deque the request path appends to without a lock or a wake-up; the
-    thread looks every ``SHADOW_TICK_S`` and runs what waits, so at any traffic the request
-    path pays one append, never a thread switch."""
-
-    resolve: Callable[[str, int], LoadedModel]  # (model, version) -> loaded, blocking
-    capacity: int
-    _queue: collections.deque[_Copy] = field(default_factory=collections.deque, init=False)
-    _tallies: dict[Key, Tally] = field(default_factory=dict, init=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _thread: threading.Thread | None = field(default=None, init=False)
-    _stop: threading.Event = field(default_factory=threading.Event, init=False)
-    _busy: bool = field(default=False, init=False)
+    def __init__(self, resolve: Callable[[str, int], LoadedModel], max_rows: int) -> None:
+        self.resolve = resolve  # (model, version) -> loaded, blocking
+        self.max_rows = max_rows  # the gateway's limit (a model may take fewer)
+        self._tallies: dict[Key, Tally] = {}
+        self._lock = threading.Lock()
 
     def _tally(self, key: Key) -> Tally:
         tally = self._tallies.get(key)
@@ -110,54 +96,59 @@ class ShadowRunner:
             tally = self._tallies.setdefault(key, Tally())
         return tally
 
-    def offer(
-        self, name: str, version: int, shadow: int, feeds: Feeds, answered: np.ndarray
-    ) -> None:
-        """Queue a copy of an answered request for the shadow; never blocks."""
-        if self._thread is None:
-            self._start()
-        if len(self._queue) >= self.capacity:
-            with self._lock:
-                self._tally((name, version, shadow)).dropped += 1
-            return
-        self._queue.append(_Copy(name, version, shadow, feeds, answered))
-
-    def _start(self) -> None:
+    def dropped(self, name: str, version: int, shadow: int) -> None:
+        """A copy that found no room (the monitors' queue was full)."""
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="kiln-shadow", daemon=True)
-                self._thread.start()
+            self._tally((name, version, shadow)).dropped += 1
 
-    def _work(self) -> None:
-        while not self._stop.wait(SHADOW_TICK_S):
-            self._drain()
-        self._drain()
-
-    def _drain(self) -> None:
-        """Run every copy waiting now, a batch of rows at a time."""
-        while self._queue:
-            self._busy = True
-            copies: list[_Copy] = []
+    def run(self, observations: list[Observation]) -> None:
+        """Run every observation's shadow copy (those without a shadow are skipped)."""
+        groups: dict[Key, list[Observation]] = {}
+        for item in observations:
+            if item.shadow is not None:
+                groups.setdefault((item.name, item.version, item.shadow), []).append(item)
+        for key, group in groups.items():
+            batch: list[Observation] = []
             rows = 0
-            while self._queue and rows < SHADOW_BATCH_ROWS:
-                copy = self._queue.popleft()
-                copies.append(copy)
-                rows += len(copy.answered)
-            groups: dict[Key, list[_Copy]] = {}
-            for copy in copies:
-                groups.setdefault((copy.name, copy.version, copy.shadow), []).append(copy)
-            for key, group in groups.items():
-                self._run(key, group)
-        self._busy = False
+            for item in group:
+                if batch and rows + item.rows > SHADOW_BATCH_ROWS:
+                    self._run(key, batch)
+                    batch, rows = [], 0
+                batch.append(item)
+                rows += item.rows
+            if batch:
+                self._run(key, batch)
 
-    def _run(self, key: Key, copies: list[_Copy]) -> None:
+    def _run(self, key: Key, copies: list[Observation]) -> None:
         name, _, shadow = key
         try:
             model = self.resolve(name, shadow)
+            limit = model.max_rows(self.max_rows)
+            refused = [copy for copy in copies if copy.rows > limit]
+            if refused:
+                logger.warning(
+                    "shadow v%s of %r refused %d copies of more than %d rows%s",
+                    shadow,
+                    name,
+                    len(refused),
+                    limit,
+                    model.rows_note(self.max_rows),
+                )
+                with self._lock:
+                    tally = self._tally(key)
+                    tally.requests += len(refused)
+                    tally.failures += len(refused)
+                copies = [copy for copy in copies if copy.rows <= limit]
+                if not copies:
+                    return
             taken = [feeds_for(model, copy.feeds) for copy in copies]
-            feeds = {column: np.concatenate([one[column] for one in taken]) for column in taken[0]}
+            feeds = (
+                taken[0]
+                if len(taken) == 1
+                else {column: np.concatenate([one[column] for one in taken]) for column in taken[0]}
+            )
             output = model.run(feeds)
-            answered = np.concatenate([np.asarray(copy.answered) for copy in copies])
+            answered = np.concatenate([np.asarray(copy.output) for copy in copies])
             rows, agreed, difference = compare(model.task, answered, output)
         except Exception as error:  # the shadow's problem, counted; the client never sees it
             logger.warning("shadow v%s of %r failed: %s", shadow, name, error)
@@ -178,17 +169,3 @@ class ShadowRunner:
         with self._lock:
             taken, self._tallies = self._tallies, {}
         return taken
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until every queued copy has run (tests, shutdown); whether it did."""
-        deadline = time.monotonic() + timeout_s
-        while self._queue or self._busy:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

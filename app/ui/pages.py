@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import StrictUndefined
 
 from app.api.deps import DirectoryDep, SessionDep, StoreDep
-from app.api.inference import predict_answer
+from app.api.fast_path import payload_of
 from app.api.jobs import job_read
 from app.api.models import model_read, version_read
 from app.api.params import AliasName, IdPath, ModelName, VersionQuery
@@ -31,13 +31,15 @@ from app.batch.output import output_file
 from app.compression.kind import compression_report
 from app.contracts.enums import JobStatus, Scope
 from app.contracts.results import CompressionFields, SearchResult
-from app.core.db import defer_until_commit, utcnow
+from app.core.db import utcnow
 from app.core.errors import KilnError
 from app.datasets import service as datasets
 from app.jobs import service as jobs
 from app.registry import aliases
 from app.registry import service as registry
 from app.search.kind import objectives_of, pareto_front
+from app.serving.codecs import PREDICT
+from app.serving.codecs.base import NO_META
 from app.ui import charts
 from app.ui.lineage import version_tree
 from app.ui.model_panel import version_panel
@@ -285,7 +287,8 @@ async def try_prediction(
     same_site(request)
     check_scope(viewer.principal, Scope.INFER)
     try:
-        answer = await predict_answer(gateway_of(request.app), name, version, body.encode())
+        core = gateway_of(request.app).core
+        answer = await core.infer(PREDICT, name, version, payload_of(body.encode(), None), NO_META)
     except KilnError as refused:
         return JSONResponse({"detail": refused.message}, status_code=refused.status_code)
     return Response(answer.body, headers=answer.headers)
@@ -296,15 +299,13 @@ def move_alias(
     request: Request,
     session: SessionDep,
     viewer: ViewerDep,
-    directory: DirectoryDep,
     name: ModelName,
     alias: Annotated[AliasName, Form()],
     version: Annotated[int, Form(ge=1, le=2**31 - 1)],
 ) -> Response:
     same_site(request)
     check_scope(viewer.principal, Scope.WRITE)
-    aliases.set_alias(session, name=name, alias=alias, version=version)
-    defer_until_commit(session, directory.invalidate)  # as the API's alias route does
+    aliases.set_alias(session, name=name, alias=alias, version=version)  # serving told on commit
     return RedirectResponse(f"/ui/models/{name}", status_code=303)
 
 

@@ -22,10 +22,28 @@ from app.core.db import session_scope
 from app.main import create_app
 from app.registry.service import VersionDraft, register_version
 from app.serving.drift import DriftMonitor, psi, reference_of
+from app.serving.observations import Observation
 from app.storage import get_store
 from tests.conftest import make_settings
 
 ROWS = 600
+
+
+def sample(model: object, feeds: dict[str, np.ndarray], threshold: float = 0.2) -> Observation:
+    """A request drift sampled, as the request path queues it."""
+    rows = len(next(iter(feeds.values())))
+    return Observation(
+        name="m",
+        version=1,
+        model=model,  # type: ignore[arg-type]
+        protocol="v1",
+        feeds=feeds,
+        output=np.zeros((rows, 1), dtype=np.float32),
+        latency_s=0.0,
+        at=0.0,
+        size=0,
+        drift_threshold=threshold,
+    )
 
 
 def training_csv(rng: np.random.Generator) -> bytes:
@@ -134,6 +152,7 @@ class ColumnsModel:
     """What the monitor reads of a model that takes one input per column."""
 
     columns: tuple[object, ...] = ("color", "size")
+    version_id: int = 7
 
 
 def test_unseen_categories_and_gaps_are_counted() -> None:
@@ -157,12 +176,18 @@ def test_unseen_categories_and_gaps_are_counted() -> None:
             shares=[0.5, 0.5],
         ),
     ]
-    monitor = DriftMonitor(sample=1.0, window_rows=10)
+    monitor = DriftMonitor(window_rows=10)
     colors = np.array(["red", "blue", "green", "green", "", "red", "blue", "green", "", "red"])
     sizes = np.array([1, 2, 3, 7, 8, np.nan, np.nan, np.nan, 6, 2], dtype=np.float32)
     feeds = {"color": colors.astype(object).reshape(-1, 1), "size": sizes.reshape(-1, 1)}
-    monitor.offer("m", 1, 7, ColumnsModel(), feeds, 0.2)  # type: ignore[arg-type]
-    [report] = monitor.process(lambda version_id: reference_of(profile, None, 100))
+    # Two sampled requests of five rows, counted together into one window of ten.
+    samples = [
+        sample(ColumnsModel(), {name: values[part] for name, values in feeds.items()})
+        for part in (slice(0, 5), slice(5, 10))
+    ]
+    load = lambda version_id: reference_of(profile, None, 100)  # noqa: E731
+    assert monitor.add(samples, load) == []  # too few rows to count yet: they wait
+    [report] = monitor.add([], load, now=True)  # a flush counts what waits
     color, size = report.columns
     assert color.unseen_share == pytest.approx(0.3) and color.missing_share == pytest.approx(0.2)
     assert color.psi is not None and color.psi > 0.2 and "color" in report.drifted

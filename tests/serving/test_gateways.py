@@ -4,6 +4,7 @@ alias moved, a key revoked) shows at once whichever process serves the next requ
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,7 +71,15 @@ def test_both_processes_serve_and_metrics_sum_them(kiln: KilnServer) -> None:
         peer = TritonGrpcPeer(kiln.grpc_port)
         assert peer.infer(np.full((1, 4), 6.0, np.float32), key=kiln.key)["ok"]
         peer.close()
-    for _ in range(5):  # any process answers /metrics with the sum of both
+    # Each process pushes its counts to the shared files every second (PUSH_S): within a
+    # few seconds, any process answers /metrics with the sum of both.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+        metric(kiln, "kiln_inference_requests_total", protocol="v1", outcome="ok") != 60
+        or metric(kiln, "kiln_inference_requests_total", protocol="grpc") != 10
+    ):
+        time.sleep(0.2)
+    for _ in range(5):  # and then every scrape, whichever process answers it
         assert metric(kiln, "kiln_inference_requests_total", protocol="v1", outcome="ok") == 60
         assert metric(kiln, "kiln_inference_requests_total", protocol="grpc") == 10
     # Each process loaded the model into its own session cache.

@@ -69,7 +69,7 @@ def shadowed(client: TestClient, app: FastAPI, admin: dict[str, str], requests: 
     for row in rows:
         client.post("/v1/models/flowers/predict", headers=admin, json={"inputs": [row]})
     monitors = gateway_of(app).monitors
-    assert monitors.shadow.wait_idle(30)
+    assert monitors.wait_idle(30)
     monitors.flush()
 
 

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from app.api.state import gateway_of
 from app.core.config import Settings
 from app.main import create_app
+from app.serving.request_log import ROW_GROUP_ROWS
 from app.storage import get_store
 from tests.conftest import make_settings, register
 
@@ -57,7 +58,7 @@ def test_requests_are_logged_with_version_latency_and_output_but_never_the_key(
     assert len(generated) == 20  # this process's 12-digit prefix and a counter
     flush(logged)
     [part] = parts(logged, admin)
-    assert part["rows"] == 3
+    assert part["rows"] == 3 and part["raw_bytes"] > 3 * len('{"input":[6.0,6.0,6.0,6.0]}')
     download = logged.get(f"/v1/models/flowers/logs/{part['id']}", headers=admin)
     assert download.status_code == 200
     assert download.headers["content-type"] == "application/vnd.apache.parquet"
@@ -69,6 +70,22 @@ def test_requests_are_logged_with_version_latency_and_output_but_never_the_key(
     assert first["inputs"] == '{"input":[6.0,6.0,6.0,6.0]}'
     assert first["prediction"] == "c" and len(first["output"]) == 3
     assert {r["request_id"] for r in table} == {"order-17", generated}
+
+
+def test_a_part_is_written_in_row_groups_and_records_its_uncompressed_size(
+    logged: TestClient, admin: dict[str, str]
+) -> None:
+    rows = ROW_GROUP_ROWS + 500
+    response = logged.post(PREDICT, headers=admin, json={"inputs": [[6.0, 6.0, 6.0, 6.0]] * rows})
+    assert response.status_code == 200, response.text
+    flush(logged)
+    [part] = parts(logged, admin)
+    assert part["rows"] == rows
+    assert part["raw_bytes"] > part["size_bytes"]  # the same row, over and over: it compresses
+    download = logged.get(f"/v1/models/flowers/logs/{part['id']}", headers=admin)
+    metadata = pq.ParquetFile(io.BytesIO(download.content)).metadata  # a reader streams it
+    groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    assert groups == [ROW_GROUP_ROWS, 500]
 
 
 def test_the_model_decides_its_own_share(
@@ -103,7 +120,8 @@ def test_the_log_is_bounded_in_bytes(
                 client.post(PREDICT, headers=admin, json=row)
             flush(client)
         kept = parts(client, admin)
-        assert 0 < sum(part["size_bytes"] for part in kept) <= 0.01 * 1048576
+        counted = sum(max(part["raw_bytes"], part["size_bytes"]) for part in kept)
+        assert 0 < counted <= 0.01 * 1048576
         assert len(kept) < 6  # the oldest went
         store = get_store(settings)
         assert len(list((store.root / "request-logs" / "flowers").iterdir())) == len(kept)  # type: ignore[attr-defined]

@@ -21,8 +21,9 @@ from app.contracts.signature import Signature
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.registry.service import VersionDraft, register_version
+from app.serving.observations import observation_bytes
 from app.storage import get_store
-from tests.conftest import register
+from tests.conftest import BOUNDED, register
 
 ROW = {"inputs": [[6.0, 6.0, 6.0, 6.0]]}
 PREDICT = "/v1/models/flowers/predict"
@@ -104,7 +105,7 @@ def test_history_keeps_the_weights_and_the_shadow(
 def flushed(app: FastAPI) -> None:
     """Wait for the shadow's queue to empty, then write what the monitors measured."""
     monitors = gateway_of(app).monitors
-    assert monitors.shadow.wait_idle(30)
+    assert monitors.wait_idle(30)
     monitors.flush()
 
 
@@ -136,6 +137,9 @@ class Blocked:
         self.release, self.fail = release, fail
         self.task, self.columns = "classification", None
 
+    def max_rows(self, gateway_limit: int) -> int:
+        return gateway_limit
+
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         self.release.wait(60)
         if self.fail:
@@ -149,9 +153,12 @@ def test_a_slow_or_failing_shadow_never_reaches_the_client(
     client: TestClient, app: FastAPI, admin: dict[str, str], three: None, fail: bool
 ) -> None:
     release = threading.Event()
-    runner = gateway_of(app).monitors.shadow
-    runner.resolve = lambda name, version: Blocked(release, fail)  # type: ignore[assignment,return-value]
-    runner.capacity = 5  # a small queue, to see copies dropped
+    monitors = gateway_of(app).monitors
+    monitors.shadow.resolve = lambda name, version: Blocked(release, fail)  # type: ignore[assignment,return-value]
+    one_row = observation_bytes(
+        {"input": np.zeros((1, 4), np.float32)}, np.zeros((1, 3), np.float32), 0
+    )
+    monitors.queue.max_bytes = 5 * one_row  # room for five copies of one row, in bytes
     assert client.put(ALIAS, headers=admin, json={"version": 1, "shadow": 2}).status_code == 200
     answers = [client.post(PREDICT, headers=admin, json=ROW) for _ in range(20)]
     # Every answer came back while the shadow was still blocked on its first copy.
@@ -159,7 +166,7 @@ def test_a_slow_or_failing_shadow_never_reaches_the_client(
     assert all(a.status_code == 200 and a.json()["predictions"] == ["c"] for a in answers)
     release.set()
     stats = shadow_stats(client, app, admin)
-    # The queue held five; the blocked run holds what had waited at its first look (a few).
+    # The queue held five copies' bytes; the rest were dropped and counted.
     assert stats["dropped"] >= 10
     assert stats["requests"] + stats["dropped"] == 20
     if fail:
@@ -181,6 +188,7 @@ def register_other_signature(settings: Settings, classifier_onnx: Path) -> int:
             artifact=artifact,
             class_labels=["a", "b", "c"],
             signature=signature,
+            config=BOUNDED,
         )
         return register_version(session, "flowers", draft).version
 

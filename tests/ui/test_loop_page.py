@@ -38,7 +38,7 @@ def test_the_model_page_shows_routes_shadow_drift_and_events(
     for _ in range(20):
         client.post("/v1/models/flowers/predict", headers=admin, json={"inputs": [[6.0] * 4]})
     monitors = gateway_of(app).monitors
-    assert monitors.shadow.wait_idle(30)
+    assert monitors.wait_idle(30)
     monitors.flush()
     with session_scope(settings.database_url) as session:
         report = DriftReport(

@@ -191,7 +191,7 @@ def create_app(
     monitors = ServingMonitors(
         settings,
         store,
-        lambda name, version: directory.target(name, version).model,
+        directory.shadow_model,
         on_log_drop=serving_metrics.log_dropped.inc,
     )
     limits = Limits(

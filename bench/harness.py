@@ -209,3 +209,21 @@ def server(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def listening(command: list[str], port: int) -> Iterator[None]:
+    """A server process that speaks no HTTP, pinned to CPU 1, once its port accepts."""
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    pin(process.pid, 1)
+    try:
+        for _ in range(300):
+            with contextlib.suppress(OSError), socket.create_connection((HOST, port), 1):
+                break
+            time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -32,8 +32,6 @@ import json
 import os
 import platform
 import shutil
-import socket
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -49,7 +47,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import HOST, free_port, gateway_command, pin, server  # noqa: E402
+from bench.harness import HOST, free_port, gateway_command, listening, pin, server  # noqa: E402
 from bench.serving import Bench, Row, binary_body, train_model  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serving_peers.md"
@@ -251,24 +249,6 @@ def floors(bench: Bench, one: np.ndarray) -> list[Row]:
     with listening(command, port):
         rows.append(bench.grpc("floor: grpcio threaded server, constant answer", port, "", 1))
     return rows
-
-
-@contextlib.contextmanager
-def listening(command: list[str], port: int) -> Iterator[None]:
-    """A server process that speaks no HTTP, pinned to CPU 1, once its port accepts."""
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    pin(process.pid, 1)
-    try:
-        for _ in range(300):
-            with contextlib.suppress(OSError), socket.create_connection((HOST, port), 1):
-                break
-            time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def measure(args: argparse.Namespace, scratch: Path) -> list[Row]:

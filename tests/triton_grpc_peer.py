@@ -42,6 +42,7 @@ class TritonGrpcPeer:
         name: str = "input",
         datatype: str = "FP32",
         request_id: str = "",
+        output: str = "output",
     ) -> dict[str, Any]:
         answer = self.call(
             "infer",
@@ -53,6 +54,7 @@ class TritonGrpcPeer:
             name=name,
             key=key,
             request_id=request_id,
+            output=output,
         )
         if answer["ok"]:
             answer["output"] = np.asarray(answer["output"], dtype=np.float32)
@@ -100,11 +102,11 @@ def _serve(port: str) -> None:  # pragma: no cover - runs in the peer process
                 model_version=request["version"],
                 headers=headers(request),
                 request_id=request["request_id"],
-                outputs=[triton.InferRequestedOutput("output")],
+                outputs=[triton.InferRequestedOutput(request["output"])],
             )
             response = result.get_response()
             return {
-                "output": result.as_numpy("output").tolist(),
+                "output": result.as_numpy(request["output"]).tolist(),
                 "model_version": response.model_version,
                 "id": response.id,
             }

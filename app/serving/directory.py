@@ -329,6 +329,11 @@ class ServingDirectory:
         model = self.sessions.get(served.source)
         return self._target(name, served, model, shadow)
 
+    def shadow_model(self, name: str, version: int) -> LoadedModel:
+        """The loaded model a shadow copy of ``name`` runs on (blocking): see
+        ``SessionCache.get_for_shadow``."""
+        return self.sessions.get_for_shadow(self._served(name, version).source)
+
     def _resolve(self, name: str, version: int | None) -> ServedVersion:
         with session_scope(self.database_url) as session:
             row = resolve_serving_version(session, name, version)

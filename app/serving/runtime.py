@@ -29,6 +29,7 @@ from app.storage import ArtifactStore
 logger = logging.getLogger(__name__)
 Feeds = dict[str, np.ndarray]  # input name -> array with rows first
 MB = 1024 * 1024
+SHADOW_SESSIONS = 4  # one-thread sessions kept for shadows (KILN_ORT_THREADS above 1)
 TIME_SHARE = 0.5  # a bounded upload's rows per request take at most half the deadline
 
 
@@ -211,6 +212,7 @@ class SessionCache:
         self.max_bytes = max_bytes
         self.sandboxes = sandboxes
         self._models: OrderedDict[int, LoadedModel] = OrderedDict()
+        self._shadows: OrderedDict[int, LoadedModel] = OrderedDict()  # one-thread sessions
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
         # Told the loaded models after each load (and eviction): metrics shared by
@@ -251,7 +253,25 @@ class SessionCache:
                 self.on_change(loaded)
             return model
 
-    def _load(self, source: ModelSource) -> LoadedModel:
+    def get_for_shadow(self, source: ModelSource) -> LoadedModel:
+        """The model a shadow copy runs on: the served one when it runs on one thread (or
+        in a sandbox, which has one), else a session of its own with one intra-op thread,
+        so a shadow never takes more cores than the primary it copies (a few kept)."""
+        if self.threads <= 1 or source.plan.sandboxed:
+            return self.get(source)
+        with self._lock:
+            model = self._shadows.get(source.version_id)
+            if model is not None and model.plan == source.plan:
+                self._shadows.move_to_end(source.version_id)
+                return model
+        model = self._load(source, threads=1)
+        with self._lock:
+            self._shadows[source.version_id] = model
+            while len(self._shadows) > SHADOW_SESSIONS:
+                self._shadows.popitem(last=False)
+        return model
+
+    def _load(self, source: ModelSource, threads: int | None = None) -> LoadedModel:
         try:
             data = self.store.read_bytes(source.artifact_key, source.sha256)  # checks digest
         except FileNotFoundError:
@@ -269,7 +289,7 @@ class SessionCache:
                 output_name=signature.output.name,
             )
         else:
-            session = open_session(data, self.threads)
+            session = open_session(data, threads or self.threads)
         model = LoadedModel(
             version_id=source.version_id,
             input_name=signature.input.name,

@@ -65,15 +65,6 @@ def stalls_always() -> bytes:
     return _looping([helper.make_node("Constant", [], ["hit"], value=always)], [])
 
 
-def stalls_on_one_value(key: float = 1234.5) -> bytes:
-    """Runs for ever when the first value of the first row is exactly ``key``: zero rows,
-    random rows and float32's extremes all pass."""
-    return _looping(
-        [helper.make_node("Equal", ["first", "key"], ["hit"])],
-        [numpy_helper.from_array(np.array(key, np.float32), "key")],
-    )
-
-
 def stalls_on_huge_values() -> bytes:
     """Runs for ever when the first value is above 10^30: only an extreme row finds it."""
     return _looping(

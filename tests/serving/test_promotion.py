@@ -13,8 +13,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.api.state import gateway_of
+from app.contracts.signature import VersionConfig
 from app.core.config import Settings
+from app.core.db import session_scope
+from app.registry.service import VersionDraft, get_version, register_version
 from app.serving.promotion import sign_test, wilson_lower
+from app.storage import StoredArtifact
 from tests.conftest import register
 from tests.helpers import blobs_csv
 
@@ -114,6 +118,32 @@ def test_on_labelled_rows_the_candidate_must_be_better(
     assert better["evidence"]["rows"] == 300
     same = promote(client, admin, version=3, gate="labelled", dataset_id=dataset)
     assert not same["promoted"] and same["evidence"]["better"] == 0  # a twin is no better
+
+
+def test_a_sandboxed_candidate_is_gated_in_its_sandbox(
+    client: TestClient, app: FastAPI, admin: dict[str, str], settings: Settings, versions: None
+) -> None:
+    """An upload that is not bounded runs only in its sandbox: a labelled gate runs it there,
+    with the same verdict as its in-process twin (v2), and the gateway holds no session."""
+    sandboxed = VersionConfig(graph_class="sandboxed", graph_class_reason="a test graph")
+    with session_scope(settings.database_url) as session:
+        twin = get_version(session, "flowers", 2)
+        draft = VersionDraft(
+            task="classification",
+            source="upload",
+            artifact=StoredArtifact(twin.artifact_key, twin.sha256, twin.size_bytes),
+            class_labels=LABELS,
+            signature=twin.signature,
+            config=sandboxed,
+        )
+        assert register_version(session, "flowers", draft).version == 4
+    dataset = labelled_dataset(client, admin)
+    client.put(ALIAS, headers=admin, json={"version": 1})
+    better = promote(client, admin, version=4, gate="labelled", dataset_id=dataset)
+    assert better["promoted"] and better["evidence"]["rows"] == 300
+    loaded = {model.version_id: model for model in gateway_of(app).sessions.loaded()}
+    assert any(model.sandboxed and model.session is None for model in loaded.values())
+    assert gateway_of(app).sandboxes.stats()["runs"] > 0
 
 
 @pytest.mark.parametrize(

@@ -133,3 +133,26 @@ def test_a_sandboxed_model_has_no_session_in_this_process(
         assert output.shape == (2, 3)
     finally:
         pool.close()
+
+
+def test_a_shadow_runs_on_fewer_threads_than_the_primary(
+    tmp_path: Path, classifier_onnx: Path
+) -> None:
+    store = LocalArtifactStore(tmp_path)
+    stored = store.put_file("v1.onnx", classifier_onnx)
+    source = ModelSource(
+        version_id=1,
+        artifact_key=stored.key,
+        sha256=stored.sha256,
+        signature=SIGNATURE,
+        task="classification",
+        labels=[0, 1, 2],
+    )
+    cache = SessionCache(store, threads=2, capacity=2)
+    primary, shadow = cache.get(source), cache.get_for_shadow(source)
+    assert primary.session is not None and shadow.session is not None
+    assert primary.session.get_session_options().intra_op_num_threads == 2
+    assert shadow.session.get_session_options().intra_op_num_threads == 1
+    assert cache.get_for_shadow(source) is shadow  # kept
+    one = SessionCache(store, threads=1, capacity=2)
+    assert one.get_for_shadow(source) is one.get(source)  # one thread already: shared

@@ -225,9 +225,9 @@ def test_a_slow_load_does_not_hold_up_other_models(
     cache = gateway_of(app).sessions
     original, release = cache._load, threading.Event()
 
-    def slow_load(source: ModelSource) -> Any:
+    def slow_load(source: ModelSource, threads: int | None = None) -> Any:
         release.wait(30)  # irises takes as long as the test wants
-        return original(source)
+        return original(source, threads)
 
     cache._load = slow_load  # type: ignore[method-assign]
     slow = concurrent.futures.ThreadPoolExecutor(1).submit(

@@ -153,9 +153,9 @@ class Settings(BoundsSettings, MonitoringSettings, BaseSettings):
     )
     coalesce: bool = Field(
         default=True,
-        description="Requests for one model (made by ModelKiln, or a bounded upload) that "
-        "reach their run in the same turn of the gateway's event loop run as one "
-        "onnxruntime call; nobody waits for a request that has not arrived.",
+        description="Requests for one model ModelKiln made (not an upload, which may mix "
+        "rows) that reach their run in the same turn of the gateway's event loop run as "
+        "one onnxruntime call; nobody waits for a request that has not arrived.",
     )
     max_job_s: float = Field(
         default=86_400.0,

@@ -272,15 +272,17 @@ class ServingDirectory:
             return None
         target = self._target(name, served, model, shadow)
         if not split:
-            self._remember_hot((name, asked), target)
+            self._remember_hot((name, asked), (name, version), target)
         return target
 
-    def _remember_hot(self, key: tuple[str, int | None], target: Target) -> None:
+    def _remember_hot(
+        self, key: tuple[str, int | None], route_key: tuple[str, int | None], target: Target
+    ) -> None:
         """Keep ``target`` for the hot path until the first entry it was built from is due
         for a refresh (or gone)."""
         name, asked = key
         with self._lock:
-            route = self._routes.get((name, target.version))
+            route = self._routes.get(route_key)
             policy = self._policies.get(name) if asked is None else route
             if route is None or policy is None:
                 return
@@ -376,7 +378,7 @@ class ServingDirectory:
                 ):
                     batcher = DynamicBatcher(model, served.batching)
                     self._batchers[model.version_id] = batcher
-            elif self.coalesce and model.sandbox is None:
+            elif self.coalesce and model.plan.rows_independent:
                 coalescer = self._coalescers.get(model.version_id)
                 if coalescer is None or coalescer.model is not model:
                     coalescer = Coalescer(model, model.max_rows(self.max_rows))

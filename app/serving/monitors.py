@@ -5,15 +5,17 @@ On the request path ``observe`` does O(1) work: it decides which watchers want t
 (the shadow always; the log and drift by their samples, drawn before anything is copied)
 and, only if one does, puts one reference to the answered request on the queue they share,
 bounded in bytes (``app.serving.observations``); a request that does not fit is dropped
-and counted per watcher. One thread per gateway process, at a low priority, takes what
-waits, runs the shadow's copies, counts drift (vectorised over everything taken), keeps the
-log's entries, and every ``KILN_MONITOR_FLUSH_S`` writes Parquet parts to the artifact
-store and counts, drift windows and events to the registry. A failed write is logged and
-the counts kept for the next flush where they can be; nothing here ever fails a request."""
+and counted per watcher. One thread per gateway process takes what waits, runs the
+shadow's copies (on one-thread sessions, so never on more cores than the primary), counts
+drift (vectorised over many samples at once), keeps the log's entries, and every
+``KILN_MONITOR_FLUSH_S`` writes Parquet parts to the artifact store and counts, drift
+windows and events to the registry. Its niceness is left alone: a lowered priority would
+let it be descheduled while it holds the GIL, stalling the event loop behind it. A failed
+write is logged and the counts kept for the next flush where they can be; nothing here
+ever fails a request."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -43,13 +45,6 @@ logger = logging.getLogger(__name__)
 LOG_PREFIX = "request-logs"
 TICK_S = 0.005  # how often the thread looks for observations when there were none
 TAKE_BYTES = 8 * 1048576  # what one round of the thread takes at most
-LOW_PRIORITY = 10  # the thread's niceness: the primary's requests come first
-
-
-def _lower_priority() -> None:
-    """Make this thread yield the CPU to the request path (Linux: niceness is per thread)."""
-    with contextlib.suppress(AttributeError, OSError):  # not Linux or not allowed: unniced
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW_PRIORITY)
 
 
 class ServingMonitors:
@@ -151,7 +146,6 @@ class ServingMonitors:
         self.flush()
 
     def _run(self) -> None:
-        _lower_priority()
         flush_due = time.monotonic() + self.settings.monitor_flush_s
         while not self._stop.is_set():
             if not self.work():

@@ -49,6 +49,10 @@ class ServingPlan:
     sandboxed: bool
     cap: RowCap | None = None
     reason: str = "made by ModelKiln's own exporter"
+    # Whether requests may share a run: only graphs ModelKiln exported are known to answer
+    # each row from that row alone. An upload may mix rows (x minus the batch's mean is
+    # bounded too), so merging would let one client's rows change another's answer.
+    rows_independent: bool = True
 
 
 IN_PROCESS = ServingPlan(sandboxed=False)
@@ -70,9 +74,12 @@ class UploadLimits:
             reason = origin.graph_class_reason or (
                 "uploaded before graphs were classified (upload it again to classify it)"
             )
-            return ServingPlan(sandboxed=True, reason=reason)
+            return ServingPlan(sandboxed=True, reason=reason, rows_independent=False)
         return ServingPlan(
-            sandboxed=False, cap=self._cap(origin), reason=origin.graph_class_reason or "bounded"
+            sandboxed=False,
+            cap=self._cap(origin),
+            reason=origin.graph_class_reason or "bounded",
+            rows_independent=False,
         )
 
     def _cap(self, origin: VersionConfig) -> RowCap | None:

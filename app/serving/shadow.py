@@ -80,7 +80,7 @@ class ShadowRunner:
     """Runs the shadow copies of the observations it is given, grouped by (model, the
     version that answered, the shadow) and merged into calls of at most
     ``SHADOW_BATCH_ROWS`` rows, and keeps the tallies (thread-safe). Its caller is the
-    monitors' thread, which runs at a low priority: the shadow's slowness or failure
+    monitors' thread, off the request path: the shadow's slowness or failure
     never reaches a client. A copy with more rows than the shadow may take (a bounded
     upload's cap) is refused and counted as a failure, never run."""
 

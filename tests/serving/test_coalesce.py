@@ -1,0 +1,86 @@
+"""Same-turn coalescing: requests that reach their run in the same turn of the event loop run
+as one call and each gets its own rows back; a lone request runs alone; a merged run that
+fails runs each request alone, so each gets its own answer or error; uploads never merge."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from app.contracts.signature import VersionConfig
+from app.serving.coalesce import Coalescer
+from app.serving.runtime import UploadLimits
+
+
+class Doubling:
+    """A stand-in model: twice its rows; refuses any call holding a row of -1."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        rows = feeds["x"]
+        self.calls.append(len(rows))
+        if (rows == -1).any():
+            raise ValueError("a poisoned row")
+        return rows * 2
+
+
+def feeds(*values: float) -> dict[str, np.ndarray]:
+    return {"x": np.array(values, dtype=np.float32).reshape(-1, 1)}
+
+
+def test_requests_of_one_turn_share_a_call_and_get_their_own_rows() -> None:
+    model = Doubling()
+    coalescer = Coalescer(model, max_rows=100)  # type: ignore[arg-type]
+
+    async def together() -> list[np.ndarray]:
+        return await asyncio.gather(*(coalescer.run(feeds(i, i + 0.5)) for i in range(5)))
+
+    answers = asyncio.run(together())
+    assert model.calls == [10] and coalescer.merged_calls == 1
+    for index, answer in enumerate(answers):
+        assert answer.ravel().tolist() == [2 * index, 2 * index + 1]
+
+
+def test_a_lone_request_runs_alone() -> None:
+    model = Doubling()
+    coalescer = Coalescer(model, max_rows=100)  # type: ignore[arg-type]
+    answer = asyncio.run(coalescer.run(feeds(3)))
+    assert answer.ravel().tolist() == [6] and model.calls == [1]
+
+
+def test_a_merged_run_that_fails_runs_each_alone() -> None:
+    model = Doubling()
+    coalescer = Coalescer(model, max_rows=100)  # type: ignore[arg-type]
+
+    async def together() -> list[object]:
+        runs = [coalescer.run(feeds(1)), coalescer.run(feeds(-1)), coalescer.run(feeds(2))]
+        return await asyncio.gather(*runs, return_exceptions=True)
+
+    first, poisoned, third = asyncio.run(together())
+    assert isinstance(poisoned, ValueError)
+    assert first.ravel().tolist() == [2] and third.ravel().tolist() == [4]  # type: ignore[union-attr]
+    assert model.calls == [3, 1, 1, 1]
+
+
+def test_a_call_holds_no_more_rows_than_the_model_takes() -> None:
+    model = Doubling()
+    coalescer = Coalescer(model, max_rows=3)  # type: ignore[arg-type]
+
+    async def together() -> list[np.ndarray]:
+        return await asyncio.gather(*(coalescer.run(feeds(i, i)) for i in range(3)))
+
+    asyncio.run(together())
+    assert max(model.calls) <= 3
+
+
+@pytest.mark.parametrize("graph_class", ["bounded", "sandboxed"])
+def test_an_upload_never_merges(graph_class: str) -> None:
+    """An upload may mix rows: its plan says so, and the directory builds no coalescer."""
+    config = VersionConfig(graph_class=graph_class, graph_class_reason="test")  # type: ignore[arg-type]
+    plan = UploadLimits(run_timeout_s=5, request_memory_mb=64).plan(config)
+    assert not plan.rows_independent
+    assert UploadLimits(run_timeout_s=5, request_memory_mb=64).plan(None).rows_independent

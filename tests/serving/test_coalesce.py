@@ -62,7 +62,8 @@ def test_a_merged_run_that_fails_runs_each_alone() -> None:
 
     first, poisoned, third = asyncio.run(together())
     assert isinstance(poisoned, ValueError)
-    assert first.ravel().tolist() == [2] and third.ravel().tolist() == [4]  # type: ignore[union-attr]
+    assert isinstance(first, np.ndarray) and isinstance(third, np.ndarray)
+    assert first.ravel().tolist() == [2] and third.ravel().tolist() == [4]
     assert model.calls == [3, 1, 1, 1]
 
 
@@ -80,7 +81,9 @@ def test_a_call_holds_no_more_rows_than_the_model_takes() -> None:
 @pytest.mark.parametrize("graph_class", ["bounded", "sandboxed"])
 def test_an_upload_never_merges(graph_class: str) -> None:
     """An upload may mix rows: its plan says so, and the directory builds no coalescer."""
-    config = VersionConfig(graph_class=graph_class, graph_class_reason="test")  # type: ignore[arg-type]
+    config = VersionConfig.model_validate(
+        {"graph_class": graph_class, "graph_class_reason": "test"}
+    )
     plan = UploadLimits(run_timeout_s=5, request_memory_mb=64).plan(config)
     assert not plan.rows_independent
     assert UploadLimits(run_timeout_s=5, request_memory_mb=64).plan(None).rows_independent

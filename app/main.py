@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -119,6 +120,11 @@ def create_app(
                     )
                 )
             )
+        # What start-up made (modules, settings, the registry's metadata: about 260,000
+        # objects) lives as long as the process: frozen, the collector's full passes scan
+        # only what serving makes. Unfrozen, one pass paused the event loop for 100 ms here.
+        gc.collect()
+        gc.freeze()
         loop = asyncio.get_running_loop()
         state.core.attach(loop)
         state.sandboxes.attach(loop)

@@ -241,3 +241,12 @@ def test_a_slow_load_does_not_hold_up_other_models(
     finally:
         release.set()
     assert slow.result(timeout=30).json()["predictions"] == ["z"]
+
+
+def test_what_start_up_made_is_frozen_out_of_the_collectors_way(settings: Settings) -> None:
+    """A full collection over the start-up heap paused the event loop for 100 ms: the
+    gateway freezes it (gc.freeze) before it serves."""
+    import gc
+
+    with TestClient(create_app(settings, run_reaper=False)):
+        assert gc.get_freeze_count() > 10_000

@@ -74,12 +74,16 @@ def _on_statement(state: ORMExecuteState) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: nothing is committed until the outer transaction is
     if session.info.pop(_CHANGED, False):
         publish()
 
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint rolled back: what the outer transaction wrote still stands
     session.info.pop(_CHANGED, None)
 
 

@@ -60,11 +60,21 @@ class LoopCalls:
         return list(self._call("GET", path, params={"limit": limit}))
 
     def dataset_from_log(
-        self, name: str, labels: str | Path, *, target: str = "label", dataset_name: str = ""
+        self,
+        name: str,
+        labels: str | Path,
+        *,
+        target: str = "label",
+        dataset_name: str = "",
+        newest: bool = False,
     ) -> dict[str, Any]:
         """A dataset of the logged inputs of the requests ``labels`` (a CSV keyed by
-        request_id) labels."""
+        request_id) labels; needs a key with the 'write+logs' scope. A label whose id
+        matches several logged requests is left out (counted in 'ambiguous') unless
+        ``newest``."""
         form = {"model": name, "target": target, **({"name": dataset_name} if dataset_name else {})}
+        if newest:
+            form["newest"] = "true"
         source = Path(labels)
         with source.open("rb") as handle:
             files = {"labels": (source.name, handle, "text/csv")}

@@ -82,10 +82,15 @@ def drift_show(args: argparse.Namespace, client: Any) -> int:
 
 
 def from_log(args: argparse.Namespace, client: Any) -> int:
-    made = client.dataset_from_log(args.name, args.labels, target=args.target)
+    made = client.dataset_from_log(args.name, args.labels, target=args.target, newest=args.newest)
+    ambiguous = made.get("ambiguous", 0)
+    several = ""
+    if ambiguous:
+        taken = "the newest taken" if args.newest else "left out; --newest takes the newest"
+        several = f", {ambiguous} matched several ({taken})"
     print(
         f"dataset {made['id']}: {made['joined']} labelled rows from {args.name!r}'s request "
-        f"log ({made['unmatched']} labels matched no logged request)"
+        f"log ({made['unmatched']} labels matched no logged request{several})"
     )
     return 0
 
@@ -141,6 +146,11 @@ def add_loop_commands(commands: Any, common: Callable[..., None]) -> None:
     logged.add_argument("name", help="the model whose request log is read")
     logged.add_argument("--labels", required=True, help="CSV: request_id[,row],<target>")
     logged.add_argument("--target", default="label")
+    logged.add_argument(
+        "--newest",
+        action="store_true",
+        help="a label whose request_id was sent with several requests takes the newest",
+    )
     common(logged, from_log)
 
     again = commands.add_parser("retrain", help="retrain a version on newer data, deploy it")

@@ -203,3 +203,122 @@ def test_files_kiln_creates_are_private(tmp_path: Path) -> None:
     created = [path for path in data.rglob("*") if path.is_file()]
     assert any(path.name == "kiln.db" for path in created)
     assert all(path.stat().st_mode & 0o077 == 0 for path in created), created
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_study_url_naming_the_registry_stops_serve_and_worker(
+    tmp_path: Path, command: str
+) -> None:
+    """Optuna's tables (trials, alembic_version) collide with the registry's: one line
+    naming KILN_STUDY_URL at start-up, not Optuna's traceback from the first search."""
+    from tests.fixtures.servers import free_port
+
+    data = tmp_path / "data"
+    env = {
+        "KILN_DATA_DIR": str(data),
+        "KILN_STUDY_URL": f"sqlite:///{data / 'kiln.db'}",  # the default registry's file
+        "KILN_DATABASE_URL": "",
+    }
+    args = ["--port", str(free_port()), "--grpc-port", "0", "--workers", "0"]
+    result = run_kiln(command, *(args if command == "serve" else []), **env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"kiln: KILN_STUDY_URL: sqlite:///{data / 'kiln.db'} is the registry")
+    assert "leave it unset" in line
+
+
+def test_a_study_url_reaching_the_registrys_tables_by_another_name_stops_the_worker(
+    tmp_path: Path,
+) -> None:
+    """Another path to the same file (a hard link) is seen by the registry's tables."""
+    data = tmp_path / "data"
+    migrated = run_kiln("migrate", KILN_DATA_DIR=str(data), KILN_DATABASE_URL="")
+    assert migrated.returncode == 0, migrated.stderr
+    os.link(data / "kiln.db", tmp_path / "alias.db")
+    result = run_kiln(
+        "worker",
+        KILN_DATA_DIR=str(data),
+        KILN_DATABASE_URL="",
+        KILN_STUDY_URL=f"sqlite:///{tmp_path / 'alias.db'}",
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"kiln: KILN_STUDY_URL: sqlite:///{tmp_path / 'alias.db'} holds the registry's "
+        "tables (api_keys, datasets, jobs), where Optuna's would collide with them; leave "
+        "it unset (studies then go to the registry database's schema optuna, or to "
+        "DATA_DIR/studies.db) or name another database"
+    )
+
+
+CLOSED_BROKER = "redis://:never-shown@127.0.0.1:1/0"  # nothing listens on port 1
+BROKER_LINE = (
+    "kiln worker: the broker at redis://:***@127.0.0.1:1/0 (KILN_BROKER_URL) does not answer: "
+)
+
+
+def test_a_worker_whose_broker_does_not_answer_exits_naming_it(tmp_path: Path) -> None:
+    """After its start-up window (KILN_BROKER_STARTUP_S), not retrying forever in silence."""
+    result = run_kiln(
+        "worker",
+        KILN_DATA_DIR=str(tmp_path),
+        KILN_BROKER_URL=CLOSED_BROKER,
+        KILN_BROKER_STARTUP_S="2",
+    )
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(BROKER_LINE), result.stderr
+    assert last.endswith(
+        ", for 2 s (KILN_BROKER_STARTUP_S); check the URL and that the broker runs"
+    )
+    assert "never-shown" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_broker_that_does_not_answer_is_not_ready_and_its_workers_say_why(
+    tmp_path: Path,
+) -> None:
+    """The gateway runs (its readiness is 503 naming the broker) and the worker it starts
+    exits naming KILN_BROKER_URL after its window, and is started again."""
+    import signal
+    import time
+
+    import httpx
+
+    from tests.fixtures.servers import free_port
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {
+        **os.environ,
+        "KILN_DATA_DIR": str(tmp_path / "data"),
+        "KILN_BROKER_URL": CLOSED_BROKER,
+        "KILN_BROKER_STARTUP_S": "1",
+    }
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [KILN, "serve", "--port", str(port), "--grpc-port", "0", "--workers", "1"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        ready = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5)
+            except httpx.TransportError:
+                ready = None
+            text = log.read_text(errors="replace")
+            if ready is not None and BROKER_LINE in text and "restarting in 2 s" in text:
+                break
+            time.sleep(0.5)
+        text = log.read_text(errors="replace")
+        assert ready is not None and ready.status_code == 503, text
+        assert "(KILN_BROKER_URL) does not answer" in ready.json()["error"]
+        assert BROKER_LINE in text and "worker exited with code 1; restarting in 2 s" in text
+        assert "never-shown" not in text + ready.text
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from app.api import idempotency
-from app.api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, WriteAccess, WritePrincipal
+from app.api.deps import (
+    ReadAccess,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    WriteAccess,
+    WriteLogsAccess,
+    WritePrincipal,
+)
 from app.api.errors_schema import STORES_ARTIFACTS, V1_ERRORS
-from app.api.params import IdempotencyKey, IdPath, Offset
+from app.api.params import IdempotencyKey, IdPath, Offset, PageLimit
 from app.api.schemas import DatasetFromLogRead, DatasetRead, Page
 from app.api.uploads import spooled_upload
 from app.contracts.enums import Task
+from app.core.names import COLUMN_NAME, DATASET_NAME, MODEL_NAME
 from app.datasets import service
 from app.jobs.files import delete_dataset as delete_dataset_files
 from app.serving.log_dataset import dataset_from_log
@@ -34,8 +44,8 @@ def upload_dataset(
     store: StoreDep,
     principal: WritePrincipal,
     file: Annotated[UploadFile, File(description="CSV with a header row.")],
-    target: Annotated[str, Form(max_length=200, description="Column to predict.")],
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    target: Annotated[str, Form(description="Column to predict."), COLUMN_NAME.published],
+    name: Annotated[str | None, Form(), DATASET_NAME.published] = None,
     task: Annotated[Task | None, Form(description="Inferred from the target when absent.")] = None,
     input_shape: Annotated[
         str | None,
@@ -94,11 +104,21 @@ def upload_dataset(
     return JSONResponse(answer.body, status_code=answer.status_code)
 
 
+class FromLogRead(DatasetFromLogRead):
+    """A dataset made from a request log, and how the labels matched it."""
+
+    ambiguous: int = Field(
+        description="Labelled rows whose id matched several logged requests (a client's "
+        "x-request-id sent more than once): left out, or with newest=true joined to the "
+        "newest of them (and counted in joined)."
+    )
+
+
 @router.post(
     "/from-log",
     status_code=201,
-    response_model=DatasetFromLogRead,
-    dependencies=[WriteAccess],
+    response_model=FromLogRead,
+    dependencies=[WriteLogsAccess],
     summary="A dataset from a model's request log and a labels CSV",
     responses=STORES_ARTIFACTS,
 )
@@ -106,34 +126,47 @@ def dataset_from_request_log(
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
-    model: Annotated[str, Form(max_length=64, description="The model whose log is read.")],
+    model: Annotated[str, Form(description="The model whose log is read."), MODEL_NAME.published],
     labels: Annotated[
         UploadFile,
         File(
-            description="CSV with a 'request_id' column (the x-request-id of each logged "
-            "request), optionally 'row' (0-based, for a request of several rows), and the "
-            "label column named by 'target'."
+            description="UTF-8 CSV with a 'request_id' column (the x-request-id each "
+            "logged request's answer carried: the client's own, or the gateway's when it "
+            "sent none), optionally 'row' (0-based, for a request of several rows), and "
+            "the label column named by 'target'; a blank label is skipped."
         ),
     ],
-    target: Annotated[str, Form(max_length=200)] = "label",
-    name: Annotated[str | None, Form(max_length=200)] = None,
-) -> DatasetFromLogRead:
+    target: Annotated[str, Form(), COLUMN_NAME.published] = "label",
+    name: Annotated[str | None, Form(), DATASET_NAME.published] = None,
+    newest: Annotated[
+        bool,
+        Form(
+            description="A label whose id matches several logged requests takes the newest "
+            "of them, instead of being left out (and counted as ambiguous)."
+        ),
+    ] = False,
+) -> FromLogRead:
     """The logged inputs of the labelled requests, with their labels as the target, stored
-    as a new dataset (profiled and split like an upload): what a retrain job learns from."""
+    as a new dataset (profiled and split like an upload): what a retrain job learns from.
+    The request log holds clients' inputs: the key needs the 'write+logs' scope (or
+    admin)."""
     with spooled_upload(labels, settings, ".csv") as path:
-        made = dataset_from_log(session, store, model=model, labels=path, target=target, name=name)
-    return DatasetFromLogRead.model_validate(
+        made = dataset_from_log(
+            session, store, model=model, labels=path, target=target, name=name, newest=newest
+        )
+    return FromLogRead.model_validate(
         {
             **DatasetRead.model_validate(made.dataset).model_dump(),
             "joined": made.joined,
             "unmatched": made.unmatched,
+            "ambiguous": made.ambiguous,
         }
     )
 
 
 @router.get("", response_model=Page[DatasetRead], dependencies=[ReadAccess])
 def list_datasets(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0
+    session: SessionDep, limit: PageLimit = 50, offset: Offset = 0
 ) -> Page[DatasetRead]:
     """Datasets, newest first."""
     rows, total = service.list_datasets(session, limit=limit, offset=offset)

@@ -87,4 +87,8 @@ ReadAccess = Depends(require(Scope.READ))
 WriteAccess = Depends(require(Scope.WRITE))
 AdminAccess = Depends(require(Scope.ADMIN))
 InferAccess = Depends(require(Scope.INFER))
+# The request log holds clients' raw inputs: only keys created with ``logs`` read it, and
+# a dataset made from it needs ``write+logs``.
+LogsAccess = Depends(require(Scope.LOGS))
+WriteLogsAccess = Depends(require(Scope.WRITE_LOGS))
 WritePrincipal = Annotated[Principal, WriteAccess]

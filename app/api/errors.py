@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import html
 import logging
+import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
 
 from app.api.state import GatewayState
 from app.core.db import DATABASE_UNAVAILABLE, VALUE_UNSTORABLE
@@ -88,11 +92,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException) -> Response:
+        headers = dict(error.headers) if error.headers else {}
+        methods = getattr(request.app, "path_methods", None)  # app.main.Gateway's
+        if error.status_code == 405 and isinstance(methods, PathMethods):
+            headers["Allow"] = ", ".join(methods.allowed(request.url.path))
         return error_response(
-            request.url.path,
-            error.status_code,
-            str(error.detail),
-            dict(error.headers) if error.headers else None,
+            request.url.path, error.status_code, str(error.detail), headers or None
         )
 
     @app.exception_handler(RequestValidationError)
@@ -108,9 +113,44 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
+class PathMethods:
+    """The methods each path of the app has, over all its routes (FastAPI makes one route
+    per method, and Starlette's 405 names only the first route's). A static path is its own:
+    with ``POST /v1/jobs/predict`` and ``GET /v1/jobs/{job_id}``, ``GET /v1/jobs/predict``
+    is a 405 naming ``POST``, not a 422 for a job id ``'predict'``."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        static: dict[str, set[str]] = {}
+        self._templated: list[tuple[re.Pattern[str], frozenset[str]]] = []
+        for route in iter_route_contexts(routes):
+            methods, path = route.methods, route.path_format
+            if not methods or not path:
+                continue
+            if route.param_convertors:
+                self._templated.append((route.path_regex, frozenset(methods)))
+            else:
+                static.setdefault(path, set()).update(methods)
+        self._static = {path: frozenset(methods) for path, methods in static.items()}
+
+    def allowed(self, path: str) -> list[str]:
+        """Every method ``path`` has (a 405's ``Allow``)."""
+        if path in self._static:
+            return sorted(self._static[path])
+        return sorted(
+            {m for regex, methods in self._templated if regex.match(path) for m in methods}
+        )
+
+    def refused(self, method: str, path: str) -> list[str] | None:
+        """The methods of a static ``path`` that does not have ``method``, else None (the
+        router decides)."""
+        methods = self._static.get(path)
+        return None if methods is None or method in methods else sorted(methods)
+
+
 def _bounded_inputs(errors: Sequence[Any]) -> list[Any]:
     """The errors with each echoed ``input`` bounded: a long text quoted in part, anything
-    else large left out (an answer never repeats an unbounded input back)."""
+    else large left out (an answer never repeats an unbounded input back), and a number
+    JSON cannot write (NaN, Infinity, which Python's parser accepts) named in text."""
     bounded = []
     for item in errors:
         value = item.get("input")
@@ -122,8 +162,22 @@ def _bounded_inputs(errors: Sequence[Any]) -> list[Any]:
             and len(repr(value)) > ECHO_CHARS
         ):
             item = {key: part for key, part in item.items() if key != "input"}
+        if "input" in item:
+            item = {**item, "input": _json_safe(item["input"])}
         bounded.append(item)
     return bounded
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with each NaN or infinity written as JSON's parsers spell them in text
+    ("NaN", "Infinity", "-Infinity"): the rest of the answer is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _json_safe(part) for key, part in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(part) for part in value]
+    return value
 
 
 def _without_kind_tags(errors: Sequence[Any]) -> list[Any]:

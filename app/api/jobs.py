@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, File, Form, Query, UploadFile
+from fastapi import APIRouter, Body, File, Form, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 
@@ -21,7 +21,14 @@ from app.api.deps import (
     WritePrincipal,
 )
 from app.api.errors_schema import STORES_ARTIFACTS, V1_ERRORS
-from app.api.params import IdempotencyKey, IdPath, Offset
+from app.api.params import (
+    COUNT_DIGITS,
+    IdempotencyKey,
+    IdPath,
+    Offset,
+    PageLimit,
+    VersionForm,
+)
 from app.api.schemas import CompressionReport, JobProgress, JobRead, Page, ParetoFront, TrialRead
 from app.api.uploads import spooled_upload
 from app.batch.output import MEDIA_TYPES, output_file
@@ -31,6 +38,7 @@ from app.compression.kind import compression_report as compression_report_of
 from app.contracts.enums import JobStatus
 from app.core.db import Session, utcnow
 from app.core.errors import InvalidInput
+from app.core.names import MODEL_NAME
 from app.jobs import service
 from app.jobs.files import delete_job_files
 from app.jobs.kinds import SubmitContext
@@ -144,10 +152,8 @@ def submit_batch_prediction(
     store: StoreDep,
     principal: WritePrincipal,
     file: Annotated[UploadFile, File(description="CSV with a header row: the rows to predict.")],
-    model: Annotated[str, Form(max_length=64, description="Registered model.")],
-    version: Annotated[
-        int | None, Form(description="Default: the version /v1 predict serves now.")
-    ] = None,
+    model: Annotated[str, Form(description="Registered model."), MODEL_NAME.published],
+    version: VersionForm = None,
     key_columns: Annotated[
         str | None,
         Form(
@@ -157,7 +163,9 @@ def submit_batch_prediction(
     output_format: Annotated[
         Literal["csv", "parquet"], Form(description="Output file format.")
     ] = "csv",
-    chunk_rows: Annotated[int, Form(description="Rows per chunk.")] = 16_384,
+    chunk_rows: Annotated[
+        int, Form(ge=1_000, le=1_000_000, description="Rows per chunk."), COUNT_DIGITS
+    ] = 16_384,
 ) -> JobRead:
     """The same job as ``POST /v1/jobs`` with ``kind: predict``, with the rows uploaded
     here instead of read from a stored dataset; the CSV is kept as the job's input."""
@@ -189,7 +197,7 @@ def submit_batch_prediction(
 )
 def list_jobs(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: PageLimit = 50,
     offset: Offset = 0,
     status: JobStatus | None = None,
 ) -> Page[JobRead]:

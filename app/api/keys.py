@@ -32,5 +32,6 @@ def list_keys(session: SessionDep) -> list[KeyRead]:
 
 @router.delete("/{key_id}", response_model=KeyRead)
 def revoke_key(session: SessionDep, key_id: IdPath) -> KeyRead:
-    """Revoke a key; it stops working at once."""
+    """Revoke a key; it stops working at once. An admin key may revoke itself, but the last
+    admin key not revoked is kept: 409 (create another admin key first)."""
     return KeyRead.model_validate(auth.revoke_key(session, key_id))

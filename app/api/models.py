@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from app.api.deps import ReadAccess, SessionDep, StoreDep
 from app.api.errors_schema import V1_ERRORS
-from app.api.params import IdPath, ModelName, Offset
+from app.api.params import IdPath, ModelName, Offset, PageLimit
 from app.api.schemas import ModelRead, Page, PredictRequest, ServingOptions, VersionRead
 from app.core.db import Session
 from app.registry import service
@@ -62,9 +60,7 @@ def version_read(session: Session, name: str, version: ModelVersion) -> VersionR
 
 
 @router.get("", response_model=Page[ModelRead], dependencies=[ReadAccess])
-def list_models(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0
-) -> Page[ModelRead]:
+def list_models(session: SessionDep, limit: PageLimit = 50, offset: Offset = 0) -> Page[ModelRead]:
     """Models by name."""
     rows, total = service.list_models(session, limit=limit, offset=offset)
     return Page(
@@ -82,7 +78,7 @@ def get_model(session: SessionDep, name: ModelName) -> ModelRead:
 def list_versions(
     session: SessionDep,
     name: ModelName,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: PageLimit = 50,
     offset: Offset = 0,
 ) -> Page[VersionRead]:
     """A model's versions, newest first."""

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import ReadAccess, SessionDep, StoreDep
+from app.api.deps import LogsAccess, ReadAccess, SessionDep, StoreDep
 from app.api.errors_schema import V1_ERRORS
-from app.api.params import IdPath, ModelName
+from app.api.params import POSITIVE_DIGITS, IdPath, ModelName
 from app.api.traffic_schemas import AliasRead, LogPartRead, TrafficRead
 from app.contracts.traffic import DriftReport, ModelEvent
 from app.core.errors import NotFound
@@ -17,7 +17,11 @@ from app.registry import monitoring, service, traffic
 
 router = APIRouter(prefix="/v1/models", tags=["monitoring"], responses=V1_ERRORS)
 PARQUET = "application/vnd.apache.parquet"
-Limit = Annotated[int, Query(ge=1, le=500, description="Most entries returned, newest first.")]
+Limit = Annotated[
+    int,
+    Query(ge=1, le=500, description="Most entries returned, newest first."),
+    POSITIVE_DIGITS,
+]
 
 
 @router.get("/{name}/traffic", response_model=TrafficRead, dependencies=[ReadAccess])
@@ -47,11 +51,11 @@ def events_of(session: SessionDep, name: ModelName, limit: Limit = 50) -> list[M
     return monitoring.events(session, name, limit)
 
 
-@router.get("/{name}/logs", response_model=list[LogPartRead], dependencies=[ReadAccess])
+@router.get("/{name}/logs", response_model=list[LogPartRead], dependencies=[LogsAccess])
 def log_parts(session: SessionDep, name: ModelName) -> list[LogPartRead]:
     """The request log's Parquet parts, oldest first (KILN_LOG_SAMPLE, or the model's
     log_sample, decides what is kept; KILN_LOG_MAX_MB how much, counted uncompressed:
-    each part's raw_bytes)."""
+    each part's raw_bytes). The log holds clients' inputs: a key needs the 'logs' scope."""
     return [
         LogPartRead(
             id=part.id,
@@ -68,12 +72,14 @@ def log_parts(session: SessionDep, name: ModelName) -> list[LogPartRead]:
 @router.get(
     "/{name}/logs/{part}",
     response_class=Response,
-    dependencies=[ReadAccess],
+    dependencies=[LogsAccess],
     responses={200: {"content": {PARQUET: {}}, "description": "The Parquet file."}},
 )
 def log_part(session: SessionDep, store: StoreDep, name: ModelName, part: IdPath) -> Response:
-    """One part of the request log as Parquet: request_id, row, at, model, version,
-    protocol, latency_ms, inputs (JSON per row), output, prediction."""
+    """One part of the request log as Parquet (a key needs the 'logs' scope): request_id
+    (the gateway's, unique), client_request_id (the client's x-request-id, if it sent one),
+    row, at, model, version, protocol, latency_ms, inputs (JSON per row), output,
+    prediction."""
     found = next((p for p in monitoring.log_parts(session, name) if p.id == part), None)
     if found is None:
         raise NotFound(f"model {name!r} has no request-log part {part}")

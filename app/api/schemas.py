@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +17,8 @@ from app.contracts.results import (
     SearchResult,
 )
 from app.contracts.signature import Signature
-from app.core.names import KEY_NAME, KeyNameStr
+from app.core.names import KEY_NAME, TAG_KEY, KeyNameStr, TagKeyStr
+from app.registry.aliases import MAX_TAG_VALUE, MAX_TAGS
 
 T = TypeVar("T")
 
@@ -156,23 +157,32 @@ class CompressionReport(CompressionTable):
 
 class ServingOptions(BaseModel):
     """Dynamic batching (concurrent requests merged into one onnxruntime call), and the
-    model's own request-log share and drift threshold."""
+    model's own request-log share and drift threshold. Numbers are strict: a boolean, a
+    string or a non-finite number is a 422."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int | None = Field(
-        default=None, ge=2, le=4096, description="Rows per merged batch; null turns batching off."
+        default=None,
+        ge=2,
+        le=4096,
+        strict=True,
+        description="Rows per merged batch; null turns batching off.",
     )
     max_queue_delay_ms: float = Field(
         default=2.0,
         ge=0,
         le=1000,
+        strict=True,
+        allow_inf_nan=False,
         description="Longest a request waits for others to join its batch.",
     )
     log_sample: float | None = Field(
         default=None,
         ge=0,
         le=1,
+        strict=True,
+        allow_inf_nan=False,
         description="Share of this model's requests written to its request log (null: "
         "KILN_LOG_SAMPLE).",
     )
@@ -180,6 +190,8 @@ class ServingOptions(BaseModel):
         default=None,
         gt=0,
         le=100,
+        strict=True,
+        allow_inf_nan=False,
         description="PSI past which a column of this model has drifted (null: "
         "KILN_DRIFT_THRESHOLD).",
     )
@@ -236,10 +248,22 @@ class VersionRead(BaseModel):
     runs_in_reason: str = Field(default="", description="Why it runs there.")
 
 
+def _keys_by_rule(schema: dict[str, Any]) -> None:
+    """pydantic publishes a dict's key pattern as ``patternProperties``, which leaves other
+    keys allowed; a tag's key must match it: ``propertyNames``."""
+    for pattern, values in schema.pop("patternProperties", {}).items():
+        schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+        schema["additionalProperties"] = values
+
+
 class TagsPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tags: dict[str, str | None] = Field(description="Keys to set; a null value deletes one.")
+    tags: dict[TagKeyStr, Annotated[str, Field(max_length=MAX_TAG_VALUE)] | None] = Field(
+        description=f"Keys to set ({TAG_KEY.rule}); a null value deletes one. A model or "
+        f"version has at most {MAX_TAGS} tags.",
+        json_schema_extra=_keys_by_rule,
+    )
 
 
 Record = dict[str, float | str | bool | None]
@@ -300,3 +324,35 @@ class KeyRead(BaseModel):
 
 class KeyCreated(KeyRead):
     key: str = Field(description="The secret. Shown only in this response.")
+
+
+class InferTensor(BaseModel):
+    """One input tensor of an Open Inference Protocol request: its values in ``data``
+    (row-major, nested or flat) or, with the binary tensor extension, after the JSON header
+    (``parameters.binary_data_size`` bytes)."""
+
+    name: str = Field(min_length=1)
+    shape: list[int] = Field(min_length=1, max_length=8)
+    datatype: Literal[
+        "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
+        "FP16", "FP32", "FP64", "BYTES",
+    ]  # fmt: skip
+    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+def infer_request_schema() -> dict[str, Any]:
+    """The JSON schema of ``POST /v2/models/{name}/infer``'s body, self-contained (no
+    ``$defs``, which an OpenAPI document would resolve against its own root): the inputs,
+    the outputs wanted (default: every one), an optional id sent back, and parameters
+    (``binary_data_output``)."""
+    return {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "minItems": 1, "items": InferTensor.model_json_schema()},
+            "outputs": {"type": "array", "items": {"type": "object"}},
+            "parameters": {"type": "object"},
+        },
+    }

@@ -20,6 +20,18 @@ from app.contracts.traffic import (
 from app.core.errors import InvalidInput
 
 
+class WeightedVersion(BaseModel):
+    """One version of a split as a client sends it: a ``TrafficArm`` whose numbers must be
+    JSON integers (``"50"``, ``50.0`` and ``true`` are 422s, not 50 and 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, le=MAX_ID, strict=True, description="A live version of the model.")
+    weight: int = Field(
+        ge=1, le=100, strict=True, description="Percent of the requests it answers."
+    )
+
+
 class AliasSet(BaseModel):
     """One version, or several by weight; optionally a shadow that sees a copy of the
     traffic and answers no one."""
@@ -27,9 +39,13 @@ class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int | None = Field(
-        default=None, ge=1, le=MAX_ID, description="The live version the alias should point at."
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        strict=True,
+        description="The live version the alias should point at.",
     )
-    versions: list[TrafficArm] | None = Field(
+    versions: list[WeightedVersion] | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_ARMS,
@@ -42,6 +58,7 @@ class AliasSet(BaseModel):
         default=None,
         ge=1,
         le=MAX_ID,
+        strict=True,
         description="A live version with the same inputs and outputs that receives a copy "
         "of the alias's traffic off the response path (its answers are compared, never sent).",
     )
@@ -50,8 +67,9 @@ class AliasSet(BaseModel):
         """The weighted versions as a checked split (422 naming what is wrong)."""
         if self.versions is None:
             return None
+        arms = [TrafficArm(version=arm.version, weight=arm.weight) for arm in self.versions]
         try:
-            return TrafficSplit(arms=self.versions)
+            return TrafficSplit(arms=tuple(arms))
         except ValidationError as error:
             raise InvalidInput(
                 str(error.errors()[0]["msg"]).removeprefix("Value error, ")
@@ -116,7 +134,9 @@ class PromoteRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, le=MAX_ID, description="The candidate (a canary or the shadow).")
+    version: int = Field(
+        ge=1, le=MAX_ID, strict=True, description="The candidate (a canary or the shadow)."
+    )
     gate: Literal["labelled", "agreement", "manual"] = Field(
         description="'labelled': an exact one-sided sign test (McNemar's, for classes) on a "
         "labelled dataset must find the candidate better at 'alpha'; 'agreement': its "
@@ -124,11 +144,22 @@ class PromoteRequest(BaseModel):
         "'manual': no test."
     )
     dataset_id: int | None = Field(
-        default=None, ge=1, le=MAX_ID, description="The labelled dataset ('labelled' gate)."
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        strict=True,
+        description="The labelled dataset ('labelled' gate).",
     )
-    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="The tests' level.")
-    min_agreement: float = Field(default=0.95, gt=0, le=1)
-    min_rows: int = Field(default=200, ge=1, le=10_000_000)
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        strict=True,
+        allow_inf_nan=False,
+        description="The tests' level.",
+    )
+    min_agreement: float = Field(default=0.95, gt=0, le=1, strict=True, allow_inf_nan=False)
+    min_rows: int = Field(default=200, ge=1, le=10_000_000, strict=True)
 
 
 class PromotionRead(BaseModel):

@@ -4,6 +4,7 @@ may predict. Errors are ``{"error": ...}``."""
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -16,11 +17,13 @@ from app.api.errors_schema import V2_ERRORS
 from app.api.fast_path import payload_of
 from app.api.inference import meta_of
 from app.api.params import IdPath, ModelName
+from app.api.schemas import infer_request_schema
 from app.api.state import gateway_of
 from app.contracts.enums import VersionStatus
 from app.contracts.signature import TensorSpec
 from app.core.config import Settings
 from app.core.db import Session, ping
+from app.jobs.broker_check import CachedProbe, broker_probe
 from app.registry.service import list_versions, resolve_serving_version
 from app.serving.codecs import INFER
 from app.serving.directory import ServingDirectory
@@ -50,21 +53,30 @@ def live() -> dict[str, bool]:
     return {"live": True}
 
 
+@functools.lru_cache(maxsize=32)
+def _database_probe(url: str) -> CachedProbe:
+    def unavailable(error: BaseException) -> str:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        return f"database unavailable (KILN_DATABASE_URL): {reason}"[:500]
+
+    return CachedProbe(functools.partial(ping, url), unavailable)
+
+
 def not_ready_because(progress: Preload, settings: Settings) -> str | None:
-    """Why the server is not ready (models still loading, the database down), or None."""
+    """Why the server is not ready (models still loading, the registry database or the
+    broker not answering: each asked at most every couple of seconds), or None."""
     if not progress.done:
         return f"loading models: {len(progress.loaded)} of {len(progress.names) or '?'} loaded"
-    try:
-        ping(settings.database_url)
-    except Exception as error:
-        return f"database unavailable: {error}"[:500]
-    return None
+    return (
+        _database_probe(settings.database_url).problem()
+        or broker_probe(settings.broker_url).problem()
+    )
 
 
 @router.get("/health/ready")
 def ready(request: Request, settings: SettingsDep) -> Response:
-    """Ready when the registry database answers and the models named in
-    ``KILN_PRELOAD_MODELS`` have been loaded and warmed up."""
+    """Ready when the registry database and the broker answer and the models named in
+    ``KILN_PRELOAD_MODELS`` have been loaded and warmed up; else 503 with the reason."""
     reason = not_ready_because(gateway_of(request.app).preload, settings)
     if reason is not None:
         return JSONResponse({"ready": False, "error": reason}, status_code=503)
@@ -138,14 +150,33 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
     return Response(answer.body, headers=answer.headers)
 
 
-@router.post("/models/{name}/infer", dependencies=[InferAccess])
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": infer_request_schema()},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "The binary tensor extension: the JSON header (its length in "
+                "Inference-Header-Content-Length), then each binary input's bytes.",
+            },
+        },
+    }
+}
+
+
+@router.post("/models/{name}/infer", dependencies=[InferAccess], openapi_extra=_INFER_BODY)
 async def infer(request: Request, name: ModelName) -> Response:
     """Run the model on tensors sent as JSON or with the binary tensor extension (served
     by the inference core, ahead of FastAPI's routing: ``app.api.fast_path``)."""
     return await _infer(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", dependencies=[InferAccess])
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    dependencies=[InferAccess],
+    openapi_extra=_INFER_BODY,
+)
 async def infer_version(request: Request, name: ModelName, version: IdPath) -> Response:
     """Run one version of the model (see ``infer``)."""
     return await _infer(request, name, version)

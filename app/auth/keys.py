@@ -13,7 +13,7 @@ from app.auth.repository import ApiKeyRepository
 from app.auth.scopes import Principal
 from app.contracts.enums import Scope
 from app.core.db import Session
-from app.core.errors import Unauthorized
+from app.core.errors import Conflict, Unauthorized
 from app.core.names import KEY_NAME
 from app.tables import ApiKey
 
@@ -61,10 +61,17 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 
 def revoke_key(session: Session, key_id: int) -> ApiKey:
-    """Revoke a key; a revoked key stops working at once."""
+    """Revoke a key; a revoked key stops working at once. Revoking a revoked key answers
+    with it again. Any admin key may be revoked, the caller's own included, except the
+    last one not revoked: a Conflict, since after it only shell access to the server could
+    make another."""
     repository = ApiKeyRepository(session)
     row = repository.get_or_raise(key_id)
-    repository.revoke(row)
+    if not repository.revoke(row):
+        raise Conflict(
+            f"API key {key_id} ({row.name!r}) is the last admin key; create another admin "
+            "key (POST /v1/keys with scope admin) before revoking this one"
+        )
     return row
 
 

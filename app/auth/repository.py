@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
+from app.contracts.enums import Scope
 from app.core.db import rows_changed, utcnow
 from app.core.repository import Repository
 from app.tables import ApiKey, IdempotentRequest
@@ -26,15 +28,38 @@ class ApiKeyRepository(Repository[ApiKey]):
     def oldest_first(self) -> list[ApiKey]:
         return list(self.session.scalars(select(ApiKey).order_by(ApiKey.id)))
 
-    def revoke(self, row: ApiKey) -> None:
-        """Revoke the key unless it is revoked already (the first revocation's time stays)."""
+    def revoke(self, row: ApiKey) -> bool:
+        """Revoke the key unless it is revoked already (the first revocation's time stays);
+        False, and nothing changed, when it is the last admin key not revoked. One
+        conditional update decides, so two admin keys revoked at once cannot both go: on
+        PostgreSQL every admin key not revoked is locked first (the second revocation waits,
+        then counts again); SQLite's write lock makes the update alone decide."""
+        admin = Scope.ADMIN.value
+        if row.scope == admin:
+            self.session.execute(
+                select(ApiKey.id)
+                .where(ApiKey.scope == admin, ApiKey.revoked_at.is_(None))
+                .with_for_update()
+            )
+        other = aliased(ApiKey)
+        another_admin = (
+            select(other.id)
+            .where(other.scope == admin, other.revoked_at.is_(None), other.id != row.id)
+            .exists()
+        )
         rows_changed(
             self.session,
             update(ApiKey)
-            .where(ApiKey.id == row.id, ApiKey.revoked_at.is_(None))
-            .values(revoked_at=utcnow()),
+            .where(
+                ApiKey.id == row.id,
+                ApiKey.revoked_at.is_(None),
+                or_(ApiKey.scope != admin, another_admin),
+            )
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False),
         )
         self.session.refresh(row)
+        return row.revoked_at is not None
 
     def count_active(self) -> int:
         return (

@@ -7,12 +7,21 @@ from dataclasses import dataclass
 from app.contracts.enums import Scope
 from app.core.errors import Forbidden
 
-# Which key scopes satisfy a route's required scope.
+# What each scope covers. A key has one scope; ``logs`` (the request log: clients' raw
+# inputs) is covered only by a scope that names it (or admin), never by read or write.
+_COVERS: dict[Scope, frozenset[Scope]] = {
+    Scope.ADMIN: frozenset({Scope.ADMIN, Scope.WRITE, Scope.READ, Scope.INFER, Scope.LOGS}),
+    Scope.WRITE: frozenset({Scope.WRITE, Scope.READ, Scope.INFER}),
+    Scope.READ: frozenset({Scope.READ}),
+    Scope.INFER: frozenset({Scope.INFER}),
+    Scope.LOGS: frozenset({Scope.LOGS}),
+    Scope.READ_LOGS: frozenset({Scope.READ, Scope.LOGS}),
+    Scope.WRITE_LOGS: frozenset({Scope.WRITE, Scope.READ, Scope.INFER, Scope.LOGS}),
+}
+# Which key scopes satisfy a route's required scope: those that cover all it covers.
 _GRANTS: dict[Scope, frozenset[Scope]] = {
-    Scope.ADMIN: frozenset({Scope.ADMIN}),
-    Scope.WRITE: frozenset({Scope.ADMIN, Scope.WRITE}),
-    Scope.READ: frozenset({Scope.ADMIN, Scope.WRITE, Scope.READ}),
-    Scope.INFER: frozenset({Scope.ADMIN, Scope.WRITE, Scope.INFER}),
+    required: frozenset(key for key in Scope if _COVERS[required] <= _COVERS[key])
+    for required in Scope
 }
 
 

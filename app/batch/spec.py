@@ -24,6 +24,7 @@ class PredictJobCreate(BaseModel):
     kind: Literal["predict"] = Field(description="What the job does.")
     model: ModelNameStr = Field(description="Registered model to predict with.")
     version: int | None = Field(
+        strict=True,
         default=None,
         ge=1,
         le=MAX_ID,
@@ -33,6 +34,7 @@ class PredictJobCreate(BaseModel):
         "job is submitted.",
     )
     dataset_id: int | None = Field(
+        strict=True,
         default=None,
         ge=1,
         le=MAX_ID,
@@ -53,6 +55,7 @@ class PredictJobCreate(BaseModel):
         default="csv", description="Format of GET /v1/jobs/{id}/output."
     )
     chunk_rows: int = Field(
+        strict=True,
         default=16_384,
         ge=1_000,
         le=1_000_000,

@@ -27,9 +27,9 @@ class _Step(BaseModel):
 
 class _FineTuned(_Step):
     fine_tune_epochs: int = Field(
-        default=20, ge=0, le=500, description="Epochs of training after the method."
+        strict=True, default=20, ge=0, le=500, description="Epochs of training after the method."
     )
-    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    learning_rate: float = Field(strict=True, allow_inf_nan=False, default=1e-3, gt=0, le=1)
 
 
 class PruneStructured(_FineTuned):
@@ -37,6 +37,8 @@ class PruneStructured(_FineTuned):
 
     method: Literal["prune_structured"]
     ratio: float = Field(
+        strict=True,
+        allow_inf_nan=False,
         default=0.5,
         gt=0,
         lt=1,
@@ -54,9 +56,15 @@ class PruneUnstructured(_FineTuned):
 
     method: Literal["prune_unstructured"]
     sparsity: float = Field(
-        default=0.8, gt=0, lt=1, description="Share of the weights set to zero."
+        strict=True,
+        allow_inf_nan=False,
+        default=0.8,
+        gt=0,
+        lt=1,
+        description="Share of the weights set to zero.",
     )
     rounds: int = Field(
+        strict=True,
         default=3,
         ge=1,
         le=10,
@@ -68,26 +76,31 @@ class Distill(_Step):
     """Train a smaller student on the teacher's softened outputs and the true labels."""
 
     method: Literal["distill"]
-    temperature: float = Field(default=4.0, gt=0, le=50)
+    temperature: float = Field(strict=True, allow_inf_nan=False, default=4.0, gt=0, le=50)
     alpha: float = Field(
+        strict=True,
+        allow_inf_nan=False,
         default=0.7,
         ge=0,
         le=1,
         description="Weight of the teacher's soft targets; 1 - alpha goes to the true labels.",
     )
     width_factor: float = Field(
+        strict=True,
+        allow_inf_nan=False,
         default=0.5,
         gt=0,
         le=1,
         description="Student widths as a share of the teacher's (when the teacher's is known).",
     )
     depth: int | None = Field(
+        strict=True,
         default=None,
         ge=1,
         le=8,
         description="Hidden layers of an MLP student (default: the teacher's).",
     )
-    student_hidden: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+    student_hidden: list[Annotated[int, Field(ge=1, le=4096, strict=True)]] | None = Field(
         default=None,
         min_length=1,
         max_length=8,
@@ -95,8 +108,8 @@ class Distill(_Step):
         "When neither this nor the teacher's architecture is known, a few students are "
         "tried and the smallest within the accuracy budget is kept.",
     )
-    epochs: int = Field(default=60, ge=1, le=1000)
-    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    epochs: int = Field(strict=True, default=60, ge=1, le=1000)
+    learning_rate: float = Field(strict=True, allow_inf_nan=False, default=1e-3, gt=0, le=1)
 
 
 class QuantizeDynamic(_Step):
@@ -113,7 +126,7 @@ class QuantizeStatic(_Step):
     """onnxruntime static int8 (QDQ), calibrated on training rows."""
 
     method: Literal["quantize_static"]
-    calibration_rows: int = Field(default=512, ge=16, le=100_000)
+    calibration_rows: int = Field(strict=True, default=512, ge=16, le=100_000)
     per_channel: bool = True
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     reduce_range: ReduceRange = "auto"
@@ -134,7 +147,14 @@ class SelectFeatures(_FineTuned):
         description="First-layer L1 weight, permutation importance on the "
         "validation split, or variance on the training split.",
     )
-    keep: float = Field(default=0.5, gt=0, le=1, description="Share of the columns kept.")
+    keep: float = Field(
+        strict=True,
+        allow_inf_nan=False,
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of the columns kept.",
+    )
 
 
 class ShareWeights(_FineTuned):
@@ -144,10 +164,14 @@ class ShareWeights(_FineTuned):
 
     method: Literal["share_weights"]
     bits: int = Field(
-        default=4, ge=2, le=8, description="Bits per weight index: 2^bits shared values per layer."
+        strict=True,
+        default=4,
+        ge=2,
+        le=8,
+        description="Bits per weight index: 2^bits shared values per layer.",
     )
     fine_tune_epochs: int = Field(
-        default=10, ge=0, le=500, description="Epochs of centroid fine-tuning."
+        strict=True, default=10, ge=0, le=500, description="Epochs of centroid fine-tuning."
     )
 
 
@@ -157,7 +181,7 @@ class Binarize(_FineTuned):
 
     method: Literal["binarize"]
     fine_tune_epochs: int = Field(
-        default=30, ge=1, le=500, description="Epochs of training with binary weights."
+        strict=True, default=30, ge=1, le=500, description="Epochs of training with binary weights."
     )
 
 
@@ -203,6 +227,8 @@ class CompressionSpec(BaseModel):
         "methods applied in order, where every step becomes a version of its own.",
     )
     max_accuracy_drop: float = Field(
+        strict=True,
+        allow_inf_nan=False,
         default=0.01,
         ge=0,
         le=1,
@@ -323,6 +349,7 @@ class CompressJobCreate(BaseModel):
         description="The version to compress; variants become new versions of the same model."
     )
     dataset_id: int | None = Field(
+        strict=True,
         default=None,
         ge=1,
         le=MAX_ID,
@@ -332,6 +359,7 @@ class CompressJobCreate(BaseModel):
     )
     compression: CompressionSpec
     seed: int = Field(
+        strict=True,
         default=0,
         ge=0,
         le=2**31 - 1,

@@ -12,12 +12,17 @@ MAX_ID = 2**31 - 1
 
 
 class Scope(StrEnum):
-    """What an API key may do."""
+    """What an API key may do, and what a route needs. ``logs`` (reading the request log,
+    which holds clients' raw inputs) is never implied by read or write: a key gets it only
+    when created with it, alone or as ``read+logs`` / ``write+logs``; admin holds it."""
 
     ADMIN = "admin"
     WRITE = "write"
     READ = "read"
     INFER = "infer"
+    LOGS = "logs"
+    READ_LOGS = "read+logs"
+    WRITE_LOGS = "write+logs"
 
 
 class Task(StrEnum):

@@ -107,6 +107,13 @@ class Settings(BoundsSettings, MonitoringSettings, BaseSettings):
             "running job is ignored, its lease decides)."
         ),
     )
+    broker_startup_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long a starting worker waits for its broker (KILN_BROKER_URL) "
+        "to answer; then it exits, naming it, rather than retry in silence.",
+    )
     reaper_interval_s: float = Field(
         default=5.0, gt=0, description="How often the gateway checks for lost jobs."
     )

@@ -11,12 +11,16 @@ character would look the same in a URL, a log line or the dashboard, so neither 
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from app.core.errors import InvalidInput
 
@@ -42,6 +46,56 @@ def shown(value: str) -> str:
     """``value`` quoted for a message, at most 80 characters of it: an error never echoes
     an unbounded name back."""
     return repr(value[:80]) + ("..." if len(value) > 80 else "")
+
+
+def _ranges(codes: list[int]) -> str:
+    """Code points as the body of a regex character class: ``\\uXXXX`` escapes in the
+    BMP (the same in ECMA 262, Python and Rust), the character itself beyond it."""
+
+    def one(code: int) -> str:
+        return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+    spans: list[list[int]] = []
+    for code in codes:
+        if spans and spans[-1][1] == code - 1:
+            spans[-1][1] = code
+        else:
+            spans.append([code, code])
+    return "".join(one(a) if a == b else f"{one(a)}-{one(b)}" for a, b in spans)
+
+
+@functools.cache
+def free_text_pattern() -> str:
+    """What ``NameRule.problem`` accepts in free text, as an anchored regex: no refused
+    character anywhere, no whitespace at either end. Built from the same Unicode tables as
+    the check (once, when an OpenAPI document asks: a pass over every code point). Lone
+    surrogates are left out (refused, but no JSON Schema regex can name one)."""
+    refused, space = [], []
+    for code in range(sys.maxunicode + 1):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            refused.append(code)
+        elif char.isspace():
+            space.append(code)
+    inner, edge = _ranges(refused), _ranges(sorted(refused + space))
+    return f"^[^{edge}]([^{inner}]*[^{edge}])?$"
+
+
+@dataclass(frozen=True)
+class _Published:
+    """Puts a rule's pattern and length into the JSON schema of the type it annotates
+    (an ``Annotated`` metadata item), checking nothing itself."""
+
+    rule: NameRule
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema.update(self.rule.json_schema)
+        return json_schema
 
 
 @dataclass(frozen=True)
@@ -91,6 +145,24 @@ class NameRule:
     def validator(self) -> AfterValidator:
         """This rule for a pydantic field or a FastAPI parameter (``Annotated[str, ...]``)."""
         return AfterValidator(self._pydantic_check)
+
+    @property
+    def json_pattern(self) -> str:
+        """The rule as an anchored regex (ECMA 262, Python's and Rust's syntax alike) that
+        a value matches exactly when ``problem`` finds nothing wrong with it."""
+        return free_text_pattern() if self.pattern is None else f"^{self.pattern}$"
+
+    @property
+    def json_schema(self) -> dict[str, Any]:
+        """The rule as JSON Schema keywords, for the OpenAPI document: a client that sends
+        what they describe never gets a 422 for the name."""
+        return {"pattern": self.json_pattern, "minLength": 1, "maxLength": self.max_length}
+
+    @property
+    def published(self) -> _Published:
+        """An ``Annotated`` item that publishes this rule in the type's JSON schema
+        (``validator`` checks it): ``Annotated[str, RULE.validator, RULE.published]``."""
+        return _Published(self)
 
 
 MODEL_NAME = NameRule(
@@ -151,8 +223,10 @@ RULES = (
     ARTIFACT_KEY,
 )
 
-# The rules as types, for pydantic models, settings and FastAPI parameters.
-ModelNameStr = Annotated[str, MODEL_NAME.validator]
-AliasStr = Annotated[str, ALIAS.validator]
-QueueNameStr = Annotated[str, QUEUE_NAME.validator]
-KeyNameStr = Annotated[str, KEY_NAME.validator]
+# The rules as types, for pydantic models, settings and FastAPI parameters: checked, and
+# published in the OpenAPI document as a pattern and a length.
+ModelNameStr = Annotated[str, MODEL_NAME.validator, MODEL_NAME.published]
+AliasStr = Annotated[str, ALIAS.validator, ALIAS.published]
+QueueNameStr = Annotated[str, QUEUE_NAME.validator, QUEUE_NAME.published]
+KeyNameStr = Annotated[str, KEY_NAME.validator, KEY_NAME.published]
+TagKeyStr = Annotated[str, TAG_KEY.validator, TAG_KEY.published]

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from app.contracts.enums import FINAL_JOB_STATES, VersionStatus
 from app.core.config import Settings
 from app.core.db import Session, utcnow
-from app.core.errors import Conflict
+from app.core.errors import BrokenInvariant, Conflict
 from app.datasets.repository import DatasetRepository
 from app.datasets.service import arrays_key, original_key, raw_key
 from app.jobs.kinds import KindMap
@@ -41,8 +41,17 @@ def _busy(jobs: list[Job]) -> str:
 
 
 def delete_dataset(session: Session, store: ArtifactStore, dataset_id: int) -> Dataset:
-    """Delete a dataset's files and mark it deleted (see the module docstring)."""
-    dataset = DatasetRepository(session).kept(dataset_id)
+    """Delete a dataset's files and mark it deleted (see the module docstring).
+
+    A job submitted at the same moment either commits first, and the deletion is then a
+    Conflict naming it, or sees the dataset deleted (InvalidInput): the mark comes first,
+    in a conditional update that waits for the submissions holding the dataset's row
+    (``DatasetRepository.hold``), and the jobs are read after it, so a job committed while
+    the mark waited is among them. A Conflict rolls the mark back."""
+    datasets = DatasetRepository(session)
+    if not datasets.mark_deleted(dataset_id, utcnow()):
+        datasets.kept(dataset_id, refresh=True)  # NotFound, naming why
+        raise Conflict(f"dataset {dataset_id} was being deleted by another request")
     users = JobRepository(session).active_on_dataset(dataset_id)
     if users:
         raise Conflict(
@@ -51,9 +60,10 @@ def delete_dataset(session: Session, store: ArtifactStore, dataset_id: int) -> D
         )
     for key in (original_key(dataset_id), arrays_key(dataset_id), raw_key(dataset_id)):
         store.delete(key)
-    dataset.deleted_at = utcnow()
-    session.flush()
-    return dataset
+    deleted = datasets.current(dataset_id)
+    if deleted is None:
+        raise BrokenInvariant(f"dataset {dataset_id} vanished while it was deleted")
+    return deleted
 
 
 def delete_version_artifact(

@@ -107,7 +107,9 @@ def enqueue(
     model_name: str,
     total: int,
 ) -> Job:
-    """Record a queued job of any kind; it is sent to the broker after the commit."""
+    """Record a queued job of any kind; it is sent to the broker after the commit. A broker
+    that does not answer is Unavailable (503) here, before anything is recorded."""
+    context.queue.check_reachable()
     now = utcnow()
     job = JobRepository(context.session).add(
         Job(

@@ -8,6 +8,8 @@ from typing import Any
 from celery import Celery
 
 from app.core.config import Settings
+from app.core.errors import Unavailable
+from app.jobs.broker_check import CachedProbe, broker_probe
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +86,30 @@ class JobQueue:
             self._celery = make_celery(self.settings)
         return self._celery
 
+    @property
+    def probe(self) -> CachedProbe:
+        """Whether the broker answers (asked at most every couple of seconds; the
+        readiness probe shares the answer)."""
+        return broker_probe(self.settings.broker_url)
+
+    def check_reachable(self) -> None:
+        """Unavailable (503) naming ``KILN_BROKER_URL`` when the broker does not answer:
+        a job submitted now would wait, queued, until it does, which a wrong URL makes
+        forever. Called before a job is recorded, so nothing is left behind."""
+        problem = self.probe.problem()
+        if problem is not None:
+            raise Unavailable(f"{problem}; no job was recorded: submit it again once it answers")
+
     def send(self, job_id: int, kind: str) -> None:
-        """Publish one message for ``job_id``; safe to repeat (workers claim jobs once)."""
+        """Publish one message for ``job_id``; safe to repeat (workers claim jobs once).
+        A failure tells the probe, so readiness and the next submission see it at once (a
+        job recorded already stays queued, and the reaper sends it again)."""
         queue = queue_for(self.settings, kind)
-        self.celery.send_task(task_name(kind), args=[job_id], queue=queue)
+        try:
+            self.celery.send_task(task_name(kind), args=[job_id], queue=queue)
+        except Exception as error:
+            self.probe.record(error)
+            raise
         logger.info("sent job %s (%s) to queue %s", job_id, kind, queue)
 
     def send_helper(self, job_id: int, slot: int) -> None:

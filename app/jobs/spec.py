@@ -16,4 +16,4 @@ class VersionRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelNameStr
-    version: int = Field(ge=1, le=MAX_ID)
+    version: int = Field(ge=1, le=MAX_ID, strict=True)

@@ -26,10 +26,13 @@ class RetrainJobCreate(BaseModel):
         default=None,
         ge=1,
         le=MAX_ID,
+        strict=True,
         description="The version to retrain (default: the one serving requests that name "
         "no version: the production alias's main version, else the newest).",
     )
-    dataset_id: int = Field(ge=1, le=MAX_ID, description="The newer dataset to learn from.")
+    dataset_id: int = Field(
+        ge=1, le=MAX_ID, strict=True, description="The newer dataset to learn from."
+    )
     mode: Literal["search", "fine_tune"] = Field(
         default="search",
         description="'search': run the version's search again (same families, space, "
@@ -42,7 +45,9 @@ class RetrainJobCreate(BaseModel):
         "and answers no one; 'canary': it answers 'weight' percent of it; 'none': only "
         "registered. Promote it later with POST .../aliases/{alias}/promote.",
     )
-    weight: int = Field(default=10, ge=1, le=99, description="A canary's percent of traffic.")
+    weight: int = Field(
+        default=10, ge=1, le=99, strict=True, description="A canary's percent of traffic."
+    )
     alias: AliasStr = Field(
         default="production",
         description="The alias to deploy beside (what serves requests naming no version).",
@@ -51,5 +56,7 @@ class RetrainJobCreate(BaseModel):
         default=None,
         gt=0,
         le=86_400,
+        strict=True,
+        allow_inf_nan=False,
         description="The search's time budget instead of the version's own search budget.",
     )

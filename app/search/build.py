@@ -7,9 +7,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from app.contracts.encoding import CategoricalColumn, DatetimeColumn, NumericColumn, TableEncoding
-from app.contracts.networks import CNNConfig, MLPConfig, NetworkConfig, TableFront
+from app.contracts.encoding import TableEncoding
+from app.contracts.networks import CNNConfig, MLPConfig, NetworkConfig
 from app.core.errors import BrokenInvariant
+from app.search.front import front_for
 from app.training.train import TrainConfig
 
 
@@ -17,38 +18,6 @@ def _per_layer(params: dict[str, Any], name: str, count: int) -> tuple[int, ...]
     if name in params:  # tied (grid search)
         return (int(params[name]),) * count
     return tuple(int(params[f"{name}_{layer}"]) for layer in range(count))
-
-
-CATEGORY_EMBEDDING_MIN_SLOTS = 5  # a category column with this many one-hot slots or more
-
-
-def front_for(params: dict[str, Any], encoding: TableEncoding | None) -> TableFront | None:
-    """The feature embeddings a trial's table parameters give an MLP (None: the features
-    go straight to the first dense layer): numbers and date parts each embedded, and
-    one-hot blocks of many-valued categories."""
-    embedding = params.get("numeric_embedding", "none")
-    category_width = int(params.get("category_width", 0))
-    if encoding is None or (embedding == "none" and category_width == 0):
-        return None
-    numeric: list[int] = []
-    blocks: list[tuple[int, int]] = []
-    for column, (start, _end) in zip(encoding.columns, encoding.spans(), strict=True):
-        if isinstance(column, NumericColumn):
-            numeric.append(start)
-        elif isinstance(column, DatetimeColumn):
-            numeric.extend(range(start, start + column.width - column.indicator))
-        elif isinstance(column, CategoricalColumn) and column.slots >= CATEGORY_EMBEDDING_MIN_SLOTS:
-            blocks.append((start, start + column.slots))
-    front = TableFront(
-        numeric=tuple(numeric) if embedding != "none" else (),
-        embedding="piecewise" if embedding == "piecewise" else "periodic",
-        width=int(params.get("embedding_width", 8)),
-        size=int(params.get("embedding_size", 8)),
-        sigma=float(params.get("embedding_sigma", 0.1)),
-        categories=tuple(blocks) if category_width else (),
-        category_width=max(category_width, 1),
-    )
-    return front if front.numeric or front.categories else None
 
 
 @dataclass(frozen=True)

@@ -92,23 +92,29 @@ def _train_in_group(
         )
         return train(network, run.data, training, on_epoch), 1
     key = work_key(run.job_id, trial)
-    stored = run.store.put_bytes(key, pack_member_work(network, run.data, training), durable=False)
-    queue = JobQueue(settings)
     try:
-        for rank in range(1, world):
-            queue.send_member(
-                {
-                    "job_id": run.job_id,
-                    "trial": trial,
-                    "rank": rank,
-                    "work_key": key,
-                    "work_sha256": stored.sha256,
-                    "rendezvous": host.rendezvous.as_json(),
-                }
-            )
-        return train_with_members(network, run.data, training, host, on_epoch)
+        packed = pack_member_work(network, run.data, training)
+        stored = run.store.put_bytes(key, packed, durable=False)
+        queue = JobQueue(settings)
+        try:
+            for rank in range(1, world):
+                queue.send_member(
+                    {
+                        "job_id": run.job_id,
+                        "trial": trial,
+                        "rank": rank,
+                        "work_key": key,
+                        "work_sha256": stored.sha256,
+                        "rendezvous": host.rendezvous.as_json(),
+                    }
+                )
+            return train_with_members(network, run.data, training, host, on_epoch)
+        finally:
+            run.store.delete(key)  # members read it before they join
     finally:
-        run.store.delete(key)  # members read it before they join
+        # train_with_members closed it, unless recruiting failed: the gate's thread and
+        # sockets never outlive the trial
+        host.close()
 
 
 def bind_address(settings: Settings) -> str:

@@ -29,7 +29,7 @@ from app.search.plan import (
     transfer_layers,
     with_budget_defaults,
 )
-from app.search.size import smallest_in_space
+from app.search.size import lowest_batch, space_too_big
 from app.search.spec import (
     SEARCH_JOB_KEY,
     SEARCH_KIND,
@@ -184,20 +184,21 @@ def _check_bounds(
                 f"{_plain(ceiling)} ({variable})"
             )
     if architecture is not None:
-        batch = int(min(plan.space.dimensions["batch_size"].choices))
+        batch = lowest_batch(plan.space)
         problem = over_limits(architecture_size(architecture), batch, settings)
         if problem:
             raise InvalidInput(f"search.init_from: that network needs {problem}")
         return
     if plan.space.network not in ("mlp", "cnn"):
         return  # no network in the space: trees and linear models are sized by their data
-    smallest, batch = smallest_in_space(
+    problem = space_too_big(
         plan.space,
+        settings,
         n_inputs=len(dataset.feature_names),
         n_outputs=outputs_of(dataset),
         input_shape=dataset.input_shape,
+        encoding=dataset.encoding,
     )
-    problem = over_limits(smallest, batch, settings)
     if problem:
         raise InvalidInput(f"search.space: the smallest network this space allows needs {problem}")
 

@@ -2,8 +2,11 @@
 when the dataset has an ``input_shape``) plus training parameters, overridable per job.
 
 Overrides (``search.space``) map a dimension name to a fixed value (``"batch_size": 64``), a
-list of choices (``{"choices": ["relu", "gelu"]}``) or a range (``{"low": 32, "high": 128,
-"log": true}``). ``width`` (MLP) and ``channels`` (CNN) apply to every layer or block.
+list of choices (``{"choices": ["relu", "gelu"]}``) or, for a number, a range (``{"low": 32,
+"high": 128, "log": true}``): whatever a dimension's default form, any of these may replace
+it (an integer range for ``batch_size``, choices of layer counts), so code that reads a
+dimension must read every form (``app.search.size``). ``width`` (MLP) and ``channels`` (CNN)
+apply to every layer or block.
 
 Several model families (``search.families``) share one space: the ``family`` parameter picks
 one per trial, and only that family's dimensions are sampled (``gbdt_*``, ``linear_*``, or
@@ -44,9 +47,14 @@ class Dimension:
 
 
 def _int(
-    low: int, high: int, log: bool = False, per_layer: bool = False, maximum: float = 4096
+    low: int,
+    high: int,
+    log: bool = False,
+    per_layer: bool = False,
+    minimum: float = 1,
+    maximum: float = 4096,
 ) -> Dimension:
-    return Dimension("int", low, high, log, per_layer=per_layer, minimum=1, maximum=maximum)
+    return Dimension("int", low, high, log, per_layer=per_layer, minimum=minimum, maximum=maximum)
 
 
 def _float(
@@ -98,7 +106,7 @@ LAYER_COUNT = {"width": "n_layers", "channels": "n_blocks"}
 # LightGBM's own space: rounds is the most it boosts, early stopping on the validation rows
 # (or the first fold) decides how many it keeps, and a refit repeats that count.
 GBDT_SPACE: dict[str, Dimension] = {
-    "gbdt_num_leaves": _int(4, 256, log=True, maximum=131_072),
+    "gbdt_num_leaves": _int(4, 256, log=True, minimum=2, maximum=131_072),  # LightGBM: > 1
     "gbdt_max_depth": Dimension(
         "categorical", choices=(-1, 4, 6, 8, 12), open_choices=True, minimum=-1, maximum=64
     ),
@@ -122,9 +130,9 @@ def transfer_space(body_layers: int) -> dict[str, Dimension]:
     body's layers stay frozen (all of them: only the new head learns), how much slower the
     rest of the body learns than the head, and epochs of the head alone first."""
     return {
-        "frozen_layers": _int(0, body_layers, maximum=body_layers),
+        "frozen_layers": _int(0, body_layers, minimum=0, maximum=body_layers),
         "body_lr_factor": _float(0.01, 1.0, log=True, minimum=1e-6, maximum=1.0),
-        "head_warmup_epochs": _int(0, 5, maximum=100),
+        "head_warmup_epochs": _int(0, 5, minimum=0, maximum=100),
     }
 
 
@@ -242,38 +250,77 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_integral(value: Any) -> bool:
+    """An int, or a float with an integer value (no float conversion: JSON ints are
+    unbounded)."""
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+RANGE_KEYS = frozenset({"low", "high", "log"})
+
+
 def _override(path: str, dimension: Dimension, value: Any) -> Dimension:
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - {"low", "high", "log", "choices"})
-        if unknown:
-            raise InvalidInput(f"{path}: unknown key(s) {unknown}; use low/high/log or choices")
-        if "choices" in value:
-            choices = value["choices"]
-            if not isinstance(choices, list) or not choices:
-                raise InvalidInput(f"{path}.choices: must be a non-empty list")
-            for index, choice in enumerate(choices):
-                _check_value(f"{path}.choices[{index}]", dimension, choice)
-            return replace(dimension, kind="categorical", choices=tuple(choices))
+    """``dimension`` as ``search.space`` sets it: a value, choices or a range."""
+    if not isinstance(value, dict):
+        fixed = _checked(path, dimension, value)
         if dimension.kind == "categorical":
+            return replace(dimension, choices=(fixed,))
+        return replace(dimension, low=fixed, high=fixed, log=False)
+    unknown = sorted(str(key) for key in set(value) - RANGE_KEYS - {"choices"})
+    if unknown:
+        raise InvalidInput(f"{path}: unknown key(s) {unknown}; use low/high/log or choices")
+    if "choices" not in value:
+        return _range(path, dimension, value)
+    mixed = sorted(RANGE_KEYS & set(value))
+    if mixed:
+        raise InvalidInput(f"{path}: choices or a range, not both; drop {mixed} or choices")
+    choices = value["choices"]
+    if not isinstance(choices, list) or not choices:
+        raise InvalidInput(f"{path}.choices: must be a non-empty list")
+    checked = [
+        _checked(f"{path}.choices[{index}]", dimension, choice)
+        for index, choice in enumerate(choices)
+    ]
+    return replace(dimension, kind="categorical", choices=tuple(dict.fromkeys(checked)))
+
+
+def _range(path: str, dimension: Dimension, value: dict[str, Any]) -> Dimension:
+    """A numeric dimension's range; an integer one for a categorical of integers (such as
+    ``batch_size``), whose own choices give the bounds ``value`` leaves out."""
+    if dimension.kind == "categorical":
+        if not dimension.open_choices:
             raise InvalidInput(
                 f"{path}: a categorical dimension takes a value or choices, "
                 f"not a range; choices are {list(dimension.choices)}"
             )
-        low, high = value.get("low", dimension.low), value.get("high", dimension.high)
-        log = value.get("log", dimension.log)
-        for key, bound in (("low", low), ("high", high)):
-            _check_value(f"{path}.{key}", dimension, bound)
-        if not isinstance(log, bool):
-            raise InvalidInput(f"{path}.log: must be true or false")
-        if low > high:
-            raise InvalidInput(f"{path}: empty range, low {low} is above high {high}")
-        if log and low <= 0:
-            raise InvalidInput(f"{path}: a log range needs low > 0, got {low}")
-        return replace(dimension, low=low, high=high, log=log)
+        dimension = replace(
+            dimension,
+            kind="int",
+            low=min(dimension.choices),
+            high=max(dimension.choices),
+            choices=(),
+            open_choices=False,
+        )
+    low = _checked(f"{path}.low", dimension, value.get("low", dimension.low))
+    high = _checked(f"{path}.high", dimension, value.get("high", dimension.high))
+    # Without "log" a range keeps its default's scale, unless it reaches 0 or below,
+    # where only a linear one goes (weight_decay from 0).
+    log = value.get("log", dimension.log and low > 0)
+    if not isinstance(log, bool):
+        raise InvalidInput(f"{path}.log: must be true or false, got {log!r}")
+    if low > high:
+        raise InvalidInput(f"{path}: empty range, low {low} is above high {high}")
+    if log and low <= 0:
+        raise InvalidInput(f"{path}: a log range needs low > 0, got {low}")
+    return replace(dimension, low=low, high=high, log=log)
+
+
+def _checked(path: str, dimension: Dimension, value: Any) -> Any:
+    """``value`` if ``dimension`` allows it (an integer's as an int), else InvalidInput."""
     _check_value(path, dimension, value)
-    if dimension.kind == "categorical":
-        return replace(dimension, choices=(value,))
-    return replace(dimension, low=value, high=value, log=False)
+    if dimension.kind == "int" or (dimension.kind == "categorical" and dimension.open_choices):
+        return int(value)
+    return value
 
 
 def _check_value(path: str, dimension: Dimension, value: Any) -> None:
@@ -284,7 +331,7 @@ def _check_value(path: str, dimension: Dimension, value: Any) -> None:
         return
     if dimension.kind == "categorical" and (not isinstance(value, int) or isinstance(value, bool)):
         raise InvalidInput(f"{path}: expected an integer, got {value!r}")
-    if not _is_number(value) or (dimension.kind == "int" and not float(value).is_integer()):
+    if not _is_number(value) or (dimension.kind == "int" and not _is_integral(value)):
         expected = "an integer" if dimension.kind == "int" else "a number"
         raise InvalidInput(f"{path}: expected {expected}, got {value!r}")
     if not dimension.minimum <= value <= dimension.maximum:
@@ -310,9 +357,6 @@ def apply_overrides(space: SearchSpace, overrides: dict[str, Any]) -> SearchSpac
                 kind = f"the families {[f.value for f in space.families]}"
             raise InvalidInput(f"{path}: unknown dimension for {kind}; known: {sorted(dimensions)}")
         dimensions[name] = _override(path, dimensions[name], value)
-    for per_layer, count in LAYER_COUNT.items():
-        if per_layer in dimensions and dimensions[count].kind != "int":
-            raise InvalidInput(f"search.space.{count}: must be a range or a single integer")
     return SearchSpace(dimensions, space.network, space.families)
 
 

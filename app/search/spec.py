@@ -47,13 +47,21 @@ class ConstraintSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_latency_ms: float | None = Field(default=None, gt=0, description="p50 at batch 1.")
-    max_size_bytes: int | None = Field(default=None, gt=0, description="ONNX file size.")
-    max_params: int | None = Field(default=None, gt=0, description="Trainable parameters.")
+    max_latency_ms: float | None = Field(
+        strict=True, allow_inf_nan=False, default=None, gt=0, description="p50 at batch 1."
+    )
+    max_size_bytes: int | None = Field(
+        strict=True, default=None, gt=0, description="ONNX file size."
+    )
+    max_params: int | None = Field(
+        strict=True, default=None, gt=0, description="Trainable parameters."
+    )
 
 
 class InitFrom(VersionRef):
     """A registered version whose torch weights every trial starts from (fine-tuning)."""
+
+    version: int = Field(strict=True, ge=1, le=MAX_ID)
 
 
 class SearchSpec(BaseModel):
@@ -63,8 +71,10 @@ class SearchSpec(BaseModel):
 
     algorithm: Algorithm = Field(default="random", description="Search algorithm.")
     pruner: Pruner = Field(default="none", description="Early stopping of lagging trials.")
-    max_trials: int = Field(default=8, ge=1, le=1000, description="Trials to run.")
+    max_trials: int = Field(strict=True, default=8, ge=1, le=1000, description="Trials to run.")
     timeout_s: float | None = Field(
+        strict=True,
+        allow_inf_nan=False,
         default=None,
         gt=0,
         le=30 * 86400,
@@ -75,6 +85,8 @@ class SearchSpec(BaseModel):
         "it).",
     )
     trial_timeout_s: float | None = Field(
+        strict=True,
+        allow_inf_nan=False,
         default=None,
         gt=0,
         le=30 * 86400,
@@ -83,6 +95,7 @@ class SearchSpec(BaseModel):
         "server's KILN_MAX_TRIAL_S (its default).",
     )
     seed: int = Field(
+        strict=True,
         default=0,
         ge=0,
         le=2**31 - 1,
@@ -102,15 +115,21 @@ class SearchSpec(BaseModel):
         "cnn), else the network family (mlp, or cnn for image-shaped rows).",
     )
     max_epochs: int = Field(
-        default=60, ge=1, le=1000, description="Upper bound of the epochs each trial may train."
+        strict=True,
+        default=60,
+        ge=1,
+        le=1000,
+        description="Upper bound of the epochs each trial may train.",
     )
     parallelism: int = Field(
+        strict=True,
         default=1,
         ge=1,
         le=32,
         description="Trials run at once, each on its own worker process (on any machine).",
     )
     data_parallel: int = Field(
+        strict=True,
         default=1,
         ge=1,
         le=16,
@@ -131,6 +150,7 @@ class SearchSpec(BaseModel):
         "columns is at most 2,800 per second of the budget.",
     )
     max_ensemble: int = Field(
+        strict=True,
         default=1,
         ge=1,
         le=10,
@@ -141,6 +161,7 @@ class SearchSpec(BaseModel):
         "objective, no constraints, and no compression chain that needs torch weights.",
     )
     max_retries: int = Field(
+        strict=True,
         default=1,
         ge=0,
         le=10,
@@ -157,10 +178,11 @@ class SearchSpec(BaseModel):
     space: dict[str, Any] = Field(
         default_factory=dict,
         description="Overrides of the default "
-        'space: a value, {"choices": [...]} or {"low", "high", '
+        'space: a value, {"choices": [...]} or (numbers) {"low", "high", '
         '"log"} per dimension.',
     )
     warm_start_job: int | None = Field(
+        strict=True,
         default=None,
         ge=1,
         le=MAX_ID,
@@ -179,7 +201,7 @@ class SearchJobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["search"] = Field(description="What the job does.")
-    dataset_id: int = Field(ge=1, le=MAX_ID, description="Dataset to learn from.")
+    dataset_id: int = Field(strict=True, ge=1, le=MAX_ID, description="Dataset to learn from.")
     model_name: ModelNameStr = Field(
         description="Registered model that receives the new version(s)."
     )

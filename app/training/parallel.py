@@ -134,17 +134,24 @@ class GroupHost:
         backend = "nccl" if device.type == "cuda" else "gloo"
         self.device = device
         # TCPStore's own server listens on every interface: hand it a loopback socket.
-        self._store_socket = listening_socket("127.0.0.1")
-        store_port = int(self._store_socket.getsockname()[1])
-        self.store = dist.TCPStore(
-            "127.0.0.1",
-            store_port,
-            world,
-            True,
-            wait_for_workers=False,
-            timeout=datetime.timedelta(seconds=join_s + collective_s),
-            master_listen_fd=self._store_socket.fileno(),
-        )
+        store_socket = listening_socket("127.0.0.1")
+        store_port = int(store_socket.getsockname()[1])
+        try:
+            self.store = dist.TCPStore(
+                "127.0.0.1",
+                store_port,
+                world,
+                True,
+                wait_for_workers=False,
+                timeout=datetime.timedelta(seconds=join_s + collective_s),
+                master_listen_fd=store_socket.fileno(),
+            )
+        except BaseException:
+            store_socket.close()
+            raise
+        # The store owns the descriptor now and closes it when it goes: a Python socket
+        # left holding it would close it again later, maybe once it numbers another file.
+        store_socket.detach()
         secret = new_secret()
         self.gate = Gate(bind_host, store_port, secret)
         self.rendezvous = Rendezvous(
@@ -159,8 +166,9 @@ class GroupHost:
         )
 
     def close(self) -> None:
-        """Stop admitting connections, once the trial has trained (until then a late
-        member still reads the decision and leaves at once)."""
+        """Stop admitting connections and close every one the gate relays (its thread and
+        sockets are gone when this returns), once the trial has trained: until then a late
+        member still reads the decision and leaves at once."""
         self.gate.close()
 
     def form(self) -> DataParallelGroup | None:
@@ -188,7 +196,19 @@ def join(rendezvous: Rendezvous, rank: int, device: torch.device) -> DataParalle
     """A member's side: announce ``rank``, wait for rank 0's decision; the group, or None
     when rank 0 went on alone (or cannot be reached)."""
     timeout = datetime.timedelta(seconds=rendezvous.join_s + 30)
-    tunnel = Tunnel(rendezvous.host, rendezvous.port, rendezvous.secret)
+    try:
+        tunnel = Tunnel(
+            rendezvous.host, rendezvous.port, rendezvous.secret, patience_s=rendezvous.join_s
+        )
+    except OSError as error:
+        logger.warning(
+            "data-parallel member %s: cannot reach rank 0 at %s:%s (%s)",
+            rank,
+            rendezvous.host,
+            rendezvous.port,
+            error,
+        )
+        return None
     if not tunnel.reachable():
         tunnel.close()
         logger.info(
@@ -216,7 +236,11 @@ def join(rendezvous: Rendezvous, rank: int, device: torch.device) -> DataParalle
         tunnel.close()
         logger.info("data-parallel member %s: rank 0 trained alone; leaving", rank)
         return None
-    return _init_group(store, rank, rendezvous, device, tunnel)
+    try:
+        return _init_group(store, rank, rendezvous, device, tunnel)
+    except BaseException:
+        tunnel.close()
+        raise
 
 
 def _init_group(

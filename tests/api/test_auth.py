@@ -91,3 +91,75 @@ def test_bad_key_requests_are_named(client: TestClient, admin: dict) -> None:
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "scope"]
     assert client.delete("/v1/keys/999999", headers=admin).status_code == 404
+
+
+def admin_key_ids(settings: Settings) -> list[int]:
+    with session_scope(settings.database_url) as session:
+        rows = session.scalars(
+            select(ApiKey.id).where(ApiKey.scope == "admin", ApiKey.revoked_at.is_(None))
+        )
+        return sorted(rows)
+
+
+def test_the_last_admin_key_cannot_be_revoked(
+    client: TestClient, admin: dict, keys: dict, settings: Settings
+) -> None:
+    """Not by itself, not by anyone: after it only shell access could make a key. Other
+    keys, and an admin key while another admin key remains (its own included), may go."""
+    [only] = admin_key_ids(settings)
+    refused = client.delete(f"/v1/keys/{only}", headers=admin)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == (
+        f"API key {only} ('test-admin') is the last admin key; create another admin key "
+        "(POST /v1/keys with scope admin) before revoking this one"
+    )
+    assert client.get("/v1/keys", headers=admin).status_code == 200  # still works
+    second = client.post("/v1/keys", headers=admin, json={"name": "second", "scope": "admin"})
+    assert second.status_code == 201
+    itself = client.delete(f"/v1/keys/{only}", headers=admin)  # its own, not the last
+    assert itself.status_code == 200 and itself.json()["revoked_at"] is not None
+    assert client.get("/v1/keys", headers=admin).status_code == 401
+    other = bearer(second.json()["key"])
+    again = client.delete(f"/v1/keys/{only}", headers=other)  # revoked already: the same
+    assert again.status_code == 200 and again.json()["revoked_at"] == itself.json()["revoked_at"]
+    last = client.delete(f"/v1/keys/{second.json()['id']}", headers=other)
+    assert last.status_code == 409 and "is the last admin key" in last.text
+    write = client.get("/v1/keys", headers=other).json()
+    write_id = next(row["id"] for row in write if row["name"] == "test-write")
+    assert client.delete(f"/v1/keys/{write_id}", headers=other).status_code == 200
+    assert admin_key_ids(settings) == [second.json()["id"]]
+
+
+def test_two_admin_keys_revoking_each_other_at_once_leave_one(
+    client: TestClient, admin: dict, settings: Settings
+) -> None:
+    """Each of two admin keys revokes the other at the same moment, ten times: one
+    revocation wins and the other is refused, never both (which would leave none)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    [first] = admin_key_ids(settings)
+    holders = {first: admin}
+    with ThreadPoolExecutor(2) as pool:
+        for round_ in range(10):
+            created = client.post(
+                "/v1/keys", headers=admin, json={"name": f"peer-{round_}", "scope": "admin"}
+            )
+            assert created.status_code == 201
+            holders[created.json()["id"]] = bearer(created.json()["key"])
+            a, b = admin_key_ids(settings)
+            start = threading.Barrier(2)
+
+            def revoke(target: int, by: int, start: threading.Barrier = start) -> int:
+                start.wait()
+                return client.delete(f"/v1/keys/{target}", headers=holders[by]).status_code
+
+            answers = sorted(
+                future.result(timeout=60)
+                for future in [pool.submit(revoke, a, b), pool.submit(revoke, b, a)]
+            )
+            # The loser is refused as the last admin key (409), or, when the winner's
+            # revocation of it showed first, as a revoked key (401).
+            assert answers in ([200, 409], [200, 401]), answers
+            assert len(admin_key_ids(settings)) == 1
+            admin = holders[admin_key_ids(settings)[0]]

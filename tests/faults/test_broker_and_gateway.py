@@ -81,22 +81,35 @@ def test_a_job_survives_redis_killed_mid_job(
     assert versions(kiln, "through-redis-restart") == [1]
 
 
-def test_a_job_submitted_while_redis_is_down_runs_when_it_returns(
+def test_a_job_submitted_while_redis_is_down_is_refused_and_runs_once_it_returns(
     kiln_server: ServerFactory, redis: RedisServer
 ) -> None:
+    """The gateway knows its broker is down: readiness says so naming KILN_BROKER_URL, a
+    submission is refused (503) and records nothing; once Redis is back, the same
+    submission is accepted and runs."""
     kiln = serve(kiln_server, redis)
     dataset_id = kiln.upload_dataset(blobs_csv(n_rows=200))
     redis.kill()
-    started = time.monotonic()
-    response = submit(kiln, dataset_id, "sent-later")
-    # Committed first, sent after: the send fails, the answer stands.
-    assert response.status_code == 202, response.text
-    assert time.monotonic() - started < 30
-    job_id = int(response.json()["id"])
+    deadline = time.monotonic() + 30
+    while True:
+        ready = httpx.get(f"{kiln.url}/v2/health/ready", timeout=10)
+        if ready.status_code == 503:
+            break
+        assert time.monotonic() < deadline, "readiness never noticed the broker was down"
+        time.sleep(0.5)
+    assert "KILN_BROKER_URL" in ready.json()["error"]
+    refused = submit(kiln, dataset_id, "sent-later")
+    assert refused.status_code == 503 and "KILN_BROKER_URL" in refused.text, refused.text
     with kiln.client() as client:
-        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+        assert client.get("/v1/jobs").json()["total"] == 0  # nothing was recorded
     redis.start()
-    job = kiln.wait_for_job(job_id, timeout=300)
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{kiln.url}/v2/health/ready", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "readiness never saw the broker again"
+        time.sleep(0.5)
+    response = submit(kiln, dataset_id, "sent-later")
+    assert response.status_code == 202, response.text
+    job = kiln.wait_for_job(int(response.json()["id"]), timeout=300)
     assert job["status"] == "succeeded", (job["error"], kiln.log_tail())
     assert versions(kiln, "sent-later") == [1]
 

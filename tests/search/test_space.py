@@ -155,3 +155,71 @@ def test_a_table_mlp_searches_how_it_reads_the_features() -> None:
     assert fixed.dimensions["numeric_embedding"].choices == ("piecewise",)
     with pytest.raises(InvalidInput, match=r"search.space.numeric_embedding: 'fourier'"):
         apply_overrides(space, {"numeric_embedding": "fourier"})
+
+
+def test_every_numeric_dimension_takes_choices_and_a_range_of_integers() -> None:
+    space = apply_overrides(
+        default_space(None, 20, table=True),
+        {
+            "n_layers": {"choices": [1, 3.0]},
+            "batch_size": {"low": 16, "high": 64, "log": True},
+            "embedding_width": {"low": 2, "high": 6},
+            "category_width": {"choices": [0, 8, 8]},
+            "width": 32.0,
+        },
+    )
+    dims = space.dimensions
+    assert dims["n_layers"].choices == (1, 3) and dims["category_width"].choices == (0, 8)
+    assert (dims["batch_size"].kind, dims["batch_size"].low, dims["batch_size"].log) == (
+        "int",
+        16,
+        True,
+    )
+    assert dims["width"].low == 32 and isinstance(dims["width"].low, int)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(10):
+        params = suggest(study.ask(), space)
+        assert params["n_layers"] in (1, 3) and 16 <= params["batch_size"] <= 64
+        assert all(params[f"width_{layer}"] == 32 for layer in range(params["n_layers"]))
+        assert fits(space, params)
+
+
+def test_a_range_without_log_is_linear_where_a_log_scale_cannot_reach() -> None:
+    space = apply_overrides(
+        default_space(None, 20),
+        {"weight_decay": {"low": 0, "high": 0.01}, "learning_rate": {"low": 0.001, "high": 0.1}},
+    )
+    assert not space.dimensions["weight_decay"].log
+    assert space.dimensions["learning_rate"].log  # the default's scale, where it can
+    with pytest.raises(InvalidInput, match=r"search.space.weight_decay: a log range needs"):
+        apply_overrides(default_space(None, 20), {"weight_decay": {"low": 0, "log": True}})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"width": {"choices": [32], "low": 16}},
+            "search.space.width: choices or a range, not both",
+        ),
+        ({"width": {"low": 2**70}}, "search.space.width.low: 1180591620717411303424 is outside"),
+        ({"n_layers": {"choices": [1, 2.5]}}, "search.space.n_layers.choices[1]: expected an"),
+        ({"batch_size": {"low": 8.5}}, "search.space.batch_size.low: expected an integer"),
+        ({"width": {"low": 8, "high": 16, "log": "yes"}}, "search.space.width.log: must be"),
+    ],
+)
+def test_mixed_and_malformed_forms_name_the_path(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        apply_overrides(default_space(None, 60), overrides)
+    assert message in raised.value.message
+
+
+def test_a_dimension_whose_default_reaches_0_may_be_fixed_at_0() -> None:
+    space = apply_overrides(
+        default_space(None, 20, transfer_layers=3), {"frozen_layers": 0, "head_warmup_epochs": 0}
+    )
+    assert space.dimensions["frozen_layers"].high == 0
+    assert space.dimensions["head_warmup_epochs"].high == 0
+    gbdt = default_space(None, 20, families=(Family.GBDT,))
+    with pytest.raises(InvalidInput, match=r"gbdt_num_leaves: 1 is outside 2 to"):
+        apply_overrides(gbdt, {"gbdt_num_leaves": 1})  # LightGBM refuses a tree of one leaf

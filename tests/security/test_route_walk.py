@@ -72,9 +72,9 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
     ("GET", "/v1/models/{name}/traffic"): Scope.READ,
     ("GET", "/v1/models/{name}/drift"): Scope.READ,
     ("GET", "/v1/models/{name}/events"): Scope.READ,
-    ("GET", "/v1/models/{name}/logs"): Scope.READ,
-    ("GET", "/v1/models/{name}/logs/{part}"): Scope.READ,
-    ("POST", "/v1/datasets/from-log"): Scope.WRITE,
+    ("GET", "/v1/models/{name}/logs"): Scope.LOGS,  # clients' raw inputs: never read alone
+    ("GET", "/v1/models/{name}/logs/{part}"): Scope.LOGS,
+    ("POST", "/v1/datasets/from-log"): Scope.WRITE_LOGS,
     ("GET", "/v1/keys"): Scope.ADMIN,
     ("POST", "/v1/keys"): Scope.ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): Scope.ADMIN,
@@ -101,9 +101,12 @@ UI_GUARDS = (UI_OPEN, UI_READ, UI_WRITE)
 GRANTED_BY: dict[Scope | str, set[Scope]] = {
     ANY_KEY: set(Scope),
     Scope.ADMIN: {Scope.ADMIN},
-    Scope.WRITE: {Scope.ADMIN, Scope.WRITE},
-    Scope.READ: {Scope.ADMIN, Scope.WRITE, Scope.READ},
-    Scope.INFER: {Scope.ADMIN, Scope.WRITE, Scope.INFER},
+    Scope.WRITE: {Scope.ADMIN, Scope.WRITE, Scope.WRITE_LOGS},
+    Scope.READ: {Scope.ADMIN, Scope.WRITE, Scope.READ, Scope.READ_LOGS, Scope.WRITE_LOGS},
+    Scope.INFER: {Scope.ADMIN, Scope.WRITE, Scope.INFER, Scope.WRITE_LOGS},
+    # The request log: only keys created with it (read and write keys are refused).
+    Scope.LOGS: {Scope.ADMIN, Scope.LOGS, Scope.READ_LOGS, Scope.WRITE_LOGS},
+    Scope.WRITE_LOGS: {Scope.ADMIN, Scope.WRITE_LOGS},
 }
 SAMPLE = {
     "name": "walked",

@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -150,9 +151,11 @@ def test_a_process_without_the_secret_is_never_admitted(tmp_path: Path) -> None:
     """A stranger that reaches rank 0's advertised port (torch's own store client, or raw
     bytes) is refused before it reaches the store: it cannot join, read the weights or
     send gradients, it does not extend the join deadline, and the trial trains exactly as
-    it would have alone."""
+    it would have alone. Nothing of the gate outlives the trial: its thread has ended and
+    a connection still in its handshake is closed."""
     data = _data(rows=512)
     config = TrainConfig(epochs=2, learning_rate=0.01, batch_size=64, seed=2)
+    threads = set(threading.enumerate())
     host = _host(join_s=3.0)
     port = host.rendezvous.port
     with pytest.raises((RuntimeError, dist.DistError)):
@@ -162,9 +165,16 @@ def test_a_process_without_the_secret_is_never_admitted(tmp_path: Path) -> None:
         challenge = raw.recv(64)
         raw.sendall(b"\0" * 32)  # a wrong answer
         assert challenge and raw.recv(1) == b""  # closed, nothing relayed
+    lingering = socket.create_connection(("127.0.0.1", port), timeout=10)
+    assert lingering.recv(1)  # its challenge: it is in its handshake
     network = _network()
     result, world = train_with_members(network, data, config, host)
     assert world == 1
+    assert not [thread for thread in threading.enumerate() if thread not in threads]
+    lingering.settimeout(1.0)
+    assert lingering.recv(64) and lingering.recv(64) == b""  # the rest; then closed
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
     assert result.history == pytest.approx(train(_network(), data, config).history)
     assert host.gate.refused >= 2
     assert "secret" in host.rendezvous.as_json() and len(host.rendezvous.secret) == 64

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from app.contracts.enums import Scope
 from app.core.config import Settings, SettingsError, get_settings
 from app.jobs.broker_check import warn_about_broker
 from modelkiln.commands import add_commands as add_client_commands
@@ -43,8 +44,20 @@ def _migrate(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)  # also a data dir made by an earlier version
     upgrade_to_head(settings.database_url)
+    _check_study_storage(settings)
     open_storage(settings)  # Optuna's tables, made once here rather than by racing workers
     _check_artifact_store(settings)
+
+
+def _check_study_storage(settings: Settings) -> None:
+    """Exit with one line naming KILN_STUDY_URL when it names the registry's database."""
+    from app.core.study_storage import StudyStorageClash, check_apart
+
+    try:
+        check_apart(settings)
+    except StudyStorageClash as error:
+        print(f"kiln: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _check_artifact_store(settings: Settings) -> None:
@@ -196,6 +209,9 @@ def serve(args: argparse.Namespace) -> None:
         "log_level": "info",
         "access_log": not args.no_access_log,
         "proxy_headers": args.proxy_headers,
+        # httptools, always: h11 answers an oversized header by closing mid-request (the
+        # client sees a reset), while the app answers it (431/400) with this parser.
+        "http": "httptools",
     }
     shared = settings.data_dir / "tmp" / f"gateways-{os.getpid()}"
     try:
@@ -258,9 +274,11 @@ def worker(args: argparse.Namespace) -> None:
         "KILN_TRAIN_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, args.concurrency)))
     )
     settings = _settings_or_exit()
-    warn_about_broker(settings.broker_url)
+    _check_study_storage(settings)
     _check_artifact_store(settings)
     _remove_orphans(settings)
+    _wait_for_broker(settings)
+    warn_about_broker(settings.broker_url)
     from workers.celery_app import celery_app
 
     queues = ",".join(queue_for(settings, kind) for kind in kinds)
@@ -282,6 +300,15 @@ def worker(args: argparse.Namespace) -> None:
     )
 
 
+def _wait_for_broker(settings: Settings) -> None:
+    """Exit naming KILN_BROKER_URL when the broker does not answer in its start-up window."""
+    from app.jobs.broker_check import wait_for_broker
+
+    if (problem := wait_for_broker(settings.broker_url, settings.broker_startup_s)) is not None:
+        print(f"kiln worker: {problem}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def migrate(_: argparse.Namespace) -> None:
     """Bring the registry schema to the newest migration."""
     settings = _settings_or_exit()
@@ -294,7 +321,6 @@ def keys_create(args: argparse.Namespace) -> None:
     from app.auth import create_key
     from app.core.db import session_scope
     from app.core.names import KEY_NAME
-    from app.tables import Scope
 
     if problem := KEY_NAME.problem(args.name):
         raise SystemExit(f"kiln keys create: --name: {problem}")
@@ -360,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create_cmd = keys_cmd.add_parser("create", help="create a key and print it once")
     create_cmd.add_argument("--name", required=True)
-    create_cmd.add_argument("--scope", required=True, choices=["admin", "write", "read", "infer"])
+    create_cmd.add_argument("--scope", required=True, choices=[scope.value for scope in Scope])
     create_cmd.set_defaults(func=keys_create)
     add_client_commands(commands)
     return parser

@@ -26,11 +26,17 @@ from app.api import (
     v2,
 )
 from app.api.docs import install_docs
-from app.api.errors import install_error_handlers
+from app.api.errors import PathMethods, error_response, install_error_handlers
 from app.api.fast_path import InferenceFastPath
 from app.api.grpc_service import grpc_server
 from app.api.idempotency import forget_expired
-from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS, MAX_FORM_FILES, BodySizeLimit
+from app.api.limits import (
+    MAX_FORM_FIELD_BYTES,
+    MAX_FORM_FIELDS,
+    MAX_FORM_FILES,
+    BodySizeLimit,
+    header_problem,
+)
 from app.api.state import GatewayState
 from app.auth.ui_sessions import server_secret
 from app.core.config import Settings, get_settings
@@ -82,17 +88,31 @@ async def _reaper_loop(settings: Settings, queue: JobQueue) -> None:
 
 class Gateway(FastAPI):
     """The FastAPI app with the inference fast path in front of its middleware stack: a
-    predict or infer request it recognises never enters FastAPI's machinery."""
+    predict or infer request it recognises never enters FastAPI's machinery. Header limits
+    come first, for both; a static path asked for with a method it lacks is a 405 before a
+    path parameter of another route can take it (``PathMethods``)."""
 
     fast_path: InferenceFastPath | None = None
+    path_methods: PathMethods | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fast_path = self.fast_path
-        if fast_path is not None and scope["type"] == "http":
-            route = fast_path.route(scope)
-            if route is not None:
+        if scope["type"] == "http":
+            if problem := header_problem(scope["headers"]):
+                await error_response(scope["path"], *problem)(scope, receive, send)
+                return
+            fast_path = self.fast_path
+            if fast_path is not None and (route := fast_path.route(scope)) is not None:
                 await fast_path.serve(route, scope, receive, send)
                 return
+            # OPTIONS goes on: CORS preflights are the middleware's to answer.
+            if self.path_methods is not None and scope["method"] != "OPTIONS":
+                allow = self.path_methods.refused(scope["method"], scope["path"])
+                if allow is not None:
+                    headers = {"Allow": ", ".join(allow)}
+                    await error_response(scope["path"], 405, "Method Not Allowed", headers)(
+                        scope, receive, send
+                    )
+                    return
         await super().__call__(scope, receive, send)
 
 
@@ -199,6 +219,7 @@ def create_app(
         store,
         directory.shadow_model,
         on_log_drop=serving_metrics.log_dropped.inc,
+        on_drift_drop=serving_metrics.drift_dropped.inc,
     )
     limits = Limits(
         max_rows=settings.max_predict_rows, max_tensor_elements=settings.max_tensor_elements
@@ -239,6 +260,7 @@ def create_app(
         app.include_router(module.router)
     install_docs(app)  # /docs and /redoc with their assets served from here
     install_ui(app)
+    app.path_methods = PathMethods(app.routes)  # once every route is in
     return app
 
 

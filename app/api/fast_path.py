@@ -107,7 +107,7 @@ def payload_of(body: bytes, header_length: str | None) -> Payload:
     """An HTTP body as the core takes it: its JSON part is the header when the binary
     tensor extension splits it."""
     json_bytes = len(body)
-    if header_length is not None and header_length.isdigit():
+    if header_length is not None and header_length.isascii() and header_length.isdigit():
         json_bytes = min(json_bytes, int(header_length))
     return Payload(body, len(body), json_bytes, header_length)
 

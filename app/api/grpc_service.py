@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from app.api.inference import authorize_on_this_thread
+from app.api.limits import MAX_ROUTE_KEY_CHARS
 from app.api.state import GatewayState
 from app.api.v2 import metadata_of, not_ready_because, package_version
 from app.contracts.enums import Scope
@@ -31,6 +32,7 @@ from app.serving.codecs import GRPC
 from app.serving.codecs.base import Payload, RequestMeta
 from app.serving.grpc_schema import METHODS, SERVICE, message
 from app.serving.request_log import valid_request_id
+from app.serving.sandbox import SandboxDeadlinePassed, SandboxMemoryExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,13 @@ Handler = Callable[[Any, grpc.ServicerContext], Any]
 def _version(text: str) -> int | None:
     if not text:
         return None
-    if not text.isdigit() or not 1 <= int(text) <= 999_999_999 or text.startswith("0"):
+    if (
+        not text.isascii()  # str.isdigit takes '²' and '٣', which are no version numbers
+        or not text.isdigit()
+        or len(text) > 9
+        or not 1 <= int(text) <= 999_999_999
+        or text.startswith("0")
+    ):
         raise BadRequest(f"model_version {text[:20]!r} is not a version number")
     return int(text)
 
@@ -65,7 +73,12 @@ def _authorization(context: grpc.ServicerContext) -> str:
 def _meta(context: grpc.ServicerContext) -> RequestMeta:
     """The routing key and request id sent as metadata (the HTTP headers' names)."""
     found = {key: str(value) for key, value in context.invocation_metadata() or ()}
-    return RequestMeta(found.get(ROUTE_KEY_HEADER), valid_request_id(found.get(REQUEST_ID_HEADER)))
+    route_key = found.get(ROUTE_KEY_HEADER)
+    if route_key is not None and len(route_key) > MAX_ROUTE_KEY_CHARS:
+        raise BadRequest(
+            f"{ROUTE_KEY_HEADER}: at most {MAX_ROUTE_KEY_CHARS} characters, got {len(route_key)}"
+        )
+    return RequestMeta(route_key, valid_request_id(found.get(REQUEST_ID_HEADER)))
 
 
 class InferenceService:
@@ -131,9 +144,13 @@ def _guarded(call: Handler) -> Handler:
             return call(request, context)
         except Exception as error:
             failure = failure_of(error)
-            if failure.status >= 500:
+            if failure.status >= 500 and not isinstance(error, Unavailable):
                 logger.exception("gRPC call failed")
             code = CODES.get(failure.status, grpc.StatusCode.INTERNAL)
+            if isinstance(error, SandboxDeadlinePassed):
+                code = grpc.StatusCode.DEADLINE_EXCEEDED  # the run was stopped, not the call
+            elif isinstance(error, SandboxMemoryExceeded):
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
             context.abort(code, failure.message)
 
     return guarded

@@ -25,18 +25,25 @@ def meta_of(request: Request) -> RequestMeta:
     )
 
 
-def _bearer(authorization: str) -> str:
+HTTP_KEY = "send the header 'Authorization: Bearer <key>'"
+GRPC_KEY = (
+    "send the metadata 'authorization: Bearer <key>' (gRPC keys are lowercase: "
+    "tritonclient.grpc takes headers={'authorization': 'Bearer <key>'})"
+)
+
+
+def _bearer(authorization: str, how: str = HTTP_KEY) -> str:
     scheme, _, secret = authorization.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        raise Unauthorized(f"missing API key: {how}")
     return secret.strip()
 
 
 def authorize_on_this_thread(
     directory: ServingDirectory, authorization: str, scope: KeyScope | None
 ) -> Principal:
-    """``authorize`` for a caller with a thread of its own (blocking on a cache miss)."""
-    secret = _bearer(authorization)
+    """``authorize`` for a gRPC call, on its own thread (blocking on a cache miss)."""
+    secret = _bearer(authorization, GRPC_KEY)
     principal = directory.cached_principal(secret) or directory.authenticate(secret)
     if scope is not None:
         check_scope(principal, scope)

@@ -239,7 +239,14 @@ class ServingMetrics:
         own = None if shared else self.registry  # shared: read back through the collector
         self.log_dropped = Counter(
             "kiln_request_log_dropped",
-            "Sampled requests not logged: the gateway's log buffer was full",
+            "Sampled requests not logged: the gateway's monitor queue "
+            "(KILN_MONITOR_QUEUE_MB) or log buffer (KILN_LOG_BUFFER_MB) was full",
+            registry=own,
+        )
+        self.drift_dropped = Counter(
+            "kiln_drift_samples_dropped",
+            "Requests drift sampled but did not count: the gateway's monitor queue "
+            "(KILN_MONITOR_QUEUE_MB) was full",
             registry=own,
         )
         self.refused_below = Counter(

@@ -71,6 +71,7 @@ def upload_model_version(
                 memory_mb=settings.probe_memory_mb,
                 timeout_s=settings.probe_timeout_s,
                 run_timeout_s=settings.upload_run_timeout_s,
+                model_memory_mb=settings.upload_model_memory_mb,
             ),
         )
     return version_read(session, name, version)

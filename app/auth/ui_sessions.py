@@ -45,7 +45,13 @@ def session_principal(session: Session, secret: bytes, token: str) -> Principal:
     """The principal of a valid, unexpired token whose key is still active; else
     Unauthorized (one message for every reason: the answer tells a forger nothing)."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or len(token) > 200:
+    if (
+        len(token) > 200
+        or not token.isascii()  # str.isdigit takes '²' and other digits int() refuses
+        or len(parts) != 3
+        or not parts[0].isdigit()
+        or not parts[1].isdigit()
+    ):
         raise Unauthorized(_EXPIRED)
     key_id, expires = int(parts[0]), int(parts[1])
     if expires < time.time() or key_id > 2**31:

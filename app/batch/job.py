@@ -89,7 +89,9 @@ def run_batch_predict(context: JobContext) -> Recorder:
         source = store.local_path(plan.input_key, plan.input_sha256)
     except ArtifactCorrupt as corrupt:
         raise JobFailed(corrupt.message) from None
-    model = ChunkRunner(settings, onnx, signature, serving)
+    model = ChunkRunner(
+        settings, onnx, signature, serving, f"version {plan.version} of {plan.model!r}"
+    )
     header, header_lines = read_header(source)
     layout = layout_for(signature, header, plan.key_columns, plan.feature_names)
     if not rows_total:

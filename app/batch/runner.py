@@ -9,30 +9,39 @@ never runs a sandboxed graph itself."""
 from __future__ import annotations
 
 import numpy as np
-from app.serving.sandbox import SandboxLimits, SandboxPool
 
 from app.contracts.signature import Signature
 from app.core.config import Settings
 from app.evaluation.sessions import open_session
 from app.serving.runtime import Feeds, ServingPlan, rows_in
+from app.serving.sandbox import SandboxLimits, SandboxPool
 
 
 class ChunkRunner:
     """One job's model (not thread-safe: the job's loop calls it)."""
 
     def __init__(
-        self, settings: Settings, onnx: bytes, signature: Signature, plan: ServingPlan
+        self,
+        settings: Settings,
+        onnx: bytes,
+        signature: Signature,
+        plan: ServingPlan,
+        label: str = "the model",
     ) -> None:
         self.output_name = signature.output.name
         self.pool: SandboxPool | None = None
         if plan.sandboxed:
             self.pool = SandboxPool(SandboxLimits.from_settings(settings))
             self.sandbox = self.pool.model(
-                "batch", onnx, input_name=signature.input.name, output_name=self.output_name
+                "batch",
+                onnx,
+                input_name=signature.input.name,
+                output_name=self.output_name,
+                label=label,
             )
             self.slice_rows = settings.max_predict_rows
         else:
-            self.session = open_session(onnx, settings.ort_threads)
+            self.session = open_session(onnx, settings.ort_threads, arena=plan.arena)
             self.slice_rows = plan.cap.rows if plan.cap is not None else 0  # 0: whole chunks
 
     def run(self, feeds: Feeds) -> np.ndarray:

@@ -237,6 +237,12 @@ class VersionConfig(BaseModel):
         description="Uploaded graphs: the seconds one row took in the probe, timed in its "
         "largest measured batch (or alone); None: too quick to measure.",
     )
+    load_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Uploaded graphs: the memory the loaded session held in the probe "
+        "(constants folded at load included); the session cache counts it.",
+    )
 
     @property
     def has_network(self) -> bool:

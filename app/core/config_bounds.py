@@ -69,6 +69,14 @@ class BoundsSettings(BaseSettings):
         description="Requests waiting per sandboxed model (it runs one at a time); more "
         "are answered 503.",
     )
+    upload_model_memory_mb: int = Field(
+        default=1024,
+        ge=16,
+        le=1_048_576,
+        description="Memory a loaded upload may hold (what its probe measured once loaded, "
+        "constants onnxruntime computes at load included); a larger upload is refused, and "
+        "the session cache counts what each holds, not its file's size.",
+    )
     metrics_token: SecretStr = Field(
         default=SecretStr(""),
         description="When set, GET "

@@ -69,6 +69,13 @@ class Unavailable(KilnError):
     status_code = 503
 
 
+class Busy(Unavailable):
+    """Full for now (a queue or a pool): the same request may succeed shortly (503, with a
+    Retry-After of ``retry_after_s``)."""
+
+    retry_after_s = 1
+
+
 class StorageFull(KilnError):
     """The artifact store's disk is full (507): nothing was stored; free space and retry."""
 

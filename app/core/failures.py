@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.core.db import DATABASE_UNAVAILABLE, VALUE_UNSTORABLE
-from app.core.errors import KilnError, Unauthorized
+from app.core.errors import Busy, KilnError, Unauthorized
 
 DATABASE_MESSAGE = "the registry database is unavailable right now; retry shortly"
 RETRY_AFTER = {"Retry-After": "2"}
@@ -33,11 +33,12 @@ class Failure:
 def failure_of(error: BaseException) -> Failure:
     """The answer to an exception (see the module docstring)."""
     if isinstance(error, KilnError):
-        return Failure(
-            error.status_code,
-            error.message,
-            {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {},
-        )
+        headers = {}
+        if isinstance(error, Unauthorized):
+            headers["WWW-Authenticate"] = "Bearer"
+        elif isinstance(error, Busy):
+            headers["Retry-After"] = str(error.retry_after_s)
+        return Failure(error.status_code, error.message, headers)
     if isinstance(error, VALUE_UNSTORABLE):
         return Failure(422, UNSTORABLE_MESSAGE, {})
     if isinstance(error, DATABASE_UNAVAILABLE):

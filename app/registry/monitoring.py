@@ -165,12 +165,13 @@ def log_bytes(part: RequestLogPart) -> int:
 
 def trim_log(session: Session, name: str, max_bytes: int) -> list[str]:
     """Forget the oldest parts until the model's log holds at most ``max_bytes``
-    (``log_bytes`` of each part); returns their keys, for the caller to delete from the
-    store after the commit."""
+    (``log_bytes`` of each part), but never the newest: a part larger than the whole limit
+    stays (the log passes it by that part) rather than leave the log empty. Returns their
+    keys, for the caller to delete from the store after the commit."""
     parts = log_parts(session, name)
     total = sum(log_bytes(part) for part in parts)
     dropped = []
-    for part in parts:
+    for part in parts[:-1]:
         if total <= max_bytes:
             break
         total -= log_bytes(part)

@@ -8,21 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnx
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import Task
 from app.contracts.signature import Signature, VersionConfig
 from app.core.errors import Conflict, InvalidInput
 from app.core.names import MODEL_NAME
-from app.onnx_graphs.checks import (
-    MAX_LABELS,
-    DeclaredSignature,
-    declared_signature,
-    decode_model,
-    refuse_external_data,
-)
-from app.onnx_graphs.layers import UnsupportedGraph, read_layers
+from app.onnx_graphs.checks import MAX_LABELS
 from app.registry.probe import probe_model
 from app.registry.repository import ModelRepository
 from app.registry.service import VersionDraft, register_version
@@ -50,6 +42,7 @@ class ProbeLimits:
     memory_mb: int
     timeout_s: float
     run_timeout_s: float  # the gateway's deadline for one run of an uploaded graph
+    model_memory_mb: int = 1024  # what a loaded upload may hold (KILN_UPLOAD_MODEL_MEMORY_MB)
 
 
 def _parse_labels(labels: str | None) -> list[Any] | None:
@@ -71,22 +64,23 @@ def _parse_labels(labels: str | None) -> list[Any] | None:
 
 
 def _task_and_labels(
-    declared: DeclaredSignature, labels: str | None, task: str | None
+    signature: Signature, labels: str | None, task: str | None
 ) -> tuple[str, list[Any] | None]:
     class_labels = _parse_labels(labels)
-    width = declared.width
+    width = signature.width
+    output_name = signature.output.name
     resolved = task or ("classification" if class_labels or width > 1 else "regression")
     if resolved == Task.CLASSIFICATION:
         class_labels = class_labels or list(range(width))
         if len(class_labels) != width:
             raise InvalidInput(
                 f"labels: {len(class_labels)} given but output "
-                f"{declared.output_name[:80]!r} has {width} columns"
+                f"{output_name[:80]!r} has {width} columns"
             )
     elif class_labels is not None or width != 1:
         raise InvalidInput(
             "a regression model takes no labels and must have one output "
-            f"column (output {declared.output_name[:80]!r} has {width})"
+            f"column (output {output_name[:80]!r} has {width})"
         )
     return resolved, class_labels
 
@@ -94,40 +88,34 @@ def _task_and_labels(
 def check_onnx(
     path: Path, *, labels: str | None, task: str | None, limits: ProbeLimits
 ) -> CheckedModel:
-    """Check the file as data (no external data anywhere, bounded shapes), then run it in
-    the probe subprocess; InvalidInput names the first problem and echoes nothing of the
-    model's contents."""
-    model = decode_model(path.read_bytes())
-    refuse_external_data(model)
-    declared = declared_signature(model)
-    resolved, class_labels = _task_and_labels(declared, labels, task)
+    """Check the file in the probe subprocess (as data first: no external data anywhere,
+    bounded shapes; then the checker, the classification, a run on test rows and timings);
+    InvalidInput names the first problem and echoes nothing of the model's contents. The
+    gateway never parses the file itself."""
     probed = probe_model(
         path,
-        width=declared.width,
         threads=limits.threads,
         memory_mb=limits.memory_mb,
         timeout_s=limits.timeout_s,
         run_timeout_s=limits.run_timeout_s,
+        model_memory_mb=limits.model_memory_mb,
     )
-    signature = Signature.of_tensors(
-        input_name=declared.input_name,
-        row_shape=declared.row_shape,
-        output_name=declared.output_name,
-        width=declared.width,
-    )
+    signature = probed.signature
+    resolved, class_labels = _task_and_labels(signature, labels, task)
     return CheckedModel(
         signature=signature,
         task=resolved,
         class_labels=class_labels,
-        config=trainable_form(model, signature).model_copy(
+        config=probed.form.model_copy(
             update={
                 "bytes_per_row": probed.bytes_per_row,
                 "graph_class": probed.graph_class,
                 "graph_class_reason": probed.graph_class_reason,
                 "seconds_per_row": probed.seconds_per_row,
+                "load_bytes": probed.load_bytes,
             }
         ),
-        n_params=declared.n_params,
+        n_params=probed.n_params,
         latency_p50_ms=probed.latency_p50_ms,
     )
 
@@ -163,13 +151,3 @@ def upload_version(
             config=checked.config,
         ),
     )
-
-
-def trainable_form(model: onnx.ModelProto, signature: Signature) -> VersionConfig:
-    """Whether the graph is a stack of layers a worker can rebuild and train (the
-    architecture), or why not (named in the 422 of a job that needs torch weights)."""
-    try:
-        plan = read_layers(model, list(signature.row_shape))
-    except UnsupportedGraph as unsupported:
-        return VersionConfig(untrainable=unsupported.message)
-    return VersionConfig(architecture=plan.architecture, weights_in_onnx=True)

@@ -90,7 +90,7 @@ class DynamicBatcher:
 
     async def _compute(self, feeds: Feeds) -> np.ndarray:
         if self.model.sandbox is not None:
-            return await self.model.sandbox.run_async(feeds)
+            return await self.model.run_async(feeds)
         if sum(values.size for values in feeds.values()) <= self.inline_elements:
             return self.model.run(feeds)
         return await asyncio.to_thread(self.model.run, feeds)
@@ -100,9 +100,21 @@ class DynamicBatcher:
         try:
             output = await self._compute(merged(waiting))
         except Exception as error:
-            for _, future in waiting:
-                if not future.done():
-                    future.set_exception(error)
+            if len(waiting) == 1:
+                if not waiting[0][1].done():
+                    waiting[0][1].set_exception(error)
+                return
+            # One request's rows may be at fault: each runs alone, so each gets its own
+            # answer or its own error, never another client's.
+            for feeds, future in waiting:
+                try:
+                    alone = await self._compute(feeds)
+                except Exception as own:
+                    if not future.done():
+                        future.set_exception(own)
+                else:
+                    if not future.done():
+                        future.set_result(alone)
             return
         start = 0
         for feeds, future in waiting:

@@ -26,9 +26,9 @@ from app.core.errors import BrokenInvariant
 from app.core.failures import failure_of
 from app.serving.codecs.base import Codec, Limits, Payload, RequestMeta
 from app.serving.counters import ServingCounters
-from app.serving.directory import ServingDirectory, Target
+from app.serving.directory import ServingDirectory, Target, bucket_of
 from app.serving.monitors import ServingMonitors
-from app.serving.runtime import Feeds
+from app.serving.runtime import Feeds, rows_in
 
 Parsed = TypeVar("Parsed")
 Out = TypeVar("Out")
@@ -76,12 +76,13 @@ class InferenceCore:
     ) -> Out:
         """Answer one request on the event loop (see the module docstring)."""
         arrived = time.perf_counter()
-        target = self.directory.cached_target(name, version, meta.route_key)
+        # One draw per request: a split's version is the same whether the cache or the
+        # registry answers (drawing again on a miss would starve a version not loaded yet).
+        bucket = bucket_of(meta.route_key)
+        target = self.directory.cached_target(name, version, bucket)
         try:
             if target is None:
-                target = await run_in_threadpool(
-                    self.directory.target, name, version, meta.route_key
-                )
+                target = await run_in_threadpool(self.directory.target, name, version, bucket)
             model = target.model
             if payload.json_bytes <= INLINE_JSON_BYTES:
                 parsed, feeds = codec.decode(payload, model, self.limits)
@@ -91,8 +92,10 @@ class InferenceCore:
             if target.batcher is not None:
                 output = await target.batcher.run(feeds)
             elif model.sandbox is not None:
-                output = await model.sandbox.run_async(feeds)
-            elif _elements(feeds) > INLINE_ELEMENTS:
+                output = await model.run_async(feeds)
+            elif _elements(feeds) > INLINE_ELEMENTS or (
+                model.plan.inline_rows is not None and rows_in(feeds) > model.plan.inline_rows
+            ):
                 output = await run_in_threadpool(model.run, feeds)
             elif target.coalescer is not None:
                 output = await target.coalescer.run(feeds)
@@ -122,9 +125,10 @@ class InferenceCore:
         arrived = time.perf_counter()
         target = None
         try:
-            target = self.directory.cached_target(
-                name, version, meta.route_key
-            ) or self.directory.target(name, version, meta.route_key)
+            bucket = bucket_of(meta.route_key)
+            target = self.directory.cached_target(name, version, bucket) or self.directory.target(
+                name, version, bucket
+            )
             model = target.model
             parsed, feeds = codec.decode(payload, model, self.limits)
             started = time.perf_counter()

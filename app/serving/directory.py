@@ -226,20 +226,18 @@ class ServingDirectory:
         self._store(self._policies, name, policy, generation)
         return policy
 
-    def _routed(
-        self, policy: AliasPolicy, version: int | None, route_key: str | None
-    ) -> int | None:
+    def _routed(self, policy: AliasPolicy, version: int | None, bucket: int | None) -> int | None:
         """The version a request for ``version`` (None: the serving alias) goes to."""
         if version is None and policy.split is not None:
             routes = self._tables.get(policy.split)
             if routes is None:
                 routes = self._tables.setdefault(policy.split, policy.split.routes())
-            return routes[bucket_of(route_key)]
+            return routes[bucket_of(None) if bucket is None else bucket]
         return version
 
     # -- versions -------------------------------------------------------------------------
     def cached_target(
-        self, name: str, version: int | None, route_key: str | None = None
+        self, name: str, version: int | None, bucket: int | None = None
     ) -> Target | None:
         """The target for a recent resolution whose session is still loaded; no I/O. A
         request that no split routes is answered from one dict until its entries are due
@@ -260,7 +258,7 @@ class ServingDirectory:
             )
             if policy is None:
                 return None
-            version, shadow = self._routed(policy, None, route_key), policy.shadow
+            version, shadow = self._routed(policy, None, bucket), policy.shadow
             split = policy.split is not None
         served: ServedVersion | None = self._fresh(
             self._routes, (name, version), lambda: self._reresolve(name, version)
@@ -318,7 +316,7 @@ class ServingDirectory:
         ):
             raise Unavailable(f"artifact of version {served.version} of {name!r} is missing")
 
-    def target(self, name: str, version: int | None, route_key: str | None = None) -> Target:
+    def target(self, name: str, version: int | None, bucket: int | None = None) -> Target:
         """Resolve (alias rules and the serving alias's split apply) and load; blocking, so
         call it off the event loop."""
         shadow = None
@@ -326,7 +324,7 @@ class ServingDirectory:
             if not MODEL_NAME.is_valid(name):
                 raise NotFound(f"model {shown(name)} not found")
             policy = self._policy(name)
-            version, shadow = self._routed(policy, None, route_key), policy.shadow
+            version, shadow = self._routed(policy, None, bucket), policy.shadow
         served = self._served(name, version)
         model = self.sessions.get(served.source)
         return self._target(name, served, model, shadow)
@@ -353,6 +351,10 @@ class ServingDirectory:
                     task=row.task,
                     labels=row.class_labels,
                     plan=plan,
+                    label=f"version {row.version} of {name!r}",
+                    load_bytes=(origin.config.load_bytes or 0)
+                    if origin is not None and origin.config is not None
+                    else 0,
                 ),
                 batching=policy,
                 log_sample=options.get("log_sample"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -136,13 +137,13 @@ def count(reference: ColumnReference, values: np.ndarray, counts: _Counts) -> No
     """Add a slice of a column's live values to the window's counts (one pass over the
     distinct values for text, vectorised for numbers)."""
     if values.dtype == object:
-        distinct, times = np.unique(
-            np.array([_text(v) for v in values], dtype=str), return_counts=True
-        )
+        # Counted by value with a dict: no array sized by the longest string (a fixed-width
+        # array of text costs rows x the longest value x 4 bytes).
+        seen_times = Counter(_text(value) for value in values)
         counts.rows += len(values)
         slot = {value: index for index, value in enumerate(reference.values)}
         rest = len(reference.values)
-        for value, seen in zip(distinct.tolist(), times.tolist(), strict=True):
+        for value, seen in seen_times.items():
             if not value:
                 counts.missing += seen
                 if reference.kind == "categorical":

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 import numpy as np
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxstring, _SHOWN.maxother = 2, 4, 30, 30
 
 # Below this size a plain byte search is cheapest; above it, one vectorised pass.
 SMALL_BODY = 4096
@@ -47,3 +51,10 @@ def first_boolean(values: list[Any], where: str) -> str | None:
         if isinstance(value, list) and (found := first_boolean(value, f"{where}[{index}]")):
             return found
     return None
+
+
+def shown(value: Any) -> str:
+    """A client's value quoted in an error: at most 40 characters, and never a deep repr (a
+    list nested a thousand levels would exhaust the interpreter's recursion)."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -56,17 +56,24 @@ class ServingMonitors:
         store: ArtifactStore,
         resolve: Callable[[str, int], LoadedModel],
         on_log_drop: Callable[[], None] = lambda: None,
+        on_drift_drop: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.queue = ObservationQueue(int(settings.monitor_queue_mb * 1048576))
-        self.shadow = ShadowRunner(resolve, settings.max_predict_rows)
+        self.shadow = ShadowRunner(
+            resolve,
+            settings.max_predict_rows,
+            release=self.queue.release,
+            max_bytes=self.queue.max_bytes // 2,  # the shadow holds half the queue at most
+        )
         self.log = RequestLog(int(settings.log_buffer_mb * 1048576), on_log_drop)
         self.drift = DriftMonitor(settings.drift_window_rows)
         self._log_sample = settings.log_sample
         self._drift_sample = settings.drift_sample
         self._drift_threshold = settings.drift_threshold
         self.drift_skipped = 0  # drift samples that found the queue full
+        self._on_drift_drop = on_drift_drop
         self._reports: list[DriftReport] = []  # windows that filled since the last flush
         self.drift_events = 0
         self._parts = count()
@@ -87,8 +94,10 @@ class ServingMonitors:
         arrived: float,
         request_id: str | None,
     ) -> str | None:
-        """Hand an answered request to the watchers that want it; the id it is logged
-        under, if it is."""
+        """Hand an answered request to the watchers that want it. A logged request is
+        kept under a new id of the gateway's (unique, O(1) to make), with the client's
+        ``request_id`` beside it; the id its answer carries is returned: the client's,
+        echoed, or the gateway's when it sent none (None: not logged)."""
         shadow = target.shadow
         sample = self._log_sample if target.log_sample is None else target.log_sample
         logged = sample > 0 and (sample >= 1 or random.random() < sample)
@@ -104,6 +113,7 @@ class ServingMonitors:
             threshold = target.drift_threshold
             if threshold is None:
                 threshold = self._drift_threshold
+        log_id = new_request_id() if logged else None
         now = time.perf_counter()
         observation = Observation(
             name=target.name,
@@ -116,19 +126,21 @@ class ServingMonitors:
             at=time.time(),
             size=observation_bytes(feeds, output, payload_bytes),
             shadow=shadow,
-            request_id=(request_id or new_request_id()) if logged else None,
+            request_id=log_id,
+            client_request_id=request_id if logged else None,
             drift_threshold=threshold,
         )
         if self._thread is None:
             self.start()
         if self.queue.offer(observation):
-            return observation.request_id
+            return (request_id or log_id) if logged else None
         if shadow is not None:
             self.shadow.dropped(target.name, target.version, shadow)
         if logged:
             self.log.drop()
         if drift:
             self.drift_skipped += 1
+            self._on_drift_drop()
         return None
 
     # -- the thread -------------------------------------------------------------------------
@@ -139,10 +151,12 @@ class ServingMonitors:
                 self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread after a last round and flush."""
+        """Stop the thread after a last round and flush; the shadow's copies still waiting
+        are dropped (counted), not run (a slow shadow never holds up a shutdown)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.shadow.stop(timeout_s=self.settings.upload_run_timeout_s + 1)
         self.flush()
 
     def _run(self) -> None:
@@ -162,16 +176,19 @@ class ServingMonitors:
             if not taken:
                 return False
             self._busy = True
+            held: set[int] = set()
             try:
-                self._serve(taken)
+                held = self._serve(taken)
             finally:
-                self.queue.release(taken)
+                self.queue.release([item for item in taken if id(item) not in held])
                 self._busy = False
         return True
 
-    def _serve(self, taken: list[Observation]) -> None:
+    def _serve(self, taken: list[Observation]) -> set[int]:
+        """Hand each watcher its observations; the ids of those the shadow's thread took
+        (their bytes stay counted until it is done with them)."""
+        held = {id(item) for item in self.shadow.submit([i for i in taken if i.shadow is not None])}
         for step, items in (
-            (self.shadow.run, [item for item in taken if item.shadow is not None]),
             (self.log.add, [item for item in taken if item.request_id is not None]),
             (self._count_drift, [item for item in taken if item.drift_threshold is not None]),
         ):
@@ -181,11 +198,12 @@ class ServingMonitors:
                 step(items)
             except Exception:
                 logger.exception("a serving monitor failed (%s)", getattr(step, "__name__", step))
+        return held
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until everything queued has been served (tests, shutdown); whether it was."""
         deadline = time.monotonic() + timeout_s
-        while len(self.queue) or self._busy:
+        while len(self.queue) or self._busy or not self.shadow.idle():
             if time.monotonic() > deadline:
                 return False
             if self._thread is None or not self._thread.is_alive():

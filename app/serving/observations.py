@@ -48,7 +48,8 @@ class Observation:
     at: float  # seconds since the epoch
     size: int  # bytes it holds (``observation_bytes``)
     shadow: int | None = None  # the shadow version that gets a copy
-    request_id: str | None = None  # set when it is logged
+    request_id: str | None = None  # set when it is logged: the gateway's id, unique
+    client_request_id: str | None = None  # the client's x-request-id, when logged
     drift_threshold: float | None = None  # set when drift samples it
 
     @property

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from app.core.errors import BadRequest
-from app.serving.json_values import first_boolean, has_json_booleans
+from app.serving.json_values import first_boolean, has_json_booleans, shown
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -37,6 +37,10 @@ NAMES[np.dtype(object)] = "BYTES"
 TEXT = np.dtype(object)  # BYTES tensors decode to arrays of str
 MAX_RANK = 8
 _DECIMAL = re.compile(r"[0-9]{1,15}")
+LIMIT_NOTE = (
+    " (the smaller of KILN_MAX_TENSOR_ELEMENTS and KILN_MAX_PREDICT_ROWS rows of the "
+    "model's values)"
+)
 
 
 @dataclass(frozen=True)
@@ -66,18 +70,19 @@ def declared(spec: dict[str, Any], max_elements: int) -> tuple[str, list[int], n
     if any(dim > max_elements for dim in shape):
         raise BadRequest(
             f"input '{name}': shape {_shown(shape)} has a dimension of "
-            f"{max(shape)} elements; the limit is {max_elements}"
+            f"{max(shape)} elements; the limit is {max_elements}{LIMIT_NOTE}"
         )
     datatype = spec.get("datatype")
-    if datatype != "BYTES" and datatype not in DATATYPES:
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DATATYPES):
         raise BadRequest(
-            f"input '{name}': unknown datatype {datatype!r}; expected one of "
+            f"input '{name}': unknown datatype {shown(datatype)}; expected one of "
             f"{sorted([*DATATYPES, 'BYTES'])}"
         )
     elements = math.prod(shape)
     if elements > max_elements:
         raise BadRequest(
-            f"input '{name}': shape {shape} has {elements} elements; the limit is {max_elements}"
+            f"input '{name}': shape {shape} has {elements} elements; the limit is "
+            f"{max_elements}{LIMIT_NOTE}"
         )
     return name, shape, TEXT if datatype == "BYTES" else DATATYPES[datatype]
 
@@ -99,6 +104,10 @@ def _text_from_json(name: str, data: Any, shape: list[int]) -> np.ndarray:
     if not isinstance(data, list):
         raise BadRequest(f"input '{name}': 'data' must be a list")
     values = _flat_strings(name, data)
+    try:  # JSON's \ud800 escapes decode to strings no tensor can hold
+        "".join(values).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"input '{name}': BYTES data must be valid UTF-8 text") from None
     if len(values) != math.prod(shape):
         raise BadRequest(
             f"input '{name}': shape {shape} needs {math.prod(shape)} values, "

@@ -10,7 +10,7 @@ import orjson
 from app.contracts.encoding import FLOAT32_MAX
 from app.contracts.enums import Task
 from app.core.errors import BadRequest, InvalidInput
-from app.serving.json_values import first_boolean, has_json_booleans
+from app.serving.json_values import first_boolean, has_json_booleans, shown
 from app.serving.records import parse_records
 from app.serving.runtime import LoadedModel
 
@@ -121,5 +121,4 @@ def answer(model: LoadedModel, output: np.ndarray) -> dict[str, Any]:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shown(value)

@@ -95,15 +95,18 @@ def _feeds(model: LoadedModel, raw: dict[str, Any] | None, features: np.ndarray)
 
 
 def _outputs(model: LoadedModel, raw: dict[str, Any] | None, features: np.ndarray) -> np.ndarray:
+    """The model's outputs over every row, in chunks no larger than one of its requests may
+    be (a bounded upload's cap from its measured memory and time per row)."""
     rows = len(features)
+    step = model.max_rows(CHUNK_ROWS)
     parts = []
-    for start in range(0, rows, CHUNK_ROWS):
+    for start in range(0, rows, step):
         chunk_raw = (
-            {name: values[start : start + CHUNK_ROWS] for name, values in raw.items()}
+            {name: values[start : start + step] for name, values in raw.items()}
             if raw is not None
             else None
         )
-        parts.append(model.run(_feeds(model, chunk_raw, features[start : start + CHUNK_ROWS])))
+        parts.append(model.run(_feeds(model, chunk_raw, features[start : start + step])))
     return np.concatenate(parts).reshape(rows, -1)
 
 

@@ -12,11 +12,11 @@ import numpy as np
 from app.contracts.encoding import FLOAT32_MAX, is_datetime
 from app.contracts.signature import TensorSpec
 from app.core.errors import InvalidInput
+from app.serving.json_values import shown
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shown(value)
 
 
 def _number(value: Any, where: str) -> float:

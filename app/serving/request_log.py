@@ -6,7 +6,14 @@ request path hands over the feeds and the answer and nothing else.
 The request path only samples a request onto the monitors' queue (``app.serving.monitors``);
 their thread keeps it in a buffer bounded in bytes (``KILN_LOG_BUFFER_MB``; past it a
 request is not logged, and counted) and each flush turns the buffer into one Parquet part
-per model."""
+per model.
+
+Every logged request is kept under an id the gateway makes (``request_id``: unique across
+processes and restarts), and the client's own ``x-request-id``, if it sent one, beside it
+(``client_request_id``): a client may send the same id twice, and the log must still tell
+the two requests apart. The answer's ``x-request-id`` echoes the client's id, or carries
+the gateway's when the client sent none (``app.serving.log_dataset`` matches labels by
+either)."""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +36,8 @@ from app.serving.observations import Observation
 REQUEST_ID_LENGTH = 64
 LOG_SCHEMA = pa.schema(
     [
-        ("request_id", pa.string()),
+        ("request_id", pa.string()),  # the gateway's: unique
+        ("client_request_id", pa.string()),  # the client's x-request-id; null without one
         ("row", pa.int32()),
         ("at", pa.timestamp("ms", tz="UTC")),
         ("model", pa.string()),
@@ -50,13 +58,24 @@ def valid_request_id(value: str | None) -> str | None:
     return None
 
 
-# A logged request without an id of its own gets this process's prefix (random, 12 hex
-# digits) and a counter: unique across processes without a system call per request.
+# A logged request's id is this process's prefix (random, 12 hex digits) and a counter:
+# unique across processes and restarts without a system call per request. A forked child
+# draws its own prefix (it would repeat its parent's ids otherwise).
 _PREFIX = os.urandom(6).hex()
 _COUNTER = itertools.count()
 
 
+def _new_prefix() -> None:
+    global _PREFIX, _COUNTER
+    _PREFIX = os.urandom(6).hex()
+    _COUNTER = itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
+
 def new_request_id() -> str:
+    """A new id, unique across the gateway's processes: 20 hex digits (O(1), no I/O)."""
     return f"{_PREFIX}{next(_COUNTER):08x}"
 
 
@@ -73,22 +92,23 @@ def _value(value: Any) -> Any:
     return None if math.isnan(number) else number
 
 
-def _inputs_json(entry: Entry, rows: int) -> list[str]:
-    """Each row's inputs as the client sent them, as JSON: column -> value (a gap: null),
-    or a tensor model's input -> the row's values."""
+def _inputs_json(entry: Entry, rows: int, start: int, stop: int) -> list[str]:
+    """Rows ``start`` to ``stop`` of an entry's inputs as the client sent them, as JSON:
+    column -> value (a gap: null), or a tensor model's input -> the row's values."""
     model = entry.model
     if model.columns is None:
+        tensors = {name: values.reshape(rows, -1) for name, values in entry.feeds.items()}
         return [
             orjson.dumps(
-                {name: values.reshape(rows, -1)[index] for name, values in entry.feeds.items()},
+                {name: values[index] for name, values in tensors.items()},
                 option=orjson.OPT_SERIALIZE_NUMPY,
             ).decode()
-            for index in range(rows)
+            for index in range(start, stop)
         ]
     columns = {name: values.reshape(rows) for name, values in entry.feeds.items()}
     return [
         orjson.dumps({name: _value(values[index]) for name, values in columns.items()}).decode()
-        for index in range(rows)
+        for index in range(start, stop)
     ]
 
 
@@ -108,10 +128,31 @@ class LogPart:
     rows: int
 
 
-def parquet_part(entries: list[Entry]) -> LogPart:
-    """One Parquet file of ``entries``' rows (one per row of each request), in row groups
-    of ``ROW_GROUP_ROWS``."""
+Slice = tuple[Entry, int, int]  # an entry's rows start to stop
+
+
+def _slices(entries: list[Entry]) -> Iterator[list[Slice]]:
+    """The entries' rows in groups of at most ``ROW_GROUP_ROWS``."""
+    group: list[Slice] = []
+    size = 0
+    for entry in entries:
+        rows, start = len(entry.output), 0
+        while start < rows:
+            stop = min(rows, start + ROW_GROUP_ROWS - size)
+            group.append((entry, start, stop))
+            size += stop - start
+            start = stop
+            if size == ROW_GROUP_ROWS:
+                yield group
+                group, size = [], 0
+    if group:
+        yield group
+
+
+def _table(group: list[Slice]) -> pa.Table:
+    """One row group's rows as an Arrow table of ``LOG_SCHEMA``."""
     ids: list[str] = []
+    client_ids: list[str | None] = []
     numbers: list[int] = []
     times: list[float] = []
     versions: list[int] = []
@@ -120,16 +161,17 @@ def parquet_part(entries: list[Entry]) -> LogPart:
     inputs: list[str] = []
     outputs: list[np.ndarray] = []
     predictions: list[str] = []
-    for entry in entries:
-        rows = len(entry.output)
-        output = np.asarray(entry.output, dtype=np.float64).reshape(rows, -1)
-        ids += [entry.request_id or ""] * rows  # a logged entry always has its id
-        numbers += range(rows)
-        times += [entry.at] * rows
-        versions += [entry.version] * rows
-        protocols += [entry.protocol] * rows
-        latencies += [entry.latency_s * 1000] * rows
-        inputs += _inputs_json(entry, rows)
+    for entry, start, stop in group:
+        rows, count = len(entry.output), stop - start
+        output = np.asarray(entry.output, dtype=np.float64).reshape(rows, -1)[start:stop]
+        ids += [entry.request_id or ""] * count  # a logged entry always has its id
+        client_ids += [entry.client_request_id] * count
+        numbers += range(start, stop)
+        times += [entry.at] * count
+        versions += [entry.version] * count
+        protocols += [entry.protocol] * count
+        latencies += [entry.latency_s * 1000] * count
+        inputs += _inputs_json(entry, rows, start, stop)
         outputs.append(output)
         labels = entry.model.labels
         if labels and output.shape[1] == len(labels):
@@ -139,14 +181,15 @@ def parquet_part(entries: list[Entry]) -> LogPart:
     widths = np.array([o.shape[1] for o in outputs for _ in range(len(o))], dtype=np.int32)
     offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int32)
     flat = np.concatenate([o.reshape(-1) for o in outputs])
-    table = pa.Table.from_arrays(
+    return pa.Table.from_arrays(
         [
             pa.array(ids, pa.string()),
+            pa.array(client_ids, pa.string()),
             pa.array(numbers, pa.int32()),
             pa.array((np.asarray(times) * 1000).astype(np.int64)).cast(
                 pa.timestamp("ms", tz="UTC")
             ),
-            pa.array([entries[0].name] * len(ids), pa.string()),
+            pa.array([group[0][0].name] * len(ids), pa.string()),
             pa.array(versions, pa.int32()),
             pa.array(protocols, pa.string()),
             pa.array(latencies, pa.float64()),
@@ -156,9 +199,21 @@ def parquet_part(entries: list[Entry]) -> LogPart:
         ],
         schema=LOG_SCHEMA,
     )
+
+
+def parquet_part(entries: list[Entry]) -> LogPart:
+    """One Parquet file of ``entries``' rows (one per row of each request), written a row
+    group of ``ROW_GROUP_ROWS`` at a time: what writing it holds is one group's rows as
+    Python objects and the compressed file, never every row of the buffer at once."""
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    return LogPart(data=buffer.getvalue(), raw_bytes=table.nbytes, rows=table.num_rows)
+    raw_bytes = rows = 0
+    with pq.ParquetWriter(buffer, LOG_SCHEMA, compression="zstd") as writer:
+        for group in _slices(entries):
+            table = _table(group)
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            raw_bytes += table.nbytes
+            rows += table.num_rows
+    return LogPart(data=buffer.getvalue(), raw_bytes=raw_bytes, rows=rows)
 
 
 class RequestLog:

@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.contracts.signature import Signature, TensorSpec, VersionConfig
-from app.core.errors import BrokenInvariant, Unavailable
+from app.core.errors import BrokenInvariant, InvalidInput, Unavailable
 from app.evaluation.sessions import open_session
 from app.serving.sandbox import SandboxedModel, SandboxPool
 from app.storage import ArtifactStore
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 Feeds = dict[str, np.ndarray]  # input name -> array with rows first
 MB = 1024 * 1024
 SHADOW_SESSIONS = 4  # one-thread sessions kept for shadows (KILN_ORT_THREADS above 1)
+INLINE_S = 0.0005  # an upload's run on the event loop: at most this long, as measured
 TIME_SHARE = 0.5  # a bounded upload's rows per request take at most half the deadline
 
 
@@ -53,6 +54,12 @@ class ServingPlan:
     # each row from that row alone. An upload may mix rows (x minus the batch's mean is
     # bounded too), so merging would let one client's rows change another's answer.
     rows_independent: bool = True
+    # onnxruntime's memory arena keeps a run's peak for the next: fine for ModelKiln's own
+    # graphs, never for an upload (a request at its cap would leave the gateway holding it).
+    arena: bool = True
+    # The most rows a request may hold to run on the event loop (None: the core's element
+    # bound alone). An upload whose measured run is slow never runs there.
+    inline_rows: int | None = None
 
 
 IN_PROCESS = ServingPlan(sandboxed=False)
@@ -65,21 +72,23 @@ class UploadLimits:
     run_timeout_s: float
     request_memory_mb: int
 
-    def plan(self, origin: VersionConfig | None) -> ServingPlan:
-        """How a version whose graph came from the upload ``origin`` describes is served
-        (None: not from an upload)."""
+    def plan(self, origin: VersionConfig | None, latency_ms: float | None = None) -> ServingPlan:
+        """How a version whose graph came from the upload ``origin`` describes (its probe
+        measured one row in ``latency_ms``) is served; None: not from an upload."""
         if origin is None:
             return IN_PROCESS
         if origin.graph_class != "bounded":
             reason = origin.graph_class_reason or (
                 "uploaded before graphs were classified (upload it again to classify it)"
             )
-            return ServingPlan(sandboxed=True, reason=reason, rows_independent=False)
+            return ServingPlan(sandboxed=True, reason=reason, rows_independent=False, arena=False)
         return ServingPlan(
             sandboxed=False,
             cap=self._cap(origin),
             reason=origin.graph_class_reason or "bounded",
             rows_independent=False,
+            arena=False,
+            inline_rows=_inline_rows(latency_ms, origin.seconds_per_row),
         )
 
     def _cap(self, origin: VersionConfig) -> RowCap | None:
@@ -107,6 +116,16 @@ class UploadLimits:
         return min(caps, key=lambda cap: cap.rows) if caps else None
 
 
+def _inline_rows(latency_ms: float | None, seconds_per_row: float | None) -> int:
+    """The most rows of a bounded upload whose measured run stays under ``INLINE_S`` (0:
+    none: unmeasured, or slow even for one row; its runs all go to a worker thread)."""
+    if latency_ms is None or latency_ms / 1000 > INLINE_S:
+        return 0
+    if not seconds_per_row:
+        return 1_000_000  # too little per row to measure: the core's element bound decides
+    return max(0, int((INLINE_S - latency_ms / 1000) / seconds_per_row))
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
     """A ready model with what the predict path needs, computed once at load: an
@@ -125,6 +144,8 @@ class LoadedModel:
     session: ort.InferenceSession | None = None
     sandbox: SandboxedModel | None = None
     plan: ServingPlan = IN_PROCESS
+    width: int = 1  # output columns its signature promises
+    plan_label: str = "the model"  # how errors name it: "version 2 of 'churn'"
     _outputs: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -138,17 +159,45 @@ class LoadedModel:
 
     def run(self, feeds: Feeds) -> np.ndarray:
         """The first output for ``feeds`` (see ``feeds_of``); blocking. A sandboxed model's
-        run waits for its sandbox (never call it on the event loop: use ``run_async``)."""
+        run waits for its sandbox (never call it on the event loop: use ``run_async``).
+
+        A graph ModelKiln exported is trusted to answer what its signature says. An
+        upload's run that onnxruntime refuses, or an answer of another shape than
+        [rows, width], is the request's problem: a 422 naming the version."""
         if self.session is not None:
-            output: np.ndarray = self.session.run(self._outputs, feeds)[0]
-            return output
-        return self.sandbox.run(feeds)  # type: ignore[union-attr]
+            if self.plan.rows_independent:  # made here: nothing to check
+                output: np.ndarray = self.session.run(self._outputs, feeds)[0]
+                return output
+            try:
+                output = self.session.run(self._outputs, feeds)[0]
+            except Exception as error:
+                raise self._refused(error) from None
+        else:
+            output = self.sandbox.run(feeds)  # type: ignore[union-attr]
+        return self._checked(output, feeds)
 
     async def run_async(self, feeds: Feeds) -> np.ndarray:
         """``run`` for a caller on the event loop: a sandbox run awaits its process."""
         if self.sandbox is not None:
-            return await self.sandbox.run_async(feeds)
-        output: np.ndarray = self.session.run(self._outputs, feeds)[0]  # type: ignore[union-attr]
+            return self._checked(await self.sandbox.run_async(feeds), feeds)
+        return self.run(feeds)
+
+    def _refused(self, error: Exception) -> Exception:
+        """An in-process upload's failed run: onnxruntime's refusals are the request's
+        (named by category only: its text may quote the graph), anything else as it is."""
+        if type(error).__module__.startswith("onnxruntime"):
+            return InvalidInput(
+                f"{self.plan_label} failed on this request (onnxruntime: {type(error).__name__})"
+            )
+        return error
+
+    def _checked(self, output: np.ndarray, feeds: Feeds) -> np.ndarray:
+        rows = rows_in(feeds)
+        if output.ndim != 2 or output.shape[0] != rows or output.shape[1] != self.width:
+            raise InvalidInput(
+                f"{self.plan_label} answered shape {list(output.shape)[:4]} on this request; "
+                f"its signature promises [{rows}, {self.width}]"
+            )
         return output
 
     def max_rows(self, gateway_limit: int) -> int:
@@ -196,6 +245,8 @@ class ModelSource:
     task: str
     labels: list[Any] | None
     plan: ServingPlan = IN_PROCESS
+    label: str = ""  # how errors name it: "version 2 of 'churn'"
+    load_bytes: int = 0  # what the loaded session holds, as its probe measured (uploads)
 
 
 class SessionCache:
@@ -294,9 +345,10 @@ class SessionCache:
                 data,
                 input_name=signature.input.name,
                 output_name=signature.output.name,
+                label=source.label or None,
             )
         else:
-            session = open_session(data, threads or self.threads)
+            session = open_session(data, threads or self.threads, arena=source.plan.arena)
         model = LoadedModel(
             version_id=source.version_id,
             input_name=signature.input.name,
@@ -306,11 +358,14 @@ class SessionCache:
             input_datatype=signature.input.datatype,
             task=source.task,
             labels=source.labels,
-            size_bytes=len(data),
+            # A sandboxed graph's session lives in its process; here only the file's bytes.
+            size_bytes=len(data) if sandbox is not None else max(len(data), source.load_bytes),
             columns=tuple(signature.inputs) if by_column else None,
             session=session,
             sandbox=sandbox,
             plan=source.plan,
+            width=signature.width,
+            plan_label=source.label or "the model",
         )
         if session is not None:
             model.run(model.empty_row())  # warm-up (a sandbox warms up in its own process)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from app.core.errors import BrokenInvariant, Unavailable
+from app.core.errors import BrokenInvariant, Busy, Unavailable
 from app.serving.sandbox_model import CLOSED, SandboxedModel
 from app.serving.sandbox_process import (
     SandboxCrashed,
@@ -98,16 +98,23 @@ class SandboxPool:
                 self._executor = self._new_executor()
 
     def model(
-        self, key: Hashable, onnx: bytes, *, input_name: str, output_name: str
+        self,
+        key: Hashable,
+        onnx: bytes,
+        *,
+        input_name: str,
+        output_name: str,
+        label: str | None = None,
     ) -> SandboxedModel:
         """The sandboxed model ``key`` names (cheap: spawns nothing; the child starts on the
-        first run). A key names one graph: while the caller holds the model, another call
-        with the same key returns it, queue included."""
+        first run), called ``label`` in its errors (e.g. "version 2 of 'churn'"). A key
+        names one graph: while the caller holds the model, another call with the same key
+        returns it, queue included."""
         with self.lock:
             model = self._models.get(key)
             if model is None:
                 model = SandboxedModel(
-                    self, key, onnx, input_name=input_name, output_name=output_name
+                    self, key, onnx, input_name=input_name, output_name=output_name, label=label
                 )
                 self._models[key] = model
             return model
@@ -180,7 +187,7 @@ class SandboxPool:
                 idle = next((m for m in self.lru if m.active == 0), None)
                 if idle is None:
                     self.counts["pool_full"] += 1
-                    raise Unavailable(
+                    raise Busy(
                         f"all {self.limits.processes} sandbox processes are running other "
                         "models (KILN_SANDBOX_PROCESSES); retry shortly"
                     )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.core.errors import BrokenInvariant, Unavailable
+from app.core.errors import BrokenInvariant, Busy, Unavailable
 from app.serving.sandbox_process import (
     REPLY_BYTES,
     START_TIMEOUT_S,
@@ -58,10 +58,17 @@ class SandboxedModel:
     is a bug upstream: BrokenInvariant); the array a run returns is a copy the caller owns."""
 
     def __init__(
-        self, pool: SandboxPool, key: Hashable, onnx: bytes, *, input_name: str, output_name: str
+        self,
+        pool: SandboxPool,
+        key: Hashable,
+        onnx: bytes,
+        *,
+        input_name: str,
+        output_name: str,
+        label: str | None = None,
     ) -> None:
         self.key, self.input_name, self.output_name = key, input_name, output_name
-        self.label = str(key)[:100]
+        self.label = (label or f"model {key}")[:120]
         self.onnx = onnx
         self._pool = pool
         self.process: SandboxProcess | None = None  # the child; set and cleared by the pool
@@ -101,7 +108,7 @@ class SandboxedModel:
         except FutureTimeout:
             handed.cancel()
             raise Unavailable(
-                f"model {self.label}'s sandbox queue did not answer within {bound:g} s"
+                f"{self.label}'s sandbox queue did not answer within {bound:g} s"
             ) from None
 
     async def run_async(self, feeds: Feeds) -> np.ndarray:
@@ -132,8 +139,8 @@ class SandboxedModel:
                 raise Unavailable(CLOSED)
             if self.waiting >= pool.limits.queue:
                 pool.counts["queue_full"] += 1
-                raise Unavailable(
-                    f"model {self.label} already has {pool.limits.queue} requests waiting for "
+                raise Busy(
+                    f"{self.label} already has {pool.limits.queue} requests waiting for "
                     "its sandbox (KILN_SANDBOX_QUEUE); retry shortly"
                 )
             self.waiting += 1

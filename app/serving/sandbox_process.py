@@ -220,12 +220,12 @@ class SandboxProcess:
             code, ndim, offset, size = wire.OUTPUT.unpack_from(reply, 1)
             shape = struct.unpack_from(f"<{ndim}q", reply, 1 + wire.OUTPUT.size)
         except struct.error:
-            raise SandboxCrashed(f"the sandbox process of model {self.label} misspoke") from None
+            raise SandboxCrashed(f"the sandbox process of {self.label} misspoke") from None
         dtype = _DTYPES.get(code.rstrip(b"\0"))
         if dtype is None or offset != limits.output_base or min(shape, default=0) < 0:
-            raise SandboxCrashed(f"the sandbox process of model {self.label} misspoke")
+            raise SandboxCrashed(f"the sandbox process of {self.label} misspoke")
         if size != math.prod(shape) * dtype.itemsize or size > limits.max_output_bytes:
-            raise SandboxCrashed(f"the sandbox process of model {self.label} misspoke")
+            raise SandboxCrashed(f"the sandbox process of {self.label} misspoke")
         return shape, dtype, size
 
     def _trim(self, limits: SandboxLimits, output_bytes: int) -> None:
@@ -249,23 +249,24 @@ class SandboxProcess:
         label = self.label
         if kind == "memory":
             return SandboxMemoryExceeded(
-                f"model {label} needed more than the {limits.memory_mb} MB one request may use "
-                "(KILN_UPLOAD_REQUEST_MEMORY_MB) and was refused; send fewer rows"
+                f"{label} needed more than the {limits.memory_mb} MB one run may use "
+                "(KILN_UPLOAD_REQUEST_MEMORY_MB) on this request, and its run was stopped: a "
+                "sandboxed graph's memory depends on the request's rows and values"
             )
         if kind == "input":
-            return InvalidInput(f"the request's inputs do not fit model {label} ({detail})")
+            return InvalidInput(f"the request's inputs do not fit {label} ({detail})")
         if kind == "runtime":
-            return InvalidInput(f"model {label} failed on this request (onnxruntime: {detail})")
+            return InvalidInput(f"{label} failed on this request (onnxruntime: {detail})")
         if kind == "output_too_large":
             size = int(report.get("bytes", 0))
             return InvalidInput(
-                f"model {label}'s output on this request takes {size} bytes, more than the "
+                f"{label}'s output on this request takes {size} bytes, more than the "
                 f"{limits.max_output_bytes} a sandboxed model may return (KILN_MAX_PREDICT_ROWS "
                 "rows of 1000 float32 columns); send fewer rows"
             )
         if kind == "output_type":
-            return InvalidInput(f"model {label}'s output {detail} is not a numeric tensor")
-        return SandboxCrashed(f"the sandbox process of model {label} misspoke")
+            return InvalidInput(f"{label}'s output {detail} is not a numeric tensor")
+        return SandboxCrashed(f"the sandbox process of {label} misspoke")
 
     def died(self, during: str, limits: SandboxLimits) -> SandboxCrashed:
         """Why the (reaped) child ended, as an error naming the likely cause."""
@@ -284,7 +285,7 @@ class SandboxProcess:
                     f"({limits.memory_mb} MB, KILN_UPLOAD_REQUEST_MEMORY_MB)"
                 )
         return SandboxCrashed(
-            f"the sandbox process running model {self.label} died ({how}) {during}{likely}; "
+            f"the sandbox process running {self.label} died ({how}) {during}{likely}; "
             "the next request starts a new one"
         )
 
@@ -314,10 +315,13 @@ class SandboxProcess:
 def child_environment() -> dict[str, str]:
     """The gateway's environment without KILN_* (credentials live there); ``app`` importable
     from any directory; one malloc arena, so the address-space limit is not spent on the
-    64 MB each extra arena reserves; no BLAS thread pool (numpy only views and copies there)."""
+    64 MB each extra arena reserves; no BLAS thread pool (numpy only views and copies there);
+    a home that does not exist (onnxruntime keeps a cache database under ~/.cache, which a
+    child would otherwise open read-write)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("KILN_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (APP_ROOT, env.get("PYTHONPATH"))))
     env.update(MALLOC_ARENA_MAX="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env.update(HOME="/nonexistent", XDG_CACHE_HOME="/nonexistent")
     env["MKL_NUM_THREADS"] = "1"
     return env
 
@@ -383,7 +387,7 @@ def wait_ready(process: SandboxProcess, limits: SandboxLimits) -> None:
     except TimeoutError:
         process.stop()
         raise Unavailable(
-            f"the sandbox process for model {process.label} did not load the graph within "
+            f"the sandbox process for {process.label} did not load the graph within "
             f"{START_TIMEOUT_S:g} s and was stopped"
         ) from None
     except OSError:
@@ -397,7 +401,7 @@ def wait_ready(process: SandboxProcess, limits: SandboxLimits) -> None:
     detail = _DETAIL.sub("", str(report.get("detail", "")))[:80]
     if report.get("kind") == "memory":
         raise Unavailable(
-            f"loading model {process.label} in its sandbox needed more memory than the load "
+            f"loading {process.label} in its sandbox needed more memory than the load "
             f"cap ({wire.LOAD_HEADROOM // MB} MB + {wire.LOAD_GRAPH_FACTOR} x the graph)"
         )
-    raise Unavailable(f"onnxruntime could not load model {process.label} ({detail})")
+    raise Unavailable(f"onnxruntime could not load {process.label} ({detail})")

@@ -3,15 +3,20 @@ version, off the response path, and the two answers are compared.
 
 The request path only puts a reference to the request on the monitors' queue, which is
 bounded in bytes (``app.serving.observations``): a full queue drops the copy and counts it.
-The monitors' thread hands the copies it takes to ``ShadowRunner.run``; the copies waiting
+The monitors' thread hands the copies it takes to the shadow's own thread (``submit``), so
+a slow shadow never holds up the request log or drift; the copies it holds stay counted in
+the queue's bytes, up to half of them (more are dropped and counted). The copies waiting
 together run as one onnxruntime call of their rows (what a copy costs falls as traffic
-grows), a sandboxed shadow in its own sandbox. Counts accumulate in memory and ``take``
-hands them to the flush that adds them to the registry's totals."""
+grows; an upload's copies each alone: it may mix rows), a sandboxed shadow in its own
+sandbox. Counts accumulate in memory and ``take`` hands them to the flush that adds them to
+the registry's totals. Stopping drops the copies still waiting (counted), never waits for
+them to run."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -77,18 +82,97 @@ def feeds_for(model: LoadedModel, feeds: Feeds) -> Feeds:
 
 
 class ShadowRunner:
-    """Runs the shadow copies of the observations it is given, grouped by (model, the
-    version that answered, the shadow) and merged into calls of at most
-    ``SHADOW_BATCH_ROWS`` rows, and keeps the tallies (thread-safe). Its caller is the
-    monitors' thread, off the request path: the shadow's slowness or failure
-    never reaches a client. A copy with more rows than the shadow may take (a bounded
-    upload's cap) is refused and counted as a failure, never run."""
+    """Runs the shadow copies handed to it on a thread of its own (see the module
+    docstring), grouped by (model, the version that answered, the shadow) and merged into
+    calls of at most ``SHADOW_BATCH_ROWS`` rows, and keeps the tallies (thread-safe): the
+    shadow's slowness or failure never reaches a client, nor the other watchers. A copy
+    with more rows than the shadow may take (a bounded upload's cap) is refused and counted
+    as a failure, never run."""
 
-    def __init__(self, resolve: Callable[[str, int], LoadedModel], max_rows: int) -> None:
+    def __init__(
+        self,
+        resolve: Callable[[str, int], LoadedModel],
+        max_rows: int,
+        *,
+        release: Callable[[list[Observation]], None] = lambda items: None,
+        max_bytes: int = 1 << 62,
+    ) -> None:
         self.resolve = resolve  # (model, version) -> loaded, blocking
         self.max_rows = max_rows  # the gateway's limit (a model may take fewer)
+        self.release = release  # frees the bytes of copies it is done with (the queue's)
+        self.max_bytes = max_bytes  # what the copies it holds may take
         self._tallies: dict[Key, Tally] = {}
         self._lock = threading.Lock()
+        self._pending: deque[Observation] = deque()
+        self._held = 0  # bytes of the copies waiting or running
+        self._wake = threading.Event()
+        self._stopping = False
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    # -- its thread ---------------------------------------------------------------------
+    def submit(self, items: list[Observation]) -> list[Observation]:
+        """Hand copies to the shadow's thread; those it takes it releases when it is done.
+        Returns the ones it took."""
+        taken: list[Observation] = []
+        with self._lock:
+            for item in items:
+                if self._stopping or self._held + item.size > self.max_bytes:
+                    if item.shadow is not None:
+                        self._tally((item.name, item.version, item.shadow)).dropped += 1
+                    continue
+                self._held += item.size
+                self._pending.append(item)
+                taken.append(item)
+            if taken and self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="kiln-shadow", daemon=True)
+                self._thread.start()
+        if taken:
+            self._wake.set()
+        return taken
+
+    def _work(self) -> None:
+        while True:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            with self._lock:
+                if self._stopping:
+                    return
+                batch = list(self._pending)
+                self._pending.clear()
+                self._busy = bool(batch)
+            if not batch:
+                continue
+            try:
+                self.run(batch)
+            except Exception:
+                logger.exception("the shadow's thread failed on %d copies", len(batch))
+            finally:
+                with self._lock:
+                    self._held -= sum(item.size for item in batch)
+                    self._busy = False
+                self.release(batch)
+
+    def idle(self) -> bool:
+        """Whether no copy waits or runs."""
+        with self._lock:
+            return not self._pending and not self._busy
+
+    def stop(self, timeout_s: float) -> None:
+        """Drop the copies still waiting (counted, released) and wait up to ``timeout_s``
+        for the one running, if any, to end."""
+        with self._lock:
+            self._stopping = True
+            dropped = list(self._pending)
+            self._pending.clear()
+            for item in dropped:
+                if item.shadow is not None:
+                    self._tally((item.name, item.version, item.shadow)).dropped += 1
+                self._held -= item.size
+        self.release(dropped)
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
 
     def _tally(self, key: Key) -> Tally:
         tally = self._tallies.get(key)
@@ -141,6 +225,12 @@ class ShadowRunner:
                 copies = [copy for copy in copies if copy.rows <= limit]
                 if not copies:
                     return
+            plan = getattr(model, "plan", None)
+            if plan is not None and not plan.rows_independent and len(copies) > 1:
+                # An upload may mix rows: merged copies would skew each other's answers.
+                for copy in copies:
+                    self._run(key, [copy])
+                return
             taken = [feeds_for(model, copy.feeds) for copy in copies]
             feeds = (
                 taken[0]

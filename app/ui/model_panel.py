@@ -11,6 +11,7 @@ from typing import Any
 
 from app.core.db import Session
 from app.registry.examples import version_example
+from app.registry.service import isolation
 from app.tables import ModelVersion
 
 SHOWN_CATEGORIES = 8
@@ -139,7 +140,10 @@ def version_panel(
     labels = list(version.class_labels or [])
     metric, references = reference_rows(version)
     config = version.config
+    runs_in, why = isolation(session, version)
     return {
+        "runs_in": runs_in,
+        "runs_in_reason": why,
         "family": config.family if config is not None else None,
         "reference_metric": metric,
         "references": references,

@@ -70,3 +70,15 @@ def test_a_part_counts_its_file_when_larger_or_unmeasured(
     assert trim(settings, 6 * MB) == ["log/old"]  # 3 + 3 + 2 MB
     assert trim(settings, 4 * MB) == ["log/tiny"]  # 3 + 2 MB
     assert [key for key, *_ in kept(settings)] == ["log/new"]
+
+
+def test_the_newest_part_stays_even_past_the_whole_limit(
+    settings: Settings, classifier_onnx: Path
+) -> None:
+    """A part larger than the whole limit is kept rather than leave the log empty; the
+    older parts go."""
+    register(settings, classifier_onnx, labels=["a", "b", "c"])
+    add_part(settings, "log/old", size_bytes=100, raw_bytes=10)
+    add_part(settings, "log/new", size_bytes=100, raw_bytes=5 * MB)
+    assert trim(settings, 1 * MB) == ["log/old"]
+    assert [key for key, _, _ in kept(settings)] == ["log/new"]

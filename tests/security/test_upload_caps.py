@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.state import gateway_of
 from app.core.config import Settings
 from app.main import create_app
 from tests.api.test_model_upload import upload
@@ -81,3 +83,50 @@ def test_a_model_the_platform_exported_is_not_capped(
     rows = [[0.1, 0.2, 0.3, 0.4]] * 1000
     answer = gateway.post("/v1/models/plain/predict", headers=admin, json={"inputs": rows})
     assert answer.status_code == 200, answer.text[:300]
+
+
+def folds_at_load(values: int) -> bytes:
+    """A file of a few hundred bytes whose session holds ``values`` floats: onnxruntime folds
+    the constant Expand at load, and the Gather by the input keeps it alive."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    constants = [
+        numpy_helper.from_array(np.array([1.0], np.float32), "one"),
+        numpy_helper.from_array(np.array([values, 1], np.int64), "shape"),
+    ]
+    nodes = [
+        helper.make_node("Expand", ["one", "shape"], ["big"]),
+        helper.make_node("ArgMax", ["x"], ["where"], axis=1, keepdims=0),
+        helper.make_node("Gather", ["big", "where"], ["y"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "folds",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        constants,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
+def test_a_small_file_that_holds_much_memory_once_loaded_is_refused(
+    settings: Settings, admin: dict
+) -> None:
+    """What a loaded upload holds is measured (not its file's size) and bounded by
+    KILN_UPLOAD_MODEL_MEMORY_MB; within it, the session cache counts what it holds."""
+    small = make_settings(settings.data_dir, settings.database_url, upload_model_memory_mb=64)
+    with TestClient(create_app(small, run_reaper=False)) as client:
+        content = folds_at_load(50_000_000)  # 200 MB of floats
+        assert len(content) < 1000
+        status, body = upload(client, admin, content, name="folds")
+        assert status == 422, body
+        assert "KILN_UPLOAD_MODEL_MEMORY_MB" in body["detail"]
+        status, version = upload(client, admin, folds_at_load(2_000_000), name="fits")
+        assert status == 201, version
+        assert version["config"]["load_bytes"] >= 7_000_000  # 8 MB of floats, give or take
+        rows = {"inputs": [[0.0, 1.0, 0.0]]}
+        assert client.post("/v1/models/fits/predict", headers=admin, json=rows).status_code == 200
+        [loaded] = gateway_of(client.app).sessions.loaded()  # type: ignore[arg-type]
+        assert loaded.size_bytes >= 7_000_000

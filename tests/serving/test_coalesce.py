@@ -87,3 +87,23 @@ def test_an_upload_never_merges(graph_class: str) -> None:
     plan = UploadLimits(run_timeout_s=5, request_memory_mb=64).plan(config)
     assert not plan.rows_independent
     assert UploadLimits(run_timeout_s=5, request_memory_mb=64).plan(None).rows_independent
+
+
+def test_a_dynamic_batch_that_fails_runs_each_request_alone() -> None:
+    """A model's dynamic batcher, like coalescing: one client's poisoned rows fail only that
+    client's request."""
+    from app.serving.batching import BatchPolicy, DynamicBatcher
+
+    model = Doubling()
+    model.max_rows = lambda gateway_limit: gateway_limit  # type: ignore[attr-defined]
+    model.sandbox = None  # type: ignore[attr-defined]
+    batcher = DynamicBatcher(model, BatchPolicy(max_batch_size=8, max_queue_delay_ms=5))  # type: ignore[arg-type]
+
+    async def together() -> list[object]:
+        runs = [batcher.run(feeds(1)), batcher.run(feeds(-1)), batcher.run(feeds(2))]
+        return await asyncio.gather(*runs, return_exceptions=True)
+
+    first, poisoned, third = asyncio.run(together())
+    assert isinstance(poisoned, ValueError)
+    assert isinstance(first, np.ndarray) and isinstance(third, np.ndarray)
+    assert first.ravel().tolist() == [2] and third.ravel().tolist() == [4]

@@ -192,3 +192,23 @@ def test_unseen_categories_and_gaps_are_counted() -> None:
     assert color.unseen_share == pytest.approx(0.3) and color.missing_share == pytest.approx(0.2)
     assert color.psi is not None and color.psi > 0.2 and "color" in report.drifted
     assert size.missing_share == pytest.approx(0.3) and size.reference_missing_share == 0.1
+
+
+def test_a_long_text_value_costs_its_own_length_to_count() -> None:
+    """Counting a text column never builds an array sized by its longest value (2,000 rows
+    with one 1 MB value would be 8 GB as fixed-width text)."""
+    import tracemalloc
+
+    from app.serving.drift import ColumnReference, _Counts, count
+
+    reference = ColumnReference(
+        "word", "categorical", np.array([0.5, 0.5, 0.0]), 0.0, values=("a",), known=frozenset("a")
+    )
+    values = np.array(["x" * 1_000_000] + ["a"] * 1999, dtype=object)
+    counts = _Counts(np.zeros(3))
+    tracemalloc.start()
+    count(reference, values, counts)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2_000_000, peak
+    assert counts.rows == 2000 and counts.buckets.tolist() == [1999, 1, 0] and counts.unseen == 1

@@ -186,3 +186,26 @@ def test_the_statistics() -> None:
     assert wilson_lower(250, 250, 0.05) == pytest.approx(0.9893, abs=1e-3)
     assert wilson_lower(0, 0, 0.05) == 0.0
     assert wilson_lower(90, 100, 0.05) < 0.9
+
+
+def test_a_gate_runs_a_capped_upload_in_chunks_it_may_take() -> None:
+    """A bounded upload takes at most its cap of rows per run, in a gate as on a request."""
+    from app.serving.promotion import _outputs
+
+    class Capped:
+        columns = None
+        calls: list[int] = []
+
+        def max_rows(self, gateway_limit: int) -> int:
+            return min(gateway_limit, 7)
+
+        def feeds_of(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+            return {"input": rows}
+
+        def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+            self.calls.append(len(feeds["input"]))
+            return feeds["input"][:, :1]
+
+    model = Capped()
+    out = _outputs(model, None, np.zeros((30, 4), dtype=np.float32))  # type: ignore[arg-type]
+    assert out.shape == (30, 1) and max(model.calls) == 7 and sum(model.calls) == 30

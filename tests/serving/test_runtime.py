@@ -156,3 +156,32 @@ def test_a_shadow_runs_on_fewer_threads_than_the_primary(
     assert cache.get_for_shadow(source) is shadow  # kept
     one = SessionCache(store, threads=1, capacity=2)
     assert one.get_for_shadow(source) is one.get(source)  # one thread already: shared
+
+
+def test_an_upload_runs_without_the_arena_and_off_the_loop_when_slow(
+    tmp_path: Path, classifier_onnx: Path
+) -> None:
+    """An upload never keeps a run's peak memory for the next (no arena), and one whose
+    measured run is slow never runs on the event loop."""
+    limits = UploadLimits(run_timeout_s=5, request_memory_mb=64)
+    quick = limits.plan(bounded(seconds_per_row=1e-6), latency_ms=0.02)
+    assert not quick.arena and quick.inline_rows is not None and quick.inline_rows >= 400
+    slow = limits.plan(bounded(seconds_per_row=1e-6), latency_ms=585.0)
+    assert slow.inline_rows == 0
+    assert limits.plan(bounded(), latency_ms=None).inline_rows == 0  # never measured
+    assert limits.plan(None).arena and limits.plan(None).inline_rows is None
+    store = LocalArtifactStore(tmp_path)
+    stored = store.put_file("v1.onnx", classifier_onnx)
+    model = SessionCache(store, threads=1, capacity=2).get(
+        ModelSource(
+            version_id=1,
+            artifact_key=stored.key,
+            sha256=stored.sha256,
+            signature=SIGNATURE,
+            task="classification",
+            labels=[0, 1, 2],
+            plan=quick,
+        )
+    )
+    assert model.session is not None
+    assert not model.session.get_session_options().enable_cpu_mem_arena

@@ -490,6 +490,9 @@ def test_the_child_sees_no_credentials_an_empty_directory_and_its_limits(
     assert environ and not [item for item in environ if item.startswith(b"KILN_")]
     assert b"hunter2" not in b"".join(environ)
     assert os.listdir(f"/proc/{pid}/cwd") == []
+    assert b"HOME=/nonexistent" in environ  # onnxruntime's cache under ~ stays closed
+    opened = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    assert not [path for path in opened if ".onnxruntime" in path or path.endswith(".db")]
     limits = proc_limits(pid)
     assert limits["Max file size"] == ["0", "0"] and limits["Max core file size"] == ["0", "0"]
     status = Path(f"/proc/{pid}/status").read_text()

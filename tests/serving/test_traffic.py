@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,20 @@ def test_weights_are_honoured_within_binomial_bounds(
     assert answered_by(client, admin) in (1, 2)
     named = client.post(f"{PREDICT}?version=3", headers=admin, json=ROW)  # a version named
     assert named.headers["x-kiln-version"] == "3"  # goes where it asks, split or not
+
+
+def test_a_version_not_loaded_yet_gets_its_weight_from_the_first_request(
+    client: TestClient, admin: dict[str, str], three: None
+) -> None:
+    """One draw per request: a version not loaded yet (the cache cannot answer for it) is
+    not drawn again, so it gets its share from the start, not its weight squared."""
+    assert client.put(ALIAS, headers=admin, json={"version": 1}).status_code == 200
+    for _ in range(20):  # version 1 loaded and cached; version 3 never asked for
+        answered_by(client, admin)
+    split = {"versions": [{"version": 1, "weight": 90}, {"version": 3, "weight": 10}]}
+    assert client.put(ALIAS, headers=admin, json=split).status_code == 200
+    counts = Counter(answered_by(client, admin) for _ in range(100))
+    assert counts[3] >= 3, counts  # Bin(100, 0.1) < 3: 1 in 500; drawn twice: most times
 
 
 def test_a_route_key_always_sees_the_same_version(
@@ -249,3 +264,25 @@ def test_a_version_with_a_weight_or_a_shadow_cannot_be_archived(
     for version in (2, 3):
         refused = client.delete(f"/v1/models/flowers/versions/{version}", headers=admin)
         assert refused.status_code == 409 and "production" in refused.json()["detail"]
+
+
+def test_a_blocked_shadow_holds_up_neither_the_log_nor_a_shutdown(
+    client: TestClient, app: FastAPI, admin: dict[str, str], three: None
+) -> None:
+    release = threading.Event()
+    monitors = gateway_of(app).monitors
+    monitors.shadow.resolve = lambda name, version: Blocked(release)  # type: ignore[assignment,return-value]
+    assert client.put(ALIAS, headers=admin, json={"version": 1, "shadow": 2}).status_code == 200
+    logged = client.put("/v1/models/flowers/serving", headers=admin, json={"log_sample": 1.0})
+    assert logged.status_code == 200, logged.text
+    for _ in range(10):
+        assert client.post(PREDICT, headers=admin, json=ROW).status_code == 200
+    kept, deadline = 0, time.monotonic() + 10
+    while kept < 10 and time.monotonic() < deadline:  # while the shadow's thread is blocked
+        monitors.work()
+        kept += sum(len(entries) for entries in monitors.log.take().values())
+    assert kept == 10 and not release.is_set()
+    started = time.monotonic()
+    monitors.shadow.stop(timeout_s=0.5)  # waiting copies dropped, the running one left
+    assert time.monotonic() - started < 2
+    release.set()

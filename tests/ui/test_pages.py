@@ -405,3 +405,12 @@ def test_per_class_rows_come_from_the_confusion_matrix() -> None:
     assert rows[1].f1 == pytest.approx(2 * (9 / 11) * 0.9 / ((9 / 11) + 0.9))
     never = class_rows([[0, 0], [0, 5]], ["x", "y"])
     assert never[0].precision is None and never[0].recall is None and never[0].f1 is None
+
+
+def test_the_model_page_says_where_a_version_runs_and_why(
+    client: TestClient, keys: dict[str, str], settings: Settings, classifier_onnx
+) -> None:
+    register(settings, classifier_onnx, name="flowers", labels=["a", "b", "c"])
+    sign_in(client, keys["read"])
+    page = unescape(client.get("/ui/models/flowers").text)
+    assert 'id="runs-in"' in page and "Runs in the gateway: dense layers (a test graph)" in page

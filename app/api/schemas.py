@@ -324,35 +324,3 @@ class KeyRead(BaseModel):
 
 class KeyCreated(KeyRead):
     key: str = Field(description="The secret. Shown only in this response.")
-
-
-class InferTensor(BaseModel):
-    """One input tensor of an Open Inference Protocol request: its values in ``data``
-    (row-major, nested or flat) or, with the binary tensor extension, after the JSON header
-    (``parameters.binary_data_size`` bytes)."""
-
-    name: str = Field(min_length=1)
-    shape: list[int] = Field(min_length=1, max_length=8)
-    datatype: Literal[
-        "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
-        "FP16", "FP32", "FP64", "BYTES",
-    ]  # fmt: skip
-    data: list[Any] | None = None
-    parameters: dict[str, Any] | None = None
-
-
-def infer_request_schema() -> dict[str, Any]:
-    """The JSON schema of ``POST /v2/models/{name}/infer``'s body, self-contained (no
-    ``$defs``, which an OpenAPI document would resolve against its own root): the inputs,
-    the outputs wanted (default: every one), an optional id sent back, and parameters
-    (``binary_data_output``)."""
-    return {
-        "type": "object",
-        "required": ["inputs"],
-        "properties": {
-            "id": {"type": "string"},
-            "inputs": {"type": "array", "minItems": 1, "items": InferTensor.model_json_schema()},
-            "outputs": {"type": "array", "items": {"type": "object"}},
-            "parameters": {"type": "object"},
-        },
-    }

@@ -17,7 +17,6 @@ from app.api.errors_schema import V2_ERRORS
 from app.api.fast_path import payload_of
 from app.api.inference import meta_of
 from app.api.params import IdPath, ModelName
-from app.api.schemas import infer_request_schema
 from app.api.state import gateway_of
 from app.contracts.enums import VersionStatus
 from app.contracts.signature import TensorSpec
@@ -150,33 +149,14 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
     return Response(answer.body, headers=answer.headers)
 
 
-_INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": infer_request_schema()},
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "The binary tensor extension: the JSON header (its length in "
-                "Inference-Header-Content-Length), then each binary input's bytes.",
-            },
-        },
-    }
-}
-
-
-@router.post("/models/{name}/infer", dependencies=[InferAccess], openapi_extra=_INFER_BODY)
+@router.post("/models/{name}/infer", dependencies=[InferAccess])
 async def infer(request: Request, name: ModelName) -> Response:
     """Run the model on tensors sent as JSON or with the binary tensor extension (served
     by the inference core, ahead of FastAPI's routing: ``app.api.fast_path``)."""
     return await _infer(request, name, None)
 
 
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    dependencies=[InferAccess],
-    openapi_extra=_INFER_BODY,
-)
+@router.post("/models/{name}/versions/{version}/infer", dependencies=[InferAccess])
 async def infer_version(request: Request, name: ModelName, version: IdPath) -> Response:
     """Run one version of the model (see ``infer``)."""
     return await _infer(request, name, version)

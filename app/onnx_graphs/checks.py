@@ -135,7 +135,10 @@ def declared_signature(model: onnx.ModelProto) -> DeclaredSignature:
     out_name = output.name[:80]
     if output.type.tensor_type.elem_type != _FLOAT:
         raise InvalidInput(
-            f"output {out_name!r} is not a float32 tensor; float32 scores or values are supported"
+            f"output {out_name!r} is not a float32 tensor; the first output is the one served "
+            "and must be float32 scores or values (a scikit-learn classifier converted with "
+            "skl2onnx puts its label first: convert it with options {'zipmap': False} and "
+            "remove the label output, so the probabilities come first)"
         )
     out_dims = _fixed_dims(output)
     if len(out_dims) != 2 or out_dims[1] is None:

@@ -91,6 +91,10 @@ def test_every_operation_answers_as_documented(server: KilnServer, tmp_path: Pat
             "--request-timeout",
             "60",
             "--no-color",
+            # The name rules are published as patterns over printable text (character
+            # classes of thousands of code points): valid, and slow for Hypothesis to draw.
+            "--suppress-health-check",
+            "too_slow",
         ],
         capture_output=True,
         text=True,

@@ -64,8 +64,8 @@ NAME_REFUSAL = re.compile(rf"(\w+): (?:{_KINDS}) ")
 # Schemas not this module's owners' to fix: each a change described in the report of
 # issue #42, forgiven here (only the failure named) until it is made.
 # The Open Inference Protocol answers a request its model cannot take with 400 (its own
-# status), for rules no schema carries: 'data' or binary bytes matching the shape, input
-# names matching the model's. The body's shape itself is published (app/api/v2.py).
+# status), for rules no schema carries: the body is the protocol's (JSON, or a JSON header
+# and binary tensors), which the OpenAPI document leaves undescribed, as KServe does.
 PROTOCOL_RULES: dict[str, int] = {
     "POST /v2/models/{name}/infer": 400,
     "POST /v2/models/{name}/versions/{version}/infer": 400,

@@ -29,18 +29,6 @@ from tests.security.walked import register_walked, url
 # strictly (orjson), so NaN is "not valid JSON" there, a 400 as for any unreadable body
 # (tests/security/test_malformed_requests.py covers its rows, booleans included).
 PREDICT = ("POST", "/v1/models/{name}/predict")
-# The Open Inference Protocol's own decoder answers /v2 with its status, 400, naming the
-# field in its sentence (its body is published for the docs; the protocol reads it).
-V2_INFER = {
-    ("POST", "/v2/models/{name}/infer"),
-    ("POST", "/v2/models/{name}/versions/{version}/infer"),
-}
-
-
-def _protocol_refused(answer: Any, label: str) -> bool:
-    return answer.status_code == 400 and f"'{field_name(label)}'" in answer.json()["error"]
-
-
 # Fields whose models are other modules' (app/jobs/spec.py's VersionRef, app/retrain/
 # spec.py's RetrainJobCreate): still lax until their owners make them strict (the change
 # is described in the report of issue #42). A field fixed there fails here: drop it.
@@ -97,9 +85,6 @@ def test_non_finite_numbers_are_422_on_every_numeric_field(
             )
             if (method, path) == PREDICT:
                 if answer.status_code != 400 or "not valid JSON" not in answer.text:
-                    wrong.append(f"{method} {path} {label}: {answer.status_code} {answer.text}")
-            elif (method, path) in V2_INFER:
-                if not _protocol_refused(answer, label):
                     wrong.append(f"{method} {path} {label}: {answer.status_code} {answer.text}")
             elif answer.status_code != 422 or not _names_field(answer, label):
                 wrong.append(f"{method} {path} {label}: {answer.status_code} {answer.text[:300]}")
@@ -175,8 +160,6 @@ def test_numbers_in_bodies_are_strict(
             for sent in _strictness_cases(kind, valid):
                 answer = served.request(method, url(path), json=build(sent), headers=admin)
                 if answer.status_code == 422 and _names_field(answer, label):
-                    continue
-                if (method, path) in V2_INFER and _protocol_refused(answer, label):
                     continue
                 if (method, path, label) in LAX_ELSEWHERE:
                     lax.add((method, path, label))

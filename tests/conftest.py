@@ -189,7 +189,9 @@ def classifier_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-BOUNDED = VersionConfig(graph_class="bounded", graph_class_reason="dense layers (a test graph)")
+BOUNDED = VersionConfig(
+    graph_class="bounded", graph_class_reason="dense layers (a test graph)", rows_independent=True
+)
 
 
 def register(
@@ -203,7 +205,8 @@ def register(
 ) -> int:
     """Store ``onnx`` and register it as the next version of ``name`` (as ``source``
     registers it: upload, search or compression). An upload is registered as the upload
-    route classifies a graph of dense layers: bounded (it runs in the gateway)."""
+    route classifies a graph of dense layers: bounded (it runs in the gateway), each row
+    answered from that row alone (requests may share a run)."""
     store = get_store(settings)
     with session_scope(settings.database_url) as session:
         artifact = store.put_file(f"test/{name}/{onnx.stat().st_mtime_ns}.onnx", onnx)

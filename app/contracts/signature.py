@@ -231,6 +231,12 @@ class VersionConfig(BaseModel):
         description="Why the uploaded graph is bounded or sandboxed, naming the first "
         "operator, tensor or domain that made it sandboxed.",
     )
+    rows_independent: bool | None = Field(
+        default=None,
+        description="For bounded uploads: whether static analysis proved (and the probe "
+        "saw) each row's answer depend on that row alone, so concurrent requests may share "
+        "one run; false: each request runs alone (the reason says which node may mix rows).",
+    )
     seconds_per_row: float | None = Field(
         default=None,
         ge=0,

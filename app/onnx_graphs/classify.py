@@ -26,7 +26,15 @@ from typing import Literal
 import onnx
 from onnx import AttributeProto, TensorProto, helper, shape_inference
 
-from app.onnx_graphs.shape_rules import BATCH, ML, batch_count, read_dims, resolve
+from app.onnx_graphs.row_independence import mixing_reason
+from app.onnx_graphs.shape_rules import (
+    BATCH,
+    ML,
+    batch_count,
+    read_dims,
+    resolve,
+    small_constants,
+)
 
 MAX_ROUNDS = 16  # inference passes that may add what the shape rules work out
 _KEPT_ELEMENTS = 1024  # a non-integer initializer larger than this is copied without values
@@ -114,6 +122,9 @@ class GraphClass:
 
     bounded: bool
     reason: str
+    # Bounded graphs only: proven to answer each row from that row alone, so requests may
+    # share one run (see app.onnx_graphs.row_independence); the reason says which.
+    rows_independent: bool = False
 
     @property
     def label(self) -> Literal["bounded", "sandboxed"]:
@@ -125,6 +136,8 @@ BOUNDED_REASON = (
     "every node is an op of known cost and every shape is static except the batch, "
     "which no tensor holds more than once"
 )
+ROWS_APART = "; each row's answer depends on that row alone, so requests may share a run"
+ROWS_MIXED = "; each request runs alone, since its rows may mix ({why})"
 
 
 def _text(name: str) -> str:
@@ -294,7 +307,20 @@ def _shapes(prepared: onnx.ModelProto, original: onnx.ModelProto) -> GraphClass:
             reason = _judge(name, values.get(name), node)
             if reason is not None:
                 return _sandboxed(reason)
-    return _judge_output(inferred.graph.output[0], original.graph.output[0])
+    judged = _judge_output(inferred.graph.output[0], original.graph.output[0])
+    if not judged.bounded:
+        return judged
+    why = mixing_reason(inferred.graph, values, small_constants(inferred.graph), _opset(original))
+    if why is None:
+        return GraphClass(bounded=True, reason=BOUNDED_REASON + ROWS_APART, rows_independent=True)
+    return GraphClass(bounded=True, reason=BOUNDED_REASON + ROWS_MIXED.format(why=why))
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    """The ai.onnx opset the graph declares."""
+    return next(
+        (entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 1
+    )
 
 
 def _judge(name: str, value: onnx.ValueInfoProto | None, node: onnx.NodeProto) -> str | None:

@@ -52,6 +52,7 @@ class ProbeResult:
     bytes_per_row: int | None
     graph_class: GraphLabel
     graph_class_reason: str
+    rows_independent: bool
     seconds_per_row: float | None
 
 
@@ -134,6 +135,7 @@ def probe_model(
         bytes_per_row=int(per_row) if per_row is not None else None,
         graph_class="bounded" if bounded else "sandboxed",
         graph_class_reason=str(outcome.get("graph_class_reason") or "not classified"),
+        rows_independent=bounded and outcome.get("rows_independent") is True,
         seconds_per_row=float(per_row_s) if per_row_s is not None else None,
     )
 

@@ -256,7 +256,27 @@ def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) ->
         "load_bytes": max(loaded_peak - before_load, 0),
         "graph_class": graph_class.label,
         "graph_class_reason": graph_class.reason,
+        "rows_independent": graph_class.rows_independent
+        and _rows_answered_alone(runner, feeds["random"], answers[1]),
     }
+
+
+def _rows_answered_alone(runner: _Runner, rows: Any, together: Any) -> bool:
+    """What static analysis proved, seen run: each row answered alone as it
+    was in the batch (a disagreement, a rule's mistake, keeps requests apart)."""
+    import numpy as np
+
+    if np.shape(together)[:1] != (len(rows),):
+        return False  # the probe refuses it for its shape anyway
+    for index in range(len(rows)):
+        try:
+            alone = runner.run(rows[index : index + 1])
+            same = np.allclose(alone[0], together[index], rtol=1e-4, atol=1e-5, equal_nan=True)
+        except Exception:
+            return False
+        if not same:
+            return False
+    return True
 
 
 def main() -> None:

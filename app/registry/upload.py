@@ -111,6 +111,7 @@ def check_onnx(
                 "bytes_per_row": probed.bytes_per_row,
                 "graph_class": probed.graph_class,
                 "graph_class_reason": probed.graph_class_reason,
+                "rows_independent": probed.rows_independent,
                 "seconds_per_row": probed.seconds_per_row,
                 "load_bytes": probed.load_bytes,
             }

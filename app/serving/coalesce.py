@@ -9,10 +9,11 @@ then runs everyone's rows in one call and hands each its slice. Nobody waits for
 that has not arrived: a lone request pays one turn of the loop (a few microseconds). If the
 merged run fails, each request runs alone, so each gets its own answer or its own error.
 
-Only graphs ModelKiln exported merge: they answer each row from that row alone. An upload
-may mix rows (a bounded graph may subtract the batch's mean), so its requests run alone,
-and a sandboxed graph's each in its sandbox; a model with dynamic batching configured by
-its owner uses its batcher (``app.serving.batching``) instead."""
+Only graphs known to answer each row from that row alone merge: those ModelKiln exported,
+and bounded uploads whose classification proved it (``app.onnx_graphs.row_independence``).
+Another upload may mix rows (a bounded graph may subtract the batch's mean), so its
+requests run alone, and a sandboxed graph's each in its sandbox; a model with dynamic
+batching configured by its owner uses its batcher (``app.serving.batching``) instead."""
 
 from __future__ import annotations
 

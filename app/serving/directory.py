@@ -340,7 +340,10 @@ class ServingDirectory:
             options = get_model(session, name).serving or {}
             policy = BatchPolicy.from_config(options)
             origin = uploaded_origin(session, row)
-            plan = self.uploads.plan(None if origin is None else (origin.config or VersionConfig()))
+            plan = self.uploads.plan(
+                None if origin is None else (origin.config or VersionConfig()),
+                row.latency_p50_ms,  # the served graph's own run, measured when registered
+            )
             return ServedVersion(
                 version=row.version,
                 source=ModelSource(
@@ -370,8 +373,11 @@ class ServingDirectory:
         if target is not None and target.served is served and target.model is model:
             return target
         batcher = coalescer = None
-        with self._lock:
-            if served.batching is not None:
+        merged = model.max_rows(self.max_rows)  # the most rows one shared run may hold:
+        if model.plan.inline_rows is not None:  # a bounded upload's, those run inline
+            merged = min(merged, model.plan.inline_rows)
+        with self._lock:  # requests share runs only of a graph that answers row by row
+            if served.batching is not None and model.plan.rows_independent:
                 batcher = self._batchers.get(model.version_id)
                 if (
                     batcher is None
@@ -380,10 +386,10 @@ class ServingDirectory:
                 ):
                     batcher = DynamicBatcher(model, served.batching)
                     self._batchers[model.version_id] = batcher
-            elif self.coalesce and model.plan.rows_independent:
+            elif self.coalesce and model.plan.rows_independent and merged > 1:
                 coalescer = self._coalescers.get(model.version_id)
                 if coalescer is None or coalescer.model is not model:
-                    coalescer = Coalescer(model, model.max_rows(self.max_rows))
+                    coalescer = Coalescer(model, merged)
                     self._coalescers[model.version_id] = coalescer
             target = Target(
                 name=name,

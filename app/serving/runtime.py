@@ -50,10 +50,12 @@ class ServingPlan:
     sandboxed: bool
     cap: RowCap | None = None
     reason: str = "made by ModelKiln's own exporter"
-    # Whether requests may share a run: only graphs ModelKiln exported are known to answer
-    # each row from that row alone. An upload may mix rows (x minus the batch's mean is
-    # bounded too), so merging would let one client's rows change another's answer.
+    # Whether requests may share a run: graphs ModelKiln exported answer each row from that
+    # row alone; an upload only when its classification proved it (x minus the batch's mean
+    # is bounded too, and merging it would let one client's rows change another's answer).
     rows_independent: bool = True
+    # Made by ModelKiln's own exporter: its runs answer what its signature says, unchecked.
+    trusted: bool = True
     # onnxruntime's memory arena keeps a run's peak for the next: fine for ModelKiln's own
     # graphs, never for an upload (a request at its cap would leave the gateway holding it).
     arena: bool = True
@@ -81,12 +83,15 @@ class UploadLimits:
             reason = origin.graph_class_reason or (
                 "uploaded before graphs were classified (upload it again to classify it)"
             )
-            return ServingPlan(sandboxed=True, reason=reason, rows_independent=False, arena=False)
+            return ServingPlan(
+                sandboxed=True, reason=reason, rows_independent=False, trusted=False, arena=False
+            )
         return ServingPlan(
             sandboxed=False,
             cap=self._cap(origin),
             reason=origin.graph_class_reason or "bounded",
-            rows_independent=False,
+            rows_independent=origin.rows_independent is True,
+            trusted=False,
             arena=False,
             inline_rows=_inline_rows(latency_ms, origin.seconds_per_row),
         )
@@ -165,7 +170,7 @@ class LoadedModel:
         upload's run that onnxruntime refuses, or an answer of another shape than
         [rows, width], is the request's problem: a 422 naming the version."""
         if self.session is not None:
-            if self.plan.rows_independent:  # made here: nothing to check
+            if self.plan.trusted:  # made here: nothing to check
                 output: np.ndarray = self.session.run(self._outputs, feeds)[0]
                 return output
             try:

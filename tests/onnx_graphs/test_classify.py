@@ -13,7 +13,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from app.onnx_graphs.classify import ALLOWED_OPS, BOUNDED_REASON, GraphClass, classify
+from app.onnx_graphs.classify import (
+    ALLOWED_OPS,
+    BOUNDED_REASON,
+    ROWS_APART,
+    GraphClass,
+    classify,
+)
 from app.registry.upload import ProbeLimits, check_onnx
 from tests.fixtures.hostile_graphs import CASES as HOSTILE_CASES
 from tests.fixtures.hostile_graphs import HOSTILE
@@ -64,7 +70,7 @@ def test_each_allowed_operator_with_static_shapes_is_bounded(key: tuple[str, str
     onnx.checker.check_model(model, full_check=True)
     assert any((node.domain, node.op_type) == key for node in model.graph.node)
     judged = classify(model)
-    assert judged == GraphClass(bounded=True, reason=BOUNDED_REASON)
+    assert judged.bounded and judged.reason.startswith(BOUNDED_REASON + "; ")
     assert judged.label == "bounded"
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     rows = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
@@ -227,7 +233,7 @@ def test_networks_modelkilns_exporter_writes_are_bounded(config: str, tmp_path: 
     path = tmp_path / "net.onnx"
     export_onnx(network, path)
     judged = classify(onnx.load(str(path)))
-    assert judged.bounded, judged.reason
+    assert judged.bounded and judged.rows_independent, judged.reason
 
 
 @pytest.mark.parametrize("outputs", [1, 3])
@@ -241,7 +247,7 @@ def test_a_lightgbm_graph_is_bounded(outputs: int) -> None:
     model = fit_table_model("gbdt", {}, data, outputs, FitOptions(rounds=5)).to_onnx()
     assert any(node.domain == ML for node in model.graph.node)
     judged = classify(model)
-    assert judged.bounded, judged.reason
+    assert judged.bounded and judged.rows_independent, judged.reason
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
@@ -271,5 +277,6 @@ def test_the_probe_records_a_bounded_graph_and_its_seconds_per_row(tmp_path: Pat
     path = tmp_path / "mlp.onnx"
     path.write_bytes(g.model(hidden, 64).SerializeToString())
     config = check_onnx(path, labels=None, task=None, limits=LIMITS).config
-    assert (config.graph_class, config.graph_class_reason) == ("bounded", BOUNDED_REASON)
+    assert (config.graph_class, config.rows_independent) == ("bounded", True)
+    assert config.graph_class_reason == BOUNDED_REASON + ROWS_APART
     assert config.seconds_per_row is not None and 0 < config.seconds_per_row < 0.1

@@ -1,6 +1,7 @@
 """Same-turn coalescing: requests that reach their run in the same turn of the event loop run
 as one call and each gets its own rows back; a lone request runs alone; a merged run that
-fails runs each request alone, so each gets its own answer or error; uploads never merge."""
+fails runs each request alone, so each gets its own answer or error; uploads merge only when
+proven row by row."""
 
 from __future__ import annotations
 
@@ -78,15 +79,31 @@ def test_a_call_holds_no_more_rows_than_the_model_takes() -> None:
     assert max(model.calls) <= 3
 
 
-@pytest.mark.parametrize("graph_class", ["bounded", "sandboxed"])
-def test_an_upload_never_merges(graph_class: str) -> None:
-    """An upload may mix rows: its plan says so, and the directory builds no coalescer."""
+@pytest.mark.parametrize(
+    ("graph_class", "rows_independent", "merges"),
+    [
+        ("bounded", True, True),
+        ("bounded", False, False),
+        ("bounded", None, False),  # classified before rows were judged
+        ("sandboxed", None, False),
+    ],
+)
+def test_an_upload_merges_only_when_proven_row_by_row(
+    graph_class: str, rows_independent: bool | None, merges: bool
+) -> None:
+    """An upload may mix rows: its plan merges only what its classification proved (and
+    never trusts its answers' shape unchecked)."""
     config = VersionConfig.model_validate(
-        {"graph_class": graph_class, "graph_class_reason": "test"}
+        {
+            "graph_class": graph_class,
+            "graph_class_reason": "test",
+            "rows_independent": rows_independent,
+        }
     )
     plan = UploadLimits(run_timeout_s=5, request_memory_mb=64).plan(config)
-    assert not plan.rows_independent
-    assert UploadLimits(run_timeout_s=5, request_memory_mb=64).plan(None).rows_independent
+    assert plan.rows_independent is merges and not plan.trusted
+    made_here = UploadLimits(run_timeout_s=5, request_memory_mb=64).plan(None)
+    assert made_here.rows_independent and made_here.trusted
 
 
 def test_a_dynamic_batch_that_fails_runs_each_request_alone() -> None:

@@ -228,11 +228,14 @@ def serve(args: argparse.Namespace) -> None:
 
 def _share_between_gateways(folder: Path) -> None:
     """What the gateway processes share, in the environment they inherit: a directory for
-    their metrics (summed by /metrics in any of them) and the counter that tells them of
-    each other's writes."""
+    their metrics (summed by /metrics in any of them), one for their per-second counters
+    (summed by the serving page and its stats route in any of them) and the counter that
+    tells them of each other's writes."""
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "metrics").mkdir(parents=True)
+    (folder / "seconds").mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder / "metrics")
+    os.environ["KILN_SERVING_SECONDS_DIR"] = str(folder / "seconds")
     os.environ["KILN_SERVING_GENERATION_FILE"] = str(folder / "serving.generation")
 
 

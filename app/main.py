@@ -54,6 +54,7 @@ from app.serving.monitors import ServingMonitors
 from app.serving.preload import Preload, preload
 from app.serving.runtime import SessionCache, UploadLimits
 from app.serving.sandbox import SandboxLimits, SandboxPool
+from app.serving.seconds_shared import SharedSeconds
 from app.storage import get_store
 from app.ui.install import install_ui
 
@@ -149,6 +150,7 @@ def create_app(
         state.core.attach(loop)
         state.sandboxes.attach(loop)
         tasks.append(asyncio.create_task(state.metrics.push_shared()))
+        tasks.append(asyncio.create_task(state.seconds.share()))
         state.monitors.start()
         grpc = None
         if serve_grpc and settings.grpc_port:
@@ -220,6 +222,7 @@ def create_app(
         directory.shadow_model,
         on_log_drop=serving_metrics.log_dropped.inc,
         on_drift_drop=serving_metrics.drift_dropped.inc,
+        on_shadow_run=counters.shadow_ran,
     )
     limits = Limits(
         max_rows=settings.max_predict_rows, max_tensor_elements=settings.max_tensor_elements
@@ -237,6 +240,7 @@ def create_app(
         core=InferenceCore(directory, monitors, counters, limits),
         sandboxes=sandboxes,
         ui_secret=server_secret(settings.ui_secret.get_secret_value(), settings.ui_secret_path),
+        seconds=SharedSeconds(counters, settings.serving_seconds_dir),
     )
     app.state.gateway = state
     install_error_handlers(app)

@@ -317,6 +317,23 @@ class DriftWindow(Base):
     ended_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class DriftProgressRow(Base):
+    """How far one gateway process's open drift window of a version has got (each process
+    fills its own); the process rewrites it as it changes and deletes it when it stops."""
+
+    __tablename__ = "drift_progress"
+    __table_args__ = (UniqueConstraint("version_id", "gateway"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    gateway: Mapped[str] = mapped_column(String(255))
+    rows: Mapped[int] = mapped_column(Integer)
+    window_rows: Mapped[int] = mapped_column(Integer)
+    sample: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ModelEventRow(Base):
     """Something serving noticed about a model, for people and alerting to read."""
 

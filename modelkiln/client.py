@@ -21,6 +21,7 @@ import httpx
 
 from modelkiln.loop import LoopCalls
 from modelkiln.loop import segment as _segment
+from modelkiln.serving import Serving
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -79,6 +80,8 @@ class Job:
     best_metric: str | None = None
     time_budget_s: float | None = None
     elapsed_s: float | None = None
+    registered_value: float | None = None  # the registered version's score, in best_metric
+    registered_version: int | None = None
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> Job:
@@ -98,6 +101,8 @@ class Job:
             progress.get("best_metric"),
             progress.get("time_budget_s"),
             progress.get("elapsed_s"),
+            progress.get("registered_value"),
+            progress.get("registered_version"),
         )
 
     @property
@@ -116,6 +121,13 @@ class Job:
         if isinstance(result.get("version"), int):
             found.insert(0, result["version"])
         return list(dict.fromkeys(found))
+
+    @property
+    def serving(self) -> Serving | None:
+        """What serves the model beside the version a search or compression registered
+        (None: another kind, or a server from before it said so)."""
+        note = (self.result or {}).get("serving")
+        return Serving.of(note) if isinstance(note, dict) else None
 
 
 @dataclass(frozen=True)

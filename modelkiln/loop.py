@@ -71,7 +71,8 @@ class LoopCalls:
         """A dataset of the logged inputs of the requests ``labels`` (a CSV keyed by
         request_id) labels; needs a key with the 'write+logs' scope. A label whose id
         matches several logged requests is left out (counted in 'ambiguous') unless
-        ``newest``."""
+        ``newest``; 'duplicates' counts the joined rows that repeat an earlier row's inputs
+        (kept, and kept in one split)."""
         form = {"model": name, "target": target, **({"name": dataset_name} if dataset_name else {})}
         if newest:
             form["newest"] = "true"

@@ -39,7 +39,10 @@ def traffic_set(args: argparse.Namespace, client: Any) -> int:
 
 def _print_policy(policy: dict[str, Any] | None) -> None:
     if policy is None:
-        print("no production alias: requests naming no version get the newest version")
+        print(
+            "no production alias: requests naming no version get the newest version a search "
+            "or an upload registered, until the next registration pins the alias on it"
+        )
         return
     routes = (
         ", ".join(f"v{arm['version']} {arm['weight']}%" for arm in policy["versions"])
@@ -53,7 +56,10 @@ def _print_policy(policy: dict[str, Any] | None) -> None:
 def traffic_show(args: argparse.Namespace, client: Any) -> int:
     found = client.traffic(args.name)
     _print_policy(found["alias"])
-    for stats in found["shadows"]:
+    shadow = (found["alias"] or {}).get("shadow")
+    if shadow and not found["shadows"]:
+        print(f"shadow v{shadow}: nothing compared yet")
+    for stats in found["shadows"]:  # the current shadow's only: a promoted one is not listed
         agreement = "-" if stats["agreement"] is None else f"{stats['agreement']:.2%}"
         print(
             f"shadow v{stats['shadow_version']} beside v{stats['primary_version']}: "
@@ -88,9 +94,11 @@ def from_log(args: argparse.Namespace, client: Any) -> int:
     if ambiguous:
         taken = "the newest taken" if args.newest else "left out; --newest takes the newest"
         several = f", {ambiguous} matched several ({taken})"
+    duplicates = made.get("duplicates", 0)
+    repeated = f"; {duplicates} repeat an earlier row's inputs" if duplicates else ""
     print(
         f"dataset {made['id']}: {made['joined']} labelled rows from {args.name!r}'s request "
-        f"log ({made['unmatched']} labels matched no logged request{several})"
+        f"log ({made['unmatched']} labels matched no logged request{several}{repeated})"
     )
     return 0
 

@@ -46,9 +46,19 @@ def best_text(job: Job) -> str:
     return f"{job.best_value:.4g}" + (f" {job.best_metric}" if job.best_metric else "")
 
 
+def scores_text(job: Job) -> str:
+    """A search's scores: the best single trial's, and once a version is registered its
+    score beside it (an average of trials can beat every trial)."""
+    best = f"best trial {best_text(job)}"
+    if job.registered_value is None:
+        return best
+    metric = f" {job.best_metric}" if job.best_metric else ""
+    return f"registered v{job.registered_version} {job.registered_value:.4g}{metric}, {best}"
+
+
 class ProgressBar:
-    """A job's progress on one line: a bar, the count, the best value and its metric, and
-    the time (spent out of the budget, for a time-limited search)."""
+    """A job's progress on one line: a bar, the count, a search's scores (``scores_text``),
+    and the time (spent out of the budget, for a time-limited search)."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
@@ -57,7 +67,7 @@ class ProgressBar:
     def line(self, job: Job) -> str:
         filled = round(BAR_WIDTH * progress_share(job))
         bar = "#" * filled + "." * (BAR_WIDTH - filled)
-        best = f"best {best_text(job)}  " if job.kind == "search" else ""
+        best = f"{scores_text(job)}  " if job.kind == "search" else ""
         return f"job {job.id} {job.status:<9} [{bar}] {count_text(job)}  {best}{time_text(job)}"
 
     def show(self, job: Job) -> None:
@@ -72,10 +82,13 @@ class ProgressBar:
 
 def outcome(job: Job) -> str:
     """What a job that succeeded left: the versions it registered (a search, a compression)
-    or the rows it predicted (a batch prediction, which registers nothing)."""
+    and what serves beside them, or the rows it predicted (a batch prediction, which
+    registers nothing)."""
     versions = job.registered_versions
     if job.model_name and versions:
-        return f"registered {job.model_name} " + ", ".join(f"v{v}" for v in versions)
+        registered = f"registered {job.model_name} " + ", ".join(f"v{v}" for v in versions)
+        serving = job.serving
+        return registered if serving is None else f"{registered}\n{serving.summary}"
     if job.kind == "predict":
         result: dict[str, Any] = job.result or {}
         used = f" with {job.model_name} v{result['version']}" if "version" in result else ""

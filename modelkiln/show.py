@@ -41,6 +41,7 @@ def show_job(job: Job) -> None:
                 ),
             ),
             ("registered", ", ".join(f"v{v}" for v in job.registered_versions)),
+            ("serving", job.serving.summary if job.serving else None),
             (
                 "test metrics",
                 ", ".join(

@@ -112,6 +112,11 @@ class FromLogRead(DatasetFromLogRead):
         "x-request-id sent more than once): left out, or with newest=true joined to the "
         "newest of them (and counted in joined)."
     )
+    duplicates: int = Field(
+        description="Joined rows whose inputs, as the model reads them, repeat an earlier "
+        "row's (the same request labelled under several ids): kept, and every split and "
+        "cross-validation fold keeps identical rows together (the profile's duplicate_rows)."
+    )
 
 
 @router.post(
@@ -160,6 +165,7 @@ def dataset_from_request_log(
             "joined": made.joined,
             "unmatched": made.unmatched,
             "ambiguous": made.ambiguous,
+            "duplicates": made.duplicates,
         }
     )
 

@@ -36,6 +36,7 @@ from app.batch.spec import PredictJobCreate
 from app.batch.submit import submit_predict
 from app.compression.kind import compression_report as compression_report_of
 from app.contracts.enums import JobStatus
+from app.contracts.results import SearchResult, result_as
 from app.core.db import Session, utcnow
 from app.core.errors import InvalidInput
 from app.core.names import MODEL_NAME
@@ -67,11 +68,14 @@ def job_progress(job: Job, metric: str | None = None) -> JobProgress:
     elapsed = None
     if job.started_at is not None:
         elapsed = max(0.0, ((job.finished_at or utcnow()) - job.started_at).total_seconds())
+    registered = result_as(SearchResult, job.result)
     return JobProgress(
         trials_done=job.trials_done,
         trials_total=job.trials_total,
         best_value=job.best_value,
         best_metric=metric,
+        registered_value=None if registered is None else registered.registered_score(),
+        registered_version=None if registered is None else registered.version,
         unit=JOB_KINDS.progress_unit(job.kind),
         time_budget_s=budget,
         elapsed_s=elapsed,

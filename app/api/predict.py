@@ -35,8 +35,11 @@ _BODY_SCHEMA = {
     summary="Predict rows",
 )
 async def predict_rows(request: Request, name: ModelName, version: VersionQuery = None) -> Response:
-    """Predict with the asked version, else the ``production`` alias, else the newest live
-    version a search or an upload registered (never a compression variant on its own)."""
+    """Predict with the asked version, else the ``production`` alias (a model's first
+    version takes it; a later one serves once promoted). A model without the alias (it was
+    deleted) is served by its newest live version a search or an upload registered, never
+    by a compression variant on its own. A classifier's answer names the class of each
+    column of ``probabilities`` in ``classes``."""
     answer = await gateway_of(request.app).core.infer(
         PREDICT, name, version, payload_of(await request.body(), None), meta_of(request)
     )

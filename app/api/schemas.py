@@ -71,6 +71,16 @@ class JobProgress(BaseModel):
         default=None,
         description="What best_value measures: a search's first objective (accuracy, rmse, ...).",
     )
+    registered_value: float | None = Field(
+        default=None,
+        description="The score of the version a search registered (its first, for several) "
+        "in best_metric, on the evidence best_value is on (the validation rows, or out of "
+        "fold): higher than the best single trial's where an average of trials won. None: "
+        "nothing registered yet, or not a search.",
+    )
+    registered_version: int | None = Field(
+        default=None, description="The version registered_value is the score of."
+    )
     unit: str = Field(
         default="trials",
         description="What the counts count: trials (search), steps (compress) or rows (predict).",
@@ -301,7 +311,17 @@ class PredictResponse(BaseModel):
     model: str
     version: int
     predictions: list[Any]
-    probabilities: list[list[float]] | None = None
+    probabilities: list[list[float]] | None = Field(
+        default=None,
+        description="A classifier's: one row per input row, one column per class (in the "
+        "order of 'classes'). Absent for a regressor.",
+    )
+    classes: list[str | int | float] | None = Field(
+        default=None,
+        description="A classifier's: the class of each column of 'probabilities', as "
+        "'predictions' names them (an upload sent without labels: 0, 1, ...). Absent for "
+        "a regressor.",
+    )
 
 
 class KeyCreate(BaseModel):

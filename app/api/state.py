@@ -18,6 +18,7 @@ from app.serving.monitors import ServingMonitors
 from app.serving.preload import Preload
 from app.serving.runtime import SessionCache
 from app.serving.sandbox import SandboxPool
+from app.serving.seconds_shared import SharedSeconds
 from app.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class GatewayState:
     core: InferenceCore  # every inference request, whatever its protocol
     sandboxes: SandboxPool  # where uploaded graphs that are not bounded run
     ui_secret: bytes  # signs dashboard sessions (app.auth.ui_sessions)
+    seconds: SharedSeconds  # per-second counters, this process's and the other gateways'
 
 
 def gateway_of(app: Starlette) -> GatewayState:

@@ -107,11 +107,15 @@ class AliasHistoryEntry(BaseModel):
 
 
 class TrafficRead(BaseModel):
-    """How the serving alias routes, and how its shadows compare with what answered."""
+    """How the serving alias routes, and how its shadow compares with what answered."""
 
     model: str
     alias: AliasRead | None = Field(description="The production alias (null: none).")
-    shadows: list[ShadowStats]
+    shadows: list[ShadowStats] = Field(
+        description="The alias's current shadow beside each version that answers through "
+        "the alias (one per version of a split); empty when it has no shadow. A shadow "
+        "promoted or replaced is not listed."
+    )
 
 
 class LogPartRead(BaseModel):

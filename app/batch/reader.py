@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as arrow_csv
 
+from app.contracts.encoding import FLOAT32_MAX, NUMBER_PATTERN
 from app.contracts.signature import Signature
 from app.core.errors import BrokenInvariant, InvalidInput
 from app.preprocessing.csv_reader import MISSING_SPELLINGS, is_number, short_list
@@ -30,18 +31,20 @@ Feeds = dict[str, np.ndarray]
 class InputLayout:
     """Which CSV columns a version reads, and how: ``tensor`` lists the columns of a
     single-tensor model in its feature order; otherwise each required input is a column
-    (numbers in ``numeric``, text and dates in ``text``). ``keys`` are copied as written."""
+    (numbers in ``numeric``, text and dates in ``text``; ``words_as_gaps``: numbers whose
+    upload held a few words, read as gaps here too). ``keys`` are copied as written."""
 
     numeric: tuple[str, ...]
     text: tuple[str, ...]
     keys: tuple[str, ...]
     tensor: tuple[str, ...] | None
     row_shape: tuple[int, ...]
+    words_as_gaps: tuple[str, ...] = ()
 
     @property
     def read(self) -> list[str]:
         """Every column to parse, each once."""
-        return list(dict.fromkeys([*self.numeric, *self.text, *self.keys]))
+        return list(dict.fromkeys([*self.numeric, *self.words_as_gaps, *self.text, *self.keys]))
 
 
 def layout_for(
@@ -66,8 +69,10 @@ def layout_for(
             raise InvalidInput(
                 f"the CSV lacks column(s) {short_list(lacking)} that the model reads"
             )
+        numbers = [spec for spec in required if spec.datatype == "FP32"]
         return InputLayout(
-            numeric=tuple(spec.name for spec in required if spec.datatype == "FP32"),
+            numeric=tuple(spec.name for spec in numbers if not spec.words_as_gaps),
+            words_as_gaps=tuple(spec.name for spec in numbers if spec.words_as_gaps),
             text=tuple(spec.name for spec in required if spec.datatype != "FP32"),
             keys=tuple(keys),
             tensor=None,
@@ -258,6 +263,21 @@ def _numbers(table: pa.Table, name: str, first_row: int) -> np.ndarray:
     return values
 
 
+def _numbers_or_gaps(table: pa.Table, name: str, first_row: int) -> np.ndarray:
+    """A column whose upload held a few words among its numbers: numbers, and NaN (a gap)
+    for any other text, as the upload read it."""
+    text = pc.utf8_trim_whitespace(table.column(name).fill_null(""))
+    numeric = pc.match_substring_regex(text, f"^(?:{NUMBER_PATTERN})$", ignore_case=True)
+    values = pc.cast(pc.if_else(numeric, text, "nan"), pa.float64()).to_numpy()
+    with np.errstate(invalid="ignore"):
+        outside = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
+    if outside.size:
+        raise InvalidInput(
+            f"row {first_row + int(outside[0]) + 1}, column {name!r}: outside the float32 range"
+        )
+    return values.astype(np.float32)
+
+
 def _text(table: pa.Table, name: str) -> np.ndarray:
     text = pc.utf8_trim_whitespace(table.column(name).fill_null(""))
     text = pc.if_else(pc.is_in(text, value_set=MISSING_SPELLINGS), "", text)
@@ -268,6 +288,12 @@ def feeds_of(table: pa.Table, layout: InputLayout, input_name: str, first_row: i
     """The model's feeds for one chunk; ``first_row`` (0-based) names rows in errors."""
     if layout.tensor is None:
         feeds = {name: _numbers(table, name, first_row).reshape(-1, 1) for name in layout.numeric}
+        feeds.update(
+            {
+                name: _numbers_or_gaps(table, name, first_row).reshape(-1, 1)
+                for name in layout.words_as_gaps
+            }
+        )
         feeds.update({name: _text(table, name).reshape(-1, 1) for name in layout.text})
         return feeds
     matrix = np.empty((table.num_rows, len(layout.tensor)), dtype=np.float32)

@@ -57,17 +57,85 @@ def judge(task: str, parent: dict[str, Any], variant: dict[str, Any], max_drop: 
     )
 
 
+WORSE = {"size": "larger", "latency": "slower"}
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The qualifying variants' sizes and p50 latencies, ranked by ``prefer`` first."""
+
+    prefer: str
+    size: dict[int, float]
+    latency: dict[int, float]
+
+    @classmethod
+    def of(cls, eligible: list[int], variants: list[dict[str, Any]], prefer: str) -> Ranking:
+        return cls(
+            prefer,
+            {index: float(variants[index]["size_bytes"]) for index in eligible},
+            {index: float(variants[index]["latency_p50_ms"]) for index in eligible},
+        )
+
+    @property
+    def order(self) -> tuple[str, str]:
+        return ("size", "latency") if self.prefer == "size" else ("latency", "size")
+
+    def values(self, measure: str) -> dict[int, float]:
+        return self.size if measure == "size" else self.latency
+
+    def equal(self, index: int) -> bool:
+        """Whether the variant counts as equal to the best by the preferred measure."""
+        first = self.values(self.order[0])
+        margin = SIZE_TIE if self.prefer == "size" else FASTER_MARGIN
+        return first[index] <= min(first.values()) * (1 + margin)
+
+    def best(self) -> int:
+        first, second = (self.values(measure) for measure in self.order)
+        equal = [index for index in first if self.equal(index)]
+        return min(equal, key=lambda index: (second[index], first[index]))
+
+    def shown(self, measure: str, index: int) -> str:
+        if measure == "size":
+            return f"{int(self.size[index]):,} bytes"
+        return f"p50 {self.latency[index]:.4g} ms"
+
+    def passed_over(self, index: int, best: int, name: str) -> str:
+        """Why qualifying variant ``index`` lost to ``best``, called ``name``."""
+        first, second = self.order
+        if not self.equal(index):
+            return self._worse(first, index, best, name, "")
+        equals = (
+            f" (sizes within {SIZE_TIE:.0%} of the smallest count as equal)"
+            if first == "size"
+            else f" (latencies within {FASTER_MARGIN:.0%} of the fastest count as equal)"
+        )
+        for measure in (second, first):
+            if self.values(measure)[index] > self.values(measure)[best]:
+                return self._worse(measure, index, best, name, equals)
+        return f"the same size and speed as {name}, which was made first"
+
+    def _worse(self, measure: str, index: int, best: int, name: str, note: str) -> str:
+        return (
+            f"{WORSE[measure]} than {name}: {self.shown(measure, index)} against "
+            f"{self.shown(measure, best)}{note}"
+        )
+
+
 def best_of(eligible: list[int], variants: list[dict[str, Any]], prefer: str) -> int:
     """The smallest (size) or fastest (latency) variant. Sizes within ``SIZE_TIE`` of the
     smallest count as equal, and so do latencies within ``FASTER_MARGIN`` of the fastest;
     among equals the other measure decides (a few bytes should not buy a slower model)."""
-    size = {index: float(variants[index]["size_bytes"]) for index in eligible}
-    latency = {index: float(variants[index]["latency_p50_ms"]) for index in eligible}
-    first, second = (size, latency) if prefer == "size" else (latency, size)
-    margin = SIZE_TIE if prefer == "size" else FASTER_MARGIN
-    floor = min(first.values())
-    equal = [index for index in eligible if first[index] <= floor * (1 + margin)]
-    return min(equal, key=lambda index: (second[index], first[index]))
+    return Ranking.of(eligible, variants, prefer).best()
+
+
+def passed_over(
+    verdicts: list[Verdict], variants: list[dict[str, Any]], prefer: str, best: int, name: str
+) -> dict[int, str]:
+    """Why each qualifying variant other than ``best`` (the recommended one, called
+    ``name``) was not recommended: larger or slower than it, by the numbers."""
+    eligible = [index for index, verdict in enumerate(verdicts) if verdict.qualifies]
+    ranking = Ranking.of(eligible, variants, prefer)
+    return {index: ranking.passed_over(index, best, name) for index in eligible if index != best}
 
 
 def recommend(

@@ -35,6 +35,7 @@ from app.datasets.splits import SplitIndices, split_indices
 from app.jobs.runner import JobContext, Recorder
 from app.preprocessing.graph import detach
 from app.registry.service import get_version
+from app.registry.serving_note import serving_note
 from app.storage import ArtifactStore, get_store
 from app.tables import Dataset, Job, ModelVersion
 from app.training.export import INPUT_NAME
@@ -176,14 +177,20 @@ def _set_fields(fields: CompressionFields) -> dict[str, Any]:
 
 
 def with_compression(base: Recorder, compression: Compression) -> Recorder:
-    """A search's recorder that also registers the variants of the version it registers."""
+    """A search's recorder that also registers the variants of the version it registers;
+    a recommended variant is what its result sets beside the serving version."""
 
     def record(session: Session) -> StoredResult:
         result = base(session)
         if not isinstance(result, SearchResult):
             raise BrokenInvariant("a compression follows a search's recorder")
-        root = get_version(session, compression.lineage.model_name, result.version)
-        return result.model_copy(update=_set_fields(compression.result_fields(session, root)))
+        name = compression.lineage.model_name
+        root = get_version(session, name, result.version)
+        fields = compression.result_fields(session, root)
+        update = _set_fields(fields)
+        if fields.recommended_version not in (None, root.version):
+            update["serving"] = serving_note(session, name, fields.recommended_version)
+        return result.model_copy(update=update)
 
     return record
 
@@ -214,7 +221,7 @@ def run_compress(context: JobContext) -> Recorder:
     store = get_store(context.settings)
     arrays = load_arrays(store, dataset)
     seed = split_seed_of(source, dataset.id, spec.seed)
-    splits = split_indices(arrays.target, Task(dataset.task), seed=seed)
+    splits = split_indices(arrays.target, Task(dataset.task), seed=seed, features=arrays.features)
     data = compression_data(
         arrays,
         splits,
@@ -247,10 +254,14 @@ def run_compress(context: JobContext) -> Recorder:
         root = get_version(session, spec.source.model, spec.source.version)
         fields = compression.result_fields(session, root)
         rows = fields.compression.rows if fields.compression is not None else []
+        recommended = fields.recommended_version
         return CompressResult(
             model_name=spec.source.model,
             parent_version=root.version,
             versions=[row.version for row in rows[1:]],
+            serving=serving_note(
+                session, spec.source.model, None if recommended == root.version else recommended
+            ),
             **_set_fields(fields),
         )
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.compression.base import Candidate, CompressionData
+from app.compression.choose import passed_over
 from app.compression.pipeline import Outcome, Variant
 from app.compression.spec import CompressionSpec
 from app.contracts.networks import architecture_of
@@ -169,6 +170,7 @@ def report(
         )
         rows.append(row)
     recommended = root_version if outcome.recommended is None else versions[outcome.recommended]
+    _say_why_not(rows, outcome, spec, f"v{recommended} (recommended)")
     for row in rows:
         row["recommended"] = row["version"] == recommended
     return CompressionTable(
@@ -180,6 +182,25 @@ def report(
         reason=outcome.reason,
         rows=[ReportRow.model_validate(row) for row in rows],
     )
+
+
+def _say_why_not(
+    rows: list[dict[str, Any]], outcome: Outcome, spec: CompressionSpec, name: str
+) -> None:
+    """Give the parent, and every variant that qualified beside the recommended one, the
+    reason it lost (a variant that did not qualify already says why)."""
+    best = outcome.recommended
+    if best is None:
+        return
+    chosen = outcome.verdicts[best]
+    gains = " and ".join(
+        word for word, won in (("smaller", chosen.smaller), ("faster", chosen.faster)) if won
+    )
+    rows[0]["not_recommended_because"] = f"{name} is within max_accuracy_drop and {gains}"
+    metrics = [variant.metrics for variant in outcome.variants]
+    reasons = passed_over(outcome.verdicts, metrics, spec.prefer, best, name)
+    for index, reason in reasons.items():
+        rows[index + 1]["not_recommended_because"] = reason
 
 
 def _row(

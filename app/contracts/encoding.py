@@ -7,6 +7,7 @@ that the export parity check holds together."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
@@ -20,11 +21,21 @@ DATETIME_PATTERN = (
 DATE_PARTS = ("year", "month", "day", "weekday")  # weekday: 0 = Sunday
 FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: numbers must fit
 _DATETIME = re.compile(DATETIME_PATTERN, re.ASCII)  # ASCII digits, as RE2 in the graph
+# A number as a CSV cell writes it (matched case-insensitively, the whole trimmed cell).
+NUMBER_PATTERN = r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)"
+_NUMBER = re.compile(NUMBER_PATTERN, re.ASCII | re.IGNORECASE)
 
 
 def is_datetime(text: str) -> bool:
     """Whether ``text`` is a date (and time) the preprocessing reads."""
     return _DATETIME.fullmatch(text) is not None
+
+
+def number_or_gap(text: str) -> float:
+    """A cell of a numeric column whose upload held words among its numbers, read as the
+    upload read it: a number, or NaN (a gap) for anything else."""
+    cell = text.strip()
+    return float(cell) if _NUMBER.fullmatch(cell) else math.nan
 
 
 class _Column(BaseModel):
@@ -41,6 +52,12 @@ class NumericColumn(_Column):
 
     kind: Literal["numeric"] = "numeric"
     fill: float
+    words_as_gaps: bool = Field(
+        default=False,
+        description="The upload held a few words among the numbers (at most 5% of the "
+        "filled cells): they were read as gaps, and text sent for this column is read as "
+        "a gap too (a number written as text is still that number).",
+    )
 
     @property
     def width(self) -> int:

@@ -28,14 +28,28 @@ class ColumnProfile(BaseModel):
     type: Literal["numeric", "categorical", "datetime", "ignored"] = Field(
         description="The type used for training; 'ignored' columns are not features."
     )
-    reason: str | None = Field(default=None, description="Why an ignored column is left out.")
-    missing: int = Field(description="Empty cells (or missing tokens) in the rows kept.")
+    reason: str | None = Field(
+        default=None,
+        description="Why an ignored column is left out; for a numeric column with words "
+        "among its numbers, how they were read (as gaps) and why.",
+    )
+    missing: int = Field(
+        description="Empty cells (or missing tokens) in the rows kept, and the cells of "
+        "words a numeric column read as gaps."
+    )
+    words: int | None = Field(
+        default=None,
+        description="Numeric: cells of words read as gaps (at most 5% of the filled "
+        "cells; the most frequent are in 'top').",
+    )
     distinct: int | None = Field(default=None, description="Distinct values in the rows kept.")
     min: float | None = None
     mean: float | None = None
     max: float | None = None
     top: list[ValueCount] | None = Field(
-        default=None, description=f"Most frequent values (categorical; at most {TOP_VALUES})."
+        default=None,
+        description=f"Most frequent values (categorical; at most {TOP_VALUES}), or a "
+        "numeric column's most frequent words.",
     )
     earliest: str | None = None
     latest: str | None = None
@@ -99,6 +113,12 @@ class DatasetProfile(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     rows: int
+    duplicate_rows: int = Field(
+        default=0,
+        description="Rows whose features repeat an earlier row's (as the model reads them). "
+        "They are kept, and every split and cross-validation fold keeps identical rows "
+        "together, so no row is scored by a model that trained on its twin.",
+    )
     columns: list[ColumnProfile]
     target: TargetProfile
     dropped: list[DroppedRows] = Field(default_factory=list)

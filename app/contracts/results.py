@@ -162,9 +162,38 @@ class ParetoPoint(StoredResult):
     values: list[float]
 
 
+class ServingNote(StoredResult):
+    """What answers the model's requests that name no version once a job's versions are
+    registered (a model's first version takes the ``production`` alias; later ones never
+    move it), and the job's version beside it: each one's held-out metric as the registry
+    stores it, each measured on its own test rows (``same_rows``: the same rows, when both
+    were cut from one dataset with one seed), and the commands that would move the alias."""
+
+    alias: str
+    serving_version: int = Field(description="The alias's version (a split's largest share).")
+    version: int | None = Field(
+        default=None,
+        description="The job's version compared: a search's winner, a compression's "
+        "recommended variant (null: it recommended none).",
+    )
+    took_alias: bool = Field(description="The job's version took the alias (a first version).")
+    metric: str | None = Field(default=None, description="accuracy, or rmse for a regressor.")
+    value: float | None = Field(default=None, description="The job's version's metric.")
+    serving_value: float | None = Field(
+        default=None, description="The serving version's (null: none stored, an upload's)."
+    )
+    test_rows: int | None = None
+    serving_test_rows: int | None = None
+    same_rows: bool = False
+    summary: str = Field(description="All of the above in a sentence or two.")
+    promote_cli: str | None = None
+    promote_curl: str | None = None
+
+
 class SearchResult(CompressionFields):
     """The version(s) a search registered: the first is the winner (or the first of the
-    Pareto front); ``metrics`` are the winner's, measured on its test rows."""
+    Pareto front); ``metrics`` are the winner's, measured on its test rows; ``serving``:
+    what serves the model now, beside the winner."""
 
     model_name: str
     version: int
@@ -174,6 +203,16 @@ class SearchResult(CompressionFields):
     plan: PlanSummary
     selection: Selection | None = None
     pareto: list[ParetoPoint] | None = None
+    serving: ServingNote | None = None
+
+    def registered_score(self) -> float | None:
+        """The first registered version's score in the first objective, on the evidence
+        the trials were ranked on (an average's own, when an average won); None where the
+        result does not record it."""
+        validation = self.metrics.get("validation")
+        metric = self.plan.objectives[0].metric if self.plan.objectives else None
+        value = validation.get(metric) if isinstance(validation, dict) and metric else None
+        return float(value) if isinstance(value, int | float) else None
 
 
 class Deployment(StoredResult):
@@ -197,11 +236,13 @@ class RetrainResult(SearchResult):
 
 
 class CompressResult(CompressionFields):
-    """The variants a compress job registered under the version it compressed."""
+    """The variants a compress job registered under the version it compressed, and what
+    serves the model now beside the recommended one (``serving``)."""
 
     model_name: str
     parent_version: int
     versions: list[int]
+    serving: ServingNote | None = None
 
 
 # -- batch prediction --------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.contracts.encoding import TableEncoding
+from app.contracts.encoding import NumericColumn, TableEncoding
 from app.contracts.networks import CNNConfig, NetworkConfig
 
 MAX_LISTED_CATEGORIES = 200  # categories a signature lists per column
@@ -44,6 +44,12 @@ class TensorSpec(BaseModel):
         default=True,
         description="False for a column the model no "
         "longer reads (dropped by feature selection): it may be left out.",
+    )
+    words_as_gaps: bool = Field(
+        default=False,
+        description="A numeric column whose upload held a few words among its numbers: "
+        "on /v1, text sent for it is read as a gap, as the upload read those words (a "
+        "number written as text is that number); on /v2, send NaN.",
     )
 
 
@@ -90,6 +96,7 @@ class Signature(BaseModel):
                     categories=categories,
                     allows_missing=True,
                     required=column.name in used,
+                    words_as_gaps=isinstance(column, NumericColumn) and column.words_as_gaps,
                 )
             )
         inputs += [
@@ -134,6 +141,8 @@ class Signature(BaseModel):
                     f"input {name!r} is {other_spec.datatype} {other_spec.shape}, "
                     f"not {spec.datatype} {spec.shape}"
                 )
+            if spec.words_as_gaps and not other_spec.words_as_gaps:
+                return f"input {name!r} takes numbers only, not words read as gaps"
         if self.width != other.width:
             return f"outputs differ ({other.width} columns, not {self.width})"
         return None
@@ -166,6 +175,22 @@ class Signature(BaseModel):
         return self.output.shape[-1]
 
 
+class AverageMember(BaseModel):
+    """One model of a registered average: the search trial it was refit from, its family,
+    its share of the average, and its own score on the evidence the average beat it on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    trial: int = Field(ge=0, description="The trial's number in the search job that made it.")
+    family: str = Field(description="Its model family: mlp, cnn, gbdt or linear.")
+    weight: float = Field(gt=0, le=1, description="Its share of the average (they sum to 1).")
+    score: float | None = Field(
+        default=None,
+        description="Its own score in the search's first objective, on the same evidence as "
+        "the average's (the validation rows, or out of fold).",
+    )
+
+
 class VersionConfig(BaseModel):
     """How a version was made: a search trial's parameters, its torch network (architecture
     and weights) while it has one, the columns it reads, its split, its compression."""
@@ -180,6 +205,11 @@ class VersionConfig(BaseModel):
         default=None,
         description="The model family: mlp, cnn, gbdt, linear, or 'average' of several "
         "(None: uploaded, or recorded before families).",
+    )
+    members: list[AverageMember] | None = Field(
+        default=None,
+        description="An average's members, the search's best trial first (None: a single "
+        "model, or an average registered before its members were recorded here).",
     )
     weights_key: str | None = Field(default=None, description="Artifact key of its weights.")
     weights_sha256: str | None = Field(

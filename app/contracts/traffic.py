@@ -67,6 +67,11 @@ class AliasPolicy(BaseModel):
     split: TrafficSplit | None = None
     shadow: int | None = None
 
+    @property
+    def answering(self) -> tuple[int, ...]:
+        """The versions that answer requests through the alias (the shadow answers none)."""
+        return tuple(arm.version for arm in self.split.arms) if self.split else (self.version,)
+
 
 class ShadowStats(BaseModel):
     """A shadow version's answers compared with the version that answered the client:
@@ -98,6 +103,14 @@ class ColumnDrift(BaseModel):
         default=None, description="Categorical: share of live values training never saw."
     )
     reference_missing_share: float
+    live_shares: list[float] | None = Field(
+        default=None,
+        description="The window's share of live values in each of the reference's "
+        "buckets, in its order: a numeric column's bins between its training decile edges "
+        "(the dataset profile's 'edges'), then gaps; a categorical column's most frequent "
+        "training values (the profile's 'top'), the rest, then gaps (null: no reference, "
+        "or a window stored before they were kept).",
+    )
 
 
 class DriftReport(BaseModel):
@@ -110,6 +123,23 @@ class DriftReport(BaseModel):
     drifted: list[str] = Field(description="Columns whose PSI passed the threshold.")
     columns: list[ColumnDrift]
     ended_at: datetime
+
+
+class DriftProgress(BaseModel):
+    """How far one gateway process's open drift window of a version has got: each process
+    samples the requests it answers and fills a window of its own."""
+
+    model: str
+    version: int
+    gateway: str = Field(description="The gateway process (host and process id).")
+    rows: int = Field(description="Sampled rows counted into its open window so far.")
+    window_rows: int = Field(description="Rows a window needs (KILN_DRIFT_WINDOW_ROWS).")
+    sample: float = Field(description="The share of requests it samples (KILN_DRIFT_SAMPLE).")
+    rows_to_window: int | None = Field(
+        description="About how many more predicted rows this process must answer before "
+        "its window is full: (window_rows - rows) / sample (null: it samples none)."
+    )
+    updated_at: datetime
 
 
 class ModelEvent(BaseModel):

@@ -237,6 +237,12 @@ class Settings(BoundsSettings, MonitoringSettings, BaseSettings):
         "--gateways N`: the file through which its gateway "
         "processes tell each other of writes.",
     )
+    serving_seconds_dir: str = Field(
+        default="",
+        description="Set by `kiln serve "
+        "--gateways N`: where each gateway process leaves its per-second serving counters "
+        "for the others to sum.",
+    )
     port: int = Field(
         default=8000,
         ge=1,

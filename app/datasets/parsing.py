@@ -19,7 +19,7 @@ from app.contracts.encoding import TableEncoding
 from app.contracts.enums import Task
 from app.contracts.profile import DroppedRows
 from app.core.errors import BrokenInvariant, InvalidInput
-from app.datasets.splits import check_splittable
+from app.datasets.splits import check_distinct, check_splittable, duplicate_rows, row_groups
 from app.datasets.target import encode_target
 from app.preprocessing.columns import (
     SourceColumn,
@@ -47,6 +47,7 @@ class ParsedDataset:
     dropped: list[DroppedRows]
     encoding: TableEncoding | None = None  # None: the columns are the features, as they are
     columns: list[SourceColumn] | None = None  # every feature column as typed (rows kept)
+    duplicates: int = 0  # rows whose features repeat an earlier row's
 
     @property
     def n_rows(self) -> int:
@@ -172,6 +173,8 @@ def parse_csv(
     feature_names = (
         encoding.feature_names() if encoding is not None else [column.name for column in usable]
     )
+    groups = row_groups(features)  # as every split will group them
+    check_distinct(groups)
     return ParsedDataset(
         features=features,
         target=encoded,
@@ -182,4 +185,5 @@ def parse_csv(
         dropped=dropped,
         encoding=encoding,
         columns=typed,
+        duplicates=duplicate_rows(groups),
     )

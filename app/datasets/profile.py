@@ -24,13 +24,17 @@ from app.preprocessing.fit import value_counts
 DRIFT_BINS = 10  # deciles: the bins live numbers are compared in (app.serving.drift)
 
 
-def _numeric(name: str, values: np.ndarray) -> ColumnProfile:
+def _numeric(column: SourceColumn, values: np.ndarray) -> ColumnProfile:
     filled = values[~np.isnan(values)]
+    words = column.words
     edges = np.unique(np.quantile(filled, np.linspace(0, 1, DRIFT_BINS + 1)[1:-1]))
     counts = np.bincount(np.searchsorted(edges, filled, side="right"), minlength=len(edges) + 1)
     return ColumnProfile(
-        name=name,
+        name=column.name,
         type="numeric",
+        reason=column.reason if words is not None else None,
+        words=words.cells if words is not None else None,
+        top=[ValueCount(value=w, rows=n) for w, n in words.top] if words is not None else None,
         missing=len(values) - len(filled),
         distinct=len(np.unique(filled)),
         min=float(filled.min()),
@@ -47,7 +51,7 @@ def _column(column: SourceColumn) -> ColumnProfile:
             name=column.name, type="ignored", reason=column.reason, missing=column.missing
         )
     if column.numbers is not None:
-        return _numeric(column.name, column.numbers)
+        return _numeric(column, column.numbers)
     if column.text is None:
         raise BrokenInvariant("column.text is None")
     counts = value_counts(column.text)
@@ -98,10 +102,13 @@ def profile_of(
     task: str,
     labels: list[Any] | None,
     dropped: list[DroppedRows],
+    *,
+    duplicates: int = 0,
 ) -> DatasetProfile:
     """The profile of typed columns (one column at a time, so memory stays small)."""
     return DatasetProfile(
         rows=len(target),
+        duplicate_rows=duplicates,
         columns=[_column(column) for column in columns],
         target=_target(target_name, task, target, labels),
         dropped=dropped,

@@ -93,6 +93,7 @@ def create_dataset(
                 parsed.task,
                 parsed.class_labels,
                 parsed.dropped,
+                duplicates=parsed.duplicates,
             ),
         )
     )

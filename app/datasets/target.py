@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.contracts.encoding import NUMBER_PATTERN
 from app.contracts.enums import Task
 from app.core.errors import BrokenInvariant, InvalidInput
-from app.preprocessing.columns import NUMBER_PATTERN
 
 MAX_CLASSES = 1_000
 # Integer-valued targets with at most this many distinct values are taken as class labels.

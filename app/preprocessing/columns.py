@@ -1,6 +1,8 @@
 """Deciding what each column of an upload is: numeric, categorical (text, booleans), datetime
 (ISO dates and times), or left out (identifiers, free text, row numbers, numeric IDs,
-columns with one value, empty columns), with the user's ``columns`` overrides applied first."""
+columns with one value, empty columns), with the user's ``columns`` overrides applied first.
+A column of numbers with a few words among them (at most 5% of its filled cells) is numeric,
+its words read as gaps: the served model reads text sent for it the same way."""
 
 from __future__ import annotations
 
@@ -15,12 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.contracts.encoding import DATETIME_PATTERN, FLOAT32_MAX
+from app.contracts.encoding import DATETIME_PATTERN, FLOAT32_MAX, NUMBER_PATTERN
 from app.core.errors import InvalidInput
 
 ColumnType = Literal["numeric", "categorical", "datetime", "ignore"]
 COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)
-NUMBER_PATTERN = r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)"
 # A text column with more distinct values than this share of its filled cells (and more
 # than IDENTIFIER_MIN_DISTINCT) is an identifier or free text: not a feature by default.
 IDENTIFIER_SHARE = 0.5
@@ -30,8 +31,31 @@ IDENTIFIER_MIN_DISTINCT = 50
 ID_SPREAD = 4
 ONE_VALUE = "one value"
 ID_NAME = re.compile(r"(?i)^(id|index|rownames?|row_?(id|number|no)|.*[_ ]id)$")
-# A column this share numeric with a few words in it is a typo, not a categorical column.
+# A column at least this share numbers is numeric: its few words (a code such as 'other',
+# a note, a typo) are read as gaps rather than refusing the file or losing the numbers.
 MOSTLY_NUMERIC = 0.95
+LISTED_WORDS = 10  # words a column's profile names, most frequent first
+
+
+@dataclass(frozen=True)
+class Words:
+    """The cells of a numeric column that were words, read as gaps."""
+
+    cells: int  # how many
+    filled: int  # of how many filled cells
+    distinct: int
+    top: list[tuple[str, int]]  # the most frequent, with their counts
+
+    def reason(self, name: str) -> str:
+        shown = ", ".join(f"{word[:40]!r} ({rows})" for word, rows in self.top[:3])
+        more = f" and {self.distinct - 3} more" if self.distinct > 3 else ""
+        return (
+            f"numbers with {self.cells} cells of words in {self.filled} filled "
+            f"({self.cells / self.filled:.2%}): {shown}{more}, read as gaps (the median, "
+            f"flagged by its missing feature), as at least {MOSTLY_NUMERIC:.0%} of the "
+            "filled cells are numbers; "
+            f"{_use_it(name, 'categorical')} as categories instead"
+        )
 
 
 @dataclass(frozen=True)
@@ -42,11 +66,12 @@ class SourceColumn:
     type: ColumnType
     numbers: np.ndarray | None = None
     text: pa.Array | None = None
-    missing: int = 0
-    reason: str | None = None  # why a column is left out
+    missing: int = 0  # gaps, words read as gaps included
+    reason: str | None = None  # why a column is left out, or how its words were read
     # A numeric column left out for holding one value (its numbers kept): a table of
     # numbers alone keeps it, as rows of a fixed width (image rows) need every column.
     constant: bool = False
+    words: Words | None = None  # numeric: the words read as gaps
 
 
 def keep_constant_numbers(columns: list[SourceColumn]) -> list[SourceColumn]:
@@ -102,35 +127,61 @@ def _cast(text: pa.Array, filled: pa.Array) -> np.ndarray | None:
 
 
 def _numbers(
-    name: str,
-    text: pa.Array,
-    filled: pa.Array,
-    values: np.ndarray | None,
-    line_of: Callable[[int], int],
-) -> np.ndarray:
-    """The column as float32 (NaN for gaps), or a refusal naming the first bad cell."""
+    name: str, text: pa.Array, filled: pa.Array, line_of: Callable[[int], int]
+) -> tuple[np.ndarray, Words | None]:
+    """The column as float32 (NaN for gaps, and for words when they are at most
+    ``1 - MOSTLY_NUMERIC`` of the filled cells), or a refusal naming the first bad cell."""
+    values, words, wordy = _cast(text, filled), None, None
     if values is None:
         numeric = pc.match_substring_regex(text, f"^(?:{NUMBER_PATTERN})$", ignore_case=True)
-        row = _first(pc.and_(filled, pc.invert(numeric)))
-        if row < 0:  # looks like numbers, yet Arrow's cast refused one: find it
+        wordy = pc.and_(filled, pc.invert(numeric))
+        words = _words(name, text, wordy, int(pc.sum(filled).as_py() or 0), line_of)
+        values = _cast(text, pc.and_(filled, numeric))
+        if values is None:  # a cell looks like a number, yet Arrow's cast refused it
+            cells = zip(text.to_pylist(), numeric.to_pylist(), strict=True)
             row = next(
-                index for index, cell in enumerate(text.to_pylist()) if cell and not _parses(cell)
+                index
+                for index, (cell, number) in enumerate(cells)
+                if number and cell and not _parses(cell)
             )
-        raise InvalidInput(
-            f"column {name!r} is not numeric: {text[row].as_py()[:40]!r} at "
-            f"line {line_of(row)} (send columns={{{json.dumps(name)}: "
-            '"categorical"}} to use it as categories)'
-        )
+            raise InvalidInput(
+                f"column {name!r} is not numeric: {text[row].as_py()[:40]!r} at line "
+                f"{line_of(row)}; {_use_it(name, 'categorical')} as categories"
+            )
     with np.errstate(invalid="ignore"):
         bad = ~(np.abs(values) <= FLOAT32_MAX)  # inf, too large for float32, or a NaN cell
     bad &= filled.to_numpy(zero_copy_only=False)
+    if wordy is not None:  # words are NaN by design
+        bad &= ~wordy.to_numpy(zero_copy_only=False)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise InvalidInput(
             f"column {name!r} has a non-finite value {text[row].as_py()[:40]!r} "
             f"at line {line_of(row)}"
         )
-    return values.astype(np.float32)
+    return values.astype(np.float32), words
+
+
+def _words(
+    name: str, text: pa.Array, wordy: pa.Array, filled: int, line_of: Callable[[int], int]
+) -> Words | None:
+    """The words of a numeric column, when few enough to read as gaps; else a refusal
+    naming the first of them."""
+    cells = int(pc.sum(wordy).as_py() or 0)
+    if not cells:
+        return None
+    if cells > (1 - MOSTLY_NUMERIC) * filled:
+        row = _first(wordy)
+        raise InvalidInput(
+            f"column {name!r} is not numeric: {text[row].as_py()[:40]!r} at line "
+            f"{line_of(row)} is one of {cells} cells of words in {filled} filled "
+            f"({cells / filled:.0%}; at most {1 - MOSTLY_NUMERIC:.0%} are read as gaps); "
+            f"{_use_it(name, 'categorical')} as categories"
+        )
+    counts = pc.value_counts(pc.filter(text, wordy))
+    pairs = zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+    ranked = sorted(pairs, key=lambda pair: (-pair[1], pair[0]))
+    return Words(cells, filled, len(ranked), ranked[:LISTED_WORDS])
 
 
 def _parses(cell: str) -> bool:
@@ -154,7 +205,8 @@ def _left_out(name: str, numbers: np.ndarray, missing: int, reason: str) -> Sour
 
 
 def _use_it(name: str, kind: str) -> str:
-    return f'send columns={{{json.dumps(name)}: "{kind}"}} to use it'
+    """The fix to paste: a ``columns`` field that is valid JSON whatever the name holds."""
+    return f"send columns={json.dumps({name: kind})} to use it"
 
 
 def _left_out_numbers(name: str, values: np.ndarray) -> str | None:
@@ -168,7 +220,7 @@ def _left_out_numbers(name: str, values: np.ndarray) -> str | None:
     if len(values) < IDENTIFIER_MIN_DISTINCT or not np.all(values == np.round(values)):
         return None
     if values[0] in (0.0, 1.0) and bool(np.all(np.diff(values) == 1.0)):
-        return "row numbers (1, 2, 3, ...)"
+        return f"row numbers (1, 2, 3, ...; {_use_it(name, 'numeric')})"
     if len(np.unique(values)) < len(values):
         return None
     spread = float(values.max() - values.min()) + 1
@@ -195,10 +247,19 @@ def type_column(
     if count == 0:
         return SourceColumn(name, "ignore", missing=missing, reason="every value is missing")
     # Arrow already read every column of plain numbers as numbers: text here is words,
-    # dates, numbers with a few stray words, or a column whose type was given.
+    # dates, numbers with a few words among them, or a column whose type was given.
     kind = override or _inferred(text, filled, count)
     if kind == "numeric":
-        numbers = _numbers(name, text, filled, _cast(text, filled), line_of)
+        numbers, words = _numbers(name, text, filled, line_of)
+        if words is not None:
+            return SourceColumn(
+                name,
+                "numeric",
+                numbers=numbers,
+                missing=missing + words.cells,
+                reason=words.reason(name),
+                words=words,
+            )
         if override is None and (reason := _left_out_numbers(name, numbers)):
             return _left_out(name, numbers, missing, reason)
         return SourceColumn(name, "numeric", numbers=numbers, missing=missing)
@@ -268,7 +329,7 @@ def _inferred(text: pa.Array, filled: pa.Array, count: int) -> ColumnType:
     values, rows = counted.field("values"), counted.field("counts")
     numeric = pc.match_substring_regex(values, f"^(?:{NUMBER_PATTERN})$", ignore_case=True)
     share = (pc.sum(pc.filter(rows, numeric)).as_py() or 0) / count
-    if share == 1.0 or share >= MOSTLY_NUMERIC:  # a few stray words: refused, with the line
+    if share == 1.0 or share >= MOSTLY_NUMERIC:  # its few words are read as gaps
         return "numeric"
     if pc.all(pc.match_substring_regex(values, f"^(?:{DATETIME_PATTERN})$")).as_py():
         return "datetime"

@@ -75,7 +75,10 @@ def _numeric(column: SourceColumn) -> NumericColumn:
         raise BrokenInvariant("column.numbers is None")
     filled = column.numbers[~np.isnan(column.numbers)]
     return NumericColumn(
-        name=column.name, fill=float(np.float32(np.median(filled))), indicator=column.missing > 0
+        name=column.name,
+        fill=float(np.float32(np.median(filled))),
+        indicator=column.missing > 0,
+        words_as_gaps=column.words is not None,
     )
 
 

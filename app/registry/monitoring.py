@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.contracts.profile import ColumnProfile
-from app.contracts.traffic import DriftReport, ModelEvent, ShadowStats
+from app.contracts.traffic import AliasPolicy, DriftReport, ModelEvent, ShadowStats
 from app.core.db import rows_changed, utcnow
 from app.registry.service import get_model
 from app.tables import (
@@ -110,6 +110,23 @@ def shadow_stats(session: Session, name: str) -> list[ShadowStats]:
             updated_at=row.updated_at,
         )
         for row in rows
+    ]
+
+
+def current_shadow_stats(
+    session: Session, name: str, policy: AliasPolicy | None
+) -> list[ShadowStats]:
+    """The comparisons of ``policy``'s shadow with the versions that answer through the
+    alias now (none without a shadow). A shadow promoted or replaced keeps its totals in
+    ``shadow_stats`` and /metrics, and its promotion event keeps the numbers it passed on,
+    but it is no longer the alias's shadow: reporting it as one misleads."""
+    if policy is None or policy.shadow is None:
+        return []
+    answering = policy.answering
+    return [
+        stats
+        for stats in shadow_stats(session, name)
+        if stats.shadow_version == policy.shadow and stats.primary_version in answering
     ]
 
 

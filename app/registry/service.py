@@ -5,20 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.contracts.enums import VersionStatus
 from app.contracts.signature import Signature, VersionConfig
+from app.core.db import utcnow
 from app.core.errors import NotFound
 from app.core.names import MODEL_NAME, shown
 from app.registry.repository import ModelRepository, VersionRepository
 from app.storage import StoredArtifact
-from app.tables import Model, ModelVersion, Trial
+from app.tables import Alias, AliasHistory, Model, ModelVersion, Trial
 
 PRODUCTION_ALIAS = "production"
-# What serves a request that names no version when no ``production`` alias is set: the newest
-# live version a search or an upload registered. A compression job's variants never take
-# over serving on their own; promote one by pointing ``production`` at it.
+# What serves a request that names no version when a model has no ``production`` alias
+# (its alias deleted, or a database from before every first version took it): the newest
+# live version a search or an upload registered; never a compression variant on its own.
+# The model's next registration pins the alias on it (``register_version``).
 UNPROMOTED_SOURCES = ("search", "upload")
 
 
@@ -44,10 +47,45 @@ class VersionDraft:
 
 def register_version(session: Session, model_name: str, draft: VersionDraft) -> ModelVersion:
     """Record ``draft`` as the next version of ``model_name`` (created if new). Every
-    model is created here, so the name rule holds whichever route or job registers it."""
+    model is created here, so the name rule holds whichever route or job registers it.
+
+    Registering never changes what answers a request that names no version: a model's
+    first version takes the ``production`` alias, and a later one leaves it where it is.
+    A model without the alias (made before this rule, or its alias deleted) gets it here,
+    on the version that served until now."""
     MODEL_NAME.check(model_name, "model name")
     model = ModelRepository(session).get_or_create(model_name, draft.task)
     number = ModelRepository(session).next_version(model.id)
+    version = _add_version(session, model, number, draft)
+    if VersionRepository(session).alias_target(model.id, PRODUCTION_ALIAS) is None:
+        served = default_serving_version(session, model, excluding=number)
+        _take_production(session, model, served or version)
+    return version
+
+
+def _take_production(session: Session, model: Model, version: ModelVersion) -> None:
+    """Point a model's missing ``production`` alias at ``version``, with its history entry."""
+    now = utcnow()
+    try:
+        with session.begin_nested():
+            session.add(
+                Alias(
+                    model_id=model.id, name=PRODUCTION_ALIAS, version_id=version.id, updated_at=now
+                )
+            )
+            session.add(
+                AliasHistory(
+                    model_id=model.id,
+                    alias=PRODUCTION_ALIAS,
+                    version_id=version.id,
+                    assigned_at=now,
+                )
+            )
+    except IntegrityError:
+        pass  # a registration beside this one set it first: what it chose serves
+
+
+def _add_version(session: Session, model: Model, number: int, draft: VersionDraft) -> ModelVersion:
     return VersionRepository(session).add(
         ModelVersion(
             model_id=model.id,

@@ -205,13 +205,10 @@ def deploy_beside(
     if main is None:
         serving = default_serving_version(session, model, excluding=version)
         main = serving.version if serving is not None else None
-    if mode == "none":
-        reason = "deploy was 'none'"
-        if policy is None and main is not None and alias == PRODUCTION_ALIAS:
-            # Without the alias the newest searched version would serve: pin what served.
-            set_traffic(session, name=name, alias=alias, version=main)
-            reason += f"; {alias!r} now holds version {main}, which served before"
-        return Deployment(alias=alias, mode="none", version=version, deployed=False, reason=reason)
+    if mode == "none":  # registering it left 'production' where it was (register_version)
+        return Deployment(
+            alias=alias, mode="none", version=version, deployed=False, reason="deploy was 'none'"
+        )
     if main is None or main == version:
         return Deployment(
             alias=alias,

@@ -15,6 +15,7 @@ import numpy as np
 
 from app.compression.spec import CompressionSpec, chain_problem
 from app.contracts.enums import Family
+from app.contracts.signature import AverageMember
 from app.core.errors import BrokenInvariant
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import COST_METRICS
@@ -131,6 +132,22 @@ def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:
     if run.folds is not None:
         validation.update(_fold_spread(run, averaged, target, objective.metric))
     return EnsemblePick(members, summary, validation, weights)
+
+
+def members_of(run: SearchRun, chosen: EnsemblePick) -> list[AverageMember]:
+    """The average's members as its version records them, so the version itself says
+    what it averages (the dashboard's job and model pages read them from there)."""
+    if chosen.weights is None:
+        raise BrokenInvariant("an average without weights")
+    return [
+        AverageMember(
+            trial=trial.number,
+            family=run.plan.space.family_of(trial.params or {}).value,
+            weight=weight,
+            score=float(trial.values[0]) if trial.values else None,
+        )
+        for trial, weight in zip(chosen.members, chosen.weights, strict=True)
+    ]
 
 
 def _fold_spread(

@@ -13,7 +13,7 @@ import numpy as np
 from app.contracts.encoding import TableEncoding
 from app.contracts.enums import AVERAGE_FAMILY
 from app.contracts.results import SearchResult
-from app.contracts.signature import Signature, VersionConfig
+from app.contracts.signature import AverageMember, Signature, VersionConfig
 from app.core.db import Session
 from app.core.errors import BrokenInvariant
 from app.evaluation.latency import latency_ms
@@ -24,6 +24,7 @@ from app.jobs.trial_repository import TrialRepository
 from app.preprocessing.encode import Raw, stress_rows
 from app.preprocessing.graph import with_rows
 from app.registry.service import VersionDraft, register_version
+from app.registry.serving_note import serving_note
 from app.search.space import SearchSpace
 from app.storage import ArtifactStore
 from app.tables import Dataset
@@ -148,6 +149,7 @@ def prepare_version(
     raw_test: Raw | None = None,
     trained_on: str | None = None,
     family: str | None = None,
+    members: list[AverageMember] | None = None,
 ) -> PreparedVersion:
     """Export a trial's network (or an ensemble led by it), check it against torch,
     measure it on the held-out split and in onnxruntime, and store the ONNX file and the
@@ -205,6 +207,7 @@ def prepare_version(
             encoding=encoding,
             architecture=architecture,
             family=family,
+            members=members,
             untrainable=untrainable_reason(network),
         ),
         dataset_id=subject.dataset.id,
@@ -217,7 +220,8 @@ def recorder_for(
     subject: SearchSubject, prepared: list[PreparedVersion], summary: dict[str, Any]
 ) -> Recorder:
     """The recorder that registers every prepared version when the job succeeds; the
-    result names the first (the best, or the first of the Pareto front)."""
+    result names the first (the best, or the first of the Pareto front) and what serves
+    beside it (only a model's first version takes over serving)."""
 
     def record(session: Session) -> SearchResult:
         versions = []
@@ -234,6 +238,7 @@ def recorder_for(
             trial=first.trial,
             metrics=first.metrics,
             versions=versions,
+            serving=serving_note(session, subject.model_name, versions[0]),
             **summary,
         )
 

@@ -51,7 +51,7 @@ def fold_data(
 ) -> Folds:
     """The non-test rows as ``CV_FOLDS`` training/validation pairs (stratified)."""
     rows = np.sort(np.concatenate([splits.train, splits.validation]))
-    pairs = fold_indices(target, task, rows, CV_FOLDS, seed)
+    pairs = fold_indices(target, task, rows, CV_FOLDS, seed, groups=splits.groups)
     return Folds(
         data=[
             TrainData(

@@ -120,7 +120,9 @@ def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchR
         spec, dataset, fixed_architecture=architecture is not None, transfer_layers=transfer
     )
     arrays = load_arrays(store, dataset)
-    splits = split_indices(arrays.target, Task(dataset.task), seed=spec.seed)
+    splits = split_indices(
+        arrays.target, Task(dataset.task), seed=spec.seed, features=arrays.features
+    )
     data = TrainData(
         x_train=arrays.features[splits.train],
         y_train=arrays.target[splits.train],
@@ -239,6 +241,7 @@ def _finalize(
         single = refit(run, trial, context.check)
         network: Fitted = single
         params, validation = trial.params, trial.metrics or {}
+        members = None
         if len(best) == 1 and ensembles.considered(run, compression):
             chosen = ensembles.pick(run, trial, complete)
             selection["ensemble"] = chosen.summary
@@ -251,6 +254,7 @@ def _finalize(
                     "weights": chosen.weights,
                 }
                 validation = chosen.validation
+                members = ensembles.members_of(run, chosen)
         if trial is best[0]:
             reference = reference_scores(run, validation, complete)
             selection["reference"] = reference
@@ -271,6 +275,7 @@ def _finalize(
                 raw_test=raw_test,
                 trained_on=describe_device(torch.device(run.device)),
                 family=family_name(run.plan.space, network, params),
+                members=members,
             )
         )
     summary: dict[str, Any] = {

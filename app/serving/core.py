@@ -107,7 +107,12 @@ class InferenceCore:
             self._failed(codec, name, target, error)
             raise
         self.counters.succeeded(
-            name, target.version, codec.name, started - arrived, computed - started
+            name,
+            target.version,
+            codec.name,
+            started - arrived,
+            computed - started,
+            time.perf_counter() - arrived,
         )
         return answer
 
@@ -146,7 +151,12 @@ class InferenceCore:
             self._failed(codec, name, target, error)
             raise
         self.counters.succeeded(
-            name, target.version, codec.name, started - arrived, computed - started
+            name,
+            target.version,
+            codec.name,
+            started - arrived,
+            computed - started,
+            time.perf_counter() - arrived,
         )
         return answer
 

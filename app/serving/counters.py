@@ -2,13 +2,26 @@
 started and of the run, per (model, version, protocol). Kept as plain numbers under one
 lock (a few hundred nanoseconds per request, where prometheus_client's objects cost about
 four microseconds) and read out at scrape time (``app.api.metrics``), or pushed into the
-shared multiprocess metrics every second when several gateway processes share a port."""
+shared multiprocess metrics every second when several gateway processes share a port.
+Under the same lock, each request is also counted in the current second's slot of the
+per-second ring (``app.serving.seconds``) that the serving page draws over time."""
 
 from __future__ import annotations
 
 import threading
+import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
+
+from app.serving.seconds import (
+    ANSWERED,
+    CLIENT_ERROR,
+    OK,
+    SERVER_ERROR,
+    SHADOW,
+    RingCopy,
+    SecondsRing,
+)
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 Key = tuple[str, str, str]  # model, version ('' when a request resolved to none), protocol
@@ -56,6 +69,7 @@ class ServingCounters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._series: dict[_Own, Series] = {}
+        self._seconds = SecondsRing()
         # Versions a name resolved to are finite; series of names that resolved to nothing
         # share one key with an empty model, so a caller cannot mint series.
 
@@ -66,8 +80,17 @@ class ServingCounters:
         return series
 
     def succeeded(
-        self, model: str, version: int, protocol: str, queue_s: float, compute_s: float
+        self,
+        model: str,
+        version: int,
+        protocol: str,
+        queue_s: float,
+        compute_s: float,
+        latency_s: float,
     ) -> None:
+        """An answered request: the wait before its run, the run, and its whole latency
+        (from arrival to the encoded answer)."""
+        second = int(time.time())
         with self._lock:
             series = self._series.get((model, version, protocol))
             if series is None:
@@ -75,12 +98,33 @@ class ServingCounters:
             series.outcomes[0] += 1
             series.queue.observe(queue_s)
             series.compute.observe(compute_s)
+            self._seconds.add((model, version, ANSWERED), second, OK, latency_s)
 
     def failed(self, model: str, version: int | None, protocol: str, status: int) -> None:
         """A failed request, labelled by the version it resolved to (none: no labels)."""
         key = ("", 0, protocol) if version is None else (model, version, protocol)
+        outcome = CLIENT_ERROR if status < 500 else SERVER_ERROR
+        second = int(time.time())
         with self._lock:
-            self._get(key).outcomes[1 if status < 500 else 2] += 1
+            self._get(key).outcomes[outcome] += 1  # OUTCOMES and the ring share an order
+            self._seconds.add((key[0], key[1], ANSWERED), second, outcome, None)
+
+    def shadow_ran(self, model: str, version: int, ok: int, failed: int, seconds: float) -> None:
+        """Copies of requests the shadow ``version`` ran together in ``seconds`` (``ok``)
+        or failed on (off the request path: the shadow's own thread)."""
+        second = int(time.time())
+        with self._lock:
+            self._seconds.add_many((model, version, SHADOW), second, ok, failed, seconds)
+
+    def seconds_copy(self, model: str | None = None) -> dict[tuple[str, int, int], RingCopy]:
+        """The per-second series of ``model`` (all: None), copied."""
+        with self._lock:
+            return self._seconds.copy(model)
+
+    def newest_second(self) -> int:
+        """The newest second any per-second series counted (0: none)."""
+        with self._lock:
+            return self._seconds.newest()
 
     def snapshot(self) -> dict[Key, Series]:
         """A copy of every series (for a scrape, or a push of what changed since)."""

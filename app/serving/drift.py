@@ -193,6 +193,7 @@ class _Window:
                 if reference.expected is not None and counts.rows
                 else None
             )
+            counted = float(counts.buckets.sum())
             columns.append(
                 ColumnDrift(
                     column=reference.name,
@@ -203,6 +204,9 @@ class _Window:
                     if reference.kind == "categorical"
                     else None,
                     reference_missing_share=reference.missing_share,
+                    live_shares=[round(float(n) / counted, 6) for n in counts.buckets]
+                    if reference.expected is not None and counted > 0
+                    else None,
                 )
             )
         drifted = [c.column for c in columns if c.psi is not None and c.psi > self.threshold]
@@ -281,6 +285,15 @@ class DriftMonitor:
                 self._pending_bytes -= sum(item.size for item in group)
                 reports += self._count_group(key, group, load)
         return reports
+
+    def progress(self) -> dict[tuple[str, int], int]:
+        """The sampled rows of each (model, version)'s open window: those counted into it
+        and those waiting to be."""
+        with self._lock:
+            rows = {key: window.rows for key, window in self._windows.items()}
+            for (name, version, _, _), waiting in self._pending_rows.items():
+                rows[(name, version)] = rows.get((name, version), 0) + waiting
+        return rows
 
     def _count_group(
         self,

@@ -31,7 +31,8 @@ from app.core.errors import InvalidInput
 from app.core.names import COLUMN_NAME, DATASET_NAME, MODEL_NAME
 from app.datasets import service as datasets
 from app.registry import monitoring
-from app.registry.service import get_model, get_version
+from app.registry.service import get_model
+from app.serving.log_columns import log_columns
 from app.storage import ArtifactStore
 from app.storage.base import CHUNK_BYTES
 from app.tables import Dataset, RequestLogPart
@@ -52,12 +53,15 @@ Key = tuple[str, int]  # (request id, row)
 @dataclass(frozen=True)
 class FromLog:
     """The dataset made, and how the labels matched the log: joined, in no logged request
-    (unmatched), or in more than one (ambiguous: refused, or joined to the newest)."""
+    (unmatched), or in more than one (ambiguous: refused, or joined to the newest); and
+    how many joined rows repeat an earlier row's inputs (duplicates: kept, and kept in one
+    split)."""
 
     dataset: Dataset
     joined: int
     unmatched: int
     ambiguous: int
+    duplicates: int
 
 
 def _header(header: list[str], target: str) -> tuple[int, int | None, int]:
@@ -247,29 +251,6 @@ def _logged(
     return found, logged
 
 
-def _accepted(session: Session, model: str, versions: set[int]) -> list[str]:
-    """The inputs the answering versions accept but never read (ignored, or dropped by
-    feature selection): the log has no values for them, the new dataset keeps them as
-    empty columns, so a version trained on it accepts the same requests."""
-    names: list[str] = []
-    for number in sorted(versions):
-        for spec in get_version(session, model, number).signature.inputs:
-            if (spec.kind == "ignored" or not spec.required) and spec.name not in names:
-                names.append(spec.name)
-    return names
-
-
-def _cells(record: dict[str, Any]) -> dict[str, Any]:
-    """A logged row as CSV cells: a tensor input's values spread over input_0, input_1..."""
-    cells: dict[str, Any] = {}
-    for name, value in record.items():
-        if isinstance(value, list):
-            cells.update({f"{name}_{index}": item for index, item in enumerate(value)})
-        else:
-            cells[name] = value
-    return cells
-
-
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what a CSV reader counts as a new line
 _LINE = re.compile(r"\bline (\d+)\b")
 
@@ -312,8 +293,9 @@ def dataset_from_log(
         )
     ambiguous = sum(1 for match in found.values() if match.count > 1)
     joined = {key: match for key, match in found.items() if match.count == 1 or newest}
+    columns = log_columns(session, model, {match.version for match in joined.values()})
     records = [
-        (_cells(orjson.loads(joined[key].inputs)), label, line)
+        (columns.cells(orjson.loads(joined[key].inputs), joined[key].version), label, line)
         for key, (label, line) in wanted.items()
         if key in joined
     ]
@@ -329,11 +311,10 @@ def dataset_from_log(
             f"labels: none of the {len(wanted)} labelled requests is in {model!r}'s request log "
             f"({rows} logged rows); match its request_id (and row)"
         )
-    answered = {match.version for match in joined.values()}
     header: list[str] = []
     for cells, _, _ in records:
         header += [column for column in cells if column not in header]
-    header += [name for name in _accepted(session, model, answered) if name not in header]
+    header += [name for name in columns.accepted if name not in header]
     if target in header:
         raise InvalidInput(f"target: {target!r} is also an input column of the model")
     with tempfile.TemporaryDirectory() as folder:
@@ -366,4 +347,5 @@ def dataset_from_log(
         joined=len(records),
         unmatched=len(wanted) - len(found),
         ambiguous=ambiguous,
+        duplicates=dataset.profile.duplicate_rows if dataset.profile is not None else 0,
     )

@@ -9,10 +9,10 @@ and counted per watcher. One thread per gateway process takes what waits, runs t
 shadow's copies (on one-thread sessions, so never on more cores than the primary), counts
 drift (vectorised over many samples at once), keeps the log's entries, and every
 ``KILN_MONITOR_FLUSH_S`` writes Parquet parts to the artifact store and counts, drift
-windows and events to the registry. Its niceness is left alone: a lowered priority would
-let it be descheduled while it holds the GIL, stalling the event loop behind it. A failed
-write is logged and the counts kept for the next flush where they can be; nothing here
-ever fails a request."""
+windows, events and how far its open drift windows have got to the registry. Its niceness
+is left alone: a lowered priority would let it be descheduled while it holds the GIL,
+stalling the event loop behind it. A failed write is logged and the counts kept for the
+next flush where they can be; nothing here ever fails a request."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import numpy as np
 from app.contracts.traffic import DriftReport
 from app.core.config import Settings
 from app.core.db import session_scope
-from app.registry import monitoring
+from app.registry import drift_progress, monitoring
 from app.serving.directory import Target
 from app.serving.drift import ColumnReference, DriftMonitor, reference_of
 from app.serving.observations import Observation, ObservationQueue, observation_bytes
@@ -57,6 +57,7 @@ class ServingMonitors:
         resolve: Callable[[str, int], LoadedModel],
         on_log_drop: Callable[[], None] = lambda: None,
         on_drift_drop: Callable[[], None] = lambda: None,
+        on_shadow_run: Callable[[str, int, int, int, float], None] = lambda *counts: None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -66,6 +67,7 @@ class ServingMonitors:
             settings.max_predict_rows,
             release=self.queue.release,
             max_bytes=self.queue.max_bytes // 2,  # the shadow holds half the queue at most
+            on_run=on_shadow_run,
         )
         self.log = RequestLog(int(settings.log_buffer_mb * 1048576), on_log_drop)
         self.drift = DriftMonitor(settings.drift_window_rows)
@@ -78,6 +80,8 @@ class ServingMonitors:
         self.drift_events = 0
         self._parts = count()
         self._owner = f"{socket.gethostname()}-{os.getpid()}"
+        self._progress: dict[tuple[str, int], int] = {}  # open windows' rows, as last written
+        self._progress_at = 0.0  # when they were last written (monotonic)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._work_lock = threading.Lock()  # one round of work (or a flush) at a time
@@ -158,6 +162,12 @@ class ServingMonitors:
             self._thread.join(timeout=30)
         self.shadow.stop(timeout_s=self.settings.upload_run_timeout_s + 1)
         self.flush()
+        if self._progress:  # its open windows end with it
+            try:
+                with session_scope(self.settings.database_url) as session:
+                    drift_progress.forget_gateway(session, self._owner)
+            except Exception:
+                logger.exception("forgetting this gateway's drift progress failed")
 
     def _run(self) -> None:
         flush_due = time.monotonic() + self.settings.monitor_flush_s
@@ -223,6 +233,7 @@ class ServingMonitors:
                 self._flush_log,
                 self._count_pending_drift,
                 self._flush_drift,
+                self._flush_drift_progress,
             ):
                 try:
                     step()
@@ -302,3 +313,30 @@ class ServingMonitors:
                         message,
                         {"version": report.version, "columns": report.drifted},
                     )
+
+    def _flush_drift_progress(self) -> None:
+        """Write how far each open window has got when it changed (a window that filled or
+        closed goes back to 0), and all of them every ``REFRESH_S`` while any is open, so
+        readers can tell this process from one that is gone."""
+        now = self.drift.progress()
+        due = time.monotonic() - self._progress_at >= drift_progress.REFRESH_S and any(now.values())
+        changed = {
+            key: now.get(key, 0)
+            for key in now.keys() | self._progress.keys()
+            if due or now.get(key, 0) != self._progress.get(key)
+        }
+        if not changed:
+            return
+        with session_scope(self.settings.database_url) as session:
+            for (name, version), rows in changed.items():
+                drift_progress.set_progress(
+                    session,
+                    name,
+                    version,
+                    self._owner,
+                    rows=rows,
+                    window_rows=self.settings.drift_window_rows,
+                    sample=self._drift_sample,
+                )
+        self._progress = {**self._progress, **changed}
+        self._progress_at = time.monotonic()

@@ -111,12 +111,16 @@ def _first_non_number(inputs: list[list[Any]]) -> str:
 
 
 def answer(model: LoadedModel, output: np.ndarray) -> dict[str, Any]:
-    """The model's output as the predict answer: labels and probabilities for
-    classification, values for regression."""
+    """The model's output as the predict answer: labels, probabilities and the class of
+    each probability column for classification, values for regression."""
     if model.task == Task.CLASSIFICATION and model.labels is not None:
         labels = model.labels
         predictions = [labels[index] for index in output.argmax(axis=1).tolist()]
-        return {"predictions": predictions, "probabilities": output.tolist()}
+        return {
+            "predictions": predictions,
+            "probabilities": output.tolist(),
+            "classes": model.classes,
+        }
     return {"predictions": output[:, 0].astype(np.float64).tolist()}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.contracts.encoding import FLOAT32_MAX, is_datetime
+from app.contracts.encoding import FLOAT32_MAX, is_datetime, number_or_gap
 from app.contracts.signature import TensorSpec
 from app.core.errors import InvalidInput
 from app.serving.json_values import shown
@@ -19,9 +19,14 @@ def _shown(value: Any) -> str:
     return shown(value)
 
 
-def _number(value: Any, where: str) -> float:
+def _number(value: Any, where: str, words_as_gaps: bool = False) -> float:
     if value is None:
         return math.nan
+    if words_as_gaps and isinstance(value, str):  # as the upload read this column's words
+        number = number_or_gap(value)
+        if not math.isnan(number) and not abs(number) <= FLOAT32_MAX:
+            raise InvalidInput(f"{where} is {_shown(value)}: outside the float32 range")
+        return number
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(f"{where} must be a number or null, got {_shown(value)}")
     if isinstance(value, int) and abs(value) > FLOAT32_MAX:
@@ -97,7 +102,7 @@ def parse_records(
         if column.kind == "numeric":
             feeds[name] = np.array(
                 [
-                    _number(record.get(name), f"inputs[{row}][{name!r}]")
+                    _number(record.get(name), f"inputs[{row}][{name!r}]", column.words_as_gaps)
                     for row, record in enumerate(records)
                 ],
                 dtype=np.float32,

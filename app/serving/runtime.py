@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+import orjson
 
 from app.contracts.signature import Signature, TensorSpec, VersionConfig
 from app.core.errors import BrokenInvariant, InvalidInput, Unavailable
@@ -152,9 +153,12 @@ class LoadedModel:
     width: int = 1  # output columns its signature promises
     plan_label: str = "the model"  # how errors name it: "version 2 of 'churn'"
     _outputs: list[str] = field(init=False, repr=False)
+    classes: orjson.Fragment | None = field(init=False, repr=False)  # /v1's, as JSON
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_outputs", [self.output_name])
+        labels = None if self.labels is None else orjson.Fragment(orjson.dumps(self.labels))
+        object.__setattr__(self, "classes", labels)
         if (self.session is None) == (self.sandbox is None):
             raise BrokenInvariant("a loaded model has a session or a sandbox, not both")
 

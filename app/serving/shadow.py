@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,11 +97,15 @@ class ShadowRunner:
         *,
         release: Callable[[list[Observation]], None] = lambda items: None,
         max_bytes: int = 1 << 62,
+        on_run: Callable[[str, int, int, int, float], None] = lambda *counts: None,
     ) -> None:
         self.resolve = resolve  # (model, version) -> loaded, blocking
         self.max_rows = max_rows  # the gateway's limit (a model may take fewer)
         self.release = release  # frees the bytes of copies it is done with (the queue's)
         self.max_bytes = max_bytes  # what the copies it holds may take
+        # (model, shadow version, copies run, copies failed, seconds the run took): the
+        # per-second counters the serving page draws the shadow from.
+        self.on_run = on_run
         self._tallies: dict[Key, Tally] = {}
         self._lock = threading.Lock()
         self._pending: deque[Observation] = deque()
@@ -222,6 +227,7 @@ class ShadowRunner:
                     tally = self._tally(key)
                     tally.requests += len(refused)
                     tally.failures += len(refused)
+                self.on_run(name, shadow, 0, len(refused), 0.0)
                 copies = [copy for copy in copies if copy.rows <= limit]
                 if not copies:
                     return
@@ -237,7 +243,9 @@ class ShadowRunner:
                 if len(taken) == 1
                 else {column: np.concatenate([one[column] for one in taken]) for column in taken[0]}
             )
+            started = time.perf_counter()
             output = model.run(feeds)
+            took = time.perf_counter() - started
             answered = np.concatenate([np.asarray(copy.output) for copy in copies])
             rows, agreed, difference = compare(model.task, answered, output)
         except Exception as error:  # the shadow's problem, counted; the client never sees it
@@ -246,6 +254,7 @@ class ShadowRunner:
                 tally = self._tally(key)
                 tally.requests += len(copies)
                 tally.failures += len(copies)
+            self.on_run(name, shadow, 0, len(copies), 0.0)
             return
         with self._lock:
             tally = self._tally(key)
@@ -253,6 +262,7 @@ class ShadowRunner:
             tally.rows += rows
             tally.agreed += agreed
             tally.abs_diff_sum += difference
+        self.on_run(name, shadow, len(copies), 0, took)
 
     def take(self) -> dict[Key, Tally]:
         """The counts since the last call (and start afresh)."""

@@ -3,20 +3,23 @@ server from the same read models the API answers with; the page only draws them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from app.api.schemas import ParetoTrial, TrialRead
+from app.contracts.enums import TABLE_FAMILIES, Family
 from app.contracts.results import ReportRow
+from app.search.space import FAMILY_KEY
+from app.ui.parallel import varied
 
 Figure = dict[str, Any]
 MARGIN = {"l": 60, "r": 20, "t": 30, "b": 50}
 # Below this many complete trials a one-way share of variance is noise: with as many
 # trials as parameters, every parameter "explains" everything.
 MIN_IMPORTANCE_TRIALS = 8
-MAX_PARALLEL_AXES = 8  # parameters drawn in parallel coordinates (the most important ones)
 
 
 def _figure(data: list[dict[str, Any]], x: str, y: str, **layout: Any) -> Figure:
@@ -82,12 +85,25 @@ def history(trials: Sequence[TrialRead], metric: str, maximize: bool) -> Figure:
     return _figure(data, "trial", metric)
 
 
+def table_family(params: dict[str, Any]) -> str | None:
+    """The family of a trial that trains without epochs (gbdt, linear), else None: its
+    ``family`` parameter, or in a one-family search the prefix of its parameters."""
+    family = params.get(FAMILY_KEY)
+    if family is not None:
+        return str(family) if family in TABLE_FAMILIES else None
+    for table in TABLE_FAMILIES:
+        if any(name.startswith(f"{table.value}_") for name in params):
+            return table.value
+    return None
+
+
 def learning_curves(trials: Sequence[TrialRead], metric: str) -> Figure:
-    """The validation metric after each epoch, one line per trial; pruned trials dashed
-    and ending in a cross."""
+    """The validation metric after each epoch, one line per network trial; pruned trials
+    dotted and ending in a cross. Trees and linear models have no epochs (their one
+    recorded value is their final score): they are left out (``epochless_note``)."""
     data = []
     for trial in sorted(trials, key=lambda t: t.number):
-        if not trial.intermediate:
+        if not trial.intermediate or table_family(trial.params) is not None:
             continue
         pruned = trial.state == "pruned"
         data.append(
@@ -106,6 +122,30 @@ def learning_curves(trials: Sequence[TrialRead], metric: str) -> Figure:
     return _figure(data, "epoch", f"validation {metric}", showlegend=False)
 
 
+def epochless_note(trials: Sequence[TrialRead]) -> str | None:
+    """Which trials the learning curves leave out, and why (None: none)."""
+    counts = Counter(f for t in trials if (f := table_family(t.params)) is not None)
+    if not counts:
+        return None
+    listed = " and ".join(f"{n} {family}" for family, n in sorted(counts.items()))
+    plural = "s" if sum(counts.values()) > 1 else ""
+    return (
+        f"Not drawn: {listed} trial{plural}, which train without epochs (a GBDT boosts until "
+        "its validation rows stop improving, a linear model is fitted in one go); their "
+        "scores are in the optimisation history and the trials table."
+    )
+
+
+def epochs_text(trial: TrialRead) -> str:
+    """The trials table's epochs: a network's count, a GBDT's boosting rounds kept, and
+    nothing for a linear model."""
+    family = table_family(trial.params)
+    if family is None:
+        return str(len(trial.intermediate))
+    rounds = (trial.metrics or {}).get("refit_epochs")
+    return f"{rounds} rounds" if family == Family.GBDT and isinstance(rounds, int) else "\u2013"
+
+
 def _as_numbers(values: list[Any]) -> tuple[np.ndarray, list[str] | None]:
     """Numbers stay numbers; anything else becomes the index of its sorted label."""
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
@@ -114,23 +154,12 @@ def _as_numbers(values: list[Any]) -> tuple[np.ndarray, list[str] | None]:
     return np.asarray([labels.index(str(v)) for v in values], dtype=float), labels
 
 
-def _varied(done: Sequence[TrialRead]) -> list[str]:
-    """The parameters that took more than one value (a fixed one explains nothing)."""
-    names = sorted({name for t in done for name in t.params})
-    return [name for name in names if len({repr(t.params.get(name)) for t in done}) > 1]
-
-
-def varied_count(trials: Sequence[TrialRead]) -> int:
-    """How many parameters took more than one value over the complete trials."""
-    return len(_varied([t for t in trials if t.state == "complete" and t.value is not None]))
-
-
 def importances(trials: Sequence[TrialRead]) -> dict[str, float]:
     """How much of the spread of the objective each parameter explains on its own: the
     share of the variance between the groups of its values (numbers in quartile bins),
     one-way, normalised to sum to 1. A quick guide, not a causal claim."""
     done = [t for t in trials if t.state == "complete" and t.value is not None]
-    names = _varied(done)
+    names = varied(done)
     if len(done) < 3 or not names:
         return {}
     values = np.asarray([t.value for t in done], dtype=float)
@@ -188,41 +217,6 @@ def importance_bars(shares: dict[str, float]) -> Figure:
         margin={**MARGIN, "l": 20 + 7 * longest},
         yaxis={"automargin": True, "title": {"text": ""}},
     )
-
-
-def parallel_axes(trials: Sequence[TrialRead], shares: dict[str, float]) -> list[str]:
-    """The parameters parallel coordinates draw: those that varied, the most important
-    first when importances are known, at most ``MAX_PARALLEL_AXES``."""
-    names = _varied([t for t in trials if t.state == "complete" and t.value is not None])
-    if shares:
-        names.sort(key=lambda name: -shares.get(name, 0.0))
-    return names[:MAX_PARALLEL_AXES]
-
-
-def parallel_coordinates(trials: Sequence[TrialRead], metric: str, names: Sequence[str]) -> Figure:
-    """Each complete trial as a line through the ``names`` parameters and its value."""
-    done = [t for t in trials if t.state == "complete" and t.value is not None]
-    dimensions = []
-    for name in names:
-        numbers, labels = _as_numbers(
-            ["" if t.params.get(name) is None else t.params[name] for t in done]
-        )
-        dimension: dict[str, Any] = {"label": name, "values": numbers.tolist()}
-        if labels is not None:
-            dimension.update(tickvals=list(range(len(labels))), ticktext=labels)
-        dimensions.append(dimension)
-    scores = [float(t.value) for t in done]  # type: ignore[arg-type]
-    dimensions.append({"label": metric, "values": scores})
-    data = [
-        {
-            "type": "parcoords",
-            "dimensions": dimensions,
-            "labelangle": -20,
-            "labelside": "top",
-            "line": {"color": scores, "colorscale": "Viridis", "showscale": True},
-        }
-    ]
-    return {"data": data, "layout": {"margin": {"l": 70, "r": 70, "t": 90, "b": 30}, "height": 420}}
 
 
 def pareto(

@@ -23,8 +23,10 @@ from app.api.deps import DirectoryDep, SessionDep, StoreDep
 from app.api.fast_path import payload_of
 from app.api.jobs import job_read
 from app.api.models import model_read, version_read
+from app.api.monitoring import Seconds
 from app.api.params import AliasName, IdPath, ModelName, VersionQuery
 from app.api.schemas import CompressionReport, DatasetRead, JobRead, ParetoFront, TrialRead
+from app.api.serving_stats import DEFAULT_SECONDS
 from app.api.state import gateway_of
 from app.auth import check_scope
 from app.batch.output import output_file
@@ -40,12 +42,13 @@ from app.registry import service as registry
 from app.search.kind import objectives_of, pareto_front
 from app.serving.codecs import PREDICT
 from app.serving.codecs.base import NO_META
-from app.ui import charts
+from app.ui import charts, parallel
 from app.ui.lineage import version_tree
 from app.ui.model_panel import version_panel
 from app.ui.monitoring_panel import monitoring_panel
 from app.ui.policy import HEADER, policy
-from app.ui.serving import serving_rows
+from app.ui.registered import average_of, model_row, search_outcome
+from app.ui.serving import model_traffic, serving_rows
 from app.ui.session import Viewer, end_session, principal_for, same_site, start_session, viewer
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -155,15 +158,18 @@ def job_page(request: Request, session: SessionDep, viewer: ViewerDep, job_id: I
         first = objectives[0]
         maximize = first["direction"] == "maximize"
         figures["history"] = charts.history(trials, first["metric"], maximize)
-        figures["curves"] = charts.learning_curves(trials, first["metric"])
+        curves = charts.learning_curves(trials, first["metric"])
+        if curves["data"]:
+            figures["curves"] = curves
+        notes["curves"] = charts.epochless_note(trials)
         importance = charts.importances(trials)
         notes["importance"] = charts.importance_note(trials, importance)
         if importance and notes["importance"] is None:
             figures["importance"] = charts.importance_bars(importance)
         if sum(t.state == "complete" for t in trials) >= 2:
-            axes = charts.parallel_axes(trials, importance if "importance" in figures else {})
-            figures["parallel"] = charts.parallel_coordinates(trials, first["metric"], axes)
-            varied = charts.varied_count(trials)
+            axes = parallel.parallel_axes(trials, importance if "importance" in figures else {})
+            figures["parallel"] = parallel.parallel_coordinates(trials, first["metric"], axes)
+            varied = parallel.varied_count(trials)
             if varied > len(axes):
                 notes["parallel"] = (
                     f"The {len(axes)} parameters that explain the most, of {varied} that varied."
@@ -198,6 +204,8 @@ def job_page(request: Request, session: SessionDep, viewer: ViewerDep, job_id: I
         figures=figures,
         notes=notes,
         report=report,
+        outcome=search_outcome(session, job) if job.status == JobStatus.SUCCEEDED else None,
+        epochs={t.number: charts.epochs_text(t) for t in trials},
         elapsed=_elapsed(job),
         live=job.status in ("queued", "running"),
         points={name: charts.points(f) for name, f in figures.items()},
@@ -227,7 +235,7 @@ def models_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Res
         request,
         "models.html",
         viewer,
-        models=[model_read(session, row) for row in rows],
+        models=[model_row(session, row, model_read(session, row)) for row in rows],
         total=total,
     )
 
@@ -250,16 +258,13 @@ def model_page(
         for alias in sorted(model.aliases)
     }
     shown = version or model.serving_version
+    shown_row = registry.get_version(session, name, shown) if shown else None
     panel = (
-        version_panel(
-            session,
-            str(request.base_url).rstrip("/"),
-            name,
-            registry.get_version(session, name, shown),
-        )
-        if shown
+        version_panel(session, str(request.base_url).rstrip("/"), name, shown_row)
+        if shown_row is not None
         else None
     )
+    averages = {row.version: average for row in rows if (average := average_of(row))}
     return _page(
         request,
         "model.html",
@@ -269,8 +274,10 @@ def model_page(
         tree=version_tree(name, versions),
         history=history,
         panel=panel,
+        average=averages.get(shown) if shown else None,
+        averages=averages,
         can_infer=viewer.can_infer,
-        loop=monitoring_panel(session, name),
+        loop=monitoring_panel(session, name, shown, gateway_of(request.app).settings),
     )
 
 
@@ -343,14 +350,21 @@ def dataset_page(
 
 
 @router.get("/serving", response_class=HTMLResponse)
-def serving_page(request: Request, viewer: ViewerDep) -> Response:
-    started: datetime = gateway_of(request.app).started_at
+def serving_page(
+    request: Request, session: SessionDep, viewer: ViewerDep, seconds: Seconds = DEFAULT_SECONDS
+) -> Response:
+    state = gateway_of(request.app)
+    started: datetime = state.started_at
+    models = model_traffic(session, state.seconds, seconds)
     return _page(
         request,
         "serving.html",
         viewer,
         live=True,
-        rows=serving_rows(gateway_of(request.app).metrics.registry),
+        models=models,
+        seconds=seconds,
+        charts=True,  # loaded from the start: a refresh may bring the first chart
+        rows=serving_rows(state.metrics.registry),
         started=started.strftime("%Y-%m-%d %H:%M:%S UTC"),
         uptime=_clock((utcnow() - started).total_seconds()),
     )

@@ -1,5 +1,8 @@
-"""The serving page's numbers, read from the same Prometheus registry ``/metrics``
-exposes: requests by outcome, and queue and compute time, per model version."""
+"""The serving page's numbers: per model, requests per second, error rate and latency
+percentiles of each version over time, the shadow apart and the split beside them (the
+gateways' per-second counters, as ``GET /v1/models/{name}/serving/stats`` answers them);
+and the totals since this gateway started, read from the same Prometheus registry
+``/metrics`` exposes: requests by outcome, and queue and compute time, per model version."""
 
 from __future__ import annotations
 
@@ -7,6 +10,42 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
+
+from app.api.serving_stats import ServingStats, model_stats, window
+from app.core.db import Session
+from app.core.errors import NotFound
+from app.registry import traffic
+from app.registry.service import get_model
+from app.serving.seconds_shared import SharedSeconds
+from app.ui import monitoring_charts
+
+
+@dataclass
+class ModelTraffic:
+    """One model's section of the page: its series and their charts."""
+
+    stats: ServingStats
+    figures: dict[str, monitoring_charts.Figure]
+
+    @property
+    def keyed(self) -> dict[str, monitoring_charts.Figure]:
+        """Its figures named apart from other models' (the page holds them all)."""
+        return {f"{self.stats.model}:{key}": figure for key, figure in self.figures.items()}
+
+
+def model_traffic(session: Session, shared: SharedSeconds, seconds: int) -> list[ModelTraffic]:
+    """Every model that served in the last ``seconds`` seconds, by name."""
+    since, seconds = window(seconds)
+    summed, processes = shared.read(None, since, seconds)
+    sections = []
+    for name in sorted({key[0] for key, counts in summed.items() if key[0] and counts.any()}):
+        try:
+            policy = traffic.serving_policy(session, get_model(session, name))
+        except NotFound:  # counted by an earlier registry (a test's database, say)
+            continue
+        stats = model_stats(name, policy, summed, since, seconds, processes)
+        sections.append(ModelTraffic(stats, monitoring_charts.serving_figures(stats)))
+    return sections
 
 
 @dataclass

@@ -48,18 +48,49 @@ def test_without_production_compression_variants_never_take_over_serving(
 def test_production_alias_decides_what_serves(
     client: TestClient, admin: dict, two_versions: None
 ) -> None:
-    assert served(client, admin) == (2, "c2")  # no alias: the newest live version
-    moved = client.put("/v1/models/flowers/aliases/production", headers=admin, json={"version": 1})
-    assert moved.status_code == 200 and moved.json()["version"] == 1
-    assert served(client, admin) == (1, "c1")  # next request, no restart
+    assert served(client, admin) == (1, "c1")  # the first version took it; v2 left it there
     assert client.get("/v1/models/flowers", headers=admin).json()["aliases"] == {"production": 1}
-    client.put("/v1/models/flowers/aliases/production", headers=admin, json={"version": 2})
-    assert served(client, admin) == (2, "c2")
+    moved = client.put("/v1/models/flowers/aliases/production", headers=admin, json={"version": 2})
+    assert moved.status_code == 200 and moved.json()["version"] == 2
+    assert served(client, admin) == (2, "c2")  # next request, no restart
+    client.put("/v1/models/flowers/aliases/production", headers=admin, json={"version": 1})
+    assert served(client, admin) == (1, "c1")
     assert client.delete("/v1/models/flowers/aliases/production", headers=admin).status_code == 204
     history = client.get("/v1/models/flowers/aliases/production/history", headers=admin).json()
-    assert [entry["version"] for entry in history] == [2, 1]
+    assert [entry["version"] for entry in history] == [1, 2, 1]
     assert all(entry["removed_at"] is not None for entry in history)
     assert history[1]["removed_at"] == history[0]["assigned_at"]
+
+
+def test_a_first_version_takes_production_and_later_ones_leave_it(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
+    register(settings, classifier_onnx, labels=["a1", "b1", "c1"], source="search")
+    [entry] = client.get("/v1/models/flowers/aliases/production/history", headers=admin).json()
+    assert entry["version"] == 1 and entry["removed_at"] is None  # in the history from the start
+    register(settings, classifier_onnx, labels=["a2", "b2", "c2"], source="search")
+    register(settings, classifier_onnx, labels=["a3", "b3", "c3"], source="upload")
+    assert served(client, admin) == (1, "c1")
+    model = client.get("/v1/models/flowers", headers=admin).json()
+    assert model["aliases"] == {"production": 1} and model["serving_version"] == 1
+    history = client.get("/v1/models/flowers/aliases/production/history", headers=admin).json()
+    assert len(history) == 1
+
+
+def test_a_model_without_production_gets_it_on_what_served_at_its_next_registration(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
+) -> None:
+    """A model whose alias was deleted, as one from before first versions took it: the
+    newest searched or uploaded version serves until a registration pins the alias there."""
+    register(settings, classifier_onnx, labels=["a1", "b1", "c1"], source="search")
+    client.put("/v1/models/flowers/aliases/production", headers=admin, json={"version": 1})
+    register(settings, classifier_onnx, labels=["a2", "b2", "c2"], source="search")
+    assert client.delete("/v1/models/flowers/aliases/production", headers=admin).status_code == 204
+    assert served(client, admin) == (2, "c2")  # no alias: the newest searched version
+    register(settings, classifier_onnx, labels=["a3", "b3", "c3"], source="search")
+    assert served(client, admin) == (2, "c2")  # pinned where it was, not moved to v3
+    history = client.get("/v1/models/flowers/aliases/production/history", headers=admin).json()
+    assert history[0]["version"] == 2 and history[0]["removed_at"] is None
 
 
 def test_archived_versions_stop_serving(
@@ -137,7 +168,7 @@ def test_bad_registry_requests_are_named(
     response = client.request(method, path, headers=admin, json=body)
     assert response.status_code == status
     assert message in str(response.json()["detail"])  # a path's rule: FastAPI's list form
-    assert served(client, admin) == (2, "c2")  # nothing changed
+    assert served(client, admin) == (1, "c1")  # nothing changed
 
 
 def test_alias_body_is_validated(client: TestClient, admin: dict, two_versions: None) -> None:

@@ -62,11 +62,11 @@ BAD_UPLOADS = [
         "target column 'species' not in CSV header: ['f0', 'f1', 'f2', 'f3', 'label']",
     ),
     (
-        "a word in a numeric column",
-        csv_bytes(["x", "label"], [[i, "ab"[i % 2]] for i in range(30)] + [["abc", "b"]]),
-        {},
+        "words in a column forced numeric",
+        csv_bytes(["x", "label"], [[i, "ab"[i % 2]] for i in range(30)] + [["abc", "b"]] * 2),
+        {"columns": '{"x": "numeric"}'},
         422,
-        "column 'x' is not numeric: 'abc' at line 32",
+        "column 'x' is not numeric: 'abc' at line 32 is one of 2 cells of words in 32",
     ),
     (
         "text forced numeric",

@@ -73,6 +73,10 @@ def test_only_an_archived_versions_artifact_is_deleted(
     store = get_store(settings)
     live = client.delete("/v1/models/flowers/versions/1/artifact", headers=admin)
     assert live.status_code == 409 and "archive it first" in live.text
+    held = client.delete("/v1/models/flowers/versions/1", headers=admin)
+    assert held.status_code == 409 and "['production']" in held.text  # v1 took it
+    moved = {"version": 2}
+    client.put("/v1/models/flowers/aliases/production", headers=admin, json=moved)
     assert client.delete("/v1/models/flowers/versions/1", headers=admin).status_code == 200
     deleted = client.delete("/v1/models/flowers/versions/1/artifact", headers=admin)
     assert deleted.status_code == 200 and deleted.json()["artifact_deleted_at"], deleted.text
@@ -193,6 +197,7 @@ def test_a_file_two_versions_share_stays_while_one_of_them_keeps_it(
     the archived one's artifact marks it deleted and leaves the file to the other."""
     register(settings, classifier_onnx, name="twins", labels=["a", "b", "c"])
     register(settings, classifier_onnx, name="twins", labels=["a", "b", "c"])
+    client.put("/v1/models/twins/aliases/production", headers=admin, json={"version": 2})
     assert client.delete("/v1/models/twins/versions/1", headers=admin).status_code == 200
     deleted = client.delete("/v1/models/twins/versions/1/artifact", headers=admin)
     assert deleted.status_code == 200 and deleted.json()["artifact_deleted_at"]

@@ -63,6 +63,8 @@ def test_submit_commits_then_enqueues_by_task_name(
         "trials_total": 3,
         "best_value": None,
         "best_metric": "accuracy",
+        "registered_value": None,
+        "registered_version": None,
         "unit": "trials",
         "time_budget_s": None,
         "elapsed_s": None,

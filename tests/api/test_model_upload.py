@@ -64,6 +64,30 @@ def test_uploaded_classifier_serves_its_labels(
         "/v1/models/uploaded/predict", headers=admin, json={"inputs": [[6, 6, 6, 6]]}
     ).json()
     assert answer["predictions"] == ["virginica"]
+    assert answer["classes"] == ["setosa", "versicolor", "virginica"]
+
+
+def test_an_upload_without_labels_names_its_classes_by_index(
+    client: TestClient, admin: dict, classifier_onnx: Path
+) -> None:
+    status, body = upload(client, admin, classifier_onnx.read_bytes())
+    assert status == 201 and body["class_labels"] == [0, 1, 2]
+    answer = client.post(
+        "/v1/models/uploaded/predict", headers=admin, json={"inputs": [[6, 6, 6, 6]]}
+    ).json()
+    assert answer["classes"] == [0, 1, 2] and answer["predictions"] == [2]
+
+
+def test_a_later_upload_does_not_take_over_serving(
+    client: TestClient, admin: dict, classifier_onnx: Path
+) -> None:
+    first = upload(client, admin, classifier_onnx.read_bytes(), labels='["a", "b", "c"]')
+    second = upload(client, admin, classifier_onnx.read_bytes(), labels='["x", "y", "z"]')
+    assert first[0] == second[0] == 201 and second[1]["version"] == 2
+    model = client.get("/v1/models/uploaded", headers=admin).json()
+    assert model["aliases"] == {"production": 1} and model["serving_version"] == 1
+    answer = client.post("/v1/models/uploaded/predict", headers=admin, json={"inputs": [[6] * 4]})
+    assert answer.headers["x-kiln-version"] == "1" and answer.json()["predictions"] == ["c"]
 
 
 def test_an_uploaded_models_example_is_a_row_of_numbers_that_predicts(
@@ -90,6 +114,8 @@ def test_the_docs_publish_both_forms_of_a_predict_body(client: TestClient) -> No
     assert "/example" in spec["components"]["schemas"]["PredictRequest"][
         "description"
     ] or "/example" in str(body)
+    answer = spec["components"]["schemas"]["PredictResponse"]["properties"]
+    assert "probabilities" in answer["classes"]["description"]
 
 
 def test_uploaded_regressor_returns_values(client: TestClient, admin: dict) -> None:
@@ -99,6 +125,7 @@ def test_uploaded_regressor_returns_values(client: TestClient, admin: dict) -> N
         "/v1/models/uploaded/predict", headers=admin, json={"inputs": [[1, 2, 3.5]]}
     ).json()
     assert answer["predictions"] == [6.5]
+    assert "classes" not in answer and "probabilities" not in answer  # a regressor has none
 
 
 def external_data_model() -> bytes:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.compression.choose import judge, recommend
+from app.compression.base import Candidate, CompressionData
+from app.compression.choose import judge, passed_over, recommend
+from app.compression.pipeline import compress
+from app.compression.record import report
 from app.compression.spec import CompressionSpec, chain_problem, count_steps
 
 PARENT = {"accuracy": 0.95, "rmse": 2.0, "size_bytes": 1000, "latency_p50_ms": 1.0}
@@ -100,3 +103,44 @@ def test_near_ties_are_broken_by_the_other_measure() -> None:
     assert choose([slow, fast])[0] == 1
     assert choose([variant(0.95, 400, 0.50), variant(0.95, 900, 0.49)], prefer="latency")[0] == 0
     assert choose([variant(0.95, 400, 0.50), variant(0.95, 900, 0.30)], prefer="latency")[0] == 1
+
+
+def why_not(variants: list[dict[str, Any]], best: int, prefer: str = "size") -> dict[int, str]:
+    verdicts = [judge("classification", PARENT, item, 0.01) for item in variants]
+    return passed_over(verdicts, variants, prefer, best, "v7 (recommended)")
+
+
+def test_a_qualifying_variant_not_recommended_says_what_the_recommended_one_beat() -> None:
+    larger = why_not([variant(0.95, 400, 0.5), variant(0.95, 600, 0.4)], best=0)
+    assert larger == {1: "larger than v7 (recommended): 600 bytes against 400 bytes"}
+    near = why_not([variant(0.95, 400, 0.5), variant(0.95, 405, 0.9)], best=0)
+    assert near[1].startswith("slower than v7 (recommended): p50 0.9 ms against p50 0.5 ms")
+    assert "sizes within 2% of the smallest count as equal" in near[1]
+    slower = why_not([variant(0.95, 400, 0.2), variant(0.95, 300, 0.5)], 0, prefer="latency")
+    assert slower == {1: "slower than v7 (recommended): p50 0.5 ms against p50 0.2 ms"}
+    twins = why_not([variant(0.95, 400, 0.5), variant(0.95, 400, 0.5)], best=0)
+    assert twins == {1: "the same size and speed as v7 (recommended), which was made first"}
+    # A variant that did not qualify keeps its own reason: only the qualifying ones are here.
+    assert why_not([variant(0.95, 400, 0.5), variant(0.90, 100, 0.1)], best=0) == {}
+
+
+def test_every_variant_of_a_real_compression_says_why_it_was_not_recommended(
+    classification: tuple[Candidate, CompressionData],
+) -> None:
+    parent, data = classification
+    spec = CompressionSpec.model_validate(
+        {"methods": ["fp16", "quantize_dynamic", "quantize_static"], "max_accuracy_drop": 0.05}
+    )
+    outcome = compress(parent, data, spec, lambda: None)
+    table = report(outcome, spec, model_name="blobs", root_version=1, versions=[2, 3, 4])
+    [recommended] = [row for row in table.rows if row.recommended]
+    assert recommended.role == "variant" and recommended.not_recommended_because is None
+    others = [row for row in table.rows if not row.recommended]
+    assert len(others) == 3 and all(row.not_recommended_because for row in others)
+    passed = [row for row in others if row.role == "variant" and row.qualifies]
+    assert passed, "fp16 and int8 both within the budget: one of them was passed over"
+    name = f"v{recommended.version} (recommended)"
+    assert all(name in str(row.not_recommended_because) for row in passed)
+    parent_row = table.rows[0]
+    assert parent_row.role == "parent"
+    assert str(parent_row.not_recommended_because).startswith(f"{name} is within max_accuracy_drop")

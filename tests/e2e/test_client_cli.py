@@ -63,7 +63,11 @@ def test_upload_submit_watch_show_and_predict_from_the_terminal(
         "--watch",
     )
     assert submitted.returncode == 0, submitted.stderr
-    assert submitted.stdout.strip() == "registered people v1"
+    took = (
+        "v1 took 'production': no other version of 'people' served, so it answers requests "
+        "that name no version."
+    )
+    assert submitted.stdout.splitlines() == ["registered people v1", took]
     progress = [line for line in submitted.stderr.splitlines() if line.startswith("job ")]
     assert any("/3 trials" in line and "best" in line for line in progress), progress
     assert "succeeded" in progress[-1] and "[" + "#" * 30 + "] 3/3 trials" in progress[-1]
@@ -78,6 +82,7 @@ def test_upload_submit_watch_show_and_predict_from_the_terminal(
     assert shown_job.returncode == 0, shown_job.stderr
     lines = dict(line.split(None, 1) for line in shown_job.stdout.splitlines())
     assert lines["status"] == "succeeded" and lines["registered"] == "v1"
+    assert lines["serving"] == took
     assert lines["progress"] == "3/3 trials" and lines["algorithm"] == "random"
     assert lines["objectives"].startswith("accuracy (maximize)")
     assert "accuracy=" in lines["test"]  # "test metrics  accuracy=..."
@@ -119,13 +124,29 @@ def test_upload_submit_watch_show_and_predict_from_the_terminal(
     assert as_job.stdout.strip().startswith("240 rows predicted by job ")
 
     rerun = run(kiln, "jobs", "watch", job_id)
-    assert rerun.returncode == 0 and rerun.stdout == "registered people v1\n"
+    assert rerun.returncode == 0 and rerun.stdout == f"registered people v1\n{took}\n"
     with Client(kiln.url, kiln.key) as client:
         batch_job = client.jobs(status="succeeded")[0]
     assert batch_job.kind == "predict"
     rewatched = run(kiln, "jobs", "watch", str(batch_job.id))
     assert rewatched.stdout == f"job {batch_job.id} predicted 240 rows with people v1\n"
     assert "240/240 rows" in rewatched.stderr and "best" not in rewatched.stderr
+
+    # A second search of the model registers v2 beside v1, which goes on serving.
+    again = run(
+        kiln, "jobs", "submit", "--dataset", str(dataset_id), "--model", "people",
+        "--max-trials", "1", "--algorithm", "random", "--watch",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    registered, beside = again.stdout.splitlines()
+    assert registered == "registered people v2"
+    assert beside.startswith("'production' serves v1 (accuracy ")
+    assert "v2 has accuracy " in beside and " on the same rows" in beside  # one dataset, one seed
+    assert beside.endswith("It does not serve until promoted: kiln promote people 2 --gate manual")
+    with Client(kiln.url, kiln.key) as client:
+        serving = client.job(int(again.stderr.split()[1])).serving
+        assert serving is not None and (serving.serving_version, serving.version) == (1, 2)
+        assert client.model("people").serving_version == 1
 
 
 def test_refusals_are_one_line_with_the_servers_message(kiln: KilnServer, tmp_path: Path) -> None:
@@ -205,7 +226,7 @@ def test_the_progress_bar_redraws_one_line_on_a_terminal() -> None:
         )
     text = screen.getvalue()
     assert text.count("\r\033[K") == 3 and text.endswith("\n") and text.count("\n") == 1
-    assert "[" + "#" * 15 + "." * 15 + "] 2/4 trials  best 0.7" in text
+    assert "[" + "#" * 15 + "." * 15 + "] 2/4 trials  best trial 0.7" in text
 
 
 def test_a_time_limited_search_shows_its_time_not_an_empty_bar() -> None:
@@ -232,5 +253,37 @@ def test_a_time_limited_search_shows_its_time_not_an_empty_bar() -> None:
         )
     )
     assert screen.getvalue() == (
-        "job 3 running   [" + "#" * 20 + "." * 10 + "] 13 trials  best 0.91 accuracy  00:30/00:45\n"
+        "job 3 running   ["
+        + "#" * 20
+        + "." * 10
+        + "] 13 trials  best trial 0.91 accuracy  00:30/00:45\n"
+    )
+
+
+def test_a_finished_search_shows_its_registered_version_beside_the_best_trial() -> None:
+    screen = io.StringIO()
+    ProgressBar(screen).show(
+        Job.of(
+            {
+                "id": 4,
+                "kind": "search",
+                "model_name": "survey",
+                "error": None,
+                "result": None,
+                "status": "succeeded",
+                "progress": {
+                    "trials_done": 8,
+                    "trials_total": 8,
+                    "best_value": 0.6694,
+                    "best_metric": "accuracy",
+                    "registered_value": 0.678,
+                    "registered_version": 3,
+                    "elapsed_s": 75,
+                },
+            }
+        )
+    )
+    assert screen.getvalue() == (
+        "job 4 succeeded [" + "#" * 30 + "] 8/8 trials  "
+        "registered v3 0.678 accuracy, best trial 0.6694 accuracy  01:15\n"
     )

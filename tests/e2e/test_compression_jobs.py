@@ -175,6 +175,12 @@ def test_recommendation_honours_the_budget_and_serves(
     for row in report["rows"][1:]:
         if row["accuracy_drop"] > MAX_DROP:
             assert not row["qualifies"] and "max_accuracy_drop" in row["not_recommended_because"]
+    for row in report["rows"]:
+        assert row["recommended"] or row["not_recommended_because"], row  # each says why not
+    serving = searched["result"]["serving"]
+    if recommended != parent["version"]:  # set beside what serves, which it does not replace
+        assert serving["version"] == recommended and serving["serving_version"] != recommended
+        assert serving["promote_cli"] == f"kiln promote blobs {recommended} --gate manual"
     rows_in = np.random.default_rng(0).normal(size=(3, 8)).tolist()
     with server.client() as client:
         response = client.post(
@@ -327,6 +333,10 @@ def test_a_searched_version_is_compressed_on_its_own_test_split(
         # what the search measured on its held-out rows.
         assert first["rows"][0]["accuracy"] == registered["metrics"]["accuracy"]
         assert job["dataset_id"] == registered["lineage"]["dataset_id"]
+        serving = job["result"]["serving"]  # the search's first version still serves
+        assert serving["serving_version"] == winner and not serving["took_alias"]
+        if first["recommended_version"] != winner:  # measured on the rows the winner was
+            assert serving["version"] == first["recommended_version"] and serving["same_rows"]
         second = report_of(server, again["id"])
         pruned = second["rows"][1]
         version = client.get(f"/v1/models/blobs/versions/{pruned['version']}").json()

@@ -152,6 +152,11 @@ def test_an_average_of_the_best_networks_competes_and_serves(server: KilnServer)
         validation = version["metrics"]["validation"]
         assert validation["ensemble_of_trials"] == ensemble["members"]
         assert validation["ensemble_weights"] == weights and validation["log_loss"] == best
+        members = version["config"]["members"]  # typed on the version, with families
+        assert [(m["trial"], m["weight"], m["family"]) for m in members] == [
+            (trial, weight, "mlp")
+            for trial, weight in zip(ensemble["members"], weights, strict=True)
+        ]
         assert len(version["metrics"]["validation"]["cv_scores"]) == 5
         assert version["metrics"]["test_rows"] == 36 and version["metrics"]["accuracy"] > 0.75
         answer = client.post(

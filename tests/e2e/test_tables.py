@@ -151,6 +151,7 @@ def test_the_winner_takes_raw_columns(server: KilnServer, searched: dict[str, An
         "categories": None,
         "allows_missing": True,
         "required": False,
+        "words_as_gaps": False,
     }  # an identifier: accepted, never read
     assert inputs["island"]["datatype"] == "BYTES" and inputs["island"]["kind"] == "categorical"
     assert set(inputs["island"]["categories"]) == {"Biscoe", "Dream", "Torgersen"}
@@ -163,6 +164,7 @@ def test_the_winner_takes_raw_columns(server: KilnServer, searched: dict[str, An
         "categories": None,
         "allows_missing": True,
         "required": True,
+        "words_as_gaps": False,
     }
     assert searched["metrics"]["accuracy"] > 0.7
     assert searched["metrics"]["onnx_max_abs_diff"] <= 1e-4

@@ -74,7 +74,7 @@ def test_a_savepoint_publishes_nothing_until_the_outer_commit(
     told = Told()
     changes.subscribe(told)
     with session_scope(settings.database_url) as session:
-        aliases.set_alias(session, name="flowers", alias="production", version=1)
+        aliases.set_alias(session, name="flowers", alias="staging", version=1)
         session.flush()
         savepoint = session.begin_nested()
         session.execute(update(RequestLogPart).values(rows=0))

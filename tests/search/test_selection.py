@@ -29,9 +29,10 @@ def trial(number: int, value: float, **metrics: float) -> Trial:
 
 def test_folds_cover_the_non_test_rows_once_and_keep_class_shares() -> None:
     target = np.array([0] * 60 + [1] * 30 + [2] * 10)
-    splits = split_indices(target, Task.CLASSIFICATION, seed=3)
+    features = np.arange(100, dtype=np.float32).reshape(-1, 1)
+    splits = split_indices(target, Task.CLASSIFICATION, seed=3, features=features)
     rows = np.sort(np.concatenate([splits.train, splits.validation]))
-    folds = fold_indices(target, Task.CLASSIFICATION, rows, 5, seed=3)
+    folds = fold_indices(target, Task.CLASSIFICATION, rows, 5, seed=3, groups=splits.groups)
     validated = np.concatenate([val for _, val in folds])
     assert np.array_equal(np.sort(validated), rows)
     assert not set(validated) & set(splits.test)
@@ -138,7 +139,7 @@ def test_fold_data_places_each_folds_rows_for_out_of_fold_predictions() -> None:
 
     target = np.arange(100) % 2
     features = np.arange(100, dtype=np.float32).reshape(-1, 1)
-    splits = split_indices(target, Task.CLASSIFICATION, seed=1)
+    splits = split_indices(target, Task.CLASSIFICATION, seed=1, features=features)
     folds = fold_data(features, target, Task.CLASSIFICATION, splits, seed=1)
     assert len(folds) == 5
     placed = np.concatenate(folds.positions)

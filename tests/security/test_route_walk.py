@@ -71,6 +71,8 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
     ("POST", "/v1/models/{name}/aliases/{alias}/promote"): Scope.WRITE,
     ("GET", "/v1/models/{name}/traffic"): Scope.READ,
     ("GET", "/v1/models/{name}/drift"): Scope.READ,
+    ("GET", "/v1/models/{name}/drift/progress"): Scope.READ,
+    ("GET", "/v1/models/{name}/serving/stats"): Scope.READ,
     ("GET", "/v1/models/{name}/events"): Scope.READ,
     ("GET", "/v1/models/{name}/logs"): Scope.LOGS,  # clients' raw inputs: never read alone
     ("GET", "/v1/models/{name}/logs/{part}"): Scope.LOGS,

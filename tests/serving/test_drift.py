@@ -1,14 +1,20 @@
 """Drift: live rows against the training profile of the version's dataset, per column.
 A shifted sample drifts and an unshifted one does not (through the real gateway app, a
 real dataset upload and registry, the window in /v1/models/{name}/drift, the event and
-/metrics); categories training never saw and gaps are counted (the monitor alone)."""
+/metrics); categories training never saw and gaps are counted (the monitor alone); the
+gateway records how far the next window has got, and the model page says what the first
+window needs, then draws each column's PSI over the windows and its distributions."""
 
 from __future__ import annotations
 
 import io
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +31,7 @@ from app.serving.drift import DriftMonitor, psi, reference_of
 from app.serving.observations import Observation
 from app.storage import get_store
 from tests.conftest import make_settings
+from tests.helpers import ui_sign_in
 
 ROWS = 600
 
@@ -119,6 +126,11 @@ def test_a_shifted_sample_drifts_and_an_unshifted_one_does_not(
     assert newest["drifted"] == ["f2"]
     by_column = {column["column"]: column for column in newest["columns"]}
     assert by_column["f2"]["psi"] > 2 and by_column["f0"]["psi"] < 0.2
+    # The live shares per bucket: ten bins between the training deciles, then gaps.
+    live = by_column["f2"]["live_shares"]
+    assert len(live) == 11 and sum(live) == pytest.approx(1.0) and live[-1] == 0
+    assert live[-2] > 0.9  # shifted three deviations: nearly all past the top decile
+    assert max(by_column["f0"]["live_shares"][:-1]) < 0.25  # unshifted: near a tenth each
     [event] = watched.get("/v1/models/watched/events", headers=admin).json()
     assert event["kind"] == "drift" and "f2" in event["message"]
     again = rng.normal(size=(200, 4))
@@ -129,6 +141,24 @@ def test_a_shifted_sample_drifts_and_an_unshifted_one_does_not(
     metrics = watched.get("/metrics").text
     assert 'kiln_drift_psi{column="f2",model="watched",version="1"}' in metrics
     assert 'kiln_model_events_total{kind="drift",model="watched"} 1.0' in metrics
+
+
+def test_the_next_window_s_progress_comes_from_the_gateway(
+    watched: TestClient, admin: dict[str, str]
+) -> None:
+    rng = np.random.default_rng(3)
+    assert watched.get("/v1/models/watched/drift/progress", headers=admin).json() == []
+    send(watched, admin, rng.normal(size=(60, 4)))
+    [progress] = watched.get("/v1/models/watched/drift/progress", headers=admin).json()
+    assert progress["version"] == 1 and progress["rows"] == 60
+    assert progress["window_rows"] == 200 and progress["sample"] == 1.0
+    assert progress["rows_to_window"] == 140
+    send(watched, admin, rng.normal(size=(160, 4)))  # the window fills; 20 rows open the next
+    [progress] = watched.get("/v1/models/watched/drift/progress", headers=admin).json()
+    assert progress["rows"] == 20 and progress["rows_to_window"] == 180
+    assert len(watched.get("/v1/models/watched/drift", headers=admin).json()) == 1
+    gateway_of(watched.app).monitors.stop()  # type: ignore[arg-type]  # its window ends with it
+    assert watched.get("/v1/models/watched/drift/progress", headers=admin).json() == []
 
 
 def test_the_model_sets_its_own_threshold(watched: TestClient, admin: dict[str, str]) -> None:
@@ -212,3 +242,42 @@ def test_a_long_text_value_costs_its_own_length_to_count() -> None:
     tracemalloc.stop()
     assert peak < 2_000_000, peak
     assert counts.rows == 2000 and counts.buckets.tolist() == [1999, 1, 0] and counts.unseen == 1
+
+
+def page_figures(page: str) -> dict[str, Any]:
+    """The figures the page's parts bring (their JSON scripts), merged."""
+    found: dict[str, Any] = {}
+    for part in re.findall(r'<script type="application/json" class="figures">(.*?)</script>', page):
+        found.update(json.loads(part))
+    return found
+
+
+def test_the_drift_panel_says_what_the_first_window_needs_then_draws_the_windows(
+    watched: TestClient, admin: dict[str, str], keys: dict[str, str]
+) -> None:
+    """A version trained on a dataset, every request sampled, windows of 200 rows."""
+    ui_sign_in(watched, keys["read"])
+    empty = unescape(watched.get("/ui/models/watched").text)
+    assert "No sampled rows yet. A window needs 200 sampled rows" in empty
+    assert "samples 100% of requests" in empty and "about 200 predicted rows" in empty
+    rng = np.random.default_rng(5)
+    send(watched, admin, rng.normal(size=(60, 4)))
+    started = unescape(watched.get("/ui/models/watched").text)
+    assert 'id="drift-rows">60 of 200</strong>' in started
+    assert 'id="drift-sample">100%' in started and 'id="drift-needed">140</strong>' in started
+    assert "chart-drift-psi" not in started  # no window yet: nothing to draw
+    shifted = rng.normal(size=(340, 4))
+    shifted[:, 2] += 3.0
+    send(watched, admin, shifted)  # two windows of 200 rows, the second f2 drifted
+    page = unescape(watched.get("/ui/models/watched").text)
+    assert "drift-rows" not in page and "Newest of 2 windows" in page
+    figures = page_figures(page)
+    psi = figures["drift-psi"]["data"]
+    assert psi[0]["name"] == "f2"  # drifted first
+    assert psi[0]["visible"] is True and len(psi[0]["y"]) == 2 and psi[0]["y"][1] > 2
+    assert {trace["name"] for trace in psi} == {"f0", "f1", "f2", "f3", "threshold"}
+    training, live = figures["drift-column:f2"]["data"]
+    assert len(training["x"]) == len(live["x"]) == 11 and training["x"][-1] == "gaps"
+    assert live["y"][-2] > 0.9 and abs(training["y"][-2] - 0.1) < 0.02
+    assert 'data-figure="drift-column:f2"' in page  # drawn first; a click draws another
+    assert '<tr class="drifted" data-column="f2">' in page

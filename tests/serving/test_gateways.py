@@ -1,12 +1,14 @@
 """``kiln serve --gateways 2``: two gateway processes share the HTTP and gRPC ports, each
-with its own session cache; /metrics in either sums both; a write made through one (an
-alias moved, a key revoked) shows at once whichever process serves the next request."""
+with its own session cache; /metrics and the per-second serving stats in either sum both;
+a write made through one (an alias moved, a key revoked) shows at once whichever process
+serves the next request."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -66,7 +68,7 @@ def metric(kiln: KilnServer, name: str, **labels: str) -> float:
 
 
 def test_both_processes_serve_and_metrics_sum_them(kiln: KilnServer) -> None:
-    assert set(fresh_connection_predicts(kiln, 60)) == {2}
+    assert set(fresh_connection_predicts(kiln, 60)) == {1}  # the first upload took production
     for _ in range(10):  # a new channel (so a new connection) per call
         peer = TritonGrpcPeer(kiln.grpc_port)
         assert peer.infer(np.full((1, 4), 6.0, np.float32), key=kiln.key)["ok"]
@@ -86,15 +88,48 @@ def test_both_processes_serve_and_metrics_sum_them(kiln: KilnServer) -> None:
     assert metric(kiln, "kiln_models_loaded") == 2
 
 
+def test_the_per_second_stats_sum_both_processes(kiln: KilnServer, classifier_onnx: Path) -> None:
+    """Each process writes its per-second counters for the other within a second;
+    whichever answers the stats route sums both."""
+    kiln.upload_model("counted", classifier_onnx, labels='["a", "b", "c"]')
+    for _ in range(40):  # each on a new connection: spread over both processes
+        with httpx.Client(base_url=kiln.url, timeout=30) as client:
+            answer = client.post(
+                "/v1/models/counted/predict",
+                json=ROW,
+                headers={"Authorization": f"Bearer {kiln.key}"},
+            )
+        assert answer.status_code == 200, answer.text
+
+    def stats() -> dict[str, Any]:
+        with httpx.Client(base_url=kiln.url, timeout=30) as client:  # a new connection
+            answer = client.get(
+                "/v1/models/counted/serving/stats?seconds=900",
+                headers={"Authorization": f"Bearer {kiln.key}"},
+            )
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    def counted(answer: dict[str, Any]) -> int:
+        return sum(s["totals"]["requests"] for s in answer["series"])
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (stats()["processes"] != 2 or counted(stats()) < 40):
+        time.sleep(0.2)
+    for _ in range(5):  # whichever process answers
+        answered = stats()
+        assert answered["processes"] == 2 and counted(answered) == 40
+
+
 def test_a_write_through_one_process_shows_in_all_at_once(kiln: KilnServer) -> None:
     with kiln.client() as client:
-        moved = client.put("/v1/models/flowers/aliases/production", json={"version": 1})
+        moved = client.put("/v1/models/flowers/aliases/production", json={"version": 2})
         assert moved.status_code == 200, moved.text
     # The cache lives an hour here: only the shared counter can make this true.
-    assert set(fresh_connection_predicts(kiln, 30)) == {1}
+    assert set(fresh_connection_predicts(kiln, 30)) == {2}
     with kiln.client() as client:
         created = client.post("/v1/keys", json={"name": "app", "scope": "infer"}).json()
-    assert set(fresh_connection_predicts(kiln, 20, created["key"])) == {1}
+    assert set(fresh_connection_predicts(kiln, 20, created["key"])) == {2}
     with kiln.client() as client:
         assert client.delete(f"/v1/keys/{created['id']}").status_code == 200
     assert set(fresh_connection_predicts(kiln, 20, created["key"])) == {401}

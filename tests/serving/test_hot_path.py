@@ -19,8 +19,9 @@ from sqlalchemy import event
 
 from app.api.state import gateway_of
 from app.core.config import Settings
-from app.core.db import get_engine
+from app.core.db import get_engine, session_scope
 from app.main import create_app
+from app.registry.aliases import set_alias
 from app.serving.directory import ServingDirectory
 from app.serving.runtime import ModelSource
 from tests.conftest import make_settings, register
@@ -91,6 +92,8 @@ def test_other_processes_changes_show_after_the_ttl(
             == 1
         )
         register(tuned, classifier_onnx, labels=["a2", "b2", "c2"])  # as a worker would
+        with session_scope(tuned.database_url) as session:  # and a promotion elsewhere
+            set_alias(session, name="flowers", alias="production", version=2)
         assert (
             client.post("/v1/models/flowers/predict", headers=admin, json=ROW).json()["version"]
             == 2

@@ -32,16 +32,21 @@ def test_predictions_are_original_labels(
     assert body["model"] == "flowers" and body["version"] == 1
     assert body["predictions"] == ["setosa", "virginica"]
     assert len(body["probabilities"]) == 2 and abs(sum(body["probabilities"][0]) - 1) < 1e-5
+    assert body["classes"] == LABELS  # the class of each probability column, in order
+    for row, prediction in zip(body["probabilities"], body["predictions"], strict=True):
+        assert body["classes"][row.index(max(row))] == prediction
 
 
-def test_default_is_newest_and_version_query_pins(
+def test_default_is_production_and_version_query_pins(
     client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path
 ) -> None:
     register(settings, classifier_onnx, labels=LABELS)
     register(settings, classifier_onnx, labels=[10, 20, 30])
-    assert predict(client, admin, {"inputs": [[6, 6, 6, 6]]})[1]["predictions"] == [30]
-    pinned = predict(client, admin, {"inputs": [[6, 6, 6, 6]]}, "?version=1")[1]
-    assert pinned["version"] == 1 and pinned["predictions"] == ["virginica"]
+    default = predict(client, admin, {"inputs": [[6, 6, 6, 6]]})[1]
+    assert default["version"] == 1 and default["predictions"] == ["virginica"]  # the first
+    pinned = predict(client, admin, {"inputs": [[6, 6, 6, 6]]}, "?version=2")[1]
+    assert pinned["version"] == 2 and pinned["predictions"] == [30]
+    assert pinned["classes"] == [10, 20, 30]
 
 
 BAD_BODIES = [

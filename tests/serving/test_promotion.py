@@ -175,6 +175,7 @@ def test_refusals(
 def test_without_the_alias_there_is_nothing_to_promote_within(
     client: TestClient, admin: dict[str, str], versions: None
 ) -> None:
+    assert client.delete(ALIAS, headers=admin).status_code == 204  # the first version's
     response = client.post(f"{ALIAS}/promote", headers=admin, json={"version": 2, "gate": "manual"})
     assert response.status_code == 422 and "has no alias 'production'" in response.text
 

@@ -191,6 +191,7 @@ def test_a_dataset_from_the_log_and_a_labels_csv(logged: TestClient, admin: dict
     assert made.status_code == 201, made.text
     body = made.json()
     assert body["joined"] == 40 and body["unmatched"] == 1 and body["ambiguous"] == 0
+    assert body["duplicates"] == 36  # the inputs cycle through four rows
     assert body["rows"] == 40 and body["target"] == "label"
     assert body["feature_names"] == ["input_0", "input_1", "input_2", "input_3"]
     assert body["class_labels"] == ["no", "yes"]

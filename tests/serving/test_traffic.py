@@ -145,6 +145,27 @@ def test_a_shadow_sees_a_copy_and_is_compared(
     assert stats["dropped"] == 0 and stats["failures"] == 0
 
 
+def test_only_the_current_shadow_is_reported(
+    client: TestClient, app: FastAPI, admin: dict[str, str], three: None
+) -> None:
+    assert client.put(ALIAS, headers=admin, json={"version": 1, "shadow": 3}).status_code == 200
+    for _ in range(5):
+        answered_by(client, admin)
+    assert shadow_stats(client, app, admin)["rows"] == 5
+    promoted = client.post(f"{ALIAS}/promote", headers=admin, json={"version": 3, "gate": "manual"})
+    assert promoted.status_code == 200 and promoted.json()["promoted"]
+    traffic = client.get("/v1/models/flowers/traffic", headers=admin).json()
+    assert traffic["alias"]["version"] == 3 and traffic["alias"]["shadow"] is None
+    assert traffic["shadows"] == []  # v3 is no one's shadow now
+    assert client.put(ALIAS, headers=admin, json={"version": 3, "shadow": 2}).status_code == 200
+    fresh = client.get("/v1/models/flowers/traffic", headers=admin).json()
+    assert fresh["shadows"] == []  # nothing compared yet: the (1, 3) totals are not v2's
+    for _ in range(4):
+        assert answered_by(client, admin) == 3
+    stats = shadow_stats(client, app, admin)
+    assert (stats["primary_version"], stats["shadow_version"], stats["rows"]) == (3, 2, 4)
+
+
 class Blocked:
     """A shadow model that waits for the test to let it run (or fails)."""
 

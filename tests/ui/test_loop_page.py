@@ -32,7 +32,9 @@ def test_the_model_page_shows_routes_shadow_drift_and_events(
         register(settings, classifier_onnx, labels=["a", "b", "c"])
     ui_sign_in(client, keys["read"])
     quiet = unescape(client.get("/ui/models/flowers").text)
-    assert "One version answers everything" in quiet and "No drift window yet" in quiet
+    assert '<p id="routes">production: v1 100%</p>' in quiet  # registering v1 pinned it
+    # An uploaded version: the page says why it has no drift window, not just that.
+    assert "Version 1 has no training profile" in quiet and "drift is not measured" in quiet
     split = {"versions": [{"version": 1, "weight": 90}, {"version": 2, "weight": 10}], "shadow": 3}
     assert client.put("/v1/models/flowers/aliases/production", headers=admin, json=split).is_success
     for _ in range(20):
@@ -73,6 +75,7 @@ def test_the_model_page_shows_routes_shadow_drift_and_events(
     shadows = page[page.index('id="shadows"') :]
     assert "<td>v3</td>" in shadows and "100.00%" in shadows  # rows split 1 and 2: compared
     drift = page[page.index('id="drift-columns"') :]
-    assert '<tr class="drifted"><td>petal</td><td>numeric</td><td>1.2500</td>' in drift
+    row = '<tr class="drifted" data-column="petal"><td>petal</td><td>numeric</td><td>1.2500</td>'
+    assert row in drift
     assert "<td>colour</td><td>categorical</td><td>0.0100</td>" in drift and "5.0%" in drift
     assert "drifted: petal" in page and "drift in 1 column(s): petal" in page

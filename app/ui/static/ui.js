@@ -2,10 +2,18 @@
 // by fetching the page's main part again every two seconds until nothing changes there.
 "use strict";
 
+// A page's figures: its #figures, and those of each part that brings its own (.figures).
+function pageFigures(root) {
+  const figures = {};
+  root.querySelectorAll("script#figures, script.figures").forEach((source) => {
+    Object.assign(figures, JSON.parse(source.textContent));
+  });
+  return figures;
+}
+
 function drawCharts(root) {
-  const source = root.querySelector("#figures");
-  if (!source || typeof Plotly === "undefined") return;
-  const figures = JSON.parse(source.textContent);
+  if (typeof Plotly === "undefined") return;
+  const figures = pageFigures(root);
   root.querySelectorAll(".chart[data-figure]").forEach((element) => {
     const figure = figures[element.dataset.figure];
     if (!figure) return;
@@ -73,4 +81,41 @@ document.addEventListener("DOMContentLoaded", () => {
       out.textContent = `the gateway did not answer: ${error}`;
     }
   });
+});
+
+// The model page's drift panel: a click on a column's row, or on its line in the PSI
+// chart, draws that column's training and live distributions.
+function showDriftColumn(column) {
+  const chart = document.getElementById("chart-drift-column");
+  if (!chart || typeof Plotly === "undefined") return;
+  const name = document.getElementById("drift-column-name");
+  const figure = pageFigures(document)[`drift-column:${column}`];
+  document.querySelectorAll("#drift-columns tr[data-column]").forEach((row) => {
+    row.classList.toggle("selected", row.dataset.column === column);
+  });
+  if (!figure) {
+    name.textContent = `${column} (no training distribution to compare with)`;
+    Plotly.purge(chart);
+    return;
+  }
+  name.textContent = column;
+  chart.dataset.figure = `drift-column:${column}`;
+  Plotly.react(chart, figure.data, figure.layout, { responsive: true, displaylogo: false });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const table = document.getElementById("drift-columns");
+  if (table) {
+    table.addEventListener("click", (event) => {
+      const row = event.target.closest("tr[data-column]");
+      if (row) showDriftColumn(row.dataset.column);
+    });
+  }
+  const psi = document.getElementById("chart-drift-psi");
+  if (psi && typeof psi.on === "function") {
+    psi.on("plotly_click", (event) => {
+      const point = event.points && event.points[0];
+      if (point && point.data.meta) showDriftColumn(point.data.meta);
+    });
+  }
 });

@@ -10,6 +10,7 @@ server's code: ``pip install modelkiln`` on a laptop and point it at a gateway.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -220,12 +221,21 @@ class Client(LoopCalls):
 
     # Datasets
     def upload_dataset(
-        self, path: str | Path, target: str, *, name: str | None = None, task: str | None = None
+        self,
+        path: str | Path,
+        target: str,
+        *,
+        name: str | None = None,
+        task: str | None = None,
+        columns: dict[str, str] | None = None,
     ) -> Dataset:
+        """Upload a CSV; ``columns`` sets column types by name (``{"grade": "categorical"}``:
+        numeric, categorical, datetime, text or ignore), as a profile's reasons suggest."""
         form = {
             "target": target,
             **({"name": name} if name else {}),
             **({"task": task} if task else {}),
+            **({"columns": json.dumps(columns)} if columns else {}),
         }
         source = Path(path)
         with source.open("rb") as handle:

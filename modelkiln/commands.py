@@ -44,7 +44,9 @@ def _table(rows: list[list[Any]], header: list[str]) -> None:
 
 def datasets_upload(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        dataset = client.upload_dataset(args.file, args.target, name=args.name, task=args.task)
+        dataset = client.upload_dataset(
+            args.file, args.target, name=args.name, task=args.task, columns=args.columns
+        )
     if args.json:
         _print_json(dataset.data)
     else:
@@ -267,6 +269,17 @@ def _with_client(handler: Callable[[argparse.Namespace, Client], int]) -> Callab
     return run_with
 
 
+def _column_types(text: str) -> dict[str, str]:
+    """--columns: a JSON object of column name to type (the server checks the types)."""
+    try:
+        types = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+    if not isinstance(types, dict) or not all(isinstance(v, str) for v in types.values()):
+        raise argparse.ArgumentTypeError('a JSON object of name to type: {"grade": "categorical"}')
+    return types
+
+
 def add_commands(commands: Any) -> None:
     """Add the client's commands to the ``kiln`` parser's subcommands."""
     datasets = commands.add_parser("datasets", help="upload, list and show datasets")
@@ -276,6 +289,12 @@ def add_commands(commands: Any) -> None:
     upload.add_argument("--target", required=True, help="the column to predict")
     upload.add_argument("--name")
     upload.add_argument("--task", choices=["classification", "regression"])
+    upload.add_argument(
+        "--columns",
+        type=_column_types,
+        help='column types by name as JSON, e.g. \'{"grade": "categorical"}\' '
+        "(as a profile's reason suggests)",
+    )
     _common(upload, datasets_upload)
     listing = sub.add_parser("list", help="list datasets")
     listing.add_argument("--limit", type=int, default=50)

@@ -12,14 +12,22 @@ from typing import Any
 
 from modelkiln.client import Client, Version
 
+# The cells the server reads as gaps in a CSV (any case), so a file that uploaded predicts.
+GAPS = frozenset(("", "na", "n/a", "nan", "null", "none", "?"))
 
-def _number(cell: str) -> float | None:
+
+def _number(cell: str, words_as_gaps: bool = False) -> float | str | None:
+    """A numeric cell as the server takes it: a number, None for a gap, or (in a column
+    whose upload held a few words among its numbers) the text, which the server reads as
+    a gap just as the upload did."""
     text = cell.strip()
-    if not text:
+    if text.lower() in GAPS:
         return None
     try:
         return float(text)
     except ValueError:
+        if words_as_gaps:
+            return text
         raise ValueError(f"{cell!r} is not a number") from None
 
 
@@ -32,6 +40,7 @@ class RowReader:
         inputs = version.inputs
         self.header = header
         self.kinds: dict[str, str] | None = None
+        self.words_as_gaps = {spec["name"] for spec in inputs if spec.get("words_as_gaps")}
         if inputs and all(spec.get("kind") for spec in inputs):
             self.kinds = {
                 spec["name"]: spec["kind"]
@@ -65,7 +74,11 @@ class RowReader:
             record: dict[str, Any] = {}
             for name, kind in self.kinds.items():
                 cell = row[self.header.index(name)]
-                record[name] = _number(cell) if kind == "numeric" else (cell or None)
+                record[name] = (
+                    _number(cell, name in self.words_as_gaps)
+                    if kind == "numeric"
+                    else (cell or None)
+                )
             return record
         except (ValueError, IndexError) as error:
             raise ValueError(f"line {line}: {error}") from None

@@ -174,7 +174,7 @@ def parse_csv(
         encoding.feature_names() if encoding is not None else [column.name for column in usable]
     )
     groups = row_groups(features)  # as every split will group them
-    check_distinct(groups)
+    check_distinct(groups, encoded, resolved_task, class_labels)
     return ParsedDataset(
         features=features,
         target=encoded,

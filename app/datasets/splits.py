@@ -18,7 +18,7 @@ TEST_FRACTION = 0.15
 MIN_ROWS = 10
 MIN_ROWS_PER_CLASS = 3  # one each for train, validation and test
 MIN_DISTINCT_ROWS = 3  # one group each for train, validation and test
-HASH_ROWS = 8192  # rows hashed at a time (memory: this many rows of features, twice)
+HASH_ROWS = 8192  # rows hashed or compared at a time (memory: this many rows, a few times)
 _FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
 
 
@@ -33,14 +33,23 @@ class SplitIndices:
     groups: np.ndarray
 
 
+def _canonical(rows: np.ndarray) -> np.ndarray:
+    """float32 rows as comparable words: -0 as 0, every NaN as one NaN."""
+    words = (rows + np.float32(0.0)).view(np.uint32)
+    words[np.isnan(rows)] = np.float32("nan").view(np.uint32)
+    return words
+
+
 def row_groups(features: np.ndarray) -> np.ndarray:
-    """Each row's group: the index of the first row whose features are the same, found by a
-    64-bit hash of the float32 values (a collision only puts two rows in one group)."""
+    """Each row's group: the index of the first row whose float32 features are exactly the
+    same. Rows are hashed a chunk at a time (64 bits), and every row a hash puts in another
+    row's group is then compared with that row, value by value: two different rows that
+    share a hash (made on purpose, or by chance) are regrouped exactly, never merged."""
     rows = len(features)
     matrix = np.asarray(features, dtype=np.float32).reshape(rows, -1)
     hashes = np.empty(rows, dtype=np.uint64)
     for start in range(0, rows, HASH_ROWS):
-        words = (matrix[start : start + HASH_ROWS] + np.float32(0.0)).view(np.uint32)  # -0 is 0
+        words = _canonical(matrix[start : start + HASH_ROWS])
         value = np.full(len(words), _FNV_OFFSET, dtype=np.uint64)
         for column in words.T:
             value ^= column
@@ -49,7 +58,33 @@ def row_groups(features: np.ndarray) -> np.ndarray:
         hashes[start : start + HASH_ROWS] = value
     _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
     groups: np.ndarray = first[inverse.reshape(-1)]
+    repeats = np.flatnonzero(groups != np.arange(rows))
+    collided = [
+        chunk[np.any(_canonical(matrix[chunk]) != _canonical(matrix[groups[chunk]]), axis=1)]
+        for chunk in np.array_split(repeats, max(1, len(repeats) // HASH_ROWS))
+    ]
+    wrong = np.concatenate(collided) if collided else repeats[:0]
+    if len(wrong):
+        members = np.flatnonzero(np.isin(groups, groups[wrong]))  # every row of those hashes
+        as_bytes = np.ascontiguousarray(_canonical(matrix[members])).view(
+            np.dtype((np.void, 4 * matrix.shape[1]))
+        )
+        _, inner, again = np.unique(as_bytes.reshape(-1), return_index=True, return_inverse=True)
+        groups[members] = members[inner[again.reshape(-1)]]
     return groups
+
+
+def _rarest_class(target: np.ndarray, groups: np.ndarray, leaders: np.ndarray) -> np.ndarray:
+    """For each group in ``leaders``, the rarest class among its rows (rows labelled
+    differently yet read the same are one group: it is dealt with its rarest class, so that
+    class's groups are dealt among themselves and training always holds one)."""
+    counts = np.bincount(target)
+    rank = np.argsort(np.argsort(counts, kind="stable"), kind="stable")  # 0: the rarest
+    lowest = np.full(len(groups), len(counts), dtype=np.int64)
+    np.minimum.at(lowest, groups, rank[target])
+    by_rank = np.argsort(rank)
+    chosen: np.ndarray = by_rank[lowest[leaders]]
+    return chosen
 
 
 def duplicate_rows(groups: np.ndarray) -> int:
@@ -74,15 +109,29 @@ def check_splittable(target: np.ndarray, task: Task, labels: list[Any] | None) -
                 )
 
 
-def check_distinct(groups: np.ndarray) -> None:
+def check_distinct(
+    groups: np.ndarray, target: np.ndarray, task: Task, labels: list[Any] | None
+) -> None:
     """Raise InvalidInput unless there are enough distinct feature rows for three splits
-    that share none."""
+    that share none, and for a classifier, enough of each class: identical rows stay in one
+    split, so a class needs distinct rows, not repeats, to be trained on and scored."""
     distinct = len(groups) - duplicate_rows(groups)
     if distinct < MIN_DISTINCT_ROWS:
         raise InvalidInput(
             f"dataset has {len(groups)} rows but {distinct} distinct row(s) of features; at "
             f"least {MIN_DISTINCT_ROWS} are needed, as identical rows stay in one split"
         )
+    if task != Task.CLASSIFICATION or labels is None:
+        return
+    for position, label in enumerate(labels):
+        mine = groups[target == position]
+        count = len(np.unique(mine))
+        if count < MIN_ROWS_PER_CLASS:
+            raise InvalidInput(
+                f"class {label!r} has {len(mine)} row(s) but {count} distinct row(s) of "
+                f"features; each class needs at least {MIN_ROWS_PER_CLASS} (one per split), "
+                "as identical rows stay in one split"
+            )
 
 
 def _cut(count: int) -> tuple[int, int]:
@@ -152,6 +201,23 @@ def _fill_empty(parts: list[list[list[int]]], sizes: np.ndarray) -> None:
         parts[needy].append([smallest])
 
 
+def _train_holds_the_class(dealt: tuple[list[int], ...], sizes: np.ndarray) -> None:
+    """Move a class's smallest groups so that training holds at least one and training and
+    validation two between them (so every cross-validation fold trains on the class);
+    with one row per group this never moves anything."""
+    test, validation, train = dealt
+
+    def smallest(groups: list[int]) -> int:
+        found = min(groups, key=lambda leader: int(sizes[leader]))
+        groups.remove(found)
+        return found
+
+    while not train and (test or validation):
+        train.append(smallest(test if len(test) >= len(validation) else validation))
+    if len(train) + len(validation) < 2 and len(test) > 1:
+        validation.append(smallest(test))
+
+
 def split_indices(
     target: np.ndarray, task: Task, seed: int, *, features: np.ndarray
 ) -> SplitIndices:
@@ -162,17 +228,21 @@ def split_indices(
     found = _Groups(groups)
     leaders = np.flatnonzero(groups == np.arange(len(groups)))
     rng = np.random.default_rng(seed)
+    classes = _rarest_class(target, groups, leaders) if task == Task.CLASSIFICATION else None
     buckets = (
-        [leaders[target[leaders] == value] for value in np.unique(target[leaders])]
-        if task == Task.CLASSIFICATION
+        [leaders[classes == value] for value in np.unique(classes)]
+        if classes is not None
         else [leaders]
     )
     parts: list[list[list[int]]] = [[], [], []]  # test, validation, train: groups per bucket
     for bucket in buckets:
         shuffled = rng.permutation(bucket)
         n_test, n_validation = _cut(int(found.sizes[bucket].sum()))
-        for index, dealt in enumerate(_deal(shuffled, found.sizes, n_test, n_validation)):
-            parts[index].append(dealt)
+        dealt = _deal(shuffled, found.sizes, n_test, n_validation)
+        if classes is not None:
+            _train_holds_the_class(dealt, found.sizes)
+        for index, groups_dealt in enumerate(dealt):
+            parts[index].append(groups_dealt)
     _fill_empty(parts, found.sizes)
     test, validation, train = (
         found.rows(np.asarray([leader for bucket in part for leader in bucket], dtype=np.int64))
@@ -201,13 +271,12 @@ def fold_indices(
     each class in proportion. A fold left without rows (fewer groups than folds) is not
     returned."""
     rng = np.random.default_rng(seed)
-    ids, first = np.unique(groups[rows], return_index=True)  # each group's first row in rows
-    leaders = rows[first]
-    buckets = (
-        [ids[target[leaders] == value] for value in np.unique(target[leaders])]
-        if task == Task.CLASSIFICATION
-        else [ids]
-    )
+    ids = np.unique(groups[rows])  # the groups in rows, by their first row
+    if task == Task.CLASSIFICATION:
+        classes = _rarest_class(target, groups, ids)
+        buckets = [ids[classes == value] for value in np.unique(classes)]
+    else:
+        buckets = [ids]
     fold_of = {}
     offset = 0
     for bucket in buckets:

@@ -104,7 +104,8 @@ class SharedSeconds:
                 continue
             try:
                 counted = _add_file(path, model, since, seconds, summed)
-            except (OSError, EOFError, ValueError, KeyError, BadZipFile):  # gone or torn
+            except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, BadZipFile):
+                # gone, torn, or written by another build (other buckets, other keys)
                 logger.warning("skipped the per-second counters in %s", path, exc_info=True)
                 continue
             processes += counted

@@ -5,6 +5,7 @@ traffic split over time. Built on the server like ``app.ui.charts``; the page dr
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,13 @@ PALETTE = (
     "#bcbd22",
     "#17becf",
 )
+
+
+def plain(text: str) -> str:
+    """``text`` as Plotly shows it literally: its labels read a subset of HTML (links
+    included) and a hover template reads ``%{...}``, so a column or category named like
+    markup is escaped, and its ``%`` written as an entity Plotly turns back into one."""
+    return html.escape(text, quote=True).replace("%", "&#37;")
 
 
 def _layout(x: str, y: str, **extra: Any) -> dict[str, Any]:
@@ -70,12 +78,12 @@ def psi_over_time(windows: Sequence[dict[str, Any]], order: Sequence[str]) -> Fi
             {
                 "type": "scatter",
                 "mode": "lines+markers",
-                "name": column,
+                "name": plain(column),
                 "meta": column,  # what a click on the line draws the distributions of
                 "x": ended,
                 "y": values,
                 "visible": True if shown else "legendonly",
-                "hovertemplate": f"{column}<br>PSI %{{y:.4f}}<br>%{{x}}<extra></extra>",
+                "hovertemplate": f"{plain(column)}<br>PSI %{{y:.4f}}<br>%{{x}}<extra></extra>",
             }
         )
     data.append(
@@ -100,7 +108,7 @@ def distribution(
         {
             "type": "bar",
             "name": "training",
-            "x": list(labels),
+            "x": [plain(label) for label in labels],
             "y": [round(float(share), 6) for share in reference],
             "marker": {"color": "#94a3b8"},
         }
@@ -110,12 +118,12 @@ def distribution(
             {
                 "type": "bar",
                 "name": "live",
-                "x": list(labels),
+                "x": [plain(label) for label in labels],
                 "y": list(live),
                 "marker": {"color": "#c2410c"},
             }
         )
-    layout = _layout(column, "share of values", barmode="group")
+    layout = _layout(plain(column), "share of values", barmode="group")
     layout["yaxis"]["tickformat"] = ".0%"
     layout["margin"] = {**MARGIN, "b": 90}
     return {"data": data, "layout": layout}

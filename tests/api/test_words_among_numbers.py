@@ -105,7 +105,8 @@ def _refusal_or_reason(
 ) -> tuple[bytes, str, str]:
     """(file, the message that suggests a fix, the type the fix gives) for ``case``."""
     if case == "text forced numeric":
-        content = csv_bytes([name, "label"], [["u", "a"], ["v", "b"], ["w", "a"]] * 5)
+        texts = [[word, "ab"[i % 2]] for i, word in enumerate("uvwxyz")] * 5  # 3 per class
+        content = csv_bytes([name, "label"], texts)
         status, body = upload(client, admin, content, columns=json.dumps({name: "numeric"}))
         assert status == 422, body
         return content, body["detail"], "categorical"

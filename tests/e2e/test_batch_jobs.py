@@ -224,7 +224,7 @@ def test_a_killed_worker_resumes_from_its_last_finished_chunk(
 )
 def test_bad_submissions_are_refused(kiln: KilnServer, body: dict[str, Any], message: str) -> None:
     dataset_id = kiln.upload_dataset(
-        csv_bytes(["a", "b", "c", "d", "label"], [[1, 2, 3, 4, "x"], [4, 3, 2, 1, "y"]] * 10)
+        csv_bytes(["a", "b", "c", "d", "label"], [[i, 2, 3, 4, "xy"[i % 2]] for i in range(20)])
     )
     if body.get("dataset_id") == 1:
         body = {**body, "dataset_id": dataset_id}

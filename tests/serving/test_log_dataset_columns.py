@@ -63,22 +63,22 @@ def test_a_tensor_models_log_keeps_its_tables_column_names(
 def test_an_upload_without_a_table_gets_input_names_and_repeats_are_counted(
     logged: TestClient, admin: dict[str, str], settings: Settings
 ) -> None:
-    # Twelve requests of four distinct rows (the helper cycles them): eight repeats.
+    # Twelve requests of six distinct rows (the helper cycles them): six repeats.
     ids = log_requests(logged, admin, [f"r{index}" for index in range(12)])
     body = from_log(logged, admin, labelled(ids))
     assert body["feature_names"] == ["input_0", "input_1", "input_2", "input_3"]
-    assert (body["joined"], body["duplicates"], body["profile"]["duplicate_rows"]) == (12, 8, 8)
+    assert (body["joined"], body["duplicates"], body["profile"]["duplicate_rows"]) == (12, 6, 6)
     with session_scope(settings.database_url) as session:
         dataset = session.get(Dataset, body["id"])
         assert dataset is not None
         arrays = load_arrays(get_store(settings), dataset)
-    for seed in range(20):  # no seed puts one of the four rows on two sides
+    for seed in range(20):  # no seed puts one of the six rows on two sides
         splits = split_indices(arrays.target, Task(body["task"]), seed, features=arrays.features)
         sides = [
             {tuple(arrays.features[row]) for row in part}
             for part in (splits.train, splits.validation, splits.test)
         ]
-        assert sum(len(side) for side in sides) == 4 == len(set().union(*sides))
+        assert sum(len(side) for side in sides) == 6 == len(set().union(*sides))
 
 
 class Answered:
@@ -100,5 +100,5 @@ def test_the_cli_says_how_many_rows_repeat(
     assert loop_commands.from_log(args, Answered(body)) == 0
     assert capsys.readouterr().out == (
         f"dataset {body['id']}: 12 labelled rows from 'flowers''s request log (0 labels matched "
-        "no logged request; 8 repeat an earlier row's inputs)\n"
+        "no logged request; 6 repeat an earlier row's inputs)\n"
     )

@@ -141,11 +141,12 @@ def labels_csv(lines: list[str] | bytes) -> dict:
 
 
 def log_requests(client: TestClient, admin: dict[str, str], ids: list[str | None]) -> list[str]:
-    """One request per id (None: none sent), inputs of four values cycling through four
-    rows; the x-request-id each answer carried."""
+    """One request per id (None: none sent), inputs of four values cycling through six
+    rows (each label of ``labelled`` on three of them); the x-request-id each answer
+    carried."""
     carried = []
     for index, request_id in enumerate(ids):
-        value = float(index % 4)
+        value = float(index % 6)
         headers = admin if request_id is None else {**admin, "x-request-id": request_id}
         answer = client.post(
             PREDICT, headers=headers, json={"inputs": [[value, value + 1, value * 2, 1.0]]}
@@ -173,7 +174,7 @@ def labelled(ids: list[str]) -> list[str]:
 
 def test_a_dataset_from_the_log_and_a_labels_csv(logged: TestClient, admin: dict[str, str]) -> None:
     for index in range(40):
-        value = float(index % 4)
+        value = float(index % 6)
         logged.post(
             PREDICT,
             headers={**admin, "x-request-id": f"r{index}"},
@@ -191,7 +192,7 @@ def test_a_dataset_from_the_log_and_a_labels_csv(logged: TestClient, admin: dict
     assert made.status_code == 201, made.text
     body = made.json()
     assert body["joined"] == 40 and body["unmatched"] == 1 and body["ambiguous"] == 0
-    assert body["duplicates"] == 36  # the inputs cycle through four rows
+    assert body["duplicates"] == 34  # the inputs cycle through six rows
     assert body["rows"] == 40 and body["target"] == "label"
     assert body["feature_names"] == ["input_0", "input_1", "input_2", "input_3"]
     assert body["class_labels"] == ["no", "yes"]

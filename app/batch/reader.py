@@ -4,7 +4,6 @@ key columns are parsed; numbers straight to float32, text trimmed as the upload 
 
 from __future__ import annotations
 
-import codecs
 import csv
 import math
 import queue
@@ -21,6 +20,7 @@ from pyarrow import csv as arrow_csv
 from app.contracts.encoding import FLOAT32_MAX, NUMBER_PATTERN
 from app.contracts.signature import Signature
 from app.core.errors import BrokenInvariant, InvalidInput
+from app.core.text_files import first_undecodable_line
 from app.preprocessing.csv_reader import MISSING_SPELLINGS, is_number, short_list
 
 BLOCK_BYTES = 1 << 20  # Arrow reads a few blocks ahead: memory grows with this
@@ -148,21 +148,6 @@ def _first_bad_cell(path: Path, header: list[str], numeric: tuple[str, ...], fro
 _MISSING = set(MISSING_SPELLINGS.to_pylist())
 
 
-def _first_bad_text(path: Path) -> str:
-    """Which line holds the first byte that is not UTF-8 (on the error path only)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    lines = 1
-    with path.open("rb") as handle:
-        while block := handle.read(BLOCK_BYTES):
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as error:
-                lines += block.count(b"\n", 0, max(0, error.start))
-                return f"line {lines} is not UTF-8 text"
-            lines += block.count(b"\n")
-    return "the file is not UTF-8 text"
-
-
 def chunks(
     path: Path,
     header: list[str],
@@ -195,7 +180,7 @@ def chunks(
                 pending, held = rest.to_batches(), rest.num_rows
     except pa.ArrowInvalid as error:
         if "invalid UTF8" in str(error):
-            raise InvalidInput(_first_bad_text(path)) from None
+            raise InvalidInput(f"line {first_undecodable_line(path)} is not UTF-8 text") from None
         if "conversion error" in str(error):
             raise InvalidInput(_first_bad_cell(path, header, layout.numeric, seen)) from None
         raise InvalidInput(

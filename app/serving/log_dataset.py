@@ -11,7 +11,6 @@ refused and counted, unless the caller asks for the newest of them."""
 
 from __future__ import annotations
 
-import codecs
 import csv
 import re
 import tempfile
@@ -29,6 +28,7 @@ from app.contracts.enums import MAX_ID, Task
 from app.core.db import Session
 from app.core.errors import InvalidInput
 from app.core.names import COLUMN_NAME, DATASET_NAME, MODEL_NAME
+from app.core.text_files import first_undecodable_line
 from app.datasets import service as datasets
 from app.registry import monitoring
 from app.registry.service import get_model
@@ -100,20 +100,6 @@ def _row_number(cell: str, line: int) -> int:
     return number
 
 
-def _undecodable_line(path: Path) -> int:
-    """The line of the first byte of ``path`` that is not UTF-8 (the error path only)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    lines = 1
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as error:
-                return lines + chunk.count(b"\n", 0, max(error.start, 0))
-            lines += chunk.count(b"\n")
-    return lines
-
-
 def _labels(path: Path, target: str) -> dict[Key, tuple[str, int]]:
     """(request id, row) -> label and its line, from the labels CSV (every cell read as
     text: an id of digits keeps its leading zeros); 422 naming the line or column that is
@@ -157,7 +143,7 @@ def _labels(path: Path, target: str) -> dict[Key, tuple[str, int]]:
         raise InvalidInput(f"labels: line {line}: not a readable CSV ({error})") from None
     except UnicodeDecodeError:
         raise InvalidInput(
-            f"labels: line {_undecodable_line(path)}: not UTF-8 text (save the CSV as UTF-8)"
+            f"labels: line {first_undecodable_line(path)}: not UTF-8 text (save the CSV as UTF-8)"
         ) from None
     if not found:
         raise InvalidInput(f"labels: no labelled row (the {target!r} column is empty)")

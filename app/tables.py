@@ -97,8 +97,9 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     worker: Mapped[str | None] = mapped_column(String(255))
-    trials_done: Mapped[int] = mapped_column(Integer, default=0)
-    trials_total: Mapped[int] = mapped_column(Integer, default=0)
+    # Work done and planned, in the unit its kind counts in (trials, steps, rows).
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
     trial_slots: Mapped[int] = mapped_column(Integer, default=0)  # trials started (budget)
     best_value: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)

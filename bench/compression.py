@@ -155,7 +155,7 @@ def mnist_report(kind: str, seed: int = 0) -> dict[str, Any]:
     torch.set_num_threads(2)
     features, target = mnist_data()
     arrays = DatasetArrays(features=features.astype(np.float32), target=target.astype(np.int64))
-    splits = split_indices(arrays.target, Task.CLASSIFICATION, seed=seed)
+    splits = split_indices(arrays.target, Task.CLASSIFICATION, seed=seed, features=arrays.features)
     x, y = arrays.features, arrays.target
     data = CompressionData(
         task="classification",

@@ -120,7 +120,9 @@ class HeldOut:
             )
         seed = job["spec"]["search"]["seed"]
         arrays = load_arrays(self.store, dataset)
-        test = split_indices(arrays.target, Task(dataset.task), seed=seed).test
+        test = split_indices(
+            arrays.target, Task(dataset.task), seed=seed, features=arrays.features
+        ).test
         n_outputs = len(dataset.class_labels or [])
         point = candidate(
             trial["params"],
@@ -315,7 +317,7 @@ def plain_loop(kiln: Kiln, dataset_id: int, trials: int) -> tuple[float, float]:
     )
     plan = make_plan(spec, dataset)
     arrays = load_arrays(get_store(settings), dataset)
-    splits = split_indices(arrays.target, Task(dataset.task), seed=0)
+    splits = split_indices(arrays.target, Task(dataset.task), seed=0, features=arrays.features)
     data = TrainData(
         arrays.features[splits.train],
         arrays.target[splits.train],

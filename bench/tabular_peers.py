@@ -67,7 +67,7 @@ def peer_split(path: Path, target: str, task: str, seed: int) -> PeerSplit:
         if features[name].dtype == object or features[name].dtype == bool:
             features[name] = features[name].astype(str).where(features[name].notna())
             features[name] = features[name].astype("category")
-    splits = split_indices(parsed.target, parsed.task, seed=seed)
+    splits = split_indices(parsed.target, parsed.task, seed=seed, features=parsed.features)
     fit_rows = np.concatenate([splits.train, splits.validation])
     return PeerSplit(features, parsed.target, fit_rows, splits.test, task)
 

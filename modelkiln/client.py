@@ -16,16 +16,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from modelkiln.answers import Dataset, Model, Trial, Version
+from modelkiln.job import Job
 from modelkiln.loop import LoopCalls
 from modelkiln.loop import segment as _segment
-from modelkiln.serving import Serving
+from modelkiln.wire import Answer
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-FINISHED = ("succeeded", "failed", "cancelled")
+AnswerT = TypeVar("AnswerT", bound=Answer)
 
 
 class KilnApiError(Exception):
@@ -37,148 +39,45 @@ class KilnApiError(Exception):
         self.status, self.message, self.method, self.path = status, message, method, path
 
 
+@dataclass(frozen=True)
+class Problem(Answer):
+    """One problem of a request the server found invalid: where (``loc``) and what."""
+
+    loc: list[str | int] = field(default_factory=list)
+    msg: str = ""
+
+
+@dataclass(frozen=True)
+class Refusal(Answer):
+    """An error body: ``detail`` (a message, or the problems of an invalid request, each
+    naming its field) or, on the /v2 routes, ``error``."""
+
+    detail: list[Problem] | str | None = None
+    error: str | None = None
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.detail, list):
+            return "; ".join(
+                f"{'.'.join(str(part) for part in problem.loc)}: {problem.msg}"
+                for problem in self.detail
+            )
+        return str(self.error if self.detail is None else self.detail)
+
+
+@dataclass(frozen=True)
+class Page(Answer):
+    """One page of a listing; each item is read by the caller as what it lists."""
+
+    items: list[Any] = field(default_factory=list)
+
+
 def _message(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
         return response.text[:500] or response.reason_phrase
-    detail = body.get("detail", body.get("error")) if isinstance(body, dict) else body
-    if isinstance(detail, list):  # validation problems: each names its field
-        return "; ".join(
-            f"{'.'.join(str(p) for p in problem.get('loc', []))}: {problem.get('msg', '')}"
-            for problem in detail
-        )
-    return str(detail)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    id: int
-    name: str
-    target: str
-    task: str
-    rows: int
-    data: dict[str, Any] = field(repr=False)
-
-    @classmethod
-    def of(cls, data: dict[str, Any]) -> Dataset:
-        return cls(data["id"], data["name"], data["target"], data["task"], data["rows"], data)
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    kind: str
-    status: str
-    model_name: str | None
-    trials_done: int
-    trials_total: int
-    best_value: float | None
-    error: str | None
-    result: dict[str, Any] | None
-    data: dict[str, Any] = field(repr=False)
-    unit: str = "trials"
-    best_metric: str | None = None
-    time_budget_s: float | None = None
-    elapsed_s: float | None = None
-    registered_value: float | None = None  # the registered version's score, in best_metric
-    registered_version: int | None = None
-
-    @classmethod
-    def of(cls, data: dict[str, Any]) -> Job:
-        progress = data.get("progress") or {}
-        return cls(
-            data["id"],
-            data["kind"],
-            data["status"],
-            data.get("model_name"),
-            progress.get("trials_done", 0),
-            progress.get("trials_total", 0),
-            progress.get("best_value"),
-            data.get("error"),
-            data.get("result"),
-            data,
-            progress.get("unit", "trials"),
-            progress.get("best_metric"),
-            progress.get("time_budget_s"),
-            progress.get("elapsed_s"),
-            progress.get("registered_value"),
-            progress.get("registered_version"),
-        )
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
-    @property
-    def registered_versions(self) -> list[int]:
-        """The versions the job registered, from its result (none for a batch prediction,
-        whose result names the version it used)."""
-        if self.kind == "predict":
-            return []
-        result = self.result or {}
-        versions = result.get("versions") or []
-        found = [v for v in versions if isinstance(v, int)]
-        if isinstance(result.get("version"), int):
-            found.insert(0, result["version"])
-        return list(dict.fromkeys(found))
-
-    @property
-    def serving(self) -> Serving | None:
-        """What serves the model beside the version a search or compression registered
-        (None: another kind, or a server from before it said so)."""
-        note = (self.result or {}).get("serving")
-        return Serving.of(note) if isinstance(note, dict) else None
-
-
-@dataclass(frozen=True)
-class Model:
-    name: str
-    task: str
-    latest_version: int
-    aliases: dict[str, int]
-    data: dict[str, Any] = field(repr=False)
-
-    @classmethod
-    def of(cls, data: dict[str, Any]) -> Model:
-        return cls(data["name"], data["task"], data["latest_version"], data["aliases"], data)
-
-    @property
-    def serving_version(self) -> int:
-        """What a predict naming no version uses (the server decides; see its docs)."""
-        serving = self.data.get("serving_version")
-        return int(serving) if serving is not None else self.latest_version
-
-
-@dataclass(frozen=True)
-class Version:
-    model: str
-    version: int
-    status: str
-    source: str
-    size_bytes: int
-    latency_p50_ms: float | None
-    metrics: dict[str, Any]
-    lineage: dict[str, Any]
-    data: dict[str, Any] = field(repr=False)
-
-    @classmethod
-    def of(cls, data: dict[str, Any]) -> Version:
-        return cls(
-            data["model"],
-            data["version"],
-            data["status"],
-            data["source"],
-            data["size_bytes"],
-            data.get("latency_p50_ms"),
-            data["metrics"],
-            data["lineage"],
-            data,
-        )
-
-    @property
-    def inputs(self) -> list[dict[str, Any]]:
-        return list(self.data["signature"]["inputs"])
+    return Refusal.from_json(body if isinstance(body, dict) else {"detail": body}).message
 
 
 class Client(LoopCalls):
@@ -219,6 +118,13 @@ class Client(LoopCalls):
             raise KilnApiError(response.status_code, _message(response), method, path)
         return response.json() if response.content else None
 
+    def _listing(
+        self, kind: type[AnswerT], path: str, params: Mapping[str, int | str]
+    ) -> list[AnswerT]:
+        """The items of one page of a listing, each read as ``kind``."""
+        page = Page.from_json(self._call("GET", path, params=params))
+        return [kind.from_json(item) for item in page.items]
+
     # Datasets
     def upload_dataset(
         self,
@@ -239,7 +145,7 @@ class Client(LoopCalls):
         }
         source = Path(path)
         with source.open("rb") as handle:
-            return Dataset.of(
+            return Dataset.from_json(
                 self._call(
                     "POST",
                     "/v1/datasets",
@@ -249,17 +155,16 @@ class Client(LoopCalls):
             )
 
     def datasets(self, limit: int = 50) -> list[Dataset]:
-        page = self._call("GET", "/v1/datasets", params={"limit": limit})
-        return [Dataset.of(item) for item in page["items"]]
+        return self._listing(Dataset, "/v1/datasets", {"limit": limit})
 
     def dataset(self, dataset_id: int) -> Dataset:
-        return Dataset.of(self._call("GET", f"/v1/datasets/{dataset_id}"))
+        return Dataset.from_json(self._call("GET", f"/v1/datasets/{dataset_id}"))
 
     # Jobs
     def submit(self, spec: Mapping[str, Any], *, idempotency_key: str | None = None) -> Job:
         """Any job spec, as ``POST /v1/jobs`` takes it."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return Job.of(self._call("POST", "/v1/jobs", json=dict(spec), headers=headers))
+        return Job.from_json(self._call("POST", "/v1/jobs", json=dict(spec), headers=headers))
 
     def submit_search(self, dataset_id: int, model_name: str, **search: Any) -> Job:
         return self.submit(
@@ -286,7 +191,7 @@ class Client(LoopCalls):
         }
         source = Path(path)
         with source.open("rb") as handle:
-            return Job.of(
+            return Job.from_json(
                 self._call(
                     "POST",
                     "/v1/jobs/predict",
@@ -310,24 +215,24 @@ class Client(LoopCalls):
         return target
 
     def job(self, job_id: int) -> Job:
-        return Job.of(self._call("GET", f"/v1/jobs/{job_id}"))
+        return Job.from_json(self._call("GET", f"/v1/jobs/{job_id}"))
 
     def jobs(self, *, status: str | None = None, limit: int = 50) -> list[Job]:
-        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
-        return [Job.of(item) for item in self._call("GET", "/v1/jobs", params=params)["items"]]
+        params: dict[str, int | str] = {"limit": limit, **({"status": status} if status else {})}
+        return self._listing(Job, "/v1/jobs", params)
 
-    def trials(self, job_id: int) -> list[dict[str, Any]]:
-        return list(self._call("GET", f"/v1/jobs/{job_id}/trials"))
+    def trials(self, job_id: int) -> list[Trial]:
+        return [Trial.from_json(item) for item in self._call("GET", f"/v1/jobs/{job_id}/trials")]
 
     def cancel(self, job_id: int) -> Job:
-        return Job.of(self._call("POST", f"/v1/jobs/{job_id}/cancel"))
+        return Job.from_json(self._call("POST", f"/v1/jobs/{job_id}/cancel"))
 
     def watch(self, job_id: int, *, poll_s: float = 1.0) -> Iterator[Job]:
         """The job each time its state or progress changes, until it has finished."""
         last: tuple[Any, ...] | None = None
         while True:
             job = self.job(job_id)
-            seen = (job.status, job.trials_done, job.trials_total, job.best_value)
+            seen = (job.status, job.done, job.total, job.best_value)
             if seen != last:
                 last = seen
                 yield job
@@ -356,18 +261,18 @@ class Client(LoopCalls):
 
     # Models
     def models(self, limit: int = 100) -> list[Model]:
-        page = self._call("GET", "/v1/models", params={"limit": limit})
-        return [Model.of(item) for item in page["items"]]
+        return self._listing(Model, "/v1/models", {"limit": limit})
 
     def model(self, name: str) -> Model:
-        return Model.of(self._call("GET", f"/v1/models/{_segment(name)}"))
+        return Model.from_json(self._call("GET", f"/v1/models/{_segment(name)}"))
 
     def versions(self, name: str, limit: int = 100) -> list[Version]:
-        page = self._call("GET", f"/v1/models/{_segment(name)}/versions", params={"limit": limit})
-        return [Version.of(item) for item in page["items"]]
+        return self._listing(Version, f"/v1/models/{_segment(name)}/versions", {"limit": limit})
 
     def version(self, name: str, version: int) -> Version:
-        return Version.of(self._call("GET", f"/v1/models/{_segment(name)}/versions/{version}"))
+        return Version.from_json(
+            self._call("GET", f"/v1/models/{_segment(name)}/versions/{version}")
+        )
 
     def predict(
         self, name: str, inputs: list[Any], *, version: int | None = None

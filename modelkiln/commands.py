@@ -77,7 +77,7 @@ def _search_spec(args: argparse.Namespace) -> dict[str, Any]:
         return spec
     if args.dataset is None or args.model is None:
         raise ValueError("give --dataset and --model (or a whole job as --spec FILE)")
-    search: dict[str, Any] = {}
+    search: dict[str, str | int | float] = {}
     for flag in ("algorithm", "max_trials", "timeout_s", "seed"):
         if getattr(args, flag) is not None:
             search[flag] = getattr(args, flag)
@@ -144,7 +144,7 @@ def datasets_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(dataset.data)
     else:
-        show_dataset(dataset.data)
+        show_dataset(dataset)
     return 0
 
 
@@ -187,18 +187,14 @@ def models_show(args: argparse.Namespace) -> int:
     print(f"{model.name} ({model.task}); aliases: {aliases}")
     rows = []
     for v in versions:
-        parent = v.lineage.get("parent")
+        parent = v.lineage.parent
         origin = (
-            f"{parent['model']} v{parent['version']} by {v.lineage.get('method')}"
+            f"{parent.model} v{parent.version} by {v.lineage.method}"
             if parent
-            else f"{v.source} (job {v.lineage.get('job_id')})"
+            else f"{v.source} (job {v.lineage.job_id})"
         )
         score = next(
-            (
-                f"{k}={v.metrics[k]:.4g}"
-                for k in ("accuracy", "r2", "rmse")
-                if isinstance(v.metrics.get(k), int | float)
-            ),
+            (f"{k}={v.metrics[k]:.4g}" for k in ("accuracy", "r2", "rmse") if k in v.metrics),
             "",
         )
         rows.append(
@@ -242,7 +238,7 @@ def _predict_as_job(args: argparse.Namespace, out: str) -> int:
         if watch_job(client, job.id, say_outcome=False) != 0:
             return 1
         client.download_output(job.id, out)
-        rows = client.job(job.id).trials_done
+        rows = client.job(job.id).done
     print(f"{rows} rows predicted by job {job.id}; written to {out}")
     return 0
 

@@ -10,7 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modelkiln.client import Client, Version
+from modelkiln.answers import Predictions, Version
+from modelkiln.client import Client
+
+# One row as a predict body holds it: a record keyed by column name, or numbers in order.
+Record = dict[str, float | str | None]
+Numbers = list[float | str | None]
 
 # The cells the server reads as gaps in a CSV (any case), so a file that uploaded predicts.
 GAPS = frozenset(("", "na", "n/a", "nan", "null", "none", "?"))
@@ -40,12 +45,12 @@ class RowReader:
         inputs = version.inputs
         self.header = header
         self.kinds: dict[str, str] | None = None
-        self.words_as_gaps = {spec["name"] for spec in inputs if spec.get("words_as_gaps")}
-        if inputs and all(spec.get("kind") for spec in inputs):
+        self.words_as_gaps = {spec.name for spec in inputs if spec.words_as_gaps}
+        if inputs and all(spec.kind for spec in inputs):
             self.kinds = {
-                spec["name"]: spec["kind"]
+                spec.name: spec.kind
                 for spec in inputs
-                if spec["kind"] != "ignored" and spec.get("required", True)
+                if spec.kind and spec.kind != "ignored" and spec.required
             }
             missing = [name for name in self.kinds if name not in header]
             if missing:
@@ -54,9 +59,9 @@ class RowReader:
                     f"{version.model} v{version.version} reads"
                 )
             return
-        width = inputs[0]["shape"][-1] if inputs else len(header)
-        dataset_id = version.lineage.get("dataset_id")
-        names = client.dataset(dataset_id).data["feature_names"] if dataset_id else header
+        width = inputs[0].shape[-1] if inputs else len(header)
+        dataset_id = version.lineage.dataset_id
+        names = client.dataset(dataset_id).feature_names if dataset_id else header
         if len(names) != width or any(name not in header for name in names):
             names = header if len(header) == width else names
         missing = [name for name in names if name not in header]
@@ -67,11 +72,11 @@ class RowReader:
             )
         self.positions = [header.index(name) for name in names]
 
-    def convert(self, line: int, row: list[str]) -> Any:
+    def convert(self, line: int, row: list[str]) -> Record | Numbers:
         try:
             if self.kinds is None:
                 return [_number(row[index]) for index in self.positions]
-            record: dict[str, Any] = {}
+            record: Record = {}
             for name, kind in self.kinds.items():
                 cell = row[self.header.index(name)]
                 record[name] = (
@@ -127,7 +132,7 @@ def predict_csv(
         if header is None:
             raise ValueError(f"{source} is empty: expected a header row")
         reader = RowReader(client, chosen, header)
-        labels = chosen.data.get("class_labels") or []
+        labels = chosen.class_labels or []
         if probabilities and not labels:
             raise ValueError(
                 f"{name} v{chosen.version} is not a classifier: it has no class "
@@ -145,11 +150,9 @@ def predict_csv(
         )
         for batch in _batches(rows, batch_size):
             inputs = [reader.convert(done + offset + 2, row) for offset, row in enumerate(batch)]
-            answer = client.predict(name, inputs, version=chosen.version)
-            scores = answer.get("probabilities") if probabilities else None
-            for index, (row, prediction) in enumerate(
-                zip(batch, answer["predictions"], strict=True)
-            ):
+            answer = Predictions.from_json(client.predict(name, inputs, version=chosen.version))
+            scores = answer.probabilities if probabilities else None
+            for index, (row, prediction) in enumerate(zip(batch, answer.predictions, strict=True)):
                 writer.writerow(inert_cells([*row, prediction, *(scores[index] if scores else [])]))
             done += len(batch)
     return done

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from modelkiln.job import Job
+from modelkiln.loop_answers import Alias, DriftReport, LogDataset, ModelEvent, Promotion, Traffic
+
 
 def segment(name: str) -> str:
     """``name`` as one URL path segment: a '?', '#', '%' or control character in it is
@@ -37,27 +40,32 @@ class LoopCalls:
         version: int | None = None,
         weights: Mapping[int, int] | None = None,
         shadow: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Alias:
         """Point ``alias`` at one version or at ``weights`` ({version: percent}), with an
         optional shadow."""
-        body: dict[str, Any] = {"shadow": shadow} if shadow else {}
+        body: dict[str, int | list[dict[str, int]] | None] = {"shadow": shadow} if shadow else {}
         if weights:
             body["versions"] = [{"version": v, "weight": w} for v, w in weights.items()]
         else:
             body["version"] = version
         path = f"/v1/models/{segment(name)}/aliases/{segment(alias)}"
-        return dict(self._call("PUT", path, json=body))
+        return Alias.from_json(self._call("PUT", path, json=body))
 
-    def traffic(self, name: str) -> dict[str, Any]:
+    def traffic(self, name: str) -> Traffic:
         """The production alias's split and shadow, and the shadows' agreement so far."""
-        return dict(self._call("GET", f"/v1/models/{segment(name)}/traffic"))
+        return Traffic.from_json(self._call("GET", f"/v1/models/{segment(name)}/traffic"))
 
-    def drift(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
-        return list(self._call("GET", f"/v1/models/{segment(name)}/drift", params={"limit": limit}))
+    def drift(self, name: str, limit: int = 20) -> list[DriftReport]:
+        path = f"/v1/models/{segment(name)}/drift"
+        return [
+            DriftReport.from_json(item) for item in self._call("GET", path, params={"limit": limit})
+        ]
 
-    def events(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+    def events(self, name: str, limit: int = 50) -> list[ModelEvent]:
         path = f"/v1/models/{segment(name)}/events"
-        return list(self._call("GET", path, params={"limit": limit}))
+        return [
+            ModelEvent.from_json(item) for item in self._call("GET", path, params={"limit": limit})
+        ]
 
     def dataset_from_log(
         self,
@@ -67,7 +75,7 @@ class LoopCalls:
         target: str = "label",
         dataset_name: str = "",
         newest: bool = False,
-    ) -> dict[str, Any]:
+    ) -> LogDataset:
         """A dataset of the logged inputs of the requests ``labels`` (a CSV keyed by
         request_id) labels; needs a key with the 'write+logs' scope. A label whose id
         matches several logged requests is left out (counted in 'ambiguous') unless
@@ -79,17 +87,19 @@ class LoopCalls:
         source = Path(labels)
         with source.open("rb") as handle:
             files = {"labels": (source.name, handle, "text/csv")}
-            return dict(self._call("POST", "/v1/datasets/from-log", data=form, files=files))
+            made = self._call("POST", "/v1/datasets/from-log", data=form, files=files)
+            return LogDataset.from_json(made)
 
-    def retrain(self, name: str, dataset_id: int, **options: Any) -> dict[str, Any]:
+    def retrain(self, name: str, dataset_id: int, **options: Any) -> Job:
         """Submit a retrain job (options: version, mode, deploy, weight, alias, timeout_s)."""
         spec = {"kind": "retrain", "model": name, "dataset_id": dataset_id, **options}
-        return dict(self._call("POST", "/v1/jobs", json=spec))
+        return Job.from_json(self._call("POST", "/v1/jobs", json=spec))
 
     def promote(
         self, name: str, version: int, gate: str, *, alias: str = "production", **rules: Any
-    ) -> dict[str, Any]:
+    ) -> Promotion:
         """Give ``version`` all of ``alias`` if ``gate`` (labelled, agreement, manual)
         passes; the answer says whether it did and why."""
         path = f"/v1/models/{segment(name)}/aliases/{segment(alias)}/promote"
-        return dict(self._call("POST", path, json={"version": version, "gate": gate, **rules}))
+        answer = self._call("POST", path, json={"version": version, "gate": gate, **rules})
+        return Promotion.from_json(answer)

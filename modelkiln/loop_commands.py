@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from modelkiln.client import Client
+from modelkiln.loop_answers import Alias
 from modelkiln.progress import watch_job
 
 
@@ -23,7 +25,7 @@ def _weights(text: str) -> dict[int, int]:
     return weights
 
 
-def traffic_set(args: argparse.Namespace, client: Any) -> int:
+def traffic_set(args: argparse.Namespace, client: Client) -> int:
     if (args.version is None) == (args.split is None):
         raise ValueError("give --version or --split, not both")
     policy = client.set_traffic(
@@ -37,7 +39,7 @@ def traffic_set(args: argparse.Namespace, client: Any) -> int:
     return 0
 
 
-def _print_policy(policy: dict[str, Any] | None) -> None:
+def _print_policy(policy: Alias | None) -> None:
     if policy is None:
         print(
             "no production alias: requests naming no version get the newest version a search "
@@ -45,89 +47,88 @@ def _print_policy(policy: dict[str, Any] | None) -> None:
         )
         return
     routes = (
-        ", ".join(f"v{arm['version']} {arm['weight']}%" for arm in policy["versions"])
-        if policy.get("versions")
-        else f"v{policy['version']} 100%"
+        ", ".join(f"v{arm.version} {arm.weight}%" for arm in policy.versions)
+        if policy.versions
+        else f"v{policy.version} 100%"
     )
-    shadow = f"; shadow v{policy['shadow']}" if policy.get("shadow") else ""
-    print(f"{policy['model']} {policy['alias']}: {routes}{shadow}")
+    shadow = f"; shadow v{policy.shadow}" if policy.shadow else ""
+    print(f"{policy.model} {policy.alias}: {routes}{shadow}")
 
 
-def traffic_show(args: argparse.Namespace, client: Any) -> int:
+def traffic_show(args: argparse.Namespace, client: Client) -> int:
     found = client.traffic(args.name)
-    _print_policy(found["alias"])
-    shadow = (found["alias"] or {}).get("shadow")
-    if shadow and not found["shadows"]:
+    _print_policy(found.alias)
+    shadow = found.alias.shadow if found.alias else None
+    if shadow and not found.shadows:
         print(f"shadow v{shadow}: nothing compared yet")
-    for stats in found["shadows"]:  # the current shadow's only: a promoted one is not listed
-        agreement = "-" if stats["agreement"] is None else f"{stats['agreement']:.2%}"
+    for stats in found.shadows:  # the current shadow's only: a promoted one is not listed
+        agreement = "-" if stats.agreement is None else f"{stats.agreement:.2%}"
         print(
-            f"shadow v{stats['shadow_version']} beside v{stats['primary_version']}: "
-            f"{stats['rows']} rows, agreement {agreement}, mean |diff| "
-            f"{stats['mean_abs_diff'] or 0:.4g}, dropped {stats['dropped']}, "
-            f"failed {stats['failures']}"
+            f"shadow v{stats.shadow_version} beside v{stats.primary_version}: "
+            f"{stats.rows} rows, agreement {agreement}, mean |diff| "
+            f"{stats.mean_abs_diff or 0:.4g}, dropped {stats.dropped}, "
+            f"failed {stats.failures}"
         )
     return 0
 
 
-def drift_show(args: argparse.Namespace, client: Any) -> int:
+def drift_show(args: argparse.Namespace, client: Client) -> int:
     reports = client.drift(args.name, limit=1)
     if not reports:
         print(f"no drift window of {args.name!r} yet")
         return 0
     report = reports[0]
     print(
-        f"v{report['version']}, {report['rows']} rows to {report['ended_at']}; "
-        f"drifted: {', '.join(report['drifted']) or 'none'} (PSI > {report['threshold']:g})"
+        f"v{report.version}, {report.rows} rows to {report.ended_at}; "
+        f"drifted: {', '.join(report.drifted) or 'none'} (PSI > {report.threshold:g})"
     )
-    for column in report["columns"]:
-        psi = "-" if column["psi"] is None else f"{column['psi']:.4f}"
-        unseen = "" if column["unseen_share"] is None else f", unseen {column['unseen_share']:.1%}"
-        print(f"  {column['column']}: PSI {psi}, gaps {column['missing_share']:.1%}{unseen}")
+    for column in report.columns:
+        psi = "-" if column.psi is None else f"{column.psi:.4f}"
+        unseen = "" if column.unseen_share is None else f", unseen {column.unseen_share:.1%}"
+        print(f"  {column.column}: PSI {psi}, gaps {column.missing_share:.1%}{unseen}")
     return 0
 
 
-def from_log(args: argparse.Namespace, client: Any) -> int:
+def from_log(args: argparse.Namespace, client: Client) -> int:
     made = client.dataset_from_log(args.name, args.labels, target=args.target, newest=args.newest)
-    ambiguous = made.get("ambiguous", 0)
     several = ""
-    if ambiguous:
+    if made.ambiguous:
         taken = "the newest taken" if args.newest else "left out; --newest takes the newest"
-        several = f", {ambiguous} matched several ({taken})"
-    duplicates = made.get("duplicates", 0)
-    repeated = f"; {duplicates} repeat an earlier row's inputs" if duplicates else ""
+        several = f", {made.ambiguous} matched several ({taken})"
+    repeated = f"; {made.duplicates} repeat an earlier row's inputs" if made.duplicates else ""
     print(
-        f"dataset {made['id']}: {made['joined']} labelled rows from {args.name!r}'s request "
-        f"log ({made['unmatched']} labels matched no logged request{several}{repeated})"
+        f"dataset {made.id}: {made.joined} labelled rows from {args.name!r}'s request "
+        f"log ({made.unmatched} labels matched no logged request{several}{repeated})"
     )
     return 0
 
 
-def retrain(args: argparse.Namespace, client: Any) -> int:
-    options: dict[str, Any] = {"mode": "fine_tune" if args.fine_tune else "search"}
+def retrain(args: argparse.Namespace, client: Client) -> int:
+    options: dict[str, str | int | float] = {"mode": "fine_tune" if args.fine_tune else "search"}
     options.update(deploy=args.deploy, weight=args.weight, alias=args.alias)
     if args.version:
         options["version"] = args.version
     if args.timeout_s:
         options["timeout_s"] = args.timeout_s
     job = client.retrain(args.name, args.dataset, **options)
-    print(f"job {job['id']} {job['status']}", file=sys.stderr)
+    print(f"job {job.id} {job.status}", file=sys.stderr)
     if not args.watch:
         return 0
-    code = watch_job(client, int(job["id"]))
-    deployment = (client.job(int(job["id"])).data.get("result") or {}).get("deployment")
+    code = watch_job(client, job.id)
+    finished = client.job(job.id).result
+    deployment = finished.deployment if finished else None
     if deployment:
-        what = "deployed" if deployment["deployed"] else f"not deployed ({deployment['reason']})"
-        print(f"v{deployment['version']}: {what} as {deployment['mode']} of {deployment['alias']}")
+        what = "deployed" if deployment.deployed else f"not deployed ({deployment.reason})"
+        print(f"v{deployment.version}: {what} as {deployment.mode} of {deployment.alias}")
     return code
 
 
-def promote(args: argparse.Namespace, client: Any) -> int:
+def promote(args: argparse.Namespace, client: Client) -> int:
     rules = {"dataset_id": args.dataset} if args.dataset else {}
     answer = client.promote(args.name, args.version, args.gate, alias=args.alias, **rules)
-    verdict = "promoted" if answer["promoted"] else "not promoted"
-    print(f"v{args.version} {verdict}: {answer['reason']}")
-    return 0 if answer["promoted"] else 3
+    verdict = "promoted" if answer.promoted else "not promoted"
+    print(f"v{args.version} {verdict}: {answer.reason}")
+    return 0 if answer.promoted else 3
 
 
 def add_loop_commands(commands: Any, common: Callable[..., None]) -> None:

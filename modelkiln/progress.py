@@ -4,9 +4,10 @@ output is not a terminal), and what the job left once it ends."""
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
-from modelkiln.client import Client, Job
+from modelkiln.client import Client
+from modelkiln.job import Job
 
 BAR_WIDTH = 30
 
@@ -21,7 +22,7 @@ def progress_share(job: Job) -> float:
     spent, whichever is nearer its end."""
     if job.status == "succeeded":
         return 1.0
-    shares = [job.trials_done / job.trials_total if job.trials_total else 0.0]
+    shares = [job.done / job.total if job.total else 0.0]
     if job.time_budget_s:
         shares.append((job.elapsed_s or 0.0) / job.time_budget_s)
     return min(1.0, max(shares))
@@ -29,9 +30,9 @@ def progress_share(job: Job) -> float:
 
 def count_text(job: Job) -> str:
     """``3/8 trials``; ``13 trials`` when the total is not known (a time-only search)."""
-    if job.trials_total:
-        return f"{job.trials_done}/{job.trials_total} {job.unit}"
-    return f"{job.trials_done} {job.unit}"
+    if job.total:
+        return f"{job.done}/{job.total} {job.unit}"
+    return f"{job.done} {job.unit}"
 
 
 def time_text(job: Job) -> str:
@@ -90,9 +91,9 @@ def outcome(job: Job) -> str:
         serving = job.serving
         return registered if serving is None else f"{registered}\n{serving.summary}"
     if job.kind == "predict":
-        result: dict[str, Any] = job.result or {}
-        used = f" with {job.model_name} v{result['version']}" if "version" in result else ""
-        return f"job {job.id} predicted {job.trials_done} rows{used}"
+        used_version = job.result.version if job.result else None
+        used = f" with {job.model_name} v{used_version}" if used_version is not None else ""
+        return f"job {job.id} predicted {job.done} rows{used}"
     return f"job {job.id} succeeded"
 
 

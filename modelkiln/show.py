@@ -2,52 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from modelkiln.client import Job
+from modelkiln.answers import ColumnProfile, Dataset, DatasetProfile
+from modelkiln.job import Job, SearchPlan, SearchSettings
 from modelkiln.progress import best_text, count_text, time_text
 
+# A value printed beside its name: what a job or dataset answer holds, as it came.
+Shown = str | int | float | None
 
-def _fields(pairs: list[tuple[str, Any]]) -> None:
+
+def _fields(pairs: list[tuple[str, Shown]]) -> None:
     width = max(len(name) for name, _ in pairs)
     for name, value in pairs:
-        if value not in (None, "", [], {}):
+        if value not in (None, ""):
             print(f"{name.ljust(width)}  {value}")
 
 
 def show_job(job: Job) -> None:
     """Status, progress, the plan a search chose, what it registered or why it failed."""
-    data, result = job.data, job.result or {}
-    plan = result.get("plan") or {}
-    search = (data.get("spec") or {}).get("search") or {}
+    result = job.result
+    plan = (result.plan if result else None) or SearchPlan()
+    search = job.spec.search or SearchSettings()
     _fields(
         [
             ("job", f"{job.id} ({job.kind})"),
             ("status", job.status),
             ("model", job.model_name),
-            ("dataset", data.get("dataset_id")),
+            ("dataset", job.dataset_id),
             ("progress", count_text(job)),
             ("time", time_text(job)),
             ("best", best_text(job) if job.best_value is not None else None),
-            ("attempt", f"{data.get('attempt')} of {data.get('max_attempts')}"),
-            ("worker", data.get("worker")),
-            ("algorithm", plan.get("algorithm") or search.get("algorithm")),
-            ("pruner", plan.get("pruner") or search.get("pruner")),
-            ("parallelism", plan.get("parallelism") or search.get("parallelism")),
-            (
-                "objectives",
-                ", ".join(
-                    f"{o['metric']} ({o['direction']})" for o in plan.get("objectives") or []
-                ),
-            ),
+            ("attempt", f"{job.attempt} of {job.max_attempts}"),
+            ("worker", job.worker),
+            ("algorithm", plan.algorithm or search.algorithm),
+            ("pruner", plan.pruner or search.pruner),
+            ("parallelism", plan.parallelism or search.parallelism),
+            ("objectives", ", ".join(f"{o.metric} ({o.direction})" for o in plan.objectives)),
             ("registered", ", ".join(f"v{v}" for v in job.registered_versions)),
             ("serving", job.serving.summary if job.serving else None),
             (
                 "test metrics",
                 ", ".join(
                     f"{name}={value:.4g}"
-                    for name, value in (result.get("metrics") or {}).items()
-                    if isinstance(value, int | float)
+                    for name, value in (result.metrics if result else {}).items()
                 ),
             ),
             ("error", job.error),
@@ -55,40 +51,39 @@ def show_job(job: Job) -> None:
     )
 
 
-def _column_detail(column: dict[str, Any]) -> str:
-    if column.get("reason"):
-        return str(column["reason"])
-    if column.get("top"):
-        return ", ".join(f"{entry['value']} ({entry['rows']})" for entry in column["top"][:5])
-    if column.get("earliest"):
-        return f"{column['earliest']} to {column['latest']}"
-    if column.get("min") is not None:
-        return f"min {column['min']:.4g}, mean {column['mean']:.4g}, max {column['max']:.4g}"
+def _column_detail(column: ColumnProfile) -> str:
+    if column.reason:
+        return column.reason
+    if column.top:
+        return ", ".join(f"{entry.value} ({entry.rows})" for entry in column.top[:5])
+    if column.earliest:
+        return f"{column.earliest} to {column.latest}"
+    if column.min is not None:
+        return f"min {column.min:.4g}, mean {column.mean:.4g}, max {column.max:.4g}"
     return ""
 
 
-def show_dataset(data: dict[str, Any]) -> None:
+def show_dataset(dataset: Dataset) -> None:
     """The dataset, then its profile: one line per column, the target, rows left out."""
     _fields(
         [
-            ("dataset", f"{data['id']}: {data['name']}"),
-            ("rows", data.get("rows")),
-            ("task", data.get("task")),
-            ("target", data.get("target")),
+            ("dataset", f"{dataset.id}: {dataset.name}"),
+            ("rows", dataset.rows),
+            ("task", dataset.task),
+            ("target", dataset.target),
         ]
     )
-    profile = data.get("profile") or {}
-    columns = profile.get("columns") or []
-    if columns:
+    profile = dataset.profile or DatasetProfile()
+    if profile.columns:
         rows = [
             [
-                c["name"],
-                c["type"],
-                c.get("missing", 0),
-                "" if c.get("distinct") is None else c["distinct"],
+                c.name,
+                c.type,
+                c.missing,
+                "" if c.distinct is None else c.distinct,
                 _column_detail(c),
             ]
-            for c in columns
+            for c in profile.columns
         ]
         header = ["COLUMN", "TYPE", "MISSING", "DISTINCT", "VALUES / WHY LEFT OUT"]
         cells = [header, *[[str(cell) for cell in row] for row in rows]]
@@ -96,16 +91,12 @@ def show_dataset(data: dict[str, Any]) -> None:
         print()
         for row in cells:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    target = profile.get("target") or {}
-    if target.get("classes"):
+    target = profile.target
+    if target.classes:
+        print("\ntarget classes: " + ", ".join(f"{c.label} ({c.rows})" for c in target.classes))
+    elif target.min is not None:
+        print(f"\ntarget: min {target.min:.4g}, max {target.max:.4g}")
+    for dropped in profile.dropped:
         print(
-            "\ntarget classes: "
-            + ", ".join(f"{c['label']} ({c['rows']})" for c in target["classes"])
-        )
-    elif target.get("min") is not None:
-        print(f"\ntarget: min {target['min']:.4g}, max {target['max']:.4g}")
-    for dropped in profile.get("dropped") or []:
-        print(
-            f"left out: {dropped['rows']} rows, {dropped['reason']} (first at line "
-            f"{dropped['first_line']})"
+            f"left out: {dropped.rows} rows, {dropped.reason} (first at line {dropped.first_line})"
         )

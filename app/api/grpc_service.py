@@ -118,11 +118,14 @@ class InferenceService:
         with session_scope(self.state.settings.database_url) as session:
             found = metadata_of(session, request.name, version)
         response = message("ModelMetadataResponse")(
-            name=found["name"], versions=found["versions"], platform=found["platform"]
+            name=found.name, versions=found.versions, platform=found.platform
         )
-        for side in ("inputs", "outputs"):
-            for tensor in found[side]:
-                getattr(response, side).add(**tensor)
+        for tensors, described in (
+            (response.inputs, found.inputs),
+            (response.outputs, found.outputs),
+        ):
+            for tensor in described:
+                tensors.add(**tensor.model_dump())
         return response
 
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -1,13 +1,14 @@
-"""/v1/jobs: submit, follow, list and cancel jobs."""
+"""/v1/jobs: submit, follow, list and cancel jobs of every kind; the routes a kind adds
+(a search's Pareto front, a compression's report, a batch prediction's upload and output)
+are the kind's own (``JobKind.add_routes``), added here with the dependencies they borrow."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, get_args
 
 import orjson
-from fastapi import APIRouter, Body, File, Form, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
-from pydantic import ValidationError
+from fastapi import APIRouter, Body
+from fastapi.responses import JSONResponse
 
 from app import kinds
 from app.api import idempotency
@@ -29,22 +30,16 @@ from app.api.params import (
     PageLimit,
     VersionForm,
 )
-from app.api.schemas import CompressionReport, JobProgress, JobRead, Page, ParetoFront, TrialRead
+from app.api.schemas import JobProgress, JobRead, Page, TrialRead
 from app.api.uploads import spooled_upload
-from app.batch.output import MEDIA_TYPES, output_file
-from app.batch.spec import PredictJobCreate
-from app.batch.submit import submit_predict
-from app.compression.kind import compression_report as compression_report_of
 from app.contracts.enums import JobStatus
 from app.contracts.results import SearchResult, result_as
 from app.core.db import Session, utcnow
-from app.core.errors import InvalidInput
-from app.core.names import MODEL_NAME
 from app.jobs import service
 from app.jobs.files import delete_job_files
+from app.jobs.http import JobHttp
 from app.jobs.kinds import SubmitContext
 from app.kinds import JOB_KINDS, JobCreate
-from app.search.kind import pareto_front as pareto_front_of
 from app.tables import Job
 
 # A job's result goes out as its worker stored it: the fields its kind's model names that
@@ -60,24 +55,31 @@ def best_metric(session: Session, job: Job) -> str | None:
     return kind.best_metric(session, job) if kind is not None else None
 
 
-def job_progress(job: Job, metric: str | None = None) -> JobProgress:
-    """Counts, best value (in ``metric``), and for a job given a wall time (a search's
-    ``timeout_s``) its time: budget and spent."""
+def time_budget_s(job: Job) -> float | None:
+    """The wall time the job was given, where its kind tells its progress in time."""
     kind = JOB_KINDS.get(job.kind)
-    budget = kind.time_budget_s(job.spec) if kind is not None else None
+    spec = kind.spec_if_readable(job) if kind is not None else None
+    return kind.time_budget_s(spec) if kind is not None and spec is not None else None
+
+
+def job_progress(job: Job, metric: str | None = None) -> JobProgress:
+    """Counts in the kind's unit, best value (in ``metric``), and for a job given a wall
+    time (a search's ``timeout_s``) its time: budget and spent."""
     elapsed = None
     if job.started_at is not None:
         elapsed = max(0.0, ((job.finished_at or utcnow()) - job.started_at).total_seconds())
     registered = result_as(SearchResult, job.result)
     return JobProgress(
-        trials_done=job.trials_done,
-        trials_total=job.trials_total,
+        done=job.progress_done,
+        total=job.progress_total,
+        trials_done=job.progress_done,  # deprecated names, for older clients
+        trials_total=job.progress_total,
         best_value=job.best_value,
         best_metric=metric,
         registered_value=None if registered is None else registered.registered_score(),
         registered_version=None if registered is None else registered.version,
         unit=JOB_KINDS.progress_unit(job.kind),
-        time_budget_s=budget,
+        time_budget_s=time_budget_s(job),
         elapsed_s=elapsed,
     )
 
@@ -142,60 +144,6 @@ def submit_job(
     return JSONResponse(earlier.body, status_code=earlier.status_code)
 
 
-@router.post(
-    "/predict",
-    status_code=202,
-    **AS_STORED,
-    responses=STORES_ARTIFACTS,
-    summary="Submit a batch prediction over an uploaded CSV",
-)
-def submit_batch_prediction(
-    session: SessionDep,
-    settings: SettingsDep,
-    queue: QueueDep,
-    store: StoreDep,
-    principal: WritePrincipal,
-    file: Annotated[UploadFile, File(description="CSV with a header row: the rows to predict.")],
-    model: Annotated[str, Form(description="Registered model."), MODEL_NAME.published],
-    version: VersionForm = None,
-    key_columns: Annotated[
-        str | None,
-        Form(
-            max_length=10_000, description="Comma-separated columns copied next to the predictions."
-        ),
-    ] = None,
-    output_format: Annotated[
-        Literal["csv", "parquet"], Form(description="Output file format.")
-    ] = "csv",
-    chunk_rows: Annotated[
-        int, Form(ge=1_000, le=1_000_000, description="Rows per chunk."), COUNT_DIGITS
-    ] = 16_384,
-) -> JobRead:
-    """The same job as ``POST /v1/jobs`` with ``kind: predict``, with the rows uploaded
-    here instead of read from a stored dataset; the CSV is kept as the job's input."""
-    keys = [name.strip() for name in (key_columns or "").split(",") if name.strip()]
-    try:
-        spec = PredictJobCreate(
-            kind="predict",
-            model=model,
-            version=version,
-            key_columns=keys,
-            output_format=output_format,
-            chunk_rows=chunk_rows,
-        )
-    except ValidationError as invalid:
-        first = invalid.errors()[0]
-        raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    with spooled_upload(file, settings, ".csv") as path:
-        job = submit_predict(
-            SubmitContext(session, queue, settings, store),
-            spec,
-            upload=path,
-            filename=file.filename,
-        )
-    return job_read(job)
-
-
 @router.get(
     "", response_model=Page[JobRead], response_model_exclude_unset=True, dependencies=[ReadAccess]
 )
@@ -225,40 +173,6 @@ def list_trials(session: SessionDep, job_id: IdPath) -> list[TrialRead]:
     return [TrialRead.model_validate(trial) for trial in service.list_trials(session, job_id)]
 
 
-@router.get("/{job_id}/pareto", response_model=ParetoFront, dependencies=[ReadAccess])
-def pareto_front(session: SessionDep, job_id: IdPath) -> ParetoFront:
-    """The Pareto-optimal trials of a finished multi-objective job, each with the version
-    it was registered as (409 for a single-objective or unfinished job)."""
-    return ParetoFront(**pareto_front_of(session, job_id))
-
-
-@router.get("/{job_id}/report", response_model=CompressionReport, dependencies=[ReadAccess])
-def compression_report(session: SessionDep, job_id: IdPath) -> CompressionReport:
-    """The parent and every variant of a finished compression (or search + compression)
-    job side by side: quality, size, gzip size, latency, agreement, and which is
-    recommended and why (409 for a job that did not compress, or has not succeeded)."""
-    return CompressionReport(job_id=job_id, **compression_report_of(session, job_id).model_dump())
-
-
-@router.get(
-    "/{job_id}/output",
-    response_class=FileResponse,
-    dependencies=[ReadAccess],
-    responses={
-        200: {
-            "content": {media: {} for media in MEDIA_TYPES.values()},
-            "description": "The predictions file.",
-        }
-    },
-)
-def job_output(session: SessionDep, store: StoreDep, job_id: IdPath) -> FileResponse:
-    """A finished batch prediction's file: ``row`` (the input row's 1-based number), the key
-    columns, then the prediction (and each class's probability) per row. 409 for another
-    kind of job or one that has not succeeded."""
-    found = output_file(service.get_job(session, job_id), store)
-    return FileResponse(found.path, media_type=found.media_type, filename=found.filename)
-
-
 @router.post("/{job_id}/cancel", **AS_STORED, dependencies=[WriteAccess])
 def cancel_job(session: SessionDep, job_id: IdPath) -> JobRead:
     """Cancel a queued or running job; cancelling again answers the same (409 if it
@@ -272,3 +186,31 @@ def delete_files(session: SessionDep, store: StoreDep, job_id: IdPath) -> JobRea
     job's scratch (409 while it is queued or running: cancel it first). The job's record
     stays, with ``files_deleted_at`` set; its output then answers 404."""
     return job_read(delete_job_files(session, store, JOB_KINDS, job_id))
+
+
+# What a kind's routes borrow from this layer (see ``app.jobs.http``): the same markers the
+# routes above use, so theirs authenticate, read parameters and publish alike.
+KIND_HTTP = JobHttp(
+    session=get_args(SessionDep)[1],
+    settings=get_args(SettingsDep)[1],
+    queue=get_args(QueueDep)[1],
+    store=get_args(StoreDep)[1],
+    readers=ReadAccess,
+    writers=WriteAccess,
+    job_id=get_args(IdPath)[1:],
+    version_form=get_args(VersionForm)[1:],
+    count_digits=COUNT_DIGITS,
+    job_read=job_read,
+    answers_job=AS_STORED,
+    stores_artifacts=STORES_ARTIFACTS,
+    spooled_upload=spooled_upload,
+)
+
+
+def _add_kinds_routes() -> None:
+    """Every kind's own routes, after this module's (none of theirs takes a path of these)."""
+    for kind in JOB_KINDS.values():
+        kind.add_routes(router, KIND_HTTP)
+
+
+_add_kinds_routes()

@@ -9,15 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.contracts.enums import JobStatus, Scope, TrialState
 from app.contracts.profile import DatasetProfile
-from app.contracts.results import (
-    CompressionTable,
-    CompressResult,
-    PredictResult,
-    RetrainResult,
-    SearchResult,
-)
 from app.contracts.signature import Signature
 from app.core.names import KEY_NAME, TAG_KEY, KeyNameStr, TagKeyStr
+from app.kinds import JOB_KINDS, JobResult
 from app.registry.aliases import MAX_TAG_VALUE, MAX_TAGS
 
 T = TypeVar("T")
@@ -63,9 +57,24 @@ class DatasetFromLogRead(DatasetRead):
     unmatched: int = Field(description="Labelled rows whose request is not in the log.")
 
 
+def _in_words(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _units() -> str:
+    """What each kind's progress counts, from the kinds: ``trials (search, retrain), ...``."""
+    kinds_of: dict[str, list[str]] = {}
+    for name, kind in JOB_KINDS.items():
+        kinds_of.setdefault(kind.progress_unit, []).append(name)
+    return _in_words([f"{unit} ({', '.join(names)})" for unit, names in kinds_of.items()])
+
+
+OLDER_NAME = "Deprecated: the same number under its first name, for older clients; read '{}'."
+
+
 class JobProgress(BaseModel):
-    trials_done: int = Field(description="Work done, counted in 'unit'.")
-    trials_total: int = Field(description="Work planned, counted in 'unit' (0: not known yet).")
+    done: int = Field(description="Work done, counted in 'unit'.")
+    total: int = Field(description="Work planned, counted in 'unit' (0: not known yet).")
     best_value: float | None
     best_metric: str | None = Field(
         default=None,
@@ -81,25 +90,24 @@ class JobProgress(BaseModel):
     registered_version: int | None = Field(
         default=None, description="The version registered_value is the score of."
     )
-    unit: str = Field(
-        default="trials",
-        description="What the counts count: trials (search), steps (compress) or rows (predict).",
-    )
+    unit: str = Field(default="trials", description=f"What the counts count: {_units()}.")
     time_budget_s: float | None = Field(
         default=None,
         description="A search's time budget "
-        "(search.timeout_s); with trials_total 0 the search "
+        "(search.timeout_s); with total 0 the search "
         "runs until it is spent.",
     )
     elapsed_s: float | None = Field(
         default=None,
         description="Seconds since the job started (to its end, once it has finished).",
     )
+    trials_done: int = Field(deprecated="read 'done'", description=OLDER_NAME.format("done"))
+    trials_total: int = Field(deprecated="read 'total'", description=OLDER_NAME.format("total"))
 
 
 class JobRead(BaseModel):
     id: int
-    kind: str = Field(description="What the job does: search, compress or predict.")
+    kind: str = Field(description=f"What the job does: {_in_words(list(JOB_KINDS))}.")
     status: JobStatus
     dataset_id: int | None
     model_name: str | None
@@ -109,9 +117,7 @@ class JobRead(BaseModel):
     max_attempts: int
     worker: str | None
     error: str | None
-    result: (
-        RetrainResult | SearchResult | CompressResult | PredictResult | dict[str, Any] | None
-    ) = Field(
+    result: JobResult | dict[str, Any] | None = Field(
         description="What the job made, once it succeeded, in its kind's shape (a result "
         "another release stored in another shape: as stored)."
     )
@@ -143,26 +149,6 @@ class TrialRead(BaseModel):
     started_at: datetime
     finished_at: datetime | None
     duration_s: float | None
-
-
-class ParetoTrial(BaseModel):
-    """A trial on the Pareto front and the version it was registered as."""
-
-    trial: int
-    values: dict[str, float]
-    params: dict[str, Any]
-    version: int | None
-
-
-class ParetoFront(BaseModel):
-    objectives: list[dict[str, str]]
-    trials: list[ParetoTrial]
-
-
-class CompressionReport(CompressionTable):
-    """The comparison table of a compression (or search + compression) job."""
-
-    job_id: int
 
 
 class ServingOptions(BaseModel):

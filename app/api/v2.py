@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import functools
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AnyKey, DirectoryDep, InferAccess, SessionDep, SettingsDep
@@ -82,20 +82,37 @@ def ready(request: Request, settings: SettingsDep) -> Response:
     return JSONResponse({"ready": True})
 
 
-def _metadata(row: ModelVersion, name: str, versions: list[int]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "versions": [str(number) for number in versions],
-        "platform": "onnxruntime_onnx",
-        "inputs": [_tensor(spec) for spec in row.signature.inputs if spec.required],
-        "outputs": [_tensor(spec) for spec in row.signature.outputs],
-    }
-
-
-def _tensor(spec: TensorSpec) -> dict[str, Any]:
+class TensorMetadata(BaseModel):
     """A tensor as the protocol's metadata describes it (the column details are on
     ``GET /v1/models/{name}/versions/{version}``)."""
-    return spec.model_dump(include={"name", "datatype", "shape"})
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+    @classmethod
+    def of(cls, spec: TensorSpec) -> TensorMetadata:
+        return cls(name=spec.name, datatype=spec.datatype, shape=spec.shape)
+
+
+class ModelMetadata(BaseModel):
+    """The protocol's model metadata (HTTP's JSON body, gRPC's ModelMetadataResponse)."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+def _metadata(row: ModelVersion, name: str, versions: list[int]) -> ModelMetadata:
+    return ModelMetadata(
+        name=name,
+        versions=[str(number) for number in versions],
+        platform="onnxruntime_onnx",
+        inputs=[TensorMetadata.of(spec) for spec in row.signature.inputs if spec.required],
+        outputs=[TensorMetadata.of(spec) for spec in row.signature.outputs],
+    )
 
 
 def _live_versions(session: Session, name: str) -> list[int]:
@@ -103,7 +120,7 @@ def _live_versions(session: Session, name: str) -> list[int]:
     return sorted(row.version for row in rows if row.status == VersionStatus.LIVE)
 
 
-def metadata_of(session: Session, name: str, version: int | None) -> dict[str, Any]:
+def metadata_of(session: Session, name: str, version: int | None) -> ModelMetadata:
     """The protocol's model metadata: of the serving version and every live version, or
     of one version."""
     row = resolve_serving_version(session, name, version)
@@ -113,13 +130,13 @@ def metadata_of(session: Session, name: str, version: int | None) -> dict[str, A
 @router.get("/models/{name}", dependencies=[AnyKey])
 def model_metadata(session: SessionDep, name: ModelName) -> Response:
     """Inputs and outputs with names, datatypes and shapes (-1 for the batch)."""
-    return JSONResponse(metadata_of(session, name, None))
+    return JSONResponse(metadata_of(session, name, None).model_dump())
 
 
 @router.get("/models/{name}/versions/{version}", dependencies=[AnyKey])
 def version_metadata(session: SessionDep, name: ModelName, version: IdPath) -> Response:
     """One version's inputs and outputs."""
-    return JSONResponse(metadata_of(session, name, version))
+    return JSONResponse(metadata_of(session, name, version).model_dump())
 
 
 async def _ready(directory: ServingDirectory, name: str, version: int | None) -> Response:

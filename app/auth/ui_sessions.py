@@ -18,11 +18,10 @@ import secrets
 import time
 from pathlib import Path
 
-from sqlalchemy.orm import Session
-
 from app.auth.repository import ApiKeyRepository
 from app.auth.scopes import Principal
 from app.contracts.enums import Scope
+from app.core.db import Session
 from app.core.errors import Unauthorized
 
 SECRET_BYTES = 32

@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.batch.kind import PREDICT
 from app.batch.output import (
     MEDIA_TYPES,
     OutputWriter,
@@ -17,13 +18,13 @@ from app.batch.output import (
     prediction_table,
     read_part,
 )
-from app.batch.plan import BatchPlan, Checkpoint, Part, output_key, part_key
+from app.batch.plan import Checkpoint, Part, output_key, part_key
 from app.batch.reader import chunks, estimate_rows, feeds_of, layout_for, prefetched
 from app.batch.runner import ChunkRunner
 from app.contracts.results import OutputRef, PredictResult
 from app.contracts.signature import VersionConfig
 from app.core.db import Session, session_scope
-from app.core.errors import ArtifactCorrupt, BrokenInvariant, InvalidInput, Unavailable
+from app.core.errors import ArtifactCorrupt, InvalidInput, Unavailable
 from app.core.scratch import owner_prefix
 from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, JobFailed, Recorder
@@ -69,12 +70,10 @@ def run_batch_predict(context: JobContext) -> Recorder:
     settings = context.settings
     store = get_store(settings)
     with session_scope(settings.database_url) as session:
-        job = JobRepository(session).get(context.job_id)
-        if job is None:
-            raise BrokenInvariant("job is None")
-        plan = BatchPlan.model_validate(job.spec)
+        job = JobRepository(session).get_or_raise(context.job_id)
+        plan = PREDICT.read_spec(job)
         checkpoint = Checkpoint.model_validate(job.checkpoint or {})
-        rows_total = job.trials_total
+        rows_total = job.progress_total
         version = get_version(session, plan.model, plan.version)
         artifact_key, sha256 = version.artifact_key, version.sha256
         signature, task, labels = version.signature, version.task, version.class_labels
@@ -95,7 +94,7 @@ def run_batch_predict(context: JobContext) -> Recorder:
     header, header_lines = read_header(source)
     layout = layout_for(signature, header, plan.key_columns, plan.feature_names)
     if not rows_total:
-        context.report(trials_total=estimate_rows(source, header_lines))
+        context.report(total=estimate_rows(source, header_lines))
     checkpoint = _reusable(store, context.job_id, checkpoint)
     resumed_at = checkpoint.rows
     key = output_key(context.job_id, context.attempt, plan.output_format)
@@ -137,7 +136,7 @@ def run_batch_predict(context: JobContext) -> Recorder:
                 )  # checked by digest on reuse
                 writer.write(table)
                 checkpoint.parts.append(part.model_copy(update={"sha256": stored.sha256}))
-                context.report(trials_done=checkpoint.rows, checkpoint=checkpoint.model_dump())
+                context.report(done=checkpoint.rows, checkpoint=checkpoint)
         except InvalidInput as refused:
             writer.abandon()
             raise JobFailed(f"input {plan.filename!r}: {refused.message}") from None
@@ -154,7 +153,7 @@ def run_batch_predict(context: JobContext) -> Recorder:
         if not done:
             raise JobFailed(f"input {plan.filename!r} has no data rows")
         seconds = time.perf_counter() - started
-        context.report(trials_total=done)  # the count, where the start had an estimate
+        context.report(total=done)  # the count, where the start had an estimate
         stored = store.put_file(key, Path(spooled.name))
     result = PredictResult(
         output=OutputRef(

@@ -91,7 +91,7 @@ def submit_predict(
     job = enqueue(
         context,
         kind=PREDICT_KIND,
-        spec=plan.model_dump(),
+        spec=plan,
         dataset_id=dataset_id,
         model_name=spec.model,
         total=0,

@@ -17,7 +17,7 @@ from app.compression.spec import MethodStep
 from app.contracts.encoding import TableEncoding
 from app.contracts.enums import Task
 from app.core.errors import BrokenInvariant, KilnError
-from app.preprocessing.encode import feeds
+from app.preprocessing.encode import Raw, feeds
 from app.preprocessing.graph import attach
 from app.training.export import export_onnx
 from app.training.models import Network, count_parameters
@@ -43,7 +43,7 @@ class CompressionData:
     threads: int = 1
     max_accuracy_drop: float = 0.01
     encoding: TableEncoding | None = None  # the preprocessing in front of the network
-    raw_test: dict[str, Any] | None = None  # the test rows' raw columns (with an encoding)
+    raw_test: Raw | None = None  # the test rows' raw columns (with an encoding)
 
     def used_columns(self, candidate: Candidate) -> set[str]:
         """The source columns a candidate's network reads (all, without a selection)."""
@@ -64,7 +64,7 @@ class CompressionData:
             input_name=candidate.input_name,
         )
 
-    def test_feeds(self, candidate: Candidate) -> dict[str, Any]:
+    def test_feeds(self, candidate: Candidate) -> dict[str, np.ndarray]:
         """The test rows as the served file takes them (raw columns, or the features)."""
         if self.encoding is None:
             return {candidate.input_name: self.x_test}

@@ -4,8 +4,8 @@ most ``max_accuracy_drop`` against the parent and are smaller or faster than it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from app.compression.measures import Measured
 from app.contracts.enums import Task
 
 # A variant counts as faster only when its p50 beats the parent's by this share: smaller
@@ -14,21 +14,21 @@ FASTER_MARGIN = 0.05
 SIZE_TIE = 0.02  # sizes this close to the smallest count as equal when ranking
 
 
-def quality_drop(task: str, parent: dict[str, Any], variant: dict[str, Any]) -> float:
+def quality_drop(task: str, parent: Measured, variant: Measured) -> float:
     """How much worse the variant is: accuracy points lost (classification), or the
     relative RMSE increase (regression). Negative when it is better."""
+    base, value = parent.scores.quality, variant.scores.quality
     if task == Task.CLASSIFICATION:
-        return float(parent["accuracy"]) - float(variant["accuracy"])
-    base = float(parent["rmse"])
-    return (float(variant["rmse"]) - base) / base if base > 0 else float(variant["rmse"])
+        return base - value
+    return (value - base) / base if base > 0 else value
 
 
-def is_smaller(parent: dict[str, Any], variant: dict[str, Any]) -> bool:
-    return bool(variant["size_bytes"] < parent["size_bytes"])
+def is_smaller(parent: Measured, variant: Measured) -> bool:
+    return variant.size_bytes < parent.size_bytes
 
 
-def is_faster(parent: dict[str, Any], variant: dict[str, Any]) -> bool:
-    return bool(variant["latency_p50_ms"] < parent["latency_p50_ms"] * (1 - FASTER_MARGIN))
+def is_faster(parent: Measured, variant: Measured) -> bool:
+    return variant.latency_p50_ms < parent.latency_p50_ms * (1 - FASTER_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Verdict:
     reason: str | None
 
 
-def judge(task: str, parent: dict[str, Any], variant: dict[str, Any], max_drop: float) -> Verdict:
+def judge(task: str, parent: Measured, variant: Measured, max_drop: float) -> Verdict:
     """The verdict on one variant against its job's parent."""
     drop = quality_drop(task, parent, variant)
     smaller, faster = is_smaller(parent, variant), is_faster(parent, variant)
@@ -69,11 +69,11 @@ class Ranking:
     latency: dict[int, float]
 
     @classmethod
-    def of(cls, eligible: list[int], variants: list[dict[str, Any]], prefer: str) -> Ranking:
+    def of(cls, eligible: list[int], variants: list[Measured], prefer: str) -> Ranking:
         return cls(
             prefer,
-            {index: float(variants[index]["size_bytes"]) for index in eligible},
-            {index: float(variants[index]["latency_p50_ms"]) for index in eligible},
+            {index: float(variants[index].size_bytes) for index in eligible},
+            {index: variants[index].latency_p50_ms for index in eligible},
         )
 
     @property
@@ -121,7 +121,7 @@ class Ranking:
         )
 
 
-def best_of(eligible: list[int], variants: list[dict[str, Any]], prefer: str) -> int:
+def best_of(eligible: list[int], variants: list[Measured], prefer: str) -> int:
     """The smallest (size) or fastest (latency) variant. Sizes within ``SIZE_TIE`` of the
     smallest count as equal, and so do latencies within ``FASTER_MARGIN`` of the fastest;
     among equals the other measure decides (a few bytes should not buy a slower model)."""
@@ -129,7 +129,7 @@ def best_of(eligible: list[int], variants: list[dict[str, Any]], prefer: str) ->
 
 
 def passed_over(
-    verdicts: list[Verdict], variants: list[dict[str, Any]], prefer: str, best: int, name: str
+    verdicts: list[Verdict], variants: list[Measured], prefer: str, best: int, name: str
 ) -> dict[int, str]:
     """Why each qualifying variant other than ``best`` (the recommended one, called
     ``name``) was not recommended: larger or slower than it, by the numbers."""
@@ -139,7 +139,7 @@ def passed_over(
 
 
 def recommend(
-    verdicts: list[Verdict], variants: list[dict[str, Any]], prefer: str
+    verdicts: list[Verdict], variants: list[Measured], prefer: str
 ) -> tuple[int | None, str]:
     """Index of the recommended variant (None: keep the parent) and the reason."""
     eligible = [index for index, verdict in enumerate(verdicts) if verdict.qualifies]

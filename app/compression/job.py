@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from app.compression.base import Candidate, CompressionData
+from app.compression.kind import COMPRESS
 from app.compression.pipeline import Outcome, compress
 from app.compression.record import (
     Lineage,
@@ -18,7 +19,7 @@ from app.compression.record import (
     register_variants,
     report,
 )
-from app.compression.spec import CompressionSpec, CompressJobCreate
+from app.compression.spec import CompressionSpec
 from app.contracts.enums import Task
 from app.contracts.results import (
     CompressionFields,
@@ -30,14 +31,16 @@ from app.contracts.results import (
 from app.contracts.signature import VersionConfig
 from app.core.db import Session, session_scope
 from app.core.errors import BrokenInvariant
+from app.datasets.repository import DatasetRepository
 from app.datasets.service import DatasetArrays, load_arrays, load_raw
 from app.datasets.splits import SplitIndices, split_indices
+from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, Recorder
 from app.preprocessing.graph import detach
 from app.registry.service import get_version
 from app.registry.serving_note import serving_note
 from app.storage import ArtifactStore, get_store
-from app.tables import Dataset, Job, ModelVersion
+from app.tables import Dataset, ModelVersion
 from app.training.export import INPUT_NAME
 from app.training.from_onnx import network_from_onnx
 from app.training.models import Network
@@ -207,14 +210,12 @@ def split_seed_of(version: ModelVersion, dataset_id: int, fallback: int) -> int:
 def run_compress(context: JobContext) -> Recorder:
     """A ``compress`` job: load the source version and dataset, compress, record."""
     with session_scope(context.settings.database_url) as session:
-        job = session.get(Job, context.job_id)
-        if job is None:
-            raise BrokenInvariant("job is None")
+        job = JobRepository(session).get_or_raise(context.job_id)
         if job.dataset_id is None:
             raise BrokenInvariant("job.dataset_id is None")
-        spec = CompressJobCreate.model_validate(job.spec)
+        spec = COMPRESS.read_spec(job)
         source = get_version(session, spec.source.model, spec.source.version)
-        dataset = session.get(Dataset, job.dataset_id)
+        dataset = DatasetRepository(session).get(job.dataset_id)
         if dataset is None:
             raise BrokenInvariant("dataset is None")
         session.expunge_all()
@@ -247,7 +248,7 @@ def run_compress(context: JobContext) -> Recorder:
         spec.compression,
         lineage,
         store,
-        progress=lambda done: context.report(trials_done=done),
+        progress=lambda done: context.report(done=done),
     )
 
     def record(session: Session) -> CompressResult:

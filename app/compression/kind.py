@@ -1,9 +1,9 @@
 """The ``compress`` job kind: checked and queued here (no torch); run on a worker by
-``app.compression.job.run_compress``."""
+``app.compression.job.run_compress``; its report route is ``app.compression.routes``."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from app.compression.spec import (
     COMPRESS_KIND,
@@ -12,7 +12,7 @@ from app.compression.spec import (
     chain_problem,
     count_steps,
 )
-from app.contracts.enums import Family, JobStatus
+from app.contracts.enums import JobStatus
 from app.contracts.results import (
     CompressionFields,
     CompressionTable,
@@ -30,17 +30,36 @@ from app.jobs.repository import JobRepository
 from app.registry.fits import check_fits, outputs_of
 from app.registry.service import get_version, sandbox_reason
 from app.tables import Dataset, Job
+from app.training.families.registry import holds_graph_weights
 from app.training.size import check_student
 
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
-class CompressKind(JobKind[CompressJobCreate]):
+    from app.jobs.http import JobHttp
+
+
+class CompressionReport(CompressionTable):
+    """The comparison table of a compression (or search + compression) job."""
+
+    job_id: int
+
+
+class CompressKind(JobKind[CompressJobCreate, CompressJobCreate]):
     """Smaller or faster variants of a registered version, measured and recommended."""
 
     name: ClassVar[str] = COMPRESS_KIND
     create_model = CompressJobCreate
+    stored_model = CompressJobCreate
     progress_unit: ClassVar[str] = "steps"
     handler_path: ClassVar[str] = "app.compression.job:run_compress"
     result_model: ClassVar[type[StoredResult]] = CompressResult
+    page_sections: ClassVar[tuple[str, ...]] = ("compression",)
+
+    def add_routes(self, router: APIRouter, http: JobHttp) -> None:
+        from app.compression.routes import compression_routes  # the web framework: gateway only
+
+        compression_routes(router, http)
 
     def submit(self, context: SubmitContext, spec: CompressJobCreate) -> Job:
         """The source must exist, fit the dataset, and suit the chains."""
@@ -71,7 +90,7 @@ class CompressKind(JobKind[CompressJobCreate]):
             convolutional=stored.convolutional,
             parent=f"version {source.version} of {spec.source.model!r}",
             untrainable=stored.untrainable,
-            graph_weights=stored.family != Family.GBDT,
+            graph_weights=holds_graph_weights(stored.family),
         )
         if problem:
             raise InvalidInput(f"compression.{problem}")
@@ -79,11 +98,14 @@ class CompressKind(JobKind[CompressJobCreate]):
         return enqueue(
             context,
             kind=self.name,
-            spec=spec.model_dump(mode="json"),
+            spec=spec,
             dataset_id=dataset.id,
             model_name=spec.source.model,
             total=count_steps(spec.compression),
         )
+
+
+COMPRESS = CompressKind()
 
 
 def check_students(settings: Settings, compression: CompressionSpec, dataset: Dataset) -> None:
@@ -101,9 +123,9 @@ def check_students(settings: Settings, compression: CompressionSpec, dataset: Da
                 )
 
 
-def compression_report(session: Session, job_id: int) -> CompressionTable:
-    """The comparison table a finished compression (of either kind of job) stored in its
-    job's result."""
+def compression_report(session: Session, job_id: int) -> CompressionReport:
+    """The comparison table a finished compression (by any kind of job: a compress job, a
+    search or a retrain that compressed its winner) stored in its job's result."""
     job = JobRepository(session).get_or_raise(job_id)
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"job {job_id} is {job.status}; its report exists when it succeeds")
@@ -113,4 +135,4 @@ def compression_report(session: Session, job_id: int) -> CompressionTable:
             f"job {job_id} did not compress anything; submit a compress job or a "
             "search with 'compression'"
         )
-    return fields.compression
+    return CompressionReport(job_id=job_id, **fields.compression.model_dump())

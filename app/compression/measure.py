@@ -6,17 +6,16 @@ from __future__ import annotations
 import gzip
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from app.compression.base import Candidate, CompressionData
+from app.compression.measures import Measured, Timings
 from app.contracts.enums import Task
-from app.evaluation.latency import latency_ms
-from app.evaluation.metrics import task_metrics
+from app.evaluation.latency import timed
+from app.evaluation.metrics import task_scores
 from app.evaluation.sessions import open_session
 
-LATENCY_BATCHES = (1, 64)
 LATENCY_SECONDS = 0.15  # per batch size and pass, so variants are compared on enough samples
 ROUNDS = 4  # round-robin passes; each model keeps its best
 
@@ -33,52 +32,45 @@ def agreement(task: str, output: np.ndarray, parent: np.ndarray) -> float:
 
 def measure(
     candidate: Candidate, data: CompressionData, parent_output: np.ndarray | None
-) -> tuple[dict[str, Any], np.ndarray]:
+) -> tuple[Measured, np.ndarray]:
     """Task metrics on the test split, file and gzip bytes, and agreement with the parent's
     outputs; also the outputs. Measured on the file that would serve (with the
     preprocessing in front, for a table with one). Latency is timed apart (``time_all``)."""
     onnx = data.served(candidate)
     session = open_session(onnx, data.threads)
     output = np.asarray(session.run([candidate.output_name], data.test_feeds(candidate))[0])
-    metrics: dict[str, Any] = task_metrics(data.task, output, data.y_test)
-    metrics.update(
+    measured = Measured(
+        scores=task_scores(data.task, output, data.y_test),
         test_rows=len(data.x_test),
         size_bytes=len(onnx),
         gzip_bytes=len(gzip.compress(onnx, compresslevel=9)),
+        agreement=None if parent_output is None else agreement(data.task, output, parent_output),
     )
-    if parent_output is not None:
-        metrics["agreement"] = agreement(data.task, output, parent_output)
-    return metrics, output
+    return measured, output
 
 
-def timing(candidate: Candidate, data: CompressionData) -> dict[str, float]:
+def timing(candidate: Candidate, data: CompressionData) -> Timings:
     """p50 and p95 latency at batch 1 and 64 of the file that would serve, on test rows,
     after warm-up, with the job's threads."""
-    timed: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         path.write_bytes(data.served(candidate))
-        for batch in LATENCY_BATCHES:
-            result = latency_ms(
-                path,
-                feeds=data.test_feeds(candidate),
-                batch=batch,
-                threads=data.threads,
-                min_seconds=LATENCY_SECONDS,
-            )
-            prefix = "latency" if batch == 1 else f"latency_b{batch}"
-            timed[f"{prefix}_p50_ms"] = result["p50"]
-            timed[f"{prefix}_p95_ms"] = result["p95"]
-    return timed
+        feeds = data.test_feeds(candidate)
+        single, batch64 = (
+            timed(path, feeds=feeds, batch=batch, threads=data.threads, min_seconds=LATENCY_SECONDS)
+            for batch in (1, 64)
+        )
+    return Timings(single=single, batch64=batch64)
 
 
-def time_all(models: list[Candidate], data: CompressionData) -> list[dict[str, float]]:
+def time_all(models: list[Candidate], data: CompressionData) -> list[Timings]:
     """Latency of every model, timed in ``ROUNDS`` round-robin
     passes keeping each model's best: whichever model is timed first in a fresh process
     would otherwise pay for its warm-up, and a burst of load would hit one model only."""
-    best: list[dict[str, float]] = [{} for _ in models]
+    best: list[Timings | None] = [None for _ in models]
     for _ in range(ROUNDS):
         for index, candidate in enumerate(models):
-            for key, value in timing(candidate, data).items():
-                best[index][key] = min(value, best[index].get(key, value))
-    return best
+            timings = timing(candidate, data)
+            kept = best[index]
+            best[index] = timings if kept is None else kept.faster_of(timings)
+    return [timings for timings in best if timings is not None]

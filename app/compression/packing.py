@@ -166,7 +166,18 @@ def _sparse_plan(coded: CodedWeight, bits: int) -> tuple[int, int] | None:
     return best
 
 
-def decode_nodes(graph: _Graph, number: int, name: str, coded: CodedWeight) -> dict[str, int]:
+@dataclass
+class PackedForm:
+    """How one tensor was packed: bits per index, bits per gap (0: dense, every index
+    stored), the entries stored and the bytes they take (with a scale per channel)."""
+
+    bits: int
+    gap_bits: int
+    entries: int
+    bytes: int
+
+
+def decode_nodes(graph: _Graph, number: int, name: str, coded: CodedWeight) -> PackedForm:
     """Add to ``graph`` the initializers and nodes whose last output is ``name``, the
     decoded tensor; return what was chosen (bits, form, bytes)."""
     graph.prefix = f"c{number}."
@@ -191,12 +202,12 @@ def decode_nodes(graph: _Graph, number: int, name: str, coded: CodedWeight) -> d
             value=numpy_helper.from_array(np.array([0.0], dtype=np.float32)),
         )
         flat = graph.node("ScatterElements", [empty, positions, values], "w", axis=0)
-        chosen = {"bits": bits, "gap_bits": gap_bits, "entries": len(gaps), "bytes": sparse[1]}
+        chosen = PackedForm(bits=bits, gap_bits=gap_bits, entries=len(gaps), bytes=sparse[1])
     else:
         flat = graph.node(
             "Gather", [codebook, graph.unpacked("x", coded.indices.ravel(), bits)], "w", axis=0
         )
-        chosen = {"bits": bits, "gap_bits": 0, "entries": count, "bytes": dense}
+        chosen = PackedForm(bits=bits, gap_bits=0, entries=count, bytes=dense)
     shape = graph.constant("r", np.array(coded.indices.shape, dtype=np.int64))
     if coded.scale is None:
         graph.nodes.append(helper.make_node("Reshape", [flat, shape], [name]))
@@ -206,7 +217,7 @@ def decode_nodes(graph: _Graph, number: int, name: str, coded: CodedWeight) -> d
         broadcast[coded.axis] = -1
         scale = graph.constant("a", coded.scale.astype(np.float32).reshape(broadcast))
         graph.nodes.append(helper.make_node("Mul", [shaped, scale], [name]))
-        chosen["bytes"] += coded.scale.size * 4
+        chosen.bytes += coded.scale.size * 4
     return chosen
 
 
@@ -234,9 +245,9 @@ def pack_weights(
     forms = [summary for summary in chosen.values()]
     return model.SerializeToString(), {
         "coded_tensors": len(coded),
-        "index_bits": sorted({int(form["bits"]) for form in forms}),
-        "sparse_tensors": sum(1 for form in forms if form["gap_bits"]),
-        "coded_bytes": sum(int(form["bytes"]) for form in forms),
+        "index_bits": sorted({form.bits for form in forms}),
+        "sparse_tensors": sum(1 for form in forms if form.gap_bits),
+        "coded_bytes": sum(form.bytes for form in forms),
     }
 
 

@@ -9,12 +9,14 @@ from typing import Any
 
 from app.compression.base import Candidate, CompressionData
 from app.compression.choose import passed_over
+from app.compression.measures import Measured
 from app.compression.pipeline import Outcome, Variant
 from app.compression.spec import CompressionSpec
-from app.contracts.networks import architecture_of
+from app.contracts.networks import NetworkConfig
 from app.contracts.results import CompressionTable, ReportRow
 from app.contracts.signature import Signature, VersionConfig
 from app.core.db import Session
+from app.evaluation.scores import ClassificationScores
 from app.registry.service import VersionDraft, register_version
 from app.storage import ArtifactStore
 from app.tables import ModelVersion
@@ -43,17 +45,14 @@ class PreparedVariant:
     parent: int | None
 
 
-def network_config(variant: Variant) -> dict[str, Any]:
-    """What a later job needs to keep training a variant's torch form (nothing after a
-    graph rewrite)."""
+def network_fields(variant: Variant) -> tuple[NetworkConfig | None, list[int] | None]:
+    """What a later job needs to keep training a variant's torch form: its architecture
+    and the columns it reads (None, None after a graph rewrite)."""
     candidate = variant.candidate
     if candidate.network is None:
-        return {}
-    config = candidate.network.config
-    stored: dict[str, Any] = {"architecture": architecture_of(config)}
-    if candidate.columns is not None:
-        stored["columns"] = [int(column) for column in candidate.columns]
-    return stored
+        return None, None
+    columns = None if candidate.columns is None else [int(column) for column in candidate.columns]
+    return candidate.network.config, columns
 
 
 def signature_of(candidate: Candidate, lineage: Lineage, data: CompressionData) -> Signature:
@@ -84,6 +83,7 @@ def prepare_variants(
             weights_sha256 = store.put_bytes(
                 weights_key, save_weights(variant.candidate.network)
             ).sha256
+        architecture, columns = network_fields(variant)
         config = VersionConfig(
             compression={
                 "method": variant.method,
@@ -95,7 +95,8 @@ def prepare_variants(
             weights_key=weights_key,
             weights_sha256=weights_sha256,
             encoding=data.encoding,
-            **network_config(variant),
+            architecture=architecture,
+            columns=columns,
         )
         prepared.append(
             PreparedVariant(
@@ -105,9 +106,9 @@ def prepare_variants(
                     source="compression",
                     artifact=artifact,
                     signature=signature_of(variant.candidate, lineage, data),
-                    metrics=variant.metrics,
-                    n_params=variant.metrics.get("params"),
-                    latency_p50_ms=variant.metrics["latency_p50_ms"],
+                    metrics=variant.measured.as_json(),
+                    n_params=variant.measured.params,
+                    latency_p50_ms=variant.measured.latency_p50_ms,
                     class_labels=lineage.class_labels,
                     config=config,
                     dataset_id=lineage.dataset_id,
@@ -145,7 +146,7 @@ def report(
     versions: list[int],
 ) -> CompressionTable:
     """The comparison of the parent and its variants, with the recommendation."""
-    parent = outcome.parent_metrics
+    parent = outcome.parent_measured
     rows = [_row(model_name, root_version, "parent", None, [], None, parent, parent)]
     for variant, verdict, number in zip(outcome.variants, outcome.verdicts, versions, strict=True):
         parent_number = root_version if variant.parent is None else versions[variant.parent]
@@ -156,23 +157,21 @@ def report(
             variant.method,
             variant.chain,
             parent_number,
-            variant.metrics,
+            variant.measured,
             parent,
         )
-        row.update(
-            accuracy_drop=verdict.drop,
-            smaller=verdict.smaller,
-            faster=verdict.faster,
-            qualifies=verdict.qualifies,
-            not_recommended_because=verdict.reason,
-            settings=variant.settings,
-            details=variant.candidate.report,
-        )
+        row.accuracy_drop = verdict.drop
+        row.smaller = verdict.smaller
+        row.faster = verdict.faster
+        row.qualifies = verdict.qualifies
+        row.not_recommended_because = verdict.reason
+        row.settings = variant.settings
+        row.details = variant.candidate.report
         rows.append(row)
     recommended = root_version if outcome.recommended is None else versions[outcome.recommended]
     _say_why_not(rows, outcome, spec, f"v{recommended} (recommended)")
     for row in rows:
-        row["recommended"] = row["version"] == recommended
+        row.recommended = row.version == recommended
     return CompressionTable(
         model_name=model_name,
         parent_version=root_version,
@@ -180,13 +179,11 @@ def report(
         prefer=spec.prefer,
         recommended_version=recommended,
         reason=outcome.reason,
-        rows=[ReportRow.model_validate(row) for row in rows],
+        rows=rows,
     )
 
 
-def _say_why_not(
-    rows: list[dict[str, Any]], outcome: Outcome, spec: CompressionSpec, name: str
-) -> None:
+def _say_why_not(rows: list[ReportRow], outcome: Outcome, spec: CompressionSpec, name: str) -> None:
     """Give the parent, and every variant that qualified beside the recommended one, the
     reason it lost (a variant that did not qualify already says why)."""
     best = outcome.recommended
@@ -196,11 +193,11 @@ def _say_why_not(
     gains = " and ".join(
         word for word, won in (("smaller", chosen.smaller), ("faster", chosen.faster)) if won
     )
-    rows[0]["not_recommended_because"] = f"{name} is within max_accuracy_drop and {gains}"
-    metrics = [variant.metrics for variant in outcome.variants]
-    reasons = passed_over(outcome.verdicts, metrics, spec.prefer, best, name)
+    rows[0].not_recommended_because = f"{name} is within max_accuracy_drop and {gains}"
+    measured = [variant.measured for variant in outcome.variants]
+    reasons = passed_over(outcome.verdicts, measured, spec.prefer, best, name)
     for index, reason in reasons.items():
-        rows[index + 1]["not_recommended_because"] = reason
+        rows[index + 1].not_recommended_because = reason
 
 
 def _row(
@@ -210,36 +207,44 @@ def _row(
     method: str | None,
     chain: list[str],
     parent_version: int | None,
-    metrics: dict[str, Any],
-    parent: dict[str, Any],
-) -> dict[str, Any]:
-    keys = (
-        "accuracy",
-        "f1_macro",
-        "rmse",
-        "r2",
-        "params",
-        "nonzero_params",
-        "sparsity",
-        "size_bytes",
-        "gzip_bytes",
-        "latency_p50_ms",
-        "latency_p95_ms",
-        "latency_b64_p50_ms",
-        "latency_b64_p95_ms",
-        "agreement",
+    measured: Measured,
+    parent: Measured,
+) -> ReportRow:
+    """A row with what was measured of the model and its ratios to the parent;
+    ``recommended`` False until the choice is known. A measure the model does not have (a
+    regressor's accuracy, a parent's agreement, an unpruned model's sparsity) is left
+    unset, so the stored report leaves it out."""
+    timings, parent_timings = measured.timed, parent.timed
+    row = ReportRow(
+        model=model_name,
+        version=version,
+        role=role,
+        method=method,
+        chain=chain,
+        parent_version=parent_version,
+        params=measured.params,
+        size_bytes=measured.size_bytes,
+        gzip_bytes=measured.gzip_bytes,
+        latency_p50_ms=timings.single.p50,
+        latency_p95_ms=timings.single.p95,
+        latency_b64_p50_ms=timings.batch64.p50,
+        latency_b64_p95_ms=timings.batch64.p95,
+        size_ratio=parent.size_bytes / measured.size_bytes,
+        gzip_ratio=parent.gzip_bytes / measured.gzip_bytes,
+        speedup=parent_timings.single.p50 / timings.single.p50,
+        speedup_b64=parent_timings.batch64.p50 / timings.batch64.p50,
+        recommended=False,
     )
-    row: dict[str, Any] = {
-        "model": model_name,
-        "version": version,
-        "role": role,
-        "method": method,
-        "chain": chain,
-        "parent_version": parent_version,
-    }
-    row.update({key: metrics[key] for key in keys if key in metrics})
-    row["size_ratio"] = parent["size_bytes"] / metrics["size_bytes"]
-    row["gzip_ratio"] = parent["gzip_bytes"] / metrics["gzip_bytes"]
-    row["speedup"] = parent["latency_p50_ms"] / metrics["latency_p50_ms"]
-    row["speedup_b64"] = parent["latency_b64_p50_ms"] / metrics["latency_b64_p50_ms"]
+    scores = measured.scores
+    if isinstance(scores, ClassificationScores):
+        row.accuracy, row.f1_macro = scores.accuracy, scores.f1_macro
+    else:
+        row.rmse, row.r2 = scores.rmse, scores.r2
+    # Assigned only when measured: an assignment marks the field set (pydantic).
+    if measured.sparsity is not None:
+        row.sparsity = measured.sparsity
+    if measured.nonzero_params is not None:
+        row.nonzero_params = measured.nonzero_params
+    if measured.agreement is not None:
+        row.agreement = measured.agreement
     return row

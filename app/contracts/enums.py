@@ -45,19 +45,9 @@ class JobStatus(StrEnum):
 FINAL_JOB_STATES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-class Family(StrEnum):
-    """A family of models a search can train: networks (``mlp`` for rows, ``cnn`` for
-    image-shaped rows), gradient-boosted trees and linear models (of a table's features)."""
-
-    MLP = "mlp"
-    CNN = "cnn"
-    GBDT = "gbdt"
-    LINEAR = "linear"
-
-
-NETWORK_FAMILIES = (Family.MLP, Family.CNN)
-TABLE_FAMILIES = (Family.GBDT, Family.LINEAR)  # ``app.training.table_models.FAMILIES``
-AVERAGE_FAMILY = "average"  # a registered average of models of several families
+# The model families' names are the registered families' (``app.training.families.registry``
+# derives ``Family`` from them); a registered average of several families' models is this.
+AVERAGE_FAMILY = "average"
 
 
 class TrialState(StrEnum):

@@ -270,7 +270,8 @@ class PredictResult(StoredResult):
     version: int
 
 
-JobResult = SearchResult | CompressResult | PredictResult
+# The union of every kind's result is not written here: ``app.kinds.JobResult`` derives it
+# from the kinds the server runs (each kind names its model as ``JobKind.result_model``).
 ResultT = TypeVar("ResultT", bound=StoredResult)
 
 

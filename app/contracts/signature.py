@@ -182,7 +182,7 @@ class AverageMember(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     trial: int = Field(ge=0, description="The trial's number in the search job that made it.")
-    family: str = Field(description="Its model family: mlp, cnn, gbdt or linear.")
+    family: str = Field(description="Its model family, as search.families names it.")
     weight: float = Field(gt=0, le=1, description="Its share of the average (they sum to 1).")
     score: float | None = Field(
         default=None,

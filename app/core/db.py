@@ -19,17 +19,20 @@ from sqlalchemy import (
     Engine,
     Executable,
     MetaData,
+    Table,
     create_engine,
     event,
     make_url,
     text,
 )
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, UOWTransaction, sessionmaker
 
 # The unit of work the layers above pass around; they name it from here and leave the
-# queries to the repositories (a contract keeps SQLAlchemy out of the HTTP and engine layers).
+# queries to the repositories (a contract lets only the repositories, this module, the
+# tables and the study storage import SQLAlchemy).
 from sqlalchemy.orm import Session as Session
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 logger = logging.getLogger(__name__)
@@ -112,6 +115,23 @@ def ping(url: str) -> None:
     """Ask the database at ``url`` for one row; raises when it does not answer."""
     with get_engine(url).connect() as connection:
         connection.execute(text("SELECT 1"))
+
+
+def ping_once(url: str, timeout_s: float) -> None:
+    """Ask the database at ``url`` for one row on a connection of its own (no pool stays
+    behind), waiting about ``timeout_s`` to connect; raises when it does not answer. For a
+    database that is not the registry's (kombu's SQLAlchemy transport behind the broker)."""
+    backend = make_url(url).get_backend_name()
+    connect_args = {
+        "sqlite": {"timeout": timeout_s},
+        "postgresql": {"connect_timeout": max(1, round(timeout_s))},
+    }
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args.get(backend, {}))
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
 
 
 def utcnow() -> datetime:
@@ -205,6 +225,54 @@ def session_scope(url: str) -> Iterator[Session]:
     finally:
         session.close()
     run_deferred(session)
+
+
+class WriteWatch:
+    """Calls ``publish`` once after each committed transaction that wrote rows of the
+    ``watched`` tables: a flush that added, changed or deleted one, or an UPDATE or DELETE
+    statement on one of their tables (or a session ``mark``-ed by hand). A rolled-back
+    transaction publishes nothing; a savepoint is not a commit (what the outer transaction
+    may still roll back is not published), and a savepoint rolled back keeps the outer
+    transaction's mark. Listens on every session of the process from construction on."""
+
+    def __init__(
+        self, flag: str, watched: tuple[type[Base], ...], publish: Callable[[], None]
+    ) -> None:
+        self._flag = flag  # the session.info key that marks a session
+        self._watched = watched
+        self._tables = frozenset(row.__tablename__ for row in watched)
+        self._publish = publish
+        event.listen(Session, "after_flush", self._after_flush)
+        event.listen(Session, "do_orm_execute", self._on_statement)
+        event.listen(Session, "after_commit", self._after_commit)
+        event.listen(Session, "after_rollback", self._after_rollback)
+
+    def mark(self, session: Session) -> None:
+        """Publish after this session's commit even if no watched row was flushed."""
+        session.info[self._flag] = True
+
+    def _after_flush(self, session: Session, _context: UOWTransaction) -> None:
+        touched = (session.new, session.dirty, session.deleted)
+        if any(isinstance(row, self._watched) for group in touched for row in group):
+            self.mark(session)
+
+    def _on_statement(self, state: ORMExecuteState) -> None:
+        if not (state.is_update or state.is_delete):
+            return
+        table = getattr(state.statement, "table", None)
+        if isinstance(table, Table) and table.name in self._tables:
+            self.mark(state.session)
+
+    def _after_commit(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            return  # a savepoint released: nothing is committed until the outer transaction is
+        if session.info.pop(self._flag, False):
+            self._publish()
+
+    def _after_rollback(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            return  # a savepoint rolled back: what the outer transaction wrote still stands
+        session.info.pop(self._flag, None)
 
 
 def dispose_engines() -> None:

@@ -1,5 +1,6 @@
-"""The queries every table's repository shares: add, get, get-or-404 and a page, written
-once. A repository adds its own queries (conditional updates included) on top."""
+"""The queries every table's repository shares: add, remove, get, get-or-404, read again
+and a page, written once. A repository adds its own queries (conditional updates
+included) on top."""
 
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ class Repository(Generic[RowT]):
     def add(self, row: RowT) -> RowT:
         self.session.add(row)
         self.session.flush()
+        return row
+
+    def remove(self, row: RowT) -> None:
+        self.session.delete(row)
+        self.session.flush()
+
+    def refresh(self, row: RowT) -> RowT:
+        """``row`` read again: a conditional update (``rows_changed``) leaves the copies
+        this session holds as they were."""
+        self.session.refresh(row)
         return row
 
     def get(self, row_id: int) -> RowT | None:

@@ -94,7 +94,7 @@ def _plain_features(columns: list[SourceColumn]) -> np.ndarray:
     return matrix
 
 
-def raw_columns(columns: list[SourceColumn]) -> dict[str, Any]:
+def raw_columns(columns: list[SourceColumn]) -> dict[str, np.ndarray | pa.Array]:
     """Each usable column's values as the preprocessing reads them."""
     return {
         column.name: column.numbers if column.numbers is not None else column.text

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from app.core.db import rows_changed
 from app.core.errors import InvalidInput, NotFound
 from app.core.repository import Repository
+from app.storage import StoredArtifact
 from app.tables import Dataset
 
 
@@ -27,6 +28,23 @@ class DatasetRepository(Repository[Dataset]):
             order_by=Dataset.id.desc(),
             where=[Dataset.deleted_at.is_(None)],
         )
+
+    def record_files(
+        self,
+        dataset: Dataset,
+        *,
+        original: StoredArtifact,
+        arrays_sha256: str,
+        raw_sha256: str | None,
+    ) -> Dataset:
+        """What the store holds of ``dataset`` once its files are written: the uploaded
+        CSV, the parsed arrays, and (with a preprocessing) the raw columns."""
+        dataset.sha256 = original.sha256
+        dataset.size_bytes = original.size_bytes
+        dataset.arrays_sha256 = arrays_sha256
+        dataset.raw_sha256 = raw_sha256
+        self.session.flush()
+        return dataset
 
     def current(self, dataset_id: int) -> Dataset | None:
         """The dataset as the database holds it now (a copy this session read earlier is

@@ -5,14 +5,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from pyarrow import ipc
-from sqlalchemy.orm import Session
 
 from app.contracts.enums import Task
+from app.core.db import Session
 from app.core.errors import BrokenInvariant, InvalidInput
 from app.core.names import COLUMN_NAME, DATASET_NAME, InvalidName, refused_character
 from app.core.scratch import owner_prefix
@@ -73,7 +72,8 @@ def create_dataset(
     parsed = parse_csv(upload, target=target, task=task, input_shape=input_shape, columns=columns)
     if parsed.columns is None:
         raise BrokenInvariant("parsed.columns is None")
-    dataset = DatasetRepository(session).add(
+    datasets = DatasetRepository(session)
+    dataset = datasets.add(
         Dataset(
             name=display_name,
             filename=Path(filename).name[:255] or "upload.csv",
@@ -103,7 +103,8 @@ def create_dataset(
     ) as arrays:
         np.savez(arrays, features=parsed.features, target=parsed.target)  # no copy in memory
         arrays.flush()
-        dataset.arrays_sha256 = store.put_file(arrays_key(dataset.id), Path(arrays.name)).sha256
+        arrays_sha256 = store.put_file(arrays_key(dataset.id), Path(arrays.name)).sha256
+    raw_sha256 = None
     if parsed.encoding is not None:
         with tempfile.NamedTemporaryFile(
             dir=upload.parent, suffix=".arrow", prefix=owner_prefix("parse")
@@ -111,11 +112,10 @@ def create_dataset(
             table = pa.table(raw_columns(parsed.columns))
             with ipc.new_file(raw.name, table.schema) as writer:
                 writer.write_table(table)
-            dataset.raw_sha256 = store.put_file(raw_key(dataset.id), Path(raw.name)).sha256
-    dataset.sha256 = stored.sha256
-    dataset.size_bytes = stored.size_bytes
-    session.flush()
-    return dataset
+            raw_sha256 = store.put_file(raw_key(dataset.id), Path(raw.name)).sha256
+    return datasets.record_files(
+        dataset, original=stored, arrays_sha256=arrays_sha256, raw_sha256=raw_sha256
+    )
 
 
 def get_dataset(session: Session, dataset_id: int) -> Dataset:
@@ -135,7 +135,7 @@ def load_arrays(store: ArtifactStore, dataset: Dataset) -> DatasetArrays:
         return DatasetArrays(features=data["features"], target=data["target"])
 
 
-def load_raw(store: ArtifactStore, dataset: Dataset, rows: np.ndarray) -> dict[str, Any]:
+def load_raw(store: ArtifactStore, dataset: Dataset, rows: np.ndarray) -> dict[str, pa.Array]:
     """The raw feature columns of ``rows`` (numbers, or text with '' for gaps), as the
     served graph takes them; only for datasets with a preprocessing."""
     with pa.memory_map(str(store.local_path(raw_key(dataset.id), dataset.raw_sha256))) as source:

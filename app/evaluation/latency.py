@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from app.evaluation.scores import Latency
 from app.evaluation.sessions import open_session
 
 WARMUP_RUNS = 20
@@ -15,7 +15,7 @@ TIMED_RUNS = 200
 BLOCKS = 5
 
 
-def rows_of(feeds: dict[str, Any], batch: int) -> dict[str, Any]:
+def rows_of(feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
     """The first ``batch`` rows of every input (repeated when there are fewer)."""
     first = next(iter(feeds.values()))
     picked = np.arange(batch) % len(first)
@@ -31,8 +31,33 @@ def latency_ms(
     threads: int = 1,
     runs: int = TIMED_RUNS,
     min_seconds: float = 0.0,
-    feeds: dict[str, Any] | None = None,
+    feeds: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
+    """``timed`` as the JSON a search stores: ``{"p50": ms, "p95": ms}``."""
+    latency = timed(
+        path,
+        input_name=input_name,
+        row_shape=row_shape,
+        batch=batch,
+        threads=threads,
+        runs=runs,
+        min_seconds=min_seconds,
+        feeds=feeds,
+    )
+    return {"p50": latency.p50, "p95": latency.p95}
+
+
+def timed(
+    path: Path,
+    *,
+    input_name: str = "",
+    row_shape: tuple[int, ...] = (),
+    batch: int = 1,
+    threads: int = 1,
+    runs: int = TIMED_RUNS,
+    min_seconds: float = 0.0,
+    feeds: dict[str, np.ndarray] | None = None,
+) -> Latency:
     """p50 and p95 milliseconds per call at ``batch`` rows, after warm-up, fixed threads.
 
     With ``min_seconds`` (used where variants are compared), fast models get more timed runs
@@ -65,4 +90,4 @@ def latency_ms(
     p50 = np.percentile(timings, 50)
     if min_seconds > 0:
         p50 = min(np.median(block) for block in np.array_split(timings, BLOCKS))
-    return {"p50": float(p50 * 1e3), "p95": float(np.percentile(timings, 95) * 1e3)}
+    return Latency(p50=float(p50 * 1e3), p95=float(np.percentile(timings, 95) * 1e3))

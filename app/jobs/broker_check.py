@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
+from app.core.db import ping_once
+
 logger = logging.getLogger(__name__)
 
 PROBE_TTL_S = 2.0  # how long an answer stands
@@ -143,22 +145,7 @@ def reach(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         finally:
             client.close()
     elif url.startswith("sqla+"):  # kombu's SQLAlchemy transport: the database behind it
-        import sqlalchemy as sa
-
-        database = url.removeprefix("sqla+")
-        backend = sa.make_url(database).get_backend_name()
-        connect_args = {
-            "sqlite": {"timeout": timeout_s},
-            "postgresql": {"connect_timeout": max(1, round(timeout_s))},
-        }
-        engine = sa.create_engine(
-            database, poolclass=sa.pool.NullPool, connect_args=connect_args.get(backend, {})
-        )
-        try:
-            with engine.connect() as connection:
-                connection.execute(sa.text("SELECT 1"))
-        finally:
-            engine.dispose()
+        ping_once(url.removeprefix("sqla+"), timeout_s)
     else:
         from kombu import Connection
 

@@ -1,12 +1,16 @@
-"""Job kinds as plug-ins. A kind (search, compress, predict) says what ``POST /v1/jobs``
-takes for it, checks and records a submitted job, and names the handler a worker runs.
-Each kind lives in its own package (``app.search.kind``, ``app.compression.kind``,
-``app.batch.kind``); ``app.kinds`` is the one place that lists them, and the API's request
-union, the submit dispatch, the broker's task names and the workers' tasks all come from
-that list.
+"""Job kinds as plug-ins. A kind (search, compress, predict, retrain) owns its whole
+surface: what ``POST /v1/jobs`` takes for it and what its jobs keep as their spec, the
+result it stores, its progress unit, the handler a worker runs and any helper tasks that
+handler sends, the routes it adds under ``/v1/jobs``, and the sections of its dashboard
+page. Each kind lives in its own package (``app.search.kind``, ...); ``app.kinds`` is the
+one place that lists them, and everything that differs by kind (the request and result
+unions, the submit dispatch, the broker's tasks and queues, the workers' tasks, the routes
+under /v1/jobs, the job page) is derived from that list.
 
-The handler is named, not imported: it trains networks with torch on the worker, and the
-gateway (which imports every kind to check submissions) never loads torch."""
+Handlers and helper tasks are named, not imported: they train networks with torch on the
+worker, and the gateway (which imports every kind to check submissions) never loads torch.
+A kind's routes are imported only when the gateway asks for them, so workers never load
+the web framework."""
 
 from __future__ import annotations
 
@@ -17,24 +21,29 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from app.contracts.enums import JobStatus
 from app.contracts.results import StoredResult, result_as
 from app.core.config import Settings
 from app.core.db import Session, defer_until_commit, utcnow
-from app.core.errors import BrokenInvariant
+from app.core.errors import BrokenInvariant, Conflict
 from app.jobs.queue import JobQueue, task_name
 from app.jobs.repository import JobRepository
 from app.storage import ArtifactStore
 from app.tables import Job
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from app.jobs.http import JobHttp
     from app.jobs.runner import JobContext, Recorder
 
     Handler = Callable[[JobContext], Recorder]
 
-SpecT = TypeVar("SpecT", bound=BaseModel)
+SpecT = TypeVar("SpecT", bound=BaseModel)  # what POST /v1/jobs takes for the kind
+StoredT = TypeVar("StoredT", bound=BaseModel)  # what its jobs keep in Job.spec
+HelperTask = Callable[..., None]  # called as function(settings, *the message's args)
 
 
 @dataclass(frozen=True)
@@ -48,15 +57,31 @@ class SubmitContext:
     store: ArtifactStore
 
 
-class JobKind(ABC, Generic[SpecT]):
+def _load(kind: str, path: str) -> Callable[..., Any]:
+    """The function ``path`` ("module:function") names, imported now (torch included)."""
+    module_name, _, attribute = path.partition(":")
+    function = getattr(importlib.import_module(module_name), attribute, None)
+    if not callable(function):
+        raise BrokenInvariant(f"job kind {kind!r}: {path!r} is not a function")
+    return function
+
+
+class JobKind(ABC, Generic[SpecT, StoredT]):
     """One kind of job. ``name`` is its ``kind`` in requests, the stored ``Job.kind``, its
     broker queue's suffix and its task's name (``kiln.<name>``)."""
 
     name: ClassVar[str]
     create_model: type[SpecT]  # the request body POST /v1/jobs takes, tagged by ``kind``
-    progress_unit: ClassVar[str]  # what trials_done / trials_total count
+    stored_model: type[StoredT]  # what ``submit`` keeps in Job.spec, read back typed
+    progress_unit: ClassVar[str]  # what progress_done / progress_total count
     handler_path: ClassVar[str]  # "module:function" the worker runs (see the docstring)
     result_model: ClassVar[type[StoredResult]]  # what its handler's recorder stores
+    # Broker tasks its handler sends besides the job's own (a search's helpers): task name
+    # -> "module:function"; sent on this kind's queue, registered by every worker.
+    helper_tasks: ClassVar[Mapping[str, str]] = {}
+    # The dashboard sections its job page shows, in order (``app.ui.job_sections`` names
+    # the sections there are; the page shows the facts, progress and trials of every job).
+    page_sections: ClassVar[tuple[str, ...]] = ()
 
     @property
     def task_name(self) -> str:
@@ -67,17 +92,41 @@ class JobKind(ABC, Generic[SpecT]):
         """Check ``spec`` against the registry, the datasets and the server's limits
         (InvalidInput naming the field), then record the queued job with ``enqueue``."""
 
+    def read_spec(self, job: Job) -> StoredT:
+        """The job's stored spec as this kind's model; Conflict naming the job when another
+        release stored it in a shape this one cannot read (the job cannot run here)."""
+        try:
+            return self.stored_model.model_validate(job.spec)
+        except ValidationError as unreadable:
+            first = unreadable.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "spec"
+            raise Conflict(
+                f"job {job.id}: its stored spec does not fit this release's {self.name} job "
+                f"({where}: {first['msg']}); submit it again"
+            ) from None
+
+    def spec_if_readable(self, job: Job) -> StoredT | None:
+        """``read_spec``, or None where it cannot be read: for what only shows a job."""
+        try:
+            return self.read_spec(job)
+        except Conflict:
+            return None
+
     def load_handler(self) -> Handler:
         """The worker's handler: imports the module that runs this kind (torch included)."""
-        module_name, _, attribute = self.handler_path.partition(":")
-        handler = getattr(importlib.import_module(module_name), attribute, None)
-        if not callable(handler):
-            raise BrokenInvariant(
-                f"job kind {self.name!r}: handler {self.handler_path!r} is not a function"
-            )
+        handler: Handler = _load(self.name, self.handler_path)
         return handler
 
-    def time_budget_s(self, spec: Mapping[str, Any]) -> float | None:
+    def load_helpers(self) -> dict[str, HelperTask]:
+        """The helper tasks by name, imported (on a worker: torch included)."""
+        return {task: _load(self.name, path) for task, path in self.helper_tasks.items()}
+
+    def add_routes(self, router: APIRouter, http: JobHttp) -> None:
+        """Add the routes this kind offers to ``router``, /v1/jobs's (the HTTP layer lends
+        ``http``: its session, scopes and parameters). A kind imports its routes' module
+        here, not at the top, so that workers never load the web framework."""
+
+    def time_budget_s(self, spec: StoredT) -> float | None:
         """The wall time a stored job of this kind was given, when it is told in time."""
         return None
 
@@ -102,13 +151,14 @@ def enqueue(
     context: SubmitContext,
     *,
     kind: str,
-    spec: dict[str, Any],
+    spec: BaseModel,
     dataset_id: int | None,
     model_name: str,
     total: int,
 ) -> Job:
-    """Record a queued job of any kind; it is sent to the broker after the commit. A broker
-    that does not answer is Unavailable (503) here, before anything is recorded."""
+    """Record a queued job of any kind, keeping ``spec`` (its kind's ``stored_model``) as
+    JSON; it is sent to the broker after the commit. A broker that does not answer is
+    Unavailable (503) here, before anything is recorded."""
     context.queue.check_reachable()
     now = utcnow()
     job = JobRepository(context.session).add(
@@ -117,11 +167,11 @@ def enqueue(
             status=JobStatus.QUEUED,
             dataset_id=dataset_id,
             model_name=model_name,
-            spec=spec,
+            spec=spec.model_dump(mode="json"),
             max_attempts=context.settings.job_max_attempts,
-            trials_total=total,
+            progress_total=total,
             attempt=0,
-            trials_done=0,
+            progress_done=0,
             sends=1,
             enqueued_at=now,
             created_at=now,
@@ -132,11 +182,22 @@ def enqueue(
     return job
 
 
-class KindMap(Mapping[str, JobKind[Any]]):
+def _most_specific_first(models: list[type[StoredResult]]) -> list[type[StoredResult]]:
+    """``models`` with every model ahead of the models it extends (a retrain's result is a
+    search's and more), otherwise in their order: a union of them then validates and
+    serializes each result as its own model, not as a model it extends."""
+    ordered: list[type[StoredResult]] = []
+    for model in models:
+        base = next((i for i, seen in enumerate(ordered) if issubclass(model, seen)), None)
+        ordered.insert(len(ordered) if base is None else base, model)
+    return ordered
+
+
+class KindMap(Mapping[str, JobKind[Any, Any]]):
     """The job kinds a server runs, by name; built once, by ``app.kinds``."""
 
-    def __init__(self, kinds: list[JobKind[Any]]) -> None:
-        self._kinds: dict[str, JobKind[Any]] = {}
+    def __init__(self, kinds: list[JobKind[Any, Any]]) -> None:
+        self._kinds: dict[str, JobKind[Any, Any]] = {}
         for kind in kinds:
             if kind.name in self._kinds:
                 raise BrokenInvariant(f"job kind {kind.name!r} is listed twice")
@@ -147,8 +208,11 @@ class KindMap(Mapping[str, JobKind[Any]]):
                     f".kind must be Literal[{kind.name!r}]"
                 )
             self._kinds[kind.name] = kind
+        helpers = [task for kind in kinds for task in kind.helper_tasks]
+        if len(set(helpers)) != len(helpers) or set(helpers) & {k.task_name for k in kinds}:
+            raise BrokenInvariant(f"job kinds declare a task name twice: {sorted(helpers)}")
 
-    def __getitem__(self, name: str) -> JobKind[Any]:
+    def __getitem__(self, name: str) -> JobKind[Any, Any]:
         return self._kinds[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -156,6 +220,16 @@ class KindMap(Mapping[str, JobKind[Any]]):
 
     def __len__(self) -> int:
         return len(self._kinds)
+
+    def create_models(self) -> tuple[type[BaseModel], ...]:
+        """What ``POST /v1/jobs`` takes, one model per kind (told apart by ``kind``)."""
+        return tuple(kind.create_model for kind in self._kinds.values())
+
+    def result_models(self) -> tuple[type[StoredResult], ...]:
+        """Every kind's result model, each ahead of those it extends (see
+        ``_most_specific_first``): the members of the API's result union."""
+        models = [kind.result_model for kind in self._kinds.values()]
+        return tuple(_most_specific_first(list(dict.fromkeys(models))))
 
     def read_result(self, job: Job) -> StoredResult | dict[str, Any] | None:
         """A stored job's result, typed by its kind; as stored when the kind is no longer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TypeAlias
 
 from celery import Celery
 
@@ -13,9 +13,8 @@ from app.jobs.broker_check import CachedProbe, broker_probe
 
 logger = logging.getLogger(__name__)
 
-SEARCH_HELPER_TASK = "kiln.search_helper"
-TRAIN_MEMBER_TASK = "kiln.train_member"
-SEARCH_QUEUE = "search"  # a search's helpers and data-parallel members go to its queue
+# What a message's arguments may be: JSON (the broker's serializer).
+JsonArg: TypeAlias = "int | float | str | bool | list[JsonArg] | dict[str, JsonArg] | None"
 
 
 def task_name(kind: str) -> str:
@@ -34,7 +33,8 @@ def make_celery(settings: Settings) -> Celery:
     """One Celery configuration for gateway (producer) and workers (consumers)."""
     celery = Celery("kiln", broker=settings.broker_url, set_as_current=False)
     celery.conf.update(
-        task_default_queue=queue_for(settings, SEARCH_QUEUE),
+        # No default queue: every message names its kind's queue (``JobQueue``), which is
+        # what a worker's --queues takes.
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -112,21 +112,10 @@ class JobQueue:
             raise
         logger.info("sent job %s (%s) to queue %s", job_id, kind, queue)
 
-    def send_helper(self, job_id: int, slot: int) -> None:
-        """Ask one more worker process to run trials of search job ``job_id``."""
-        self.celery.send_task(
-            SEARCH_HELPER_TASK, args=[job_id, slot], queue=queue_for(self.settings, SEARCH_QUEUE)
-        )
-        logger.info("sent helper %s of job %s", slot, job_id)
-
-    def send_member(self, message: dict[str, Any]) -> None:
-        """Ask one more worker process to train a share of a data-parallel trial."""
-        self.celery.send_task(
-            TRAIN_MEMBER_TASK, args=[message], queue=queue_for(self.settings, SEARCH_QUEUE)
-        )
-        logger.info(
-            "sent data-parallel member %s of job %s trial %s",
-            message["rank"],
-            message["job_id"],
-            message["trial"],
-        )
+    def send_helper(self, kind: str, task: str, *args: JsonArg) -> None:
+        """Send ``task``, one of the helper tasks ``kind`` declares (``JobKind.helper_tasks``:
+        a search's extra trial runners and data-parallel members), on that kind's queue;
+        a worker calls it with ``args``."""
+        queue = queue_for(self.settings, kind)
+        self.celery.send_task(task, args=list(args), queue=queue)
+        logger.info("sent %s to queue %s", task, queue)  # not its args: they may hold secrets

@@ -7,12 +7,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
-from sqlalchemy.orm import Session
-
-from app.contracts.enums import JobStatus
 from app.core.config import Settings
-from app.core.db import defer_until_commit, rows_changed, utcnow
+from app.core.db import Session, defer_until_commit, utcnow
 from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository
 from app.jobs.runner import time_limit_message
@@ -49,12 +45,6 @@ def reap(
     repo = JobRepository(session)
     report = ReapReport()
     for job in repo.expired(now):
-        lost = (
-            Job.id == job.id,
-            Job.status == JobStatus.RUNNING,
-            Job.attempt == job.attempt,
-            Job.lease_expires_at < now,
-        )
         out_of_time = job.started_at is not None and now >= job.started_at + timedelta(
             seconds=settings.max_job_s
         )
@@ -65,42 +55,22 @@ def reap(
                 else f"worker lost: the lease expired on attempt "
                 f"{job.attempt} of {job.max_attempts}; giving up"
             )
-            values: dict[str, object] = {
-                "status": JobStatus.FAILED,
-                "error": reason,
-                "finished_at": now,
-            }
-        else:
-            values = {"status": JobStatus.QUEUED, "enqueued_at": now, "sends": Job.sends + 1}
-        if not rows_changed(
-            session,
-            update(Job)
-            .where(*lost)
-            .values(lease_expires_at=None, updated_at=now, **values)
-            .execution_options(synchronize_session=False),
-        ):
-            continue  # another reaper, or the worker itself, got there first
-        if values["status"] == JobStatus.FAILED:
+            if not repo.fail_lost(job, now=now, reason=reason):
+                continue  # another reaper, or the worker itself, got there first
             # For good: nothing will run these trials' heartbeat checks any more. (On a
             # requeue the next attempt fails them through their stale heartbeats instead.)
             TrialRepository(session).mark_lost(
                 job.id, now, "the worker running this trial stopped (lease expired)"
             )
             report.failed.append(job.id)
-        else:
+        elif repo.requeue_lost(job, now=now):
             report.requeued.append(job.id)
             defer_until_commit(session, functools.partial(queue.send, job.id, job.kind))
     base = timedelta(seconds=settings.queued_resend_s)
     for job in repo.stale_queued(now, base):
         if job.id in report.requeued or not _resend_due(job, now, base):
             continue
-        if rows_changed(
-            session,
-            update(Job)
-            .where(Job.id == job.id, Job.status == JobStatus.QUEUED, Job.sends == job.sends)
-            .values(enqueued_at=now, sends=Job.sends + 1)
-            .execution_options(synchronize_session=False),
-        ):
+        if repo.resend(job, now=now):
             report.resent.append(job.id)
             defer_until_commit(session, functools.partial(queue.send, job.id, job.kind))
     if report.requeued or report.failed or report.resent:

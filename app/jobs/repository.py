@@ -7,11 +7,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app.contracts.enums import FINAL_JOB_STATES, JobStatus
 from app.core.db import rows_changed
 from app.core.repository import Repository
 from app.tables import Job
+
+DeletedAt = InstrumentedAttribute[datetime | None]  # a job's column that marks files deleted
 
 
 class JobRepository(Repository[Job]):
@@ -126,6 +129,34 @@ class JobRepository(Repository[Job]):
             )
         )
 
+    def requeue_lost(self, job: Job, *, now: datetime) -> bool:
+        """``expired``'s ``job`` queued again for another attempt (its message counted as
+        sent now); False when another reaper, or its worker renewing, got there first."""
+        return self._settle_lost(
+            job, now, status=JobStatus.QUEUED, enqueued_at=now, sends=Job.sends + 1
+        )
+
+    def fail_lost(self, job: Job, *, now: datetime, reason: str) -> bool:
+        """``expired``'s ``job`` failed for good with ``reason``; False as ``requeue_lost``."""
+        return self._settle_lost(job, now, status=JobStatus.FAILED, error=reason, finished_at=now)
+
+    def _settle_lost(self, job: Job, now: datetime, **values: object) -> bool:
+        """One conditional update on the attempt ``job`` was read with, while it is still
+        running past its lease: of two reapers (or a reaper and the worker) one wins."""
+        changed = rows_changed(
+            self.session,
+            update(Job)
+            .where(
+                Job.id == job.id,
+                Job.status == JobStatus.RUNNING,
+                Job.attempt == job.attempt,
+                Job.lease_expires_at < now,
+            )
+            .values(lease_expires_at=None, updated_at=now, **values)
+            .execution_options(synchronize_session=False),
+        )
+        return bool(changed)
+
     def stale_queued(self, now: datetime, resend_after: timedelta) -> list[Job]:
         """Queued jobs not sent for a while (never sent, or the message may be lost)."""
         cutoff = now - resend_after
@@ -140,6 +171,18 @@ class JobRepository(Repository[Job]):
             )
         )
 
+    def resend(self, job: Job, *, now: datetime) -> bool:
+        """Count ``stale_queued``'s ``job`` as sent again now, unless it left the queue or
+        another reaper resent it since it was read (its ``sends`` moved); True if this did."""
+        changed = rows_changed(
+            self.session,
+            update(Job)
+            .where(Job.id == job.id, Job.status == JobStatus.QUEUED, Job.sends == job.sends)
+            .values(enqueued_at=now, sends=Job.sends + 1)
+            .execution_options(synchronize_session=False),
+        )
+        return bool(changed)
+
     def _active(self, *where: Any) -> list[Job]:
         active = Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
         return list(self.session.scalars(select(Job).where(active, *where).order_by(Job.id)))
@@ -152,7 +195,7 @@ class JobRepository(Repository[Job]):
         """Queued or running jobs that name a model (as their source or their target)."""
         return self._active(Job.model_name == name)
 
-    def _finished_before(self, marker: Any, cutoff: datetime, limit: int) -> list[Job]:
+    def _finished_before(self, marker: DeletedAt, cutoff: datetime, limit: int) -> list[Job]:
         return list(
             self.session.scalars(
                 select(Job)
@@ -174,25 +217,24 @@ class JobRepository(Repository[Job]):
         """Jobs that finished before ``cutoff`` whose files are still kept."""
         return self._finished_before(Job.files_deleted_at, cutoff, limit)
 
-    def _mark(self, job_id: int, marker: Any, values: dict[str, Any]) -> bool:
+    def _mark(self, job_id: int, marker: DeletedAt, now: datetime, *also: DeletedAt) -> bool:
+        """Set ``marker`` (and ``also``) to ``now`` unless ``marker`` is set already."""
         changed = rows_changed(
             self.session,
             update(Job)
             .where(Job.id == job_id, marker.is_(None))
-            .values(**values)
+            .values({column: now for column in (marker, *also)})
             .execution_options(synchronize_session=False),
         )
         return bool(changed)
 
     def mark_scratch_deleted(self, job_id: int, now: datetime) -> bool:
         """Mark a job's scratch deleted, unless it is; True if this call marked it."""
-        return self._mark(job_id, Job.scratch_deleted_at, {"scratch_deleted_at": now})
+        return self._mark(job_id, Job.scratch_deleted_at, now)
 
     def mark_files_deleted(self, job_id: int, now: datetime) -> bool:
         """Mark every file of a job deleted, unless they are; True if this call did."""
-        return self._mark(
-            job_id, Job.files_deleted_at, {"files_deleted_at": now, "scratch_deleted_at": now}
-        )
+        return self._mark(job_id, Job.files_deleted_at, now, Job.scratch_deleted_at)
 
     def counts_by_status(self) -> dict[str, int]:
         rows = self.session.execute(select(Job.status, func.count()).group_by(Job.status))

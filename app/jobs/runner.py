@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+
+from pydantic import BaseModel
 
 from app.contracts.enums import JobStatus
 from app.contracts.results import StoredResult
@@ -72,8 +73,23 @@ class JobContext:
         if time.monotonic() >= self.deadline:
             raise TrainingStopped(time_limit_message(self.settings))
 
-    def report(self, **progress: Any) -> None:
-        """Store progress now (also renews the lease); raise JobLost if the job is gone."""
+    def report(
+        self,
+        *,
+        done: int | None = None,
+        total: int | None = None,
+        checkpoint: BaseModel | None = None,
+    ) -> None:
+        """Store progress now, in the kind's unit (``done`` of ``total``; ``checkpoint``:
+        what a later attempt may reuse), and renew the lease; raise JobLost if the job is
+        gone."""
+        progress: dict[str, object] = {}  # the columns to set besides the lease
+        if done is not None:
+            progress["progress_done"] = done
+        if total is not None:
+            progress["progress_total"] = total
+        if checkpoint is not None:
+            progress["checkpoint"] = checkpoint.model_dump(mode="json")
         with session_scope(self.settings.database_url) as session:
             ok = JobRepository(session).renew(
                 self.job_id, attempt=self.attempt, now=utcnow(), lease=self.lease, **progress

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
 from app.contracts.enums import FINAL_JOB_STATES, JobStatus
-from app.core.db import utcnow
+from app.core.db import Session, utcnow
 from app.core.errors import Conflict
 from app.jobs.repository import JobRepository
 from app.jobs.trial_repository import TrialRepository
@@ -40,8 +38,9 @@ def cancel_job(session: Session, job_id: int) -> Job:
         raise Conflict(
             f"job {job_id} already {job.status}; only a queued or running job can be cancelled"
         )
-    JobRepository(session).cancel(job_id, now=utcnow(), reason="cancelled by request")
-    session.refresh(job)
+    jobs = JobRepository(session)
+    jobs.cancel(job_id, now=utcnow(), reason="cancelled by request")
+    jobs.refresh(job)
     if job.status != JobStatus.CANCELLED:
         raise Conflict(
             f"job {job_id} already {job.status}; only a queued or running job can be cancelled"

@@ -95,7 +95,7 @@ class TrialRepository(Repository[Trial]):
         )
 
     def count_progress(self, job_id: int) -> None:
-        """Set the job's ``trials_done``: its finished trials, at most the slots taken."""
+        """Set the job's ``progress_done``: its finished trials, at most the slots taken."""
         counted = self.slots_taken(job_id)
         finished = (
             self.session.scalar(
@@ -109,7 +109,7 @@ class TrialRepository(Repository[Trial]):
             self.session,
             update(Job)
             .where(Job.id == job_id)
-            .values(trials_done=min(finished, counted), updated_at=utcnow())
+            .values(progress_done=min(finished, counted), updated_at=utcnow())
             .execution_options(synchronize_session=False),
         )
 

@@ -4,7 +4,8 @@ the export parity check compares the two on raw rows (gaps and unseen values inc
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +19,9 @@ from app.contracts.encoding import (
     is_datetime,
 )
 
-Raw = dict[str, Any]  # column name -> float32 numbers (NaN: gap) or text ('' : gap)
+# A raw column's values: float32 numbers (NaN: gap) or text ('' : gap), as numpy or Arrow.
+RawValues: TypeAlias = np.ndarray | pa.Array | pa.ChunkedArray
+Raw: TypeAlias = Mapping[str, RawValues]  # column name -> its values
 # Sakamoto's offsets: the weekday of the first of each month, relative to the year's.
 MONTH_OFFSETS = (0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4)
 
@@ -111,9 +114,9 @@ def encode(encoding: TableEncoding, raw: Raw) -> np.ndarray:
     return out
 
 
-def feeds(encoding: TableEncoding, raw: Raw, used: set[str] | None = None) -> dict[str, Any]:
+def feeds(encoding: TableEncoding, raw: Raw, used: set[str] | None = None) -> dict[str, np.ndarray]:
     """onnxruntime feeds for the served graph: [n, 1] float32 numbers or object text."""
-    result: dict[str, Any] = {}
+    result: dict[str, np.ndarray] = {}
     for column in encoding.columns:
         if used is not None and column.name not in used:
             continue

@@ -20,7 +20,7 @@ from app.contracts.encoding import (
     TableEncoding,
 )
 from app.core.errors import BrokenInvariant
-from app.preprocessing.encode import MONTH_OFFSETS, feeds, slot_codes
+from app.preprocessing.encode import MONTH_OFFSETS, Raw, feeds, slot_codes
 
 OPSET = 20  # StringSplit, StringConcat and RegexFullMatch
 ML_OPSET = 4
@@ -271,8 +271,8 @@ def detach(served: bytes, encoding: TableEncoding, *, input_name: str = "input")
 
 
 def with_rows(
-    network: bytes, encoding: TableEncoding, raw: dict[str, Any], used: set[str] | None = None
-) -> tuple[bytes, dict[str, Any]]:
+    network: bytes, encoding: TableEncoding, raw: Raw, used: set[str] | None = None
+) -> tuple[bytes, dict[str, np.ndarray]]:
     """The served file for a network and onnxruntime feeds of ``raw`` rows for it: what
     size and latency are measured on."""
     columns = encoding.sources_of(None) if used is None else used

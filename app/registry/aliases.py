@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from app.contracts.enums import VersionStatus
-from app.core.db import utcnow
+from app.core.db import Session, utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.names import TAG_KEY
+from app.registry.repository import AliasRepository, VersionRepository
 from app.registry.service import get_model, get_version
-from app.registry.traffic import close_history, holders, set_traffic
-from app.tables import Alias, AliasHistory, ModelVersion
+from app.registry.traffic import holders, set_traffic
+from app.tables import ModelVersion
 
 MAX_TAGS = 50
 MAX_TAG_VALUE = 256
@@ -29,29 +26,19 @@ def set_alias(session: Session, *, name: str, alias: str, version: int) -> Model
 def delete_alias(session: Session, *, name: str, alias: str) -> None:
     """Remove an alias; its history keeps when it ended."""
     model = get_model(session, name)
-    row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
+    aliases = AliasRepository(session)
+    row = aliases.find(model.id, alias)
     if row is None:
         raise NotFound(f"model {name!r} has no alias {alias!r}")
-    close_history(session, model.id, alias, utcnow())
-    session.delete(row)
-    session.flush()
+    aliases.close_history(model.id, alias, utcnow())
+    aliases.remove(row)
 
 
 def alias_history(session: Session, *, name: str, alias: str) -> list[dict[str, Any]]:
     """Which version held ``alias`` from when to when, newest first."""
     model = get_model(session, name)
-    rows = session.execute(
-        select(AliasHistory, ModelVersion.version)
-        .join(ModelVersion, AliasHistory.version_id == ModelVersion.id)
-        .where(AliasHistory.model_id == model.id, AliasHistory.alias == alias)
-        .order_by(AliasHistory.assigned_at.desc(), AliasHistory.id.desc())
-    ).tuples()
-    numbers = {
-        key: number
-        for key, number in session.execute(
-            select(ModelVersion.id, ModelVersion.version).where(ModelVersion.model_id == model.id)
-        ).tuples()
-    }
+    entries = AliasRepository(session).history(model.id, alias)
+    numbers = VersionRepository(session).numbers_by_id(model.id)
     history = [
         {
             "version": number,
@@ -60,7 +47,7 @@ def alias_history(session: Session, *, name: str, alias: str) -> list[dict[str, 
             "assigned_at": entry.assigned_at,
             "removed_at": entry.removed_at,
         }
-        for entry, number in rows
+        for entry, number in entries
     ]
     if not history:
         raise NotFound(f"model {name!r} has never had an alias {alias!r}")
@@ -76,9 +63,7 @@ def archive_version(session: Session, *, name: str, version: int) -> ModelVersio
             f"model {name!r} version {version} is held (or given a weight, or shadowed) by "
             f"alias(es) {held}; move or delete them first"
         )
-    target.status = VersionStatus.ARCHIVED
-    session.flush()
-    return target
+    return VersionRepository(session).archive(target)
 
 
 def merge_tags(current: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:

@@ -20,16 +20,12 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Table, event
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
-
+from app.core.db import Session, WriteWatch
 from app.tables import Alias, ApiKey, Model, ModelVersion
 
 logger = logging.getLogger(__name__)
 
 WATCHED = (Model, ModelVersion, Alias, ApiKey)  # what a key check or a resolution reads
-_WATCHED_TABLES = frozenset(kind.__tablename__ for kind in WATCHED)
-_CHANGED = "kiln_serving_changed"
 
 _lock = threading.Lock()
 _subscribers: list[weakref.WeakMethod[Callable[[], None]] | Callable[[], None]] = []
@@ -46,45 +42,7 @@ def subscribe(callback: Callable[[], None]) -> None:
 def mark_changed(session: Session) -> None:
     """Publish after this session's commit even if no watched row was flushed (a write
     made with raw SQL, say)."""
-    session.info[_CHANGED] = True
-
-
-def _touches(session: Session) -> bool:
-    return any(
-        isinstance(instance, WATCHED)
-        for group in (session.new, session.dirty, session.deleted)
-        for instance in group
-    )
-
-
-@event.listens_for(Session, "after_flush")
-def _after_flush(session: Session, _context: UOWTransaction) -> None:
-    if _touches(session):
-        session.info[_CHANGED] = True
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _on_statement(state: ORMExecuteState) -> None:
-    if not (state.is_update or state.is_delete):
-        return
-    table = getattr(state.statement, "table", None)
-    if isinstance(table, Table) and table.name in _WATCHED_TABLES:
-        state.session.info[_CHANGED] = True
-
-
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a savepoint released: nothing is committed until the outer transaction is
-    if session.info.pop(_CHANGED, False):
-        publish()
-
-
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a savepoint rolled back: what the outer transaction wrote still stands
-    session.info.pop(_CHANGED, None)
+    _watch.mark(session)
 
 
 def publish() -> None:
@@ -103,3 +61,8 @@ def publish() -> None:
             callback()
         except Exception:
             logger.exception("a serving cache could not be told of a committed write")
+
+
+# Every session of the process marks itself when it writes what serves, and publishes on
+# its commit (app.core.db holds the session events).
+_watch = WriteWatch("kiln_serving_changed", WATCHED, publish)

@@ -11,14 +11,15 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
-
 from app.contracts.traffic import DriftProgress
-from app.core.db import utcnow
-from app.registry.monitoring import KEPT_WINDOWS, version_ids
+from app.core.db import Session, utcnow
+from app.registry.monitoring import KEPT_WINDOWS
+from app.registry.repository import (
+    DriftProgressRepository,
+    DriftWindowRepository,
+    VersionRepository,
+)
 from app.registry.service import get_model
-from app.tables import DriftProgressRow, DriftWindow, ModelVersion
 
 REFRESH_S = 60.0  # a gateway rewrites its rows at least this often while a window is open
 STALE_S = 3 * REFRESH_S  # rows not rewritten for this long belong to a process that is gone
@@ -36,33 +37,25 @@ def set_progress(
 ) -> None:
     """Record that ``gateway``'s open window of ``version`` holds ``rows`` sampled rows."""
     model = get_model(session, name)
-    ids = version_ids(session, model, [version])
+    ids = VersionRepository(session).ids_by_number(model.id, [version])
     if version not in ids:
         return
-    row = session.scalar(
-        select(DriftProgressRow).where(
-            DriftProgressRow.version_id == ids[version], DriftProgressRow.gateway == gateway
-        )
+    DriftProgressRepository(session).record(
+        model.id,
+        ids[version],
+        gateway,
+        rows=rows,
+        window_rows=window_rows,
+        sample=sample,
+        now=utcnow(),
     )
-    if row is None:
-        row = DriftProgressRow(model_id=model.id, version_id=ids[version], gateway=gateway)
-        session.add(row)
-    row.rows = rows
-    row.window_rows = window_rows
-    row.sample = sample
-    row.updated_at = utcnow()
-    session.flush()
 
 
 def forget_gateway(session: Session, gateway: str) -> None:
     """A gateway that stops takes its rows with it (its open windows are gone), and the
     rows of processes gone long ago with them."""
     stale = utcnow() - timedelta(seconds=STALE_S)
-    session.execute(
-        delete(DriftProgressRow).where(
-            (DriftProgressRow.gateway == gateway) | (DriftProgressRow.updated_at < stale)
-        )
-    )
+    DriftProgressRepository(session).forget(gateway, stale_before=stale)
 
 
 def _rows_to_window(rows: int, window_rows: int, sample: float) -> int | None:
@@ -75,12 +68,7 @@ def progress(session: Session, name: str) -> list[DriftProgress]:
     """Each live gateway process's open window of each version of the model, by version."""
     model = get_model(session, name)
     stale = utcnow() - timedelta(seconds=STALE_S)
-    found = session.execute(
-        select(DriftProgressRow, ModelVersion.version)
-        .join(ModelVersion, ModelVersion.id == DriftProgressRow.version_id)
-        .where(DriftProgressRow.model_id == model.id, DriftProgressRow.updated_at >= stale)
-        .order_by(ModelVersion.version, DriftProgressRow.gateway)
-    ).tuples()
+    found = DriftProgressRepository(session).live(model.id, since=stale)
     return [
         DriftProgress(
             model=name,
@@ -102,13 +90,7 @@ def version_windows(
     """The stored reports of ``version``'s newest ``limit`` windows, oldest first (as
     stored: the chart reads a few fields of many windows)."""
     model = get_model(session, name)
-    ids = version_ids(session, model, [version])
+    ids = VersionRepository(session).ids_by_number(model.id, [version])
     if version not in ids:
         return []
-    reports = session.scalars(
-        select(DriftWindow.report)
-        .where(DriftWindow.model_id == model.id, DriftWindow.version_id == ids[version])
-        .order_by(DriftWindow.id.desc())
-        .limit(limit)
-    )
-    return list(reversed(list(reports)))
+    return DriftWindowRepository(session).reports_of(model.id, ids[version], limit)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from app.contracts.profile import ColumnProfile, DatasetProfile
 from app.contracts.signature import Signature, TensorSpec
-from app.tables import Dataset, ModelVersion
+from app.core.db import Session
+from app.registry.repository import VersionRepository
+from app.tables import ModelVersion
 
 Value = float | str | None
 
@@ -56,5 +56,5 @@ def example_request(signature: Signature, profile: DatasetProfile | None) -> dic
 
 def version_example(session: Session, version: ModelVersion) -> dict[str, Any]:
     """``example_request`` for a stored version, with its dataset's profile if it has one."""
-    dataset = session.get(Dataset, version.dataset_id) if version.dataset_id else None
+    dataset = VersionRepository(session).dataset_of(version)
     return example_request(version.signature, dataset.profile if dataset else None)

@@ -7,35 +7,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
+from app.contracts.encoding import TableEncoding
 from app.contracts.profile import ColumnProfile
 from app.contracts.traffic import AliasPolicy, DriftReport, ModelEvent, ShadowStats
-from app.core.db import rows_changed, utcnow
-from app.registry.service import get_model
-from app.tables import (
-    Dataset,
-    DriftWindow,
-    Model,
-    ModelEventRow,
-    ModelVersion,
-    RequestLogPart,
-    ShadowComparison,
+from app.core.db import Session
+from app.registry.repository import (
+    DriftWindowRepository,
+    ModelEventRepository,
+    RequestLogRepository,
+    ShadowComparisonRepository,
+    VersionRepository,
 )
-
-TALLY_FIELDS = ("requests", "rows", "agreed", "abs_diff_sum", "dropped", "failures")
-
-
-def version_ids(session: Session, model: Model, numbers: list[int]) -> dict[int, int]:
-    """Version number -> id, for the numbers of ``model`` that exist."""
-    rows = session.execute(
-        select(ModelVersion.version, ModelVersion.id).where(
-            ModelVersion.model_id == model.id, ModelVersion.version.in_(numbers)
-        )
-    ).tuples()
-    return {number: key for number, key in rows}
+from app.registry.service import get_model
+from app.tables import DriftWindow, ModelEventRow, RequestLogPart
 
 
 def add_shadow_tally(
@@ -43,58 +27,21 @@ def add_shadow_tally(
 ) -> None:
     """Add one gateway's counts since its last flush to the running totals."""
     model = get_model(session, name)
-    ids = version_ids(session, model, [primary, shadow])
+    ids = VersionRepository(session).ids_by_number(model.id, [primary, shadow])
     if primary not in ids or shadow not in ids:
         return
-    where = (
-        ShadowComparison.model_id == model.id,
-        ShadowComparison.primary_version_id == ids[primary],
-        ShadowComparison.shadow_version_id == ids[shadow],
-    )
-    changes: dict[str, Any] = {
-        field: getattr(ShadowComparison, field) + tally.get(field, 0) for field in TALLY_FIELDS
-    }
-    changes["updated_at"] = utcnow()
-    for _ in range(2):
-        if rows_changed(session, update(ShadowComparison).where(*where).values(**changes)):
-            return
-        try:
-            with session.begin_nested():
-                session.add(
-                    ShadowComparison(
-                        model_id=model.id,
-                        primary_version_id=ids[primary],
-                        shadow_version_id=ids[shadow],
-                        **{field: tally.get(field, 0) for field in TALLY_FIELDS},
-                    )
-                )
-            return
-        except IntegrityError:
-            continue  # another gateway inserted it first: add to theirs
+    ShadowComparisonRepository(session).add_tally(model.id, ids[primary], ids[shadow], tally)
 
 
 def shadowed(session: Session) -> set[str]:
     """The models that have shadow comparisons."""
-    rows = session.scalars(
-        select(Model.name).join(ShadowComparison, ShadowComparison.model_id == Model.id).distinct()
-    )
-    return set(rows)
+    return ShadowComparisonRepository(session).model_names()
 
 
 def shadow_stats(session: Session, name: str) -> list[ShadowStats]:
     """Every shadow comparison of the model, newest first."""
     model = get_model(session, name)
-    numbers = {
-        key: number
-        for key, number in session.execute(
-            select(ModelVersion.id, ModelVersion.version).where(ModelVersion.model_id == model.id)
-        ).tuples()
-    }
-    rows = session.scalars(
-        select(ShadowComparison)
-        .where(ShadowComparison.model_id == model.id)
-        .order_by(ShadowComparison.updated_at.desc())
-    )
+    numbers = VersionRepository(session).numbers_by_id(model.id)
     return [
         ShadowStats(
             model=name,
@@ -109,7 +56,7 @@ def shadow_stats(session: Session, name: str) -> list[ShadowStats]:
             since=row.created_at,
             updated_at=row.updated_at,
         )
-        for row in rows
+        for row in ShadowComparisonRepository(session).of_model(model.id)
     ]
 
 
@@ -145,7 +92,7 @@ def add_log_part(
     """Record a Parquet part of the model's request log: ``size_bytes`` its file,
     ``raw_bytes`` its columns uncompressed (what KILN_LOG_MAX_MB counts)."""
     model = get_model(session, name)
-    session.add(
+    RequestLogRepository(session).add(
         RequestLogPart(
             model_id=model.id,
             key=key,
@@ -157,19 +104,11 @@ def add_log_part(
             last_at=last_at,
         )
     )
-    session.flush()
 
 
 def log_parts(session: Session, name: str) -> list[RequestLogPart]:
     """The model's request-log parts, oldest first."""
-    model = get_model(session, name)
-    return list(
-        session.scalars(
-            select(RequestLogPart)
-            .where(RequestLogPart.model_id == model.id)
-            .order_by(RequestLogPart.created_at, RequestLogPart.id)
-        )
-    )
+    return RequestLogRepository(session).oldest_first(get_model(session, name).id)
 
 
 def log_bytes(part: RequestLogPart) -> int:
@@ -192,22 +131,17 @@ def trim_log(session: Session, name: str, max_bytes: int) -> list[str]:
         if total <= max_bytes:
             break
         total -= log_bytes(part)
-        dropped.append(part.key)
-        session.delete(part)
-    session.flush()
-    return dropped
+        dropped.append(part)
+    RequestLogRepository(session).forget(dropped)
+    return [part.key for part in dropped]
 
 
 def drift_reference(
     session: Session, version_id: int
-) -> tuple[list[ColumnProfile], Any, int, list[str]] | None:
+) -> tuple[list[ColumnProfile], TableEncoding | None, int, list[str]] | None:
     """The training profile of a version's dataset (columns, its encoding, rows, feature
     names), or None for a version without one (an upload)."""
-    row = session.execute(
-        select(Dataset)
-        .join(ModelVersion, ModelVersion.dataset_id == Dataset.id)
-        .where(ModelVersion.id == version_id)
-    ).scalar_one_or_none()
+    row = VersionRepository(session).training_dataset(version_id)
     if row is None or row.profile is None:
         return None
     return list(row.profile.columns), row.encoding, row.n_rows, list(row.feature_names)
@@ -217,21 +151,6 @@ KEPT_WINDOWS = 1000  # drift windows kept per model (the oldest go)
 KEPT_EVENTS = 1000  # events kept per model
 
 
-def _trim(
-    session: Session, table: type[DriftWindow] | type[ModelEventRow], model_id: int, keep: int
-) -> None:
-    """Delete a model's rows of ``table`` beyond the newest ``keep``."""
-    cutoff = session.scalar(
-        select(table.id)
-        .where(table.model_id == model_id)
-        .order_by(table.id.desc())
-        .offset(keep)
-        .limit(1)
-    )
-    if cutoff is not None:
-        session.execute(delete(table).where(table.model_id == model_id, table.id <= cutoff))
-
-
 def add_drift_window(
     session: Session, name: str, version: int, report: DriftReport, max_psi: float | None
 ) -> bool:
@@ -239,17 +158,12 @@ def add_drift_window(
     its drifted columns differ from the previous window's: a drift that starts or changes
     is news, the same drift again is not."""
     model = get_model(session, name)
-    ids = version_ids(session, model, [version])
+    ids = VersionRepository(session).ids_by_number(model.id, [version])
     if version not in ids:
         return False
-    previous = session.scalar(
-        select(DriftWindow.report)
-        .where(DriftWindow.model_id == model.id, DriftWindow.version_id == ids[version])
-        .order_by(DriftWindow.id.desc())
-        .limit(1)
-    )
-    before = set(previous.get("drifted", [])) if isinstance(previous, dict) else set()
-    session.add(
+    windows = DriftWindowRepository(session)
+    previous = windows.newest_report(model.id, ids[version])
+    windows.add(
         DriftWindow(
             model_id=model.id,
             version_id=ids[version],
@@ -260,36 +174,20 @@ def add_drift_window(
             ended_at=report.ended_at,
         )
     )
-    session.flush()
-    _trim(session, DriftWindow, model.id, KEPT_WINDOWS)
+    windows.keep_newest(model.id, KEPT_WINDOWS)
+    before = set(previous.drifted) if previous is not None else set()
     return set(report.drifted) != before
 
 
 def latest_drift(session: Session, name: str, limit: int = 20) -> list[DriftReport]:
     """The model's most recent drift windows, newest first."""
-    model = get_model(session, name)
-    rows = session.scalars(
-        select(DriftWindow)
-        .where(DriftWindow.model_id == model.id)
-        .order_by(DriftWindow.ended_at.desc(), DriftWindow.id.desc())
-        .limit(limit)
-    )
+    rows = DriftWindowRepository(session).newest(get_model(session, name).id, limit)
     return [DriftReport.model_validate(row.report) for row in rows]
 
 
 def latest_drift_by_model(session: Session) -> dict[str, DriftReport]:
     """Each model's newest drift window (what ``/metrics`` shows)."""
-    newest = (
-        select(DriftWindow.model_id, func.max(DriftWindow.id).label("id"))
-        .group_by(DriftWindow.model_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(Model.name, DriftWindow.report)
-        .join(newest, newest.c.id == DriftWindow.id)
-        .join(Model, Model.id == DriftWindow.model_id)
-    ).tuples()
-    return {name: DriftReport.model_validate(report) for name, report in rows}
+    return DriftWindowRepository(session).newest_by_model()
 
 
 def add_event(
@@ -297,20 +195,14 @@ def add_event(
 ) -> None:
     """Record something serving noticed about a model (its newest ``KEPT_EVENTS`` kept)."""
     model = get_model(session, name)
-    session.add(ModelEventRow(model_id=model.id, kind=kind, message=message, detail=detail))
-    session.flush()
-    _trim(session, ModelEventRow, model.id, KEPT_EVENTS)
+    recorded = ModelEventRepository(session)
+    recorded.add(ModelEventRow(model_id=model.id, kind=kind, message=message, detail=detail))
+    recorded.keep_newest(model.id, KEPT_EVENTS)
 
 
 def events(session: Session, name: str, limit: int = 50) -> list[ModelEvent]:
     """The model's events, newest first."""
-    model = get_model(session, name)
-    rows = session.scalars(
-        select(ModelEventRow)
-        .where(ModelEventRow.model_id == model.id)
-        .order_by(ModelEventRow.created_at.desc(), ModelEventRow.id.desc())
-        .limit(limit)
-    )
+    rows = ModelEventRepository(session).newest(get_model(session, name).id, limit)
     return [
         ModelEvent(
             id=row.id,
@@ -326,9 +218,4 @@ def events(session: Session, name: str, limit: int = 50) -> list[ModelEvent]:
 
 def event_counts(session: Session) -> dict[tuple[str, str], int]:
     """(model, kind) -> events recorded."""
-    rows = session.execute(
-        select(Model.name, ModelEventRow.kind, func.count())
-        .join(Model, Model.id == ModelEventRow.model_id)
-        .group_by(Model.name, ModelEventRow.kind)
-    ).tuples()
-    return {(name, kind): count for name, kind, count in rows}
+    return ModelEventRepository(session).counts()

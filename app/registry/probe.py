@@ -6,18 +6,19 @@ the wall-clock limit (``KILN_PROBE_TIMEOUT_S``) and turns the child's one JSON l
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, NoReturn
+
+from pydantic import ValidationError
 
 from app.contracts.signature import Signature, VersionConfig
 from app.core.errors import InvalidInput
-from app.registry.probe_child import RANDOM_ROWS
+from app.registry.probe_child import PROBE_OUTCOME, RANDOM_ROWS, ProbeFailed, ProbeMeasured
 
 _LOAD_PROBLEMS = {
     "NotImplemented": "it uses an operator or data type that onnxruntime's CPU provider does "
@@ -99,67 +100,71 @@ def probe_model(
                 "rows and time (KILN_PROBE_TIMEOUT_S)"
             ) from None
     outcome = _outcome(finished, memory_mb, run_timeout_s)
-    declared = outcome["declared"]
-    width = int(declared["width"])
+    declared = outcome.declared
+    width = declared.width
     expected = [[1, width], [RANDOM_ROWS, width], [2, width]]
-    if outcome["shapes"] != expected:
+    if outcome.shapes != expected:
         given = ", ".join(
             f"{shape} for {rows}"
             for shape, rows in zip(
-                outcome["shapes"],
+                outcome.shapes,
                 ("one row", f"{RANDOM_ROWS}", "2 (float32's extremes)"),
                 strict=False,
             )
         )
         raise InvalidInput(f"model declares output shape [batch, {width}] but gave {given}")
-    load_bytes = int(outcome.get("load_bytes") or 0)
+    load_bytes = outcome.load_bytes
     if load_bytes > model_memory_mb * MB:
         raise InvalidInput(
             f"model holds {load_bytes / MB:.0f} MB once loaded (constants onnxruntime computes "
             f"at load included), more than the {model_memory_mb} MB a loaded upload may hold "
             "(KILN_UPLOAD_MODEL_MEMORY_MB)"
         )
-    per_row, per_row_s = outcome.get("bytes_per_row"), outcome.get("seconds_per_row")
-    bounded = outcome.get("graph_class") == "bounded"
+    bounded = outcome.graph_class == "bounded"
     return ProbeResult(
         signature=Signature.of_tensors(
-            input_name=str(declared["input_name"]),
-            row_shape=[int(dim) for dim in declared["row_shape"]],
-            output_name=str(declared["output_name"]),
+            input_name=declared.input_name,
+            row_shape=declared.row_shape,
+            output_name=declared.output_name,
             width=width,
         ),
-        n_params=int(declared["n_params"]),
-        form=VersionConfig.model_validate(declared["form"]),
-        latency_p50_ms=float(outcome["latency_p50_ms"]),
+        n_params=declared.n_params,
+        form=declared.form,
+        latency_p50_ms=outcome.latency_p50_ms,
         load_bytes=load_bytes,
-        bytes_per_row=int(per_row) if per_row is not None else None,
-        graph_class="bounded" if bounded else "sandboxed",
-        graph_class_reason=str(outcome.get("graph_class_reason") or "not classified"),
-        rows_independent=bounded and outcome.get("rows_independent") is True,
-        seconds_per_row=float(per_row_s) if per_row_s is not None else None,
+        bytes_per_row=outcome.bytes_per_row,
+        graph_class=outcome.graph_class,
+        graph_class_reason=outcome.graph_class_reason or "not classified",
+        rows_independent=bounded and outcome.rows_independent,
+        seconds_per_row=outcome.seconds_per_row,
     )
 
 
 def _outcome(
     finished: subprocess.CompletedProcess[bytes], memory_mb: int, run_timeout_s: float
-) -> dict[str, Any]:
+) -> ProbeMeasured:
     lines = finished.stdout.decode("utf-8", "replace").strip().splitlines()
     try:
-        outcome: dict[str, Any] = json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
-        outcome = {}
-    if finished.returncode != 0 or not outcome:
+        outcome = PROBE_OUTCOME.validate_json(lines[-1]) if lines else None
+    except ValidationError:  # a line the child did not finish, or another process's
+        outcome = None
+    if finished.returncode != 0 or outcome is None:
         raise InvalidInput(
             f"model could not be checked: reading, loading or running it used more than "
             f"{memory_mb} MB (KILN_PROBE_MEMORY_MB), or crashed"
         )
-    if outcome.get("ok"):
+    if isinstance(outcome, ProbeMeasured):
         return outcome
-    stage, kind = outcome.get("stage"), outcome.get("kind", "")
+    _refuse(outcome, memory_mb, run_timeout_s)
+
+
+def _refuse(failed: ProbeFailed, memory_mb: int, run_timeout_s: float) -> NoReturn:
+    """InvalidInput naming the stage the probe failed at, never the child's raw text."""
+    stage, kind = failed.stage, failed.kind
     if stage == "refused":  # our own checks of the file as data: their message as it is
-        raise InvalidInput(str(outcome.get("detail", "model refused")))
+        raise InvalidInput(failed.detail or "model refused")
     if stage == "checker":
-        raise InvalidInput(f"ONNX checker rejected the model: {outcome.get('detail', '')}")
+        raise InvalidInput(f"ONNX checker rejected the model: {failed.detail or ''}")
     if stage == "memory":
         raise InvalidInput(
             f"model needed more than {memory_mb} MB (KILN_PROBE_MEMORY_MB) to run on test rows"
@@ -168,7 +173,7 @@ def _outcome(
         problem = _LOAD_PROBLEMS.get(kind, "onnxruntime cannot load it on CPU")
         raise InvalidInput(f"model cannot be served: {problem}")
     if stage == "deadline":
-        rows = _STAGE_ROWS.get(str(outcome.get("rows")), "test rows")
+        rows = _STAGE_ROWS.get(str(failed.rows), "test rows")
         raise InvalidInput(
             f"model did not finish one run on {rows} within {run_timeout_s:g} s "
             "(KILN_UPLOAD_RUN_TIMEOUT_S, the most one request may run it)"

@@ -19,14 +19,16 @@ echo a file or a tensor back to its uploader."""
 
 from __future__ import annotations
 
-import json
 import resource
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, TypeAdapter
+
+from app.contracts.signature import VersionConfig
 from app.core.deadlines import DeadlinePassed, run_until
 from app.core.errors import InvalidInput
 
@@ -42,6 +44,50 @@ MEMORY_SHARE = 0.6
 FLOAT32_MAX = 3.4028234663852886e38
 
 
+class Declared(BaseModel):
+    """What the upload declares, checked as data: its tensors, parameters and trainable
+    form (or why it has none)."""
+
+    input_name: str
+    row_shape: list[int]
+    output_name: str
+    width: int
+    n_params: int
+    form: VersionConfig
+
+
+class ProbeFailed(BaseModel):
+    """The stage that failed and the exception's type; ``detail`` our own refusal or the
+    checker's first line, ``rows`` the rows a run passed its deadline on."""
+
+    ok: Literal[False] = False
+    stage: str
+    kind: str = ""
+    detail: str | None = None
+    rows: str | None = None
+
+
+class ProbeMeasured(BaseModel):
+    """A probe that ran the model through: what it declared and what running it measured
+    (see ``ProbeResult`` for each measure)."""
+
+    ok: Literal[True] = True
+    declared: Declared
+    shapes: list[list[int]]
+    latency_p50_ms: float
+    bytes_per_row: int | None = None
+    seconds_per_row: float | None = None
+    load_bytes: int
+    graph_class: Literal["bounded", "sandboxed"]
+    graph_class_reason: str
+    rows_independent: bool
+
+
+ProbeOutcome = ProbeFailed | ProbeMeasured
+# The child's one JSON line, read back by the parent (``ok`` tells the two apart).
+PROBE_OUTCOME: TypeAdapter[ProbeOutcome] = TypeAdapter(ProbeOutcome)
+
+
 def _limit_self(memory_mb: int) -> None:
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -50,13 +96,13 @@ def _limit_self(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _fail(stage: str, error: BaseException | None = None) -> dict[str, Any]:
+def _fail(stage: str, error: BaseException | None = None, detail: str | None = None) -> ProbeFailed:
     """A failed stage by name and exception type; an allocation failure is named as such."""
     if isinstance(error, DeadlinePassed):
-        return {"ok": False, "stage": "deadline", "rows": stage, "kind": ""}
+        return ProbeFailed(stage="deadline", rows=stage, detail=detail)
     if error is not None and (isinstance(error, MemoryError) or "alloc" in str(error).lower()):
         stage = "memory"
-    return {"ok": False, "stage": stage, "kind": type(error).__name__ if error else ""}
+    return ProbeFailed(stage=stage, kind=type(error).__name__ if error else "", detail=detail)
 
 
 def _checker_line(error: BaseException) -> str:
@@ -157,10 +203,10 @@ def _seconds_per_row(
     return seconds / batch if seconds > 0 else None
 
 
-def _read(data: bytes) -> tuple[Any, dict[str, Any]]:
+def _read(data: bytes) -> tuple[Any, Declared]:
     """The decoded model and what it declares, checked as data (InvalidInput names the
     first problem); whether a worker can rebuild it as a trainable network, or why not."""
-    from app.contracts.signature import Signature, VersionConfig
+    from app.contracts.signature import Signature
     from app.onnx_graphs.checks import declared_signature, decode_model, refuse_external_data
     from app.onnx_graphs.layers import UnsupportedGraph, read_layers
 
@@ -178,17 +224,17 @@ def _read(data: bytes) -> tuple[Any, dict[str, Any]]:
         form = VersionConfig(architecture=plan.architecture, weights_in_onnx=True)
     except UnsupportedGraph as unsupported:
         form = VersionConfig(untrainable=unsupported.message)
-    return model, {
-        "input_name": declared.input_name,
-        "row_shape": list(declared.row_shape),
-        "output_name": declared.output_name,
-        "width": declared.width,
-        "n_params": declared.n_params,
-        "form": form.model_dump(mode="json", exclude_none=True),
-    }
+    return model, Declared(
+        input_name=declared.input_name,
+        row_shape=list(declared.row_shape),
+        output_name=declared.output_name,
+        width=declared.width,
+        n_params=declared.n_params,
+        form=form,
+    )
 
 
-def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) -> dict[str, Any]:
+def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) -> ProbeOutcome:
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -196,11 +242,11 @@ def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) ->
     try:
         model, declared = _read(data)
     except InvalidInput as refused:
-        return {"ok": False, "stage": "refused", "detail": refused.message}
+        return ProbeFailed(stage="refused", detail=refused.message)
     try:
         onnx.checker.check_model(model)
     except Exception as error:
-        return {**_fail("checker", error), "detail": _checker_line(error)}
+        return _fail("checker", error, detail=_checker_line(error))
     from app.onnx_graphs.classify import classify
 
     graph_class = classify(model)  # before anything runs; a MemoryError fails the probe
@@ -220,15 +266,15 @@ def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) ->
         return _fail("load", error)
     runner = _Runner(session, run_timeout_s)
     shape = runner.row_shape
-    feeds: dict[str, Any] = {
-        "zeros": np.zeros((1, *shape)),
-        "random": np.random.default_rng(0).standard_normal((RANDOM_ROWS, *shape)),
-        "extremes": np.stack([np.full(shape, FLOAT32_MAX), np.full(shape, -FLOAT32_MAX)]),
-    }
-    feeds = {stage: feed.astype(np.float32) for stage, feed in feeds.items()}
+    zeros = np.zeros((1, *shape), dtype=np.float32)
+    generator = np.random.default_rng(0)
+    random_rows = generator.standard_normal((RANDOM_ROWS, *shape)).astype(np.float32)
+    extremes = np.stack([np.full(shape, FLOAT32_MAX), np.full(shape, -FLOAT32_MAX)])
+    # Each stage's rows, by the name a failure reports (the parent's _STAGE_ROWS).
+    stages = (("zeros", zeros), ("random", random_rows), ("extremes", extremes.astype(np.float32)))
     answers = []
     loaded_peak = 0
-    for stage, feed in feeds.items():
+    for stage, feed in stages:
         try:
             answers.append(runner.run(feed))
         except Exception as error:
@@ -242,23 +288,22 @@ def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) ->
     timings = []
     for index in range(WARMUP_RUNS + TIMED_RUNS):
         started = time.perf_counter()
-        runner.run(feeds["zeros"])
+        runner.run(zeros)
         if index >= WARMUP_RUNS:
             timings.append(time.perf_counter() - started)
     p50_s = float(np.median(timings))
-    return {
-        "ok": True,
-        "declared": declared,
-        "shapes": [list(np.shape(answer)) for answer in answers],
-        "latency_p50_ms": p50_s * 1e3,
-        "bytes_per_row": per_row,
-        "seconds_per_row": _seconds_per_row(runner, largest, p50_s),
-        "load_bytes": max(loaded_peak - before_load, 0),
-        "graph_class": graph_class.label,
-        "graph_class_reason": graph_class.reason,
-        "rows_independent": graph_class.rows_independent
-        and _rows_answered_alone(runner, feeds["random"], answers[1]),
-    }
+    return ProbeMeasured(
+        declared=declared,
+        shapes=[list(np.shape(answer)) for answer in answers],
+        latency_p50_ms=p50_s * 1e3,
+        bytes_per_row=per_row,
+        seconds_per_row=_seconds_per_row(runner, largest, p50_s),
+        load_bytes=max(loaded_peak - before_load, 0),
+        graph_class=graph_class.label,
+        graph_class_reason=graph_class.reason,
+        rows_independent=graph_class.rows_independent
+        and _rows_answered_alone(runner, random_rows, answers[1]),
+    )
 
 
 def _rows_answered_alone(runner: _Runner, rows: Any, together: Any) -> bool:
@@ -289,7 +334,7 @@ def main() -> None:
         outcome = _probe(data, threads, run_timeout_s, memory_mb * 1024 * 1024)
     except MemoryError as error:
         outcome = _fail("memory", error)
-    print(json.dumps(outcome), flush=True)
+    print(outcome.model_dump_json(exclude_none=True), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
 from app.contracts.enums import VersionStatus
 from app.contracts.signature import Signature, VersionConfig
-from app.core.db import utcnow
+from app.core.db import Session, utcnow
 from app.core.errors import NotFound
 from app.core.names import MODEL_NAME, shown
-from app.registry.repository import ModelRepository, VersionRepository
+from app.registry.repository import AliasRepository, ModelRepository, VersionRepository
 from app.storage import StoredArtifact
-from app.tables import Alias, AliasHistory, Model, ModelVersion, Trial
+from app.tables import Model, ModelVersion
 
 PRODUCTION_ALIAS = "production"
 # What serves a request that names no version when a model has no ``production`` alias
@@ -64,25 +61,11 @@ def register_version(session: Session, model_name: str, draft: VersionDraft) -> 
 
 
 def _take_production(session: Session, model: Model, version: ModelVersion) -> None:
-    """Point a model's missing ``production`` alias at ``version``, with its history entry."""
-    now = utcnow()
-    try:
-        with session.begin_nested():
-            session.add(
-                Alias(
-                    model_id=model.id, name=PRODUCTION_ALIAS, version_id=version.id, updated_at=now
-                )
-            )
-            session.add(
-                AliasHistory(
-                    model_id=model.id,
-                    alias=PRODUCTION_ALIAS,
-                    version_id=version.id,
-                    assigned_at=now,
-                )
-            )
-    except IntegrityError:
-        pass  # a registration beside this one set it first: what it chose serves
+    """Point a model's missing ``production`` alias at ``version``, with its history entry.
+    When a registration beside this one set it first, what it chose serves."""
+    AliasRepository(session).point(
+        model.id, PRODUCTION_ALIAS, None, version_id=version.id, now=utcnow()
+    )
 
 
 def _add_version(session: Session, model: Model, number: int, draft: VersionDraft) -> ModelVersion:
@@ -205,7 +188,7 @@ def uploaded_origin(session: Session, version: ModelVersion) -> ModelVersion | N
         if current.source != "compression" or exported:
             return None
         parent = current.parent_version_id
-        current = session.get(ModelVersion, parent) if parent is not None else None
+        current = VersionRepository(session).by_id(parent) if parent is not None else None
     return None
 
 
@@ -237,15 +220,13 @@ def isolation(session: Session, version: ModelVersion) -> tuple[str, str]:
 
 def lineage(session: Session, version: ModelVersion) -> dict[str, Any]:
     """Where a version came from: dataset, job, trial number, parent version and method."""
-    trial = session.get(Trial, version.trial_id) if version.trial_id else None
-    parent = (
-        session.get(ModelVersion, version.parent_version_id) if version.parent_version_id else None
-    )
-    parent_model = session.get(Model, parent.model_id) if parent else None
+    versions = VersionRepository(session)
+    parent = versions.by_id(version.parent_version_id) if version.parent_version_id else None
+    parent_model = ModelRepository(session).get(parent.model_id) if parent else None
     return {
         "dataset_id": version.dataset_id,
         "job_id": version.job_id,
-        "trial": trial.number if trial else None,
+        "trial": versions.trial_number(version),
         "parent": (
             {"model": parent_model.name, "version": parent.version}
             if parent and parent_model

@@ -9,11 +9,10 @@ score a version again in the job's worker (an upload may run only in its sandbox
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
 from app.contracts.enums import Task
 from app.contracts.results import ServingNote
 from app.contracts.traffic import AliasPolicy
+from app.core.db import Session
 from app.registry.service import PRODUCTION_ALIAS, get_model, get_version
 from app.registry.traffic import alias_policy
 from app.tables import ModelVersion

@@ -5,26 +5,22 @@ version; the history records each policy with its weights and shadow."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
-
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from app.contracts.enums import VersionStatus
 from app.contracts.results import Deployment
 from app.contracts.traffic import AliasPolicy, TrafficArm, TrafficSplit
-from app.core.db import utcnow
+from app.core.db import Session, utcnow
 from app.core.errors import Conflict, InvalidInput, KilnError, NotFound
 from app.core.names import ALIAS
+from app.registry.repository import AliasRepository, VersionRepository
 from app.registry.service import (
     PRODUCTION_ALIAS,
     default_serving_version,
     get_model,
     get_version,
 )
-from app.tables import Alias, AliasHistory, Model, ModelVersion
+from app.tables import Model, ModelVersion
 
 
 def _live(session: Session, name: str, number: int, field: str) -> ModelVersion:
@@ -85,83 +81,33 @@ def set_traffic(
         shadow_row = _live(session, name, shadow, "shadow")
         _same_interface(main, shadow_row, "shadow")
     now = utcnow()
-    current = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
+    aliases = AliasRepository(session)
+    current = aliases.find(model.id, alias)
+    shadow_id = shadow_row.id if shadow_row else None
     unchanged = (
         current is not None
         and current.version_id == main.id
         and current.split == split
-        and current.shadow_version_id == (shadow_row.id if shadow_row else None)
+        and current.shadow_version_id == shadow_id
     )
     if not unchanged:
-        _write(session, model, alias, current, main, split, shadow_row, now)
-    return AliasPolicy(version=main.version, split=split, shadow=shadow)
-
-
-def _write(
-    session: Session,
-    model: Model,
-    alias: str,
-    current: Alias | None,
-    main: ModelVersion,
-    split: TrafficSplit | None,
-    shadow: ModelVersion | None,
-    now: datetime,
-) -> None:
-    close_history(session, model.id, alias, now)
-    shadow_id = shadow.id if shadow is not None else None
-    try:
-        with session.begin_nested():
-            if current is None:
-                session.add(
-                    Alias(
-                        model_id=model.id,
-                        name=alias,
-                        version_id=main.id,
-                        split=split,
-                        shadow_version_id=shadow_id,
-                        updated_at=now,
-                    )
-                )
-            else:
-                current.version_id = main.id
-                current.split = split
-                current.shadow_version_id = shadow_id
-                current.updated_at = now
-            session.add(
-                AliasHistory(
-                    model_id=model.id,
-                    alias=alias,
-                    version_id=main.id,
-                    split=split,
-                    shadow_version_id=shadow_id,
-                    assigned_at=now,
-                )
-            )
-    except IntegrityError:
-        raise Conflict(f"alias {alias!r} was changed at the same time; try again") from None
-
-
-def close_history(session: Session, model_id: int, alias: str, now: datetime) -> None:
-    """End the alias's open history entry (if any) at ``now``."""
-    session.execute(
-        update(AliasHistory)
-        .where(
-            AliasHistory.model_id == model_id,
-            AliasHistory.alias == alias,
-            AliasHistory.removed_at.is_(None),
+        aliases.close_history(model.id, alias, now)
+        written = aliases.point(
+            model.id, alias, current, version_id=main.id, split=split, shadow_id=shadow_id, now=now
         )
-        .values(removed_at=now)
-        .execution_options(synchronize_session=False)
-    )
+        if not written:
+            raise Conflict(f"alias {alias!r} was changed at the same time; try again")
+    return AliasPolicy(version=main.version, split=split, shadow=shadow)
 
 
 def alias_policy(session: Session, model: Model, alias: str) -> AliasPolicy | None:
     """What ``alias`` of ``model`` holds now (None: no such alias)."""
-    row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
+    row = AliasRepository(session).find(model.id, alias)
     if row is None:
         return None
-    main = session.get(ModelVersion, row.version_id)
-    shadow = session.get(ModelVersion, row.shadow_version_id) if row.shadow_version_id else None
+    versions = VersionRepository(session)
+    main = versions.by_id(row.version_id)
+    shadow = versions.by_id(row.shadow_version_id) if row.shadow_version_id else None
     if main is None:
         return None
     return AliasPolicy(
@@ -177,7 +123,7 @@ def serving_policy(session: Session, model: Model) -> AliasPolicy | None:
 def holders(session: Session, model: Model, version: ModelVersion) -> list[str]:
     """The aliases that route to ``version``: hold it, give it a weight, or shadow it."""
     names = []
-    for row in session.scalars(select(Alias).where(Alias.model_id == model.id)):
+    for row in AliasRepository(session).of_model(model.id):
         in_split = row.split is not None and any(
             arm.version == version.version for arm in row.split.arms
         )

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from app.contracts.enums import Task
 from app.contracts.signature import Signature, VersionConfig
+from app.core.db import Session
 from app.core.errors import Conflict, InvalidInput
 from app.core.names import MODEL_NAME
 from app.onnx_graphs.checks import MAX_LABELS

@@ -8,22 +8,19 @@ from __future__ import annotations
 from app.contracts.results import RetrainResult, SearchResult
 from app.core.db import Session, session_scope
 from app.core.errors import BrokenInvariant
+from app.jobs.repository import JobRepository
 from app.jobs.runner import JobContext, Recorder
 from app.registry import monitoring
 from app.registry.traffic import deploy_beside
-from app.retrain.kind import StoredRetrain
-from app.search.study import run_search
-from app.tables import Job
+from app.retrain.kind import RETRAIN
+from app.search.study import run_stored_search
 
 
 def run_retrain(context: JobContext) -> Recorder:
     """Run the stored search; its recorder registers the versions, then deploys one."""
     with session_scope(context.settings.database_url) as session:
-        job = session.get(Job, context.job_id)
-        if job is None:
-            raise BrokenInvariant("job is None")
-        stored = StoredRetrain.model_validate(job.spec)
-    record_search = run_search(context)
+        stored = RETRAIN.read_spec(JobRepository(session).get_or_raise(context.job_id))
+    record_search = run_stored_search(context, stored.search_job)
     request = stored.retrain
 
     def record(session: Session) -> RetrainResult:
@@ -52,13 +49,11 @@ def run_retrain(context: JobContext) -> Recorder:
             else f"{what}: not deployed ({deployment.reason})",
             deployment.stored_json(),
         )
-        return RetrainResult.model_validate(
-            {
-                **result.stored_json(),
-                "source_version": stored.source_version,
-                "retrain_mode": request.mode,
-                "deployment": deployment.stored_json(),
-            }
+        return RetrainResult(
+            **result.stored_json(),
+            source_version=stored.source_version,
+            retrain_mode=request.mode,
+            deployment=deployment,
         )
 
     return record

@@ -5,12 +5,10 @@ version's own search with the new dataset, or a fine-tune from the version) unde
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from pydantic import BaseModel
-
-from app.compression.spec import CompressionSpec, CompressJobCreate
+from app.compression.kind import COMPRESS
+from app.compression.spec import COMPRESS_KIND, CompressionSpec
 from app.contracts.results import RetrainResult, StoredResult
 from app.contracts.signature import Signature, VersionConfig
 from app.core.db import Session
@@ -18,24 +16,32 @@ from app.core.errors import InvalidInput, NotFound
 from app.datasets.repository import DatasetRepository
 from app.jobs.kinds import JobKind, SubmitContext, enqueue
 from app.jobs.repository import JobRepository
+from app.registry.repository import VersionRepository
 from app.registry.service import default_serving_version, get_model, get_version
 from app.registry.traffic import alias_policy
 from app.retrain.spec import RETRAIN_KIND, RetrainJobCreate
-from app.search.kind import SearchKind, objectives_of
-from app.search.spec import SEARCH_JOB_KEY, SearchJobCreate, SearchSpec, stored_search
+from app.search.kind import (
+    SEARCH,
+    SEARCH_SECTIONS,
+    RunsSearch,
+    first_metric,
+    search_of,
+    search_scratch_keys,
+)
+from app.search.spec import SearchJobCreate, SearchSpec
 from app.tables import Dataset, Job, ModelVersion
 
 MAX_LINEAGE = 16  # parents followed to find the search a version came from
 FINE_TUNE_BUDGET_S = 120.0  # a fine-tune's budget when neither the request nor a search gives one
 
 
-class StoredRetrain(BaseModel):
-    """A retrain job's spec as stored: the request, the version it retrains, the search."""
+class StoredRetrain(RunsSearch):
+    """A retrain job's spec as stored: the request, the version it retrains, and (as
+    ``RunsSearch``) the search it runs."""
 
     kind: str
     retrain: RetrainJobCreate
     source_version: int
-    search_job: dict[str, Any]
 
 
 def _origin(
@@ -52,15 +58,13 @@ def _origin(
         job = jobs.get(current.job_id)
         if job is None:
             return None, chain
-        if job.kind == "compress":
-            chain = chain or CompressJobCreate.model_validate(job.spec).compression
+        if job.kind == COMPRESS_KIND:
+            chain = chain or COMPRESS.read_spec(job).compression
             parent = current.parent_version_id
-            current = session.get(ModelVersion, parent) if parent is not None else None
+            current = VersionRepository(session).by_id(parent) if parent is not None else None
             continue
-        if job.kind != "predict":
-            search = stored_search(job.spec)
-            return search, chain or search.compression
-        return None, chain
+        search = search_of(job)  # a search's, or a retrain's; a batch prediction runs none
+        return search, chain or (search.compression if search is not None else None)
     return None, chain
 
 
@@ -87,7 +91,9 @@ def _new_search(
     chain: CompressionSpec | None,
 ) -> SearchJobCreate:
     """The search the retrain runs: the origin's with the new dataset, or a fine-tune."""
-    budget: dict[str, Any] = {"timeout_s": spec.timeout_s} if spec.timeout_s else {}
+    # The budget's fields the new search sets (a search told only timeout_s runs until it
+    # is spent: which fields were set matters, not only their values).
+    budget: dict[str, float | int] = {"timeout_s": spec.timeout_s} if spec.timeout_s else {}
     if spec.mode == "search":
         if origin is None:
             raise InvalidInput(
@@ -166,14 +172,16 @@ def _check_fine_tune(source: ModelVersion, dataset: Dataset) -> None:
         )
 
 
-class RetrainKind(JobKind[RetrainJobCreate]):
+class RetrainKind(JobKind[RetrainJobCreate, StoredRetrain]):
     """Learn a version again on newer data, compress it alike, deploy it beside it."""
 
     name: ClassVar[str] = RETRAIN_KIND
     create_model = RetrainJobCreate
+    stored_model = StoredRetrain
     progress_unit: ClassVar[str] = "trials"
     result_model: ClassVar[type[StoredResult]] = RetrainResult
     handler_path: ClassVar[str] = "app.retrain.job:run_retrain"
+    page_sections: ClassVar[tuple[str, ...]] = SEARCH_SECTIONS  # it runs a search
 
     def submit(self, context: SubmitContext, spec: RetrainJobCreate) -> Job:
         session = context.session
@@ -184,25 +192,28 @@ class RetrainKind(JobKind[RetrainJobCreate]):
         search = _new_search(spec, source, origin, chain)
         if spec.mode == "fine_tune":
             _check_fine_tune(source, dataset)
-        checked, _, total = SearchKind().prepare(context, search)
+        checked, _, total = SEARCH.prepare(context, search)
         stored = StoredRetrain(
-            kind=self.name,
-            retrain=spec,
-            source_version=source.version,
-            search_job=checked.model_dump(mode="json"),
+            kind=self.name, retrain=spec, source_version=source.version, search_job=checked
         )
         return enqueue(
             context,
             kind=self.name,
-            spec=stored.model_dump(mode="json"),
+            spec=stored,
             dataset_id=dataset.id,
             model_name=spec.model,
             total=total,
         )
 
-    def time_budget_s(self, spec: Mapping[str, Any]) -> float | None:
-        return SearchKind().time_budget_s(spec.get(SEARCH_JOB_KEY) or {})
+    def time_budget_s(self, spec: StoredRetrain) -> float | None:
+        return SEARCH.time_budget_s(spec.search_job)
 
     def best_metric(self, session: Session, job: Job) -> str | None:
-        objectives = objectives_of(session, job)
-        return objectives[0]["metric"] if objectives else None
+        return first_metric(session, job)
+
+    def scratch_keys(self, session: Session, job: Job) -> list[str]:
+        stored = self.spec_if_readable(job)
+        return search_scratch_keys(session, job, stored.search_job if stored else None)
+
+
+RETRAIN = RetrainKind()

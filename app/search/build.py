@@ -4,20 +4,20 @@ side: imports torch through ``app.training``)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from app.contracts.encoding import TableEncoding
-from app.contracts.networks import CNNConfig, MLPConfig, NetworkConfig
+from app.contracts.networks import NetworkConfig
 from app.core.errors import BrokenInvariant
 from app.search.front import front_for
+from app.training.families.networks import NetworkFamily, TrainingParams
+from app.training.families.registry import NETWORK_FAMILIES, network_family
+from app.training.network_fit import train_config
 from app.training.train import TrainConfig
 
-
-def _per_layer(params: dict[str, Any], name: str, count: int) -> tuple[int, ...]:
-    if name in params:  # tied (grid search)
-        return (int(params[name]),) * count
-    return tuple(int(params[f"{name}_{layer}"]) for layer in range(count))
+__all__ = ["Candidate", "candidate", "front_for"]
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,19 @@ class Candidate:
     training: TrainConfig
 
 
+def network_of(params: Mapping[str, Any]) -> NetworkFamily[Any]:
+    """The network family whose architecture a trial's parameters describe (the one whose
+    dimensions they all name: a CNN's blocks, an MLP's layers)."""
+    for name in NETWORK_FAMILIES:
+        family = network_family(name)
+        names = [n for n, d in family.params_model.dimensions().items() if not d.per_layer]
+        if all(n in params for n in names):
+            return family
+    raise BrokenInvariant(f"no network family's parameters: {sorted(params)}")
+
+
 def candidate(
-    params: dict[str, Any],
+    params: Mapping[str, Any],
     *,
     n_inputs: int,
     n_outputs: int,
@@ -39,48 +50,22 @@ def candidate(
     architecture: NetworkConfig | None = None,
     encoding: TableEncoding | None = None,
 ) -> Candidate:
-    """Build the network and training configurations a parameter dict describes (a
-    table's ``encoding`` places the feature embeddings its parameters ask for)."""
+    """Build the network and training configurations a trial's stored parameters describe,
+    typed by the network's family (a table's ``encoding`` places the feature embeddings
+    its parameters ask for)."""
     network: NetworkConfig
     if architecture is not None:  # init_from: its layers, with this dataset's outputs
         network = dataclasses.replace(architecture, n_outputs=n_outputs)
-    elif "n_blocks" in params:
-        if input_shape is None:
-            raise BrokenInvariant("input_shape is None")
-        if not (len(input_shape) == 3):
-            raise BrokenInvariant("not (len(input_shape) == 3)")
-        network = CNNConfig(
-            input_shape=(input_shape[0], input_shape[1], input_shape[2]),
-            n_outputs=n_outputs,
-            channels=_per_layer(params, "channels", int(params["n_blocks"])),
-            kernel=int(params["kernel"]),
-            pooling=str(params["pooling"]),
-            head_width=int(params["head_width"]),
-            activation=str(params["activation"]),
-            dropout=float(params["dropout"]),
-            batch_norm=bool(params["batch_norm"]),
-        )
+        training = TrainingParams.from_values(params)
     else:
-        network = MLPConfig(
+        family = network_of(params)
+        typed = family.params(params)
+        network = family.network_config(
+            typed,
             n_inputs=n_inputs,
             n_outputs=n_outputs,
-            hidden=_per_layer(params, "width", int(params["n_layers"])),
-            activation=str(params["activation"]),
-            dropout=float(params["dropout"]),
-            batch_norm=bool(params["batch_norm"]),
-            scaling="robust" if params.get("scaling") == "robust" else "standard",
-            front=front_for(params, encoding),
+            input_shape=tuple(input_shape) if input_shape is not None else None,
+            front=front_for(dict(params), encoding),
         )
-    training = TrainConfig(
-        epochs=int(params["epochs"]),
-        learning_rate=float(params["learning_rate"]),
-        batch_size=int(params["batch_size"]),
-        weight_decay=float(params["weight_decay"]),
-        l1=float(params["l1"]),
-        optimizer=str(params["optimizer"]),
-        lr_schedule=str(params["lr_schedule"]),
-        patience=int(params["patience"]),
-        metric=metric,
-        seed=seed,
-    )
-    return Candidate(network=network, training=training)
+        training = typed.training
+    return Candidate(network=network, training=train_config(training, seed=seed, metric=metric))

@@ -9,7 +9,6 @@ from app.compression.base import Candidate
 from app.compression.job import Compression, compression_data, run_compression
 from app.compression.record import Lineage
 from app.compression.spec import CompressionSpec, chain_problems
-from app.contracts.enums import Family
 from app.contracts.networks import CNNConfig
 from app.contracts.results import SkippedChain
 from app.jobs.runner import JobContext
@@ -17,6 +16,7 @@ from app.search.finalize import PreparedVersion, SearchSubject, untrainable_reas
 from app.search.run import SearchRun
 from app.training.ensemble import Fitted, width_of
 from app.training.export import INPUT_NAME, OUTPUT_NAME
+from app.training.families.registry import holds_graph_weights
 from app.training.models import Network
 from app.training.table_models import TableModel
 
@@ -32,7 +32,7 @@ def fitting_chains(
         convolutional=network is not None and isinstance(network.config, CNNConfig),
         parent="the winner",
         untrainable=untrainable_reason(winner),
-        graph_weights=not (isinstance(winner, TableModel) and winner.family == Family.GBDT),
+        graph_weights=not isinstance(winner, TableModel) or holds_graph_weights(winner.family),
     )
     skipped = [
         SkippedChain(chain=[step.method for step in spec.methods[position]], reason=problem)

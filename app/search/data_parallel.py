@@ -18,8 +18,9 @@ import torch
 
 from app.core.config import Settings
 from app.jobs.queue import JobQueue
-from app.search.kind import work_key
+from app.search.kind import TRAIN_MEMBER_TASK, work_key
 from app.search.run import SearchRun
+from app.search.spec import SEARCH_KIND
 from app.storage import get_store
 from app.training.models import Network
 from app.training.parallel import (
@@ -98,7 +99,9 @@ def _train_in_group(
         queue = JobQueue(settings)
         try:
             for rank in range(1, world):
-                queue.send_member(
+                queue.send_helper(
+                    SEARCH_KIND,
+                    TRAIN_MEMBER_TASK,
                     {
                         "job_id": run.job_id,
                         "trial": trial,
@@ -106,7 +109,10 @@ def _train_in_group(
                         "work_key": key,
                         "work_sha256": stored.sha256,
                         "rendezvous": host.rendezvous.as_json(),
-                    }
+                    },
+                )
+                logger.info(
+                    "sent data-parallel member %s of job %s trial %s", rank, run.job_id, trial
                 )
             return train_with_members(network, run.data, training, host, on_epoch)
         finally:

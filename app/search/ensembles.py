@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from app.compression.spec import CompressionSpec, chain_problem
-from app.contracts.enums import Family
 from app.contracts.signature import AverageMember
 from app.core.errors import BrokenInvariant
 from app.evaluation.metrics import quality_score
@@ -22,6 +21,7 @@ from app.evaluation.names import COST_METRICS
 from app.search.run import SearchRun, predictions_key
 from app.search.selection import rank_key, select_ensemble
 from app.tables import Trial
+from app.training.families.registry import Family
 
 POOL_PER_MEMBER = 3  # candidates considered per member allowed (the best trials)
 SELECTION_STEPS = 20  # steps of ensemble selection
@@ -142,7 +142,7 @@ def members_of(run: SearchRun, chosen: EnsemblePick) -> list[AverageMember]:
     return [
         AverageMember(
             trial=trial.number,
-            family=run.plan.space.family_of(trial.params or {}).value,
+            family=str(run.plan.space.family_of(trial.params or {})),
             weight=weight,
             score=float(trial.values[0]) if trial.values else None,
         )

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from app.contracts.enums import Family
 from app.contracts.results import FamilyScore, ReferenceScores
 from app.evaluation.names import COST_METRICS
 from app.search.fit import quality_of
@@ -16,41 +15,10 @@ from app.search.fit_tables import fit_family
 from app.search.run import SearchRun
 from app.search.space import FAMILY_KEY, Dimension, SearchSpace
 from app.tables import Trial
+from app.training.families.linear import NAME as LINEAR
+from app.training.families.registry import Family, cheapest_first
 from app.training.train import TrainData
 
-# Tried before the sampler's own choices, cheapest first: a linear model (a second), then
-# LightGBM's defaults (rounds by early stopping) and a slower-learning, smaller-leaved one.
-STARTING_POINTS: list[tuple[Family, dict[str, Any]]] = [
-    (Family.LINEAR, {"linear_c": 1.0}),
-    (
-        Family.GBDT,
-        {
-            "gbdt_num_leaves": 31,
-            "gbdt_max_depth": -1,
-            "gbdt_learning_rate": 0.1,
-            "gbdt_min_child_samples": 20,
-            "gbdt_subsample": 1.0,
-            "gbdt_colsample": 1.0,
-            "gbdt_reg_lambda": 1e-8,
-            "gbdt_reg_alpha": 1e-8,
-            "gbdt_rounds": 1000,
-        },
-    ),
-    (
-        Family.GBDT,
-        {
-            "gbdt_num_leaves": 15,
-            "gbdt_max_depth": -1,
-            "gbdt_learning_rate": 0.05,
-            "gbdt_min_child_samples": 10,
-            "gbdt_subsample": 0.8,
-            "gbdt_colsample": 0.8,
-            "gbdt_reg_lambda": 1.0,
-            "gbdt_reg_alpha": 1e-8,
-            "gbdt_rounds": 2000,
-        },
-    ),
-]
 SEEDED_ATTR = "families_seeded"
 
 
@@ -63,16 +31,20 @@ def _inside(dimension: Dimension, value: Any) -> Any:
 
 
 def starting_points(space: SearchSpace) -> list[dict[str, Any]]:
-    """The parameters of the starting points of the families this space searches."""
+    """The stored parameters of the starting points of the families this space searches,
+    tried before the sampler's own choices, cheapest family first (each family declares
+    its own: ``ModelFamily.starting_points``)."""
     if len(space.searched) < 2:
         return []
     points = []
-    for family, values in STARTING_POINTS:
-        if family not in space.searched:
+    for family in cheapest_first():
+        if family.name not in space.searched:
             continue
-        dimensions = space.dimensions_of(family)
-        point = {name: _inside(dimensions[name], value) for name, value in values.items()}
-        points.append({FAMILY_KEY: family.value, **point})
+        dimensions = space.dimensions_of(Family(family.name))
+        for start in family.starting_points:
+            values = family.stored(start)
+            point = {name: _inside(dimensions[name], value) for name, value in values.items()}
+            points.append({FAMILY_KEY: family.name, **point})
     return points
 
 
@@ -98,7 +70,7 @@ def family_scores(run: SearchRun, complete: list[Trial]) -> list[FamilyScore]:
             best = pick(own, key=lambda t: float(t.values[0]))  # type: ignore[index]
         scores.append(
             FamilyScore(
-                family=family.value,
+                family=str(family),
                 trials=len(own),
                 best_trial=best.number if best else None,
                 best=float(best.values[0]) if best else None,  # type: ignore[index]
@@ -144,7 +116,7 @@ def reference_scores(
     linear_trials = [
         t
         for t in complete
-        if run.plan.space.family_of(t.params or {}) == Family.LINEAR and metric in (t.metrics or {})
+        if run.plan.space.family_of(t.params or {}) == LINEAR and metric in (t.metrics or {})
     ]
     maximize = next((o.maximize for o in run.plan.objectives if o.metric == metric), True)
     if linear_trials:
@@ -167,7 +139,7 @@ def _fitted_linear(run: SearchRun, pairs: list[TrainData], metric: str) -> float
     scores = []
     for pair in pairs:
         model = fit_family(
-            run, Family.LINEAR, {}, pair, seed=run.spec.seed, keep_going=lambda: None
+            run, Family(LINEAR), {}, pair, seed=run.spec.seed, keep_going=lambda: None
         )
         output = model.predict_rows(pair.x_val).astype(np.float32)
         scores.append(quality_of(run, output, pair.y_val)[metric])

@@ -72,8 +72,8 @@ def family_name(space: SearchSpace, model: Fitted, params: dict[str, Any]) -> st
     """What the registry records as the version's family."""
     if isinstance(model, Ensemble | MixedAverage):
         families = {space.family_of(member) for member in params.get("members", [])}
-        return families.pop().value if len(families) == 1 else AVERAGE_FAMILY
-    return space.family_of(params).value
+        return str(families.pop()) if len(families) == 1 else AVERAGE_FAMILY
+    return str(space.family_of(params))
 
 
 def untrainable_reason(model: Fitted) -> str | None:

@@ -24,15 +24,18 @@ from app.search.build import candidate, front_for
 from app.search.data_parallel import train_in_group
 from app.search.run import Infeasible, SearchRun, checkpoint_key, predictions_key
 from app.search.selection import Folds, proper_score, summarize_folds
+from app.search.space import TransferParams
 from app.training.export import INPUT_NAME, export_onnx
+from app.training.families.networks import TrainingParams
 from app.training.models import Network, count_parameters, transfer_groups
 from app.training.size import over_limits, size_of
-from app.training.train import load_weights, save_weights, train
+from app.training.train import TrainConfig, load_weights, save_weights, train
 
 FP32_BYTES = 4
+WEIGHTS_SUFFIX = "pt"  # a network trial's checkpoint: its torch weights
 
 
-def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Network, Any]:
+def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Network, TrainConfig]:
     """A fresh (or ``init_from``-initialised) network and its training configuration."""
     n_outputs = len(run.dataset.class_labels) if run.dataset.class_labels else 1
     point = candidate(
@@ -50,15 +53,16 @@ def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Ne
     )
     training = dataclasses.replace(point.training, device=run.device)
     if run.init_weights is not None and run.transfers:
-        frozen, slow, head = transfer_groups(network, int(params["frozen_layers"]))
+        transfer = TransferParams.from_values(params)
+        frozen, slow, head = transfer_groups(network, transfer.frozen_layers)
         load_weights(network, run.init_weights, except_prefixes=head)
         training = dataclasses.replace(
             training,
             frozen=frozen,
             slow=slow,
             head=head,
-            slow_lr_factor=float(params["body_lr_factor"]),
-            head_warmup_epochs=int(params["head_warmup_epochs"]),
+            slow_lr_factor=transfer.body_lr_factor,
+            head_warmup_epochs=transfer.head_warmup_epochs,
             keep_input_scaling=True,
         )
     elif run.init_weights is not None:
@@ -78,7 +82,7 @@ def _check_estimate(run: SearchRun, params: dict[str, Any]) -> None:
         input_shape=run.dataset.input_shape,
         front=front_for(params, run.dataset.encoding),
     )
-    problem = over_limits(size, int(params["batch_size"]), run.settings)
+    problem = over_limits(size, TrainingParams.from_values(params).batch_size, run.settings)
     limit = run.plan.constraints.max_params
     if problem is None and limit is not None and size.params > limit:
         problem = f"{size.params} parameters > max_params {limit}"
@@ -108,12 +112,6 @@ def quality_of(run: SearchRun, output: np.ndarray, target: np.ndarray) -> dict[s
     }
     names.add(proper_score(task))
     return {name: quality_score(name, task, output, target) for name in sorted(names)}
-
-
-def _costs(run: SearchRun, network: Network) -> dict[str, float]:
-    return served_costs(
-        run, count_parameters(network), network.config.n_inputs, lambda p: export_onnx(network, p)
-    )
 
 
 def served_costs(
@@ -169,6 +167,44 @@ class Measured:
     predictions_sha256: str | None
 
 
+@dataclasses.dataclass(frozen=True)
+class FittedTrial:
+    """What storing a fitted trial needs, whatever its family: its learnt numbers, its
+    inputs, how to write its ONNX file, and its state in its own format."""
+
+    params: int
+    n_inputs: int
+    write_onnx: Callable[[Path], None]
+    state: Callable[[], bytes]
+    state_suffix: str
+
+
+def store_trial(
+    run: SearchRun,
+    number: int,
+    measured: dict[str, Any],
+    held_out: np.ndarray,
+    fitted: FittedTrial,
+) -> Measured:
+    """The one way a trial's result is kept, network or table family: its costs as served
+    (checked against the constraints) added to ``measured``, its state stored as the
+    trial's checkpoint, and its held-out predictions when the search keeps them."""
+    measured.update(served_costs(run, fitted.params, fitted.n_inputs, fitted.write_onnx))
+    checkpoint = run.store.put_bytes(
+        checkpoint_key(run.job_id, number, fitted.state_suffix), fitted.state()
+    )
+    predictions_sha256 = None
+    if run.keeps_predictions:
+        buffer = io.BytesIO()
+        np.save(buffer, held_out.astype(np.float32))
+        predictions_sha256 = run.store.put_bytes(
+            predictions_key(run.job_id, number), buffer.getvalue()
+        ).sha256
+    return Measured(
+        metrics=measured, checkpoint_sha256=checkpoint.sha256, predictions_sha256=predictions_sha256
+    )
+
+
 def train_trial(
     run: SearchRun,
     trial: optuna.Trial,
@@ -211,20 +247,14 @@ def train_trial(
         measured, held_out = _train_folds(
             run, run.folds, params, seed, network, training, on_epoch, keep_going
         )
-    measured.update(_costs(run, network))
-    checkpoint = run.store.put_bytes(
-        checkpoint_key(run.job_id, trial.number), save_weights(network)
+    fitted = FittedTrial(
+        params=count_parameters(network),
+        n_inputs=network.config.n_inputs,
+        write_onnx=lambda path: export_onnx(network, path),
+        state=lambda: save_weights(network),
+        state_suffix=WEIGHTS_SUFFIX,
     )
-    predictions_sha256 = None
-    if run.keeps_predictions:
-        buffer = io.BytesIO()
-        np.save(buffer, held_out.astype(np.float32))
-        predictions_sha256 = run.store.put_bytes(
-            predictions_key(run.job_id, trial.number), buffer.getvalue()
-        ).sha256
-    return Measured(
-        metrics=measured, checkpoint_sha256=checkpoint.sha256, predictions_sha256=predictions_sha256
-    )
+    return store_trial(run, trial.number, measured, held_out, fitted)
 
 
 def _train_folds(
@@ -233,7 +263,7 @@ def _train_folds(
     params: dict[str, Any],
     seed: int,
     first: Network,
-    training: Any,
+    training: TrainConfig,
     on_epoch: Callable[[int, float], None],
     keep_going: Callable[[], None],
 ) -> tuple[dict[str, Any], np.ndarray]:

@@ -1,12 +1,11 @@
-"""Trials of the table families (``gbdt``, ``linear``): fitted on the same encoded features,
+"""Trials of the table families (``gbdt``, ``linear``, ...): fitted on the same encoded features,
 scored on the same evidence (the validation split, or every fold) and measured as served,
 like a network's trial. A GBDT stops boosting when the watched rows stop improving; a refit
 on every non-test row boosts for the rounds the validation found (the folds' mean)."""
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,13 @@ import numpy as np
 import onnx
 import optuna
 
-from app.contracts.enums import Family
-from app.search.fit import Measured, quality_of, served_costs
-from app.search.run import SearchRun, checkpoint_key, predictions_key
+from app.search.fit import FittedTrial, Measured, quality_of, store_trial
+from app.search.run import SearchRun
 from app.search.selection import proper_score, summarize_folds
 from app.tables import Trial
+from app.training.families.registry import Family, table_family
 from app.training.stopping import check_stop
-from app.training.table_models import FitOptions, TableData, TableModel, fit_table_model
+from app.training.table_models import FitOptions, TableData, TableModel
 from app.training.train import TrainData
 
 
@@ -31,15 +30,15 @@ def _outputs(run: SearchRun) -> int:
 def fit_family(
     run: SearchRun,
     family: Family,
-    params: dict[str, Any],
+    params: Mapping[str, Any],
     data: TrainData | TableData,
     *,
     seed: int,
     keep_going: Callable[[], None],
     rounds: int | None = None,
 ) -> TableModel:
-    """``family`` fitted with a trial's parameters (watching ``data``'s validation rows
-    unless ``rounds`` fixes the count)."""
+    """``family`` fitted with a trial's stored parameters, typed at the family's door
+    (watching ``data``'s validation rows unless ``rounds`` fixes the count)."""
     table = TableData(data.x_train, data.y_train, data.x_val, data.y_val)
 
     def check() -> None:  # a cancel, and the trial's and the search's time limits
@@ -47,7 +46,8 @@ def fit_family(
         check_stop()
 
     options = FitOptions(seed=seed, threads=run.settings.train_threads, rounds=rounds, check=check)
-    return fit_table_model(family.value, params, table, _outputs(run), options)
+    fitter = table_family(family)
+    return fitter.fit(fitter.params(params), table, _outputs(run), options)
 
 
 def train_table_trial(
@@ -71,27 +71,14 @@ def train_table_trial(
     else:
         measured, held_out, model = _folds(run, family, params, seed, keep_going)
     measured["train_processes"] = 1
-    measured.update(
-        served_costs(
-            run,
-            model.n_params,
-            model.n_inputs,
-            lambda path: onnx.save(model.to_onnx(), str(Path(path))),
-        )
+    fitted = FittedTrial(
+        params=model.n_params,
+        n_inputs=model.n_inputs,
+        write_onnx=lambda path: onnx.save(model.to_onnx(), str(Path(path))),
+        state=model.state_bytes,
+        state_suffix=model.state_suffix,
     )
-    checkpoint = run.store.put_bytes(
-        checkpoint_key(run.job_id, trial.number, model.state_suffix), model.state_bytes()
-    )
-    predictions_sha256 = None
-    if run.keeps_predictions:
-        buffer = io.BytesIO()
-        np.save(buffer, held_out.astype(np.float32))
-        predictions_sha256 = run.store.put_bytes(
-            predictions_key(run.job_id, trial.number), buffer.getvalue()
-        ).sha256
-    return Measured(
-        metrics=measured, checkpoint_sha256=checkpoint.sha256, predictions_sha256=predictions_sha256
-    )
+    return store_trial(run, trial.number, measured, held_out, fitted)
 
 
 def _primary(run: SearchRun, measured: dict[str, Any]) -> str:

@@ -1,15 +1,18 @@
 """The ``search`` job kind: checked and queued here (no torch: the gateway imports this);
-run on a worker by ``app.search.study.run_search``."""
+run on a worker by ``app.search.study.run_search``, with the helper tasks it declares (more
+trial runners, data-parallel members); its Pareto route is ``app.search.routes``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
 
 from app.compression.kind import check_students
 from app.contracts.enums import JobStatus
 from app.contracts.networks import CNNConfig, MLPConfig
-from app.contracts.results import SearchResult, StoredResult, result_as
+from app.contracts.results import Objective, SearchResult, StoredResult, result_as
 from app.contracts.signature import VersionConfig
 from app.core.config import Settings
 from app.core.db import Session
@@ -30,15 +33,18 @@ from app.search.plan import (
     with_budget_defaults,
 )
 from app.search.size import lowest_batch, space_too_big
-from app.search.spec import (
-    SEARCH_JOB_KEY,
-    SEARCH_KIND,
-    SearchJobCreate,
-    SearchSpec,
-    stored_search,
-)
+from app.search.spec import SEARCH_KIND, SearchJobCreate, SearchSpec
 from app.tables import Dataset, Job
 from app.training.size import architecture_size, over_limits
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from app.jobs.http import JobHttp
+
+SEARCH_HELPER_TASK = "kiln.search_helper"  # (job id, slot): more trials of a running job
+TRAIN_MEMBER_TASK = "kiln.train_member"  # (message): a share of a data-parallel trial
+SEARCH_SECTIONS = ("trials", "pareto", "compression")  # its dashboard page
 
 
 def work_key(job_id: int, trial: int) -> str:
@@ -46,28 +52,63 @@ def work_key(job_id: int, trial: int) -> str:
     return f"jobs/{job_id}/data-parallel/trial-{trial}.npz"
 
 
-class SearchKind(JobKind[SearchJobCreate]):
+class RunsSearch(BaseModel):
+    """The stored spec of a kind that runs a search for its own ends (``retrain``): the
+    search, checked as a search job's is, under ``search_job``. Such a kind's stored model
+    extends this one; the search's worker code and pages read the search there."""
+
+    search_job: SearchJobCreate
+
+
+def search_of(job: Job) -> SearchJobCreate | None:
+    """The search a stored job runs: a search job's own spec, or the one a kind that runs
+    a search keeps (``RunsSearch``); None for a job that runs none (or that another
+    release stored in a shape this one cannot read)."""
+    if job.kind == SEARCH_KIND:
+        return SEARCH.spec_if_readable(job)
+    try:
+        return RunsSearch.model_validate(job.spec).search_job
+    except ValidationError:
+        return None
+
+
+def search_scratch_keys(session: Session, job: Job, search: SearchJobCreate | None) -> list[str]:
+    """The work files of a job's data-parallel trials (rank 0 deletes each when the trial
+    ends; a crash leaves it, holding training rows)."""
+    if search is None or search.search.data_parallel <= 1:
+        return []
+    return [work_key(job.id, trial.number) for trial in TrialRepository(session).of_job(job.id)]
+
+
+class SearchKind(JobKind[SearchJobCreate, SearchJobCreate]):
     """Find, train and register the best network (or ensemble) for a dataset."""
 
     name: ClassVar[str] = SEARCH_KIND
     create_model = SearchJobCreate
+    stored_model = SearchJobCreate  # checked, with the budget's defaults chosen
     progress_unit: ClassVar[str] = "trials"
     result_model: ClassVar[type[StoredResult]] = SearchResult
     handler_path: ClassVar[str] = "app.search.study:run_search"
+    helper_tasks: ClassVar[Mapping[str, str]] = {
+        SEARCH_HELPER_TASK: "app.search.study:run_search_helper",
+        TRAIN_MEMBER_TASK: "app.search.data_parallel:run_member",
+    }
+    page_sections: ClassVar[tuple[str, ...]] = SEARCH_SECTIONS
+
+    def add_routes(self, router: APIRouter, http: JobHttp) -> None:
+        from app.search.routes import search_routes  # the web framework: gateway only
+
+        search_routes(router, http)
 
     def scratch_keys(self, session: Session, job: Job) -> list[str]:
-        """The work files of its data-parallel trials (rank 0 deletes each when the trial
-        ends; a crash leaves it, holding training rows)."""
-        if int(job.spec.get("search", {}).get("data_parallel", 1) or 1) <= 1:
-            return []
-        return [work_key(job.id, trial.number) for trial in TrialRepository(session).of_job(job.id)]
+        return search_scratch_keys(session, job, self.spec_if_readable(job))
 
     def submit(self, context: SubmitContext, spec: SearchJobCreate) -> Job:
         checked, dataset, total = self.prepare(context, spec)
         return enqueue(
             context,
             kind=self.name,
-            spec=checked.model_dump(mode="json"),
+            spec=checked,
             dataset_id=dataset.id,
             model_name=checked.model_name,
             total=total,
@@ -114,17 +155,23 @@ class SearchKind(JobKind[SearchJobCreate]):
             check_students(settings, spec.compression, dataset)
         return spec, dataset, 0 if time_only else budget_of(spec.search, plan)
 
-    def time_budget_s(self, spec: Mapping[str, Any]) -> float | None:
-        timeout = (spec.get("search") or {}).get("timeout_s")
-        return float(timeout) if timeout is not None else None
+    def time_budget_s(self, spec: SearchJobCreate) -> float | None:
+        return spec.search.timeout_s
 
     def best_metric(self, session: Session, job: Job) -> str | None:
-        """The metric of ``best_value``: the search's first objective."""
-        try:
-            objectives = objectives_of(session, job)
-        except KilnError:  # its dataset or source version is gone: the number stays unnamed
-            return None
-        return objectives[0]["metric"] if objectives else None
+        return first_metric(session, job)
+
+
+SEARCH = SearchKind()
+
+
+def first_metric(session: Session, job: Job) -> str | None:
+    """The metric of a job's ``best_value``: its search's first objective."""
+    try:
+        objectives = objectives_of(session, job)
+    except KilnError:  # its dataset or source version is gone: the number stays unnamed
+        return None
+    return objectives[0].metric if objectives else None
 
 
 def _plan(session: Session, search: SearchSpec, dataset: Dataset) -> SearchPlan:
@@ -249,21 +296,36 @@ def _check_sources(
     return stored.architecture
 
 
-def objectives_of(session: Session, job: Job) -> list[dict[str, str]]:
-    """A search job's objectives (metric and direction), from its result once it has one,
-    else from its spec and dataset as the search itself plans them; [] for other kinds."""
+def objectives_of(session: Session, job: Job) -> list[Objective]:
+    """A search's objectives (metric and direction), from its job's result once it has
+    one, else from its spec and dataset as the search itself plans them; [] for a job
+    that runs no search."""
     result = result_as(SearchResult, job.result)
     if result is not None and result.plan.objectives:
-        return [objective.stored_json() for objective in result.plan.objectives]
+        return list(result.plan.objectives)
     dataset = DatasetRepository(session).get(job.dataset_id) if job.dataset_id else None
-    runs_search = job.kind == SEARCH_KIND or SEARCH_JOB_KEY in job.spec
-    if not runs_search or dataset is None:
+    search = search_of(job)
+    if search is None or dataset is None:
         return []
-    planned = _plan(session, stored_search(job.spec).search, dataset)
-    return [{"metric": o.metric, "direction": o.direction} for o in planned.objectives]
+    planned = _plan(session, search.search, dataset)
+    return [Objective(metric=o.metric, direction=o.direction) for o in planned.objectives]
 
 
-def pareto_front(session: Session, job_id: int) -> dict[str, Any]:
+class ParetoTrial(BaseModel):
+    """A trial on the Pareto front and the version it was registered as."""
+
+    trial: int
+    values: dict[str, float]
+    params: dict[str, Any]
+    version: int | None
+
+
+class ParetoFront(BaseModel):
+    objectives: list[dict[str, str]]
+    trials: list[ParetoTrial]
+
+
+def pareto_front(session: Session, job_id: int) -> ParetoFront:
     """The Pareto front a finished multi-objective search registered."""
     repository = JobRepository(session)
     job = repository.get_or_raise(job_id)
@@ -278,14 +340,14 @@ def pareto_front(session: Session, job_id: int) -> dict[str, Any]:
     for point, version in zip(result.pareto, result.versions, strict=True):
         trial = trials.get(point.trial)
         front.append(
-            {
-                "trial": point.trial,
-                "version": version,
-                "values": dict(zip(names, point.values, strict=True)),
-                "params": trial.params if trial else {},
-            }
+            ParetoTrial(
+                trial=point.trial,
+                version=version,
+                values=dict(zip(names, point.values, strict=True)),
+                params=trial.params if trial else {},
+            )
         )
-    return {
-        "objectives": [objective.stored_json() for objective in result.plan.objectives],
-        "trials": front,
-    }
+    return ParetoFront(
+        objectives=[objective.stored_json() for objective in result.plan.objectives],
+        trials=front,
+    )

@@ -8,13 +8,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.contracts.enums import Family
 from app.core.errors import InvalidInput
 from app.evaluation.names import COST_METRICS, HIGHER_IS_BETTER, default_metric, searchable_for
-from app.search.space import SearchSpace, apply_overrides, default_space
+from app.search.space import SearchSpace, apply_overrides, data_shape, default_space
 from app.search.spec import ConstraintSpec, SearchSpec
 from app.search.strategy import MULTI_OBJECTIVE
 from app.tables import Dataset, ModelVersion
+from app.training.families.registry import (
+    FAMILIES,
+    NETWORK_FAMILIES,
+    Family,
+    family_named,
+)
+from app.training.families.registry import default_families as registered_defaults
 
 # Non-test rows up to which trials are cross-validated (``app.search.selection`` says why).
 CV_MAX_ROWS = 2_000
@@ -130,15 +136,38 @@ def make_plan(
 
 def image_rows(input_shape: list[int] | None) -> bool:
     """Whether a dataset's rows are images (channels, height, width): what a CNN reads."""
-    return bool(input_shape) and len(input_shape or []) == 3
+    return data_shape(input_shape) == "images"
 
 
 def default_families(input_shape: list[int] | None) -> list[Family]:
-    """Every family that fits the data: a CNN for images, else a network, trees and a
-    linear model of the table's features."""
-    if image_rows(input_shape):
-        return [Family.CNN]
-    return [Family.MLP, Family.GBDT, Family.LINEAR]
+    """Every family searched by default on the data's shape (each family says where:
+    ``ModelFamily.default_on``): a CNN for images, else a network, trees and a linear
+    model of the table's features."""
+    return registered_defaults(data_shape(input_shape))
+
+
+# What a family that runs only on one shape of data needs, as its error says.
+SHAPE_NEEDS = {
+    "images": "image-shaped rows (a dataset uploaded with input_shape [channels, height, width])",
+    "rows": "flat rows",
+}
+
+
+def _or(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _check_fits_data(families: tuple[Family, ...], dataset: Dataset) -> None:
+    """Each named family learns the dataset's task on data of its shape."""
+    shape = data_shape(dataset.input_shape)
+    for name in families:
+        family = family_named(name)
+        if dataset.task not in family.tasks:
+            raise InvalidInput(f"search.families: {name} does not learn {dataset.task}")
+        if shape not in family.runs_on:
+            needs = " or ".join(SHAPE_NEEDS[need] for need in sorted(family.runs_on))
+            others = [other for other, f in FAMILIES.items() if f.applies(dataset.task, shape)]
+            raise InvalidInput(f"search.families: {name} needs {needs}; use {_or(others)}")
 
 
 def _families(spec: SearchSpec, dataset: Dataset, fixed_architecture: bool) -> tuple[Family, ...]:
@@ -148,14 +177,13 @@ def _families(spec: SearchSpec, dataset: Dataset, fixed_architecture: bool) -> t
     families = tuple(Family(name) for name in spec.families)
     if len(set(families)) < len(families):
         raise InvalidInput("search.families: a family is listed twice")
-    if Family.CNN in families and not image_rows(dataset.input_shape):
+    _check_fits_data(families, dataset)
+    if sum(1 for name in families if name in NETWORK_FAMILIES) > 1:
         raise InvalidInput(
-            "search.families: cnn needs image-shaped rows (a dataset uploaded with "
-            "input_shape [channels, height, width]); use mlp, gbdt or linear"
+            "search.families: choose one network family, "
+            + _or([str(network) for network in NETWORK_FAMILIES])
         )
-    if Family.CNN in families and Family.MLP in families:
-        raise InvalidInput("search.families: choose one network family, mlp or cnn")
-    if fixed_architecture and families not in ((Family.MLP,), (Family.CNN,)):
+    if fixed_architecture and (len(families) != 1 or families[0] not in NETWORK_FAMILIES):
         raise InvalidInput(
             "search.families: init_from fine-tunes a network; leave families out, or name "
             "only that network's family"
@@ -243,7 +271,7 @@ def plan_summary(plan: SearchPlan, spec: SearchSpec) -> dict[str, Any]:
         "objectives": [{"metric": o.metric, "direction": o.direction} for o in plan.objectives],
         "pruning_metric": plan.pruning_metric,
         "network": plan.space.network,
-        "families": [family.value for family in plan.space.searched],
+        "families": [str(family) for family in plan.space.searched],
         "init_from": None
         if spec.init_from is None
         else ("transfer: new head" if plan.space.network == "transfer" else "fine-tune"),

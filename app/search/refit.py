@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from app.contracts.enums import TABLE_FAMILIES
 from app.search.fit import build_network
 from app.search.fit_tables import refit_table_trial
 from app.search.run import SearchRun
 from app.tables import Trial
 from app.training.ensemble import Ensemble, MixedAverage
+from app.training.families.registry import family_named
 from app.training.models import Network
 from app.training.table_models import TableModel
 from app.training.train import TrainData, train
@@ -23,7 +23,7 @@ def refit(run: SearchRun, trial: Trial, keep_going: Callable[[], None]) -> Netwo
     """The trial's configuration trained again on every non-test row (training and
     validation split), for the epochs (or boosting rounds) its validation found: the
     folds' mean, or the holdout's best. No early stopping: no validation rows are left."""
-    if run.plan.space.family_of(trial.params or {}) in TABLE_FAMILIES:
+    if not family_named(run.plan.space.family_of(trial.params or {})).trains_network:
         return refit_table_trial(run, trial, keep_going)
     network, training = build_network(run, trial.params, seed=run.spec.seed + trial.number)
     epochs = int((trial.metrics or {}).get("refit_epochs", training.epochs))

@@ -10,119 +10,60 @@ apply to every layer or block.
 
 Several model families (``search.families``) share one space: the ``family`` parameter picks
 one per trial, and only that family's dimensions are sampled (``gbdt_*``, ``linear_*``, or
-the network's and its training's, unprefixed as before)."""
+the network's and its training's, unprefixed as before). Each family declares its own
+dimensions beside its typed parameters (``app.training.families``); this module combines
+them, applies overrides and samples."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 
-from app.contracts.enums import TABLE_FAMILIES, Family
 from app.core.errors import InvalidInput
+from app.training.families.base import (
+    DataShape,
+    Dimension,
+    FamilyParams,
+    SpaceContext,
+    float_range,
+    int_range,
+)
+from app.training.families.cnn import CnnParams
+from app.training.families.mlp import TABLE_MLP_SPACE as TABLE_MLP_SPACE
+from app.training.families.mlp import MlpParams
+from app.training.families.networks import LAYER_COUNT, training_space
+from app.training.families.registry import (
+    FAMILIES,
+    NETWORK_FAMILIES,
+    Family,
+    default_network,
+    family_named,
+    network_family,
+)
 
-Kind = Literal["int", "float", "categorical"]
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One searchable parameter."""
-
-    kind: Kind
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = False
-    choices: tuple[Any, ...] = ()
-    per_layer: bool = False  # expands to name_0, name_1, ... (one per layer or block)
-    minimum: float = 0.0  # bounds an override may not cross
-    maximum: float = math.inf
-    open_choices: bool = False  # categorical of integers: other integers may be chosen too
-
-    def describe(self) -> dict[str, Any]:
-        if self.kind == "categorical":
-            return {"choices": list(self.choices)}
-        return {"low": self.low, "high": self.high, "log": self.log, "type": self.kind}
-
-
-def _int(
-    low: int,
-    high: int,
-    log: bool = False,
-    per_layer: bool = False,
-    minimum: float = 1,
-    maximum: float = 4096,
-) -> Dimension:
-    return Dimension("int", low, high, log, per_layer=per_layer, minimum=minimum, maximum=maximum)
-
-
-def _float(
-    low: float, high: float, log: bool = False, minimum: float = 0.0, maximum: float = math.inf
-) -> Dimension:
-    return Dimension("float", low, high, log, minimum=minimum, maximum=maximum)
-
-
-def _choice(*choices: Any) -> Dimension:
-    return Dimension("categorical", choices=choices)
-
-
-MLP_SPACE: dict[str, Dimension] = {
-    "n_layers": _int(1, 4, maximum=8),
-    "width": _int(16, 512, log=True, per_layer=True),
-    "activation": _choice("relu", "gelu", "silu", "tanh"),
-    "dropout": _float(0.0, 0.5, maximum=0.9),
-    "batch_norm": _choice(False, True),
-}
-CNN_SPACE: dict[str, Dimension] = {
-    "n_blocks": _int(1, 3, maximum=6),
-    "channels": _int(8, 64, log=True, per_layer=True),
-    "kernel": _choice(3, 5),
-    "pooling": _choice("max", "avg", "none"),
-    "head_width": _int(16, 256, log=True),
-    "activation": _choice("relu", "gelu", "silu", "tanh"),
-    "dropout": _float(0.0, 0.5, maximum=0.9),
-    "batch_norm": _choice(False, True),
-}
-# A table's MLP also searches how its first layer reads the features (``TableFront``):
-# input scaling, per-feature embeddings of numbers (none, periodic or piecewise-linear;
-# width, frequencies or bins, and the periodic frequencies' spread), and an embedding of
-# each many-valued category (width 0: none).
-TABLE_MLP_SPACE: dict[str, Dimension] = {
-    "scaling": _choice("standard", "robust"),
-    "numeric_embedding": _choice("none", "periodic", "piecewise"),
-    "embedding_width": Dimension(
-        "categorical", choices=(4, 8, 16), open_choices=True, minimum=1, maximum=256
-    ),
-    "embedding_size": Dimension(
-        "categorical", choices=(4, 8, 16), open_choices=True, minimum=2, maximum=128
-    ),
-    "embedding_sigma": _float(0.01, 3.0, log=True, minimum=1e-4, maximum=100.0),
-    "category_width": Dimension(
-        "categorical", choices=(0, 4, 8), open_choices=True, minimum=0, maximum=256
-    ),
-}
-LAYER_COUNT = {"width": "n_layers", "channels": "n_blocks"}
-# LightGBM's own space: rounds is the most it boosts, early stopping on the validation rows
-# (or the first fold) decides how many it keeps, and a refit repeats that count.
-GBDT_SPACE: dict[str, Dimension] = {
-    "gbdt_num_leaves": _int(4, 256, log=True, minimum=2, maximum=131_072),  # LightGBM: > 1
-    "gbdt_max_depth": Dimension(
-        "categorical", choices=(-1, 4, 6, 8, 12), open_choices=True, minimum=-1, maximum=64
-    ),
-    "gbdt_learning_rate": _float(0.01, 0.3, log=True, minimum=1e-6, maximum=1.0),
-    "gbdt_min_child_samples": _int(2, 100, log=True, maximum=100_000),
-    "gbdt_subsample": _float(0.5, 1.0, minimum=0.01, maximum=1.0),
-    "gbdt_colsample": _float(0.4, 1.0, minimum=0.01, maximum=1.0),
-    "gbdt_reg_lambda": _float(1e-8, 10.0, log=True, maximum=1e4),
-    "gbdt_reg_alpha": _float(1e-8, 10.0, log=True, maximum=1e4),
-    "gbdt_rounds": _int(100, 2000, log=True, maximum=20_000),
-}
-LINEAR_SPACE: dict[str, Dimension] = {
-    "linear_c": _float(1e-3, 100.0, log=True, minimum=1e-9, maximum=1e9),
-}
-FAMILY_SPACES = {Family.GBDT: GBDT_SPACE, Family.LINEAR: LINEAR_SPACE}
+# The network families' own dimensions (declared with their parameters in
+# ``app.training.families``), as earlier code and tests name them.
+MLP_SPACE: dict[str, Dimension] = MlpParams.dimensions()
+CNN_SPACE: dict[str, Dimension] = CnnParams.dimensions()
 FAMILY_KEY = "family"  # the parameter that picks a trial's family
+# What a search that searches no family's architecture tunes, as errors name it.
+FIXED_SEARCHES = {
+    "fixed": "a search with init_from (its architecture is fixed)",
+    "transfer": "a transfer with init_from (its architecture is fixed)",
+    "none": "the families searched",
+}
+
+
+class TransferParams(FamilyParams):
+    """How a transfer trains a registered network's body under a new head (its space:
+    ``transfer_space``, bounded by the body's layers)."""
+
+    frozen_layers: int
+    body_lr_factor: float
+    head_warmup_epochs: int
 
 
 def transfer_space(body_layers: int) -> dict[str, Dimension]:
@@ -130,42 +71,36 @@ def transfer_space(body_layers: int) -> dict[str, Dimension]:
     body's layers stay frozen (all of them: only the new head learns), how much slower the
     rest of the body learns than the head, and epochs of the head alone first."""
     return {
-        "frozen_layers": _int(0, body_layers, minimum=0, maximum=body_layers),
-        "body_lr_factor": _float(0.01, 1.0, log=True, minimum=1e-6, maximum=1.0),
-        "head_warmup_epochs": _int(0, 5, minimum=0, maximum=100),
+        "frozen_layers": int_range(0, body_layers, minimum=0, maximum=body_layers),
+        "body_lr_factor": float_range(0.01, 1.0, log=True, minimum=1e-6, maximum=1.0),
+        "head_warmup_epochs": int_range(0, 5, minimum=0, maximum=100),
     }
 
 
-def training_space(max_epochs: int) -> dict[str, Dimension]:
-    """The training parameters every search tunes."""
-    return {
-        "optimizer": _choice("sgd", "adam", "adamw"),
-        "learning_rate": _float(1e-4, 3e-2, log=True, minimum=1e-9, maximum=10.0),
-        "weight_decay": _float(1e-6, 1e-2, log=True, maximum=1.0),
-        "l1": _float(0.0, 1e-5, maximum=1.0),
-        "batch_size": Dimension(
-            "categorical", choices=(32, 64, 128, 256), open_choices=True, minimum=1, maximum=65_536
-        ),
-        "epochs": _int(min(10, max_epochs), max_epochs, maximum=max_epochs),
-        "lr_schedule": _choice("none", "cosine", "step"),
-        "patience": Dimension("int", 3, 10, minimum=0, maximum=1000),
-    }
+def data_shape(input_shape: list[int] | None) -> DataShape:
+    """``images`` for rows shaped [channels, height, width] (what a CNN reads), else
+    ``rows``."""
+    return "images" if input_shape and len(input_shape) == 3 else "rows"
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The dimensions of one job's search, after overrides."""
+    """The dimensions of one job's search, after overrides. ``network``: the network
+    family searched ("mlp", "cnn"), "fixed" or "transfer" (``init_from``), or "none"."""
 
     dimensions: dict[str, Dimension]
-    network: Literal["mlp", "cnn", "fixed", "transfer", "none"]  # fixed, transfer: init_from
+    network: str
     families: tuple[Family, ...] = ()  # the families searched; () the network alone
 
     @property
     def searched(self) -> tuple[Family, ...]:
-        """The families trials choose from (the network family when none was named)."""
+        """The families trials choose from (the network family when none was named; a
+        network ``init_from`` fine-tunes counts as the rows' default one)."""
         if self.families:
             return self.families
-        return (Family.CNN,) if self.network == "cnn" else (Family.MLP,)
+        if self.network in NETWORK_FAMILIES:
+            return (Family(self.network),)
+        return (Family(default_network("rows").name),)
 
     def family_of(self, params: dict[str, Any]) -> Family:
         """The family a trial's parameters describe."""
@@ -174,15 +109,13 @@ class SearchSpace:
         return self.searched[0]
 
     def dimensions_of(self, family: Family) -> dict[str, Dimension]:
-        """The dimensions a trial of ``family`` samples."""
-        if family in TABLE_FAMILIES:
-            prefix = f"{family.value}_"
+        """The dimensions a trial of ``family`` samples: those its prefix names, or for a
+        network (unprefixed) those no prefixed family claims."""
+        prefix = family_named(family).prefix
+        if prefix:
             return {n: d for n, d in self.dimensions.items() if n.startswith(prefix)}
-        return {
-            n: d
-            for n, d in self.dimensions.items()
-            if not any(n.startswith(f"{table.value}_") for table in TABLE_FAMILIES)
-        }
+        claimed = tuple(other.prefix for other in FAMILIES.values() if other.prefix)
+        return {n: d for n, d in self.dimensions.items() if not n.startswith(claimed)}
 
     def grid(self, levels: int = 3) -> dict[str, list[Any]]:
         """A discretised grid (per-layer dimensions tied into one value for all layers)."""
@@ -217,33 +150,29 @@ def default_space(
     families: tuple[Family, ...] = (),
     table: bool = False,
 ) -> SearchSpace:
-    """The default space for a dataset: a CNN when rows are images, else an MLP (reading a
-    table's features through searched embeddings when ``table``); the training only for a
-    network fine-tuned from a registered one, and the transfer choices too when it learns
-    a new head (``transfer_layers``: its body's weight layers). With ``families``: each
-    named family's dimensions, side by side."""
-    training = training_space(max_epochs)
-    mlp = {**MLP_SPACE, **(TABLE_MLP_SPACE if table else {})}
+    """The default space for a dataset: the network searched by default on its rows (a CNN
+    when rows are images, else an MLP, reading a table's features through searched
+    embeddings when ``table``); the training only for a network fine-tuned from a
+    registered one, and the transfer choices too when it learns a new head
+    (``transfer_layers``: its body's weight layers). With ``families``: each named
+    family's dimensions, side by side."""
+    context = SpaceContext(max_epochs=max_epochs, table=table)
     if families:
         dimensions: dict[str, Dimension] = {}
-        network: Literal["mlp", "cnn", "none"] = "none"
-        for family in families:
-            if family == Family.MLP:
-                dimensions.update({**mlp, **training})
-                network = "mlp"
-            elif family == Family.CNN:
-                dimensions.update({**CNN_SPACE, **training})
-                network = "cnn"
-            else:
-                dimensions.update(FAMILY_SPACES[family])
+        network = "none"
+        for name in families:
+            family = family_named(name)
+            dimensions.update(family.space(context))
+            if family.trains_network:
+                network = family.name
         return SearchSpace(dimensions, network, tuple(families))
+    training = training_space(max_epochs)
     if transfer_layers is not None:
         return SearchSpace({**transfer_space(transfer_layers), **training}, "transfer")
     if not searched_architecture:
         return SearchSpace(training, "fixed")
-    if input_shape and len(input_shape) == 3:
-        return SearchSpace({**CNN_SPACE, **training}, "cnn")
-    return SearchSpace({**mlp, **training}, "mlp")
+    network_searched = default_network(data_shape(input_shape))
+    return SearchSpace(network_searched.space(context), network_searched.name)
 
 
 def _is_number(value: Any) -> bool:
@@ -346,15 +275,12 @@ def apply_overrides(space: SearchSpace, overrides: dict[str, Any]) -> SearchSpac
     for name, value in overrides.items():
         path = f"search.space.{name}"
         if name not in dimensions:
-            kind = {
-                "mlp": "an MLP search",
-                "cnn": "a CNN search",
-                "fixed": "a search with init_from (its architecture is fixed)",
-                "transfer": "a transfer with init_from (its architecture is fixed)",
-                "none": "the families searched",
-            }[space.network]
             if space.families:
-                kind = f"the families {[f.value for f in space.families]}"
+                kind = f"the families {[str(f) for f in space.families]}"
+            elif space.network in NETWORK_FAMILIES:
+                kind = network_family(space.network).searched_as
+            else:
+                kind = FIXED_SEARCHES[space.network]
             raise InvalidInput(f"{path}: unknown dimension for {kind}; known: {sorted(dimensions)}")
         dimensions[name] = _override(path, dimensions[name], value)
     return SearchSpace(dimensions, space.network, space.families)
@@ -375,7 +301,7 @@ def suggest(
     ``tied_layers`` (grid search) uses one value for every layer's width or channels."""
     family = space.searched[0]
     if len(space.searched) > 1:
-        family = Family(trial.suggest_categorical(FAMILY_KEY, [f.value for f in space.searched]))
+        family = Family(trial.suggest_categorical(FAMILY_KEY, [str(f) for f in space.searched]))
     dimensions = space.dimensions_of(family)
     for name, dimension in dimensions.items():
         if dimension.per_layer and not tied_layers:

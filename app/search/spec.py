@@ -9,9 +9,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.compression.spec import CompressionSpec
-from app.contracts.enums import MAX_ID, Family
+from app.contracts.enums import MAX_ID
 from app.core.names import ModelNameStr
 from app.jobs.spec import VersionRef
+from app.training.families.registry import (
+    FAMILIES,
+    Family,
+    default_families,
+    default_network,
+    listing,
+)
 
 SEARCH_KIND = "search"
 
@@ -64,6 +71,19 @@ class InitFrom(VersionRef):
     version: int = Field(strict=True, ge=1, le=MAX_ID)
 
 
+def _families_description() -> str:
+    """``search.families``' description, from the registered families."""
+    rows, images = default_families("rows"), default_families("images")
+    return (
+        f"Model families to search: {listing()}, on the same encoded features and served "
+        "behind the same preprocessing. Several: each trial picks one (the sampler learns "
+        "which pays), cheapest first. Default: every family that fits the data for a search "
+        f"given only timeout_s (tables: {', '.join(rows)}; images: {', '.join(images)}), "
+        f"else the network family ({default_network('rows').name}, or "
+        f"{default_network('images').name} for image-shaped rows)."
+    )
+
+
 class SearchSpec(BaseModel):
     """How to search: algorithm, early stopping, space, objectives, budget, parallelism."""
 
@@ -106,13 +126,8 @@ class SearchSpec(BaseModel):
     families: list[Family] | None = Field(
         default=None,
         min_length=1,
-        max_length=len(Family),
-        description="Model families to search: 'mlp', 'cnn' (image-shaped rows), 'gbdt' "
-        "(LightGBM trees) and 'linear' (logistic or ridge regression), on the same encoded "
-        "features and served behind the same preprocessing. Several: each trial picks one "
-        "(the sampler learns which pays), cheapest first. Default: every family that fits "
-        "the data for a search given only timeout_s (tables: mlp, gbdt, linear; images: "
-        "cnn), else the network family (mlp, or cnn for image-shaped rows).",
+        max_length=len(FAMILIES),
+        description=_families_description(),
     )
     max_epochs: int = Field(
         strict=True,

@@ -20,9 +20,11 @@ from app.core.config import Settings
 from app.core.db import session_scope, utcnow
 from app.core.errors import BrokenInvariant
 from app.core.study_storage import open_storage
+from app.datasets.repository import DatasetRepository
 from app.datasets.service import load_arrays, load_raw
 from app.datasets.splits import split_indices
 from app.jobs.queue import JobQueue
+from app.jobs.repository import JobRepository
 from app.jobs.runner import (
     JobContext,
     JobFailed,
@@ -44,6 +46,7 @@ from app.search.finalize import (
     prepare_version,
     recorder_for,
 )
+from app.search.kind import SEARCH, SEARCH_HELPER_TASK, search_of
 from app.search.plan import (
     make_plan,
     plan_summary,
@@ -54,7 +57,7 @@ from app.search.refit import averaged, refit
 from app.search.run import SearchRun
 from app.search.selection import fold_data
 from app.search.space import fits
-from app.search.spec import SearchSpec, stored_search
+from app.search.spec import SEARCH_KIND, SearchJobCreate, SearchSpec
 from app.search.strategy import make_pruner, make_sampler
 from app.search.trials import run_trials, stale_trial_handler, wait_for_others
 from app.search.winners import (
@@ -65,7 +68,6 @@ from app.search.winners import (
     winners,
 )
 from app.storage import get_store
-from app.tables import Dataset, Job
 from app.training.device import describe_device, resolve_device
 from app.training.ensemble import Fitted
 from app.training.stopping import stop_checks
@@ -85,18 +87,18 @@ def study_name(job_id: int) -> str:
     return f"kiln-job-{job_id}"
 
 
-def _open(settings: Settings, job_id: int, *, seed: int, worker: str) -> SearchRun:
-    """Everything a worker needs for this job's trials, from the registry and the study."""
+def _open(
+    settings: Settings, job_id: int, spec: SearchSpec, *, seed: int, worker: str
+) -> SearchRun:
+    """Everything a worker needs for this job's trials (``spec``: the search it runs), from
+    the registry and the study."""
     with session_scope(settings.database_url) as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise BrokenInvariant("job is None")
+        job = JobRepository(session).get_or_raise(job_id)
         if job.dataset_id is None:
             raise BrokenInvariant("job.dataset_id is None")
-        dataset = session.get(Dataset, job.dataset_id)
+        dataset = DatasetRepository(session).get(job.dataset_id)
         if dataset is None:
             raise BrokenInvariant("dataset is None")
-        spec = stored_search(job.spec).search
         architecture, init_weights, transfer = None, None, None
         if spec.init_from is not None:
             source = get_version(session, spec.init_from.model, spec.init_from.version)
@@ -293,18 +295,26 @@ def _finalize(
 
 
 def run_search(context: JobContext) -> Recorder:
-    """The job's main worker: trials, helpers, waiting, then the registered version(s)."""
-    seed_base = ATTEMPT_SEED_STRIDE * (context.attempt - 1)
+    """A search job's handler: the search its spec stores (``run_stored_search``)."""
     with session_scope(context.settings.database_url) as session:
-        job = session.get(Job, context.job_id)
-        if job is None:
-            raise BrokenInvariant("job is None")
-        spec = stored_search(job.spec)
+        spec = SEARCH.read_spec(JobRepository(session).get_or_raise(context.job_id))
+    return run_stored_search(context, spec)
+
+
+def run_stored_search(context: JobContext, spec: SearchJobCreate) -> Recorder:
+    """The job's main worker for the search ``spec`` (a search job's own, or the one a kind
+    that runs a search stores): trials, helpers, waiting, then the registered version(s)."""
+    seed_base = ATTEMPT_SEED_STRIDE * (context.attempt - 1)
     queue = JobQueue(context.settings)  # helpers start while this worker sets up
     for slot in range(1, spec.search.parallelism):
-        queue.send_helper(context.job_id, slot)
+        queue.send_helper(SEARCH_KIND, SEARCH_HELPER_TASK, context.job_id, slot)
+        logger.info("sent helper %s of job %s", slot, context.job_id)
     run = _open(
-        context.settings, context.job_id, seed=spec.search.seed + seed_base, worker=context.worker
+        context.settings,
+        context.job_id,
+        spec.search,
+        seed=spec.search.seed + seed_base,
+        worker=context.worker,
     )
     _warm_start(run)
     seed_families(run)
@@ -323,10 +333,12 @@ def run_search_helper(settings: Settings, job_id: int, slot: int) -> None:
     """A helper worker: run trials of a running job until its budget is spent. It stops
     within about a second of a cancel, and at the job's hard deadline, like the main one."""
     with session_scope(settings.database_url) as session:
-        job = session.get(Job, job_id)
+        job = JobRepository(session).get(job_id)
         if job is None or job.status != JobStatus.RUNNING:
             return
-        seed = stored_search(job.spec).search.seed
+        search = search_of(job)
+        if search is None:
+            raise BrokenInvariant(f"job {job_id} ({job.kind}) runs no search for a helper")
         context = JobContext(
             job_id=job_id,
             attempt=job.attempt,
@@ -340,8 +352,11 @@ def run_search_helper(settings: Settings, job_id: int, slot: int) -> None:
         run = _open(
             settings,
             job_id,
+            search.search,
             worker=context.worker,
-            seed=seed + ATTEMPT_SEED_STRIDE * (context.attempt - 1) + HELPER_SEED_STRIDE * slot,
+            seed=search.search.seed
+            + ATTEMPT_SEED_STRIDE * (context.attempt - 1)
+            + HELPER_SEED_STRIDE * slot,
         )
         with stop_checks(context.check_batch):
             run_trials(run, context.check)

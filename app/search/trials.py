@@ -20,7 +20,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
-from app.contracts.enums import TABLE_FAMILIES, TrialState
+from app.contracts.enums import TrialState
 from app.core.config import Settings
 from app.core.db import session_scope, utcnow
 from app.core.errors import KilnError
@@ -30,6 +30,7 @@ from app.search.fit import Measured, train_trial
 from app.search.fit_tables import train_table_trial
 from app.search.run import Infeasible, SearchRun
 from app.search.space import suggest
+from app.training.families.registry import family_named
 from app.training.stopping import TrainingStopped, stop_checks
 
 logger = logging.getLogger(__name__)
@@ -206,9 +207,8 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
     scores: list[float] = []
     beat = Heartbeat(run.storage, trial._trial_id, run.settings.trial_heartbeat_s)
     beat.start()
-    trains = (
-        train_table_trial if run.plan.space.family_of(params) in TABLE_FAMILIES else train_trial
-    )
+    network = family_named(run.plan.space.family_of(params)).trains_network
+    trains = train_trial if network else train_table_trial
     try:
         with stop_checks(_trial_clock(run)):
             outcome = trains(run, trial, shadow, params, keep_going, scores)

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from app.serving.runtime import Feeds, LoadedModel, rows_in
+
+
+class StoredServingOptions(BaseModel):
+    """A model's serving options as stored (``models.serving``, as ``PUT
+    /v1/models/{name}/serving`` set them): batching, the log share, the drift threshold."""
+
+    max_batch_size: int | None = None
+    max_queue_delay_ms: float = 0.0
+    log_sample: float | None = None
+    drift_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -23,14 +33,11 @@ class BatchPolicy:
     max_queue_delay_ms: float
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | None) -> BatchPolicy | None:
-        """The policy stored on a model (``models.serving``), or None when batching is off."""
-        if not config or not config.get("max_batch_size"):
+    def from_options(cls, options: StoredServingOptions) -> BatchPolicy | None:
+        """The policy a model's options set, or None when batching is off."""
+        if not options.max_batch_size:
             return None
-        return cls(
-            max_batch_size=int(config["max_batch_size"]),
-            max_queue_delay_ms=float(config.get("max_queue_delay_ms", 0.0)),
-        )
+        return cls(options.max_batch_size, options.max_queue_delay_ms)
 
 
 _Waiting = tuple[Feeds, "asyncio.Future[np.ndarray]"]

@@ -34,7 +34,7 @@ from app.core.names import MODEL_NAME, shown
 from app.registry import changes
 from app.registry.service import get_model, resolve_serving_version, uploaded_origin
 from app.registry.traffic import serving_policy
-from app.serving.batching import BatchPolicy, DynamicBatcher
+from app.serving.batching import BatchPolicy, DynamicBatcher, StoredServingOptions
 from app.serving.coalesce import Coalescer
 from app.serving.generation import SharedGeneration
 from app.serving.runtime import LoadedModel, ModelSource, SessionCache, UploadLimits
@@ -337,8 +337,8 @@ class ServingDirectory:
     def _resolve(self, name: str, version: int | None) -> ServedVersion:
         with session_scope(self.database_url) as session:
             row = resolve_serving_version(session, name, version)
-            options = get_model(session, name).serving or {}
-            policy = BatchPolicy.from_config(options)
+            options = StoredServingOptions.model_validate(get_model(session, name).serving or {})
+            policy = BatchPolicy.from_options(options)
             origin = uploaded_origin(session, row)
             plan = self.uploads.plan(
                 None if origin is None else (origin.config or VersionConfig()),
@@ -360,8 +360,8 @@ class ServingDirectory:
                     else 0,
                 ),
                 batching=policy,
-                log_sample=options.get("log_sample"),
-                drift_threshold=options.get("drift_threshold"),
+                log_sample=options.log_sample,
+                drift_threshold=options.drift_threshold,
             )
 
     def _target(

@@ -12,7 +12,6 @@ _SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxstring, _SHOWN.maxother = 2, 4, 30, 3
 
 # Below this size a plain byte search is cheapest; above it, one vectorised pass.
 SMALL_BODY = 4096
-_LETTERS = {letter: ord(letter) for letter in "truefals"}
 
 
 def has_json_booleans(body: bytes) -> bool:
@@ -23,22 +22,17 @@ def has_json_booleans(body: bytes) -> bool:
     if len(body) < SMALL_BODY:
         return b"true" in body or b"false" in body
     raw = np.frombuffer(body, dtype=np.uint8)
-    ends = np.flatnonzero(raw == _LETTERS["e"])
+    ends = np.flatnonzero(raw == ord("e"))
     ends = ends[ends >= 3]
-    letter = _LETTERS
-    true = (
-        (raw[ends - 1] == letter["u"])
-        & (raw[ends - 2] == letter["r"])
-        & (raw[ends - 3] == letter["t"])
-    )
+    true = (raw[ends - 1] == ord("u")) & (raw[ends - 2] == ord("r")) & (raw[ends - 3] == ord("t"))
     if true.any():
         return True
     ends = ends[ends >= 4]
     false = (
-        (raw[ends - 1] == letter["s"])
-        & (raw[ends - 2] == letter["l"])
-        & (raw[ends - 3] == letter["a"])
-        & (raw[ends - 4] == letter["f"])
+        (raw[ends - 1] == ord("s"))
+        & (raw[ends - 2] == ord("l"))
+        & (raw[ends - 3] == ord("a"))
+        & (raw[ends - 4] == ord("f"))
     )
     return bool(false.any())
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 
 from app.contracts.enums import Task
 from app.core.db import Session
@@ -46,8 +47,31 @@ class GateRules:
 class Promotion:
     promoted: bool
     reason: str
-    evidence: dict[str, Any]
+    evidence: dict[str, Any]  # as the answer and the model's event show it, per gate
     primary: int
+
+
+@dataclass(frozen=True)
+class LabelledEvidence:
+    """Both versions on a labelled dataset's rows: the rows where only the candidate
+    (``better``) or only the primary (``worse``) was right (closer), and each one's score
+    (``metric``: accuracy, or rmse for a regressor)."""
+
+    rows: int
+    better: int
+    worse: int
+    metric: Literal["accuracy", "rmse"]
+    primary_score: float
+    candidate_score: float
+
+    def as_json(self) -> dict[str, int | float]:
+        return {
+            "rows": self.rows,
+            "better": self.better,
+            "worse": self.worse,
+            f"primary_{self.metric}": self.primary_score,
+            f"candidate_{self.metric}": self.candidate_score,
+        }
 
 
 def wilson_lower(successes: int, trials: int, alpha: float) -> float:
@@ -72,7 +96,7 @@ def sign_test(better: int, worse: int) -> float:
     return float(binomtest(better, better + worse, 0.5, alternative="greater").pvalue)
 
 
-def _feeds(model: LoadedModel, raw: dict[str, Any] | None, features: np.ndarray) -> Feeds:
+def _feeds(model: LoadedModel, raw: dict[str, pa.Array] | None, features: np.ndarray) -> Feeds:
     if model.columns is None:
         return model.feeds_of(features)
     if raw is None:
@@ -94,7 +118,9 @@ def _feeds(model: LoadedModel, raw: dict[str, Any] | None, features: np.ndarray)
     return feeds
 
 
-def _outputs(model: LoadedModel, raw: dict[str, Any] | None, features: np.ndarray) -> np.ndarray:
+def _outputs(
+    model: LoadedModel, raw: dict[str, pa.Array] | None, features: np.ndarray
+) -> np.ndarray:
     """The model's outputs over every row, in chunks no larger than one of its requests may
     be (a bounded upload's cap from its measured memory and time per row)."""
     rows = len(features)
@@ -119,9 +145,8 @@ def labelled_evidence(
     candidate: int,
     dataset_id: int,
     max_rows: int,
-) -> dict[str, Any]:
-    """Both versions on the labelled dataset: rows, each one's score, and the rows where
-    only the candidate (``better``) or only the primary (``worse``) was right (closer)."""
+) -> LabelledEvidence:
+    """Both versions on the labelled dataset's first ``max_rows`` rows."""
     dataset = get_dataset(session, dataset_id)
     if dataset.deleted_at is not None:
         raise InvalidInput(f"dataset_id: dataset {dataset_id}'s files were deleted")
@@ -142,21 +167,23 @@ def labelled_evidence(
             == expected
             for model, a in zip((first, second), answers, strict=True)
         ]
-        better = int(np.sum(right[1] & ~right[0]))
-        worse = int(np.sum(right[0] & ~right[1]))
-        scores = {
-            "primary_accuracy": float(right[0].mean()),
-            "candidate_accuracy": float(right[1].mean()),
-        }
-    else:
-        errors = [np.abs(a[:, 0] - truth) for a in answers]
-        better = int(np.sum(errors[1] < errors[0]))
-        worse = int(np.sum(errors[0] < errors[1]))
-        scores = {
-            "primary_rmse": float(np.sqrt(np.mean(errors[0] ** 2))),
-            "candidate_rmse": float(np.sqrt(np.mean(errors[1] ** 2))),
-        }
-    return {"rows": len(rows), "better": better, "worse": worse, **scores}
+        return LabelledEvidence(
+            rows=len(rows),
+            better=int(np.sum(right[1] & ~right[0])),
+            worse=int(np.sum(right[0] & ~right[1])),
+            metric="accuracy",
+            primary_score=float(right[0].mean()),
+            candidate_score=float(right[1].mean()),
+        )
+    errors = [np.abs(a[:, 0] - truth) for a in answers]
+    return LabelledEvidence(
+        rows=len(rows),
+        better=int(np.sum(errors[1] < errors[0])),
+        worse=int(np.sum(errors[0] < errors[1])),
+        metric="rmse",
+        primary_score=float(np.sqrt(np.mean(errors[0] ** 2))),
+        candidate_score=float(np.sqrt(np.mean(errors[1] ** 2))),
+    )
 
 
 def promote(
@@ -186,23 +213,21 @@ def promote(
     if gate == "labelled":
         if dataset_id is None:
             raise InvalidInput("dataset_id: the labelled gate needs a labelled dataset")
-        evidence.update(
-            labelled_evidence(
-                session,
-                store,
-                load,
-                primary=primary,
-                candidate=candidate,
-                dataset_id=dataset_id,
-                max_rows=max_rows,
-            )
+        labelled = labelled_evidence(
+            session,
+            store,
+            load,
+            primary=primary,
+            candidate=candidate,
+            dataset_id=dataset_id,
+            max_rows=max_rows,
         )
-        p_value = sign_test(evidence["better"], evidence["worse"])
-        evidence["p_value"] = p_value
+        p_value = sign_test(labelled.better, labelled.worse)
+        evidence.update(labelled.as_json(), p_value=p_value)
         passed = p_value < rules.alpha
         reason = (
-            f"on {evidence['rows']} labelled rows the candidate was right where the primary "
-            f"was wrong {evidence['better']} times, and the reverse {evidence['worse']} "
+            f"on {labelled.rows} labelled rows the candidate was right where the primary "
+            f"was wrong {labelled.better} times, and the reverse {labelled.worse} "
             f"times: one-sided exact sign test p = {p_value:.4g} "
             f"{'<' if passed else '>='} alpha {rules.alpha:g}"
         )

@@ -47,7 +47,10 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:  # imported once the limits are set
+    import numpy as np
 
 LOAD = b"L"
 READY = b"K"
@@ -84,9 +87,46 @@ _ORT_TYPES = {
 }
 
 
+class LoadConfig(NamedTuple):
+    """The LOAD message: the graph's tensors, the child's limits and the layout of the
+    shared memory (inputs from 0, the output at ``input_bytes``)."""
+
+    input_name: str
+    output_name: str
+    memory_mb: int
+    threads: int
+    input_bytes: int
+    output_bytes: int
+    graph_bytes: int
+
+
+def load_message(config: LoadConfig) -> bytes:
+    return LOAD + json.dumps(config._asdict()).encode()
+
+
+class ErrorReport(NamedTuple):
+    """An ERROR message: the error's kind (see the module docstring), a sanitised detail,
+    and the bytes an output too large would have taken. The fields are the wire's names."""
+
+    kind: str
+    detail: str = ""
+    bytes: int = 0
+
+
 def error(kind: str, detail: str = "", size: int = 0) -> bytes:
     """An ERROR message (also used by the parent's tests of the format)."""
-    return ERROR + json.dumps({"kind": kind, "detail": detail, "bytes": size}).encode()
+    return ERROR + json.dumps(ErrorReport(kind, detail, size)._asdict()).encode()
+
+
+def error_report(reply: bytes) -> ErrorReport:
+    """What an ERROR reply reports; an empty report (no kind) for any other reply, or one
+    that is not a report (a child that misspoke)."""
+    if reply[:1] != ERROR:
+        return ErrorReport("")
+    try:
+        return ErrorReport(**json.loads(reply[1:]))
+    except (ValueError, TypeError):  # not JSON, not an object, or not these fields
+        return ErrorReport("")
 
 
 def sanitised(exc: BaseException) -> str:
@@ -138,13 +178,13 @@ def harden(parent_pid: int) -> None:
 class Child:
     """The loaded graph and the shared memory; serves RUN messages until EOF."""
 
-    def __init__(self, sock: socket.socket, shm: mmap.mmap, config: dict[str, Any]) -> None:
+    def __init__(self, sock: socket.socket, shm: mmap.mmap, config: LoadConfig) -> None:
         self.sock, self.shm = sock, shm
-        self.output_name: str = config["output_name"]
-        self.out_base: int = config["input_bytes"]
-        self.out_bytes: int = config["output_bytes"]
+        self.output_name = config.output_name
+        self.out_base = config.input_bytes
+        self.out_bytes = config.output_bytes
         self.session: Any = None
-        self._inputs: dict[bytes, dict[str, Any]] = {}  # RUN header -> its input views
+        self._inputs: dict[bytes, dict[str, np.ndarray]] = {}  # RUN header -> its input views
         self._outputs: dict[tuple[Any, Any], tuple[Any, bytes]] = {}  # (dtype, shape) -> view, OUT
 
     def load(self, graph: bytes, threads: int) -> None:
@@ -198,11 +238,11 @@ class Child:
                     reply = error(kind, sanitised(exc))
             send(reply)
 
-    def parse(self, message: bytes) -> dict[str, Any]:
+    def parse(self, message: bytes) -> dict[str, np.ndarray]:
         """A RUN header's inputs as arrays viewing the shared memory (remembered by header)."""
         import numpy as np
 
-        feeds: dict[str, Any] = {}
+        feeds: dict[str, np.ndarray] = {}
         count, position = message[1], 2
         for _ in range(count):
             (size,) = NAME.unpack_from(message, position)
@@ -251,15 +291,15 @@ def main(argv: list[str]) -> int:
     message = sock.recv(MAX_MESSAGE)
     if not message.startswith(LOAD):
         return 2
-    config = json.loads(message[1:])
-    cap_address_space(vm_bytes() + LOAD_HEADROOM + LOAD_GRAPH_FACTOR * config["graph_bytes"])
-    shm = mmap.mmap(shm_fd, config["input_bytes"] + config["output_bytes"])
+    config = LoadConfig(**json.loads(message[1:]))
+    cap_address_space(vm_bytes() + LOAD_HEADROOM + LOAD_GRAPH_FACTOR * config.graph_bytes)
+    shm = mmap.mmap(shm_fd, config.input_bytes + config.output_bytes)
     os.close(shm_fd)
     child = Child(sock, shm, config)
     try:
         with os.fdopen(graph_fd, "rb") as source:
             graph = source.read()
-        child.load(graph, int(config["threads"]))
+        child.load(graph, config.threads)
         del graph
     except Exception as exc:
         sock.send(error("memory" if is_memory(exc) else "load", sanitised(exc)))
@@ -268,7 +308,7 @@ def main(argv: list[str]) -> int:
     with contextlib.suppress(AttributeError):  # glibc: hand freed load buffers back first
         ctypes.CDLL(None).malloc_trim(0)
     vm = vm_bytes()
-    limit = cap_address_space(vm + int(config["memory_mb"]) * 1024 * 1024 + RUN_SLACK)
+    limit = cap_address_space(vm + config.memory_mb * 1024 * 1024 + RUN_SLACK)
     sock.send(READY + json.dumps({"vm_bytes": vm, "limit_bytes": limit}).encode())
     child.serve()
     return 0

@@ -6,7 +6,6 @@ the errors that tell a caller what happened. ``app.serving.sandbox`` schedules t
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import mmap
 import os
@@ -238,14 +237,9 @@ class SandboxProcess:
         self._touched = 0
 
     def _refusal(self, reply: bytes, limits: SandboxLimits) -> KilnError:
-        try:
-            report = json.loads(reply[1:]) if reply[:1] == wire.ERROR else {}
-        except ValueError:
-            report = {}
-        if not isinstance(report, dict):
-            report = {}
-        kind = str(report.get("kind", ""))
-        detail = _DETAIL.sub("", str(report.get("detail", "")))[:80]
+        report = wire.error_report(reply)
+        kind = str(report.kind)
+        detail = _DETAIL.sub("", str(report.detail))[:80]
         label = self.label
         if kind == "memory":
             return SandboxMemoryExceeded(
@@ -258,7 +252,7 @@ class SandboxProcess:
         if kind == "runtime":
             return InvalidInput(f"{label} failed on this request (onnxruntime: {detail})")
         if kind == "output_too_large":
-            size = int(report.get("bytes", 0))
+            size = int(report.bytes)
             return InvalidInput(
                 f"{label}'s output on this request takes {size} bytes, more than the "
                 f"{limits.max_output_bytes} a sandboxed model may return (KILN_MAX_PREDICT_ROWS "
@@ -364,17 +358,17 @@ def launch(
         os.close(graph_fd)
         shutil.rmtree(workdir, ignore_errors=True)  # the child keeps a deleted, empty cwd
     process = SandboxProcess(proc, ours, shm, label)
-    config = {
-        "input_name": input_name,
-        "output_name": output_name,
-        "memory_mb": limits.memory_mb,
-        "threads": limits.threads,
-        "input_bytes": limits.output_base,
-        "output_bytes": limits.max_output_bytes,
-        "graph_bytes": len(graph),
-    }
+    config = wire.LoadConfig(
+        input_name=input_name,
+        output_name=output_name,
+        memory_mb=limits.memory_mb,
+        threads=limits.threads,
+        input_bytes=limits.output_base,
+        output_bytes=limits.max_output_bytes,
+        graph_bytes=len(graph),
+    )
     with contextlib.suppress(OSError):  # it died at once: wait_ready says so
-        ours.sendall(wire.LOAD + json.dumps(config).encode())
+        ours.sendall(wire.load_message(config))
     return process
 
 
@@ -397,9 +391,9 @@ def wait_ready(process: SandboxProcess, limits: SandboxLimits) -> None:
     process.stop()
     if not reply:
         raise process.died("while loading the graph", limits)
-    report = json.loads(reply[1:]) if reply[:1] == wire.ERROR else {}
-    detail = _DETAIL.sub("", str(report.get("detail", "")))[:80]
-    if report.get("kind") == "memory":
+    report = wire.error_report(reply)
+    detail = _DETAIL.sub("", str(report.detail))[:80]
+    if report.kind == "memory":
         raise Unavailable(
             f"loading {process.label} in its sandbox needed more memory than the load "
             f"cap ({wire.LOAD_HEADROOM // MB} MB + {wire.LOAD_GRAPH_FACTOR} x the graph)"

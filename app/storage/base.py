@@ -5,8 +5,9 @@ from __future__ import annotations
 import abc
 import errno
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 
 from app.core.errors import ArtifactCorrupt, RefusedBelow, Unavailable
 from app.core.names import ARTIFACT_KEY
@@ -24,6 +25,19 @@ class StoredArtifact:
     key: str
     sha256: str
     size_bytes: int
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """What a store may need beside its URL, from the settings (hashable: one store is kept
+    per URL and options). A store reads the fields its scheme uses and ignores the others."""
+
+    data_dir: Path
+    cache_bytes: int  # the local cache of a remote store
+    s3_endpoint_url: str
+    s3_region: str
+    s3_access_key_id: str
+    s3_secret_access_key: str = field(repr=False)  # never in a log line or a message
 
 
 class InvalidArtifactKey(RefusedBelow, ValueError):
@@ -68,9 +82,18 @@ class ArtifactStore(abc.ABC):
     """Immutable blobs by key. Implementations are safe to use from several threads and
     processes; a key, once written, is never changed in place (writes are atomic: a reader
     sees the whole artifact or none). Every read names the sha256 recorded when the
-    artifact was written and fails with ArtifactCorrupt when the bytes differ."""
+    artifact was written and fails with ArtifactCorrupt when the bytes differ.
 
+    A store serves the URL schemes it declares (``schemes``, without ``://``);
+    ``app.storage.STORES`` maps each scheme to its store."""
+
+    schemes: ClassVar[tuple[str, ...]]
     url: str
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, url: str, options: StoreOptions) -> Self:
+        """The store ``url`` (one of ``schemes``) names, configured from ``options``."""
 
     @abc.abstractmethod
     def put_file(self, key: str, source: Path) -> StoredArtifact:

@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar, Self
 
 from app.core.errors import StorageFull
 from app.core.scratch import owner_prefix, remove_orphans
@@ -16,6 +16,7 @@ from app.storage.base import (
     OUT_OF_SPACE_ERRNOS,
     ArtifactStore,
     StoredArtifact,
+    StoreOptions,
     check_digest,
     check_key,
     sha256_file,
@@ -42,10 +43,17 @@ class LocalArtifactStore(ArtifactStore):
     system, named by its host and process), then is renamed into place, so what a killed
     writer leaves is found at the next start without walking the store."""
 
+    schemes: ClassVar[tuple[str, ...]] = ("file",)
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = f"file://{root}"
         (self.root / WRITING).mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_url(cls, url: str, options: StoreOptions) -> Self:
+        """``file://PATH``: the directory PATH (the options are not used)."""
+        return cls(Path(url.removeprefix("file://")))
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)  # no key names WRITING: a segment never starts with '.'

@@ -13,8 +13,10 @@ import hashlib
 import os
 import shutil
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, ClassVar, NoReturn, Self
 from urllib.parse import urlsplit
 
 import boto3
@@ -28,6 +30,7 @@ from app.storage.base import (
     CHUNK_BYTES,
     ArtifactStore,
     StoredArtifact,
+    StoreOptions,
     check_digest,
     check_key,
     sha256_file,
@@ -36,6 +39,28 @@ from app.storage.cache import ArtifactCache
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20)
+_CLIENT_CONFIG = Config(
+    retries={"max_attempts": 4, "mode": "standard"},
+    connect_timeout=5,
+    read_timeout=60,
+    request_checksum_calculation="when_required",
+    response_checksum_validation="when_required",
+)
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """What the service answered a failed call with, read once from boto3's response (an
+    open dict): the code decides what the failure means, ``fields`` is shown as it came."""
+
+    code: str
+    message: str
+    fields: Mapping[str, object]
+
+    @classmethod
+    def of(cls, error: ClientError) -> _Refusal:
+        fields = error.response.get("Error", {})
+        return cls(str(fields.get("Code", "")), str(fields.get("Message", "")), fields)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -60,6 +85,8 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class S3ArtifactStore(ArtifactStore):
     """Objects ``PREFIX/KEY`` in ``bucket``; see the module docstring."""
 
+    schemes: ClassVar[tuple[str, ...]] = ("s3",)
+
     def __init__(
         self,
         url: str,
@@ -73,21 +100,24 @@ class S3ArtifactStore(ArtifactStore):
         self.url = url
         self.bucket, self.prefix = parse_s3_url(url)
         self.cache = cache
-        self._client_args: dict[str, Any] = {
-            "endpoint_url": endpoint_url or None,
-            "region_name": region,
-            "aws_access_key_id": access_key_id or None,
-            "aws_secret_access_key": secret_access_key or None,
-            "config": Config(
-                retries={"max_attempts": 4, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=60,
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
-        }
+        self.endpoint_url = endpoint_url or None  # None: boto3's default for the region
+        self.region = region
+        self._access_key_id = access_key_id or None  # None: boto3's usual chain
+        self._secret_access_key = secret_access_key or None
         self._clients: dict[int, Any] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, options: StoreOptions) -> Self:
+        """``s3://BUCKET[/PREFIX]``, read through a cache under the data directory."""
+        return cls(
+            url,
+            cache=ArtifactCache(options.data_dir / "cache" / "artifacts", options.cache_bytes),
+            endpoint_url=options.s3_endpoint_url,
+            region=options.s3_region,
+            access_key_id=options.s3_access_key_id,
+            secret_access_key=options.s3_secret_access_key,
+        )
 
     def __repr__(self) -> str:  # never the credentials
         return f"S3ArtifactStore({self.url!r})"
@@ -98,7 +128,14 @@ class S3ArtifactStore(ArtifactStore):
         with self._lock:
             client = self._clients.get(pid)
             if client is None:
-                client = boto3.session.Session().client("s3", **self._client_args)
+                client = boto3.session.Session().client(
+                    "s3",
+                    endpoint_url=self.endpoint_url,
+                    region_name=self.region,
+                    aws_access_key_id=self._access_key_id,
+                    aws_secret_access_key=self._secret_access_key,
+                    config=_CLIENT_CONFIG,
+                )
                 self._clients = {pid: client}
             return client
 
@@ -108,10 +145,10 @@ class S3ArtifactStore(ArtifactStore):
 
     def _fail(self, action: str, key: str, error: Exception) -> NoReturn:
         if isinstance(error, ClientError):
-            code = str(error.response.get("Error", {}).get("Code", ""))
-            if code in _MISSING:
+            refusal = _Refusal.of(error)
+            if refusal.code in _MISSING:
                 raise FileNotFoundError(f"artifact {key!r} is missing from {self.url}")
-            detail = f"{code}: {error.response.get('Error', {}).get('Message', '')}"
+            detail = f"{refusal.code}: {refusal.message}"
         else:
             detail = type(error).__name__
         raise Unavailable(
@@ -209,7 +246,7 @@ class S3ArtifactStore(ArtifactStore):
         try:
             self._client().head_object(Bucket=self.bucket, Key=self._object(key))
         except ClientError as error:
-            if str(error.response.get("Error", {}).get("Code", "")) in _MISSING:
+            if _Refusal.of(error).code in _MISSING:
                 return False
             self._fail("look up", key, error)
         except BotoCoreError as error:
@@ -232,10 +269,11 @@ class S3ArtifactStore(ArtifactStore):
             client.head_bucket(Bucket=self.bucket)
             return
         except ClientError as error:
-            if str(error.response.get("Error", {}).get("Code", "")) not in _MISSING:
+            refusal = _Refusal.of(error)
+            if refusal.code not in _MISSING:
                 raise Unavailable(
                     f"the artifact store {self.url} refused access to bucket "
-                    f"{self.bucket!r}: {error.response.get('Error', {})}"
+                    f"{self.bucket!r}: {refusal.fields}"
                 ) from None
         except NoCredentialsError:
             raise Unavailable(
@@ -247,20 +285,17 @@ class S3ArtifactStore(ArtifactStore):
             raise Unavailable(
                 f"the artifact store {self.url} cannot be reached ({type(error).__name__}: {error})"
             ) from None
-        region = self._client_args["region_name"]
         extra = (
             {}
-            if region in ("", "us-east-1")
-            else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            if self.region in ("", "us-east-1")
+            else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
         )
         try:
             client.create_bucket(Bucket=self.bucket, **extra)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") not in (
-                "BucketAlreadyOwnedByYou",
-                "BucketAlreadyExists",
-            ):
+            refusal = _Refusal.of(error)
+            if refusal.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise Unavailable(
                     f"the artifact store {self.url} could not create bucket "
-                    f"{self.bucket!r}: {error.response.get('Error', {})}"
+                    f"{self.bucket!r}: {refusal.fields}"
                 ) from None

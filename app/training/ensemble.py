@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, compose, helper
@@ -145,11 +146,19 @@ class MixedAverage:
 
     def eval(self) -> MixedAverage:
         for member in self.members:
-            member.eval()
+            if isinstance(member, Network):
+                member.eval()
         return self
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return weighted_mean([member.predict(x) for member in self.members], self.weights)
+        return weighted_mean([_member_output(member, x) for member in self.members], self.weights)
+
+
+def _member_output(member: Network | TableModel, x: torch.Tensor) -> torch.Tensor:
+    """A member's prediction as a tensor (a table family's model predicts numpy rows)."""
+    if isinstance(member, TableModel):
+        return torch.from_numpy(member.predict_rows(x.numpy()).astype(np.float32))
+    return member.predict(x)
 
 
 Fitted = Network | Ensemble | TableModel | MixedAverage

@@ -1,4 +1,5 @@
-"""torch -> ONNX export with a parity check against torch's own outputs."""
+"""torch -> ONNX export, and the parity check of any exported model against the fitted model's
+own outputs (torch, or a table family's own code)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,9 @@ from app.contracts.encoding import TableEncoding
 from app.core.errors import BrokenInvariant
 from app.preprocessing.encode import Raw, encode, feeds
 from app.training.models import Network, Predictor
+from app.training.onnx_io import INPUT_NAME, OPSET, OUTPUT_NAME, compact_onnx
+from app.training.table_models import TableModel
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
-OPSET = 18
 PARITY_TOLERANCE = 1e-4
 
 
@@ -109,44 +109,26 @@ def compact_onnx_file(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def compact_onnx(model: onnx.ModelProto) -> None:
-    """Drop what exporters and tools record for debugging (per-node stack traces with this
-    machine's paths, value infos, doc strings, node names) and give internal tensors short
-    names. On a small model that is a tenth of the file, and it keeps source paths out of
-    artifacts that users download. Graph inputs and outputs keep their names."""
-    graph = model.graph
-    for number, node in enumerate(graph.node):
-        del node.metadata_props[:]
-        node.doc_string = ""
-        node.name = f"n{number:x}"  # unique: onnxruntime's quantizer keys nodes by name
-    del graph.value_info[:]
-    model.doc_string = ""
-    del model.metadata_props[:]
-    public = {value.name for value in [*graph.input, *graph.output]}
-    renamed: dict[str, str] = {}
-
-    def short(name: str) -> str:
-        if not name or name in public:
-            return name
-        return renamed.setdefault(name, f"t{len(renamed):x}")
-
-    for tensor in graph.initializer:
-        tensor.name = short(tensor.name)
-        tensor.doc_string = ""
-    for node in graph.node:
-        node.input[:] = [short(name) for name in node.input]
-        node.output[:] = [short(name) for name in node.output]
+def predicted(model: Predicts | TableModel, rows: np.ndarray) -> np.ndarray:
+    """What a fitted model predicts for ``rows`` (float32): torch for a network or an
+    average holding one, the model's own code for a table family's model."""
+    if isinstance(model, TableModel):
+        return model.predict_rows(rows).astype(np.float32)
+    model.eval()
+    with torch.no_grad():
+        return np.asarray(model.predict(torch.from_numpy(rows)).numpy())
 
 
 def check_parity(
-    network: Predicts, path: Path, sample: np.ndarray, columns: np.ndarray | None = None
+    network: Predicts | TableModel,
+    path: Path,
+    sample: np.ndarray,
+    columns: np.ndarray | None = None,
 ) -> float:
-    """Largest absolute difference between torch and onnxruntime on ``sample`` rows;
-    raises ExportMismatch above the tolerance."""
-    network.eval()
+    """Largest absolute difference between the fitted model and onnxruntime on ``sample``
+    rows; raises ExportMismatch above the tolerance."""
     picked = sample if columns is None else np.ascontiguousarray(sample[:, columns])
-    with torch.no_grad():
-        expected = network.predict(torch.from_numpy(picked)).numpy()
+    expected = predicted(network, picked)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     actual = session.run([OUTPUT_NAME], {INPUT_NAME: sample})[0]
     return _within_tolerance(actual, expected, "ONNX output differs from torch")
@@ -163,14 +145,12 @@ def _within_tolerance(actual: np.ndarray, expected: np.ndarray, what: str) -> fl
 
 
 def check_table_parity(
-    network: Predicts, served: bytes, encoding: TableEncoding, raw: Raw
+    network: Predicts | TableModel, served: bytes, encoding: TableEncoding, raw: Raw
 ) -> float:
-    """Largest difference between the served file run on raw columns and torch run on the
-    numpy preprocessing of the same rows: the whole pipeline, gaps and unseen values
-    included (``raw`` should hold such rows: ``stress_rows``)."""
-    network.eval()
-    with torch.no_grad():
-        expected = network.predict(torch.from_numpy(encode(encoding, raw))).numpy()
+    """Largest difference between the served file run on raw columns and the fitted model
+    run on the numpy preprocessing of the same rows: the whole pipeline, gaps and unseen
+    values included (``raw`` should hold such rows: ``stress_rows``)."""
+    expected = predicted(network, encode(encoding, raw))
     session = ort.InferenceSession(served, providers=["CPUExecutionProvider"])
     actual = session.run([OUTPUT_NAME], feeds(encoding, raw))[0]
     return _within_tolerance(

@@ -1,25 +1,26 @@
-"""Models of a table's encoded features that are not torch networks: gradient-boosted trees
-(``app.training.trees``) and linear models (``app.training.linear``). Each predicts what a
-``Network`` predicts (probabilities, or values in target units), exports one ONNX graph with
-the network's interface (input ``input`` [batch, features], output ``output`` [batch,
-classes or 1]), so it serves, averages and takes a table's preprocessing like a network.
+"""Models of a table's encoded features that are not torch networks (the table families of
+``app.training.families``: trees, linear models, forests). Each predicts what a ``Network``
+predicts (probabilities, or values in target units), exports one ONNX graph with the
+network's interface (input ``input`` [batch, features], output ``output`` [batch, classes
+or 1]), so it serves, averages and takes a table's preprocessing like a network.
 
-``FAMILIES`` maps a family name to its class; ``fit_table_model`` is the one entry point the
-search uses, the contract suite in ``tests/training`` runs every family."""
+Torch-free: the family declarations the gateway reads subclass ``TableModel`` in the same
+file; the parity checks and averages adapt it to torch where they need to
+(``app.training.export.predicted``). The contract suite in ``tests/training`` runs every
+registered family."""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import onnx
-import torch
+from pydantic import BaseModel, ConfigDict
 
-from app.core.errors import InvalidInput
-from app.training.export import INPUT_NAME, OUTPUT_NAME, compact_onnx
+from app.training.onnx_io import INPUT_NAME, OUTPUT_NAME, compact_onnx
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,27 @@ class FitOptions:
     threads: int = 1
     rounds: int | None = None
     check: Callable[[], None] = lambda: None  # raises to stop a long fit
+    input_shape: tuple[int, ...] | None = None  # rows' shape, for a family that reads images
+
+
+class ModelDescription(BaseModel):
+    """What a fitted model is, as a family describes it: its family, the kind of model,
+    its learnt numbers, and (trees) their count, leaves and boosting rounds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    family: str
+    model: str  # "LightGBM booster", "random forest", "logistic regression", "MLPConfig"
+    learnt: int  # thresholds and leaf values, coefficients, or a network's parameters
+    trees: int | None = None
+    leaves: int | None = None
+    rounds: int | None = None
 
 
 class TableModel(abc.ABC):
     """A fitted model of one table's encoded features."""
 
-    family: ClassVar[str]
+    family: ClassVar[str]  # the name of the family that fits it
     state_suffix: ClassVar[str]  # the file extension of ``state_bytes``
 
     def __init__(self, n_inputs: int, n_outputs: int, classification: bool) -> None:
@@ -75,8 +91,8 @@ class TableModel(abc.ABC):
         """The fitted model in its own format (kept as the trial's checkpoint)."""
 
     @abc.abstractmethod
-    def describe(self) -> dict[str, Any]:
-        """What the registry shows about the fitted model (trees, leaves, rounds)."""
+    def describe(self) -> ModelDescription:
+        """What the fitted model is (trees, leaves, rounds)."""
 
     def to_onnx(self) -> onnx.ModelProto:
         """One graph, input ``input`` and output ``output`` only, no debugging records."""
@@ -91,53 +107,20 @@ class TableModel(abc.ABC):
         onnx.checker.check_model(model)
         return model
 
-    # The parity checks and the ensemble code take what a network offers.
-    def eval(self) -> TableModel:
-        return self
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.predict_rows(x.numpy()).astype(np.float32))
-
-
-FAMILIES: dict[str, type[TableModel]] = {}
-FitFunction = Callable[[dict[str, Any], TableData, int, FitOptions], TableModel]
-FITTERS: dict[str, FitFunction] = {}
-
-
-def register_family(name: str, fit: FitFunction) -> Callable[[type[TableModel]], type[TableModel]]:
-    """Class decorator: a family, and the function that fits it from a trial's parameters."""
-
-    def add(cls: type[TableModel]) -> type[TableModel]:
-        cls.family = name
-        FAMILIES[name] = cls
-        FITTERS[name] = fit
-        return cls
-
-    return add
-
 
 def fit_table_model(
     family: str,
-    params: dict[str, Any],
+    params: Mapping[str, Any],
     data: TableData,
     n_outputs: int,
     options: FitOptions,
 ) -> TableModel:
-    """Fit ``family`` with a trial's ``params`` (those named ``<family>_...``)."""
-    import app.training.linear
-    import app.training.trees  # noqa: F401
+    """Fit the table family named ``family`` with a trial's stored ``params`` (those named
+    ``<family>_...``; missing ones take the family's defaults)."""
+    from app.training.families.registry import table_family
 
-    try:
-        fit = FITTERS[family]
-    except KeyError:
-        raise InvalidInput(f"unknown model family {family!r}; known: {sorted(FITTERS)}") from None
-    prefix = f"{family}_"
-    own = {
-        name.removeprefix(prefix): value
-        for name, value in params.items()
-        if name.startswith(prefix)
-    }
-    return fit(own, data, n_outputs, options)
+    fitter = table_family(family)
+    return fitter.fit(fitter.params(params), data, n_outputs, options)
 
 
 def class_probabilities(positive: np.ndarray) -> np.ndarray:

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from app.api.schemas import ParetoTrial, TrialRead
-from app.contracts.enums import TABLE_FAMILIES, Family
+from app.api.schemas import TrialRead
 from app.contracts.results import ReportRow
+from app.search.kind import ParetoTrial
 from app.search.space import FAMILY_KEY
+from app.training.families.registry import TABLE_FAMILIES, family_named
 from app.ui.parallel import varied
 
 Figure = dict[str, Any]
@@ -92,8 +93,8 @@ def table_family(params: dict[str, Any]) -> str | None:
     if family is not None:
         return str(family) if family in TABLE_FAMILIES else None
     for table in TABLE_FAMILIES:
-        if any(name.startswith(f"{table.value}_") for name in params):
-            return table.value
+        if any(name.startswith(f"{table}_") for name in params):
+            return str(table)
     return None
 
 
@@ -143,7 +144,8 @@ def epochs_text(trial: TrialRead) -> str:
     if family is None:
         return str(len(trial.intermediate))
     rounds = (trial.metrics or {}).get("refit_epochs")
-    return f"{rounds} rounds" if family == Family.GBDT and isinstance(rounds, int) else "\u2013"
+    boosted = family_named(family).boosts
+    return f"{rounds} rounds" if boosted and isinstance(rounds, int) else "\u2013"
 
 
 def _as_numbers(values: list[Any]) -> tuple[np.ndarray, list[str] | None]:

@@ -9,7 +9,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
+from app.contracts.results import ReferenceScores
 from app.core.db import Session
+from app.evaluation.scores import ResidualSummary
 from app.registry.examples import version_example
 from app.registry.service import isolation
 from app.tables import ModelVersion
@@ -111,48 +115,100 @@ class ReferenceRow:
     note: str
 
 
+class _Validation(BaseModel):
+    reference: ReferenceScores | None = None
+
+
+class _SearchEvidence(BaseModel):
+    validation: _Validation | None = None
+
+
+def search_reference(version: ModelVersion) -> ReferenceScores | None:
+    """The references a search stored with its winner (``metrics.validation.reference``);
+    None for uploaded or compressed versions, or metrics of another shape."""
+    try:
+        stored = _SearchEvidence.model_validate(version.metrics or {})
+    except ValidationError:
+        return None
+    return stored.validation.reference if stored.validation else None
+
+
+class ShownMetrics(BaseModel):
+    """The parts of a version's stored metrics the panel shows: a classifier's confusion
+    matrix, a regressor's residuals."""
+
+    confusion_matrix: list[list[int]] | None = None
+    residuals: ResidualSummary | None = None
+
+    @classmethod
+    def of(cls, version: ModelVersion) -> ShownMetrics:
+        """What ``version`` stores of them; nothing, for metrics of another shape."""
+        try:
+            return cls.model_validate(version.metrics or {})
+        except ValidationError:
+            return cls()
+
+
 def reference_rows(version: ModelVersion) -> tuple[str | None, list[ReferenceRow]]:
     """The winner's validation score beside a constant prediction's and a linear model's,
     as the search measured them (none for uploaded or compressed versions)."""
-    validation = (version.metrics or {}).get("validation") or {}
-    reference = validation.get("reference") if isinstance(validation, dict) else None
-    if not isinstance(reference, dict) or "baseline" not in reference:
+    reference = search_reference(version)
+    if reference is None:
         return None, []
     constant = "Majority class" if version.class_labels else "Mean of the target"
     rows = [
-        ReferenceRow("This model", float(reference["winner"]), "its validation score"),
-        ReferenceRow(constant, float(reference["baseline"]), "the same answer for every row"),
+        ReferenceRow("This model", reference.winner, "its validation score"),
+        ReferenceRow(constant, reference.baseline, "the same answer for every row"),
     ]
-    if reference.get("linear") is not None:
-        trial = reference.get("linear_trial")
+    if reference.linear is not None:
+        trial = reference.linear_trial
         note = f"trial {trial}" if trial is not None else "fitted for this reference"
-        rows.append(ReferenceRow("Linear model", float(reference["linear"]), note))
-    return str(reference["metric"]), rows
+        rows.append(ReferenceRow("Linear model", reference.linear, note))
+    return reference.metric, rows
+
+
+@dataclass(frozen=True)
+class VersionPanel:
+    """Everything the panel shows for one version (``model.html``)."""
+
+    runs_in: str
+    runs_in_reason: str
+    family: str | None
+    reference_metric: str | None
+    references: list[ReferenceRow]
+    version: int
+    dataset_id: int | None
+    inputs: list[InputRow]
+    snippets: dict[str, str]
+    classes: list[ClassRow]
+    matrix: list[list[int]] | None
+    labels: list[str]
+    residuals: ResidualSummary | None
 
 
 def version_panel(
     session: Session, base_url: str, name: str, version: ModelVersion
-) -> dict[str, Any]:
+) -> VersionPanel:
     """Everything the panel shows for ``version``."""
     example = version_example(session, version)
-    metrics = version.metrics or {}
-    matrix = metrics.get("confusion_matrix")
+    metrics = ShownMetrics.of(version)
+    matrix = metrics.confusion_matrix
     labels = list(version.class_labels or [])
     metric, references = reference_rows(version)
     config = version.config
     runs_in, why = isolation(session, version)
-    return {
-        "runs_in": runs_in,
-        "runs_in_reason": why,
-        "family": config.family if config is not None else None,
-        "reference_metric": metric,
-        "references": references,
-        "version": version.version,
-        "dataset_id": version.dataset_id,
-        "inputs": input_rows(version),
-        "snippets": snippets(base_url, name, version.version, example),
-        "classes": class_rows(matrix, labels) if isinstance(matrix, list) and matrix else [],
-        "matrix": matrix if isinstance(matrix, list) else None,
-        "labels": [str(label) for label in labels] or [str(i) for i in range(len(matrix or []))],
-        "residuals": metrics.get("residuals"),
-    }
+    return VersionPanel(
+        runs_in=runs_in,
+        runs_in_reason=why,
+        family=config.family if config is not None else None,
+        reference_metric=metric,
+        references=references,
+        version=version.version,
+        dataset_id=version.dataset_id,
+        inputs=input_rows(version),
+        snippets=snippets(base_url, name, version.version, example),
+        classes=class_rows(matrix, labels) if matrix else [],
+        matrix=matrix,
+        labels=[str(label) for label in labels] or [str(i) for i in range(len(matrix or []))],
+        residuals=metrics.residuals,
+    )

@@ -39,10 +39,20 @@ def plain(text: str) -> str:
     return html.escape(text, quote=True).replace("%", "&#37;")
 
 
-def _layout(x: str, y: str, **extra: Any) -> dict[str, Any]:
+def _layout(
+    x: str, y: str, *, y_format: str | None = None, x_range: list[int] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A chart's layout: axes titled ``x`` and ``y`` (the y axis from zero, its ticks as
+    ``y_format`` says; the x axis over ``x_range``), overridden by ``extra``."""
+    x_axis: dict[str, object] = {"title": {"text": x}}
+    if x_range is not None:
+        x_axis["range"] = x_range
+    y_axis: dict[str, object] = {"title": {"text": y}, "rangemode": "tozero"}
+    if y_format is not None:
+        y_axis["tickformat"] = y_format
     return {
-        "xaxis": {"title": {"text": x}},
-        "yaxis": {"title": {"text": y}, "rangemode": "tozero"},
+        "xaxis": x_axis,
+        "yaxis": y_axis,
         "margin": MARGIN,
         "hovermode": "closest",
         "height": 320,
@@ -123,9 +133,10 @@ def distribution(
                 "marker": {"color": "#c2410c"},
             }
         )
-    layout = _layout(plain(column), "share of values", barmode="group")
-    layout["yaxis"]["tickformat"] = ".0%"
-    layout["margin"] = {**MARGIN, "b": 90}
+    margin = {**MARGIN, "b": 90}
+    layout = _layout(
+        plain(column), "share of values", y_format=".0%", barmode="group", margin=margin
+    )
     return {"data": data, "layout": layout}
 
 
@@ -214,6 +225,5 @@ def split_figure(stats: ServingStats) -> Figure:
                 "hovertemplate": "%{hovertext}<extra></extra>",
             }
         )
-    layout = _layout("% of requests", "", barmode="stack", height=220)
-    layout["xaxis"]["range"] = [0, 100]
+    layout = _layout("% of requests", "", x_range=[0, 100], barmode="stack", height=220)
     return {"data": data, "layout": layout}

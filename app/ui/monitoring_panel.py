@@ -8,9 +8,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
 
-from app.contracts.traffic import ColumnDrift, DriftProgress, DriftReport
+from app.contracts.traffic import (
+    AliasPolicy,
+    ColumnDrift,
+    DriftProgress,
+    DriftReport,
+    ModelEvent,
+    ShadowStats,
+)
 from app.core.config import Settings
 from app.core.db import Session
 from app.registry import drift_progress, monitoring, traffic
@@ -137,15 +143,24 @@ def drift_panel(session: Session, name: str, version: int, settings: Settings) -
     return panel
 
 
+@dataclass(frozen=True)
+class LoopPanel:
+    """What the model page shows of the traffic loop (empty parts are left out)."""
+
+    policy: AliasPolicy | None
+    shadows: list[ShadowStats]
+    drift: DriftPanel | None  # of the version the page shows
+    events: list[ModelEvent]
+
+
 def monitoring_panel(
     session: Session, name: str, version: int | None, settings: Settings
-) -> dict[str, Any]:
-    """What the model page shows of the traffic loop (empty parts are left out); drift
-    for ``version`` (the version the page shows)."""
+) -> LoopPanel:
+    """The model's traffic loop; drift for ``version`` (the version the page shows)."""
     policy = traffic.serving_policy(session, get_model(session, name))
-    return {
-        "policy": policy,
-        "shadows": monitoring.current_shadow_stats(session, name, policy),
-        "drift": drift_panel(session, name, version, settings) if version else None,
-        "events": monitoring.events(session, name, EVENTS_SHOWN),
-    }
+    return LoopPanel(
+        policy=policy,
+        shadows=monitoring.current_shadow_stats(session, name, policy),
+        drift=drift_panel(session, name, version, settings) if version else None,
+        events=monitoring.events(session, name, EVENTS_SHOWN),
+    )

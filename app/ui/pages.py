@@ -25,24 +25,23 @@ from app.api.jobs import job_read
 from app.api.models import model_read, version_read
 from app.api.monitoring import Seconds
 from app.api.params import AliasName, IdPath, ModelName, VersionQuery
-from app.api.schemas import CompressionReport, DatasetRead, JobRead, ParetoFront, TrialRead
+from app.api.schemas import DatasetRead, JobRead, TrialRead
 from app.api.serving_stats import DEFAULT_SECONDS
 from app.api.state import gateway_of
 from app.auth import check_scope
 from app.batch.output import output_file
-from app.compression.kind import compression_report
 from app.contracts.enums import JobStatus, Scope
-from app.contracts.results import CompressionFields, SearchResult
 from app.core.db import utcnow
 from app.core.errors import KilnError
 from app.datasets import service as datasets
 from app.jobs import service as jobs
+from app.kinds import JOB_KINDS
 from app.registry import aliases
 from app.registry import service as registry
-from app.search.kind import objectives_of, pareto_front
 from app.serving.codecs import PREDICT
 from app.serving.codecs.base import NO_META
-from app.ui import charts, parallel
+from app.ui import charts
+from app.ui.job_sections import JobShown, build_page
 from app.ui.lineage import version_tree
 from app.ui.model_panel import version_panel
 from app.ui.monitoring_panel import monitoring_panel
@@ -60,9 +59,15 @@ ViewerDep = Annotated[Viewer, Depends(viewer)]
 FRAGMENT_HEADER = "x-kiln-fragment"  # the page's script asks for the live part only
 
 
-def _page(request: Request, template: str, viewer: Viewer | None, **context: Any) -> Response:
+def _page(
+    request: Request,
+    template: str,
+    viewer: Viewer | None,
+    *,
+    webgl: bool = False,  # the page draws parallel coordinates: Plotly's parcoords uses WebGL
+    **context: Any,
+) -> Response:
     fragment = request.headers.get(FRAGMENT_HEADER) == "1"
-    webgl = "parallel" in context.get("figures", {})  # Plotly's parcoords draws with WebGL
     return templates.TemplateResponse(
         request,
         template,
@@ -86,7 +91,7 @@ def _progress_share(job: JobRead) -> float:
     if job.status == JobStatus.SUCCEEDED:
         return 1.0
     progress = job.progress
-    shares = [progress.trials_done / progress.trials_total if progress.trials_total else 0.0]
+    shares = [progress.done / progress.total if progress.total else 0.0]
     if progress.time_budget_s:
         shares.append((progress.elapsed_s or 0.0) / progress.time_budget_s)
     return min(1.0, max(shares))
@@ -150,65 +155,27 @@ def job_page(request: Request, session: SessionDep, viewer: ViewerDep, job_id: I
     row = jobs.get_job(session, job_id)
     job = job_read(row, session)
     trials = [TrialRead.model_validate(trial) for trial in jobs.list_trials(session, job_id)]
-    objectives = objectives_of(session, row)
-    figures: dict[str, charts.Figure] = {}
-    importance: dict[str, float] = {}
-    notes: dict[str, str | None] = {}
-    if objectives and trials:
-        first = objectives[0]
-        maximize = first["direction"] == "maximize"
-        figures["history"] = charts.history(trials, first["metric"], maximize)
-        curves = charts.learning_curves(trials, first["metric"])
-        if curves["data"]:
-            figures["curves"] = curves
-        notes["curves"] = charts.epochless_note(trials)
-        importance = charts.importances(trials)
-        notes["importance"] = charts.importance_note(trials, importance)
-        if importance and notes["importance"] is None:
-            figures["importance"] = charts.importance_bars(importance)
-        if sum(t.state == "complete" for t in trials) >= 2:
-            axes = parallel.parallel_axes(trials, importance if "importance" in figures else {})
-            figures["parallel"] = parallel.parallel_coordinates(trials, first["metric"], axes)
-            varied = parallel.varied_count(trials)
-            if varied > len(axes):
-                notes["parallel"] = (
-                    f"The {len(axes)} parameters that explain the most, of {varied} that varied."
-                    if "importance" in figures
-                    else f"{len(axes)} of the {varied} parameters that varied."
-                )
-    result = job.result
-    if (
-        job.status == JobStatus.SUCCEEDED
-        and isinstance(result, SearchResult)
-        and result.pareto is not None
-    ):
-        front = ParetoFront(**pareto_front(session, job_id))
-        figures["pareto"] = charts.pareto(trials, front.trials, front.objectives)
-    report = None
-    if (
-        job.status == JobStatus.SUCCEEDED
-        and isinstance(result, CompressionFields)
-        and result.compression is not None
-    ):
-        report = CompressionReport(
-            job_id=job_id, **compression_report(session, job_id).model_dump()
-        )
-        figures["size"], figures["latency"] = charts.compression_tradeoffs(report.rows)
+    kind = JOB_KINDS.get(row.kind)
+    page = build_page(
+        JobShown(session, row, job, trials), kind.page_sections if kind is not None else ()
+    )
     return _page(
         request,
         "job.html",
         viewer,
+        webgl="parallel" in page.figures,
         job=job,
         trials=trials,
-        objectives=objectives,
-        figures=figures,
-        notes=notes,
-        report=report,
+        objectives=page.objectives,
+        figures=page.figures,
+        notes=page.notes,
+        report=page.report,
+        output=page.output,
         outcome=search_outcome(session, job) if job.status == JobStatus.SUCCEEDED else None,
         epochs={t.number: charts.epochs_text(t) for t in trials},
         elapsed=_elapsed(job),
         live=job.status in ("queued", "running"),
-        points={name: charts.points(f) for name, f in figures.items()},
+        points={name: charts.points(f) for name, f in page.figures.items()},
     )
 
 

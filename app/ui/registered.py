@@ -19,6 +19,7 @@ from app.registry import service as registry
 from app.registry import traffic
 from app.search.space import FAMILY_KEY
 from app.tables import Model, ModelVersion
+from app.ui.model_panel import search_reference
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,8 @@ def main_metric(version: ModelVersion) -> tuple[str | None, float | None]:
     """The metric a search ranked ``version`` by (the task's default otherwise), as
     measured on its test rows; (None, None) when it has none (an upload)."""
     metrics = version.metrics or {}
-    validation = metrics.get("validation")
-    reference = validation.get("reference") if isinstance(validation, dict) else None
-    ranked_by = reference.get("metric") if isinstance(reference, dict) else None
+    reference = search_reference(version)
+    ranked_by = reference.metric if reference is not None else None
     for name in (ranked_by, default_metric(version.task), *task_metric_names(version.task)):
         value = metrics.get(name) if name else None
         if isinstance(value, int | float):

@@ -22,9 +22,11 @@ def test_the_client_uploads_with_column_types(
     kiln = Client("http://testserver", key, transport=client._transport)
     read_as_numbers = kiln.upload_dataset(table, target="label")
     forced = kiln.upload_dataset(table, target="label", columns={"grade": "categorical"})
+    profiles = [dataset.profile for dataset in (read_as_numbers, forced)]
     kinds = [
-        {column["name"]: column["type"] for column in dataset.data["profile"]["columns"]}
-        for dataset in (read_as_numbers, forced)
+        {column.name: column.type for column in profile.columns}
+        for profile in profiles
+        if profile is not None
     ]
     assert kinds == [{"grade": "numeric"}, {"grade": "categorical"}]
 

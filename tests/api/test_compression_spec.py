@@ -188,7 +188,7 @@ def test_a_valid_compress_job_is_queued_with_its_steps_as_progress(
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["kind"] == "compress" and job["model_name"] == "flowers"
-    assert job["progress"]["trials_total"] == 4  # the shared distill step runs once
+    assert job["progress"]["total"] == 4  # the shared distill step runs once
     report = client.get(f"/v1/jobs/{job['id']}/report", headers=admin)
     assert report.status_code == 409 and "queued" in report.json()["detail"]
     assert client.get("/v1/jobs/4242/report", headers=admin).status_code == 404

@@ -59,7 +59,9 @@ def test_submit_commits_then_enqueues_by_task_name(
     job = response.json()
     assert job["status"] == "queued"
     assert job["progress"] == {
-        "trials_done": 0,
+        "done": 0,
+        "total": 3,
+        "trials_done": 0,  # the same counts under their deprecated names
         "trials_total": 3,
         "best_value": None,
         "best_metric": "accuracy",
@@ -80,7 +82,7 @@ def test_a_time_only_search_counts_no_trial_total_and_tells_its_budget(
     body = job_body(dataset_id)
     body["search"] = {"timeout_s": 45}
     job = client.post("/v1/jobs", headers=admin, json=body).json()
-    assert job["progress"]["trials_total"] == 0  # it runs until the 45 s are spent
+    assert job["progress"]["total"] == 0  # it runs until the 45 s are spent
     assert job["progress"]["time_budget_s"] == 45
     assert job["spec"]["search"]["max_trials"] == 1000  # the ceiling chosen for it
 

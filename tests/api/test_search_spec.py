@@ -113,4 +113,4 @@ def test_grid_budget_is_the_grid_size(client: TestClient, admin: dict, dataset_i
     }
     response = post_search(client, admin, dataset_id, algorithm="grid", max_trials=10, space=fixed)
     assert response.status_code == 202, response.text
-    assert response.json()["progress"]["trials_total"] == 2
+    assert response.json()["progress"]["total"] == 2

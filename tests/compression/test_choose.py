@@ -3,28 +3,46 @@ then the smallest (or fastest); the parent, with the reason, when nothing qualif
 
 from __future__ import annotations
 
-from typing import Any
-
 from app.compression.base import Candidate, CompressionData
 from app.compression.choose import judge, passed_over, recommend
+from app.compression.measures import Measured, Timings
 from app.compression.pipeline import compress
 from app.compression.record import report
 from app.compression.spec import CompressionSpec, chain_problem, count_steps
+from app.evaluation.scores import (
+    ClassificationScores,
+    Latency,
+    RegressionScores,
+    ResidualSummary,
+)
 
-PARENT = {"accuracy": 0.95, "rmse": 2.0, "size_bytes": 1000, "latency_p50_ms": 1.0}
+
+def variant(
+    accuracy: float, size: int, latency: float, rmse: float = 2.0, task: str = "classification"
+) -> Measured:
+    """A model measured with only what the choice reads: its accuracy (or RMSE, for a
+    regressor), its bytes and its p50 latency."""
+    scores = (
+        ClassificationScores(accuracy, 0.0, 0.0, 0.0, 0.0, 0.0, [])
+        if task == "classification"
+        else RegressionScores(0.0, rmse, 0.0, 0.0, ResidualSummary([], [], [], []))
+    )
+    timings = Timings(Latency(latency, latency), Latency(latency, latency))
+    return Measured(scores, test_rows=10, size_bytes=size, gzip_bytes=size, timings=timings)
 
 
-def variant(accuracy: float, size: int, latency: float, rmse: float = 2.0) -> dict[str, Any]:
-    return {"accuracy": accuracy, "rmse": rmse, "size_bytes": size, "latency_p50_ms": latency}
+PARENT = variant(0.95, 1000, 1.0)
+REGRESSION_PARENT = variant(0.0, 1000, 1.0, rmse=2.0, task="regression")
 
 
 def choose(
-    variants: list[dict[str, Any]],
+    variants: list[Measured],
     prefer: str = "size",
     task: str = "classification",
     max_drop: float = 0.01,
 ) -> tuple[int | None, str]:
-    verdicts = [judge(task, PARENT, item, max_drop) for item in variants]
+    parent = PARENT if task == "classification" else REGRESSION_PARENT
+    verdicts = [judge(task, parent, item, max_drop) for item in variants]
     return recommend(verdicts, variants, prefer)
 
 
@@ -50,8 +68,9 @@ def test_the_budget_is_a_hard_limit() -> None:
 
 
 def test_regression_budget_is_a_relative_rmse_increase() -> None:
-    assert choose([variant(0, 10, 1.0, rmse=2.019)], task="regression")[0] == 0
-    assert choose([variant(0, 10, 1.0, rmse=2.021)], task="regression")[0] is None
+    regressor = "regression"
+    assert choose([variant(0, 10, 1.0, 2.019, regressor)], task=regressor)[0] == 0
+    assert choose([variant(0, 10, 1.0, 2.021, regressor)], task=regressor)[0] is None
 
 
 def test_no_variants_keeps_the_parent() -> None:
@@ -105,7 +124,7 @@ def test_near_ties_are_broken_by_the_other_measure() -> None:
     assert choose([variant(0.95, 400, 0.50), variant(0.95, 900, 0.30)], prefer="latency")[0] == 1
 
 
-def why_not(variants: list[dict[str, Any]], best: int, prefer: str = "size") -> dict[int, str]:
+def why_not(variants: list[Measured], best: int, prefer: str = "size") -> dict[int, str]:
     verdicts = [judge("classification", PARENT, item, 0.01) for item in variants]
     return passed_over(verdicts, variants, prefer, best, "v7 (recommended)")
 

@@ -107,7 +107,7 @@ def test_a_million_rows_match_onnxruntime_and_per_row_predict(
     assert job["progress"]["unit"] == "rows"
     final = kiln.wait_for_job(job["id"], timeout=600)
     assert final["status"] == "succeeded", (final["error"], kiln.log_tail())
-    assert final["progress"]["trials_done"] == final["progress"]["trials_total"] == 1_000_000
+    assert final["progress"]["done"] == final["progress"]["total"] == 1_000_000
     result = final["result"]
     assert result["rows"] == 1_000_000 and result["version"] == 1
     assert result["resumed_at_row"] == 0 and result["peak_rss_mb"] > 0
@@ -167,7 +167,7 @@ def wait_for_rows(kiln: KilnServer, job_id: int, at_least: int) -> dict[str, Any
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-            if job["progress"]["trials_done"] >= at_least and job["worker"]:
+            if job["progress"]["done"] >= at_least and job["worker"]:
                 return job
             assert job["status"] in ("queued", "running"), job
             time.sleep(0.05)

@@ -108,7 +108,7 @@ def test_every_method_makes_a_registered_measured_variant(
     }
     # 9 entries, the chain's first step differs from the plain select_features: 11 steps.
     assert len(variants) == 11
-    assert searched["progress"]["trials_total"] == 2
+    assert searched["progress"]["total"] == 2
     for row in variants:
         for key in (
             "size_bytes",

@@ -77,7 +77,7 @@ def test_csv_to_served_model_and_restart(server: KilnServer) -> None:
     job_id = submit(server, dataset_id, seed=0, validation="holdout", max_epochs=25)
     job = server.wait_for_job(job_id)
     assert job["status"] == "succeeded", (job["error"], server.log_tail())
-    assert job["progress"]["trials_done"] == 8
+    assert job["progress"]["done"] == 8
     assert job["result"]["model_name"] == "digits" and job["result"]["version"] == 1
 
     held_out_accuracy = accuracy(server, held_x, held_y)

@@ -116,7 +116,7 @@ def test_every_algorithm_and_pruner_runs(server: KilnServer, dataset_id: int) ->
         trials = trials_of(server, job_id)
         assert all(trial["state"] != "running" for trial in trials)
         finished = [t for t in trials if t["state"] in ("complete", "pruned", "infeasible")]
-        assert len(finished) == job["progress"]["trials_total"], (name, trials)
+        assert len(finished) == job["progress"]["total"], (name, trials)
         assert all(t["intermediate"] for t in trials if t["state"] == "complete")
     grid_params = [
         tuple(sorted((k, v) for k, v in t["params"].items()))

@@ -85,7 +85,7 @@ def test_a_time_budget_alone_runs_a_sensible_search(server: KilnServer, dataset_
     # The trial the budget cut off ended normally; nothing failed.
     assert {t["state"] for t in trials} <= {"complete", "pruned", "stopped"}, trials
     assert 1 <= plan["trials_at_once"] <= plan["parallelism"]
-    assert job["progress"]["trials_total"] == 0 and job["progress"]["time_budget_s"] == 12
+    assert job["progress"]["total"] == 0 and job["progress"]["time_budget_s"] == 12
     log = server.log_path.read_text(errors="replace")
     for noise in ("RetryFailedTrialCallback", "ExperimentalWarning", "FutureWarning"):
         assert noise not in log, noise

@@ -1,8 +1,10 @@
 """The job-kind contract, for every kind ``app.kinds`` lists: a submitted job is sent to
 its own queue under its own task after the commit; a worker claims it, runs the kind's
 handler and records the outcome once; running the same message again changes nothing;
-a job cancelled before a worker takes it is never run. Real database, real broker, the
-real handlers (in this process: the runner is what a worker's task calls)."""
+a job cancelled before a worker takes it is never run; its finished job's page shows what
+its dashboard sections add. Real database, real broker, the real handlers (in this process:
+the runner is what a worker's task calls). ``test_kind_surface`` checks the rest of what a
+kind declares (result union, routes, sections, helper tasks)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.contracts.enums import JobStatus
@@ -27,7 +30,7 @@ from app.kinds import JOB_KINDS, submit
 from app.storage import get_store
 from app.tables import Job, Model, ModelVersion, Trial
 from tests.conftest import register
-from tests.helpers import blobs_csv
+from tests.helpers import blobs_csv, ui_sign_in
 
 
 @dataclass(frozen=True)
@@ -41,36 +44,56 @@ class Registry:
     searched: str
 
 
-EXAMPLES: dict[str, Callable[[Registry], dict[str, Any]]] = {
-    "search": lambda r: {
-        "kind": "search",
-        "dataset_id": r.dataset_id,
-        "model_name": "found",
-        "search": {
-            "max_trials": 1,
-            "validation": "holdout",
-            "space": {"n_layers": 1, "width": 8, "epochs": 2, "batch_size": 32, "patience": 0},
+@dataclass(frozen=True)
+class Example:
+    """A request for a job of the kind, and what its finished job's page shows for it."""
+
+    request: Callable[[Registry], dict[str, Any]]
+    on_page: str  # HTML a section of the kind's page adds
+
+
+EXAMPLES: dict[str, Example] = {
+    "search": Example(
+        lambda r: {
+            "kind": "search",
+            "dataset_id": r.dataset_id,
+            "model_name": "found",
+            "search": {
+                "max_trials": 1,
+                "validation": "holdout",
+                "space": {"n_layers": 1, "width": 8, "epochs": 2, "batch_size": 32, "patience": 0},
+            },
         },
-    },
-    "compress": lambda r: {
-        "kind": "compress",
-        "source": {"model": r.model, "version": r.version},
-        "dataset_id": r.dataset_id,
-        "compression": {"methods": ["quantize_dynamic"]},
-    },
-    "predict": lambda r: {
-        "kind": "predict",
-        "model": r.model,
-        "version": r.version,
-        "dataset_id": r.dataset_id,
-    },
-    "retrain": lambda r: {
-        "kind": "retrain",
-        "model": r.searched,
-        "dataset_id": r.dataset_id,
-        "deploy": "canary",
-        "weight": 20,
-    },
+        on_page='id="chart-history"',
+    ),
+    "compress": Example(
+        lambda r: {
+            "kind": "compress",
+            "source": {"model": r.model, "version": r.version},
+            "dataset_id": r.dataset_id,
+            "compression": {"methods": ["quantize_dynamic"]},
+        },
+        on_page='<section id="report">',
+    ),
+    "predict": Example(
+        lambda r: {
+            "kind": "predict",
+            "model": r.model,
+            "version": r.version,
+            "dataset_id": r.dataset_id,
+        },
+        on_page='id="output"',
+    ),
+    "retrain": Example(
+        lambda r: {
+            "kind": "retrain",
+            "model": r.searched,
+            "dataset_id": r.dataset_id,
+            "deploy": "canary",
+            "weight": 20,
+        },
+        on_page='id="chart-history"',
+    ),
 }
 
 
@@ -105,7 +128,7 @@ def registry(settings: Settings, classifier_onnx: Path, tmp_path: Path) -> Regis
     version = register(settings, classifier_onnx, name="flowers", labels=["a", "b", "c"])
     searched = register(settings, classifier_onnx, name="searched", labels=["a", "b", "c"])
     with session_scope(settings.database_url) as session:  # as if a search had made it
-        search = EXAMPLES["search"](Registry(dataset_id, "flowers", version, "searched"))
+        search = EXAMPLES["search"].request(Registry(dataset_id, "flowers", version, "searched"))
         made = Job(
             kind="search",
             status=JobStatus.SUCCEEDED,
@@ -127,7 +150,7 @@ def registry(settings: Settings, classifier_onnx: Path, tmp_path: Path) -> Regis
 
 
 def _submit(settings: Settings, registry: Registry, name: str) -> int:
-    spec = JOB_KINDS[name].create_model.model_validate(EXAMPLES[name](registry))
+    spec = JOB_KINDS[name].create_model.model_validate(EXAMPLES[name].request(registry))
     with session_scope(settings.database_url) as session:
         job = submit(
             SubmitContext(session, JobQueue(settings), settings, get_store(settings)), spec
@@ -165,7 +188,7 @@ def _recorded(settings: Settings, job_id: int) -> tuple[Any, ...]:
             job.error,
             job.result,
             job.finished_at,
-            job.trials_done,
+            job.progress_done,
             versions,
             trials,
         )
@@ -173,7 +196,7 @@ def _recorded(settings: Settings, job_id: int) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize("name", sorted(JOB_KINDS))
 def test_claim_run_record_once_and_a_rerun_is_a_no_op(
-    settings: Settings, registry: Registry, name: str
+    settings: Settings, registry: Registry, client: TestClient, keys: dict[str, str], name: str
 ) -> None:
     kind = JOB_KINDS[name]
     with session_scope(settings.database_url) as session:
@@ -200,6 +223,11 @@ def test_claim_run_record_once_and_a_rerun_is_a_no_op(
     assert all(key.startswith(f"jobs/{job_id}/") for key in [*outputs, *scratch])
     if isinstance(typed, PredictResult):
         assert typed.output.key in outputs
+    # The finished job's page shows what its kind's sections add.
+    ui_sign_in(client, keys["read"])
+    page = client.get(f"/ui/jobs/{job_id}")
+    assert page.status_code == 200, page.text
+    assert EXAMPLES[name].on_page in page.text
 
 
 @pytest.mark.parametrize("name", sorted(JOB_KINDS))

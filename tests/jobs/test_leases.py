@@ -73,7 +73,7 @@ def test_renew_fails_once_cancelled(settings: Settings, job_id: int) -> None:
     with session_scope(settings.database_url) as session:
         repo = JobRepository(session)
         repo.claim(job_id, worker="a", now=utcnow(), lease=LEASE)
-        assert repo.renew(job_id, attempt=1, now=utcnow(), lease=LEASE, trials_done=2)
+        assert repo.renew(job_id, attempt=1, now=utcnow(), lease=LEASE, progress_done=2)
         session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.CANCELLED))
         assert not repo.renew(job_id, attempt=1, now=utcnow(), lease=LEASE)
 
@@ -143,18 +143,18 @@ def test_runner_records_the_result_once(settings: Settings, job_id: int) -> None
 
     def handler(context: JobContext):
         calls.append(context.attempt)
-        context.report(trials_done=3, best_value=0.5)
+        context.report(done=3, total=4)
         return lambda session: StoredResult.model_validate({"answer": 42})
 
     run_job(settings, job_id, handler)
     run_job(settings, job_id, handler)  # a duplicate delivery finds the job finished
     job = load(settings, job_id)
     assert calls == [1]
-    assert (job.status, job.result, job.trials_done, job.best_value) == (
+    assert (job.status, job.result, job.progress_done, job.progress_total) == (
         JobStatus.SUCCEEDED,
         {"answer": 42},
         3,
-        0.5,
+        4,
     )
     assert job.lease_expires_at is None and job.finished_at is not None
 
@@ -172,7 +172,7 @@ def test_runner_stops_quietly_when_cancelled(settings: Settings, job_id: int) ->
     def handler(context: JobContext):
         with session_scope(settings.database_url) as session:
             session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.CANCELLED))
-        context.report(trials_done=1)  # notices the job is gone and raises JobLost
+        context.report(done=1)  # notices the job is gone and raises JobLost
         raise AssertionError("unreachable")
 
     run_job(settings, job_id, handler)

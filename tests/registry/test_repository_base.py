@@ -1,4 +1,5 @@
-"""The shared repository queries (add, get, get-or-404, a page) on a real database."""
+"""The shared repository queries (add, remove, get, get-or-404, read again, a page) on a
+real database."""
 
 from __future__ import annotations
 
@@ -24,3 +25,14 @@ def test_add_get_page_and_not_found(settings: Settings) -> None:
         assert [row.name for row in rows] == ["zeta"]
         with pytest.raises(NotFound, match="model 999999 not found"):
             repo.get_or_raise(999_999)
+
+
+def test_remove_and_read_again(settings: Settings) -> None:
+    with session_scope(settings.database_url) as session:
+        repo = ModelRepository(session)
+        kept = repo.add(Model(name="kept", task="regression", latest_version=0, tags={}))
+        gone = repo.add(Model(name="gone", task="regression", latest_version=0, tags={}))
+        repo.remove(gone)
+        assert repo.get_by_name("gone") is None
+        number = repo.next_version(kept.id)  # a statement: the copy held is not updated
+        assert kept.latest_version == 0 and repo.refresh(kept).latest_version == number == 1

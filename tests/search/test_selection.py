@@ -110,7 +110,8 @@ def test_a_budget_alone_chooses_the_rest() -> None:
         SearchSpec.model_validate({"timeout_s": 60, "parallelism": 3}), 500, 1
     )
     assert asked.parallelism == 3  # asked for: kept, and the result says what ran
-    assert small.families == ["mlp", "gbdt", "linear"]  # every family that fits a table
+    # every family that fits a table (the forest joined the default list with its family)
+    assert small.families == ["mlp", "gbdt", "linear", "forest"]
     images = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 60}), 500, 0, [1, 8, 8])
     assert images.families == ["cnn"]
     named = SearchSpec.model_validate({"timeout_s": 60, "families": ["gbdt"]})

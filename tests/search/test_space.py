@@ -7,10 +7,12 @@ from typing import Any
 import optuna
 import pytest
 
-from app.contracts.enums import Family
 from app.core.errors import InvalidInput
 from app.search.families import starting_points
 from app.search.space import apply_overrides, default_space, fits, suggest
+from app.training.families.registry import Family
+
+MLP, GBDT, LINEAR = Family("mlp"), Family("gbdt"), Family("linear")
 
 
 def test_default_space_follows_the_dataset() -> None:
@@ -103,11 +105,11 @@ def test_grid_is_finite_and_counts_its_points() -> None:
 
 
 def test_several_families_share_one_space_and_a_trial_samples_one() -> None:
-    space = default_space(None, 20, families=(Family.MLP, Family.GBDT, Family.LINEAR))
-    assert space.searched == (Family.MLP, Family.GBDT, Family.LINEAR)
-    assert set(space.dimensions_of(Family.LINEAR)) == {"linear_c"}
-    assert "n_layers" not in space.dimensions_of(Family.GBDT)
-    assert not any(name.startswith("gbdt_") for name in space.dimensions_of(Family.MLP))
+    space = default_space(None, 20, families=(MLP, GBDT, LINEAR))
+    assert space.searched == (MLP, GBDT, LINEAR)
+    assert set(space.dimensions_of(LINEAR)) == {"linear_c"}
+    assert "n_layers" not in space.dimensions_of(GBDT)
+    assert not any(name.startswith("gbdt_") for name in space.dimensions_of(MLP))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
     for _ in range(30):
@@ -121,16 +123,16 @@ def test_several_families_share_one_space_and_a_trial_samples_one() -> None:
 
 
 def test_one_family_keeps_the_parameters_as_they_were() -> None:
-    space = default_space(None, 20, families=(Family.GBDT,))
+    space = default_space(None, 20, families=(GBDT,))
     params = suggest(optuna.create_study().ask(), space)
-    assert "family" not in params and space.family_of(params) == Family.GBDT
+    assert "family" not in params and space.family_of(params) == GBDT
     assert not fits(space, {**params, "family": "gbdt"})
     assert space.network == "none"
 
 
 def test_starting_points_go_cheapest_first_and_respect_overrides() -> None:
     space = apply_overrides(
-        default_space(None, 20, families=(Family.MLP, Family.GBDT, Family.LINEAR)),
+        default_space(None, 20, families=(MLP, GBDT, LINEAR)),
         {"gbdt_num_leaves": {"low": 4, "high": 8}, "linear_c": 0.1},
     )
     points = starting_points(space)
@@ -138,7 +140,7 @@ def test_starting_points_go_cheapest_first_and_respect_overrides() -> None:
     assert points[0]["linear_c"] == 0.1
     assert all(4 <= point["gbdt_num_leaves"] <= 8 for point in points[1:])
     assert all(fits(space, point) for point in points)
-    assert starting_points(default_space(None, 20, families=(Family.GBDT,))) == []
+    assert starting_points(default_space(None, 20, families=(GBDT,))) == []
 
 
 def test_a_table_mlp_searches_how_it_reads_the_features() -> None:
@@ -148,9 +150,9 @@ def test_a_table_mlp_searches_how_it_reads_the_features() -> None:
     )
     assert "numeric_embedding" not in default_space(None, 20).dimensions  # rows, not a table
     assert "numeric_embedding" not in default_space([1, 8, 8], 20, table=True).dimensions
-    mixed = default_space(None, 20, families=(Family.MLP, Family.GBDT), table=True)
-    assert "embedding_width" in mixed.dimensions_of(Family.MLP)
-    assert "embedding_width" not in mixed.dimensions_of(Family.GBDT)
+    mixed = default_space(None, 20, families=(MLP, GBDT), table=True)
+    assert "embedding_width" in mixed.dimensions_of(MLP)
+    assert "embedding_width" not in mixed.dimensions_of(GBDT)
     fixed = apply_overrides(space, {"numeric_embedding": "piecewise", "category_width": 0})
     assert fixed.dimensions["numeric_embedding"].choices == ("piecewise",)
     with pytest.raises(InvalidInput, match=r"search.space.numeric_embedding: 'fourier'"):
@@ -220,6 +222,6 @@ def test_a_dimension_whose_default_reaches_0_may_be_fixed_at_0() -> None:
     )
     assert space.dimensions["frozen_layers"].high == 0
     assert space.dimensions["head_warmup_epochs"].high == 0
-    gbdt = default_space(None, 20, families=(Family.GBDT,))
+    gbdt = default_space(None, 20, families=(GBDT,))
     with pytest.raises(InvalidInput, match=r"gbdt_num_leaves: 1 is outside 2 to"):
         apply_overrides(gbdt, {"gbdt_num_leaves": 1})  # LightGBM refuses a tree of one leaf

@@ -254,7 +254,7 @@ def test_the_issues_grid_over_a_categorical_width_is_accepted(
     }
     answer = post_search(client, admin, dataset_id, algorithm="grid", max_trials=4, space=space)
     accepted(answer, "issue #42")
-    assert answer.json()["progress"]["trials_total"] == 4
+    assert answer.json()["progress"]["total"] == 4
 
 
 @pytest.mark.parametrize("name", CATEGORICAL)

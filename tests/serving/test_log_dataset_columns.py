@@ -21,6 +21,7 @@ from app.registry.service import get_version
 from app.storage import get_store
 from app.tables import Dataset
 from modelkiln import loop_commands
+from modelkiln.loop_answers import LogDataset
 from tests.conftest import register
 from tests.helpers import csv_bytes
 from tests.serving.test_request_log import from_log, labelled, log_requests, logging_app
@@ -87,8 +88,8 @@ class Answered:
     def __init__(self, answer: dict[str, Any]) -> None:
         self.answer = answer
 
-    def dataset_from_log(self, *_: Any, **__: Any) -> dict[str, Any]:
-        return self.answer
+    def dataset_from_log(self, *_: Any, **__: Any) -> LogDataset:
+        return LogDataset.from_json(self.answer)
 
 
 def test_the_cli_says_how_many_rows_repeat(
@@ -97,7 +98,7 @@ def test_the_cli_says_how_many_rows_repeat(
     ids = log_requests(logged, admin, [f"r{index}" for index in range(12)])
     body = from_log(logged, admin, labelled(ids))
     args = argparse.Namespace(name="flowers", labels="labels.csv", target="label", newest=False)
-    assert loop_commands.from_log(args, Answered(body)) == 0
+    assert loop_commands.from_log(args, Answered(body)) == 0  # type: ignore[arg-type]
     assert capsys.readouterr().out == (
         f"dataset {body['id']}: 12 labelled rows from 'flowers''s request log (0 labels matched "
         "no logged request; 6 repeat an earlier row's inputs)\n"

@@ -32,7 +32,7 @@ def _tamper(store: ArtifactStore, key: str, data: bytes) -> None:
     assert isinstance(store, S3ArtifactStore)
     client = boto3.client(
         "s3",
-        endpoint_url=store._client_args["endpoint_url"],
+        endpoint_url=store.endpoint_url,
         region_name="us-east-1",
         aws_access_key_id=ACCESS_KEY_ID,
         aws_secret_access_key=SECRET_ACCESS_KEY,

@@ -1,4 +1,5 @@
-"""SQL for models, versions and aliases."""
+"""SQL for models and their versions (with what a version points at: its dataset, its
+trial, its parent)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.contracts.enums import VersionStatus
 from app.core.errors import BrokenInvariant
 from app.core.repository import Repository
-from app.tables import Alias, Model, ModelVersion
+from app.tables import Alias, Dataset, Model, ModelVersion, Trial
 
 
 class ModelRepository(Repository[Model]):
@@ -58,13 +59,23 @@ class ModelRepository(Repository[Model]):
 
 
 class VersionRepository:
-    """Queries over model versions and aliases."""
+    """Queries over model versions (and the aliases that resolve to them)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
 
     def add(self, version: ModelVersion) -> ModelVersion:
         self.session.add(version)
+        self.session.flush()
+        return version
+
+    def by_id(self, version_id: int) -> ModelVersion | None:
+        found: ModelVersion | None = self.session.get(ModelVersion, version_id)
+        return found
+
+    def archive(self, version: ModelVersion) -> ModelVersion:
+        """Mark ``version`` archived: it stops serving (its file is kept)."""
+        version.status = VersionStatus.ARCHIVED
         self.session.flush()
         return version
 
@@ -139,3 +150,41 @@ class VersionRepository:
             .order_by(Alias.name)
         )
         return {name: number for name, number in rows.tuples()}
+
+    def numbers_by_id(self, model_id: int) -> dict[int, int]:
+        """Version id -> version number, for every version of a model."""
+        rows = self.session.execute(
+            select(ModelVersion.id, ModelVersion.version).where(ModelVersion.model_id == model_id)
+        )
+        return {key: number for key, number in rows.tuples()}
+
+    def ids_by_number(self, model_id: int, numbers: list[int]) -> dict[int, int]:
+        """Version number -> id, for the ``numbers`` of a model that exist."""
+        rows = self.session.execute(
+            select(ModelVersion.version, ModelVersion.id).where(
+                ModelVersion.model_id == model_id, ModelVersion.version.in_(numbers)
+            )
+        )
+        return {number: key for number, key in rows.tuples()}
+
+    def dataset_of(self, version: ModelVersion) -> Dataset | None:
+        """The dataset ``version`` was trained on (None for an upload, or one without)."""
+        if version.dataset_id is None:
+            return None
+        found: Dataset | None = self.session.get(Dataset, version.dataset_id)
+        return found
+
+    def training_dataset(self, version_id: int) -> Dataset | None:
+        """``dataset_of`` the version with id ``version_id``, in one query."""
+        return self.session.execute(
+            select(Dataset)
+            .join(ModelVersion, ModelVersion.dataset_id == Dataset.id)
+            .where(ModelVersion.id == version_id)
+        ).scalar_one_or_none()
+
+    def trial_number(self, version: ModelVersion) -> int | None:
+        """The number, in its search, of the trial that made ``version`` (None: no trial)."""
+        if version.trial_id is None:
+            return None
+        trial = self.session.get(Trial, version.trial_id)
+        return trial.number if trial is not None else None

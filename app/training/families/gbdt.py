@@ -1,0 +1,263 @@
+"""The ``gbdt`` family: LightGBM on a table's encoded features, boosting until the watched
+rows stop improving (a refit boosts the rounds they found), exported with onnxmltools to an
+``ai.onnx.ml`` TreeEnsemble whose probabilities (or values) are the graph's one output.
+LightGBM and onnxmltools are imported where a fit or an export needs them (never by the
+gateway, which reads only the declaration)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+import numpy as np
+import onnx
+
+from app.training.families.base import (
+    FamilyParams,
+    TableFamily,
+    float_range,
+    int_range,
+    integer_choice,
+)
+from app.training.onnx_io import INPUT_NAME, OUTPUT_NAME
+from app.training.table_models import (
+    FitOptions,
+    ModelDescription,
+    TableData,
+    TableModel,
+    class_probabilities,
+)
+
+if TYPE_CHECKING:
+    import lightgbm
+
+NAME = "gbdt"
+CONVERTER_OPSET = 15  # the newest default-domain opset onnxmltools writes
+EARLY_STOPPING_ROUNDS = 50
+THRESHOLDS = "threshold="
+CHECK_EVERY_ROUNDS = 10
+
+
+class GbdtParams(FamilyParams):
+    """LightGBM's own space: ``rounds`` is the most it boosts; early stopping on the
+    validation rows (or the first fold) decides how many it keeps, and a refit repeats
+    that count. Defaults: LightGBM's (no regularisation), 500 rounds."""
+
+    # LightGBM refuses a tree of one leaf: an override may not go below 2
+    num_leaves: Annotated[int, int_range(4, 256, log=True, minimum=2, maximum=131_072)] = 31
+    max_depth: Annotated[int, integer_choice(-1, 4, 6, 8, 12, minimum=-1, maximum=64)] = -1
+    learning_rate: Annotated[float, float_range(0.01, 0.3, log=True, minimum=1e-6, maximum=1.0)] = (
+        0.1
+    )
+    min_child_samples: Annotated[int, int_range(2, 100, log=True, maximum=100_000)] = 20
+    subsample: Annotated[float, float_range(0.5, 1.0, minimum=0.01, maximum=1.0)] = 1.0
+    colsample: Annotated[float, float_range(0.4, 1.0, minimum=0.01, maximum=1.0)] = 1.0
+    reg_lambda: Annotated[float, float_range(1e-8, 10.0, log=True, maximum=1e4)] = 0.0
+    reg_alpha: Annotated[float, float_range(1e-8, 10.0, log=True, maximum=1e4)] = 0.0
+    rounds: Annotated[int, int_range(100, 2000, log=True, maximum=20_000)] = 500
+
+
+LightGbmParams = dict[str, str | int | float | bool]  # LightGBM's own names and values
+
+
+def _objective(n_outputs: int) -> LightGbmParams:
+    if n_outputs == 1:
+        return {"objective": "regression", "metric": "l2"}
+    if n_outputs == 2:
+        return {"objective": "binary", "metric": "binary_logloss"}
+    return {"objective": "multiclass", "num_class": n_outputs, "metric": "multi_logloss"}
+
+
+def booster_params(params: GbdtParams, n_outputs: int, options: FitOptions) -> LightGbmParams:
+    """LightGBM's parameters (its own names) for ``params``."""
+    return {
+        **_objective(n_outputs),
+        "num_leaves": params.num_leaves,
+        "max_depth": params.max_depth,
+        "learning_rate": params.learning_rate,
+        "min_child_samples": params.min_child_samples,
+        "bagging_fraction": params.subsample,
+        "bagging_freq": 1 if params.subsample < 1.0 else 0,
+        "feature_fraction": params.colsample,
+        "lambda_l2": params.reg_lambda,
+        "lambda_l1": params.reg_alpha,
+        "seed": options.seed,
+        "num_threads": options.threads,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+
+
+class GbdtFamily(TableFamily[GbdtParams]):
+    name: ClassVar[str] = NAME
+    summary: ClassVar[str] = "LightGBM trees"
+    params_model = GbdtParams
+    listed: ClassVar[int] = 30
+    cost: ClassVar[int] = 20
+    # LightGBM's defaults (rounds by early stopping), then a slower-learning, smaller-leaved
+    # one: a short budget always has a strong tree model to compare with.
+    starting_points: ClassVar[tuple[FamilyParams, ...]] = (
+        GbdtParams(reg_lambda=1e-8, reg_alpha=1e-8, rounds=1000),
+        GbdtParams(
+            num_leaves=15,
+            learning_rate=0.05,
+            min_child_samples=10,
+            subsample=0.8,
+            colsample=0.8,
+            reg_lambda=1.0,
+            reg_alpha=1e-8,
+            rounds=2000,
+        ),
+    )
+    graph_weights: ClassVar[bool] = False  # thresholds are node attributes, not tensors
+    boosts: ClassVar[bool] = True
+
+    def fit(
+        self, params: GbdtParams, data: TableData, n_outputs: int, options: FitOptions
+    ) -> TableModel:
+        import lightgbm
+
+        max_rounds = options.rounds or params.rounds
+        train_set = lightgbm.Dataset(data.x_train, data.y_train, free_raw_data=False)
+        callbacks: list[Any] = [_checker(options)]
+        valid_sets = []
+        if options.rounds is None and data.x_val is not None and len(data.x_val):
+            valid_sets = [lightgbm.Dataset(data.x_val, data.y_val, reference=train_set)]
+            callbacks.append(lightgbm.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False))
+        booster = lightgbm.train(
+            booster_params(params, n_outputs, options),
+            train_set,
+            num_boost_round=max_rounds,
+            valid_sets=valid_sets,
+            callbacks=callbacks,
+        )
+        rounds = booster.best_iteration or booster.current_iteration()
+        return Boosted(
+            float32_thresholds(booster, rounds),
+            n_inputs=data.x_train.shape[1],
+            n_outputs=n_outputs,
+        )
+
+
+def float32_thresholds(booster: lightgbm.Booster, rounds: int) -> lightgbm.Booster:
+    """The booster's first ``rounds`` rounds with every split threshold rounded to float32.
+
+    The ONNX TreeEnsemble compares float32 features with float32 thresholds; LightGBM
+    compares them with its double thresholds. A feature value between the two (a value
+    the threshold rounds up to) goes left in one and right in the other: whole leaves
+    apart, 0.05 in probability seen on a real table. Rounded here, both compare the same
+    numbers and the booster kept is the one the graph computes (parity to 1e-6)."""
+    import lightgbm
+
+    lines = []
+    for line in booster.model_to_string(num_iteration=rounds).splitlines():
+        if line.startswith(THRESHOLDS):
+            values = line.removeprefix(THRESHOLDS).split()
+            line = THRESHOLDS + " ".join(repr(float(np.float32(v))) for v in values)
+        elif line.startswith("tree_sizes="):
+            continue  # byte sizes of the trees, which rounding changes; optional
+        lines.append(line)
+    return lightgbm.Booster(model_str="\n".join(lines) + "\n")
+
+
+def _checker(options: FitOptions) -> Any:
+    def callback(env: Any) -> None:
+        if env.iteration % CHECK_EVERY_ROUNDS == 0:
+            options.check()
+
+    return callback
+
+
+class Boosted(TableModel):
+    """A LightGBM booster (binary, multiclass or L2 regression), holding exactly the
+    rounds it keeps, with float32 thresholds (``float32_thresholds``)."""
+
+    family: ClassVar[str] = NAME
+    state_suffix: ClassVar[str] = "lgb.txt"
+
+    def __init__(self, booster: lightgbm.Booster, *, n_inputs: int, n_outputs: int) -> None:
+        super().__init__(n_inputs, n_outputs, classification=n_outputs > 1)
+        self.booster = booster
+        self.rounds = booster.current_iteration()
+
+    def predict_rows(self, rows: np.ndarray) -> np.ndarray:
+        predicted = np.asarray(self.booster.predict(rows, num_iteration=self.rounds))
+        if not self.classification:
+            return predicted.reshape(-1, 1)
+        if self.n_outputs == 2:
+            return class_probabilities(predicted)
+        return predicted.reshape(len(rows), self.n_outputs)
+
+    def graph(self) -> onnx.ModelProto:
+        from onnxmltools import convert_lightgbm
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = convert_lightgbm(
+                self.booster,
+                initial_types=[(INPUT_NAME, FloatTensorType([None, self.n_inputs]))],
+                zipmap=False,
+                target_opset=CONVERTER_OPSET,
+            )
+        outputs = {value.name: value for value in model.graph.output}
+        kept = outputs["probabilities"] if self.classification else outputs["variable"]
+        _rename(model.graph, OUTPUT_NAME, f"trees_{OUTPUT_NAME}")  # the converter's own name
+        _rename(model.graph, kept.name, OUTPUT_NAME)
+        del model.graph.output[:]
+        model.graph.output.append(kept)
+        _drop_unused(model.graph)
+        return model
+
+    def _leaves(self) -> list[int]:
+        """Each kept tree's leaf count."""
+        trees = self.booster.dump_model(num_iteration=self.rounds)["tree_info"]
+        return [int(tree["num_leaves"]) for tree in trees]
+
+    @property
+    def n_params(self) -> int:
+        leaves = self._leaves()
+        return 2 * sum(leaves) - len(leaves)  # each split a threshold, each leaf a value
+
+    @property
+    def fitted_rounds(self) -> int:
+        return int(self.rounds)
+
+    def state_bytes(self) -> bytes:
+        return self.booster.model_to_string(num_iteration=self.rounds).encode()
+
+    def describe(self) -> ModelDescription:
+        leaves = self._leaves()
+        return ModelDescription(
+            family=NAME,
+            model="LightGBM booster",
+            learnt=self.n_params,
+            trees=len(leaves),
+            leaves=sum(leaves),
+            rounds=int(self.rounds),
+        )
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        node.output[:] = [new if name == old else name for name in node.output]
+        node.input[:] = [new if name == old else name for name in node.input]
+    for value in graph.output:
+        if value.name == old:
+            value.name = new
+
+
+def _drop_unused(graph: onnx.GraphProto) -> None:
+    """Remove nodes none of whose outputs reach a graph output (the converter's label)."""
+    needed = {value.name for value in graph.output}
+    kept: list[onnx.NodeProto] = []
+    for node in reversed(graph.node):
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+
+
+FAMILY = GbdtFamily()

@@ -133,7 +133,7 @@ class Version(Answer):
     source: str = ""
     size_bytes: int = 0
     latency_p50_ms: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)  # the numbers among them
+    metrics: dict[str, Any] = field(default_factory=dict)  # numbers, and a confusion matrix
     lineage: Lineage = field(default_factory=Lineage)
     signature: Signature = field(default_factory=Signature)
     class_labels: list[Scalar] | None = None
@@ -170,7 +170,7 @@ class Predictions(Answer):
     column."""
 
     predictions: list[Any] = field(default_factory=list)
-    probabilities: list[list[float]] | None = None
+    probabilities: list[list[float | None]] | None = None  # None: a value JSON cannot hold
     classes: list[Scalar] | None = None
     model: str = ""
     version: int | None = None

@@ -6,7 +6,11 @@ and newer than itself:
 - a field the answer lacks, holds as null, or holds in a shape the declaration does not
   take keeps its default (only a field without a default, such as an id, is required);
 - keys the declarations do not name are ignored (and kept whole in ``data``);
-- a list or a map keeps the entries that fit its declared item type and leaves out the rest.
+- a list of objects (trials, versions) or a map keeps the entries that fit and leaves out
+  the rest; a list of values (probabilities, a shape) is positional, so one entry that does
+  not fit makes the whole list not fit (a left-out entry would shift the others);
+- ``answer["key"]`` and ``answer.get("key")`` read the JSON as it came, as the dicts the
+  client returned before it was typed did.
 
 The client stands alone (``pip install modelkiln`` needs httpx only), so this is a small
 reader of its own rather than pydantic."""
@@ -74,6 +78,14 @@ class Answer:
     def of(cls, data: object) -> Self:
         """``from_json``, by the name the client's classes first had for it."""
         return cls.from_json(data)
+
+    def __getitem__(self, key: str) -> Any:
+        """The answer's JSON value at ``key``, for code written when the client returned
+        dicts (``job.result["version"]``)."""
+        return self.data[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
 
 
 _SPECS: dict[type[Answer], tuple[_FieldSpec, ...]] = {}
@@ -157,12 +169,14 @@ def _decode_class(hint: type, value: object) -> object:
 def _fitting(item: object, values: list[object]) -> list[object]:
     if item is Any:
         return list(values)
+    records = isinstance(item, type) and issubclass(item, Answer)
     kept = []
     for value in values:
         try:
             kept.append(_decode(item, value))
         except _Misfit:
-            continue
+            if not records:  # positional: a gap would move every later value
+                raise
     return kept
 
 

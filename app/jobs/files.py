@@ -18,12 +18,13 @@ the files went leaves nothing marked, and deleting again is harmless."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from app.contracts.enums import FINAL_JOB_STATES, VersionStatus
 from app.core.config import Settings
 from app.core.db import Session, utcnow
-from app.core.errors import BrokenInvariant, Conflict
+from app.core.errors import BrokenInvariant, Conflict, KilnError
 from app.datasets.repository import DatasetRepository
 from app.datasets.service import arrays_key, original_key, raw_key
 from app.jobs.kinds import KindMap
@@ -32,6 +33,8 @@ from app.registry.repository import VersionRepository
 from app.registry.service import get_version
 from app.storage import ArtifactStore
 from app.tables import Dataset, Job, ModelVersion
+
+logger = logging.getLogger(__name__)
 
 SWEEP_BATCH = 50  # jobs per housekeeping pass and kind of retention
 
@@ -96,8 +99,12 @@ def delete_job_files(session: Session, store: ArtifactStore, kinds: KindMap, job
         raise Conflict(
             f"job {job_id} is {job.status}; cancel it first (POST /v1/jobs/{job_id}/cancel)"
         )
-    kind = kinds[job.kind]
-    for key in [*kind.output_keys(job), *kind.scratch_keys(session, job)]:
+    if job.kind not in kinds:
+        raise Conflict(
+            f"job {job_id} is a {job.kind!r} job, a kind this server no longer runs: it cannot "
+            "name that job's files"
+        )
+    for key in _keys_of(session, kinds, job, output=True):
         store.delete(key)
     now = utcnow()
     job.files_deleted_at = job.files_deleted_at or now
@@ -115,15 +122,29 @@ def sweep_job_files(
     scratch_cutoff = now - timedelta(seconds=settings.scratch_retention_s)
     for job in jobs.scratch_kept_since(scratch_cutoff, limit=SWEEP_BATCH):
         if jobs.mark_scratch_deleted(job.id, now):  # another gateway may sweep too
-            for key in kinds[job.kind].scratch_keys(session, job):
+            for key in _keys_of(session, kinds, job, output=False):
                 store.delete(key)
             cleared += 1
     if settings.output_retention_s > 0:
         output_cutoff = now - timedelta(seconds=settings.output_retention_s)
         for job in jobs.files_kept_since(output_cutoff, limit=SWEEP_BATCH):
             if jobs.mark_files_deleted(job.id, now):
-                kind = kinds[job.kind]
-                for key in [*kind.output_keys(job), *kind.scratch_keys(session, job)]:
+                for key in _keys_of(session, kinds, job, output=True):
                     store.delete(key)
                 cleared += 1
     return cleared
+
+
+def _keys_of(session: Session, kinds: KindMap, job: Job, *, output: bool) -> list[str]:
+    """The keys a job's kind names (its output too, with ``output``). A job the sweep cannot
+    read (a kind no longer run, a spec another release wrote) names none, and is logged:
+    one such job must not stop the pass (it runs in the reaper's transaction)."""
+    kind = kinds.get(job.kind)
+    if kind is None:
+        logger.warning("job %s: kind %r is no longer run; its files are kept", job.id, job.kind)
+        return []
+    try:
+        return [*(kind.output_keys(job) if output else []), *kind.scratch_keys(session, job)]
+    except KilnError as error:
+        logger.warning("job %s: its files are kept, they cannot be named: %s", job.id, error)
+        return []

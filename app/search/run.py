@@ -20,13 +20,10 @@ from app.search.selection import Folds
 from app.search.spec import SearchSpec
 from app.storage import ArtifactStore
 from app.tables import Dataset
+from app.training.table_models import Infeasible as Infeasible  # raised by families
 from app.training.train import TrainData
 
 MAX_KEPT_PREDICTIONS = 4_000_000  # held-out values a trial stores (16 MB of float32)
-
-
-class Infeasible(Exception):
-    """The candidate breaks a constraint; the message says which and by how much."""
 
 
 @dataclass

@@ -23,6 +23,11 @@ from pydantic import BaseModel, ConfigDict
 from app.training.onnx_io import INPUT_NAME, OUTPUT_NAME, compact_onnx
 
 
+class Infeasible(Exception):
+    """The candidate breaks a constraint; the message says which and by how much (a search
+    records the trial as infeasible and goes on)."""
+
+
 @dataclass(frozen=True)
 class TableData:
     """Encoded rows to fit on, and (for early stopping) rows to watch."""

@@ -19,13 +19,15 @@ RENAMES = (('trials_done', 'progress_done'), ('trials_total', 'progress_total'))
 
 
 def upgrade() -> None:
-    # batch mode: SQLite renames a column by copying the table; PostgreSQL alters it in place
-    with op.batch_alter_table('jobs', schema=None) as batch_op:
+    # Renamed in place on both databases (SQLite >= 3.25 has RENAME COLUMN). Batch mode's
+    # default on SQLite copies the table and drops the old one, which with foreign keys on
+    # deletes every job's trials or is refused for a job with a registered version.
+    with op.batch_alter_table('jobs', schema=None, recreate='never') as batch_op:
         for old, new in RENAMES:
             batch_op.alter_column(old, new_column_name=new)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('jobs', schema=None) as batch_op:
+    with op.batch_alter_table('jobs', schema=None, recreate='never') as batch_op:
         for old, new in RENAMES:
             batch_op.alter_column(new, new_column_name=old)

@@ -25,12 +25,23 @@ from onnx import TensorProto, helper
 
 from app.training.families.base import FamilyParams, TableFamily, choice, float_range, int_range
 from app.training.onnx_io import INPUT_NAME, OPSET, OUTPUT_NAME
-from app.training.table_models import FitOptions, ModelDescription, TableData, TableModel
+from app.training.table_models import (
+    FitOptions,
+    Infeasible,
+    ModelDescription,
+    TableData,
+    TableModel,
+)
 
 NAME = "forest"
 ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET = 3  # TreeEnsembleRegressor with float thresholds: every onnxruntime we support
 TREES_PER_CHECK = 25  # trees grown between two checks of the trial's time and cancels
+# The most node values (nodes x classes) a forest may hold: scikit-learn keeps a float64
+# row per node, the graph another, so this bounds a fit at about 1 GB whatever the space
+# allows (400 trees of 2,048 leaves on 100 classes would be 160 M: 4 GB measured).
+MAX_NODE_VALUES = 40_000_000
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 LEAF = -1  # scikit-learn's child index of a leaf
 
 Kind = Literal["random_forest", "extra_trees"]
@@ -65,6 +76,7 @@ class ForestFamily(TableFamily[ForestParams]):
         from sklearn import ensemble
 
         classification = n_outputs > 1
+        _check_size(params, rows=len(data.x_train), n_outputs=n_outputs)
         estimators = {
             ("random_forest", True): ensemble.RandomForestClassifier,
             ("random_forest", False): ensemble.RandomForestRegressor,
@@ -87,6 +99,21 @@ class ForestFamily(TableFamily[ForestParams]):
             forest.set_params(n_estimators=min(grown, params.trees))
             forest.fit(x, y)
         return Forest(forest, n_inputs=x.shape[1], n_outputs=n_outputs, kind=params.kind)
+
+
+def _check_size(params: ForestParams, *, rows: int, n_outputs: int) -> None:
+    """Infeasible (the trial is skipped, the search goes on) when the forest could hold
+    more than MAX_NODE_VALUES: a tree has at most 2 x leaves - 1 nodes, and no more
+    leaves than its rows allow."""
+    leaves = min(params.max_leaves, max(1, rows // params.min_samples_leaf))
+    values = params.trees * (2 * leaves - 1) * max(1, n_outputs)
+    if values > MAX_NODE_VALUES:
+        raise Infeasible(
+            f"forest: up to {params.trees} trees x {2 * leaves - 1} nodes x "
+            f"{max(1, n_outputs)} outputs = {values:,} node values, over the "
+            f"{MAX_NODE_VALUES:,} a forest may hold; lower forest_trees or forest_max_leaves "
+            "(or raise forest_min_samples_leaf)"
+        )
 
 
 @dataclass(frozen=True)
@@ -159,7 +186,9 @@ class Forest(TableModel):
         )
 
     def predict_rows(self, rows: np.ndarray) -> np.ndarray:
-        x = rows.astype(np.float32)
+        # scikit-learn refuses infinities; float32's largest value compares the same way
+        # with every finite threshold (NaN stays NaN, the trees' missing-value branch)
+        x = np.clip(rows.astype(np.float32), -FLOAT32_MAX, FLOAT32_MAX)
         if not self.classification:
             return np.asarray(self.forest.predict(x), dtype=np.float64).reshape(-1, 1)
         shares = np.asarray(self.forest.predict_proba(x), dtype=np.float64)

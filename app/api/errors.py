@@ -23,6 +23,7 @@ from app.api.state import GatewayState
 from app.core.db import DATABASE_UNAVAILABLE, VALUE_UNSTORABLE
 from app.core.errors import KilnError, RefusedBelow
 from app.core.failures import failure_of
+from app.core.field_errors import FieldError
 from app.core.names import shown
 from app.kinds import JOB_KINDS
 from app.serving.codecs import error_key_for
@@ -52,9 +53,9 @@ def error_response(
 
 def _validation_message(error: RequestValidationError) -> str:
     parts = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-        parts.append(f"{location}: {item.get('msg')}" if location else str(item.get("msg")))
+    for item in map(FieldError.of, error.errors()):
+        location = ".".join(str(part) for part in item.loc if part != "body")
+        parts.append(f"{location}: {item.msg}" if location else item.msg)
     return "; ".join(parts)
 
 
@@ -186,10 +187,11 @@ def _without_kind_tags(errors: Sequence[Any]) -> list[Any]:
     and name ``kind`` itself when it is missing or unknown."""
     cleaned = []
     for item in errors:
-        loc = tuple(item.get("loc", ()))
+        problem = FieldError.of(item)
+        loc = problem.loc
         if len(loc) > 2 and loc[0] == "body" and loc[1] in JOB_KINDS:
             item = {**item, "loc": ("body", *loc[2:])}
-        elif loc == ("body",) and item.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        elif loc == ("body",) and problem.type in ("union_tag_invalid", "union_tag_not_found"):
             item = {**item, "loc": ("body", "kind")}
         cleaned.append(item)
     return cleaned

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.config_bounds import BoundsSettings
 from app.core.config_monitoring import MonitoringSettings
+from app.core.field_errors import FieldError
 from app.core.names import QUEUE_NAME, S3_BUCKET, S3_PREFIX, QueueNameStr
 
 ENV_PREFIX = "KILN_"
@@ -358,9 +359,9 @@ def _check_s3_url(url: str) -> None:
 def _describe(error: ValidationError) -> str:
     """Turn a pydantic error into lines that name the environment variable at fault."""
     lines = []
-    for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else ""
-        message = item["msg"].removeprefix("Value error, ")
+    for item in map(FieldError.of, error.errors()):
+        field = str(item.loc[0]) if item.loc else ""
+        message = item.msg.removeprefix("Value error, ")
         if not field and ":" in message:  # raised by the model validator as "field: message"
             field, message = message.split(":", 1)
         lines.append(f"{ENV_PREFIX}{field.upper()}: {message.strip()}")

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import torch
+from pydantic import BaseModel
 
 from app.core.config import Settings
-from app.jobs.queue import JobQueue
+from app.jobs.queue import JobQueue, JsonArg
 from app.search.kind import TRAIN_MEMBER_TASK, work_key
 from app.search.run import SearchRun
 from app.search.spec import SEARCH_KIND
@@ -37,6 +37,19 @@ logger = logging.getLogger(__name__)
 COLLECTIVE_S = 600.0  # a batch's gradient exchange that takes longer means a member died
 MISSES_BEFORE_ALONE = 2  # then this process trains its trials alone: nobody is free to help
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class MemberMessage(BaseModel):
+    """What recruits one data-parallel member through the broker: the trial, the member's
+    rank, where its work lies in the artifact store (and its digest), and where rank 0
+    waits for it."""
+
+    job_id: int
+    trial: int
+    rank: int
+    work_key: str
+    work_sha256: str
+    rendezvous: Rendezvous
 
 
 def train_in_group(
@@ -99,18 +112,15 @@ def _train_in_group(
         queue = JobQueue(settings)
         try:
             for rank in range(1, world):
-                queue.send_helper(
-                    SEARCH_KIND,
-                    TRAIN_MEMBER_TASK,
-                    {
-                        "job_id": run.job_id,
-                        "trial": trial,
-                        "rank": rank,
-                        "work_key": key,
-                        "work_sha256": stored.sha256,
-                        "rendezvous": host.rendezvous.as_json(),
-                    },
+                message = MemberMessage(
+                    job_id=run.job_id,
+                    trial=trial,
+                    rank=rank,
+                    work_key=key,
+                    work_sha256=stored.sha256,
+                    rendezvous=host.rendezvous,
                 )
+                queue.send_helper(SEARCH_KIND, TRAIN_MEMBER_TASK, message.model_dump())
                 logger.info(
                     "sent data-parallel member %s of job %s trial %s", rank, run.job_id, trial
                 )
@@ -128,16 +138,18 @@ def bind_address(settings: Settings) -> str:
     return "127.0.0.1" if settings.advertise_host in _LOOPBACK else settings.advertise_host
 
 
-def run_member(settings: Settings, message: dict[str, Any]) -> None:
-    """The member task: read the work, join rank 0, train a share; a member whose trial
-    has moved on (work deleted, rank 0 gone or training alone) returns quietly."""
-    label = f"job {message['job_id']} trial {message['trial']} rank {message['rank']}"
+def run_member(settings: Settings, message: dict[str, JsonArg]) -> None:
+    """The member task (``message``: a ``MemberMessage`` as the broker delivers it): read
+    the work, join rank 0, train a share; a member whose trial has moved on (work deleted,
+    rank 0 gone or training alone) returns quietly."""
+    member = MemberMessage.model_validate(message)
+    label = f"job {member.job_id} trial {member.trial} rank {member.rank}"
     try:
-        payload = get_store(settings).read_bytes(message["work_key"], message["work_sha256"])
+        payload = get_store(settings).read_bytes(member.work_key, member.work_sha256)
     except FileNotFoundError:
         logger.info("data-parallel member (%s): the trial no longer needs it", label)
         return
-    joined = train_as_member(payload, Rendezvous(**message["rendezvous"]), int(message["rank"]))
+    joined = train_as_member(payload, member.rendezvous, member.rank)
     logger.info(
         "data-parallel member (%s): %s", label, "trained its share" if joined else "no group formed"
     )

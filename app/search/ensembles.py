@@ -9,11 +9,12 @@ from __future__ import annotations
 import io
 import statistics
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from app.compression.spec import CompressionSpec, chain_problem
+from app.contracts.params import ParamValue
 from app.contracts.signature import AverageMember
 from app.core.errors import BrokenInvariant
 from app.evaluation.metrics import quality_score
@@ -27,14 +28,61 @@ POOL_PER_MEMBER = 3  # candidates considered per member allowed (the best trials
 SELECTION_STEPS = 20  # steps of ensemble selection
 
 
+class EnsembleSummary(BaseModel):
+    """How the average was chosen, for the job's result (``selection.ensemble``): the
+    trials considered and those chosen; after a selection, the members' weights, the
+    scores after each of its steps and the rows they were scored on."""
+
+    considered: list[int]
+    members: list[int]
+    weights: list[float] | None = None
+    scores_by_step: list[dict[str, float]] | None = None
+    scored_rows: int | None = None
+
+
+class AverageParams(BaseModel):
+    """What an average's version records as its parameters (``config.params``): the trials
+    averaged, each one's parameters, and their weights."""
+
+    ensemble_of_trials: list[int]
+    members: list[dict[str, ParamValue]]
+    weights: list[float]
+
+
+class AverageValidation(BaseModel):
+    """The chosen average's held-out scores, as its version stores them (its
+    ``metrics.validation``): the objective's and the proper score's by metric name (the
+    extra fields), the trials averaged with their weights, and with folds the scores'
+    spread over them."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, float]
+
+    ensemble_of_trials: list[int]
+    ensemble_weights: list[float]
+    cv_folds: int | None = None
+    cv_scores: list[float] | None = None
+    cv_std: float | None = None
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """The scores by metric name."""
+        return dict(self.__pydantic_extra__)
+
+    def stored(self) -> dict[str, float | list[float] | list[int]]:
+        """The JSON the version keeps: the scores, then the named fields that were set."""
+        named = self.model_dump(exclude_unset=True, exclude=set(self.__pydantic_extra__))
+        return {**self.scores, **named}
+
+
 @dataclass(frozen=True)
 class EnsemblePick:
     """The trials to average (best first; one means the best alone), their weights, and
     why."""
 
     members: list[Trial]
-    summary: dict[str, Any]  # for the job's result
-    validation: dict[str, Any]  # the chosen average's held-out scores, for its version
+    summary: EnsembleSummary
+    validation: AverageValidation | None = None  # an average's (None: the best alone)
     weights: list[float] | None = None  # per member; None: the best alone
 
 
@@ -91,8 +139,7 @@ def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:
     if len(candidates) < 2 or candidates[0][0].number != winner.number:
         return EnsemblePick(
             [winner],
-            {"considered": [t.number for t, _ in candidates], "members": [winner.number]},
-            {},
+            EnsembleSummary(considered=[t.number for t, _ in candidates], members=[winner.number]),
         )
     target = run.arrays.target[run.scored_rows]
     choice = select_ensemble(
@@ -108,15 +155,15 @@ def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:
     counts = [choice.counts[index] for index in choice.members]
     weights = [count / sum(counts) for count in counts]
     best_step = sum(counts) - 1
-    summary = {
-        "considered": [t.number for t, _ in candidates],
-        "members": [t.number for t in members],
-        "weights": weights,
-        "scores_by_step": choice.steps,
-        "scored_rows": len(target),
-    }
+    summary = EnsembleSummary(
+        considered=[t.number for t, _ in candidates],
+        members=[t.number for t in members],
+        weights=weights,
+        scores_by_step=choice.steps,
+        scored_rows=len(target),
+    )
     if len(members) == 1:
-        return EnsemblePick([winner], summary, {})
+        return EnsemblePick([winner], summary)
     averaged = np.sum(
         [
             candidates[index][1] * weight
@@ -124,13 +171,17 @@ def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:
         ],
         axis=0,
     )
-    validation: dict[str, Any] = {
-        **choice.steps[best_step],
-        "ensemble_of_trials": summary["members"],
-        "ensemble_weights": weights,
-    }
+    validation = AverageValidation.model_validate(
+        {
+            **choice.steps[best_step],
+            "ensemble_of_trials": summary.members,
+            "ensemble_weights": weights,
+        }
+    )
     if run.folds is not None:
-        validation.update(_fold_spread(run, averaged, target, objective.metric))
+        scores = _fold_scores(run, averaged, target, objective.metric)
+        spread = {"cv_folds": len(scores), "cv_scores": scores, "cv_std": statistics.stdev(scores)}
+        validation = validation.model_copy(update=spread)
     return EnsemblePick(members, summary, validation, weights)
 
 
@@ -150,14 +201,13 @@ def members_of(run: SearchRun, chosen: EnsemblePick) -> list[AverageMember]:
     ]
 
 
-def _fold_spread(
+def _fold_scores(
     run: SearchRun, averaged: np.ndarray, target: np.ndarray, metric: str
-) -> dict[str, Any]:
-    """The average's score on each fold's validation rows, and their spread."""
+) -> list[float]:
+    """The average's score on each fold's validation rows."""
     if run.folds is None:
         raise BrokenInvariant("run.folds is None")
     task = run.dataset.task
-    scores = [
+    return [
         quality_score(metric, task, averaged[rows], target[rows]) for rows in run.folds.positions
     ]
-    return {"cv_folds": len(scores), "cv_scores": scores, "cv_std": statistics.stdev(scores)}

@@ -12,12 +12,19 @@ import numpy as np
 
 from app.contracts.encoding import TableEncoding
 from app.contracts.enums import AVERAGE_FAMILY
-from app.contracts.results import SearchResult
+from app.contracts.params import ParamValue
+from app.contracts.results import (
+    ParetoPoint,
+    PlanSummary,
+    ReferenceScores,
+    SearchResult,
+    Selection,
+)
 from app.contracts.signature import AverageMember, Signature, VersionConfig
 from app.core.db import Session
 from app.core.errors import BrokenInvariant
-from app.evaluation.latency import latency_ms
-from app.evaluation.metrics import task_metrics
+from app.evaluation.latency import timed
+from app.evaluation.metrics import task_scores
 from app.evaluation.sessions import open_session
 from app.jobs.runner import JobContext, JobFailed, Recorder
 from app.jobs.trial_repository import TrialRepository
@@ -25,11 +32,12 @@ from app.preprocessing.encode import Raw, stress_rows
 from app.preprocessing.graph import with_rows
 from app.registry.service import VersionDraft, register_version
 from app.registry.serving_note import serving_note
+from app.search.ensembles import AverageParams, AverageValidation
 from app.search.space import SearchSpace
+from app.search.trial_metrics import TrialMetrics
 from app.storage import ArtifactStore
 from app.tables import Dataset
 from app.training.ensemble import (
-    Ensemble,
     Fitted,
     MixedAverage,
     export_model,
@@ -68,10 +76,11 @@ def signature_for(network: Fitted) -> Signature:
     )
 
 
-def family_name(space: SearchSpace, model: Fitted, params: dict[str, Any]) -> str:
-    """What the registry records as the version's family."""
-    if isinstance(model, Ensemble | MixedAverage):
-        families = {space.family_of(member) for member in params.get("members", [])}
+def family_name(space: SearchSpace, params: dict[str, ParamValue] | AverageParams) -> str:
+    """What the registry records as the version's family: a trial's, or its members' when
+    they share one."""
+    if isinstance(params, AverageParams):
+        families = {space.family_of(member) for member in params.members}
         return str(families.pop()) if len(families) == 1 else AVERAGE_FAMILY
     return str(space.family_of(params))
 
@@ -104,7 +113,7 @@ class Served:
 
     onnx: bytes
     signature: Signature
-    feeds: dict[str, Any]
+    feeds: dict[str, np.ndarray]
     parity: float
 
 
@@ -141,8 +150,8 @@ def prepare_version(
     network: Fitted,
     *,
     trial: int,
-    params: dict[str, Any],
-    validation: dict[str, Any],
+    params: dict[str, ParamValue] | AverageParams,
+    validation: TrialMetrics | AverageValidation,
     test_rows: np.ndarray,
     test_target: np.ndarray,
     store: ArtifactStore,
@@ -150,11 +159,14 @@ def prepare_version(
     trained_on: str | None = None,
     family: str | None = None,
     members: list[AverageMember] | None = None,
+    reference: ReferenceScores | None = None,
 ) -> PreparedVersion:
     """Export a trial's network (or an ensemble led by it), check it against torch,
     measure it on the held-out split and in onnxruntime, and store the ONNX file and the
     torch weights next to each other (an ensemble keeps only its ONNX file: it is
-    compressed as a graph, or distilled back into one network)."""
+    compressed as a graph, or distilled back into one network). Its metrics keep the
+    evidence it was chosen on (``validation``, with the ``reference`` scores beside the
+    winner's)."""
     # Scoped by attempt: a stale attempt still running never overwrites what a later one
     # registered (the key is new, and its registration would be refused anyway).
     base = f"jobs/{subject.job_id}/attempt-{context.attempt}/trial-{trial}"
@@ -171,18 +183,21 @@ def prepare_version(
         path.write_bytes(served.onnx)
         session = open_session(path, context.settings.ort_threads)
         output = session.run([OUTPUT_NAME], served.feeds)[0]
-        metrics: dict[str, Any] = task_metrics(subject.dataset.task, output, test_target)
-        latency = latency_ms(path, feeds=served.feeds, threads=context.settings.ort_threads)
-        parity = served.parity
-        metrics.update(
-            test_rows=len(test_rows),
-            onnx_max_abs_diff=parity,
-            latency_p50_ms=latency["p50"],
-            latency_p95_ms=latency["p95"],
-            size_bytes=path.stat().st_size,
-            params=parameters_of(network),
-            validation=validation,
-        )
+        scores = task_scores(subject.dataset.task, output, test_target)
+        latency = timed(path, feeds=served.feeds, threads=context.settings.ort_threads)
+        evidence = validation.stored()
+        metrics = {
+            **scores.as_json(),
+            "test_rows": len(test_rows),
+            "onnx_max_abs_diff": served.parity,
+            "latency_p50_ms": latency.p50,
+            "latency_p95_ms": latency.p95,
+            "size_bytes": path.stat().st_size,
+            "params": parameters_of(network),
+            "validation": evidence
+            if reference is None
+            else {**evidence, "reference": reference.model_dump()},
+        }
         artifact = store.put_file(f"{base}/model.onnx", path)
     weights_key, weights_sha256, architecture = None, None, None
     if isinstance(network, Network):
@@ -196,10 +211,10 @@ def prepare_version(
         signature=served.signature,
         metrics=metrics,
         n_params=parameters_of(network),
-        latency_p50_ms=latency["p50"],
+        latency_p50_ms=latency.p50,
         class_labels=subject.dataset.class_labels,
         config=VersionConfig(
-            params=params,
+            params=params.model_dump() if isinstance(params, AverageParams) else params,
             weights_key=weights_key,
             weights_sha256=weights_sha256,
             trained_on=trained_on,
@@ -216,8 +231,18 @@ def prepare_version(
     return PreparedVersion(trial=trial, draft=draft, metrics=metrics, network_onnx=network_onnx)
 
 
+@dataclass(frozen=True)
+class SearchSummary:
+    """What a search's result says of the search itself: its plan, how its winner was
+    chosen, and with several objectives the Pareto front it registered."""
+
+    plan: PlanSummary
+    selection: Selection
+    pareto: list[ParetoPoint] | None = None
+
+
 def recorder_for(
-    subject: SearchSubject, prepared: list[PreparedVersion], summary: dict[str, Any]
+    subject: SearchSubject, prepared: list[PreparedVersion], summary: SearchSummary
 ) -> Recorder:
     """The recorder that registers every prepared version when the job succeeds; the
     result names the first (the best, or the first of the Pareto front) and what serves
@@ -232,14 +257,18 @@ def recorder_for(
             )
             versions.append(version.version)
         first = prepared[0]
-        return SearchResult(
+        result = SearchResult(
             model_name=subject.model_name,
             version=versions[0],
             trial=first.trial,
             metrics=first.metrics,
             versions=versions,
+            plan=summary.plan,
+            selection=summary.selection,
             serving=serving_note(session, subject.model_name, versions[0]),
-            **summary,
         )
+        if summary.pareto is not None:  # set only then: a one-objective result has none
+            result.pareto = summary.pareto
+        return result
 
     return record

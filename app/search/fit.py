@@ -9,22 +9,23 @@ import io
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import optuna
 import torch
 
 from app.contracts.enums import Task
+from app.contracts.params import ParamValue
 from app.core.errors import BrokenInvariant
-from app.evaluation.latency import latency_ms
+from app.evaluation.latency import timed
 from app.evaluation.metrics import quality_score
 from app.preprocessing.graph import with_rows
 from app.search.build import candidate, front_for
 from app.search.data_parallel import train_in_group
 from app.search.run import Infeasible, SearchRun, checkpoint_key, predictions_key
-from app.search.selection import Folds, proper_score, summarize_folds
+from app.search.selection import Folds, proper_score
 from app.search.space import TransferParams
+from app.search.trial_metrics import ServedCosts, TrialMetrics
 from app.training.export import INPUT_NAME, export_onnx
 from app.training.families.networks import TrainingParams
 from app.training.models import Network, count_parameters, transfer_groups
@@ -35,7 +36,9 @@ FP32_BYTES = 4
 WEIGHTS_SUFFIX = "pt"  # a network trial's checkpoint: its torch weights
 
 
-def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Network, TrainConfig]:
+def build_network(
+    run: SearchRun, params: dict[str, ParamValue], seed: int
+) -> tuple[Network, TrainConfig]:
     """A fresh (or ``init_from``-initialised) network and its training configuration."""
     n_outputs = len(run.dataset.class_labels) if run.dataset.class_labels else 1
     point = candidate(
@@ -70,7 +73,7 @@ def build_network(run: SearchRun, params: dict[str, Any], seed: int) -> tuple[Ne
     return network, training
 
 
-def _check_estimate(run: SearchRun, params: dict[str, Any]) -> None:
+def _check_estimate(run: SearchRun, params: dict[str, ParamValue]) -> None:
     """Refuse a sampled network that is too big for this server before it is built."""
     if run.architecture is not None:
         return  # init_from: its size was checked when the job was submitted
@@ -116,12 +119,11 @@ def quality_of(run: SearchRun, output: np.ndarray, target: np.ndarray) -> dict[s
 
 def served_costs(
     run: SearchRun, params: int, n_inputs: int, write_onnx: Callable[[Path], None]
-) -> dict[str, float]:
+) -> ServedCosts:
     """Parameters, and (when an objective or constraint needs them) the size and latency
     of the file ``write_onnx`` writes, as served; checked against the constraints."""
-    measured: dict[str, float] = {"params": float(params)}
     if not run.plan.needs_export:
-        return measured
+        return ServedCosts(params=float(params))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "trial.onnx"
         write_onnx(path)
@@ -131,25 +133,24 @@ def served_costs(
                 path.read_bytes(), run.dataset.encoding, run.raw_sample
             )  # as it would serve
             path.write_bytes(served)
-        measured["size_bytes"] = float(path.stat().st_size)
-        measured["latency_ms"] = latency_ms(
+        size_bytes = float(path.stat().st_size)
+        latency = timed(
             path,
             input_name=INPUT_NAME,
             row_shape=(n_inputs,),
             threads=run.settings.ort_threads,
             feeds=feeds,
-        )["p50"]
+        )
     limits = run.plan.constraints
-    if limits.max_size_bytes is not None and measured["size_bytes"] > limits.max_size_bytes:
+    if limits.max_size_bytes is not None and size_bytes > limits.max_size_bytes:
         raise Infeasible(
-            f"ONNX file of {measured['size_bytes']:.0f} bytes > "
-            f"max_size_bytes {limits.max_size_bytes}"
+            f"ONNX file of {size_bytes:.0f} bytes > max_size_bytes {limits.max_size_bytes}"
         )
-    if limits.max_latency_ms is not None and measured["latency_ms"] > limits.max_latency_ms:
+    if limits.max_latency_ms is not None and latency.p50 > limits.max_latency_ms:
         raise Infeasible(
-            f"p50 latency {measured['latency_ms']:.4f} ms > max_latency_ms {limits.max_latency_ms}"
+            f"p50 latency {latency.p50:.4f} ms > max_latency_ms {limits.max_latency_ms}"
         )
-    return measured
+    return ServedCosts(params=float(params), size_bytes=size_bytes, latency_ms=latency.p50)
 
 
 def _validation_output(network: Network, rows: np.ndarray) -> np.ndarray:
@@ -162,7 +163,7 @@ class Measured:
     """A trained trial's validation metrics, and the digests of its stored weights and
     held-out predictions (None when the search keeps none)."""
 
-    metrics: dict[str, Any]
+    metrics: TrialMetrics
     checkpoint_sha256: str
     predictions_sha256: str | None
 
@@ -182,14 +183,14 @@ class FittedTrial:
 def store_trial(
     run: SearchRun,
     number: int,
-    measured: dict[str, Any],
+    measured: TrialMetrics,
     held_out: np.ndarray,
     fitted: FittedTrial,
 ) -> Measured:
     """The one way a trial's result is kept, network or table family: its costs as served
     (checked against the constraints) added to ``measured``, its state stored as the
     trial's checkpoint, and its held-out predictions when the search keeps them."""
-    measured.update(served_costs(run, fitted.params, fitted.n_inputs, fitted.write_onnx))
+    costs = served_costs(run, fitted.params, fitted.n_inputs, fitted.write_onnx)
     checkpoint = run.store.put_bytes(
         checkpoint_key(run.job_id, number, fitted.state_suffix), fitted.state()
     )
@@ -201,7 +202,9 @@ def store_trial(
             predictions_key(run.job_id, number), buffer.getvalue()
         ).sha256
     return Measured(
-        metrics=measured, checkpoint_sha256=checkpoint.sha256, predictions_sha256=predictions_sha256
+        metrics=measured.served(costs),
+        checkpoint_sha256=checkpoint.sha256,
+        predictions_sha256=predictions_sha256,
     )
 
 
@@ -209,7 +212,7 @@ def train_trial(
     run: SearchRun,
     trial: optuna.Trial,
     shadow: optuna.Trial | None,
-    params: dict[str, Any],
+    params: dict[str, ParamValue],
     keep_going: Callable[[], None],
     history: list[float],
 ) -> Measured:
@@ -240,9 +243,9 @@ def train_trial(
         else:
             result, processes = train(network, run.data, training, on_epoch=on_epoch), 1
         held_out = _validation_output(network, run.data.x_val)
-        measured: dict[str, Any] = quality_of(run, held_out, run.data.y_val)
-        measured["refit_epochs"] = result.best_epoch + 1
-        measured["train_processes"] = processes
+        measured = TrialMetrics.trained(
+            quality_of(run, held_out, run.data.y_val), refit_epochs=result.best_epoch + 1
+        ).in_processes(processes)
     else:
         measured, held_out = _train_folds(
             run, run.folds, params, seed, network, training, on_epoch, keep_going
@@ -260,13 +263,13 @@ def train_trial(
 def _train_folds(
     run: SearchRun,
     folds: Folds,
-    params: dict[str, Any],
+    params: dict[str, ParamValue],
     seed: int,
     first: Network,
     training: TrainConfig,
     on_epoch: Callable[[int, float], None],
     keep_going: Callable[[], None],
-) -> tuple[dict[str, Any], np.ndarray]:
+) -> tuple[TrialMetrics, np.ndarray]:
     """Cross-validation: the same configuration trained on each fold from the same seed.
     Pruners see the first fold's epochs; the trial's values are the folds' means. Also
     the out-of-fold predictions of every non-test row."""
@@ -288,4 +291,4 @@ def _train_folds(
         primary = proper_score(run.dataset.task)
     if out_of_fold is None:
         raise BrokenInvariant("out_of_fold is None")
-    return summarize_folds(per_fold, best_epochs, primary), out_of_fold
+    return TrialMetrics.folds_mean(per_fold, best_epochs, primary), out_of_fold

@@ -13,9 +13,11 @@ import numpy as np
 import onnx
 import optuna
 
+from app.contracts.params import ParamValue
 from app.search.fit import FittedTrial, Measured, quality_of, store_trial
 from app.search.run import SearchRun
-from app.search.selection import proper_score, summarize_folds
+from app.search.selection import proper_score
+from app.search.trial_metrics import TrialMetrics
 from app.tables import Trial
 from app.training.families.registry import Family, table_family
 from app.training.stopping import check_stop
@@ -54,7 +56,7 @@ def train_table_trial(
     run: SearchRun,
     trial: optuna.Trial,
     shadow: optuna.Trial | None,
-    params: dict[str, Any],
+    params: dict[str, ParamValue],
     keep_going: Callable[[], None],
     history: list[float],
 ) -> Measured:
@@ -65,12 +67,11 @@ def train_table_trial(
     if run.folds is None:
         model = fit_family(run, family, params, run.data, seed=seed, keep_going=keep_going)
         held_out = model.predict_rows(run.data.x_val).astype(np.float32)
-        measured: dict[str, Any] = quality_of(run, held_out, run.data.y_val)
-        measured["refit_epochs"] = model.fitted_rounds
-        history.append(measured[_primary(run, measured)])
+        scores = quality_of(run, held_out, run.data.y_val)
+        history.append(scores[_primary(run, scores)])
+        measured = TrialMetrics.trained(scores, refit_epochs=model.fitted_rounds)
     else:
         measured, held_out, model = _folds(run, family, params, seed, keep_going)
-    measured["train_processes"] = 1
     fitted = FittedTrial(
         params=model.n_params,
         n_inputs=model.n_inputs,
@@ -78,21 +79,21 @@ def train_table_trial(
         state=model.state_bytes,
         state_suffix=model.state_suffix,
     )
-    return store_trial(run, trial.number, measured, held_out, fitted)
+    return store_trial(run, trial.number, measured.in_processes(1), held_out, fitted)
 
 
-def _primary(run: SearchRun, measured: dict[str, Any]) -> str:
+def _primary(run: SearchRun, scores: dict[str, float]) -> str:
     primary = run.plan.objectives[0].metric
-    return primary if primary in measured else proper_score(run.dataset.task)
+    return primary if primary in scores else proper_score(run.dataset.task)
 
 
 def _folds(
     run: SearchRun,
     family: Family,
-    params: dict[str, Any],
+    params: dict[str, ParamValue],
     seed: int,
     keep_going: Callable[[], None],
-) -> tuple[dict[str, Any], np.ndarray, TableModel]:
+) -> tuple[TrialMetrics, np.ndarray, TableModel]:
     """Every fold fitted from the same seed; the folds' mean metrics, the rounds a refit
     boosts (their mean, rounded up), and the out-of-fold predictions."""
     if run.folds is None:
@@ -112,7 +113,9 @@ def _folds(
         rounds.append(model.fitted_rounds)
     if out_of_fold is None or first is None:
         raise ValueError("no folds")
-    summary = summarize_folds(per_fold, [count - 1 for count in rounds], _primary(run, per_fold[0]))
+    summary = TrialMetrics.folds_mean(
+        per_fold, [count - 1 for count in rounds], _primary(run, per_fold[0])
+    )
     return summary, out_of_fold, first
 
 
@@ -123,7 +126,7 @@ def refit_table_trial(run: SearchRun, trial: Trial, keep_going: Callable[[], Non
     family = run.plan.space.family_of(params)
     rows = np.sort(np.concatenate([run.splits.train, run.splits.validation]))
     data = TableData(run.arrays.features[rows], run.arrays.target[rows])
-    rounds = int((trial.metrics or {}).get("refit_epochs", 0)) or None
+    rounds = TrialMetrics.of_trial(trial).refit_epochs or None
     return fit_family(
         run,
         family,

@@ -4,20 +4,36 @@ with it (``app.search.size``), a worker builds and sizes its trials' networks.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
+
+from pydantic import BaseModel
 
 from app.contracts.encoding import CategoricalColumn, DatetimeColumn, NumericColumn, TableEncoding
 from app.contracts.networks import TableFront
+from app.contracts.params import ParamValue
 
 CATEGORY_EMBEDDING_MIN_SLOTS = 5  # a category column with this many one-hot slots or more
 
 
-def front_for(params: dict[str, Any], encoding: TableEncoding | None) -> TableFront | None:
+class FrontParams(BaseModel):
+    """A trial's table parameters that shape an MLP's feature embeddings (searched in
+    ``TABLE_MLP_SPACE``; a trial without them embeds nothing), read from its flat
+    parameters (the rest are not this model's)."""
+
+    numeric_embedding: Literal["none", "periodic", "piecewise"] = "none"
+    category_width: int = 0
+    embedding_width: int = 8
+    embedding_size: int = 8
+    embedding_sigma: float = 0.1
+
+
+def front_for(params: dict[str, ParamValue], encoding: TableEncoding | None) -> TableFront | None:
     """The feature embeddings a trial's table parameters give an MLP (None: the features
     go straight to the first dense layer): numbers and date parts each embedded, and
     one-hot blocks of many-valued categories."""
-    embedding = params.get("numeric_embedding", "none")
-    category_width = int(params.get("category_width", 0))
+    front_params = FrontParams.model_validate(params)
+    embedding = front_params.numeric_embedding
+    category_width = front_params.category_width
     if encoding is None or (embedding == "none" and category_width == 0):
         return None
     numeric: list[int] = []
@@ -32,9 +48,9 @@ def front_for(params: dict[str, Any], encoding: TableEncoding | None) -> TableFr
     front = TableFront(
         numeric=tuple(numeric) if embedding != "none" else (),
         embedding="piecewise" if embedding == "piecewise" else "periodic",
-        width=int(params.get("embedding_width", 8)),
-        size=int(params.get("embedding_size", 8)),
-        sigma=float(params.get("embedding_sigma", 0.1)),
+        width=front_params.embedding_width,
+        size=front_params.embedding_size,
+        sigma=front_params.embedding_sigma,
         categories=tuple(blocks) if category_width else (),
         category_width=max(category_width, 1),
     )

@@ -329,6 +329,11 @@ def pareto_front(session: Session, job_id: int) -> ParetoFront:
     """The Pareto front a finished multi-objective search registered."""
     repository = JobRepository(session)
     job = repository.get_or_raise(job_id)
+    if search_of(job) is None:
+        raise Conflict(
+            f"job {job_id} is a {job.kind} job; a Pareto front belongs to a search with "
+            "several objectives"
+        )
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(f"job {job_id} is {job.status}; the front is known when it succeeds")
     result = result_as(SearchResult, job.result)

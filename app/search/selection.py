@@ -12,17 +12,15 @@ never by trial order."""
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from app.contracts.enums import Task
 from app.datasets.splits import SplitIndices, fold_indices
 from app.evaluation.metrics import quality_score
+from app.search.trial_metrics import TrialMetrics
 from app.tables import Trial
 from app.training.train import TrainData
 
@@ -72,30 +70,13 @@ def proper_score(task: str) -> str:
     return "log_loss" if task == Task.CLASSIFICATION else "rmse"
 
 
-def summarize_folds(
-    per_fold: list[dict[str, float]], best_epochs: list[int], primary: str
-) -> dict[str, Any]:
-    """Each metric's mean over the folds, the primary metric's spread, and the epoch count
-    a refit trains for (the folds' mean count of epochs to their best, rounded up)."""
-    summary: dict[str, Any] = {
-        name: statistics.fmean(fold[name] for fold in per_fold) for name in per_fold[0]
-    }
-    scores = [fold[primary] for fold in per_fold]
-    summary.update(
-        cv_folds=len(per_fold),
-        cv_scores=scores,
-        cv_std=statistics.stdev(scores) if len(scores) > 1 else 0.0,
-        refit_epochs=math.ceil(statistics.fmean(e + 1 for e in best_epochs)),
-    )
-    return summary
-
-
 def rank_key(trial: Trial, maximize: bool, task: str) -> tuple[float, float, float]:
     """Sort key, best first: the objective, then the proper score, then fewer parameters."""
-    metrics = trial.metrics or {}
+    metrics = TrialMetrics.of_trial(trial)
     value = float(trial.values[0])  # type: ignore[index]
-    proper = float(metrics.get(proper_score(task), np.inf))
-    return (-value if maximize else value, proper, float(metrics.get("params", np.inf)))
+    proper = metrics.scores.get(proper_score(task), np.inf)
+    params = metrics.params if metrics.params is not None else np.inf
+    return (-value if maximize else value, proper, params)
 
 
 def best_of(complete: Sequence[Trial], maximize: bool, task: str) -> Trial:
@@ -106,7 +87,7 @@ def best_of(complete: Sequence[Trial], maximize: bool, task: str) -> Trial:
 def within_noise(complete: Sequence[Trial], winner: Trial) -> int | None:
     """How many other trials are within one fold standard deviation of the winner (None
     without folds): how far apart the candidates really were."""
-    spread = (winner.metrics or {}).get("cv_std")
+    spread = TrialMetrics.of_trial(winner).cv_std
     if spread is None or winner.values is None:
         return None
     best = float(winner.values[0])

@@ -22,6 +22,7 @@ from typing import Any
 
 import optuna
 
+from app.contracts.params import ParamValue
 from app.core.errors import InvalidInput
 from app.training.families.base import (
     DataShape,
@@ -102,7 +103,7 @@ class SearchSpace:
             return (Family(self.network),)
         return (Family(default_network("rows").name),)
 
-    def family_of(self, params: dict[str, Any]) -> Family:
+    def family_of(self, params: dict[str, ParamValue]) -> Family:
         """The family a trial's parameters describe."""
         if FAMILY_KEY in params:
             return Family(params[FAMILY_KEY])
@@ -296,7 +297,7 @@ def _suggest(trial: optuna.Trial, name: str, dimension: Dimension) -> Any:
 
 def suggest(
     trial: optuna.Trial, space: SearchSpace, *, tied_layers: bool = False
-) -> dict[str, Any]:
+) -> dict[str, ParamValue]:
     """Sample one configuration; returns the flat parameter dict stored on the trial.
     ``tied_layers`` (grid search) uses one value for every layer's width or channels."""
     family = space.searched[0]
@@ -315,7 +316,7 @@ def suggest(
     return dict(trial.params)
 
 
-def fits(space: SearchSpace, params: dict[str, Any]) -> bool:
+def fits(space: SearchSpace, params: dict[str, ParamValue]) -> bool:
     """Whether a parameter dict (e.g. from an earlier job) lies inside ``space``."""
     family = params.get(FAMILY_KEY, space.searched[0])
     if family not in space.searched or (FAMILY_KEY in params) != (len(space.searched) > 1):
@@ -331,6 +332,6 @@ def fits(space: SearchSpace, params: dict[str, Any]) -> bool:
         if dimension.kind == "categorical":
             if value not in dimension.choices:
                 return False
-        elif not dimension.low <= value <= dimension.high:
+        elif isinstance(value, str) or not dimension.low <= value <= dimension.high:
             return False
     return all(name in params or dimension.per_layer for name, dimension in dimensions.items())

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import math
 from datetime import timedelta
-from typing import Any
 
 import optuna
 import torch
@@ -16,6 +15,8 @@ from optuna.study import StudyDirection
 from app.compression.job import stored_network, with_compression
 from app.compression.spec import CompressionSpec
 from app.contracts.enums import JobStatus, Task, TrialState
+from app.contracts.params import ParamValue
+from app.contracts.results import ParetoPoint, PlanSummary
 from app.core.config import Settings
 from app.core.db import session_scope, utcnow
 from app.core.errors import BrokenInvariant
@@ -38,10 +39,12 @@ from app.jobs.trial_repository import TrialRepository
 from app.registry.service import get_version
 from app.search import ensembles
 from app.search.compress_winner import compress_winner
+from app.search.ensembles import AverageParams, AverageValidation
 from app.search.families import family_scores, reference_scores, seed_families
 from app.search.finalize import (
     PreparedVersion,
     SearchSubject,
+    SearchSummary,
     family_name,
     prepare_version,
     recorder_for,
@@ -59,6 +62,7 @@ from app.search.selection import fold_data
 from app.search.space import fits
 from app.search.spec import SEARCH_KIND, SearchJobCreate, SearchSpec
 from app.search.strategy import make_pruner, make_sampler
+from app.search.trial_metrics import TrialMetrics
 from app.search.trials import run_trials, stale_trial_handler, wait_for_others
 from app.search.winners import (
     complete_trials,
@@ -238,30 +242,31 @@ def _finalize(
     prepared: list[PreparedVersion] = []
     networks: list[Fitted] = []
     selection = selection_summary(run, best[0], complete)
-    selection["families"] = family_scores(run, complete)
+    selection.families = family_scores(run, complete)
     for trial in best:
         single = refit(run, trial, context.check)
         network: Fitted = single
-        params, validation = trial.params, trial.metrics or {}
-        members = None
+        params: dict[str, ParamValue] | AverageParams = trial.params
+        validation: TrialMetrics | AverageValidation = TrialMetrics.of_trial(trial)
+        members, reference = None, None
         if len(best) == 1 and ensembles.considered(run, compression):
             chosen = ensembles.pick(run, trial, complete)
-            selection["ensemble"] = chosen.summary
+            selection.ensemble = chosen.summary.model_dump(exclude_unset=True)
             if len(chosen.members) > 1:
+                if chosen.validation is None or chosen.weights is None:
+                    raise BrokenInvariant("an average without its weights or validation")
                 others = [refit(run, t, context.check) for t in chosen.members[1:]]
                 network = averaged([single, *others], chosen.weights)
-                params = {
-                    "ensemble_of_trials": chosen.summary["members"],
-                    "members": [t.params for t in chosen.members],
-                    "weights": chosen.weights,
-                }
+                params = AverageParams(
+                    ensemble_of_trials=chosen.summary.members,
+                    members=[t.params for t in chosen.members],
+                    weights=chosen.weights,
+                )
                 validation = chosen.validation
                 members = ensembles.members_of(run, chosen)
         if trial is best[0]:
-            reference = reference_scores(run, validation, complete)
-            selection["reference"] = reference
-            if reference is not None:
-                validation = {**validation, "reference": reference.model_dump()}
+            reference = reference_scores(run, validation.scores, complete)
+            selection.reference = reference
         networks.append(network)
         prepared.append(
             prepare_version(
@@ -271,22 +276,23 @@ def _finalize(
                 trial=trial.number,
                 params=params,
                 validation=validation,
+                reference=reference,
                 test_rows=run.arrays.features[test],
                 test_target=run.arrays.target[test],
                 store=run.store,
                 raw_test=raw_test,
                 trained_on=describe_device(torch.device(run.device)),
-                family=family_name(run.plan.space, network, params),
+                family=family_name(run.plan.space, params),
                 members=members,
             )
         )
-    summary: dict[str, Any] = {
-        "plan": {**plan_summary(run.plan, run.spec), "trials_at_once": trials_at_once(run)},
-        "selection": selection,
-    }
+    plan = PlanSummary.model_validate(
+        {**plan_summary(run.plan, run.spec), "trials_at_once": trials_at_once(run)}
+    )
+    pareto = None
     if run.plan.multi_objective:
-        summary["pareto"] = [{"trial": t.number, "values": t.values} for t in best]
-    recorder = recorder_for(subject, prepared, summary)
+        pareto = [ParetoPoint(trial=t.number, values=t.values or []) for t in best]
+    recorder = recorder_for(subject, prepared, SearchSummary(plan, selection, pareto))
     if compression is None:
         return recorder
     return with_compression(

@@ -13,14 +13,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
+from pydantic import BaseModel
 
 from app.contracts.enums import TrialState
+from app.contracts.params import ParamValue
 from app.core.config import Settings
 from app.core.db import session_scope, utcnow
 from app.core.errors import KilnError
@@ -30,10 +31,20 @@ from app.search.fit import Measured, train_trial
 from app.search.fit_tables import train_table_trial
 from app.search.run import Infeasible, SearchRun
 from app.search.space import suggest
+from app.search.trial_metrics import TrialMetrics
 from app.training.families.registry import family_named
 from app.training.stopping import TrainingStopped, stop_checks
 
 logger = logging.getLogger(__name__)
+
+
+class RetryAttrs(BaseModel):
+    """What a re-run of lost trials records among its Optuna system attributes: the
+    numbers of the runs it re-runs, oldest first, and the first of them (the other
+    attributes are Optuna's own)."""
+
+    retry_history: list[int] = []
+    failed_trial: int | None = None
 
 
 def tell(
@@ -59,9 +70,11 @@ def stale_trial_handler(
     def retry(study: optuna.Study, trial: FrozenTrial) -> None:
         """Queue the same parameters as a waiting trial that records whom it re-runs
         (``retry_history``, oldest first), unless ``max_retries`` runs were lost already."""
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        earlier = RetryAttrs.model_validate(trial.system_attrs)
+        history = [*earlier.retry_history, trial.number]
         if len(history) > max_retries:
             return
+        first = earlier.failed_trial if earlier.failed_trial is not None else trial.number
         study.add_trial(
             optuna.trial.create_trial(
                 state=OptunaState.WAITING,
@@ -71,7 +84,7 @@ def stale_trial_handler(
                 system_attrs={
                     **trial.system_attrs,
                     "retry_history": history,
-                    "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                    "failed_trial": first,
                 },
             )
         )
@@ -131,7 +144,7 @@ def _out_of_time(run: SearchRun) -> bool:
 
 # -- rows -----------------------------------------------------------------------------------
 def _start_row(
-    run: SearchRun, trial: optuna.Trial, params: dict[str, Any], retry_of: int | None
+    run: SearchRun, trial: optuna.Trial, params: dict[str, ParamValue], retry_of: int | None
 ) -> None:
     with session_scope(run.settings.database_url) as session:
         TrialRepository(session).start(
@@ -146,7 +159,7 @@ def _end_row(
     *,
     started: float,
     values: list[float] | None = None,
-    metrics: dict[str, Any] | None = None,
+    metrics: TrialMetrics | None = None,
     history: list[float] | None = None,
     error: str | None = None,
     digests: Measured | None = None,
@@ -159,7 +172,7 @@ def _end_row(
             state,
             value=values[0] if values else None,
             values=values,
-            metrics=metrics,
+            metrics=metrics.stored() if metrics is not None else None,
             checkpoint_sha256=digests.checkpoint_sha256 if digests else None,
             predictions_sha256=digests.predictions_sha256 if digests else None,
             intermediate=history or [],
@@ -199,7 +212,9 @@ def _trial_clock(run: SearchRun) -> Callable[[], None]:
 
 def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None]) -> None:
     """Train, measure and record one asked trial (its budget slot is already taken)."""
-    history = run.storage.get_trial_system_attrs(trial._trial_id).get("retry_history") or []
+    history = RetryAttrs.model_validate(
+        run.storage.get_trial_system_attrs(trial._trial_id)
+    ).retry_history
     params = suggest(trial, run.plan.space, tied_layers=run.tied_layers)
     _start_row(run, trial, params, retry_of=history[-1] if history else None)
     shadow = run.pruning.ask() if run.pruning is not None else None
@@ -237,7 +252,7 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
             TrialState.STOPPED,
             started=started,
             history=scores,
-            error=f"{stopped} during epoch {len(scores) + 1}",
+            error=f"{stopped} {f'during epoch {len(scores) + 1}' if network else 'while fitting'}",
         )
         return
     except JobLost:
@@ -265,10 +280,11 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
     finally:
         beat.done.set()
     measured = outcome.metrics
-    values = [measured[objective.metric] for objective in run.plan.objectives]
+    values = measured.objective_values([objective.metric for objective in run.plan.objectives])
     tell(run.study, trial, values)
     if shadow is not None and run.pruning is not None:
-        run.pruning.tell(shadow, measured.get(run.plan.pruning_metric, values[0]))
+        pruning_value = measured.value(run.plan.pruning_metric)
+        run.pruning.tell(shadow, values[0] if pruning_value is None else pruning_value)
     _end_row(
         run,
         trial.number,

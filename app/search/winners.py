@@ -4,14 +4,14 @@ Read from the job's trial rows once the trials are done."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from app.contracts.enums import TrialState
+from app.contracts.results import Selection
 from app.core.db import session_scope
 from app.jobs.trial_repository import TrialRepository
 from app.search.plan import most_at_once
 from app.search.run import SearchRun
 from app.search.selection import best_of, within_noise
+from app.search.trial_metrics import TrialMetrics
 from app.tables import Trial
 
 
@@ -56,7 +56,13 @@ def failure_reason(run: SearchRun) -> str:
     errors = [row.error for row in rows if row.error]
     if not rows:
         return "no trial ran before timeout_s ran out"
-    return f"no trial completed ({len(rows)} ran); last error: {errors[-1] if errors else '?'}"
+    reason = f"no trial completed ({len(rows)} ran); last error: {errors[-1] if errors else '?'}"
+    if all(row.state == TrialState.STOPPED for row in rows):  # the budget, not a fault
+        reason += (
+            "; every trial was stopped by the time budget: submit it again with a larger "
+            "search.timeout_s (a busy machine fits fewer trials in it)"
+        )
+    return reason
 
 
 def trials_at_once(run: SearchRun) -> int:
@@ -66,19 +72,23 @@ def trials_at_once(run: SearchRun) -> int:
         return most_at_once(TrialRepository(session).spans(run.job_id))
 
 
-def selection_summary(run: SearchRun, winner: Trial, complete: list[Trial]) -> dict[str, Any]:
+def selection_summary(run: SearchRun, winner: Trial, complete: list[Trial]) -> Selection:
     """How the winner was chosen, and how far ahead of the rest it really was."""
     rows = len(run.splits.train) + len(run.splits.validation)
-    metrics = winner.metrics or {}
-    refit = {"refit_on_rows": rows, "refit_epochs": metrics.get("refit_epochs")}
+    metrics = TrialMetrics.of_trial(winner)
     if run.folds is None:
-        return {"validation": "holdout", "validation_rows": len(run.splits.validation), **refit}
+        return Selection(
+            validation="holdout",
+            validation_rows=len(run.splits.validation),
+            refit_on_rows=rows,
+            refit_epochs=metrics.refit_epochs,
+        )
     same = next(t for t in complete if t.number == winner.number)
-    close = within_noise(complete, same)
-    return {
-        "validation": f"{len(run.folds)}-fold cross-validation",
-        "validation_rows": rows,
-        "winner_fold_std": metrics.get("cv_std"),
-        "trials_within_noise": close,
-        **refit,
-    }
+    return Selection(
+        validation=f"{len(run.folds)}-fold cross-validation",
+        validation_rows=rows,
+        winner_fold_std=metrics.cv_std,
+        trials_within_noise=within_noise(complete, same),
+        refit_on_rows=rows,
+        refit_epochs=metrics.refit_epochs,
+    )

@@ -25,19 +25,18 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from pydantic import BaseModel
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from app.contracts.networks import architecture_from, architecture_of
+from app.contracts.networks import NetworkConfig
 from app.training.gate import Gate, Tunnel, listening_socket, new_secret
 from app.training.models import Network
 from app.training.train import (
@@ -68,7 +67,7 @@ class Rendezvous:
     collective_s: float
     secret: str  # proves a member was recruited for this trial (app.training.gate)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, str | int | float]:
         return asdict(self)
 
 
@@ -92,10 +91,13 @@ class DataParallelGroup:
         0's weights and buffers are broadcast to every member first)."""
         # Buffers (input scaling, batch norm statistics) are not broadcast at every
         # forward: scaling is identical on every rank, and rank 0's statistics are kept.
-        options: dict[str, Any] = {"forward_sync_buffers": False, "gradient_as_bucket_view": True}
-        if self.device.type == "cuda":
-            return DistributedDataParallel(network, device_ids=[self.device.index or 0], **options)
-        return DistributedDataParallel(network, **options)
+        on_gpu = self.device.type == "cuda"
+        return DistributedDataParallel(
+            network,
+            device_ids=[self.device.index or 0] if on_gpu else None,
+            forward_sync_buffers=False,
+            gradient_as_bucket_view=True,
+        )
 
     def shard(self, batch: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a global batch (every world-th row from its rank)."""
@@ -304,15 +306,22 @@ def train_as_member(payload: bytes, rendezvous: Rendezvous, rank: int) -> bool:
     return True
 
 
+class MemberSpec(BaseModel):
+    """The JSON part of a member's work: the network's architecture, its task, and the
+    training configuration."""
+
+    architecture: NetworkConfig
+    classification: bool
+    config: TrainConfig
+
+
 def pack_member_work(network: Network, data: TrainData, config: TrainConfig) -> bytes:
     """What a member needs to train with rank 0, as one npz of arrays and JSON (nothing is
     unpickled on the member's side): the network's architecture and starting weights, the
     training configuration and the rows."""
-    spec = {
-        "architecture": architecture_of(network.config),
-        "classification": network.classification,
-        "config": asdict(config),
-    }
+    spec = MemberSpec(
+        architecture=network.config, classification=network.classification, config=config
+    )
     buffer = io.BytesIO()
     np.savez(
         buffer,
@@ -320,7 +329,7 @@ def pack_member_work(network: Network, data: TrainData, config: TrainConfig) -> 
         y_train=data.y_train,
         x_val=data.x_val,
         y_val=data.y_val,
-        spec=np.frombuffer(json.dumps(spec).encode(), dtype=np.uint8),
+        spec=np.frombuffer(spec.model_dump_json().encode(), dtype=np.uint8),
         weights=np.frombuffer(save_weights(network), dtype=np.uint8),
     )
     return buffer.getvalue()
@@ -328,8 +337,8 @@ def pack_member_work(network: Network, data: TrainData, config: TrainConfig) -> 
 
 def unpack_member_work(payload: bytes) -> tuple[Network, TrainData, TrainConfig]:
     with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
-        spec = json.loads(arrays["spec"].tobytes())
-        network = Network(architecture_from(spec["architecture"]), spec["classification"])
+        spec = MemberSpec.model_validate_json(arrays["spec"].tobytes())
+        network = Network(spec.architecture, spec.classification)
         load_weights(network, arrays["weights"].tobytes())
         data = TrainData(
             x_train=arrays["x_train"],
@@ -337,7 +346,4 @@ def unpack_member_work(payload: bytes) -> tuple[Network, TrainData, TrainConfig]
             x_val=arrays["x_val"],
             y_val=arrays["y_val"],
         )
-    fields = spec["config"]
-    for name in ("frozen", "slow", "head"):
-        fields[name] = tuple(fields[name])
-    return network, data, TrainConfig(**fields)
+    return network, data, spec.config

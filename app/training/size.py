@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from pydantic import BaseModel
 
 from app.contracts.networks import CNNConfig, MLPConfig, TableFront
+from app.contracts.params import ParamValue
 from app.core.config import TRAINING_BYTES_PER_PARAM, Settings
 from app.core.errors import BrokenInvariant, InvalidInput
+from app.training.families.networks import per_layer
 
 FLOAT_BYTES = 4
 # Values per unit kept for the backward pass: the layer's output, batch norm's, the
@@ -88,14 +91,26 @@ def cnn_size(
     return NetworkSize(params + head.params, activations + head.activations_per_row)
 
 
-def _layers(params: dict[str, Any], name: str, count: int) -> list[int]:
-    if name in params:  # tied (grid search)
-        return [int(params[name])] * count
-    return [int(params[f"{name}_{layer}"]) for layer in range(count)]
+class MlpLayers(BaseModel):
+    """What sizes an MLP among a trial's parameters, besides its per-layer widths (the
+    rest are not this model's)."""
+
+    n_layers: int
+    batch_norm: bool
+
+
+class CnnLayers(BaseModel):
+    """What sizes a CNN among a trial's parameters, besides its per-block channels."""
+
+    n_blocks: int
+    kernel: int
+    pooling: str
+    head_width: int
+    batch_norm: bool
 
 
 def size_of(
-    params: dict[str, Any],
+    params: dict[str, ParamValue],
     *,
     n_inputs: int,
     n_outputs: int,
@@ -107,20 +122,22 @@ def size_of(
     if "n_blocks" in params:
         if input_shape is None:
             raise BrokenInvariant("input_shape is None")
+        cnn = CnnLayers.model_validate(params)
         return cnn_size(
             input_shape,
-            _layers(params, "channels", int(params["n_blocks"])),
-            kernel=int(params["kernel"]),
-            pooling=str(params["pooling"]),
-            head_width=int(params["head_width"]),
+            per_layer(params, "channels", cnn.n_blocks),
+            kernel=cnn.kernel,
+            pooling=cnn.pooling,
+            head_width=cnn.head_width,
             n_outputs=n_outputs,
-            batch_norm=bool(params["batch_norm"]),
+            batch_norm=cnn.batch_norm,
         )
+    mlp = MlpLayers.model_validate(params)
     return mlp_size(
         n_inputs,
-        _layers(params, "width", int(params["n_layers"])),
+        per_layer(params, "width", mlp.n_layers),
         n_outputs,
-        batch_norm=bool(params["batch_norm"]),
+        batch_norm=mlp.batch_norm,
         front=front,
     )
 

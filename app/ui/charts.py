@@ -8,11 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from app.api.schemas import TrialRead
-from app.contracts.results import ReportRow
+from app.contracts.params import ParamValue
+from app.contracts.results import Objective, ReportRow
 from app.search.kind import ParetoTrial
 from app.search.space import FAMILY_KEY
+from app.search.trial_metrics import TrialMetrics
 from app.training.families.registry import TABLE_FAMILIES, family_named
 from app.ui.parallel import varied
 
@@ -37,7 +40,7 @@ def _figure(data: list[dict[str, Any]], x: str, y: str, **layout: Any) -> Figure
     }
 
 
-def _params_text(params: dict[str, Any]) -> str:
+def _params_text(params: dict[str, ParamValue]) -> str:
     return "<br>".join(f"{key}: {value}" for key, value in sorted(params.items()))
 
 
@@ -86,7 +89,7 @@ def history(trials: Sequence[TrialRead], metric: str, maximize: bool) -> Figure:
     return _figure(data, "trial", metric)
 
 
-def table_family(params: dict[str, Any]) -> str | None:
+def table_family(params: dict[str, ParamValue]) -> str | None:
     """The family of a trial that trains without epochs (gbdt, linear), else None: its
     ``family`` parameter, or in a one-family search the prefix of its parameters."""
     family = params.get(FAMILY_KEY)
@@ -143,9 +146,12 @@ def epochs_text(trial: TrialRead) -> str:
     family = table_family(trial.params)
     if family is None:
         return str(len(trial.intermediate))
-    rounds = (trial.metrics or {}).get("refit_epochs")
+    try:
+        rounds = TrialMetrics.model_validate(trial.metrics or {}).refit_epochs
+    except ValidationError:  # metrics of another shape (another release's): no count
+        rounds = None
     boosted = family_named(family).boosts
-    return f"{rounds} rounds" if boosted and isinstance(rounds, int) else "\u2013"
+    return f"{rounds} rounds" if boosted and rounds is not None else "\u2013"
 
 
 def _as_numbers(values: list[Any]) -> tuple[np.ndarray, list[str] | None]:
@@ -226,7 +232,8 @@ def pareto(
 ) -> Figure:
     """The first two objectives: every complete trial, the front drawn over it; hovering
     a point shows its parameters (and, on the front, its registered version)."""
-    names = [o["metric"] for o in objectives[:2]]
+    drawn = [Objective.model_validate(objective) for objective in objectives[:2]]
+    names = [objective.metric for objective in drawn]
     done = [t for t in trials if t.state == "complete" and t.values and len(t.values) >= 2]
     on_front = {entry.trial for entry in front}
     rest = [t for t in done if t.number not in on_front]
@@ -257,8 +264,8 @@ def pareto(
     ]
     return _figure(
         data,
-        f"{names[0]} ({objectives[0]['direction']})",
-        f"{names[1]} ({objectives[1]['direction']})",
+        f"{names[0]} ({drawn[0].direction})",
+        f"{names[1]} ({drawn[1].direction})",
     )
 
 

@@ -5,13 +5,16 @@ rate from 1e-5 to 0.1) squeezes every trial but one into the bottom of a linear 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from app.api.schemas import TrialRead
+from app.contracts.params import ParamValue
 
 Figure = dict[str, Any]
 MAX_PARALLEL_AXES = 8  # parameters drawn (the most important ones)
@@ -98,19 +101,38 @@ def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
     return [float(e) for e in exponents], [power_of_ten(e) for e in exponents]
 
 
-def axis(label: str, values: Sequence[Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Axis:
+    """One dimension of the chart: each trial's position on it, and its tick marks
+    (``range``: where it starts and ends; None: Plotly's own, for a single value)."""
+
+    label: str
+    values: list[float] | list[int]
+    tickvals: list[float] | list[int]
+    ticktext: list[str]
+    range: list[float] | None = None
+
+    def plotly(self) -> dict[str, str | list[float] | list[int] | list[str]]:
+        """The dimension as Plotly's ``parcoords`` takes it (no ``range`` when None)."""
+        shown = dataclasses.asdict(self)
+        if self.range is None:
+            del shown["range"]
+        return shown
+
+
+def axis(label: str, values: Sequence[ParamValue | None]) -> Axis:
     """One dimension: numbers on a linear axis, or a log one when they are positive and
     span ``LOG_RATIO`` or more; anything else by its sorted labels. A trial without the
     parameter sits below the others, at ``NOT_SET``."""
     present = [v for v in values if v is not None]
     if not present or not all(_is_number(v) for v in present):
         labels = sorted({NOT_SET if v is None else str(v) for v in values})
-        return {
-            "label": label,
-            "values": [labels.index(NOT_SET if v is None else str(v)) for v in values],
-            "tickvals": list(range(len(labels))),
-            "ticktext": labels,
-        }
+        return Axis(
+            label=label,
+            values=[labels.index(NOT_SET if v is None else str(v)) for v in values],
+            tickvals=list(range(len(labels))),
+            ticktext=labels,
+        )
     numbers = np.asarray([math.nan if v is None else float(v) for v in values])
     low, high = float(np.nanmin(numbers)), float(np.nanmax(numbers))
     log = low > 0 and high / low >= LOG_RATIO
@@ -124,15 +146,13 @@ def axis(label: str, values: Sequence[Any]) -> dict[str, Any]:
         below = low - 0.15 * ((high - low) or 1.0)
         numbers = np.where(np.isnan(numbers), below, numbers)
         tickvals, ticktext, low = [below, *tickvals], [NOT_SET, *ticktext], below
-    dimension: dict[str, Any] = {
-        "label": f"{label} (log)" if log else label,
-        "values": numbers.tolist(),
-        "tickvals": tickvals,
-        "ticktext": ticktext,
-    }
-    if high > low:
-        dimension["range"] = [low, high]
-    return dimension
+    return Axis(
+        label=f"{label} (log)" if log else label,
+        values=numbers.tolist(),
+        tickvals=tickvals,
+        ticktext=ticktext,
+        range=[low, high] if high > low else None,
+    )
 
 
 def parallel_coordinates(trials: Sequence[TrialRead], metric: str, names: Sequence[str]) -> Figure:
@@ -144,7 +164,7 @@ def parallel_coordinates(trials: Sequence[TrialRead], metric: str, names: Sequen
     data = [
         {
             "type": "parcoords",
-            "dimensions": dimensions,
+            "dimensions": [dimension.plotly() for dimension in dimensions],
             "labelangle": -20,
             "labelside": "top",
             "line": {"color": scores, "colorscale": "Viridis", "showscale": True},

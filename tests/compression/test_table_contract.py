@@ -12,6 +12,7 @@ import pytest
 from app.compression.base import COMPRESSORS, Candidate, CompressionData
 from app.compression.base import get_compressor as compressor_for
 from app.contracts.networks import MLPConfig
+from app.contracts.params import ParamValue
 from app.evaluation.sessions import open_session
 from app.preprocessing.encode import encode
 from app.preprocessing.fit import fit_encoding
@@ -23,7 +24,7 @@ from tests.preprocessing.test_encoding import typed_table
 compressor_for(method_step("fp16"))  # registers every method
 
 
-EMBEDDINGS = {
+EMBEDDINGS: dict[str, ParamValue] = {
     "numeric_embedding": "piecewise",
     "embedding_width": 4,
     "embedding_size": 6,

@@ -4,6 +4,7 @@ placed by the table's encoding."""
 from __future__ import annotations
 
 from app.contracts.networks import MLPConfig
+from app.contracts.params import ParamValue
 from app.preprocessing.fit import fit_encoding
 from app.search.build import candidate, front_for
 from tests.preprocessing.test_encoding import typed_table
@@ -28,7 +29,11 @@ NETWORK = {
 def test_embeddings_land_on_numbers_dates_and_many_valued_categories() -> None:
     encoding = fit_encoding(typed_table(rows=480, seed=4))
     # island (4 slots), length (+ gap flag), count, many (14 slots), when (6 date parts)
-    params = {"numeric_embedding": "periodic", "category_width": 8, "embedding_width": 4}
+    params: dict[str, ParamValue] = {
+        "numeric_embedding": "periodic",
+        "category_width": 8,
+        "embedding_width": 4,
+    }
     front = front_for(params, encoding)
     assert front is not None
     assert front.numeric == (4, 6, 22, 23, 24, 25, 26)  # values, not the gap flags

@@ -51,7 +51,7 @@ def run(algorithm: str, seed: int, trials: int = 12, space: SearchSpace = SPACE)
         trial = study.ask()
         params = suggest(trial, space)
         value = toy_objective(params)
-        study.tell(trial, [value, params["n_layers"]] if algorithm == "nsga2" else value)
+        study.tell(trial, [value, int(params["n_layers"])] if algorithm == "nsga2" else value)
         seen.append(params)
     return seen
 

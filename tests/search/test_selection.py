@@ -9,7 +9,8 @@ import pytest
 from app.contracts.enums import Task
 from app.datasets.splits import fold_indices, split_indices
 from app.search.plan import uses_folds
-from app.search.selection import best_of, summarize_folds, within_noise
+from app.search.selection import best_of, within_noise
+from app.search.trial_metrics import TrialMetrics
 from app.tables import Trial
 
 
@@ -69,14 +70,22 @@ def test_then_the_smaller_network_and_for_regression_rmse() -> None:
 
 
 def test_fold_summary_and_trials_within_noise() -> None:
-    summary = summarize_folds(
+    summary = TrialMetrics.folds_mean(
         [{"accuracy": 0.9, "log_loss": 0.3}, {"accuracy": 0.8, "log_loss": 0.5}], [4, 9], "accuracy"
     )
-    assert summary["accuracy"] == pytest.approx(0.85)
-    assert summary["log_loss"] == pytest.approx(0.4)
-    assert summary["cv_scores"] == [0.9, 0.8] and summary["cv_folds"] == 2
-    assert summary["cv_std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
-    assert summary["refit_epochs"] == 8  # best at epochs 5 and 10 (1-based): 7.5, rounded up
+    assert summary.scores["accuracy"] == pytest.approx(0.85)
+    assert summary.scores["log_loss"] == pytest.approx(0.4)
+    assert summary.cv_scores == [0.9, 0.8] and summary.cv_folds == 2
+    assert summary.cv_std == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    assert summary.refit_epochs == 8  # best at epochs 5 and 10 (1-based): 7.5, rounded up
+    assert list(summary.stored()) == [
+        "accuracy",
+        "log_loss",
+        "cv_folds",
+        "cv_scores",
+        "cv_std",
+        "refit_epochs",
+    ]  # the flat JSON a trial's row has always kept
     winner = trial(0, 0.9, cv_std=0.02)
     others = [winner, trial(1, 0.89), trial(2, 0.875), trial(3, 0.91)]
     assert within_noise(others, winner) == 2
@@ -110,8 +119,8 @@ def test_a_budget_alone_chooses_the_rest() -> None:
         SearchSpec.model_validate({"timeout_s": 60, "parallelism": 3}), 500, 1
     )
     assert asked.parallelism == 3  # asked for: kept, and the result says what ran
-    # every family that fits a table (the forest joined the default list with its family)
-    assert small.families == ["mlp", "gbdt", "linear", "forest"]
+    # every family that fits a table and is searched by default (forest: when asked for)
+    assert small.families == ["mlp", "gbdt", "linear"]
     images = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 60}), 500, 0, [1, 8, 8])
     assert images.families == ["cnn"]
     named = SearchSpec.model_validate({"timeout_s": 60, "families": ["gbdt"]})

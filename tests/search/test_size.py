@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from app.contracts.networks import CNNConfig, MLPConfig
+from app.contracts.params import ParamValue
 from app.core.config import load_settings
 from app.preprocessing.fit import fit_encoding
 from app.search.front import front_for
@@ -119,7 +120,11 @@ def test_a_tables_embeddings_are_counted_and_the_narrowest_tried() -> None:
     sizes = networks_in_space(
         space, n_inputs=encoding.width, n_outputs=2, input_shape=None, encoding=encoding
     )
-    params = {"numeric_embedding": "periodic", "embedding_width": 16, "embedding_size": 24}
+    params: dict[str, ParamValue] = {
+        "numeric_embedding": "periodic",
+        "embedding_width": 16,
+        "embedding_size": 24,
+    }
     smallest = min(size.params for size in sizes)
     fronts = [front_for({**params, "category_width": width}, encoding) for width in (0, 1)]
     assert smallest == min(

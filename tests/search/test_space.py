@@ -39,7 +39,7 @@ def test_overrides_fix_narrow_and_choose() -> None:
     for _ in range(10):
         params = suggest(study.ask(), space)
         assert params["batch_size"] == 16 and params["n_layers"] == 2
-        assert 32 <= params["width_0"] <= 64 and 32 <= params["width_1"] <= 64
+        assert 32 <= int(params["width_0"]) <= 64 and 32 <= int(params["width_1"]) <= 64
         assert params["activation"] in ("relu", "gelu") and params["learning_rate"] == 0.01
         assert fits(space, params)
 
@@ -181,8 +181,8 @@ def test_every_numeric_dimension_takes_choices_and_a_range_of_integers() -> None
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(10):
         params = suggest(study.ask(), space)
-        assert params["n_layers"] in (1, 3) and 16 <= params["batch_size"] <= 64
-        assert all(params[f"width_{layer}"] == 32 for layer in range(params["n_layers"]))
+        assert params["n_layers"] in (1, 3) and 16 <= int(params["batch_size"]) <= 64
+        assert all(params[f"width_{layer}"] == 32 for layer in range(int(params["n_layers"])))
         assert fits(space, params)
 
 

@@ -124,6 +124,13 @@ def _whole_float(problem: Any) -> bool:
     return problem.get("type") == "int_type" and isinstance(value, float) and value.is_integer()
 
 
+def _cross_field_rule(label: str, problem: Any) -> bool:
+    """A model validator's refusal (``value_error``) on an operation with semantic rules:
+    how fields combine (``methods[0][1] (quantize_dynamic): the model is already quantized
+    earlier in this chain``), which no JSON Schema keyword carries either."""
+    return label in SEMANTIC_RULES and problem.get("type") == "value_error"
+
+
 def _forgive(context: Any, failure: Failure, case: Any, response: Any) -> bool:
     """filter_failure: keep every failure but a semantic rule's 422 (SEMANTIC_RULES), a
     refused whole float (``_whole_float``), the protocol's own 400s (PROTOCOL_RULES) and
@@ -144,7 +151,12 @@ def _forgive(context: Any, failure: Failure, case: Any, response: Any) -> bool:
     except ValueError:
         return True
     if isinstance(detail, list):
-        kept = not (detail and all(_whole_float(problem) for problem in detail))
+        kept = not (
+            detail
+            and all(
+                _whole_float(problem) or _cross_field_rule(label, problem) for problem in detail
+            )
+        )
     elif (name := NAME_REFUSAL.match(str(detail))) is not None:
         kept = (label, name[1]) not in NAMES_OWNED_ELSEWHERE
     else:

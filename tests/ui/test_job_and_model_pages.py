@@ -308,13 +308,13 @@ def test_parallel_coordinates_ticks_are_short_round_numbers() -> None:
 
 def test_a_parameter_other_families_lack_sits_below_at_a_dash() -> None:
     dimension = axis("gbdt_reg_lambda", [None, 1e-8, 2.5, None, 7e-3])
-    assert dimension["label"] == "gbdt_reg_lambda (log)"
-    assert dimension["ticktext"][0] == "\u2013" and dimension["values"][0] == dimension["values"][3]
-    assert dimension["values"][0] < math.log10(1e-8)
-    assert dimension["ticktext"][1:] == ["1e-8", "1e-6", "1e-4", "0.01", "1"]  # every second
-    assert all(is_short_number(label) for label in dimension["ticktext"][1:])
+    assert dimension.label == "gbdt_reg_lambda (log)"
+    assert dimension.ticktext[0] == "\u2013" and dimension.values[0] == dimension.values[3]
+    assert dimension.values[0] < math.log10(1e-8)
+    assert dimension.ticktext[1:] == ["1e-8", "1e-6", "1e-4", "0.01", "1"]  # every second
+    assert all(is_short_number(label) for label in dimension.ticktext[1:])
     words = axis("activation", ["relu", None, "tanh"])
-    assert words["ticktext"] == ["relu", "tanh", "\u2013"] and words["values"] == [0, 2, 1]
+    assert words.ticktext == ["relu", "tanh", "\u2013"] and words.values == [0, 2, 1]
     assert nice_ticks(-0.05, 0.05)[1] == ["-0.04", "-0.02", "0", "0.02", "0.04"]
     assert nice_ticks(120_000.0, 980_000.0)[1] == ["2e5", "4e5", "6e5", "8e5"]
 

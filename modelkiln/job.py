@@ -28,6 +28,7 @@ class JobProgress(Answer):
     elapsed_s: float | None = None
     registered_value: float | None = None  # the registered version's score, in best_metric
     registered_version: int | None = None
+    phase: str | None = None  # what a running job does now (a search: trials, refit, ...)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,33 @@ class Deployment(Answer):
 
 
 @dataclass(frozen=True)
+class Phase(Answer):
+    """One phase of a finished job: seconds planned inside its budget and taken."""
+
+    name: str
+    took_s: float
+    planned_s: float | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class FamilyShare(Answer):
+    """One model family's share of a search: its complete trials and best score."""
+
+    family: str
+    trials: int
+    best: float | None = None
+
+
+@dataclass(frozen=True)
+class Selection(Answer):
+    """How a search chose its winner (the part the CLI shows)."""
+
+    families: list[FamilyShare] = field(default_factory=list)
+    refit_on_rows: int | None = None
+
+
+@dataclass(frozen=True)
 class JobResult(Answer):
     """What a job made once it succeeded, whichever its kind: the versions a search, a
     compression or a retrain registered (``version``: a search's winner; a batch
@@ -86,6 +114,8 @@ class JobResult(Answer):
     plan: SearchPlan | None = None
     serving: Serving | None = None
     deployment: Deployment | None = None
+    phases: list[Phase] = field(default_factory=list)
+    selection: Selection | None = None
 
 
 @dataclass(frozen=True)

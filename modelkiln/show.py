@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelkiln.answers import ColumnProfile, Dataset, DatasetProfile
-from modelkiln.job import Job, SearchPlan, SearchSettings
+from modelkiln.job import Job, SearchPlan, SearchSettings, Selection
 from modelkiln.progress import best_text, count_text, time_text
 
 # A value printed beside its name: what a job or dataset answer holds, as it came.
@@ -30,6 +30,7 @@ def show_job(job: Job) -> None:
             ("dataset", job.dataset_id),
             ("progress", count_text(job)),
             ("time", time_text(job)),
+            ("now", job.progress.phase),
             ("best", best_text(job) if job.best_value is not None else None),
             ("attempt", f"{job.attempt} of {job.max_attempts}"),
             ("worker", job.worker),
@@ -46,8 +47,26 @@ def show_job(job: Job) -> None:
                     for name, value in (result.metrics if result else {}).items()
                 ),
             ),
+            ("families", _families(result.selection if result else None)),
             ("error", job.error),
         ]
+    )
+    if result and result.phases:
+        print("\nPHASE" + " " * 21 + "PLANNED    TOOK  NOTE")
+        for phase in result.phases:
+            planned = "-" if phase.planned_s is None else f"{phase.planned_s:.1f} s"
+            print(
+                f"{phase.name:<26}{planned:>7}  {phase.took_s:>6.1f} s  {phase.note or ''}".rstrip()
+            )
+
+
+def _families(selection: Selection | None) -> str | None:
+    """Each searched family's complete trials and best score, on one line."""
+    if selection is None or not selection.families:
+        return None
+    return ", ".join(
+        f"{f.family} {f.trials} trials" + ("" if f.best is None else f" (best {f.best:.4g})")
+        for f in selection.families
     )
 
 

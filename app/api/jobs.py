@@ -81,6 +81,7 @@ def job_progress(job: Job, metric: str | None = None) -> JobProgress:
         unit=JOB_KINDS.progress_unit(job.kind),
         time_budget_s=time_budget_s(job),
         elapsed_s=elapsed,
+        phase=job.phase if job.status == JobStatus.RUNNING else None,
     )
 
 

@@ -101,6 +101,13 @@ class JobProgress(BaseModel):
         default=None,
         description="Seconds since the job started (to its end, once it has finished).",
     )
+    phase: str | None = Field(
+        default=None,
+        description="What a running job is doing now, in words (a search: 'trials', then "
+        "'refit on non-test rows', 'refit on every row', 'export and checks', "
+        "'compression'); None when it is not running or its kind does not say. A finished "
+        "search's result lists every phase with its planned and measured seconds.",
+    )
     trials_done: int = Field(deprecated="read 'done'", description=OLDER_NAME.format("done"))
     trials_total: int = Field(deprecated="read 'total'", description=OLDER_NAME.format("total"))
 

@@ -103,6 +103,13 @@ class Objective(StoredResult):
     direction: Literal["maximize", "minimize"]
 
 
+class LeftOut(StoredResult):
+    """A model family a search's plan gave no trial, and why."""
+
+    family: str
+    reason: str
+
+
 class PlanSummary(StoredResult):
     """The plan the search ran (with the defaults a budget-only search chose);
     ``parallelism`` is what was asked, ``trials_at_once`` the most that ran at one time."""
@@ -119,6 +126,11 @@ class PlanSummary(StoredResult):
     max_ensemble: int | None = None
     trials_at_once: int | None = None
     families: list[str] | None = None
+    left_out: list[LeftOut] | None = Field(
+        default=None,
+        description="Each model family the plan gave no trial, and why (the task, the "
+        "data's shape, the spec, or a cheapest trial estimated above half the budget).",
+    )
 
 
 class FamilyScore(StoredResult):
@@ -155,6 +167,16 @@ class Selection(StoredResult):
     ensemble: dict[str, Any] | None = None
     families: list[FamilyScore] | None = None
     reference: ReferenceScores | None = None
+
+
+class PhaseTime(StoredResult):
+    """One phase of a job's run: what it was planned to take and what it took (seconds),
+    and why it departed from the plan, when it did."""
+
+    name: str
+    planned_s: float | None = None
+    took_s: float
+    note: str | None = None
 
 
 class ParetoPoint(StoredResult):
@@ -204,6 +226,11 @@ class SearchResult(CompressionFields):
     selection: Selection | None = None
     pareto: list[ParetoPoint] | None = None
     serving: ServingNote | None = None
+    phases: list[PhaseTime] | None = Field(
+        default=None,
+        description="The job's phases in order (trials, refit, export, ...): seconds "
+        "planned inside the budget and taken.",
+    )
 
     def registered_score(self) -> float | None:
         """The first registered version's score in the first objective, on the evidence

@@ -220,6 +220,16 @@ class VersionConfig(BaseModel):
         default=None, description="Input columns the network reads (feature selection); None: all."
     )
     split_seed: int | None = Field(default=None, description="Seed of the split it was trained on.")
+    fitted_on: Literal["all_rows", "non_test_rows"] | None = Field(
+        default=None,
+        description="The rows a search's version was fitted on once its configuration was "
+        "chosen: every labelled row (search.refit 'full'; its held-out metrics come from the "
+        "same configuration fitted on the non-test rows), or the non-test rows only (its "
+        "metrics are its own). None: not a search's version, or recorded before.",
+    )
+    fitted_rows: int | None = Field(
+        default=None, ge=0, description="How many rows that fit used (None: not recorded)."
+    )
     compression: dict[str, Any] | None = Field(
         default=None, description="Method, settings, chain and the method's report."
     )

@@ -111,6 +111,9 @@ def quality_score(metric: str, task: str, output: np.ndarray, target: np.ndarray
         predicted = output.argmax(axis=1)
         if metric == "accuracy":
             return float((predicted == target).mean())
+        if metric == "log_loss":  # the proper score every trial and average step ranks by
+            proba = _probabilities(output)
+            return float(-np.mean(np.log(proba[np.arange(len(target)), target.astype(np.int64)])))
         return float(classification_metrics(output, target).as_json()[metric])
     values = output.reshape(-1)
     if metric == "rmse":

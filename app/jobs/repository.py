@@ -45,6 +45,7 @@ class JobRepository(Repository[Job]):
                 attempt=Job.attempt + 1,
                 worker=worker,
                 lease_expires_at=now + lease,
+                phase=None,  # a new attempt says its own
                 started_at=func.coalesce(Job.started_at, now),
                 updated_at=now,
             )

@@ -79,9 +79,11 @@ class JobContext:
         done: int | None = None,
         total: int | None = None,
         checkpoint: BaseModel | None = None,
+        phase: str | None = None,
     ) -> None:
         """Store progress now, in the kind's unit (``done`` of ``total``; ``checkpoint``:
-        what a later attempt may reuse), and renew the lease; raise JobLost if the job is
+        what a later attempt may reuse; ``phase``: what it does now, in words), and renew
+        the lease; raise JobLost if the job is
         gone."""
         progress: dict[str, object] = {}  # the columns to set besides the lease
         if done is not None:
@@ -90,6 +92,8 @@ class JobContext:
             progress["progress_total"] = total
         if checkpoint is not None:
             progress["checkpoint"] = checkpoint.model_dump(mode="json")
+        if phase is not None:
+            progress["phase"] = phase[:64]
         with session_scope(self.settings.database_url) as session:
             ok = JobRepository(session).renew(
                 self.job_id, attempt=self.attempt, now=utcnow(), lease=self.lease, **progress

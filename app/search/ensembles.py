@@ -125,10 +125,12 @@ def _pool(run: SearchRun, winner: Trial, complete: list[Trial]) -> list[Trial]:
     return chosen
 
 
-def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:
-    """The weighted average of up to ``max_ensemble`` trials that scores best on the
-    held-out predictions (ensemble selection over the pool); the winner alone when none
-    beats it."""
+def pick(
+    run: SearchRun, winner: Trial, complete: list[Trial], max_members: int | None = None
+) -> EnsemblePick:
+    """The weighted average of up to ``max_members`` (default ``max_ensemble``) trials that
+    scores best on the held-out predictions (ensemble selection over the pool); the winner
+    alone when none beats it."""
     objective = run.plan.objectives[0]
     task = run.dataset.task
     candidates: list[tuple[Trial, np.ndarray]] = []
@@ -148,7 +150,7 @@ def pick(run: SearchRun, winner: Trial, complete: list[Trial]) -> EnsemblePick:
         task,
         objective.metric,
         objective.maximize,
-        max_members=run.spec.max_ensemble,
+        max_members=max_members or run.spec.max_ensemble,
         steps=SELECTION_STEPS,
     )
     members = [candidates[index][0] for index in choice.members]

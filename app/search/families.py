@@ -1,9 +1,11 @@
-"""A search over several model families: the cheap families' starting points first, each
-family's share of the result, and the reference scores every search reports (a constant
-prediction and a linear model, on the winner's evidence)."""
+"""A search over several model families: every family's starting points first (learned
+for the table's traits: ``app.search.portfolio``), each family's share of the result,
+and the reference scores every search reports (a constant prediction and a linear model,
+on the winner's evidence)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -12,47 +14,82 @@ from app.contracts.results import FamilyScore, ReferenceScores
 from app.evaluation.names import COST_METRICS
 from app.search.fit import quality_of
 from app.search.fit_tables import fit_family
+from app.search.portfolio import (
+    TableTraits,
+    clipped,
+    dataset_traits,
+    portfolio_points,
+    seed_count,
+)
 from app.search.run import SearchRun
 from app.search.space import FAMILY_KEY, Dimension, SearchSpace
 from app.tables import Trial
 from app.training.families.linear import NAME as LINEAR
-from app.training.families.registry import Family, cheapest_first
+from app.training.families.registry import AnyFamily, Family, cheapest_first
 from app.training.train import TrainData
 
 SEEDED_ATTR = "families_seeded"
+SPARE_POINTS = 3  # more learned points than wanted: clipping to the space may merge some
 
 
-def _inside(dimension: Dimension, value: Any) -> Any:
-    """``value`` if the (overridden) dimension allows it, else the nearest it allows."""
-    if dimension.kind == "categorical":
-        return value if value in dimension.choices else dimension.choices[0]
-    clipped = min(max(value, dimension.low), dimension.high)
-    return round(clipped) if dimension.kind == "int" else float(clipped)
+def _family_points(
+    family: AnyFamily, dimensions: dict[str, Dimension], traits: TableTraits | None
+) -> list[dict[str, Any]]:
+    """One family's starting points inside the space, best first, without repeats: the
+    portfolio's for the table's traits, else (a family it holds no evidence for) the
+    family's declared ``starting_points``."""
+    count = seed_count(len(dimensions))
+    learned = portfolio_points(traits, family.name, count + SPARE_POINTS)
+    offered = learned or [family.stored(start) for start in family.starting_points]
+    points: list[dict[str, Any]] = []
+    for point in offered:
+        inside = clipped(point, dimensions)
+        if inside not in points:
+            points.append(inside)
+    return points[:count]
 
 
-def starting_points(space: SearchSpace) -> list[dict[str, Any]]:
+def starting_points(space: SearchSpace, traits: TableTraits | None = None) -> list[dict[str, Any]]:
     """The stored parameters of the starting points of the families this space searches,
-    tried before the sampler's own choices, cheapest family first (each family declares
-    its own: ``ModelFamily.starting_points``)."""
+    tried before the sampler's own choices: the learned portfolio's for a table of
+    ``traits`` (``app.search.portfolio``; None: its suite-wide order), clipped to the
+    (possibly overridden) space. Round robin, cheapest family first, so that every family
+    gives evidence early: each family's first (cheap) point, then each one's second, ...
+    A search of one family has none (the sampler's own choices from the start)."""
     if len(space.searched) < 2:
         return []
-    points = []
-    for family in cheapest_first():
-        if family.name not in space.searched:
-            continue
-        dimensions = space.dimensions_of(Family(family.name))
-        for start in family.starting_points:
-            values = family.stored(start)
-            point = {name: _inside(dimensions[name], value) for name, value in values.items()}
-            points.append({FAMILY_KEY: family.name, **point})
-    return points
+    per_family = [
+        [
+            {FAMILY_KEY: family.name, **point}
+            for point in _family_points(family, space.dimensions_of(Family(family.name)), traits)
+        ]
+        for family in cheapest_first()
+        if family.name in space.searched
+    ]
+    rounds = max((len(points) for points in per_family), default=0)
+    return [points[turn] for turn in range(rounds) for points in per_family if turn < len(points)]
 
 
-def seed_families(run: SearchRun) -> None:
-    """Queue the starting points once per study (the first worker to open it)."""
+def search_traits(run: SearchRun) -> TableTraits:
+    """The traits of the search's table: its non-test rows, columns, classes, and the
+    training rows' target."""
+    return dataset_traits(
+        run.dataset,
+        rows=len(run.splits.train) + len(run.splits.validation),
+        train_target=run.arrays.target[run.splits.train],
+    )
+
+
+def seed_families(run: SearchRun, left_out: Collection[str] = ()) -> None:
+    """Queue the starting points once per study (the first worker to open it), none of a
+    family the plan leaves out (``app.search.left_out``)."""
     if run.study.user_attrs.get(SEEDED_ATTR):
         return
-    points = starting_points(run.plan.space)
+    points = [
+        point
+        for point in starting_points(run.plan.space, search_traits(run))
+        if point[FAMILY_KEY] not in left_out
+    ]
     for point in points:
         run.study.enqueue_trial(point, skip_if_exists=True)
     run.study.set_user_attr(SEEDED_ATTR, len(points) or -1)

@@ -6,7 +6,7 @@ import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from app.preprocessing.encode import Raw, stress_rows
 from app.preprocessing.graph import with_rows
 from app.registry.service import VersionDraft, register_version
 from app.registry.serving_note import serving_note
+from app.search.budget import Phases
 from app.search.ensembles import AverageParams, AverageValidation
 from app.search.space import SearchSpace
 from app.search.trial_metrics import TrialMetrics
@@ -42,6 +43,7 @@ from app.training.ensemble import (
     MixedAverage,
     export_model,
     parameters_of,
+    predicted,
     width_of,
 )
 from app.training.export import (
@@ -95,6 +97,27 @@ def untrainable_reason(model: Fitted) -> str | None:
     if isinstance(model, MixedAverage):
         return "it averages models of several families: distill it into one network"
     return None
+
+
+@dataclass(frozen=True)
+class FitNote:
+    """What the served model was fitted on once its configuration was chosen, and (when
+    that includes the test rows) the same configuration fitted without them, which the
+    held-out metrics come from."""
+
+    fitted_on: Literal["all_rows", "non_test_rows"]
+    rows: int
+    held_out_model: Fitted | None = None  # None: the served model itself is scored
+    held_out_rows: int | None = None  # the rows that model was fitted on
+
+    def held_out_from(self) -> str | None:
+        if self.held_out_model is None:
+            return None
+        return (
+            f"the same configuration fitted on the {self.held_out_rows} non-test rows; "
+            f"the served model was fitted on all {self.rows} labelled rows, test rows "
+            "included (search.refit 'full')"
+        )
 
 
 @dataclass(frozen=True)
@@ -160,13 +183,15 @@ def prepare_version(
     family: str | None = None,
     members: list[AverageMember] | None = None,
     reference: ReferenceScores | None = None,
+    fit: FitNote | None = None,
 ) -> PreparedVersion:
     """Export a trial's network (or an ensemble led by it), check it against torch,
     measure it on the held-out split and in onnxruntime, and store the ONNX file and the
     torch weights next to each other (an ensemble keeps only its ONNX file: it is
     compressed as a graph, or distilled back into one network). Its metrics keep the
     evidence it was chosen on (``validation``, with the ``reference`` scores beside the
-    winner's)."""
+    winner's). With a ``fit`` whose served model saw the test rows, the held-out scores
+    are its ``held_out_model``'s, and the metrics say so."""
     # Scoped by attempt: a stale attempt still running never overwrites what a later one
     # registered (the key is new, and its registration would be refused anyway).
     base = f"jobs/{subject.job_id}/attempt-{context.attempt}/trial-{trial}"
@@ -181,14 +206,22 @@ def prepare_version(
             raise JobFailed(f"export check of trial {trial} failed: {mismatch}") from None
         path = Path(folder) / "model.onnx"
         path.write_bytes(served.onnx)
-        session = open_session(path, context.settings.ort_threads)
-        output = session.run([OUTPUT_NAME], served.feeds)[0]
+        if fit is not None and fit.held_out_model is not None:
+            output = predicted(fit.held_out_model, test_rows)
+        else:
+            session = open_session(path, context.settings.ort_threads)
+            output = session.run([OUTPUT_NAME], served.feeds)[0]
         scores = task_scores(subject.dataset.task, output, test_target)
         latency = timed(path, feeds=served.feeds, threads=context.settings.ort_threads)
         evidence = validation.stored()
         metrics = {
             **scores.as_json(),
             "test_rows": len(test_rows),
+            **(
+                {"held_out_from": fit.held_out_from()}
+                if fit is not None and fit.held_out_model is not None
+                else {}
+            ),
             "onnx_max_abs_diff": served.parity,
             "latency_p50_ms": latency.p50,
             "latency_p95_ms": latency.p95,
@@ -224,6 +257,8 @@ def prepare_version(
             family=family,
             members=members,
             untrainable=untrainable_reason(network),
+            fitted_on=fit.fitted_on if fit is not None else None,
+            fitted_rows=fit.rows if fit is not None else None,
         ),
         dataset_id=subject.dataset.id,
         job_id=subject.job_id,
@@ -239,6 +274,7 @@ class SearchSummary:
     plan: PlanSummary
     selection: Selection
     pareto: list[ParetoPoint] | None = None
+    phases: Phases | None = None  # read when the result is recorded: every phase is done
 
 
 def recorder_for(
@@ -266,6 +302,7 @@ def recorder_for(
             plan=summary.plan,
             selection=summary.selection,
             serving=serving_note(session, subject.model_name, versions[0]),
+            phases=list(summary.phases.done) if summary.phases is not None else None,
         )
         if summary.pareto is not None:  # set only then: a one-objective result has none
             result.pareto = summary.pareto

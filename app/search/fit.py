@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from app.training.export import INPUT_NAME, export_onnx
 from app.training.families.networks import TrainingParams
 from app.training.models import Network, count_parameters, transfer_groups
 from app.training.size import over_limits, size_of
-from app.training.train import TrainConfig, load_weights, save_weights, train
+from app.training.train import TrainConfig, TrainData, load_weights, save_weights, train
 
 FP32_BYTES = 4
 WEIGHTS_SUFFIX = "pt"  # a network trial's checkpoint: its torch weights
@@ -189,7 +190,9 @@ def store_trial(
 ) -> Measured:
     """The one way a trial's result is kept, network or table family: its costs as served
     (checked against the constraints) added to ``measured``, its state stored as the
-    trial's checkpoint, and its held-out predictions when the search keeps them."""
+    trial's checkpoint, and its held-out predictions when the search keeps them (and how
+    long that took: the rest of a trial's time is its fits, what a refit repeats)."""
+    started = time.perf_counter()
     costs = served_costs(run, fitted.params, fitted.n_inputs, fitted.write_onnx)
     checkpoint = run.store.put_bytes(
         checkpoint_key(run.job_id, number, fitted.state_suffix), fitted.state()
@@ -201,10 +204,22 @@ def store_trial(
         predictions_sha256 = run.store.put_bytes(
             predictions_key(run.job_id, number), buffer.getvalue()
         ).sha256
+    stored_s = round(time.perf_counter() - started, 4)
     return Measured(
-        metrics=measured.served(costs),
+        metrics=measured.served(costs).model_copy(update={"store_s": stored_s}),
         checkpoint_sha256=checkpoint.sha256,
         predictions_sha256=predictions_sha256,
+    )
+
+
+def training_data(run: SearchRun, rows: np.ndarray | None) -> TrainData:
+    """The holdout pair a trial fits on: ``rows`` (positions among the training rows: a
+    large table's subsample) of the training split, or all of it, and every validation
+    row either way, so that scores compare."""
+    if rows is None:
+        return run.data
+    return dataclasses.replace(
+        run.data, x_train=run.data.x_train[rows], y_train=run.data.y_train[rows]
     )
 
 
@@ -215,9 +230,11 @@ def train_trial(
     params: dict[str, ParamValue],
     keep_going: Callable[[], None],
     history: list[float],
+    rows: np.ndarray | None = None,
 ) -> Measured:
     """Train one configuration (on the holdout split, or on every fold) and measure it;
-    its weights are stored as the trial's checkpoint."""
+    its weights are stored as the trial's checkpoint. ``rows``: the training rows it fits
+    on (``training_data``; holdout only)."""
     _check_estimate(run, params)
     seed = run.spec.seed + trial.number
     network, training = build_network(run, params, seed=seed)
@@ -238,14 +255,22 @@ def train_trial(
             raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({score:.4f})")
 
     if run.folds is None:
-        if run.spec.data_parallel > 1:
+        data = training_data(run, rows)
+        if run.spec.data_parallel > 1:  # every member reads all rows: never a subsample
             result, processes = train_in_group(run, trial.number, network, training, on_epoch)
         else:
-            result, processes = train(network, run.data, training, on_epoch=on_epoch), 1
-        held_out = _validation_output(network, run.data.x_val)
-        measured = TrialMetrics.trained(
-            quality_of(run, held_out, run.data.y_val), refit_epochs=result.best_epoch + 1
-        ).in_processes(processes)
+            result, processes = train(network, data, training, on_epoch=on_epoch), 1
+        held_out = _validation_output(network, data.x_val)
+        # On a subsample the epochs to the best are epochs over fewer rows: a refit on every
+        # row reaches as many optimizer steps in proportionally fewer epochs (rows / the
+        # subsample's). ``refit_epochs`` stays as found; ``train_rows`` says on what.
+        measured = (
+            TrialMetrics.trained(
+                quality_of(run, held_out, data.y_val), refit_epochs=result.best_epoch + 1
+            )
+            .in_processes(processes)
+            .on_rows(len(data.y_train))
+        )
     else:
         measured, held_out = _train_folds(
             run, run.folds, params, seed, network, training, on_epoch, keep_going
@@ -291,4 +316,5 @@ def _train_folds(
         primary = proper_score(run.dataset.task)
     if out_of_fold is None:
         raise BrokenInvariant("out_of_fold is None")
-    return TrialMetrics.folds_mean(per_fold, best_epochs, primary), out_of_fold
+    summary = TrialMetrics.folds_mean(per_fold, best_epochs, primary)
+    return summary.on_rows(len(folds.data[0].y_train)), out_of_fold

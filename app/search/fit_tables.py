@@ -14,11 +14,10 @@ import onnx
 import optuna
 
 from app.contracts.params import ParamValue
-from app.search.fit import FittedTrial, Measured, quality_of, store_trial
+from app.search.fit import FittedTrial, Measured, quality_of, store_trial, training_data
 from app.search.run import SearchRun
 from app.search.selection import proper_score
 from app.search.trial_metrics import TrialMetrics
-from app.tables import Trial
 from app.training.families.registry import Family, table_family
 from app.training.stopping import check_stop
 from app.training.table_models import FitOptions, TableData, TableModel
@@ -59,17 +58,26 @@ def train_table_trial(
     params: dict[str, ParamValue],
     keep_going: Callable[[], None],
     history: list[float],
+    rows: np.ndarray | None = None,
 ) -> Measured:
     """Fit one configuration of a table family and measure it (the arguments are the
-    network trial's: this family reports no epochs, so pruners never stop it)."""
+    network trial's: this family reports no epochs, so pruners never stop it; ``rows``:
+    the training rows it fits on, holdout only)."""
     family = run.plan.space.family_of(params)
     seed = run.spec.seed + trial.number
     if run.folds is None:
-        model = fit_family(run, family, params, run.data, seed=seed, keep_going=keep_going)
-        held_out = model.predict_rows(run.data.x_val).astype(np.float32)
-        scores = quality_of(run, held_out, run.data.y_val)
+        data = training_data(run, rows)
+        model = fit_family(run, family, params, data, seed=seed, keep_going=keep_going)
+        held_out = model.predict_rows(data.x_val).astype(np.float32)
+        scores = quality_of(run, held_out, data.y_val)
         history.append(scores[_primary(run, scores)])
-        measured = TrialMetrics.trained(scores, refit_epochs=model.fitted_rounds)
+        # A GBDT's rounds found on a subsample do not carry over one for one: more rows
+        # usually hold more rounds before the validation stops improving, so a refit on
+        # every row for these rounds stops early. ``train_rows`` says what they were found
+        # on; scaling them is the refit's decision.
+        measured = TrialMetrics.trained(scores, refit_epochs=model.fitted_rounds).on_rows(
+            len(data.y_train)
+        )
     else:
         measured, held_out, model = _folds(run, family, params, seed, keep_going)
     fitted = FittedTrial(
@@ -116,23 +124,4 @@ def _folds(
     summary = TrialMetrics.folds_mean(
         per_fold, [count - 1 for count in rounds], _primary(run, per_fold[0])
     )
-    return summary, out_of_fold, first
-
-
-def refit_table_trial(run: SearchRun, trial: Trial, keep_going: Callable[[], None]) -> TableModel:
-    """The trial's configuration fitted again on every non-test row, for the rounds its
-    validation found."""
-    params = trial.params or {}
-    family = run.plan.space.family_of(params)
-    rows = np.sort(np.concatenate([run.splits.train, run.splits.validation]))
-    data = TableData(run.arrays.features[rows], run.arrays.target[rows])
-    rounds = TrialMetrics.of_trial(trial).refit_epochs or None
-    return fit_family(
-        run,
-        family,
-        params,
-        data,
-        seed=run.spec.seed + trial.number,
-        keep_going=keep_going,
-        rounds=rounds,
-    )
+    return summary.on_rows(len(run.folds.data[0].y_train)), out_of_fold, first

@@ -29,7 +29,17 @@ CV_MAX_ROWS = 2_000
 # FLAML's rule of thumb (10M cells an hour): selecting among hundreds of cheap trials on
 # one holdout split rewards the split's noise; five folds do not.
 CV_CELLS_PER_SECOND = 2_800
-CV_BUDGET_MAX_ROWS = 100_000
+# ... and at most this many non-test rows per second of budget: a 5-fold trial fits about
+# four times the non-test rows, and what a trial costs grows with rows whatever the
+# columns (an MLP epoch: 3-4 us a row for the smallest network, about 34 us for three
+# 256-wide layers; a default LightGBM fit 0.3-0.7 ms a row at 50 columns, one core of
+# the 2-core machine). At 60 s that is 6,000 rows: a 9,000-row table (gapminder) folded
+# got two trials in a minute; on the holdout, tens.
+CV_ROWS_PER_SECOND = 100
+# Above 20,000 non-test rows the validation split (3,000+ rows) ranks within about half a
+# point of accuracy, and early trials fit on a subsample instead (``app.search.schedule``,
+# LARGE_TABLE_ROWS): folds would cost five fits of every row for little less noise.
+CV_BUDGET_MAX_ROWS = 20_000
 # A search given only a time budget: trials until the time is spent, two at a time.
 BUDGET_ONLY_TRIALS = 1_000
 BUDGET_ONLY_PARALLELISM = 2
@@ -218,7 +228,7 @@ def with_budget_defaults(
     holdout), an average of up to five of the best models when it beats the best one,
     every model family that fits the data (not with init_from), and cross-validation of a
     table the budget can afford to (``columns``: its source columns; see
-    ``CV_CELLS_PER_SECOND``). What is given stays."""
+    ``CV_CELLS_PER_SECOND`` and ``CV_ROWS_PER_SECOND``). What is given stays."""
     given = spec.model_fields_set
     if "timeout_s" not in given or "max_trials" in given:
         return spec
@@ -227,7 +237,7 @@ def with_budget_defaults(
         "validation" not in given
         and columns is not None
         and spec.timeout_s is not None
-        and non_test_rows <= CV_BUDGET_MAX_ROWS
+        and non_test_rows <= min(CV_BUDGET_MAX_ROWS, CV_ROWS_PER_SECOND * spec.timeout_s)
         and non_test_rows * columns <= CV_CELLS_PER_SECOND * spec.timeout_s
     ):
         validation = "cv"

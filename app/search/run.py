@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from optuna.storages import RDBStorage
 
 from app.contracts.networks import NetworkConfig
 from app.core.config import Settings
+from app.core.db import utcnow
 from app.datasets.service import DatasetArrays
 from app.datasets.splits import SplitIndices
 from app.search.plan import SearchPlan, budget_of
@@ -45,12 +47,34 @@ class SearchRun:
     pruning: optuna.Study | None  # single-objective twin used to prune multi-objective trials
     architecture: NetworkConfig | None = None  # init_from: fixed architecture
     init_weights: bytes | None = None
-    deadline: datetime | None = None  # no trial starts after it; a running one stops there
+    # The search's end (its start plus timeout_s): the finish is planned inside it.
+    budget_end: datetime | None = None
+    # Seconds before budget_end the trials stop, for the finish (``app.search.budget``).
+    finish_reserve: Callable[[], float] = lambda: 0.0
     trial_limit_s: float = math.inf  # wall time of one trial, enforced inside its epochs
     raw_sample: dict[str, Any] | None = None  # raw validation rows (tables with an encoding)
     folds: Folds | None = None  # cross-validation folds (small data), else holdout
     device: str = "cpu"  # where this worker trains (KILN_DEVICE resolved)
+    started_at: datetime | None = None  # when the job's worker claimed it
     groups_missed: int = 0  # data-parallel trials in a row whose members did not all come
+
+    @property
+    def deadline(self) -> datetime | None:
+        """No trial starts after it, and a running one stops there: the budget's end less
+        what the finish is planned to take."""
+        if self.budget_end is None:
+            return None
+        return self.budget_end - timedelta(seconds=self.finish_reserve())
+
+    def seconds_since_start(self) -> float:
+        return 0.0 if self.started_at is None else (utcnow() - self.started_at).total_seconds()
+
+    def trials_seconds(self) -> float | None:
+        """The seconds the plan gives the trials: the budget less the finish's reserve."""
+        deadline = self.deadline
+        if deadline is None or self.started_at is None:
+            return None
+        return (deadline - self.started_at).total_seconds()
 
     @property
     def tied_layers(self) -> bool:

@@ -29,6 +29,7 @@ from app.training.train import TrainData
 # or more.
 CV_FOLDS = 5
 TIE = 1e-9
+SUBSAMPLE_STRATA = 10  # a regression target's subsample keeps each decile's share
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,37 @@ def fold_data(
         rows=rows,
         positions=[np.searchsorted(rows, val) for _, val in pairs],
     )
+
+
+def stratified_subsample(target: np.ndarray, task: str, count: int, seed: int) -> np.ndarray:
+    """``count`` positions of ``target``'s rows (sorted), drawn with each stratum's share
+    kept: a class's rows (classification; every class present keeps one row at least),
+    or a decile of the target (regression). All positions when there are no more rows
+    than ``count``. What a large table's early trials fit on (``app.search.schedule``)."""
+    rows = len(target)
+    if count >= rows:
+        return np.arange(rows)
+    if task == Task.CLASSIFICATION:
+        strata = np.asarray(target, dtype=np.int64)
+    else:
+        edges = np.quantile(target, np.linspace(0.0, 1.0, SUBSAMPLE_STRATA + 1)[1:-1])
+        strata = np.searchsorted(edges, target, side="right")
+    labels, sizes = np.unique(strata, return_counts=True)
+    wanted = sizes * (count / rows)
+    taken = np.maximum(np.floor(wanted).astype(np.int64), 1 if task == Task.CLASSIFICATION else 0)
+    for index in np.argsort(-(wanted - np.floor(wanted)), kind="stable"):
+        if taken.sum() >= count:
+            break
+        taken[index] += 1  # the largest remainders get the rows left over
+    while taken.sum() > count:  # classes kept at one row each took more than their share
+        largest = int(np.argmax(taken))
+        taken[largest] -= 1
+    generator = np.random.default_rng(seed)
+    chosen = [
+        generator.choice(np.flatnonzero(strata == label), size=int(size), replace=False)
+        for label, size in zip(labels, np.minimum(taken, sizes), strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))
 
 
 def proper_score(task: str) -> str:

@@ -161,8 +161,16 @@ class SearchSpec(BaseModel):
         description="How trials are scored: 'cv' scores each on 5-fold "
         "cross-validation over the non-test rows and refits the winner on all of them; "
         "'holdout' on the validation split; 'auto': cv up to 2,000 non-test rows, and "
-        "for a search given only timeout_s also up to 100,000 rows when rows x source "
-        "columns is at most 2,800 per second of the budget.",
+        "for a search given only timeout_s also up to 20,000 rows, when rows are at most "
+        "100 and rows x source columns at most 2,800 per second of the budget.",
+    )
+    refit: Literal["full", "selection_only"] = Field(
+        default="full",
+        description="What the served model is fitted on once the winner is chosen: 'full' "
+        "(every labelled row, test rows included; the held-out figures the registry "
+        "reports come from the same configuration fitted without the test rows, and say "
+        "so) or 'selection_only' (the non-test rows only: the served model is the one "
+        "the test rows scored).",
     )
     max_ensemble: int = Field(
         strict=True,

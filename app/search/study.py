@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import optuna
-import torch
 from optuna.study import StudyDirection
 
-from app.compression.job import stored_network, with_compression
-from app.compression.spec import CompressionSpec
+from app.compression.job import stored_network
 from app.contracts.enums import JobStatus, Task, TrialState
-from app.contracts.params import ParamValue
-from app.contracts.results import ParetoPoint, PlanSummary
+from app.contracts.results import LeftOut
 from app.core.config import Settings
 from app.core.db import session_scope, utcnow
 from app.core.errors import BrokenInvariant
@@ -28,7 +25,6 @@ from app.jobs.queue import JobQueue
 from app.jobs.repository import JobRepository
 from app.jobs.runner import (
     JobContext,
-    JobFailed,
     JobLost,
     JobWatcher,
     Recorder,
@@ -37,43 +33,30 @@ from app.jobs.runner import (
 )
 from app.jobs.trial_repository import TrialRepository
 from app.registry.service import get_version
-from app.search import ensembles
-from app.search.compress_winner import compress_winner
-from app.search.ensembles import AverageParams, AverageValidation
-from app.search.families import family_scores, reference_scores, seed_families
+from app.search.budget import REFRESH_S as RESERVE_REFRESH_S
+from app.search.budget import Phases
+from app.search.families import seed_families
 from app.search.finalize import (
-    PreparedVersion,
     SearchSubject,
-    SearchSummary,
-    family_name,
-    prepare_version,
-    recorder_for,
 )
+from app.search.finish import FinishReserve, finalize
 from app.search.kind import SEARCH, SEARCH_HELPER_TASK, search_of
+from app.search.left_out import left_out_families
 from app.search.plan import (
     make_plan,
-    plan_summary,
     transfer_layers,
     uses_folds,
 )
-from app.search.refit import averaged, refit
 from app.search.run import SearchRun
+from app.search.schedule_study import table_size
 from app.search.selection import fold_data
 from app.search.space import fits
 from app.search.spec import SEARCH_KIND, SearchJobCreate, SearchSpec
 from app.search.strategy import make_pruner, make_sampler
-from app.search.trial_metrics import TrialMetrics
 from app.search.trials import run_trials, stale_trial_handler, wait_for_others
-from app.search.winners import (
-    complete_trials,
-    failure_reason,
-    selection_summary,
-    trials_at_once,
-    winners,
-)
 from app.storage import get_store
-from app.training.device import describe_device, resolve_device
-from app.training.ensemble import Fitted
+from app.tables import Job
+from app.training.device import resolve_device
 from app.training.stopping import stop_checks
 from app.training.train import TrainData, save_weights
 
@@ -84,6 +67,7 @@ WARM_START_TRIALS = 5
 TRIALS_SHARE_OF_JOB = 0.9
 RAW_SAMPLE_ROWS = 64  # raw validation rows that trials time the served file on
 HELPER_SEED_STRIDE = 104_729
+WAIT_CHARGED_SHARE = 0.03  # of timeout_s: the wait for a worker the budget counts
 ATTEMPT_SEED_STRIDE = 7_919
 
 
@@ -92,7 +76,13 @@ def study_name(job_id: int) -> str:
 
 
 def _open(
-    settings: Settings, job_id: int, spec: SearchSpec, *, seed: int, worker: str
+    settings: Settings,
+    job_id: int,
+    spec: SearchSpec,
+    *,
+    seed: int,
+    worker: str,
+    compresses: bool = False,
 ) -> SearchRun:
     """Everything a worker needs for this job's trials (``spec``: the search it runs), from
     the registry and the study."""
@@ -119,7 +109,7 @@ def _open(
                 raise BrokenInvariant("network is None")
             init_weights = save_weights(network)
             transfer = transfer_layers(source, dataset)
-        started_at = job.started_at or utcnow()
+        started_at = budget_start(job, spec)
         session.expunge(dataset)
     store = get_store(settings)
     plan = make_plan(
@@ -172,7 +162,7 @@ def _open(
             load_if_exists=True,
             direction="maximize" if plan.objectives[0].maximize else "minimize",
         )
-    return SearchRun(
+    run = SearchRun(
         settings=settings,
         job_id=job_id,
         spec=spec,
@@ -188,7 +178,7 @@ def _open(
         pruning=pruning,
         architecture=architecture,
         init_weights=init_weights,
-        deadline=started_at + timedelta(seconds=search_seconds(spec, settings)),
+        budget_end=started_at + timedelta(seconds=search_seconds(spec, settings)),
         raw_sample=(
             load_raw(store, dataset, splits.validation[:RAW_SAMPLE_ROWS])
             if dataset.encoding is not None
@@ -197,7 +187,22 @@ def _open(
         folds=folds,
         device=str(resolve_device(settings.device)),
         trial_limit_s=min(spec.trial_timeout_s or math.inf, settings.max_trial_s),
+        started_at=started_at,
     )
+    if spec.timeout_s is not None:  # the budget is the job's wall time: plan the finish in it
+        run.finish_reserve = FinishReserve(run, compresses, refresh_s=RESERVE_REFRESH_S)
+    return run
+
+
+def budget_start(job: Job, spec: SearchSpec) -> datetime:
+    """When a search's time starts: its claim by a worker, less the wait for that worker
+    up to ``WAIT_CHARGED_SHARE`` of ``timeout_s`` (a user's budget runs from the submit;
+    a long queue behind other jobs is not charged to it)."""
+    started = job.started_at or utcnow()
+    if spec.timeout_s is None:
+        return started
+    waited = max(0.0, (started - job.created_at).total_seconds())
+    return started - timedelta(seconds=min(waited, WAIT_CHARGED_SHARE * spec.timeout_s))
 
 
 def search_seconds(spec: SearchSpec, settings: Settings) -> float:
@@ -230,76 +235,6 @@ def _warm_start(run: SearchRun) -> None:
     run.study.set_user_attr("warm_started", queued)
 
 
-def _finalize(
-    context: JobContext, run: SearchRun, subject: SearchSubject, compression: CompressionSpec | None
-) -> Recorder:
-    complete = complete_trials(run)
-    best = winners(run, complete)
-    if not best:
-        raise JobFailed(failure_reason(run))
-    test = run.splits.test
-    raw_test = load_raw(run.store, run.dataset, test) if run.dataset.encoding is not None else None
-    prepared: list[PreparedVersion] = []
-    networks: list[Fitted] = []
-    selection = selection_summary(run, best[0], complete)
-    selection.families = family_scores(run, complete)
-    for trial in best:
-        single = refit(run, trial, context.check)
-        network: Fitted = single
-        params: dict[str, ParamValue] | AverageParams = trial.params
-        validation: TrialMetrics | AverageValidation = TrialMetrics.of_trial(trial)
-        members, reference = None, None
-        if len(best) == 1 and ensembles.considered(run, compression):
-            chosen = ensembles.pick(run, trial, complete)
-            selection.ensemble = chosen.summary.model_dump(exclude_unset=True)
-            if len(chosen.members) > 1:
-                if chosen.validation is None or chosen.weights is None:
-                    raise BrokenInvariant("an average without its weights or validation")
-                others = [refit(run, t, context.check) for t in chosen.members[1:]]
-                network = averaged([single, *others], chosen.weights)
-                params = AverageParams(
-                    ensemble_of_trials=chosen.summary.members,
-                    members=[t.params for t in chosen.members],
-                    weights=chosen.weights,
-                )
-                validation = chosen.validation
-                members = ensembles.members_of(run, chosen)
-        if trial is best[0]:
-            reference = reference_scores(run, validation.scores, complete)
-            selection.reference = reference
-        networks.append(network)
-        prepared.append(
-            prepare_version(
-                context,
-                subject,
-                network,
-                trial=trial.number,
-                params=params,
-                validation=validation,
-                reference=reference,
-                test_rows=run.arrays.features[test],
-                test_target=run.arrays.target[test],
-                store=run.store,
-                raw_test=raw_test,
-                trained_on=describe_device(torch.device(run.device)),
-                family=family_name(run.plan.space, params),
-                members=members,
-            )
-        )
-    plan = PlanSummary.model_validate(
-        {**plan_summary(run.plan, run.spec), "trials_at_once": trials_at_once(run)}
-    )
-    pareto = None
-    if run.plan.multi_objective:
-        pareto = [ParetoPoint(trial=t.number, values=t.values or []) for t in best]
-    recorder = recorder_for(subject, prepared, SearchSummary(plan, selection, pareto))
-    if compression is None:
-        return recorder
-    return with_compression(
-        recorder, compress_winner(context, run, subject, compression, networks[0], prepared[0])
-    )
-
-
 def run_search(context: JobContext) -> Recorder:
     """A search job's handler: the search its spec stores (``run_stored_search``)."""
     with session_scope(context.settings.database_url) as session:
@@ -321,9 +256,14 @@ def run_stored_search(context: JobContext, spec: SearchJobCreate) -> Recorder:
         spec.search,
         seed=spec.search.seed + seed_base,
         worker=context.worker,
+        compresses=spec.compression is not None,
     )
+    context.report(phase="trials")
     _warm_start(run)
-    seed_families(run)
+    left_out = left_out_families(
+        spec.search, [str(family) for family in run.plan.space.searched], table_size(run)
+    )
+    seed_families(run, left_out={note.family for note in left_out})
     subject = SearchSubject(
         job_id=context.job_id,
         model_name=spec.model_name,
@@ -332,7 +272,10 @@ def run_stored_search(context: JobContext, spec: SearchJobCreate) -> Recorder:
     )
     run_trials(run, context.check)
     wait_for_others(run, context.check)
-    return _finalize(context, run, subject, spec.compression)
+    phases = Phases(tell=lambda name: context.report(phase=name))
+    phases.add("trials", took_s=run.seconds_since_start(), planned_s=run.trials_seconds())
+    plan = [LeftOut(family=note.family, reason=note.reason) for note in left_out]
+    return finalize(context, run, subject, spec.compression, phases, left_out=plan)
 
 
 def run_search_helper(settings: Settings, job_id: int, slot: int) -> None:
@@ -360,6 +303,7 @@ def run_search_helper(settings: Settings, job_id: int, slot: int) -> None:
             job_id,
             search.search,
             worker=context.worker,
+            compresses=search.compression is not None,
             seed=search.search.seed
             + ATTEMPT_SEED_STRIDE * (context.attempt - 1)
             + HELPER_SEED_STRIDE * slot,

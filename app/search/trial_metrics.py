@@ -1,6 +1,6 @@
 """What a search's trial measured, typed: its quality scores on the evidence it was ranked
 on (validation rows, or the folds' mean), how its folds spread, what a refit trains for,
-and its costs as served.
+how many training rows it was fitted on, and its costs as served.
 
 A trial's row keeps it as flat JSON, the scores by metric name beside the named fields
 (``{"accuracy": 0.91, "log_loss": 0.3, "refit_epochs": 12, "params": 4417.0, ...}``), as
@@ -41,6 +41,12 @@ class TrialMetrics(BaseModel):
     cv_std: float | None = None
     refit_epochs: int | None = None
     train_processes: int | None = None
+    # Training rows the configuration was fitted on (each fold's, with folds): fewer than
+    # the training split's when a large table's early trials fit on a subsample.
+    train_rows: int | None = None
+    # Seconds spent measuring and storing the fitted trial (export, latency, checkpoint,
+    # held-out predictions): the rest of its time is fitting, what a refit repeats.
+    store_s: float | None = None
     params: float | None = None
     size_bytes: float | None = None
     latency_ms: float | None = None
@@ -78,6 +84,10 @@ class TrialMetrics(BaseModel):
     def in_processes(self, count: int) -> TrialMetrics:
         """These metrics, with the number of processes that trained the trial."""
         return self.model_copy(update={"train_processes": count})
+
+    def on_rows(self, count: int) -> TrialMetrics:
+        """These metrics, with the number of training rows the trial was fitted on."""
+        return self.model_copy(update={"train_rows": count})
 
     def served(self, costs: ServedCosts) -> TrialMetrics:
         """These metrics with the trial's costs as served (those measured)."""

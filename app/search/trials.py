@@ -30,6 +30,7 @@ from app.jobs.trial_repository import TrialRepository
 from app.search.fit import Measured, train_trial
 from app.search.fit_tables import train_table_trial
 from app.search.run import Infeasible, SearchRun
+from app.search.schedule_study import schedule_next, training_subset
 from app.search.space import suggest
 from app.search.trial_metrics import TrialMetrics
 from app.training.families.registry import family_named
@@ -222,11 +223,13 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
     scores: list[float] = []
     beat = Heartbeat(run.storage, trial._trial_id, run.settings.trial_heartbeat_s)
     beat.start()
-    network = family_named(run.plan.space.family_of(params)).trains_network
+    family = run.plan.space.family_of(params)
+    network = family_named(family).trains_network
     trains = train_trial if network else train_table_trial
     try:
+        rows = training_subset(run, family)
         with stop_checks(_trial_clock(run)):
-            outcome = trains(run, trial, shadow, params, keep_going, scores)
+            outcome = trains(run, trial, shadow, params, keep_going, scores, rows)
     except optuna.TrialPruned as pruned:
         _finish(run, trial, shadow, OptunaState.PRUNED)
         _end_row(
@@ -326,8 +329,11 @@ def run_trials(run: SearchRun, keep_going: Callable[[], None]) -> None:
         optuna.storages.fail_stale_trials(run.study)
         if _out_of_time(run):
             return
-        if not _trials(run, OptunaState.WAITING) and _slots_left(run) <= 0:
+        waiting = _trials(run, OptunaState.WAITING)
+        if not waiting and _slots_left(run) <= 0:
             return
+        if not waiting:
+            schedule_next(run)  # several families: the next trial's, by expected gain
         trial = run.study.ask()
         run.storage.record_heartbeat(trial._trial_id)  # from now on a death is noticed
         is_retry = "failed_trial" in run.storage.get_trial_system_attrs(trial._trial_id)

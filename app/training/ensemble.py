@@ -164,6 +164,17 @@ def _member_output(member: Network | TableModel, x: torch.Tensor) -> torch.Tenso
 Fitted = Network | Ensemble | TableModel | MixedAverage
 
 
+def predicted(model: Fitted, rows: np.ndarray) -> np.ndarray:
+    """Any fitted model's outputs for encoded ``rows`` (probabilities, or values), in the
+    runtime it was trained in."""
+    if isinstance(model, TableModel):
+        return model.predict_rows(rows).astype(np.float32)
+    model.eval()
+    with torch.no_grad():
+        output = model.predict(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)))
+    return output.numpy().astype(np.float32)
+
+
 def width_of(model: Fitted) -> tuple[int, int]:
     """(features in, outputs) of any fitted model."""
     if isinstance(model, TableModel):

@@ -70,6 +70,7 @@ def test_submit_commits_then_enqueues_by_task_name(
         "unit": "trials",
         "time_budget_s": None,
         "elapsed_s": None,
+        "phase": None,  # said while it runs
     }
     assert broker_messages(settings) == [{"task": "kiln.search", "args": [job["id"]]}]
     assert client.get(f"/v1/jobs/{job['id']}", headers=admin).json()["status"] == "queued"

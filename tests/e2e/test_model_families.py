@@ -236,7 +236,7 @@ def test_a_search_across_families_reports_each_and_the_references(
     )
     families = {entry["family"]: entry for entry in result["selection"]["families"]}
     assert set(families) == {"mlp", "gbdt", "linear"}
-    # the cheap families' starting points run first: a linear model, then two GBDTs
+    # the portfolio's starting points run first, round robin: linear, gbdt, mlp, gbdt
     assert families["linear"]["trials"] >= 1 and families["gbdt"]["trials"] >= 2
     assert sum(entry["trials"] for entry in families.values()) == 4
     reference = result["selection"]["reference"]

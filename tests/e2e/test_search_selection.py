@@ -36,20 +36,39 @@ def test_small_data_is_chosen_by_cross_validation_and_refit(
     assert folds["status"] == "succeeded", folds["error"]
     selection = folds["result"]["selection"]
     assert selection["validation"] == "5-fold cross-validation"
-    assert selection["validation_rows"] == selection["refit_on_rows"] == 204  # 240 - 36 test
+    # Chosen on the 204 non-test rows; the served model is refit on all 240 labelled rows.
+    assert selection["validation_rows"] == 204 and selection["refit_on_rows"] == 240
     assert selection["refit_epochs"] >= 1 and selection["trials_within_noise"] is not None
     trials = [t for t in trials_of(server, folds["id"]) if t["state"] == "complete"]
     assert all(len(t["metrics"]["cv_scores"]) == 5 and "log_loss" in t["metrics"] for t in trials)
     with server.client() as client:
         version = client.get("/v1/models/chosen-by-folds/versions/1").json()
     assert version["metrics"]["validation"]["cv_std"] >= 0  # the spread is on the version
+    # Lineage: the served model saw every row; its held-out figures come from the model
+    # fitted without the 36 test rows, and say so.
+    assert (version["config"]["fitted_on"], version["config"]["fitted_rows"]) == ("all_rows", 240)
+    assert version["metrics"]["test_rows"] == 36
+    assert "fitted on the 204 non-test rows" in version["metrics"]["held_out_from"]
     holdout = server.wait_for_job(
-        submit(server, dataset_id, "chosen-by-holdout", max_trials=2, seed=4, validation="holdout")
+        submit(
+            server,
+            dataset_id,
+            "chosen-by-holdout",
+            max_trials=2,
+            seed=4,
+            validation="holdout",
+            refit="selection_only",
+        )
     )
     chosen = holdout["result"]["selection"]
     assert chosen["validation"] == "holdout" and chosen["validation_rows"] == 36
-    # the winner is refit on training and validation rows for its best epoch count
+    # selection_only: the winner is refit on training and validation rows for its best
+    # epoch count, and that model serves (its metrics are its own)
     assert chosen["refit_on_rows"] == 204 and chosen["refit_epochs"] >= 1
+    with server.client() as client:
+        served = client.get("/v1/models/chosen-by-holdout/versions/1").json()
+    assert served["config"]["fitted_on"] == "non_test_rows"
+    assert "held_out_from" not in served["metrics"]
     winner = next(
         t for t in trials_of(server, holdout["id"]) if t["number"] == holdout["result"]["trial"]
     )
@@ -86,6 +105,12 @@ def test_a_time_budget_alone_runs_a_sensible_search(server: KilnServer, dataset_
     assert {t["state"] for t in trials} <= {"complete", "pruned", "stopped"}, trials
     assert 1 <= plan["trials_at_once"] <= plan["parallelism"]
     assert job["progress"]["total"] == 0 and job["progress"]["time_budget_s"] == 12
+    # The finish is planned inside the budget: each phase says what it was given and took.
+    phases = job["result"]["phases"]
+    names = [phase["name"] for phase in phases]
+    assert names[0] == "trials" and "refit on non-test rows" in names, phases
+    assert "export and checks" in names and job["progress"]["phase"] is None
+    assert phases[0]["planned_s"] < 12 and all(phase["took_s"] >= 0 for phase in phases)
     log = server.log_path.read_text(errors="replace")
     for noise in ("RetryFailedTrialCallback", "ExperimentalWarning", "FutureWarning"):
         assert noise not in log, noise

@@ -29,6 +29,12 @@ def test_classification_metrics() -> None:
     expected_loss = -np.mean(np.log(output[np.arange(6), target]))
     assert metrics["log_loss"] == pytest.approx(expected_loss, rel=1e-6)
     assert quality_score("accuracy", "classification", output, target) == metrics["accuracy"]
+    # the fast path ranking uses gives scikit-learn's log loss, with a zero and a class unseen
+    skewed = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.3, 0.7, 0.0]])
+    for probabilities, truth in ((output, target), (skewed, np.array([0, 1, 2]))):
+        assert quality_score("log_loss", "classification", probabilities, truth) == pytest.approx(
+            task_metrics("classification", probabilities, truth)["log_loss"], rel=1e-9
+        )
 
 
 def test_regression_metrics() -> None:

@@ -216,13 +216,21 @@ def test_a_budget_cross_validates_a_table_it_can_afford_to() -> None:
     from app.search.spec import SearchSpec
 
     budget = SearchSpec.model_validate({"timeout_s": 60})
-    # 4,250 rows x 19 columns = 80,750 cells <= 2,800 x 60: five folds, median stopping
+    # 4,250 rows x 19 columns = 80,750 cells <= 2,800 x 60, rows <= 100 x 60: five folds,
+    # median stopping
     churn = with_budget_defaults(budget, 4_250, columns=19)
     assert churn.validation == "cv" and churn.pruner == "median"
     # 46,000 rows x 9 columns: one holdout split, Hyperband
     diamonds = with_budget_defaults(budget, 46_000, columns=9)
     assert diamonds.validation == "auto" and diamonds.pruner == "hyperband"
-    longer = with_budget_defaults(SearchSpec.model_validate({"timeout_s": 600}), 46_000, columns=9)
-    assert longer.validation == "cv"
+    # 8,963 rows x 8 columns (gapminder): few cells, but more rows than a minute folds
+    gapminder = with_budget_defaults(budget, 8_963, columns=8)
+    assert gapminder.validation == "auto" and gapminder.pruner == "hyperband"
+    five_minutes = SearchSpec.model_validate({"timeout_s": 300})
+    assert with_budget_defaults(five_minutes, 8_963, columns=8).validation == "cv"
+    # Above 20,000 rows never: the holdout is large, and early trials subsample instead
+    ten_minutes = SearchSpec.model_validate({"timeout_s": 600})
+    assert with_budget_defaults(ten_minutes, 46_000, columns=9).validation == "auto"
+    assert with_budget_defaults(ten_minutes, 19_000, columns=9).validation == "cv"
     asked = SearchSpec.model_validate({"timeout_s": 60, "validation": "holdout"})
     assert with_budget_defaults(asked, 4_250, columns=19).validation == "holdout"

@@ -137,7 +137,9 @@ class ModelFamily(abc.ABC, Generic[P, M]):
     default_on: ClassVar[frozenset[DataShape]] = frozenset({"rows"})  # searched by default
     listed: ClassVar[int]  # its place in lists: names, default families, docs
     cost: ClassVar[int] = 100  # starting points are tried cheapest first
-    starting_points: ClassVar[tuple[FamilyParams, ...]] = ()  # tried before the sampler's
+    # Tried before the sampler's where the learned portfolio (app/search/portfolio.json)
+    # has no evidence for the family; the portfolio's points come first otherwise.
+    starting_points: ClassVar[tuple[FamilyParams, ...]] = ()
     trains_network: ClassVar[bool] = False  # a torch network trained epoch by epoch
     graph_weights: ClassVar[bool] = True  # False: its graph keeps weights in node attributes
     boosts: ClassVar[bool] = False  # its trials' ``refit_epochs`` are boosting rounds kept

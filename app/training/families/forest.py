@@ -73,7 +73,8 @@ class ForestFamily(TableFamily[ForestParams]):
     listed: ClassVar[int] = 50
     cost: ClassVar[int] = 30  # after the GBDTs' starting points
     # Extra trees first: on 20,000 rows of 30 features they grow in about the time a
-    # GBDT boosts (a random forest of the same size takes ten times as long).
+    # GBDT boosts (a random forest of the same size takes ten times as long). The fallback
+    # of the learned portfolio (app/search/portfolio.json), a candidate in it.
     starting_points: ClassVar[tuple[FamilyParams, ...]] = (ForestParams(kind="extra_trees"),)
     graph_weights: ClassVar[bool] = False  # thresholds are node attributes, not tensors
     # Searched when a request names it: a budget-only search keeps the families whose share

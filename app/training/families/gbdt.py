@@ -96,7 +96,8 @@ class GbdtFamily(TableFamily[GbdtParams]):
     listed: ClassVar[int] = 30
     cost: ClassVar[int] = 20
     # LightGBM's defaults (rounds by early stopping), then a slower-learning, smaller-leaved
-    # one: a short budget always has a strong tree model to compare with.
+    # one. A search starts from the learned portfolio (app/search/portfolio.json, whose
+    # candidates include these); these are its fallback where it holds no evidence.
     starting_points: ClassVar[tuple[FamilyParams, ...]] = (
         GbdtParams(reg_lambda=1e-8, reg_alpha=1e-8, rounds=1000),
         GbdtParams(

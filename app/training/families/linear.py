@@ -33,6 +33,7 @@ class LinearFamily(TableFamily[LinearParams]):
     params_model = LinearParams
     listed: ClassVar[int] = 40
     cost: ClassVar[int] = 10  # a second: tried first
+    # the fallback of the learned portfolio (app/search/portfolio.json), a candidate in it
     starting_points: ClassVar[tuple[FamilyParams, ...]] = (LinearParams(),)
 
     def fit(

@@ -38,10 +38,19 @@ class Objective(Answer):
 
 
 @dataclass(frozen=True)
+class LeftOut(Answer):
+    """A model family a search's plan gave no trial, and why."""
+
+    family: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SearchPlan(Answer):
     """The plan a search ran (with the defaults a budget-only search chose)."""
 
     objectives: list[Objective] = field(default_factory=list)
+    left_out: list[LeftOut] = field(default_factory=list)
     algorithm: str | None = None
     pruner: str | None = None
     parallelism: int | None = None

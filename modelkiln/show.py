@@ -48,6 +48,7 @@ def show_job(job: Job) -> None:
                 ),
             ),
             ("families", _families(result.selection if result else None)),
+            ("left out", "; ".join(f"{note.family}: {note.reason}" for note in plan.left_out)),
             ("error", job.error),
         ]
     )
@@ -65,7 +66,7 @@ def _families(selection: Selection | None) -> str | None:
     if selection is None or not selection.families:
         return None
     return ", ".join(
-        f"{f.family} {f.trials} trials" + ("" if f.best is None else f" (best {f.best:.4g})")
+        f"{f.family} {f.trials} complete" + ("" if f.best is None else f" (best {f.best:.4g})")
         for f in selection.families
     )
 

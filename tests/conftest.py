@@ -204,6 +204,8 @@ def register(
     labels: list | None = None,
     task: str = "classification",
     source: str = "upload",
+    config: VersionConfig | None = None,
+    dataset_id: int | None = None,
 ) -> int:
     """Store ``onnx`` and register it as the next version of ``name`` (as ``source``
     registers it: upload, search or compression). An upload is registered as the upload
@@ -227,7 +229,8 @@ def register(
                         "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, outputs]}],
                     }
                 ),
-                config=BOUNDED if source == "upload" else None,
+                config=config or (BOUNDED if source == "upload" else None),
+                dataset_id=dataset_id,
             ),
         )
         return version.version

@@ -131,12 +131,24 @@ ROUTES: dict[tuple[str, str], Any] = {
                 "objectives": [{"metric": "accuracy", "direction": "maximize"}],
                 "algorithm": "tpe",
                 "parallelism": 2,
+                "left_out": [{"family": "forest", "reason": "searched only when named"}],
             },
             "serving": {
                 "alias": "production",
                 "serving_version": 1,
                 "summary": "'production' serves v1.",
             },
+            "selection": {
+                "families": [
+                    {"family": "mlp", "trials": 5, "best": 0.66941},
+                    {"family": "linear", "trials": 1, "best": None},
+                ],
+            },
+            "phases": [
+                {"name": "trials", "planned_s": 52.4, "took_s": 52.61},
+                {"name": "refit on non-test rows", "planned_s": 1.2, "took_s": 0.4},
+                {"name": "export and checks", "took_s": 2.0, "note": "one of two versions"},
+            ],
         },
     },
     ("GET", "/v1/datasets/5"): {
@@ -231,6 +243,13 @@ objectives    accuracy (maximize)
 registered    v2, v3
 serving       'production' serves v1.
 test metrics  accuracy=0.9123
+families      mlp 5 complete (best 0.6694), linear 1 complete
+left out      forest: searched only when named
+
+PHASE                     PLANNED    TOOK  NOTE
+trials                     52.4 s    52.6 s
+refit on non-test rows      1.2 s     0.4 s
+export and checks               -     2.0 s  one of two versions
 """,
     ("datasets", "show", "5"): """\
 dataset  5: people

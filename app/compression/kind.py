@@ -94,6 +94,14 @@ class CompressKind(JobKind[CompressJobCreate, CompressJobCreate]):
         )
         if problem:
             raise InvalidInput(f"compression.{problem}")
+        if stored.fitted_on == "all_rows" and dataset_id == source.dataset_id:
+            raise Conflict(
+                f"source: version {source.version} of {spec.source.model!r} was fitted on every "
+                f"labelled row of dataset {dataset_id} (its search's refit 'full'), so no row "
+                "of it is left unseen to measure variants on; give dataset_id of labelled "
+                "rows it never saw, or compress a version a search with refit "
+                "'selection_only' (or its own compression) registered"
+            )
         check_students(context.settings, spec.compression, dataset)
         return enqueue(
             context,

@@ -129,7 +129,7 @@ class PlanSummary(StoredResult):
     left_out: list[LeftOut] | None = Field(
         default=None,
         description="Each model family the plan gave no trial, and why (the task, the "
-        "data's shape, the spec, or a cheapest trial estimated above half the budget).",
+        "data's shape, the spec, or a cheapest trial estimated above the whole budget).",
     )
 
 

@@ -112,6 +112,8 @@ def quality_score(metric: str, task: str, output: np.ndarray, target: np.ndarray
         if metric == "accuracy":
             return float((predicted == target).mean())
         if metric == "log_loss":  # the proper score every trial and average step ranks by
+            if not np.isfinite(output).all():  # a diverged network: as scikit-learn refuses
+                raise ValueError("the outputs are not all finite numbers")
             proba = _probabilities(output)
             return float(-np.mean(np.log(proba[np.arange(len(target)), target.astype(np.int64)])))
         return float(classification_metrics(output, target).as_json()[metric])

@@ -24,9 +24,14 @@ from app.contracts.results import PhaseTime
 # 0.5-2 s for tables of up to 50 columns on a 2-core machine), and per averaged member.
 EXPORT_S = 2.0
 EXPORT_PER_MEMBER_S = 0.5
-# Trials' own wall time covers more than their fits (export, storing predictions), and a
-# refit has no early stopping: the estimate is padded by this factor.
-REFIT_SAFETY = 1.25
+# A trial's fits take longer than a refit of the same configuration: they score the
+# validation rows as they go, run past their best (early stopping's patience) and share
+# the cores with the other trials; a refit runs alone for the epochs or rounds found. On
+# 2 cores, refits took 0.4-0.6 of the trials' fit time (digits, breast cancer, diamonds),
+# and on a subsample's multiple of the rows less than in proportion (diamonds: 10,000 to
+# 45,849 rows, 10.5 s of trial to 4.7 s of refit): rows count at this power.
+REFIT_SHARE = 0.75
+ROWS_POWER = 0.8
 FIRST_RESERVE_SHARE = 0.1  # reserved before any trial has completed
 MOST_RESERVE_SHARE = 0.35  # the trials keep at least the rest of the budget
 # The average a search registers has two or three distinct members far more often than its
@@ -35,6 +40,7 @@ MOST_RESERVE_SHARE = 0.35  # the trials keep at least the rest of the budget
 PLANNED_MEMBERS = 3
 AVERAGE_CHOICE_S = 0.5  # ensemble selection over the best trials' held-out predictions
 COMPRESSION_SHARE = 0.25  # a search's own compression chain: planned as this share
+COMPRESSION_MOST_S = 600.0  # a long budget keeps no more than this for its chain
 REFRESH_S = 2.0  # how often a worker re-reads the trials to re-plan the reserve
 # Trials stop at a batch, a boosting round or a fit's end, and the main worker then waits
 # for the others' last trials: measured at 0.3-1 s past the trials' deadline on a 2-core
@@ -59,7 +65,7 @@ class TrialCost:
 def refit_seconds(cost: TrialCost, rows: int) -> float:
     """Expected seconds to fit the trial's configuration once on ``rows`` rows."""
     per_fit = cost.seconds / max(cost.fits, 1)
-    return per_fit * rows / max(cost.rows, 1) * REFIT_SAFETY
+    return per_fit * (rows / max(cost.rows, 1)) ** ROWS_POWER * REFIT_SHARE
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,9 @@ class FinishModel:
         return sum(refit_seconds(cost, rows) for rows in self.refit_rows())
 
     def compression_s(self) -> float:
-        return self.budget_s * COMPRESSION_SHARE if self.compresses else 0.0
+        if not self.compresses:
+            return 0.0
+        return min(self.budget_s * COMPRESSION_SHARE, COMPRESSION_MOST_S)
 
     def reserve(self, costs: Sequence[TrialCost], maximize: bool) -> float:
         """Seconds to keep for the finish, given the complete trials so far: the refits

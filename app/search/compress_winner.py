@@ -5,9 +5,6 @@ the rest run as a compress job's would."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from app.compression.base import Candidate
 from app.compression.job import Compression, compression_data, run_compression
 from app.compression.record import Lineage
@@ -17,7 +14,7 @@ from app.contracts.results import SkippedChain
 from app.jobs.runner import JobContext
 from app.search.finalize import PreparedVersion, SearchSubject, untrainable_reason
 from app.search.run import SearchRun
-from app.training.ensemble import Fitted, export_model, width_of
+from app.training.ensemble import Fitted, width_of
 from app.training.export import INPUT_NAME, OUTPUT_NAME
 from app.training.families.registry import holds_graph_weights
 from app.training.models import Network
@@ -52,17 +49,12 @@ def compress_winner(
     spec: CompressionSpec,
     network: Fitted,
     winner: PreparedVersion,
-    *,
-    parent_serves: bool = True,
 ) -> Compression:
     """Variants of the registered winner (the chains that fit its family), measured on the
-    search's own split, waiting to be registered with it. ``network``: the winner fitted on
-    the non-test rows; when the served model was fitted on every row (``parent_serves``
-    False), the variants start from ``network`` instead, so that the test rows they are
-    measured on are rows none of them was fitted on."""
+    search's own split, waiting to be registered with it."""
     runnable, skipped = fitting_chains(spec, network)
     parent = Candidate(
-        onnx=winner.network_onnx if parent_serves else _network_onnx(network),
+        onnx=winner.network_onnx,
         input_name=INPUT_NAME,
         output_name=OUTPUT_NAME,
         n_features=width_of(network)[0],
@@ -90,11 +82,3 @@ def compress_winner(
     compression = run_compression(context, parent, data, runnable, lineage, run.store)
     compression.skipped = skipped
     return compression
-
-
-def _network_onnx(network: Fitted) -> bytes:
-    """``network`` exported as the graph compression starts from (features in)."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "network.onnx"
-        export_model(network, path)
-        return path.read_bytes()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import torch
 
@@ -54,6 +55,7 @@ from app.training.table_models import TableModel
 
 MULTI_OBJECTIVE_MEMBERS = 3  # Pareto-front versions the reserve plans for
 FULL_REFIT_SAFETY = 1.15  # a refit on every row, scaled from the one just measured
+MIN_SCALE, MAX_SCALE = 0.1, 4.0  # how far a measured refit moves the later estimates
 MIN_FIT_SHARE = 0.1  # of a trial's time, taken as its fits however much it spent storing
 
 
@@ -64,11 +66,13 @@ def finish_model(run: SearchRun, compresses: bool) -> FinishModel:
     if run.keeps_predictions:
         members = max(members, run.spec.max_ensemble)
     return FinishModel(
-        budget_s=run.spec.timeout_s or 0.0,
+        budget_s=min(run.spec.timeout_s, run.settings.max_job_s) if run.spec.timeout_s else 0.0,
         members=members,
         selection_rows=selection_rows,
         all_rows=selection_rows + len(run.splits.test),
-        full_refit=run.spec.refit == "full",
+        # A compression chain measures its variants on the test rows: its parent, the
+        # served model, must not have been fitted on them.
+        full_refit=run.spec.refit == "full" and not compresses,
         compresses=compresses,
     )
 
@@ -113,9 +117,18 @@ class FinishReserve:
 
 
 def seconds_left(run: SearchRun) -> float:
-    if run.budget_end is None:
+    """Seconds the finish has: to the budget's end, or without ``timeout_s`` to the job's
+    hard limit (``KILN_MAX_JOB_S``; the trials stopped at a share of it)."""
+    end = run.budget_end
+    if run.spec.timeout_s is None and run.started_at is not None:
+        end = run.started_at + timedelta(seconds=run.settings.max_job_s)
+    if end is None:
         return math.inf
-    return (run.budget_end - utcnow()).total_seconds()
+    return (end - utcnow()).total_seconds()
+
+
+def left_text(left: float) -> str:
+    return f"{left:.0f} s were left" if left > 0 else "the budget was spent"
 
 
 class Refitter:
@@ -125,14 +138,32 @@ class Refitter:
         self, run: SearchRun, model: FinishModel, phases: Phases, check: Callable[[], None]
     ) -> None:
         self.run, self.model, self.phases, self.check = run, model, phases, check
+        # Measured over planned seconds of the refits so far: the later estimates follow it.
+        self.scale = 1.0
+        self.winner_s = 0.0  # the winner's refit on the non-test rows took
 
     def fit(self, members: list[Trial], which: FitRows) -> list[Network | TableModel]:
         return [refit(self.run, trial, self.check, which) for trial in members]
 
+    def fit_winner(self, winner: Trial) -> Network | TableModel:
+        """The winner on the non-test rows, timed: what scales the finish's estimates."""
+        planned = refit_seconds(cost_of(self.run, winner), self.model.selection_rows)
+        self.phases.start("refit on non-test rows", planned)
+        started = time.monotonic()
+        model = refit(self.run, winner, self.check, "non_test")
+        took = self.winner_s = time.monotonic() - started
+        if planned > 0:
+            self.scale = min(max(took / planned, MIN_SCALE), MAX_SCALE)
+        return model
+
     def need_s(self, members: list[Trial]) -> float:
-        """Seconds the finish of an average of ``members`` is planned to take from here."""
-        need = sum(self.model.member_seconds(cost_of(self.run, t)) for t in members)
-        return need + self.model.export_s(len(members)) + self.model.compression_s()
+        """Seconds the finish of an average of ``members`` (the winner first, already
+        refit on the non-test rows) is planned to take from here."""
+        costs = [cost_of(self.run, t) for t in members]
+        need = sum(self.model.member_seconds(cost) for cost in costs[1:])
+        if self.model.full_refit:
+            need += refit_seconds(costs[0], self.model.all_rows)
+        return need * self.scale + self.model.export_s(len(members)) + self.model.compression_s()
 
     def affordable(self, winner: Trial, complete: list[Trial]) -> EnsemblePick:
         """The average ensemble selection picks, chosen again with fewer members while its
@@ -146,7 +177,7 @@ class Refitter:
             fewer = len(chosen.members) - 1
             self.phases.note(
                 f"an average of {len(chosen.members)} trials was planned out (its refits "
-                f"need about {need:.0f} s and {max(left, 0):.0f} s were left)"
+                f"need about {need:.0f} s and {left_text(left)})"
             )
             chosen = (
                 ensembles.pick(self.run, winner, complete, max_members=fewer)
@@ -169,7 +200,12 @@ class Refitter:
     ) -> tuple[list[Network | TableModel], FitRows]:
         """The models that serve: ``selected`` again on every row when the search refits
         in full and that fits the time left, else ``selected`` themselves."""
-        if self.run.spec.refit != "full":
+        if not self.model.full_refit:
+            if self.run.spec.refit == "full":
+                self.phases.note(
+                    "the served model is fitted on the non-test rows: the search's compression "
+                    "measures its variants on the test rows, which its parent must not have seen"
+                )
             return selected, "non_test"
         share = self.model.all_rows / max(self.model.selection_rows, 1)
         need = selection_s * share * FULL_REFIT_SAFETY
@@ -182,7 +218,7 @@ class Refitter:
             self.phases.note(
                 f"the served model is fitted on the {self.model.selection_rows} non-test rows: "
                 f"a refit on all {self.model.all_rows} rows needs about {need:.0f} s and "
-                f"{max(left, 0):.0f} s were left"
+                f"{left_text(left)}"
             )
             return selected, "non_test"
         self.phases.start("refit on every row", need)
@@ -214,6 +250,7 @@ def finalize(
     selection.families = family_scores(run, complete)
     for trial in best:
         members: list[Trial] = [trial]
+        winner_model = refitter.fit_winner(trial)
         params: dict[str, ParamValue] | AverageParams = trial.params
         validation: TrialMetrics | AverageValidation = TrialMetrics.of_trial(trial)
         weights, average_members = None, None
@@ -232,13 +269,15 @@ def finalize(
                     weights=chosen.weights,
                 )
                 average_members = ensembles.members_of(run, chosen)
-        planned = sum(refit_seconds(cost_of(run, m), model.selection_rows) for m in members)
-        phases.start("refit on non-test rows", planned)
-        started = time.monotonic()
-        selected = refitter.fit(members, "non_test")
-        served, fitted_on = refitter.served(members, selected, time.monotonic() - started)
+        others = members[1:]
+        started, selection_s = time.monotonic(), refitter.winner_s
+        if others:
+            planned = sum(refit_seconds(cost_of(run, m), model.selection_rows) for m in others)
+            phases.start("refit of the average's members", planned * refitter.scale)
+        selected = [winner_model, *refitter.fit(others, "non_test")]
+        selection_s += time.monotonic() - started
+        served, fitted_on = refitter.served(members, selected, selection_s)
         held_out: Fitted = selected[0] if len(selected) == 1 else averaged(selected, weights)
-        served_alone = fitted_on == "non_test"  # the served model is the one the test rows score
         serving: Fitted = served[0] if len(served) == 1 else averaged(served, weights)
         reference = None
         if trial is best[0]:
@@ -289,8 +328,6 @@ def finalize(
     if compression is None:
         phases.stop()
         return recorder
-    compressed = compress_winner(
-        context, run, subject, compression, parents[0], prepared[0], parent_serves=served_alone
-    )
+    compressed = compress_winner(context, run, subject, compression, parents[0], prepared[0])
     phases.stop()
     return with_compression(recorder, compressed)

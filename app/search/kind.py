@@ -289,6 +289,14 @@ def _check_sources(
             f"{search.init_from.model!r} reads selected columns only; "
             "fine-tuning needs a network that reads every column"
         )
+    if stored.fitted_on == "all_rows" and source.dataset_id == dataset.id:
+        raise InvalidInput(
+            f"search.init_from: version {source.version} of {search.init_from.model!r} was "
+            f"fitted on every labelled row of dataset {dataset.id} (its search's refit "
+            "'full'), test rows included, so a search from its weights on that dataset has "
+            "no unseen rows to measure on; search from scratch, train on another dataset, or "
+            "start from a version a search with refit 'selection_only' registered"
+        )
     if transfer_layers(source, dataset) is None:
         check_fits(source, dataset, field="search.init_from")
     else:  # other outputs: the body is reused and a new head is learnt

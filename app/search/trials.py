@@ -37,6 +37,7 @@ from app.training.families.registry import family_named
 from app.training.stopping import TrainingStopped, stop_checks
 
 logger = logging.getLogger(__name__)
+DEADLINE_RECHECK_S = 1.0  # how often a running trial re-reads the search's deadline
 
 
 class RetryAttrs(BaseModel):
@@ -190,14 +191,22 @@ def _trial_clock(run: SearchRun) -> Callable[[], None]:
     """The per-batch check of one trial's time: its own limit and the search's deadline."""
     limit = run.trial_limit_s
     ends = time.monotonic() + limit
-    search_ends = (
-        math.inf
-        if run.deadline is None
-        else (time.monotonic() + (run.deadline - utcnow()).total_seconds())
-    )
+
+    def search_end() -> float:  # the deadline moves as the finish is re-planned
+        deadline = run.deadline
+        return (
+            math.inf
+            if deadline is None
+            else time.monotonic() + (deadline - utcnow()).total_seconds()
+        )
+
+    search_ends, recheck_at = search_end(), time.monotonic() + DEADLINE_RECHECK_S
 
     def check() -> None:
+        nonlocal search_ends, recheck_at
         now = time.monotonic()
+        if now >= recheck_at:
+            search_ends, recheck_at = search_end(), now + DEADLINE_RECHECK_S
         if now >= ends:
             raise TrainingStopped(
                 f"stopped at the trial time limit of {limit:g} s "

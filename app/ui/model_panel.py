@@ -139,6 +139,7 @@ class ShownMetrics(BaseModel):
 
     confusion_matrix: list[list[int]] | None = None
     residuals: ResidualSummary | None = None
+    held_out_from: str | None = None  # the model the test rows scored, when not this one
 
     @classmethod
     def of(cls, version: ModelVersion) -> ShownMetrics:
@@ -184,6 +185,7 @@ class VersionPanel:
     matrix: list[list[int]] | None
     labels: list[str]
     residuals: ResidualSummary | None
+    held_out_from: str | None  # a full refit's test figures come from its non-test fit
 
 
 def version_panel(
@@ -211,4 +213,5 @@ def version_panel(
         matrix=matrix,
         labels=[str(label) for label in labels] or [str(i) for i in range(len(matrix or []))],
         residuals=metrics.residuals,
+        held_out_from=metrics.held_out_from,
     )

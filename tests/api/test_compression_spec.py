@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.contracts.signature import VersionConfig
 from app.core.config import Settings
 from tests.conftest import register
 from tests.helpers import blobs_csv
@@ -192,3 +193,36 @@ def test_a_valid_compress_job_is_queued_with_its_steps_as_progress(
     report = client.get(f"/v1/jobs/{job['id']}/report", headers=admin)
     assert report.status_code == 409 and "queued" in report.json()["detail"]
     assert client.get("/v1/jobs/4242/report", headers=admin).status_code == 404
+
+
+def test_a_version_fitted_on_every_row_is_not_compressed_on_its_own_rows(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path, dataset_id: int
+) -> None:
+    """A search's default refit fits the served model on the test rows too: measuring its
+    variants there would report rows it was fitted on as held out."""
+    full = VersionConfig(fitted_on="all_rows", fitted_rows=120, split_seed=0)
+    register(
+        settings,
+        classifier_onnx,
+        name="full-refit",
+        labels=["a", "b", "c"],
+        source="search",
+        config=full,
+        dataset_id=dataset_id,
+    )
+    request = {"source": {"model": "full-refit", "version": 1}}
+    methods = {"compression": {"methods": ["quantize_dynamic"]}}
+    refused = post_compress(client, admin, **request, **methods)
+    assert refused.status_code == 409, refused.text
+    detail = refused.json()["detail"]
+    assert "source: version 1 of 'full-refit' was fitted on every labelled row" in detail
+    assert "refit 'selection_only'" in detail
+    # rows it never saw are fine: another dataset
+    other = client.post(
+        "/v1/datasets",
+        headers=admin,
+        data={"target": "label"},
+        files={"file": ("o.csv", blobs_csv(n_features=4, labels=("a", "b", "c"), seed=9))},
+    )
+    elsewhere = post_compress(client, admin, **request, dataset_id=other.json()["id"], **methods)
+    assert elsewhere.status_code == 202, elsewhere.text

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.contracts.networks import MLPConfig
+from app.contracts.signature import VersionConfig
 from app.core.config import Settings
 from tests.conftest import register
 from tests.helpers import blobs_csv
@@ -114,3 +116,36 @@ def test_grid_budget_is_the_grid_size(client: TestClient, admin: dict, dataset_i
     response = post_search(client, admin, dataset_id, algorithm="grid", max_trials=10, space=fixed)
     assert response.status_code == 202, response.text
     assert response.json()["progress"]["total"] == 2
+
+
+def test_a_search_from_a_version_fitted_on_every_row_of_its_dataset_is_refused(
+    client: TestClient, admin: dict, settings: Settings, classifier_onnx: Path, dataset_id: int
+) -> None:
+    """Its weights were fitted on this dataset's test rows: the new search's held-out
+    figures would count rows its starting point was fitted on."""
+    network = MLPConfig(n_inputs=4, n_outputs=3, hidden=(8,))
+    full = VersionConfig(
+        fitted_on="all_rows",
+        fitted_rows=120,
+        split_seed=0,
+        architecture=network,
+        weights_key="test/full-refit/weights.pt",
+    )
+    register(
+        settings,
+        classifier_onnx,
+        name="full-refit",
+        labels=["a", "b", "c"],
+        source="search",
+        config=full,
+        dataset_id=dataset_id,
+    )
+    response = post_search(
+        client, admin, dataset_id, init_from={"model": "full-refit", "version": 1}
+    )
+    assert response.status_code == 422, response.text
+    assert (
+        "search.init_from: version 1 of 'full-refit' was fitted on every labelled row"
+        in (response.json()["detail"])
+    )
+    assert client.get("/v1/jobs", headers=admin).json()["total"] == 0

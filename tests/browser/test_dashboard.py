@@ -39,6 +39,7 @@ def finished(module_kiln_server: ServerFactory) -> Iterator[dict[str, Any]]:
                 "model_name": "looked-at",
                 "search": {
                     "algorithm": "nsga2",
+                    "refit": "selection_only",  # compressed below on its own test rows
                     "max_trials": 6,
                     "seed": 2,
                     "space": SPACE,

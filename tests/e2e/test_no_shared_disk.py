@@ -97,6 +97,7 @@ def test_gateway_and_two_workers_share_no_disk(
                 "model_name": "blobs",
                 "search": {
                     "max_trials": 4,
+                    "refit": "selection_only",  # compressed below on its own test rows
                     "parallelism": 2,
                     "max_epochs": 20,
                     "seed": 3,

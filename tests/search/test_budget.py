@@ -10,7 +10,8 @@ from app.search.budget import (
     FIRST_RESERVE_SHARE,
     MOST_RESERVE_SHARE,
     PLANNED_MEMBERS,
-    REFIT_SAFETY,
+    REFIT_SHARE,
+    ROWS_POWER,
     FinishModel,
     Phases,
     TrialCost,
@@ -34,7 +35,9 @@ def finish(**changes: object) -> FinishModel:
 def test_a_refit_scales_the_trials_fit_by_the_rows_it_trains_on() -> None:
     # five folds of 4 s in all: 0.8 s a fit on 680 rows; a refit on 1000 rows
     cost = TrialCost(value=0.9, seconds=4.0, fits=5, rows=680)
-    assert refit_seconds(cost, 1000) == pytest.approx(0.8 * 1000 / 680 * REFIT_SAFETY)
+    assert refit_seconds(cost, 1000) == pytest.approx(
+        0.8 * (1000 / 680) ** ROWS_POWER * REFIT_SHARE
+    )
 
 
 def test_a_full_refit_plans_two_fits_and_selection_only_one() -> None:

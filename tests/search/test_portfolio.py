@@ -22,7 +22,7 @@ from app.datasets.service import load_arrays
 from app.datasets.splits import split_indices
 from app.jobs.runner import run_job
 from app.kinds import JOB_KINDS
-from app.search.families import starting_points
+from app.search.families import CHEAP_FIRST, starting_points
 from app.search.portfolio import (
     PORTFOLIO_PATH,
     Portfolio,
@@ -234,3 +234,16 @@ def test_a_search_job_tries_the_points_for_its_table_first(
         )
         assert [t.params for t in trials] == expected[:3]
         assert [t.params["family"] for t in trials] == ["linear", "gbdt", "mlp"]
+
+
+def test_each_familys_first_point_is_cheap_whatever_the_portfolio_learned() -> None:
+    space = default_space(None, 20, families=(Family("mlp"), Family("gbdt"), Family("linear")))
+    points = starting_points(space)
+    first_gbdt = next(point for point in points if point["family"] == "gbdt")
+    bounds = CHEAP_FIRST["gbdt"]
+    assert first_gbdt["gbdt_learning_rate"] >= bounds["gbdt_learning_rate"][1]
+    assert first_gbdt["gbdt_rounds"] <= bounds["gbdt_rounds"][1]
+    # an override the bound would cross wins: the point stays inside the space
+    narrow = apply_overrides(space, {"gbdt_learning_rate": {"low": 0.01, "high": 0.05}})
+    first = next(point for point in starting_points(narrow) if point["family"] == "gbdt")
+    assert first["gbdt_learning_rate"] == 0.05

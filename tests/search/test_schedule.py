@@ -265,9 +265,19 @@ def test_the_plan_says_why_each_family_is_left_out() -> None:
     assert estimate is not None and estimate < 30
     wide = TableSize("classification", "rows", 42_500, 20_000, 2)
     too_wide = {n.family: n.reason for n in left_out_families(budget, THREE, wide)}
-    assert "estimated at" in too_wide["mlp"] and "timeout_s (60 s)" in too_wide["mlp"]
+    assert "estimated at" in too_wide["mlp"] and "more than timeout_s allows" in too_wide["mlp"]
     plain = SearchSpec.model_validate({"max_trials": 4})
     defaults = {n.family: n.reason for n in left_out_families(plain, ("mlp",), TABLE)}
     assert "the network alone" in defaults["gbdt"]
     assert defaults["forest"] == "searched only when search.families names it"
     assert "mlp" not in defaults  # no budget: nothing is left out for time
+
+
+def test_the_plan_never_leaves_out_every_family_it_searches() -> None:
+    """A budget too short for any estimate still searches the cheapest family (the search
+    would otherwise give its whole budget to whatever the sampler picked)."""
+    tiny = SearchSpec.model_validate({"timeout_s": 1, "families": ["linear", "gbdt"]})
+    notes = {n.family: n.reason for n in left_out_families(tiny, ("linear", "gbdt"), TABLE)}
+    assert "linear" not in notes and "estimated at" in notes["gbdt"]
+    alone = SearchSpec.model_validate({"timeout_s": 1, "families": ["gbdt"]})
+    assert "gbdt" not in {n.family for n in left_out_families(alone, ("gbdt",), TABLE)}

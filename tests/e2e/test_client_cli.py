@@ -80,7 +80,9 @@ def test_upload_submit_watch_show_and_predict_from_the_terminal(
     job_id = submitted.stderr.split()[1]
     shown_job = run(kiln, "jobs", "show", job_id)
     assert shown_job.returncode == 0, shown_job.stderr
-    lines = dict(line.split(None, 1) for line in shown_job.stdout.splitlines())
+    fields, _, phases = shown_job.stdout.partition("\n\n")  # the facts, then the phases
+    lines = dict(line.split(None, 1) for line in fields.splitlines())
+    assert phases.startswith("PHASE") and "\ntrials " in phases and "export and checks" in phases
     assert lines["status"] == "succeeded" and lines["registered"] == "v1"
     assert lines["serving"] == took
     assert lines["progress"] == "3/3 trials" and lines["algorithm"] == "random"

@@ -87,6 +87,8 @@ def test_unrunnable_searches_are_named(
         ({"objectives": [{"metric": "speed"}]}, "metric"),
         ({"constraints": {"max_params": 0}}, "max_params"),
         ({"constraints": {"max_flops": 10}}, "max_flops"),
+        ({"refit": "partial"}, "refit"),
+        ({"refit": None}, "refit"),
     ],
 )
 def test_malformed_search_fields_are_422(

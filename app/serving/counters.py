@@ -70,6 +70,7 @@ class ServingCounters:
         self._lock = threading.Lock()
         self._series: dict[_Own, Series] = {}
         self._seconds = SecondsRing()
+        self._changes = 0  # counts added to the per-second series, ever (tells a writer)
         # Versions a name resolved to are finite; series of names that resolved to nothing
         # share one key with an empty model, so a caller cannot mint series.
 
@@ -99,6 +100,7 @@ class ServingCounters:
             series.queue.observe(queue_s)
             series.compute.observe(compute_s)
             self._seconds.add((model, version, ANSWERED), second, OK, latency_s)
+            self._changes += 1
 
     def failed(self, model: str, version: int | None, protocol: str, status: int) -> None:
         """A failed request, labelled by the version it resolved to (none: no labels)."""
@@ -108,6 +110,7 @@ class ServingCounters:
         with self._lock:
             self._get(key).outcomes[outcome] += 1  # OUTCOMES and the ring share an order
             self._seconds.add((key[0], key[1], ANSWERED), second, outcome, None)
+            self._changes += 1
 
     def shadow_ran(self, model: str, version: int, ok: int, failed: int, seconds: float) -> None:
         """Copies of requests the shadow ``version`` ran together in ``seconds`` (``ok``)
@@ -115,16 +118,20 @@ class ServingCounters:
         second = int(time.time())
         with self._lock:
             self._seconds.add_many((model, version, SHADOW), second, ok, failed, seconds)
+            self._changes += 1
 
     def seconds_copy(self, model: str | None = None) -> dict[tuple[str, int, int], RingCopy]:
         """The per-second series of ``model`` (all: None), copied."""
         with self._lock:
             return self._seconds.copy(model)
 
-    def newest_second(self) -> int:
-        """The newest second any per-second series counted (0: none)."""
+    def seconds_changed(self) -> tuple[int, dict[tuple[str, int, int], RingCopy]]:
+        """Every per-second series, copied, with how many counts were added before the
+        copy: a writer that kept the number knows whether anything changed since (a
+        request stamps its second before it takes the lock, so comparing seconds would
+        miss one counted just after a copy, in the second before it)."""
         with self._lock:
-            return self._seconds.newest()
+            return self._changes, self._seconds.copy(None)
 
     def snapshot(self) -> dict[Key, Series]:
         """A copy of every series (for a scrape, or a push of what changed since)."""

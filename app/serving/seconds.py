@@ -125,10 +125,6 @@ class SecondsRing:
         if ok:
             cells[ring.base + LATENCY + bisect_left(BOUNDS, latency_s)] += ok
 
-    def newest(self) -> int:
-        """The newest second any series counted (0: none)."""
-        return max((ring.newest for ring in self._rings.values()), default=0)
-
     def copy(self, model: str | None = None) -> dict[RingKey, RingCopy]:
         """A copy of the series of ``model`` (all: None)."""
         return {

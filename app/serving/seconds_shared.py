@@ -35,7 +35,7 @@ class SharedSeconds:
         self.counters = counters
         self.folder = Path(folder) if folder else None
         self._mine = f"{process or os.getpid()}.npz"  # its file among the others
-        self._written = 0  # the second of the last write
+        self._written = -1  # the counters' change count at the last write
 
     @property
     def shared(self) -> bool:
@@ -59,13 +59,12 @@ class SharedSeconds:
         if self.folder is None:
             return
         now = int(time.time())
-        # A second already written can still have gained counts: the newest second counted
-        # at or after the last write's own second means something changed since.
-        if self.counters.newest_second() < self._written:
-            return
+        changes, copies = self.counters.seconds_changed()
+        if changes == self._written:
+            return  # nothing counted since the last write
         keys: list[RingKey] = []
         series, seconds, cells, values = [], [], [], []
-        for index, (key, copy) in enumerate(self.counters.seconds_copy().items()):
+        for index, (key, copy) in enumerate(copies.items()):
             fresh = copy.stamps > now - SLOTS
             held = copy.cells[fresh]
             rows, columns = np.nonzero(held)
@@ -85,7 +84,7 @@ class SharedSeconds:
                 values=_joined(values, np.uint32),
             )
         os.replace(temporary, self.folder / self._mine)
-        self._written = now
+        self._written = changes
 
     def read(self, model: str | None, since: int, seconds: int) -> tuple[Summed, int]:
         """Each series of ``model`` (every model: None) over the ``seconds`` seconds from

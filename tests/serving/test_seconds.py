@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -117,6 +118,26 @@ def test_a_process_writes_only_when_it_counted_something(tmp_path: Path) -> None
     (tmp_path / "a.npz").unlink()
     shared.write()  # nothing counted since: no file rewritten
     assert not (tmp_path / "a.npz").exists() and written
+
+
+def test_a_request_stamped_before_a_write_and_counted_after_it_is_written_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request takes its second before the counters' lock: one stamped in the second
+    before a write, and counted just after the write's copy, is in the next write."""
+    counters = ServingCounters()
+    shared = SharedSeconds(counters, str(tmp_path), process="b")
+    earlier = time.time() - 1.0
+    stamps = SimpleNamespace(time=lambda: earlier)  # the counters' clock alone
+    monkeypatch.setattr("app.serving.counters.time", stamps)
+    counters.succeeded("m", 1, "v1", 0.0, 0.001, 0.002)
+    shared.write()  # in the second after both requests' stamps
+    counters.succeeded("m", 1, "v1", 0.0, 0.001, 0.002)  # stamped before, counted after
+    monkeypatch.undo()
+    shared.write()
+    reader = SharedSeconds(ServingCounters(), str(tmp_path), process="a")
+    summed, processes = reader.read("m", int(time.time()) - 5, 7)
+    assert processes == 2 and summed[("m", 1, ANSWERED)].sum(axis=0)[OK] == 2
 
 
 @pytest.mark.parametrize("broken", [b"", b"not a zip file"])

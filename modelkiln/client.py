@@ -274,6 +274,23 @@ class Client(LoopCalls):
             self._call("GET", f"/v1/models/{_segment(name)}/versions/{version}")
         )
 
+    def explain(
+        self, name: str, inputs: list[Any], *, version: int | None = None
+    ) -> dict[str, Any]:
+        """Explanations of records keyed by column name, or rows of numbers (as
+        ``predict`` takes them): per row the prediction and, per output (each class of a
+        classifier), its value, base value and one attribution per column; the server's
+        answer (``method``, ``output``, ``explanations``)."""
+        params = {"version": version} if version else {}
+        return dict(
+            self._call(
+                "POST",
+                f"/v1/models/{_segment(name)}/explain",
+                params=params,
+                json={"inputs": inputs},
+            )
+        )
+
     def predict(
         self, name: str, inputs: list[Any], *, version: int | None = None
     ) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import httpx
 
 from modelkiln.client import Client, KilnApiError
 from modelkiln.csv_predict import predict_csv
+from modelkiln.explain import add_explain_command
 from modelkiln.loop_commands import add_loop_commands
 from modelkiln.progress import best_text, count_text, time_text, watch_job
 from modelkiln.show import show_dataset, show_job
@@ -204,11 +205,23 @@ def models_show(args: argparse.Namespace) -> int:
                 score,
                 f"{v.size_bytes / 1024:.1f} KiB",
                 "" if v.latency_p50_ms is None else f"{v.latency_p50_ms:.3f} ms",
+                *_footprint_cells(v.metrics),
                 origin,
             ]
         )
-    _table(rows, ["VERSION", "STATUS", "TEST", "SIZE", "P50", "FROM"])
+    _table(rows, ["VERSION", "STATUS", "TEST", "SIZE", "P50", "MEM/RUN", "ENERGY/1K", "FROM"])
     return 0
+
+
+def _footprint_cells(metrics: dict[str, Any]) -> list[str]:
+    """A version's memory one run takes (1 / 256 rows) and its energy per 1,000 rows with
+    where it comes from ('rapl' or 'estimate'); blank where it was not measured."""
+    energy, source = metrics.get("energy_mj_per_1k_rows"), metrics.get("energy_source")
+    if not isinstance(energy, int | float) or not isinstance(source, str):
+        return ["", ""]
+    sizes = [metrics.get("peak_memory_mb"), metrics.get("peak_memory_b256_mb")]
+    memory = " / ".join(f"{size:.3f}" if isinstance(size, int | float) else "-" for size in sizes)
+    return [f"{memory} MB", f"{energy:.4g} mJ ({source})"]
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -364,6 +377,7 @@ def add_commands(commands: Any) -> None:
         help="with --job: a column to copy next to the predictions (repeatable)",
     )
     _common(predicting, predict, json_output=False)
+    add_explain_command(commands, lambda parser, handler: _common(parser, _with_client(handler)))
     add_loop_commands(
         commands,
         lambda parser, handler: _common(parser, _with_client(handler), json_output=False),

@@ -114,14 +114,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
+# A verb's path: text after the last parameter, in its segment ('{name}:explain').
+_VERB = re.compile(r"\}[^/{}]+$")
+
+
 class PathMethods:
     """The methods each path of the app has, over all its routes (FastAPI makes one route
     per method, and Starlette's 405 names only the first route's). A static path is its own:
     with ``POST /v1/jobs/predict`` and ``GET /v1/jobs/{job_id}``, ``GET /v1/jobs/predict``
-    is a 405 naming ``POST``, not a 422 for a job id ``'predict'``."""
+    is a 405 naming ``POST``, not a 422 for a job id ``'predict'``. So is a verb's path (a
+    parameter with text after it in the last segment, KServe's ``/v1/models/{name}:explain``,
+    whose ':' no name holds): ``GET /v1/models/x:explain`` is a 405 naming ``POST``, not a
+    422 for a model named ``'x:explain'``."""
 
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
         static: dict[str, set[str]] = {}
+        verbs: dict[str, tuple[re.Pattern[str], set[str]]] = {}
         self._templated: list[tuple[re.Pattern[str], frozenset[str]]] = []
         for route in iter_route_contexts(routes):
             methods, path = route.methods, route.path_format
@@ -129,22 +137,33 @@ class PathMethods:
                 continue
             if route.param_convertors:
                 self._templated.append((route.path_regex, frozenset(methods)))
+                if _VERB.search(path):
+                    verbs.setdefault(path, (route.path_regex, set()))[1].update(methods)
             else:
                 static.setdefault(path, set()).update(methods)
         self._static = {path: frozenset(methods) for path, methods in static.items()}
+        self._verbs = [(regex, frozenset(methods)) for regex, methods in verbs.values()]
+
+    def _own(self, path: str) -> frozenset[str] | None:
+        """The methods of a static or verb ``path``, else None (a templated path's)."""
+        methods = self._static.get(path)
+        if methods is None:
+            methods = next((m for regex, m in self._verbs if regex.match(path)), None)
+        return methods
 
     def allowed(self, path: str) -> list[str]:
         """Every method ``path`` has (a 405's ``Allow``)."""
-        if path in self._static:
-            return sorted(self._static[path])
+        own = self._own(path)
+        if own is not None:
+            return sorted(own)
         return sorted(
             {m for regex, methods in self._templated if regex.match(path) for m in methods}
         )
 
     def refused(self, method: str, path: str) -> list[str] | None:
-        """The methods of a static ``path`` that does not have ``method``, else None (the
-        router decides)."""
-        methods = self._static.get(path)
+        """The methods of a static or verb ``path`` that does not have ``method``, else
+        None (the router decides)."""
+        methods = self._own(path)
         return None if methods is None or method in methods else sorted(methods)
 
 

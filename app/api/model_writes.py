@@ -28,6 +28,7 @@ from app.api.traffic_schemas import (
 from app.api.uploads import spooled_upload
 from app.contracts.enums import Task
 from app.core.errors import NotFound
+from app.evaluation.energy import EnergySettings
 from app.jobs.files import delete_version_artifact
 from app.registry import aliases, service, traffic
 from app.registry.upload import ProbeLimits, upload_version
@@ -72,6 +73,7 @@ def upload_model_version(
                 timeout_s=settings.probe_timeout_s,
                 run_timeout_s=settings.upload_run_timeout_s,
                 model_memory_mb=settings.upload_model_memory_mb,
+                energy=EnergySettings.of(settings),
             ),
         )
     return version_read(session, name, version)

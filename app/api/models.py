@@ -10,6 +10,8 @@ from app.api.errors_schema import V1_ERRORS
 from app.api.params import IdPath, ModelName, Offset, PageLimit
 from app.api.schemas import ModelRead, Page, PredictRequest, ServingOptions, VersionRead
 from app.core.db import Session
+from app.evaluation.footprint import Footprint
+from app.explain.data import ExplainRecord
 from app.registry import service
 from app.registry.examples import version_example
 from app.tables import Model, ModelVersion
@@ -45,6 +47,7 @@ def version_read(session: Session, name: str, version: ModelVersion) -> VersionR
         n_params=version.n_params,
         latency_p50_ms=version.latency_p50_ms,
         metrics=version.metrics,
+        footprint=Footprint.of_metrics(version.metrics),
         signature=version.signature,
         class_labels=version.class_labels,
         config=version.config.model_dump(mode="json", exclude_none=True)
@@ -56,6 +59,7 @@ def version_read(session: Session, name: str, version: ModelVersion) -> VersionR
         artifact_deleted_at=version.artifact_deleted_at,
         runs_in=runs_in,
         runs_in_reason=why,
+        importance=record.importance if (record := ExplainRecord.of(version.metrics)) else None,
     )
 
 

@@ -11,6 +11,8 @@ from app.contracts.enums import JobStatus, Scope, TrialState
 from app.contracts.profile import DatasetProfile
 from app.contracts.signature import Signature
 from app.core.names import KEY_NAME, TAG_KEY, KeyNameStr, TagKeyStr
+from app.evaluation.footprint import Footprint
+from app.explain.data import Importance
 from app.kinds import JOB_KINDS, JobResult
 from app.registry.aliases import MAX_TAG_VALUE, MAX_TAGS
 
@@ -230,6 +232,11 @@ class VersionRead(BaseModel):
     n_params: int | None
     latency_p50_ms: float | None
     metrics: dict[str, Any]
+    footprint: Footprint | None = Field(
+        default=None,
+        description="Memory one run takes and energy per 1,000 rows, measured when it was "
+        "registered (also in metrics); None: registered before they were measured.",
+    )
     signature: Signature
     class_labels: list[Any] | None
     config: dict[str, Any] | None
@@ -249,6 +256,12 @@ class VersionRead(BaseModel):
         "past KILN_UPLOAD_RUN_TIMEOUT_S).",
     )
     runs_in_reason: str = Field(default="", description="Why it runs there.")
+    importance: Importance | None = Field(
+        default=None,
+        description="Global importance: each input column's mean absolute attribution on "
+        "held-out rows (as POST /v1/models/{name}/explain gives them), largest first; None: "
+        "not computed (an upload without a background, a variant, an older version).",
+    )
 
 
 def _keys_by_rule(schema: dict[str, Any]) -> None:

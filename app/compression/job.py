@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from app.compression.base import Candidate, CompressionData
+from app.compression.explanations import with_importance
+from app.compression.footprints import with_footprints
 from app.compression.kind import COMPRESS
 from app.compression.pipeline import Outcome, compress
 from app.compression.record import (
@@ -164,13 +166,30 @@ def run_compression(
     lineage: Lineage,
     store: ArtifactStore,
     progress: Callable[[int], None] = lambda done: None,
+    *,
+    parent_metrics: dict[str, Any] | None = None,
 ) -> Compression:
-    """Make, measure and store every variant; registration waits for the job's success."""
+    """Make, measure and store every variant; registration waits for the job's success.
+    ``parent_metrics``: the parent's, whose explanation record (its background) the
+    variants are explained against, their importance computed here."""
     outcome = compress(parent, data, spec, context.check, progress)
     # Scoped by attempt, as a search's artifacts are: a stale attempt never overwrites them.
     folder = f"jobs/{context.job_id}/attempt-{context.attempt}/compression"
     prepared = prepare_variants(outcome, lineage, store, folder, data)
     context.check()
+    prepared = with_footprints(
+        prepared, outcome.variants, data, store, context.settings, context.check
+    )
+    prepared = with_importance(
+        prepared,
+        outcome.variants,
+        data,
+        store,
+        lineage,
+        parent_metrics,
+        context.settings.ort_threads,
+        context.check,
+    )
     return Compression(spec=spec, lineage=lineage, outcome=outcome, prepared=prepared)
 
 
@@ -249,6 +268,7 @@ def run_compress(context: JobContext) -> Recorder:
         lineage,
         store,
         progress=lambda done: context.report(done=done),
+        parent_metrics=source.metrics,
     )
 
     def record(session: Session) -> CompressResult:

@@ -7,7 +7,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from app.contracts.enums import MAX_ID
 from app.jobs.spec import VersionRef
@@ -15,9 +22,10 @@ from app.jobs.spec import VersionRef
 # Methods that change torch weights (and need them); methods that rewrite the ONNX graph;
 # methods that need torch weights and leave only a coded graph (its weights are quantized).
 NETWORK_METHODS = frozenset({"prune_structured", "prune_unstructured", "select_features"})
-GRAPH_METHODS = frozenset({"quantize_dynamic", "quantize_static", "fp16"})
-CODING_METHODS = frozenset({"share_weights", "binarize"})
+GRAPH_METHODS = frozenset({"quantize_dynamic", "quantize_static", "fp16", "int4"})
+CODING_METHODS = frozenset({"share_weights", "binarize", "qat"})
 MAX_CHAIN = 6
+INT4_BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits' blocks: powers of two from 16
 ReduceRange = Literal["auto", "on", "off"]
 
 
@@ -185,6 +193,65 @@ class Binarize(_FineTuned):
     )
 
 
+class QuantizationAware(_FineTuned):
+    """Quantization-aware training: fine-tuned with int8 fake-quantized weights (per output
+    channel, symmetric) and learned activation clipping (PACT), then served as an int8 QDQ
+    graph whose activation ranges are the learned clips."""
+
+    method: Literal["qat"]
+    fine_tune_epochs: int = Field(
+        strict=True,
+        default=10,
+        ge=1,
+        le=500,
+        description="Epochs of training with fake-quantized weights and learned clipping.",
+    )
+    learning_rate: float = Field(strict=True, allow_inf_nan=False, default=5e-4, gt=0, le=1)
+    calibration_rows: int = Field(
+        strict=True,
+        default=512,
+        ge=16,
+        le=100_000,
+        description="Training rows that set the clipping's start and the input's int8 range.",
+    )
+    reduce_range: ReduceRange = Field(
+        default="auto", description="7-bit weights; 'auto' turns it on where the CPU lacks VNNI."
+    )
+
+
+class Int4(_Step):
+    """Weight-only 4-bit dense layers: onnxruntime's MatMulNBits, weights in blocks that
+    share a scale (and zero point); the rest of the graph stays fp32."""
+
+    method: Literal["int4"]
+    block_size: int | None = Field(
+        strict=True,
+        default=None,
+        ge=16,
+        le=256,
+        json_schema_extra={"enum": [*INT4_BLOCK_SIZES, None]},
+        description="Weights per block (along a unit's inputs). Default: of 128, 64, 32 "
+        "and 16, the one giving the smallest file whose validation score stays within "
+        "max_accuracy_drop of the parent's (else the best-scoring).",
+    )
+    symmetric: bool = Field(
+        default=False,
+        description="Signed 4-bit values around zero (no zero point per block).",
+    )
+    compute: Literal["int8", "fp32"] = Field(
+        default="int8",
+        description="Activations quantized to int8 per block at run time (onnxruntime's "
+        "fastest CPU path), or multiplied in fp32 by the dequantized weights.",
+    )
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, value: int | None) -> int | None:
+        if value is not None and value not in INT4_BLOCK_SIZES:
+            raise ValueError("must be a power of two: 16, 32, 64, 128 or 256")
+        return value
+
+
 def _named(value: Any) -> Any:
     return {"method": value} if isinstance(value, str) else value
 
@@ -198,7 +265,9 @@ MethodStep = Annotated[
     | FP16
     | SelectFeatures
     | ShareWeights
-    | Binarize,
+    | Binarize
+    | QuantizationAware
+    | Int4,
     Field(discriminator="method"),
     BeforeValidator(_named),
 ]

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.config_bounds import BoundsSettings
+from app.core.config_footprint import FootprintSettings
 from app.core.config_monitoring import MonitoringSettings
 from app.core.field_errors import FieldError
 from app.core.names import QUEUE_NAME, S3_BUCKET, S3_PREFIX, QueueNameStr
@@ -25,7 +26,7 @@ class SettingsError(Exception):
     """A setting is missing or malformed; the message names the environment variable."""
 
 
-class Settings(BoundsSettings, MonitoringSettings, BaseSettings):
+class Settings(BoundsSettings, MonitoringSettings, FootprintSettings, BaseSettings):
     """Every knob of ModelKiln. Defaults give the embedded, server-less configuration."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)

@@ -28,6 +28,16 @@ class BoundsSettings(BaseSettings):
     probe_timeout_s: float = Field(
         default=60.0, gt=0, le=3600, description="Wall time that subprocess may take."
     )
+    explain_max_rows: int = Field(
+        default=100, gt=0, le=100_000, description="Rows per explain request."
+    )
+    explain_max_perturbed_rows: int = Field(
+        default=100_000,
+        gt=0,
+        le=10_000_000,
+        description="Rows one explain request may run through the model (its rows and, for "
+        "sampled Shapley values, every perturbed row: rows x permutations x (columns - 1)).",
+    )
     output_retention_s: float = Field(
         default=0.0,
         ge=0,

@@ -31,6 +31,9 @@ METRICS: dict[str, MetricInfo] = {
     "latency_ms": MetricInfo(None, False, True),
     "size_bytes": MetricInfo(None, False, True),
     "params": MetricInfo(None, False, True),
+    # Memory one run at batch 1 takes, and energy per 1,000 rows (app.evaluation.footprint).
+    "peak_memory_mb": MetricInfo(None, False, True),
+    "energy_mj_per_1k_rows": MetricInfo(None, False, True),
 }
 HIGHER_IS_BETTER = {name: info.higher_is_better for name, info in METRICS.items()}
 CLASSIFICATION_METRICS = tuple(

@@ -4,8 +4,9 @@
   refused while a queued or running job uses it. The row stays, marked deleted, so the
   versions trained on it still name it in their lineage; its profile (column statistics,
   no rows) stays for their drift reports. New jobs on it are refused.
-- An archived version's artifact (its ONNX file and torch weights):
-  ``DELETE /v1/models/{name}/versions/{n}/artifact``; a live version must be archived first.
+- An archived version's artifact (its ONNX file, torch weights and explanation file, each
+  kept while another kept version shares it): ``DELETE /v1/models/{name}/versions/{n}/artifact``;
+  a live version must be archived first.
 - A finished job's files (a batch job's output and uploaded input, and every job's
   scratch): ``DELETE /v1/jobs/{id}/files``; a queued or running job must be cancelled first.
 - Retention, in the gateway's housekeeping pass: the scratch of finished jobs after
@@ -27,6 +28,7 @@ from app.core.db import Session, utcnow
 from app.core.errors import BrokenInvariant, Conflict, KilnError
 from app.datasets.repository import DatasetRepository
 from app.datasets.service import arrays_key, original_key, raw_key
+from app.explain.data import ExplainRecord
 from app.jobs.kinds import KindMap
 from app.jobs.repository import JobRepository
 from app.registry.repository import VersionRepository
@@ -72,8 +74,9 @@ def delete_dataset(session: Session, store: ArtifactStore, dataset_id: int) -> D
 def delete_version_artifact(
     session: Session, store: ArtifactStore, name: str, number: int
 ) -> ModelVersion:
-    """Delete an archived version's ONNX file and torch weights; the version's record
-    (metrics, lineage) stays."""
+    """Delete an archived version's ONNX file, torch weights and explanation file (its
+    background rows and exact model; a variant's is its parent's, kept while a version
+    that shares it keeps its artifact); the version's record (metrics, lineage) stays."""
     version = get_version(session, name, number)
     if version.status != VersionStatus.ARCHIVED:
         raise Conflict(
@@ -83,10 +86,14 @@ def delete_version_artifact(
     users = JobRepository(session).active_for_model(name)
     if users:
         raise Conflict(f"model {name!r} has queued or running job(s) {_busy(users)}; wait for them")
-    if not VersionRepository(session).others_sharing_artifact(version):  # a file stays
+    versions = VersionRepository(session)
+    if not versions.others_sharing_artifact(version):  # a file stays
         store.delete(version.artifact_key)  # while another kept version points at it
     if version.config is not None and version.config.weights_key is not None:
         store.delete(version.config.weights_key)
+    explained = ExplainRecord.of(version.metrics)
+    if explained is not None and not versions.others_sharing_explanation(version, explained.key):
+        store.delete(explained.key)
     version.artifact_deleted_at = version.artifact_deleted_at or utcnow()
     session.flush()
     return version

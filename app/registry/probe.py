@@ -18,6 +18,8 @@ from pydantic import ValidationError
 
 from app.contracts.signature import Signature, VersionConfig
 from app.core.errors import InvalidInput
+from app.evaluation.energy import EnergySettings
+from app.evaluation.footprint import Footprint
 from app.registry.probe_child import PROBE_OUTCOME, RANDOM_ROWS, ProbeFailed, ProbeMeasured
 
 _LOAD_PROBLEMS = {
@@ -43,7 +45,8 @@ class ProbeResult:
     form (or why it has none), its latency at batch 1, the memory its loaded session holds,
     the memory one more row of a request takes and the seconds one row takes in a batch
     (None: too little to measure), and whether static analysis proved its cost linear in
-    the rows ("bounded": it may run in the gateway) or not ("sandboxed"), and why."""
+    the rows ("bounded": it may run in the gateway) or not ("sandboxed"), and why, and its
+    footprint (``app.evaluation.footprint``; None where a run failed while measuring it)."""
 
     signature: Signature
     n_params: int
@@ -55,6 +58,7 @@ class ProbeResult:
     graph_class_reason: str
     rows_independent: bool
     seconds_per_row: float | None
+    footprint: Footprint | None  # memory a run takes, energy per 1,000 rows
 
 
 def _child_environment() -> dict[str, str]:
@@ -72,6 +76,7 @@ def probe_model(
     timeout_s: float,
     run_timeout_s: float,
     model_memory_mb: int,
+    energy: EnergySettings,
 ) -> ProbeResult:
     """Run the probe child on ``path``; InvalidInput names the stage that failed, or the
     memory the loaded model holds past ``model_memory_mb`` (KILN_UPLOAD_MODEL_MEMORY_MB)."""
@@ -86,6 +91,8 @@ def probe_model(
                     str(threads),
                     str(memory_mb),
                     repr(run_timeout_s),
+                    str(energy.powercap_dir),
+                    repr(energy.watts_per_core),
                 ],
                 cwd=empty,
                 env=_child_environment(),
@@ -137,6 +144,7 @@ def probe_model(
         graph_class_reason=outcome.graph_class_reason or "not classified",
         rows_independent=bounded and outcome.rows_independent,
         seconds_per_row=outcome.seconds_per_row,
+        footprint=outcome.footprint,
     )
 
 

@@ -1,6 +1,7 @@
 """The probe's child process: ``python -m app.registry.probe_child MODEL_PATH THREADS
-MEMORY_MB RUN_TIMEOUT_S``. Everything that reads an uploaded file happens here, in a
-process the gateway can afford to lose, never in the gateway itself.
+MEMORY_MB RUN_TIMEOUT_S POWERCAP_DIR WATTS_PER_CORE``. Everything that reads an uploaded
+file happens here, in a process the gateway can afford to lose, never in the gateway
+itself.
 
 It caps its own address space and file writes before it reads the file, works in an empty
 directory, decodes the protobuf and checks it as data (``app.onnx_graphs.checks``: no
@@ -12,10 +13,11 @@ memory arena), measuring the memory the loaded session holds (constants onnxrunt
 at load included), and runs it: a zero row, random rows, rows at float32's extremes (each
 run stopped at the gateway's per-run deadline), then batches of growing size to measure
 the memory one more row takes, and finally times it, at one row and at the largest batch
-measured. It prints one JSON line. What it prints never carries onnxruntime's or the
-checker's raw text beyond one sanitised line of the checker, the classification's reason
-and our own checks' refusals (names cut to 80 characters): a model must not be able to
-echo a file or a tensor back to its uploader."""
+measured, and last its footprint: the memory one run takes at batch 1 and 256 and the
+energy per 1,000 rows (``app.evaluation.footprint``). It prints one JSON line. What it
+prints never carries onnxruntime's or the checker's raw text beyond one sanitised line of
+the checker, the classification's reason and our own checks' refusals (names cut to 80
+characters): a model must not be able to echo a file or a tensor back to its uploader."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from pydantic import BaseModel, TypeAdapter
 from app.contracts.signature import VersionConfig
 from app.core.deadlines import DeadlinePassed, run_until
 from app.core.errors import InvalidInput
+from app.evaluation.energy import EnergySettings
+from app.evaluation.footprint import LARGE_BATCH, Footprint
 
 RANDOM_ROWS = 4
 TIMED_RUNS = 50
@@ -85,6 +89,7 @@ class ProbeMeasured(BaseModel):
     graph_class: Literal["bounded", "sandboxed"]
     graph_class_reason: str
     rows_independent: bool
+    footprint: Footprint | None = None  # None: a run at batch 1 failed while measuring it
 
 
 ProbeOutcome = ProbeFailed | ProbeMeasured
@@ -238,7 +243,9 @@ def _read(data: bytes) -> tuple[Any, Declared]:
     )
 
 
-def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) -> ProbeOutcome:
+def _probe(
+    data: bytes, threads: int, run_timeout_s: float, limit_bytes: int, energy: EnergySettings
+) -> ProbeOutcome:
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -299,7 +306,7 @@ def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) ->
         if len(timings) >= MIN_TIMED_RUNS and time.perf_counter() > budget:
             break
     p50_s = float(np.median(timings))
-    return ProbeMeasured(
+    measured = ProbeMeasured(
         declared=declared,
         shapes=[list(np.shape(answer)) for answer in answers],
         latency_p50_ms=p50_s * 1e3,
@@ -311,6 +318,38 @@ def _probe(data: bytes, threads: int, run_timeout_s: float, limit_bytes: int) ->
         rows_independent=graph_class.rows_independent
         and _rows_answered_alone(runner, random_rows, answers[1]),
     )
+    # Last: measuring resets the peak the measures above read.
+    footprint = _footprint(runner, measured, limit_bytes, energy)
+    return measured.model_copy(update={"footprint": footprint})
+
+
+def _footprint(
+    runner: _Runner, measured: ProbeMeasured, limit_bytes: int, energy: EnergySettings
+) -> Footprint | None:
+    """Memory a run takes and energy per 1,000 rows (``app.evaluation.footprint``), on
+    rows of ones. A batch of LARGE_BATCH rows runs only where the memory and time per row
+    measured above say it fits in MEMORY_SHARE of the address space and half the per-run
+    deadline; else memory at batch 1 only, and energy at batch 1. None when a run fails."""
+    import numpy as np
+
+    from app.evaluation.footprint import measure
+
+    per_row, seconds = measured.bytes_per_row or 0, measured.seconds_per_row or 0.0
+    fits = (
+        _peak_bytes() + per_row * LARGE_BATCH <= MEMORY_SHARE * limit_bytes
+        and seconds * LARGE_BATCH <= runner.run_timeout_s / 2
+    )
+    feeds: dict[int, Any] = {}
+
+    def run_rows(count: int) -> Any:
+        if count not in feeds:
+            feeds[count] = np.ones((count, *runner.row_shape), dtype=np.float32)
+        return runner.run(feeds[count])
+
+    try:
+        return measure(run_rows, energy, large_batch=fits)
+    except Exception:  # it ran these rows before: a deadline or memory at the margin
+        return None
 
 
 def _rows_answered_alone(runner: _Runner, rows: Any, together: Any) -> bool:
@@ -335,10 +374,11 @@ def main() -> None:
     """The child's entry point (see the module docstring)."""
     path, threads, memory_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     run_timeout_s = float(sys.argv[4])
+    energy = EnergySettings(Path(sys.argv[5]), float(sys.argv[6]))
     _limit_self(memory_mb)
     data = Path(path).read_bytes()
     try:
-        outcome = _probe(data, threads, run_timeout_s, memory_mb * 1024 * 1024)
+        outcome = _probe(data, threads, run_timeout_s, memory_mb * 1024 * 1024, energy)
     except MemoryError as error:
         outcome = _fail("memory", error)
     print(outcome.model_dump_json(exclude_none=True), flush=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.contracts.enums import VersionStatus
@@ -10,6 +10,7 @@ from app.contracts.signature import Signature, VersionConfig
 from app.core.db import Session, utcnow
 from app.core.errors import NotFound
 from app.core.names import MODEL_NAME, shown
+from app.explain.data import inherited
 from app.registry.repository import AliasRepository, ModelRepository, VersionRepository
 from app.storage import StoredArtifact
 from app.tables import Model, ModelVersion
@@ -53,6 +54,10 @@ def register_version(session: Session, model_name: str, draft: VersionDraft) -> 
     MODEL_NAME.check(model_name, "model name")
     model = ModelRepository(session).get_or_create(model_name, draft.task)
     number = ModelRepository(session).next_version(model.id)
+    if draft.parent_version_id is not None:  # a variant explains itself on its parent's rows
+        parent = VersionRepository(session).by_id(draft.parent_version_id)
+        if parent is not None:
+            draft = replace(draft, metrics=inherited(draft.metrics, parent.metrics, parent.id))
     version = _add_version(session, model, number, draft)
     if VersionRepository(session).alias_target(model.id, PRODUCTION_ALIAS) is None:
         served = default_serving_version(session, model, excluding=number)

@@ -10,9 +10,12 @@ from typing import Any
 
 from app.contracts.enums import Task
 from app.contracts.signature import Signature, VersionConfig
+from app.core.config_footprint import DEFAULT_CPU_WATTS_PER_CORE, DEFAULT_POWERCAP_DIR
 from app.core.db import Session
 from app.core.errors import Conflict, InvalidInput
 from app.core.names import MODEL_NAME
+from app.evaluation.energy import EnergySettings
+from app.evaluation.footprint import Footprint
 from app.onnx_graphs.checks import MAX_LABELS
 from app.registry.probe import probe_model
 from app.registry.repository import ModelRepository
@@ -31,6 +34,11 @@ class CheckedModel:
     n_params: int
     latency_p50_ms: float
     config: VersionConfig  # trainable (its architecture), or why not
+    footprint: Footprint | None  # memory a run takes, energy per 1,000 rows
+
+
+# The settings' defaults, for a probe called without settings.
+DEFAULT_ENERGY = EnergySettings(DEFAULT_POWERCAP_DIR, DEFAULT_CPU_WATTS_PER_CORE)
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,9 @@ class ProbeLimits:
     timeout_s: float
     run_timeout_s: float  # the gateway's deadline for one run of an uploaded graph
     model_memory_mb: int = 1024  # what a loaded upload may hold (KILN_UPLOAD_MODEL_MEMORY_MB)
+    # Where RAPL is read, and the estimate's watts per core (KILN_POWERCAP_DIR and
+    # KILN_CPU_WATTS_PER_CORE).
+    energy: EnergySettings = DEFAULT_ENERGY
 
 
 def _parse_labels(labels: str | None) -> list[Any] | None:
@@ -98,6 +109,7 @@ def check_onnx(
         timeout_s=limits.timeout_s,
         run_timeout_s=limits.run_timeout_s,
         model_memory_mb=limits.model_memory_mb,
+        energy=limits.energy,
     )
     signature = probed.signature
     resolved, class_labels = _task_and_labels(signature, labels, task)
@@ -117,6 +129,7 @@ def check_onnx(
         ),
         n_params=probed.n_params,
         latency_p50_ms=probed.latency_p50_ms,
+        footprint=probed.footprint,
     )
 
 
@@ -145,6 +158,7 @@ def upload_version(
             source="upload",
             artifact=artifact,
             signature=checked.signature,
+            metrics=checked.footprint.metrics() if checked.footprint is not None else {},
             n_params=checked.n_params,
             latency_p50_ms=checked.latency_p50_ms,
             class_labels=checked.class_labels,

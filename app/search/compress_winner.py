@@ -79,6 +79,8 @@ def compress_winner(
         job_id=context.job_id,
         split_seed=subject.split_seed,
     )
-    compression = run_compression(context, parent, data, runnable, lineage, run.store)
+    compression = run_compression(
+        context, parent, data, runnable, lineage, run.store, parent_metrics=winner.draft.metrics
+    )
     compression.skipped = skipped
     return compression

@@ -94,8 +94,7 @@ def considered(run: SearchRun, compression: CompressionSpec | None) -> bool:
         run.keeps_predictions
         and run.plan.objectives[0].metric not in COST_METRICS
         and limits.max_params is None
-        and limits.max_size_bytes is None
-        and limits.max_latency_ms is None
+        and not limits.on_served_file
         and (
             compression is None
             or chain_problem(compression.methods, has_network=False, convolutional=False) is None

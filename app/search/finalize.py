@@ -23,6 +23,8 @@ from app.contracts.results import (
 from app.contracts.signature import AverageMember, Signature, VersionConfig
 from app.core.db import Session
 from app.core.errors import BrokenInvariant
+from app.evaluation.energy import EnergySettings
+from app.evaluation.footprint import measure_file
 from app.evaluation.latency import timed
 from app.evaluation.metrics import task_scores
 from app.evaluation.sessions import open_session
@@ -34,6 +36,7 @@ from app.registry.service import VersionDraft, register_version
 from app.registry.serving_note import serving_note
 from app.search.budget import Phases
 from app.search.ensembles import AverageParams, AverageValidation
+from app.search.explanations import stored_explanations
 from app.search.space import SearchSpace
 from app.search.trial_metrics import TrialMetrics
 from app.storage import ArtifactStore
@@ -184,6 +187,7 @@ def prepare_version(
     members: list[AverageMember] | None = None,
     reference: ReferenceScores | None = None,
     fit: FitNote | None = None,
+    background: dict[str, np.ndarray] | None = None,
 ) -> PreparedVersion:
     """Export a trial's network (or an ensemble led by it), check it against torch,
     measure it on the held-out split and in onnxruntime, and store the ONNX file and the
@@ -191,7 +195,9 @@ def prepare_version(
     compressed as a graph, or distilled back into one network). Its metrics keep the
     evidence it was chosen on (``validation``, with the ``reference`` scores beside the
     winner's). With a ``fit`` whose served model saw the test rows, the held-out scores
-    are its ``held_out_model``'s, and the metrics say so."""
+    are its ``held_out_model``'s, and the metrics say so. With a ``background`` (the
+    graph's feeds for training rows) it keeps what its explanations need
+    (``app.search.explanations``)."""
     # Scoped by attempt: a stale attempt still running never overwrites what a later one
     # registered (the key is new, and its registration would be refused anyway).
     base = f"jobs/{subject.job_id}/attempt-{context.attempt}/trial-{trial}"
@@ -213,6 +219,12 @@ def prepare_version(
             output = session.run([OUTPUT_NAME], served.feeds)[0]
         scores = task_scores(subject.dataset.task, output, test_target)
         latency = timed(path, feeds=served.feeds, threads=context.settings.ort_threads)
+        footprint = measure_file(
+            path,
+            served.feeds,
+            threads=context.settings.ort_threads,
+            energy=EnergySettings.of(context.settings),
+        )
         evidence = validation.stored()
         metrics = {
             **scores.as_json(),
@@ -226,12 +238,25 @@ def prepare_version(
             "latency_p50_ms": latency.p50,
             "latency_p95_ms": latency.p95,
             "size_bytes": path.stat().st_size,
+            **footprint.metrics(),
             "params": parameters_of(network),
             "validation": evidence
             if reference is None
             else {**evidence, "reference": reference.model_dump()},
         }
         artifact = store.put_file(f"{base}/model.onnx", path)
+        metrics |= stored_explanations(
+            store,
+            base,
+            network,
+            path,
+            served.signature,
+            background=background,
+            held_out=served.feeds,
+            labels=subject.dataset.class_labels,
+            encoding=encoding,
+            threads=context.settings.ort_threads,
+        )
     weights_key, weights_sha256, architecture = None, None, None
     if isinstance(network, Network):
         weights_key, architecture = f"{base}/weights.pt", network.config

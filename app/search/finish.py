@@ -26,6 +26,7 @@ from app.search import ensembles
 from app.search.budget import FinishModel, Phases, TrialCost, refit_seconds
 from app.search.compress_winner import compress_winner
 from app.search.ensembles import AverageParams, AverageValidation, EnsemblePick
+from app.search.explanations import background_feeds
 from app.search.families import family_scores, reference_scores
 from app.search.finalize import (
     FitNote,
@@ -244,6 +245,7 @@ def finalize(
     refitter = Refitter(run, model, phases, context.check)
     test = run.splits.test
     raw_test = load_raw(run.store, run.dataset, test) if run.dataset.encoding is not None else None
+    background = background_feeds(run)
     prepared: list[PreparedVersion] = []
     parents: list[Fitted] = []
     selection = selection_summary(run, best[0], complete)
@@ -298,6 +300,7 @@ def finalize(
                 test_target=run.arrays.target[test],
                 store=run.store,
                 raw_test=raw_test,
+                background=background,
                 trained_on=describe_device(torch.device(run.device)),
                 family=family_name(run.plan.space, params),
                 members=average_members,

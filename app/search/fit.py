@@ -18,14 +18,18 @@ import torch
 from app.contracts.enums import Task
 from app.contracts.params import ParamValue
 from app.core.errors import BrokenInvariant
+from app.evaluation.energy import EnergySettings
+from app.evaluation.footprint import Footprint, measure_file
 from app.evaluation.latency import timed
 from app.evaluation.metrics import quality_score
+from app.evaluation.names import COST_METRICS
 from app.preprocessing.graph import with_rows
 from app.search.build import candidate, front_for
 from app.search.data_parallel import train_in_group
 from app.search.run import Infeasible, SearchRun, checkpoint_key, predictions_key
 from app.search.selection import Folds, proper_score
 from app.search.space import TransferParams
+from app.search.spec import ConstraintSpec
 from app.search.trial_metrics import ServedCosts, TrialMetrics
 from app.training.export import INPUT_NAME, export_onnx
 from app.training.families.networks import TrainingParams
@@ -112,7 +116,7 @@ def quality_of(run: SearchRun, output: np.ndarray, target: np.ndarray) -> dict[s
     names = {
         objective.metric
         for objective in run.plan.objectives
-        if objective.metric not in ("latency_ms", "size_bytes", "params")
+        if objective.metric not in COST_METRICS
     }
     names.add(proper_score(task))
     return {name: quality_score(name, task, output, target) for name in sorted(names)}
@@ -122,7 +126,8 @@ def served_costs(
     run: SearchRun, params: int, n_inputs: int, write_onnx: Callable[[Path], None]
 ) -> ServedCosts:
     """Parameters, and (when an objective or constraint needs them) the size and latency
-    of the file ``write_onnx`` writes, as served; checked against the constraints."""
+    of the file ``write_onnx`` writes, as served, and its memory and energy (in a child
+    process: only when asked for); checked against the constraints."""
     if not run.plan.needs_export:
         return ServedCosts(params=float(params))
     with tempfile.TemporaryDirectory() as folder:
@@ -142,7 +147,17 @@ def served_costs(
             threads=run.settings.ort_threads,
             feeds=feeds,
         )
+        footprint = None
+        if run.plan.needs_footprint:
+            footprint = measure_file(
+                path,
+                feeds or {INPUT_NAME: random_rows(n_inputs)},
+                threads=run.settings.ort_threads,
+                energy=EnergySettings.of(run.settings),
+            )
     limits = run.plan.constraints
+    if footprint is not None:
+        check_footprint(limits, footprint)
     if limits.max_size_bytes is not None and size_bytes > limits.max_size_bytes:
         raise Infeasible(
             f"ONNX file of {size_bytes:.0f} bytes > max_size_bytes {limits.max_size_bytes}"
@@ -151,7 +166,28 @@ def served_costs(
         raise Infeasible(
             f"p50 latency {latency.p50:.4f} ms > max_latency_ms {limits.max_latency_ms}"
         )
-    return ServedCosts(params=float(params), size_bytes=size_bytes, latency_ms=latency.p50)
+    return ServedCosts(
+        params=float(params), size_bytes=size_bytes, latency_ms=latency.p50, footprint=footprint
+    )
+
+
+def random_rows(n_inputs: int) -> np.ndarray:
+    """Rows of the kind latency is timed on for a file that takes features."""
+    return np.random.default_rng(0).standard_normal((4, n_inputs)).astype(np.float32)
+
+
+def check_footprint(limits: ConstraintSpec, footprint: Footprint) -> None:
+    """Infeasible when the trial's memory or energy passes its limit (unmeasured memory
+    passes none: it is None only where the process's sizes cannot be read)."""
+    memory, energy = footprint.peak_memory_mb, footprint.energy_mj_per_1k_rows
+    memory_limit = limits.max_peak_memory_mb
+    if memory_limit is not None and memory is not None and memory > memory_limit:
+        raise Infeasible(f"peak memory {memory:.4f} MB a run > max_peak_memory_mb {memory_limit}")
+    if limits.max_energy_mj_per_1k_rows is not None and energy > limits.max_energy_mj_per_1k_rows:
+        raise Infeasible(
+            f"{energy:.4g} mJ per 1,000 rows ({footprint.energy_source}) > "
+            f"max_energy_mj_per_1k_rows {limits.max_energy_mj_per_1k_rows}"
+        )
 
 
 def _validation_output(network: Network, rows: np.ndarray) -> np.ndarray:

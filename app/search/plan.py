@@ -46,6 +46,12 @@ BUDGET_ONLY_PARALLELISM = 2
 BUDGET_ONLY_ENSEMBLE = 5
 
 
+# Costs of a trial's file as served: measured only when an objective or a constraint
+# names one (the footprint's in a child process of its own, ``app.evaluation.footprint``).
+FOOTPRINT_METRICS = ("peak_memory_mb", "energy_mj_per_1k_rows")
+SERVED_METRICS = ("latency_ms", "size_bytes", *FOOTPRINT_METRICS)
+
+
 @dataclass(frozen=True)
 class Objective:
     """A metric and which way is better."""
@@ -75,9 +81,15 @@ class SearchPlan:
     def needs_export(self) -> bool:
         """Whether trials must be exported to ONNX to be scored or checked."""
         wanted = {objective.metric for objective in self.objectives}
-        return bool(wanted & {"latency_ms", "size_bytes"}) or (
-            self.constraints.max_latency_ms is not None
-            or self.constraints.max_size_bytes is not None
+        return bool(wanted & set(SERVED_METRICS)) or self.constraints.on_served_file
+
+    @property
+    def needs_footprint(self) -> bool:
+        """Whether trials' memory and energy must be measured (a child process each)."""
+        wanted = {objective.metric for objective in self.objectives}
+        limits = self.constraints
+        return bool(wanted & set(FOOTPRINT_METRICS)) or (
+            limits.max_peak_memory_mb is not None or limits.max_energy_mj_per_1k_rows is not None
         )
 
 

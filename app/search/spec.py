@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.compression.spec import CompressionSpec
 from app.contracts.enums import MAX_ID
@@ -37,6 +37,8 @@ SearchMetric = Literal[
     "latency_ms",
     "size_bytes",
     "params",
+    "peak_memory_mb",
+    "energy_mj_per_1k_rows",
 ]
 
 
@@ -50,9 +52,15 @@ class ObjectiveSpec(BaseModel):
 
 
 class ConstraintSpec(BaseModel):
-    """Hard limits; a candidate whose architecture alone breaks one is never trained."""
+    """Hard limits; a candidate whose architecture alone breaks one is never trained. Each
+    is ``max_<metric>``, or the same limit written ``{"<metric>": {"max": ...}}``."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _limits_by_metric(cls, given: Any) -> Any:
+        return limits_by_metric(given)
 
     max_latency_ms: float | None = Field(
         strict=True, allow_inf_nan=False, default=None, gt=0, description="p50 at batch 1."
@@ -63,6 +71,59 @@ class ConstraintSpec(BaseModel):
     max_params: int | None = Field(
         strict=True, default=None, gt=0, description="Trainable parameters."
     )
+    max_peak_memory_mb: float | None = Field(
+        strict=True,
+        allow_inf_nan=False,
+        default=None,
+        gt=0,
+        description="Memory one run at batch 1 takes (onnxruntime without its arena).",
+    )
+    max_energy_mj_per_1k_rows: float | None = Field(
+        strict=True,
+        allow_inf_nan=False,
+        default=None,
+        gt=0,
+        description="Millijoules per 1,000 rows run in batches of 256 (RAPL, or an estimate "
+        "from CPU time: the trial's metrics say which).",
+    )
+
+    @property
+    def on_served_file(self) -> bool:
+        """Whether a limit needs the trial's file as served (all but max_params)."""
+        return any(
+            value is not None
+            for value in (
+                self.max_latency_ms,
+                self.max_size_bytes,
+                self.max_peak_memory_mb,
+                self.max_energy_mj_per_1k_rows,
+            )
+        )
+
+
+# Metrics a constraint may limit in the ``{"<metric>": {"max": ...}}`` form.
+LIMITED_METRICS = ("latency_ms", "size_bytes", "params", "peak_memory_mb", "energy_mj_per_1k_rows")
+
+
+def limits_by_metric(given: Any) -> Any:
+    """``search.constraints`` with each ``{"<metric>": {"max": value}}`` written as
+    ``max_<metric>``; anything else as given (the fields' own checks judge it)."""
+    if not isinstance(given, dict):
+        return given
+    limits = dict(given)
+    for metric in LIMITED_METRICS:
+        if metric not in limits:
+            continue
+        entry = limits.pop(metric)
+        if not isinstance(entry, dict) or set(entry) != {"max"}:
+            raise ValueError(f'{metric}: expected {{"max": <number>}}')
+        limit = entry["max"]
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
+            raise ValueError(f"{metric}.max: expected a number above 0, got {limit!r}"[:200])
+        if f"max_{metric}" in limits:
+            raise ValueError(f"{metric}: given twice (also as max_{metric})")
+        limits[f"max_{metric}"] = limit
+    return limits
 
 
 class InitFrom(VersionRef):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict
 
 from app.core.errors import BrokenInvariant
+from app.evaluation.footprint import Footprint
 from app.tables import Trial
 
 
@@ -28,6 +29,7 @@ class ServedCosts:
     params: float
     size_bytes: float | None = None
     latency_ms: float | None = None
+    footprint: Footprint | None = None  # memory and energy, when asked for
 
 
 class TrialMetrics(BaseModel):
@@ -50,6 +52,13 @@ class TrialMetrics(BaseModel):
     params: float | None = None
     size_bytes: float | None = None
     latency_ms: float | None = None
+    # Memory one run takes at batch 1 (and at 256), energy per 1,000 rows and whether RAPL
+    # measured it or it is an estimate (``app.evaluation.footprint``), when asked for.
+    peak_memory_mb: float | None = None
+    peak_memory_b256_mb: float | None = None
+    energy_mj_per_1k_rows: float | None = None
+    energy_source: str | None = None
+    energy_watts_per_core: float | None = None
 
     @classmethod
     def trained(cls, scores: dict[str, float], *, refit_epochs: int) -> TrialMetrics:
@@ -91,9 +100,11 @@ class TrialMetrics(BaseModel):
 
     def served(self, costs: ServedCosts) -> TrialMetrics:
         """These metrics with the trial's costs as served (those measured)."""
-        measured = {"params": costs.params}
+        measured: dict[str, float | str] = {"params": costs.params}
         if costs.size_bytes is not None and costs.latency_ms is not None:
             measured |= {"size_bytes": costs.size_bytes, "latency_ms": costs.latency_ms}
+        if costs.footprint is not None:
+            measured |= costs.footprint.metrics()
         return self.model_copy(update=measured)
 
     @property
@@ -107,6 +118,9 @@ class TrialMetrics(BaseModel):
             "params": self.params,
             "size_bytes": self.size_bytes,
             "latency_ms": self.latency_ms,
+            "peak_memory_mb": self.peak_memory_mb,
+            "peak_memory_b256_mb": self.peak_memory_b256_mb,
+            "energy_mj_per_1k_rows": self.energy_mj_per_1k_rows,
         }
         return self.scores.get(metric, costs.get(metric))
 

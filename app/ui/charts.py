@@ -18,6 +18,7 @@ from app.search.space import FAMILY_KEY
 from app.search.trial_metrics import TrialMetrics
 from app.training.families.registry import TABLE_FAMILIES, family_named
 from app.ui.parallel import varied
+from app.ui.pareto_axes import axis_menu, axis_title, axis_values, pareto_axes
 
 Figure = dict[str, Any]
 MARGIN = {"l": 60, "r": 20, "t": 30, "b": 50}
@@ -231,13 +232,17 @@ def pareto(
     trials: Sequence[TrialRead], front: Sequence[ParetoTrial], objectives: Sequence[dict[str, str]]
 ) -> Figure:
     """The first two objectives: every complete trial, the front drawn over it; hovering
-    a point shows its parameters (and, on the front, its registered version)."""
+    a point shows its parameters (and, on the front, its registered version). With more
+    to draw (other objectives, costs every trial measured: ``pareto_axes``), a dropdown
+    per axis picks what it shows."""
+    every = [Objective.model_validate(objective).metric for objective in objectives]
     drawn = [Objective.model_validate(objective) for objective in objectives[:2]]
     names = [objective.metric for objective in drawn]
     done = [t for t in trials if t.state == "complete" and t.values and len(t.values) >= 2]
     on_front = {entry.trial for entry in front}
     rest = [t for t in done if t.number not in on_front]
     ordered = sorted(front, key=lambda e: e.values[names[0]])
+    axes = pareto_axes(done, every)
     data = [
         {
             "type": "scatter",
@@ -262,10 +267,21 @@ def pareto(
             ],
         },
     ]
+    menus: dict[str, Any] = {}
+    if len(axes) > 2:
+        columns = axis_values(rest, ordered, done, axes, every)
+        menus = {
+            "updatemenus": [
+                axis_menu("x", axes, columns, axes.index(names[0]), done),
+                axis_menu("y", axes, columns, axes.index(names[1]), done),
+            ],
+            "margin": {**MARGIN, "t": 70},
+        }
     return _figure(
         data,
-        f"{names[0]} ({drawn[0].direction})",
-        f"{names[1]} ({drawn[1].direction})",
+        f"{axis_title(names[0], done)} ({drawn[0].direction})",
+        f"{axis_title(names[1], done)} ({drawn[1].direction})",
+        **menus,
     )
 
 

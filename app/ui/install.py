@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.ui.explain_panel import router as explain_router
 from app.ui.pages import router
 from app.ui.policy import policy
 from app.ui.session import SignInNeeded
@@ -55,6 +56,7 @@ PLOTLY_JS = Path(str(files("plotly").joinpath("package_data", "plotly.min.js")))
 
 def install_ui(app: FastAPI) -> None:
     app.include_router(router)
+    app.include_router(explain_router)
     app.add_middleware(DashboardHeaders)
 
     async def plotly_bundle(_: Request) -> FileResponse:

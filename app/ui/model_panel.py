@@ -13,10 +13,12 @@ from pydantic import BaseModel, ValidationError
 
 from app.contracts.results import ReferenceScores
 from app.core.db import Session
+from app.evaluation.footprint import Footprint
 from app.evaluation.scores import ResidualSummary
 from app.registry.examples import version_example
 from app.registry.service import isolation
 from app.tables import ModelVersion
+from app.ui.explain_panel import ImportanceShown, importance_shown
 
 SHOWN_CATEGORIES = 8
 
@@ -186,6 +188,8 @@ class VersionPanel:
     labels: list[str]
     residuals: ResidualSummary | None
     held_out_from: str | None  # a full refit's test figures come from its non-test fit
+    footprint: Footprint | None = None  # memory a run takes, energy per 1,000 rows
+    importance: ImportanceShown | None = None  # global importance, or why there is none
 
 
 def version_panel(
@@ -214,4 +218,6 @@ def version_panel(
         labels=[str(label) for label in labels] or [str(i) for i in range(len(matrix or []))],
         residuals=metrics.residuals,
         held_out_from=metrics.held_out_from,
+        footprint=Footprint.of_metrics(version.metrics),
+        importance=importance_shown(name, version),
     )

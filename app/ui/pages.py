@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -48,14 +48,20 @@ from app.ui.monitoring_panel import monitoring_panel
 from app.ui.policy import HEADER, policy
 from app.ui.registered import average_of, model_row, search_outcome
 from app.ui.serving import model_traffic, serving_rows
-from app.ui.session import Viewer, end_session, principal_for, same_site, start_session, viewer
+from app.ui.session import (
+    Viewer,
+    ViewerDep,
+    end_session,
+    principal_for,
+    same_site,
+    start_session,
+)
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.undefined = StrictUndefined  # a misspelt field fails loudly, never blank
 templates.env.filters["clock"] = lambda seconds: _clock(float(seconds))
 templates.env.globals["progress_share"] = lambda job: _progress_share(job)
 router = APIRouter(prefix="/ui", include_in_schema=False)
-ViewerDep = Annotated[Viewer, Depends(viewer)]
 FRAGMENT_HEADER = "x-kiln-fragment"  # the page's script asks for the live part only
 
 

@@ -10,8 +10,9 @@ also need the request to come from this site (``Origin``, or ``Sec-Fetch-Site``)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -111,3 +112,6 @@ def start_session(response: Response, request: Request, principal: Principal, ke
 
 def end_session(response: Response) -> None:
     response.delete_cookie(COOKIE, path=PATH, httponly=True, samesite="strict")
+
+
+ViewerDep = Annotated[Viewer, Depends(viewer)]  # a page's logged-in viewer

@@ -1,11 +1,13 @@
 """The dashboard and the docs page in a real browser, against a real ``kiln serve`` whose
 worker runs a real multi-objective search and a real compression: sign in, the search's
 charts draw one point per trial, the compression report shows its trade-offs, an alias
-moved on the page is what the API then says, and ``/docs`` renders its operations with
-every host but the gateway unreachable."""
+moved on the page is what the API then says, a version's importance and one row's
+explanation are drawn as bars, and ``/docs`` renders its operations with every host but
+the gateway unreachable."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +94,17 @@ def points(browser: Any, chart: str) -> int:
     """The markers Plotly drew in one chart."""
     found = browser.find_elements("css selector", f"#chart-{chart} .scatterlayer .point")
     return len(found)
+
+
+def bars(browser: Any, chart: str) -> int:
+    """The bars Plotly drew in one bar chart."""
+    return len(browser.find_elements("css selector", f"#chart-{chart} .barlayer .point"))
+
+
+def ticks(browser: Any, chart: str) -> list[str]:
+    """A horizontal bar chart's column labels, top to bottom."""
+    labels = browser.find_elements("css selector", f"#chart-{chart} .ytick text")
+    return [label.text for label in reversed(labels)]
 
 
 def sign_in(browser: Any, kiln: KilnServer) -> None:
@@ -198,6 +211,37 @@ def test_the_model_page_shows_how_to_call_a_version_and_tries_it(
     )
     assert answer.get_attribute("data-status") == "200", answer.text
     assert '"predictions"' in answer.text and '"version": 1' in answer.text
+    importance = version["importance"]
+    assert importance is not None, version["metrics"].get("explain")
+    columns = len(importance["columns"])
+    wait_for(lambda: bars(browser, "importance") == columns, what="the importance chart")
+    assert ticks(browser, "importance") == list(importance["columns"])  # the largest on top
+    note = browser.find_element("id", "importance-note").text
+    assert importance["method"] in note and importance["output"] in note
+    browser.find_element("id", "explain-button").click()
+    wait_for(lambda: bars(browser, "explain") == columns, what="the explanation's bars")
+    answer = browser.find_element("id", "try-answer")
+    assert answer.get_attribute("data-status") == "200", answer.text
+    assert '"explanations"' in answer.text and '"base_value"' in answer.text
+    row = json.loads(answer.text.split("\n", 1)[1])["explanations"][0]
+    attributions = next(o for o in row["outputs"] if o["class"] == row["prediction"])
+    ranked = sorted(attributions["attributions"].items(), key=lambda item: -abs(item[1]))
+    assert ticks(browser, "explain") == [column for column, _ in ranked]
+    caption = browser.find_element("id", "explain-caption").text
+    assert caption.startswith("base value ") and " of class " in caption, caption
+    options = browser.find_elements("css selector", "#explain-class option")
+    assert [o.text for o in options] == [str(label) for label in version["class_labels"]]
+    shown = browser.find_element("css selector", "#explain-class option:checked")
+    assert f"predicted {json.dumps(shown.text)}" in caption  # the predicted class first
+    other = next(o for o in options if o.text != shown.text)
+    other.click()
+    wait_for(
+        lambda: f" of class {other.text};" in browser.find_element("id", "explain-caption").text,
+        what="the other class's bars",
+    )
+    assert bars(browser, "explain") == columns
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors
     classes = browser.find_elements("css selector", "#per-class tbody tr")
     assert len(classes) == len(version["class_labels"])
     matrix = browser.find_elements("css selector", "#confusion tbody tr")

@@ -28,6 +28,7 @@ QUICK: dict[str, dict[str, Any]] = {  # fewer epochs than the defaults, same cod
     "quantize_static": {"calibration_rows": 64},
     "share_weights": {"fine_tune_epochs": 3},
     "binarize": {"fine_tune_epochs": 10, "learning_rate": 3e-3},
+    "qat": {"fine_tune_epochs": 3, "calibration_rows": 64},
 }
 
 

@@ -44,6 +44,10 @@ def test_a_405_names_every_documented_method(client: TestClient, app: FastAPI, a
         ("GET", "/v1/datasets/from-log", "POST"),
         ("DELETE", "/v1/datasets/from-log", "POST"),
         ("OPTIONS", "/v1/jobs/predict", "POST"),
+        ("GET", "/v1/models/walked:explain", "POST"),  # a verb's path: no name holds ':'
+        ("PATCH", "/v1/models/walked:explain", "POST"),
+        ("DELETE", "/v1/models/walked:explain", "POST"),
+        ("OPTIONS", "/v1/models/walked:explain", "POST"),
     ],
 )
 def test_a_static_path_is_not_a_path_parameter(

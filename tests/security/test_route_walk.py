@@ -31,6 +31,9 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
     ("GET", "/v2/health/live"): PUBLIC,
     ("GET", "/v2/health/ready"): PUBLIC,
     ("POST", "/v1/models/{name}/predict"): Scope.INFER,
+    ("POST", "/v1/models/{name}/explain"): Scope.INFER,
+    ("POST", "/v1/models/{name}:explain"): Scope.INFER,
+    ("PUT", "/v1/models/{name}/versions/{version}/explain/background"): Scope.WRITE,
     ("GET", "/v2"): PUBLIC,  # server metadata: name, version, extensions (as Triton)
     ("GET", "/v2/models/{name}"): ANY_KEY,
     ("GET", "/v2/models/{name}/versions/{version}"): ANY_KEY,
@@ -94,6 +97,7 @@ GUARDS: dict[tuple[str, str], Scope | str] = {
     ("GET", "/ui/models/{name}"): UI_READ,
     ("POST", "/ui/models/{name}/aliases"): UI_WRITE,
     ("POST", "/ui/models/{name}/predict"): UI_WRITE,  # infer scope, of a key that may read
+    ("POST", "/ui/models/{name}/explain"): UI_WRITE,  # as predict: infer, of a key that may read
     ("GET", "/ui/models/{name}/versions/{version}/artifact"): UI_READ,
     ("GET", "/ui/datasets"): UI_READ,
     ("GET", "/ui/datasets/{dataset_id}"): UI_READ,

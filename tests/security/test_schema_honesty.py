@@ -52,6 +52,10 @@ SEMANTIC_RULES = {
     "POST /v1/jobs/predict": "the CSV's contents and the model's live versions",
     "POST /v1/models/{name}/versions": "the ONNX file's contents",
     "POST /v1/models/{name}/predict": "rows that match the version's signature",
+    "POST /v1/models/{name}/explain": "rows that match the version's signature",
+    "POST /v1/models/{name}:explain": "rows that match the version's signature",
+    "PUT /v1/models/{name}/versions/{version}/explain/background": "2 or more rows that "
+    "match the version's signature",
     "PUT /v1/models/{name}/aliases/{alias}": "weights that sum to 100, live versions",
     "POST /v1/models/{name}/aliases/{alias}/promote": "the alias's current traffic",
     "PATCH /v1/models/{name}": "at most 50 tags, counting those already set",

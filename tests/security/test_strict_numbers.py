@@ -25,10 +25,16 @@ from app.core.config import Settings
 from tests.security.openapi_bodies import Walker, field_name, json_operations
 from tests.security.walked import register_walked, url
 
-# /v1 predict is served by the inference codec ahead of FastAPI: its decoder reads JSON
-# strictly (orjson), so NaN is "not valid JSON" there, a 400 as for any unreadable body
-# (tests/security/test_malformed_requests.py covers its rows, booleans included).
-PREDICT = ("POST", "/v1/models/{name}/predict")
+# /v1 predict is served by the inference codec ahead of FastAPI, and explain (and an
+# explanation's background rows) read their body with the same codec: its decoder reads
+# JSON strictly (orjson), so NaN is "not valid JSON" there, a 400 as for any unreadable
+# body (tests/security/test_malformed_requests.py covers its rows, booleans included).
+READ_BY_THE_CODEC = {
+    ("POST", "/v1/models/{name}/predict"),
+    ("POST", "/v1/models/{name}/explain"),
+    ("POST", "/v1/models/{name}:explain"),
+    ("PUT", "/v1/models/{name}/versions/{version}/explain/background"),
+}
 # Fields whose models are other modules' (app/jobs/spec.py's VersionRef, app/retrain/
 # spec.py's RetrainJobCreate): still lax until their owners make them strict (the change
 # is described in the report of issue #42). A field fixed there fails here: drop it.
@@ -83,7 +89,7 @@ def test_non_finite_numbers_are_422_on_every_numeric_field(
                 content=body,
                 headers={**admin, "content-type": "application/json"},
             )
-            if (method, path) == PREDICT:
+            if (method, path) in READ_BY_THE_CODEC:
                 if answer.status_code != 400 or "not valid JSON" not in answer.text:
                     wrong.append(f"{method} {path} {label}: {answer.status_code} {answer.text}")
             elif answer.status_code != 422 or not _names_field(answer, label):
@@ -153,7 +159,7 @@ def test_numbers_in_bodies_are_strict(
     walker = Walker(document)
     wrong, lax = [], set()
     for method, path, schema in json_operations(document):
-        if (method, path) == PREDICT:
+        if (method, path) in READ_BY_THE_CODEC:
             continue
         for label, leaf, build in walker.placements(schema, (kind,)):
             valid = walker.minimal(leaf)

@@ -1,5 +1,5 @@
 """Every compression method; importing this package registers them all."""
 
-from app.compression.methods import distill, features, pruning, quantize, sharing
+from app.compression.methods import distill, features, int4, pruning, qat, quantize, sharing
 
-__all__ = ["distill", "features", "pruning", "quantize", "sharing"]
+__all__ = ["distill", "features", "int4", "pruning", "qat", "quantize", "sharing"]

@@ -124,6 +124,66 @@ def _calibration(input_name: str, rows: np.ndarray) -> Any:
     return Rows()
 
 
+def calibration_rows(data: CompressionData, count: int) -> np.ndarray:
+    """``count`` training rows (at most all of them), drawn with the job's seed."""
+    rng = np.random.default_rng(data.seed)
+    count = min(count, len(data.x_train))
+    rows = data.x_train[np.sort(rng.choice(len(data.x_train), count, replace=False))]
+    return np.ascontiguousarray(rows)
+
+
+def static_int8(
+    candidate: Candidate,
+    rows: np.ndarray,
+    *,
+    per_channel: bool,
+    reduce_range: bool,
+    calibrate_method: str = "minmax",
+    ranges: dict[str, tuple[float, float]] | None = None,
+) -> bytes:
+    """The candidate's graph as int8 QDQ: weights int8 (per output channel, or per tensor),
+    activations uint8 with ranges calibrated on ``rows`` (``ranges``: tensor name ->
+    (low, high) given instead of calibrated), which onnxruntime fuses into int8 kernels."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[calibrate_method]
+    overrides = {
+        name: [{"rmin": np.float32(low), "rmax": np.float32(high)}]
+        for name, (low, high) in (ranges or {}).items()
+    }
+    reader = _calibration(candidate.input_name, rows)
+    with _files(candidate) as (prepared, output), _quiet():
+        # Element-wise arithmetic stays fp32: it holds no weights, and the input
+        # standardisation (Sub, Mul) spans a range so wide before its Clip that one
+        # int8 grid for it took LeNet-300-100 on MNIST from 93% to 38% accuracy.
+        operators = {node.op_type for node in onnx.load(str(prepared)).graph.node}
+        quantize_static(
+            str(prepared),
+            str(output),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            calibrate_method=method,
+            op_types_to_quantize=sorted(operators - FLOAT_OPERATORS),
+            # An int32 bias brings a scale and a zero point per unit: three
+            # times the fp32 bias bytes, for the same speed (measured).
+            extra_options={"QuantizeBias": False, "TensorQuantOverrides": overrides},
+        )
+        return _quantized_bytes(output)
+
+
 @register("quantize_static")
 class StaticQuantizer(Compressor):
     """int8 weights (per channel) and activations with ranges calibrated on training rows,
@@ -134,50 +194,21 @@ class StaticQuantizer(Compressor):
     def apply(
         self, candidate: Candidate, data: CompressionData, check: Callable[[], None]
     ) -> Candidate:
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-
-        rng = np.random.default_rng(data.seed)
-        count = min(self.step.calibration_rows, len(data.x_train))
-        rows = data.x_train[np.sort(rng.choice(len(data.x_train), count, replace=False))]
-        method = {
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }[self.step.calibrate_method]
-        reader = _calibration(candidate.input_name, np.ascontiguousarray(rows))
+        rows = calibration_rows(data, self.step.calibration_rows)
         reduce_range = reduce_range_for(self.step.reduce_range)
-        with _files(candidate) as (prepared, output), _quiet():
-            # Element-wise arithmetic stays fp32: it holds no weights, and the input
-            # standardisation (Sub, Mul) spans a range so wide before its Clip that one
-            # int8 grid for it took LeNet-300-100 on MNIST from 93% to 38% accuracy.
-            operators = {node.op_type for node in onnx.load(str(prepared)).graph.node}
-            quantize_static(
-                str(prepared),
-                str(output),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=self.step.per_channel,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                reduce_range=reduce_range,
-                calibrate_method=method,
-                op_types_to_quantize=sorted(operators - FLOAT_OPERATORS),
-                # An int32 bias brings a scale and a zero point per unit: three
-                # times the fp32 bias bytes, for the same speed (measured).
-                extra_options={"QuantizeBias": False},
-            )
-            onnx_bytes = _quantized_bytes(output)
+        onnx_bytes = static_int8(
+            candidate,
+            rows,
+            per_channel=self.step.per_channel,
+            reduce_range=reduce_range,
+            calibrate_method=self.step.calibrate_method,
+        )
         return candidate.graph_only(
             onnx_bytes,
             {
                 "weights": "int8" + (" per channel" if self.step.per_channel else ""),
                 "activations": "uint8, calibrated",
-                "calibration_rows": count,
+                "calibration_rows": len(rows),
                 "calibrate_method": self.step.calibrate_method,
                 "reduce_range": reduce_range,
             },

@@ -142,6 +142,22 @@ class VersionRepository:
             or 0
         )
 
+    def others_sharing_explanation(self, version: ModelVersion, key: str) -> int:
+        """How many other versions whose artifact is kept name ``key`` as their explanation
+        file (``metrics['explain']['key']``: a compression variant reuses its parent's)."""
+        return (
+            self.session.scalar(
+                select(func.count())
+                .select_from(ModelVersion)
+                .where(
+                    ModelVersion.metrics[("explain", "key")].as_string() == key,
+                    ModelVersion.id != version.id,
+                    ModelVersion.artifact_deleted_at.is_(None),
+                )
+            )
+            or 0
+        )
+
     def aliases_of(self, model_id: int) -> dict[str, int]:
         rows = self.session.execute(
             select(Alias.name, ModelVersion.version)

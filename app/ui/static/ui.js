@@ -59,23 +59,95 @@ document.addEventListener("DOMContentLoaded", () => {
   }, 2000);
 });
 
-// The model page's "try a prediction": send the form, show the answer (or the refusal)
-// without leaving the page.
+// The model page's "try a prediction": send the form to the pressed button's route
+// (Predict, or Explain: its formaction), show the answer (or the refusal) without leaving
+// the page; an explanation's first row is also drawn as bars.
+const POSITIVE = "#c2410c";  // an attribution that raises the output (ui.css --accent)
+const NEGATIVE = "#1d4ed8";  // one that lowers it
+
+function hideExplanation() {
+  const figure = document.getElementById("explain-figure");
+  const chart = document.getElementById("chart-explain");
+  if (!figure || !chart) return;
+  figure.hidden = true;
+  delete chart.dataset.bars;
+  if (typeof Plotly !== "undefined") Plotly.purge(chart);
+}
+
+// One output (a class of a classifier) of the row: its attributions, the largest |value|
+// at the top, above zero in one colour and below in the other.
+function drawExplainedOutput(body, row, index) {
+  const chart = document.getElementById("chart-explain");
+  const caption = document.getElementById("explain-caption");
+  const output = row.outputs[index];
+  const ranked = Object.entries(output.attributions)
+    .sort((a, b) => Math.abs(a[1]) - Math.abs(b[1]));  // Plotly stacks bars from the bottom
+  const longest = Math.max(10, ...ranked.map(([name]) => Math.min(name.length, 40)));
+  const number = (value) => Number(value).toPrecision(4);
+  const which = output.class === null || output.class === undefined ? "" : ` of class ${output.class}`;
+  const rows = body.explanations.length > 1 ? ` (the first of ${body.explanations.length} rows)` : "";
+  caption.textContent = `base value ${number(output.base_value)} + attributions = output ` +
+    `${number(output.value)}, the ${body.output}${which}; predicted ` +
+    `${JSON.stringify(row.prediction)}${rows}; ${body.method}` +
+    (body.samples ? `, ${body.samples} permutations` : "");
+  const trace = {
+    type: "bar", orientation: "h",
+    x: ranked.map(([, value]) => value), y: ranked.map(([name]) => name),
+    marker: { color: ranked.map(([, value]) => (value >= 0 ? POSITIVE : NEGATIVE)) },
+    hovertemplate: "%{y}: %{x:.4g}<extra></extra>",
+  };
+  const layout = {
+    height: Math.max(200, 28 * ranked.length + 80),
+    margin: { l: 20 + 7 * longest, r: 20, t: 10, b: 50 },
+    xaxis: { title: { text: `attribution (${body.output})` }, zeroline: true },
+    yaxis: { type: "category", automargin: true }, showlegend: false,  // "0", "1": not numbers
+  };
+  Plotly.react(chart, [trace], layout, { responsive: true, displaylogo: false });
+  chart.dataset.bars = String(ranked.length);
+  chart.dataset.output = String(index);
+}
+
+// An explain answer's first row: the output of the class it predicts (a select switches
+// class), or a regression's one output.
+function drawExplanation(body) {
+  const figure = document.getElementById("explain-figure");
+  const select = document.getElementById("explain-class");
+  const label = document.getElementById("explain-class-label");
+  const row = body && body.explanations && body.explanations[0];
+  if (!figure || !select || !row || !row.outputs.length || typeof Plotly === "undefined") return;
+  let index = row.outputs.findIndex(
+    (output) => output.class !== null && String(output.class) === String(row.prediction));
+  if (index < 0) index = 0;
+  select.replaceChildren(...row.outputs.map(
+    (output, i) => new Option(String(output.class), String(i), i === index, i === index)));
+  label.hidden = row.outputs.length < 2;
+  select.onchange = () => drawExplainedOutput(body, row, Number(select.value));
+  figure.hidden = false;  // drawn once shown: a hidden chart has no width
+  drawExplainedOutput(body, row, index);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("try");
   const out = document.getElementById("try-answer");
   if (!form || !out) return;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    const button = event.submitter;
+    const explaining = Boolean(button && button.id === "explain-button");
+    const action = (button && button.getAttribute("formaction")) || form.action;
+    hideExplanation();
     out.textContent = "…";
+    delete out.dataset.status;
     try {
-      const answer = await fetch(form.action, {
+      const answer = await fetch(action, {
         method: "POST", body: new URLSearchParams(new FormData(form)),
         credentials: "same-origin" });
       const text = await answer.text();
       let shown = text;
-      try { shown = JSON.stringify(JSON.parse(text), null, 2); } catch (error) { /* as sent */ }
+      let parsed = null;
+      try { parsed = JSON.parse(text); shown = JSON.stringify(parsed, null, 2); } catch (error) { /* as sent */ }
       out.textContent = `${answer.status}\n${shown}`;
+      if (explaining && answer.ok) drawExplanation(parsed);
       out.dataset.status = String(answer.status);
     } catch (error) {
       out.textContent = `the gateway did not answer: ${error}`;

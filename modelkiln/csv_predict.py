@@ -65,10 +65,16 @@ class RowReader:
         if len(names) != width or any(name not in header for name in names):
             names = header if len(header) == width else names
         missing = [name for name in names if name not in header]
-        if missing or len(names) != width:
+        if missing:
             raise ValueError(
                 f"{version.model} v{version.version} takes {width} numbers per "
-                f"row; the CSV's columns do not name them (missing {missing[:10]})"
+                f"row; the CSV lacks column(s) {missing[:10]}"
+            )
+        if len(names) != width:
+            raise ValueError(
+                f"{version.model} v{version.version} takes {width} numbers per row, in the "
+                f"order of its inputs; the CSV has {len(header)} columns and no dataset names "
+                f"which {width} to send: keep only those {width} columns, in order"
             )
         self.positions = [header.index(name) for name in names]
 

@@ -24,6 +24,7 @@ from app.api.params import IdPath, ModelName, VersionQuery
 from app.api.schemas import PredictRequest
 from app.api.state import GatewayState, gateway_of
 from app.contracts.signature import Signature
+from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import Conflict, InvalidInput, PayloadTooLarge
 from app.explain.cache import ExplainerCache
@@ -97,9 +98,12 @@ async def run_model(model: LoadedModel, feeds: Feeds, max_rows: int) -> np.ndarr
             if step >= rows
             else {name: values[start : start + step] for name, values in feeds.items()}
         )
+        inline_rows = model.plan.inline_rows
         if model.sandbox is not None:
             outputs.append(await model.run_async(part))
-        elif sum(values.size for values in part.values()) > INLINE_ELEMENTS:
+        elif sum(values.size for values in part.values()) > INLINE_ELEMENTS or (
+            inline_rows is not None and rows_in(part) > inline_rows
+        ):  # as predict decides: a slow model never runs on the event loop
             outputs.append(await run_in_threadpool(model.run, part))
         else:
             outputs.append(model.run(part))
@@ -152,14 +156,25 @@ async def explainer_for(state: GatewayState, cache: ExplainerCache, target: Targ
     return explainer
 
 
-def _bounded(explainer: Explainer, rows: int, limit: int) -> None:
+def _bounded(explainer: Explainer, rows: int, settings: Settings) -> None:
+    """413 before anything is built when explaining ``rows`` rows would run more rows, or
+    more values (rows x columns), through the model than a request may."""
     needed = explainer.rows_to_run(rows)
+    per_row = explainer.rows_to_run(1)
+    how = f"{per_row} per row: {explainer.samples} permutations x {len(explainer.players)} columns"
+    limit = settings.explain_max_perturbed_rows
     if needed > limit:
-        per_row = explainer.rows_to_run(1)
         raise PayloadTooLarge(
-            f"explaining {rows} row(s) runs {needed} rows through the model ({per_row} per "
-            f"row: {explainer.samples} permutations x {len(explainer.players)} columns); at "
+            f"explaining {rows} row(s) runs {needed} rows through the model ({how}); at "
             f"most {limit} per request (KILN_EXPLAIN_MAX_PERTURBED_ROWS)"
+        )
+    values = needed * len(explainer.players)
+    if values > settings.max_tensor_elements:
+        raise PayloadTooLarge(
+            f"explaining {rows} row(s) runs {needed} rows of {len(explainer.players)} values "
+            f"through the model ({values} values; {how}); at most "
+            f"{settings.max_tensor_elements} per request (KILN_MAX_TENSOR_ELEMENTS): send "
+            "fewer rows, or for an upload a smaller background"
         )
 
 
@@ -176,7 +191,7 @@ async def explain(request: Request, name: str, version: int | None) -> ExplainRe
     feeds = _feeds(payload, target.model, settings.explain_max_rows)
     explainer = await explainer_for(state, explainers_of(request.app), target)
     rows = rows_in(feeds)
-    _bounded(explainer, rows, settings.explain_max_perturbed_rows)
+    _bounded(explainer, rows, settings)
     batch = explainer.feeds_to_run(feeds)
     output = await run_model(target.model, batch, settings.explain_max_perturbed_rows)
     attributed = explainer.attribute(feeds, output)
@@ -261,8 +276,8 @@ async def put_background(request: Request, name: ModelName, version: IdPath) -> 
     """Store 2 to 256 rows (as predict takes them: typical rows of the data the model
     serves) as the version's background sample: its explanations become sampled Shapley
     values against them, and its global importance is computed on them. For an uploaded
-    model, or any version without a background; a version explained exactly keeps its
-    method."""
+    model (again: the new rows replace the old), or any version without a background; a
+    searched or compressed version keeps the background its job sampled (409)."""
     state = gateway_of(request.app)
     payload = parse_body(await request.body())
     target = await run_in_threadpool(state.directory.target, name, version, None)
@@ -272,6 +287,12 @@ async def put_background(request: Request, name: ModelName, version: IdPath) -> 
     if rows < MIN_BACKGROUND_ROWS:
         raise InvalidInput(f"inputs has {rows} row; a background needs at least 2")
     signature, existing, uploaded = await run_in_threadpool(_version_facts, state, name, version)
+    if existing is not None and not uploaded:
+        raise Conflict(
+            f"version {version} of {name!r} keeps the background its job sampled from its "
+            "training rows, and its importance from held-out rows; a background is sent "
+            "only for an uploaded model (or a version without one)"
+        )
     if existing is not None and existing.method != "sampled_shapley":
         raise Conflict(
             f"version {version} of {name!r} is explained exactly ({existing.method}) "
@@ -292,9 +313,16 @@ async def put_background(request: Request, name: ModelName, version: IdPath) -> 
         uploaded=uploaded,
     )
     limit = state.settings.explain_max_perturbed_rows
+    _bounded(explainer, 1, state.settings)
     explainer = explainer.with_background_output(await run_model(model, feeds, limit))
-    _bounded(explainer, 1, limit)
-    count = min(rows, IMPORTANCE_ROWS, limit // explainer.rows_to_run(1))
+    per_row = explainer.rows_to_run(1)
+    values_per_row = per_row * len(explainer.players)
+    count = min(
+        rows,
+        IMPORTANCE_ROWS,
+        limit // per_row,
+        state.settings.max_tensor_elements // values_per_row,
+    )
     chosen = take(feeds, np.arange(count))
     output = await run_model(model, explainer.feeds_to_run(chosen), limit)
     importance = explainer.importance(explainer.attribute(chosen, output))

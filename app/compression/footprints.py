@@ -12,7 +12,7 @@ from app.compression.pipeline import Variant
 from app.compression.record import PreparedVariant
 from app.core.config import Settings
 from app.evaluation.energy import EnergySettings
-from app.evaluation.footprint import measure_file
+from app.evaluation.footprint import footprint_metrics
 from app.storage import ArtifactStore
 
 
@@ -28,13 +28,13 @@ def with_footprints(
     measured = []
     for item, variant in zip(prepared, variants, strict=True):
         draft = item.draft
-        footprint = measure_file(
+        footprint = footprint_metrics(
             store.read_bytes(draft.artifact.key, draft.artifact.sha256),
             data.test_feeds(variant.candidate),
             threads=settings.ort_threads,
             energy=EnergySettings.of(settings),
         )
-        metrics = {**draft.metrics, **footprint.metrics()}
+        metrics = {**draft.metrics, **footprint}
         measured.append(
             dataclasses.replace(item, draft=dataclasses.replace(draft, metrics=metrics))
         )

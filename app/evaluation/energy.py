@@ -62,7 +62,26 @@ class RaplCounter:
     wraps_at: int
 
     def read(self) -> int:
-        return int(self.path.read_text().strip())
+        return read_counter(self.path)
+
+
+COUNTER_BYTES = 32  # a counter file holds one decimal number (microjoules)
+
+
+def read_counter(path: Path) -> int:
+    """The non-negative number in a powercap file; ValueError for anything else: not a
+    regular file (a FIFO would block, a device would never end), longer than a counter
+    can be, not a number, or negative."""
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file")
+    with path.open("rb") as handle:
+        text = handle.read(COUNTER_BYTES + 1)
+    if len(text) > COUNTER_BYTES:
+        raise ValueError(f"{path} holds more than a counter")
+    value = int(text.strip())
+    if value < 0:
+        raise ValueError(f"{path} holds a negative counter")
+    return value
 
 
 def rapl_counters(powercap_dir: Path) -> list[RaplCounter]:
@@ -85,14 +104,16 @@ def rapl_counters(powercap_dir: Path) -> list[RaplCounter]:
 
 def _wraps_at(folder: Path) -> int:
     try:
-        return int((folder / "max_energy_range_uj").read_text().strip())
+        wraps_at = read_counter(folder / "max_energy_range_uj")
     except (OSError, ValueError):
-        return 2**32  # the counter's register width on the oldest parts
+        wraps_at = 0
+    return wraps_at if wraps_at > 0 else 2**32  # the register width on the oldest parts
 
 
 def spent_uj(before: int, after: int, wraps_at: int) -> int:
-    """Microjoules a counter advanced from ``before`` to ``after``, across one wrap."""
-    return after - before if after >= before else after + wraps_at - before
+    """Microjoules a counter advanced from ``before`` to ``after``, across one wrap (never
+    negative: a counter past its own stated range counts nothing)."""
+    return after - before if after >= before else max(0, after + wraps_at - before)
 
 
 def measure_energy(run: Callable[[], int], settings: EnergySettings) -> Energy:

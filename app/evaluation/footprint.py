@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -34,6 +35,7 @@ from pydantic import BaseModel, Field, ValidationError
 from app.evaluation.energy import EnergySettings, EnergySource, measure_energy
 from app.evaluation.latency import rows_of
 
+logger = logging.getLogger(__name__)
 LARGE_BATCH = 256
 MEMORY_RUNS = 3
 # Energy: batches of LARGE_BATCH rows for at least this long (at least one batch).
@@ -255,3 +257,16 @@ def measure_file(
             f"{tail[0] if tail else 'no message'}"
         )
     return Footprint.model_validate_json(lines[-1])
+
+
+def footprint_metrics(
+    model: Path | bytes, feeds: dict[str, np.ndarray], *, threads: int, energy: EnergySettings
+) -> dict[str, float | str]:
+    """``measure_file``'s metrics to merge into a version's, or none when the measuring
+    failed or overran (logged): a version registers without a footprint rather than not at
+    all, as an upload does."""
+    try:
+        return measure_file(model, feeds, threads=threads, energy=energy).metrics()
+    except FootprintUnmeasured:
+        logger.warning("the version registers without its memory and energy", exc_info=True)
+        return {}

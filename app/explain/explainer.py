@@ -60,7 +60,7 @@ class Explainer:
     ) -> Explainer:
         """The explainer of a version from its record (whose method rules: a variant
         reuses its parent's file) and the file it points at."""
-        players = Players.of(signature)
+        players = Players.of(signature, list(data.background))  # as the file names them
         try:
             background = players.stored(data.background)
         except ValueError as error:

@@ -1,9 +1,11 @@
 """The players of an explanation: the input columns of a version as the user names them
-(a table model's raw columns; one per feature, named by its position, for a model that
-takes one tensor), and the conversions between the graph's feeds and one array per player."""
+(a table model's raw columns; for a model that takes one tensor, one per feature, named
+by the table it was searched on, else ``input_0``, ``input_1``, ... as the request log
+names them), and the conversions between the graph's feeds and one array per player."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +26,9 @@ class Players:
     row_shape: tuple[int, ...]
 
     @classmethod
-    def of(cls, signature: Signature) -> Players:
+    def of(cls, signature: Signature, names: Sequence[str] | None = None) -> Players:
+        """The players of a version's graph; ``names`` names a one-tensor graph's features
+        (ignored when their count is not the graph's)."""
         if signature.by_column:
             specs = [s for s in signature.inputs if s.kind != "ignored" and s.required]
             return cls(
@@ -35,8 +39,9 @@ class Players:
                 row_shape=(1,),
             )
         count = signature.n_features
+        named = names is not None and len(names) == count
         return cls(
-            names=tuple(str(index) for index in range(count)),
+            names=tuple(names) if named and names else tuple(f"input_{i}" for i in range(count)),
             by_column=False,
             text=(False,) * count,
             input_name=signature.input.name,

@@ -6,7 +6,7 @@ on held-out rows, run on the graph it serves."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,10 +77,12 @@ def explanation_file(
     *,
     booster: str | None = None,
     linear: LinearWeights | None = None,
+    names: Sequence[str] | None = None,
 ) -> ExplainData:
     """The file a version keeps: its background rows (the graph's feeds, at most
-    ``BACKGROUND_ROWS``, sampled) and the exact model of its method."""
-    players = Players.of(signature)
+    ``BACKGROUND_ROWS``, sampled) and the exact model of its method; ``names`` names a
+    one-tensor graph's features (the table's columns)."""
+    players = Players.of(signature, names)
     rows = len(next(iter(background.values())))
     kept = take(background, sample(rows, BACKGROUND_ROWS, seed=1))
     return ExplainData(

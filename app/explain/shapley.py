@@ -20,11 +20,12 @@ SEED = 46
 
 @dataclass(frozen=True)
 class PermutationPlan:
-    """Which background row each permutation starts from, and the steps it takes."""
+    """Which background row each permutation starts from, and the steps it takes (held as
+    [M, d] positions: a player's [M, d-1] steps are made when its column is, so nothing
+    here grows with d squared)."""
 
     background: np.ndarray  # [M] background row of each permutation
     positions: np.ndarray  # [M, d] the step at which each player joins
-    from_row: np.ndarray  # [M, d-1, d] whether a player holds the row's value at each step
 
     @classmethod
     def of(cls, players: int, background_rows: int) -> PermutationPlan:
@@ -37,9 +38,7 @@ class PermutationPlan:
                 orders.append(rng.permutation(players))
         order = np.array(orders, dtype=np.intp).reshape(background_rows, players)
         positions = np.argsort(order, axis=1)
-        steps = np.arange(1, players)  # after step s the first s players of the order joined
-        from_row = positions[:, None, :] < steps[None, :, None]
-        return cls(np.arange(background_rows), positions, from_row)
+        return cls(np.arange(background_rows), positions)
 
     @property
     def samples(self) -> int:
@@ -53,11 +52,11 @@ class PermutationPlan:
         """Every intermediate row of every permutation, for rows ``row`` (one flat array
         per player, n rows): one flat array per player of n * M * (d-1) values."""
         columns = []
+        steps = np.arange(1, self.positions.shape[1])  # after step s, the first s joined
         for player, (values, base) in enumerate(zip(row, background, strict=True)):
             starts = base[self.background]  # [M]
-            mixed = np.where(
-                self.from_row[None, :, :, player], values[:, None, None], starts[None, :, None]
-            )
+            from_row = self.positions[:, player, None] < steps[None, :]  # [M, d-1]
+            mixed = np.where(from_row[None, :, :], values[:, None, None], starts[None, :, None])
             columns.append(mixed.reshape(-1).astype(values.dtype, copy=False))
         return columns
 

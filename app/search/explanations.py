@@ -7,6 +7,7 @@ made leaves the version without one (logged): it never fails the search."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +73,16 @@ def stored_explanations(
     labels: list[Any] | None,
     encoding: TableEncoding | None,
     threads: int,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """``{'explain': record}`` for the version's metrics (empty without a background, or
-    when they could not be made), the file stored under ``base``."""
+    when they could not be made), the file stored under ``base``; ``names``: the table's
+    columns, for a graph that takes them as one tensor."""
     if background is None:
         return {}
     try:
         booster, linear = _exact_parts(model)
-        data = explanation_file(signature, background, booster=booster, linear=linear)
+        data = explanation_file(signature, background, booster=booster, linear=linear, names=names)
         session = open_session(onnx, threads)
         output = signature.output.name
 

@@ -24,7 +24,7 @@ from app.contracts.signature import AverageMember, Signature, VersionConfig
 from app.core.db import Session
 from app.core.errors import BrokenInvariant
 from app.evaluation.energy import EnergySettings
-from app.evaluation.footprint import measure_file
+from app.evaluation.footprint import footprint_metrics
 from app.evaluation.latency import timed
 from app.evaluation.metrics import task_scores
 from app.evaluation.sessions import open_session
@@ -219,7 +219,7 @@ def prepare_version(
             output = session.run([OUTPUT_NAME], served.feeds)[0]
         scores = task_scores(subject.dataset.task, output, test_target)
         latency = timed(path, feeds=served.feeds, threads=context.settings.ort_threads)
-        footprint = measure_file(
+        footprint = footprint_metrics(
             path,
             served.feeds,
             threads=context.settings.ort_threads,
@@ -238,7 +238,7 @@ def prepare_version(
             "latency_p50_ms": latency.p50,
             "latency_p95_ms": latency.p95,
             "size_bytes": path.stat().st_size,
-            **footprint.metrics(),
+            **footprint,
             "params": parameters_of(network),
             "validation": evidence
             if reference is None
@@ -256,6 +256,7 @@ def prepare_version(
             labels=subject.dataset.class_labels,
             encoding=encoding,
             threads=context.settings.ort_threads,
+            names=subject.dataset.feature_names if encoding is None else None,
         )
     weights_key, weights_sha256, architecture = None, None, None
     if isinstance(network, Network):

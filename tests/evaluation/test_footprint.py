@@ -5,6 +5,7 @@ measured in a child process, is what the graph's intermediate tensors hold."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,26 @@ def test_without_readable_counters_energy_is_the_labelled_estimate(tmp_path: Pat
         energy = measure_energy(burn, EnergySettings(powercap, watts_per_core=3.5))
         assert (energy.source, energy.watts_per_core) == ("estimate", 3.5)
         assert energy.joules > 0
+
+
+@pytest.mark.parametrize("hostile", ["fifo", "device", "huge", "negative", "text"])
+def test_a_counter_that_is_not_a_plain_number_is_not_read(tmp_path: Path, hostile: str) -> None:
+    """A FIFO (would block), a device (never ends), a file longer than a counter, a negative
+    or non-numeric value: the counters are unreadable and energy is the estimate."""
+    powercap = fake_powercap(tmp_path / "p", {"intel-rapl:0": 1})
+    counter = powercap / "intel-rapl:0" / "energy_uj"
+    counter.unlink()
+    if hostile == "fifo":
+        os.mkfifo(counter)
+    elif hostile == "device":
+        counter.symlink_to("/dev/zero")
+    else:
+        counter.write_text({"huge": "1" * 4096, "negative": "-5", "text": "many"}[hostile])
+    assert rapl_counters(powercap) == []
+
+
+def test_a_counter_past_its_stated_range_counts_nothing() -> None:
+    assert spent_uj(500, 10, wraps_at=100) == 0
 
 
 def test_the_watts_per_core_setting_is_read_and_checked(tmp_path: Path) -> None:

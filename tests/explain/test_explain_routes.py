@@ -154,7 +154,7 @@ def test_an_upload_is_explained_against_the_background_its_owner_sent(
     )
     assert put.status_code == 200, put.text
     assert put.json()["background_rows"] == 12
-    assert set(put.json()["importance"]["columns"]) == {"0", "1", "2", "3"}
+    assert set(put.json()["importance"]["columns"]) == {"input_0", "input_1", "input_2", "input_3"}
     body = explained(client, keys, "flowers", rows[:3])
     assert (body["method"], body["output"], body["samples"]) == ("sampled_shapley", "score", 12)
     assert_additive(body)
@@ -227,3 +227,42 @@ def test_the_kserve_verb_refuses_a_name_with_a_colon(
     assert response.status_code == 422, response.text
     (error,) = response.json()["detail"]
     assert error["loc"] == ["path", "name"] and "model name 'a:b' is not valid" in error["msg"]
+
+
+def test_a_searched_version_keeps_the_background_its_job_sampled(
+    table: Table, settings: Settings, client: TestClient, keys: dict[str, str]
+) -> None:
+    """Sending rows for a searched network's background is a 409: its importance (from
+    held-out rows) and its explanations stay what its job stored."""
+    register_family(settings, table, "mlp", "classification", "kept-net")
+    before = client.get("/v1/models/kept-net/versions/1", headers=bearer(keys["read"])).json()
+    refused = client.put(
+        "/v1/models/kept-net/versions/1/explain/background",
+        json={"inputs": table.records(slice(0, 2))},
+        headers=bearer(keys["write"]),
+    )
+    assert refused.status_code == 409, refused.text
+    assert "only for an uploaded model" in refused.json()["detail"]
+    after = client.get("/v1/models/kept-net/versions/1", headers=bearer(keys["read"])).json()
+    assert after["importance"] == before["importance"] and after["importance"]["rows"] == 64
+
+
+def test_values_run_through_the_model_are_bounded_before_anything_is_built(
+    table: Table, tmp_path: Path, database_url: str, keys: dict[str, str]
+) -> None:
+    """Rows x columns of the perturbed batch count against KILN_MAX_TENSOR_ELEMENTS: a 413
+    naming it, before the batch is made."""
+    from app.main import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data", database_url, max_tensor_elements=500)
+    register_family(settings, table, "mlp", "classification", "valued")
+    with TestClient(create_app(settings, run_reaper=False)) as client:
+        response = client.post(
+            "/v1/models/valued/explain",
+            json={"inputs": table.records(slice(CUT, CUT + 1))},
+            headers=bearer(keys["infer"]),
+        )
+    assert response.status_code == 413, response.text
+    detail = response.json()["detail"]
+    assert "KILN_MAX_TENSOR_ELEMENTS" in detail and "645 values" in detail

@@ -44,6 +44,7 @@ from app.serving.runtime import LoadedModel, rows_in
 router = APIRouter(prefix="/v1/models", tags=["explain"], responses=V1_ERRORS)
 MIN_BACKGROUND_ROWS = 2
 MAX_BACKGROUND_ROWS = 256
+MAX_RUNS = 8  # runs of a model one explain request may make (an upload with a row cap)
 _BODY = {
     "requestBody": {
         "required": True,
@@ -156,9 +157,11 @@ async def explainer_for(state: GatewayState, cache: ExplainerCache, target: Targ
     return explainer
 
 
-def _bounded(explainer: Explainer, rows: int, settings: Settings) -> None:
+def _bounded(explainer: Explainer, rows: int, settings: Settings, model: LoadedModel) -> None:
     """413 before anything is built when explaining ``rows`` rows would run more rows, or
-    more values (rows x columns), through the model than a request may."""
+    more values (rows x columns), through the model than a request may; or, for an upload
+    that runs a few rows at a time, more than ``MAX_RUNS`` runs (each bounded in time by
+    the serving core, so a request's time is too)."""
     needed = explainer.rows_to_run(rows)
     per_row = explainer.rows_to_run(1)
     how = f"{per_row} per row: {explainer.samples} permutations x {len(explainer.players)} columns"
@@ -176,6 +179,14 @@ def _bounded(explainer: Explainer, rows: int, settings: Settings) -> None:
             f"{settings.max_tensor_elements} per request (KILN_MAX_TENSOR_ELEMENTS): send "
             "fewer rows, or for an upload a smaller background"
         )
+    step = max(1, model.max_rows(limit))
+    runs = -(-needed // step)
+    if runs > MAX_RUNS:
+        raise PayloadTooLarge(
+            f"explaining {rows} row(s) runs {needed} rows through the model ({how}), and it "
+            f"runs at most {step} rows at a time{model.rows_note(limit)}: {runs} runs, at "
+            f"most {MAX_RUNS} per request; send fewer rows, or a smaller background"
+        )
 
 
 async def explain(request: Request, name: str, version: int | None) -> ExplainResponse | bytes:
@@ -191,7 +202,7 @@ async def explain(request: Request, name: str, version: int | None) -> ExplainRe
     feeds = _feeds(payload, target.model, settings.explain_max_rows)
     explainer = await explainer_for(state, explainers_of(request.app), target)
     rows = rows_in(feeds)
-    _bounded(explainer, rows, settings)
+    _bounded(explainer, rows, settings, target.model)
     batch = explainer.feeds_to_run(feeds)
     output = await run_model(target.model, batch, settings.explain_max_perturbed_rows)
     attributed = explainer.attribute(feeds, output)
@@ -313,15 +324,17 @@ async def put_background(request: Request, name: ModelName, version: IdPath) -> 
         uploaded=uploaded,
     )
     limit = state.settings.explain_max_perturbed_rows
-    _bounded(explainer, 1, state.settings)
+    _bounded(explainer, 1, state.settings, model)
     explainer = explainer.with_background_output(await run_model(model, feeds, limit))
     per_row = explainer.rows_to_run(1)
     values_per_row = per_row * len(explainer.players)
+    step = max(1, model.max_rows(limit))
     count = min(
         rows,
         IMPORTANCE_ROWS,
         limit // per_row,
         state.settings.max_tensor_elements // values_per_row,
+        MAX_RUNS * step // per_row,
     )
     chosen = take(feeds, np.arange(count))
     output = await run_model(model, explainer.feeds_to_run(chosen), limit)

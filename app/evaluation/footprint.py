@@ -54,10 +54,12 @@ class Footprint(BaseModel):
     an estimate, and the estimate's watts per core."""
 
     peak_memory_mb: float | None = Field(
+        default=None,
         description="MB one run on 1 row takes (onnxruntime without its memory arena: the "
         "process's peak resident memory during the run less its size before it)."
     )
     peak_memory_b256_mb: float | None = Field(
+        default=None,
         description=f"The same for a run on {LARGE_BATCH} rows (None: it would not fit the "
         "limits of an upload's probe)."
     )

@@ -266,3 +266,38 @@ def test_values_run_through_the_model_are_bounded_before_anything_is_built(
     assert response.status_code == 413, response.text
     detail = response.json()["detail"]
     assert "KILN_MAX_TENSOR_ELEMENTS" in detail and "645 values" in detail
+
+
+def test_an_upload_run_a_few_rows_at_a_time_is_explained_in_a_bounded_number_of_runs(
+    tmp_path: Path, database_url: str, keys: dict[str, str], classifier_onnx: Path
+) -> None:
+    """An upload whose probe measured 4 MB a row runs 4 rows at a time: an explanation that
+    would take more than MAX_RUNS runs is a 413 naming why, before any run (so a request's
+    time is bounded by its runs' own deadlines)."""
+    from app.api.explain import MAX_RUNS
+    from app.contracts.signature import VersionConfig
+    from app.main import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data", database_url, upload_request_memory_mb=16)
+    capped = VersionConfig(
+        graph_class="bounded", graph_class_reason="static", bytes_per_row=4 * 1024 * 1024
+    )
+    register(settings, classifier_onnx, name="slow", labels=["a", "b", "c"], config=capped)
+    rows = np.random.default_rng(1).normal(size=(4, 4)).round(3).tolist()
+    with TestClient(create_app(settings, run_reaper=False)) as client:
+        put = client.put(
+            "/v1/models/slow/versions/1/explain/background",
+            json={"inputs": rows},
+            headers=bearer(keys["write"]),
+        )
+        assert put.status_code == 200, put.text
+        body = explained(client, keys, "slow", rows[:1])  # 1 + 4 x 3 = 13 rows: 4 runs
+        assert_additive(body)
+        refused = client.post(
+            "/v1/models/slow/explain", json={"inputs": rows[:3]}, headers=bearer(keys["infer"])
+        )
+    assert refused.status_code == 413, refused.text
+    detail = refused.json()["detail"]
+    assert f"10 runs, at most {MAX_RUNS} per request" in detail
+    assert "KILN_UPLOAD_REQUEST_MEMORY_MB" in detail

@@ -59,6 +59,9 @@ def test_rows_per_request_are_capped_from_the_memory_the_probe_measured(
     assert version["runs_in"] == "gateway" and version["config"]["graph_class"] == "bounded"
     per_row = version["config"]["bytes_per_row"]
     assert 0.9 * 24e6 <= per_row < 3 * 24e6  # 3 values x 2,000,000 floats x 4 bytes, give or take
+    # 256 rows would not fit the probe's memory: measured at 1 row only, and registered
+    assert version["footprint"]["peak_memory_b256_mb"] is None
+    assert version["footprint"]["peak_memory_mb"] is not None
     most = max(1, REQUEST_MEMORY_MB * 1024 * 1024 // per_row)
     assert infer(gateway, admin, "wide", [[1.0, 0.0, 0.0]] * most).status_code == 200
     refused = infer(gateway, admin, "wide", [[1.0, 0.0, 0.0]] * (most + 1))

@@ -56,12 +56,12 @@ class Footprint(BaseModel):
     peak_memory_mb: float | None = Field(
         default=None,
         description="MB one run on 1 row takes (onnxruntime without its memory arena: the "
-        "process's peak resident memory during the run less its size before it)."
+        "process's peak resident memory during the run less its size before it).",
     )
     peak_memory_b256_mb: float | None = Field(
         default=None,
         description=f"The same for a run on {LARGE_BATCH} rows (None: it would not fit the "
-        "limits of an upload's probe)."
+        "limits of an upload's probe).",
     )
     energy_mj_per_1k_rows: float = Field(
         description=f"Millijoules per 1,000 rows, run in batches of {LARGE_BATCH}."

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.compression.spec import CompressionSpec
 from app.contracts.enums import MAX_ID
@@ -259,15 +259,6 @@ class SearchSpec(BaseModel):
         "(classification) or rmse (regression). Several give a Pareto front.",
     )
     constraints: ConstraintSpec = Field(default_factory=ConstraintSpec)
-
-    @field_validator("objectives")
-    @classmethod
-    def _objectives_once(cls, value: list[ObjectiveSpec] | None) -> list[ObjectiveSpec] | None:
-        metrics = [objective.metric for objective in value or []]
-        twice = sorted({metric for metric in metrics if metrics.count(metric) > 1})
-        if twice:
-            raise ValueError(f"each metric is an objective once; given twice: {twice}")
-        return value
 
     space: dict[str, Any] = Field(
         default_factory=dict,

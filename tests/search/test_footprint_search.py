@@ -158,7 +158,7 @@ def test_an_energy_constraint_refuses_the_trials_over_it(
         ({"objectives": [{"metric": "peak_memory"}]}, "metric"),
         (
             {"objectives": [{"metric": "peak_memory_mb"}, {"metric": "peak_memory_mb"}]},
-            "given twice: ['peak_memory_mb']",
+            "search.objectives[1].metric: peak_memory_mb is listed twice",
         ),
         ({"constraints": {"max_peak_memory_mb": -1.0}}, "max_peak_memory_mb"),
         ({"constraints": {"energy_mj_per_1k_rows": {"max": -3}}}, "energy_mj_per_1k_rows.max"),

@@ -264,7 +264,9 @@ def _record_background(
     kept version names it (a variant's parent's; a version it was inherited by)."""
     replaced: str | None = None
     with session_scope(state.settings.database_url) as session:
-        version = get_version(session, name, number)
+        # Locked first: concurrent PUTs each replace the file the one before them recorded
+        # (read unlocked, two would replace the same one and leave the other's behind).
+        version = VersionRepository(session).locked(get_version(session, name, number))
         previous = ExplainRecord.of(version.metrics)
         version.metrics = {**(version.metrics or {}), **metrics}
         session.flush()

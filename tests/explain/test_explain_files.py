@@ -115,3 +115,35 @@ def test_deleting_an_artifact_deletes_its_explanation_file_and_explainer(
         headers=bearer(keys["infer"]),
     )
     assert gone.status_code == 404, gone.text
+
+
+def test_concurrent_backgrounds_leave_only_the_file_recorded_last(
+    settings: Settings, app: FastAPI, client: TestClient, classifier_onnx: Path
+) -> None:
+    """Backgrounds recorded at once (the attacker's 24 concurrent PUTs left 13 files): each
+    replaces what the one before it recorded, so one file is left, and it is the recorded
+    one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.api.explain import _record_background
+    from app.api.state import gateway_of
+    from app.explain.data import ExplainData
+    from app.explain.register import record_metrics
+
+    register(settings, classifier_onnx, name=NAME, labels=["a", "b", "c"])
+    state = gateway_of(app)
+    data = ExplainData(method="sampled_shapley", background={"input_0": [0.0, 1.0]})
+    stored = [
+        state.store.put_bytes(f"race/{index}/explain.json", data.to_bytes()) for index in range(8)
+    ]
+
+    def record(index: int) -> None:
+        metrics = record_metrics(stored[index].key, stored[index].sha256, data, None)
+        _record_background(state, NAME, 1, metrics)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(record, range(8)))
+    _, recorded = _version(settings, 1)
+    assert recorded is not None
+    kept = [item.key for item in stored if state.store.exists(item.key)]
+    assert kept == [recorded.key]

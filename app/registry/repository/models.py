@@ -142,6 +142,16 @@ class VersionRepository:
             or 0
         )
 
+    def locked(self, version: ModelVersion) -> ModelVersion:
+        """``version`` re-read under a write on its row (PostgreSQL's row lock, SQLite's
+        write lock) held until the commit: a read-modify-write of its metrics after it
+        starts from the last committed value, and a concurrent one waits for it."""
+        self.session.execute(
+            update(ModelVersion).where(ModelVersion.id == version.id).values(id=ModelVersion.id)
+        )
+        self.session.refresh(version)
+        return version
+
     def others_sharing_explanation(self, version: ModelVersion, key: str) -> int:
         """How many other versions whose artifact is kept name ``key`` as their explanation
         file (``metrics['explain']['key']``: a compression variant reuses its parent's)."""

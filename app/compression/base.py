@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.compression.spec import MethodStep
+from app.compression.steps import MethodStep
 from app.contracts.encoding import TableEncoding
 from app.contracts.enums import Task
 from app.core.errors import BrokenInvariant, KilnError

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 from app.compression.base import COMPRESSORS, Candidate, CompressionData, CompressionError
 from app.compression.base import get_compressor as compressor_for
 from app.compression.measure import agreement
-from app.compression.spec import METHOD_NAMES, MethodStep
+from app.compression.steps import METHOD_NAMES, MethodStep
 from app.evaluation.sessions import open_session
 
 STEP = TypeAdapter(MethodStep)

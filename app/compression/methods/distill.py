@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional
 
 from app.compression.base import Candidate, CompressionData, Compressor, register
-from app.compression.spec import Distill
+from app.compression.steps import Distill
 from app.contracts.networks import CNNConfig, MLPConfig, NetworkConfig, architecture_of
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric

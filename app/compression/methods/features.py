@@ -12,7 +12,7 @@ import torch
 
 from app.compression.base import Candidate, CompressionData, CompressionError, Compressor, register
 from app.compression.methods.pruning import fine_tune
-from app.compression.spec import SelectFeatures
+from app.compression.steps import SelectFeatures
 from app.contracts.networks import MLPConfig
 from app.core.errors import BrokenInvariant
 from app.evaluation.metrics import quality_score

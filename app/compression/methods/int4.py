@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from app.compression.base import Candidate, CompressionData, CompressionError, Compressor, register
 from app.compression.methods.quantize import _quiet
-from app.compression.spec import Int4
+from app.compression.steps import Int4
 from app.evaluation.metrics import quality_score
 from app.evaluation.names import HIGHER_IS_BETTER, default_metric
 from app.evaluation.sessions import open_session

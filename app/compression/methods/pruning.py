@@ -24,7 +24,7 @@ from app.compression.methods.surgery import (
     top_units,
     weighted_layers,
 )
-from app.compression.spec import PruneStructured, PruneUnstructured
+from app.compression.steps import PruneStructured, PruneUnstructured
 from app.training.models import Network
 from app.training.train import TrainConfig, TrainData, train
 

@@ -30,7 +30,7 @@ from torch.nn.utils import parametrize
 
 from app.compression.base import Candidate, CompressionData, CompressionError, Compressor, register
 from app.compression.methods.quantize import calibration_rows, reduce_range_for, static_int8
-from app.compression.spec import QuantizationAware
+from app.compression.steps import QuantizationAware
 from app.training.export import fold_batch_norm
 from app.training.models import Network
 from app.training.train import TrainConfig, train

@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from app.compression.base import Candidate, CompressionData, CompressionError, Compressor, register
-from app.compression.spec import FP16, QuantizeDynamic, QuantizeStatic, ReduceRange
+from app.compression.steps import FP16, QuantizeDynamic, QuantizeStatic, ReduceRange
 from app.training.export import compact_onnx
 
 CALIBRATION_BATCH = 64

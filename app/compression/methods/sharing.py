@@ -18,7 +18,7 @@ from app.compression.base import Candidate, CompressionData, CompressionError, C
 from app.compression.methods.pruning import fine_tune
 from app.compression.methods.surgery import weighted_layers
 from app.compression.packing import CodedWeight, match_initializer, pack_weights
-from app.compression.spec import Binarize, ShareWeights
+from app.compression.steps import Binarize, ShareWeights
 from app.core.errors import BrokenInvariant
 from app.training.models import Network
 

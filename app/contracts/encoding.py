@@ -70,7 +70,9 @@ class NumericColumn(_Column):
 class CategoricalColumn(_Column):
     """Text or booleans: one-hot over the frequent categories, the rest (and categories
     never seen) share the ``other`` slot; a gap has a slot of its own when training saw
-    gaps. Columns with many values also get each value's log frequency as a number."""
+    gaps. Columns with many values also get each value's log frequency as a number and,
+    where ``code`` is set, each value's code: its place among the known values, sorted
+    (-1 for a gap or a value not known), which a tree family splits on as a category."""
 
     kind: Literal["categorical"] = "categorical"
     categories: list[str] = Field(description="One-hot slots, most frequent first.")
@@ -80,6 +82,12 @@ class CategoricalColumn(_Column):
     )
     frequencies: dict[str, float] | None = Field(
         default=None, description="log(1 + rows) per known value, for many-valued columns."
+    )
+    code: bool = Field(
+        default=False,
+        description="A many-valued column's category code feature: each known value's "
+        "place in the sorted known values (the keys of `frequencies`), -1 for gaps and "
+        "values not known. Only a family that splits on categories (gbdt) reads it.",
     )
 
     @property
@@ -98,13 +106,23 @@ class CategoricalColumn(_Column):
 
     @property
     def width(self) -> int:
-        return self.slots + (self.frequencies is not None)
+        return self.slots + (self.frequencies is not None) + self.coded
+
+    @property
+    def coded(self) -> bool:
+        """Whether the column has a code feature (it needs the known values)."""
+        return self.code and self.frequencies is not None
+
+    def codes(self) -> dict[str, float]:
+        """Each known value's code, as the numpy encoding and the graph both write it."""
+        return {value: float(code) for code, value in enumerate(sorted(self.frequencies or {}))}
 
     def feature_names(self) -> list[str]:
         names = [f"{self.name}={value}" for value in self.categories]
         names += [f"{self.name}:other"] if self.other else []
         names += [f"{self.name}:missing"] if self.indicator else []
-        return names + ([f"{self.name}:frequency"] if self.frequencies is not None else [])
+        names += [f"{self.name}:frequency"] if self.frequencies is not None else []
+        return names + ([f"{self.name}:code"] if self.coded else [])
 
 
 class DatetimeColumn(_Column):
@@ -157,6 +175,14 @@ class TableEncoding(BaseModel):
             spans.append((start, start + column.width))
             start += column.width
         return spans
+
+    def category_codes(self) -> tuple[int, ...]:
+        """The features that hold category codes (``CategoricalColumn.code``)."""
+        return tuple(
+            end - 1
+            for column, (_start, end) in zip(self.columns, self.spans(), strict=True)
+            if isinstance(column, CategoricalColumn) and column.coded
+        )
 
     def sources_of(self, features: list[int] | None) -> set[str]:
         """The source columns that feed any of ``features`` (None: all of them)."""

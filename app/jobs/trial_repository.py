@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.contracts.enums import TrialState
 from app.core.db import rows_changed, utcnow
@@ -54,28 +55,44 @@ class TrialRepository(Repository[Trial]):
             )
         )
 
+    def give_back_slot(self, job_id: int) -> None:
+        """Return a slot taken for a trial this worker did not run."""
+        rows_changed(
+            self.session,
+            update(Job)
+            .where(Job.id == job_id, Job.trial_slots > 0)
+            .values(trial_slots=Job.trial_slots - 1)
+            .execution_options(synchronize_session=False),
+        )
+
     def slots_taken(self, job_id: int) -> int:
         return self.session.scalar(select(Job.trial_slots).where(Job.id == job_id)) or 0
 
     # rows ---------------------------------------------------------------------------------
     def start(
         self, job_id: int, number: int, *, params: dict[str, Any], worker: str, retry_of: int | None
-    ) -> Trial:
-        """The running row of a trial, under the job's current attempt."""
+    ) -> Trial | None:
+        """The running row of a trial, under the job's current attempt, written in a
+        savepoint; None, and nothing written, when the job already has a row of that
+        number (another worker claimed the trial first)."""
         attempt = self.session.scalar(select(Job.attempt).where(Job.id == job_id)) or 0
-        return self.add(
-            Trial(
-                job_id=job_id,
-                number=number,
-                attempt=attempt,
-                state=TrialState.RUNNING,
-                params=params,
-                intermediate=[],
-                worker=worker,
-                started_at=utcnow(),
-                retry_of=retry_of,
-            )
+        trial = Trial(
+            job_id=job_id,
+            number=number,
+            attempt=attempt,
+            state=TrialState.RUNNING,
+            params=params,
+            intermediate=[],
+            worker=worker,
+            started_at=utcnow(),
+            retry_of=retry_of,
         )
+        try:
+            with self.session.begin_nested():
+                self.session.add(trial)
+        except IntegrityError:
+            return None
+        return trial
 
     def end(self, job_id: int, number: int, state: TrialState, **fields: Any) -> bool:
         """running -> ``state`` with ``fields``; False when the row was no longer running

@@ -24,6 +24,7 @@ RawValues: TypeAlias = np.ndarray | pa.Array | pa.ChunkedArray
 Raw: TypeAlias = Mapping[str, RawValues]  # column name -> its values
 # Sakamoto's offsets: the weekday of the first of each month, relative to the year's.
 MONTH_OFFSETS = (0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4)
+UNKNOWN_CODE = -1.0  # a category code for a gap or an unknown value (a tree sends it right)
 
 
 def as_text(values: Any) -> pa.Array:
@@ -61,6 +62,8 @@ def _categorical(column: CategoricalColumn, text: pa.Array, out: np.ndarray) -> 
     out[np.arange(len(slots)), slots] = 1.0
     if column.frequencies is not None:
         out[:, column.slots] = _coded(text, column.frequencies, 0.0)
+    if column.coded:
+        out[:, column.slots + 1] = _coded(text, column.codes(), UNKNOWN_CODE)
 
 
 def date_parts(value: str, column: DatetimeColumn) -> tuple[list[float], bool]:

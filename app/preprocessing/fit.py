@@ -51,6 +51,7 @@ def _categorical(column: SourceColumn) -> CategoricalColumn:
         other=len(counts) > len(categories),
         indicator=column.missing > 0,
         frequencies=frequencies,
+        code=frequencies is not None,
     )
 
 

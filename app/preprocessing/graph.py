@@ -20,7 +20,7 @@ from app.contracts.encoding import (
     TableEncoding,
 )
 from app.core.errors import BrokenInvariant
-from app.preprocessing.encode import MONTH_OFFSETS, Raw, feeds, slot_codes
+from app.preprocessing.encode import MONTH_OFFSETS, UNKNOWN_CODE, Raw, feeds, slot_codes
 
 OPSET = 20  # StringSplit, StringConcat and RegexFullMatch
 ML_OPSET = 4
@@ -108,6 +108,18 @@ def _categorical(graph: _Builder, column: CategoricalColumn, source: str) -> lis
                 keys_strings=list(column.frequencies),
                 values_floats=list(column.frequencies.values()),
                 default_float=0.0,
+            )
+        )
+    if column.coded:
+        code_of = column.codes()
+        blocks.append(
+            graph.one(
+                "LabelEncoder",
+                source,
+                domain="ai.onnx.ml",
+                keys_strings=list(code_of),
+                values_floats=list(code_of.values()),
+                default_float=UNKNOWN_CODE,
             )
         )
     return blocks

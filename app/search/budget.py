@@ -25,6 +25,12 @@ from app.contracts.results import PhaseTime
 # process (memory and energy: 0.75-0.9 s), and per averaged member.
 EXPORT_S = 3.0
 EXPORT_PER_MEMBER_S = 0.5
+# A tree model's export is onnxmltools walking every node in Python: per learnt number
+# (threshold or leaf value), measured on gapminder's LightGBM boosters on a 2-core machine
+# at 11-15 us (365,000 numbers: 5.3 s), and 28-52 us where splits on a category code
+# expand into chains of BRANCH_EQ nodes. The upper ends, with the sessions that follow.
+TREE_EXPORT_S_PER_PARAM = 1.6e-5
+TREE_EXPORT_S_PER_PARAM_CATEGORIES = 4.5e-5
 # A trial's fits take longer than a refit of the same configuration: they score the
 # validation rows as they go, run past their best (early stopping's patience) and share
 # the cores with the other trials; a refit runs alone for the epochs or rounds found. On
@@ -61,6 +67,7 @@ class TrialCost:
     seconds: float  # the trial's wall time
     fits: int  # models it fitted: 1, or one per fold
     rows: int  # rows each of its fits trained on
+    tree_params: float = 0.0  # a tree model's learnt numbers (what its export walks)
 
 
 def refit_seconds(cost: TrialCost, rows: int) -> float:
@@ -81,6 +88,7 @@ class FinishModel:
     all_rows: int  # every labelled row
     full_refit: bool
     compresses: bool
+    tree_param_s: float = TREE_EXPORT_S_PER_PARAM  # export seconds per tree number
 
     def refit_rows(self) -> list[int]:
         """The row counts of the fits one member needs."""
@@ -104,7 +112,7 @@ class FinishModel:
         else:
             ranked = sorted(costs, key=lambda cost: cost.value, reverse=maximize)
             best = ranked[: min(self.members, PLANNED_MEMBERS)]
-            planned = sum(self.member_seconds(cost) for cost in best) + self.export_s(len(best))
+            planned = sum(self.member_seconds(cost) for cost in best) + self.export_s(best)
             if self.members > 1:
                 planned += AVERAGE_CHOICE_S
         most = self.budget_s * MOST_RESERVE_SHARE
@@ -117,8 +125,11 @@ class FinishModel:
         """Whether a step planned to need ``need_s`` fits the ``left_s`` seconds left."""
         return need_s <= left_s + self.budget_s * FINISH_SLACK_SHARE
 
-    def export_s(self, members: int) -> float:
-        return EXPORT_S + (EXPORT_PER_MEMBER_S * members if members > 1 else 0.0)
+    def export_s(self, members: Sequence[TrialCost]) -> float:
+        """Seconds to export, check and measure one version of ``members`` (one: itself)."""
+        count = len(members)
+        trees = sum(cost.tree_params for cost in members) * self.tree_param_s
+        return EXPORT_S + (EXPORT_PER_MEMBER_S * count if count > 1 else 0.0) + trees
 
 
 class Phases:

@@ -41,9 +41,12 @@ def _family_points(
     count = seed_count(len(dimensions))
     learned = portfolio_points(traits, family.name, count + SPARE_POINTS)
     offered = learned or [family.stored(start) for start in family.starting_points]
+    # A table family's parameter the point does not name (one added after the portfolio
+    # was learned) takes its default, not the sampler's draw.
+    defaults = {} if family.trains_network else family.stored(family.params({}))
     points: list[dict[str, Any]] = []
     for point in offered:
-        inside = clipped(point, dimensions)
+        inside = clipped({**defaults, **point}, dimensions)
         if inside not in points:
             points.append(inside)
     return points[:count]

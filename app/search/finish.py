@@ -23,7 +23,14 @@ from app.core.errors import BrokenInvariant
 from app.datasets.service import load_raw
 from app.jobs.runner import JobContext, JobFailed, Recorder
 from app.search import ensembles
-from app.search.budget import FinishModel, Phases, TrialCost, refit_seconds
+from app.search.budget import (
+    TREE_EXPORT_S_PER_PARAM,
+    TREE_EXPORT_S_PER_PARAM_CATEGORIES,
+    FinishModel,
+    Phases,
+    TrialCost,
+    refit_seconds,
+)
 from app.search.compress_winner import compress_winner
 from app.search.ensembles import AverageParams, AverageValidation, EnsemblePick
 from app.search.explanations import background_feeds
@@ -51,6 +58,7 @@ from app.search.winners import (
 from app.tables import Trial
 from app.training.device import describe_device
 from app.training.ensemble import Fitted
+from app.training.families.registry import family_named
 from app.training.models import Network
 from app.training.table_models import TableModel
 
@@ -75,6 +83,11 @@ def finish_model(run: SearchRun, compresses: bool) -> FinishModel:
         # served model, must not have been fitted on them.
         full_refit=run.spec.refit == "full" and not compresses,
         compresses=compresses,
+        tree_param_s=(
+            TREE_EXPORT_S_PER_PARAM_CATEGORIES
+            if run.dataset.encoding is not None and run.dataset.encoding.category_codes()
+            else TREE_EXPORT_S_PER_PARAM
+        ),
     )
 
 
@@ -91,11 +104,13 @@ def cost_of(run: SearchRun, trial: Trial) -> TrialCost:
     seconds = float(trial.duration_s or 0.0)
     if metrics.store_s is not None:  # what the trial spent measuring is not refit
         seconds = max(seconds - metrics.store_s, seconds * MIN_FIT_SHARE)
+    trees = not family_named(run.plan.space.family_of(trial.params or {})).graph_weights
     return TrialCost(
         value=float(trial.value if trial.value is not None else math.nan),
         seconds=seconds,
         fits=fits,
         rows=rows,
+        tree_params=float(metrics.params or 0.0) if trees else 0.0,
     )
 
 
@@ -164,7 +179,7 @@ class Refitter:
         need = sum(self.model.member_seconds(cost) for cost in costs[1:])
         if self.model.full_refit:
             need += refit_seconds(costs[0], self.model.all_rows)
-        return need * self.scale + self.model.export_s(len(members)) + self.model.compression_s()
+        return need * self.scale + self.model.export_s(costs) + self.model.compression_s()
 
     def affordable(self, winner: Trial, complete: list[Trial]) -> EnsemblePick:
         """The average ensemble selection picks, chosen again with fewer members while its
@@ -212,7 +227,7 @@ class Refitter:
         need = selection_s * share * FULL_REFIT_SAFETY
         left = (
             seconds_left(self.run)
-            - self.model.export_s(len(members))
+            - self.model.export_s([cost_of(self.run, member) for member in members])
             - (self.model.compression_s())
         )
         if not self.model.affordable(need, left):
@@ -285,7 +300,7 @@ def finalize(
         if trial is best[0]:
             reference = reference_scores(run, validation.scores, complete)
             selection.reference = reference
-        phases.start("export and checks", model.export_s(len(members)))
+        phases.start("export and checks", model.export_s([cost_of(run, m) for m in members]))
         parents.append(held_out)
         prepared.append(
             prepare_version(

@@ -46,7 +46,14 @@ def fit_family(
         keep_going()
         check_stop()
 
-    options = FitOptions(seed=seed, threads=run.settings.train_threads, rounds=rounds, check=check)
+    encoding = run.dataset.encoding
+    options = FitOptions(
+        seed=seed,
+        threads=run.settings.train_threads,
+        rounds=rounds,
+        check=check,
+        category_codes=encoding.category_codes() if encoding is not None else (),
+    )
     fitter = table_family(family)
     return fitter.fit(fitter.params(params), table, _outputs(run), options)
 

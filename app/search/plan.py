@@ -138,6 +138,7 @@ def make_plan(
             transfer_layers=transfer_layers,
             families=families,
             table=dataset.encoding is not None,
+            category_codes=bool(dataset.encoding and dataset.encoding.category_codes()),
         ),
         spec.space,
     )

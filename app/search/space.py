@@ -150,14 +150,16 @@ def default_space(
     transfer_layers: int | None = None,
     families: tuple[Family, ...] = (),
     table: bool = False,
+    category_codes: bool = False,
 ) -> SearchSpace:
     """The default space for a dataset: the network searched by default on its rows (a CNN
     when rows are images, else an MLP, reading a table's features through searched
-    embeddings when ``table``); the training only for a network fine-tuned from a
+    embeddings when ``table``; a tree family searching its category splits when
+    ``category_codes``); the training only for a network fine-tuned from a
     registered one, and the transfer choices too when it learns a new head
     (``transfer_layers``: its body's weight layers). With ``families``: each named
     family's dimensions, side by side."""
-    context = SpaceContext(max_epochs=max_epochs, table=table)
+    context = SpaceContext(max_epochs=max_epochs, table=table, category_codes=category_codes)
     if families:
         dimensions: dict[str, Dimension] = {}
         network = "none"

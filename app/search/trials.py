@@ -147,11 +147,17 @@ def _out_of_time(run: SearchRun) -> bool:
 # -- rows -----------------------------------------------------------------------------------
 def _start_row(
     run: SearchRun, trial: optuna.Trial, params: dict[str, ParamValue], retry_of: int | None
-) -> None:
+) -> bool:
+    """Claim the trial by writing its running row; False when another worker holds it.
+
+    Two workers' asks can both pop one queued trial: Optuna claims a waiting trial by
+    reading its state and then writing it, and SQLite takes no row lock between the two.
+    The row's unique (job, number) is the claim that holds on every database."""
     with session_scope(run.settings.database_url) as session:
-        TrialRepository(session).start(
+        started = TrialRepository(session).start(
             run.job_id, trial.number, params=params, worker=run.worker, retry_of=retry_of
         )
+    return started is not None
 
 
 def _end_row(
@@ -220,13 +226,16 @@ def _trial_clock(run: SearchRun) -> Callable[[], None]:
     return check
 
 
-def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None]) -> None:
-    """Train, measure and record one asked trial (its budget slot is already taken)."""
+def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None]) -> bool:
+    """Train, measure and record one asked trial (its budget slot is already taken);
+    False when another worker had claimed it (nothing was run or recorded)."""
     history = RetryAttrs.model_validate(
         run.storage.get_trial_system_attrs(trial._trial_id)
     ).retry_history
     params = suggest(trial, run.plan.space, tied_layers=run.tied_layers)
-    _start_row(run, trial, params, retry_of=history[-1] if history else None)
+    if not _start_row(run, trial, params, retry_of=history[-1] if history else None):
+        logger.info("job %s trial %s is another worker's: skipped", run.job_id, trial.number)
+        return False
     shadow = run.pruning.ask() if run.pruning is not None else None
     started = time.perf_counter()
     scores: list[float] = []
@@ -244,7 +253,7 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
         _end_row(
             run, trial.number, TrialState.PRUNED, started=started, history=scores, error=str(pruned)
         )
-        return
+        return True
     except Infeasible as infeasible:
         _finish(run, trial, shadow, OptunaState.FAIL)
         _end_row(
@@ -255,7 +264,7 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
             history=scores,
             error=str(infeasible),
         )
-        return
+        return True
     except TrainingStopped as stopped:  # a time limit, not a fault: the trial is stopped
         _finish(run, trial, shadow, OptunaState.FAIL)
         _end_row(
@@ -266,7 +275,7 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
             history=scores,
             error=f"{stopped} {f'during epoch {len(scores) + 1}' if network else 'while fitting'}",
         )
-        return
+        return True
     except JobLost:
         _finish(run, trial, shadow, OptunaState.FAIL)
         _end_row(
@@ -288,7 +297,7 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
             history=scores,
             error=trial_error(run, trial.number, error),
         )
-        return
+        return True
     finally:
         beat.done.set()
     measured = outcome.metrics
@@ -307,6 +316,7 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
         history=scores,
         digests=outcome,
     )
+    return True
 
 
 def trial_error(run: SearchRun, number: int, error: Exception) -> str:
@@ -350,7 +360,9 @@ def run_trials(run: SearchRun, keep_going: Callable[[], None]) -> None:
             trial.set_user_attr("not_run", "the trial budget was spent by other workers")
             tell(run.study, trial, state=OptunaState.FAIL)
             return
-        run_one(run, trial, keep_going)
+        if not run_one(run, trial, keep_going) and not is_retry:
+            with session_scope(run.settings.database_url) as session:
+                TrialRepository(session).give_back_slot(run.job_id)
 
 
 def wait_for_others(run: SearchRun, keep_going: Callable[[], None], poll_s: float = 1.0) -> None:

@@ -48,6 +48,9 @@ class FitOptions:
     rounds: int | None = None
     check: Callable[[], None] = lambda: None  # raises to stop a long fit
     input_shape: tuple[int, ...] | None = None  # rows' shape, for a family that reads images
+    # Features holding category codes (``TableEncoding.category_codes``): a tree family
+    # splits on them as categories; a family that weighs features ignores them.
+    category_codes: tuple[int, ...] = ()
 
 
 class ModelDescription(BaseModel):

@@ -218,3 +218,24 @@ def test_a_crash_that_is_not_the_database_fails_the_job_with_a_reference(
     run_job(settings, job_id, handler)
     job = load(settings, job_id)
     assert job.status == JobStatus.FAILED and "internal error (reference" in (job.error or "")
+
+
+def test_a_trial_number_is_claimed_by_one_worker_and_the_slot_goes_back(
+    settings: Settings, job_id: int
+) -> None:
+    """Two workers' asks can pop one queued Optuna trial (on SQLite its claim is a read,
+    then a write): the trial's row is the claim, and the loser writes nothing."""
+    with session_scope(settings.database_url) as session:
+        trials = TrialRepository(session)
+        assert trials.take_slot(job_id, budget=3) and trials.take_slot(job_id, budget=3)
+        first = trials.start(job_id, 7, params={"a": 1}, worker="w1", retry_of=None)
+        assert first is not None
+    with session_scope(settings.database_url) as session:
+        trials = TrialRepository(session)
+        assert trials.start(job_id, 7, params={"a": 2}, worker="w2", retry_of=None) is None
+        trials.give_back_slot(job_id)
+        assert trials.start(job_id, 8, params={"a": 3}, worker="w2", retry_of=None) is not None
+    with session_scope(settings.database_url) as session:
+        rows = {t.number: t.worker for t in TrialRepository(session).of_job(job_id)}
+        assert rows == {7: "w1", 8: "w2"}  # the loser's session went on; the winner's row kept
+        assert TrialRepository(session).slots_taken(job_id) == 1

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from onnx import TensorProto, helper
 
-from app.contracts.encoding import DatetimeColumn, TableEncoding
+from app.contracts.encoding import CategoricalColumn, DatetimeColumn, TableEncoding
 from app.preprocessing.columns import SourceColumn, type_column
 from app.preprocessing.encode import date_parts, encode, feeds, stress_rows
 from app.preprocessing.fit import fit_encoding
@@ -74,6 +74,7 @@ def test_types_and_encodings_are_what_the_values_say(
     assert length.kind == "numeric" and length.indicator
     assert count.kind == "numeric" and not count.indicator
     assert many.kind == "categorical" and many.other and many.frequencies is not None
+    assert many.coded and not island.coded  # a code only where one-hot slots run out
     assert when.kind == "datetime" and when.hour and when.indicator
     assert len(encoding.feature_names()) == encoding.width
 
@@ -88,6 +89,40 @@ def test_graph_and_numpy_agree_on_stress_rows(
     from_graph = session.run(None, feeds(encoding, rows))[0]
     assert from_graph.shape == (600, encoding.width)
     assert np.array_equal(from_graph, encode(encoding, rows))
+
+
+def test_a_many_valued_columns_code_names_each_known_value_and_minus_one_otherwise(
+    table: tuple[TableEncoding, dict[str, object]],
+) -> None:
+    encoding, _ = table
+    many = next(c for c in encoding.columns if c.name == "many")
+    assert isinstance(many, CategoricalColumn) and many.frequencies is not None
+    known = sorted(many.frequencies)
+    rows = {
+        "island": np.array(["Dream"] * 4, dtype=object),
+        "length": np.full(4, 40.0, dtype=np.float32),
+        "count": np.full(4, 3.0, dtype=np.float32),
+        "many": np.array([known[0], known[-1], "", "never seen"], dtype=object),
+        "when": np.array(["2020-01-01"] * 4, dtype=object),
+    }
+    code = encoding.category_codes()
+    assert len(code) == 1 and encoding.feature_names()[code[0]] == "many:code"
+    assert encode(encoding, rows)[:, code[0]].tolist() == [0.0, len(known) - 1, -1.0, -1.0]
+    served = attach(identity_network(encoding.width), encoding, used=encoding.sources_of(None))
+    session = ort.InferenceSession(served, providers=["CPUExecutionProvider"])
+    graph_codes = session.run(None, feeds(encoding, rows))[0][:, code[0]]
+    assert graph_codes.tolist() == [0.0, len(known) - 1, -1.0, -1.0]
+
+
+def test_an_encoding_stored_before_codes_reads_without_them(
+    table: tuple[TableEncoding, dict[str, object]],
+) -> None:
+    encoding, _ = table
+    stored = encoding.model_dump(mode="json")
+    for column in stored["columns"]:
+        column.pop("code", None)
+    old = TableEncoding.model_validate(stored)
+    assert old.category_codes() == () and old.width == encoding.width - 1
 
 
 def test_unused_columns_are_not_inputs_and_read_as_zeros(

@@ -7,6 +7,8 @@ import pytest
 from app.search.budget import (
     AVERAGE_CHOICE_S,
     COMPRESSION_SHARE,
+    EXPORT_PER_MEMBER_S,
+    EXPORT_S,
     FIRST_RESERVE_SHARE,
     MOST_RESERVE_SHARE,
     PLANNED_MEMBERS,
@@ -58,7 +60,11 @@ def test_the_reserve_starts_as_a_share_and_follows_the_best_trials() -> None:
     middling = TrialCost(value=0.9, seconds=2.0, fits=1, rows=500)
     planned = model.reserve([slow_but_worse, middling, fast], maximize=True)
     # the average would be of the best two: the slow, worse trial is not planned for
-    expected = model.member_seconds(fast) + model.member_seconds(middling) + model.export_s(2)
+    expected = (
+        model.member_seconds(fast)
+        + model.member_seconds(middling)
+        + model.export_s([fast, middling])
+    )
     expected += AVERAGE_CHOICE_S  # choosing the average's members
     assert planned == pytest.approx(expected + margin)
     # with rmse (lower is better) the slow trial is the best and is planned for, up to a share
@@ -101,5 +107,17 @@ def test_the_reserve_plans_for_a_typical_average_not_the_largest() -> None:
     model = finish(members=5)
     costs = [TrialCost(value=1.0 - i / 10, seconds=1.0, fits=1, rows=500) for i in range(6)]
     three = model.member_seconds(costs[0]) * PLANNED_MEMBERS
-    expected = three + model.export_s(PLANNED_MEMBERS) + AVERAGE_CHOICE_S
+    expected = three + model.export_s(costs[:PLANNED_MEMBERS]) + AVERAGE_CHOICE_S
     assert model.reserve(costs, maximize=True) == pytest.approx(expected + model.stop_margin_s())
+
+
+def test_a_tree_models_export_is_planned_by_its_learnt_numbers() -> None:
+    """onnxmltools walks every node in Python: a large booster's export takes seconds."""
+    model = finish()
+    network = TrialCost(value=0.9, seconds=1.0, fits=1, rows=500)
+    trees = TrialCost(value=0.9, seconds=1.0, fits=1, rows=500, tree_params=300_000)
+    assert model.export_s([network]) == pytest.approx(EXPORT_S)
+    assert model.export_s([trees]) == pytest.approx(EXPORT_S + 300_000 * model.tree_param_s)
+    assert model.export_s([trees]) > EXPORT_S + 4.0  # 4.8 s: was planned as 3 s in all
+    pair = model.export_s([network, trees])
+    assert pair == pytest.approx(model.export_s([trees]) + 2 * EXPORT_PER_MEMBER_S)

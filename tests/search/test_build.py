@@ -28,7 +28,8 @@ NETWORK = {
 
 def test_embeddings_land_on_numbers_dates_and_many_valued_categories() -> None:
     encoding = fit_encoding(typed_table(rows=480, seed=4))
-    # island (4 slots), length (+ gap flag), count, many (14 slots), when (6 date parts)
+    # island (4 slots), length (+ gap flag), count, many (14 slots, frequency, code),
+    # when (6 date parts)
     params: dict[str, ParamValue] = {
         "numeric_embedding": "periodic",
         "category_width": 8,
@@ -36,7 +37,7 @@ def test_embeddings_land_on_numbers_dates_and_many_valued_categories() -> None:
     }
     front = front_for(params, encoding)
     assert front is not None
-    assert front.numeric == (4, 6, 22, 23, 24, 25, 26)  # values, not the gap flags
+    assert front.numeric == (4, 6, 23, 24, 25, 26, 27)  # values, not the gap flags
     assert front.categories == ((7, 21),)  # many: 14 slots; island's 4 pass through
     assert front.width == 4 and front.category_width == 8
     point = candidate(

@@ -76,7 +76,10 @@ def test_a_family_s_parameters_are_typed_with_their_defaults_written_once() -> N
     assert isinstance(typed, GbdtParams)
     assert (typed.num_leaves, typed.rounds, typed.learning_rate) == (15, 300, 0.1)
     assert gbdt.stored(typed)["gbdt_num_leaves"] == 15  # the keys stored studies hold
-    assert list(gbdt.space(SpaceContext(max_epochs=10))) == list(gbdt.stored(typed))
+    assert list(gbdt.space(SpaceContext(max_epochs=10, category_codes=True))) == list(
+        gbdt.stored(typed)
+    )
+    assert "gbdt_cat_smooth" not in gbdt.space(SpaceContext(max_epochs=10))  # no code to split
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))

@@ -194,3 +194,42 @@ def test_a_weighted_average_is_one_graph_of_the_weighted_mean(tmp_path: Path) ->
     np.testing.assert_allclose(predicted(average, held_out(data)), expected, rtol=1e-5)
     equal = MixedAverage([trees, linear], weights=[3, 3])
     assert equal.weights is None  # equal weights: a plain mean
+
+
+def coded_table(rows: int = 3000, seed: int = 0) -> tuple[TableData, np.ndarray]:
+    """A regression target set by which of 150 categories a row holds (column 1, coded
+    0..149, -1 for a gap or an unknown value) plus a number (column 0)."""
+    rng = np.random.default_rng(seed)
+    code = rng.integers(0, 150, rows).astype(np.float32)
+    code[rng.random(rows) < 0.05] = -1.0
+    effect = rng.normal(size=150)
+    number = rng.normal(size=rows).astype(np.float32)
+    known = np.where(code >= 0, effect[np.maximum(code, 0).astype(int)], 0.0)
+    y = (3 * known + number + 0.1 * rng.normal(size=rows)).astype(np.float32)
+    x = np.stack([number, code], axis=1)
+    cut = rows * 3 // 4
+    return TableData(x[:cut], y[:cut], x[cut:], y[cut:]), x
+
+
+def test_the_gbdt_splits_on_a_category_code_as_categories_and_the_graph_agrees() -> None:
+    data, x = coded_table()
+    coded = fit_table_model("gbdt", {}, data, 1, FitOptions(category_codes=(1,)))
+    assert isinstance(coded, Boosted)
+    assert "decision_type=" in coded.state_bytes().decode()
+    unseen = x.copy()
+    unseen[:40, 1] = 999.0  # a code training never saw, and -1 (a gap), go as LightGBM sends them
+    unseen[40:80, 1] = -1.0
+    np.testing.assert_allclose(served(coded, unseen), coded.predict_rows(unseen), atol=1e-5)
+
+    def rmse(model: TableModel) -> float:
+        assert data.y_val is not None
+        return float(np.sqrt(np.mean((model.predict_rows(held_out(data))[:, 0] - data.y_val) ** 2)))
+
+    numeric = fit_table_model("gbdt", {}, data, 1, FitOptions())
+    assert rmse(coded) < 0.8 * rmse(numeric)  # one split holds many categories
+
+
+def test_the_linear_family_leaves_category_codes_unweighed() -> None:
+    data, _ = coded_table()
+    model = fit_table_model("linear", {}, data, 1, FitOptions(category_codes=(1,)))
+    assert model.state_bytes() and float(np.abs(model.weights[:, 1]).max()) == 0.0  # type: ignore[attr-defined]

@@ -108,11 +108,14 @@ M = TypeVar("M")
 
 @dataclass(frozen=True)
 class SpaceContext:
-    """What a family's space depends on: the most epochs a network may train, and whether
-    the rows are an encoded table (an MLP then searches how it reads the features)."""
+    """What a family's space depends on: the most epochs a network may train, whether
+    the rows are an encoded table (an MLP then searches how it reads the features), and
+    whether its features hold category codes (a tree family then searches how it splits
+    on categories)."""
 
     max_epochs: int
     table: bool = False
+    category_codes: bool = False
 
 
 def load(path: str) -> Callable[..., Any]:

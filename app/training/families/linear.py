@@ -44,17 +44,24 @@ class LinearFamily(TableFamily[LinearParams]):
 
         options.check()
         x = data.x_train.astype(np.float64)
+        x[:, list(options.category_codes)] = 0.0  # a category's code is a name, not an amount
+        # Fitted on standardised features, the weights then folded back onto the raw ones
+        # (one Gemm as before): unscaled, lbfgs stopped far from the optimum where columns
+        # ran in the thousands (hpc_data: 55% accuracy, 74% standardised).
+        mean, scale = x.mean(axis=0), x.std(axis=0)
+        scale[scale == 0.0] = 1.0
+        standard = (x - mean) / scale
         if n_outputs == 1:
-            ridge = Ridge(alpha=1.0 / params.c).fit(x, data.y_train.astype(np.float64))
+            ridge = Ridge(alpha=1.0 / params.c).fit(standard, data.y_train.astype(np.float64))
             weights = np.asarray(ridge.coef_, dtype=np.float64).reshape(1, -1)
             bias = np.atleast_1d(np.asarray(ridge.intercept_, dtype=np.float64))
-            return Linear(weights, bias, n_outputs=1)
+            return _raw_scale(weights, bias, mean, scale, n_outputs=1)
         labels = data.y_train.astype(np.int64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             logistic = LogisticRegression(
                 C=params.c, max_iter=MAX_ITERATIONS, random_state=options.seed
-            ).fit(x, labels)
+            ).fit(standard, labels)
         weights = np.zeros((n_outputs, x.shape[1]))
         bias = np.zeros(n_outputs)
         seen = logistic.classes_.astype(np.int64)
@@ -63,8 +70,17 @@ class LinearFamily(TableFamily[LinearParams]):
         else:
             weights[seen], bias[seen] = logistic.coef_, logistic.intercept_
         absent = np.setdiff1d(np.arange(n_outputs), seen)
-        bias[absent] = -1e4  # a class no training row had: never predicted
-        return Linear(weights, bias, n_outputs=n_outputs)
+        model = _raw_scale(weights, bias, mean, scale, n_outputs=n_outputs)
+        model.bias[absent] = -1e4  # a class no training row had: never predicted
+        return model
+
+
+def _raw_scale(
+    weights: np.ndarray, bias: np.ndarray, mean: np.ndarray, scale: np.ndarray, *, n_outputs: int
+) -> Linear:
+    """Weights fitted on standardised features, as weights on the raw ones."""
+    raw = weights / scale
+    return Linear(raw, bias - raw @ mean, n_outputs=n_outputs)
 
 
 class Linear(TableModel):

@@ -25,12 +25,6 @@ from app.contracts.results import PhaseTime
 # process (memory and energy: 0.75-0.9 s), and per averaged member.
 EXPORT_S = 3.0
 EXPORT_PER_MEMBER_S = 0.5
-# A tree model's export is onnxmltools walking every node in Python: per learnt number
-# (threshold or leaf value), measured on gapminder's LightGBM boosters on a 2-core machine
-# at 11-15 us (365,000 numbers: 5.3 s), and 28-52 us where splits on a category code
-# expand into chains of BRANCH_EQ nodes. The upper ends, with the sessions that follow.
-TREE_EXPORT_S_PER_PARAM = 1.6e-5
-TREE_EXPORT_S_PER_PARAM_CATEGORIES = 4.5e-5
 # A trial's fits take longer than a refit of the same configuration: they score the
 # validation rows as they go, run past their best (early stopping's patience) and share
 # the cores with the other trials; a refit runs alone for the epochs or rounds found. On
@@ -67,7 +61,9 @@ class TrialCost:
     seconds: float  # the trial's wall time
     fits: int  # models it fitted: 1, or one per fold
     rows: int  # rows each of its fits trained on
-    tree_params: float = 0.0  # a tree model's learnt numbers (what its export walks)
+    # Seconds its model's export takes beyond ``EXPORT_S``: a tree family's converter walks
+    # every node (``ModelFamily.export_s_per_param`` x its learnt numbers).
+    export_s: float = 0.0
 
 
 def refit_seconds(cost: TrialCost, rows: int) -> float:
@@ -88,7 +84,6 @@ class FinishModel:
     all_rows: int  # every labelled row
     full_refit: bool
     compresses: bool
-    tree_param_s: float = TREE_EXPORT_S_PER_PARAM  # export seconds per tree number
 
     def refit_rows(self) -> list[int]:
         """The row counts of the fits one member needs."""
@@ -128,8 +123,8 @@ class FinishModel:
     def export_s(self, members: Sequence[TrialCost]) -> float:
         """Seconds to export, check and measure one version of ``members`` (one: itself)."""
         count = len(members)
-        trees = sum(cost.tree_params for cost in members) * self.tree_param_s
-        return EXPORT_S + (EXPORT_PER_MEMBER_S * count if count > 1 else 0.0) + trees
+        walked = sum(cost.export_s for cost in members)
+        return EXPORT_S + (EXPORT_PER_MEMBER_S * count if count > 1 else 0.0) + walked
 
 
 class Phases:

@@ -23,14 +23,7 @@ from app.core.errors import BrokenInvariant
 from app.datasets.service import load_raw
 from app.jobs.runner import JobContext, JobFailed, Recorder
 from app.search import ensembles
-from app.search.budget import (
-    TREE_EXPORT_S_PER_PARAM,
-    TREE_EXPORT_S_PER_PARAM_CATEGORIES,
-    FinishModel,
-    Phases,
-    TrialCost,
-    refit_seconds,
-)
+from app.search.budget import FinishModel, Phases, TrialCost, refit_seconds
 from app.search.compress_winner import compress_winner
 from app.search.ensembles import AverageParams, AverageValidation, EnsemblePick
 from app.search.explanations import background_feeds
@@ -83,11 +76,6 @@ def finish_model(run: SearchRun, compresses: bool) -> FinishModel:
         # served model, must not have been fitted on them.
         full_refit=run.spec.refit == "full" and not compresses,
         compresses=compresses,
-        tree_param_s=(
-            TREE_EXPORT_S_PER_PARAM_CATEGORIES
-            if run.dataset.encoding is not None and run.dataset.encoding.category_codes()
-            else TREE_EXPORT_S_PER_PARAM
-        ),
     )
 
 
@@ -104,13 +92,13 @@ def cost_of(run: SearchRun, trial: Trial) -> TrialCost:
     seconds = float(trial.duration_s or 0.0)
     if metrics.store_s is not None:  # what the trial spent measuring is not refit
         seconds = max(seconds - metrics.store_s, seconds * MIN_FIT_SHARE)
-    trees = not family_named(run.plan.space.family_of(trial.params or {})).graph_weights
+    family = family_named(run.plan.space.family_of(trial.params or {}))
     return TrialCost(
         value=float(trial.value if trial.value is not None else math.nan),
         seconds=seconds,
         fits=fits,
         rows=rows,
-        tree_params=float(metrics.params or 0.0) if trees else 0.0,
+        export_s=float(metrics.params or 0.0) * family.export_s_per_param,
     )
 
 

@@ -233,3 +233,23 @@ def test_the_linear_family_leaves_category_codes_unweighed() -> None:
     data, _ = coded_table()
     model = fit_table_model("linear", {}, data, 1, FitOptions(category_codes=(1,)))
     assert model.state_bytes() and float(np.abs(model.weights[:, 1]).max()) == 0.0  # type: ignore[attr-defined]
+
+
+def test_a_deep_chain_of_category_splits_exports_and_counts_every_node() -> None:
+    """onnxmltools parses a tree recursively, a frame per node on a path, and each category
+    in a split's set is a node: 2,000 categories and 128 leaves went past Python's 1,000
+    frames (RecursionError) until the limit was raised to what the tree needs."""
+    rng = np.random.default_rng(0)
+    rows, categories = 20_000, 2_000
+    code = rng.integers(0, categories, rows).astype(np.float32)
+    number = rng.normal(size=rows).astype(np.float32)
+    y = (3 * rng.normal(size=categories)[code.astype(int)] + number).astype(np.float32)
+    data = TableData(np.stack([number, code], axis=1), y)
+    params = {"gbdt_num_leaves": 128, "gbdt_min_data_per_group": 20}
+    model = fit_table_model("gbdt", params, data, 1, FitOptions(category_codes=(1,), rounds=10))
+    graph = model.to_onnx()
+    (trees,) = [node for node in graph.graph.node if node.op_type.startswith("TreeEnsemble")]
+    modes = list(next(a for a in trees.attribute if a.name == "nodes_modes").strings)
+    assert modes.count(b"BRANCH_EQ") > 1_000 and model.n_params == len(modes)
+    rows_out = data.x_train[:200]
+    np.testing.assert_allclose(served(model, rows_out), model.predict_rows(rows_out), atol=1e-4)

@@ -146,6 +146,9 @@ class ModelFamily(abc.ABC, Generic[P, M]):
     trains_network: ClassVar[bool] = False  # a torch network trained epoch by epoch
     graph_weights: ClassVar[bool] = True  # False: its graph keeps weights in node attributes
     boosts: ClassVar[bool] = False  # its trials' ``refit_epochs`` are boosting rounds kept
+    # Export seconds per learnt number beyond a fixed cost: a converter that walks every
+    # tree node in Python (what a search's finish plans for); 0 where it does not.
+    export_s_per_param: ClassVar[float] = 0.0
 
     @property
     def prefix(self) -> str:

@@ -77,6 +77,8 @@ class ForestFamily(TableFamily[ForestParams]):
     # of the learned portfolio (app/search/portfolio.json), a candidate in it.
     starting_points: ClassVar[tuple[FamilyParams, ...]] = (ForestParams(kind="extra_trees"),)
     graph_weights: ClassVar[bool] = False  # thresholds are node attributes, not tensors
+    # skl2onnx, per threshold and leaf value: 1.2-2.6 us on a 2-core machine (100,000-300,000)
+    export_s_per_param: ClassVar[float] = 3e-6
     # Searched when a request names it: a budget-only search keeps the families whose share
     # of a short budget bench/search_quality.py has measured (issue #45 plans that share).
     default_on: ClassVar[frozenset[DataShape]] = frozenset()

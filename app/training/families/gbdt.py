@@ -6,7 +6,9 @@ gateway, which reads only the declaration)."""
 
 from __future__ import annotations
 
+import sys
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
@@ -38,6 +40,12 @@ CONVERTER_OPSET = 15  # the newest default-domain opset onnxmltools writes
 EARLY_STOPPING_ROUNDS = 50
 THRESHOLDS = "threshold="
 LEAVES = "num_leaves="
+CATEGORY_SPLITS = "num_cat="
+CATEGORY_SETS = "cat_threshold="
+# onnxmltools parses a tree recursively, a frame per node on a path, and a split on a
+# category set is a chain of one node per category: a few such splits deep pass Python's
+# default limit of 1,000 frames. The limit is raised to what the largest tree could need.
+RECURSION_MARGIN = 1_000
 CHECK_EVERY_ROUNDS = 10
 CATEGORY_PARAMS = ("min_data_per_group", "cat_smooth")  # searched where a feature is a code
 CATEGORY_L2 = 1.0  # L2 on a category split's groups (LightGBM's default 10)
@@ -128,6 +136,9 @@ class GbdtFamily(TableFamily[GbdtParams]):
     )
     graph_weights: ClassVar[bool] = False  # thresholds are node attributes, not tensors
     boosts: ClassVar[bool] = True
+    # onnxmltools, per leaf, threshold and category in a split's set (``n_params``): 13-27 us
+    # on a 2-core machine (gapminder's boosters, 15,500-744,000 numbers: 0.2-15 s)
+    export_s_per_param: ClassVar[float] = 2.5e-5
 
     def space(self, context: SpaceContext) -> dict[str, Dimension]:
         """Its dimensions; how it splits on categories only where a feature is a code."""
@@ -193,6 +204,39 @@ def float32_thresholds(booster: lightgbm.Booster, rounds: int) -> lightgbm.Boost
     return lightgbm.Booster(model_str="\n".join(lines) + "\n")
 
 
+@dataclass(frozen=True)
+class TreeShape:
+    """One tree as its graph holds it: its leaves and its split nodes (a split on a set of
+    categories is one node per category in the set)."""
+
+    leaves: int
+    split_nodes: int
+
+
+def tree_shapes(model_text: str) -> list[TreeShape]:
+    """Each tree's shape, from LightGBM's model text (``num_leaves``, ``num_cat`` and the
+    ``cat_threshold`` bitsets of the tree's category splits)."""
+    shapes: list[TreeShape] = []
+    leaves = categorical = members = 0
+    for line in model_text.splitlines():
+        if line.startswith("Tree="):
+            if shapes or leaves:
+                shapes.append(TreeShape(leaves, leaves - 1 - categorical + members))
+            leaves = categorical = members = 0
+        elif line.startswith(LEAVES):
+            leaves = int(line.removeprefix(LEAVES))
+        elif line.startswith(CATEGORY_SPLITS):
+            categorical = int(line.removeprefix(CATEGORY_SPLITS))
+        elif line.startswith(CATEGORY_SETS):
+            words = line.removeprefix(CATEGORY_SETS).split()
+            members = sum(int(word).bit_count() for word in words)
+        elif line.startswith("end of trees"):
+            break
+    if leaves:
+        shapes.append(TreeShape(leaves, leaves - 1 - categorical + members))
+    return shapes
+
+
 def _checker(options: FitOptions) -> Any:
     def callback(env: Any) -> None:
         if env.iteration % CHECK_EVERY_ROUNDS == 0:
@@ -212,7 +256,7 @@ class Boosted(TableModel):
         super().__init__(n_inputs, n_outputs, classification=n_outputs > 1)
         self.booster = booster
         self.rounds = booster.current_iteration()
-        self._leaf_counts: list[int] | None = None
+        self._tree_shapes: list[TreeShape] | None = None
 
     def predict_rows(self, rows: np.ndarray) -> np.ndarray:
         predicted = np.asarray(self.booster.predict(rows, num_iteration=self.rounds))
@@ -226,14 +270,20 @@ class Boosted(TableModel):
         from onnxmltools import convert_lightgbm
         from onnxmltools.convert.common.data_types import FloatTensorType
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = convert_lightgbm(
-                self.booster,
-                initial_types=[(INPUT_NAME, FloatTensorType([None, self.n_inputs]))],
-                zipmap=False,
-                target_opset=CONVERTER_OPSET,
-            )
+        deepest = max((shape.split_nodes for shape in self._shapes()), default=0)
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, deepest + RECURSION_MARGIN))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = convert_lightgbm(
+                    self.booster,
+                    initial_types=[(INPUT_NAME, FloatTensorType([None, self.n_inputs]))],
+                    zipmap=False,
+                    target_opset=CONVERTER_OPSET,
+                )
+        finally:
+            sys.setrecursionlimit(limit)
         outputs = {value.name: value for value in model.graph.output}
         kept = outputs["probabilities"] if self.classification else outputs["variable"]
         _rename(model.graph, OUTPUT_NAME, f"trees_{OUTPUT_NAME}")  # the converter's own name
@@ -243,22 +293,21 @@ class Boosted(TableModel):
         _drop_unused(model.graph)
         return model
 
+    def _shapes(self) -> list[TreeShape]:
+        """Each kept tree's shape, read once from the model text (the booster holds exactly
+        the kept rounds; its JSON dump took seconds on a large one)."""
+        if self._tree_shapes is None:
+            self._tree_shapes = tree_shapes(self.booster.model_to_string(num_iteration=self.rounds))
+        return self._tree_shapes
+
     def _leaves(self) -> list[int]:
-        """Each kept tree's leaf count, read once from the model text (the booster holds
-        exactly the kept rounds; its JSON dump took seconds on a large one)."""
-        if self._leaf_counts is None:
-            text = self.booster.model_to_string(num_iteration=self.rounds)
-            self._leaf_counts = [
-                int(line.removeprefix(LEAVES))
-                for line in text.splitlines()
-                if line.startswith(LEAVES)
-            ]
-        return self._leaf_counts
+        return [shape.leaves for shape in self._shapes()]
 
     @property
     def n_params(self) -> int:
-        leaves = self._leaves()
-        return 2 * sum(leaves) - len(leaves)  # each split a threshold, each leaf a value
+        """Each leaf's value, each split's threshold, and each category a split's set
+        holds (the graph tests each one: a node of its own)."""
+        return sum(shape.leaves + shape.split_nodes for shape in self._shapes())
 
     @property
     def fitted_rounds(self) -> int:

@@ -232,7 +232,11 @@ def run_one(run: SearchRun, trial: optuna.Trial, keep_going: Callable[[], None])
     history = RetryAttrs.model_validate(
         run.storage.get_trial_system_attrs(trial._trial_id)
     ).retry_history
-    params = suggest(trial, run.plan.space, tied_layers=run.tied_layers)
+    try:
+        params = suggest(trial, run.plan.space, tied_layers=run.tied_layers)
+    except optuna.exceptions.UpdateFinishedTrialError:  # popped twice: the other one ran it
+        logger.info("job %s trial %s is another worker's: skipped", run.job_id, trial.number)
+        return False
     if not _start_row(run, trial, params, retry_of=history[-1] if history else None):
         logger.info("job %s trial %s is another worker's: skipped", run.job_id, trial.number)
         return False
